@@ -1,0 +1,60 @@
+//! The futex system call on a word in shared memory.
+//!
+//! Always the shared (not `FUTEX_PRIVATE_FLAG`) variants: the word lives in a
+//! file mapping that other processes map too, and the kernel keys a shared
+//! futex by the file and offset, so a reader that maps the data region
+//! read-only can wait on a word that the writer wakes through its read-write
+//! mapping (measured on these machines, DESIGN.md section 6).
+
+use std::io;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Sleeps while `*word == expected`, at most `timeout` (forever if `None`).
+///
+/// Returns `Ok(())` when woken, when the word no longer held `expected`
+/// (`EAGAIN`), on a signal (`EINTR`) and on time-out: callers always re-check
+/// their condition, so these are all the same to them.
+pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> io::Result<()> {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of the
+    // call; the kernel only reads it. `ts_ptr` is null or points to a live
+    // timespec on this stack frame.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts_ptr, std::ptr::null::<u32>(), 0u32)
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ETIMEDOUT) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+/// Wakes every thread of any process sleeping on `word`; returns how many.
+pub fn wake_all(word: &AtomicU32) -> io::Result<usize> {
+    // SAFETY: `word` is a valid, aligned 32-bit atomic; FUTEX_WAKE does not
+    // dereference the remaining arguments.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}

@@ -1,0 +1,359 @@
+//! The shared-memory layout: the ABI every process attaching to a ring obeys.
+//!
+//! This module and `docs/abi.md` are the contract; they change together, and
+//! [`ABI_VERSION`] changes whenever a byte here does. Every offset and size is
+//! asserted at compile time at the bottom of this file. No pointers live in
+//! shared memory, only offsets and sizes. All integers are native-endian
+//! (little-endian on the supported targets).
+//!
+//! A ring is two files in `/dev/shm`:
+//!
+//! | file | who maps it writable | holds |
+//! |---|---|---|
+//! | `<ns>.<ring>` (data region) | the writer and the daemon | [`RingHeader`], then `capacity` slots |
+//! | `<ns>.<ring>@readers` (control region) | everyone attached | [`ReadersHeader`], then `max_readers` [`ReaderEntry`]s |
+//!
+//! Readers map the data region read-only, so no reader can change what
+//! another reader reads. What a reader must write (its cursor, heartbeat,
+//! the parked-waiter count) lives in the control region.
+//!
+//! Hot and cold fields, writer-owned and reader-owned fields, sit on separate
+//! 128-byte lines (two cache lines: the adjacent-line prefetcher on x86-64
+//! pulls pairs).
+
+use crate::sync::{AtomicU32, AtomicU64};
+
+/// Bumped whenever any byte of this layout changes meaning.
+pub const ABI_VERSION: u32 = 1;
+/// First eight bytes of a data region: `b"HELIXRNG"`.
+pub const RING_MAGIC: u64 = u64::from_le_bytes(*b"HELIXRNG");
+/// First eight bytes of a control region: `b"HELIXRDR"`.
+pub const READERS_MAGIC: u64 = u64::from_le_bytes(*b"HELIXRDR");
+/// The unit of separation between independently written fields.
+pub const LINE: usize = 128;
+/// Slot sizes are multiples of this (one cache line).
+pub const SLOT_ALIGN: usize = 64;
+/// Size of [`RingHeader`]; the first slot starts here.
+pub const RING_HEADER_SIZE: usize = 1024;
+/// Size of [`ReadersHeader`]; the first reader entry starts here.
+pub const READERS_HEADER_SIZE: usize = 512;
+/// Size of one [`ReaderEntry`].
+pub const READER_ENTRY_SIZE: usize = 256;
+/// Size of [`SlotHeader`]; a slot's payload starts here.
+pub const SLOT_HEADER_SIZE: usize = 16;
+/// Longest ring name in bytes.
+pub const MAX_NAME_LEN: usize = 63;
+/// Longest reader name in bytes.
+pub const MAX_READER_NAME_LEN: usize = 32;
+
+/// `policy` value: the writer never waits; slow readers see overruns.
+pub const POLICY_OVERWRITE: u32 = 0;
+/// `policy` value: gating readers hold the writer back (lossless).
+pub const POLICY_BLOCK: u32 = 1;
+
+/// `lease` bit: the holder has finished writing `lease_start_time`.
+pub const LEASE_COMMITTED: u64 = 1 << 63;
+/// `lease` bits 0..32: holder pid (0: free).
+pub const LEASE_PID_MASK: u64 = 0xFFFF_FFFF;
+/// `lease` bits 32..63: epoch, incremented by every acquisition.
+pub const LEASE_EPOCH_SHIFT: u32 = 32;
+/// Mask of the epoch after shifting.
+pub const LEASE_EPOCH_MASK: u64 = 0x7FFF_FFFF;
+
+/// `stamp` bit: the slot is being written for the sequence in the low bits.
+pub const STAMP_WRITING: u64 = 1 << 63;
+
+/// `state` of a reader entry: unused.
+pub const ENTRY_FREE: u32 = 0;
+/// `state` of a reader entry: being filled in by a joining reader.
+pub const ENTRY_CLAIMING: u32 = 1;
+/// `state` of a reader entry: a registered reader.
+pub const ENTRY_ACTIVE: u32 = 2;
+
+/// `gating` of a reader entry: the reader never holds the writer back.
+pub const GATING_NO: u32 = 0;
+/// `gating` of a reader entry: the writer of a `block` ring waits for it.
+pub const GATING_YES: u32 = 1;
+/// `gating` of a reader entry: was gating, demoted (stalled or dead).
+pub const GATING_DEMOTED: u32 = 2;
+
+/// The data region's header: 1024 bytes at offset 0.
+#[repr(C)]
+pub struct RingHeader {
+    // ---- line 0: identity, written once at creation before `version` ----
+    /// [`RING_MAGIC`].
+    pub magic: u64,
+    /// [`ABI_VERSION`]; 0 while the region is being initialised. Written last.
+    pub version: AtomicU32,
+    /// [`RING_HEADER_SIZE`].
+    pub header_size: u32,
+    /// Number of slots, a power of two.
+    pub capacity: u64,
+    /// Bytes per slot (header and payload), a multiple of [`SLOT_ALIGN`].
+    pub slot_size: u32,
+    /// [`POLICY_OVERWRITE`] or [`POLICY_BLOCK`].
+    pub policy: u32,
+    /// Number of entries in the control region.
+    pub max_readers: u32,
+    /// Reserved, 0.
+    pub flags: u32,
+    /// A gating reader that makes no progress this long is demoted.
+    pub stall_timeout_ns: u64,
+    /// Offset of slot 0 from the start of the file.
+    pub data_offset: u64,
+    /// Exact size of this file.
+    pub file_size: u64,
+    /// CLOCK_REALTIME at creation, in ns; the control region repeats it, so
+    /// a mismatched pair of files is detected.
+    pub created_ns: u64,
+    pub _reserved0: [u8; 56],
+    // ---- line 1: name ----
+    /// Length of `name` in bytes.
+    pub name_len: u32,
+    pub _pad1: u32,
+    /// The ring name, NUL-padded.
+    pub name: [u8; 64],
+    pub _reserved1: [u8; 56],
+    // ---- line 2: writer lease (written on acquisition and release) ----
+    /// Holder pid (bits 0..32), epoch (bits 32..63), committed (bit 63).
+    pub lease: AtomicU64,
+    /// Holder's start time (clock ticks since boot, `/proc/PID/stat` field 22).
+    pub lease_start_time: AtomicU64,
+    /// CLOCK_REALTIME ns of the last acquisition.
+    pub lease_since_ns: AtomicU64,
+    /// Leases taken over from a dead holder.
+    pub takeovers: AtomicU64,
+    pub _reserved2: [u8; 96],
+    // ---- line 3: publication (writer writes, readers poll and park) ----
+    /// Highest published sequence number (0: none yet). Sequences start at 1.
+    pub published: AtomicU64,
+    /// Futex word parked readers sleep on; the writer bumps it to wake them.
+    pub notify: AtomicU32,
+    pub _pad3: u32,
+    pub _reserved3: [u8; 112],
+    // ---- line 4: writer counters ----
+    /// Payload bytes published, ever.
+    pub bytes_published: AtomicU64,
+    /// Times the writer of a `block` ring had to wait for space.
+    pub writer_waits: AtomicU64,
+    /// Nanoseconds the writer spent waiting for space.
+    pub writer_wait_ns: AtomicU64,
+    pub _reserved4: [u8; 104],
+    // ---- lines 5..8: reserved ----
+    pub _reserved5: [u8; 384],
+}
+
+/// The header of every slot; the payload follows it.
+#[repr(C)]
+pub struct SlotHeader {
+    /// The sequence stored in this slot; with [`STAMP_WRITING`] set while the
+    /// writer changes the payload; 0 if never written.
+    pub stamp: AtomicU64,
+    /// Payload length in bytes.
+    pub len: AtomicU32,
+    /// Application-defined frame kind (0 if unused).
+    pub kind: AtomicU32,
+}
+
+/// The control region's header: 512 bytes at offset 0.
+#[repr(C)]
+pub struct ReadersHeader {
+    // ---- line 0: identity ----
+    /// [`READERS_MAGIC`].
+    pub magic: u64,
+    /// [`ABI_VERSION`]; 0 while being initialised. Written last.
+    pub version: AtomicU32,
+    /// [`READERS_HEADER_SIZE`].
+    pub header_size: u32,
+    /// Number of entries.
+    pub max_readers: u32,
+    /// [`READER_ENTRY_SIZE`].
+    pub entry_size: u32,
+    /// Same value as the data region's `created_ns`.
+    pub created_ns: u64,
+    /// Exact size of this file.
+    pub file_size: u64,
+    pub _reserved0: [u8; 88],
+    // ---- line 1: reader bookkeeping ----
+    /// Readers currently parked (or about to park) on `notify`.
+    pub waiters: AtomicU32,
+    /// Incremented on every join and leave, so the writer rescans the table.
+    pub table_epoch: AtomicU32,
+    /// Gating readers demoted because they stalled or died.
+    pub demotions: AtomicU64,
+    /// Entries of dead readers freed by a sweep.
+    pub swept: AtomicU64,
+    pub _reserved1: [u8; 104],
+    // ---- line 2: the writer waiting for space ----
+    /// 1 while the writer of a `block` ring waits (or is about to) for space.
+    pub writer_waiting: AtomicU32,
+    /// Futex word the waiting writer sleeps on; gating readers bump it.
+    pub writer_wake: AtomicU32,
+    pub _reserved2: [u8; 120],
+    // ---- line 3: reserved ----
+    pub _reserved3: [u8; 128],
+}
+
+/// One registered reader: 256 bytes.
+#[repr(C)]
+pub struct ReaderEntry {
+    // ---- line A: written by the reader on every consume ----
+    /// Next sequence this reader will read; everything below is consumed.
+    pub cursor: AtomicU64,
+    pub _reserved_a: [u8; 120],
+    // ---- line B: registration and statistics ----
+    /// [`ENTRY_FREE`], [`ENTRY_CLAIMING`] or [`ENTRY_ACTIVE`].
+    pub state: AtomicU32,
+    /// [`GATING_NO`], [`GATING_YES`] or [`GATING_DEMOTED`].
+    pub gating: AtomicU32,
+    /// The reader's pid.
+    pub pid: AtomicU32,
+    pub _pad_b: u32,
+    /// The reader's start time (clock ticks since boot).
+    pub start_time: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the reader's last sign of life.
+    pub heartbeat_ns: AtomicU64,
+    /// Overrun events this reader saw.
+    pub overruns: AtomicU64,
+    /// Sequences this reader lost to overruns.
+    pub lost: AtomicU64,
+    /// Frames this reader consumed.
+    pub frames: AtomicU64,
+    /// CLOCK_REALTIME ns when the reader joined.
+    pub joined_ns: AtomicU64,
+    /// The reader's name, NUL-padded UTF-8, as four native-endian words.
+    pub name: [AtomicU64; 4],
+    pub _reserved_b: [u8; 32],
+}
+
+#[cfg(not(loom))]
+mod asserts {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    macro_rules! at {
+        ($t:ty, $f:ident, $off:expr) => {
+            const _: () = assert!(offset_of!($t, $f) == $off);
+        };
+    }
+
+    const _: () = assert!(size_of::<RingHeader>() == RING_HEADER_SIZE);
+    at!(RingHeader, magic, 0);
+    at!(RingHeader, version, 8);
+    at!(RingHeader, header_size, 12);
+    at!(RingHeader, capacity, 16);
+    at!(RingHeader, slot_size, 24);
+    at!(RingHeader, policy, 28);
+    at!(RingHeader, max_readers, 32);
+    at!(RingHeader, flags, 36);
+    at!(RingHeader, stall_timeout_ns, 40);
+    at!(RingHeader, data_offset, 48);
+    at!(RingHeader, file_size, 56);
+    at!(RingHeader, created_ns, 64);
+    at!(RingHeader, name_len, 128);
+    at!(RingHeader, name, 136);
+    at!(RingHeader, lease, 256);
+    at!(RingHeader, lease_start_time, 264);
+    at!(RingHeader, lease_since_ns, 272);
+    at!(RingHeader, takeovers, 280);
+    at!(RingHeader, published, 384);
+    at!(RingHeader, notify, 392);
+    at!(RingHeader, bytes_published, 512);
+    at!(RingHeader, writer_waits, 520);
+    at!(RingHeader, writer_wait_ns, 528);
+    at!(RingHeader, _reserved5, 640);
+
+    const _: () = assert!(size_of::<SlotHeader>() == SLOT_HEADER_SIZE);
+    at!(SlotHeader, stamp, 0);
+    at!(SlotHeader, len, 8);
+    at!(SlotHeader, kind, 12);
+
+    const _: () = assert!(size_of::<ReadersHeader>() == READERS_HEADER_SIZE);
+    at!(ReadersHeader, magic, 0);
+    at!(ReadersHeader, version, 8);
+    at!(ReadersHeader, header_size, 12);
+    at!(ReadersHeader, max_readers, 16);
+    at!(ReadersHeader, entry_size, 20);
+    at!(ReadersHeader, created_ns, 24);
+    at!(ReadersHeader, file_size, 32);
+    at!(ReadersHeader, waiters, 128);
+    at!(ReadersHeader, table_epoch, 132);
+    at!(ReadersHeader, demotions, 136);
+    at!(ReadersHeader, swept, 144);
+    at!(ReadersHeader, writer_waiting, 256);
+    at!(ReadersHeader, writer_wake, 260);
+
+    const _: () = assert!(size_of::<ReaderEntry>() == READER_ENTRY_SIZE);
+    at!(ReaderEntry, cursor, 0);
+    at!(ReaderEntry, state, 128);
+    at!(ReaderEntry, gating, 132);
+    at!(ReaderEntry, pid, 136);
+    at!(ReaderEntry, start_time, 144);
+    at!(ReaderEntry, heartbeat_ns, 152);
+    at!(ReaderEntry, overruns, 160);
+    at!(ReaderEntry, lost, 168);
+    at!(ReaderEntry, frames, 176);
+    at!(ReaderEntry, joined_ns, 184);
+    at!(ReaderEntry, name, 192);
+
+    // Every shared struct is at least 8-aligned and its hot lines start on
+    // 128-byte boundaries when the struct does (mmap gives page alignment).
+    const _: () = assert!(core::mem::align_of::<RingHeader>() == 8);
+    const _: () = assert!(RING_HEADER_SIZE % LINE == 0);
+    const _: () = assert!(READERS_HEADER_SIZE % LINE == 0);
+    const _: () = assert!(READER_ENTRY_SIZE % LINE == 0);
+}
+
+/// Bytes of a slot for payloads of up to `max_payload` bytes.
+pub const fn slot_size_for(max_payload: usize) -> usize {
+    (SLOT_HEADER_SIZE + max_payload).div_ceil(SLOT_ALIGN) * SLOT_ALIGN
+}
+
+/// Size of the data region file.
+pub const fn ring_file_size(capacity: u64, slot_size: u32) -> u64 {
+    RING_HEADER_SIZE as u64 + capacity * slot_size as u64
+}
+
+/// Size of the control region file.
+pub const fn readers_file_size(max_readers: u32) -> u64 {
+    READERS_HEADER_SIZE as u64 + max_readers as u64 * READER_ENTRY_SIZE as u64
+}
+
+/// Packs a lease word.
+pub const fn lease_word(pid: u32, epoch: u64, committed: bool) -> u64 {
+    (pid as u64) | ((epoch & LEASE_EPOCH_MASK) << LEASE_EPOCH_SHIFT) | if committed { LEASE_COMMITTED } else { 0 }
+}
+
+/// Unpacks a lease word into (pid, epoch, committed).
+pub const fn lease_parts(word: u64) -> (u32, u64, bool) {
+    ((word & LEASE_PID_MASK) as u32, (word >> LEASE_EPOCH_SHIFT) & LEASE_EPOCH_MASK, word & LEASE_COMMITTED != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_sizes_round_up_to_cache_lines() {
+        assert_eq!(slot_size_for(0), 64);
+        assert_eq!(slot_size_for(48), 64);
+        assert_eq!(slot_size_for(49), 128);
+        assert_eq!(slot_size_for(64), 128);
+        assert_eq!(slot_size_for(16 * 1024), 16 * 1024 + 64);
+    }
+
+    #[test]
+    fn lease_word_round_trips() {
+        for &(pid, epoch, c) in &[(0, 0, false), (1, 1, true), (4_194_304, LEASE_EPOCH_MASK, true)] {
+            assert_eq!(lease_parts(lease_word(pid, epoch, c)), (pid, epoch, c));
+        }
+        // The epoch wraps inside its 31 bits and never touches the flag.
+        assert_eq!(lease_parts(lease_word(7, LEASE_EPOCH_MASK + 1, false)), (7, 0, false));
+    }
+
+    #[test]
+    fn magics_spell_their_names() {
+        assert_eq!(&RING_MAGIC.to_le_bytes(), b"HELIXRNG");
+        assert_eq!(&READERS_MAGIC.to_le_bytes(), b"HELIXRDR");
+    }
+}

@@ -1,0 +1,610 @@
+//! The ring: one writer, many readers, fixed slots in shared memory.
+//!
+//! See the crate documentation for the guarantees, and `docs/abi.md` for
+//! the protocol as another language would implement it.
+
+mod frame;
+mod reader;
+mod region;
+mod writer;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::layout::{self, *};
+use crate::shm::{NameError, Namespace};
+use crate::sync::{host, Ordering};
+
+pub use frame::{Frame, FrameError, FrameInfo, FrameRef};
+pub use reader::{Overrun, ReadError, Reader, ReaderOptions, Start, TryReadError};
+pub use region::Geometry;
+pub use writer::{Claim, LeaseError, PublishError, Writer};
+
+pub(crate) use region::Region;
+
+/// Largest number of slots a ring may have (2^32).
+pub const MAX_CAPACITY: u64 = 1 << 32;
+/// Largest payload of one frame (16 MiB).
+pub const MAX_PAYLOAD: u32 = 16 << 20;
+/// Largest reader table.
+pub const MAX_READERS: u32 = 1024;
+
+/// What the writer does when the ring is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Real time: the writer never waits; a reader that falls a whole ring
+    /// behind gets an [`Overrun`] and resumes at the oldest intact frame.
+    Overwrite,
+    /// Lossless: the writer never overwrites a slot a gating reader has not
+    /// consumed; it waits for it, bounded by the stall timeout, after which
+    /// the stalled reader is demoted to non-gating (and that is counted).
+    Block,
+}
+
+impl Policy {
+    pub(crate) fn to_raw(self) -> u32 {
+        match self {
+            Policy::Overwrite => POLICY_OVERWRITE,
+            Policy::Block => POLICY_BLOCK,
+        }
+    }
+
+    pub(crate) fn from_raw(raw: u32) -> Option<Policy> {
+        match raw {
+            POLICY_OVERWRITE => Some(Policy::Overwrite),
+            POLICY_BLOCK => Some(Policy::Block),
+            _ => None,
+        }
+    }
+
+    /// `"overwrite"` or `"block"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Overwrite => "overwrite",
+            Policy::Block => "block",
+        }
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "overwrite" => Ok(Policy::Overwrite),
+            "block" => Ok(Policy::Block),
+            _ => Err(format!("unknown overflow policy {s:?}: expected \"overwrite\" or \"block\"")),
+        }
+    }
+}
+
+/// Named ring geometries ("T-shirt sizes"), by largest payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Preset {
+    /// 64-byte payloads (128-byte slots).
+    Xs,
+    /// 256-byte payloads.
+    S,
+    /// 1 KiB payloads.
+    M,
+    /// 4 KiB payloads.
+    L,
+    /// 16 KiB payloads.
+    Xl,
+}
+
+impl Preset {
+    /// Every preset, smallest first.
+    pub const ALL: [Preset; 5] = [Preset::Xs, Preset::S, Preset::M, Preset::L, Preset::Xl];
+
+    /// Largest payload in bytes.
+    pub fn max_payload(self) -> u32 {
+        match self {
+            Preset::Xs => 64,
+            Preset::S => 256,
+            Preset::M => 1024,
+            Preset::L => 4096,
+            Preset::Xl => 16384,
+        }
+    }
+
+    /// `"xs"`, `"s"`, `"m"`, `"l"` or `"xl"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Xs => "xs",
+            Preset::S => "s",
+            Preset::M => "m",
+            Preset::L => "l",
+            Preset::Xl => "xl",
+        }
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown size preset {s:?}: expected one of xs, s, m, l, xl"))
+    }
+}
+
+/// How to create a ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingOptions {
+    /// Number of slots; a power of two from 2 to [`MAX_CAPACITY`].
+    pub capacity: u64,
+    /// Largest payload in bytes, 0 to [`MAX_PAYLOAD`]; slots are this plus a
+    /// 16-byte header, rounded up to 64 bytes.
+    pub max_payload: u32,
+    /// Overflow policy.
+    pub policy: Policy,
+    /// Reader table size, 1 to [`MAX_READERS`].
+    pub max_readers: u32,
+    /// A gating reader that makes no progress this long is demoted.
+    pub stall_timeout: Duration,
+    /// File mode of the control region; the data region gets the same
+    /// without group and other write bits.
+    pub mode: u32,
+    /// Group owner of both files (default: the creator's group).
+    pub group: Option<u32>,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions {
+            capacity: 4096,
+            max_payload: Preset::Xs.max_payload(),
+            policy: Policy::Overwrite,
+            max_readers: 16,
+            stall_timeout: Duration::from_secs(2),
+            mode: 0o660,
+            group: None,
+        }
+    }
+}
+
+impl RingOptions {
+    /// Options for a preset geometry with `capacity` slots.
+    pub fn preset(preset: Preset, capacity: u64) -> Self {
+        RingOptions { capacity, max_payload: preset.max_payload(), ..Default::default() }
+    }
+
+    /// Checks the options; returns the slot size.
+    pub(crate) fn validate(&self) -> Result<u32, CreateError> {
+        let bad = |field: &'static str, reason: String| CreateError::Options { field, reason };
+        if self.capacity < 2 || !self.capacity.is_power_of_two() || self.capacity > MAX_CAPACITY {
+            return Err(bad("capacity", format!("{} is not a power of two from 2 to {MAX_CAPACITY}", self.capacity)));
+        }
+        if self.max_payload > MAX_PAYLOAD {
+            return Err(bad("max_payload", format!("{} is larger than {MAX_PAYLOAD}", self.max_payload)));
+        }
+        if self.max_readers == 0 || self.max_readers > MAX_READERS {
+            return Err(bad("max_readers", format!("{} is not from 1 to {MAX_READERS}", self.max_readers)));
+        }
+        if self.stall_timeout.is_zero() {
+            return Err(bad("stall_timeout", "must be longer than zero".into()));
+        }
+        if self.mode & !0o777 != 0 || self.mode & 0o600 != 0o600 {
+            return Err(bad(
+                "mode",
+                format!("{:o} must be permission bits including owner read and write (0o600)", self.mode),
+            ));
+        }
+        let slot_size = layout::slot_size_for(self.max_payload as usize) as u64;
+        if self.capacity.checked_mul(slot_size).is_none_or(|b| b > isize::MAX as u64 / 2) {
+            return Err(bad("capacity", format!("{} slots of {slot_size} bytes do not fit in memory", self.capacity)));
+        }
+        Ok(slot_size as u32)
+    }
+
+    /// Bytes of shared memory the ring will use (both files).
+    pub fn memory(&self) -> u64 {
+        let slot = layout::slot_size_for(self.max_payload as usize) as u64;
+        RING_HEADER_SIZE as u64 + self.capacity.saturating_mul(slot) + readers_file_size(self.max_readers)
+    }
+}
+
+/// Why a ring could not be created. A failed creation leaves no files.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The ring name is invalid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// An option is out of range.
+    #[error("ring option `{field}`: {reason}")]
+    Options { field: &'static str, reason: String },
+    /// A ring of that name already exists.
+    #[error("{path} already exists (attach to it, or unlink it first)")]
+    Exists { path: PathBuf },
+    /// `/dev/shm` has no room for the ring.
+    #[error("not enough space in /dev/shm for {path}: {source} (free some, or make the ring smaller)")]
+    NoSpace { path: PathBuf, source: std::io::Error },
+    /// Another system call failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    /// The newly created region failed validation (a bug, or a concurrent
+    /// process overwrote it).
+    #[error(transparent)]
+    Attach(AttachError),
+}
+
+/// Why a ring could not be attached. Each variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The ring name is invalid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// No such ring in the namespace.
+    #[error("no ring {name:?} in namespace {namespace:?} ({path} does not exist)")]
+    NotFound { name: String, namespace: String, path: PathBuf },
+    /// The file exists but may not be opened this way.
+    #[error("permission denied opening {path} (ring files' mode and group come from the ring's configuration)")]
+    Permission { path: PathBuf },
+    /// Another system call failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The creator has not finished initialising the region (or died doing so).
+    #[error("{path} is not initialised yet (its version word is 0)")]
+    Initializing { path: PathBuf },
+    /// The file is shorter than its header says.
+    #[error("{path} is truncated: {size} bytes, {needed} needed")]
+    Truncated { path: PathBuf, size: u64, needed: u64 },
+    /// A header field is wrong.
+    #[error("{path}: header field `{field}` is {found}, expected {expected}")]
+    BadField { path: PathBuf, field: &'static str, found: u64, expected: String },
+    /// The region was made by another version of the ABI.
+    #[error("{path} has ABI version {found}; this program speaks version {expected}")]
+    Version { path: PathBuf, found: u32, expected: u32 },
+    /// The header names another ring.
+    #[error("{path}: header field `name` is {found:?}, expected {expected:?}")]
+    NameMismatch { path: PathBuf, found: String, expected: String },
+    /// Any other inconsistency.
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    /// Every reader entry is taken by a live reader.
+    #[error("ring {ring:?}: all {max} reader entries are in use by live readers")]
+    ReaderTableFull { ring: String, max: u32 },
+    /// The reader name is too long.
+    #[error("reader name {name:?} is longer than {MAX_READER_NAME_LEN} bytes")]
+    ReaderName { name: String },
+}
+
+impl AttachError {
+    pub(crate) fn open(name: &str, ns: &Namespace, path: &Path, e: std::io::Error) -> AttachError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                AttachError::NotFound { name: name.to_owned(), namespace: ns.to_string(), path: path.to_owned() }
+            }
+            std::io::ErrorKind::PermissionDenied => AttachError::Permission { path: path.to_owned() },
+            _ => AttachError::io(path, e),
+        }
+    }
+
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> AttachError {
+        AttachError::Io { path: path.to_owned(), source }
+    }
+}
+
+/// A read-write attachment to a ring: what the creator, the daemon and a
+/// writer hold. Readers and tools attach read-only through
+/// [`Reader::attach`] and [`RingView::attach`].
+#[derive(Clone)]
+pub struct Ring {
+    region: Arc<Region>,
+}
+
+impl Ring {
+    /// Creates a new ring `name` in `ns`; fails if it exists.
+    pub fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Ring, CreateError> {
+        Ok(Ring { region: Arc::new(region::create(ns, name, opts)?) })
+    }
+
+    /// Attaches read-write to an existing ring.
+    pub fn open(ns: &Namespace, name: &str) -> Result<Ring, AttachError> {
+        Ok(Ring { region: Arc::new(region::attach(ns, name, true)?) })
+    }
+
+    /// Removes a ring's files. Processes attached keep their mappings until
+    /// they detach; new attaches fail.
+    pub fn unlink(ns: &Namespace, name: &str) -> Result<(), AttachError> {
+        region::unlink(ns, name)
+    }
+
+    /// Takes the writer lease; see [`Writer`].
+    pub fn writer(&self) -> Result<Writer, LeaseError> {
+        Writer::new(self.region.clone())
+    }
+
+    /// Registers a reader on this attachment's mapping.
+    pub fn reader(&self, opts: &ReaderOptions) -> Result<Reader, AttachError> {
+        Reader::new(self.region.clone(), opts)
+    }
+
+    /// The ring's name.
+    pub fn name(&self) -> &str {
+        &self.region.name
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.region.geometry
+    }
+
+    /// A lock-free snapshot of every counter.
+    pub fn stats(&self) -> RingStats {
+        stats(&self.region)
+    }
+
+    /// Frees the entries of dead readers (demoting them first if they were
+    /// gating) and releases a dead writer's lease.
+    pub fn sweep(&self) -> SweepReport {
+        sweep(&self.region)
+    }
+}
+
+/// A read-only attachment for tools: stats and sweeps, never writes frames.
+#[derive(Clone)]
+pub struct RingView {
+    region: Arc<Region>,
+}
+
+impl RingView {
+    /// Attaches read-only (the data region is mapped read-only).
+    pub fn attach(ns: &Namespace, name: &str) -> Result<RingView, AttachError> {
+        Ok(RingView { region: Arc::new(region::attach(ns, name, false)?) })
+    }
+
+    /// The ring's name.
+    pub fn name(&self) -> &str {
+        &self.region.name
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.region.geometry
+    }
+
+    /// A lock-free snapshot of every counter.
+    pub fn stats(&self) -> RingStats {
+        stats(&self.region)
+    }
+
+    /// Frees dead readers' entries (the control region is writable to every
+    /// attached process). Dead writer leases need a read-write attachment.
+    pub fn sweep(&self) -> SweepReport {
+        sweep(&self.region)
+    }
+}
+
+/// The writer lease as seen in the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// Holder pid, if held.
+    pub pid: Option<u32>,
+    /// Epoch: incremented by every acquisition.
+    pub epoch: u64,
+    /// Whether the holder is a live process.
+    pub alive: bool,
+    /// Leases taken over from dead holders, ever.
+    pub takeovers: u64,
+}
+
+/// One reader as seen in the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReaderStats {
+    /// Entry index in the table.
+    pub index: usize,
+    /// The name the reader registered with.
+    pub name: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Whether that process is alive (pid and start time match).
+    pub alive: bool,
+    /// Whether it currently gates the writer.
+    pub gating: bool,
+    /// Whether it was demoted from gating.
+    pub demoted: bool,
+    /// Next sequence it will read.
+    pub cursor: u64,
+    /// Published frames it has not consumed.
+    pub lag: u64,
+    /// `lag / capacity`.
+    pub backpressure: f64,
+    /// Overrun events it saw.
+    pub overruns: u64,
+    /// Sequences it lost to overruns.
+    pub lost: u64,
+    /// Frames it consumed.
+    pub frames: u64,
+    /// Nanoseconds since its last heartbeat.
+    pub heartbeat_age_ns: u64,
+}
+
+/// A snapshot of a ring's counters, read without locks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingStats {
+    /// Highest published sequence (= frames published, ever).
+    pub published: u64,
+    /// Payload bytes published, ever.
+    pub bytes: u64,
+    /// Times the writer waited for space.
+    pub writer_waits: u64,
+    /// Nanoseconds the writer waited.
+    pub writer_wait_ns: u64,
+    /// Gating readers demoted.
+    pub demotions: u64,
+    /// Dead readers' entries freed by sweeps.
+    pub swept: u64,
+    /// Readers currently parked.
+    pub parked: u32,
+    /// The writer lease.
+    pub lease: LeaseInfo,
+    /// Every registered reader.
+    pub readers: Vec<ReaderStats>,
+}
+
+impl RingStats {
+    /// Overrun events over all current readers.
+    pub fn overruns(&self) -> u64 {
+        self.readers.iter().map(|r| r.overruns).sum()
+    }
+}
+
+pub(crate) fn read_name(words: &[crate::sync::AtomicU64; 4]) -> String {
+    let mut bytes = [0u8; MAX_READER_NAME_LEN];
+    for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn lease_info(region: &Region) -> LeaseInfo {
+    let h = region.header();
+    let (pid, epoch, _) = lease_parts(h.lease.load(Ordering::Acquire));
+    let start = h.lease_start_time.load(Ordering::Relaxed);
+    LeaseInfo {
+        pid: (pid != 0).then_some(pid),
+        epoch,
+        alive: pid != 0 && host::alive(pid, start),
+        takeovers: h.takeovers.load(Ordering::Relaxed),
+    }
+}
+
+fn stats(region: &Region) -> RingStats {
+    let h = region.header();
+    let rd = region.readers();
+    let published = h.published.load(Ordering::Acquire);
+    let cap = region.capacity();
+    let now = host::now_ns();
+    let readers = region
+        .entries()
+        .filter(|(_, e)| e.state.load(Ordering::Acquire) == ENTRY_ACTIVE)
+        .map(|(index, e)| {
+            let pid = e.pid.load(Ordering::Relaxed);
+            let cursor = e.cursor.load(Ordering::Relaxed);
+            let lag = (published + 1).saturating_sub(cursor);
+            let gating = e.gating.load(Ordering::Relaxed);
+            ReaderStats {
+                index,
+                name: read_name(&e.name),
+                pid,
+                alive: host::alive(pid, e.start_time.load(Ordering::Relaxed)),
+                gating: gating == GATING_YES && region.geometry.policy == Policy::Block,
+                demoted: gating == GATING_DEMOTED,
+                cursor,
+                lag,
+                backpressure: lag as f64 / cap as f64,
+                overruns: e.overruns.load(Ordering::Relaxed),
+                lost: e.lost.load(Ordering::Relaxed),
+                frames: e.frames.load(Ordering::Relaxed),
+                heartbeat_age_ns: now.saturating_sub(e.heartbeat_ns.load(Ordering::Relaxed)),
+            }
+        })
+        .collect();
+    RingStats {
+        published,
+        bytes: h.bytes_published.load(Ordering::Relaxed),
+        writer_waits: h.writer_waits.load(Ordering::Relaxed),
+        writer_wait_ns: h.writer_wait_ns.load(Ordering::Relaxed),
+        demotions: rd.demotions.load(Ordering::Relaxed),
+        swept: rd.swept.load(Ordering::Relaxed),
+        parked: rd.waiters.load(Ordering::Relaxed),
+        lease: lease_info(region),
+        readers,
+    }
+}
+
+/// What a sweep found and freed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// (entry index, pid, name) of each dead reader freed.
+    pub readers_freed: Vec<(usize, u32, String)>,
+    /// Of those, how many were gating (and so were demoted first).
+    pub gating_demoted: usize,
+    /// The pid of a dead writer whose lease was released.
+    pub lease_released: Option<u32>,
+}
+
+impl SweepReport {
+    /// Whether the sweep changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.readers_freed.is_empty() && self.lease_released.is_none()
+    }
+}
+
+/// Demotes gating reader `entry` (if still gating); returns whether this call
+/// did it. Counted in the control region's `demotions`.
+pub(crate) fn demote(region: &Region, entry: &ReaderEntry) -> bool {
+    let done = entry.gating.compare_exchange(GATING_YES, GATING_DEMOTED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+    if done {
+        region.readers().demotions.fetch_add(1, Ordering::Relaxed);
+        wake_writer(region);
+    }
+    done
+}
+
+/// Wakes the writer if it waits for space. Called after a gating reader's
+/// cursor moved or a gating reader went away.
+pub(crate) fn wake_writer(region: &Region) {
+    let rd = region.readers();
+    // SYNC POINT: writer-wait Dekker. This SeqCst fence pairs with the one in
+    // `Writer::wait_for_space`: either the writer's re-check after raising
+    // `writer_waiting` sees our cursor store, or this load sees the flag.
+    // Acquire/Release cannot order a store before a later load.
+    crate::sync::fence(Ordering::SeqCst);
+    if rd.writer_waiting.load(Ordering::Relaxed) != 0 {
+        rd.writer_wake.fetch_add(1, Ordering::Release);
+        let _ = crate::sync::futex::wake_all(&rd.writer_wake);
+    }
+}
+
+fn sweep(region: &Region) -> SweepReport {
+    let mut report = SweepReport::default();
+    let rd = region.readers();
+    for (index, e) in region.entries() {
+        let state = e.state.load(Ordering::Acquire);
+        let pid = e.pid.load(Ordering::Relaxed);
+        let dead = match state {
+            ENTRY_ACTIVE => !host::alive(pid, e.start_time.load(Ordering::Relaxed)),
+            // A joining reader has not written its start time yet: only a
+            // pid that no longer exists counts as dead.
+            ENTRY_CLAIMING => pid != 0 && !host::exists(pid),
+            _ => false,
+        };
+        if !dead {
+            continue;
+        }
+        if demote(region, e) {
+            report.gating_demoted += 1;
+        }
+        if e.state.compare_exchange(state, ENTRY_FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            rd.swept.fetch_add(1, Ordering::Relaxed);
+            rd.table_epoch.fetch_add(1, Ordering::SeqCst);
+            report.readers_freed.push((index, pid, read_name(&e.name)));
+        }
+    }
+    if region.writable {
+        let h = region.header();
+        let word = h.lease.load(Ordering::Acquire);
+        let (pid, epoch, committed) = lease_parts(word);
+        let dead = pid != 0
+            && if committed {
+                !host::alive(pid, h.lease_start_time.load(Ordering::Relaxed))
+            } else {
+                !host::exists(pid)
+            };
+        if dead
+            && h.lease.compare_exchange(word, lease_word(0, epoch, true), Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            report.lease_released = Some(pid);
+        }
+    }
+    wake_writer(region);
+    report
+}

@@ -1,0 +1,598 @@
+//! The reading side: registration, cursors, overrun detection, waiting.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::layout::*;
+use crate::shm::Namespace;
+use crate::sync::{fence, futex, host, spin_hint, Ordering};
+use crate::wait::WaitStrategy;
+
+use super::frame::{Frame, FrameError, FrameInfo, FrameRef};
+use super::{region, AttachError, Geometry, Policy, Region};
+
+/// Where a new reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// With the first frame published after it joined.
+    #[default]
+    Newest,
+    /// With the oldest frame still in the ring.
+    Oldest,
+    /// At this sequence (a restarting consumer resuming). If that frame is
+    /// gone, the first read reports the overrun with the exact loss.
+    At(u64),
+}
+
+/// How a reader registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderOptions {
+    /// Shown by tools; at most 32 bytes.
+    pub name: String,
+    /// On a `block` ring, hold the writer back until this reader consumed a
+    /// slot (ignored on `overwrite` rings).
+    pub gating: bool,
+    /// Where to start.
+    pub start: Start,
+    /// How blocking reads wait.
+    pub wait: WaitStrategy,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        let name = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "reader".into());
+        ReaderOptions {
+            name: truncate(&name, MAX_READER_NAME_LEN),
+            gating: false,
+            start: Start::Newest,
+            wait: WaitStrategy::default(),
+        }
+    }
+}
+
+impl ReaderOptions {
+    /// Options with this name, the rest default.
+    pub fn named(name: &str) -> Self {
+        ReaderOptions { name: name.to_owned(), ..Default::default() }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// Sequences a reader lost because the writer overwrote them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overrun {
+    /// How many sequences were lost.
+    pub lost: u64,
+    /// The sequence the reader continues with (the oldest still intact).
+    pub resume_at: u64,
+}
+
+/// Why [`Reader::try_read`] and friends returned no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryReadError {
+    /// Nothing new has been published.
+    #[error("no frame available")]
+    Empty,
+    /// The reader fell behind and lost frames; it now points at the oldest
+    /// intact one.
+    #[error("overrun: {} frames lost, resuming at {}", .0.lost, .0.resume_at)]
+    Overrun(Overrun),
+    /// The frame does not fit the request (see [`FrameError`]).
+    #[error(transparent)]
+    Frame(FrameError),
+}
+
+/// Why [`Reader::read`] and friends returned no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The deadline passed with nothing new.
+    #[error("timed out waiting for a frame")]
+    Timeout,
+    /// See [`TryReadError::Overrun`].
+    #[error("overrun: {} frames lost, resuming at {}", .0.lost, .0.resume_at)]
+    Overrun(Overrun),
+    /// See [`TryReadError::Frame`].
+    #[error(transparent)]
+    Frame(FrameError),
+}
+
+impl From<TryReadError> for ReadError {
+    fn from(e: TryReadError) -> Self {
+        match e {
+            TryReadError::Empty => ReadError::Timeout,
+            TryReadError::Overrun(o) => ReadError::Overrun(o),
+            TryReadError::Frame(f) => ReadError::Frame(f),
+        }
+    }
+}
+
+/// The reader's private state; separate from the region so that a borrowed
+/// [`Frame`] can hold the region shared and this exclusively.
+pub(crate) struct ReaderCore {
+    idx: usize,
+    cursor: u64,
+    frames: u64,
+    lost: u64,
+    overruns: u64,
+    block_ring: bool,
+}
+
+impl ReaderCore {
+    /// Moves the cursor to `next` after consuming `n` frames.
+    #[inline]
+    pub(crate) fn consumed(&mut self, region: &Region, next: u64, n: u64) {
+        self.cursor = next;
+        self.frames += n;
+        let e = region.entry(self.idx);
+        // SYNC POINT: slot released to the writer. Pairs with the Acquire
+        // load of cursors in `Writer::gate`; our payload loads happen before
+        // the writer's next stores to these slots.
+        e.cursor.store(next, Ordering::Release);
+        e.frames.store(self.frames, Ordering::Relaxed);
+        if self.frames & 0xFFF == 0 {
+            e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
+        }
+        if self.block_ring && e.gating.load(Ordering::Relaxed) == GATING_YES {
+            super::wake_writer(region);
+        }
+    }
+
+    /// Classifies a slot whose stamp is not `seq`.
+    fn not_ready(&mut self, region: &Region, seq: u64, stamp: u64) -> TryReadError {
+        if stamp & !STAMP_WRITING <= seq {
+            // An older lap's frame, or `seq` itself still being written.
+            TryReadError::Empty
+        } else {
+            self.overrun(region, seq, stamp)
+        }
+    }
+
+    /// The slot of `seq` holds a newer sequence: skip to the oldest frame
+    /// that can still be intact and report exactly what was lost.
+    fn overrun(&mut self, region: &Region, seq: u64, stamp: u64) -> TryReadError {
+        let in_slot = stamp & !STAMP_WRITING;
+        if in_slot <= seq {
+            return TryReadError::Empty;
+        }
+        let newest_in_slot = if stamp & STAMP_WRITING != 0 { in_slot - 1 } else { in_slot };
+        let newest = region.header().published.load(Ordering::Acquire).max(newest_in_slot);
+        let resume = (seq + 1).max((newest + 1).saturating_sub(region.capacity()));
+        let lost = resume - seq;
+        self.overruns += 1;
+        self.lost += lost;
+        let e = region.entry(self.idx);
+        e.overruns.store(self.overruns, Ordering::Relaxed);
+        e.lost.store(self.lost, Ordering::Relaxed);
+        self.cursor = resume;
+        e.cursor.store(resume, Ordering::Release);
+        TryReadError::Overrun(Overrun { lost, resume_at: resume })
+    }
+
+    /// The slot holding the cursor, and whether its frame is published.
+    #[inline]
+    fn ready(&self, region: &Region) -> bool {
+        let stamp = region.slot(self.cursor).header.stamp.load(Ordering::Acquire);
+        stamp == self.cursor || stamp & !STAMP_WRITING > self.cursor
+    }
+}
+
+/// A registered reader with its own cursor. Dropping it unregisters it.
+///
+/// Non-blocking calls are `try_*`; plain calls wait with the reader's
+/// [`WaitStrategy`]; `*_timeout` calls wait at most that long.
+pub struct Reader {
+    region: Arc<Region>,
+    core: ReaderCore,
+    wait: WaitStrategy,
+}
+
+impl Reader {
+    /// Attaches to ring `name` in `ns` and registers. The data region is
+    /// mapped read-only.
+    pub fn attach(ns: &Namespace, name: &str, opts: &ReaderOptions) -> Result<Reader, AttachError> {
+        Reader::new(Arc::new(region::attach(ns, name, false)?), opts)
+    }
+
+    pub(crate) fn new(region: Arc<Region>, opts: &ReaderOptions) -> Result<Reader, AttachError> {
+        if opts.name.len() > MAX_READER_NAME_LEN {
+            return Err(AttachError::ReaderName { name: opts.name.clone() });
+        }
+        let idx = match claim_entry(&region) {
+            Some(i) => i,
+            None => {
+                super::sweep(&region);
+                claim_entry(&region).ok_or_else(|| AttachError::ReaderTableFull {
+                    ring: region.name.clone(),
+                    max: region.geometry.max_readers,
+                })?
+            }
+        };
+        let block_ring = region.geometry.policy == Policy::Block;
+        let (pid, start_time) = host::identity();
+        let e = region.entry(idx);
+        e.pid.store(pid, Ordering::Relaxed);
+        e.start_time.store(start_time, Ordering::Relaxed);
+        let mut name = [0u8; MAX_READER_NAME_LEN];
+        name[..opts.name.len()].copy_from_slice(opts.name.as_bytes());
+        for (w, c) in e.name.iter().zip(name.chunks_exact(8)) {
+            w.store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed);
+        }
+        for counter in [&e.overruns, &e.lost, &e.frames] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
+        e.joined_ns.store(realtime(), Ordering::Relaxed);
+        e.gating.store(if opts.gating && block_ring { GATING_YES } else { GATING_NO }, Ordering::Relaxed);
+
+        let cap = region.capacity();
+        let start_at = |published: u64| match opts.start {
+            Start::Newest => published + 1,
+            Start::Oldest => (published + 1).saturating_sub(cap).max(1),
+            Start::At(seq) => seq.max(1),
+        };
+        let h = region.header();
+        let rd = region.readers();
+        // A conservative cursor first, so a writer that scans the table the
+        // moment the entry turns active never runs past frames we want.
+        let first = start_at(h.published.load(Ordering::Acquire));
+        e.cursor.store(first, Ordering::Relaxed);
+        // SYNC POINT: reader entry published. Pairs with the Acquire loads of
+        // `state` in `Writer::gate` and in the tools.
+        e.state.store(ENTRY_ACTIVE, Ordering::Release);
+        // SYNC POINT: join Dekker. SeqCst RMW and fence pair with the SeqCst
+        // fence at the end of every publish: either the writer's next scan
+        // sees the new epoch, or the load below sees everything it published,
+        // so at most one batch it has claimed already is written without
+        // regard to us, and none of that batch touches `cursor`'s slot.
+        rd.table_epoch.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let cursor = match opts.start {
+            Start::At(_) => first,
+            _ => first.max(start_at(h.published.load(Ordering::Acquire))),
+        };
+        e.cursor.store(cursor, Ordering::Release);
+        Ok(Reader {
+            core: ReaderCore { idx, cursor, frames: 0, lost: 0, overruns: 0, block_ring },
+            region,
+            wait: opts.wait,
+        })
+    }
+
+    /// Copies the next frame into `buf` without waiting.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> Result<FrameInfo, TryReadError> {
+        let frame = self.try_peek()?;
+        match frame.copy_to(buf) {
+            Ok(_) => Ok(frame.info()),
+            Err(FrameError::Overwritten { .. }) => {
+                drop(frame);
+                Err(self.overrun_now())
+            }
+            Err(e) => {
+                // Not consumed: the caller may retry with a larger buffer.
+                frame.inner.torn.set(true);
+                Err(TryReadError::Frame(e))
+            }
+        }
+    }
+
+    /// Copies the next frame into `buf`, waiting for it.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<FrameInfo, ReadError> {
+        self.wait_ready(None)?;
+        self.try_read(buf).map_err(ReadError::from)
+    }
+
+    /// Copies the next frame into `buf`, waiting at most `timeout`.
+    pub fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<FrameInfo, ReadError> {
+        self.wait_ready(Some(deadline(timeout)))?;
+        self.try_read(buf).map_err(ReadError::from)
+    }
+
+    /// Reads the next frame as a `T` without waiting. A frame of another size
+    /// is consumed and reported as [`FrameError::WrongSize`].
+    pub fn try_read_pod<T: Pod>(&mut self) -> Result<(u64, T), TryReadError> {
+        let frame = self.try_peek()?;
+        match frame.read::<T>() {
+            Ok(v) => Ok((frame.seq(), v)),
+            Err(FrameError::Overwritten { .. }) => {
+                drop(frame);
+                Err(self.overrun_now())
+            }
+            Err(e) => Err(TryReadError::Frame(e)),
+        }
+    }
+
+    /// Reads the next frame as a `T`, waiting for it.
+    pub fn read_pod<T: Pod>(&mut self) -> Result<(u64, T), ReadError> {
+        self.wait_ready(None)?;
+        self.try_read_pod().map_err(ReadError::from)
+    }
+
+    /// Reads the next frame as a `T`, waiting at most `timeout`.
+    pub fn read_pod_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<(u64, T), ReadError> {
+        self.wait_ready(Some(deadline(timeout)))?;
+        self.try_read_pod().map_err(ReadError::from)
+    }
+
+    /// Borrows the next frame in place without waiting; dropping the
+    /// [`Frame`] consumes it.
+    pub fn try_peek(&mut self) -> Result<Frame<'_>, TryReadError> {
+        let seq = self.core.cursor;
+        let region: &Region = &self.region;
+        let slot = region.slot(seq);
+        // SYNC POINT: slot payload visible to readers. Pairs with the
+        // Release store of the stamp in `Claim::commit`.
+        let stamp = slot.header.stamp.load(Ordering::Acquire);
+        if stamp != seq {
+            return Err(self.core.not_ready(region, seq, stamp));
+        }
+        let len = (slot.header.len.load(Ordering::Relaxed) as usize).min(region.max_payload());
+        let kind = slot.header.kind.load(Ordering::Relaxed);
+        Ok(Frame {
+            inner: FrameRef { slot, info: FrameInfo { seq, len, kind }, torn: Cell::new(false) },
+            region,
+            core: &mut self.core,
+        })
+    }
+
+    /// Borrows the next frame in place, waiting for it.
+    pub fn peek(&mut self) -> Result<Frame<'_>, ReadError> {
+        self.wait_ready(None)?;
+        self.try_peek().map_err(ReadError::from)
+    }
+
+    /// Borrows the next frame in place, waiting at most `timeout`.
+    pub fn peek_timeout(&mut self, timeout: Duration) -> Result<Frame<'_>, ReadError> {
+        self.wait_ready(Some(deadline(timeout)))?;
+        self.try_peek().map_err(ReadError::from)
+    }
+
+    /// Hands up to `max` available frames to `f` in order, then moves the
+    /// cursor once. Returns how many were consumed; stops early at a frame
+    /// that `f` found overwritten (the next call reports the overrun). With
+    /// nothing available it returns the reason, like [`Reader::try_read`].
+    pub fn try_read_batch(&mut self, max: usize, mut f: impl FnMut(&FrameRef<'_>)) -> Result<usize, TryReadError> {
+        self.batch(max, |fr| {
+            f(fr);
+            true
+        })
+    }
+
+    /// Copies up to `out.len()` consecutive frames of type `T`, moving the
+    /// cursor once. Stops before a frame of another size (the next call
+    /// consumes it and reports [`FrameError::WrongSize`]) or an overwritten
+    /// one (the next call reports the overrun).
+    pub fn try_read_batch_pod<T: Pod>(&mut self, out: &mut [T]) -> Result<usize, TryReadError> {
+        let mut bad = None;
+        let mut i = 0;
+        let taken = self.batch(out.len(), |f| match f.read::<T>() {
+            Ok(v) => {
+                out[i] = v;
+                i += 1;
+                true
+            }
+            Err(e) => {
+                if let FrameError::WrongSize { .. } = e {
+                    bad = Some(e);
+                }
+                false
+            }
+        })?;
+        match bad {
+            Some(e) if taken == 0 => {
+                self.core.consumed(&self.region, self.core.cursor + 1, 1);
+                Err(TryReadError::Frame(e))
+            }
+            _ => Ok(taken),
+        }
+    }
+
+    /// The batch loop: `take` returns whether to consume the frame it saw;
+    /// the first frame not taken (or not published) ends the batch.
+    fn batch(&mut self, max: usize, mut take: impl FnMut(&FrameRef<'_>) -> bool) -> Result<usize, TryReadError> {
+        let region: &Region = &self.region;
+        let start = self.core.cursor;
+        let mut n = 0u64;
+        while (n as usize) < max {
+            let seq = start + n;
+            let slot = region.slot(seq);
+            // SYNC POINT: slot payload visible to readers. Pairs with the
+            // Release store of the stamp in `Claim::commit`.
+            let stamp = slot.header.stamp.load(Ordering::Acquire);
+            if stamp != seq {
+                if n == 0 {
+                    return Err(self.core.not_ready(region, seq, stamp));
+                }
+                break;
+            }
+            let len = (slot.header.len.load(Ordering::Relaxed) as usize).min(region.max_payload());
+            let kind = slot.header.kind.load(Ordering::Relaxed);
+            let fr = FrameRef { slot, info: FrameInfo { seq, len, kind }, torn: Cell::new(false) };
+            if !take(&fr) || fr.torn.get() {
+                if n == 0 && fr.torn.get() {
+                    return Err(self.overrun_now());
+                }
+                break;
+            }
+            n += 1;
+        }
+        if n > 0 {
+            self.core.consumed(region, start + n, n);
+        }
+        Ok(n as usize)
+    }
+
+    /// Re-classifies the frame at the cursor after a failed validation.
+    fn overrun_now(&mut self) -> TryReadError {
+        let seq = self.core.cursor;
+        let stamp = self.region.slot(seq).header.stamp.load(Ordering::Acquire);
+        self.core.overrun(&self.region, seq, stamp)
+    }
+
+    /// Waits, per the strategy, until the frame at the cursor is published
+    /// (or overwritten, which the following read reports).
+    fn wait_ready(&mut self, deadline_ns: Option<u64>) -> Result<(), ReadError> {
+        let region: &Region = &self.region;
+        let mut spins = self.wait.spins();
+        loop {
+            if self.core.ready(region) {
+                return Ok(());
+            }
+            if spins > 0 {
+                spins -= 1;
+                spin_hint();
+                if spins & 0x3FF == 0 && deadline_ns.is_some_and(|d| host::now_ns() >= d) {
+                    return Err(ReadError::Timeout);
+                }
+                continue;
+            }
+            let timeout = match deadline_ns {
+                None => None,
+                Some(d) => {
+                    let now = host::now_ns();
+                    if now >= d {
+                        return Err(ReadError::Timeout);
+                    }
+                    Some(Duration::from_nanos(d - now))
+                }
+            };
+            self.park(timeout);
+        }
+    }
+
+    /// Sleeps on the ring's futex until the writer publishes (or `timeout`).
+    fn park(&self, timeout: Option<Duration>) {
+        let region: &Region = &self.region;
+        let (h, rd) = (region.header(), region.readers());
+        region.entry(self.core.idx).heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
+        rd.waiters.fetch_add(1, Ordering::SeqCst);
+        // SYNC POINT: reader park Dekker. Pairs with the SeqCst fence in
+        // `Writer::finish`: either the writer's load of `waiters` sees us and
+        // it bumps `notify` and wakes, or our check below sees its stamp. A
+        // store followed by a load needs SeqCst on both sides.
+        fence(Ordering::SeqCst);
+        let seen = h.notify.load(Ordering::Acquire);
+        if !self.core.ready(region) {
+            // A failure here (it cannot happen for a valid mapping) just
+            // means we poll again.
+            let _ = futex::wait(&h.notify, seen, timeout);
+        }
+        rd.waiters.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Records a sign of life (done automatically while reading and waiting).
+    pub fn heartbeat(&self) {
+        self.region.entry(self.core.idx).heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
+    }
+
+    /// The next sequence this reader will read.
+    pub fn cursor(&self) -> u64 {
+        self.core.cursor
+    }
+
+    /// Published frames not yet consumed.
+    pub fn lag(&self) -> u64 {
+        (self.region.header().published.load(Ordering::Acquire) + 1).saturating_sub(self.core.cursor)
+    }
+
+    /// `lag / capacity`: 0 is caught up, 1 a whole ring behind.
+    pub fn backpressure_ratio(&self) -> f64 {
+        self.lag() as f64 / self.region.capacity() as f64
+    }
+
+    /// Half a ring or more behind.
+    pub fn is_under_pressure(&self) -> bool {
+        self.backpressure_ratio() >= 0.5
+    }
+
+    /// Four fifths of a ring or more behind: a producer that can should slow
+    /// down, or this reader will overrun (or, gating, stall the writer).
+    pub fn should_throttle(&self) -> bool {
+        self.backpressure_ratio() >= 0.8
+    }
+
+    /// Frames consumed by this reader.
+    pub fn frames(&self) -> u64 {
+        self.core.frames
+    }
+
+    /// Overrun events.
+    pub fn overruns(&self) -> u64 {
+        self.core.overruns
+    }
+
+    /// Sequences lost to overruns.
+    pub fn lost(&self) -> u64 {
+        self.core.lost
+    }
+
+    /// Whether this reader currently holds the writer back.
+    pub fn is_gating(&self) -> bool {
+        self.core.block_ring && self.region.entry(self.core.idx).gating.load(Ordering::Relaxed) == GATING_YES
+    }
+
+    /// Whether this reader was demoted from gating (it stalled or was swept).
+    pub fn was_demoted(&self) -> bool {
+        self.region.entry(self.core.idx).gating.load(Ordering::Relaxed) == GATING_DEMOTED
+    }
+
+    /// The writer lease epoch now (incremented by every writer start).
+    pub fn writer_epoch(&self) -> u64 {
+        lease_parts(self.region.header().lease.load(Ordering::Acquire)).1
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.region.geometry
+    }
+
+    /// The entry index in the reader table.
+    pub fn index(&self) -> usize {
+        self.core.idx
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let region: &Region = &self.region;
+        let e = region.entry(self.core.idx);
+        e.gating.store(GATING_NO, Ordering::Relaxed);
+        // SYNC POINT: reader entry released. Pairs with the Acquire
+        // load of `state` in `claim_entry`.
+        e.state.store(ENTRY_FREE, Ordering::Release);
+        region.readers().table_epoch.fetch_add(1, Ordering::SeqCst);
+        super::wake_writer(region);
+    }
+}
+
+fn claim_entry(region: &Region) -> Option<usize> {
+    region.entries().find_map(|(i, e)| {
+        e.state.compare_exchange(ENTRY_FREE, ENTRY_CLAIMING, Ordering::AcqRel, Ordering::Relaxed).ok().map(|_| i)
+    })
+}
+
+fn deadline(timeout: Duration) -> u64 {
+    host::now_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+#[cfg(not(loom))]
+fn realtime() -> u64 {
+    crate::process::realtime_ns()
+}
+
+#[cfg(loom)]
+fn realtime() -> u64 {
+    0
+}

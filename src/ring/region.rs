@@ -1,0 +1,528 @@
+//! A ring's two regions, created or attached and validated, with typed
+//! access to the shared structures. All pointer arithmetic over the shared
+//! memory is in this file.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::layout::*;
+use crate::shm::{self, Mapping, Namespace};
+#[cfg(all(loom, test))]
+use crate::sync::AtomicU32;
+use crate::sync::{AtomicU64, Ordering};
+
+use super::{AttachError, CreateError, Policy, RingOptions};
+
+/// The identity of a ring, read from its header at attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geometry {
+    /// Number of slots (a power of two).
+    pub capacity: u64,
+    /// Bytes per slot, header included.
+    pub slot_size: u32,
+    /// Largest payload a frame may carry.
+    pub max_payload: u32,
+    /// Overflow policy.
+    pub policy: Policy,
+    /// Entries in the reader table.
+    pub max_readers: u32,
+    /// How long a gating reader may make no progress before it is demoted.
+    pub stall_timeout_ns: u64,
+    /// CLOCK_REALTIME ns at creation.
+    pub created_ns: u64,
+}
+
+enum Backing {
+    Shm {
+        _data: Mapping,
+        _readers: Mapping,
+    },
+    /// Owns the boxed structures the pointers point into; never read.
+    #[cfg(all(loom, test))]
+    Heap(#[allow(dead_code)] heap::Heap),
+}
+
+/// Both regions of one ring, mapped, validated, and addressed.
+pub(crate) struct Region {
+    hdr: *const RingHeader,
+    rd: *const ReadersHeader,
+    entries: *const ReaderEntry,
+    slots: *const u8,
+    stride: usize,
+    mask: u64,
+    payload_words: usize,
+    pub(crate) geometry: Geometry,
+    pub(crate) name: String,
+    pub(crate) writable: bool,
+    _backing: Backing,
+}
+
+// SAFETY: everything reachable through the raw pointers is shared memory
+// accessed only through atomics (or immutable identity fields written before
+// the version word was published); the mappings they point into are owned by
+// `_backing` and stay mapped as long as the `Region` lives.
+unsafe impl Send for Region {}
+// SAFETY: as for Send: shared access goes through atomics only.
+unsafe impl Sync for Region {}
+
+/// One slot: its header and its payload viewed as 64-bit words.
+pub(crate) struct Slot<'a> {
+    pub(crate) header: &'a SlotHeader,
+    pub(crate) payload: &'a [AtomicU64],
+}
+
+impl Region {
+    pub(crate) fn header(&self) -> &RingHeader {
+        // SAFETY: `hdr` points to the start of the data mapping, which is at
+        // least RING_HEADER_SIZE bytes (checked at attach) and page aligned.
+        unsafe { &*self.hdr }
+    }
+
+    pub(crate) fn readers(&self) -> &ReadersHeader {
+        // SAFETY: `rd` points to the start of the control mapping, at least
+        // READERS_HEADER_SIZE bytes (checked at attach) and page aligned.
+        unsafe { &*self.rd }
+    }
+
+    /// Reader entry `i`; panics if `i >= max_readers`.
+    pub(crate) fn entry(&self, i: usize) -> &ReaderEntry {
+        assert!(i < self.geometry.max_readers as usize);
+        // SAFETY: the control region holds `max_readers` entries after its
+        // header (file size checked at attach); `i` is in range.
+        unsafe { &*self.entries.add(i) }
+    }
+
+    /// Iterates over every reader entry.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (usize, &ReaderEntry)> {
+        (0..self.geometry.max_readers as usize).map(move |i| (i, self.entry(i)))
+    }
+
+    /// The slot that holds sequence `seq`.
+    #[inline]
+    pub(crate) fn slot(&self, seq: u64) -> Slot<'_> {
+        let index = (seq & self.mask) as usize;
+        // SAFETY: `index < capacity`, and the data region holds `capacity`
+        // slots of `stride` bytes from `slots` (file size checked at attach).
+        // `stride` is a multiple of 64 and the mapping page aligned, so the
+        // header and the payload words are 8-aligned. The payload occupies
+        // `payload_words` whole words inside the slot.
+        unsafe {
+            let base = self.slots.add(index * self.stride);
+            Slot {
+                header: &*(base as *const SlotHeader),
+                payload: std::slice::from_raw_parts(
+                    base.add(std::mem::size_of::<SlotHeader>()) as *const AtomicU64,
+                    self.payload_words,
+                ),
+            }
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.geometry.capacity
+    }
+
+    pub(crate) fn max_payload(&self) -> usize {
+        self.geometry.max_payload as usize
+    }
+}
+
+fn io_err(path: &Path, op: &'static str, source: std::io::Error) -> CreateError {
+    if source.raw_os_error() == Some(libc::ENOSPC) {
+        CreateError::NoSpace { path: path.to_owned(), source }
+    } else if source.kind() == std::io::ErrorKind::AlreadyExists {
+        CreateError::Exists { path: path.to_owned() }
+    } else {
+        CreateError::Io { path: path.to_owned(), op, source }
+    }
+}
+
+/// Creates both files of a new ring, initialised, version words last.
+pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Region, CreateError> {
+    shm::validate_ring_name(name)?;
+    let slot_size = opts.validate()?;
+    let data_path = ns.data_path(name);
+    let readers_path = ns.readers_path(name);
+    let data_size = ring_file_size(opts.capacity, slot_size);
+    let readers_size = readers_file_size(opts.max_readers);
+    let created_ns = crate::process::realtime_ns();
+
+    // The control region first: an opener that finds the data region
+    // published (version set) always finds its control region complete.
+    let rfile = shm::create_file(&readers_path, readers_size, opts.mode, opts.group)
+        .map_err(|(op, e)| io_err(&readers_path, op, e))?;
+    // Group readers may write the control region; nobody but the owner may
+    // write the data region.
+    let data_mode = opts.mode & !0o022;
+    let dfile = match shm::create_file(&data_path, data_size, data_mode, opts.group) {
+        Ok(f) => f,
+        Err((op, e)) => {
+            let _ = std::fs::remove_file(&readers_path);
+            return Err(io_err(&data_path, op, e));
+        }
+    };
+    let cleanup = |e: CreateError| {
+        let _ = std::fs::remove_file(&data_path);
+        let _ = std::fs::remove_file(&readers_path);
+        e
+    };
+    let rmap = Mapping::new(&rfile, true).map_err(|e| cleanup(io_err(&readers_path, "map", e)))?;
+    let dmap = Mapping::new(&dfile, true).map_err(|e| cleanup(io_err(&data_path, "map", e)))?;
+
+    // SAFETY: both mappings are fresh, zero-filled, exclusively ours (the
+    // files were created with O_EXCL and nobody reads them before the version
+    // words are set), writable, page aligned and large enough for the headers.
+    unsafe {
+        let rd = &mut *(rmap.ptr() as *mut ReadersHeader);
+        rd.magic = READERS_MAGIC;
+        rd.header_size = READERS_HEADER_SIZE as u32;
+        rd.max_readers = opts.max_readers;
+        rd.entry_size = READER_ENTRY_SIZE as u32;
+        rd.created_ns = created_ns;
+        rd.file_size = readers_size;
+        // SYNC POINT: region initialised (control). Pairs with the Acquire
+        // load of `version` in `attach`.
+        rd.version.store(ABI_VERSION, Ordering::Release);
+
+        let h = &mut *(dmap.ptr() as *mut RingHeader);
+        h.magic = RING_MAGIC;
+        h.header_size = RING_HEADER_SIZE as u32;
+        h.capacity = opts.capacity;
+        h.slot_size = slot_size;
+        h.policy = opts.policy.to_raw();
+        h.max_readers = opts.max_readers;
+        h.stall_timeout_ns = opts.stall_timeout.as_nanos().min(u64::MAX as u128) as u64;
+        h.data_offset = RING_HEADER_SIZE as u64;
+        h.file_size = data_size;
+        h.created_ns = created_ns;
+        h.name_len = name.len() as u32;
+        h.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SYNC POINT: region initialised (data). Written last, so an opener
+        // sees either version 0 or a complete header.
+        h.version.store(ABI_VERSION, Ordering::Release);
+    }
+    from_maps(name, dmap, rmap, &data_path, &readers_path)
+}
+
+/// Attaches to an existing ring; `writable` maps the data region read-write
+/// (writer, daemon), otherwise read-only (readers, tools).
+pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Region, AttachError> {
+    shm::validate_ring_name(name)?;
+    let data_path = ns.data_path(name);
+    let readers_path = ns.readers_path(name);
+    let open = |path: &Path, w: bool| -> Result<File, AttachError> {
+        shm::open_file(path, w).map_err(|e| AttachError::open(name, ns, path, e))
+    };
+    let dfile = open(&data_path, writable)?;
+    let rfile = open(&readers_path, true)?;
+    let dmap = Mapping::new(&dfile, writable).map_err(|e| AttachError::io(&data_path, e))?;
+    let rmap = Mapping::new(&rfile, true).map_err(|e| AttachError::io(&readers_path, e))?;
+    from_maps(name, dmap, rmap, &data_path, &readers_path).map_err(|e| match e {
+        CreateError::Attach(a) => a,
+        other => AttachError::Invalid { path: data_path.clone(), reason: other.to_string() },
+    })
+}
+
+fn bad(path: &Path, field: &'static str, found: u64, expected: impl Into<String>) -> AttachError {
+    AttachError::BadField { path: path.to_owned(), field, found, expected: expected.into() }
+}
+
+/// Validates both mapped regions and builds the `Region`.
+fn from_maps(name: &str, dmap: Mapping, rmap: Mapping, dpath: &Path, rpath: &Path) -> Result<Region, CreateError> {
+    let g = validate_data(&dmap, dpath, Some(name)).map_err(CreateError::Attach)?;
+    validate_readers(&rmap, rpath, &g).map_err(CreateError::Attach)?;
+    let writable = dmap.writable();
+    let base = dmap.ptr();
+    Ok(Region {
+        hdr: base as *const RingHeader,
+        rd: rmap.ptr() as *const ReadersHeader,
+        // SAFETY: the control region is at least READERS_HEADER_SIZE bytes.
+        entries: unsafe { rmap.ptr().add(READERS_HEADER_SIZE) } as *const ReaderEntry,
+        // SAFETY: the data region is at least RING_HEADER_SIZE bytes.
+        slots: unsafe { base.add(RING_HEADER_SIZE) },
+        stride: g.slot_size as usize,
+        mask: g.capacity - 1,
+        payload_words: (g.slot_size as usize - SLOT_HEADER_SIZE) / 8,
+        name: name.to_owned(),
+        writable,
+        geometry: g,
+        _backing: Backing::Shm { _data: dmap, _readers: rmap },
+    })
+}
+
+/// Reads and checks the data region's header; names the first bad field.
+/// With `name`, the stored name must match it.
+pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> Result<Geometry, AttachError> {
+    let size = map.len() as u64;
+    if size < RING_HEADER_SIZE as u64 {
+        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: RING_HEADER_SIZE as u64 });
+    }
+    // SAFETY: the mapping is at least a header long and page aligned; the
+    // identity fields are immutable after the version word is published, and
+    // we read them only after an Acquire load of it.
+    let h = unsafe { &*(map.ptr() as *const RingHeader) };
+    // SAFETY: as above; a plain read of an immutable field.
+    let magic = unsafe { std::ptr::read_volatile(&h.magic) };
+    if magic != RING_MAGIC {
+        return Err(bad(path, "magic", magic, format!("{RING_MAGIC:#x} (\"HELIXRNG\")")));
+    }
+    // SYNC POINT: region initialised (data).
+    let version = h.version.load(Ordering::Acquire);
+    if version == 0 {
+        return Err(AttachError::Initializing { path: path.to_owned() });
+    }
+    if version != ABI_VERSION {
+        return Err(AttachError::Version { path: path.to_owned(), found: version, expected: ABI_VERSION });
+    }
+    if h.header_size as usize != RING_HEADER_SIZE {
+        return Err(bad(path, "header_size", h.header_size.into(), RING_HEADER_SIZE.to_string()));
+    }
+    if h.capacity < 2 || !h.capacity.is_power_of_two() || h.capacity > super::MAX_CAPACITY {
+        return Err(bad(path, "capacity", h.capacity, format!("a power of two from 2 to {}", super::MAX_CAPACITY)));
+    }
+    let ss = h.slot_size as usize;
+    if ss < SLOT_ALIGN || ss % SLOT_ALIGN != 0 || ss > slot_size_for(super::MAX_PAYLOAD as usize) {
+        return Err(bad(
+            path,
+            "slot_size",
+            ss as u64,
+            format!("a multiple of {SLOT_ALIGN} up to {}", slot_size_for(super::MAX_PAYLOAD as usize)),
+        ));
+    }
+    let policy =
+        Policy::from_raw(h.policy).ok_or_else(|| bad(path, "policy", h.policy.into(), "0 (overwrite) or 1 (block)"))?;
+    if h.max_readers == 0 || h.max_readers > super::MAX_READERS {
+        return Err(bad(path, "max_readers", h.max_readers.into(), format!("1 to {}", super::MAX_READERS)));
+    }
+    if h.data_offset != RING_HEADER_SIZE as u64 {
+        return Err(bad(path, "data_offset", h.data_offset, RING_HEADER_SIZE.to_string()));
+    }
+    let expected = ring_file_size(h.capacity, h.slot_size);
+    if h.file_size != expected {
+        return Err(bad(path, "file_size", h.file_size, format!("{expected} (header + capacity x slot_size)")));
+    }
+    if size < expected {
+        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: expected });
+    }
+    if size != expected {
+        return Err(bad(path, "file_size", size, format!("{expected} (the file itself has a different size)")));
+    }
+    if h.name_len as usize > MAX_NAME_LEN {
+        return Err(bad(path, "name_len", h.name_len.into(), format!("at most {MAX_NAME_LEN}")));
+    }
+    let stored = &h.name[..h.name_len as usize];
+    if let Some(name) = name {
+        if stored != name.as_bytes() {
+            return Err(AttachError::NameMismatch {
+                path: path.to_owned(),
+                found: String::from_utf8_lossy(stored).into_owned(),
+                expected: name.to_owned(),
+            });
+        }
+    }
+    Ok(Geometry {
+        capacity: h.capacity,
+        slot_size: h.slot_size,
+        max_payload: h.slot_size - SLOT_HEADER_SIZE as u32,
+        policy,
+        max_readers: h.max_readers,
+        stall_timeout_ns: h.stall_timeout_ns,
+        created_ns: h.created_ns,
+    })
+}
+
+fn validate_readers(map: &Mapping, path: &Path, g: &Geometry) -> Result<(), AttachError> {
+    let size = map.len() as u64;
+    if size < READERS_HEADER_SIZE as u64 {
+        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: READERS_HEADER_SIZE as u64 });
+    }
+    // SAFETY: the mapping is at least a header long and page aligned.
+    let r = unsafe { &*(map.ptr() as *const ReadersHeader) };
+    // SAFETY: a plain read of an immutable identity field.
+    let magic = unsafe { std::ptr::read_volatile(&r.magic) };
+    if magic != READERS_MAGIC {
+        return Err(bad(path, "magic", magic, format!("{READERS_MAGIC:#x} (\"HELIXRDR\")")));
+    }
+    // SYNC POINT: region initialised (control).
+    let version = r.version.load(Ordering::Acquire);
+    if version == 0 {
+        return Err(AttachError::Initializing { path: path.to_owned() });
+    }
+    if version != ABI_VERSION {
+        return Err(AttachError::Version { path: path.to_owned(), found: version, expected: ABI_VERSION });
+    }
+    if r.header_size as usize != READERS_HEADER_SIZE {
+        return Err(bad(path, "header_size", r.header_size.into(), READERS_HEADER_SIZE.to_string()));
+    }
+    if r.max_readers != g.max_readers {
+        return Err(bad(
+            path,
+            "max_readers",
+            r.max_readers.into(),
+            format!("{} (as in the data region)", g.max_readers),
+        ));
+    }
+    if r.entry_size as usize != READER_ENTRY_SIZE {
+        return Err(bad(path, "entry_size", r.entry_size.into(), READER_ENTRY_SIZE.to_string()));
+    }
+    if r.created_ns != g.created_ns {
+        return Err(bad(
+            path,
+            "created_ns",
+            r.created_ns,
+            format!("{} (the data region's; the files belong to different rings)", g.created_ns),
+        ));
+    }
+    let expected = readers_file_size(g.max_readers);
+    if r.file_size != expected {
+        return Err(bad(path, "file_size", r.file_size, expected.to_string()));
+    }
+    if size != expected {
+        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: expected });
+    }
+    Ok(())
+}
+
+/// Removes both files of a ring. Attached processes keep their mappings.
+pub(crate) fn unlink(ns: &Namespace, name: &str) -> Result<(), AttachError> {
+    shm::validate_ring_name(name)?;
+    let mut first: Option<AttachError> = None;
+    for path in [ns.data_path(name), ns.readers_path(name)] {
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound && first.is_none() {
+                first = Some(AttachError::io(&path, e));
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Heap-allocated rings for the loom models: the same `Region` over boxed
+/// structures of loom atomics instead of a mapping.
+#[cfg(all(loom, test))]
+pub(crate) mod heap {
+    use super::*;
+
+    /// Payload words per slot in the models.
+    pub(crate) const WORDS: usize = 2;
+
+    #[repr(C)]
+    pub(crate) struct HeapSlot {
+        header: SlotHeader,
+        payload: [AtomicU64; WORDS],
+    }
+
+    pub(crate) struct Heap {
+        _hdr: Box<RingHeader>,
+        _rd: Box<ReadersHeader>,
+        _entries: Vec<ReaderEntry>,
+        _slots: Vec<HeapSlot>,
+    }
+
+    fn a64() -> AtomicU64 {
+        AtomicU64::new(0)
+    }
+    fn a32() -> AtomicU32 {
+        AtomicU32::new(0)
+    }
+
+    /// A ring of `capacity` slots of `WORDS` payload words.
+    pub(crate) fn region(capacity: u64, policy: Policy, max_readers: u32) -> Region {
+        let hdr = Box::new(RingHeader {
+            magic: RING_MAGIC,
+            version: AtomicU32::new(ABI_VERSION),
+            header_size: 0,
+            capacity,
+            slot_size: 0,
+            policy: policy.to_raw(),
+            max_readers,
+            flags: 0,
+            stall_timeout_ns: u64::MAX,
+            data_offset: 0,
+            file_size: 0,
+            created_ns: 0,
+            _reserved0: [0; 56],
+            name_len: 0,
+            _pad1: 0,
+            name: [0; 64],
+            _reserved1: [0; 56],
+            lease: a64(),
+            lease_start_time: a64(),
+            lease_since_ns: a64(),
+            takeovers: a64(),
+            _reserved2: [0; 96],
+            published: a64(),
+            notify: a32(),
+            _pad3: 0,
+            _reserved3: [0; 112],
+            bytes_published: a64(),
+            writer_waits: a64(),
+            writer_wait_ns: a64(),
+            _reserved4: [0; 104],
+            _reserved5: [0; 384],
+        });
+        let rd = Box::new(ReadersHeader {
+            magic: READERS_MAGIC,
+            version: AtomicU32::new(ABI_VERSION),
+            header_size: 0,
+            max_readers,
+            entry_size: 0,
+            created_ns: 0,
+            file_size: 0,
+            _reserved0: [0; 88],
+            waiters: a32(),
+            table_epoch: a32(),
+            demotions: a64(),
+            swept: a64(),
+            _reserved1: [0; 104],
+            writer_waiting: a32(),
+            writer_wake: a32(),
+            _reserved2: [0; 120],
+            _reserved3: [0; 128],
+        });
+        let entries: Vec<ReaderEntry> = (0..max_readers)
+            .map(|_| ReaderEntry {
+                cursor: a64(),
+                _reserved_a: [0; 120],
+                state: a32(),
+                gating: a32(),
+                pid: a32(),
+                _pad_b: 0,
+                start_time: a64(),
+                heartbeat_ns: a64(),
+                overruns: a64(),
+                lost: a64(),
+                frames: a64(),
+                joined_ns: a64(),
+                name: [a64(), a64(), a64(), a64()],
+                _reserved_b: [0; 32],
+            })
+            .collect();
+        let slots: Vec<HeapSlot> = (0..capacity)
+            .map(|_| HeapSlot { header: SlotHeader { stamp: a64(), len: a32(), kind: a32() }, payload: [a64(), a64()] })
+            .collect();
+        assert_eq!(std::mem::offset_of!(HeapSlot, payload), std::mem::size_of::<SlotHeader>());
+        let stride = std::mem::size_of::<HeapSlot>();
+        Region {
+            hdr: &*hdr,
+            rd: &*rd,
+            entries: entries.as_ptr(),
+            slots: slots.as_ptr() as *const u8,
+            stride,
+            mask: capacity - 1,
+            payload_words: WORDS,
+            geometry: Geometry {
+                capacity,
+                slot_size: 0,
+                max_payload: (WORDS * 8) as u32,
+                policy,
+                max_readers,
+                stall_timeout_ns: u64::MAX,
+                created_ns: 0,
+            },
+            name: "loom".into(),
+            writable: true,
+            _backing: Backing::Heap(Heap { _hdr: hdr, _rd: rd, _entries: entries, _slots: slots }),
+        }
+    }
+}

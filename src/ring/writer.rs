@@ -1,0 +1,472 @@
+//! The writing side: the lease, claiming slots, gating, publishing, waking.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::layout::*;
+use crate::shm::Namespace;
+use crate::sync::{fence, futex, host, spin_hint, Ordering};
+
+use super::frame::store_bytes;
+use super::{region, AttachError, Geometry, Policy, Region};
+
+/// Why the writer lease could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The ring could not be attached.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    /// A live process holds the lease.
+    #[error("ring {ring:?} already has a live writer: pid {pid} (lease epoch {epoch})")]
+    Held { ring: String, pid: u32, epoch: u64 },
+    /// The attachment maps the data region read-only.
+    #[error("ring {ring:?} is attached read-only; a writer needs a read-write attachment")]
+    ReadOnly { ring: String },
+}
+
+/// Why frames could not be published. Nothing was published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The payload is larger than the ring's slots hold.
+    #[error("frame of {len} bytes exceeds the ring's largest payload of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    /// A `block` ring has no room: gating readers have not consumed enough
+    /// (from `try_*`, or when a `*_timeout` call's time ran out).
+    #[error("ring full: {needed} slots needed, {free} free until gating readers advance")]
+    Full { needed: u64, free: u64 },
+    /// More slots were claimed at once than the ring has.
+    #[error("cannot claim {n} slots at once in a ring of {capacity}")]
+    BatchTooLarge { n: u64, capacity: u64 },
+    /// More frames were pushed into a claim than it reserved.
+    #[error("the claim of {claimed} slots is full")]
+    ClaimFull { claimed: u64 },
+}
+
+/// How long a publish may wait for space on a `block` ring.
+#[derive(Clone, Copy)]
+enum Patience {
+    Never,
+    Until(u64),
+    /// Until gating readers make room or are demoted for stalling; bounded
+    /// by the ring's stall timeout.
+    Stall,
+}
+
+/// Polls of the gate before a waiting writer parks.
+const SPINS: u32 = if cfg!(loom) { 1 } else { 256 };
+/// A waiting writer wakes at least this often to check readers' liveness.
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// The one writer of a ring, holding its lease. Dropping it releases the
+/// lease; a killed writer's lease is taken over by the next writer, which
+/// continues the sequence.
+pub struct Writer {
+    region: Arc<Region>,
+    /// The next sequence to publish.
+    next: u64,
+    /// The first sequence gating readers do not allow yet (block rings).
+    gate_limit: u64,
+    table_epoch: u32,
+    bytes: u64,
+    epoch: u64,
+    block: bool,
+    /// (entry, cursor, since ns) of the reader the writer waits for.
+    stall: Option<(usize, u64, u64)>,
+}
+
+impl Writer {
+    /// Attaches read-write to ring `name` and takes its lease.
+    pub fn attach(ns: &Namespace, name: &str) -> Result<Writer, LeaseError> {
+        Writer::new(Arc::new(region::attach(ns, name, true)?))
+    }
+
+    pub(crate) fn new(region: Arc<Region>) -> Result<Writer, LeaseError> {
+        if !region.writable {
+            return Err(LeaseError::ReadOnly { ring: region.name.clone() });
+        }
+        let epoch = take_lease(&region)?;
+        let h = region.header();
+        // Continue the sequence. A writer killed in the middle of a batch may
+        // have committed slots past `published`; readers may have read them,
+        // so they count as published and are never rewritten.
+        let published = h.published.load(Ordering::Acquire);
+        let mut next = published + 1;
+        for _ in 0..region.capacity() {
+            if region.slot(next).header.stamp.load(Ordering::Acquire) != next {
+                break;
+            }
+            next += 1;
+        }
+        if next - 1 > published {
+            h.published.store(next - 1, Ordering::Release);
+        }
+        let block = region.geometry.policy == Policy::Block;
+        Ok(Writer {
+            bytes: h.bytes_published.load(Ordering::Relaxed),
+            table_epoch: region.readers().table_epoch.load(Ordering::Acquire).wrapping_sub(1),
+            gate_limit: 0,
+            next,
+            epoch,
+            block,
+            stall: None,
+            region,
+        })
+    }
+
+    /// Publishes one frame without waiting.
+    pub fn try_publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        self.publish_with(payload, 0, Patience::Never)
+    }
+
+    /// Publishes one frame. On an `overwrite` ring this never waits; on a
+    /// `block` ring it waits for gating readers, at most about the ring's
+    /// stall timeout (after which the stalled reader is demoted).
+    pub fn publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        self.publish_with(payload, 0, Patience::Stall)
+    }
+
+    /// Publishes one frame, waiting at most `timeout` for space.
+    pub fn publish_timeout(&mut self, payload: &[u8], timeout: Duration) -> Result<u64, PublishError> {
+        self.publish_with(payload, 0, Patience::Until(deadline(timeout)))
+    }
+
+    /// Publishes a plain-old-data value as one frame (waiting like
+    /// [`Writer::publish`]).
+    pub fn publish_pod<T: Pod>(&mut self, value: &T) -> Result<u64, PublishError> {
+        self.publish(bytemuck::bytes_of(value))
+    }
+
+    /// Publishes one frame with an application-defined `kind`.
+    pub fn publish_kind(&mut self, kind: u32, payload: &[u8]) -> Result<u64, PublishError> {
+        self.publish_with(payload, kind, Patience::Stall)
+    }
+
+    fn publish_with(&mut self, payload: &[u8], kind: u32, patience: Patience) -> Result<u64, PublishError> {
+        let max = self.region.max_payload();
+        if payload.len() > max {
+            return Err(PublishError::TooLarge { len: payload.len(), max });
+        }
+        let mut claim = self.claim_with(1, patience)?;
+        let seq = claim.push_kind(kind, payload)?;
+        claim.commit();
+        Ok(seq)
+    }
+
+    /// Reserves `n` consecutive slots without waiting; fill them with
+    /// [`Claim::push`], publish them all at once with [`Claim::commit`].
+    pub fn try_claim(&mut self, n: u64) -> Result<Claim<'_>, PublishError> {
+        self.claim_with(n, Patience::Never)
+    }
+
+    /// Reserves `n` consecutive slots, waiting like [`Writer::publish`].
+    pub fn claim(&mut self, n: u64) -> Result<Claim<'_>, PublishError> {
+        self.claim_with(n, Patience::Stall)
+    }
+
+    /// Reserves `n` consecutive slots, waiting at most `timeout`.
+    pub fn claim_timeout(&mut self, n: u64, timeout: Duration) -> Result<Claim<'_>, PublishError> {
+        self.claim_with(n, Patience::Until(deadline(timeout)))
+    }
+
+    fn claim_with(&mut self, n: u64, patience: Patience) -> Result<Claim<'_>, PublishError> {
+        let capacity = self.region.capacity();
+        if n == 0 || n > capacity {
+            return Err(PublishError::BatchTooLarge { n, capacity });
+        }
+        if self.block {
+            self.reserve(n, patience)?;
+        }
+        Ok(Claim { first: self.next, n, written: 0, bytes: 0, writer: self })
+    }
+
+    /// Makes sure sequences `next .. next + n` may be written (block rings).
+    #[inline]
+    fn reserve(&mut self, n: u64, patience: Patience) -> Result<(), PublishError> {
+        let last = self.next + n - 1;
+        let epoch = self.region.readers().table_epoch.load(Ordering::Acquire);
+        if last < self.gate_limit && epoch == self.table_epoch {
+            return Ok(());
+        }
+        self.table_epoch = epoch;
+        if last < self.gate() {
+            return Ok(());
+        }
+        match patience {
+            Patience::Never => Err(self.full(n)),
+            _ => self.wait_for_space(last, n, patience),
+        }
+    }
+
+    fn full(&self, needed: u64) -> PublishError {
+        PublishError::Full { needed, free: self.gate_limit.saturating_sub(self.next) }
+    }
+
+    /// Rescans gating readers; returns the first sequence not yet allowed.
+    fn gate(&mut self) -> u64 {
+        let mut min = u64::MAX;
+        for (_, e) in self.region.entries() {
+            if e.state.load(Ordering::Acquire) == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES {
+                // SYNC POINT: slot released to the writer. Pairs with the
+                // Release store of the cursor in `ReaderCore::consumed`.
+                min = min.min(e.cursor.load(Ordering::Acquire));
+            }
+        }
+        // Sequence s reuses the slot of s - capacity, which every gating
+        // reader must have consumed: s - capacity < min cursor.
+        self.gate_limit = min.saturating_add(self.region.capacity());
+        self.gate_limit
+    }
+
+    /// The gating reader with the smallest cursor: (entry, cursor).
+    fn slowest(&self) -> Option<(usize, u64)> {
+        self.region
+            .entries()
+            .filter(|(_, e)| {
+                e.state.load(Ordering::Acquire) == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES
+            })
+            .map(|(i, e)| (i, e.cursor.load(Ordering::Acquire)))
+            .min_by_key(|&(_, c)| c)
+    }
+
+    /// Waits until `last` may be written: parks on `writer_wake`, demotes a
+    /// gating reader that is dead or has made no progress for the stall
+    /// timeout, and counts the wait.
+    #[cold]
+    fn wait_for_space(&mut self, last: u64, n: u64, patience: Patience) -> Result<(), PublishError> {
+        let region = self.region.clone();
+        let (h, rd) = (region.header(), region.readers());
+        let stall_ns = region.geometry.stall_timeout_ns;
+        let t0 = host::now_ns();
+        h.writer_waits.fetch_add(1, Ordering::Relaxed);
+        let result = 'wait: loop {
+            for _ in 0..SPINS {
+                if last < self.gate() {
+                    break 'wait Ok(());
+                }
+                spin_hint();
+            }
+            let Some((idx, cursor)) = self.slowest() else { continue };
+            let e = region.entry(idx);
+            if !host::alive(e.pid.load(Ordering::Relaxed), e.start_time.load(Ordering::Relaxed)) {
+                super::demote(&region, e);
+                continue;
+            }
+            let now = host::now_ns();
+            let since = match self.stall {
+                Some((i, c, since)) if i == idx && c == cursor => since,
+                _ => {
+                    self.stall = Some((idx, cursor, now));
+                    now
+                }
+            };
+            if now.saturating_sub(since) >= stall_ns {
+                super::demote(&region, e);
+                self.stall = None;
+                continue;
+            }
+            let mut timeout = Duration::from_nanos(stall_ns - (now - since)).min(RECHECK);
+            if let Patience::Until(d) = patience {
+                if now >= d {
+                    break Err(self.full(n));
+                }
+                timeout = timeout.min(Duration::from_nanos(d - now));
+            }
+            rd.writer_waiting.store(1, Ordering::Relaxed);
+            // SYNC POINT: writer-wait Dekker. Pairs with the SeqCst fence in
+            // `wake_writer`: either our re-check of the cursors below sees a
+            // reader's progress, or that reader sees `writer_waiting` and
+            // wakes us.
+            fence(Ordering::SeqCst);
+            let seen = rd.writer_wake.load(Ordering::Acquire);
+            if last >= self.gate() {
+                let _ = futex::wait(&rd.writer_wake, seen, Some(timeout));
+            }
+            rd.writer_waiting.store(0, Ordering::Relaxed);
+        };
+        h.writer_wait_ns.fetch_add(host::now_ns().saturating_sub(t0), Ordering::Relaxed);
+        result
+    }
+
+    /// Publishes sequences up to `last`: header, counters, then wakes parked
+    /// readers if there are any (no syscall otherwise).
+    #[inline]
+    fn finish(&mut self, last: u64, bytes: u64) {
+        let h = self.region.header();
+        // SYNC POINT: published count. Pairs with the Acquire loads of
+        // `published` in readers (overrun resume) and tools.
+        h.published.store(last, Ordering::Release);
+        self.bytes += bytes;
+        h.bytes_published.store(self.bytes, Ordering::Relaxed);
+        self.next = last + 1;
+        // SYNC POINT: reader park Dekker. Pairs with the SeqCst fence in
+        // `Reader::park`: either that reader's re-check sees our stamps, or
+        // this load sees its `waiters` increment. Ordering a store before a
+        // later load needs SeqCst; Acquire/Release cannot.
+        fence(Ordering::SeqCst);
+        if self.region.readers().waiters.load(Ordering::Relaxed) != 0 {
+            h.notify.fetch_add(1, Ordering::Release);
+            let _ = futex::wake_all(&h.notify);
+        }
+    }
+
+    /// The sequence the next frame will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// The lease epoch this writer holds.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.region.geometry
+    }
+
+    /// The ring's name.
+    pub fn ring_name(&self) -> &str {
+        &self.region.name
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let h = self.region.header();
+        let (me, _) = host::identity();
+        let word = lease_word(me, self.epoch, true);
+        let _ = h.lease.compare_exchange(word, lease_word(0, self.epoch, true), Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// Takes the lease: free, or held by a dead process. Returns the new epoch.
+fn take_lease(region: &Region) -> Result<u64, LeaseError> {
+    let h = region.header();
+    let (me, my_start) = host::identity();
+    loop {
+        let word = h.lease.load(Ordering::Acquire);
+        let (pid, epoch, committed) = lease_parts(word);
+        let takeover = pid != 0;
+        if takeover {
+            let alive = if committed {
+                host::alive(pid, h.lease_start_time.load(Ordering::Relaxed))
+            } else {
+                // Mid-acquisition: its start time is not written yet.
+                host::exists(pid)
+            };
+            if alive {
+                return Err(LeaseError::Held { ring: region.name.clone(), pid, epoch });
+            }
+        }
+        let epoch = (epoch + 1) & LEASE_EPOCH_MASK;
+        if h.lease.compare_exchange(word, lease_word(me, epoch, false), Ordering::AcqRel, Ordering::Acquire).is_err() {
+            continue;
+        }
+        h.lease_start_time.store(my_start, Ordering::Relaxed);
+        h.lease_since_ns.store(realtime(), Ordering::Relaxed);
+        // SYNC POINT: lease committed. Pairs with the Acquire load of `lease`
+        // before `lease_start_time` is read.
+        h.lease.store(lease_word(me, epoch, true), Ordering::Release);
+        if takeover {
+            h.takeovers.fetch_add(1, Ordering::Relaxed);
+        }
+        return Ok(epoch);
+    }
+}
+
+/// Slots reserved by [`Writer::claim`]. Frames pushed into it become visible
+/// together on [`Claim::commit`] (or when the claim is dropped); reserved
+/// slots left unfilled are not published and are reused by the next claim.
+pub struct Claim<'w> {
+    writer: &'w mut Writer,
+    first: u64,
+    n: u64,
+    written: u64,
+    bytes: u64,
+}
+
+impl Claim<'_> {
+    /// Writes the next reserved slot; returns its sequence number.
+    pub fn push(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        self.push_kind(0, payload)
+    }
+
+    /// Writes a plain-old-data value into the next reserved slot.
+    pub fn push_pod<T: Pod>(&mut self, value: &T) -> Result<u64, PublishError> {
+        self.push_kind(0, bytemuck::bytes_of(value))
+    }
+
+    /// Writes the next reserved slot with an application-defined `kind`.
+    pub fn push_kind(&mut self, kind: u32, payload: &[u8]) -> Result<u64, PublishError> {
+        let region = &self.writer.region;
+        let max = region.max_payload();
+        if payload.len() > max {
+            return Err(PublishError::TooLarge { len: payload.len(), max });
+        }
+        if self.written == self.n {
+            return Err(PublishError::ClaimFull { claimed: self.n });
+        }
+        let seq = self.first + self.written;
+        let slot = region.slot(seq);
+        slot.header.stamp.store(seq | STAMP_WRITING, Ordering::Relaxed);
+        // SYNC POINT: seqlock begin. Orders the WRITING mark before the
+        // payload stores; pairs with the Acquire fence in `still_valid`, so a
+        // reader that sees any new payload word also sees the mark.
+        fence(Ordering::Release);
+        store_bytes(slot.payload, payload);
+        slot.header.len.store(payload.len() as u32, Ordering::Relaxed);
+        slot.header.kind.store(kind, Ordering::Relaxed);
+        self.written += 1;
+        self.bytes += payload.len() as u64;
+        Ok(seq)
+    }
+
+    /// Slots reserved and not yet written.
+    pub fn remaining(&self) -> u64 {
+        self.n - self.written
+    }
+
+    /// Publishes every frame pushed so far; returns the last sequence (None
+    /// if nothing was pushed).
+    pub fn commit(mut self) -> Option<u64> {
+        self.publish()
+    }
+
+    fn publish(&mut self) -> Option<u64> {
+        if self.written == 0 {
+            return None;
+        }
+        let region = &self.writer.region;
+        for seq in self.first..self.first + self.written {
+            // SYNC POINT: slot payload visible to readers. Pairs with the
+            // Acquire load of the stamp in `Reader::try_peek` and `batch`.
+            region.slot(seq).header.stamp.store(seq, Ordering::Release);
+        }
+        let last = self.first + self.written - 1;
+        self.writer.finish(last, self.bytes);
+        self.written = 0;
+        Some(last)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.publish();
+    }
+}
+
+fn deadline(timeout: Duration) -> u64 {
+    host::now_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+#[cfg(not(loom))]
+fn realtime() -> u64 {
+    crate::process::realtime_ns()
+}
+
+#[cfg(loom)]
+fn realtime() -> u64 {
+    0
+}

@@ -1,0 +1,295 @@
+//! Names, namespaces, and the files and mappings behind a ring.
+//!
+//! Every object of one installation lives in `/dev/shm` under a namespace
+//! prefix (default `helix`, or `HELIX_NAMESPACE`), so installations and
+//! tests run side by side without touching each other's rings:
+//!
+//! - `/dev/shm/<namespace>.<ring>`: the data region;
+//! - `/dev/shm/<namespace>.<ring>@readers`: the control region.
+//!
+//! `@` can appear in neither a namespace nor a ring name, so the two files
+//! of one ring never collide with another ring's.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::layout::MAX_NAME_LEN;
+
+/// Where ring files live.
+pub const SHM_DIR: &str = "/dev/shm";
+/// The namespace when `HELIX_NAMESPACE` is not set.
+pub const DEFAULT_NAMESPACE: &str = "helix";
+/// Suffix of the control region's file name.
+pub const READERS_SUFFIX: &str = "@readers";
+/// Longest namespace in bytes.
+pub const MAX_NAMESPACE_LEN: usize = 32;
+
+/// Why a ring name or namespace was refused. Nothing on disk was touched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name is empty.
+    #[error("{what} is empty")]
+    Empty { what: &'static str },
+    /// The name is longer than allowed.
+    #[error("{what} {name:?} is {len} bytes long; at most {max} are allowed")]
+    TooLong { what: &'static str, name: String, len: usize, max: usize },
+    /// The name contains a character outside its alphabet.
+    #[error("{what} {name:?} has {ch:?} at byte {at}; allowed are {allowed}")]
+    BadChar { what: &'static str, name: String, ch: char, at: usize, allowed: &'static str },
+}
+
+const RING_ALPHABET: &str = "a-z 0-9 . _ - (starting with a-z or 0-9)";
+const NS_ALPHABET: &str = "a-z 0-9 _ - (starting with a-z or 0-9)";
+
+fn check(what: &'static str, name: &str, max: usize, dots: bool, allowed: &'static str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { what });
+    }
+    for (at, ch) in name.char_indices() {
+        let ok = match ch {
+            'a'..='z' | '0'..='9' => true,
+            '_' | '-' => at > 0,
+            '.' => dots && at > 0,
+            _ => false,
+        };
+        if !ok {
+            return Err(NameError::BadChar { what, name: name.to_owned(), ch, at, allowed });
+        }
+    }
+    if name.len() > max {
+        return Err(NameError::TooLong { what, name: name.to_owned(), len: name.len(), max });
+    }
+    Ok(())
+}
+
+/// Checks a ring name: `[a-z0-9][a-z0-9._-]{0,62}`.
+pub fn validate_ring_name(name: &str) -> Result<(), NameError> {
+    check("ring name", name, MAX_NAME_LEN, true, RING_ALPHABET)
+}
+
+/// A validated namespace: `[a-z0-9][a-z0-9_-]{0,31}` (no dots, so the first
+/// dot of a file name always ends the namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// Validates `name` as a namespace.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        check("namespace", name, MAX_NAMESPACE_LEN, false, NS_ALPHABET)?;
+        Ok(Namespace(name.to_owned()))
+    }
+
+    /// `HELIX_NAMESPACE` if set (and valid), else `helix`.
+    pub fn from_env() -> Result<Self, NameError> {
+        match std::env::var("HELIX_NAMESPACE") {
+            Ok(ns) if !ns.is_empty() => Namespace::new(&ns),
+            _ => Ok(Namespace(DEFAULT_NAMESPACE.to_owned())),
+        }
+    }
+
+    /// The namespace as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Path of a ring's data region; `ring` must be a valid ring name.
+    pub fn data_path(&self, ring: &str) -> PathBuf {
+        Path::new(SHM_DIR).join(format!("{}.{}", self.0, ring))
+    }
+
+    /// Path of a ring's control region; `ring` must be a valid ring name.
+    pub fn readers_path(&self, ring: &str) -> PathBuf {
+        Path::new(SHM_DIR).join(format!("{}.{}{}", self.0, ring, READERS_SUFFIX))
+    }
+
+    /// Names of the rings in this namespace that have a data region file,
+    /// sorted. Files whose remainder is not a valid ring name are skipped.
+    pub fn list_rings(&self) -> io::Result<Vec<String>> {
+        let prefix = format!("{}.", self.0);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(SHM_DIR)? {
+            let file_name = entry?.file_name();
+            let Some(file_name) = file_name.to_str() else { continue };
+            if let Some(ring) = file_name.strip_prefix(&prefix) {
+                if validate_ring_name(ring).is_ok() {
+                    names.push(ring.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Namespace(DEFAULT_NAMESPACE.to_owned())
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A shared file mapping, read-write or read-only. The memory stays at the
+/// same address until the mapping is dropped.
+pub struct Mapping {
+    map: memmap2::MmapRaw,
+    writable: bool,
+}
+
+impl Mapping {
+    /// Maps all of `file` shared.
+    pub fn new(file: &File, writable: bool) -> io::Result<Mapping> {
+        let opts = memmap2::MmapOptions::new();
+        let map = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
+        Ok(Mapping { map, writable })
+    }
+
+    /// Start of the mapping (page aligned).
+    pub fn ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the mapping has length zero.
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    /// Whether the mapping may be written.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+/// Creates `path` exclusively with exactly `mode` (not masked by the umask),
+/// group `gid` if given, and `size` bytes reserved with `posix_fallocate`, so
+/// a full `/dev/shm` is an error now rather than a SIGBUS on first touch.
+pub(crate) fn create_file(
+    path: &Path,
+    size: u64,
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<File, (&'static str, io::Error)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| ("create", e))?;
+    let finish = || -> Result<(), (&'static str, io::Error)> {
+        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| ("chmod", e))?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(|e| ("chown", e))?;
+        }
+        reserve(&file, size).map_err(|e| ("reserve space for", e))?;
+        Ok(())
+    };
+    match finish() {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
+    }
+}
+
+fn reserve(file: &File, size: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: the descriptor is open for writing for the whole call.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Opens an existing ring file for reading, or reading and writing.
+pub(crate) fn open_file(path: &Path, writable: bool) -> io::Result<File> {
+    std::fs::OpenOptions::new().read(true).write(writable).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)
+}
+
+/// Looks a group up by name (or a decimal gid) in the system's group database.
+pub fn group_id(group: &str) -> io::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let c = std::ffi::CString::new(group).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut grp: libc::group = unsafe_zeroed_group();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; `buf` outlives it and its
+    // length is passed; `out` is written by the callee.
+    let rc = unsafe { libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    if out.is_null() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no group named {group:?}")));
+    }
+    Ok(grp.gr_gid)
+}
+
+fn unsafe_zeroed_group() -> libc::group {
+    // SAFETY: `libc::group` is a plain C struct of integers and pointers, for
+    // which all-zero bytes (null pointers) are a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_names_follow_the_grammar() {
+        for ok in ["telemetry", "twin.state", "a", "0-x_y.z", &"a".repeat(63)] {
+            assert_eq!(validate_ring_name(ok), Ok(()), "{ok}");
+        }
+        assert!(matches!(validate_ring_name(""), Err(NameError::Empty { .. })));
+        assert!(matches!(validate_ring_name(&"a".repeat(64)), Err(NameError::TooLong { len: 64, .. })));
+        for (bad, ch, at) in [
+            ("../x", '.', 0),
+            ("a/b", '/', 1),
+            ("Upper", 'U', 0),
+            ("-x", '-', 0),
+            ("a@readers", '@', 1),
+            ("a b", ' ', 1),
+            (".x", '.', 0),
+        ] {
+            match validate_ring_name(bad) {
+                Err(NameError::BadChar { ch: c, at: a, .. }) => assert_eq!((c, a), (ch, at), "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn namespaces_have_no_dots() {
+        assert!(Namespace::new("helix").is_ok());
+        assert!(Namespace::new("t-1_x").is_ok());
+        assert!(Namespace::new("a.b").is_err());
+        assert!(Namespace::new(&"n".repeat(33)).is_err());
+        let ns = Namespace::new("ns").unwrap();
+        assert_eq!(ns.data_path("twin.state"), Path::new("/dev/shm/ns.twin.state"));
+        assert_eq!(ns.readers_path("twin.state"), Path::new("/dev/shm/ns.twin.state@readers"));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = validate_ring_name("Bad").unwrap_err().to_string();
+        assert!(e.contains("'B'") && e.contains("byte 0"), "{e}");
+    }
+}

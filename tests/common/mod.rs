@@ -1,0 +1,133 @@
+//! Shared test support: a private namespace per test that cleans up after
+//! itself, a watchdog, and re-executing this test binary as a child process.
+#![allow(dead_code)]
+
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use helix::Namespace;
+
+/// A namespace no other test (or test process) uses; its files in /dev/shm
+/// are removed on drop.
+pub struct TestNs {
+    pub ns: Namespace,
+}
+
+impl TestNs {
+    pub fn new() -> TestNs {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("t{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let ns = Namespace::new(&name).unwrap();
+        remove_files(&ns);
+        TestNs { ns }
+    }
+
+    /// Every file this namespace has in /dev/shm.
+    pub fn files(&self) -> Vec<String> {
+        let prefix = format!("{}.", self.ns.as_str());
+        let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn remove_files(ns: &Namespace) {
+    let prefix = format!("{}.", ns.as_str());
+    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        remove_files(&self.ns);
+    }
+}
+
+impl std::ops::Deref for TestNs {
+    type Target = Namespace;
+    fn deref(&self) -> &Namespace {
+        &self.ns
+    }
+}
+
+/// Fails the whole test process with `what` if not dropped within `limit`.
+pub struct Watchdog(Option<mpsc::Sender<()>>);
+
+pub fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("WATCHDOG: {what} did not finish within {limit:?}; aborting");
+            std::process::abort();
+        }
+    });
+    Watchdog(Some(tx))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The env var that tells a re-executed test binary which role to play.
+pub const ROLE_VAR: &str = "HELIX_TEST_ROLE";
+
+/// A command that re-runs this test binary as a child playing `role`; the
+/// test binary must have a `#[test] fn child_entry()` that dispatches on
+/// `ROLE_VAR`. Arguments go through environment variables.
+pub fn child(role: &str, ns: &Namespace) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_VAR, role)
+        .env("HELIX_NAMESPACE", ns.as_str());
+    cmd
+}
+
+/// Kills and reaps a child on drop, so no test leaves processes behind.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads an environment variable the parent set for a child.
+pub fn arg<T: std::str::FromStr>(name: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    std::env::var(name).unwrap_or_else(|_| panic!("missing {name}")).parse().unwrap()
+}
+
+/// A deterministic payload for sequence `seq`: `len` bytes derived from it,
+/// so a reader can check content without a side channel.
+pub fn payload(seq: u64, len: usize, out: &mut [u8]) {
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for b in out[..len].iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+}
+
+/// The payload length used for sequence `seq` in ring tests of `max` bytes.
+pub fn payload_len(seq: u64, max: usize) -> usize {
+    (seq as usize * 7) % (max + 1)
+}

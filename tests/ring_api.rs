@@ -1,0 +1,301 @@
+//! The ring's behaviour through its public API, in one process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestNs;
+use helix::*;
+
+fn opts(capacity: u64, policy: Policy) -> RingOptions {
+    RingOptions { capacity, max_payload: 64, policy, ..Default::default() }
+}
+
+#[test]
+fn frames_arrive_in_order_with_sequence_numbers_from_one() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r = Reader::attach(&ns, "r", &ReaderOptions::named("a")).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(r.try_read(&mut buf), Err(TryReadError::Empty));
+    for i in 1..=20u64 {
+        assert_eq!(w.publish(&i.to_le_bytes()).unwrap(), i);
+        let info = r.try_read(&mut buf).unwrap();
+        assert_eq!((info.seq, info.len), (i, 8));
+        assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), i);
+    }
+    assert_eq!(r.try_read(&mut buf), Err(TryReadError::Empty));
+    assert_eq!(ring.stats().published, 20);
+    assert_eq!(ring.stats().bytes, 160);
+}
+
+#[test]
+fn an_overrun_reports_exactly_what_was_lost_and_resumes_at_the_oldest_intact_frame() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r = ring.reader(&ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("slow") }).unwrap();
+    for i in 1..=30u64 {
+        w.publish(&i.to_le_bytes()).unwrap();
+    }
+    let mut buf = [0u8; 8];
+    // 30 published, 8 slots: 23..=30 are intact, 1..=22 are lost.
+    assert_eq!(r.try_read(&mut buf), Err(TryReadError::Overrun(Overrun { lost: 22, resume_at: 23 })));
+    for i in 23..=30u64 {
+        assert_eq!(r.try_read(&mut buf).unwrap().seq, i);
+        assert_eq!(u64::from_le_bytes(buf), i);
+    }
+    assert_eq!((r.overruns(), r.lost(), r.frames()), (1, 22, 8));
+    let s = ring.stats();
+    assert_eq!((s.readers[0].overruns, s.readers[0].lost, s.readers[0].frames), (1, 22, 8));
+}
+
+#[test]
+fn newest_oldest_and_explicit_starts() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
+    let mut w = ring.writer().unwrap();
+    for i in 1..=5u64 {
+        w.publish(&i.to_le_bytes()).unwrap();
+    }
+    let newest = ring.reader(&ReaderOptions::named("n")).unwrap();
+    let oldest = ring.reader(&ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("o") }).unwrap();
+    let at = ring.reader(&ReaderOptions { start: Start::At(4), ..ReaderOptions::named("a") }).unwrap();
+    assert_eq!((newest.cursor(), oldest.cursor(), at.cursor()), (6, 1, 4));
+    assert_eq!((newest.lag(), oldest.lag(), at.lag()), (0, 5, 2));
+}
+
+#[test]
+fn a_block_ring_holds_the_writer_for_a_gating_reader_and_not_for_others() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(4, Policy::Block)).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut gate = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("gate") }).unwrap();
+    let _free = ring.reader(&ReaderOptions::named("free")).unwrap();
+    for i in 1..=4u64 {
+        assert_eq!(w.try_publish(b"x").unwrap(), i);
+    }
+    assert_eq!(w.try_publish(b"x"), Err(PublishError::Full { needed: 1, free: 0 }));
+    assert!(gate.is_gating() && gate.should_throttle());
+    let mut buf = [0u8; 8];
+    gate.try_read(&mut buf).unwrap();
+    assert_eq!(w.try_publish(b"x").unwrap(), 5);
+    assert_eq!(w.try_publish(b"x"), Err(PublishError::Full { needed: 1, free: 0 }));
+    assert_eq!(w.publish_timeout(b"x", Duration::from_millis(20)), Err(PublishError::Full { needed: 1, free: 0 }));
+    assert_eq!(ring.stats().writer_waits, 1);
+    drop(gate);
+    // The gating reader left: nothing holds the writer back any more.
+    for _ in 0..10 {
+        w.try_publish(b"x").unwrap();
+    }
+}
+
+#[test]
+fn a_stalled_gating_reader_is_demoted_and_then_sees_an_overrun() {
+    let _dog = common::watchdog("stall demotion", Duration::from_secs(30));
+    let ns = TestNs::new();
+    let o = RingOptions { stall_timeout: Duration::from_millis(50), ..opts(4, Policy::Block) };
+    let ring = Ring::create(&ns, "r", &o).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut gate = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("stuck") }).unwrap();
+    for _ in 0..4 {
+        w.try_publish(b"x").unwrap();
+    }
+    // Blocks until the stall timeout demotes the reader, then proceeds.
+    assert_eq!(w.publish(b"x").unwrap(), 5);
+    assert!(gate.was_demoted() && !gate.is_gating());
+    let s = ring.stats();
+    assert_eq!((s.demotions, s.writer_waits), (1, 1));
+    assert!(s.readers[0].demoted);
+    let mut buf = [0u8; 8];
+    assert_eq!(gate.try_read(&mut buf), Err(TryReadError::Overrun(Overrun { lost: 1, resume_at: 2 })));
+}
+
+#[test]
+fn batches_publish_and_consume_together() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(16, Policy::Overwrite)).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r = ring.reader(&ReaderOptions::named("b")).unwrap();
+    let mut claim = w.claim(5).unwrap();
+    for i in 0..3u64 {
+        claim.push_pod(&(i * 10)).unwrap();
+    }
+    // Nothing is visible before the commit.
+    assert_eq!(r.try_read(&mut [0u8; 8]), Err(TryReadError::Empty));
+    assert_eq!(claim.remaining(), 2);
+    assert_eq!(claim.commit(), Some(3));
+    let mut out = [0u64; 8];
+    assert_eq!(r.try_read_batch_pod(&mut out).unwrap(), 3);
+    assert_eq!(&out[..3], &[0, 10, 20]);
+    // Unfilled reserved slots were not published: the sequence continues.
+    assert_eq!(w.publish_pod(&7u64).unwrap(), 4);
+    let mut seen = vec![];
+    assert_eq!(r.try_read_batch(10, |f| seen.push((f.seq(), f.read::<u64>().unwrap()))).unwrap(), 1);
+    assert_eq!(seen, [(4, 7)]);
+    assert_eq!(w.try_claim(17).err(), Some(PublishError::BatchTooLarge { n: 17, capacity: 16 }));
+    let mut c = w.claim(1).unwrap();
+    c.push(b"a").unwrap();
+    assert_eq!(c.push(b"b"), Err(PublishError::ClaimFull { claimed: 1 }));
+}
+
+#[test]
+fn zero_copy_frames_release_their_slot_on_drop() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(4, Policy::Block)).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("z") }).unwrap();
+    for i in 0..4u32 {
+        w.publish_kind(9, &[i as u8; 12]).unwrap();
+    }
+    {
+        let f = r.try_peek().unwrap();
+        assert_eq!((f.seq(), f.len(), f.kind()), (1, 12, 9));
+        assert_eq!(f.read_at::<u32>(8).unwrap(), 0);
+        assert!(matches!(f.read::<u64>(), Err(FrameError::WrongSize { len: 12, wanted: 8, .. })));
+        // Still held: the writer may not reuse slot 1.
+        assert!(matches!(w.try_publish(b"x"), Err(PublishError::Full { .. })));
+    }
+    assert_eq!(w.try_publish(b"x").unwrap(), 5);
+    assert_eq!(r.cursor(), 2);
+}
+
+#[test]
+fn oversize_frames_and_small_buffers_are_refused_without_loss() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(4, Policy::Overwrite)).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r = ring.reader(&ReaderOptions::named("s")).unwrap();
+    // Slots round up to whole cache lines: 64 requested, 112 usable.
+    assert_eq!(w.geometry().max_payload, 112);
+    assert_eq!(w.publish(&[0; 113]), Err(PublishError::TooLarge { len: 113, max: 112 }));
+    w.publish(&[1; 112]).unwrap();
+    let mut small = [0u8; 10];
+    assert_eq!(
+        r.try_read(&mut small),
+        Err(TryReadError::Frame(FrameError::TooSmall { seq: 1, len: 112, capacity: 10 }))
+    );
+    // Not consumed: a big enough buffer gets it.
+    let mut big = [0u8; 112];
+    assert_eq!(r.try_read(&mut big).unwrap().seq, 1);
+    assert_eq!(big, [1; 112]);
+    // A wrong-size typed read consumes the frame and says so.
+    w.publish(&[2; 3]).unwrap();
+    assert!(matches!(r.try_read_pod::<u64>(), Err(TryReadError::Frame(FrameError::WrongSize { seq: 2, len: 3, .. }))));
+    assert_eq!(r.cursor(), 3);
+}
+
+#[test]
+fn a_second_live_writer_is_refused_and_the_next_writer_continues_the_sequence() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
+    let mut w = ring.writer().unwrap();
+    let e1 = w.epoch();
+    w.publish(b"a").unwrap();
+    match Writer::attach(&ns, "r") {
+        Err(LeaseError::Held { pid, epoch, .. }) => assert_eq!((pid, epoch), (std::process::id(), e1)),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("second writer accepted"),
+    }
+    drop(w);
+    let mut w2 = Writer::attach(&ns, "r").unwrap();
+    assert_eq!(w2.epoch(), e1 + 1);
+    assert_eq!(w2.publish(b"b").unwrap(), 2);
+    assert_eq!(ring.stats().lease.pid, Some(std::process::id()));
+}
+
+#[test]
+fn a_read_only_view_sees_the_same_counters() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
+    let mut w = ring.writer().unwrap();
+    w.publish(b"abc").unwrap();
+    let view = RingView::attach(&ns, "r").unwrap();
+    assert_eq!(view.geometry(), ring.geometry());
+    let s = view.stats();
+    assert_eq!((s.published, s.bytes, s.lease.pid, s.lease.alive), (1, 3, Some(std::process::id()), true));
+}
+
+#[test]
+fn the_reader_table_fills_and_frees() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &RingOptions { max_readers: 2, ..opts(8, Policy::Overwrite) }).unwrap();
+    let a = ring.reader(&ReaderOptions::named("a")).unwrap();
+    let _b = ring.reader(&ReaderOptions::named("b")).unwrap();
+    assert!(matches!(ring.reader(&ReaderOptions::named("c")), Err(AttachError::ReaderTableFull { max: 2, .. })));
+    drop(a);
+    let c = ring.reader(&ReaderOptions::named("c")).unwrap();
+    assert_eq!(c.index(), 0);
+    let names: Vec<String> = ring.stats().readers.into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["c", "b"]);
+    assert!(matches!(ring.reader(&ReaderOptions::named(&"n".repeat(33))), Err(AttachError::ReaderName { .. })));
+}
+
+#[test]
+fn presets_and_options_are_validated_before_any_file_is_made() {
+    let ns = TestNs::new();
+    for p in Preset::ALL {
+        let ring = Ring::create(&ns, p.as_str(), &RingOptions::preset(p, 4)).unwrap();
+        assert_eq!(ring.geometry().max_payload, p.max_payload().next_multiple_of(64) + 48);
+    }
+    let bad = [
+        RingOptions { capacity: 3, ..Default::default() },
+        RingOptions { capacity: 1, ..Default::default() },
+        RingOptions { max_payload: 17 << 20, ..Default::default() },
+        RingOptions { max_readers: 0, ..Default::default() },
+        RingOptions { stall_timeout: Duration::ZERO, ..Default::default() },
+        RingOptions { mode: 0o400, ..Default::default() },
+    ];
+    for o in bad {
+        assert!(matches!(Ring::create(&ns, "bad", &o), Err(CreateError::Options { .. })), "{o:?}");
+    }
+    for name in ["../x", "", &"a".repeat(64), "Upper", "a/b"] {
+        assert!(matches!(Ring::create(&ns, name, &RingOptions::default()), Err(CreateError::Name(_))), "{name:?}");
+        assert!(matches!(Reader::attach(&ns, name, &ReaderOptions::default()), Err(AttachError::Name(_))), "{name:?}");
+    }
+    assert!(matches!(Ring::create(&ns, "xs", &RingOptions::default()), Err(CreateError::Exists { .. })));
+    assert!(matches!(Reader::attach(&ns, "nope", &ReaderOptions::default()), Err(AttachError::NotFound { .. })));
+    assert_eq!(ns.files().len(), 10, "{:?}", ns.files());
+}
+
+#[test]
+fn file_modes_give_readers_no_write_access_to_frame_data() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = TestNs::new();
+    Ring::create(&ns, "r", &RingOptions { mode: 0o660, ..Default::default() }).unwrap();
+    let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(ns.data_path("r")), 0o640);
+    assert_eq!(mode(ns.readers_path("r")), 0o660);
+}
+
+#[test]
+fn unlink_removes_both_files_and_attached_handles_keep_working() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r = ring.reader(&ReaderOptions::named("r")).unwrap();
+    Ring::unlink(&ns, "r").unwrap();
+    assert!(ns.files().is_empty());
+    w.publish(b"still").unwrap();
+    assert_eq!(r.try_read(&mut [0u8; 8]).unwrap().len, 5);
+}
+
+#[test]
+fn blocking_reads_time_out_and_wake_on_publish() {
+    let _dog = common::watchdog("blocking read", Duration::from_secs(30));
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
+    for wait in [WaitStrategy::Spin, WaitStrategy::Park, WaitStrategy::SpinThenPark { spins: 100 }] {
+        let mut r = ring.reader(&ReaderOptions { wait, ..ReaderOptions::named("w") }).unwrap();
+        assert_eq!(r.read_timeout(&mut [0u8; 8], Duration::from_millis(5)), Err(ReadError::Timeout));
+        let ring2 = ring.clone();
+        let t = std::thread::spawn(move || {
+            let mut w = ring2.writer().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            w.publish(b"wake").unwrap()
+        });
+        let info = r.read(&mut [0u8; 8]).unwrap();
+        assert_eq!(info.seq, t.join().unwrap());
+    }
+}
