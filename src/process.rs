@@ -11,8 +11,18 @@ pub fn pid() -> u32 {
 /// The start time of process `pid` in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), or `None` if there is no such process.
 pub fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|(_, start)| start)
+}
+
+/// (state, start time) of `pid` from `/proc/PID/stat`.
+fn stat(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
+    Some((parse_state(&stat)?, parse_start_time(&stat)?))
+}
+
+/// Field 3 (the state letter) of a `/proc/PID/stat` line.
+fn parse_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 /// Field 22 of a `/proc/PID/stat` line. The command name (field 2) is in
@@ -26,8 +36,9 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 
 /// Whether the process that registered as (`pid`, `start_time`) still runs.
 ///
-/// A pid of 0 is never alive. A process we may not signal (`EPERM`) exists;
-/// its start time then decides, as it does for one we may signal.
+/// A pid of 0 is never alive, nor is a zombie (it has exited; only its
+/// parent has not reaped it yet). A process we may not signal (`EPERM`)
+/// exists; its start time then decides, as it does for one we may signal.
 pub fn alive(pid: u32, start_time: u64) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return false;
@@ -37,8 +48,8 @@ pub fn alive(pid: u32, start_time: u64) -> bool {
     if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
         return false;
     }
-    match self::start_time(pid) {
-        Some(t) => t == start_time,
+    match stat(pid) {
+        Some((state, t)) => t == start_time && state != 'Z' && state != 'X',
         // /proc not readable for it (hidepid): trust kill's answer.
         None => rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM),
     }
@@ -89,6 +100,7 @@ mod tests {
     fn parses_start_time_past_a_hostile_command_name() {
         let line = "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_time(line), Some(987654));
+        assert_eq!(parse_state(line), Some('S'));
         assert_eq!(parse_start_time("garbage"), None);
     }
 
@@ -99,5 +111,19 @@ mod tests {
         assert!(alive(me, t));
         assert!(!alive(me, t + 1));
         assert!(!alive(0, 0));
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = start_time(pid);
+        // Until it is reaped, an exited child is a zombie with the same pid.
+        while stat(pid).is_some_and(|(s, _)| s != 'Z') {
+            std::thread::yield_now();
+        }
+        assert!(exists(pid));
+        assert!(!alive(pid, start.unwrap_or(0)));
+        child.wait().unwrap();
     }
 }

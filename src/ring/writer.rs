@@ -423,6 +423,11 @@ impl Claim<'_> {
         Ok(seq)
     }
 
+    /// The sequence the next push gets.
+    pub fn next_seq(&self) -> u64 {
+        self.first + self.written
+    }
+
     /// Slots reserved and not yet written.
     pub fn remaining(&self) -> u64 {
         self.n - self.written
