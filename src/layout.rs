@@ -24,7 +24,7 @@
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// Bumped whenever any byte of this layout changes meaning.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// First eight bytes of a data region: `b"HELIXRNG"`.
 pub const RING_MAGIC: u64 = u64::from_le_bytes(*b"HELIXRNG");
 /// First eight bytes of a control region: `b"HELIXRDR"`.
@@ -63,12 +63,16 @@ pub const LEASE_EPOCH_MASK: u64 = 0x7FFF_FFFF;
 /// `stamp` bit: the slot is being written for the sequence in the low bits.
 pub const STAMP_WRITING: u64 = 1 << 63;
 
-/// `state` of a reader entry: unused.
+/// `state` of a reader entry: unused. Any other value is `pid << 2 | tag`.
 pub const ENTRY_FREE: u32 = 0;
-/// `state` of a reader entry: being filled in by a joining reader.
+/// `state` tag (bits 0..2): being filled in by the joining reader `pid`.
 pub const ENTRY_CLAIMING: u32 = 1;
-/// `state` of a reader entry: a registered reader.
+/// `state` tag (bits 0..2): a registered reader, process `pid`.
 pub const ENTRY_ACTIVE: u32 = 2;
+/// Mask of the tag bits of `state`.
+pub const ENTRY_TAG_MASK: u32 = 3;
+/// `state` bits 2..32 hold the owner's pid (Linux pids are below 2^22).
+pub const ENTRY_PID_SHIFT: u32 = 2;
 
 /// `gating` of a reader entry: the reader never holds the writer back.
 pub const GATING_NO: u32 = 0;
@@ -202,13 +206,17 @@ pub struct ReaderEntry {
     pub cursor: AtomicU64,
     pub _reserved_a: [u8; 120],
     // ---- line B: registration and statistics ----
-    /// [`ENTRY_FREE`], [`ENTRY_CLAIMING`] or [`ENTRY_ACTIVE`].
+    /// [`ENTRY_FREE`], or the owner's pid and a tag: `pid << 2 |`
+    /// [`ENTRY_CLAIMING`] or `pid << 2 |` [`ENTRY_ACTIVE`]. Changed only by
+    /// compare-and-swap, so an owner is never confused with the next one.
     pub state: AtomicU32,
     /// [`GATING_NO`], [`GATING_YES`] or [`GATING_DEMOTED`].
     pub gating: AtomicU32,
-    /// The reader's pid.
+    /// The reader's pid (the same as in `state`; for tools).
     pub pid: AtomicU32,
-    pub _pad_b: u32,
+    /// 1 while the reader is counted in `waiters` (so a sweep can undo the
+    /// count of a reader that died parked).
+    pub parked: AtomicU32,
     /// The reader's start time (clock ticks since boot).
     pub start_time: AtomicU64,
     /// CLOCK_MONOTONIC ns of the reader's last sign of life.
@@ -288,6 +296,7 @@ mod asserts {
     at!(ReaderEntry, state, 128);
     at!(ReaderEntry, gating, 132);
     at!(ReaderEntry, pid, 136);
+    at!(ReaderEntry, parked, 140);
     at!(ReaderEntry, start_time, 144);
     at!(ReaderEntry, heartbeat_ns, 152);
     at!(ReaderEntry, overruns, 160);
@@ -324,6 +333,16 @@ pub const fn lease_word(pid: u32, epoch: u64, committed: bool) -> u64 {
     (pid as u64) | ((epoch & LEASE_EPOCH_MASK) << LEASE_EPOCH_SHIFT) | if committed { LEASE_COMMITTED } else { 0 }
 }
 
+/// A reader entry's `state` for owner `pid` with `tag`.
+pub const fn entry_state(pid: u32, tag: u32) -> u32 {
+    (pid << ENTRY_PID_SHIFT) | tag
+}
+
+/// Unpacks a reader entry's `state` into (pid, tag).
+pub const fn entry_parts(state: u32) -> (u32, u32) {
+    (state >> ENTRY_PID_SHIFT, state & ENTRY_TAG_MASK)
+}
+
 /// Unpacks a lease word into (pid, epoch, committed).
 pub const fn lease_parts(word: u64) -> (u32, u64, bool) {
     ((word & LEASE_PID_MASK) as u32, (word >> LEASE_EPOCH_SHIFT) & LEASE_EPOCH_MASK, word & LEASE_COMMITTED != 0)
@@ -349,6 +368,15 @@ mod tests {
         }
         // The epoch wraps inside its 31 bits and never touches the flag.
         assert_eq!(lease_parts(lease_word(7, LEASE_EPOCH_MASK + 1, false)), (7, 0, false));
+    }
+
+    #[test]
+    fn entry_state_round_trips() {
+        assert_eq!(entry_parts(ENTRY_FREE), (0, ENTRY_FREE));
+        for pid in [1, 4_194_304, (1 << 30) - 1] {
+            assert_eq!(entry_parts(entry_state(pid, ENTRY_ACTIVE)), (pid, ENTRY_ACTIVE));
+            assert_eq!(entry_parts(entry_state(pid, ENTRY_CLAIMING)), (pid, ENTRY_CLAIMING));
+        }
     }
 
     #[test]

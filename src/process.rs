@@ -14,10 +14,33 @@ pub fn start_time(pid: u32) -> Option<u64> {
     stat(pid).map(|(_, start)| start)
 }
 
-/// (state, start time) of `pid` from `/proc/PID/stat`.
+/// (state, start time) of `pid` from `/proc/PID/stat`. Allocates nothing:
+/// a waiting writer calls this.
 fn stat(pid: u32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some((parse_state(&stat)?, parse_start_time(&stat)?))
+    use std::io::{Read, Write};
+    let mut path = [0u8; 32];
+    let mut cursor = &mut path[..];
+    write!(cursor, "/proc/{pid}/stat").ok()?;
+    let len = 32 - cursor.len();
+    let path = std::str::from_utf8(&path[..len]).ok()?;
+    // The line is at most a few hundred bytes: the command name is at most
+    // 64 and the 50-odd numeric fields are at most 20 digits each.
+    let mut buf = [0u8; 2048];
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut filled = 0;
+    loop {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        if filled == buf.len() {
+            break;
+        }
+    }
+    let stat = std::str::from_utf8(&buf[..filled]).ok()?;
+    Some((parse_state(stat)?, parse_start_time(stat)?))
 }
 
 /// Field 3 (the state letter) of a `/proc/PID/stat` line.
@@ -45,13 +68,16 @@ pub fn alive(pid: u32, start_time: u64) -> bool {
     }
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+    // Read errno now, before any other call can change it.
+    let errno = if rc == 0 { 0 } else { io::Error::last_os_error().raw_os_error().unwrap_or(0) };
+    if errno == libc::ESRCH {
         return false;
     }
     match stat(pid) {
         Some((state, t)) => t == start_time && state != 'Z' && state != 'X',
-        // /proc not readable for it (hidepid): trust kill's answer.
-        None => rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM),
+        // /proc hides it (hidepid) but kill says it exists (or that we may
+        // not signal it, which also means it exists).
+        None => rc == 0 || errno == libc::EPERM,
     }
 }
 

@@ -36,6 +36,17 @@ fn child_entry() {
             std::thread::sleep(Duration::from_secs(3600));
         }
         "scribble" => scribble(&ns, &arg::<String>("RING")),
+        "parked" => {
+            let mut r = Reader::attach(
+                &ns,
+                &arg::<String>("RING"),
+                &ReaderOptions { wait: WaitStrategy::Park, ..ReaderOptions::named("parked") },
+            )
+            .unwrap();
+            println!("ready");
+            // Parks on the futex until killed (nothing is ever published).
+            let _ = r.read(&mut [0u8; 64]);
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -265,7 +276,9 @@ fn a_gating_reader_killed_with_sigkill_releases_the_writer() {
     assert!(!s.readers[0].alive && s.readers[0].demoted);
     let report = ring.sweep();
     assert_eq!(report.readers_freed.len(), 1);
-    assert_eq!(report.readers_freed[0].2, "sleeper");
+    assert_eq!(report.readers_freed[0].name, "sleeper");
+    // The writer demoted it before the sweep came: no longer gating.
+    assert!(!report.readers_freed[0].was_gating);
     assert!(ring.stats().readers.is_empty());
 }
 
@@ -308,3 +321,51 @@ fn a_reader_that_writes_into_frame_data_is_killed_by_the_mmu() {
 
 /// SIGSEGV on Linux.
 const SIGSEGV: i32 = 11;
+
+#[test]
+fn a_reader_killed_while_parked_is_swept_and_its_wait_count_taken_back() {
+    let _dog = watchdog("parked reader sweep", Duration::from_secs(60));
+    let ns = TestNs::new();
+    let ring = block_ring(&ns, "park", 8, Duration::from_secs(1));
+    let mut kid = Kid::spawn(child("parked", &ns).env("RING", "park"));
+    kid.expect("ready");
+    while ring.stats().parked == 0 {
+        std::thread::yield_now();
+    }
+    drop(kid); // SIGKILL and reap, while parked
+               // Its count stays until a sweep: the writer would wake for nobody.
+    assert_eq!(ring.stats().parked, 1);
+    let report = ring.sweep();
+    assert_eq!(report.readers_freed.len(), 1);
+    assert_eq!(report.readers_freed[0].name, "parked");
+    let s = ring.stats();
+    assert_eq!((s.parked, s.swept, s.readers.len()), (0, 1, 0));
+}
+
+#[test]
+fn a_sweep_frees_an_entry_whose_joiner_died_and_releases_a_dead_writers_lease() {
+    use std::os::unix::fs::FileExt;
+    let ns = TestNs::new();
+    let ring = block_ring(&ns, "dead", 8, Duration::from_secs(1));
+    // A process that has exited (reaped) stands for a joiner that died
+    // between claiming entry 0 and activating it, and for a dead writer.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(ns.readers_path("dead")).unwrap();
+    let entry0_state = (layout::READERS_HEADER_SIZE + 128) as u64;
+    f.write_all_at(&layout::entry_state(dead_pid, layout::ENTRY_CLAIMING).to_ne_bytes(), entry0_state).unwrap();
+    let d = std::fs::OpenOptions::new().write(true).open(ns.data_path("dead")).unwrap();
+    d.write_all_at(&layout::lease_word(dead_pid, 5, true).to_ne_bytes(), 256).unwrap();
+    assert_eq!(ring.stats().lease.pid, Some(dead_pid));
+    assert!(!ring.stats().lease.alive);
+    let report = ring.sweep();
+    assert_eq!((report.readers_freed.len(), report.readers_freed[0].index), (1, 0));
+    assert_eq!(report.lease_released, Some(dead_pid));
+    assert_eq!(ring.stats().lease.takeovers, 1);
+    // The next writer gets the next epoch.
+    assert_eq!(ring.writer().unwrap().epoch(), 6);
+    // A live process's entry is never swept.
+    let _r = ring.reader(&ReaderOptions::named("alive")).unwrap();
+    assert!(ring.sweep().is_empty());
+}

@@ -137,6 +137,8 @@ impl FrameRef<'_> {
     pub fn copy_to(&self, dst: &mut [u8]) -> Result<usize, FrameError> {
         let len = self.info.len;
         if dst.len() < len {
+            // The length itself may be torn: only a valid frame is too big.
+            self.check()?;
             return Err(FrameError::TooSmall { seq: self.info.seq, len, capacity: dst.len() });
         }
         load_bytes(self.slot.payload, 0, &mut dst[..len]);
@@ -164,8 +166,19 @@ impl FrameRef<'_> {
         Ok(value)
     }
 
+    /// The error for a read that does not fit the frame: `WrongSize` only if
+    /// the length it was judged by was not torn.
     fn wrong(&self, offset: usize, wanted: usize) -> FrameError {
-        FrameError::WrongSize { seq: self.info.seq, len: self.info.len, offset, wanted }
+        match self.check() {
+            Ok(()) => FrameError::WrongSize { seq: self.info.seq, len: self.info.len, offset, wanted },
+            Err(torn) => torn,
+        }
+    }
+
+    /// Re-validates the frame: whether everything read from it so far
+    /// (including `len` and `kind`) is what the writer published.
+    pub fn is_intact(&self) -> bool {
+        self.check().is_ok()
     }
 }
 

@@ -390,7 +390,7 @@ pub struct LeaseInfo {
     pub epoch: u64,
     /// Whether the holder is a live process.
     pub alive: bool,
-    /// Leases taken over from dead holders, ever.
+    /// Leases taken from dead holders (by a new writer or a sweep), ever.
     pub takeovers: u64,
 }
 
@@ -484,9 +484,11 @@ fn stats(region: &Region) -> RingStats {
     let now = host::now_ns();
     let readers = region
         .entries()
-        .filter(|(_, e)| e.state.load(Ordering::Acquire) == ENTRY_ACTIVE)
-        .map(|(index, e)| {
-            let pid = e.pid.load(Ordering::Relaxed);
+        .filter_map(|(index, e)| {
+            let (pid, tag) = entry_parts(e.state.load(Ordering::Acquire));
+            (tag == ENTRY_ACTIVE).then_some((index, e, pid))
+        })
+        .map(|(index, e, pid)| {
             let cursor = e.cursor.load(Ordering::Relaxed);
             let lag = (published + 1).saturating_sub(cursor);
             let gating = e.gating.load(Ordering::Relaxed);
@@ -520,13 +522,24 @@ fn stats(region: &Region) -> RingStats {
     }
 }
 
+/// A dead reader whose entry a sweep freed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreedReader {
+    /// Entry index.
+    pub index: usize,
+    /// The dead process.
+    pub pid: u32,
+    /// The name it registered with.
+    pub name: String,
+    /// Whether it was still gating the writer.
+    pub was_gating: bool,
+}
+
 /// What a sweep found and freed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// (entry index, pid, name) of each dead reader freed.
-    pub readers_freed: Vec<(usize, u32, String)>,
-    /// Of those, how many were gating (and so were demoted first).
-    pub gating_demoted: usize,
+    /// Each dead reader whose entry was freed.
+    pub readers_freed: Vec<FreedReader>,
     /// The pid of a dead writer whose lease was released.
     pub lease_released: Option<u32>,
 }
@@ -538,9 +551,13 @@ impl SweepReport {
     }
 }
 
-/// Demotes gating reader `entry` (if still gating); returns whether this call
-/// did it. Counted in the control region's `demotions`.
-pub(crate) fn demote(region: &Region, entry: &ReaderEntry) -> bool {
+/// Demotes the gating reader in `entry` if the entry still belongs to the
+/// owner seen as `state` and it still gates; returns whether this call did
+/// it. Counted in the control region's `demotions`.
+pub(crate) fn demote(region: &Region, entry: &ReaderEntry, state: u32) -> bool {
+    if entry.state.load(Ordering::Acquire) != state {
+        return false;
+    }
     let done = entry.gating.compare_exchange(GATING_YES, GATING_DEMOTED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
     if done {
         region.readers().demotions.fetch_add(1, Ordering::Relaxed);
@@ -569,25 +586,34 @@ fn sweep(region: &Region) -> SweepReport {
     let rd = region.readers();
     for (index, e) in region.entries() {
         let state = e.state.load(Ordering::Acquire);
-        let pid = e.pid.load(Ordering::Relaxed);
-        let dead = match state {
+        let (pid, tag) = entry_parts(state);
+        let dead = match tag {
             ENTRY_ACTIVE => !host::alive(pid, e.start_time.load(Ordering::Relaxed)),
-            // A joining reader has not written its start time yet: only a
-            // pid that no longer exists counts as dead.
-            ENTRY_CLAIMING => pid != 0 && !host::exists(pid),
+            // A joining reader may not have written its start time yet: only
+            // a pid that no longer exists counts as dead.
+            ENTRY_CLAIMING => !host::exists(pid),
             _ => false,
         };
         if !dead {
             continue;
         }
-        if demote(region, e) {
-            report.gating_demoted += 1;
+        // The owner is dead: nobody else writes these fields until the
+        // entry is free again, so read them first and free it by a CAS on
+        // the exact owner, which fails if another sweep got there first.
+        let was_gating = tag == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES;
+        let was_parked = e.parked.load(Ordering::Relaxed) == 1;
+        let name = read_name(&e.name);
+        if e.state.compare_exchange(state, ENTRY_FREE, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            continue;
         }
-        if e.state.compare_exchange(state, ENTRY_FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            rd.swept.fetch_add(1, Ordering::Relaxed);
-            rd.table_epoch.fetch_add(1, Ordering::SeqCst);
-            report.readers_freed.push((index, pid, read_name(&e.name)));
+        if was_parked {
+            // It died parked: take back its count, so the writer goes back
+            // to making no system call when nobody sleeps.
+            let _ = rd.waiters.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| w.checked_sub(1));
         }
+        rd.swept.fetch_add(1, Ordering::Relaxed);
+        rd.table_epoch.fetch_add(1, Ordering::SeqCst);
+        report.readers_freed.push(FreedReader { index, pid, name, was_gating });
     }
     if region.writable {
         let h = region.header();
@@ -602,6 +628,9 @@ fn sweep(region: &Region) -> SweepReport {
         if dead
             && h.lease.compare_exchange(word, lease_word(0, epoch, true), Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
+            h.takeovers.fetch_add(1, Ordering::Relaxed);
+            // A writer killed while waiting for space leaves the flag up.
+            rd.writer_waiting.store(0, Ordering::Relaxed);
             report.lease_released = Some(pid);
         }
     }

@@ -128,7 +128,13 @@ pub(crate) struct ReaderCore {
     lost: u64,
     overruns: u64,
     block_ring: bool,
+    /// Frame count at which the next heartbeat is due.
+    heartbeat_at: u64,
+    pid: u32,
 }
+
+/// A reading reader refreshes its heartbeat at least every this many frames.
+const HEARTBEAT_EVERY: u64 = 4096;
 
 impl ReaderCore {
     /// Moves the cursor to `next` after consuming `n` frames.
@@ -142,7 +148,8 @@ impl ReaderCore {
         // the writer's next stores to these slots.
         e.cursor.store(next, Ordering::Release);
         e.frames.store(self.frames, Ordering::Relaxed);
-        if self.frames & 0xFFF == 0 {
+        if self.frames >= self.heartbeat_at {
+            self.heartbeat_at = self.frames + HEARTBEAT_EVERY;
             e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
         }
         if self.block_ring && e.gating.load(Ordering::Relaxed) == GATING_YES {
@@ -178,6 +185,9 @@ impl ReaderCore {
         e.lost.store(self.lost, Ordering::Relaxed);
         self.cursor = resume;
         e.cursor.store(resume, Ordering::Release);
+        if self.block_ring && e.gating.load(Ordering::Relaxed) == GATING_YES {
+            super::wake_writer(region);
+        }
         TryReadError::Overrun(Overrun { lost, resume_at: resume })
     }
 
@@ -210,21 +220,22 @@ impl Reader {
         if opts.name.len() > MAX_READER_NAME_LEN {
             return Err(AttachError::ReaderName { name: opts.name.clone() });
         }
-        let idx = match claim_entry(&region) {
+        let (pid, start_time) = host::identity();
+        let idx = match claim_entry(&region, pid) {
             Some(i) => i,
             None => {
                 super::sweep(&region);
-                claim_entry(&region).ok_or_else(|| AttachError::ReaderTableFull {
+                claim_entry(&region, pid).ok_or_else(|| AttachError::ReaderTableFull {
                     ring: region.name.clone(),
                     max: region.geometry.max_readers,
                 })?
             }
         };
         let block_ring = region.geometry.policy == Policy::Block;
-        let (pid, start_time) = host::identity();
         let e = region.entry(idx);
         e.pid.store(pid, Ordering::Relaxed);
         e.start_time.store(start_time, Ordering::Relaxed);
+        e.parked.store(0, Ordering::Relaxed);
         let mut name = [0u8; MAX_READER_NAME_LEN];
         name[..opts.name.len()].copy_from_slice(opts.name.as_bytes());
         for (w, c) in e.name.iter().zip(name.chunks_exact(8)) {
@@ -250,13 +261,29 @@ impl Reader {
         let first = start_at(h.published.load(Ordering::Acquire));
         e.cursor.store(first, Ordering::Relaxed);
         // SYNC POINT: reader entry published. Pairs with the Acquire loads of
-        // `state` in `Writer::gate` and in the tools.
-        e.state.store(ENTRY_ACTIVE, Ordering::Release);
+        // `state` in `Writer::gate`, sweeps and the tools. Only a sweep that
+        // found us dead could have changed our CLAIMING state.
+        if e.state
+            .compare_exchange(
+                entry_state(pid, ENTRY_CLAIMING),
+                entry_state(pid, ENTRY_ACTIVE),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Err(AttachError::Invalid {
+                path: region.name.clone().into(),
+                reason: format!("reader entry {idx} was taken away while joining (evicted?)"),
+            });
+        }
         // SYNC POINT: join Dekker. SeqCst RMW and fence pair with the SeqCst
-        // fence at the end of every publish: either the writer's next scan
-        // sees the new epoch, or the load below sees everything it published,
-        // so at most one batch it has claimed already is written without
-        // regard to us, and none of that batch touches `cursor`'s slot.
+        // fence at the end of every publish: either the writer's next gate
+        // check sees the new epoch, or the load below sees everything it
+        // published. So at most the batch it had already reserved is written
+        // without regard to us. For `Newest` none of that batch touches our
+        // cursor's slot; an `Oldest` or `At` reader may find its first frames
+        // overwritten by it, which its first read reports as an overrun.
         rd.table_epoch.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let cursor = match opts.start {
@@ -265,7 +292,16 @@ impl Reader {
         };
         e.cursor.store(cursor, Ordering::Release);
         Ok(Reader {
-            core: ReaderCore { idx, cursor, frames: 0, lost: 0, overruns: 0, block_ring },
+            core: ReaderCore {
+                idx,
+                cursor,
+                frames: 0,
+                lost: 0,
+                overruns: 0,
+                block_ring,
+                heartbeat_at: HEARTBEAT_EVERY,
+                pid,
+            },
             region,
             wait: opts.wait,
         })
@@ -420,7 +456,9 @@ impl Reader {
             let len = (slot.header.len.load(Ordering::Relaxed) as usize).min(region.max_payload());
             let kind = slot.header.kind.load(Ordering::Relaxed);
             let fr = FrameRef { slot, info: FrameInfo { seq, len, kind }, torn: Cell::new(false) };
-            if !take(&fr) || fr.torn.get() {
+            // A frame counts as consumed only if it was intact throughout,
+            // whatever the callback looked at.
+            if !take(&fr) || !fr.is_intact() {
                 if n == 0 && fr.torn.get() {
                     return Err(self.overrun_now());
                 }
@@ -476,8 +514,12 @@ impl Reader {
     fn park(&self, timeout: Option<Duration>) {
         let region: &Region = &self.region;
         let (h, rd) = (region.header(), region.readers());
-        region.entry(self.core.idx).heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
+        let e = region.entry(self.core.idx);
+        e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
         rd.waiters.fetch_add(1, Ordering::SeqCst);
+        // Marked after counting and cleared before uncounting: a reader that
+        // dies in between leaves one spurious waiter, never a negative count.
+        e.parked.store(1, Ordering::Relaxed);
         // SYNC POINT: reader park Dekker. Pairs with the SeqCst fence in
         // `Writer::finish`: either the writer's load of `waiters` sees us and
         // it bumps `notify` and wakes, or our check below sees its stamp. A
@@ -489,6 +531,7 @@ impl Reader {
             // means we poll again.
             let _ = futex::wait(&h.notify, seen, timeout);
         }
+        e.parked.store(0, Ordering::Relaxed);
         rd.waiters.fetch_sub(1, Ordering::Release);
     }
 
@@ -569,17 +612,22 @@ impl Drop for Reader {
         let region: &Region = &self.region;
         let e = region.entry(self.core.idx);
         e.gating.store(GATING_NO, Ordering::Relaxed);
-        // SYNC POINT: reader entry released. Pairs with the Acquire
-        // load of `state` in `claim_entry`.
-        e.state.store(ENTRY_FREE, Ordering::Release);
-        region.readers().table_epoch.fetch_add(1, Ordering::SeqCst);
+        // SYNC POINT: reader entry released. Pairs with the Acquire load of
+        // `state` in `claim_entry`. A CAS: if we were evicted, the entry may
+        // belong to someone else by now.
+        let mine = entry_state(self.core.pid, ENTRY_ACTIVE);
+        if e.state.compare_exchange(mine, ENTRY_FREE, Ordering::Release, Ordering::Relaxed).is_ok() {
+            region.readers().table_epoch.fetch_add(1, Ordering::SeqCst);
+        }
         super::wake_writer(region);
     }
 }
 
-fn claim_entry(region: &Region) -> Option<usize> {
+/// Claims a free entry for process `pid`: FREE → pid|CLAIMING.
+fn claim_entry(region: &Region, pid: u32) -> Option<usize> {
+    let claiming = entry_state(pid, ENTRY_CLAIMING);
     region.entries().find_map(|(i, e)| {
-        e.state.compare_exchange(ENTRY_FREE, ENTRY_CLAIMING, Ordering::AcqRel, Ordering::Relaxed).ok().map(|_| i)
+        e.state.compare_exchange(ENTRY_FREE, claiming, Ordering::AcqRel, Ordering::Relaxed).ok().map(|_| i)
     })
 }
 

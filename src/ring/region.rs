@@ -254,6 +254,10 @@ fn from_maps(name: &str, dmap: Mapping, rmap: Mapping, dpath: &Path, rpath: &Pat
 /// With `name`, the stored name must match it.
 pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> Result<Geometry, AttachError> {
     let size = map.len() as u64;
+    if size == 0 {
+        // Created, not yet sized: its creator is between open and fallocate.
+        return Err(AttachError::Initializing { path: path.to_owned() });
+    }
     if size < RING_HEADER_SIZE as u64 {
         return Err(AttachError::Truncated { path: path.to_owned(), size, needed: RING_HEADER_SIZE as u64 });
     }
@@ -263,6 +267,10 @@ pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> R
     let h = unsafe { &*(map.ptr() as *const RingHeader) };
     // SAFETY: as above; a plain read of an immutable field.
     let magic = unsafe { std::ptr::read_volatile(&h.magic) };
+    if magic == 0 && h.version.load(Ordering::Acquire) == 0 {
+        // All zeros: sized, not yet filled in.
+        return Err(AttachError::Initializing { path: path.to_owned() });
+    }
     if magic != RING_MAGIC {
         return Err(bad(path, "magic", magic, format!("{RING_MAGIC:#x} (\"HELIXRNG\")")));
     }
@@ -293,6 +301,12 @@ pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> R
         Policy::from_raw(h.policy).ok_or_else(|| bad(path, "policy", h.policy.into(), "0 (overwrite) or 1 (block)"))?;
     if h.max_readers == 0 || h.max_readers > super::MAX_READERS {
         return Err(bad(path, "max_readers", h.max_readers.into(), format!("1 to {}", super::MAX_READERS)));
+    }
+    if h.flags != 0 {
+        return Err(bad(path, "flags", h.flags.into(), "0"));
+    }
+    if h.stall_timeout_ns == 0 {
+        return Err(bad(path, "stall_timeout_ns", 0, "more than 0"));
     }
     if h.data_offset != RING_HEADER_SIZE as u64 {
         return Err(bad(path, "data_offset", h.data_offset, RING_HEADER_SIZE.to_string()));
@@ -333,6 +347,9 @@ pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> R
 
 fn validate_readers(map: &Mapping, path: &Path, g: &Geometry) -> Result<(), AttachError> {
     let size = map.len() as u64;
+    if size == 0 {
+        return Err(AttachError::Initializing { path: path.to_owned() });
+    }
     if size < READERS_HEADER_SIZE as u64 {
         return Err(AttachError::Truncated { path: path.to_owned(), size, needed: READERS_HEADER_SIZE as u64 });
     }
@@ -340,6 +357,9 @@ fn validate_readers(map: &Mapping, path: &Path, g: &Geometry) -> Result<(), Atta
     let r = unsafe { &*(map.ptr() as *const ReadersHeader) };
     // SAFETY: a plain read of an immutable identity field.
     let magic = unsafe { std::ptr::read_volatile(&r.magic) };
+    if magic == 0 && r.version.load(Ordering::Acquire) == 0 {
+        return Err(AttachError::Initializing { path: path.to_owned() });
+    }
     if magic != READERS_MAGIC {
         return Err(bad(path, "magic", magic, format!("{READERS_MAGIC:#x} (\"HELIXRDR\")")));
     }
@@ -377,8 +397,11 @@ fn validate_readers(map: &Mapping, path: &Path, g: &Geometry) -> Result<(), Atta
     if r.file_size != expected {
         return Err(bad(path, "file_size", r.file_size, expected.to_string()));
     }
-    if size != expected {
+    if size < expected {
         return Err(AttachError::Truncated { path: path.to_owned(), size, needed: expected });
+    }
+    if size != expected {
+        return Err(bad(path, "file_size", size, format!("{expected} (the file itself has a different size)")));
     }
     Ok(())
 }
@@ -487,7 +510,7 @@ pub(crate) mod heap {
                 state: a32(),
                 gating: a32(),
                 pid: a32(),
-                _pad_b: 0,
+                parked: a32(),
                 start_time: a64(),
                 heartbeat_ns: a64(),
                 overruns: a64(),

@@ -102,6 +102,12 @@ impl Writer {
         if next - 1 > published {
             h.published.store(next - 1, Ordering::Release);
         }
+        // A predecessor killed while waiting for space leaves the flag up,
+        // or parked readers unwoken for frames it committed: reset the one,
+        // wake the others.
+        region.readers().writer_waiting.store(0, Ordering::Relaxed);
+        h.notify.fetch_add(1, Ordering::Release);
+        let _ = futex::wake_all(&h.notify);
         let block = region.geometry.policy == Policy::Block;
         Ok(Writer {
             bytes: h.bytes_published.load(Ordering::Relaxed),
@@ -207,7 +213,7 @@ impl Writer {
     fn gate(&mut self) -> u64 {
         let mut min = u64::MAX;
         for (_, e) in self.region.entries() {
-            if e.state.load(Ordering::Acquire) == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES {
+            if is_active(e.state.load(Ordering::Acquire)) && e.gating.load(Ordering::Relaxed) == GATING_YES {
                 // SYNC POINT: slot released to the writer. Pairs with the
                 // Release store of the cursor in `ReaderCore::consumed`.
                 min = min.min(e.cursor.load(Ordering::Acquire));
@@ -219,15 +225,16 @@ impl Writer {
         self.gate_limit
     }
 
-    /// The gating reader with the smallest cursor: (entry, cursor).
-    fn slowest(&self) -> Option<(usize, u64)> {
+    /// The gating reader with the smallest cursor: (entry, state, cursor).
+    fn slowest(&self) -> Option<(usize, u32, u64)> {
         self.region
             .entries()
-            .filter(|(_, e)| {
-                e.state.load(Ordering::Acquire) == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES
+            .filter_map(|(i, e)| {
+                let state = e.state.load(Ordering::Acquire);
+                (is_active(state) && e.gating.load(Ordering::Relaxed) == GATING_YES)
+                    .then(|| (i, state, e.cursor.load(Ordering::Acquire)))
             })
-            .map(|(i, e)| (i, e.cursor.load(Ordering::Acquire)))
-            .min_by_key(|&(_, c)| c)
+            .min_by_key(|&(_, _, c)| c)
     }
 
     /// Waits until `last` may be written: parks on `writer_wake`, demotes a
@@ -247,22 +254,29 @@ impl Writer {
                 }
                 spin_hint();
             }
-            let Some((idx, cursor)) = self.slowest() else { continue };
+            let Some((idx, state, cursor)) = self.slowest() else { continue };
             let e = region.entry(idx);
-            if !host::alive(e.pid.load(Ordering::Relaxed), e.start_time.load(Ordering::Relaxed)) {
-                super::demote(&region, e);
-                continue;
-            }
             let now = host::now_ns();
             let since = match self.stall {
-                Some((i, c, since)) if i == idx && c == cursor => since,
+                Some((i, c, since)) if i == idx && c == cursor => {
+                    // No progress since we last looked: is it still alive?
+                    // (Checked only then, so a reader that keeps consuming
+                    // never costs a /proc read.)
+                    let (pid, _) = entry_parts(state);
+                    if !host::alive(pid, e.start_time.load(Ordering::Relaxed)) {
+                        super::demote(&region, e, state);
+                        self.stall = None;
+                        continue;
+                    }
+                    since
+                }
                 _ => {
                     self.stall = Some((idx, cursor, now));
                     now
                 }
             };
             if now.saturating_sub(since) >= stall_ns {
-                super::demote(&region, e);
+                super::demote(&region, e, state);
                 self.stall = None;
                 continue;
             }
@@ -330,6 +344,10 @@ impl Writer {
     pub fn ring_name(&self) -> &str {
         &self.region.name
     }
+}
+
+fn is_active(state: u32) -> bool {
+    state & ENTRY_TAG_MASK == ENTRY_ACTIVE
 }
 
 impl Drop for Writer {

@@ -1,0 +1,164 @@
+//! Publishing, reading and waiting allocate nothing after setup: a counting
+//! global allocator watches the writer's and the reader's threads while they
+//! exchange frames in all the API's ways (other threads, such as the test's
+//! watchdog, are not ours to count).
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::{watchdog, TestNs};
+use helix::*;
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Set on the threads under test.
+    static WATCHED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counts() -> bool {
+    COUNTING.load(Ordering::Relaxed) && WATCHED.with(Cell::get)
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if counts() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if counts() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const ROUNDS: u64 = 200;
+
+#[test]
+fn publish_read_and_wait_allocate_nothing() {
+    let _dog = watchdog("zero-allocation exchange", Duration::from_secs(60));
+    let ns = TestNs::new();
+    let opts = RingOptions { capacity: 8, max_payload: 48, policy: Policy::Block, ..Default::default() };
+    let ring = Ring::create(&ns, "z", &opts).unwrap();
+    let lossy = Ring::create(&ns, "lossy", &RingOptions { capacity: 4, ..opts.clone() }).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut lw = lossy.writer().unwrap();
+    let mut r = Reader::attach(
+        &ns,
+        "z",
+        &ReaderOptions { gating: true, wait: WaitStrategy::Park, ..ReaderOptions::named("z") },
+    )
+    .unwrap();
+    let mut lr = lossy.reader(&ReaderOptions::named("lossy")).unwrap();
+    let start = Arc::new(Barrier::new(2));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (start, done, ring) = (start.clone(), done.clone(), ring.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 48];
+            let mut batch = [[0u64; 2]; 4];
+            WATCHED.with(|w| w.set(true));
+            start.wait();
+            let mut seen = 0u64;
+            while seen < ROUNDS * 6 {
+                // Every way of reading, each waiting (parking) when empty.
+                let info = r.read(&mut buf).unwrap();
+                assert_eq!(info.seq, seen + 1);
+                let (seq, v) = r.read_pod::<[u64; 2]>().unwrap();
+                assert_eq!(v, [seq, !seq]);
+                {
+                    let f = r.peek().unwrap();
+                    assert_eq!(f.read::<[u64; 2]>().unwrap(), [f.seq(), !f.seq()]);
+                }
+                let mut got = 1 + 2;
+                while got < 6 {
+                    match r.try_read_batch_pod(&mut batch) {
+                        Ok(n) => got += n as u64,
+                        Err(TryReadError::Empty) => std::thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                seen += 6;
+                if seen == 60 {
+                    // Stop reading until the writer has had to wait for
+                    // space (it will: the ring holds 8), so the writer's
+                    // wait path is part of what is counted.
+                    WATCHED.with(|w| w.set(false));
+                    while ring.stats().writer_waits == 0 {
+                        std::thread::yield_now();
+                    }
+                    WATCHED.with(|w| w.set(true));
+                }
+            }
+            done.store(true, Ordering::Release);
+            r
+        })
+    };
+
+    WATCHED.with(|w| w.set(true));
+    COUNTING.store(true, Ordering::SeqCst);
+    start.wait();
+    let mut overruns = 0;
+    for round in 0..ROUNDS {
+        let s = w.next_seq();
+        w.publish(&[7u8; 48]).unwrap();
+        w.publish_pod(&[s + 1, !(s + 1)]).unwrap();
+        w.try_publish(bytemuck::bytes_of(&[s + 2, !(s + 2)]))
+            .unwrap_or_else(|_| w.publish_pod(&[s + 2, !(s + 2)]).unwrap());
+        let mut c = w.claim(3).unwrap();
+        for i in 3..6 {
+            c.push_pod(&[s + i, !(s + i)]).unwrap();
+        }
+        c.commit();
+        if round % 20 == 19 && round + 1 < ROUNDS {
+            // Hold off until the reader is parked on the futex, so parking
+            // and the writer's wake-up are part of what is counted (not after
+            // the last round: the reader has everything by then).
+            WATCHED.with(|w| w.set(false));
+            while ring.stats().parked == 0 {
+                std::thread::yield_now();
+            }
+            WATCHED.with(|w| w.set(true));
+        }
+        // Overrun path on the lossy ring: lap the reader, then read.
+        for _ in 0..5 {
+            lw.publish(b"lap").unwrap();
+        }
+        match lr.try_read(&mut [0u8; 48]) {
+            Err(TryReadError::Overrun(_)) => overruns += 1,
+            other => panic!("{other:?}"),
+        }
+        while lr.try_read(&mut [0u8; 48]).is_ok() {}
+    }
+    while !done.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    WATCHED.with(|w| w.set(false));
+    let r = reader.join().unwrap();
+    assert_eq!(r.frames(), ROUNDS * 6);
+    assert!(ring.stats().writer_waits >= 1);
+    assert_eq!(overruns, ROUNDS);
+    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0, "allocations on the hot path");
+}
