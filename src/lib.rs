@@ -51,6 +51,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "tools")]
+pub mod bench;
 pub mod futex;
 pub mod layout;
 pub mod process;

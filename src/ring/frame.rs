@@ -50,6 +50,7 @@ pub enum FrameError {
 }
 
 /// Copies `src` into the payload words, zero-padding the last word.
+#[inline]
 pub(crate) fn store_bytes(words: &[AtomicU64], src: &[u8]) {
     debug_assert!(src.len() <= words.len() * 8);
     let mut chunks = src.chunks_exact(8);
@@ -65,8 +66,26 @@ pub(crate) fn store_bytes(words: &[AtomicU64], src: &[u8]) {
 }
 
 /// Copies `dst.len()` bytes from the payload words, starting at byte
-/// `offset` (a multiple of 8 keeps this to whole-word loads).
+/// `offset`. Every load is a whole aligned 64-bit atomic load.
+#[inline]
 pub(crate) fn load_bytes(words: &[AtomicU64], offset: usize, dst: &mut [u8]) {
+    if offset % 8 == 0 {
+        // The common case: whole words straight into the destination (each
+        // an 8-byte move, no call), then at most one partial word.
+        let words = &words[offset / 8..];
+        let whole = dst.len() / 8;
+        let mut chunks = dst.chunks_exact_mut(8);
+        for (c, w) in (&mut chunks).zip(words) {
+            c.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let n = rest.len();
+            let word = words[whole].load(Ordering::Relaxed).to_ne_bytes();
+            rest.copy_from_slice(&word[..n]);
+        }
+        return;
+    }
     let mut pos = offset;
     let mut out = 0;
     while out < dst.len() {
@@ -80,7 +99,7 @@ pub(crate) fn load_bytes(words: &[AtomicU64], offset: usize, dst: &mut [u8]) {
 }
 
 /// Whether the slot still holds `seq` after the loads just done.
-#[inline]
+#[inline(always)]
 pub(crate) fn still_valid(slot: &Slot<'_>, seq: u64) -> bool {
     // SYNC POINT: seqlock re-check. The acquire fence orders the payload
     // loads above before this load; it pairs with the release fence the
@@ -100,11 +119,13 @@ pub struct FrameRef<'a> {
 
 impl FrameRef<'_> {
     /// Sequence number.
+    #[inline]
     pub fn seq(&self) -> u64 {
         self.info.seq
     }
 
     /// Payload length.
+    #[inline]
     pub fn len(&self) -> usize {
         self.info.len
     }
@@ -115,15 +136,18 @@ impl FrameRef<'_> {
     }
 
     /// Frame kind.
+    #[inline]
     pub fn kind(&self) -> u32 {
         self.info.kind
     }
 
     /// Sequence, length and kind.
+    #[inline]
     pub fn info(&self) -> FrameInfo {
         self.info
     }
 
+    #[inline]
     fn check(&self) -> Result<(), FrameError> {
         if still_valid(&self.slot, self.info.seq) {
             Ok(())
@@ -134,6 +158,7 @@ impl FrameRef<'_> {
     }
 
     /// Copies the payload into the start of `dst`; returns its length.
+    #[inline]
     pub fn copy_to(&self, dst: &mut [u8]) -> Result<usize, FrameError> {
         let len = self.info.len;
         if dst.len() < len {
@@ -147,6 +172,7 @@ impl FrameRef<'_> {
     }
 
     /// Reads the whole payload as a `T`; its size must equal the frame's.
+    #[inline]
     pub fn read<T: Pod>(&self) -> Result<T, FrameError> {
         if std::mem::size_of::<T>() != self.info.len {
             return Err(self.wrong(0, std::mem::size_of::<T>()));
@@ -155,6 +181,7 @@ impl FrameRef<'_> {
     }
 
     /// Reads a `T` at byte `offset` of the payload.
+    #[inline]
     pub fn read_at<T: Pod>(&self, offset: usize) -> Result<T, FrameError> {
         let size = std::mem::size_of::<T>();
         if offset.checked_add(size).is_none_or(|end| end > self.info.len) {
@@ -201,6 +228,7 @@ impl<'a> std::ops::Deref for Frame<'a> {
 }
 
 impl Drop for Frame<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.inner.torn.get() {
             self.core.consumed(self.region, self.inner.info.seq + 1, 1);

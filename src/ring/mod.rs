@@ -568,6 +568,7 @@ pub(crate) fn demote(region: &Region, entry: &ReaderEntry, state: u32) -> bool {
 
 /// Wakes the writer if it waits for space. Called after a gating reader's
 /// cursor moved or a gating reader went away.
+#[inline]
 pub(crate) fn wake_writer(region: &Region) {
     let rd = region.readers();
     // SYNC POINT: writer-wait Dekker. This SeqCst fence pairs with the one in

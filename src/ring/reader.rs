@@ -158,6 +158,7 @@ impl ReaderCore {
     }
 
     /// Classifies a slot whose stamp is not `seq`.
+    #[inline]
     fn not_ready(&mut self, region: &Region, seq: u64, stamp: u64) -> TryReadError {
         if stamp & !STAMP_WRITING <= seq {
             // An older lap's frame, or `seq` itself still being written.
@@ -308,6 +309,7 @@ impl Reader {
     }
 
     /// Copies the next frame into `buf` without waiting.
+    #[inline]
     pub fn try_read(&mut self, buf: &mut [u8]) -> Result<FrameInfo, TryReadError> {
         let frame = self.try_peek()?;
         match frame.copy_to(buf) {
@@ -325,6 +327,7 @@ impl Reader {
     }
 
     /// Copies the next frame into `buf`, waiting for it.
+    #[inline]
     pub fn read(&mut self, buf: &mut [u8]) -> Result<FrameInfo, ReadError> {
         self.wait_ready(None)?;
         self.try_read(buf).map_err(ReadError::from)
@@ -338,6 +341,7 @@ impl Reader {
 
     /// Reads the next frame as a `T` without waiting. A frame of another size
     /// is consumed and reported as [`FrameError::WrongSize`].
+    #[inline]
     pub fn try_read_pod<T: Pod>(&mut self) -> Result<(u64, T), TryReadError> {
         let frame = self.try_peek()?;
         match frame.read::<T>() {
@@ -351,6 +355,7 @@ impl Reader {
     }
 
     /// Reads the next frame as a `T`, waiting for it.
+    #[inline]
     pub fn read_pod<T: Pod>(&mut self) -> Result<(u64, T), ReadError> {
         self.wait_ready(None)?;
         self.try_read_pod().map_err(ReadError::from)
@@ -362,8 +367,20 @@ impl Reader {
         self.try_read_pod().map_err(ReadError::from)
     }
 
+    /// Waits, with the reader's strategy, until a frame is available (or an
+    /// overrun is, which the next read reports). Pairs with the batch reads.
+    pub fn wait(&mut self) -> Result<(), ReadError> {
+        self.wait_ready(None)
+    }
+
+    /// Like [`Reader::wait`], for at most `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<(), ReadError> {
+        self.wait_ready(Some(deadline(timeout)))
+    }
+
     /// Borrows the next frame in place without waiting; dropping the
     /// [`Frame`] consumes it.
+    #[inline]
     pub fn try_peek(&mut self) -> Result<Frame<'_>, TryReadError> {
         let seq = self.core.cursor;
         let region: &Region = &self.region;
@@ -384,6 +401,7 @@ impl Reader {
     }
 
     /// Borrows the next frame in place, waiting for it.
+    #[inline]
     pub fn peek(&mut self) -> Result<Frame<'_>, ReadError> {
         self.wait_ready(None)?;
         self.try_peek().map_err(ReadError::from)
@@ -399,6 +417,7 @@ impl Reader {
     /// cursor once. Returns how many were consumed; stops early at a frame
     /// that `f` found overwritten (the next call reports the overrun). With
     /// nothing available it returns the reason, like [`Reader::try_read`].
+    #[inline]
     pub fn try_read_batch(&mut self, max: usize, mut f: impl FnMut(&FrameRef<'_>)) -> Result<usize, TryReadError> {
         self.batch(max, |fr| {
             f(fr);
@@ -410,6 +429,7 @@ impl Reader {
     /// cursor once. Stops before a frame of another size (the next call
     /// consumes it and reports [`FrameError::WrongSize`]) or an overwritten
     /// one (the next call reports the overrun).
+    #[inline]
     pub fn try_read_batch_pod<T: Pod>(&mut self, out: &mut [T]) -> Result<usize, TryReadError> {
         let mut bad = None;
         let mut i = 0;
@@ -437,6 +457,7 @@ impl Reader {
 
     /// The batch loop: `take` returns whether to consume the frame it saw;
     /// the first frame not taken (or not published) ends the batch.
+    #[inline]
     fn batch(&mut self, max: usize, mut take: impl FnMut(&FrameRef<'_>) -> bool) -> Result<usize, TryReadError> {
         let region: &Region = &self.region;
         let start = self.core.cursor;

@@ -72,12 +72,14 @@ pub(crate) struct Slot<'a> {
 }
 
 impl Region {
+    #[inline]
     pub(crate) fn header(&self) -> &RingHeader {
         // SAFETY: `hdr` points to the start of the data mapping, which is at
         // least RING_HEADER_SIZE bytes (checked at attach) and page aligned.
         unsafe { &*self.hdr }
     }
 
+    #[inline]
     pub(crate) fn readers(&self) -> &ReadersHeader {
         // SAFETY: `rd` points to the start of the control mapping, at least
         // READERS_HEADER_SIZE bytes (checked at attach) and page aligned.
@@ -85,6 +87,7 @@ impl Region {
     }
 
     /// Reader entry `i`; panics if `i >= max_readers`.
+    #[inline]
     pub(crate) fn entry(&self, i: usize) -> &ReaderEntry {
         assert!(i < self.geometry.max_readers as usize);
         // SAFETY: the control region holds `max_readers` entries after its
@@ -118,10 +121,12 @@ impl Region {
         }
     }
 
+    #[inline]
     pub(crate) fn capacity(&self) -> u64 {
         self.geometry.capacity
     }
 
+    #[inline]
     pub(crate) fn max_payload(&self) -> usize {
         self.geometry.max_payload as usize
     }

@@ -122,6 +122,7 @@ impl Writer {
     }
 
     /// Publishes one frame without waiting.
+    #[inline]
     pub fn try_publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
         self.publish_with(payload, 0, Patience::Never)
     }
@@ -129,26 +130,31 @@ impl Writer {
     /// Publishes one frame. On an `overwrite` ring this never waits; on a
     /// `block` ring it waits for gating readers, at most about the ring's
     /// stall timeout (after which the stalled reader is demoted).
+    #[inline]
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
         self.publish_with(payload, 0, Patience::Stall)
     }
 
     /// Publishes one frame, waiting at most `timeout` for space.
+    #[inline]
     pub fn publish_timeout(&mut self, payload: &[u8], timeout: Duration) -> Result<u64, PublishError> {
         self.publish_with(payload, 0, Patience::Until(deadline(timeout)))
     }
 
     /// Publishes a plain-old-data value as one frame (waiting like
     /// [`Writer::publish`]).
+    #[inline]
     pub fn publish_pod<T: Pod>(&mut self, value: &T) -> Result<u64, PublishError> {
         self.publish(bytemuck::bytes_of(value))
     }
 
     /// Publishes one frame with an application-defined `kind`.
+    #[inline]
     pub fn publish_kind(&mut self, kind: u32, payload: &[u8]) -> Result<u64, PublishError> {
         self.publish_with(payload, kind, Patience::Stall)
     }
 
+    #[inline]
     fn publish_with(&mut self, payload: &[u8], kind: u32, patience: Patience) -> Result<u64, PublishError> {
         let max = self.region.max_payload();
         if payload.len() > max {
@@ -162,11 +168,13 @@ impl Writer {
 
     /// Reserves `n` consecutive slots without waiting; fill them with
     /// [`Claim::push`], publish them all at once with [`Claim::commit`].
+    #[inline]
     pub fn try_claim(&mut self, n: u64) -> Result<Claim<'_>, PublishError> {
         self.claim_with(n, Patience::Never)
     }
 
     /// Reserves `n` consecutive slots, waiting like [`Writer::publish`].
+    #[inline]
     pub fn claim(&mut self, n: u64) -> Result<Claim<'_>, PublishError> {
         self.claim_with(n, Patience::Stall)
     }
@@ -176,6 +184,7 @@ impl Writer {
         self.claim_with(n, Patience::Until(deadline(timeout)))
     }
 
+    #[inline]
     fn claim_with(&mut self, n: u64, patience: Patience) -> Result<Claim<'_>, PublishError> {
         let capacity = self.region.capacity();
         if n == 0 || n > capacity {
@@ -407,16 +416,19 @@ pub struct Claim<'w> {
 
 impl Claim<'_> {
     /// Writes the next reserved slot; returns its sequence number.
+    #[inline]
     pub fn push(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
         self.push_kind(0, payload)
     }
 
     /// Writes a plain-old-data value into the next reserved slot.
+    #[inline]
     pub fn push_pod<T: Pod>(&mut self, value: &T) -> Result<u64, PublishError> {
         self.push_kind(0, bytemuck::bytes_of(value))
     }
 
     /// Writes the next reserved slot with an application-defined `kind`.
+    #[inline]
     pub fn push_kind(&mut self, kind: u32, payload: &[u8]) -> Result<u64, PublishError> {
         let region = &self.writer.region;
         let max = region.max_payload();
@@ -453,10 +465,12 @@ impl Claim<'_> {
 
     /// Publishes every frame pushed so far; returns the last sequence (None
     /// if nothing was pushed).
+    #[inline]
     pub fn commit(mut self) -> Option<u64> {
         self.publish()
     }
 
+    #[inline]
     fn publish(&mut self) -> Option<u64> {
         if self.written == 0 {
             return None;
@@ -475,6 +489,7 @@ impl Claim<'_> {
 }
 
 impl Drop for Claim<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.publish();
     }
