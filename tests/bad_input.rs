@@ -134,6 +134,14 @@ fn truncated_empty_and_foreign_files_are_refused() {
     assert!(matches!(attach(&ns), AttachError::Initializing { .. }));
     f.set_len(full).unwrap();
     assert!(matches!(attach(&ns), AttachError::Initializing { .. }));
+    // Left like that by a creator that died long ago: abandoned, not
+    // "wait and retry".
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    f.set_times(std::fs::FileTimes::new().set_modified(old)).unwrap();
+    match attach(&ns) {
+        AttachError::Abandoned { age_secs, .. } => assert!(age_secs >= 59, "{age_secs}"),
+        other => panic!("{other}"),
+    }
     // A foreign file of the right size: the magic says so.
     f.set_len(full).unwrap();
     f.write_all_at(&[0xAB; 4096], 0).unwrap();

@@ -269,6 +269,14 @@ pub enum AttachError {
     /// Every reader entry is taken by a live reader.
     #[error("ring {ring:?}: all {max} reader entries are in use by live readers")]
     ReaderTableFull { ring: String, max: u32 },
+    /// The reader's entry was freed while it was joining (a sweep judged it
+    /// dead, or an operator evicted it).
+    #[error("ring {ring:?}: reader entry {index} was taken away while joining")]
+    Evicted { ring: String, index: usize },
+    /// The creator died before initialising the region; it will never be
+    /// usable and must be unlinked.
+    #[error("{path} was created {age_secs} s ago and never initialised (its creator died); unlink the ring")]
+    Abandoned { path: PathBuf, age_secs: u64 },
     /// The reader name is too long.
     #[error("reader name {name:?} is longer than {MAX_READER_NAME_LEN} bytes")]
     ReaderName { name: String },
@@ -630,8 +638,8 @@ fn sweep(region: &Region) -> SweepReport {
             && h.lease.compare_exchange(word, lease_word(0, epoch, true), Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             h.takeovers.fetch_add(1, Ordering::Relaxed);
-            // A writer killed while waiting for space leaves the flag up.
-            rd.writer_waiting.store(0, Ordering::Relaxed);
+            // (A flag the dead writer left up in `writer_waiting` is reset by
+            // the next writer; resetting it here could clobber that writer's.)
             report.lease_released = Some(pid);
         }
     }

@@ -273,10 +273,7 @@ impl Reader {
             )
             .is_err()
         {
-            return Err(AttachError::Invalid {
-                path: region.name.clone().into(),
-                reason: format!("reader entry {idx} was taken away while joining (evicted?)"),
-            });
+            return Err(AttachError::Evicted { ring: region.name.clone(), index: idx });
         }
         // SYNC POINT: join Dekker. SeqCst RMW and fence pair with the SeqCst
         // fence at the end of every publish: either the writer's next gate
@@ -632,7 +629,7 @@ impl Drop for Reader {
     fn drop(&mut self) {
         let region: &Region = &self.region;
         let e = region.entry(self.core.idx);
-        e.gating.store(GATING_NO, Ordering::Relaxed);
+        // Freeing the entry takes it out of the gate; nothing else to undo.
         // SYNC POINT: reader entry released. Pairs with the Acquire load of
         // `state` in `claim_entry`. A CAS: if we were evicted, the entry may
         // belong to someone else by now.

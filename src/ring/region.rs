@@ -223,10 +223,23 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
     let dmap = Mapping::new(&dfile, writable).map_err(|e| AttachError::io(&data_path, e))?;
     let rmap = Mapping::new(&rfile, true).map_err(|e| AttachError::io(&readers_path, e))?;
     from_maps(name, dmap, rmap, &data_path, &readers_path).map_err(|e| match e {
+        CreateError::Attach(AttachError::Initializing { path }) => {
+            // A creator takes microseconds; one that left the file unfinished
+            // for this long has died, and waiting will not help.
+            let file = if path == data_path { &dfile } else { &rfile };
+            match file.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()) {
+                Some(age) if age >= ABANDONED_AFTER => AttachError::Abandoned { path, age_secs: age.as_secs() },
+                _ => AttachError::Initializing { path },
+            }
+        }
         CreateError::Attach(a) => a,
         other => AttachError::Invalid { path: data_path.clone(), reason: other.to_string() },
     })
 }
+
+/// A region still uninitialised this long after its file was last changed
+/// is abandoned rather than being initialised.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn bad(path: &Path, field: &'static str, found: u64, expected: impl Into<String>) -> AttachError {
     AttachError::BadField { path: path.to_owned(), field, found, expected: expected.into() }

@@ -72,8 +72,9 @@ pub struct Writer {
     bytes: u64,
     epoch: u64,
     block: bool,
-    /// (entry, cursor, since ns) of the reader the writer waits for.
-    stall: Option<(usize, u64, u64)>,
+    /// (entry, owner state, cursor, since ns) of the reader the writer
+    /// waits for; a new owner of the same entry starts a new stall clock.
+    stall: Option<(usize, u32, u64, u64)>,
 }
 
 impl Writer {
@@ -267,7 +268,7 @@ impl Writer {
             let e = region.entry(idx);
             let now = host::now_ns();
             let since = match self.stall {
-                Some((i, c, since)) if i == idx && c == cursor => {
+                Some((i, st, c, since)) if i == idx && st == state && c == cursor => {
                     // No progress since we last looked: is it still alive?
                     // (Checked only then, so a reader that keeps consuming
                     // never costs a /proc read.)
@@ -280,7 +281,7 @@ impl Writer {
                     since
                 }
                 _ => {
-                    self.stall = Some((idx, cursor, now));
+                    self.stall = Some((idx, state, cursor, now));
                     now
                 }
             };

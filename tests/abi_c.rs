@@ -1,0 +1,151 @@
+//! docs/abi.md is the contract for other languages: the C reader printed in
+//! it is extracted, compiled with the system C compiler and run against
+//! rings the Rust library writes. If the document and the code disagree on
+//! a byte or a protocol step, these tests fail.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{payload, watchdog, Reaped, TestNs};
+use helix::*;
+
+/// Compiles the C program from docs/abi.md once per test binary run.
+fn c_reader() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/abi.md")).unwrap();
+            let start = doc.find("```c\n").expect("docs/abi.md has a ```c block") + 5;
+            let len = doc[start..].find("```").unwrap();
+            let dir = std::env::temp_dir().join(format!("helix-abi-c-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let src = dir.join("reader.c");
+            std::fs::write(&src, &doc[start..start + len]).unwrap();
+            let exe = dir.join("reader");
+            let out = Command::new("cc")
+                .args(["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o"])
+                .arg(&exe)
+                .arg(&src)
+                .output()
+                .expect("a C compiler (cc) is needed to check docs/abi.md; install gcc");
+            assert!(
+                out.status.success(),
+                "the C reader in docs/abi.md does not compile:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            exe
+        })
+        .clone()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+fn spawn(ns: &TestNs, ring: &str, count: u64, gating: bool) -> (Reaped, BufReader<std::process::ChildStdout>) {
+    let mut cmd = Command::new(c_reader());
+    cmd.args([ns.as_str(), ring, &count.to_string()]);
+    if gating {
+        cmd.arg("gating");
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (Reaped(child), out)
+}
+
+#[test]
+fn a_gating_c_reader_gets_every_frame_byte_exact() {
+    const FRAMES: u64 = 20_000;
+    let _dog = watchdog("C reader, gating", Duration::from_secs(120));
+    let ns = TestNs::new();
+    let ring = Ring::create(
+        &ns,
+        "c",
+        &RingOptions { capacity: 64, max_payload: 100, policy: Policy::Block, ..Default::default() },
+    )
+    .unwrap();
+    let mut w = ring.writer().unwrap();
+    let (mut child, out) = spawn(&ns, "c", FRAMES, true);
+    // Drained concurrently: a reader blocked on a full pipe would gate us.
+    let lines = std::thread::spawn(move || out.lines().map(Result::unwrap).collect::<Vec<String>>());
+    let s = ring.stats();
+    assert_eq!(s.readers.len(), 1);
+    assert!(s.readers[0].gating && s.readers[0].alive && s.readers[0].name == "c-reader", "{:?}", s.readers[0]);
+    let max = w.geometry().max_payload as usize;
+    let mut buf = vec![0u8; max];
+    let mut want = Vec::new();
+    for seq in 1..=FRAMES {
+        let len = (seq as usize * 13) % (max + 1);
+        payload(seq, len, &mut buf);
+        // Blocks whenever the C reader is a ring behind: it gates us.
+        assert_eq!(w.publish(&buf[..len]).unwrap(), seq);
+        want.push(format!("{seq} {len} {:016x}", fnv1a(&buf[..len])));
+    }
+    let got = lines.join().unwrap();
+    assert!(child.0.wait().unwrap().success());
+    assert_eq!(ring.stats().demotions, 0);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+    // It left cleanly: its entry is free again.
+    assert!(ring.stats().readers.is_empty());
+}
+
+#[test]
+fn a_lapped_c_reader_accounts_for_every_sequence() {
+    const READS: u64 = 200;
+    let _dog = watchdog("C reader, overwrite", Duration::from_secs(120));
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "lap", &RingOptions { capacity: 8, max_payload: 48, ..Default::default() }).unwrap();
+    let mut w = ring.writer().unwrap();
+    let (mut child, out) = spawn(&ns, "lap", READS, false);
+    let writer = std::thread::spawn(move || {
+        // Publish until the reader has had its fill; it will be lapped.
+        let mut buf = [0u8; 48];
+        let mut hashes = vec![0u64];
+        loop {
+            let seq = w.next_seq();
+            let len = (seq as usize * 5) % 49;
+            payload(seq, len, &mut buf);
+            w.publish(&buf[..len]).unwrap();
+            hashes.push(fnv1a(&buf[..len]));
+            if child.0.try_wait().unwrap().is_some() {
+                return (hashes, child);
+            }
+        }
+    });
+    let lines: Vec<String> = out.lines().map(Result::unwrap).collect();
+    let (hashes, mut child) = writer.join().unwrap();
+    assert!(child.0.wait().unwrap().success());
+    // Starting after the newest frame at join, every sequence is either read
+    // (in order, byte-exact) or reported lost, never skipped silently.
+    let (mut next, mut read, mut lost) = (None::<u64>, 0, 0);
+    for l in &lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f[0] == "overrun" {
+            let n: u64 = f[1].parse().unwrap();
+            lost += n;
+            next = next.map(|s| s + n);
+            continue;
+        }
+        let seq: u64 = f[0].parse().unwrap();
+        if let Some(n) = next {
+            assert_eq!(seq, n, "gap or repeat: {l}");
+        }
+        assert_eq!(f[2], format!("{:016x}", hashes[seq as usize]), "content of {seq}");
+        next = Some(seq + 1);
+        read += 1;
+    }
+    assert_eq!(read, READS);
+    let s = ring.stats();
+    assert!(s.published >= READS + lost);
+    assert!(s.readers.is_empty());
+}
