@@ -299,3 +299,19 @@ fn blocking_reads_time_out_and_wake_on_publish() {
         assert_eq!(info.seq, t.join().unwrap());
     }
 }
+
+#[test]
+fn the_group_option_sets_both_files_group() {
+    use std::os::unix::fs::MetadataExt;
+    let ns = TestNs::new();
+    // Our own primary group: chown to it needs no privilege.
+    let gid = std::fs::metadata("/proc/self").unwrap().gid();
+    Ring::create(&ns, "g", &RingOptions { group: Some(gid), mode: 0o600, ..Default::default() }).unwrap();
+    for path in [ns.data_path("g"), ns.readers_path("g")] {
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!(m.gid(), gid);
+        assert_eq!(m.mode() & 0o777, 0o600, "{path:?}");
+    }
+    assert_eq!(shm::group_id(&gid.to_string()).unwrap(), gid);
+    assert!(shm::group_id("no-such-group-hopefully").is_err());
+}
