@@ -53,12 +53,21 @@
 
 #[cfg(feature = "tools")]
 pub mod bench;
+#[cfg(feature = "tools")]
+pub mod daemon;
 pub mod futex;
+#[cfg(feature = "tools")]
+pub mod hal;
 pub mod layout;
+#[cfg(feature = "tools")]
+pub mod logging;
 pub mod process;
 pub mod ring;
 pub mod shm;
+#[cfg(feature = "tools")]
+pub mod signal;
 mod sync;
+pub mod telemetry;
 pub mod wait;
 
 pub use ring::{

@@ -1,0 +1,62 @@
+//! helixd: the HELIX ring daemon. See `helixd --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "Creates HELIX's shared-memory rings, runs the HAL ingest, and sweeps dead readers")]
+struct Cli {
+    /// Configuration file (default: /etc/helix/helix.toml if it exists,
+    /// else the embedded default: a telemetry ring fed by the simulator).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Check the configuration, print what it configures, and exit.
+    #[arg(long)]
+    check: bool,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{}", helix::daemon::config::DEFAULT_CONFIG);
+        return ExitCode::SUCCESS;
+    }
+    if cli.check {
+        return match helix::daemon::load_config(cli.config.as_deref()) {
+            Ok(c) => {
+                println!("{}: ok, namespace {}", c.path.display(), c.namespace);
+                for r in &c.rings {
+                    println!(
+                        "  ring {}: {} slots, max payload {} B, {}",
+                        r.name,
+                        r.options.capacity,
+                        r.options.max_payload,
+                        r.options.policy.as_str()
+                    );
+                }
+                for s in &c.sources {
+                    println!("  source {:?} -> {}", s.kind, s.ring);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("helixd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    helix::logging::init(helix::logging::level_from_env());
+    match helix::daemon::run(cli.config.as_deref()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, on stderr (the journal under systemd).
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

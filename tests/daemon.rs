@@ -1,0 +1,313 @@
+//! helixd end to end: the real binary, a private namespace, and a Unix
+//! datagram socket standing in for systemd's NOTIFY_SOCKET.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{watchdog, Reaped, TestNs};
+use helix::telemetry::Sample;
+use helix::*;
+
+struct Env {
+    ns: TestNs,
+    dir: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let ns = TestNs::new();
+        let dir = std::env::temp_dir().join(format!("helixd-test-{}", ns.as_str()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Env { ns, dir }
+    }
+
+    /// Writes a configuration with this test's namespace; returns its path.
+    fn config(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(f, "namespace = \"{}\"\nstatus_interval_ms = 100\nsweep_interval_ms = 100\n{body}", self.ns.as_str())
+            .unwrap();
+        path
+    }
+
+    fn helixd(&self, config: &Path) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_helixd"));
+        c.arg("--config")
+            .arg(config)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const TELEMETRY: &str = "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 65536\npolicy = \"block\"\n";
+const SIM: &str = "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = 100\nrate_hz = 100.0\n";
+
+/// Messages on the notify socket, with the time each arrived.
+struct Notify {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notify {
+    fn new(env: &Env) -> Notify {
+        let path = env.dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Notify { sock, path }
+    }
+
+    fn next(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self.sock.recv(&mut buf).expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// The next message containing `what`.
+    fn until(&self, what: &str) -> String {
+        loop {
+            let m = self.next();
+            if m.lines().any(|l| l == what || l.starts_with(what)) {
+                return m;
+            }
+        }
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+fn sighup(child: &std::process::Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+}
+
+#[test]
+fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
+    let _dog = watchdog("helixd notify", Duration::from_secs(60));
+    let env = Env::new();
+    let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
+    let notify = Notify::new(&env);
+    let mut d =
+        Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "2000000").spawn().unwrap());
+    let ready = notify.until("READY=1");
+    // When READY=1 is sent, the ring exists and the HAL holds its lease.
+    let ring = RingView::attach(&env.ns, "telemetry").expect("ring exists at READY");
+    assert_eq!(ring.stats().lease.pid, Some(d.0.id()));
+    assert!(ready.contains("STATUS="), "{ready}");
+    // Watchdog pings come well within WATCHDOG_USEC (2 s): systemd would
+    // kill the service otherwise.
+    let mut last = Instant::now();
+    for _ in 0..4 {
+        notify.until("WATCHDOG=1");
+        assert!(last.elapsed() < Duration::from_secs(2), "watchdog ping late: {:?}", last.elapsed());
+        last = Instant::now();
+    }
+    let status = notify.until("STATUS=");
+    assert!(status.contains("telemetry") && status.contains("frames/s"), "{status}");
+    sigterm(&d.0);
+    notify.until("STOPPING=1");
+    assert!(d.0.wait().unwrap().success());
+    // The rings stay for the next start to adopt.
+    assert!(RingView::attach(&env.ns, "telemetry").is_ok());
+}
+
+#[test]
+fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
+    let _dog = watchdog("helixd restart", Duration::from_secs(60));
+    let env = Env::new();
+    let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
+    let notify = Notify::new(&env);
+    let mut d = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    let mut r =
+        Reader::attach(&env.ns, "telemetry", &ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("test") })
+            .unwrap();
+    let first_epoch = r.writer_epoch();
+    let mut next = 1u64;
+    let mut read_until = |r: &mut Reader, count: u64| {
+        for _ in 0..count {
+            let (seq, s) = r.read_pod_timeout::<Sample>(Duration::from_secs(10)).unwrap();
+            assert_eq!(seq, next, "gap or repeat");
+            assert_eq!(s.stream as u64, (seq - 1) % 100);
+            next += 1;
+        }
+    };
+    read_until(&mut r, 500);
+    d.0.kill().unwrap(); // SIGKILL, mid-stream
+    d.0.wait().unwrap();
+    let mut d2 = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    // The same reader keeps reading: no gap, no repeat, a new writer epoch.
+    read_until(&mut r, 3000);
+    assert!(r.writer_epoch() > first_epoch);
+    assert_eq!(r.overruns(), 0);
+    sigterm(&d2.0);
+    assert!(d2.0.wait().unwrap().success());
+}
+
+#[test]
+fn sighup_adds_and_retires_rings_and_a_broken_configuration_changes_nothing() {
+    let _dog = watchdog("helixd reload", Duration::from_secs(60));
+    let env = Env::new();
+    let extra = "[[ring]]\nname = \"extra\"\npreset = \"xs\"\ncapacity = 64\n";
+    let cfg = env.config("a.toml", TELEMETRY);
+    let notify = Notify::new(&env);
+    let mut d = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    assert!(!env.ns.data_path("extra").exists());
+    env.config("a.toml", &format!("{TELEMETRY}{extra}"));
+    sighup(&d.0);
+    notify.until("RELOADING=1");
+    notify.until("READY=1");
+    assert!(env.ns.data_path("extra").exists());
+    // A broken file: refused, the daemon runs on with what it had.
+    env.config("a.toml", "[[ring]]\nname = \"Broken!\"\n");
+    sighup(&d.0);
+    notify.until("READY=1");
+    assert!(d.0.try_wait().unwrap().is_none(), "helixd exited on a bad reload");
+    assert!(env.ns.data_path("extra").exists() && env.ns.data_path("telemetry").exists());
+    // Removing a ring retires it.
+    env.config("a.toml", TELEMETRY);
+    sighup(&d.0);
+    notify.until("READY=1");
+    assert!(!env.ns.data_path("extra").exists());
+    assert!(env.ns.data_path("telemetry").exists());
+    sigterm(&d.0);
+    let out = d.0.wait_with_output_ref();
+    assert!(out.contains("reload refused") && out.contains("a.toml:"), "{out}");
+}
+
+#[test]
+fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recreate() {
+    let env = Env::new();
+    Ring::create(
+        &env.ns,
+        "telemetry",
+        &RingOptions { capacity: 1024, max_payload: 48, policy: Policy::Block, ..Default::default() },
+    )
+    .unwrap();
+    let cfg = env.config("a.toml", TELEMETRY);
+    let out = env.helixd(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("capacity is 1024, configured 65536") && err.contains("recreate = true"), "{err}");
+    // With recreate = true it is replaced.
+    let cfg = env.config("b.toml", &format!("{TELEMETRY}recreate = true\n"));
+    let notify = Notify::new(&env);
+    let mut d = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 65536);
+    sigterm(&d.0);
+    assert!(d.0.wait().unwrap().success());
+}
+
+#[test]
+fn bad_configuration_files_give_one_line_naming_the_problem() {
+    let env = Env::new();
+    let cases = [
+        ("unknown.toml", "colour = \"blue\"\n", "a.toml:", "unknown field `colour`"),
+        ("dup.toml", &format!("{TELEMETRY}{TELEMETRY}"), ":10:", "configured twice"),
+        ("size.toml", "[[ring]]\nname = \"x\"\npreset = \"xs\"\ncapacity = 1000\n", ":7:", "power of two"),
+        ("syntax.toml", "[[ring]\n", ":4:", ""),
+    ];
+    for (file, body, at, what) in cases {
+        let cfg = env.config(file, body);
+        let out = env.helixd(&cfg).output().unwrap();
+        assert!(!out.status.success(), "{file}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{file}: {err}");
+        assert!(
+            lines[0].contains(file) && (at == "a.toml:" || lines[0].contains(at)) && lines[0].contains(what),
+            "{file}: {err}"
+        );
+    }
+    assert!(env.ns.files().is_empty(), "{:?}", env.ns.files());
+}
+
+#[test]
+fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traffic_continues() {
+    use helix::hal::udp::encode;
+    let _dog = watchdog("helixd udp", Duration::from_secs(60));
+    let env = Env::new();
+    // Find a free port, then let helixd bind it.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = env.config(
+        "u.toml",
+        &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
+    );
+    let notify = Notify::new(&env);
+    let mut d = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    let mut r = Reader::attach(
+        &env.ns,
+        "telemetry",
+        &ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("udp-test") },
+    )
+    .unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sample = |i: u64| Sample {
+        stream: i as u32 % 7,
+        quality: (i % 3) as u32,
+        seq: i,
+        sample_ns: 1_000 + i,
+        ingest_ns: 0,
+        value: i as f64 * 1.25,
+    };
+    let valid = |from: u64, n: u64| encode(&(from..from + n).map(sample).collect::<Vec<_>>());
+    let mut garbage: Vec<Vec<u8>> = vec![b"garbage".to_vec(), vec![0; 40], valid(0, 3)[..50].to_vec()];
+    let mut wrong_version = valid(0, 1);
+    wrong_version[4] = 9;
+    garbage.push(wrong_version);
+    let mut oversized = valid(0, 2);
+    oversized.push(0);
+    garbage.push(oversized);
+    // Interleave valid datagrams (100 samples in all) with the bad ones.
+    let mut sent = 0u64;
+    for (i, bad) in garbage.iter().enumerate() {
+        tx.send_to(bad, ("127.0.0.1", port)).unwrap();
+        let n = 10 + i as u64 * 5;
+        tx.send_to(&valid(sent, n), ("127.0.0.1", port)).unwrap();
+        sent += n;
+    }
+    for i in 0..sent {
+        let (_, s) = r.read_pod_timeout::<Sample>(Duration::from_secs(10)).unwrap();
+        assert!(s.ingest_ns > 0);
+        assert_eq!(Sample { ingest_ns: 0, ..s }, sample(i), "sample {i}");
+    }
+    assert!(matches!(r.try_read_pod::<Sample>(), Err(TryReadError::Empty)));
+    sigterm(&d.0);
+    let out = d.0.wait_with_output_ref();
+    assert!(out.contains("dropped"), "{out}");
+}
+
+trait Output {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl Output for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+        }
+        assert!(self.wait().unwrap().success(), "{s}");
+        s
+    }
+}
