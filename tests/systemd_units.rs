@@ -1,0 +1,102 @@
+//! The systemd files are checked with systemd's own tools, without a booted
+//! systemd: `systemd-analyze verify` on each unit (with the binary at the
+//! path the unit names replaced by the one just built), and sysusers and
+//! tmpfiles applied to a scratch root. The proof under a real systemd is
+//! the container test of the packaging issue.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn tool(name: &str) -> Command {
+    assert!(
+        Command::new(name).arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()),
+        "{name} is needed to check the systemd files (apt-get install systemd)"
+    );
+    Command::new(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("helix-systemd-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    dir
+}
+
+fn unit_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd")
+}
+
+#[test]
+fn every_service_unit_passes_systemd_analyze_verify() {
+    let dir = scratch("verify");
+    let mut units = 0;
+    for entry in std::fs::read_dir(unit_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "service") {
+            continue;
+        }
+        // The unit names /usr/bin/<program>; verify checks that it exists.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_helixd")).parent().unwrap();
+        let text = text.replace("/usr/bin/", &format!("{}/", bin_dir.display()));
+        let copy = dir.join(path.file_name().unwrap());
+        std::fs::write(&copy, text).unwrap();
+        let out = tool("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stderr.trim().is_empty(), "{}: {stderr}", path.display());
+        units += 1;
+    }
+    assert!(units >= 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn apply(tool_name: &str, args: &[&str], root: &Path, file: &str) {
+    let mut child = tool(tool_name)
+        .arg(format!("--root={}", root.display()))
+        .args(args)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::copy(&mut std::fs::File::open(unit_dir().join(file)).unwrap(), child.stdin.as_mut().unwrap()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{tool_name} {file}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sysusers_creates_the_helix_user_and_tmpfiles_its_folders() {
+    let root = scratch("users");
+    apply("systemd-sysusers", &[], &root, "helix.sysusers");
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+    let user: Vec<&str> = passwd.lines().find(|l| l.starts_with("helix:")).expect("helix user").split(':').collect();
+    assert!(group.lines().any(|l| l.starts_with(&format!("helix:x:{}:", user[3]))), "{group}");
+    assert_eq!(user[5], "/var/lib/helix");
+    let (uid, gid): (u32, u32) = (user[2].parse().unwrap(), user[3].parse().unwrap());
+
+    apply("systemd-tmpfiles", &["--create"], &root, "helix.tmpfiles");
+    for dir in ["var/lib/helix", "var/lib/helix/ledger", "var/log/helix"] {
+        let m = std::fs::metadata(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        assert!(m.is_dir());
+        assert_eq!((m.mode() & 0o777, m.uid(), m.gid()), (0o750, uid, gid), "{dir}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn the_service_keeps_dev_shm_shared_and_its_ipc_alive() {
+    let unit = std::fs::read_to_string(unit_dir().join("helix.service")).unwrap();
+    let set = |key: &str| {
+        unit.lines().find(|l| l.starts_with(&format!("{key}="))).map(|l| l[key.len() + 1..].trim().to_owned())
+    };
+    assert_eq!(set("Type").as_deref(), Some("notify"));
+    assert_eq!(set("RemoveIPC").as_deref(), Some("no"));
+    assert_eq!(set("Restart").as_deref(), Some("on-failure"));
+    assert!(set("WatchdogSec").is_some());
+    for forbidden in ["PrivateDevices", "PrivateIPC", "ProtectProc", "ProcSubset"] {
+        assert!(set(forbidden).is_none(), "{forbidden}= would hide the rings or the readers from helixd");
+    }
+}
