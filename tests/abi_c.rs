@@ -57,7 +57,7 @@ fn spawn(ns: &TestNs, ring: &str, count: u64, gating: bool) -> (Reaped, BufReade
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "ready\n");
-    (Reaped(child), out)
+    (Reaped::new(child), out)
 }
 
 #[test]

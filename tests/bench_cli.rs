@@ -61,3 +61,53 @@ fn bad_arguments_are_one_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown transport \"carrier-pigeon\""), "{err}");
 }
+
+#[test]
+fn attach_reports_rate_and_ingest_latency_of_a_live_telemetry_ring() {
+    use helix::telemetry::{Sample, KIND_SAMPLE};
+    use helix::{Ring, RingOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _dog = watchdog("helix-bench attach", Duration::from_secs(60));
+    let ns = TestNs::new();
+    let ring =
+        Ring::create(&ns, "telemetry", &RingOptions { capacity: 4096, max_payload: 48, ..Default::default() }).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (ring, stop) = (ring.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut w = ring.writer().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let s = Sample {
+                    stream: 1,
+                    quality: 0,
+                    seq: 0,
+                    sample_ns: 0,
+                    ingest_ns: helix::process::now_ns(),
+                    value: 1.0,
+                };
+                w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&s)).unwrap();
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
+    let out = bench(&ns, &["attach", "telemetry", "--seconds", "0.5", "--warmup", "0.1"]);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(out.contains("frames: ") && out.contains("ingest-to-reader latency: p50"), "{out}");
+    // It left the ring as it found it: no reader registered.
+    assert!(ring.stats().readers.is_empty());
+}
+
+#[test]
+fn udp_send_sends_valid_datagrams() {
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let to = rx.local_addr().unwrap().to_string();
+    let ns = TestNs::new();
+    let out = bench(&ns, &["udp-send", "--to", &to, "--per-datagram", "5", "--rate", "1000", "--seconds", "0.2"]);
+    assert!(out.starts_with("sent "), "{out}");
+    let mut buf = [0u8; 65536];
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(helix::hal::udp::validate(&buf[..n]), Ok(5));
+}

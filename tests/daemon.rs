@@ -103,8 +103,9 @@ fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
     let env = Env::new();
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env);
-    let mut d =
-        Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "2000000").spawn().unwrap());
+    let mut d = Reaped::new(
+        env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "2000000").spawn().unwrap(),
+    );
     let ready = notify.until("READY=1");
     // When READY=1 is sent, the ring exists and the HAL holds its lease.
     let ring = RingView::attach(&env.ns, "telemetry").expect("ring exists at READY");
@@ -133,7 +134,7 @@ fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
     let env = Env::new();
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env);
-    let mut d = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     let mut r =
         Reader::attach(&env.ns, "telemetry", &ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("test") })
@@ -151,7 +152,7 @@ fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
     read_until(&mut r, 500);
     d.0.kill().unwrap(); // SIGKILL, mid-stream
     d.0.wait().unwrap();
-    let mut d2 = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    let mut d2 = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     // The same reader keeps reading: no gap, no repeat, a new writer epoch.
     read_until(&mut r, 3000);
@@ -168,7 +169,7 @@ fn sighup_adds_and_retires_rings_and_a_broken_configuration_changes_nothing() {
     let extra = "[[ring]]\nname = \"extra\"\npreset = \"xs\"\ncapacity = 64\n";
     let cfg = env.config("a.toml", TELEMETRY);
     let notify = Notify::new(&env);
-    let mut d = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     assert!(!env.ns.data_path("extra").exists());
     env.config("a.toml", &format!("{TELEMETRY}{extra}"));
@@ -210,7 +211,7 @@ fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recrea
     // With recreate = true it is replaced.
     let cfg = env.config("b.toml", &format!("{TELEMETRY}recreate = true\n"));
     let notify = Notify::new(&env);
-    let mut d = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 65536);
     sigterm(&d.0);
@@ -253,7 +254,7 @@ fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traff
         &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
     );
     let notify = Notify::new(&env);
-    let mut d = Reaped(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     let mut r = Reader::attach(
         &env.ns,

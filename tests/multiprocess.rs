@@ -130,7 +130,7 @@ impl Kid {
     fn spawn(cmd: &mut std::process::Command) -> Kid {
         let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
-        Kid { child: Reaped(child), out }
+        Kid { child: Reaped::new(child), out }
     }
 
     /// The first line that starts with `prefix` (the test harness prints

@@ -2,8 +2,10 @@
 //! the ring measured across real processes, side by side with the
 //! transports a user would otherwise pick, in the same run on the same cores.
 
+pub mod attach;
 pub mod pingpong;
 pub mod stream;
+pub mod udp;
 
 use std::fmt::Write as _;
 use std::process::Command;

@@ -26,6 +26,11 @@ enum Cmd {
     Pingpong(PingpongArgs),
     /// One writer streaming to reader processes: frames/s and MB/s.
     Stream(StreamArgs),
+    /// Attach to a live ring by name (non-gating) and report frames/s,
+    /// overruns and, for telemetry, ingest-to-reader latency.
+    Attach(AttachArgs),
+    /// Send telemetry datagrams to helixd's UDP source.
+    UdpSend(UdpSendArgs),
     /// (internal) The other end of a measurement, started by helix-bench.
     #[command(hide = true)]
     Peer {
@@ -87,6 +92,43 @@ struct StreamArgs {
     runs: usize,
 }
 
+#[derive(Args)]
+struct AttachArgs {
+    /// The ring, e.g. telemetry.
+    ring: String,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Seconds to read before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Wait strategy: spin, spin-then-park or park.
+    #[arg(long, default_value = "park")]
+    wait: WaitStrategy,
+    /// Pin to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+#[derive(Args)]
+struct UdpSendArgs {
+    /// Where helixd's UDP source listens.
+    #[arg(long)]
+    to: std::net::SocketAddr,
+    /// Samples per datagram (1 to 2046).
+    #[arg(long, default_value_t = 40)]
+    per_datagram: usize,
+    /// Number of streams the samples cycle through.
+    #[arg(long, default_value_t = 10_000)]
+    streams: u32,
+    /// Samples per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+}
+
 #[derive(Subcommand)]
 enum PeerCmd {
     Pingpong {
@@ -116,9 +158,11 @@ enum PeerCmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let namespace = match &cli.namespace {
-        Some(ns) => Namespace::new(ns)?,
-        None => Namespace::new(&format!("bench{}", std::process::id()))?,
+    let namespace = match (&cli.namespace, &cli.command) {
+        (Some(ns), _) => Namespace::new(ns)?,
+        // Attaching to a live ring: the installation's namespace.
+        (None, Cmd::Attach(_)) => Namespace::from_env()?,
+        (None, _) => Namespace::new(&format!("bench{}", std::process::id()))?,
     };
     let exe = std::env::current_exe().context("cannot find this program's path to start peers")?;
     // Peers get the namespace among their arguments.
@@ -131,7 +175,74 @@ fn main() -> Result<()> {
         Cmd::Pingpong(a) => run_pingpong(a, namespace, &peer),
         Cmd::Stream(a) => run_stream(a, namespace, &peer),
         Cmd::Peer { what } => run_peer(what, &namespace),
+        Cmd::Attach(a) => run_attach(a, &namespace),
+        Cmd::UdpSend(a) => run_udp_send(a),
     }
+}
+
+fn run_attach(a: AttachArgs, ns: &Namespace) -> Result<()> {
+    if let Some(cpu) = a.cpu {
+        bench::pin_to_cpu(cpu)?;
+    }
+    println!("machine: {}", Machine::detect());
+    println!(
+        "attach: ring {} in namespace {ns}, {} s after {} s warm-up, reader {}",
+        a.ring,
+        a.seconds,
+        a.warmup,
+        stream::wait_name(a.wait)
+    );
+    let r = bench::attach::run(
+        ns,
+        &a.ring,
+        std::time::Duration::from_secs_f64(a.seconds),
+        std::time::Duration::from_secs_f64(a.warmup),
+        a.wait,
+    )
+    .with_context(|| format!("attaching to ring {:?}", a.ring))?;
+    println!(
+        "frames: {} ({:.0} frames/s), overruns: {}, lost: {}",
+        r.frames,
+        r.frames as f64 / r.seconds,
+        r.overruns,
+        r.lost
+    );
+    match r.latency {
+        Some(s) => println!(
+            "ingest-to-reader latency: p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}  ({} samples)",
+            fmt_ns(s.p50),
+            fmt_ns(s.p90),
+            fmt_ns(s.p99),
+            fmt_ns(s.p999),
+            fmt_ns(s.p9999),
+            fmt_ns(s.max),
+            s.count
+        ),
+        None => println!("no telemetry samples arrived (no latency to report)"),
+    }
+    Ok(())
+}
+
+fn run_udp_send(a: UdpSendArgs) -> Result<()> {
+    if a.per_datagram == 0 || a.per_datagram > helix::hal::udp::MAX_SAMPLES {
+        bail!("--per-datagram must be from 1 to {}", helix::hal::udp::MAX_SAMPLES);
+    }
+    let s = bench::udp::send(
+        a.to,
+        a.per_datagram,
+        a.streams.max(1),
+        a.rate,
+        std::time::Duration::from_secs_f64(a.seconds),
+    )?;
+    println!(
+        "sent {} samples in {} datagrams to {} in {:.2} s: {:.0} samples/s",
+        s.samples,
+        s.datagrams,
+        a.to,
+        s.seconds,
+        s.samples as f64 / s.seconds
+    );
+    Ok(())
 }
 
 fn run_peer(what: PeerCmd, ns: &Namespace) -> Result<()> {

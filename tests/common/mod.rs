@@ -4,10 +4,15 @@
 
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use helix::Namespace;
+
+/// Namespaces and child pids alive in this test process, so that a watchdog
+/// that aborts the process still removes the files and kills the children.
+static LIVE_NAMESPACES: Mutex<Vec<Namespace>> = Mutex::new(Vec::new());
+static LIVE_CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// A namespace no other test (or test process) uses; its files in /dev/shm
 /// are removed on drop.
@@ -21,6 +26,7 @@ impl TestNs {
         let name = format!("t{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let ns = Namespace::new(&name).unwrap();
         remove_files(&ns);
+        LIVE_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).push(ns.clone());
         TestNs { ns }
     }
 
@@ -51,6 +57,7 @@ fn remove_files(ns: &Namespace) {
 impl Drop for TestNs {
     fn drop(&mut self) {
         remove_files(&self.ns);
+        LIVE_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| n != &self.ns);
     }
 }
 
@@ -69,6 +76,14 @@ pub fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
     std::thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
             eprintln!("WATCHDOG: {what} did not finish within {limit:?}; aborting");
+            // Leave nothing behind: kill the children, remove the rings.
+            for pid in LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                // SAFETY: signalling a child this process started.
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+            for ns in LIVE_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                remove_files(ns);
+            }
             std::process::abort();
         }
     });
@@ -97,13 +112,23 @@ pub fn child(role: &str, ns: &Namespace) -> Command {
     cmd
 }
 
-/// Kills and reaps a child on drop, so no test leaves processes behind.
+/// Kills and reaps a child on drop, so no test leaves processes behind
+/// (and the watchdog kills it if the test hangs).
 pub struct Reaped(pub Child);
+
+impl Reaped {
+    /// Takes charge of `child`.
+    pub fn new(child: Child) -> Reaped {
+        LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+        Reaped(child)
+    }
+}
 
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != self.0.id());
     }
 }
 
