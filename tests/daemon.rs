@@ -312,3 +312,53 @@ impl Output for std::process::Child {
         s
     }
 }
+
+#[test]
+fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged() {
+    let _dog = watchdog("helixd journal and sweep", Duration::from_secs(60));
+    let env = Env::new();
+    let cfg = env.config("j.toml", &format!("{TELEMETRY}unlink_on_stop = true\n"));
+    let notify = Notify::new(&env);
+    let mut d = Reaped::new(
+        env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("JOURNAL_STREAM", "8:12345").spawn().unwrap(),
+    );
+    notify.until("READY=1");
+    // A reader process that dies without leaving: `sleep` stands in for it,
+    // its registration made from here with its pid, as it would have been.
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    let vpid = victim.id();
+    {
+        let r = Reader::attach(&env.ns, "telemetry", &ReaderOptions::named("victim")).unwrap();
+        // Hand the entry over to the victim's pid, then forget it without
+        // leaving (as a killed process would).
+        let readers = env.ns.readers_path("telemetry");
+        let entry = (helix::layout::READERS_HEADER_SIZE + r.index() * helix::layout::READER_ENTRY_SIZE) as u64;
+        let f = std::fs::OpenOptions::new().write(true).open(&readers).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&helix::layout::entry_state(vpid, helix::layout::ENTRY_ACTIVE).to_ne_bytes(), entry + 128)
+            .unwrap();
+        f.write_all_at(&vpid.to_ne_bytes(), entry + 136).unwrap();
+        f.write_all_at(&helix::process::start_time(vpid).unwrap().to_ne_bytes(), entry + 144).unwrap();
+        std::mem::forget(r);
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let view = RingView::attach(&env.ns, "telemetry").unwrap();
+    while !view.stats().readers.is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(view.stats().swept, 1);
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(!log.is_empty());
+    for line in log.lines() {
+        assert!(
+            line.starts_with("<3>") || line.starts_with("<4>") || line.starts_with("<6>") || line.starts_with("<7>"),
+            "{line:?}"
+        );
+        assert!(!line.contains("Z "), "timestamps are journald's job: {line:?}");
+    }
+    assert!(log.contains(&format!("<4>ring telemetry: reader \"victim\" (pid {vpid}) is dead")), "{log}");
+    // unlink_on_stop: the ring went with the daemon.
+    assert!(!env.ns.data_path("telemetry").exists());
+}
