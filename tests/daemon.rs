@@ -87,14 +87,17 @@ impl Notify {
     }
 }
 
-fn sigterm(child: &std::process::Child) {
+fn signal(child: &std::process::Child, sig: i32) {
     // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+fn sigterm(child: &std::process::Child) {
+    signal(child, libc::SIGTERM);
 }
 
 fn sighup(child: &std::process::Child) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    signal(child, libc::SIGHUP);
 }
 
 #[test]
