@@ -54,6 +54,8 @@
 #[cfg(feature = "tools")]
 pub mod bench;
 #[cfg(feature = "tools")]
+pub mod ctl;
+#[cfg(feature = "tools")]
 pub mod daemon;
 pub mod futex;
 #[cfg(feature = "tools")]
@@ -71,9 +73,9 @@ pub mod telemetry;
 pub mod wait;
 
 pub use ring::{
-    AttachError, Claim, CreateError, Frame, FrameError, FrameInfo, FrameRef, Geometry, LeaseError, LeaseInfo, Overrun,
-    Policy, Preset, PublishError, ReadError, Reader, ReaderOptions, ReaderStats, Ring, RingOptions, RingStats,
-    RingView, Start, SweepReport, TryReadError, Writer,
+    AttachError, Claim, CreateError, EvictError, Frame, FrameError, FrameInfo, FrameRef, FreedReader, Geometry,
+    LeaseError, LeaseInfo, Overrun, Policy, Preset, PublishError, ReadError, Reader, ReaderOptions, ReaderStats, Ring,
+    RingOptions, RingStats, RingView, Start, SweepReport, TryReadError, Writer,
 };
 pub use shm::{NameError, Namespace};
 pub use wait::WaitStrategy;

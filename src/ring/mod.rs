@@ -387,6 +387,58 @@ impl RingView {
     pub fn sweep(&self) -> SweepReport {
         sweep(&self.region)
     }
+
+    /// Removes reader entry `index`. A live reader is refused unless `force`;
+    /// a forced eviction stops it gating, and its next join fails loudly.
+    pub fn evict(&self, index: usize, force: bool) -> Result<FreedReader, EvictError> {
+        evict(&self.region, index, force)
+    }
+}
+
+/// Why [`RingView::evict`] did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvictError {
+    /// No such entry, or it is not a registered reader.
+    #[error("reader entry {index} is not in use")]
+    NotInUse { index: usize },
+    /// The reader's process is alive.
+    #[error("reader {name:?} (entry {index}, pid {pid}) is alive; use --force to evict it anyway")]
+    Alive { index: usize, pid: u32, name: String },
+    /// The entry changed while being evicted (its reader left or another
+    /// process evicted it).
+    #[error("reader entry {index} changed while being evicted")]
+    Raced { index: usize },
+}
+
+fn evict(region: &Region, index: usize, force: bool) -> Result<FreedReader, EvictError> {
+    if index >= region.geometry.max_readers as usize {
+        return Err(EvictError::NotInUse { index });
+    }
+    let e = region.entry(index);
+    let state = e.state.load(Ordering::Acquire);
+    let (pid, tag) = entry_parts(state);
+    if tag != ENTRY_ACTIVE && tag != ENTRY_CLAIMING {
+        return Err(EvictError::NotInUse { index });
+    }
+    let name = read_name(&e.name);
+    let alive =
+        if tag == ENTRY_ACTIVE { host::alive(pid, e.start_time.load(Ordering::Relaxed)) } else { host::exists(pid) };
+    if alive && !force {
+        return Err(EvictError::Alive { index, pid, name });
+    }
+    let was_gating = tag == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES;
+    let was_parked = e.parked.load(Ordering::Relaxed) == 1;
+    if e.state.compare_exchange(state, ENTRY_FREE, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        return Err(EvictError::Raced { index });
+    }
+    let rd = region.readers();
+    if was_parked && !alive {
+        let _ = rd.waiters.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| w.checked_sub(1));
+    }
+    rd.swept.fetch_add(1, Ordering::Relaxed);
+    rd.table_epoch.fetch_add(1, Ordering::SeqCst);
+    wake_writer(region);
+    Ok(FreedReader { index, pid, name, was_gating })
 }
 
 /// The writer lease as seen in the header.

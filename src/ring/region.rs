@@ -219,8 +219,15 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
         shm::open_file(path, w).map_err(|e| AttachError::open(name, ns, path, e))
     };
     let dfile = open(&data_path, writable)?;
-    let rfile = open(&readers_path, true)?;
     let dmap = Mapping::new(&dfile, writable).map_err(|e| AttachError::io(&data_path, e))?;
+    // The data region first: a foreign or corrupt file is named as such,
+    // rather than as a ring whose control region is missing.
+    if let Err(e) = validate_data(&dmap, &data_path, Some(name)) {
+        if !matches!(e, AttachError::Initializing { .. }) {
+            return Err(e);
+        }
+    }
+    let rfile = open(&readers_path, true)?;
     let rmap = Mapping::new(&rfile, true).map_err(|e| AttachError::io(&readers_path, e))?;
     from_maps(name, dmap, rmap, &data_path, &readers_path).map_err(|e| match e {
         CreateError::Attach(AttachError::Initializing { path }) => {

@@ -1,0 +1,222 @@
+//! helixctl: inspect and manage HELIX rings. Reads shared memory directly;
+//! works whether or not helixd runs.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use helix::ctl::{self, fmt_bytes};
+use helix::{Namespace, RingView};
+
+#[derive(Parser)]
+#[command(version, about = "Inspect and manage HELIX shared-memory rings (works without helixd)")]
+struct Cli {
+    /// Namespace of the rings (default: HELIX_NAMESPACE, else "helix").
+    #[arg(long, global = true)]
+    namespace: Option<String>,
+    /// Print JSON (schema: docs/helixctl.md) instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every ring in the namespace, corrupt ones included.
+    List {
+        /// Seconds to sample frame rates over (0: do not sample).
+        #[arg(long, default_value_t = 0.5)]
+        sample: f64,
+    },
+    /// A ring's header and every counter.
+    Stat { ring: String },
+    /// A ring's readers: cursor, lag, backpressure, overruns, liveness.
+    Readers { ring: String },
+    /// Print frames (telemetry decoded, others as hex), like tail.
+    Tail {
+        ring: String,
+        /// Frames to print (default 10; with --follow, unlimited).
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+        /// Start at this sequence instead of the last --count frames.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Keep printing new frames until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Every ring and reader counter in the Prometheus text format.
+    Metrics,
+    /// Remove a reader's entry (by index or name). Refuses a live process
+    /// unless --force; a forcibly evicted live reader keeps writing its
+    /// cursor into the entry until it exits, so use --force only on stuck
+    /// processes.
+    Evict {
+        ring: String,
+        reader: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("helixctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let ns = match &cli.namespace {
+        Some(n) => Namespace::new(n)?,
+        None => Namespace::from_env()?,
+    };
+    match cli.command {
+        Cmd::List { sample } => {
+            let rows = ctl::list(&ns, Duration::from_secs_f64(sample.max(0.0))).context("reading /dev/shm")?;
+            if cli.json {
+                json(&serde_json::json!({ "namespace": ns.as_str(), "rings": rows }))?;
+            } else if rows.is_empty() {
+                println!("no rings in namespace {ns}");
+            } else {
+                println!(
+                    "{:<20} {:<9} {:>10} {:>6} {:>14} {:>12} {:>7} {:>12} {:>10}",
+                    "RING", "POLICY", "SLOTS", "SLOT", "PUBLISHED", "FRAMES/S", "READERS", "WRITER", "MEMORY"
+                );
+                for r in &rows {
+                    match &r.ring {
+                        Some(s) => println!(
+                            "{:<20} {:<9} {:>10} {:>6} {:>14} {:>12} {:>7} {:>12} {:>10}",
+                            r.name,
+                            s.policy,
+                            s.capacity,
+                            s.slot_size,
+                            s.published,
+                            s.frames_per_sec.map_or("-".into(), |f| format!("{f:.0}")),
+                            s.readers,
+                            match (s.writer_pid, s.writer_alive) {
+                                (Some(p), true) => p.to_string(),
+                                (Some(p), false) => format!("{p} (dead)"),
+                                (None, _) => "-".into(),
+                            },
+                            fmt_bytes(s.memory_bytes)
+                        ),
+                        None => println!("{:<20} CORRUPT: {}", r.name, r.error.as_deref().unwrap_or("?")),
+                    }
+                }
+            }
+        }
+        Cmd::Stat { ring } => {
+            let s = ctl::stat(&ns, &ring)?;
+            if cli.json {
+                json(&s)?;
+            } else {
+                println!(
+                    "ring {} (namespace {}): {} slots of {} bytes (payload up to {}), {}, stall timeout {} ms",
+                    s.name, s.namespace, s.capacity, s.slot_size, s.max_payload, s.policy, s.stall_timeout_ms
+                );
+                println!("  published      {} frames, {}", s.published, fmt_bytes(s.bytes));
+                let w = &s.writer;
+                println!(
+                    "  writer         {} (lease epoch {}, {} takeovers)",
+                    w.pid.map_or("none".into(), |p| format!("pid {p}{}", if w.alive { "" } else { " (dead)" })),
+                    w.epoch,
+                    w.takeovers
+                );
+                println!("  writer waits   {} ({:.3} s in all)", s.writer_waits, s.writer_wait_ns as f64 / 1e9);
+                println!("  readers        {} of {} entries, {} parked", s.readers.len(), s.max_readers, s.parked);
+                println!("  overruns       {}; demotions {}; dead readers swept {}", s.overruns, s.demotions, s.swept);
+                println!("  backpressure   {:.3} (largest lag / capacity)", s.max_backpressure);
+            }
+        }
+        Cmd::Readers { ring } => {
+            let s = ctl::stat(&ns, &ring)?;
+            if cli.json {
+                json(&serde_json::json!({ "ring": s.name, "namespace": s.namespace, "readers": s.readers }))?;
+            } else if s.readers.is_empty() {
+                println!("no readers on ring {ring}");
+            } else {
+                println!(
+                    "{:>3} {:<20} {:>8} {:<5} {:<8} {:>14} {:>10} {:>6} {:>9} {:>10} {:>9}",
+                    "#", "NAME", "PID", "ALIVE", "GATING", "CURSOR", "LAG", "BP", "OVERRUNS", "LOST", "HEARTBEAT"
+                );
+                for r in &s.readers {
+                    println!(
+                        "{:>3} {:<20} {:>8} {:<5} {:<8} {:>14} {:>10} {:>6.3} {:>9} {:>10} {:>8.1}s",
+                        r.index,
+                        r.name,
+                        r.pid,
+                        if r.alive { "yes" } else { "DEAD" },
+                        if r.gating {
+                            "yes"
+                        } else if r.demoted {
+                            "demoted"
+                        } else {
+                            "no"
+                        },
+                        r.cursor,
+                        r.lag,
+                        r.backpressure,
+                        r.overruns,
+                        r.lost,
+                        r.heartbeat_age_ms as f64 / 1000.0
+                    );
+                }
+            }
+        }
+        Cmd::Tail { ring, count, from, follow } => {
+            let count = count.or(if follow { None } else { Some(10) });
+            let start = match from {
+                Some(s) => ctl::tail::From::Seq(s),
+                None => ctl::tail::From::Last(count.unwrap_or(10)),
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            match ctl::tail::run(&ns, &ring, start, count, follow, cli.json, &mut out) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
+            out.flush().ok();
+        }
+        Cmd::Metrics => print!("{}", ctl::metrics::render(&ns).context("reading /dev/shm")?),
+        Cmd::Evict { ring, reader, force } => {
+            let view = RingView::attach(&ns, &ring)?;
+            let index = match reader.parse::<usize>() {
+                Ok(i) => i,
+                Err(_) => {
+                    let matches: Vec<usize> =
+                        view.stats().readers.iter().filter(|r| r.name == reader).map(|r| r.index).collect();
+                    match matches.as_slice() {
+                        [i] => *i,
+                        [] => bail!("ring {ring:?} has no reader named {reader:?}"),
+                        _ => bail!(
+                            "ring {ring:?} has {} readers named {reader:?}; give the entry index ({matches:?})",
+                            matches.len()
+                        ),
+                    }
+                }
+            };
+            let freed = view.evict(index, force)?;
+            if cli.json {
+                json(
+                    &serde_json::json!({ "ring": ring, "index": freed.index, "pid": freed.pid, "name": freed.name, "was_gating": freed.was_gating }),
+                )?;
+            } else {
+                println!("evicted reader {:?} (entry {}, pid {}) from ring {ring}", freed.name, freed.index, freed.pid);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

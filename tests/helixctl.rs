@@ -1,0 +1,232 @@
+//! helixctl end to end: the real binary against rings in a test namespace.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{watchdog, Reaped, TestNs};
+use helix::telemetry::{Sample, KIND_SAMPLE};
+use helix::*;
+
+fn ctl(ns: &TestNs, args: &[&str]) -> (bool, String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_helixctl")).arg("--namespace").arg(ns.as_str()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(ns: &TestNs, args: &[&str]) -> String {
+    let (success, out, err) = ctl(ns, args);
+    assert!(success, "helixctl {args:?}: {err}");
+    out
+}
+
+fn json(ns: &TestNs, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&ok(ns, &a)).unwrap()
+}
+
+fn sample(i: u64) -> Sample {
+    Sample { stream: i as u32 % 4, quality: 0, seq: i, sample_ns: 10 + i, ingest_ns: 20 + i, value: i as f64 / 2.0 }
+}
+
+/// A telemetry ring with `n` samples, its writer, and a corrupt file.
+fn setup(ns: &TestNs, n: u64) -> (Ring, Writer) {
+    let ring = Ring::create(
+        ns,
+        "telemetry",
+        &RingOptions { capacity: 64, max_payload: 48, policy: Policy::Block, ..Default::default() },
+    )
+    .unwrap();
+    let mut w = ring.writer().unwrap();
+    for i in 0..n {
+        w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&sample(i))).unwrap();
+    }
+    std::fs::write(ns.data_path("junk"), b"not a ring at all").unwrap();
+    (ring, w)
+}
+
+#[test]
+fn list_shows_every_ring_and_names_a_corrupt_one() {
+    let ns = TestNs::new();
+    let (_ring, _w) = setup(&ns, 5);
+    let table = ok(&ns, &["list", "--sample", "0"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("telemetry") && l.contains("block") && l.contains(&std::process::id().to_string())),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|l| l.starts_with("junk") && l.contains("CORRUPT") && l.contains("truncated")),
+        "{table}"
+    );
+    let j = json(&ns, &["list", "--sample", "0.1"]);
+    assert_eq!(j["namespace"], ns.as_str());
+    let rings = j["rings"].as_array().unwrap();
+    assert_eq!(rings.len(), 2);
+    let t = rings.iter().find(|r| r["name"] == "telemetry").unwrap();
+    assert_eq!(
+        (t["ok"].as_bool(), t["policy"].as_str(), t["capacity"].as_u64(), t["published"].as_u64()),
+        (Some(true), Some("block"), Some(64), Some(5))
+    );
+    assert_eq!(t["writer_pid"].as_u64(), Some(std::process::id() as u64));
+    assert!(t["frames_per_sec"].is_number() && t["memory_bytes"].as_u64().unwrap() > 64 * 64);
+    let junk = rings.iter().find(|r| r["name"] == "junk").unwrap();
+    assert_eq!(junk["ok"], false);
+    assert!(junk["error"].as_str().unwrap().contains("truncated"));
+}
+
+#[test]
+fn stat_and_readers_report_every_counter() {
+    let ns = TestNs::new();
+    let (ring, mut w) = setup(&ns, 0);
+    let mut r =
+        ring.reader(&ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("ledger") }).unwrap();
+    for i in 0..10 {
+        w.publish(bytemuck::bytes_of(&sample(i))).unwrap();
+    }
+    for _ in 0..4 {
+        r.try_read(&mut [0u8; 48]).unwrap();
+    }
+    let s = json(&ns, &["stat", "telemetry"]);
+    assert_eq!((s["published"].as_u64(), s["bytes"].as_u64(), s["capacity"].as_u64()), (Some(10), Some(400), Some(64)));
+    assert_eq!(s["writer"]["pid"].as_u64(), Some(std::process::id() as u64));
+    assert_eq!(s["writer"]["alive"], true);
+    assert_eq!(s["readers"].as_array().unwrap().len(), 1);
+    let rd = json(&ns, &["readers", "telemetry"]);
+    let r0 = &rd["readers"][0];
+    assert_eq!(
+        (r0["name"].as_str(), r0["gating"].as_bool(), r0["cursor"].as_u64(), r0["lag"].as_u64()),
+        (Some("ledger"), Some(true), Some(5), Some(6))
+    );
+    assert_eq!((r0["alive"].as_bool(), r0["frames"].as_u64(), r0["overruns"].as_u64()), (Some(true), Some(4), Some(0)));
+    assert!((r0["backpressure"].as_f64().unwrap() - 6.0 / 64.0).abs() < 1e-9);
+    let table = ok(&ns, &["readers", "telemetry"]);
+    assert!(table.contains("ledger") && table.contains("yes"), "{table}");
+    assert!(ok(&ns, &["stat", "telemetry"]).contains("published      10 frames"));
+}
+
+#[test]
+fn tail_decodes_telemetry_and_follows() {
+    let _dog = watchdog("helixctl tail", Duration::from_secs(60));
+    let ns = TestNs::new();
+    let (ring, mut w) = setup(&ns, 20);
+    let out = ok(&ns, &["tail", "telemetry", "-n", "3"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("18 stream=1 seq=17 value=8.5"), "{out}");
+    let j: Vec<serde_json::Value> = ok(&ns, &["--json", "tail", "telemetry", "--from", "2", "-n", "2"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(j[0]["type"], "sample");
+    assert_eq!((j[0]["seq"].as_u64(), j[1]["stream_seq"].as_u64()), (Some(2), Some(2)));
+    // Other frames as hex.
+    w.publish_kind(7, &[0xde, 0xad]).unwrap();
+    assert_eq!(ok(&ns, &["tail", "telemetry", "-n", "1"]).trim(), "21 kind=7 len=2 dead");
+    // --follow waits for new frames.
+    let child = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+        .args(["--namespace", ns.as_str(), "tail", "telemetry", "--follow", "-n", "3", "--from", "22"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped::new(child);
+    while ring.stats().readers.is_empty() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 100..103 {
+        w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&sample(i))).unwrap();
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(child.0.wait().unwrap().success());
+    assert_eq!(out.lines().map(|l| l.split(' ').next().unwrap()).collect::<Vec<_>>(), ["22", "23", "24"], "{out}");
+    // tail is a non-gating reader and leaves: the table is empty again.
+    assert!(ring.stats().readers.is_empty());
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_agree_with_the_ring() {
+    let ns = TestNs::new();
+    let (ring, _w) = setup(&ns, 7);
+    let _r =
+        ring.reader(&ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("quote\"d") }).unwrap();
+    let text = ok(&ns, &["metrics"]);
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text");
+    let value = |metric: &str, ring: &str| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && s.labels.get("ring") == Some(ring))
+            .unwrap_or_else(|| panic!("{metric} {ring}"));
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{metric}: not a number"),
+        }
+    };
+    assert_eq!(value("helix_ring_published_total", "telemetry"), 7.0);
+    assert_eq!(value("helix_ring_capacity_slots", "telemetry"), 64.0);
+    assert_eq!(value("helix_ring_writer_up", "telemetry"), 1.0);
+    assert_eq!(value("helix_ring_up", "telemetry"), 1.0);
+    assert_eq!(value("helix_ring_up", "junk"), 0.0);
+    assert_eq!(value("helix_reader_lag_frames", "telemetry"), 7.0);
+    let reader = scrape.samples.iter().find(|s| s.metric == "helix_reader_gating").unwrap();
+    // The exposition escapes the quote (`quote\"d`); prometheus-parse hands
+    // label values back as written, escapes included.
+    assert_eq!(reader.labels.get("reader"), Some(r#"quote\"d"#));
+    assert!(scrape.docs.contains_key("helix_ring_published_total"));
+}
+
+#[test]
+fn evict_refuses_a_live_reader_unless_forced_and_frees_a_dead_one() {
+    use std::os::unix::fs::FileExt;
+    let ns = TestNs::new();
+    let (ring, _w) = setup(&ns, 0);
+    let live = ring.reader(&ReaderOptions::named("live")).unwrap();
+    // A dead reader's entry: a process that has exited, written in place.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let dead = ring.reader(&ReaderOptions::named("dead")).unwrap();
+    let entry = (layout::READERS_HEADER_SIZE + dead.index() * layout::READER_ENTRY_SIZE) as u64;
+    let f = std::fs::OpenOptions::new().write(true).open(ns.readers_path("telemetry")).unwrap();
+    f.write_all_at(&layout::entry_state(pid, layout::ENTRY_ACTIVE).to_ne_bytes(), entry + 128).unwrap();
+    f.write_all_at(&pid.to_ne_bytes(), entry + 136).unwrap();
+    std::mem::forget(dead);
+    assert!(ok(&ns, &["evict", "telemetry", "dead"]).contains(&format!("evicted reader \"dead\" (entry 1, pid {pid})")));
+    let (success, _, err) = ctl(&ns, &["evict", "telemetry", "live"]);
+    assert!(!success && err.contains("is alive; use --force"), "{err}");
+    assert_eq!(ring.stats().readers.len(), 1);
+    ok(&ns, &["evict", "telemetry", "0", "--force"]);
+    assert!(ring.stats().readers.is_empty());
+    drop(live);
+    let (success, _, err) = ctl(&ns, &["evict", "telemetry", "nobody"]);
+    assert!(!success && err.trim() == "helixctl: ring \"telemetry\" has no reader named \"nobody\"", "{err}");
+}
+
+#[test]
+fn mistakes_are_one_line_and_a_non_zero_exit() {
+    let ns = TestNs::new();
+    for (args, what) in [
+        (vec!["stat", "missing"], "no ring \"missing\""),
+        (vec!["readers", "Bad/Name"], "ring name \"Bad/Name\""),
+        (vec!["tail", "missing"], "no ring \"missing\""),
+    ] {
+        let (success, _, err) = ctl(&ns, &args);
+        assert!(!success, "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(what), "{err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_helixctl")).args(["--namespace", "UPPER", "list"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("namespace \"UPPER\""));
+    assert!(ok(&ns, &["list"]).contains("no rings in namespace"));
+}
