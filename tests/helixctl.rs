@@ -230,3 +230,54 @@ fn mistakes_are_one_line_and_a_non_zero_exit() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("namespace \"UPPER\""));
     assert!(ok(&ns, &["list"]).contains("no rings in namespace"));
 }
+
+#[test]
+fn doctor_names_what_is_wrong_and_how_to_fix_it() {
+    use std::os::unix::fs::FileExt;
+    let ns = TestNs::new();
+    let (_ring, w) = setup(&ns, 1);
+    // A second ring whose writer died: its lease names a reaped process.
+    let stale = Ring::create(&ns, "stale", &RingOptions::default()).unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let d = std::fs::OpenOptions::new().write(true).open(ns.data_path("stale")).unwrap();
+    d.write_all_at(&layout::lease_word(pid, 1, true).to_ne_bytes(), 256).unwrap();
+    // A configuration asking for more than /dev/shm holds.
+    let cfg = std::env::temp_dir().join(format!("doctor-{}.toml", ns.as_str()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "namespace = \"{}\"\n[[ring]]\nname = \"huge\"\nmax_payload = 65536\ncapacity = 1073741824\n",
+            ns.as_str()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+        .args(["--namespace", ns.as_str(), "--json", "doctor", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&cfg);
+    assert!(!out.status.success(), "a FAIL must give a non-zero exit");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = j["checks"].as_array().unwrap();
+    let find = |check: &str, needle: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"] == check && c["detail"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("{check} {needle}: {j:#}"))
+    };
+    let space = find("/dev/shm space", "huge");
+    assert_eq!(space["status"], "fail");
+    assert!(space["fix"].as_str().unwrap().contains("/dev/shm"));
+    assert_eq!(find("ring", "junk")["status"], "fail");
+    let st = find("ring writer", "stale");
+    assert_eq!(st["status"], "warn");
+    assert!(st["detail"].as_str().unwrap().contains(&format!("writer pid {pid} is dead")));
+    assert_eq!(find("ring readers", "telemetry")["status"], "ok");
+    assert_eq!(find("futex on shared memory", "work")["status"], "ok");
+    // Every non-OK check carries its fix.
+    assert!(checks.iter().filter(|c| c["status"] != "ok").all(|c| c["fix"].is_string()));
+    drop((w, stale));
+}

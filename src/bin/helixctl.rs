@@ -50,6 +50,13 @@ enum Cmd {
     },
     /// Every ring and reader counter in the Prometheus text format.
     Metrics,
+    /// What is wrong with this host for HELIX, and how to fix it.
+    Doctor {
+        /// helixd's configuration, to check room for its rings (default:
+        /// /etc/helix/helix.toml if it exists, else the embedded default).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
     /// Remove a reader's entry (by index or name). Refuses a live process
     /// unless --force; a forcibly evicted live reader keeps writing its
     /// cursor into the entry until it exits, so use --force only on stuck
@@ -191,6 +198,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.flush().ok();
         }
         Cmd::Metrics => print!("{}", ctl::metrics::render(&ns).context("reading /dev/shm")?),
+        Cmd::Doctor { config } => {
+            // Room needed by configured rings that do not exist yet.
+            let configured =
+                helix::daemon::load_config(config.as_deref()).ok().filter(|c| c.namespace == ns).map(|c| {
+                    let missing: Vec<&helix::daemon::RingConfig> =
+                        c.rings.iter().filter(|r| !ns.data_path(&r.name).exists()).collect();
+                    let bytes = missing.iter().map(|r| r.options.memory()).sum();
+                    (bytes, missing.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "))
+                });
+            let checks = ctl::doctor::run(&ns, configured);
+            let failed = checks.iter().any(|c| c.status == ctl::doctor::Status::Fail);
+            if cli.json {
+                json(&serde_json::json!({ "namespace": ns.as_str(), "checks": checks }))?;
+            } else {
+                for c in &checks {
+                    let tag = match c.status {
+                        ctl::doctor::Status::Ok => "ok  ",
+                        ctl::doctor::Status::Warn => "WARN",
+                        ctl::doctor::Status::Fail => "FAIL",
+                    };
+                    println!("{tag} {}: {}", c.check, c.detail);
+                    if let Some(fix) = &c.fix {
+                        println!("     fix: {fix}");
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Cmd::Evict { ring, reader, force } => {
             let view = RingView::attach(&ns, &ring)?;
             let index = match reader.parse::<usize>() {

@@ -3,6 +3,7 @@
 //! runs. Each listing has a JSON form with the stable schema documented in
 //! `docs/helixctl.md`.
 
+pub mod doctor;
 pub mod metrics;
 pub mod tail;
 
