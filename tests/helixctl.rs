@@ -281,3 +281,22 @@ fn doctor_names_what_is_wrong_and_how_to_fix_it() {
     assert!(checks.iter().filter(|c| c["status"] != "ok").all(|c| c["fix"].is_string()));
     drop((w, stale));
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    let ns = TestNs::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&ns, &["completions", shell]);
+        for verb in ["list", "stat", "readers", "tail", "metrics", "evict", "doctor"] {
+            assert!(script.contains(verb), "{shell} completion lacks {verb}");
+        }
+    }
+    let man = ok(&ns, &["man"]);
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH helixctl 1") && man.contains("doctor"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
+    let (success, _, err) = ctl(&ns, &["completions", "tcsh"]);
+    assert!(!success && err.contains("invalid value 'tcsh'"), "{err}");
+}

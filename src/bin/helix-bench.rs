@@ -10,7 +10,11 @@ use helix::bench::{self, fmt_ns, pingpong, stream, Machine, Summary};
 use helix::{Namespace, WaitStrategy};
 
 #[derive(Parser)]
-#[command(version, about = "Benchmarks HELIX rings across processes beside pipes, sockets and raw shared memory")]
+#[command(
+    name = "helix-bench",
+    version,
+    about = "Benchmarks HELIX rings across processes beside pipes, sockets and raw shared memory"
+)]
 struct Cli {
     /// Namespace for the benchmark's own rings (default: a private one, so
     /// production rings are never touched).

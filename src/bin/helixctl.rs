@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use helix::ctl::{self, fmt_bytes};
 use helix::{Namespace, RingView};
 
 #[derive(Parser)]
-#[command(version, about = "Inspect and manage HELIX shared-memory rings (works without helixd)")]
+#[command(name = "helixctl", version, about = "Inspect and manage HELIX shared-memory rings (works without helixd)")]
 struct Cli {
     /// Namespace of the rings (default: HELIX_NAMESPACE, else "helix").
     #[arg(long, global = true)]
@@ -50,6 +50,10 @@ enum Cmd {
     },
     /// Every ring and reader counter in the Prometheus text format.
     Metrics,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print helixctl's man page (roff), e.g. `helixctl man > helixctl.1`.
+    Man,
     /// What is wrong with this host for HELIX, and how to fix it.
     Doctor {
         /// helixd's configuration, to check room for its rings (default:
@@ -73,6 +77,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`helixctl ... | head`).
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("helixctl: {e:#}");
             ExitCode::FAILURE
@@ -86,6 +94,17 @@ fn json<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "helixctl", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let ns = match &cli.namespace {
         Some(n) => Namespace::new(n)?,
         None => Namespace::from_env()?,
@@ -198,6 +217,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out.flush().ok();
         }
         Cmd::Metrics => print!("{}", ctl::metrics::render(&ns).context("reading /dev/shm")?),
+        Cmd::Completions { .. } | Cmd::Man => unreachable!("handled above"),
         Cmd::Doctor { config } => {
             // Room needed by configured rings that do not exist yet.
             let configured =

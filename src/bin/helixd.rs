@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "Creates HELIX's shared-memory rings, runs the HAL ingest, and sweeps dead readers")]
+#[command(
+    name = "helixd",
+    version,
+    about = "Creates HELIX's shared-memory rings, runs the HAL ingest, and sweeps dead readers"
+)]
 struct Cli {
     /// Configuration file (default: /etc/helix/helix.toml if it exists,
     /// else the embedded default: a telemetry ring fed by the simulator).
