@@ -300,3 +300,53 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
     let (success, _, err) = ctl(&ns, &["completions", "tcsh"]);
     assert!(!success && err.contains("invalid value 'tcsh'"), "{err}");
 }
+
+/// A plain HTTP/1.0 GET; returns (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+#[test]
+fn metrics_listen_serves_fresh_metrics_over_http() {
+    use std::io::BufRead;
+    let _dog = watchdog("helixctl metrics --listen", Duration::from_secs(60));
+    let ns = TestNs::new();
+    let (_ring, mut w) = setup(&ns, 3);
+    let mut child = Reaped::new(
+        Command::new(env!("CARGO_BIN_EXE_helixctl"))
+            .args(["--namespace", ns.as_str(), "metrics", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr =
+        line.trim().strip_prefix("serving metrics on http://").unwrap().strip_suffix("/metrics").unwrap().to_owned();
+    let published = |body: &str| {
+        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let s = scrape
+            .samples
+            .into_iter()
+            .find(|s| s.metric == "helix_ring_published_total" && s.labels.get("ring") == Some("telemetry"))
+            .unwrap();
+        match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => panic!("not a counter"),
+        }
+    };
+    let (status, body) = http_get(&addr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(published(&body), 3.0);
+    // Every scrape reads the rings afresh.
+    w.publish(b"more").unwrap();
+    assert_eq!(published(&http_get(&addr, "/metrics").1), 4.0);
+    assert!(http_get(&addr, "/elsewhere").0.contains("404"));
+}

@@ -49,7 +49,12 @@ enum Cmd {
         follow: bool,
     },
     /// Every ring and reader counter in the Prometheus text format.
-    Metrics,
+    Metrics {
+        /// Serve them on HTTP at /metrics on this address (e.g.
+        /// 127.0.0.1:9465) instead of printing them once.
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print helixctl's man page (roff), e.g. `helixctl man > helixctl.1`.
@@ -216,7 +221,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             out.flush().ok();
         }
-        Cmd::Metrics => print!("{}", ctl::metrics::render(&ns).context("reading /dev/shm")?),
+        Cmd::Metrics { listen: None } => print!("{}", ctl::metrics::render(&ns).context("reading /dev/shm")?),
+        Cmd::Metrics { listen: Some(addr) } => ctl::metrics::serve(&ns, &addr)?,
         Cmd::Completions { .. } | Cmd::Man => unreachable!("handled above"),
         Cmd::Doctor { config } => {
             // Room needed by configured rings that do not exist yet.

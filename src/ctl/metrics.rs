@@ -97,3 +97,32 @@ pub fn render(ns: &Namespace) -> std::io::Result<String> {
     }
     Ok(out)
 }
+
+/// Serves `render(ns)` on HTTP at `/metrics` (fresh on every scrape) until
+/// the process is stopped; other paths get 404. Prints the bound address.
+pub fn serve(ns: &Namespace, addr: &str) -> std::io::Result<()> {
+    let server =
+        tiny_http::Server::http(addr).map_err(|e| std::io::Error::other(format!("cannot listen on {addr}: {e}")))?;
+    let bound = server.server_addr().to_ip().map_or(addr.to_owned(), |a| a.to_string());
+    println!("serving metrics on http://{bound}/metrics");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let text_plain =
+        tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4; charset=utf-8"[..])
+            .expect("a valid header");
+    for request in server.incoming_requests() {
+        let response = if request.url() == "/metrics" || request.url().starts_with("/metrics?") {
+            match render(ns) {
+                Ok(body) => tiny_http::Response::from_string(body).with_header(text_plain.clone()),
+                Err(e) => {
+                    tiny_http::Response::from_string(format!("cannot read /dev/shm: {e}\n")).with_status_code(500)
+                }
+            }
+        } else {
+            tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
+        };
+        // A client that hung up is its own problem, not a reason to stop.
+        let _ = request.respond(response);
+    }
+    Ok(())
+}
