@@ -350,3 +350,22 @@ fn metrics_listen_serves_fresh_metrics_over_http() {
     assert_eq!(published(&http_get(&addr, "/metrics").1), 4.0);
     assert!(http_get(&addr, "/elsewhere").0.contains("404"));
 }
+
+#[test]
+fn top_without_a_terminal_prints_snapshots_with_rates() {
+    let ns = TestNs::new();
+    let (ring, _w) = setup(&ns, 3);
+    let _r = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("watcher") }).unwrap();
+    let out = ok(&ns, &["top", "--iterations", "2", "--interval", "0.2"]);
+    let tables: Vec<&str> = out.split("\n\n").collect();
+    assert_eq!(tables.len(), 2, "{out}");
+    for t in &tables {
+        assert!(t.starts_with("RING") && t.contains("telemetry") && t.contains("junk") && t.contains("CORRUPT"), "{t}");
+        assert!(t.lines().any(|l| l.trim_start().starts_with("watcher") && l.contains("gating")), "{t}");
+    }
+    // The first snapshot has no rate yet; the second has one (0 here).
+    let rate =
+        |t: &str| t.lines().find(|l| l.starts_with("telemetry")).unwrap().split_whitespace().nth(3).unwrap().to_owned();
+    assert_eq!(rate(tables[0]), "-");
+    assert_eq!(rate(tables[1]), "0");
+}

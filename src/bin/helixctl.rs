@@ -48,6 +48,16 @@ enum Cmd {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// A live view of every ring and reader (q or Ctrl-C quits).
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print this many snapshots and exit (the default without a
+        /// terminal is one).
+        #[arg(long)]
+        iterations: Option<u64>,
+    },
     /// Every ring and reader counter in the Prometheus text format.
     Metrics {
         /// Serve them on HTTP at /metrics on this address (e.g.
@@ -220,6 +230,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 other => other?,
             }
             out.flush().ok();
+        }
+        Cmd::Top { interval, iterations } => {
+            ctl::top::run(&ns, Duration::from_secs_f64(interval.max(0.1)), iterations)?
         }
         Cmd::Metrics { listen: None } => print!("{}", ctl::metrics::render(&ns).context("reading /dev/shm")?),
         Cmd::Metrics { listen: Some(addr) } => ctl::metrics::serve(&ns, &addr)?,

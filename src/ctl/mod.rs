@@ -6,6 +6,7 @@
 pub mod doctor;
 pub mod metrics;
 pub mod tail;
+pub mod top;
 
 use std::time::{Duration, Instant};
 
