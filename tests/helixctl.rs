@@ -277,6 +277,7 @@ fn doctor_names_what_is_wrong_and_how_to_fix_it() {
     assert!(st["detail"].as_str().unwrap().contains(&format!("writer pid {pid} is dead")));
     assert_eq!(find("ring readers", "telemetry")["status"], "ok");
     assert_eq!(find("futex on shared memory", "work")["status"], "ok");
+    assert_eq!(find("ring files", "telemetry: data 640")["status"], "ok");
     // Every non-OK check carries its fix.
     assert!(checks.iter().filter(|c| c["status"] != "ok").all(|c| c["fix"].is_string()));
     drop((w, stale));

@@ -215,14 +215,32 @@ pub fn run(ns: &Namespace, configured: Option<(u64, String)>) -> Vec<Check> {
             }
         };
         let s = v.stats();
-        if let Ok(m) = std::fs::metadata(&path) {
-            if m.permissions().mode() & 0o002 != 0 {
+        if let (Ok(d), Ok(r)) = (std::fs::metadata(&path), std::fs::metadata(ns.readers_path(&name))) {
+            let detail = format!(
+                "{name}: data {:o} {}:{}, control {:o} {}:{}",
+                d.permissions().mode() & 0o777,
+                d.uid(),
+                d.gid(),
+                r.permissions().mode() & 0o777,
+                r.uid(),
+                r.gid()
+            );
+            if d.permissions().mode() & 0o002 != 0 {
                 out.push(bad(
                     "ring files",
                     Status::Warn,
-                    format!("{name}: the data region is world-writable"),
+                    format!("{detail}: the data region is world-writable"),
                     "set mode = 0o660 in the ring's configuration and recreate it",
                 ));
+            } else if (d.uid(), d.gid()) != (r.uid(), r.gid()) {
+                out.push(bad(
+                    "ring files",
+                    Status::Warn,
+                    format!("{detail}: the two files have different owners"),
+                    "recreate the ring (recreate = true) so one user owns both files",
+                ));
+            } else {
+                out.push(ok("ring files", detail));
             }
         }
         match (s.lease.pid, s.lease.alive) {
