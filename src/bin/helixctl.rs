@@ -212,7 +212,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         r.backpressure,
                         r.overruns,
                         r.lost,
-                        r.heartbeat_age_ms as f64 / 1000.0
+                        r.heartbeat_age_ns as f64 / 1e9
                     );
                 }
             }

@@ -101,57 +101,6 @@ pub fn list(ns: &Namespace, sample: Duration) -> std::io::Result<Vec<ListRow>> {
         .collect())
 }
 
-/// `helixctl readers`: one reader.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReaderRow {
-    /// Entry index.
-    pub index: usize,
-    /// Name it registered with.
-    pub name: String,
-    /// Its pid.
-    pub pid: u32,
-    /// Whether the process is alive.
-    pub alive: bool,
-    /// Whether it gates the writer.
-    pub gating: bool,
-    /// Whether it was demoted from gating.
-    pub demoted: bool,
-    /// Next sequence it reads.
-    pub cursor: u64,
-    /// Frames published and not yet consumed by it.
-    pub lag: u64,
-    /// lag / capacity.
-    pub backpressure: f64,
-    /// Overrun events.
-    pub overruns: u64,
-    /// Sequences lost.
-    pub lost: u64,
-    /// Frames consumed.
-    pub frames: u64,
-    /// Milliseconds since its last heartbeat.
-    pub heartbeat_age_ms: u64,
-}
-
-impl From<&ReaderStats> for ReaderRow {
-    fn from(r: &ReaderStats) -> ReaderRow {
-        ReaderRow {
-            index: r.index,
-            name: r.name.clone(),
-            pid: r.pid,
-            alive: r.alive,
-            gating: r.gating,
-            demoted: r.demoted,
-            cursor: r.cursor,
-            lag: r.lag,
-            backpressure: r.backpressure,
-            overruns: r.overruns,
-            lost: r.lost,
-            frames: r.frames,
-            heartbeat_age_ms: r.heartbeat_age_ns / 1_000_000,
-        }
-    }
-}
-
 /// `helixctl stat`: a ring's header and every counter.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stat {
@@ -192,7 +141,7 @@ pub struct Stat {
     /// The writer lease.
     pub writer: Lease,
     /// Every reader.
-    pub readers: Vec<ReaderRow>,
+    pub readers: Vec<ReaderStats>,
 }
 
 /// The writer lease, for JSON.
@@ -235,7 +184,7 @@ fn stat_of(ns: &Namespace, v: &RingView, s: &RingStats) -> Stat {
         overruns: s.overruns(),
         max_backpressure: s.readers.iter().map(|r| r.backpressure).fold(0.0, f64::max),
         writer: Lease { pid: s.lease.pid, alive: s.lease.alive, epoch: s.lease.epoch, takeovers: s.lease.takeovers },
-        readers: s.readers.iter().map(ReaderRow::from).collect(),
+        readers: s.readers.clone(),
     }
 }
 

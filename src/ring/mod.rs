@@ -454,8 +454,9 @@ pub struct LeaseInfo {
     pub takeovers: u64,
 }
 
-/// One reader as seen in the table.
+/// One reader as seen in the table (serialised as-is by helixctl's JSON).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "tools", derive(serde::Serialize))]
 pub struct ReaderStats {
     /// Entry index in the table.
     pub index: usize,
