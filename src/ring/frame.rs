@@ -101,7 +101,7 @@ pub(crate) fn load_bytes(words: &[AtomicU64], offset: usize, dst: &mut [u8]) {
 /// Whether the slot still holds `seq` after the loads just done.
 #[inline(always)]
 pub(crate) fn still_valid(slot: &Slot<'_>, seq: u64) -> bool {
-    // SYNC POINT: seqlock re-check. The acquire fence orders the payload
+    // SYNC POINT: seqlock WRITING mark. The acquire fence orders the payload
     // loads above before this load; it pairs with the release fence the
     // writer issues after marking the slot WRITING.
     fence(Ordering::Acquire);

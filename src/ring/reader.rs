@@ -176,6 +176,7 @@ impl ReaderCore {
             return TryReadError::Empty;
         }
         let newest_in_slot = if stamp & STAMP_WRITING != 0 { in_slot - 1 } else { in_slot };
+        // SYNC POINT: published count.
         let newest = region.header().published.load(Ordering::Acquire).max(newest_in_slot);
         let resume = (seq + 1).max((newest + 1).saturating_sub(region.capacity()));
         let lost = resume - seq;
@@ -645,6 +646,7 @@ impl Drop for Reader {
 fn claim_entry(region: &Region, pid: u32) -> Option<usize> {
     let claiming = entry_state(pid, ENTRY_CLAIMING);
     region.entries().find_map(|(i, e)| {
+        // SYNC POINT: reader entry released (the previous owner is done).
         e.state.compare_exchange(ENTRY_FREE, claiming, Ordering::AcqRel, Ordering::Relaxed).ok().map(|_| i)
     })
 }

@@ -223,6 +223,7 @@ impl Writer {
     fn gate(&mut self) -> u64 {
         let mut min = u64::MAX;
         for (_, e) in self.region.entries() {
+            // SYNC POINT: reader entry published (its cursor and gating flag).
             if is_active(e.state.load(Ordering::Acquire)) && e.gating.load(Ordering::Relaxed) == GATING_YES {
                 // SYNC POINT: slot released to the writer. Pairs with the
                 // Release store of the cursor in `ReaderCore::consumed`.
@@ -326,7 +327,10 @@ impl Writer {
         self.next = last + 1;
         // SYNC POINT: reader park Dekker. Pairs with the SeqCst fence in
         // `Reader::park`: either that reader's re-check sees our stamps, or
-        // this load sees its `waiters` increment. Ordering a store before a
+        // this load sees its `waiters` increment.
+        // SYNC POINT: join Dekker. The same fence is the writer's side of a
+        // reader's join (`Reader::new`): the next claim's load of
+        // `table_epoch` comes after it. Ordering a store before a
         // later load needs SeqCst; Acquire/Release cannot.
         fence(Ordering::SeqCst);
         if self.region.readers().waiters.load(Ordering::Relaxed) != 0 {
@@ -374,6 +378,7 @@ fn take_lease(region: &Region) -> Result<u64, LeaseError> {
     let h = region.header();
     let (me, my_start) = host::identity();
     loop {
+        // SYNC POINT: lease committed (the holder's start time is visible).
         let word = h.lease.load(Ordering::Acquire);
         let (pid, epoch, committed) = lease_parts(word);
         let takeover = pid != 0;
@@ -442,7 +447,7 @@ impl Claim<'_> {
         let seq = self.first + self.written;
         let slot = region.slot(seq);
         slot.header.stamp.store(seq | STAMP_WRITING, Ordering::Relaxed);
-        // SYNC POINT: seqlock begin. Orders the WRITING mark before the
+        // SYNC POINT: seqlock WRITING mark. Orders the WRITING mark before the
         // payload stores; pairs with the Acquire fence in `still_valid`, so a
         // reader that sees any new payload word also sees the mark.
         fence(Ordering::Release);
