@@ -164,36 +164,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if cli.json {
                 json(&s)?;
             } else {
+                let (g, st) = (&s.geometry, &s.stats);
                 println!(
                     "ring {} (namespace {}): {} slots of {} bytes (payload up to {}), {}, stall timeout {} ms",
-                    s.name, s.namespace, s.capacity, s.slot_size, s.max_payload, s.policy, s.stall_timeout_ms
+                    s.name,
+                    s.namespace,
+                    g.capacity,
+                    g.slot_size,
+                    g.max_payload,
+                    g.policy.as_str(),
+                    g.stall_timeout_ns / 1_000_000
                 );
-                println!("  published      {} frames, {}", s.published, fmt_bytes(s.bytes));
-                let w = &s.writer;
+                println!("  published      {} frames, {}", st.published, fmt_bytes(st.bytes));
+                let w = &st.lease;
                 println!(
                     "  writer         {} (lease epoch {}, {} takeovers)",
                     w.pid.map_or("none".into(), |p| format!("pid {p}{}", if w.alive { "" } else { " (dead)" })),
                     w.epoch,
                     w.takeovers
                 );
-                println!("  writer waits   {} ({:.3} s in all)", s.writer_waits, s.writer_wait_ns as f64 / 1e9);
-                println!("  readers        {} of {} entries, {} parked", s.readers.len(), s.max_readers, s.parked);
-                println!("  overruns       {}; demotions {}; dead readers swept {}", s.overruns, s.demotions, s.swept);
+                println!("  writer waits   {} ({:.3} s in all)", st.writer_waits, st.writer_wait_ns as f64 / 1e9);
+                println!("  readers        {} of {} entries, {} parked", st.readers.len(), g.max_readers, st.parked);
+                println!(
+                    "  overruns       {}; demotions {}; dead readers swept {}",
+                    s.overruns, st.demotions, st.swept
+                );
                 println!("  backpressure   {:.3} (largest lag / capacity)", s.max_backpressure);
             }
         }
         Cmd::Readers { ring } => {
             let s = ctl::stat(&ns, &ring)?;
             if cli.json {
-                json(&serde_json::json!({ "ring": s.name, "namespace": s.namespace, "readers": s.readers }))?;
-            } else if s.readers.is_empty() {
+                json(&serde_json::json!({ "ring": s.name, "namespace": s.namespace, "readers": s.stats.readers }))?;
+            } else if s.stats.readers.is_empty() {
                 println!("no readers on ring {ring}");
             } else {
                 println!(
                     "{:>3} {:<20} {:>8} {:<5} {:<8} {:>14} {:>10} {:>6} {:>9} {:>10} {:>9}",
                     "#", "NAME", "PID", "ALIVE", "GATING", "CURSOR", "LAG", "BP", "OVERRUNS", "LOST", "HEARTBEAT"
                 );
-                for r in &s.readers {
+                for r in &s.stats.readers {
                     println!(
                         "{:>3} {:<20} {:>8} {:<5} {:<8} {:>14} {:>10} {:>6.3} {:>9} {:>10} {:>8.1}s",
                         r.index,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::shm::Namespace;
-use crate::{AttachError, ReaderStats, RingStats, RingView};
+use crate::{AttachError, Geometry, RingStats, RingView};
 
 /// One row of `helixctl list`: a ring, or a file that is not a usable ring.
 #[derive(Debug, Clone, Serialize)]
@@ -101,91 +101,39 @@ pub fn list(ns: &Namespace, sample: Duration) -> std::io::Result<Vec<ListRow>> {
         .collect())
 }
 
-/// `helixctl stat`: a ring's header and every counter.
+/// `helixctl stat`: a ring's header and every counter: the geometry and
+/// the counters flattened into one object, plus two figures derived from
+/// the readers.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stat {
     /// Ring name.
     pub name: String,
     /// Namespace.
     pub namespace: String,
-    /// `overwrite` or `block`.
-    pub policy: &'static str,
-    /// Slots.
-    pub capacity: u64,
-    /// Bytes per slot.
-    pub slot_size: u32,
-    /// Largest payload.
-    pub max_payload: u32,
-    /// Reader table size.
-    pub max_readers: u32,
-    /// Stall timeout of gating readers, ms.
-    pub stall_timeout_ms: u64,
-    /// Highest published sequence (frames published, ever).
-    pub published: u64,
-    /// Payload bytes published, ever.
-    pub bytes: u64,
-    /// Times the writer waited for space.
-    pub writer_waits: u64,
-    /// Nanoseconds it waited.
-    pub writer_wait_ns: u64,
-    /// Gating readers demoted.
-    pub demotions: u64,
-    /// Dead readers' entries freed.
-    pub swept: u64,
-    /// Readers parked now.
-    pub parked: u32,
+    /// Geometry and policy.
+    #[serde(flatten)]
+    pub geometry: Geometry,
+    /// Every counter, the writer lease and the readers.
+    #[serde(flatten)]
+    pub stats: RingStats,
     /// Overrun events over current readers.
     pub overruns: u64,
     /// Largest backpressure ratio over current readers.
     pub max_backpressure: f64,
-    /// The writer lease.
-    pub writer: Lease,
-    /// Every reader.
-    pub readers: Vec<ReaderStats>,
-}
-
-/// The writer lease, for JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct Lease {
-    /// Holder pid, if held.
-    pub pid: Option<u32>,
-    /// Whether the holder is alive.
-    pub alive: bool,
-    /// Lease epoch.
-    pub epoch: u64,
-    /// Leases taken from dead holders.
-    pub takeovers: u64,
 }
 
 /// Reads everything `stat` shows.
 pub fn stat(ns: &Namespace, ring: &str) -> Result<Stat, AttachError> {
     let v = RingView::attach(ns, ring)?;
-    Ok(stat_of(ns, &v, &v.stats()))
-}
-
-fn stat_of(ns: &Namespace, v: &RingView, s: &RingStats) -> Stat {
-    let g = v.geometry();
-    Stat {
+    let stats = v.stats();
+    Ok(Stat {
         name: v.name().to_owned(),
         namespace: ns.to_string(),
-        policy: g.policy.as_str(),
-        capacity: g.capacity,
-        slot_size: g.slot_size,
-        max_payload: g.max_payload,
-        max_readers: g.max_readers,
-        stall_timeout_ms: g.stall_timeout_ns / 1_000_000,
-        published: s.published,
-        bytes: s.bytes,
-        writer_waits: s.writer_waits,
-        writer_wait_ns: s.writer_wait_ns,
-        demotions: s.demotions,
-        swept: s.swept,
-        parked: s.parked,
-        overruns: s.overruns(),
-        max_backpressure: s.readers.iter().map(|r| r.backpressure).fold(0.0, f64::max),
-        writer: Lease { pid: s.lease.pid, alive: s.lease.alive, epoch: s.lease.epoch, takeovers: s.lease.takeovers },
-        readers: s.readers.clone(),
-    }
+        geometry: v.geometry().clone(),
+        overruns: stats.overruns(),
+        max_backpressure: stats.readers.iter().map(|r| r.backpressure).fold(0.0, f64::max),
+        stats,
+    })
 }
 
 /// Bytes as `256 MiB`, `4.0 KiB`.

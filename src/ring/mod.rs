@@ -35,6 +35,7 @@ pub const MAX_READERS: u32 = 1024;
 
 /// What the writer does when the ring is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "tools", derive(serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum Policy {
     /// Real time: the writer never waits; a reader that falls a whole ring
     /// behind gets an [`Overrun`] and resumes at the oldest intact frame.
@@ -443,6 +444,7 @@ fn evict(region: &Region, index: usize, force: bool) -> Result<FreedReader, Evic
 
 /// The writer lease as seen in the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "tools", derive(serde::Serialize))]
 pub struct LeaseInfo {
     /// Holder pid, if held.
     pub pid: Option<u32>,
@@ -486,8 +488,10 @@ pub struct ReaderStats {
     pub heartbeat_age_ns: u64,
 }
 
-/// A snapshot of a ring's counters, read without locks.
+/// A snapshot of a ring's counters, read without locks (serialised as-is
+/// by helixctl's JSON, the lease as `writer`).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "tools", derive(serde::Serialize))]
 pub struct RingStats {
     /// Highest published sequence (= frames published, ever).
     pub published: u64,
@@ -504,6 +508,7 @@ pub struct RingStats {
     /// Readers currently parked.
     pub parked: u32,
     /// The writer lease.
+    #[cfg_attr(feature = "tools", serde(rename = "writer"))]
     pub lease: LeaseInfo,
     /// Every registered reader.
     pub readers: Vec<ReaderStats>,
