@@ -62,6 +62,8 @@ pub mod futex;
 pub mod hal;
 pub mod layout;
 #[cfg(feature = "tools")]
+pub mod ledger;
+#[cfg(feature = "tools")]
 pub mod logging;
 pub mod process;
 pub mod ring;

@@ -162,6 +162,36 @@ fn zero_copy_frames_release_their_slot_on_drop() {
 }
 
 #[test]
+fn a_deferred_release_holds_read_slots_until_released() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &opts(4, Policy::Block)).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("ledger") }).unwrap();
+    r.set_deferred_release(true);
+    for i in 1..=4u64 {
+        w.try_publish(&i.to_le_bytes()).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    let mut seen = Vec::new();
+    assert_eq!(r.try_read_batch(8, |f| seen.push(f.seq())), Ok(4));
+    assert_eq!(seen, [1, 2, 3, 4]);
+    // Read but held: the writer may not reuse any of the four slots.
+    assert_eq!((r.cursor(), r.released()), (5, 1));
+    assert_eq!(w.try_publish(b"x"), Err(PublishError::Full { needed: 1, free: 0 }));
+    r.release();
+    assert_eq!(r.released(), 5);
+    assert_eq!(w.try_publish(b"x").unwrap(), 5);
+    // Turning deferral off releases what was read and every read after it.
+    assert_eq!(r.try_read(&mut buf).unwrap().seq, 5);
+    assert_eq!(r.released(), 5);
+    r.set_deferred_release(false);
+    assert_eq!(r.released(), 6);
+    w.try_publish(b"y").unwrap();
+    assert_eq!(r.try_read(&mut buf).unwrap().seq, 6);
+    assert_eq!(r.released(), 7);
+}
+
+#[test]
 fn oversize_frames_and_small_buffers_are_refused_without_loss() {
     let ns = TestNs::new();
     let ring = Ring::create(&ns, "r", &opts(4, Policy::Overwrite)).unwrap();

@@ -131,6 +131,8 @@ pub(crate) struct ReaderCore {
     /// Frame count at which the next heartbeat is due.
     heartbeat_at: u64,
     pid: u32,
+    /// The cursor is shown to the writer only by [`Reader::release`].
+    deferred: bool,
 }
 
 /// A reading reader refreshes its heartbeat at least every this many frames.
@@ -143,15 +145,24 @@ impl ReaderCore {
         self.cursor = next;
         self.frames += n;
         let e = region.entry(self.idx);
-        // SYNC POINT: slot released to the writer. Pairs with the Acquire
-        // load of cursors in `Writer::gate`; our payload loads happen before
-        // the writer's next stores to these slots.
-        e.cursor.store(next, Ordering::Release);
         e.frames.store(self.frames, Ordering::Relaxed);
         if self.frames >= self.heartbeat_at {
             self.heartbeat_at = self.frames + HEARTBEAT_EVERY;
             e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
         }
+        if !self.deferred {
+            self.release(region);
+        }
+    }
+
+    /// Shows the writer our cursor: every slot before it may be reused.
+    #[inline]
+    pub(crate) fn release(&mut self, region: &Region) {
+        let e = region.entry(self.idx);
+        // SYNC POINT: slot released to the writer. Pairs with the Acquire
+        // load of cursors in `Writer::gate`; our payload loads happen before
+        // the writer's next stores to these slots.
+        e.cursor.store(self.cursor, Ordering::Release);
         if self.block_ring && e.gating.load(Ordering::Relaxed) == GATING_YES {
             super::wake_writer(region);
         }
@@ -186,9 +197,8 @@ impl ReaderCore {
         e.overruns.store(self.overruns, Ordering::Relaxed);
         e.lost.store(self.lost, Ordering::Relaxed);
         self.cursor = resume;
-        e.cursor.store(resume, Ordering::Release);
-        if self.block_ring && e.gating.load(Ordering::Relaxed) == GATING_YES {
-            super::wake_writer(region);
+        if !self.deferred {
+            self.release(region);
         }
         TryReadError::Overrun(Overrun { lost, resume_at: resume })
     }
@@ -300,6 +310,7 @@ impl Reader {
                 block_ring,
                 heartbeat_at: HEARTBEAT_EVERY,
                 pid,
+                deferred: false,
             },
             region,
             wait: opts.wait,
@@ -552,6 +563,31 @@ impl Reader {
         }
         e.parked.store(0, Ordering::Relaxed);
         rd.waiters.fetch_sub(1, Ordering::Release);
+    }
+
+    /// With `deferred`, reading no longer frees slots: the cursor the writer
+    /// (and a gating check) sees moves only when [`Reader::release`] is
+    /// called. A consumer that must make frames durable first (the ledger)
+    /// reads a batch, writes it out, then releases it, so a crash in between
+    /// leaves the frames in the ring for its successor. Turning it off
+    /// releases at once. Held frames count against the ring's capacity and
+    /// the stall timeout: release at least that often.
+    pub fn set_deferred_release(&mut self, deferred: bool) {
+        self.core.deferred = deferred;
+        if !deferred {
+            self.release();
+        }
+    }
+
+    /// Frees every slot read so far for the writer (see
+    /// [`Reader::set_deferred_release`]; without it reads release at once).
+    pub fn release(&mut self) {
+        self.core.release(&self.region);
+    }
+
+    /// The cursor the writer sees: the next sequence not yet released.
+    pub fn released(&self) -> u64 {
+        self.region.entry(self.core.idx).cursor.load(Ordering::Relaxed)
     }
 
     /// Records a sign of life (done automatically while reading and waiting).

@@ -1,0 +1,420 @@
+//! The ledger's on-disk format, byte for byte as in `docs/ledger.md`.
+//!
+//! A ledger is a folder of segment files `seg-NNNNNNNNNN.hxl`. Each segment
+//! is a 128-byte header followed by records. Every record ends with its
+//! chain hash, `Blake3(previous chain hash || record without its hash)`; the
+//! chain runs across segments (a segment header names the hash it continues
+//! from) and starts from 32 zero bytes. All integers are little-endian.
+
+use std::fmt;
+
+/// The first eight bytes of every segment.
+pub const MAGIC: [u8; 8] = *b"HELIXLDG";
+/// The format version this code writes and reads.
+pub const VERSION: u32 = 1;
+/// Size of a segment header.
+pub const SEGMENT_HEADER_LEN: usize = 128;
+/// Size of a record's fixed part, before the payload.
+pub const RECORD_HEADER_LEN: usize = 40;
+/// Size of a chain hash.
+pub const HASH_LEN: usize = 32;
+/// A record with an empty payload.
+pub const MIN_RECORD_LEN: usize = RECORD_HEADER_LEN + HASH_LEN;
+/// The largest payload a record may carry (a ring's payload is smaller).
+pub const MAX_PAYLOAD: usize = 16 << 20;
+/// The chain value before the first record.
+pub const GENESIS: Hash = [0; HASH_LEN];
+
+/// A chain hash.
+pub type Hash = [u8; HASH_LEN];
+
+/// What a record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum RecordType {
+    /// A frame as the ring delivered it.
+    Frame = 1,
+    /// Sequences of a ring that the ledger could not record (they were
+    /// overwritten before it read them).
+    Gap = 2,
+    /// Declares a ring id: its name and incarnation, and the next sequence
+    /// the ledger expects from it. Written when a ring is first seen, when it
+    /// was replaced, and at the start of every segment for every ring.
+    Ring = 3,
+}
+
+impl RecordType {
+    /// The type of a record's type field, if it is one.
+    pub fn from_u16(v: u16) -> Option<RecordType> {
+        match v {
+            1 => Some(RecordType::Frame),
+            2 => Some(RecordType::Gap),
+            3 => Some(RecordType::Ring),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name, as `export` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::Frame => "frame",
+            RecordType::Gap => "gap",
+            RecordType::Ring => "ring",
+        }
+    }
+}
+
+/// Why a GAP record was written.
+pub const GAP_OVERRUN: u32 = 1;
+
+/// The fixed part of a record (bytes 0..40).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Length of the whole record, hash included.
+    pub len: u32,
+    /// Raw type (see [`RecordType`]).
+    pub rtype: u16,
+    /// Ring id, declared by a RING record.
+    pub ring: u16,
+    /// FRAME: the frame's sequence. GAP: the first lost sequence. RING: the
+    /// next sequence expected.
+    pub seq: u64,
+    /// The writer's lease epoch when the ledger read the frame.
+    pub epoch: u64,
+    /// CLOCK_REALTIME (ns) when the ledger read it.
+    pub recv_ns: u64,
+    /// The frame's kind (0 for GAP and RING).
+    pub kind: u32,
+    /// Payload length.
+    pub payload_len: u32,
+}
+
+impl RecordHeader {
+    /// Encodes into the first [`RECORD_HEADER_LEN`] bytes of `out`.
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..4].copy_from_slice(&self.len.to_le_bytes());
+        out[4..6].copy_from_slice(&self.rtype.to_le_bytes());
+        out[6..8].copy_from_slice(&self.ring.to_le_bytes());
+        out[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        out[16..24].copy_from_slice(&self.epoch.to_le_bytes());
+        out[24..32].copy_from_slice(&self.recv_ns.to_le_bytes());
+        out[32..36].copy_from_slice(&self.kind.to_le_bytes());
+        out[36..40].copy_from_slice(&self.payload_len.to_le_bytes());
+    }
+
+    /// Decodes the first [`RECORD_HEADER_LEN`] bytes of `b`.
+    pub fn decode(b: &[u8]) -> RecordHeader {
+        RecordHeader {
+            len: u32_at(b, 0),
+            rtype: u16_at(b, 4),
+            ring: u16_at(b, 6),
+            seq: u64_at(b, 8),
+            epoch: u64_at(b, 16),
+            recv_ns: u64_at(b, 24),
+            kind: u32_at(b, 32),
+            payload_len: u32_at(b, 36),
+        }
+    }
+}
+
+/// The payload of a RING record (24 bytes and the name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingDecl {
+    /// The ring's `created_ns`: which incarnation of the name this is.
+    pub created_ns: u64,
+    /// Its capacity in slots.
+    pub capacity: u64,
+    /// Its largest payload.
+    pub max_payload: u32,
+    /// 0 overwrite, 1 block.
+    pub policy: u8,
+    /// The ring's name.
+    pub name: String,
+}
+
+impl RingDecl {
+    /// The encoded payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(24 + self.name.len());
+        p.extend_from_slice(&self.created_ns.to_le_bytes());
+        p.extend_from_slice(&self.capacity.to_le_bytes());
+        p.extend_from_slice(&self.max_payload.to_le_bytes());
+        p.push(self.policy);
+        p.push(self.name.len() as u8);
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(self.name.as_bytes());
+        p
+    }
+
+    /// Decodes a payload, or says what is wrong with it.
+    pub fn decode(p: &[u8]) -> Result<RingDecl, &'static str> {
+        if p.len() < 24 {
+            return Err("RING payload shorter than 24 bytes");
+        }
+        let name_len = p[21] as usize;
+        if p.len() != 24 + name_len {
+            return Err("RING payload length does not match its name length");
+        }
+        let name = std::str::from_utf8(&p[24..]).map_err(|_| "RING name is not UTF-8")?;
+        Ok(RingDecl {
+            created_ns: u64_at(p, 0),
+            capacity: u64_at(p, 8),
+            max_payload: u32_at(p, 16),
+            policy: p[20],
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// The payload of a GAP record (16 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GapInfo {
+    /// The last lost sequence (inclusive; the first is the record's `seq`).
+    pub last: u64,
+    /// Why ([`GAP_OVERRUN`]).
+    pub reason: u32,
+}
+
+impl GapInfo {
+    /// The encoded payload.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut p = [0u8; 16];
+        p[0..8].copy_from_slice(&self.last.to_le_bytes());
+        p[8..12].copy_from_slice(&self.reason.to_le_bytes());
+        p
+    }
+
+    /// Decodes a payload.
+    pub fn decode(p: &[u8]) -> Result<GapInfo, &'static str> {
+        if p.len() != 16 {
+            return Err("GAP payload is not 16 bytes");
+        }
+        Ok(GapInfo { last: u64_at(p, 0), reason: u32_at(p, 8) })
+    }
+}
+
+/// A segment header (128 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The segment's number, 1 for the first; also its file name.
+    pub segment: u64,
+    /// How many records the ledger held before this segment.
+    pub first_record: u64,
+    /// CLOCK_REALTIME (ns) when the segment was started.
+    pub created_ns: u64,
+    /// The chain hash this segment continues from: the last record's hash
+    /// in the previous segment, or [`GENESIS`].
+    pub prev_hash: Hash,
+}
+
+/// What is wrong with a segment header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Fewer than 128 bytes.
+    Short(usize),
+    /// Not a ledger segment.
+    Magic,
+    /// A version this code does not read.
+    Version(u32),
+    /// The header's own hash does not match its bytes.
+    Checksum,
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::Short(n) => write!(f, "segment header is {n} bytes, expected {SEGMENT_HEADER_LEN}"),
+            HeaderError::Magic => write!(f, "not a HELIX ledger segment (bad magic)"),
+            HeaderError::Version(v) => write!(f, "segment format version {v}, this program reads {VERSION}"),
+            HeaderError::Checksum => write!(f, "segment header checksum mismatch"),
+        }
+    }
+}
+
+impl SegmentHeader {
+    /// The encoded header, its checksum (Blake3 of bytes 0..96) at 96..128.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
+        b[16..24].copy_from_slice(&self.segment.to_le_bytes());
+        b[24..32].copy_from_slice(&self.first_record.to_le_bytes());
+        b[32..40].copy_from_slice(&self.created_ns.to_le_bytes());
+        b[40..72].copy_from_slice(&self.prev_hash);
+        let sum = blake3::hash(&b[..96]);
+        b[96..128].copy_from_slice(sum.as_bytes());
+        b
+    }
+
+    /// Decodes and checks a header.
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        if b.len() < SEGMENT_HEADER_LEN {
+            return Err(HeaderError::Short(b.len()));
+        }
+        if b[0..8] != MAGIC {
+            return Err(HeaderError::Magic);
+        }
+        let version = u32_at(b, 8);
+        if version != VERSION || u32_at(b, 12) as usize != SEGMENT_HEADER_LEN {
+            return Err(HeaderError::Version(version));
+        }
+        if blake3::hash(&b[..96]).as_bytes() != &b[96..128] {
+            return Err(HeaderError::Checksum);
+        }
+        Ok(SegmentHeader {
+            segment: u64_at(b, 16),
+            first_record: u64_at(b, 24),
+            created_ns: u64_at(b, 32),
+            prev_hash: b[40..72].try_into().unwrap(),
+        })
+    }
+}
+
+/// The chain hash of `record` (its bytes without the hash) after `prev`.
+#[inline]
+pub fn chain(prev: &Hash, record: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(prev);
+    h.update(record);
+    *h.finalize().as_bytes()
+}
+
+/// The file name of segment `n`.
+pub fn segment_name(n: u64) -> String {
+    format!("seg-{n:010}.hxl")
+}
+
+/// The segment number in a file name, if it is a segment's.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".hxl")?;
+    (digits.len() == 10 && digits.bytes().all(|c| c.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// A record as read back: header, payload and stored hash.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// The fixed part.
+    pub header: RecordHeader,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// The bytes the hash covers.
+    pub body: &'a [u8],
+    /// The stored chain hash.
+    pub hash: &'a [u8],
+}
+
+/// Why the bytes at an offset are not a whole record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Torn {
+    /// Fewer bytes left than a record header.
+    ShortHeader,
+    /// The length field is impossible (shorter than a record or longer than
+    /// any record may be) or disagrees with the payload length.
+    BadLength(u32),
+    /// The record runs past the end of the file.
+    PastEnd {
+        /// Its length.
+        len: u32,
+        /// Bytes left in the file.
+        left: usize,
+    },
+}
+
+impl fmt::Display for Torn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Torn::ShortHeader => write!(f, "fewer than {RECORD_HEADER_LEN} bytes left for a record header"),
+            Torn::BadLength(len) => write!(f, "impossible record length {len}"),
+            Torn::PastEnd { len, left } => write!(f, "record of {len} bytes runs past the end ({left} bytes left)"),
+        }
+    }
+}
+
+/// Splits the record at the start of `b` off, checking only its framing.
+pub fn split_record(b: &[u8]) -> Result<RecordView<'_>, Torn> {
+    if b.len() < RECORD_HEADER_LEN {
+        return Err(Torn::ShortHeader);
+    }
+    let header = RecordHeader::decode(b);
+    let len = header.len as usize;
+    if !(MIN_RECORD_LEN..=MIN_RECORD_LEN + MAX_PAYLOAD).contains(&len)
+        || header.payload_len as usize != len - MIN_RECORD_LEN
+    {
+        return Err(Torn::BadLength(header.len));
+    }
+    if len > b.len() {
+        return Err(Torn::PastEnd { len: header.len, left: b.len() });
+    }
+    let body_end = len - HASH_LEN;
+    Ok(RecordView { header, payload: &b[RECORD_HEADER_LEN..body_end], body: &b[..body_end], hash: &b[body_end..len] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_every_byte_of_a_segment_header_is_checked() {
+        let h = SegmentHeader { segment: 7, first_record: 99, created_ns: 12345, prev_hash: [0xab; 32] };
+        let b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        for i in 0..SEGMENT_HEADER_LEN {
+            let mut bad = b;
+            bad[i] ^= 1;
+            assert!(SegmentHeader::decode(&bad).is_err(), "flip at {i} not detected");
+        }
+        let r = RecordHeader { len: 80, rtype: 1, ring: 3, seq: 5, epoch: 2, recv_ns: 9, kind: 1, payload_len: 8 };
+        let mut rb = [0u8; RECORD_HEADER_LEN];
+        r.encode(&mut rb);
+        assert_eq!(RecordHeader::decode(&rb), r);
+        let d = RingDecl { created_ns: 1, capacity: 64, max_payload: 48, policy: 1, name: "telemetry".into() };
+        assert_eq!(RingDecl::decode(&d.encode()), Ok(d));
+        let g = GapInfo { last: 77, reason: GAP_OVERRUN };
+        assert_eq!(GapInfo::decode(&g.encode()), Ok(g));
+    }
+
+    #[test]
+    fn framing_errors_are_told_apart() {
+        let mut rec = vec![0u8; MIN_RECORD_LEN + 4];
+        RecordHeader {
+            len: rec.len() as u32,
+            rtype: 1,
+            ring: 0,
+            seq: 1,
+            epoch: 1,
+            recv_ns: 0,
+            kind: 0,
+            payload_len: 4,
+        }
+        .encode(&mut rec);
+        assert_eq!(split_record(&rec).unwrap().payload.len(), 4);
+        assert_eq!(split_record(&rec[..10]).unwrap_err(), Torn::ShortHeader);
+        assert!(matches!(split_record(&rec[..50]), Err(Torn::PastEnd { len: 76, left: 50 })));
+        rec[0] = 3;
+        assert_eq!(split_record(&rec).unwrap_err(), Torn::BadLength(3));
+        assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+        assert_eq!(parse_segment_name("seg-42.hxl"), None);
+    }
+}

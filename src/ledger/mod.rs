@@ -1,0 +1,23 @@
+//! helix-ledger: a Blake3 hash-chained audit ledger of every frame.
+//!
+//! The ledger taps rings as a gating reader and appends each frame to
+//! append-only segment files as a record whose chain hash covers the
+//! previous one (format: [`format`], `docs/ledger.md`). Frames are released
+//! to the writer only after their records are written, so a ledger that is
+//! killed loses no frame the ring still holds: on restart it cuts off a
+//! torn tail, checks the tail of the chain, and resumes at the next
+//! sequence. Frames lost anyway (an overwriting ring, a late start, a
+//! demotion) are recorded as explicit GAP records.
+
+pub mod chain;
+pub mod command;
+pub mod config;
+pub mod format;
+pub mod run;
+pub mod store;
+pub mod verify;
+
+pub use chain::{BadRecord, Chain, Problem, RingState};
+pub use config::LedgerConfig;
+pub use store::{AppendStats, Ledger, LedgerError, Recovery};
+pub use verify::{head, verify, walk, Head, Summary, VerifyFailure};

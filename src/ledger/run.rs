@@ -1,0 +1,342 @@
+//! The helix-ledger service: taps every configured ring as a gating
+//! reader and appends every frame to the ledger.
+//!
+//! One thread does everything, in a loop: read a batch from each ring into
+//! the ledger's buffer (frames the ring confirms intact are sealed into the
+//! chain), write the buffer out when it is large or the rings are idle, and
+//! only then release the frames to the writer; fdatasync on the interval.
+//! Between batches, every 50 ms, it takes signals, pings the watchdog,
+//! refreshes the status line, attaches rings that appeared, notices rings
+//! that were replaced, and re-registers as a gating reader if the writer
+//! demoted it.
+
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use tracing::{error, info, warn};
+
+use super::config::LedgerConfig;
+use super::format::RingDecl;
+use super::store::{Ledger, LedgerError};
+use crate::{Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
+
+/// Frames read from one ring per batch.
+const BATCH: usize = 4096;
+/// Buffered bytes at which the buffer is written out (and frames released).
+const FLUSH_BYTES: usize = 256 << 10;
+/// How often the loop does its housekeeping.
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// How often missing rings are looked for and present ones checked for
+/// replacement.
+const RING_CHECK: Duration = Duration::from_secs(1);
+/// How often the status line is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// How often the status is logged.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// One ring the ledger records.
+struct Tap {
+    name: String,
+    reader: Option<Reader>,
+    id: u16,
+    created_ns: u64,
+    /// Logged that the ring is missing (once until it appears).
+    missing_logged: bool,
+}
+
+/// Options a test or a benchmark may change beyond the configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Notify systemd (READY, STATUS, WATCHDOG, STOPPING).
+    pub notify: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { notify: true }
+    }
+}
+
+fn notify(on: bool, states: &[NotifyState]) {
+    if on {
+        if let Err(e) = sd_notify::notify(false, states) {
+            warn!("cannot notify systemd: {e}");
+        }
+    }
+}
+
+fn reader_options(next_seq: u64) -> ReaderOptions {
+    ReaderOptions {
+        name: "helix-ledger".into(),
+        gating: true,
+        start: Start::At(next_seq),
+        wait: WaitStrategy::SpinThenPark { spins: 1024 },
+    }
+}
+
+impl Tap {
+    /// Attaches to the ring if it exists, declaring it in the ledger.
+    fn attach(&mut self, ns: &Namespace, ledger: &mut Ledger) -> Result<(), LedgerError> {
+        let view = match RingView::attach(ns, &self.name) {
+            Ok(v) => v,
+            Err(e) => {
+                if !self.missing_logged {
+                    warn!("ring {}: {e}; attaching when it appears", self.name);
+                    self.missing_logged = true;
+                }
+                return Ok(());
+            }
+        };
+        let g = view.geometry();
+        let decl = RingDecl {
+            created_ns: g.created_ns,
+            capacity: g.capacity,
+            max_payload: g.max_payload,
+            policy: u8::from(g.policy == Policy::Block),
+            name: self.name.clone(),
+        };
+        let (id, next) = ledger.declare(&decl)?;
+        match Reader::attach(ns, &self.name, &reader_options(next)) {
+            Ok(mut r) => {
+                r.set_deferred_release(true);
+                if g.policy == Policy::Overwrite {
+                    warn!(
+                        "ring {} overwrites: frames the ledger is too slow for are lost (and recorded as GAPs)",
+                        self.name
+                    );
+                }
+                info!("recording ring {} from sequence {next} (ledger ring id {id})", self.name);
+                self.reader = Some(r);
+                self.id = id;
+                self.created_ns = g.created_ns;
+                self.missing_logged = false;
+            }
+            Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
+        }
+        Ok(())
+    }
+
+    /// Reads one batch into the ledger; returns how many records it added.
+    #[inline]
+    fn pump(&mut self, ledger: &mut Ledger) -> usize {
+        let Some(reader) = self.reader.as_mut() else { return 0 };
+        let id = self.id;
+        let epoch = reader.writer_epoch();
+        let now = crate::process::realtime_ns();
+        let got = reader.try_read_batch(BATCH, |f| {
+            let payload = ledger.reserve_frame(id, f.seq(), epoch, now, f.kind(), f.len());
+            // A frame overwritten while copied is not counted by the batch,
+            // and `seal` drops it.
+            let _ = f.copy_to(payload);
+        });
+        match got {
+            Ok(n) => {
+                ledger.seal(id, n);
+                n
+            }
+            Err(TryReadError::Empty) => {
+                ledger.seal(id, 0);
+                0
+            }
+            Err(TryReadError::Overrun(o)) => {
+                ledger.seal(id, 0);
+                let first = o.resume_at - o.lost;
+                warn!(
+                    "ring {}: sequences {first} to {} were overwritten before the ledger read them; recording a GAP",
+                    self.name,
+                    o.resume_at - 1
+                );
+                ledger.append_gap(id, first, o.resume_at - 1, epoch);
+                1
+            }
+            Err(TryReadError::Frame(e)) => {
+                // A batch reports no frame errors; should one appear, the
+                // frame stays unread and is retried.
+                ledger.seal(id, 0);
+                error!("ring {}: {e}", self.name);
+                0
+            }
+        }
+    }
+
+    /// Housekeeping for one ring: re-register after a demotion, switch to a
+    /// replacement ring once the old one is drained.
+    fn check(&mut self, ns: &Namespace, ledger: &mut Ledger, idle: bool) -> Result<(), LedgerError> {
+        let Some(reader) = self.reader.as_ref() else { return self.attach(ns, ledger) };
+        if reader.was_demoted() && idle {
+            let next = ledger.chain().rings[self.id as usize].next_seq;
+            warn!("ring {}: the writer demoted the ledger (too slow); re-registering as a gating reader", self.name);
+            self.reader = None;
+            match Reader::attach(ns, &self.name, &reader_options(next)) {
+                Ok(mut r) => {
+                    r.set_deferred_release(true);
+                    self.reader = Some(r);
+                }
+                Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
+            }
+            return Ok(());
+        }
+        let replaced = RingView::attach(ns, &self.name).is_ok_and(|v| v.geometry().created_ns != self.created_ns);
+        if replaced && idle {
+            info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
+            self.reader = None;
+            return self.attach(ns, ledger);
+        }
+        Ok(())
+    }
+}
+
+/// Runs the ledger until SIGTERM or SIGINT.
+pub fn run(cfg: &LedgerConfig, opts: &RunOptions) -> Result<(), String> {
+    let signals = crate::signal::Signals::block(&[libc::SIGTERM, libc::SIGINT])
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size).map_err(|e| e.to_string())?;
+    if rec.created {
+        info!("started a new ledger in {}", cfg.dir.display());
+    }
+    for p in &rec.removed {
+        warn!("removed {} (a segment whose start was interrupted)", p.display());
+    }
+    if let Some((path, offset, bytes, why)) = &rec.truncated {
+        warn!("truncated a torn tail of {bytes} bytes at {} offset {offset} ({why})", path.display());
+    }
+    if !rec.created {
+        info!("ledger {}: {} records, segment {}, chain tail verified", cfg.dir.display(), rec.records, rec.segment);
+    }
+    let mut taps: Vec<Tap> = cfg
+        .rings
+        .iter()
+        .map(|name| Tap { name: name.clone(), reader: None, id: 0, created_ns: 0, missing_logged: false })
+        .collect();
+    for t in &mut taps {
+        t.attach(&cfg.namespace, &mut ledger).map_err(|e| e.to_string())?;
+    }
+    ledger.flush().map_err(|e| e.to_string())?;
+    notify(opts.notify, &[NotifyState::Ready, NotifyState::Status(&status(&taps, &ledger, 0.0))]);
+    let watchdog = crate::daemon::watchdog_interval().filter(|_| opts.notify);
+    let result = serve(cfg, opts, &signals, &mut taps, &mut ledger, watchdog);
+    notify(opts.notify, &[NotifyState::Stopping]);
+    // Whatever happened, make durable what was written.
+    let flushed = ledger.flush().and_then(|()| ledger.sync());
+    for t in &mut taps {
+        if let (Some(r), true) = (t.reader.as_mut(), flushed.is_ok()) {
+            r.release();
+        }
+    }
+    let s = ledger.stats();
+    info!(
+        "stopped: {} frames and {} gaps ({} sequences lost) recorded this run, {} fsyncs, head {}",
+        s.frames,
+        s.gaps,
+        s.lost,
+        s.syncs,
+        super::format::hex(&ledger.chain().hash)
+    );
+    result?;
+    flushed.map_err(|e| e.to_string())
+}
+
+fn serve(
+    cfg: &LedgerConfig,
+    opts: &RunOptions,
+    signals: &crate::signal::Signals,
+    taps: &mut [Tap],
+    ledger: &mut Ledger,
+    watchdog: Option<Duration>,
+) -> Result<(), String> {
+    let start = Instant::now();
+    let mut next_housekeeping = start + HOUSEKEEPING;
+    let mut next_ring_check = start + RING_CHECK;
+    let mut next_status = start + STATUS_EVERY;
+    let mut next_log = start + LOG_EVERY;
+    let mut next_ping = start;
+    let mut rate = (start, 0u64, 0.0f64);
+    loop {
+        let mut got = 0;
+        for t in taps.iter_mut() {
+            got += t.pump(ledger);
+        }
+        if got == 0 || ledger.buffered() >= FLUSH_BYTES {
+            ledger.flush().map_err(|e| e.to_string())?;
+            // Written: the frames may go.
+            for t in taps.iter_mut() {
+                if let Some(r) = t.reader.as_mut() {
+                    r.release();
+                }
+            }
+        }
+        let sync_due = ledger.sync_due_in(cfg.fsync_interval);
+        if sync_due == Some(Duration::ZERO) {
+            ledger.sync().map_err(|e| e.to_string())?;
+        }
+        let now = Instant::now();
+        if now >= next_housekeeping {
+            next_housekeeping = now + HOUSEKEEPING;
+            if let Some(sig) = signals.wait(Duration::ZERO).map_err(|e| format!("sigtimedwait: {e}"))? {
+                info!("signal {sig}: stopping");
+                return Ok(());
+            }
+            if let Some(wd) = watchdog {
+                if now >= next_ping {
+                    notify(true, &[NotifyState::Watchdog]);
+                    next_ping = now + wd / 2;
+                }
+            }
+            if now >= next_ring_check {
+                next_ring_check = now + RING_CHECK;
+                for t in taps.iter_mut() {
+                    t.check(&cfg.namespace, ledger, got == 0).map_err(|e| e.to_string())?;
+                }
+            }
+            if now >= next_status {
+                next_status = now + STATUS_EVERY;
+                let frames = ledger.stats().frames;
+                let dt = now.duration_since(rate.0).as_secs_f64();
+                rate = (now, frames, (frames - rate.1) as f64 / dt.max(1e-9));
+                notify(opts.notify, &[NotifyState::Status(&status(taps, ledger, rate.2))]);
+                if now >= next_log {
+                    next_log = now + LOG_EVERY;
+                    info!("{}", status(taps, ledger, rate.2));
+                }
+            }
+        }
+        if got == 0 {
+            // Idle: wait for the next frame, the next fsync or housekeeping.
+            let mut timeout = next_housekeeping.saturating_duration_since(Instant::now());
+            if let Some(d) = ledger.sync_due_in(cfg.fsync_interval) {
+                timeout = timeout.min(d);
+            }
+            match taps.iter_mut().filter_map(|t| t.reader.as_mut()).collect::<Vec<_>>().as_mut_slice() {
+                [] => std::thread::sleep(timeout),
+                [only] => {
+                    let _ = only.wait_timeout(timeout);
+                }
+                // Several rings: a reader parks on one ring's futex only, so
+                // poll them every millisecond.
+                [first, ..] => {
+                    let _ = first.wait_timeout(timeout.min(Duration::from_millis(1)));
+                }
+            }
+        }
+    }
+}
+
+/// The one-line status: rings, rate, gaps, segment.
+fn status(taps: &[Tap], ledger: &Ledger, rate: f64) -> String {
+    let s = ledger.stats();
+    let rings: Vec<&str> =
+        taps.iter().map(|t| if t.reader.is_some() { t.name.as_str() } else { "(waiting)" }).collect();
+    let mut line = format!(
+        "recording {}: {:.0} frames/s, {} frames, {} gaps this run; {} records, segment {}",
+        rings.join(", "),
+        rate,
+        s.frames,
+        s.gaps,
+        ledger.chain().records,
+        ledger.segment()
+    );
+    if let Some(missing) = taps.iter().find(|t| t.reader.is_none()) {
+        line.push_str(&format!("; waiting for ring {}", missing.name));
+    }
+    line
+}

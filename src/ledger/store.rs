@@ -1,0 +1,529 @@
+//! Appending to a ledger folder: recovery of the tail on open, group
+//! commit, segment rotation.
+//!
+//! Records are encoded into a buffer, sealed (hashed into the chain) once
+//! the ring confirmed the frames were intact, written with `write(2)` by
+//! [`Ledger::flush`], and made durable by `fdatasync` on an interval. A new
+//! segment is written under a temporary name with its header and ring
+//! declarations, synced, and renamed into place, so every segment file
+//! starts whole.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::chain::{BadRecord, Chain, Problem};
+use super::format::*;
+
+/// Why a ledger folder cannot be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The last segment's header is unreadable.
+    #[error("{path}: {problem}")]
+    Header {
+        /// The segment.
+        path: PathBuf,
+        /// What is wrong.
+        problem: HeaderError,
+    },
+    /// A bad record that is not a torn tail: data follows it, so truncating
+    /// would destroy records. The ledger refuses to append to it.
+    #[error(
+        "{path}: offset {}, record {}: {} ({} bytes follow); this is not a torn tail, so nothing is truncated: \
+         run `helix-ledger verify`, and move the folder aside to start a new ledger",
+        .bad.offset, .bad.index, .bad.problem, .follow
+    )]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// The first bad record.
+        bad: BadRecord,
+        /// Bytes from its end (or its start, if its length is unreadable)
+        /// to the end of the file.
+        follow: u64,
+    },
+    /// A ring name that cannot be recorded.
+    #[error("ring name {0:?} is longer than 255 bytes")]
+    RingName(String),
+    /// More rings than a record's ring id can name.
+    #[error("a ledger records at most 65536 rings")]
+    TooManyRings,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io { path: path.to_owned(), source }
+}
+
+/// What opening a ledger found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The folder had no segment: a new ledger was started.
+    pub created: bool,
+    /// A torn tail was cut off: (segment file, offset, bytes removed, why).
+    pub truncated: Option<(PathBuf, u64, u64, String)>,
+    /// Temporary files of an unfinished segment rotation that were removed.
+    pub removed: Vec<PathBuf>,
+    /// Records in the ledger.
+    pub records: u64,
+    /// The segment appended to.
+    pub segment: u64,
+}
+
+/// Counters of an open ledger since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendStats {
+    /// FRAME records sealed.
+    pub frames: u64,
+    /// GAP records written.
+    pub gaps: u64,
+    /// Sequences the GAP records cover.
+    pub lost: u64,
+    /// Bytes written to segment files.
+    pub bytes: u64,
+    /// fdatasync calls.
+    pub syncs: u64,
+    /// Segments started.
+    pub segments: u64,
+}
+
+/// An open ledger folder, appending.
+pub struct Ledger {
+    dir: PathBuf,
+    file: File,
+    segment: u64,
+    /// Bytes in the current segment file.
+    seg_len: u64,
+    segment_limit: u64,
+    /// Encoded records not yet written; `buf[..sealed]` are hashed.
+    buf: Vec<u8>,
+    sealed: usize,
+    /// The chain after the last sealed record.
+    chain: Chain,
+    dirty: bool,
+    last_sync: Instant,
+    stats: AppendStats,
+}
+
+/// The segment files in `dir`, sorted by number.
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(n) = entry.file_name().to_str().and_then(parse_segment_name) {
+            out.push((n, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The chain state at the end of segment `path`, checked from its header.
+/// A bad record is returned with the state before it, for the caller to
+/// decide whether it is a torn tail.
+pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Vec<u8>, Option<BadRecord>), LedgerError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let header =
+        SegmentHeader::decode(&bytes).map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })?;
+    let mut chain = Chain::at_segment(&header);
+    let bad = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, |_, _, _| {}).err();
+    Ok((header, chain, bytes, bad))
+}
+
+/// Whether the bad record at `bad.offset` is the torn end of an
+/// interrupted append: its bytes run to the end of the file, or everything
+/// from it on is zero (a file extended but never written).
+pub fn is_torn_tail(bytes: &[u8], bad: &BadRecord) -> bool {
+    let rest = &bytes[bad.offset as usize..];
+    let reaches_end = match &bad.problem {
+        Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. }) => true,
+        Problem::Torn(Torn::BadLength(_)) => false,
+        Problem::Hash | Problem::Invalid(_) => split_record(rest).is_ok_and(|r| r.header.len as usize == rest.len()),
+    };
+    reaches_end || rest.iter().all(|&b| b == 0)
+}
+
+impl Ledger {
+    /// Opens (or starts) the ledger in `dir`: finds the last complete
+    /// record, cuts off a torn tail, and checks the last segment's chain
+    /// from its header on.
+    pub fn open(dir: &Path, segment_limit: u64) -> Result<(Ledger, Recovery), LedgerError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut recovery = Recovery::default();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let path = entry.map_err(io_err(dir))?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                recovery.removed.push(path);
+            }
+        }
+        let Some((segment, path)) = segments(dir)?.pop() else {
+            recovery.created = true;
+            let ledger = Ledger::start_segment(dir, 1, Chain::default(), segment_limit, AppendStats::default())?;
+            return Ok((ledger, recovery));
+        };
+        let (_, chain, bytes, bad) = scan_tail(&path)?;
+        let mut len = bytes.len() as u64;
+        if let Some(bad) = bad {
+            if !is_torn_tail(&bytes, &bad) {
+                let follow = split_record(&bytes[bad.offset as usize..])
+                    .map_or(len - bad.offset, |r| len - bad.offset - r.header.len as u64);
+                return Err(LedgerError::Corrupt { path, bad, follow });
+            }
+            let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+            file.set_len(bad.offset).map_err(io_err(&path))?;
+            file.sync_data().map_err(io_err(&path))?;
+            recovery.truncated = Some((path.clone(), bad.offset, len - bad.offset, bad.problem.to_string()));
+            len = bad.offset;
+        }
+        let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+        recovery.records = chain.records;
+        recovery.segment = segment;
+        let ledger = Ledger {
+            dir: dir.to_owned(),
+            file,
+            segment,
+            seg_len: len,
+            segment_limit,
+            buf: Vec::with_capacity(1 << 20),
+            sealed: 0,
+            chain,
+            dirty: false,
+            last_sync: Instant::now(),
+            stats: AppendStats::default(),
+        };
+        Ok((ledger, recovery))
+    }
+
+    /// Writes segment `n` (header and a declaration of every ring) under a
+    /// temporary name, syncs it and renames it into place.
+    fn start_segment(
+        dir: &Path,
+        n: u64,
+        chain: Chain,
+        segment_limit: u64,
+        stats: AppendStats,
+    ) -> Result<Ledger, LedgerError> {
+        let header = SegmentHeader {
+            segment: n,
+            first_record: chain.records,
+            created_ns: crate::process::realtime_ns(),
+            prev_hash: chain.hash,
+        };
+        let path = dir.join(segment_name(n));
+        let tmp = dir.join(format!("{}.tmp", segment_name(n)));
+        let mut ledger = Ledger {
+            dir: dir.to_owned(),
+            file: File::create(&tmp).map_err(io_err(&tmp))?,
+            segment: n,
+            seg_len: 0,
+            segment_limit,
+            buf: Vec::with_capacity(1 << 20),
+            sealed: 0,
+            chain: Chain { rings: Vec::new(), ..chain.clone() },
+            dirty: false,
+            last_sync: Instant::now(),
+            stats: AppendStats { segments: stats.segments + 1, ..stats },
+        };
+        ledger.buf.extend_from_slice(&header.encode());
+        ledger.sealed = ledger.buf.len();
+        for (id, r) in chain.rings.iter().enumerate() {
+            ledger.append_ring(id as u16, &r.decl, r.next_seq);
+        }
+        // The new chain keeps the old counters of every ring.
+        ledger.chain.rings = chain.rings;
+        ledger.write_buffer(&tmp)?;
+        ledger.file.sync_data().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+        ledger.dirty = false;
+        ledger.last_sync = Instant::now();
+        Ok(ledger)
+    }
+
+    /// The chain after the last sealed record.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> AppendStats {
+        self.stats
+    }
+
+    /// The segment being appended to.
+    pub fn segment(&self) -> u64 {
+        self.segment
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The id of `decl.name` and the next sequence to record from it. A
+    /// ring not seen before, or a new incarnation of one (another
+    /// `created_ns`), is declared with a RING record and starts at 1.
+    pub fn declare(&mut self, decl: &RingDecl) -> Result<(u16, u64), LedgerError> {
+        if decl.name.len() > 255 {
+            return Err(LedgerError::RingName(decl.name.clone()));
+        }
+        let id = match self.chain.ring_id(&decl.name) {
+            Some(id) if self.chain.rings[id as usize].decl.created_ns == decl.created_ns => {
+                return Ok((id, self.chain.rings[id as usize].next_seq))
+            }
+            Some(id) => id,
+            None => u16::try_from(self.chain.rings.len()).map_err(|_| LedgerError::TooManyRings)?,
+        };
+        self.append_ring(id, decl, 1);
+        Ok((id, 1))
+    }
+
+    fn append_ring(&mut self, id: u16, decl: &RingDecl, next_seq: u64) {
+        let payload = decl.encode();
+        let h = RecordHeader { rtype: RecordType::Ring as u16, ring: id, seq: next_seq, ..Default::default() };
+        self.reserve(h, payload.len()).copy_from_slice(&payload);
+        self.seal(id, 1);
+    }
+
+    /// Adds a GAP record: sequences `first..=last` of ring `id` are lost.
+    pub fn append_gap(&mut self, id: u16, first: u64, last: u64, epoch: u64) {
+        let payload = GapInfo { last, reason: GAP_OVERRUN }.encode();
+        let h = RecordHeader {
+            rtype: RecordType::Gap as u16,
+            ring: id,
+            seq: first,
+            epoch,
+            recv_ns: crate::process::realtime_ns(),
+            ..Default::default()
+        };
+        self.reserve(h, payload.len()).copy_from_slice(&payload);
+        self.seal(id, 1);
+        self.stats.gaps += 1;
+        self.stats.lost += last - first + 1;
+    }
+
+    /// Appends an unsealed FRAME record of `len` payload bytes and returns
+    /// the payload to fill. [`Ledger::seal`] keeps it or drops it.
+    #[inline]
+    pub fn reserve_frame(&mut self, id: u16, seq: u64, epoch: u64, recv_ns: u64, kind: u32, len: usize) -> &mut [u8] {
+        let h =
+            RecordHeader { rtype: RecordType::Frame as u16, ring: id, seq, epoch, recv_ns, kind, ..Default::default() };
+        self.reserve(h, len)
+    }
+
+    #[inline]
+    fn reserve(&mut self, h: RecordHeader, len: usize) -> &mut [u8] {
+        let at = self.buf.len();
+        let total = MIN_RECORD_LEN + len;
+        self.buf.resize(at + total, 0);
+        let h = RecordHeader { len: total as u32, payload_len: len as u32, ..h };
+        h.encode(&mut self.buf[at..]);
+        &mut self.buf[at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + len]
+    }
+
+    /// Keeps the first `n` unsealed records (of ring `id`), hashing them
+    /// into the chain, and drops the rest (frames the ring did not confirm
+    /// as intact).
+    #[inline]
+    pub fn seal(&mut self, id: u16, n: usize) {
+        let mut at = self.sealed;
+        for _ in 0..n {
+            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap()) as usize;
+            let body = at + len - HASH_LEN;
+            let hash = chain(&self.chain.hash, &self.buf[at..body]);
+            self.buf[body..at + len].copy_from_slice(&hash);
+            let rec = split_record(&self.buf[at..at + len]).expect("a record this ledger encoded");
+            // The same rules `verify` applies: a frame out of sequence here
+            // is a bug in the caller, and must not reach the disk.
+            if let Err(p) = self.chain.accept(&rec) {
+                panic!("ledger {}: appending an invalid record of ring {id}: {p}", self.dir.display());
+            }
+            if rec.header.rtype == RecordType::Frame as u16 {
+                self.stats.frames += 1;
+            }
+            at += len;
+        }
+        self.sealed = at;
+        self.buf.truncate(at);
+    }
+
+    /// Bytes buffered and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes the sealed records to the segment file (the page cache: they
+    /// survive this process being killed), and starts the next segment if
+    /// this one is full. The caller may release the frames afterwards.
+    pub fn flush(&mut self) -> Result<(), LedgerError> {
+        debug_assert_eq!(self.sealed, self.buf.len(), "flush with unsealed records");
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(segment_name(self.segment));
+        self.write_buffer(&path)?;
+        if self.seg_len >= self.segment_limit {
+            self.sync()?;
+            let stats = self.stats;
+            *self = Ledger::start_segment(&self.dir, self.segment + 1, self.chain.clone(), self.segment_limit, stats)?;
+        }
+        Ok(())
+    }
+
+    fn write_buffer(&mut self, path: &Path) -> Result<(), LedgerError> {
+        self.file.write_all(&self.buf).map_err(io_err(path))?;
+        self.seg_len += self.buf.len() as u64;
+        self.stats.bytes += self.buf.len() as u64;
+        self.buf.clear();
+        self.sealed = 0;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Makes everything written durable (fdatasync), if anything is new.
+    pub fn sync(&mut self) -> Result<(), LedgerError> {
+        if self.dirty {
+            let path = self.dir.join(segment_name(self.segment));
+            self.file.sync_data().map_err(io_err(&path))?;
+            self.dirty = false;
+            self.stats.syncs += 1;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// How long until the written data must be synced under `interval`, or
+    /// `None` if nothing waits for a sync.
+    pub fn sync_due_in(&self, interval: Duration) -> Option<Duration> {
+        self.dirty.then(|| interval.saturating_sub(self.last_sync.elapsed()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::verify::{verify, VerifyFailure};
+
+    /// A folder removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!("helix-ledger-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn decl() -> RingDecl {
+        RingDecl { created_ns: 42, capacity: 64, max_payload: 32, policy: 1, name: "t".into() }
+    }
+
+    /// Appends frames `from..from+n` of ring `t` with 20-byte payloads.
+    fn append(l: &mut Ledger, from: u64, n: u64) {
+        let (id, next) = l.declare(&decl()).unwrap();
+        assert_eq!(next, from);
+        for seq in from..from + n {
+            l.reserve_frame(id, seq, 1, 0, 7, 20).fill(seq as u8);
+            l.seal(id, 1);
+        }
+        l.flush().unwrap();
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_the_chain_resumes() {
+        let d = TempDir::new("torn");
+        let (mut l, rec) = Ledger::open(&d.0, 1 << 20).unwrap();
+        assert!(rec.created);
+        append(&mut l, 1, 10);
+        let head = l.chain().clone();
+        // Half a record, as a write cut short would leave.
+        let (id, _) = l.declare(&decl()).unwrap();
+        l.reserve_frame(id, 11, 1, 0, 7, 20);
+        l.seal(id, 1);
+        let half = &l.buf[..30].to_vec();
+        l.buf.clear();
+        l.sealed = 0;
+        drop(l);
+        let path = d.0.join(segment_name(1));
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(half).unwrap();
+
+        let (mut l, rec) = Ledger::open(&d.0, 1 << 20).unwrap();
+        let (p, offset, cut, _) = rec.truncated.unwrap();
+        assert_eq!((p, offset, cut), (path.clone(), len, 30));
+        assert_eq!((l.chain().hash, l.chain().records), (head.hash, head.records));
+        append(&mut l, 11, 5);
+        drop(l);
+        let s = verify(&d.0).unwrap().unwrap();
+        assert_eq!((s.rings[0].frames, s.rings[0].next_seq), (15, 16));
+    }
+
+    #[test]
+    fn a_bad_record_with_data_after_it_is_refused_not_truncated() {
+        let d = TempDir::new("corrupt");
+        let (mut l, _) = Ledger::open(&d.0, 1 << 20).unwrap();
+        append(&mut l, 1, 10);
+        drop(l);
+        let path = d.0.join(segment_name(1));
+        let mut bytes = fs::read(&path).unwrap();
+        let len = bytes.len();
+        // A payload byte of the fifth frame (after the header and the RING record).
+        let ring_len = MIN_RECORD_LEN + decl().encode().len();
+        let fifth = SEGMENT_HEADER_LEN + ring_len + 4 * (MIN_RECORD_LEN + 20);
+        bytes[fifth + RECORD_HEADER_LEN + 3] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        match Ledger::open(&d.0, 1 << 20) {
+            Err(LedgerError::Corrupt { bad, follow, .. }) => {
+                assert_eq!((bad.offset, bad.index, bad.problem), (fifth as u64, 5, Problem::Hash));
+                assert_eq!(follow, (len - fifth - (MIN_RECORD_LEN + 20)) as u64);
+            }
+            other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(fs::metadata(&path).unwrap().len(), len as u64, "nothing truncated");
+    }
+
+    #[test]
+    fn segments_rotate_and_each_restates_its_rings() {
+        let d = TempDir::new("rotate");
+        let (mut l, _) = Ledger::open(&d.0, 4096).unwrap();
+        for i in 0..20 {
+            append(&mut l, 1 + i * 10, 10);
+        }
+        assert!(l.segment() >= 4, "segment {}", l.segment());
+        drop(l);
+        let s = verify(&d.0).unwrap().unwrap();
+        assert_eq!((s.segments >= 4, s.rings.len(), s.rings[0].frames, s.rings[0].next_seq), (true, 1, 200, 201));
+        // Reopening resumes from the last segment alone.
+        let (l, rec) = Ledger::open(&d.0, 4096).unwrap();
+        assert_eq!((rec.truncated, l.chain().rings[0].next_seq), (None, 201));
+        // A leftover of an interrupted rotation is removed on open.
+        drop(l);
+        let tmp = d.0.join(format!("{}.tmp", segment_name(99)));
+        fs::write(&tmp, b"partial").unwrap();
+        let (_, rec) = Ledger::open(&d.0, 4096).unwrap();
+        assert_eq!(rec.removed, vec![tmp]);
+        // A new incarnation of the ring starts again at 1.
+        let (mut l, _) = Ledger::open(&d.0, 4096).unwrap();
+        assert_eq!(l.declare(&RingDecl { created_ns: 43, ..decl() }).unwrap(), (0, 1));
+        l.flush().unwrap();
+        drop(l);
+        fs::remove_file(d.0.join(segment_name(2))).unwrap();
+        assert!(matches!(verify(&d.0).unwrap(), Err(VerifyFailure::MissingSegment { expected: 2, .. })));
+    }
+}

@@ -1,0 +1,189 @@
+//! Checking a whole ledger (`verify`), its latest hash (`head`) and
+//! printing records for an audit (`export`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::chain::{BadRecord, Chain, RingState};
+use super::format::*;
+use super::store::{scan_tail, segments, LedgerError};
+
+/// The first thing wrong with a ledger, precisely located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyFailure {
+    /// The folder holds no segment.
+    Empty,
+    /// A segment is missing from the numbering.
+    MissingSegment {
+        /// The number expected.
+        expected: u64,
+        /// The file found in its place.
+        found: PathBuf,
+    },
+    /// A segment's header is unreadable or does not continue the chain.
+    Header {
+        /// The segment.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A bad record.
+    Record {
+        /// The segment.
+        path: PathBuf,
+        /// The record.
+        bad: BadRecord,
+    },
+}
+
+impl fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyFailure::Empty => write!(f, "no ledger segment (seg-NNNNNNNNNN.hxl) in this folder"),
+            VerifyFailure::MissingSegment { expected, found } => {
+                write!(f, "segment {expected} ({}) is missing; next is {}", segment_name(*expected), found.display())
+            }
+            VerifyFailure::Header { path, problem } => write!(f, "{}: header: {problem}", path.display()),
+            VerifyFailure::Record { path, bad } => {
+                write!(f, "{}: offset {}, record {}", path.display(), bad.offset, bad.index)?;
+                if let Some((ring, seq)) = &bad.ring_seq {
+                    write!(f, " ({ring} seq {seq})")?;
+                }
+                write!(f, ": {}", bad.problem)
+            }
+        }
+    }
+}
+
+/// A ledger that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Segment files.
+    pub segments: u64,
+    /// Records of all types.
+    pub records: u64,
+    /// The final chain hash.
+    pub hash: Hash,
+    /// Every ring, with its counts over the whole ledger.
+    pub rings: Vec<RingState>,
+}
+
+/// Where a record is and what it holds, for [`walk`]'s visitor.
+pub struct Located<'a> {
+    /// Segment number.
+    pub segment: u64,
+    /// Offset in the segment file.
+    pub offset: u64,
+    /// Index in the ledger.
+    pub index: u64,
+    /// The ring's name.
+    pub ring: &'a str,
+    /// The record.
+    pub record: &'a RecordView<'a>,
+}
+
+/// Reads every segment in order, checking every header and record, and
+/// calls `visit` for each good record. Stops at the first failure.
+pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
+    let segs = segments(dir)?;
+    if segs.is_empty() {
+        return Ok(Err(VerifyFailure::Empty));
+    }
+    let mut chain = Chain::default();
+    // Counts over the whole ledger, by ring id (the chain's counts restart
+    // with each segment's declarations).
+    let mut totals: Vec<RingState> = Vec::new();
+    for (i, (n, path)) in segs.iter().enumerate() {
+        let expected = i as u64 + 1;
+        if *n != expected {
+            return Ok(Err(VerifyFailure::MissingSegment { expected, found: path.clone() }));
+        }
+        let bytes = std::fs::read(path).map_err(|source| LedgerError::Io { path: path.clone(), source })?;
+        let header = match SegmentHeader::decode(&bytes) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(VerifyFailure::Header { path: path.clone(), problem: e.to_string() })),
+        };
+        let problem = if header.segment != *n {
+            Some(format!("says it is segment {}", header.segment))
+        } else if header.first_record != chain.records {
+            Some(format!("says {} records precede it; the chain has {}", header.first_record, chain.records))
+        } else if header.prev_hash != chain.hash {
+            Some(format!(
+                "continues from hash {}, but the chain ends at {}",
+                hex(&header.prev_hash[..8]),
+                hex(&chain.hash[..8])
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Ok(Err(VerifyFailure::Header { path: path.clone(), problem }));
+        }
+        let result = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, |c, rec, offset| {
+            let id = rec.header.ring as usize;
+            let ring = &c.rings[id];
+            visit(&Located { segment: *n, offset, index: c.records - 1, ring: &ring.decl.name, record: rec });
+            // The chain's counts restart with each segment's declarations;
+            // these run over the whole ledger. Ids are declared in order.
+            if id == totals.len() {
+                totals.push(RingState { frames: 0, gaps: 0, lost: 0, ..ring.clone() });
+            }
+            let t = &mut totals[id];
+            t.next_seq = ring.next_seq;
+            match RecordType::from_u16(rec.header.rtype) {
+                Some(RecordType::Frame) => t.frames += 1,
+                Some(RecordType::Gap) => {
+                    t.gaps += 1;
+                    t.lost += GapInfo::decode(rec.payload).map_or(0, |g| g.last - rec.header.seq + 1);
+                }
+                Some(RecordType::Ring) => t.decl = ring.decl.clone(),
+                None => {}
+            }
+        });
+        if let Err(bad) = result {
+            return Ok(Err(VerifyFailure::Record { path: path.clone(), bad }));
+        }
+    }
+    Ok(Ok(Summary { segments: segs.len() as u64, records: chain.records, hash: chain.hash, rings: totals }))
+}
+
+/// Verifies the whole ledger in `dir`.
+pub fn verify(dir: &Path) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
+    walk(dir, |_| {})
+}
+
+/// The latest record of a ledger, for anchoring it elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The last segment.
+    pub segment: u64,
+    /// Records in the ledger.
+    pub records: u64,
+    /// The chain hash of the last record.
+    pub hash: Hash,
+    /// Bytes after the last complete record (a torn tail the ledger will
+    /// cut off when it next starts), if any.
+    pub torn_bytes: u64,
+    /// Each ring's next expected sequence.
+    pub rings: Vec<(String, u64)>,
+}
+
+/// The head of the ledger in `dir`: the last segment's chain, checked from
+/// its header. A corrupt last segment is an error; a torn tail is reported.
+pub fn head(dir: &Path) -> Result<Result<Head, VerifyFailure>, LedgerError> {
+    let Some((segment, path)) = segments(dir)?.pop() else { return Ok(Err(VerifyFailure::Empty)) };
+    let (_, chain, bytes, bad) = match scan_tail(&path) {
+        Ok(t) => t,
+        Err(LedgerError::Header { path, problem }) => {
+            return Ok(Err(VerifyFailure::Header { path, problem: problem.to_string() }))
+        }
+        Err(e) => return Err(e),
+    };
+    let torn_bytes = match bad {
+        Some(bad) if super::store::is_torn_tail(&bytes, &bad) => bytes.len() as u64 - bad.offset,
+        Some(bad) => return Ok(Err(VerifyFailure::Record { path, bad })),
+        None => 0,
+    };
+    let rings = chain.rings.iter().map(|r| (r.decl.name.clone(), r.next_seq)).collect();
+    Ok(Ok(Head { segment, records: chain.records, hash: chain.hash, torn_bytes, rings }))
+}
