@@ -37,7 +37,8 @@ pub fn init(level: LevelFilter) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.with_ansi(false).event_format(Journald).init();
     } else {
-        builder.init();
+        use std::io::IsTerminal;
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }
 

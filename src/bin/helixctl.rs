@@ -76,6 +76,14 @@ enum Cmd {
         #[arg(long)]
         config: Option<std::path::PathBuf>,
     },
+    /// Verify a helix-ledger folder: recompute every chain hash and check
+    /// every record; print the first bad record (segment, offset, sequence)
+    /// or the record count and the final hash. Exits 1 on any mismatch.
+    Verify {
+        /// The ledger folder.
+        #[arg(default_value = "/var/lib/helix/ledger")]
+        dir: std::path::PathBuf,
+    },
     /// Remove a reader's entry (by index or name). Refuses a live process
     /// unless --force; a forcibly evicted live reader keeps writing its
     /// cursor into the entry until it exits, so use --force only on stuck
@@ -117,6 +125,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Man => {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Verify { dir } => {
+            let ok = helix::ledger::command::verify(dir, cli.json)?;
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         _ => {}
     }
@@ -246,7 +258,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Metrics { listen: None } => print!("{}", ctl::metrics::render(&ns).context("reading /dev/shm")?),
         Cmd::Metrics { listen: Some(addr) } => ctl::metrics::serve(&ns, &addr)?,
-        Cmd::Completions { .. } | Cmd::Man => unreachable!("handled above"),
+        Cmd::Completions { .. } | Cmd::Man | Cmd::Verify { .. } => unreachable!("handled above"),
         Cmd::Doctor { config } => {
             // Room needed by configured rings that do not exist yet.
             let configured =

@@ -26,8 +26,7 @@ const BATCH: usize = 4096;
 const FLUSH_BYTES: usize = 256 << 10;
 /// How often the loop does its housekeeping.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
-/// How often missing rings are looked for and present ones checked for
-/// replacement.
+/// How often attached rings are checked for replacement and demotion.
 const RING_CHECK: Duration = Duration::from_secs(1);
 /// How often the status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
@@ -282,9 +281,15 @@ fn serve(
                     next_ping = now + wd / 2;
                 }
             }
-            if now >= next_ring_check {
+            let ring_check = now >= next_ring_check;
+            if ring_check {
                 next_ring_check = now + RING_CHECK;
-                for t in taps.iter_mut() {
+            }
+            for t in taps.iter_mut() {
+                // A missing ring is looked for on every tick: frames
+                // published before the ledger attaches stay only as long
+                // as the ring holds them.
+                if ring_check || t.reader.is_none() {
                     t.check(&cfg.namespace, ledger, got == 0).map_err(|e| e.to_string())?;
                 }
             }
