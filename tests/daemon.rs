@@ -4,12 +4,11 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{watchdog, Reaped, TestNs};
+use common::{watchdog, Notify, Reaped, TestNs};
 use helix::telemetry::Sample;
 use helix::*;
 
@@ -56,37 +55,6 @@ impl Drop for Env {
 const TELEMETRY: &str = "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 65536\npolicy = \"block\"\n";
 const SIM: &str = "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = 100\nrate_hz = 100.0\n";
 
-/// Messages on the notify socket, with the time each arrived.
-struct Notify {
-    sock: UnixDatagram,
-    path: PathBuf,
-}
-
-impl Notify {
-    fn new(env: &Env) -> Notify {
-        let path = env.dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Notify { sock, path }
-    }
-
-    fn next(&self) -> String {
-        let mut buf = [0u8; 4096];
-        let n = self.sock.recv(&mut buf).expect("a notification within 20 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
-    /// The next message containing `what`.
-    fn until(&self, what: &str) -> String {
-        loop {
-            let m = self.next();
-            if m.lines().any(|l| l == what || l.starts_with(what)) {
-                return m;
-            }
-        }
-    }
-}
-
 fn signal(child: &std::process::Child, sig: i32) {
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, sig) };
@@ -105,7 +73,7 @@ fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
     let _dog = watchdog("helixd notify", Duration::from_secs(60));
     let env = Env::new();
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env);
+    let notify = Notify::new(&env.dir);
     let mut d = Reaped::new(
         env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "2000000").spawn().unwrap(),
     );
@@ -136,7 +104,7 @@ fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
     let _dog = watchdog("helixd restart", Duration::from_secs(60));
     let env = Env::new();
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env);
+    let notify = Notify::new(&env.dir);
     let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     let mut r =
@@ -171,7 +139,7 @@ fn sighup_adds_and_retires_rings_and_a_broken_configuration_changes_nothing() {
     let env = Env::new();
     let extra = "[[ring]]\nname = \"extra\"\npreset = \"xs\"\ncapacity = 64\n";
     let cfg = env.config("a.toml", TELEMETRY);
-    let notify = Notify::new(&env);
+    let notify = Notify::new(&env.dir);
     let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     assert!(!env.ns.data_path("extra").exists());
@@ -213,7 +181,7 @@ fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recrea
     assert!(err.contains("capacity is 1024, configured 65536") && err.contains("recreate = true"), "{err}");
     // With recreate = true it is replaced.
     let cfg = env.config("b.toml", &format!("{TELEMETRY}recreate = true\n"));
-    let notify = Notify::new(&env);
+    let notify = Notify::new(&env.dir);
     let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 65536);
@@ -256,7 +224,7 @@ fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traff
         "u.toml",
         &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
     );
-    let notify = Notify::new(&env);
+    let notify = Notify::new(&env.dir);
     let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     let mut r = Reader::attach(
@@ -321,7 +289,7 @@ fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged()
     let _dog = watchdog("helixd journal and sweep", Duration::from_secs(60));
     let env = Env::new();
     let cfg = env.config("j.toml", &format!("{TELEMETRY}unlink_on_stop = true\n"));
-    let notify = Notify::new(&env);
+    let notify = Notify::new(&env.dir);
     let mut d = Reaped::new(
         env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("JOURNAL_STREAM", "8:12345").spawn().unwrap(),
     );

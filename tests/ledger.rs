@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{payload, payload_len, watchdog, Reaped, TestNs};
+use common::{payload, payload_len, watchdog, Notify, Reaped, TestNs};
 use helix::ledger::format::{RecordType, RingDecl, HASH_LEN, RECORD_HEADER_LEN};
 use helix::ledger::{walk, Ledger};
 use helix::*;
@@ -38,19 +38,22 @@ impl Env {
     }
 
     /// The recorder on `ring`, logging to `ledger.log`.
-    fn ledger(&self, ring: &str, segment_mib: u64) -> Reaped {
+    fn ledger_cmd(&self, ring: &str, segment_mib: u64) -> Command {
         let log = OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_helix-ledger"))
-            .args(["--ring", ring, "--fsync-interval-ms", "5", "--segment-size-mib", &segment_mib.to_string()])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_helix-ledger"));
+        cmd.args(["--ring", ring, "--fsync-interval-ms", "5", "--segment-size-mib", &segment_mib.to_string()])
             .arg("--dir")
             .arg(self.dir())
             .env("HELIX_NAMESPACE", self.ns.as_str())
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Reaped::new(child)
+            .stderr(log);
+        cmd
+    }
+
+    fn ledger(&self, ring: &str, segment_mib: u64) -> Reaped {
+        Reaped::new(self.ledger_cmd(ring, segment_mib).spawn().unwrap())
     }
 
     fn log_text(&self) -> String {
@@ -542,4 +545,133 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("this is not a torn tail"), "{err}");
     assert_eq!(fs::metadata(&path).unwrap().len(), size);
+}
+
+#[test]
+fn under_systemd_it_is_ready_once_attached_pings_the_watchdog_and_stops_cleanly() {
+    let _dog = watchdog("ledger notify", Duration::from_secs(60));
+    let env = Env::new();
+    let ring = Ring::create(&env.ns, "telemetry", &ring_opts(1024, 2000)).unwrap();
+    let view = RingView::attach(&env.ns, "telemetry").unwrap();
+    let mut w = ring.writer().unwrap();
+    let notify = Notify::new(&env.tmp);
+    let mut ledger = Reaped::new(
+        env.ledger_cmd("telemetry", 1)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "1000000")
+            .spawn()
+            .unwrap(),
+    );
+    let ready = notify.until("READY=1");
+    assert!(ready.contains("STATUS=recording telemetry"), "{ready}");
+    // At READY=1 the ledger is registered: nothing published from now on
+    // can be missed.
+    assert!(ledger_entry(&view, ledger.0.id()).is_some_and(|e| e.gating));
+    publish_range(&mut w, 1, 500);
+    for _ in 0..3 {
+        notify.until("WATCHDOG=1");
+    }
+    let status = notify.until("STATUS=");
+    assert!(status.contains("frames"), "{status}");
+    wait_for(&env, Some(&mut ledger), "frames 1-500", || recorded_next(&env.dir(), "telemetry") == 501);
+    signal(&ledger.0, libc::SIGTERM);
+    notify.until("STOPPING=1");
+    assert!(ledger.0.wait().unwrap().success());
+    assert_eq!(audit(&env.dir(), 500), (500, vec![]));
+}
+
+/// The rows `| offset | size | field | ... |` of the table under `heading`
+/// in docs/ledger.md.
+fn doc_table(heading: &str) -> Vec<(usize, usize, String)> {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ledger.md")).unwrap();
+    let section = doc.split("\n## ").chain(doc.split("\n### ")).find(|s| s.starts_with(heading)).unwrap();
+    // Up to the next heading of any level.
+    section
+        .split("\n#")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let offset = cells.get(1)?.parse().ok()?;
+            // "n": as long as the payload or the name.
+            let size = match *cells.get(2)? {
+                "n" => 0,
+                n => n.parse().ok()?,
+            };
+            Some((offset, size, cells[3].to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
+    use helix::ledger::format::*;
+    let h = SegmentHeader { segment: 0x1111, first_record: 0x2222, created_ns: 0x3333, prev_hash: [0x44; 32] };
+    let b = h.encode();
+    let rows = doc_table("Segment header");
+    let mut covered = 0;
+    for (offset, size, field) in &rows {
+        let bytes = &b[*offset..offset + size];
+        let expect: Vec<u8> = match field.as_str() {
+            "magic" => MAGIC.to_vec(),
+            "version" => VERSION.to_le_bytes().to_vec(),
+            "header_len" => (SEGMENT_HEADER_LEN as u32).to_le_bytes().to_vec(),
+            "segment" => 0x1111u64.to_le_bytes().to_vec(),
+            "first_record" => 0x2222u64.to_le_bytes().to_vec(),
+            "created_ns" => 0x3333u64.to_le_bytes().to_vec(),
+            "prev_hash" => vec![0x44; 32],
+            "reserved" => vec![0; 24],
+            "header_hash" => blake3::hash(&b[..96]).as_bytes().to_vec(),
+            other => panic!("undocumented field {other}"),
+        };
+        assert_eq!(bytes, &expect[..], "segment header field {field}");
+        covered += size;
+    }
+    assert_eq!(covered, SEGMENT_HEADER_LEN);
+
+    let r = RecordHeader {
+        len: 72 + 3,
+        rtype: 2,
+        ring: 0x0102,
+        seq: 0x0a0b,
+        epoch: 0x0c0d,
+        recv_ns: 0x0e0f,
+        kind: 0x1011,
+        payload_len: 3,
+    };
+    let mut rb = [0u8; RECORD_HEADER_LEN];
+    r.encode(&mut rb);
+    let rows = doc_table("Record (");
+    let mut covered = 0;
+    for (offset, size, field) in rows.iter().filter(|(o, s, _)| *o < RECORD_HEADER_LEN && *s > 0) {
+        let v: u64 = match field.as_str() {
+            "len" => 75,
+            "type" => 2,
+            "ring" => 0x0102,
+            "seq" => 0x0a0b,
+            "epoch" => 0x0c0d,
+            "recv_ns" => 0x0e0f,
+            "kind" => 0x1011,
+            "payload_len" => 3,
+            other => panic!("undocumented field {other}"),
+        };
+        assert_eq!(&rb[*offset..offset + size], &v.to_le_bytes()[..*size], "record field {field}");
+        covered += size;
+    }
+    assert_eq!(covered, RECORD_HEADER_LEN);
+    // The payload tables: GAP and RING.
+    let g = GapInfo { last: 0x55, reason: GAP_OVERRUN }.encode();
+    let gap_rows = doc_table("GAP payload");
+    assert_eq!(gap_rows.iter().map(|r| r.1).sum::<usize>(), g.len());
+    assert_eq!(gap_rows[0], (0, 8, "last".into()));
+    assert_eq!(&g[0..8], &0x55u64.to_le_bytes());
+    let d = RingDecl { created_ns: 9, capacity: 8, max_payload: 7, policy: 1, name: "abc".into() }.encode();
+    let ring_rows = doc_table("RING payload");
+    let at = |name: &str| ring_rows.iter().find(|r| r.2 == name).map(|r| (r.0, r.1)).unwrap();
+    assert_eq!(&d[at("created_ns").0..][..8], &9u64.to_le_bytes());
+    assert_eq!(&d[at("capacity").0..][..8], &8u64.to_le_bytes());
+    assert_eq!(&d[at("max_payload").0..][..4], &7u32.to_le_bytes());
+    assert_eq!((d[at("policy").0], d[at("name_len").0]), (1, 3));
+    assert_eq!(&d[at("name").0..], b"abc");
 }

@@ -86,17 +86,35 @@ fn sysusers_creates_the_helix_user_and_tmpfiles_its_folders() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// The value of `key=` in a unit's text.
+fn setting(unit: &str, key: &str) -> Option<String> {
+    unit.lines().find(|l| l.starts_with(&format!("{key}="))).map(|l| l[key.len() + 1..].trim().to_owned())
+}
+
 #[test]
 fn the_service_keeps_dev_shm_shared_and_its_ipc_alive() {
-    let unit = std::fs::read_to_string(unit_dir().join("helix.service")).unwrap();
-    let set = |key: &str| {
-        unit.lines().find(|l| l.starts_with(&format!("{key}="))).map(|l| l[key.len() + 1..].trim().to_owned())
-    };
-    assert_eq!(set("Type").as_deref(), Some("notify"));
-    assert_eq!(set("RemoveIPC").as_deref(), Some("no"));
-    assert_eq!(set("Restart").as_deref(), Some("on-failure"));
-    assert!(set("WatchdogSec").is_some());
-    for forbidden in ["PrivateDevices", "PrivateIPC", "ProtectProc", "ProcSubset"] {
-        assert!(set(forbidden).is_none(), "{forbidden}= would hide the rings or the readers from helixd");
+    for file in ["helix.service", "helix-ledger.service"] {
+        let unit = std::fs::read_to_string(unit_dir().join(file)).unwrap();
+        let set = |key: &str| setting(&unit, key);
+        assert_eq!(set("Type").as_deref(), Some("notify"), "{file}");
+        assert_eq!(set("RemoveIPC").as_deref(), Some("no"), "{file}");
+        assert_eq!(set("Restart").as_deref(), Some("on-failure"), "{file}");
+        assert!(set("WatchdogSec").is_some(), "{file}");
+        assert!(set("ReadWritePaths").is_some_and(|p| p.split_whitespace().any(|p| p == "/dev/shm")), "{file}");
+        for forbidden in ["PrivateDevices", "PrivateIPC", "ProtectProc", "ProcSubset"] {
+            assert!(set(forbidden).is_none(), "{file}: {forbidden}= would hide the rings or the readers");
+        }
     }
+}
+
+#[test]
+fn the_ledger_is_bound_to_the_daemon_and_may_write_only_its_folder() {
+    let unit = std::fs::read_to_string(unit_dir().join("helix-ledger.service")).unwrap();
+    let set = |key: &str| setting(&unit, key);
+    assert_eq!(set("BindsTo").as_deref(), Some("helix.service"));
+    assert_eq!(set("After").as_deref(), Some("helix.service"));
+    assert_eq!(set("WantedBy").as_deref(), Some("helix.service"));
+    assert_eq!(set("ReadWritePaths").as_deref(), Some("/dev/shm /var/lib/helix/ledger"));
+    // The folder the unit may write is the one the ledger writes by default.
+    assert!(helix::ledger::config::DEFAULT_CONFIG.contains("dir = \"/var/lib/helix/ledger\""));
 }

@@ -2,6 +2,8 @@
 //! itself, a watchdog, and re-executing this test binary as a child process.
 #![allow(dead_code)]
 
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -155,4 +157,36 @@ pub fn payload(seq: u64, len: usize, out: &mut [u8]) {
 /// The payload length used for sequence `seq` in ring tests of `max` bytes.
 pub fn payload_len(seq: u64, max: usize) -> usize {
     (seq as usize * 7) % (max + 1)
+}
+
+/// A Unix datagram socket standing in for systemd's NOTIFY_SOCKET.
+pub struct Notify {
+    pub sock: UnixDatagram,
+    pub path: PathBuf,
+}
+
+impl Notify {
+    /// Binds `notify.sock` in `dir`; pass `path` as NOTIFY_SOCKET.
+    pub fn new(dir: &Path) -> Notify {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Notify { sock, path }
+    }
+
+    pub fn next(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self.sock.recv(&mut buf).expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// The next message containing `what`.
+    pub fn until(&self, what: &str) -> String {
+        loop {
+            let m = self.next();
+            if m.lines().any(|l| l == what || l.starts_with(what)) {
+                return m;
+            }
+        }
+    }
 }
