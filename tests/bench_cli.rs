@@ -52,6 +52,41 @@ fn stream_moves_every_frame_to_every_gating_reader() {
 }
 
 #[test]
+fn ledger_measures_the_real_recorder_and_removes_its_files() {
+    let _dog = watchdog("helix-bench ledger", Duration::from_secs(120));
+    let ns = TestNs::new();
+    let dir = std::env::temp_dir().join(format!("helix-bench-ledger-test-{}", ns.as_str()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = bench(
+        &ns,
+        &[
+            "ledger",
+            "--frames",
+            "20000",
+            "--sizes",
+            "32,1024",
+            "--fsync-ms",
+            "1,100",
+            "--runs",
+            "1",
+            "--latency-rate",
+            "100000",
+            "--latency-secs",
+            "0.2",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+    );
+    for row in ["32 B     1 ms", "32 B   100 ms", "1024 B     1 ms", "1024 B   100 ms"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(row) && l.contains(" M ")), "{row} missing:\n{out}");
+    }
+    assert!(out.contains("no reader") && out.contains("gating ledger") && out.contains("added by the ledger"), "{out}");
+    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "ledger folders left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bad_arguments_are_one_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_helix-bench"))
         .args(["pingpong", "--transports", "carrier-pigeon"])

@@ -3,6 +3,7 @@
 //! transports a user would otherwise pick, in the same run on the same cores.
 
 pub mod attach;
+pub mod ledger;
 pub mod pingpong;
 pub mod stream;
 pub mod udp;
@@ -18,12 +19,17 @@ pub type PeerCommand<'a> = &'a dyn Fn(&[String]) -> Command;
 
 /// Pins the calling thread (and the process's future threads) to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    pin_pid(0, cpu)
+}
+
+/// Pins process (main thread) `pid` to `cpu`; 0 is the calling thread.
+pub fn pin_pid(pid: u32, cpu: usize) -> std::io::Result<()> {
     // SAFETY: `set` is a plain bitmask struct, valid when zeroed; the libc
     // macros only write inside it; sched_setaffinity reads it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+        if libc::sched_setaffinity(pid as libc::pid_t, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }

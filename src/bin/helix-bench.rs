@@ -35,6 +35,10 @@ enum Cmd {
     Attach(AttachArgs),
     /// Send telemetry datagrams to helixd's UDP source.
     UdpSend(UdpSendArgs),
+    /// The real helix-ledger recording a ring: frames/s and MB/s per frame
+    /// size and fsync interval, and the publish latency a gating ledger
+    /// adds to a paced writer.
+    Ledger(LedgerArgs),
     /// (internal) The other end of a measurement, started by helix-bench.
     #[command(hide = true)]
     Peer {
@@ -63,6 +67,37 @@ struct PingpongArgs {
     /// Repeat the whole set this many times and report the median of each.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+}
+
+#[derive(Args)]
+struct LedgerArgs {
+    /// Frames per throughput measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    frames: u64,
+    /// Frame sizes in bytes, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [32usize, 1024])]
+    sizes: Vec<usize>,
+    /// fsync intervals in milliseconds, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 10, 100])]
+    fsync_ms: Vec<u64>,
+    /// Repeat each measurement this many times and report the median.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Paced writer rate (frames/s) for the latency comparison; 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    latency_rate: u64,
+    /// Seconds of paced writing per latency measurement.
+    #[arg(long, default_value_t = 3.0)]
+    latency_secs: f64,
+    /// Folder for the ledgers written (each removed after its run).
+    #[arg(long, default_value = "/var/tmp")]
+    dir: PathBuf,
+    /// The helix-ledger program (default: beside this one).
+    #[arg(long)]
+    ledger_bin: Option<PathBuf>,
+    /// Pin the writer to the first CPU and the ledger to the second, e.g. 0,1.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
 }
 
 #[derive(Args)]
@@ -181,7 +216,86 @@ fn main() -> Result<()> {
         Cmd::Peer { what } => run_peer(what, &namespace),
         Cmd::Attach(a) => run_attach(a, &namespace),
         Cmd::UdpSend(a) => run_udp_send(a),
+        Cmd::Ledger(a) => run_ledger(a, namespace, &exe),
     }
+}
+
+fn run_ledger(a: LedgerArgs, namespace: Namespace, exe: &std::path::Path) -> Result<()> {
+    use helix::bench::ledger;
+    let ledger_bin = a.ledger_bin.unwrap_or_else(|| exe.with_file_name("helix-ledger"));
+    let dir = a.dir.join(format!("helix-bench-ledger-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let setup = ledger::Setup { ledger_bin, dir: dir.clone(), namespace, cpus: a.cpus.clone() };
+    println!("machine: {}", Machine::detect());
+    println!(
+        "ledger: {} frames per run, median of {} run(s), ledger in {}, {}",
+        a.frames,
+        a.runs,
+        a.dir.display(),
+        if a.cpus.is_empty() {
+            "not pinned".to_owned()
+        } else {
+            format!("writer on CPU {}, ledger on the next", a.cpus[0])
+        }
+    );
+    let result = (|| -> Result<()> {
+        println!(
+            "{:>7} {:>8} {:>14} {:>10} {:>8} {:>13}",
+            "size", "fsync", "frames/s", "MB/s", "fsyncs", "writer waits"
+        );
+        for &size in &a.sizes {
+            for &fsync_ms in &a.fsync_ms {
+                let mut runs = Vec::new();
+                for _ in 0..a.runs.max(1) {
+                    runs.push(ledger::throughput(&setup, a.frames, size, fsync_ms).context("ledger throughput")?);
+                }
+                runs.sort_by(|x, y| x.frames_per_sec().total_cmp(&y.frames_per_sec()));
+                let m = &runs[runs.len() / 2];
+                println!(
+                    "{:>5} B {:>5} ms {:>12.2} M {:>10.1} {:>8} {:>13}",
+                    size,
+                    fsync_ms,
+                    m.frames_per_sec() / 1e6,
+                    m.mb_per_sec(),
+                    m.syncs.map_or("?".into(), |s| s.to_string()),
+                    m.writer_waits
+                );
+            }
+        }
+        if a.latency_rate > 0 {
+            let secs = std::time::Duration::from_secs_f64(a.latency_secs);
+            let size = a.sizes.first().copied().unwrap_or(32);
+            println!("writer publish latency at {} frames/s of {size} B (batches of 100):", a.latency_rate);
+            println!("{:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}", "", "p50", "p99", "p99.9", "p99.99", "max", "waits");
+            let mut rows = Vec::new();
+            for with_ledger in [false, true] {
+                let r = ledger::writer_latency(&setup, size, a.latency_rate, secs, with_ledger)
+                    .context("writer latency")?;
+                let s = &r.publish;
+                println!(
+                    "{:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+                    if with_ledger { "gating ledger" } else { "no reader" },
+                    fmt_ns(s.p50),
+                    fmt_ns(s.p99),
+                    fmt_ns(s.p999),
+                    fmt_ns(s.p9999),
+                    fmt_ns(s.max),
+                    r.writer_waits
+                );
+                rows.push(r);
+            }
+            let (a0, b0) = (&rows[0].publish, &rows[1].publish);
+            println!(
+                "added by the ledger: p50 {:+} ns, p99 {:+} ns, p99.9 {:+} ns",
+                b0.p50 as i64 - a0.p50 as i64,
+                b0.p99 as i64 - a0.p99 as i64,
+                b0.p999 as i64 - a0.p999 as i64
+            );
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn run_attach(a: AttachArgs, ns: &Namespace) -> Result<()> {
