@@ -28,6 +28,10 @@ const FLUSH_BYTES: usize = 256 << 10;
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// How often attached rings are checked for replacement and demotion.
 const RING_CHECK: Duration = Duration::from_secs(1);
+/// How often an idle ledger looks for frames while they flow.
+const POLL: Duration = Duration::from_millis(1);
+/// Empty polls in a row after which the ledger parks until a frame comes.
+const QUIET_POLLS: u32 = 100;
 /// How often the status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the status is logged.
@@ -65,12 +69,7 @@ fn notify(on: bool, states: &[NotifyState]) {
 }
 
 fn reader_options(next_seq: u64) -> ReaderOptions {
-    ReaderOptions {
-        name: "helix-ledger".into(),
-        gating: true,
-        start: Start::At(next_seq),
-        wait: WaitStrategy::SpinThenPark { spins: 1024 },
-    }
+    ReaderOptions { name: "helix-ledger".into(), gating: true, start: Start::At(next_seq), wait: WaitStrategy::Park }
 }
 
 impl Tap {
@@ -250,6 +249,7 @@ fn serve(
     let mut next_log = start + LOG_EVERY;
     let mut next_ping = start;
     let mut rate = (start, 0u64, 0.0f64);
+    let mut idle_polls = 0u32;
     loop {
         let mut got = 0;
         for t in taps.iter_mut() {
@@ -305,23 +305,32 @@ fn serve(
                 }
             }
         }
-        if got == 0 {
-            // Idle: wait for the next frame, the next fsync or housekeeping.
-            let mut timeout = next_housekeeping.saturating_duration_since(Instant::now());
-            if let Some(d) = ledger.sync_due_in(cfg.fsync_interval) {
-                timeout = timeout.min(d);
+        if got > 0 {
+            idle_polls = 0;
+            continue;
+        }
+        // Idle: wait for frames, the next fsync or housekeeping. While
+        // frames flow, poll every millisecond rather than park: a parked
+        // reader costs the writer a futex wake per publish, and the ledger
+        // a wake-up per small batch, where a poll takes a millisecond's
+        // frames at once. After a quiet spell, park until a frame comes.
+        let mut timeout = next_housekeeping.saturating_duration_since(Instant::now());
+        if let Some(d) = ledger.sync_due_in(cfg.fsync_interval) {
+            timeout = timeout.min(d);
+        }
+        idle_polls += 1;
+        if idle_polls <= QUIET_POLLS {
+            std::thread::sleep(timeout.min(POLL));
+            continue;
+        }
+        match taps.iter_mut().filter_map(|t| t.reader.as_mut()).collect::<Vec<_>>().as_mut_slice() {
+            [] => std::thread::sleep(timeout),
+            [only] => {
+                let _ = only.wait_timeout(timeout);
             }
-            match taps.iter_mut().filter_map(|t| t.reader.as_mut()).collect::<Vec<_>>().as_mut_slice() {
-                [] => std::thread::sleep(timeout),
-                [only] => {
-                    let _ = only.wait_timeout(timeout);
-                }
-                // Several rings: a reader parks on one ring's futex only, so
-                // poll them every millisecond.
-                [first, ..] => {
-                    let _ = first.wait_timeout(timeout.min(Duration::from_millis(1)));
-                }
-            }
+            // A reader parks on its own ring's futex only: with several
+            // rings, keep polling.
+            _ => std::thread::sleep(timeout.min(POLL)),
         }
     }
 }
