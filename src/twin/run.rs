@@ -312,14 +312,15 @@ fn fmt_rate(r: f64) -> String {
     }
 }
 
-/// The one-line status: streams, rate, losses, alarms, bad input.
-pub fn status_line(twin: &Twin, rate: f64, alarm_failed: u64) -> String {
+/// The one-line status: streams, rate (if measured), losses, alarms, bad
+/// input.
+pub fn status_line(twin: &Twin, rate: Option<f64>, alarm_failed: u64) -> String {
     let c = twin.counters();
+    let rate = rate.map_or(format!("{} frames", c.frames), fmt_rate);
     let mut s = format!(
-        "{}/{} streams; {}; {} overruns ({} frames lost); {} alarms active",
+        "{}/{} streams; {rate}; {} overruns ({} frames lost); {} alarms active",
         twin.streams_seen(),
         twin.streams(),
-        fmt_rate(rate),
         c.overruns,
         c.lost,
         c.alarms_active
@@ -390,7 +391,7 @@ pub fn run(config: TwinConfig) -> Result<(), String> {
         "attached: reading {} (non-gating), writing {} and {}",
         config.telemetry_ring, config.state_ring, config.alarm_ring
     );
-    let status = status_line(&twin, 0.0, 0);
+    let status = status_line(&twin, None, 0);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     if let Some(wd) = watchdog {
         info!("systemd watchdog: {wd:?}; pinging every {:?}", wd / 2);
@@ -439,7 +440,7 @@ pub fn run(config: TwinConfig) -> Result<(), String> {
             let c = twin.counters();
             let rate = (c.frames - last_status.1) as f64 / ((now - last_status.0) as f64 / 1e9).max(1e-9);
             last_status = (now, c.frames);
-            let status = status_line(&twin, rate, publisher.alarm_failed);
+            let status = status_line(&twin, Some(rate), publisher.alarm_failed);
             notify(&[NotifyState::Status(&status)]);
             if c.lost > logged_losses {
                 warn!(
@@ -486,7 +487,7 @@ pub fn run(config: TwinConfig) -> Result<(), String> {
         }
     }
     notify(&[NotifyState::Stopping]);
-    let status = format!("stopped; {}", status_line(&twin, 0.0, publisher.alarm_failed));
+    let status = format!("stopped; {}", status_line(&twin, None, publisher.alarm_failed));
     notify(&[NotifyState::Status(&status)]);
     info!("{status}");
     Ok(())
