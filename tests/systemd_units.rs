@@ -30,7 +30,9 @@ fn unit_dir() -> PathBuf {
 #[test]
 fn every_service_unit_passes_systemd_analyze_verify() {
     let dir = scratch("verify");
-    let mut units = 0;
+    // Copy every unit first: helix-twin.service names helix.service, which
+    // verify looks for beside it.
+    let mut copies = vec![];
     for entry in std::fs::read_dir(unit_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "service") {
@@ -42,12 +44,14 @@ fn every_service_unit_passes_systemd_analyze_verify() {
         let text = text.replace("/usr/bin/", &format!("{}/", bin_dir.display()));
         let copy = dir.join(path.file_name().unwrap());
         std::fs::write(&copy, text).unwrap();
-        let out = tool("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+        copies.push((path, copy));
+    }
+    for (path, copy) in &copies {
+        let out = tool("systemd-analyze").arg("verify").arg(copy).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && stderr.trim().is_empty(), "{}: {stderr}", path.display());
-        units += 1;
     }
-    assert!(units >= 1);
+    assert!(copies.len() >= 2, "helix.service and helix-twin.service");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -98,5 +102,26 @@ fn the_service_keeps_dev_shm_shared_and_its_ipc_alive() {
     assert!(set("WatchdogSec").is_some());
     for forbidden in ["PrivateDevices", "PrivateIPC", "ProtectProc", "ProcSubset"] {
         assert!(set(forbidden).is_none(), "{forbidden}= would hide the rings or the readers from helixd");
+    }
+}
+
+#[test]
+fn the_twin_service_is_bound_to_helix_and_shares_its_ipc() {
+    let unit = std::fs::read_to_string(unit_dir().join("helix-twin.service")).unwrap();
+    let main = std::fs::read_to_string(unit_dir().join("helix.service")).unwrap();
+    let set = |text: &str, key: &str| {
+        text.lines().find(|l| l.starts_with(&format!("{key}="))).map(|l| l[key.len() + 1..].trim().to_owned())
+    };
+    assert_eq!(set(&unit, "Type").as_deref(), Some("notify"));
+    assert!(set(&unit, "WatchdogSec").is_some());
+    assert!(set(&unit, "ExecStart").is_some_and(|e| e.ends_with("/helix-twin")));
+    for key in ["BindsTo", "After", "PartOf", "WantedBy"] {
+        assert_eq!(set(&unit, key).as_deref(), Some("helix.service"), "{key}");
+    }
+    for key in ["User", "Group", "RemoveIPC", "UMask", "ReadWritePaths"] {
+        assert_eq!(set(&unit, key), set(&main, key), "{key} as in helix.service");
+    }
+    for forbidden in ["PrivateDevices", "PrivateIPC", "ProtectProc", "ProcSubset"] {
+        assert!(set(&unit, forbidden).is_none(), "{forbidden}= would hide the rings or their peers from the twin");
     }
 }
