@@ -149,13 +149,7 @@ pub enum StartError {
 impl StartError {
     /// Whether waiting may help (the ring does not exist or is being made).
     pub fn is_transient(&self) -> bool {
-        match self {
-            StartError::Missing { .. } => true,
-            StartError::Attach { source: AttachError::Initializing { .. }, .. } => true,
-            StartError::Lease { source: LeaseError::Attach(AttachError::NotFound { .. }), .. } => true,
-            StartError::Lease { source: LeaseError::Attach(AttachError::Initializing { .. }), .. } => true,
-            _ => false,
-        }
+        matches!(self, StartError::Missing { .. } | StartError::Attach { source: AttachError::Initializing { .. }, .. })
     }
 }
 
