@@ -72,6 +72,8 @@ pub mod shm;
 pub mod signal;
 mod sync;
 pub mod telemetry;
+#[cfg(feature = "tools")]
+pub mod twin;
 pub mod wait;
 
 pub use ring::{

@@ -30,7 +30,9 @@ fn unit_dir() -> PathBuf {
 #[test]
 fn every_service_unit_passes_systemd_analyze_verify() {
     let dir = scratch("verify");
-    let mut units = 0;
+    // Copy every unit first: helix-twin.service names helix.service, which
+    // verify looks for beside it.
+    let mut copies = vec![];
     for entry in std::fs::read_dir(unit_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "service") {
@@ -42,12 +44,14 @@ fn every_service_unit_passes_systemd_analyze_verify() {
         let text = text.replace("/usr/bin/", &format!("{}/", bin_dir.display()));
         let copy = dir.join(path.file_name().unwrap());
         std::fs::write(&copy, text).unwrap();
-        let out = tool("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+        copies.push((path, copy));
+    }
+    for (path, copy) in &copies {
+        let out = tool("systemd-analyze").arg("verify").arg(copy).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && stderr.trim().is_empty(), "{}: {stderr}", path.display());
-        units += 1;
     }
-    assert!(units >= 1);
+    assert!(copies.len() >= 3, "helix, helix-ledger and helix-twin");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -111,10 +115,29 @@ fn the_service_keeps_dev_shm_shared_and_its_ipc_alive() {
 fn the_ledger_is_bound_to_the_daemon_and_may_write_only_its_folder() {
     let unit = std::fs::read_to_string(unit_dir().join("helix-ledger.service")).unwrap();
     let set = |key: &str| setting(&unit, key);
-    assert_eq!(set("BindsTo").as_deref(), Some("helix.service"));
-    assert_eq!(set("After").as_deref(), Some("helix.service"));
-    assert_eq!(set("WantedBy").as_deref(), Some("helix.service"));
+    for key in ["BindsTo", "After", "PartOf", "WantedBy"] {
+        assert_eq!(set(key).as_deref(), Some("helix.service"), "{key}");
+    }
     assert_eq!(set("ReadWritePaths").as_deref(), Some("/dev/shm /var/lib/helix/ledger"));
     // The folder the unit may write is the one the ledger writes by default.
     assert!(helix::ledger::config::DEFAULT_CONFIG.contains("dir = \"/var/lib/helix/ledger\""));
+}
+
+#[test]
+fn the_twin_service_is_bound_to_helix_and_shares_its_ipc() {
+    let unit = std::fs::read_to_string(unit_dir().join("helix-twin.service")).unwrap();
+    let main = std::fs::read_to_string(unit_dir().join("helix.service")).unwrap();
+    let set = setting;
+    assert_eq!(set(&unit, "Type").as_deref(), Some("notify"));
+    assert!(set(&unit, "WatchdogSec").is_some());
+    assert!(set(&unit, "ExecStart").is_some_and(|e| e.ends_with("/helix-twin")));
+    for key in ["BindsTo", "After", "PartOf", "WantedBy"] {
+        assert_eq!(set(&unit, key).as_deref(), Some("helix.service"), "{key}");
+    }
+    for key in ["User", "Group", "RemoveIPC", "UMask", "ReadWritePaths"] {
+        assert_eq!(set(&unit, key), set(&main, key), "{key} as in helix.service");
+    }
+    for forbidden in ["PrivateDevices", "PrivateIPC", "ProtectProc", "ProcSubset"] {
+        assert!(set(&unit, forbidden).is_none(), "{forbidden}= would hide the rings or their peers from the twin");
+    }
 }

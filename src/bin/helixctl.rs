@@ -84,6 +84,22 @@ enum Cmd {
         #[arg(default_value = "/var/lib/helix/ledger")]
         dir: std::path::PathBuf,
     },
+    /// The digital twin's latest state and active alarms, read from the
+    /// rings it publishes (twin.state and alarms).
+    Twin {
+        /// A stream id or a range such as 0-99 (default: the summary, the
+        /// active alarms and the streams in alarm).
+        stream: Option<String>,
+        /// Show every stream's state.
+        #[arg(long)]
+        all: bool,
+        /// The ring the twin publishes its state table on.
+        #[arg(long, default_value = "twin.state")]
+        state_ring: String,
+        /// The ring the twin publishes alarm events on.
+        #[arg(long, default_value = "alarms")]
+        alarm_ring: String,
+    },
     /// Remove a reader's entry (by index or name). Refuses a live process
     /// unless --force; a forcibly evicted live reader keeps writing its
     /// cursor into the entry until it exits, so use --force only on stuck
@@ -287,6 +303,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if failed {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Twin { stream, all, state_ring, alarm_ring } => {
+            let filter = match &stream {
+                Some(s) => Some(helix::twin::StreamRange::parse(s, u32::MAX).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            let view = ctl::twin::read(&ns, &state_ring, &alarm_ring, filter)?;
+            if cli.json {
+                json(&view)?;
+            } else {
+                print!("{}", ctl::twin::render(&view, filter, all));
             }
         }
         Cmd::Evict { ring, reader, force } => {

@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod metrics;
 pub mod tail;
 pub mod top;
+pub mod twin;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,97 @@
+//! In-process costs of helix-twin (criterion): the model taking in
+//! simulator samples at 10,000 streams, and the twin's reader draining a
+//! ring full of them into the model (the frames/s it sustains when fed as
+//! fast as it can take). Through the real binaries: tools/perf-twin.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use helix::hal::sim::Sim;
+use helix::telemetry::KIND_SAMPLE;
+use helix::twin::run::Ingest;
+use helix::twin::{Input, Twin, TwinConfig};
+use helix::*;
+
+const STREAMS: u32 = 10_000;
+const FRAMES: u64 = 1 << 20;
+
+fn config() -> TwinConfig {
+    // The embedded default: 10,000 streams, one rule (limits, rate, stale).
+    let mut c = TwinConfig::embedded().unwrap();
+    c.namespace = Namespace::new(&format!("critwin{}", std::process::id())).unwrap();
+    c
+}
+
+fn model(c: &mut Criterion) {
+    let cfg = config();
+    let sim = Sim { streams: STREAMS, rate_hz: 100.0, seed: 1 };
+    let inputs: Vec<Input> = (0..FRAMES)
+        .map(|g| {
+            let mut s = sim.sample(g, 0);
+            s.ingest_ns = s.sample_ns;
+            Input::Sample(s)
+        })
+        .collect();
+    let mut g = c.benchmark_group("twin model, 10,000 streams");
+    g.throughput(Throughput::Elements(FRAMES));
+    g.sample_size(20);
+    let mut twin = Twin::new(&cfg, 1);
+    g.bench_function("input 1 Mi samples", |b| {
+        b.iter(|| {
+            for i in &inputs {
+                twin.input(black_box(i));
+            }
+            twin.take_events().count()
+        })
+    });
+    g.finish();
+}
+
+fn ring(c: &mut Criterion) {
+    let cfg = config();
+    let ns = cfg.namespace.clone();
+    let _ = Ring::unlink(&ns, "telemetry");
+    let ring = Ring::create(
+        &ns,
+        "telemetry",
+        &RingOptions { capacity: FRAMES, max_payload: 48, policy: Policy::Overwrite, ..Default::default() },
+    )
+    .unwrap();
+    let _ = Ring::unlink(&ns, "telemetry");
+    let mut w = ring.writer().unwrap();
+    let sim = Sim { streams: STREAMS, rate_hz: 100.0, seed: 1 };
+    let mut next = 0u64;
+    let mut g = c.benchmark_group("twin reading a ring, 10,000 streams");
+    g.throughput(Throughput::Elements(FRAMES));
+    g.sample_size(10);
+    let mut twin = Twin::new(&cfg, 1);
+    g.bench_function("poll 1 Mi sample frames", |b| {
+        b.iter_batched(
+            || {
+                // A ring full of samples, and a fresh reader at its start.
+                let mut r =
+                    ring.reader(&ReaderOptions { start: Start::Newest, ..ReaderOptions::named("helix-twin") }).unwrap();
+                let _ = r.try_read(&mut [0u8; 48]);
+                let mut claim = w.claim(FRAMES).unwrap();
+                for _ in 0..FRAMES {
+                    let mut s = sim.sample(next, 0);
+                    s.ingest_ns = s.sample_ns;
+                    claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&s)).unwrap();
+                    next += 1;
+                }
+                claim.commit();
+                Ingest::new(r)
+            },
+            |mut ingest| {
+                let p = ingest.poll(&mut twin, usize::MAX);
+                assert_eq!(p.frames, FRAMES);
+                twin.take_events().count()
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, model, ring);
+criterion_main!(benches);

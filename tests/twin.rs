@@ -1,0 +1,725 @@
+//! helix-twin: exact statistics and alarm sequences from deterministic
+//! input (checked against a reference model written here, independently of
+//! the twin's code), losses through a real ring whose writer never waits,
+//! and the real binaries end to end.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{watchdog, Reaped, TestNs};
+use helix::hal::sim::Sim;
+use helix::telemetry::{Sample, KIND_SAMPLE};
+use helix::twin::frames::*;
+use helix::twin::run::Ingest;
+use helix::twin::{Input, Rule, StreamRange, Twin, TwinConfig};
+use helix::*;
+
+const ALPHA: f64 = 0.1;
+const BETA: f64 = 0.1;
+const START_NS: u64 = 1_000_000_000;
+/// Samples arrive in the ring this long after they were taken.
+const INGEST_DELAY_NS: u64 = 1_000;
+
+fn config(streams: u32, rules: Vec<Rule>) -> TwinConfig {
+    let mut c = TwinConfig::with_rules(Namespace::new("unused").unwrap(), streams, rules);
+    c.ewma_alpha = ALPHA;
+    c.trend_beta = BETA;
+    c
+}
+
+fn rule(first: u32, last: u32) -> Rule {
+    Rule {
+        streams: StreamRange { first, last },
+        low: None,
+        high: None,
+        hysteresis: 0.0,
+        rate_limit: None,
+        stale_after: None,
+        period: None,
+    }
+}
+
+/// The reference model of one stream: plain sums and the textbook
+/// recursions, written from the definitions rather than from the twin.
+#[derive(Default, Clone)]
+struct RefStream {
+    count: u64,
+    /// First value: sums are taken around it so the variance is exact.
+    shift: f64,
+    sum: f64,
+    sum_sq: f64,
+    min: f64,
+    max: f64,
+    last: f64,
+    last_seq: u64,
+    last_sample_ns: u64,
+    last_ingest_ns: u64,
+    ewma: f64,
+    level: f64,
+    trend: f64,
+    interval: f64,
+    gaps: u64,
+    active: [bool; 5],
+}
+
+/// (stream, per-stream sequence, rule number, raise?)
+type Event = (u32, u64, u16, bool);
+
+impl RefStream {
+    fn take(&mut self, stream: u32, s: &Sample, rule: Option<&Rule>, events: &mut Vec<Event>) {
+        let v = s.value;
+        let mut fired: Vec<(u16, bool)> = vec![];
+        if self.count == 0 {
+            self.shift = v;
+            self.min = v;
+            self.max = v;
+            self.ewma = v;
+            self.level = v;
+        } else {
+            let steps = s.seq - self.last_seq;
+            self.gaps += steps - 1;
+            let dt = (s.sample_ns - self.last_sample_ns) as f64;
+            let per = dt / steps as f64;
+            self.interval = if self.count == 1 { per } else { (1.0 - ALPHA) * self.interval + ALPHA * per };
+            if let Some(limit) = rule.and_then(|r| r.rate_limit) {
+                let speed = ((v - self.last) / (dt / 1e9)).abs();
+                let rate = 3;
+                if !self.active[rate] && speed > limit {
+                    fired.push((rate as u16, true));
+                } else if self.active[rate] && speed <= limit {
+                    fired.push((rate as u16, false));
+                }
+            }
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+            self.ewma = ALPHA * v + (1.0 - ALPHA) * self.ewma;
+            let level = ALPHA * v + (1.0 - ALPHA) * (self.level + self.trend);
+            self.trend = BETA * (level - self.level) + (1.0 - BETA) * self.trend;
+            self.level = level;
+        }
+        self.count += 1;
+        self.sum += v - self.shift;
+        self.sum_sq += (v - self.shift) * (v - self.shift);
+        if let Some(r) = rule {
+            if let Some(low) = r.low {
+                if !self.active[1] && v < low {
+                    fired.push((1, true));
+                } else if self.active[1] && v >= low + r.hysteresis {
+                    fired.push((1, false));
+                }
+            }
+            if let Some(high) = r.high {
+                if !self.active[2] && v > high {
+                    fired.push((2, true));
+                } else if self.active[2] && v <= high - r.hysteresis {
+                    fired.push((2, false));
+                }
+            }
+        }
+        if self.active[4] {
+            fired.push((4, false));
+        }
+        fired.sort();
+        for (rule, raise) in fired {
+            self.active[rule as usize] = raise;
+            events.push((stream, s.seq, rule, raise));
+        }
+        self.last = v;
+        self.last_seq = s.seq;
+        self.last_sample_ns = s.sample_ns;
+        self.last_ingest_ns = s.ingest_ns;
+    }
+
+    fn mean(&self) -> f64 {
+        self.shift + self.sum / self.count as f64
+    }
+
+    fn variance(&self) -> f64 {
+        if self.count < 2 {
+            return 0.0;
+        }
+        let n = self.count as f64;
+        (self.sum_sq - self.sum * self.sum / n) / (n - 1.0)
+    }
+}
+
+fn close(what: &str, stream: u32, got: f64, want: f64, tol: f64) {
+    let scale = want.abs().max(1.0);
+    assert!((got - want).abs() <= tol * scale, "stream {stream} {what}: twin {got}, reference {want}");
+}
+
+fn events_of(twin: &mut Twin) -> Vec<Event> {
+    twin.take_events().map(|e| (e.stream, e.sample_seq, e.rule, e.action == ACTION_RAISE)).collect()
+}
+
+/// Feeds `samples_per_stream` rounds of the simulator's samples for
+/// `streams` streams (some dropped, to make gaps) and compares every
+/// statistic and the whole alarm sequence with the reference model; then
+/// judges staleness and checks that the next samples clear it.
+fn exact_against_the_reference(streams: u32, samples_per_stream: u64) {
+    let sim = Sim { streams, rate_hz: 100.0, seed: 42 };
+    // Limits around stream 0's level, so that stream 0 (and every stream
+    // with a level near it) crosses them back and forth: raises, values
+    // inside the hysteresis band, clears. Its spikes (every 997th sample)
+    // raise high and rate alarms.
+    let level0 = (0..200).map(|q| sim.value(0, q).0).sum::<f64>() / 200.0;
+    let mut all = rule(0, streams - 1);
+    all.low = Some(level0 - 3.0);
+    all.high = Some(level0 + 3.0);
+    all.hysteresis = 1.5;
+    all.rate_limit = Some(300.0);
+    all.stale_after = Some(Duration::from_millis(50));
+    let cfg = config(streams, vec![all.clone()]);
+    let mut twin = Twin::new(&cfg, 7);
+    let mut reference = vec![RefStream::default(); streams as usize];
+    let mut want: Vec<Event> = vec![];
+    let mut got: Vec<Event> = vec![];
+    let dropped = |stream: u32, seq: u64| seq > 0 && (stream as u64 * 7 + seq) % 101 == 0;
+    let total = streams as u64 * samples_per_stream;
+    let mut skipped = 0;
+    for g in 0..total {
+        let mut s = sim.sample(g, START_NS);
+        if dropped(s.stream, s.seq) {
+            skipped += 1;
+            continue;
+        }
+        s.ingest_ns = s.sample_ns + INGEST_DELAY_NS;
+        twin.input(&Input::Sample(s));
+        reference[s.stream as usize].take(s.stream, &s, Some(&all), &mut want);
+        if g % 4096 == 0 {
+            got.extend(events_of(&mut twin));
+        }
+    }
+    got.extend(events_of(&mut twin));
+    assert!(want.iter().any(|e| e.2 == 2 && e.3) && want.iter().any(|e| e.2 == 2 && !e.3), "a high raise and clear");
+    assert!(want.iter().any(|e| e.2 == 1 && e.3) && want.iter().any(|e| e.2 == 3 && e.3), "a low and a rate raise");
+    assert_eq!(got.len(), want.len(), "{streams} streams: event count");
+    assert_eq!(got, want, "{streams} streams: the alarm sequence");
+
+    let last_ingest = reference.iter().map(|r| r.last_ingest_ns).max().unwrap();
+    let mut gaps = 0;
+    for (id, r) in reference.iter().enumerate() {
+        let id = id as u32;
+        let s = twin.state(id, last_ingest, 1, 0).expect("every stream reported");
+        assert_eq!((s.count, s.last_seq, s.gaps), (r.count, r.last_seq, r.gaps), "stream {id}");
+        assert_eq!((s.min, s.max, s.last), (r.min, r.max, r.last), "stream {id}");
+        assert_eq!((s.last_sample_ns, s.last_ingest_ns), (r.last_sample_ns, r.last_ingest_ns));
+        close("mean", id, s.mean, r.mean(), 1e-12);
+        close("variance", id, s.variance, r.variance(), 1e-9);
+        close("ewma", id, s.ewma, r.ewma, 1e-12);
+        close("trend", id, s.trend, r.trend, 1e-9);
+        close("prediction", id, s.prediction, r.level + r.trend, 1e-12);
+        close("rate", id, s.rate_hz, 1e9 / r.interval, 1e-12);
+        // The simulator's samples are exactly 1 / 100 Hz apart.
+        close("rate vs the simulator", id, s.rate_hz, 100.0, 1e-9);
+        let alarms: u32 = (1..=4).filter(|&k| r.active[k]).map(|k| 1 << (k - 1)).sum();
+        assert_eq!(s.flags, alarms | FLAG_HAS_RULE, "stream {id} flags");
+        gaps += r.gaps;
+    }
+    assert!(gaps > 0);
+    let c = twin.counters();
+    assert_eq!((c.gaps, c.frames, c.lost), (gaps, total - skipped, 0));
+    let active = reference.iter().map(|r| r.active.iter().filter(|a| **a).count() as u64).sum::<u64>();
+    assert_eq!(c.alarms_active, active);
+
+    // Staleness: 50 ms after each stream's last sample nothing yet; a
+    // nanosecond after the last one's, every stream is stale, in id order.
+    let stale_at = last_ingest + 50_000_000;
+    let first_ingest = reference.iter().map(|r| r.last_ingest_ns).min().unwrap();
+    twin.tick(first_ingest + 50_000_000);
+    assert!(events_of(&mut twin).is_empty(), "not stale at exactly stale_after");
+    twin.tick(stale_at + 1);
+    let stale: Vec<Event> = events_of(&mut twin);
+    let expect: Vec<Event> = reference.iter().enumerate().map(|(i, r)| (i as u32, r.last_seq, 4, true)).collect();
+    assert_eq!(stale, expect);
+    twin.tick(stale_at + 10_000_000_000);
+    assert!(events_of(&mut twin).is_empty(), "a stale alarm is raised once");
+    assert_eq!(twin.state(0, stale_at + 1, 2, 0).unwrap().flags & FLAG_ALARM_STALE, FLAG_ALARM_STALE);
+    // The next sample of each stream clears it.
+    let next = total;
+    for g in next..next + streams as u64 {
+        let mut s = sim.sample(g, START_NS);
+        s.ingest_ns = stale_at + 20_000_000;
+        twin.input(&Input::Sample(s));
+        reference[s.stream as usize].active[4] = true;
+        let mut e = vec![];
+        reference[s.stream as usize].take(s.stream, &s, Some(&all), &mut e);
+        assert!(e.contains(&(s.stream, s.seq, 4, false)));
+        assert_eq!(events_of(&mut twin), e, "stream {}", s.stream);
+    }
+}
+
+#[test]
+fn statistics_and_alarms_are_exact_for_1_stream() {
+    exact_against_the_reference(1, 3000);
+}
+
+#[test]
+fn statistics_and_alarms_are_exact_for_100_streams() {
+    exact_against_the_reference(100, 2000);
+}
+
+#[test]
+fn statistics_and_alarms_are_exact_for_10000_streams() {
+    exact_against_the_reference(10_000, 1000);
+}
+
+/// One stream's values written by hand, with the alarm sequence written by
+/// hand, while every other stream carries simulator traffic.
+#[test]
+fn a_hand_written_stream_raises_holds_in_hysteresis_clears_and_goes_stale_at_1_100_and_10000_streams() {
+    for streams in [1u32, 100, 10_000] {
+        let me = streams - 1;
+        let mut r = rule(me, me);
+        r.low = Some(0.0);
+        r.high = Some(10.0);
+        r.hysteresis = 1.0;
+        r.rate_limit = Some(1000.0);
+        r.stale_after = Some(Duration::from_millis(100));
+        let mut rules = vec![r];
+        if streams > 1 {
+            let mut others = rule(0, me - 1);
+            others.high = Some(1e9);
+            rules.push(others);
+        }
+        let mut twin = Twin::new(&config(streams, rules), 1);
+        let sim = Sim { streams, rate_hz: 100.0, seed: 3 };
+        // 10 ms apart. 5 -> 10.5 raises high; 9.5 and 9.1 stay inside the
+        // band (no clear); 9.0 clears it; 3 -> -1 raises low; 0.5 stays; 1.0
+        // clears; 30 jumps 2900/s (rate raise, and high); 29.5 clears rate;
+        // 2.0 clears high (and jumps: rate raise), 2.0 clears rate.
+        let values = [5.0, 10.5, 9.5, 9.1, 9.0, 3.0, -1.0, 0.5, 1.0, 30.0, 29.5, 2.0, 2.0];
+        let mut log: Vec<(u64, AlarmKind, bool)> = vec![];
+        for (seq, v) in values.iter().enumerate() {
+            let seq = seq as u64;
+            let t = START_NS + seq * 10_000_000;
+            for other in 0..me {
+                let mut s = sim.sample(seq * streams as u64 + other as u64, START_NS);
+                s.ingest_ns = s.sample_ns;
+                twin.input(&Input::Sample(s));
+            }
+            let s = Sample { stream: me, quality: 0, seq, sample_ns: t, ingest_ns: t, value: *v };
+            twin.input(&Input::Sample(s));
+            log.extend(twin.take_events().filter(|e| e.stream == me).map(|e| (seq, e.kind().unwrap(), e.is_raise())));
+        }
+        use AlarmKind::*;
+        let want = vec![
+            (1, High, true),
+            (4, High, false),
+            (6, Low, true),
+            (8, Low, false),
+            (9, High, true),
+            (9, Rate, true),
+            (10, Rate, false),
+            (11, High, false),
+            (11, Rate, true),
+            (12, Rate, false),
+        ];
+        assert_eq!(log, want, "{streams} streams");
+        // Silence: stale after more than 100 ms, once; the next sample clears.
+        let last = START_NS + 12 * 10_000_000;
+        twin.tick(last + 100_000_000);
+        assert!(twin.take_events().all(|e| e.stream != me));
+        twin.tick(last + 100_000_001);
+        let stale: Vec<AlarmEvent> = twin.take_events().filter(|e| e.stream == me).collect();
+        assert_eq!(stale.len(), 1);
+        assert_eq!((stale[0].kind(), stale[0].is_raise(), stale[0].sample_seq), (Some(Stale), true, 12));
+        close("stale age", me, stale[0].value, 0.100000001, 1e-12);
+        let t = last + 500_000_000;
+        twin.input(&Input::Sample(Sample { stream: me, quality: 0, seq: 13, sample_ns: t, ingest_ns: t, value: 2.0 }));
+        let clear: Vec<AlarmEvent> = twin.take_events().filter(|e| e.stream == me).collect();
+        assert_eq!(clear.len(), 1);
+        assert_eq!((clear[0].kind(), clear[0].is_raise(), clear[0].sample_seq), (Some(Stale), false, 13));
+        let s = twin.state(me, t, 1, 0).unwrap();
+        assert_eq!((s.count, s.min, s.max, s.last, s.flags), (14, -1.0, 30.0, 2.0, FLAG_HAS_RULE));
+    }
+}
+
+#[test]
+fn unknown_kinds_wrong_sizes_foreign_streams_and_non_finite_values_are_counted() {
+    let mut twin = Twin::new(&config(10, vec![]), 1);
+    let s = |stream: u32, value: f64| {
+        Input::Sample(Sample { stream, quality: 0, seq: 0, sample_ns: 1, ingest_ns: 1, value })
+    };
+    for input in
+        [Input::BadKind(99), Input::BadKind(0), Input::BadSize(12), s(10, 1.0), s(u32::MAX, 1.0), s(3, f64::NAN)]
+    {
+        twin.input(&input);
+    }
+    twin.input(&s(3, 4.0));
+    let c = twin.counters();
+    assert_eq!((c.frames, c.bad_kind, c.bad_size, c.rejected_streams, c.nonfinite), (7, 2, 1, 2, 1));
+    assert_eq!(twin.streams_seen(), 1);
+    assert_eq!(twin.state(3, 1, 1, 0).unwrap().count, 1);
+}
+
+/// The same through a real ring: foreign frames are consumed and counted.
+#[test]
+fn foreign_frames_in_the_ring_are_counted_and_reading_goes_on() {
+    let ns = TestNs::new();
+    let ring = Ring::create(
+        &ns,
+        "telemetry",
+        &RingOptions { capacity: 64, max_payload: 48, policy: Policy::Block, ..Default::default() },
+    )
+    .unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut ingest = Ingest::attach(&ns, "telemetry").unwrap();
+    let mut twin = Twin::new(&config(4, vec![]), 1);
+    let good = Sample { stream: 1, quality: 0, seq: 0, sample_ns: 5, ingest_ns: 6, value: 2.5 };
+    w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&good)).unwrap();
+    w.publish_kind(77, b"hello").unwrap();
+    w.publish_kind(KIND_SAMPLE, &[0u8; 12]).unwrap();
+    w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&Sample { stream: 9, ..good })).unwrap();
+    w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&Sample { seq: 1, value: 3.5, ..good })).unwrap();
+    let p = ingest.poll(&mut twin, usize::MAX);
+    assert_eq!((p.frames, p.caught_up), (5, true));
+    let c = twin.counters();
+    assert_eq!((c.frames, c.bad_kind, c.bad_size, c.rejected_streams), (5, 1, 1, 1));
+    assert_eq!(twin.state(1, 6, 1, 0).unwrap().mean, 3.0);
+}
+
+fn sim_samples(sim: &Sim, from: u64, n: u64) -> impl Iterator<Item = Sample> + '_ {
+    (from..from + n).map(move |g| {
+        let mut s = sim.sample(g, START_NS);
+        s.ingest_ns = s.sample_ns;
+        s
+    })
+}
+
+fn publish(w: &mut Writer, samples: impl Iterator<Item = Sample>) {
+    for s in samples {
+        w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&s)).unwrap();
+    }
+}
+
+#[test]
+fn a_twin_that_falls_behind_counts_exact_overruns_and_recovers_and_the_writer_never_waits() {
+    let ns = TestNs::new();
+    // A lossless ring, as helixd's telemetry is: a gating reader would
+    // hold this writer back; the twin must not.
+    let ring = Ring::create(
+        &ns,
+        "telemetry",
+        &RingOptions { capacity: 1024, max_payload: 48, policy: Policy::Block, ..Default::default() },
+    )
+    .unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut ingest = Ingest::attach(&ns, "telemetry").unwrap();
+    assert!(!ingest.reader().is_gating());
+    let sim = Sim { streams: 64, rate_hz: 100.0, seed: 5 };
+    let mut twin = Twin::new(&config(64, vec![]), 1);
+
+    publish(&mut w, sim_samples(&sim, 0, 128));
+    assert_eq!(ingest.poll(&mut twin, usize::MAX).frames, 128);
+    // Ten rings' worth while the twin does not read.
+    publish(&mut w, sim_samples(&sim, 128, 10 * 1024));
+    let p = ingest.poll(&mut twin, usize::MAX);
+    let lost = 10 * 1024 - 1024;
+    assert_eq!((p.frames, p.overruns, p.caught_up), (1024, 1, true));
+    let c = twin.counters();
+    assert_eq!((c.overruns, c.lost), (1, lost));
+    // Every stream reported again after the loss, so the gaps in the
+    // streams' own sequence numbers account for every lost frame.
+    assert_eq!(c.gaps, lost);
+    // Recovery: it keeps up again, with no further loss.
+    publish(&mut w, sim_samples(&sim, 128 + 10 * 1024, 500));
+    let p = ingest.poll(&mut twin, usize::MAX);
+    assert_eq!((p.frames, p.overruns), (500, 0));
+    let c = twin.counters();
+    assert_eq!((c.frames, c.lost, c.gaps), (128 + 1024 + 500, lost, lost));
+    let last = twin.state(5, 0, 1, 0).unwrap();
+    assert_eq!(last.last_seq, (128 + 10 * 1024 + 500 - 1) / 64);
+    assert_eq!(ring.stats().writer_waits, 0);
+
+    // Concurrently: a writer thread publishing flat out while the twin reads
+    // slowly. Whatever the timing, every frame is consumed or counted lost,
+    // and the writer never waits.
+    let published_before = ring.stats().published;
+    let writer = std::thread::spawn(move || {
+        let sim = Sim { streams: 64, rate_hz: 100.0, seed: 5 };
+        let from = 128 + 10 * 1024 + 500;
+        for chunk in 0..200u64 {
+            let mut claim = w.claim(256).unwrap();
+            for s in sim_samples(&sim, from + chunk * 256, 256) {
+                claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&s)).unwrap();
+            }
+            claim.commit();
+        }
+        w
+    });
+    while !writer.is_finished() {
+        ingest.poll(&mut twin, 300);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let _w = writer.join().unwrap();
+    while !ingest.poll(&mut twin, usize::MAX).caught_up {}
+    let c = twin.counters();
+    let published = ring.stats().published;
+    assert_eq!(published - published_before, 200 * 256);
+    assert_eq!(c.frames + c.lost, published, "every frame consumed or counted lost");
+    assert_eq!(ring.stats().writer_waits, 0, "the twin never held the writer back");
+    let me = ring.stats().readers.into_iter().find(|r| r.name == "helix-twin").unwrap();
+    assert!(!me.gating);
+    assert_eq!((me.lost, me.overruns), (c.lost, c.overruns));
+}
+
+// ---------------------------------------------------------------------
+// End to end: helixd (simulated HAL), helix-twin, helixctl twin.
+
+struct Env {
+    ns: TestNs,
+    dir: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let ns = TestNs::new();
+        let dir = std::env::temp_dir().join(format!("helix-twin-test-{}", ns.as_str()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Env { ns, dir }
+    }
+
+    fn file(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(f, "namespace = \"{}\"\n{body}", self.ns.as_str()).unwrap();
+        path
+    }
+
+    fn program(&self, exe: &str, config: &Path) -> Command {
+        let mut c = Command::new(exe);
+        c.arg("--config")
+            .arg(config)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+            .arg("--namespace")
+            .arg(self.ns.as_str())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Notify {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notify {
+    fn new(env: &Env, name: &str) -> Notify {
+        let path = env.dir.join(name);
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Notify { sock, path }
+    }
+
+    fn next(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self.sock.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    fn until(&self, what: &str) -> String {
+        loop {
+            let m = self.next();
+            if m.lines().any(|l| l.starts_with(what)) {
+                return m;
+            }
+        }
+    }
+}
+
+// helixd's notifications after READY=1 are not read: a long status interval
+// keeps them from filling the socket (a sender blocks on a full one).
+const HELIXD: &str = "status_interval_ms = 600000
+sweep_interval_ms = 100
+[[ring]]
+name = \"telemetry\"
+max_payload = 48
+capacity = 65536
+policy = \"block\"
+[[ring]]
+name = \"twin.state\"
+preset = \"s\"
+capacity = 4096
+policy = \"overwrite\"
+[[ring]]
+name = \"alarms\"
+preset = \"s\"
+capacity = 1024
+policy = \"block\"
+[[source]]
+kind = \"sim\"
+ring = \"telemetry\"
+streams = 100
+rate_hz = 100.0
+";
+
+// Streams 50-99 of the simulator are beyond this twin's range: rejected.
+// Stream 3's values are all above 10: its high alarm is raised at once and
+// never clears. Streams 10-19 never go below 0.
+const TWIN: &str = "streams = 50
+snapshot_interval_ms = 300
+update_interval_ms = 100
+[[rule]]
+streams = 3
+high = 10.0
+hysteresis = 1.0
+[[rule]]
+streams = \"10-19\"
+low = 0.0
+period_ms = 10
+";
+
+fn sigterm(child: &std::process::Child) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+    }
+    s
+}
+
+#[test]
+fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
+    let _dog = watchdog("helix-twin end to end", Duration::from_secs(90));
+    let env = Env::new();
+    let dcfg = env.file("helix.toml", HELIXD);
+    let tcfg = env.file("twin.toml", TWIN);
+    let twin_notify = Notify::new(&env, "twin.sock");
+    let daemon_notify = Notify::new(&env, "helixd.sock");
+
+    // The twin first: it waits for the rings, and says so.
+    let mut twin = Reaped::new(
+        env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg)
+            .env("NOTIFY_SOCKET", &twin_notify.path)
+            .env("WATCHDOG_USEC", "4000000")
+            .spawn()
+            .unwrap(),
+    );
+    let waiting = twin_notify.until("STATUS=");
+    assert!(waiting.contains("waiting") && waiting.contains("is helixd running?"), "{waiting}");
+    let mut daemon = Reaped::new(
+        env.program(env!("CARGO_BIN_EXE_helixd"), &dcfg).env("NOTIFY_SOCKET", &daemon_notify.path).spawn().unwrap(),
+    );
+    daemon_notify.until("READY=1");
+    let ready = twin_notify.until("READY=1");
+    assert!(ready.contains("STATUS=0/50 streams"), "{ready}");
+    twin_notify.until("WATCHDOG=1");
+
+    // helixctl twin, until the twin has seen every stream and the samples
+    // beyond its range are counted as rejected.
+    let view = loop {
+        let (ok, out, err) = env.ctl(&["--json", "twin"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let seen = v["twin"]["streams_seen"].as_u64().unwrap_or(0);
+        let rejected = v["twin"]["rejected_streams"].as_u64().unwrap_or(0);
+        if seen == 50 && rejected > 0 && v["streams"].as_array().unwrap().len() == 50 {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(view["pid"].as_u64(), Some(twin.0.id() as u64));
+    assert_eq!(view["alive"], true);
+    let t = &view["twin"];
+    assert_eq!((t["streams_configured"].as_u64(), t["lost"].as_u64()), (Some(50), Some(0)));
+    assert_eq!((t["bad_kind"].as_u64(), t["bad_size"].as_u64(), t["nonfinite"].as_u64()), (Some(0), Some(0), Some(0)));
+    let alarms = view["alarms"].as_array().unwrap();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!((alarms[0]["stream"].as_u64(), alarms[0]["rule"].as_str()), (Some(3), Some("high")));
+    assert_eq!(alarms[0]["limit"].as_f64(), Some(10.0));
+    assert!(alarms[0]["value"].as_f64().unwrap() > 10.0);
+    for s in view["streams"].as_array().unwrap() {
+        let f = |k: &str| s[k].as_f64().unwrap();
+        assert!(s["count"].as_u64().unwrap() >= 1);
+        assert!(f("min") <= f("mean") && f("mean") <= f("max"), "{s}");
+        assert!(f("min") <= f("last") && f("last") <= f("max"), "{s}");
+        assert!(f("min") >= 10.0 && f("max") < 400.0, "the simulator's range: {s}");
+        if s["count"].as_u64().unwrap() >= 2 {
+            // Rate from the samples' own times: the simulator's 100 Hz.
+            assert!((f("rate_hz") - 100.0).abs() < 1e-6, "{s}");
+        }
+        let stream = s["stream"].as_u64().unwrap();
+        let want: Vec<&str> = if stream == 3 { vec!["high"] } else { vec![] };
+        assert_eq!(s["alarms"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>(), want);
+        assert_eq!(s["has_rule"], stream == 3 || (10..20).contains(&stream));
+    }
+
+    // The table, for one stream and for the summary.
+    let (ok, table, _) = env.ctl(&["twin", "3"]);
+    assert!(ok);
+    assert!(table.contains("helix-twin in namespace") && table.contains("50 of 50 seen"), "{table}");
+    assert!(table.lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["3", "high"]), "{table}");
+    let (ok, summary, _) = env.ctl(&["twin"]);
+    assert!(ok && summary.contains("50 streams with state"), "{summary}");
+
+    // The twin reads telemetry without gating it.
+    let (ok, out, _) = env.ctl(&["--json", "readers", "telemetry"]);
+    assert!(ok);
+    let readers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let me = readers["readers"].as_array().unwrap().iter().find(|r| r["name"] == "helix-twin").cloned().unwrap();
+    assert_eq!(me["gating"], false);
+
+    let status = twin_notify.until("STATUS=50/50 streams");
+    assert!(status.contains("frames/s") && status.contains("1 alarms active"), "{status}");
+    sigterm(&twin.0);
+    twin_notify.until("STOPPING=1");
+    let log = stderr_of(&mut twin.0);
+    assert!(twin.0.wait().unwrap().success(), "{log}");
+    assert!(log.contains("waiting") && log.contains("attached"), "{log}");
+    // Its last state stays readable; the table says the twin is gone.
+    let (ok, after, _) = env.ctl(&["twin"]);
+    assert!(ok && after.contains("not running"), "{after}");
+    sigterm(&daemon.0);
+    assert!(daemon.0.wait().unwrap().success());
+}
+
+#[test]
+fn helixctl_twin_without_the_twin_and_a_contradicting_configuration_are_one_line_errors() {
+    let env = Env::new();
+    let (ok, out, err) = env.ctl(&["twin"]);
+    assert!(!ok && out.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("twin.state not found: is helix-twin running?"), "{err}");
+
+    let bad = env.file("bad.toml", "streams = 10\n[[rule]]\nstreams = \"0-9\"\nlow = 5.0\nhigh = 1.0\n");
+    let out = env.program(env!("CARGO_BIN_EXE_helix-twin"), &bad).arg("--check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.toml:5:") && err.contains("low = 5 is not below high = 1"), "{err}");
+    // Started for real, it refuses the same way (and touches no ring).
+    let out = env.program(env!("CARGO_BIN_EXE_helix-twin"), &bad).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:5:"));
+    assert!(env.ns.files().is_empty());
+}
