@@ -112,21 +112,26 @@ fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
             .unwrap();
     let first_epoch = r.writer_epoch();
     let mut next = 1u64;
-    let mut read_until = |r: &mut Reader, count: u64| {
+    // The simulator starts its streams afresh in each process: sequence
+    // `seq` carries stream (seq - 1 - before) % 100, `before` being what
+    // the killed daemon published.
+    let mut read_until = |r: &mut Reader, count: u64, before: u64| {
         for _ in 0..count {
             let (seq, s) = r.read_pod_timeout::<Sample>(Duration::from_secs(10)).unwrap();
             assert_eq!(seq, next, "gap or repeat");
-            assert_eq!(s.stream as u64, (seq - 1) % 100);
+            let first = if seq <= before { 1 } else { before + 1 };
+            assert_eq!(s.stream as u64, (seq - first) % 100, "sequence {seq}");
             next += 1;
         }
     };
-    read_until(&mut r, 500);
+    read_until(&mut r, 500, u64::MAX);
     d.0.kill().unwrap(); // SIGKILL, mid-stream
     d.0.wait().unwrap();
+    let before = RingView::attach(&env.ns, "telemetry").unwrap().stats().published;
     let mut d2 = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     // The same reader keeps reading: no gap, no repeat, a new writer epoch.
-    read_until(&mut r, 3000);
+    read_until(&mut r, 3000, before);
     assert!(r.writer_epoch() > first_epoch);
     assert_eq!(r.overruns(), 0);
     sigterm(&d2.0);
@@ -267,6 +272,24 @@ fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traff
     sigterm(&d.0);
     let out = d.0.wait_with_output_ref();
     assert!(out.contains("dropped"), "{out}");
+}
+
+#[test]
+fn a_udp_address_that_cannot_be_bound_fails_the_start_with_its_reason() {
+    let _dog = watchdog("helixd udp bind", Duration::from_secs(60));
+    let env = Env::new();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = env.config(
+        "b.toml",
+        &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
+    );
+    let notify = Notify::new(&env.dir);
+    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut d.0.stderr.take().unwrap(), &mut out).unwrap();
+    assert!(!d.0.wait().unwrap().success(), "{out}");
+    assert!(out.contains(&format!("cannot bind 127.0.0.1:{port}")), "{out}");
 }
 
 trait Output {

@@ -132,13 +132,20 @@ fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running, String> {
         SourceKind::Sim { .. } => "hal-sim",
         SourceKind::Udp { .. } => "hal-udp",
     };
+    // The UDP socket is bound here, not in the thread: see `udp::bind`.
+    enum Job {
+        Sim(Sim),
+        Udp(std::net::UdpSocket),
+    }
+    let job = match kind {
+        SourceKind::Sim { streams, rate_hz, seed } => Job::Sim(Sim { streams, rate_hz, seed }),
+        SourceKind::Udp { bind } => Job::Udp(crate::hal::udp::bind(bind)?),
+    };
     let thread = std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || match kind {
-            SourceKind::Sim { streams, rate_hz, seed } => {
-                Sim { streams, rate_hz, seed }.run(writer, &thread_state).map_err(|e| e.to_string())
-            }
-            SourceKind::Udp { bind } => crate::hal::udp::run(bind, writer, &thread_state),
+        .spawn(move || match job {
+            Job::Sim(sim) => sim.run(writer, &thread_state).map_err(|e| e.to_string()),
+            Job::Udp(socket) => crate::hal::udp::serve(socket, writer, &thread_state, &Default::default()),
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
     Ok(Running { config: cfg.clone(), state, thread: Some(thread) })

@@ -201,13 +201,15 @@ impl Receiver {
     }
 }
 
-/// Receives on `bind` and writes every valid sample into the ring until
-/// asked to stop.
-pub fn run(bind: SocketAddr, writer: Writer, state: &SourceState) -> Result<(), String> {
-    let socket = UdpSocket::bind(bind).map_err(|e| format!("udp source: cannot bind {bind}: {e}"))?;
+/// Binds the source's socket. Done before the source's thread starts, so
+/// that helixd reports READY=1 only once datagrams are being received (one
+/// sent before the bind would be dropped by the kernel), and a bad address
+/// fails the start.
+pub fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
+    let socket = UdpSocket::bind(addr).map_err(|e| format!("udp source: cannot bind {addr}: {e}"))?;
     socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
-    info!("udp source listening on {}", socket.local_addr().map_or(bind, |a| a));
-    serve(socket, writer, state, &UdpStats::default())
+    info!("udp source listening on {}", socket.local_addr().map_or(addr, |a| a));
+    Ok(socket)
 }
 
 /// The receive loop on an already bound socket.

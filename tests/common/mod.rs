@@ -176,8 +176,15 @@ impl Notify {
 
     pub fn next(&self) -> String {
         let mut buf = [0u8; 4096];
-        let n = self.sock.recv(&mut buf).expect("a notification within 20 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        loop {
+            match self.sock.recv(&mut buf) {
+                Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
+                // A receive time-out returns EINTR when a signal arrives,
+                // even with SA_RESTART.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("no notification within 20 s: {e}"),
+            }
+        }
     }
 
     /// The next message containing `what`.
