@@ -54,6 +54,8 @@
 #[cfg(feature = "tools")]
 pub mod bench;
 #[cfg(feature = "tools")]
+pub mod conf;
+#[cfg(feature = "tools")]
 pub mod ctl;
 #[cfg(feature = "tools")]
 pub mod daemon;

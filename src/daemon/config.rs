@@ -3,7 +3,6 @@
 //! Every error names the file and line, and what is wrong with it.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,34 +10,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::conf::line_of;
+pub use crate::conf::ConfigError;
 use crate::shm::{validate_ring_name, Namespace};
 use crate::{Policy, Preset, RingOptions};
 
 /// The configuration used when there is no file: a `telemetry` ring fed by
 /// the simulated HAL, and the twin's `twin.state` and `alarms` rings.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
-
-/// A configuration error: the file, the line (when known) and the problem.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file (or `<embedded default>`).
-    pub path: PathBuf,
-    /// 1-based line number.
-    pub line: Option<usize>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.message),
-            None => write!(f, "{}: {}", self.path.display(), self.message),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// One ring as configured.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,19 +118,10 @@ struct RawSource {
     bind: Option<Spanned<String>>,
 }
 
-/// 1-based line of byte `offset` in `text`.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
-}
-
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            line: None,
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = crate::conf::read(path)?;
         Config::parse(&text, path)
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::daemon::config::{line_of, ConfigError};
+use crate::conf::{line_of, ConfigError};
 use crate::shm::{validate_ring_name, Namespace};
 
 /// The configuration used when there is no file.
@@ -46,11 +46,7 @@ struct Raw {
 impl LedgerConfig {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<LedgerConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            line: None,
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = crate::conf::read(path)?;
         LedgerConfig::parse(&text, path)
     }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::conf::line_of;
+pub use crate::conf::ConfigError;
 use crate::shm::{validate_ring_name, Namespace};
 
 /// The configuration used when there is no file.
@@ -23,28 +25,6 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/helix/twin.toml";
 
 /// Most streams a twin models (the state table is this many entries).
 pub const MAX_STREAMS: u32 = 1 << 24;
-
-/// A configuration error: the file, the line (when known) and the problem.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file (or `<embedded default>`).
-    pub path: PathBuf,
-    /// 1-based line number.
-    pub line: Option<usize>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.message),
-            None => write!(f, "{}: {}", self.path.display(), self.message),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Stream ids `first ..= last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,19 +165,10 @@ struct RawRule {
     period_ms: Option<Spanned<i64>>,
 }
 
-/// 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
-}
-
 impl TwinConfig {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<TwinConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            line: None,
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = crate::conf::read(path)?;
         TwinConfig::parse(&text, path)
     }
 
