@@ -69,6 +69,8 @@ pub mod ledger;
 pub mod logging;
 pub mod process;
 pub mod ring;
+#[cfg(feature = "tools")]
+pub mod service;
 pub mod shm;
 #[cfg(feature = "tools")]
 pub mod signal;

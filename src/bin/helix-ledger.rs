@@ -134,7 +134,7 @@ fn record(cli: Cli) -> ExitCode {
         cfg.rings.join(", "),
         cfg.fsync_interval
     );
-    match helix::ledger::run::run(&cfg, &Default::default()) {
+    match helix::ledger::run::run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sd_notify::NotifyState;
 use tracing::{error, info, warn};
 
 use crate::hal::{sim::Sim, SourceState};
 use crate::layout::slot_size_for;
+use crate::service::{fmt_rate, notify, watchdog_interval, NotifyState};
 use crate::{AttachError, Ring, RingOptions};
 
 pub use config::{Config, ConfigError, RingConfig, SourceConfig, SourceKind};
@@ -383,33 +383,6 @@ fn describe(kind: &SourceKind) -> String {
     match kind {
         SourceKind::Sim { streams, rate_hz, seed } => format!("sim ({streams} streams x {rate_hz} Hz, seed {seed})"),
         SourceKind::Udp { bind } => format!("udp ({bind})"),
-    }
-}
-
-fn fmt_rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2}M frames/s", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1}k frames/s", r / 1e3)
-    } else {
-        format!("{r:.0} frames/s")
-    }
-}
-
-fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(false, states) {
-        warn!("cannot notify systemd: {e}");
-    }
-}
-
-/// The systemd watchdog timeout, if this process should ping it: as
-/// `sd_watchdog_enabled(3)`, `WATCHDOG_USEC` set and `WATCHDOG_PID` either
-/// unset or this process's pid.
-pub fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok().filter(|&u| u > 0)?;
-    match std::env::var("WATCHDOG_PID") {
-        Ok(pid) if pid.parse::<u32>().ok() != Some(std::process::id()) => None,
-        _ => Some(Duration::from_micros(usec)),
     }
 }
 

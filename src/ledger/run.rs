@@ -12,12 +12,12 @@
 
 use std::time::{Duration, Instant};
 
-use sd_notify::NotifyState;
 use tracing::{error, info, warn};
 
 use super::config::LedgerConfig;
 use super::format::RingDecl;
 use super::store::{Ledger, LedgerError};
+use crate::service::{notify, watchdog_interval, NotifyState};
 use crate::{Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
 
 /// Frames read from one ring per batch.
@@ -45,27 +45,6 @@ struct Tap {
     created_ns: u64,
     /// Logged that the ring is missing (once until it appears).
     missing_logged: bool,
-}
-
-/// Options a test or a benchmark may change beyond the configuration.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Notify systemd (READY, STATUS, WATCHDOG, STOPPING).
-    pub notify: bool,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions { notify: true }
-    }
-}
-
-fn notify(on: bool, states: &[NotifyState]) {
-    if on {
-        if let Err(e) = sd_notify::notify(false, states) {
-            warn!("cannot notify systemd: {e}");
-        }
-    }
 }
 
 fn reader_options(next_seq: u64) -> ReaderOptions {
@@ -185,7 +164,7 @@ impl Tap {
 }
 
 /// Runs the ledger until SIGTERM or SIGINT.
-pub fn run(cfg: &LedgerConfig, opts: &RunOptions) -> Result<(), String> {
+pub fn run(cfg: &LedgerConfig) -> Result<(), String> {
     let signals = crate::signal::Signals::block(&[libc::SIGTERM, libc::SIGINT])
         .map_err(|e| format!("cannot block signals: {e}"))?;
     let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size).map_err(|e| e.to_string())?;
@@ -210,10 +189,10 @@ pub fn run(cfg: &LedgerConfig, opts: &RunOptions) -> Result<(), String> {
         t.attach(&cfg.namespace, &mut ledger).map_err(|e| e.to_string())?;
     }
     ledger.flush().map_err(|e| e.to_string())?;
-    notify(opts.notify, &[NotifyState::Ready, NotifyState::Status(&status(&taps, &ledger, 0.0))]);
-    let watchdog = crate::daemon::watchdog_interval().filter(|_| opts.notify);
-    let result = serve(cfg, opts, &signals, &mut taps, &mut ledger, watchdog);
-    notify(opts.notify, &[NotifyState::Stopping]);
+    notify(&[NotifyState::Ready, NotifyState::Status(&status(&taps, &ledger, 0.0))]);
+    let watchdog = watchdog_interval();
+    let result = serve(cfg, &signals, &mut taps, &mut ledger, watchdog);
+    notify(&[NotifyState::Stopping]);
     // Whatever happened, make durable what was written.
     let flushed = ledger.flush().and_then(|()| ledger.sync());
     for t in &mut taps {
@@ -236,7 +215,6 @@ pub fn run(cfg: &LedgerConfig, opts: &RunOptions) -> Result<(), String> {
 
 fn serve(
     cfg: &LedgerConfig,
-    opts: &RunOptions,
     signals: &crate::signal::Signals,
     taps: &mut [Tap],
     ledger: &mut Ledger,
@@ -277,7 +255,7 @@ fn serve(
             }
             if let Some(wd) = watchdog {
                 if now >= next_ping {
-                    notify(true, &[NotifyState::Watchdog]);
+                    notify(&[NotifyState::Watchdog]);
                     next_ping = now + wd / 2;
                 }
             }
@@ -298,7 +276,7 @@ fn serve(
                 let frames = ledger.stats().frames;
                 let dt = now.duration_since(rate.0).as_secs_f64();
                 rate = (now, frames, (frames - rate.1) as f64 / dt.max(1e-9));
-                notify(opts.notify, &[NotifyState::Status(&status(taps, ledger, rate.2))]);
+                notify(&[NotifyState::Status(&status(taps, ledger, rate.2))]);
                 if now >= next_log {
                     next_log = now + LOG_EVERY;
                     info!("{}", status(taps, ledger, rate.2));
@@ -338,19 +316,18 @@ fn serve(
 /// The one-line status: rings, rate, gaps, segment.
 fn status(taps: &[Tap], ledger: &Ledger, rate: f64) -> String {
     let s = ledger.stats();
-    let rings: Vec<&str> =
-        taps.iter().map(|t| if t.reader.is_some() { t.name.as_str() } else { "(waiting)" }).collect();
+    let rings: Vec<&str> = taps.iter().filter(|t| t.reader.is_some()).map(|t| t.name.as_str()).collect();
     let mut line = format!(
-        "recording {}: {:.0} frames/s, {} frames, {} gaps this run; {} records, segment {}",
-        rings.join(", "),
-        rate,
+        "recording {}: {}, {} frames, {} gaps this run; {} records, segment {}",
+        if rings.is_empty() { "nothing yet".into() } else { rings.join(", ") },
+        crate::service::fmt_rate(rate),
         s.frames,
         s.gaps,
         ledger.chain().records,
         ledger.segment()
     );
-    if let Some(missing) = taps.iter().find(|t| t.reader.is_none()) {
-        line.push_str(&format!("; waiting for ring {}", missing.name));
+    for t in taps.iter().filter(|t| t.reader.is_none()) {
+        line.push_str(&format!("; waiting for ring {}", t.name));
     }
     line
 }

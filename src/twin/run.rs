@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use sd_notify::NotifyState;
 use tracing::{error, info, warn};
 
 use crate::process::now_ns;
+use crate::service::{fmt_rate, notify, watchdog_interval, NotifyState};
 use crate::shm::Namespace;
 use crate::telemetry::{Sample, KIND_SAMPLE};
 use crate::{AttachError, FrameRef, LeaseError, PublishError, Reader, ReaderOptions, Start, TryReadError, Writer};
@@ -290,22 +290,6 @@ impl Publisher {
     }
 }
 
-fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(false, states) {
-        warn!("cannot notify systemd: {e}");
-    }
-}
-
-fn fmt_rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2}M frames/s", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1}k frames/s", r / 1e3)
-    } else {
-        format!("{r:.0} frames/s")
-    }
-}
-
 /// The one-line status: streams, rate (if measured), losses, alarms, bad
 /// input.
 pub fn status_line(twin: &Twin, rate: Option<f64>, alarm_failed: u64) -> String {
@@ -346,7 +330,7 @@ pub fn run(config: TwinConfig) -> Result<(), String> {
         config.streams,
         config.rules.len()
     );
-    let watchdog = crate::daemon::watchdog_interval();
+    let watchdog = watchdog_interval();
     let mut waiting_logged = false;
     let (mut ingest, mut publisher) = loop {
         let attempt = Publisher::attach(&ns, &config.state_ring, &config.alarm_ring).and_then(|p| {
