@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use helix::bench::{self, fmt_ns, pingpong, stream, Machine, Summary};
 use helix::{Namespace, WaitStrategy};
 
@@ -35,6 +35,10 @@ enum Cmd {
     Attach(AttachArgs),
     /// Send telemetry datagrams to helixd's UDP source.
     UdpSend(UdpSendArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print helix-bench's man page (roff), e.g. `helix-bench man > helix-bench.1`.
+    Man,
     /// (internal) The other end of a measurement, started by helix-bench.
     #[command(hide = true)]
     Peer {
@@ -181,6 +185,11 @@ fn main() -> Result<()> {
         Cmd::Peer { what } => run_peer(what, &namespace),
         Cmd::Attach(a) => run_attach(a, &namespace),
         Cmd::UdpSend(a) => run_udp_send(a),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "helix-bench", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
     }
 }
 
