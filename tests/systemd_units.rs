@@ -96,7 +96,9 @@ fn the_service_keeps_dev_shm_shared_and_its_ipc_alive() {
     assert_eq!(set("RemoveIPC").as_deref(), Some("no"));
     assert_eq!(set("Restart").as_deref(), Some("on-failure"));
     assert!(set("WatchdogSec").is_some());
-    for forbidden in ["PrivateDevices", "PrivateIPC", "ProtectProc", "ProcSubset"] {
+    for forbidden in ["PrivateDevices", "PrivateIPC", "ProtectProc"] {
         assert!(set(forbidden).is_none(), "{forbidden}= would hide the rings or the readers from helixd");
     }
+    // ProcSubset=pid hides only what is not a process: /proc/PID/stat stays.
+    assert!(set("ProcSubset").is_none_or(|v| v == "pid"), "ProcSubset= would hide the readers from helixd");
 }
