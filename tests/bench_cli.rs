@@ -146,3 +146,16 @@ fn udp_send_sends_valid_datagrams() {
     let n = rx.recv(&mut buf).unwrap();
     assert_eq!(helix::hal::udp::validate(&buf[..n]), Ok(5));
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    let ns = TestNs::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = bench(&ns, &["completions", shell]);
+        for verb in ["pingpong", "stream", "attach", "udp-send"] {
+            assert!(script.contains(verb), "{shell} completion lacks {verb}");
+        }
+    }
+    let man = bench(&ns, &["man"]);
+    assert!(man.starts_with(".ie") && man.contains(".TH helix-bench 1") && man.contains("pingpong"), "{man}");
+}

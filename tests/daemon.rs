@@ -356,3 +356,84 @@ fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged()
     // unlink_on_stop: the ring went with the daemon.
     assert!(!env.ns.data_path("telemetry").exists());
 }
+
+#[test]
+fn with_debug_hang_on_signal_sigusr2_withholds_the_watchdog_pings_and_nothing_else() {
+    use std::io::BufRead;
+    let _dog = watchdog("helixd debug hang", Duration::from_secs(60));
+    let env = Env::new();
+    let cfg = env.config("h.toml", &format!("{TELEMETRY}{SIM}"));
+    let notify = Notify::new(&env.dir);
+    // A 400 ms watchdog: helixd pings every 200 ms.
+    let mut d = Reaped::new(
+        env.helixd(&cfg)
+            .arg("--debug-hang-on-signal")
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "400000")
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, log) = std::sync::mpsc::channel::<String>();
+    let stderr = d.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    notify.until("READY=1");
+    notify.until("WATCHDOG=1");
+    notify.until("WATCHDOG=1");
+    signal(&d.0, libc::SIGUSR2);
+    loop {
+        let line = log.recv_timeout(Duration::from_secs(20)).expect("the hang is logged");
+        if line.contains("watchdog pings stopped") {
+            break;
+        }
+    }
+    // Pings sent before that line are already queued on the socket: drain
+    // them. From here on none may come.
+    notify.sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    while notify.sock.recv(&mut buf).is_ok() {}
+    notify.sock.set_nonblocking(false).unwrap();
+    // Ten watchdog intervals: a ping would arrive every 200 ms. (A slow
+    // machine can only make this window weaker, never fail it wrongly.)
+    let quiet_until = Instant::now() + Duration::from_secs(2);
+    while let Some(left) = quiet_until.checked_duration_since(Instant::now()) {
+        notify.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match notify.sock.recv(&mut buf) {
+            Ok(n) => {
+                let m = String::from_utf8_lossy(&buf[..n]);
+                assert!(!m.lines().any(|l| l == "WATCHDOG=1"), "a watchdog ping after the simulated hang: {m}");
+            }
+            Err(_) => break,
+        }
+    }
+    notify.sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // Everything else goes on: the status says why the pings stopped, and
+    // SIGTERM still stops it cleanly.
+    let status = notify.until("STATUS=debug hang");
+    assert!(status.contains("watchdog pings withheld"), "{status}");
+    assert!(d.0.try_wait().unwrap().is_none(), "helixd exited after SIGUSR2");
+    sigterm(&d.0);
+    notify.until("STOPPING=1");
+    assert!(d.0.wait().unwrap().success());
+}
+
+#[test]
+fn helixd_prints_its_man_page_and_completions() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_helixd")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let man = run(&["--man"]);
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH helixd 1") && man.contains("debug\\-hang\\-on\\-signal"),
+        "{man}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["--completions", shell]);
+        assert!(script.contains("helixd") && script.contains("print-default-config"), "{shell}: {script}");
+    }
+}

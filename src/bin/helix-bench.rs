@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use helix::bench::{self, fmt_ns, pingpong, stream, Machine, Summary};
 use helix::{Namespace, WaitStrategy};
 
@@ -39,6 +39,10 @@ enum Cmd {
     /// size and fsync interval, and the publish latency a gating ledger
     /// adds to a paced writer.
     Ledger(LedgerArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print helix-bench's man page (roff), e.g. `helix-bench man > helix-bench.1`.
+    Man,
     /// (internal) The other end of a measurement, started by helix-bench.
     #[command(hide = true)]
     Peer {
@@ -217,6 +221,11 @@ fn main() -> Result<()> {
         Cmd::Attach(a) => run_attach(a, &namespace),
         Cmd::UdpSend(a) => run_udp_send(a),
         Cmd::Ledger(a) => run_ledger(a, namespace, &exe),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "helix-bench", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 #[derive(Parser)]
 #[command(
@@ -22,10 +22,35 @@ struct Cli {
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// Debugging aid for the systemd watchdog: on SIGUSR2, stop sending
+    /// WATCHDOG=1 (all else keeps running), so systemd kills the
+    /// "hung" daemon. Never for production.
+    #[arg(long)]
+    debug_hang_on_signal: bool,
+    /// Print helixd's man page (roff) and exit, e.g. `helixd --man > helixd.1`.
+    #[arg(long)]
+    man: bool,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    /// and exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.man {
+        return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("helixd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(shell) = cli.completions {
+        clap_complete::generate(shell, &mut Cli::command(), "helixd", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     if cli.print_default_config {
         print!("{}", helix::daemon::config::DEFAULT_CONFIG);
         return ExitCode::SUCCESS;
@@ -55,7 +80,8 @@ fn main() -> ExitCode {
         };
     }
     helix::logging::init(helix::logging::level_from_env());
-    match helix::daemon::run(cli.config.as_deref()) {
+    let opts = helix::daemon::RunOptions { debug_hang_on_signal: cli.debug_hang_on_signal };
+    match helix::daemon::run(cli.config.as_deref(), &opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, on stderr (the journal under systemd).

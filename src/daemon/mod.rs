@@ -396,12 +396,30 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     }
 }
 
+/// How helixd runs, beyond its configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// A debugging aid for proving the systemd watchdog: SIGUSR2 makes the
+    /// control loop withhold its WATCHDOG=1 pings from then on (everything
+    /// else keeps running), as if the daemon had hung. Off by default;
+    /// without it SIGUSR2 is not handled.
+    pub debug_hang_on_signal: bool,
+}
+
 /// Runs helixd until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
-pub fn run(config_path: Option<&Path>) -> Result<(), String> {
-    let signals = crate::signal::Signals::block(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<(), String> {
+    let mut blocked = vec![libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    if opts.debug_hang_on_signal {
+        blocked.push(libc::SIGUSR2);
+    }
+    let signals = crate::signal::Signals::block(&blocked).map_err(|e| format!("cannot block signals: {e}"))?;
     let config = load_config(config_path).map_err(|e| e.to_string())?;
     info!("configuration {}; namespace {}", config.path.display(), config.namespace);
+    if opts.debug_hang_on_signal {
+        warn!("debug: --debug-hang-on-signal is set: SIGUSR2 will stop the watchdog pings (a simulated hang)");
+    }
+    // Set by SIGUSR2 under --debug-hang-on-signal: no more WATCHDOG=1.
+    let mut hung = false;
     let mut d = Daemon::start(config)?;
     let status = d.status();
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
@@ -423,7 +441,7 @@ pub fn run(config_path: Option<&Path>) -> Result<(), String> {
             if now >= next_ping {
                 // Ping only while every source makes progress: a hung HAL
                 // must get the daemon restarted.
-                if d.check_sources(wd) {
+                if d.check_sources(wd) && !hung {
                     notify(&[NotifyState::Watchdog]);
                 }
                 next_ping = now + wd / 2;
@@ -437,7 +455,10 @@ pub fn run(config_path: Option<&Path>) -> Result<(), String> {
             if watchdog.is_none() {
                 d.check_sources(Duration::from_secs(60));
             }
-            let status = d.status();
+            let mut status = d.status();
+            if hung {
+                status = format!("debug hang (SIGUSR2): watchdog pings withheld; {status}");
+            }
             notify(&[NotifyState::Status(&status)]);
             if now >= next_log {
                 info!("{status}");
@@ -459,6 +480,20 @@ pub fn run(config_path: Option<&Path>) -> Result<(), String> {
                 }
                 let status = d.status();
                 notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            }
+            Ok(Some(libc::SIGUSR2)) => {
+                // Only blocked, and so only received, under --debug-hang-on-signal.
+                hung = true;
+                if watchdog.is_some() {
+                    error!(
+                        "debug: SIGUSR2 under --debug-hang-on-signal: watchdog pings stopped (simulated hang); \
+                         systemd's watchdog will kill this process"
+                    );
+                } else {
+                    error!(
+                        "debug: SIGUSR2 under --debug-hang-on-signal: watchdog pings stopped, but no watchdog is set"
+                    );
+                }
             }
             Ok(Some(sig)) => {
                 info!("signal {sig}: stopping");
