@@ -475,6 +475,20 @@ fn verify_names_the_first_tampered_record_exactly() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success() && text.starts_with("FAILED: ") && text.contains(&seg(case.file)), "{text}");
     }
+    // The last record cut short, as a live ledger's file can be read or a
+    // stopped one left: the whole records before it verify, and the
+    // partial one is reported, not counted.
+    let d = env.tmp.join("live");
+    copy_dir(&pristine, &d);
+    let mut last = (0, 0, 0);
+    walk(&pristine, |at| last = (at.segment, at.offset, at.record.header.rtype)).unwrap().unwrap();
+    let path = d.join(seg(last.0));
+    let size = fs::metadata(&path).unwrap().len();
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(size - 10).unwrap();
+    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &d);
+    assert_eq!((code, v["partial_tail"].as_u64()), (0, Some(size - 10 - last.1)), "{v}");
+    let frames = if last.2 == RecordType::Frame as u16 { 999 } else { 1000 };
+    assert_eq!(v["rings"][0]["frames"].as_u64(), Some(frames));
 }
 
 #[test]

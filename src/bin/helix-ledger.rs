@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use helix::ledger::{command, LedgerConfig};
 
 #[derive(Parser)]
@@ -37,6 +37,13 @@ struct Cli {
     print_default_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
+    /// Print the man page (roff) and exit.
+    #[arg(long)]
+    man: bool,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    /// and exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +86,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(code) = helix::service::print_docs(Cli::command(), cli.man, cli.completions) {
+        return code;
+    }
     if cli.print_default_config {
         print!("{}", helix::ledger::config::DEFAULT_CONFIG);
         return ExitCode::SUCCESS;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use helix::twin::rules::{TwinConfig, DEFAULT_CONFIG};
 
 #[derive(Parser)]
@@ -27,6 +27,13 @@ struct Cli {
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// Print the man page (roff) and exit.
+    #[arg(long)]
+    man: bool,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    /// and exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
 }
 
 fn load(cli: &Cli) -> Result<TwinConfig, String> {
@@ -39,6 +46,9 @@ fn load(cli: &Cli) -> Result<TwinConfig, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(code) = helix::service::print_docs(Cli::command(), cli.man, cli.completions) {
+        return code;
+    }
     if cli.print_default_config {
         print!("{DEFAULT_CONFIG}");
         return ExitCode::SUCCESS;

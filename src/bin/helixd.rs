@@ -38,18 +38,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.man {
-        return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("helixd: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let Some(shell) = cli.completions {
-        clap_complete::generate(shell, &mut Cli::command(), "helixd", &mut std::io::stdout());
-        return ExitCode::SUCCESS;
+    if let Some(code) = helix::service::print_docs(Cli::command(), cli.man, cli.completions) {
+        return code;
     }
     if cli.print_default_config {
         print!("{}", helix::daemon::config::DEFAULT_CONFIG);

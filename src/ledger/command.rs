@@ -52,10 +52,19 @@ pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
                     .collect();
                 let v = json!({
                     "ok": true, "segments": s.segments, "records": s.records, "hash": hex(&s.hash), "rings": rings,
+                    "partial_tail": s.partial_tail,
                 });
                 writeln!(out, "{v}")?;
             } else {
                 writeln!(out, "ok: {} records in {} segments, final hash {}", s.records, s.segments, hex(&s.hash))?;
+                if s.partial_tail > 0 {
+                    writeln!(
+                        out,
+                        "  the last segment ends in {} bytes of an incomplete record (a ledger still writing, or \
+                         stopped mid-write; it cuts them off when it starts)",
+                        s.partial_tail
+                    )?;
+                }
                 for r in &s.rings {
                     writeln!(
                         out,

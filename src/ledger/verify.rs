@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::chain::{BadRecord, Chain, RingState};
+use super::chain::{BadRecord, Chain, Problem, RingState};
 use super::format::*;
 use super::store::{scan_tail, segments, LedgerError};
 
@@ -66,6 +66,11 @@ pub struct Summary {
     pub hash: Hash,
     /// Every ring, with its counts over the whole ledger.
     pub rings: Vec<RingState>,
+    /// Bytes of an incomplete record at the very end of the last segment:
+    /// a ledger still writing, or one stopped in the middle of a write
+    /// (it cuts them off when it starts). Not a failure: only whole
+    /// records are part of the ledger.
+    pub partial_tail: u64,
 }
 
 /// Where a record is and what it holds, for [`walk`]'s visitor.
@@ -93,6 +98,7 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
     // Counts over the whole ledger, by ring id (the chain's counts restart
     // with each segment's declarations).
     let mut totals: Vec<RingState> = Vec::new();
+    let mut partial_tail = 0;
     for (i, (n, path)) in segs.iter().enumerate() {
         let expected = i as u64 + 1;
         if *n != expected {
@@ -140,11 +146,25 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
                 None => {}
             }
         });
-        if let Err(bad) = result {
-            return Ok(Err(VerifyFailure::Record { path: path.clone(), bad }));
+        match result {
+            Ok(()) => {}
+            // The end of the ledger, part-written: what precedes it stands.
+            Err(bad)
+                if i + 1 == segs.len()
+                    && matches!(bad.problem, Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. })) =>
+            {
+                partial_tail = bytes.len() as u64 - bad.offset;
+            }
+            Err(bad) => return Ok(Err(VerifyFailure::Record { path: path.clone(), bad })),
         }
     }
-    Ok(Ok(Summary { segments: segs.len() as u64, records: chain.records, hash: chain.hash, rings: totals }))
+    Ok(Ok(Summary {
+        segments: segs.len() as u64,
+        records: chain.records,
+        hash: chain.hash,
+        rings: totals,
+        partial_tail,
+    }))
 }
 
 /// Verifies the whole ledger in `dir`.
