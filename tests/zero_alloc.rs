@@ -1,7 +1,8 @@
-//! Publishing, reading and waiting allocate nothing after setup: a counting
-//! global allocator watches the writer's and the reader's threads while they
-//! exchange frames in all the API's ways (other threads, such as the test's
-//! watchdog, are not ours to count).
+//! Publishing, reading and waiting allocate nothing after setup, and
+//! neither do helixd's HAL sources per sample: a counting global allocator
+//! watches the threads under test while they exchange frames in all the
+//! API's ways or ingest samples (other threads, such as the test's watchdog,
+//! are not ours to count).
 
 mod common;
 
@@ -55,8 +56,16 @@ static GLOBAL: Counting = Counting;
 
 const ROUNDS: u64 = 200;
 
+/// The counters are global: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn publish_read_and_wait_allocate_nothing() {
+    let _turn = one_at_a_time();
     let _dog = watchdog("zero-allocation exchange", Duration::from_secs(60));
     let ns = TestNs::new();
     let opts = RingOptions { capacity: 8, max_payload: 48, policy: Policy::Block, ..Default::default() };
@@ -161,4 +170,85 @@ fn publish_read_and_wait_allocate_nothing() {
     assert!(ring.stats().writer_waits >= 1);
     assert_eq!(overruns, ROUNDS);
     assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0, "allocations on the hot path");
+}
+
+/// Runs `source` (a HAL source's loop) on a watched thread; counts its
+/// allocations only from the moment it has written `warm` samples until it
+/// has written `total`, with `feed` called meanwhile on this thread.
+fn count_source_allocations(
+    ring: &Ring,
+    warm: u64,
+    total: u64,
+    mut feed: impl FnMut(),
+    source: impl FnOnce(Writer, &helix::hal::SourceState) + Send + 'static,
+) -> usize {
+    let state = helix::hal::SourceState::new();
+    let writer = ring.writer().unwrap();
+    let thread = {
+        let state = state.clone();
+        std::thread::spawn(move || {
+            WATCHED.with(|w| w.set(true));
+            source(writer, &state);
+        })
+    };
+    let samples = || state.samples.load(Ordering::Relaxed);
+    while samples() < warm {
+        feed();
+    }
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    while samples() < total {
+        feed();
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    state.stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    ALLOCATIONS.load(Ordering::SeqCst)
+}
+
+#[test]
+fn the_hal_sources_allocate_nothing_per_sample() {
+    use helix::hal::{sim::Sim, udp};
+    use helix::telemetry::Sample;
+    let _turn = one_at_a_time();
+    let _dog = watchdog("zero-allocation HAL", Duration::from_secs(60));
+    let ns = TestNs::new();
+    let opts = RingOptions { capacity: 4096, max_payload: 48, policy: Policy::Overwrite, ..Default::default() };
+
+    // The simulator, 1,000 streams x 1 kHz, for 200,000 samples.
+    let ring = Ring::create(&ns, "sim", &opts).unwrap();
+    let sim = Sim { streams: 1000, rate_hz: 1000.0, seed: 3 };
+    let n = count_source_allocations(
+        &ring,
+        10_000,
+        200_000,
+        || std::thread::sleep(Duration::from_millis(1)),
+        move |w, state| sim.run(w, state).unwrap(),
+    );
+    assert_eq!(n, 0, "the simulator allocated while writing samples");
+
+    // The UDP source, valid datagrams and rejected ones alike.
+    let ring = Ring::create(&ns, "udp", &opts).unwrap();
+    let socket = udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let to = socket.local_addr().unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let samples: Vec<Sample> =
+        (0..40).map(|i| Sample { stream: i, quality: 0, seq: 1, sample_ns: 1, ingest_ns: 0, value: 1.5 }).collect();
+    let datagram = udp::encode(&samples);
+    let mut sent = 0u64;
+    let n = count_source_allocations(
+        &ring,
+        4_000,
+        40_000,
+        || {
+            tx.send_to(&datagram, to).unwrap();
+            tx.send_to(b"garbage", to).unwrap();
+            sent += 1;
+            if sent % 64 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        },
+        move |w, state| udp::serve(socket, w, state, &Default::default()).unwrap(),
+    );
+    assert_eq!(n, 0, "the UDP source allocated while receiving samples");
 }
