@@ -370,3 +370,31 @@ fn top_without_a_terminal_prints_snapshots_with_rates() {
     assert_eq!(rate(tables[0]), "-");
     assert_eq!(rate(tables[1]), "0");
 }
+
+#[test]
+fn a_user_outside_the_rings_group_gets_a_permission_error_naming_the_file() {
+    // Root reads any file; the check needs another user. Skipped (and said
+    // so) where setpriv is missing or the binary is out of that user's reach.
+    let nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_helixctl"))
+            .args(args)
+            .output()
+    };
+    match nobody(&["--version"]) {
+        Ok(out) if out.status.success() => {}
+        other => {
+            eprintln!("skipped: cannot run helixctl as uid 65534 here: {other:?}");
+            return;
+        }
+    }
+    let ns = TestNs::new();
+    let opts = RingOptions { capacity: 64, max_payload: 16, mode: 0o600, ..Default::default() };
+    let _ring = Ring::create(&ns, "private", &opts).unwrap();
+    let out = nobody(&["--namespace", ns.as_str(), "stat", "private"]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("permission denied opening /dev/shm/") && err.contains(".private"), "{err}");
+}
