@@ -356,6 +356,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
         ["pingpong", "stream", "stream", "ledger", "e2e"]
     );
     assert!(steps.iter().all(|s| s["error"].is_null()), "{index}");
+    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
     std::fs::write(dir.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
     bench(
         &ns,

@@ -507,8 +507,10 @@ struct Counters {
     lost: u64,
 }
 
-fn counters(view: &RingView, pid: u32) -> Counters {
-    view.stats().readers.iter().find(|r| r.pid == pid).map_or_else(Counters::default, |r| Counters {
+/// The counters of `pid`'s reader entry in one snapshot (the same one the
+/// writer's count comes from, so the deltas are consistent).
+fn counters(stats: &crate::RingStats, pid: u32) -> Counters {
+    stats.readers.iter().find(|r| r.pid == pid).map_or_else(Counters::default, |r| Counters {
         frames: r.frames,
         overruns: r.overruns,
         lost: r.lost,
@@ -634,10 +636,10 @@ fn run_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> io::Resul
     // The window: counters, CPU and clock offset at both ends, lag between.
     let pids = [("helixd", helixd.pid()), ("helix-ledger", ledger_pid), ("helix-twin", twin_pid), ("helix-bench", me)];
     thread::sleep(Duration::from_nanos(t0.saturating_sub(now_ns())));
-    let (offset, uncertainty) = clock_offset();
     let stats0 = view.stats();
+    let (offset, uncertainty) = clock_offset();
     let cpu0: Vec<Option<f64>> = pids.iter().map(|&(_, p)| super::cpu_seconds(p)).collect();
-    let c0: Vec<Counters> = [ledger_pid, twin_pid].iter().map(|&p| counters(&view, p)).collect();
+    let c0: Vec<Counters> = [ledger_pid, twin_pid].iter().map(|&p| counters(&stats0, p)).collect();
     let wall0 = Instant::now();
     let mut lag = [histogram(), histogram(), histogram()];
     let lag_pids = [me, ledger_pid, twin_pid];
@@ -653,10 +655,10 @@ fn run_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> io::Resul
         }
         thread::sleep(Duration::from_nanos(t1.saturating_sub(now_ns()).min(10_000_000)));
     }
+    let stats1 = view.stats();
     let seconds = wall0.elapsed().as_secs_f64();
     let cpu1: Vec<Option<f64>> = pids.iter().map(|&(_, p)| super::cpu_seconds(p)).collect();
-    let stats1 = view.stats();
-    let c1: Vec<Counters> = [ledger_pid, twin_pid].iter().map(|&p| counters(&view, p)).collect();
+    let c1: Vec<Counters> = [ledger_pid, twin_pid].iter().map(|&p| counters(&stats1, p)).collect();
     let (offset1, _) = clock_offset();
     let tel = tel.join().map_err(|_| io::Error::other("the telemetry reader thread panicked"))??;
     let alarm_seen = alarms.join().map_err(|_| io::Error::other("the alarm reader thread panicked"))??;

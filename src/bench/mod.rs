@@ -89,6 +89,18 @@ pub fn load_average() -> Option<[f64; 3]> {
     Some([f.next()??, f.next()??, f.next()??])
 }
 
+/// (steal, total) CPU ticks of all CPUs so far, from `/proc/stat`: steal is
+/// time the hypervisor ran something else while a virtual CPU wanted to run.
+pub fn cpu_steal_ticks() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_ascii_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice,
+    // already counted in user and nice]
+    let total = v.iter().take(8).sum();
+    Some((*v.get(7)?, total))
+}
+
 /// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn utc_now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -29,6 +29,9 @@ pub struct Index {
     /// The load averages before the first scenario (other work on the
     /// machine shows here).
     pub load_before: Option<[f64; 3]>,
+    /// Percent of all CPU time over the run that the hypervisor gave to
+    /// others while a virtual CPU wanted it (`/proc/stat` steal), if known.
+    pub steal_percent: Option<f64>,
     /// Each scenario, in the order run.
     pub steps: Vec<Step>,
 }
@@ -118,7 +121,16 @@ fn mfps(x: f64) -> String {
 }
 
 fn ratios(v: &[f64]) -> String {
-    v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ")
+    v.iter().map(|&x| ratio(x)).collect::<Vec<_>>().join(" ")
+}
+
+/// A ratio with two decimals, or three significant digits below 0.1.
+fn ratio(x: f64) -> String {
+    if x < 0.1 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.2}")
+    }
 }
 
 fn step_command(run: &Run, json: &str) -> Option<String> {
@@ -200,6 +212,14 @@ fn head(md: &mut String, run: &Run) {
             );
         }
         None => {}
+    }
+    if let Some(steal) = i.steal_percent {
+        let _ = write!(
+            md,
+            "CPU steal time over the run: {steal:.2}% of all CPU time (time the hypervisor ran something else \
+             while a virtual CPU of this machine wanted to run; {}).\n\n",
+            if steal >= 1.0 { "enough to show in the tails" } else { "little" }
+        );
     }
 }
 
@@ -420,14 +440,14 @@ fn pingpong_section(md: &mut String, run: &Run, doc: &Document<pingpong::Results
     for (num, den) in pingpong::RATIOS {
         let _ = write!(md, "| {num} / {den} |");
         for s in &r.sizes {
-            let _ = write!(md, " {} |", s.ratio(num, den).map_or("-".into(), |x| format!("{:.2}x", x.median)));
+            let _ = write!(md, " {} |", s.ratio(num, den).map_or("-".into(), |x| format!("{}x", ratio(x.median))));
         }
         md.push('\n');
     }
     if let Some(s) = r.sizes.iter().find(|s| s.size == TARGET_SIZE).or(r.sizes.first()) {
         let _ = write!(
             md,
-            "\nEvery percentile at {} bytes, run 1 of {} (the other runs are alike; the medians are above):\n\n\
+            "\nEvery percentile at {} bytes, run 1 of {} (the medians over the runs are above):\n\n\
              | transport | p50 | p90 | p99 | p99.9 | p99.99 | max |\n|---|---|---|---|---|---|---|\n",
             s.size, p.runs
         );
@@ -470,18 +490,22 @@ fn meaning(md: &mut String, s: &pingpong::SizeResult) {
     if spin == 0 || atomic == 0 || futex == 0 || park == 0 {
         return;
     }
+    let others: Vec<u64> = ["pipe", "unix-stream", "unix-dgram"].iter().map(|t| p50(t)).filter(|&x| x > 0).collect();
+    let others = match (others.iter().min(), others.iter().max()) {
+        (Some(&lo), Some(&hi)) => format!(", pipes and Unix sockets {} to {}", fmt_ns(lo), fmt_ns(hi)),
+        _ => String::new(),
+    };
     let _ = write!(
         md,
         "\n**What these figures mean.** A spinning HELIX exchange of {size} bytes costs {r:.1} raw cache-line \
          round trips ({spin} against {atomic}): the frame's slot spans the 16-byte slot header and the \
          payload, and the reader validates its copy (the seqlock re-check) before handing it over; the raw \
-         atomic moves one word and no payload. Every blocking transport, parked HELIX readers included, costs \
-         about {futex} per round trip here, and nearly all of it is the kernel waking a sleeping thread on the \
-         other CPU: **on a 2-vCPU virtual machine a cross-CPU wake-up costs tens of microseconds** (the \
-         hypervisor must deliver an interrupt to a halted virtual CPU and schedule it), against a few \
-         microseconds on bare metal. That is why parked HELIX is level with a raw futex ({park} against \
-         {futex}) rather than far below it: both pay the same wake-up, and HELIX adds only the ring's \
-         bookkeeping. Spin-then-park catches the reply while still polling ({stp}), so it costs about what \
+         atomic moves one word and no payload. A raw futex round trip costs {futex} here{others}, and nearly \
+         all of it is the kernel waking a sleeping thread on the other CPU, twice: **on a 2-vCPU virtual \
+         machine a cross-CPU wake-up costs tens of microseconds** (the hypervisor must deliver an interrupt \
+         to a halted virtual CPU and schedule it), against a few microseconds on bare metal. That is why a \
+         parked HELIX reader costs {pr:.2}x a raw futex ({park} against {futex}) rather than far less: both \
+         pay the same wake-ups, and HELIX adds only the ring's bookkeeping. Spin-then-park catches the reply while still polling ({stp}), so it costs about what \
          spinning costs whenever the peer answers within the spin budget, and sleeps when it does not. A \
          writer with no parked reader makes no system call at all. Larger frames add the copy: a ring slot \
          is copied in and out once each way, as a pipe or socket copies it through the kernel, while the \
@@ -494,6 +518,7 @@ fn meaning(md: &mut String, s: &pingpong::SizeResult) {
         futex = fmt_ns(futex),
         park = fmt_ns(park),
         stp = fmt_ns(stp),
+        pr = park as f64 / futex as f64,
     );
 }
 
@@ -506,7 +531,8 @@ fn stream_section(md: &mut String, run: &Run) {
     }
     md.push_str(
         "\nThe writer process claims a batch of slots, fills them, commits them at once; each reader process \
-         consumes in batches of up to the same size and checks every frame's sequence. Frames/s per reader \
+         consumes in batches of up to the same size and checks every frame's sequence, looking at the frame \
+         in place (zero-copy: MB/s is the rate of the writer's copy into the slots). Frames/s per reader \
          are measured from its first frame to its last; medians over the runs. `lost` counts sequences a \
          non-gating reader of an overwrite ring was overrun by, every one reported to it as an overrun.\n\n\
          | readers | wait | frame | batch | writer frames/s (MB/s) | each reader frames/s | lost (overrun events) | writer waited |\n\
@@ -714,8 +740,10 @@ fn e2e_section(md: &mut String, run: &Run, doc: &Document<e2e::Results>) {
          triggering sample's `ingest_ns` (docs/abi.md §10.3), so helix-bench measures ingest to the alarm \
          event reaching it through the `alarms` ring: the latency a consumer of the twin sees, on the same \
          clock, for the {} alarm events of the window (the simulator's spikes, raised and cleared by the \
-         default rule; stale raises, timed by the twin's own clock, are left out; no events, no figure). Few \
-         events make for a coarse tail. \
+         default rule; stale raises, timed by the twin's own clock, are left out; no events, no figure). The \
+         simulator's spikes fall due together (every 50th stream at every 997th sample, about every 10 s at \
+         100 Hz), so the events come in bursts of a few hundred and their latency includes the twin working \
+         through the burst and publishing it; few bursts make for a coarse tail. \
          The twin reads telemetry in batches every `poll_interval_ms` (2 ms) while it flows, so this latency \
          is mostly that period. Its lag, sampled every 10 ms from its reader entry (frames published and not \
          yet consumed, as time at the configured rate), is in the table for every reader.\n\n",

@@ -348,7 +348,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::UdpSend(a) => run_udp_send(a),
         Cmd::Ledger(a) => run_ledger(a, namespace, &exe),
         Cmd::E2e(a) => run_e2e(a, cli.namespace.is_some(), namespace, &exe),
-        Cmd::Report(a) => run_report(a, &exe),
+        Cmd::Report(a) => run_report(a, cli.namespace.as_deref(), &exe),
         Cmd::Render(a) => run_render(a),
     }
 }
@@ -620,10 +620,11 @@ fn run_e2e(a: E2eArgs, explicit_ns: bool, namespace: Namespace, exe: &std::path:
     Ok(())
 }
 
-fn run_report(a: ReportArgs, exe: &std::path::Path) -> Result<()> {
+fn run_report(a: ReportArgs, namespace: Option<&str>, exe: &std::path::Path) -> Result<()> {
     use helix::bench::render::{Index, Step};
     let started = bench::utc_now();
     let load_before = bench::load_average();
+    let steal0 = bench::cpu_steal_ticks();
     let t0 = std::time::Instant::now();
     if a.runs == 0 {
         bail!("--runs must be at least 1");
@@ -729,6 +730,10 @@ fn run_report(a: ReportArgs, exe: &std::path::Path) -> Result<()> {
         ),
     ];
     for (_, file, args) in &mut steps {
+        if let Some(ns) = namespace {
+            // One after the other, each scenario cleans up its namespace.
+            args.splice(0..0, ["--namespace".to_owned(), ns.to_owned()]);
+        }
         if !cpus.is_empty() {
             args.extend(["--cpus".into(), cpus.clone()]);
         }
@@ -762,6 +767,9 @@ fn run_report(a: ReportArgs, exe: &std::path::Path) -> Result<()> {
         finished: bench::utc_now(),
         seconds: t0.elapsed().as_secs_f64(),
         load_before,
+        steal_percent: steal0
+            .zip(bench::cpu_steal_ticks())
+            .and_then(|((s0, t0), (s1, t1))| (t1 > t0).then(|| (s1 - s0) as f64 * 100.0 / (t1 - t0) as f64)),
         steps: done,
     };
     let path = dir.join("report.json");
