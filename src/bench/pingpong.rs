@@ -127,6 +127,23 @@ pub struct Params {
     pub transports: Vec<String>,
 }
 
+impl Results {
+    /// Draws the percentile plot (SVG) of every transport at frame size
+    /// `size`, from the first run.
+    pub fn plot(&self, size: usize, machine: &super::Machine, path: &Path) -> io::Result<()> {
+        let sr = self.sizes.iter().find(|s| s.size == size).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("no measurement at {size} bytes to plot"))
+        })?;
+        let series: Vec<super::plot::Series<'_>> = sr
+            .transports
+            .iter()
+            .filter_map(|t| Some(super::plot::Series { name: &t.transport, curve: &t.runs.first()?.curve }))
+            .collect();
+        let title = format!("HELIX cross-process round trip, {size}-byte frames ({}, run 1)", machine.cpu);
+        super::plot::percentile_plot(path, &title, &series)
+    }
+}
+
 /// What `helix-bench pingpong --json` writes under `results`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {

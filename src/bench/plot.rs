@@ -71,7 +71,9 @@ pub fn percentile_plot(path: &Path, title: &str, series: &[Series<'_>]) -> io::R
     if lo == f64::MAX {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "nothing to plot: no latency was recorded"));
     }
-    let (lo, hi) = (lo / 1.5, hi * 1.5);
+    // Headroom above the slowest tail keeps the legend (upper left, where
+    // the curves are at their medians) clear of the lines.
+    let (lo, hi) = (lo / 1.5, hi * 4.0);
     let xmax = xmax.ceil();
     let err = |e: DrawingAreaErrorKind<_>| io::Error::other(format!("{}: {e}", path.display()));
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
@@ -112,7 +114,7 @@ pub fn percentile_plot(path: &Path, title: &str, series: &[Series<'_>]) -> io::R
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::MiddleRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .label_font(("sans-serif", 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)

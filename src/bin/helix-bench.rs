@@ -260,8 +260,8 @@ struct RenderArgs {
     /// The Markdown file to write.
     #[arg(long)]
     out: PathBuf,
-    /// Copy the report's plot here and link it from the document
-    /// (relative to the document's folder).
+    /// Draw the report's latency plot (from its pingpong results) here and
+    /// link it from the document (relative to the document's folder).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// Hand-written notes included verbatim at the end.
@@ -789,8 +789,13 @@ fn run_render(a: RenderArgs) -> Result<()> {
     };
     let link = match &a.plot {
         Some(plot) => {
-            let svg = a.dir.join("latency.svg");
-            std::fs::copy(&svg, plot).with_context(|| format!("copying {} to {}", svg.display(), plot.display()))?;
+            let pp: Document<pingpong::Results> = bench::read_document(&a.dir.join("pingpong.json"))?;
+            let size = if pp.results.params.sizes.contains(&bench::render::TARGET_SIZE) {
+                bench::render::TARGET_SIZE
+            } else {
+                pp.results.params.sizes.first().copied().unwrap_or_default()
+            };
+            pp.results.plot(size, &pp.machine, plot)?;
             // Linked relative to the document's folder when it is inside it.
             let base = a.out.parent().unwrap_or(std::path::Path::new(""));
             Some(plot.strip_prefix(base).unwrap_or(plot).display().to_string())
@@ -906,15 +911,6 @@ fn run_pingpong(a: PingpongArgs, namespace: Namespace, peer: bench::PeerCommand<
             );
         }
     }
-    if let Some(path) = &a.plot {
-        let sr = sizes.iter().find(|s| s.size == plot_size).expect("checked above");
-        let series: Vec<bench::plot::Series<'_>> =
-            sr.transports.iter().map(|t| bench::plot::Series { name: &t.transport, curve: &t.runs[0].curve }).collect();
-        let title =
-            format!("HELIX cross-process round trip, {plot_size}-byte frames ({}, run 1)", Machine::detect().cpu);
-        bench::plot::percentile_plot(path, &title, &series)?;
-        println!("wrote {}", path.display());
-    }
     let results = pingpong::Results {
         params: pingpong::Params {
             sizes: a.sizes.clone(),
@@ -926,6 +922,10 @@ fn run_pingpong(a: PingpongArgs, namespace: Namespace, peer: bench::PeerCommand<
         },
         sizes,
     };
+    if let Some(path) = &a.plot {
+        results.plot(plot_size, &Machine::detect(), path)?;
+        println!("wrote {}", path.display());
+    }
     write_json(&a.out, "pingpong", load, started, results)
 }
 
