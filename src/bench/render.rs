@@ -734,8 +734,8 @@ fn e2e_section(md: &mut String, run: &Run, doc: &Document<e2e::Results>) {
          next fsync. A frame published between that clock read and the read itself comes out negative: {} \
          did (by at most {}), counted as 1 ns. The \
          ledger polls every millisecond while frames flow (it never parks between batches, see above), so its \
-         latency is the poll period, by design: it trades latency nobody waits for against the writer's \
-         wake-up cost.\n\
+         latency is mostly that period plus its own work (hashing, writing, the fsync every few milliseconds), \
+         by design: it trades latency nobody waits for against the writer's wake-up cost.\n\
          - helix-twin: it publishes no receipt time for telemetry, but every alarm event carries the \
          triggering sample's `ingest_ns` (docs/abi.md §10.3), so helix-bench measures ingest to the alarm \
          event reaching it through the `alarms` ring: the latency a consumer of the twin sees, on the same \
