@@ -1,13 +1,64 @@
-//! `helix-bench` end to end with tiny counts: every transport and the
-//! stream scenario run across real processes and report. No timing is
-//! asserted, only that each measurement completes and is reported.
+//! `helix-bench` end to end with tiny counts: every scenario runs across
+//! real processes, reports, and writes valid JSON of the documented shape.
+//! No timing is asserted, only that each measurement completes, is
+//! reported, and counts what it should.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::{watchdog, TestNs};
+use serde_json::Value;
+
+const TRANSPORTS: [&str; 8] =
+    ["helix-spin", "atomic", "helix-spin-then-park", "helix-park", "futex", "pipe", "unix-stream", "unix-dgram"];
+
+/// A scratch folder removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(ns: &TestNs, what: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("helix-bench-test-{what}-{}", ns.as_str()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Reads a `--json` document and checks the common head.
+fn document(path: &Path, scenario: &str) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+    assert_eq!(v["scenario"], scenario, "{text}");
+    for key in ["cpu", "cores", "kernel"] {
+        assert!(!v["machine"][key].is_null(), "machine.{key} missing: {text}");
+    }
+    assert!(v["command"].as_array().is_some_and(|c| c.len() > 1), "{text}");
+    assert!(v["started"].as_str().is_some_and(|s| s.ends_with("UTC")), "{text}");
+    v
+}
+
+fn summary_ok(s: &Value) {
+    for key in ["count", "p50", "p90", "p99", "p999", "p9999", "max"] {
+        assert!(s[key].is_u64(), "{key} missing in {s}");
+    }
+}
 
 fn bench(ns: &TestNs, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_helix-bench"))
@@ -22,16 +73,109 @@ fn bench(ns: &TestNs, args: &[&str]) -> String {
 }
 
 #[test]
-fn pingpong_measures_every_transport_and_cleans_up() {
+fn pingpong_measures_every_transport_at_every_size_writes_json_and_a_plot() {
     let _dog = watchdog("helix-bench pingpong", Duration::from_secs(120));
     let ns = TestNs::new();
-    let out = bench(&ns, &["pingpong", "--iters", "200", "--warmup", "20"]);
-    for t in
-        ["helix-spin", "atomic", "helix-spin-then-park", "helix-park", "futex", "pipe", "unix-stream", "unix-dgram"]
-    {
+    let dir = Scratch::new(&ns, "pingpong");
+    let out = bench(
+        &ns,
+        &[
+            "pingpong",
+            "--sizes",
+            "8,64",
+            "--iters",
+            "200",
+            "--warmup",
+            "20",
+            "--runs",
+            "2",
+            "--json",
+            &dir.arg("pp.json"),
+            "--plot",
+            &dir.arg("pp.svg"),
+        ],
+    );
+    for t in TRANSPORTS {
         assert!(out.lines().any(|l| l.starts_with(t)), "{t} missing:\n{out}");
     }
     assert!(out.contains("p50 helix-spin / atomic:") && out.contains("p50 helix-park / futex:"), "{out}");
+    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
+
+    let v = document(&dir.path("pp.json"), "pingpong");
+    let r = &v["results"];
+    assert_eq!(r["params"]["iters"], 200);
+    let sizes = r["sizes"].as_array().unwrap();
+    assert_eq!(sizes.iter().map(|s| s["size"].as_u64().unwrap()).collect::<Vec<_>>(), [8, 64]);
+    for s in sizes {
+        let ts = s["transports"].as_array().unwrap();
+        assert_eq!(ts.iter().map(|t| t["transport"].as_str().unwrap()).collect::<Vec<_>>(), TRANSPORTS);
+        for t in ts {
+            let runs = t["runs"].as_array().unwrap();
+            assert_eq!(runs.len(), 2);
+            for m in runs {
+                summary_ok(&m["summary"]);
+                assert_eq!(m["summary"]["count"], 200);
+                assert!(m["curve"].as_array().is_some_and(|c| c.len() > 2 && c[0]["percentile"] == 0.0), "{m}");
+            }
+            assert!(t["median_p50_ns"].is_f64());
+        }
+        let ratios = s["ratios"].as_array().unwrap();
+        assert_eq!(ratios.len(), 6);
+        assert!(ratios.iter().all(|r| r["per_run"].as_array().unwrap().len() == 2 && r["median"].is_f64()));
+    }
+
+    let svg = std::fs::read_to_string(dir.path("pp.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
+    for t in TRANSPORTS {
+        assert!(
+            svg.contains(&format!(">\n{t}\n</text>")) || svg.contains(&format!(">{t}</text>")),
+            "{t} not in the plot"
+        );
+    }
+    assert!(svg.contains("percentile") && svg.contains("99%"), "axis labels missing");
+}
+
+#[test]
+fn stream_sweeps_sizes_batches_and_modes_into_json() {
+    let _dog = watchdog("helix-bench stream sweep", Duration::from_secs(120));
+    let ns = TestNs::new();
+    let dir = Scratch::new(&ns, "stream");
+    bench(
+        &ns,
+        &[
+            "stream",
+            "--frames",
+            "5000",
+            "--sizes",
+            "8,100",
+            "--batches",
+            "1,16",
+            "--mode",
+            "gating,non-gating",
+            "--wait",
+            "park",
+            "--capacity",
+            "256",
+            "--json",
+            &dir.arg("s.json"),
+        ],
+    );
+    let v = document(&dir.path("s.json"), "stream");
+    let cases = v["results"]["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 8);
+    for c in cases {
+        let runs = c["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1);
+        let readers = runs[0]["readers"].as_array().unwrap();
+        assert_eq!(readers.len(), 1);
+        let r = &readers[0];
+        // Every sequence is either read or reported lost.
+        assert_eq!(r["frames"].as_u64().unwrap() + r["lost"].as_u64().unwrap(), 5000, "{c}");
+        if c["gating"] == true {
+            assert_eq!(r["lost"], 0, "{c}");
+        }
+        assert!(runs[0]["writer_waits"].is_u64() && c["writer_fps"].is_f64() && c["reader_fps"].is_f64());
+    }
     assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
 }
 
@@ -39,10 +183,27 @@ fn pingpong_measures_every_transport_and_cleans_up() {
 fn stream_moves_every_frame_to_every_gating_reader() {
     let _dog = watchdog("helix-bench stream", Duration::from_secs(120));
     let ns = TestNs::new();
+    let dir = Scratch::new(&ns, "stream-gating");
     let out = bench(
         &ns,
-        &["stream", "--frames", "50000", "--readers", "2", "--gating", "--wait", "park", "--capacity", "256"],
+        &[
+            "stream",
+            "--frames",
+            "50000",
+            "--readers",
+            "2",
+            "--gating",
+            "--wait",
+            "park",
+            "--capacity",
+            "256",
+            "--json",
+            &dir.arg("s.json"),
+        ],
     );
+    let v = document(&dir.path("s.json"), "stream");
+    let readers = v["results"]["cases"][0]["runs"][0]["readers"].as_array().unwrap();
+    assert!(readers.len() == 2 && readers.iter().all(|r| r["frames"] == 50000 && r["lost"] == 0), "{v}");
     let readers: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("reader ")).collect();
     assert_eq!(readers.len(), 2, "{out}");
     for r in readers {
@@ -75,8 +236,21 @@ fn ledger_measures_the_real_recorder_and_removes_its_files() {
             "0.2",
             "--dir",
             dir.to_str().unwrap(),
+            "--json",
+            dir.join("ledger.json").to_str().unwrap(),
         ],
     );
+    let v = document(&dir.join("ledger.json"), "ledger");
+    std::fs::remove_file(dir.join("ledger.json")).unwrap();
+    let tp = v["results"]["throughput"].as_array().unwrap();
+    assert_eq!(tp.len(), 4);
+    for c in tp {
+        assert_eq!(c["median"]["frames"], 20000);
+        assert!(c["frames_per_sec"].is_f64() && c["mb_per_sec"].is_f64() && c["runs"].as_array().unwrap().len() == 1);
+    }
+    let wl = v["results"]["writer_latency"].as_array().unwrap();
+    assert_eq!(wl.iter().map(|w| w["with_ledger"].as_bool().unwrap()).collect::<Vec<_>>(), [false, true]);
+    wl.iter().for_each(|w| summary_ok(&w["publish"]));
     for row in ["32 B     1 ms", "32 B   100 ms", "1024 B     1 ms", "1024 B   100 ms"] {
         assert!(out.lines().any(|l| l.trim_start().starts_with(row) && l.contains(" M ")), "{row} missing:\n{out}");
     }
@@ -88,13 +262,131 @@ fn ledger_measures_the_real_recorder_and_removes_its_files() {
 
 #[test]
 fn bad_arguments_are_one_clear_error() {
+    for (args, expected) in [
+        (&["pingpong", "--transports", "carrier-pigeon"][..], "unknown transport \"carrier-pigeon\""),
+        (&["pingpong", "--sizes", "4"][..], "sizes must be from 8 to 16384 bytes"),
+        (&["pingpong", "--sizes", "8", "--plot", "/tmp/x.svg", "--plot-size", "64"][..], "not among --sizes"),
+        (&["stream", "--batches", "0"][..], "must be at least 1"),
+        (&["e2e", "--seconds", "0"][..], "--seconds must be positive"),
+        (&["e2e", "--namespace", "helix"][..], "namespace of its own"),
+        (&["render", "--dir", "/nonexistent-helix", "--out", "/tmp/x.md"][..], "run `helix-bench report` first"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_helix-bench")).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(err.trim().lines().count() <= 3 && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
+    let _dog = watchdog("helix-bench e2e", Duration::from_secs(120));
+    let ns = TestNs::new();
+    let dir = Scratch::new(&ns, "e2e");
+    let out = bench(
+        &ns,
+        &[
+            "e2e",
+            "--streams",
+            "100",
+            "--rate",
+            "100",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0.3",
+            "--dir",
+            &dir.0.display().to_string(),
+            "--json",
+            &dir.arg("e2e.json"),
+        ],
+    );
+    assert!(out.contains("ledger: verified"), "{out}");
+    let v = document(&dir.path("e2e.json"), "e2e");
+    let r = &v["results"];
+    assert_eq!(r["streams"], 100);
+    let readers = r["readers"].as_array().unwrap();
+    assert_eq!(
+        readers.iter().map(|x| x["name"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["helix-bench", "helix-ledger", "helix-twin"]
+    );
+    for x in readers {
+        assert!(x["frames"].is_u64() && x["overruns"].is_u64() && x["lost"].is_u64() && x["frames_per_sec"].is_f64());
+        assert!(x["latency_method"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    summary_ok(&readers[0]["latency"]);
+    summary_ok(&readers[1]["latency"]);
+    let cpu: Vec<&str> = r["cpu"].as_array().unwrap().iter().map(|c| c["process"].as_str().unwrap()).collect();
+    assert_eq!(cpu, ["helixd", "helix-ledger", "helix-twin", "helix-bench"]);
+    // A block ring with a gating ledger is lossless by design.
+    let l = &r["ledger"];
+    assert_eq!(l["verified"], true, "{l}");
+    assert_eq!(l["gaps"], 0, "{l}");
+    assert_eq!(l["frames"], l["published"], "{l}");
+    assert!(l["hash"].as_str().is_some_and(|h| h.len() == 64), "{l}");
+    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
+    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, [std::ffi::OsString::from("e2e.json")], "scratch folder left behind");
+}
+
+#[test]
+fn report_runs_every_scenario_and_render_writes_the_document() {
+    let _dog = watchdog("helix-bench report", Duration::from_secs(300));
+    let ns = TestNs::new();
+    let dir = Scratch::new(&ns, "report");
     let out = Command::new(env!("CARGO_BIN_EXE_helix-bench"))
-        .args(["pingpong", "--transports", "carrier-pigeon"])
+        .args([
+            "report",
+            "--quick",
+            "--runs",
+            "1",
+            "--dir",
+            &dir.arg("run"),
+            "--ledger-dir",
+            &dir.0.display().to_string(),
+        ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown transport \"carrier-pigeon\""), "{err}");
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(dir.path("run/report.json")).unwrap()).unwrap();
+    let steps = index["steps"].as_array().unwrap();
+    assert_eq!(
+        steps.iter().map(|s| s["scenario"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["pingpong", "stream", "stream", "ledger", "e2e"]
+    );
+    assert!(steps.iter().all(|s| s["error"].is_null()), "{index}");
+    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
+    std::fs::write(dir.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
+    bench(
+        &ns,
+        &[
+            "render",
+            "--dir",
+            &dir.arg("run"),
+            "--out",
+            &dir.arg("PERF.md"),
+            "--plot",
+            &dir.arg("latency.svg"),
+            "--notes",
+            &dir.arg("notes.md"),
+        ],
+    );
+    let md = std::fs::read_to_string(dir.path("PERF.md")).unwrap();
+    for heading in [
+        "# HELIX performance",
+        "## Targets",
+        "## Cross-process round trip",
+        "## One-way streaming",
+        "## helix-ledger",
+        "## End to end",
+        "## Notes",
+    ] {
+        assert!(md.contains(heading), "{heading} missing:\n{md}");
+    }
+    assert!(md.contains("](latency.svg)") && md.contains("tens of microseconds"), "{md}");
+    assert!(!md.contains("not measured"), "{md}");
+    assert!(std::fs::read_to_string(dir.path("latency.svg")).unwrap().starts_with("<svg"));
 }
 
 #[test]
@@ -126,10 +418,17 @@ fn attach_reports_rate_and_ingest_latency_of_a_live_telemetry_ring() {
             }
         })
     };
-    let out = bench(&ns, &["attach", "telemetry", "--seconds", "0.5", "--warmup", "0.1"]);
+    let dir = Scratch::new(&ns, "attach");
+    let out = bench(&ns, &["attach", "telemetry", "--seconds", "0.5", "--warmup", "0.1", "--json", &dir.arg("a.json")]);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     assert!(out.contains("frames: ") && out.contains("ingest-to-reader latency: p50"), "{out}");
+    let v = document(&dir.path("a.json"), "attach");
+    let r = &v["results"];
+    assert_eq!(r["ring"], "telemetry");
+    assert!(r["frames"].as_u64().unwrap() > 0 && r["frames_per_sec"].is_f64() && r["overruns"].is_u64(), "{v}");
+    summary_ok(&r["latency"]);
+    assert_eq!(r["latency"]["count"], r["frames"]);
     // It left the ring as it found it: no reader registered.
     assert!(ring.stats().readers.is_empty());
 }

@@ -5,15 +5,25 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::shm::Namespace;
 use crate::telemetry::{Sample, KIND_SAMPLE};
 use crate::{ReadError, Reader, ReaderOptions, Start, WaitStrategy};
 
 use super::{histogram, Summary};
 
-/// What was seen.
-#[derive(Debug, Clone)]
+/// What was seen (`helix-bench attach --json` writes it under `results`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// The ring read.
+    pub ring: String,
+    /// Seconds read before measuring.
+    pub warmup: f64,
+    /// The reader's wait strategy.
+    pub wait: String,
+    /// Frames per second over the measured window.
+    pub frames_per_sec: f64,
     /// Frames read.
     pub frames: u64,
     /// Sequences lost to overruns.
@@ -70,5 +80,15 @@ pub fn run(ns: &Namespace, ring: &str, duration: Duration, warmup: Duration, wai
         frames += 1;
     }
     let seconds = t0.elapsed().as_secs_f64().min(duration.as_secs_f64()).max(1e-9);
-    Ok(Report { frames, lost, overruns, seconds, latency: (!h.is_empty()).then(|| Summary::of(&h)) })
+    Ok(Report {
+        ring: ring.into(),
+        warmup: warmup.as_secs_f64(),
+        wait: super::stream::wait_name(wait).into(),
+        frames_per_sec: frames as f64 / seconds,
+        frames,
+        lost,
+        overruns,
+        seconds,
+        latency: (!h.is_empty()).then(|| Summary::of(&h)),
+    })
 }

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use crate::shm::Namespace;
 use crate::{Policy, Ring, RingOptions, RingView};
@@ -18,7 +19,7 @@ use super::Summary;
 const RING: &str = "ledger-bench";
 
 /// One throughput measurement.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Throughput {
     /// Frames recorded.
     pub frames: u64,
@@ -50,7 +51,7 @@ impl Throughput {
 }
 
 /// Publish latency of a paced writer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WriterLatency {
     /// Whether a gating ledger was attached.
     pub with_ledger: bool,
@@ -60,6 +61,46 @@ pub struct WriterLatency {
     pub writer_waits: u64,
     /// Frames published.
     pub frames: u64,
+}
+
+/// One frame size and fsync interval over every run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThroughputCase {
+    /// Payload bytes per frame.
+    pub size: usize,
+    /// The ledger's fsync interval, ms.
+    pub fsync_ms: u64,
+    /// Each run.
+    pub runs: Vec<Throughput>,
+    /// The run with the median frames/s.
+    pub median: Throughput,
+    /// Its frames/s.
+    pub frames_per_sec: f64,
+    /// Its ledger MB/s.
+    pub mb_per_sec: f64,
+}
+
+/// What `helix-bench ledger --json` writes under `results`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// Frames per throughput run.
+    pub frames: u64,
+    /// Repetitions of each throughput case.
+    pub runs: usize,
+    /// Where the ledgers were written.
+    pub dir: String,
+    /// The writer's CPU and the ledger's.
+    pub cpus: Vec<usize>,
+    /// Throughput per frame size and fsync interval.
+    pub throughput: Vec<ThroughputCase>,
+    /// The paced writer's rate for the latency comparison, frames/s.
+    pub latency_rate: u64,
+    /// Seconds measured per latency run.
+    pub latency_secs: f64,
+    /// Frame size of the latency comparison.
+    pub latency_size: usize,
+    /// Without, then with, the ledger (empty if skipped).
+    pub writer_latency: Vec<WriterLatency>,
 }
 
 /// Where the ledger binary is and where it writes.

@@ -11,10 +11,147 @@ use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use crate::shm::{Mapping, Namespace};
 use crate::{Policy, ReaderOptions, Ring, RingOptions, Start, WaitStrategy, Writer};
 
-use super::{histogram, PeerCommand, Summary};
+use super::{curve, histogram, median, CurvePoint, PeerCommand, Summary};
+
+/// The frame sizes swept by default: 8 B to 16 KiB.
+pub const DEFAULT_SIZES: [usize; 5] = [8, 64, 512, 4096, 16384];
+
+/// The ratios reported, numerator / denominator, of the median round trip.
+pub const RATIOS: [(&str, &str); 6] = [
+    ("helix-spin", "atomic"),
+    ("helix-park", "futex"),
+    ("helix-park", "pipe"),
+    ("helix-park", "unix-stream"),
+    ("helix-park", "unix-dgram"),
+    ("helix-spin-then-park", "futex"),
+];
+
+/// One transport's round trips in one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measured {
+    /// Percentiles, ns.
+    pub summary: Summary,
+    /// The percentile curve, for plots.
+    pub curve: Vec<CurvePoint>,
+}
+
+/// One transport at one frame size, over every run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransportResult {
+    /// Transport name.
+    pub transport: String,
+    /// Whether its waiting side sleeps in the kernel.
+    pub blocking: bool,
+    /// Each run's measurement, in run order.
+    pub runs: Vec<Measured>,
+    /// Median over the runs of the p50 round trip, ns.
+    pub median_p50_ns: f64,
+}
+
+/// A ratio of median round trips, taken within each run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ratio {
+    /// The transport on top.
+    pub numerator: String,
+    /// The baseline.
+    pub denominator: String,
+    /// p50 numerator / p50 denominator in each run.
+    pub per_run: Vec<f64>,
+    /// The median of `per_run`.
+    pub median: f64,
+}
+
+/// Every transport at one frame size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizeResult {
+    /// Frame size, bytes.
+    pub size: usize,
+    /// Each transport, in report order.
+    pub transports: Vec<TransportResult>,
+    /// The ratios of [`RATIOS`] whose transports were measured.
+    pub ratios: Vec<Ratio>,
+}
+
+impl SizeResult {
+    /// Fills `median_p50_ns` and `ratios` from the runs.
+    pub fn finish(&mut self) {
+        for t in &mut self.transports {
+            t.median_p50_ns = median(t.runs.iter().map(|m| m.summary.p50 as f64).collect());
+        }
+        let p50 = |name: &str| -> Option<Vec<f64>> {
+            self.transports
+                .iter()
+                .find(|t| t.transport == name)
+                .map(|t| t.runs.iter().map(|m| m.summary.p50 as f64).collect())
+        };
+        self.ratios = RATIOS
+            .iter()
+            .filter_map(|&(num, den)| {
+                let (n, d) = (p50(num)?, p50(den)?);
+                let per_run: Vec<f64> = n.iter().zip(&d).map(|(n, d)| n / d.max(1.0)).collect();
+                Some(Ratio { numerator: num.into(), denominator: den.into(), median: median(per_run.clone()), per_run })
+            })
+            .collect();
+    }
+
+    /// The ratio `num / den`, if measured.
+    pub fn ratio(&self, num: &str, den: &str) -> Option<&Ratio> {
+        self.ratios.iter().find(|r| r.numerator == num && r.denominator == den)
+    }
+
+    /// The transport named `name`, if measured.
+    pub fn transport(&self, name: &str) -> Option<&TransportResult> {
+        self.transports.iter().find(|t| t.transport == name)
+    }
+}
+
+/// The parameters of a pingpong run, as recorded in its JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Params {
+    /// Frame sizes, bytes.
+    pub sizes: Vec<usize>,
+    /// Measured round trips per transport, size and run.
+    pub iters: u64,
+    /// Round trips before measuring, not recorded.
+    pub warmup: u64,
+    /// (this process's CPU, the peer's), if pinned.
+    pub cpus: Option<(usize, usize)>,
+    /// Repetitions of the whole set.
+    pub runs: usize,
+    /// Transports, in report order.
+    pub transports: Vec<String>,
+}
+
+impl Results {
+    /// Draws the percentile plot (SVG) of every transport at frame size
+    /// `size`, from the first run.
+    pub fn plot(&self, size: usize, machine: &super::Machine, path: &Path) -> io::Result<()> {
+        let sr = self.sizes.iter().find(|s| s.size == size).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("no measurement at {size} bytes to plot"))
+        })?;
+        let series: Vec<super::plot::Series<'_>> = sr
+            .transports
+            .iter()
+            .filter_map(|t| Some(super::plot::Series { name: &t.transport, curve: &t.runs.first()?.curve }))
+            .collect();
+        let title = format!("HELIX cross-process round trip, {size}-byte frames ({}, run 1)", machine.cpu);
+        super::plot::percentile_plot(path, &title, &series)
+    }
+}
+
+/// What `helix-bench pingpong --json` writes under `results`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// The parameters.
+    pub params: Params,
+    /// Each frame size.
+    pub sizes: Vec<SizeResult>,
+}
 
 /// A channel to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,7 +481,7 @@ pub fn peer(t: Transport, ns: &Namespace, size: usize, rounds: u64, dir: &Path) 
 }
 
 /// Runs one transport: sets it up, starts the peer, measures round trips.
-pub fn run(t: Transport, cfg: &Config, peer_cmd: PeerCommand<'_>) -> io::Result<Summary> {
+pub fn run(t: Transport, cfg: &Config, peer_cmd: PeerCommand<'_>) -> io::Result<Measured> {
     if cfg.size < 8 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "frames must be at least 8 bytes"));
     }
@@ -424,7 +561,7 @@ pub fn run(t: Transport, cfg: &Config, peer_cmd: PeerCommand<'_>) -> io::Result<
     Ok(summary)
 }
 
-fn measure(side: &mut dyn Side, cfg: &Config) -> io::Result<Summary> {
+fn measure(side: &mut dyn Side, cfg: &Config) -> io::Result<Measured> {
     let mut h = histogram();
     let mut out = vec![0u8; cfg.size];
     let mut back = vec![0u8; cfg.size];
@@ -438,7 +575,7 @@ fn measure(side: &mut dyn Side, cfg: &Config) -> io::Result<Summary> {
             h.record(rtt.max(1)).map_err(io::Error::other)?;
         }
     }
-    Ok(Summary::of(&h))
+    Ok(Measured { summary: Summary::of(&h), curve: curve(&h) })
 }
 
 fn cleanup(t: Transport, cfg: &Config) {

@@ -6,6 +6,8 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::shm::Namespace;
 use crate::{Policy, ReadError, Reader, ReaderOptions, Ring, RingOptions, Start, TryReadError, WaitStrategy};
 
@@ -37,12 +39,14 @@ pub struct Config {
 }
 
 /// What one side measured.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rate {
     /// Frames moved.
     pub frames: u64,
     /// Sequences lost to overruns (readers of an overwrite ring).
     pub lost: u64,
+    /// Overrun events (readers of an overwrite ring).
+    pub overruns: u64,
     /// Seconds from the first frame to the last.
     pub seconds: f64,
 }
@@ -50,12 +54,67 @@ pub struct Rate {
 impl Rate {
     /// Frames per second.
     pub fn frames_per_sec(&self) -> f64 {
-        self.frames as f64 / self.seconds
+        self.frames as f64 / self.seconds.max(1e-9)
     }
 }
 
+/// One setup (frame size, batch, readers, gating) over every run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Case {
+    /// Frame size, bytes.
+    pub size: usize,
+    /// Frames per claim and per batch read.
+    pub batch: u64,
+    /// Reader processes.
+    pub readers: usize,
+    /// Gating readers on a block ring, or not on an overwrite ring.
+    pub gating: bool,
+    /// The readers' wait strategy.
+    pub wait: String,
+    /// Frames published per run.
+    pub frames: u64,
+    /// Each run.
+    pub runs: Vec<Report>,
+    /// Median writer frames/s over the runs.
+    pub writer_fps: f64,
+    /// Median of every reader's frames/s over the runs.
+    pub reader_fps: f64,
+}
+
+impl Case {
+    /// Fills the medians from the runs.
+    pub fn finish(&mut self) {
+        self.writer_fps = super::median(self.runs.iter().map(|r| r.writer.frames_per_sec()).collect());
+        self.reader_fps =
+            super::median(self.runs.iter().flat_map(|r| r.readers.iter().map(Rate::frames_per_sec)).collect());
+    }
+
+    /// Total sequences lost by all readers over all runs.
+    pub fn lost(&self) -> u64 {
+        self.runs.iter().flat_map(|r| &r.readers).map(|r| r.lost).sum()
+    }
+
+    /// Frames published over all runs, times readers.
+    pub fn deliveries(&self) -> u64 {
+        self.frames * self.readers as u64 * self.runs.len() as u64
+    }
+}
+
+/// What `helix-bench stream --json` writes under `results`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// Ring capacity in slots.
+    pub capacity: u64,
+    /// CPUs: the writer's first, readers spread over the rest.
+    pub cpus: Vec<usize>,
+    /// Repetitions of each case.
+    pub runs: usize,
+    /// Every setup measured.
+    pub cases: Vec<Case>,
+}
+
 /// The whole run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The writer's rate.
     pub writer: Rate,
@@ -72,7 +131,7 @@ pub fn peer(ns: &Namespace, frames: u64, batch: u64, gating: bool, wait: WaitStr
     let mut r = Reader::attach(ns, RING, &opts).map_err(io::Error::other)?;
     println!("ready");
     io::stdout().flush()?;
-    let (mut got, mut lost, mut last) = (0u64, 0u64, 0u64);
+    let (mut got, mut lost, mut overruns, mut last) = (0u64, 0u64, 0u64, 0u64);
     let mut bad = None;
     let mut t0 = None;
     while last < frames {
@@ -94,6 +153,7 @@ pub fn peer(ns: &Namespace, frames: u64, batch: u64, gating: bool, wait: WaitStr
             },
             Err(TryReadError::Overrun(o)) => {
                 lost += o.lost;
+                overruns += 1;
                 last = o.resume_at - 1;
             }
             Err(e) => return Err(io::Error::other(e)),
@@ -103,7 +163,7 @@ pub fn peer(ns: &Namespace, frames: u64, batch: u64, gating: bool, wait: WaitStr
         }
     }
     let seconds = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    println!("{got} {lost} {seconds}");
+    println!("{got} {lost} {overruns} {seconds}");
     Ok(())
 }
 
@@ -190,7 +250,7 @@ fn run_on(ring: &Ring, cfg: &Config, peer_cmd: PeerCommand<'_>) -> io::Result<Re
             seq += 1;
         }
     }
-    let writer = Rate { frames: cfg.frames, lost: 0, seconds: t0.elapsed().as_secs_f64() };
+    let writer = Rate { frames: cfg.frames, lost: 0, overruns: 0, seconds: t0.elapsed().as_secs_f64() };
     let mut readers = Vec::new();
     for (mut child, mut out) in children {
         let mut line = String::new();
@@ -204,7 +264,8 @@ fn run_on(ring: &Ring, cfg: &Config, peer_cmd: PeerCommand<'_>) -> io::Result<Re
         readers.push(Rate {
             frames: parse(0)?.parse().map_err(io::Error::other)?,
             lost: parse(1)?.parse().map_err(io::Error::other)?,
-            seconds: parse(2)?.parse().map_err(io::Error::other)?,
+            overruns: parse(2)?.parse().map_err(io::Error::other)?,
+            seconds: parse(3)?.parse().map_err(io::Error::other)?,
         });
     }
     Ok(Report { writer, readers, writer_waits: ring.stats().writer_waits })
