@@ -81,7 +81,7 @@ pub struct RecordHeader {
     pub seq: u64,
     /// The writer's lease epoch when the ledger read the frame.
     pub epoch: u64,
-    /// CLOCK_REALTIME (ns) when the ledger read it.
+    /// CLOCK_REALTIME (ns) just after the ledger read the batch holding it.
     pub recv_ns: u64,
     /// The frame's kind (0 for GAP and RING).
     pub kind: u32,

@@ -99,15 +99,16 @@ impl Tap {
         let Some(reader) = self.reader.as_mut() else { return 0 };
         let id = self.id;
         let epoch = reader.writer_epoch();
-        let now = crate::process::realtime_ns();
         let got = reader.try_read_batch(BATCH, |f| {
-            let payload = ledger.reserve_frame(id, f.seq(), epoch, now, f.kind(), f.len());
+            let payload = ledger.reserve_frame(id, f.seq(), epoch, 0, f.kind(), f.len());
             // A frame overwritten while copied is not counted by the batch,
             // and `seal` drops it.
             let _ = f.copy_to(payload);
         });
         match got {
             Ok(n) => {
+                // Stamped now that the whole batch has been read.
+                ledger.stamp_unsealed(crate::process::realtime_ns());
                 ledger.seal(id, n);
                 n
             }

@@ -330,6 +330,19 @@ impl Ledger {
         &mut self.buf[at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + len]
     }
 
+    /// Sets the time read (`recv_ns`) of every unsealed record: a batch is
+    /// stamped once it has been read, so no record's time precedes its
+    /// frame's publication.
+    #[inline]
+    pub fn stamp_unsealed(&mut self, recv_ns: u64) {
+        let mut at = self.sealed;
+        while at < self.buf.len() {
+            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap()) as usize;
+            self.buf[at + 24..at + 32].copy_from_slice(&recv_ns.to_le_bytes());
+            at += len;
+        }
+    }
+
     /// Keeps the first `n` unsealed records (of ring `id`), hashing them
     /// into the chain, and drops the rest (frames the ring did not confirm
     /// as intact).

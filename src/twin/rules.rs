@@ -237,7 +237,7 @@ impl TwinConfig {
         };
         let snapshot_interval = ms(&raw.snapshot_interval_ms, 1000, "snapshot_interval_ms")?;
         let update_interval = ms(&raw.update_interval_ms, 200, "update_interval_ms")?;
-        let poll_interval = ms(&raw.poll_interval_ms, 2, "poll_interval_ms")?;
+        let poll_interval = ms(&raw.poll_interval_ms, 1, "poll_interval_ms")?;
         if update_interval > snapshot_interval {
             let at = raw.update_interval_ms.as_ref().map(|v| v.span());
             return Err(err(at, "update_interval_ms is longer than snapshot_interval_ms".into()));
@@ -372,7 +372,7 @@ impl TwinConfig {
             alarm_ring: "alarms".into(),
             snapshot_interval: Duration::from_millis(1000),
             update_interval: Duration::from_millis(200),
-            poll_interval: Duration::from_millis(2),
+            poll_interval: Duration::from_millis(1),
             ewma_alpha: 0.1,
             trend_beta: 0.1,
             rules,
