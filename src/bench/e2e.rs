@@ -7,7 +7,7 @@
 //!   when it wrote the sample) to the moment this reader had it, on the same
 //!   clock: exact up to the cost of reading the clock;
 //! - the ledger: from its records after the run, each FRAME's `recv_ns`
-//!   (CLOCK_REALTIME, taken just before the ledger read the batch holding
+//!   (CLOCK_REALTIME, taken just after the ledger read the batch holding
 //!   the frame) minus the sample's `ingest_ns` moved to CLOCK_REALTIME by
 //!   an offset (realtime - monotonic) sampled when the measurement starts;
 //!   the offset's uncertainty and its drift over the window are reported;
@@ -766,7 +766,7 @@ fn run_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> io::Resul
             lost: dl.lost,
             lag: lag_of(&lag[1], rate),
             latency_method: "ingest_ns + (realtime - monotonic offset) to the record's recv_ns (CLOCK_REALTIME, \
-                             just before the ledger read the batch), for samples ingested in the window"
+                             just after the ledger read the batch), for samples ingested in the window"
                 .into(),
             latency: (!lat.is_empty()).then(|| Summary::of(&lat)),
         },

@@ -633,7 +633,7 @@ fn ledger_section(md: &mut String, run: &Run, doc: &Document<ledger::Results>) {
         "\nWith small frames the ledger is bound by its own CPU (hashing, copying, `write(2)` into the page \
          cache); with 1 KiB frames by the disk: the ring fills and the writer waits for the ledger (the \
          lossless `block` policy doing its job), whatever the fsync interval. fsync counts below the \
-         interval's budget mean the syncs took longer than the interval. The ledger polls every millisecond \
+         interval's budget mean the syncs took longer than the interval. The ledger polls every half millisecond \
          while frames flow instead of parking, so the writer never pays a `FUTEX_WAKE` for it.\n\n",
     );
 }
@@ -725,15 +725,14 @@ fn e2e_section(md: &mut String, run: &Run, doc: &Document<e2e::Results>) {
          - helix-bench: each sample's `ingest_ns` (helixd's CLOCK_MONOTONIC, read when it claimed the batch \
          holding the sample) to the moment the reader had the frame, on the same clock: exact up to the cost \
          of a clock read. This is the reader the targets speak of.\n\
-         - helix-ledger: the ledger stamps each record with `recv_ns`, CLOCK_REALTIME read just before it \
-         reads the batch holding the frame. helix-bench converts each sample's `ingest_ns` to CLOCK_REALTIME \
+         - helix-ledger: the ledger stamps each record with `recv_ns`, CLOCK_REALTIME read just after it \
+         has read the batch holding the frame. helix-bench converts each sample's `ingest_ns` to CLOCK_REALTIME \
          with an offset (realtime - monotonic) taken at the start of the window from the closest of 16 paired \
          clock readings: offset uncertainty ±{} ns, drift over the window {} ns. Only samples ingested inside \
-         the window count. `recv_ns` precedes the copy of the batch, so the figure is ingest to the ledger \
-         starting to read the frame; the record reaches the page cache microseconds later and the disk at the \
-         next fsync. A frame published between that clock read and the read itself comes out negative: {} \
-         did (by at most {}), counted as 1 ns. The \
-         ledger polls every millisecond while frames flow (it never parks between batches, see above), so its \
+         the window count. The figure is ingest to the ledger holding the frame in memory; the record reaches \
+         the page cache microseconds later and the disk at the next fsync. A negative difference could only \
+         come from the clock offset's error: {} did (by at most {}), counted as 1 ns. The \
+         ledger polls every half millisecond while frames flow (it never parks between batches, see above), so its \
          latency is mostly that period plus its own work (hashing, writing, the fsync every few milliseconds), \
          by design: it trades latency nobody waits for against the writer's wake-up cost.\n\
          - helix-twin: it publishes no receipt time for telemetry, but every alarm event carries the \

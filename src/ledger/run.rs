@@ -28,9 +28,9 @@ const FLUSH_BYTES: usize = 256 << 10;
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// How often attached rings are checked for replacement and demotion.
 const RING_CHECK: Duration = Duration::from_secs(1);
-/// How often an idle ledger looks for frames while they flow.
-const POLL: Duration = Duration::from_millis(1);
-/// Empty polls in a row after which the ledger parks until a frame comes.
+/// How often an idle ledger looks for frames while they flow (see `serve`).
+const POLL: Duration = Duration::from_micros(500);
+/// Empty polls in a row (50 ms) after which the ledger parks until a frame comes.
 const QUIET_POLLS: u32 = 100;
 /// How often the status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
@@ -289,10 +289,11 @@ fn serve(
             continue;
         }
         // Idle: wait for frames, the next fsync or housekeeping. While
-        // frames flow, poll every millisecond rather than park: a parked
-        // reader costs the writer a futex wake per publish, and the ledger
-        // a wake-up per small batch, where a poll takes a millisecond's
-        // frames at once. After a quiet spell, park until a frame comes.
+        // frames flow, poll every half millisecond rather than park: a
+        // parked reader costs the writer a futex wake per publish, and the
+        // ledger a wake-up per small batch, where a poll takes half a
+        // millisecond's frames at once. After a quiet spell, park until a
+        // frame comes.
         let mut timeout = next_housekeeping.saturating_duration_since(Instant::now());
         if let Some(d) = ledger.sync_due_in(cfg.fsync_interval) {
             timeout = timeout.min(d);
