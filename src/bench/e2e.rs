@@ -38,7 +38,7 @@ use crate::process::{now_ns, realtime_ns};
 use crate::shm::{Namespace, SHM_DIR};
 use crate::telemetry::{Sample, KIND_SAMPLE};
 use crate::twin::frames::{AlarmEvent, AlarmKind, ACTION_RAISE, KIND_ALARM};
-use crate::{ReadError, Reader, ReaderOptions, RingView, Start, WaitStrategy};
+use crate::{Frame, ReadError, Reader, ReaderOptions, RingView, Start, WaitStrategy};
 
 use super::{histogram, Summary};
 
@@ -431,9 +431,15 @@ struct Seen {
     hist: Histogram<u64>,
 }
 
-/// Reads `telemetry` until `t1`, recording ingest-to-receipt latency of
-/// frames received in `[t0, t1)`.
-fn read_telemetry(mut r: Reader, t0: u64, t1: u64) -> io::Result<Seen> {
+/// Reads `r` until `t1`. Of the frames received in `[t0, t1)`, `classify`
+/// picks those that count (`Some`) and gives the ingest time each one's
+/// latency is measured from (`Some(Some(ns))`); overruns count from `t0`.
+fn read_until(
+    mut r: Reader,
+    t0: u64,
+    t1: u64,
+    mut classify: impl FnMut(&Frame<'_>) -> Option<Option<u64>>,
+) -> io::Result<Seen> {
     let mut seen = Seen { frames: 0, overruns: 0, lost: 0, hist: histogram() };
     loop {
         let now = now_ns();
@@ -452,51 +458,37 @@ fn read_telemetry(mut r: Reader, t0: u64, t1: u64) -> io::Result<Seen> {
             }
             Err(e) => return Err(io::Error::other(e)),
         };
-        let sample = (frame.kind() == KIND_SAMPLE).then(|| frame.read::<Sample>().ok()).flatten();
+        let counted = classify(&frame);
         let at = now_ns();
         drop(frame);
+        let Some(since) = counted else { continue };
         if (t0..t1).contains(&at) {
             seen.frames += 1;
-            if let Some(s) = sample {
-                seen.hist.record(at.saturating_sub(s.ingest_ns).max(1)).map_err(io::Error::other)?;
+            if let Some(since) = since {
+                seen.hist.record(at.saturating_sub(since).max(1)).map_err(io::Error::other)?;
             }
         }
     }
 }
 
+/// Reads `telemetry` until `t1`, recording ingest-to-receipt latency of
+/// frames received in `[t0, t1)`.
+fn read_telemetry(r: Reader, t0: u64, t1: u64) -> io::Result<Seen> {
+    read_until(r, t0, t1, |frame| {
+        let sample = (frame.kind() == KIND_SAMPLE).then(|| frame.read::<Sample>().ok()).flatten();
+        Some(sample.map(|s| s.ingest_ns))
+    })
+}
+
 /// Reads `alarms` until `t1`, recording ingest-to-receipt latency of the
 /// events received in `[t0, t1)` whose time is a sample's `ingest_ns`
 /// (every event but a stale raise, timed by the twin's own clock).
-fn read_alarms(mut r: Reader, t0: u64, t1: u64) -> io::Result<Seen> {
-    let mut seen = Seen { frames: 0, overruns: 0, lost: 0, hist: histogram() };
-    loop {
-        let now = now_ns();
-        if now >= t1 {
-            return Ok(seen);
-        }
-        let frame = match r.peek_timeout(Duration::from_nanos((t1 - now).min(100_000_000))) {
-            Ok(f) => f,
-            Err(ReadError::Timeout) => continue,
-            Err(ReadError::Overrun(o)) => {
-                seen.overruns += 1;
-                seen.lost += o.lost;
-                continue;
-            }
-            Err(e) => return Err(io::Error::other(e)),
-        };
-        let event = (frame.kind() == KIND_ALARM).then(|| frame.read::<AlarmEvent>().ok()).flatten();
-        let at = now_ns();
-        drop(frame);
-        let Some(ev) = event else { continue };
-        if !(t0..t1).contains(&at) {
-            continue;
-        }
-        seen.frames += 1;
+fn read_alarms(r: Reader, t0: u64, t1: u64) -> io::Result<Seen> {
+    read_until(r, t0, t1, |frame| {
+        let ev = (frame.kind() == KIND_ALARM).then(|| frame.read::<AlarmEvent>().ok()).flatten()?;
         let stale_raise = ev.rule == AlarmKind::Stale.number() && ev.action == ACTION_RAISE;
-        if !stale_raise {
-            seen.hist.record(at.saturating_sub(ev.time_ns).max(1)).map_err(io::Error::other)?;
-        }
-    }
+        Some((!stale_raise).then_some(ev.time_ns))
+    })
 }
 
 /// One reader entry's counters.
