@@ -28,46 +28,18 @@ pub enum TwinError {
     Attach { ring: String, source: AttachError },
 }
 
-/// The twin's counters, from its newest snapshot marker.
+/// The twin's counters, from its newest snapshot marker (its fields, in
+/// JSON at the top level), and what a reader derives from the markers.
 #[derive(Debug, Clone, Serialize)]
 pub struct TwinSummary {
-    /// The twin's instance (its start, CLOCK_REALTIME ns).
-    pub instance: u64,
-    /// The newest snapshot's round.
-    pub round: u64,
-    /// When it was published (CLOCK_MONOTONIC ns).
-    pub published_ns: u64,
-    /// How long ago.
+    /// The newest snapshot marker, as published.
+    #[serde(flatten)]
+    pub marker: Marker,
+    /// How long ago it was published.
     pub age_ns: u64,
-    /// Streams configured.
-    pub streams_configured: u32,
-    /// Streams that have had a sample.
-    pub streams_seen: u64,
-    /// Telemetry frames consumed.
-    pub frames: u64,
     /// Frames consumed per second between the two newest snapshots (null
     /// with only one in the ring).
     pub frames_per_sec: Option<f64>,
-    /// Overrun events.
-    pub overruns: u64,
-    /// Frames lost to overruns.
-    pub lost: u64,
-    /// Samples of streams beyond the configured count.
-    pub rejected_streams: u64,
-    /// Frames of an unknown kind.
-    pub bad_kind: u64,
-    /// Sample frames of the wrong size.
-    pub bad_size: u64,
-    /// Non-finite values.
-    pub nonfinite: u64,
-    /// Samples missing from streams' sequence numbers.
-    pub gaps: u64,
-    /// Alarms active.
-    pub alarms_active: u64,
-    /// Alarm events produced.
-    pub alarm_events: u64,
-    /// Alarm events not published.
-    pub alarm_publish_failed: u64,
 }
 
 /// One stream's state (JSON: every field of the frame, alarms by name).
@@ -297,26 +269,7 @@ pub fn read(
                 0.0
             }
         });
-        TwinSummary {
-            instance: m.instance,
-            round: m.round,
-            published_ns: m.published_ns,
-            age_ns: now.saturating_sub(m.published_ns),
-            streams_configured: m.streams,
-            streams_seen: m.streams_seen,
-            frames: m.frames,
-            frames_per_sec,
-            overruns: m.overruns,
-            lost: m.lost,
-            rejected_streams: m.rejected_streams,
-            bad_kind: m.bad_kind,
-            bad_size: m.bad_size,
-            nonfinite: m.nonfinite,
-            gaps: m.gaps,
-            alarms_active: m.alarms_active,
-            alarm_events: m.alarm_events,
-            alarm_publish_failed: m.alarm_publish_failed,
-        }
+        TwinSummary { marker: *m, age_ns: now.saturating_sub(m.published_ns), frames_per_sec }
     });
     let streams = states
         .values()
@@ -384,10 +337,10 @@ pub fn render(v: &TwinView, filter: Option<StreamRange>, all: bool) -> String {
         None => {
             let _ = writeln!(o, "  no snapshot in the state ring yet");
         }
-        Some(t) => {
-            let rate = t.frames_per_sec.map_or("-".into(), |r| format!("{r:.0}"));
-            let _ = writeln!(o, "  snapshot   round {}, {} ago", t.round, secs(t.age_ns));
-            let _ = writeln!(o, "  streams    {} of {} seen", t.streams_seen, t.streams_configured);
+        Some(summary) => {
+            let (t, rate) = (&summary.marker, summary.frames_per_sec.map_or("-".into(), |r| format!("{r:.0}")));
+            let _ = writeln!(o, "  snapshot   round {}, {} ago", t.round, secs(summary.age_ns));
+            let _ = writeln!(o, "  streams    {} of {} seen", t.streams_seen, t.streams);
             let _ = writeln!(
                 o,
                 "  telemetry  {} frames, {rate} frames/s; {} overruns, {} frames lost; {} samples missing by sequence",

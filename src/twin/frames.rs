@@ -171,11 +171,13 @@ const _: () = assert!(std::mem::offset_of!(StreamState, staleness) == 168);
 /// [`KIND_SNAPSHOT_BEGIN`] or [`KIND_SNAPSHOT_END`]), and carries the twin's
 /// own counters.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable, serde::Serialize)]
 pub struct Marker {
     /// [`TWIN_FORMAT_VERSION`].
+    #[serde(skip)]
     pub version: u32,
     /// Streams configured (ids `0 .. streams`).
+    #[serde(rename = "streams_configured")]
     pub streams: u32,
     /// The publishing twin's instance.
     pub instance: u64,
