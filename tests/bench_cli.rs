@@ -296,16 +296,23 @@ fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
             "1",
             "--warmup",
             "0.3",
+            "--ledger-cpus",
+            "0",
+            "--reader-cpus",
+            "0",
             "--dir",
             &dir.0.display().to_string(),
             "--json",
             &dir.arg("e2e.json"),
         ],
     );
+    assert!(out.contains("helix-ledger, helix-bench on CPU 0"), "{out}");
     assert!(out.contains("ledger: verified"), "{out}");
     let v = document(&dir.path("e2e.json"), "e2e");
     let r = &v["results"];
     assert_eq!(r["streams"], 100);
+    assert_eq!(r["placement"], serde_json::json!({"helixd": [], "ledger": [0], "twin": [], "reader": [0]}));
+    assert_eq!(r["twin_poll_ms"], 1);
     let readers = r["readers"].as_array().unwrap();
     assert_eq!(
         readers.iter().map(|x| x["name"].as_str().unwrap()).collect::<Vec<_>>(),
@@ -341,6 +348,8 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
             "--quick",
             "--runs",
             "1",
+            "--cpus",
+            "0,1",
             "--dir",
             &dir.arg("run"),
             "--ledger-dir",
@@ -353,8 +362,10 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     let steps = index["steps"].as_array().unwrap();
     assert_eq!(
         steps.iter().map(|s| s["scenario"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["pingpong", "stream", "stream", "ledger", "e2e"]
+        ["pingpong", "stream", "stream", "ledger", "e2e", "e2e"]
     );
+    // The second e2e puts the ledger on the last CPU, the rest on the others.
+    assert!(steps[5]["command"].as_array().unwrap().windows(2).any(|w| w[0] == "--ledger-cpus" && w[1] == "1"));
     assert!(steps.iter().all(|s| s["error"].is_null()), "{index}");
     assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
     std::fs::write(dir.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
@@ -385,6 +396,13 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
         assert!(md.contains(heading), "{heading} missing:\n{md}");
     }
     assert!(md.contains("](latency.svg)") && md.contains("tens of microseconds"), "{md}");
+    for placement in [
+        "### Placement: every process on CPUs 0,1",
+        "### Placement: helixd, helix-twin, helix-bench on CPU 0; helix-ledger on CPU 1",
+        "**Why the placement matters.**",
+    ] {
+        assert!(md.contains(placement), "{placement} missing:\n{md}");
+    }
     assert!(!md.contains("not measured"), "{md}");
     assert!(std::fs::read_to_string(dir.path("latency.svg")).unwrap().starts_with("<svg"));
 }

@@ -73,14 +73,70 @@ pub struct Config {
     pub dir: PathBuf,
     /// The programs.
     pub programs: Programs,
-    /// CPUs every process is confined to (none: not pinned).
-    pub cpus: Vec<usize>,
+    /// The CPUs each process is confined to.
+    pub placement: Placement,
     /// A namespace with no files yet; everything in it is removed after.
     pub namespace: Namespace,
     /// How helix-bench's own reader waits.
     pub wait: WaitStrategy,
     /// The ledger's fsync interval, ms.
     pub fsync_ms: u64,
+}
+
+/// The CPUs each process is confined to (an empty list: not confined).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// helixd (its simulated HAL writes the telemetry).
+    pub helixd: Vec<usize>,
+    /// helix-ledger.
+    pub ledger: Vec<usize>,
+    /// helix-twin.
+    pub twin: Vec<usize>,
+    /// helix-bench, whose reader the targets speak of.
+    pub reader: Vec<usize>,
+}
+
+impl Placement {
+    /// Every process confined to `cpus`.
+    pub fn all(cpus: &[usize]) -> Placement {
+        Placement { helixd: cpus.to_vec(), ledger: cpus.to_vec(), twin: cpus.to_vec(), reader: cpus.to_vec() }
+    }
+
+    /// Whether every process has the same CPUs.
+    pub fn shared(&self) -> bool {
+        [&self.ledger, &self.twin, &self.reader].iter().all(|c| **c == self.helixd)
+    }
+
+    /// In words: "every process on CPUs 0,1", "not confined", or each
+    /// process's CPUs.
+    pub fn describe(&self) -> String {
+        let cpus = |c: &[usize]| match c {
+            [] => "any CPU".to_owned(),
+            [one] => format!("CPU {one}"),
+            many => format!("CPUs {}", many.iter().map(usize::to_string).collect::<Vec<_>>().join(",")),
+        };
+        if self.shared() {
+            return if self.helixd.is_empty() {
+                "not confined to CPUs".into()
+            } else {
+                format!("every process on {}", cpus(&self.helixd))
+            };
+        }
+        // Group the processes sharing a CPU set, in a fixed order.
+        let mut groups: Vec<(&[usize], Vec<&str>)> = Vec::new();
+        for (name, set) in [
+            ("helixd", &self.helixd),
+            ("helix-ledger", &self.ledger),
+            ("helix-twin", &self.twin),
+            ("helix-bench", &self.reader),
+        ] {
+            match groups.iter_mut().find(|(c, _)| *c == set.as_slice()) {
+                Some((_, names)) => names.push(name),
+                None => groups.push((set, vec![name])),
+            }
+        }
+        groups.iter().map(|(c, names)| format!("{} on {}", names.join(", "), cpus(c))).collect::<Vec<_>>().join("; ")
+    }
 }
 
 impl Config {
@@ -204,14 +260,17 @@ pub struct Results {
     pub seconds: f64,
     /// Seconds of warm-up before.
     pub warmup: f64,
-    /// CPUs every process was confined to.
-    pub cpus: Vec<usize>,
+    /// The CPUs each process was confined to.
+    pub placement: Placement,
     /// Telemetry ring slots.
     pub capacity: u64,
     /// The ledger's fsync interval, ms.
     pub fsync_ms: u64,
     /// helix-bench's reader's wait strategy.
     pub wait: String,
+    /// How often the twin reads telemetry while it flows, ms (its
+    /// `poll_interval_ms`).
+    pub twin_poll_ms: u64,
     /// Frames helixd published in the window.
     pub published: u64,
     /// `published` per second.
@@ -557,14 +616,18 @@ fn run_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> io::Resul
     let helixd_toml = dir.join("helix.toml");
     std::fs::write(&helixd_toml, helixd_config(cfg))?;
     let twin_toml = dir.join("twin.toml");
-    std::fs::write(&twin_toml, twin_config(cfg)?)?;
+    let twin_text = twin_config(cfg)?;
+    let twin_poll = crate::twin::rules::TwinConfig::parse(&twin_text, &twin_toml)
+        .map_err(|e| io::Error::other(e.to_string()))?
+        .poll_interval;
+    std::fs::write(&twin_toml, twin_text)?;
     let ledger_dir = dir.join("ledger");
 
     progress(&format!("starting helixd ({} streams x {} Hz)", cfg.streams, cfg.rate_hz));
     let mut helixd = {
         let mut c = Command::new(&cfg.programs.helixd);
         c.arg("--config").arg(&helixd_toml);
-        Proc::start("helixd", c, dir, &cfg.cpus)?
+        Proc::start("helixd", c, dir, &cfg.placement.helixd)?
     };
     let mut view = None;
     wait_for("helixd did not start writing telemetry", &mut [&mut helixd], || {
@@ -584,7 +647,7 @@ fn run_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> io::Resul
         c.args(["--ring", TELEMETRY, "--fsync-interval-ms", &cfg.fsync_ms.to_string(), "--dir"])
             .arg(&ledger_dir)
             .env("HELIX_NAMESPACE", ns.as_str());
-        Proc::start("helix-ledger", c, dir, &cfg.cpus)?
+        Proc::start("helix-ledger", c, dir, &cfg.placement.ledger)?
     };
     let ledger_pid = ledger.pid();
     wait_for("helix-ledger did not attach", &mut [&mut helixd, &mut ledger], || attached(ledger_pid))?;
@@ -593,14 +656,14 @@ fn run_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> io::Resul
     let mut twin = {
         let mut c = Command::new(&cfg.programs.twin);
         c.arg("--config").arg(&twin_toml);
-        Proc::start("helix-twin", c, dir, &cfg.cpus)?
+        Proc::start("helix-twin", c, dir, &cfg.placement.twin)?
     };
     let twin_pid = twin.pid();
     wait_for("helix-twin did not attach", &mut [&mut helixd, &mut ledger, &mut twin], || attached(twin_pid))?;
 
     // helix-bench's own readers, on threads of this process.
-    if !cfg.cpus.is_empty() {
-        super::pin_pid_set(0, &cfg.cpus)?;
+    if !cfg.placement.reader.is_empty() {
+        super::pin_pid_set(0, &cfg.placement.reader)?;
     }
     let me = std::process::id();
     let tel_reader = Reader::attach(
@@ -788,10 +851,11 @@ fn run_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> io::Resul
         rate_hz: cfg.rate_hz,
         seconds,
         warmup: cfg.warmup.as_secs_f64(),
-        cpus: cfg.cpus.clone(),
+        placement: cfg.placement.clone(),
         capacity: cfg.capacity(),
         fsync_ms: cfg.fsync_ms,
         wait: super::stream::wait_name(cfg.wait).into(),
+        twin_poll_ms: twin_poll.as_millis() as u64,
         published: window_published,
         frames_per_sec: per_sec(window_published),
         writer_waits: stats1.writer_waits - stats0.writer_waits,
@@ -801,4 +865,20 @@ fn run_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> io::Resul
         alarm_events: alarm_seen.frames,
         ledger: ledger_check,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Placement;
+
+    #[test]
+    fn a_placement_reads_as_processes_grouped_by_cpus() {
+        assert_eq!(Placement::all(&[]).describe(), "not confined to CPUs");
+        assert_eq!(Placement::all(&[0, 1]).describe(), "every process on CPUs 0,1");
+        let apart = Placement { ledger: vec![1], ..Placement::all(&[0]) };
+        assert!(!apart.shared());
+        assert_eq!(apart.describe(), "helixd, helix-twin, helix-bench on CPU 0; helix-ledger on CPU 1");
+        let mixed = Placement { helixd: vec![2, 3], ledger: vec![], twin: vec![2, 3], reader: vec![1] };
+        assert_eq!(mixed.describe(), "helixd, helix-twin on CPUs 2,3; helix-ledger on any CPU; helix-bench on CPU 1");
+    }
 }

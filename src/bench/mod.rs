@@ -127,6 +127,11 @@ pub struct Machine {
     pub cores: usize,
     /// Kernel release.
     pub kernel: String,
+    /// How an idle CPU waits (the cpuidle driver, and a virtual machine's
+    /// halt polling), which sets what waking a thread on it costs; `None`
+    /// where /sys does not say.
+    #[serde(default)]
+    pub idle: Option<String>,
 }
 
 impl Machine {
@@ -140,13 +145,30 @@ impl Machine {
             })
             .unwrap_or_else(|| "unknown CPU".into());
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
-        Machine { cpu, cores: std::thread::available_parallelism().map_or(1, |n| n.get()), kernel }
+        Machine { cpu, cores: std::thread::available_parallelism().map_or(1, |n| n.get()), kernel, idle: idle() }
     }
+}
+
+/// "cpuidle haltpoll, guest_halt_poll_ns 0": the cpuidle driver and, on a
+/// KVM guest with the haltpoll driver, how long an idle virtual CPU polls
+/// before it halts (0: it halts at once, and waking it goes through the
+/// hypervisor).
+fn idle() -> Option<String> {
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let driver = read("/sys/devices/system/cpu/cpuidle/current_driver")?;
+    Some(match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Some(ns) => format!("cpuidle {driver}, guest_halt_poll_ns {ns}"),
+        None => format!("cpuidle {driver}"),
+    })
 }
 
 impl std::fmt::Display for Machine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({} cores), Linux {}", self.cpu, self.cores, self.kernel)
+        write!(f, "{} ({} cores), Linux {}", self.cpu, self.cores, self.kernel)?;
+        match &self.idle {
+            Some(idle) => write!(f, ", {idle}"),
+            None => Ok(()),
+        }
     }
 }
 

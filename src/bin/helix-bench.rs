@@ -215,9 +215,23 @@ struct E2eArgs {
     /// use the disk a production ledger would be on.
     #[arg(long, default_value = "/var/tmp")]
     dir: PathBuf,
-    /// Confine every process (helixd, ledger, twin, this one) to these CPUs.
+    /// Confine every process (helixd, ledger, twin, this one) to these CPUs;
+    /// the options below override it for one process.
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
+    /// Confine helixd to these CPUs.
+    #[arg(long, value_delimiter = ',', value_name = "CPUS")]
+    helixd_cpus: Option<Vec<usize>>,
+    /// Confine helix-ledger to these CPUs (e.g. a CPU of its own, away from
+    /// the latency-sensitive readers).
+    #[arg(long, value_delimiter = ',', value_name = "CPUS")]
+    ledger_cpus: Option<Vec<usize>>,
+    /// Confine helix-twin to these CPUs.
+    #[arg(long, value_delimiter = ',', value_name = "CPUS")]
+    twin_cpus: Option<Vec<usize>>,
+    /// Confine this program (its readers) to these CPUs.
+    #[arg(long, value_delimiter = ',', value_name = "CPUS")]
+    reader_cpus: Option<Vec<usize>>,
     /// This reader's wait strategy: spin, spin-then-park or park.
     #[arg(long, default_value = "park")]
     wait: WaitStrategy,
@@ -238,7 +252,9 @@ struct ReportArgs {
     #[arg(long)]
     dir: PathBuf,
     /// Pin (pingpong, stream, ledger) or confine (e2e) to these CPUs, e.g.
-    /// 0,1 (default: not pinned).
+    /// 0,1 (default: not pinned). With two or more, e2e runs twice: every
+    /// process on all of them, then the ledger on the last CPU and every
+    /// other process on the rest.
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
     /// Repetitions of the pingpong, stream and ledger measurements.
@@ -559,7 +575,12 @@ fn run_e2e(a: E2eArgs, explicit_ns: bool, namespace: Namespace, exe: &std::path:
             ledger: bin_dir.join("helix-ledger"),
             twin: bin_dir.join("helix-twin"),
         },
-        cpus: a.cpus.clone(),
+        placement: e2e::Placement {
+            helixd: a.helixd_cpus.clone().unwrap_or_else(|| a.cpus.clone()),
+            ledger: a.ledger_cpus.clone().unwrap_or_else(|| a.cpus.clone()),
+            twin: a.twin_cpus.clone().unwrap_or_else(|| a.cpus.clone()),
+            reader: a.reader_cpus.clone().unwrap_or_else(|| a.cpus.clone()),
+        },
         namespace,
         wait: a.wait,
         fsync_ms: a.fsync_ms,
@@ -573,7 +594,7 @@ fn run_e2e(a: E2eArgs, explicit_ns: bool, namespace: Namespace, exe: &std::path:
         a.warmup,
         cfg.namespace,
         a.dir.display(),
-        cpus_text(&a.cpus)
+        cfg.placement.describe()
     );
     let r = e2e::run(&cfg, &mut |what| println!("  {what}")).context("e2e")?;
     println!(
@@ -742,12 +763,22 @@ fn run_report(a: ReportArgs, namespace: Option<&str>, exe: &std::path::Path) -> 
             ],
         ),
     ];
+    // With two or more CPUs, e2e again with the ledger on a CPU of its own
+    // (the last) and everything else on the others.
+    if let [rest @ .., last] = a.cpus.as_slice() {
+        if !rest.is_empty() {
+            let mut args = steps.last().expect("e2e is the last step").2.clone();
+            let rest = rest.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+            args.extend(["--cpus".into(), rest, "--ledger-cpus".into(), last.to_string()]);
+            steps.push(("e2e", "e2e-ledger-apart.json", args));
+        }
+    }
     for (_, file, args) in &mut steps {
         if let Some(ns) = namespace {
             // One after the other, each scenario cleans up its namespace.
             args.splice(0..0, ["--namespace".to_owned(), ns.to_owned()]);
         }
-        if !cpus.is_empty() {
+        if !cpus.is_empty() && !args.iter().any(|x| x == "--cpus") {
             args.extend(["--cpus".into(), cpus.clone()]);
         }
         args.extend(["--json".into(), json(file)]);
