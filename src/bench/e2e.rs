@@ -550,6 +550,20 @@ fn read_alarms(r: Reader, t0: u64, t1: u64) -> io::Result<Seen> {
     })
 }
 
+/// Records the lag of the readers of `pids` now, from the reader table
+/// alone ([`RingView::lags`]: a full snapshot reads every reader's
+/// `/proc/PID/stat`, and scheduler traces showed those snapshots holding
+/// the measured reader's CPU while it waited).
+fn record_lags(view: &RingView, pids: [u32; 3], lag: &mut [Histogram<u64>; 3]) -> io::Result<()> {
+    let lags = view.lags();
+    for (h, pid) in lag.iter_mut().zip(pids) {
+        if let Some(&(_, l)) = lags.iter().find(|&&(p, _)| p == pid) {
+            h.record(l).map_err(io::Error::other)?;
+        }
+    }
+    Ok(())
+}
+
 /// One reader entry's counters.
 #[derive(Clone, Copy, Default)]
 struct Counters {
@@ -699,12 +713,7 @@ fn run_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> io::Resul
     let mut lag = [histogram(), histogram(), histogram()];
     let lag_pids = [me, ledger_pid, twin_pid];
     while now_ns() < t1 {
-        let s = view.stats();
-        for (h, pid) in lag.iter_mut().zip(lag_pids) {
-            if let Some(r) = s.readers.iter().find(|r| r.pid == pid) {
-                h.record(r.lag).map_err(io::Error::other)?;
-            }
-        }
+        record_lags(&view, lag_pids, &mut lag)?;
         for p in [&mut helixd, &mut ledger, &mut twin] {
             p.check()?;
         }

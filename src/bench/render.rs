@@ -605,7 +605,8 @@ fn ledger_section(md: &mut String, run: &Run, doc: &Document<ledger::Results>) {
         "\nWith small frames the ledger is bound by its own CPU (hashing, copying, `write(2)` into the page \
          cache); with 1 KiB frames by the disk: the ring fills and the writer waits for the ledger (the \
          lossless `block` policy doing its job), whatever the fsync interval. fsync counts below the \
-         interval's budget mean the syncs took longer than the interval. The ledger polls every half millisecond \
+         interval's budget mean the syncs took longer than the interval (a thread of the ledger's own runs \
+         them, one at a time, so recording does not wait for them). The ledger polls every half millisecond \
          while frames flow instead of parking, so the writer never pays a `FUTEX_WAKE` for it.\n\n",
     );
 }
@@ -708,15 +709,18 @@ fn e2e_section(md: &mut String, run: &Run) {
     let placements: Vec<&e2e::Placement> = run.e2e.iter().map(|(_, e)| &e.results.placement).collect();
     if placements.iter().any(|p| p.shared()) && placements.iter().any(|p| !p.shared()) {
         md.push_str(
-            "**Why the placement matters.** The ledger works in batches: every half millisecond it hashes and \
-             writes what has arrived, a few hundred records, and after any delay a few thousand, which takes it \
-             up to a millisecond of CPU. When helixd wakes a parked reader while both CPUs are busy (helixd's \
-             own thread on one, the ledger's batch on the other), the kernel may queue the reader behind the \
-             ledger, and a reader that has just run does not preempt it; it runs when the batch ends or when \
-             the other CPU's load balancing takes it, up to a millisecond later (a scheduler trace of this is \
-             in the notes at the end). That is the shared placement's tail. With the ledger on a CPU of its \
-             own, a woken reader waits at most for helixd's or the twin's short bursts. An installation gets \
-             the same placement with systemd's `CPUAffinity=` (docs/systemd.md).\n\n",
+            "**Why the placement matters.** helixd's simulator thread publishes a batch every hundred \
+             microseconds or so and wakes the parked reader. Sharing both CPUs, the reader is usually woken on \
+             the other CPU, which makes its wake-up a cross-CPU one: if that CPU is idle it has halted, and on a \
+             virtual machine that does not poll before halting (see the machine above) it runs again only when \
+             the hypervisor delivers the interrupt and schedules it, now and then hundreds of microseconds to a \
+             millisecond later; if it is busy, the reader may be queued behind the ledger, which hashes and \
+             writes in batches of up to a millisecond of CPU. With the ledger on a CPU of its own and the reader \
+             beside helixd, the wake-up is local: the reader runs as soon as helixd's thread goes back to \
+             sleep, and it shares its CPU only with short bursts (helixd's, the twin's, helix-bench's own). \
+             `tools/trace-wakeups` takes a scheduler trace of an e2e run and splits each wait of the reader into \
+             delivery and queueing (the notes at the end give one). An installation gets the same placement \
+             with systemd's `CPUAffinity=` (docs/systemd.md).\n\n",
         );
     }
     let _ = write!(
@@ -733,7 +737,8 @@ fn e2e_section(md: &mut String, run: &Run) {
          record reaches the page cache microseconds later and the disk at the next fsync. A negative difference \
          could only come from the clock offset's error; any is counted as 1 ns and reported with the run. The \
          ledger polls every half millisecond while frames flow (it never parks between batches, see above), so its \
-         latency is mostly that period plus its own work (hashing, writing, the fsync every few milliseconds), \
+         latency is mostly that period plus its own work (hashing, copying, `write(2)`; the fsync runs on a thread \
+         of its own), \
          by design: it trades latency nobody waits for against the writer's wake-up cost.\n\
          - helix-twin: it publishes no receipt time for telemetry, but every alarm event carries the \
          triggering sample's `ingest_ns` (docs/abi.md §10.3), so helix-bench measures ingest to the alarm \

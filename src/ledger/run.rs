@@ -1,15 +1,20 @@
 //! The helix-ledger service: taps every configured ring as a gating
 //! reader and appends every frame to the ledger.
 //!
-//! One thread does everything, in a loop: read a batch from each ring into
-//! the ledger's buffer (frames the ring confirms intact are sealed into the
+//! One thread records, in a loop: read a batch from each ring into the
+//! ledger's buffer (frames the ring confirms intact are sealed into the
 //! chain), write the buffer out when it is large or the rings are idle, and
-//! only then release the frames to the writer; fdatasync on the interval.
-//! Between batches, every 50 ms, it takes signals, pings the watchdog,
+//! only then release the frames to the writer. On the interval it hands the
+//! segment file to a second thread for `fdatasync`, so recording never
+//! waits for the disk. Between batches, every 50 ms, it takes signals, pings the watchdog,
 //! refreshes the status line, attaches rings that appeared, notices rings
 //! that were replaced, and re-registers as a gating reader if the writer
 //! demoted it.
 
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -36,6 +41,82 @@ const QUIET_POLLS: u32 = 100;
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the status is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// `fdatasync` on a thread of its own. A sync of the segment file takes
+/// about a millisecond on a virtual disk, every fsync interval; done by the
+/// recording thread, the frames waited with it (scheduler traces showed the
+/// ledger blocked on I/O for 8% of the time at 1 M frames/s). One sync at a
+/// time: the next is started once the last has finished and is due.
+struct Syncer {
+    jobs: Option<mpsc::Sender<(File, PathBuf)>>,
+    done: mpsc::Receiver<Result<(), LedgerError>>,
+    busy: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn spawn() -> Result<Syncer, String> {
+        let (jobs, rx) = mpsc::channel::<(File, PathBuf)>();
+        let (tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ledger-sync".into())
+            .spawn(move || {
+                for (file, path) in rx {
+                    let r = file.sync_data().map_err(|source| LedgerError::Io { path, source });
+                    if tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("starting the sync thread: {e}"))?;
+        Ok(Syncer { jobs: Some(jobs), done, busy: false, thread: Some(thread) })
+    }
+
+    /// Whether a sync is in flight; the error of one that failed.
+    fn busy(&mut self) -> Result<bool, String> {
+        if self.busy {
+            match self.done.try_recv() {
+                Ok(result) => {
+                    self.busy = false;
+                    result.map_err(|e| e.to_string())?;
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => return Err("the sync thread died".into()),
+            }
+        }
+        Ok(self.busy)
+    }
+
+    /// Starts syncing what `ledger` has written, if anything is new.
+    fn start(&mut self, ledger: &mut Ledger) -> Result<(), String> {
+        if let Some(job) = ledger.begin_sync().map_err(|e| e.to_string())? {
+            let jobs = self.jobs.as_ref().expect("jobs is taken only on drop");
+            jobs.send(job).map_err(|_| "the sync thread died".to_owned())?;
+            self.busy = true;
+        }
+        Ok(())
+    }
+
+    /// Waits for a sync in flight and ends the thread.
+    fn finish(mut self) -> Result<(), String> {
+        let result = if self.busy {
+            self.done.recv().map_err(|_| "the sync thread died".to_owned())?.map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        self.busy = false;
+        result
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// One ring the ledger records.
 struct Tap {
@@ -229,6 +310,7 @@ fn serve(
     let mut next_ping = start;
     let mut rate = (start, 0u64, 0.0f64);
     let mut idle_polls = 0u32;
+    let mut syncer = Syncer::spawn()?;
     loop {
         let mut got = 0;
         for t in taps.iter_mut() {
@@ -243,16 +325,15 @@ fn serve(
                 }
             }
         }
-        let sync_due = ledger.sync_due_in(cfg.fsync_interval);
-        if sync_due == Some(Duration::ZERO) {
-            ledger.sync().map_err(|e| e.to_string())?;
+        if !syncer.busy()? && ledger.sync_due_in(cfg.fsync_interval) == Some(Duration::ZERO) {
+            syncer.start(ledger)?;
         }
         let now = Instant::now();
         if now >= next_housekeeping {
             next_housekeeping = now + HOUSEKEEPING;
             if let Some(sig) = signals.wait(Duration::ZERO).map_err(|e| format!("sigtimedwait: {e}"))? {
                 info!("signal {sig}: stopping");
-                return Ok(());
+                return syncer.finish();
             }
             if let Some(wd) = watchdog {
                 if now >= next_ping {
@@ -295,7 +376,10 @@ fn serve(
         // millisecond's frames at once. After a quiet spell, park until a
         // frame comes.
         let mut timeout = next_housekeeping.saturating_duration_since(Instant::now());
-        if let Some(d) = ledger.sync_due_in(cfg.fsync_interval) {
+        if syncer.busy()? {
+            // Notice soon when it is done: the next one may be due.
+            timeout = timeout.min(POLL);
+        } else if let Some(d) = ledger.sync_due_in(cfg.fsync_interval) {
             timeout = timeout.min(d);
         }
         idle_polls += 1;

@@ -414,6 +414,23 @@ impl Ledger {
         Ok(())
     }
 
+    /// Hands what was written so far to be made durable by another thread:
+    /// a second handle on the current segment file (the same open file, so
+    /// its `fdatasync` covers every write made before this call) and the
+    /// file's path; `None` if nothing new was written. Counted as a sync;
+    /// the interval restarts now.
+    pub fn begin_sync(&mut self) -> Result<Option<(File, PathBuf)>, LedgerError> {
+        self.last_sync = Instant::now();
+        if !self.dirty {
+            return Ok(None);
+        }
+        let path = self.dir.join(segment_name(self.segment));
+        let file = self.file.try_clone().map_err(io_err(&path))?;
+        self.dirty = false;
+        self.stats.syncs += 1;
+        Ok(Some((file, path)))
+    }
+
     /// How long until the written data must be synced under `interval`, or
     /// `None` if nothing waits for a sync.
     pub fn sync_due_in(&self, interval: Duration) -> Option<Duration> {
@@ -456,6 +473,27 @@ mod tests {
             l.seal(id, 1);
         }
         l.flush().unwrap();
+    }
+
+    #[test]
+    fn a_sync_handed_off_covers_what_was_written_and_only_new_writes_need_another() {
+        let d = TempDir::new("handoff");
+        let (mut l, _) = Ledger::open(&d.0, 1 << 20).unwrap();
+        // A new ledger's first segment was synced when it was created.
+        assert!(l.begin_sync().unwrap().is_none());
+        append(&mut l, 1, 10);
+        let syncs = l.stats().syncs;
+        assert!(l.sync_due_in(Duration::from_secs(3600)).is_some(), "written data waits for a sync");
+        let (file, path) = l.begin_sync().unwrap().expect("written data to sync");
+        assert_eq!(path, d.0.join(segment_name(1)));
+        // The handle is the segment file itself: its length is what was written.
+        assert_eq!(file.metadata().unwrap().len(), fs::metadata(&path).unwrap().len());
+        file.sync_data().unwrap();
+        assert_eq!(l.stats().syncs, syncs + 1);
+        assert_eq!(l.sync_due_in(Duration::ZERO), None, "nothing new since");
+        assert!(l.begin_sync().unwrap().is_none());
+        append(&mut l, 11, 1);
+        assert!(l.begin_sync().unwrap().is_some());
     }
 
     #[test]

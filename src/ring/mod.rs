@@ -383,6 +383,21 @@ impl RingView {
         stats(&self.region)
     }
 
+    /// Each registered reader's pid and lag (frames published and not yet
+    /// consumed), without the liveness check [`stats`](Self::stats) makes
+    /// for every reader (a read of `/proc/PID/stat` each): cheap enough to
+    /// sample every few milliseconds beside a latency-sensitive reader.
+    pub fn lags(&self) -> Vec<(u32, u64)> {
+        let published = self.region.header().published.load(Ordering::Acquire);
+        self.region
+            .entries()
+            .filter_map(|(_, e)| {
+                let (pid, tag) = entry_parts(e.state.load(Ordering::Acquire));
+                (tag == ENTRY_ACTIVE).then(|| (pid, (published + 1).saturating_sub(e.cursor.load(Ordering::Relaxed))))
+            })
+            .collect()
+    }
+
     /// Frees dead readers' entries (the control region is writable to every
     /// attached process). Dead writer leases need a read-write attachment.
     pub fn sweep(&self) -> SweepReport {
