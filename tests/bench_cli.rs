@@ -362,10 +362,15 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     let steps = index["steps"].as_array().unwrap();
     assert_eq!(
         steps.iter().map(|s| s["scenario"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["pingpong", "stream", "stream", "ledger", "e2e", "e2e"]
+        ["pingpong", "pingpong", "stream", "stream", "ledger", "e2e", "e2e"]
     );
-    // The second e2e puts the ledger on the last CPU, the rest on the others.
-    assert!(steps[5]["command"].as_array().unwrap().windows(2).any(|w| w[0] == "--ledger-cpus" && w[1] == "1"));
+    let has = |step: &Value, flag: &str, value: &str| {
+        step["command"].as_array().unwrap().windows(2).any(|w| w[0] == flag && w[1] == value)
+    };
+    // The blocking transports again with both processes on the first CPU;
+    // the second e2e with the ledger on the last CPU, the rest on the others.
+    assert!(has(&steps[1], "--cpus", "0,0"), "{index}");
+    assert!(has(&steps[6], "--ledger-cpus", "1"), "{index}");
     assert!(steps.iter().all(|s| s["error"].is_null()), "{index}");
     assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
     std::fs::write(dir.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
@@ -397,6 +402,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     }
     assert!(md.contains("](latency.svg)") && md.contains("tens of microseconds"), "{md}");
     for placement in [
+        "### The blocking transports with both processes on one CPU",
         "### Placement: every process on CPUs 0,1",
         "### Placement: helixd, helix-twin, helix-bench on CPU 0; helix-ledger on CPU 1",
         "**Why the placement matters.**",

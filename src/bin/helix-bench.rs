@@ -252,9 +252,10 @@ struct ReportArgs {
     #[arg(long)]
     dir: PathBuf,
     /// Pin (pingpong, stream, ledger) or confine (e2e) to these CPUs, e.g.
-    /// 0,1 (default: not pinned). With two or more, e2e runs twice: every
-    /// process on all of them, then the ledger on the last CPU and every
-    /// other process on the rest.
+    /// 0,1 (default: not pinned). Pinned, the blocking pingpong transports
+    /// run once more with both processes on the first CPU; with two or more
+    /// CPUs, e2e runs twice: every process on all of them, then the ledger
+    /// on the last CPU and every other process on the rest.
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
     /// Repetitions of the pingpong, stream and ledger measurements.
@@ -763,6 +764,27 @@ fn run_report(a: ReportArgs, namespace: Option<&str>, exe: &std::path::Path) -> 
             ],
         ),
     ];
+    // Pinned: the blocking transports again with both processes on the
+    // first CPU, where a wake-up is a local switch, not an interrupt to
+    // another CPU.
+    if let Some(&first) = a.cpus.first() {
+        let one_cpu = vec![
+            "pingpong".into(),
+            "--sizes".into(),
+            "64".into(),
+            "--iters".into(),
+            pick("20000", "200"),
+            "--warmup".into(),
+            pick("2000", "20"),
+            "--runs".into(),
+            runs.clone(),
+            "--transports".into(),
+            "helix-park,futex,pipe,unix-stream,unix-dgram".into(),
+            "--cpus".into(),
+            format!("{first},{first}"),
+        ];
+        steps.insert(1, ("pingpong", "pingpong-one-cpu.json", one_cpu));
+    }
     // With two or more CPUs, e2e again with the ledger on a CPU of its own
     // (the last) and everything else on the others.
     if let [rest @ .., last] = a.cpus.as_slice() {
