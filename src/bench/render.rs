@@ -785,8 +785,8 @@ fn e2e_section(md: &mut String, run: &Run) {
              microseconds or so and wakes the parked reader. Sharing both CPUs, the reader is usually woken on \
              the other CPU, which makes its wake-up a cross-CPU one: if that CPU is idle it has halted, and on a \
              virtual machine that does not poll before halting (see the machine above) it runs again only when \
-             the hypervisor delivers the interrupt and schedules it, now and then hundreds of microseconds to a \
-             millisecond later; if it is busy, the reader may be queued behind the ledger, which hashes and \
+             the hypervisor delivers the interrupt and schedules it, now and then hundreds of microseconds to \
+             milliseconds later; if it is busy, the reader may be queued behind the ledger, which hashes and \
              writes in batches of up to a millisecond of CPU. With the ledger on a CPU of its own and the reader \
              beside helixd, the wake-up is local: the reader runs as soon as helixd's thread goes back to \
              sleep, and it shares its CPU only with short bursts (helixd's, the twin's, helix-bench's own). \
