@@ -15,6 +15,19 @@ use serde_json::Value;
 const TRANSPORTS: [&str; 8] =
     ["helix-spin", "atomic", "helix-spin-then-park", "helix-park", "futex", "pipe", "unix-stream", "unix-dgram"];
 
+/// The CPUs this process may run on (from `Cpus_allowed_list`, e.g. "0-1"
+/// or "2,4-5"), in order: the tests pin to these, not to assumed ids.
+fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim();
+    list.split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![part.parse().unwrap()],
+        })
+        .collect()
+}
+
 /// A scratch folder removed on drop.
 struct Scratch(PathBuf);
 
@@ -284,6 +297,7 @@ fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
     let _dog = watchdog("helix-bench e2e", Duration::from_secs(120));
     let ns = TestNs::new();
     let dir = Scratch::new(&ns, "e2e");
+    let cpu = allowed_cpus()[0].to_string();
     let out = bench(
         &ns,
         &[
@@ -297,21 +311,22 @@ fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
             "--warmup",
             "0.3",
             "--ledger-cpus",
-            "0",
+            &cpu,
             "--reader-cpus",
-            "0",
+            &cpu,
             "--dir",
             &dir.0.display().to_string(),
             "--json",
             &dir.arg("e2e.json"),
         ],
     );
-    assert!(out.contains("helix-ledger, helix-bench on CPU 0"), "{out}");
+    assert!(out.contains(&format!("helix-ledger, helix-bench on CPU {cpu}")), "{out}");
     assert!(out.contains("ledger: verified"), "{out}");
     let v = document(&dir.path("e2e.json"), "e2e");
     let r = &v["results"];
     assert_eq!(r["streams"], 100);
-    assert_eq!(r["placement"], serde_json::json!({"helixd": [], "ledger": [0], "twin": [], "reader": [0]}));
+    let c: usize = cpu.parse().unwrap();
+    assert_eq!(r["placement"], serde_json::json!({"helixd": [], "ledger": [c], "twin": [], "reader": [c]}));
     assert_eq!(r["twin_poll_ms"], 1);
     let readers = r["readers"].as_array().unwrap();
     assert_eq!(
@@ -342,6 +357,11 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     let _dog = watchdog("helix-bench report", Duration::from_secs(300));
     let ns = TestNs::new();
     let dir = Scratch::new(&ns, "report");
+    // Pinned to two CPUs this process may use: the report then also runs
+    // the one-CPU pingpong and the e2e with the ledger apart.
+    let cpus = allowed_cpus();
+    assert!(cpus.len() >= 2, "the report's pinned scenarios need two CPUs; allowed: {cpus:?}");
+    let (a, b) = (cpus[0], cpus[1]);
     let out = Command::new(env!("CARGO_BIN_EXE_helix-bench"))
         .args([
             "report",
@@ -349,7 +369,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
             "--runs",
             "1",
             "--cpus",
-            "0,1",
+            &format!("{a},{b}"),
             "--dir",
             &dir.arg("run"),
             "--ledger-dir",
@@ -369,8 +389,8 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     };
     // The blocking transports again with both processes on the first CPU;
     // the second e2e with the ledger on the last CPU, the rest on the others.
-    assert!(has(&steps[1], "--cpus", "0,0"), "{index}");
-    assert!(has(&steps[6], "--ledger-cpus", "1"), "{index}");
+    assert!(has(&steps[1], "--cpus", &format!("{a},{a}")), "{index}");
+    assert!(has(&steps[6], "--ledger-cpus", &b.to_string()), "{index}");
     assert!(steps.iter().all(|s| s["error"].is_null()), "{index}");
     assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
     std::fs::write(dir.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
@@ -403,8 +423,8 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     assert!(md.contains("](latency.svg)") && md.contains("tens of microseconds"), "{md}");
     for placement in [
         "### The blocking transports with both processes on one CPU",
-        "### Placement: every process on CPUs 0,1",
-        "### Placement: helixd, helix-twin, helix-bench on CPU 0; helix-ledger on CPU 1",
+        &format!("### Placement: every process on CPUs {a},{b}"),
+        &format!("### Placement: helixd, helix-twin, helix-bench on CPU {a}; helix-ledger on CPU {b}"),
         "**Why the placement matters.**",
     ] {
         assert!(md.contains(placement), "{placement} missing:\n{md}");

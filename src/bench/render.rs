@@ -55,6 +55,9 @@ pub struct Step {
 /// sample's slot size class; every size is in the tables).
 pub const TARGET_SIZE: usize = 64;
 
+/// The report's file for the blocking transports on one CPU.
+pub const ONE_CPU_JSON: &str = "pingpong-one-cpu.json";
+
 /// Everything read from a report folder.
 struct Run {
     index: Index,
@@ -85,9 +88,10 @@ fn load(dir: &Path) -> io::Result<Run> {
         match step.scenario.as_str() {
             "pingpong" => {
                 let doc: Document<pingpong::Results> = read_document(&path)?;
-                match doc.results.params.cpus {
-                    Some((a, b)) if a == b => run.pingpong_one_cpu = Some((step.json.clone(), doc)),
-                    _ => run.pingpong = Some(doc),
+                if step.json == ONE_CPU_JSON {
+                    run.pingpong_one_cpu = Some((step.json.clone(), doc));
+                } else {
+                    run.pingpong = Some(doc);
                 }
             }
             "stream" => run.streams.push(read_document(&path)?),
@@ -678,7 +682,8 @@ fn ledger_section(md: &mut String, run: &Run, doc: &Document<ledger::Results>) {
          cache); with 1 KiB frames by the disk: the ring fills and the writer waits for the ledger (the \
          lossless `block` policy doing its job), whatever the fsync interval. fsync counts below the \
          interval's budget mean the syncs took longer than the interval (a thread of the ledger's own runs \
-         them, one at a time, so recording does not wait for them). The ledger polls every half millisecond \
+         them, one at a time, so recording does not wait for them, except for the sync of a full segment \
+         when the next one starts). The ledger polls every half millisecond \
          while frames flow instead of parking, so the writer never pays a `FUTEX_WAKE` for it.\n\n",
     );
 }
@@ -809,8 +814,8 @@ fn e2e_section(md: &mut String, run: &Run) {
          record reaches the page cache microseconds later and the disk at the next fsync. A negative difference \
          could only come from the clock offset's error; any is counted as 1 ns and reported with the run. The \
          ledger polls every half millisecond while frames flow (it never parks between batches, see above), so its \
-         latency is mostly that period plus its own work (hashing, copying, `write(2)`; the fsync runs on a thread \
-         of its own), \
+         latency is mostly that period plus its own work (hashing, copying, `write(2)`, and a sync at each new \
+         segment; the interval's fsync runs on a thread of its own), \
          by design: it trades latency nobody waits for against the writer's wake-up cost.\n\
          - helix-twin: it publishes no receipt time for telemetry, but every alarm event carries the \
          triggering sample's `ingest_ns` (docs/abi.md §10.3), so helix-bench measures ingest to the alarm \

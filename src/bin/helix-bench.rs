@@ -783,13 +783,14 @@ fn run_report(a: ReportArgs, namespace: Option<&str>, exe: &std::path::Path) -> 
             "--cpus".into(),
             format!("{first},{first}"),
         ];
-        steps.insert(1, ("pingpong", "pingpong-one-cpu.json", one_cpu));
+        steps.insert(1, ("pingpong", bench::render::ONE_CPU_JSON, one_cpu));
     }
     // With two or more CPUs, e2e again with the ledger on a CPU of its own
     // (the last) and everything else on the others.
     if let [rest @ .., last] = a.cpus.as_slice() {
-        if !rest.is_empty() {
-            let mut args = steps.last().expect("e2e is the last step").2.clone();
+        if !rest.is_empty() && !rest.contains(last) {
+            let e2e = steps.iter().find(|s| s.1 == "e2e.json").expect("the e2e step is in the list");
+            let mut args = e2e.2.clone();
             let rest = rest.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
             args.extend(["--cpus".into(), rest, "--ledger-cpus".into(), last.to_string()]);
             steps.push(("e2e", "e2e-ledger-apart.json", args));

@@ -5,8 +5,11 @@
 //! ledger's buffer (frames the ring confirms intact are sealed into the
 //! chain), write the buffer out when it is large or the rings are idle, and
 //! only then release the frames to the writer. On the interval it hands the
-//! segment file to a second thread for `fdatasync`, so recording never
-//! waits for the disk. Between batches, every 50 ms, it takes signals, pings the watchdog,
+//! segment file to a second thread for `fdatasync`, so recording waits for
+//! the disk only when it starts a new segment (the full one is synced before
+//! the next is renamed into place). A sync stuck longer than the watchdog
+//! interval stops the watchdog pings, so systemd restarts the ledger.
+//! Between batches, every 50 ms, it takes signals, pings the watchdog,
 //! refreshes the status line, attaches rings that appeared, notices rings
 //! that were replaced, and re-registers as a gating reader if the writer
 //! demoted it.
@@ -50,9 +53,15 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 struct Syncer {
     jobs: Option<mpsc::Sender<(File, PathBuf)>>,
     done: mpsc::Receiver<Result<(), LedgerError>>,
-    busy: bool,
+    /// When the sync in flight started.
+    busy_since: Option<Instant>,
+    /// Logged that the sync in flight is slow.
+    slow_logged: bool,
     thread: Option<JoinHandle<()>>,
 }
+
+/// A sync in flight this long is logged as slow.
+const SLOW_SYNC: Duration = Duration::from_secs(1);
 
 impl Syncer {
     fn spawn() -> Result<Syncer, String> {
@@ -62,29 +71,45 @@ impl Syncer {
             .name("ledger-sync".into())
             .spawn(move || {
                 for (file, path) in rx {
-                    let r = file.sync_data().map_err(|source| LedgerError::Io { path, source });
+                    let r = file.sync_data().map_err(|e| LedgerError::Io {
+                        path,
+                        source: std::io::Error::new(e.kind(), format!("fdatasync: {e}")),
+                    });
                     if tx.send(r).is_err() {
                         return;
                     }
                 }
             })
             .map_err(|e| format!("starting the sync thread: {e}"))?;
-        Ok(Syncer { jobs: Some(jobs), done, busy: false, thread: Some(thread) })
+        Ok(Syncer { jobs: Some(jobs), done, busy_since: None, slow_logged: false, thread: Some(thread) })
     }
 
     /// Whether a sync is in flight; the error of one that failed.
     fn busy(&mut self) -> Result<bool, String> {
-        if self.busy {
+        if let Some(since) = self.busy_since {
             match self.done.try_recv() {
                 Ok(result) => {
-                    self.busy = false;
+                    if self.slow_logged {
+                        info!("the slow fdatasync finished after {:.1} s", since.elapsed().as_secs_f64());
+                    }
+                    self.busy_since = None;
                     result.map_err(|e| e.to_string())?;
                 }
-                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Empty) => {
+                    if !self.slow_logged && since.elapsed() >= SLOW_SYNC {
+                        self.slow_logged = true;
+                        warn!("fdatasync has taken more than {} s: the disk is slow or stuck", SLOW_SYNC.as_secs());
+                    }
+                }
                 Err(mpsc::TryRecvError::Disconnected) => return Err("the sync thread died".into()),
             }
         }
-        Ok(self.busy)
+        Ok(self.busy_since.is_some())
+    }
+
+    /// How long the sync in flight has been running.
+    fn stuck_for(&self) -> Duration {
+        self.busy_since.map_or(Duration::ZERO, |t| t.elapsed())
     }
 
     /// Starts syncing what `ledger` has written, if anything is new.
@@ -92,26 +117,31 @@ impl Syncer {
         if let Some(job) = ledger.begin_sync().map_err(|e| e.to_string())? {
             let jobs = self.jobs.as_ref().expect("jobs is taken only on drop");
             jobs.send(job).map_err(|_| "the sync thread died".to_owned())?;
-            self.busy = true;
+            self.busy_since = Some(Instant::now());
+            self.slow_logged = false;
         }
         Ok(())
     }
 
     /// Waits for a sync in flight and ends the thread.
     fn finish(mut self) -> Result<(), String> {
-        let result = if self.busy {
-            self.done.recv().map_err(|_| "the sync thread died".to_owned())?.map_err(|e| e.to_string())
-        } else {
-            Ok(())
-        };
-        self.busy = false;
-        result
+        match self.busy_since.take() {
+            Some(_) => self.done.recv().map_err(|_| "the sync thread died".to_owned())?.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     }
 }
 
 impl Drop for Syncer {
+    /// On an early return: waits for a sync in flight, and logs its failure
+    /// (the error that ended the service is reported by the caller).
     fn drop(&mut self) {
         self.jobs = None;
+        if self.busy_since.take().is_some() {
+            if let Ok(Err(e)) = self.done.recv() {
+                error!("{e}");
+            }
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -311,6 +341,7 @@ fn serve(
     let mut rate = (start, 0u64, 0.0f64);
     let mut idle_polls = 0u32;
     let mut syncer = Syncer::spawn()?;
+    let mut stuck_logged = false;
     loop {
         let mut got = 0;
         for t in taps.iter_mut() {
@@ -336,9 +367,19 @@ fn serve(
                 return syncer.finish();
             }
             if let Some(wd) = watchdog {
-                if now >= next_ping {
-                    notify(&[NotifyState::Watchdog]);
-                    next_ping = now + wd / 2;
+                // A sync stuck this long means the disk is: stop the pings
+                // and let systemd restart the ledger (durability stopped).
+                if syncer.stuck_for() >= wd {
+                    if !stuck_logged {
+                        stuck_logged = true;
+                        error!("fdatasync stuck for {:.1} s: no more watchdog pings", syncer.stuck_for().as_secs_f64());
+                    }
+                } else {
+                    stuck_logged = false;
+                    if now >= next_ping {
+                        notify(&[NotifyState::Watchdog]);
+                        next_ping = now + wd / 2;
+                    }
                 }
             }
             let ring_check = now >= next_ring_check;
@@ -416,4 +457,45 @@ fn status(taps: &[Tap], ledger: &Ledger, rate: f64) -> String {
         line.push_str(&format!("; waiting for ring {}", t.name));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits until the sync in flight has finished: its result.
+    fn settle(s: &mut Syncer) -> Result<(), String> {
+        let until = Instant::now() + Duration::from_secs(30);
+        while s.busy()? {
+            assert!(Instant::now() < until, "the sync never finished");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_background_sync_that_fails_stops_the_service_naming_the_file() {
+        let mut s = Syncer::spawn().unwrap();
+        // fdatasync on /dev/null fails (EINVAL): a stand-in for a disk error.
+        let dev_null = File::options().write(true).open("/dev/null").unwrap();
+        s.jobs.as_ref().unwrap().send((dev_null, PathBuf::from("/dev/null"))).unwrap();
+        s.busy_since = Some(Instant::now());
+        let err = settle(&mut s).unwrap_err();
+        assert!(err.starts_with("/dev/null: fdatasync: "), "{err}");
+        assert!(!s.busy().unwrap(), "a failed sync is no longer in flight");
+        s.finish().unwrap();
+    }
+
+    #[test]
+    fn a_sync_of_a_segment_file_succeeds_and_finish_collects_it() {
+        let path = std::env::temp_dir().join(format!("helix-syncer-{}.seg", std::process::id()));
+        let mut f = File::create(&path).unwrap();
+        std::io::Write::write_all(&mut f, b"records").unwrap();
+        let mut s = Syncer::spawn().unwrap();
+        s.jobs.as_ref().unwrap().send((f, path.clone())).unwrap();
+        s.busy_since = Some(Instant::now());
+        assert!(s.stuck_for() < Duration::from_secs(30));
+        s.finish().unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
 }
