@@ -5,6 +5,22 @@
 use std::io;
 use std::time::Duration;
 
+/// Ignores `signals` (SIG_IGN) in the whole process. For a service, the
+/// signals it has no use for: their default action (for SIGHUP, SIGUSR1 and
+/// SIGUSR2) is to terminate, and a stray `kill -USR1` must not stop it. The
+/// setting survives `exec`: call it in services, not in tools that start
+/// other programs.
+pub fn ignore(signals: &[libc::c_int]) -> io::Result<()> {
+    for &s in signals {
+        // SAFETY: SIG_IGN installs no handler; `s` is a signal number the
+        // kernel checks (an invalid one gives SIG_ERR).
+        if unsafe { libc::signal(s, libc::SIG_IGN) } == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// A set of blocked signals.
 pub struct Signals {
     set: libc::sigset_t,

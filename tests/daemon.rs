@@ -92,6 +92,11 @@ fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
     }
     let status = notify.until("STATUS=");
     assert!(status.contains("telemetry") && status.contains("frames/s"), "{status}");
+    // Stray user signals are ignored: were their default action (terminate)
+    // in force, helixd would die of SIGUSR1, delivered before SIGTERM
+    // (pending signals go lowest number first), and not exit 0 below.
+    signal(&d.0, libc::SIGUSR1);
+    signal(&d.0, libc::SIGUSR2);
     sigterm(&d.0);
     notify.until("STOPPING=1");
     assert!(d.0.wait().unwrap().success());

@@ -588,6 +588,12 @@ fn under_systemd_it_is_ready_once_attached_pings_the_watchdog_and_stops_cleanly(
     let status = notify.until("STATUS=");
     assert!(status.contains("frames"), "{status}");
     wait_for(&env, Some(&mut ledger), "frames 1-500", || recorded_next(&env.dir(), "telemetry") == 501);
+    // Stray SIGHUP and user signals are ignored: with their default action
+    // (terminate) the ledger would die of SIGHUP, delivered first (pending
+    // signals go lowest number first), and not exit 0 below.
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        signal(&ledger.0, sig);
+    }
     signal(&ledger.0, libc::SIGTERM);
     notify.until("STOPPING=1");
     assert!(ledger.0.wait().unwrap().success());

@@ -691,6 +691,13 @@ fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
 
     let status = twin_notify.until("STATUS=50/50 streams");
     assert!(status.contains("frames/s") && status.contains("1 alarms active"), "{status}");
+    // Stray SIGHUP and user signals are ignored: with their default action
+    // (terminate) the twin would die of SIGHUP, delivered first (pending
+    // signals go lowest number first), and not exit 0 below.
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(twin.0.id() as i32, sig) };
+    }
     sigterm(&twin.0);
     twin_notify.until("STOPPING=1");
     let log = stderr_of(&mut twin.0);

@@ -402,7 +402,7 @@ pub struct RunOptions {
     /// A debugging aid for proving the systemd watchdog: SIGUSR2 makes the
     /// control loop withhold its WATCHDOG=1 pings from then on (everything
     /// else keeps running), as if the daemon had hung. Off by default;
-    /// without it SIGUSR2 is not handled.
+    /// without it SIGUSR2 is ignored, as SIGUSR1 always is.
     pub debug_hang_on_signal: bool,
 }
 
@@ -411,7 +411,10 @@ pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<(), String> 
     let mut blocked = vec![libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
     if opts.debug_hang_on_signal {
         blocked.push(libc::SIGUSR2);
+    } else {
+        crate::signal::ignore(&[libc::SIGUSR2]).map_err(|e| format!("cannot ignore SIGUSR2: {e}"))?;
     }
+    crate::signal::ignore(&[libc::SIGUSR1]).map_err(|e| format!("cannot ignore SIGUSR1: {e}"))?;
     let signals = crate::signal::Signals::block(&blocked).map_err(|e| format!("cannot block signals: {e}"))?;
     let config = load_config(config_path).map_err(|e| e.to_string())?;
     info!("configuration {}; namespace {}", config.path.display(), config.namespace);

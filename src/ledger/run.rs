@@ -279,6 +279,10 @@ impl Tap {
 pub fn run(cfg: &LedgerConfig) -> Result<(), String> {
     let signals = crate::signal::Signals::block(&[libc::SIGTERM, libc::SIGINT])
         .map_err(|e| format!("cannot block signals: {e}"))?;
+    // Nothing to reload and no use for the user signals: a stray one must
+    // not stop the service.
+    crate::signal::ignore(&[libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2])
+        .map_err(|e| format!("cannot ignore signals: {e}"))?;
     let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size).map_err(|e| e.to_string())?;
     if rec.created {
         info!("started a new ledger in {}", cfg.dir.display());

@@ -322,6 +322,10 @@ pub fn status_line(twin: &Twin, rate: Option<f64>, alarm_failed: u64) -> String 
 pub fn run(config: TwinConfig) -> Result<(), String> {
     let signals = crate::signal::Signals::block(&[libc::SIGTERM, libc::SIGINT])
         .map_err(|e| format!("cannot block signals: {e}"))?;
+    // Nothing to reload and no use for the user signals: a stray one must
+    // not stop the service.
+    crate::signal::ignore(&[libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2])
+        .map_err(|e| format!("cannot ignore signals: {e}"))?;
     let ns = config.namespace.clone();
     info!(
         "configuration {}; namespace {}; {} streams, {} rules",
