@@ -371,7 +371,7 @@ fn serve(
                 return syncer.finish();
             }
             if let Some(wd) = watchdog {
-                // A sync stuck this long means the disk is: stop the pings
+                // A sync stuck this long means the disk is stuck: stop the pings
                 // and let systemd restart the ledger (durability stopped).
                 if syncer.stuck_for() >= wd {
                     if !stuck_logged {
