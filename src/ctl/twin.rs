@@ -42,55 +42,21 @@ pub struct TwinSummary {
     pub frames_per_sec: Option<f64>,
 }
 
-/// One stream's state (JSON: every field of the frame, alarms by name).
+/// One stream's state (JSON: the frame's fields at the top level, alarms
+/// by name, and its age and staleness as of now).
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamView {
-    /// Stream id.
-    pub stream: u32,
+    /// The stream's state frame, as published.
+    #[serde(flatten)]
+    pub state: StreamState,
     /// Active alarms.
     pub alarms: Vec<AlarmKind>,
     /// Whether an alarm rule applies.
     pub has_rule: bool,
-    /// Publication round of this frame.
-    pub round: u64,
-    /// When it was published (CLOCK_MONOTONIC ns).
-    pub published_ns: u64,
-    /// Samples taken.
-    pub count: u64,
-    /// Per-stream sequence of the last sample.
-    pub last_seq: u64,
-    /// The last sample's own time.
-    pub last_sample_ns: u64,
-    /// When it was ingested (CLOCK_MONOTONIC ns).
-    pub last_ingest_ns: u64,
-    /// Time since then, now.
+    /// Time since the last sample was ingested, now.
     pub age_ns: u64,
-    /// Expected period (0: unknown).
-    pub period_ns: u64,
     /// `age_ns / period_ns`, now (0 while the period is unknown).
     pub staleness: f64,
-    /// Samples missing by sequence number.
-    pub gaps: u64,
-    /// Quality flags of the last sample.
-    pub last_quality: u32,
-    /// Last value.
-    pub last: f64,
-    /// Smallest value.
-    pub min: f64,
-    /// Largest value.
-    pub max: f64,
-    /// Running mean.
-    pub mean: f64,
-    /// Running sample variance.
-    pub variance: f64,
-    /// Exponentially weighted mean.
-    pub ewma: f64,
-    /// Observed rate, Hz.
-    pub rate_hz: f64,
-    /// Trend per sample.
-    pub trend: f64,
-    /// One-step-ahead prediction.
-    pub prediction: f64,
 }
 
 /// An active alarm.
@@ -277,29 +243,11 @@ pub fn read(
         .map(|s| {
             let age_ns = now.saturating_sub(s.last_ingest_ns);
             StreamView {
-                stream: s.stream,
+                state: *s,
                 alarms: active.keys().filter(|(id, _)| *id == s.stream).map(|&(_, k)| k).collect(),
                 has_rule: s.flags & FLAG_HAS_RULE != 0,
-                round: s.round,
-                published_ns: s.published_ns,
-                count: s.count,
-                last_seq: s.last_seq,
-                last_sample_ns: s.last_sample_ns,
-                last_ingest_ns: s.last_ingest_ns,
                 age_ns,
-                period_ns: s.period_ns,
                 staleness: if s.period_ns > 0 { age_ns as f64 / s.period_ns as f64 } else { 0.0 },
-                gaps: s.gaps,
-                last_quality: s.last_quality,
-                last: s.last,
-                min: s.min,
-                max: s.max,
-                mean: s.mean,
-                variance: s.variance,
-                ewma: s.ewma,
-                rate_hz: s.rate_hz,
-                trend: s.trend,
-                prediction: s.prediction,
             }
         })
         .collect();
@@ -392,8 +340,8 @@ pub fn render(v: &TwinView, filter: Option<StreamRange>, all: bool) -> String {
             "{:>8} {:>10} {:>12} {:>12} {:>12} {:>12} {:>10} {:>12} {:>12} {:>8} {:>9} {:>6}  ALARMS",
             "STREAM", "COUNT", "LAST", "MIN", "MAX", "MEAN", "STDDEV", "EWMA", "PREDICTION", "RATE/S", "AGE", "GAPS"
         );
-        for s in shown {
-            let alarms: Vec<&str> = s.alarms.iter().map(|k| k.as_str()).collect();
+        for v in shown {
+            let (s, alarms) = (&v.state, v.alarms.iter().map(|k| k.as_str()).collect::<Vec<&str>>());
             let _ = writeln!(
                 o,
                 "{:>8} {:>10} {:>12.4} {:>12.4} {:>12.4} {:>12.4} {:>10.4} {:>12.4} {:>12.4} {:>8.1} {:>9} {:>6}  {}",
@@ -407,7 +355,7 @@ pub fn render(v: &TwinView, filter: Option<StreamRange>, all: bool) -> String {
                 s.ewma,
                 s.prediction,
                 s.rate_hz,
-                secs(s.age_ns),
+                secs(v.age_ns),
                 s.gaps,
                 if alarms.is_empty() { "-".into() } else { alarms.join(",") }
             );
@@ -421,4 +369,53 @@ pub fn render(v: &TwinView, filter: Option<StreamRange>, all: bool) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_serialises_with_the_documented_keys() {
+        let v = StreamView {
+            state: StreamState { stream: 3, flags: FLAG_HAS_RULE, ..bytemuck::Zeroable::zeroed() },
+            alarms: vec![AlarmKind::High],
+            has_rule: true,
+            age_ns: 5,
+            staleness: 0.5,
+        };
+        let json = serde_json::to_value(&v).unwrap();
+        let keys: std::collections::BTreeSet<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        // docs/helixctl.md, `twin --json`: the frame's fields (not its
+        // flags, instance, reserved word, or its own age and staleness),
+        // then what helixctl derives.
+        let documented = [
+            "stream",
+            "round",
+            "published_ns",
+            "count",
+            "last_seq",
+            "last_sample_ns",
+            "last_ingest_ns",
+            "period_ns",
+            "gaps",
+            "last_quality",
+            "last",
+            "min",
+            "max",
+            "mean",
+            "variance",
+            "ewma",
+            "rate_hz",
+            "trend",
+            "prediction",
+            "alarms",
+            "has_rule",
+            "age_ns",
+            "staleness",
+        ];
+        assert_eq!(keys, documented.into_iter().collect());
+        assert_eq!((json["stream"].as_u64(), json["age_ns"].as_u64()), (Some(3), Some(5)));
+        assert_eq!(json["alarms"], serde_json::json!(["high"]));
+    }
 }

@@ -85,16 +85,20 @@ impl AlarmKind {
 
 /// One stream's state, as published on `twin.state` (176 bytes, kind
 /// [`KIND_STREAM_STATE`]). Times are CLOCK_MONOTONIC ns except
-/// `last_sample_ns`, which is the source's own timestamp.
+/// `last_sample_ns`, which is the source's own timestamp. Serialised (for
+/// `helixctl twin --json`) without the fields a reader decodes or recomputes
+/// as of now: `flags`, `instance`, `reserved`, `age_ns`, `staleness`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable, serde::Serialize)]
 pub struct StreamState {
     /// Stream id.
     pub stream: u32,
     /// `FLAG_*` bits: active alarms, whether a rule applies, snapshot.
+    #[serde(skip)]
     pub flags: u32,
     /// The publishing twin's instance (its start, CLOCK_REALTIME ns): a
     /// reader keeps only frames of the newest instance.
+    #[serde(skip)]
     pub instance: u64,
     /// Publication round: every snapshot and every change update is one.
     pub round: u64,
@@ -109,6 +113,7 @@ pub struct StreamState {
     /// When the last sample was ingested (`Sample::ingest_ns`).
     pub last_ingest_ns: u64,
     /// `published_ns - last_ingest_ns` (0 if the sample is newer).
+    #[serde(skip)]
     pub age_ns: u64,
     /// Expected period between samples: the rule's `period_ms`, else the
     /// observed mean interval; 0 while unknown.
@@ -118,6 +123,7 @@ pub struct StreamState {
     /// Quality flags of the last sample (`Sample::quality`).
     pub last_quality: u32,
     /// Zero.
+    #[serde(skip)]
     pub reserved: u32,
     /// Last value.
     pub last: f64,
@@ -138,6 +144,7 @@ pub struct StreamState {
     /// One-step-ahead prediction of the next value.
     pub prediction: f64,
     /// `age_ns / period_ns` (0 while the period is unknown).
+    #[serde(skip)]
     pub staleness: f64,
 }
 
