@@ -6,12 +6,11 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{watchdog, Reaped, TestNs};
+use common::{watchdog, Notify, Reaped, TestNs};
 use helix::hal::sim::Sim;
 use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::twin::frames::*;
@@ -524,35 +523,6 @@ impl Drop for Env {
     }
 }
 
-struct Notify {
-    sock: UnixDatagram,
-    path: PathBuf,
-}
-
-impl Notify {
-    fn new(env: &Env, name: &str) -> Notify {
-        let path = env.dir.join(name);
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Notify { sock, path }
-    }
-
-    fn next(&self) -> String {
-        let mut buf = [0u8; 4096];
-        let n = self.sock.recv(&mut buf).expect("a notification within 30 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
-    fn until(&self, what: &str) -> String {
-        loop {
-            let m = self.next();
-            if m.lines().any(|l| l.starts_with(what)) {
-                return m;
-            }
-        }
-    }
-}
-
 // helixd's notifications after READY=1 are not read: a long status interval
 // keeps them from filling the socket (a sender blocks on a full one).
 const HELIXD: &str = "status_interval_ms = 600000
@@ -614,8 +584,8 @@ fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
     let env = Env::new();
     let dcfg = env.file("helix.toml", HELIXD);
     let tcfg = env.file("twin.toml", TWIN);
-    let twin_notify = Notify::new(&env, "twin.sock");
-    let daemon_notify = Notify::new(&env, "helixd.sock");
+    let twin_notify = Notify::at(env.dir.join("twin.sock"));
+    let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
 
     // The twin first: it waits for the rings, and says so.
     let mut twin = Reaped::new(

@@ -168,7 +168,11 @@ pub struct Notify {
 impl Notify {
     /// Binds `notify.sock` in `dir`; pass `path` as NOTIFY_SOCKET.
     pub fn new(dir: &Path) -> Notify {
-        let path = dir.join("notify.sock");
+        Notify::at(dir.join("notify.sock"))
+    }
+
+    /// Binds a socket at `path` (for tests with several services).
+    pub fn at(path: PathBuf) -> Notify {
         let sock = UnixDatagram::bind(&path).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         Notify { sock, path }
