@@ -3,14 +3,37 @@
 //! ring full of them into the model (the frames/s it sustains when fed as
 //! fast as it can take). Through the real binaries: tools/perf-twin.
 
+// The programs' files compiled in below bring their unit-test modules,
+// whose imports a bench does not use.
+#![allow(unused_imports)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use helix::hal::sim::Sim;
+// helix-twin's model, configuration and reader, and helixd's simulator,
+// compiled in from the programs' own files (they are no part of the
+// library's API).
+#[path = "../src/bin/helix-twin/config.rs"]
+#[allow(dead_code)]
+mod config;
+#[path = "../src/bin/helixd/hal/mod.rs"]
+#[allow(dead_code)]
+mod hal;
+#[path = "../src/bin/helix-twin/model.rs"]
+#[allow(dead_code)]
+mod model;
+#[path = "../src/bin/helix-twin/run.rs"]
+#[allow(dead_code)]
+mod run;
+#[path = "../src/bin/shared/mod.rs"]
+mod shared;
+
+use config::TwinConfig;
+use hal::sim::Sim;
 use helix::telemetry::KIND_SAMPLE;
-use helix::twin::run::Ingest;
-use helix::twin::{Input, Twin, TwinConfig};
 use helix::*;
+use model::{Input, Twin};
+use run::Ingest;
 
 const STREAMS: u32 = 10_000;
 const FRAMES: u64 = 1 << 20;

@@ -51,32 +51,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-#[cfg(feature = "tools")]
-pub mod bench;
-#[cfg(feature = "tools")]
-pub mod conf;
-#[cfg(feature = "tools")]
-pub mod ctl;
-#[cfg(feature = "tools")]
-pub mod daemon;
 pub mod futex;
-#[cfg(feature = "tools")]
-pub mod hal;
 pub mod layout;
-#[cfg(feature = "tools")]
+#[cfg(feature = "ledger")]
 pub mod ledger;
-#[cfg(feature = "tools")]
-pub mod logging;
 pub mod process;
 pub mod ring;
-#[cfg(feature = "tools")]
-pub mod service;
 pub mod shm;
-#[cfg(feature = "tools")]
-pub mod signal;
 mod sync;
 pub mod telemetry;
-#[cfg(feature = "tools")]
 pub mod twin;
 pub mod wait;
 

@@ -487,7 +487,7 @@ fn udp_send_sends_valid_datagrams() {
     assert!(out.starts_with("sent "), "{out}");
     let mut buf = [0u8; 65536];
     let n = rx.recv(&mut buf).unwrap();
-    assert_eq!(helix::hal::udp::validate(&buf[..n]), Ok(5));
+    assert_eq!(helix::telemetry::datagram::validate(&buf[..n]), Ok(5));
 }
 
 #[test]

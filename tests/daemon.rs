@@ -225,7 +225,7 @@ fn bad_configuration_files_give_one_line_naming_the_problem() {
 
 #[test]
 fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traffic_continues() {
-    use helix::hal::udp::encode;
+    use helix::telemetry::datagram::encode;
     let _dog = watchdog("helixd udp", Duration::from_secs(60));
     let env = Env::new();
     // Find a free port, then let helixd bind it.

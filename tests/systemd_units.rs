@@ -122,7 +122,7 @@ fn the_ledger_is_bound_to_the_daemon_and_may_write_only_its_folder() {
     }
     assert_eq!(set("ReadWritePaths").as_deref(), Some("/dev/shm /var/lib/helix/ledger"));
     // The folder the unit may write is the one the ledger writes by default.
-    assert!(helix::ledger::config::DEFAULT_CONFIG.contains("dir = \"/var/lib/helix/ledger\""));
+    assert!(include_str!("../src/bin/helix-ledger/default.toml").contains("dir = \"/var/lib/helix/ledger\""));
 }
 
 #[test]

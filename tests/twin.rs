@@ -4,6 +4,23 @@
 //! and the real binaries end to end.
 
 mod common;
+// helix-twin's model, configuration and reader, and helixd's simulator,
+// compiled in from the programs' own files (they are no part of the
+// library's API).
+#[path = "../src/bin/helix-twin/config.rs"]
+#[allow(dead_code)]
+mod config;
+#[path = "../src/bin/helixd/hal/mod.rs"]
+#[allow(dead_code)]
+mod hal;
+#[path = "../src/bin/helix-twin/model.rs"]
+#[allow(dead_code)]
+mod model;
+#[path = "../src/bin/helix-twin/run.rs"]
+#[allow(dead_code)]
+mod run;
+#[path = "../src/bin/shared/mod.rs"]
+mod shared;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,12 +28,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{watchdog, Notify, Reaped, TestNs};
-use helix::hal::sim::Sim;
+use config::{Rule, TwinConfig};
+use hal::sim::Sim;
 use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::twin::frames::*;
-use helix::twin::run::Ingest;
-use helix::twin::{Input, Rule, StreamRange, Twin, TwinConfig};
+use helix::twin::*;
 use helix::*;
+use model::{Input, Twin};
+use run::Ingest;
 
 const ALPHA: f64 = 0.1;
 const BETA: f64 = 0.1;

@@ -6,6 +6,11 @@
 
 mod common;
 
+// helixd's HAL sources, compiled in from the program's own files.
+#[path = "../src/bin/helixd/hal/mod.rs"]
+#[allow(dead_code)]
+mod hal;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -180,9 +185,9 @@ fn count_source_allocations(
     warm: u64,
     total: u64,
     mut feed: impl FnMut(),
-    source: impl FnOnce(Writer, &helix::hal::SourceState) + Send + 'static,
+    source: impl FnOnce(Writer, &hal::SourceState) + Send + 'static,
 ) -> usize {
-    let state = helix::hal::SourceState::new();
+    let state = hal::SourceState::new();
     let writer = ring.writer().unwrap();
     let thread = {
         let state = state.clone();
@@ -208,7 +213,7 @@ fn count_source_allocations(
 
 #[test]
 fn the_hal_sources_allocate_nothing_per_sample() {
-    use helix::hal::{sim::Sim, udp};
+    use hal::{sim::Sim, udp};
     use helix::telemetry::Sample;
     let _turn = one_at_a_time();
     let _dog = watchdog("zero-allocation HAL", Duration::from_secs(60));
@@ -234,7 +239,7 @@ fn the_hal_sources_allocate_nothing_per_sample() {
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let samples: Vec<Sample> =
         (0..40).map(|i| Sample { stream: i, quality: 0, seq: 1, sample_ns: 1, ingest_ns: 0, value: 1.5 }).collect();
-    let datagram = udp::encode(&samples);
+    let datagram = helix::telemetry::datagram::encode(&samples);
     let mut sent = 0u64;
     let n = count_source_allocations(
         &ring,

@@ -1,4 +1,5 @@
-//! helix-ledger: a Blake3 hash-chained audit ledger of every frame.
+//! The audit ledger's format: Blake3 hash-chained segment files, written by
+//! helix-ledger and read by `verify`, helixctl and anyone who audits.
 //!
 //! The ledger taps rings as a gating reader and appends each frame to
 //! append-only segment files as a record whose chain hash covers the
@@ -10,14 +11,10 @@
 //! demotion) are recorded as explicit GAP records.
 
 pub mod chain;
-pub mod command;
-pub mod config;
 pub mod format;
-pub mod run;
 pub mod store;
 pub mod verify;
 
 pub use chain::{BadRecord, Chain, Problem, RingState};
-pub use config::LedgerConfig;
 pub use store::{AppendStats, Ledger, LedgerError, Recovery};
 pub use verify::{head, verify, walk, Head, Summary, VerifyFailure};

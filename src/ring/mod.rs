@@ -35,7 +35,7 @@ pub const MAX_READERS: u32 = 1024;
 
 /// What the writer does when the ring is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "tools", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum Policy {
     /// Real time: the writer never waits; a reader that falls a whole ring
     /// behind gets an [`Overrun`] and resumes at the oldest intact frame.
@@ -175,8 +175,9 @@ impl RingOptions {
         RingOptions { capacity, max_payload: preset.max_payload(), ..Default::default() }
     }
 
-    /// Checks the options; returns the slot size.
-    pub(crate) fn validate(&self) -> Result<u32, CreateError> {
+    /// Checks the options as [`Ring::create`] does, without touching any
+    /// file; returns the slot size.
+    pub fn validate(&self) -> Result<u32, CreateError> {
         let bad = |field: &'static str, reason: String| CreateError::Options { field, reason };
         if self.capacity < 2 || !self.capacity.is_power_of_two() || self.capacity > MAX_CAPACITY {
             return Err(bad("capacity", format!("{} is not a power of two from 2 to {MAX_CAPACITY}", self.capacity)));
@@ -459,7 +460,7 @@ fn evict(region: &Region, index: usize, force: bool) -> Result<FreedReader, Evic
 
 /// The writer lease as seen in the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "tools", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct LeaseInfo {
     /// Holder pid, if held.
     pub pid: Option<u32>,
@@ -473,7 +474,7 @@ pub struct LeaseInfo {
 
 /// One reader as seen in the table (serialised as-is by helixctl's JSON).
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "tools", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ReaderStats {
     /// Entry index in the table.
     pub index: usize,
@@ -506,7 +507,7 @@ pub struct ReaderStats {
 /// A snapshot of a ring's counters, read without locks (serialised as-is
 /// by helixctl's JSON, the lease as `writer`).
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "tools", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RingStats {
     /// Highest published sequence (= frames published, ever).
     pub published: u64,
@@ -523,7 +524,7 @@ pub struct RingStats {
     /// Readers currently parked.
     pub parked: u32,
     /// The writer lease.
-    #[cfg_attr(feature = "tools", serde(rename = "writer"))]
+    #[cfg_attr(feature = "serde", serde(rename = "writer"))]
     pub lease: LeaseInfo,
     /// Every registered reader.
     pub readers: Vec<ReaderStats>,

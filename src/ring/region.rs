@@ -15,7 +15,7 @@ use super::{AttachError, CreateError, Policy, RingOptions};
 
 /// The identity of a ring, read from its header at attach.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "tools", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Geometry {
     /// Number of slots (a power of two).
     pub capacity: u64,

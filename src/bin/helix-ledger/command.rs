@@ -1,0 +1,196 @@
+//! The ledger's reading verbs as both `helix-ledger` and `helixctl` print
+//! them: `verify`, `head` and `export`.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use helix::ledger::format::{hex, GapInfo, RecordType, RingDecl};
+use helix::ledger::verify::{self, Located, VerifyFailure};
+use helix::telemetry::{Sample, KIND_SAMPLE};
+
+fn failure_json(f: &VerifyFailure) -> Value {
+    let mut v = json!({ "ok": false, "error": f.to_string() });
+    match f {
+        VerifyFailure::Empty => {}
+        VerifyFailure::MissingSegment { expected, found } => {
+            v["segment"] = json!(expected);
+            v["found"] = json!(found);
+        }
+        VerifyFailure::Header { path, .. } => v["file"] = json!(path),
+        VerifyFailure::Record { path, bad } => {
+            v["file"] = json!(path);
+            v["offset"] = json!(bad.offset);
+            v["record"] = json!(bad.index);
+            if let Some((ring, seq)) = &bad.ring_seq {
+                v["ring"] = json!(ring);
+                v["seq"] = json!(seq);
+            }
+        }
+    }
+    v
+}
+
+/// `verify DIR`: recomputes every chain hash and checks every rule.
+/// Prints the first bad record, or the counts and the final hash; returns
+/// whether the ledger verified.
+pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
+    let mut out = io::stdout().lock();
+    match verify::verify(dir)? {
+        Ok(s) => {
+            if json {
+                let rings: Vec<Value> = s
+                    .rings
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "name": r.decl.name, "created_ns": r.decl.created_ns, "frames": r.frames,
+                            "gaps": r.gaps, "lost": r.lost, "next_seq": r.next_seq,
+                        })
+                    })
+                    .collect();
+                let v = json!({
+                    "ok": true, "segments": s.segments, "records": s.records, "hash": hex(&s.hash), "rings": rings,
+                    "partial_tail": s.partial_tail,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "ok: {} records in {} segments, final hash {}", s.records, s.segments, hex(&s.hash))?;
+                if s.partial_tail > 0 {
+                    writeln!(
+                        out,
+                        "  the last segment ends in {} bytes of an incomplete record (a ledger still writing, or \
+                         stopped mid-write; it cuts them off when it starts)",
+                        s.partial_tail
+                    )?;
+                }
+                for r in &s.rings {
+                    writeln!(
+                        out,
+                        "  ring {}: {} frames, {} gaps ({} sequences lost), next sequence {}",
+                        r.decl.name, r.frames, r.gaps, r.lost, r.next_seq
+                    )?;
+                }
+            }
+            Ok(true)
+        }
+        Err(f) => {
+            if json {
+                writeln!(out, "{}", failure_json(&f))?;
+            } else {
+                writeln!(out, "FAILED: {f}")?;
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// `head DIR`: the latest chain hash, for anchoring it elsewhere.
+pub fn head(dir: &Path, json: bool) -> anyhow::Result<bool> {
+    let mut out = io::stdout().lock();
+    match verify::head(dir)? {
+        Ok(h) => {
+            if json {
+                let rings: Vec<Value> = h.rings.iter().map(|(n, s)| json!({ "name": n, "next_seq": s })).collect();
+                let v = json!({
+                    "hash": hex(&h.hash), "records": h.records, "segment": h.segment,
+                    "torn_bytes": h.torn_bytes, "rings": rings,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "{} records={} segment={}", hex(&h.hash), h.records, h.segment)?;
+                if h.torn_bytes > 0 {
+                    writeln!(
+                        out,
+                        "note: {} bytes of torn tail follow; the ledger cuts them off when it starts",
+                        h.torn_bytes
+                    )?;
+                }
+            }
+            Ok(true)
+        }
+        Err(f) => {
+            eprintln!("FAILED: {f}");
+            Ok(false)
+        }
+    }
+}
+
+/// One record as a JSON object.
+pub fn record_json(at: &Located<'_>) -> Value {
+    let r = at.record;
+    let h = &r.header;
+    let rtype = RecordType::from_u16(h.rtype);
+    let mut v = json!({
+        "index": at.index, "segment": at.segment, "offset": at.offset,
+        "type": rtype.map_or("unknown", RecordType::as_str), "ring": at.ring, "seq": h.seq,
+        "epoch": h.epoch, "recv_ns": h.recv_ns, "kind": h.kind, "len": h.payload_len,
+        "hash": hex(r.hash),
+    });
+    match rtype {
+        Some(RecordType::Frame) => {
+            v["payload"] = json!(hex(r.payload));
+            if h.kind == KIND_SAMPLE {
+                if let Ok(s) = bytemuck::try_pod_read_unaligned::<Sample>(r.payload) {
+                    v["sample"] = json!({
+                        "stream": s.stream, "quality": s.quality, "seq": s.seq,
+                        "sample_ns": s.sample_ns, "ingest_ns": s.ingest_ns, "value": s.value,
+                    });
+                }
+            }
+        }
+        Some(RecordType::Gap) => {
+            if let Ok(g) = GapInfo::decode(r.payload) {
+                v["last"] = json!(g.last);
+                v["lost"] = json!(g.last - h.seq + 1);
+            }
+        }
+        Some(RecordType::Ring) => {
+            if let Ok(d) = RingDecl::decode(r.payload) {
+                v["created_ns"] = json!(d.created_ns);
+                v["capacity"] = json!(d.capacity);
+                v["max_payload"] = json!(d.max_payload);
+                v["policy"] = json!(if d.policy == 1 { "block" } else { "overwrite" });
+            }
+        }
+        None => {}
+    }
+    v
+}
+
+/// `export DIR`: the records with a sequence in `from..=to` (a GAP
+/// overlapping it; of ring `ring` only, if given) as JSON lines, checking
+/// the chain as it goes. Returns false, after printing the good records,
+/// if the ledger does not verify.
+pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64) -> anyhow::Result<bool> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut write_err = None;
+    let result = verify::walk(dir, |at| {
+        if write_err.is_some() || ring.is_some_and(|r| r != at.ring) {
+            return;
+        }
+        let h = &at.record.header;
+        let last = match RecordType::from_u16(h.rtype) {
+            Some(RecordType::Gap) => GapInfo::decode(at.record.payload).map_or(h.seq, |g| g.last),
+            _ => h.seq,
+        };
+        if last >= from && h.seq <= to {
+            if let Err(e) = writeln!(out, "{}", record_json(at)) {
+                write_err = Some(e);
+            }
+        }
+    })?;
+    // A reader that stopped reading (`| head`) is not an error.
+    match write_err.map_or_else(|| out.flush(), Err) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(true),
+        r => r?,
+    }
+    match result {
+        Ok(_) => Ok(true),
+        Err(f) => {
+            eprintln!("FAILED: {f}");
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! helix-ledger: the Blake3 hash-chained audit ledger. See `helix-ledger --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+#[path = "../shared/mod.rs"]
+mod shared;
+
+mod command;
+mod config;
+mod run;
+
+use config::LedgerConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "helix-ledger",
+    version,
+    about = "Records every frame of HELIX rings in a Blake3 hash-chained, append-only ledger",
+    long_about = "Records every frame of HELIX rings in a Blake3 hash-chained, append-only ledger.\n\n\
+                  Without a subcommand it runs the recorder: it attaches to the configured rings as a gating \
+                  reader and appends each frame to segment files in the ledger folder (format: docs/ledger.md)."
+)]
+struct Cli {
+    /// Configuration file (default: /etc/helix/ledger.toml if it exists,
+    /// else the embedded default: record `telemetry` in /var/lib/helix/ledger).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Ledger folder (overrides the configuration's `dir`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Ring to record (repeatable; overrides the configuration's `rings`).
+    #[arg(long = "ring", value_name = "NAME")]
+    rings: Vec<String>,
+    /// fdatasync interval in milliseconds (overrides `fsync_interval_ms`).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60000))]
+    fsync_interval_ms: Option<u64>,
+    /// Segment size in MiB (overrides `segment_size_mib`).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    segment_size_mib: Option<u64>,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Print the man page (roff) and exit.
+    #[arg(long)]
+    man: bool,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    /// and exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Recompute every chain hash and check every record; print the first
+    /// bad record (segment, offset, sequence) or the record count and the
+    /// final hash. Exits 1 on any mismatch.
+    Verify {
+        /// Ledger folder.
+        dir: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest chain hash (for anchoring it elsewhere), checking
+    /// the last segment.
+    Head {
+        /// Ledger folder.
+        dir: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print records as JSON lines, for audits: those with a sequence in
+    /// FROM..=TO (GAPs overlapping it). The chain is checked on the way.
+    Export {
+        /// Ledger folder.
+        dir: PathBuf,
+        /// First sequence.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Last sequence.
+        #[arg(long, default_value_t = u64::MAX)]
+        to: u64,
+        /// Only this ring's records.
+        #[arg(long)]
+        ring: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(code) = crate::shared::service::print_docs(Cli::command(), cli.man, cli.completions) {
+        return code;
+    }
+    if cli.print_default_config {
+        print!("{}", crate::config::DEFAULT_CONFIG);
+        return ExitCode::SUCCESS;
+    }
+    let verdict = match cli.command {
+        Some(Command::Verify { dir, json }) => command::verify(&dir, json),
+        Some(Command::Head { dir, json }) => command::head(&dir, json),
+        Some(Command::Export { dir, from, to, ring }) => command::export(&dir, ring.as_deref(), from, to),
+        None => return record(cli),
+    };
+    match verdict {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("helix-ledger: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn record(cli: Cli) -> ExitCode {
+    let mut cfg = match LedgerConfig::find(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("helix-ledger: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(dir) = cli.dir {
+        cfg.dir = dir;
+    }
+    if !cli.rings.is_empty() {
+        for r in &cli.rings {
+            if let Err(e) = helix::shm::validate_ring_name(r) {
+                eprintln!("helix-ledger: --ring {r}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        cfg.rings = cli.rings;
+    }
+    if let Some(ms) = cli.fsync_interval_ms {
+        cfg.fsync_interval = std::time::Duration::from_millis(ms);
+    }
+    if let Some(mib) = cli.segment_size_mib {
+        cfg.segment_size = mib << 20;
+    }
+    crate::shared::logging::init(crate::shared::logging::level_from_env());
+    tracing::info!(
+        "configuration {}; namespace {}; ledger {}; rings {}; fsync every {:?}",
+        cfg.path.display(),
+        cfg.namespace,
+        cfg.dir.display(),
+        cfg.rings.join(", "),
+        cfg.fsync_interval
+    );
+    match crate::run::run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! The twin as a service: the telemetry reader ([`Ingest`]), the publisher
+//! of the state table and alarms ([`Publisher`]), and the main loop with
+//! systemd notifications and signals ([`run`]).
+
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::shared::service::{fmt_rate, notify, watchdog_interval, NotifyState};
+use helix::process::now_ns;
+use helix::shm::Namespace;
+use helix::telemetry::{Sample, KIND_SAMPLE};
+use helix::{AttachError, FrameRef, LeaseError, PublishError, Reader, ReaderOptions, Start, TryReadError, Writer};
+
+use helix::twin::*;
+
+use crate::config::TwinConfig;
+use crate::model::{Input, Twin};
+
+/// Frames taken from the ring per batch.
+const BATCH: usize = 4096;
+/// Frames read before the loop looks at its timers again.
+const ROUND: usize = 65_536;
+/// Longest a publish of an alarm event waits for room on a `block` ring.
+const ALARM_PUBLISH_WAIT: Duration = Duration::from_millis(100);
+/// Longest the loop parks, so signals and timers are seen promptly.
+const MAX_PARK: Duration = Duration::from_millis(100);
+/// The name the twin registers with on the telemetry ring.
+pub const READER_NAME: &str = "helix-twin";
+
+/// A frame as classified inside the batch callback; only the consumed
+/// prefix of a batch is taken in.
+#[derive(Clone, Copy)]
+enum Seen {
+    Input(Input),
+    Torn,
+}
+
+fn classify(f: &FrameRef<'_>) -> Seen {
+    if f.kind() != KIND_SAMPLE {
+        return Seen::Input(Input::BadKind(f.kind()));
+    }
+    if f.len() != std::mem::size_of::<Sample>() {
+        return Seen::Input(Input::BadSize(f.len()));
+    }
+    match f.read::<Sample>() {
+        Ok(s) => Seen::Input(Input::Sample(s)),
+        Err(_) => Seen::Torn,
+    }
+}
+
+/// What one [`Ingest::poll`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Polled {
+    /// Frames consumed.
+    pub frames: u64,
+    /// Overrun events met (their losses are in the twin's counters).
+    pub overruns: u64,
+    /// Whether it stopped because the ring had nothing more.
+    pub caught_up: bool,
+}
+
+/// The twin's non-gating reader of the telemetry ring.
+pub struct Ingest {
+    reader: Reader,
+    buf: Vec<Seen>,
+}
+
+impl Ingest {
+    /// Attaches to `ring` as a non-gating reader (it never holds the writer
+    /// back; if it falls a ring behind it loses frames and counts them),
+    /// starting with the next frame published, parking when idle.
+    pub fn attach(ns: &Namespace, ring: &str) -> Result<Ingest, AttachError> {
+        let opts = ReaderOptions {
+            name: READER_NAME.into(),
+            gating: false,
+            start: Start::Newest,
+            wait: helix::WaitStrategy::Park,
+        };
+        Ok(Ingest::new(Reader::attach(ns, ring, &opts)?))
+    }
+
+    /// Wraps a reader (tests attach their own).
+    pub fn new(reader: Reader) -> Ingest {
+        Ingest { reader, buf: Vec::with_capacity(BATCH) }
+    }
+
+    /// The reader (tests/twin.rs checks its gating).
+    #[cfg(test)]
+    #[allow(dead_code)]
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
+    /// Feeds `twin` what the ring has, at most about `max` frames; an
+    /// overrun is counted in the twin (with its exact loss) and reading
+    /// goes on at the oldest intact frame.
+    pub fn poll(&mut self, twin: &mut Twin, max: usize) -> Polled {
+        let mut done = Polled::default();
+        while (done.frames as usize) < max {
+            let buf = &mut self.buf;
+            buf.clear();
+            match self.reader.try_read_batch(BATCH, |f| buf.push(classify(f))) {
+                Ok(n) => {
+                    for seen in &self.buf[..n] {
+                        match seen {
+                            Seen::Input(i) => twin.input(i),
+                            // A consumed frame was intact throughout, so
+                            // its read cannot have failed.
+                            Seen::Torn => {}
+                        }
+                    }
+                    done.frames += n as u64;
+                }
+                Err(TryReadError::Empty) => {
+                    done.caught_up = true;
+                    break;
+                }
+                Err(TryReadError::Overrun(o)) => {
+                    twin.overrun(o.lost);
+                    done.overruns += 1;
+                }
+                // Not produced by a batch read; nothing was consumed.
+                Err(TryReadError::Frame(_)) => break,
+            }
+        }
+        done
+    }
+
+    /// Parks until a frame arrives or `timeout` passes.
+    pub fn wait(&mut self, timeout: Duration) {
+        let _ = self.reader.wait_timeout(timeout);
+    }
+}
+
+/// Why the twin's rings could not be taken into service.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A ring does not exist (yet): helixd creates it.
+    #[error("ring {ring:?} does not exist in namespace {namespace} (is helixd running?)")]
+    Missing { ring: String, namespace: String },
+    /// Attaching failed otherwise.
+    #[error("ring {ring:?}: {source}")]
+    Attach { ring: String, source: AttachError },
+    /// The writer lease is held (another helix-twin runs) or unavailable.
+    #[error("ring {ring:?}: {source}")]
+    Lease { ring: String, source: LeaseError },
+    /// The ring's slots cannot hold the frames.
+    #[error("ring {ring:?} holds payloads of at most {max} bytes; the twin's {what} frames are {needed} bytes")]
+    TooSmall { ring: String, max: u32, needed: usize, what: &'static str },
+}
+
+impl StartError {
+    /// Whether waiting may help (the ring does not exist or is being made).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StartError::Missing { .. } | StartError::Attach { source: AttachError::Initializing { .. }, .. })
+    }
+}
+
+fn attach_err(ns: &Namespace, ring: &str, e: AttachError) -> StartError {
+    match e {
+        AttachError::NotFound { .. } => StartError::Missing { ring: ring.into(), namespace: ns.to_string() },
+        source => StartError::Attach { ring: ring.into(), source },
+    }
+}
+
+fn writer(ns: &Namespace, ring: &str, needed: usize, what: &'static str) -> Result<Writer, StartError> {
+    let w = Writer::attach(ns, ring).map_err(|e| match e {
+        LeaseError::Attach(a) => attach_err(ns, ring, a),
+        source => StartError::Lease { ring: ring.into(), source },
+    })?;
+    let max = w.geometry().max_payload;
+    if (max as usize) < needed {
+        return Err(StartError::TooSmall { ring: ring.into(), max, needed, what });
+    }
+    Ok(w)
+}
+
+/// Writes the state table and alarm events.
+pub struct Publisher {
+    state: Writer,
+    alarms: Writer,
+    round: u64,
+    changed: Vec<u32>,
+    /// Alarm events that could not be published.
+    pub alarm_failed: u64,
+    /// State frames that could not be published.
+    pub state_failed: u64,
+}
+
+impl Publisher {
+    /// Takes the writer leases of the state and alarm rings.
+    pub fn attach(ns: &Namespace, state_ring: &str, alarm_ring: &str) -> Result<Publisher, StartError> {
+        let state = writer(ns, state_ring, std::mem::size_of::<StreamState>(), "stream state")?;
+        let alarms = writer(ns, alarm_ring, std::mem::size_of::<AlarmEvent>(), "alarm")?;
+        Ok(Publisher::new(state, alarms))
+    }
+
+    /// Publishes through these writers (tests make their own).
+    pub fn new(state: Writer, alarms: Writer) -> Publisher {
+        Publisher { state, alarms, round: 0, changed: Vec::new(), alarm_failed: 0, state_failed: 0 }
+    }
+
+    /// Publishes the twin's pending alarm events; one that cannot be
+    /// written within a bounded wait is counted and logged, not retried.
+    pub fn alarms(&mut self, twin: &mut Twin) {
+        for e in twin.take_events() {
+            let r = self.alarms.claim_timeout(1, ALARM_PUBLISH_WAIT).and_then(|mut c| {
+                c.push_kind(KIND_ALARM, bytemuck::bytes_of(&e))?;
+                c.commit();
+                Ok(())
+            });
+            if let Err(err) = r {
+                self.alarm_failed += 1;
+                if self.alarm_failed.is_power_of_two() {
+                    error!(
+                        "cannot publish alarm event {} (stream {}): {err}; {} not published so far",
+                        e.event, e.stream, self.alarm_failed
+                    );
+                }
+            }
+        }
+    }
+
+    /// Publishes `streams` (all of them, between markers, if `snapshot`).
+    fn frames(&mut self, twin: &Twin, streams: &[u32], snapshot: bool, now: u64) {
+        let round = self.round;
+        let flags = if snapshot { FLAG_SNAPSHOT } else { 0 };
+        let cap = self.state.geometry().capacity.min(1024);
+        let marker = twin.marker(round, now, self.alarm_failed);
+        let mut pending: Vec<(u32, StreamState)> = Vec::new();
+        let push = |w: &mut Writer, items: &mut Vec<(u32, StreamState)>, failed: &mut u64, force: bool| {
+            if items.is_empty() || (!force && (items.len() as u64) < cap) {
+                return;
+            }
+            let r = w.claim_timeout(items.len() as u64, ALARM_PUBLISH_WAIT).and_then(|mut c| {
+                for (kind, s) in items.iter() {
+                    if *kind == KIND_STREAM_STATE {
+                        c.push_kind(*kind, bytemuck::bytes_of(s))?;
+                    } else {
+                        c.push_kind(*kind, bytemuck::bytes_of(&marker))?;
+                    }
+                }
+                c.commit();
+                Ok::<(), PublishError>(())
+            });
+            if let Err(e) = r {
+                *failed += items.len() as u64;
+                if failed.is_power_of_two() {
+                    warn!("cannot publish the state table: {e}");
+                }
+            }
+            items.clear();
+        };
+        let zero = bytemuck::Zeroable::zeroed();
+        if snapshot {
+            pending.push((KIND_SNAPSHOT_BEGIN, zero));
+        }
+        for &s in streams {
+            if let Some(state) = twin.state(s, now, round, flags) {
+                pending.push((KIND_STREAM_STATE, state));
+                push(&mut self.state, &mut pending, &mut self.state_failed, false);
+            }
+        }
+        if snapshot {
+            pending.push((KIND_SNAPSHOT_END, zero));
+        }
+        push(&mut self.state, &mut pending, &mut self.state_failed, true);
+    }
+
+    /// Publishes a full snapshot: a begin marker, every stream that has had
+    /// a sample, an end marker.
+    pub fn snapshot(&mut self, twin: &mut Twin, now: u64) {
+        self.round += 1;
+        twin.clear_changed();
+        let all: Vec<u32> = (0..twin.streams()).collect();
+        self.frames(twin, &all, true, now);
+    }
+
+    /// Publishes the streams changed since the last publication.
+    pub fn update(&mut self, twin: &mut Twin, now: u64) {
+        let mut changed = std::mem::take(&mut self.changed);
+        twin.take_changed(&mut changed);
+        if !changed.is_empty() {
+            self.round += 1;
+            self.frames(twin, &changed, false, now);
+        }
+        self.changed = changed;
+    }
+}
+
+/// The one-line status: streams, rate (if measured), losses, alarms, bad
+/// input.
+pub fn status_line(twin: &Twin, rate: Option<f64>, alarm_failed: u64) -> String {
+    let c = twin.counters();
+    let rate = rate.map_or(format!("{} frames", c.frames), fmt_rate);
+    let mut s = format!(
+        "{}/{} streams; {rate}; {} overruns ({} frames lost); {} alarms active",
+        twin.streams_seen(),
+        twin.streams(),
+        c.overruns,
+        c.lost,
+        c.alarms_active
+    );
+    let bad = c.rejected_streams + c.bad_kind + c.bad_size + c.nonfinite;
+    if bad > 0 {
+        s.push_str(&format!(
+            "; rejected: {} out-of-range streams, {} unknown kinds, {} wrong sizes, {} non-finite",
+            c.rejected_streams, c.bad_kind, c.bad_size, c.nonfinite
+        ));
+    }
+    if alarm_failed > 0 {
+        s.push_str(&format!("; {alarm_failed} alarm events not published"));
+    }
+    s
+}
+
+/// Runs the twin until SIGTERM or SIGINT: waits for its rings (logging
+/// it), attaches, tells systemd READY=1, then reads, models, publishes,
+/// reports STATUS= and pings the watchdog from the loop.
+pub fn run(config: TwinConfig) -> Result<(), String> {
+    let signals = crate::shared::signal::Signals::block(&[libc::SIGTERM, libc::SIGINT])
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    // Nothing to reload and no use for the user signals: a stray one must
+    // not stop the service.
+    crate::shared::signal::ignore(&[libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2])
+        .map_err(|e| format!("cannot ignore signals: {e}"))?;
+    let ns = config.namespace.clone();
+    info!(
+        "configuration {}; namespace {}; {} streams, {} rules",
+        config.path.display(),
+        ns,
+        config.streams,
+        config.rules.len()
+    );
+    let watchdog = watchdog_interval();
+    let mut waiting_logged = false;
+    let (mut ingest, mut publisher) = loop {
+        let attempt = Publisher::attach(&ns, &config.state_ring, &config.alarm_ring).and_then(|p| {
+            Ok((
+                Ingest::attach(&ns, &config.telemetry_ring).map_err(|e| attach_err(&ns, &config.telemetry_ring, e))?,
+                p,
+            ))
+        });
+        match attempt {
+            Ok(x) => break x,
+            Err(e) if e.is_transient() => {
+                if !waiting_logged {
+                    warn!("waiting: {e}");
+                    notify(&[NotifyState::Status(&format!("waiting: {e}"))]);
+                    waiting_logged = true;
+                }
+                if watchdog.is_some() {
+                    notify(&[NotifyState::Watchdog]);
+                }
+                match signals.wait(Duration::from_millis(250)) {
+                    Ok(Some(sig)) => {
+                        info!("signal {sig}: stopping before the rings appeared");
+                        notify(&[NotifyState::Stopping]);
+                        return Ok(());
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("waiting for signals: {e}")),
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let instance = helix::process::realtime_ns();
+    let mut twin = Twin::new(&config, instance);
+    info!(
+        "attached: reading {} (non-gating), writing {} and {}",
+        config.telemetry_ring, config.state_ring, config.alarm_ring
+    );
+    let status = status_line(&twin, None, 0);
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    if let Some(wd) = watchdog {
+        info!("systemd watchdog: {wd:?}; pinging every {:?}", wd / 2);
+    }
+
+    let tick = config.update_interval.min(Duration::from_millis(100)).as_nanos() as u64;
+    let ns_of = |d: Duration| d.as_nanos() as u64;
+    let start = now_ns();
+    let mut next_tick = start + tick;
+    let mut next_update = start + ns_of(config.update_interval);
+    let mut next_snapshot = start;
+    let mut next_status = start + 2_000_000_000;
+    let mut next_log = start + 10_000_000_000;
+    let mut next_ping = start;
+    let mut last_status = (start, 0u64);
+    let mut logged_losses = 0u64;
+    let mut logged_bad = 0u64;
+    loop {
+        let polled = ingest.poll(&mut twin, ROUND);
+        if !twin.pending_events().is_empty() {
+            publisher.alarms(&mut twin);
+        }
+        let now = now_ns();
+        if now >= next_tick {
+            twin.tick(now);
+            publisher.alarms(&mut twin);
+            next_tick = now + tick;
+        }
+        if now >= next_snapshot {
+            publisher.snapshot(&mut twin, now);
+            next_snapshot = now + ns_of(config.snapshot_interval);
+            next_update = now + ns_of(config.update_interval);
+        } else if now >= next_update {
+            publisher.update(&mut twin, now);
+            next_update = now + ns_of(config.update_interval);
+        }
+        if let Some(wd) = watchdog {
+            if now >= next_ping {
+                // From the loop itself: a loop that stops turning stops
+                // pinging, and systemd restarts the twin.
+                notify(&[NotifyState::Watchdog]);
+                next_ping = now + ns_of(wd / 2);
+            }
+        }
+        if now >= next_status {
+            let c = twin.counters();
+            let rate = (c.frames - last_status.1) as f64 / ((now - last_status.0) as f64 / 1e9).max(1e-9);
+            last_status = (now, c.frames);
+            let status = status_line(&twin, Some(rate), publisher.alarm_failed);
+            notify(&[NotifyState::Status(&status)]);
+            if c.lost > logged_losses {
+                warn!(
+                    "fell behind: {} frames lost in {} overruns so far (the twin never slows the writer)",
+                    c.lost, c.overruns
+                );
+                logged_losses = c.lost;
+            }
+            let bad = c.rejected_streams + c.bad_kind + c.bad_size + c.nonfinite;
+            if bad > logged_bad {
+                warn!(
+                    "bad input so far: {} samples of streams beyond {}, {} frames of unknown kind, {} of the wrong size, {} non-finite values",
+                    c.rejected_streams, twin.streams(), c.bad_kind, c.bad_size, c.nonfinite
+                );
+                logged_bad = bad;
+            }
+            if now >= next_log {
+                info!("{status}");
+                next_log = now + 10_000_000_000;
+            }
+            next_status = now + 2_000_000_000;
+        }
+        match signals.wait(Duration::ZERO) {
+            Ok(Some(sig)) => {
+                info!("signal {sig}: stopping");
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("waiting for signals: {e}")),
+        }
+        if !polled.caught_up {
+            continue;
+        }
+        let mut next = next_tick.min(next_update).min(next_snapshot).min(next_status);
+        if watchdog.is_some() {
+            next = next.min(next_ping);
+        }
+        let until = Duration::from_nanos(next.saturating_sub(now_ns())).min(MAX_PARK);
+        if polled.frames > 0 {
+            // Telemetry flows: let a batch gather rather than wake per frame.
+            std::thread::sleep(config.poll_interval.min(until));
+        } else {
+            ingest.wait(until);
+        }
+    }
+    notify(&[NotifyState::Stopping]);
+    let status = format!("stopped; {}", status_line(&twin, None, publisher.alarm_failed));
+    notify(&[NotifyState::Status(&status)]);
+    info!("{status}");
+    Ok(())
+}

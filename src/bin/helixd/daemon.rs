@@ -1,0 +1,495 @@
+//! helixd: creates or adopts the configured rings, runs the HAL sources
+//! that write into them, sweeps dead readers, and talks to systemd.
+//!
+//! One control thread takes signals synchronously (SIGTERM/SIGINT stop,
+//! SIGHUP reloads) and does the periodic work: the STATUS line, sweeps and
+//! watchdog pings. Each source runs in its own thread holding its ring's
+//! writer lease. Nothing a reader or a network peer does can stop it: bad
+//! input is counted and logged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::hal::{sim::Sim, SourceState};
+use crate::shared::service::{fmt_rate, notify, watchdog_interval, NotifyState};
+use helix::layout::slot_size_for;
+use helix::{AttachError, Ring, RingOptions};
+
+use crate::config::{load_config, Config, RingConfig, SourceConfig, SourceKind};
+
+/// How often the status line is also logged.
+const STATUS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How an existing ring was taken into service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// It did not exist.
+    Created,
+    /// It existed, compatible: its sequence continues.
+    Adopted,
+    /// It existed, incompatible or corrupt, and `recreate = true`.
+    Recreated,
+}
+
+/// What differs between an existing ring and its configuration; empty if
+/// it can be adopted.
+pub fn differences(existing: &helix::Geometry, wanted: &RingOptions) -> Vec<String> {
+    let mut d = Vec::new();
+    let slot = slot_size_for(wanted.max_payload as usize) as u32;
+    if existing.capacity != wanted.capacity {
+        d.push(format!("capacity is {}, configured {}", existing.capacity, wanted.capacity));
+    }
+    if existing.slot_size != slot {
+        d.push(format!(
+            "slot size is {} bytes, configured max_payload {} needs {slot}",
+            existing.slot_size, wanted.max_payload
+        ));
+    }
+    if existing.policy != wanted.policy {
+        d.push(format!("policy is {}, configured {}", existing.policy.as_str(), wanted.policy.as_str()));
+    }
+    if existing.max_readers != wanted.max_readers {
+        d.push(format!("max_readers is {}, configured {}", existing.max_readers, wanted.max_readers));
+    }
+    let stall = wanted.stall_timeout.as_nanos() as u64;
+    if existing.stall_timeout_ns != stall {
+        d.push(format!(
+            "stall timeout is {} ms, configured {} ms",
+            existing.stall_timeout_ns / 1_000_000,
+            stall / 1_000_000
+        ));
+    }
+    d
+}
+
+/// Creates the ring, or adopts a compatible existing one; an incompatible or
+/// corrupt one is an error naming the difference unless `recreate` is set.
+pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, Opened), String> {
+    let name = &rc.name;
+    let recreate = |why: String| -> Result<(Ring, Opened), String> {
+        if !rc.recreate {
+            return Err(format!("ring {name:?}: {why}; set recreate = true to replace it"));
+        }
+        warn!("ring {name}: {why}; recreating it (recreate = true)");
+        Ring::unlink(ns, name).map_err(|e| format!("ring {name:?}: cannot remove it: {e}"))?;
+        let ring = Ring::create(ns, name, &rc.options).map_err(|e| format!("ring {name:?}: {e}"))?;
+        Ok((ring, Opened::Recreated))
+    };
+    match Ring::open(ns, name) {
+        Ok(ring) => {
+            let diffs = differences(ring.geometry(), &rc.options);
+            if diffs.is_empty() {
+                Ok((ring, Opened::Adopted))
+            } else {
+                drop(ring);
+                recreate(format!("the existing ring differs from the configuration: {}", diffs.join("; ")))
+            }
+        }
+        Err(AttachError::NotFound { .. }) => match Ring::create(ns, name, &rc.options) {
+            Ok(ring) => Ok((ring, Opened::Created)),
+            Err(e) => Err(format!("ring {name:?}: {e}")),
+        },
+        Err(e) => recreate(format!("the existing ring cannot be used: {e}")),
+    }
+}
+
+struct Running {
+    config: SourceConfig,
+    state: Arc<SourceState>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Running {
+    fn stop(&mut self) {
+        self.state.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!("source for ring {} failed: {e}", self.config.ring),
+                Err(_) => error!("source for ring {} panicked", self.config.ring),
+            }
+        }
+    }
+}
+
+fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running, String> {
+    let writer = ring.writer().map_err(|e| format!("source for ring {:?}: {e}", cfg.ring))?;
+    let state = SourceState::new();
+    let thread_state = state.clone();
+    let kind = cfg.kind.clone();
+    let name = match kind {
+        SourceKind::Sim { .. } => "hal-sim",
+        SourceKind::Udp { .. } => "hal-udp",
+    };
+    // The UDP socket is bound here, not in the thread: see `udp::bind`.
+    enum Job {
+        Sim(Sim),
+        Udp(std::net::UdpSocket),
+    }
+    let job = match kind {
+        SourceKind::Sim { streams, rate_hz, seed } => Job::Sim(Sim { streams, rate_hz, seed }),
+        SourceKind::Udp { bind } => Job::Udp(crate::hal::udp::bind(bind)?),
+    };
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || match job {
+            Job::Sim(sim) => sim.run(writer, &thread_state).map_err(|e| e.to_string()),
+            Job::Udp(socket) => crate::hal::udp::serve(socket, writer, &thread_state, &Default::default()),
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    Ok(Running { config: cfg.clone(), state, thread: Some(thread) })
+}
+
+/// The running daemon.
+pub struct Daemon {
+    config: Config,
+    rings: BTreeMap<String, Ring>,
+    sources: Vec<Running>,
+    last_status: (Instant, BTreeMap<String, u64>),
+}
+
+impl Daemon {
+    /// Creates or adopts every ring and starts every source (each holds its
+    /// writer lease when this returns). On error nothing keeps running.
+    pub fn start(config: Config) -> Result<Daemon, String> {
+        let ns = config.namespace.clone();
+        let mut d = Daemon {
+            config: config.clone(),
+            rings: BTreeMap::new(),
+            sources: vec![],
+            last_status: (Instant::now(), BTreeMap::new()),
+        };
+        for rc in &config.rings {
+            let (ring, how) = open_or_create(&ns, rc)?;
+            log_opened(&ns, &ring, how);
+            d.rings.insert(rc.name.clone(), ring);
+        }
+        for sc in &config.sources {
+            let running = start_source(sc, &d.rings[&sc.ring])?;
+            info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
+            d.sources.push(running);
+        }
+        d.last_status.1 = d.published();
+        Ok(d)
+    }
+
+    fn published(&self) -> BTreeMap<String, u64> {
+        self.rings.iter().map(|(n, r)| (n.clone(), r.stats().published)).collect()
+    }
+
+    /// The one-line summary for systemd's STATUS: rings, frame rates,
+    /// readers, overruns.
+    pub fn status(&mut self) -> String {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last_status.0).as_secs_f64().max(1e-9);
+        let mut rates = Vec::new();
+        let (mut readers, mut overruns, mut demotions) = (0, 0, 0);
+        let published = self.published();
+        for (name, ring) in &self.rings {
+            let s = ring.stats();
+            readers += s.readers.len();
+            overruns += s.overruns();
+            demotions += s.demotions;
+            let before = self.last_status.1.get(name).copied().unwrap_or(s.published);
+            let rate = (s.published.saturating_sub(before)) as f64 / secs;
+            if rate > 0.0 {
+                rates.push(format!("{name} {}", fmt_rate(rate)));
+            }
+        }
+        self.last_status = (now, published);
+        let rates = if rates.is_empty() { "idle".to_owned() } else { rates.join(", ") };
+        format!("{} rings; {rates}; {readers} readers, {overruns} overruns, {demotions} demotions", self.rings.len())
+    }
+
+    /// Sweeps every ring; logs what was freed.
+    pub fn sweep(&self) {
+        for (name, ring) in &self.rings {
+            let report = ring.sweep();
+            for r in &report.readers_freed {
+                warn!(
+                    "ring {name}: reader {:?} (pid {}) is dead; entry {} freed{}",
+                    r.name,
+                    r.pid,
+                    r.index,
+                    if r.was_gating { " (it was gating)" } else { "" }
+                );
+            }
+            if let Some(pid) = report.lease_released {
+                warn!("ring {name}: writer pid {pid} is dead; lease released");
+            }
+        }
+    }
+
+    /// Restarts sources whose thread ended (an error was logged); returns
+    /// whether every source thread is alive and made progress within `within`.
+    pub fn check_sources(&mut self, within: Duration) -> bool {
+        let now = helix::process::now_ns();
+        let mut healthy = true;
+        for i in 0..self.sources.len() {
+            if self.sources[i].thread.as_ref().is_some_and(|t| t.is_finished()) {
+                self.sources[i].stop();
+                let cfg = self.sources[i].config.clone();
+                match start_source(&cfg, &self.rings[&cfg.ring]) {
+                    Ok(r) => {
+                        warn!("source for ring {} restarted", cfg.ring);
+                        self.sources[i] = r;
+                    }
+                    Err(e) => error!("source for ring {} cannot restart: {e}", cfg.ring),
+                }
+                healthy = false;
+                continue;
+            }
+            let last = self.sources[i].state.progress_ns.load(Ordering::Relaxed);
+            if now.saturating_sub(last) > within.as_nanos() as u64 {
+                error!(
+                    "source for ring {} made no progress for {:.1} s",
+                    self.sources[i].config.ring,
+                    (now - last) as f64 / 1e9
+                );
+                healthy = false;
+            }
+        }
+        healthy
+    }
+
+    /// Applies a new configuration: adds rings, retires removed ones, and
+    /// restarts changed sources. On error the old configuration stays.
+    pub fn reload(&mut self, new: Config) -> Result<(), String> {
+        let ns = self.config.namespace.clone();
+        if new.namespace != ns {
+            return Err(format!(
+                "the namespace cannot change while running ({} → {}); restart helixd",
+                ns, new.namespace
+            ));
+        }
+        // Create the new rings first: if one fails, undo and keep the old.
+        let mut added = Vec::new();
+        for rc in new.rings.iter().filter(|rc| !self.rings.contains_key(&rc.name)) {
+            match open_or_create(&ns, rc) {
+                Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
+                Err(e) => {
+                    for (name, _, how) in added {
+                        if how != Opened::Adopted {
+                            let _ = Ring::unlink(&ns, &name);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for rc in &new.rings {
+            if let Some(old) = self.config.ring(&rc.name) {
+                if old != rc {
+                    warn!(
+                        "ring {}: changed in the configuration; the change takes effect when the ring is recreated",
+                        rc.name
+                    );
+                }
+            }
+        }
+        // Stop sources that are gone or changed, or whose ring is retired.
+        let mut keep = Vec::new();
+        for mut r in std::mem::take(&mut self.sources) {
+            if new.sources.contains(&r.config) {
+                keep.push(r);
+            } else {
+                r.stop();
+                info!("source {} for ring {} stopped", describe(&r.config.kind), r.config.ring);
+            }
+        }
+        self.sources = keep;
+        for (name, ring, how) in added {
+            log_opened(&ns, &ring, how);
+            self.rings.insert(name, ring);
+        }
+        let retired: Vec<String> = self.rings.keys().filter(|n| new.ring(n).is_none()).cloned().collect();
+        for name in retired {
+            self.rings.remove(&name);
+            match Ring::unlink(&ns, &name) {
+                Ok(()) => info!(
+                    "ring {name} retired (removed from the configuration); attached processes keep their mappings"
+                ),
+                Err(e) => error!("ring {name}: cannot remove: {e}"),
+            }
+        }
+        for sc in &new.sources {
+            if !self.sources.iter().any(|r| &r.config == sc) {
+                match start_source(sc, &self.rings[&sc.ring]) {
+                    Ok(r) => {
+                        info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
+                        self.sources.push(r);
+                    }
+                    Err(e) => error!("{e}"),
+                }
+            }
+        }
+        self.config = new;
+        Ok(())
+    }
+
+    /// Stops every source; removes rings configured with `unlink_on_stop`.
+    pub fn stop(&mut self) {
+        for r in &mut self.sources {
+            r.stop();
+        }
+        let ns = self.config.namespace.clone();
+        for rc in &self.config.rings {
+            if rc.unlink_on_stop {
+                self.rings.remove(&rc.name);
+                if let Err(e) = Ring::unlink(&ns, &rc.name) {
+                    error!("ring {}: cannot remove: {e}", rc.name);
+                }
+            }
+        }
+    }
+}
+
+fn log_opened(ns: &helix::Namespace, ring: &Ring, how: Opened) {
+    let g = ring.geometry();
+    let s = ring.stats();
+    let what = match how {
+        Opened::Created => "created",
+        Opened::Adopted => "adopted",
+        Opened::Recreated => "recreated",
+    };
+    info!(
+        "ring {} {what} (/dev/shm/{ns}.{}): {} slots of {} bytes, {}, next sequence {}",
+        ring.name(),
+        ring.name(),
+        g.capacity,
+        g.slot_size,
+        g.policy.as_str(),
+        s.published + 1
+    );
+}
+
+fn describe(kind: &SourceKind) -> String {
+    match kind {
+        SourceKind::Sim { streams, rate_hz, seed } => format!("sim ({streams} streams x {rate_hz} Hz, seed {seed})"),
+        SourceKind::Udp { bind } => format!("udp ({bind})"),
+    }
+}
+
+/// How helixd runs, beyond its configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// A debugging aid for proving the systemd watchdog: SIGUSR2 makes the
+    /// control loop withhold its WATCHDOG=1 pings from then on (everything
+    /// else keeps running), as if the daemon had hung. Off by default;
+    /// without it SIGUSR2 is ignored, as SIGUSR1 always is.
+    pub debug_hang_on_signal: bool,
+}
+
+/// Runs helixd until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
+pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<(), String> {
+    let mut blocked = vec![libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    if opts.debug_hang_on_signal {
+        blocked.push(libc::SIGUSR2);
+    } else {
+        crate::shared::signal::ignore(&[libc::SIGUSR2]).map_err(|e| format!("cannot ignore SIGUSR2: {e}"))?;
+    }
+    crate::shared::signal::ignore(&[libc::SIGUSR1]).map_err(|e| format!("cannot ignore SIGUSR1: {e}"))?;
+    let signals = crate::shared::signal::Signals::block(&blocked).map_err(|e| format!("cannot block signals: {e}"))?;
+    let config = load_config(config_path).map_err(|e| e.to_string())?;
+    info!("configuration {}; namespace {}", config.path.display(), config.namespace);
+    if opts.debug_hang_on_signal {
+        warn!("debug: --debug-hang-on-signal is set: SIGUSR2 will stop the watchdog pings (a simulated hang)");
+    }
+    // Set by SIGUSR2 under --debug-hang-on-signal: no more WATCHDOG=1.
+    let mut hung = false;
+    let mut d = Daemon::start(config)?;
+    let status = d.status();
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    info!("ready: {status}");
+
+    let watchdog = watchdog_interval();
+    if let Some(wd) = watchdog {
+        info!("systemd watchdog: {wd:?}; pinging every {:?}", wd / 2);
+    }
+    let mut next_status = Instant::now() + d.config.status_interval;
+    let mut next_sweep = Instant::now() + d.config.sweep_interval;
+    let mut next_ping = Instant::now();
+    // The status also goes to the log now and then, for a terminal user and
+    // for the journal's history.
+    let mut next_log = Instant::now() + STATUS_LOG_INTERVAL;
+    loop {
+        let now = Instant::now();
+        if let Some(wd) = watchdog {
+            if now >= next_ping {
+                // Ping only while every source makes progress: a hung HAL
+                // must get the daemon restarted.
+                if d.check_sources(wd) && !hung {
+                    notify(&[NotifyState::Watchdog]);
+                }
+                next_ping = now + wd / 2;
+            }
+        }
+        if now >= next_sweep {
+            d.sweep();
+            next_sweep = now + d.config.sweep_interval;
+        }
+        if now >= next_status {
+            if watchdog.is_none() {
+                d.check_sources(Duration::from_secs(60));
+            }
+            let mut status = d.status();
+            if hung {
+                status = format!("debug hang (SIGUSR2): watchdog pings withheld; {status}");
+            }
+            notify(&[NotifyState::Status(&status)]);
+            if now >= next_log {
+                info!("{status}");
+                next_log = now + STATUS_LOG_INTERVAL;
+            }
+            next_status = now + d.config.status_interval;
+        }
+        let mut next = next_status.min(next_sweep);
+        if watchdog.is_some() {
+            next = next.min(next_ping);
+        }
+        match signals.wait(next.saturating_duration_since(Instant::now())) {
+            Ok(Some(libc::SIGHUP)) => {
+                notify(&[NotifyState::Reloading]);
+                let outcome = load_config(config_path).map_err(|e| e.to_string()).and_then(|c| d.reload(c));
+                match outcome {
+                    Ok(()) => info!("configuration reloaded"),
+                    Err(e) => error!("reload refused, the running configuration stays: {e}"),
+                }
+                let status = d.status();
+                notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            }
+            Ok(Some(libc::SIGUSR2)) => {
+                // Only blocked, and so only received, under --debug-hang-on-signal.
+                hung = true;
+                if watchdog.is_some() {
+                    error!(
+                        "debug: SIGUSR2 under --debug-hang-on-signal: watchdog pings stopped (simulated hang); \
+                         systemd's watchdog will kill this process"
+                    );
+                } else {
+                    error!(
+                        "debug: SIGUSR2 under --debug-hang-on-signal: watchdog pings stopped, but no watchdog is set"
+                    );
+                }
+            }
+            Ok(Some(sig)) => {
+                info!("signal {sig}: stopping");
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("waiting for signals: {e}")),
+        }
+    }
+    notify(&[NotifyState::Stopping]);
+    d.stop();
+    let status = format!("stopped; {}", d.status());
+    notify(&[NotifyState::Status(&status)]);
+    info!("{status}");
+    Ok(())
+}
