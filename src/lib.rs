@@ -48,9 +48,6 @@
 //! Ring::unlink(&ns, "demo").unwrap();
 //! ```
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
-
 pub mod futex;
 pub mod layout;
 #[cfg(feature = "ledger")]
