@@ -253,7 +253,7 @@ fn the_hal_sources_allocate_nothing_per_sample() {
                 std::thread::sleep(Duration::from_millis(1));
             }
         },
-        move |w, state| udp::serve(socket, w, state, &Default::default()).unwrap(),
+        move |w, state| udp::serve(socket, w, state).unwrap(),
     );
     assert_eq!(n, 0, "the UDP source allocated while receiving samples");
 }

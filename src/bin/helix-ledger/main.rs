@@ -155,7 +155,7 @@ fn record(cli: Cli) -> ExitCode {
     match crate::run::run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::config::LedgerConfig;
-use crate::shared::service::{notify, watchdog_interval, NotifyState};
+use anyhow::{anyhow, Context, Result};
+
+use crate::shared::service::{Cadence, Event, Service};
 use helix::ledger::format::RingDecl;
 use helix::ledger::store::{Ledger, LedgerError};
 use helix::{Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
@@ -64,7 +66,7 @@ struct Syncer {
 const SLOW_SYNC: Duration = Duration::from_secs(1);
 
 impl Syncer {
-    fn spawn() -> Result<Syncer, String> {
+    fn spawn() -> Result<Syncer> {
         let (jobs, rx) = mpsc::channel::<(File, PathBuf)>();
         let (tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -80,12 +82,12 @@ impl Syncer {
                     }
                 }
             })
-            .map_err(|e| format!("starting the sync thread: {e}"))?;
+            .context("starting the sync thread")?;
         Ok(Syncer { jobs: Some(jobs), done, busy_since: None, slow_logged: false, thread: Some(thread) })
     }
 
     /// Whether a sync is in flight; the error of one that failed.
-    fn busy(&mut self) -> Result<bool, String> {
+    fn busy(&mut self) -> Result<bool> {
         if let Some(since) = self.busy_since {
             match self.done.try_recv() {
                 Ok(result) => {
@@ -93,7 +95,7 @@ impl Syncer {
                         info!("the slow fdatasync finished after {:.1} s", since.elapsed().as_secs_f64());
                     }
                     self.busy_since = None;
-                    result.map_err(|e| e.to_string())?;
+                    result?;
                 }
                 Err(mpsc::TryRecvError::Empty) => {
                     if !self.slow_logged && since.elapsed() >= SLOW_SYNC {
@@ -101,7 +103,7 @@ impl Syncer {
                         warn!("fdatasync has taken more than {} s: the disk is slow or stuck", SLOW_SYNC.as_secs());
                     }
                 }
-                Err(mpsc::TryRecvError::Disconnected) => return Err("the sync thread died".into()),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(anyhow!("the sync thread died")),
             }
         }
         Ok(self.busy_since.is_some())
@@ -113,10 +115,10 @@ impl Syncer {
     }
 
     /// Starts syncing what `ledger` has written, if anything is new.
-    fn start(&mut self, ledger: &mut Ledger) -> Result<(), String> {
-        if let Some(job) = ledger.begin_sync().map_err(|e| e.to_string())? {
+    fn start(&mut self, ledger: &mut Ledger) -> Result<()> {
+        if let Some(job) = ledger.begin_sync()? {
             let jobs = self.jobs.as_ref().expect("jobs is taken only on drop");
-            jobs.send(job).map_err(|_| "the sync thread died".to_owned())?;
+            jobs.send(job).map_err(|_| anyhow!("the sync thread died"))?;
             self.busy_since = Some(Instant::now());
             self.slow_logged = false;
         }
@@ -124,9 +126,9 @@ impl Syncer {
     }
 
     /// Waits for a sync in flight and ends the thread.
-    fn finish(mut self) -> Result<(), String> {
+    fn finish(mut self) -> Result<()> {
         match self.busy_since.take() {
-            Some(_) => self.done.recv().map_err(|_| "the sync thread died".to_owned())?.map_err(|e| e.to_string()),
+            Some(_) => Ok(self.done.recv().map_err(|_| anyhow!("the sync thread died"))??),
             None => Ok(()),
         }
     }
@@ -276,14 +278,9 @@ impl Tap {
 }
 
 /// Runs the ledger until SIGTERM or SIGINT.
-pub fn run(cfg: &LedgerConfig) -> Result<(), String> {
-    let signals = crate::shared::signal::Signals::block(&[libc::SIGTERM, libc::SIGINT])
-        .map_err(|e| format!("cannot block signals: {e}"))?;
-    // Nothing to reload and no use for the user signals: a stray one must
-    // not stop the service.
-    crate::shared::signal::ignore(&[libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2])
-        .map_err(|e| format!("cannot ignore signals: {e}"))?;
-    let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size).map_err(|e| e.to_string())?;
+pub fn run(cfg: &LedgerConfig) -> Result<()> {
+    let mut service = Service::start(STATUS_EVERY, LOG_EVERY)?;
+    let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size)?;
     if rec.created {
         info!("started a new ledger in {}", cfg.dir.display());
     }
@@ -302,13 +299,12 @@ pub fn run(cfg: &LedgerConfig) -> Result<(), String> {
         .map(|name| Tap { name: name.clone(), reader: None, id: 0, created_ns: 0, missing_logged: false })
         .collect();
     for t in &mut taps {
-        t.attach(&cfg.namespace, &mut ledger).map_err(|e| e.to_string())?;
+        t.attach(&cfg.namespace, &mut ledger)?;
     }
-    ledger.flush().map_err(|e| e.to_string())?;
-    notify(&[NotifyState::Ready, NotifyState::Status(&status(&taps, &ledger, 0.0))]);
-    let watchdog = watchdog_interval();
-    let result = serve(cfg, &signals, &mut taps, &mut ledger, watchdog);
-    notify(&[NotifyState::Stopping]);
+    ledger.flush()?;
+    service.ready(&status(&taps, &ledger, 0.0));
+    let result = serve(cfg, &mut service, &mut taps, &mut ledger);
+    service.stopping();
     // Whatever happened, make durable what was written.
     let flushed = ledger.flush().and_then(|()| ledger.sync());
     for t in &mut taps {
@@ -326,22 +322,13 @@ pub fn run(cfg: &LedgerConfig) -> Result<(), String> {
         helix::ledger::format::hex(&ledger.chain().hash)
     );
     result?;
-    flushed.map_err(|e| e.to_string())
+    Ok(flushed?)
 }
 
-fn serve(
-    cfg: &LedgerConfig,
-    signals: &crate::shared::signal::Signals,
-    taps: &mut [Tap],
-    ledger: &mut Ledger,
-    watchdog: Option<Duration>,
-) -> Result<(), String> {
+fn serve(cfg: &LedgerConfig, service: &mut Service, taps: &mut [Tap], ledger: &mut Ledger) -> Result<()> {
     let start = Instant::now();
-    let mut next_housekeeping = start + HOUSEKEEPING;
-    let mut next_ring_check = start + RING_CHECK;
-    let mut next_status = start + STATUS_EVERY;
-    let mut next_log = start + LOG_EVERY;
-    let mut next_ping = start;
+    let mut housekeeping = Cadence::new(HOUSEKEEPING, HOUSEKEEPING);
+    let mut ring_check = Cadence::new(RING_CHECK, RING_CHECK);
     let mut rate = (start, 0u64, 0.0f64);
     let mut idle_polls = 0u32;
     let mut syncer = Syncer::spawn()?;
@@ -352,7 +339,7 @@ fn serve(
             got += t.pump(ledger);
         }
         if got == 0 || ledger.buffered() >= FLUSH_BYTES {
-            ledger.flush().map_err(|e| e.to_string())?;
+            ledger.flush()?;
             // Written: the frames may go.
             for t in taps.iter_mut() {
                 if let Some(r) = t.reader.as_mut() {
@@ -364,50 +351,38 @@ fn serve(
             syncer.start(ledger)?;
         }
         let now = Instant::now();
-        if now >= next_housekeeping {
-            next_housekeeping = now + HOUSEKEEPING;
-            if let Some(sig) = signals.wait(Duration::ZERO).map_err(|e| format!("sigtimedwait: {e}"))? {
-                info!("signal {sig}: stopping");
-                return syncer.finish();
+        if housekeeping.due(now) {
+            match service.signal(Duration::ZERO)? {
+                Some(Event::Stop(_)) => return syncer.finish(),
+                // Nothing to reload and no use for the user signals.
+                Some(Event::Other(sig)) => info!("signal {sig} ignored (SIGTERM or SIGINT stop the ledger)"),
+                None => {}
             }
-            if let Some(wd) = watchdog {
-                // A sync stuck this long means the disk is stuck: stop the pings
-                // and let systemd restart the ledger (durability stopped).
-                if syncer.stuck_for() >= wd {
-                    if !stuck_logged {
-                        stuck_logged = true;
-                        error!("fdatasync stuck for {:.1} s: no more watchdog pings", syncer.stuck_for().as_secs_f64());
-                    }
-                } else {
-                    stuck_logged = false;
-                    if now >= next_ping {
-                        notify(&[NotifyState::Watchdog]);
-                        next_ping = now + wd / 2;
-                    }
+            // A sync stuck as long as the watchdog's timeout means the disk
+            // is stuck: stop the pings and let systemd restart the ledger
+            // (durability stopped).
+            service.ping(now, |wd| {
+                let stuck = syncer.stuck_for() >= wd;
+                if stuck && !stuck_logged {
+                    error!("fdatasync stuck for {:.1} s: no more watchdog pings", syncer.stuck_for().as_secs_f64());
                 }
-            }
-            let ring_check = now >= next_ring_check;
-            if ring_check {
-                next_ring_check = now + RING_CHECK;
-            }
+                stuck_logged = stuck;
+                !stuck
+            });
+            let check_all = ring_check.due(now);
             for t in taps.iter_mut() {
                 // A missing ring is looked for on every tick: frames
                 // published before the ledger attaches stay only as long
                 // as the ring holds them.
-                if ring_check || t.reader.is_none() {
-                    t.check(&cfg.namespace, ledger, got == 0).map_err(|e| e.to_string())?;
+                if check_all || t.reader.is_none() {
+                    t.check(&cfg.namespace, ledger, got == 0)?;
                 }
             }
-            if now >= next_status {
-                next_status = now + STATUS_EVERY;
+            if service.status_due(now) {
                 let frames = ledger.stats().frames;
                 let dt = now.duration_since(rate.0).as_secs_f64();
                 rate = (now, frames, (frames - rate.1) as f64 / dt.max(1e-9));
-                notify(&[NotifyState::Status(&status(taps, ledger, rate.2))]);
-                if now >= next_log {
-                    next_log = now + LOG_EVERY;
-                    info!("{}", status(taps, ledger, rate.2));
-                }
+                service.status(now, &status(taps, ledger, rate.2));
             }
         }
         if got > 0 {
@@ -420,7 +395,7 @@ fn serve(
         // ledger a wake-up per small batch, where a poll takes half a
         // millisecond's frames at once. After a quiet spell, park until a
         // frame comes.
-        let mut timeout = next_housekeeping.saturating_duration_since(Instant::now());
+        let mut timeout = housekeeping.next().saturating_duration_since(Instant::now());
         if syncer.busy()? {
             // Notice soon when it is done: the next one may be due.
             timeout = timeout.min(POLL);
@@ -468,7 +443,7 @@ mod tests {
     use super::*;
 
     /// Waits until the sync in flight has finished: its result.
-    fn settle(s: &mut Syncer) -> Result<(), String> {
+    fn settle(s: &mut Syncer) -> Result<()> {
         let until = Instant::now() + Duration::from_secs(30);
         while s.busy()? {
             assert!(Instant::now() < until, "the sync never finished");
@@ -484,7 +459,7 @@ mod tests {
         let dev_null = File::options().write(true).open("/dev/null").unwrap();
         s.jobs.as_ref().unwrap().send((dev_null, PathBuf::from("/dev/null"))).unwrap();
         s.busy_since = Some(Instant::now());
-        let err = settle(&mut s).unwrap_err();
+        let err = format!("{:#}", settle(&mut s).unwrap_err());
         assert!(err.starts_with("/dev/null: fdatasync: "), "{err}");
         assert!(!s.busy().unwrap(), "a failed sync is no longer in flight");
         s.finish().unwrap();

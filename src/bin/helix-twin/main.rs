@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
 #[path = "../shared/mod.rs"]
@@ -44,10 +45,10 @@ struct Cli {
     completions: Option<clap_complete::Shell>,
 }
 
-fn load(cli: &Cli) -> Result<TwinConfig, String> {
-    let mut config = TwinConfig::find(cli.config.as_deref()).map_err(|e| e.to_string())?;
+fn load(cli: &Cli) -> anyhow::Result<TwinConfig> {
+    let mut config = TwinConfig::find(cli.config.as_deref())?;
     if let Some(ns) = &cli.namespace {
-        config.namespace = helix::Namespace::new(ns).map_err(|e| format!("--namespace: {e}"))?;
+        config.namespace = helix::Namespace::new(ns).context("--namespace")?;
     }
     Ok(config)
 }
@@ -79,7 +80,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("helix-twin: {e}");
+                eprintln!("helix-twin: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -89,7 +90,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, on stderr (the journal under systemd).
-            tracing::error!("{e}");
+            tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }

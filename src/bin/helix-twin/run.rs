@@ -2,11 +2,13 @@
 //! of the state table and alarms ([`Publisher`]), and the main loop with
 //! systemd notifications and signals ([`run`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::shared::service::{fmt_rate, notify, watchdog_interval, NotifyState};
+use anyhow::Result;
+
+use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Service};
 use helix::process::now_ns;
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
@@ -25,6 +27,10 @@ const ROUND: usize = 65_536;
 const ALARM_PUBLISH_WAIT: Duration = Duration::from_millis(100);
 /// Longest the loop parks, so signals and timers are seen promptly.
 const MAX_PARK: Duration = Duration::from_millis(100);
+/// How often the status line is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// How often the status is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 /// The name the twin registers with on the telemetry ring.
 pub const READER_NAME: &str = "helix-twin";
 
@@ -318,13 +324,8 @@ pub fn status_line(twin: &Twin, rate: Option<f64>, alarm_failed: u64) -> String 
 /// Runs the twin until SIGTERM or SIGINT: waits for its rings (logging
 /// it), attaches, tells systemd READY=1, then reads, models, publishes,
 /// reports STATUS= and pings the watchdog from the loop.
-pub fn run(config: TwinConfig) -> Result<(), String> {
-    let signals = crate::shared::signal::Signals::block(&[libc::SIGTERM, libc::SIGINT])
-        .map_err(|e| format!("cannot block signals: {e}"))?;
-    // Nothing to reload and no use for the user signals: a stray one must
-    // not stop the service.
-    crate::shared::signal::ignore(&[libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2])
-        .map_err(|e| format!("cannot ignore signals: {e}"))?;
+pub fn run(config: TwinConfig) -> Result<()> {
+    let mut service = Service::start(STATUS_EVERY, LOG_EVERY)?;
     let ns = config.namespace.clone();
     info!(
         "configuration {}; namespace {}; {} streams, {} rules",
@@ -333,38 +334,9 @@ pub fn run(config: TwinConfig) -> Result<(), String> {
         config.streams,
         config.rules.len()
     );
-    let watchdog = watchdog_interval();
-    let mut waiting_logged = false;
-    let (mut ingest, mut publisher) = loop {
-        let attempt = Publisher::attach(&ns, &config.state_ring, &config.alarm_ring).and_then(|p| {
-            Ok((
-                Ingest::attach(&ns, &config.telemetry_ring).map_err(|e| attach_err(&ns, &config.telemetry_ring, e))?,
-                p,
-            ))
-        });
-        match attempt {
-            Ok(x) => break x,
-            Err(e) if e.is_transient() => {
-                if !waiting_logged {
-                    warn!("waiting: {e}");
-                    notify(&[NotifyState::Status(&format!("waiting: {e}"))]);
-                    waiting_logged = true;
-                }
-                if watchdog.is_some() {
-                    notify(&[NotifyState::Watchdog]);
-                }
-                match signals.wait(Duration::from_millis(250)) {
-                    Ok(Some(sig)) => {
-                        info!("signal {sig}: stopping before the rings appeared");
-                        notify(&[NotifyState::Stopping]);
-                        return Ok(());
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(format!("waiting for signals: {e}")),
-                }
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+    let Some((mut ingest, mut publisher)) = attach(&config, &mut service)? else {
+        service.stopping();
+        return Ok(());
     };
     let instance = helix::process::realtime_ns();
     let mut twin = Twin::new(&config, instance);
@@ -372,94 +344,92 @@ pub fn run(config: TwinConfig) -> Result<(), String> {
         "attached: reading {} (non-gating), writing {} and {}",
         config.telemetry_ring, config.state_ring, config.alarm_ring
     );
-    let status = status_line(&twin, None, 0);
-    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-    if let Some(wd) = watchdog {
-        info!("systemd watchdog: {wd:?}; pinging every {:?}", wd / 2);
-    }
+    service.ready(&status_line(&twin, None, 0));
+    serve(&config, &mut service, &mut ingest, &mut publisher, &mut twin)?;
+    service.stopping();
+    service.stopped(&status_line(&twin, None, publisher.alarm_failed));
+    Ok(())
+}
 
-    let tick = config.update_interval.min(Duration::from_millis(100)).as_nanos() as u64;
-    let ns_of = |d: Duration| d.as_nanos() as u64;
-    let start = now_ns();
-    let mut next_tick = start + tick;
-    let mut next_update = start + ns_of(config.update_interval);
-    let mut next_snapshot = start;
-    let mut next_status = start + 2_000_000_000;
-    let mut next_log = start + 10_000_000_000;
-    let mut next_ping = start;
-    let mut last_status = (start, 0u64);
-    let mut logged_losses = 0u64;
-    let mut logged_bad = 0u64;
+/// Attaches to the rings, waiting while they do not exist yet (helixd may
+/// start after the twin); `None` if a signal stopped the wait.
+fn attach(config: &TwinConfig, service: &mut Service) -> Result<Option<(Ingest, Publisher)>> {
+    let ns = &config.namespace;
+    let mut waiting_logged = false;
     loop {
-        let polled = ingest.poll(&mut twin, ROUND);
+        let attempt = Publisher::attach(ns, &config.state_ring, &config.alarm_ring).and_then(|p| {
+            Ok((Ingest::attach(ns, &config.telemetry_ring).map_err(|e| attach_err(ns, &config.telemetry_ring, e))?, p))
+        });
+        match attempt {
+            Ok(x) => return Ok(Some(x)),
+            Err(e) if e.is_transient() => {
+                if !waiting_logged {
+                    warn!("waiting: {e}");
+                    notify(&[NotifyState::Status(&format!("waiting: {e}"))]);
+                    waiting_logged = true;
+                }
+                service.ping(Instant::now(), |_| true);
+                if let Some(Event::Stop(_)) = service.signal(Duration::from_millis(250))? {
+                    info!("stopping before the rings appeared");
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads, models and publishes until SIGTERM or SIGINT.
+fn serve(
+    config: &TwinConfig,
+    service: &mut Service,
+    ingest: &mut Ingest,
+    publisher: &mut Publisher,
+    twin: &mut Twin,
+) -> Result<()> {
+    let tick_every = config.update_interval.min(Duration::from_millis(100));
+    let mut tick = Cadence::new(tick_every, tick_every);
+    let mut update = Cadence::new(config.update_interval, config.update_interval);
+    let mut snapshot = Cadence::new(config.snapshot_interval, Duration::ZERO);
+    let mut last_status = (Instant::now(), 0u64);
+    let mut logged = (0u64, 0u64);
+    loop {
+        let polled = ingest.poll(twin, ROUND);
         if !twin.pending_events().is_empty() {
-            publisher.alarms(&mut twin);
+            publisher.alarms(twin);
         }
-        let now = now_ns();
-        if now >= next_tick {
-            twin.tick(now);
-            publisher.alarms(&mut twin);
-            next_tick = now + tick;
+        let now = Instant::now();
+        if tick.due(now) {
+            twin.tick(now_ns());
+            publisher.alarms(twin);
         }
-        if now >= next_snapshot {
-            publisher.snapshot(&mut twin, now);
-            next_snapshot = now + ns_of(config.snapshot_interval);
-            next_update = now + ns_of(config.update_interval);
-        } else if now >= next_update {
-            publisher.update(&mut twin, now);
-            next_update = now + ns_of(config.update_interval);
+        if snapshot.due(now) {
+            publisher.snapshot(twin, now_ns());
+            update = Cadence::new(config.update_interval, config.update_interval);
+        } else if update.due(now) {
+            publisher.update(twin, now_ns());
         }
-        if let Some(wd) = watchdog {
-            if now >= next_ping {
-                // From the loop itself: a loop that stops turning stops
-                // pinging, and systemd restarts the twin.
-                notify(&[NotifyState::Watchdog]);
-                next_ping = now + ns_of(wd / 2);
-            }
-        }
-        if now >= next_status {
+        // From the loop itself: a loop that stops turning stops pinging,
+        // and systemd restarts the twin.
+        service.ping(now, |_| true);
+        if service.status_due(now) {
             let c = twin.counters();
-            let rate = (c.frames - last_status.1) as f64 / ((now - last_status.0) as f64 / 1e9).max(1e-9);
+            let secs = now.duration_since(last_status.0).as_secs_f64().max(1e-9);
+            let rate = (c.frames - last_status.1) as f64 / secs;
             last_status = (now, c.frames);
-            let status = status_line(&twin, Some(rate), publisher.alarm_failed);
-            notify(&[NotifyState::Status(&status)]);
-            if c.lost > logged_losses {
-                warn!(
-                    "fell behind: {} frames lost in {} overruns so far (the twin never slows the writer)",
-                    c.lost, c.overruns
-                );
-                logged_losses = c.lost;
-            }
-            let bad = c.rejected_streams + c.bad_kind + c.bad_size + c.nonfinite;
-            if bad > logged_bad {
-                warn!(
-                    "bad input so far: {} samples of streams beyond {}, {} frames of unknown kind, {} of the wrong size, {} non-finite values",
-                    c.rejected_streams, twin.streams(), c.bad_kind, c.bad_size, c.nonfinite
-                );
-                logged_bad = bad;
-            }
-            if now >= next_log {
-                info!("{status}");
-                next_log = now + 10_000_000_000;
-            }
-            next_status = now + 2_000_000_000;
+            log_losses(twin, &mut logged);
+            service.status(now, &status_line(twin, Some(rate), publisher.alarm_failed));
         }
-        match signals.wait(Duration::ZERO) {
-            Ok(Some(sig)) => {
-                info!("signal {sig}: stopping");
-                break;
-            }
-            Ok(None) => {}
-            Err(e) => return Err(format!("waiting for signals: {e}")),
+        match service.signal(Duration::ZERO)? {
+            Some(Event::Stop(_)) => return Ok(()),
+            Some(Event::Other(sig)) => info!("signal {sig} ignored (SIGTERM or SIGINT stop the twin)"),
+            None => {}
         }
         if !polled.caught_up {
             continue;
         }
-        let mut next = next_tick.min(next_update).min(next_snapshot).min(next_status);
-        if watchdog.is_some() {
-            next = next.min(next_ping);
-        }
-        let until = Duration::from_nanos(next.saturating_sub(now_ns())).min(MAX_PARK);
+        let next = tick.next().min(update.next()).min(snapshot.next()).min(service.next_due());
+        let until = next.saturating_duration_since(Instant::now()).min(MAX_PARK);
         if polled.frames > 0 {
             // Telemetry flows: let a batch gather rather than wake per frame.
             std::thread::sleep(config.poll_interval.min(until));
@@ -467,9 +437,29 @@ pub fn run(config: TwinConfig) -> Result<(), String> {
             ingest.wait(until);
         }
     }
-    notify(&[NotifyState::Stopping]);
-    let status = format!("stopped; {}", status_line(&twin, None, publisher.alarm_failed));
-    notify(&[NotifyState::Status(&status)]);
-    info!("{status}");
-    Ok(())
+}
+
+/// Logs frames lost and bad input, when they grew since `logged`
+/// (losses, bad input).
+fn log_losses(twin: &Twin, logged: &mut (u64, u64)) {
+    let c = twin.counters();
+    if c.lost > logged.0 {
+        warn!(
+            "fell behind: {} frames lost in {} overruns so far (the twin never slows the writer)",
+            c.lost, c.overruns
+        );
+        logged.0 = c.lost;
+    }
+    let bad = c.rejected_streams + c.bad_kind + c.bad_size + c.nonfinite;
+    if bad > logged.1 {
+        warn!(
+            "bad input so far: {} samples of streams beyond {}, {} frames of unknown kind, {} of the wrong size, {} non-finite values",
+            c.rejected_streams,
+            twin.streams(),
+            c.bad_kind,
+            c.bad_size,
+            c.nonfinite
+        );
+        logged.1 = bad;
+    }
 }

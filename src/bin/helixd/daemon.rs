@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use anyhow::{anyhow, bail, Context, Result};
 use tracing::{error, info, warn};
 
 use crate::hal::{sim::Sim, SourceState};
-use crate::shared::service::{fmt_rate, notify, watchdog_interval, NotifyState};
+use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Service};
+use crate::shared::signal::Signal;
 use helix::layout::slot_size_for;
 use helix::{AttachError, Ring, RingOptions};
 
@@ -70,9 +72,9 @@ pub fn differences(existing: &helix::Geometry, wanted: &RingOptions) -> Vec<Stri
 
 /// Creates the ring, or adopts a compatible existing one; an incompatible or
 /// corrupt one is an error naming the difference unless `recreate` is set.
-pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, Opened), String> {
+pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> std::result::Result<(Ring, Opened), String> {
     let name = &rc.name;
-    let recreate = |why: String| -> Result<(Ring, Opened), String> {
+    let recreate = |why: String| -> std::result::Result<(Ring, Opened), String> {
         if !rc.recreate {
             return Err(format!("ring {name:?}: {why}; set recreate = true to replace it"));
         }
@@ -102,7 +104,7 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
 struct Running {
     config: SourceConfig,
     state: Arc<SourceState>,
-    thread: Option<JoinHandle<Result<(), String>>>,
+    thread: Option<JoinHandle<Result<()>>>,
 }
 
 impl Running {
@@ -111,15 +113,15 @@ impl Running {
         if let Some(t) = self.thread.take() {
             match t.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => error!("source for ring {} failed: {e}", self.config.ring),
+                Ok(Err(e)) => error!("source for ring {} failed: {e:#}", self.config.ring),
                 Err(_) => error!("source for ring {} panicked", self.config.ring),
             }
         }
     }
 }
 
-fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running, String> {
-    let writer = ring.writer().map_err(|e| format!("source for ring {:?}: {e}", cfg.ring))?;
+fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
+    let writer = ring.writer().with_context(|| format!("source for ring {:?}", cfg.ring))?;
     let state = SourceState::new();
     let thread_state = state.clone();
     let kind = cfg.kind.clone();
@@ -139,10 +141,10 @@ fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running, String> {
     let thread = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || match job {
-            Job::Sim(sim) => sim.run(writer, &thread_state).map_err(|e| e.to_string()),
-            Job::Udp(socket) => crate::hal::udp::serve(socket, writer, &thread_state, &Default::default()),
+            Job::Sim(sim) => Ok(sim.run(writer, &thread_state)?),
+            Job::Udp(socket) => crate::hal::udp::serve(socket, writer, &thread_state),
         })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
+        .context("cannot start a thread")?;
     Ok(Running { config: cfg.clone(), state, thread: Some(thread) })
 }
 
@@ -157,7 +159,7 @@ pub struct Daemon {
 impl Daemon {
     /// Creates or adopts every ring and starts every source (each holds its
     /// writer lease when this returns). On error nothing keeps running.
-    pub fn start(config: Config) -> Result<Daemon, String> {
+    pub fn start(config: Config) -> Result<Daemon> {
         let ns = config.namespace.clone();
         let mut d = Daemon {
             config: config.clone(),
@@ -166,7 +168,7 @@ impl Daemon {
             last_status: (Instant::now(), BTreeMap::new()),
         };
         for rc in &config.rings {
-            let (ring, how) = open_or_create(&ns, rc)?;
+            let (ring, how) = open_or_create(&ns, rc).map_err(anyhow::Error::msg)?;
             log_opened(&ns, &ring, how);
             d.rings.insert(rc.name.clone(), ring);
         }
@@ -204,7 +206,21 @@ impl Daemon {
         }
         self.last_status = (now, published);
         let rates = if rates.is_empty() { "idle".to_owned() } else { rates.join(", ") };
-        format!("{} rings; {rates}; {readers} readers, {overruns} overruns, {demotions} demotions", self.rings.len())
+        let mut line = format!(
+            "{} rings; {rates}; {readers} readers, {overruns} overruns, {demotions} demotions",
+            self.rings.len()
+        );
+        for s in self.sources.iter().filter(|s| matches!(s.config.kind, SourceKind::Udp { .. })) {
+            let u = &s.state.udp;
+            let rejected: u64 = u.rejected.iter().map(|r| r.load(Ordering::Relaxed)).sum();
+            line += &format!(
+                "; udp {}: {} datagrams, {rejected} rejected, {} dropped by the kernel",
+                s.config.ring,
+                u.datagrams.load(Ordering::Relaxed),
+                u.kernel_drops.load(Ordering::Relaxed)
+            );
+        }
+        line
     }
 
     /// Sweeps every ring; logs what was freed.
@@ -260,13 +276,10 @@ impl Daemon {
 
     /// Applies a new configuration: adds rings, retires removed ones, and
     /// restarts changed sources. On error the old configuration stays.
-    pub fn reload(&mut self, new: Config) -> Result<(), String> {
+    pub fn reload(&mut self, new: Config) -> Result<()> {
         let ns = self.config.namespace.clone();
         if new.namespace != ns {
-            return Err(format!(
-                "the namespace cannot change while running ({} → {}); restart helixd",
-                ns, new.namespace
-            ));
+            bail!("the namespace cannot change while running ({} → {}); restart helixd", ns, new.namespace);
         }
         // Create the new rings first: if one fails, undo and keep the old.
         let mut added = Vec::new();
@@ -279,7 +292,7 @@ impl Daemon {
                             let _ = Ring::unlink(&ns, &name);
                         }
                     }
-                    return Err(e);
+                    return Err(anyhow!(e));
                 }
             }
         }
@@ -387,16 +400,9 @@ pub struct RunOptions {
 }
 
 /// Runs helixd until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
-pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<(), String> {
-    let mut blocked = vec![libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-    if opts.debug_hang_on_signal {
-        blocked.push(libc::SIGUSR2);
-    } else {
-        crate::shared::signal::ignore(&[libc::SIGUSR2]).map_err(|e| format!("cannot ignore SIGUSR2: {e}"))?;
-    }
-    crate::shared::signal::ignore(&[libc::SIGUSR1]).map_err(|e| format!("cannot ignore SIGUSR1: {e}"))?;
-    let signals = crate::shared::signal::Signals::block(&blocked).map_err(|e| format!("cannot block signals: {e}"))?;
-    let config = load_config(config_path).map_err(|e| e.to_string())?;
+pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<()> {
+    let config = load_config(config_path)?;
+    let mut service = Service::start(config.status_interval, STATUS_LOG_INTERVAL)?;
     info!("configuration {}; namespace {}", config.path.display(), config.namespace);
     if opts.debug_hang_on_signal {
         warn!("debug: --debug-hang-on-signal is set: SIGUSR2 will stop the watchdog pings (a simulated hang)");
@@ -404,92 +410,55 @@ pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<(), String> 
     // Set by SIGUSR2 under --debug-hang-on-signal: no more WATCHDOG=1.
     let mut hung = false;
     let mut d = Daemon::start(config)?;
-    let status = d.status();
-    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-    info!("ready: {status}");
-
-    let watchdog = watchdog_interval();
-    if let Some(wd) = watchdog {
-        info!("systemd watchdog: {wd:?}; pinging every {:?}", wd / 2);
-    }
-    let mut next_status = Instant::now() + d.config.status_interval;
-    let mut next_sweep = Instant::now() + d.config.sweep_interval;
-    let mut next_ping = Instant::now();
-    // The status also goes to the log now and then, for a terminal user and
-    // for the journal's history.
-    let mut next_log = Instant::now() + STATUS_LOG_INTERVAL;
+    service.ready(&d.status());
+    let mut sweep = Cadence::new(d.config.sweep_interval, d.config.sweep_interval);
     loop {
         let now = Instant::now();
-        if let Some(wd) = watchdog {
-            if now >= next_ping {
-                // Ping only while every source makes progress: a hung HAL
-                // must get the daemon restarted.
-                if d.check_sources(wd) && !hung {
-                    notify(&[NotifyState::Watchdog]);
-                }
-                next_ping = now + wd / 2;
-            }
-        }
-        if now >= next_sweep {
+        // Ping only while every source makes progress: a hung HAL must get
+        // the daemon restarted.
+        service.ping(now, |wd| d.check_sources(wd) && !hung);
+        if sweep.due(now) {
             d.sweep();
-            next_sweep = now + d.config.sweep_interval;
         }
-        if now >= next_status {
-            if watchdog.is_none() {
+        if service.status_due(now) {
+            if service.watchdog().is_none() {
                 d.check_sources(Duration::from_secs(60));
             }
-            let mut status = d.status();
+            let mut line = d.status();
             if hung {
-                status = format!("debug hang (SIGUSR2): watchdog pings withheld; {status}");
+                line = format!("debug hang (SIGUSR2): watchdog pings withheld; {line}");
             }
-            notify(&[NotifyState::Status(&status)]);
-            if now >= next_log {
-                info!("{status}");
-                next_log = now + STATUS_LOG_INTERVAL;
-            }
-            next_status = now + d.config.status_interval;
+            service.status(now, &line);
         }
-        let mut next = next_status.min(next_sweep);
-        if watchdog.is_some() {
-            next = next.min(next_ping);
-        }
-        match signals.wait(next.saturating_duration_since(Instant::now())) {
-            Ok(Some(libc::SIGHUP)) => {
+        let next = sweep.next().min(service.next_due());
+        match service.signal(next.saturating_duration_since(Instant::now()))? {
+            Some(Event::Stop(_)) => break,
+            Some(Event::Other(Signal::SIGHUP)) => {
                 notify(&[NotifyState::Reloading]);
-                let outcome = load_config(config_path).map_err(|e| e.to_string()).and_then(|c| d.reload(c));
-                match outcome {
-                    Ok(()) => info!("configuration reloaded"),
-                    Err(e) => error!("reload refused, the running configuration stays: {e}"),
+                match load_config(config_path).map_err(anyhow::Error::from).and_then(|c| d.reload(c)) {
+                    Ok(()) => {
+                        info!("configuration reloaded");
+                        service.set_status_every(d.config.status_interval);
+                        sweep = Cadence::new(d.config.sweep_interval, d.config.sweep_interval);
+                    }
+                    Err(e) => error!("reload refused, the running configuration stays: {e:#}"),
                 }
-                let status = d.status();
-                notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+                notify(&[NotifyState::Ready, NotifyState::Status(&d.status())]);
             }
-            Ok(Some(libc::SIGUSR2)) => {
-                // Only blocked, and so only received, under --debug-hang-on-signal.
+            Some(Event::Other(Signal::SIGUSR2)) if opts.debug_hang_on_signal => {
                 hung = true;
-                if watchdog.is_some() {
-                    error!(
-                        "debug: SIGUSR2 under --debug-hang-on-signal: watchdog pings stopped (simulated hang); \
-                         systemd's watchdog will kill this process"
-                    );
-                } else {
-                    error!(
-                        "debug: SIGUSR2 under --debug-hang-on-signal: watchdog pings stopped, but no watchdog is set"
-                    );
-                }
+                let consequence = match service.watchdog() {
+                    Some(_) => "systemd's watchdog will kill this process",
+                    None => "but no watchdog is set",
+                };
+                error!("debug: SIGUSR2 under --debug-hang-on-signal: watchdog pings stopped (simulated hang); {consequence}");
             }
-            Ok(Some(sig)) => {
-                info!("signal {sig}: stopping");
-                break;
-            }
-            Ok(None) => {}
-            Err(e) => return Err(format!("waiting for signals: {e}")),
+            Some(Event::Other(sig)) => info!("signal {sig} ignored (SIGHUP reloads; SIGTERM or SIGINT stop)"),
+            None => {}
         }
     }
-    notify(&[NotifyState::Stopping]);
+    service.stopping();
     d.stop();
-    let status = format!("stopped; {}", d.status());
-    notify(&[NotifyState::Status(&status)]);
-    info!("{status}");
+    service.stopped(&d.status());
     Ok(())
 }

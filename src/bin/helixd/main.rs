@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, on stderr (the journal under systemd).
-            tracing::error!("{e}");
+            tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }

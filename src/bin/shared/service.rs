@@ -1,10 +1,164 @@
-//! What helixd, helix-ledger and helix-twin share as systemd services:
-//! notifications, the watchdog interval, and the rate in their status
-//! lines.
+//! What helixd, helix-ledger and helix-twin share as systemd services: the
+//! [`Service`] runner (signals, the health-gated watchdog, the STATUS line
+//! and its log cadence), notifications, and the rate in their status lines.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tracing::info;
+
+use super::signal::{Signal, Signals};
 
 pub use sd_notify::NotifyState;
+
+/// What a service does with a signal. Every signal a service can be sent
+/// by mistake is taken by it: SIGTERM and SIGINT stop it; the others do
+/// what the program says, and nothing (a debug line) by default.
+const TAKEN: [Signal; 5] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// A signal as the service loop sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// SIGTERM or SIGINT: stop.
+    Stop(Signal),
+    /// SIGHUP, SIGUSR1 or SIGUSR2: the program's to act on or to ignore.
+    Other(Signal),
+}
+
+/// A deadline that comes round every `every`.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    every: Duration,
+    next: Instant,
+}
+
+impl Cadence {
+    /// First due `first` from now, then every `every`.
+    pub fn new(every: Duration, first: Duration) -> Cadence {
+        Cadence { every, next: Instant::now() + first }
+    }
+
+    /// Whether it is due at `now`; if so, the next one is `every` later.
+    pub fn due(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + self.every;
+        true
+    }
+
+    /// When it is next due.
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+}
+
+/// The systemd side of a service: its signals, the watchdog pinged only
+/// while the program says it is healthy, and the STATUS line refreshed on
+/// one cadence and logged on a slower one.
+pub struct Service {
+    signals: Signals,
+    watchdog: Option<Duration>,
+    ping: Cadence,
+    status: Cadence,
+    log: Cadence,
+}
+
+impl Service {
+    /// Takes the service's signals (call before starting any thread) and
+    /// reads the watchdog setting. STATUS is refreshed every
+    /// `status_every` and logged every `log_every`.
+    pub fn start(status_every: Duration, log_every: Duration) -> Result<Service> {
+        let signals = Signals::block(&TAKEN).context("cannot block signals")?;
+        let watchdog = watchdog_interval();
+        if let Some(wd) = watchdog {
+            info!("systemd watchdog: {wd:?}; pinging every {:?}", wd / 2);
+        }
+        Ok(Service {
+            signals,
+            watchdog,
+            ping: Cadence::new(watchdog.map_or(Duration::from_secs(3600), |wd| wd / 2), Duration::ZERO),
+            status: Cadence::new(status_every, status_every),
+            log: Cadence::new(log_every, log_every),
+        })
+    }
+
+    /// The systemd watchdog timeout, if it is on.
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.watchdog
+    }
+
+    /// READY=1 with the first status.
+    pub fn ready(&self, status: &str) {
+        notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+        info!("ready: {status}");
+    }
+
+    /// Pings the watchdog if a ping is due and `healthy(timeout)` says the
+    /// program made progress within the watchdog's timeout: a service that
+    /// stops making progress stops pinging, and systemd restarts it.
+    pub fn ping(&mut self, now: Instant, healthy: impl FnOnce(Duration) -> bool) {
+        if let Some(wd) = self.watchdog {
+            if self.ping.due(now) && healthy(wd) {
+                notify(&[NotifyState::Watchdog]);
+            }
+        }
+    }
+
+    /// Changes the STATUS cadence (a reloaded configuration).
+    pub fn set_status_every(&mut self, every: Duration) {
+        self.status = Cadence::new(every, every);
+    }
+
+    /// Whether the STATUS line is due at `now`.
+    pub fn status_due(&mut self, now: Instant) -> bool {
+        self.status.due(now)
+    }
+
+    /// Sends the STATUS line, and logs it when the log cadence is due.
+    pub fn status(&mut self, now: Instant, status: &str) {
+        notify(&[NotifyState::Status(status)]);
+        if self.log.due(now) {
+            info!("{status}");
+        }
+    }
+
+    /// When the next ping or status is due.
+    pub fn next_due(&self) -> Instant {
+        let next = self.status.next();
+        if self.watchdog.is_some() {
+            next.min(self.ping.next())
+        } else {
+            next
+        }
+    }
+
+    /// A signal that came within `timeout` (zero polls). Signals the
+    /// program did not ask for are logged and otherwise ignored: see
+    /// [`Event::Other`].
+    pub fn signal(&self, timeout: Duration) -> Result<Option<Event>> {
+        let sig = self.signals.wait(timeout).context("waiting for signals")?;
+        Ok(sig.map(|s| match s {
+            Signal::SIGTERM | Signal::SIGINT => {
+                info!("signal {s}: stopping");
+                Event::Stop(s)
+            }
+            s => Event::Other(s),
+        }))
+    }
+
+    /// STOPPING=1.
+    pub fn stopping(&self) {
+        notify(&[NotifyState::Stopping]);
+    }
+
+    /// The final status, sent and logged.
+    pub fn stopped(&self, status: &str) {
+        let status = format!("stopped; {status}");
+        notify(&[NotifyState::Status(&status)]);
+        info!("{status}");
+    }
+}
 
 /// Sends `states` to systemd (nothing happens without `NOTIFY_SOCKET`); a
 /// failure is logged, never fatal.

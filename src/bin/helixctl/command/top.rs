@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crate::shared::signal::Signals;
+use crate::shared::signal::{Signal, Signals};
 use helix::shm::Namespace;
 use helix::RingView;
 
@@ -153,7 +153,7 @@ pub fn run(ns: &Namespace, interval: Duration, iterations: Option<u64>) -> io::R
     }
     // Ctrl-C and SIGTERM are taken synchronously, so the terminal is always
     // restored on the way out.
-    let signals = Signals::block(&[libc::SIGINT, libc::SIGTERM])?;
+    let signals = Signals::block(&[Signal::SIGINT, Signal::SIGTERM])?;
     let _raw = RawTerminal::enter()?;
     print!("\x1b[?25l");
     loop {

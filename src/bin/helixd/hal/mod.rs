@@ -17,6 +17,8 @@ pub struct SourceState {
     pub progress_ns: AtomicU64,
     /// Samples written.
     pub samples: AtomicU64,
+    /// A UDP source's datagram counters (zero for the simulator).
+    pub udp: udp::UdpStats,
 }
 
 impl SourceState {

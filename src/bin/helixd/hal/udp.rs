@@ -4,11 +4,15 @@
 //! whole; it never reaches the ring and never stops the source.
 
 use std::io;
+use std::io::IoSliceMut;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders};
 use tracing::{info, warn};
 
 use helix::telemetry::datagram::{self, Reject};
@@ -24,6 +28,10 @@ pub struct UdpStats {
     pub datagrams: AtomicU64,
     /// Datagrams dropped, by [`Reject::ALL`] index.
     pub rejected: [AtomicU64; 5],
+    /// Datagrams the kernel dropped before helixd could read them (the
+    /// socket's receive buffer was full), as the kernel counts them
+    /// (`SO_MEMINFO`), read once a second.
+    pub kernel_drops: AtomicU64,
 }
 
 /// Datagrams received per `recvmmsg` call at most.
@@ -32,61 +40,79 @@ const BATCH: usize = 32;
 const BUF: usize = 65_536;
 
 /// Receives batches of datagrams with `recvmmsg` into buffers allocated
-/// once; returns the lengths received (0 datagrams on time-out).
+/// once.
 struct Receiver {
     socket: UdpSocket,
     bufs: Vec<u8>,
-    iovecs: Vec<libc::iovec>,
-    msgs: Vec<libc::mmsghdr>,
+    headers: MultiHeaders<()>,
+    lens: [usize; BATCH],
 }
 
 impl Receiver {
     fn new(socket: UdpSocket) -> Receiver {
-        let mut bufs = vec![0u8; BATCH * BUF];
-        let iovecs: Vec<libc::iovec> =
-            bufs.chunks_exact_mut(BUF).map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: BUF }).collect();
-        // SAFETY: mmsghdr is a plain C struct; all-zero is a valid value
-        // (null name, no control data), filled in below.
-        let msgs = (0..BATCH).map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() }).collect();
-        let mut r = Receiver { socket, bufs, iovecs, msgs };
-        for (m, iov) in r.msgs.iter_mut().zip(r.iovecs.iter_mut()) {
-            m.msg_hdr.msg_iov = iov;
-            m.msg_hdr.msg_iovlen = 1;
+        Receiver {
+            socket,
+            bufs: vec![0u8; BATCH * BUF],
+            headers: MultiHeaders::preallocate(BATCH, None),
+            lens: [0; BATCH],
         }
-        r
     }
 
     /// Receives up to BATCH datagrams, waiting (up to the socket's receive
     /// time-out) for the first; returns how many arrived.
     fn recv(&mut self) -> io::Result<usize> {
-        for m in &mut self.msgs {
-            m.msg_len = 0;
-        }
-        // SAFETY: `msgs` holds BATCH headers whose iovecs point into `bufs`
-        // (BUF bytes each), all owned by `self` and alive for the call; the
-        // kernel writes only within them.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.socket.as_raw_fd(),
-                self.msgs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
+        let mut chunks = self.bufs.chunks_exact_mut(BUF);
+        let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(chunks.next().expect("BATCH buffers"))]);
+        let received = match recvmmsg(
+            self.socket.as_raw_fd(),
+            &mut self.headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        ) {
+            Ok(r) => r,
+            Err(Errno::EAGAIN | Errno::EINTR) => return Ok(0),
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(e),
-            };
+        let mut n = 0;
+        for msg in received {
+            self.lens[n] = msg.bytes.min(BUF);
+            n += 1;
         }
-        Ok(n as usize)
+        Ok(n)
     }
 
     fn datagram(&self, i: usize) -> &[u8] {
-        let len = (self.msgs[i].msg_len as usize).min(BUF);
-        &self.bufs[i * BUF..i * BUF + len]
+        &self.bufs[i * BUF..i * BUF + self.lens[i]]
+    }
+
+    /// How many datagrams the kernel dropped on this socket since it was
+    /// bound, for want of room in its receive buffer: the socket's drop
+    /// counter (`SO_MEMINFO`, `SK_MEMINFO_DROPS`).
+    ///
+    /// Not `SO_RXQ_OVFL`: nix's `recvmmsg` does not reset each header's
+    /// control length between calls, so the count would be lost after the
+    /// first batch without one; one `getsockopt` a second is cheaper anyway.
+    fn kernel_drops(&self) -> io::Result<u64> {
+        // SK_MEMINFO_VARS is 9 today; room for the kernel to add more.
+        let mut info = [0u32; 16];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` and `len` are live locals; the kernel writes at
+        // most `len` bytes into `info` and the length written into `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(info[libc::SK_MEMINFO_DROPS as usize] as u64)
     }
 }
 
@@ -94,22 +120,24 @@ impl Receiver {
 /// that helixd reports READY=1 only once datagrams are being received (one
 /// sent before the bind would be dropped by the kernel), and a bad address
 /// fails the start.
-pub fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
-    let socket = UdpSocket::bind(addr).map_err(|e| format!("udp source: cannot bind {addr}: {e}"))?;
-    socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+pub fn bind(addr: SocketAddr) -> Result<UdpSocket> {
+    let socket = UdpSocket::bind(addr).with_context(|| format!("udp source: cannot bind {addr}"))?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     info!("udp source listening on {}", socket.local_addr().map_or(addr, |a| a));
     Ok(socket)
 }
 
 /// The receive loop on an already bound socket.
-pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState, stats: &UdpStats) -> Result<(), String> {
+pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Result<()> {
+    let stats = &state.udp;
     let mut rx = Receiver::new(socket);
     let mut written = 0u64;
     let mut last_report = [0u64; 5];
+    let mut last_kernel_drops = 0u64;
     let mut next_report = helix::process::now_ns();
     while !state.stopping() {
         state.tick();
-        let n = rx.recv().map_err(|e| format!("udp source: receive failed: {e}"))?;
+        let n = rx.recv().context("udp source: receive failed")?;
         let ingest_ns = helix::process::now_ns();
         for i in 0..n {
             let d = rx.datagram(i);
@@ -124,11 +152,9 @@ pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState, stats: 
             let mut done = 0;
             while done < count {
                 let k = ((count - done) as u64).min(writer.geometry().capacity);
-                let mut claim = writer.claim(k).map_err(|e| format!("udp source: {e}"))?;
+                let mut claim = writer.claim(k).context("udp source")?;
                 for j in done..done + k as usize {
-                    claim
-                        .push_kind(KIND_SAMPLE, bytemuck::bytes_of(&datagram::sample(d, j, ingest_ns)))
-                        .map_err(|e| e.to_string())?;
+                    claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&datagram::sample(d, j, ingest_ns)))?;
                 }
                 claim.commit();
                 done += k as usize;
@@ -149,8 +175,50 @@ pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState, stats: 
                     last_report[r as usize] = total;
                 }
             }
+            let kernel = rx.kernel_drops().context("udp source: reading the socket's drop counter")?;
+            stats.kernel_drops.store(kernel, Ordering::Relaxed);
+            if kernel > last_kernel_drops {
+                warn!(
+                    "udp source: the kernel dropped {} datagrams, its receive buffer full ({kernel} in all); \
+                     raise net.core.rmem_max or lower the senders' rate",
+                    kernel - last_kernel_drops
+                );
+                last_kernel_drops = kernel;
+            }
             next_report = ingest_ns + 1_000_000_000;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Datagrams the kernel drops because the receive buffer is full are
+    /// counted (they used to vanish without a trace): fill a tiny buffer
+    /// with nobody reading; what did not fit is the kernel's count.
+    #[test]
+    fn datagrams_the_kernel_drops_are_counted() {
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        // The kernel's minimum receive buffer.
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &1).unwrap();
+        let to = socket.local_addr().unwrap();
+        let mut rx = Receiver::new(socket);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let datagram = [7u8; 1024];
+        // Loopback delivers within send_to: the queue is full long before 200.
+        for _ in 0..200 {
+            tx.send_to(&datagram, to).unwrap();
+        }
+        let mut queued = 0;
+        loop {
+            match rx.recv().unwrap() {
+                0 => break,
+                n => queued += n,
+            }
+        }
+        assert!(queued > 0 && queued < 200, "{queued} of 200 datagrams queued");
+        assert_eq!(rx.kernel_drops().unwrap() as usize, 200 - queued, "the kernel's drop count");
+    }
 }
