@@ -4,7 +4,7 @@
 //! file mapping that other processes map too, and the kernel keys a shared
 //! futex by the file and offset, so a reader that maps the data region
 //! read-only can wait on a word that the writer wakes through its read-write
-//! mapping (measured on these machines, DESIGN.md section 6).
+//! mapping (measured on these machines: docs/design.md, "Facts the design rests on").
 
 use std::io;
 use std::sync::atomic::AtomicU32;

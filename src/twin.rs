@@ -315,16 +315,12 @@ impl StreamRange {
     }
 
     /// Parses `"7"`, `"0-99"`, or (given the stream count) `"all"`.
-    pub fn parse(text: &str, streams: u32) -> Result<StreamRange, String> {
+    pub fn parse(text: &str, streams: u32) -> Result<StreamRange, StreamRangeError> {
         let t = text.trim();
         if t == "all" {
             return Ok(StreamRange { first: 0, last: streams.saturating_sub(1) });
         }
-        let id = |s: &str| {
-            s.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("streams {text:?}: expected a stream id, a range like \"0-99\", or \"all\""))
-        };
+        let id = |s: &str| s.trim().parse::<u32>().map_err(|_| StreamRangeError::NotARange(text.to_owned()));
         let range = match t.split_once('-') {
             Some((a, b)) => StreamRange { first: id(a)?, last: id(b)? },
             None => {
@@ -333,10 +329,28 @@ impl StreamRange {
             }
         };
         if range.first > range.last {
-            return Err(format!("streams {text:?}: the range runs backwards ({} > {})", range.first, range.last));
+            return Err(StreamRangeError::Backwards { text: text.to_owned(), first: range.first, last: range.last });
         }
         Ok(range)
     }
+}
+
+/// Why a text is not a [`StreamRange`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamRangeError {
+    /// Neither an id, nor `first-last`, nor `all`.
+    #[error("streams {0:?}: expected a stream id, a range like \"0-99\", or \"all\"")]
+    NotARange(String),
+    /// `first-last` with `first > last`.
+    #[error("streams {text:?}: the range runs backwards ({first} > {last})")]
+    Backwards {
+        /// The text as given.
+        text: String,
+        /// Its first id.
+        first: u32,
+        /// Its last id.
+        last: u32,
+    },
 }
 
 impl fmt::Display for StreamRange {

@@ -89,13 +89,13 @@ impl Chain {
         if chain(&self.hash, rec.body) != rec.hash {
             return Err(Problem::Hash);
         }
-        self.accept(rec).map_err(Problem::Invalid)
+        self.accept(rec)
     }
 
     /// Advances past `rec`, whose hash the caller computed itself, if it
     /// keeps the ledger's rules.
-    pub fn accept(&mut self, rec: &RecordView<'_>) -> Result<(), String> {
-        self.check(rec)?;
+    pub fn accept(&mut self, rec: &RecordView<'_>) -> Result<(), Problem> {
+        self.check(rec).map_err(Problem::Invalid)?;
         self.hash = rec.hash.try_into().unwrap();
         self.records += 1;
         Ok(())

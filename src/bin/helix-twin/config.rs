@@ -207,7 +207,9 @@ impl TwinConfig {
                     Ok(v) => StreamRange { first: v, last: v },
                     Err(_) => return Err(err(Some(r.streams.span()), format!("streams {i}: not a stream id"))),
                 },
-                RawStreams::Text(t) => StreamRange::parse(t, streams).map_err(|e| err(Some(r.streams.span()), e))?,
+                RawStreams::Text(t) => {
+                    StreamRange::parse(t, streams).map_err(|e| err(Some(r.streams.span()), e.to_string()))?
+                }
             };
             if range.last >= streams {
                 return Err(err(
@@ -379,7 +381,7 @@ mod tests {
         assert_eq!(StreamRange::parse("0-99", 10), Ok(StreamRange { first: 0, last: 99 }));
         assert_eq!(StreamRange::parse(" 7 ", 10), Ok(StreamRange { first: 7, last: 7 }));
         assert_eq!(StreamRange::parse("all", 10), Ok(StreamRange { first: 0, last: 9 }));
-        assert!(StreamRange::parse("9-3", 10).unwrap_err().contains("backwards"));
+        assert!(StreamRange::parse("9-3", 10).unwrap_err().to_string().contains("backwards"));
         assert!(StreamRange::parse("x", 10).is_err());
         assert!(StreamRange::parse("-1", 10).is_err());
         let a = StreamRange { first: 0, last: 9 };
