@@ -695,3 +695,41 @@ fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
     assert_eq!((d[at("policy").0], d[at("name_len").0]), (1, 3));
     assert_eq!(&d[at("name").0..], b"abc");
 }
+
+/// Two recorders on one folder would fork the hash chain (both append
+/// after the same tail): the second is refused, naming the first's pid,
+/// and the first records on; the chain verifies.
+#[test]
+fn a_second_recorder_on_the_folder_is_refused_naming_the_first() {
+    let _dog = watchdog("two ledgers", Duration::from_secs(60));
+    let env = Env::new();
+    let ring = Ring::create(&env.ns, "audit", &ring_opts(1 << 12, 2000)).unwrap();
+    let view = RingView::attach(&env.ns, "audit").unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut first = env.ledger("audit", 16);
+    let pid = first.0.id();
+    wait_for(&env, Some(&mut first), "the first ledger to attach", || ledger_entry(&view, pid).is_some());
+
+    let out = env.ledger_cmd("audit", 16).stderr(Stdio::piped()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second recorder ran on the folder: {err}");
+    assert!(err.contains(&format!("another helix-ledger records into this folder (pid {pid})")), "{err}");
+
+    // The library refuses the same way.
+    match Ledger::open(&env.dir(), 1 << 20) {
+        Err(helix::ledger::LedgerError::Locked { holder, .. }) => assert_eq!(holder, Some(pid)),
+        other => panic!("a second Ledger::open on a held folder: {:?}", other.map(|_| ())),
+    }
+
+    for i in 0..1000u64 {
+        w.publish(&i.to_le_bytes()).unwrap();
+    }
+    wait_for(&env, Some(&mut first), "1000 frames recorded", || {
+        ledger_entry(&view, pid).is_some_and(|r| r.cursor > 1000)
+    });
+    signal(&first.0, libc::SIGTERM);
+    assert!(first.0.wait().unwrap().success(), "{}", env.log_text());
+    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.dir());
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(recorded_next(&env.dir(), "audit"), 1001);
+}

@@ -8,9 +8,10 @@
 //! declarations, synced, and renamed into place, so every segment file
 //! starts whole.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chain::{BadRecord, Chain, Problem};
@@ -34,6 +35,17 @@ pub enum LedgerError {
         path: PathBuf,
         /// What is wrong.
         problem: HeaderError,
+    },
+    /// Another recorder holds the folder: two would fork the hash chain.
+    #[error(
+        "{dir}: another helix-ledger records into this folder{}; two recorders would fork the hash chain, so stop that one first",
+        .holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The folder.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it into the lock file.
+        holder: Option<u32>,
     },
     /// A bad record that is not a torn tail: data follows it, so truncating
     /// would destroy records. The ledger refuses to append to it.
@@ -98,6 +110,8 @@ pub struct AppendStats {
 /// An open ledger folder, appending.
 pub struct Ledger {
     dir: PathBuf,
+    /// The folder's lock, held while this value lives (see [`lock`]).
+    lock: Arc<File>,
     file: File,
     segment: u64,
     /// Bytes in the current segment file.
@@ -111,6 +125,30 @@ pub struct Ledger {
     dirty: bool,
     last_sync: Instant,
     stats: AppendStats,
+}
+
+/// The file in a ledger folder whose lock makes one recorder per folder.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the folder's lock (`flock`, released by the kernel when the
+/// holder exits, however it exits) and writes this process's pid into the
+/// lock file for the next one to name. A second recorder on the folder
+/// gets [`LedgerError::Locked`].
+fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(LedgerError::Locked { dir: dir.to_owned(), holder: text.trim().parse().ok() });
+        }
+        Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+    }
+    file.set_len(0).and_then(|()| writeln!(&file, "{}", std::process::id())).map_err(io_err(&path))?;
+    Ok(Arc::new(file))
 }
 
 /// The segment files in `dir`, sorted by number.
@@ -157,6 +195,7 @@ impl Ledger {
     /// from its header on.
     pub fn open(dir: &Path, segment_limit: u64) -> Result<(Ledger, Recovery), LedgerError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock(dir)?;
         let mut recovery = Recovery::default();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let path = entry.map_err(io_err(dir))?.path();
@@ -167,7 +206,7 @@ impl Ledger {
         }
         let Some((segment, path)) = segments(dir)?.pop() else {
             recovery.created = true;
-            let ledger = Ledger::start_segment(dir, 1, Chain::default(), segment_limit, AppendStats::default())?;
+            let ledger = Ledger::start_segment(dir, lock, 1, Chain::default(), segment_limit, AppendStats::default())?;
             return Ok((ledger, recovery));
         };
         let (_, chain, bytes, bad) = scan_tail(&path)?;
@@ -189,6 +228,7 @@ impl Ledger {
         recovery.segment = segment;
         let ledger = Ledger {
             dir: dir.to_owned(),
+            lock,
             file,
             segment,
             seg_len: len,
@@ -207,6 +247,7 @@ impl Ledger {
     /// temporary name, syncs it and renames it into place.
     fn start_segment(
         dir: &Path,
+        lock: Arc<File>,
         n: u64,
         chain: Chain,
         segment_limit: u64,
@@ -222,6 +263,7 @@ impl Ledger {
         let tmp = dir.join(format!("{}.tmp", segment_name(n)));
         let mut ledger = Ledger {
             dir: dir.to_owned(),
+            lock,
             file: File::create(&tmp).map_err(io_err(&tmp))?,
             segment: n,
             seg_len: 0,
@@ -387,7 +429,14 @@ impl Ledger {
         if self.seg_len >= self.segment_limit {
             self.sync()?;
             let stats = self.stats;
-            *self = Ledger::start_segment(&self.dir, self.segment + 1, self.chain.clone(), self.segment_limit, stats)?;
+            *self = Ledger::start_segment(
+                &self.dir,
+                self.lock.clone(),
+                self.segment + 1,
+                self.chain.clone(),
+                self.segment_limit,
+                stats,
+            )?;
         }
         Ok(())
     }
