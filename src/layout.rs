@@ -101,7 +101,8 @@ pub struct RingHeader {
     pub max_readers: u32,
     /// Reserved, 0.
     pub flags: u32,
-    /// A gating reader that makes no progress this long is demoted.
+    /// A gating reader that has not released what a waiting writer needs
+    /// this long after the writer started waiting for it is demoted.
     pub stall_timeout_ns: u64,
     /// Offset of slot 0 from the start of the file.
     pub data_offset: u64,

@@ -146,7 +146,9 @@ pub struct RingOptions {
     pub policy: Policy,
     /// Reader table size, 1 to [`MAX_READERS`].
     pub max_readers: u32,
-    /// A gating reader that makes no progress this long is demoted.
+    /// A gating reader that has not released what a waiting writer needs
+    /// this long after the writer started waiting for it is demoted
+    /// (whatever its cursor did meanwhile).
     pub stall_timeout: Duration,
     /// File mode of the control region; the data region gets the same
     /// without group and other write bits.
