@@ -42,6 +42,9 @@ fn cursor_offset(index: usize) -> usize {
     READERS_HEADER_SIZE + index * READER_ENTRY_SIZE + std::mem::offset_of!(ReaderEntry, cursor)
 }
 
+/// Byte offset of `published` in the data region.
+const PUBLISHED: usize = std::mem::offset_of!(RingHeader, published);
+
 /// A gating reader whose cursor keeps changing without ever releasing the
 /// slot the writer needs (it toggles between c and c + 1) is not making
 /// progress: it is demoted after the stall timeout, and the writer's
@@ -102,4 +105,109 @@ fn a_gating_reader_toggling_its_cursor_is_demoted_after_the_stall_timeout() {
     for seq in 7..=20 {
         assert_eq!(w.try_publish(b"x").unwrap(), seq);
     }
+}
+
+/// A ring whose `published` is 2^63 or more is refused by every kind of
+/// attach, naming the field. (Before the fix it was adopted: the writer
+/// continued at 2^63 + 1, whose stamps read as "being written", and a
+/// lapped reader took every newer frame for one still being written, so
+/// it timed out for ever instead of reporting its overrun.)
+#[test]
+fn a_published_count_beyond_the_sequence_range_is_refused_at_attach() {
+    let _dog = watchdog("published beyond MAX_SEQ", Duration::from_secs(60));
+    let ns = TestNs::new();
+    Ring::create(&ns, "big", &RingOptions { capacity: 4, ..Default::default() }).unwrap();
+    let raw = Raw::map(&ns.data_path("big"));
+    let published = raw.word(PUBLISHED);
+    for bad in [1 << 63, u64::MAX] {
+        published.store(bad, Ordering::Release);
+        let named = |e: AttachError| match e {
+            AttachError::BadField { field: "published", found, .. } if found == bad => {}
+            other => panic!("published = {bad}: {other}"),
+        };
+        named(Ring::open(&ns, "big").err().expect("read-write attach accepted it"));
+        named(RingView::attach(&ns, "big").err().expect("tool attach accepted it"));
+        named(Reader::attach(&ns, "big", &ReaderOptions::named("r")).err().expect("reader accepted it"));
+        match Writer::attach(&ns, "big") {
+            Err(LeaseError::Attach(e)) => named(e),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a writer adopted published = {bad}"),
+        }
+    }
+    // The largest sequence itself is valid: the ring attaches, and its
+    // writer refuses to go past it instead of wrapping into the stamp bit.
+    published.store(MAX_SEQ, Ordering::Release);
+    let ring = Ring::open(&ns, "big").unwrap();
+    let mut w = ring.writer().unwrap();
+    assert_eq!(w.next_seq(), MAX_SEQ + 1);
+    assert_eq!(w.try_publish(b"x"), Err(PublishError::SequenceExhausted { next: MAX_SEQ + 1, n: 1 }));
+    assert_eq!(ring.stats().published, MAX_SEQ);
+}
+
+/// A `published` changed behind the library's back after attach (by
+/// anything that maps the data region writable) never makes a reader wait
+/// for a sequence no writer will reach: a lapped reader resumes from what
+/// the slots hold, new readers and writers are refused with the field
+/// named, and the counters built on it do not overflow. (Before the fix the
+/// lapped reader resumed near 2^63 and timed out for ever.)
+#[test]
+fn a_published_count_changed_after_attach_does_not_hang_readers() {
+    let _dog = watchdog("published changed after attach", Duration::from_secs(60));
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "later", &RingOptions { capacity: 4, ..Default::default() }).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r = Reader::attach(&ns, "later", &ReaderOptions::named("lapped")).unwrap();
+    for _ in 0..8 {
+        w.publish(b"x").unwrap();
+    }
+    let raw = Raw::map(&ns.data_path("later"));
+    let mut buf = [0u8; 8];
+    for bad in [1 << 63, u64::MAX, 1 << 40] {
+        raw.word(PUBLISHED).store(bad, Ordering::Release);
+        // Lapped (cursor 1, frames 5..=8 in the ring): every call returns,
+        // the loss is exact, and the reader reaches the intact frames.
+        let (mut read, mut lost, lost_before) = (Vec::new(), 0, r.lost());
+        let first = r.cursor();
+        for _ in 0..16 {
+            match r.read_timeout(&mut buf, Duration::from_secs(10)) {
+                Ok(info) => read.push(info.seq),
+                Err(ReadError::Overrun(o)) => lost += o.lost,
+                Err(e) => panic!("published = {bad}: {e} at cursor {}", r.cursor()),
+            }
+            if r.cursor() == w.next_seq() {
+                break;
+            }
+        }
+        let end = w.next_seq();
+        assert_eq!(read.first().copied(), Some(end - 4), "published = {bad}: read {read:?}");
+        // Every sequence from the cursor on was either read or reported lost.
+        assert_eq!(first + lost + read.len() as u64, end, "published = {bad}: read {read:?}, lost {lost}");
+        assert_eq!(r.lost(), lost_before + lost);
+        // Joining on this attachment, or taking the lease, is refused.
+        match ring.reader(&ReaderOptions::named("new")) {
+            Err(AttachError::BadField { field: "published", found, .. }) => assert_eq!(found, bad),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a reader joined with published = {bad}"),
+        }
+        let _ = ring.stats();
+        let _ = RingView::attach(&ns, "later").map(|v| v.lags());
+        let _ = r.lag();
+        // The writer (which keeps its own next sequence) publishes on; its
+        // next commit puts `published` right again. Lap the reader again.
+        for _ in 0..8 {
+            w.publish(b"x").unwrap();
+        }
+    }
+    drop(w);
+    raw.word(PUBLISHED).store(1 << 63, Ordering::Release);
+    match ring.writer() {
+        Err(LeaseError::Attach(AttachError::BadField { field: "published", .. })) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a writer adopted published = 2^63"),
+    }
+    // Refused without keeping the lease: with `published` right, a writer
+    // takes it.
+    raw.word(PUBLISHED).store(24, Ordering::Release);
+    let w = ring.writer().unwrap();
+    assert_eq!(w.next_seq(), 25);
 }

@@ -301,6 +301,22 @@ impl AttachError {
     }
 }
 
+/// `published` if it is a sequence number (at most [`MAX_SEQ`]), else the
+/// error naming the field. Sequences share the slot stamp with its WRITING
+/// bit, so on a ring past `MAX_SEQ` a lapped reader would take every newer
+/// frame for one still being written and wait for ever.
+pub(crate) fn check_published(path: &Path, published: u64) -> Result<u64, AttachError> {
+    if published > MAX_SEQ {
+        return Err(AttachError::BadField {
+            path: path.to_owned(),
+            field: "published",
+            found: published,
+            expected: format!("at most {MAX_SEQ} (2^63 - 1, the largest sequence number)"),
+        });
+    }
+    Ok(published)
+}
+
 /// A read-write attachment to a ring: what the creator, the daemon and a
 /// writer hold. Readers and tools attach read-only through
 /// [`Reader::attach`] and [`RingView::attach`].
@@ -395,7 +411,7 @@ impl RingView {
             .entries()
             .filter_map(|(_, e)| {
                 let (pid, tag) = entry_parts(e.state.load(Ordering::Acquire));
-                (tag == ENTRY_ACTIVE).then(|| (pid, (published + 1).saturating_sub(e.cursor.load(Ordering::Relaxed))))
+                (tag == ENTRY_ACTIVE).then(|| (pid, lag(published, e.cursor.load(Ordering::Relaxed))))
             })
             .collect()
     }
@@ -538,6 +554,12 @@ impl RingStats {
     }
 }
 
+/// Frames published and not consumed by a reader at `cursor`. Both words
+/// are written by other processes: saturating, so no value can overflow.
+pub(crate) fn lag(published: u64, cursor: u64) -> u64 {
+    published.saturating_add(1).saturating_sub(cursor)
+}
+
 pub(crate) fn read_name(words: &[crate::sync::AtomicU64; 4]) -> String {
     let mut bytes = [0u8; MAX_READER_NAME_LEN];
     for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
@@ -573,7 +595,7 @@ fn stats(region: &Region) -> RingStats {
         })
         .map(|(index, e, pid)| {
             let cursor = e.cursor.load(Ordering::Relaxed);
-            let lag = (published + 1).saturating_sub(cursor);
+            let lag = lag(published, cursor);
             let gating = e.gating.load(Ordering::Relaxed);
             ReaderStats {
                 index,

@@ -187,8 +187,9 @@ impl ReaderCore {
             return TryReadError::Empty;
         }
         let newest_in_slot = if stamp & STAMP_WRITING != 0 { in_slot - 1 } else { in_slot };
-        // SYNC POINT: published count.
-        let newest = region.header().published.load(Ordering::Acquire).max(newest_in_slot);
+        // A `published` the slots do not bear out is not followed: resuming
+        // at a sequence no writer will reach would wait for ever.
+        let newest = trusted_published(region).map_or(newest_in_slot, |p| p.max(newest_in_slot));
         let resume = (seq + 1).max((newest + 1).saturating_sub(region.capacity()));
         let lost = resume - seq;
         self.overruns += 1;
@@ -233,6 +234,8 @@ impl Reader {
             return Err(AttachError::ReaderName { name: opts.name.clone() });
         }
         let (pid, start_time) = host::identity();
+        // Checked before anything is claimed, so a refusal leaves no trace.
+        let published = trusted_published(&region).map_err(|p| untrusted_published(&region, p))?;
         let idx = match claim_entry(&region, pid) {
             Some(i) => i,
             None => {
@@ -266,11 +269,11 @@ impl Reader {
             Start::Oldest => (published + 1).saturating_sub(cap).max(1),
             Start::At(seq) => seq.max(1),
         };
-        let h = region.header();
         let rd = region.readers();
-        // A conservative cursor first, so a writer that scans the table the
-        // moment the entry turns active never runs past frames we want.
-        let first = start_at(h.published.load(Ordering::Acquire));
+        // A conservative cursor first (from `published` read before the
+        // claim), so a writer that scans the table the moment the entry
+        // turns active never runs past frames we want.
+        let first = start_at(published);
         e.cursor.store(first, Ordering::Relaxed);
         // SYNC POINT: reader entry published. Pairs with the Acquire loads of
         // `state` in `Writer::gate`, sweeps and the tools. Only a sweep that
@@ -297,7 +300,9 @@ impl Reader {
         fence(Ordering::SeqCst);
         let cursor = match opts.start {
             Start::At(_) => first,
-            _ => first.max(start_at(h.published.load(Ordering::Acquire))),
+            // (A value that turned untrustworthy since the check above is
+            // not followed.)
+            _ => trusted_published(&region).map_or(first, |p| first.max(start_at(p))),
         };
         e.cursor.store(cursor, Ordering::Release);
         Ok(Reader {
@@ -602,7 +607,7 @@ impl Reader {
 
     /// Published frames not yet consumed.
     pub fn lag(&self) -> u64 {
-        (self.region.header().published.load(Ordering::Acquire) + 1).saturating_sub(self.core.cursor)
+        super::lag(self.region.header().published.load(Ordering::Relaxed), self.core.cursor)
     }
 
     /// `lag / capacity`: 0 is caught up, 1 a whole ring behind.
@@ -675,6 +680,49 @@ impl Drop for Reader {
             region.readers().table_epoch.fetch_add(1, Ordering::SeqCst);
         }
         super::wake_writer(region);
+    }
+}
+
+/// `published`, if the slots bear it out; otherwise `Err` with the value.
+///
+/// Only a writer stores `published`, but anyone who maps the data region
+/// writable can, and a reader that followed a value no writer will reach
+/// would wait for it for ever. A real value is always borne out: a commit
+/// stores the stamps of its frames before `published` (Release), so once
+/// the Acquire load below returns `p`, the slot of `p` holds `p` or a newer
+/// frame (by coherence). A value above [`MAX_SEQ`] never is (stamps hold 63
+/// bits).
+fn trusted_published(region: &Region) -> Result<u64, u64> {
+    // SYNC POINT: published count.
+    let p = region.header().published.load(Ordering::Acquire);
+    if p == 0 {
+        return Ok(0);
+    }
+    if p > MAX_SEQ {
+        return Err(p);
+    }
+    // Relaxed: the Acquire load above already orders the stamp's store
+    // before this load.
+    let in_slot = region.slot(p).header.stamp.load(Ordering::Relaxed) & !STAMP_WRITING;
+    if in_slot >= p {
+        Ok(p)
+    } else {
+        Err(p)
+    }
+}
+
+/// The join's error for a `published` of `p` that [`trusted_published`]
+/// refused.
+fn untrusted_published(region: &Region, p: u64) -> AttachError {
+    if let Err(e) = super::check_published(&region.path, p) {
+        return e;
+    }
+    let in_slot = region.slot(p).header.stamp.load(Ordering::Relaxed) & !STAMP_WRITING;
+    AttachError::BadField {
+        path: region.path.clone(),
+        field: "published",
+        found: p,
+        expected: format!("a sequence the slots hold (the slot of {p} holds {in_slot})"),
     }
 }
 

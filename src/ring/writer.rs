@@ -42,6 +42,10 @@ pub enum PublishError {
     /// More frames were pushed into a claim than it reserved.
     #[error("the claim of {claimed} slots is full")]
     ClaimFull { claimed: u64 },
+    /// The claim would take sequence numbers past [`MAX_SEQ`] (2^63 - 1);
+    /// the ring cannot carry more frames.
+    #[error("sequence numbers exhausted: the claim of {n} slots from {next} would pass {MAX_SEQ}")]
+    SequenceExhausted { next: u64, n: u64 },
 }
 
 /// How long a publish may wait for space on a `block` ring.
@@ -110,9 +114,13 @@ impl Writer {
         // have committed slots past `published`; readers may have read them,
         // so they count as published and are never rewritten.
         let published = h.published.load(Ordering::Acquire);
+        if let Err(e) = super::check_published(&region.path, published) {
+            release_lease(&region, epoch);
+            return Err(e.into());
+        }
         let mut next = published + 1;
         for _ in 0..region.capacity() {
-            if region.slot(next).header.stamp.load(Ordering::Acquire) != next {
+            if next > MAX_SEQ || region.slot(next).header.stamp.load(Ordering::Acquire) != next {
                 break;
             }
             next += 1;
@@ -207,6 +215,10 @@ impl Writer {
         let capacity = self.region.capacity();
         if n == 0 || n > capacity {
             return Err(PublishError::BatchTooLarge { n, capacity });
+        }
+        // (n <= capacity <= 2^32: no underflow.)
+        if self.next > MAX_SEQ + 1 - n {
+            return Err(PublishError::SequenceExhausted { next: self.next, n });
         }
         if self.block {
             self.reserve(n, patience)?;
@@ -421,11 +433,19 @@ fn is_active(state: u32) -> bool {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        let h = self.region.header();
-        let (me, _) = host::identity();
-        let word = lease_word(me, self.epoch, true);
-        let _ = h.lease.compare_exchange(word, lease_word(0, self.epoch, true), Ordering::AcqRel, Ordering::Relaxed);
+        release_lease(&self.region, self.epoch);
     }
+}
+
+/// Releases the lease this process holds at `epoch` (a no-op if it was
+/// taken over or swept meanwhile).
+fn release_lease(region: &Region, epoch: u64) {
+    let (me, _) = host::identity();
+    let word = lease_word(me, epoch, true);
+    // SYNC POINT: lease released. Release: everything this writer published
+    // happens before the next holder's Acquire CAS in `take_lease`.
+    let _ =
+        region.header().lease.compare_exchange(word, lease_word(0, epoch, true), Ordering::AcqRel, Ordering::Relaxed);
 }
 
 /// Takes the lease: free, or held by a dead process. Returns the new epoch.
