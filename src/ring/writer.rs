@@ -113,6 +113,7 @@ impl Writer {
         // Continue the sequence. A writer killed in the middle of a batch may
         // have committed slots past `published`; readers may have read them,
         // so they count as published and are never rewritten.
+        // SYNC POINT: published count.
         let published = h.published.load(Ordering::Acquire);
         if let Err(e) = super::check_published(&region.path, published) {
             release_lease(&region, epoch);
@@ -120,24 +121,31 @@ impl Writer {
         }
         let mut next = published + 1;
         for _ in 0..region.capacity() {
+            // SYNC POINT: slot payload visible to readers (here to the next
+            // writer, which adopts the frames a dead one committed).
             if next > MAX_SEQ || region.slot(next).header.stamp.load(Ordering::Acquire) != next {
                 break;
             }
             next += 1;
         }
         if next - 1 > published {
+            // SYNC POINT: published count.
             h.published.store(next - 1, Ordering::Release);
         }
         // A predecessor killed while waiting for space leaves the flag up,
         // or parked readers unwoken for frames it committed: reset the one,
         // wake the others.
         region.readers().writer_waiting.store(0, Ordering::Relaxed);
+        // SYNC POINT: readers woken (pairs with the Acquire load of `notify`
+        // in `Reader::park`).
         h.notify.fetch_add(1, Ordering::Release);
         let _ = futex::wake_all(&h.notify);
         let block = region.geometry.policy == Policy::Block;
         Ok(Writer {
             bytes: h.bytes_published.load(Ordering::Relaxed),
-            table_epoch: region.readers().table_epoch.load(Ordering::Acquire).wrapping_sub(1),
+            // Relaxed: any value that differs from the next load makes the
+            // first claim rescan.
+            table_epoch: region.readers().table_epoch.load(Ordering::Relaxed).wrapping_sub(1),
             gate_limit: 0,
             next,
             epoch,
@@ -230,6 +238,9 @@ impl Writer {
     #[inline]
     fn reserve(&mut self, n: u64, patience: Patience) -> Result<(), PublishError> {
         let last = self.next + n - 1;
+        // SYNC POINT: reader table changed. Pairs with the Release bumps on
+        // join, leave and sweep: after a new epoch the rescan sees the entry
+        // that changed.
         let epoch = self.region.readers().table_epoch.load(Ordering::Acquire);
         if last < self.gate_limit && epoch == self.table_epoch {
             return Ok(());
@@ -315,8 +326,11 @@ impl Writer {
             // SYNC POINT: writer-wait Dekker. Pairs with the SeqCst fence in
             // `wake_writer`: either our re-check of the cursors below sees a
             // reader's progress, or that reader sees `writer_waiting` and
-            // wakes us.
+            // wakes us. A store followed by a load needs SeqCst fences on
+            // both sides; Acquire/Release cannot order them.
             fence(Ordering::SeqCst);
+            // SYNC POINT: writer woken. Pairs with the Release bump in
+            // `wake_writer`.
             let seen = rd.writer_wake.load(Ordering::Acquire);
             if last >= self.gate() {
                 let _ = futex::wait(&rd.writer_wake, seen, Some(timeout));
@@ -378,7 +392,8 @@ impl Writer {
     fn finish(&mut self, last: u64, bytes: u64) {
         let h = self.region.header();
         // SYNC POINT: published count. Pairs with the Acquire loads of
-        // `published` in readers (overrun resume) and tools.
+        // `published` in readers (join, overrun resume) and a new writer:
+        // every stamp up to `last` is visible to them.
         h.published.store(last, Ordering::Release);
         self.bytes += bytes;
         h.bytes_published.store(self.bytes, Ordering::Relaxed);
@@ -392,6 +407,8 @@ impl Writer {
         // later load needs SeqCst; Acquire/Release cannot.
         fence(Ordering::SeqCst);
         if self.region.readers().waiters.load(Ordering::Relaxed) != 0 {
+            // SYNC POINT: readers woken. Pairs with the Acquire load of
+            // `notify` in `Reader::park`.
             h.notify.fetch_add(1, Ordering::Release);
             let _ = futex::wake_all(&h.notify);
         }
@@ -469,6 +486,10 @@ fn take_lease(region: &Region) -> Result<u64, LeaseError> {
             }
         }
         let epoch = (epoch + 1) & LEASE_EPOCH_MASK;
+        // SYNC POINT: lease released. The Acquire half pairs with the Release
+        // CAS of the holder that let the lease go (`release_lease`, or a
+        // sweep's): its work happens before ours. (The Release half orders
+        // nothing anyone relies on; the committed store below publishes.)
         if h.lease.compare_exchange(word, lease_word(me, epoch, false), Ordering::AcqRel, Ordering::Acquire).is_err() {
             continue;
         }
