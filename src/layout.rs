@@ -62,6 +62,11 @@ pub const LEASE_EPOCH_MASK: u64 = 0x7FFF_FFFF;
 
 /// `stamp` bit: the slot is being written for the sequence in the low bits.
 pub const STAMP_WRITING: u64 = 1 << 63;
+/// The largest sequence number, 2^63 - 1: a sequence shares the slot's
+/// `stamp` word with [`STAMP_WRITING`], so it must fit in the low 63 bits.
+/// `published` is at most this; a region whose `published` is larger is
+/// refused, and a writer that reaches it stops publishing.
+pub const MAX_SEQ: u64 = STAMP_WRITING - 1;
 
 /// `state` of a reader entry: unused. Any other value is `pid << 2 | tag`.
 pub const ENTRY_FREE: u32 = 0;
@@ -101,7 +106,8 @@ pub struct RingHeader {
     pub max_readers: u32,
     /// Reserved, 0.
     pub flags: u32,
-    /// A gating reader that makes no progress this long is demoted.
+    /// A gating reader that has not released what a waiting writer needs
+    /// this long after the writer started waiting for it is demoted.
     pub stall_timeout_ns: u64,
     /// Offset of slot 0 from the start of the file.
     pub data_offset: u64,
@@ -129,7 +135,8 @@ pub struct RingHeader {
     pub takeovers: AtomicU64,
     pub _reserved2: [u8; 96],
     // ---- line 3: publication (writer writes, readers poll and park) ----
-    /// Highest published sequence number (0: none yet). Sequences start at 1.
+    /// Highest published sequence number (0: none yet). Sequences start at 1
+    /// and never exceed [`MAX_SEQ`].
     pub published: AtomicU64,
     /// Futex word parked readers sleep on; the writer bumps it to wake them.
     pub notify: AtomicU32,

@@ -21,8 +21,9 @@
 //!   resumes at the oldest intact frame; losses are counted in shared memory.
 //! - **When full:** an [`Policy::Overwrite`] ring's writer never waits; a
 //!   [`Policy::Block`] ring's writer waits for *gating* readers, and demotes
-//!   one that is dead or makes no progress for the ring's stall timeout (the
-//!   demotion is counted and visible).
+//!   one that is dead or has not released the slot it needs within the
+//!   ring's stall timeout, whatever its cursor does meanwhile (the demotion
+//!   is counted and visible).
 //! - **When a process dies:** a dead writer's lease is taken over by the
 //!   next writer, which continues the sequence; a dead reader stops gating
 //!   within the stall timeout, and [`Ring::sweep`] frees its entry.

@@ -149,3 +149,40 @@ fn a_lapped_c_reader_accounts_for_every_sequence() {
     assert!(s.published >= READS + lost);
     assert!(s.readers.is_empty());
 }
+
+/// A C reader whose entry was taken from it (here a forced eviction) and
+/// given to a new gating reader must not touch that entry when it leaves:
+/// the leave in docs/abi.md frees the entry by a CAS on its own state word
+/// and leaves `gating` alone. (The C code used to store `GATING_NO` first,
+/// which stripped the new owner of its protection.)
+#[test]
+fn a_leaving_c_reader_leaves_the_next_owners_gating_alone() {
+    const FRAMES: u64 = 8;
+    let _dog = watchdog("C reader, leave after eviction", Duration::from_secs(120));
+    let ns = TestNs::new();
+    let ring = Ring::create(
+        &ns,
+        "evicted",
+        &RingOptions { capacity: 64, max_payload: 48, policy: Policy::Block, ..Default::default() },
+    )
+    .unwrap();
+    let mut w = ring.writer().unwrap();
+    let (mut child, out) = spawn(&ns, "evicted", FRAMES, true);
+    let index = ring.stats().readers[0].index;
+    let view = RingView::attach(&ns, "evicted").unwrap();
+    assert!(view.evict(index, true).unwrap().was_gating);
+    // The freed entry goes to the next joiner: a gating Rust reader.
+    let next = Reader::attach(&ns, "evicted", &ReaderOptions { gating: true, ..ReaderOptions::named("next") }).unwrap();
+    assert_eq!(next.index(), index);
+    assert!(next.is_gating());
+    // The C reader reads its frames (fewer than the ring holds: the writer
+    // never waits) and leaves.
+    for seq in 1..=FRAMES {
+        assert_eq!(w.publish(&seq.to_le_bytes()).unwrap(), seq);
+    }
+    let lines: Vec<String> = out.lines().map(Result::unwrap).collect();
+    assert!(child.0.wait().unwrap().success());
+    assert_eq!(lines.len() as u64, FRAMES);
+    assert!(next.is_gating(), "the C reader's leave stripped the new owner's gating");
+    assert!(!next.was_demoted());
+}

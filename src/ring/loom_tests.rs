@@ -164,3 +164,46 @@ fn loom_joining_gating_reader_is_not_overrun() {
         joiner.join().unwrap();
     });
 }
+
+/// Demotion racing a gating reader's progress. With a stall timeout of 0
+/// the waiting writer demotes every gating reader short of what it needs
+/// at its first look, while the reader may be consuming at that moment:
+/// the writer always finishes (no lost wake-up around the demotion), the
+/// reader never gets a torn or out-of-order frame, every sequence is read
+/// or reported lost, and a reader that lost anything was demoted first.
+#[test]
+fn loom_demotion_races_a_consuming_reader() {
+    loom::model(|| {
+        let mut region = heap::region(2, Policy::Block, 2);
+        region.geometry.stall_timeout_ns = 0;
+        let region = Arc::new(region);
+        let mut r = reader(&region, true, Start::Oldest, WaitStrategy::Spin);
+        let mut w = Writer::new(region.clone()).unwrap();
+        let writer = thread::spawn(move || {
+            for seq in 1..=3 {
+                assert_eq!(w.publish_pod(&frame(seq)).unwrap(), seq);
+            }
+        });
+        let mut expected = 1;
+        for _ in 0..3 {
+            match r.try_read_pod::<[u64; 2]>() {
+                Ok((seq, v)) => {
+                    assert_eq!((seq, v), (expected, frame(expected)), "torn or out of order");
+                    expected += 1;
+                }
+                Err(TryReadError::Overrun(o)) => {
+                    assert_eq!(o.resume_at, expected + o.lost);
+                    expected = o.resume_at;
+                }
+                Err(TryReadError::Empty) => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(r.frames() + r.lost(), expected - 1);
+        if r.lost() > 0 {
+            assert!(r.was_demoted(), "a gating reader lost frames without being demoted");
+        }
+        assert!(region.readers().demotions.load(crate::sync::Ordering::Relaxed) <= 1);
+    });
+}

@@ -146,7 +146,9 @@ pub struct RingOptions {
     pub policy: Policy,
     /// Reader table size, 1 to [`MAX_READERS`].
     pub max_readers: u32,
-    /// A gating reader that makes no progress this long is demoted.
+    /// A gating reader that has not released what a waiting writer needs
+    /// this long after the writer started waiting for it is demoted
+    /// (whatever its cursor did meanwhile).
     pub stall_timeout: Duration,
     /// File mode of the control region; the data region gets the same
     /// without group and other write bits.
@@ -300,6 +302,22 @@ impl AttachError {
     }
 }
 
+/// `published` if it is a sequence number (at most [`MAX_SEQ`]), else the
+/// error naming the field. Sequences share the slot stamp with its WRITING
+/// bit, so on a ring past `MAX_SEQ` a lapped reader would take every newer
+/// frame for one still being written and wait for ever.
+pub(crate) fn check_published(path: &Path, published: u64) -> Result<u64, AttachError> {
+    if published > MAX_SEQ {
+        return Err(AttachError::BadField {
+            path: path.to_owned(),
+            field: "published",
+            found: published,
+            expected: format!("at most {MAX_SEQ} (2^63 - 1, the largest sequence number)"),
+        });
+    }
+    Ok(published)
+}
+
 /// A read-write attachment to a ring: what the creator, the daemon and a
 /// writer hold. Readers and tools attach read-only through
 /// [`Reader::attach`] and [`RingView::attach`].
@@ -389,12 +407,14 @@ impl RingView {
     /// for every reader (a read of `/proc/PID/stat` each): cheap enough to
     /// sample every few milliseconds beside a latency-sensitive reader.
     pub fn lags(&self) -> Vec<(u32, u64)> {
-        let published = self.region.header().published.load(Ordering::Acquire);
+        // Relaxed: a number to show; nothing is read on the strength of it.
+        let published = self.region.header().published.load(Ordering::Relaxed);
         self.region
             .entries()
             .filter_map(|(_, e)| {
+                // SYNC POINT: reader entry published (its pid and cursor).
                 let (pid, tag) = entry_parts(e.state.load(Ordering::Acquire));
-                (tag == ENTRY_ACTIVE).then(|| (pid, (published + 1).saturating_sub(e.cursor.load(Ordering::Relaxed))))
+                (tag == ENTRY_ACTIVE).then(|| (pid, lag(published, e.cursor.load(Ordering::Relaxed))))
             })
             .collect()
     }
@@ -432,6 +452,8 @@ fn evict(region: &Region, index: usize, force: bool) -> Result<FreedReader, Evic
         return Err(EvictError::NotInUse { index });
     }
     let e = region.entry(index);
+    // SYNC POINT: reader entry published (the fields read below are the
+    // owner's).
     let state = e.state.load(Ordering::Acquire);
     let (pid, tag) = entry_parts(state);
     if tag != ENTRY_ACTIVE && tag != ENTRY_CLAIMING {
@@ -445,15 +467,25 @@ fn evict(region: &Region, index: usize, force: bool) -> Result<FreedReader, Evic
     }
     let was_gating = tag == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES;
     let was_parked = e.parked.load(Ordering::Relaxed) == 1;
+    // SYNC POINT: reader entry released. Release: our reads of the owner's
+    // fields above come before the next owner's writes (it claims with an
+    // Acquire CAS). Acquire: pairs with `reader entry published` of
+    // whichever owner wrote the word we replace.
     if e.state.compare_exchange(state, ENTRY_FREE, Ordering::AcqRel, Ordering::Relaxed).is_err() {
         return Err(EvictError::Raced { index });
     }
     let rd = region.readers();
     if was_parked && !alive {
-        let _ = rd.waiters.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| w.checked_sub(1));
+        // A count: no ordering (see `Reader::park`).
+        let _ = rd.waiters.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
     }
     rd.swept.fetch_add(1, Ordering::Relaxed);
-    rd.table_epoch.fetch_add(1, Ordering::SeqCst);
+    // SYNC POINT: reader table changed. Release: a writer that sees the new
+    // epoch (Acquire, `Writer::reserve`) rescans and sees the entry FREE.
+    // Not SeqCst: a writer that misses the bump keeps a tighter gate than
+    // needed, and rescans anyway when it waits, which `wake_writer` below
+    // covers.
+    rd.table_epoch.fetch_add(1, Ordering::Release);
     wake_writer(region);
     Ok(FreedReader { index, pid, name, was_gating })
 }
@@ -537,6 +569,12 @@ impl RingStats {
     }
 }
 
+/// Frames published and not consumed by a reader at `cursor`. Both words
+/// are written by other processes: saturating, so no value can overflow.
+pub(crate) fn lag(published: u64, cursor: u64) -> u64 {
+    published.saturating_add(1).saturating_sub(cursor)
+}
+
 pub(crate) fn read_name(words: &[crate::sync::AtomicU64; 4]) -> String {
     let mut bytes = [0u8; MAX_READER_NAME_LEN];
     for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
@@ -548,6 +586,7 @@ pub(crate) fn read_name(words: &[crate::sync::AtomicU64; 4]) -> String {
 
 fn lease_info(region: &Region) -> LeaseInfo {
     let h = region.header();
+    // SYNC POINT: lease committed (the holder's start time is visible).
     let (pid, epoch, _) = lease_parts(h.lease.load(Ordering::Acquire));
     let start = h.lease_start_time.load(Ordering::Relaxed);
     LeaseInfo {
@@ -561,18 +600,21 @@ fn lease_info(region: &Region) -> LeaseInfo {
 fn stats(region: &Region) -> RingStats {
     let h = region.header();
     let rd = region.readers();
-    let published = h.published.load(Ordering::Acquire);
+    // Relaxed: a number to show; nothing is read on the strength of it.
+    let published = h.published.load(Ordering::Relaxed);
     let cap = region.capacity();
     let now = host::now_ns();
     let readers = region
         .entries()
         .filter_map(|(index, e)| {
+            // SYNC POINT: reader entry published (the fields read below are
+            // the owner's).
             let (pid, tag) = entry_parts(e.state.load(Ordering::Acquire));
             (tag == ENTRY_ACTIVE).then_some((index, e, pid))
         })
         .map(|(index, e, pid)| {
             let cursor = e.cursor.load(Ordering::Relaxed);
-            let lag = (published + 1).saturating_sub(cursor);
+            let lag = lag(published, cursor);
             let gating = e.gating.load(Ordering::Relaxed);
             ReaderStats {
                 index,
@@ -637,10 +679,14 @@ impl SweepReport {
 /// owner seen as `state` and it still gates; returns whether this call did
 /// it. Counted in the control region's `demotions`.
 pub(crate) fn demote(region: &Region, entry: &ReaderEntry, state: u32) -> bool {
+    // SYNC POINT: reader entry published (still the owner the caller saw).
     if entry.state.load(Ordering::Acquire) != state {
         return false;
     }
-    let done = entry.gating.compare_exchange(GATING_YES, GATING_DEMOTED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+    // Relaxed: only the writer demotes, and it reads `gating` again itself
+    // (program order); no other access is ordered by this flag. A demoted
+    // reader learns of it from the stamps (overruns), not from the flag.
+    let done = entry.gating.compare_exchange(GATING_YES, GATING_DEMOTED, Ordering::Relaxed, Ordering::Relaxed).is_ok();
     if done {
         region.readers().demotions.fetch_add(1, Ordering::Relaxed);
         wake_writer(region);
@@ -659,6 +705,9 @@ pub(crate) fn wake_writer(region: &Region) {
     // Acquire/Release cannot order a store before a later load.
     crate::sync::fence(Ordering::SeqCst);
     if rd.writer_waiting.load(Ordering::Relaxed) != 0 {
+        // SYNC POINT: writer woken. Pairs with the writer's Acquire load of
+        // `writer_wake` before it sleeps: if it sees this bump, our cursor
+        // store is visible to its re-check.
         rd.writer_wake.fetch_add(1, Ordering::Release);
         let _ = crate::sync::futex::wake_all(&rd.writer_wake);
     }
@@ -668,6 +717,8 @@ fn sweep(region: &Region) -> SweepReport {
     let mut report = SweepReport::default();
     let rd = region.readers();
     for (index, e) in region.entries() {
+        // SYNC POINT: reader entry published (the start time read below is
+        // the owner's).
         let state = e.state.load(Ordering::Acquire);
         let (pid, tag) = entry_parts(state);
         let dead = match tag {
@@ -686,20 +737,28 @@ fn sweep(region: &Region) -> SweepReport {
         let was_gating = tag == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES;
         let was_parked = e.parked.load(Ordering::Relaxed) == 1;
         let name = read_name(&e.name);
+        // SYNC POINT: reader entry released. Release: our reads of the dead
+        // owner's fields above come before the next owner's writes (it
+        // claims with an Acquire CAS). Acquire: pairs with `reader entry
+        // published` of whichever owner wrote the word we replace.
         if e.state.compare_exchange(state, ENTRY_FREE, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             continue;
         }
         if was_parked {
             // It died parked: take back its count, so the writer goes back
-            // to making no system call when nobody sleeps.
-            let _ = rd.waiters.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| w.checked_sub(1));
+            // to making no system call when nobody sleeps. A count: no
+            // ordering (see `Reader::park`).
+            let _ = rd.waiters.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
         }
         rd.swept.fetch_add(1, Ordering::Relaxed);
-        rd.table_epoch.fetch_add(1, Ordering::SeqCst);
+        // SYNC POINT: reader table changed. Release, not SeqCst, as in
+        // `evict`: the `wake_writer` at the end covers a writer that waits.
+        rd.table_epoch.fetch_add(1, Ordering::Release);
         report.readers_freed.push(FreedReader { index, pid, name, was_gating });
     }
     if region.writable {
         let h = region.header();
+        // SYNC POINT: lease committed (the holder's start time is visible).
         let word = h.lease.load(Ordering::Acquire);
         let (pid, epoch, committed) = lease_parts(word);
         let dead = pid != 0
@@ -708,6 +767,8 @@ fn sweep(region: &Region) -> SweepReport {
             } else {
                 !host::exists(pid)
             };
+        // SYNC POINT: lease released (pairs with the Acquire CAS in
+        // `take_lease`; the Acquire half here with `lease committed`).
         if dead
             && h.lease.compare_exchange(word, lease_word(0, epoch, true), Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {

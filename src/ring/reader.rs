@@ -187,8 +187,9 @@ impl ReaderCore {
             return TryReadError::Empty;
         }
         let newest_in_slot = if stamp & STAMP_WRITING != 0 { in_slot - 1 } else { in_slot };
-        // SYNC POINT: published count.
-        let newest = region.header().published.load(Ordering::Acquire).max(newest_in_slot);
+        // A `published` the slots do not bear out is not followed: resuming
+        // at a sequence no writer will reach would wait for ever.
+        let newest = trusted_published(region).map_or(newest_in_slot, |p| p.max(newest_in_slot));
         let resume = (seq + 1).max((newest + 1).saturating_sub(region.capacity()));
         let lost = resume - seq;
         self.overruns += 1;
@@ -206,6 +207,7 @@ impl ReaderCore {
     /// The slot holding the cursor, and whether its frame is published.
     #[inline]
     fn ready(&self, region: &Region) -> bool {
+        // SYNC POINT: slot payload visible to readers.
         let stamp = region.slot(self.cursor).header.stamp.load(Ordering::Acquire);
         stamp == self.cursor || stamp & !STAMP_WRITING > self.cursor
     }
@@ -233,6 +235,8 @@ impl Reader {
             return Err(AttachError::ReaderName { name: opts.name.clone() });
         }
         let (pid, start_time) = host::identity();
+        // Checked before anything is claimed, so a refusal leaves no trace.
+        let published = trusted_published(&region).map_err(|p| untrusted_published(&region, p))?;
         let idx = match claim_entry(&region, pid) {
             Some(i) => i,
             None => {
@@ -266,11 +270,11 @@ impl Reader {
             Start::Oldest => (published + 1).saturating_sub(cap).max(1),
             Start::At(seq) => seq.max(1),
         };
-        let h = region.header();
         let rd = region.readers();
-        // A conservative cursor first, so a writer that scans the table the
-        // moment the entry turns active never runs past frames we want.
-        let first = start_at(h.published.load(Ordering::Acquire));
+        // A conservative cursor first (from `published` read before the
+        // claim), so a writer that scans the table the moment the entry
+        // turns active never runs past frames we want.
+        let first = start_at(published);
         e.cursor.store(first, Ordering::Relaxed);
         // SYNC POINT: reader entry published. Pairs with the Acquire loads of
         // `state` in `Writer::gate`, sweeps and the tools. Only a sweep that
@@ -286,19 +290,29 @@ impl Reader {
         {
             return Err(AttachError::Evicted { ring: region.name.clone(), index: idx });
         }
-        // SYNC POINT: join Dekker. SeqCst RMW and fence pair with the SeqCst
-        // fence at the end of every publish: either the writer's next gate
-        // check sees the new epoch, or the load below sees everything it
-        // published. So at most the batch it had already reserved is written
-        // without regard to us. For `Newest` none of that batch touches our
-        // cursor's slot; an `Oldest` or `At` reader may find its first frames
+        // SYNC POINT: reader table changed. Release: a writer whose Acquire
+        // load in `Writer::reserve` sees the new epoch rescans and sees our
+        // entry active, with its gating flag and conservative cursor.
+        rd.table_epoch.fetch_add(1, Ordering::Release);
+        // SYNC POINT: join Dekker. This fence pairs with the SeqCst fence at
+        // the end of every publish: either the writer's next gate check sees
+        // the new epoch, or the load below sees everything it published. So
+        // at most the batch it had already reserved is written without
+        // regard to us. For `Newest` none of that batch touches our cursor's
+        // slot; an `Oldest` or `At` reader may find its first frames
         // overwritten by it, which its first read reports as an overrun.
-        rd.table_epoch.fetch_add(1, Ordering::SeqCst);
+        // Our epoch store must be ordered before our later load of
+        // `published` (a store before a load): only SeqCst fences on both
+        // sides do that; Acquire/Release cannot. (The fence is what makes
+        // it; the RMW above need not be SeqCst itself.)
         fence(Ordering::SeqCst);
         let cursor = match opts.start {
             Start::At(_) => first,
-            _ => first.max(start_at(h.published.load(Ordering::Acquire))),
+            // (A value that turned untrustworthy since the check above is
+            // not followed.)
+            _ => trusted_published(&region).map_or(first, |p| first.max(start_at(p))),
         };
+        // SYNC POINT: slot released to the writer.
         e.cursor.store(cursor, Ordering::Release);
         Ok(Reader {
             core: ReaderCore {
@@ -505,6 +519,7 @@ impl Reader {
     /// Re-classifies the frame at the cursor after a failed validation.
     fn overrun_now(&mut self) -> TryReadError {
         let seq = self.core.cursor;
+        // SYNC POINT: slot payload visible to readers.
         let stamp = self.region.slot(seq).header.stamp.load(Ordering::Acquire);
         self.core.overrun(&self.region, seq, stamp)
     }
@@ -546,15 +561,22 @@ impl Reader {
         let (h, rd) = (region.header(), region.readers());
         let e = region.entry(self.core.idx);
         e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
-        rd.waiters.fetch_add(1, Ordering::SeqCst);
+        // A count, Relaxed: the fence below orders it before our re-check,
+        // and read-modify-writes never lose one another's changes, so the
+        // writer sees at least 1 from our increment until our decrement.
+        rd.waiters.fetch_add(1, Ordering::Relaxed);
         // Marked after counting and cleared before uncounting: a reader that
         // dies in between leaves one spurious waiter, never a negative count.
         e.parked.store(1, Ordering::Relaxed);
         // SYNC POINT: reader park Dekker. Pairs with the SeqCst fence in
         // `Writer::finish`: either the writer's load of `waiters` sees us and
         // it bumps `notify` and wakes, or our check below sees its stamp. A
-        // store followed by a load needs SeqCst on both sides.
+        // store followed by a load needs SeqCst fences on both sides;
+        // Acquire/Release cannot order them.
         fence(Ordering::SeqCst);
+        // SYNC POINT: readers woken. Pairs with the writer's Release bump of
+        // `notify`: if we see it, the stamps it committed before are visible
+        // to the check below.
         let seen = h.notify.load(Ordering::Acquire);
         if !self.core.ready(region) {
             // A failure here (it cannot happen for a valid mapping) just
@@ -562,7 +584,9 @@ impl Reader {
             let _ = futex::wait(&h.notify, seen, timeout);
         }
         e.parked.store(0, Ordering::Relaxed);
-        rd.waiters.fetch_sub(1, Ordering::Release);
+        // A count, Relaxed: we are awake; a writer that still sees us
+        // counted only makes a spare wake-up.
+        rd.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// With `deferred`, reading no longer frees slots: the cursor the writer
@@ -602,7 +626,7 @@ impl Reader {
 
     /// Published frames not yet consumed.
     pub fn lag(&self) -> u64 {
-        (self.region.header().published.load(Ordering::Acquire) + 1).saturating_sub(self.core.cursor)
+        super::lag(self.region.header().published.load(Ordering::Relaxed), self.core.cursor)
     }
 
     /// `lag / capacity`: 0 is caught up, 1 a whole ring behind.
@@ -648,7 +672,8 @@ impl Reader {
 
     /// The writer lease epoch now (incremented by every writer start).
     pub fn writer_epoch(&self) -> u64 {
-        lease_parts(self.region.header().lease.load(Ordering::Acquire)).1
+        // Relaxed: only the epoch bits are used.
+        lease_parts(self.region.header().lease.load(Ordering::Relaxed)).1
     }
 
     /// The ring's geometry.
@@ -667,14 +692,61 @@ impl Drop for Reader {
         let region: &Region = &self.region;
         let e = region.entry(self.core.idx);
         // Freeing the entry takes it out of the gate; nothing else to undo.
-        // SYNC POINT: reader entry released. Pairs with the Acquire load of
-        // `state` in `claim_entry`. A CAS: if we were evicted, the entry may
+        // SYNC POINT: reader entry released. Pairs with the Acquire CAS of
+        // `state` in `claim_entry`: our last uses of the entry come before
+        // the next owner's writes. A CAS: if we were evicted, the entry may
         // belong to someone else by now.
         let mine = entry_state(self.core.pid, ENTRY_ACTIVE);
         if e.state.compare_exchange(mine, ENTRY_FREE, Ordering::Release, Ordering::Relaxed).is_ok() {
-            region.readers().table_epoch.fetch_add(1, Ordering::SeqCst);
+            // SYNC POINT: reader table changed. Release, not SeqCst: a
+            // writer that misses it keeps a tighter gate than needed until
+            // it waits, and then rescans; `wake_writer` below covers that.
+            region.readers().table_epoch.fetch_add(1, Ordering::Release);
         }
         super::wake_writer(region);
+    }
+}
+
+/// `published`, if the slots bear it out; otherwise `Err` with the value.
+///
+/// Only a writer stores `published`, but anyone who maps the data region
+/// writable can, and a reader that followed a value no writer will reach
+/// would wait for it for ever. A real value is always borne out: a commit
+/// stores the stamps of its frames before `published` (Release), so once
+/// the Acquire load below returns `p`, the slot of `p` holds `p` or a newer
+/// frame (by coherence). A value above [`MAX_SEQ`] never is (stamps hold 63
+/// bits).
+fn trusted_published(region: &Region) -> Result<u64, u64> {
+    // SYNC POINT: published count.
+    let p = region.header().published.load(Ordering::Acquire);
+    if p == 0 {
+        return Ok(0);
+    }
+    if p > MAX_SEQ {
+        return Err(p);
+    }
+    // Relaxed: the Acquire load above already orders the stamp's store
+    // before this load.
+    let in_slot = region.slot(p).header.stamp.load(Ordering::Relaxed) & !STAMP_WRITING;
+    if in_slot >= p {
+        Ok(p)
+    } else {
+        Err(p)
+    }
+}
+
+/// The join's error for a `published` of `p` that [`trusted_published`]
+/// refused.
+fn untrusted_published(region: &Region, p: u64) -> AttachError {
+    if let Err(e) = super::check_published(&region.path, p) {
+        return e;
+    }
+    let in_slot = region.slot(p).header.stamp.load(Ordering::Relaxed) & !STAMP_WRITING;
+    AttachError::BadField {
+        path: region.path.clone(),
+        field: "published",
+        found: p,
+        expected: format!("a sequence the slots hold (the slot of {p} holds {in_slot})"),
     }
 }
 
@@ -682,7 +754,10 @@ impl Drop for Reader {
 fn claim_entry(region: &Region, pid: u32) -> Option<usize> {
     let claiming = entry_state(pid, ENTRY_CLAIMING);
     region.entries().find_map(|(i, e)| {
-        // SYNC POINT: reader entry released (the previous owner is done).
+        // SYNC POINT: reader entry released. The Acquire half: the previous
+        // owner (or the sweep that freed the entry) is done with it before
+        // we write it. (The Release half orders nothing anyone relies on:
+        // the fields are published by the activation CAS.)
         e.state.compare_exchange(ENTRY_FREE, claiming, Ordering::AcqRel, Ordering::Relaxed).ok().map(|_| i)
     })
 }

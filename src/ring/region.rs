@@ -3,7 +3,7 @@
 //! memory is in this file.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::layout::*;
 use crate::shm::{self, Mapping, Namespace};
@@ -54,6 +54,8 @@ pub(crate) struct Region {
     payload_words: usize,
     pub(crate) geometry: Geometry,
     pub(crate) name: String,
+    /// The data region's file, for errors that name a header field.
+    pub(crate) path: PathBuf,
     pub(crate) writable: bool,
     _backing: Backing,
 }
@@ -270,6 +272,7 @@ fn from_maps(name: &str, dmap: Mapping, rmap: Mapping, dpath: &Path, rpath: &Pat
         mask: g.capacity - 1,
         payload_words: (g.slot_size as usize - SLOT_HEADER_SIZE) / 8,
         name: name.to_owned(),
+        path: dpath.to_owned(),
         writable,
         geometry: g,
         _backing: Backing::Shm { _data: dmap, _readers: rmap },
@@ -360,6 +363,9 @@ pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> R
             });
         }
     }
+    // Not an identity field, but a sequence beyond MAX_SEQ would be read
+    // as a WRITING stamp: a ring that got there is refused, not adopted.
+    super::check_published(path, h.published.load(Ordering::Relaxed))?;
     Ok(Geometry {
         capacity: h.capacity,
         slot_size: h.slot_size,
@@ -570,6 +576,7 @@ pub(crate) mod heap {
                 created_ns: 0,
             },
             name: "loom".into(),
+            path: PathBuf::from("loom"),
             writable: true,
             _backing: Backing::Heap(Heap { _hdr: hdr, _rd: rd, _entries: entries, _slots: slots }),
         }

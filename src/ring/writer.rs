@@ -42,6 +42,10 @@ pub enum PublishError {
     /// More frames were pushed into a claim than it reserved.
     #[error("the claim of {claimed} slots is full")]
     ClaimFull { claimed: u64 },
+    /// The claim would take sequence numbers past [`MAX_SEQ`] (2^63 - 1);
+    /// the ring cannot carry more frames.
+    #[error("sequence numbers exhausted: the claim of {n} slots from {next} would pass {MAX_SEQ}")]
+    SequenceExhausted { next: u64, n: u64 },
 }
 
 /// How long a publish may wait for space on a `block` ring.
@@ -59,6 +63,24 @@ const SPINS: u32 = if cfg!(loom) { 1 } else { 256 };
 /// A waiting writer wakes at least this often to check readers' liveness.
 const RECHECK: Duration = Duration::from_millis(50);
 
+/// What a waiting writer of a `block` ring needs released, and since when.
+///
+/// `need` is the first sequence every gating cursor must reach; `since` is
+/// when the writer started waiting for it. The record is kept, across
+/// waits and calls, until the writer sees every gating reader at `need` or
+/// past it; only then does a new wait start a new clock. So a gating reader
+/// is demoted when it has not released `need` within the stall timeout,
+/// whatever its cursor does meanwhile (toggling, moving backwards, or a
+/// caller retrying with short timeouts); each new clock means the writer
+/// got at least one more sequence released.
+#[derive(Clone, Copy, Debug)]
+struct Stall {
+    need: u64,
+    since: u64,
+    /// When the blockers' liveness was last checked.
+    checked: u64,
+}
+
 /// The one writer of a ring, holding its lease. Dropping it releases the
 /// lease; a killed writer's lease is taken over by the next writer, which
 /// continues the sequence.
@@ -72,9 +94,8 @@ pub struct Writer {
     bytes: u64,
     epoch: u64,
     block: bool,
-    /// (entry, owner state, cursor, since ns) of the reader the writer
-    /// waits for; a new owner of the same entry starts a new stall clock.
-    stall: Option<(usize, u32, u64, u64)>,
+    /// The wait for space in progress (block rings), see [`Stall`].
+    stall: Option<Stall>,
 }
 
 impl Writer {
@@ -92,27 +113,39 @@ impl Writer {
         // Continue the sequence. A writer killed in the middle of a batch may
         // have committed slots past `published`; readers may have read them,
         // so they count as published and are never rewritten.
+        // SYNC POINT: published count.
         let published = h.published.load(Ordering::Acquire);
+        if let Err(e) = super::check_published(&region.path, published) {
+            release_lease(&region, epoch);
+            return Err(e.into());
+        }
         let mut next = published + 1;
         for _ in 0..region.capacity() {
-            if region.slot(next).header.stamp.load(Ordering::Acquire) != next {
+            // SYNC POINT: slot payload visible to readers (here to the next
+            // writer, which adopts the frames a dead one committed).
+            if next > MAX_SEQ || region.slot(next).header.stamp.load(Ordering::Acquire) != next {
                 break;
             }
             next += 1;
         }
         if next - 1 > published {
+            // SYNC POINT: published count.
             h.published.store(next - 1, Ordering::Release);
         }
         // A predecessor killed while waiting for space leaves the flag up,
         // or parked readers unwoken for frames it committed: reset the one,
         // wake the others.
         region.readers().writer_waiting.store(0, Ordering::Relaxed);
+        // SYNC POINT: readers woken (pairs with the Acquire load of `notify`
+        // in `Reader::park`).
         h.notify.fetch_add(1, Ordering::Release);
         let _ = futex::wake_all(&h.notify);
         let block = region.geometry.policy == Policy::Block;
         Ok(Writer {
             bytes: h.bytes_published.load(Ordering::Relaxed),
-            table_epoch: region.readers().table_epoch.load(Ordering::Acquire).wrapping_sub(1),
+            // Relaxed: any value that differs from the next load makes the
+            // first claim rescan.
+            table_epoch: region.readers().table_epoch.load(Ordering::Relaxed).wrapping_sub(1),
             gate_limit: 0,
             next,
             epoch,
@@ -191,6 +224,10 @@ impl Writer {
         if n == 0 || n > capacity {
             return Err(PublishError::BatchTooLarge { n, capacity });
         }
+        // (n <= capacity <= 2^32: no underflow.)
+        if self.next > MAX_SEQ + 1 - n {
+            return Err(PublishError::SequenceExhausted { next: self.next, n });
+        }
         if self.block {
             self.reserve(n, patience)?;
         }
@@ -201,6 +238,9 @@ impl Writer {
     #[inline]
     fn reserve(&mut self, n: u64, patience: Patience) -> Result<(), PublishError> {
         let last = self.next + n - 1;
+        // SYNC POINT: reader table changed. Pairs with the Release bumps on
+        // join, leave and sweep: after a new epoch the rescan sees the entry
+        // that changed.
         let epoch = self.region.readers().table_epoch.load(Ordering::Acquire);
         if last < self.gate_limit && epoch == self.table_epoch {
             return Ok(());
@@ -236,26 +276,20 @@ impl Writer {
         self.gate_limit
     }
 
-    /// The gating reader with the smallest cursor: (entry, state, cursor).
-    fn slowest(&self) -> Option<(usize, u32, u64)> {
-        self.region
-            .entries()
-            .filter_map(|(i, e)| {
-                let state = e.state.load(Ordering::Acquire);
-                (is_active(state) && e.gating.load(Ordering::Relaxed) == GATING_YES)
-                    .then(|| (i, state, e.cursor.load(Ordering::Acquire)))
-            })
-            .min_by_key(|&(_, _, c)| c)
-    }
-
-    /// Waits until `last` may be written: parks on `writer_wake`, demotes a
-    /// gating reader that is dead or has made no progress for the stall
-    /// timeout, and counts the wait.
+    /// Waits until `last` may be written: parks on `writer_wake`, demotes
+    /// the gating readers that are dead or have not released what the
+    /// writer needs within the stall timeout ([`Stall`]), and counts the
+    /// wait.
     #[cold]
     fn wait_for_space(&mut self, last: u64, n: u64, patience: Patience) -> Result<(), PublishError> {
         let region = self.region.clone();
         let (h, rd) = (region.header(), region.readers());
         let stall_ns = region.geometry.stall_timeout_ns;
+        let recheck_ns = RECHECK.as_nanos() as u64;
+        // Sequence `last` reuses the slot of `last - capacity`: every gating
+        // cursor must be past it. (We wait only if `last >= gate_limit`,
+        // which is at least `capacity`.)
+        let need = (last + 1).saturating_sub(region.capacity());
         let t0 = host::now_ns();
         h.writer_waits.fetch_add(1, Ordering::Relaxed);
         let result = 'wait: loop {
@@ -265,33 +299,23 @@ impl Writer {
                 }
                 spin_hint();
             }
-            let Some((idx, state, cursor)) = self.slowest() else { continue };
-            let e = region.entry(idx);
             let now = host::now_ns();
-            let since = match self.stall {
-                Some((i, st, c, since)) if i == idx && st == state && c == cursor => {
-                    // No progress since we last looked: is it still alive?
-                    // (Checked only then, so a reader that keeps consuming
-                    // never costs a /proc read.)
-                    let (pid, _) = entry_parts(state);
-                    if !host::alive(pid, e.start_time.load(Ordering::Relaxed)) {
-                        super::demote(&region, e, state);
-                        self.stall = None;
-                        continue;
-                    }
-                    since
-                }
-                _ => {
-                    self.stall = Some((idx, state, cursor, now));
-                    now
-                }
-            };
-            if now.saturating_sub(since) >= stall_ns {
-                super::demote(&region, e, state);
-                self.stall = None;
+            let stall = self.stall_for(need, now);
+            let waited = now.saturating_sub(stall.since);
+            if waited >= stall_ns {
+                self.demote_blockers(stall.need, Blockers::All);
                 continue;
             }
-            let mut timeout = Duration::from_nanos(stall_ns - (now - since)).min(RECHECK);
+            if now.saturating_sub(stall.checked) >= recheck_ns {
+                // Still waiting after a recheck period: are the blockers
+                // alive? (Not on the first look, so a reader that keeps
+                // releasing never costs a /proc read.)
+                self.stall = Some(Stall { checked: now, ..stall });
+                if self.demote_blockers(stall.need, Blockers::Dead) {
+                    continue;
+                }
+            }
+            let mut timeout = Duration::from_nanos(stall_ns - waited).min(RECHECK);
             if let Patience::Until(d) = patience {
                 if now >= d {
                     break Err(self.full(n));
@@ -302,16 +326,64 @@ impl Writer {
             // SYNC POINT: writer-wait Dekker. Pairs with the SeqCst fence in
             // `wake_writer`: either our re-check of the cursors below sees a
             // reader's progress, or that reader sees `writer_waiting` and
-            // wakes us.
+            // wakes us. A store followed by a load needs SeqCst fences on
+            // both sides; Acquire/Release cannot order them.
             fence(Ordering::SeqCst);
+            // SYNC POINT: writer woken. Pairs with the Release bump in
+            // `wake_writer`.
             let seen = rd.writer_wake.load(Ordering::Acquire);
             if last >= self.gate() {
                 let _ = futex::wait(&rd.writer_wake, seen, Some(timeout));
             }
             rd.writer_waiting.store(0, Ordering::Relaxed);
         };
+        if let Some(stall) = self.stall {
+            // Done with the record once every gating reader was seen at its
+            // `need` (`gate_limit` is fresh from the last scan).
+            if self.gate_limit >= stall.need.saturating_add(region.capacity()) {
+                self.stall = None;
+            }
+        }
         h.writer_wait_ns.fetch_add(host::now_ns().saturating_sub(t0), Ordering::Relaxed);
         result
+    }
+
+    /// The stall record for a wait that needs every gating cursor at `need`
+    /// (`gate_limit` fresh from a scan): the current one while some gating
+    /// reader is still short of its `need` (a smaller `need` lowers the
+    /// target, never resets the clock); a new one from `now` otherwise.
+    fn stall_for(&mut self, need: u64, now: u64) -> Stall {
+        let cap = self.region.capacity();
+        let stall = match self.stall {
+            Some(s) if self.gate_limit < s.need.saturating_add(cap) => Stall { need: s.need.min(need), ..s },
+            _ => Stall { need, since: now, checked: now },
+        };
+        self.stall = Some(stall);
+        stall
+    }
+
+    /// Demotes the gating readers whose cursor is short of `need` (with
+    /// [`Blockers::Dead`], only those whose process is gone); returns
+    /// whether it demoted any.
+    fn demote_blockers(&self, need: u64, which: Blockers) -> bool {
+        let mut any = false;
+        for (_, e) in self.region.entries() {
+            // SYNC POINT: reader entry published (its start time and gating
+            // flag belong to the owner named in `state`).
+            let state = e.state.load(Ordering::Acquire);
+            // Relaxed cursor: only compared; no slot is reused on its word.
+            if !is_active(state)
+                || e.gating.load(Ordering::Relaxed) != GATING_YES
+                || e.cursor.load(Ordering::Relaxed) >= need
+            {
+                continue;
+            }
+            if which == Blockers::Dead && host::alive(entry_parts(state).0, e.start_time.load(Ordering::Relaxed)) {
+                continue;
+            }
+            any |= super::demote(&self.region, e, state);
+        }
+        any
     }
 
     /// Publishes sequences up to `last`: header, counters, then wakes parked
@@ -320,7 +392,8 @@ impl Writer {
     fn finish(&mut self, last: u64, bytes: u64) {
         let h = self.region.header();
         // SYNC POINT: published count. Pairs with the Acquire loads of
-        // `published` in readers (overrun resume) and tools.
+        // `published` in readers (join, overrun resume) and a new writer:
+        // every stamp up to `last` is visible to them.
         h.published.store(last, Ordering::Release);
         self.bytes += bytes;
         h.bytes_published.store(self.bytes, Ordering::Relaxed);
@@ -334,6 +407,8 @@ impl Writer {
         // later load needs SeqCst; Acquire/Release cannot.
         fence(Ordering::SeqCst);
         if self.region.readers().waiters.load(Ordering::Relaxed) != 0 {
+            // SYNC POINT: readers woken. Pairs with the Acquire load of
+            // `notify` in `Reader::park`.
             h.notify.fetch_add(1, Ordering::Release);
             let _ = futex::wake_all(&h.notify);
         }
@@ -360,17 +435,34 @@ impl Writer {
     }
 }
 
+/// Which gating readers short of the writer's need [`Writer::demote_blockers`] demotes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Blockers {
+    /// Every one: the stall timeout has passed.
+    All,
+    /// Those whose process is gone.
+    Dead,
+}
+
 fn is_active(state: u32) -> bool {
     state & ENTRY_TAG_MASK == ENTRY_ACTIVE
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        let h = self.region.header();
-        let (me, _) = host::identity();
-        let word = lease_word(me, self.epoch, true);
-        let _ = h.lease.compare_exchange(word, lease_word(0, self.epoch, true), Ordering::AcqRel, Ordering::Relaxed);
+        release_lease(&self.region, self.epoch);
     }
+}
+
+/// Releases the lease this process holds at `epoch` (a no-op if it was
+/// taken over or swept meanwhile).
+fn release_lease(region: &Region, epoch: u64) {
+    let (me, _) = host::identity();
+    let word = lease_word(me, epoch, true);
+    // SYNC POINT: lease released. Release: everything this writer published
+    // happens before the next holder's Acquire CAS in `take_lease`.
+    let _ =
+        region.header().lease.compare_exchange(word, lease_word(0, epoch, true), Ordering::AcqRel, Ordering::Relaxed);
 }
 
 /// Takes the lease: free, or held by a dead process. Returns the new epoch.
@@ -394,6 +486,10 @@ fn take_lease(region: &Region) -> Result<u64, LeaseError> {
             }
         }
         let epoch = (epoch + 1) & LEASE_EPOCH_MASK;
+        // SYNC POINT: lease released. The Acquire half pairs with the Release
+        // CAS of the holder that let the lease go (`release_lease`, or a
+        // sweep's): its work happens before ours. (The Release half orders
+        // nothing anyone relies on; the committed store below publishes.)
         if h.lease.compare_exchange(word, lease_word(me, epoch, false), Ordering::AcqRel, Ordering::Acquire).is_err() {
             continue;
         }

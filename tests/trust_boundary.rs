@@ -1,0 +1,213 @@
+//! The trust boundary (DESIGN.md §2.1) against peers that write shared
+//! memory directly, not through the library: a gating reader that fakes
+//! progress with its cursor word, and a `published` counter outside the
+//! range sequences may take. Each test reaches the raw words through its
+//! own mapping of the ring's files in /dev/shm, as a hostile peer would.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{watchdog, TestNs};
+use helix::layout::*;
+use helix::*;
+
+/// A read-write mapping of a whole ring file, the way a peer holding a
+/// writable descriptor sees it.
+struct Raw(memmap2::MmapMut);
+
+impl Raw {
+    fn map(path: &Path) -> Raw {
+        let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+        // SAFETY: a shared mapping of a ring file; the test touches it only
+        // through the aligned 64-bit atomics returned by `word`.
+        Raw(unsafe { memmap2::MmapMut::map_mut(&f) }.unwrap())
+    }
+
+    /// The 64-bit word at byte `offset`.
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.0.len());
+        // SAFETY: in bounds and 8-aligned (the mapping is page aligned); the
+        // ring's processes access this word only atomically.
+        unsafe { &*(self.0.as_ptr().add(offset) as *const AtomicU64) }
+    }
+}
+
+/// Byte offset of reader entry `index`'s cursor in the control region.
+fn cursor_offset(index: usize) -> usize {
+    READERS_HEADER_SIZE + index * READER_ENTRY_SIZE + std::mem::offset_of!(ReaderEntry, cursor)
+}
+
+/// Byte offset of `published` in the data region.
+const PUBLISHED: usize = std::mem::offset_of!(RingHeader, published);
+
+/// A gating reader whose cursor keeps changing without ever releasing the
+/// slot the writer needs (it toggles between c and c + 1) is not making
+/// progress: it is demoted after the stall timeout, and the writer's
+/// publish completes. (Before the fix the writer restarted its stall clock
+/// on every change of the cursor, and this test hung until its watchdog.)
+#[test]
+fn a_gating_reader_toggling_its_cursor_is_demoted_after_the_stall_timeout() {
+    let _dog = watchdog("writer held by a toggling cursor", Duration::from_secs(60));
+    let ns = TestNs::new();
+    let stall = Duration::from_secs(1);
+    let opts = RingOptions { capacity: 4, policy: Policy::Block, stall_timeout: stall, ..Default::default() };
+    let ring = Ring::create(&ns, "toggle", &opts).unwrap();
+    let mut w = ring.writer().unwrap();
+    let hostile =
+        Reader::attach(&ns, "toggle", &ReaderOptions { gating: true, ..ReaderOptions::named("hostile") }).unwrap();
+    let c = hostile.cursor();
+    assert_eq!(c, 1);
+    // Fill the ring: sequences 1..=4 need nothing released.
+    for _ in 0..4 {
+        w.publish(b"x").unwrap();
+    }
+    // The peer writes its own cursor word: c + 1, c, c + 1, ... It never
+    // reaches c + 2, which sequence 6 needs (6 reuses the slot of 2).
+    let raw = Raw::map(&ns.readers_path("toggle"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let toggler = {
+        let stop = stop.clone();
+        let index = hostile.index();
+        std::thread::spawn(move || {
+            let cursor = raw.word(cursor_offset(index));
+            let mut flips = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                cursor.store(c + 1 - (flips & 1), Ordering::Release);
+                flips += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            flips
+        })
+    };
+    let started = Instant::now();
+    // Sequence 5 needs c + 1 released, which the toggler shows half the time;
+    // sequence 6 needs c + 2, which it never shows.
+    assert_eq!(w.publish(b"5").unwrap(), 5);
+    assert_eq!(w.publish(b"6").unwrap(), 6);
+    let waited = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let flips = toggler.join().unwrap();
+    assert!(flips > 2, "the toggler ran ({flips} stores)");
+    // Demoted for stalling (it is alive), counted, and visible to itself.
+    let s = ring.stats();
+    assert_eq!(s.demotions, 1, "{s:?}");
+    let me = s.readers.iter().find(|r| r.index == hostile.index()).unwrap();
+    assert!(me.alive && me.demoted && !me.gating, "{me:?}");
+    assert!(hostile.was_demoted());
+    // Demotion comes at the stall deadline, never before it.
+    assert!(waited >= stall, "demoted after {waited:?}, before the stall timeout {stall:?}");
+    // The writer is free again: the demoted reader no longer gates it.
+    for seq in 7..=20 {
+        assert_eq!(w.try_publish(b"x").unwrap(), seq);
+    }
+}
+
+/// A ring whose `published` is 2^63 or more is refused by every kind of
+/// attach, naming the field. (Before the fix it was adopted: the writer
+/// continued at 2^63 + 1, whose stamps read as "being written", and a
+/// lapped reader took every newer frame for one still being written, so
+/// it timed out for ever instead of reporting its overrun.)
+#[test]
+fn a_published_count_beyond_the_sequence_range_is_refused_at_attach() {
+    let _dog = watchdog("published beyond MAX_SEQ", Duration::from_secs(60));
+    let ns = TestNs::new();
+    Ring::create(&ns, "big", &RingOptions { capacity: 4, ..Default::default() }).unwrap();
+    let raw = Raw::map(&ns.data_path("big"));
+    let published = raw.word(PUBLISHED);
+    for bad in [1 << 63, u64::MAX] {
+        published.store(bad, Ordering::Release);
+        let named = |e: AttachError| match e {
+            AttachError::BadField { field: "published", found, .. } if found == bad => {}
+            other => panic!("published = {bad}: {other}"),
+        };
+        named(Ring::open(&ns, "big").err().expect("read-write attach accepted it"));
+        named(RingView::attach(&ns, "big").err().expect("tool attach accepted it"));
+        named(Reader::attach(&ns, "big", &ReaderOptions::named("r")).err().expect("reader accepted it"));
+        match Writer::attach(&ns, "big") {
+            Err(LeaseError::Attach(e)) => named(e),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a writer adopted published = {bad}"),
+        }
+    }
+    // The largest sequence itself is valid: the ring attaches, and its
+    // writer refuses to go past it instead of wrapping into the stamp bit.
+    published.store(MAX_SEQ, Ordering::Release);
+    let ring = Ring::open(&ns, "big").unwrap();
+    let mut w = ring.writer().unwrap();
+    assert_eq!(w.next_seq(), MAX_SEQ + 1);
+    assert_eq!(w.try_publish(b"x"), Err(PublishError::SequenceExhausted { next: MAX_SEQ + 1, n: 1 }));
+    assert_eq!(ring.stats().published, MAX_SEQ);
+}
+
+/// A `published` changed behind the library's back after attach (by
+/// anything that maps the data region writable) never makes a reader wait
+/// for a sequence no writer will reach: a lapped reader resumes from what
+/// the slots hold, new readers and writers are refused with the field
+/// named, and the counters built on it do not overflow. (Before the fix the
+/// lapped reader resumed near 2^63 and timed out for ever.)
+#[test]
+fn a_published_count_changed_after_attach_does_not_hang_readers() {
+    let _dog = watchdog("published changed after attach", Duration::from_secs(60));
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "later", &RingOptions { capacity: 4, ..Default::default() }).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r = Reader::attach(&ns, "later", &ReaderOptions::named("lapped")).unwrap();
+    for _ in 0..8 {
+        w.publish(b"x").unwrap();
+    }
+    let raw = Raw::map(&ns.data_path("later"));
+    let mut buf = [0u8; 8];
+    for bad in [1 << 63, u64::MAX, 1 << 40] {
+        raw.word(PUBLISHED).store(bad, Ordering::Release);
+        // Lapped (cursor 1, frames 5..=8 in the ring): every call returns,
+        // the loss is exact, and the reader reaches the intact frames.
+        let (mut read, mut lost, lost_before) = (Vec::new(), 0, r.lost());
+        let first = r.cursor();
+        for _ in 0..16 {
+            match r.read_timeout(&mut buf, Duration::from_secs(10)) {
+                Ok(info) => read.push(info.seq),
+                Err(ReadError::Overrun(o)) => lost += o.lost,
+                Err(e) => panic!("published = {bad}: {e} at cursor {}", r.cursor()),
+            }
+            if r.cursor() == w.next_seq() {
+                break;
+            }
+        }
+        let end = w.next_seq();
+        assert_eq!(read.first().copied(), Some(end - 4), "published = {bad}: read {read:?}");
+        // Every sequence from the cursor on was either read or reported lost.
+        assert_eq!(first + lost + read.len() as u64, end, "published = {bad}: read {read:?}, lost {lost}");
+        assert_eq!(r.lost(), lost_before + lost);
+        // Joining on this attachment, or taking the lease, is refused.
+        match ring.reader(&ReaderOptions::named("new")) {
+            Err(AttachError::BadField { field: "published", found, .. }) => assert_eq!(found, bad),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a reader joined with published = {bad}"),
+        }
+        let _ = ring.stats();
+        let _ = RingView::attach(&ns, "later").map(|v| v.lags());
+        let _ = r.lag();
+        // The writer (which keeps its own next sequence) publishes on; its
+        // next commit puts `published` right again. Lap the reader again.
+        for _ in 0..8 {
+            w.publish(b"x").unwrap();
+        }
+    }
+    drop(w);
+    raw.word(PUBLISHED).store(1 << 63, Ordering::Release);
+    match ring.writer() {
+        Err(LeaseError::Attach(AttachError::BadField { field: "published", .. })) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a writer adopted published = 2^63"),
+    }
+    // Refused without keeping the lease: with `published` right, a writer
+    // takes it.
+    raw.word(PUBLISHED).store(24, Ordering::Release);
+    let w = ring.writer().unwrap();
+    assert_eq!(w.next_seq(), 25);
+}
