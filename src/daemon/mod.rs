@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use crate::hal::{sim::Sim, SourceState};
 use crate::layout::slot_size_for;
 use crate::service::{fmt_rate, notify, watchdog_interval, NotifyState};
-use crate::{AttachError, Ring, RingOptions};
+use crate::{Ring, RingOptions};
 
 pub use config::{Config, ConfigError, RingConfig, SourceConfig, SourceKind};
 
@@ -82,8 +82,8 @@ pub fn open_or_create(ns: &crate::Namespace, rc: &RingConfig) -> Result<(Ring, O
             return Err(format!("ring {name:?}: {why}; set recreate = true to replace it"));
         }
         warn!("ring {name}: {why}; recreating it (recreate = true)");
-        Ring::unlink(ns, name).map_err(|e| format!("ring {name:?}: cannot remove it: {e}"))?;
-        let ring = Ring::create(ns, name, &rc.options).map_err(|e| format!("ring {name:?}: {e}"))?;
+        let ring =
+            Ring::recreate(ns, name, &rc.options).map_err(|e| format!("ring {name:?}: cannot recreate it: {e}"))?;
         Ok((ring, Opened::Recreated))
     };
     match Ring::open(ns, name) {
@@ -96,7 +96,7 @@ pub fn open_or_create(ns: &crate::Namespace, rc: &RingConfig) -> Result<(Ring, O
                 recreate(format!("the existing ring differs from the configuration: {}", diffs.join("; ")))
             }
         }
-        Err(AttachError::NotFound { .. }) => match Ring::create(ns, name, &rc.options) {
+        Err(e) if e.is_absent() => match Ring::create(ns, name, &rc.options) {
             Ok(ring) => Ok((ring, Opened::Created)),
             Err(e) => Err(format!("ring {name:?}: {e}")),
         },
