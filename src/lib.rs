@@ -26,7 +26,10 @@
 //!   is counted and visible).
 //! - **When a process dies:** a dead writer's lease is taken over by the
 //!   next writer, which continues the sequence; a dead reader stops gating
-//!   within the stall timeout, and [`Ring::sweep`] frees its entry.
+//!   within the stall timeout, and [`Ring::sweep`] frees its entry; a
+//!   creator killed mid-creation leaves nothing that blocks the next
+//!   [`Ring::create`], and [`Ring::recreate`] refuses a ring a live writer
+//!   holds.
 //! - **Least privilege.** Readers map the frame data read-only; what they
 //!   write (cursor, heartbeat, waiter count) lives in a separate region.
 //!

@@ -8,7 +8,9 @@
 //! - `/dev/shm/<namespace>.<ring>@readers`: the control region.
 //!
 //! `@` can appear in neither a namespace nor a ring name, so the two files
-//! of one ring never collide with another ring's.
+//! of one ring never collide with another ring's. A ring's files are made
+//! unnamed (`O_TMPFILE`) and given their names only when complete, so no
+//! other name ever appears (see `docs/abi.md` §3.1).
 
 use std::fmt;
 use std::fs::File;
@@ -122,6 +124,59 @@ impl Namespace {
         names.sort();
         Ok(names)
     }
+
+    /// Which ring, and which of its files, `file_name` (a name in
+    /// [`SHM_DIR`]) is, if it is one of this namespace's ring files.
+    pub fn parse_file_name<'a>(&self, file_name: &'a str) -> Option<(&'a str, RingFile)> {
+        let rest = file_name.strip_prefix(self.0.as_str())?.strip_prefix('.')?;
+        let (ring, kind) = match rest.strip_suffix(READERS_SUFFIX) {
+            Some(ring) => (ring, RingFile::Readers),
+            None => (rest, RingFile::Data),
+        };
+        validate_ring_name(ring).is_ok().then_some((ring, kind))
+    }
+
+    /// Every ring name in this namespace that has at least one of its two
+    /// files, with which of them exist, sorted by name: rings missing a
+    /// file are included (`list_rings` shows only those with a data file).
+    pub fn list_ring_files(&self) -> io::Result<Vec<RingFiles>> {
+        let mut rings = std::collections::BTreeMap::<String, RingFiles>::new();
+        for entry in std::fs::read_dir(SHM_DIR)? {
+            let file_name = entry?.file_name();
+            let Some((ring, kind)) = file_name.to_str().and_then(|f| self.parse_file_name(f)) else { continue };
+            let e = rings.entry(ring.to_owned()).or_insert_with(|| RingFiles {
+                name: ring.to_owned(),
+                data: false,
+                readers: false,
+            });
+            match kind {
+                RingFile::Data => e.data = true,
+                RingFile::Readers => e.readers = true,
+            }
+        }
+        Ok(rings.into_values().collect())
+    }
+}
+
+/// One of a ring's two files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "tools", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+pub enum RingFile {
+    /// `<namespace>.<ring>`: the header and the slots.
+    Data,
+    /// `<namespace>.<ring>@readers`: the control region.
+    Readers,
+}
+
+/// Which files of one ring name exist (from [`Namespace::list_ring_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingFiles {
+    /// The ring name.
+    pub name: String,
+    /// Whether the data file exists.
+    pub data: bool,
+    /// Whether the control file exists.
+    pub readers: bool,
 }
 
 impl Default for Namespace {
@@ -172,40 +227,6 @@ impl Mapping {
     }
 }
 
-/// Creates `path` exclusively with exactly `mode` (not masked by the umask),
-/// group `gid` if given, and `size` bytes reserved with `posix_fallocate`, so
-/// a full `/dev/shm` is an error now rather than a SIGBUS on first touch.
-pub(crate) fn create_file(
-    path: &Path,
-    size: u64,
-    mode: u32,
-    gid: Option<u32>,
-) -> Result<File, (&'static str, io::Error)> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| ("create", e))?;
-    let finish = || -> Result<(), (&'static str, io::Error)> {
-        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| ("chmod", e))?;
-        if let Some(gid) = gid {
-            std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(|e| ("chown", e))?;
-        }
-        reserve(&file, size).map_err(|e| ("reserve space for", e))?;
-        Ok(())
-    };
-    match finish() {
-        Ok(()) => Ok(file),
-        Err(e) => {
-            let _ = std::fs::remove_file(path);
-            Err(e)
-        }
-    }
-}
-
 fn reserve(file: &File, size: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let len = libc::off_t::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -220,6 +241,111 @@ fn reserve(file: &File, size: u64) -> io::Result<()> {
 /// Opens an existing ring file for reading, or reading and writing.
 pub(crate) fn open_file(path: &Path, writable: bool) -> io::Result<File> {
     std::fs::OpenOptions::new().read(true).write(writable).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)
+}
+
+/// Creates an unnamed file in [`SHM_DIR`] (`O_TMPFILE`: it has no name until
+/// [`link_unnamed`] gives it one, and vanishes with its last reference if
+/// it never gets one) with exactly `mode` (not masked by the umask), group
+/// `gid` if given, an exclusive lock (see [`try_lock`]) held on it, and
+/// `size` bytes reserved with `posix_fallocate`, so a full `/dev/shm` is an
+/// error now rather than a SIGBUS on first touch.
+pub(crate) fn create_unnamed(size: u64, mode: u32, gid: Option<u32>) -> Result<File, (&'static str, io::Error)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(mode)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(SHM_DIR)
+        .map_err(|e| ("create", e))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| ("chmod", e))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(|e| ("chown", e))?;
+    }
+    if !try_lock(&file).map_err(|e| ("lock", e))? {
+        // Nobody else can reach an unnamed file.
+        return Err(("lock", io::Error::from(io::ErrorKind::WouldBlock)));
+    }
+    reserve(&file, size).map_err(|e| ("reserve space for", e))?;
+    Ok(file)
+}
+
+/// Gives `file`, made by [`create_unnamed`], the name `path`. Never
+/// replaces: an existing `path` is `AlreadyExists`.
+pub(crate) fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fd = file.as_raw_fd();
+    // Through /proc, which needs no privilege; AT_EMPTY_PATH needs
+    // CAP_DAC_READ_SEARCH and is the fallback where /proc is not mounted.
+    let proc = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number");
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc =
+        unsafe { libc::linkat(libc::AT_FDCWD, proc.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOENT) {
+        return Err(e);
+    }
+    // SAFETY: `fd` is open for the whole call; the paths are NUL-terminated.
+    let rc = unsafe { libc::linkat(fd, c"".as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_EMPTY_PATH) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn ofd_lock(file: &File, cmd: libc::c_int, kind: libc::c_int) -> io::Result<libc::flock> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` is a plain C struct of integers; all zeros is valid
+    // (whole file: start 0, length 0; pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: the descriptor is open and `fl` is a valid flock for the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fl)
+}
+
+/// Takes an exclusive open-file-description lock on all of `file` (which
+/// must be open for writing) without waiting; `false` if another open file
+/// description holds a lock on it. The lock goes with the open file
+/// description: [`unlock`] releases it, and so does the death of its
+/// holder, but while a mapping of the file lives it outlives `close`.
+pub(crate) fn try_lock(file: &File) -> io::Result<bool> {
+    match ofd_lock(file, libc::F_OFD_SETLK, libc::F_WRLCK) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Releases a lock taken with [`try_lock`] or [`create_unnamed`].
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
+    ofd_lock(file, libc::F_OFD_SETLK, libc::F_UNLCK).map(drop)
+}
+
+/// Whether another open file description holds a lock on `file` (any
+/// mode of opening will do); takes none.
+pub(crate) fn is_locked(file: &File) -> io::Result<bool> {
+    Ok(ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK)?.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Whether `path` still names the open `file` (same device and inode).
+pub(crate) fn names_file(path: &Path, file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Err(e), _) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        (a, b) => (a?, b?),
+    };
+    Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
 }
 
 /// Looks a group up by name (or a decimal gid) in the system's group database.

@@ -149,11 +149,11 @@ fn truncated_empty_and_foreign_files_are_refused() {
         AttachError::BadField { field: "magic", found, .. } => assert_eq!(found, u64::from_ne_bytes([0xAB; 8])),
         other => panic!("{other}"),
     }
-    // A missing control region.
+    // A missing control region: named, with the data file that is there.
     Ring::unlink(&ns, "r").unwrap();
     make(&ns);
     std::fs::remove_file(ns.readers_path("r")).unwrap();
-    assert!(matches!(attach(&ns), AttachError::NotFound { .. }));
+    assert!(matches!(attach(&ns), AttachError::Incomplete { missing_file: helix::shm::RingFile::Readers, .. }));
 }
 
 #[test]

@@ -200,6 +200,50 @@ fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recrea
 }
 
 #[test]
+fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes() {
+    let _dog = watchdog("helixd recreate refused", Duration::from_secs(60));
+    let env = Env::new();
+    let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
+    let notify = Notify::new(&env.dir);
+    let mut a = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    let view = RingView::attach(&env.ns, "telemetry").unwrap();
+    let created = view.geometry().created_ns;
+    assert_eq!(view.stats().lease.pid, Some(a.0.id()));
+    // An operator starts a second daemon whose configuration differs and
+    // says recreate = true: it must not pull the ring from under the first.
+    let other =
+        env.config("b.toml", "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 1024\nrecreate = true\n");
+    let mut b = Reaped::new(env.helixd(&other).spawn().unwrap());
+    let t = Instant::now();
+    while b.0.try_wait().unwrap().is_none() {
+        let now = RingView::attach(&env.ns, "telemetry").map(|v| v.geometry().capacity);
+        assert!(t.elapsed() < Duration::from_secs(20), "the second daemon is running; the ring's capacity is {now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = b.0.wait_with_output_ref_failed();
+    assert!(err.contains(&format!("pid {}", a.0.id())), "{err}");
+    // The first daemon's ring is the one in /dev/shm, and it still writes.
+    let now = RingView::attach(&env.ns, "telemetry").unwrap();
+    assert_eq!((now.geometry().created_ns, now.geometry().capacity), (created, 65536));
+    let before = now.stats().published;
+    let t = Instant::now();
+    while now.stats().published == before {
+        assert!(t.elapsed() < Duration::from_secs(10), "the first daemon stopped publishing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sigterm(&a.0);
+    assert!(a.0.wait().unwrap().success());
+    // With the first daemon gone the second may replace the ring.
+    let notify = Notify::at(env.dir.join("b.sock"));
+    let mut b = Reaped::new(env.helixd(&other).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 1024);
+    sigterm(&b.0);
+    assert!(b.0.wait().unwrap().success());
+}
+
+#[test]
 fn bad_configuration_files_give_one_line_naming_the_problem() {
     let env = Env::new();
     let cases = [
@@ -299,6 +343,8 @@ fn a_udp_address_that_cannot_be_bound_fails_the_start_with_its_reason() {
 
 trait Output {
     fn wait_with_output_ref(&mut self) -> String;
+    /// Its standard error, asserting that it failed.
+    fn wait_with_output_ref_failed(&mut self) -> String;
 }
 
 impl Output for std::process::Child {
@@ -308,6 +354,15 @@ impl Output for std::process::Child {
             std::io::Read::read_to_string(&mut e, &mut s).unwrap();
         }
         assert!(self.wait().unwrap().success(), "{s}");
+        s
+    }
+
+    fn wait_with_output_ref_failed(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+        }
+        assert!(!self.wait().unwrap().success(), "{s}");
         s
     }
 }

@@ -83,6 +83,30 @@ fn list_shows_every_ring_and_names_a_corrupt_one() {
 }
 
 #[test]
+fn list_shows_a_ring_with_one_file_missing_naming_both_files() {
+    let ns = TestNs::new();
+    drop(Ring::create(&ns, "lost-data", &RingOptions::default()).unwrap());
+    drop(Ring::create(&ns, "lost-readers", &RingOptions::default()).unwrap());
+    std::fs::remove_file(ns.data_path("lost-data")).unwrap();
+    std::fs::remove_file(ns.readers_path("lost-readers")).unwrap();
+    let j = json(&ns, &["list", "--sample", "0"]);
+    let rings = j["rings"].as_array().unwrap();
+    let row =
+        |name: &str| rings.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{name} not listed: {j:#}"));
+    for (name, present, missing) in [
+        ("lost-data", ns.readers_path("lost-data"), ns.data_path("lost-data")),
+        ("lost-readers", ns.data_path("lost-readers"), ns.readers_path("lost-readers")),
+    ] {
+        let r = row(name);
+        assert_eq!(r["ok"], false, "{r}");
+        let e = r["error"].as_str().unwrap();
+        assert!(e.contains(&present.display().to_string()) && e.contains(&missing.display().to_string()), "{e}");
+    }
+    let table = ok(&ns, &["list", "--sample", "0"]);
+    assert!(table.lines().any(|l| l.starts_with("lost-data") && l.contains("incomplete")), "{table}");
+}
+
+#[test]
 fn stat_and_readers_report_every_counter() {
     let ns = TestNs::new();
     let (ring, mut w) = setup(&ns, 0);

@@ -4,6 +4,7 @@
 //! the protocol as another language would implement it.
 
 mod frame;
+mod lifecycle;
 mod reader;
 mod region;
 mod writer;
@@ -16,10 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::layout::{self, *};
-use crate::shm::{NameError, Namespace};
+use crate::shm::{NameError, Namespace, RingFile};
 use crate::sync::{host, Ordering};
 
 pub use frame::{Frame, FrameError, FrameInfo, FrameRef};
+#[doc(hidden)]
+pub use lifecycle::create_hook;
+pub use lifecycle::{scan, RingEntry, RingState};
 pub use reader::{Overrun, ReadError, Reader, ReaderOptions, Start, TryReadError};
 pub use region::Geometry;
 pub use writer::{Claim, LeaseError, PublishError, Writer};
@@ -213,7 +217,8 @@ impl RingOptions {
     }
 }
 
-/// Why a ring could not be created. A failed creation leaves no files.
+/// Why a ring could not be created. A failed creation leaves no files (it
+/// may have removed what a dead creator left of a half-made ring).
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     /// The ring name is invalid.
@@ -225,6 +230,21 @@ pub enum CreateError {
     /// A ring of that name already exists.
     #[error("{path} already exists (attach to it, or unlink it first)")]
     Exists { path: PathBuf },
+    /// The ring's data file exists without its control file (removed by
+    /// hand). A writer attached before may still use it, so only
+    /// [`Ring::recreate`] replaces it.
+    #[error("ring {ring:?} is incomplete: {present} exists but {missing} does not ({})", incomplete_advice(.missing_file))]
+    Incomplete { ring: String, present: PathBuf, missing: PathBuf, missing_file: RingFile },
+    /// Another live process is creating this ring right now (it holds the
+    /// lock on a half-published file for longer than creation takes), or a
+    /// data file an older creator has not initialised yet is younger than
+    /// 10 s.
+    #[error("{path} is being created by another process; retry, or stop that process")]
+    InProgress { path: PathBuf },
+    /// [`Ring::recreate`] refused: a live process holds the existing ring's
+    /// writer lease.
+    #[error("ring {ring:?} is in use: its writer lease is held by live pid {pid} (epoch {epoch}); stop that process before recreating the ring")]
+    LiveWriter { ring: String, pid: u32, epoch: u64 },
     /// `/dev/shm` has no room for the ring.
     #[error("not enough space in /dev/shm for {path}: {source} (free some, or make the ring smaller)")]
     NoSpace { path: PathBuf, source: std::io::Error },
@@ -284,6 +304,18 @@ pub enum AttachError {
     /// The reader name is too long.
     #[error("reader name {name:?} is longer than {MAX_READER_NAME_LEN} bytes")]
     ReaderName { name: String },
+    /// One of the ring's two files exists, the other does not.
+    #[error("ring {ring:?} is incomplete: {present} exists but {missing} does not ({})", incomplete_advice(.missing_file))]
+    Incomplete { ring: String, present: PathBuf, missing: PathBuf, missing_file: RingFile },
+}
+
+fn incomplete_advice(missing: &RingFile) -> &'static str {
+    match missing {
+        RingFile::Data => {
+            "its creator died before publishing it, or the data file was removed; creating the ring replaces it"
+        }
+        RingFile::Readers => "the control file was removed; only recreating the ring replaces it",
+    }
 }
 
 impl AttachError {
@@ -299,6 +331,19 @@ impl AttachError {
 
     pub(crate) fn io(path: &Path, source: std::io::Error) -> AttachError {
         AttachError::Io { path: path.to_owned(), source }
+    }
+
+    /// Whether there is no usable ring and nothing there can be in use: no
+    /// ring, a control file without its data file, or a data file its
+    /// creator never initialised and abandoned. [`Ring::create`] replaces
+    /// what is left; anything else needs [`Ring::recreate`].
+    pub fn is_absent(&self) -> bool {
+        matches!(
+            self,
+            AttachError::NotFound { .. }
+                | AttachError::Abandoned { .. }
+                | AttachError::Incomplete { missing_file: RingFile::Data, .. }
+        )
     }
 }
 
@@ -327,9 +372,23 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// Creates a new ring `name` in `ns`; fails if it exists.
+    /// Creates a new ring `name` in `ns`; fails if it exists. Crash-atomic:
+    /// the ring appears whole or not at all, and what a creator that died
+    /// left of a half-made ring is replaced (see [`scan`] and
+    /// `docs/abi.md` §3.1).
     pub fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Ring, CreateError> {
         Ok(Ring { region: Arc::new(region::create(ns, name, opts)?) })
+    }
+
+    /// Replaces whatever is at `name` (a ring of another geometry, a
+    /// corrupt one, one file of a ring) with a new, empty ring: the
+    /// sequence starts again at 1. Refused with [`CreateError::LiveWriter`]
+    /// while a live process holds the existing ring's writer lease; the
+    /// lease is held during the replacement, so no writer can take it
+    /// meanwhile. Processes still attached to the old ring keep its memory
+    /// and see no new frames.
+    pub fn recreate(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Ring, CreateError> {
+        Ok(Ring { region: Arc::new(lifecycle::recreate(ns, name, opts)?) })
     }
 
     /// Attaches read-write to an existing ring.

@@ -9,7 +9,7 @@ use crate::layout::*;
 use crate::shm::{self, Mapping, Namespace};
 #[cfg(all(loom, test))]
 use crate::sync::AtomicU32;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{host, AtomicU64, Ordering};
 
 use super::{AttachError, CreateError, Policy, RingOptions};
 
@@ -145,7 +145,9 @@ fn io_err(path: &Path, op: &'static str, source: std::io::Error) -> CreateError 
     }
 }
 
-/// Creates both files of a new ring, initialised, version words last.
+/// Creates a new ring: both files unnamed, sized and initialised (version
+/// words last), then published by name, control file first and data file
+/// last (see `lifecycle::publish` for what an attacher sees at each step).
 pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Region, CreateError> {
     shm::validate_ring_name(name)?;
     let slot_size = opts.validate()?;
@@ -155,31 +157,20 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<R
     let readers_size = readers_file_size(opts.max_readers);
     let created_ns = crate::process::realtime_ns();
 
-    // The control region first: an opener that finds the data region
-    // published (version set) always finds its control region complete.
-    let rfile = shm::create_file(&readers_path, readers_size, opts.mode, opts.group)
-        .map_err(|(op, e)| io_err(&readers_path, op, e))?;
+    // Unnamed until published: a failure or a crash before then leaves
+    // nothing behind, and nobody can see the files half made.
+    let rfile =
+        shm::create_unnamed(readers_size, opts.mode, opts.group).map_err(|(op, e)| io_err(&readers_path, op, e))?;
     // Group readers may write the control region; nobody but the owner may
     // write the data region.
     let data_mode = opts.mode & !0o022;
-    let dfile = match shm::create_file(&data_path, data_size, data_mode, opts.group) {
-        Ok(f) => f,
-        Err((op, e)) => {
-            let _ = std::fs::remove_file(&readers_path);
-            return Err(io_err(&data_path, op, e));
-        }
-    };
-    let cleanup = |e: CreateError| {
-        let _ = std::fs::remove_file(&data_path);
-        let _ = std::fs::remove_file(&readers_path);
-        e
-    };
-    let rmap = Mapping::new(&rfile, true).map_err(|e| cleanup(io_err(&readers_path, "map", e)))?;
-    let dmap = Mapping::new(&dfile, true).map_err(|e| cleanup(io_err(&data_path, "map", e)))?;
+    let dfile = shm::create_unnamed(data_size, data_mode, opts.group).map_err(|(op, e)| io_err(&data_path, op, e))?;
+    let rmap = Mapping::new(&rfile, true).map_err(|e| io_err(&readers_path, "map", e))?;
+    let dmap = Mapping::new(&dfile, true).map_err(|e| io_err(&data_path, "map", e))?;
 
     // SAFETY: both mappings are fresh, zero-filled, exclusively ours (the
-    // files were created with O_EXCL and nobody reads them before the version
-    // words are set), writable, page aligned and large enough for the headers.
+    // files have no name yet, so no other process can open them), writable,
+    // page aligned and large enough for the headers.
     unsafe {
         let rd = &mut *(rmap.ptr() as *mut ReadersHeader);
         rd.magic = READERS_MAGIC;
@@ -209,7 +200,9 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<R
         // sees either version 0 or a complete header.
         h.version.store(ABI_VERSION, Ordering::Release);
     }
-    from_maps(name, dmap, rmap, &data_path, &readers_path)
+    let region = from_maps(name, dmap, rmap, &data_path, &readers_path)?;
+    super::lifecycle::publish(ns, name, &rfile, &dfile)?;
+    Ok(region)
 }
 
 /// Attaches to an existing ring; `writable` maps the data region read-write
@@ -221,7 +214,15 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
     let open = |path: &Path, w: bool| -> Result<File, AttachError> {
         shm::open_file(path, w).map_err(|e| AttachError::open(name, ns, path, e))
     };
-    let dfile = open(&data_path, writable)?;
+    let dfile = match shm::open_file(&data_path, writable) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(
+                super::lifecycle::missing_data(ns, name).unwrap_or_else(|| AttachError::open(name, ns, &data_path, e))
+            )
+        }
+        Err(e) => return Err(AttachError::open(name, ns, &data_path, e)),
+    };
     let dmap = Mapping::new(&dfile, writable).map_err(|e| AttachError::io(&data_path, e))?;
     // The data region first: a foreign or corrupt file is named as such,
     // rather than as a ring whose control region is missing.
@@ -230,7 +231,15 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
             return Err(e);
         }
     }
-    let rfile = open(&readers_path, true)?;
+    let rfile = open(&readers_path, true).map_err(|e| match e {
+        AttachError::NotFound { .. } => AttachError::Incomplete {
+            ring: name.to_owned(),
+            present: data_path.clone(),
+            missing: readers_path.clone(),
+            missing_file: shm::RingFile::Readers,
+        },
+        e => e,
+    })?;
     let rmap = Mapping::new(&rfile, true).map_err(|e| AttachError::io(&readers_path, e))?;
     from_maps(name, dmap, rmap, &data_path, &readers_path).map_err(|e| match e {
         CreateError::Attach(AttachError::Initializing { path }) => {
@@ -249,7 +258,7 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
 
 /// A region still uninitialised this long after its file was last changed
 /// is abandoned rather than being initialised.
-const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn bad(path: &Path, field: &'static str, found: u64, expected: impl Into<String>) -> AttachError {
     AttachError::BadField { path: path.to_owned(), field, found, expected: expected.into() }
@@ -438,10 +447,35 @@ fn validate_readers(map: &Mapping, path: &Path, g: &Geometry) -> Result<(), Atta
     Ok(())
 }
 
+/// The live holder of the writer lease in `name`'s data region, as (pid,
+/// epoch), read from the data region alone (its control file may be
+/// missing or broken). `None` if no live process holds it, or if the data
+/// region does not validate (then its lease cannot be trusted either).
+pub(crate) fn live_lease_holder(ns: &Namespace, name: &str) -> Option<(u32, u64)> {
+    let path = ns.data_path(name);
+    let file = shm::open_file(&path, false).ok()?;
+    let map = Mapping::new(&file, false).ok()?;
+    validate_data(&map, &path, Some(name)).ok()?;
+    // SAFETY: the mapping validated: it holds a whole, published header.
+    let h = unsafe { &*(map.ptr() as *const RingHeader) };
+    // SYNC POINT: lease committed (the holder's start time is visible).
+    let (pid, epoch, committed) = lease_parts(h.lease.load(Ordering::Acquire));
+    let alive = pid != 0
+        && if committed {
+            host::alive(pid, h.lease_start_time.load(Ordering::Relaxed))
+        } else {
+            // Mid-acquisition: its start time is not written yet.
+            host::exists(pid)
+        };
+    alive.then_some((pid, epoch))
+}
+
 /// Removes both files of a ring. Attached processes keep their mappings.
 pub(crate) fn unlink(ns: &Namespace, name: &str) -> Result<(), AttachError> {
     shm::validate_ring_name(name)?;
     let mut first: Option<AttachError> = None;
+    // The data file first: it is what makes the ring exist, so a crash in
+    // between leaves a lone control file, which the next create replaces.
     for path in [ns.data_path(name), ns.readers_path(name)] {
         if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound && first.is_none() {

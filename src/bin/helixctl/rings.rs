@@ -51,9 +51,10 @@ pub struct RingSummary {
 }
 
 /// Attaches read-only to every ring in `ns`, samples rates over `sample`
-/// (none if zero), and returns a row per ring, corrupt ones included.
+/// (none if zero), and returns a row per ring, corrupt and incomplete ones
+/// (one of their two files missing) included.
 pub fn list(ns: &Namespace, sample: Duration) -> std::io::Result<Vec<ListRow>> {
-    let names = ns.list_rings()?;
+    let names: Vec<String> = helix::ring::scan(ns)?.into_iter().map(|r| r.name).collect();
     let views: Vec<(String, Result<RingView, AttachError>)> =
         names.into_iter().map(|n| (n.clone(), RingView::attach(ns, &n))).collect();
     let first: Vec<Option<u64>> = views.iter().map(|(_, v)| v.as_ref().ok().map(|v| v.stats().published)).collect();

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use tracing::{error, info, warn};
 
 use crate::hal::{sim::Sim, SourceState};
 use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Service};
 use crate::shared::signal::Signal;
 use helix::layout::slot_size_for;
-use helix::{AttachError, Ring, RingOptions};
+use helix::{Ring, RingOptions};
 
 use crate::config::{load_config, Config, RingConfig, SourceConfig, SourceKind};
 
@@ -72,15 +72,15 @@ pub fn differences(existing: &helix::Geometry, wanted: &RingOptions) -> Vec<Stri
 
 /// Creates the ring, or adopts a compatible existing one; an incompatible or
 /// corrupt one is an error naming the difference unless `recreate` is set.
-pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> std::result::Result<(Ring, Opened), String> {
+pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, Opened)> {
     let name = &rc.name;
-    let recreate = |why: String| -> std::result::Result<(Ring, Opened), String> {
+    let recreate = |why: String| -> Result<(Ring, Opened)> {
         if !rc.recreate {
-            return Err(format!("ring {name:?}: {why}; set recreate = true to replace it"));
+            bail!("ring {name:?}: {why}; set recreate = true to replace it");
         }
         warn!("ring {name}: {why}; recreating it (recreate = true)");
-        Ring::unlink(ns, name).map_err(|e| format!("ring {name:?}: cannot remove it: {e}"))?;
-        let ring = Ring::create(ns, name, &rc.options).map_err(|e| format!("ring {name:?}: {e}"))?;
+        let ring =
+            Ring::recreate(ns, name, &rc.options).with_context(|| format!("ring {name:?}: cannot recreate it"))?;
         Ok((ring, Opened::Recreated))
     };
     match Ring::open(ns, name) {
@@ -93,10 +93,10 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> std::result::Re
                 recreate(format!("the existing ring differs from the configuration: {}", diffs.join("; ")))
             }
         }
-        Err(AttachError::NotFound { .. }) => match Ring::create(ns, name, &rc.options) {
-            Ok(ring) => Ok((ring, Opened::Created)),
-            Err(e) => Err(format!("ring {name:?}: {e}")),
-        },
+        Err(e) if e.is_absent() => {
+            let ring = Ring::create(ns, name, &rc.options).with_context(|| format!("ring {name:?}"))?;
+            Ok((ring, Opened::Created))
+        }
         Err(e) => recreate(format!("the existing ring cannot be used: {e}")),
     }
 }
@@ -168,7 +168,7 @@ impl Daemon {
             last_status: (Instant::now(), BTreeMap::new()),
         };
         for rc in &config.rings {
-            let (ring, how) = open_or_create(&ns, rc).map_err(anyhow::Error::msg)?;
+            let (ring, how) = open_or_create(&ns, rc)?;
             log_opened(&ns, &ring, how);
             d.rings.insert(rc.name.clone(), ring);
         }
@@ -292,7 +292,7 @@ impl Daemon {
                             let _ = Ring::unlink(&ns, &name);
                         }
                     }
-                    return Err(anyhow!(e));
+                    return Err(e);
                 }
             }
         }
