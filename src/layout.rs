@@ -315,9 +315,9 @@ mod asserts {
     // Every shared struct is at least 8-aligned and its hot lines start on
     // 128-byte boundaries when the struct does (mmap gives page alignment).
     const _: () = assert!(core::mem::align_of::<RingHeader>() == 8);
-    const _: () = assert!(RING_HEADER_SIZE % LINE == 0);
-    const _: () = assert!(READERS_HEADER_SIZE % LINE == 0);
-    const _: () = assert!(READER_ENTRY_SIZE % LINE == 0);
+    const _: () = assert!(RING_HEADER_SIZE.is_multiple_of(LINE));
+    const _: () = assert!(READERS_HEADER_SIZE.is_multiple_of(LINE));
+    const _: () = assert!(READER_ENTRY_SIZE.is_multiple_of(LINE));
 }
 
 /// Bytes of a slot for payloads of up to `max_payload` bytes.

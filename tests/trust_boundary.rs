@@ -30,7 +30,7 @@ impl Raw {
 
     /// The 64-bit word at byte `offset`.
     fn word(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.0.len());
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.0.len());
         // SAFETY: in bounds and 8-aligned (the mapping is page aligned); the
         // ring's processes access this word only atomically.
         unsafe { &*(self.0.as_ptr().add(offset) as *const AtomicU64) }

@@ -196,7 +196,7 @@ fn exact_against_the_reference(streams: u32, samples_per_stream: u64) {
     let mut reference = vec![RefStream::default(); streams as usize];
     let mut want: Vec<Event> = vec![];
     let mut got: Vec<Event> = vec![];
-    let dropped = |stream: u32, seq: u64| seq > 0 && (stream as u64 * 7 + seq) % 101 == 0;
+    let dropped = |stream: u32, seq: u64| seq > 0 && (stream as u64 * 7 + seq).is_multiple_of(101);
     let total = streams as u64 * samples_per_stream;
     let mut skipped = 0;
     for g in 0..total {

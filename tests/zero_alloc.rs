@@ -249,7 +249,7 @@ fn the_hal_sources_allocate_nothing_per_sample() {
             tx.send_to(&datagram, to).unwrap();
             tx.send_to(b"garbage", to).unwrap();
             sent += 1;
-            if sent % 64 == 0 {
+            if sent.is_multiple_of(64) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         },

@@ -69,7 +69,7 @@ pub(crate) fn store_bytes(words: &[AtomicU64], src: &[u8]) {
 /// `offset`. Every load is a whole aligned 64-bit atomic load.
 #[inline]
 pub(crate) fn load_bytes(words: &[AtomicU64], offset: usize, dst: &mut [u8]) {
-    if offset % 8 == 0 {
+    if offset.is_multiple_of(8) {
         // The common case: whole words straight into the destination (each
         // an 8-byte move, no call), then at most one partial word.
         let words = &words[offset / 8..];

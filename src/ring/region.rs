@@ -327,7 +327,7 @@ pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> R
         return Err(bad(path, "capacity", h.capacity, format!("a power of two from 2 to {}", super::MAX_CAPACITY)));
     }
     let ss = h.slot_size as usize;
-    if ss < SLOT_ALIGN || ss % SLOT_ALIGN != 0 || ss > slot_size_for(super::MAX_PAYLOAD as usize) {
+    if ss < SLOT_ALIGN || !ss.is_multiple_of(SLOT_ALIGN) || ss > slot_size_for(super::MAX_PAYLOAD as usize) {
         return Err(bad(
             path,
             "slot_size",

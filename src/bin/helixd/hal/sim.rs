@@ -44,7 +44,7 @@ impl Sim {
         let period = 50.0 + (h >> 20) as f64 % 500.0;
         let noise = (mix(h ^ seq) % 1000) as f64 / 1000.0 - 0.5;
         let v = base + 5.0 * (seq as f64 / period * std::f64::consts::TAU).sin() + noise;
-        if stream % 50 == 0 && seq % 997 == 996 {
+        if stream.is_multiple_of(50) && seq % 997 == 996 {
             (v * 3.0, QUALITY_SIMULATED | QUALITY_SUSPECT)
         } else {
             (v, QUALITY_SIMULATED)
