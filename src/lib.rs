@@ -60,6 +60,7 @@ pub mod ctl;
 #[cfg(feature = "tools")]
 pub mod daemon;
 pub mod futex;
+mod guard;
 #[cfg(feature = "tools")]
 pub mod hal;
 pub mod layout;
@@ -81,9 +82,10 @@ pub mod twin;
 pub mod wait;
 
 pub use ring::{
-    AttachError, Claim, CreateError, EvictError, Frame, FrameError, FrameInfo, FrameRef, FreedReader, Geometry,
-    LeaseError, LeaseInfo, Overrun, Policy, Preset, PublishError, ReadError, Reader, ReaderOptions, ReaderStats, Ring,
-    RingOptions, RingStats, RingView, Start, SweepReport, TryReadError, Writer,
+    AttachError, Claim, CreateError, Damaged, EvictError, Frame, FrameError, FrameInfo, FrameRef, FreedReader,
+    Geometry, LeaseError, LeaseInfo, Overrun, Policy, Preset, PublishError, ReadError, Reader, ReaderOptions,
+    ReaderStats, RepairError, Ring, RingFile, RingName, RingOptions, RingStats, RingView, Start, SweepReport,
+    TryReadError, Writer,
 };
 pub use shm::{NameError, Namespace};
 pub use wait::WaitStrategy;

@@ -10,7 +10,10 @@ use crate::process::now_ns;
 use crate::service::{fmt_rate, notify, watchdog_interval, NotifyState};
 use crate::shm::Namespace;
 use crate::telemetry::{Sample, KIND_SAMPLE};
-use crate::{AttachError, FrameRef, LeaseError, PublishError, Reader, ReaderOptions, Start, TryReadError, Writer};
+use crate::{
+    AttachError, Damaged, FrameRef, LeaseError, PublishError, ReadError, Reader, ReaderOptions, Start, TryReadError,
+    Writer,
+};
 
 use super::frames::*;
 use super::{Input, Twin, TwinConfig};
@@ -56,6 +59,8 @@ pub struct Polled {
     pub overruns: u64,
     /// Whether it stopped because the ring had nothing more.
     pub caught_up: bool,
+    /// Set if the ring's file shrank under the reader: attach again.
+    pub damaged: Option<Damaged>,
 }
 
 /// The twin's non-gating reader of the telemetry ring.
@@ -118,6 +123,11 @@ impl Ingest {
                 }
                 // Not produced by a batch read; nothing was consumed.
                 Err(TryReadError::Frame(_)) => break,
+                Err(TryReadError::Damaged(d)) => {
+                    done.caught_up = true;
+                    done.damaged = Some(d);
+                    break;
+                }
             }
         }
         done
@@ -125,7 +135,9 @@ impl Ingest {
 
     /// Parks until a frame arrives or `timeout` passes.
     pub fn wait(&mut self, timeout: Duration) {
-        let _ = self.reader.wait_timeout(timeout);
+        if let Err(ReadError::Damaged(_)) = self.reader.wait_timeout(timeout) {
+            std::thread::sleep(timeout);
+        }
     }
 }
 
@@ -391,8 +403,24 @@ pub fn run(config: TwinConfig) -> Result<(), String> {
     let mut last_status = (start, 0u64);
     let mut logged_losses = 0u64;
     let mut logged_bad = 0u64;
+    let mut damage_logged = false;
     loop {
         let polled = ingest.poll(&mut twin, ROUND);
+        if let Some(d) = polled.damaged {
+            // Attach again once helixd has repaired the ring (meanwhile
+            // streams go stale, and their alarms say so).
+            match Ingest::attach(&ns, &config.telemetry_ring) {
+                Ok(i) => {
+                    info!("attached to {} again after: {d}", config.telemetry_ring);
+                    (ingest, damage_logged) = (i, false);
+                }
+                Err(e) if !damage_logged => {
+                    error!("{d}; attaching again when it is repaired ({e})");
+                    damage_logged = true;
+                }
+                Err(_) => {}
+            }
+        }
         if !twin.pending_events().is_empty() {
             publisher.alarms(&mut twin);
         }
