@@ -53,6 +53,7 @@
 //! ```
 
 pub mod futex;
+mod guard;
 pub mod layout;
 #[cfg(feature = "ledger")]
 pub mod ledger;
@@ -65,9 +66,10 @@ pub mod twin;
 pub mod wait;
 
 pub use ring::{
-    AttachError, Claim, CreateError, EvictError, Frame, FrameError, FrameInfo, FrameRef, FreedReader, Geometry,
-    LeaseError, LeaseInfo, Overrun, Policy, Preset, PublishError, ReadError, Reader, ReaderOptions, ReaderStats, Ring,
-    RingOptions, RingStats, RingView, Start, SweepReport, TryReadError, Writer,
+    AttachError, Claim, CreateError, Damaged, EvictError, Frame, FrameError, FrameInfo, FrameRef, FreedReader,
+    Geometry, LeaseError, LeaseInfo, Overrun, Policy, Preset, PublishError, ReadError, Reader, ReaderOptions,
+    ReaderStats, RepairError, Ring, RingFile, RingName, RingOptions, RingStats, RingView, Start, SweepReport,
+    TryReadError, Writer,
 };
 pub use shm::{NameError, Namespace};
 pub use wait::WaitStrategy;

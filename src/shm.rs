@@ -18,6 +18,7 @@ use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::guard::{self, DamageFlag, Guard};
 use crate::layout::MAX_NAME_LEN;
 
 /// Where ring files live.
@@ -160,7 +161,7 @@ impl Namespace {
 
 /// One of a ring's two files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "tools", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum RingFile {
     /// `<namespace>.<ring>`: the header and the slots.
     Data,
@@ -193,17 +194,35 @@ impl fmt::Display for Namespace {
 
 /// A shared file mapping, read-write or read-only. The memory stays at the
 /// same address until the mapping is dropped.
+///
+/// Every mapping is guarded (`crate::guard`): if the file shrinks under it
+/// (a peer's `ftruncate`), the access that would raise SIGBUS instead finds
+/// the whole mapping replaced by zeros, and [`Mapping::is_damaged`] says so.
 pub struct Mapping {
+    // Declared before `map`, so dropped first: unregistered before unmapped.
+    guard: Option<Guard>,
     map: memmap2::MmapRaw,
     writable: bool,
 }
 
 impl Mapping {
-    /// Maps all of `file` shared.
+    /// Maps all of `file` shared, guarded. Fails if the process already
+    /// guards as many mappings as the guard holds.
     pub fn new(file: &File, writable: bool) -> io::Result<Mapping> {
         let opts = memmap2::MmapOptions::new();
         let map = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
-        Ok(Mapping { map, writable })
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        // An empty file is mapped as nothing anyone reads: nothing to guard.
+        let guard = if map.len() == 0 {
+            None
+        } else {
+            // SAFETY: `map` is our own mapping of exactly this range; it
+            // stays mapped until `self.map` is dropped, which happens after
+            // `self.guard` (field order). Every access to it goes through
+            // this `Mapping` and tolerates the contents turning to zeros.
+            Some(unsafe { guard::register(map.as_mut_ptr(), map.len(), prot)? })
+        };
+        Ok(Mapping { guard, map, writable })
     }
 
     /// Start of the mapping (page aligned).
@@ -224,6 +243,35 @@ impl Mapping {
     /// Whether the mapping may be written.
     pub fn writable(&self) -> bool {
         self.writable
+    }
+
+    /// Whether the file shrank under the mapping and an access faulted: the
+    /// mapping now reads as zeros (writes go nowhere) and its contents mean
+    /// nothing. Reports only what accesses so far met; see [`Mapping::probe`].
+    pub fn is_damaged(&self) -> bool {
+        self.guard.as_ref().is_some_and(Guard::is_damaged)
+    }
+
+    /// Touches the first and the last page, so a shrink that took away the
+    /// last page (any shrink by a page or more) is noticed now rather than
+    /// at the next access there; then returns [`Mapping::is_damaged`]. No
+    /// system call unless the file did shrink.
+    pub fn probe(&self) -> bool {
+        if let Some(len) = self.map.len().checked_sub(1) {
+            for offset in [0, len] {
+                // SAFETY: `offset < len()`, inside the live mapping; a one-byte
+                // atomic load is sound on shared (and on read-only) memory.
+                // A fault here is repaired by the guard.
+                let byte = unsafe { &*(self.ptr().add(offset) as *const std::sync::atomic::AtomicU8) };
+                std::hint::black_box(byte.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        }
+        self.is_damaged()
+    }
+
+    /// The damaged flag, for the ring's hot-path checks.
+    pub(crate) fn damage_flag(&self) -> DamageFlag {
+        self.guard.as_ref().map_or(DamageFlag::never(), Guard::flag)
     }
 }
 

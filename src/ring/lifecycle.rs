@@ -289,18 +289,18 @@ fn hold_lease(ns: &Namespace, name: &str) -> Result<Option<Writer>, CreateError>
 
 /// A ring name in a namespace and the state of its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "tools", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RingEntry {
     /// The ring name.
     pub name: String,
     /// What its files are.
-    #[cfg_attr(feature = "tools", serde(flatten))]
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub state: RingState,
 }
 
 /// The state of one ring name's files, from [`scan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "tools", derive(serde::Serialize), serde(tag = "state", rename_all = "snake_case"))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(tag = "state", rename_all = "snake_case"))]
 pub enum RingState {
     /// Both files, the data region published. Whether they validate as a
     /// ring is for attach to say (a corrupt file is also `Complete`).

@@ -3,6 +3,7 @@
 //! See the crate documentation for the guarantees, and `docs/abi.md` for
 //! the protocol as another language would implement it.
 
+mod damage;
 mod frame;
 mod lifecycle;
 mod reader;
@@ -17,9 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::layout::{self, *};
-use crate::shm::{NameError, Namespace, RingFile};
+use crate::shm::{NameError, Namespace};
 use crate::sync::{host, Ordering};
 
+pub use crate::shm::RingFile;
+pub use damage::{Damaged, RepairError, RingName};
 pub use frame::{Frame, FrameError, FrameInfo, FrameRef};
 #[doc(hidden)]
 pub use lifecycle::create_hook;
@@ -307,6 +310,10 @@ pub enum AttachError {
     /// One of the ring's two files exists, the other does not.
     #[error("ring {ring:?} is incomplete: {present} exists but {missing} does not ({})", incomplete_advice(.missing_file))]
     Incomplete { ring: String, present: PathBuf, missing: PathBuf, missing_file: RingFile },
+    /// A file of the ring shrank under the mapping (while it was being
+    /// checked, or under the attachment a reader joins through).
+    #[error(transparent)]
+    Damaged(Damaged),
 }
 
 fn incomplete_advice(missing: &RingFile) -> &'static str {
@@ -432,6 +439,38 @@ impl Ring {
     pub fn sweep(&self) -> SweepReport {
         sweep(&self.region)
     }
+
+    /// Whether a file of the ring shrank under this attachment (see
+    /// [`Damaged`]). Touches the first and last page of both mappings, so
+    /// a shrink no access has met yet is found now; no system call unless
+    /// a file did shrink. Cheap enough for a daemon's periodic check.
+    pub fn is_damaged(&self) -> bool {
+        self.region.probe().is_some()
+    }
+
+    /// Like [`Ring::is_damaged`], naming the file that shrank.
+    pub fn damage(&self) -> Option<Damaged> {
+        self.region.probe()
+    }
+
+    /// Gives a ring whose control region (`@readers`) was destroyed a new,
+    /// empty one, keeping its data region: the frames, the sequence (the
+    /// next writer continues it) and the writer lease epoch survive; every
+    /// reader must join again.
+    ///
+    /// For the ring's owner (the daemon), after [`Ring::damage`] reported
+    /// [`RingFile::Readers`], once every [`Writer`] of the ring in the
+    /// process is dropped: the repair holds the writer lease while it
+    /// works, so it fails with [`RepairError::Lease`] while a live writer
+    /// holds it. It creates the new control file beside the old one (same
+    /// mode and group), renames it into place, and truncates the old file,
+    /// so every process still attached to it reports [`Damaged`] at its
+    /// next access and attaches again. If the control region is intact it
+    /// only attaches. A ring whose *data* region is damaged cannot be
+    /// repaired ([`RepairError::Attach`]): unlink and create it.
+    pub fn repair_readers(ns: &Namespace, name: &str) -> Result<Ring, RepairError> {
+        Ok(Ring { region: Arc::new(damage::repair_readers(ns, name)?) })
+    }
 }
 
 /// A read-only attachment for tools: stats and sweeps, never writes frames.
@@ -482,6 +521,16 @@ impl RingView {
     /// attached process). Dead writer leases need a read-write attachment.
     pub fn sweep(&self) -> SweepReport {
         sweep(&self.region)
+    }
+
+    /// See [`Ring::is_damaged`].
+    pub fn is_damaged(&self) -> bool {
+        self.region.probe().is_some()
+    }
+
+    /// See [`Ring::damage`].
+    pub fn damage(&self) -> Option<Damaged> {
+        self.region.probe()
     }
 
     /// Removes reader entry `index`. A live reader is refused unless `force`;

@@ -12,7 +12,7 @@ use crate::sync::{fence, futex, host, spin_hint, Ordering};
 use crate::wait::WaitStrategy;
 
 use super::frame::{Frame, FrameError, FrameInfo, FrameRef};
-use super::{region, AttachError, Geometry, Policy, Region};
+use super::{region, AttachError, Damaged, Geometry, Policy, Region};
 
 /// Where a new reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,6 +93,10 @@ pub enum TryReadError {
     /// The frame does not fit the request (see [`FrameError`]).
     #[error(transparent)]
     Frame(FrameError),
+    /// A file of the ring shrank under this reader's mapping; it will
+    /// never read again (see [`Damaged`]).
+    #[error(transparent)]
+    Damaged(Damaged),
 }
 
 /// Why [`Reader::read`] and friends returned no frame.
@@ -107,6 +111,10 @@ pub enum ReadError {
     /// See [`TryReadError::Frame`].
     #[error(transparent)]
     Frame(FrameError),
+    /// See [`TryReadError::Damaged`]. A waiting reader notices within
+    /// 100 ms even while parked.
+    #[error(transparent)]
+    Damaged(Damaged),
 }
 
 impl From<TryReadError> for ReadError {
@@ -115,6 +123,7 @@ impl From<TryReadError> for ReadError {
             TryReadError::Empty => ReadError::Timeout,
             TryReadError::Overrun(o) => ReadError::Overrun(o),
             TryReadError::Frame(f) => ReadError::Frame(f),
+            TryReadError::Damaged(d) => ReadError::Damaged(d),
         }
     }
 }
@@ -137,6 +146,11 @@ pub(crate) struct ReaderCore {
 
 /// A reading reader refreshes its heartbeat at least every this many frames.
 const HEARTBEAT_EVERY: u64 = 4096;
+
+/// A parked reader wakes at least this often to look for damage (a file
+/// shrunk under it: a writer whose mapping turned to zeros never wakes it)
+/// and to refresh its heartbeat; it stays counted as parked meanwhile.
+pub(crate) const PARK_RECHECK: Duration = Duration::from_millis(100);
 
 impl ReaderCore {
     /// Moves the cursor to `next` after consuming `n` frames.
@@ -171,6 +185,10 @@ impl ReaderCore {
     /// Classifies a slot whose stamp is not `seq`.
     #[inline]
     fn not_ready(&mut self, region: &Region, seq: u64, stamp: u64) -> TryReadError {
+        // The stamp may have been read from zeros (a fault just now).
+        if let Some(d) = region.damaged() {
+            return TryReadError::Damaged(d);
+        }
         if stamp & !STAMP_WRITING <= seq {
             // An older lap's frame, or `seq` itself still being written.
             TryReadError::Empty
@@ -233,6 +251,9 @@ impl Reader {
     pub(crate) fn new(region: Arc<Region>, opts: &ReaderOptions) -> Result<Reader, AttachError> {
         if opts.name.len() > MAX_READER_NAME_LEN {
             return Err(AttachError::ReaderName { name: opts.name.clone() });
+        }
+        if let Some(d) = region.probe() {
+            return Err(AttachError::Damaged(d));
         }
         let (pid, start_time) = host::identity();
         // Checked before anything is claimed, so a refusal leaves no trace.
@@ -407,6 +428,9 @@ impl Reader {
     pub fn try_peek(&mut self) -> Result<Frame<'_>, TryReadError> {
         let seq = self.core.cursor;
         let region: &Region = &self.region;
+        if let Some(d) = region.damaged() {
+            return Err(TryReadError::Damaged(d));
+        }
         let slot = region.slot(seq);
         // SYNC POINT: slot payload visible to readers. Pairs with the
         // Release store of the stamp in `Claim::commit`.
@@ -483,6 +507,9 @@ impl Reader {
     #[inline]
     fn batch(&mut self, max: usize, mut take: impl FnMut(&FrameRef<'_>) -> bool) -> Result<usize, TryReadError> {
         let region: &Region = &self.region;
+        if let Some(d) = region.damaged() {
+            return Err(TryReadError::Damaged(d));
+        }
         let start = self.core.cursor;
         let mut n = 0u64;
         while (n as usize) < max {
@@ -521,17 +548,25 @@ impl Reader {
         let seq = self.core.cursor;
         // SYNC POINT: slot payload visible to readers.
         let stamp = self.region.slot(seq).header.stamp.load(Ordering::Acquire);
+        // A copy torn by a fault read zeros, not a newer frame.
+        if let Some(d) = self.region.damaged() {
+            return TryReadError::Damaged(d);
+        }
         self.core.overrun(&self.region, seq, stamp)
     }
 
     /// Waits, per the strategy, until the frame at the cursor is published
-    /// (or overwritten, which the following read reports).
+    /// (or overwritten, which the following read reports), or the ring is
+    /// found damaged.
     fn wait_ready(&mut self, deadline_ns: Option<u64>) -> Result<(), ReadError> {
         let region: &Region = &self.region;
         let mut spins = self.wait.spins();
         loop {
             if self.core.ready(region) {
                 return Ok(());
+            }
+            if let Some(d) = region.damaged() {
+                return Err(ReadError::Damaged(d));
             }
             if spins > 0 {
                 spins -= 1;
@@ -541,22 +576,17 @@ impl Reader {
                 }
                 continue;
             }
-            let timeout = match deadline_ns {
-                None => None,
-                Some(d) => {
-                    let now = host::now_ns();
-                    if now >= d {
-                        return Err(ReadError::Timeout);
-                    }
-                    Some(Duration::from_nanos(d - now))
-                }
-            };
-            self.park(timeout);
+            if deadline_ns.is_some_and(|d| host::now_ns() >= d) {
+                return Err(ReadError::Timeout);
+            }
+            self.park(deadline_ns);
         }
     }
 
-    /// Sleeps on the ring's futex until the writer publishes (or `timeout`).
-    fn park(&self, timeout: Option<Duration>) {
+    /// Sleeps on the ring's futex until the writer publishes, the deadline
+    /// passes, or the ring is found damaged; looks for damage (and
+    /// refreshes the heartbeat) every [`PARK_RECHECK`] meanwhile.
+    fn park(&self, deadline_ns: Option<u64>) {
         let region: &Region = &self.region;
         let (h, rd) = (region.header(), region.readers());
         let e = region.entry(self.core.idx);
@@ -572,16 +602,33 @@ impl Reader {
         // `Writer::finish`: either the writer's load of `waiters` sees us and
         // it bumps `notify` and wakes, or our check below sees its stamp. A
         // store followed by a load needs SeqCst fences on both sides;
-        // Acquire/Release cannot order them.
+        // Acquire/Release cannot order them. The count stays up across the
+        // re-checks, so the argument holds for each.
         fence(Ordering::SeqCst);
-        // SYNC POINT: readers woken. Pairs with the writer's Release bump of
-        // `notify`: if we see it, the stamps it committed before are visible
-        // to the check below.
-        let seen = h.notify.load(Ordering::Acquire);
-        if !self.core.ready(region) {
-            // A failure here (it cannot happen for a valid mapping) just
-            // means we poll again.
-            let _ = futex::wait(&h.notify, seen, timeout);
+        loop {
+            // SYNC POINT: readers woken. Pairs with the writer's Release bump
+            // of `notify`: if we see it, the stamps it committed before are
+            // visible to the check below.
+            let seen = h.notify.load(Ordering::Acquire);
+            if self.core.ready(region) || region.damaged().is_some() {
+                break;
+            }
+            let now = host::now_ns();
+            let timeout = match deadline_ns {
+                Some(d) if now >= d => break,
+                Some(d) => Duration::from_nanos(d - now).min(PARK_RECHECK),
+                None => PARK_RECHECK,
+            };
+            // A failure here (it cannot happen for a valid mapping; a file
+            // truncated under the word gives EFAULT) just means we poll.
+            let _ = futex::wait(&h.notify, seen, Some(timeout));
+            if h.notify.load(Ordering::Relaxed) != seen {
+                break;
+            }
+            // Nothing published: a time-out, a signal, or a writer that can
+            // no longer wake us. A sign of life, and a look for damage.
+            e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
+            region.probe();
         }
         e.parked.store(0, Ordering::Relaxed);
         // A count, Relaxed: we are awake; a writer that still sees us
@@ -684,6 +731,18 @@ impl Reader {
     /// The entry index in the reader table.
     pub fn index(&self) -> usize {
         self.core.idx
+    }
+
+    /// Whether a file of the ring shrank under this reader (see
+    /// [`Ring::is_damaged`](super::Ring::is_damaged)); reads report
+    /// [`TryReadError::Damaged`] from then on.
+    pub fn is_damaged(&self) -> bool {
+        self.region.probe().is_some()
+    }
+
+    /// Like [`Reader::is_damaged`], naming the file that shrank.
+    pub fn damage(&self) -> Option<Damaged> {
+        self.region.probe()
     }
 }
 

@@ -5,13 +5,16 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use crate::guard::DamageFlag;
 use crate::layout::*;
 use crate::shm::{self, Mapping, Namespace};
 #[cfg(all(loom, test))]
 use crate::sync::AtomicU32;
 use crate::sync::{host, AtomicU64, Ordering};
 
+use super::damage::Damaged;
 use super::{AttachError, CreateError, Policy, RingOptions};
+use crate::shm::RingFile;
 
 /// The identity of a ring, read from its header at attach.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +38,8 @@ pub struct Geometry {
 
 enum Backing {
     Shm {
-        _data: Mapping,
-        _readers: Mapping,
+        data: Mapping,
+        readers: Mapping,
     },
     /// Owns the boxed structures the pointers point into; never read.
     #[cfg(all(loom, test))]
@@ -52,18 +55,21 @@ pub(crate) struct Region {
     stride: usize,
     mask: u64,
     payload_words: usize,
+    /// The guard's damaged flags of the data and the control mapping.
+    damage: [DamageFlag; 2],
     pub(crate) geometry: Geometry,
     pub(crate) name: String,
     /// The data region's file, for errors that name a header field.
     pub(crate) path: PathBuf,
     pub(crate) writable: bool,
-    _backing: Backing,
+    backing: Backing,
 }
 
 // SAFETY: everything reachable through the raw pointers is shared memory
 // accessed only through atomics (or immutable identity fields written before
 // the version word was published); the mappings they point into are owned by
-// `_backing` and stay mapped as long as the `Region` lives.
+// `backing` and stay mapped as long as the `Region` lives (if a file shrinks,
+// the fault guard replaces its mapping in place, at the same address).
 unsafe impl Send for Region {}
 // SAFETY: as for Send: shared access goes through atomics only.
 unsafe impl Sync for Region {}
@@ -124,6 +130,37 @@ impl Region {
         }
     }
 
+    /// The damage, if a fault on either mapping found its file shrunk (the
+    /// mapping now reads as zeros). Two relaxed loads when there is none.
+    #[inline]
+    pub(crate) fn damaged(&self) -> Option<Damaged> {
+        if self.damage[0].is_set() || self.damage[1].is_set() {
+            Some(self.damage_report())
+        } else {
+            None
+        }
+    }
+
+    #[cold]
+    fn damage_report(&self) -> Damaged {
+        let file = if self.damage[0].is_set() { RingFile::Data } else { RingFile::Readers };
+        Damaged::new(&self.name, file)
+    }
+
+    /// Like [`Region::damaged`], after touching the first and last page of
+    /// both mappings, so a shrink no access has met yet is found now.
+    pub(crate) fn probe(&self) -> Option<Damaged> {
+        match &self.backing {
+            Backing::Shm { data, readers } => {
+                data.probe();
+                readers.probe();
+            }
+            #[cfg(all(loom, test))]
+            Backing::Heap(_) => {}
+        }
+        self.damaged()
+    }
+
     #[inline]
     pub(crate) fn capacity(&self) -> u64 {
         self.geometry.capacity
@@ -170,18 +207,10 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<R
 
     // SAFETY: both mappings are fresh, zero-filled, exclusively ours (the
     // files have no name yet, so no other process can open them), writable,
-    // page aligned and large enough for the headers.
+    // page aligned and large enough for the headers (the control one for
+    // `max_readers` entries).
     unsafe {
-        let rd = &mut *(rmap.ptr() as *mut ReadersHeader);
-        rd.magic = READERS_MAGIC;
-        rd.header_size = READERS_HEADER_SIZE as u32;
-        rd.max_readers = opts.max_readers;
-        rd.entry_size = READER_ENTRY_SIZE as u32;
-        rd.created_ns = created_ns;
-        rd.file_size = readers_size;
-        // SYNC POINT: region initialised (control). Pairs with the Acquire
-        // load of `version` in `attach`.
-        rd.version.store(ABI_VERSION, Ordering::Release);
+        init_control(&rmap, opts.max_readers, created_ns);
 
         let h = &mut *(dmap.ptr() as *mut RingHeader);
         h.magic = RING_MAGIC;
@@ -203,6 +232,63 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<R
     let region = from_maps(name, dmap, rmap, &data_path, &readers_path)?;
     super::lifecycle::publish(ns, name, &rfile, &dfile)?;
     Ok(region)
+}
+
+/// Fills in a new control region's header for `max_readers` entries, the
+/// version word last.
+///
+/// # Safety
+///
+/// `map` must be a fresh, zero-filled, writable mapping of a control file of
+/// `readers_file_size(max_readers)` bytes that no other process reads before
+/// the version word is set (a file just created with `O_EXCL`).
+pub(super) unsafe fn init_control(map: &Mapping, max_readers: u32, created_ns: u64) {
+    debug_assert!(map.writable() && map.len() as u64 == readers_file_size(max_readers));
+    // SAFETY: per the contract, the mapping is ours alone, writable, page
+    // aligned and at least a header long.
+    let rd = unsafe { &mut *(map.ptr() as *mut ReadersHeader) };
+    rd.magic = READERS_MAGIC;
+    rd.header_size = READERS_HEADER_SIZE as u32;
+    rd.max_readers = max_readers;
+    rd.entry_size = READER_ENTRY_SIZE as u32;
+    rd.created_ns = created_ns;
+    rd.file_size = readers_file_size(max_readers);
+    // SYNC POINT: region initialised (control). Pairs with the Acquire
+    // load of `version` in `attach`.
+    rd.version.store(ABI_VERSION, Ordering::Release);
+}
+
+/// Validates a mapped data region; returns its header and geometry.
+pub(super) fn data_header<'m>(
+    map: &'m Mapping,
+    path: &Path,
+    name: &str,
+) -> Result<(&'m RingHeader, Geometry), AttachError> {
+    let g = validate_data(map, path, Some(name))?;
+    // SAFETY: validated: the mapping is at least a header long, page aligned
+    // and published (version set); the identity fields never change again
+    // and every other field is an atomic. It lives as long as `map`.
+    Ok((unsafe { &*(map.ptr() as *const RingHeader) }, g))
+}
+
+/// Creates a complete control region file at `path` (which must not exist)
+/// for the ring of geometry `g`; on failure nothing is left behind.
+pub(super) fn create_control(
+    path: &Path,
+    g: &Geometry,
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<(), (&'static str, std::io::Error)> {
+    let file = shm::create_unnamed(readers_file_size(g.max_readers), mode, gid)?;
+    let map = Mapping::new(&file, true).map_err(|e| ("map", e))?;
+    // SAFETY: the file is unnamed (no other process can open it), sized by
+    // posix_fallocate (zero-filled), and the mapping is writable and exactly
+    // its size.
+    unsafe { init_control(&map, g.max_readers, g.created_ns) };
+    shm::link_unnamed(&file, path).map_err(|e| ("link", e))?;
+    // The mapping keeps the file's lock alive; nobody needs it now.
+    shm::unlock(&file).map_err(|e| ("unlock", e))?;
+    Ok(())
 }
 
 /// Attaches to an existing ring; `writable` maps the data region read-write
@@ -266,8 +352,15 @@ fn bad(path: &Path, field: &'static str, found: u64, expected: impl Into<String>
 
 /// Validates both mapped regions and builds the `Region`.
 fn from_maps(name: &str, dmap: Mapping, rmap: Mapping, dpath: &Path, rpath: &Path) -> Result<Region, CreateError> {
-    let g = validate_data(&dmap, dpath, Some(name)).map_err(CreateError::Attach)?;
-    validate_readers(&rmap, rpath, &g).map_err(CreateError::Attach)?;
+    let checked = validate_data(&dmap, dpath, Some(name)).and_then(|g| validate_readers(&rmap, rpath, &g).map(|()| g));
+    // A file that shrank while being checked was read as zeros: say so,
+    // rather than whatever the zeros looked like.
+    for (map, file) in [(&dmap, RingFile::Data), (&rmap, RingFile::Readers)] {
+        if map.probe() {
+            return Err(CreateError::Attach(AttachError::Damaged(Damaged::new(name, file))));
+        }
+    }
+    let g = checked.map_err(CreateError::Attach)?;
     let writable = dmap.writable();
     let base = dmap.ptr();
     Ok(Region {
@@ -280,11 +373,12 @@ fn from_maps(name: &str, dmap: Mapping, rmap: Mapping, dpath: &Path, rpath: &Pat
         stride: g.slot_size as usize,
         mask: g.capacity - 1,
         payload_words: (g.slot_size as usize - SLOT_HEADER_SIZE) / 8,
+        damage: [dmap.damage_flag(), rmap.damage_flag()],
         name: name.to_owned(),
         path: dpath.to_owned(),
         writable,
         geometry: g,
-        _backing: Backing::Shm { _data: dmap, _readers: rmap },
+        backing: Backing::Shm { data: dmap, readers: rmap },
     })
 }
 
@@ -386,28 +480,27 @@ pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> R
     })
 }
 
+/// Checks the control region of the ring whose (complete) data region has
+/// geometry `g`. The creator completes the control region before it
+/// publishes the data region, so an empty or all-zero one here is not
+/// "initialising": it was truncated or wiped.
 fn validate_readers(map: &Mapping, path: &Path, g: &Geometry) -> Result<(), AttachError> {
     let size = map.len() as u64;
-    if size == 0 {
-        return Err(AttachError::Initializing { path: path.to_owned() });
-    }
+    let expected = readers_file_size(g.max_readers);
     if size < READERS_HEADER_SIZE as u64 {
-        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: READERS_HEADER_SIZE as u64 });
+        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: expected });
     }
     // SAFETY: the mapping is at least a header long and page aligned.
     let r = unsafe { &*(map.ptr() as *const ReadersHeader) };
     // SAFETY: a plain read of an immutable identity field.
     let magic = unsafe { std::ptr::read_volatile(&r.magic) };
-    if magic == 0 && r.version.load(Ordering::Acquire) == 0 {
-        return Err(AttachError::Initializing { path: path.to_owned() });
-    }
     if magic != READERS_MAGIC {
         return Err(bad(path, "magic", magic, format!("{READERS_MAGIC:#x} (\"HELIXRDR\")")));
     }
     // SYNC POINT: region initialised (control).
     let version = r.version.load(Ordering::Acquire);
     if version == 0 {
-        return Err(AttachError::Initializing { path: path.to_owned() });
+        return Err(bad(path, "version", 0, format!("{ABI_VERSION} (set before the data region's)")));
     }
     if version != ABI_VERSION {
         return Err(AttachError::Version { path: path.to_owned(), found: version, expected: ABI_VERSION });
@@ -434,7 +527,6 @@ fn validate_readers(map: &Mapping, path: &Path, g: &Geometry) -> Result<(), Atta
             format!("{} (the data region's; the files belong to different rings)", g.created_ns),
         ));
     }
-    let expected = readers_file_size(g.max_readers);
     if r.file_size != expected {
         return Err(bad(path, "file_size", r.file_size, expected.to_string()));
     }
@@ -600,6 +692,7 @@ pub(crate) mod heap {
             stride,
             mask: capacity - 1,
             payload_words: WORDS,
+            damage: [DamageFlag::never(); 2],
             geometry: Geometry {
                 capacity,
                 slot_size: 0,
@@ -612,7 +705,7 @@ pub(crate) mod heap {
             name: "loom".into(),
             path: PathBuf::from("loom"),
             writable: true,
-            _backing: Backing::Heap(Heap { _hdr: hdr, _rd: rd, _entries: entries, _slots: slots }),
+            backing: Backing::Heap(Heap { _hdr: hdr, _rd: rd, _entries: entries, _slots: slots }),
         }
     }
 }

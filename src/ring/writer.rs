@@ -10,7 +10,7 @@ use crate::shm::Namespace;
 use crate::sync::{fence, futex, host, spin_hint, Ordering};
 
 use super::frame::store_bytes;
-use super::{region, AttachError, Geometry, Policy, Region};
+use super::{region, AttachError, Damaged, Geometry, Policy, Region};
 
 /// Why the writer lease could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,9 @@ pub enum LeaseError {
     /// The attachment maps the data region read-only.
     #[error("ring {ring:?} is attached read-only; a writer needs a read-write attachment")]
     ReadOnly { ring: String },
+    /// A file of the ring shrank under the attachment (see [`Damaged`]).
+    #[error(transparent)]
+    Damaged(Damaged),
 }
 
 /// Why frames could not be published. Nothing was published.
@@ -46,6 +49,11 @@ pub enum PublishError {
     /// the ring cannot carry more frames.
     #[error("sequence numbers exhausted: the claim of {n} slots from {next} would pass {MAX_SEQ}")]
     SequenceExhausted { next: u64, n: u64 },
+    /// A file of the ring shrank under the writer's mapping (see
+    /// [`Damaged`]); it will never publish again: drop it. A claim that was
+    /// being filled when it happened was lost with the mapping.
+    #[error(transparent)]
+    Damaged(Damaged),
 }
 
 /// How long a publish may wait for space on a `block` ring.
@@ -108,7 +116,10 @@ impl Writer {
         if !region.writable {
             return Err(LeaseError::ReadOnly { ring: region.name.clone() });
         }
-        let epoch = take_lease(&region)?;
+        if let Some(d) = region.probe() {
+            return Err(LeaseError::Damaged(d));
+        }
+        let epoch = take_lease(region.header(), &region.name)?;
         let h = region.header();
         // Continue the sequence. A writer killed in the middle of a batch may
         // have committed slots past `published`; readers may have read them,
@@ -116,7 +127,7 @@ impl Writer {
         // SYNC POINT: published count.
         let published = h.published.load(Ordering::Acquire);
         if let Err(e) = super::check_published(&region.path, published) {
-            release_lease(&region, epoch);
+            release_lease(region.header(), epoch);
             return Err(e.into());
         }
         let mut next = published + 1;
@@ -231,6 +242,11 @@ impl Writer {
         if self.block {
             self.reserve(n, patience)?;
         }
+        // After the gate: a reader table that turned to zeros while it was
+        // read lets everything through.
+        if let Some(d) = self.region.damaged() {
+            return Err(PublishError::Damaged(d));
+        }
         Ok(Claim { first: self.next, n, written: 0, bytes: 0, writer: self })
     }
 
@@ -336,6 +352,11 @@ impl Writer {
                 let _ = futex::wait(&rd.writer_wake, seen, Some(timeout));
             }
             rd.writer_waiting.store(0, Ordering::Relaxed);
+            // Readers of a ring whose file shrank stop moving: do not wait
+            // out their stall timeout.
+            if let Some(d) = region.probe() {
+                break Err(PublishError::Damaged(d));
+            }
         };
         if let Some(stall) = self.stall {
             // Done with the record once every gating reader was seen at its
@@ -433,6 +454,18 @@ impl Writer {
     pub fn ring_name(&self) -> &str {
         &self.region.name
     }
+
+    /// Whether a file of the ring shrank under this writer (see
+    /// [`Ring::is_damaged`](super::Ring::is_damaged)); publishing reports
+    /// [`PublishError::Damaged`] from then on.
+    pub fn is_damaged(&self) -> bool {
+        self.region.probe().is_some()
+    }
+
+    /// Like [`Writer::is_damaged`], naming the file that shrank.
+    pub fn damage(&self) -> Option<Damaged> {
+        self.region.probe()
+    }
 }
 
 /// Which gating readers short of the writer's need [`Writer::demote_blockers`] demotes.
@@ -450,24 +483,23 @@ fn is_active(state: u32) -> bool {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        release_lease(&self.region, self.epoch);
+        release_lease(self.region.header(), self.epoch);
     }
 }
 
 /// Releases the lease this process holds at `epoch` (a no-op if it was
 /// taken over or swept meanwhile).
-fn release_lease(region: &Region, epoch: u64) {
+pub(super) fn release_lease(h: &RingHeader, epoch: u64) {
     let (me, _) = host::identity();
     let word = lease_word(me, epoch, true);
     // SYNC POINT: lease released. Release: everything this writer published
     // happens before the next holder's Acquire CAS in `take_lease`.
-    let _ =
-        region.header().lease.compare_exchange(word, lease_word(0, epoch, true), Ordering::AcqRel, Ordering::Relaxed);
+    let _ = h.lease.compare_exchange(word, lease_word(0, epoch, true), Ordering::AcqRel, Ordering::Relaxed);
 }
 
-/// Takes the lease: free, or held by a dead process. Returns the new epoch.
-fn take_lease(region: &Region) -> Result<u64, LeaseError> {
-    let h = region.header();
+/// Takes the lease of ring `ring`: free, or held by a dead process. Returns
+/// the new epoch.
+pub(super) fn take_lease(h: &RingHeader, ring: &str) -> Result<u64, LeaseError> {
     let (me, my_start) = host::identity();
     loop {
         // SYNC POINT: lease committed (the holder's start time is visible).
@@ -482,7 +514,7 @@ fn take_lease(region: &Region) -> Result<u64, LeaseError> {
                 host::exists(pid)
             };
             if alive {
-                return Err(LeaseError::Held { ring: region.name.clone(), pid, epoch });
+                return Err(LeaseError::Held { ring: ring.to_owned(), pid, epoch });
             }
         }
         let epoch = (epoch + 1) & LEASE_EPOCH_MASK;
@@ -550,6 +582,11 @@ impl Claim<'_> {
         store_bytes(slot.payload, payload);
         slot.header.len.store(payload.len() as u32, Ordering::Relaxed);
         slot.header.kind.store(kind, Ordering::Relaxed);
+        // These stores may have been the first to meet a shrunk file: then
+        // they went into zeros, and the frame is not counted as written.
+        if let Some(d) = region.damaged() {
+            return Err(PublishError::Damaged(d));
+        }
         self.written += 1;
         self.bytes += payload.len() as u64;
         Ok(seq)

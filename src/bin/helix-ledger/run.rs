@@ -247,6 +247,15 @@ impl Tap {
                 error!("ring {}: {e}", self.name);
                 0
             }
+            Err(TryReadError::Damaged(d)) => {
+                // A ring file shrank under the reader: drop it; `check`
+                // attaches again, at the ledger's next sequence, once the
+                // ring is repaired.
+                ledger.seal(id, 0);
+                warn!("{d}");
+                self.reader = None;
+                0
+            }
         }
     }
 

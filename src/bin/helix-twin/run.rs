@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use anyhow::Result;
+use helix::{Damaged, ReadError};
 
 use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Service};
 use helix::process::now_ns;
@@ -64,6 +65,8 @@ pub struct Polled {
     pub overruns: u64,
     /// Whether it stopped because the ring had nothing more.
     pub caught_up: bool,
+    /// Set if the ring's file shrank under the reader: attach again.
+    pub damaged: Option<Damaged>,
 }
 
 /// The twin's non-gating reader of the telemetry ring.
@@ -128,6 +131,11 @@ impl Ingest {
                 }
                 // Not produced by a batch read; nothing was consumed.
                 Err(TryReadError::Frame(_)) => break,
+                Err(TryReadError::Damaged(d)) => {
+                    done.caught_up = true;
+                    done.damaged = Some(d);
+                    break;
+                }
             }
         }
         done
@@ -135,7 +143,9 @@ impl Ingest {
 
     /// Parks until a frame arrives or `timeout` passes.
     pub fn wait(&mut self, timeout: Duration) {
-        let _ = self.reader.wait_timeout(timeout);
+        if let Err(ReadError::Damaged(_)) = self.reader.wait_timeout(timeout) {
+            std::thread::sleep(timeout);
+        }
     }
 }
 
@@ -393,8 +403,24 @@ fn serve(
     let mut snapshot = Cadence::new(config.snapshot_interval, Duration::ZERO);
     let mut last_status = (Instant::now(), 0u64);
     let mut logged = (0u64, 0u64);
+    let mut damage_logged = false;
     loop {
         let polled = ingest.poll(twin, ROUND);
+        if let Some(d) = polled.damaged {
+            // Attach again once helixd has repaired the ring (meanwhile
+            // streams go stale, and their alarms say so).
+            match Ingest::attach(&config.namespace, &config.telemetry_ring) {
+                Ok(i) => {
+                    info!("attached to {} again after: {d}", config.telemetry_ring);
+                    (*ingest, damage_logged) = (i, false);
+                }
+                Err(e) if !damage_logged => {
+                    error!("{d}; attaching again when it is repaired ({e})");
+                    damage_logged = true;
+                }
+                Err(_) => {}
+            }
+        }
         if !twin.pending_events().is_empty() {
             publisher.alarms(twin);
         }
