@@ -396,7 +396,7 @@ mod tests {
     }
 
     fn load(map: &Mapping, offset: usize) -> u64 {
-        assert!(offset + 8 <= map.len() && offset % 8 == 0);
+        assert!(offset + 8 <= map.len() && offset.is_multiple_of(8));
         // SAFETY: in bounds and aligned (the mapping is page aligned); an
         // atomic load, as for any shared memory.
         unsafe { (*(map.ptr().add(offset) as *const std::sync::atomic::AtomicU64)).load(Ordering::Relaxed) }
