@@ -7,9 +7,28 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+
 use crate::shared::signal::Signals;
 use helix::shm::Namespace;
 use helix::RingView;
+
+/// Arguments of `helixctl top`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Print this many snapshots and exit (the default without a
+    /// terminal is one).
+    #[arg(long)]
+    iterations: Option<u64>,
+}
+
+/// Runs the live view, or prints snapshots when not on a terminal.
+pub fn run(ns: &Namespace, args: &Args) -> Result<()> {
+    Ok(live(ns, Duration::from_secs_f64(args.interval.max(0.1)), args.iterations)?)
+}
 
 /// Terminal mode that echoes nothing and delivers keys at once; restored
 /// on drop.
@@ -135,7 +154,7 @@ fn render(ns: &Namespace, prev: &mut BTreeMap<String, (Instant, u64)>, out: &mut
 }
 
 /// Runs the live view (`iterations`: print that many snapshots and exit).
-pub fn run(ns: &Namespace, interval: Duration, iterations: Option<u64>) -> io::Result<()> {
+fn live(ns: &Namespace, interval: Duration, iterations: Option<u64>) -> io::Result<()> {
     let mut prev = BTreeMap::new();
     let interactive = iterations.is_none() && is_tty(0) && is_tty(1);
     let mut stdout = io::stdout();
