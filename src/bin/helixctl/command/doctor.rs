@@ -120,12 +120,11 @@ fn shm_space(missing: Option<Missing>) -> Vec<Check> {
         }
     };
     let mut out = Vec::new();
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    if fstype != TMPFS_MAGIC {
+    if fstype != nix::sys::statfs::TMPFS_MAGIC {
         out.push(bad(
             "/dev/shm file system",
             Status::Warn,
-            format!("{SHM_DIR} is not a tmpfs (type {fstype:#x}); rings would live on disk"),
+            format!("{SHM_DIR} is not a tmpfs (type {:#x}); rings would live on disk", fstype.0),
             "mount a tmpfs on /dev/shm",
         ));
     }
@@ -156,20 +155,11 @@ fn shm_space(missing: Option<Missing>) -> Vec<Check> {
 }
 
 /// (total, free) bytes of the file system holding `path`, and its type.
-fn space(path: &Path) -> std::io::Result<(u64, u64, i64)> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: `st` is a plain struct the calls fill in; `c` is a valid path.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut fs: libc::statfs = std::mem::zeroed();
-        if libc::statfs(c.as_ptr(), &mut fs) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok((st.f_blocks as u64 * st.f_frsize as u64, st.f_bavail as u64 * st.f_frsize as u64, fs.f_type as i64))
-    }
+fn space(path: &Path) -> nix::Result<(u64, u64, nix::sys::statfs::FsType)> {
+    let st = nix::sys::statvfs::statvfs(path)?;
+    let fs = nix::sys::statfs::statfs(path)?;
+    let frsize = st.fragment_size() as u64;
+    Ok((st.blocks() as u64 * frsize, st.blocks_available() as u64 * frsize, fs.filesystem_type()))
 }
 
 /// /dev/shm: sticky and world-writable.
@@ -243,19 +233,7 @@ fn remove_ipc_setting() -> Option<(String, String)> {
 /// Futexes on shared memory, as the rings use them.
 fn futex(ns: &Namespace) -> Check {
     const CHECK: &str = "futex on shared memory";
-    let probe = || -> std::io::Result<()> {
-        let path = ns.data_path(&format!("doctor-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
-        let _ = std::fs::remove_file(&path);
-        f.set_len(4096)?;
-        let map = helix::shm::Mapping::new(&f, true)?;
-        // SAFETY: the mapping is 4096 bytes, page aligned and writable; the
-        // word is only accessed atomically, by this process alone.
-        let word = unsafe { &*(map.ptr() as *const std::sync::atomic::AtomicU32) };
-        helix::futex::wake_all(word)?;
-        helix::futex::wait(word, 1, Some(std::time::Duration::from_millis(1)))
-    };
-    match probe() {
+    match helix::futex::probe(&ns.data_path(&format!("doctor-{}", std::process::id()))) {
         Ok(()) => ok(CHECK, "FUTEX_WAIT and FUTEX_WAKE work on a shared file mapping"),
         Err(e) => bad(
             CHECK,
