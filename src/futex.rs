@@ -7,6 +7,7 @@
 //! mapping (measured on these machines: docs/design.md, "Facts the design rests on").
 
 use std::io;
+use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
@@ -57,4 +58,24 @@ pub fn wake_all(word: &AtomicU32) -> io::Result<usize> {
     } else {
         Ok(rc as usize)
     }
+}
+
+/// Checks that `FUTEX_WAKE` and `FUTEX_WAIT` work on a shared file mapping,
+/// as the rings use them (for `helixctl doctor`): creates the file `path`
+/// (it must not exist), unlinks it at once, maps a page of it read-write,
+/// wakes its first word and waits on it for a millisecond. A kernel without
+/// futexes or a seccomp policy that forbids them fails with the system
+/// call's error.
+pub fn probe(path: &Path) -> io::Result<()> {
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+    let _ = std::fs::remove_file(path);
+    file.set_len(4096)?;
+    let map = crate::shm::Mapping::new(&file, true)?;
+    // SAFETY: the mapping is 4096 bytes, page aligned, writable and alive
+    // until the end of this function, which outlives the reference; the
+    // word is only ever accessed atomically (the file is unlinked: nobody
+    // else is meant to map it).
+    let word = unsafe { &*(map.ptr() as *const AtomicU32) };
+    wake_all(word)?;
+    wait(word, 1, Some(Duration::from_millis(1)))
 }

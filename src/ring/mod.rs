@@ -213,11 +213,28 @@ impl RingOptions {
         Ok(slot_size as u32)
     }
 
-    /// Bytes of shared memory the ring will use (both files).
+    /// Bytes of shared memory the ring will use (both files): what
+    /// [`Geometry::memory`] says once it exists.
     pub fn memory(&self) -> u64 {
         let slot = layout::slot_size_for(self.max_payload as usize) as u64;
-        RING_HEADER_SIZE as u64 + self.capacity.saturating_mul(slot) + readers_file_size(self.max_readers)
+        memory(self.capacity, slot, self.max_readers)
     }
+}
+
+impl Geometry {
+    /// Bytes of shared memory the ring uses: its data region (header and
+    /// slots) and its control region (reader table).
+    pub fn memory(&self) -> u64 {
+        memory(self.capacity, self.slot_size as u64, self.max_readers)
+    }
+}
+
+/// Bytes of a ring's two files; saturating, as options may not have been
+/// validated.
+fn memory(capacity: u64, slot_size: u64, max_readers: u32) -> u64 {
+    (RING_HEADER_SIZE as u64)
+        .saturating_add(capacity.saturating_mul(slot_size))
+        .saturating_add(readers_file_size(max_readers))
 }
 
 /// Why a ring could not be created. A failed creation leaves no files (it
@@ -888,4 +905,23 @@ fn sweep(region: &Region) -> SweepReport {
     }
     wake_writer(region);
     report
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_s_memory_is_its_two_files_and_what_its_options_promised() {
+        let ns = Namespace::new(&format!("mem{}", std::process::id())).unwrap();
+        let opts = RingOptions { capacity: 128, max_payload: 100, max_readers: 3, ..Default::default() };
+        let ring = Ring::create(&ns, "m", &opts).unwrap();
+        let on_disk = |p: PathBuf| std::fs::metadata(p).unwrap().len();
+        let files = on_disk(ns.data_path("m")) + on_disk(ns.readers_path("m"));
+        assert_eq!((ring.geometry().memory(), opts.memory()), (files, files));
+        drop(ring);
+        Ring::unlink(&ns, "m").unwrap();
+        // Options not validated yet saturate instead of wrapping.
+        assert_eq!(RingOptions { capacity: u64::MAX, ..Default::default() }.memory(), u64::MAX);
+    }
 }

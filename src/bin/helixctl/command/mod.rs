@@ -1,7 +1,15 @@
-//! helixctl's verbs, a file each.
+//! helixctl's verbs, a file each: its arguments (`Args`) and its `run`.
+//! Everything here reads shared memory directly through read-only
+//! attachments, so it works whether or not helixd runs; each listing has a
+//! JSON form with the stable schema documented in `docs/helixctl.md`.
 
 pub mod doctor;
+pub mod evict;
+pub mod list;
 pub mod metrics;
+pub mod readers;
+pub mod stat;
 pub mod tail;
 pub mod top;
 pub mod twin;
+pub mod verify;

@@ -4,19 +4,26 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::{FrameRef, ReadError, Reader, ReaderOptions, Start, WaitStrategy};
+use helix::{FrameRef, ReadError, Reader, ReaderOptions, RingView, Start, WaitStrategy};
 
-/// Where tail starts.
-#[derive(Debug, Clone, Copy)]
-pub enum From {
-    /// The last `n` frames in the ring.
-    Last(u64),
-    /// At this sequence.
-    Seq(u64),
+/// Arguments of `helixctl tail`.
+#[derive(clap::Args)]
+pub struct Args {
+    ring: String,
+    /// Frames to print (default 10; with --follow, unlimited).
+    #[arg(long, short = 'n')]
+    count: Option<u64>,
+    /// Start at this sequence instead of the last --count frames.
+    #[arg(long)]
+    from: Option<u64>,
+    /// Keep printing new frames until interrupted.
+    #[arg(long, short = 'f')]
+    follow: bool,
 }
 
 /// One printed frame, for `--json` (one object per line).
@@ -89,40 +96,43 @@ fn text(l: &Line) -> String {
     }
 }
 
-/// Prints frames of `ring` from `from`: at most `count` frames, and with
-/// `follow`, waits for new ones (until `count`, if given) instead of
-/// stopping when caught up.
-pub fn run(
-    ns: &Namespace,
-    ring: &str,
-    from: From,
-    count: Option<u64>,
-    follow: bool,
-    json: bool,
-    out: &mut dyn Write,
-) -> io::Result<()> {
-    let view = helix::RingView::attach(ns, ring).map_err(io::Error::other)?;
-    let published = view.stats().published;
-    let start = match from {
-        From::Last(n) => Start::At((published + 1).saturating_sub(n).max(1)),
-        From::Seq(s) => Start::At(s),
+/// Prints frames of the ring from `--from` (else the last `--count`): at
+/// most `--count` frames, and with `--follow`, waits for new ones (until
+/// the count, if given) instead of stopping when caught up.
+pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
+    let count = args.count.or(if args.follow { None } else { Some(10) });
+    let start = match args.from {
+        Some(seq) => Start::At(seq),
+        None => {
+            let published = RingView::attach(ns, &args.ring)?.stats().published;
+            Start::At((published + 1).saturating_sub(count.unwrap_or(10)).max(1))
+        }
     };
     let opts = ReaderOptions { name: "helixctl-tail".into(), gating: false, start, wait: WaitStrategy::Park };
-    let mut r = Reader::attach(ns, ring, &opts).map_err(io::Error::other)?;
-    let mut printed = 0u64;
-    let emit = |l: &Line, out: &mut dyn Write| -> io::Result<()> {
+    let mut reader = Reader::attach(ns, &args.ring, &opts)?;
+    let mut out = io::stdout().lock();
+    let printed = print(&mut reader, count, args.follow, json, &mut out);
+    out.flush().ok();
+    printed.with_context(|| format!("tail {}", args.ring))
+}
+
+/// Prints `reader`'s frames to `out`, as `run` says.
+fn print(reader: &mut Reader, count: Option<u64>, follow: bool, json: bool, out: &mut dyn Write) -> Result<()> {
+    let emit = |l: &Line, out: &mut dyn Write| -> Result<()> {
         if json {
-            writeln!(out, "{}", serde_json::to_string(l).map_err(io::Error::other)?)
+            writeln!(out, "{}", serde_json::to_string(l)?)?;
         } else {
-            writeln!(out, "{}", text(l))
+            writeln!(out, "{}", text(l))?;
         }
+        Ok(())
     };
-    loop {
-        if count.is_some_and(|c| printed >= c) {
-            return Ok(());
-        }
-        let frame =
-            if follow { r.peek_timeout(Duration::from_millis(500)) } else { r.try_peek().map_err(ReadError::from) };
+    let mut printed = 0u64;
+    while count.is_none_or(|c| printed < c) {
+        let frame = if follow {
+            reader.peek_timeout(Duration::from_millis(500))
+        } else {
+            reader.try_peek().map_err(ReadError::from)
+        };
         match frame {
             Ok(f) => {
                 if let Some(l) = line_of(&f) {
@@ -131,9 +141,10 @@ pub fn run(
                 }
             }
             Err(ReadError::Timeout) if follow => {}
-            Err(ReadError::Timeout) => return Ok(()),
+            Err(ReadError::Timeout) => break,
             Err(ReadError::Overrun(o)) => emit(&Line::Overrun { lost: o.lost, resume_at: o.resume_at }, out)?,
-            Err(e) => return Err(io::Error::other(e)),
+            Err(e) => return Err(e.into()),
         }
     }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `helixctl twin`: the twin's latest state and active alarms, read from
-//! the rings it publishes (`twin.state` and `alarms`) as a non-gating
-//! reader from the oldest frame each ring still holds.
+//! the rings it publishes (`twin.state` and `alarms`) with the library's
+//! readers ([`Snapshot`], [`ActiveAlarms`]: docs/abi.md §10); this file
+//! puts them together as of now, and shows them.
 //!
 //! The state of a stream is its newest `StreamState` frame of the newest
 //! twin instance; the twin's counters come from its newest snapshot marker.
@@ -9,22 +10,50 @@
 //! may have left the ring).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
+use anyhow::Result;
 use serde::Serialize;
 
+use crate::format;
 use helix::shm::Namespace;
 use helix::twin::*;
-use helix::{AttachError, FrameRef, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
 
-/// Why the twin's rings could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum TwinError {
-    /// The ring does not exist.
-    #[error("{ring} not found: is helix-twin running? (no ring {ring:?} in namespace {namespace})")]
-    NotFound { ring: String, namespace: String },
-    /// Any other attach failure.
-    #[error("{ring}: {source}")]
-    Attach { ring: String, source: AttachError },
+/// Arguments of `helixctl twin`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A stream id or a range such as 0-99 (default: the summary, the
+    /// active alarms and the streams in alarm).
+    stream: Option<String>,
+    /// Show every stream's state.
+    #[arg(long)]
+    all: bool,
+    /// The ring the twin publishes its state table on.
+    #[arg(long, default_value = "twin.state")]
+    state_ring: String,
+    /// The ring the twin publishes alarm events on.
+    #[arg(long, default_value = "alarms")]
+    alarm_ring: String,
+}
+
+/// The name helixctl's reader has in the twin's rings while it reads.
+const READER: &str = "helixctl-twin";
+
+/// Shows the twin's state, as tables or (`json`) as JSON.
+pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
+    let filter = match &args.stream {
+        Some(s) => Some(StreamRange::parse(s, u32::MAX).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let snapshot = Snapshot::read(ns, &args.state_ring, READER)?;
+    let alarms = ActiveAlarms::read(ns, &args.alarm_ring, READER)?;
+    let view = TwinView::new(ns, &snapshot, alarms, filter);
+    if json {
+        format::json(&view)
+    } else {
+        print!("{}", render(&view, filter, args.all));
+        Ok(())
+    }
 }
 
 /// The twin's counters, from its newest snapshot marker (its fields, in
@@ -97,102 +126,62 @@ pub struct TwinView {
     pub alarms: Vec<ActiveAlarm>,
 }
 
-fn attach(ns: &Namespace, ring: &str) -> Result<(RingView, Reader), TwinError> {
-    let err = |e: AttachError| match e {
-        AttachError::NotFound { .. } => TwinError::NotFound { ring: ring.into(), namespace: ns.to_string() },
-        source => TwinError::Attach { ring: ring.into(), source },
-    };
-    let view = RingView::attach(ns, ring).map_err(err)?;
-    let opts =
-        ReaderOptions { name: "helixctl-twin".into(), gating: false, start: Start::Oldest, wait: WaitStrategy::Park };
-    let reader = Reader::attach(ns, ring, &opts).map_err(err)?;
-    Ok((view, reader))
-}
-
-/// Hands every frame up to what was published when it started to `f`.
-fn drain(view: &RingView, reader: &mut Reader, mut f: impl FnMut(&FrameRef<'_>)) {
-    let end = view.stats().published;
-    while reader.cursor() <= end {
-        match reader.try_read_batch(4096, &mut f) {
-            Ok(_) | Err(TryReadError::Overrun(_)) => {}
-            Err(_) => break,
+impl TwinView {
+    /// What `helixctl twin` shows of `snapshot` and `alarms`, as of now;
+    /// `filter` limits the streams.
+    fn new(ns: &Namespace, snapshot: &Snapshot, mut alarms: ActiveAlarms, filter: Option<StreamRange>) -> TwinView {
+        let now = helix::process::now_ns();
+        // Alarms of an older twin than the state's are void.
+        if alarms.instance != snapshot.instance && snapshot.instance != 0 {
+            alarms.raised.clear();
+        }
+        let wanted = |s: &StreamState| filter.is_none_or(|r| r.contains(s.stream));
+        let active = active_alarms(snapshot.streams.values().filter(|s| wanted(s)), &alarms, filter, now);
+        let twin = snapshot.marker.map(|m| TwinSummary {
+            marker: m,
+            age_ns: now.saturating_sub(m.published_ns),
+            frames_per_sec: snapshot.frames_per_sec(),
+        });
+        let streams =
+            snapshot.streams.values().filter(|s| wanted(s)).map(|s| StreamView::new(s, &active, now)).collect();
+        TwinView {
+            namespace: ns.to_string(),
+            pid: snapshot.writer.pid,
+            alive: snapshot.writer.alive,
+            twin,
+            streams,
+            alarms: active.into_values().collect(),
         }
     }
 }
 
-/// Reads the twin's state and alarms; `filter` limits the streams shown.
-pub fn read(
-    ns: &Namespace,
-    state_ring: &str,
-    alarm_ring: &str,
+impl StreamView {
+    /// `s` with its active alarms, its age and its staleness as of `now`.
+    fn new(s: &StreamState, active: &BTreeMap<(u32, AlarmKind), ActiveAlarm>, now: u64) -> StreamView {
+        let age_ns = now.saturating_sub(s.last_ingest_ns);
+        StreamView {
+            state: *s,
+            alarms: active.keys().filter(|(id, _)| *id == s.stream).map(|&(_, k)| k).collect(),
+            has_rule: s.flags & FLAG_HAS_RULE != 0,
+            age_ns,
+            staleness: if s.period_ns > 0 { age_ns as f64 / s.period_ns as f64 } else { 0.0 },
+        }
+    }
+}
+
+/// The active alarms of the streams `filter` asks for: those raised on the
+/// alarm ring and not cleared, then those only the streams' `states` show
+/// (their raise has left the ring).
+fn active_alarms<'a>(
+    states: impl Iterator<Item = &'a StreamState>,
+    alarms: &ActiveAlarms,
     filter: Option<StreamRange>,
-) -> Result<TwinView, TwinError> {
-    let (state_view, mut state_reader) = attach(ns, state_ring)?;
-    let (alarm_view, mut alarm_reader) = attach(ns, alarm_ring)?;
-    let lease = state_view.stats().lease;
-    let now = helix::process::now_ns();
-
-    let mut instance = 0u64;
-    let mut states: BTreeMap<u32, StreamState> = BTreeMap::new();
-    let mut markers: Vec<Marker> = Vec::new();
-    drain(&state_view, &mut state_reader, |f| match f.kind() {
-        KIND_STREAM_STATE => {
-            if let Ok(s) = f.read::<StreamState>() {
-                if s.instance > instance {
-                    instance = s.instance;
-                    states.clear();
-                    markers.clear();
-                }
-                if s.instance == instance {
-                    states.insert(s.stream, s);
-                }
-            }
-        }
-        KIND_SNAPSHOT_BEGIN => {
-            if let Ok(m) = f.read::<Marker>() {
-                if m.instance > instance {
-                    instance = m.instance;
-                    states.clear();
-                    markers.clear();
-                }
-                if m.instance == instance {
-                    markers.push(m);
-                }
-            }
-        }
-        _ => {}
-    });
-
-    let mut raised: BTreeMap<(u32, AlarmKind), AlarmEvent> = BTreeMap::new();
-    let mut alarm_instance = 0u64;
-    drain(&alarm_view, &mut alarm_reader, |f| {
-        if f.kind() != KIND_ALARM {
-            return;
-        }
-        let Ok(e) = f.read::<AlarmEvent>() else { return };
-        let Some(kind) = e.kind() else { return };
-        if e.instance > alarm_instance {
-            alarm_instance = e.instance;
-            raised.clear();
-        }
-        if e.instance != alarm_instance {
-            return;
-        }
-        if e.is_raise() {
-            raised.insert((e.stream, kind), e);
-        } else {
-            raised.remove(&(e.stream, kind));
-        }
-    });
-    // Alarms of an older twin than the state's are void.
-    if alarm_instance != instance && instance != 0 {
-        raised.clear();
-    }
-
-    let wanted = |s: u32| filter.is_none_or(|r| r.contains(s));
-    let mut active: BTreeMap<(u32, AlarmKind), ActiveAlarm> = raised
+    now: u64,
+) -> BTreeMap<(u32, AlarmKind), ActiveAlarm> {
+    let mut active: BTreeMap<(u32, AlarmKind), ActiveAlarm> = alarms
+        .raised
         .iter()
-        .filter(|((s, _), _)| wanted(*s))
+        .filter(|((s, _), _)| filter.is_none_or(|r| r.contains(*s)))
         .map(|(&(stream, rule), e)| {
             let a = ActiveAlarm {
                 stream,
@@ -207,57 +196,21 @@ pub fn read(
             ((stream, rule), a)
         })
         .collect();
-    for s in states.values().filter(|s| wanted(s.stream)) {
-        for rule in AlarmKind::ALL {
-            if s.flags & rule.flag() != 0 {
-                active.entry((s.stream, rule)).or_insert(ActiveAlarm {
-                    stream: s.stream,
-                    rule,
-                    event: None,
-                    value: None,
-                    limit: None,
-                    raised_ns: None,
-                    age_ns: None,
-                    sample_seq: None,
-                });
-            }
+    for s in states {
+        for rule in AlarmKind::ALL.into_iter().filter(|rule| s.flags & rule.flag() != 0) {
+            active.entry((s.stream, rule)).or_insert(ActiveAlarm {
+                stream: s.stream,
+                rule,
+                event: None,
+                value: None,
+                limit: None,
+                raised_ns: None,
+                age_ns: None,
+                sample_seq: None,
+            });
         }
     }
-
-    let twin = markers.last().map(|m| {
-        let frames_per_sec = (markers.len() >= 2).then(|| {
-            let p = &markers[markers.len() - 2];
-            let secs = m.published_ns.saturating_sub(p.published_ns) as f64 / 1e9;
-            if secs > 0.0 {
-                m.frames.saturating_sub(p.frames) as f64 / secs
-            } else {
-                0.0
-            }
-        });
-        TwinSummary { marker: *m, age_ns: now.saturating_sub(m.published_ns), frames_per_sec }
-    });
-    let streams = states
-        .values()
-        .filter(|s| wanted(s.stream))
-        .map(|s| {
-            let age_ns = now.saturating_sub(s.last_ingest_ns);
-            StreamView {
-                state: *s,
-                alarms: active.keys().filter(|(id, _)| *id == s.stream).map(|&(_, k)| k).collect(),
-                has_rule: s.flags & FLAG_HAS_RULE != 0,
-                age_ns,
-                staleness: if s.period_ns > 0 { age_ns as f64 / s.period_ns as f64 } else { 0.0 },
-            }
-        })
-        .collect();
-    Ok(TwinView {
-        namespace: ns.to_string(),
-        pid: lease.pid,
-        alive: lease.alive,
-        twin,
-        streams,
-        alarms: active.into_values().collect(),
-    })
+    active
 }
 
 fn secs(ns: u64) -> String {
@@ -271,94 +224,21 @@ fn secs(ns: u64) -> String {
 
 /// The table form. `all`: every stream; else only the streams asked for
 /// by `filter`, or (without one) those in alarm.
-pub fn render(v: &TwinView, filter: Option<StreamRange>, all: bool) -> String {
-    use std::fmt::Write;
+fn render(v: &TwinView, filter: Option<StreamRange>, all: bool) -> String {
     let mut o = String::new();
-    let who = match (v.pid, v.alive) {
-        (Some(p), true) => format!("pid {p}"),
-        (Some(p), false) => format!("pid {p} (dead: what follows is its last state)"),
-        (None, _) => "not running (what follows is the last state published)".into(),
-    };
-    let _ = writeln!(o, "helix-twin in namespace {}: {who}", v.namespace);
-    match &v.twin {
-        None => {
-            let _ = writeln!(o, "  no snapshot in the state ring yet");
-        }
-        Some(summary) => {
-            let (t, rate) = (&summary.marker, summary.frames_per_sec.map_or("-".into(), |r| format!("{r:.0}")));
-            let _ = writeln!(o, "  snapshot   round {}, {} ago", t.round, secs(summary.age_ns));
-            let _ = writeln!(o, "  streams    {} of {} seen", t.streams_seen, t.streams);
-            let _ = writeln!(
-                o,
-                "  telemetry  {} frames, {rate} frames/s; {} overruns, {} frames lost; {} samples missing by sequence",
-                t.frames, t.overruns, t.lost, t.gaps
-            );
-            let _ = writeln!(
-                o,
-                "  rejected   {} out-of-range streams, {} unknown kinds, {} wrong sizes, {} non-finite values",
-                t.rejected_streams, t.bad_kind, t.bad_size, t.nonfinite
-            );
-            let _ = writeln!(
-                o,
-                "  alarms     {} active, {} events, {} not published",
-                t.alarms_active, t.alarm_events, t.alarm_publish_failed
-            );
-        }
-    }
+    summary_lines(&mut o, v);
     let _ = writeln!(o);
-    if v.alarms.is_empty() {
-        let _ = writeln!(o, "no active alarms");
-    } else {
-        let _ = writeln!(o, "{:>8} {:<6} {:>14} {:>14} {:>10}", "STREAM", "ALARM", "VALUE", "LIMIT", "SINCE");
-        for a in &v.alarms {
-            let num = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.4}"));
-            let _ = writeln!(
-                o,
-                "{:>8} {:<6} {:>14} {:>14} {:>10}",
-                a.stream,
-                a.rule.as_str(),
-                num(a.value),
-                num(a.limit),
-                a.age_ns.map_or("-".into(), secs)
-            );
-        }
-    }
+    alarm_table(&mut o, &v.alarms);
     let shown: Vec<&StreamView> = if all || filter.is_some() {
         v.streams.iter().collect()
     } else {
         v.streams.iter().filter(|s| !s.alarms.is_empty()).collect()
     };
     let _ = writeln!(o);
-    if shown.is_empty() {
-        if filter.is_some() {
-            let _ = writeln!(o, "no state for those streams");
-        }
-    } else {
-        let _ = writeln!(
-            o,
-            "{:>8} {:>10} {:>12} {:>12} {:>12} {:>12} {:>10} {:>12} {:>12} {:>8} {:>9} {:>6}  ALARMS",
-            "STREAM", "COUNT", "LAST", "MIN", "MAX", "MEAN", "STDDEV", "EWMA", "PREDICTION", "RATE/S", "AGE", "GAPS"
-        );
-        for v in shown {
-            let (s, alarms) = (&v.state, v.alarms.iter().map(|k| k.as_str()).collect::<Vec<&str>>());
-            let _ = writeln!(
-                o,
-                "{:>8} {:>10} {:>12.4} {:>12.4} {:>12.4} {:>12.4} {:>10.4} {:>12.4} {:>12.4} {:>8.1} {:>9} {:>6}  {}",
-                s.stream,
-                s.count,
-                s.last,
-                s.min,
-                s.max,
-                s.mean,
-                s.variance.sqrt(),
-                s.ewma,
-                s.prediction,
-                s.rate_hz,
-                secs(v.age_ns),
-                s.gaps,
-                if alarms.is_empty() { "-".into() } else { alarms.join(",") }
-            );
-        }
+    if !shown.is_empty() {
+        stream_table(&mut o, &shown);
+    } else if filter.is_some() {
+        let _ = writeln!(o, "no state for those streams");
     }
     if !all && filter.is_none() {
         let _ = writeln!(
@@ -368,6 +248,88 @@ pub fn render(v: &TwinView, filter: Option<StreamRange>, all: bool) -> String {
         );
     }
     o
+}
+
+/// Who the twin is, and its counters.
+fn summary_lines(o: &mut String, v: &TwinView) {
+    let who = match (v.pid, v.alive) {
+        (Some(p), true) => format!("pid {p}"),
+        (Some(p), false) => format!("pid {p} (dead: what follows is its last state)"),
+        (None, _) => "not running (what follows is the last state published)".into(),
+    };
+    let _ = writeln!(o, "helix-twin in namespace {}: {who}", v.namespace);
+    let Some(summary) = &v.twin else {
+        let _ = writeln!(o, "  no snapshot in the state ring yet");
+        return;
+    };
+    let (t, rate) = (&summary.marker, format::rate(summary.frames_per_sec));
+    let _ = writeln!(o, "  snapshot   round {}, {} ago", t.round, secs(summary.age_ns));
+    let _ = writeln!(o, "  streams    {} of {} seen", t.streams_seen, t.streams);
+    let _ = writeln!(
+        o,
+        "  telemetry  {} frames, {rate} frames/s; {} overruns, {} frames lost; {} samples missing by sequence",
+        t.frames, t.overruns, t.lost, t.gaps
+    );
+    let _ = writeln!(
+        o,
+        "  rejected   {} out-of-range streams, {} unknown kinds, {} wrong sizes, {} non-finite values",
+        t.rejected_streams, t.bad_kind, t.bad_size, t.nonfinite
+    );
+    let _ = writeln!(
+        o,
+        "  alarms     {} active, {} events, {} not published",
+        t.alarms_active, t.alarm_events, t.alarm_publish_failed
+    );
+}
+
+/// The active alarms' table.
+fn alarm_table(o: &mut String, alarms: &[ActiveAlarm]) {
+    if alarms.is_empty() {
+        let _ = writeln!(o, "no active alarms");
+        return;
+    }
+    let _ = writeln!(o, "{:>8} {:<6} {:>14} {:>14} {:>10}", "STREAM", "ALARM", "VALUE", "LIMIT", "SINCE");
+    let num = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.4}"));
+    for a in alarms {
+        let _ = writeln!(
+            o,
+            "{:>8} {:<6} {:>14} {:>14} {:>10}",
+            a.stream,
+            a.rule.as_str(),
+            num(a.value),
+            num(a.limit),
+            a.age_ns.map_or("-".into(), secs)
+        );
+    }
+}
+
+/// The streams' table.
+fn stream_table(o: &mut String, shown: &[&StreamView]) {
+    let _ = writeln!(
+        o,
+        "{:>8} {:>10} {:>12} {:>12} {:>12} {:>12} {:>10} {:>12} {:>12} {:>8} {:>9} {:>6}  ALARMS",
+        "STREAM", "COUNT", "LAST", "MIN", "MAX", "MEAN", "STDDEV", "EWMA", "PREDICTION", "RATE/S", "AGE", "GAPS"
+    );
+    for v in shown {
+        let (s, alarms) = (&v.state, v.alarms.iter().map(|k| k.as_str()).collect::<Vec<&str>>());
+        let _ = writeln!(
+            o,
+            "{:>8} {:>10} {:>12.4} {:>12.4} {:>12.4} {:>12.4} {:>10.4} {:>12.4} {:>12.4} {:>8.1} {:>9} {:>6}  {}",
+            s.stream,
+            s.count,
+            s.last,
+            s.min,
+            s.max,
+            s.mean,
+            s.variance.sqrt(),
+            s.ewma,
+            s.prediction,
+            s.rate_hz,
+            secs(v.age_ns),
+            s.gaps,
+            if alarms.is_empty() { "-".into() } else { alarms.join(",") }
+        );
+    }
 }
 
 #[cfg(test)]

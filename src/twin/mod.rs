@@ -3,10 +3,21 @@
 //! data struct with its offsets asserted at compile time, and a distinct
 //! slot `kind`. The byte-for-byte description, with its own format version,
 //! is docs/abi.md section 10 ("Twin frames").
+//!
+//! A consumer reads them back with [`Snapshot::read`] (each stream's newest
+//! state and the twin's counters, from `twin.state`) and
+//! [`ActiveAlarms::read`] (the alarms raised and not cleared, from
+//! `alarms`).
 
 use std::fmt;
 
 use bytemuck::{Pod, Zeroable};
+
+mod alarms;
+mod snapshot;
+
+pub use alarms::ActiveAlarms;
+pub use snapshot::{Snapshot, TwinRingError};
 
 /// Version of the twin frame formats (docs/abi.md §10). Changing a layout
 /// below changes this, not the ring ABI version.

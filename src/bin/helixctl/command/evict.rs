@@ -1,0 +1,47 @@
+//! `helixctl evict`: remove a reader's entry from a ring's reader table.
+
+use anyhow::{bail, Result};
+
+use crate::format;
+use helix::shm::Namespace;
+use helix::RingView;
+
+/// Arguments of `helixctl evict`.
+#[derive(clap::Args)]
+pub struct Args {
+    ring: String,
+    reader: String,
+    #[arg(long)]
+    force: bool,
+}
+
+/// Evicts the reader named (or numbered) in `args`; refuses a live one
+/// unless `--force`.
+pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
+    let view = RingView::attach(ns, &args.ring)?;
+    let index = entry(&view, &args.ring, &args.reader)?;
+    let freed = view.evict(index, args.force)?;
+    if json {
+        format::json(&serde_json::json!({
+            "ring": args.ring, "index": freed.index, "pid": freed.pid, "name": freed.name,
+            "was_gating": freed.was_gating
+        }))
+    } else {
+        println!("evicted reader {:?} (entry {}, pid {}) from ring {}", freed.name, freed.index, freed.pid, args.ring);
+        Ok(())
+    }
+}
+
+/// The entry index `reader` names: itself if a number, else the one reader
+/// of that name.
+fn entry(view: &RingView, ring: &str, reader: &str) -> Result<usize> {
+    if let Ok(i) = reader.parse::<usize>() {
+        return Ok(i);
+    }
+    let matches: Vec<usize> = view.stats().readers.iter().filter(|r| r.name == reader).map(|r| r.index).collect();
+    match matches.as_slice() {
+        [i] => Ok(*i),
+        [] => bail!("ring {ring:?} has no reader named {reader:?}"),
+        _ => bail!("ring {ring:?} has {} readers named {reader:?}; give the entry index ({matches:?})", matches.len()),
+    }
+}

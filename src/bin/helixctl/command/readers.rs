@@ -1,0 +1,53 @@
+//! `helixctl readers`: a ring's readers: cursor, lag, backpressure,
+//! overruns, liveness.
+
+use anyhow::Result;
+
+use super::stat::stat;
+use crate::format;
+use helix::shm::Namespace;
+
+/// Arguments of `helixctl readers`.
+#[derive(clap::Args)]
+pub struct Args {
+    ring: String,
+}
+
+/// Prints the ring's reader table, as a table or (`json`) as JSON.
+pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
+    let s = stat(ns, &args.ring)?;
+    if json {
+        return format::json(&serde_json::json!({
+            "ring": s.name, "namespace": s.namespace, "readers": s.stats.readers
+        }));
+    }
+    if s.stats.readers.is_empty() {
+        println!("no readers on ring {}", args.ring);
+        return Ok(());
+    }
+    println!(
+        "{:>3} {:<20} {:>8} {:<5} {:<8} {:>14} {:>10} {:>6} {:>9} {:>10} {:>9}",
+        "#", "NAME", "PID", "ALIVE", "GATING", "CURSOR", "LAG", "BP", "OVERRUNS", "LOST", "HEARTBEAT"
+    );
+    for r in &s.stats.readers {
+        println!(
+            "{:>3} {:<20} {:>8} {:<5} {:<8} {:>14} {:>10} {:>6.3} {:>9} {:>10} {:>8.1}s",
+            r.index,
+            r.name,
+            r.pid,
+            if r.alive { "yes" } else { "DEAD" },
+            match (r.gating, r.demoted) {
+                (true, _) => "yes",
+                (false, true) => "demoted",
+                (false, false) => "no",
+            },
+            r.cursor,
+            r.lag,
+            r.backpressure,
+            r.overruns,
+            r.lost,
+            r.heartbeat_age_ns as f64 / 1e9
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `helixctl stat`: a ring's header and every counter.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::format;
+use helix::shm::Namespace;
+use helix::{AttachError, Geometry, RingStats, RingView};
+
+/// Arguments of `helixctl stat`.
+#[derive(clap::Args)]
+pub struct Args {
+    ring: String,
+}
+
+/// `helixctl stat`: a ring's header and every counter: the geometry and
+/// the counters flattened into one object, plus two figures derived from
+/// the readers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stat {
+    /// Ring name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Geometry and policy.
+    #[serde(flatten)]
+    pub geometry: Geometry,
+    /// Every counter, the writer lease and the readers.
+    #[serde(flatten)]
+    pub stats: RingStats,
+    /// Overrun events over current readers.
+    pub overruns: u64,
+    /// Largest backpressure ratio over current readers.
+    pub max_backpressure: f64,
+}
+
+/// Reads everything `stat` (and `readers`) shows.
+pub fn stat(ns: &Namespace, ring: &str) -> Result<Stat, AttachError> {
+    let v = RingView::attach(ns, ring)?;
+    let stats = v.stats();
+    Ok(Stat {
+        name: v.name().to_owned(),
+        namespace: ns.to_string(),
+        geometry: v.geometry().clone(),
+        overruns: stats.overruns(),
+        max_backpressure: stats.readers.iter().map(|r| r.backpressure).fold(0.0, f64::max),
+        stats,
+    })
+}
+
+/// Prints the ring's header and counters, as text or (`json`) as JSON.
+pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
+    let s = stat(ns, &args.ring)?;
+    if json {
+        return format::json(&s);
+    }
+    let (g, st) = (&s.geometry, &s.stats);
+    println!(
+        "ring {} (namespace {}): {} slots of {} bytes (payload up to {}), {}, stall timeout {} ms",
+        s.name,
+        s.namespace,
+        g.capacity,
+        g.slot_size,
+        g.max_payload,
+        g.policy.as_str(),
+        g.stall_timeout_ns / 1_000_000
+    );
+    println!("  published      {} frames, {}", st.published, format::bytes(st.bytes));
+    let w = &st.lease;
+    println!(
+        "  writer         {} (lease epoch {}, {} takeovers)",
+        w.pid.map_or("none".into(), |p| format!("pid {p}{}", if w.alive { "" } else { " (dead)" })),
+        w.epoch,
+        w.takeovers
+    );
+    println!("  writer waits   {} ({:.3} s in all)", st.writer_waits, st.writer_wait_ns as f64 / 1e9);
+    println!("  readers        {} of {} entries, {} parked", st.readers.len(), g.max_readers, st.parked);
+    println!("  overruns       {}; demotions {}; dead readers swept {}", s.overruns, st.demotions, st.swept);
+    println!("  backpressure   {:.3} (largest lag / capacity)", s.max_backpressure);
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! Reading the twin's state table from `twin.state` (docs/abi.md §10.2):
+//! the newest state of every stream and the twin's own counters.
+//!
+//! Every snapshot interval the twin publishes a full snapshot (a begin
+//! marker, the state of every stream that has had a sample, an end marker);
+//! between snapshots, the states of the streams that changed. A stream's
+//! latest state is therefore its last state frame in ring order, and
+//! [`Snapshot::read`] takes exactly that: it drains the ring from the
+//! oldest frame it still holds up to what was published when it started,
+//! keeping, of the newest twin instance, each stream's last state frame and
+//! the two newest begin markers.
+//!
+//! It reads as a non-gating reader, so it never holds the twin back. A
+//! frame the twin overwrites while it is being copied is never taken (the
+//! copy is seen to be torn and the ring reports an overrun); after an
+//! overrun reading goes on from the oldest intact frame, whose newer states
+//! supersede what was lost.
+
+use std::collections::BTreeMap;
+
+use super::{Marker, StreamState, KIND_SNAPSHOT_BEGIN, KIND_STREAM_STATE};
+use crate::shm::Namespace;
+use crate::{AttachError, FrameRef, LeaseInfo, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
+
+/// Why one of the twin's rings could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TwinRingError {
+    /// The ring does not exist in the namespace: helix-twin (and helixd,
+    /// which creates its rings) has not run there.
+    #[error("{ring} not found: is helix-twin running? (no ring {ring:?} in namespace {namespace})")]
+    NotFound {
+        /// The ring asked for.
+        ring: String,
+        /// The namespace looked in.
+        namespace: String,
+    },
+    /// Any other attach failure: permissions, a corrupt file, a full reader
+    /// table.
+    #[error("{ring}: {source}")]
+    Attach {
+        /// The ring asked for.
+        ring: String,
+        /// Why it did not attach.
+        source: AttachError,
+    },
+}
+
+/// One of the twin's rings, attached twice: a view for its lease and
+/// counters, and a non-gating reader from its oldest frame.
+pub(super) struct TwinRing {
+    pub(super) view: RingView,
+    reader: Reader,
+}
+
+impl TwinRing {
+    /// Attaches to `ring`; the reader's entry is named `reader_name` while
+    /// it reads.
+    pub(super) fn attach(ns: &Namespace, ring: &str, reader_name: &str) -> Result<TwinRing, TwinRingError> {
+        let err = |e: AttachError| match e {
+            AttachError::NotFound { .. } => TwinRingError::NotFound { ring: ring.into(), namespace: ns.to_string() },
+            source => TwinRingError::Attach { ring: ring.into(), source },
+        };
+        let view = RingView::attach(ns, ring).map_err(err)?;
+        let opts =
+            ReaderOptions { name: reader_name.into(), gating: false, start: Start::Oldest, wait: WaitStrategy::Park };
+        let reader = Reader::attach(ns, ring, &opts).map_err(err)?;
+        Ok(TwinRing { view, reader })
+    }
+
+    /// Hands every frame up to what was published when it started to `f`,
+    /// in ring order, skipping what the writer overwrote meanwhile. Never
+    /// waits.
+    pub(super) fn drain(&mut self, mut f: impl FnMut(&FrameRef<'_>)) {
+        let end = self.view.stats().published;
+        while self.reader.cursor() <= end {
+            match self.reader.try_read_batch(4096, &mut f) {
+                Ok(_) | Err(TryReadError::Overrun(_)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// The twin's latest published state, as read from its state ring.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The state ring's writer lease: the twin's pid and whether it is
+    /// alive. A twin that stopped leaves its last state readable.
+    pub writer: LeaseInfo,
+    /// The newest twin instance in the ring (0 if it holds no twin frame);
+    /// everything below is of that instance.
+    pub instance: u64,
+    /// Each stream's newest state frame, by stream id.
+    pub streams: BTreeMap<u32, StreamState>,
+    /// The newest snapshot begin marker: the twin's counters.
+    pub marker: Option<Marker>,
+    /// The begin marker before it, for rates.
+    pub previous_marker: Option<Marker>,
+}
+
+impl Snapshot {
+    /// Reads the twin's state ring `ring` in namespace `ns` as a non-gating
+    /// reader named `reader_name` (shown by `helixctl readers` while it
+    /// reads; it leaves the table when done). Reads what is published when
+    /// it starts and never waits.
+    pub fn read(ns: &Namespace, ring: &str, reader_name: &str) -> Result<Snapshot, TwinRingError> {
+        let mut ring = TwinRing::attach(ns, ring, reader_name)?;
+        let mut snapshot = Snapshot::empty(ring.view.stats().lease);
+        ring.drain(|f| snapshot.take(f));
+        Ok(snapshot)
+    }
+
+    fn empty(writer: LeaseInfo) -> Snapshot {
+        Snapshot { writer, instance: 0, streams: BTreeMap::new(), marker: None, previous_marker: None }
+    }
+
+    /// Takes one frame of the state ring; frames of other kinds or sizes
+    /// are not the twin's and are skipped.
+    fn take(&mut self, f: &FrameRef<'_>) {
+        match f.kind() {
+            KIND_STREAM_STATE => {
+                if let Ok(s) = f.read::<StreamState>() {
+                    if self.of_newest(s.instance) {
+                        self.streams.insert(s.stream, s);
+                    }
+                }
+            }
+            KIND_SNAPSHOT_BEGIN => {
+                if let Ok(m) = f.read::<Marker>() {
+                    if self.of_newest(m.instance) {
+                        self.previous_marker = self.marker.replace(m);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a frame of `instance` is kept: a newer instance than any so
+    /// far (a restarted twin, which starts from nothing) discards what was
+    /// gathered from the older one.
+    fn of_newest(&mut self, instance: u64) -> bool {
+        if instance > self.instance {
+            *self = Snapshot::empty(self.writer.clone());
+            self.instance = instance;
+        }
+        instance == self.instance
+    }
+
+    /// Telemetry frames the twin consumed per second between the two newest
+    /// markers: `None` with fewer than two, 0 if they bear the same time.
+    pub fn frames_per_sec(&self) -> Option<f64> {
+        let (m, p) = (self.marker.as_ref()?, self.previous_marker.as_ref()?);
+        let secs = m.published_ns.saturating_sub(p.published_ns) as f64 / 1e9;
+        Some(if secs > 0.0 { m.frames.saturating_sub(p.frames) as f64 / secs } else { 0.0 })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+pub(super) mod tests {
+    use super::*;
+    use crate::twin::KIND_SNAPSHOT_END;
+    use crate::{Ring, RingOptions, Writer};
+
+    /// A namespace of its own with one ring (payloads of 256 bytes, 64
+    /// slots) and its writer; unlinked on drop.
+    pub(in crate::twin) struct TestRing {
+        pub ns: Namespace,
+        pub name: &'static str,
+        pub writer: Writer,
+        _ring: Ring,
+    }
+
+    impl TestRing {
+        pub fn new(tag: &str, name: &'static str) -> TestRing {
+            let ns = Namespace::new(&format!("tw{}{tag}", std::process::id())).unwrap();
+            let _ = Ring::unlink(&ns, name);
+            let ring =
+                Ring::create(&ns, name, &RingOptions { capacity: 64, max_payload: 256, ..Default::default() }).unwrap();
+            let writer = ring.writer().unwrap();
+            TestRing { ns, name, writer, _ring: ring }
+        }
+
+        pub fn publish<T: bytemuck::Pod>(&mut self, kind: u32, frame: &T) {
+            self.writer.publish_kind(kind, bytemuck::bytes_of(frame)).unwrap();
+        }
+    }
+
+    impl Drop for TestRing {
+        fn drop(&mut self) {
+            let _ = Ring::unlink(&self.ns, self.name);
+        }
+    }
+
+    fn state(instance: u64, stream: u32, last: f64) -> StreamState {
+        StreamState { instance, stream, last, ..bytemuck::Zeroable::zeroed() }
+    }
+
+    fn marker(instance: u64, round: u64, published_ns: u64, frames: u64) -> Marker {
+        Marker { instance, round, published_ns, frames, ..bytemuck::Zeroable::zeroed() }
+    }
+
+    #[test]
+    fn a_stream_s_state_is_its_last_frame_of_the_newest_instance() {
+        let mut r = TestRing::new("a", "twin.state");
+        r.publish(KIND_STREAM_STATE, &state(5, 1, 9.0));
+        r.publish(KIND_SNAPSHOT_BEGIN, &marker(7, 1, 1_000_000_000, 100));
+        r.publish(KIND_STREAM_STATE, &state(7, 1, 1.0));
+        r.publish(KIND_STREAM_STATE, &state(7, 2, 2.0));
+        r.publish(KIND_SNAPSHOT_END, &marker(7, 1, 1_000_000_000, 100));
+        // A change update, a late frame of the older twin, a foreign frame.
+        r.publish(KIND_STREAM_STATE, &state(7, 1, 1.5));
+        r.publish(KIND_STREAM_STATE, &state(5, 3, 3.0));
+        r.publish::<crate::telemetry::Sample>(crate::telemetry::KIND_SAMPLE, &bytemuck::Zeroable::zeroed());
+        r.publish(KIND_SNAPSHOT_BEGIN, &marker(7, 3, 1_500_000_000, 600));
+
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        assert_eq!(s.instance, 7);
+        let last: Vec<(u32, f64)> = s.streams.values().map(|s| (s.stream, s.last)).collect();
+        assert_eq!(last, [(1, 1.5), (2, 2.0)]);
+        assert_eq!((s.marker.map(|m| m.round), s.previous_marker.map(|m| m.round)), (Some(3), Some(1)));
+        assert_eq!(s.frames_per_sec(), Some(1000.0));
+        assert_eq!((s.writer.pid, s.writer.alive), (Some(std::process::id()), true));
+        // The reader left the table.
+        assert!(RingView::attach(&r.ns, r.name).unwrap().stats().readers.is_empty());
+    }
+
+    #[test]
+    fn a_newer_instance_discards_the_older_one_s_state_and_markers() {
+        let mut r = TestRing::new("b", "twin.state");
+        r.publish(KIND_SNAPSHOT_BEGIN, &marker(1, 1, 10, 5));
+        r.publish(KIND_STREAM_STATE, &state(1, 4, 4.0));
+        r.publish(KIND_SNAPSHOT_BEGIN, &marker(2, 1, 20, 1));
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        assert_eq!((s.instance, s.streams.len()), (2, 0));
+        assert_eq!((s.marker.map(|m| m.instance), s.previous_marker), (Some(2), None));
+        assert_eq!(s.frames_per_sec(), None);
+    }
+
+    #[test]
+    fn an_empty_ring_is_an_empty_snapshot_and_a_missing_one_an_error() {
+        let r = TestRing::new("c", "twin.state");
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        assert_eq!((s.instance, s.streams.len(), s.marker), (0, 0, None));
+        let e = Snapshot::read(&r.ns, "elsewhere", "snapshot-test").unwrap_err();
+        assert!(matches!(e, TwinRingError::NotFound { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("elsewhere not found: is helix-twin running?"), "{e}");
+    }
+
+    #[test]
+    fn the_rate_is_zero_between_markers_of_the_same_time() {
+        let mut s = Snapshot::empty(LeaseInfo { pid: None, epoch: 0, alive: false, takeovers: 0 });
+        s.marker = Some(marker(1, 2, 10, 50));
+        s.previous_marker = Some(marker(1, 1, 10, 40));
+        assert_eq!(s.frames_per_sec(), Some(0.0));
+    }
+}
