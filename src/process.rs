@@ -76,6 +76,18 @@ impl ProcStat {
     pub fn cpu_ticks(&self) -> u64 {
         self.utime + self.stime
     }
+
+    /// CPU time in user mode and in the kernel, seconds, all threads.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.cpu_ticks() as f64 / ticks_per_second() as f64
+    }
+}
+
+/// Clock ticks per second, the unit of the times in `/proc/PID/stat`.
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    hz.max(1) as u64
 }
 
 /// Whether the process that registered as (`pid`, `start_time`) still runs.
