@@ -50,3 +50,33 @@ pub fn spawn_confined(name: &str, cmd: &mut Command, cpus: &[usize]) -> Result<C
     sched_setaffinity(Pid::from_raw(0), &own).map_err(io::Error::from)?;
     Ok(child?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Cpus_allowed_list` of `/proc/<pid>/status` (or `self`).
+    fn allowed(pid: &str) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn a_confined_program_runs_on_its_cpus_and_the_spawner_keeps_its_own() {
+        // Run on a thread of its own: the test changes its thread's set.
+        std::thread::spawn(|| {
+            let own = sched_getaffinity(Pid::from_raw(0)).unwrap();
+            let first = (0..CpuSet::count()).find(|&c| own.is_set(c).unwrap()).unwrap();
+            let tid = nix::unistd::gettid().to_string();
+            let before = allowed(&format!("self/task/{tid}"));
+            let mut child = spawn_confined("sleep", Command::new("sleep").arg("10"), &[first]).unwrap();
+            assert_eq!(allowed(&child.pid().to_string()), first.to_string());
+            assert_eq!(allowed(&format!("self/task/{tid}")), before);
+            child.kill().unwrap();
+            let e = spawn_confined("sleep", &mut Command::new("sleep"), &[CpuSet::count()]).err().unwrap();
+            assert_eq!(e.to_string(), format!("no CPU {}", CpuSet::count()));
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -395,7 +395,7 @@ fn readers(cfg: &Config, w: &Window, ledger_latency: &hdrhistogram::Histogram<u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::parse;
+    use crate::command::report::Scenario;
 
     #[test]
     fn the_arguments_parse_back_to_themselves() {
@@ -426,10 +426,8 @@ mod tests {
             ..all.clone()
         };
         for a in [all, few] {
-            let crate::Cmd::E2e(parsed) = parse(std::iter::once("e2e".to_owned()).chain(a.to_args())) else {
-                panic!("not e2e")
-            };
-            assert_eq!(parsed, a);
+            let step = Scenario::E2e(a);
+            assert_eq!(step.reparse(), step);
         }
     }
 }

@@ -474,7 +474,7 @@ pub fn writer_latency(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::parse;
+    use crate::command::report::Scenario;
 
     #[test]
     fn the_arguments_parse_back_to_themselves() {
@@ -492,10 +492,8 @@ mod tests {
         };
         let few = LedgerArgs { ledger_bin: None, cpus: vec![], out: JsonArg::default(), ..all.clone() };
         for a in [all, few] {
-            let crate::Cmd::Ledger(parsed) = parse(std::iter::once("ledger".to_owned()).chain(a.to_args())) else {
-                panic!("not ledger")
-            };
-            assert_eq!(parsed, a);
+            let step = Scenario::Ledger(a);
+            assert_eq!(step.reparse(), step);
         }
     }
 }
