@@ -1,5 +1,5 @@
 //! Where processes run: pinning this thread or another process to CPUs,
-//! and starting a program confined to CPUs. Through nix; no `unsafe`.
+//! and starting a program confined to CPUs, all through nix.
 
 use std::io;
 use std::process::Command;
