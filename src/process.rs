@@ -11,50 +11,83 @@ pub fn pid() -> u32 {
 /// The start time of process `pid` in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), or `None` if there is no such process.
 pub fn start_time(pid: u32) -> Option<u64> {
-    stat(pid).map(|(_, start)| start)
+    ProcStat::read(pid).map(|s| s.start_time)
 }
 
-/// (state, start time) of `pid` from `/proc/PID/stat`. Allocates nothing:
-/// a waiting writer calls this.
-fn stat(pid: u32) -> Option<(char, u64)> {
-    use std::io::{Read, Write};
-    let mut path = [0u8; 32];
-    let mut cursor = &mut path[..];
-    write!(cursor, "/proc/{pid}/stat").ok()?;
-    let len = 32 - cursor.len();
-    let path = std::str::from_utf8(&path[..len]).ok()?;
-    // The line is at most a few hundred bytes: the command name is at most
-    // 64 and the 50-odd numeric fields are at most 20 digits each.
-    let mut buf = [0u8; 2048];
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut filled = 0;
-    loop {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
+/// The fields of `/proc/PID/stat` that HELIX reads: the ring, to tell a
+/// live process from a recycled pid, and the tools, for CPU use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3, the state letter: `R`, `S`, `D`, `Z` (zombie), `X` (dead)...
+    pub state: char,
+    /// Field 14: CPU time in user mode, clock ticks, all threads.
+    pub utime: u64,
+    /// Field 15: CPU time in the kernel, clock ticks, all threads.
+    pub stime: u64,
+    /// Field 22: when the process started, clock ticks since boot.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Reads process `pid`'s, or `None` if there is no such process.
+    /// Allocates nothing: a waiting writer calls this.
+    pub fn read(pid: u32) -> Option<ProcStat> {
+        use std::io::{Read, Write};
+        let mut path = [0u8; 32];
+        let mut cursor = &mut path[..];
+        write!(cursor, "/proc/{pid}/stat").ok()?;
+        let len = 32 - cursor.len();
+        let path = std::str::from_utf8(&path[..len]).ok()?;
+        // The line is at most a few hundred bytes: the command name is at
+        // most 64 and the 50-odd numeric fields are at most 20 digits each.
+        let mut buf = [0u8; 2048];
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut filled = 0;
+        loop {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+            if filled == buf.len() {
+                break;
+            }
         }
-        if filled == buf.len() {
-            break;
-        }
+        ProcStat::parse(std::str::from_utf8(&buf[..filled]).ok()?)
     }
-    let stat = std::str::from_utf8(&buf[..filled]).ok()?;
-    Some((parse_state(stat)?, parse_start_time(stat)?))
+
+    /// Parses a `/proc/PID/stat` line. The command name (field 2) is in
+    /// parentheses and may itself contain spaces and parentheses, so fields
+    /// are counted from the last `)`.
+    pub fn parse(line: &str) -> Option<ProcStat> {
+        let mut fields = line[line.rfind(')')? + 1..].split_ascii_whitespace();
+        // After the name come field 3 (state) onwards: field n is the
+        // (n - 3)th after it.
+        let state = fields.next()?.chars().next()?;
+        let mut number = |skip: usize| -> Option<u64> { fields.nth(skip)?.parse().ok() };
+        let utime = number(10)?;
+        let stime = number(0)?;
+        let start_time = number(6)?;
+        Some(ProcStat { state, utime, stime, start_time })
+    }
+
+    /// CPU time in user mode and in the kernel, clock ticks, all threads.
+    pub fn cpu_ticks(&self) -> u64 {
+        self.utime + self.stime
+    }
+
+    /// CPU time in user mode and in the kernel, seconds, all threads.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.cpu_ticks() as f64 / ticks_per_second() as f64
+    }
 }
 
-/// Field 3 (the state letter) of a `/proc/PID/stat` line.
-fn parse_state(stat: &str) -> Option<char> {
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-/// Field 22 of a `/proc/PID/stat` line. The command name (field 2) is in
-/// parentheses and may itself contain spaces and parentheses, so fields are
-/// counted from the last `)`.
-fn parse_start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    // After the name come field 3 (state) onwards; field 22 is the 20th.
-    after_comm.split_ascii_whitespace().nth(19)?.parse().ok()
+/// Clock ticks per second, the unit of the times in `/proc/PID/stat`.
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    hz.max(1) as u64
 }
 
 /// Whether the process that registered as (`pid`, `start_time`) still runs.
@@ -73,8 +106,8 @@ pub fn alive(pid: u32, start_time: u64) -> bool {
     if errno == libc::ESRCH {
         return false;
     }
-    match stat(pid) {
-        Some((state, t)) => t == start_time && state != 'Z' && state != 'X',
+    match ProcStat::read(pid) {
+        Some(s) => s.start_time == start_time && s.state != 'Z' && s.state != 'X',
         // /proc hides it (hidepid) but kill says it exists (or that we may
         // not signal it, which also means it exists).
         None => rc == 0 || errno == libc::EPERM,
@@ -123,11 +156,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_start_time_past_a_hostile_command_name() {
-        let line = "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_start_time(line), Some(987654));
-        assert_eq!(parse_state(line), Some('S'));
-        assert_eq!(parse_start_time("garbage"), None);
+    fn parses_the_fields_past_a_hostile_command_name() {
+        let line = "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 987654 1000 10";
+        let s = ProcStat::parse(line).unwrap();
+        assert_eq!(s, ProcStat { state: 'S', utime: 17, stime: 5, start_time: 987654 });
+        assert_eq!(s.cpu_ticks(), 22);
+        assert_eq!(ProcStat::parse("garbage"), None);
+        assert_eq!(ProcStat::parse("1 (x) S 1 2 3"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let s = ProcStat::read(pid()).expect("own /proc entry");
+        assert!(!['Z', 'X'].contains(&s.state), "{s:?}");
+        assert_eq!(Some(s.start_time), start_time(pid()));
     }
 
     #[test]
@@ -145,7 +187,7 @@ mod tests {
         let pid = child.id();
         let start = start_time(pid);
         // Until it is reaped, an exited child is a zombie with the same pid.
-        while stat(pid).is_some_and(|(s, _)| s != 'Z') {
+        while ProcStat::read(pid).is_some_and(|s| s.state != 'Z') {
             std::thread::yield_now();
         }
         assert!(exists(pid));

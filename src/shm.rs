@@ -245,6 +245,48 @@ impl Mapping {
         self.writable
     }
 
+    /// The 64-bit word at byte `offset` as an atomic shared with every
+    /// process that maps the file: for words processes share outside a
+    /// ring (the benchmark's raw baselines). Every process must access the
+    /// word atomically and with this width.
+    ///
+    /// # Panics
+    ///
+    /// If the mapping is read-only, or the word is not inside it or not
+    /// aligned to 8 bytes.
+    pub fn atomic_u64(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        self.check_word(offset, 8);
+        // SAFETY: the word is inside the writable mapping and aligned
+        // (checked above; the mapping is page aligned), the mapping lives as
+        // long as the returned reference, and the word is only ever
+        // accessed atomically (the documented contract).
+        unsafe { &*(self.ptr().add(offset) as *const std::sync::atomic::AtomicU64) }
+    }
+
+    /// The 32-bit word at byte `offset` as an atomic shared with every
+    /// process that maps the file (a futex word, for instance); as
+    /// [`Mapping::atomic_u64`].
+    ///
+    /// # Panics
+    ///
+    /// If the mapping is read-only, or the word is not inside it or not
+    /// aligned to 4 bytes.
+    pub fn atomic_u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        self.check_word(offset, 4);
+        // SAFETY: as in `atomic_u64`: in bounds, aligned, writable, alive as
+        // long as the reference, only accessed atomically.
+        unsafe { &*(self.ptr().add(offset) as *const std::sync::atomic::AtomicU32) }
+    }
+
+    fn check_word(&self, offset: usize, size: usize) {
+        assert!(self.writable, "a shared word needs a writable mapping");
+        assert!(offset.is_multiple_of(size), "a {size}-byte word at offset {offset} is not aligned");
+        assert!(
+            offset.checked_add(size).is_some_and(|end| end <= self.len()),
+            "offset {offset} is outside the mapping"
+        );
+    }
+
     /// Whether the file shrank under the mapping and an access faulted: the
     /// mapping now reads as zeros (writes go nowhere) and its contents mean
     /// nothing. Reports only what accesses so far met; see [`Mapping::probe`].
@@ -459,6 +501,34 @@ mod tests {
         let ns = Namespace::new("ns").unwrap();
         assert_eq!(ns.data_path("twin.state"), Path::new("/dev/shm/ns.twin.state"));
         assert_eq!(ns.readers_path("twin.state"), Path::new("/dev/shm/ns.twin.state@readers"));
+    }
+
+    #[test]
+    fn shared_words_are_seen_through_a_second_mapping_and_checked() {
+        use std::sync::atomic::Ordering;
+        let file = tempfile_in_shm();
+        file.set_len(256).unwrap();
+        let (a, b) = (Mapping::new(&file, true).unwrap(), Mapping::new(&file, true).unwrap());
+        a.atomic_u64(128).store(7, Ordering::Release);
+        assert_eq!(b.atomic_u64(128).load(Ordering::Acquire), 7);
+        assert_eq!(b.atomic_u32(128).load(Ordering::Acquire), 7);
+        for (offset, size) in [(4, 8), (2, 4), (256, 4), (252, 8), (usize::MAX - 3, 4)] {
+            let caught = std::panic::catch_unwind(|| match size {
+                8 => a.atomic_u64(offset).load(Ordering::Relaxed),
+                _ => u64::from(a.atomic_u32(offset).load(Ordering::Relaxed)),
+            });
+            assert!(caught.is_err(), "{size} bytes at {offset}");
+        }
+        let read_only = Mapping::new(&file, false).unwrap();
+        assert!(std::panic::catch_unwind(|| read_only.atomic_u32(0).load(Ordering::Relaxed)).is_err());
+    }
+
+    /// An unlinked file in /dev/shm, gone when closed.
+    fn tempfile_in_shm() -> File {
+        let path = Path::new(SHM_DIR).join(format!("shm-test-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
     }
 
     #[test]

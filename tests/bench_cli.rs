@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{watchdog, TestNs};
+use common::{watchdog, TestNs, Watchdog};
 use serde_json::Value;
 
 const TRANSPORTS: [&str; 8] =
@@ -73,6 +73,35 @@ fn summary_ok(s: &Value) {
     }
 }
 
+/// One test's surroundings: a watchdog, a namespace of its own and a
+/// scratch folder, cleaned up on drop (the watchdog last).
+struct Bench {
+    dir: Scratch,
+    ns: TestNs,
+    _dog: Watchdog,
+}
+
+impl Bench {
+    /// For the test of `what`, failed by the watchdog after `limit`.
+    fn new(what: &'static str, limit: Duration) -> Bench {
+        let _dog = watchdog(what, limit);
+        let ns = TestNs::new();
+        let dir = Scratch::new(&ns, &what.replace(' ', "-"));
+        Bench { dir, ns, _dog }
+    }
+
+    /// Runs helix-bench in the test's namespace; its standard output.
+    fn run(&self, args: &[&str]) -> String {
+        bench(&self.ns, args)
+    }
+
+    /// Fails if the test's namespace has ring files left.
+    fn assert_no_rings_left(&self) {
+        let files = self.ns.files();
+        assert!(files.is_empty(), "left behind: {files:?}");
+    }
+}
+
 fn bench(ns: &TestNs, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_helix-bench"))
         .arg("--namespace")
@@ -87,62 +116,57 @@ fn bench(ns: &TestNs, args: &[&str]) -> String {
 
 #[test]
 fn pingpong_measures_every_transport_at_every_size_writes_json_and_a_plot() {
-    let _dog = watchdog("helix-bench pingpong", Duration::from_secs(120));
-    let ns = TestNs::new();
-    let dir = Scratch::new(&ns, "pingpong");
-    let out = bench(
-        &ns,
-        &[
-            "pingpong",
-            "--sizes",
-            "8,64",
-            "--iters",
-            "200",
-            "--warmup",
-            "20",
-            "--runs",
-            "2",
-            "--json",
-            &dir.arg("pp.json"),
-            "--plot",
-            &dir.arg("pp.svg"),
-        ],
-    );
-    for t in TRANSPORTS {
-        assert!(out.lines().any(|l| l.starts_with(t)), "{t} missing:\n{out}");
+    let t = Bench::new("helix-bench pingpong", Duration::from_secs(120));
+    let out = t.run(&[
+        "pingpong",
+        "--sizes",
+        "8,64",
+        "--iters",
+        "200",
+        "--warmup",
+        "20",
+        "--runs",
+        "2",
+        "--json",
+        &t.dir.arg("pp.json"),
+        "--plot",
+        &t.dir.arg("pp.svg"),
+    ]);
+    for name in TRANSPORTS {
+        assert!(out.lines().any(|l| l.starts_with(name)), "{name} missing:\n{out}");
     }
     assert!(out.contains("p50 helix-spin / atomic:") && out.contains("p50 helix-park / futex:"), "{out}");
-    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
+    t.assert_no_rings_left();
 
-    let v = document(&dir.path("pp.json"), "pingpong");
+    let v = document(&t.dir.path("pp.json"), "pingpong");
     let r = &v["results"];
     assert_eq!(r["params"]["iters"], 200);
     let sizes = r["sizes"].as_array().unwrap();
     assert_eq!(sizes.iter().map(|s| s["size"].as_u64().unwrap()).collect::<Vec<_>>(), [8, 64]);
     for s in sizes {
         let ts = s["transports"].as_array().unwrap();
-        assert_eq!(ts.iter().map(|t| t["transport"].as_str().unwrap()).collect::<Vec<_>>(), TRANSPORTS);
-        for t in ts {
-            let runs = t["runs"].as_array().unwrap();
+        assert_eq!(ts.iter().map(|tr| tr["transport"].as_str().unwrap()).collect::<Vec<_>>(), TRANSPORTS);
+        for tr in ts {
+            let runs = tr["runs"].as_array().unwrap();
             assert_eq!(runs.len(), 2);
             for m in runs {
                 summary_ok(&m["summary"]);
                 assert_eq!(m["summary"]["count"], 200);
                 assert!(m["curve"].as_array().is_some_and(|c| c.len() > 2 && c[0]["percentile"] == 0.0), "{m}");
             }
-            assert!(t["median_p50_ns"].is_f64());
+            assert!(tr["median_p50_ns"].is_f64());
         }
         let ratios = s["ratios"].as_array().unwrap();
         assert_eq!(ratios.len(), 6);
         assert!(ratios.iter().all(|r| r["per_run"].as_array().unwrap().len() == 2 && r["median"].is_f64()));
     }
 
-    let svg = std::fs::read_to_string(dir.path("pp.svg")).unwrap();
+    let svg = std::fs::read_to_string(t.dir.path("pp.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
-    for t in TRANSPORTS {
+    for name in TRANSPORTS {
         assert!(
-            svg.contains(&format!(">\n{t}\n</text>")) || svg.contains(&format!(">{t}</text>")),
-            "{t} not in the plot"
+            svg.contains(&format!(">\n{name}\n</text>")) || svg.contains(&format!(">{name}</text>")),
+            "{name} not in the plot"
         );
     }
     assert!(svg.contains("percentile") && svg.contains("99%"), "axis labels missing");
@@ -150,30 +174,25 @@ fn pingpong_measures_every_transport_at_every_size_writes_json_and_a_plot() {
 
 #[test]
 fn stream_sweeps_sizes_batches_and_modes_into_json() {
-    let _dog = watchdog("helix-bench stream sweep", Duration::from_secs(120));
-    let ns = TestNs::new();
-    let dir = Scratch::new(&ns, "stream");
-    bench(
-        &ns,
-        &[
-            "stream",
-            "--frames",
-            "5000",
-            "--sizes",
-            "8,100",
-            "--batches",
-            "1,16",
-            "--mode",
-            "gating,non-gating",
-            "--wait",
-            "park",
-            "--capacity",
-            "256",
-            "--json",
-            &dir.arg("s.json"),
-        ],
-    );
-    let v = document(&dir.path("s.json"), "stream");
+    let t = Bench::new("helix-bench stream sweep", Duration::from_secs(120));
+    t.run(&[
+        "stream",
+        "--frames",
+        "5000",
+        "--sizes",
+        "8,100",
+        "--batches",
+        "1,16",
+        "--mode",
+        "gating,non-gating",
+        "--wait",
+        "park",
+        "--capacity",
+        "256",
+        "--json",
+        &t.dir.arg("s.json"),
+    ]);
+    let v = document(&t.dir.path("s.json"), "stream");
     let cases = v["results"]["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 8);
     for c in cases {
@@ -189,32 +208,27 @@ fn stream_sweeps_sizes_batches_and_modes_into_json() {
         }
         assert!(runs[0]["writer_waits"].is_u64() && c["writer_fps"].is_f64() && c["reader_fps"].is_f64());
     }
-    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
+    t.assert_no_rings_left();
 }
 
 #[test]
 fn stream_moves_every_frame_to_every_gating_reader() {
-    let _dog = watchdog("helix-bench stream", Duration::from_secs(120));
-    let ns = TestNs::new();
-    let dir = Scratch::new(&ns, "stream-gating");
-    let out = bench(
-        &ns,
-        &[
-            "stream",
-            "--frames",
-            "50000",
-            "--readers",
-            "2",
-            "--gating",
-            "--wait",
-            "park",
-            "--capacity",
-            "256",
-            "--json",
-            &dir.arg("s.json"),
-        ],
-    );
-    let v = document(&dir.path("s.json"), "stream");
+    let t = Bench::new("helix-bench stream", Duration::from_secs(120));
+    let out = t.run(&[
+        "stream",
+        "--frames",
+        "50000",
+        "--readers",
+        "2",
+        "--gating",
+        "--wait",
+        "park",
+        "--capacity",
+        "256",
+        "--json",
+        &t.dir.arg("s.json"),
+    ]);
+    let v = document(&t.dir.path("s.json"), "stream");
     let readers = v["results"]["cases"][0]["runs"][0]["readers"].as_array().unwrap();
     assert!(readers.len() == 2 && readers.iter().all(|r| r["frames"] == 50000 && r["lost"] == 0), "{v}");
     let readers: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("reader ")).collect();
@@ -222,39 +236,33 @@ fn stream_moves_every_frame_to_every_gating_reader() {
     for r in readers {
         assert!(r.contains("50000 frames, 0 lost"), "{r}");
     }
-    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
+    t.assert_no_rings_left();
 }
 
 #[test]
 fn ledger_measures_the_real_recorder_and_removes_its_files() {
-    let _dog = watchdog("helix-bench ledger", Duration::from_secs(120));
-    let ns = TestNs::new();
-    let dir = std::env::temp_dir().join(format!("helix-bench-ledger-test-{}", ns.as_str()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = bench(
-        &ns,
-        &[
-            "ledger",
-            "--frames",
-            "20000",
-            "--sizes",
-            "32,1024",
-            "--fsync-ms",
-            "1,100",
-            "--runs",
-            "1",
-            "--latency-rate",
-            "100000",
-            "--latency-secs",
-            "0.2",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--json",
-            dir.join("ledger.json").to_str().unwrap(),
-        ],
-    );
-    let v = document(&dir.join("ledger.json"), "ledger");
-    std::fs::remove_file(dir.join("ledger.json")).unwrap();
+    let t = Bench::new("helix-bench ledger", Duration::from_secs(120));
+    let out = t.run(&[
+        "ledger",
+        "--frames",
+        "20000",
+        "--sizes",
+        "32,1024",
+        "--fsync-ms",
+        "1,100",
+        "--runs",
+        "1",
+        "--latency-rate",
+        "100000",
+        "--latency-secs",
+        "0.2",
+        "--dir",
+        &t.dir.arg(""),
+        "--json",
+        &t.dir.arg("ledger.json"),
+    ]);
+    let v = document(&t.dir.path("ledger.json"), "ledger");
+    std::fs::remove_file(t.dir.path("ledger.json")).unwrap();
     let tp = v["results"]["throughput"].as_array().unwrap();
     assert_eq!(tp.len(), 4);
     for c in tp {
@@ -268,9 +276,8 @@ fn ledger_measures_the_real_recorder_and_removes_its_files() {
         assert!(out.lines().any(|l| l.trim_start().starts_with(row) && l.contains(" M ")), "{row} missing:\n{out}");
     }
     assert!(out.contains("no reader") && out.contains("gating ledger") && out.contains("added by the ledger"), "{out}");
-    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "ledger folders left behind");
-    std::fs::remove_dir_all(&dir).unwrap();
+    t.assert_no_rings_left();
+    assert_eq!(std::fs::read_dir(&t.dir.0).unwrap().count(), 0, "ledger folders left behind");
 }
 
 #[test]
@@ -294,35 +301,30 @@ fn bad_arguments_are_one_clear_error() {
 
 #[test]
 fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
-    let _dog = watchdog("helix-bench e2e", Duration::from_secs(120));
-    let ns = TestNs::new();
-    let dir = Scratch::new(&ns, "e2e");
+    let t = Bench::new("helix-bench e2e", Duration::from_secs(120));
     let cpu = allowed_cpus()[0].to_string();
-    let out = bench(
-        &ns,
-        &[
-            "e2e",
-            "--streams",
-            "100",
-            "--rate",
-            "100",
-            "--seconds",
-            "1",
-            "--warmup",
-            "0.3",
-            "--ledger-cpus",
-            &cpu,
-            "--reader-cpus",
-            &cpu,
-            "--dir",
-            &dir.0.display().to_string(),
-            "--json",
-            &dir.arg("e2e.json"),
-        ],
-    );
+    let out = t.run(&[
+        "e2e",
+        "--streams",
+        "100",
+        "--rate",
+        "100",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0.3",
+        "--ledger-cpus",
+        &cpu,
+        "--reader-cpus",
+        &cpu,
+        "--dir",
+        &t.dir.0.display().to_string(),
+        "--json",
+        &t.dir.arg("e2e.json"),
+    ]);
     assert!(out.contains(&format!("helix-ledger, helix-bench on CPU {cpu}")), "{out}");
     assert!(out.contains("ledger: verified"), "{out}");
-    let v = document(&dir.path("e2e.json"), "e2e");
+    let v = document(&t.dir.path("e2e.json"), "e2e");
     let r = &v["results"];
     assert_eq!(r["streams"], 100);
     let c: usize = cpu.parse().unwrap();
@@ -347,16 +349,14 @@ fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
     assert_eq!(l["gaps"], 0, "{l}");
     assert_eq!(l["frames"], l["published"], "{l}");
     assert!(l["hash"].as_str().is_some_and(|h| h.len() == 64), "{l}");
-    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
-    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    t.assert_no_rings_left();
+    let left: Vec<_> = std::fs::read_dir(&t.dir.0).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left, [std::ffi::OsString::from("e2e.json")], "scratch folder left behind");
 }
 
 #[test]
 fn report_runs_every_scenario_and_render_writes_the_document() {
-    let _dog = watchdog("helix-bench report", Duration::from_secs(300));
-    let ns = TestNs::new();
-    let dir = Scratch::new(&ns, "report");
+    let t = Bench::new("helix-bench report", Duration::from_secs(300));
     // Pinned to two CPUs this process may use: the report then also runs
     // the one-CPU pingpong and the e2e with the ledger apart.
     let cpus = allowed_cpus();
@@ -371,14 +371,14 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
             "--cpus",
             &format!("{a},{b}"),
             "--dir",
-            &dir.arg("run"),
+            &t.dir.arg("run"),
             "--ledger-dir",
-            &dir.0.display().to_string(),
+            &t.dir.0.display().to_string(),
         ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(dir.path("run/report.json")).unwrap()).unwrap();
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(t.dir.path("run/report.json")).unwrap()).unwrap();
     let steps = index["steps"].as_array().unwrap();
     assert_eq!(
         steps.iter().map(|s| s["scenario"].as_str().unwrap()).collect::<Vec<_>>(),
@@ -392,23 +392,20 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     assert!(has(&steps[1], "--cpus", &format!("{a},{a}")), "{index}");
     assert!(has(&steps[6], "--ledger-cpus", &b.to_string()), "{index}");
     assert!(steps.iter().all(|s| s["error"].is_null()), "{index}");
-    assert!(ns.files().is_empty(), "left behind: {:?}", ns.files());
-    std::fs::write(dir.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
-    bench(
-        &ns,
-        &[
-            "render",
-            "--dir",
-            &dir.arg("run"),
-            "--out",
-            &dir.arg("PERF.md"),
-            "--plot",
-            &dir.arg("latency.svg"),
-            "--notes",
-            &dir.arg("notes.md"),
-        ],
-    );
-    let md = std::fs::read_to_string(dir.path("PERF.md")).unwrap();
+    t.assert_no_rings_left();
+    std::fs::write(t.dir.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
+    t.run(&[
+        "render",
+        "--dir",
+        &t.dir.arg("run"),
+        "--out",
+        &t.dir.arg("PERF.md"),
+        "--plot",
+        &t.dir.arg("latency.svg"),
+        "--notes",
+        &t.dir.arg("notes.md"),
+    ]);
+    let md = std::fs::read_to_string(t.dir.path("PERF.md")).unwrap();
     for heading in [
         "# HELIX performance",
         "## Targets",
@@ -430,7 +427,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
         assert!(md.contains(placement), "{placement} missing:\n{md}");
     }
     assert!(!md.contains("not measured"), "{md}");
-    assert!(std::fs::read_to_string(dir.path("latency.svg")).unwrap().starts_with("<svg"));
+    assert!(std::fs::read_to_string(t.dir.path("latency.svg")).unwrap().starts_with("<svg"));
 }
 
 #[test]
@@ -439,10 +436,9 @@ fn attach_reports_rate_and_ingest_latency_of_a_live_telemetry_ring() {
     use helix::{Ring, RingOptions};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let _dog = watchdog("helix-bench attach", Duration::from_secs(60));
-    let ns = TestNs::new();
-    let ring =
-        Ring::create(&ns, "telemetry", &RingOptions { capacity: 4096, max_payload: 48, ..Default::default() }).unwrap();
+    let t = Bench::new("helix-bench attach", Duration::from_secs(60));
+    let ring = Ring::create(&t.ns, "telemetry", &RingOptions { capacity: 4096, max_payload: 48, ..Default::default() })
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (ring, stop) = (ring.clone(), stop.clone());
@@ -462,12 +458,11 @@ fn attach_reports_rate_and_ingest_latency_of_a_live_telemetry_ring() {
             }
         })
     };
-    let dir = Scratch::new(&ns, "attach");
-    let out = bench(&ns, &["attach", "telemetry", "--seconds", "0.5", "--warmup", "0.1", "--json", &dir.arg("a.json")]);
+    let out = t.run(&["attach", "telemetry", "--seconds", "0.5", "--warmup", "0.1", "--json", &t.dir.arg("a.json")]);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     assert!(out.contains("frames: ") && out.contains("ingest-to-reader latency: p50"), "{out}");
-    let v = document(&dir.path("a.json"), "attach");
+    let v = document(&t.dir.path("a.json"), "attach");
     let r = &v["results"];
     assert_eq!(r["ring"], "telemetry");
     assert!(r["frames"].as_u64().unwrap() > 0 && r["frames_per_sec"].is_f64() && r["overruns"].is_u64(), "{v}");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{watchdog, Notify, Reaped, TestNs};
+use common::{signal, watchdog, Notify, Reaped, TestNs};
 use helix::telemetry::Sample;
 use helix::*;
 
@@ -54,11 +54,6 @@ impl Drop for Env {
 
 const TELEMETRY: &str = "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 65536\npolicy = \"block\"\n";
 const SIM: &str = "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = 100\nrate_hz = 100.0\n";
-
-fn signal(child: &std::process::Child, sig: i32) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
 
 fn sigterm(child: &std::process::Child) {
     signal(child, libc::SIGTERM);

@@ -6,10 +6,10 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{payload, payload_len, watchdog, Notify, Reaped, TestNs};
+use common::{payload, payload_len, signal, watchdog, Notify, Reaped, TestNs};
 use helix::ledger::format::{RecordType, RingDecl, HASH_LEN, RECORD_HEADER_LEN};
 use helix::ledger::{walk, Ledger};
 use helix::*;
@@ -65,11 +65,6 @@ impl Drop for Env {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.tmp);
     }
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, sig) };
 }
 
 /// Polls `cond` until it holds; the test's watchdog bounds the wait. A

@@ -584,8 +584,7 @@ period_ms = 10
 ";
 
 fn sigterm(child: &std::process::Child) {
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    common::signal(child, libc::SIGTERM);
 }
 
 fn stderr_of(child: &mut std::process::Child) -> String {
@@ -683,8 +682,7 @@ fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
     // (terminate) the twin would die of SIGHUP, delivered first (pending
     // signals go lowest number first), and not exit 0 below.
     for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(twin.0.id() as i32, sig) };
+        common::signal(&twin.0, sig);
     }
     sigterm(&twin.0);
     twin_notify.until("STOPPING=1");

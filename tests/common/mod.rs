@@ -2,9 +2,18 @@
 //! itself, a watchdog, and re-executing this test binary as a child process.
 #![allow(dead_code)]
 
+/// The programs' child-process type (spawn, signal, wait with a deadline,
+/// kill and reap on drop). A test that also compiles in the programs'
+/// whole `shared` folder (tests/twin.rs) has it twice, harmlessly.
+#[path = "../../src/bin/shared/child.rs"]
+#[allow(clippy::duplicate_mod)]
+pub mod child;
+
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+
+use child::{ChildProcess, Signal};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
@@ -79,9 +88,10 @@ pub fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
         if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
             eprintln!("WATCHDOG: {what} did not finish within {limit:?}; aborting");
             // Leave nothing behind: kill the children, remove the rings.
-            for pid in LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                // SAFETY: signalling a child this process started.
-                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            for &pid in LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                // A child this process started and has not reaped (a
+                // `Reaped` leaves the list before it reaps).
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
             for ns in LIVE_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 remove_files(ns);
@@ -114,24 +124,32 @@ pub fn child(role: &str, ns: &Namespace) -> Command {
     cmd
 }
 
-/// Kills and reaps a child on drop, so no test leaves processes behind
-/// (and the watchdog kills it if the test hangs).
-pub struct Reaped(pub Child);
+/// A child the test started: killed and reaped on drop, so no test leaves
+/// processes behind, and killed by the watchdog if the test hangs. `.0`
+/// is the shared child type, which dereferences to `std::process::Child`.
+pub struct Reaped(pub ChildProcess);
 
 impl Reaped {
     /// Takes charge of `child`.
     pub fn new(child: Child) -> Reaped {
         LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
-        Reaped(child)
+        Reaped(ChildProcess::adopt("child", child))
     }
 }
 
 impl Drop for Reaped {
     fn drop(&mut self) {
+        LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != self.0.pid());
         let _ = self.0.kill();
-        let _ = self.0.wait();
-        LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != self.0.id());
     }
+}
+
+/// Sends signal `sig` (a libc signal number) to `child`, which the test
+/// started and has not reaped; a child that has already exited is not an
+/// error.
+pub fn signal(child: &Child, sig: i32) {
+    let sig = Signal::try_from(sig).expect("a signal number");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
 }
 
 /// Reads an environment variable the parent set for a child.

@@ -1,10 +1,12 @@
 //! Plumbing the HELIX programs share: configuration errors with file:line,
-//! log setup, the systemd service runner, signals. Each program compiles
-//! this folder in as its own `shared` module (`#[path]` in its `main.rs`),
-//! so it is no part of the `helix` library's API; a program uses what it
-//! needs and the rest is dead code to it, hence the allowance below.
+//! log setup, the systemd service runner, signals, child processes. Each
+//! program compiles this folder in as its own `shared` module (`#[path]` in
+//! its `main.rs`), so it is no part of the `helix` library's API; a program
+//! uses what it needs and the rest is dead code to it, hence the allowance
+//! below.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod conf;
 pub mod logging;
 pub mod service;

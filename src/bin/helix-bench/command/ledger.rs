@@ -1,22 +1,84 @@
-//! The ledger's cost: how fast the real `helix-ledger` records a ring
-//! (frames/s and MB/s written) at a given frame size and fsync interval,
-//! and how much a gating ledger adds to the writer's publish latency at a
-//! paced rate, against the same writer with no reader.
+//! `helix-bench ledger`: the ledger's cost. How fast the real
+//! `helix-ledger` records a ring (frames/s and MB/s written) at a given
+//! frame size and fsync interval, and how much a gating ledger adds to the
+//! writer's publish latency at a paced rate, against the same writer with
+//! no reader.
 
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context, Result};
+use clap::Args;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use helix::shm::Namespace;
 use helix::{Policy, Ring, RingOptions, RingView};
 
-use super::Summary;
+use super::list;
+use crate::affinity::{pin_pid, pin_to_cpu};
+use crate::document::{utc_now, JsonArg};
+use crate::machine::{load_average, Machine};
+use crate::shared::child::{ChildProcess, Signal};
+use crate::stats::{fmt_ns, histogram, middle_by, Summary};
 
 const RING: &str = "ledger-bench";
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct LedgerArgs {
+    /// Frames per throughput measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub frames: u64,
+    /// Frame sizes in bytes, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [32usize, 1024])]
+    pub sizes: Vec<usize>,
+    /// fsync intervals in milliseconds, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 10, 100])]
+    pub fsync_ms: Vec<u64>,
+    /// Repeat each measurement this many times and report the median.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Paced writer rate (frames/s) for the latency comparison; 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub latency_rate: u64,
+    /// Seconds of paced writing per latency measurement.
+    #[arg(long, default_value_t = 3.0)]
+    pub latency_secs: f64,
+    /// Folder for the ledgers written (each removed after its run).
+    #[arg(long, default_value = "/var/tmp")]
+    pub dir: PathBuf,
+    /// The helix-ledger program (default: beside this one).
+    #[arg(long)]
+    pub ledger_bin: Option<PathBuf>,
+    /// Pin the writer to the first CPU and the ledger to the second, e.g. 0,1.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    #[command(flatten)]
+    pub out: JsonArg,
+}
+
+impl LedgerArgs {
+    /// The command-line flags that give these arguments.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec!["--frames".to_owned(), self.frames.to_string()];
+        v.extend(["--sizes".into(), list(&self.sizes), "--fsync-ms".into(), list(&self.fsync_ms)]);
+        v.extend(["--runs".into(), self.runs.to_string(), "--latency-rate".into(), self.latency_rate.to_string()]);
+        v.extend([
+            "--latency-secs".into(),
+            self.latency_secs.to_string(),
+            "--dir".into(),
+            self.dir.display().to_string(),
+        ]);
+        v.extend(self.ledger_bin.iter().flat_map(|p| ["--ledger-bin".into(), p.display().to_string()]));
+        if !self.cpus.is_empty() {
+            v.extend(["--cpus".into(), list(&self.cpus)]);
+        }
+        v.extend(self.out.to_args());
+        v
+    }
+}
 
 /// One throughput measurement.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +165,108 @@ pub struct Results {
     pub writer_latency: Vec<WriterLatency>,
 }
 
+/// Runs `helix-bench ledger`.
+pub fn run(a: LedgerArgs, namespace: Namespace, exe: &Path) -> Result<()> {
+    let (load, started) = (load_average(), utc_now());
+    if a.sizes.contains(&0) || a.fsync_ms.contains(&0) || a.frames == 0 {
+        bail!("--frames, --sizes and --fsync-ms must be positive");
+    }
+    if a.latency_rate > 0 && !(a.latency_secs > 0.0 && a.latency_secs.is_finite()) {
+        bail!("--latency-secs must be positive");
+    }
+    let ledger_bin = a.ledger_bin.clone().unwrap_or_else(|| exe.with_file_name("helix-ledger"));
+    let dir = a.dir.join(format!("helix-bench-ledger-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let setup = Setup { ledger_bin, dir: dir.clone(), namespace, cpus: a.cpus.clone() };
+    println!("machine: {}", Machine::detect());
+    println!(
+        "ledger: {} frames per run, median of {} run(s), ledger in {}, {}",
+        a.frames,
+        a.runs,
+        a.dir.display(),
+        match a.cpus.first() {
+            None => "not pinned".to_owned(),
+            Some(cpu) => format!("writer on CPU {cpu}, ledger on the next"),
+        }
+    );
+    let latency_size = a.sizes.first().copied().unwrap_or(32);
+    let result = (|| -> Result<Results> {
+        let throughput = measure_throughput(&a, &setup)?;
+        let writer_latency = if a.latency_rate > 0 { measure_latency(&a, &setup, latency_size)? } else { vec![] };
+        Ok(Results {
+            frames: a.frames,
+            runs: a.runs.max(1),
+            dir: a.dir.display().to_string(),
+            cpus: a.cpus.clone(),
+            throughput,
+            latency_rate: a.latency_rate,
+            latency_secs: a.latency_secs,
+            latency_size,
+            writer_latency,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    a.out.write("ledger", load, started, result?)
+}
+
+/// Every size and fsync interval, each the median of its runs, printed.
+fn measure_throughput(a: &LedgerArgs, setup: &Setup) -> Result<Vec<ThroughputCase>> {
+    println!("{:>7} {:>8} {:>14} {:>10} {:>8} {:>13}", "size", "fsync", "frames/s", "MB/s", "fsyncs", "writer waits");
+    let mut cases = Vec::new();
+    for &size in &a.sizes {
+        for &fsync_ms in &a.fsync_ms {
+            let runs = (0..a.runs.max(1))
+                .map(|_| throughput(setup, a.frames, size, fsync_ms).context("ledger throughput"))
+                .collect::<Result<Vec<_>>>()?;
+            let (_, m) = middle_by(&runs, Throughput::frames_per_sec).expect("at least one run");
+            let m = m.clone();
+            println!(
+                "{:>5} B {:>5} ms {:>12.2} M {:>10.1} {:>8} {:>13}",
+                size,
+                fsync_ms,
+                m.frames_per_sec() / 1e6,
+                m.mb_per_sec(),
+                m.syncs.map_or("?".into(), |s| s.to_string()),
+                m.writer_waits
+            );
+            cases.push(ThroughputCase {
+                size,
+                fsync_ms,
+                frames_per_sec: m.frames_per_sec(),
+                mb_per_sec: m.mb_per_sec(),
+                median: m,
+                runs,
+            });
+        }
+    }
+    Ok(cases)
+}
+
+/// The paced writer's publish latency without, then with, a gating
+/// ledger, printed with the difference.
+fn measure_latency(a: &LedgerArgs, setup: &Setup, size: usize) -> Result<Vec<WriterLatency>> {
+    let secs = Duration::from_secs_f64(a.latency_secs);
+    println!("writer publish latency at {} frames/s of {size} B (batches of 100):", a.latency_rate);
+    println!("{:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}", "", "p50", "p99", "p99.9", "p99.99", "max", "waits");
+    let mut rows = Vec::new();
+    for with_ledger in [false, true] {
+        let r = writer_latency(setup, size, a.latency_rate, secs, with_ledger).context("writer latency")?;
+        let s = &r.publish;
+        let cells = [s.p50, s.p99, s.p999, s.p9999, s.max].map(|ns| format!(" {:>9}", fmt_ns(ns))).concat();
+        let who = if with_ledger { "gating ledger" } else { "no reader" };
+        println!("{who:>14}{cells} {:>7}", r.writer_waits);
+        rows.push(r);
+    }
+    let (a0, b0) = (&rows[0].publish, &rows[1].publish);
+    println!(
+        "added by the ledger: p50 {:+} ns, p99 {:+} ns, p99.9 {:+} ns",
+        b0.p50 as i64 - a0.p50 as i64,
+        b0.p99 as i64 - a0.p99 as i64,
+        b0.p999 as i64 - a0.p999 as i64
+    );
+    Ok(rows)
+}
+
 /// Where the ledger binary is and where it writes.
 #[derive(Debug, Clone)]
 pub struct Setup {
@@ -117,78 +281,80 @@ pub struct Setup {
     pub cpus: Vec<usize>,
 }
 
-/// A started `helix-ledger` on the benchmark ring; killed if dropped.
+/// A started `helix-ledger` on the benchmark ring; killed and its folder
+/// removed if dropped.
 struct LedgerProcess {
-    child: Child,
+    child: ChildProcess,
     dir: PathBuf,
 }
 
 impl LedgerProcess {
-    fn start(setup: &Setup, ring: &RingView, run: &str, fsync_ms: u64) -> io::Result<LedgerProcess> {
+    fn start(setup: &Setup, ring: &RingView, run: &str, fsync_ms: u64) -> Result<LedgerProcess> {
         let dir = setup.dir.join(run);
         let _ = std::fs::remove_dir_all(&dir);
-        let child = Command::new(&setup.ledger_bin)
-            .args(["--ring", RING, "--fsync-interval-ms", &fsync_ms.to_string(), "--dir"])
+        let mut cmd = Command::new(&setup.ledger_bin);
+        cmd.args(["--ring", RING, "--fsync-interval-ms", &fsync_ms.to_string(), "--dir"])
             .arg(&dir)
             .env("HELIX_NAMESPACE", setup.namespace.as_str())
             .env("HELIX_LOG", "info")
             .env_remove("NOTIFY_SOCKET")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| io::Error::other(format!("{}: {e}", setup.ledger_bin.display())))?;
+            .stderr(Stdio::piped());
+        let child = ChildProcess::spawn("helix-ledger", &mut cmd)?;
         let mut p = LedgerProcess { child, dir };
         if let Some(&cpu) = setup.cpus.get(1) {
-            super::pin_pid(p.child.id(), cpu)?;
+            pin_pid(p.child.pid(), cpu)?;
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !ring.stats().readers.iter().any(|r| r.pid == p.child.id() && r.alive) {
+        while !ring.stats().readers.iter().any(|r| r.pid == p.child.pid() && r.alive) {
             if let Some(status) = p.child.try_wait()? {
-                let mut err = String::new();
-                let _ = p.child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-                return Err(io::Error::other(format!("helix-ledger exited ({status}): {err}")));
+                bail!("helix-ledger exited ({status}): {}", p.stderr());
             }
             if Instant::now() > deadline {
-                return Err(io::Error::other("helix-ledger did not attach within 30 s"));
+                bail!("helix-ledger did not attach within 30 s");
             }
             std::thread::sleep(Duration::from_millis(2));
         }
         Ok(p)
     }
 
+    /// What it wrote to stderr, to its end (when it has exited).
+    fn stderr(&mut self) -> String {
+        let mut err = String::new();
+        let _ = self.child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        err
+    }
+
     /// The ledger's released cursor on the ring.
     fn released(&self, ring: &RingView) -> u64 {
-        ring.stats().readers.iter().find(|r| r.pid == self.child.id()).map_or(0, |r| r.cursor)
+        ring.stats().readers.iter().find(|r| r.pid == self.child.pid()).map_or(0, |r| r.cursor)
     }
 
     /// Stops it (SIGTERM: it writes and syncs what it holds); returns the
-    /// fsync count from its last log line, and removes its folder.
-    fn stop(mut self) -> io::Result<(u64, Option<u64>)> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    /// bytes it wrote and the fsync count from its last log line, and
+    /// removes its folder.
+    fn stop(mut self) -> Result<(u64, Option<u64>)> {
+        self.child.signal(Signal::SIGTERM)?;
         let mut err = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             e.read_to_string(&mut err)?;
         }
         let status = self.child.wait()?;
         if !status.success() {
-            return Err(io::Error::other(format!("helix-ledger exited with {status}: {err}")));
+            bail!("helix-ledger exited with {status}: {err}");
         }
         let syncs = err
             .lines()
             .rev()
             .find_map(|l| l.split(" fsyncs").next().filter(|_| l.contains(" fsyncs")))
             .and_then(|s| s.rsplit(' ').next()?.parse().ok());
-        let bytes = dir_bytes(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
-        Ok((bytes, syncs))
+        Ok((dir_bytes(&self.dir), syncs))
     }
 }
 
 impl Drop for LedgerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -198,7 +364,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// A block ring for frames of `size`, at most about 256 MiB.
-fn bench_ring(ns: &Namespace, size: usize) -> io::Result<Ring> {
+fn bench_ring(ns: &Namespace, size: usize) -> Result<Ring> {
     let slot = (size + 16).next_power_of_two() as u64;
     let capacity = ((256u64 << 20) / slot).next_power_of_two().min(1 << 22) / 2;
     let opts = RingOptions {
@@ -209,44 +375,49 @@ fn bench_ring(ns: &Namespace, size: usize) -> io::Result<Ring> {
         ..Default::default()
     };
     let _ = Ring::unlink(ns, RING);
-    Ring::create(ns, RING, &opts).map_err(io::Error::other)
+    Ok(Ring::create(ns, RING, &opts)?)
+}
+
+/// Runs `measure` with a fresh benchmark ring for frames of `size`, and
+/// removes the ring after.
+fn with_ring<T>(setup: &Setup, size: usize, measure: impl FnOnce(&Ring, &RingView) -> Result<T>) -> Result<T> {
+    let ns = &setup.namespace;
+    let ring = bench_ring(ns, size)?;
+    let result = RingView::attach(ns, RING).map_err(anyhow::Error::from).and_then(|view| measure(&ring, &view));
+    drop(ring);
+    let _ = Ring::unlink(ns, RING);
+    result
 }
 
 /// Records `frames` frames of `size` bytes, published as fast as the
 /// ledger takes them, with the ledger's fsync interval `fsync_ms`.
-pub fn throughput(setup: &Setup, frames: u64, size: usize, fsync_ms: u64) -> io::Result<Throughput> {
-    let ns = &setup.namespace;
-    let ring = bench_ring(ns, size)?;
-    let view = RingView::attach(ns, RING).map_err(io::Error::other)?;
-    let result = (|| {
-        let ledger = LedgerProcess::start(setup, &view, &format!("tp-{size}-{fsync_ms}"), fsync_ms)?;
+pub fn throughput(setup: &Setup, frames: u64, size: usize, fsync_ms: u64) -> Result<Throughput> {
+    with_ring(setup, size, |ring, view| {
+        let ledger = LedgerProcess::start(setup, view, &format!("tp-{size}-{fsync_ms}"), fsync_ms)?;
         if let Some(&cpu) = setup.cpus.first() {
-            super::pin_to_cpu(cpu)?;
+            pin_to_cpu(cpu)?;
         }
-        let mut w = ring.writer().map_err(io::Error::other)?;
+        let mut w = ring.writer()?;
         let frame = vec![0x5au8; size];
         let t0 = Instant::now();
         let mut seq = 1;
         while seq <= frames {
             let n = 64.min(frames - seq + 1);
-            let mut claim = w.claim(n).map_err(io::Error::other)?;
+            let mut claim = w.claim(n)?;
             for _ in 0..n {
-                claim.push(&frame).map_err(io::Error::other)?;
+                claim.push(&frame)?;
             }
             drop(claim);
             seq += n;
         }
-        while ledger.released(&view) <= frames {
+        while ledger.released(view) <= frames {
             std::thread::sleep(Duration::from_micros(200));
         }
         let seconds = t0.elapsed().as_secs_f64();
         let writer_waits = view.stats().writer_waits;
         let (ledger_bytes, syncs) = ledger.stop()?;
         Ok(Throughput { frames, size, fsync_ms, seconds, ledger_bytes, syncs, writer_waits })
-    })();
-    drop(ring);
-    let _ = Ring::unlink(ns, RING);
-    result
+    })
 }
 
 /// Publishes `rate` frames/s of `size` bytes for `duration` (in batches of
@@ -258,19 +429,16 @@ pub fn writer_latency(
     rate: u64,
     duration: Duration,
     with_ledger: bool,
-) -> io::Result<WriterLatency> {
-    let ns = &setup.namespace;
-    let ring = bench_ring(ns, size)?;
-    let view = RingView::attach(ns, RING).map_err(io::Error::other)?;
-    let result = (|| {
+) -> Result<WriterLatency> {
+    with_ring(setup, size, |ring, view| {
         let ledger =
-            if with_ledger { Some(LedgerProcess::start(setup, &view, &format!("lat-{size}"), 10)?) } else { None };
+            if with_ledger { Some(LedgerProcess::start(setup, view, &format!("lat-{size}"), 10)?) } else { None };
         if let Some(&cpu) = setup.cpus.first() {
-            super::pin_to_cpu(cpu)?;
+            pin_to_cpu(cpu)?;
         }
-        let mut w = ring.writer().map_err(io::Error::other)?;
+        let mut w = ring.writer()?;
         let frame = vec![0x5au8; size];
-        let mut hist: Histogram<u64> = super::histogram();
+        let mut hist: Histogram<u64> = histogram();
         let batch = 100u64;
         let period = Duration::from_nanos(batch * 1_000_000_000 / rate.max(1));
         let start = Instant::now();
@@ -281,9 +449,9 @@ pub fn writer_latency(
         while Instant::now() < end {
             for _ in 0..batch {
                 let t = Instant::now();
-                w.publish(&frame).map_err(io::Error::other)?;
+                w.publish(&frame)?;
                 if t >= warmup {
-                    hist.record(t.elapsed().as_nanos() as u64).map_err(io::Error::other)?;
+                    hist.record(t.elapsed().as_nanos() as u64)?;
                 }
                 frames += 1;
             }
@@ -294,14 +462,38 @@ pub fn writer_latency(
         }
         let writer_waits = view.stats().writer_waits;
         if let Some(l) = ledger {
-            while l.released(&view) <= frames {
+            while l.released(view) <= frames {
                 std::thread::sleep(Duration::from_millis(1));
             }
             l.stop()?;
         }
         Ok(WriterLatency { with_ledger, publish: Summary::of(&hist), writer_waits, frames })
-    })();
-    drop(ring);
-    let _ = Ring::unlink(ns, RING);
-    result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::report::Scenario;
+
+    #[test]
+    fn the_arguments_parse_back_to_themselves() {
+        let all = LedgerArgs {
+            frames: 20_000,
+            sizes: vec![32, 1024],
+            fsync_ms: vec![1, 100],
+            runs: 1,
+            latency_rate: 100_000,
+            latency_secs: 0.2,
+            dir: "/tmp/l".into(),
+            ledger_bin: Some("/opt/helix-ledger".into()),
+            cpus: vec![0, 1],
+            out: JsonArg { json: Some("/tmp/l.json".into()) },
+        };
+        let few = LedgerArgs { ledger_bin: None, cpus: vec![], out: JsonArg::default(), ..all.clone() };
+        for a in [all, few] {
+            let step = Scenario::Ledger(a);
+            assert_eq!(step.reparse(), step);
+        }
+    }
 }

@@ -1,22 +1,79 @@
-//! Cross-process round trips: a frame goes to a peer process through one
-//! channel and comes back through another; the round-trip time is recorded.
-//! The ring runs beside the baselines a user would otherwise pick, in the
-//! same run, with the same frame size and the same core pinning.
+//! `helix-bench pingpong`: cross-process round trips. A frame goes to a
+//! peer process through one channel and comes back through another; the
+//! round-trip time is recorded. The ring runs beside the baselines a user
+//! would otherwise pick, in the same run, with the same frame size and the
+//! same core pinning.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+mod channel;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
 
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use helix::shm::{Mapping, Namespace};
-use helix::{Policy, ReaderOptions, Ring, RingOptions, Start, WaitStrategy, Writer};
+use helix::shm::Namespace;
+use helix::WaitStrategy;
 
-use super::{curve, histogram, median, CurvePoint, PeerCommand, Summary};
+use super::list;
+use super::peer::{PeerCmd, PeerPingpongArgs, Peers};
+use crate::document::{utc_now, JsonArg};
+use crate::machine::{load_average, Machine};
+use crate::plot::{percentile_plot, Series};
+use crate::stats::{fmt_ns, median, CurvePoint, Summary};
+
+pub use channel::peer;
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct PingpongArgs {
+    /// Frame sizes in bytes (at least 8), comma separated; every transport
+    /// runs at each.
+    #[arg(long, alias = "size", value_delimiter = ',', default_values_t = DEFAULT_SIZES)]
+    pub sizes: Vec<usize>,
+    /// Measured round trips per transport.
+    #[arg(long, default_value_t = 20_000)]
+    pub iters: u64,
+    /// Round trips before measuring.
+    #[arg(long, default_value_t = 2_000)]
+    pub warmup: u64,
+    /// Transports, comma separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub transports: Vec<Transport>,
+    /// Pin this process and the peer to these two CPUs, e.g. 0,1.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// Repeat the whole set this many times and report the median of each.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Draw the percentile plot (SVG) of every transport at one frame size
+    /// (--plot-size), first run.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// The frame size plotted (default: 64 if measured, else the first).
+    #[arg(long)]
+    pub plot_size: Option<usize>,
+    #[command(flatten)]
+    pub out: JsonArg,
+}
+
+impl PingpongArgs {
+    /// The command-line flags that give these arguments.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec!["--sizes".to_owned(), list(&self.sizes), "--iters".into(), self.iters.to_string()];
+        v.extend(["--warmup".into(), self.warmup.to_string(), "--runs".into(), self.runs.to_string()]);
+        if !self.transports.is_empty() {
+            let names: Vec<&str> = self.transports.iter().map(|t| t.name()).collect();
+            v.extend(["--transports".into(), names.join(",")]);
+        }
+        v.extend(self.plot.iter().flat_map(|p| ["--plot".into(), p.display().to_string()]));
+        v.extend(self.plot_size.iter().flat_map(|s| ["--plot-size".into(), s.to_string()]));
+        if !self.cpus.is_empty() {
+            v.extend(["--cpus".into(), list(&self.cpus)]);
+        }
+        v.extend(self.out.to_args());
+        v
+    }
+}
 
 /// The frame sizes swept by default: 8 B to 16 KiB.
 pub const DEFAULT_SIZES: [usize; 5] = [8, 64, 512, 4096, 16384];
@@ -78,16 +135,27 @@ pub struct SizeResult {
 }
 
 impl SizeResult {
+    /// No runs yet of `transports` at `size`.
+    fn new(size: usize, transports: &[Transport]) -> SizeResult {
+        let transports = transports
+            .iter()
+            .map(|t| TransportResult {
+                transport: t.name().into(),
+                blocking: t.blocking(),
+                runs: vec![],
+                median_p50_ns: 0.0,
+            })
+            .collect();
+        SizeResult { size, transports, ratios: vec![] }
+    }
+
     /// Fills `median_p50_ns` and `ratios` from the runs.
     pub fn finish(&mut self) {
         for t in &mut self.transports {
             t.median_p50_ns = median(t.runs.iter().map(|m| m.summary.p50 as f64).collect());
         }
         let p50 = |name: &str| -> Option<Vec<f64>> {
-            self.transports
-                .iter()
-                .find(|t| t.transport == name)
-                .map(|t| t.runs.iter().map(|m| m.summary.p50 as f64).collect())
+            self.transport(name).map(|t| t.runs.iter().map(|m| m.summary.p50 as f64).collect())
         };
         self.ratios = RATIOS
             .iter()
@@ -127,23 +195,6 @@ pub struct Params {
     pub transports: Vec<String>,
 }
 
-impl Results {
-    /// Draws the percentile plot (SVG) of every transport at frame size
-    /// `size`, from the first run.
-    pub fn plot(&self, size: usize, machine: &super::Machine, path: &Path) -> io::Result<()> {
-        let sr = self.sizes.iter().find(|s| s.size == size).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("no measurement at {size} bytes to plot"))
-        })?;
-        let series: Vec<super::plot::Series<'_>> = sr
-            .transports
-            .iter()
-            .filter_map(|t| Some(super::plot::Series { name: &t.transport, curve: &t.runs.first()?.curve }))
-            .collect();
-        let title = format!("HELIX cross-process round trip, {size}-byte frames ({}, run 1)", machine.cpu);
-        super::plot::percentile_plot(path, &title, &series)
-    }
-}
-
 /// What `helix-bench pingpong --json` writes under `results`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
@@ -151,6 +202,25 @@ pub struct Results {
     pub params: Params,
     /// Each frame size.
     pub sizes: Vec<SizeResult>,
+}
+
+impl Results {
+    /// Draws the percentile plot (SVG) of every transport at frame size
+    /// `size`, from the first run.
+    pub fn plot(&self, size: usize, machine: &Machine, path: &Path) -> Result<()> {
+        let sr = self
+            .sizes
+            .iter()
+            .find(|s| s.size == size)
+            .ok_or_else(|| anyhow!("no measurement at {size} bytes to plot"))?;
+        let series: Vec<Series<'_>> = sr
+            .transports
+            .iter()
+            .filter_map(|t| Some(Series { name: &t.transport, curve: &t.runs.first()?.curve }))
+            .collect();
+        let title = format!("HELIX cross-process round trip, {size}-byte frames ({}, run 1)", machine.cpu);
+        percentile_plot(path, &title, &series)
+    }
 }
 
 /// A channel to measure.
@@ -206,11 +276,11 @@ impl Transport {
 }
 
 impl std::str::FromStr for Transport {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
         Transport::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
             let names: Vec<_> = Transport::ALL.iter().map(|t| t.name()).collect();
-            format!("unknown transport {s:?}: expected one of {}", names.join(", "))
+            anyhow!("unknown transport {s:?}: expected one of {}", names.join(", "))
         })
     }
 }
@@ -237,367 +307,150 @@ impl Config {
         self.warmup + self.iters
     }
 
-    fn peer_args(&self, t: Transport) -> Vec<String> {
-        let mut a = vec![
-            "peer".into(),
-            "pingpong".into(),
-            t.name().into(),
-            "--namespace".into(),
-            self.namespace.as_str().into(),
-            "--size".into(),
-            self.size.to_string(),
-            "--rounds".into(),
-            self.total().to_string(),
-            "--dir".into(),
-            self.dir.display().to_string(),
-        ];
-        if let Some((_, peer)) = self.cpus {
-            a.extend(["--cpu".into(), peer.to_string()]);
-        }
-        a
+    /// The peer that echoes transport `t`'s frames.
+    fn peer(&self, t: Transport) -> PeerCmd {
+        PeerCmd::Pingpong(PeerPingpongArgs {
+            transport: t,
+            size: self.size,
+            rounds: self.total(),
+            dir: self.dir.clone(),
+            cpu: self.cpus.map(|(_, peer)| peer),
+        })
     }
 }
 
-/// One side of a channel: send a frame, receive a frame.
-trait Side {
-    fn send(&mut self, buf: &[u8]) -> io::Result<()>;
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()>;
+/// Runs `helix-bench pingpong`.
+pub fn run(a: PingpongArgs, namespace: Namespace, peers: &Peers) -> Result<()> {
+    let (load, started) = (load_average(), utc_now());
+    let transports = if a.transports.is_empty() { Transport::ALL.to_vec() } else { a.transports.clone() };
+    let cpus = match a.cpus.as_slice() {
+        [] => None,
+        [x, y] => Some((*x, *y)),
+        _ => bail!("--cpus takes two CPUs, e.g. 0,1"),
+    };
+    if let Some(&bad) = a.sizes.iter().find(|&&s| !(8..=16384).contains(&s)) {
+        bail!("frame size {bad}: sizes must be from 8 to 16384 bytes");
+    }
+    if a.sizes.is_empty() || a.iters == 0 || a.runs == 0 {
+        bail!("--sizes, --iters and --runs must not be empty or 0");
+    }
+    let plot_size = a.plot_size.unwrap_or(if a.sizes.contains(&64) { 64 } else { a.sizes[0] });
+    if a.plot.is_some() && !a.sizes.contains(&plot_size) {
+        bail!("--plot-size {plot_size} is not among --sizes");
+    }
+    let dir = std::env::temp_dir().join(format!("helix-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    println!("machine: {}", Machine::detect());
+    println!(
+        "pingpong: frames of {} bytes, {} round trips after {} warm-up per transport and size, {}, {} run(s)",
+        a.sizes.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
+        a.iters,
+        a.warmup,
+        cpus.map_or("not pinned".to_owned(), |(x, y)| format!("pinned to CPUs {x} and {y}")),
+        a.runs
+    );
+    let mut sizes: Vec<SizeResult> = a.sizes.iter().map(|&size| SizeResult::new(size, &transports)).collect();
+    let cfg =
+        |size| Config { size, iters: a.iters, warmup: a.warmup, cpus, namespace: namespace.clone(), dir: dir.clone() };
+    let measured = measure_runs(a.runs, &transports, &mut sizes, cfg, peers);
+    let _ = std::fs::remove_dir_all(&dir);
+    measured?;
+    for sr in sizes.iter_mut() {
+        sr.finish();
+        print_medians(sr, a.runs);
+    }
+    let params = Params {
+        sizes: a.sizes.clone(),
+        iters: a.iters,
+        warmup: a.warmup,
+        cpus,
+        runs: a.runs,
+        transports: transports.iter().map(|t| t.name().to_owned()).collect(),
+    };
+    let results = Results { params, sizes };
+    if let Some(path) = &a.plot {
+        results.plot(plot_size, &Machine::detect(), path)?;
+        println!("wrote {}", path.display());
+    }
+    a.out.write("pingpong", load, started, results)
 }
 
-const PING: &str = "pp-ping";
-const PONG: &str = "pp-pong";
-
-struct HelixSide {
-    writer: Writer,
-    reader: helix::Reader,
-}
-
-impl Side for HelixSide {
-    fn send(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.writer.publish(buf).map(drop).map_err(io::Error::other)
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.reader.read(buf).map(drop).map_err(io::Error::other)
-    }
-}
-
-/// Two words in a shared file, on separate 128-byte lines.
-struct Words {
-    map: Mapping,
-}
-
-impl Words {
-    fn path(ns: &Namespace) -> PathBuf {
-        PathBuf::from(format!("{}/{}.pp-words", helix::shm::SHM_DIR, ns.as_str()))
-    }
-
-    fn create(ns: &Namespace) -> io::Result<Words> {
-        let path = Words::path(ns);
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
-        file.set_len(256)?;
-        Ok(Words { map: Mapping::new(&file, true)? })
-    }
-
-    fn open(ns: &Namespace) -> io::Result<Words> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(Words::path(ns))?;
-        Ok(Words { map: Mapping::new(&file, true)? })
-    }
-
-    fn u64(&self, line: usize) -> &AtomicU64 {
-        assert!(line < 2 && self.map.len() >= 256);
-        // SAFETY: the mapping is 256 bytes, page aligned and writable; each
-        // word is 8-aligned at offset 0 or 128 and only ever accessed
-        // atomically, by this process and the peer.
-        unsafe { &*(self.map.ptr().add(line * 128) as *const AtomicU64) }
-    }
-
-    fn u32(&self, line: usize) -> &AtomicU32 {
-        assert!(line < 2 && self.map.len() >= 256);
-        // SAFETY: as for `u64`: aligned, in bounds, only accessed atomically.
-        unsafe { &*(self.map.ptr().add(line * 128) as *const AtomicU32) }
-    }
-}
-
-/// Round bookkeeping shared by the word baselines: the leader (this
-/// process) starts round r by writing r to word 0 and waits for r in word 1;
-/// the follower (the peer) waits for r in word 0 and answers in word 1.
-struct Rounds {
-    words: Words,
-    leader: bool,
-    round: u64,
-}
-
-impl Rounds {
-    fn out(&self) -> usize {
-        usize::from(!self.leader)
-    }
-
-    /// The value to send (a leader starts the next round).
-    fn next_out(&mut self) -> u64 {
-        if self.leader {
-            self.round += 1;
-        }
-        self.round
-    }
-
-    /// The value to wait for.
-    fn want_in(&self) -> u64 {
-        if self.leader {
-            self.round
-        } else {
-            self.round + 1
-        }
-    }
-}
-
-/// Spinning atomic ping-pong.
-struct AtomicSide(Rounds);
-
-impl Side for AtomicSide {
-    fn send(&mut self, _: &[u8]) -> io::Result<()> {
-        let v = self.0.next_out();
-        self.0.words.u64(self.0.out()).store(v, Ordering::Release);
-        Ok(())
-    }
-    fn recv(&mut self, _: &mut [u8]) -> io::Result<()> {
-        let want = self.0.want_in();
-        while self.0.words.u64(1 - self.0.out()).load(Ordering::Acquire) != want {
-            std::hint::spin_loop();
-        }
-        self.0.round = want;
-        Ok(())
-    }
-}
-
-/// Futex ping-pong: sleep at once, always wake the other side.
-struct FutexSide(Rounds);
-
-impl Side for FutexSide {
-    fn send(&mut self, _: &[u8]) -> io::Result<()> {
-        let v = self.0.next_out() as u32;
-        let w = self.0.words.u32(self.0.out());
-        w.store(v, Ordering::Release);
-        helix::futex::wake_all(w).map(drop)
-    }
-    fn recv(&mut self, _: &mut [u8]) -> io::Result<()> {
-        let want = self.0.want_in();
-        let w = self.0.words.u32(1 - self.0.out());
-        loop {
-            let seen = w.load(Ordering::Acquire);
-            if seen == want as u32 {
-                break;
+/// Every run of every transport at every size (`cfg` gives a size's
+/// configuration), printing each run's percentiles.
+fn measure_runs(
+    runs: usize,
+    transports: &[Transport],
+    sizes: &mut [SizeResult],
+    cfg: impl Fn(usize) -> Config,
+    peers: &Peers,
+) -> Result<()> {
+    for run in 1..=runs {
+        for sr in sizes.iter_mut() {
+            let cfg = cfg(sr.size);
+            println!("\nrun {run}, {}-byte frames: round-trip time", sr.size);
+            let head = Summary::NAMES.map(|n| format!("{n:>11}")).concat();
+            println!("{:<22}{head}", "transport");
+            for (t, tr) in transports.iter().zip(sr.transports.iter_mut()) {
+                let m = channel::measure(*t, &cfg, peers)
+                    .with_context(|| format!("measuring {} at {} bytes", t.name(), sr.size))?;
+                let row = m.summary.percentiles().map(|ns| format!("{:>11}", fmt_ns(ns))).concat();
+                println!("{:<22}{row}", t.name());
+                tr.runs.push(m);
             }
-            helix::futex::wait(w, seen, None)?;
         }
-        self.0.round = want;
-        Ok(())
-    }
-}
-
-/// Byte streams: FIFOs and Unix stream sockets.
-struct StreamSide<R: Read, W: Write> {
-    rx: R,
-    tx: W,
-}
-
-impl<R: Read, W: Write> Side for StreamSide<R, W> {
-    fn send(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.tx.write_all(buf)
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.rx.read_exact(buf)
-    }
-}
-
-struct DgramSide(UnixDatagram);
-
-impl Side for DgramSide {
-    fn send(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.send(buf).map(drop)
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let n = self.0.recv(buf)?;
-        if n != buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("datagram of {n} bytes, expected {}", buf.len()),
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn fifo(path: &Path) -> io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
-/// The peer process: echoes `rounds` frames back, then exits.
-pub fn peer(t: Transport, ns: &Namespace, size: usize, rounds: u64, dir: &Path) -> io::Result<()> {
-    let mut side: Box<dyn Side> = match t {
-        Transport::Helix(wait) => {
-            let reader = helix::Reader::attach(
-                ns,
-                PING,
-                &ReaderOptions { gating: true, start: Start::Oldest, wait, name: "pp-peer".into() },
-            )
-            .map_err(io::Error::other)?;
-            let writer = Writer::attach(ns, PONG).map_err(io::Error::other)?;
-            Box::new(HelixSide { writer, reader })
-        }
-        Transport::Atomic => Box::new(AtomicSide(Rounds { words: Words::open(ns)?, leader: false, round: 0 })),
-        Transport::Futex => Box::new(FutexSide(Rounds { words: Words::open(ns)?, leader: false, round: 0 })),
-        Transport::Pipe => {
-            println!("ready");
-            io::stdout().flush()?;
-            let rx = File::open(dir.join("ping"))?;
-            let tx = std::fs::OpenOptions::new().write(true).open(dir.join("pong"))?;
-            Box::new(StreamSide { rx, tx })
-        }
-        Transport::UnixStream => {
-            let s = UnixStream::connect(dir.join("stream"))?;
-            Box::new(StreamSide { rx: s.try_clone()?, tx: s })
-        }
-        Transport::UnixDgram => {
-            let s = UnixDatagram::bind(dir.join("dgram-peer"))?;
-            s.connect(dir.join("dgram-main"))?;
-            Box::new(DgramSide(s))
-        }
-    };
-    if t != Transport::Pipe {
-        println!("ready");
-        io::stdout().flush()?;
+/// Prints a size's medians over the runs and its ratios.
+fn print_medians(sr: &SizeResult, runs: usize) {
+    println!(
+        "\n{} bytes: median round trip over {} run(s), and ratios taken within each run (median of the per-run ratios):",
+        sr.size, runs
+    );
+    for t in &sr.transports {
+        println!("  {:<22}{:>10}", t.transport, fmt_ns(t.median_p50_ns as u64));
     }
-    let mut buf = vec![0u8; size];
-    for _ in 0..rounds {
-        side.recv(&mut buf)?;
-        side.send(&buf)?;
+    for r in &sr.ratios {
+        println!(
+            "  p50 {} / {}: {:.2}x  (per run: {})",
+            r.numerator,
+            r.denominator,
+            r.median,
+            r.per_run.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ")
+        );
     }
-    Ok(())
 }
 
-/// Runs one transport: sets it up, starts the peer, measures round trips.
-pub fn run(t: Transport, cfg: &Config, peer_cmd: PeerCommand<'_>) -> io::Result<Measured> {
-    if cfg.size < 8 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "frames must be at least 8 bytes"));
-    }
-    if let Some((mine, _)) = cfg.cpus {
-        super::pin_to_cpu(mine)?;
-    }
-    let ns = &cfg.namespace;
-    let spawn = || -> io::Result<Child> {
-        let mut child = peer_cmd(&cfg.peer_args(t)).stdout(Stdio::piped()).spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("piped stdout")).read_line(&mut line)?;
-        if line.trim() != "ready" {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::other(format!("{} peer failed to start", t.name())));
-        }
-        Ok(child)
-    };
-    let (mut side, mut child): (Box<dyn Side>, Child) = match t {
-        Transport::Helix(wait) => {
-            let opts = RingOptions {
-                capacity: 64,
-                max_payload: cfg.size as u32,
-                policy: Policy::Block,
-                max_readers: 4,
-                ..Default::default()
-            };
-            let ping = Ring::create(ns, PING, &opts).map_err(io::Error::other)?;
-            let pong = Ring::create(ns, PONG, &opts).map_err(io::Error::other)?;
-            let writer = ping.writer().map_err(io::Error::other)?;
-            let reader = pong
-                .reader(&ReaderOptions { gating: true, start: Start::Oldest, wait, name: "pp-main".into() })
-                .map_err(io::Error::other)?;
-            let child = spawn()?;
-            (Box::new(HelixSide { writer, reader }), child)
-        }
-        Transport::Atomic => {
-            let words = Words::create(ns)?;
-            (Box::new(AtomicSide(Rounds { words, leader: true, round: 0 })), spawn()?)
-        }
-        Transport::Futex => {
-            let words = Words::create(ns)?;
-            (Box::new(FutexSide(Rounds { words, leader: true, round: 0 })), spawn()?)
-        }
-        Transport::Pipe => {
-            fifo(&cfg.dir.join("ping"))?;
-            fifo(&cfg.dir.join("pong"))?;
-            let child = spawn()?;
-            let tx = std::fs::OpenOptions::new().write(true).open(cfg.dir.join("ping"))?;
-            let rx = File::open(cfg.dir.join("pong"))?;
-            (Box::new(StreamSide { rx, tx }), child)
-        }
-        Transport::UnixStream => {
-            let listener = UnixListener::bind(cfg.dir.join("stream"))?;
-            let child = spawn()?;
-            let (s, _) = listener.accept()?;
-            (Box::new(StreamSide { rx: s.try_clone()?, tx: s }), child)
-        }
-        Transport::UnixDgram => {
-            let s = UnixDatagram::bind(cfg.dir.join("dgram-main"))?;
-            let child = spawn()?;
-            s.connect(cfg.dir.join("dgram-peer"))?;
-            (Box::new(DgramSide(s)), child)
-        }
-    };
-    let result = measure(&mut *side, cfg);
-    drop(side);
-    if result.is_err() {
-        let _ = child.kill();
-    }
-    let status = child.wait()?;
-    cleanup(t, cfg);
-    let summary = result?;
-    if !status.success() {
-        return Err(io::Error::other(format!("{} peer exited with {status}", t.name())));
-    }
-    Ok(summary)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::report::Scenario;
 
-fn measure(side: &mut dyn Side, cfg: &Config) -> io::Result<Measured> {
-    let mut h = histogram();
-    let mut out = vec![0u8; cfg.size];
-    let mut back = vec![0u8; cfg.size];
-    for round in 0..cfg.total() {
-        out[..8].copy_from_slice(&round.to_le_bytes());
-        let t0 = Instant::now();
-        side.send(&out)?;
-        side.recv(&mut back)?;
-        let rtt = t0.elapsed().as_nanos() as u64;
-        if round >= cfg.warmup {
-            h.record(rtt.max(1)).map_err(io::Error::other)?;
-        }
-    }
-    Ok(Measured { summary: Summary::of(&h), curve: curve(&h) })
-}
-
-fn cleanup(t: Transport, cfg: &Config) {
-    let ns = &cfg.namespace;
-    match t {
-        Transport::Helix(_) => {
-            let _ = Ring::unlink(ns, PING);
-            let _ = Ring::unlink(ns, PONG);
-        }
-        Transport::Atomic | Transport::Futex => {
-            let _ = std::fs::remove_file(Words::path(ns));
-        }
-        Transport::Pipe => {
-            let _ = std::fs::remove_file(cfg.dir.join("ping"));
-            let _ = std::fs::remove_file(cfg.dir.join("pong"));
-        }
-        Transport::UnixStream => {
-            let _ = std::fs::remove_file(cfg.dir.join("stream"));
-        }
-        Transport::UnixDgram => {
-            let _ = std::fs::remove_file(cfg.dir.join("dgram-main"));
-            let _ = std::fs::remove_file(cfg.dir.join("dgram-peer"));
+    #[test]
+    fn the_arguments_parse_back_to_themselves() {
+        let all = PingpongArgs {
+            sizes: vec![8, 100],
+            iters: 5,
+            warmup: 1,
+            transports: vec![Transport::Pipe, Transport::Helix(WaitStrategy::default())],
+            cpus: vec![0, 1],
+            runs: 2,
+            plot: Some("/tmp/p.svg".into()),
+            plot_size: Some(8),
+            out: JsonArg { json: Some("/tmp/p.json".into()) },
+        };
+        let few = PingpongArgs {
+            transports: vec![],
+            cpus: vec![],
+            plot: None,
+            plot_size: None,
+            out: JsonArg::default(),
+            ..all.clone()
+        };
+        for a in [all, few] {
+            let step = Scenario::Pingpong(a);
+            assert_eq!(step.reparse(), step);
         }
     }
 }

@@ -1,19 +1,95 @@
-//! One-way streaming: one writer, several reader processes, fixed-size
-//! frames published and consumed in batches. Reports frames/s and MB/s for
-//! the writer and each reader, and what was lost or waited for.
+//! `helix-bench stream`: one-way streaming. One writer, several reader
+//! processes, fixed-size frames published and consumed in batches. Reports
+//! frames/s and MB/s for the writer and each reader, and what was lost or
+//! waited for.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
+use std::process::{ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use helix::shm::Namespace;
 use helix::{Policy, ReadError, Reader, ReaderOptions, Ring, RingOptions, Start, TryReadError, WaitStrategy};
 
-use super::PeerCommand;
+use super::list;
+use super::peer::{PeerCmd, PeerStreamArgs, Peers};
+use crate::affinity::pin_to_cpu;
+use crate::document::{utc_now, JsonArg};
+use crate::machine::{load_average, Machine};
+use crate::shared::child::ChildProcess;
+use crate::stats::median;
 
 const RING: &str = "stream";
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct StreamArgs {
+    /// Frames to publish.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub frames: u64,
+    /// Frame sizes in bytes (at least 8), comma separated.
+    #[arg(long, alias = "size", value_delimiter = ',', default_values_t = [64usize])]
+    pub sizes: Vec<usize>,
+    /// Frames per claim and per batch read, comma separated.
+    #[arg(long, alias = "batch", value_delimiter = ',', default_values_t = [64u64])]
+    pub batches: Vec<u64>,
+    /// Reader processes, comma separated (e.g. 1,2,3).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
+    pub readers: Vec<usize>,
+    /// gating, non-gating or both (comma separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mode::NonGating], conflicts_with = "gating")]
+    pub mode: Vec<Mode>,
+    /// Same as --mode gating.
+    #[arg(long)]
+    pub gating: bool,
+    /// Ring capacity in slots.
+    #[arg(long, default_value_t = 4096)]
+    pub capacity: u64,
+    /// Readers' wait strategy: spin, spin-then-park or park.
+    #[arg(long, default_value = "spin")]
+    pub wait: WaitStrategy,
+    /// CPUs: the writer's first, readers spread over the rest, e.g. 0,1.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// Repeat this many times and report the median.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    #[command(flatten)]
+    pub out: JsonArg,
+}
+
+impl StreamArgs {
+    /// The command-line flags that give these arguments.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec!["--frames".to_owned(), self.frames.to_string(), "--sizes".into(), list(&self.sizes)];
+        v.extend(["--batches".into(), list(&self.batches), "--readers".into(), list(&self.readers)]);
+        // --gating conflicts with --mode: one or the other.
+        if self.gating {
+            v.push("--gating".into());
+        } else {
+            let modes: Vec<String> =
+                self.mode.iter().filter_map(|m| Some(m.to_possible_value()?.get_name().to_owned())).collect();
+            v.extend(["--mode".into(), modes.join(",")]);
+        }
+        v.extend(["--capacity".into(), self.capacity.to_string(), "--wait".into(), wait_name(self.wait).into()]);
+        v.extend(["--runs".into(), self.runs.to_string()]);
+        if !self.cpus.is_empty() {
+            v.extend(["--cpus".into(), list(&self.cpus)]);
+        }
+        v.extend(self.out.to_args());
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Gating readers on a block ring: lossless, the writer waits.
+    Gating,
+    /// Non-gating readers on an overwrite ring: the writer never waits.
+    NonGating,
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -84,9 +160,8 @@ pub struct Case {
 impl Case {
     /// Fills the medians from the runs.
     pub fn finish(&mut self) {
-        self.writer_fps = super::median(self.runs.iter().map(|r| r.writer.frames_per_sec()).collect());
-        self.reader_fps =
-            super::median(self.runs.iter().flat_map(|r| r.readers.iter().map(Rate::frames_per_sec)).collect());
+        self.writer_fps = median(self.runs.iter().map(|r| r.writer.frames_per_sec()).collect());
+        self.reader_fps = median(self.runs.iter().flat_map(|r| r.readers.iter().map(Rate::frames_per_sec)).collect());
     }
 
     /// Total sequences lost by all readers over all runs.
@@ -124,11 +199,115 @@ pub struct Report {
     pub writer_waits: u64,
 }
 
+/// Runs `helix-bench stream`.
+pub fn run(a: StreamArgs, namespace: Namespace, peers: &Peers) -> Result<()> {
+    let (load, started) = (load_average(), utc_now());
+    let modes = if a.gating { vec![Mode::Gating] } else { a.mode.clone() };
+    if let Some(&bad) = a.sizes.iter().find(|&&s| s < 8) {
+        bail!("frame size {bad}: frames must be at least 8 bytes");
+    }
+    if a.batches.contains(&0) || a.readers.contains(&0) || a.frames == 0 || a.runs == 0 {
+        bail!("--frames, --batches, --readers and --runs must be at least 1");
+    }
+    if let Some(&b) = a.batches.iter().find(|&&b| b > a.capacity) {
+        bail!("batch {b} is larger than the ring ({} slots)", a.capacity);
+    }
+    println!("machine: {}", Machine::detect());
+    println!(
+        "stream: {} frames per run, ring of {} slots, readers {}, {}, {} run(s) per case",
+        a.frames,
+        a.capacity,
+        wait_name(a.wait),
+        cpus_text(&a.cpus),
+        a.runs
+    );
+    let mut cases = Vec::new();
+    for &size in &a.sizes {
+        for &batch in &a.batches {
+            for &readers in &a.readers {
+                for &mode in &modes {
+                    let cfg = Config {
+                        frames: a.frames,
+                        size,
+                        batch,
+                        readers,
+                        gating: mode == Mode::Gating,
+                        capacity: a.capacity,
+                        wait: a.wait,
+                        cpus: (!a.cpus.is_empty()).then_some(a.cpus.clone()),
+                        namespace: namespace.clone(),
+                    };
+                    cases.push(measure_case(&cfg, a.runs, peers)?);
+                }
+            }
+        }
+    }
+    let results = Results { capacity: a.capacity, cpus: a.cpus.clone(), runs: a.runs, cases };
+    a.out.write("stream", load, started, results)
+}
+
+fn cpus_text(cpus: &[usize]) -> String {
+    if cpus.is_empty() {
+        "not pinned".to_owned()
+    } else {
+        format!("CPUs {}", list(cpus))
+    }
+}
+
+/// Measures one case `runs` times, printing each run and the medians.
+fn measure_case(cfg: &Config, runs: usize, peers: &Peers) -> Result<Case> {
+    let (size, batch, readers, gating) = (cfg.size, cfg.batch, cfg.readers, cfg.gating);
+    println!(
+        "\n{size}-byte frames, batches of {batch}, {readers} {} reader(s):",
+        if gating { "gating" } else { "non-gating" }
+    );
+    let mut case = Case {
+        size,
+        batch,
+        readers,
+        gating,
+        wait: wait_name(cfg.wait).into(),
+        frames: cfg.frames,
+        runs: vec![],
+        writer_fps: 0.0,
+        reader_fps: 0.0,
+    };
+    for run in 1..=runs {
+        let r = measure(cfg, peers).context("stream run")?;
+        let mbs = |f: f64| f * size as f64 / 1e6;
+        println!(
+            "run {run}: writer {:.2} M frames/s ({:.0} MB/s), waited {} times",
+            r.writer.frames_per_sec() / 1e6,
+            mbs(r.writer.frames_per_sec()),
+            r.writer_waits
+        );
+        for (i, rr) in r.readers.iter().enumerate() {
+            println!(
+                "        reader {i}: {} frames, {} lost in {} overruns, {:.2} M frames/s ({:.0} MB/s)",
+                rr.frames,
+                rr.lost,
+                rr.overruns,
+                rr.frames_per_sec() / 1e6,
+                mbs(rr.frames_per_sec())
+            );
+        }
+        case.runs.push(r);
+    }
+    case.finish();
+    println!(
+        "median over {} run(s): writer {:.2} M frames/s, readers {:.2} M frames/s each",
+        runs,
+        case.writer_fps / 1e6,
+        case.reader_fps / 1e6
+    );
+    Ok(case)
+}
+
 /// The reader peer: consumes until it has seen sequence `frames`, checking
 /// each frame's sequence, then prints `frames lost seconds`.
-pub fn peer(ns: &Namespace, frames: u64, batch: u64, gating: bool, wait: WaitStrategy) -> io::Result<()> {
+pub fn peer(ns: &Namespace, frames: u64, batch: u64, gating: bool, wait: WaitStrategy) -> Result<()> {
     let opts = ReaderOptions { gating, start: Start::At(1), wait, name: "stream-reader".into() };
-    let mut r = Reader::attach(ns, RING, &opts).map_err(io::Error::other)?;
+    let mut r = Reader::attach(ns, RING, &opts)?;
     println!("ready");
     io::stdout().flush()?;
     let (mut got, mut lost, mut overruns, mut last) = (0u64, 0u64, 0u64, 0u64);
@@ -148,18 +327,18 @@ pub fn peer(ns: &Namespace, frames: u64, batch: u64, gating: bool, wait: WaitStr
             }
             Err(TryReadError::Empty) => match r.wait_timeout(Duration::from_secs(30)) {
                 Ok(()) => {}
-                Err(ReadError::Timeout) => return Err(io::Error::other(format!("no frame for 30 s after {last}"))),
-                Err(e) => return Err(io::Error::other(e)),
+                Err(ReadError::Timeout) => bail!("no frame for 30 s after {last}"),
+                Err(e) => return Err(e.into()),
             },
             Err(TryReadError::Overrun(o)) => {
                 lost += o.lost;
                 overruns += 1;
                 last = o.resume_at - 1;
             }
-            Err(e) => return Err(io::Error::other(e)),
+            Err(e) => return Err(e.into()),
         }
         if let Some(b) = bad.take() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, b));
+            bail!(b);
         }
     }
     let seconds = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
@@ -167,10 +346,10 @@ pub fn peer(ns: &Namespace, frames: u64, batch: u64, gating: bool, wait: WaitStr
     Ok(())
 }
 
-/// Runs the scenario.
-pub fn run(cfg: &Config, peer_cmd: PeerCommand<'_>) -> io::Result<Report> {
+/// Runs one case once: creates the ring, starts the readers, publishes.
+pub fn measure(cfg: &Config, peers: &Peers) -> Result<Report> {
     if cfg.size < 8 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "frames must be at least 8 bytes"));
+        bail!("frames must be at least 8 bytes");
     }
     let ns = &cfg.namespace;
     let policy = if cfg.gating { Policy::Block } else { Policy::Overwrite };
@@ -182,93 +361,81 @@ pub fn run(cfg: &Config, peer_cmd: PeerCommand<'_>) -> io::Result<Report> {
         stall_timeout: Duration::from_secs(30),
         ..Default::default()
     };
-    let ring = Ring::create(ns, RING, &opts).map_err(io::Error::other)?;
-    let result = run_on(&ring, cfg, peer_cmd);
+    let ring = Ring::create(ns, RING, &opts)?;
+    let result = measure_on(&ring, cfg, peers);
     let _ = Ring::unlink(ns, RING);
     result
 }
 
-fn run_on(ring: &Ring, cfg: &Config, peer_cmd: PeerCommand<'_>) -> io::Result<Report> {
+/// A reader process and its output.
+type ReaderProcess = (ChildProcess, BufReader<ChildStdout>);
+
+fn measure_on(ring: &Ring, cfg: &Config, peers: &Peers) -> Result<Report> {
     let cpus = cfg.cpus.clone().unwrap_or_default();
-    let mut children: Vec<(Child, BufReader<std::process::ChildStdout>)> = Vec::new();
-    let kill_all = |children: &mut Vec<(Child, BufReader<std::process::ChildStdout>)>| {
-        for (c, _) in children.iter_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    };
-    for i in 0..cfg.readers {
-        let mut args = vec![
-            "peer".into(),
-            "stream".into(),
-            "--namespace".into(),
-            cfg.namespace.as_str().into(),
-            "--frames".into(),
-            cfg.frames.to_string(),
-            "--batch".into(),
-            cfg.batch.to_string(),
-            "--wait".into(),
-            wait_name(cfg.wait).into(),
-        ];
-        if cfg.gating {
-            args.push("--gating".into());
-        }
-        if !cpus.is_empty() {
-            // Readers share the CPUs after the writer's, round robin.
-            let pool = if cpus.len() > 1 { &cpus[1..] } else { &cpus[..] };
-            args.extend(["--cpu".into(), pool[i % pool.len()].to_string()]);
-        }
-        let mut child = peer_cmd(&args).stdout(Stdio::piped()).spawn()?;
-        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        children.push((child, out));
-        if line.trim() != "ready" {
-            kill_all(&mut children);
-            return Err(io::Error::other("a stream reader failed to start"));
-        }
-    }
+    let readers = (0..cfg.readers).map(|i| start_reader(cfg, &cpus, i, peers)).collect::<Result<Vec<_>>>()?;
     if let Some(&cpu) = cpus.first() {
-        super::pin_to_cpu(cpu)?;
+        pin_to_cpu(cpu)?;
     }
-    let mut w = ring.writer().map_err(io::Error::other)?;
+    let writer = publish(ring, cfg)?;
+    let readers = readers.into_iter().map(reader_rate).collect::<Result<Vec<_>>>()?;
+    Ok(Report { writer, readers, writer_waits: ring.stats().writer_waits })
+}
+
+/// Starts reader process `i` and waits until it is attached.
+fn start_reader(cfg: &Config, cpus: &[usize], i: usize, peers: &Peers) -> Result<ReaderProcess> {
+    // Readers share the CPUs after the writer's, round robin.
+    let pool = if cpus.len() > 1 { &cpus[1..] } else { cpus };
+    let what = PeerCmd::Stream(PeerStreamArgs {
+        frames: cfg.frames,
+        batch: cfg.batch,
+        wait: cfg.wait,
+        gating: cfg.gating,
+        cpu: (!pool.is_empty()).then(|| pool[i % pool.len()]),
+    });
+    let mut child = ChildProcess::spawn("a stream reader", peers.command(&what).stdout(Stdio::piped()))?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("a stream reader failed to start");
+    }
+    Ok((child, out))
+}
+
+/// Publishes every frame, each carrying its sequence, in claims of a batch.
+fn publish(ring: &Ring, cfg: &Config) -> Result<Rate> {
+    let mut w = ring.writer()?;
     let mut frame = vec![0u8; cfg.size];
     let t0 = Instant::now();
     let mut seq = w.next_seq();
     while seq <= cfg.frames {
         let n = cfg.batch.min(cfg.frames - seq + 1);
-        let mut claim = match w.claim(n) {
-            Ok(c) => c,
-            Err(e) => {
-                kill_all(&mut children);
-                return Err(io::Error::other(e));
-            }
-        };
+        let mut claim = w.claim(n)?;
         for _ in 0..n {
             frame[..8].copy_from_slice(&seq.to_le_bytes());
-            claim.push(&frame).map_err(io::Error::other)?;
+            claim.push(&frame)?;
             seq += 1;
         }
     }
-    let writer = Rate { frames: cfg.frames, lost: 0, overruns: 0, seconds: t0.elapsed().as_secs_f64() };
-    let mut readers = Vec::new();
-    for (mut child, mut out) in children {
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        let status = child.wait()?;
-        if !status.success() {
-            return Err(io::Error::other(format!("a stream reader exited with {status}")));
-        }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let parse = |i: usize| f.get(i).ok_or_else(|| io::Error::other(format!("bad reader report {line:?}")));
-        readers.push(Rate {
-            frames: parse(0)?.parse().map_err(io::Error::other)?,
-            lost: parse(1)?.parse().map_err(io::Error::other)?,
-            overruns: parse(2)?.parse().map_err(io::Error::other)?,
-            seconds: parse(3)?.parse().map_err(io::Error::other)?,
-        });
+    Ok(Rate { frames: cfg.frames, lost: 0, overruns: 0, seconds: t0.elapsed().as_secs_f64() })
+}
+
+/// A reader's report once it is done: `frames lost overruns seconds`.
+fn reader_rate((mut child, mut out): ReaderProcess) -> Result<Rate> {
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("a stream reader exited with {status}");
     }
-    Ok(Report { writer, readers, writer_waits: ring.stats().writer_waits })
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let field = |i: usize| f.get(i).copied().ok_or_else(|| anyhow!("bad reader report {line:?}"));
+    Ok(Rate {
+        frames: field(0)?.parse()?,
+        lost: field(1)?.parse()?,
+        overruns: field(2)?.parse()?,
+        seconds: field(3)?.parse()?,
+    })
 }
 
 /// The command-line name of a wait strategy.
@@ -277,5 +444,40 @@ pub fn wait_name(w: WaitStrategy) -> &'static str {
         WaitStrategy::Spin => "spin",
         WaitStrategy::SpinThenPark { .. } => "spin-then-park",
         WaitStrategy::Park => "park",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::report::Scenario;
+
+    #[test]
+    fn the_arguments_parse_back_to_themselves() {
+        let all = StreamArgs {
+            frames: 5000,
+            sizes: vec![8, 100],
+            batches: vec![1, 16],
+            readers: vec![1, 3],
+            mode: vec![Mode::Gating, Mode::NonGating],
+            gating: false,
+            capacity: 256,
+            wait: WaitStrategy::Park,
+            cpus: vec![0, 1],
+            runs: 2,
+            out: JsonArg { json: Some("/tmp/s.json".into()) },
+        };
+        let gating = StreamArgs {
+            mode: vec![Mode::NonGating],
+            gating: true,
+            wait: WaitStrategy::default(),
+            cpus: vec![],
+            out: JsonArg::default(),
+            ..all.clone()
+        };
+        for a in [all, gating] {
+            let step = Scenario::Stream(a);
+            assert_eq!(step.reparse(), step);
+        }
     }
 }

@@ -3,12 +3,12 @@
 //! so 90%, 99%, 99.9%, ... are equally spaced and the tail is visible. One
 //! line per transport.
 
-use std::io;
 use std::path::Path;
 
+use anyhow::{anyhow, bail, Result};
 use plotters::prelude::*;
 
-use super::CurvePoint;
+use crate::stats::CurvePoint;
 
 /// One line of the plot.
 pub struct Series<'a> {
@@ -60,7 +60,7 @@ fn axis_ns(ns: f64) -> String {
 }
 
 /// Writes the plot to `path` (SVG).
-pub fn percentile_plot(path: &Path, title: &str, series: &[Series<'_>]) -> io::Result<()> {
+pub fn percentile_plot(path: &Path, title: &str, series: &[Series<'_>]) -> Result<()> {
     let points = series.iter().flat_map(|s| s.curve.iter());
     let (mut lo, mut hi, mut xmax) = (f64::MAX, 1.0f64, 1.0f64);
     for p in points {
@@ -69,13 +69,13 @@ pub fn percentile_plot(path: &Path, title: &str, series: &[Series<'_>]) -> io::R
         xmax = xmax.max(x_of(p.percentile));
     }
     if lo == f64::MAX {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "nothing to plot: no latency was recorded"));
+        bail!("nothing to plot: no latency was recorded");
     }
     // Headroom above the slowest tail keeps the legend (upper left, where
     // the curves are at their medians) clear of the lines.
     let (lo, hi) = (lo / 1.5, hi * 4.0);
     let xmax = xmax.ceil();
-    let err = |e: DrawingAreaErrorKind<_>| io::Error::other(format!("{}: {e}", path.display()));
+    let err = |e: DrawingAreaErrorKind<_>| anyhow!("{}: {e}", path.display());
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)

@@ -1,0 +1,447 @@
+//! "Targets": what HELIX promises, as data. Each target is a label, how
+//! its figures are taken from the run, and the limits they are held
+//! against; the rows of the two tables, and met or not met, are computed
+//! from [`TARGETS`].
+
+use std::fmt::Write as _;
+
+use super::{group, mfps, ratios, Run, TARGET_SIZE};
+use crate::command::{e2e, pingpong};
+use crate::stats::{fmt_ns, median};
+
+/// The targets, in the order of their rows.
+const TARGETS: &[Target] = &[
+    Target {
+        table: Table::Current,
+        label: "spin ping-pong RTT median within 2x the raw atomic ping-pong ({size}-byte frames)",
+        missing: Some("spin ping-pong RTT median within 2x the raw atomic ping-pong"),
+        measure: Measure::Run(spin_ratio),
+        limits: &[Limit::AtMost(2.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "spin ping-pong RTT p99 under 1 us ({size}-byte frames)",
+        missing: Some("spin ping-pong RTT p99 under 1 us"),
+        measure: Measure::Run(spin_p99),
+        limits: &[Limit::Below(1000.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "park/wake RTT median within 1.1x the raw futex ping-pong ({size}-byte frames)",
+        missing: Some("park/wake RTT median within 1.1x the raw futex ping-pong"),
+        measure: Measure::Run(park_ratio),
+        limits: &[Limit::AtMost(1.1)],
+    },
+    Target {
+        table: Table::Current,
+        label: "park/wake RTT median below pipe and Unix sockets",
+        missing: Some("park/wake RTT median below pipe and Unix sockets"),
+        measure: Measure::Run(park_below_kernel),
+        limits: &[Limit::Below(1.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "the same, both processes on one CPU (a local wake-up: no interrupt to another CPU), \
+                {size}-byte frames",
+        missing: None,
+        measure: Measure::Run(one_cpu),
+        // Against the futex first, then below the pipe and the sockets.
+        limits: &[Limit::AtMost(1.1), Limit::Below(1.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "e2e at {scale}, ledger and twin attached: ingest-to-reader P99 under 250 us ({layout})",
+        // One row for both this target and the next.
+        missing: Some("e2e: ingest-to-reader P99 and P99.9 ({layout})"),
+        measure: Measure::EachE2e(e2e_p99),
+        limits: &[Limit::Below(250_000.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "e2e: ingest-to-reader P99.9 under 2 ms ({layout})",
+        missing: None,
+        measure: Measure::EachE2e(e2e_p999),
+        limits: &[Limit::Below(2_000_000.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "requirement: P99 under 2 ms (helix-bench's reader)",
+        missing: None,
+        measure: Measure::Run(|run| p99_everywhere(run, "helix-bench")),
+        limits: &[Limit::Below(2_000_000.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "requirement: P99 under 2 ms (ledger: ingest to the ledger reading the frame)",
+        missing: None,
+        measure: Measure::Run(|run| p99_everywhere(run, "helix-ledger")),
+        limits: &[Limit::Below(2_000_000.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "requirement: P99 under 2 ms (twin: ingest to its alarm event reaching a reader)",
+        missing: None,
+        measure: Measure::Run(|run| p99_everywhere(run, "helix-twin")),
+        limits: &[Limit::Below(2_000_000.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "e2e: no ledger gaps",
+        missing: None,
+        measure: Measure::Run(ledger_complete),
+        // Gaps, failed verifications and frames missing, per placement.
+        limits: &[Limit::AtMost(0.0)],
+    },
+    Target {
+        table: Table::Earlier,
+        label: "ring core: streaming 64-byte frames with batching, at least 20 M frames/s median",
+        missing: Some("ring core: streaming at least 20 M frames/s"),
+        measure: Measure::Run(ring_core),
+        limits: &[Limit::AtLeast(20e6)],
+    },
+    Target {
+        table: Table::Earlier,
+        label: "helix-ledger: at least 1 M 32-byte frames/s sustained, fsync every 10 ms",
+        missing: Some("helix-ledger: at least 1 M 32-byte frames/s"),
+        measure: Measure::Run(ledger_rate),
+        limits: &[Limit::AtLeast(1e6)],
+    },
+    Target {
+        table: Table::Earlier,
+        label: "helix-twin CPU at {scale}: under 25% of one core",
+        missing: None,
+        measure: Measure::Run(twin_cpu),
+        limits: &[Limit::Below(25.0)],
+    },
+];
+
+/// One target.
+struct Target {
+    /// The table its row is in.
+    table: Table,
+    /// The row's label. `{size}` stands for [`TARGET_SIZE`], `{scale}` for
+    /// the e2e scale (streams x rate), `{layout}` for an e2e run's CPU
+    /// placement.
+    label: &'static str,
+    /// The label of a "not measured" row, when the scenario ran but gave no
+    /// figure; `None`: no row then.
+    missing: Option<&'static str>,
+    /// How its figures are taken from the run.
+    measure: Measure,
+    /// What the figures must satisfy: the first figure the first limit and
+    /// so on, the last limit every figure after.
+    limits: &'static [Limit],
+}
+
+/// The two tables: this issue's targets, and earlier issues' measured
+/// again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Current,
+    Earlier,
+}
+
+/// Where a target's figures come from.
+enum Measure {
+    /// The run as a whole: one row.
+    Run(fn(&Run) -> Outcome),
+    /// Each e2e run: one row per CPU placement. Consecutive targets of this
+    /// kind are taken together, placement by placement.
+    EachE2e(fn(&e2e::Results) -> Outcome),
+}
+
+/// A target's figures in one run.
+enum Outcome {
+    /// Measured: what the row shows, and the figures held against the
+    /// limits.
+    Figure(String, Vec<f64>),
+    /// The scenario ran but gave no figure: a "not measured" row, if the
+    /// target has a label for one.
+    Missing,
+    /// The scenario did not run: no row.
+    Absent,
+}
+
+/// A threshold and how a figure must compare with it.
+#[derive(Clone, Copy)]
+enum Limit {
+    Below(f64),
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Limit {
+    fn met(self, x: f64) -> bool {
+        match self {
+            Limit::Below(t) => x < t,
+            Limit::AtMost(t) => x <= t,
+            Limit::AtLeast(t) => x >= t,
+        }
+    }
+}
+
+impl Target {
+    /// Whether every figure is within its limit.
+    fn met(&self, figures: &[f64]) -> bool {
+        let limit = |i: usize| self.limits[i.min(self.limits.len() - 1)];
+        figures.iter().enumerate().all(|(i, &x)| limit(i).met(x))
+    }
+
+    /// Its row for `outcome`, if it has one; `layout` fills `{layout}`.
+    fn row(&self, md: &mut String, run: &Run, outcome: Outcome, layout: &str) {
+        let fill = |label: &str| {
+            let scale = run.e2e.first().map_or(String::new(), |(_, e)| scale(&e.results));
+            label.replace("{size}", &TARGET_SIZE.to_string()).replace("{scale}", &scale).replace("{layout}", layout)
+        };
+        let (label, shown, met) = match outcome {
+            Outcome::Figure(shown, figures) => (fill(self.label), shown, Some(self.met(&figures))),
+            Outcome::Missing => match self.missing {
+                Some(label) => (fill(label), String::new(), None),
+                None => return,
+            },
+            Outcome::Absent => return,
+        };
+        let met = match met {
+            Some(true) => "met",
+            Some(false) => "**not met**",
+            None => "not measured",
+        };
+        let _ = writeln!(md, "| {label} | {shown} | {met} |");
+    }
+}
+
+/// "10,000 streams x 100 Hz".
+fn scale(r: &e2e::Results) -> String {
+    format!("{} streams x {} Hz", group(r.streams as u64), r.rate_hz)
+}
+
+pub(super) fn section(md: &mut String, run: &Run) {
+    md.push_str("## Targets\n\n| target | measured in this run | met |\n|---|---|---|\n");
+    rows(md, run, Table::Current);
+    md.push_str(
+        "\nEarlier issues' targets, measured again in this run:\n\n| target | measured | met |\n|---|---|---|\n",
+    );
+    rows(md, run, Table::Earlier);
+    md.push('\n');
+}
+
+/// The rows of `table`, in the order of [`TARGETS`].
+fn rows(md: &mut String, run: &Run, table: Table) {
+    let targets: Vec<&Target> = TARGETS.iter().filter(|t| t.table == table).collect();
+    let mut i = 0;
+    while i < targets.len() {
+        // A run of per-placement targets goes placement by placement.
+        let n = targets[i..].iter().take_while(|t| matches!(t.measure, Measure::EachE2e(_))).count();
+        if n == 0 {
+            if let Measure::Run(measure) = targets[i].measure {
+                targets[i].row(md, run, measure(run), "");
+            }
+            i += 1;
+            continue;
+        }
+        for (_, e) in &run.e2e {
+            let layout = e.results.placement.describe();
+            for t in &targets[i..i + n] {
+                if let Measure::EachE2e(measure) = t.measure {
+                    t.row(md, run, measure(&e.results), &layout);
+                }
+            }
+        }
+        i += n;
+    }
+}
+
+/// The pingpong results at [`TARGET_SIZE`], if measured.
+fn at_target_size(run: &Run) -> Option<&pingpong::SizeResult> {
+    run.pingpong.as_ref()?.results.sizes.iter().find(|s| s.size == TARGET_SIZE)
+}
+
+/// Runs of the pingpong measurement.
+fn pingpong_runs(run: &Run) -> usize {
+    run.pingpong.as_ref().map_or(0, |p| p.results.params.runs)
+}
+
+fn spin_ratio(run: &Run) -> Outcome {
+    let Some(s) = at_target_size(run) else { return Outcome::Missing };
+    let (Some(r), Some(h), Some(a)) =
+        (s.ratio("helix-spin", "atomic"), s.transport("helix-spin"), s.transport("atomic"))
+    else {
+        return Outcome::Missing;
+    };
+    let shown = format!(
+        "**{:.2}x** ({} vs {}; median of {} runs, per run {})",
+        r.median,
+        fmt_ns(h.median_p50_ns as u64),
+        fmt_ns(a.median_p50_ns as u64),
+        pingpong_runs(run),
+        ratios(&r.per_run)
+    );
+    Outcome::Figure(shown, vec![r.median])
+}
+
+fn spin_p99(run: &Run) -> Outcome {
+    let Some(h) = at_target_size(run).and_then(|s| s.transport("helix-spin")) else { return Outcome::Missing };
+    let p99: Vec<f64> = h.runs.iter().map(|m| m.summary.p99 as f64).collect();
+    let med = median(p99.clone());
+    let shown = format!(
+        "**{}** (median of {} runs; per run {})",
+        fmt_ns(med as u64),
+        pingpong_runs(run),
+        p99.iter().map(|&x| fmt_ns(x as u64)).collect::<Vec<_>>().join(", ")
+    );
+    Outcome::Figure(shown, vec![med])
+}
+
+fn park_ratio(run: &Run) -> Outcome {
+    let Some(s) = at_target_size(run) else { return Outcome::Missing };
+    let (Some(r), Some(h), Some(f)) = (s.ratio("helix-park", "futex"), s.transport("helix-park"), s.transport("futex"))
+    else {
+        return Outcome::Missing;
+    };
+    let shown = format!(
+        "**{:.2}x** ({} vs {}; per run {})",
+        r.median,
+        fmt_ns(h.median_p50_ns as u64),
+        fmt_ns(f.median_p50_ns as u64),
+        ratios(&r.per_run)
+    );
+    Outcome::Figure(shown, vec![r.median])
+}
+
+/// helix-park's ratios to each of `baselines` at [`TARGET_SIZE`] in `s`,
+/// if all were measured: what the row shows, and the ratios.
+fn park_against(s: &pingpong::SizeResult, baselines: &[&str]) -> Option<Outcome> {
+    let rs: Vec<&pingpong::Ratio> = baselines.iter().filter_map(|d| s.ratio("helix-park", d)).collect();
+    (rs.len() == baselines.len()).then(|| {
+        let shown = rs.iter().map(|r| format!("{:.2}x {}", r.median, r.denominator)).collect::<Vec<_>>().join(", ");
+        Outcome::Figure(shown, rs.iter().map(|r| r.median).collect())
+    })
+}
+
+fn park_below_kernel(run: &Run) -> Outcome {
+    match at_target_size(run) {
+        Some(s) => park_against(s, &["pipe", "unix-stream", "unix-dgram"]).unwrap_or(Outcome::Missing),
+        None => Outcome::Absent,
+    }
+}
+
+fn one_cpu(run: &Run) -> Outcome {
+    let one = run.pingpong_one_cpu.as_ref().and_then(|(_, d)| d.results.sizes.iter().find(|s| s.size == TARGET_SIZE));
+    one.and_then(|s| park_against(s, &["futex", "pipe", "unix-stream", "unix-dgram"])).unwrap_or(Outcome::Absent)
+}
+
+/// The latency of helix-bench's own reader in an e2e run.
+fn bench_latency(r: &e2e::Results) -> Option<&crate::stats::Summary> {
+    r.reader("helix-bench")?.latency.as_ref()
+}
+
+fn e2e_p99(r: &e2e::Results) -> Outcome {
+    match bench_latency(r) {
+        Some(l) => Outcome::Figure(
+            format!("**{}** (helix-bench's attached reader, {} samples)", fmt_ns(l.p99), group(l.count)),
+            vec![l.p99 as f64],
+        ),
+        None => Outcome::Missing,
+    }
+}
+
+fn e2e_p999(r: &e2e::Results) -> Outcome {
+    match bench_latency(r) {
+        Some(l) => Outcome::Figure(format!("**{}**", fmt_ns(l.p999)), vec![l.p999 as f64]),
+        None => Outcome::Absent,
+    }
+}
+
+/// Reader `name`'s P99 in every e2e run.
+fn p99_everywhere(run: &Run, name: &str) -> Outcome {
+    let p99s: Vec<(String, u64)> = run
+        .e2e
+        .iter()
+        .filter_map(|(_, e)| {
+            let l = e.results.reader(name)?.latency.as_ref()?;
+            Some((e.results.placement.describe(), l.p99))
+        })
+        .collect();
+    if p99s.is_empty() {
+        return Outcome::Absent;
+    }
+    let shown = p99s.iter().map(|(layout, p)| format!("{} ({layout})", fmt_ns(*p))).collect::<Vec<_>>().join("; ");
+    Outcome::Figure(shown, p99s.iter().map(|&(_, p)| p as f64).collect())
+}
+
+fn ledger_complete(run: &Run) -> Outcome {
+    if run.e2e.is_empty() {
+        return Outcome::Absent;
+    }
+    let checks: Vec<&e2e::LedgerCheck> = run.e2e.iter().map(|(_, e)| &e.results.ledger).collect();
+    let shown = checks
+        .iter()
+        .map(|lg| {
+            format!(
+                "{} gaps, {} frames recorded of {} published, verify {}",
+                lg.gaps,
+                group(lg.frames),
+                group(lg.published),
+                if lg.verified { "ok" } else { "FAILED" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let problems =
+        |lg: &e2e::LedgerCheck| (lg.gaps + u64::from(!lg.verified) + lg.published.abs_diff(lg.frames)) as f64;
+    Outcome::Figure(shown, checks.iter().map(|lg| problems(lg)).collect())
+}
+
+fn ring_core(run: &Run) -> Outcome {
+    let best = run
+        .streams
+        .iter()
+        .flat_map(|d| &d.results.cases)
+        .find(|c| c.size == 64 && c.batch == 64 && c.readers == 1 && c.gating);
+    match best {
+        Some(c) => Outcome::Figure(
+            format!("{} frames/s to one gating reader process, {} lost", mfps(c.reader_fps), c.lost()),
+            vec![c.reader_fps],
+        ),
+        None => Outcome::Missing,
+    }
+}
+
+fn ledger_rate(run: &Run) -> Outcome {
+    let case = run.ledger.as_ref().and_then(|l| l.results.throughput.iter().find(|c| c.size == 32 && c.fsync_ms == 10));
+    match case {
+        Some(c) => Outcome::Figure(
+            format!("{} frames/s ({:.0} MB/s of records), lossless", mfps(c.frames_per_sec), c.mb_per_sec),
+            vec![c.frames_per_sec],
+        ),
+        None => Outcome::Missing,
+    }
+}
+
+fn twin_cpu(run: &Run) -> Outcome {
+    let Some((_, e)) = run.e2e.first() else { return Outcome::Absent };
+    match e.results.cpu.iter().find(|c| c.process == "helix-twin") {
+        Some(c) => {
+            Outcome::Figure(format!("{:.1}% (with the ledger and helix-bench attached)", c.percent), vec![c.percent])
+        }
+        None => Outcome::Absent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_targets_hold_each_figure_against_its_threshold() {
+        assert!(Limit::Below(1.0).met(0.99) && !Limit::Below(1.0).met(1.0));
+        assert!(Limit::AtMost(1.1).met(1.1) && !Limit::AtMost(1.1).met(1.11));
+        assert!(Limit::AtLeast(20e6).met(20e6) && !Limit::AtLeast(20e6).met(19.9e6));
+        let one_cpu = TARGETS.iter().find(|t| t.label.starts_with("the same, both")).unwrap();
+        // The futex within 1.1x, every other baseline below 1.
+        assert!(one_cpu.met(&[1.1, 0.9, 0.99, 0.5]));
+        assert!(!one_cpu.met(&[1.1, 0.9, 1.0, 0.5]));
+        assert!(!one_cpu.met(&[1.2, 0.9, 0.9, 0.5]));
+        assert!(TARGETS.iter().all(|t| !t.limits.is_empty()));
+    }
+}
