@@ -124,6 +124,21 @@ pub fn exists(pid: u32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// The user a process runs as (its effective uid, as the owner of
+/// `/proc/PID`), or `None` if it is gone or out of sight.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+}
+
+/// The user this process runs as (effective uid).
+pub fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self is owned by the effective uid; without /proc, fall back to
+    // the conservative answer (not root).
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
+
 /// This process's (pid, start time), cached after the first call.
 pub fn identity() -> (u32, u64) {
     static ID: std::sync::OnceLock<(u32, u64)> = std::sync::OnceLock::new();

@@ -60,7 +60,7 @@ pub(crate) mod futex {
 /// time.
 #[cfg(not(loom))]
 pub(crate) mod host {
-    pub(crate) use crate::process::{alive, exists, identity, now_ns};
+    pub(crate) use crate::process::{alive, exists, identity, my_uid, now_ns, uid_of};
 }
 
 #[cfg(loom)]
@@ -76,5 +76,11 @@ pub(crate) mod host {
     }
     pub(crate) fn identity() -> (u32, u64) {
         (1, 1)
+    }
+    pub(crate) fn uid_of(_pid: u32) -> Option<u32> {
+        Some(0)
+    }
+    pub(crate) fn my_uid() -> u32 {
+        0
     }
 }

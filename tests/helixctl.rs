@@ -422,3 +422,39 @@ fn a_user_outside_the_rings_group_gets_a_permission_error_naming_the_file() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("permission denied opening /dev/shm/") && err.contains(".private"), "{err}");
 }
+
+/// Write access to a ring's reader table (any member of its group has it)
+/// must not let one user evict another's live reader: `--force` is for the
+/// reader's own user and root.
+#[test]
+fn evict_force_of_another_users_live_reader_is_refused() {
+    let nobody = |ns: &TestNs, args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_helixctl"))
+            .args(["--namespace", ns.as_str()])
+            .args(args)
+            .output()
+    };
+    let ns = TestNs::new();
+    match nobody(&ns, &["--version"]) {
+        Ok(out) if out.status.success() => {}
+        other => {
+            eprintln!("skipped: cannot run helixctl as uid 65534 here: {other:?}");
+            return;
+        }
+    }
+    // Open to everyone, as a ring shared with a group is to its members.
+    let opts = RingOptions { capacity: 64, max_payload: 16, mode: 0o666, policy: Policy::Block, ..Default::default() };
+    let ring = Ring::create(&ns, "shared", &opts).unwrap();
+    let ledger = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("root-ledger") }).unwrap();
+    let out = nobody(&ns, &["evict", "shared", "root-ledger", "--force"]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "uid 65534 evicted root's live reader: {err}");
+    assert!(err.contains("belongs to uid 0, not to you (uid 65534)"), "{err}");
+    assert_eq!(ring.stats().readers.len(), 1, "the entry is still there");
+    assert!(ledger.is_gating());
+    // Its own user may.
+    ok(&ns, &["evict", "shared", "root-ledger", "--force"]);
+    assert!(ring.stats().readers.is_empty());
+}

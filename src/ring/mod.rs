@@ -566,6 +566,10 @@ pub enum EvictError {
     /// The reader's process is alive.
     #[error("reader {name:?} (entry {index}, pid {pid}) is alive; use --force to evict it anyway")]
     Alive { index: usize, pid: u32, name: String },
+    /// `force` on a live reader of another user: only the reader's own user
+    /// (or root) may evict it.
+    #[error("reader {name:?} (entry {index}, pid {pid}) belongs to uid {owner}, not to you (uid {caller}); only its user or root may evict it")]
+    NotOwner { index: usize, pid: u32, name: String, owner: u32, caller: u32 },
     /// The entry changed while being evicted (its reader left or another
     /// process evicted it).
     #[error("reader entry {index} changed while being evicted")]
@@ -589,6 +593,15 @@ fn evict(region: &Region, index: usize, force: bool) -> Result<FreedReader, Evic
         if tag == ENTRY_ACTIVE { host::alive(pid, e.start_time.load(Ordering::Relaxed)) } else { host::exists(pid) };
     if alive && !force {
         return Err(EvictError::Alive { index, pid, name });
+    }
+    if alive {
+        // Write access to the reader table lets any member of the ring's
+        // group evict; a live reader is its user's own business.
+        let caller = host::my_uid();
+        match host::uid_of(pid) {
+            Some(owner) if owner == caller || caller == 0 => {}
+            owner => return Err(EvictError::NotOwner { index, pid, name, owner: owner.unwrap_or(u32::MAX), caller }),
+        }
     }
     let was_gating = tag == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES;
     let was_parked = e.parked.load(Ordering::Relaxed) == 1;
