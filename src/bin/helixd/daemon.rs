@@ -105,9 +105,37 @@ struct Running {
     config: SourceConfig,
     state: Arc<SourceState>,
     thread: Option<JoinHandle<Result<()>>>,
+    /// A UDP source's socket (a second handle), for the kernel's drop count.
+    socket: Option<std::net::UdpSocket>,
+    /// Logged that the drop count cannot be read (once).
+    drops_unreadable: std::sync::atomic::AtomicBool,
 }
 
 impl Running {
+    /// Reads a UDP source's kernel drop count into its counters, and logs
+    /// datagrams the kernel dropped since the last read.
+    fn read_kernel_drops(&self) {
+        let Some(socket) = &self.socket else { return };
+        match crate::hal::udp::kernel_drops(socket) {
+            Ok(total) => {
+                let before = self.state.udp.kernel_drops.swap(total, Ordering::Relaxed);
+                if total > before {
+                    warn!(
+                        "udp source for ring {}: the kernel dropped {} datagrams, its receive buffer full \
+                         ({total} in all); raise net.core.rmem_max or lower the senders' rate",
+                        self.config.ring,
+                        total - before
+                    );
+                }
+            }
+            Err(e) => {
+                if !self.drops_unreadable.swap(true, Ordering::Relaxed) {
+                    warn!("udp source for ring {}: cannot read the kernel's drop count: {e}", self.config.ring);
+                }
+            }
+        }
+    }
+
     fn stop(&mut self) {
         self.state.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -138,6 +166,10 @@ fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
         SourceKind::Sim { streams, rate_hz, seed } => Job::Sim(Sim { streams, rate_hz, seed }),
         SourceKind::Udp { bind } => Job::Udp(crate::hal::udp::bind(bind)?),
     };
+    let socket = match &job {
+        Job::Udp(s) => Some(s.try_clone().context("udp source: cannot duplicate the socket")?),
+        Job::Sim(_) => None,
+    };
     let thread = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || match job {
@@ -145,7 +177,7 @@ fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
             Job::Udp(socket) => crate::hal::udp::serve(socket, writer, &thread_state),
         })
         .context("cannot start a thread")?;
-    Ok(Running { config: cfg.clone(), state, thread: Some(thread) })
+    Ok(Running { config: cfg.clone(), state, thread: Some(thread), socket, drops_unreadable: Default::default() })
 }
 
 /// The running daemon.
@@ -211,6 +243,7 @@ impl Daemon {
             self.rings.len()
         );
         for s in self.sources.iter().filter(|s| matches!(s.config.kind, SourceKind::Udp { .. })) {
+            s.read_kernel_drops();
             let u = &s.state.udp;
             let rejected: u64 = u.rejected.iter().map(|r| r.load(Ordering::Relaxed)).sum();
             line += &format!(

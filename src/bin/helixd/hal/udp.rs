@@ -30,7 +30,7 @@ pub struct UdpStats {
     pub rejected: [AtomicU64; 5],
     /// Datagrams the kernel dropped before helixd could read them (the
     /// socket's receive buffer was full), as the kernel counts them
-    /// (`SO_MEMINFO`), read once a second.
+    /// ([`kernel_drops`]), as helixd's control thread last read it.
     pub kernel_drops: AtomicU64,
 }
 
@@ -86,34 +86,24 @@ impl Receiver {
     fn datagram(&self, i: usize) -> &[u8] {
         &self.bufs[i * BUF..i * BUF + self.lens[i]]
     }
+}
 
-    /// How many datagrams the kernel dropped on this socket since it was
-    /// bound, for want of room in its receive buffer: the socket's drop
-    /// counter (`SO_MEMINFO`, `SK_MEMINFO_DROPS`).
-    ///
-    /// Not `SO_RXQ_OVFL`: nix's `recvmmsg` does not reset each header's
-    /// control length between calls, so the count would be lost after the
-    /// first batch without one; one `getsockopt` a second is cheaper anyway.
-    fn kernel_drops(&self) -> io::Result<u64> {
-        // SK_MEMINFO_VARS is 9 today; room for the kernel to add more.
-        let mut info = [0u32; 16];
-        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
-        // SAFETY: `info` and `len` are live locals; the kernel writes at
-        // most `len` bytes into `info` and the length written into `len`.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_MEMINFO,
-                info.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(info[libc::SK_MEMINFO_DROPS as usize] as u64)
-    }
+/// How many datagrams the kernel dropped on `socket` since it was bound,
+/// for want of room in its receive buffer: the socket's `drops` column in
+/// `/proc/self/net/udp` (or `udp6`), found by the socket's inode. It
+/// allocates: helixd's control thread reads it, not the receive loop.
+pub fn kernel_drops(socket: &UdpSocket) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))?.ino();
+    let table = if socket.local_addr()?.is_ipv6() { "/proc/self/net/udp6" } else { "/proc/self/net/udp" };
+    let text = std::fs::read_to_string(table)?;
+    // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+    text.lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 13 && f[9].parse::<u64>() == Ok(inode))
+        .and_then(|f| f[12].parse().ok())
+        .ok_or_else(|| io::Error::other(format!("socket inode {inode} is not in {table}")))
 }
 
 /// Binds the source's socket. Done before the source's thread starts, so
@@ -133,7 +123,6 @@ pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Resu
     let mut rx = Receiver::new(socket);
     let mut written = 0u64;
     let mut last_report = [0u64; 5];
-    let mut last_kernel_drops = 0u64;
     let mut next_report = helix::process::now_ns();
     while !state.stopping() {
         state.tick();
@@ -175,16 +164,6 @@ pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Resu
                     last_report[r as usize] = total;
                 }
             }
-            let kernel = rx.kernel_drops().context("udp source: reading the socket's drop counter")?;
-            stats.kernel_drops.store(kernel, Ordering::Relaxed);
-            if kernel > last_kernel_drops {
-                warn!(
-                    "udp source: the kernel dropped {} datagrams, its receive buffer full ({kernel} in all); \
-                     raise net.core.rmem_max or lower the senders' rate",
-                    kernel - last_kernel_drops
-                );
-                last_kernel_drops = kernel;
-            }
             next_report = ingest_ns + 1_000_000_000;
         }
     }
@@ -219,6 +198,6 @@ mod tests {
             }
         }
         assert!(queued > 0 && queued < 200, "{queued} of 200 datagrams queued");
-        assert_eq!(rx.kernel_drops().unwrap() as usize, 200 - queued, "the kernel's drop count");
+        assert_eq!(kernel_drops(&rx.socket).unwrap() as usize, 200 - queued, "the kernel's drop count");
     }
 }
