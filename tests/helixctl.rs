@@ -458,3 +458,61 @@ fn evict_force_of_another_users_live_reader_is_refused() {
     ok(&ns, &["evict", "shared", "root-ledger", "--force"]);
     assert!(ring.stats().readers.is_empty());
 }
+
+// ---- Trust boundary: what peers and mistakes can make helixctl print or do
+// (docs/security.md, "Operator tools").
+
+/// A ring carries f64 values bit-exact: `--json` must not print NaN and the
+/// infinities as `null` (item 9), in `tail` nor in `twin`, whose statistics
+/// and alarm events come from frames any holder of the lease can write.
+#[test]
+fn json_prints_nan_and_infinities_as_strings_not_null() {
+    use helix::twin::*;
+    let ns = TestNs::new();
+    let (_ring, mut w) = setup(&ns, 0);
+    for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.5] {
+        w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&Sample { value, ..sample(1) })).unwrap();
+    }
+    let values: Vec<serde_json::Value> = ok(&ns, &["--json", "tail", "telemetry", "-n", "4"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone())
+        .collect();
+    assert_eq!(values, [serde_json::json!("NaN"), "inf".into(), "-inf".into(), 1.5.into()]);
+
+    let opts = RingOptions { capacity: 64, max_payload: 256, ..Default::default() };
+    let (state, alarms) =
+        (Ring::create(&ns, "twin.state", &opts).unwrap(), Ring::create(&ns, "alarms", &opts).unwrap());
+    let (mut sw, mut aw) = (state.writer().unwrap(), alarms.writer().unwrap());
+    let marker = Marker { instance: 1, round: 1, published_ns: 1, ..bytemuck::Zeroable::zeroed() };
+    sw.publish_kind(KIND_SNAPSHOT_BEGIN, bytemuck::bytes_of(&marker)).unwrap();
+    let s = StreamState {
+        instance: 1,
+        stream: 3,
+        last: 2.0,
+        min: f64::NEG_INFINITY,
+        max: f64::INFINITY,
+        mean: f64::NAN,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    sw.publish_kind(KIND_STREAM_STATE, bytemuck::bytes_of(&s)).unwrap();
+    let raise = AlarmEvent {
+        stream: 3,
+        rule: AlarmKind::High.number(),
+        action: ACTION_RAISE,
+        instance: 1,
+        event: 1,
+        value: f64::NAN,
+        limit: f64::INFINITY,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    aw.publish_kind(KIND_ALARM, bytemuck::bytes_of(&raise)).unwrap();
+    let j = json(&ns, &["twin", "3"]);
+    let st = &j["streams"][0];
+    assert_eq!(
+        (&st["min"], &st["max"], &st["mean"], &st["last"]),
+        (&"-inf".into(), &"inf".into(), &"NaN".into(), &2.0.into()),
+        "{j:#}"
+    );
+    let a = &j["alarms"][0];
+    assert_eq!((&a["value"], &a["limit"]), (&"NaN".into(), &"inf".into()), "{j:#}");
+}

@@ -1,13 +1,5 @@
-//! How helixctl writes what it found: JSON for `--json`, and the figures
-//! several of its tables show the same way.
-
-use anyhow::{Context, Result};
-
-/// Prints `v` as pretty JSON (the schemas are in docs/helixctl.md).
-pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v).context("serialising the JSON output")?);
-    Ok(())
-}
+//! How helixctl writes what it found in its tables: the figures several of
+//! them show the same way. (JSON is [`crate::json`].)
 
 /// Bytes as `256 MiB`, `4.0 KiB`.
 pub fn bytes(b: u64) -> String {

@@ -23,6 +23,7 @@ mod ledger_command;
 
 mod command;
 mod format;
+mod json;
 
 use command::*;
 use helix::Namespace;

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::format::{self, bytes};
+use crate::format::bytes;
 use crate::helixd_config;
+use crate::json;
 use helix::shm::{Namespace, SHM_DIR};
 use helix::{RingStats, RingView};
 
@@ -68,7 +69,7 @@ struct Missing {
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<ExitCode> {
     let checks = checks(ns, missing(ns, args.config.as_deref()));
     if json {
-        format::json(&serde_json::json!({ "namespace": ns.as_str(), "checks": checks }))?;
+        json::print(&serde_json::json!({ "namespace": ns.as_str(), "checks": checks }))?;
     } else {
         for c in &checks {
             let tag = match c.status {

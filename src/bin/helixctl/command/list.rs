@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::format;
+use crate::{format, json};
 use helix::shm::Namespace;
 use helix::{AttachError, RingView};
 
@@ -16,6 +16,13 @@ pub struct Args {
     /// Seconds to sample frame rates over (0: do not sample).
     #[arg(long, default_value_t = 0.5)]
     sample: f64,
+}
+
+/// What `helixctl list --json` prints.
+#[derive(Serialize)]
+struct Listing<'a> {
+    namespace: &'a str,
+    rings: &'a [ListRow],
 }
 
 /// One row of `helixctl list`: a ring, or a file that is not a usable ring.
@@ -62,7 +69,7 @@ pub struct RingSummary {
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let rows = rows(ns, Duration::from_secs_f64(args.sample.max(0.0))).context("reading /dev/shm")?;
     if json {
-        format::json(&serde_json::json!({ "namespace": ns.as_str(), "rings": rows }))
+        json::print(&Listing { namespace: ns.as_str(), rings: &rows })
     } else if rows.is_empty() {
         println!("no rings in namespace {ns}");
         Ok(())

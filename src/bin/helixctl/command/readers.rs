@@ -2,10 +2,12 @@
 //! overruns, liveness.
 
 use anyhow::Result;
+use serde::Serialize;
 
 use super::stat::stat;
-use crate::format;
+use crate::json;
 use helix::shm::Namespace;
+use helix::ReaderStats;
 
 /// Arguments of `helixctl readers`.
 #[derive(clap::Args)]
@@ -13,13 +15,19 @@ pub struct Args {
     ring: String,
 }
 
+/// What `helixctl readers --json` prints.
+#[derive(Serialize)]
+struct Readers<'a> {
+    ring: &'a str,
+    namespace: &'a str,
+    readers: &'a [ReaderStats],
+}
+
 /// Prints the ring's reader table, as a table or (`json`) as JSON.
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let s = stat(ns, &args.ring)?;
     if json {
-        return format::json(&serde_json::json!({
-            "ring": s.name, "namespace": s.namespace, "readers": s.stats.readers
-        }));
+        return json::print(&Readers { ring: &s.name, namespace: &s.namespace, readers: &s.stats.readers });
     }
     if s.stats.readers.is_empty() {
         println!("no readers on ring {}", args.ring);

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::format;
+use crate::{format, json};
 use helix::shm::Namespace;
 use helix::{AttachError, Geometry, RingStats, RingView};
 
@@ -52,7 +52,7 @@ pub fn stat(ns: &Namespace, ring: &str) -> Result<Stat, AttachError> {
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let s = stat(ns, &args.ring)?;
     if json {
-        return format::json(&s);
+        return json::print(&s);
     }
     let (g, st) = (&s.geometry, &s.stats);
     println!(

@@ -1,0 +1,325 @@
+//! helixctl's JSON output (the schemas are in docs/helixctl.md): serde_json
+//! with a rule of its own, kept here for every verb.
+//!
+//! - **Non-finite numbers are strings**: `"NaN"`, `"inf"`, `"-inf"`. JSON
+//!   has no such numbers and serde_json writes `null`, which loses what the
+//!   ring held (frames carry f64 bit-exact, and a peer may publish any
+//!   bits). [`Finite`] checks every f64 and f32 that reaches the
+//!   serializer, whatever type holds it (the library's types included), so
+//!   no field can be missed. Build the output from typed values, not with
+//!   `serde_json::json!`: that macro turns a non-finite number into `null`
+//!   before this module sees it.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use serde::ser::{self, Serialize, Serializer};
+
+/// Prints `v` as pretty JSON.
+pub fn print<T: Serialize + ?Sized>(v: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(&Finite(v)).context("serialising the JSON output")?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Writes `v` to `out` as JSON on one line (`tail --json`).
+pub fn line<T: Serialize + ?Sized>(v: &T, out: &mut dyn Write) -> Result<()> {
+    let text = serde_json::to_string(&Finite(v)).context("serialising the JSON output")?;
+    writeln!(out, "{text}")?;
+    Ok(())
+}
+
+/// The string a non-finite number is written as; `None` for a finite one.
+fn non_finite(v: f64) -> Option<&'static str> {
+    if v.is_nan() {
+        Some("NaN")
+    } else if v.is_infinite() {
+        Some(if v > 0.0 { "inf" } else { "-inf" })
+    } else {
+        None
+    }
+}
+
+/// `T`, serialised with its non-finite numbers as strings, at any depth.
+pub struct Finite<'a, T: ?Sized>(pub &'a T);
+
+impl<T: Serialize + ?Sized> Serialize for Finite<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(Wrap(s))
+    }
+}
+
+/// A serializer (or one of its compound serializers) that hands everything
+/// to the one it wraps, numbers checked and nested values wrapped again.
+struct Wrap<S>(S);
+
+/// Methods that pass their one argument through unchanged.
+macro_rules! pass {
+    ($($method:ident($t:ty)),* $(,)?) => {
+        $(fn $method(self, v: $t) -> Result<S::Ok, S::Error> {
+            self.0.$method(v)
+        })*
+    };
+}
+
+impl<S: Serializer> Serializer for Wrap<S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+    type SerializeSeq = Wrap<S::SerializeSeq>;
+    type SerializeTuple = Wrap<S::SerializeTuple>;
+    type SerializeTupleStruct = Wrap<S::SerializeTupleStruct>;
+    type SerializeTupleVariant = Wrap<S::SerializeTupleVariant>;
+    type SerializeMap = Wrap<S::SerializeMap>;
+    type SerializeStruct = Wrap<S::SerializeStruct>;
+    type SerializeStructVariant = Wrap<S::SerializeStructVariant>;
+
+    pass!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_i128(i128),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_u128(u128),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_unit_struct(&'static str),
+    );
+
+    fn serialize_f32(self, v: f32) -> Result<S::Ok, S::Error> {
+        match non_finite(v.into()) {
+            Some(name) => self.0.serialize_str(name),
+            None => self.0.serialize_f32(v),
+        }
+    }
+
+    fn serialize_f64(self, v: f64) -> Result<S::Ok, S::Error> {
+        match non_finite(v) {
+            Some(name) => self.0.serialize_str(name),
+            None => self.0.serialize_f64(v),
+        }
+    }
+
+    fn serialize_none(self) -> Result<S::Ok, S::Error> {
+        self.0.serialize_none()
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<S::Ok, S::Error> {
+        self.0.serialize_some(&Finite(v))
+    }
+
+    fn serialize_unit(self) -> Result<S::Ok, S::Error> {
+        self.0.serialize_unit()
+    }
+
+    fn serialize_unit_variant(self, name: &'static str, i: u32, variant: &'static str) -> Result<S::Ok, S::Error> {
+        self.0.serialize_unit_variant(name, i, variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, v: &T) -> Result<S::Ok, S::Error> {
+        self.0.serialize_newtype_struct(name, &Finite(v))
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        i: u32,
+        variant: &'static str,
+        v: &T,
+    ) -> Result<S::Ok, S::Error> {
+        self.0.serialize_newtype_variant(name, i, variant, &Finite(v))
+    }
+
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
+        self.0.serialize_seq(len).map(Wrap)
+    }
+
+    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
+        self.0.serialize_tuple(len).map(Wrap)
+    }
+
+    fn serialize_tuple_struct(self, name: &'static str, len: usize) -> Result<Self::SerializeTupleStruct, S::Error> {
+        self.0.serialize_tuple_struct(name, len).map(Wrap)
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        i: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleVariant, S::Error> {
+        self.0.serialize_tuple_variant(name, i, variant, len).map(Wrap)
+    }
+
+    fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
+        self.0.serialize_map(len).map(Wrap)
+    }
+
+    fn serialize_struct(self, name: &'static str, len: usize) -> Result<Self::SerializeStruct, S::Error> {
+        self.0.serialize_struct(name, len).map(Wrap)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        i: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStructVariant, S::Error> {
+        self.0.serialize_struct_variant(name, i, variant, len).map(Wrap)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
+}
+
+/// The compound serializers whose elements have no key: each element
+/// wrapped, then `end`.
+macro_rules! elements {
+    ($($trait:ident::$method:ident),* $(,)?) => {
+        $(impl<S: ser::$trait> ser::$trait for Wrap<S> {
+            type Ok = S::Ok;
+            type Error = S::Error;
+
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), S::Error> {
+                self.0.$method(&Finite(v))
+            }
+
+            fn end(self) -> Result<S::Ok, S::Error> {
+                self.0.end()
+            }
+        })*
+    };
+}
+
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
+
+/// The compound serializers whose fields are named: each field wrapped,
+/// skipped fields passed on, then `end`.
+macro_rules! fields {
+    ($($trait:ident),* $(,)?) => {
+        $(impl<S: ser::$trait> ser::$trait for Wrap<S> {
+            type Ok = S::Ok;
+            type Error = S::Error;
+
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), S::Error> {
+                self.0.serialize_field(key, &Finite(v))
+            }
+
+            fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
+                self.0.skip_field(key)
+            }
+
+            fn end(self) -> Result<S::Ok, S::Error> {
+                self.0.end()
+            }
+        })*
+    };
+}
+
+fields!(SerializeStruct, SerializeStructVariant);
+
+impl<S: ser::SerializeMap> ser::SerializeMap for Wrap<S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> Result<(), S::Error> {
+        self.0.serialize_key(&Finite(k))
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), S::Error> {
+        self.0.serialize_value(&Finite(v))
+    }
+
+    // `#[serde(flatten)]` fields arrive here.
+    fn serialize_entry<K: Serialize + ?Sized, V: Serialize + ?Sized>(&mut self, k: &K, v: &V) -> Result<(), S::Error> {
+        self.0.serialize_entry(&Finite(k), &Finite(v))
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.0.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Inner {
+        ratio: f64,
+        single: f32,
+    }
+
+    #[derive(serde::Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Tagged {
+        Sample { value: f64 },
+    }
+
+    #[derive(serde::Serialize)]
+    struct Outer {
+        plain: f64,
+        some: Option<f64>,
+        none: Option<f64>,
+        list: Vec<f64>,
+        tuple: (f64, u8),
+        map: BTreeMap<&'static str, f64>,
+        #[serde(flatten)]
+        inner: Inner,
+        tagged: Tagged,
+    }
+
+    fn text<T: Serialize>(v: &T) -> serde_json::Value {
+        serde_json::from_str(&serde_json::to_string(&Finite(v)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_non_finite_number_at_any_depth_is_a_string_and_the_rest_is_unchanged() {
+        let v = Outer {
+            plain: f64::NAN,
+            some: Some(f64::INFINITY),
+            none: None,
+            list: vec![f64::NEG_INFINITY, 0.25],
+            tuple: (f64::NAN, 7),
+            map: BTreeMap::from([("x", f64::INFINITY)]),
+            inner: Inner { ratio: -f64::NAN, single: f32::NEG_INFINITY },
+            tagged: Tagged::Sample { value: f64::NAN },
+        };
+        assert_eq!(
+            text(&v),
+            json!({
+                "plain": "NaN", "some": "inf", "none": null, "list": ["-inf", 0.25], "tuple": ["NaN", 7],
+                "map": { "x": "inf" }, "ratio": "NaN", "single": "-inf",
+                "tagged": { "type": "sample", "value": "NaN" }
+            })
+        );
+        let finite = Outer {
+            plain: 1.5,
+            some: Some(-2.0),
+            none: None,
+            list: vec![],
+            tuple: (0.0, 1),
+            map: BTreeMap::new(),
+            inner: Inner { ratio: 1e300, single: 0.5 },
+            tagged: Tagged::Sample { value: 3.0 },
+        };
+        assert_eq!(text(&finite), serde_json::to_value(&finite).unwrap());
+    }
+}
