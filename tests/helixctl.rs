@@ -516,3 +516,30 @@ fn json_prints_nan_and_infinities_as_strings_not_null() {
     let a = &j["alarms"][0];
     assert_eq!((&a["value"], &a["limit"]), (&"NaN".into(), &"inf".into()), "{j:#}");
 }
+
+/// Durations out of range are refused when the command line is parsed,
+/// naming the flag, instead of panicking (exit 101) later (item 10).
+#[test]
+fn durations_out_of_range_are_refused_naming_the_flag() {
+    let ns = TestNs::new();
+    for (args, flag) in [
+        (vec!["list", "--sample", "inf"], "--sample"),
+        (vec!["list", "--sample", "1e30"], "--sample"),
+        (vec!["list", "--sample", "-1"], "--sample"),
+        (vec!["list", "--sample", "NaN"], "--sample"),
+        (vec!["list", "--sample", "soon"], "--sample"),
+        (vec!["top", "--interval", "1e300"], "--interval"),
+        (vec!["top", "--interval", "-inf"], "--interval"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+            .args(["--namespace", ns.as_str()])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: a usage error, not a panic: {err}");
+        assert!(err.contains(flag) && err.contains("seconds") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+    ok(&ns, &["list", "--sample", "0"]);
+    ok(&ns, &["top", "--iterations", "1", "--interval", "0"]);
+}

@@ -21,6 +21,7 @@ mod helixd_config;
 #[allow(dead_code)]
 mod ledger_command;
 
+mod args;
 mod command;
 mod format;
 mod json;

@@ -6,16 +6,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::{format, json};
+use crate::{args, format, json};
 use helix::shm::Namespace;
 use helix::{AttachError, RingView};
 
 /// Arguments of `helixctl list`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Seconds to sample frame rates over (0: do not sample).
-    #[arg(long, default_value_t = 0.5)]
-    sample: f64,
+    /// Seconds to sample frame rates over (0: do not sample; at most a
+    /// day).
+    #[arg(long, value_name = "SECONDS", default_value = "0.5", value_parser = args::seconds, allow_hyphen_values = true)]
+    sample: Duration,
 }
 
 /// What `helixctl list --json` prints.
@@ -67,7 +68,7 @@ pub struct RingSummary {
 
 /// Lists the rings of `ns`, as a table or (`json`) as JSON.
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
-    let rows = rows(ns, Duration::from_secs_f64(args.sample.max(0.0))).context("reading /dev/shm")?;
+    let rows = rows(ns, args.sample).context("reading /dev/shm")?;
     if json {
         json::print(&Listing { namespace: ns.as_str(), rings: &rows })
     } else if rows.is_empty() {

@@ -16,17 +16,17 @@ use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifier
 use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute, queue, style::Print};
 
-use crate::format;
 use crate::shared::signal::{Signal, Signals};
+use crate::{args, format};
 use helix::shm::Namespace;
 use helix::{ReaderStats, RingView};
 
 /// Arguments of `helixctl top`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Seconds between refreshes.
-    #[arg(long, default_value_t = 1.0)]
-    interval: f64,
+    /// Seconds between refreshes (at least 0.1, at most a day).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = args::seconds, allow_hyphen_values = true)]
+    interval: Duration,
     /// Print this many snapshots and exit (the default without a
     /// terminal is one).
     #[arg(long)]
@@ -38,7 +38,7 @@ type Seen = BTreeMap<String, (Instant, u64)>;
 
 /// Runs the live view, or prints snapshots when not on a terminal.
 pub fn run(ns: &Namespace, args: &Args) -> Result<()> {
-    let interval = Duration::from_secs_f64(args.interval.max(0.1));
+    let interval = args.interval.max(Duration::from_millis(100));
     let interactive = args.iterations.is_none() && io::stdin().is_terminal() && io::stdout().is_terminal();
     if interactive {
         live(ns, interval)
