@@ -543,3 +543,55 @@ fn durations_out_of_range_are_refused_naming_the_flag() {
     ok(&ns, &["list", "--sample", "0"]);
     ok(&ns, &["top", "--iterations", "1", "--interval", "0"]);
 }
+
+/// Whether `text` holds a character a terminal would act on: a C0 or C1
+/// control (ESC, BEL, CSI...), DEL, or a bidirectional override.
+fn acts_on_a_terminal(text: &str) -> bool {
+    text.chars()
+        .any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// A reader's name is chosen by whoever attaches: terminal control
+/// sequences in it are printed escaped by every text output, never raw
+/// (item 12), and JSON escapes them too.
+#[test]
+fn control_characters_in_reader_names_are_printed_escaped() {
+    use std::os::unix::fs::FileExt;
+    let ns = TestNs::new();
+    let (ring, _w) = setup(&ns, 1);
+    // Retitles the terminal, clears it (7-bit and 8-bit CSI), deletes,
+    // reverses text.
+    let evil = "x\u{1b}]0;pwned\u{7}\u{1b}[2J\u{7f}\u{9b}2J\u{202e}";
+    let live = ring.reader(&ReaderOptions::named(evil)).unwrap();
+    // The same name on a dead reader's entry, for doctor's dead-reader check.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let dead = ring.reader(&ReaderOptions::named(evil)).unwrap();
+    let entry = (layout::READERS_HEADER_SIZE + dead.index() * layout::READER_ENTRY_SIZE) as u64;
+    let f = std::fs::OpenOptions::new().write(true).open(ns.readers_path("telemetry")).unwrap();
+    f.write_all_at(&layout::entry_state(pid, layout::ENTRY_ACTIVE).to_ne_bytes(), entry + 128).unwrap();
+    f.write_all_at(&pid.to_ne_bytes(), entry + 136).unwrap();
+    std::mem::forget(dead);
+    let escaped = r"x\u{1b}]0;pwned\u{7}\u{1b}[2J\u{7f}\u{9b}2J\u{202e}";
+    // The exposition format escapes the backslashes once more.
+    let in_metrics = escaped.replace('\\', r"\\");
+    for (args, expected) in [
+        (vec!["readers", "telemetry"], escaped),
+        (vec!["top", "--iterations", "1"], escaped),
+        (vec!["doctor"], escaped),
+        (vec!["metrics"], in_metrics.as_str()),
+        (vec!["evict", "telemetry", "1"], escaped),
+    ] {
+        let (_, out, err) = ctl(&ns, &args);
+        assert!(!acts_on_a_terminal(&out) && !acts_on_a_terminal(&err), "{args:?} printed it raw: {out:?} {err:?}");
+        assert!(out.contains(expected) || err.contains(expected), "{args:?}: {out} {err}");
+    }
+    let (success, _, err) = ctl(&ns, &["evict", "telemetry", "0"]);
+    assert!(!success && !acts_on_a_terminal(&err) && err.contains(escaped), "{err:?}");
+    let text = ok(&ns, &["--json", "readers", "telemetry"]);
+    assert!(!acts_on_a_terminal(&text), "{text:?}");
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(j["readers"][0]["name"], evil, "JSON escapes, and keeps the name exact");
+    drop(live);
+}

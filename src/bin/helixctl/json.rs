@@ -1,5 +1,5 @@
 //! helixctl's JSON output (the schemas are in docs/helixctl.md): serde_json
-//! with a rule of its own, kept here for every verb.
+//! with two rules of its own, kept here for every verb.
 //!
 //! - **Non-finite numbers are strings**: `"NaN"`, `"inf"`, `"-inf"`. JSON
 //!   has no such numbers and serde_json writes `null`, which loses what the
@@ -9,24 +9,53 @@
 //!   no field can be missed. Build the output from typed values, not with
 //!   `serde_json::json!`: that macro turns a non-finite number into `null`
 //!   before this module sees it.
+//! - **Nothing a terminal acts on is written raw.** serde_json escapes the
+//!   C0 controls JSON requires (ESC among them); DEL, the C1 controls (CSI
+//!   is U+009B) and the bidirectional overrides it leaves as they are. They
+//!   can only stand inside strings, so writing them as `\uXXXX` escapes
+//!   changes no value, and a reader name chosen by a peer cannot act on the
+//!   terminal of an operator who reads the JSON.
 
 use std::io::Write;
 
 use anyhow::{Context, Result};
 use serde::ser::{self, Serialize, Serializer};
 
+use crate::format::acts_on_terminal;
+
 /// Prints `v` as pretty JSON.
 pub fn print<T: Serialize + ?Sized>(v: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(&Finite(v)).context("serialising the JSON output")?;
-    println!("{text}");
+    println!("{}", terminal_safe(text));
     Ok(())
 }
 
 /// Writes `v` to `out` as JSON on one line (`tail --json`).
 pub fn line<T: Serialize + ?Sized>(v: &T, out: &mut dyn Write) -> Result<()> {
     let text = serde_json::to_string(&Finite(v)).context("serialising the JSON output")?;
-    writeln!(out, "{text}")?;
+    writeln!(out, "{}", terminal_safe(text))?;
     Ok(())
+}
+
+/// JSON text with every character a terminal acts on that serde_json left
+/// raw (DEL, C1 controls, bidirectional overrides) as a `\uXXXX` escape.
+/// serde_json escapes C0 controls inside strings, so those still raw are
+/// the layout's newlines, which stay: only DEL and above are looked at.
+fn terminal_safe(json: String) -> String {
+    let raw = |c: char| c >= '\u{7f}' && acts_on_terminal(c);
+    if !json.chars().any(raw) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if raw(c) {
+            // Every such character is in the Basic Multilingual Plane.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The string a non-finite number is written as; `None` for a finite one.
@@ -321,5 +350,15 @@ mod tests {
             tagged: Tagged::Sample { value: 3.0 },
         };
         assert_eq!(text(&finite), serde_json::to_value(&finite).unwrap());
+    }
+
+    #[test]
+    fn characters_a_terminal_acts_on_are_escaped_and_read_back_unchanged() {
+        let name = "a\u{1b}[2J\u{7f}\u{9b}2J\u{202e}b\u{e9}";
+        let out = terminal_safe(serde_json::to_string_pretty(&json!({ "name": name })).unwrap());
+        assert!(out.contains(r"\u001b[2J\u007f\u009b2J\u202eb") && out.contains('\u{e9}'), "{out}");
+        assert!(!out.chars().any(|c| acts_on_terminal(c) && c != '\n'), "{out}");
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back["name"], name);
     }
 }

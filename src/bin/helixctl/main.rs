@@ -83,7 +83,8 @@ fn main() -> ExitCode {
         // The reader of our output went away (`helixctl ... | head`).
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("helixctl: {e:#}");
+            // An error may quote what a peer wrote (a reader's name).
+            eprintln!("helixctl: {}", format::printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::format::bytes;
+use crate::format::{self, bytes};
 use crate::helixd_config;
 use crate::json;
 use helix::shm::{Namespace, SHM_DIR};
@@ -77,9 +77,10 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<ExitCode> {
                 Status::Warn => "WARN",
                 Status::Fail => "FAIL",
             };
-            println!("{tag} {}: {}", c.check, c.detail);
+            // A detail may name a reader, whose name a peer chose.
+            println!("{tag} {}: {}", c.check, format::printable(&c.detail));
             if let Some(fix) = &c.fix {
-                println!("     fix: {fix}");
+                println!("     fix: {}", format::printable(fix));
             }
         }
     }

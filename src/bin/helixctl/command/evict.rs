@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::json;
+use crate::{format, json};
 use helix::shm::Namespace;
 use helix::RingView;
 
@@ -27,7 +27,13 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
             "was_gating": freed.was_gating
         }))
     } else {
-        println!("evicted reader {:?} (entry {}, pid {}) from ring {}", freed.name, freed.index, freed.pid, args.ring);
+        println!(
+            "evicted reader \"{}\" (entry {}, pid {}) from ring {}",
+            format::printable(&freed.name),
+            freed.index,
+            freed.pid,
+            args.ring
+        );
         Ok(())
     }
 }

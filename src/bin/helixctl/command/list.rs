@@ -87,7 +87,7 @@ fn print_table(rows: &[ListRow]) {
     );
     for r in rows {
         let Some(s) = &r.ring else {
-            println!("{:<20} CORRUPT: {}", r.name, r.error.as_deref().unwrap_or("?"));
+            println!("{:<20} CORRUPT: {}", r.name, format::printable(r.error.as_deref().unwrap_or("?")));
             continue;
         };
         let writer = match (s.writer_pid, s.writer_alive) {

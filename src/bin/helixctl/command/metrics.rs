@@ -7,6 +7,7 @@ use std::io::Write as _;
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::format;
 use helix::shm::Namespace;
 use helix::{Geometry, ReaderStats, RingStats, RingView};
 
@@ -111,9 +112,11 @@ fn flag(b: bool) -> f64 {
     }
 }
 
-/// A label value with `\`, `"` and newlines escaped.
+/// A label value as the format asks, `\` and `"` escaped, after what a
+/// terminal acts on, a newline included ([`format::printable`]: a reader's
+/// name is a peer's choice, and the text may be read on a terminal).
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    format::printable(v).replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// One ring as the exposition shows it: its labels, and its figures if it

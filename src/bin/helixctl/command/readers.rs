@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::stat::stat;
-use crate::json;
+use crate::{format, json};
 use helix::shm::Namespace;
 use helix::ReaderStats;
 
@@ -41,7 +41,7 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
         println!(
             "{:>3} {:<20} {:>8} {:<5} {:<8} {:>14} {:>10} {:>6.3} {:>9} {:>10} {:>8.1}s",
             r.index,
-            r.name,
+            format::printable(&r.name),
             r.pid,
             if r.alive { "yes" } else { "DEAD" },
             match (r.gating, r.demoted) {

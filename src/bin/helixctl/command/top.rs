@@ -178,7 +178,7 @@ fn snapshot(ns: &Namespace, seen: &mut Seen) -> String {
         match RingView::attach(ns, &name) {
             Ok(v) => ring(&mut out, &name, &v, seen),
             Err(e) => {
-                let _ = writeln!(out, "{name:<20} CORRUPT: {e}");
+                let _ = writeln!(out, "{name:<20} CORRUPT: {}", format::printable(&e.to_string()));
             }
         }
     }
@@ -220,7 +220,7 @@ fn reader(out: &mut String, r: &ReaderStats) {
     let _ = writeln!(
         out,
         "  {:<18} pid {:<8} {:<8} lag {:>10}  bp {:>5.3}  overruns {:>6}  lost {:>8}  heartbeat {:>6.1}s{}",
-        r.name,
+        format::printable(&r.name),
         r.pid,
         match (r.gating, r.demoted) {
             (true, _) => "gating",
