@@ -595,3 +595,51 @@ fn control_characters_in_reader_names_are_printed_escaped() {
     assert_eq!(j["readers"][0]["name"], evil, "JSON escapes, and keeps the name exact");
     drop(live);
 }
+
+/// `helixctl rm`: the documented way to remove a ring. It refuses a ring a
+/// live process writes unless `--force`, naming the pid, and removes both
+/// files.
+#[test]
+fn rm_refuses_a_live_writer_unless_forced_and_removes_both_files() {
+    let ns = TestNs::new();
+    let (ring, w) = setup(&ns, 3);
+    let me = std::process::id();
+    let (success, _, err) = ctl(&ns, &["rm", "telemetry"]);
+    assert!(!success && err.contains(&format!("live pid {me}")) && err.contains("--force"), "{err}");
+    assert!(ns.data_path("telemetry").exists() && ns.readers_path("telemetry").exists());
+    let out = ok(&ns, &["rm", "telemetry", "--force"]);
+    assert!(out.contains(&format!("pid {me}")), "a forced removal says who still writes: {out}");
+    assert!(!ns.data_path("telemetry").exists() && !ns.readers_path("telemetry").exists());
+    drop((w, ring));
+    // Without a live writer, no --force is needed.
+    let quiet = Ring::create(&ns, "quiet", &RingOptions::default()).unwrap();
+    drop(quiet.writer().unwrap());
+    let j = json(&ns, &["rm", "quiet"]);
+    assert_eq!((j["ring"].as_str(), j["state"].as_str()), (Some("quiet"), Some("complete")), "{j}");
+    assert_eq!(j["removed"].as_array().unwrap().len(), 2, "{j}");
+    assert!(!ns.data_path("quiet").exists() && !ns.readers_path("quiet").exists());
+    let (success, _, err) = ctl(&ns, &["rm", "quiet"]);
+    assert!(!success && err.contains("no ring \"quiet\""), "{err}");
+}
+
+/// `helixctl rm` removes a lone half of an incomplete ring; a lone data
+/// file a live process still writes is refused like a whole ring.
+#[test]
+fn rm_removes_a_lone_half_of_an_incomplete_ring() {
+    let ns = TestNs::new();
+    drop(Ring::create(&ns, "lost-data", &RingOptions::default()).unwrap());
+    std::fs::remove_file(ns.data_path("lost-data")).unwrap();
+    let written = Ring::create(&ns, "lost-readers", &RingOptions::default()).unwrap();
+    let w = written.writer().unwrap();
+    std::fs::remove_file(ns.readers_path("lost-readers")).unwrap();
+    let j = json(&ns, &["rm", "lost-data"]);
+    assert_eq!(j["state"], "missing_data", "{j}");
+    assert!(!ns.readers_path("lost-data").exists());
+    let (success, _, err) = ctl(&ns, &["rm", "lost-readers"]);
+    assert!(!success && err.contains(&format!("live pid {}", std::process::id())), "{err}");
+    assert!(ns.data_path("lost-readers").exists());
+    drop((w, written));
+    ok(&ns, &["rm", "lost-readers"]);
+    assert!(!ns.data_path("lost-readers").exists());
+    assert!(ok(&ns, &["list"]).contains("no rings in namespace"));
+}

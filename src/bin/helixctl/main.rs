@@ -74,6 +74,11 @@ enum Cmd {
     /// cursor into the entry until it exits, so use --force only on stuck
     /// processes.
     Evict(evict::Args),
+    /// Remove a ring's files (both, or the one left of a half-made ring).
+    /// Refuses a ring whose writer lease a live process holds unless
+    /// --force; that process then writes into the removed ring until it
+    /// exits.
+    Rm(rm::Args),
 }
 
 fn main() -> ExitCode {
@@ -123,5 +128,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Doctor(args) => doctor::run(&ns()?, &args, json),
         Cmd::Twin(args) => twin::run(&ns()?, &args, json).map(done),
         Cmd::Evict(args) => evict::run(&ns()?, &args, json).map(done),
+        Cmd::Rm(args) => rm::run(&ns()?, &args, json).map(done),
     }
 }
