@@ -643,3 +643,58 @@ fn rm_removes_a_lone_half_of_an_incomplete_ring() {
     assert!(!ns.data_path("lost-readers").exists());
     assert!(ok(&ns, &["list"]).contains("no rings in namespace"));
 }
+
+/// `helixctl doctor` reports orphaned and never-initialised rings with the
+/// fix, and `list` shows them by the state of their files.
+#[test]
+fn doctor_and_list_report_orphaned_and_never_initialised_rings_with_the_fix() {
+    let ns = TestNs::new();
+    let me = std::process::id();
+    drop(Ring::create(&ns, "orphan-readers", &RingOptions::default()).unwrap());
+    std::fs::remove_file(ns.data_path("orphan-readers")).unwrap();
+    let written = Ring::create(&ns, "orphan-data", &RingOptions::default()).unwrap();
+    let _w = written.writer().unwrap();
+    std::fs::remove_file(ns.readers_path("orphan-data")).unwrap();
+    // A data file an older creator never initialised, a minute ago.
+    let f = std::fs::File::create(ns.data_path("never-init")).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+        .args(["--namespace", ns.as_str(), "--json", "doctor"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a lone data file is a FAIL");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ring = |name: &str| {
+        j["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "ring" && c["detail"].as_str().unwrap().starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no ring check for {name}: {j:#}"))
+            .clone()
+    };
+    let c = ring("orphan-readers");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert_eq!(c["fix"], "the next create replaces it, or `helixctl rm orphan-readers`", "{c}");
+    let c = ring("orphan-data");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert_eq!(c["fix"], format!("`helixctl rm orphan-data` (refused while writer pid {me} lives) or recreate = true"));
+    let c = ring("never-init");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(c["fix"].as_str().unwrap().contains("`helixctl rm never-init`"), "{c}");
+
+    let j = json(&ns, &["list", "--sample", "0"]);
+    let state =
+        |name: &str| j["rings"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap()["state"].clone();
+    assert_eq!(
+        [state("orphan-readers"), state("orphan-data"), state("never-init")],
+        ["missing_data", "missing_readers", "unfinished"].map(serde_json::Value::from)
+    );
+    let table = ok(&ns, &["list", "--sample", "0"]);
+    for (name, label) in
+        [("orphan-readers", "MISSING DATA"), ("orphan-data", "MISSING @readers"), ("never-init", "NEVER INITIALISED")]
+    {
+        let line = table.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {table}"));
+        assert!(line.contains(label) && !line.contains("CORRUPT"), "{line}");
+    }
+}

@@ -1,5 +1,6 @@
-//! `helixctl list`: every ring in the namespace, corrupt ones included,
-//! with frame rates sampled over a moment.
+//! `helixctl list`: every ring in the namespace, with frame rates sampled
+//! over a moment; rings that are not whole (by the state of their files,
+//! from [`helix::ring::scan`]), corrupt or damaged included.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::{args, format, json};
+use helix::ring::{RingEntry, RingState};
 use helix::shm::Namespace;
 use helix::{AttachError, RingView};
 
@@ -31,8 +33,15 @@ struct Listing<'a> {
 pub struct ListRow {
     /// Ring name.
     pub name: String,
-    /// Whether it attached; if not, `error` says why.
+    /// The state of its files (`state`: `complete`, `missing_data`,
+    /// `missing_readers`, `unfinished`, with their fields).
+    #[serde(flatten)]
+    pub state: RingState,
+    /// Whether it attached and is not damaged; if not, `error` says why.
     pub ok: bool,
+    /// What the table shows instead of figures (see [`problem`]).
+    #[serde(skip)]
+    pub problem: Option<&'static str>,
     /// Why it did not attach.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -87,7 +96,7 @@ fn print_table(rows: &[ListRow]) {
     );
     for r in rows {
         let Some(s) = &r.ring else {
-            println!("{:<20} CORRUPT: {}", r.name, format::printable(r.error.as_deref().unwrap_or("?")));
+            println!("{}", problem_line(&r.name, r.problem.unwrap_or("CORRUPT"), r.error.as_deref().unwrap_or("?")));
             continue;
         };
         let writer = match (s.writer_pid, s.writer_alive) {
@@ -110,27 +119,72 @@ fn print_table(rows: &[ListRow]) {
     }
 }
 
+/// What a table shows of a ring that did not attach: why in a word, by
+/// the state of its files when that is the reason (a half-made ring), else
+/// `CORRUPT` or `DAMAGED` (a file shrank under the mapping); and why in a
+/// sentence.
+pub fn problem(state: &RingState, e: &AttachError) -> (&'static str, String) {
+    let word = match state {
+        _ if matches!(e, AttachError::Damaged(_)) => "DAMAGED",
+        RingState::Complete => "CORRUPT",
+        // The data file itself does not validate.
+        RingState::MissingReaders if !matches!(e, AttachError::Incomplete { .. }) => "CORRUPT",
+        RingState::MissingReaders => "MISSING @readers",
+        RingState::MissingData { being_created: true } => "BEING CREATED",
+        RingState::MissingData { being_created: false } => "MISSING DATA",
+        // Attaching meets the missing control file first, and says so.
+        RingState::Unfinished { age_secs, abandoned: true } => {
+            return ("NEVER INITIALISED", format!("{age_secs} s old, its creator died; the next create replaces it"))
+        }
+        RingState::Unfinished { age_secs, abandoned: false } => {
+            return ("INITIALISING", format!("its creator is initialising it ({age_secs} s old)"))
+        }
+    };
+    (word, e.to_string())
+}
+
+/// A table's line for ring `name` that has no figures: `problem` and the
+/// error, escaped (an error may quote what a peer wrote).
+pub fn problem_line(name: &str, problem: &str, error: &str) -> String {
+    format!("{name:<20} {problem}: {}", format::printable(error))
+}
+
 /// Attaches read-only to every ring in `ns`, samples rates over `sample`
-/// (none if zero), and returns a row per ring, corrupt and incomplete ones
-/// (one of their two files missing) included.
+/// (none if zero), and returns a row per ring name: half-made, corrupt
+/// and damaged rings included.
 fn rows(ns: &Namespace, sample: Duration) -> std::io::Result<Vec<ListRow>> {
-    let names: Vec<String> = helix::ring::scan(ns)?.into_iter().map(|r| r.name).collect();
-    let views: Vec<(String, Result<RingView, AttachError>)> =
-        names.into_iter().map(|n| (n.clone(), RingView::attach(ns, &n))).collect();
-    let first: Vec<Option<u64>> = views.iter().map(|(_, v)| v.as_ref().ok().map(|v| v.stats().published)).collect();
+    let entries = helix::ring::scan(ns)?;
+    let views: Vec<Result<RingView, AttachError>> = entries.iter().map(|e| RingView::attach(ns, &e.name)).collect();
+    let first: Vec<Option<u64>> = views.iter().map(|v| v.as_ref().ok().map(|v| v.stats().published)).collect();
     let t0 = Instant::now();
     if !sample.is_zero() {
         std::thread::sleep(sample);
     }
     let secs = (!sample.is_zero()).then(|| t0.elapsed().as_secs_f64());
-    Ok(views
+    Ok(entries
         .into_iter()
+        .zip(views)
         .zip(first)
-        .map(|((name, view), before)| match view {
-            Err(e) => ListRow { name, ok: false, error: Some(e.to_string()), ring: None },
-            Ok(v) => ListRow { name, ok: true, error: None, ring: Some(summary(&v, before, secs)) },
-        })
+        .map(|((entry, view), before)| row(entry, view, before, secs))
         .collect())
+}
+
+/// The row of `entry`, attached as `view`; its rate since `before`
+/// published frames, `secs` seconds ago (if sampled).
+fn row(entry: RingEntry, view: Result<RingView, AttachError>, before: Option<u64>, secs: Option<f64>) -> ListRow {
+    let RingEntry { name, state } = entry;
+    let (problem, error) = match view {
+        Ok(v) => {
+            let ring = summary(&v, before, secs);
+            // Figures read after a file shrank are zeros, not the ring's.
+            match v.damage() {
+                None => return ListRow { name, state, ok: true, problem: None, error: None, ring: Some(ring) },
+                Some(d) => ("DAMAGED", d.to_string()),
+            }
+        }
+        Err(e) => problem(&state, &e),
+    };
+    ListRow { name, state, ok: false, problem: Some(problem), error: Some(error), ring: None }
 }
 
 /// A ring's figures now; its rate since `before` published frames, `secs`

@@ -59,7 +59,7 @@ const COUNTER: &str = "counter";
 const UP: Family<()> = Family {
     name: "helix_ring_up",
     kind: GAUGE,
-    help: "1 if the ring attaches and validates, 0 if its files are corrupt or foreign.",
+    help: "1 if the ring attaches and validates, 0 if its files are corrupt, foreign or damaged.",
     value: (),
 };
 
@@ -135,7 +135,11 @@ fn render(ns: &Namespace) -> std::io::Result<String> {
         .into_iter()
         .map(|name| Ring {
             labels: format!("namespace=\"{nsl}\",ring=\"{}\"", esc(&name)),
-            attached: RingView::attach(ns, &name).ok().map(|v| (v.stats(), v.geometry().clone())),
+            attached: RingView::attach(ns, &name).ok().and_then(|v| {
+                let stats = v.stats();
+                // Figures read after a file shrank are zeros: the ring is down.
+                v.damage().is_none().then(|| (stats, v.geometry().clone()))
+            }),
         })
         .collect();
     let mut out = String::new();

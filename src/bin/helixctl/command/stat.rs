@@ -34,10 +34,15 @@ pub struct Stat {
     pub max_backpressure: f64,
 }
 
-/// Reads everything `stat` (and `readers`) shows.
+/// Reads everything `stat` (and `readers`) shows; fails with
+/// [`AttachError::Damaged`] if a file of the ring shrank meanwhile (the
+/// figures would be zeros, not the ring's).
 pub fn stat(ns: &Namespace, ring: &str) -> Result<Stat, AttachError> {
     let v = RingView::attach(ns, ring)?;
     let stats = v.stats();
+    if let Some(d) = v.damage() {
+        return Err(AttachError::Damaged(d));
+    }
     Ok(Stat {
         name: v.name().to_owned(),
         namespace: ns.to_string(),

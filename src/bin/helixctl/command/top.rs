@@ -16,6 +16,7 @@ use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifier
 use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute, queue, style::Print};
 
+use super::list;
 use crate::shared::signal::{Signal, Signals};
 use crate::{args, format};
 use helix::shm::Namespace;
@@ -170,24 +171,31 @@ fn snapshot(ns: &Namespace, seen: &mut Seen) -> String {
         "{:<20} {:<9} {:>14} {:>12} {:>7} {:>10} {:>8} {:>9} {:>9}",
         "RING", "POLICY", "PUBLISHED", "FRAMES/S", "READERS", "WRITER", "WAITS", "OVERRUNS", "DEMOTED"
     );
-    let names = ns.list_rings().unwrap_or_default();
-    if names.is_empty() {
+    let entries = helix::ring::scan(ns).unwrap_or_default();
+    if entries.is_empty() {
         let _ = writeln!(out, "(no rings in namespace {ns})");
     }
-    for name in names {
-        match RingView::attach(ns, &name) {
-            Ok(v) => ring(&mut out, &name, &v, seen),
+    for entry in entries {
+        match RingView::attach(ns, &entry.name) {
+            Ok(v) => ring(&mut out, &entry.name, &v, seen),
             Err(e) => {
-                let _ = writeln!(out, "{name:<20} CORRUPT: {}", format::printable(&e.to_string()));
+                let (word, why) = list::problem(&entry.state, &e);
+                let _ = writeln!(out, "{}", list::problem_line(&entry.name, word, &why));
             }
         }
     }
     out
 }
 
-/// A ring's line and its readers' lines.
+/// A ring's line and its readers' lines (or that it is damaged).
 fn ring(out: &mut String, name: &str, v: &RingView, seen: &mut Seen) {
     let s = v.stats();
+    // Figures read after a file shrank are zeros, not the ring's.
+    if let Some(d) = v.damage() {
+        seen.remove(name);
+        let _ = writeln!(out, "{}", list::problem_line(name, "DAMAGED", &d.to_string()));
+        return;
+    }
     let now = Instant::now();
     let rate = seen
         .get(name)
