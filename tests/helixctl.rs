@@ -386,7 +386,12 @@ fn top_without_a_terminal_prints_snapshots_with_rates() {
     assert_eq!(tables.len(), 2, "{out}");
     for t in &tables {
         assert!(t.starts_with("RING") && t.contains("telemetry") && t.contains("junk") && t.contains("CORRUPT"), "{t}");
-        assert!(t.lines().any(|l| l.trim_start().starts_with("watcher") && l.contains("gating")), "{t}");
+        // Its readers as `helixctl readers` shows them: # NAME PID ALIVE GATING ...
+        let watcher = |l: &str| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (cells.get(1), cells.get(4)) == (Some(&"watcher"), Some(&"yes"))
+        };
+        assert!(t.lines().any(watcher), "{t}");
     }
     // The first snapshot has no rate yet; the second has one (0 here).
     let rate =

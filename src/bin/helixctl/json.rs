@@ -91,6 +91,15 @@ macro_rules! pass {
     };
 }
 
+/// Methods that open a compound value: the wrapped serializer's, wrapped.
+macro_rules! open {
+    ($($method:ident($($arg:ident: $t:ty),*) -> $compound:ident),* $(,)?) => {
+        $(fn $method(self, $($arg: $t),*) -> Result<Self::$compound, S::Error> {
+            self.0.$method($($arg),*).map(Wrap)
+        })*
+    };
+}
+
 impl<S: Serializer> Serializer for Wrap<S> {
     type Ok = S::Ok;
     type Error = S::Error;
@@ -164,45 +173,16 @@ impl<S: Serializer> Serializer for Wrap<S> {
         self.0.serialize_newtype_variant(name, i, variant, &Finite(v))
     }
 
-    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
-        self.0.serialize_seq(len).map(Wrap)
-    }
-
-    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
-        self.0.serialize_tuple(len).map(Wrap)
-    }
-
-    fn serialize_tuple_struct(self, name: &'static str, len: usize) -> Result<Self::SerializeTupleStruct, S::Error> {
-        self.0.serialize_tuple_struct(name, len).map(Wrap)
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        name: &'static str,
-        i: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeTupleVariant, S::Error> {
-        self.0.serialize_tuple_variant(name, i, variant, len).map(Wrap)
-    }
-
-    fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
-        self.0.serialize_map(len).map(Wrap)
-    }
-
-    fn serialize_struct(self, name: &'static str, len: usize) -> Result<Self::SerializeStruct, S::Error> {
-        self.0.serialize_struct(name, len).map(Wrap)
-    }
-
-    fn serialize_struct_variant(
-        self,
-        name: &'static str,
-        i: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeStructVariant, S::Error> {
-        self.0.serialize_struct_variant(name, i, variant, len).map(Wrap)
-    }
+    open!(
+        serialize_seq(len: Option<usize>) -> SerializeSeq,
+        serialize_tuple(len: usize) -> SerializeTuple,
+        serialize_tuple_struct(name: &'static str, len: usize) -> SerializeTupleStruct,
+        serialize_tuple_variant(name: &'static str, i: u32, variant: &'static str, len: usize) -> SerializeTupleVariant,
+        serialize_map(len: Option<usize>) -> SerializeMap,
+        serialize_struct(name: &'static str, len: usize) -> SerializeStruct,
+        serialize_struct_variant(name: &'static str, i: u32, variant: &'static str, len: usize)
+            -> SerializeStructVariant,
+    );
 
     fn is_human_readable(&self) -> bool {
         self.0.is_human_readable()

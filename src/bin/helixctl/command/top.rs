@@ -16,11 +16,11 @@ use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifier
 use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute, queue, style::Print};
 
-use super::list;
+use super::{list, readers};
 use crate::shared::signal::{Signal, Signals};
 use crate::{args, format};
 use helix::shm::Namespace;
-use helix::{ReaderStats, RingView};
+use helix::RingView;
 
 /// Arguments of `helixctl top`.
 #[derive(clap::Args)]
@@ -219,27 +219,11 @@ fn ring(out: &mut String, name: &str, v: &RingView, seen: &mut Seen) {
         s.overruns(),
         s.demotions
     );
-    for r in &s.readers {
-        reader(out, r);
+    // Its readers as `helixctl readers` shows them, indented.
+    if !s.readers.is_empty() {
+        let _ = writeln!(out, "  {}", readers::header());
     }
-}
-
-fn reader(out: &mut String, r: &ReaderStats) {
-    let _ = writeln!(
-        out,
-        "  {:<18} pid {:<8} {:<8} lag {:>10}  bp {:>5.3}  overruns {:>6}  lost {:>8}  heartbeat {:>6.1}s{}",
-        format::printable(&r.name),
-        r.pid,
-        match (r.gating, r.demoted) {
-            (true, _) => "gating",
-            (false, true) => "demoted",
-            (false, false) => "",
-        },
-        r.lag,
-        r.backpressure,
-        r.overruns,
-        r.lost,
-        r.heartbeat_age_ns as f64 / 1e9,
-        if r.alive { "" } else { "  DEAD" }
-    );
+    for r in &s.readers {
+        let _ = writeln!(out, "  {}", readers::row(r));
+    }
 }
