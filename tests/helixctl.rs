@@ -386,7 +386,12 @@ fn top_without_a_terminal_prints_snapshots_with_rates() {
     assert_eq!(tables.len(), 2, "{out}");
     for t in &tables {
         assert!(t.starts_with("RING") && t.contains("telemetry") && t.contains("junk") && t.contains("CORRUPT"), "{t}");
-        assert!(t.lines().any(|l| l.trim_start().starts_with("watcher") && l.contains("gating")), "{t}");
+        // Its readers as `helixctl readers` shows them: # NAME PID ALIVE GATING ...
+        let watcher = |l: &str| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (cells.get(1), cells.get(4)) == (Some(&"watcher"), Some(&"yes"))
+        };
+        assert!(t.lines().any(watcher), "{t}");
     }
     // The first snapshot has no rate yet; the second has one (0 here).
     let rate =
@@ -457,4 +462,244 @@ fn evict_force_of_another_users_live_reader_is_refused() {
     // Its own user may.
     ok(&ns, &["evict", "shared", "root-ledger", "--force"]);
     assert!(ring.stats().readers.is_empty());
+}
+
+// ---- Trust boundary: what peers and mistakes can make helixctl print or do
+// (docs/security.md, "Operator tools").
+
+/// A ring carries f64 values bit-exact: `--json` must not print NaN and the
+/// infinities as `null` (item 9), in `tail` nor in `twin`, whose statistics
+/// and alarm events come from frames any holder of the lease can write.
+#[test]
+fn json_prints_nan_and_infinities_as_strings_not_null() {
+    use helix::twin::*;
+    let ns = TestNs::new();
+    let (_ring, mut w) = setup(&ns, 0);
+    for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.5] {
+        w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&Sample { value, ..sample(1) })).unwrap();
+    }
+    let values: Vec<serde_json::Value> = ok(&ns, &["--json", "tail", "telemetry", "-n", "4"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone())
+        .collect();
+    assert_eq!(values, [serde_json::json!("NaN"), "inf".into(), "-inf".into(), 1.5.into()]);
+
+    let opts = RingOptions { capacity: 64, max_payload: 256, ..Default::default() };
+    let (state, alarms) =
+        (Ring::create(&ns, "twin.state", &opts).unwrap(), Ring::create(&ns, "alarms", &opts).unwrap());
+    let (mut sw, mut aw) = (state.writer().unwrap(), alarms.writer().unwrap());
+    let marker = Marker { instance: 1, round: 1, published_ns: 1, ..bytemuck::Zeroable::zeroed() };
+    sw.publish_kind(KIND_SNAPSHOT_BEGIN, bytemuck::bytes_of(&marker)).unwrap();
+    let s = StreamState {
+        instance: 1,
+        stream: 3,
+        last: 2.0,
+        min: f64::NEG_INFINITY,
+        max: f64::INFINITY,
+        mean: f64::NAN,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    sw.publish_kind(KIND_STREAM_STATE, bytemuck::bytes_of(&s)).unwrap();
+    let raise = AlarmEvent {
+        stream: 3,
+        rule: AlarmKind::High.number(),
+        action: ACTION_RAISE,
+        instance: 1,
+        event: 1,
+        value: f64::NAN,
+        limit: f64::INFINITY,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    aw.publish_kind(KIND_ALARM, bytemuck::bytes_of(&raise)).unwrap();
+    let j = json(&ns, &["twin", "3"]);
+    let st = &j["streams"][0];
+    assert_eq!(
+        (&st["min"], &st["max"], &st["mean"], &st["last"]),
+        (&"-inf".into(), &"inf".into(), &"NaN".into(), &2.0.into()),
+        "{j:#}"
+    );
+    let a = &j["alarms"][0];
+    assert_eq!((&a["value"], &a["limit"]), (&"NaN".into(), &"inf".into()), "{j:#}");
+}
+
+/// Durations out of range are refused when the command line is parsed,
+/// naming the flag, instead of panicking (exit 101) later (item 10).
+#[test]
+fn durations_out_of_range_are_refused_naming_the_flag() {
+    let ns = TestNs::new();
+    for (args, flag) in [
+        (vec!["list", "--sample", "inf"], "--sample"),
+        (vec!["list", "--sample", "1e30"], "--sample"),
+        (vec!["list", "--sample", "-1"], "--sample"),
+        (vec!["list", "--sample", "NaN"], "--sample"),
+        (vec!["list", "--sample", "soon"], "--sample"),
+        (vec!["top", "--interval", "1e300"], "--interval"),
+        (vec!["top", "--interval", "-inf"], "--interval"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+            .args(["--namespace", ns.as_str()])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: a usage error, not a panic: {err}");
+        assert!(err.contains(flag) && err.contains("seconds") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+    ok(&ns, &["list", "--sample", "0"]);
+    ok(&ns, &["top", "--iterations", "1", "--interval", "0"]);
+}
+
+/// Whether `text` holds a character a terminal would act on: a C0 or C1
+/// control (ESC, BEL, CSI...), DEL, or a bidirectional override.
+fn acts_on_a_terminal(text: &str) -> bool {
+    text.chars()
+        .any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// A reader's name is chosen by whoever attaches: terminal control
+/// sequences in it are printed escaped by every text output, never raw
+/// (item 12), and JSON escapes them too.
+#[test]
+fn control_characters_in_reader_names_are_printed_escaped() {
+    use std::os::unix::fs::FileExt;
+    let ns = TestNs::new();
+    let (ring, _w) = setup(&ns, 1);
+    // Retitles the terminal, clears it (7-bit and 8-bit CSI), deletes,
+    // reverses text.
+    let evil = "x\u{1b}]0;pwned\u{7}\u{1b}[2J\u{7f}\u{9b}2J\u{202e}";
+    let live = ring.reader(&ReaderOptions::named(evil)).unwrap();
+    // The same name on a dead reader's entry, for doctor's dead-reader check.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let dead = ring.reader(&ReaderOptions::named(evil)).unwrap();
+    let entry = (layout::READERS_HEADER_SIZE + dead.index() * layout::READER_ENTRY_SIZE) as u64;
+    let f = std::fs::OpenOptions::new().write(true).open(ns.readers_path("telemetry")).unwrap();
+    f.write_all_at(&layout::entry_state(pid, layout::ENTRY_ACTIVE).to_ne_bytes(), entry + 128).unwrap();
+    f.write_all_at(&pid.to_ne_bytes(), entry + 136).unwrap();
+    std::mem::forget(dead);
+    let escaped = r"x\u{1b}]0;pwned\u{7}\u{1b}[2J\u{7f}\u{9b}2J\u{202e}";
+    // The exposition format escapes the backslashes once more.
+    let in_metrics = escaped.replace('\\', r"\\");
+    for (args, expected) in [
+        (vec!["readers", "telemetry"], escaped),
+        (vec!["top", "--iterations", "1"], escaped),
+        (vec!["doctor"], escaped),
+        (vec!["metrics"], in_metrics.as_str()),
+        (vec!["evict", "telemetry", "1"], escaped),
+    ] {
+        let (_, out, err) = ctl(&ns, &args);
+        assert!(!acts_on_a_terminal(&out) && !acts_on_a_terminal(&err), "{args:?} printed it raw: {out:?} {err:?}");
+        assert!(out.contains(expected) || err.contains(expected), "{args:?}: {out} {err}");
+    }
+    let (success, _, err) = ctl(&ns, &["evict", "telemetry", "0"]);
+    assert!(!success && !acts_on_a_terminal(&err) && err.contains(escaped), "{err:?}");
+    let text = ok(&ns, &["--json", "readers", "telemetry"]);
+    assert!(!acts_on_a_terminal(&text), "{text:?}");
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(j["readers"][0]["name"], evil, "JSON escapes, and keeps the name exact");
+    drop(live);
+}
+
+/// `helixctl rm`: the documented way to remove a ring. It refuses a ring a
+/// live process writes unless `--force`, naming the pid, and removes both
+/// files.
+#[test]
+fn rm_refuses_a_live_writer_unless_forced_and_removes_both_files() {
+    let ns = TestNs::new();
+    let (ring, w) = setup(&ns, 3);
+    let me = std::process::id();
+    let (success, _, err) = ctl(&ns, &["rm", "telemetry"]);
+    assert!(!success && err.contains(&format!("live pid {me}")) && err.contains("--force"), "{err}");
+    assert!(ns.data_path("telemetry").exists() && ns.readers_path("telemetry").exists());
+    let out = ok(&ns, &["rm", "telemetry", "--force"]);
+    assert!(out.contains(&format!("pid {me}")), "a forced removal says who still writes: {out}");
+    assert!(!ns.data_path("telemetry").exists() && !ns.readers_path("telemetry").exists());
+    drop((w, ring));
+    // Without a live writer, no --force is needed.
+    let quiet = Ring::create(&ns, "quiet", &RingOptions::default()).unwrap();
+    drop(quiet.writer().unwrap());
+    let j = json(&ns, &["rm", "quiet"]);
+    assert_eq!((j["ring"].as_str(), j["state"].as_str()), (Some("quiet"), Some("complete")), "{j}");
+    assert_eq!(j["removed"].as_array().unwrap().len(), 2, "{j}");
+    assert!(!ns.data_path("quiet").exists() && !ns.readers_path("quiet").exists());
+    let (success, _, err) = ctl(&ns, &["rm", "quiet"]);
+    assert!(!success && err.contains("no ring \"quiet\""), "{err}");
+}
+
+/// `helixctl rm` removes a lone half of an incomplete ring; a lone data
+/// file a live process still writes is refused like a whole ring.
+#[test]
+fn rm_removes_a_lone_half_of_an_incomplete_ring() {
+    let ns = TestNs::new();
+    drop(Ring::create(&ns, "lost-data", &RingOptions::default()).unwrap());
+    std::fs::remove_file(ns.data_path("lost-data")).unwrap();
+    let written = Ring::create(&ns, "lost-readers", &RingOptions::default()).unwrap();
+    let w = written.writer().unwrap();
+    std::fs::remove_file(ns.readers_path("lost-readers")).unwrap();
+    let j = json(&ns, &["rm", "lost-data"]);
+    assert_eq!(j["state"], "missing_data", "{j}");
+    assert!(!ns.readers_path("lost-data").exists());
+    let (success, _, err) = ctl(&ns, &["rm", "lost-readers"]);
+    assert!(!success && err.contains(&format!("live pid {}", std::process::id())), "{err}");
+    assert!(ns.data_path("lost-readers").exists());
+    drop((w, written));
+    ok(&ns, &["rm", "lost-readers"]);
+    assert!(!ns.data_path("lost-readers").exists());
+    assert!(ok(&ns, &["list"]).contains("no rings in namespace"));
+}
+
+/// `helixctl doctor` reports orphaned and never-initialised rings with the
+/// fix, and `list` shows them by the state of their files.
+#[test]
+fn doctor_and_list_report_orphaned_and_never_initialised_rings_with_the_fix() {
+    let ns = TestNs::new();
+    let me = std::process::id();
+    drop(Ring::create(&ns, "orphan-readers", &RingOptions::default()).unwrap());
+    std::fs::remove_file(ns.data_path("orphan-readers")).unwrap();
+    let written = Ring::create(&ns, "orphan-data", &RingOptions::default()).unwrap();
+    let _w = written.writer().unwrap();
+    std::fs::remove_file(ns.readers_path("orphan-data")).unwrap();
+    // A data file an older creator never initialised, a minute ago.
+    let f = std::fs::File::create(ns.data_path("never-init")).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+        .args(["--namespace", ns.as_str(), "--json", "doctor"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a lone data file is a FAIL");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ring = |name: &str| {
+        j["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "ring" && c["detail"].as_str().unwrap().starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no ring check for {name}: {j:#}"))
+            .clone()
+    };
+    let c = ring("orphan-readers");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert_eq!(c["fix"], "the next create replaces it, or `helixctl rm orphan-readers`", "{c}");
+    let c = ring("orphan-data");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert_eq!(c["fix"], format!("`helixctl rm orphan-data` (refused while writer pid {me} lives) or recreate = true"));
+    let c = ring("never-init");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(c["fix"].as_str().unwrap().contains("`helixctl rm never-init`"), "{c}");
+
+    let j = json(&ns, &["list", "--sample", "0"]);
+    let state =
+        |name: &str| j["rings"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap()["state"].clone();
+    assert_eq!(
+        [state("orphan-readers"), state("orphan-data"), state("never-init")],
+        ["missing_data", "missing_readers", "unfinished"].map(serde_json::Value::from)
+    );
+    let table = ok(&ns, &["list", "--sample", "0"]);
+    for (name, label) in
+        [("orphan-readers", "MISSING DATA"), ("orphan-data", "MISSING @readers"), ("never-init", "NEVER INITIALISED")]
+    {
+        let line = table.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {table}"));
+        assert!(line.contains(label) && !line.contains("CORRUPT"), "{line}");
+    }
 }

@@ -287,6 +287,18 @@ fn hold_lease(ns: &Namespace, name: &str) -> Result<Option<Writer>, CreateError>
     }
 }
 
+/// The live process that holds the writer lease of ring `name`, as `(pid,
+/// epoch)`, judged as [`Ring::recreate`](super::Ring::recreate) judges it
+/// (pid and start time) and read from the data file alone, so it answers
+/// for a ring whose control file is missing or broken too. `None` if no
+/// live process holds it, if there is no data file, or if the data file
+/// does not validate (its lease cannot be trusted then). It maps the data
+/// file read-only and changes nothing: for tools that remove rings
+/// (`helixctl rm`) and say who still writes one.
+pub fn live_writer(ns: &Namespace, name: &str) -> Option<(u32, u64)> {
+    region::live_lease_holder(ns, name)
+}
+
 /// A ring name in a namespace and the state of its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

@@ -26,7 +26,7 @@ pub use damage::{Damaged, RepairError, RingName};
 pub use frame::{Frame, FrameError, FrameInfo, FrameRef};
 #[doc(hidden)]
 pub use lifecycle::create_hook;
-pub use lifecycle::{scan, RingEntry, RingState};
+pub use lifecycle::{live_writer, scan, RingEntry, RingState};
 pub use reader::{Overrun, ReadError, Reader, ReaderOptions, Start, TryReadError};
 pub use region::Geometry;
 pub use writer::{Claim, LeaseError, PublishError, Writer};

@@ -1,12 +1,34 @@
-//! How helixctl writes what it found: JSON for `--json`, and the figures
-//! several of its tables show the same way.
+//! How helixctl writes what it found in its tables: the figures several of
+//! them show the same way, and strings a peer chose, escaped. (JSON is
+//! [`crate::json`].)
 
-use anyhow::{Context, Result};
+use std::borrow::Cow;
 
-/// Prints `v` as pretty JSON (the schemas are in docs/helixctl.md).
-pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v).context("serialising the JSON output")?);
-    Ok(())
+/// Whether a terminal may act on `c`: a C0 or C1 control (ESC, BEL, CSI
+/// U+009B...), DEL, a bidirectional control, or a line or paragraph
+/// separator.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every character a terminal acts on ([`acts_on_terminal`])
+/// written as Rust escapes it, `\u{1b}`: what text output prints of any
+/// string a peer chose (reader names, and errors, which may quote them),
+/// so that it cannot retitle, clear or reorder the operator's terminal.
+/// JSON output escapes these characters itself ([`crate::json`]).
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(acts_on_terminal) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if acts_on_terminal(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Bytes as `256 MiB`, `4.0 KiB`.
@@ -42,6 +64,15 @@ mod tests {
         assert_eq!(bytes(4096), "4 KiB");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(256 << 20), "256 MiB");
+    }
+
+    #[test]
+    fn what_a_terminal_acts_on_is_escaped_and_the_rest_kept() {
+        assert!(matches!(printable("helix-ledger é 日本"), Cow::Borrowed(_)));
+        assert_eq!(
+            printable("a\u{1b}]0;t\u{7}\n\u{7f}\u{9b}2J\u{202e}b"),
+            r"a\u{1b}]0;t\u{7}\u{a}\u{7f}\u{9b}2J\u{202e}b"
+        );
     }
 
     #[test]

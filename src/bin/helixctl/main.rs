@@ -21,8 +21,10 @@ mod helixd_config;
 #[allow(dead_code)]
 mod ledger_command;
 
+mod args;
 mod command;
 mod format;
+mod json;
 
 use command::*;
 use helix::Namespace;
@@ -72,6 +74,11 @@ enum Cmd {
     /// cursor into the entry until it exits, so use --force only on stuck
     /// processes.
     Evict(evict::Args),
+    /// Remove a ring's files (both, or the one left of a half-made ring).
+    /// Refuses a ring whose writer lease a live process holds unless
+    /// --force; that process then writes into the removed ring until it
+    /// exits.
+    Rm(rm::Args),
 }
 
 fn main() -> ExitCode {
@@ -81,7 +88,8 @@ fn main() -> ExitCode {
         // The reader of our output went away (`helixctl ... | head`).
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("helixctl: {e:#}");
+            // An error may quote what a peer wrote (a reader's name).
+            eprintln!("helixctl: {}", format::printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -120,5 +128,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Doctor(args) => doctor::run(&ns()?, &args, json),
         Cmd::Twin(args) => twin::run(&ns()?, &args, json).map(done),
         Cmd::Evict(args) => evict::run(&ns()?, &args, json).map(done),
+        Cmd::Rm(args) => rm::run(&ns()?, &args, json).map(done),
     }
 }

@@ -11,8 +11,10 @@ use serde::Serialize;
 
 use crate::format::{self, bytes};
 use crate::helixd_config;
+use crate::json;
+use helix::ring::{self, RingEntry, RingState};
 use helix::shm::{Namespace, SHM_DIR};
-use helix::{RingStats, RingView};
+use helix::{AttachError, Damaged, RingStats, RingView};
 
 /// Arguments of `helixctl doctor`.
 #[derive(clap::Args)]
@@ -68,7 +70,7 @@ struct Missing {
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<ExitCode> {
     let checks = checks(ns, missing(ns, args.config.as_deref()));
     if json {
-        format::json(&serde_json::json!({ "namespace": ns.as_str(), "checks": checks }))?;
+        json::print(&serde_json::json!({ "namespace": ns.as_str(), "checks": checks }))?;
     } else {
         for c in &checks {
             let tag = match c.status {
@@ -76,9 +78,10 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<ExitCode> {
                 Status::Warn => "WARN",
                 Status::Fail => "FAIL",
             };
-            println!("{tag} {}: {}", c.check, c.detail);
+            // A detail may name a reader, whose name a peer chose.
+            println!("{tag} {}: {}", c.check, format::printable(&c.detail));
             if let Some(fix) = &c.fix {
-                println!("     fix: {fix}");
+                println!("     fix: {}", format::printable(fix));
             }
         }
     }
@@ -244,11 +247,20 @@ fn futex(ns: &Namespace) -> Check {
     }
 }
 
-/// The rings of this namespace: each attaches, its files' modes and
-/// owners, its writer, its readers.
+/// The check that a ring is whole, attaches and is not damaged.
+const RING: &str = "ring";
+
+/// The rings of this namespace (every name with a file, from
+/// [`ring::scan`]): each is whole, attaches and is not damaged; its files'
+/// modes and owners, its writer, its readers.
 fn rings(ns: &Namespace) -> Vec<Check> {
-    let names = ns.list_rings().unwrap_or_default();
-    if names.is_empty() {
+    let entries = match ring::scan(ns) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return vec![bad("rings", Status::Fail, format!("cannot read {SHM_DIR}: {e}"), "mount a tmpfs on /dev/shm")]
+        }
+    };
+    if entries.is_empty() {
         return vec![bad(
             "rings",
             Status::Warn,
@@ -257,25 +269,90 @@ fn rings(ns: &Namespace) -> Vec<Check> {
         )];
     }
     let mut out = Vec::new();
-    for name in names {
+    for RingEntry { name, state } in entries {
+        if let Some(c) = half_made(ns, &name, &state) {
+            out.push(c);
+            continue;
+        }
         let v = match RingView::attach(ns, &name) {
             Ok(v) => v,
             Err(e) => {
-                let fix = format!(
-                    "unlink it (rm {} {}) and let helixd recreate it",
-                    ns.data_path(&name).display(),
-                    ns.readers_path(&name).display()
-                );
-                out.push(bad("ring", Status::Fail, format!("{name}: {e}"), fix));
+                out.push(unusable(&name, &e));
                 continue;
             }
         };
         let s = v.stats();
+        if let Some(d) = v.damage() {
+            out.push(damaged(&name, &d));
+            continue;
+        }
         out.extend(ring_files(ns, &name));
         out.extend(ring_writer(&name, &s));
         out.push(ring_readers(&name, &s));
     }
     out
+}
+
+/// A ring name whose files are not a whole ring (`state`), with its fix;
+/// `None` for a whole one.
+fn half_made(ns: &Namespace, name: &str, state: &RingState) -> Option<Check> {
+    let (data, control) = (ns.data_path(name), ns.readers_path(name));
+    Some(match *state {
+        RingState::Complete => return None,
+        RingState::MissingData { being_created: true } => {
+            ok(RING, format!("{name}: being created (a live creator is publishing it)"))
+        }
+        RingState::MissingData { being_created: false } => bad(
+            RING,
+            Status::Warn,
+            format!(
+                "{name}: a lone control file, {} without {} (its creator died before publishing it, or the data \
+                 file was removed): no ring",
+                control.display(),
+                data.display()
+            ),
+            format!("the next create replaces it, or `helixctl rm {name}`"),
+        ),
+        RingState::MissingReaders => {
+            // What attaching says: the control file is missing, or the data
+            // file does not validate either.
+            let why = RingView::attach(ns, name).err().map_or("its control file is missing".into(), |e| e.to_string());
+            let fix = match ring::live_writer(ns, name) {
+                Some((pid, _)) => {
+                    format!("`helixctl rm {name}` (refused while writer pid {pid} lives) or recreate = true")
+                }
+                None => format!("`helixctl rm {name}` or recreate = true"),
+            };
+            bad(RING, Status::Fail, format!("{name}: a lone data file, nobody can attach: {why}"), fix)
+        }
+        RingState::Unfinished { age_secs, abandoned: true } => bad(
+            RING,
+            Status::Warn,
+            format!("{name}: {} was never initialised ({age_secs} s old: its creator died)", data.display()),
+            format!("`helixctl rm {name}`, or let the next create replace it"),
+        ),
+        RingState::Unfinished { age_secs, abandoned: false } => {
+            ok(RING, format!("{name}: being initialised by its creator ({age_secs} s old)"))
+        }
+    })
+}
+
+/// A whole ring that does not attach.
+fn unusable(name: &str, e: &AttachError) -> Check {
+    match e {
+        AttachError::Damaged(d) => damaged(name, d),
+        e => bad(
+            RING,
+            Status::Fail,
+            format!("{name}: {e}"),
+            format!("`helixctl rm {name}` and let helixd create it again (or recreate = true)"),
+        ),
+    }
+}
+
+/// A ring whose file shrank under a mapping (a peer truncated it).
+fn damaged(name: &str, d: &Damaged) -> Check {
+    bad(RING, Status::Fail, format!("{name}: {d}"), "helixd repairs it; or restart helixd")
 }
 
 /// A ring's two files: not world-writable, one owner.
@@ -344,5 +421,23 @@ fn ring_readers(name: &str, s: &RingStats) -> Check {
             format!("{name}: dead readers {}", dead.join(", ")),
             format!("helixd sweeps them within a second; without helixd: helixctl evict {name} NAME"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helix::{RingFile, RingName};
+
+    /// A shrink between attach and read cannot be staged from outside a
+    /// process; both ways doctor learns of one say how it is repaired.
+    #[test]
+    fn a_damaged_ring_is_a_fail_that_helixd_repairs() {
+        let d = Damaged { ring: RingName::new("telemetry"), file: RingFile::Readers };
+        for c in [unusable("telemetry", &AttachError::Damaged(d)), damaged("telemetry", &d)] {
+            assert_eq!(c.status, Status::Fail);
+            assert!(c.detail.starts_with("telemetry: ") && c.detail.contains("control region"), "{}", c.detail);
+            assert_eq!(c.fix.as_deref(), Some("helixd repairs it; or restart helixd"));
+        }
     }
 }

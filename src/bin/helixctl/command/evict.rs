@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::format;
+use crate::{format, json};
 use helix::shm::Namespace;
 use helix::RingView;
 
@@ -22,12 +22,18 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let index = entry(&view, &args.ring, &args.reader)?;
     let freed = view.evict(index, args.force)?;
     if json {
-        format::json(&serde_json::json!({
+        json::print(&serde_json::json!({
             "ring": args.ring, "index": freed.index, "pid": freed.pid, "name": freed.name,
             "was_gating": freed.was_gating
         }))
     } else {
-        println!("evicted reader {:?} (entry {}, pid {}) from ring {}", freed.name, freed.index, freed.pid, args.ring);
+        println!(
+            "evicted reader \"{}\" (entry {}, pid {}) from ring {}",
+            format::printable(&freed.name),
+            freed.index,
+            freed.pid,
+            args.ring
+        );
         Ok(())
     }
 }

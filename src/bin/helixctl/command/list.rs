@@ -1,21 +1,31 @@
-//! `helixctl list`: every ring in the namespace, corrupt ones included,
-//! with frame rates sampled over a moment.
+//! `helixctl list`: every ring in the namespace, with frame rates sampled
+//! over a moment; rings that are not whole (by the state of their files,
+//! from [`helix::ring::scan`]), corrupt or damaged included.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::format;
+use crate::{args, format, json};
+use helix::ring::{RingEntry, RingState};
 use helix::shm::Namespace;
 use helix::{AttachError, RingView};
 
 /// Arguments of `helixctl list`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Seconds to sample frame rates over (0: do not sample).
-    #[arg(long, default_value_t = 0.5)]
-    sample: f64,
+    /// Seconds to sample frame rates over (0: do not sample; at most a
+    /// day).
+    #[arg(long, value_name = "SECONDS", default_value = "0.5", value_parser = args::seconds, allow_hyphen_values = true)]
+    sample: Duration,
+}
+
+/// What `helixctl list --json` prints.
+#[derive(Serialize)]
+struct Listing<'a> {
+    namespace: &'a str,
+    rings: &'a [ListRow],
 }
 
 /// One row of `helixctl list`: a ring, or a file that is not a usable ring.
@@ -23,8 +33,15 @@ pub struct Args {
 pub struct ListRow {
     /// Ring name.
     pub name: String,
-    /// Whether it attached; if not, `error` says why.
+    /// The state of its files (`state`: `complete`, `missing_data`,
+    /// `missing_readers`, `unfinished`, with their fields).
+    #[serde(flatten)]
+    pub state: RingState,
+    /// Whether it attached and is not damaged; if not, `error` says why.
     pub ok: bool,
+    /// What the table shows instead of figures (see [`problem`]).
+    #[serde(skip)]
+    pub problem: Option<&'static str>,
     /// Why it did not attach.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -60,9 +77,9 @@ pub struct RingSummary {
 
 /// Lists the rings of `ns`, as a table or (`json`) as JSON.
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
-    let rows = rows(ns, Duration::from_secs_f64(args.sample.max(0.0))).context("reading /dev/shm")?;
+    let rows = rows(ns, args.sample).context("reading /dev/shm")?;
     if json {
-        format::json(&serde_json::json!({ "namespace": ns.as_str(), "rings": rows }))
+        json::print(&Listing { namespace: ns.as_str(), rings: &rows })
     } else if rows.is_empty() {
         println!("no rings in namespace {ns}");
         Ok(())
@@ -79,7 +96,7 @@ fn print_table(rows: &[ListRow]) {
     );
     for r in rows {
         let Some(s) = &r.ring else {
-            println!("{:<20} CORRUPT: {}", r.name, r.error.as_deref().unwrap_or("?"));
+            println!("{}", problem_line(&r.name, r.problem.unwrap_or("CORRUPT"), r.error.as_deref().unwrap_or("?")));
             continue;
         };
         let writer = match (s.writer_pid, s.writer_alive) {
@@ -102,27 +119,72 @@ fn print_table(rows: &[ListRow]) {
     }
 }
 
+/// What a table shows of a ring that did not attach: why in a word, by
+/// the state of its files when that is the reason (a half-made ring), else
+/// `CORRUPT` or `DAMAGED` (a file shrank under the mapping); and why in a
+/// sentence.
+pub fn problem(state: &RingState, e: &AttachError) -> (&'static str, String) {
+    let word = match state {
+        _ if matches!(e, AttachError::Damaged(_)) => "DAMAGED",
+        RingState::Complete => "CORRUPT",
+        // The data file itself does not validate.
+        RingState::MissingReaders if !matches!(e, AttachError::Incomplete { .. }) => "CORRUPT",
+        RingState::MissingReaders => "MISSING @readers",
+        RingState::MissingData { being_created: true } => "BEING CREATED",
+        RingState::MissingData { being_created: false } => "MISSING DATA",
+        // Attaching meets the missing control file first, and says so.
+        RingState::Unfinished { age_secs, abandoned: true } => {
+            return ("NEVER INITIALISED", format!("{age_secs} s old, its creator died; the next create replaces it"))
+        }
+        RingState::Unfinished { age_secs, abandoned: false } => {
+            return ("INITIALISING", format!("its creator is initialising it ({age_secs} s old)"))
+        }
+    };
+    (word, e.to_string())
+}
+
+/// A table's line for ring `name` that has no figures: `problem` and the
+/// error, escaped (an error may quote what a peer wrote).
+pub fn problem_line(name: &str, problem: &str, error: &str) -> String {
+    format!("{name:<20} {problem}: {}", format::printable(error))
+}
+
 /// Attaches read-only to every ring in `ns`, samples rates over `sample`
-/// (none if zero), and returns a row per ring, corrupt and incomplete ones
-/// (one of their two files missing) included.
+/// (none if zero), and returns a row per ring name: half-made, corrupt
+/// and damaged rings included.
 fn rows(ns: &Namespace, sample: Duration) -> std::io::Result<Vec<ListRow>> {
-    let names: Vec<String> = helix::ring::scan(ns)?.into_iter().map(|r| r.name).collect();
-    let views: Vec<(String, Result<RingView, AttachError>)> =
-        names.into_iter().map(|n| (n.clone(), RingView::attach(ns, &n))).collect();
-    let first: Vec<Option<u64>> = views.iter().map(|(_, v)| v.as_ref().ok().map(|v| v.stats().published)).collect();
+    let entries = helix::ring::scan(ns)?;
+    let views: Vec<Result<RingView, AttachError>> = entries.iter().map(|e| RingView::attach(ns, &e.name)).collect();
+    let first: Vec<Option<u64>> = views.iter().map(|v| v.as_ref().ok().map(|v| v.stats().published)).collect();
     let t0 = Instant::now();
     if !sample.is_zero() {
         std::thread::sleep(sample);
     }
     let secs = (!sample.is_zero()).then(|| t0.elapsed().as_secs_f64());
-    Ok(views
+    Ok(entries
         .into_iter()
+        .zip(views)
         .zip(first)
-        .map(|((name, view), before)| match view {
-            Err(e) => ListRow { name, ok: false, error: Some(e.to_string()), ring: None },
-            Ok(v) => ListRow { name, ok: true, error: None, ring: Some(summary(&v, before, secs)) },
-        })
+        .map(|((entry, view), before)| row(entry, view, before, secs))
         .collect())
+}
+
+/// The row of `entry`, attached as `view`; its rate since `before`
+/// published frames, `secs` seconds ago (if sampled).
+fn row(entry: RingEntry, view: Result<RingView, AttachError>, before: Option<u64>, secs: Option<f64>) -> ListRow {
+    let RingEntry { name, state } = entry;
+    let (problem, error) = match view {
+        Ok(v) => {
+            let ring = summary(&v, before, secs);
+            // Figures read after a file shrank are zeros, not the ring's.
+            match v.damage() {
+                None => return ListRow { name, state, ok: true, problem: None, error: None, ring: Some(ring) },
+                Some(d) => ("DAMAGED", d.to_string()),
+            }
+        }
+        Err(e) => problem(&state, &e),
+    };
+    ListRow { name, state, ok: false, problem: Some(problem), error: Some(error), ring: None }
 }
 
 /// A ring's figures now; its rate since `before` published frames, `secs`

@@ -7,6 +7,7 @@ use std::io::Write as _;
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::format;
 use helix::shm::Namespace;
 use helix::{Geometry, ReaderStats, RingStats, RingView};
 
@@ -58,7 +59,7 @@ const COUNTER: &str = "counter";
 const UP: Family<()> = Family {
     name: "helix_ring_up",
     kind: GAUGE,
-    help: "1 if the ring attaches and validates, 0 if its files are corrupt or foreign.",
+    help: "1 if the ring attaches and validates, 0 if its files are corrupt, foreign or damaged.",
     value: (),
 };
 
@@ -111,9 +112,11 @@ fn flag(b: bool) -> f64 {
     }
 }
 
-/// A label value with `\`, `"` and newlines escaped.
+/// A label value as the format asks, `\` and `"` escaped, after what a
+/// terminal acts on, a newline included ([`format::printable`]: a reader's
+/// name is a peer's choice, and the text may be read on a terminal).
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    format::printable(v).replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// One ring as the exposition shows it: its labels, and its figures if it
@@ -132,7 +135,11 @@ fn render(ns: &Namespace) -> std::io::Result<String> {
         .into_iter()
         .map(|name| Ring {
             labels: format!("namespace=\"{nsl}\",ring=\"{}\"", esc(&name)),
-            attached: RingView::attach(ns, &name).ok().map(|v| (v.stats(), v.geometry().clone())),
+            attached: RingView::attach(ns, &name).ok().and_then(|v| {
+                let stats = v.stats();
+                // Figures read after a file shrank are zeros: the ring is down.
+                v.damage().is_none().then(|| (stats, v.geometry().clone()))
+            }),
         })
         .collect();
     let mut out = String::new();

@@ -8,6 +8,7 @@ pub mod evict;
 pub mod list;
 pub mod metrics;
 pub mod readers;
+pub mod rm;
 pub mod stat;
 pub mod tail;
 pub mod top;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::format;
+use crate::{format, json};
 use helix::shm::Namespace;
 use helix::{AttachError, Geometry, RingStats, RingView};
 
@@ -34,10 +34,15 @@ pub struct Stat {
     pub max_backpressure: f64,
 }
 
-/// Reads everything `stat` (and `readers`) shows.
+/// Reads everything `stat` (and `readers`) shows; fails with
+/// [`AttachError::Damaged`] if a file of the ring shrank meanwhile (the
+/// figures would be zeros, not the ring's).
 pub fn stat(ns: &Namespace, ring: &str) -> Result<Stat, AttachError> {
     let v = RingView::attach(ns, ring)?;
     let stats = v.stats();
+    if let Some(d) = v.damage() {
+        return Err(AttachError::Damaged(d));
+    }
     Ok(Stat {
         name: v.name().to_owned(),
         namespace: ns.to_string(),
@@ -52,7 +57,7 @@ pub fn stat(ns: &Namespace, ring: &str) -> Result<Stat, AttachError> {
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let s = stat(ns, &args.ring)?;
     if json {
-        return format::json(&s);
+        return json::print(&s);
     }
     let (g, st) = (&s.geometry, &s.stats);
     println!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::json;
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::{FrameRef, ReadError, Reader, ReaderOptions, RingView, Start, WaitStrategy};
@@ -120,7 +121,7 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
 fn print(reader: &mut Reader, count: Option<u64>, follow: bool, json: bool, out: &mut dyn Write) -> Result<()> {
     let emit = |l: &Line, out: &mut dyn Write| -> Result<()> {
         if json {
-            writeln!(out, "{}", serde_json::to_string(l)?)?;
+            json::line(l, out)?;
         } else {
             writeln!(out, "{}", text(l))?;
         }

@@ -16,17 +16,18 @@ use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifier
 use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute, queue, style::Print};
 
-use crate::format;
+use super::{list, readers};
 use crate::shared::signal::{Signal, Signals};
+use crate::{args, format};
 use helix::shm::Namespace;
-use helix::{ReaderStats, RingView};
+use helix::RingView;
 
 /// Arguments of `helixctl top`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Seconds between refreshes.
-    #[arg(long, default_value_t = 1.0)]
-    interval: f64,
+    /// Seconds between refreshes (at least 0.1, at most a day).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = args::seconds, allow_hyphen_values = true)]
+    interval: Duration,
     /// Print this many snapshots and exit (the default without a
     /// terminal is one).
     #[arg(long)]
@@ -38,7 +39,7 @@ type Seen = BTreeMap<String, (Instant, u64)>;
 
 /// Runs the live view, or prints snapshots when not on a terminal.
 pub fn run(ns: &Namespace, args: &Args) -> Result<()> {
-    let interval = Duration::from_secs_f64(args.interval.max(0.1));
+    let interval = args.interval.max(Duration::from_millis(100));
     let interactive = args.iterations.is_none() && io::stdin().is_terminal() && io::stdout().is_terminal();
     if interactive {
         live(ns, interval)
@@ -170,24 +171,31 @@ fn snapshot(ns: &Namespace, seen: &mut Seen) -> String {
         "{:<20} {:<9} {:>14} {:>12} {:>7} {:>10} {:>8} {:>9} {:>9}",
         "RING", "POLICY", "PUBLISHED", "FRAMES/S", "READERS", "WRITER", "WAITS", "OVERRUNS", "DEMOTED"
     );
-    let names = ns.list_rings().unwrap_or_default();
-    if names.is_empty() {
+    let entries = helix::ring::scan(ns).unwrap_or_default();
+    if entries.is_empty() {
         let _ = writeln!(out, "(no rings in namespace {ns})");
     }
-    for name in names {
-        match RingView::attach(ns, &name) {
-            Ok(v) => ring(&mut out, &name, &v, seen),
+    for entry in entries {
+        match RingView::attach(ns, &entry.name) {
+            Ok(v) => ring(&mut out, &entry.name, &v, seen),
             Err(e) => {
-                let _ = writeln!(out, "{name:<20} CORRUPT: {e}");
+                let (word, why) = list::problem(&entry.state, &e);
+                let _ = writeln!(out, "{}", list::problem_line(&entry.name, word, &why));
             }
         }
     }
     out
 }
 
-/// A ring's line and its readers' lines.
+/// A ring's line and its readers' lines (or that it is damaged).
 fn ring(out: &mut String, name: &str, v: &RingView, seen: &mut Seen) {
     let s = v.stats();
+    // Figures read after a file shrank are zeros, not the ring's.
+    if let Some(d) = v.damage() {
+        seen.remove(name);
+        let _ = writeln!(out, "{}", list::problem_line(name, "DAMAGED", &d.to_string()));
+        return;
+    }
     let now = Instant::now();
     let rate = seen
         .get(name)
@@ -211,27 +219,11 @@ fn ring(out: &mut String, name: &str, v: &RingView, seen: &mut Seen) {
         s.overruns(),
         s.demotions
     );
-    for r in &s.readers {
-        reader(out, r);
+    // Its readers as `helixctl readers` shows them, indented.
+    if !s.readers.is_empty() {
+        let _ = writeln!(out, "  {}", readers::header());
     }
-}
-
-fn reader(out: &mut String, r: &ReaderStats) {
-    let _ = writeln!(
-        out,
-        "  {:<18} pid {:<8} {:<8} lag {:>10}  bp {:>5.3}  overruns {:>6}  lost {:>8}  heartbeat {:>6.1}s{}",
-        r.name,
-        r.pid,
-        match (r.gating, r.demoted) {
-            (true, _) => "gating",
-            (false, true) => "demoted",
-            (false, false) => "",
-        },
-        r.lag,
-        r.backpressure,
-        r.overruns,
-        r.lost,
-        r.heartbeat_age_ns as f64 / 1e9,
-        if r.alive { "" } else { "  DEAD" }
-    );
+    for r in &s.readers {
+        let _ = writeln!(out, "  {}", readers::row(r));
+    }
 }

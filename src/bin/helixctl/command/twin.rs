@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::format;
+use crate::{format, json};
 use helix::shm::Namespace;
 use helix::twin::*;
 
@@ -49,7 +49,7 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let alarms = ActiveAlarms::read(ns, &args.alarm_ring, READER)?;
     let view = TwinView::new(ns, &snapshot, alarms, filter);
     if json {
-        format::json(&view)
+        json::print(&view)
     } else {
         print!("{}", render(&view, filter, args.all));
         Ok(())
