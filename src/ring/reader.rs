@@ -261,7 +261,7 @@ impl Reader {
         let idx = match claim_entry(&region, pid) {
             Some(i) => i,
             None => {
-                super::sweep(&region);
+                super::sweep::sweep(&region);
                 claim_entry(&region, pid).ok_or_else(|| AttachError::ReaderTableFull {
                     ring: region.name.clone(),
                     max: region.geometry.max_readers,

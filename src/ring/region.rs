@@ -10,7 +10,7 @@ use crate::layout::*;
 use crate::shm::{self, Mapping, Namespace};
 #[cfg(all(loom, test))]
 use crate::sync::AtomicU32;
-use crate::sync::{host, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 use super::damage::Damaged;
 use super::{AttachError, CreateError, Policy, RingOptions};
@@ -552,14 +552,7 @@ pub(crate) fn live_lease_holder(ns: &Namespace, name: &str) -> Option<(u32, u64)
     let h = unsafe { &*(map.ptr() as *const RingHeader) };
     // SYNC POINT: lease committed (the holder's start time is visible).
     let (pid, epoch, committed) = lease_parts(h.lease.load(Ordering::Acquire));
-    let alive = pid != 0
-        && if committed {
-            host::alive(pid, h.lease_start_time.load(Ordering::Relaxed))
-        } else {
-            // Mid-acquisition: its start time is not written yet.
-            host::exists(pid)
-        };
-    alive.then_some((pid, epoch))
+    (pid != 0 && super::writer::holder_alive(h, pid, committed)).then_some((pid, epoch))
 }
 
 /// Removes both files of a ring. Attached processes keep their mappings.

@@ -506,16 +506,8 @@ pub(super) fn take_lease(h: &RingHeader, ring: &str) -> Result<u64, LeaseError> 
         let word = h.lease.load(Ordering::Acquire);
         let (pid, epoch, committed) = lease_parts(word);
         let takeover = pid != 0;
-        if takeover {
-            let alive = if committed {
-                host::alive(pid, h.lease_start_time.load(Ordering::Relaxed))
-            } else {
-                // Mid-acquisition: its start time is not written yet.
-                host::exists(pid)
-            };
-            if alive {
-                return Err(LeaseError::Held { ring: ring.to_owned(), pid, epoch });
-            }
+        if takeover && holder_alive(h, pid, committed) {
+            return Err(LeaseError::Held { ring: ring.to_owned(), pid, epoch });
         }
         let epoch = (epoch + 1) & LEASE_EPOCH_MASK;
         // SYNC POINT: lease released. The Acquire half pairs with the Release
@@ -534,6 +526,18 @@ pub(super) fn take_lease(h: &RingHeader, ring: &str) -> Result<u64, LeaseError> 
             h.takeovers.fetch_add(1, Ordering::Relaxed);
         }
         return Ok(epoch);
+    }
+}
+
+/// Whether the lease holder `pid` (read with `committed` from the lease
+/// word, after an Acquire load of it) is a live process: by pid and start
+/// time, or mid-acquisition, when its start time is not written yet, by pid
+/// alone.
+pub(crate) fn holder_alive(h: &RingHeader, pid: u32, committed: bool) -> bool {
+    if committed {
+        host::alive(pid, h.lease_start_time.load(Ordering::Relaxed))
+    } else {
+        host::exists(pid)
     }
 }
 
