@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::layout::{MAX_READER_NAME_LEN, MAX_SEQ};
 use crate::shm::{NameError, Namespace, RingFile};
 
-use super::Damaged;
+use super::{Damaged, FrameError};
 #[cfg(doc)]
 use super::{Reader, Ring, RingView};
 
@@ -142,6 +142,107 @@ impl AttachError {
                 | AttachError::Abandoned { .. }
                 | AttachError::Incomplete { missing_file: RingFile::Data, .. }
         )
+    }
+}
+
+/// Why the writer lease could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The ring could not be attached.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    /// A live process holds the lease.
+    #[error("ring {ring:?} already has a live writer: pid {pid} (lease epoch {epoch})")]
+    Held { ring: String, pid: u32, epoch: u64 },
+    /// The attachment maps the data region read-only.
+    #[error("ring {ring:?} is attached read-only; a writer needs a read-write attachment")]
+    ReadOnly { ring: String },
+    /// A file of the ring shrank under the attachment (see [`Damaged`]).
+    #[error(transparent)]
+    Damaged(Damaged),
+}
+
+/// Why frames could not be published. Nothing was published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The payload is larger than the ring's slots hold.
+    #[error("frame of {len} bytes exceeds the ring's largest payload of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    /// A `block` ring has no room: gating readers have not consumed enough
+    /// (from `try_*`, or when a `*_timeout` call's time ran out).
+    #[error("ring full: {needed} slots needed, {free} free until gating readers advance")]
+    Full { needed: u64, free: u64 },
+    /// More slots were claimed at once than the ring has.
+    #[error("cannot claim {n} slots at once in a ring of {capacity}")]
+    BatchTooLarge { n: u64, capacity: u64 },
+    /// More frames were pushed into a claim than it reserved.
+    #[error("the claim of {claimed} slots is full")]
+    ClaimFull { claimed: u64 },
+    /// The claim would take sequence numbers past [`MAX_SEQ`] (2^63 - 1);
+    /// the ring cannot carry more frames.
+    #[error("sequence numbers exhausted: the claim of {n} slots from {next} would pass {MAX_SEQ}")]
+    SequenceExhausted { next: u64, n: u64 },
+    /// A file of the ring shrank under the writer's mapping (see
+    /// [`Damaged`]); it will never publish again: drop it. A claim that was
+    /// being filled when it happened was lost with the mapping.
+    #[error(transparent)]
+    Damaged(Damaged),
+}
+
+/// Sequences a reader lost because the writer overwrote them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overrun {
+    /// How many sequences were lost.
+    pub lost: u64,
+    /// The sequence the reader continues with (the oldest still intact).
+    pub resume_at: u64,
+}
+
+/// Why [`Reader::try_read`] and friends returned no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryReadError {
+    /// Nothing new has been published.
+    #[error("no frame available")]
+    Empty,
+    /// The reader fell behind and lost frames; it now points at the oldest
+    /// intact one.
+    #[error("overrun: {} frames lost, resuming at {}", .0.lost, .0.resume_at)]
+    Overrun(Overrun),
+    /// The frame does not fit the request (see [`FrameError`]).
+    #[error(transparent)]
+    Frame(FrameError),
+    /// A file of the ring shrank under this reader's mapping; it will
+    /// never read again (see [`Damaged`]).
+    #[error(transparent)]
+    Damaged(Damaged),
+}
+
+/// Why [`Reader::read`] and friends returned no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The deadline passed with nothing new.
+    #[error("timed out waiting for a frame")]
+    Timeout,
+    /// See [`TryReadError::Overrun`].
+    #[error("overrun: {} frames lost, resuming at {}", .0.lost, .0.resume_at)]
+    Overrun(Overrun),
+    /// See [`TryReadError::Frame`].
+    #[error(transparent)]
+    Frame(FrameError),
+    /// See [`TryReadError::Damaged`]. A waiting reader notices within
+    /// 100 ms even while parked.
+    #[error(transparent)]
+    Damaged(Damaged),
+}
+
+impl From<TryReadError> for ReadError {
+    fn from(e: TryReadError) -> Self {
+        match e {
+            TryReadError::Empty => ReadError::Timeout,
+            TryReadError::Overrun(o) => ReadError::Overrun(o),
+            TryReadError::Frame(f) => ReadError::Frame(f),
+            TryReadError::Damaged(d) => ReadError::Damaged(d),
+        }
     }
 }
 

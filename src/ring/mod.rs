@@ -18,6 +18,7 @@ mod writer;
 mod loom_tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::layout::*;
 use crate::shm::Namespace;
@@ -25,17 +26,17 @@ use crate::sync::Ordering;
 
 pub use crate::shm::RingFile;
 pub use damage::{Damaged, RepairError, RingName};
-pub use error::{AttachError, CreateError};
+pub use error::{AttachError, CreateError, LeaseError, Overrun, PublishError, ReadError, TryReadError};
 pub use frame::{Frame, FrameError, FrameInfo, FrameRef};
 #[doc(hidden)]
 pub use lifecycle::create_hook;
 pub use lifecycle::{scan, RingEntry, RingState};
 pub use options::{Policy, Preset, RingOptions};
-pub use reader::{Overrun, ReadError, Reader, ReaderOptions, Start, TryReadError};
+pub use reader::{Reader, ReaderOptions, Start};
 pub use region::Geometry;
 pub use stats::{LeaseInfo, ReaderStats, RingStats};
 pub use sweep::{EvictError, FreedReader, SweepReport};
-pub use writer::{Claim, LeaseError, PublishError, Writer};
+pub use writer::{Claim, Writer};
 
 pub(crate) use error::check_published;
 pub(crate) use region::Region;
@@ -216,6 +217,11 @@ impl RingView {
     pub fn evict(&self, index: usize, force: bool) -> Result<FreedReader, EvictError> {
         sweep::evict(&self.region, index, force)
     }
+}
+
+/// The monotonic-clock deadline `timeout` from now (saturating).
+pub(crate) fn deadline(timeout: Duration) -> u64 {
+    crate::sync::host::now_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 /// Demotes the gating reader in `entry` if the entry still belongs to the
