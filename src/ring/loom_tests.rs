@@ -25,6 +25,47 @@ fn frame(seq: u64) -> [u64; 2] {
     [seq, !seq]
 }
 
+/// Takes the lease of `region` and spawns a thread that publishes frames 1
+/// to `n` with [`Writer::publish_pod`] (waiting for space on a block ring).
+fn spawn_writer(region: &Arc<Region>, n: u64) -> thread::JoinHandle<()> {
+    let mut w = Writer::new(region.clone()).unwrap();
+    thread::spawn(move || {
+        for seq in 1..=n {
+            assert_eq!(w.publish_pod(&frame(seq)).unwrap(), seq);
+        }
+    })
+}
+
+/// Tries `tries` reads without waiting, as a reader the writer may lap:
+/// every frame returned is intact and the next in order, and every overrun
+/// accounts exactly for the sequences it skips. Returns the next sequence
+/// expected.
+fn read_lossy(r: &mut Reader, tries: usize) -> u64 {
+    let mut expected = 1;
+    for _ in 0..tries {
+        match r.try_read_pod::<[u64; 2]>() {
+            Ok((seq, v)) => {
+                assert_eq!((seq, v), (expected, frame(expected)), "torn or out of order");
+                expected += 1;
+            }
+            Err(TryReadError::Overrun(o)) => {
+                assert_eq!(o.resume_at, expected + o.lost);
+                expected = o.resume_at;
+            }
+            Err(TryReadError::Empty) => thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    expected
+}
+
+/// Reads frames 1 to `n` with the blocking read, each intact and in order.
+fn read_all_blocking(r: &mut Reader, n: u64) {
+    for seq in 1..=n {
+        assert_eq!(r.read_pod::<[u64; 2]>().unwrap(), (seq, frame(seq)));
+    }
+}
+
 /// A reader racing a writer that laps it never accepts a torn frame: every
 /// frame it returns has matching words and the right sequence, and frames
 /// read plus frames reported lost never exceed what was published, in order.
@@ -33,28 +74,8 @@ fn loom_overwrite_never_delivers_a_torn_frame() {
     loom::model(|| {
         let region = ring(2, Policy::Overwrite);
         let mut r = reader(&region, false, Start::Oldest, WaitStrategy::Spin);
-        let mut w = Writer::new(region.clone()).unwrap();
-        let writer = thread::spawn(move || {
-            for seq in 1..=3 {
-                assert_eq!(w.publish_pod(&frame(seq)).unwrap(), seq);
-            }
-        });
-        let mut expected = 1;
-        for _ in 0..3 {
-            match r.try_read_pod::<[u64; 2]>() {
-                Ok((seq, v)) => {
-                    assert_eq!(seq, expected, "out of order");
-                    assert_eq!(v, frame(seq), "torn frame delivered");
-                    expected += 1;
-                }
-                Err(TryReadError::Overrun(o)) => {
-                    assert_eq!(o.resume_at, expected + o.lost);
-                    expected = o.resume_at;
-                }
-                Err(TryReadError::Empty) => thread::yield_now(),
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let writer = spawn_writer(&region, 3);
+        let expected = read_lossy(&mut r, 3);
         writer.join().unwrap();
         assert!(expected <= 4);
         assert_eq!(r.frames() + r.lost(), expected - 1);
@@ -70,12 +91,7 @@ fn loom_gating_reader_gets_every_frame_and_wakes_the_writer() {
     loom::model(|| {
         let region = ring(2, Policy::Block);
         let mut r = reader(&region, true, Start::Oldest, WaitStrategy::Spin);
-        let mut w = Writer::new(region.clone()).unwrap();
-        let writer = thread::spawn(move || {
-            for seq in 1..=3 {
-                assert_eq!(w.publish_pod(&frame(seq)).unwrap(), seq);
-            }
-        });
+        let writer = spawn_writer(&region, 3);
         let mut seq = 1;
         while seq <= 3 {
             match r.try_read_pod::<[u64; 2]>() {
@@ -99,15 +115,8 @@ fn loom_parked_reader_is_never_left_asleep() {
     loom::model(|| {
         let region = ring(4, Policy::Overwrite);
         let mut r = reader(&region, false, Start::Oldest, WaitStrategy::Park);
-        let mut w = Writer::new(region.clone()).unwrap();
-        let writer = thread::spawn(move || {
-            for seq in 1..=2 {
-                w.publish_pod(&frame(seq)).unwrap();
-            }
-        });
-        for seq in 1..=2 {
-            assert_eq!(r.read_pod::<[u64; 2]>().unwrap(), (seq, frame(seq)));
-        }
+        let writer = spawn_writer(&region, 2);
+        read_all_blocking(&mut r, 2);
         writer.join().unwrap();
     });
 }
@@ -119,15 +128,8 @@ fn loom_writer_and_reader_both_parking_make_progress() {
     loom::model(|| {
         let region = ring(2, Policy::Block);
         let mut r = reader(&region, true, Start::Oldest, WaitStrategy::Park);
-        let mut w = Writer::new(region.clone()).unwrap();
-        let writer = thread::spawn(move || {
-            for seq in 1..=3 {
-                w.publish_pod(&frame(seq)).unwrap();
-            }
-        });
-        for seq in 1..=3 {
-            assert_eq!(r.read_pod::<[u64; 2]>().unwrap(), (seq, frame(seq)));
-        }
+        let writer = spawn_writer(&region, 3);
+        read_all_blocking(&mut r, 3);
         writer.join().unwrap();
     });
 }
@@ -178,27 +180,8 @@ fn loom_demotion_races_a_consuming_reader() {
         region.geometry.stall_timeout_ns = 0;
         let region = Arc::new(region);
         let mut r = reader(&region, true, Start::Oldest, WaitStrategy::Spin);
-        let mut w = Writer::new(region.clone()).unwrap();
-        let writer = thread::spawn(move || {
-            for seq in 1..=3 {
-                assert_eq!(w.publish_pod(&frame(seq)).unwrap(), seq);
-            }
-        });
-        let mut expected = 1;
-        for _ in 0..3 {
-            match r.try_read_pod::<[u64; 2]>() {
-                Ok((seq, v)) => {
-                    assert_eq!((seq, v), (expected, frame(expected)), "torn or out of order");
-                    expected += 1;
-                }
-                Err(TryReadError::Overrun(o)) => {
-                    assert_eq!(o.resume_at, expected + o.lost);
-                    expected = o.resume_at;
-                }
-                Err(TryReadError::Empty) => thread::yield_now(),
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let writer = spawn_writer(&region, 3);
+        let expected = read_lossy(&mut r, 3);
         writer.join().unwrap();
         assert_eq!(r.frames() + r.lost(), expected - 1);
         if r.lost() > 0 {
