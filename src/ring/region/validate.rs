@@ -20,13 +20,16 @@ type FieldCheck<'a> = (&'static str, u64, bool, &'a dyn Fn() -> String);
 pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> Result<Geometry, AttachError> {
     let h = published_data_header(map, path)?;
     let policy = data_fields(h, path)?;
+    // Checks 18 to 20: the size the header says, then the file's own.
     let expected = ring_file_size(h.capacity, h.slot_size);
-    let why = || format!("{expected} (header + capacity x slot_size)");
-    first_bad(path, &[("file_size", h.file_size, h.file_size == expected, &why)])?;
+    if h.file_size != expected {
+        return Err(bad(path, "file_size", h.file_size, format!("{expected} (header + capacity x slot_size)")));
+    }
     whole_file(path, map.len() as u64, expected)?;
     stored_name(h, path, name)?;
-    // Check 23. Not an identity field, but a sequence beyond MAX_SEQ would be read
-    // as a WRITING stamp: a ring that got there is refused, not adopted.
+    // Check 23: not an identity field, but a sequence beyond MAX_SEQ would
+    // be read as a WRITING stamp: a ring that got there is refused, not
+    // adopted.
     check_published(path, h.published.load(Ordering::Relaxed))?;
     Ok(Geometry {
         capacity: h.capacity,
