@@ -241,76 +241,43 @@ pub struct ReaderEntry {
     pub _reserved_b: [u8; 32],
 }
 
+/// Asserts at compile time the size of a `#[repr(C)]` type and the offset
+/// of each named field: `assert_layout!(Type, size; field @ offset, ...)`.
+/// For the shared layout below and the frame formats (`telemetry`, `twin`).
+macro_rules! assert_layout {
+    ($t:ty, $size:expr; $($field:ident @ $offset:expr),+ $(,)?) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        $(const _: () = assert!(core::mem::offset_of!($t, $field) == $offset);)+
+    };
+}
+pub(crate) use assert_layout;
+
+// The offsets of docs/abi.md §2, a line of 128 bytes to a line. (Not under
+// loom, whose atomics are larger.)
 #[cfg(not(loom))]
 mod asserts {
     use super::*;
-    use core::mem::{offset_of, size_of};
 
-    macro_rules! at {
-        ($t:ty, $f:ident, $off:expr) => {
-            const _: () = assert!(offset_of!($t, $f) == $off);
-        };
-    }
-
-    const _: () = assert!(size_of::<RingHeader>() == RING_HEADER_SIZE);
-    at!(RingHeader, magic, 0);
-    at!(RingHeader, version, 8);
-    at!(RingHeader, header_size, 12);
-    at!(RingHeader, capacity, 16);
-    at!(RingHeader, slot_size, 24);
-    at!(RingHeader, policy, 28);
-    at!(RingHeader, max_readers, 32);
-    at!(RingHeader, flags, 36);
-    at!(RingHeader, stall_timeout_ns, 40);
-    at!(RingHeader, data_offset, 48);
-    at!(RingHeader, file_size, 56);
-    at!(RingHeader, created_ns, 64);
-    at!(RingHeader, name_len, 128);
-    at!(RingHeader, name, 136);
-    at!(RingHeader, lease, 256);
-    at!(RingHeader, lease_start_time, 264);
-    at!(RingHeader, lease_since_ns, 272);
-    at!(RingHeader, takeovers, 280);
-    at!(RingHeader, published, 384);
-    at!(RingHeader, notify, 392);
-    at!(RingHeader, bytes_published, 512);
-    at!(RingHeader, writer_waits, 520);
-    at!(RingHeader, writer_wait_ns, 528);
-    at!(RingHeader, _reserved5, 640);
-
-    const _: () = assert!(size_of::<SlotHeader>() == SLOT_HEADER_SIZE);
-    at!(SlotHeader, stamp, 0);
-    at!(SlotHeader, len, 8);
-    at!(SlotHeader, kind, 12);
-
-    const _: () = assert!(size_of::<ReadersHeader>() == READERS_HEADER_SIZE);
-    at!(ReadersHeader, magic, 0);
-    at!(ReadersHeader, version, 8);
-    at!(ReadersHeader, header_size, 12);
-    at!(ReadersHeader, max_readers, 16);
-    at!(ReadersHeader, entry_size, 20);
-    at!(ReadersHeader, created_ns, 24);
-    at!(ReadersHeader, file_size, 32);
-    at!(ReadersHeader, waiters, 128);
-    at!(ReadersHeader, table_epoch, 132);
-    at!(ReadersHeader, demotions, 136);
-    at!(ReadersHeader, swept, 144);
-    at!(ReadersHeader, writer_waiting, 256);
-    at!(ReadersHeader, writer_wake, 260);
-
-    const _: () = assert!(size_of::<ReaderEntry>() == READER_ENTRY_SIZE);
-    at!(ReaderEntry, cursor, 0);
-    at!(ReaderEntry, state, 128);
-    at!(ReaderEntry, gating, 132);
-    at!(ReaderEntry, pid, 136);
-    at!(ReaderEntry, parked, 140);
-    at!(ReaderEntry, start_time, 144);
-    at!(ReaderEntry, heartbeat_ns, 152);
-    at!(ReaderEntry, overruns, 160);
-    at!(ReaderEntry, lost, 168);
-    at!(ReaderEntry, frames, 176);
-    at!(ReaderEntry, joined_ns, 184);
-    at!(ReaderEntry, name, 192);
+    assert_layout!(RingHeader, RING_HEADER_SIZE;
+        magic @ 0, version @ 8, header_size @ 12, capacity @ 16, slot_size @ 24, policy @ 28, max_readers @ 32,
+        flags @ 36, stall_timeout_ns @ 40, data_offset @ 48, file_size @ 56, created_ns @ 64,
+        name_len @ 128, name @ 136,
+        lease @ 256, lease_start_time @ 264, lease_since_ns @ 272, takeovers @ 280,
+        published @ 384, notify @ 392,
+        bytes_published @ 512, writer_waits @ 520, writer_wait_ns @ 528,
+        _reserved5 @ 640,
+    );
+    assert_layout!(SlotHeader, SLOT_HEADER_SIZE; stamp @ 0, len @ 8, kind @ 12);
+    assert_layout!(ReadersHeader, READERS_HEADER_SIZE;
+        magic @ 0, version @ 8, header_size @ 12, max_readers @ 16, entry_size @ 20, created_ns @ 24, file_size @ 32,
+        waiters @ 128, table_epoch @ 132, demotions @ 136, swept @ 144,
+        writer_waiting @ 256, writer_wake @ 260,
+    );
+    assert_layout!(ReaderEntry, READER_ENTRY_SIZE;
+        cursor @ 0,
+        state @ 128, gating @ 132, pid @ 136, parked @ 140, start_time @ 144, heartbeat_ns @ 152, overruns @ 160,
+        lost @ 168, frames @ 176, joined_ns @ 184, name @ 192,
+    );
 
     // Every shared struct is at least 8-aligned and its hot lines start on
     // 128-byte boundaries when the struct does (mmap gives page alignment).

@@ -60,12 +60,15 @@ pub(crate) mod futex {
 /// time.
 #[cfg(not(loom))]
 pub(crate) mod host {
-    pub(crate) use crate::process::{alive, exists, identity, my_uid, now_ns, uid_of};
+    pub(crate) use crate::process::{alive, exists, identity, my_uid, now_ns, realtime_ns, uid_of};
 }
 
 #[cfg(loom)]
 pub(crate) mod host {
     pub(crate) fn now_ns() -> u64 {
+        0
+    }
+    pub(crate) fn realtime_ns() -> u64 {
         0
     }
     pub(crate) fn alive(_pid: u32, _start_time: u64) -> bool {

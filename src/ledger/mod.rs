@@ -12,6 +12,7 @@
 
 pub mod chain;
 pub mod format;
+mod recovery;
 pub mod store;
 pub mod verify;
 

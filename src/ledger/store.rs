@@ -1,5 +1,5 @@
-//! Appending to a ledger folder: recovery of the tail on open, group
-//! commit, segment rotation.
+//! Appending to a ledger folder: group commit, segment rotation. Opening
+//! one, and the recovery of its tail, are in `recovery.rs`.
 //!
 //! Records are encoded into a buffer, sealed (hashed into the chain) once
 //! the ring confirmed the frames were intact, written with `write(2)` by
@@ -8,14 +8,16 @@
 //! declarations, synced, and renamed into place, so every segment file
 //! starts whole.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::chain::{BadRecord, Chain, Problem};
+use super::chain::{BadRecord, Chain};
 use super::format::*;
+use super::recovery;
+pub use super::recovery::{is_torn_tail, scan_tail, segments, Recovery, LOCK_FILE};
 
 /// Why a ledger folder cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -71,23 +73,8 @@ pub enum LedgerError {
     TooManyRings,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
     move |source| LedgerError::Io { path: path.to_owned(), source }
-}
-
-/// What opening a ledger found and did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// The folder had no segment: a new ledger was started.
-    pub created: bool,
-    /// A torn tail was cut off: (segment file, offset, bytes removed, why).
-    pub truncated: Option<(PathBuf, u64, u64, String)>,
-    /// Temporary files of an unfinished segment rotation that were removed.
-    pub removed: Vec<PathBuf>,
-    /// Records in the ledger.
-    pub records: u64,
-    /// The segment appended to.
-    pub segment: u64,
 }
 
 /// Counters of an open ledger since it was opened.
@@ -110,7 +97,7 @@ pub struct AppendStats {
 /// An open ledger folder, appending.
 pub struct Ledger {
     dir: PathBuf,
-    /// The folder's lock, held while this value lives (see [`lock`]).
+    /// The folder's lock, held while this value lives (see [`recovery::lock`]).
     lock: Arc<File>,
     file: File,
     segment: u64,
@@ -127,120 +114,53 @@ pub struct Ledger {
     stats: AppendStats,
 }
 
-/// The file in a ledger folder whose lock makes one recorder per folder.
-pub const LOCK_FILE: &str = "lock";
-
-/// Takes the folder's lock (`flock`, released by the kernel when the
-/// holder exits, however it exits) and writes this process's pid into the
-/// lock file for the next one to name. A second recorder on the folder
-/// gets [`LedgerError::Locked`].
-fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
-    let path = dir.join(LOCK_FILE);
-    let mut file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err(&path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(LedgerError::Locked { dir: dir.to_owned(), holder: text.trim().parse().ok() });
-        }
-        Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
-    }
-    file.set_len(0).and_then(|()| writeln!(&file, "{}", std::process::id())).map_err(io_err(&path))?;
-    Ok(Arc::new(file))
-}
-
-/// The segment files in `dir`, sorted by number.
-pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        if let Some(n) = entry.file_name().to_str().and_then(parse_segment_name) {
-            out.push((n, entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The chain state at the end of segment `path`, checked from its header.
-/// A bad record is returned with the state before it, for the caller to
-/// decide whether it is a torn tail.
-pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Vec<u8>, Option<BadRecord>), LedgerError> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
-    let header =
-        SegmentHeader::decode(&bytes).map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })?;
-    let mut chain = Chain::at_segment(&header);
-    let bad = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, |_, _, _| {}).err();
-    Ok((header, chain, bytes, bad))
-}
-
-/// Whether the bad record at `bad.offset` is the torn end of an
-/// interrupted append: its bytes run to the end of the file, or everything
-/// from it on is zero (a file extended but never written).
-pub fn is_torn_tail(bytes: &[u8], bad: &BadRecord) -> bool {
-    let rest = &bytes[bad.offset as usize..];
-    let reaches_end = match &bad.problem {
-        Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. }) => true,
-        Problem::Torn(Torn::BadLength(_)) => false,
-        Problem::Hash | Problem::Invalid(_) => split_record(rest).is_ok_and(|r| r.header.len as usize == rest.len()),
-    };
-    reaches_end || rest.iter().all(|&b| b == 0)
-}
-
 impl Ledger {
     /// Opens (or starts) the ledger in `dir`: finds the last complete
     /// record, cuts off a torn tail, and checks the last segment's chain
     /// from its header on.
     pub fn open(dir: &Path, segment_limit: u64) -> Result<(Ledger, Recovery), LedgerError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let lock = lock(dir)?;
-        let mut recovery = Recovery::default();
-        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-            let path = entry.map_err(io_err(dir))?.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
-                fs::remove_file(&path).map_err(io_err(&path))?;
-                recovery.removed.push(path);
-            }
-        }
+        let lock = recovery::lock(dir)?;
+        let mut recovery = Recovery { removed: recovery::remove_temporaries(dir)?, ..Recovery::default() };
         let Some((segment, path)) = segments(dir)?.pop() else {
             recovery.created = true;
             let ledger = Ledger::start_segment(dir, lock, 1, Chain::default(), segment_limit, AppendStats::default())?;
             return Ok((ledger, recovery));
         };
-        let (_, chain, bytes, bad) = scan_tail(&path)?;
-        let mut len = bytes.len() as u64;
-        if let Some(bad) = bad {
-            if !is_torn_tail(&bytes, &bad) {
-                let follow = split_record(&bytes[bad.offset as usize..])
-                    .map_or(len - bad.offset, |r| len - bad.offset - r.header.len as u64);
-                return Err(LedgerError::Corrupt { path, bad, follow });
-            }
-            let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
-            file.set_len(bad.offset).map_err(io_err(&path))?;
-            file.sync_data().map_err(io_err(&path))?;
-            recovery.truncated = Some((path.clone(), bad.offset, len - bad.offset, bad.problem.to_string()));
-            len = bad.offset;
-        }
+        let (chain, len) = recovery::recover_tail(path.clone(), &mut recovery)?;
         let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
         recovery.records = chain.records;
         recovery.segment = segment;
-        let ledger = Ledger {
+        let mut ledger = Ledger::new(dir, lock, file, segment, segment_limit, chain, AppendStats::default());
+        ledger.seg_len = len;
+        Ok((ledger, recovery))
+    }
+
+    /// A ledger appending to `file`, segment `segment`, empty so far, with
+    /// nothing buffered.
+    fn new(
+        dir: &Path,
+        lock: Arc<File>,
+        file: File,
+        segment: u64,
+        segment_limit: u64,
+        chain: Chain,
+        stats: AppendStats,
+    ) -> Ledger {
+        Ledger {
             dir: dir.to_owned(),
             lock,
             file,
             segment,
-            seg_len: len,
+            seg_len: 0,
             segment_limit,
             buf: Vec::with_capacity(1 << 20),
             sealed: 0,
             chain,
             dirty: false,
             last_sync: Instant::now(),
-            stats: AppendStats::default(),
-        };
-        Ok((ledger, recovery))
+            stats,
+        }
     }
 
     /// Writes segment `n` (header and a declaration of every ring) under a
@@ -261,20 +181,10 @@ impl Ledger {
         };
         let path = dir.join(segment_name(n));
         let tmp = dir.join(format!("{}.tmp", segment_name(n)));
-        let mut ledger = Ledger {
-            dir: dir.to_owned(),
-            lock,
-            file: File::create(&tmp).map_err(io_err(&tmp))?,
-            segment: n,
-            seg_len: 0,
-            segment_limit,
-            buf: Vec::with_capacity(1 << 20),
-            sealed: 0,
-            chain: Chain { rings: Vec::new(), ..chain.clone() },
-            dirty: false,
-            last_sync: Instant::now(),
-            stats: AppendStats { segments: stats.segments + 1, ..stats },
-        };
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let fresh = Chain { rings: Vec::new(), ..chain.clone() };
+        let stats = AppendStats { segments: stats.segments + 1, ..stats };
+        let mut ledger = Ledger::new(dir, lock, file, n, segment_limit, fresh, stats);
         ledger.buf.extend_from_slice(&header.encode());
         ledger.sealed = ledger.buf.len();
         for (id, r) in chain.rings.iter().enumerate() {
@@ -490,6 +400,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::chain::Problem;
     use crate::ledger::verify::{verify, VerifyFailure};
 
     /// A folder removed when dropped.

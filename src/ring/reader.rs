@@ -1,4 +1,9 @@
-//! The reading side: registration, cursors, overrun detection, waiting.
+//! The reading side: cursors, reading in place and in batches, overrun
+//! detection, releasing slots to the writer. Joining the ring is in
+//! `join.rs`, waiting for a frame in `wait.rs`.
+
+mod join;
+mod wait;
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -8,11 +13,11 @@ use bytemuck::Pod;
 
 use crate::layout::*;
 use crate::shm::Namespace;
-use crate::sync::{fence, futex, host, spin_hint, Ordering};
+use crate::sync::{host, Ordering};
 use crate::wait::WaitStrategy;
 
 use super::frame::{Frame, FrameError, FrameInfo, FrameRef};
-use super::{region, AttachError, Damaged, Geometry, Policy, Region};
+use super::{deadline, region, AttachError, Damaged, Geometry, Overrun, Policy, ReadError, Region, TryReadError};
 
 /// Where a new reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,63 +76,6 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-/// Sequences a reader lost because the writer overwrote them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overrun {
-    /// How many sequences were lost.
-    pub lost: u64,
-    /// The sequence the reader continues with (the oldest still intact).
-    pub resume_at: u64,
-}
-
-/// Why [`Reader::try_read`] and friends returned no frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TryReadError {
-    /// Nothing new has been published.
-    #[error("no frame available")]
-    Empty,
-    /// The reader fell behind and lost frames; it now points at the oldest
-    /// intact one.
-    #[error("overrun: {} frames lost, resuming at {}", .0.lost, .0.resume_at)]
-    Overrun(Overrun),
-    /// The frame does not fit the request (see [`FrameError`]).
-    #[error(transparent)]
-    Frame(FrameError),
-    /// A file of the ring shrank under this reader's mapping; it will
-    /// never read again (see [`Damaged`]).
-    #[error(transparent)]
-    Damaged(Damaged),
-}
-
-/// Why [`Reader::read`] and friends returned no frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ReadError {
-    /// The deadline passed with nothing new.
-    #[error("timed out waiting for a frame")]
-    Timeout,
-    /// See [`TryReadError::Overrun`].
-    #[error("overrun: {} frames lost, resuming at {}", .0.lost, .0.resume_at)]
-    Overrun(Overrun),
-    /// See [`TryReadError::Frame`].
-    #[error(transparent)]
-    Frame(FrameError),
-    /// See [`TryReadError::Damaged`]. A waiting reader notices within
-    /// 100 ms even while parked.
-    #[error(transparent)]
-    Damaged(Damaged),
-}
-
-impl From<TryReadError> for ReadError {
-    fn from(e: TryReadError) -> Self {
-        match e {
-            TryReadError::Empty => ReadError::Timeout,
-            TryReadError::Overrun(o) => ReadError::Overrun(o),
-            TryReadError::Frame(f) => ReadError::Frame(f),
-            TryReadError::Damaged(d) => ReadError::Damaged(d),
-        }
-    }
-}
-
 /// The reader's private state; separate from the region so that a borrowed
 /// [`Frame`] can hold the region shared and this exclusively.
 pub(crate) struct ReaderCore {
@@ -146,11 +94,6 @@ pub(crate) struct ReaderCore {
 
 /// A reading reader refreshes its heartbeat at least every this many frames.
 const HEARTBEAT_EVERY: u64 = 4096;
-
-/// A parked reader wakes at least this often to look for damage (a file
-/// shrunk under it: a writer whose mapping turned to zeros never wakes it)
-/// and to refresh its heartbeat; it stays counted as parked meanwhile.
-pub(crate) const PARK_RECHECK: Duration = Duration::from_millis(100);
 
 impl ReaderCore {
     /// Moves the cursor to `next` after consuming `n` frames.
@@ -248,110 +191,6 @@ impl Reader {
         Reader::new(Arc::new(region::attach(ns, name, false)?), opts)
     }
 
-    pub(crate) fn new(region: Arc<Region>, opts: &ReaderOptions) -> Result<Reader, AttachError> {
-        if opts.name.len() > MAX_READER_NAME_LEN {
-            return Err(AttachError::ReaderName { name: opts.name.clone() });
-        }
-        if let Some(d) = region.probe() {
-            return Err(AttachError::Damaged(d));
-        }
-        let (pid, start_time) = host::identity();
-        // Checked before anything is claimed, so a refusal leaves no trace.
-        let published = trusted_published(&region).map_err(|p| untrusted_published(&region, p))?;
-        let idx = match claim_entry(&region, pid) {
-            Some(i) => i,
-            None => {
-                super::sweep(&region);
-                claim_entry(&region, pid).ok_or_else(|| AttachError::ReaderTableFull {
-                    ring: region.name.clone(),
-                    max: region.geometry.max_readers,
-                })?
-            }
-        };
-        let block_ring = region.geometry.policy == Policy::Block;
-        let e = region.entry(idx);
-        e.pid.store(pid, Ordering::Relaxed);
-        e.start_time.store(start_time, Ordering::Relaxed);
-        e.parked.store(0, Ordering::Relaxed);
-        let mut name = [0u8; MAX_READER_NAME_LEN];
-        name[..opts.name.len()].copy_from_slice(opts.name.as_bytes());
-        for (w, c) in e.name.iter().zip(name.chunks_exact(8)) {
-            w.store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed);
-        }
-        for counter in [&e.overruns, &e.lost, &e.frames] {
-            counter.store(0, Ordering::Relaxed);
-        }
-        e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
-        e.joined_ns.store(realtime(), Ordering::Relaxed);
-        e.gating.store(if opts.gating && block_ring { GATING_YES } else { GATING_NO }, Ordering::Relaxed);
-
-        let cap = region.capacity();
-        let start_at = |published: u64| match opts.start {
-            Start::Newest => published + 1,
-            Start::Oldest => (published + 1).saturating_sub(cap).max(1),
-            Start::At(seq) => seq.max(1),
-        };
-        let rd = region.readers();
-        // A conservative cursor first (from `published` read before the
-        // claim), so a writer that scans the table the moment the entry
-        // turns active never runs past frames we want.
-        let first = start_at(published);
-        e.cursor.store(first, Ordering::Relaxed);
-        // SYNC POINT: reader entry published. Pairs with the Acquire loads of
-        // `state` in `Writer::gate`, sweeps and the tools. Only a sweep that
-        // found us dead could have changed our CLAIMING state.
-        if e.state
-            .compare_exchange(
-                entry_state(pid, ENTRY_CLAIMING),
-                entry_state(pid, ENTRY_ACTIVE),
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            return Err(AttachError::Evicted { ring: region.name.clone(), index: idx });
-        }
-        // SYNC POINT: reader table changed. Release: a writer whose Acquire
-        // load in `Writer::reserve` sees the new epoch rescans and sees our
-        // entry active, with its gating flag and conservative cursor.
-        rd.table_epoch.fetch_add(1, Ordering::Release);
-        // SYNC POINT: join Dekker. This fence pairs with the SeqCst fence at
-        // the end of every publish: either the writer's next gate check sees
-        // the new epoch, or the load below sees everything it published. So
-        // at most the batch it had already reserved is written without
-        // regard to us. For `Newest` none of that batch touches our cursor's
-        // slot; an `Oldest` or `At` reader may find its first frames
-        // overwritten by it, which its first read reports as an overrun.
-        // Our epoch store must be ordered before our later load of
-        // `published` (a store before a load): only SeqCst fences on both
-        // sides do that; Acquire/Release cannot. (The fence is what makes
-        // it; the RMW above need not be SeqCst itself.)
-        fence(Ordering::SeqCst);
-        let cursor = match opts.start {
-            Start::At(_) => first,
-            // (A value that turned untrustworthy since the check above is
-            // not followed.)
-            _ => trusted_published(&region).map_or(first, |p| first.max(start_at(p))),
-        };
-        // SYNC POINT: slot released to the writer.
-        e.cursor.store(cursor, Ordering::Release);
-        Ok(Reader {
-            core: ReaderCore {
-                idx,
-                cursor,
-                frames: 0,
-                lost: 0,
-                overruns: 0,
-                block_ring,
-                heartbeat_at: HEARTBEAT_EVERY,
-                pid,
-                deferred: false,
-            },
-            region,
-            wait: opts.wait,
-        })
-    }
-
     /// Copies the next frame into `buf` without waiting.
     #[inline]
     pub fn try_read(&mut self, buf: &mut [u8]) -> Result<FrameInfo, TryReadError> {
@@ -411,17 +250,6 @@ impl Reader {
         self.try_read_pod().map_err(ReadError::from)
     }
 
-    /// Waits, with the reader's strategy, until a frame is available (or an
-    /// overrun is, which the next read reports). Pairs with the batch reads.
-    pub fn wait(&mut self) -> Result<(), ReadError> {
-        self.wait_ready(None)
-    }
-
-    /// Like [`Reader::wait`], for at most `timeout`.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<(), ReadError> {
-        self.wait_ready(Some(deadline(timeout)))
-    }
-
     /// Borrows the next frame in place without waiting; dropping the
     /// [`Frame`] consumes it.
     #[inline]
@@ -431,20 +259,8 @@ impl Reader {
         if let Some(d) = region.damaged() {
             return Err(TryReadError::Damaged(d));
         }
-        let slot = region.slot(seq);
-        // SYNC POINT: slot payload visible to readers. Pairs with the
-        // Release store of the stamp in `Claim::commit`.
-        let stamp = slot.header.stamp.load(Ordering::Acquire);
-        if stamp != seq {
-            return Err(self.core.not_ready(region, seq, stamp));
-        }
-        let len = (slot.header.len.load(Ordering::Relaxed) as usize).min(region.max_payload());
-        let kind = slot.header.kind.load(Ordering::Relaxed);
-        Ok(Frame {
-            inner: FrameRef { slot, info: FrameInfo { seq, len, kind }, torn: Cell::new(false) },
-            region,
-            core: &mut self.core,
-        })
+        let inner = published_frame(region, seq).map_err(|stamp| self.core.not_ready(region, seq, stamp))?;
+        Ok(Frame { inner, region, core: &mut self.core })
     }
 
     /// Borrows the next frame in place, waiting for it.
@@ -514,19 +330,11 @@ impl Reader {
         let mut n = 0u64;
         while (n as usize) < max {
             let seq = start + n;
-            let slot = region.slot(seq);
-            // SYNC POINT: slot payload visible to readers. Pairs with the
-            // Release store of the stamp in `Claim::commit`.
-            let stamp = slot.header.stamp.load(Ordering::Acquire);
-            if stamp != seq {
-                if n == 0 {
-                    return Err(self.core.not_ready(region, seq, stamp));
-                }
-                break;
-            }
-            let len = (slot.header.len.load(Ordering::Relaxed) as usize).min(region.max_payload());
-            let kind = slot.header.kind.load(Ordering::Relaxed);
-            let fr = FrameRef { slot, info: FrameInfo { seq, len, kind }, torn: Cell::new(false) };
+            let fr = match published_frame(region, seq) {
+                Ok(fr) => fr,
+                Err(stamp) if n == 0 => return Err(self.core.not_ready(region, seq, stamp)),
+                Err(_) => break,
+            };
             // A frame counts as consumed only if it was intact throughout,
             // whatever the callback looked at.
             if !take(&fr) || !fr.is_intact() {
@@ -553,87 +361,6 @@ impl Reader {
             return TryReadError::Damaged(d);
         }
         self.core.overrun(&self.region, seq, stamp)
-    }
-
-    /// Waits, per the strategy, until the frame at the cursor is published
-    /// (or overwritten, which the following read reports), or the ring is
-    /// found damaged.
-    fn wait_ready(&mut self, deadline_ns: Option<u64>) -> Result<(), ReadError> {
-        let region: &Region = &self.region;
-        let mut spins = self.wait.spins();
-        loop {
-            if self.core.ready(region) {
-                return Ok(());
-            }
-            if let Some(d) = region.damaged() {
-                return Err(ReadError::Damaged(d));
-            }
-            if spins > 0 {
-                spins -= 1;
-                spin_hint();
-                if spins & 0x3FF == 0 && deadline_ns.is_some_and(|d| host::now_ns() >= d) {
-                    return Err(ReadError::Timeout);
-                }
-                continue;
-            }
-            if deadline_ns.is_some_and(|d| host::now_ns() >= d) {
-                return Err(ReadError::Timeout);
-            }
-            self.park(deadline_ns);
-        }
-    }
-
-    /// Sleeps on the ring's futex until the writer publishes, the deadline
-    /// passes, or the ring is found damaged; looks for damage (and
-    /// refreshes the heartbeat) every [`PARK_RECHECK`] meanwhile.
-    fn park(&self, deadline_ns: Option<u64>) {
-        let region: &Region = &self.region;
-        let (h, rd) = (region.header(), region.readers());
-        let e = region.entry(self.core.idx);
-        e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
-        // A count, Relaxed: the fence below orders it before our re-check,
-        // and read-modify-writes never lose one another's changes, so the
-        // writer sees at least 1 from our increment until our decrement.
-        rd.waiters.fetch_add(1, Ordering::Relaxed);
-        // Marked after counting and cleared before uncounting: a reader that
-        // dies in between leaves one spurious waiter, never a negative count.
-        e.parked.store(1, Ordering::Relaxed);
-        // SYNC POINT: reader park Dekker. Pairs with the SeqCst fence in
-        // `Writer::finish`: either the writer's load of `waiters` sees us and
-        // it bumps `notify` and wakes, or our check below sees its stamp. A
-        // store followed by a load needs SeqCst fences on both sides;
-        // Acquire/Release cannot order them. The count stays up across the
-        // re-checks, so the argument holds for each.
-        fence(Ordering::SeqCst);
-        loop {
-            // SYNC POINT: readers woken. Pairs with the writer's Release bump
-            // of `notify`: if we see it, the stamps it committed before are
-            // visible to the check below.
-            let seen = h.notify.load(Ordering::Acquire);
-            if self.core.ready(region) || region.damaged().is_some() {
-                break;
-            }
-            let now = host::now_ns();
-            let timeout = match deadline_ns {
-                Some(d) if now >= d => break,
-                Some(d) => Duration::from_nanos(d - now).min(PARK_RECHECK),
-                None => PARK_RECHECK,
-            };
-            // A failure here (it cannot happen for a valid mapping; a file
-            // truncated under the word gives EFAULT) just means we poll.
-            let _ = futex::wait(&h.notify, seen, Some(timeout));
-            if h.notify.load(Ordering::Relaxed) != seen {
-                break;
-            }
-            // Nothing published: a time-out, a signal, or a writer that can
-            // no longer wake us. A sign of life, and a look for damage.
-            e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
-            region.probe();
-        }
-        e.parked.store(0, Ordering::Relaxed);
-        // A count, Relaxed: we are awake; a writer that still sees us
-        // counted only makes a spare wake-up.
-        rd.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// With `deferred`, reading no longer frees slots: the cursor the writer
@@ -766,6 +493,22 @@ impl Drop for Reader {
     }
 }
 
+/// The frame of `seq`, if its slot holds it (published, and not being
+/// overwritten); otherwise the stamp the slot holds.
+#[inline]
+fn published_frame(region: &Region, seq: u64) -> Result<FrameRef<'_>, u64> {
+    let slot = region.slot(seq);
+    // SYNC POINT: slot payload visible to readers. Pairs with the Release
+    // store of the stamp in `Claim::commit`.
+    let stamp = slot.header.stamp.load(Ordering::Acquire);
+    if stamp != seq {
+        return Err(stamp);
+    }
+    let len = (slot.header.len.load(Ordering::Relaxed) as usize).min(region.max_payload());
+    let kind = slot.header.kind.load(Ordering::Relaxed);
+    Ok(FrameRef { slot, info: FrameInfo { seq, len, kind }, torn: Cell::new(false) })
+}
+
 /// `published`, if the slots bear it out; otherwise `Err` with the value.
 ///
 /// Only a writer stores `published`, but anyone who maps the data region
@@ -792,45 +535,4 @@ fn trusted_published(region: &Region) -> Result<u64, u64> {
     } else {
         Err(p)
     }
-}
-
-/// The join's error for a `published` of `p` that [`trusted_published`]
-/// refused.
-fn untrusted_published(region: &Region, p: u64) -> AttachError {
-    if let Err(e) = super::check_published(&region.path, p) {
-        return e;
-    }
-    let in_slot = region.slot(p).header.stamp.load(Ordering::Relaxed) & !STAMP_WRITING;
-    AttachError::BadField {
-        path: region.path.clone(),
-        field: "published",
-        found: p,
-        expected: format!("a sequence the slots hold (the slot of {p} holds {in_slot})"),
-    }
-}
-
-/// Claims a free entry for process `pid`: FREE → pid|CLAIMING.
-fn claim_entry(region: &Region, pid: u32) -> Option<usize> {
-    let claiming = entry_state(pid, ENTRY_CLAIMING);
-    region.entries().find_map(|(i, e)| {
-        // SYNC POINT: reader entry released. The Acquire half: the previous
-        // owner (or the sweep that freed the entry) is done with it before
-        // we write it. (The Release half orders nothing anyone relies on:
-        // the fields are published by the activation CAS.)
-        e.state.compare_exchange(ENTRY_FREE, claiming, Ordering::AcqRel, Ordering::Relaxed).ok().map(|_| i)
-    })
-}
-
-fn deadline(timeout: Duration) -> u64 {
-    host::now_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
-}
-
-#[cfg(not(loom))]
-fn realtime() -> u64 {
-    crate::process::realtime_ns()
-}
-
-#[cfg(loom)]
-fn realtime() -> u64 {
-    0
 }

@@ -1,6 +1,7 @@
 //! A ring's two regions, created or attached and validated, with typed
 //! access to the shared structures. All pointer arithmetic over the shared
-//! memory is in this file.
+//! memory is in this file; the header checks at attach are in
+//! `validate.rs`, the loom models' heap-allocated regions in `heap.rs`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -8,13 +9,18 @@ use std::path::{Path, PathBuf};
 use crate::guard::DamageFlag;
 use crate::layout::*;
 use crate::shm::{self, Mapping, Namespace};
-#[cfg(all(loom, test))]
-use crate::sync::AtomicU32;
-use crate::sync::{host, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 use super::damage::Damaged;
 use super::{AttachError, CreateError, Policy, RingOptions};
 use crate::shm::RingFile;
+
+#[cfg(all(loom, test))]
+pub(crate) mod heap;
+mod validate;
+
+pub(crate) use validate::validate_data;
+use validate::validate_readers;
 
 /// The identity of a ring, read from its header at attach.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,10 +352,6 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
 /// is abandoned rather than being initialised.
 pub(crate) const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn bad(path: &Path, field: &'static str, found: u64, expected: impl Into<String>) -> AttachError {
-    AttachError::BadField { path: path.to_owned(), field, found, expected: expected.into() }
-}
-
 /// Validates both mapped regions and builds the `Region`.
 fn from_maps(name: &str, dmap: Mapping, rmap: Mapping, dpath: &Path, rpath: &Path) -> Result<Region, CreateError> {
     let checked = validate_data(&dmap, dpath, Some(name)).and_then(|g| validate_readers(&rmap, rpath, &g).map(|()| g));
@@ -382,163 +384,6 @@ fn from_maps(name: &str, dmap: Mapping, rmap: Mapping, dpath: &Path, rpath: &Pat
     })
 }
 
-/// Reads and checks the data region's header; names the first bad field.
-/// With `name`, the stored name must match it.
-pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> Result<Geometry, AttachError> {
-    let size = map.len() as u64;
-    if size == 0 {
-        // Created, not yet sized: its creator is between open and fallocate.
-        return Err(AttachError::Initializing { path: path.to_owned() });
-    }
-    if size < RING_HEADER_SIZE as u64 {
-        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: RING_HEADER_SIZE as u64 });
-    }
-    // SAFETY: the mapping is at least a header long and page aligned; the
-    // identity fields are immutable after the version word is published, and
-    // we read them only after an Acquire load of it.
-    let h = unsafe { &*(map.ptr() as *const RingHeader) };
-    // SAFETY: as above; a plain read of an immutable field.
-    let magic = unsafe { std::ptr::read_volatile(&h.magic) };
-    if magic == 0 && h.version.load(Ordering::Acquire) == 0 {
-        // All zeros: sized, not yet filled in.
-        return Err(AttachError::Initializing { path: path.to_owned() });
-    }
-    if magic != RING_MAGIC {
-        return Err(bad(path, "magic", magic, format!("{RING_MAGIC:#x} (\"HELIXRNG\")")));
-    }
-    // SYNC POINT: region initialised (data).
-    let version = h.version.load(Ordering::Acquire);
-    if version == 0 {
-        return Err(AttachError::Initializing { path: path.to_owned() });
-    }
-    if version != ABI_VERSION {
-        return Err(AttachError::Version { path: path.to_owned(), found: version, expected: ABI_VERSION });
-    }
-    if h.header_size as usize != RING_HEADER_SIZE {
-        return Err(bad(path, "header_size", h.header_size.into(), RING_HEADER_SIZE.to_string()));
-    }
-    if h.capacity < 2 || !h.capacity.is_power_of_two() || h.capacity > super::MAX_CAPACITY {
-        return Err(bad(path, "capacity", h.capacity, format!("a power of two from 2 to {}", super::MAX_CAPACITY)));
-    }
-    let ss = h.slot_size as usize;
-    if ss < SLOT_ALIGN || !ss.is_multiple_of(SLOT_ALIGN) || ss > slot_size_for(super::MAX_PAYLOAD as usize) {
-        return Err(bad(
-            path,
-            "slot_size",
-            ss as u64,
-            format!("a multiple of {SLOT_ALIGN} up to {}", slot_size_for(super::MAX_PAYLOAD as usize)),
-        ));
-    }
-    let policy =
-        Policy::from_raw(h.policy).ok_or_else(|| bad(path, "policy", h.policy.into(), "0 (overwrite) or 1 (block)"))?;
-    if h.max_readers == 0 || h.max_readers > super::MAX_READERS {
-        return Err(bad(path, "max_readers", h.max_readers.into(), format!("1 to {}", super::MAX_READERS)));
-    }
-    if h.flags != 0 {
-        return Err(bad(path, "flags", h.flags.into(), "0"));
-    }
-    if h.stall_timeout_ns == 0 {
-        return Err(bad(path, "stall_timeout_ns", 0, "more than 0"));
-    }
-    if h.data_offset != RING_HEADER_SIZE as u64 {
-        return Err(bad(path, "data_offset", h.data_offset, RING_HEADER_SIZE.to_string()));
-    }
-    let expected = ring_file_size(h.capacity, h.slot_size);
-    if h.file_size != expected {
-        return Err(bad(path, "file_size", h.file_size, format!("{expected} (header + capacity x slot_size)")));
-    }
-    if size < expected {
-        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: expected });
-    }
-    if size != expected {
-        return Err(bad(path, "file_size", size, format!("{expected} (the file itself has a different size)")));
-    }
-    if h.name_len as usize > MAX_NAME_LEN {
-        return Err(bad(path, "name_len", h.name_len.into(), format!("at most {MAX_NAME_LEN}")));
-    }
-    let stored = &h.name[..h.name_len as usize];
-    if let Some(name) = name {
-        if stored != name.as_bytes() {
-            return Err(AttachError::NameMismatch {
-                path: path.to_owned(),
-                found: String::from_utf8_lossy(stored).into_owned(),
-                expected: name.to_owned(),
-            });
-        }
-    }
-    // Not an identity field, but a sequence beyond MAX_SEQ would be read
-    // as a WRITING stamp: a ring that got there is refused, not adopted.
-    super::check_published(path, h.published.load(Ordering::Relaxed))?;
-    Ok(Geometry {
-        capacity: h.capacity,
-        slot_size: h.slot_size,
-        max_payload: h.slot_size - SLOT_HEADER_SIZE as u32,
-        policy,
-        max_readers: h.max_readers,
-        stall_timeout_ns: h.stall_timeout_ns,
-        created_ns: h.created_ns,
-    })
-}
-
-/// Checks the control region of the ring whose (complete) data region has
-/// geometry `g`. The creator completes the control region before it
-/// publishes the data region, so an empty or all-zero one here is not
-/// "initialising": it was truncated or wiped.
-fn validate_readers(map: &Mapping, path: &Path, g: &Geometry) -> Result<(), AttachError> {
-    let size = map.len() as u64;
-    let expected = readers_file_size(g.max_readers);
-    if size < READERS_HEADER_SIZE as u64 {
-        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: expected });
-    }
-    // SAFETY: the mapping is at least a header long and page aligned.
-    let r = unsafe { &*(map.ptr() as *const ReadersHeader) };
-    // SAFETY: a plain read of an immutable identity field.
-    let magic = unsafe { std::ptr::read_volatile(&r.magic) };
-    if magic != READERS_MAGIC {
-        return Err(bad(path, "magic", magic, format!("{READERS_MAGIC:#x} (\"HELIXRDR\")")));
-    }
-    // SYNC POINT: region initialised (control).
-    let version = r.version.load(Ordering::Acquire);
-    if version == 0 {
-        return Err(bad(path, "version", 0, format!("{ABI_VERSION} (set before the data region's)")));
-    }
-    if version != ABI_VERSION {
-        return Err(AttachError::Version { path: path.to_owned(), found: version, expected: ABI_VERSION });
-    }
-    if r.header_size as usize != READERS_HEADER_SIZE {
-        return Err(bad(path, "header_size", r.header_size.into(), READERS_HEADER_SIZE.to_string()));
-    }
-    if r.max_readers != g.max_readers {
-        return Err(bad(
-            path,
-            "max_readers",
-            r.max_readers.into(),
-            format!("{} (as in the data region)", g.max_readers),
-        ));
-    }
-    if r.entry_size as usize != READER_ENTRY_SIZE {
-        return Err(bad(path, "entry_size", r.entry_size.into(), READER_ENTRY_SIZE.to_string()));
-    }
-    if r.created_ns != g.created_ns {
-        return Err(bad(
-            path,
-            "created_ns",
-            r.created_ns,
-            format!("{} (the data region's; the files belong to different rings)", g.created_ns),
-        ));
-    }
-    if r.file_size != expected {
-        return Err(bad(path, "file_size", r.file_size, expected.to_string()));
-    }
-    if size < expected {
-        return Err(AttachError::Truncated { path: path.to_owned(), size, needed: expected });
-    }
-    if size != expected {
-        return Err(bad(path, "file_size", size, format!("{expected} (the file itself has a different size)")));
-    }
-    Ok(())
-}
-
 /// The live holder of the writer lease in `name`'s data region, as (pid,
 /// epoch), read from the data region alone (its control file may be
 /// missing or broken). `None` if no live process holds it, or if the data
@@ -552,14 +397,7 @@ pub(crate) fn live_lease_holder(ns: &Namespace, name: &str) -> Option<(u32, u64)
     let h = unsafe { &*(map.ptr() as *const RingHeader) };
     // SYNC POINT: lease committed (the holder's start time is visible).
     let (pid, epoch, committed) = lease_parts(h.lease.load(Ordering::Acquire));
-    let alive = pid != 0
-        && if committed {
-            host::alive(pid, h.lease_start_time.load(Ordering::Relaxed))
-        } else {
-            // Mid-acquisition: its start time is not written yet.
-            host::exists(pid)
-        };
-    alive.then_some((pid, epoch))
+    (pid != 0 && super::writer::holder_alive(h, pid, committed)).then_some((pid, epoch))
 }
 
 /// Removes both files of a ring. Attached processes keep their mappings.
@@ -576,136 +414,4 @@ pub(crate) fn unlink(ns: &Namespace, name: &str) -> Result<(), AttachError> {
         }
     }
     first.map_or(Ok(()), Err)
-}
-
-/// Heap-allocated rings for the loom models: the same `Region` over boxed
-/// structures of loom atomics instead of a mapping.
-#[cfg(all(loom, test))]
-pub(crate) mod heap {
-    use super::*;
-
-    /// Payload words per slot in the models.
-    pub(crate) const WORDS: usize = 2;
-
-    #[repr(C)]
-    pub(crate) struct HeapSlot {
-        header: SlotHeader,
-        payload: [AtomicU64; WORDS],
-    }
-
-    pub(crate) struct Heap {
-        _hdr: Box<RingHeader>,
-        _rd: Box<ReadersHeader>,
-        _entries: Vec<ReaderEntry>,
-        _slots: Vec<HeapSlot>,
-    }
-
-    fn a64() -> AtomicU64 {
-        AtomicU64::new(0)
-    }
-    fn a32() -> AtomicU32 {
-        AtomicU32::new(0)
-    }
-
-    /// A ring of `capacity` slots of `WORDS` payload words.
-    pub(crate) fn region(capacity: u64, policy: Policy, max_readers: u32) -> Region {
-        let hdr = Box::new(RingHeader {
-            magic: RING_MAGIC,
-            version: AtomicU32::new(ABI_VERSION),
-            header_size: 0,
-            capacity,
-            slot_size: 0,
-            policy: policy.to_raw(),
-            max_readers,
-            flags: 0,
-            stall_timeout_ns: u64::MAX,
-            data_offset: 0,
-            file_size: 0,
-            created_ns: 0,
-            _reserved0: [0; 56],
-            name_len: 0,
-            _pad1: 0,
-            name: [0; 64],
-            _reserved1: [0; 56],
-            lease: a64(),
-            lease_start_time: a64(),
-            lease_since_ns: a64(),
-            takeovers: a64(),
-            _reserved2: [0; 96],
-            published: a64(),
-            notify: a32(),
-            _pad3: 0,
-            _reserved3: [0; 112],
-            bytes_published: a64(),
-            writer_waits: a64(),
-            writer_wait_ns: a64(),
-            _reserved4: [0; 104],
-            _reserved5: [0; 384],
-        });
-        let rd = Box::new(ReadersHeader {
-            magic: READERS_MAGIC,
-            version: AtomicU32::new(ABI_VERSION),
-            header_size: 0,
-            max_readers,
-            entry_size: 0,
-            created_ns: 0,
-            file_size: 0,
-            _reserved0: [0; 88],
-            waiters: a32(),
-            table_epoch: a32(),
-            demotions: a64(),
-            swept: a64(),
-            _reserved1: [0; 104],
-            writer_waiting: a32(),
-            writer_wake: a32(),
-            _reserved2: [0; 120],
-            _reserved3: [0; 128],
-        });
-        let entries: Vec<ReaderEntry> = (0..max_readers)
-            .map(|_| ReaderEntry {
-                cursor: a64(),
-                _reserved_a: [0; 120],
-                state: a32(),
-                gating: a32(),
-                pid: a32(),
-                parked: a32(),
-                start_time: a64(),
-                heartbeat_ns: a64(),
-                overruns: a64(),
-                lost: a64(),
-                frames: a64(),
-                joined_ns: a64(),
-                name: [a64(), a64(), a64(), a64()],
-                _reserved_b: [0; 32],
-            })
-            .collect();
-        let slots: Vec<HeapSlot> = (0..capacity)
-            .map(|_| HeapSlot { header: SlotHeader { stamp: a64(), len: a32(), kind: a32() }, payload: [a64(), a64()] })
-            .collect();
-        assert_eq!(std::mem::offset_of!(HeapSlot, payload), std::mem::size_of::<SlotHeader>());
-        let stride = std::mem::size_of::<HeapSlot>();
-        Region {
-            hdr: &*hdr,
-            rd: &*rd,
-            entries: entries.as_ptr(),
-            slots: slots.as_ptr() as *const u8,
-            stride,
-            mask: capacity - 1,
-            payload_words: WORDS,
-            damage: [DamageFlag::never(); 2],
-            geometry: Geometry {
-                capacity,
-                slot_size: 0,
-                max_payload: (WORDS * 8) as u32,
-                policy,
-                max_readers,
-                stall_timeout_ns: u64::MAX,
-                created_ns: 0,
-            },
-            name: "loom".into(),
-            path: PathBuf::from("loom"),
-            writable: true,
-            backing: Backing::Heap(Heap { _hdr: hdr, _rd: rd, _entries: entries, _slots: slots }),
-        }
-    }
 }

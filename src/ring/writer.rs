@@ -1,4 +1,9 @@
-//! The writing side: the lease, claiming slots, gating, publishing, waking.
+//! The writing side: taking the lease, claiming slots, gating, waiting
+//! for space, publishing, waking readers. The lease is in `lease.rs`, the
+//! claim a writer fills in `claim.rs`.
+
+mod claim;
+mod lease;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,52 +14,11 @@ use crate::layout::*;
 use crate::shm::Namespace;
 use crate::sync::{fence, futex, host, spin_hint, Ordering};
 
-use super::frame::store_bytes;
-use super::{region, AttachError, Damaged, Geometry, Policy, Region};
+use super::{deadline, region, Damaged, Geometry, LeaseError, Policy, PublishError, Region};
 
-/// Why the writer lease could not be taken.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    /// The ring could not be attached.
-    #[error(transparent)]
-    Attach(#[from] AttachError),
-    /// A live process holds the lease.
-    #[error("ring {ring:?} already has a live writer: pid {pid} (lease epoch {epoch})")]
-    Held { ring: String, pid: u32, epoch: u64 },
-    /// The attachment maps the data region read-only.
-    #[error("ring {ring:?} is attached read-only; a writer needs a read-write attachment")]
-    ReadOnly { ring: String },
-    /// A file of the ring shrank under the attachment (see [`Damaged`]).
-    #[error(transparent)]
-    Damaged(Damaged),
-}
-
-/// Why frames could not be published. Nothing was published.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
-    /// The payload is larger than the ring's slots hold.
-    #[error("frame of {len} bytes exceeds the ring's largest payload of {max} bytes")]
-    TooLarge { len: usize, max: usize },
-    /// A `block` ring has no room: gating readers have not consumed enough
-    /// (from `try_*`, or when a `*_timeout` call's time ran out).
-    #[error("ring full: {needed} slots needed, {free} free until gating readers advance")]
-    Full { needed: u64, free: u64 },
-    /// More slots were claimed at once than the ring has.
-    #[error("cannot claim {n} slots at once in a ring of {capacity}")]
-    BatchTooLarge { n: u64, capacity: u64 },
-    /// More frames were pushed into a claim than it reserved.
-    #[error("the claim of {claimed} slots is full")]
-    ClaimFull { claimed: u64 },
-    /// The claim would take sequence numbers past [`MAX_SEQ`] (2^63 - 1);
-    /// the ring cannot carry more frames.
-    #[error("sequence numbers exhausted: the claim of {n} slots from {next} would pass {MAX_SEQ}")]
-    SequenceExhausted { next: u64, n: u64 },
-    /// A file of the ring shrank under the writer's mapping (see
-    /// [`Damaged`]); it will never publish again: drop it. A claim that was
-    /// being filled when it happened was lost with the mapping.
-    #[error(transparent)]
-    Damaged(Damaged),
-}
+pub use claim::Claim;
+pub(crate) use lease::holder_alive;
+pub(super) use lease::{release_lease, take_lease};
 
 /// How long a publish may wait for space on a `block` ring.
 #[derive(Clone, Copy)]
@@ -247,7 +211,7 @@ impl Writer {
         if let Some(d) = self.region.damaged() {
             return Err(PublishError::Damaged(d));
         }
-        Ok(Claim { first: self.next, n, written: 0, bytes: 0, writer: self })
+        Ok(Claim::new(self, n))
     }
 
     /// Makes sure sequences `next .. next + n` may be written (block rings).
@@ -485,165 +449,4 @@ impl Drop for Writer {
     fn drop(&mut self) {
         release_lease(self.region.header(), self.epoch);
     }
-}
-
-/// Releases the lease this process holds at `epoch` (a no-op if it was
-/// taken over or swept meanwhile).
-pub(super) fn release_lease(h: &RingHeader, epoch: u64) {
-    let (me, _) = host::identity();
-    let word = lease_word(me, epoch, true);
-    // SYNC POINT: lease released. Release: everything this writer published
-    // happens before the next holder's Acquire CAS in `take_lease`.
-    let _ = h.lease.compare_exchange(word, lease_word(0, epoch, true), Ordering::AcqRel, Ordering::Relaxed);
-}
-
-/// Takes the lease of ring `ring`: free, or held by a dead process. Returns
-/// the new epoch.
-pub(super) fn take_lease(h: &RingHeader, ring: &str) -> Result<u64, LeaseError> {
-    let (me, my_start) = host::identity();
-    loop {
-        // SYNC POINT: lease committed (the holder's start time is visible).
-        let word = h.lease.load(Ordering::Acquire);
-        let (pid, epoch, committed) = lease_parts(word);
-        let takeover = pid != 0;
-        if takeover {
-            let alive = if committed {
-                host::alive(pid, h.lease_start_time.load(Ordering::Relaxed))
-            } else {
-                // Mid-acquisition: its start time is not written yet.
-                host::exists(pid)
-            };
-            if alive {
-                return Err(LeaseError::Held { ring: ring.to_owned(), pid, epoch });
-            }
-        }
-        let epoch = (epoch + 1) & LEASE_EPOCH_MASK;
-        // SYNC POINT: lease released. The Acquire half pairs with the Release
-        // CAS of the holder that let the lease go (`release_lease`, or a
-        // sweep's): its work happens before ours. (The Release half orders
-        // nothing anyone relies on; the committed store below publishes.)
-        if h.lease.compare_exchange(word, lease_word(me, epoch, false), Ordering::AcqRel, Ordering::Acquire).is_err() {
-            continue;
-        }
-        h.lease_start_time.store(my_start, Ordering::Relaxed);
-        h.lease_since_ns.store(realtime(), Ordering::Relaxed);
-        // SYNC POINT: lease committed. Pairs with the Acquire load of `lease`
-        // before `lease_start_time` is read.
-        h.lease.store(lease_word(me, epoch, true), Ordering::Release);
-        if takeover {
-            h.takeovers.fetch_add(1, Ordering::Relaxed);
-        }
-        return Ok(epoch);
-    }
-}
-
-/// Slots reserved by [`Writer::claim`]. Frames pushed into it become visible
-/// together on [`Claim::commit`] (or when the claim is dropped); reserved
-/// slots left unfilled are not published and are reused by the next claim.
-pub struct Claim<'w> {
-    writer: &'w mut Writer,
-    first: u64,
-    n: u64,
-    written: u64,
-    bytes: u64,
-}
-
-impl Claim<'_> {
-    /// Writes the next reserved slot; returns its sequence number.
-    #[inline]
-    pub fn push(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
-        self.push_kind(0, payload)
-    }
-
-    /// Writes a plain-old-data value into the next reserved slot.
-    #[inline]
-    pub fn push_pod<T: Pod>(&mut self, value: &T) -> Result<u64, PublishError> {
-        self.push_kind(0, bytemuck::bytes_of(value))
-    }
-
-    /// Writes the next reserved slot with an application-defined `kind`.
-    #[inline]
-    pub fn push_kind(&mut self, kind: u32, payload: &[u8]) -> Result<u64, PublishError> {
-        let region = &self.writer.region;
-        let max = region.max_payload();
-        if payload.len() > max {
-            return Err(PublishError::TooLarge { len: payload.len(), max });
-        }
-        if self.written == self.n {
-            return Err(PublishError::ClaimFull { claimed: self.n });
-        }
-        let seq = self.first + self.written;
-        let slot = region.slot(seq);
-        slot.header.stamp.store(seq | STAMP_WRITING, Ordering::Relaxed);
-        // SYNC POINT: seqlock WRITING mark. Orders the WRITING mark before the
-        // payload stores; pairs with the Acquire fence in `still_valid`, so a
-        // reader that sees any new payload word also sees the mark.
-        fence(Ordering::Release);
-        store_bytes(slot.payload, payload);
-        slot.header.len.store(payload.len() as u32, Ordering::Relaxed);
-        slot.header.kind.store(kind, Ordering::Relaxed);
-        // These stores may have been the first to meet a shrunk file: then
-        // they went into zeros, and the frame is not counted as written.
-        if let Some(d) = region.damaged() {
-            return Err(PublishError::Damaged(d));
-        }
-        self.written += 1;
-        self.bytes += payload.len() as u64;
-        Ok(seq)
-    }
-
-    /// The sequence the next push gets.
-    pub fn next_seq(&self) -> u64 {
-        self.first + self.written
-    }
-
-    /// Slots reserved and not yet written.
-    pub fn remaining(&self) -> u64 {
-        self.n - self.written
-    }
-
-    /// Publishes every frame pushed so far; returns the last sequence (None
-    /// if nothing was pushed).
-    #[inline]
-    pub fn commit(mut self) -> Option<u64> {
-        self.publish()
-    }
-
-    #[inline]
-    fn publish(&mut self) -> Option<u64> {
-        if self.written == 0 {
-            return None;
-        }
-        let region = &self.writer.region;
-        for seq in self.first..self.first + self.written {
-            // SYNC POINT: slot payload visible to readers. Pairs with the
-            // Acquire load of the stamp in `Reader::try_peek` and `batch`.
-            region.slot(seq).header.stamp.store(seq, Ordering::Release);
-        }
-        let last = self.first + self.written - 1;
-        self.writer.finish(last, self.bytes);
-        self.written = 0;
-        Some(last)
-    }
-}
-
-impl Drop for Claim<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.publish();
-    }
-}
-
-fn deadline(timeout: Duration) -> u64 {
-    host::now_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
-}
-
-#[cfg(not(loom))]
-fn realtime() -> u64 {
-    crate::process::realtime_ns()
-}
-
-#[cfg(loom)]
-fn realtime() -> u64 {
-    0
 }

@@ -4,6 +4,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::layout::assert_layout;
+
 pub mod datagram;
 
 /// Frame kind of a [`Sample`].
@@ -36,10 +38,4 @@ pub struct Sample {
     pub value: f64,
 }
 
-const _: () = assert!(std::mem::size_of::<Sample>() == 40);
-const _: () = assert!(std::mem::offset_of!(Sample, stream) == 0);
-const _: () = assert!(std::mem::offset_of!(Sample, quality) == 4);
-const _: () = assert!(std::mem::offset_of!(Sample, seq) == 8);
-const _: () = assert!(std::mem::offset_of!(Sample, sample_ns) == 16);
-const _: () = assert!(std::mem::offset_of!(Sample, ingest_ns) == 24);
-const _: () = assert!(std::mem::offset_of!(Sample, value) == 32);
+assert_layout!(Sample, 40; stream @ 0, quality @ 4, seq @ 8, sample_ns @ 16, ingest_ns @ 24, value @ 32);

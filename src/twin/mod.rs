@@ -13,6 +13,8 @@ use std::fmt;
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::layout::assert_layout;
+
 mod alarms;
 mod snapshot;
 
@@ -162,31 +164,11 @@ pub struct StreamState {
     pub staleness: f64,
 }
 
-const _: () = assert!(std::mem::size_of::<StreamState>() == 176);
-const _: () = assert!(std::mem::offset_of!(StreamState, stream) == 0);
-const _: () = assert!(std::mem::offset_of!(StreamState, flags) == 4);
-const _: () = assert!(std::mem::offset_of!(StreamState, instance) == 8);
-const _: () = assert!(std::mem::offset_of!(StreamState, round) == 16);
-const _: () = assert!(std::mem::offset_of!(StreamState, published_ns) == 24);
-const _: () = assert!(std::mem::offset_of!(StreamState, count) == 32);
-const _: () = assert!(std::mem::offset_of!(StreamState, last_seq) == 40);
-const _: () = assert!(std::mem::offset_of!(StreamState, last_sample_ns) == 48);
-const _: () = assert!(std::mem::offset_of!(StreamState, last_ingest_ns) == 56);
-const _: () = assert!(std::mem::offset_of!(StreamState, age_ns) == 64);
-const _: () = assert!(std::mem::offset_of!(StreamState, period_ns) == 72);
-const _: () = assert!(std::mem::offset_of!(StreamState, gaps) == 80);
-const _: () = assert!(std::mem::offset_of!(StreamState, last_quality) == 88);
-const _: () = assert!(std::mem::offset_of!(StreamState, reserved) == 92);
-const _: () = assert!(std::mem::offset_of!(StreamState, last) == 96);
-const _: () = assert!(std::mem::offset_of!(StreamState, min) == 104);
-const _: () = assert!(std::mem::offset_of!(StreamState, max) == 112);
-const _: () = assert!(std::mem::offset_of!(StreamState, mean) == 120);
-const _: () = assert!(std::mem::offset_of!(StreamState, variance) == 128);
-const _: () = assert!(std::mem::offset_of!(StreamState, ewma) == 136);
-const _: () = assert!(std::mem::offset_of!(StreamState, rate_hz) == 144);
-const _: () = assert!(std::mem::offset_of!(StreamState, trend) == 152);
-const _: () = assert!(std::mem::offset_of!(StreamState, prediction) == 160);
-const _: () = assert!(std::mem::offset_of!(StreamState, staleness) == 168);
+assert_layout!(StreamState, 176;
+    stream @ 0, flags @ 4, instance @ 8, round @ 16, published_ns @ 24, count @ 32, last_seq @ 40, last_sample_ns @ 48,
+    last_ingest_ns @ 56, age_ns @ 64, period_ns @ 72, gaps @ 80, last_quality @ 88, reserved @ 92, last @ 96, min @ 104,
+    max @ 112, mean @ 120, variance @ 128, ewma @ 136, rate_hz @ 144, trend @ 152, prediction @ 160, staleness @ 168,
+);
 
 /// Opens or closes a full snapshot on `twin.state` (128 bytes, kind
 /// [`KIND_SNAPSHOT_BEGIN`] or [`KIND_SNAPSHOT_END`]), and carries the twin's
@@ -234,24 +216,11 @@ pub struct Marker {
     pub alarm_publish_failed: u64,
 }
 
-const _: () = assert!(std::mem::size_of::<Marker>() == 128);
-const _: () = assert!(std::mem::offset_of!(Marker, version) == 0);
-const _: () = assert!(std::mem::offset_of!(Marker, streams) == 4);
-const _: () = assert!(std::mem::offset_of!(Marker, instance) == 8);
-const _: () = assert!(std::mem::offset_of!(Marker, round) == 16);
-const _: () = assert!(std::mem::offset_of!(Marker, published_ns) == 24);
-const _: () = assert!(std::mem::offset_of!(Marker, streams_seen) == 32);
-const _: () = assert!(std::mem::offset_of!(Marker, frames) == 40);
-const _: () = assert!(std::mem::offset_of!(Marker, overruns) == 48);
-const _: () = assert!(std::mem::offset_of!(Marker, lost) == 56);
-const _: () = assert!(std::mem::offset_of!(Marker, rejected_streams) == 64);
-const _: () = assert!(std::mem::offset_of!(Marker, bad_kind) == 72);
-const _: () = assert!(std::mem::offset_of!(Marker, bad_size) == 80);
-const _: () = assert!(std::mem::offset_of!(Marker, nonfinite) == 88);
-const _: () = assert!(std::mem::offset_of!(Marker, gaps) == 96);
-const _: () = assert!(std::mem::offset_of!(Marker, alarms_active) == 104);
-const _: () = assert!(std::mem::offset_of!(Marker, alarm_events) == 112);
-const _: () = assert!(std::mem::offset_of!(Marker, alarm_publish_failed) == 120);
+assert_layout!(Marker, 128;
+    version @ 0, streams @ 4, instance @ 8, round @ 16, published_ns @ 24, streams_seen @ 32, frames @ 40,
+    overruns @ 48, lost @ 56, rejected_streams @ 64, bad_kind @ 72, bad_size @ 80, nonfinite @ 88, gaps @ 96,
+    alarms_active @ 104, alarm_events @ 112, alarm_publish_failed @ 120,
+);
 
 /// An alarm raised or cleared, as published on `alarms` (56 bytes, kind
 /// [`KIND_ALARM`]).
@@ -282,16 +251,9 @@ pub struct AlarmEvent {
     pub limit: f64,
 }
 
-const _: () = assert!(std::mem::size_of::<AlarmEvent>() == 56);
-const _: () = assert!(std::mem::offset_of!(AlarmEvent, stream) == 0);
-const _: () = assert!(std::mem::offset_of!(AlarmEvent, rule) == 4);
-const _: () = assert!(std::mem::offset_of!(AlarmEvent, action) == 6);
-const _: () = assert!(std::mem::offset_of!(AlarmEvent, instance) == 8);
-const _: () = assert!(std::mem::offset_of!(AlarmEvent, event) == 16);
-const _: () = assert!(std::mem::offset_of!(AlarmEvent, time_ns) == 24);
-const _: () = assert!(std::mem::offset_of!(AlarmEvent, sample_seq) == 32);
-const _: () = assert!(std::mem::offset_of!(AlarmEvent, value) == 40);
-const _: () = assert!(std::mem::offset_of!(AlarmEvent, limit) == 48);
+assert_layout!(AlarmEvent, 56;
+    stream @ 0, rule @ 4, action @ 6, instance @ 8, event @ 16, time_ns @ 24, sample_seq @ 32, value @ 40, limit @ 48,
+);
 
 impl AlarmEvent {
     /// The rule, if its number is known.

@@ -395,7 +395,7 @@ fn readers(cfg: &Config, w: &Window, ledger_latency: &hdrhistogram::Histogram<u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::report::Scenario;
+    use crate::command::report::{assert_reparses, Scenario};
 
     #[test]
     fn the_arguments_parse_back_to_themselves() {
@@ -425,9 +425,6 @@ mod tests {
             out: JsonArg::default(),
             ..all.clone()
         };
-        for a in [all, few] {
-            let step = Scenario::E2e(a);
-            assert_eq!(step.reparse(), step);
-        }
+        assert_reparses([all, few].map(Scenario::E2e));
     }
 }

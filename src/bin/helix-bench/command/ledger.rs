@@ -474,7 +474,7 @@ pub fn writer_latency(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::report::Scenario;
+    use crate::command::report::{assert_reparses, Scenario};
 
     #[test]
     fn the_arguments_parse_back_to_themselves() {
@@ -491,9 +491,6 @@ mod tests {
             out: JsonArg { json: Some("/tmp/l.json".into()) },
         };
         let few = LedgerArgs { ledger_bin: None, cpus: vec![], out: JsonArg::default(), ..all.clone() };
-        for a in [all, few] {
-            let step = Scenario::Ledger(a);
-            assert_eq!(step.reparse(), step);
-        }
+        assert_reparses([all, few].map(Scenario::Ledger));
     }
 }

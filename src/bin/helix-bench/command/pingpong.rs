@@ -425,7 +425,7 @@ fn print_medians(sr: &SizeResult, runs: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::report::Scenario;
+    use crate::command::report::{assert_reparses, Scenario};
 
     #[test]
     fn the_arguments_parse_back_to_themselves() {
@@ -448,9 +448,6 @@ mod tests {
             out: JsonArg::default(),
             ..all.clone()
         };
-        for a in [all, few] {
-            let step = Scenario::Pingpong(a);
-            assert_eq!(step.reparse(), step);
-        }
+        assert_reparses([all, few].map(Scenario::Pingpong));
     }
 }

@@ -93,6 +93,14 @@ impl Scenario {
     }
 }
 
+/// Asserts that each scenario's command line parses back to it.
+#[cfg(test)]
+pub fn assert_reparses(scenarios: impl IntoIterator<Item = Scenario>) {
+    for scenario in scenarios {
+        assert_eq!(scenario.reparse(), scenario);
+    }
+}
+
 /// The report's steps: each scenario with the name of its JSON document in
 /// `dir`, in the order they run.
 pub fn steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {

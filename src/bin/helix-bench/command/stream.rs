@@ -450,7 +450,7 @@ pub fn wait_name(w: WaitStrategy) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::report::Scenario;
+    use crate::command::report::{assert_reparses, Scenario};
 
     #[test]
     fn the_arguments_parse_back_to_themselves() {
@@ -475,9 +475,6 @@ mod tests {
             out: JsonArg::default(),
             ..all.clone()
         };
-        for a in [all, gating] {
-            let step = Scenario::Stream(a);
-            assert_eq!(step.reparse(), step);
-        }
+        assert_reparses([all, gating].map(Scenario::Stream));
     }
 }

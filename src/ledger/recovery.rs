@@ -1,0 +1,125 @@
+//! Opening a ledger folder: the lock that makes one recorder per folder,
+//! the segment files in it, and the recovery of the last segment's tail
+//! (a torn append cut off; a bad record with data after it refused).
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::chain::{BadRecord, Chain, Problem};
+use super::format::*;
+use super::store::{io_err, LedgerError};
+
+/// What opening a ledger found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The folder had no segment: a new ledger was started.
+    pub created: bool,
+    /// A torn tail was cut off: (segment file, offset, bytes removed, why).
+    pub truncated: Option<(PathBuf, u64, u64, String)>,
+    /// Temporary files of an unfinished segment rotation that were removed.
+    pub removed: Vec<PathBuf>,
+    /// Records in the ledger.
+    pub records: u64,
+    /// The segment appended to.
+    pub segment: u64,
+}
+
+/// The file in a ledger folder whose lock makes one recorder per folder.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the folder's lock (`flock`, released by the kernel when the
+/// holder exits, however it exits) and writes this process's pid into the
+/// lock file for the next one to name. A second recorder on the folder
+/// gets [`LedgerError::Locked`].
+pub(super) fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(LedgerError::Locked { dir: dir.to_owned(), holder: text.trim().parse().ok() });
+        }
+        Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+    }
+    file.set_len(0).and_then(|()| writeln!(&file, "{}", std::process::id())).map_err(io_err(&path))?;
+    Ok(Arc::new(file))
+}
+
+/// The segment files in `dir`, sorted by number.
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(n) = entry.file_name().to_str().and_then(parse_segment_name) {
+            out.push((n, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The chain state at the end of segment `path`, checked from its header.
+/// A bad record is returned with the state before it, for the caller to
+/// decide whether it is a torn tail.
+pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Vec<u8>, Option<BadRecord>), LedgerError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let header =
+        SegmentHeader::decode(&bytes).map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })?;
+    let mut chain = Chain::at_segment(&header);
+    let bad = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, |_, _, _| {}).err();
+    Ok((header, chain, bytes, bad))
+}
+
+/// Whether the bad record at `bad.offset` is the torn end of an
+/// interrupted append: its bytes run to the end of the file, or everything
+/// from it on is zero (a file extended but never written).
+pub fn is_torn_tail(bytes: &[u8], bad: &BadRecord) -> bool {
+    let rest = &bytes[bad.offset as usize..];
+    let reaches_end = match &bad.problem {
+        Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. }) => true,
+        Problem::Torn(Torn::BadLength(_)) => false,
+        Problem::Hash | Problem::Invalid(_) => split_record(rest).is_ok_and(|r| r.header.len as usize == rest.len()),
+    };
+    reaches_end || rest.iter().all(|&b| b == 0)
+}
+
+/// Removes the temporary files an unfinished segment rotation left in
+/// `dir`; returns them.
+pub(super) fn remove_temporaries(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// Checks the last segment, `path`, from its header on, and cuts off a
+/// torn tail (noted in `recovery`); returns the chain after its last
+/// record and the segment's length. A bad record that is not a torn tail
+/// is refused: [`LedgerError::Corrupt`].
+pub(super) fn recover_tail(path: PathBuf, recovery: &mut Recovery) -> Result<(Chain, u64), LedgerError> {
+    let (_, chain, bytes, bad) = scan_tail(&path)?;
+    let len = bytes.len() as u64;
+    let Some(bad) = bad else {
+        return Ok((chain, len));
+    };
+    if !is_torn_tail(&bytes, &bad) {
+        let follow = split_record(&bytes[bad.offset as usize..])
+            .map_or(len - bad.offset, |r| len - bad.offset - r.header.len as u64);
+        return Err(LedgerError::Corrupt { path, bad, follow });
+    }
+    let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+    file.set_len(bad.offset).map_err(io_err(&path))?;
+    file.sync_data().map_err(io_err(&path))?;
+    recovery.truncated = Some((path, bad.offset, len - bad.offset, bad.problem.to_string()));
+    Ok((chain, bad.offset))
+}
