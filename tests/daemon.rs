@@ -3,52 +3,19 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{signal, watchdog, Notify, Reaped, TestNs};
+use common::{signal, stderr_of, watchdog, Env, Notify, Reaped};
 use helix::telemetry::Sample;
 use helix::*;
 
-struct Env {
-    ns: TestNs,
-    dir: PathBuf,
-}
-
 impl Env {
-    fn new() -> Env {
-        let ns = TestNs::new();
-        let dir = std::env::temp_dir().join(format!("helixd-test-{}", ns.as_str()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Env { ns, dir }
-    }
-
-    /// Writes a configuration with this test's namespace; returns its path.
+    /// Writes a helixd configuration with this test's namespace and short
+    /// status and sweep intervals; returns its path.
     fn config(&self, name: &str, body: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        let mut f = std::fs::File::create(&path).unwrap();
-        writeln!(f, "namespace = \"{}\"\nstatus_interval_ms = 100\nsweep_interval_ms = 100\n{body}", self.ns.as_str())
-            .unwrap();
-        path
-    }
-
-    fn helixd(&self, config: &Path) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_helixd"));
-        c.arg("--config")
-            .arg(config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.file(name, &format!("status_interval_ms = 100\nsweep_interval_ms = 100\n{body}"))
     }
 }
 
@@ -69,9 +36,7 @@ fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
     let env = Env::new();
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(
-        env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "2000000").spawn().unwrap(),
-    );
+    let mut d = notify.spawn(env.helixd(&cfg).env("WATCHDOG_USEC", "2000000"));
     let ready = notify.until("READY=1");
     // When READY=1 is sent, the ring exists and the HAL holds its lease.
     let ring = RingView::attach(&env.ns, "telemetry").expect("ring exists at READY");
@@ -105,8 +70,7 @@ fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
     let env = Env::new();
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg));
     let mut r =
         Reader::attach(&env.ns, "telemetry", &ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("test") })
             .unwrap();
@@ -128,14 +92,12 @@ fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
     d.0.kill().unwrap(); // SIGKILL, mid-stream
     d.0.wait().unwrap();
     let before = RingView::attach(&env.ns, "telemetry").unwrap().stats().published;
-    let mut d2 = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d2 = notify.ready(env.helixd(&cfg));
     // The same reader keeps reading: no gap, no repeat, a new writer epoch.
     read_until(&mut r, 3000, before);
     assert!(r.writer_epoch() > first_epoch);
     assert_eq!(r.overruns(), 0);
-    sigterm(&d2.0);
-    assert!(d2.0.wait().unwrap().success());
+    d2.terminate();
 }
 
 #[test]
@@ -145,8 +107,7 @@ fn sighup_adds_and_retires_rings_and_a_broken_configuration_changes_nothing() {
     let extra = "[[ring]]\nname = \"extra\"\npreset = \"xs\"\ncapacity = 64\n";
     let cfg = env.config("a.toml", TELEMETRY);
     let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg));
     assert!(!env.ns.data_path("extra").exists());
     env.config("a.toml", &format!("{TELEMETRY}{extra}"));
     sighup(&d.0);
@@ -187,11 +148,9 @@ fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recrea
     // With recreate = true it is replaced.
     let cfg = env.config("b.toml", &format!("{TELEMETRY}recreate = true\n"));
     let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg));
     assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 65536);
-    sigterm(&d.0);
-    assert!(d.0.wait().unwrap().success());
+    d.terminate();
 }
 
 #[test]
@@ -200,8 +159,7 @@ fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes(
     let env = Env::new();
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env.dir);
-    let mut a = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut a = notify.ready(env.helixd(&cfg));
     let view = RingView::attach(&env.ns, "telemetry").unwrap();
     let created = view.geometry().created_ns;
     assert_eq!(view.stats().lease.pid, Some(a.0.id()));
@@ -227,15 +185,12 @@ fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes(
         assert!(t.elapsed() < Duration::from_secs(10), "the first daemon stopped publishing");
         std::thread::sleep(Duration::from_millis(10));
     }
-    sigterm(&a.0);
-    assert!(a.0.wait().unwrap().success());
+    a.terminate();
     // With the first daemon gone the second may replace the ring.
     let notify = Notify::at(env.dir.join("b.sock"));
-    let mut b = Reaped::new(env.helixd(&other).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut b = notify.ready(env.helixd(&other));
     assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 1024);
-    sigterm(&b.0);
-    assert!(b.0.wait().unwrap().success());
+    b.terminate();
 }
 
 #[test]
@@ -274,8 +229,7 @@ fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traff
         &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
     );
     let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg));
     let mut r = Reader::attach(
         &env.ns,
         "telemetry",
@@ -329,10 +283,8 @@ fn a_udp_address_that_cannot_be_bound_fails_the_start_with_its_reason() {
         &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
     );
     let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut d.0.stderr.take().unwrap(), &mut out).unwrap();
-    assert!(!d.0.wait().unwrap().success(), "{out}");
+    let mut d = notify.spawn(env.helixd(&cfg));
+    let out = d.0.wait_with_output_ref_failed();
     assert!(out.contains(&format!("cannot bind 127.0.0.1:{port}")), "{out}");
 }
 
@@ -344,19 +296,13 @@ trait Output {
 
 impl Output for std::process::Child {
     fn wait_with_output_ref(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-        }
+        let s = stderr_of(self);
         assert!(self.wait().unwrap().success(), "{s}");
         s
     }
 
     fn wait_with_output_ref_failed(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-        }
+        let s = stderr_of(self);
         assert!(!self.wait().unwrap().success(), "{s}");
         s
     }
@@ -368,10 +314,7 @@ fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged()
     let env = Env::new();
     let cfg = env.config("j.toml", &format!("{TELEMETRY}unlink_on_stop = true\n"));
     let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(
-        env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("JOURNAL_STREAM", "8:12345").spawn().unwrap(),
-    );
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg).env("JOURNAL_STREAM", "8:12345"));
     // A reader process that dies without leaving: `sleep` stands in for it,
     // its registration made from here with its pid, as it would have been.
     let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
@@ -420,14 +363,7 @@ fn with_debug_hang_on_signal_sigusr2_withholds_the_watchdog_pings_and_nothing_el
     let cfg = env.config("h.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env.dir);
     // A 400 ms watchdog: helixd pings every 200 ms.
-    let mut d = Reaped::new(
-        env.helixd(&cfg)
-            .arg("--debug-hang-on-signal")
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env("WATCHDOG_USEC", "400000")
-            .spawn()
-            .unwrap(),
-    );
+    let mut d = notify.spawn(env.helixd(&cfg).arg("--debug-hang-on-signal").env("WATCHDOG_USEC", "400000"));
     let (tx, log) = std::sync::mpsc::channel::<String>();
     let stderr = d.0.stderr.take().unwrap();
     std::thread::spawn(move || {
