@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{arg, child, watchdog, Reaped, TestNs, ROLE_VAR};
+use common::{arg, child, watchdog, Kid, Reaped, TestNs, ROLE_VAR};
 use helix::ring::{create_hook, scan, RingEntry, RingState};
 use helix::shm::RingFile;
 use helix::*;
@@ -50,15 +48,7 @@ fn child_entry() {
 
 /// A child process stopped where it printed `prefix`.
 fn spawn_until(cmd: &mut std::process::Command, prefix: &str) -> Reaped {
-    let mut c = cmd.stdout(Stdio::piped()).spawn().unwrap();
-    let mut out = BufReader::new(c.stdout.take().unwrap());
-    let c = Reaped::new(c);
-    let mut line = String::new();
-    while !line.starts_with(prefix) {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "child exited before printing {prefix:?}");
-    }
-    c
+    Kid::until(cmd, prefix).child
 }
 
 fn state(ns: &TestNs) -> Vec<RingEntry> {

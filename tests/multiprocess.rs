@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{arg, child, payload, payload_len, watchdog, Reaped, TestNs};
+use common::{arg, child, payload, payload_len, watchdog, Kid, TestNs};
 use helix::*;
 
 const MAX_PAYLOAD: usize = 48;
@@ -120,42 +118,6 @@ fn scribble(ns: &Namespace, ring: &str) {
     println!("the write went through");
 }
 
-/// A child process with its stdout read line by line.
-struct Kid {
-    child: Reaped,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Kid {
-    fn spawn(cmd: &mut std::process::Command) -> Kid {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Kid { child: Reaped::new(child), out }
-    }
-
-    /// The first line that starts with `prefix` (the test harness prints
-    /// its own lines around the child's).
-    fn expect(&mut self, prefix: &str) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(self.out.read_line(&mut line).unwrap() > 0, "child exited before printing {prefix:?}");
-            if line.starts_with(prefix) {
-                return line.trim_end().to_owned();
-            }
-        }
-    }
-
-    /// Waits for a successful exit; returns the rest of its output.
-    fn finish(mut self) -> String {
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
-        let status = self.child.0.wait().unwrap();
-        assert!(status.success(), "child failed: {status}\n{rest}");
-        rest
-    }
-}
-
 fn block_ring(ns: &TestNs, name: &str, capacity: u64, stall: Duration) -> Ring {
     let opts = RingOptions {
         capacity,
@@ -174,11 +136,7 @@ fn one_writer_three_reader_processes_move_ten_million_frames_intact() {
     let ns = TestNs::new();
     let ring = block_ring(&ns, "bulk", 4096, Duration::from_secs(30));
     let mut readers: Vec<Kid> = (0..3)
-        .map(|_| {
-            let mut c = Kid::spawn(child("reader", &ns).env("RING", "bulk").env("FRAMES", FRAMES.to_string()));
-            c.expect("ready");
-            c
-        })
+        .map(|_| Kid::until(child("reader", &ns).env("RING", "bulk").env("FRAMES", FRAMES.to_string()), "ready"))
         .collect();
     let writer =
         Kid::spawn(child("writer", &ns).env("RING", "bulk").env("FRAMES", FRAMES.to_string()).env("BATCH", "64"));
@@ -260,8 +218,7 @@ fn a_gating_reader_killed_with_sigkill_releases_the_writer() {
     let _dog = watchdog("dead gating reader", Duration::from_secs(60));
     let ns = TestNs::new();
     let ring = block_ring(&ns, "gate", 8, Duration::from_millis(500));
-    let mut sleeper = Kid::spawn(child("sleeping-gate", &ns).env("RING", "gate"));
-    sleeper.expect("ready");
+    let sleeper = Kid::until(child("sleeping-gate", &ns).env("RING", "gate"), "ready");
     let mut w = ring.writer().unwrap();
     for _ in 0..8 {
         w.try_publish(b"x").unwrap();
@@ -287,8 +244,7 @@ fn a_stalled_gating_reader_process_is_demoted_after_the_stall_timeout() {
     let _dog = watchdog("stalled gating reader", Duration::from_secs(60));
     let ns = TestNs::new();
     let ring = block_ring(&ns, "stall", 8, Duration::from_millis(200));
-    let mut sleeper = Kid::spawn(child("sleeping-gate", &ns).env("RING", "stall"));
-    sleeper.expect("ready");
+    let _sleeper = Kid::until(child("sleeping-gate", &ns).env("RING", "stall"), "ready");
     let mut w = ring.writer().unwrap();
     for seq in 1..=9 {
         assert_eq!(w.publish(b"x").unwrap(), seq);
@@ -327,8 +283,7 @@ fn a_reader_killed_while_parked_is_swept_and_its_wait_count_taken_back() {
     let _dog = watchdog("parked reader sweep", Duration::from_secs(60));
     let ns = TestNs::new();
     let ring = block_ring(&ns, "park", 8, Duration::from_secs(1));
-    let mut kid = Kid::spawn(child("parked", &ns).env("RING", "park"));
-    kid.expect("ready");
+    let kid = Kid::until(child("parked", &ns).env("RING", "park"), "ready");
     while ring.stats().parked == 0 {
         std::thread::yield_now();
     }
