@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{watchdog, TestNs};
+use common::TestNs;
 use helix::layout::*;
 use helix::*;
 
@@ -35,8 +35,7 @@ fn attach(ns: &TestNs) -> AttachError {
 
 #[test]
 fn each_corrupted_data_header_field_is_named() {
-    let _dog = watchdog("header corruption", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("header corruption", Duration::from_secs(60));
     make(&ns);
     let path = ns.data_path("r");
     let u32b = |v: u32| v.to_ne_bytes().to_vec();

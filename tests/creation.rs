@@ -192,8 +192,7 @@ fn a_lone_data_file_is_named_with_its_missing_control_file_and_only_recreate_rep
 
 #[test]
 fn recreate_refuses_while_a_live_process_holds_the_writer_lease() {
-    let _dog = watchdog("recreate under a live writer", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("recreate under a live writer", Duration::from_secs(60));
     let mut writer = spawn_until(&mut child("writer", &ns), "writing");
     let pid = writer.0.id();
     let before = RingView::attach(&ns, "r").unwrap();

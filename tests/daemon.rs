@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{signal, stderr_of, watchdog, Env, Notify, Reaped};
+use common::{signal, stderr_of, Env, Notify, Reaped};
 use helix::telemetry::Sample;
 use helix::*;
 
@@ -32,8 +32,7 @@ fn sighup(child: &std::process::Child) {
 
 #[test]
 fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
-    let _dog = watchdog("helixd notify", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("helixd notify", Duration::from_secs(60));
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env.dir);
     let mut d = notify.spawn(env.helixd(&cfg).env("WATCHDOG_USEC", "2000000"));
@@ -66,8 +65,7 @@ fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
 
 #[test]
 fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
-    let _dog = watchdog("helixd restart", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("helixd restart", Duration::from_secs(60));
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env.dir);
     let mut d = notify.ready(env.helixd(&cfg));
@@ -102,8 +100,7 @@ fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
 
 #[test]
 fn sighup_adds_and_retires_rings_and_a_broken_configuration_changes_nothing() {
-    let _dog = watchdog("helixd reload", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("helixd reload", Duration::from_secs(60));
     let extra = "[[ring]]\nname = \"extra\"\npreset = \"xs\"\ncapacity = 64\n";
     let cfg = env.config("a.toml", TELEMETRY);
     let notify = Notify::new(&env.dir);
@@ -155,8 +152,7 @@ fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recrea
 
 #[test]
 fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes() {
-    let _dog = watchdog("helixd recreate refused", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("helixd recreate refused", Duration::from_secs(60));
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env.dir);
     let mut a = notify.ready(env.helixd(&cfg));
@@ -220,8 +216,7 @@ fn bad_configuration_files_give_one_line_naming_the_problem() {
 #[test]
 fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traffic_continues() {
     use helix::telemetry::datagram::encode;
-    let _dog = watchdog("helixd udp", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("helixd udp", Duration::from_secs(60));
     // Find a free port, then let helixd bind it.
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = env.config(
@@ -274,8 +269,7 @@ fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traff
 
 #[test]
 fn a_udp_address_that_cannot_be_bound_fails_the_start_with_its_reason() {
-    let _dog = watchdog("helixd udp bind", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("helixd udp bind", Duration::from_secs(60));
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let cfg = env.config(
@@ -310,8 +304,7 @@ impl Output for std::process::Child {
 
 #[test]
 fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged() {
-    let _dog = watchdog("helixd journal and sweep", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("helixd journal and sweep", Duration::from_secs(60));
     let cfg = env.config("j.toml", &format!("{TELEMETRY}unlink_on_stop = true\n"));
     let notify = Notify::new(&env.dir);
     let mut d = notify.ready(env.helixd(&cfg).env("JOURNAL_STREAM", "8:12345"));
@@ -358,8 +351,7 @@ fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged()
 #[test]
 fn with_debug_hang_on_signal_sigusr2_withholds_the_watchdog_pings_and_nothing_else() {
     use std::io::BufRead;
-    let _dog = watchdog("helixd debug hang", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("helixd debug hang", Duration::from_secs(60));
     let cfg = env.config("h.toml", &format!("{TELEMETRY}{SIM}"));
     let notify = Notify::new(&env.dir);
     // A 400 ms watchdog: helixd pings every 200 ms.

@@ -12,7 +12,7 @@ use std::fs::OpenOptions;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use common::{arg, child, watchdog, Kid, TestNs};
+use common::{arg, child, Kid, TestNs};
 use helix::*;
 
 /// Entry point of child processes; a no-op when run as a normal test.
@@ -166,8 +166,7 @@ fn stray_fault(ns: &Namespace, default_before: bool) {
 
 #[test]
 fn truncating_the_readers_file_damages_the_writer_and_the_reader_and_kills_neither() {
-    let _dog = watchdog("@readers truncated under a writer and a reader", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("@readers truncated under a writer and a reader", Duration::from_secs(60));
     let opts = RingOptions { capacity: 16, policy: Policy::Block, ..Default::default() };
     drop(Ring::create(&ns, "tel", &opts).unwrap());
     let mut reader = Kid::until(child("gating-reader", &ns).env("RING", "tel"), "reader ready");
@@ -214,8 +213,7 @@ fn truncating_the_readers_file_damages_the_writer_and_the_reader_and_kills_neith
 
 #[test]
 fn truncating_the_data_file_under_a_parked_reader_ends_its_wait_with_damaged() {
-    let _dog = watchdog("data file truncated under a parked reader", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("data file truncated under a parked reader", Duration::from_secs(60));
     let ring = Ring::create(&ns, "data", &RingOptions { capacity: 64, ..Default::default() }).unwrap();
     let mut w = ring.writer().unwrap();
     let mut kid = Kid::until(child("parked-reader", &ns).env("RING", "data"), "ready");
@@ -280,8 +278,7 @@ fn a_data_file_cut_short_never_delivers_a_bogus_frame() {
 
 #[test]
 fn a_fault_outside_the_guarded_mappings_still_kills_with_sigbus() {
-    let _dog = watchdog("stray SIGBUS", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("stray SIGBUS", Duration::from_secs(60));
     // Chained to Rust's own SIGBUS handler, and to the default action.
     for previous in ["rust", "default"] {
         let out = child("stray-fault", &ns).env("PREVIOUS", previous).output().unwrap();

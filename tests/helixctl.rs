@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ctl, watchdog, Env, Reaped, TestNs};
+use common::{ctl, Env, Reaped, TestNs};
 use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::*;
 
@@ -128,8 +128,7 @@ fn stat_and_readers_report_every_counter() {
 
 #[test]
 fn tail_decodes_telemetry_and_follows() {
-    let _dog = watchdog("helixctl tail", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("helixctl tail", Duration::from_secs(60));
     let (ring, mut w) = setup(&ns, 20);
     let out = ok(&ns, &["tail", "telemetry", "-n", "3"]);
     let lines: Vec<&str> = out.lines().collect();
@@ -323,8 +322,7 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
 #[test]
 fn metrics_listen_serves_fresh_metrics_over_http() {
     use std::io::BufRead;
-    let _dog = watchdog("helixctl metrics --listen", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("helixctl metrics --listen", Duration::from_secs(60));
     let (_ring, mut w) = setup(&ns, 3);
     let mut child = Reaped::new(
         Command::new(env!("CARGO_BIN_EXE_helixctl"))

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{payload, payload_len, signal, watchdog, Env, Notify, Reaped};
+use common::{payload, payload_len, signal, Env, Notify, Reaped};
 use helix::ledger::format::{RecordType, RingDecl, HASH_LEN, RECORD_HEADER_LEN};
 use helix::ledger::{walk, Ledger};
 use helix::*;
@@ -148,8 +148,7 @@ fn ring_opts(capacity: u64, stall_ms: u64) -> RingOptions {
 
 #[test]
 fn a_million_simulated_frames_from_helixd_are_all_recorded_and_verify() {
-    let _dog = watchdog("ledger end to end", Duration::from_secs(240));
-    let env = Env::new();
+    let env = Env::watched("ledger end to end", Duration::from_secs(240));
     let cfg = env.file(
         "helix.toml",
         "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 2097152\npolicy = \"block\"\n\
@@ -192,8 +191,7 @@ fn a_million_simulated_frames_from_helixd_are_all_recorded_and_verify() {
 
 #[test]
 fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
-    let _dog = watchdog("ledger kill -9", Duration::from_secs(240));
-    let env = Env::new();
+    let env = Env::watched("ledger kill -9", Duration::from_secs(240));
     // Each round publishes a batch, lets a fresh ledger work on it and kills
     // it at a random point. The writer publishes only while a ledger is
     // registered: a dead gating reader is demoted as soon as the writer
@@ -254,8 +252,7 @@ fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
 
 #[test]
 fn a_ledger_too_slow_for_the_writer_records_gaps_with_exact_ranges() {
-    let _dog = watchdog("ledger demotion", Duration::from_secs(120));
-    let env = Env::new();
+    let env = Env::watched("ledger demotion", Duration::from_secs(120));
     let ring = Ring::create(&env.ns, "fast", &ring_opts(256, 200)).unwrap();
     let view = RingView::attach(&env.ns, "fast").unwrap();
     let mut w = ring.writer().unwrap();
@@ -343,8 +340,7 @@ fn flip(path: &Path, offset: u64) {
 
 #[test]
 fn verify_names_the_first_tampered_record_exactly() {
-    let _dog = watchdog("ledger tampering", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("ledger tampering", Duration::from_secs(60));
     let pristine = env.path("pristine");
     sample_ledger(&pristine);
     let at = locations(&pristine);
@@ -457,8 +453,7 @@ fn verify_names_the_first_tampered_record_exactly() {
 
 #[test]
 fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
-    let _dog = watchdog("ledger export", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("ledger export", Duration::from_secs(60));
     let dir = env.path("l");
     sample_ledger(&dir);
     let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger"))
@@ -526,8 +521,7 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
 
 #[test]
 fn under_systemd_it_is_ready_once_attached_pings_the_watchdog_and_stops_cleanly() {
-    let _dog = watchdog("ledger notify", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("ledger notify", Duration::from_secs(60));
     let ring = Ring::create(&env.ns, "telemetry", &ring_opts(1024, 2000)).unwrap();
     let view = RingView::attach(&env.ns, "telemetry").unwrap();
     let mut w = ring.writer().unwrap();
@@ -664,8 +658,7 @@ fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
 /// and the first records on; the chain verifies.
 #[test]
 fn a_second_recorder_on_the_folder_is_refused_naming_the_first() {
-    let _dog = watchdog("two ledgers", Duration::from_secs(60));
-    let env = Env::new();
+    let env = Env::watched("two ledgers", Duration::from_secs(60));
     let ring = Ring::create(&env.ns, "audit", &ring_opts(1 << 12, 2000)).unwrap();
     let view = RingView::attach(&env.ns, "audit").unwrap();
     let mut w = ring.writer().unwrap();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{arg, child, payload, payload_len, watchdog, Kid, TestNs};
+use common::{arg, child, payload, payload_len, Kid, TestNs};
 use helix::*;
 
 const MAX_PAYLOAD: usize = 48;
@@ -132,8 +132,7 @@ fn block_ring(ns: &TestNs, name: &str, capacity: u64, stall: Duration) -> Ring {
 #[test]
 fn one_writer_three_reader_processes_move_ten_million_frames_intact() {
     const FRAMES: u64 = 10_000_000;
-    let _dog = watchdog("10M frames through 3 reader processes", Duration::from_secs(300));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("10M frames through 3 reader processes", Duration::from_secs(300));
     let ring = block_ring(&ns, "bulk", 4096, Duration::from_secs(30));
     let mut readers: Vec<Kid> = (0..3)
         .map(|_| Kid::until(child("reader", &ns).env("RING", "bulk").env("FRAMES", FRAMES.to_string()), "ready"))
@@ -152,8 +151,7 @@ fn one_writer_three_reader_processes_move_ten_million_frames_intact() {
 #[test]
 fn a_writer_killed_at_random_points_leaves_no_torn_frame_and_the_next_continues_the_sequence() {
     const KILLS: usize = 50;
-    let _dog = watchdog("50 writer kills", Duration::from_secs(300));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("50 writer kills", Duration::from_secs(300));
     let ring = block_ring(&ns, "kill", 64, Duration::from_secs(60));
     let mut r =
         ring.reader(&ReaderOptions { gating: true, start: Start::At(1), ..ReaderOptions::named("verify") }).unwrap();
@@ -215,8 +213,7 @@ fn a_writer_killed_at_random_points_leaves_no_torn_frame_and_the_next_continues_
 
 #[test]
 fn a_gating_reader_killed_with_sigkill_releases_the_writer() {
-    let _dog = watchdog("dead gating reader", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("dead gating reader", Duration::from_secs(60));
     let ring = block_ring(&ns, "gate", 8, Duration::from_millis(500));
     let sleeper = Kid::until(child("sleeping-gate", &ns).env("RING", "gate"), "ready");
     let mut w = ring.writer().unwrap();
@@ -241,8 +238,7 @@ fn a_gating_reader_killed_with_sigkill_releases_the_writer() {
 
 #[test]
 fn a_stalled_gating_reader_process_is_demoted_after_the_stall_timeout() {
-    let _dog = watchdog("stalled gating reader", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("stalled gating reader", Duration::from_secs(60));
     let ring = block_ring(&ns, "stall", 8, Duration::from_millis(200));
     let _sleeper = Kid::until(child("sleeping-gate", &ns).env("RING", "stall"), "ready");
     let mut w = ring.writer().unwrap();
@@ -258,8 +254,7 @@ fn a_stalled_gating_reader_process_is_demoted_after_the_stall_timeout() {
 
 #[test]
 fn a_reader_that_writes_into_frame_data_is_killed_by_the_mmu() {
-    let _dog = watchdog("read-only mapping", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("read-only mapping", Duration::from_secs(60));
     let ring = block_ring(&ns, "ro", 8, Duration::from_secs(1));
     let out = child("scribble", &ns).env("RING", "ro").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -280,8 +275,7 @@ const SIGSEGV: i32 = 11;
 
 #[test]
 fn a_reader_killed_while_parked_is_swept_and_its_wait_count_taken_back() {
-    let _dog = watchdog("parked reader sweep", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("parked reader sweep", Duration::from_secs(60));
     let ring = block_ring(&ns, "park", 8, Duration::from_secs(1));
     let kid = Kid::until(child("parked", &ns).env("RING", "park"), "ready");
     while ring.stats().parked == 0 {

@@ -93,8 +93,7 @@ fn a_block_ring_holds_the_writer_for_a_gating_reader_and_not_for_others() {
 
 #[test]
 fn a_stalled_gating_reader_is_demoted_and_then_sees_an_overrun() {
-    let _dog = common::watchdog("stall demotion", Duration::from_secs(30));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("stall demotion", Duration::from_secs(30));
     let o = RingOptions { stall_timeout: Duration::from_millis(50), ..opts(4, Policy::Block) };
     let ring = Ring::create(&ns, "r", &o).unwrap();
     let mut w = ring.writer().unwrap();
@@ -313,8 +312,7 @@ fn unlink_removes_both_files_and_attached_handles_keep_working() {
 
 #[test]
 fn blocking_reads_time_out_and_wake_on_publish() {
-    let _dog = common::watchdog("blocking read", Duration::from_secs(30));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("blocking read", Duration::from_secs(30));
     let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
     for wait in [WaitStrategy::Spin, WaitStrategy::Park, WaitStrategy::SpinThenPark { spins: 100 }] {
         let mut r = ring.reader(&ReaderOptions { wait, ..ReaderOptions::named("w") }).unwrap();

@@ -10,7 +10,7 @@ include!("programs/twin.rs");
 
 use std::time::Duration;
 
-use common::{stderr_of, watchdog, Env, Notify, TestNs};
+use common::{stderr_of, Env, Notify, TestNs};
 use config::{Rule, TwinConfig};
 use hal::sim::Sim;
 use helix::telemetry::{Sample, KIND_SAMPLE};
@@ -520,8 +520,7 @@ fn sigterm(child: &std::process::Child) {
 
 #[test]
 fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
-    let _dog = watchdog("helix-twin end to end", Duration::from_secs(90));
-    let env = Env::new();
+    let env = Env::watched("helix-twin end to end", Duration::from_secs(90));
     let dcfg = env.file("helix.toml", HELIXD);
     let tcfg = env.file("twin.toml", TWIN);
     let twin_notify = Notify::at(env.dir.join("twin.sock"));

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{watchdog, TestNs};
+use common::TestNs;
 use helix::*;
 
 struct Counting;
@@ -71,8 +71,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 #[test]
 fn publish_read_and_wait_allocate_nothing() {
     let _turn = one_at_a_time();
-    let _dog = watchdog("zero-allocation exchange", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("zero-allocation exchange", Duration::from_secs(60));
     let opts = RingOptions { capacity: 8, max_payload: 48, policy: Policy::Block, ..Default::default() };
     let ring = Ring::create(&ns, "z", &opts).unwrap();
     let lossy = Ring::create(&ns, "lossy", &RingOptions { capacity: 4, ..opts.clone() }).unwrap();
@@ -216,8 +215,7 @@ fn the_hal_sources_allocate_nothing_per_sample() {
     use hal::{sim::Sim, udp};
     use helix::telemetry::Sample;
     let _turn = one_at_a_time();
-    let _dog = watchdog("zero-allocation HAL", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("zero-allocation HAL", Duration::from_secs(60));
     let opts = RingOptions { capacity: 4096, max_payload: 48, policy: Policy::Overwrite, ..Default::default() };
 
     // The simulator, 1,000 streams x 1 kHz, for 200,000 samples.

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use super::{live, TestNs, LIVE_DIRS};
 use helix::Namespace;
@@ -21,7 +22,16 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let ns = TestNs::new();
+        Env::with(TestNs::new())
+    }
+
+    /// An `Env` for a test that could hang: its watchdog fails the test
+    /// with `what` if the `Env` is still in use after `limit`.
+    pub fn watched(what: &'static str, limit: Duration) -> Env {
+        Env::with(TestNs::watched(what, limit))
+    }
+
+    fn with(ns: TestNs) -> Env {
         let tmp = tempfile::Builder::new().prefix(&format!("helix-test-{}-", ns.as_str())).tempdir().unwrap();
         live(&LIVE_DIRS).push(tmp.path().to_owned());
         Env { ns, dir: tmp.path().to_owned(), tmp }

@@ -47,6 +47,9 @@ fn live<T>(list: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
 /// are removed on drop.
 pub struct TestNs {
     pub ns: Namespace,
+    /// The test's watchdog, if the namespace was made with one: it stops
+    /// watching when the namespace goes, at the end of the test.
+    dog: Option<Watchdog>,
 }
 
 impl TestNs {
@@ -56,7 +59,17 @@ impl TestNs {
         let ns = Namespace::new(&name).unwrap();
         remove_files(&ns);
         live(&LIVE_NAMESPACES).push(ns.clone());
-        TestNs { ns }
+        TestNs { ns, dog: None }
+    }
+
+    /// A namespace as `new` makes, for a test that could hang: its
+    /// watchdog fails the test with `what` if the namespace is still in
+    /// use after `limit`.
+    pub fn watched(what: &'static str, limit: Duration) -> TestNs {
+        let dog = watchdog(what, limit);
+        let mut ns = TestNs::new();
+        ns.dog = Some(dog);
+        ns
     }
 
     /// Every file this namespace has in /dev/shm.
