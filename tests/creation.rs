@@ -63,6 +63,18 @@ fn both_files(ns: &TestNs, ring: &str) -> Vec<String> {
     vec![format!("{}.{ring}", ns.as_str()), format!("{}.{ring}@readers", ns.as_str())]
 }
 
+/// In `ns`: ring `whole`, ring `no_data` without its data file, ring
+/// `no_readers` without its control file, and `junk`, a data file that is
+/// no ring.
+fn whole_half_and_junk(ns: &TestNs, [whole, no_data, no_readers, junk]: [&str; 4]) {
+    for name in [whole, no_data, no_readers] {
+        drop(Ring::create(ns, name, &opts(64)).unwrap());
+    }
+    std::fs::remove_file(ns.data_path(no_data)).unwrap();
+    std::fs::remove_file(ns.readers_path(no_readers)).unwrap();
+    std::fs::write(ns.data_path(junk), b"not a ring at all").unwrap();
+}
+
 /// The ring works and its sequence starts at 1.
 fn assert_fresh(ring: &Ring) {
     assert_eq!(ring.stats().published, 0);
@@ -223,12 +235,7 @@ fn recreate_refuses_while_a_live_process_holds_the_writer_lease() {
 #[test]
 fn recreate_replaces_any_ring_without_a_live_writer_whole_half_or_corrupt() {
     let ns = TestNs::new();
-    drop(Ring::create(&ns, "whole", &opts(64)).unwrap());
-    drop(Ring::create(&ns, "no-data", &opts(64)).unwrap());
-    std::fs::remove_file(ns.data_path("no-data")).unwrap();
-    drop(Ring::create(&ns, "no-readers", &opts(64)).unwrap());
-    std::fs::remove_file(ns.readers_path("no-readers")).unwrap();
-    std::fs::write(ns.data_path("junk"), b"not a ring at all").unwrap();
+    whole_half_and_junk(&ns, ["whole", "no-data", "no-readers", "junk"]);
     for name in ["whole", "no-data", "no-readers", "junk", "absent"] {
         let r = Ring::recreate(&ns, name, &opts(256)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(r.geometry().capacity, 256);
@@ -242,13 +249,9 @@ fn recreate_replaces_any_ring_without_a_live_writer_whole_half_or_corrupt() {
 #[test]
 fn scan_lists_every_ring_name_with_the_state_of_its_files() {
     let ns = TestNs::new();
-    drop(Ring::create(&ns, "a.whole", &opts(64)).unwrap());
-    drop(Ring::create(&ns, "b", &opts(64)).unwrap());
-    std::fs::remove_file(ns.data_path("b")).unwrap();
-    drop(Ring::create(&ns, "c", &opts(64)).unwrap());
-    std::fs::remove_file(ns.readers_path("c")).unwrap();
+    whole_half_and_junk(&ns, ["a.whole", "b", "c", "e"]);
+    // And an empty data file: a creator that has not sized it yet.
     std::fs::File::create(ns.data_path("d")).unwrap();
-    std::fs::write(ns.data_path("e"), b"not a ring at all").unwrap();
     // Not ring files of this namespace: skipped.
     for other in ["UPPER", "x@other", "@readers", "f@readers@readers"] {
         std::fs::write(format!("/dev/shm/{}.{other}", ns.as_str()), b"").unwrap();

@@ -135,15 +135,19 @@ fn publish_range(w: &mut Writer, from: u64, to: u64) {
     }
 }
 
-fn ring_opts(capacity: u64, stall_ms: u64) -> RingOptions {
-    RingOptions {
+/// A block ring `name` for the ledger to record: a view of it and its
+/// writer.
+fn recorded_ring(env: &Env, name: &str, capacity: u64, stall_ms: u64) -> (RingView, Writer) {
+    let opts = RingOptions {
         capacity,
         max_payload: 64,
         policy: Policy::Block,
         stall_timeout: Duration::from_millis(stall_ms),
         max_readers: 8,
         ..Default::default()
-    }
+    };
+    let ring = Ring::create(&env.ns, name, &opts).unwrap();
+    (RingView::attach(&env.ns, name).unwrap(), ring.writer().unwrap())
 }
 
 #[test]
@@ -197,9 +201,7 @@ fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
     // registered: a dead gating reader is demoted as soon as the writer
     // needs its slots, so frames published during the downtime would be
     // safe only as long as the ring holds them, which is timing.
-    let ring = Ring::create(&env.ns, "audit", &ring_opts(1 << 16, 2000)).unwrap();
-    let view = RingView::attach(&env.ns, "audit").unwrap();
-    let mut w = ring.writer().unwrap();
+    let (view, mut w) = recorded_ring(&env, "audit", 1 << 16, 2000);
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move |n: u64| {
         rng ^= rng << 13;
@@ -253,9 +255,7 @@ fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
 #[test]
 fn a_ledger_too_slow_for_the_writer_records_gaps_with_exact_ranges() {
     let env = Env::watched("ledger demotion", Duration::from_secs(120));
-    let ring = Ring::create(&env.ns, "fast", &ring_opts(256, 200)).unwrap();
-    let view = RingView::attach(&env.ns, "fast").unwrap();
-    let mut w = ring.writer().unwrap();
+    let (view, mut w) = recorded_ring(&env, "fast", 256, 200);
     let mut ledger = env.ledger("fast", 1);
     let pid = ledger.0.id();
     wait_for(&env, Some(&mut ledger), "the ledger to register", || ledger_entry(&view, pid).is_some());
@@ -522,9 +522,7 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
 #[test]
 fn under_systemd_it_is_ready_once_attached_pings_the_watchdog_and_stops_cleanly() {
     let env = Env::watched("ledger notify", Duration::from_secs(60));
-    let ring = Ring::create(&env.ns, "telemetry", &ring_opts(1024, 2000)).unwrap();
-    let view = RingView::attach(&env.ns, "telemetry").unwrap();
-    let mut w = ring.writer().unwrap();
+    let (view, mut w) = recorded_ring(&env, "telemetry", 1024, 2000);
     let notify = Notify::new(&env.dir);
     let mut ledger = Reaped::new(
         env.ledger_cmd("telemetry", 1)
@@ -659,9 +657,7 @@ fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
 #[test]
 fn a_second_recorder_on_the_folder_is_refused_naming_the_first() {
     let env = Env::watched("two ledgers", Duration::from_secs(60));
-    let ring = Ring::create(&env.ns, "audit", &ring_opts(1 << 12, 2000)).unwrap();
-    let view = RingView::attach(&env.ns, "audit").unwrap();
-    let mut w = ring.writer().unwrap();
+    let (view, mut w) = recorded_ring(&env, "audit", 1 << 12, 2000);
     let mut first = env.ledger("audit", 16);
     let pid = first.0.id();
     wait_for(&env, Some(&mut first), "the first ledger to attach", || ledger_entry(&view, pid).is_some());

@@ -129,6 +129,15 @@ fn block_ring(ns: &TestNs, name: &str, capacity: u64, stall: Duration) -> Ring {
     Ring::create(ns, name, &opts).unwrap()
 }
 
+/// A block ring `name` of 8 slots, a child process holding a gating reader
+/// on it that never reads, and the ring's writer.
+fn ring_gated_by_a_sleeper(ns: &TestNs, name: &str, stall: Duration) -> (Ring, Kid, Writer) {
+    let ring = block_ring(ns, name, 8, stall);
+    let sleeper = Kid::until(child("sleeping-gate", ns).env("RING", name), "ready");
+    let w = ring.writer().unwrap();
+    (ring, sleeper, w)
+}
+
 #[test]
 fn one_writer_three_reader_processes_move_ten_million_frames_intact() {
     const FRAMES: u64 = 10_000_000;
@@ -214,9 +223,7 @@ fn a_writer_killed_at_random_points_leaves_no_torn_frame_and_the_next_continues_
 #[test]
 fn a_gating_reader_killed_with_sigkill_releases_the_writer() {
     let ns = TestNs::watched("dead gating reader", Duration::from_secs(60));
-    let ring = block_ring(&ns, "gate", 8, Duration::from_millis(500));
-    let sleeper = Kid::until(child("sleeping-gate", &ns).env("RING", "gate"), "ready");
-    let mut w = ring.writer().unwrap();
+    let (ring, sleeper, mut w) = ring_gated_by_a_sleeper(&ns, "gate", Duration::from_millis(500));
     for _ in 0..8 {
         w.try_publish(b"x").unwrap();
     }
@@ -239,9 +246,7 @@ fn a_gating_reader_killed_with_sigkill_releases_the_writer() {
 #[test]
 fn a_stalled_gating_reader_process_is_demoted_after_the_stall_timeout() {
     let ns = TestNs::watched("stalled gating reader", Duration::from_secs(60));
-    let ring = block_ring(&ns, "stall", 8, Duration::from_millis(200));
-    let _sleeper = Kid::until(child("sleeping-gate", &ns).env("RING", "stall"), "ready");
-    let mut w = ring.writer().unwrap();
+    let (ring, _sleeper, mut w) = ring_gated_by_a_sleeper(&ns, "stall", Duration::from_millis(200));
     for seq in 1..=9 {
         assert_eq!(w.publish(b"x").unwrap(), seq);
     }

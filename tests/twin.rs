@@ -358,18 +358,20 @@ fn unknown_kinds_wrong_sizes_foreign_streams_and_non_finite_values_are_counted()
     assert_eq!(twin.state(3, 1, 1, 0).unwrap().count, 1);
 }
 
+/// A lossless ring "telemetry" of `capacity` sample frames, as helixd's is,
+/// its writer, and the twin's reader on it.
+fn telemetry(ns: &TestNs, capacity: u64) -> (Ring, Writer, Ingest) {
+    let opts = RingOptions { capacity, max_payload: 48, policy: Policy::Block, ..Default::default() };
+    let ring = Ring::create(ns, "telemetry", &opts).unwrap();
+    let w = ring.writer().unwrap();
+    (ring, w, Ingest::attach(ns, "telemetry").unwrap())
+}
+
 /// The same through a real ring: foreign frames are consumed and counted.
 #[test]
 fn foreign_frames_in_the_ring_are_counted_and_reading_goes_on() {
     let ns = TestNs::new();
-    let ring = Ring::create(
-        &ns,
-        "telemetry",
-        &RingOptions { capacity: 64, max_payload: 48, policy: Policy::Block, ..Default::default() },
-    )
-    .unwrap();
-    let mut w = ring.writer().unwrap();
-    let mut ingest = Ingest::attach(&ns, "telemetry").unwrap();
+    let (_ring, mut w, mut ingest) = telemetry(&ns, 64);
     let mut twin = Twin::new(&config(4, vec![]), 1);
     let good = Sample { stream: 1, quality: 0, seq: 0, sample_ns: 5, ingest_ns: 6, value: 2.5 };
     w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&good)).unwrap();
@@ -401,16 +403,9 @@ fn publish(w: &mut Writer, samples: impl Iterator<Item = Sample>) {
 #[test]
 fn a_twin_that_falls_behind_counts_exact_overruns_and_recovers_and_the_writer_never_waits() {
     let ns = TestNs::new();
-    // A lossless ring, as helixd's telemetry is: a gating reader would
-    // hold this writer back; the twin must not.
-    let ring = Ring::create(
-        &ns,
-        "telemetry",
-        &RingOptions { capacity: 1024, max_payload: 48, policy: Policy::Block, ..Default::default() },
-    )
-    .unwrap();
-    let mut w = ring.writer().unwrap();
-    let mut ingest = Ingest::attach(&ns, "telemetry").unwrap();
+    // A lossless ring: a gating reader would hold this writer back; the
+    // twin must not.
+    let (ring, mut w, mut ingest) = telemetry(&ns, 1024);
     assert!(!ingest.reader().is_gating());
     let sim = Sim { streams: 64, rate_hz: 100.0, seed: 5 };
     let mut twin = Twin::new(&config(64, vec![]), 1);
