@@ -22,6 +22,14 @@ impl Env {
 const TELEMETRY: &str = "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 65536\npolicy = \"block\"\n";
 const SIM: &str = "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = 100\nrate_hz = 100.0\n";
 
+/// What a test of helixd as a service starts with: an Env, watched as
+/// `what` for a minute, and a notify socket in its folder.
+fn service_env(what: &'static str) -> (Env, Notify) {
+    let env = Env::watched(what, Duration::from_secs(60));
+    let notify = Notify::new(&env.dir);
+    (env, notify)
+}
+
 fn sigterm(child: &std::process::Child) {
     signal(child, libc::SIGTERM);
 }
@@ -32,9 +40,8 @@ fn sighup(child: &std::process::Child) {
 
 #[test]
 fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
-    let env = Env::watched("helixd notify", Duration::from_secs(60));
+    let (env, notify) = service_env("helixd notify");
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env.dir);
     let mut d = notify.spawn(env.helixd(&cfg).env("WATCHDOG_USEC", "2000000"));
     let ready = notify.until("READY=1");
     // When READY=1 is sent, the ring exists and the HAL holds its lease.
@@ -65,9 +72,8 @@ fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
 
 #[test]
 fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
-    let env = Env::watched("helixd restart", Duration::from_secs(60));
+    let (env, notify) = service_env("helixd restart");
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env.dir);
     let mut d = notify.ready(env.helixd(&cfg));
     let mut r =
         Reader::attach(&env.ns, "telemetry", &ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("test") })
@@ -100,10 +106,9 @@ fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
 
 #[test]
 fn sighup_adds_and_retires_rings_and_a_broken_configuration_changes_nothing() {
-    let env = Env::watched("helixd reload", Duration::from_secs(60));
+    let (env, notify) = service_env("helixd reload");
     let extra = "[[ring]]\nname = \"extra\"\npreset = \"xs\"\ncapacity = 64\n";
     let cfg = env.config("a.toml", TELEMETRY);
-    let notify = Notify::new(&env.dir);
     let mut d = notify.ready(env.helixd(&cfg));
     assert!(!env.ns.data_path("extra").exists());
     env.config("a.toml", &format!("{TELEMETRY}{extra}"));
@@ -152,9 +157,8 @@ fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recrea
 
 #[test]
 fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes() {
-    let env = Env::watched("helixd recreate refused", Duration::from_secs(60));
+    let (env, notify) = service_env("helixd recreate refused");
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env.dir);
     let mut a = notify.ready(env.helixd(&cfg));
     let view = RingView::attach(&env.ns, "telemetry").unwrap();
     let created = view.geometry().created_ns;
@@ -216,14 +220,13 @@ fn bad_configuration_files_give_one_line_naming_the_problem() {
 #[test]
 fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traffic_continues() {
     use helix::telemetry::datagram::encode;
-    let env = Env::watched("helixd udp", Duration::from_secs(60));
+    let (env, notify) = service_env("helixd udp");
     // Find a free port, then let helixd bind it.
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = env.config(
         "u.toml",
         &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
     );
-    let notify = Notify::new(&env.dir);
     let mut d = notify.ready(env.helixd(&cfg));
     let mut r = Reader::attach(
         &env.ns,
@@ -269,14 +272,13 @@ fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traff
 
 #[test]
 fn a_udp_address_that_cannot_be_bound_fails_the_start_with_its_reason() {
-    let env = Env::watched("helixd udp bind", Duration::from_secs(60));
+    let (env, notify) = service_env("helixd udp bind");
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let cfg = env.config(
         "b.toml",
         &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
     );
-    let notify = Notify::new(&env.dir);
     let mut d = notify.spawn(env.helixd(&cfg));
     let out = d.0.wait_with_output_ref_failed();
     assert!(out.contains(&format!("cannot bind 127.0.0.1:{port}")), "{out}");
@@ -304,9 +306,8 @@ impl Output for std::process::Child {
 
 #[test]
 fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged() {
-    let env = Env::watched("helixd journal and sweep", Duration::from_secs(60));
+    let (env, notify) = service_env("helixd journal and sweep");
     let cfg = env.config("j.toml", &format!("{TELEMETRY}unlink_on_stop = true\n"));
-    let notify = Notify::new(&env.dir);
     let mut d = notify.ready(env.helixd(&cfg).env("JOURNAL_STREAM", "8:12345"));
     // A reader process that dies without leaving: `sleep` stands in for it,
     // its registration made from here with its pid, as it would have been.
@@ -351,9 +352,8 @@ fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged()
 #[test]
 fn with_debug_hang_on_signal_sigusr2_withholds_the_watchdog_pings_and_nothing_else() {
     use std::io::BufRead;
-    let env = Env::watched("helixd debug hang", Duration::from_secs(60));
+    let (env, notify) = service_env("helixd debug hang");
     let cfg = env.config("h.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env.dir);
     // A 400 ms watchdog: helixd pings every 200 ms.
     let mut d = notify.spawn(env.helixd(&cfg).arg("--debug-hang-on-signal").env("WATCHDOG_USEC", "400000"));
     let (tx, log) = std::sync::mpsc::channel::<String>();
