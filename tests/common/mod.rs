@@ -6,7 +6,7 @@
 //! - `env`: a namespace and a scratch folder together, and the programs
 //!   started in them;
 //! - `service`: a socket standing in for systemd's NOTIFY_SOCKET.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 /// The programs' child-process type (spawn, signal, wait with a deadline,
 /// kill and reap on drop). A test that also compiles in the programs'
@@ -26,8 +26,12 @@ use std::time::Duration;
 use child::Signal;
 use helix::Namespace;
 
+// Each test file uses some of these; the rest would be unused imports.
+#[allow(unused_imports)]
 pub use children::{arg, child, signal, stderr_of, Kid, Reaped, ROLE_VAR};
+#[allow(unused_imports)]
 pub use env::{ctl, Env};
+#[allow(unused_imports)]
 pub use service::Notify;
 
 /// Namespaces, child pids and scratch folders alive in this test process,
