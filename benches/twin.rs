@@ -11,22 +11,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 // helix-twin's model, configuration and reader, and helixd's simulator,
-// compiled in from the programs' own files (they are no part of the
-// library's API).
-#[path = "../src/bin/helix-twin/config.rs"]
-#[allow(dead_code)]
-mod config;
-#[path = "../src/bin/helixd/hal/mod.rs"]
-#[allow(dead_code)]
-mod hal;
-#[path = "../src/bin/helix-twin/model.rs"]
-#[allow(dead_code)]
-mod model;
-#[path = "../src/bin/helix-twin/run.rs"]
-#[allow(dead_code)]
-mod run;
-#[path = "../src/bin/shared/mod.rs"]
-mod shared;
+// compiled in from the programs' own files.
+include!("../tests/programs/twin.rs");
 
 use config::TwinConfig;
 use hal::sim::Sim;

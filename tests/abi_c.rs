@@ -7,72 +7,69 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use common::{payload, watchdog, Reaped, TestNs};
+use common::{payload, Env, Kid, Reaped};
 use helix::*;
 
-/// Compiles the C program from docs/abi.md once per test binary run.
-fn c_reader() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/abi.md")).unwrap();
-            let start = doc.find("```c\n").expect("docs/abi.md has a ```c block") + 5;
-            let len = doc[start..].find("```").unwrap();
-            let dir = std::env::temp_dir().join(format!("helix-abi-c-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let src = dir.join("reader.c");
-            std::fs::write(&src, &doc[start..start + len]).unwrap();
-            let exe = dir.join("reader");
-            let out = Command::new("cc")
-                .args(["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o"])
-                .arg(&exe)
-                .arg(&src)
-                .output()
-                .expect("a C compiler (cc) is needed to check docs/abi.md; install gcc");
-            assert!(
-                out.status.success(),
-                "the C reader in docs/abi.md does not compile:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            exe
-        })
-        .clone()
+/// Compiles the C program from docs/abi.md in the test's scratch folder.
+fn c_reader(env: &Env) -> PathBuf {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/abi.md")).unwrap();
+    let start = doc.find("```c\n").expect("docs/abi.md has a ```c block") + 5;
+    let len = doc[start..].find("```").unwrap();
+    let src = env.path("reader.c");
+    std::fs::write(&src, &doc[start..start + len]).unwrap();
+    let exe = env.path("reader");
+    let out = Command::new("cc")
+        .args(["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("a C compiler (cc) is needed to check docs/abi.md; install gcc");
+    assert!(
+        out.status.success(),
+        "the C reader in docs/abi.md does not compile:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
-fn spawn(ns: &TestNs, ring: &str, count: u64, gating: bool) -> (Reaped, BufReader<std::process::ChildStdout>) {
-    let mut cmd = Command::new(c_reader());
-    cmd.args([ns.as_str(), ring, &count.to_string()]);
+fn opts(capacity: u64, max_payload: u32, policy: Policy) -> RingOptions {
+    RingOptions { capacity, max_payload, policy, ..Default::default() }
+}
+
+/// Creates ring `name` with `opts` and starts the C reader on it for
+/// `count` frames, gating or not; returns once the reader is ready: the
+/// ring, its writer, the reader and its standard output.
+fn start(
+    env: &Env,
+    name: &str,
+    opts: RingOptions,
+    count: u64,
+    gating: bool,
+) -> (Ring, Writer, Reaped, BufReader<ChildStdout>) {
+    let ring = Ring::create(&env.ns, name, &opts).unwrap();
+    let w = ring.writer().unwrap();
+    let mut cmd = Command::new(c_reader(env));
+    cmd.args([env.ns.as_str(), name, &count.to_string()]);
     if gating {
         cmd.arg("gating");
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    (Reaped::new(child), out)
+    let mut reader = Kid::spawn(cmd.stderr(Stdio::null()));
+    assert_eq!(reader.line(), "ready\n");
+    (ring, w, reader.child, reader.out)
 }
 
 #[test]
 fn a_gating_c_reader_gets_every_frame_byte_exact() {
     const FRAMES: u64 = 20_000;
-    let _dog = watchdog("C reader, gating", Duration::from_secs(120));
-    let ns = TestNs::new();
-    let ring = Ring::create(
-        &ns,
-        "c",
-        &RingOptions { capacity: 64, max_payload: 100, policy: Policy::Block, ..Default::default() },
-    )
-    .unwrap();
-    let mut w = ring.writer().unwrap();
-    let (mut child, out) = spawn(&ns, "c", FRAMES, true);
+    let env = Env::watched("C reader, gating", Duration::from_secs(120));
+    let (ring, mut w, mut child, out) = start(&env, "c", opts(64, 100, Policy::Block), FRAMES, true);
     // Drained concurrently: a reader blocked on a full pipe would gate us.
     let lines = std::thread::spawn(move || out.lines().map(Result::unwrap).collect::<Vec<String>>());
     let s = ring.stats();
@@ -102,11 +99,8 @@ fn a_gating_c_reader_gets_every_frame_byte_exact() {
 #[test]
 fn a_lapped_c_reader_accounts_for_every_sequence() {
     const READS: u64 = 200;
-    let _dog = watchdog("C reader, overwrite", Duration::from_secs(120));
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "lap", &RingOptions { capacity: 8, max_payload: 48, ..Default::default() }).unwrap();
-    let mut w = ring.writer().unwrap();
-    let (mut child, out) = spawn(&ns, "lap", READS, false);
+    let env = Env::watched("C reader, overwrite", Duration::from_secs(120));
+    let (ring, mut w, mut child, out) = start(&env, "lap", opts(8, 48, Policy::Overwrite), READS, false);
     let writer = std::thread::spawn(move || {
         // Publish until the reader has had its fill; it will be lapped.
         let mut buf = [0u8; 48];
@@ -158,21 +152,14 @@ fn a_lapped_c_reader_accounts_for_every_sequence() {
 #[test]
 fn a_leaving_c_reader_leaves_the_next_owners_gating_alone() {
     const FRAMES: u64 = 8;
-    let _dog = watchdog("C reader, leave after eviction", Duration::from_secs(120));
-    let ns = TestNs::new();
-    let ring = Ring::create(
-        &ns,
-        "evicted",
-        &RingOptions { capacity: 64, max_payload: 48, policy: Policy::Block, ..Default::default() },
-    )
-    .unwrap();
-    let mut w = ring.writer().unwrap();
-    let (mut child, out) = spawn(&ns, "evicted", FRAMES, true);
+    let env = Env::watched("C reader, leave after eviction", Duration::from_secs(120));
+    let (ring, mut w, mut child, out) = start(&env, "evicted", opts(64, 48, Policy::Block), FRAMES, true);
     let index = ring.stats().readers[0].index;
-    let view = RingView::attach(&ns, "evicted").unwrap();
+    let view = RingView::attach(&env.ns, "evicted").unwrap();
     assert!(view.evict(index, true).unwrap().was_gating);
     // The freed entry goes to the next joiner: a gating Rust reader.
-    let next = Reader::attach(&ns, "evicted", &ReaderOptions { gating: true, ..ReaderOptions::named("next") }).unwrap();
+    let next =
+        Reader::attach(&env.ns, "evicted", &ReaderOptions { gating: true, ..ReaderOptions::named("next") }).unwrap();
     assert_eq!(next.index(), index);
     assert!(next.is_gating());
     // The C reader reads its frames (fewer than the ring holds: the writer

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{watchdog, TestNs};
+use common::TestNs;
 use helix::layout::*;
 use helix::*;
 
@@ -33,10 +33,25 @@ fn attach(ns: &TestNs) -> AttachError {
     r
 }
 
+/// Writes each case's bytes at its offset of `path`, one case at a time:
+/// every attach must fail naming the case's field and `path`. The old bytes
+/// are put back after each case.
+fn each_field_is_named(ns: &TestNs, path: &Path, cases: &[(&str, u64, Vec<u8>)]) {
+    for (field, offset, bytes) in cases {
+        let old = patch(path, *offset, bytes);
+        match attach(ns) {
+            AttachError::BadField { field: f, path: p, .. } => {
+                assert_eq!((f, p.as_path()), (*field, path), "corrupting offset {offset}")
+            }
+            other => panic!("corrupting {field}: {other}"),
+        }
+        patch(path, *offset, &old);
+    }
+}
+
 #[test]
 fn each_corrupted_data_header_field_is_named() {
-    let _dog = watchdog("header corruption", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("header corruption", Duration::from_secs(60));
     make(&ns);
     let path = ns.data_path("r");
     let u32b = |v: u32| v.to_ne_bytes().to_vec();
@@ -56,14 +71,7 @@ fn each_corrupted_data_header_field_is_named() {
         ("file_size", 56, u64b(1)),
         ("name_len", 128, u32b(200)),
     ];
-    for (field, offset, bytes) in cases {
-        let old = patch(&path, offset, &bytes);
-        match attach(&ns) {
-            AttachError::BadField { field: f, .. } => assert_eq!(f, field, "corrupting offset {offset}"),
-            other => panic!("corrupting {field}: {other}"),
-        }
-        patch(&path, offset, &old);
-    }
+    each_field_is_named(&ns, &path, &cases);
     // A capacity that disagrees with the file's size.
     let old = patch(&path, 16, &16u64.to_ne_bytes());
     assert!(matches!(attach(&ns), AttachError::BadField { field: "file_size", .. }));
@@ -104,17 +112,7 @@ fn each_corrupted_control_header_field_is_named() {
     f.set_len(len + 256).unwrap();
     assert!(matches!(attach(&ns), AttachError::BadField { field: "file_size", .. }));
     f.set_len(len).unwrap();
-    for (field, offset, bytes) in cases {
-        let old = patch(&path, offset, &bytes);
-        match attach(&ns) {
-            AttachError::BadField { field: f, path: p, .. } => {
-                assert_eq!(f, field);
-                assert_eq!(p, path);
-            }
-            other => panic!("corrupting {field}: {other}"),
-        }
-        patch(&path, offset, &old);
-    }
+    each_field_is_named(&ns, &path, &cases);
 }
 
 #[test]

@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{watchdog, TestNs, Watchdog};
+use common::{Env, TestNs};
 use serde_json::Value;
 
 const TRANSPORTS: [&str; 8] =
@@ -26,32 +26,6 @@ fn allowed_cpus() -> Vec<usize> {
             None => vec![part.parse().unwrap()],
         })
         .collect()
-}
-
-/// A scratch folder removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(ns: &TestNs, what: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("helix-bench-test-{what}-{}", ns.as_str()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Reads a `--json` document and checks the common head.
@@ -73,26 +47,26 @@ fn summary_ok(s: &Value) {
     }
 }
 
-/// One test's surroundings: a watchdog, a namespace of its own and a
-/// scratch folder, cleaned up on drop (the watchdog last).
-struct Bench {
-    dir: Scratch,
-    ns: TestNs,
-    _dog: Watchdog,
-}
-
-impl Bench {
-    /// For the test of `what`, failed by the watchdog after `limit`.
-    fn new(what: &'static str, limit: Duration) -> Bench {
-        let _dog = watchdog(what, limit);
-        let ns = TestNs::new();
-        let dir = Scratch::new(&ns, &what.replace(' ', "-"));
-        Bench { dir, ns, _dog }
+/// A test's namespace and scratch folder, for helix-bench.
+impl Env {
+    /// `name` in the scratch folder, as an argument.
+    fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
     }
 
-    /// Runs helix-bench in the test's namespace; its standard output.
-    fn run(&self, args: &[&str]) -> String {
-        bench(&self.ns, args)
+    /// Runs helix-bench in the test's namespace with the arguments in
+    /// `line`, separated by white space; a word `{name}` stands for `name`
+    /// in the scratch folder, `{}` for the folder. Its standard output.
+    fn run(&self, line: &str) -> String {
+        let args: Vec<String> = line
+            .split_whitespace()
+            .map(|word| match word.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
+                Some("") => self.dir.display().to_string(),
+                Some(name) => self.arg(name),
+                None => word.to_owned(),
+            })
+            .collect();
+        bench(&self.ns, &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Fails if the test's namespace has ring files left.
@@ -116,29 +90,15 @@ fn bench(ns: &TestNs, args: &[&str]) -> String {
 
 #[test]
 fn pingpong_measures_every_transport_at_every_size_writes_json_and_a_plot() {
-    let t = Bench::new("helix-bench pingpong", Duration::from_secs(120));
-    let out = t.run(&[
-        "pingpong",
-        "--sizes",
-        "8,64",
-        "--iters",
-        "200",
-        "--warmup",
-        "20",
-        "--runs",
-        "2",
-        "--json",
-        &t.dir.arg("pp.json"),
-        "--plot",
-        &t.dir.arg("pp.svg"),
-    ]);
+    let t = Env::watched("helix-bench pingpong", Duration::from_secs(120));
+    let out = t.run("pingpong --sizes 8,64 --iters 200 --warmup 20 --runs 2 --json {pp.json} --plot {pp.svg}");
     for name in TRANSPORTS {
         assert!(out.lines().any(|l| l.starts_with(name)), "{name} missing:\n{out}");
     }
     assert!(out.contains("p50 helix-spin / atomic:") && out.contains("p50 helix-park / futex:"), "{out}");
     t.assert_no_rings_left();
 
-    let v = document(&t.dir.path("pp.json"), "pingpong");
+    let v = document(&t.path("pp.json"), "pingpong");
     let r = &v["results"];
     assert_eq!(r["params"]["iters"], 200);
     let sizes = r["sizes"].as_array().unwrap();
@@ -161,7 +121,7 @@ fn pingpong_measures_every_transport_at_every_size_writes_json_and_a_plot() {
         assert!(ratios.iter().all(|r| r["per_run"].as_array().unwrap().len() == 2 && r["median"].is_f64()));
     }
 
-    let svg = std::fs::read_to_string(t.dir.path("pp.svg")).unwrap();
+    let svg = std::fs::read_to_string(t.path("pp.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
     for name in TRANSPORTS {
         assert!(
@@ -174,25 +134,12 @@ fn pingpong_measures_every_transport_at_every_size_writes_json_and_a_plot() {
 
 #[test]
 fn stream_sweeps_sizes_batches_and_modes_into_json() {
-    let t = Bench::new("helix-bench stream sweep", Duration::from_secs(120));
-    t.run(&[
-        "stream",
-        "--frames",
-        "5000",
-        "--sizes",
-        "8,100",
-        "--batches",
-        "1,16",
-        "--mode",
-        "gating,non-gating",
-        "--wait",
-        "park",
-        "--capacity",
-        "256",
-        "--json",
-        &t.dir.arg("s.json"),
-    ]);
-    let v = document(&t.dir.path("s.json"), "stream");
+    let t = Env::watched("helix-bench stream sweep", Duration::from_secs(120));
+    t.run(
+        "stream --frames 5000 --sizes 8,100 --batches 1,16 --mode gating,non-gating --wait park --capacity 256 \
+         --json {s.json}",
+    );
+    let v = document(&t.path("s.json"), "stream");
     let cases = v["results"]["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 8);
     for c in cases {
@@ -213,22 +160,9 @@ fn stream_sweeps_sizes_batches_and_modes_into_json() {
 
 #[test]
 fn stream_moves_every_frame_to_every_gating_reader() {
-    let t = Bench::new("helix-bench stream", Duration::from_secs(120));
-    let out = t.run(&[
-        "stream",
-        "--frames",
-        "50000",
-        "--readers",
-        "2",
-        "--gating",
-        "--wait",
-        "park",
-        "--capacity",
-        "256",
-        "--json",
-        &t.dir.arg("s.json"),
-    ]);
-    let v = document(&t.dir.path("s.json"), "stream");
+    let t = Env::watched("helix-bench stream", Duration::from_secs(120));
+    let out = t.run("stream --frames 50000 --readers 2 --gating --wait park --capacity 256 --json {s.json}");
+    let v = document(&t.path("s.json"), "stream");
     let readers = v["results"]["cases"][0]["runs"][0]["readers"].as_array().unwrap();
     assert!(readers.len() == 2 && readers.iter().all(|r| r["frames"] == 50000 && r["lost"] == 0), "{v}");
     let readers: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("reader ")).collect();
@@ -241,28 +175,13 @@ fn stream_moves_every_frame_to_every_gating_reader() {
 
 #[test]
 fn ledger_measures_the_real_recorder_and_removes_its_files() {
-    let t = Bench::new("helix-bench ledger", Duration::from_secs(120));
-    let out = t.run(&[
-        "ledger",
-        "--frames",
-        "20000",
-        "--sizes",
-        "32,1024",
-        "--fsync-ms",
-        "1,100",
-        "--runs",
-        "1",
-        "--latency-rate",
-        "100000",
-        "--latency-secs",
-        "0.2",
-        "--dir",
-        &t.dir.arg(""),
-        "--json",
-        &t.dir.arg("ledger.json"),
-    ]);
-    let v = document(&t.dir.path("ledger.json"), "ledger");
-    std::fs::remove_file(t.dir.path("ledger.json")).unwrap();
+    let t = Env::watched("helix-bench ledger", Duration::from_secs(120));
+    let out = t.run(
+        "ledger --frames 20000 --sizes 32,1024 --fsync-ms 1,100 --runs 1 --latency-rate 100000 --latency-secs 0.2 \
+         --dir {} --json {ledger.json}",
+    );
+    let v = document(&t.path("ledger.json"), "ledger");
+    std::fs::remove_file(t.path("ledger.json")).unwrap();
     let tp = v["results"]["throughput"].as_array().unwrap();
     assert_eq!(tp.len(), 4);
     for c in tp {
@@ -277,7 +196,7 @@ fn ledger_measures_the_real_recorder_and_removes_its_files() {
     }
     assert!(out.contains("no reader") && out.contains("gating ledger") && out.contains("added by the ledger"), "{out}");
     t.assert_no_rings_left();
-    assert_eq!(std::fs::read_dir(&t.dir.0).unwrap().count(), 0, "ledger folders left behind");
+    assert_eq!(std::fs::read_dir(&t.dir).unwrap().count(), 0, "ledger folders left behind");
 }
 
 #[test]
@@ -301,30 +220,15 @@ fn bad_arguments_are_one_clear_error() {
 
 #[test]
 fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
-    let t = Bench::new("helix-bench e2e", Duration::from_secs(120));
+    let t = Env::watched("helix-bench e2e", Duration::from_secs(120));
     let cpu = allowed_cpus()[0].to_string();
-    let out = t.run(&[
-        "e2e",
-        "--streams",
-        "100",
-        "--rate",
-        "100",
-        "--seconds",
-        "1",
-        "--warmup",
-        "0.3",
-        "--ledger-cpus",
-        &cpu,
-        "--reader-cpus",
-        &cpu,
-        "--dir",
-        &t.dir.0.display().to_string(),
-        "--json",
-        &t.dir.arg("e2e.json"),
-    ]);
+    let out = t.run(&format!(
+        "e2e --streams 100 --rate 100 --seconds 1 --warmup 0.3 --ledger-cpus {cpu} --reader-cpus {cpu} \
+         --dir {{}} --json {{e2e.json}}"
+    ));
     assert!(out.contains(&format!("helix-ledger, helix-bench on CPU {cpu}")), "{out}");
     assert!(out.contains("ledger: verified"), "{out}");
-    let v = document(&t.dir.path("e2e.json"), "e2e");
+    let v = document(&t.path("e2e.json"), "e2e");
     let r = &v["results"];
     assert_eq!(r["streams"], 100);
     let c: usize = cpu.parse().unwrap();
@@ -350,13 +254,13 @@ fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
     assert_eq!(l["frames"], l["published"], "{l}");
     assert!(l["hash"].as_str().is_some_and(|h| h.len() == 64), "{l}");
     t.assert_no_rings_left();
-    let left: Vec<_> = std::fs::read_dir(&t.dir.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&t.dir).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left, [std::ffi::OsString::from("e2e.json")], "scratch folder left behind");
 }
 
 #[test]
 fn report_runs_every_scenario_and_render_writes_the_document() {
-    let t = Bench::new("helix-bench report", Duration::from_secs(300));
+    let t = Env::watched("helix-bench report", Duration::from_secs(300));
     // Pinned to two CPUs this process may use: the report then also runs
     // the one-CPU pingpong and the e2e with the ledger apart.
     let cpus = allowed_cpus();
@@ -371,14 +275,14 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
             "--cpus",
             &format!("{a},{b}"),
             "--dir",
-            &t.dir.arg("run"),
+            &t.arg("run"),
             "--ledger-dir",
-            &t.dir.0.display().to_string(),
+            &t.dir.display().to_string(),
         ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(t.dir.path("run/report.json")).unwrap()).unwrap();
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(t.path("run/report.json")).unwrap()).unwrap();
     let steps = index["steps"].as_array().unwrap();
     assert_eq!(
         steps.iter().map(|s| s["scenario"].as_str().unwrap()).collect::<Vec<_>>(),
@@ -393,19 +297,9 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     assert!(has(&steps[6], "--ledger-cpus", &b.to_string()), "{index}");
     assert!(steps.iter().all(|s| s["error"].is_null()), "{index}");
     t.assert_no_rings_left();
-    std::fs::write(t.dir.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
-    t.run(&[
-        "render",
-        "--dir",
-        &t.dir.arg("run"),
-        "--out",
-        &t.dir.arg("PERF.md"),
-        "--plot",
-        &t.dir.arg("latency.svg"),
-        "--notes",
-        &t.dir.arg("notes.md"),
-    ]);
-    let md = std::fs::read_to_string(t.dir.path("PERF.md")).unwrap();
+    std::fs::write(t.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
+    t.run("render --dir {run} --out {PERF.md} --plot {latency.svg} --notes {notes.md}");
+    let md = std::fs::read_to_string(t.path("PERF.md")).unwrap();
     for heading in [
         "# HELIX performance",
         "## Targets",
@@ -427,7 +321,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
         assert!(md.contains(placement), "{placement} missing:\n{md}");
     }
     assert!(!md.contains("not measured"), "{md}");
-    assert!(std::fs::read_to_string(t.dir.path("latency.svg")).unwrap().starts_with("<svg"));
+    assert!(std::fs::read_to_string(t.path("latency.svg")).unwrap().starts_with("<svg"));
 }
 
 #[test]
@@ -436,7 +330,7 @@ fn attach_reports_rate_and_ingest_latency_of_a_live_telemetry_ring() {
     use helix::{Ring, RingOptions};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let t = Bench::new("helix-bench attach", Duration::from_secs(60));
+    let t = Env::watched("helix-bench attach", Duration::from_secs(60));
     let ring = Ring::create(&t.ns, "telemetry", &RingOptions { capacity: 4096, max_payload: 48, ..Default::default() })
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -458,11 +352,11 @@ fn attach_reports_rate_and_ingest_latency_of_a_live_telemetry_ring() {
             }
         })
     };
-    let out = t.run(&["attach", "telemetry", "--seconds", "0.5", "--warmup", "0.1", "--json", &t.dir.arg("a.json")]);
+    let out = t.run("attach telemetry --seconds 0.5 --warmup 0.1 --json {a.json}");
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     assert!(out.contains("frames: ") && out.contains("ingest-to-reader latency: p50"), "{out}");
-    let v = document(&t.dir.path("a.json"), "attach");
+    let v = document(&t.path("a.json"), "attach");
     let r = &v["results"];
     assert_eq!(r["ring"], "telemetry");
     assert!(r["frames"].as_u64().unwrap() > 0 && r["frames_per_sec"].is_f64() && r["overruns"].is_u64(), "{v}");

@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{arg, child, watchdog, Reaped, TestNs, ROLE_VAR};
+use common::{arg, child, watchdog, Kid, Reaped, TestNs, ROLE_VAR};
 use helix::ring::{create_hook, scan, RingEntry, RingState};
 use helix::shm::RingFile;
 use helix::*;
@@ -50,15 +48,7 @@ fn child_entry() {
 
 /// A child process stopped where it printed `prefix`.
 fn spawn_until(cmd: &mut std::process::Command, prefix: &str) -> Reaped {
-    let mut c = cmd.stdout(Stdio::piped()).spawn().unwrap();
-    let mut out = BufReader::new(c.stdout.take().unwrap());
-    let c = Reaped::new(c);
-    let mut line = String::new();
-    while !line.starts_with(prefix) {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "child exited before printing {prefix:?}");
-    }
-    c
+    Kid::until(cmd, prefix).child
 }
 
 fn state(ns: &TestNs) -> Vec<RingEntry> {
@@ -71,6 +61,18 @@ fn entry(name: &str, state: RingState) -> RingEntry {
 
 fn both_files(ns: &TestNs, ring: &str) -> Vec<String> {
     vec![format!("{}.{ring}", ns.as_str()), format!("{}.{ring}@readers", ns.as_str())]
+}
+
+/// In `ns`: ring `whole`, ring `no_data` without its data file, ring
+/// `no_readers` without its control file, and `junk`, a data file that is
+/// no ring.
+fn whole_half_and_junk(ns: &TestNs, [whole, no_data, no_readers, junk]: [&str; 4]) {
+    for name in [whole, no_data, no_readers] {
+        drop(Ring::create(ns, name, &opts(64)).unwrap());
+    }
+    std::fs::remove_file(ns.data_path(no_data)).unwrap();
+    std::fs::remove_file(ns.readers_path(no_readers)).unwrap();
+    std::fs::write(ns.data_path(junk), b"not a ring at all").unwrap();
 }
 
 /// The ring works and its sequence starts at 1.
@@ -202,8 +204,7 @@ fn a_lone_data_file_is_named_with_its_missing_control_file_and_only_recreate_rep
 
 #[test]
 fn recreate_refuses_while_a_live_process_holds_the_writer_lease() {
-    let _dog = watchdog("recreate under a live writer", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("recreate under a live writer", Duration::from_secs(60));
     let mut writer = spawn_until(&mut child("writer", &ns), "writing");
     let pid = writer.0.id();
     let before = RingView::attach(&ns, "r").unwrap();
@@ -234,12 +235,7 @@ fn recreate_refuses_while_a_live_process_holds_the_writer_lease() {
 #[test]
 fn recreate_replaces_any_ring_without_a_live_writer_whole_half_or_corrupt() {
     let ns = TestNs::new();
-    drop(Ring::create(&ns, "whole", &opts(64)).unwrap());
-    drop(Ring::create(&ns, "no-data", &opts(64)).unwrap());
-    std::fs::remove_file(ns.data_path("no-data")).unwrap();
-    drop(Ring::create(&ns, "no-readers", &opts(64)).unwrap());
-    std::fs::remove_file(ns.readers_path("no-readers")).unwrap();
-    std::fs::write(ns.data_path("junk"), b"not a ring at all").unwrap();
+    whole_half_and_junk(&ns, ["whole", "no-data", "no-readers", "junk"]);
     for name in ["whole", "no-data", "no-readers", "junk", "absent"] {
         let r = Ring::recreate(&ns, name, &opts(256)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(r.geometry().capacity, 256);
@@ -253,13 +249,9 @@ fn recreate_replaces_any_ring_without_a_live_writer_whole_half_or_corrupt() {
 #[test]
 fn scan_lists_every_ring_name_with_the_state_of_its_files() {
     let ns = TestNs::new();
-    drop(Ring::create(&ns, "a.whole", &opts(64)).unwrap());
-    drop(Ring::create(&ns, "b", &opts(64)).unwrap());
-    std::fs::remove_file(ns.data_path("b")).unwrap();
-    drop(Ring::create(&ns, "c", &opts(64)).unwrap());
-    std::fs::remove_file(ns.readers_path("c")).unwrap();
+    whole_half_and_junk(&ns, ["a.whole", "b", "c", "e"]);
+    // And an empty data file: a creator that has not sized it yet.
     std::fs::File::create(ns.data_path("d")).unwrap();
-    std::fs::write(ns.data_path("e"), b"not a ring at all").unwrap();
     // Not ring files of this namespace: skipped.
     for other in ["UPPER", "x@other", "@readers", "f@readers@readers"] {
         std::fs::write(format!("/dev/shm/{}.{other}", ns.as_str()), b"").unwrap();

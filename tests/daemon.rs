@@ -3,57 +3,32 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{signal, watchdog, Notify, Reaped, TestNs};
+use common::{signal, stderr_of, Env, Notify, Reaped};
 use helix::telemetry::Sample;
 use helix::*;
 
-struct Env {
-    ns: TestNs,
-    dir: PathBuf,
-}
-
 impl Env {
-    fn new() -> Env {
-        let ns = TestNs::new();
-        let dir = std::env::temp_dir().join(format!("helixd-test-{}", ns.as_str()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Env { ns, dir }
-    }
-
-    /// Writes a configuration with this test's namespace; returns its path.
+    /// Writes a helixd configuration with this test's namespace and short
+    /// status and sweep intervals; returns its path.
     fn config(&self, name: &str, body: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        let mut f = std::fs::File::create(&path).unwrap();
-        writeln!(f, "namespace = \"{}\"\nstatus_interval_ms = 100\nsweep_interval_ms = 100\n{body}", self.ns.as_str())
-            .unwrap();
-        path
-    }
-
-    fn helixd(&self, config: &Path) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_helixd"));
-        c.arg("--config")
-            .arg(config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.file(name, &format!("status_interval_ms = 100\nsweep_interval_ms = 100\n{body}"))
     }
 }
 
 const TELEMETRY: &str = "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 65536\npolicy = \"block\"\n";
 const SIM: &str = "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = 100\nrate_hz = 100.0\n";
+
+/// What a test of helixd as a service starts with: an Env, watched as
+/// `what` for a minute, and a notify socket in its folder.
+fn service_env(what: &'static str) -> (Env, Notify) {
+    let env = Env::watched(what, Duration::from_secs(60));
+    let notify = Notify::new(&env.dir);
+    (env, notify)
+}
 
 fn sigterm(child: &std::process::Child) {
     signal(child, libc::SIGTERM);
@@ -65,13 +40,9 @@ fn sighup(child: &std::process::Child) {
 
 #[test]
 fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
-    let _dog = watchdog("helixd notify", Duration::from_secs(60));
-    let env = Env::new();
+    let (env, notify) = service_env("helixd notify");
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(
-        env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "2000000").spawn().unwrap(),
-    );
+    let mut d = notify.spawn(env.helixd(&cfg).env("WATCHDOG_USEC", "2000000"));
     let ready = notify.until("READY=1");
     // When READY=1 is sent, the ring exists and the HAL holds its lease.
     let ring = RingView::attach(&env.ns, "telemetry").expect("ring exists at READY");
@@ -101,12 +72,9 @@ fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
 
 #[test]
 fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
-    let _dog = watchdog("helixd restart", Duration::from_secs(60));
-    let env = Env::new();
+    let (env, notify) = service_env("helixd restart");
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg));
     let mut r =
         Reader::attach(&env.ns, "telemetry", &ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("test") })
             .unwrap();
@@ -128,25 +96,20 @@ fn a_restarted_daemon_adopts_the_ring_and_the_sequence_continues() {
     d.0.kill().unwrap(); // SIGKILL, mid-stream
     d.0.wait().unwrap();
     let before = RingView::attach(&env.ns, "telemetry").unwrap().stats().published;
-    let mut d2 = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d2 = notify.ready(env.helixd(&cfg));
     // The same reader keeps reading: no gap, no repeat, a new writer epoch.
     read_until(&mut r, 3000, before);
     assert!(r.writer_epoch() > first_epoch);
     assert_eq!(r.overruns(), 0);
-    sigterm(&d2.0);
-    assert!(d2.0.wait().unwrap().success());
+    d2.terminate();
 }
 
 #[test]
 fn sighup_adds_and_retires_rings_and_a_broken_configuration_changes_nothing() {
-    let _dog = watchdog("helixd reload", Duration::from_secs(60));
-    let env = Env::new();
+    let (env, notify) = service_env("helixd reload");
     let extra = "[[ring]]\nname = \"extra\"\npreset = \"xs\"\ncapacity = 64\n";
     let cfg = env.config("a.toml", TELEMETRY);
-    let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg));
     assert!(!env.ns.data_path("extra").exists());
     env.config("a.toml", &format!("{TELEMETRY}{extra}"));
     sighup(&d.0);
@@ -187,21 +150,16 @@ fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recrea
     // With recreate = true it is replaced.
     let cfg = env.config("b.toml", &format!("{TELEMETRY}recreate = true\n"));
     let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg));
     assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 65536);
-    sigterm(&d.0);
-    assert!(d.0.wait().unwrap().success());
+    d.terminate();
 }
 
 #[test]
 fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes() {
-    let _dog = watchdog("helixd recreate refused", Duration::from_secs(60));
-    let env = Env::new();
+    let (env, notify) = service_env("helixd recreate refused");
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env.dir);
-    let mut a = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut a = notify.ready(env.helixd(&cfg));
     let view = RingView::attach(&env.ns, "telemetry").unwrap();
     let created = view.geometry().created_ns;
     assert_eq!(view.stats().lease.pid, Some(a.0.id()));
@@ -227,15 +185,12 @@ fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes(
         assert!(t.elapsed() < Duration::from_secs(10), "the first daemon stopped publishing");
         std::thread::sleep(Duration::from_millis(10));
     }
-    sigterm(&a.0);
-    assert!(a.0.wait().unwrap().success());
+    a.terminate();
     // With the first daemon gone the second may replace the ring.
     let notify = Notify::at(env.dir.join("b.sock"));
-    let mut b = Reaped::new(env.helixd(&other).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut b = notify.ready(env.helixd(&other));
     assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 1024);
-    sigterm(&b.0);
-    assert!(b.0.wait().unwrap().success());
+    b.terminate();
 }
 
 #[test]
@@ -265,17 +220,14 @@ fn bad_configuration_files_give_one_line_naming_the_problem() {
 #[test]
 fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traffic_continues() {
     use helix::telemetry::datagram::encode;
-    let _dog = watchdog("helixd udp", Duration::from_secs(60));
-    let env = Env::new();
+    let (env, notify) = service_env("helixd udp");
     // Find a free port, then let helixd bind it.
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = env.config(
         "u.toml",
         &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
     );
-    let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg));
     let mut r = Reader::attach(
         &env.ns,
         "telemetry",
@@ -320,19 +272,15 @@ fn udp_samples_arrive_byte_exact_and_bad_datagrams_are_dropped_while_valid_traff
 
 #[test]
 fn a_udp_address_that_cannot_be_bound_fails_the_start_with_its_reason() {
-    let _dog = watchdog("helixd udp bind", Duration::from_secs(60));
-    let env = Env::new();
+    let (env, notify) = service_env("helixd udp bind");
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let cfg = env.config(
         "b.toml",
         &format!("{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n"),
     );
-    let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut d.0.stderr.take().unwrap(), &mut out).unwrap();
-    assert!(!d.0.wait().unwrap().success(), "{out}");
+    let mut d = notify.spawn(env.helixd(&cfg));
+    let out = d.0.wait_with_output_ref_failed();
     assert!(out.contains(&format!("cannot bind 127.0.0.1:{port}")), "{out}");
 }
 
@@ -344,19 +292,13 @@ trait Output {
 
 impl Output for std::process::Child {
     fn wait_with_output_ref(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-        }
+        let s = stderr_of(self);
         assert!(self.wait().unwrap().success(), "{s}");
         s
     }
 
     fn wait_with_output_ref_failed(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-        }
+        let s = stderr_of(self);
         assert!(!self.wait().unwrap().success(), "{s}");
         s
     }
@@ -364,14 +306,9 @@ impl Output for std::process::Child {
 
 #[test]
 fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged() {
-    let _dog = watchdog("helixd journal and sweep", Duration::from_secs(60));
-    let env = Env::new();
+    let (env, notify) = service_env("helixd journal and sweep");
     let cfg = env.config("j.toml", &format!("{TELEMETRY}unlink_on_stop = true\n"));
-    let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(
-        env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).env("JOURNAL_STREAM", "8:12345").spawn().unwrap(),
-    );
-    notify.until("READY=1");
+    let mut d = notify.ready(env.helixd(&cfg).env("JOURNAL_STREAM", "8:12345"));
     // A reader process that dies without leaving: `sleep` stands in for it,
     // its registration made from here with its pid, as it would have been.
     let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
@@ -415,19 +352,10 @@ fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged()
 #[test]
 fn with_debug_hang_on_signal_sigusr2_withholds_the_watchdog_pings_and_nothing_else() {
     use std::io::BufRead;
-    let _dog = watchdog("helixd debug hang", Duration::from_secs(60));
-    let env = Env::new();
+    let (env, notify) = service_env("helixd debug hang");
     let cfg = env.config("h.toml", &format!("{TELEMETRY}{SIM}"));
-    let notify = Notify::new(&env.dir);
     // A 400 ms watchdog: helixd pings every 200 ms.
-    let mut d = Reaped::new(
-        env.helixd(&cfg)
-            .arg("--debug-hang-on-signal")
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env("WATCHDOG_USEC", "400000")
-            .spawn()
-            .unwrap(),
-    );
+    let mut d = notify.spawn(env.helixd(&cfg).arg("--debug-hang-on-signal").env("WATCHDOG_USEC", "400000"));
     let (tx, log) = std::sync::mpsc::channel::<String>();
     let stderr = d.0.stderr.take().unwrap();
     std::thread::spawn(move || {

@@ -9,12 +9,10 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{arg, child, watchdog, Reaped, TestNs};
+use common::{arg, child, Kid, TestNs};
 use helix::*;
 
 /// Entry point of child processes; a no-op when run as a normal test.
@@ -166,53 +164,13 @@ fn stray_fault(ns: &Namespace, default_before: bool) {
     drop(ring);
 }
 
-/// A child process with its stdout read line by line.
-struct Kid {
-    child: Reaped,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Kid {
-    fn spawn(cmd: &mut std::process::Command) -> Kid {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Kid { child: Reaped::new(child), out }
-    }
-
-    /// The first line that starts with `prefix`.
-    fn expect(&mut self, prefix: &str) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if self.out.read_line(&mut line).unwrap() == 0 {
-                let status = self.child.0.wait().unwrap();
-                panic!("child ended ({status}) before printing {prefix:?}");
-            }
-            if line.starts_with(prefix) {
-                return line.trim_end().to_owned();
-            }
-        }
-    }
-
-    /// Waits for a successful exit (not a signal).
-    fn finish(mut self) {
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
-        let status = self.child.0.wait().unwrap();
-        assert!(status.success(), "child failed: {status}\n{rest}");
-    }
-}
-
 #[test]
 fn truncating_the_readers_file_damages_the_writer_and_the_reader_and_kills_neither() {
-    let _dog = watchdog("@readers truncated under a writer and a reader", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("@readers truncated under a writer and a reader", Duration::from_secs(60));
     let opts = RingOptions { capacity: 16, policy: Policy::Block, ..Default::default() };
     drop(Ring::create(&ns, "tel", &opts).unwrap());
-    let mut reader = Kid::spawn(child("gating-reader", &ns).env("RING", "tel"));
-    reader.expect("reader ready");
-    let mut writer = Kid::spawn(child("writer", &ns).env("RING", "tel"));
-    writer.expect("writer ready");
+    let mut reader = Kid::until(child("gating-reader", &ns).env("RING", "tel"), "reader ready");
+    let mut writer = Kid::until(child("writer", &ns).env("RING", "tel"), "writer ready");
     reader.expect("reader reading");
 
     // The third party: any member of the ring's group may open the control
@@ -255,12 +213,10 @@ fn truncating_the_readers_file_damages_the_writer_and_the_reader_and_kills_neith
 
 #[test]
 fn truncating_the_data_file_under_a_parked_reader_ends_its_wait_with_damaged() {
-    let _dog = watchdog("data file truncated under a parked reader", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("data file truncated under a parked reader", Duration::from_secs(60));
     let ring = Ring::create(&ns, "data", &RingOptions { capacity: 64, ..Default::default() }).unwrap();
     let mut w = ring.writer().unwrap();
-    let mut kid = Kid::spawn(child("parked-reader", &ns).env("RING", "data"));
-    kid.expect("ready");
+    let mut kid = Kid::until(child("parked-reader", &ns).env("RING", "data"), "ready");
     for seq in 1..=3u64 {
         w.publish(&seq.to_ne_bytes()).unwrap();
     }
@@ -322,8 +278,7 @@ fn a_data_file_cut_short_never_delivers_a_bogus_frame() {
 
 #[test]
 fn a_fault_outside_the_guarded_mappings_still_kills_with_sigbus() {
-    let _dog = watchdog("stray SIGBUS", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("stray SIGBUS", Duration::from_secs(60));
     // Chained to Rust's own SIGBUS handler, and to the default action.
     for previous in ["rust", "default"] {
         let out = child("stray-fault", &ns).env("PREVIOUS", previous).output().unwrap();

@@ -5,19 +5,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{watchdog, Reaped, TestNs};
+use common::{ctl, Env, Reaped, TestNs};
 use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::*;
-
-fn ctl(ns: &TestNs, args: &[&str]) -> (bool, String, String) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_helixctl")).arg("--namespace").arg(ns.as_str()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn ok(ns: &TestNs, args: &[&str]) -> String {
     let (success, out, err) = ctl(ns, args);
@@ -138,8 +128,7 @@ fn stat_and_readers_report_every_counter() {
 
 #[test]
 fn tail_decodes_telemetry_and_follows() {
-    let _dog = watchdog("helixctl tail", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("helixctl tail", Duration::from_secs(60));
     let (ring, mut w) = setup(&ns, 20);
     let out = ok(&ns, &["tail", "telemetry", "-n", "3"]);
     let lines: Vec<&str> = out.lines().collect();
@@ -258,31 +247,23 @@ fn mistakes_are_one_line_and_a_non_zero_exit() {
 #[test]
 fn doctor_names_what_is_wrong_and_how_to_fix_it() {
     use std::os::unix::fs::FileExt;
-    let ns = TestNs::new();
-    let (_ring, w) = setup(&ns, 1);
+    let env = Env::new();
+    let ns = &env.ns;
+    let (_ring, w) = setup(ns, 1);
     // A second ring whose writer died: its lease names a reaped process.
-    let stale = Ring::create(&ns, "stale", &RingOptions::default()).unwrap();
+    let stale = Ring::create(ns, "stale", &RingOptions::default()).unwrap();
     let mut gone = Command::new("true").spawn().unwrap();
     let pid = gone.id();
     gone.wait().unwrap();
     let d = std::fs::OpenOptions::new().write(true).open(ns.data_path("stale")).unwrap();
     d.write_all_at(&layout::lease_word(pid, 1, true).to_ne_bytes(), 256).unwrap();
     // A configuration asking for more than /dev/shm holds.
-    let cfg = std::env::temp_dir().join(format!("doctor-{}.toml", ns.as_str()));
-    std::fs::write(
-        &cfg,
-        format!(
-            "namespace = \"{}\"\n[[ring]]\nname = \"huge\"\nmax_payload = 65536\ncapacity = 1073741824\n",
-            ns.as_str()
-        ),
-    )
-    .unwrap();
+    let cfg = env.file("doctor.toml", "[[ring]]\nname = \"huge\"\nmax_payload = 65536\ncapacity = 1073741824\n");
     let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
         .args(["--namespace", ns.as_str(), "--json", "doctor", "--config"])
         .arg(&cfg)
         .output()
         .unwrap();
-    let _ = std::fs::remove_file(&cfg);
     assert!(!out.status.success(), "a FAIL must give a non-zero exit");
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let checks = j["checks"].as_array().unwrap();
@@ -341,8 +322,7 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
 #[test]
 fn metrics_listen_serves_fresh_metrics_over_http() {
     use std::io::BufRead;
-    let _dog = watchdog("helixctl metrics --listen", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("helixctl metrics --listen", Duration::from_secs(60));
     let (_ring, mut w) = setup(&ns, 3);
     let mut child = Reaped::new(
         Command::new(env!("CARGO_BIN_EXE_helixctl"))

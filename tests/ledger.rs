@@ -9,32 +9,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{payload, payload_len, signal, watchdog, Notify, Reaped, TestNs};
+use common::{payload, payload_len, signal, Env, Notify, Reaped};
 use helix::ledger::format::{RecordType, RingDecl, HASH_LEN, RECORD_HEADER_LEN};
 use helix::ledger::{walk, Ledger};
 use helix::*;
 use serde_json::Value;
 
-struct Env {
-    ns: TestNs,
-    tmp: PathBuf,
-}
-
 impl Env {
-    fn new() -> Env {
-        let ns = TestNs::new();
-        let tmp = std::env::temp_dir().join(format!("helix-ledger-test-{}", ns.as_str()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).unwrap();
-        Env { ns, tmp }
-    }
-
-    fn dir(&self) -> PathBuf {
-        self.tmp.join("ledger")
+    /// The recorder's folder, in the scratch folder.
+    fn ledger_dir(&self) -> PathBuf {
+        self.path("ledger")
     }
 
     fn log(&self) -> PathBuf {
-        self.tmp.join("ledger.log")
+        self.path("ledger.log")
     }
 
     /// The recorder on `ring`, logging to `ledger.log`.
@@ -43,7 +31,7 @@ impl Env {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_helix-ledger"));
         cmd.args(["--ring", ring, "--fsync-interval-ms", "5", "--segment-size-mib", &segment_mib.to_string()])
             .arg("--dir")
-            .arg(self.dir())
+            .arg(self.ledger_dir())
             .env("HELIX_NAMESPACE", self.ns.as_str())
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -58,12 +46,6 @@ impl Env {
 
     fn log_text(&self) -> String {
         fs::read_to_string(self.log()).unwrap_or_default()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.tmp);
     }
 }
 
@@ -153,44 +135,33 @@ fn publish_range(w: &mut Writer, from: u64, to: u64) {
     }
 }
 
-fn ring_opts(capacity: u64, stall_ms: u64) -> RingOptions {
-    RingOptions {
+/// A block ring `name` for the ledger to record: a view of it and its
+/// writer.
+fn recorded_ring(env: &Env, name: &str, capacity: u64, stall_ms: u64) -> (RingView, Writer) {
+    let opts = RingOptions {
         capacity,
         max_payload: 64,
         policy: Policy::Block,
         stall_timeout: Duration::from_millis(stall_ms),
         max_readers: 8,
         ..Default::default()
-    }
+    };
+    let ring = Ring::create(&env.ns, name, &opts).unwrap();
+    (RingView::attach(&env.ns, name).unwrap(), ring.writer().unwrap())
 }
 
 #[test]
 fn a_million_simulated_frames_from_helixd_are_all_recorded_and_verify() {
-    let _dog = watchdog("ledger end to end", Duration::from_secs(240));
-    let env = Env::new();
-    let cfg = env.tmp.join("helix.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "namespace = \"{}\"\n[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 2097152\n\
-             policy = \"block\"\n[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = 10000\nrate_hz = 200.0\n",
-            env.ns.as_str()
-        ),
-    )
-    .unwrap();
+    let env = Env::watched("ledger end to end", Duration::from_secs(240));
+    let cfg = env.file(
+        "helix.toml",
+        "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 2097152\npolicy = \"block\"\n\
+         [[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = 10000\nrate_hz = 200.0\n",
+    );
     // The ledger starts first and attaches when the ring appears. The ring
     // holds the whole run, so however late that is, no frame is lost.
     let mut ledger = env.ledger("telemetry", 16);
-    let mut helixd = Reaped::new(
-        Command::new(env!("CARGO_BIN_EXE_helixd"))
-            .arg("--config")
-            .arg(&cfg)
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut helixd = Reaped::new(env.helixd(&cfg).stderr(Stdio::null()).spawn().unwrap());
     let mut ring = None;
     wait_for(&env, Some(&mut ledger), "the telemetry ring", || {
         ring = RingView::attach(&env.ns, "telemetry").ok();
@@ -198,15 +169,14 @@ fn a_million_simulated_frames_from_helixd_are_all_recorded_and_verify() {
     });
     let ring = ring.unwrap();
     wait_for(&env, Some(&mut ledger), "a million frames", || ring.stats().published >= 1_000_000);
-    signal(&helixd.0, libc::SIGTERM);
-    assert!(helixd.0.wait().unwrap().success());
+    helixd.terminate();
     let published = ring.stats().published;
     wait_for(&env, Some(&mut ledger), "the ledger to catch up", || {
-        recorded_next(&env.dir(), "telemetry") == published + 1
+        recorded_next(&env.ledger_dir(), "telemetry") == published + 1
     });
     stop(&env, ledger);
 
-    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.dir());
+    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.ledger_dir());
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["ok"], true);
     let r = &v["rings"][0];
@@ -216,25 +186,22 @@ fn a_million_simulated_frames_from_helixd_are_all_recorded_and_verify() {
     );
     assert_eq!(r["next_seq"].as_u64(), Some(published + 1));
     // helixctl verify reads the same ledger the same way.
-    let (code, v2) = verify_json(env!("CARGO_BIN_EXE_helixctl"), &env.dir());
+    let (code, v2) = verify_json(env!("CARGO_BIN_EXE_helixctl"), &env.ledger_dir());
     assert_eq!((code, &v2), (0, &v));
     // The head agrees with the full verification.
-    let head = helix::ledger::head(&env.dir()).unwrap().unwrap();
+    let head = helix::ledger::head(&env.ledger_dir()).unwrap().unwrap();
     assert_eq!(Some(helix::ledger::format::hex(&head.hash).as_str()), v["hash"].as_str());
 }
 
 #[test]
 fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
-    let _dog = watchdog("ledger kill -9", Duration::from_secs(240));
-    let env = Env::new();
+    let env = Env::watched("ledger kill -9", Duration::from_secs(240));
     // Each round publishes a batch, lets a fresh ledger work on it and kills
     // it at a random point. The writer publishes only while a ledger is
     // registered: a dead gating reader is demoted as soon as the writer
     // needs its slots, so frames published during the downtime would be
     // safe only as long as the ring holds them, which is timing.
-    let ring = Ring::create(&env.ns, "audit", &ring_opts(1 << 16, 2000)).unwrap();
-    let view = RingView::attach(&env.ns, "audit").unwrap();
-    let mut w = ring.writer().unwrap();
+    let (view, mut w) = recorded_ring(&env, "audit", 1 << 16, 2000);
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move |n: u64| {
         rng ^= rng << 13;
@@ -267,12 +234,14 @@ fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
     let mut ledger = env.ledger("audit", 1);
     let pid = ledger.0.id();
     wait_for(&env, Some(&mut ledger), "the ledger to register", || ledger_entry(&view, pid).is_some());
-    wait_for(&env, Some(&mut ledger), "the ledger to catch up", || recorded_next(&env.dir(), "audit") == published + 1);
+    wait_for(&env, Some(&mut ledger), "the ledger to catch up", || {
+        recorded_next(&env.ledger_dir(), "audit") == published + 1
+    });
     stop(&env, ledger);
 
-    let (frames, gaps) = audit(&env.dir(), published);
+    let (frames, gaps) = audit(&env.ledger_dir(), published);
     assert_eq!((frames, gaps), (published, vec![]));
-    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.dir());
+    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.ledger_dir());
     assert_eq!((code, v["rings"][0]["frames"].as_u64()), (0, Some(published)));
     assert!(v["segments"].as_u64().unwrap() > 1, "segments rotated: {v}");
     let log = env.log_text();
@@ -285,16 +254,13 @@ fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
 
 #[test]
 fn a_ledger_too_slow_for_the_writer_records_gaps_with_exact_ranges() {
-    let _dog = watchdog("ledger demotion", Duration::from_secs(120));
-    let env = Env::new();
-    let ring = Ring::create(&env.ns, "fast", &ring_opts(256, 200)).unwrap();
-    let view = RingView::attach(&env.ns, "fast").unwrap();
-    let mut w = ring.writer().unwrap();
+    let env = Env::watched("ledger demotion", Duration::from_secs(120));
+    let (view, mut w) = recorded_ring(&env, "fast", 256, 200);
     let mut ledger = env.ledger("fast", 1);
     let pid = ledger.0.id();
     wait_for(&env, Some(&mut ledger), "the ledger to register", || ledger_entry(&view, pid).is_some());
     publish_range(&mut w, 1, 100);
-    wait_for(&env, Some(&mut ledger), "frames 1-100", || recorded_next(&env.dir(), "fast") == 101);
+    wait_for(&env, Some(&mut ledger), "frames 1-100", || recorded_next(&env.ledger_dir(), "fast") == 101);
     // Frozen, it makes no progress: after the stall timeout the writer
     // demotes it and overwrites what it has not read.
     signal(&ledger.0, libc::SIGSTOP);
@@ -302,14 +268,14 @@ fn a_ledger_too_slow_for_the_writer_records_gaps_with_exact_ranges() {
     assert!(view.stats().demotions >= 1);
     signal(&ledger.0, libc::SIGCONT);
     publish_range(&mut w, 2101, 2200);
-    wait_for(&env, Some(&mut ledger), "the ledger to catch up", || recorded_next(&env.dir(), "fast") == 2201);
+    wait_for(&env, Some(&mut ledger), "the ledger to catch up", || recorded_next(&env.ledger_dir(), "fast") == 2201);
     // Having caught up, it registers as a gating reader again.
     wait_for(&env, Some(&mut ledger), "the ledger to gate again", || {
         view.stats().readers.iter().any(|r| r.pid == pid && r.gating && !r.demoted)
     });
     stop(&env, ledger);
 
-    let (frames, gaps) = audit(&env.dir(), 2200);
+    let (frames, gaps) = audit(&env.ledger_dir(), 2200);
     assert!(!gaps.is_empty());
     let lost: u64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
     assert_eq!(frames + lost, 2200);
@@ -319,7 +285,7 @@ fn a_ledger_too_slow_for_the_writer_records_gaps_with_exact_ranges() {
     for (a, b) in &gaps {
         assert!(log.contains(&format!("sequences {a} to {b} were overwritten")), "{log}");
     }
-    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.dir());
+    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.ledger_dir());
     assert_eq!(
         (code, v["rings"][0]["lost"].as_u64(), v["rings"][0]["gaps"].as_u64()),
         (0, Some(lost), Some(gaps.len() as u64))
@@ -374,9 +340,8 @@ fn flip(path: &Path, offset: u64) {
 
 #[test]
 fn verify_names_the_first_tampered_record_exactly() {
-    let _dog = watchdog("ledger tampering", Duration::from_secs(60));
-    let env = Env::new();
-    let pristine = env.tmp.join("pristine");
+    let env = Env::watched("ledger tampering", Duration::from_secs(60));
+    let pristine = env.path("pristine");
     sample_ledger(&pristine);
     let at = locations(&pristine);
     let seg = |n: u64| format!("seg-{n:010}.hxl");
@@ -448,7 +413,7 @@ fn verify_names_the_first_tampered_record_exactly() {
         },
     ];
     for (i, case) in cases.iter().enumerate() {
-        let d = env.tmp.join(format!("case{i}"));
+        let d = env.path(format!("case{i}"));
         copy_dir(&pristine, &d);
         (case.tamper)(&d);
         let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &d);
@@ -473,7 +438,7 @@ fn verify_names_the_first_tampered_record_exactly() {
     // The last record cut short, as a live ledger's file can be read or a
     // stopped one left: the whole records before it verify, and the
     // partial one is reported, not counted.
-    let d = env.tmp.join("live");
+    let d = env.path("live");
     copy_dir(&pristine, &d);
     let mut last = (0, 0, 0);
     walk(&pristine, |at| last = (at.segment, at.offset, at.record.header.rtype)).unwrap().unwrap();
@@ -488,9 +453,8 @@ fn verify_names_the_first_tampered_record_exactly() {
 
 #[test]
 fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
-    let _dog = watchdog("ledger export", Duration::from_secs(60));
-    let env = Env::new();
-    let dir = env.tmp.join("l");
+    let env = Env::watched("ledger export", Duration::from_secs(60));
+    let dir = env.path("l");
     sample_ledger(&dir);
     let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger"))
         .args(["export", "--from", "10", "--to", "12"])
@@ -513,16 +477,15 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
     assert!(String::from_utf8_lossy(&verify.stdout).contains(&format!("final hash {hash}")));
 
     // Not a ledger, no folder, a bad configuration line.
-    let empty = env.tmp.join("empty");
+    let empty = env.path("empty");
     fs::create_dir_all(&empty).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("verify").arg(&empty).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no ledger segment"));
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("verify").arg(env.tmp.join("nope")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("verify").arg(env.path("nope")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
-    let cfg = env.tmp.join("bad.toml");
+    let cfg = env.path("bad.toml");
     File::create(&cfg).unwrap().write_all(b"rings = [\"telemetry\"]\nfsync_interval_ms = 0\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("--config").arg(&cfg).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -558,12 +521,9 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
 
 #[test]
 fn under_systemd_it_is_ready_once_attached_pings_the_watchdog_and_stops_cleanly() {
-    let _dog = watchdog("ledger notify", Duration::from_secs(60));
-    let env = Env::new();
-    let ring = Ring::create(&env.ns, "telemetry", &ring_opts(1024, 2000)).unwrap();
-    let view = RingView::attach(&env.ns, "telemetry").unwrap();
-    let mut w = ring.writer().unwrap();
-    let notify = Notify::new(&env.tmp);
+    let env = Env::watched("ledger notify", Duration::from_secs(60));
+    let (view, mut w) = recorded_ring(&env, "telemetry", 1024, 2000);
+    let notify = Notify::new(&env.dir);
     let mut ledger = Reaped::new(
         env.ledger_cmd("telemetry", 1)
             .env("NOTIFY_SOCKET", &notify.path)
@@ -582,7 +542,7 @@ fn under_systemd_it_is_ready_once_attached_pings_the_watchdog_and_stops_cleanly(
     }
     let status = notify.until("STATUS=");
     assert!(status.contains("frames"), "{status}");
-    wait_for(&env, Some(&mut ledger), "frames 1-500", || recorded_next(&env.dir(), "telemetry") == 501);
+    wait_for(&env, Some(&mut ledger), "frames 1-500", || recorded_next(&env.ledger_dir(), "telemetry") == 501);
     // Stray SIGHUP and user signals are ignored: with their default action
     // (terminate) the ledger would die of SIGHUP, delivered first (pending
     // signals go lowest number first), and not exit 0 below.
@@ -592,7 +552,7 @@ fn under_systemd_it_is_ready_once_attached_pings_the_watchdog_and_stops_cleanly(
     signal(&ledger.0, libc::SIGTERM);
     notify.until("STOPPING=1");
     assert!(ledger.0.wait().unwrap().success());
-    assert_eq!(audit(&env.dir(), 500), (500, vec![]));
+    assert_eq!(audit(&env.ledger_dir(), 500), (500, vec![]));
 }
 
 /// The rows `| offset | size | field | ... |` of the table under `heading`
@@ -696,11 +656,8 @@ fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
 /// and the first records on; the chain verifies.
 #[test]
 fn a_second_recorder_on_the_folder_is_refused_naming_the_first() {
-    let _dog = watchdog("two ledgers", Duration::from_secs(60));
-    let env = Env::new();
-    let ring = Ring::create(&env.ns, "audit", &ring_opts(1 << 12, 2000)).unwrap();
-    let view = RingView::attach(&env.ns, "audit").unwrap();
-    let mut w = ring.writer().unwrap();
+    let env = Env::watched("two ledgers", Duration::from_secs(60));
+    let (view, mut w) = recorded_ring(&env, "audit", 1 << 12, 2000);
     let mut first = env.ledger("audit", 16);
     let pid = first.0.id();
     wait_for(&env, Some(&mut first), "the first ledger to attach", || ledger_entry(&view, pid).is_some());
@@ -711,7 +668,7 @@ fn a_second_recorder_on_the_folder_is_refused_naming_the_first() {
     assert!(err.contains(&format!("another helix-ledger records into this folder (pid {pid})")), "{err}");
 
     // The library refuses the same way.
-    match Ledger::open(&env.dir(), 1 << 20) {
+    match Ledger::open(&env.ledger_dir(), 1 << 20) {
         Err(helix::ledger::LedgerError::Locked { holder, .. }) => assert_eq!(holder, Some(pid)),
         other => panic!("a second Ledger::open on a held folder: {:?}", other.map(|_| ())),
     }
@@ -722,9 +679,8 @@ fn a_second_recorder_on_the_folder_is_refused_naming_the_first() {
     wait_for(&env, Some(&mut first), "1000 frames recorded", || {
         ledger_entry(&view, pid).is_some_and(|r| r.cursor > 1000)
     });
-    signal(&first.0, libc::SIGTERM);
-    assert!(first.0.wait().unwrap().success(), "{}", env.log_text());
-    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.dir());
+    stop(&env, first);
+    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.ledger_dir());
     assert_eq!(code, 0, "{v}");
-    assert_eq!(recorded_next(&env.dir(), "audit"), 1001);
+    assert_eq!(recorded_next(&env.ledger_dir(), "audit"), 1001);
 }

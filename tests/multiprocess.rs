@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{arg, child, payload, payload_len, watchdog, Reaped, TestNs};
+use common::{arg, child, payload, payload_len, Kid, TestNs};
 use helix::*;
 
 const MAX_PAYLOAD: usize = 48;
@@ -120,42 +118,6 @@ fn scribble(ns: &Namespace, ring: &str) {
     println!("the write went through");
 }
 
-/// A child process with its stdout read line by line.
-struct Kid {
-    child: Reaped,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Kid {
-    fn spawn(cmd: &mut std::process::Command) -> Kid {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Kid { child: Reaped::new(child), out }
-    }
-
-    /// The first line that starts with `prefix` (the test harness prints
-    /// its own lines around the child's).
-    fn expect(&mut self, prefix: &str) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(self.out.read_line(&mut line).unwrap() > 0, "child exited before printing {prefix:?}");
-            if line.starts_with(prefix) {
-                return line.trim_end().to_owned();
-            }
-        }
-    }
-
-    /// Waits for a successful exit; returns the rest of its output.
-    fn finish(mut self) -> String {
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
-        let status = self.child.0.wait().unwrap();
-        assert!(status.success(), "child failed: {status}\n{rest}");
-        rest
-    }
-}
-
 fn block_ring(ns: &TestNs, name: &str, capacity: u64, stall: Duration) -> Ring {
     let opts = RingOptions {
         capacity,
@@ -167,18 +129,22 @@ fn block_ring(ns: &TestNs, name: &str, capacity: u64, stall: Duration) -> Ring {
     Ring::create(ns, name, &opts).unwrap()
 }
 
+/// A block ring `name` of 8 slots, a child process holding a gating reader
+/// on it that never reads, and the ring's writer.
+fn ring_gated_by_a_sleeper(ns: &TestNs, name: &str, stall: Duration) -> (Ring, Kid, Writer) {
+    let ring = block_ring(ns, name, 8, stall);
+    let sleeper = Kid::until(child("sleeping-gate", ns).env("RING", name), "ready");
+    let w = ring.writer().unwrap();
+    (ring, sleeper, w)
+}
+
 #[test]
 fn one_writer_three_reader_processes_move_ten_million_frames_intact() {
     const FRAMES: u64 = 10_000_000;
-    let _dog = watchdog("10M frames through 3 reader processes", Duration::from_secs(300));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("10M frames through 3 reader processes", Duration::from_secs(300));
     let ring = block_ring(&ns, "bulk", 4096, Duration::from_secs(30));
     let mut readers: Vec<Kid> = (0..3)
-        .map(|_| {
-            let mut c = Kid::spawn(child("reader", &ns).env("RING", "bulk").env("FRAMES", FRAMES.to_string()));
-            c.expect("ready");
-            c
-        })
+        .map(|_| Kid::until(child("reader", &ns).env("RING", "bulk").env("FRAMES", FRAMES.to_string()), "ready"))
         .collect();
     let writer =
         Kid::spawn(child("writer", &ns).env("RING", "bulk").env("FRAMES", FRAMES.to_string()).env("BATCH", "64"));
@@ -194,8 +160,7 @@ fn one_writer_three_reader_processes_move_ten_million_frames_intact() {
 #[test]
 fn a_writer_killed_at_random_points_leaves_no_torn_frame_and_the_next_continues_the_sequence() {
     const KILLS: usize = 50;
-    let _dog = watchdog("50 writer kills", Duration::from_secs(300));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("50 writer kills", Duration::from_secs(300));
     let ring = block_ring(&ns, "kill", 64, Duration::from_secs(60));
     let mut r =
         ring.reader(&ReaderOptions { gating: true, start: Start::At(1), ..ReaderOptions::named("verify") }).unwrap();
@@ -257,12 +222,8 @@ fn a_writer_killed_at_random_points_leaves_no_torn_frame_and_the_next_continues_
 
 #[test]
 fn a_gating_reader_killed_with_sigkill_releases_the_writer() {
-    let _dog = watchdog("dead gating reader", Duration::from_secs(60));
-    let ns = TestNs::new();
-    let ring = block_ring(&ns, "gate", 8, Duration::from_millis(500));
-    let mut sleeper = Kid::spawn(child("sleeping-gate", &ns).env("RING", "gate"));
-    sleeper.expect("ready");
-    let mut w = ring.writer().unwrap();
+    let ns = TestNs::watched("dead gating reader", Duration::from_secs(60));
+    let (ring, sleeper, mut w) = ring_gated_by_a_sleeper(&ns, "gate", Duration::from_millis(500));
     for _ in 0..8 {
         w.try_publish(b"x").unwrap();
     }
@@ -284,12 +245,8 @@ fn a_gating_reader_killed_with_sigkill_releases_the_writer() {
 
 #[test]
 fn a_stalled_gating_reader_process_is_demoted_after_the_stall_timeout() {
-    let _dog = watchdog("stalled gating reader", Duration::from_secs(60));
-    let ns = TestNs::new();
-    let ring = block_ring(&ns, "stall", 8, Duration::from_millis(200));
-    let mut sleeper = Kid::spawn(child("sleeping-gate", &ns).env("RING", "stall"));
-    sleeper.expect("ready");
-    let mut w = ring.writer().unwrap();
+    let ns = TestNs::watched("stalled gating reader", Duration::from_secs(60));
+    let (ring, _sleeper, mut w) = ring_gated_by_a_sleeper(&ns, "stall", Duration::from_millis(200));
     for seq in 1..=9 {
         assert_eq!(w.publish(b"x").unwrap(), seq);
     }
@@ -302,8 +259,7 @@ fn a_stalled_gating_reader_process_is_demoted_after_the_stall_timeout() {
 
 #[test]
 fn a_reader_that_writes_into_frame_data_is_killed_by_the_mmu() {
-    let _dog = watchdog("read-only mapping", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("read-only mapping", Duration::from_secs(60));
     let ring = block_ring(&ns, "ro", 8, Duration::from_secs(1));
     let out = child("scribble", &ns).env("RING", "ro").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -324,11 +280,9 @@ const SIGSEGV: i32 = 11;
 
 #[test]
 fn a_reader_killed_while_parked_is_swept_and_its_wait_count_taken_back() {
-    let _dog = watchdog("parked reader sweep", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("parked reader sweep", Duration::from_secs(60));
     let ring = block_ring(&ns, "park", 8, Duration::from_secs(1));
-    let mut kid = Kid::spawn(child("parked", &ns).env("RING", "park"));
-    kid.expect("ready");
+    let kid = Kid::until(child("parked", &ns).env("RING", "park"), "ready");
     while ring.stats().parked == 0 {
         std::thread::yield_now();
     }

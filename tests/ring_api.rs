@@ -11,11 +11,18 @@ fn opts(capacity: u64, policy: Policy) -> RingOptions {
     RingOptions { capacity, max_payload: 64, policy, ..Default::default() }
 }
 
+/// A namespace of the test's own with ring "r" made with `o` in it, and
+/// the ring's writer.
+fn ring_with_writer(o: RingOptions) -> (TestNs, Ring, Writer) {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "r", &o).unwrap();
+    let w = ring.writer().unwrap();
+    (ns, ring, w)
+}
+
 #[test]
 fn frames_arrive_in_order_with_sequence_numbers_from_one() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (ns, ring, mut w) = ring_with_writer(opts(8, Policy::Overwrite));
     let mut r = Reader::attach(&ns, "r", &ReaderOptions::named("a")).unwrap();
     let mut buf = [0u8; 64];
     assert_eq!(r.try_read(&mut buf), Err(TryReadError::Empty));
@@ -32,9 +39,7 @@ fn frames_arrive_in_order_with_sequence_numbers_from_one() {
 
 #[test]
 fn an_overrun_reports_exactly_what_was_lost_and_resumes_at_the_oldest_intact_frame() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (_ns, ring, mut w) = ring_with_writer(opts(8, Policy::Overwrite));
     let mut r = ring.reader(&ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("slow") }).unwrap();
     for i in 1..=30u64 {
         w.publish(&i.to_le_bytes()).unwrap();
@@ -53,9 +58,7 @@ fn an_overrun_reports_exactly_what_was_lost_and_resumes_at_the_oldest_intact_fra
 
 #[test]
 fn newest_oldest_and_explicit_starts() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (_ns, ring, mut w) = ring_with_writer(opts(8, Policy::Overwrite));
     for i in 1..=5u64 {
         w.publish(&i.to_le_bytes()).unwrap();
     }
@@ -68,9 +71,7 @@ fn newest_oldest_and_explicit_starts() {
 
 #[test]
 fn a_block_ring_holds_the_writer_for_a_gating_reader_and_not_for_others() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(4, Policy::Block)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (_ns, ring, mut w) = ring_with_writer(opts(4, Policy::Block));
     let mut gate = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("gate") }).unwrap();
     let _free = ring.reader(&ReaderOptions::named("free")).unwrap();
     for i in 1..=4u64 {
@@ -94,10 +95,8 @@ fn a_block_ring_holds_the_writer_for_a_gating_reader_and_not_for_others() {
 #[test]
 fn a_stalled_gating_reader_is_demoted_and_then_sees_an_overrun() {
     let _dog = common::watchdog("stall demotion", Duration::from_secs(30));
-    let ns = TestNs::new();
     let o = RingOptions { stall_timeout: Duration::from_millis(50), ..opts(4, Policy::Block) };
-    let ring = Ring::create(&ns, "r", &o).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (_ns, ring, mut w) = ring_with_writer(o);
     let mut gate = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("stuck") }).unwrap();
     for _ in 0..4 {
         w.try_publish(b"x").unwrap();
@@ -114,9 +113,7 @@ fn a_stalled_gating_reader_is_demoted_and_then_sees_an_overrun() {
 
 #[test]
 fn batches_publish_and_consume_together() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(16, Policy::Overwrite)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (_ns, ring, mut w) = ring_with_writer(opts(16, Policy::Overwrite));
     let mut r = ring.reader(&ReaderOptions::named("b")).unwrap();
     let mut claim = w.claim(5).unwrap();
     for i in 0..3u64 {
@@ -142,9 +139,7 @@ fn batches_publish_and_consume_together() {
 
 #[test]
 fn zero_copy_frames_release_their_slot_on_drop() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(4, Policy::Block)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (_ns, ring, mut w) = ring_with_writer(opts(4, Policy::Block));
     let mut r = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("z") }).unwrap();
     for i in 0..4u32 {
         w.publish_kind(9, &[i as u8; 12]).unwrap();
@@ -163,9 +158,7 @@ fn zero_copy_frames_release_their_slot_on_drop() {
 
 #[test]
 fn a_deferred_release_holds_read_slots_until_released() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(4, Policy::Block)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (_ns, ring, mut w) = ring_with_writer(opts(4, Policy::Block));
     let mut r = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("ledger") }).unwrap();
     r.set_deferred_release(true);
     for i in 1..=4u64 {
@@ -193,9 +186,7 @@ fn a_deferred_release_holds_read_slots_until_released() {
 
 #[test]
 fn oversize_frames_and_small_buffers_are_refused_without_loss() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(4, Policy::Overwrite)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (_ns, ring, mut w) = ring_with_writer(opts(4, Policy::Overwrite));
     let mut r = ring.reader(&ReaderOptions::named("s")).unwrap();
     // Slots round up to whole cache lines: 64 requested, 112 usable.
     assert_eq!(w.geometry().max_payload, 112);
@@ -218,9 +209,7 @@ fn oversize_frames_and_small_buffers_are_refused_without_loss() {
 
 #[test]
 fn a_second_live_writer_is_refused_and_the_next_writer_continues_the_sequence() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (ns, ring, mut w) = ring_with_writer(opts(8, Policy::Overwrite));
     let e1 = w.epoch();
     w.publish(b"a").unwrap();
     match Writer::attach(&ns, "r") {
@@ -237,9 +226,7 @@ fn a_second_live_writer_is_refused_and_the_next_writer_continues_the_sequence() 
 
 #[test]
 fn a_read_only_view_sees_the_same_counters() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (ns, ring, mut w) = ring_with_writer(opts(8, Policy::Overwrite));
     w.publish(b"abc").unwrap();
     let view = RingView::attach(&ns, "r").unwrap();
     assert_eq!(view.geometry(), ring.geometry());
@@ -301,9 +288,7 @@ fn file_modes_give_readers_no_write_access_to_frame_data() {
 
 #[test]
 fn unlink_removes_both_files_and_attached_handles_keep_working() {
-    let ns = TestNs::new();
-    let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (ns, ring, mut w) = ring_with_writer(opts(8, Policy::Overwrite));
     let mut r = ring.reader(&ReaderOptions::named("r")).unwrap();
     Ring::unlink(&ns, "r").unwrap();
     assert!(ns.files().is_empty());
@@ -313,8 +298,7 @@ fn unlink_removes_both_files_and_attached_handles_keep_working() {
 
 #[test]
 fn blocking_reads_time_out_and_wake_on_publish() {
-    let _dog = common::watchdog("blocking read", Duration::from_secs(30));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("blocking read", Duration::from_secs(30));
     let ring = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap();
     for wait in [WaitStrategy::Spin, WaitStrategy::Park, WaitStrategy::SpinThenPark { spins: 100 }] {
         let mut r = ring.reader(&ReaderOptions { wait, ..ReaderOptions::named("w") }).unwrap();

@@ -4,9 +4,13 @@
 //! tmpfiles applied to a scratch root. The proof under a real systemd is
 //! the container test of the packaging issue.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use common::Env;
 
 fn tool(name: &str) -> Command {
     assert!(
@@ -16,11 +20,12 @@ fn tool(name: &str) -> Command {
     Command::new(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("helix-systemd-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("etc")).unwrap();
-    dir
+/// A scratch folder (the test's `Env`; its namespace goes unused) with an
+/// empty `etc` in it.
+fn scratch() -> Env {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("etc")).unwrap();
+    env
 }
 
 fn unit_dir() -> PathBuf {
@@ -29,7 +34,7 @@ fn unit_dir() -> PathBuf {
 
 #[test]
 fn every_service_unit_passes_systemd_analyze_verify() {
-    let dir = scratch("verify");
+    let env = scratch();
     // Copy every unit first: helix-twin.service names helix.service, which
     // verify looks for beside it.
     let mut copies = vec![];
@@ -42,7 +47,7 @@ fn every_service_unit_passes_systemd_analyze_verify() {
         let text = std::fs::read_to_string(&path).unwrap();
         let bin_dir = Path::new(env!("CARGO_BIN_EXE_helixd")).parent().unwrap();
         let text = text.replace("/usr/bin/", &format!("{}/", bin_dir.display()));
-        let copy = dir.join(path.file_name().unwrap());
+        let copy = env.dir.join(path.file_name().unwrap());
         std::fs::write(&copy, text).unwrap();
         copies.push((path, copy));
     }
@@ -52,7 +57,6 @@ fn every_service_unit_passes_systemd_analyze_verify() {
         assert!(out.status.success() && stderr.trim().is_empty(), "{}: {stderr}", path.display());
     }
     assert!(copies.len() >= 3, "helix, helix-ledger and helix-twin");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn apply(tool_name: &str, args: &[&str], root: &Path, file: &str) {
@@ -72,8 +76,9 @@ fn apply(tool_name: &str, args: &[&str], root: &Path, file: &str) {
 
 #[test]
 fn sysusers_creates_the_helix_user_and_tmpfiles_its_folders() {
-    let root = scratch("users");
-    apply("systemd-sysusers", &[], &root, "helix.sysusers");
+    let env = scratch();
+    let root = &env.dir;
+    apply("systemd-sysusers", &[], root, "helix.sysusers");
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
     let user: Vec<&str> = passwd.lines().find(|l| l.starts_with("helix:")).expect("helix user").split(':').collect();
@@ -81,13 +86,12 @@ fn sysusers_creates_the_helix_user_and_tmpfiles_its_folders() {
     assert_eq!(user[5], "/var/lib/helix");
     let (uid, gid): (u32, u32) = (user[2].parse().unwrap(), user[3].parse().unwrap());
 
-    apply("systemd-tmpfiles", &["--create"], &root, "helix.tmpfiles");
+    apply("systemd-tmpfiles", &["--create"], root, "helix.tmpfiles");
     for dir in ["var/lib/helix", "var/lib/helix/ledger", "var/log/helix"] {
         let m = std::fs::metadata(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         assert!(m.is_dir());
         assert_eq!((m.mode() & 0o777, m.uid(), m.gid()), (0o750, uid, gid), "{dir}");
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// The value of `key=` in a unit's text.

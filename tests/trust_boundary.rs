@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{watchdog, TestNs};
+use common::TestNs;
 use helix::layout::*;
 use helix::*;
 
@@ -52,8 +52,7 @@ const PUBLISHED: usize = std::mem::offset_of!(RingHeader, published);
 /// on every change of the cursor, and this test hung until its watchdog.)
 #[test]
 fn a_gating_reader_toggling_its_cursor_is_demoted_after_the_stall_timeout() {
-    let _dog = watchdog("writer held by a toggling cursor", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("writer held by a toggling cursor", Duration::from_secs(60));
     let stall = Duration::from_secs(1);
     let opts = RingOptions { capacity: 4, policy: Policy::Block, stall_timeout: stall, ..Default::default() };
     let ring = Ring::create(&ns, "toggle", &opts).unwrap();
@@ -114,8 +113,7 @@ fn a_gating_reader_toggling_its_cursor_is_demoted_after_the_stall_timeout() {
 /// it timed out for ever instead of reporting its overrun.)
 #[test]
 fn a_published_count_beyond_the_sequence_range_is_refused_at_attach() {
-    let _dog = watchdog("published beyond MAX_SEQ", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("published beyond MAX_SEQ", Duration::from_secs(60));
     Ring::create(&ns, "big", &RingOptions { capacity: 4, ..Default::default() }).unwrap();
     let raw = Raw::map(&ns.data_path("big"));
     let published = raw.word(PUBLISHED);
@@ -152,8 +150,7 @@ fn a_published_count_beyond_the_sequence_range_is_refused_at_attach() {
 /// lapped reader resumed near 2^63 and timed out for ever.)
 #[test]
 fn a_published_count_changed_after_attach_does_not_hang_readers() {
-    let _dog = watchdog("published changed after attach", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let ns = TestNs::watched("published changed after attach", Duration::from_secs(60));
     let ring = Ring::create(&ns, "later", &RingOptions { capacity: 4, ..Default::default() }).unwrap();
     let mut w = ring.writer().unwrap();
     let mut r = Reader::attach(&ns, "later", &ReaderOptions::named("lapped")).unwrap();

@@ -5,29 +5,12 @@
 
 mod common;
 // helix-twin's model, configuration and reader, and helixd's simulator,
-// compiled in from the programs' own files (they are no part of the
-// library's API).
-#[path = "../src/bin/helix-twin/config.rs"]
-#[allow(dead_code)]
-mod config;
-#[path = "../src/bin/helixd/hal/mod.rs"]
-#[allow(dead_code)]
-mod hal;
-#[path = "../src/bin/helix-twin/model.rs"]
-#[allow(dead_code)]
-mod model;
-#[path = "../src/bin/helix-twin/run.rs"]
-#[allow(dead_code)]
-mod run;
-#[path = "../src/bin/shared/mod.rs"]
-mod shared;
+// compiled in from the programs' own files.
+include!("programs/twin.rs");
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{watchdog, Notify, Reaped, TestNs};
+use common::{stderr_of, Env, Notify, TestNs};
 use config::{Rule, TwinConfig};
 use hal::sim::Sim;
 use helix::telemetry::{Sample, KIND_SAMPLE};
@@ -375,18 +358,20 @@ fn unknown_kinds_wrong_sizes_foreign_streams_and_non_finite_values_are_counted()
     assert_eq!(twin.state(3, 1, 1, 0).unwrap().count, 1);
 }
 
+/// A lossless ring "telemetry" of `capacity` sample frames, as helixd's is,
+/// its writer, and the twin's reader on it.
+fn telemetry(ns: &TestNs, capacity: u64) -> (Ring, Writer, Ingest) {
+    let opts = RingOptions { capacity, max_payload: 48, policy: Policy::Block, ..Default::default() };
+    let ring = Ring::create(ns, "telemetry", &opts).unwrap();
+    let w = ring.writer().unwrap();
+    (ring, w, Ingest::attach(ns, "telemetry").unwrap())
+}
+
 /// The same through a real ring: foreign frames are consumed and counted.
 #[test]
 fn foreign_frames_in_the_ring_are_counted_and_reading_goes_on() {
     let ns = TestNs::new();
-    let ring = Ring::create(
-        &ns,
-        "telemetry",
-        &RingOptions { capacity: 64, max_payload: 48, policy: Policy::Block, ..Default::default() },
-    )
-    .unwrap();
-    let mut w = ring.writer().unwrap();
-    let mut ingest = Ingest::attach(&ns, "telemetry").unwrap();
+    let (_ring, mut w, mut ingest) = telemetry(&ns, 64);
     let mut twin = Twin::new(&config(4, vec![]), 1);
     let good = Sample { stream: 1, quality: 0, seq: 0, sample_ns: 5, ingest_ns: 6, value: 2.5 };
     w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&good)).unwrap();
@@ -418,16 +403,9 @@ fn publish(w: &mut Writer, samples: impl Iterator<Item = Sample>) {
 #[test]
 fn a_twin_that_falls_behind_counts_exact_overruns_and_recovers_and_the_writer_never_waits() {
     let ns = TestNs::new();
-    // A lossless ring, as helixd's telemetry is: a gating reader would
-    // hold this writer back; the twin must not.
-    let ring = Ring::create(
-        &ns,
-        "telemetry",
-        &RingOptions { capacity: 1024, max_payload: 48, policy: Policy::Block, ..Default::default() },
-    )
-    .unwrap();
-    let mut w = ring.writer().unwrap();
-    let mut ingest = Ingest::attach(&ns, "telemetry").unwrap();
+    // A lossless ring: a gating reader would hold this writer back; the
+    // twin must not.
+    let (ring, mut w, mut ingest) = telemetry(&ns, 1024);
     assert!(!ingest.reader().is_gating());
     let sim = Sim { streams: 64, rate_hz: 100.0, seed: 5 };
     let mut twin = Twin::new(&config(64, vec![]), 1);
@@ -489,58 +467,6 @@ fn a_twin_that_falls_behind_counts_exact_overruns_and_recovers_and_the_writer_ne
 // ---------------------------------------------------------------------
 // End to end: helixd (simulated HAL), helix-twin, helixctl twin.
 
-struct Env {
-    ns: TestNs,
-    dir: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let ns = TestNs::new();
-        let dir = std::env::temp_dir().join(format!("helix-twin-test-{}", ns.as_str()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Env { ns, dir }
-    }
-
-    fn file(&self, name: &str, body: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        let mut f = std::fs::File::create(&path).unwrap();
-        writeln!(f, "namespace = \"{}\"\n{body}", self.ns.as_str()).unwrap();
-        path
-    }
-
-    fn program(&self, exe: &str, config: &Path) -> Command {
-        let mut c = Command::new(exe);
-        c.arg("--config")
-            .arg(config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn ctl(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
-            .arg("--namespace")
-            .arg(self.ns.as_str())
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 // helixd's notifications after READY=1 are not read: a long status interval
 // keeps them from filling the socket (a sender blocks on a full one).
 const HELIXD: &str = "status_interval_ms = 600000
@@ -587,37 +513,20 @@ fn sigterm(child: &std::process::Child) {
     common::signal(child, libc::SIGTERM);
 }
 
-fn stderr_of(child: &mut std::process::Child) -> String {
-    let mut s = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-    }
-    s
-}
-
 #[test]
 fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
-    let _dog = watchdog("helix-twin end to end", Duration::from_secs(90));
-    let env = Env::new();
+    let env = Env::watched("helix-twin end to end", Duration::from_secs(90));
     let dcfg = env.file("helix.toml", HELIXD);
     let tcfg = env.file("twin.toml", TWIN);
     let twin_notify = Notify::at(env.dir.join("twin.sock"));
     let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
 
     // The twin first: it waits for the rings, and says so.
-    let mut twin = Reaped::new(
-        env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg)
-            .env("NOTIFY_SOCKET", &twin_notify.path)
-            .env("WATCHDOG_USEC", "4000000")
-            .spawn()
-            .unwrap(),
-    );
+    let mut twin =
+        twin_notify.spawn(env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg).env("WATCHDOG_USEC", "4000000"));
     let waiting = twin_notify.until("STATUS=");
     assert!(waiting.contains("waiting") && waiting.contains("is helixd running?"), "{waiting}");
-    let mut daemon = Reaped::new(
-        env.program(env!("CARGO_BIN_EXE_helixd"), &dcfg).env("NOTIFY_SOCKET", &daemon_notify.path).spawn().unwrap(),
-    );
-    daemon_notify.until("READY=1");
+    let mut daemon = daemon_notify.ready(env.helixd(&dcfg));
     let ready = twin_notify.until("READY=1");
     assert!(ready.contains("STATUS=0/50 streams"), "{ready}");
     twin_notify.until("WATCHDOG=1");
@@ -692,8 +601,7 @@ fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
     // Its last state stays readable; the table says the twin is gone.
     let (ok, after, _) = env.ctl(&["twin"]);
     assert!(ok && after.contains("not running"), "{after}");
-    sigterm(&daemon.0);
-    assert!(daemon.0.wait().unwrap().success());
+    daemon.terminate();
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{watchdog, TestNs};
+use common::TestNs;
 use helix::*;
 
 struct Counting;
@@ -64,15 +64,16 @@ const ROUNDS: u64 = 200;
 /// The counters are global: the tests of this file take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// Waits for this test's turn; then its namespace, watched from then on
+/// as `what`. The turn ends when the guard is dropped.
+fn take_turn(what: &'static str) -> (std::sync::MutexGuard<'static, ()>, TestNs) {
+    let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    (turn, TestNs::watched(what, Duration::from_secs(60)))
 }
 
 #[test]
 fn publish_read_and_wait_allocate_nothing() {
-    let _turn = one_at_a_time();
-    let _dog = watchdog("zero-allocation exchange", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let (_turn, ns) = take_turn("zero-allocation exchange");
     let opts = RingOptions { capacity: 8, max_payload: 48, policy: Policy::Block, ..Default::default() };
     let ring = Ring::create(&ns, "z", &opts).unwrap();
     let lossy = Ring::create(&ns, "lossy", &RingOptions { capacity: 4, ..opts.clone() }).unwrap();
@@ -215,9 +216,7 @@ fn count_source_allocations(
 fn the_hal_sources_allocate_nothing_per_sample() {
     use hal::{sim::Sim, udp};
     use helix::telemetry::Sample;
-    let _turn = one_at_a_time();
-    let _dog = watchdog("zero-allocation HAL", Duration::from_secs(60));
-    let ns = TestNs::new();
+    let (_turn, ns) = take_turn("zero-allocation HAL");
     let opts = RingOptions { capacity: 4096, max_payload: 48, policy: Policy::Overwrite, ..Default::default() };
 
     // The simulator, 1,000 streams x 1 kHz, for 200,000 samples.

@@ -1,5 +1,11 @@
-//! Shared test support: a private namespace per test that cleans up after
-//! itself, a watchdog, and re-executing this test binary as a child process.
+//! Shared test support, a file a topic:
+//! - here: a private namespace per test that cleans up after itself, a
+//!   watchdog, and deterministic payloads;
+//! - `children`: re-executing this test binary as a child process, and
+//!   children that are killed and reaped on drop;
+//! - `env`: a namespace and a scratch folder together, and the programs
+//!   started in them;
+//! - `service`: a socket standing in for systemd's NOTIFY_SOCKET.
 #![allow(dead_code)]
 
 /// The programs' child-process type (spawn, signal, wait with a deadline,
@@ -8,27 +14,46 @@
 #[path = "../../src/bin/shared/child.rs"]
 #[allow(clippy::duplicate_mod)]
 pub mod child;
+mod children;
+mod env;
+mod service;
 
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-
-use child::{ChildProcess, Signal};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
+use child::Signal;
 use helix::Namespace;
 
-/// Namespaces and child pids alive in this test process, so that a watchdog
-/// that aborts the process still removes the files and kills the children.
+// Each test file uses some of these; the rest would be unused imports.
+#[allow(unused_imports)]
+pub use children::{arg, child, signal, stderr_of, Kid, Reaped, ROLE_VAR};
+#[allow(unused_imports)]
+pub use env::{ctl, Env};
+#[allow(unused_imports)]
+pub use service::Notify;
+
+/// Namespaces, child pids and scratch folders alive in this test process,
+/// so that a watchdog that aborts the process still removes the files and
+/// kills the children.
 static LIVE_NAMESPACES: Mutex<Vec<Namespace>> = Mutex::new(Vec::new());
 static LIVE_CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Locks one of the lists above; a test that panicked holding it does not
+/// poison it for the others.
+fn live<T>(list: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
+    list.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A namespace no other test (or test process) uses; its files in /dev/shm
 /// are removed on drop.
 pub struct TestNs {
     pub ns: Namespace,
+    /// The test's watchdog, if the namespace was made with one: it stops
+    /// watching when the namespace goes, at the end of the test.
+    dog: Option<Watchdog>,
 }
 
 impl TestNs {
@@ -37,8 +62,18 @@ impl TestNs {
         let name = format!("t{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let ns = Namespace::new(&name).unwrap();
         remove_files(&ns);
-        LIVE_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).push(ns.clone());
-        TestNs { ns }
+        live(&LIVE_NAMESPACES).push(ns.clone());
+        TestNs { ns, dog: None }
+    }
+
+    /// A namespace as `new` makes, for a test that could hang: its
+    /// watchdog fails the test with `what` if the namespace is still in
+    /// use after `limit`.
+    pub fn watched(what: &'static str, limit: Duration) -> TestNs {
+        let dog = watchdog(what, limit);
+        let mut ns = TestNs::new();
+        ns.dog = Some(dog);
+        ns
     }
 
     /// Every file this namespace has in /dev/shm.
@@ -68,7 +103,7 @@ fn remove_files(ns: &Namespace) {
 impl Drop for TestNs {
     fn drop(&mut self) {
         remove_files(&self.ns);
-        LIVE_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| n != &self.ns);
+        live(&LIVE_NAMESPACES).retain(|n| n != &self.ns);
     }
 }
 
@@ -87,14 +122,18 @@ pub fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
     std::thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
             eprintln!("WATCHDOG: {what} did not finish within {limit:?}; aborting");
-            // Leave nothing behind: kill the children, remove the rings.
-            for &pid in LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            // Leave nothing behind: kill the children, remove the rings and
+            // the scratch folders.
+            for &pid in live(&LIVE_CHILDREN).iter() {
                 // A child this process started and has not reaped (a
                 // `Reaped` leaves the list before it reaps).
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
-            for ns in LIVE_NAMESPACES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for ns in live(&LIVE_NAMESPACES).iter() {
                 remove_files(ns);
+            }
+            for dir in live(&LIVE_DIRS).iter() {
+                let _ = std::fs::remove_dir_all(dir);
             }
             std::process::abort();
         }
@@ -108,56 +147,6 @@ impl Drop for Watchdog {
             let _ = tx.send(());
         }
     }
-}
-
-/// The env var that tells a re-executed test binary which role to play.
-pub const ROLE_VAR: &str = "HELIX_TEST_ROLE";
-
-/// A command that re-runs this test binary as a child playing `role`; the
-/// test binary must have a `#[test] fn child_entry()` that dispatches on
-/// `ROLE_VAR`. Arguments go through environment variables.
-pub fn child(role: &str, ns: &Namespace) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE_VAR, role)
-        .env("HELIX_NAMESPACE", ns.as_str());
-    cmd
-}
-
-/// A child the test started: killed and reaped on drop, so no test leaves
-/// processes behind, and killed by the watchdog if the test hangs. `.0`
-/// is the shared child type, which dereferences to `std::process::Child`.
-pub struct Reaped(pub ChildProcess);
-
-impl Reaped {
-    /// Takes charge of `child`.
-    pub fn new(child: Child) -> Reaped {
-        LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
-        Reaped(ChildProcess::adopt("child", child))
-    }
-}
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        LIVE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != self.0.pid());
-        let _ = self.0.kill();
-    }
-}
-
-/// Sends signal `sig` (a libc signal number) to `child`, which the test
-/// started and has not reaped; a child that has already exited is not an
-/// error.
-pub fn signal(child: &Child, sig: i32) {
-    let sig = Signal::try_from(sig).expect("a signal number");
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
-}
-
-/// Reads an environment variable the parent set for a child.
-pub fn arg<T: std::str::FromStr>(name: &str) -> T
-where
-    T::Err: std::fmt::Debug,
-{
-    std::env::var(name).unwrap_or_else(|_| panic!("missing {name}")).parse().unwrap()
 }
 
 /// A deterministic payload for sequence `seq`: `len` bytes derived from it,
@@ -175,47 +164,4 @@ pub fn payload(seq: u64, len: usize, out: &mut [u8]) {
 /// The payload length used for sequence `seq` in ring tests of `max` bytes.
 pub fn payload_len(seq: u64, max: usize) -> usize {
     (seq as usize * 7) % (max + 1)
-}
-
-/// A Unix datagram socket standing in for systemd's NOTIFY_SOCKET.
-pub struct Notify {
-    pub sock: UnixDatagram,
-    pub path: PathBuf,
-}
-
-impl Notify {
-    /// Binds `notify.sock` in `dir`; pass `path` as NOTIFY_SOCKET.
-    pub fn new(dir: &Path) -> Notify {
-        Notify::at(dir.join("notify.sock"))
-    }
-
-    /// Binds a socket at `path` (for tests with several services).
-    pub fn at(path: PathBuf) -> Notify {
-        let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Notify { sock, path }
-    }
-
-    pub fn next(&self) -> String {
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.sock.recv(&mut buf) {
-                Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
-                // A receive time-out returns EINTR when a signal arrives,
-                // even with SA_RESTART.
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => panic!("no notification within 20 s: {e}"),
-            }
-        }
-    }
-
-    /// The next message containing `what`.
-    pub fn until(&self, what: &str) -> String {
-        loop {
-            let m = self.next();
-            if m.lines().any(|l| l == what || l.starts_with(what)) {
-                return m;
-            }
-        }
-    }
 }
