@@ -492,3 +492,119 @@ fn helixd_prints_its_man_page_and_completions() {
         assert!(script.contains("helixd") && script.contains("print-default-config"), "{shell}: {script}");
     }
 }
+
+/// Two rings, each written by a simulator: `a` and `b`.
+const TWO_RINGS: &str = "[[ring]]
+name = \"a\"
+max_payload = 48
+capacity = 4096
+policy = \"block\"
+[[ring]]
+name = \"b\"
+max_payload = 48
+capacity = 4096
+policy = \"block\"
+[[source]]
+kind = \"sim\"
+ring = \"a\"
+streams = 10
+rate_hz = 100.0
+[[source]]
+kind = \"sim\"
+ring = \"b\"
+streams = 10
+rate_hz = 100.0
+";
+
+/// Reads and drops every notification from now on, so helixd's STATUS
+/// lines never fill the socket (a sender blocks on a full one).
+fn drain(notify: &Notify) {
+    let sock = notify.sock.try_clone().unwrap();
+    sock.set_read_timeout(None).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while sock.recv(&mut buf).is_ok() {}
+    });
+}
+
+/// The ring's creation time and frames published, if it can be attached.
+fn published(ns: &Namespace, ring: &str) -> Option<(u64, u64)> {
+    RingView::attach(ns, ring).ok().map(|v| (v.geometry().created_ns, v.stats().published))
+}
+
+/// Waits (at most 20 s) until `ring` has published more than `after`
+/// frames, saying `what` if it does not.
+fn wait_published(ns: &Namespace, ring: &str, after: u64, what: &str) -> (u64, u64) {
+    let t = Instant::now();
+    loop {
+        if let Some((created, n)) = published(ns, ring).filter(|p| p.1 > after) {
+            return (created, n);
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{what}: ring {ring} is at {:?}", published(ns, ring));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_ring_whose_readers_file_is_truncated_is_repaired_its_sequence_continues_and_the_other_ring_runs_on() {
+    let _dog = watchdog("helixd repair", Duration::from_secs(90));
+    let env = Env::new();
+    let cfg = env.config("r.toml", TWO_RINGS);
+    let notify = Notify::new(&env.dir);
+    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    drain(&notify);
+    let (created, before) = wait_published(&env.ns, "a", 100, "before the damage");
+    wait_published(&env.ns, "b", 100, "before the damage");
+    // A group member shrinks a's control region to nothing.
+    std::fs::OpenOptions::new().write(true).open(env.ns.readers_path("a")).unwrap().set_len(0).unwrap();
+    let (_, b_then) = published(&env.ns, "b").unwrap();
+    // a is repaired: the same ring (its data region kept) gets a new
+    // control region, and publishes again, its sequence going on.
+    let t = Instant::now();
+    let view = loop {
+        assert!(d.0.try_wait().unwrap().is_none(), "helixd died");
+        match RingView::attach(&env.ns, "a") {
+            Ok(v) => break v,
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(20), "ring a was not repaired within 20 s: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(view.geometry().created_ns, created, "ring a was recreated, not repaired");
+    let mut r = Reader::attach(&env.ns, "a", &ReaderOptions::named("after-repair")).unwrap();
+    let (seq, _) = r.read_pod_timeout::<Sample>(Duration::from_secs(10)).expect("ring a publishes again");
+    assert!(seq > before, "the sequence continues: {seq} after {before}");
+    // b published on throughout.
+    wait_published(&env.ns, "b", b_then + 100, "after the damage");
+    assert!(d.0.try_wait().unwrap().is_none(), "helixd died");
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(log.contains("ring a") && log.contains("repaired"), "{log}");
+}
+
+#[test]
+fn a_ring_whose_data_file_is_truncated_is_recreated_and_the_other_ring_runs_on() {
+    let _dog = watchdog("helixd recreate after damage", Duration::from_secs(90));
+    let env = Env::new();
+    let cfg = env.config("d.toml", TWO_RINGS);
+    let notify = Notify::new(&env.dir);
+    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    drain(&notify);
+    let (created, _) = wait_published(&env.ns, "a", 100, "before the damage");
+    wait_published(&env.ns, "b", 100, "before the damage");
+    // The data region cannot be repaired: the ring is made again.
+    std::fs::OpenOptions::new().write(true).open(env.ns.data_path("a")).unwrap().set_len(0).unwrap();
+    let (_, b_then) = published(&env.ns, "b").unwrap();
+    let t = Instant::now();
+    while published(&env.ns, "a").is_none_or(|(c, _)| c == created) {
+        assert!(d.0.try_wait().unwrap().is_none(), "helixd died");
+        assert!(t.elapsed() < Duration::from_secs(20), "ring a was not recreated within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_published(&env.ns, "a", 0, "after the recreation");
+    wait_published(&env.ns, "b", b_then + 100, "after the damage");
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(log.contains("ring a: its data region is damaged") && log.contains("starts again at 1"), "{log}");
+}

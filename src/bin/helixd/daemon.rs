@@ -21,7 +21,7 @@ use crate::hal::{sim::Sim, SourceState};
 use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Service};
 use crate::shared::signal::Signal;
 use helix::layout::slot_size_for;
-use helix::{Ring, RingOptions};
+use helix::{Damaged, RepairError, Ring, RingFile, RingOptions};
 
 use crate::config::{load_config, Config, RingConfig, SourceConfig, SourceKind};
 
@@ -108,6 +108,11 @@ struct Running {
 }
 
 impl Running {
+    /// A source not running (yet): its ring is being repaired.
+    fn stopped(config: &SourceConfig) -> Running {
+        Running { config: config.clone(), state: SourceState::new(), thread: None }
+    }
+
     fn stop(&mut self) {
         self.state.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -148,10 +153,21 @@ fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
     Ok(Running { config: cfg.clone(), state, thread: Some(thread) })
 }
 
+/// A ring a peer damaged (one of its files shrank under helixd's
+/// mapping), waiting for its repair: its sources are stopped and helixd's
+/// attachment dropped.
+struct Repair {
+    damage: Damaged,
+    /// Logged why the repair has to wait (once per damage).
+    waiting_logged: bool,
+}
+
 /// The running daemon.
 pub struct Daemon {
     config: Config,
     rings: BTreeMap<String, Ring>,
+    /// Rings found damaged and not repaired yet (not in `rings`).
+    repairs: BTreeMap<String, Repair>,
     sources: Vec<Running>,
     last_status: (Instant, BTreeMap<String, u64>),
 }
@@ -164,6 +180,7 @@ impl Daemon {
         let mut d = Daemon {
             config: config.clone(),
             rings: BTreeMap::new(),
+            repairs: BTreeMap::new(),
             sources: vec![],
             last_status: (Instant::now(), BTreeMap::new()),
         };
@@ -210,6 +227,9 @@ impl Daemon {
             "{} rings; {rates}; {readers} readers, {overruns} overruns, {demotions} demotions",
             self.rings.len()
         );
+        for (name, r) in &self.repairs {
+            line += &format!("; ring {name} damaged ({}), awaiting repair", r.damage.file);
+        }
         for s in self.sources.iter().filter(|s| matches!(s.config.kind, SourceKind::Udp { .. })) {
             let u = &s.state.udp;
             let rejected: u64 = u.rejected.iter().map(|r| r.load(Ordering::Relaxed)).sum();
@@ -248,15 +268,20 @@ impl Daemon {
         let now = helix::process::now_ns();
         let mut healthy = true;
         for i in 0..self.sources.len() {
-            if self.sources[i].thread.as_ref().is_some_and(|t| t.is_finished()) {
+            // A damaged ring's sources wait for its repair (see `heal`):
+            // that is no hang, and restarting them cannot help.
+            let Some(ring) = self.rings.get(&self.sources[i].config.ring).filter(|r| !r.is_damaged()) else {
+                continue;
+            };
+            if self.sources[i].thread.as_ref().is_none_or(|t| t.is_finished()) {
                 self.sources[i].stop();
                 let cfg = self.sources[i].config.clone();
-                match start_source(&cfg, &self.rings[&cfg.ring]) {
+                match start_source(&cfg, ring) {
                     Ok(r) => {
                         warn!("source for ring {} restarted", cfg.ring);
                         self.sources[i] = r;
                     }
-                    Err(e) => error!("source for ring {} cannot restart: {e}", cfg.ring),
+                    Err(e) => error!("source for ring {} cannot restart: {e:#}", cfg.ring),
                 }
                 healthy = false;
                 continue;
@@ -274,6 +299,90 @@ impl Daemon {
         healthy
     }
 
+    /// Takes every ring a peer damaged out of service and repairs it; run
+    /// on each sweep tick. A ring found damaged has its sources stopped
+    /// (their writers dropped) and helixd's attachment dropped; then, on
+    /// this tick or a later one, it is repaired and its sources start
+    /// again. Other rings run on throughout.
+    pub fn heal(&mut self) {
+        let found: Vec<(String, Damaged)> =
+            self.rings.iter().filter_map(|(name, ring)| ring.damage().map(|d| (name.clone(), d))).collect();
+        for (name, damage) in found {
+            error!("{damage}; stopping its sources to repair it");
+            for r in self.sources.iter_mut().filter(|r| r.config.ring == name) {
+                r.stop();
+            }
+            self.rings.remove(&name);
+            self.repairs.insert(name, Repair { damage, waiting_logged: false });
+        }
+        let pending: Vec<String> = self.repairs.keys().cloned().collect();
+        for name in pending {
+            if let Some(ring) = self.repair(&name) {
+                self.repairs.remove(&name);
+                self.rings.insert(name.clone(), ring);
+                let of_ring: Vec<usize> =
+                    (0..self.sources.len()).filter(|&i| self.sources[i].config.ring == name).collect();
+                for i in of_ring {
+                    let cfg = self.sources[i].config.clone();
+                    match start_source(&cfg, &self.rings[&name]) {
+                        Ok(r) => {
+                            info!("source {} writing ring {name} again", describe(&cfg.kind));
+                            self.sources[i] = r;
+                        }
+                        Err(e) => error!("source for ring {name} cannot restart: {e:#}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Repairs the damaged ring `name`: a destroyed control region is
+    /// replaced (`Ring::repair_readers`: the frames and the sequence
+    /// survive); a damaged data region, or a ring the repair cannot attach,
+    /// is recreated (its sequence starts again at 1). `None` to try again
+    /// on the next tick: a live process holds the writer lease, or a system
+    /// call failed.
+    fn repair(&mut self, name: &str) -> Option<Ring> {
+        let ns = &self.config.namespace;
+        let repair = self.repairs.get_mut(name)?;
+        let why = match repair.damage.file {
+            RingFile::Readers => match Ring::repair_readers(ns, name) {
+                Ok(ring) => {
+                    warn!(
+                        "ring {name} repaired: a new control region (@readers), its frames and sequence kept \
+                         (next sequence {}); its readers must attach again",
+                        ring.stats().published + 1
+                    );
+                    return Some(ring);
+                }
+                Err(e @ (RepairError::Lease(_) | RepairError::Io { .. })) => {
+                    if !std::mem::replace(&mut repair.waiting_logged, true) {
+                        warn!("ring {name}: cannot repair it yet: {e}; trying again on every sweep");
+                    }
+                    return None;
+                }
+                Err(RepairError::Attach(e)) => format!("it cannot be repaired ({e})"),
+            },
+            RingFile::Data => "its data region is damaged, which cannot be repaired".to_owned(),
+        };
+        let rc = self.config.ring(name).expect("a damaged ring is a configured one");
+        match Ring::recreate(ns, name, &rc.options) {
+            Ok(ring) => {
+                error!(
+                    "ring {name}: {why}; recreated it (/dev/shm/{ns}.{name}): its frames are lost and its \
+                     sequence starts again at 1"
+                );
+                Some(ring)
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut repair.waiting_logged, true) {
+                    error!("ring {name}: {why}, and cannot be recreated yet: {e}; trying again on every sweep");
+                }
+                None
+            }
+        }
+    }
+
     /// Applies a new configuration: adds rings, retires removed ones, and
     /// restarts changed sources. On error the old configuration stays.
     pub fn reload(&mut self, new: Config) -> Result<()> {
@@ -283,7 +392,8 @@ impl Daemon {
         }
         // Create the new rings first: if one fails, undo and keep the old.
         let mut added = Vec::new();
-        for rc in new.rings.iter().filter(|rc| !self.rings.contains_key(&rc.name)) {
+        let present = |name: &str| self.rings.contains_key(name) || self.repairs.contains_key(name);
+        for rc in new.rings.iter().filter(|rc| !present(&rc.name)) {
             match open_or_create(&ns, rc) {
                 Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
                 Err(e) => {
@@ -321,9 +431,11 @@ impl Daemon {
             log_opened(&ns, &ring, how);
             self.rings.insert(name, ring);
         }
-        let retired: Vec<String> = self.rings.keys().filter(|n| new.ring(n).is_none()).cloned().collect();
+        let retired: Vec<String> =
+            self.rings.keys().chain(self.repairs.keys()).filter(|n| new.ring(n).is_none()).cloned().collect();
         for name in retired {
             self.rings.remove(&name);
+            self.repairs.remove(&name);
             match Ring::unlink(&ns, &name) {
                 Ok(()) => info!(
                     "ring {name} retired (removed from the configuration); attached processes keep their mappings"
@@ -333,7 +445,12 @@ impl Daemon {
         }
         for sc in &new.sources {
             if !self.sources.iter().any(|r| &r.config == sc) {
-                match start_source(sc, &self.rings[&sc.ring]) {
+                let Some(ring) = self.rings.get(&sc.ring) else {
+                    // Its ring is being repaired: it starts with it.
+                    self.sources.push(Running::stopped(sc));
+                    continue;
+                };
+                match start_source(sc, ring) {
                     Ok(r) => {
                         info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
                         self.sources.push(r);
@@ -418,6 +535,7 @@ pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<()> {
         // the daemon restarted.
         service.ping(now, |wd| d.check_sources(wd) && !hung);
         if sweep.due(now) {
+            d.heal();
             d.sweep();
         }
         if service.status_due(now) {
