@@ -608,3 +608,89 @@ fn a_ring_whose_data_file_is_truncated_is_recreated_and_the_other_ring_runs_on()
     let log = d.0.wait_with_output_ref();
     assert!(log.contains("ring a: its data region is damaged") && log.contains("starts again at 1"), "{log}");
 }
+
+/// `helixd --check` on `config`: whether it passed, and its standard error.
+fn check(env: &Env, config: &Path) -> (bool, String) {
+    let out = env.helixd(config).arg("--check").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A real start of helixd on `config`, which must fail: its standard error.
+fn failed_start(env: &Env, config: &Path) -> String {
+    let out = env.helixd(config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "helixd started: {err}");
+    err
+}
+
+#[test]
+fn check_and_start_refuse_a_ring_too_big_for_dev_shm_and_a_zero_max_payload_naming_the_line() {
+    let _dog = watchdog("helixd check", Duration::from_secs(60));
+    let env = Env::new();
+    // The configuration's body starts at line 4 (after the namespace and
+    // the two intervals).
+    let small = "[[ring]]\nname = \"small\"\npreset = \"xs\"\ncapacity = 64\n";
+    let huge = env
+        .config("huge.toml", &format!("{small}[[ring]]\nname = \"huge\"\nmax_payload = 4096\ncapacity = 1073741824\n"));
+    let (ok, err) = check(&env, &huge);
+    assert!(!ok, "--check passed a 4 TiB ring: {err}");
+    assert!(err.contains("huge.toml:9: ring \"huge\" does not fit in /dev/shm: it needs 4.1 TiB"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = failed_start(&env, &huge);
+    assert!(err.contains("huge.toml:9: ring \"huge\" does not fit in /dev/shm"), "{err}");
+    assert!(env.ns.files().is_empty(), "a failed start left {:?}", env.ns.files());
+
+    let zero = env.config("zero.toml", "[[ring]]\nname = \"z\"\nmax_payload = 0\ncapacity = 64\n");
+    let (ok, err) = check(&env, &zero);
+    assert!(!ok && err.contains("zero.toml:6: ring \"z\": max_payload must be at least 1 byte"), "{err}");
+    assert!(failed_start(&env, &zero).contains("zero.toml:6:"));
+    assert!(env.ns.files().is_empty(), "{:?}", env.ns.files());
+}
+
+#[test]
+fn a_start_that_fails_removes_the_rings_it_created_and_keeps_those_it_adopted() {
+    let _dog = watchdog("helixd failed start", Duration::from_secs(60));
+    let env = Env::new();
+    // The second ring exists with another capacity: the start creates the
+    // first, then refuses the second.
+    let opts = |capacity| RingOptions { capacity, max_payload: 48, policy: Policy::Block, ..Default::default() };
+    Ring::create(&env.ns, "b", &opts(1024)).unwrap();
+    let cfg = env.config("two.toml", TWO_RINGS);
+    let (ok, err) = check(&env, &cfg);
+    assert!(!ok, "--check passed a configuration its start refuses: {err}");
+    assert!(
+        err.contains("two.toml:10: ring \"b\": the existing ring differs") && err.contains("capacity is 1024"),
+        "{err}"
+    );
+    let err = failed_start(&env, &cfg);
+    assert!(err.contains("two.toml:10: ring \"b\"") && err.contains("recreate = true"), "{err}");
+    assert!(!env.ns.data_path("a").exists(), "the failed start left ring a behind: {:?}", env.ns.files());
+    assert_eq!(RingView::attach(&env.ns, "b").unwrap().geometry().capacity, 1024, "ring b is not helixd's to remove");
+
+    // The UDP source cannot bind: the ring it created goes, the one it
+    // adopted stays.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let created = RingView::attach(&env.ns, "b").unwrap().geometry().created_ns;
+    Ring::unlink(&env.ns, "b").unwrap();
+    Ring::create(&env.ns, "b", &opts(4096)).unwrap();
+    let created_b = RingView::attach(&env.ns, "b").unwrap().geometry().created_ns;
+    assert_ne!(created, created_b);
+    let cfg = env.config(
+        "udp.toml",
+        &TWO_RINGS.replacen(
+            "[[source]]\nkind = \"sim\"\nring = \"a\"\nstreams = 10\nrate_hz = 100.0\n",
+            &format!("[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"127.0.0.1:{port}\"\n"),
+            1,
+        ),
+    );
+    let err = failed_start(&env, &cfg);
+    assert!(err.contains(&format!("cannot bind 127.0.0.1:{port}")), "{err}");
+    assert!(!env.ns.data_path("a").exists(), "the failed start left ring a behind: {:?}", env.ns.files());
+    assert_eq!(
+        RingView::attach(&env.ns, "b").unwrap().geometry().created_ns,
+        created_b,
+        "ring b was adopted, not made"
+    );
+    assert_eq!(env.ns.files().len(), 2, "{:?}", env.ns.files());
+}

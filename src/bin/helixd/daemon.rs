@@ -20,10 +20,10 @@ use tracing::{error, info, warn};
 use crate::hal::{sim::Sim, SourceState};
 use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Service};
 use crate::shared::signal::Signal;
-use helix::layout::slot_size_for;
-use helix::{Damaged, RepairError, Ring, RingFile, RingOptions};
+use helix::{Damaged, RepairError, Ring, RingFile};
 
 use crate::config::{load_config, Config, RingConfig, SourceConfig, SourceKind};
+use crate::preflight::differences;
 
 /// How often the status line is also logged.
 const STATUS_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -37,37 +37,6 @@ pub enum Opened {
     Adopted,
     /// It existed, incompatible or corrupt, and `recreate = true`.
     Recreated,
-}
-
-/// What differs between an existing ring and its configuration; empty if
-/// it can be adopted.
-pub fn differences(existing: &helix::Geometry, wanted: &RingOptions) -> Vec<String> {
-    let mut d = Vec::new();
-    let slot = slot_size_for(wanted.max_payload as usize) as u32;
-    if existing.capacity != wanted.capacity {
-        d.push(format!("capacity is {}, configured {}", existing.capacity, wanted.capacity));
-    }
-    if existing.slot_size != slot {
-        d.push(format!(
-            "slot size is {} bytes, configured max_payload {} needs {slot}",
-            existing.slot_size, wanted.max_payload
-        ));
-    }
-    if existing.policy != wanted.policy {
-        d.push(format!("policy is {}, configured {}", existing.policy.as_str(), wanted.policy.as_str()));
-    }
-    if existing.max_readers != wanted.max_readers {
-        d.push(format!("max_readers is {}, configured {}", existing.max_readers, wanted.max_readers));
-    }
-    let stall = wanted.stall_timeout.as_nanos() as u64;
-    if existing.stall_timeout_ns != stall {
-        d.push(format!(
-            "stall timeout is {} ms, configured {} ms",
-            existing.stall_timeout_ns / 1_000_000,
-            stall / 1_000_000
-        ));
-    }
-    d
 }
 
 /// Creates the ring, or adopts a compatible existing one; an incompatible or
@@ -174,28 +143,67 @@ pub struct Daemon {
 
 impl Daemon {
     /// Creates or adopts every ring and starts every source (each holds its
-    /// writer lease when this returns). On error nothing keeps running.
+    /// writer lease when this returns). On error nothing keeps running,
+    /// and the rings this start created are removed (never one it
+    /// adopted).
     pub fn start(config: Config) -> Result<Daemon> {
-        let ns = config.namespace.clone();
+        crate::preflight::memory(&config)?;
         let mut d = Daemon {
-            config: config.clone(),
+            config,
             rings: BTreeMap::new(),
             repairs: BTreeMap::new(),
             sources: vec![],
             last_status: (Instant::now(), BTreeMap::new()),
         };
-        for rc in &config.rings {
-            let (ring, how) = open_or_create(&ns, rc)?;
-            log_opened(&ns, &ring, how);
-            d.rings.insert(rc.name.clone(), ring);
-        }
-        for sc in &config.sources {
-            let running = start_source(sc, &d.rings[&sc.ring])?;
-            info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
-            d.sources.push(running);
+        let mut created = Vec::new();
+        if let Err(e) = d.open_rings(&mut created).and_then(|()| d.start_sources()) {
+            d.abandon(&created);
+            return Err(e);
         }
         d.last_status.1 = d.published();
         Ok(d)
+    }
+
+    /// Creates or adopts every configured ring; `created` gets the names of
+    /// those it made.
+    fn open_rings(&mut self, created: &mut Vec<String>) -> Result<()> {
+        let ns = &self.config.namespace;
+        for rc in &self.config.rings {
+            let (ring, how) =
+                open_or_create(ns, rc).with_context(|| format!("{}:{}", self.config.path.display(), rc.line))?;
+            log_opened(ns, &ring, how);
+            if how != Opened::Adopted {
+                created.push(rc.name.clone());
+            }
+            self.rings.insert(rc.name.clone(), ring);
+        }
+        Ok(())
+    }
+
+    /// Starts every configured source.
+    fn start_sources(&mut self) -> Result<()> {
+        for sc in &self.config.sources {
+            let running = start_source(sc, &self.rings[&sc.ring])?;
+            info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
+            self.sources.push(running);
+        }
+        Ok(())
+    }
+
+    /// Undoes a start that failed: stops the sources it started and removes
+    /// the rings it `created`; the rings it adopted stay as they were.
+    fn abandon(&mut self, created: &[String]) {
+        for r in &mut self.sources {
+            r.stop();
+        }
+        self.sources.clear();
+        self.rings.clear();
+        for name in created {
+            match Ring::unlink(&self.config.namespace, name) {
+                Ok(()) => info!("ring {name} removed: this start created it, and the start failed"),
+                Err(e) => error!("ring {name}: cannot remove it after the failed start: {e}"),
+            }
+        }
     }
 
     fn published(&self) -> BTreeMap<String, u64> {
@@ -390,11 +398,12 @@ impl Daemon {
         if new.namespace != ns {
             bail!("the namespace cannot change while running ({} → {}); restart helixd", ns, new.namespace);
         }
+        crate::preflight::memory(&new)?;
         // Create the new rings first: if one fails, undo and keep the old.
         let mut added = Vec::new();
         let present = |name: &str| self.rings.contains_key(name) || self.repairs.contains_key(name);
         for rc in new.rings.iter().filter(|rc| !present(&rc.name)) {
-            match open_or_create(&ns, rc) {
+            match open_or_create(&ns, rc).with_context(|| format!("{}:{}", new.path.display(), rc.line)) {
                 Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
                 Err(e) => {
                     for (name, _, how) in added {

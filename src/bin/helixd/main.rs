@@ -11,6 +11,7 @@ mod shared;
 mod config;
 mod daemon;
 mod hal;
+mod preflight;
 
 #[derive(Parser)]
 #[command(
@@ -53,7 +54,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.check {
-        return match crate::config::load_config(cli.config.as_deref()) {
+        let checked = crate::config::load_config(cli.config.as_deref()).and_then(|c| {
+            crate::preflight::memory(&c)?;
+            crate::preflight::existing(&c)?;
+            Ok(c)
+        });
+        return match checked {
             Ok(c) => {
                 println!("{}: ok, namespace {}", c.path.display(), c.namespace);
                 for r in &c.rings {
