@@ -774,3 +774,59 @@ fn finite_extremes_leave_every_statistic_finite_and_as_the_reference_computes_it
     let v2 = twin.state(2, 0, 1, 0).unwrap().variance;
     assert!(v2 > 1.4e308 && v2 < f64::MAX, "{v2}");
 }
+
+/// Whether `reader` is registered on ring `ring` now.
+fn reads(ns: &Namespace, ring: &str, reader: &str) -> bool {
+    RingView::attach(ns, ring).is_ok_and(|v| v.stats().readers.iter().any(|r| r.name == reader))
+}
+
+#[test]
+fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
+    let _dog = watchdog("helix-twin follows replaced rings", Duration::from_secs(90));
+    let env = Env::new();
+    let dcfg = env.file("helix.toml", HELIXD);
+    let tcfg = env.file("twin.toml", TWIN);
+    let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
+    let mut daemon = Reaped::new(
+        env.program(env!("CARGO_BIN_EXE_helixd"), &dcfg).env("NOTIFY_SOCKET", &daemon_notify.path).spawn().unwrap(),
+    );
+    daemon_notify.until("READY=1");
+    let mut twin = Reaped::new(env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg).spawn().unwrap());
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while !done() {
+            assert!(t.elapsed() < Duration::from_secs(20), "{what}: not within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until("the twin reads telemetry", &|| reads(&env.ns, "telemetry", "helix-twin"));
+    // The telemetry and state rings are retired (removed from helixd's
+    // configuration, with the source), then configured again: created anew.
+    let created = |ring: &str| RingView::attach(&env.ns, ring).unwrap().geometry().created_ns;
+    let (telemetry, state) = (created("telemetry"), created("twin.state"));
+    let without = HELIXD
+        .replacen("[[ring]]\nname = \"telemetry\"", "[[ring]]\nname = \"unused\"", 1)
+        .replacen("[[ring]]\nname = \"twin.state\"", "[[ring]]\nname = \"unused.too\"", 1)
+        .replace("ring = \"telemetry\"", "ring = \"unused\"");
+    env.file("helix.toml", &without);
+    common::signal(&daemon.0, libc::SIGHUP);
+    daemon_notify.until("READY=1");
+    assert!(!env.ns.data_path("telemetry").exists() && !env.ns.data_path("twin.state").exists());
+    env.file("helix.toml", HELIXD);
+    common::signal(&daemon.0, libc::SIGHUP);
+    daemon_notify.until("READY=1");
+    assert!(created("telemetry") != telemetry && created("twin.state") != state);
+    until("the twin reads the new telemetry ring", &|| reads(&env.ns, "telemetry", "helix-twin"));
+    let twin_writes = || RingView::attach(&env.ns, "twin.state").unwrap().stats().lease.pid == Some(twin.0.id());
+    until("the twin writes the new state ring", &twin_writes);
+    // And what it publishes there is read: state frames arrive.
+    let mut r = Reader::attach(&env.ns, "twin.state", &ReaderOptions::named("test")).unwrap();
+    let mut buf = vec![0u8; 256];
+    r.read_timeout(&mut buf, Duration::from_secs(10)).expect("the twin publishes on the new state ring");
+    sigterm(&twin.0);
+    let log = stderr_of(&mut twin.0);
+    assert!(twin.0.wait().unwrap().success(), "{log}");
+    assert!(log.contains("ring telemetry was replaced") && log.contains("ring twin.state was replaced"), "{log}");
+    sigterm(&daemon.0);
+    assert!(daemon.0.wait().unwrap().success());
+}
