@@ -347,8 +347,7 @@ mod tests {
     }
 
     fn line_err(text: &str) -> (usize, String) {
-        let e = parse(text).unwrap_err();
-        (e.line.unwrap_or(0), e.message)
+        crate::shared::conf::error_of(TwinConfig::parse, text)
     }
 
     #[test]
@@ -380,30 +379,21 @@ mod tests {
     #[test]
     fn contradicting_limits_are_refused_naming_the_line() {
         let rule = |body: &str| format!("streams = 100\n[[rule]]\nstreams = \"0-9\"\n{body}");
-        let (l, m) = line_err(&rule("low = 5.0\nhigh = 5.0\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("low = 5 is not below high = 5"), "{m}");
-        let (l, m) = line_err(&rule("low = 0.0\nhigh = 10.0\nhysteresis = -1.0\n"));
-        assert_eq!(l, 6);
-        assert!(m.contains("negative"), "{m}");
-        let (l, m) = line_err(&rule("low = 0.0\nhigh = 10.0\nhysteresis = 10.0\n"));
-        assert_eq!(l, 6);
-        assert!(m.contains("not narrower than the band"), "{m}");
-        let (l, m) = line_err(&rule("rate_limit = 0.0\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("rate_limit"), "{m}");
-        let (l, m) = line_err(&rule("stale_after_ms = 0\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("stale_after_ms"), "{m}");
-        let (l, m) = line_err(&rule("high = nan\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("finite"), "{m}");
-        let (l, m) = line_err(&rule("hysteresis = 1.0\nrate_limit = 3.0\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("without a low or high"), "{m}");
-        let (l, m) = line_err(&rule(""));
-        assert_eq!(l, 2);
-        assert!(m.contains("at least one of"), "{m}");
+        let cases = [
+            ("low = 5.0\nhigh = 5.0\n", 4, "low = 5 is not below high = 5"),
+            ("low = 0.0\nhigh = 10.0\nhysteresis = -1.0\n", 6, "negative"),
+            ("low = 0.0\nhigh = 10.0\nhysteresis = 10.0\n", 6, "not narrower than the band"),
+            ("rate_limit = 0.0\n", 4, "rate_limit"),
+            ("stale_after_ms = 0\n", 4, "stale_after_ms"),
+            ("high = nan\n", 4, "finite"),
+            ("hysteresis = 1.0\nrate_limit = 3.0\n", 4, "without a low or high"),
+            ("", 2, "at least one of"),
+        ];
+        for (body, line, what) in cases {
+            let (l, m) = line_err(&rule(body));
+            assert_eq!(l, line, "{body:?}: {m}");
+            assert!(m.contains(what), "{body:?}: {m}");
+        }
     }
 
     #[test]

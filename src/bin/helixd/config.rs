@@ -305,13 +305,8 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("t.toml"))
-    }
-
     fn line_err(text: &str) -> (usize, String) {
-        let e = parse(text).unwrap_err();
-        (e.line.unwrap_or(0), e.message)
+        crate::shared::conf::error_of(Config::parse, text)
     }
 
     #[test]
@@ -372,7 +367,7 @@ mod tests {
         assert_eq!(l, 7);
         assert!(m.contains("at most 8 bytes; a sim source writes 40-byte samples"), "{m}");
         assert_eq!(line_err("namespace = \"a.b\"\n").0, 1);
-        let e = parse("x = 1\n").unwrap_err().to_string();
+        let e = Config::parse("x = 1\n", Path::new("t.toml")).unwrap_err().to_string();
         assert!(e.starts_with("t.toml:1: ") && !e.contains('\n'), "{e}");
     }
 }

@@ -134,6 +134,14 @@ impl<'a> Source<'a> {
     }
 }
 
+/// The line (0 if none) and the message of the error `parse` finds in
+/// `text`, read from `t.toml`: for the configurations' tests.
+#[cfg(test)]
+pub fn error_of<C: fmt::Debug>(parse: impl Fn(&str, &Path) -> Result<C, ConfigError>, text: &str) -> (usize, String) {
+    let e = parse(text, Path::new("t.toml")).unwrap_err();
+    (e.line.unwrap_or(0), e.message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
