@@ -5,24 +5,23 @@
 //! SIGHUP reloads) and does the periodic work: the STATUS line, sweeps and
 //! watchdog pings. Each source runs in its own thread holding its ring's
 //! writer lease. Nothing a reader or a network peer does can stop it: bad
-//! input is counted and logged.
+//! input is counted and logged, and a ring a peer damages is repaired on
+//! the next sweep ([`Daemon::heal`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tracing::{error, info, warn};
 
-use crate::hal::{sim::Sim, SourceState};
 use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Service};
 use crate::shared::signal::Signal;
+use crate::source::{describe, start_source, Running};
 use helix::{Damaged, RepairError, Ring, RingFile};
 
-use crate::config::{load_config, Config, RingConfig, SourceConfig, SourceKind};
+use crate::config::{load_config, Config, RingConfig, SourceKind};
 use crate::preflight::differences;
 
 /// How often the status line is also logged.
@@ -68,58 +67,6 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
         }
         Err(e) => recreate(format!("the existing ring cannot be used: {e}")),
     }
-}
-
-struct Running {
-    config: SourceConfig,
-    state: Arc<SourceState>,
-    thread: Option<JoinHandle<Result<()>>>,
-}
-
-impl Running {
-    /// A source not running (yet): its ring is being repaired.
-    fn stopped(config: &SourceConfig) -> Running {
-        Running { config: config.clone(), state: SourceState::new(), thread: None }
-    }
-
-    fn stop(&mut self) {
-        self.state.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            match t.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => error!("source for ring {} failed: {e:#}", self.config.ring),
-                Err(_) => error!("source for ring {} panicked", self.config.ring),
-            }
-        }
-    }
-}
-
-fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
-    let writer = ring.writer().with_context(|| format!("source for ring {:?}", cfg.ring))?;
-    let state = SourceState::new();
-    let thread_state = state.clone();
-    let kind = cfg.kind.clone();
-    let name = match kind {
-        SourceKind::Sim { .. } => "hal-sim",
-        SourceKind::Udp { .. } => "hal-udp",
-    };
-    // The UDP socket is bound here, not in the thread: see `udp::bind`.
-    enum Job {
-        Sim(Sim),
-        Udp(std::net::UdpSocket),
-    }
-    let job = match kind {
-        SourceKind::Sim { streams, rate_hz, seed } => Job::Sim(Sim { streams, rate_hz, seed }),
-        SourceKind::Udp { bind } => Job::Udp(crate::hal::udp::bind(bind)?),
-    };
-    let thread = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || match job {
-            Job::Sim(sim) => Ok(sim.run(writer, &thread_state)?),
-            Job::Udp(socket) => crate::hal::udp::serve(socket, writer, &thread_state),
-        })
-        .context("cannot start a thread")?;
-    Ok(Running { config: cfg.clone(), state, thread: Some(thread) })
 }
 
 /// A ring a peer damaged (one of its files shrank under helixd's
@@ -399,22 +346,8 @@ impl Daemon {
             bail!("the namespace cannot change while running ({} → {}); restart helixd", ns, new.namespace);
         }
         crate::preflight::memory(&new)?;
-        // Create the new rings first: if one fails, undo and keep the old.
-        let mut added = Vec::new();
-        let present = |name: &str| self.rings.contains_key(name) || self.repairs.contains_key(name);
-        for rc in new.rings.iter().filter(|rc| !present(&rc.name)) {
-            match open_or_create(&ns, rc).with_context(|| format!("{}:{}", new.path.display(), rc.line)) {
-                Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
-                Err(e) => {
-                    for (name, _, how) in added {
-                        if how != Opened::Adopted {
-                            let _ = Ring::unlink(&ns, &name);
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        // Create the new rings first: if one fails, keep the old.
+        let added = self.open_added(&new)?;
         for rc in &new.rings {
             if let Some(old) = self.config.ring(&rc.name) {
                 if old != rc {
@@ -472,6 +405,28 @@ impl Daemon {
         Ok(())
     }
 
+    /// Creates or adopts the rings `new` adds; if one fails, removes those
+    /// it created and fails.
+    fn open_added(&self, new: &Config) -> Result<Vec<(String, Ring, Opened)>> {
+        let ns = &self.config.namespace;
+        let mut added = Vec::new();
+        let present = |name: &str| self.rings.contains_key(name) || self.repairs.contains_key(name);
+        for rc in new.rings.iter().filter(|rc| !present(&rc.name)) {
+            match open_or_create(ns, rc).with_context(|| format!("{}:{}", new.path.display(), rc.line)) {
+                Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
+                Err(e) => {
+                    for (name, _, how) in added {
+                        if how != Opened::Adopted {
+                            let _ = Ring::unlink(ns, &name);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(added)
+    }
+
     /// Stops every source; removes rings configured with `unlink_on_stop`.
     pub fn stop(&mut self) {
         for r in &mut self.sources {
@@ -506,13 +461,6 @@ fn log_opened(ns: &helix::Namespace, ring: &Ring, how: Opened) {
         g.policy.as_str(),
         s.published + 1
     );
-}
-
-fn describe(kind: &SourceKind) -> String {
-    match kind {
-        SourceKind::Sim { streams, rate_hz, seed } => format!("sim ({streams} streams x {rate_hz} Hz, seed {seed})"),
-        SourceKind::Udp { bind } => format!("udp ({bind})"),
-    }
 }
 
 /// How helixd runs, beyond its configuration file.

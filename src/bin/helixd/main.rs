@@ -12,6 +12,7 @@ mod config;
 mod daemon;
 mod hal;
 mod preflight;
+mod source;
 
 use crate::config::Config;
 use crate::shared::cli::{check, ServiceFlags};

@@ -1,0 +1,81 @@
+//! helixd's HAL sources as the daemon runs them: one thread each, holding
+//! its ring's writer lease.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use tracing::error;
+
+use helix::Ring;
+
+use crate::config::{SourceConfig, SourceKind};
+use crate::hal::{sim::Sim, SourceState};
+
+/// A source the daemon started (or will start once its ring is repaired).
+pub struct Running {
+    /// What it runs.
+    pub config: SourceConfig,
+    /// What its thread shares with the daemon.
+    pub state: Arc<SourceState>,
+    /// Its thread, until stopped.
+    pub thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Running {
+    /// A source not running (yet): its ring is being repaired.
+    pub fn stopped(config: &SourceConfig) -> Running {
+        Running { config: config.clone(), state: SourceState::new(), thread: None }
+    }
+
+    /// Asks its thread to finish and waits for it, logging how it ended.
+    pub fn stop(&mut self) {
+        self.state.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!("source for ring {} failed: {e:#}", self.config.ring),
+                Err(_) => error!("source for ring {} panicked", self.config.ring),
+            }
+        }
+    }
+}
+
+/// Starts the source `cfg` writing `ring`: takes the ring's writer lease
+/// (and binds a UDP source's socket) here, so a failure is the caller's.
+pub fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
+    let writer = ring.writer().with_context(|| format!("source for ring {:?}", cfg.ring))?;
+    let state = SourceState::new();
+    let thread_state = state.clone();
+    let kind = cfg.kind.clone();
+    let name = match kind {
+        SourceKind::Sim { .. } => "hal-sim",
+        SourceKind::Udp { .. } => "hal-udp",
+    };
+    // The UDP socket is bound here, not in the thread: see `udp::bind`.
+    enum Job {
+        Sim(Sim),
+        Udp(std::net::UdpSocket),
+    }
+    let job = match kind {
+        SourceKind::Sim { streams, rate_hz, seed } => Job::Sim(Sim { streams, rate_hz, seed }),
+        SourceKind::Udp { bind } => Job::Udp(crate::hal::udp::bind(bind)?),
+    };
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || match job {
+            Job::Sim(sim) => Ok(sim.run(writer, &thread_state)?),
+            Job::Udp(socket) => crate::hal::udp::serve(socket, writer, &thread_state),
+        })
+        .context("cannot start a thread")?;
+    Ok(Running { config: cfg.clone(), state, thread: Some(thread) })
+}
+
+/// How a source is named in the log.
+pub fn describe(kind: &SourceKind) -> String {
+    match kind {
+        SourceKind::Sim { streams, rate_hz, seed } => format!("sim ({streams} streams x {rate_hz} Hz, seed {seed})"),
+        SourceKind::Udp { bind } => format!("udp ({bind})"),
+    }
+}
