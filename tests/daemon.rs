@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{signal, stderr_of, Env, Notify, Reaped};
+use common::{signal, stderr_of, watchdog, Env, Notify, Reaped};
 use helix::telemetry::Sample;
 use helix::*;
 
@@ -419,4 +419,206 @@ fn helixd_prints_its_man_page_and_completions() {
         let script = run(&["--completions", shell]);
         assert!(script.contains("helixd") && script.contains("print-default-config"), "{shell}: {script}");
     }
+}
+
+/// Two rings, each written by a simulator: `a` and `b`.
+const TWO_RINGS: &str = "[[ring]]
+name = \"a\"
+max_payload = 48
+capacity = 4096
+policy = \"block\"
+[[ring]]
+name = \"b\"
+max_payload = 48
+capacity = 4096
+policy = \"block\"
+[[source]]
+kind = \"sim\"
+ring = \"a\"
+streams = 10
+rate_hz = 100.0
+[[source]]
+kind = \"sim\"
+ring = \"b\"
+streams = 10
+rate_hz = 100.0
+";
+
+/// Reads and drops every notification from now on, so helixd's STATUS
+/// lines never fill the socket (a sender blocks on a full one).
+fn drain(notify: &Notify) {
+    let sock = notify.sock.try_clone().unwrap();
+    sock.set_read_timeout(None).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while sock.recv(&mut buf).is_ok() {}
+    });
+}
+
+/// The ring's creation time and frames published, if it can be attached.
+fn published(ns: &Namespace, ring: &str) -> Option<(u64, u64)> {
+    RingView::attach(ns, ring).ok().map(|v| (v.geometry().created_ns, v.stats().published))
+}
+
+/// Waits (at most 20 s) until `ring` has published more than `after`
+/// frames, saying `what` if it does not.
+fn wait_published(ns: &Namespace, ring: &str, after: u64, what: &str) -> (u64, u64) {
+    let t = Instant::now();
+    loop {
+        if let Some((created, n)) = published(ns, ring).filter(|p| p.1 > after) {
+            return (created, n);
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{what}: ring {ring} is at {:?}", published(ns, ring));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_ring_whose_readers_file_is_truncated_is_repaired_its_sequence_continues_and_the_other_ring_runs_on() {
+    let _dog = watchdog("helixd repair", Duration::from_secs(90));
+    let env = Env::new();
+    let cfg = env.config("r.toml", TWO_RINGS);
+    let notify = Notify::new(&env.dir);
+    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    drain(&notify);
+    let (created, before) = wait_published(&env.ns, "a", 100, "before the damage");
+    wait_published(&env.ns, "b", 100, "before the damage");
+    // A group member shrinks a's control region to nothing.
+    std::fs::OpenOptions::new().write(true).open(env.ns.readers_path("a")).unwrap().set_len(0).unwrap();
+    let (_, b_then) = published(&env.ns, "b").unwrap();
+    // a is repaired: the same ring (its data region kept) gets a new
+    // control region, and publishes again, its sequence going on.
+    let t = Instant::now();
+    let view = loop {
+        assert!(d.0.try_wait().unwrap().is_none(), "helixd died");
+        match RingView::attach(&env.ns, "a") {
+            Ok(v) => break v,
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(20), "ring a was not repaired within 20 s: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(view.geometry().created_ns, created, "ring a was recreated, not repaired");
+    let mut r = Reader::attach(&env.ns, "a", &ReaderOptions::named("after-repair")).unwrap();
+    let (seq, _) = r.read_pod_timeout::<Sample>(Duration::from_secs(10)).expect("ring a publishes again");
+    assert!(seq > before, "the sequence continues: {seq} after {before}");
+    // b published on throughout.
+    wait_published(&env.ns, "b", b_then + 100, "after the damage");
+    assert!(d.0.try_wait().unwrap().is_none(), "helixd died");
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(log.contains("ring a") && log.contains("repaired"), "{log}");
+}
+
+#[test]
+fn a_ring_whose_data_file_is_truncated_is_recreated_and_the_other_ring_runs_on() {
+    let _dog = watchdog("helixd recreate after damage", Duration::from_secs(90));
+    let env = Env::new();
+    let cfg = env.config("d.toml", TWO_RINGS);
+    let notify = Notify::new(&env.dir);
+    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    notify.until("READY=1");
+    drain(&notify);
+    let (created, _) = wait_published(&env.ns, "a", 100, "before the damage");
+    wait_published(&env.ns, "b", 100, "before the damage");
+    // The data region cannot be repaired: the ring is made again.
+    std::fs::OpenOptions::new().write(true).open(env.ns.data_path("a")).unwrap().set_len(0).unwrap();
+    let (_, b_then) = published(&env.ns, "b").unwrap();
+    let t = Instant::now();
+    while published(&env.ns, "a").is_none_or(|(c, _)| c == created) {
+        assert!(d.0.try_wait().unwrap().is_none(), "helixd died");
+        assert!(t.elapsed() < Duration::from_secs(20), "ring a was not recreated within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_published(&env.ns, "a", 0, "after the recreation");
+    wait_published(&env.ns, "b", b_then + 100, "after the damage");
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(log.contains("ring a: its data region is damaged") && log.contains("starts again at 1"), "{log}");
+}
+
+/// `helixd --check` on `config`: whether it passed, and its standard error.
+fn check(env: &Env, config: &Path) -> (bool, String) {
+    let out = env.helixd(config).arg("--check").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A real start of helixd on `config`, which must fail: its standard error.
+fn failed_start(env: &Env, config: &Path) -> String {
+    let out = env.helixd(config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "helixd started: {err}");
+    err
+}
+
+#[test]
+fn check_and_start_refuse_a_ring_too_big_for_dev_shm_and_a_zero_max_payload_naming_the_line() {
+    let _dog = watchdog("helixd check", Duration::from_secs(60));
+    let env = Env::new();
+    // The configuration's body starts at line 4 (after the namespace and
+    // the two intervals).
+    let small = "[[ring]]\nname = \"small\"\npreset = \"xs\"\ncapacity = 64\n";
+    let huge = env
+        .config("huge.toml", &format!("{small}[[ring]]\nname = \"huge\"\nmax_payload = 4096\ncapacity = 1073741824\n"));
+    let (ok, err) = check(&env, &huge);
+    assert!(!ok, "--check passed a 4 TiB ring: {err}");
+    assert!(err.contains("huge.toml:9: ring \"huge\" does not fit in /dev/shm: it needs 4.1 TiB"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = failed_start(&env, &huge);
+    assert!(err.contains("huge.toml:9: ring \"huge\" does not fit in /dev/shm"), "{err}");
+    assert!(env.ns.files().is_empty(), "a failed start left {:?}", env.ns.files());
+
+    let zero = env.config("zero.toml", "[[ring]]\nname = \"z\"\nmax_payload = 0\ncapacity = 64\n");
+    let (ok, err) = check(&env, &zero);
+    assert!(!ok && err.contains("zero.toml:6: ring \"z\": max_payload must be at least 1 byte"), "{err}");
+    assert!(failed_start(&env, &zero).contains("zero.toml:6:"));
+    assert!(env.ns.files().is_empty(), "{:?}", env.ns.files());
+}
+
+#[test]
+fn a_start_that_fails_removes_the_rings_it_created_and_keeps_those_it_adopted() {
+    let _dog = watchdog("helixd failed start", Duration::from_secs(60));
+    let env = Env::new();
+    // The second ring exists with another capacity: the start creates the
+    // first, then refuses the second.
+    let opts = |capacity| RingOptions { capacity, max_payload: 48, policy: Policy::Block, ..Default::default() };
+    Ring::create(&env.ns, "b", &opts(1024)).unwrap();
+    let cfg = env.config("two.toml", TWO_RINGS);
+    let (ok, err) = check(&env, &cfg);
+    assert!(!ok, "--check passed a configuration its start refuses: {err}");
+    assert!(
+        err.contains("two.toml:10: ring \"b\": the existing ring differs") && err.contains("capacity is 1024"),
+        "{err}"
+    );
+    let err = failed_start(&env, &cfg);
+    assert!(err.contains("two.toml:10: ring \"b\"") && err.contains("recreate = true"), "{err}");
+    assert!(!env.ns.data_path("a").exists(), "the failed start left ring a behind: {:?}", env.ns.files());
+    assert_eq!(RingView::attach(&env.ns, "b").unwrap().geometry().capacity, 1024, "ring b is not helixd's to remove");
+
+    // The UDP source cannot bind: the ring it created goes, the one it
+    // adopted stays.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let created = RingView::attach(&env.ns, "b").unwrap().geometry().created_ns;
+    Ring::unlink(&env.ns, "b").unwrap();
+    Ring::create(&env.ns, "b", &opts(4096)).unwrap();
+    let created_b = RingView::attach(&env.ns, "b").unwrap().geometry().created_ns;
+    assert_ne!(created, created_b);
+    let cfg = env.config(
+        "udp.toml",
+        &TWO_RINGS.replacen(
+            "[[source]]\nkind = \"sim\"\nring = \"a\"\nstreams = 10\nrate_hz = 100.0\n",
+            &format!("[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"127.0.0.1:{port}\"\n"),
+            1,
+        ),
+    );
+    let err = failed_start(&env, &cfg);
+    assert!(err.contains(&format!("cannot bind 127.0.0.1:{port}")), "{err}");
+    assert!(!env.ns.data_path("a").exists(), "the failed start left ring a behind: {:?}", env.ns.files());
+    assert_eq!(
+        RingView::attach(&env.ns, "b").unwrap().geometry().created_ns,
+        created_b,
+        "ring b was adopted, not made"
+    );
+    assert_eq!(env.ns.files().len(), 2, "{:?}", env.ns.files());
 }

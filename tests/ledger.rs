@@ -684,3 +684,31 @@ fn a_second_recorder_on_the_folder_is_refused_naming_the_first() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(recorded_next(&env.ledger_dir(), "audit"), 1001);
 }
+
+#[test]
+fn check_prints_what_the_ledger_would_record_and_names_a_mistake_with_its_line() {
+    let env = Env::new();
+    let check = |config: &std::path::Path, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger"))
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .arg("--check")
+            .env("HELIX_NAMESPACE", env.ns.as_str())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(if out.status.success() { &out.stdout } else { &out.stderr }).into_owned();
+        (out.status.success(), text)
+    };
+    let good = env.path("good.toml");
+    fs::write(&good, "dir = \"/x\"\nrings = [\"a\", \"b\"]\n").unwrap();
+    let (ok, out) = check(&good, &["--ring", "c", "--segment-size-mib", "2"]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("namespace {}; records c in /x", env.ns.as_str())) && out.contains("2 MiB"), "{out}");
+    let bad = env.path("bad.toml");
+    fs::write(&bad, "dir = \"/x\"\n\nfsync_interval_ms = 0\n").unwrap();
+    let (ok, err) = check(&bad, &[]);
+    assert!(!ok && err.contains("bad.toml:3: fsync_interval_ms must be 1 to 60000"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(env.ns.files().is_empty() && !env.ledger_dir().exists());
+}

@@ -10,7 +10,7 @@ include!("programs/twin.rs");
 
 use std::time::Duration;
 
-use common::{stderr_of, Env, Notify, TestNs};
+use common::{stderr_of, watchdog, Env, Notify, Reaped, TestNs};
 use config::{Rule, TwinConfig};
 use hal::sim::Sim;
 use helix::telemetry::{Sample, KIND_SAMPLE};
@@ -623,4 +623,118 @@ fn helixctl_twin_without_the_twin_and_a_contradicting_configuration_are_one_line
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:5:"));
     assert!(env.ns.files().is_empty());
+}
+
+/// Legal finite values whose differences or squares are beyond `f64`
+/// leave every statistic finite and as the reference model computes it,
+/// to the same tolerances as ordinary data (stream 0): +1e308 then -1e308
+/// amid stream 1's samples (they cancel: its mean is the others' sum over
+/// all its samples; its variance is beyond `f64` and reads as `f64::MAX`),
+/// and +-1.2e154 on stream 2 (a variance that fits, a sum of squares that
+/// does not). The reference takes streams 1 and 2 scaled by 2^-600 (exact
+/// for a power of two), and its results are scaled back.
+#[test]
+fn finite_extremes_leave_every_statistic_finite_and_as_the_reference_computes_it() {
+    let sim = Sim { streams: 3, rate_hz: 100.0, seed: 9 };
+    let mut twin = Twin::new(&config(3, vec![]), 1);
+    let mut reference = vec![RefStream::default(); 3];
+    let mut others_of_1 = RefStream::default();
+    let scales = [1.0, 2f64.powi(-600), 2f64.powi(-600)];
+    let mut no_rules = vec![];
+    for g in 0..6000u64 {
+        let mut s = sim.sample(g, START_NS);
+        s.ingest_ns = s.sample_ns + INGEST_DELAY_NS;
+        match (s.stream, s.seq) {
+            (1, 5) => s.value = 1e308,
+            (1, 6) => s.value = -1e308,
+            (1, _) => others_of_1.take(1, &s, None, &mut no_rules),
+            (2, seq) => s.value = if seq % 2 == 0 { 1.2e154 } else { -1.2e154 },
+            _ => {}
+        }
+        twin.input(&Input::Sample(s));
+        let scaled = Sample { value: s.value * scales[s.stream as usize], ..s };
+        reference[s.stream as usize].take(s.stream, &scaled, None, &mut no_rules);
+    }
+    for (id, r) in reference.iter().enumerate() {
+        let scale = scales[id];
+        let up = |x: f64| (x / scale).clamp(-f64::MAX, f64::MAX);
+        let id = id as u32;
+        let s = twin.state(id, r.last_ingest_ns, 1, 0).unwrap();
+        let stats = [s.last, s.min, s.max, s.mean, s.variance, s.ewma, s.rate_hz, s.trend, s.prediction, s.staleness];
+        assert!(stats.iter().all(|x| x.is_finite()), "stream {id}: {s:?}");
+        let (mean, magnitude) = match id {
+            1 => (others_of_1.mean() * others_of_1.count as f64 / r.count as f64, 1.0),
+            // The values are +-1.2e154: the mean is 0 within their rounding.
+            2 => (up(r.mean()), 1.2e154),
+            _ => (up(r.mean()), 1.0),
+        };
+        assert!(
+            (s.mean - mean).abs() <= 1e-12 * mean.abs().max(magnitude),
+            "stream {id} mean: twin {}, reference {mean}",
+            s.mean
+        );
+        close("variance", id, s.variance, (r.variance() / scale / scale).min(f64::MAX), 1e-9);
+        close("ewma", id, s.ewma, up(r.ewma), 1e-12);
+        close("trend", id, s.trend, up(r.trend), 1e-9);
+        close("prediction", id, s.prediction, up(r.level + r.trend), 1e-12);
+    }
+    assert_eq!(twin.state(1, 0, 1, 0).unwrap().variance, f64::MAX);
+    let v2 = twin.state(2, 0, 1, 0).unwrap().variance;
+    assert!(v2 > 1.4e308 && v2 < f64::MAX, "{v2}");
+}
+
+/// Whether `reader` is registered on ring `ring` now.
+fn reads(ns: &Namespace, ring: &str, reader: &str) -> bool {
+    RingView::attach(ns, ring).is_ok_and(|v| v.stats().readers.iter().any(|r| r.name == reader))
+}
+
+#[test]
+fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
+    let _dog = watchdog("helix-twin follows replaced rings", Duration::from_secs(90));
+    let env = Env::new();
+    let dcfg = env.file("helix.toml", HELIXD);
+    let tcfg = env.file("twin.toml", TWIN);
+    let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
+    let mut daemon = Reaped::new(
+        env.program(env!("CARGO_BIN_EXE_helixd"), &dcfg).env("NOTIFY_SOCKET", &daemon_notify.path).spawn().unwrap(),
+    );
+    daemon_notify.until("READY=1");
+    let mut twin = Reaped::new(env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg).spawn().unwrap());
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while !done() {
+            assert!(t.elapsed() < Duration::from_secs(20), "{what}: not within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until("the twin reads telemetry", &|| reads(&env.ns, "telemetry", "helix-twin"));
+    // The telemetry and state rings are retired (removed from helixd's
+    // configuration, with the source), then configured again: created anew.
+    let created = |ring: &str| RingView::attach(&env.ns, ring).unwrap().geometry().created_ns;
+    let (telemetry, state) = (created("telemetry"), created("twin.state"));
+    let without = HELIXD
+        .replacen("[[ring]]\nname = \"telemetry\"", "[[ring]]\nname = \"unused\"", 1)
+        .replacen("[[ring]]\nname = \"twin.state\"", "[[ring]]\nname = \"unused.too\"", 1)
+        .replace("ring = \"telemetry\"", "ring = \"unused\"");
+    env.file("helix.toml", &without);
+    common::signal(&daemon.0, libc::SIGHUP);
+    daemon_notify.until("READY=1");
+    assert!(!env.ns.data_path("telemetry").exists() && !env.ns.data_path("twin.state").exists());
+    env.file("helix.toml", HELIXD);
+    common::signal(&daemon.0, libc::SIGHUP);
+    daemon_notify.until("READY=1");
+    assert!(created("telemetry") != telemetry && created("twin.state") != state);
+    until("the twin reads the new telemetry ring", &|| reads(&env.ns, "telemetry", "helix-twin"));
+    let twin_writes = || RingView::attach(&env.ns, "twin.state").unwrap().stats().lease.pid == Some(twin.0.id());
+    until("the twin writes the new state ring", &twin_writes);
+    // And what it publishes there is read: state frames arrive.
+    let mut r = Reader::attach(&env.ns, "twin.state", &ReaderOptions::named("test")).unwrap();
+    let mut buf = vec![0u8; 256];
+    r.read_timeout(&mut buf, Duration::from_secs(10)).expect("the twin publishes on the new state ring");
+    sigterm(&twin.0);
+    let log = stderr_of(&mut twin.0);
+    assert!(twin.0.wait().unwrap().success(), "{log}");
+    assert!(log.contains("ring telemetry was replaced") && log.contains("ring twin.state was replaced"), "{log}");
+    sigterm(&daemon.0);
+    assert!(daemon.0.wait().unwrap().success());
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::shared::conf::{line_of, ConfigError};
+use crate::shared::conf::{ConfigError, Source};
 use helix::shm::{validate_ring_name, Namespace};
 
 /// The configuration used when there is no file.
@@ -44,49 +44,30 @@ struct Raw {
 }
 
 impl LedgerConfig {
-    /// Reads and validates `path`.
-    pub fn load(path: &Path) -> Result<LedgerConfig, ConfigError> {
-        let text = crate::shared::conf::read(path)?;
-        LedgerConfig::parse(&text, path)
-    }
-
     /// `path` if given (it must exist), else /etc/helix/ledger.toml if it
     /// exists, else the embedded default.
     pub fn find(path: Option<&Path>) -> Result<LedgerConfig, ConfigError> {
-        match path {
-            Some(p) => LedgerConfig::load(p),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => LedgerConfig::load(Path::new(DEFAULT_CONFIG_PATH)),
-            None => LedgerConfig::parse(DEFAULT_CONFIG, Path::new("<embedded default>")),
-        }
+        crate::shared::conf::find(path, DEFAULT_CONFIG_PATH, DEFAULT_CONFIG, LedgerConfig::parse)
     }
 
     /// Parses and validates configuration text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<LedgerConfig, ConfigError> {
-        let err = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
-            path: path.to_owned(),
-            line: span.map(|s| line_of(text, s.start)),
-            message,
-        };
-        let raw: Raw = toml::from_str(text).map_err(|e| err(e.span(), e.message().trim().replace('\n', "; ")))?;
-        let namespace = match &raw.namespace {
-            Some(ns) => Namespace::new(ns.get_ref()).map_err(|e| err(Some(ns.span()), e.to_string()))?,
-            None => Namespace::from_env().map_err(|e| err(None, format!("HELIX_NAMESPACE: {e}")))?,
-        };
+        let src = Source::new(text, path);
+        let raw: Raw = src.toml()?;
+        let namespace = src.namespace(&raw.namespace)?;
         let dir = match &raw.dir {
-            Some(d) if d.get_ref().is_empty() => return Err(err(Some(d.span()), "dir must not be empty".into())),
+            Some(d) if d.get_ref().is_empty() => return Err(src.at(d, "dir must not be empty")),
             Some(d) => PathBuf::from(d.get_ref()),
             None => PathBuf::from("/var/lib/helix/ledger"),
         };
         let mut rings = Vec::new();
         match &raw.rings {
-            Some(list) if list.get_ref().is_empty() => {
-                return Err(err(Some(list.span()), "rings must name at least one ring".into()))
-            }
+            Some(list) if list.get_ref().is_empty() => return Err(src.at(list, "rings must name at least one ring")),
             Some(list) => {
                 for r in list.get_ref() {
-                    validate_ring_name(r.get_ref()).map_err(|e| err(Some(r.span()), e.to_string()))?;
+                    validate_ring_name(r.get_ref()).map_err(|e| src.at(r, e.to_string()))?;
                     if rings.contains(r.get_ref()) {
-                        return Err(err(Some(r.span()), format!("ring {:?} is listed twice", r.get_ref())));
+                        return Err(src.at(r, format!("ring {:?} is listed twice", r.get_ref())));
                     }
                     rings.push(r.get_ref().clone());
                 }
@@ -95,14 +76,14 @@ impl LedgerConfig {
         }
         let fsync_interval = match &raw.fsync_interval_ms {
             Some(v) if *v.get_ref() == 0 || *v.get_ref() > 60_000 => {
-                return Err(err(Some(v.span()), "fsync_interval_ms must be 1 to 60000".into()))
+                return Err(src.at(v, "fsync_interval_ms must be 1 to 60000"))
             }
             Some(v) => Duration::from_millis(*v.get_ref()),
             None => Duration::from_millis(10),
         };
         let segment_size = match &raw.segment_size_mib {
             Some(v) if *v.get_ref() == 0 || *v.get_ref() > 65536 => {
-                return Err(err(Some(v.span()), "segment_size_mib must be 1 to 65536".into()))
+                return Err(src.at(v, "segment_size_mib must be 1 to 65536"))
             }
             Some(v) => *v.get_ref() << 20,
             None => 64 << 20,

@@ -13,6 +13,7 @@ mod config;
 mod run;
 
 use config::LedgerConfig;
+use shared::cli::{check, ServiceFlags};
 
 #[derive(Parser)]
 #[command(
@@ -40,18 +41,10 @@ struct Cli {
     /// Segment size in MiB (overrides `segment_size_mib`).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65536))]
     segment_size_mib: Option<u64>,
-    /// Print the embedded default configuration and exit.
-    #[arg(long)]
-    print_default_config: bool,
+    #[command(flatten)]
+    service: ServiceFlags,
     #[command(subcommand)]
     command: Option<Command>,
-    /// Print the man page (roff) and exit.
-    #[arg(long)]
-    man: bool,
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
-    /// and exit.
-    #[arg(long, value_name = "SHELL")]
-    completions: Option<clap_complete::Shell>,
 }
 
 #[derive(Subcommand)]
@@ -94,18 +87,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(code) = crate::shared::service::print_docs(Cli::command(), cli.man, cli.completions) {
+    if let Some(code) = cli.service.print(Cli::command(), crate::config::DEFAULT_CONFIG) {
         return code;
     }
-    if cli.print_default_config {
-        print!("{}", crate::config::DEFAULT_CONFIG);
-        return ExitCode::SUCCESS;
+    if cli.service.check {
+        return check("helix-ledger", load(&cli), report);
     }
-    let verdict = match cli.command {
-        Some(Command::Verify { dir, json }) => command::verify(&dir, json),
-        Some(Command::Head { dir, json }) => command::head(&dir, json),
-        Some(Command::Export { dir, from, to, ring }) => command::export(&dir, ring.as_deref(), from, to),
-        None => return record(cli),
+    let verdict = match &cli.command {
+        Some(Command::Verify { dir, json }) => command::verify(dir, *json),
+        Some(Command::Head { dir, json }) => command::head(dir, *json),
+        Some(Command::Export { dir, from, to, ring }) => command::export(dir, ring.as_deref(), *from, *to),
+        None => return record(&cli),
     };
     match verdict {
         Ok(true) => ExitCode::SUCCESS,
@@ -117,25 +109,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn record(cli: Cli) -> ExitCode {
-    let mut cfg = match LedgerConfig::find(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("helix-ledger: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(dir) = cli.dir {
-        cfg.dir = dir;
+/// The configuration, with the command line's overrides.
+fn load(cli: &Cli) -> Result<LedgerConfig, String> {
+    let mut cfg = LedgerConfig::find(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(dir) = &cli.dir {
+        cfg.dir = dir.clone();
     }
     if !cli.rings.is_empty() {
         for r in &cli.rings {
-            if let Err(e) = helix::shm::validate_ring_name(r) {
-                eprintln!("helix-ledger: --ring {r}: {e}");
-                return ExitCode::FAILURE;
-            }
+            helix::shm::validate_ring_name(r).map_err(|e| format!("--ring {r}: {e}"))?;
         }
-        cfg.rings = cli.rings;
+        cfg.rings = cli.rings.clone();
     }
     if let Some(ms) = cli.fsync_interval_ms {
         cfg.fsync_interval = std::time::Duration::from_millis(ms);
@@ -143,20 +127,40 @@ fn record(cli: Cli) -> ExitCode {
     if let Some(mib) = cli.segment_size_mib {
         cfg.segment_size = mib << 20;
     }
-    crate::shared::logging::init(crate::shared::logging::level_from_env());
-    tracing::info!(
-        "configuration {}; namespace {}; ledger {}; rings {}; fsync every {:?}",
-        cfg.path.display(),
-        cfg.namespace,
-        cfg.dir.display(),
-        cfg.rings.join(", "),
-        cfg.fsync_interval
-    );
-    match crate::run::run(&cfg) {
-        Ok(()) => ExitCode::SUCCESS,
+    Ok(cfg)
+}
+
+/// What `--check` prints of a valid configuration.
+fn report(c: &LedgerConfig) -> String {
+    format!(
+        "{}: ok, namespace {}; records {} in {}; fsync every {:?}, segments of {} MiB\n",
+        c.path.display(),
+        c.namespace,
+        c.rings.join(", "),
+        c.dir.display(),
+        c.fsync_interval,
+        c.segment_size >> 20
+    )
+}
+
+/// Runs the recorder.
+fn record(cli: &Cli) -> ExitCode {
+    let cfg = match load(cli) {
+        Ok(c) => c,
         Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            eprintln!("helix-ledger: {e}");
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    crate::shared::cli::run(|| {
+        tracing::info!(
+            "configuration {}; namespace {}; ledger {}; rings {}; fsync every {:?}",
+            cfg.path.display(),
+            cfg.namespace,
+            cfg.dir.display(),
+            cfg.rings.join(", "),
+            cfg.fsync_interval
+        );
+        crate::run::run(&cfg)
+    })
 }

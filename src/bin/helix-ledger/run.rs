@@ -334,98 +334,149 @@ pub fn run(cfg: &LedgerConfig) -> Result<()> {
     Ok(flushed?)
 }
 
+/// Records until SIGTERM or SIGINT: pumps the rings into the ledger, starts
+/// the background syncs, does the housekeeping on its cadence, and waits
+/// when the rings are idle.
 fn serve(cfg: &LedgerConfig, service: &mut Service, taps: &mut [Tap], ledger: &mut Ledger) -> Result<()> {
-    let start = Instant::now();
     let mut housekeeping = Cadence::new(HOUSEKEEPING, HOUSEKEEPING);
-    let mut ring_check = Cadence::new(RING_CHECK, RING_CHECK);
-    let mut rate = (start, 0u64, 0.0f64);
+    let mut keeper = Keeper {
+        ring_check: Cadence::new(RING_CHECK, RING_CHECK),
+        rate: (Instant::now(), 0, 0.0),
+        stuck_logged: false,
+    };
     let mut idle_polls = 0u32;
     let mut syncer = Syncer::spawn()?;
-    let mut stuck_logged = false;
     loop {
-        let mut got = 0;
-        for t in taps.iter_mut() {
-            got += t.pump(ledger);
-        }
-        if got == 0 || ledger.buffered() >= FLUSH_BYTES {
-            ledger.flush()?;
-            // Written: the frames may go.
-            for t in taps.iter_mut() {
-                if let Some(r) = t.reader.as_mut() {
-                    r.release();
-                }
-            }
-        }
+        let got = pump(taps, ledger)?;
         if !syncer.busy()? && ledger.sync_due_in(cfg.fsync_interval) == Some(Duration::ZERO) {
             syncer.start(ledger)?;
         }
-        let now = Instant::now();
-        if housekeeping.due(now) {
-            match service.signal(Duration::ZERO)? {
-                Some(Event::Stop(_)) => return syncer.finish(),
-                // Nothing to reload and no use for the user signals.
-                Some(Event::Other(sig)) => info!("signal {sig} ignored (SIGTERM or SIGINT stop the ledger)"),
-                None => {}
-            }
-            // A sync stuck as long as the watchdog's timeout means the disk
-            // is stuck: stop the pings and let systemd restart the ledger
-            // (durability stopped).
-            service.ping(now, |wd| {
-                let stuck = syncer.stuck_for() >= wd;
-                if stuck && !stuck_logged {
-                    error!("fdatasync stuck for {:.1} s: no more watchdog pings", syncer.stuck_for().as_secs_f64());
-                }
-                stuck_logged = stuck;
-                !stuck
-            });
-            let check_all = ring_check.due(now);
-            for t in taps.iter_mut() {
-                // A missing ring is looked for on every tick: frames
-                // published before the ledger attaches stay only as long
-                // as the ring holds them.
-                if check_all || t.reader.is_none() {
-                    t.check(&cfg.namespace, ledger, got == 0)?;
-                }
-            }
-            if service.status_due(now) {
-                let frames = ledger.stats().frames;
-                let dt = now.duration_since(rate.0).as_secs_f64();
-                rate = (now, frames, (frames - rate.1) as f64 / dt.max(1e-9));
-                service.status(now, &status(taps, ledger, rate.2));
-            }
+        if housekeeping.due(Instant::now()) && keeper.run(cfg, service, taps, ledger, &syncer, got == 0)? {
+            return syncer.finish();
         }
         if got > 0 {
             idle_polls = 0;
             continue;
         }
-        // Idle: wait for frames, the next fsync or housekeeping. While
-        // frames flow, poll every half millisecond rather than park: a
-        // parked reader costs the writer a futex wake per publish, and the
-        // ledger a wake-up per small batch, where a poll takes half a
-        // millisecond's frames at once. After a quiet spell, park until a
-        // frame comes.
-        let mut timeout = housekeeping.next().saturating_duration_since(Instant::now());
-        if syncer.busy()? {
-            // Notice soon when it is done: the next one may be due.
-            timeout = timeout.min(POLL);
-        } else if let Some(d) = ledger.sync_due_in(cfg.fsync_interval) {
-            timeout = timeout.min(d);
-        }
         idle_polls += 1;
-        if idle_polls <= QUIET_POLLS {
-            std::thread::sleep(timeout.min(POLL));
-            continue;
-        }
-        match taps.iter_mut().filter_map(|t| t.reader.as_mut()).collect::<Vec<_>>().as_mut_slice() {
-            [] => std::thread::sleep(timeout),
-            [only] => {
-                let _ = only.wait_timeout(timeout);
+        idle(taps, ledger, &mut syncer, housekeeping.next(), cfg.fsync_interval, idle_polls)?;
+    }
+}
+
+/// Reads a batch from every ring into the ledger; writes the buffer out
+/// (and releases the frames to the writers) when the rings had nothing or
+/// the buffer is full. Returns the records added.
+fn pump(taps: &mut [Tap], ledger: &mut Ledger) -> Result<usize> {
+    let mut got = 0;
+    for t in taps.iter_mut() {
+        got += t.pump(ledger);
+    }
+    if got == 0 || ledger.buffered() >= FLUSH_BYTES {
+        ledger.flush()?;
+        // Written: the frames may go.
+        for t in taps.iter_mut() {
+            if let Some(r) = t.reader.as_mut() {
+                r.release();
             }
-            // A reader parks on its own ring's futex only: with several
-            // rings, keep polling.
-            _ => std::thread::sleep(timeout.min(POLL)),
         }
     }
+    Ok(got)
+}
+
+/// What the housekeeping keeps between its turns.
+struct Keeper {
+    ring_check: Cadence,
+    /// When the rate was last measured, the frames then, and the rate.
+    rate: (Instant, u64, f64),
+    /// Logged that the sync is stuck.
+    stuck_logged: bool,
+}
+
+impl Keeper {
+    /// One turn of housekeeping: signals (true: stop), the watchdog, the
+    /// rings (attached, replaced, demoted; `idle`: the rings had nothing)
+    /// and the status line.
+    fn run(
+        &mut self,
+        cfg: &LedgerConfig,
+        service: &mut Service,
+        taps: &mut [Tap],
+        ledger: &mut Ledger,
+        syncer: &Syncer,
+        idle: bool,
+    ) -> Result<bool> {
+        let now = Instant::now();
+        match service.signal(Duration::ZERO)? {
+            Some(Event::Stop(_)) => return Ok(true),
+            // Nothing to reload and no use for the user signals.
+            Some(Event::Other(sig)) => info!("signal {sig} ignored (SIGTERM or SIGINT stop the ledger)"),
+            None => {}
+        }
+        // A sync stuck as long as the watchdog's timeout means the disk is
+        // stuck: stop the pings and let systemd restart the ledger
+        // (durability stopped).
+        service.ping(now, |wd| {
+            let stuck = syncer.stuck_for() >= wd;
+            if stuck && !self.stuck_logged {
+                error!("fdatasync stuck for {:.1} s: no more watchdog pings", syncer.stuck_for().as_secs_f64());
+            }
+            self.stuck_logged = stuck;
+            !stuck
+        });
+        let check_all = self.ring_check.due(now);
+        for t in taps.iter_mut() {
+            // A missing ring is looked for on every tick: frames published
+            // before the ledger attaches stay only as long as the ring
+            // holds them.
+            if check_all || t.reader.is_none() {
+                t.check(&cfg.namespace, ledger, idle)?;
+            }
+        }
+        if service.status_due(now) {
+            let frames = ledger.stats().frames;
+            let dt = now.duration_since(self.rate.0).as_secs_f64();
+            self.rate = (now, frames, (frames - self.rate.1) as f64 / dt.max(1e-9));
+            service.status(now, &status(taps, ledger, self.rate.2));
+        }
+        Ok(false)
+    }
+}
+
+/// Idle: waits for frames, the next fsync or the housekeeping due at
+/// `next`. While frames flow, polls every half millisecond rather than
+/// park: a parked reader costs the writer a futex wake per publish, and
+/// the ledger a wake-up per small batch, where a poll takes half a
+/// millisecond's frames at once. After `QUIET_POLLS` empty polls in a row,
+/// parks until a frame comes.
+fn idle(
+    taps: &mut [Tap],
+    ledger: &Ledger,
+    syncer: &mut Syncer,
+    next: Instant,
+    fsync_interval: Duration,
+    idle_polls: u32,
+) -> Result<()> {
+    let mut timeout = next.saturating_duration_since(Instant::now());
+    if syncer.busy()? {
+        // Notice soon when it is done: the next one may be due.
+        timeout = timeout.min(POLL);
+    } else if let Some(d) = ledger.sync_due_in(fsync_interval) {
+        timeout = timeout.min(d);
+    }
+    if idle_polls <= QUIET_POLLS {
+        std::thread::sleep(timeout.min(POLL));
+        return Ok(());
+    }
+    match taps.iter_mut().filter_map(|t| t.reader.as_mut()).collect::<Vec<_>>().as_mut_slice() {
+        [] => std::thread::sleep(timeout),
+        [only] => {
+            let _ = only.wait_timeout(timeout);
+        }
+        // A reader parks on its own ring's futex only: with several rings,
+        // keep polling.
+        _ => std::thread::sleep(timeout.min(POLL)),
+    }
+    Ok(())
 }
 
 /// The one-line status: rings, rate, gaps, segment.

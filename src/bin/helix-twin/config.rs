@@ -9,11 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::ops::Range;
+
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::shared::conf::line_of;
 pub use crate::shared::conf::ConfigError;
+use crate::shared::conf::Source;
 use helix::shm::{validate_ring_name, Namespace};
 use helix::twin::StreamRange;
 
@@ -111,185 +113,52 @@ struct RawRule {
 }
 
 impl TwinConfig {
-    /// Reads and validates `path`.
-    pub fn load(path: &Path) -> Result<TwinConfig, ConfigError> {
-        let text = crate::shared::conf::read(path)?;
-        TwinConfig::parse(&text, path)
-    }
-
     /// The embedded default configuration.
+    #[cfg(test)]
     pub fn embedded() -> Result<TwinConfig, ConfigError> {
-        TwinConfig::parse(DEFAULT_CONFIG, Path::new("<embedded default>"))
+        TwinConfig::parse(DEFAULT_CONFIG, Path::new(crate::shared::conf::EMBEDDED))
     }
 
     /// `path` if given (it must exist), else /etc/helix/twin.toml if it
     /// exists, else the embedded default.
     pub fn find(path: Option<&Path>) -> Result<TwinConfig, ConfigError> {
-        match path {
-            Some(p) => TwinConfig::load(p),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => TwinConfig::load(Path::new(DEFAULT_CONFIG_PATH)),
-            None => TwinConfig::embedded(),
-        }
+        crate::shared::conf::find(path, DEFAULT_CONFIG_PATH, DEFAULT_CONFIG, TwinConfig::parse)
     }
 
     /// Parses and validates configuration text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<TwinConfig, ConfigError> {
-        let err = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
-            path: path.to_owned(),
-            line: span.map(|s| line_of(text, s.start)),
-            message,
-        };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.span(), e.message().trim().replace('\n', "; ")))?;
-
-        let namespace = match &raw.namespace {
-            Some(ns) => Namespace::new(ns.get_ref()).map_err(|e| err(Some(ns.span()), e.to_string()))?,
-            None => Namespace::from_env().map_err(|e| err(None, format!("HELIX_NAMESPACE: {e}")))?,
-        };
+        let src = Source::new(text, path);
+        let raw: RawConfig = src.toml()?;
+        let namespace = src.namespace(&raw.namespace)?;
         let streams = match &raw.streams {
             None => 10_000,
             Some(s) => match u32::try_from(*s.get_ref()) {
                 Ok(n) if (1..=MAX_STREAMS).contains(&n) => n,
-                _ => return Err(err(Some(s.span()), format!("streams must be from 1 to {MAX_STREAMS}"))),
+                _ => return Err(src.at(s, format!("streams must be from 1 to {MAX_STREAMS}"))),
             },
         };
-        let ring = |v: &Option<Spanned<String>>, default: &str, what: &str| -> Result<String, ConfigError> {
-            match v {
-                None => Ok(default.to_owned()),
-                Some(v) => {
-                    validate_ring_name(v.get_ref()).map_err(|e| err(Some(v.span()), format!("{what}: {e}")))?;
-                    Ok(v.get_ref().clone())
-                }
-            }
-        };
-        let telemetry_ring = ring(&raw.telemetry_ring, "telemetry", "telemetry_ring")?;
-        let state_ring = ring(&raw.state_ring, "twin.state", "state_ring")?;
-        let alarm_ring = ring(&raw.alarm_ring, "alarms", "alarm_ring")?;
-        if let Some(r) =
-            [&raw.state_ring, &raw.alarm_ring].into_iter().flatten().find(|r| *r.get_ref() == telemetry_ring)
-        {
-            return Err(err(Some(r.span()), "the twin cannot write the ring it reads".into()));
-        }
-        if state_ring == alarm_ring {
-            let at = raw.alarm_ring.as_ref().or(raw.state_ring.as_ref()).map(|r| r.span());
-            return Err(err(at, "state_ring and alarm_ring must be different rings".into()));
-        }
-        let ms = |v: &Option<Spanned<i64>>, default: u64, what: &str| -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(Duration::from_millis(default)),
-                Some(v) if *v.get_ref() > 0 => Ok(Duration::from_millis(*v.get_ref() as u64)),
-                Some(v) => Err(err(Some(v.span()), format!("{what} must be more than 0"))),
-            }
+        let [telemetry_ring, state_ring, alarm_ring] = rings(&src, &raw)?;
+        let ms = |v: &Option<Spanned<i64>>, default: u64, what: &str| {
+            Ok::<_, ConfigError>(src.millis(v, what)?.unwrap_or(Duration::from_millis(default)))
         };
         let snapshot_interval = ms(&raw.snapshot_interval_ms, 1000, "snapshot_interval_ms")?;
         let update_interval = ms(&raw.update_interval_ms, 200, "update_interval_ms")?;
         let poll_interval = ms(&raw.poll_interval_ms, 1, "poll_interval_ms")?;
         if update_interval > snapshot_interval {
             let at = raw.update_interval_ms.as_ref().map(|v| v.span());
-            return Err(err(at, "update_interval_ms is longer than snapshot_interval_ms".into()));
+            return Err(src.err(at, "update_interval_ms is longer than snapshot_interval_ms"));
         }
-        let factor = |v: &Option<Spanned<f64>>, what: &str| -> Result<f64, ConfigError> {
-            match v {
-                None => Ok(0.1),
-                Some(v) if *v.get_ref() > 0.0 && *v.get_ref() <= 1.0 => Ok(*v.get_ref()),
-                Some(v) => Err(err(Some(v.span()), format!("{what} must be above 0 and at most 1"))),
-            }
+        let factor = |v: &Option<Spanned<f64>>, what: &str| match v {
+            None => Ok(0.1),
+            Some(v) if *v.get_ref() > 0.0 && *v.get_ref() <= 1.0 => Ok(*v.get_ref()),
+            Some(v) => Err(src.at(v, format!("{what} must be above 0 and at most 1"))),
         };
         let ewma_alpha = factor(&raw.ewma_alpha, "ewma_alpha")?;
         let trend_beta = factor(&raw.trend_beta, "trend_beta")?;
-
-        let mut rules: Vec<(Rule, std::ops::Range<usize>)> = Vec::new();
+        let mut rules: Vec<(Rule, Range<usize>)> = Vec::new();
         for r in &raw.rule {
-            let span = r.span();
-            let r = r.get_ref();
-            let at = |v: &Spanned<f64>| Some(v.span());
-            let range = match r.streams.get_ref() {
-                RawStreams::Id(i) => match u32::try_from(*i) {
-                    Ok(v) => StreamRange { first: v, last: v },
-                    Err(_) => return Err(err(Some(r.streams.span()), format!("streams {i}: not a stream id"))),
-                },
-                RawStreams::Text(t) => {
-                    StreamRange::parse(t, streams).map_err(|e| err(Some(r.streams.span()), e.to_string()))?
-                }
-            };
-            if range.last >= streams {
-                return Err(err(
-                    Some(r.streams.span()),
-                    format!(
-                        "rule streams {range} reach past the configured streams = {streams} (ids 0-{})",
-                        streams - 1
-                    ),
-                ));
-            }
-            if let Some((other, other_span)) = rules.iter().find(|(o, _)| o.streams.overlaps(&range)) {
-                return Err(err(
-                    Some(r.streams.span()),
-                    format!(
-                        "rule streams {range} overlap the rule at line {} (streams {}): a stream has one rule",
-                        line_of(text, other_span.start),
-                        other.streams
-                    ),
-                ));
-            }
-            for v in [&r.low, &r.high, &r.hysteresis, &r.rate_limit].into_iter().flatten() {
-                if !v.get_ref().is_finite() {
-                    return Err(err(at(v), "limits must be finite numbers".into()));
-                }
-            }
-            let low = r.low.as_ref().map(|v| *v.get_ref());
-            let high = r.high.as_ref().map(|v| *v.get_ref());
-            let hysteresis = r.hysteresis.as_ref().map_or(0.0, |v| *v.get_ref());
-            if let (Some(l), Some(h)) = (&r.low, &r.high) {
-                if l.get_ref() >= h.get_ref() {
-                    return Err(err(
-                        at(l),
-                        format!("low = {} is not below high = {}: the limits contradict", l.get_ref(), h.get_ref()),
-                    ));
-                }
-            }
-            if let Some(h) = &r.hysteresis {
-                if *h.get_ref() < 0.0 {
-                    return Err(err(at(h), format!("hysteresis = {} is negative", h.get_ref())));
-                }
-                if let (Some(l), Some(hi)) = (low, high) {
-                    if *h.get_ref() >= hi - l {
-                        return Err(err(
-                            at(h),
-                            format!(
-                                "hysteresis = {} is not narrower than the band {l} to {hi}: an alarm could never clear",
-                                h.get_ref()
-                            ),
-                        ));
-                    }
-                }
-                if low.is_none() && high.is_none() {
-                    return Err(err(at(h), "hysteresis without a low or high limit".into()));
-                }
-            }
-            if let Some(v) = &r.rate_limit {
-                if *v.get_ref() <= 0.0 {
-                    return Err(err(at(v), format!("rate_limit = {} must be above 0", v.get_ref())));
-                }
-            }
-            let stale_after = ms_opt(&r.stale_after_ms, "stale_after_ms").map_err(|(s, m)| err(s, m))?;
-            let period = ms_opt(&r.period_ms, "period_ms").map_err(|(s, m)| err(s, m))?;
-            if low.is_none() && high.is_none() && r.rate_limit.is_none() && stale_after.is_none() && period.is_none() {
-                return Err(err(
-                    Some(span.clone()),
-                    "a rule needs at least one of low, high, rate_limit, stale_after_ms, period_ms".into(),
-                ));
-            }
-            rules.push((
-                Rule {
-                    streams: range,
-                    low,
-                    high,
-                    hysteresis,
-                    rate_limit: r.rate_limit.as_ref().map(|v| *v.get_ref()),
-                    stale_after,
-                    period,
-                },
-                span,
-            ));
+            let checked = rule(&src, r, streams, &rules)?;
+            rules.push((checked, r.span()));
         }
         Ok(TwinConfig {
             path: path.to_owned(),
@@ -340,14 +209,133 @@ impl TwinConfig {
     }
 }
 
-type SpanErr = (Option<std::ops::Range<usize>>, String);
-
-fn ms_opt(v: &Option<Spanned<i64>>, what: &str) -> Result<Option<Duration>, SpanErr> {
-    match v {
-        None => Ok(None),
-        Some(v) if *v.get_ref() > 0 => Ok(Some(Duration::from_millis(*v.get_ref() as u64))),
-        Some(v) => Err((Some(v.span()), format!("{what} must be more than 0"))),
+/// The telemetry, state and alarm rings: valid names, the twin writing
+/// neither the ring it reads nor one ring twice.
+fn rings(src: &Source<'_>, raw: &RawConfig) -> Result<[String; 3], ConfigError> {
+    let ring = |v: &Option<Spanned<String>>, default: &str, what: &str| match v {
+        None => Ok(default.to_owned()),
+        Some(v) => {
+            validate_ring_name(v.get_ref()).map_err(|e| src.at(v, format!("{what}: {e}")))?;
+            Ok(v.get_ref().clone())
+        }
+    };
+    let telemetry_ring = ring(&raw.telemetry_ring, "telemetry", "telemetry_ring")?;
+    let state_ring = ring(&raw.state_ring, "twin.state", "state_ring")?;
+    let alarm_ring = ring(&raw.alarm_ring, "alarms", "alarm_ring")?;
+    if let Some(r) = [&raw.state_ring, &raw.alarm_ring].into_iter().flatten().find(|r| *r.get_ref() == telemetry_ring) {
+        return Err(src.at(r, "the twin cannot write the ring it reads"));
     }
+    if state_ring == alarm_ring {
+        let at = raw.alarm_ring.as_ref().or(raw.state_ring.as_ref()).map(|r| r.span());
+        return Err(src.err(at, "state_ring and alarm_ring must be different rings"));
+    }
+    Ok([telemetry_ring, state_ring, alarm_ring])
+}
+
+/// One `[[rule]]` table, checked for consistency; `before` are the rules
+/// above it, with their spans.
+fn rule(
+    src: &Source<'_>,
+    r: &Spanned<RawRule>,
+    streams: u32,
+    before: &[(Rule, Range<usize>)],
+) -> Result<Rule, ConfigError> {
+    let span = r.span();
+    let r = r.get_ref();
+    let range = stream_range(src, r, streams, before)?;
+    let (low, high, hysteresis) = limits(src, r)?;
+    if let Some(v) = &r.rate_limit {
+        if *v.get_ref() <= 0.0 {
+            return Err(src.at(v, format!("rate_limit = {} must be above 0", v.get_ref())));
+        }
+    }
+    let stale_after = src.millis(&r.stale_after_ms, "stale_after_ms")?;
+    let period = src.millis(&r.period_ms, "period_ms")?;
+    if low.is_none() && high.is_none() && r.rate_limit.is_none() && stale_after.is_none() && period.is_none() {
+        return Err(
+            src.err(Some(span), "a rule needs at least one of low, high, rate_limit, stale_after_ms, period_ms")
+        );
+    }
+    Ok(Rule {
+        streams: range,
+        low,
+        high,
+        hysteresis,
+        rate_limit: r.rate_limit.as_ref().map(|v| *v.get_ref()),
+        stale_after,
+        period,
+    })
+}
+
+/// A rule's streams: ids within `streams`, overlapping no rule `before`.
+fn stream_range(
+    src: &Source<'_>,
+    r: &RawRule,
+    streams: u32,
+    before: &[(Rule, Range<usize>)],
+) -> Result<StreamRange, ConfigError> {
+    let range = match r.streams.get_ref() {
+        RawStreams::Id(i) => match u32::try_from(*i) {
+            Ok(v) => StreamRange { first: v, last: v },
+            Err(_) => return Err(src.at(&r.streams, format!("streams {i}: not a stream id"))),
+        },
+        RawStreams::Text(t) => StreamRange::parse(t, streams).map_err(|e| src.at(&r.streams, e.to_string()))?,
+    };
+    if range.last >= streams {
+        return Err(src.at(
+            &r.streams,
+            format!("rule streams {range} reach past the configured streams = {streams} (ids 0-{})", streams - 1),
+        ));
+    }
+    if let Some((other, other_span)) = before.iter().find(|(o, _)| o.streams.overlaps(&range)) {
+        return Err(src.at(
+            &r.streams,
+            format!(
+                "rule streams {range} overlap the rule at line {} (streams {}): a stream has one rule",
+                src.line(other_span.start),
+                other.streams
+            ),
+        ));
+    }
+    Ok(range)
+}
+
+/// A rule's low and high limits and hysteresis: finite, not contradicting,
+/// a hysteresis only with a limit and narrower than the band.
+fn limits(src: &Source<'_>, r: &RawRule) -> Result<(Option<f64>, Option<f64>, f64), ConfigError> {
+    for v in [&r.low, &r.high, &r.hysteresis, &r.rate_limit].into_iter().flatten() {
+        if !v.get_ref().is_finite() {
+            return Err(src.at(v, "limits must be finite numbers"));
+        }
+    }
+    let low = r.low.as_ref().map(|v| *v.get_ref());
+    let high = r.high.as_ref().map(|v| *v.get_ref());
+    if let (Some(l), Some(h)) = (&r.low, &r.high) {
+        if l.get_ref() >= h.get_ref() {
+            return Err(
+                src.at(l, format!("low = {} is not below high = {}: the limits contradict", l.get_ref(), h.get_ref()))
+            );
+        }
+    }
+    let Some(h) = &r.hysteresis else { return Ok((low, high, 0.0)) };
+    let hysteresis = *h.get_ref();
+    if hysteresis < 0.0 {
+        return Err(src.at(h, format!("hysteresis = {hysteresis} is negative")));
+    }
+    if let (Some(l), Some(hi)) = (low, high) {
+        if hysteresis >= hi - l {
+            return Err(src.at(
+                h,
+                format!(
+                    "hysteresis = {hysteresis} is not narrower than the band {l} to {hi}: an alarm could never clear"
+                ),
+            ));
+        }
+    }
+    if low.is_none() && high.is_none() {
+        return Err(src.at(h, "hysteresis without a low or high limit"));
+    }
+    Ok((low, high, hysteresis))
 }
 
 #[cfg(test)]
@@ -359,8 +347,7 @@ mod tests {
     }
 
     fn line_err(text: &str) -> (usize, String) {
-        let e = parse(text).unwrap_err();
-        (e.line.unwrap_or(0), e.message)
+        crate::shared::conf::error_of(TwinConfig::parse, text)
     }
 
     #[test]
@@ -392,30 +379,21 @@ mod tests {
     #[test]
     fn contradicting_limits_are_refused_naming_the_line() {
         let rule = |body: &str| format!("streams = 100\n[[rule]]\nstreams = \"0-9\"\n{body}");
-        let (l, m) = line_err(&rule("low = 5.0\nhigh = 5.0\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("low = 5 is not below high = 5"), "{m}");
-        let (l, m) = line_err(&rule("low = 0.0\nhigh = 10.0\nhysteresis = -1.0\n"));
-        assert_eq!(l, 6);
-        assert!(m.contains("negative"), "{m}");
-        let (l, m) = line_err(&rule("low = 0.0\nhigh = 10.0\nhysteresis = 10.0\n"));
-        assert_eq!(l, 6);
-        assert!(m.contains("not narrower than the band"), "{m}");
-        let (l, m) = line_err(&rule("rate_limit = 0.0\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("rate_limit"), "{m}");
-        let (l, m) = line_err(&rule("stale_after_ms = 0\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("stale_after_ms"), "{m}");
-        let (l, m) = line_err(&rule("high = nan\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("finite"), "{m}");
-        let (l, m) = line_err(&rule("hysteresis = 1.0\nrate_limit = 3.0\n"));
-        assert_eq!(l, 4);
-        assert!(m.contains("without a low or high"), "{m}");
-        let (l, m) = line_err(&rule(""));
-        assert_eq!(l, 2);
-        assert!(m.contains("at least one of"), "{m}");
+        let cases = [
+            ("low = 5.0\nhigh = 5.0\n", 4, "low = 5 is not below high = 5"),
+            ("low = 0.0\nhigh = 10.0\nhysteresis = -1.0\n", 6, "negative"),
+            ("low = 0.0\nhigh = 10.0\nhysteresis = 10.0\n", 6, "not narrower than the band"),
+            ("rate_limit = 0.0\n", 4, "rate_limit"),
+            ("stale_after_ms = 0\n", 4, "stale_after_ms"),
+            ("high = nan\n", 4, "finite"),
+            ("hysteresis = 1.0\nrate_limit = 3.0\n", 4, "without a low or high"),
+            ("", 2, "at least one of"),
+        ];
+        for (body, line, what) in cases {
+            let (l, m) = line_err(&rule(body));
+            assert_eq!(l, line, "{body:?}: {m}");
+            assert!(m.contains(what), "{body:?}: {m}");
+        }
     }
 
     #[test]

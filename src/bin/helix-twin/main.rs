@@ -14,6 +14,7 @@ mod model;
 mod run;
 
 use config::{TwinConfig, DEFAULT_CONFIG};
+use shared::cli::{check, ServiceFlags};
 
 #[derive(Parser)]
 #[command(
@@ -30,19 +31,8 @@ struct Cli {
     /// HELIX_NAMESPACE, else "helix").
     #[arg(long)]
     namespace: Option<String>,
-    /// Check the configuration, print what it configures, and exit.
-    #[arg(long)]
-    check: bool,
-    /// Print the embedded default configuration and exit.
-    #[arg(long)]
-    print_default_config: bool,
-    /// Print the man page (roff) and exit.
-    #[arg(long)]
-    man: bool,
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
-    /// and exit.
-    #[arg(long, value_name = "SHELL")]
-    completions: Option<clap_complete::Shell>,
+    #[command(flatten)]
+    service: ServiceFlags,
 }
 
 fn load(cli: &Cli) -> anyhow::Result<TwinConfig> {
@@ -55,43 +45,28 @@ fn load(cli: &Cli) -> anyhow::Result<TwinConfig> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(code) = crate::shared::service::print_docs(Cli::command(), cli.man, cli.completions) {
+    if let Some(code) = cli.service.print(Cli::command(), DEFAULT_CONFIG) {
         return code;
     }
-    if cli.print_default_config {
-        print!("{DEFAULT_CONFIG}");
-        return ExitCode::SUCCESS;
+    if cli.service.check {
+        return check("helix-twin", load(&cli).map_err(|e| format!("{e:#}")), report);
     }
-    if cli.check {
-        return match load(&cli) {
-            Ok(c) => {
-                println!(
-                    "{}: ok, namespace {}, {} streams; reads {}, writes {} and {}",
-                    c.path.display(),
-                    c.namespace,
-                    c.streams,
-                    c.telemetry_ring,
-                    c.state_ring,
-                    c.alarm_ring
-                );
-                for r in &c.rules {
-                    println!("  rule streams {}: {r:?}", r.streams);
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("helix-twin: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+    crate::shared::cli::run(|| load(&cli).and_then(crate::run::run))
+}
+
+/// What `--check` prints of a valid configuration.
+fn report(c: &TwinConfig) -> String {
+    let mut out = format!(
+        "{}: ok, namespace {}, {} streams; reads {}, writes {} and {}\n",
+        c.path.display(),
+        c.namespace,
+        c.streams,
+        c.telemetry_ring,
+        c.state_ring,
+        c.alarm_ring
+    );
+    for r in &c.rules {
+        out += &format!("  rule streams {}: {r:?}\n", r.streams);
     }
-    crate::shared::logging::init(crate::shared::logging::level_from_env());
-    match load(&cli).and_then(crate::run::run) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, on stderr (the journal under systemd).
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    out
 }

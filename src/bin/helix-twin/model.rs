@@ -15,6 +15,11 @@ use helix::twin::*;
 
 use crate::config::{Rule, TwinConfig};
 
+// Beside this file whoever compiles it in (helix-twin, its tests, its bench).
+#[path = "moments.rs"]
+mod moments;
+use moments::Moments;
+
 /// One telemetry frame as the twin classifies it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Input {
@@ -65,13 +70,8 @@ struct Stream {
     last_quality: u32,
     min: f64,
     max: f64,
-    mean: f64,
-    /// Sum of squared deviations from the mean (Welford).
-    m2: f64,
-    ewma: f64,
-    /// Holt's level and trend (per sample).
-    level: f64,
-    trend: f64,
+    /// Mean, variance, EWMA, level and trend.
+    moments: Moments,
     /// Smoothed interval between samples, ns (0: unknown).
     interval_ns: f64,
     gaps: u64,
@@ -79,6 +79,76 @@ struct Stream {
     alarms: u32,
     dirty: bool,
 }
+
+impl Stream {
+    /// Takes the stream's first sample.
+    fn first(&mut self, v: f64) {
+        (self.min, self.max) = (v, v);
+        self.moments.first(v);
+        self.interval_ns = 0.0;
+        self.count = 1;
+    }
+
+    /// Takes a later sample: gaps, the sample interval, the rate alarm (into
+    /// `rate`) and the statistics. Returns the samples missing before it,
+    /// or `None` if its sequence went backwards (a restarted source).
+    fn follow(&mut self, s: &Sample, rule: Option<&Rule>, alpha: f64, beta: f64, rate: &mut Fire) -> Option<u64> {
+        let v = s.value;
+        let (steps, missing) = if s.seq > self.last_seq {
+            let missing = s.seq - self.last_seq - 1;
+            self.gaps += missing;
+            (s.seq - self.last_seq, Some(missing))
+        } else {
+            (1, None)
+        };
+        let dt = s.sample_ns.wrapping_sub(self.last_sample_ns) as i64;
+        if dt > 0 {
+            let per = dt as f64 / steps as f64;
+            self.interval_ns =
+                if self.interval_ns == 0.0 { per } else { self.interval_ns + alpha * (per - self.interval_ns) };
+            if let Some(limit) = rule.and_then(|r| r.rate_limit) {
+                // Two finite values can be further apart than an f64 holds.
+                let roc = ((v - self.last) / (dt as f64 / 1e9)).clamp(-f64::MAX, f64::MAX);
+                let active = self.alarms & AlarmKind::Rate.flag() != 0;
+                if !active && roc.abs() > limit {
+                    *rate = Some((AlarmKind::Rate, true, roc, limit));
+                } else if active && roc.abs() <= limit {
+                    *rate = Some((AlarmKind::Rate, false, roc, limit));
+                }
+            }
+        }
+        self.count += 1;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.moments.take(v, self.count, alpha, beta);
+        missing
+    }
+
+    /// The low and high alarms' transitions for value `v` under `r`.
+    fn limits(&self, r: &Rule, v: f64) -> [Fire; 2] {
+        let active = |k: AlarmKind| self.alarms & k.flag() != 0;
+        let mut fire = [None; 2];
+        if let Some(low) = r.low {
+            if !active(AlarmKind::Low) && v < low {
+                fire[0] = Some((AlarmKind::Low, true, v, low));
+            } else if active(AlarmKind::Low) && v >= low + r.hysteresis {
+                fire[0] = Some((AlarmKind::Low, false, v, low + r.hysteresis));
+            }
+        }
+        if let Some(high) = r.high {
+            if !active(AlarmKind::High) && v > high {
+                fire[1] = Some((AlarmKind::High, true, v, high));
+            } else if active(AlarmKind::High) && v <= high - r.hysteresis {
+                fire[1] = Some((AlarmKind::High, false, v, high - r.hysteresis));
+            }
+        }
+        fire
+    }
+}
+
+/// An alarm to raise or clear: its kind, raise (or clear), the value and
+/// the limit.
+type Fire = Option<(AlarmKind, bool, f64, f64)>;
 
 /// The digital twin's model of every stream, and its alarm state.
 pub struct Twin {
@@ -162,56 +232,18 @@ impl Twin {
             self.counters.nonfinite += 1;
             return;
         }
-        let rule = self.rule_of[s.stream as usize];
-        let rule = self.rules.get(rule as usize);
-        let (alpha, beta) = (self.alpha, self.beta);
-        let mut fire: [Option<(AlarmKind, bool, f64, f64)>; 4] = [None; 4];
+        let rule = self.rules.get(self.rule_of[s.stream as usize] as usize);
+        // Low, high, rate, stale: the order events go out in.
+        let mut fire: [Fire; 4] = [None; 4];
         if st.count == 0 {
             self.seen += 1;
-            st.min = v;
-            st.max = v;
-            st.mean = v;
-            st.m2 = 0.0;
-            st.ewma = v;
-            st.level = v;
-            st.trend = 0.0;
-            st.interval_ns = 0.0;
-            st.count = 1;
+            st.first(v);
         } else {
-            let steps = if s.seq > st.last_seq {
-                let missing = s.seq - st.last_seq - 1;
-                st.gaps += missing;
-                self.counters.gaps += missing;
-                s.seq - st.last_seq
-            } else {
-                self.counters.seq_resets += 1;
-                1
-            };
-            let dt = s.sample_ns.wrapping_sub(st.last_sample_ns) as i64;
-            if dt > 0 {
-                let per = dt as f64 / steps as f64;
-                st.interval_ns =
-                    if st.interval_ns == 0.0 { per } else { st.interval_ns + alpha * (per - st.interval_ns) };
-                if let Some(limit) = rule.and_then(|r| r.rate_limit) {
-                    let roc = (v - st.last) / (dt as f64 / 1e9);
-                    let active = st.alarms & AlarmKind::Rate.flag() != 0;
-                    if !active && roc.abs() > limit {
-                        fire[2] = Some((AlarmKind::Rate, true, roc, limit));
-                    } else if active && roc.abs() <= limit {
-                        fire[2] = Some((AlarmKind::Rate, false, roc, limit));
-                    }
-                }
+            let missing = st.follow(s, rule, self.alpha, self.beta, &mut fire[2]);
+            match missing {
+                Some(n) => self.counters.gaps += n,
+                None => self.counters.seq_resets += 1,
             }
-            st.count += 1;
-            let delta = v - st.mean;
-            st.mean += delta / st.count as f64;
-            st.m2 += delta * (v - st.mean);
-            st.min = st.min.min(v);
-            st.max = st.max.max(v);
-            st.ewma += alpha * (v - st.ewma);
-            let prev = st.level;
-            st.level = alpha * v + (1.0 - alpha) * (st.level + st.trend);
-            st.trend = beta * (st.level - prev) + (1.0 - beta) * st.trend;
         }
         if st.alarms & AlarmKind::Stale.flag() != 0 {
             let age = s.ingest_ns.saturating_sub(st.last_ingest_ns) as f64 / 1e9;
@@ -219,21 +251,7 @@ impl Twin {
             fire[3] = Some((AlarmKind::Stale, false, age, limit));
         }
         if let Some(r) = rule {
-            let active = |k: AlarmKind| st.alarms & k.flag() != 0;
-            if let Some(low) = r.low {
-                if !active(AlarmKind::Low) && v < low {
-                    fire[0] = Some((AlarmKind::Low, true, v, low));
-                } else if active(AlarmKind::Low) && v >= low + r.hysteresis {
-                    fire[0] = Some((AlarmKind::Low, false, v, low + r.hysteresis));
-                }
-            }
-            if let Some(high) = r.high {
-                if !active(AlarmKind::High) && v > high {
-                    fire[1] = Some((AlarmKind::High, true, v, high));
-                } else if active(AlarmKind::High) && v <= high - r.hysteresis {
-                    fire[1] = Some((AlarmKind::High, false, v, high - r.hysteresis));
-                }
-            }
+            [fire[0], fire[1]] = st.limits(r, v);
         }
         st.last = v;
         st.last_seq = s.seq;
@@ -358,12 +376,12 @@ impl Twin {
             last: st.last,
             min: st.min,
             max: st.max,
-            mean: st.mean,
-            variance: if st.count > 1 { st.m2 / (st.count - 1) as f64 } else { 0.0 },
-            ewma: st.ewma,
+            mean: st.moments.mean(),
+            variance: st.moments.variance(st.count),
+            ewma: st.moments.ewma(),
             rate_hz: if st.interval_ns > 0.0 { 1e9 / st.interval_ns } else { 0.0 },
-            trend: st.trend,
-            prediction: st.level + st.trend,
+            trend: st.moments.trend(),
+            prediction: st.moments.prediction(),
             staleness: if period_ns > 0 { age_ns as f64 / period_ns as f64 } else { 0.0 },
         })
     }

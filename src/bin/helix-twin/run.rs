@@ -13,7 +13,9 @@ use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Serv
 use helix::process::now_ns;
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::{AttachError, FrameRef, LeaseError, PublishError, Reader, ReaderOptions, Start, TryReadError, Writer};
+use helix::{
+    AttachError, FrameRef, LeaseError, PublishError, Reader, ReaderOptions, RingView, Start, TryReadError, Writer,
+};
 
 use helix::twin::*;
 
@@ -32,6 +34,8 @@ const MAX_PARK: Duration = Duration::from_millis(100);
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the status is logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often the twin looks whether helixd replaced one of its rings.
+const RING_CHECK: Duration = Duration::from_secs(1);
 /// The name the twin registers with on the telemetry ring.
 pub const READER_NAME: &str = "helix-twin";
 
@@ -141,6 +145,12 @@ impl Ingest {
         done
     }
 
+    /// When the ring it reads was created (what tells it from a ring
+    /// created again under the same name).
+    pub fn created_ns(&self) -> u64 {
+        self.reader.geometry().created_ns
+    }
+
     /// Parks until a frame arrives or `timeout` passes.
     pub fn wait(&mut self, timeout: Duration) {
         if let Err(ReadError::Damaged(_)) = self.reader.wait_timeout(timeout) {
@@ -215,6 +225,26 @@ impl Publisher {
     /// Publishes through these writers (tests make their own).
     pub fn new(state: Writer, alarms: Writer) -> Publisher {
         Publisher { state, alarms, round: 0, changed: Vec::new(), alarm_failed: 0, state_failed: 0 }
+    }
+
+    /// Takes the writer lease of whichever of the state and alarm rings was
+    /// replaced (see [`replaced`]); logs what it did.
+    pub fn follow_replaced(&mut self, ns: &Namespace, state_ring: &str, alarm_ring: &str) {
+        let rings = [
+            (&mut self.state, state_ring, std::mem::size_of::<StreamState>(), "stream state"),
+            (&mut self.alarms, alarm_ring, std::mem::size_of::<AlarmEvent>(), "alarm"),
+        ];
+        for (w, ring, needed, what) in rings {
+            if replaced(ns, ring, w.geometry().created_ns) {
+                match writer(ns, ring, needed, what) {
+                    Ok(new) => {
+                        *w = new;
+                        info!("ring {ring} was replaced (created again); writing the new one");
+                    }
+                    Err(e) => warn!("ring {ring} was replaced (created again), and cannot be written: {e}; retrying"),
+                }
+            }
+        }
     }
 
     /// Publishes the twin's pending alarm events; one that cannot be
@@ -303,6 +333,13 @@ impl Publisher {
         }
         self.changed = changed;
     }
+}
+
+/// Whether ring `name` now in `ns` is another ring than the one created at
+/// `created_ns`: helixd retired it and created it again (a SIGHUP can), and
+/// the old one, still mapped, gets no more frames and has no more readers.
+pub fn replaced(ns: &Namespace, name: &str, created_ns: u64) -> bool {
+    RingView::attach(ns, name).is_ok_and(|v| v.geometry().created_ns != created_ns)
 }
 
 /// The one-line status: streams, rate (if measured), losses, alarms, bad
@@ -401,25 +438,14 @@ fn serve(
     let mut tick = Cadence::new(tick_every, tick_every);
     let mut update = Cadence::new(config.update_interval, config.update_interval);
     let mut snapshot = Cadence::new(config.snapshot_interval, Duration::ZERO);
+    let mut ring_check = Cadence::new(RING_CHECK, RING_CHECK);
     let mut last_status = (Instant::now(), 0u64);
     let mut logged = (0u64, 0u64);
     let mut damage_logged = false;
     loop {
         let polled = ingest.poll(twin, ROUND);
         if let Some(d) = polled.damaged {
-            // Attach again once helixd has repaired the ring (meanwhile
-            // streams go stale, and their alarms say so).
-            match Ingest::attach(&config.namespace, &config.telemetry_ring) {
-                Ok(i) => {
-                    info!("attached to {} again after: {d}", config.telemetry_ring);
-                    (*ingest, damage_logged) = (i, false);
-                }
-                Err(e) if !damage_logged => {
-                    error!("{d}; attaching again when it is repaired ({e})");
-                    damage_logged = true;
-                }
-                Err(_) => {}
-            }
+            reattach_damaged(config, ingest, d, &mut damage_logged);
         }
         if !twin.pending_events().is_empty() {
             publisher.alarms(twin);
@@ -434,6 +460,9 @@ fn serve(
             update = Cadence::new(config.update_interval, config.update_interval);
         } else if update.due(now) {
             publisher.update(twin, now_ns());
+        }
+        if ring_check.due(now) {
+            follow_replaced(config, ingest, publisher);
         }
         // From the loop itself: a loop that stops turning stops pinging,
         // and systemd restarts the twin.
@@ -463,6 +492,40 @@ fn serve(
             ingest.wait(until);
         }
     }
+}
+
+/// The telemetry ring shrank under the twin's reader: attaches again once
+/// helixd has repaired the ring (meanwhile streams go stale, and their
+/// alarms say so). `logged`: the wait was logged.
+fn reattach_damaged(config: &TwinConfig, ingest: &mut Ingest, d: Damaged, logged: &mut bool) {
+    match Ingest::attach(&config.namespace, &config.telemetry_ring) {
+        Ok(i) => {
+            info!("attached to {} again after: {d}", config.telemetry_ring);
+            (*ingest, *logged) = (i, false);
+        }
+        Err(e) if !*logged => {
+            error!("{d}; attaching again when it is repaired ({e})");
+            *logged = true;
+        }
+        Err(_) => {}
+    }
+}
+
+/// Moves to whichever of the twin's rings helixd replaced: otherwise the
+/// twin would read a ring nobody writes any more, and publish into rings
+/// nobody reads, and say nothing.
+fn follow_replaced(config: &TwinConfig, ingest: &mut Ingest, publisher: &mut Publisher) {
+    let (ns, ring) = (&config.namespace, &config.telemetry_ring);
+    if replaced(ns, ring, ingest.created_ns()) {
+        match Ingest::attach(ns, ring) {
+            Ok(i) => {
+                *ingest = i;
+                info!("ring {ring} was replaced (created again); reading the new one");
+            }
+            Err(e) => warn!("ring {ring} was replaced (created again), and cannot be read: {e}; retrying"),
+        }
+    }
+    publisher.follow_replaced(ns, &config.state_ring, &config.alarm_ring);
 }
 
 /// Logs frames lost and bad input, when they grew since `logged`

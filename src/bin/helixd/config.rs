@@ -2,7 +2,6 @@
 //!
 //! Every error names the file and line, and what is wrong with it.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,26 +9,39 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::shared::conf::line_of;
 pub use crate::shared::conf::ConfigError;
+use crate::shared::conf::Source;
 use helix::shm::{validate_ring_name, Namespace};
-use helix::{Policy, Preset, RingOptions};
+use helix::telemetry::Sample;
+use helix::{CreateError, Policy, Preset, RingOptions};
 
 /// The configuration used when there is no file: a `telemetry` ring fed by
 /// the simulated HAL, and the twin's `twin.state` and `alarms` rings.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// One ring as configured.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RingConfig {
     /// Ring name.
     pub name: String,
+    /// The line of its name in the file (for errors found later, such as
+    /// `/dev/shm` being too small for it).
+    pub line: usize,
     /// Geometry, policy, mode and group.
     pub options: RingOptions,
     /// Replace an existing ring whose geometry differs (or that is corrupt).
     pub recreate: bool,
     /// Remove the ring's files when helixd stops.
     pub unlink_on_stop: bool,
+}
+
+/// Two configurations of a ring are the same whatever line they stand on:
+/// moving a ring in the file changes nothing.
+impl PartialEq for RingConfig {
+    fn eq(&self, other: &RingConfig) -> bool {
+        (&self.name, &self.options, self.recreate, self.unlink_on_stop)
+            == (&other.name, &other.options, other.recreate, other.unlink_on_stop)
+    }
 }
 
 /// Where telemetry comes from.
@@ -119,151 +131,31 @@ struct RawSource {
 }
 
 impl Config {
-    /// Reads and validates `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = crate::shared::conf::read(path)?;
-        Config::parse(&text, path)
-    }
-
     /// The embedded default configuration.
+    #[cfg(test)]
     pub fn embedded() -> Config {
-        Config::parse(DEFAULT_CONFIG, Path::new("<embedded default>"))
+        Config::parse(DEFAULT_CONFIG, Path::new(crate::shared::conf::EMBEDDED))
             .expect("the embedded default configuration is valid")
     }
 
     /// Parses and validates configuration text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let err = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
-            path: path.to_owned(),
-            line: span.map(|s| line_of(text, s.start)),
-            message,
-        };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.span(), e.message().trim().replace('\n', "; ")))?;
-
-        let namespace = match &raw.namespace {
-            Some(ns) => Namespace::new(ns.get_ref()).map_err(|e| err(Some(ns.span()), e.to_string()))?,
-            None => Namespace::from_env().map_err(|e| err(None, format!("HELIX_NAMESPACE: {e}")))?,
-        };
-        let interval = |v: &Option<Spanned<u64>>, default: u64, what: &str| -> Result<Duration, ConfigError> {
-            match v {
-                Some(v) if *v.get_ref() == 0 => Err(err(Some(v.span()), format!("{what} must be more than 0"))),
-                Some(v) => Ok(Duration::from_millis(*v.get_ref())),
-                None => Ok(Duration::from_millis(default)),
-            }
-        };
-        let status_interval = interval(&raw.status_interval_ms, 2000, "status_interval_ms")?;
-        let sweep_interval = interval(&raw.sweep_interval_ms, 1000, "sweep_interval_ms")?;
-
-        let mut names = BTreeSet::new();
+        let src = Source::new(text, path);
+        let raw: RawConfig = src.toml()?;
+        let namespace = src.namespace(&raw.namespace)?;
+        let status_interval =
+            src.millis(&raw.status_interval_ms, "status_interval_ms")?.unwrap_or(Duration::from_millis(2000));
+        let sweep_interval =
+            src.millis(&raw.sweep_interval_ms, "sweep_interval_ms")?.unwrap_or(Duration::from_millis(1000));
         let mut rings = Vec::new();
         for r in &raw.ring {
-            let span = r.span();
-            let r = r.get_ref();
-            let name = r.name.get_ref();
-            validate_ring_name(name).map_err(|e| err(Some(r.name.span()), e.to_string()))?;
-            if !names.insert(name.clone()) {
-                return Err(err(Some(r.name.span()), format!("ring {name:?} is configured twice")));
-            }
-            let max_payload = match (&r.preset, &r.max_payload) {
-                (Some(_), Some(m)) => {
-                    return Err(err(Some(m.span()), "give either preset or max_payload, not both".into()))
-                }
-                (Some(p), None) => p.get_ref().parse::<Preset>().map_err(|e| err(Some(p.span()), e))?.max_payload(),
-                (None, Some(m)) => *m.get_ref(),
-                (None, None) => return Err(err(Some(span), format!("ring {name:?} needs a preset or a max_payload"))),
-            };
-            let policy = match &r.policy {
-                Some(p) => p.get_ref().parse::<Policy>().map_err(|e| err(Some(p.span()), e))?,
-                None => Policy::Block,
-            };
-            let group = match &r.group {
-                Some(g) => Some(
-                    helix::shm::group_id(g.get_ref())
-                        .map_err(|e| err(Some(g.span()), format!("group {:?}: {e}", g.get_ref())))?,
-                ),
-                None => None,
-            };
-            let defaults = RingOptions::default();
-            let options = RingOptions {
-                capacity: *r.capacity.get_ref(),
-                max_payload,
-                policy,
-                max_readers: r.max_readers.unwrap_or(defaults.max_readers),
-                stall_timeout: r
-                    .stall_timeout_ms
-                    .as_ref()
-                    .map_or(defaults.stall_timeout, |t| Duration::from_millis(*t.get_ref())),
-                mode: r.mode.as_ref().map_or(defaults.mode, |m| *m.get_ref()),
-                group,
-            };
-            if let Err(e) = options.validate() {
-                let at = match &e {
-                    helix::CreateError::Options { field: "capacity", .. } => r.capacity.span(),
-                    helix::CreateError::Options { field: "mode", .. } => {
-                        r.mode.as_ref().map_or(span.clone(), |m| m.span())
-                    }
-                    helix::CreateError::Options { field: "stall_timeout", .. } => {
-                        r.stall_timeout_ms.as_ref().map_or(span.clone(), |m| m.span())
-                    }
-                    _ => span.clone(),
-                };
-                return Err(err(Some(at), format!("ring {name:?}: {e}")));
-            }
-            rings.push(RingConfig {
-                name: name.clone(),
-                options,
-                recreate: r.recreate,
-                unlink_on_stop: r.unlink_on_stop,
-            });
+            let ring = ring(&src, r, &rings)?;
+            rings.push(ring);
         }
-
         let mut sources = Vec::new();
-        let mut written = BTreeSet::new();
         for s in &raw.source {
-            let span = s.span();
-            let s = s.get_ref();
-            let ring = s.ring.get_ref();
-            if !names.contains(ring) {
-                return Err(err(Some(s.ring.span()), format!("source writes ring {ring:?}, which is not configured")));
-            }
-            if !written.insert(ring.clone()) {
-                return Err(err(
-                    Some(s.ring.span()),
-                    format!("ring {ring:?} already has a source: a ring has one writer"),
-                ));
-            }
-            let needs = |what: &str| err(Some(span.clone()), format!("a {} source needs {what}", s.kind.get_ref()));
-            let kind = match s.kind.get_ref().as_str() {
-                "sim" => {
-                    let streams = s.streams.as_ref().map_or(10_000, |v| *v.get_ref());
-                    let rate_hz = s.rate_hz.as_ref().map_or(100.0, |v| *v.get_ref());
-                    if streams == 0 {
-                        return Err(err(s.streams.as_ref().map(|v| v.span()), "streams must be at least 1".into()));
-                    }
-                    if !(rate_hz > 0.0 && rate_hz <= 1e6) {
-                        return Err(err(
-                            s.rate_hz.as_ref().map(|v| v.span()),
-                            "rate_hz must be above 0 and at most 1000000".into(),
-                        ));
-                    }
-                    SourceKind::Sim { streams, rate_hz, seed: s.seed.unwrap_or(1) }
-                }
-                "udp" => {
-                    let bind = s.bind.as_ref().ok_or_else(|| needs("bind = \"ADDRESS:PORT\""))?;
-                    let addr = bind
-                        .get_ref()
-                        .parse::<SocketAddr>()
-                        .map_err(|e| err(Some(bind.span()), format!("bind {:?}: {e}", bind.get_ref())))?;
-                    SourceKind::Udp { bind: addr }
-                }
-                other => {
-                    return Err(err(
-                        Some(s.kind.span()),
-                        format!("unknown source kind {other:?}: expected \"sim\" or \"udp\""),
-                    ))
-                }
-            };
-            sources.push(SourceConfig { ring: ring.clone(), kind });
+            let source = source(&src, s.get_ref(), s.span(), &rings, &sources)?;
+            sources.push(source);
         }
         Ok(Config { path: path.to_owned(), namespace, status_interval, sweep_interval, rings, sources })
     }
@@ -274,30 +166,147 @@ impl Config {
     }
 }
 
+/// One `[[ring]]` table, checked as `Ring::create` will check it; `before`
+/// are the rings above it.
+fn ring(src: &Source<'_>, r: &Spanned<RawRing>, before: &[RingConfig]) -> Result<RingConfig, ConfigError> {
+    let span = r.span();
+    let r = r.get_ref();
+    let name = r.name.get_ref();
+    validate_ring_name(name).map_err(|e| src.at(&r.name, e.to_string()))?;
+    if before.iter().any(|b| &b.name == name) {
+        return Err(src.at(&r.name, format!("ring {name:?} is configured twice")));
+    }
+    let policy = match &r.policy {
+        Some(p) => p.get_ref().parse::<Policy>().map_err(|e| src.at(p, e))?,
+        None => Policy::Block,
+    };
+    let group = match &r.group {
+        Some(g) => {
+            Some(helix::shm::group_id(g.get_ref()).map_err(|e| src.at(g, format!("group {:?}: {e}", g.get_ref())))?)
+        }
+        None => None,
+    };
+    let defaults = RingOptions::default();
+    let options = RingOptions {
+        capacity: *r.capacity.get_ref(),
+        max_payload: max_payload(src, r, span.clone())?,
+        policy,
+        max_readers: r.max_readers.unwrap_or(defaults.max_readers),
+        stall_timeout: r
+            .stall_timeout_ms
+            .as_ref()
+            .map_or(defaults.stall_timeout, |t| Duration::from_millis(*t.get_ref())),
+        mode: r.mode.as_ref().map_or(defaults.mode, |m| *m.get_ref()),
+        group,
+    };
+    if let Err(e) = options.validate() {
+        let at = match &e {
+            CreateError::Options { field: "capacity", .. } => r.capacity.span(),
+            CreateError::Options { field: "mode", .. } => r.mode.as_ref().map_or(span, |m| m.span()),
+            CreateError::Options { field: "stall_timeout", .. } => {
+                r.stall_timeout_ms.as_ref().map_or(span, |m| m.span())
+            }
+            _ => span,
+        };
+        return Err(src.err(Some(at), format!("ring {name:?}: {e}")));
+    }
+    Ok(RingConfig {
+        name: name.clone(),
+        line: src.line(r.name.span().start),
+        options,
+        recreate: r.recreate,
+        unlink_on_stop: r.unlink_on_stop,
+    })
+}
+
+/// The ring's largest payload: its preset's, or its `max_payload`, at
+/// least a byte.
+fn max_payload(src: &Source<'_>, r: &RawRing, span: std::ops::Range<usize>) -> Result<u32, ConfigError> {
+    match (&r.preset, &r.max_payload) {
+        (Some(_), Some(m)) => Err(src.at(m, "give either preset or max_payload, not both")),
+        (Some(p), None) => Ok(p.get_ref().parse::<Preset>().map_err(|e| src.at(p, e))?.max_payload()),
+        (None, Some(m)) if *m.get_ref() == 0 => {
+            Err(src.at(m, format!("ring {:?}: max_payload must be at least 1 byte", r.name.get_ref())))
+        }
+        (None, Some(m)) => Ok(*m.get_ref()),
+        (None, None) => {
+            Err(src.err(Some(span), format!("ring {:?} needs a preset or a max_payload", r.name.get_ref())))
+        }
+    }
+}
+
+/// One `[[source]]` table; `rings` are the configured rings, `before` the
+/// sources above it.
+fn source(
+    src: &Source<'_>,
+    s: &RawSource,
+    span: std::ops::Range<usize>,
+    rings: &[RingConfig],
+    before: &[SourceConfig],
+) -> Result<SourceConfig, ConfigError> {
+    let ring = s.ring.get_ref();
+    let Some(rc) = rings.iter().find(|r| &r.name == ring) else {
+        return Err(src.at(&s.ring, format!("source writes ring {ring:?}, which is not configured")));
+    };
+    if before.iter().any(|b| &b.ring == ring) {
+        return Err(src.at(&s.ring, format!("ring {ring:?} already has a source: a ring has one writer")));
+    }
+    let needs = |what: &str| src.err(Some(span.clone()), format!("a {} source needs {what}", s.kind.get_ref()));
+    let kind = match s.kind.get_ref().as_str() {
+        "sim" => {
+            let streams = s.streams.as_ref().map_or(10_000, |v| *v.get_ref());
+            let rate_hz = s.rate_hz.as_ref().map_or(100.0, |v| *v.get_ref());
+            if streams == 0 {
+                return Err(src.err(s.streams.as_ref().map(|v| v.span()), "streams must be at least 1"));
+            }
+            if !(rate_hz > 0.0 && rate_hz <= 1e6) {
+                return Err(
+                    src.err(s.rate_hz.as_ref().map(|v| v.span()), "rate_hz must be above 0 and at most 1000000")
+                );
+            }
+            SourceKind::Sim { streams, rate_hz, seed: s.seed.unwrap_or(1) }
+        }
+        "udp" => {
+            let bind = s.bind.as_ref().ok_or_else(|| needs("bind = \"ADDRESS:PORT\""))?;
+            let addr = bind
+                .get_ref()
+                .parse::<SocketAddr>()
+                .map_err(|e| src.at(bind, format!("bind {:?}: {e}", bind.get_ref())))?;
+            SourceKind::Udp { bind: addr }
+        }
+        other => {
+            return Err(src.at(&s.kind, format!("unknown source kind {other:?}: expected \"sim\" or \"udp\"")));
+        }
+    };
+    let sample = std::mem::size_of::<Sample>();
+    if (rc.options.max_payload as usize) < sample {
+        return Err(src.at(
+            &s.ring,
+            format!(
+                "ring {ring:?} holds payloads of at most {} bytes; a {} source writes {sample}-byte samples",
+                rc.options.max_payload,
+                s.kind.get_ref()
+            ),
+        ));
+    }
+    Ok(SourceConfig { ring: ring.clone(), kind })
+}
+
 /// Where helixd looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/helix/helix.toml";
 
 /// Loads the configuration helixd should run: `path` if given (it must
 /// exist), else /etc/helix/helix.toml if it exists, else the embedded default.
 pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
-    match path {
-        Some(p) => Config::load(p),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => Config::load(Path::new(DEFAULT_CONFIG_PATH)),
-        None => Ok(Config::embedded()),
-    }
+    crate::shared::conf::find(path, DEFAULT_CONFIG_PATH, DEFAULT_CONFIG, Config::parse)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("t.toml"))
-    }
-
     fn line_err(text: &str) -> (usize, String) {
-        let e = parse(text).unwrap_err();
-        (e.line.unwrap_or(0), e.message)
+        crate::shared::conf::error_of(Config::parse, text)
     }
 
     #[test]
@@ -348,8 +357,17 @@ mod tests {
         );
         assert_eq!(line_err("[[ring]]\nname = \"a\"\npreset = \"xs\"\ncapacity = 64\nmode = 0o400\n").0, 5);
         assert_eq!(line_err("capacity = \n").0, 1);
+        assert_eq!(
+            line_err("[[ring]]\nname = \"a\"\ncapacity = 64\nmax_payload = 0\n"),
+            (4, "ring \"a\": max_payload must be at least 1 byte".into())
+        );
+        let (l, m) = line_err(
+            "[[ring]]\nname = \"a\"\nmax_payload = 8\ncapacity = 64\n[[source]]\nkind = \"sim\"\nring = \"a\"\n",
+        );
+        assert_eq!(l, 7);
+        assert!(m.contains("at most 8 bytes; a sim source writes 40-byte samples"), "{m}");
         assert_eq!(line_err("namespace = \"a.b\"\n").0, 1);
-        let e = parse("x = 1\n").unwrap_err().to_string();
+        let e = Config::parse("x = 1\n", Path::new("t.toml")).unwrap_err().to_string();
         assert!(e.starts_with("t.toml:1: ") && !e.contains('\n'), "{e}");
     }
 }

@@ -5,25 +5,24 @@
 //! SIGHUP reloads) and does the periodic work: the STATUS line, sweeps and
 //! watchdog pings. Each source runs in its own thread holding its ring's
 //! writer lease. Nothing a reader or a network peer does can stop it: bad
-//! input is counted and logged.
+//! input is counted and logged, and a ring a peer damages is repaired on
+//! the next sweep ([`Daemon::heal`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tracing::{error, info, warn};
 
-use crate::hal::{sim::Sim, SourceState};
 use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Service};
 use crate::shared::signal::Signal;
-use helix::layout::slot_size_for;
-use helix::{Ring, RingOptions};
+use crate::source::{describe, start_source, Running};
+use helix::{Damaged, RepairError, Ring, RingFile};
 
-use crate::config::{load_config, Config, RingConfig, SourceConfig, SourceKind};
+use crate::config::{load_config, Config, RingConfig, SourceKind};
+use crate::preflight::differences;
 
 /// How often the status line is also logged.
 const STATUS_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -37,37 +36,6 @@ pub enum Opened {
     Adopted,
     /// It existed, incompatible or corrupt, and `recreate = true`.
     Recreated,
-}
-
-/// What differs between an existing ring and its configuration; empty if
-/// it can be adopted.
-pub fn differences(existing: &helix::Geometry, wanted: &RingOptions) -> Vec<String> {
-    let mut d = Vec::new();
-    let slot = slot_size_for(wanted.max_payload as usize) as u32;
-    if existing.capacity != wanted.capacity {
-        d.push(format!("capacity is {}, configured {}", existing.capacity, wanted.capacity));
-    }
-    if existing.slot_size != slot {
-        d.push(format!(
-            "slot size is {} bytes, configured max_payload {} needs {slot}",
-            existing.slot_size, wanted.max_payload
-        ));
-    }
-    if existing.policy != wanted.policy {
-        d.push(format!("policy is {}, configured {}", existing.policy.as_str(), wanted.policy.as_str()));
-    }
-    if existing.max_readers != wanted.max_readers {
-        d.push(format!("max_readers is {}, configured {}", existing.max_readers, wanted.max_readers));
-    }
-    let stall = wanted.stall_timeout.as_nanos() as u64;
-    if existing.stall_timeout_ns != stall {
-        d.push(format!(
-            "stall timeout is {} ms, configured {} ms",
-            existing.stall_timeout_ns / 1_000_000,
-            stall / 1_000_000
-        ));
-    }
-    d
 }
 
 /// Creates the ring, or adopts a compatible existing one; an incompatible or
@@ -101,116 +69,88 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
     }
 }
 
-struct Running {
-    config: SourceConfig,
-    state: Arc<SourceState>,
-    thread: Option<JoinHandle<Result<()>>>,
-    /// A UDP source's socket (a second handle), for the kernel's drop count.
-    socket: Option<std::net::UdpSocket>,
-    /// Logged that the drop count cannot be read (once).
-    drops_unreadable: std::sync::atomic::AtomicBool,
-}
-
-impl Running {
-    /// Reads a UDP source's kernel drop count into its counters, and logs
-    /// datagrams the kernel dropped since the last read.
-    fn read_kernel_drops(&self) {
-        let Some(socket) = &self.socket else { return };
-        match crate::hal::udp::kernel_drops(socket) {
-            Ok(total) => {
-                let before = self.state.udp.kernel_drops.swap(total, Ordering::Relaxed);
-                if total > before {
-                    warn!(
-                        "udp source for ring {}: the kernel dropped {} datagrams, its receive buffer full \
-                         ({total} in all); raise net.core.rmem_max or lower the senders' rate",
-                        self.config.ring,
-                        total - before
-                    );
-                }
-            }
-            Err(e) => {
-                if !self.drops_unreadable.swap(true, Ordering::Relaxed) {
-                    warn!("udp source for ring {}: cannot read the kernel's drop count: {e}", self.config.ring);
-                }
-            }
-        }
-    }
-
-    fn stop(&mut self) {
-        self.state.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            match t.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => error!("source for ring {} failed: {e:#}", self.config.ring),
-                Err(_) => error!("source for ring {} panicked", self.config.ring),
-            }
-        }
-    }
-}
-
-fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
-    let writer = ring.writer().with_context(|| format!("source for ring {:?}", cfg.ring))?;
-    let state = SourceState::new();
-    let thread_state = state.clone();
-    let kind = cfg.kind.clone();
-    let name = match kind {
-        SourceKind::Sim { .. } => "hal-sim",
-        SourceKind::Udp { .. } => "hal-udp",
-    };
-    // The UDP socket is bound here, not in the thread: see `udp::bind`.
-    enum Job {
-        Sim(Sim),
-        Udp(std::net::UdpSocket),
-    }
-    let job = match kind {
-        SourceKind::Sim { streams, rate_hz, seed } => Job::Sim(Sim { streams, rate_hz, seed }),
-        SourceKind::Udp { bind } => Job::Udp(crate::hal::udp::bind(bind)?),
-    };
-    let socket = match &job {
-        Job::Udp(s) => Some(s.try_clone().context("udp source: cannot duplicate the socket")?),
-        Job::Sim(_) => None,
-    };
-    let thread = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || match job {
-            Job::Sim(sim) => Ok(sim.run(writer, &thread_state)?),
-            Job::Udp(socket) => crate::hal::udp::serve(socket, writer, &thread_state),
-        })
-        .context("cannot start a thread")?;
-    Ok(Running { config: cfg.clone(), state, thread: Some(thread), socket, drops_unreadable: Default::default() })
+/// A ring a peer damaged (one of its files shrank under helixd's
+/// mapping), waiting for its repair: its sources are stopped and helixd's
+/// attachment dropped.
+struct Repair {
+    damage: Damaged,
+    /// Logged why the repair has to wait (once per damage).
+    waiting_logged: bool,
 }
 
 /// The running daemon.
 pub struct Daemon {
     config: Config,
     rings: BTreeMap<String, Ring>,
+    /// Rings found damaged and not repaired yet (not in `rings`).
+    repairs: BTreeMap<String, Repair>,
     sources: Vec<Running>,
     last_status: (Instant, BTreeMap<String, u64>),
 }
 
 impl Daemon {
     /// Creates or adopts every ring and starts every source (each holds its
-    /// writer lease when this returns). On error nothing keeps running.
+    /// writer lease when this returns). On error nothing keeps running,
+    /// and the rings this start created are removed (never one it
+    /// adopted).
     pub fn start(config: Config) -> Result<Daemon> {
-        let ns = config.namespace.clone();
+        crate::preflight::memory(&config)?;
         let mut d = Daemon {
-            config: config.clone(),
+            config,
             rings: BTreeMap::new(),
+            repairs: BTreeMap::new(),
             sources: vec![],
             last_status: (Instant::now(), BTreeMap::new()),
         };
-        for rc in &config.rings {
-            let (ring, how) = open_or_create(&ns, rc)?;
-            log_opened(&ns, &ring, how);
-            d.rings.insert(rc.name.clone(), ring);
-        }
-        for sc in &config.sources {
-            let running = start_source(sc, &d.rings[&sc.ring])?;
-            info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
-            d.sources.push(running);
+        let mut created = Vec::new();
+        if let Err(e) = d.open_rings(&mut created).and_then(|()| d.start_sources()) {
+            d.abandon(&created);
+            return Err(e);
         }
         d.last_status.1 = d.published();
         Ok(d)
+    }
+
+    /// Creates or adopts every configured ring; `created` gets the names of
+    /// those it made.
+    fn open_rings(&mut self, created: &mut Vec<String>) -> Result<()> {
+        let ns = &self.config.namespace;
+        for rc in &self.config.rings {
+            let (ring, how) =
+                open_or_create(ns, rc).with_context(|| format!("{}:{}", self.config.path.display(), rc.line))?;
+            log_opened(ns, &ring, how);
+            if how != Opened::Adopted {
+                created.push(rc.name.clone());
+            }
+            self.rings.insert(rc.name.clone(), ring);
+        }
+        Ok(())
+    }
+
+    /// Starts every configured source.
+    fn start_sources(&mut self) -> Result<()> {
+        for sc in &self.config.sources {
+            let running = start_source(sc, &self.rings[&sc.ring])?;
+            info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
+            self.sources.push(running);
+        }
+        Ok(())
+    }
+
+    /// Undoes a start that failed: stops the sources it started and removes
+    /// the rings it `created`; the rings it adopted stay as they were.
+    fn abandon(&mut self, created: &[String]) {
+        for r in &mut self.sources {
+            r.stop();
+        }
+        self.sources.clear();
+        self.rings.clear();
+        for name in created {
+            match Ring::unlink(&self.config.namespace, name) {
+                Ok(()) => info!("ring {name} removed: this start created it, and the start failed"),
+                Err(e) => error!("ring {name}: cannot remove it after the failed start: {e}"),
+            }
+        }
     }
 
     fn published(&self) -> BTreeMap<String, u64> {
@@ -242,6 +182,9 @@ impl Daemon {
             "{} rings; {rates}; {readers} readers, {overruns} overruns, {demotions} demotions",
             self.rings.len()
         );
+        for (name, r) in &self.repairs {
+            line += &format!("; ring {name} damaged ({}), awaiting repair", r.damage.file);
+        }
         for s in self.sources.iter().filter(|s| matches!(s.config.kind, SourceKind::Udp { .. })) {
             s.read_kernel_drops();
             let u = &s.state.udp;
@@ -281,15 +224,20 @@ impl Daemon {
         let now = helix::process::now_ns();
         let mut healthy = true;
         for i in 0..self.sources.len() {
-            if self.sources[i].thread.as_ref().is_some_and(|t| t.is_finished()) {
+            // A damaged ring's sources wait for its repair (see `heal`):
+            // that is no hang, and restarting them cannot help.
+            let Some(ring) = self.rings.get(&self.sources[i].config.ring).filter(|r| !r.is_damaged()) else {
+                continue;
+            };
+            if self.sources[i].thread.as_ref().is_none_or(|t| t.is_finished()) {
                 self.sources[i].stop();
                 let cfg = self.sources[i].config.clone();
-                match start_source(&cfg, &self.rings[&cfg.ring]) {
+                match start_source(&cfg, ring) {
                     Ok(r) => {
                         warn!("source for ring {} restarted", cfg.ring);
                         self.sources[i] = r;
                     }
-                    Err(e) => error!("source for ring {} cannot restart: {e}", cfg.ring),
+                    Err(e) => error!("source for ring {} cannot restart: {e:#}", cfg.ring),
                 }
                 healthy = false;
                 continue;
@@ -307,6 +255,90 @@ impl Daemon {
         healthy
     }
 
+    /// Takes every ring a peer damaged out of service and repairs it; run
+    /// on each sweep tick. A ring found damaged has its sources stopped
+    /// (their writers dropped) and helixd's attachment dropped; then, on
+    /// this tick or a later one, it is repaired and its sources start
+    /// again. Other rings run on throughout.
+    pub fn heal(&mut self) {
+        let found: Vec<(String, Damaged)> =
+            self.rings.iter().filter_map(|(name, ring)| ring.damage().map(|d| (name.clone(), d))).collect();
+        for (name, damage) in found {
+            error!("{damage}; stopping its sources to repair it");
+            for r in self.sources.iter_mut().filter(|r| r.config.ring == name) {
+                r.stop();
+            }
+            self.rings.remove(&name);
+            self.repairs.insert(name, Repair { damage, waiting_logged: false });
+        }
+        let pending: Vec<String> = self.repairs.keys().cloned().collect();
+        for name in pending {
+            if let Some(ring) = self.repair(&name) {
+                self.repairs.remove(&name);
+                self.rings.insert(name.clone(), ring);
+                let of_ring: Vec<usize> =
+                    (0..self.sources.len()).filter(|&i| self.sources[i].config.ring == name).collect();
+                for i in of_ring {
+                    let cfg = self.sources[i].config.clone();
+                    match start_source(&cfg, &self.rings[&name]) {
+                        Ok(r) => {
+                            info!("source {} writing ring {name} again", describe(&cfg.kind));
+                            self.sources[i] = r;
+                        }
+                        Err(e) => error!("source for ring {name} cannot restart: {e:#}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Repairs the damaged ring `name`: a destroyed control region is
+    /// replaced (`Ring::repair_readers`: the frames and the sequence
+    /// survive); a damaged data region, or a ring the repair cannot attach,
+    /// is recreated (its sequence starts again at 1). `None` to try again
+    /// on the next tick: a live process holds the writer lease, or a system
+    /// call failed.
+    fn repair(&mut self, name: &str) -> Option<Ring> {
+        let ns = &self.config.namespace;
+        let repair = self.repairs.get_mut(name)?;
+        let why = match repair.damage.file {
+            RingFile::Readers => match Ring::repair_readers(ns, name) {
+                Ok(ring) => {
+                    warn!(
+                        "ring {name} repaired: a new control region (@readers), its frames and sequence kept \
+                         (next sequence {}); its readers must attach again",
+                        ring.stats().published + 1
+                    );
+                    return Some(ring);
+                }
+                Err(e @ (RepairError::Lease(_) | RepairError::Io { .. })) => {
+                    if !std::mem::replace(&mut repair.waiting_logged, true) {
+                        warn!("ring {name}: cannot repair it yet: {e}; trying again on every sweep");
+                    }
+                    return None;
+                }
+                Err(RepairError::Attach(e)) => format!("it cannot be repaired ({e})"),
+            },
+            RingFile::Data => "its data region is damaged, which cannot be repaired".to_owned(),
+        };
+        let rc = self.config.ring(name).expect("a damaged ring is a configured one");
+        match Ring::recreate(ns, name, &rc.options) {
+            Ok(ring) => {
+                error!(
+                    "ring {name}: {why}; recreated it (/dev/shm/{ns}.{name}): its frames are lost and its \
+                     sequence starts again at 1"
+                );
+                Some(ring)
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut repair.waiting_logged, true) {
+                    error!("ring {name}: {why}, and cannot be recreated yet: {e}; trying again on every sweep");
+                }
+                None
+            }
+        }
+    }
+
     /// Applies a new configuration: adds rings, retires removed ones, and
     /// restarts changed sources. On error the old configuration stays.
     pub fn reload(&mut self, new: Config) -> Result<()> {
@@ -314,21 +346,9 @@ impl Daemon {
         if new.namespace != ns {
             bail!("the namespace cannot change while running ({} → {}); restart helixd", ns, new.namespace);
         }
-        // Create the new rings first: if one fails, undo and keep the old.
-        let mut added = Vec::new();
-        for rc in new.rings.iter().filter(|rc| !self.rings.contains_key(&rc.name)) {
-            match open_or_create(&ns, rc) {
-                Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
-                Err(e) => {
-                    for (name, _, how) in added {
-                        if how != Opened::Adopted {
-                            let _ = Ring::unlink(&ns, &name);
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        crate::preflight::memory(&new)?;
+        // Create the new rings first: if one fails, keep the old.
+        let added = self.open_added(&new)?;
         for rc in &new.rings {
             if let Some(old) = self.config.ring(&rc.name) {
                 if old != rc {
@@ -354,9 +374,11 @@ impl Daemon {
             log_opened(&ns, &ring, how);
             self.rings.insert(name, ring);
         }
-        let retired: Vec<String> = self.rings.keys().filter(|n| new.ring(n).is_none()).cloned().collect();
+        let retired: Vec<String> =
+            self.rings.keys().chain(self.repairs.keys()).filter(|n| new.ring(n).is_none()).cloned().collect();
         for name in retired {
             self.rings.remove(&name);
+            self.repairs.remove(&name);
             match Ring::unlink(&ns, &name) {
                 Ok(()) => info!(
                     "ring {name} retired (removed from the configuration); attached processes keep their mappings"
@@ -366,7 +388,12 @@ impl Daemon {
         }
         for sc in &new.sources {
             if !self.sources.iter().any(|r| &r.config == sc) {
-                match start_source(sc, &self.rings[&sc.ring]) {
+                let Some(ring) = self.rings.get(&sc.ring) else {
+                    // Its ring is being repaired: it starts with it.
+                    self.sources.push(Running::stopped(sc));
+                    continue;
+                };
+                match start_source(sc, ring) {
                     Ok(r) => {
                         info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
                         self.sources.push(r);
@@ -377,6 +404,28 @@ impl Daemon {
         }
         self.config = new;
         Ok(())
+    }
+
+    /// Creates or adopts the rings `new` adds; if one fails, removes those
+    /// it created and fails.
+    fn open_added(&self, new: &Config) -> Result<Vec<(String, Ring, Opened)>> {
+        let ns = &self.config.namespace;
+        let mut added = Vec::new();
+        let present = |name: &str| self.rings.contains_key(name) || self.repairs.contains_key(name);
+        for rc in new.rings.iter().filter(|rc| !present(&rc.name)) {
+            match open_or_create(ns, rc).with_context(|| format!("{}:{}", new.path.display(), rc.line)) {
+                Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
+                Err(e) => {
+                    for (name, _, how) in added {
+                        if how != Opened::Adopted {
+                            let _ = Ring::unlink(ns, &name);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(added)
     }
 
     /// Stops every source; removes rings configured with `unlink_on_stop`.
@@ -415,13 +464,6 @@ fn log_opened(ns: &helix::Namespace, ring: &Ring, how: Opened) {
     );
 }
 
-fn describe(kind: &SourceKind) -> String {
-    match kind {
-        SourceKind::Sim { streams, rate_hz, seed } => format!("sim ({streams} streams x {rate_hz} Hz, seed {seed})"),
-        SourceKind::Udp { bind } => format!("udp ({bind})"),
-    }
-}
-
 /// How helixd runs, beyond its configuration file.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -451,6 +493,7 @@ pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<()> {
         // the daemon restarted.
         service.ping(now, |wd| d.check_sources(wd) && !hung);
         if sweep.due(now) {
+            d.heal();
             d.sweep();
         }
         if service.status_due(now) {

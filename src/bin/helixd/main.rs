@@ -11,6 +11,11 @@ mod shared;
 mod config;
 mod daemon;
 mod hal;
+mod preflight;
+mod source;
+
+use crate::config::Config;
+use crate::shared::cli::{check, ServiceFlags};
 
 #[derive(Parser)]
 #[command(
@@ -23,67 +28,47 @@ struct Cli {
     /// else the embedded default: a telemetry ring fed by the simulator).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Check the configuration, print what it configures, and exit.
-    #[arg(long)]
-    check: bool,
-    /// Print the embedded default configuration and exit.
-    #[arg(long)]
-    print_default_config: bool,
+    #[command(flatten)]
+    service: ServiceFlags,
     /// Debugging aid for the systemd watchdog: on SIGUSR2, stop sending
     /// WATCHDOG=1 (all else keeps running), so systemd kills the
     /// "hung" daemon. Never for production.
     #[arg(long)]
     debug_hang_on_signal: bool,
-    /// Print helixd's man page (roff) and exit, e.g. `helixd --man > helixd.1`.
-    #[arg(long)]
-    man: bool,
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
-    /// and exit.
-    #[arg(long, value_name = "SHELL")]
-    completions: Option<clap_complete::Shell>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(code) = crate::shared::service::print_docs(Cli::command(), cli.man, cli.completions) {
+    if let Some(code) = cli.service.print(Cli::command(), crate::config::DEFAULT_CONFIG) {
         return code;
     }
-    if cli.print_default_config {
-        print!("{}", crate::config::DEFAULT_CONFIG);
-        return ExitCode::SUCCESS;
+    if cli.service.check {
+        // What a start validates, without creating anything.
+        let checked = crate::config::load_config(cli.config.as_deref()).and_then(|c| {
+            crate::preflight::memory(&c)?;
+            crate::preflight::existing(&c)?;
+            Ok(c)
+        });
+        return check("helixd", checked, report);
     }
-    if cli.check {
-        return match crate::config::load_config(cli.config.as_deref()) {
-            Ok(c) => {
-                println!("{}: ok, namespace {}", c.path.display(), c.namespace);
-                for r in &c.rings {
-                    println!(
-                        "  ring {}: {} slots, max payload {} B, {}",
-                        r.name,
-                        r.options.capacity,
-                        r.options.max_payload,
-                        r.options.policy.as_str()
-                    );
-                }
-                for s in &c.sources {
-                    println!("  source {:?} -> {}", s.kind, s.ring);
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("helixd: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    crate::shared::logging::init(crate::shared::logging::level_from_env());
     let opts = crate::daemon::RunOptions { debug_hang_on_signal: cli.debug_hang_on_signal };
-    match crate::daemon::run(cli.config.as_deref(), &opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, on stderr (the journal under systemd).
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
+    crate::shared::cli::run(|| crate::daemon::run(cli.config.as_deref(), &opts))
+}
+
+/// What `--check` prints of a valid configuration.
+fn report(c: &Config) -> String {
+    let mut out = format!("{}: ok, namespace {}\n", c.path.display(), c.namespace);
+    for r in &c.rings {
+        out += &format!(
+            "  ring {}: {} slots, max payload {} B, {}\n",
+            r.name,
+            r.options.capacity,
+            r.options.max_payload,
+            r.options.policy.as_str()
+        );
     }
+    for s in &c.sources {
+        out += &format!("  source {:?} -> {}\n", s.kind, s.ring);
+    }
+    out
 }

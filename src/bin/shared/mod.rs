@@ -1,5 +1,6 @@
-//! Plumbing the HELIX programs share: configuration errors with file:line,
-//! log setup, the systemd service runner, signals, child processes. Each
+//! Plumbing the HELIX programs share: configuration loading and errors with
+//! file:line, the services' common flags, log setup, the systemd service
+//! runner, signals, child processes. Each
 //! program compiles this folder in as its own `shared` module (`#[path]` in
 //! its `main.rs`), so it is no part of the `helix` library's API; a program
 //! uses what it needs and the rest is dead code to it, hence the allowance
@@ -7,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod cli;
 pub mod conf;
 pub mod logging;
 pub mod service;

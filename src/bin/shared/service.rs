@@ -189,29 +189,3 @@ pub fn fmt_rate(r: f64) -> String {
         format!("{r:.0} frames/s")
     }
 }
-
-/// The `--man` and `--completions SHELL` flags the daemons share: prints
-/// the man page (roff) or the completion script for `cmd` and returns the
-/// exit code, or `None` if neither was asked for.
-pub fn print_docs(
-    mut cmd: clap::Command,
-    man: bool,
-    completions: Option<clap_complete::Shell>,
-) -> Option<std::process::ExitCode> {
-    use std::process::ExitCode;
-    let name = cmd.get_name().to_owned();
-    if man {
-        return Some(match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            // The reader of the page went away (`| head`).
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{name}: {e}");
-                ExitCode::FAILURE
-            }
-        });
-    }
-    let shell = completions?;
-    clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout());
-    Some(ExitCode::SUCCESS)
-}

@@ -1,0 +1,82 @@
+//! The command-line flags the three services share, and what they do:
+//! `--check`, `--print-default-config`, `--man` and `--completions SHELL`.
+//! Each program flattens [`ServiceFlags`] into its own arguments.
+
+use std::fmt::Display;
+use std::process::ExitCode;
+
+/// The flags every service takes besides its own.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServiceFlags {
+    /// Check the configuration, print what it configures, and exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    pub print_default_config: bool,
+    /// Print the man page (roff) and exit, e.g. `--man > NAME.1`.
+    #[arg(long)]
+    pub man: bool,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    /// and exit.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+}
+
+impl ServiceFlags {
+    /// Does what `--print-default-config`, `--man` or `--completions` ask of
+    /// program `cmd`, whose embedded default configuration is
+    /// `default_config`: the exit code, or `None` if none was given.
+    pub fn print(&self, mut cmd: clap::Command, default_config: &str) -> Option<ExitCode> {
+        let name = cmd.get_name().to_owned();
+        if self.man {
+            return Some(match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                // The reader of the page went away (`| head`).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{name}: {e}");
+                    ExitCode::FAILURE
+                }
+            });
+        }
+        if let Some(shell) = self.completions {
+            clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout());
+            return Some(ExitCode::SUCCESS);
+        }
+        if self.print_default_config {
+            print!("{default_config}");
+            return Some(ExitCode::SUCCESS);
+        }
+        None
+    }
+}
+
+/// `--check` of program `name`: prints what `report` says of the
+/// configuration and succeeds, or prints the error in one line and fails.
+pub fn check<C, E: Display>(name: &str, checked: Result<C, E>, report: impl FnOnce(&C) -> String) -> ExitCode {
+    match checked {
+        Ok(c) => {
+            print!("{}", report(&c));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a service: logging set up (from `HELIX_LOG`), then `service`;
+/// success, or its error in one line on standard error (the journal under
+/// systemd) and failure.
+pub fn run(service: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    crate::shared::logging::init(crate::shared::logging::level_from_env());
+    match service() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
