@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{payload, payload_len, signal, Env, Notify, Reaped};
-use helix::ledger::format::{RecordType, RingDecl, HASH_LEN, RECORD_HEADER_LEN};
+use helix::ledger::format::{RecordType, RingDecl, HASH_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use helix::ledger::{walk, Ledger};
 use helix::*;
 use serde_json::Value;
@@ -435,20 +435,38 @@ fn verify_names_the_first_tampered_record_exactly() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success() && text.starts_with("FAILED: ") && text.contains(&seg(case.file)), "{text}");
     }
-    // The last record cut short, as a live ledger's file can be read or a
+    // The last frame cut short, as a live ledger's file can be read or a
     // stopped one left: the whole records before it verify, and the
-    // partial one is reported, not counted.
+    // partial one is reported, not counted. (The sample ends with a new
+    // segment's restatement of the ring: a frame is appended first.)
     let d = env.path("live");
     copy_dir(&pristine, &d);
-    let mut last = (0, 0, 0);
-    walk(&pristine, |at| last = (at.segment, at.offset, at.record.header.rtype)).unwrap().unwrap();
+    let (mut l, _) = Ledger::open(&d, u64::MAX).unwrap();
+    let decl = l.chain().rings[0].decl.clone();
+    let (id, next) = l.declare(&decl).unwrap();
+    assert_eq!(next, 1001);
+    l.reserve_frame(id, next, 1, 0, 0, 8).copy_from_slice(b"the last");
+    l.seal(id, 1);
+    l.flush().unwrap();
+    drop(l);
+    let mut last = (0, 0);
+    walk(&d, |at| last = (at.segment, at.offset)).unwrap().unwrap();
     let path = d.join(seg(last.0));
     let size = fs::metadata(&path).unwrap().len();
     OpenOptions::new().write(true).open(&path).unwrap().set_len(size - 10).unwrap();
     let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &d);
     assert_eq!((code, v["partial_tail"].as_u64()), (0, Some(size - 10 - last.1)), "{v}");
-    let frames = if last.2 == RecordType::Frame as u16 { 999 } else { 1000 };
-    assert_eq!(v["rings"][0]["frames"].as_u64(), Some(frames));
+    assert_eq!(v["rings"][0]["frames"].as_u64(), Some(1000));
+    // A segment's restatement cut short is damage, not a live tail (a
+    // segment is renamed into place whole): the recorder, which resumes
+    // from the last segment alone, could not continue from it.
+    let d = env.path("restatement");
+    copy_dir(&pristine, &d);
+    let path = d.join(seg(last.0));
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(SEGMENT_HEADER_LEN as u64 + 50).unwrap();
+    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &d);
+    assert_eq!((code, v["offset"].as_u64()), (1, Some(SEGMENT_HEADER_LEN as u64)), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("ends before it restates ring t (id 0)"), "{v}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub struct RingState {
     pub frames: u64,
     /// GAP records of this ring.
     pub gaps: u64,
-    /// Sequences the GAP records cover.
+    /// Sequences the GAP records cover (saturating at `u64::MAX`).
     pub lost: u64,
 }
 
@@ -30,6 +30,9 @@ pub struct Chain {
     pub records: u64,
     /// Declared rings, by id.
     pub rings: Vec<RingState>,
+    /// Ids of the rings a new segment has still to restate, in order,
+    /// before any other record (see [`Chain::begin_segment`]).
+    pub(super) restating: std::ops::Range<usize>,
 }
 
 /// Why a record is bad.
@@ -71,7 +74,20 @@ impl Chain {
     /// The state before the first record of a segment that continues from
     /// `header`; ring declarations follow at the segment's start.
     pub fn at_segment(header: &SegmentHeader) -> Chain {
-        Chain { hash: header.prev_hash, records: header.first_record, rings: Vec::new() }
+        Chain { hash: header.prev_hash, records: header.first_record, ..Chain::default() }
+    }
+
+    /// The records that follow begin a new segment of the same ledger:
+    /// its first records must restate every ring declared so far, by id in
+    /// order (docs/ledger.md, rule 3), as the recorder, which reads only
+    /// the last segment when it starts, relies on.
+    pub fn begin_segment(&mut self) {
+        self.restating = 0..self.rings.len();
+    }
+
+    /// Rings a new segment has not restated yet.
+    pub fn unrestated(&self) -> usize {
+        self.restating.len()
     }
 
     /// The id of ring `name`, if declared.
@@ -106,6 +122,15 @@ impl Chain {
         let h = &rec.header;
         let rtype = RecordType::from_u16(h.rtype).ok_or_else(|| format!("unknown record type {}", h.rtype))?;
         let id = h.ring as usize;
+        if let Some(want) = (!self.restating.is_empty()).then_some(self.restating.start) {
+            if rtype != RecordType::Ring || id != want {
+                return Err(format!(
+                    "a {} record of ring id {id} where the segment must restate ring {} (id {want}) first",
+                    rtype.as_str(),
+                    self.rings[want].decl.name
+                ));
+            }
+        }
         if rtype == RecordType::Ring {
             let decl = RingDecl::decode(rec.payload).map_err(str::to_owned)?;
             if h.seq == 0 {
@@ -138,6 +163,9 @@ impl Chain {
                 }
                 None => return Err(format!("ring id {id} declared before id {count}")),
             }
+            if !self.restating.is_empty() {
+                self.restating.start += 1;
+            }
             return Ok(());
         }
         let ring = self.rings.get_mut(id).ok_or_else(|| format!("record of undeclared ring id {id}"))?;
@@ -151,10 +179,13 @@ impl Chain {
                 rtype.as_str()
             ));
         }
+        // The last sequence a record covers must have a successor: the next
+        // sequence expected is kept as a u64.
+        let endless = |last: u64| format!("ring {} sequence {last} has no next sequence", ring.decl.name);
         match rtype {
             RecordType::Frame => {
+                ring.next_seq = h.seq.checked_add(1).ok_or_else(|| endless(h.seq))?;
                 ring.frames += 1;
-                ring.next_seq += 1;
             }
             RecordType::Gap => {
                 let gap = GapInfo::decode(rec.payload).map_err(str::to_owned)?;
@@ -164,9 +195,10 @@ impl Chain {
                         ring.decl.name, gap.last, h.seq
                     ));
                 }
+                ring.next_seq = gap.last.checked_add(1).ok_or_else(|| endless(gap.last))?;
                 ring.gaps += 1;
-                ring.lost += gap.last - h.seq + 1;
-                ring.next_seq = gap.last + 1;
+                // A count over every incarnation of the name: it saturates.
+                ring.lost = ring.lost.saturating_add(gap.last - h.seq + 1);
             }
             RecordType::Ring => unreachable!("handled above"),
         }
@@ -264,5 +296,31 @@ mod tests {
         let err = Chain::default().scan(&flipped, 128, |_, _, _| {}).unwrap_err();
         assert_eq!((err.offset, err.index, err.problem), (offsets[3], 3, Problem::Hash));
         assert_eq!(err.ring_seq, Some(("t".into(), 5)));
+    }
+
+    /// Found by the `ledger` fuzz target: a GAP ending at `u64::MAX` (or a
+    /// FRAME there) overflowed the next expected sequence, and GAPs of
+    /// several incarnations overflowed the lost count.
+    #[test]
+    fn the_end_of_the_sequence_space_is_refused_and_counts_saturate() {
+        let decl = RingDecl { created_ns: 5, capacity: 8, max_payload: 8, policy: 1, name: "t".into() };
+        let apply = |c: &mut Chain, h: RecordHeader, p: &[u8]| c.apply(&split_record(&record(&c.hash, h, p)).unwrap());
+        let gap = |last| GapInfo { last, reason: GAP_OVERRUN }.encode();
+        let refused =
+            |r: Result<(), Problem>| matches!(r, Err(Problem::Invalid(m)) if m.contains("has no next sequence"));
+
+        let mut c = Chain::default();
+        apply(&mut c, hdr(RecordType::Ring, 1), &decl.encode()).unwrap();
+        assert!(refused(apply(&mut c, hdr(RecordType::Gap, 1), &gap(u64::MAX))));
+        apply(&mut c, hdr(RecordType::Ring, u64::MAX), &RingDecl { created_ns: 6, ..decl.clone() }.encode()).unwrap();
+        assert!(refused(apply(&mut c, hdr(RecordType::Frame, u64::MAX), b"x")));
+        assert_eq!((c.records, c.rings[0].next_seq), (2, u64::MAX), "a refused record changes nothing");
+
+        // Two incarnations, each losing all but the last sequence.
+        for created_ns in [7, 8] {
+            apply(&mut c, hdr(RecordType::Ring, 1), &RingDecl { created_ns, ..decl.clone() }.encode()).unwrap();
+            apply(&mut c, hdr(RecordType::Gap, 1), &gap(u64::MAX - 1)).unwrap();
+        }
+        assert_eq!((c.rings[0].next_seq, c.rings[0].gaps, c.rings[0].lost), (u64::MAX, 2, u64::MAX));
     }
 }

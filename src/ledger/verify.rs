@@ -125,6 +125,9 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
         if let Some(problem) = problem {
             return Ok(Err(VerifyFailure::Header { path: path.clone(), problem }));
         }
+        if i > 0 {
+            chain.begin_segment();
+        }
         let result = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, |c, rec, offset| {
             let id = rec.header.ring as usize;
             let ring = &c.rings[id];
@@ -140,7 +143,8 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
                 Some(RecordType::Frame) => t.frames += 1,
                 Some(RecordType::Gap) => {
                     t.gaps += 1;
-                    t.lost += GapInfo::decode(rec.payload).map_or(0, |g| g.last - rec.header.seq + 1);
+                    let lost = GapInfo::decode(rec.payload).map_or(0, |g| g.last - rec.header.seq + 1);
+                    t.lost = t.lost.saturating_add(lost);
                 }
                 Some(RecordType::Ring) => t.decl = ring.decl.clone(),
                 None => {}
@@ -156,6 +160,20 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
                 partial_tail = bytes.len() as u64 - bad.offset;
             }
             Err(bad) => return Ok(Err(VerifyFailure::Record { path: path.clone(), bad })),
+        }
+        if chain.unrestated() > 0 {
+            // Where the missing declaration should have been.
+            let want = chain.rings.len() - chain.unrestated();
+            let bad = BadRecord {
+                offset: bytes.len() as u64 - partial_tail,
+                index: chain.records,
+                ring_seq: None,
+                problem: Problem::Invalid(format!(
+                    "the segment ends before it restates ring {} (id {want})",
+                    chain.rings[want].decl.name
+                )),
+            };
+            return Ok(Err(VerifyFailure::Record { path: path.clone(), bad }));
         }
     }
     Ok(Ok(Summary {

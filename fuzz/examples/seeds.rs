@@ -1,0 +1,152 @@
+//! Writes the committed seed corpus (`fuzz/corpus/<target>/`) from the real
+//! encoders: ring files made by `Ring::create`, datagrams by
+//! `datagram::encode`, the programs' embedded default configurations, and
+//! ledger segments written by `Ledger`. Run it again when a format changes:
+//!
+//!     cargo run --manifest-path fuzz/Cargo.toml --example seeds
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use helix::ledger::format::{split_record, RecordType, RingDecl, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use helix::ledger::Ledger;
+use helix::telemetry::{datagram, Sample};
+use helix::{Namespace, Policy, ReaderOptions, Ring, RingOptions};
+
+fn corpus(target: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A ring's two files as one `ring_attach` input, with `flags`.
+fn ring_input(ns: &Namespace, name: &str, flags: u8) -> Vec<u8> {
+    let data = fs::read(ns.data_path(name)).unwrap();
+    let readers = fs::read(ns.readers_path(name)).unwrap();
+    let mut input = vec![flags];
+    input.extend_from_slice(&u16::try_from(data.len()).unwrap().to_le_bytes());
+    input.extend_from_slice(&data);
+    input.extend_from_slice(&readers);
+    input
+}
+
+fn ring_seeds() {
+    let dir = corpus("ring_attach");
+    let ns = Namespace::new(&format!("seeds{}", std::process::id())).unwrap();
+    // The ring's name must be the harness's, "r"; the smallest geometry.
+    for (tag, policy) in [("overwrite", Policy::Overwrite), ("block", Policy::Block)] {
+        let _ = Ring::unlink(&ns, "r");
+        let opts = RingOptions {
+            capacity: 2,
+            max_payload: 48,
+            policy,
+            max_readers: 2,
+            stall_timeout: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let ring = Ring::create(&ns, "r", &opts).unwrap();
+        let mut w = ring.writer().unwrap();
+        // A registered reader (dead once this program exits, so a sweep
+        // frees it), frames published and one overrun's worth behind it.
+        let gating = ReaderOptions { gating: true, ..ReaderOptions::named("seed") };
+        let reader = ring.reader(&gating).unwrap();
+        for p in [&b"one"[..], b"two"] {
+            let _ = w.try_publish(p);
+        }
+        std::mem::forget(reader);
+        std::mem::forget(w);
+        // Open (writer), attach (reader), view, all three.
+        for mode in 0..4u8 {
+            fs::write(dir.join(format!("{tag}-mode{mode}")), ring_input(&ns, "r", mode << 2)).unwrap();
+        }
+        drop(ring);
+        Ring::unlink(&ns, "r").unwrap();
+    }
+}
+
+fn datagram_seeds() {
+    let dir = corpus("datagram");
+    let s =
+        |i: u32| Sample { stream: i, quality: 0, seq: i.into(), sample_ns: 5, ingest_ns: 0, value: f64::from(i) / 3.0 };
+    fs::write(dir.join("one"), datagram::encode(&[s(1)])).unwrap();
+    fs::write(dir.join("three"), datagram::encode(&[s(1), s(2), s(3)])).unwrap();
+}
+
+fn config_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/bin");
+    for (target, program, extra) in [
+        (
+            "config_helixd",
+            "helixd",
+            "namespace = \"lab\"\n[[ring]]\nname = \"udp\"\nmax_payload = 48\ncapacity = 1024\npolicy = \"overwrite\"\n\
+             [[source]]\nkind = \"udp\"\nring = \"udp\"\nbind = \"127.0.0.1:7000\"\n",
+        ),
+        ("config_ledger", "helix-ledger", "dir = \"/tmp/l\"\nrings = [\"telemetry\", \"alarms\"]\nsegment_size_mib = 1\n"),
+        (
+            "config_twin",
+            "helix-twin",
+            "streams = 100\n[[rule]]\nstreams = 7\nhigh = 1.0\n[[rule]]\nstreams = \"8-9\"\nlow = -1.5\nhigh = 2.0\n\
+             hysteresis = 0.5\nrate_limit = 3.0\nstale_after_ms = 500\nperiod_ms = 10\n",
+        ),
+    ] {
+        let dir = corpus(target);
+        fs::copy(root.join(program).join("default.toml"), dir.join("default.toml")).unwrap();
+        fs::write(dir.join("variant.toml"), extra).unwrap();
+    }
+}
+
+fn ledger_seeds() {
+    let dir = corpus("ledger");
+    let tmp = std::env::temp_dir().join(format!("helix-seeds-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    // Small segments, so the ledger rotates: two segment files.
+    let (mut l, _) = Ledger::open(&tmp, 400).unwrap();
+    let decl = RingDecl { created_ns: 7, capacity: 2, max_payload: 48, policy: 1, name: "telemetry".into() };
+    let (id, mut seq) = l.declare(&decl).unwrap();
+    for payload in [&b"first"[..], b"second"] {
+        l.reserve_frame(id, seq, 1, 100 + seq, 1, payload.len()).copy_from_slice(payload);
+        l.seal(id, 1);
+        seq += 1;
+    }
+    l.append_gap(id, seq, seq + 2, 1);
+    seq += 3;
+    l.flush().unwrap();
+    l.reserve_frame(id, seq, 2, 200, 1, 4).copy_from_slice(b"last");
+    l.seal(id, 1);
+    l.flush().unwrap();
+    drop(l);
+    let mut segments: Vec<_> = fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    segments.sort();
+    let bytes: Vec<Vec<u8>> = segments.iter().map(|p| fs::read(p).unwrap()).collect();
+    assert!(bytes.len() >= 2 && bytes.iter().all(|b| b.len() > SEGMENT_HEADER_LEN));
+    for (name, flags, segs) in
+        [("one-segment", 0u8, &bytes[..1]), ("two-segments", 0, &bytes[..2]), ("fixed", 3, &bytes[..2])]
+    {
+        let mut input = vec![flags];
+        for s in segs {
+            input.extend_from_slice(s);
+        }
+        fs::write(dir.join(name), input).unwrap();
+    }
+    // A finding: the GAP ending at u64::MAX (re-hashed by the harness).
+    let mut seg = bytes[0].clone();
+    let mut at = SEGMENT_HEADER_LEN;
+    while let Ok(rec) = split_record(&seg[at..]) {
+        let len = rec.header.len as usize;
+        if rec.header.rtype == RecordType::Gap as u16 {
+            seg[at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        }
+        at += len;
+    }
+    fs::write(dir.join("gap-to-u64-max"), [&[3u8][..], &seg].concat()).unwrap();
+    fs::remove_dir_all(&tmp).unwrap();
+}
+
+fn main() {
+    ring_seeds();
+    datagram_seeds();
+    config_seeds();
+    ledger_seeds();
+}
