@@ -1,8 +1,5 @@
-//! What the fuzz targets (`fuzz/`, run by `tools/fuzz`) found, one test
-//! each. A fixed finding is a regression test; a finding in code its owner
-//! has still to fix is an ignored test that reproduces it, and its fuzz
-//! target masks it until then (see `mask_reported` in
-//! `fuzz/fuzz_targets/ring_attach.rs`).
+//! What the fuzz targets (`fuzz/`, run by `tools/fuzz`) found, one
+//! regression test each.
 
 mod common;
 
@@ -99,48 +96,32 @@ fn small_ring(ns: &TestNs) -> Ring {
     Ring::create(ns, "r", &RingOptions { capacity: 8, max_readers: 4, ..Default::default() }).unwrap()
 }
 
-/// Fuzz target `ring_attach`, reported to the owner of
-/// `src/ring/{mod,reader,writer}.rs`: a header whose `published` is
-/// `u64::MAX` passes attach, and `published + 1` then overflows in
-/// `Reader::new` (reader.rs, `start_at`), `Reader::lag`, `Writer::new`
-/// (writer.rs, `next`), `stats` (mod.rs, a reader's lag) and
-/// `RingView::lags`. A debug build panics; a release build wraps, and a
-/// new reader's cursor becomes 0: it is handed a "frame" of sequence 0
-/// that was never published. Run with
-/// `cargo test --test fuzz_findings -- --ignored` (debug: the panics) or
-/// with `--release` (the phantom frame).
+/// Fuzz target `ring_attach`: a header whose `published` is `u64::MAX`
+/// passed attach, and `published + 1` then overflowed in `Reader::new`,
+/// `Reader::lag`, `Writer::new`, `stats` and `RingView::lags`: a debug
+/// build panicked; a release build wrapped, and a new reader was handed a
+/// "frame" of sequence 0 that was never published. Now `published` past
+/// `MAX_SEQ` is refused by every attach, naming the field.
 #[test]
-#[ignore = "reported to the owner of src/ring/{mod,reader,writer}.rs; un-ignore with the fix"]
 fn a_published_count_of_u64_max_neither_panics_nor_delivers_a_frame_never_published() {
     let ns = TestNs::new();
     let ring = small_ring(&ns);
     patch_u64(&ns, offset_of!(RingHeader, published), u64::MAX);
-    let view = RingView::attach(&ns, "r").unwrap();
-    let _ = view.lags();
-    let mut buf = [0u8; 64];
+    let named = |e: AttachError| matches!(e, AttachError::BadField { field: "published", .. });
+    assert!(RingView::attach(&ns, "r").map(|_| ()).is_err_and(named));
     for start in [Start::Newest, Start::Oldest] {
         let opts = ReaderOptions { start, ..ReaderOptions::named("t") };
-        if let Ok(mut r) = Reader::attach(&ns, "r", &opts) {
-            let _ = (r.lag(), ring.stats(), view.lags());
-            if let Ok(info) = r.try_read(&mut buf) {
-                panic!("nothing was ever published, yet the reader got {info:?}");
-            }
-        }
+        assert!(Reader::attach(&ns, "r", &opts).map(|_| ()).is_err_and(named));
     }
-    if let Ok(mut w) = ring.writer() {
-        let _ = w.try_publish(b"x");
-    }
+    assert!(ring.writer().is_err(), "a writer continued from a published count past MAX_SEQ");
 }
 
-/// Fuzz target `ring_attach`, reported to the owner of
-/// `src/ring/writer.rs`: a header whose `bytes_published` is near
-/// `u64::MAX` makes the writer's `self.bytes += bytes` (writer.rs,
-/// `finish`) overflow: a panic in a debug build (wrapping in release),
-/// and as the unwinding drops the `Claim`, whose drop publishes again, a
-/// second panic that aborts the process. Run with
-/// `cargo test --test fuzz_findings a_bytes -- --ignored`.
+/// Fuzz target `ring_attach`: a header whose `bytes_published` is near
+/// `u64::MAX` made the writer's byte count overflow: a panic in a debug
+/// build, and as the unwinding dropped the `Claim`, whose drop publishes
+/// again, a second panic that aborted the process. The count (a
+/// statistic) now wraps.
 #[test]
-#[ignore = "reported to the owner of src/ring/writer.rs; un-ignore with the fix"]
 fn a_bytes_published_count_near_u64_max_does_not_panic_the_writer() {
     let ns = TestNs::new();
     let ring = small_ring(&ns);
@@ -150,27 +131,27 @@ fn a_bytes_published_count_near_u64_max_does_not_panic_the_writer() {
     let _ = ring.stats();
 }
 
-/// Fuzz target `ring_attach`, reported to the owner of
-/// `src/ring/reader.rs`: a reader started `At` a sequence with bit 63 set
-/// (the stamp's WRITING mark: `helixctl tail --from-seq`, or a corrupt
-/// ledger's next sequence) has a cursor equal to the stamp of a slot being
-/// written, and is handed that frame before it is committed: a torn read.
-/// At `u64::MAX` the cursor's `seq + 1` also overflows (frame.rs, `Frame`'s
-/// drop; a panic in a debug build). Run with
-/// `cargo test --release --test fuzz_findings -- --ignored`.
+/// Fuzz target `ring_attach`: a reader started `At` a sequence with bit 63
+/// set (the stamp's WRITING mark: `helixctl tail --from-seq`, or a corrupt
+/// ledger's next sequence) had a cursor equal to the stamp of a slot being
+/// written, and was handed that frame before it was committed: a torn
+/// read. A start past `MAX_SEQ` is now refused.
 #[test]
-#[ignore = "reported to the owner of src/ring/reader.rs; un-ignore with the fix"]
 fn a_reader_started_at_a_sequence_with_the_writing_bit_never_sees_an_uncommitted_frame() {
     let ns = TestNs::new();
     let ring = small_ring(&ns);
     let mut w = ring.writer().unwrap();
     let mut claim = w.try_claim(1).unwrap();
     let seq = claim.push(b"not yet").unwrap();
-    let opts = ReaderOptions { start: Start::At(seq | helix::layout::STAMP_WRITING), ..ReaderOptions::named("t") };
-    let mut buf = [0u8; 64];
-    if let Ok(mut r) = Reader::attach(&ns, "r", &opts) {
-        if let Ok(info) = r.try_read(&mut buf) {
-            panic!("read a frame its writer had not committed: {info:?}");
+    let at = seq | helix::layout::STAMP_WRITING;
+    let opts = ReaderOptions { start: Start::At(at), ..ReaderOptions::named("t") };
+    match Reader::attach(&ns, "r", &opts) {
+        Err(AttachError::StartPastMax { seq }) => assert_eq!(seq, at),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(mut r) => {
+            let mut buf = [0u8; 64];
+            let read = r.try_read(&mut buf);
+            panic!("a start past MAX_SEQ was accepted (then read {read:?})");
         }
     }
     claim.commit();

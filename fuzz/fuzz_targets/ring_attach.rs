@@ -126,37 +126,6 @@ fn fix_readers(r: &mut Vec<u8>, d: &[u8]) {
     put_u64(r, offset_of!(ReadersHeader, file_size), readers_file_size(max_readers));
 }
 
-/// Whether the masks below are off (`HELIX_FUZZ_UNMASK` set).
-fn unmasked() -> bool {
-    static UNMASK: OnceLock<bool> = OnceLock::new();
-    *UNMASK.get_or_init(|| std::env::var_os("HELIX_FUZZ_UNMASK").is_some())
-}
-
-/// Keeps inputs away from findings already reported to the owners of
-/// `src/ring/{mod,reader,writer}.rs`, so that a run looks past them (the
-/// reproducers are in `tests/fuzz_findings.rs`): `published` or
-/// `bytes_published` near `u64::MAX` overflows `+ 1` and `+= len` there.
-/// Remove a line when its finding is fixed; `HELIX_FUZZ_UNMASK=1` turns
-/// every mask off.
-fn mask_reported(d: &mut [u8]) {
-    if unmasked() || d.len() < RING_HEADER_SIZE {
-        return;
-    }
-    for at in [offset_of!(RingHeader, published), offset_of!(RingHeader, bytes_published)] {
-        put_u64(d, at, get_u64(d, at) & (u64::MAX >> 2));
-    }
-}
-
-/// The same for a reader's start (reported): a cursor with the stamp's
-/// WRITING bit (2^63) set matches a slot that is being written.
-fn mask_reported_start(seq: u64) -> u64 {
-    if unmasked() {
-        seq
-    } else {
-        seq & !STAMP_WRITING
-    }
-}
-
 /// Sizes `b` as the `file_size` field at `at` says, if it is small enough.
 fn size_from_header(b: &mut Vec<u8>, at: usize) {
     if b.len() >= at + 8 {
@@ -224,7 +193,7 @@ fn exercise_view(view: &RingView, force: bool) {
     }
 }
 
-/// The two files' bytes from the input, fixed, masked and sized as the
+/// The two files' bytes from the input, fixed and sized as the
 /// flags say.
 fn regions(flags: u8, rest: &[u8], n: usize) -> (Vec<u8>, Vec<u8>) {
     let (data, readers) = rest.split_at(n.min(rest.len()));
@@ -235,7 +204,6 @@ fn regions(flags: u8, rest: &[u8], n: usize) -> (Vec<u8>, Vec<u8>) {
     if flags & FIX_READERS != 0 {
         fix_readers(&mut readers, &data);
     }
-    mask_reported(&mut data);
     size_from_header(&mut data, offset_of!(RingHeader, file_size));
     size_from_header(&mut readers, offset_of!(ReadersHeader, file_size));
     (data, readers)
@@ -245,7 +213,7 @@ fn reader_options(flags: u8, input: &[u8]) -> ReaderOptions {
     let start = match (flags >> 5) & 3 {
         0 => Start::Newest,
         1 => Start::Oldest,
-        _ => Start::At(mask_reported_start(input.len().checked_sub(8).map_or(1, |at| get_u64(input, at)))),
+        _ => Start::At(input.len().checked_sub(8).map_or(1, |at| get_u64(input, at))),
     };
     ReaderOptions { gating: flags & GATING != 0, start, ..ReaderOptions::named("fuzz") }
 }

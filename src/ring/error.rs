@@ -98,6 +98,11 @@ pub enum AttachError {
     /// The reader name is too long.
     #[error("reader name {name:?} is longer than {MAX_READER_NAME_LEN} bytes")]
     ReaderName { name: String },
+    /// `Start::At` a sequence past [`MAX_SEQ`](crate::layout::MAX_SEQ)
+    /// (2^63 - 1): no frame ever has it, and a cursor there would alias a
+    /// slot's "being written" stamp.
+    #[error("start sequence {seq} is past the largest sequence number, {max}", max = crate::layout::MAX_SEQ)]
+    StartPastMax { seq: u64 },
     /// One of the ring's two files exists, the other does not.
     #[error("ring {ring:?} is incomplete: {present} exists but {missing} does not ({})", incomplete_advice(.missing_file))]
     Incomplete { ring: String, present: PathBuf, missing: PathBuf, missing_file: RingFile },

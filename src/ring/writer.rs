@@ -380,7 +380,9 @@ impl Writer {
         // `published` in readers (join, overrun resume) and a new writer:
         // every stamp up to `last` is visible to them.
         h.published.store(last, Ordering::Release);
-        self.bytes += bytes;
+        // A statistic, and its start comes from shared memory: it wraps
+        // rather than panics.
+        self.bytes = self.bytes.wrapping_add(bytes);
         h.bytes_published.store(self.bytes, Ordering::Relaxed);
         self.next = last + 1;
         // SYNC POINT: reader park Dekker. Pairs with the SeqCst fence in

@@ -20,6 +20,11 @@ impl Reader {
         if opts.name.len() > MAX_READER_NAME_LEN {
             return Err(AttachError::ReaderName { name: opts.name.clone() });
         }
+        if let Start::At(seq) = opts.start {
+            if seq > MAX_SEQ {
+                return Err(AttachError::StartPastMax { seq });
+            }
+        }
         if let Some(d) = region.probe() {
             return Err(AttachError::Damaged(d));
         }

@@ -65,7 +65,7 @@ impl<'w> Claim<'w> {
             return Err(PublishError::Damaged(d));
         }
         self.written += 1;
-        self.bytes += payload.len() as u64;
+        self.bytes = self.bytes.wrapping_add(payload.len() as u64);
         Ok(seq)
     }
 
