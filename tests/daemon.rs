@@ -473,20 +473,33 @@ fn wait_published(ns: &Namespace, ring: &str, after: u64, what: &str) -> (u64, u
     }
 }
 
-#[test]
-fn a_ring_whose_readers_file_is_truncated_is_repaired_its_sequence_continues_and_the_other_ring_runs_on() {
-    let _dog = watchdog("helixd repair", Duration::from_secs(90));
+/// helixd running [`TWO_RINGS`], both publishing: its Env, notify socket
+/// and process, and ring a's creation time and published count.
+fn two_rings_publishing() -> (Env, Notify, Reaped, u64, u64) {
     let env = Env::new();
-    let cfg = env.config("r.toml", TWO_RINGS);
+    let cfg = env.config("two.toml", TWO_RINGS);
     let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
+    let d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
     drain(&notify);
     let (created, before) = wait_published(&env.ns, "a", 100, "before the damage");
     wait_published(&env.ns, "b", 100, "before the damage");
+    (env, notify, d, created, before)
+}
+
+/// Truncates `file` to nothing, as a peer may; returns ring b's published
+/// count then.
+fn shrink_to_nothing(env: &Env, file: &Path) -> u64 {
+    std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(0).unwrap();
+    published(&env.ns, "b").unwrap().1
+}
+
+#[test]
+fn a_ring_whose_readers_file_is_truncated_is_repaired_its_sequence_continues_and_the_other_ring_runs_on() {
+    let _dog = watchdog("helixd repair", Duration::from_secs(90));
+    let (env, _notify, mut d, created, before) = two_rings_publishing();
     // A group member shrinks a's control region to nothing.
-    std::fs::OpenOptions::new().write(true).open(env.ns.readers_path("a")).unwrap().set_len(0).unwrap();
-    let (_, b_then) = published(&env.ns, "b").unwrap();
+    let b_then = shrink_to_nothing(&env, &env.ns.readers_path("a"));
     // a is repaired: the same ring (its data region kept) gets a new
     // control region, and publishes again, its sequence going on.
     let t = Instant::now();
@@ -513,17 +526,9 @@ fn a_ring_whose_readers_file_is_truncated_is_repaired_its_sequence_continues_and
 #[test]
 fn a_ring_whose_data_file_is_truncated_is_recreated_and_the_other_ring_runs_on() {
     let _dog = watchdog("helixd recreate after damage", Duration::from_secs(90));
-    let env = Env::new();
-    let cfg = env.config("d.toml", TWO_RINGS);
-    let notify = Notify::new(&env.dir);
-    let mut d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
-    notify.until("READY=1");
-    drain(&notify);
-    let (created, _) = wait_published(&env.ns, "a", 100, "before the damage");
-    wait_published(&env.ns, "b", 100, "before the damage");
+    let (env, _notify, mut d, created, _) = two_rings_publishing();
     // The data region cannot be repaired: the ring is made again.
-    std::fs::OpenOptions::new().write(true).open(env.ns.data_path("a")).unwrap().set_len(0).unwrap();
-    let (_, b_then) = published(&env.ns, "b").unwrap();
+    let b_then = shrink_to_nothing(&env, &env.ns.data_path("a"));
     let t = Instant::now();
     while published(&env.ns, "a").is_none_or(|(c, _)| c == created) {
         assert!(d.0.try_wait().unwrap().is_none(), "helixd died");

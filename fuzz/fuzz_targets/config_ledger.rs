@@ -3,15 +3,9 @@
 //! or an error naming the file and line.
 #![no_main]
 
-#[path = "../../src/bin/shared/conf.rs"]
-#[allow(dead_code)]
-mod conf;
-/// What helix-ledger's `crate::shared` provides to its configuration file.
-mod shared {
-    pub(crate) use super::conf;
-}
 #[path = "common/config.rs"]
 mod common;
+use common::shared;
 #[path = "../../src/bin/helix-ledger/config.rs"]
 #[allow(dead_code)]
 mod config;

@@ -4,15 +4,9 @@
 //! and line.
 #![no_main]
 
-#[path = "../../src/bin/shared/conf.rs"]
-#[allow(dead_code)]
-mod conf;
-/// What helix-twin's `crate::shared` provides to its configuration file.
-mod shared {
-    pub(crate) use super::conf;
-}
 #[path = "common/config.rs"]
 mod common;
+use common::shared;
 #[path = "../../src/bin/helix-twin/config.rs"]
 #[allow(dead_code)]
 mod config;

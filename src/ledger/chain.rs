@@ -117,6 +117,42 @@ impl Chain {
         Ok(())
     }
 
+    /// A RING record's rules: a declaration of a new id, a restatement of a
+    /// known one, or a new incarnation of a name.
+    fn declare(&mut self, rec: &RecordView<'_>) -> Result<(), String> {
+        let (h, id) = (&rec.header, rec.header.ring as usize);
+        let decl = RingDecl::decode(rec.payload).map_err(str::to_owned)?;
+        if h.seq == 0 {
+            return Err(format!("ring {} declared with next sequence 0", decl.name));
+        }
+        if let Some(other) = self.rings.iter().position(|r| r.decl.name == decl.name).filter(|&i| i != id) {
+            return Err(format!("ring {} declared as id {id}, but it is id {other}", decl.name));
+        }
+        let count = self.rings.len();
+        match self.rings.get_mut(id) {
+            Some(r) if r.decl.name != decl.name => {
+                return Err(format!("ring id {id} is {}, re-declared as {}", r.decl.name, decl.name))
+            }
+            Some(r) if r.decl.created_ns == decl.created_ns => {
+                if h.seq != r.next_seq {
+                    return Err(format!(
+                        "ring {} re-declared at sequence {}, but the next sequence is {}",
+                        decl.name, h.seq, r.next_seq
+                    ));
+                }
+                r.decl = decl;
+            }
+            // A new incarnation of the name starts its own sequence.
+            Some(r) => {
+                r.decl = decl;
+                r.next_seq = h.seq;
+            }
+            None if id == count => self.rings.push(RingState { decl, next_seq: h.seq, frames: 0, gaps: 0, lost: 0 }),
+            None => return Err(format!("ring id {id} declared before id {count}")),
+        }
+        Ok(())
+    }
+
     /// The ledger's rules; updates the ring states.
     fn check(&mut self, rec: &RecordView<'_>) -> Result<(), String> {
         let h = &rec.header;
@@ -132,37 +168,7 @@ impl Chain {
             }
         }
         if rtype == RecordType::Ring {
-            let decl = RingDecl::decode(rec.payload).map_err(str::to_owned)?;
-            if h.seq == 0 {
-                return Err(format!("ring {} declared with next sequence 0", decl.name));
-            }
-            if let Some(other) = self.rings.iter().position(|r| r.decl.name == decl.name).filter(|&i| i != id) {
-                return Err(format!("ring {} declared as id {id}, but it is id {other}", decl.name));
-            }
-            let count = self.rings.len();
-            match self.rings.get_mut(id) {
-                Some(r) if r.decl.name != decl.name => {
-                    return Err(format!("ring id {id} is {}, re-declared as {}", r.decl.name, decl.name))
-                }
-                Some(r) if r.decl.created_ns == decl.created_ns => {
-                    if h.seq != r.next_seq {
-                        return Err(format!(
-                            "ring {} re-declared at sequence {}, but the next sequence is {}",
-                            decl.name, h.seq, r.next_seq
-                        ));
-                    }
-                    r.decl = decl;
-                }
-                // A new incarnation of the name starts its own sequence.
-                Some(r) => {
-                    r.decl = decl;
-                    r.next_seq = h.seq;
-                }
-                None if id == count => {
-                    self.rings.push(RingState { decl, next_seq: h.seq, frames: 0, gaps: 0, lost: 0 })
-                }
-                None => return Err(format!("ring id {id} declared before id {count}")),
-            }
+            self.declare(rec)?;
             if !self.restating.is_empty() {
                 self.restating.start += 1;
             }

@@ -87,6 +87,45 @@ pub struct Located<'a> {
     pub record: &'a RecordView<'a>,
 }
 
+/// What is wrong with segment `n`'s header, given the chain so far.
+fn header_problem(header: &SegmentHeader, n: u64, chain: &Chain) -> Option<String> {
+    if header.segment != n {
+        Some(format!("says it is segment {}", header.segment))
+    } else if header.first_record != chain.records {
+        Some(format!("says {} records precede it; the chain has {}", header.first_record, chain.records))
+    } else if header.prev_hash != chain.hash {
+        Some(format!(
+            "continues from hash {}, but the chain ends at {}",
+            hex(&header.prev_hash[..8]),
+            hex(&chain.hash[..8])
+        ))
+    } else {
+        None
+    }
+}
+
+/// Adds record `rec` of ring `id` (whose state in the chain is `ring`) to
+/// the whole ledger's counts. The chain's counts restart with each
+/// segment's declarations; these run over the whole ledger. Ids are
+/// declared in order.
+fn count(totals: &mut Vec<RingState>, id: usize, ring: &RingState, rec: &RecordView<'_>) {
+    if id == totals.len() {
+        totals.push(RingState { frames: 0, gaps: 0, lost: 0, ..ring.clone() });
+    }
+    let t = &mut totals[id];
+    t.next_seq = ring.next_seq;
+    match RecordType::from_u16(rec.header.rtype) {
+        Some(RecordType::Frame) => t.frames += 1,
+        Some(RecordType::Gap) => {
+            t.gaps += 1;
+            let lost = GapInfo::decode(rec.payload).map_or(0, |g| g.last - rec.header.seq + 1);
+            t.lost = t.lost.saturating_add(lost);
+        }
+        Some(RecordType::Ring) => t.decl = ring.decl.clone(),
+        None => {}
+    }
+}
+
 /// Reads every segment in order, checking every header and record, and
 /// calls `visit` for each good record. Stops at the first failure.
 pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
@@ -109,20 +148,7 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
             Ok(h) => h,
             Err(e) => return Ok(Err(VerifyFailure::Header { path: path.clone(), problem: e.to_string() })),
         };
-        let problem = if header.segment != *n {
-            Some(format!("says it is segment {}", header.segment))
-        } else if header.first_record != chain.records {
-            Some(format!("says {} records precede it; the chain has {}", header.first_record, chain.records))
-        } else if header.prev_hash != chain.hash {
-            Some(format!(
-                "continues from hash {}, but the chain ends at {}",
-                hex(&header.prev_hash[..8]),
-                hex(&chain.hash[..8])
-            ))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = header_problem(&header, *n, &chain) {
             return Ok(Err(VerifyFailure::Header { path: path.clone(), problem }));
         }
         if i > 0 {
@@ -132,23 +158,7 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
             let id = rec.header.ring as usize;
             let ring = &c.rings[id];
             visit(&Located { segment: *n, offset, index: c.records - 1, ring: &ring.decl.name, record: rec });
-            // The chain's counts restart with each segment's declarations;
-            // these run over the whole ledger. Ids are declared in order.
-            if id == totals.len() {
-                totals.push(RingState { frames: 0, gaps: 0, lost: 0, ..ring.clone() });
-            }
-            let t = &mut totals[id];
-            t.next_seq = ring.next_seq;
-            match RecordType::from_u16(rec.header.rtype) {
-                Some(RecordType::Frame) => t.frames += 1,
-                Some(RecordType::Gap) => {
-                    t.gaps += 1;
-                    let lost = GapInfo::decode(rec.payload).map_or(0, |g| g.last - rec.header.seq + 1);
-                    t.lost = t.lost.saturating_add(lost);
-                }
-                Some(RecordType::Ring) => t.decl = ring.decl.clone(),
-                None => {}
-            }
+            count(&mut totals, id, ring, rec);
         });
         match result {
             Ok(()) => {}

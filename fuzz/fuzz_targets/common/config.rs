@@ -4,7 +4,18 @@
 
 use std::path::Path;
 
-use crate::conf::ConfigError;
+use conf::ConfigError;
+
+/// The programs' configuration errors (`src/bin/shared/conf.rs`).
+#[path = "../../../src/bin/shared/conf.rs"]
+#[allow(dead_code)]
+pub mod conf;
+
+/// What a program's `crate::shared` provides to its configuration file:
+/// each target brings it to its crate root with `use common::shared;`.
+pub mod shared {
+    pub use super::conf;
+}
 
 /// The name the fuzzed text goes by in errors.
 pub const PATH: &str = "fuzz.toml";
