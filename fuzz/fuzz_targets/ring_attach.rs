@@ -220,15 +220,18 @@ fn reader_options(flags: u8, input: &[u8]) -> ReaderOptions {
 
 /// Helixd, a reader and helixctl at once. The same files attach every way
 /// or none (a reader may also find the table full of live readers, be
-/// evicted joining, or refuse a `published` the slots do not bear out).
+/// evicted joining, refuse a `published` the slots do not bear out, or a
+/// start past MAX_SEQ).
 fn attach_all(ns: &Namespace, opts: &ReaderOptions) {
     let ring = Ring::open(ns, RING);
     let reader = Reader::attach(ns, RING, opts);
     let view = RingView::attach(ns, RING);
     let reader_ok = matches!(reader, Ok(_) | Err(AttachError::ReaderTableFull { .. } | AttachError::Evicted { .. }));
     // A reader also refuses a `published` the slots do not bear out (it
-    // would follow it), where the owner and a view take the header as it is.
-    let untrusted = matches!(reader, Err(AttachError::BadField { field: "published", .. }));
+    // would follow it), where the owner and a view take the header as it
+    // is, and a start past MAX_SEQ.
+    let untrusted =
+        matches!(reader, Err(AttachError::BadField { field: "published", .. } | AttachError::StartPastMax { .. }));
     assert!(
         ring.is_ok() == view.is_ok() && (ring.is_ok() == reader_ok || (ring.is_ok() && untrusted)),
         "the same files attach one way and not another: {:?} / {:?} / {:?}",
