@@ -738,3 +738,17 @@ fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
     sigterm(&daemon.0);
     assert!(daemon.0.wait().unwrap().success());
 }
+
+/// A bad `--namespace` is one line that says what is wrong with it, not
+/// just the flag's name: the shared `--check` prints an error's whole
+/// chain.
+#[test]
+fn check_with_a_bad_namespace_says_what_is_wrong_with_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_helix-twin"))
+        .args(["--check", "--namespace", "BAD NS"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.trim(), "helix-twin: --namespace: namespace \"BAD NS\" has 'B' at byte 0; allowed are a-z 0-9 _ - (starting with a-z or 0-9)");
+}

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
 #[path = "../shared/mod.rs"]
@@ -110,14 +111,14 @@ fn main() -> ExitCode {
 }
 
 /// The configuration, with the command line's overrides.
-fn load(cli: &Cli) -> Result<LedgerConfig, String> {
-    let mut cfg = LedgerConfig::find(cli.config.as_deref()).map_err(|e| e.to_string())?;
+fn load(cli: &Cli) -> anyhow::Result<LedgerConfig> {
+    let mut cfg = LedgerConfig::find(cli.config.as_deref())?;
     if let Some(dir) = &cli.dir {
         cfg.dir = dir.clone();
     }
     if !cli.rings.is_empty() {
         for r in &cli.rings {
-            helix::shm::validate_ring_name(r).map_err(|e| format!("--ring {r}: {e}"))?;
+            helix::shm::validate_ring_name(r).with_context(|| format!("--ring {r}"))?;
         }
         cfg.rings = cli.rings.clone();
     }
@@ -148,7 +149,7 @@ fn record(cli: &Cli) -> ExitCode {
     let cfg = match load(cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("helix-ledger: {e}");
+            eprintln!("helix-ledger: {e:#}");
             return ExitCode::FAILURE;
         }
     };

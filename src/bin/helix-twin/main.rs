@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         return code;
     }
     if cli.service.check {
-        return check("helix-twin", load(&cli).map_err(|e| format!("{e:#}")), report);
+        return check("helix-twin", load(&cli), report);
     }
     crate::shared::cli::run(|| load(&cli).and_then(crate::run::run))
 }

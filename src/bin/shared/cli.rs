@@ -61,7 +61,7 @@ pub fn check<C, E: Display>(name: &str, checked: Result<C, E>, report: impl FnOn
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{name}: {e}");
+            eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }
     }
