@@ -145,7 +145,9 @@ impl TwinConfig {
         let update_interval = ms(&raw.update_interval_ms, 200, "update_interval_ms")?;
         let poll_interval = ms(&raw.poll_interval_ms, 1, "poll_interval_ms")?;
         if update_interval > snapshot_interval {
-            let at = raw.update_interval_ms.as_ref().map(|v| v.span());
+            // Name whichever of the two the file sets: a short snapshot
+            // interval alone can undercut the default update interval.
+            let at = raw.update_interval_ms.as_ref().or(raw.snapshot_interval_ms.as_ref()).map(|v| v.span());
             return Err(src.err(at, "update_interval_ms is longer than snapshot_interval_ms"));
         }
         let factor = |v: &Option<Spanned<f64>>, what: &str| match v {
@@ -420,6 +422,7 @@ mod tests {
         assert_eq!(line_err("x = 1\nstreams = -5\n").0, 1);
         assert_eq!(line_err("\nupdate_interval_ms = 0\n").0, 2);
         assert_eq!(line_err("update_interval_ms = 5000\n").0, 1);
+        assert_eq!(line_err("\nsnapshot_interval_ms = 100\n"), (2, "update_interval_ms is longer than snapshot_interval_ms".into()));
         assert_eq!(line_err("\n\newma_alpha = 1.5\n").0, 3);
         assert_eq!(line_err("state_ring = \"telemetry\"\n").0, 1);
         assert_eq!(line_err("state_ring = \"a\"\nalarm_ring = \"a\"\n").0, 2);
