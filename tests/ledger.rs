@@ -597,32 +597,56 @@ fn doc_table(heading: &str) -> Vec<(usize, usize, String)> {
         .collect()
 }
 
-#[test]
-fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
-    use helix::ledger::format::*;
-    let h = SegmentHeader { segment: 0x1111, first_record: 0x2222, created_ns: 0x3333, prev_hash: [0x44; 32] };
-    let b = h.encode();
-    let rows = doc_table("Segment header");
+/// Checks the rows of `heading`'s table against `encoded`: each field's
+/// bytes are what `expect` says (None: a field of variable size, skipped);
+/// returns the bytes the fixed fields cover.
+fn check_table(heading: &str, encoded: &[u8], expect: impl Fn(&str) -> Option<Vec<u8>>) -> usize {
     let mut covered = 0;
-    for (offset, size, field) in &rows {
-        let bytes = &b[*offset..offset + size];
-        let expect: Vec<u8> = match field.as_str() {
-            "magic" => MAGIC.to_vec(),
-            "version" => VERSION.to_le_bytes().to_vec(),
-            "header_len" => (SEGMENT_HEADER_LEN as u32).to_le_bytes().to_vec(),
-            "segment" => 0x1111u64.to_le_bytes().to_vec(),
-            "first_record" => 0x2222u64.to_le_bytes().to_vec(),
-            "created_ns" => 0x3333u64.to_le_bytes().to_vec(),
-            "prev_hash" => vec![0x44; 32],
-            "reserved" => vec![0; 24],
-            "header_hash" => blake3::hash(&b[..96]).as_bytes().to_vec(),
-            other => panic!("undocumented field {other}"),
-        };
-        assert_eq!(bytes, &expect[..], "segment header field {field}");
+    for (offset, size, field) in doc_table(heading).iter().filter(|r| r.1 > 0) {
+        let want = expect(field).unwrap_or_else(|| panic!("{heading}: undocumented field {field}"));
+        assert_eq!(&encoded[*offset..offset + size], &want[..*size], "{heading}: field {field}");
         covered += size;
     }
-    assert_eq!(covered, SEGMENT_HEADER_LEN);
+    covered
+}
 
+#[test]
+fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
+    use helix::ledger::block::*;
+    use helix::ledger::format::*;
+    let le = |v: u64| Some(v.to_le_bytes().to_vec());
+    for (heading, version) in [("Segment header", VERSION), ("Version-1 segment header", VERSION_1)] {
+        let h = SegmentHeader { version, ..SegmentHeader::new(0x1111, 0x2222, 0x5555, 0x3333, [0x44; 32]) };
+        let b = h.encode();
+        let covered = check_table(heading, &b, |field| match field {
+            "magic" => Some(MAGIC.to_vec()),
+            "version" => le(version.into()),
+            "header_len" => le(SEGMENT_HEADER_LEN as u64),
+            "segment" => le(0x1111),
+            "first_record" => le(0x2222),
+            "first_block" => le(0x5555),
+            "created_ns" => le(0x3333),
+            "prev_hash" => Some(vec![0x44; 32]),
+            "reserved" => Some(vec![0; 24]),
+            "header_hash" => Some(blake3::hash(&b[..96]).as_bytes().to_vec()),
+            _ => None,
+        });
+        assert_eq!(covered, SEGMENT_HEADER_LEN, "{heading}");
+    }
+
+    let fields = |field: &str, v1: bool| match field {
+        "len" => le(72 + 3),
+        "type" => le(2),
+        "ring" => le(0x0102),
+        "seq" => le(0x0a0b),
+        "epoch" => le(0x0c0d),
+        "recv_ns" => le(0x0e0f),
+        "kind" if v1 => le(0x1011),
+        "count" if !v1 => le(0x1011),
+        "payload_len" if v1 => le(3),
+        "body_len" if !v1 => le(3),
+        _ => None,
+    };
     let r = RecordHeader {
         len: 72 + 3,
         rtype: 2,
@@ -635,24 +659,28 @@ fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
     };
     let mut rb = [0u8; RECORD_HEADER_LEN];
     r.encode(&mut rb);
-    let rows = doc_table("Record (");
-    let mut covered = 0;
-    for (offset, size, field) in rows.iter().filter(|(o, s, _)| *o < RECORD_HEADER_LEN && *s > 0) {
-        let v: u64 = match field.as_str() {
-            "len" => 75,
-            "type" => 2,
-            "ring" => 0x0102,
-            "seq" => 0x0a0b,
-            "epoch" => 0x0c0d,
-            "recv_ns" => 0x0e0f,
-            "kind" => 0x1011,
-            "payload_len" => 3,
-            other => panic!("undocumented field {other}"),
-        };
-        assert_eq!(&rb[*offset..offset + size], &v.to_le_bytes()[..*size], "record field {field}");
-        covered += size;
-    }
-    assert_eq!(covered, RECORD_HEADER_LEN);
+    assert_eq!(check_table("Version-1 record (", &rb, |f| fields(f, true)), RECORD_HEADER_LEN);
+    let bh = BlockHeader {
+        len: 72 + 3,
+        rtype: 2,
+        ring: 0x0102,
+        seq: 0x0a0b,
+        epoch: 0x0c0d,
+        recv_ns: 0x0e0f,
+        count: 0x1011,
+        body_len: 3,
+    };
+    let mut bb = [0u8; BLOCK_HEADER_LEN];
+    bh.encode(&mut bb);
+    assert_eq!(check_table("Block (", &bb, |f| fields(f, false)), BLOCK_HEADER_LEN);
+    let mut entry = [0u8; ENTRY_HEADER_LEN];
+    encode_entry(&mut entry, 0x0102_0304, 0x0506_0708);
+    let covered = check_table("Frame entry", &entry, |f| match f {
+        "len" => le(0x0102_0304),
+        "kind" => le(0x0506_0708),
+        _ => None,
+    });
+    assert_eq!(covered, ENTRY_HEADER_LEN);
     // The payload tables: GAP and RING.
     let g = GapInfo { last: 0x55, reason: GAP_OVERRUN }.encode();
     let gap_rows = doc_table("GAP payload");

@@ -1,12 +1,13 @@
 //! Appending to a ledger folder: group commit, segment rotation. Opening
 //! one, and the recovery of its tail, are in `recovery.rs`.
 //!
-//! Records are encoded into a buffer, sealed (hashed into the chain) once
-//! the ring confirmed the frames were intact, written with `write(2)` by
-//! [`Ledger::flush`], and made durable by `fdatasync` on an interval. A new
-//! segment is written under a temporary name with its header and ring
-//! declarations, synced, and renamed into place, so every segment file
-//! starts whole.
+//! The frames of a batch are encoded into a buffer as one FRAME block,
+//! sealed (hashed into the chain, as one Blake3 input) once the ring
+//! confirmed them intact, written with one `write(2)` by [`Ledger::flush`]
+//! with whatever else the buffer holds, and made durable by `fdatasync` on
+//! an interval. A new segment is written under a temporary name with its
+//! header and ring declarations, synced, and renamed into place, so every
+//! segment file starts whole.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::block::*;
 use super::chain::{BadRecord, Chain};
 use super::format::*;
 use super::recovery;
@@ -94,6 +96,16 @@ pub struct AppendStats {
     pub segments: u64,
 }
 
+/// What a FRAME block being filled states once for all its frames.
+#[derive(Debug, Clone, Copy)]
+struct OpenBlock {
+    ring: u16,
+    seq: u64,
+    epoch: u64,
+    /// Frames reserved so far.
+    count: u32,
+}
+
 /// An open ledger folder, appending.
 pub struct Ledger {
     dir: PathBuf,
@@ -104,10 +116,13 @@ pub struct Ledger {
     /// Bytes in the current segment file.
     seg_len: u64,
     segment_limit: u64,
-    /// Encoded records not yet written; `buf[..sealed]` are hashed.
+    /// Encoded blocks not yet written; `buf[..sealed]` are hashed, and
+    /// `buf[sealed..]` is the open FRAME block, if any.
     buf: Vec<u8>,
     sealed: usize,
-    /// The chain after the last sealed record.
+    /// The FRAME block being filled (see [`Ledger::reserve_frame`]).
+    open: Option<OpenBlock>,
+    /// The chain after the last sealed block.
     chain: Chain,
     dirty: bool,
     last_sync: Instant,
@@ -116,8 +131,9 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens (or starts) the ledger in `dir`: finds the last complete
-    /// record, cuts off a torn tail, and checks the last segment's chain
-    /// from its header on.
+    /// block, cuts off a torn tail, and checks the last segment's chain
+    /// from its header on. A last segment of format version 1 is left as
+    /// it is, and a new segment continues the chain.
     pub fn open(dir: &Path, segment_limit: u64) -> Result<(Ledger, Recovery), LedgerError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = recovery::lock(dir)?;
@@ -127,10 +143,17 @@ impl Ledger {
             let ledger = Ledger::start_segment(dir, lock, 1, Chain::default(), segment_limit, AppendStats::default())?;
             return Ok((ledger, recovery));
         };
-        let (chain, len) = recovery::recover_tail(path.clone(), &mut recovery)?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+        let (header, chain, len) = recovery::recover_tail(path.clone(), &mut recovery)?;
         recovery.records = chain.records;
         recovery.segment = segment;
+        if header.version != VERSION {
+            // The recorder appends only in its own format.
+            recovery.segment = segment + 1;
+            recovery.upgraded = Some(segment + 1);
+            let ledger = Ledger::start_segment(dir, lock, segment + 1, chain, segment_limit, AppendStats::default())?;
+            return Ok((ledger, recovery));
+        }
+        let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
         let mut ledger = Ledger::new(dir, lock, file, segment, segment_limit, chain, AppendStats::default());
         ledger.seg_len = len;
         Ok((ledger, recovery))
@@ -156,6 +179,7 @@ impl Ledger {
             segment_limit,
             buf: Vec::with_capacity(1 << 20),
             sealed: 0,
+            open: None,
             chain,
             dirty: false,
             last_sync: Instant::now(),
@@ -173,12 +197,7 @@ impl Ledger {
         segment_limit: u64,
         stats: AppendStats,
     ) -> Result<Ledger, LedgerError> {
-        let header = SegmentHeader {
-            segment: n,
-            first_record: chain.records,
-            created_ns: crate::process::realtime_ns(),
-            prev_hash: chain.hash,
-        };
+        let header = SegmentHeader::new(n, chain.records, chain.blocks, crate::process::realtime_ns(), chain.hash);
         let path = dir.join(segment_name(n));
         let tmp = dir.join(format!("{}.tmp", segment_name(n)));
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -240,16 +259,13 @@ impl Ledger {
     }
 
     fn append_ring(&mut self, id: u16, decl: &RingDecl, next_seq: u64) {
-        let payload = decl.encode();
-        let h = RecordHeader { rtype: RecordType::Ring as u16, ring: id, seq: next_seq, ..Default::default() };
-        self.reserve(h, payload.len()).copy_from_slice(&payload);
-        self.seal(id, 1);
+        let h = BlockHeader { rtype: RecordType::Ring as u16, ring: id, seq: next_seq, ..Default::default() };
+        self.push_block(h, &decl.encode());
     }
 
     /// Adds a GAP record: sequences `first..=last` of ring `id` are lost.
     pub fn append_gap(&mut self, id: u16, first: u64, last: u64, epoch: u64) {
-        let payload = GapInfo { last, reason: GAP_OVERRUN }.encode();
-        let h = RecordHeader {
+        let h = BlockHeader {
             rtype: RecordType::Gap as u16,
             ring: id,
             seq: first,
@@ -257,68 +273,119 @@ impl Ledger {
             recv_ns: crate::process::realtime_ns(),
             ..Default::default()
         };
-        self.reserve(h, payload.len()).copy_from_slice(&payload);
-        self.seal(id, 1);
+        self.push_block(h, &GapInfo { last, reason: GAP_OVERRUN }.encode());
         self.stats.gaps += 1;
         self.stats.lost += last - first + 1;
     }
 
-    /// Appends an unsealed FRAME record of `len` payload bytes and returns
-    /// the payload to fill. [`Ledger::seal`] keeps it or drops it.
+    /// Seals a block of one record (GAP or RING) with `body`.
+    fn push_block(&mut self, h: BlockHeader, body: &[u8]) {
+        assert!(self.open.is_none(), "ledger {}: a record appended inside an open FRAME block", self.dir.display());
+        self.buf.resize(self.sealed + BLOCK_HEADER_LEN, 0);
+        h.encode(&mut self.buf[self.sealed..]);
+        self.buf.extend_from_slice(body);
+        self.finish_block(1);
+    }
+
+    /// Appends an unsealed frame of `len` payload bytes to the open FRAME
+    /// block (opening one if none is) and returns the payload to fill.
+    /// [`Ledger::seal`] keeps it or drops it. The frames of one block are
+    /// of one ring, consecutive, read under one epoch, and share a time
+    /// read: the first frame's `recv_ns`, or the one
+    /// [`Ledger::stamp_unsealed`] sets. Anything else is a bug in the
+    /// caller, and panics; so does a block body past [`MAX_BLOCK_BODY`]
+    /// (the caller reads batches of at most [`BLOCK_TARGET`] bytes).
     #[inline]
     pub fn reserve_frame(&mut self, id: u16, seq: u64, epoch: u64, recv_ns: u64, kind: u32, len: usize) -> &mut [u8] {
-        let h =
-            RecordHeader { rtype: RecordType::Frame as u16, ring: id, seq, epoch, recv_ns, kind, ..Default::default() };
-        self.reserve(h, len)
-    }
-
-    #[inline]
-    fn reserve(&mut self, h: RecordHeader, len: usize) -> &mut [u8] {
+        let open = match &mut self.open {
+            Some(o) => {
+                let next = o.seq.wrapping_add(u64::from(o.count));
+                assert!(
+                    o.ring == id && o.epoch == epoch && seq == next,
+                    "ledger: frame {seq} of ring {id} (epoch {epoch}) does not continue the block of ring {} \
+                     (epoch {}) at {next}",
+                    o.ring,
+                    o.epoch
+                );
+                o
+            }
+            None => {
+                debug_assert_eq!(self.sealed, self.buf.len());
+                self.buf.resize(self.sealed + BLOCK_HEADER_LEN, 0);
+                let h = BlockHeader { rtype: RecordType::Frame as u16, ring: id, seq, epoch, recv_ns, ..Default::default() };
+                h.encode(&mut self.buf[self.sealed..]);
+                self.open.insert(OpenBlock { ring: id, seq, epoch, count: 0 })
+            }
+        };
+        open.count += 1;
         let at = self.buf.len();
-        let total = MIN_RECORD_LEN + len;
-        self.buf.resize(at + total, 0);
-        let h = RecordHeader { len: total as u32, payload_len: len as u32, ..h };
-        h.encode(&mut self.buf[at..]);
-        &mut self.buf[at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + len]
+        let body = at - self.sealed - BLOCK_HEADER_LEN + ENTRY_HEADER_LEN + len;
+        assert!(body <= MAX_BLOCK_BODY, "ledger: a block body of {body} bytes (at most {MAX_BLOCK_BODY})");
+        self.buf.resize(at + ENTRY_HEADER_LEN + len, 0);
+        encode_entry(&mut self.buf[at..], len, kind);
+        &mut self.buf[at + ENTRY_HEADER_LEN..]
     }
 
-    /// Sets the time read (`recv_ns`) of every unsealed record: a batch is
+    /// Sets the time read (`recv_ns`) of the open block: a batch is
     /// stamped once it has been read, so no record's time precedes its
     /// frame's publication.
     #[inline]
     pub fn stamp_unsealed(&mut self, recv_ns: u64) {
-        let mut at = self.sealed;
-        while at < self.buf.len() {
-            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap()) as usize;
-            self.buf[at + 24..at + 32].copy_from_slice(&recv_ns.to_le_bytes());
-            at += len;
+        if self.open.is_some() {
+            self.buf[self.sealed + 24..self.sealed + 32].copy_from_slice(&recv_ns.to_le_bytes());
         }
     }
 
-    /// Keeps the first `n` unsealed records (of ring `id`), hashing them
-    /// into the chain, and drops the rest (frames the ring did not confirm
-    /// as intact).
+    /// Keeps the first `n` frames of the open block (of ring `id`) and
+    /// seals it: hashes it into the chain as one input. Drops the rest
+    /// (frames the ring did not confirm as intact), and the whole block if
+    /// `n` is 0.
     #[inline]
     pub fn seal(&mut self, id: u16, n: usize) {
-        let mut at = self.sealed;
-        for _ in 0..n {
-            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap()) as usize;
-            let body = at + len - HASH_LEN;
-            let hash = chain(&self.chain.hash, &self.buf[at..body]);
-            self.buf[body..at + len].copy_from_slice(&hash);
-            let rec = split_record(&self.buf[at..at + len]).expect("a record this ledger encoded");
-            // The same rules `verify` applies: a frame out of sequence here
-            // is a bug in the caller, and must not reach the disk.
-            if let Err(p) = self.chain.accept(&rec) {
-                panic!("ledger {}: appending an invalid record of ring {id}: {p}", self.dir.display());
-            }
-            if rec.header.rtype == RecordType::Frame as u16 {
-                self.stats.frames += 1;
-            }
-            at += len;
+        let Some(open) = self.open.take() else {
+            assert_eq!(n, 0, "ledger: sealing {n} frames of ring {id}, none reserved");
+            return;
+        };
+        assert!(open.ring == id && n <= open.count as usize, "ledger: sealing {n} frames of ring {id}: {open:?}");
+        if n == 0 {
+            self.buf.truncate(self.sealed);
+            return;
         }
-        self.sealed = at;
-        self.buf.truncate(at);
+        if n < open.count as usize {
+            let mut end = self.sealed + BLOCK_HEADER_LEN;
+            for _ in 0..n {
+                end += entry_len(&self.buf[end..]);
+            }
+            self.buf.truncate(end);
+        }
+        self.finish_block(n as u32);
+    }
+
+    /// Completes the block at `sealed` (its header's type, ring, sequence,
+    /// epoch and time set; its body after it) as holding `count` records:
+    /// its lengths, its chain hash, and the same rules `verify` applies.
+    fn finish_block(&mut self, count: u32) {
+        let at = self.sealed;
+        let body_len = self.buf.len() - at - BLOCK_HEADER_LEN;
+        let h = BlockHeader {
+            len: (MIN_BLOCK_LEN + body_len) as u32,
+            count,
+            body_len: body_len as u32,
+            ..BlockHeader::decode(&self.buf[at..])
+        };
+        h.encode(&mut self.buf[at..]);
+        let hash = chain(&self.chain.hash, &self.buf[at..]);
+        self.buf.extend_from_slice(&hash);
+        let block = split_block(&self.buf[at..]).expect("a block this ledger encoded");
+        // A frame out of sequence here is a bug in the caller, and must
+        // not reach the disk.
+        if let Err(p) = self.chain.accept_block(&block) {
+            panic!("ledger {}: appending an invalid block of ring {}: {p}", self.dir.display(), h.ring);
+        }
+        if h.rtype == RecordType::Frame as u16 {
+            self.stats.frames += u64::from(count);
+        }
+        self.sealed = self.buf.len();
     }
 
     /// Bytes buffered and not yet written.
@@ -326,11 +393,12 @@ impl Ledger {
         self.buf.len()
     }
 
-    /// Writes the sealed records to the segment file (the page cache: they
-    /// survive this process being killed), and starts the next segment if
-    /// this one is full. The caller may release the frames afterwards.
+    /// Writes the sealed blocks to the segment file with one `write(2)`
+    /// (the page cache: they survive this process being killed), and
+    /// starts the next segment if this one is full. The caller may release
+    /// the frames afterwards.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
-        debug_assert_eq!(self.sealed, self.buf.len(), "flush with unsealed records");
+        assert!(self.open.is_none(), "ledger {}: flush with an unsealed block", self.dir.display());
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -494,15 +562,17 @@ mod tests {
         let path = d.0.join(segment_name(1));
         let mut bytes = fs::read(&path).unwrap();
         let len = bytes.len();
-        // A payload byte of the fifth frame (after the header and the RING record).
-        let ring_len = MIN_RECORD_LEN + decl().encode().len();
-        let fifth = SEGMENT_HEADER_LEN + ring_len + 4 * (MIN_RECORD_LEN + 20);
-        bytes[fifth + RECORD_HEADER_LEN + 3] ^= 1;
+        // A byte of the fifth frame's length (after the header and the RING
+        // block; each frame sealed alone is a block of its own).
+        let ring_len = MIN_BLOCK_LEN + decl().encode().len();
+        let frame_len = MIN_BLOCK_LEN + ENTRY_HEADER_LEN + 20;
+        let fifth = SEGMENT_HEADER_LEN + ring_len + 4 * frame_len;
+        bytes[fifth + BLOCK_HEADER_LEN + 3] ^= 1;
         fs::write(&path, &bytes).unwrap();
         match Ledger::open(&d.0, 1 << 20) {
             Err(LedgerError::Corrupt { bad, follow, .. }) => {
                 assert_eq!((bad.offset, bad.index, bad.problem), (fifth as u64, 5, Problem::Hash));
-                assert_eq!(follow, (len - fifth - (MIN_RECORD_LEN + 20)) as u64);
+                assert_eq!(follow, (len - fifth - frame_len) as u64);
             }
             other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
         }

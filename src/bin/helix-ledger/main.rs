@@ -70,7 +70,8 @@ enum Command {
         json: bool,
     },
     /// Print records as JSON lines, for audits: those with a sequence in
-    /// FROM..=TO (GAPs overlapping it). The chain is checked on the way.
+    /// FROM..=TO (GAPs overlapping it); the last record of each block
+    /// carries the block's chain hash. The chain is checked on the way.
     Export {
         /// Ledger folder.
         dir: PathBuf,
@@ -83,6 +84,10 @@ enum Command {
         /// Only this ring's records.
         #[arg(long)]
         ring: Option<String>,
+        /// One line per block instead of per record: its first and last
+        /// record and sequence, and its chain hash (for anchoring).
+        #[arg(long)]
+        blocks: bool,
     },
 }
 
@@ -97,7 +102,9 @@ fn main() -> ExitCode {
     let verdict = match &cli.command {
         Some(Command::Verify { dir, json }) => command::verify(dir, *json),
         Some(Command::Head { dir, json }) => command::head(dir, *json),
-        Some(Command::Export { dir, from, to, ring }) => command::export(dir, ring.as_deref(), *from, *to),
+        Some(Command::Export { dir, from, to, ring, blocks }) => {
+            command::export(dir, ring.as_deref(), *from, *to, *blocks)
+        }
         None => return record(&cli),
     };
     match verdict {
