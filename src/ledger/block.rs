@@ -289,14 +289,14 @@ mod tests {
         assert_eq!((v.header.count, v.last_seq()), (3, 12));
         assert_eq!(v.hash, chain(&GENESIS, v.bytes));
         let recs: Vec<Record<'_>> = v.records().map(Result::unwrap).collect();
-        assert_eq!(recs.iter().map(|r| (r.header.seq, r.header.kind, r.payload)).collect::<Vec<_>>(), [
-            (10, 1, &b"abc"[..]),
-            (11, 7, b""),
-            (12, 1, b"defgh")
-        ]);
-        assert_eq!((recs[2].header.len, recs[2].header.epoch, recs[2].header.recv_ns, recs[2].header.ring), (
-            77, 3, 4, 2
-        ));
+        assert_eq!(
+            recs.iter().map(|r| (r.header.seq, r.header.kind, r.payload)).collect::<Vec<_>>(),
+            [(10, 1, &b"abc"[..]), (11, 7, b""), (12, 1, b"defgh")]
+        );
+        assert_eq!(
+            (recs[2].header.len, recs[2].header.epoch, recs[2].header.recv_ns, recs[2].header.ring),
+            (77, 3, 4, 2)
+        );
         // Framing: cut short, or a length that disagrees with the body.
         assert_eq!(split_block(&b[..30]).unwrap_err(), Torn::ShortHeader);
         assert_eq!(split_block(&b[..60]).unwrap_err(), Torn::PastEnd { len: b.len() as u32, left: 60 });
@@ -308,9 +308,7 @@ mod tests {
     #[test]
     fn a_body_that_does_not_hold_its_count_of_frames_is_named() {
         let mut b = frame_block(&GENESIS, 1, &[(1, b"abc"), (1, b"de")]);
-        let errors = |b: &[u8]| -> Vec<String> {
-            split_block(b).unwrap().records().filter_map(Result::err).collect()
-        };
+        let errors = |b: &[u8]| -> Vec<String> { split_block(b).unwrap().records().filter_map(Result::err).collect() };
         assert!(errors(&b).is_empty());
         b[32] = 1; // count 1: the second frame is left over
         assert_eq!(errors(&b), ["10 bytes of the block's body follow its 1 frames"]);

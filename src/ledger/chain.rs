@@ -86,12 +86,7 @@ impl Chain {
     /// The state before the first block of a segment that continues from
     /// `header`; ring declarations follow at the segment's start.
     pub fn at_segment(header: &SegmentHeader) -> Chain {
-        Chain {
-            hash: header.prev_hash,
-            records: header.first_record,
-            blocks: header.first_block,
-            ..Chain::default()
-        }
+        Chain { hash: header.prev_hash, records: header.first_record, blocks: header.first_block, ..Chain::default() }
     }
 
     /// The records that follow begin a new segment of the same ledger:
@@ -273,7 +268,8 @@ impl Chain {
                 // The header, as far as it can be read.
                 let header = (bytes.len() - at >= RECORD_HEADER_LEN).then(|| {
                     let b = &bytes[at..at + RECORD_HEADER_LEN];
-                    let view = BlockView { header: BlockHeader::decode(b), v1_kind: None, body: &[], bytes: b, hash: &[] };
+                    let view =
+                        BlockView { header: BlockHeader::decode(b), v1_kind: None, body: &[], bytes: b, hash: &[] };
                     if version == VERSION_1 {
                         BlockView { header: BlockHeader { count: 1, ..view.header }, ..view }
                     } else {

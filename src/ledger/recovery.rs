@@ -112,10 +112,7 @@ pub(super) fn remove_temporaries(dir: &Path) -> Result<Vec<PathBuf>, LedgerError
 /// torn tail (noted in `recovery`); returns its header, the chain after
 /// its last block and the segment's length. A bad block that is not a
 /// torn tail is refused: [`LedgerError::Corrupt`].
-pub(super) fn recover_tail(
-    path: PathBuf,
-    recovery: &mut Recovery,
-) -> Result<(SegmentHeader, Chain, u64), LedgerError> {
+pub(super) fn recover_tail(path: PathBuf, recovery: &mut Recovery) -> Result<(SegmentHeader, Chain, u64), LedgerError> {
     let (header, chain, bytes, bad) = scan_tail(&path)?;
     let len = bytes.len() as u64;
     let Some(bad) = bad else {

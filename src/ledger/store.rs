@@ -312,7 +312,14 @@ impl Ledger {
             None => {
                 debug_assert_eq!(self.sealed, self.buf.len());
                 self.buf.resize(self.sealed + BLOCK_HEADER_LEN, 0);
-                let h = BlockHeader { rtype: RecordType::Frame as u16, ring: id, seq, epoch, recv_ns, ..Default::default() };
+                let h = BlockHeader {
+                    rtype: RecordType::Frame as u16,
+                    ring: id,
+                    seq,
+                    epoch,
+                    recv_ns,
+                    ..Default::default()
+                };
                 h.encode(&mut self.buf[self.sealed..]);
                 self.open.insert(OpenBlock { ring: id, seq, epoch, count: 0 })
             }
