@@ -121,7 +121,7 @@ pub(super) fn recover_tail(path: PathBuf, recovery: &mut Recovery) -> Result<(Se
     if !is_torn_tail(&bytes, header.version, &bad) {
         let follow = split(header.version, &bytes[bad.offset as usize..])
             .map_or(len - bad.offset, |b| len - bad.offset - b.header.len as u64);
-        return Err(LedgerError::Corrupt { path, bad, follow });
+        return Err(LedgerError::Corrupt { path, bad: Box::new(bad), follow });
     }
     let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
     file.set_len(bad.offset).map_err(io_err(&path))?;

@@ -61,8 +61,8 @@ pub enum LedgerError {
     Corrupt {
         /// The segment.
         path: PathBuf,
-        /// The first bad record.
-        bad: BadRecord,
+        /// The first bad block (boxed: it is large, and rare).
+        bad: Box<BadRecord>,
         /// Bytes from its end (or its start, if its length is unreadable)
         /// to the end of the file.
         follow: u64,
