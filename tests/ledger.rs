@@ -697,29 +697,13 @@ fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
         "body_len" if !v1 => le(3),
         _ => None,
     };
-    let r = RecordHeader {
-        len: 72 + 3,
-        rtype: 2,
-        ring: 0x0102,
-        seq: 0x0a0b,
-        epoch: 0x0c0d,
-        recv_ns: 0x0e0f,
-        kind: 0x1011,
-        payload_len: 3,
-    };
+    // The same values in a version-1 record header and a block header.
+    let (len, rtype, ring, seq, epoch, recv_ns, x, n) = (72 + 3, 2, 0x0102, 0x0a0b, 0x0c0d, 0x0e0f, 0x1011, 3);
+    let r = RecordHeader { len, rtype, ring, seq, epoch, recv_ns, kind: x, payload_len: n };
     let mut rb = [0u8; RECORD_HEADER_LEN];
     r.encode(&mut rb);
     assert_eq!(check_table("Version-1 record (", &rb, |f| fields(f, true)), RECORD_HEADER_LEN);
-    let bh = BlockHeader {
-        len: 72 + 3,
-        rtype: 2,
-        ring: 0x0102,
-        seq: 0x0a0b,
-        epoch: 0x0c0d,
-        recv_ns: 0x0e0f,
-        count: 0x1011,
-        body_len: 3,
-    };
+    let bh = BlockHeader { len, rtype, ring, seq, epoch, recv_ns, count: x, body_len: n };
     let mut bb = [0u8; BLOCK_HEADER_LEN];
     bh.encode(&mut bb);
     assert_eq!(check_table("Block (", &bb, |f| fields(f, false)), BLOCK_HEADER_LEN);

@@ -116,20 +116,10 @@ pub struct Record<'a> {
 /// Splits the version-2 block at the start of `b` off, checking only its
 /// framing (its records are checked with its hash, by the chain).
 pub fn split_block(b: &[u8]) -> Result<BlockView<'_>, Torn> {
-    if b.len() < BLOCK_HEADER_LEN {
-        return Err(Torn::ShortHeader);
-    }
-    let header = BlockHeader::decode(b);
-    let len = header.len as usize;
-    if !(MIN_BLOCK_LEN..=MIN_BLOCK_LEN + MAX_BLOCK_BODY).contains(&len)
-        || header.body_len as usize != len - MIN_BLOCK_LEN
-    {
-        return Err(Torn::BadLength(header.len));
-    }
-    if len > b.len() {
-        return Err(Torn::PastEnd { len: header.len, left: b.len() });
-    }
+    // The same framing as a version-1 record's, with a larger body.
+    let len = framed_len(b, MAX_BLOCK_BODY)?;
     let end = len - HASH_LEN;
+    let header = BlockHeader::decode(b);
     Ok(BlockView { header, v1_kind: None, body: &b[BLOCK_HEADER_LEN..end], bytes: &b[..end], hash: &b[end..len] })
 }
 

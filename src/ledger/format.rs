@@ -379,23 +379,30 @@ impl fmt::Display for Torn {
     }
 }
 
-/// Splits the version-1 record at the start of `b` off, checking only its
-/// framing.
-pub fn split_record(b: &[u8]) -> Result<RecordView<'_>, Torn> {
+/// Checks the framing a version-1 record and a block share: a 40-byte
+/// header whose `len` (bytes 0..4) is 72 + the length at bytes 36..40, at
+/// most 72 + `max_body`, and within `b`. Returns `len`.
+pub(super) fn framed_len(b: &[u8], max_body: usize) -> Result<usize, Torn> {
     if b.len() < RECORD_HEADER_LEN {
         return Err(Torn::ShortHeader);
     }
-    let header = RecordHeader::decode(b);
-    let len = header.len as usize;
-    if !(MIN_RECORD_LEN..=MIN_RECORD_LEN + MAX_PAYLOAD).contains(&len)
-        || header.payload_len as usize != len - MIN_RECORD_LEN
-    {
-        return Err(Torn::BadLength(header.len));
+    let (len, body_len) = (u32_at(b, 0), u32_at(b, 36) as usize);
+    let n = len as usize;
+    if !(MIN_RECORD_LEN..=MIN_RECORD_LEN + max_body).contains(&n) || body_len != n - MIN_RECORD_LEN {
+        return Err(Torn::BadLength(len));
     }
-    if len > b.len() {
-        return Err(Torn::PastEnd { len: header.len, left: b.len() });
+    if n > b.len() {
+        return Err(Torn::PastEnd { len, left: b.len() });
     }
+    Ok(n)
+}
+
+/// Splits the version-1 record at the start of `b` off, checking only its
+/// framing.
+pub fn split_record(b: &[u8]) -> Result<RecordView<'_>, Torn> {
+    let len = framed_len(b, MAX_PAYLOAD)?;
     let body_end = len - HASH_LEN;
+    let header = RecordHeader::decode(b);
     Ok(RecordView { header, payload: &b[RECORD_HEADER_LEN..body_end], body: &b[..body_end], hash: &b[body_end..len] })
 }
 
