@@ -51,8 +51,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Recompute every chain hash and check every record; print the first
-    /// bad record (segment, offset, sequence) or the record count and the
-    /// final hash. Exits 1 on any mismatch.
+    /// bad block (segment, offset, block, the records and sequences it
+    /// covers) or the record count and the final hash. Exits 1 on any
+    /// mismatch.
     Verify {
         /// Ledger folder.
         dir: PathBuf,
