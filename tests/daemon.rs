@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{signal, stderr_of, watchdog, Env, Notify, Reaped};
+use common::{ring_toml, signal, sim_toml, stderr_of, watchdog, Env, Notify, Reaped};
 use helix::telemetry::Sample;
 use helix::*;
 
@@ -412,28 +412,12 @@ fn helixd_prints_its_man_page_and_completions() {
     }
 }
 
-/// Two rings, each written by a simulator: `a` and `b`.
-const TWO_RINGS: &str = "[[ring]]
-name = \"a\"
-max_payload = 48
-capacity = 4096
-policy = \"block\"
-[[ring]]
-name = \"b\"
-max_payload = 48
-capacity = 4096
-policy = \"block\"
-[[source]]
-kind = \"sim\"
-ring = \"a\"
-streams = 10
-rate_hz = 100.0
-[[source]]
-kind = \"sim\"
-ring = \"b\"
-streams = 10
-rate_hz = 100.0
-";
+/// Two rings, `a` and `b`: `a` written by `a_source` (a `[[source]]`
+/// table), `b` by a simulator.
+fn two_rings(a_source: &str) -> String {
+    let ring = |name| ring_toml(name, "max_payload = 48", 4096, "block");
+    [ring("a"), ring("b"), a_source.to_owned(), sim_toml("b", 10)].concat()
+}
 
 /// Reads and drops every notification from now on, so helixd's STATUS
 /// lines never fill the socket (a sender blocks on a full one).
@@ -470,16 +454,14 @@ fn poll<T>(mut helixd: Option<&mut Reaped>, what: &str, mut f: impl FnMut() -> O
 /// Waits (at most 20 s) until `ring` has published more than `after`
 /// frames, saying `what` if it does not.
 fn wait_published(ns: &Namespace, ring: &str, after: u64, what: &str) -> (u64, u64) {
-    poll(None, &format!("{what}: ring {ring} publishing past {after}"), || {
-        published(ns, ring).filter(|p| p.1 > after)
-    })
+    poll(None, &format!("{what}: ring {ring} publishing past {after}"), || published(ns, ring).filter(|p| p.1 > after))
 }
 
-/// helixd running [`TWO_RINGS`], both publishing: its Env, notify socket
+/// helixd running [`two_rings`] of simulators, both publishing: its Env, notify socket
 /// and process, and ring a's creation time and published count.
 fn two_rings_publishing() -> (Env, Notify, Reaped, u64, u64) {
     let env = Env::new();
-    let cfg = env.config("two.toml", TWO_RINGS);
+    let cfg = env.config("two.toml", &two_rings(&sim_toml("a", 10)));
     let notify = Notify::new(&env.dir);
     let d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
@@ -577,7 +559,7 @@ fn a_start_that_fails_removes_the_rings_it_created_and_keeps_those_it_adopted() 
     // first, then refuses the second.
     let opts = |capacity| RingOptions { capacity, max_payload: 48, policy: Policy::Block, ..Default::default() };
     Ring::create(&env.ns, "b", &opts(1024)).unwrap();
-    let cfg = env.config("two.toml", TWO_RINGS);
+    let cfg = env.config("two.toml", &two_rings(&sim_toml("a", 10)));
     let (ok, err) = check(&env, &cfg);
     assert!(!ok, "--check passed a configuration its start refuses: {err}");
     assert!(
@@ -600,11 +582,7 @@ fn a_start_that_fails_removes_the_rings_it_created_and_keeps_those_it_adopted() 
     assert_ne!(created, created_b);
     let cfg = env.config(
         "udp.toml",
-        &TWO_RINGS.replacen(
-            "[[source]]\nkind = \"sim\"\nring = \"a\"\nstreams = 10\nrate_hz = 100.0\n",
-            &format!("[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"127.0.0.1:{port}\"\n"),
-            1,
-        ),
+        &two_rings(&format!("[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"127.0.0.1:{port}\"\n")),
     );
     let err = failed_start(&env, &cfg);
     assert!(err.contains(&format!("cannot bind 127.0.0.1:{port}")), "{err}");

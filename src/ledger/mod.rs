@@ -3,7 +3,7 @@
 //!
 //! The ledger taps rings as a gating reader and appends each frame to
 //! append-only segment files as a record whose chain hash covers the
-//! previous one (format: [`format`], `docs/ledger.md`). Frames are released
+//! previous one (format: [`format`](mod@format), `docs/ledger.md`). Frames are released
 //! to the writer only after their records are written, so a ledger that is
 //! killed loses no frame the ring still holds: on restart it cuts off a
 //! torn tail, checks the tail of the chain, and resumes at the next

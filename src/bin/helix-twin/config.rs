@@ -422,7 +422,10 @@ mod tests {
         assert_eq!(line_err("x = 1\nstreams = -5\n").0, 1);
         assert_eq!(line_err("\nupdate_interval_ms = 0\n").0, 2);
         assert_eq!(line_err("update_interval_ms = 5000\n").0, 1);
-        assert_eq!(line_err("\nsnapshot_interval_ms = 100\n"), (2, "update_interval_ms is longer than snapshot_interval_ms".into()));
+        assert_eq!(
+            line_err("\nsnapshot_interval_ms = 100\n"),
+            (2, "update_interval_ms is longer than snapshot_interval_ms".into())
+        );
         assert_eq!(line_err("\n\newma_alpha = 1.5\n").0, 3);
         assert_eq!(line_err("state_ring = \"telemetry\"\n").0, 1);
         assert_eq!(line_err("state_ring = \"a\"\nalarm_ring = \"a\"\n").0, 2);
