@@ -26,7 +26,7 @@
 //!   is counted and visible).
 //! - **When a process dies:** a dead writer's lease is taken over by the
 //!   next writer, which continues the sequence; a dead reader stops gating
-//!   within the stall timeout, and [`Ring::sweep`] frees its entry; a
+//!   within the stall timeout, and [`RingView::sweep`] frees its entry; a
 //!   creator killed mid-creation leaves nothing that blocks the next
 //!   [`Ring::create`], and [`Ring::recreate`] refuses a ring a live writer
 //!   holds.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{signal, stderr_of, watchdog, Env, Notify, Reaped};
+use common::{ring_toml, signal, sim_toml, stderr_of, watchdog, Env, Notify, Reaped};
 use helix::telemetry::Sample;
 use helix::*;
 
@@ -168,23 +168,14 @@ fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes(
     let other =
         env.config("b.toml", "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 1024\nrecreate = true\n");
     let mut b = Reaped::new(env.helixd(&other).spawn().unwrap());
-    let t = Instant::now();
-    while b.0.try_wait().unwrap().is_none() {
-        let now = RingView::attach(&env.ns, "telemetry").map(|v| v.geometry().capacity);
-        assert!(t.elapsed() < Duration::from_secs(20), "the second daemon is running; the ring's capacity is {now:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(None, "the second daemon's refusal", || b.0.try_wait().unwrap());
     let err = b.0.wait_with_output_ref_failed();
     assert!(err.contains(&format!("pid {}", a.0.id())), "{err}");
     // The first daemon's ring is the one in /dev/shm, and it still writes.
     let now = RingView::attach(&env.ns, "telemetry").unwrap();
     assert_eq!((now.geometry().created_ns, now.geometry().capacity), (created, 65536));
     let before = now.stats().published;
-    let t = Instant::now();
-    while now.stats().published == before {
-        assert!(t.elapsed() < Duration::from_secs(10), "the first daemon stopped publishing");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll(Some(&mut a), "the first daemon publishing on", || (now.stats().published > before).then_some(()));
     a.terminate();
     // With the first daemon gone the second may replace the ring.
     let notify = Notify::at(env.dir.join("b.sock"));
@@ -421,28 +412,12 @@ fn helixd_prints_its_man_page_and_completions() {
     }
 }
 
-/// Two rings, each written by a simulator: `a` and `b`.
-const TWO_RINGS: &str = "[[ring]]
-name = \"a\"
-max_payload = 48
-capacity = 4096
-policy = \"block\"
-[[ring]]
-name = \"b\"
-max_payload = 48
-capacity = 4096
-policy = \"block\"
-[[source]]
-kind = \"sim\"
-ring = \"a\"
-streams = 10
-rate_hz = 100.0
-[[source]]
-kind = \"sim\"
-ring = \"b\"
-streams = 10
-rate_hz = 100.0
-";
+/// Two rings, `a` and `b`: `a` written by `a_source` (a `[[source]]`
+/// table), `b` by a simulator.
+fn two_rings(a_source: &str) -> String {
+    let ring = |name| ring_toml(name, "max_payload = 48", 4096, "block");
+    [ring("a"), ring("b"), a_source.to_owned(), sim_toml("b", 10)].concat()
+}
 
 /// Reads and drops every notification from now on, so helixd's STATUS
 /// lines never fill the socket (a sender blocks on a full one).
@@ -460,24 +435,33 @@ fn published(ns: &Namespace, ring: &str) -> Option<(u64, u64)> {
     RingView::attach(ns, ring).ok().map(|v| (v.geometry().created_ns, v.stats().published))
 }
 
-/// Waits (at most 20 s) until `ring` has published more than `after`
-/// frames, saying `what` if it does not.
-fn wait_published(ns: &Namespace, ring: &str, after: u64, what: &str) -> (u64, u64) {
+/// Polls `f` every 20 ms until it gives a value; fails saying `what` after
+/// 20 s, or as soon as `helixd` (if given) has died.
+fn poll<T>(mut helixd: Option<&mut Reaped>, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let t = Instant::now();
     loop {
-        if let Some((created, n)) = published(ns, ring).filter(|p| p.1 > after) {
-            return (created, n);
+        if let Some(v) = f() {
+            return v;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "{what}: ring {ring} is at {:?}", published(ns, ring));
+        if let Some(d) = helixd.as_mut() {
+            assert!(d.0.try_wait().unwrap().is_none(), "helixd died: {what}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{what}: not within 20 s");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// helixd running [`TWO_RINGS`], both publishing: its Env, notify socket
+/// Waits (at most 20 s) until `ring` has published more than `after`
+/// frames, saying `what` if it does not.
+fn wait_published(ns: &Namespace, ring: &str, after: u64, what: &str) -> (u64, u64) {
+    poll(None, &format!("{what}: ring {ring} publishing past {after}"), || published(ns, ring).filter(|p| p.1 > after))
+}
+
+/// helixd running [`two_rings`] of simulators, both publishing: its Env, notify socket
 /// and process, and ring a's creation time and published count.
 fn two_rings_publishing() -> (Env, Notify, Reaped, u64, u64) {
     let env = Env::new();
-    let cfg = env.config("two.toml", TWO_RINGS);
+    let cfg = env.config("two.toml", &two_rings(&sim_toml("a", 10)));
     let notify = Notify::new(&env.dir);
     let d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
@@ -502,15 +486,7 @@ fn a_ring_whose_readers_file_is_truncated_is_repaired_its_sequence_continues_and
     let b_then = shrink_to_nothing(&env, &env.ns.readers_path("a"));
     // a is repaired: the same ring (its data region kept) gets a new
     // control region, and publishes again, its sequence going on.
-    let t = Instant::now();
-    let view = loop {
-        assert!(d.0.try_wait().unwrap().is_none(), "helixd died");
-        match RingView::attach(&env.ns, "a") {
-            Ok(v) => break v,
-            Err(e) => assert!(t.elapsed() < Duration::from_secs(20), "ring a was not repaired within 20 s: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let view = poll(Some(&mut d), "ring a repaired", || RingView::attach(&env.ns, "a").ok());
     assert_eq!(view.geometry().created_ns, created, "ring a was recreated, not repaired");
     let mut r = Reader::attach(&env.ns, "a", &ReaderOptions::named("after-repair")).unwrap();
     let (seq, _) = r.read_pod_timeout::<Sample>(Duration::from_secs(10)).expect("ring a publishes again");
@@ -529,12 +505,7 @@ fn a_ring_whose_data_file_is_truncated_is_recreated_and_the_other_ring_runs_on()
     let (env, _notify, mut d, created, _) = two_rings_publishing();
     // The data region cannot be repaired: the ring is made again.
     let b_then = shrink_to_nothing(&env, &env.ns.data_path("a"));
-    let t = Instant::now();
-    while published(&env.ns, "a").is_none_or(|(c, _)| c == created) {
-        assert!(d.0.try_wait().unwrap().is_none(), "helixd died");
-        assert!(t.elapsed() < Duration::from_secs(20), "ring a was not recreated within 20 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(Some(&mut d), "ring a recreated", || published(&env.ns, "a").filter(|(c, _)| *c != created));
     wait_published(&env.ns, "a", 0, "after the recreation");
     wait_published(&env.ns, "b", b_then + 100, "after the damage");
     sigterm(&d.0);
@@ -588,7 +559,7 @@ fn a_start_that_fails_removes_the_rings_it_created_and_keeps_those_it_adopted() 
     // first, then refuses the second.
     let opts = |capacity| RingOptions { capacity, max_payload: 48, policy: Policy::Block, ..Default::default() };
     Ring::create(&env.ns, "b", &opts(1024)).unwrap();
-    let cfg = env.config("two.toml", TWO_RINGS);
+    let cfg = env.config("two.toml", &two_rings(&sim_toml("a", 10)));
     let (ok, err) = check(&env, &cfg);
     assert!(!ok, "--check passed a configuration its start refuses: {err}");
     assert!(
@@ -611,11 +582,7 @@ fn a_start_that_fails_removes_the_rings_it_created_and_keeps_those_it_adopted() 
     assert_ne!(created, created_b);
     let cfg = env.config(
         "udp.toml",
-        &TWO_RINGS.replacen(
-            "[[source]]\nkind = \"sim\"\nring = \"a\"\nstreams = 10\nrate_hz = 100.0\n",
-            &format!("[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"127.0.0.1:{port}\"\n"),
-            1,
-        ),
+        &two_rings(&format!("[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"127.0.0.1:{port}\"\n")),
     );
     let err = failed_start(&env, &cfg);
     assert!(err.contains(&format!("cannot bind 127.0.0.1:{port}")), "{err}");

@@ -10,7 +10,7 @@ include!("programs/twin.rs");
 
 use std::time::Duration;
 
-use common::{stderr_of, watchdog, Env, Notify, Reaped, TestNs};
+use common::{ring_toml, sim_toml, stderr_of, watchdog, Env, Notify, Reaped, TestNs};
 use config::{Rule, TwinConfig};
 use hal::sim::Sim;
 use helix::telemetry::{Sample, KIND_SAMPLE};
@@ -467,31 +467,21 @@ fn a_twin_that_falls_behind_counts_exact_overruns_and_recovers_and_the_writer_ne
 // ---------------------------------------------------------------------
 // End to end: helixd (simulated HAL), helix-twin, helixctl twin.
 
-// helixd's notifications after READY=1 are not read: a long status interval
-// keeps them from filling the socket (a sender blocks on a full one).
-const HELIXD: &str = "status_interval_ms = 600000
-sweep_interval_ms = 100
-[[ring]]
-name = \"telemetry\"
-max_payload = 48
-capacity = 65536
-policy = \"block\"
-[[ring]]
-name = \"twin.state\"
-preset = \"s\"
-capacity = 4096
-policy = \"overwrite\"
-[[ring]]
-name = \"alarms\"
-preset = \"s\"
-capacity = 1024
-policy = \"block\"
-[[source]]
-kind = \"sim\"
-ring = \"telemetry\"
-streams = 100
-rate_hz = 100.0
-";
+/// helixd's configuration for the twin: its telemetry ring (`telemetry`
+/// unless a test renames it), written by the simulator (100 streams), and
+/// the state ring (`state`) and `alarms` the twin writes. helixd's
+/// notifications after READY=1 are not read: a long status interval keeps
+/// them from filling the socket (a sender blocks on a full one).
+fn helixd(telemetry: &str, state: &str) -> String {
+    [
+        "status_interval_ms = 600000\nsweep_interval_ms = 100\n".to_owned(),
+        ring_toml(telemetry, "max_payload = 48", 65536, "block"),
+        ring_toml(state, "preset = \"s\"", 4096, "overwrite"),
+        ring_toml("alarms", "preset = \"s\"", 1024, "block"),
+        sim_toml(telemetry, 100),
+    ]
+    .concat()
+}
 
 // Streams 50-99 of the simulator are beyond this twin's range: rejected.
 // Stream 3's values are all above 10: its high alarm is raised at once and
@@ -516,7 +506,7 @@ fn sigterm(child: &std::process::Child) {
 #[test]
 fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
     let env = Env::watched("helix-twin end to end", Duration::from_secs(90));
-    let dcfg = env.file("helix.toml", HELIXD);
+    let dcfg = env.file("helix.toml", &helixd("telemetry", "twin.state"));
     let tcfg = env.file("twin.toml", TWIN);
     let twin_notify = Notify::at(env.dir.join("twin.sock"));
     let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
@@ -692,7 +682,7 @@ fn reads(ns: &Namespace, ring: &str, reader: &str) -> bool {
 fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
     let _dog = watchdog("helix-twin follows replaced rings", Duration::from_secs(90));
     let env = Env::new();
-    let dcfg = env.file("helix.toml", HELIXD);
+    let dcfg = env.file("helix.toml", &helixd("telemetry", "twin.state"));
     let tcfg = env.file("twin.toml", TWIN);
     let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
     let mut daemon = Reaped::new(
@@ -712,15 +702,11 @@ fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
     // configuration, with the source), then configured again: created anew.
     let created = |ring: &str| RingView::attach(&env.ns, ring).unwrap().geometry().created_ns;
     let (telemetry, state) = (created("telemetry"), created("twin.state"));
-    let without = HELIXD
-        .replacen("[[ring]]\nname = \"telemetry\"", "[[ring]]\nname = \"unused\"", 1)
-        .replacen("[[ring]]\nname = \"twin.state\"", "[[ring]]\nname = \"unused.too\"", 1)
-        .replace("ring = \"telemetry\"", "ring = \"unused\"");
-    env.file("helix.toml", &without);
+    env.file("helix.toml", &helixd("unused", "unused.too"));
     common::signal(&daemon.0, libc::SIGHUP);
     daemon_notify.until("READY=1");
     assert!(!env.ns.data_path("telemetry").exists() && !env.ns.data_path("twin.state").exists());
-    env.file("helix.toml", HELIXD);
+    env.file("helix.toml", &helixd("telemetry", "twin.state"));
     common::signal(&daemon.0, libc::SIGHUP);
     daemon_notify.until("READY=1");
     assert!(created("telemetry") != telemetry && created("twin.state") != state);

@@ -3,7 +3,7 @@
 //! `datagram::encode`, the programs' embedded default configurations, and
 //! ledger segments written by `Ledger`. Run it again when a format changes:
 //!
-//!     cargo run --manifest-path fuzz/Cargo.toml --example seeds
+//!     cargo run --manifest-path fuzz/Cargo.toml --example seeds [TARGET...]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -75,26 +75,38 @@ fn datagram_seeds() {
     fs::write(dir.join("three"), datagram::encode(&[s(1), s(2), s(3)])).unwrap();
 }
 
+/// The `config` target's seeds: each program's embedded default and a
+/// variant, behind the byte that picks its parser.
 fn config_seeds() {
+    let dir = corpus("config");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/bin");
-    for (target, program, extra) in [
+    for (parser, program, variants) in [
         (
-            "config_helixd",
+            b'0',
             "helixd",
-            "namespace = \"lab\"\n[[ring]]\nname = \"udp\"\nmax_payload = 48\ncapacity = 1024\npolicy = \"overwrite\"\n\
-             [[source]]\nkind = \"udp\"\nring = \"udp\"\nbind = \"127.0.0.1:7000\"\n",
+            &[
+                "namespace = \"lab\"\n[[ring]]\nname = \"udp\"\nmax_payload = 48\ncapacity = 1024\npolicy = \"overwrite\"\n\
+                 [[source]]\nkind = \"udp\"\nring = \"udp\"\nbind = \"127.0.0.1:7000\"\n",
+            ][..],
         ),
-        ("config_ledger", "helix-ledger", "dir = \"/tmp/l\"\nrings = [\"telemetry\", \"alarms\"]\nsegment_size_mib = 1\n"),
+        (b'1', "helix-ledger", &["dir = \"/tmp/l\"\nrings = [\"telemetry\", \"alarms\"]\nsegment_size_mib = 1\n"]),
         (
-            "config_twin",
+            b'2',
             "helix-twin",
-            "streams = 100\n[[rule]]\nstreams = 7\nhigh = 1.0\n[[rule]]\nstreams = \"8-9\"\nlow = -1.5\nhigh = 2.0\n\
-             hysteresis = 0.5\nrate_limit = 3.0\nstale_after_ms = 500\nperiod_ms = 10\n",
+            &[
+                "streams = 100\n[[rule]]\nstreams = 7\nhigh = 1.0\n[[rule]]\nstreams = \"8-9\"\nlow = -1.5\nhigh = 2.0\n\
+                 hysteresis = 0.5\nrate_limit = 3.0\nstale_after_ms = 500\nperiod_ms = 10\n",
+                // A finding: a snapshot interval under the default update
+                // interval, the error had no line.
+                "snapshot_interval_ms = 100\n",
+            ],
         ),
     ] {
-        let dir = corpus(target);
-        fs::copy(root.join(program).join("default.toml"), dir.join("default.toml")).unwrap();
-        fs::write(dir.join("variant.toml"), extra).unwrap();
+        let default = fs::read(root.join(program).join("default.toml")).unwrap();
+        fs::write(dir.join(format!("{program}-default.toml")), [&[parser][..], &default].concat()).unwrap();
+        for (i, text) in variants.iter().enumerate() {
+            fs::write(dir.join(format!("{program}-variant{i}.toml")), [&[parser], text.as_bytes()].concat()).unwrap();
+        }
     }
 }
 
@@ -156,9 +168,17 @@ fn ledger_seeds() {
     fs::remove_dir_all(&tmp).unwrap();
 }
 
+/// Every target's seeds, or only the targets named as arguments.
 fn main() {
-    ring_seeds();
-    datagram_seeds();
-    config_seeds();
-    ledger_seeds();
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let seeds: [(&str, fn()); 4] =
+        [("ring_attach", ring_seeds), ("datagram", datagram_seeds), ("config", config_seeds), ("ledger", ledger_seeds)];
+    for name in &only {
+        assert!(seeds.iter().any(|(n, _)| n == name), "no target {name:?}");
+    }
+    for (name, write) in seeds {
+        if only.is_empty() || only.iter().any(|n| n == name) {
+            write();
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! The ledger taps rings as a gating reader and appends the frames of each
 //! batch it reads to append-only segment files as a block whose chain hash
-//! covers the previous one (format version 2: [`block`], [`format`],
+//! covers the previous one (format version 2: [`block`], [`format`](mod@format),
 //! `docs/ledger.md`; version 1, a chain hash per record, is still read).
 //! Frames are released to the writer only after their block is written, so
 //! a ledger that is killed loses no frame the ring still holds: on restart

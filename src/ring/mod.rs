@@ -51,10 +51,26 @@ pub const MAX_READERS: u32 = 1024;
 
 /// A read-write attachment to a ring: what the creator, the daemon and a
 /// writer hold. Readers and tools attach read-only through
-/// [`Reader::attach`] and [`RingView::attach`].
+/// [`Reader::attach`] and [`RingView::attach`]. A `Ring` is a view too: it
+/// dereferences to [`RingView`] for the name, geometry, counters, sweeps
+/// and damage checks.
 #[derive(Clone)]
 pub struct Ring {
-    region: Arc<Region>,
+    view: RingView,
+}
+
+impl From<Region> for Ring {
+    fn from(region: Region) -> Ring {
+        Ring { view: RingView { region: Arc::new(region) } }
+    }
+}
+
+impl std::ops::Deref for Ring {
+    type Target = RingView;
+
+    fn deref(&self) -> &RingView {
+        &self.view
+    }
 }
 
 impl Ring {
@@ -63,7 +79,7 @@ impl Ring {
     /// left of a half-made ring is replaced (see [`scan`] and
     /// `docs/abi.md` §3.1).
     pub fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Ring, CreateError> {
-        Ok(Ring { region: Arc::new(region::create(ns, name, opts)?) })
+        Ok(Ring::from(region::create(ns, name, opts)?))
     }
 
     /// Replaces whatever is at `name` (a ring of another geometry, a
@@ -74,12 +90,12 @@ impl Ring {
     /// meanwhile. Processes still attached to the old ring keep its memory
     /// and see no new frames.
     pub fn recreate(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Ring, CreateError> {
-        Ok(Ring { region: Arc::new(lifecycle::recreate(ns, name, opts)?) })
+        Ok(Ring::from(lifecycle::recreate(ns, name, opts)?))
     }
 
     /// Attaches read-write to an existing ring.
     pub fn open(ns: &Namespace, name: &str) -> Result<Ring, AttachError> {
-        Ok(Ring { region: Arc::new(region::attach(ns, name, true)?) })
+        Ok(Ring::from(region::attach(ns, name, true)?))
     }
 
     /// Removes a ring's files. Processes attached keep their mappings until
@@ -90,46 +106,12 @@ impl Ring {
 
     /// Takes the writer lease; see [`Writer`].
     pub fn writer(&self) -> Result<Writer, LeaseError> {
-        Writer::new(self.region.clone())
+        Writer::new(self.view.region.clone())
     }
 
     /// Registers a reader on this attachment's mapping.
     pub fn reader(&self, opts: &ReaderOptions) -> Result<Reader, AttachError> {
-        Reader::new(self.region.clone(), opts)
-    }
-
-    /// The ring's name.
-    pub fn name(&self) -> &str {
-        &self.region.name
-    }
-
-    /// The ring's geometry.
-    pub fn geometry(&self) -> &Geometry {
-        &self.region.geometry
-    }
-
-    /// A lock-free snapshot of every counter.
-    pub fn stats(&self) -> RingStats {
-        stats::read(&self.region)
-    }
-
-    /// Frees the entries of dead readers (demoting them first if they were
-    /// gating) and releases a dead writer's lease.
-    pub fn sweep(&self) -> SweepReport {
-        sweep::sweep(&self.region)
-    }
-
-    /// Whether a file of the ring shrank under this attachment (see
-    /// [`Damaged`]). Touches the first and last page of both mappings, so
-    /// a shrink no access has met yet is found now; no system call unless
-    /// a file did shrink. Cheap enough for a daemon's periodic check.
-    pub fn is_damaged(&self) -> bool {
-        self.region.probe().is_some()
-    }
-
-    /// Like [`Ring::is_damaged`], naming the file that shrank.
-    pub fn damage(&self) -> Option<Damaged> {
-        self.region.probe()
+        Reader::new(self.view.region.clone(), opts)
     }
 
     /// Gives a ring whose control region (`@readers`) was destroyed a new,
@@ -137,7 +119,7 @@ impl Ring {
     /// next writer continues it) and the writer lease epoch survive; every
     /// reader must join again.
     ///
-    /// For the ring's owner (the daemon), after [`Ring::damage`] reported
+    /// For the ring's owner (the daemon), after [`RingView::damage`] reported
     /// [`RingFile::Readers`], once every [`Writer`] of the ring in the
     /// process is dropped: the repair holds the writer lease while it
     /// works, so it fails with [`RepairError::Lease`] while a live writer
@@ -148,7 +130,7 @@ impl Ring {
     /// only attaches. A ring whose *data* region is damaged cannot be
     /// repaired ([`RepairError::Attach`]): unlink and create it.
     pub fn repair_readers(ns: &Namespace, name: &str) -> Result<Ring, RepairError> {
-        Ok(Ring { region: Arc::new(damage::repair_readers(ns, name)?) })
+        Ok(Ring::from(damage::repair_readers(ns, name)?))
     }
 }
 
@@ -196,18 +178,23 @@ impl RingView {
             .collect()
     }
 
-    /// Frees dead readers' entries (the control region is writable to every
-    /// attached process). Dead writer leases need a read-write attachment.
+    /// Frees the entries of dead readers, demoting them first if they were
+    /// gating (the control region is writable to every attached process),
+    /// and, through a read-write attachment ([`Ring`]), releases a dead
+    /// writer's lease.
     pub fn sweep(&self) -> SweepReport {
         sweep::sweep(&self.region)
     }
 
-    /// See [`Ring::is_damaged`].
+    /// Whether a file of the ring shrank under this attachment (see
+    /// [`Damaged`]). Touches the first and last page of both mappings, so
+    /// a shrink no access has met yet is found now; no system call unless
+    /// a file did shrink. Cheap enough for a daemon's periodic check.
     pub fn is_damaged(&self) -> bool {
         self.region.probe().is_some()
     }
 
-    /// See [`Ring::damage`].
+    /// Like [`is_damaged`](Self::is_damaged), naming the file that shrank.
     pub fn damage(&self) -> Option<Damaged> {
         self.region.probe()
     }

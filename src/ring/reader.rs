@@ -461,7 +461,7 @@ impl Reader {
     }
 
     /// Whether a file of the ring shrank under this reader (see
-    /// [`Ring::is_damaged`](super::Ring::is_damaged)); reads report
+    /// [`RingView::is_damaged`](super::RingView::is_damaged)); reads report
     /// [`TryReadError::Damaged`] from then on.
     pub fn is_damaged(&self) -> bool {
         self.region.probe().is_some()

@@ -422,7 +422,7 @@ impl Writer {
     }
 
     /// Whether a file of the ring shrank under this writer (see
-    /// [`Ring::is_damaged`](super::Ring::is_damaged)); publishing reports
+    /// [`RingView::is_damaged`](super::RingView::is_damaged)); publishing reports
     /// [`PublishError::Damaged`] from then on.
     pub fn is_damaged(&self) -> bool {
         self.region.probe().is_some()

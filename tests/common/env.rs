@@ -91,3 +91,15 @@ pub fn ctl(ns: &Namespace, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A helixd `[[ring]]` table; `size` is its payload line, such as
+/// `max_payload = 48` (a telemetry sample) or `preset = "s"`.
+pub fn ring_toml(name: &str, size: &str, capacity: u64, policy: &str) -> String {
+    format!("[[ring]]\nname = \"{name}\"\n{size}\ncapacity = {capacity}\npolicy = \"{policy}\"\n")
+}
+
+/// A helixd `[[source]]` table: the simulator writing `streams` streams at
+/// 100 Hz into `ring`.
+pub fn sim_toml(ring: &str, streams: u32) -> String {
+    format!("[[source]]\nkind = \"sim\"\nring = \"{ring}\"\nstreams = {streams}\nrate_hz = 100.0\n")
+}

@@ -30,7 +30,7 @@ use helix::Namespace;
 #[allow(unused_imports)]
 pub use children::{arg, child, signal, stderr_of, Kid, Reaped, ROLE_VAR};
 #[allow(unused_imports)]
-pub use env::{ctl, Env};
+pub use env::{ctl, ring_toml, sim_toml, Env};
 #[allow(unused_imports)]
 pub use service::Notify;
 
