@@ -208,18 +208,18 @@ impl<'a> Iterator for Records<'a> {
         }
         let rest = &b.body[self.at..];
         let entry = (rest.len() >= ENTRY_HEADER_LEN).then(|| (u32_at(rest, 0) as usize, u32_at(rest, 4)));
-        match entry {
+        let why = match entry {
             Some((len, kind)) if len <= MAX_PAYLOAD && len <= rest.len() - ENTRY_HEADER_LEN => {
                 self.at += ENTRY_HEADER_LEN + len;
-                Some(Ok(one(&rest[ENTRY_HEADER_LEN..ENTRY_HEADER_LEN + len], kind)))
+                return Some(Ok(one(&rest[ENTRY_HEADER_LEN..ENTRY_HEADER_LEN + len], kind)));
             }
-            _ => {
-                let n = self.i - 1;
-                self.i = h.count;
-                self.at = b.body.len();
-                Some(Err(format!("frame {n} of {} runs past the end of the block's body", h.count)))
-            }
-        }
+            Some((len, _)) if len > MAX_PAYLOAD => format!("has a length of {len} bytes, more than any frame"),
+            _ => "runs past the end of the block's body".to_owned(),
+        };
+        let n = self.i - 1;
+        self.i = h.count;
+        self.at = b.body.len();
+        Some(Err(format!("frame {n} of {} {why}", h.count)))
     }
 }
 
@@ -307,6 +307,8 @@ mod tests {
         b[32] = 2;
         b[BLOCK_HEADER_LEN] = 200; // the first frame's length
         assert_eq!(errors(&b), ["frame 0 of 2 runs past the end of the block's body"]);
+        b[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + 4].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
+        assert_eq!(errors(&b), ["frame 0 of 2 has a length of 16777217 bytes, more than any frame"]);
     }
 
     #[test]
