@@ -22,7 +22,7 @@ use super::stream::wait_name;
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
 pub use judge::{conclusion, largest, CountResult, Figures, Targets};
-pub use table::{goals_missed, table};
+pub use table::{goals_missed, ring, table};
 
 /// The counts measured when `--streams` is not given.
 pub const DEFAULT_STREAMS: [u32; 4] = [10_000, 20_000, 30_000, 50_000];
@@ -178,7 +178,8 @@ pub fn run(a: CapacityArgs, explicit_ns: bool, namespace: Namespace, exe: &Path)
         targets,
         counts: done,
     };
-    println!("\n{}\n{}\n{}", table(&results), results.conclusion, goals_missed(&results));
+    let ring = ring(&results).unwrap_or_default();
+    println!("\n{}\n{ring}\n\n{}\n\n{}", table(&results), results.conclusion, goals_missed(&results));
     let ran = results.counts.iter().any(|c| c.error.is_none());
     a.out.write("capacity", load, started, results)?;
     if !ran {

@@ -28,6 +28,8 @@ use helix::{ReadError, Reader, ReaderOptions, Start, WaitStrategy};
 
 use super::e2e::programs::Running;
 use super::e2e::{self, Config, E2eArgs, Placement, TELEMETRY};
+use crate::affinity::confine;
+use crate::command::render::group;
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
 use crate::shared::signal::{Signal, Signals};
@@ -160,6 +162,10 @@ pub fn run(a: SoakArgs, explicit_ns: bool, namespace: Namespace, exe: &Path) -> 
 /// Runs the programs in `dir`: the results, or the signal that interrupted.
 fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Result<Results, Signal>> {
     let mut running = Running::start(cfg, dir, &mut |what| println!("  {what}"))?;
+    // This program (its reader thread inherits it) where --cpus says.
+    if !cfg.placement.reader.is_empty() {
+        confine(0, &cfg.placement.reader)?;
+    }
     let reader = ReaderThread::start(&cfg.namespace)?;
     let watched = [
         Watched { name: "helixd", pid: running.helixd.pid(), reader: false },
@@ -307,10 +313,10 @@ summary: {:.1} min of {} streams x {} Hz",
     println!(
         "  ledger: {}, {} frames of {} published, {} gaps ({} lost)",
         if v.ok { "verified".to_owned() } else { format!("VERIFY FAILED: {}", v.problem.as_deref().unwrap_or("")) },
-        v.frames,
-        r.published,
+        group(v.frames),
+        group(r.published),
         v.gaps,
-        v.lost
+        group(v.lost)
     );
     if r.failures.is_empty() {
         println!("PASS (private RSS growth allowed: {:.0} MiB per process)", mib(r.rss_tolerance));

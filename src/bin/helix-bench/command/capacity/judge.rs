@@ -240,16 +240,16 @@ pub fn largest(counts: &[CountResult]) -> Option<u32> {
 pub fn conclusion(counts: &[CountResult]) -> String {
     let best = largest(counts);
     let mut s = match best {
-        Some(n) => format!("The largest stream count that meets the targets: **{n}**."),
+        Some(n) => format!("The largest stream count that meets the targets: **{}**.", group(u64::from(n))),
         None => "No stream count measured meets the targets.".to_owned(),
     };
     for c in counts.iter().filter(|c| !c.verdict.meets) {
         let larger = best.is_none_or(|b| c.streams > b);
-        let why = c.verdict.reasons.join("; ");
+        let (n, why) = (group(u64::from(c.streams)), c.verdict.reasons.join("; "));
         s.push_str(&if larger {
-            format!(" {} fails: {why}.", c.streams)
+            format!(" {n} fails: {why}.")
         } else {
-            format!(" ({} fails although a larger count meets them, a noisy run: {why}.)", c.streams)
+            format!(" ({n} fails although a larger count meets them, a noisy run: {why}.)")
         });
     }
     s
@@ -319,8 +319,13 @@ mod tests {
                 reader("helix-ledger", n, 500_000),
                 reader("helix-twin", n, 900_000),
             ],
-            // 10 s of CPU time at 5% is 0.5 s: 500 ns per frame at 1 M.
-            cpu: vec![cpu("helixd", 5.0), cpu("helix-ledger", 8.0), cpu("helix-twin", 1.0), cpu("helix-bench", 2.0)],
+            // 10 s at 50% of a CPU is 5 s: 500 ns per frame at 10,000 streams.
+            cpu: vec![
+                cpu("helixd", 50.0),
+                cpu("helix-ledger", 80.0),
+                cpu("helix-twin", 10.0),
+                cpu("helix-bench", 20.0),
+            ],
             clock: ClockOffset { offset_ns: 0, uncertainty_ns: 0, drift_ns: 0 },
             alarm_events: 10,
             ledger: LedgerCheck {
@@ -343,7 +348,7 @@ mod tests {
     #[test]
     fn the_figures_come_from_the_run() {
         let f = Figures::of(&run(10_000));
-        assert_eq!((f.due, f.published), (1_000_000, 1_000_000));
+        assert_eq!((f.due, f.published), (10_000_000, 10_000_000));
         assert!((f.published_percent - 100.0).abs() < 1e-9);
         assert_eq!((f.reader_p99_ns, f.ledger_p99_ns, f.twin_p99_ns), (Some(100_000), Some(500_000), Some(900_000)));
         let close = |x: Option<f64>, want: f64| assert!(x.is_some_and(|v| (v - want).abs() < 1e-6), "{x:?} {want}");
@@ -391,10 +396,10 @@ mod tests {
     fn each_target_missed_is_named() {
         // 99.9% of the due samples is enough, a sample fewer is not.
         let mut r = run(30_000);
-        r.published = 2_997_000;
+        r.published = 29_970_000;
         assert!(judge(&Figures::of(&r), &Targets::default()).meets);
         let why = fails_for(|r| {
-            r.published = 2_996_999;
+            r.published = 29_969_999;
             r.writer_waits = 7;
         });
         assert!(why.starts_with("helixd published 99.90% of the samples due") && why.contains("7 waits"), "{why}");
@@ -408,7 +413,7 @@ mod tests {
         assert_eq!(fails_for(|r| r.ledger.gaps = 3), "3 ledger gaps");
         assert_eq!(fails_for(|r| r.ledger.verified = false), "the ledger did not verify");
         let why = fails_for(|r| r.ledger.frames -= 1);
-        assert_eq!(why, "the ledger recorded 3,000,499 frames of 3,000,500 published");
+        assert_eq!(why, "the ledger recorded 30,000,499 frames of 30,000,500 published");
     }
 
     fn count(streams: u32, meets: bool) -> CountResult {
@@ -429,20 +434,20 @@ mod tests {
         ];
         assert_eq!(largest(&counts), Some(20_000));
         let c = conclusion(&counts);
-        assert!(c.starts_with("The largest stream count that meets the targets: **20000**."), "{c}");
-        assert!(c.contains(" 30000 fails: the ledger P99 343.00 ms (under 2.00 ms wanted)."), "{c}");
-        assert!(c.contains(" 50000 fails: the run failed: helixd exited."), "{c}");
+        assert!(c.starts_with("The largest stream count that meets the targets: **20,000**."), "{c}");
+        assert!(c.contains(" 30,000 fails: the ledger P99 343.00 ms (under 2.00 ms wanted)."), "{c}");
+        assert!(c.contains(" 50,000 fails: the run failed: helixd exited."), "{c}");
         // A smaller count failing beside a larger one that meets: named as noise.
         let noisy = [count(10_000, false), count(20_000, true)];
         assert_eq!(largest(&noisy), Some(20_000));
         assert!(
-            conclusion(&noisy).contains("(10000 fails although a larger count meets them"),
+            conclusion(&noisy).contains("(10,000 fails although a larger count meets them"),
             "{}",
             conclusion(&noisy)
         );
         let none = [count(10_000, false)];
         assert_eq!(largest(&none), None);
-        assert!(conclusion(&none).starts_with("No stream count measured meets the targets. 10000 fails: the ledger"));
+        assert!(conclusion(&none).starts_with("No stream count measured meets the targets. 10,000 fails: the ledger"));
     }
 
     #[test]

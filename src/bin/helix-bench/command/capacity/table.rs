@@ -18,11 +18,10 @@ pub fn table(r: &Results) -> String {
          meets the targets |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in &r.counts {
+        let n = group(u64::from(c.streams));
         let _ = match &c.figures {
-            Some(f) => {
-                writeln!(md, "| {} | {} | {} |", c.streams, row(f), if c.verdict.meets { "yes" } else { "**no**" })
-            }
-            None => writeln!(md, "| {} |{} **no**: the run failed |", c.streams, " - |".repeat(12)),
+            Some(f) => writeln!(md, "| {n} | {} | {} |", row(f), if c.verdict.meets { "yes" } else { "**no**" }),
+            None => writeln!(md, "| {n} |{} **no**: the run failed |", " - |".repeat(12)),
         };
     }
     md
@@ -56,7 +55,7 @@ pub fn goals_missed(r: &Results) -> String {
     let t = &r.targets;
     let mut s = String::new();
     for c in r.counts.iter().filter(|c| !c.verdict.goals_missed.is_empty()) {
-        let _ = writeln!(s, "- {} streams: {}", c.streams, c.verdict.goals_missed.join("; "));
+        let _ = writeln!(s, "- {} streams: {}", group(u64::from(c.streams)), c.verdict.goals_missed.join("; "));
     }
     if s.is_empty() {
         return s;
@@ -69,4 +68,22 @@ pub fn goals_missed(r: &Results) -> String {
         t.goal_helixd_ns_per_sample,
         t.goal_bytes_per_frame
     )
+}
+
+/// The telemetry ring's size, and the seconds of samples it held at the
+/// smallest and the largest count measured.
+pub fn ring(r: &Results) -> Option<String> {
+    let measured: Vec<(u32, &Figures)> =
+        r.counts.iter().filter_map(|c| Some((c.streams, c.figures.as_ref()?))).collect();
+    let (&(n0, f0), &(n1, f1)) = (measured.first()?, measured.last()?);
+    Some(format!(
+        "The telemetry ring had {} slots at {} streams ({:.2} s of samples) and {} at {} ({:.2} s): a gating ledger \
+         further behind than that holds the writer back.",
+        group(f0.ring_slots),
+        group(u64::from(n0)),
+        f0.ring_seconds,
+        group(f1.ring_slots),
+        group(u64::from(n1)),
+        f1.ring_seconds
+    ))
 }

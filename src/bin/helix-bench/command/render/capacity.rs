@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::{command_of, group, Run};
-use crate::command::capacity::{goals_missed, table, Figures, Results};
+use crate::command::capacity::{goals_missed, ring, table, Figures, Results};
 use crate::document::Document;
 use crate::plot::{capacity_plot, Line};
 use crate::stats::fmt_ns;
@@ -23,7 +23,7 @@ pub(super) fn section(md: &mut String, run: &Run, json: &str, doc: &Document<Res
          {}, the ledger's fsync every {} ms. A count meets the targets when helixd publishes at least {}% of the \
          samples due, the P99 of helix-bench's reader (ingest to receipt), of the ledger (ingest to record) and \
          of the twin (ingest to alarm event) are each under {}, the ledger has no gap, verifies, and holds every \
-         frame published.\n\n    {}\n\n{}\n{}\n\n{}\n",
+         frame published.\n\n    {}\n\n{}\n{}\n\n{}\n\n{}\n",
         counts.join(", "),
         r.rate_hz,
         r.seconds,
@@ -34,6 +34,7 @@ pub(super) fn section(md: &mut String, run: &Run, json: &str, doc: &Document<Res
         fmt_ns(r.targets.p99_below_ns),
         command_of(run, json, doc),
         table(r),
+        ring(r).unwrap_or_default(),
         r.conclusion,
         goals_missed(r),
     );
