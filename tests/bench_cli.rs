@@ -69,6 +69,13 @@ impl Env {
         bench(&self.ns, &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    /// Fails unless the scratch folder holds exactly `files` (what the test
+    /// asked to be written: nothing else left behind).
+    fn assert_only(&self, files: &[&str]) {
+        let left: Vec<_> = std::fs::read_dir(&self.dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, files, "left behind in the scratch folder");
+    }
+
     /// Fails if the test's namespace has ring files left.
     fn assert_no_rings_left(&self) {
         let files = self.ns.files();
@@ -254,8 +261,7 @@ fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
     assert_eq!(l["frames"], l["published"], "{l}");
     assert!(l["hash"].as_str().is_some_and(|h| h.len() == 64), "{l}");
     t.assert_no_rings_left();
-    let left: Vec<_> = std::fs::read_dir(&t.dir).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(left, [std::ffi::OsString::from("e2e.json")], "scratch folder left behind");
+    t.assert_only(&["e2e.json"]);
 }
 
 #[test]
@@ -426,8 +432,7 @@ fn capacity_runs_e2e_per_stream_count_and_judges_each() {
     assert_eq!(r["largest"].as_u64(), meeting.iter().max().copied(), "{r}");
     assert!(out.contains(r["conclusion"].as_str().unwrap()), "{out}");
     t.assert_no_rings_left();
-    let left: Vec<_> = std::fs::read_dir(&t.dir).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(left, [std::ffi::OsString::from("c.json")], "scratch folders left behind");
+    t.assert_only(&["c.json"]);
 }
 
 #[test]
@@ -446,8 +451,7 @@ fn soak_reports_each_interval_verifies_the_ledger_and_passes_when_nothing_leaks_
     let ledger = r["processes"].as_array().unwrap().iter().find(|p| p["name"] == "helix-ledger").unwrap().clone();
     assert_eq!((ledger["gating"].as_bool(), ledger["overruns"].as_u64()), (Some(true), Some(0)), "{ledger}");
     t.assert_no_rings_left();
-    let left: Vec<_> = std::fs::read_dir(&t.dir).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(left, [std::ffi::OsString::from("s.json")], "scratch folder left behind");
+    t.assert_only(&["s.json"]);
 }
 
 #[test]
@@ -472,7 +476,7 @@ fn an_interrupted_soak_stops_its_programs_and_removes_its_namespace_and_folder()
     assert!(err.contains("interrupted by SIGINT"), "{err}");
     assert_eq!(running(), Vec::<u32>::new(), "programs left running");
     t.assert_no_rings_left();
-    assert_eq!(std::fs::read_dir(&t.dir).unwrap().count(), 0, "scratch folder left behind");
+    t.assert_only(&[]);
 }
 
 /// The processes whose command line names something in `dir`.

@@ -114,14 +114,7 @@ pub fn percentile_plot(path: &Path, title: &str, series: &[Series<'_>]) -> Resul
             .label(s.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart).map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -211,6 +204,13 @@ fn draw_lines<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64>>(
             .label(l.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
     }
+    legend(chart)
+}
+
+/// The legend, upper left, of every line drawn with a label.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
