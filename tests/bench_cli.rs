@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Env, TestNs};
+use common::{signal, stderr_of, Env, Kid, TestNs};
 use serde_json::Value;
 
 const TRANSPORTS: [&str; 8] =
@@ -456,7 +456,6 @@ fn soak_reports_each_interval_verifies_the_ledger_and_passes_when_nothing_leaks_
 
 #[test]
 fn an_interrupted_soak_stops_its_programs_and_removes_its_namespace_and_folder() {
-    use common::{signal, stderr_of, Kid};
     let t = Env::watched("helix-bench soak interrupted", Duration::from_secs(120));
     let mut kid = Kid::until(
         Command::new(env!("CARGO_BIN_EXE_helix-bench"))
@@ -491,4 +490,26 @@ fn programs_in(dir: &Path) -> Vec<u32> {
             String::from_utf8_lossy(&cmdline).contains(&dir).then_some(pid)
         })
         .collect()
+}
+
+#[test]
+fn an_interrupted_capacity_run_ends_its_count_removes_its_files_and_runs_no_more() {
+    let t = Env::watched("helix-bench capacity interrupted", Duration::from_secs(120));
+    let mut kid = Kid::until(
+        Command::new(env!("CARGO_BIN_EXE_helix-bench"))
+            .args(["--namespace", t.ns.as_str(), "capacity", "--streams", "100,200", "--seconds", "1"])
+            .args(["--warmup", "0.3", "--ledger-dir"])
+            .arg(&t.dir)
+            .stderr(std::process::Stdio::piped()),
+        "## 100 streams",
+    );
+    signal(&kid.child.0, libc::SIGINT);
+    let status = kid.child.0.wait().unwrap();
+    let rest = std::io::read_to_string(&mut kid.out).unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(!rest.contains("## 200 streams"), "{rest}");
+    assert!(stderr_of(&mut kid.child.0).contains("interrupted by SIGINT"));
+    assert_eq!(programs_in(&t.dir), Vec::<u32>::new(), "programs left running");
+    t.assert_no_rings_left();
+    t.assert_only(&[]);
 }

@@ -8,6 +8,7 @@ mod judge;
 mod table;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -21,6 +22,7 @@ use super::list;
 use super::stream::wait_name;
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
+use crate::shared::signal::{Signal, Signals};
 pub use judge::{conclusion, largest, CountResult, Figures, Targets};
 pub use table::{goals_missed, ring, table};
 
@@ -150,6 +152,9 @@ pub fn run(a: CapacityArgs, explicit_ns: bool, namespace: Namespace, exe: &Path)
         a.ledger_dir.display(),
         first.placement.describe()
     );
+    // A Ctrl-C from a terminal stops the programs too, which ends the
+    // count's run (its namespace and folder removed); then nothing more runs.
+    let signals = Signals::block(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])?;
     let targets = Targets::default();
     let mut done = Vec::new();
     for &n in &counts {
@@ -165,6 +170,11 @@ pub fn run(a: CapacityArgs, explicit_ns: bool, namespace: Namespace, exe: &Path)
             if count.verdict.meets { "meets the targets".into() } else { count.verdict.reasons.join("; ") }
         );
         done.push(count);
+        if let Some(signal) = signals.wait(Duration::ZERO)? {
+            bail!(
+                "interrupted by {signal}: stopped the programs, removed namespace {namespace} and the scratch folder"
+            );
+        }
     }
     let results = Results {
         rate_hz: a.rate,

@@ -166,7 +166,7 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
     if !cfg.placement.reader.is_empty() {
         confine(0, &cfg.placement.reader)?;
     }
-    let reader = ReaderThread::start(&cfg.namespace)?;
+    let mut reader = ReaderThread::start(&cfg.namespace)?;
     let watched = [
         Watched { name: "helixd", pid: running.helixd.pid(), reader: false },
         Watched { name: "helix-ledger", pid: running.ledger.pid(), reader: true },
@@ -175,7 +175,7 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
     ];
     println!("  all attached; warming up {} s", a.warmup);
     let warm = Instant::now() + Duration::from_secs_f64(a.warmup);
-    if let Some(signal) = pause(signals, warm, || running.check())? {
+    if let Some(signal) = pause(signals, warm, || running.check().and_then(|()| reader.check()))? {
         return Ok(Err(signal));
     }
     let first = Snapshot::take(&watched, &running.view, &running.ledger_dir);
@@ -190,7 +190,8 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
                     max_lag[i] = max_lag[i].max(lag);
                 }
             }
-            running.check()
+            running.check()?;
+            reader.check()
         })?;
         if let Some(signal) = interrupted {
             return Ok(Err(signal));
@@ -206,12 +207,19 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
     let ends = ends(&watched, &first, &last);
     println!("  stopping helixd, letting the ledger catch up, stopping the twin and the ledger");
     drop(reader);
-    let published = running.stop()?;
-    println!("  helix-ledger verify");
-    let verified = verify(&cfg.programs.ledger, &running.ledger_dir)?;
+    // A Ctrl-C reaches the programs too: then their failing to stop, or
+    // verify's, is the interruption's doing.
+    let stopped = running.stop();
     if let Some(signal) = signals.wait(Duration::ZERO)? {
         return Ok(Err(signal));
     }
+    let published = stopped?;
+    println!("  helix-ledger verify");
+    let verified = verify(&cfg.programs.ledger, &running.ledger_dir);
+    if let Some(signal) = signals.wait(Duration::ZERO)? {
+        return Ok(Err(signal));
+    }
+    let verified = verified?;
     let tolerance = a.rss_growth_mib << 20;
     Ok(Ok(Results {
         streams: a.streams,
@@ -350,6 +358,17 @@ impl ReaderThread {
             Ok(())
         });
         Ok(ReaderThread { stop, thread: Some(thread) })
+    }
+
+    /// An error if the reader has stopped reading.
+    fn check(&mut self) -> Result<()> {
+        if !self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+            return Ok(());
+        }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("helix-bench's reader")),
+            _ => bail!("helix-bench's reader stopped"),
+        }
     }
 }
 
