@@ -148,7 +148,7 @@ pub fn judge(f: &Figures, t: &Targets) -> Verdict {
             "helixd published {:.2}% of the samples due (at least {}% wanted; {} waits for the ledger)",
             f.published_percent,
             t.min_published * 100.0,
-            f.writer_waits
+            group(f.writer_waits)
         ));
     }
     for (who, p99, timed) in [
@@ -272,7 +272,7 @@ pub fn stream_counts(list: &[u32]) -> Result<Vec<u32>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::command::e2e::{ClockOffset, LedgerCheck, Placement, ProcessCpu, ReaderResult, Results};
     use crate::stats::Summary;
@@ -298,7 +298,7 @@ mod tests {
     /// A 10 s run of `streams` x 100 Hz that meets every target: every
     /// sample due published and read, P99s of 100, 500 and 900 us, the
     /// ledger complete at 60 bytes a frame.
-    fn run(streams: u32) -> Results {
+    pub fn run(streams: u32) -> Results {
         let n = u64::from(streams) * 1000;
         let cpu = |process: &str, percent: f64| ProcessCpu { process: process.into(), percent };
         Results {

@@ -75,15 +75,57 @@ pub fn goals_missed(r: &Results) -> String {
 pub fn ring(r: &Results) -> Option<String> {
     let measured: Vec<(u32, &Figures)> =
         r.counts.iter().filter_map(|c| Some((c.streams, c.figures.as_ref()?))).collect();
-    let (&(n0, f0), &(n1, f1)) = (measured.first()?, measured.last()?);
-    Some(format!(
-        "The telemetry ring had {} slots at {} streams ({:.2} s of samples) and {} at {} ({:.2} s): a gating ledger \
-         further behind than that holds the writer back.",
-        group(f0.ring_slots),
-        group(u64::from(n0)),
-        f0.ring_seconds,
-        group(f1.ring_slots),
-        group(u64::from(n1)),
-        f1.ring_seconds
-    ))
+    let held = |&(n, f): &(u32, &Figures)| {
+        format!("{} slots at {} streams ({:.2} s of samples)", group(f.ring_slots), group(u64::from(n)), f.ring_seconds)
+    };
+    let (first, last) = (measured.first()?, measured.last()?);
+    let sizes = if measured.len() == 1 { held(first) } else { format!("{} and {}", held(first), held(last)) };
+    Some(format!("The telemetry ring had {sizes}: a gating ledger further behind than that holds the writer back."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::judge::{tests::run, CountResult, Targets};
+    use super::super::{conclusion, largest, Placement};
+    use super::*;
+
+    #[test]
+    fn each_count_is_a_row_and_the_ring_is_described() {
+        let t = Targets::default();
+        let counts = vec![CountResult::measured(run(10_000), &t), CountResult::failed(50_000, "helixd exited".into())];
+        let r = Results {
+            rate_hz: 100.0,
+            seconds: 10.0,
+            warmup: 3.0,
+            placement: Placement::all(&[0, 1]),
+            fsync_ms: 10,
+            wait: "park".into(),
+            largest: largest(&counts),
+            conclusion: conclusion(&counts),
+            targets: t,
+            counts,
+        };
+        let md = table(&r);
+        let rows: Vec<&str> = md.lines().collect();
+        assert_eq!(rows.len(), 4, "{md}");
+        assert_eq!(rows[0].matches('|').count(), rows[1].matches('|').count());
+        assert_eq!(
+            rows[2],
+            "| 10,000 | 10,000,000 of 10,000,000 (100.00%) | 100.00 us | 500.00 us | 900.00 us | 0 | ok | 500 | 800 \
+             | 100 | 200 | 60.0 | 0 | yes |"
+        );
+        assert_eq!(rows[3].matches('|').count(), rows[0].matches('|').count(), "{md}");
+        assert!(rows[3].starts_with("| 50,000 | - |") && rows[3].ends_with("**no**: the run failed |"), "{md}");
+        // Only the measured count has a ring to describe.
+        assert_eq!(
+            ring(&r).unwrap(),
+            "The telemetry ring had 4,194,304 slots at 10,000 streams (4.19 s of samples): a gating ledger further \
+             behind than that holds the writer back."
+        );
+        assert!(
+            goals_missed(&r).contains("- 10,000 streams: helix-ledger 800 ns CPU per frame"),
+            "{}",
+            goals_missed(&r)
+        );
+    }
 }
