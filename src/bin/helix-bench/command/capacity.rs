@@ -21,7 +21,7 @@ use super::e2e::{self, Config, E2eArgs, Placement};
 use super::list;
 use super::stream::wait_name;
 use crate::document::{utc_now, JsonArg};
-use crate::machine::{load_average, Machine};
+use crate::machine::{free_bytes, load_average, Machine};
 use crate::shared::signal::{Signal, Signals};
 pub use judge::{conclusion, largest, CountResult, Figures, Targets};
 pub use table::{goals_missed, ring, table};
@@ -29,10 +29,10 @@ pub use table::{goals_missed, ring, table};
 /// The counts measured when `--streams` is not given.
 pub const DEFAULT_STREAMS: [u32; 4] = [10_000, 20_000, 30_000, 50_000];
 
-/// Ledger bytes a telemetry frame takes, for the free-space check before a
-/// count runs: ledger format 1's 112 bytes per 40-byte sample, the most
-/// any format has taken.
-const BYTES_PER_FRAME: f64 = 112.0;
+/// Ledger bytes a telemetry frame takes, for the free-space checks before
+/// a run: ledger format 1's 112 bytes per 40-byte sample, the most any
+/// format has taken.
+pub const BYTES_PER_FRAME: f64 = 112.0;
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct CapacityArgs {
@@ -203,8 +203,7 @@ pub fn run(a: CapacityArgs, explicit_ns: bool, namespace: Namespace, exe: &Path)
 fn room_for(cfg: &Config) -> Result<()> {
     let secs = cfg.warmup.as_secs_f64() + cfg.duration.as_secs_f64() + 10.0;
     let need = cfg.rate() * secs * BYTES_PER_FRAME;
-    let fs = nix::sys::statvfs::statvfs(&cfg.dir).with_context(|| cfg.dir.display().to_string())?;
-    let free = fs.blocks_available() as f64 * fs.fragment_size() as f64;
+    let free = free_bytes(&cfg.dir).with_context(|| cfg.dir.display().to_string())? as f64;
     if free < need {
         bail!(
             "{}: {:.1} GB free, and the ledger of {} streams x {} Hz for {secs:.0} s may take {:.1} GB \

@@ -26,14 +26,15 @@ use serde::{Deserialize, Serialize};
 use helix::shm::Namespace;
 use helix::{ReadError, Reader, ReaderOptions, Start, WaitStrategy};
 
+use super::capacity::BYTES_PER_FRAME;
 use super::e2e::programs::Running;
 use super::e2e::{self, Config, E2eArgs, Placement, TELEMETRY};
 use crate::affinity::confine;
 use crate::command::render::group;
 use crate::document::{utc_now, JsonArg};
-use crate::machine::{load_average, Machine};
+use crate::machine::{free_bytes, load_average, Machine};
 use crate::shared::signal::{Signal, Signals};
-use sample::{free_bytes, Interval, Snapshot, Watched};
+use sample::{Interval, Snapshot, Watched};
 use verdict::{failures, parse_verify, ProcessEnd, Verified};
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -143,6 +144,17 @@ pub fn run(a: SoakArgs, explicit_ns: bool, namespace: Namespace, exe: &Path) -> 
         a.dir.display(),
         cfg.placement.describe()
     );
+    let need = cfg.rate() * (a.warmup + a.minutes * 60.0) * BYTES_PER_FRAME;
+    let free = free_bytes(&a.dir).with_context(|| a.dir.display().to_string())? as f64;
+    if need > free {
+        println!(
+            "warning: the ledger may take about {:.0} GB ({BYTES_PER_FRAME} bytes a frame) and {} has {:.0} GB free; \
+             the soak stops with an error once the growth it measures would not fit",
+            need / 1e9,
+            a.dir.display(),
+            free / 1e9
+        );
+    }
     let scratch = e2e::prepare(&cfg)?;
     let outcome = soak(&a, &cfg, &scratch.dir, &signals);
     drop(scratch);
@@ -200,7 +212,9 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
         let mut interval = Interval::between(&watched, &last, &now, first.at, cfg.rate(), &max_lag);
         interval.free_bytes = free_bytes(&running.ledger_dir)?;
         print!("{}", interval.lines(intervals.len() + 1));
-        room_left(&last, &now, interval.free_bytes, end, &running.ledger_dir)?;
+        let growth =
+            now.ledger_bytes.saturating_sub(last.ledger_bytes) as f64 / now.at.duration_since(last.at).as_secs_f64();
+        room_left(growth, end.saturating_duration_since(now.at), interval.free_bytes, &a.dir)?;
         intervals.push(interval);
         last = now;
     }
@@ -270,15 +284,15 @@ fn ends(watched: &[Watched], first: &Snapshot, last: &Snapshot) -> Vec<ProcessEn
         .collect()
 }
 
-/// An error if the ledger, growing as it did from `a` to `b`, would fill
-/// the `free` bytes left on its file system before `end`.
-fn room_left(a: &Snapshot, b: &Snapshot, free: u64, end: Instant, dir: &Path) -> Result<()> {
-    let per_sec = b.ledger_bytes.saturating_sub(a.ledger_bytes) as f64 / b.at.duration_since(a.at).as_secs_f64();
+/// An error if the ledger, growing `per_sec` bytes a second, would fill the
+/// `free` bytes left on the file system of `dir` in the time `left`.
+fn room_left(per_sec: f64, left: Duration, free: u64, dir: &Path) -> Result<()> {
     // The time left, and a few seconds for the ledger to catch up at the end.
-    let need = per_sec * (end.saturating_duration_since(b.at).as_secs_f64() + 5.0);
+    let need = per_sec * (left.as_secs_f64() + 5.0);
     if need > free as f64 {
         bail!(
-            "the ledger grows {:.2} GB a minute: the rest of the soak needs about {:.1} GB and {} has {:.1} GB free              (give --dir on a larger disk, or fewer --minutes)",
+            "the ledger grows {:.2} GB a minute: the rest of the soak needs about {:.1} GB and {} has {:.1} GB free \
+             (give --dir on a larger disk, or fewer --minutes)",
             per_sec * 60.0 / 1e9,
             need / 1e9,
             dir.display(),
@@ -378,5 +392,25 @@ impl Drop for ReaderThread {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soak_stops_when_the_ledger_would_not_fit_in_the_room_left() {
+        // 6.7 GB a minute (10,000 x 100 Hz at 112 bytes a frame) for 59 minutes more.
+        let per_sec = 1e6 * 112.0;
+        let hour = Duration::from_secs(59 * 60);
+        let e = room_left(per_sec, hour, 60_000_000_000, Path::new("/var/tmp")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the ledger grows 6.72 GB a minute: the rest of the soak needs about 397.0 GB and /var/tmp has 60.0 GB \
+             free (give --dir on a larger disk, or fewer --minutes)"
+        );
+        assert!(room_left(per_sec, hour, 400_000_000_000, Path::new("/var/tmp")).is_ok());
+        assert!(room_left(per_sec, Duration::ZERO, 560_000_001, Path::new("/var/tmp")).is_ok());
     }
 }
