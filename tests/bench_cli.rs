@@ -466,10 +466,13 @@ fn an_interrupted_soak_stops_its_programs_and_removes_its_namespace_and_folder()
         "[1] ",
     );
     // The soak and its three programs, each named with the scratch folder.
+    // Interrupted before anything is asserted: a failing assertion would
+    // SIGKILL the soak and leave its programs running.
     let running = || programs_in(&t.dir);
-    assert_eq!(running().len(), 4, "{:?}", running());
+    let before = running();
     signal(&kid.child.0, libc::SIGINT);
     let status = kid.child.0.wait().unwrap();
+    assert_eq!(before.len(), 4, "{before:?}");
     assert!(!status.success(), "{status}");
     let err = stderr_of(&mut kid.child.0);
     assert!(err.contains("interrupted by SIGINT"), "{err}");
