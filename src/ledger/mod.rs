@@ -10,9 +10,11 @@
 //! sequence. Frames lost anyway (an overwriting ring, a late start, a
 //! demotion) are recorded as explicit GAP records.
 
+pub mod anchor;
 pub mod chain;
 pub mod format;
 mod recovery;
+pub mod retention;
 pub mod store;
 pub mod verify;
 

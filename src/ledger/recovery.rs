@@ -20,6 +20,9 @@ pub struct Recovery {
     pub truncated: Option<(PathBuf, u64, u64, String)>,
     /// Temporary files of an unfinished segment rotation that were removed.
     pub removed: Vec<PathBuf>,
+    /// Segments an interrupted pruning had left behind, removed (the
+    /// `pruned` manifest already counted them as pruned).
+    pub pruned: Vec<PathBuf>,
     /// Records in the ledger.
     pub records: u64,
     /// The segment appended to.

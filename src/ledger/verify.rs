@@ -4,8 +4,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::anchor::LineError;
 use super::chain::{BadRecord, Chain, Problem, RingState};
 use super::format::*;
+use super::retention::{read_pruned, Pruned, PRUNED_FILE};
 use super::store::{scan_tail, segments, LedgerError};
 
 /// The first thing wrong with a ledger, precisely located.
@@ -27,6 +29,20 @@ pub enum VerifyFailure {
         /// What is wrong.
         problem: String,
     },
+    /// The `pruned` manifest is unreadable, or the folder's first segment
+    /// does not continue from it.
+    Pruned {
+        /// The manifest (or the segment).
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A segment was removed while it was being read: the recorder's
+    /// retention pruned it meanwhile.
+    PrunedMeanwhile {
+        /// The segment.
+        segment: u64,
+    },
     /// A bad record.
     Record {
         /// The segment.
@@ -40,9 +56,22 @@ impl fmt::Display for VerifyFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VerifyFailure::Empty => write!(f, "no ledger segment (seg-NNNNNNNNNN.hxl) in this folder"),
+            VerifyFailure::MissingSegment { expected: 1, found } => write!(
+                f,
+                "segment 1 ({}) is missing and no `{PRUNED_FILE}` manifest says that segments were pruned \
+                 (removed by hand?); the first segment is {}",
+                segment_name(1),
+                found.display()
+            ),
             VerifyFailure::MissingSegment { expected, found } => {
                 write!(f, "segment {expected} ({}) is missing; next is {}", segment_name(*expected), found.display())
             }
+            VerifyFailure::Pruned { path, problem } => write!(f, "{}: {problem}", path.display()),
+            VerifyFailure::PrunedMeanwhile { segment } => write!(
+                f,
+                "segment {segment} ({}) was pruned by the recorder's retention while it was being read: run again",
+                segment_name(*segment)
+            ),
             VerifyFailure::Header { path, problem } => write!(f, "{}: header: {problem}", path.display()),
             VerifyFailure::Record { path, bad } => {
                 write!(f, "{}: offset {}, record {}", path.display(), bad.offset, bad.index)?;
@@ -60,6 +89,9 @@ impl fmt::Display for VerifyFailure {
 pub struct Summary {
     /// Segment files.
     pub segments: u64,
+    /// What was pruned from the start of the ledger, if anything: the
+    /// verification started from its record count and hash.
+    pub pruned: Option<Pruned>,
     /// Records of all types.
     pub records: u64,
     /// The final chain hash.
@@ -130,26 +162,52 @@ fn count(totals: &mut Vec<RingState>, id: usize, ring: &RingState, rec: &RecordV
 /// calls `visit` for each good record. Stops at the first failure.
 pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
     let segs = segments(dir)?;
+    let pruned = match read_pruned(dir) {
+        Ok(p) => p,
+        Err(LineError::Bad { path, line, problem }) => {
+            return Ok(Err(VerifyFailure::Pruned { path, problem: format!("line {line}: {problem}") }))
+        }
+        Err(LineError::Io { path, source }) => return Err(LedgerError::Io { path, source }),
+    };
+    // Segments an interrupted pruning left behind are pruned already.
+    let first = pruned.map_or(1, |p| p.segment + 1);
+    let segs: Vec<_> = segs.into_iter().filter(|(n, _)| *n >= first).collect();
     if segs.is_empty() {
         return Ok(Err(VerifyFailure::Empty));
     }
-    let mut chain = Chain::default();
+    let mut chain = Chain {
+        hash: pruned.map_or(GENESIS, |p| p.hash),
+        records: pruned.map_or(0, |p| p.records),
+        ..Chain::default()
+    };
     // Counts over the whole ledger, by ring id (the chain's counts restart
     // with each segment's declarations).
     let mut totals: Vec<RingState> = Vec::new();
     let mut partial_tail = 0;
     for (i, (n, path)) in segs.iter().enumerate() {
-        let expected = i as u64 + 1;
+        let expected = first + i as u64;
         if *n != expected {
             return Ok(Err(VerifyFailure::MissingSegment { expected, found: path.clone() }));
         }
-        let bytes = std::fs::read(path).map_err(|source| LedgerError::Io { path: path.clone(), source })?;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && pruned_since(dir, *n) => {
+                return Ok(Err(VerifyFailure::PrunedMeanwhile { segment: *n }))
+            }
+            Err(source) => return Err(LedgerError::Io { path: path.clone(), source }),
+        };
         let header = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
             Err(e) => return Ok(Err(VerifyFailure::Header { path: path.clone(), problem: e.to_string() })),
         };
         if let Some(problem) = header_problem(&header, *n, &chain) {
-            return Ok(Err(VerifyFailure::Header { path: path.clone(), problem }));
+            return Ok(Err(match (i, pruned) {
+                (0, Some(_)) => VerifyFailure::Pruned {
+                    path: path.clone(),
+                    problem: format!("the first segment after the `{PRUNED_FILE}` manifest {problem}"),
+                },
+                _ => VerifyFailure::Header { path: path.clone(), problem },
+            }));
         }
         if i > 0 {
             chain.begin_segment();
@@ -188,11 +246,17 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
     }
     Ok(Ok(Summary {
         segments: segs.len() as u64,
+        pruned,
         records: chain.records,
         hash: chain.hash,
         rings: totals,
         partial_tail,
     }))
+}
+
+/// Whether the `pruned` manifest now counts segment `n` as pruned.
+fn pruned_since(dir: &Path, n: u64) -> bool {
+    read_pruned(dir).ok().flatten().is_some_and(|p| p.segment >= n)
 }
 
 /// Verifies the whole ledger in `dir`.

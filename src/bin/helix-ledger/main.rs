@@ -9,8 +9,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[path = "../shared/mod.rs"]
 mod shared;
 
+mod anchor;
 mod command;
 mod config;
+mod retention;
 mod run;
 
 use config::LedgerConfig;
@@ -69,6 +71,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Record that the ledger's head was exported off the host: print it
+    /// (as `head` does) and append it to the folder's `anchors` file, or
+    /// record a head exported earlier (--records and --hash). Retention
+    /// deletes only segments an anchor covers.
+    Anchor {
+        /// Ledger folder.
+        dir: PathBuf,
+        /// Where the hash was exported to (free text, kept in the line).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// The record count of a head exported earlier (with --hash).
+        #[arg(long, requires = "hash")]
+        records: Option<u64>,
+        /// The chain hash of a head exported earlier (with --records).
+        #[arg(long, requires = "records")]
+        hash: Option<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print records as JSON lines, for audits: those with a sequence in
     /// FROM..=TO (GAPs overlapping it). The chain is checked on the way.
     Export {
@@ -98,6 +120,9 @@ fn main() -> ExitCode {
         Some(Command::Verify { dir, json }) => command::verify(dir, *json),
         Some(Command::Head { dir, json }) => command::head(dir, *json),
         Some(Command::Export { dir, from, to, ring }) => command::export(dir, ring.as_deref(), *from, *to),
+        Some(Command::Anchor { dir, note, records, hash, json }) => {
+            anchor::anchor(dir, note, records.zip(hash.as_deref()), *json)
+        }
         None => return record(&cli),
     };
     match verdict {
@@ -134,14 +159,28 @@ fn load(cli: &Cli) -> anyhow::Result<LedgerConfig> {
 /// What `--check` prints of a valid configuration.
 fn report(c: &LedgerConfig) -> String {
     format!(
-        "{}: ok, namespace {}; records {} in {}; fsync every {:?}, segments of {} MiB\n",
+        "{}: ok, namespace {}; records {} in {}; fsync every {:?}, segments of {} MiB; {}\n",
         c.path.display(),
         c.namespace,
         c.rings.join(", "),
         c.dir.display(),
         c.fsync_interval,
-        c.segment_size >> 20
+        c.segment_size >> 20,
+        match (c.retention.max_age, c.retention.max_total_bytes) {
+            (None, None) => "no retention (segments are kept)".to_string(),
+            (age, total) => format!(
+                "retention: anchored closed segments deleted past {}{}{}",
+                age.map_or(String::new(), |a| format!("{} days", round3(a.as_secs_f64() / 86400.0))),
+                if age.is_some() && total.is_some() { " or " } else { "" },
+                total.map_or(String::new(), |b| format!("{} GiB in total", round3(b as f64 / (1u64 << 30) as f64))),
+            ),
+        }
     )
+}
+
+/// `x` to three decimals, as a configuration would say it.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Runs the recorder.
