@@ -210,3 +210,204 @@ pub fn finish_pruning(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::anchor::{append_anchor, covered, hash_at, read_anchors, Anchor};
+    use crate::ledger::store::Ledger;
+    use crate::ledger::verify::{head, verify, VerifyFailure};
+
+    const DAY: u64 = 86_400_000_000_000;
+
+    fn info(segment: u64, bytes: u64, first_record: u64, created_ns: u64) -> SegmentInfo {
+        let header = SegmentHeader { segment, first_record, created_ns, prev_hash: [segment as u8; 32] };
+        SegmentInfo { segment, path: PathBuf::from(segment_name(segment)), bytes, header }
+    }
+
+    fn numbers(p: &Plan) -> Vec<u64> {
+        p.delete.iter().map(|s| s.segment).collect()
+    }
+
+    #[test]
+    fn the_plan_deletes_exactly_the_oldest_closed_anchored_segments_past_the_limits() {
+        // Five segments of 100 bytes, 10 records each, started a day apart.
+        let segs: Vec<_> = (1..=5).map(|n| info(n, 100, (n - 1) * 10, n * DAY)).collect();
+        let by_size = Policy { max_total_bytes: Some(250), ..Policy::default() };
+        // 500 bytes: three must go to reach 200.
+        assert_eq!(numbers(&plan(&segs, &by_size, 0, 50)), [1, 2, 3]);
+        // An anchor covering records 0..25 covers segments 1 and 2 (records
+        // 0..20), not 3 (20..30): 3 is refused, and nothing after it goes.
+        let p = plan(&segs, &by_size, 0, 25);
+        assert_eq!((numbers(&p), p.unanchored), (vec![1, 2], Some(3)));
+        assert_eq!(plan(&segs, &by_size, 0, 20).unanchored, Some(3));
+        assert_eq!(plan(&segs, &by_size, 0, 19).unanchored, Some(2));
+        // No anchor: nothing goes, the oldest is named.
+        let p = plan(&segs, &by_size, 0, 0);
+        assert_eq!((numbers(&p), p.unanchored), (vec![], Some(1)));
+        // The segment being written is never deleted, whatever the limit.
+        let tiny = Policy { max_total_bytes: Some(1), ..Policy::default() };
+        assert_eq!(numbers(&plan(&segs, &tiny, 0, u64::MAX)), [1, 2, 3, 4]);
+        // By age: segment n closed when n + 1 started, at (n + 1) days.
+        let week = Policy { max_age: Some(Duration::from_secs(2 * 86400)), ..Policy::default() };
+        // At day 5.5, segments closed before day 3.5 are older than two days.
+        assert_eq!(numbers(&plan(&segs, &week, 5 * DAY + DAY / 2, u64::MAX)), [1, 2]);
+        assert_eq!(numbers(&plan(&segs, &week, DAY, u64::MAX)), Vec::<u64>::new());
+        // Either limit suffices.
+        let both = Policy { max_total_bytes: Some(450), ..week };
+        assert_eq!(numbers(&plan(&segs, &both, 3 * DAY, u64::MAX)), [1]);
+        assert!(!Policy::default().is_set() && both.is_set());
+        assert_eq!(plan(&segs[..1], &tiny, 0, u64::MAX), Plan::default());
+    }
+
+    fn decl() -> RingDecl {
+        RingDecl { created_ns: 42, capacity: 64, max_payload: 32, policy: 1, name: "t".into() }
+    }
+
+    /// Appends frames `from..from+n` of ring `t` (flushed one by one, so
+    /// segments rotate as they fill).
+    fn append(l: &mut Ledger, from: u64, n: u64) {
+        let (id, next) = l.declare(&decl()).unwrap();
+        assert_eq!(next, from);
+        for seq in from..from + n {
+            l.reserve_frame(id, seq, 1, 0, 7, 20).fill(seq as u8);
+            l.seal(id, 1);
+            l.flush().unwrap();
+        }
+    }
+
+    /// A ledger of about eight 1 KiB segments holding frames 1..=100.
+    fn ledger() -> (tempfile::TempDir, Vec<SegmentInfo>) {
+        let d = tempfile::tempdir().unwrap();
+        let (mut l, _) = Ledger::open(d.path(), 1024).unwrap();
+        append(&mut l, 1, 100);
+        drop(l);
+        let segs = segment_infos(d.path(), None).unwrap();
+        assert!(segs.len() >= 6, "{} segments", segs.len());
+        (d, segs)
+    }
+
+    fn failure(dir: &Path) -> String {
+        verify(dir).unwrap().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_pruned_folder_verifies_resumes_and_its_head_is_unchanged() {
+        let (d, segs) = ledger();
+        let dir = d.path();
+        let before = verify(dir).unwrap().unwrap();
+        // Anchor the head of segment 4's records: segments 1..=3 are covered.
+        let at = segs[3].header.first_record + 2;
+        let hash = hash_at(dir, at).unwrap().unwrap();
+        append_anchor(dir, &Anchor { records: at, hash, time_ns: 1, note: String::new() }).unwrap();
+        let wrong = Anchor { records: segs[5].header.first_record, hash: [1; 32], time_ns: 2, note: "x".into() };
+        append_anchor(dir, &wrong).unwrap();
+        let beyond = Anchor { records: before.records + 1, ..wrong.clone() };
+        append_anchor(dir, &beyond).unwrap();
+        let (anchored, unmatched) = covered(dir, &read_anchors(dir).unwrap(), 0).unwrap();
+        assert_eq!(anchored, at);
+        let lines: Vec<usize> = unmatched.iter().map(|u| u.line).collect();
+        assert_eq!(lines, [3, 2], "highest first");
+        assert!(unmatched[0].problem.contains("does not hold record"), "{}", unmatched[0].problem);
+        assert!(unmatched[1].problem.contains("was rewritten"), "{}", unmatched[1].problem);
+
+        let all = Policy { max_total_bytes: Some(1), ..Policy::default() };
+        let p = plan(&segs, &all, 0, anchored);
+        assert_eq!((numbers(&p), p.unanchored), (vec![1, 2, 3], Some(4)));
+        let manifest = prune(dir, &segs, &p).unwrap().unwrap();
+        assert_eq!(
+            manifest,
+            Pruned { segment: 3, records: segs[3].header.first_record, hash: segs[3].header.prev_hash }
+        );
+        assert_eq!(read_pruned(dir).unwrap(), Some(manifest));
+        assert!(!segs[0].path.exists() && !segs[2].path.exists() && segs[3].path.exists());
+
+        let after = verify(dir).unwrap().unwrap();
+        assert_eq!((after.records, after.hash, after.pruned), (before.records, before.hash, Some(manifest)));
+        assert_eq!(after.segments, before.segments - 3);
+        assert_eq!(head(dir).unwrap().unwrap().hash, before.hash);
+        // The recorder resumes it and appends; it still verifies.
+        let (mut l, rec) = Ledger::open(dir, 1024).unwrap();
+        assert!(rec.pruned.is_empty() && !rec.created);
+        append(&mut l, 101, 50);
+        drop(l);
+        let s = verify(dir).unwrap().unwrap();
+        assert_eq!((s.records, s.rings[0].next_seq), (before.records + 50 + s.segments - after.segments, 151));
+        // Past the new anchor floor, a second pruning continues the first.
+        let segs = segment_infos(dir, Some(&manifest)).unwrap();
+        let p = plan(&segs, &all, 0, segs[2].header.first_record);
+        assert_eq!(numbers(&p), [4, 5]);
+        prune(dir, &segs, &p).unwrap();
+        assert_eq!(verify(dir).unwrap().unwrap().hash, s.hash);
+    }
+
+    #[test]
+    fn an_interrupted_pruning_leaves_a_folder_that_verifies_and_the_recorder_finishes_it() {
+        let (d, segs) = ledger();
+        let dir = d.path();
+        let before = verify(dir).unwrap().unwrap();
+        // Killed after the manifest was renamed into place, before the
+        // files were removed (or after some): the leftovers are pruned.
+        let p = Pruned { segment: 3, records: segs[3].header.first_record, hash: segs[3].header.prev_hash };
+        write_pruned(dir, &p).unwrap();
+        fs::remove_file(&segs[0].path).unwrap();
+        let s = verify(dir).unwrap().unwrap();
+        assert_eq!((s.hash, s.pruned, s.segments), (before.hash, Some(p), before.segments - 3));
+        // Killed before the rename: a temporary manifest, not read.
+        fs::write(dir.join("pruned.tmp"), "garbage").unwrap();
+        assert_eq!(verify(dir).unwrap().unwrap().hash, before.hash);
+        let (l, rec) = Ledger::open(dir, 1024).unwrap();
+        assert_eq!(rec.pruned, vec![segs[1].path.clone(), segs[2].path.clone()]);
+        assert!(rec.removed.contains(&dir.join("pruned.tmp")));
+        drop(l);
+        assert_eq!(segment_infos(dir, None).unwrap().first().unwrap().segment, 4);
+    }
+
+    #[test]
+    fn a_folder_pruned_by_hand_or_with_a_garbled_manifest_is_refused_naming_the_problem() {
+        let (d, segs) = ledger();
+        let dir = d.path();
+        // The first segment removed by someone else, without a manifest.
+        fs::remove_file(&segs[0].path).unwrap();
+        let e = failure(dir);
+        assert!(e.starts_with("segment 1 (seg-0000000001.hxl) is missing and no `pruned` manifest"), "{e}");
+        assert!(e.contains("seg-0000000002.hxl"), "{e}");
+        // A manifest that the first kept segment does not continue.
+        let p = Pruned { segment: 1, records: segs[1].header.first_record + 1, hash: segs[1].header.prev_hash };
+        write_pruned(dir, &p).unwrap();
+        let e = failure(dir);
+        assert!(e.contains("seg-0000000002.hxl: the first segment after the `pruned` manifest says"), "{e}");
+        let p = Pruned { records: segs[1].header.first_record, hash: [9; 32], ..p };
+        write_pruned(dir, &p).unwrap();
+        assert!(failure(dir).contains("continues from hash"));
+        // A manifest that skips a segment.
+        write_pruned(dir, &Pruned { segment: 2, ..p }).unwrap();
+        fs::remove_file(&segs[2].path).unwrap();
+        let e = failure(dir);
+        assert!(e.contains("segment 3 (seg-0000000003.hxl) is missing; next is"), "{e}");
+        // Garbled manifests: each named.
+        let path = dir.join(PRUNED_FILE);
+        let good = Pruned { segment: 2, records: 5, hash: [0; 32] }.encode();
+        for (text, want) in [
+            (good.replacen(" 5 ", " 6 ", 1) + "\n", "line 1: checksum"),
+            (good.clone(), "exactly one line"),
+            (format!("{good}\n{good}\n"), "exactly one line"),
+            (checked_line("pruned 0 5 00") + "\n", "segment 0 does not exist"),
+            (checked_line("pruned x") + "\n", "expected `pruned SEGMENT"),
+            ("\u{0}\n".into(), "control character"),
+        ] {
+            fs::write(&path, &text).unwrap();
+            let e = failure(dir);
+            assert!(e.starts_with(&path.display().to_string()) && e.contains(want), "{text:?}: {e}");
+            let e = Ledger::open(dir, 1024).err().unwrap().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        assert!(matches!(verify(dir).unwrap(), Err(VerifyFailure::Pruned { .. })));
+        // A manifest with no segment after it: the recorder refuses to
+        // start a new chain there.
+        let e = tempfile::tempdir().unwrap();
+        write_pruned(e.path(), &Pruned { segment: 7, records: 5, hash: [0; 32] }).unwrap();
+        let err = Ledger::open(e.path(), 1024).err().unwrap().to_string();
+        assert!(err.contains("segments up to 7 were pruned, but segment 8 (seg-0000000008.hxl) is missing"), "{err}");
+    }
+}
