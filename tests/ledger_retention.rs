@@ -1,7 +1,7 @@
 //! helix-ledger's retention end to end: the real recorder, with
-//! `[retention]` in its configuration, deleting anchored closed segments
-//! (and refusing the others), killed in the middle, and the pruned folder
-//! verified and resumed.
+//! `[retention]` in its configuration, compressing closed segments and
+//! deleting the anchored ones (refusing the others), killed in the middle,
+//! and the pruned folder verified and resumed.
 
 mod common;
 
@@ -17,8 +17,9 @@ use helix::ledger::retention::{read_pruned, segment_infos, Pruned};
 use helix::ledger::{head, verify, walk};
 use helix::*;
 
-/// Every closed segment is past this retention at once (1 KiB in total).
-const TINY: &str = "[retention]\nmax_total_gib = 0.000001\n";
+/// Every closed segment is past this retention at once (1 KiB in total),
+/// and compressed while it waits for an anchor.
+const TINY: &str = "[retention]\nmax_total_gib = 0.000001\ncompress = true\n";
 
 struct Recorder<'a> {
     env: &'a Env,
@@ -158,6 +159,11 @@ fn retention_deletes_exactly_the_anchored_closed_segments_and_the_pruned_ledger_
     rec.wait_for(&mut ledger, "the refusal", || rec.log().contains("past retention but not anchored"));
     assert_eq!(rec.segment_numbers(), segs);
     assert_eq!(rec.pruned(), None);
+    // Each closed segment is compressed once the next one starts.
+    rec.wait_for(&mut ledger, "the closed segments to be compressed", || {
+        let files = helix::ledger::store::segments(&rec.dir).unwrap();
+        files.iter().filter(|(_, p)| helix::ledger::compress::is_compressed(p)).count() == files.len() - 1
+    });
 
     // A head exported earlier, in the middle of segment 4: segments 1 to 3
     // are covered, 4 is not.

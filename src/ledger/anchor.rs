@@ -15,6 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::chain::Chain;
+use super::compress::{read_segment, read_segment_start};
 use super::format::*;
 use super::store::{io_err, segments, LedgerError};
 
@@ -205,7 +206,7 @@ pub fn hash_at(dir: &Path, records: u64) -> Result<Option<Hash>, LedgerError> {
         }
     }
     let Some((header, path)) = holder else { return Ok(None) };
-    let bytes = fs::read(&path).map_err(io_err(&path))?;
+    let bytes = read_segment(&path).map_err(io_err(&path))?;
     let mut chain = Chain::at_segment(&header);
     let mut found = None;
     // A bad record ends the scan: the hash is found before it or not at all.
@@ -219,9 +220,7 @@ pub fn hash_at(dir: &Path, records: u64) -> Result<Option<Hash>, LedgerError> {
 
 /// The header of segment file `path`.
 pub fn read_header(path: &Path) -> Result<SegmentHeader, LedgerError> {
-    let mut b = Vec::with_capacity(SEGMENT_HEADER_LEN);
-    let file = File::open(path).map_err(io_err(path))?;
-    io::Read::read_to_end(&mut io::Read::take(file, SEGMENT_HEADER_LEN as u64), &mut b).map_err(io_err(path))?;
+    let b = read_segment_start(path, SEGMENT_HEADER_LEN).map_err(io_err(path))?;
     SegmentHeader::decode(&b).map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })
 }
 

@@ -12,6 +12,7 @@
 
 pub mod anchor;
 pub mod chain;
+pub mod compress;
 pub mod format;
 mod recovery;
 pub mod retention;

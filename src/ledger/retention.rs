@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::anchor::{check_line, checked_line, parse_hash, parse_u64, read_header, sync_dir, LineError};
+use super::compress::compressed_name;
 use super::format::*;
 use super::store::{io_err, segments, LedgerError};
 
@@ -92,10 +93,12 @@ pub struct Policy {
     /// While the segments take more bytes than this, the oldest closed one
     /// is past retention.
     pub max_total_bytes: Option<u64>,
+    /// Closed segments are compressed (`super::compress`).
+    pub compress: bool,
 }
 
 impl Policy {
-    /// Whether any limit is set.
+    /// Whether any limit is set (compression is not one).
     pub fn is_set(&self) -> bool {
         self.max_age.is_some() || self.max_total_bytes.is_some()
     }
@@ -175,6 +178,11 @@ pub fn prune(dir: &Path, segs: &[SegmentInfo], plan: &Plan) -> Result<Option<Pru
     write_pruned(dir, &p)?;
     for s in &plan.delete {
         fs::remove_file(&s.path).map_err(io_err(&s.path))?;
+        // Both names, where a compression was interrupted after its rename.
+        let other = dir.join(compressed_name(s.segment));
+        if other != s.path {
+            let _ = fs::remove_file(other);
+        }
     }
     sync_dir(dir).map_err(io_err(dir))?;
     Ok(Some(p))

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::anchor::LineError;
 use super::chain::{BadRecord, Chain, Problem, RingState};
+use super::compress::read_segment;
 use super::format::*;
 use super::retention::{read_pruned, Pruned, PRUNED_FILE};
 use super::store::{scan_tail, segments, LedgerError};
@@ -43,6 +44,14 @@ pub enum VerifyFailure {
         /// The segment.
         segment: u64,
     },
+    /// A segment file that cannot be read as one: a compressed segment
+    /// that does not decode.
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// A bad record.
     Record {
         /// The segment.
@@ -66,7 +75,9 @@ impl fmt::Display for VerifyFailure {
             VerifyFailure::MissingSegment { expected, found } => {
                 write!(f, "segment {expected} ({}) is missing; next is {}", segment_name(*expected), found.display())
             }
-            VerifyFailure::Pruned { path, problem } => write!(f, "{}: {problem}", path.display()),
+            VerifyFailure::Pruned { path, problem } | VerifyFailure::Unreadable { path, problem } => {
+                write!(f, "{}: {problem}", path.display())
+            }
             VerifyFailure::PrunedMeanwhile { segment } => write!(
                 f,
                 "segment {segment} ({}) was pruned by the recorder's retention while it was being read: run again",
@@ -189,10 +200,13 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
         if *n != expected {
             return Ok(Err(VerifyFailure::MissingSegment { expected, found: path.clone() }));
         }
-        let bytes = match std::fs::read(path) {
+        let bytes = match read_segment(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && pruned_since(dir, *n) => {
                 return Ok(Err(VerifyFailure::PrunedMeanwhile { segment: *n }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Ok(Err(VerifyFailure::Unreadable { path: path.clone(), problem: e.to_string() }))
             }
             Err(source) => return Err(LedgerError::Io { path: path.clone(), source }),
         };

@@ -18,7 +18,9 @@ fn failure_json(f: &VerifyFailure) -> Value {
             v["segment"] = json!(expected);
             v["found"] = json!(found);
         }
-        VerifyFailure::Header { path, .. } | VerifyFailure::Pruned { path, .. } => v["file"] = json!(path),
+        VerifyFailure::Header { path, .. }
+        | VerifyFailure::Pruned { path, .. }
+        | VerifyFailure::Unreadable { path, .. } => v["file"] = json!(path),
         VerifyFailure::PrunedMeanwhile { segment } => v["segment"] = json!(segment),
         VerifyFailure::Record { path, bad } => {
             v["file"] = json!(path);

@@ -53,6 +53,7 @@ struct Raw {
 struct RawRetention {
     max_age_days: Option<Spanned<f64>>,
     max_total_gib: Option<Spanned<f64>>,
+    compress: Option<bool>,
 }
 
 /// The largest `max_age_days` (a century) and `max_total_gib` (1 EiB).
@@ -124,6 +125,7 @@ fn retention(src: &Source, raw: Option<&RawRetention>) -> Result<Policy, ConfigE
     Ok(Policy {
         max_age: age.map(|d| Duration::from_secs_f64(d * 86400.0)),
         max_total_bytes: total.map(|g| (g * (1u64 << 30) as f64) as u64),
+        compress: raw.compress.unwrap_or(false),
     })
 }
 
@@ -168,5 +170,8 @@ mod tests {
         assert_eq!(line_err("[retention]\nmax_total_gib = -1\n").0, Some(2));
         assert_eq!(line_err("[retention]\nmax_total_gib = nan\n").0, Some(2));
         assert!(line_err("[retention]\nmax_size = 1\n").1.contains("unknown field `max_size`"));
+        let c = LedgerConfig::parse("[retention]\ncompress = true\n", Path::new("l")).unwrap();
+        assert!(c.retention.compress && !c.retention.is_set());
+        assert_eq!(line_err("[retention]\ncompress = \"lz4\"\n").0, Some(2));
     }
 }

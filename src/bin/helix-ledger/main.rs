@@ -167,12 +167,14 @@ fn report(c: &LedgerConfig) -> String {
         c.fsync_interval,
         c.segment_size >> 20,
         match (c.retention.max_age, c.retention.max_total_bytes) {
+            _ if c.retention.compress && !c.retention.is_set() => "closed segments compressed, all kept".to_string(),
             (None, None) => "no retention (segments are kept)".to_string(),
             (age, total) => format!(
-                "retention: anchored closed segments deleted past {}{}{}",
+                "retention: anchored closed segments deleted past {}{}{}{}",
                 age.map_or(String::new(), |a| format!("{} days", round3(a.as_secs_f64() / 86400.0))),
                 if age.is_some() && total.is_some() { " or " } else { "" },
                 total.map_or(String::new(), |b| format!("{} GiB in total", round3(b as f64 / (1u64 << 30) as f64))),
+                if c.retention.compress { "; closed segments compressed" } else { "" },
             ),
         }
     )

@@ -16,9 +16,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use helix::ledger::anchor::{covered, read_anchors, ANCHORS_FILE};
+use helix::ledger::compress::{compress_segment, is_compressed};
 use helix::ledger::format::{hex, segment_name};
 use helix::ledger::retention::{plan, prune, read_pruned, segment_infos, Policy};
 use helix::ledger::store::segments;
@@ -35,18 +36,21 @@ pub struct Retainer {
 }
 
 impl Retainer {
-    /// Starts retention on `dir` if `policy` sets a limit.
+    /// Starts retention on `dir` if `policy` sets a limit or compresses.
     pub fn spawn(dir: &Path, policy: Policy) -> Result<Option<Retainer>> {
-        if !policy.is_set() {
+        if !policy.is_set() && !policy.compress {
             return Ok(None);
         }
-        info!(
-            "retention: closed segments older than {} or beyond {} in total are deleted once anchored",
-            policy.max_age.map_or("(no limit)".into(), |a| format!("{:.2} days", a.as_secs_f64() / 86400.0)),
-            policy
-                .max_total_bytes
-                .map_or("(no limit)".into(), |b| format!("{:.3} GiB", b as f64 / (1u64 << 30) as f64)),
-        );
+        if policy.is_set() {
+            info!(
+                "retention: closed segments older than {} or beyond {} in total are deleted once anchored",
+                policy.max_age.map_or("(no limit)".into(), |a| format!("{:.2} days", a.as_secs_f64() / 86400.0)),
+                policy.max_total_bytes.map_or("(no limit)".into(), |b| format!("{b} bytes")),
+            );
+        }
+        if policy.compress {
+            info!("retention: closed segments are compressed (LZ4 frames, seg-NNNNNNNNNN.hxl.lz4)");
+        }
         let (stop, rx) = mpsc::channel::<()>();
         let mut state = State { dir: dir.to_owned(), policy, ..State::default() };
         let thread = std::thread::Builder::new()
@@ -158,6 +162,16 @@ impl State {
                 );
             }
             info!("retention: the ledger now starts after {} records, at hash {}", p.records, hex(&p.hash));
+        }
+        if self.policy.compress {
+            // Closed, kept and still plain; the newest is being written.
+            for s in segs[..segs.len().saturating_sub(1)]
+                .iter()
+                .filter(|s| !plan.delete.contains(s) && !is_compressed(&s.path))
+            {
+                let (plain, packed) = compress_segment(dir, &s.path)?;
+                debug!("retention: compressed segment {} from {plain} to {packed} bytes", s.segment);
+            }
         }
         Ok(())
     }
