@@ -169,9 +169,11 @@ fn count(totals: &mut Vec<RingState>, id: usize, ring: &RingState, rec: &RecordV
     }
 }
 
-/// Reads every segment in order, checking every header and record, and
-/// calls `visit` for each good record. Stops at the first failure.
-pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
+/// The folder's `pruned` manifest, if any, and its segments from the first
+/// one after it (leftovers of an interrupted pruning are not read).
+type Start = (Option<Pruned>, Vec<(u64, PathBuf)>);
+
+fn start(dir: &Path) -> Result<Result<Start, VerifyFailure>, LedgerError> {
     let segs = segments(dir)?;
     let pruned = match read_pruned(dir) {
         Ok(p) => p,
@@ -180,17 +182,42 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
         }
         Err(LineError::Io { path, source }) => return Err(LedgerError::Io { path, source }),
     };
-    // Segments an interrupted pruning left behind are pruned already.
     let first = pruned.map_or(1, |p| p.segment + 1);
     let segs: Vec<_> = segs.into_iter().filter(|(n, _)| *n >= first).collect();
     if segs.is_empty() {
         return Ok(Err(VerifyFailure::Empty));
     }
-    let mut chain = Chain {
-        hash: pruned.map_or(GENESIS, |p| p.hash),
-        records: pruned.map_or(0, |p| p.records),
-        ..Chain::default()
+    Ok(Ok((pruned, segs)))
+}
+
+/// The bytes of segment `n` at `path` (decompressed); one that retention
+/// deleted meanwhile, or a compressed one that does not decode, is a
+/// failure.
+fn read(dir: &Path, n: u64, path: &Path) -> Result<Result<Vec<u8>, VerifyFailure>, LedgerError> {
+    match read_segment(path) {
+        Ok(b) => Ok(Ok(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && pruned_since(dir, n) => {
+            Ok(Err(VerifyFailure::PrunedMeanwhile { segment: n }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Ok(Err(VerifyFailure::Unreadable { path: path.to_owned(), problem: e.to_string() }))
+        }
+        Err(source) => Err(LedgerError::Io { path: path.to_owned(), source }),
+    }
+}
+
+/// Reads every segment in order, checking every header and record, and
+/// calls `visit` for each good record. Stops at the first failure.
+pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
+    let (pruned, segs) = match start(dir)? {
+        Ok(s) => s,
+        Err(f) => return Ok(Err(f)),
     };
+    let first = pruned.map_or(1, |p| p.segment + 1);
+    let mut chain = Chain::default();
+    if let Some(p) = pruned {
+        (chain.hash, chain.records) = (p.hash, p.records);
+    }
     // Counts over the whole ledger, by ring id (the chain's counts restart
     // with each segment's declarations).
     let mut totals: Vec<RingState> = Vec::new();
@@ -200,15 +227,9 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
         if *n != expected {
             return Ok(Err(VerifyFailure::MissingSegment { expected, found: path.clone() }));
         }
-        let bytes = match read_segment(path) {
+        let bytes = match read(dir, *n, path)? {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && pruned_since(dir, *n) => {
-                return Ok(Err(VerifyFailure::PrunedMeanwhile { segment: *n }))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Ok(Err(VerifyFailure::Unreadable { path: path.clone(), problem: e.to_string() }))
-            }
-            Err(source) => return Err(LedgerError::Io { path: path.clone(), source }),
+            Err(f) => return Ok(Err(f)),
         };
         let header = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
