@@ -217,13 +217,7 @@ fn killed_while_pruning_the_ledger_verifies_and_resumes_every_time() {
     let env = Env::watched("ledger retention kill -9", Duration::from_secs(240));
     let (view, mut w) = ring(&env);
     let rec = Recorder::new(&env, TINY);
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = common::xorshift(0x9E37_79B9_7F4A_7C15);
     let mut published = 0u64;
     let mut killed_after_pruning = 0;
     for round in 0..20 {

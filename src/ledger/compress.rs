@@ -125,23 +125,9 @@ pub fn compress_segment(dir: &Path, plain: &Path) -> Result<(u64, u64), LedgerEr
 mod tests {
     use super::*;
     use crate::ledger::anchor::hash_at;
-    use crate::ledger::format::RingDecl;
+    use crate::ledger::retention::tests::append;
     use crate::ledger::store::{segments, Ledger};
     use crate::ledger::verify::{head, verify, walk, VerifyFailure};
-
-    fn decl() -> RingDecl {
-        RingDecl { created_ns: 42, capacity: 64, max_payload: 32, policy: 1, name: "t".into() }
-    }
-
-    /// Frames `from..from+n` of ring `t`, flushed one by one.
-    fn append(l: &mut Ledger, from: u64, n: u64) {
-        let (id, _) = l.declare(&decl()).unwrap();
-        for seq in from..from + n {
-            l.reserve_frame(id, seq, 1, 0, 7, 20).fill(seq as u8);
-            l.seal(id, 1);
-            l.flush().unwrap();
-        }
-    }
 
     /// A ledger of several 1 KiB segments, all closed ones compressed.
     fn compressed_ledger() -> (tempfile::TempDir, Vec<(u64, PathBuf)>) {

@@ -220,7 +220,7 @@ pub fn finish_pruning(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ledger::anchor::{append_anchor, covered, hash_at, read_anchors, Anchor};
     use crate::ledger::store::Ledger;
@@ -274,7 +274,7 @@ mod tests {
 
     /// Appends frames `from..from+n` of ring `t` (flushed one by one, so
     /// segments rotate as they fill).
-    fn append(l: &mut Ledger, from: u64, n: u64) {
+    pub(in crate::ledger) fn append(l: &mut Ledger, from: u64, n: u64) {
         let (id, next) = l.declare(&decl()).unwrap();
         assert_eq!(next, from);
         for seq in from..from + n {
