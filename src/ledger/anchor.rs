@@ -180,9 +180,23 @@ pub fn append_anchor(dir: &Path, anchor: &Anchor) -> Result<(), LineError> {
     }
     let io = |source| LineError::Io { path: path.clone(), source };
     let mut file = OpenOptions::new().append(true).create(true).mode(0o640).open(&path).map_err(io)?;
+    give_to_folder_owner(dir, &file);
     file.write_all(format!("{}\n", anchor.encode()).as_bytes()).map_err(io)?;
     file.sync_data().map_err(io)?;
     sync_dir(dir).map_err(io)
+}
+
+/// Gives `file` (in `dir`) to the folder's owner and group, where this
+/// process may (root, as an operator's `sudo helix-ledger anchor`): the
+/// recorder, which runs as the folder's owner, must read it. Elsewhere the
+/// file is already the caller's, who owns the folder or was let write it.
+fn give_to_folder_owner(dir: &Path, file: &File) {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(d), Ok(f)) = (fs::metadata(dir), file.metadata()) {
+        if (d.uid(), d.gid()) != (f.uid(), f.gid()) {
+            let _ = std::os::unix::fs::fchown(file, Some(d.uid()), Some(d.gid()));
+        }
+    }
 }
 
 /// Makes a folder's entries (a file created, renamed or removed) durable.
@@ -291,6 +305,21 @@ mod tests {
         assert!(Anchor::decode(&bad_hash).unwrap_err().contains("not a chain hash"), "{bad_hash}");
         assert!(Anchor::decode(&checked_line("head 5")).unwrap_err().contains("does not start with"));
         assert_eq!(parse_hash(&hex(&[7; 32])), Ok([7; 32]));
+    }
+
+    /// An operator's `sudo helix-ledger anchor` must leave a file the
+    /// recorder (the folder's owner) can read. Checked where the test runs
+    /// as root, as CI does.
+    #[test]
+    fn an_anchors_file_created_by_root_belongs_to_the_folders_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        if std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).is_err() {
+            return; // not root
+        }
+        append_anchor(dir.path(), &anchor(1)).unwrap();
+        let m = fs::metadata(dir.path().join(ANCHORS_FILE)).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (65534, 65534, 0o640));
     }
 
     #[test]
