@@ -261,3 +261,63 @@ fn killed_while_pruning_the_ledger_verifies_and_resumes_every_time() {
     );
     assert!(rec.pruned().is_some(), "nothing was ever pruned; log:\n{}", rec.log());
 }
+
+/// `helix-ledger ARGS`: (exit code, stdout, stderr).
+fn ledger_cli(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).args(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn anchor_and_verify_refuse_bad_input_naming_the_problem() {
+    let env = Env::new();
+    let dir = env.path("ledger");
+    let (mut l, _) = helix::ledger::Ledger::open(&dir, 1024).unwrap();
+    let decl = helix::ledger::format::RingDecl {
+        created_ns: 1,
+        capacity: 8,
+        max_payload: 40,
+        policy: 1,
+        name: "audit".into(),
+    };
+    let (id, _) = l.declare(&decl).unwrap();
+    for seq in 1..=60 {
+        l.reserve_frame(id, seq, 1, 0, 1, 20).fill(seq as u8);
+        l.seal(id, 1);
+        l.flush().unwrap();
+    }
+    drop(l);
+    let d = dir.as_os_str();
+    let anchor = |extra: &[&str]| {
+        let mut args = vec![std::ffi::OsStr::new("anchor"), d];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        ledger_cli(&args)
+    };
+    let h = head(&dir).unwrap().unwrap();
+    // A hash that is not the chain's at that count, a count past the end,
+    // a malformed hash, a count without a hash: refused, nothing recorded.
+    let (code, _, err) = anchor(&["--records", "10", "--hash", &hex(&h.hash)]);
+    assert!(code == 2 && err.contains("the chain's hash after 10 records is"), "{err}");
+    let (code, _, err) = anchor(&["--records", &(h.records + 1).to_string(), "--hash", &hex(&h.hash)]);
+    assert!(code == 2 && err.contains(&format!("does not hold record {}", h.records)), "{err}");
+    let (code, _, err) = anchor(&["--records", "10", "--hash", "abc"]);
+    assert!(code == 2 && err.contains("--hash: \"abc\" is not a chain hash"), "{err}");
+    let (code, _, err) = anchor(&["--records", "10"]);
+    assert!(code == 2 && err.contains("--hash"), "{err}");
+    assert!(!dir.join("anchors").exists());
+    // The head, recorded; then a garbled line is named, and nothing is appended.
+    let (code, out, _) = anchor(&["--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["records"].as_u64(), v["line"].as_u64()), (Some(h.records), Some(1)));
+    let text = fs::read_to_string(dir.join("anchors")).unwrap();
+    fs::write(dir.join("anchors"), text.replacen("anchor ", "anchor 1", 1)).unwrap();
+    let (code, _, err) = anchor(&[]);
+    assert!(code == 2 && err.contains("anchors: line 1: checksum"), "{err}");
+    // A folder whose first segment was removed by hand: verify names it.
+    fs::remove_file(dir.join(segment_name(1))).unwrap();
+    let (code, out, _) = ledger_cli(&[std::ffi::OsStr::new("verify"), d]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("segment 1 (seg-0000000001.hxl) is missing and no `pruned` manifest"), "{out}");
+}
