@@ -9,29 +9,15 @@
 #![no_main]
 
 use std::fs;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use helix::ledger::anchor::{read_anchors, Anchor, ANCHORS_FILE};
 use helix::ledger::compress::{compressed_name, read_segment};
 use helix::ledger::retention::{read_pruned, Pruned, PRUNED_FILE};
 use libfuzzer_sys::fuzz_target;
 
-/// This process's folder (tmpfs), emptied before every input.
-fn dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
-        let dir = base.join(format!("helix-fuzz-ledger-{}", std::process::id()));
-        let previous = std::panic::take_hook();
-        let d = dir.clone();
-        std::panic::set_hook(Box::new(move |info| {
-            let _ = fs::remove_dir_all(&d);
-            previous(info);
-        }));
-        dir
-    })
-}
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::dir;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, body)) = data.split_first() else { return };
