@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Env, TestNs};
+use common::{signal, stderr_of, Env, Kid, TestNs};
 use serde_json::Value;
 
 const TRANSPORTS: [&str; 8] =
@@ -67,6 +67,13 @@ impl Env {
             })
             .collect();
         bench(&self.ns, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Fails unless the scratch folder holds exactly `files` (what the test
+    /// asked to be written: nothing else left behind).
+    fn assert_only(&self, files: &[&str]) {
+        let left: Vec<_> = std::fs::read_dir(&self.dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, files, "left behind in the scratch folder");
     }
 
     /// Fails if the test's namespace has ring files left.
@@ -254,8 +261,7 @@ fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
     assert_eq!(l["frames"], l["published"], "{l}");
     assert!(l["hash"].as_str().is_some_and(|h| h.len() == 64), "{l}");
     t.assert_no_rings_left();
-    let left: Vec<_> = std::fs::read_dir(&t.dir).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(left, [std::ffi::OsString::from("e2e.json")], "scratch folder left behind");
+    t.assert_only(&["e2e.json"]);
 }
 
 #[test]
@@ -286,7 +292,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     let steps = index["steps"].as_array().unwrap();
     assert_eq!(
         steps.iter().map(|s| s["scenario"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["pingpong", "pingpong", "stream", "stream", "ledger", "e2e", "e2e"]
+        ["pingpong", "pingpong", "stream", "stream", "ledger", "e2e", "e2e", "capacity"]
     );
     let has = |step: &Value, flag: &str, value: &str| {
         step["command"].as_array().unwrap().windows(2).any(|w| w[0] == flag && w[1] == value)
@@ -298,7 +304,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     assert!(steps.iter().all(|s| s["error"].is_null()), "{index}");
     t.assert_no_rings_left();
     std::fs::write(t.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
-    t.run("render --dir {run} --out {PERF.md} --plot {latency.svg} --notes {notes.md}");
+    t.run("render --dir {run} --out {PERF.md} --plot {latency.svg} --capacity-plot {capacity.svg} --notes {notes.md}");
     let md = std::fs::read_to_string(t.path("PERF.md")).unwrap();
     for heading in [
         "# HELIX performance",
@@ -307,6 +313,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
         "## One-way streaming",
         "## helix-ledger",
         "## End to end",
+        "## Capacity",
         "## Notes",
     ] {
         assert!(md.contains(heading), "{heading} missing:\n{md}");
@@ -321,7 +328,10 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
         assert!(md.contains(placement), "{placement} missing:\n{md}");
     }
     assert!(!md.contains("not measured"), "{md}");
-    assert!(std::fs::read_to_string(t.path("latency.svg")).unwrap().starts_with("<svg"));
+    assert!(md.contains("](capacity.svg)") && md.contains("| streams | published of due |"), "{md}");
+    for plot in ["latency.svg", "capacity.svg"] {
+        assert!(std::fs::read_to_string(t.path(plot)).unwrap().starts_with("<svg"), "{plot}");
+    }
 }
 
 #[test]
@@ -390,4 +400,119 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
     }
     let man = bench(&ns, &["man"]);
     assert!(man.starts_with(".ie") && man.contains(".TH helix-bench 1") && man.contains("pingpong"), "{man}");
+}
+
+#[test]
+fn capacity_runs_e2e_per_stream_count_and_judges_each() {
+    let t = Env::watched("helix-bench capacity", Duration::from_secs(180));
+    let out = t.run("capacity --streams 200,100 --seconds 1 --warmup 0.3 --ledger-dir {} --json {c.json}");
+    assert!(out.contains("## 100 streams") && out.contains("## 200 streams"), "{out}");
+    assert!(out.contains("| streams | published of due |"), "{out}");
+    let r = &document(&t.path("c.json"), "capacity")["results"];
+    let counts = r["counts"].as_array().unwrap();
+    // Measured in increasing order, each judged: it meets the targets
+    // exactly when no reason says otherwise.
+    assert_eq!(counts.iter().map(|c| c["streams"].as_u64().unwrap()).collect::<Vec<_>>(), [100, 200]);
+    let mut meeting = vec![];
+    for c in counts {
+        assert!(c["error"].is_null(), "{c}");
+        let (v, f) = (&c["verdict"], &c["figures"]);
+        let meets = v["meets"].as_bool().unwrap();
+        assert_eq!(meets, v["reasons"].as_array().unwrap().is_empty(), "{v}");
+        if meets {
+            meeting.push(c["streams"].as_u64().unwrap());
+        }
+        // The block ring and the gating ledger lose nothing, whatever the timing.
+        assert_eq!((f["verified"].as_bool(), f["gaps"].as_u64()), (Some(true), Some(0)), "{f}");
+        assert_eq!(f["recorded"], f["published_total"], "{f}");
+        assert!(f["published"].as_u64().unwrap() > 0 && f["bytes_per_frame"].as_f64().unwrap() > 40.0, "{f}");
+        assert!(f["cpu_ns"]["helixd"].is_f64() && f["reader_p99_ns"].is_u64(), "{f}");
+        assert_eq!(c["e2e"]["streams"], c["streams"]);
+    }
+    assert_eq!(r["largest"].as_u64(), meeting.iter().max().copied(), "{r}");
+    assert!(out.contains(r["conclusion"].as_str().unwrap()), "{out}");
+    t.assert_no_rings_left();
+    t.assert_only(&["c.json"]);
+}
+
+#[test]
+fn soak_reports_each_interval_verifies_the_ledger_and_passes_when_nothing_leaks_or_is_lost() {
+    let t = Env::watched("helix-bench soak", Duration::from_secs(120));
+    let out = t.run("soak --minutes 0.05 --every 1 --warmup 0.5 --streams 100 --dir {} --json {s.json}");
+    for process in ["helixd", "helix-ledger", "helix-twin", "helix-bench"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(process) && l.contains("RSS")), "{process}:\n{out}");
+    }
+    assert!(out.lines().any(|l| l.starts_with("[3] ")) && out.contains("PASS"), "{out}");
+    let r = &document(&t.path("s.json"), "soak")["results"];
+    assert!(r["intervals"].as_array().unwrap().len() >= 3, "{r}");
+    assert_eq!(r["verified"]["ok"], true, "{r}");
+    assert_eq!(r["verified"]["frames"], r["published"], "{r}");
+    assert_eq!(r["failures"].as_array().unwrap().len(), 0, "{r}");
+    let ledger = r["processes"].as_array().unwrap().iter().find(|p| p["name"] == "helix-ledger").unwrap().clone();
+    assert_eq!((ledger["gating"].as_bool(), ledger["overruns"].as_u64()), (Some(true), Some(0)), "{ledger}");
+    t.assert_no_rings_left();
+    t.assert_only(&["s.json"]);
+}
+
+#[test]
+fn an_interrupted_soak_stops_its_programs_and_removes_its_namespace_and_folder() {
+    let t = Env::watched("helix-bench soak interrupted", Duration::from_secs(120));
+    let mut kid = Kid::until(
+        Command::new(env!("CARGO_BIN_EXE_helix-bench"))
+            .args(["--namespace", t.ns.as_str(), "soak", "--minutes", "10", "--every", "0.5", "--warmup", "0.2"])
+            .args(["--streams", "100", "--dir"])
+            .arg(&t.dir)
+            .stderr(std::process::Stdio::piped()),
+        "[1] ",
+    );
+    // The soak and its three programs, each named with the scratch folder.
+    // Interrupted before anything is asserted: a failing assertion would
+    // SIGKILL the soak and leave its programs running.
+    let running = || programs_in(&t.dir);
+    let before = running();
+    signal(&kid.child.0, libc::SIGINT);
+    let status = kid.child.0.wait().unwrap();
+    assert_eq!(before.len(), 4, "{before:?}");
+    assert!(!status.success(), "{status}");
+    let err = stderr_of(&mut kid.child.0);
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    assert_eq!(running(), Vec::<u32>::new(), "programs left running");
+    t.assert_no_rings_left();
+    t.assert_only(&[]);
+}
+
+/// The processes whose command line names something in `dir`.
+fn programs_in(dir: &Path) -> Vec<u32> {
+    let dir = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline).contains(&dir).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_capacity_run_ends_its_count_removes_its_files_and_runs_no_more() {
+    let t = Env::watched("helix-bench capacity interrupted", Duration::from_secs(120));
+    let mut kid = Kid::until(
+        Command::new(env!("CARGO_BIN_EXE_helix-bench"))
+            .args(["--namespace", t.ns.as_str(), "capacity", "--streams", "100,200", "--seconds", "1"])
+            .args(["--warmup", "0.3", "--ledger-dir"])
+            .arg(&t.dir)
+            .stderr(std::process::Stdio::piped()),
+        "## 100 streams",
+    );
+    signal(&kid.child.0, libc::SIGINT);
+    let status = kid.child.0.wait().unwrap();
+    let rest = std::io::read_to_string(&mut kid.out).unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(!rest.contains("## 200 streams"), "{rest}");
+    assert!(stderr_of(&mut kid.child.0).contains("interrupted by SIGINT"));
+    assert_eq!(programs_in(&t.dir), Vec::<u32>::new(), "programs left running");
+    t.assert_no_rings_left();
+    t.assert_only(&[]);
 }

@@ -10,12 +10,13 @@ use std::path::Path;
 
 use common::TestNs;
 use helix::layout::RingHeader;
-use helix::ledger::format::{chain, segment_name, split_record, RingDecl, SegmentHeader, SEGMENT_HEADER_LEN};
+use helix::ledger::block::split_block;
+use helix::ledger::format::{chain, segment_name, RingDecl, SegmentHeader, SEGMENT_HEADER_LEN};
 use helix::ledger::{verify, Ledger, Problem, VerifyFailure};
 use helix::*;
 
-/// Rewrites segment `n` of `dir` without its record at `index` (counted
-/// in the segment), re-hashing the records after it, so that the chain
+/// Rewrites segment `n` of `dir` without its block at `index` (counted
+/// in the segment), re-hashing the blocks after it, so that the chain
 /// stays intact and only the ledger's rules can object.
 fn drop_record(dir: &Path, n: u64, index: usize) {
     let path = dir.join(segment_name(n));
@@ -26,13 +27,13 @@ fn drop_record(dir: &Path, n: u64, index: usize) {
     let mut at = SEGMENT_HEADER_LEN;
     let mut i = 0;
     while at < bytes.len() {
-        let rec = split_record(&bytes[at..]).unwrap();
+        let block = split_block(&bytes[at..]).unwrap();
         if i != index {
-            hash = chain(&hash, rec.body);
-            out.extend_from_slice(rec.body);
+            hash = chain(&hash, block.bytes);
+            out.extend_from_slice(block.bytes);
             out.extend_from_slice(&hash);
         }
-        at += rec.header.len as usize;
+        at += block.header.len as usize;
         i += 1;
     }
     fs::write(&path, out).unwrap();

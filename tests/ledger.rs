@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{payload, payload_len, signal, Env, Notify, Reaped};
-use helix::ledger::format::{RecordType, RingDecl, HASH_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use helix::ledger::block::{split_block, BLOCK_HEADER_LEN, ENTRY_HEADER_LEN};
+use helix::ledger::format::{RecordType, RingDecl, HASH_LEN, SEGMENT_HEADER_LEN};
 use helix::ledger::{walk, Ledger};
 use helix::*;
 use serde_json::Value;
@@ -286,7 +287,9 @@ fn a_ledger_too_slow_for_the_writer_records_gaps_with_exact_ranges() {
     );
 }
 
-/// A ledger of 1,000 frames over several segments, written by the library.
+/// A ledger of 1,000 frames over several segments, written by the
+/// library in blocks of 10 frames (1-10, 11-20, ...), each stamped with
+/// its first frame's sequence times 1000.
 fn sample_ledger(dir: &Path) {
     let (mut l, _) = Ledger::open(dir, 8192).unwrap();
     let decl = RingDecl { created_ns: 1, capacity: 1024, max_payload: 64, policy: 1, name: "t".into() };
@@ -296,7 +299,9 @@ fn sample_ledger(dir: &Path) {
         let len = payload_len(seq, 64);
         payload(seq, len, &mut buf);
         l.reserve_frame(id, seq, 1, seq * 1000, 0, len).copy_from_slice(&buf[..len]);
-        l.seal(id, 1);
+        if seq % 10 == 0 {
+            l.seal(id, 10);
+        }
         if seq % 50 == 0 {
             l.flush().unwrap();
         }
@@ -305,12 +310,14 @@ fn sample_ledger(dir: &Path) {
     l.sync().unwrap();
 }
 
-/// Where each frame of a ledger is: (segment, offset, index, len).
-fn locations(dir: &Path) -> Vec<(u64, u64, u64, u64, u32)> {
+/// Where each FRAME block of a ledger is: (first seq, segment, offset,
+/// block index, first record index).
+fn locations(dir: &Path) -> Vec<(u64, u64, u64, u64, u64)> {
     let mut v = Vec::new();
     walk(dir, |at| {
-        if at.record.header.rtype == RecordType::Frame as u16 {
-            v.push((at.record.header.seq, at.segment, at.offset, at.index, at.record.header.len));
+        let h = &at.record.header;
+        if h.rtype == RecordType::Frame as u16 && v.last().is_none_or(|b: &(u64, u64, u64, u64, u64)| b.3 != at.block) {
+            v.push((h.seq, at.segment, at.offset, at.block, at.index));
         }
     })
     .unwrap()
@@ -333,7 +340,7 @@ fn flip(path: &Path, offset: u64) {
 }
 
 #[test]
-fn verify_names_the_first_tampered_record_exactly() {
+fn verify_names_the_first_tampered_block_and_its_records_exactly() {
     let env = Env::watched("ledger tampering", Duration::from_secs(60));
     let pristine = env.path("pristine");
     sample_ledger(&pristine);
@@ -341,68 +348,86 @@ fn verify_names_the_first_tampered_record_exactly() {
     let seg = |n: u64| format!("seg-{n:010}.hxl");
     let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &pristine);
     assert_eq!((code, v["segments"].as_u64().unwrap() >= 5), (0, true), "{v}");
-    // A frame in the middle of the third segment, and its neighbours.
+    // A block in the middle of the third segment: frames seq..seq+9.
     let third = at.iter().position(|f| f.1 == 3).unwrap();
-    let (seq, segment, offset, index, len) = at[third + 5];
+    let (seq, segment, offset, block, index) = at[third + 2];
     assert_eq!(segment, 3);
+    let bytes = fs::read(pristine.join(seg(segment))).unwrap();
+    let len = split_block(&bytes[offset as usize..]).unwrap().header.len as u64;
 
     struct Case {
         what: &'static str,
         tamper: Box<dyn Fn(&Path)>,
         file: u64,
-        record: Option<(u64, u64, u64)>,
+        /// Offset, block, first record and first sequence named.
+        block: Option<(u64, u64, u64, u64)>,
         error: &'static str,
     }
+    let named = Some((offset, block, index, seq));
     let cases = [
         Case {
-            what: "a payload byte",
-            tamper: Box::new(move |d| flip(&d.join(seg(segment)), offset + RECORD_HEADER_LEN as u64 + 1)),
+            what: "a payload byte of its third frame",
+            tamper: Box::new(move |d| {
+                let third = offset as usize
+                    + BLOCK_HEADER_LEN
+                    + 2 * ENTRY_HEADER_LEN
+                    + payload_len(seq, 64)
+                    + payload_len(seq + 1, 64);
+                flip(&d.join(seg(segment)), (third + ENTRY_HEADER_LEN) as u64)
+            }),
             file: segment,
-            record: Some((offset, index, seq)),
+            block: named,
+            error: "chain hash mismatch",
+        },
+        Case {
+            what: "a frame's length",
+            tamper: Box::new(move |d| flip(&d.join(seg(segment)), offset + BLOCK_HEADER_LEN as u64)),
+            file: segment,
+            block: named,
             error: "chain hash mismatch",
         },
         Case {
             what: "a hash byte",
-            tamper: Box::new(move |d| flip(&d.join(seg(segment)), offset + len as u64 - HASH_LEN as u64 + 7)),
+            tamper: Box::new(move |d| flip(&d.join(seg(segment)), offset + len - HASH_LEN as u64 + 7)),
             file: segment,
-            record: Some((offset, index, seq)),
+            block: named,
             error: "chain hash mismatch",
         },
         Case {
             what: "a length byte",
             tamper: Box::new(move |d| flip(&d.join(seg(segment)), offset)),
             file: segment,
-            record: Some((offset, index, seq)),
-            error: "impossible record length",
+            block: named,
+            error: "impossible block length",
         },
         Case {
             what: "a sequence number",
             tamper: Box::new(move |d| flip(&d.join(seg(segment)), offset + 8)),
             file: segment,
-            record: Some((offset, index, seq ^ 1)),
+            block: Some((offset, block, index, seq ^ 1)),
             error: "chain hash mismatch",
         },
         Case {
             what: "a segment header byte",
             tamper: Box::new(move |d| flip(&d.join(seg(4)), 50)),
             file: 4,
-            record: None,
+            block: None,
             error: "header: segment header checksum mismatch",
         },
         Case {
-            what: "a segment truncated in the middle of a record",
+            what: "a segment truncated in the middle of a block",
             tamper: Box::new(move |d| {
                 OpenOptions::new().write(true).open(d.join(seg(segment))).unwrap().set_len(offset + 50).unwrap()
             }),
             file: segment,
-            record: Some((offset, index, seq)),
+            block: named,
             error: "runs past the end",
         },
         Case {
             what: "a deleted segment",
             tamper: Box::new(move |d| fs::remove_file(d.join(seg(segment))).unwrap()),
             file: segment + 1,
-            record: None,
+            block: None,
             error: "is missing",
         },
     ];
@@ -416,13 +441,12 @@ fn verify_names_the_first_tampered_record_exactly() {
         assert!(error.contains(case.error), "{}: {error}", case.what);
         let file = v.get("file").or(v.get("found")).and_then(Value::as_str).unwrap();
         assert!(file.ends_with(&seg(case.file)), "{}: {file}", case.what);
-        if let Some((offset, record, seq)) = case.record {
-            assert_eq!(
-                (v["offset"].as_u64(), v["record"].as_u64(), v["seq"].as_u64()),
-                (Some(offset), Some(record), Some(seq)),
-                "{}: {v}",
-                case.what
-            );
+        if let Some((offset, block, record, seq)) = case.block {
+            // The block and the ten records and sequences it covers.
+            let got = [&v["offset"], &v["block"], &v["record"], &v["last_record"], &v["seq"], &v["last_seq"]];
+            let want = [offset, block, record, record + 9, seq, seq + 9];
+            assert_eq!(got.map(Value::as_u64), want.map(Some), "{}: {v}", case.what);
+            assert!(error.contains(&format!("block {block}, records {record} to {}", record + 9)), "{error}");
         }
         // The text form names the same place, and exits non-zero too.
         let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("verify").arg(&d).output().unwrap();
@@ -487,6 +511,32 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
     let verify = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("verify").arg(&dir).output().unwrap();
     let hash = String::from_utf8_lossy(&head.stdout).split_whitespace().next().unwrap().to_owned();
     assert!(String::from_utf8_lossy(&verify.stdout).contains(&format!("final hash {hash}")));
+    // Anchoring: the head's hash is the last block's; --blocks lists each
+    // block with the records it covers, and the records' lines agree.
+    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &dir);
+    let export = |args: &[&str]| -> Vec<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("export").args(args).arg(&dir).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let blocks = export(&["--blocks"]);
+    assert_eq!((code, blocks.len() as u64), (0, v["blocks"].as_u64().unwrap()));
+    let last = blocks.last().unwrap();
+    assert_eq!(
+        (last["hash"].as_str(), last["last_record"].as_u64()),
+        (Some(hash.as_str()), Some(v["records"].as_u64().unwrap() - 1))
+    );
+    let some = &export(&["--blocks", "--from", "15", "--to", "15"])[0];
+    assert_eq!(
+        (some["type"].as_str(), some["seq"].as_u64(), some["last_seq"].as_u64()),
+        (Some("frame"), Some(11), Some(20))
+    );
+    let records = export(&["--from", "11", "--to", "20"]);
+    assert_eq!(records.iter().filter(|r| r.get("hash").is_some()).count(), 1);
+    assert_eq!(
+        (records[9]["hash"].as_str(), records[9]["block"].as_u64()),
+        (some["hash"].as_str(), some["block"].as_u64())
+    );
 
     // Not a ledger, no folder, a bad configuration line.
     let empty = env.path("empty");
@@ -518,7 +568,7 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
     let at = locations(&dir);
     let (_, segment, offset, _, _) = at[at.len() - 10];
     let path = dir.join(format!("seg-{segment:010}.hxl"));
-    flip(&path, offset + RECORD_HEADER_LEN as u64);
+    flip(&path, offset + BLOCK_HEADER_LEN as u64);
     let size = fs::metadata(&path).unwrap().len();
     let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger"))
         .args(["--ring", "t", "--dir"])
@@ -591,62 +641,74 @@ fn doc_table(heading: &str) -> Vec<(usize, usize, String)> {
         .collect()
 }
 
+/// Checks the rows of `heading`'s table against `encoded`: each field's
+/// bytes are what `expect` says (None: a field of variable size, skipped);
+/// returns the bytes the fixed fields cover.
+fn check_table(heading: &str, encoded: &[u8], expect: impl Fn(&str) -> Option<Vec<u8>>) -> usize {
+    let mut covered = 0;
+    for (offset, size, field) in doc_table(heading).iter().filter(|r| r.1 > 0) {
+        let want = expect(field).unwrap_or_else(|| panic!("{heading}: undocumented field {field}"));
+        assert_eq!(&encoded[*offset..offset + size], &want[..*size], "{heading}: field {field}");
+        covered += size;
+    }
+    covered
+}
+
 #[test]
 fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
+    use helix::ledger::block::*;
     use helix::ledger::format::*;
-    let h = SegmentHeader { segment: 0x1111, first_record: 0x2222, created_ns: 0x3333, prev_hash: [0x44; 32] };
-    let b = h.encode();
-    let rows = doc_table("Segment header");
-    let mut covered = 0;
-    for (offset, size, field) in &rows {
-        let bytes = &b[*offset..offset + size];
-        let expect: Vec<u8> = match field.as_str() {
-            "magic" => MAGIC.to_vec(),
-            "version" => VERSION.to_le_bytes().to_vec(),
-            "header_len" => (SEGMENT_HEADER_LEN as u32).to_le_bytes().to_vec(),
-            "segment" => 0x1111u64.to_le_bytes().to_vec(),
-            "first_record" => 0x2222u64.to_le_bytes().to_vec(),
-            "created_ns" => 0x3333u64.to_le_bytes().to_vec(),
-            "prev_hash" => vec![0x44; 32],
-            "reserved" => vec![0; 24],
-            "header_hash" => blake3::hash(&b[..96]).as_bytes().to_vec(),
-            other => panic!("undocumented field {other}"),
-        };
-        assert_eq!(bytes, &expect[..], "segment header field {field}");
-        covered += size;
+    let le = |v: u64| Some(v.to_le_bytes().to_vec());
+    for (heading, version) in [("Segment header", VERSION), ("Version-1 segment header", VERSION_1)] {
+        let h = SegmentHeader { version, ..SegmentHeader::new(0x1111, 0x2222, 0x5555, 0x3333, [0x44; 32]) };
+        let b = h.encode();
+        let covered = check_table(heading, &b, |field| match field {
+            "magic" => Some(MAGIC.to_vec()),
+            "version" => le(version.into()),
+            "header_len" => le(SEGMENT_HEADER_LEN as u64),
+            "segment" => le(0x1111),
+            "first_record" => le(0x2222),
+            "first_block" => le(0x5555),
+            "created_ns" => le(0x3333),
+            "prev_hash" => Some(vec![0x44; 32]),
+            "reserved" => Some(vec![0; 24]),
+            "header_hash" => Some(blake3::hash(&b[..96]).as_bytes().to_vec()),
+            _ => None,
+        });
+        assert_eq!(covered, SEGMENT_HEADER_LEN, "{heading}");
     }
-    assert_eq!(covered, SEGMENT_HEADER_LEN);
 
-    let r = RecordHeader {
-        len: 72 + 3,
-        rtype: 2,
-        ring: 0x0102,
-        seq: 0x0a0b,
-        epoch: 0x0c0d,
-        recv_ns: 0x0e0f,
-        kind: 0x1011,
-        payload_len: 3,
+    let fields = |field: &str, v1: bool| match field {
+        "len" => le(72 + 3),
+        "type" => le(2),
+        "ring" => le(0x0102),
+        "seq" => le(0x0a0b),
+        "epoch" => le(0x0c0d),
+        "recv_ns" => le(0x0e0f),
+        "kind" if v1 => le(0x1011),
+        "count" if !v1 => le(0x1011),
+        "payload_len" if v1 => le(3),
+        "body_len" if !v1 => le(3),
+        _ => None,
     };
+    // The same values in a version-1 record header and a block header.
+    let (len, rtype, ring, seq, epoch, recv_ns, x, n) = (72 + 3, 2, 0x0102, 0x0a0b, 0x0c0d, 0x0e0f, 0x1011, 3);
+    let r = RecordHeader { len, rtype, ring, seq, epoch, recv_ns, kind: x, payload_len: n };
     let mut rb = [0u8; RECORD_HEADER_LEN];
     r.encode(&mut rb);
-    let rows = doc_table("Record (");
-    let mut covered = 0;
-    for (offset, size, field) in rows.iter().filter(|(o, s, _)| *o < RECORD_HEADER_LEN && *s > 0) {
-        let v: u64 = match field.as_str() {
-            "len" => 75,
-            "type" => 2,
-            "ring" => 0x0102,
-            "seq" => 0x0a0b,
-            "epoch" => 0x0c0d,
-            "recv_ns" => 0x0e0f,
-            "kind" => 0x1011,
-            "payload_len" => 3,
-            other => panic!("undocumented field {other}"),
-        };
-        assert_eq!(&rb[*offset..offset + size], &v.to_le_bytes()[..*size], "record field {field}");
-        covered += size;
-    }
-    assert_eq!(covered, RECORD_HEADER_LEN);
+    assert_eq!(check_table("Version-1 record (", &rb, |f| fields(f, true)), RECORD_HEADER_LEN);
+    let bh = BlockHeader { len, rtype, ring, seq, epoch, recv_ns, count: x, body_len: n };
+    let mut bb = [0u8; BLOCK_HEADER_LEN];
+    bh.encode(&mut bb);
+    assert_eq!(check_table("Block (", &bb, |f| fields(f, false)), BLOCK_HEADER_LEN);
+    let mut entry = [0u8; ENTRY_HEADER_LEN];
+    encode_entry(&mut entry, 0x0102_0304, 0x0506_0708);
+    let covered = check_table("Frame entry", &entry, |f| match f {
+        "len" => le(0x0102_0304),
+        "kind" => le(0x0506_0708),
+        _ => None,
+    });
+    assert_eq!(covered, ENTRY_HEADER_LEN);
     // The payload tables: GAP and RING.
     let g = GapInfo { last: 0x55, reason: GAP_OVERRUN }.encode();
     let gap_rows = doc_table("GAP payload");

@@ -151,8 +151,8 @@ fn retention_deletes_exactly_the_anchored_closed_segments_and_the_pruned_ledger_
     let (_view, mut w) = ring(&env);
     let rec = Recorder::new(&env, TINY);
     let mut ledger = rec.start();
-    publish(&mut w, 1, 50_000);
-    rec.catch_up(&mut ledger, 50_000);
+    publish(&mut w, 1, 200_000);
+    rec.catch_up(&mut ledger, 200_000);
     let segs = rec.segment_numbers();
     assert!(segs.len() >= 5, "segments {segs:?}");
     // Nothing anchored: every closed segment is past retention, none goes.
@@ -168,7 +168,16 @@ fn retention_deletes_exactly_the_anchored_closed_segments_and_the_pruned_ledger_
     // A head exported earlier, in the middle of segment 4: segments 1 to 3
     // are covered, 4 is not.
     let infos = segment_infos(&rec.dir, None).unwrap();
-    let at = infos[3].header.first_record + 3;
+    // The end of segment 4's first block (a chain hash is kept per block).
+    let mut at = 0;
+    walk(&rec.dir, |l| {
+        if at == 0 && l.segment == infos[3].segment && l.hash.is_some() {
+            at = l.index + 1;
+        }
+    })
+    .unwrap()
+    .unwrap();
+    assert!(at > infos[3].header.first_record && at < infos[4].header.first_record);
     let hash = hex(&hash_at(&rec.dir, at).unwrap().unwrap());
     let out = anchor_cli(&rec.dir, &["--records", &at.to_string(), "--hash", &hash, "--note", "historian"]);
     assert_eq!(out, format!("{hash} records={at}\nanchored: {} line 1\n", rec.dir.join("anchors").display()));
@@ -203,10 +212,10 @@ fn retention_deletes_exactly_the_anchored_closed_segments_and_the_pruned_ledger_
     let v = verify(&rec.dir).unwrap().unwrap();
     assert_eq!(v.pruned.map(|p| p.segment), Some(newest - 1));
     let mut ledger = rec.start();
-    publish(&mut w, 50_001, 60_000);
-    rec.catch_up(&mut ledger, 60_000);
+    publish(&mut w, 200_001, 210_000);
+    rec.catch_up(&mut ledger, 210_000);
     rec.stop(ledger);
-    assert!(audit(&rec.dir, 60_000) > 1);
+    assert!(audit(&rec.dir, 210_000) > 1);
     let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("verify").arg(&rec.dir).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains(&format!("segments 1 to {} were pruned", newest - 1)), "{text}");

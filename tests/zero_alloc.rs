@@ -1,5 +1,6 @@
 //! Publishing, reading and waiting allocate nothing after setup, and
-//! neither do helixd's HAL sources per sample: a counting global allocator
+//! neither do helixd's HAL sources per sample nor the ledger's append path
+//! per batch: a counting global allocator
 //! watches the threads under test while they exchange frames in all the
 //! API's ways or ingest samples (other threads, such as the test's watchdog,
 //! are not ours to count).
@@ -255,4 +256,46 @@ fn the_hal_sources_allocate_nothing_per_sample() {
         move |w, state| udp::serve(socket, w, state).unwrap(),
     );
     assert_eq!(n, 0, "the UDP source allocated while receiving samples");
+}
+
+/// The ledger's recording path: frames into a block, the block sealed into
+/// the chain, the buffer written out. Once the buffer has grown to a batch,
+/// nothing allocates (a new segment, every `segment_size_mib`, does).
+#[test]
+fn the_ledger_records_batches_without_allocating() {
+    use helix::ledger::format::RingDecl;
+    use helix::ledger::Ledger;
+    let (_turn, _ns) = take_turn("zero-allocation ledger");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut l, _) = Ledger::open(dir.path(), u64::MAX).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 4096, max_payload: 40, policy: 1, name: "telemetry".into() };
+    let (id, mut seq) = l.declare(&decl).unwrap();
+    let sample = [7u8; 40];
+    let mut batch = |l: &mut Ledger, frames: u64, keep: usize| {
+        for s in seq..seq + frames {
+            l.reserve_frame(id, s, 1, 0, 1, sample.len()).copy_from_slice(&sample);
+        }
+        l.stamp_unsealed(42);
+        l.seal(id, keep);
+        seq += keep as u64;
+        l.flush().unwrap();
+    };
+    // Warm up: the buffer grows to the largest batch.
+    for _ in 0..3 {
+        batch(&mut l, 4096, 4096);
+    }
+    WATCHED.with(|w| w.set(true));
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    for round in 0..ROUNDS {
+        // Full batches, small ones, and batches cut short by the ring.
+        batch(&mut l, 1 + round * 17 % 4096, (round * 7 % 3) as usize);
+        batch(&mut l, 500, 500);
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    WATCHED.with(|w| w.set(false));
+    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0, "the ledger allocated while recording");
+    drop(l);
+    let s = helix::ledger::verify(dir.path()).unwrap().unwrap();
+    assert_eq!(s.rings[0].next_seq, seq);
 }

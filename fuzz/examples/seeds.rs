@@ -9,7 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use helix::ledger::format::{split_record, RecordType, RingDecl, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use helix::ledger::block::{split, BLOCK_HEADER_LEN};
+use helix::ledger::format::{RecordType, RingDecl, SEGMENT_HEADER_LEN, VERSION};
 use helix::ledger::Ledger;
 use helix::telemetry::{datagram, Sample};
 use helix::{Namespace, Policy, ReaderOptions, Ring, RingOptions};
@@ -113,15 +114,16 @@ fn ledger_seeds() {
     let dir = corpus("ledger");
     let tmp = std::env::temp_dir().join(format!("helix-seeds-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
-    // Small segments, so the ledger rotates: two segment files.
+    // Small segments, so the ledger rotates: two segment files of version-2
+    // blocks, one of them holding three frames.
     let (mut l, _) = Ledger::open(&tmp, 400).unwrap();
     let decl = RingDecl { created_ns: 7, capacity: 2, max_payload: 48, policy: 1, name: "telemetry".into() };
     let (id, mut seq) = l.declare(&decl).unwrap();
-    for payload in [&b"first"[..], b"second"] {
-        l.reserve_frame(id, seq, 1, 100 + seq, 1, payload.len()).copy_from_slice(payload);
-        l.seal(id, 1);
+    for payload in [&b"first"[..], b"second", b"third"] {
+        l.reserve_frame(id, seq, 1, 100, 1, payload.len()).copy_from_slice(payload);
         seq += 1;
     }
+    l.seal(id, 3);
     l.append_gap(id, seq, seq + 2, 1);
     seq += 3;
     l.flush().unwrap();
@@ -130,12 +132,22 @@ fn ledger_seeds() {
     l.flush().unwrap();
     drop(l);
     let mut segments: Vec<_> = fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    segments.retain(|p| p.extension().is_some_and(|e| e == "hxl"));
     segments.sort();
     let bytes: Vec<Vec<u8>> = segments.iter().map(|p| fs::read(p).unwrap()).collect();
     assert!(bytes.len() >= 2 && bytes.iter().all(|b| b.len() > SEGMENT_HEADER_LEN));
-    for (name, flags, segs) in
-        [("one-segment", 0u8, &bytes[..1]), ("two-segments", 0, &bytes[..2]), ("fixed", 3, &bytes[..2])]
-    {
+    // Version 1: the first segment of the committed fixture, and the mixed
+    // folder a recorder makes of it (version-1 segments, then version 2).
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ledger-v1");
+    let v1_first = fs::read(v1.join("seg-0000000001.hxl")).unwrap();
+    let mixed: Vec<Vec<u8>> = std::iter::once(v1_first).chain(bytes.iter().cloned()).collect();
+    for (name, flags, segs) in [
+        ("one-segment", 0u8, &bytes[..1]),
+        ("two-segments", 0, &bytes[..2]),
+        ("fixed", 3, &bytes[..2]),
+        ("v1-segment", 0, &mixed[..1]),
+        ("v1-then-v2-fixed", 3, &mixed[..]),
+    ] {
         let mut input = vec![flags];
         for s in segs {
             input.extend_from_slice(s);
@@ -145,10 +157,10 @@ fn ledger_seeds() {
     // A finding: the GAP ending at u64::MAX (re-hashed by the harness).
     let mut seg = bytes[0].clone();
     let mut at = SEGMENT_HEADER_LEN;
-    while let Ok(rec) = split_record(&seg[at..]) {
-        let len = rec.header.len as usize;
-        if rec.header.rtype == RecordType::Gap as u16 {
-            seg[at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    while let Ok(block) = split(VERSION, &seg[at..]) {
+        let len = block.header.len as usize;
+        if block.header.rtype == RecordType::Gap as u16 {
+            seg[at + BLOCK_HEADER_LEN..at + BLOCK_HEADER_LEN + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         }
         at += len;
     }

@@ -9,17 +9,21 @@
 //! out of a fuzzer's reach, so flags can make the harness re-hash what it
 //! wrote, letting the mutations reach the record rules behind the hashes:
 //!
-//! - `FIX_RECORDS`: every record the framing finds gets its correct chain
-//!   hash (the chain running across the segments);
+//! - `FIX_RECORDS`: every block (version-1 record, in a segment of
+//!   version 1) the framing finds gets its correct chain hash (the chain
+//!   running across the segments);
 //! - `FIX_HEADERS`: every segment header is re-encoded with its number,
-//!   the records before it and the hash it continues from (and so with
-//!   the right magic, version and checksum).
+//!   the records and blocks before it and the hash it continues from (and
+//!   so with the right magic and checksum, and version 1 if its version
+//!   byte says 1, else the current version).
 #![no_main]
 
 use std::fs;
 
+use helix::ledger::block::split;
 use helix::ledger::format::{
-    chain, segment_name, split_record, Hash, RingDecl, SegmentHeader, GENESIS, HASH_LEN, MAGIC, SEGMENT_HEADER_LEN,
+    chain, segment_name, Hash, RingDecl, SegmentHeader, GENESIS, HASH_LEN, MAGIC, SEGMENT_HEADER_LEN, VERSION,
+    VERSION_1,
 };
 use helix::ledger::{head, verify, walk, Ledger};
 use libfuzzer_sys::fuzz_target;
@@ -51,33 +55,35 @@ fn split_segments(body: &[u8]) -> Vec<Vec<u8>> {
 
 /// Re-hashes as the flags say, carrying the chain across segments.
 fn fix(segments: &mut [Vec<u8>], flags: u8) {
-    let (mut hash, mut records): (Hash, u64) = (GENESIS, 0);
+    let (mut hash, mut records, mut blocks): (Hash, u64, u64) = (GENESIS, 0, 0);
     for (i, seg) in segments.iter_mut().enumerate() {
         if flags & FIX_HEADERS != 0 {
             if seg.len() < SEGMENT_HEADER_LEN {
                 seg.resize(SEGMENT_HEADER_LEN, 0);
             }
+            let created_ns = u64::from_le_bytes(seg[32..40].try_into().unwrap());
             let header = SegmentHeader {
-                segment: i as u64 + 1,
-                first_record: records,
-                created_ns: u64::from_le_bytes(seg[32..40].try_into().unwrap()),
-                prev_hash: hash,
+                version: if seg[8] == VERSION_1 as u8 { VERSION_1 } else { VERSION },
+                ..SegmentHeader::new(i as u64 + 1, records, blocks, created_ns, hash)
             };
             seg[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
         }
         if seg.len() < SEGMENT_HEADER_LEN {
             continue;
         }
+        let version = u32::from_le_bytes(seg[8..12].try_into().unwrap());
         let mut at = SEGMENT_HEADER_LEN;
-        while let Ok(rec) = split_record(&seg[at..]) {
-            let len = rec.header.len as usize;
+        while let Ok(block) = split(version, &seg[at..]) {
+            let len = block.header.len as usize;
+            let count = u64::from(block.header.count);
             if flags & FIX_RECORDS != 0 {
-                hash = chain(&hash, rec.body);
+                hash = chain(&hash, block.bytes);
                 seg[at + len - HASH_LEN..at + len].copy_from_slice(&hash);
             } else {
-                hash = rec.hash.try_into().unwrap();
+                hash = block.hash.try_into().unwrap();
             }
-            records += 1;
+            records += count;
+            blocks += 1;
             at += len;
         }
     }
@@ -100,16 +106,21 @@ fuzz_target!(|input: &[u8]| {
     let walked = walk(dir, |r| {
         visited += 1;
         assert!(r.offset >= SEGMENT_HEADER_LEN as u64 && (1..=MAX_SEGMENTS as u64).contains(&r.segment));
-        let _ = (r.ring.len(), r.record.payload.len());
+        let _ = (r.ring.len(), r.record.payload.len(), r.hash.map(<[u8]>::len));
     })
     .expect("the folder is readable");
     assert_eq!(walked, verdict, "walk and verify disagree");
     if let Ok(summary) = &verdict {
         assert_eq!(summary.records, visited, "verify counted records walk did not visit");
+        assert!(summary.blocks <= summary.records, "more blocks than records");
     }
     let head = head(dir).expect("the folder is readable");
     if let (Ok(summary), Ok(head)) = (&verdict, &head) {
-        assert_eq!((head.hash, head.records), (summary.hash, summary.records), "head disagrees with verify");
+        assert_eq!(
+            (head.hash, head.records, head.blocks),
+            (summary.hash, summary.records, summary.blocks),
+            "head disagrees with verify"
+        );
     }
 
     // Recovery: open cuts a torn tail or refuses; a ledger that verified
@@ -128,7 +139,11 @@ fuzz_target!(|input: &[u8]| {
             return;
         }
         ledger.reserve_frame(id, seq, 1, 0, 0, 8).copy_from_slice(b"appended");
-        ledger.seal(id, 1);
+        let two = seq < u64::MAX - 1;
+        if two {
+            ledger.reserve_frame(id, seq + 1, 1, 0, 0, 3).copy_from_slice(b"two");
+        }
+        ledger.seal(id, 1 + usize::from(two));
         ledger.flush().unwrap();
         drop(ledger);
         let after = verify(dir).unwrap().unwrap_or_else(|f| panic!("appending broke a ledger that verified: {f}"));

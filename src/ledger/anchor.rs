@@ -224,7 +224,10 @@ pub fn hash_at(dir: &Path, records: u64) -> Result<Option<Hash>, LedgerError> {
     let mut chain = Chain::at_segment(&header);
     let mut found = None;
     // A bad record ends the scan: the hash is found before it or not at all.
-    let _ = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, |c, _, _| {
+    let body = &bytes[SEGMENT_HEADER_LEN..];
+    // A chain hash is kept per block (per record in version 1): an anchor
+    // counts the records of whole blocks, as `head` prints them.
+    let _ = chain.scan(body, SEGMENT_HEADER_LEN as u64, header.version, |c, _, _| {
         if c.records == records {
             found = Some(c.hash);
         }

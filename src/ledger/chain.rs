@@ -1,9 +1,10 @@
-//! Reading a ledger back: the chain state a sequence of records leads to,
-//! and the checks every record must pass (shared by restart, `verify`,
-//! `head` and `export`).
+//! Reading a ledger back: the chain state a sequence of blocks leads to,
+//! and the checks every block and record must pass (shared by the
+//! recorder, restart, `verify`, `head` and `export`).
 
 use std::fmt;
 
+use super::block::*;
 use super::format::*;
 
 /// What the ledger knows of one ring id.
@@ -21,13 +22,16 @@ pub struct RingState {
     pub lost: u64,
 }
 
-/// The state of the chain after some records.
+/// The state of the chain after some blocks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Chain {
-    /// The last record's chain hash.
+    /// The last block's chain hash.
     pub hash: Hash,
     /// Records so far (the next record's index).
     pub records: u64,
+    /// Blocks so far (the next block's index; a version-1 record is a
+    /// block of one).
+    pub blocks: u64,
     /// Declared rings, by id.
     pub rings: Vec<RingState>,
     /// Ids of the rings a new segment has still to restate, in order,
@@ -35,15 +39,16 @@ pub struct Chain {
     pub(super) restating: std::ops::Range<usize>,
 }
 
-/// Why a record is bad.
+/// Why a block is bad.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    /// The bytes are not a whole record.
+    /// The bytes are not a whole block (or version-1 record).
     Torn(Torn),
-    /// The stored chain hash is not Blake3(previous hash || record).
+    /// The stored chain hash is not Blake3(previous hash || block).
     Hash,
-    /// A whole record with a correct hash that breaks the ledger's rules
-    /// (unknown type, undeclared ring, a sequence out of order).
+    /// A whole block with a correct hash that breaks the ledger's rules
+    /// (unknown type, undeclared ring, a sequence out of order, frames
+    /// that do not fill its body).
     Invalid(String),
 }
 
@@ -57,24 +62,31 @@ impl fmt::Display for Problem {
     }
 }
 
-/// A bad record: where it starts in its segment and what is wrong.
+/// A bad block (in version 1, a bad record): where it starts in its
+/// segment, the records it covers and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRecord {
     /// Byte offset in the segment file.
     pub offset: u64,
-    /// The record's index in the whole ledger.
+    /// The block's index in the whole ledger.
+    pub block: u64,
+    /// The index of its first record in the whole ledger.
     pub index: u64,
-    /// The record's ring and sequence, when its header could be read.
-    pub ring_seq: Option<(String, u64)>,
+    /// How many records it covers, as its header says (1 when its header
+    /// is unreadable).
+    pub records: u64,
+    /// Its ring and the first and last sequence it covers, when its header
+    /// could be read.
+    pub ring_seq: Option<(String, u64, u64)>,
     /// What is wrong.
     pub problem: Problem,
 }
 
 impl Chain {
-    /// The state before the first record of a segment that continues from
+    /// The state before the first block of a segment that continues from
     /// `header`; ring declarations follow at the segment's start.
     pub fn at_segment(header: &SegmentHeader) -> Chain {
-        Chain { hash: header.prev_hash, records: header.first_record, ..Chain::default() }
+        Chain { hash: header.prev_hash, records: header.first_record, blocks: header.first_block, ..Chain::default() }
     }
 
     /// The records that follow begin a new segment of the same ledger:
@@ -100,28 +112,35 @@ impl Chain {
         self.rings.get(id as usize).map_or_else(|| format!("#{id}"), |r| r.decl.name.clone())
     }
 
-    /// Checks `rec`'s hash and rules and advances the state past it.
+    /// Checks a version-1 record's hash and rules and advances past it.
     pub fn apply(&mut self, rec: &RecordView<'_>) -> Result<(), Problem> {
-        if chain(&self.hash, rec.body) != rec.hash {
-            return Err(Problem::Hash);
-        }
-        self.accept(rec)
+        self.apply_block(&BlockView::from_v1(*rec))
     }
 
-    /// Advances past `rec`, whose hash the caller computed itself, if it
+    /// Checks `block`'s hash (one Blake3 input: the previous hash and the
+    /// block) and rules, and advances the state past it.
+    pub fn apply_block(&mut self, block: &BlockView<'_>) -> Result<(), Problem> {
+        if chain(&self.hash, block.bytes) != block.hash {
+            return Err(Problem::Hash);
+        }
+        self.accept_block(block)
+    }
+
+    /// Advances past `block`, whose hash the caller computed itself, if it
     /// keeps the ledger's rules.
-    pub fn accept(&mut self, rec: &RecordView<'_>) -> Result<(), Problem> {
-        self.check(rec).map_err(Problem::Invalid)?;
-        self.hash = rec.hash.try_into().unwrap();
-        self.records += 1;
+    pub fn accept_block(&mut self, block: &BlockView<'_>) -> Result<(), Problem> {
+        self.check(block).map_err(Problem::Invalid)?;
+        self.hash = block.hash.try_into().unwrap();
+        self.records += u64::from(block.header.count);
+        self.blocks += 1;
         Ok(())
     }
 
     /// A RING record's rules: a declaration of a new id, a restatement of a
     /// known one, or a new incarnation of a name.
-    fn declare(&mut self, rec: &RecordView<'_>) -> Result<(), String> {
-        let (h, id) = (&rec.header, rec.header.ring as usize);
-        let decl = RingDecl::decode(rec.payload).map_err(str::to_owned)?;
+    fn declare(&mut self, h: &BlockHeader, payload: &[u8]) -> Result<(), String> {
+        let id = h.ring as usize;
+        let decl = RingDecl::decode(payload).map_err(str::to_owned)?;
         if h.seq == 0 {
             return Err(format!("ring {} declared with next sequence 0", decl.name));
         }
@@ -154,9 +173,16 @@ impl Chain {
     }
 
     /// The ledger's rules; updates the ring states.
-    fn check(&mut self, rec: &RecordView<'_>) -> Result<(), String> {
-        let h = &rec.header;
+    fn check(&mut self, block: &BlockView<'_>) -> Result<(), String> {
+        let h = &block.header;
         let rtype = RecordType::from_u16(h.rtype).ok_or_else(|| format!("unknown record type {}", h.rtype))?;
+        if h.count == 0 {
+            return Err(format!("a {} block with no record", rtype.as_str()));
+        }
+        // The body holds its count of records exactly.
+        if let Some(Err(e)) = block.records().find(Result::is_err) {
+            return Err(e);
+        }
         let id = h.ring as usize;
         if let Some(want) = (!self.restating.is_empty()).then_some(self.restating.start) {
             if rtype != RecordType::Ring || id != want {
@@ -168,7 +194,7 @@ impl Chain {
             }
         }
         if rtype == RecordType::Ring {
-            self.declare(rec)?;
+            self.declare(h, block.body)?;
             if !self.restating.is_empty() {
                 self.restating.start += 1;
             }
@@ -185,16 +211,17 @@ impl Chain {
                 rtype.as_str()
             ));
         }
-        // The last sequence a record covers must have a successor: the next
+        // The last sequence a block covers must have a successor: the next
         // sequence expected is kept as a u64.
         let endless = |last: u64| format!("ring {} sequence {last} has no next sequence", ring.decl.name);
         match rtype {
             RecordType::Frame => {
-                ring.next_seq = h.seq.checked_add(1).ok_or_else(|| endless(h.seq))?;
-                ring.frames += 1;
+                let last = h.seq.checked_add(u64::from(h.count) - 1).ok_or_else(|| endless(u64::MAX))?;
+                ring.next_seq = last.checked_add(1).ok_or_else(|| endless(last))?;
+                ring.frames += u64::from(h.count);
             }
             RecordType::Gap => {
-                let gap = GapInfo::decode(rec.payload).map_err(str::to_owned)?;
+                let gap = GapInfo::decode(block.body).map_err(str::to_owned)?;
                 if gap.last < h.seq {
                     return Err(format!(
                         "GAP of ring {} ends at {} before it starts at {}",
@@ -211,33 +238,51 @@ impl Chain {
         Ok(())
     }
 
-    /// Scans the records in `bytes` (a segment after its header, which
-    /// starts at file offset `base`), applying each. Stops at the first bad
-    /// record; `visit` sees every good one with its file offset.
+    /// The bad block at `offset` whose header (if readable) is `block`.
+    fn bad(&self, offset: u64, problem: Problem, block: Option<&BlockView<'_>>) -> BadRecord {
+        BadRecord {
+            offset,
+            block: self.blocks,
+            index: self.records,
+            records: block.map_or(1, |b| u64::from(b.header.count.max(1))),
+            ring_seq: block.map(|b| (self.ring_name(b.header.ring), b.header.seq, b.last_seq())),
+            problem,
+        }
+    }
+
+    /// Scans the blocks in `bytes` (a segment of format `version` after
+    /// its header, which starts at file offset `base`), applying each.
+    /// Stops at the first bad block; `visit` sees every good one with its
+    /// file offset, after the chain advanced past it.
     pub fn scan(
         &mut self,
         bytes: &[u8],
         base: u64,
-        mut visit: impl FnMut(&Chain, &RecordView<'_>, u64),
+        version: u32,
+        mut visit: impl FnMut(&Chain, &BlockView<'_>, u64),
     ) -> Result<(), BadRecord> {
         let mut at = 0usize;
         while at < bytes.len() {
             let offset = base + at as u64;
-            let bad = |chain: &Chain, problem: Problem, h: Option<&RecordHeader>| BadRecord {
-                offset,
-                index: chain.records,
-                ring_seq: h.map(|h| (chain.ring_name(h.ring), h.seq)),
-                problem,
-            };
-            let rec = split_record(&bytes[at..]).map_err(|t| {
-                let h = (bytes.len() - at >= RECORD_HEADER_LEN).then(|| RecordHeader::decode(&bytes[at..]));
-                bad(self, Problem::Torn(t), h.as_ref())
+            let block = split(version, &bytes[at..]).map_err(|t| {
+                // The header, as far as it can be read.
+                let header = (bytes.len() - at >= RECORD_HEADER_LEN).then(|| {
+                    let b = &bytes[at..at + RECORD_HEADER_LEN];
+                    let view =
+                        BlockView { header: BlockHeader::decode(b), v1_kind: None, body: &[], bytes: b, hash: &[] };
+                    if version == VERSION_1 {
+                        BlockView { header: BlockHeader { count: 1, ..view.header }, ..view }
+                    } else {
+                        view
+                    }
+                });
+                self.bad(offset, Problem::Torn(t), header.as_ref())
             })?;
-            if let Err(p) = self.apply(&rec) {
-                return Err(bad(self, p, Some(&rec.header)));
+            if let Err(p) = self.apply_block(&block) {
+                return Err(self.bad(offset, p, Some(&block)));
             }
-            visit(self, &rec, offset);
-            at += rec.header.len as usize;
+            visit(self, &block, offset);
+            at += block.header.len as usize;
         }
         Ok(())
     }
@@ -294,14 +339,14 @@ mod tests {
         // Scanning the bytes again from scratch reaches the same state.
         let mut again = Chain::default();
         let mut offsets = Vec::new();
-        again.scan(&bytes, 128, |_, _, off| offsets.push(off)).unwrap();
+        again.scan(&bytes, 128, VERSION_1, |_, _, off| offsets.push(off)).unwrap();
         assert_eq!(again, c);
         assert_eq!(offsets[0], 128);
         let mut flipped = bytes.clone();
         flipped[offsets[3] as usize - 128 + RECORD_HEADER_LEN] ^= 0x20;
-        let err = Chain::default().scan(&flipped, 128, |_, _, _| {}).unwrap_err();
+        let err = Chain::default().scan(&flipped, 128, VERSION_1, |_, _, _| {}).unwrap_err();
         assert_eq!((err.offset, err.index, err.problem), (offsets[3], 3, Problem::Hash));
-        assert_eq!(err.ring_seq, Some(("t".into(), 5)));
+        assert_eq!(err.ring_seq, Some(("t".into(), 5, 5)));
     }
 
     /// Found by the `ledger` fuzz target: a GAP ending at `u64::MAX` (or a

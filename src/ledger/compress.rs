@@ -160,7 +160,7 @@ mod tests {
         drop(l);
         let before = verify(d.path()).unwrap().unwrap();
         let mut records = Vec::new();
-        walk(d.path(), |at| records.push((at.index, at.record.hash.to_vec()))).unwrap().unwrap();
+        walk(d.path(), |at| records.push((at.index, at.hash.map(<[u8]>::to_vec)))).unwrap().unwrap();
         let at = segments(d.path()).unwrap()[1].0;
         let probe = hash_at(d.path(), 7).unwrap();
 
@@ -172,7 +172,7 @@ mod tests {
         let after = verify(dir).unwrap().unwrap();
         assert_eq!((after.records, after.hash, after.segments), (before.records, before.hash, before.segments));
         let mut again = Vec::new();
-        walk(dir, |at| again.push((at.index, at.record.hash.to_vec()))).unwrap().unwrap();
+        walk(dir, |at| again.push((at.index, at.hash.map(<[u8]>::to_vec)))).unwrap().unwrap();
         assert_eq!(again, records);
         assert_eq!(hash_at(dir, 7).unwrap(), probe);
         assert_eq!(head(dir).unwrap().unwrap().hash, before.hash);

@@ -1,20 +1,24 @@
 //! The ledger's on-disk format, byte for byte as in `docs/ledger.md`.
 //!
 //! A ledger is a folder of segment files `seg-NNNNNNNNNN.hxl`. Each segment
-//! is a 128-byte header followed by records. Every record ends with its
-//! chain hash, `Blake3(previous chain hash || record without its hash)`; the
-//! chain runs across segments (a segment header names the hash it continues
+//! is a 128-byte header followed by blocks (format version 2, [`block`](super::block))
+//! or by records (version 1, this module: the legacy format, still read).
+//! Every block, and every version-1 record, ends with its chain hash,
+//! `Blake3(previous chain hash || its bytes without the hash)`; the chain
+//! runs across segments (a segment header names the hash it continues
 //! from) and starts from 32 zero bytes. All integers are little-endian.
 
 use std::fmt;
 
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"HELIXLDG";
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this code writes (it reads [`VERSION_1`] too).
+pub const VERSION: u32 = 2;
+/// The first format version: one chain hash per record.
+pub const VERSION_1: u32 = 1;
 /// Size of a segment header.
 pub const SEGMENT_HEADER_LEN: usize = 128;
-/// Size of a record's fixed part, before the payload.
+/// Size of a version-1 record's fixed part, before the payload.
 pub const RECORD_HEADER_LEN: usize = 40;
 /// Size of a chain hash.
 pub const HASH_LEN: usize = 32;
@@ -67,7 +71,9 @@ impl RecordType {
 /// Why a GAP record was written.
 pub const GAP_OVERRUN: u32 = 1;
 
-/// The fixed part of a record (bytes 0..40).
+/// The fixed part of a version-1 record (bytes 0..40). Records read back
+/// from a version-2 block are presented with the header a version-1 record
+/// of theirs would have (see [`Record`](super::block::Record)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordHeader {
     /// Length of the whole record, hash included.
@@ -196,10 +202,17 @@ impl GapInfo {
 /// A segment header (128 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// Its format version: [`VERSION`], or [`VERSION_1`] in a folder started
+    /// by an older recorder.
+    pub version: u32,
     /// The segment's number, 1 for the first; also its file name.
     pub segment: u64,
     /// How many records the ledger held before this segment.
     pub first_record: u64,
+    /// How many blocks the ledger held before this segment (a version-1
+    /// record is a block of one; in a version-1 header, which has no such
+    /// field, it equals `first_record`).
+    pub first_block: u64,
     /// CLOCK_REALTIME (ns) when the segment was started.
     pub created_ns: u64,
     /// The chain hash this segment continues from: the last record's hash
@@ -225,23 +238,34 @@ impl fmt::Display for HeaderError {
         match self {
             HeaderError::Short(n) => write!(f, "segment header is {n} bytes, expected {SEGMENT_HEADER_LEN}"),
             HeaderError::Magic => write!(f, "not a HELIX ledger segment (bad magic)"),
-            HeaderError::Version(v) => write!(f, "segment format version {v}, this program reads {VERSION}"),
+            HeaderError::Version(v) => {
+                write!(f, "segment format version {v}, this program reads {VERSION_1} and {VERSION}")
+            }
             HeaderError::Checksum => write!(f, "segment header checksum mismatch"),
         }
     }
 }
 
 impl SegmentHeader {
+    /// A header of the version this code writes.
+    pub fn new(segment: u64, first_record: u64, first_block: u64, created_ns: u64, prev_hash: Hash) -> SegmentHeader {
+        SegmentHeader { version: VERSION, segment, first_record, first_block, created_ns, prev_hash }
+    }
+
     /// The encoded header, its checksum (Blake3 of bytes 0..96) at 96..128.
+    /// Version 1 has no `first_block` (bytes 72..96 are reserved, zero).
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.segment.to_le_bytes());
         b[24..32].copy_from_slice(&self.first_record.to_le_bytes());
         b[32..40].copy_from_slice(&self.created_ns.to_le_bytes());
         b[40..72].copy_from_slice(&self.prev_hash);
+        if self.version != VERSION_1 {
+            b[72..80].copy_from_slice(&self.first_block.to_le_bytes());
+        }
         let sum = blake3::hash(&b[..96]);
         b[96..128].copy_from_slice(sum.as_bytes());
         b
@@ -256,15 +280,18 @@ impl SegmentHeader {
             return Err(HeaderError::Magic);
         }
         let version = u32_at(b, 8);
-        if version != VERSION || u32_at(b, 12) as usize != SEGMENT_HEADER_LEN {
+        if !(VERSION_1..=VERSION).contains(&version) || u32_at(b, 12) as usize != SEGMENT_HEADER_LEN {
             return Err(HeaderError::Version(version));
         }
         if blake3::hash(&b[..96]).as_bytes() != &b[96..128] {
             return Err(HeaderError::Checksum);
         }
+        let first_record = u64_at(b, 24);
         Ok(SegmentHeader {
+            version,
             segment: u64_at(b, 16),
-            first_record: u64_at(b, 24),
+            first_record,
+            first_block: if version == VERSION_1 { first_record } else { u64_at(b, 72) },
             created_ns: u64_at(b, 32),
             prev_hash: b[40..72].try_into().unwrap(),
         })
@@ -300,19 +327,19 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
+pub(super) fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(super) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-/// A record as read back: header, payload and stored hash.
+/// A version-1 record as read back: header, payload and stored hash.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordView<'a> {
     /// The fixed part.
@@ -325,15 +352,15 @@ pub struct RecordView<'a> {
     pub hash: &'a [u8],
 }
 
-/// Why the bytes at an offset are not a whole record.
+/// Why the bytes at an offset are not a whole record (or block).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Torn {
-    /// Fewer bytes left than a record header.
+    /// Fewer bytes left than a record (or block) header.
     ShortHeader,
     /// The length field is impossible (shorter than a record or longer than
-    /// any record may be) or disagrees with the payload length.
+    /// any record may be) or disagrees with the payload (or body) length.
     BadLength(u32),
-    /// The record runs past the end of the file.
+    /// The record (or block) runs past the end of the file.
     PastEnd {
         /// Its length.
         len: u32,
@@ -345,29 +372,37 @@ pub enum Torn {
 impl fmt::Display for Torn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Torn::ShortHeader => write!(f, "fewer than {RECORD_HEADER_LEN} bytes left for a record header"),
-            Torn::BadLength(len) => write!(f, "impossible record length {len}"),
-            Torn::PastEnd { len, left } => write!(f, "record of {len} bytes runs past the end ({left} bytes left)"),
+            Torn::ShortHeader => write!(f, "fewer than {RECORD_HEADER_LEN} bytes left for a block header"),
+            Torn::BadLength(len) => write!(f, "impossible block length {len}"),
+            Torn::PastEnd { len, left } => write!(f, "block of {len} bytes runs past the end ({left} bytes left)"),
         }
     }
 }
 
-/// Splits the record at the start of `b` off, checking only its framing.
-pub fn split_record(b: &[u8]) -> Result<RecordView<'_>, Torn> {
+/// Checks the framing a version-1 record and a block share: a 40-byte
+/// header whose `len` (bytes 0..4) is 72 + the length at bytes 36..40, at
+/// most 72 + `max_body`, and within `b`. Returns `len`.
+pub(super) fn framed_len(b: &[u8], max_body: usize) -> Result<usize, Torn> {
     if b.len() < RECORD_HEADER_LEN {
         return Err(Torn::ShortHeader);
     }
-    let header = RecordHeader::decode(b);
-    let len = header.len as usize;
-    if !(MIN_RECORD_LEN..=MIN_RECORD_LEN + MAX_PAYLOAD).contains(&len)
-        || header.payload_len as usize != len - MIN_RECORD_LEN
-    {
-        return Err(Torn::BadLength(header.len));
+    let (len, body_len) = (u32_at(b, 0), u32_at(b, 36) as usize);
+    let n = len as usize;
+    if !(MIN_RECORD_LEN..=MIN_RECORD_LEN + max_body).contains(&n) || body_len != n - MIN_RECORD_LEN {
+        return Err(Torn::BadLength(len));
     }
-    if len > b.len() {
-        return Err(Torn::PastEnd { len: header.len, left: b.len() });
+    if n > b.len() {
+        return Err(Torn::PastEnd { len, left: b.len() });
     }
+    Ok(n)
+}
+
+/// Splits the version-1 record at the start of `b` off, checking only its
+/// framing.
+pub fn split_record(b: &[u8]) -> Result<RecordView<'_>, Torn> {
+    let len = framed_len(b, MAX_PAYLOAD)?;
     let body_end = len - HASH_LEN;
+    let header = RecordHeader::decode(b);
     Ok(RecordView { header, payload: &b[RECORD_HEADER_LEN..body_end], body: &b[..body_end], hash: &b[body_end..len] })
 }
 
@@ -377,14 +412,20 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_every_byte_of_a_segment_header_is_checked() {
-        let h = SegmentHeader { segment: 7, first_record: 99, created_ns: 12345, prev_hash: [0xab; 32] };
-        let b = h.encode();
-        assert_eq!(SegmentHeader::decode(&b), Ok(h));
-        for i in 0..SEGMENT_HEADER_LEN {
-            let mut bad = b;
-            bad[i] ^= 1;
-            assert!(SegmentHeader::decode(&bad).is_err(), "flip at {i} not detected");
+        let h = SegmentHeader::new(7, 99, 40, 12345, [0xab; 32]);
+        let v1 = SegmentHeader { version: VERSION_1, first_block: 99, ..h };
+        for h in [h, v1] {
+            let b = h.encode();
+            assert_eq!(SegmentHeader::decode(&b), Ok(h));
+            for i in 0..SEGMENT_HEADER_LEN {
+                let mut bad = b;
+                bad[i] ^= 1;
+                assert!(SegmentHeader::decode(&bad).is_err(), "flip at {i} not detected");
+            }
         }
+        let mut v3 = SegmentHeader::new(7, 99, 40, 12345, [0xab; 32]).encode();
+        v3[8] = 3;
+        assert_eq!(SegmentHeader::decode(&v3), Err(HeaderError::Version(3)));
         let r = RecordHeader { len: 80, rtype: 1, ring: 3, seq: 5, epoch: 2, recv_ns: 9, kind: 1, payload_len: 8 };
         let mut rb = [0u8; RECORD_HEADER_LEN];
         r.encode(&mut rb);
@@ -411,7 +452,7 @@ mod tests {
         .encode(&mut rec);
         assert_eq!(split_record(&rec).unwrap().payload.len(), 4);
         assert_eq!(split_record(&rec[..10]).unwrap_err(), Torn::ShortHeader);
-        assert!(matches!(split_record(&rec[..50]), Err(Torn::PastEnd { len: 76, left: 50 })));
+        assert_eq!(split_record(&rec[..50]).unwrap_err(), Torn::PastEnd { len: 76, left: 50 });
         rec[0] = 3;
         assert_eq!(split_record(&rec).unwrap_err(), Torn::BadLength(3));
         assert_eq!(parse_segment_name(&segment_name(42)), Some(42));

@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::block::split;
 use super::chain::{BadRecord, Chain, Problem};
 use super::compress::{is_compressed, read_segment, COMPRESSED_SUFFIX};
 use super::format::*;
@@ -28,6 +29,10 @@ pub struct Recovery {
     pub records: u64,
     /// The segment appended to.
     pub segment: u64,
+    /// The last segment was of format version 1: it was left as it is
+    /// (closed), and this new segment of the current version was started,
+    /// chained to its last hash.
+    pub upgraded: Option<u64>,
 }
 
 /// The file in a ledger folder whose lock makes one recorder per folder.
@@ -84,19 +89,20 @@ pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Vec<u8>, Option<B
     let header =
         SegmentHeader::decode(&bytes).map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })?;
     let mut chain = Chain::at_segment(&header);
-    let bad = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, |_, _, _| {}).err();
+    let bad = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, header.version, |_, _, _| {}).err();
     Ok((header, chain, bytes, bad))
 }
 
-/// Whether the bad record at `bad.offset` is the torn end of an
-/// interrupted append: its bytes run to the end of the file, or everything
-/// from it on is zero (a file extended but never written).
-pub fn is_torn_tail(bytes: &[u8], bad: &BadRecord) -> bool {
+/// Whether the bad block at `bad.offset` of a segment of format `version`
+/// is the torn end of an interrupted append: its bytes run to the end of
+/// the file, or everything from it on is zero (a file extended but never
+/// written).
+pub fn is_torn_tail(bytes: &[u8], version: u32, bad: &BadRecord) -> bool {
     let rest = &bytes[bad.offset as usize..];
     let reaches_end = match &bad.problem {
         Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. }) => true,
         Problem::Torn(Torn::BadLength(_)) => false,
-        Problem::Hash | Problem::Invalid(_) => split_record(rest).is_ok_and(|r| r.header.len as usize == rest.len()),
+        Problem::Hash | Problem::Invalid(_) => split(version, rest).is_ok_and(|b| b.header.len as usize == rest.len()),
     };
     reaches_end || rest.iter().all(|&b| b == 0)
 }
@@ -116,10 +122,10 @@ pub(super) fn remove_temporaries(dir: &Path) -> Result<Vec<PathBuf>, LedgerError
 }
 
 /// Checks the last segment, `path`, from its header on, and cuts off a
-/// torn tail (noted in `recovery`); returns the chain after its last
-/// record and the segment's length. A bad record that is not a torn tail
-/// is refused: [`LedgerError::Corrupt`].
-pub(super) fn recover_tail(path: PathBuf, recovery: &mut Recovery) -> Result<(Chain, u64), LedgerError> {
+/// torn tail (noted in `recovery`); returns its header, the chain after
+/// its last block and the segment's length. A bad block that is not a
+/// torn tail is refused: [`LedgerError::Corrupt`].
+pub(super) fn recover_tail(path: PathBuf, recovery: &mut Recovery) -> Result<(SegmentHeader, Chain, u64), LedgerError> {
     if is_compressed(&path) {
         let e = io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -128,19 +134,19 @@ pub(super) fn recover_tail(path: PathBuf, recovery: &mut Recovery) -> Result<(Ch
         );
         return Err(io_err(&path)(e));
     }
-    let (_, chain, bytes, bad) = scan_tail(&path)?;
+    let (header, chain, bytes, bad) = scan_tail(&path)?;
     let len = bytes.len() as u64;
     let Some(bad) = bad else {
-        return Ok((chain, len));
+        return Ok((header, chain, len));
     };
-    if !is_torn_tail(&bytes, &bad) {
-        let follow = split_record(&bytes[bad.offset as usize..])
-            .map_or(len - bad.offset, |r| len - bad.offset - r.header.len as u64);
-        return Err(LedgerError::Corrupt { path, bad, follow });
+    if !is_torn_tail(&bytes, header.version, &bad) {
+        let follow = split(header.version, &bytes[bad.offset as usize..])
+            .map_or(len - bad.offset, |b| len - bad.offset - b.header.len as u64);
+        return Err(LedgerError::Corrupt { path, bad: Box::new(bad), follow });
     }
     let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
     file.set_len(bad.offset).map_err(io_err(&path))?;
     file.sync_data().map_err(io_err(&path))?;
     recovery.truncated = Some((path, bad.offset, len - bad.offset, bad.problem.to_string()));
-    Ok((chain, bad.offset))
+    Ok((header, chain, bad.offset))
 }

@@ -229,7 +229,14 @@ pub(super) mod tests {
     const DAY: u64 = 86_400_000_000_000;
 
     fn info(segment: u64, bytes: u64, first_record: u64, created_ns: u64) -> SegmentInfo {
-        let header = SegmentHeader { segment, first_record, created_ns, prev_hash: [segment as u8; 32] };
+        let header = SegmentHeader {
+            version: VERSION,
+            segment,
+            first_record,
+            first_block: first_record,
+            created_ns,
+            prev_hash: [segment as u8; 32],
+        };
         SegmentInfo { segment, path: PathBuf::from(segment_name(segment)), bytes, header }
     }
 

@@ -1,12 +1,13 @@
 //! Appending to a ledger folder: group commit, segment rotation. Opening
 //! one, and the recovery of its tail, are in `recovery.rs`.
 //!
-//! Records are encoded into a buffer, sealed (hashed into the chain) once
-//! the ring confirmed the frames were intact, written with `write(2)` by
-//! [`Ledger::flush`], and made durable by `fdatasync` on an interval. A new
-//! segment is written under a temporary name with its header and ring
-//! declarations, synced, and renamed into place, so every segment file
-//! starts whole.
+//! The frames of a batch are encoded into a buffer as one FRAME block,
+//! sealed (hashed into the chain, as one Blake3 input) once the ring
+//! confirmed them intact, written with one `write(2)` by [`Ledger::flush`]
+//! with whatever else the buffer holds, and made durable by `fdatasync` on
+//! an interval. A new segment is written under a temporary name with its
+//! header and ring declarations, synced, and renamed into place, so every
+//! segment file starts whole.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -14,10 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::block::*;
 use super::chain::{BadRecord, Chain};
 use super::format::*;
 use super::recovery;
 pub use super::recovery::{is_torn_tail, scan_tail, segments, Recovery, LOCK_FILE};
+use append::OpenBlock;
+
+mod append;
 
 /// Why a ledger folder cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +64,8 @@ pub enum LedgerError {
     Corrupt {
         /// The segment.
         path: PathBuf,
-        /// The first bad record.
-        bad: BadRecord,
+        /// The first bad block (boxed: it is large, and rare).
+        bad: Box<BadRecord>,
         /// Bytes from its end (or its start, if its length is unreadable)
         /// to the end of the file.
         follow: u64,
@@ -107,10 +112,13 @@ pub struct Ledger {
     /// Bytes in the current segment file.
     seg_len: u64,
     segment_limit: u64,
-    /// Encoded records not yet written; `buf[..sealed]` are hashed.
+    /// Encoded blocks not yet written; `buf[..sealed]` are hashed, and
+    /// `buf[sealed..]` is the open FRAME block, if any.
     buf: Vec<u8>,
     sealed: usize,
-    /// The chain after the last sealed record.
+    /// The FRAME block being filled (see [`Ledger::reserve_frame`]).
+    open: Option<OpenBlock>,
+    /// The chain after the last sealed block.
     chain: Chain,
     dirty: bool,
     last_sync: Instant,
@@ -119,8 +127,9 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens (or starts) the ledger in `dir`: finds the last complete
-    /// record, cuts off a torn tail, and checks the last segment's chain
-    /// from its header on.
+    /// block, cuts off a torn tail, and checks the last segment's chain
+    /// from its header on. A last segment of format version 1 is left as
+    /// it is, and a new segment continues the chain.
     pub fn open(dir: &Path, segment_limit: u64) -> Result<(Ledger, Recovery), LedgerError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = recovery::lock(dir)?;
@@ -131,10 +140,17 @@ impl Ledger {
             let ledger = Ledger::start_segment(dir, lock, 1, Chain::default(), segment_limit, AppendStats::default())?;
             return Ok((ledger, recovery));
         };
-        let (chain, len) = recovery::recover_tail(path.clone(), &mut recovery)?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+        let (header, chain, len) = recovery::recover_tail(path.clone(), &mut recovery)?;
         recovery.records = chain.records;
         recovery.segment = segment;
+        if header.version != VERSION {
+            // The recorder appends only in its own format.
+            recovery.segment = segment + 1;
+            recovery.upgraded = Some(segment + 1);
+            let ledger = Ledger::start_segment(dir, lock, segment + 1, chain, segment_limit, AppendStats::default())?;
+            return Ok((ledger, recovery));
+        }
+        let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
         let mut ledger = Ledger::new(dir, lock, file, segment, segment_limit, chain, AppendStats::default());
         ledger.seg_len = len;
         Ok((ledger, recovery))
@@ -160,6 +176,7 @@ impl Ledger {
             segment_limit,
             buf: Vec::with_capacity(1 << 20),
             sealed: 0,
+            open: None,
             chain,
             dirty: false,
             last_sync: Instant::now(),
@@ -177,12 +194,7 @@ impl Ledger {
         segment_limit: u64,
         stats: AppendStats,
     ) -> Result<Ledger, LedgerError> {
-        let header = SegmentHeader {
-            segment: n,
-            first_record: chain.records,
-            created_ns: crate::process::realtime_ns(),
-            prev_hash: chain.hash,
-        };
+        let header = SegmentHeader::new(n, chain.records, chain.blocks, crate::process::realtime_ns(), chain.hash);
         let path = dir.join(segment_name(n));
         let tmp = dir.join(format!("{}.tmp", segment_name(n)));
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -196,7 +208,7 @@ impl Ledger {
         }
         // The new chain keeps the old counters of every ring.
         ledger.chain.rings = chain.rings;
-        ledger.write_buffer(&tmp)?;
+        ledger.write_buffer().map_err(io_err(&tmp))?;
         ledger.file.sync_data().map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
@@ -243,103 +255,23 @@ impl Ledger {
         Ok((id, 1))
     }
 
-    fn append_ring(&mut self, id: u16, decl: &RingDecl, next_seq: u64) {
-        let payload = decl.encode();
-        let h = RecordHeader { rtype: RecordType::Ring as u16, ring: id, seq: next_seq, ..Default::default() };
-        self.reserve(h, payload.len()).copy_from_slice(&payload);
-        self.seal(id, 1);
-    }
-
-    /// Adds a GAP record: sequences `first..=last` of ring `id` are lost.
-    pub fn append_gap(&mut self, id: u16, first: u64, last: u64, epoch: u64) {
-        let payload = GapInfo { last, reason: GAP_OVERRUN }.encode();
-        let h = RecordHeader {
-            rtype: RecordType::Gap as u16,
-            ring: id,
-            seq: first,
-            epoch,
-            recv_ns: crate::process::realtime_ns(),
-            ..Default::default()
-        };
-        self.reserve(h, payload.len()).copy_from_slice(&payload);
-        self.seal(id, 1);
-        self.stats.gaps += 1;
-        self.stats.lost += last - first + 1;
-    }
-
-    /// Appends an unsealed FRAME record of `len` payload bytes and returns
-    /// the payload to fill. [`Ledger::seal`] keeps it or drops it.
-    #[inline]
-    pub fn reserve_frame(&mut self, id: u16, seq: u64, epoch: u64, recv_ns: u64, kind: u32, len: usize) -> &mut [u8] {
-        let h =
-            RecordHeader { rtype: RecordType::Frame as u16, ring: id, seq, epoch, recv_ns, kind, ..Default::default() };
-        self.reserve(h, len)
-    }
-
-    #[inline]
-    fn reserve(&mut self, h: RecordHeader, len: usize) -> &mut [u8] {
-        let at = self.buf.len();
-        let total = MIN_RECORD_LEN + len;
-        self.buf.resize(at + total, 0);
-        let h = RecordHeader { len: total as u32, payload_len: len as u32, ..h };
-        h.encode(&mut self.buf[at..]);
-        &mut self.buf[at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + len]
-    }
-
-    /// Sets the time read (`recv_ns`) of every unsealed record: a batch is
-    /// stamped once it has been read, so no record's time precedes its
-    /// frame's publication.
-    #[inline]
-    pub fn stamp_unsealed(&mut self, recv_ns: u64) {
-        let mut at = self.sealed;
-        while at < self.buf.len() {
-            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap()) as usize;
-            self.buf[at + 24..at + 32].copy_from_slice(&recv_ns.to_le_bytes());
-            at += len;
-        }
-    }
-
-    /// Keeps the first `n` unsealed records (of ring `id`), hashing them
-    /// into the chain, and drops the rest (frames the ring did not confirm
-    /// as intact).
-    #[inline]
-    pub fn seal(&mut self, id: u16, n: usize) {
-        let mut at = self.sealed;
-        for _ in 0..n {
-            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().unwrap()) as usize;
-            let body = at + len - HASH_LEN;
-            let hash = chain(&self.chain.hash, &self.buf[at..body]);
-            self.buf[body..at + len].copy_from_slice(&hash);
-            let rec = split_record(&self.buf[at..at + len]).expect("a record this ledger encoded");
-            // The same rules `verify` applies: a frame out of sequence here
-            // is a bug in the caller, and must not reach the disk.
-            if let Err(p) = self.chain.accept(&rec) {
-                panic!("ledger {}: appending an invalid record of ring {id}: {p}", self.dir.display());
-            }
-            if rec.header.rtype == RecordType::Frame as u16 {
-                self.stats.frames += 1;
-            }
-            at += len;
-        }
-        self.sealed = at;
-        self.buf.truncate(at);
-    }
-
     /// Bytes buffered and not yet written.
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
-    /// Writes the sealed records to the segment file (the page cache: they
-    /// survive this process being killed), and starts the next segment if
-    /// this one is full. The caller may release the frames afterwards.
+    /// Writes the sealed blocks to the segment file with one `write(2)`
+    /// (the page cache: they survive this process being killed), and
+    /// starts the next segment if this one is full. The caller may release
+    /// the frames afterwards.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
-        debug_assert_eq!(self.sealed, self.buf.len(), "flush with unsealed records");
+        assert!(self.open.is_none(), "ledger {}: flush with an unsealed block", self.dir.display());
         if self.buf.is_empty() {
             return Ok(());
         }
-        let path = self.dir.join(segment_name(self.segment));
-        self.write_buffer(&path)?;
+        // The path only for an error: a flush allocates nothing.
+        self.write_buffer()
+            .map_err(|source| LedgerError::Io { path: self.dir.join(segment_name(self.segment)), source })?;
         if self.seg_len >= self.segment_limit {
             self.sync()?;
             let stats = self.stats;
@@ -355,8 +287,9 @@ impl Ledger {
         Ok(())
     }
 
-    fn write_buffer(&mut self, path: &Path) -> Result<(), LedgerError> {
-        self.file.write_all(&self.buf).map_err(io_err(path))?;
+    /// Writes the buffer out: one `write(2)` unless the kernel takes less.
+    fn write_buffer(&mut self) -> io::Result<()> {
+        self.file.write_all(&self.buf)?;
         self.seg_len += self.buf.len() as u64;
         self.stats.bytes += self.buf.len() as u64;
         self.buf.clear();
@@ -498,15 +431,17 @@ mod tests {
         let path = d.0.join(segment_name(1));
         let mut bytes = fs::read(&path).unwrap();
         let len = bytes.len();
-        // A payload byte of the fifth frame (after the header and the RING record).
-        let ring_len = MIN_RECORD_LEN + decl().encode().len();
-        let fifth = SEGMENT_HEADER_LEN + ring_len + 4 * (MIN_RECORD_LEN + 20);
-        bytes[fifth + RECORD_HEADER_LEN + 3] ^= 1;
+        // A byte of the fifth frame's length (after the header and the RING
+        // block; each frame sealed alone is a block of its own).
+        let ring_len = MIN_BLOCK_LEN + decl().encode().len();
+        let frame_len = MIN_BLOCK_LEN + ENTRY_HEADER_LEN + 20;
+        let fifth = SEGMENT_HEADER_LEN + ring_len + 4 * frame_len;
+        bytes[fifth + BLOCK_HEADER_LEN + 3] ^= 1;
         fs::write(&path, &bytes).unwrap();
         match Ledger::open(&d.0, 1 << 20) {
             Err(LedgerError::Corrupt { bad, follow, .. }) => {
                 assert_eq!((bad.offset, bad.index, bad.problem), (fifth as u64, 5, Problem::Hash));
-                assert_eq!(follow, (len - fifth - (MIN_RECORD_LEN + 20)) as u64);
+                assert_eq!(follow, (len - fifth - frame_len) as u64);
             }
             other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
         }

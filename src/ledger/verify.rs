@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::anchor::LineError;
+use super::block::{BlockView, Record};
 use super::chain::{BadRecord, Chain, Problem, RingState};
 use super::compress::read_segment;
 use super::format::*;
@@ -52,11 +53,11 @@ pub enum VerifyFailure {
         /// What is wrong.
         problem: String,
     },
-    /// A bad record.
+    /// A bad block (in a version-1 segment, a bad record).
     Record {
         /// The segment.
         path: PathBuf,
-        /// The record.
+        /// The block.
         bad: BadRecord,
     },
 }
@@ -85,9 +86,15 @@ impl fmt::Display for VerifyFailure {
             ),
             VerifyFailure::Header { path, problem } => write!(f, "{}: header: {problem}", path.display()),
             VerifyFailure::Record { path, bad } => {
-                write!(f, "{}: offset {}, record {}", path.display(), bad.offset, bad.index)?;
-                if let Some((ring, seq)) = &bad.ring_seq {
-                    write!(f, " ({ring} seq {seq})")?;
+                write!(f, "{}: offset {}, block {}, ", path.display(), bad.offset, bad.block)?;
+                match bad.records {
+                    1 => write!(f, "record {}", bad.index)?,
+                    n => write!(f, "records {} to {}", bad.index, bad.index + n - 1)?,
+                }
+                match &bad.ring_seq {
+                    Some((ring, first, last)) if first == last => write!(f, " ({ring} seq {first})")?,
+                    Some((ring, first, last)) => write!(f, " ({ring} seq {first} to {last})")?,
+                    None => {}
                 }
                 write!(f, ": {}", bad.problem)
             }
@@ -105,6 +112,8 @@ pub struct Summary {
     pub pruned: Option<Pruned>,
     /// Records of all types.
     pub records: u64,
+    /// Blocks (a version-1 record is a block of one).
+    pub blocks: u64,
     /// The final chain hash.
     pub hash: Hash,
     /// Every ring, with its counts over the whole ledger.
@@ -120,14 +129,19 @@ pub struct Summary {
 pub struct Located<'a> {
     /// Segment number.
     pub segment: u64,
-    /// Offset in the segment file.
+    /// Offset of its block in the segment file.
     pub offset: u64,
+    /// Its block's index in the ledger.
+    pub block: u64,
     /// Index in the ledger.
     pub index: u64,
     /// The ring's name.
     pub ring: &'a str,
     /// The record.
-    pub record: &'a RecordView<'a>,
+    pub record: &'a Record<'a>,
+    /// The chain hash after this record: its block's, for the last record
+    /// of a block (every version-1 record); `None` inside a block.
+    pub hash: Option<&'a [u8]>,
 }
 
 /// What is wrong with segment `n`'s header, given the chain so far.
@@ -136,6 +150,8 @@ fn header_problem(header: &SegmentHeader, n: u64, chain: &Chain) -> Option<Strin
         Some(format!("says it is segment {}", header.segment))
     } else if header.first_record != chain.records {
         Some(format!("says {} records precede it; the chain has {}", header.first_record, chain.records))
+    } else if header.first_block != chain.blocks {
+        Some(format!("says {} blocks precede it; the chain has {}", header.first_block, chain.blocks))
     } else if header.prev_hash != chain.hash {
         Some(format!(
             "continues from hash {}, but the chain ends at {}",
@@ -147,25 +163,46 @@ fn header_problem(header: &SegmentHeader, n: u64, chain: &Chain) -> Option<Strin
     }
 }
 
-/// Adds record `rec` of ring `id` (whose state in the chain is `ring`) to
-/// the whole ledger's counts. The chain's counts restart with each
+/// Adds block `block` of ring `id` (whose state in the chain is `ring`)
+/// to the whole ledger's counts. The chain's counts restart with each
 /// segment's declarations; these run over the whole ledger. Ids are
 /// declared in order.
-fn count(totals: &mut Vec<RingState>, id: usize, ring: &RingState, rec: &RecordView<'_>) {
+fn count(totals: &mut Vec<RingState>, id: usize, ring: &RingState, block: &BlockView<'_>) {
     if id == totals.len() {
         totals.push(RingState { frames: 0, gaps: 0, lost: 0, ..ring.clone() });
     }
     let t = &mut totals[id];
     t.next_seq = ring.next_seq;
-    match RecordType::from_u16(rec.header.rtype) {
-        Some(RecordType::Frame) => t.frames += 1,
+    match block.rtype() {
+        Some(RecordType::Frame) => t.frames += u64::from(block.header.count),
         Some(RecordType::Gap) => {
             t.gaps += 1;
-            let lost = GapInfo::decode(rec.payload).map_or(0, |g| g.last - rec.header.seq + 1);
-            t.lost = t.lost.saturating_add(lost);
+            t.lost = t.lost.saturating_add(block.last_seq() - block.header.seq + 1);
         }
         Some(RecordType::Ring) => t.decl = ring.decl.clone(),
         None => {}
+    }
+}
+
+/// Calls `visit` for each record of `block`, which `chain` has just
+/// verified and advanced past.
+fn visit_records(
+    chain: &Chain,
+    block: &BlockView<'_>,
+    segment: u64,
+    offset: u64,
+    visit: &mut impl FnMut(&Located<'_>),
+) {
+    let ring = &chain.rings[block.header.ring as usize].decl.name;
+    let count = u64::from(block.header.count);
+    let first = chain.records - count;
+    for (i, record) in block.records().enumerate() {
+        // Verified: every record is whole.
+        let Ok(record) = record else { break };
+        let i = i as u64;
+        let hash = (i + 1 == count).then_some(block.hash);
+        let index = first + i;
+        visit(&Located { segment, offset, block: chain.blocks - 1, index, ring, record: &record, hash });
     }
 }
 
@@ -235,6 +272,11 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
             Ok(h) => h,
             Err(e) => return Ok(Err(VerifyFailure::Header { path: path.clone(), problem: e.to_string() })),
         };
+        if i == 0 && pruned.is_some() {
+            // The manifest names no block count: the index goes on from
+            // the first kept segment's.
+            chain.blocks = header.first_block;
+        }
         if let Some(problem) = header_problem(&header, *n, &chain) {
             return Ok(Err(match (i, pruned) {
                 (0, Some(_)) => VerifyFailure::Pruned {
@@ -247,11 +289,11 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
         if i > 0 {
             chain.begin_segment();
         }
-        let result = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, |c, rec, offset| {
-            let id = rec.header.ring as usize;
-            let ring = &c.rings[id];
-            visit(&Located { segment: *n, offset, index: c.records - 1, ring: &ring.decl.name, record: rec });
-            count(&mut totals, id, ring, rec);
+        let body = &bytes[SEGMENT_HEADER_LEN..];
+        let result = chain.scan(body, SEGMENT_HEADER_LEN as u64, header.version, |c, block, offset| {
+            visit_records(c, block, *n, offset, &mut visit);
+            let id = block.header.ring as usize;
+            count(&mut totals, id, &c.rings[id], block);
         });
         match result {
             Ok(()) => {}
@@ -269,7 +311,9 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
             let want = chain.rings.len() - chain.unrestated();
             let bad = BadRecord {
                 offset: bytes.len() as u64 - partial_tail,
+                block: chain.blocks,
                 index: chain.records,
+                records: 1,
                 ring_seq: None,
                 problem: Problem::Invalid(format!(
                     "the segment ends before it restates ring {} (id {want})",
@@ -283,6 +327,7 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
         segments: segs.len() as u64,
         pruned,
         records: chain.records,
+        blocks: chain.blocks,
         hash: chain.hash,
         rings: totals,
         partial_tail,
@@ -299,16 +344,18 @@ pub fn verify(dir: &Path) -> Result<Result<Summary, VerifyFailure>, LedgerError>
     walk(dir, |_| {})
 }
 
-/// The latest record of a ledger, for anchoring it elsewhere.
+/// The latest block of a ledger, for anchoring it elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     /// The last segment.
     pub segment: u64,
     /// Records in the ledger.
     pub records: u64,
-    /// The chain hash of the last record.
+    /// Blocks in the ledger.
+    pub blocks: u64,
+    /// The chain hash of the last block (the chain after the last record).
     pub hash: Hash,
-    /// Bytes after the last complete record (a torn tail the ledger will
+    /// Bytes after the last complete block (a torn tail the ledger will
     /// cut off when it next starts), if any.
     pub torn_bytes: u64,
     /// Each ring's next expected sequence.
@@ -319,7 +366,7 @@ pub struct Head {
 /// its header. A corrupt last segment is an error; a torn tail is reported.
 pub fn head(dir: &Path) -> Result<Result<Head, VerifyFailure>, LedgerError> {
     let Some((segment, path)) = segments(dir)?.pop() else { return Ok(Err(VerifyFailure::Empty)) };
-    let (_, chain, bytes, bad) = match scan_tail(&path) {
+    let (header, chain, bytes, bad) = match scan_tail(&path) {
         Ok(t) => t,
         Err(LedgerError::Header { path, problem }) => {
             return Ok(Err(VerifyFailure::Header { path, problem: problem.to_string() }))
@@ -327,10 +374,10 @@ pub fn head(dir: &Path) -> Result<Result<Head, VerifyFailure>, LedgerError> {
         Err(e) => return Err(e),
     };
     let torn_bytes = match bad {
-        Some(bad) if super::store::is_torn_tail(&bytes, &bad) => bytes.len() as u64 - bad.offset,
+        Some(bad) if super::store::is_torn_tail(&bytes, header.version, &bad) => bytes.len() as u64 - bad.offset,
         Some(bad) => return Ok(Err(VerifyFailure::Record { path, bad })),
         None => 0,
     };
     let rings = chain.rings.iter().map(|r| (r.decl.name.clone(), r.next_seq)).collect();
-    Ok(Ok(Head { segment, records: chain.records, hash: chain.hash, torn_bytes, rings }))
+    Ok(Ok(Head { segment, records: chain.records, blocks: chain.blocks, hash: chain.hash, torn_bytes, rings }))
 }

@@ -82,3 +82,9 @@ pub fn cpu_steal_ticks() -> Option<(u64, u64)> {
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(helix::process::ProcStat::read(pid)?.cpu_seconds())
 }
+
+/// Bytes free for an unprivileged writer on the file system of `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let fs = nix::sys::statvfs::statvfs(dir)?;
+    Ok(fs.blocks_available() as u64 * fs.fragment_size() as u64)
+}

@@ -23,7 +23,7 @@ mod machine;
 mod plot;
 mod stats;
 
-use command::{attach, e2e, ledger, peer, pingpong, render, report, stream, udp};
+use command::{attach, capacity, e2e, ledger, peer, pingpong, render, report, soak, stream, udp};
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +59,14 @@ enum Cmd {
     /// private namespace, plus this reader: ingest-to-reader latency per
     /// reader, frames/s, CPU per process, overruns; then the ledger verified.
     E2e(e2e::E2eArgs),
+    /// e2e once per stream count: each count's figures against the targets
+    /// (publish rate, P99 per reader, gaps, verify) and the largest count
+    /// that meets them.
+    Capacity(capacity::CapacityArgs),
+    /// helixd, helix-ledger, helix-twin and a reader for minutes on end: each
+    /// process's RSS and CPU, the readers' lag and overruns and the ledger's
+    /// size every minute; then the ledger verified.
+    Soak(soak::SoakArgs),
     /// Run every scenario for docs/PERFORMANCE.md, each writing its JSON
     /// (and the plot) into one folder, with report.json listing them.
     Report(report::ReportArgs),
@@ -114,6 +122,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
         Cmd::E2e(a) => e2e::run(a, cli.namespace.is_some(), namespace, &exe),
+        Cmd::Capacity(a) => capacity::run(a, cli.namespace.is_some(), namespace, &exe),
+        Cmd::Soak(a) => soak::run(a, cli.namespace.is_some(), namespace, &exe),
         Cmd::Report(a) => report::run(a, cli.namespace.as_deref(), &exe),
         Cmd::Render(a) => render::run(a),
     }

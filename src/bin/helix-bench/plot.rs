@@ -1,11 +1,13 @@
 //! The latency percentile plot (`--plot FILE.svg`): HDR histogram style,
 //! latency (log scale) against percentile on the "1 / (1 - p)" log scale,
 //! so 90%, 99%, 99.9%, ... are equally spaced and the tail is visible. One
-//! line per transport.
+//! line per transport. And the capacity plot: P99 per reader and CPU per
+//! sample per process against the stream count.
 
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::stats::CurvePoint;
@@ -112,6 +114,103 @@ pub fn percentile_plot(path: &Path, title: &str, series: &[Series<'_>]) -> Resul
             .label(s.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
     }
+    legend(&mut chart).map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// One line of a plot against stream counts: (streams, value) points.
+pub struct Line<'a> {
+    /// Its name in the legend.
+    pub name: &'a str,
+    /// Its points, in increasing x.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// The capacity plot (SVG): two panels over the stream counts, above each
+/// reader's P99 (log scale) with the `limit_ns` line, below each process's
+/// CPU time per sample.
+pub fn capacity_plot(path: &Path, title: &str, p99: &[Line<'_>], limit_ns: f64, cpu: &[Line<'_>]) -> Result<()> {
+    let all = |lines: &[Line<'_>]| lines.iter().flat_map(|l| l.points.clone()).collect::<Vec<_>>();
+    let (lat, ns) = (all(p99), all(cpu));
+    if lat.is_empty() && ns.is_empty() {
+        bail!("nothing to plot: no stream count was measured");
+    }
+    let xmax = lat.iter().chain(&ns).map(|p| p.0).fold(1.0, f64::max) * 1.08;
+    let lo = lat.iter().map(|p| p.1.max(1.0)).fold(limit_ns, f64::min) / 2.0;
+    let hi = lat.iter().map(|p| p.1).fold(limit_ns, f64::max) * 4.0;
+    let top = ns.iter().map(|p| p.1).fold(1.0, f64::max) * 1.3;
+    let err = |e: DrawingAreaErrorKind<_>| anyhow!("{}: {e}", path.display());
+    let root = SVGBackend::new(path, (960, 860)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(err)?;
+    let (upper, lower) = root.split_vertically(420);
+    let mut chart = ChartBuilder::on(&upper)
+        .margin(16)
+        .margin_right(40)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..xmax, (lo..hi).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("streams")
+        .y_desc("P99, ingest to reader (log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| axis_ns(*y))
+        .label_style(("sans-serif", 14))
+        .light_line_style(RGBColor(0xee, 0xee, 0xee))
+        .draw()
+        .map_err(err)?;
+    let target = ShapeStyle { color: BLACK.mix(0.5), filled: false, stroke_width: 1 };
+    chart
+        .draw_series(LineSeries::new([(0.0, limit_ns), (xmax, limit_ns)], target))
+        .map_err(err)?
+        .label(format!("target: under {}", axis_ns(limit_ns)))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], target));
+    draw_lines(&mut chart, p99).map_err(err)?;
+    let mut chart = ChartBuilder::on(&lower)
+        .margin(16)
+        .margin_right(40)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..xmax, 0.0..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("streams")
+        .y_desc("CPU ns per sample")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style(("sans-serif", 14))
+        .light_line_style(RGBColor(0xee, 0xee, 0xee))
+        .draw()
+        .map_err(err)?;
+    draw_lines(&mut chart, cpu).map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Draws `lines` (a line and a dot per point each) and the legend.
+fn draw_lines<'a, DB: DrawingBackend + 'a, Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
+    lines: &[Line<'_>],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for (i, l) in lines.iter().enumerate() {
+        let style = ShapeStyle { color: COLOURS[i % COLOURS.len()].to_rgba(), filled: true, stroke_width: 2 };
+        chart.draw_series(l.points.iter().map(|&p| Circle::new(p, 4, style)))?;
+        chart
+            .draw_series(LineSeries::new(l.points.iter().copied(), style))?
+            .label(l.name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+    }
+    legend(chart)
+}
+
+/// The legend, upper left, of every line drawn with a label.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -119,9 +218,6 @@ pub fn percentile_plot(path: &Path, title: &str, series: &[Series<'_>]) -> Resul
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,10 +25,13 @@ fn failure_json(f: &VerifyFailure) -> Value {
         VerifyFailure::Record { path, bad } => {
             v["file"] = json!(path);
             v["offset"] = json!(bad.offset);
+            v["block"] = json!(bad.block);
             v["record"] = json!(bad.index);
-            if let Some((ring, seq)) = &bad.ring_seq {
+            v["last_record"] = json!(bad.index + bad.records - 1);
+            if let Some((ring, seq, last)) = &bad.ring_seq {
                 v["ring"] = json!(ring);
                 v["seq"] = json!(seq);
+                v["last_seq"] = json!(last);
             }
         }
     }
@@ -36,8 +39,8 @@ fn failure_json(f: &VerifyFailure) -> Value {
 }
 
 /// `verify DIR`: recomputes every chain hash and checks every rule.
-/// Prints the first bad record, or the counts and the final hash; returns
-/// whether the ledger verified.
+/// Prints the first bad block (and the records it covers), or the counts
+/// and the final hash; returns whether the ledger verified.
 pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
     let mut out = io::stdout().lock();
     match verify::verify(dir)? {
@@ -54,13 +57,20 @@ pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
                     })
                     .collect();
                 let v = json!({
-                    "ok": true, "segments": s.segments, "records": s.records, "hash": hex(&s.hash), "rings": rings,
-                    "partial_tail": s.partial_tail,
+                    "ok": true, "segments": s.segments, "records": s.records, "blocks": s.blocks,
+                    "hash": hex(&s.hash), "rings": rings, "partial_tail": s.partial_tail,
                     "pruned": s.pruned.map(|p| json!({ "segment": p.segment, "records": p.records, "hash": hex(&p.hash) })),
                 });
                 writeln!(out, "{v}")?;
             } else {
-                writeln!(out, "ok: {} records in {} segments, final hash {}", s.records, s.segments, hex(&s.hash))?;
+                writeln!(
+                    out,
+                    "ok: {} records ({} blocks) in {} segments, final hash {}",
+                    s.records,
+                    s.blocks,
+                    s.segments,
+                    hex(&s.hash)
+                )?;
                 if let Some(p) = s.pruned {
                     writeln!(
                         out,
@@ -73,7 +83,7 @@ pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
                 if s.partial_tail > 0 {
                     writeln!(
                         out,
-                        "  the last segment ends in {} bytes of an incomplete record (a ledger still writing, or \
+                        "  the last segment ends in {} bytes of an incomplete block (a ledger still writing, or \
                          stopped mid-write; it cuts them off when it starts)",
                         s.partial_tail
                     )?;
@@ -107,12 +117,12 @@ pub fn head(dir: &Path, json: bool) -> anyhow::Result<bool> {
             if json {
                 let rings: Vec<Value> = h.rings.iter().map(|(n, s)| json!({ "name": n, "next_seq": s })).collect();
                 let v = json!({
-                    "hash": hex(&h.hash), "records": h.records, "segment": h.segment,
+                    "hash": hex(&h.hash), "records": h.records, "blocks": h.blocks, "segment": h.segment,
                     "torn_bytes": h.torn_bytes, "rings": rings,
                 });
                 writeln!(out, "{v}")?;
             } else {
-                writeln!(out, "{} records={} segment={}", hex(&h.hash), h.records, h.segment)?;
+                writeln!(out, "{} records={} blocks={} segment={}", hex(&h.hash), h.records, h.blocks, h.segment)?;
                 if h.torn_bytes > 0 {
                     writeln!(
                         out,
@@ -130,17 +140,20 @@ pub fn head(dir: &Path, json: bool) -> anyhow::Result<bool> {
     }
 }
 
-/// One record as a JSON object.
+/// One record as a JSON object: `offset` is its block's, and the last
+/// record of a block carries the block's chain hash.
 pub fn record_json(at: &Located<'_>) -> Value {
     let r = at.record;
     let h = &r.header;
     let rtype = RecordType::from_u16(h.rtype);
     let mut v = json!({
-        "index": at.index, "segment": at.segment, "offset": at.offset,
+        "index": at.index, "segment": at.segment, "offset": at.offset, "block": at.block,
         "type": rtype.map_or("unknown", RecordType::as_str), "ring": at.ring, "seq": h.seq,
         "epoch": h.epoch, "recv_ns": h.recv_ns, "kind": h.kind, "len": h.payload_len,
-        "hash": hex(r.hash),
     });
+    if let Some(hash) = at.hash {
+        v["hash"] = json!(hex(hash));
+    }
     match rtype {
         Some(RecordType::Frame) => {
             v["payload"] = json!(hex(r.payload));
@@ -172,13 +185,29 @@ pub fn record_json(at: &Located<'_>) -> Value {
     v
 }
 
+/// The first record of the block being walked: (block, index, sequence).
+type BlockStart = (u64, u64, u64);
+
+/// One block as a JSON object, given its last record and its first.
+fn block_json(at: &Located<'_>, first: BlockStart, last_seq: u64, hash: &[u8]) -> Value {
+    let rtype = RecordType::from_u16(at.record.header.rtype);
+    json!({
+        "block": at.block, "segment": at.segment, "offset": at.offset,
+        "type": rtype.map_or("unknown", RecordType::as_str), "ring": at.ring,
+        "first_record": first.1, "last_record": at.index, "seq": first.2, "last_seq": last_seq,
+        "hash": hex(hash),
+    })
+}
+
 /// `export DIR`: the records with a sequence in `from..=to` (a GAP
-/// overlapping it; of ring `ring` only, if given) as JSON lines, checking
-/// the chain as it goes. Returns false, after printing the good records,
-/// if the ledger does not verify.
-pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64) -> anyhow::Result<bool> {
+/// overlapping it; of ring `ring` only, if given) as JSON lines, or with
+/// `blocks` one line per block overlapping it (its records and its chain
+/// hash), checking the chain as it goes. Returns false, after printing the
+/// good records, if the ledger does not verify.
+pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) -> anyhow::Result<bool> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut write_err = None;
+    let mut start: BlockStart = (u64::MAX, 0, 0);
     let result = verify::walk(dir, |at| {
         if write_err.is_some() || ring.is_some_and(|r| r != at.ring) {
             return;
@@ -188,10 +217,16 @@ pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64) -> anyhow::Res
             Some(RecordType::Gap) => GapInfo::decode(at.record.payload).map_or(h.seq, |g| g.last),
             _ => h.seq,
         };
-        if last >= from && h.seq <= to {
-            if let Err(e) = writeln!(out, "{}", record_json(at)) {
-                write_err = Some(e);
-            }
+        if start.0 != at.block {
+            start = (at.block, at.index, h.seq);
+        }
+        let line = match (blocks, at.hash) {
+            (false, _) if last >= from && h.seq <= to => record_json(at),
+            (true, Some(hash)) if last >= from && start.2 <= to => block_json(at, start, last, hash),
+            _ => return,
+        };
+        if let Err(e) = writeln!(out, "{line}") {
+            write_err = Some(e);
         }
     })?;
     // A reader that stopped reading (`| head`) is not an error.

@@ -53,8 +53,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Recompute every chain hash and check every record; print the first
-    /// bad record (segment, offset, sequence) or the record count and the
-    /// final hash. Exits 1 on any mismatch.
+    /// bad block (segment, offset, block, the records and sequences it
+    /// covers) or the record count and the final hash. Exits 1 on any
+    /// mismatch.
     Verify {
         /// Ledger folder.
         dir: PathBuf,
@@ -92,7 +93,8 @@ enum Command {
         json: bool,
     },
     /// Print records as JSON lines, for audits: those with a sequence in
-    /// FROM..=TO (GAPs overlapping it). The chain is checked on the way.
+    /// FROM..=TO (GAPs overlapping it); the last record of each block
+    /// carries the block's chain hash. The chain is checked on the way.
     Export {
         /// Ledger folder.
         dir: PathBuf,
@@ -105,6 +107,10 @@ enum Command {
         /// Only this ring's records.
         #[arg(long)]
         ring: Option<String>,
+        /// One line per block instead of per record: its first and last
+        /// record and sequence, and its chain hash (for anchoring).
+        #[arg(long)]
+        blocks: bool,
     },
 }
 
@@ -119,7 +125,9 @@ fn main() -> ExitCode {
     let verdict = match &cli.command {
         Some(Command::Verify { dir, json }) => command::verify(dir, *json),
         Some(Command::Head { dir, json }) => command::head(dir, *json),
-        Some(Command::Export { dir, from, to, ring }) => command::export(dir, ring.as_deref(), *from, *to),
+        Some(Command::Export { dir, from, to, ring, blocks }) => {
+            command::export(dir, ring.as_deref(), *from, *to, *blocks)
+        }
         Some(Command::Anchor { dir, note, records, hash, json }) => {
             anchor::anchor(dir, note, records.zip(hash.as_deref()), *json)
         }

@@ -26,11 +26,13 @@ use crate::config::LedgerConfig;
 use anyhow::{anyhow, Context, Result};
 
 use crate::shared::service::{Cadence, Event, Service};
+use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
 use helix::ledger::format::RingDecl;
 use helix::ledger::store::{Ledger, LedgerError};
 use helix::{Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
 
-/// Frames read from one ring per batch.
+/// Frames read from one ring per batch, at most (a batch is one block: see
+/// `Tap::batch`).
 const BATCH: usize = 4096;
 /// Buffered bytes at which the buffer is written out (and frames released).
 const FLUSH_BYTES: usize = 256 << 10;
@@ -156,6 +158,9 @@ struct Tap {
     reader: Option<Reader>,
     id: u16,
     created_ns: u64,
+    /// Frames read per batch: [`BATCH`], or fewer, so that a batch of the
+    /// ring's largest frames stays within a block's target size.
+    batch: usize,
     /// Logged that the ring is missing (once until it appears).
     missing_logged: bool,
 }
@@ -199,6 +204,7 @@ impl Tap {
                 self.reader = Some(r);
                 self.id = id;
                 self.created_ns = g.created_ns;
+                self.batch = (BLOCK_TARGET / (ENTRY_HEADER_LEN + g.max_payload as usize)).clamp(1, BATCH);
                 self.missing_logged = false;
             }
             Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
@@ -206,13 +212,14 @@ impl Tap {
         Ok(())
     }
 
-    /// Reads one batch into the ledger; returns how many records it added.
+    /// Reads one batch into the ledger, as one block; returns how many
+    /// records it added.
     #[inline]
     fn pump(&mut self, ledger: &mut Ledger) -> usize {
         let Some(reader) = self.reader.as_mut() else { return 0 };
         let id = self.id;
         let epoch = reader.writer_epoch();
-        let got = reader.try_read_batch(BATCH, |f| {
+        let got = reader.try_read_batch(self.batch, |f| {
             let payload = ledger.reserve_frame(id, f.seq(), epoch, 0, f.kind(), f.len());
             // A frame overwritten while copied is not counted by the batch,
             // and `seal` drops it.
@@ -302,13 +309,20 @@ pub fn run(cfg: &LedgerConfig) -> Result<()> {
     if let Some((path, offset, bytes, why)) = &rec.truncated {
         warn!("truncated a torn tail of {bytes} bytes at {} offset {offset} ({why})", path.display());
     }
+    if let Some(n) = rec.upgraded {
+        info!(
+            "the last segment is of ledger format version 1: left as it is; recording continues in segment {n}, \
+             format version {}",
+            helix::ledger::format::VERSION
+        );
+    }
     if !rec.created {
         info!("ledger {}: {} records, segment {}, chain tail verified", cfg.dir.display(), rec.records, rec.segment);
     }
     let mut taps: Vec<Tap> = cfg
         .rings
         .iter()
-        .map(|name| Tap { name: name.clone(), reader: None, id: 0, created_ns: 0, missing_logged: false })
+        .map(|name| Tap { name: name.clone(), reader: None, id: 0, created_ns: 0, batch: 1, missing_logged: false })
         .collect();
     for t in &mut taps {
         t.attach(&cfg.namespace, &mut ledger)?;

@@ -63,8 +63,9 @@ enum Cmd {
     /// What is wrong with this host for HELIX, and how to fix it.
     Doctor(doctor::Args),
     /// Verify a helix-ledger folder: recompute every chain hash and check
-    /// every record; print the first bad record (segment, offset, sequence)
-    /// or the record count and the final hash. Exits 1 on any mismatch.
+    /// every record; print the first bad block (segment, offset, block, the
+    /// records and sequences it covers) or the record count and the final
+    /// hash. Exits 1 on any mismatch.
     Verify(verify::Args),
     /// The digital twin's latest state and active alarms, read from the
     /// rings it publishes (twin.state and alarms).

@@ -24,7 +24,7 @@
 //! Everything runs in a private namespace and a scratch folder that are
 //! removed afterwards, whatever happens.
 
-mod programs;
+pub mod programs;
 mod results;
 mod verify;
 mod window;
@@ -47,7 +47,7 @@ use programs::{Running, Scratch};
 pub use results::*;
 use window::{lag_of, Window};
 
-const TELEMETRY: &str = "telemetry";
+pub const TELEMETRY: &str = "telemetry";
 const ALARMS: &str = "alarms";
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -100,6 +100,21 @@ pub struct E2eArgs {
 }
 
 impl E2eArgs {
+    /// An error naming the first argument out of range; `explicit_ns` is
+    /// whether `namespace` was given with `--namespace`.
+    pub fn check(&self, explicit_ns: bool, namespace: &Namespace) -> Result<()> {
+        if !(self.seconds > 0.0 && self.seconds.is_finite() && self.warmup >= 0.0 && self.warmup.is_finite()) {
+            bail!("--seconds must be positive and --warmup not negative");
+        }
+        if self.fsync_ms == 0 || self.fsync_ms > 60_000 {
+            bail!("--fsync-ms must be from 1 to 60000");
+        }
+        if explicit_ns && namespace.as_str() == "helix" {
+            bail!("helix-bench runs its own helixd: give it a namespace of its own, not the installation's \"helix\"");
+        }
+        Ok(())
+    }
+
     /// The command-line flags that give these arguments.
     pub fn to_args(&self) -> Vec<String> {
         let mut v = vec!["--streams".to_owned(), self.streams.to_string(), "--rate".into(), self.rate.to_string()];
@@ -162,7 +177,7 @@ pub struct Config {
 impl Config {
     /// The configuration `a` asks for; the programs are in `a.bin_dir`, or
     /// beside `exe`.
-    fn new(a: &E2eArgs, namespace: Namespace, exe: &Path) -> Config {
+    pub fn new(a: &E2eArgs, namespace: Namespace, exe: &Path) -> Config {
         let bin_dir = a.bin_dir.clone().unwrap_or_else(|| exe.parent().map(PathBuf::from).unwrap_or_default());
         let cpus = |own: &Option<Vec<usize>>| own.clone().unwrap_or_else(|| a.cpus.clone());
         Config {
@@ -204,15 +219,7 @@ impl Config {
 /// Runs `helix-bench e2e`; `explicit_ns` is whether `--namespace` was given.
 pub fn run(a: E2eArgs, explicit_ns: bool, namespace: Namespace, exe: &Path) -> Result<()> {
     let (load, started) = (load_average(), utc_now());
-    if !(a.seconds > 0.0 && a.seconds.is_finite() && a.warmup >= 0.0 && a.warmup.is_finite()) {
-        bail!("--seconds must be positive and --warmup not negative");
-    }
-    if a.fsync_ms == 0 || a.fsync_ms > 60_000 {
-        bail!("--fsync-ms must be from 1 to 60000");
-    }
-    if explicit_ns && namespace.as_str() == "helix" {
-        bail!("e2e runs its own helixd: give it a namespace of its own, not the installation's \"helix\"");
-    }
+    a.check(explicit_ns, &namespace)?;
     let cfg = Config::new(&a, namespace, exe);
     println!("machine: {}", Machine::detect());
     println!(
@@ -287,6 +294,15 @@ fn print_results(r: &Results) {
 
 /// Runs the scenario; `progress` is told what is happening.
 pub fn measure(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Results> {
+    let scratch = prepare(cfg)?;
+    let result = measure_in(cfg, &scratch.dir, progress);
+    scratch.remove_rings();
+    result
+}
+
+/// Checks `cfg` and that its namespace is free, and makes the scratch
+/// folder, removed (with the namespace's files) when the value is dropped.
+pub fn prepare(cfg: &Config) -> Result<Scratch> {
     if cfg.streams == 0 || !(cfg.rate_hz > 0.0 && cfg.rate_hz.is_finite()) {
         bail!("streams and rate must be positive");
     }
@@ -302,10 +318,7 @@ pub fn measure(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Results> 
     }
     let dir = cfg.dir.join(format!("helix-bench-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-    let scratch = Scratch { dir, ns: cfg.namespace.clone() };
-    let result = measure_in(cfg, &scratch.dir, progress);
-    scratch.remove_rings();
-    result
+    Ok(Scratch { dir, ns: cfg.namespace.clone() })
 }
 
 /// Starts the programs, measures the window, stops them and verifies the

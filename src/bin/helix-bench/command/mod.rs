@@ -6,12 +6,14 @@
 //! measurement.
 
 pub mod attach;
+pub mod capacity;
 pub mod e2e;
 pub mod ledger;
 pub mod peer;
 pub mod pingpong;
 pub mod render;
 pub mod report;
+pub mod soak;
 pub mod stream;
 pub mod udp;
 

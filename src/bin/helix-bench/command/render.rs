@@ -5,6 +5,7 @@
 //! as templates with the run's figures filled in, so the document never
 //! says something the data does not.
 
+mod capacity;
 mod e2e;
 mod head;
 mod ledger;
@@ -18,7 +19,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::{e2e as e2e_scenario, ledger as ledger_scenario, pingpong as pingpong_scenario, stream as stream_scenario};
+use super::{
+    capacity as capacity_scenario, e2e as e2e_scenario, ledger as ledger_scenario, pingpong as pingpong_scenario,
+    stream as stream_scenario,
+};
 use crate::document::{read_document, Document, Index};
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -33,6 +37,10 @@ pub struct RenderArgs {
     /// link it from the document (relative to the document's folder).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Draw the capacity plot (from the report's capacity results, if it
+    /// has them) here and link it from the document.
+    #[arg(long, value_name = "FILE.svg")]
+    pub capacity_plot: Option<PathBuf>,
     /// Hand-written notes included verbatim at the end.
     #[arg(long)]
     pub notes: Option<PathBuf>,
@@ -60,16 +68,40 @@ pub fn run(a: RenderArgs) -> Result<()> {
                 pp.results.params.sizes.first().copied().unwrap_or_default()
             };
             pp.results.plot(size, &pp.machine, plot)?;
-            // Linked relative to the document's folder when it is inside it.
-            let base = a.out.parent().unwrap_or(Path::new(""));
-            Some(plot.strip_prefix(base).unwrap_or(plot).display().to_string())
+            Some(relative(plot, &a.out))
         }
         None => None,
     };
-    let md = render(&a.dir, link.as_deref(), notes.as_deref())?;
+    let capacity_json = a.dir.join(CAPACITY_JSON);
+    let capacity_link = match &a.capacity_plot {
+        Some(plot) if capacity_json.is_file() => {
+            capacity::plot(&read_document(&capacity_json)?, plot)?;
+            Some(relative(plot, &a.out))
+        }
+        _ => None,
+    };
+    let md = render(&a.dir, Plots { latency: link.as_deref(), capacity: capacity_link.as_deref() }, notes.as_deref())?;
     std::fs::write(&a.out, md).with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote {}", a.out.display());
     Ok(())
+}
+
+/// The report's capacity results.
+pub const CAPACITY_JSON: &str = "capacity.json";
+
+/// `plot`'s path as the document `doc` links it: relative to the document's
+/// folder when it is inside it.
+fn relative(plot: &Path, doc: &Path) -> String {
+    let base = doc.parent().unwrap_or(Path::new(""));
+    plot.strip_prefix(base).unwrap_or(plot).display().to_string()
+}
+
+/// The plots' paths as the document links them, those drawn.
+pub struct Plots<'a> {
+    /// The round-trip latency plot.
+    pub latency: Option<&'a str>,
+    /// The capacity plot.
+    pub capacity: Option<&'a str>,
 }
 
 /// Everything read from a report folder.
@@ -82,6 +114,8 @@ struct Run {
     ledger: Option<Document<ledger_scenario::Results>>,
     /// Each e2e run with its JSON file's name, one per CPU placement.
     e2e: Vec<(String, Document<e2e_scenario::Results>)>,
+    /// The capacity run with its JSON file's name, if run.
+    capacity: Option<(String, Document<capacity_scenario::Results>)>,
 }
 
 fn load(dir: &Path) -> Result<Run> {
@@ -91,7 +125,15 @@ fn load(dir: &Path) -> Result<Run> {
             .map_err(|e| anyhow!("{}: {e} (run `helix-bench report` first)", path.display()))?;
         serde_json::from_str(&text).with_context(|| path.display().to_string())?
     };
-    let mut run = Run { index, pingpong: None, pingpong_one_cpu: None, streams: vec![], ledger: None, e2e: vec![] };
+    let mut run = Run {
+        index,
+        pingpong: None,
+        pingpong_one_cpu: None,
+        streams: vec![],
+        ledger: None,
+        e2e: vec![],
+        capacity: None,
+    };
     for step in run.index.steps.clone() {
         if step.error.is_some() {
             continue;
@@ -109,22 +151,22 @@ fn load(dir: &Path) -> Result<Run> {
             "stream" => run.streams.push(read_document(&path)?),
             "ledger" => run.ledger = Some(read_document(&path)?),
             "e2e" => run.e2e.push((step.json.clone(), read_document(&path)?)),
+            "capacity" => run.capacity = Some((step.json.clone(), read_document(&path)?)),
             other => bail!("unknown scenario {other:?}"),
         }
     }
     Ok(run)
 }
 
-/// Renders the report in `dir` to Markdown; `plot` is the SVG's path as
-/// the document links it (if one was drawn); `notes` is included verbatim
-/// at the end.
-pub fn render(dir: &Path, plot: Option<&str>, notes: Option<&str>) -> Result<String> {
+/// Renders the report in `dir` to Markdown; `plots` are the SVGs drawn;
+/// `notes` is included verbatim at the end.
+pub fn render(dir: &Path, plots: Plots<'_>, notes: Option<&str>) -> Result<String> {
     let run = load(dir)?;
     let mut md = String::new();
     head::section(&mut md, &run);
     targets::section(&mut md, &run);
     if let Some(pp) = &run.pingpong {
-        pingpong::section(&mut md, &run, pp, plot);
+        pingpong::section(&mut md, &run, pp, plots.latency);
     }
     if !run.streams.is_empty() {
         stream::section(&mut md, &run);
@@ -134,6 +176,9 @@ pub fn render(dir: &Path, plot: Option<&str>, notes: Option<&str>) -> Result<Str
     }
     if !run.e2e.is_empty() {
         e2e::section(&mut md, &run);
+    }
+    if let Some((json, doc)) = &run.capacity {
+        capacity::section(&mut md, &run, json, doc, plots.capacity);
     }
     failed(&mut md, &run);
     if let Some(notes) = notes {
@@ -205,7 +250,7 @@ fn ratio(x: f64) -> String {
 }
 
 /// 1234567 as `1,234,567`.
-fn group(n: u64) -> String {
+pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -13,10 +13,11 @@ use clap::Args;
 
 use helix::WaitStrategy;
 
+use super::capacity::{CapacityArgs, DEFAULT_STREAMS};
 use super::e2e::E2eArgs;
 use super::ledger::LedgerArgs;
 use super::pingpong::{PingpongArgs, Transport, DEFAULT_SIZES};
-use super::render::ONE_CPU_JSON;
+use super::render::{CAPACITY_JSON, ONE_CPU_JSON};
 use super::stream::{Mode, StreamArgs};
 use crate::document::{utc_now, write_pretty, Index, JsonArg, Step};
 use crate::machine::{cpu_steal_ticks, load_average, Machine};
@@ -39,6 +40,12 @@ pub struct ReportArgs {
     /// Seconds the e2e scenario measures.
     #[arg(long, default_value_t = 20.0)]
     pub e2e_seconds: f64,
+    /// Stream counts the capacity scenario measures.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STREAMS)]
+    pub capacity_streams: Vec<u32>,
+    /// Seconds the capacity scenario measures each count.
+    #[arg(long, default_value_t = 60.0)]
+    pub capacity_seconds: f64,
     /// Where the ledger scenarios write their ledgers.
     #[arg(long, default_value = "/var/tmp")]
     pub ledger_dir: PathBuf,
@@ -55,6 +62,7 @@ pub enum Scenario {
     Stream(StreamArgs),
     Ledger(LedgerArgs),
     E2e(E2eArgs),
+    Capacity(CapacityArgs),
 }
 
 impl Scenario {
@@ -65,6 +73,7 @@ impl Scenario {
             Scenario::Stream(_) => "stream",
             Scenario::Ledger(_) => "ledger",
             Scenario::E2e(_) => "e2e",
+            Scenario::Capacity(_) => "capacity",
         }
     }
 
@@ -75,6 +84,7 @@ impl Scenario {
             Scenario::Stream(a) => a.to_args(),
             Scenario::Ledger(a) => a.to_args(),
             Scenario::E2e(a) => a.to_args(),
+            Scenario::Capacity(a) => a.to_args(),
         };
         std::iter::once(self.name().to_owned()).chain(flags).collect()
     }
@@ -88,6 +98,7 @@ impl Scenario {
             crate::Cmd::Stream(a) => Scenario::Stream(a),
             crate::Cmd::Ledger(a) => Scenario::Ledger(a),
             crate::Cmd::E2e(a) => Scenario::E2e(a),
+            crate::Cmd::Capacity(a) => Scenario::Capacity(a),
             _ => panic!("{} parsed as another verb", self.name()),
         }
     }
@@ -108,6 +119,7 @@ pub fn steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {
     steps.extend(stream_steps(a, dir));
     steps.push((Scenario::Ledger(ledger_step(a, dir)), "ledger.json"));
     steps.extend(e2e_steps(a, dir));
+    steps.push((Scenario::Capacity(capacity_step(a, dir)), CAPACITY_JSON));
     steps
 }
 
@@ -239,6 +251,22 @@ fn e2e_steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {
     steps
 }
 
+/// e2e over the capacity's stream counts, every process on all the CPUs.
+fn capacity_step(a: &ReportArgs, dir: &Path) -> CapacityArgs {
+    CapacityArgs {
+        streams: pick(a, a.capacity_streams.clone(), vec![100, 200]),
+        rate: 100.0,
+        seconds: pick(a, a.capacity_seconds, 1.0),
+        warmup: pick(a, 3.0, 0.5),
+        ledger_dir: a.ledger_dir.clone(),
+        cpus: a.cpus.clone(),
+        wait: WaitStrategy::Park,
+        fsync_ms: 10,
+        bin_dir: None,
+        out: json(dir, CAPACITY_JSON),
+    }
+}
+
 /// Runs `helix-bench report`; `namespace` is the `--namespace` given, if
 /// any, passed on to every scenario.
 pub fn run(a: ReportArgs, namespace: Option<&str>, exe: &Path) -> Result<()> {
@@ -310,6 +338,8 @@ mod tests {
                 cpus,
                 runs: 2,
                 e2e_seconds: 7.5,
+                capacity_streams: vec![10, 20],
+                capacity_seconds: 2.0,
                 ledger_dir: "/var/tmp".into(),
                 quick,
             };
@@ -326,6 +356,8 @@ mod tests {
             cpus: vec![0, 1],
             runs: 3,
             e2e_seconds: 20.0,
+            capacity_streams: DEFAULT_STREAMS.to_vec(),
+            capacity_seconds: 60.0,
             ledger_dir: "/var/tmp".into(),
             quick: false,
         };
@@ -340,7 +372,8 @@ mod tests {
                 "stream-park.json",
                 "ledger.json",
                 "e2e.json",
-                "e2e-ledger-apart.json"
+                "e2e-ledger-apart.json",
+                CAPACITY_JSON
             ]
         );
         let line = |i: usize| steps[i].0.to_args().join(" ");
@@ -348,6 +381,11 @@ mod tests {
         assert!(line(6).contains("--cpus 0 --ledger-cpus 1"), "{}", line(6));
         assert!(line(6).ends_with("--json /tmp/r/e2e-ledger-apart.json"), "{}", line(6));
         let unpinned = super::steps(&ReportArgs { cpus: vec![], ..a }, Path::new("/tmp/r"));
-        assert_eq!(unpinned.len(), 5);
+        assert!(
+            line(7).starts_with("capacity --streams 10000,20000,30000,50000 --rate 100 --seconds 60"),
+            "{}",
+            line(7)
+        );
+        assert_eq!(unpinned.len(), 6);
     }
 }

@@ -16,7 +16,8 @@ pub(super) fn section(md: &mut String, run: &Run, doc: &Document<ledger::Results
          The real `helix-ledger` records a block ring of its own (writer {}, ledgers in `{}`) while \
          {} frames are published as fast as it takes them; frames/s is from the first frame published to \
          the last one the ledger released (written), MB/s counts the segment bytes written (a 32-byte frame \
-         is a 104-byte record: 40 bytes of header, the payload, a 32-byte hash). Each row is the run with \
+         takes 40 bytes in a block, ledger format 2: its length and kind, the payload, and a share of the \
+         block's 72 bytes of header and hash). Each row is the run with \
          the median frames/s of {}:\n\n\
          | frame | fsync interval | frames/s | MB/s written | fsyncs | writer waits |\n|---|---|---|---|---|---|\n",
         command_of(run, "ledger.json", doc),

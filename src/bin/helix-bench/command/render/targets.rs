@@ -93,6 +93,14 @@ const TARGETS: &[Target] = &[
         limits: &[Limit::AtMost(0.0)],
     },
     Target {
+        table: Table::Current,
+        label: "capacity: the largest stream count meeting the targets above (publish rate, P99 per reader, gaps, \
+                verify), at least 50,000 x 100 Hz",
+        missing: None,
+        measure: Measure::Run(capacity_largest),
+        limits: &[Limit::AtLeast(50_000.0)],
+    },
+    Target {
         table: Table::Earlier,
         label: "ring core: streaming 64-byte frames with batching, at least 20 M frames/s median",
         missing: Some("ring core: streaming at least 20 M frames/s"),
@@ -390,6 +398,19 @@ fn ledger_complete(run: &Run) -> Outcome {
     let problems =
         |lg: &e2e::LedgerCheck| (lg.gaps + u64::from(!lg.verified) + lg.published.abs_diff(lg.frames)) as f64;
     Outcome::Figure(shown, checks.iter().map(|lg| problems(lg)).collect())
+}
+
+fn capacity_largest(run: &Run) -> Outcome {
+    let Some((_, doc)) = &run.capacity else { return Outcome::Absent };
+    let r = &doc.results;
+    let counts = r.counts.iter().map(|c| group(u64::from(c.streams))).collect::<Vec<_>>().join(", ");
+    let shown = match r.largest {
+        Some(n) => {
+            format!("**{}** streams x {} Hz (of {counts} measured; see Capacity)", group(u64::from(n)), r.rate_hz)
+        }
+        None => format!("**none** of {counts} x {} Hz (see Capacity)", r.rate_hz),
+    };
+    Outcome::Figure(shown, vec![f64::from(r.largest.unwrap_or(0))])
 }
 
 fn ring_core(run: &Run) -> Outcome {

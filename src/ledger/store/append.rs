@@ -1,0 +1,154 @@
+//! The append path of [`Ledger`]: frames into the open FRAME block, a
+//! block sealed into the chain as one Blake3 input, GAP and RING records
+//! as blocks of one. No allocation once the buffer has grown to a batch.
+
+use super::*;
+
+/// What a FRAME block being filled states once for all its frames.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OpenBlock {
+    ring: u16,
+    seq: u64,
+    epoch: u64,
+    /// Frames reserved so far.
+    count: u32,
+}
+
+impl Ledger {
+    pub(super) fn append_ring(&mut self, id: u16, decl: &RingDecl, next_seq: u64) {
+        let h = BlockHeader { rtype: RecordType::Ring as u16, ring: id, seq: next_seq, ..Default::default() };
+        self.push_block(h, &decl.encode());
+    }
+
+    /// Adds a GAP record: sequences `first..=last` of ring `id` are lost.
+    pub fn append_gap(&mut self, id: u16, first: u64, last: u64, epoch: u64) {
+        let h = BlockHeader {
+            rtype: RecordType::Gap as u16,
+            ring: id,
+            seq: first,
+            epoch,
+            recv_ns: crate::process::realtime_ns(),
+            ..Default::default()
+        };
+        self.push_block(h, &GapInfo { last, reason: GAP_OVERRUN }.encode());
+        self.stats.gaps += 1;
+        self.stats.lost += last - first + 1;
+    }
+
+    /// Seals a block of one record (GAP or RING) with `body`.
+    fn push_block(&mut self, h: BlockHeader, body: &[u8]) {
+        assert!(self.open.is_none(), "ledger {}: a record appended inside an open FRAME block", self.dir.display());
+        self.buf.resize(self.sealed + BLOCK_HEADER_LEN, 0);
+        h.encode(&mut self.buf[self.sealed..]);
+        self.buf.extend_from_slice(body);
+        self.finish_block(1);
+    }
+
+    /// Appends an unsealed frame of `len` payload bytes to the open FRAME
+    /// block (opening one if none is) and returns the payload to fill.
+    /// [`Ledger::seal`] keeps it or drops it. The frames of one block are
+    /// of one ring, consecutive, read under one epoch, and share a time
+    /// read: the first frame's `recv_ns`, or the one
+    /// [`Ledger::stamp_unsealed`] sets. Anything else is a bug in the
+    /// caller, and panics; so does a block body past [`MAX_BLOCK_BODY`]
+    /// (the caller reads batches of at most [`BLOCK_TARGET`] bytes).
+    #[inline]
+    pub fn reserve_frame(&mut self, id: u16, seq: u64, epoch: u64, recv_ns: u64, kind: u32, len: usize) -> &mut [u8] {
+        let open = match &mut self.open {
+            Some(o) => {
+                let next = o.seq.wrapping_add(u64::from(o.count));
+                assert!(
+                    o.ring == id && o.epoch == epoch && seq == next,
+                    "ledger: frame {seq} of ring {id} (epoch {epoch}) does not continue the block of ring {} \
+                     (epoch {}) at {next}",
+                    o.ring,
+                    o.epoch
+                );
+                o
+            }
+            None => {
+                debug_assert_eq!(self.sealed, self.buf.len());
+                self.buf.resize(self.sealed + BLOCK_HEADER_LEN, 0);
+                let h = BlockHeader {
+                    rtype: RecordType::Frame as u16,
+                    ring: id,
+                    seq,
+                    epoch,
+                    recv_ns,
+                    ..Default::default()
+                };
+                h.encode(&mut self.buf[self.sealed..]);
+                self.open.insert(OpenBlock { ring: id, seq, epoch, count: 0 })
+            }
+        };
+        open.count += 1;
+        let at = self.buf.len();
+        let body = at - self.sealed - BLOCK_HEADER_LEN + ENTRY_HEADER_LEN + len;
+        assert!(body <= MAX_BLOCK_BODY, "ledger: a block body of {body} bytes (at most {MAX_BLOCK_BODY})");
+        self.buf.resize(at + ENTRY_HEADER_LEN + len, 0);
+        encode_entry(&mut self.buf[at..], len, kind);
+        &mut self.buf[at + ENTRY_HEADER_LEN..]
+    }
+
+    /// Sets the time read (`recv_ns`) of the open block: a batch is
+    /// stamped once it has been read, so no record's time precedes its
+    /// frame's publication.
+    #[inline]
+    pub fn stamp_unsealed(&mut self, recv_ns: u64) {
+        if self.open.is_some() {
+            self.buf[self.sealed + 24..self.sealed + 32].copy_from_slice(&recv_ns.to_le_bytes());
+        }
+    }
+
+    /// Keeps the first `n` frames of the open block (of ring `id`) and
+    /// seals it: hashes it into the chain as one input. Drops the rest
+    /// (frames the ring did not confirm as intact), and the whole block if
+    /// `n` is 0.
+    #[inline]
+    pub fn seal(&mut self, id: u16, n: usize) {
+        let Some(open) = self.open.take() else {
+            assert_eq!(n, 0, "ledger: sealing {n} frames of ring {id}, none reserved");
+            return;
+        };
+        assert!(open.ring == id && n <= open.count as usize, "ledger: sealing {n} frames of ring {id}: {open:?}");
+        if n == 0 {
+            self.buf.truncate(self.sealed);
+            return;
+        }
+        if n < open.count as usize {
+            let mut end = self.sealed + BLOCK_HEADER_LEN;
+            for _ in 0..n {
+                end += entry_len(&self.buf[end..]);
+            }
+            self.buf.truncate(end);
+        }
+        self.finish_block(n as u32);
+    }
+
+    /// Completes the block at `sealed` (its header's type, ring, sequence,
+    /// epoch and time set; its body after it) as holding `count` records:
+    /// its lengths, its chain hash, and the same rules `verify` applies.
+    fn finish_block(&mut self, count: u32) {
+        let at = self.sealed;
+        let body_len = self.buf.len() - at - BLOCK_HEADER_LEN;
+        let h = BlockHeader {
+            len: (MIN_BLOCK_LEN + body_len) as u32,
+            count,
+            body_len: body_len as u32,
+            ..BlockHeader::decode(&self.buf[at..])
+        };
+        h.encode(&mut self.buf[at..]);
+        let hash = chain(&self.chain.hash, &self.buf[at..]);
+        self.buf.extend_from_slice(&hash);
+        let block = split_block(&self.buf[at..]).expect("a block this ledger encoded");
+        // A frame out of sequence here is a bug in the caller, and must
+        // not reach the disk.
+        if let Err(p) = self.chain.accept_block(&block) {
+            panic!("ledger {}: appending an invalid block of ring {}: {p}", self.dir.display(), h.ring);
+        }
+        if h.rtype == RecordType::Frame as u16 {
+            self.stats.frames += u64::from(count);
+        }
+        self.sealed = self.buf.len();
+    }
+}
