@@ -206,8 +206,9 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// The chain hash after the ledger's first `records` records, read from the
 /// segment that holds record `records - 1` (or from the header of the
-/// segment that starts there). `None` if the folder does not hold that
-/// record: the ledger is shorter, or it was pruned.
+/// segment that starts there). `None` if no block ends there (a chain hash
+/// is kept per block), or the folder does not hold that record: the
+/// ledger is shorter, or it was pruned.
 pub fn hash_at(dir: &Path, records: u64) -> Result<Option<Hash>, LedgerError> {
     let mut holder = None;
     for (_, path) in segments(dir)? {
@@ -271,8 +272,9 @@ pub fn covered(dir: &Path, anchors: &Anchors, floor: u64) -> Result<(u64, Vec<Un
                 hex(&a.hash)
             ),
             None => format!(
-                "the folder does not hold record {} (the ledger is shorter: records lost in a power failure, or the anchor is another ledger's)",
-                a.records - 1
+                "the folder holds no chain hash after {} records: no block ends there, or the ledger is shorter \
+                 (records lost in a power failure, or the anchor is another ledger's)",
+                a.records
             ),
         };
         unmatched.push(Unmatched { line: *line, anchor: a.clone(), problem });

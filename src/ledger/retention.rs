@@ -323,7 +323,7 @@ pub(super) mod tests {
         assert_eq!(anchored, at);
         let lines: Vec<usize> = unmatched.iter().map(|u| u.line).collect();
         assert_eq!(lines, [3, 2], "highest first");
-        assert!(unmatched[0].problem.contains("does not hold record"), "{}", unmatched[0].problem);
+        assert!(unmatched[0].problem.contains("holds no chain hash after"), "{}", unmatched[0].problem);
         assert!(unmatched[1].problem.contains("was rewritten"), "{}", unmatched[1].problem);
 
         let all = Policy { max_total_bytes: Some(1), ..Policy::default() };

@@ -80,6 +80,10 @@ fn check_given(dir: &Path, records: u64, hash: &[u8; 32]) -> Result<()> {
             hex(&h),
             hex(hash)
         ),
-        None => bail!("{}: the ledger does not hold record {}: not anchored", dir.display(), records - 1),
+        None => bail!(
+            "{}: the ledger holds no chain hash after {records} records (no block ends there, or the ledger is \
+             shorter; `export --blocks` lists them): not anchored",
+            dir.display()
+        ),
     }
 }
