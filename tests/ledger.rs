@@ -203,13 +203,7 @@ fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
     // needs its slots, so frames published during the downtime would be
     // safe only as long as the ring holds them, which is timing.
     let (view, mut w) = recorded_ring(&env, "audit", 1 << 16, 2000);
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = common::xorshift(0x2545_F491_4F6C_DD1D);
     let mut published = 0u64;
     for round in 0..50 {
         let mut ledger = env.ledger("audit", 1);

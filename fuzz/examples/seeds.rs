@@ -171,8 +171,13 @@ fn ledger_seeds() {
 /// Every target's seeds, or only the targets named as arguments.
 fn main() {
     let only: Vec<String> = std::env::args().skip(1).collect();
-    let seeds: [(&str, fn()); 4] =
-        [("ring_attach", ring_seeds), ("datagram", datagram_seeds), ("config", config_seeds), ("ledger", ledger_seeds)];
+    let seeds: [(&str, fn()); 5] = [
+        ("ring_attach", ring_seeds),
+        ("datagram", datagram_seeds),
+        ("config", config_seeds),
+        ("ledger", ledger_seeds),
+        ("ledger_files", ledger_file_seeds),
+    ];
     for name in &only {
         assert!(seeds.iter().any(|(n, _)| n == name), "no target {name:?}");
     }
@@ -181,4 +186,41 @@ fn main() {
             write();
         }
     }
+}
+
+/// `ledger_files`: an anchors file, a manifest, and a compressed segment,
+/// each as the ledger writes it, after its selector byte.
+fn ledger_file_seeds() {
+    use helix::ledger::anchor::{append_anchor, Anchor};
+    use helix::ledger::compress::compress_segment;
+    use helix::ledger::retention::{write_pruned, Pruned};
+    let out = corpus("ledger_files");
+    let scratch = std::env::temp_dir().join(format!("helix-seeds-files-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    let (mut l, _) = Ledger::open(&scratch, 1 << 20).unwrap();
+    let decl = RingDecl { created_ns: 7, capacity: 8, max_payload: 40, policy: 1, name: "telemetry".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    for seq in 1..=20u64 {
+        l.reserve_frame(id, seq, 1, seq * 1000, 1, 40).fill(seq as u8);
+        l.seal(id, 1);
+    }
+    l.flush().unwrap();
+    let chain = l.chain().clone();
+    drop(l);
+    for (i, note) in ["", "copied to the historian"].iter().enumerate() {
+        let a = Anchor { records: chain.records - i as u64, hash: chain.hash, time_ns: 1, note: note.to_string() };
+        append_anchor(&scratch, &a).unwrap();
+    }
+    write_pruned(&scratch, &Pruned { segment: 3, records: 1234, hash: chain.hash }).unwrap();
+    let seg = scratch.join(helix::ledger::format::segment_name(1));
+    compress_segment(&scratch, &seg).unwrap();
+    let packed = scratch.join(helix::ledger::compress::compressed_name(1));
+    for (name, which, file) in
+        [("anchors", 0u8, scratch.join("anchors")), ("pruned", 1, scratch.join("pruned")), ("segment-lz4", 2, packed)]
+    {
+        let mut input = vec![which];
+        input.extend_from_slice(&fs::read(file).unwrap());
+        fs::write(out.join(name), input).unwrap();
+    }
+    fs::remove_dir_all(&scratch).unwrap();
 }

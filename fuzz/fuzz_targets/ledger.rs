@@ -19,8 +19,6 @@
 #![no_main]
 
 use std::fs;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use helix::ledger::block::split;
 use helix::ledger::format::{
@@ -30,29 +28,14 @@ use helix::ledger::format::{
 use helix::ledger::{head, verify, walk, Ledger};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::dir;
+
 const FIX_RECORDS: u8 = 1;
 const FIX_HEADERS: u8 = 2;
 /// Segments past this many are left in the last one.
 const MAX_SEGMENTS: usize = 8;
-
-/// This process's ledger folder (tmpfs, so the ledger's fsyncs cost
-/// nothing), emptied before every input.
-fn dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
-        let dir = base.join(format!("helix-fuzz-ledger-{}", std::process::id()));
-        // Remove it when a finding aborts the process (then libfuzzer-sys's
-        // hook aborts, and libFuzzer writes the crash artifact).
-        let previous = std::panic::take_hook();
-        let d = dir.clone();
-        std::panic::set_hook(Box::new(move |info| {
-            let _ = fs::remove_dir_all(&d);
-            previous(info);
-        }));
-        dir
-    })
-}
 
 /// Splits `body` before each segment magic after the first byte.
 fn split_segments(body: &[u8]) -> Vec<Vec<u8>> {

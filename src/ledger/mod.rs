@@ -11,10 +11,13 @@
 //! the next sequence. Frames lost anyway (an overwriting ring, a late
 //! start, a demotion) are recorded as explicit GAP records.
 
+pub mod anchor;
 pub mod block;
 pub mod chain;
+pub mod compress;
 pub mod format;
 mod recovery;
+pub mod retention;
 pub mod store;
 pub mod verify;
 

@@ -3,12 +3,13 @@
 //! (a torn append cut off; a bad record with data after it refused).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::block::split;
 use super::chain::{BadRecord, Chain, Problem};
+use super::compress::{is_compressed, read_segment, COMPRESSED_SUFFIX};
 use super::format::*;
 use super::store::{io_err, LedgerError};
 
@@ -21,6 +22,9 @@ pub struct Recovery {
     pub truncated: Option<(PathBuf, u64, u64, String)>,
     /// Temporary files of an unfinished segment rotation that were removed.
     pub removed: Vec<PathBuf>,
+    /// Segments an interrupted pruning had left behind, removed (the
+    /// `pruned` manifest already counted them as pruned).
+    pub pruned: Vec<PathBuf>,
     /// Records in the ledger.
     pub records: u64,
     /// The segment appended to.
@@ -55,24 +59,33 @@ pub(super) fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
     Ok(Arc::new(file))
 }
 
-/// The segment files in `dir`, sorted by number.
+/// The segment files in `dir`, sorted by number: plain or compressed
+/// (`seg-N.hxl.lz4`); where a compression was interrupted after its rename
+/// and both are there, the plain one.
 pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
-        if let Some(n) = entry.file_name().to_str().and_then(parse_segment_name) {
-            out.push((n, entry.path()));
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let (plain, compressed) = match name.strip_suffix(COMPRESSED_SUFFIX) {
+            Some(plain) => (plain, true),
+            None => (name, false),
+        };
+        if let Some(n) = parse_segment_name(plain) {
+            out.push((n, compressed, entry.path()));
         }
     }
     out.sort();
-    Ok(out)
+    out.dedup_by_key(|(n, _, _)| *n);
+    Ok(out.into_iter().map(|(n, _, path)| (n, path)).collect())
 }
 
 /// The chain state at the end of segment `path`, checked from its header.
 /// A bad record is returned with the state before it, for the caller to
 /// decide whether it is a torn tail.
 pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Vec<u8>, Option<BadRecord>), LedgerError> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
+    let bytes = read_segment(path).map_err(io_err(path))?;
     let header =
         SegmentHeader::decode(&bytes).map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })?;
     let mut chain = Chain::at_segment(&header);
@@ -113,6 +126,14 @@ pub(super) fn remove_temporaries(dir: &Path) -> Result<Vec<PathBuf>, LedgerError
 /// its last block and the segment's length. A bad block that is not a
 /// torn tail is refused: [`LedgerError::Corrupt`].
 pub(super) fn recover_tail(path: PathBuf, recovery: &mut Recovery) -> Result<(SegmentHeader, Chain, u64), LedgerError> {
+    if is_compressed(&path) {
+        let e = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the newest segment is compressed, but the recorder appends to it (only closed segments are \
+             compressed): restore it with `lz4 -d`",
+        );
+        return Err(io_err(&path)(e));
+    }
     let (header, chain, bytes, bad) = scan_tail(&path)?;
     let len = bytes.len() as u64;
     let Some(bad) = bad else {

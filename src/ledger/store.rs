@@ -76,6 +76,9 @@ pub enum LedgerError {
     /// More rings than a record's ring id can name.
     #[error("a ledger records at most 65536 rings")]
     TooManyRings,
+    /// The `pruned` manifest is unreadable or does not fit the folder.
+    #[error("{0}")]
+    Manifest(super::anchor::LineError),
 }
 
 pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
@@ -131,6 +134,7 @@ impl Ledger {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = recovery::lock(dir)?;
         let mut recovery = Recovery { removed: recovery::remove_temporaries(dir)?, ..Recovery::default() };
+        recovery.pruned = super::retention::finish_pruning(dir)?;
         let Some((segment, path)) = segments(dir)?.pop() else {
             recovery.created = true;
             let ledger = Ledger::start_segment(dir, lock, 1, Chain::default(), segment_limit, AppendStats::default())?;

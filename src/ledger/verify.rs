@@ -4,9 +4,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::anchor::LineError;
 use super::block::{BlockView, Record};
 use super::chain::{BadRecord, Chain, Problem, RingState};
+use super::compress::read_segment;
 use super::format::*;
+use super::retention::{read_pruned, Pruned, PRUNED_FILE};
 use super::store::{scan_tail, segments, LedgerError};
 
 /// The first thing wrong with a ledger, precisely located.
@@ -28,6 +31,28 @@ pub enum VerifyFailure {
         /// What is wrong.
         problem: String,
     },
+    /// The `pruned` manifest is unreadable, or the folder's first segment
+    /// does not continue from it.
+    Pruned {
+        /// The manifest (or the segment).
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A segment was removed while it was being read: the recorder's
+    /// retention pruned it meanwhile.
+    PrunedMeanwhile {
+        /// The segment.
+        segment: u64,
+    },
+    /// A segment file that cannot be read as one: a compressed segment
+    /// that does not decode.
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// A bad block (in a version-1 segment, a bad record).
     Record {
         /// The segment.
@@ -41,9 +66,24 @@ impl fmt::Display for VerifyFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VerifyFailure::Empty => write!(f, "no ledger segment (seg-NNNNNNNNNN.hxl) in this folder"),
+            VerifyFailure::MissingSegment { expected: 1, found } => write!(
+                f,
+                "segment 1 ({}) is missing and no `{PRUNED_FILE}` manifest says that segments were pruned \
+                 (removed by hand?); the first segment is {}",
+                segment_name(1),
+                found.display()
+            ),
             VerifyFailure::MissingSegment { expected, found } => {
                 write!(f, "segment {expected} ({}) is missing; next is {}", segment_name(*expected), found.display())
             }
+            VerifyFailure::Pruned { path, problem } | VerifyFailure::Unreadable { path, problem } => {
+                write!(f, "{}: {problem}", path.display())
+            }
+            VerifyFailure::PrunedMeanwhile { segment } => write!(
+                f,
+                "segment {segment} ({}) was pruned by the recorder's retention while it was being read: run again",
+                segment_name(*segment)
+            ),
             VerifyFailure::Header { path, problem } => write!(f, "{}: header: {problem}", path.display()),
             VerifyFailure::Record { path, bad } => {
                 write!(f, "{}: offset {}, block {}, ", path.display(), bad.offset, bad.block)?;
@@ -67,6 +107,9 @@ impl fmt::Display for VerifyFailure {
 pub struct Summary {
     /// Segment files.
     pub segments: u64,
+    /// What was pruned from the start of the ledger, if anything: the
+    /// verification started from its record count and hash.
+    pub pruned: Option<Pruned>,
     /// Records of all types.
     pub records: u64,
     /// Blocks (a version-1 record is a block of one).
@@ -163,30 +206,85 @@ fn visit_records(
     }
 }
 
-/// Reads every segment in order, checking every header and record, and
-/// calls `visit` for each good record. Stops at the first failure.
-pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
+/// The folder's `pruned` manifest, if any, and its segments from the first
+/// one after it (leftovers of an interrupted pruning are not read).
+type Start = (Option<Pruned>, Vec<(u64, PathBuf)>);
+
+fn start(dir: &Path) -> Result<Result<Start, VerifyFailure>, LedgerError> {
     let segs = segments(dir)?;
+    let pruned = match read_pruned(dir) {
+        Ok(p) => p,
+        Err(LineError::Bad { path, line, problem }) => {
+            return Ok(Err(VerifyFailure::Pruned { path, problem: format!("line {line}: {problem}") }))
+        }
+        Err(LineError::Io { path, source }) => return Err(LedgerError::Io { path, source }),
+    };
+    let first = pruned.map_or(1, |p| p.segment + 1);
+    let segs: Vec<_> = segs.into_iter().filter(|(n, _)| *n >= first).collect();
     if segs.is_empty() {
         return Ok(Err(VerifyFailure::Empty));
     }
+    Ok(Ok((pruned, segs)))
+}
+
+/// The bytes of segment `n` at `path` (decompressed); one that retention
+/// deleted meanwhile, or a compressed one that does not decode, is a
+/// failure.
+fn read(dir: &Path, n: u64, path: &Path) -> Result<Result<Vec<u8>, VerifyFailure>, LedgerError> {
+    match read_segment(path) {
+        Ok(b) => Ok(Ok(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && pruned_since(dir, n) => {
+            Ok(Err(VerifyFailure::PrunedMeanwhile { segment: n }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Ok(Err(VerifyFailure::Unreadable { path: path.to_owned(), problem: e.to_string() }))
+        }
+        Err(source) => Err(LedgerError::Io { path: path.to_owned(), source }),
+    }
+}
+
+/// Reads every segment in order, checking every header and record, and
+/// calls `visit` for each good record. Stops at the first failure.
+pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
+    let (pruned, segs) = match start(dir)? {
+        Ok(s) => s,
+        Err(f) => return Ok(Err(f)),
+    };
+    let first = pruned.map_or(1, |p| p.segment + 1);
     let mut chain = Chain::default();
+    if let Some(p) = pruned {
+        (chain.hash, chain.records) = (p.hash, p.records);
+    }
     // Counts over the whole ledger, by ring id (the chain's counts restart
     // with each segment's declarations).
     let mut totals: Vec<RingState> = Vec::new();
     let mut partial_tail = 0;
     for (i, (n, path)) in segs.iter().enumerate() {
-        let expected = i as u64 + 1;
+        let expected = first + i as u64;
         if *n != expected {
             return Ok(Err(VerifyFailure::MissingSegment { expected, found: path.clone() }));
         }
-        let bytes = std::fs::read(path).map_err(|source| LedgerError::Io { path: path.clone(), source })?;
+        let bytes = match read(dir, *n, path)? {
+            Ok(b) => b,
+            Err(f) => return Ok(Err(f)),
+        };
         let header = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
             Err(e) => return Ok(Err(VerifyFailure::Header { path: path.clone(), problem: e.to_string() })),
         };
+        if i == 0 && pruned.is_some() {
+            // The manifest names no block count: the index goes on from
+            // the first kept segment's.
+            chain.blocks = header.first_block;
+        }
         if let Some(problem) = header_problem(&header, *n, &chain) {
-            return Ok(Err(VerifyFailure::Header { path: path.clone(), problem }));
+            return Ok(Err(match (i, pruned) {
+                (0, Some(_)) => VerifyFailure::Pruned {
+                    path: path.clone(),
+                    problem: format!("the first segment after the `{PRUNED_FILE}` manifest {problem}"),
+                },
+                _ => VerifyFailure::Header { path: path.clone(), problem },
+            }));
         }
         if i > 0 {
             chain.begin_segment();
@@ -227,12 +325,18 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
     }
     Ok(Ok(Summary {
         segments: segs.len() as u64,
+        pruned,
         records: chain.records,
         blocks: chain.blocks,
         hash: chain.hash,
         rings: totals,
         partial_tail,
     }))
+}
+
+/// Whether the `pruned` manifest now counts segment `n` as pruned.
+fn pruned_since(dir: &Path, n: u64) -> bool {
+    read_pruned(dir).ok().flatten().is_some_and(|p| p.segment >= n)
 }
 
 /// Verifies the whole ledger in `dir`.

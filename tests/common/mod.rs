@@ -161,6 +161,18 @@ pub fn payload(seq: u64, len: usize, out: &mut [u8]) {
     }
 }
 
+/// A deterministic pseudo-random source (xorshift64, from `seed`, not
+/// zero): each call gives a number below its argument.
+pub fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed;
+    move |n| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
+}
+
 /// The payload length used for sequence `seq` in ring tests of `max` bytes.
 pub fn payload_len(seq: u64, max: usize) -> usize {
     (seq as usize * 7) % (max + 1)

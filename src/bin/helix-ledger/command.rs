@@ -18,7 +18,10 @@ fn failure_json(f: &VerifyFailure) -> Value {
             v["segment"] = json!(expected);
             v["found"] = json!(found);
         }
-        VerifyFailure::Header { path, .. } => v["file"] = json!(path),
+        VerifyFailure::Header { path, .. }
+        | VerifyFailure::Pruned { path, .. }
+        | VerifyFailure::Unreadable { path, .. } => v["file"] = json!(path),
+        VerifyFailure::PrunedMeanwhile { segment } => v["segment"] = json!(segment),
         VerifyFailure::Record { path, bad } => {
             v["file"] = json!(path);
             v["offset"] = json!(bad.offset);
@@ -56,6 +59,7 @@ pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
                 let v = json!({
                     "ok": true, "segments": s.segments, "records": s.records, "blocks": s.blocks,
                     "hash": hex(&s.hash), "rings": rings, "partial_tail": s.partial_tail,
+                    "pruned": s.pruned.map(|p| json!({ "segment": p.segment, "records": p.records, "hash": hex(&p.hash) })),
                 });
                 writeln!(out, "{v}")?;
             } else {
@@ -67,6 +71,15 @@ pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
                     s.segments,
                     hex(&s.hash)
                 )?;
+                if let Some(p) = s.pruned {
+                    writeln!(
+                        out,
+                        "  segments 1 to {} were pruned (records 0 to {}); verified from there, hash {}",
+                        p.segment,
+                        p.records.saturating_sub(1),
+                        hex(&p.hash)
+                    )?;
+                }
                 if s.partial_tail > 0 {
                     writeln!(
                         out,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::shared::conf::{ConfigError, Source};
+use helix::ledger::retention::Policy;
 use helix::shm::{validate_ring_name, Namespace};
 
 /// The configuration used when there is no file.
@@ -31,6 +32,9 @@ pub struct LedgerConfig {
     pub fsync_interval: Duration,
     /// Segment size at which the next segment starts, in bytes.
     pub segment_size: u64,
+    /// Which closed segments the recorder deletes (`[retention]`; off
+    /// unless a limit is set).
+    pub retention: Policy,
 }
 
 #[derive(Deserialize)]
@@ -41,7 +45,20 @@ struct Raw {
     rings: Option<Spanned<Vec<Spanned<String>>>>,
     fsync_interval_ms: Option<Spanned<u64>>,
     segment_size_mib: Option<Spanned<u64>>,
+    retention: Option<RawRetention>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    max_age_days: Option<Spanned<f64>>,
+    max_total_gib: Option<Spanned<f64>>,
+    compress: Option<bool>,
+}
+
+/// The largest `max_age_days` (a century) and `max_total_gib` (1 EiB).
+const MAX_AGE_DAYS: f64 = 36_500.0;
+const MAX_TOTAL_GIB: f64 = (1u64 << 30) as f64;
 
 impl LedgerConfig {
     /// `path` if given (it must exist), else /etc/helix/ledger.toml if it
@@ -88,8 +105,28 @@ impl LedgerConfig {
             Some(v) => *v.get_ref() << 20,
             None => 64 << 20,
         };
-        Ok(LedgerConfig { path: path.to_owned(), namespace, dir, rings, fsync_interval, segment_size })
+        let retention = retention(&src, raw.retention.as_ref())?;
+        Ok(LedgerConfig { path: path.to_owned(), namespace, dir, rings, fsync_interval, segment_size, retention })
     }
+}
+
+/// `[retention]`: each limit positive, finite and at most its maximum.
+fn retention(src: &Source, raw: Option<&RawRetention>) -> Result<Policy, ConfigError> {
+    let Some(raw) = raw else { return Ok(Policy::default()) };
+    let limit = |v: &Option<Spanned<f64>>, name: &str, max: f64| match v {
+        Some(v) if !(*v.get_ref() > 0.0 && *v.get_ref() <= max) => {
+            Err(src.at(v, format!("{name} must be more than 0 and at most {max}")))
+        }
+        Some(v) => Ok(Some(*v.get_ref())),
+        None => Ok(None),
+    };
+    let age = limit(&raw.max_age_days, "max_age_days", MAX_AGE_DAYS)?;
+    let total = limit(&raw.max_total_gib, "max_total_gib", MAX_TOTAL_GIB)?;
+    Ok(Policy {
+        max_age: age.map(|d| Duration::from_secs_f64(d * 86400.0)),
+        max_total_bytes: total.map(|g| (g * (1u64 << 30) as f64) as u64),
+        compress: raw.compress.unwrap_or(false),
+    })
 }
 
 #[cfg(test)]
@@ -115,5 +152,26 @@ mod tests {
         assert_eq!(line_err("segment_size_mib = -1\n").0, Some(1));
         assert!(line_err("colour = 1\n").1.contains("unknown field `colour`"));
         assert_eq!(line_err("rings = [\"Bad Name\"]\n").0, Some(1));
+    }
+
+    #[test]
+    fn retention_is_off_by_default_and_its_limits_are_checked() {
+        let c = LedgerConfig::parse(DEFAULT_CONFIG, Path::new("d")).unwrap();
+        assert!(!c.retention.is_set());
+        let c = LedgerConfig::parse("[retention]\nmax_age_days = 30\nmax_total_gib = 0.5\n", Path::new("l")).unwrap();
+        assert_eq!(c.retention.max_age, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(c.retention.max_total_bytes, Some(512 << 20));
+        let c = LedgerConfig::parse("[retention]\nmax_total_gib = 2\n", Path::new("l")).unwrap();
+        assert_eq!((c.retention.max_age, c.retention.max_total_bytes), (None, Some(2 << 30)));
+        assert_eq!(
+            line_err("[retention]\n\nmax_age_days = 0\n"),
+            (Some(3), "max_age_days must be more than 0 and at most 36500".into())
+        );
+        assert_eq!(line_err("[retention]\nmax_total_gib = -1\n").0, Some(2));
+        assert_eq!(line_err("[retention]\nmax_total_gib = nan\n").0, Some(2));
+        assert!(line_err("[retention]\nmax_size = 1\n").1.contains("unknown field `max_size`"));
+        let c = LedgerConfig::parse("[retention]\ncompress = true\n", Path::new("l")).unwrap();
+        assert!(c.retention.compress && !c.retention.is_set());
+        assert_eq!(line_err("[retention]\ncompress = \"lz4\"\n").0, Some(2));
     }
 }

@@ -9,8 +9,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[path = "../shared/mod.rs"]
 mod shared;
 
+mod anchor;
 mod command;
 mod config;
+mod retention;
 mod run;
 
 use config::LedgerConfig;
@@ -70,6 +72,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Record that the ledger's head was exported off the host: print it
+    /// (as `head` does) and append it to the folder's `anchors` file, or
+    /// record a head exported earlier (--records and --hash). Retention
+    /// deletes only segments an anchor covers.
+    Anchor {
+        /// Ledger folder.
+        dir: PathBuf,
+        /// Where the hash was exported to (free text, kept in the line).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// The record count of a head exported earlier (with --hash).
+        #[arg(long, requires = "hash")]
+        records: Option<u64>,
+        /// The chain hash of a head exported earlier (with --records).
+        #[arg(long, requires = "records")]
+        hash: Option<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print records as JSON lines, for audits: those with a sequence in
     /// FROM..=TO (GAPs overlapping it); the last record of each block
     /// carries the block's chain hash. The chain is checked on the way.
@@ -105,6 +127,9 @@ fn main() -> ExitCode {
         Some(Command::Head { dir, json }) => command::head(dir, *json),
         Some(Command::Export { dir, from, to, ring, blocks }) => {
             command::export(dir, ring.as_deref(), *from, *to, *blocks)
+        }
+        Some(Command::Anchor { dir, note, records, hash, json }) => {
+            anchor::anchor(dir, note, records.zip(hash.as_deref()), *json)
         }
         None => return record(&cli),
     };
@@ -142,14 +167,30 @@ fn load(cli: &Cli) -> anyhow::Result<LedgerConfig> {
 /// What `--check` prints of a valid configuration.
 fn report(c: &LedgerConfig) -> String {
     format!(
-        "{}: ok, namespace {}; records {} in {}; fsync every {:?}, segments of {} MiB\n",
+        "{}: ok, namespace {}; records {} in {}; fsync every {:?}, segments of {} MiB; {}\n",
         c.path.display(),
         c.namespace,
         c.rings.join(", "),
         c.dir.display(),
         c.fsync_interval,
-        c.segment_size >> 20
+        c.segment_size >> 20,
+        match (c.retention.max_age, c.retention.max_total_bytes) {
+            _ if c.retention.compress && !c.retention.is_set() => "closed segments compressed, all kept".to_string(),
+            (None, None) => "no retention (segments are kept)".to_string(),
+            (age, total) => format!(
+                "retention: anchored closed segments deleted past {}{}{}{}",
+                age.map_or(String::new(), |a| format!("{} days", round3(a.as_secs_f64() / 86400.0))),
+                if age.is_some() && total.is_some() { " or " } else { "" },
+                total.map_or(String::new(), |b| format!("{} GiB in total", round3(b as f64 / (1u64 << 30) as f64))),
+                if c.retention.compress { "; closed segments compressed" } else { "" },
+            ),
+        }
     )
+}
+
+/// `x` to three decimals, as a configuration would say it.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Runs the recorder.

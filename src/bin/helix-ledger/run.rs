@@ -303,6 +303,9 @@ pub fn run(cfg: &LedgerConfig) -> Result<()> {
     for p in &rec.removed {
         warn!("removed {} (a segment whose start was interrupted)", p.display());
     }
+    for p in &rec.pruned {
+        warn!("removed {} (pruned by retention, which was interrupted before it removed it)", p.display());
+    }
     if let Some((path, offset, bytes, why)) = &rec.truncated {
         warn!("truncated a torn tail of {bytes} bytes at {} offset {offset} ({why})", path.display());
     }
@@ -325,6 +328,8 @@ pub fn run(cfg: &LedgerConfig) -> Result<()> {
         t.attach(&cfg.namespace, &mut ledger)?;
     }
     ledger.flush()?;
+    // Stopped and joined when `run` returns.
+    let _retention = crate::retention::Retainer::spawn(&cfg.dir, cfg.retention)?;
     service.ready(&status(&taps, &ledger, 0.0));
     let result = serve(cfg, &mut service, &mut taps, &mut ledger);
     service.stopping();

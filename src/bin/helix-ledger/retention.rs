@@ -1,0 +1,178 @@
+//! The recorder's retention: on a thread of its own (reading a segment to
+//! check an anchor takes a while, and recording must not wait), it deletes
+//! the oldest closed segments past `[retention]`'s limits that an anchor
+//! covers (`helix::ledger::retention`).
+//!
+//! It looks at the folder every second and makes a pass when a segment was
+//! started, the anchors file changed, or a minute went by. Every deletion
+//! is logged; a refusal (a segment past retention that no anchor covers),
+//! an anchor that does not match the chain and an error are logged once,
+//! not on every pass.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use tracing::{debug, error, info, warn};
+
+use helix::ledger::anchor::{covered, read_anchors, ANCHORS_FILE};
+use helix::ledger::compress::{compress_segment, is_compressed};
+use helix::ledger::format::{hex, segment_name};
+use helix::ledger::retention::{plan, prune, read_pruned, segment_infos, Policy};
+use helix::ledger::store::segments;
+
+/// How often the folder is looked at.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// A pass at least this often (segments age without anything changing).
+const PASS_EVERY: Duration = Duration::from_secs(60);
+
+/// The retention thread; stopped and joined on drop.
+pub struct Retainer {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Retainer {
+    /// Starts retention on `dir` if `policy` sets a limit or compresses.
+    pub fn spawn(dir: &Path, policy: Policy) -> Result<Option<Retainer>> {
+        if !policy.is_set() && !policy.compress {
+            return Ok(None);
+        }
+        if policy.is_set() {
+            info!(
+                "retention: closed segments older than {} or beyond {} in total are deleted once anchored",
+                policy.max_age.map_or("(no limit)".into(), |a| format!("{:.2} days", a.as_secs_f64() / 86400.0)),
+                policy.max_total_bytes.map_or("(no limit)".into(), |b| format!("{b} bytes")),
+            );
+        }
+        if policy.compress {
+            info!("retention: closed segments are compressed (LZ4 frames, seg-NNNNNNNNNN.hxl.lz4)");
+        }
+        let (stop, rx) = mpsc::channel::<()>();
+        let mut state = State { dir: dir.to_owned(), policy, ..State::default() };
+        let thread = std::thread::Builder::new()
+            .name("ledger-retention".into())
+            .spawn(move || {
+                let mut seen = None;
+                let mut last_pass: Option<Instant> = None;
+                loop {
+                    let now = state.look();
+                    if seen.as_ref() != Some(&now) || last_pass.is_none_or(|t| t.elapsed() >= PASS_EVERY) {
+                        state.pass();
+                        (seen, last_pass) = (Some(now), Some(Instant::now()));
+                    }
+                    match rx.recv_timeout(LOOK_EVERY) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            })
+            .context("starting the retention thread")?;
+        Ok(Some(Retainer { stop: Some(stop), thread: Some(thread) }))
+    }
+}
+
+impl Drop for Retainer {
+    fn drop(&mut self) {
+        self.stop = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a pass keeps between passes, so that it logs a thing once.
+#[derive(Default)]
+struct State {
+    dir: PathBuf,
+    policy: Policy,
+    /// The record count an anchor was found to cover (checked once).
+    anchored: u64,
+    /// Lines of the anchors file logged as not matching.
+    unmatched: HashSet<usize>,
+    /// The segment last logged as past retention but not anchored.
+    refused: Option<u64>,
+    /// The error last logged.
+    failed: Option<String>,
+}
+
+/// What decides that a pass is due: the newest segment and the anchors
+/// file's size and time.
+type Look = (Option<u64>, Option<(u64, SystemTime)>);
+
+impl State {
+    fn look(&self) -> Look {
+        let newest = segments(&self.dir).ok().and_then(|s| s.last().map(|(n, _)| *n));
+        let anchors =
+            std::fs::metadata(self.dir.join(ANCHORS_FILE)).ok().and_then(|m| Some((m.len(), m.modified().ok()?)));
+        (newest, anchors)
+    }
+
+    /// One pass; an error is logged (once while it repeats) and the next
+    /// pass tries again.
+    fn pass(&mut self) {
+        match self.try_pass() {
+            Ok(()) => self.failed = None,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if self.failed.as_ref() != Some(&msg) {
+                    error!("retention: {msg}; nothing deleted, trying again later");
+                    self.failed = Some(msg);
+                }
+            }
+        }
+    }
+
+    fn try_pass(&mut self) -> Result<()> {
+        let dir = &self.dir;
+        let pruned = read_pruned(dir)?;
+        let anchors = read_anchors(dir)?;
+        let floor = self.anchored.max(pruned.map_or(0, |p| p.records));
+        let (anchored, unmatched) = covered(dir, &anchors, floor)?;
+        for u in unmatched {
+            if self.unmatched.insert(u.line) {
+                error!("{}: line {}: {}", dir.join(ANCHORS_FILE).display(), u.line, u.problem);
+            }
+        }
+        self.anchored = anchored;
+        let segs = segment_infos(dir, pruned.as_ref())?;
+        let plan = plan(&segs, &self.policy, helix::process::realtime_ns(), anchored);
+        if plan.unanchored != self.refused {
+            if let Some(n) = plan.unanchored {
+                let end = segs.iter().find(|s| s.segment == n + 1).map_or(0, |s| s.header.first_record);
+                warn!(
+                    "retention: segment {n} ({}) is past retention but not anchored: its records end at {end}, \
+                     anchors cover {anchored}; kept until `helix-ledger anchor {}` records a later head",
+                    segment_name(n),
+                    dir.display()
+                );
+            }
+            self.refused = plan.unanchored;
+        }
+        if let Some(p) = prune(dir, &segs, &plan)? {
+            for s in &plan.delete {
+                info!(
+                    "retention: deleted segment {} ({}, {} bytes), past retention and anchored",
+                    s.segment,
+                    segment_name(s.segment),
+                    s.bytes
+                );
+            }
+            info!("retention: the ledger now starts after {} records, at hash {}", p.records, hex(&p.hash));
+        }
+        if self.policy.compress {
+            // Closed, kept and still plain; the newest is being written.
+            for s in segs[..segs.len().saturating_sub(1)]
+                .iter()
+                .filter(|s| !plan.delete.contains(s) && !is_compressed(&s.path))
+            {
+                let (plain, packed) = compress_segment(dir, &s.path)?;
+                debug!("retention: compressed segment {} from {plain} to {packed} bytes", s.segment);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,355 @@
+//! Anchors: chain hashes recorded as exported off the host.
+//!
+//! The chain proves that nothing was changed in the middle relative to its
+//! last hash; a hash kept somewhere else proves that the records up to it
+//! were not cut off or rewritten. The file `anchors` in the ledger folder
+//! lists the hashes that were exported (by `helix-ledger anchor`, or by a
+//! mirroring tool that appends the same lines), one line each, append-only,
+//! each line carrying its own checksum (docs/ledger.md, "Anchors"). The
+//! recorder's retention deletes only segments whose last record an anchor
+//! that still matches the chain covers.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::chain::Chain;
+use super::compress::{read_segment, read_segment_start};
+use super::format::*;
+use super::store::{io_err, segments, LedgerError};
+
+/// The anchors file in a ledger folder.
+pub const ANCHORS_FILE: &str = "anchors";
+
+/// Hex digits of a line's checksum: the first 8 bytes of its Blake3.
+const CHECK_HEX: usize = 16;
+
+/// A chain hash recorded as exported: the ledger's first `records` records
+/// end at `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// Records the anchored chain covers (the anchored hash is record
+    /// `records - 1`'s).
+    pub records: u64,
+    /// The chain hash after those records.
+    pub hash: Hash,
+    /// CLOCK_REALTIME (ns) when it was recorded.
+    pub time_ns: u64,
+    /// Free text (where it was exported to), without control characters.
+    pub note: String,
+}
+
+/// A line of a file the ledger keeps beside its segments (`anchors`,
+/// `pruned`) that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A line that is not what the format says.
+    #[error("{path}: line {line}: {problem}")]
+    Bad {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// `text` followed by its checksum: one line of a checked file, without
+/// its newline.
+pub(super) fn checked_line(text: &str) -> String {
+    let sum = blake3::hash(text.as_bytes());
+    format!("{text} {}", &hex(sum.as_bytes())[..CHECK_HEX])
+}
+
+/// The text of a checked line, if its checksum (the last field) matches.
+pub(super) fn check_line(line: &str) -> Result<&str, String> {
+    if let Some(c) = line.chars().find(|c| c.is_control()) {
+        return Err(format!("control character {c:?} in the line"));
+    }
+    let (text, sum) = line.rsplit_once(' ').ok_or("no checksum (the last field)")?;
+    if checked_line(text) != line {
+        return Err(format!("checksum {sum:?} does not match the line (garbled or edited by hand)"));
+    }
+    Ok(text)
+}
+
+/// Parses a 64-digit hex chain hash.
+pub fn parse_hash(s: &str) -> Result<Hash, String> {
+    let bad = || format!("{s:?} is not a chain hash (64 hex digits)");
+    if s.len() != 2 * HASH_LEN || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut h = [0u8; HASH_LEN];
+    for (i, b) in h.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(h)
+}
+
+/// Parses a decimal field named `what`.
+pub(super) fn parse_u64(s: &str, what: &str) -> Result<u64, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{what} {s:?} is not a decimal number"));
+    }
+    s.parse().map_err(|_| format!("{what} {s:?} is too large"))
+}
+
+impl Anchor {
+    /// The line (without its newline): `anchor RECORDS HASH TIME_NS NOTE CHECK`,
+    /// the note possibly empty.
+    pub fn encode(&self) -> String {
+        checked_line(&format!("anchor {} {} {} {}", self.records, hex(&self.hash), self.time_ns, self.note))
+    }
+
+    /// Decodes one line.
+    pub fn decode(line: &str) -> Result<Anchor, String> {
+        let text = check_line(line)?;
+        let mut f = text.splitn(5, ' ');
+        if f.next() != Some("anchor") {
+            return Err("does not start with `anchor`".into());
+        }
+        let mut field = |what: &str| f.next().ok_or_else(|| format!("no {what}"));
+        let records = parse_u64(field("record count")?, "record count")?;
+        let hash = parse_hash(field("hash")?)?;
+        let time_ns = parse_u64(field("time")?, "time")?;
+        let note = field("note")?.to_owned();
+        if records == 0 {
+            return Err("an anchor of 0 records anchors nothing".into());
+        }
+        Ok(Anchor { records, hash, time_ns, note })
+    }
+}
+
+/// The anchors file's lines, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Anchors {
+    /// (line number from 1, anchor).
+    pub list: Vec<(usize, Anchor)>,
+    /// The line number of a last line without its newline: an append in
+    /// progress, or one cut short. It is not read.
+    pub incomplete: Option<usize>,
+}
+
+/// Reads `dir/anchors` (no file: no anchors). The first bad line is an
+/// error naming it.
+pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
+    let path = dir.join(ANCHORS_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Anchors::default()),
+        Err(source) => return Err(LineError::Io { path, source }),
+    };
+    let mut out = Anchors::default();
+    for (i, raw) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+        let bad = |problem: String| LineError::Bad { path: path.clone(), line: i + 1, problem };
+        let Some(raw) = raw.strip_suffix(b"\n") else {
+            out.incomplete = Some(i + 1);
+            break;
+        };
+        let text = std::str::from_utf8(raw).map_err(|_| bad("not UTF-8".into()))?;
+        out.list.push((i + 1, Anchor::decode(text).map_err(bad)?));
+    }
+    Ok(out)
+}
+
+/// Appends `anchor` to `dir/anchors` in one `write(2)` (O_APPEND, so
+/// concurrent appenders do not interleave) and makes it durable. The
+/// file's existing lines are checked first: a garbled file is an error
+/// naming its line, and nothing is appended to it.
+pub fn append_anchor(dir: &Path, anchor: &Anchor) -> Result<(), LineError> {
+    let path = dir.join(ANCHORS_FILE);
+    if let Some(line) = read_anchors(dir)?.incomplete {
+        return Err(LineError::Bad {
+            path,
+            line,
+            problem: "the last line has no newline (an append cut short?): remove it, then anchor again".into(),
+        });
+    }
+    if anchor.note.chars().any(char::is_control) {
+        return Err(LineError::Bad { path, line: 0, problem: "the note must not hold control characters".into() });
+    }
+    let io = |source| LineError::Io { path: path.clone(), source };
+    let mut file = OpenOptions::new().append(true).create(true).mode(0o640).open(&path).map_err(io)?;
+    give_to_folder_owner(dir, &file);
+    file.write_all(format!("{}\n", anchor.encode()).as_bytes()).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    sync_dir(dir).map_err(io)
+}
+
+/// Gives `file` (in `dir`) to the folder's owner and group, where this
+/// process may (root, as an operator's `sudo helix-ledger anchor`): the
+/// recorder, which runs as the folder's owner, must read it. Elsewhere the
+/// file is already the caller's, who owns the folder or was let write it.
+fn give_to_folder_owner(dir: &Path, file: &File) {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(d), Ok(f)) = (fs::metadata(dir), file.metadata()) {
+        if (d.uid(), d.gid()) != (f.uid(), f.gid()) {
+            let _ = std::os::unix::fs::fchown(file, Some(d.uid()), Some(d.gid()));
+        }
+    }
+}
+
+/// Makes a folder's entries (a file created, renamed or removed) durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The chain hash after the ledger's first `records` records, read from the
+/// segment that holds record `records - 1` (or from the header of the
+/// segment that starts there). `None` if no block ends there (a chain hash
+/// is kept per block), or the folder does not hold that record: the
+/// ledger is shorter, or it was pruned.
+pub fn hash_at(dir: &Path, records: u64) -> Result<Option<Hash>, LedgerError> {
+    let mut holder = None;
+    for (_, path) in segments(dir)? {
+        let header = read_header(&path)?;
+        if header.first_record == records && header.first_record > 0 {
+            return Ok(Some(header.prev_hash));
+        }
+        if header.first_record < records {
+            holder = Some((header, path));
+        }
+    }
+    let Some((header, path)) = holder else { return Ok(None) };
+    let bytes = read_segment(&path).map_err(io_err(&path))?;
+    let mut chain = Chain::at_segment(&header);
+    let mut found = None;
+    // A bad record ends the scan: the hash is found before it or not at all.
+    let body = &bytes[SEGMENT_HEADER_LEN..];
+    // A chain hash is kept per block (per record in version 1): an anchor
+    // counts the records of whole blocks, as `head` prints them.
+    let _ = chain.scan(body, SEGMENT_HEADER_LEN as u64, header.version, |c, _, _| {
+        if c.records == records {
+            found = Some(c.hash);
+        }
+    });
+    Ok(found)
+}
+
+/// The header of segment file `path`.
+pub fn read_header(path: &Path) -> Result<SegmentHeader, LedgerError> {
+    let b = read_segment_start(path, SEGMENT_HEADER_LEN).map_err(io_err(path))?;
+    SegmentHeader::decode(&b).map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })
+}
+
+/// An anchor that does not match the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmatched {
+    /// Its line in the anchors file.
+    pub line: usize,
+    /// The anchor.
+    pub anchor: Anchor,
+    /// Why it does not match.
+    pub problem: String,
+}
+
+/// How far the anchors cover the ledger in `dir`: the record count of the
+/// highest anchor whose hash is the chain's hash at that count (at least
+/// `floor`: a count already checked, or the records pruned), and the
+/// anchors above it that did not match, highest first. Anchors are checked
+/// highest first, each by reading the segment that holds its record.
+pub fn covered(dir: &Path, anchors: &Anchors, floor: u64) -> Result<(u64, Vec<Unmatched>), LedgerError> {
+    let mut list: Vec<&(usize, Anchor)> = anchors.list.iter().filter(|(_, a)| a.records > floor).collect();
+    list.sort_by_key(|(line, a)| (std::cmp::Reverse(a.records), *line));
+    let mut unmatched = Vec::new();
+    for (line, a) in list {
+        let problem = match hash_at(dir, a.records)? {
+            Some(h) if h == a.hash => return Ok((a.records, unmatched)),
+            Some(h) => format!(
+                "the chain's hash after {} records is {}, not {}: the ledger was rewritten, or the anchor is another ledger's",
+                a.records,
+                hex(&h),
+                hex(&a.hash)
+            ),
+            None => format!(
+                "the folder holds no chain hash after {} records: no block ends there, or the ledger is shorter \
+                 (records lost in a power failure, or the anchor is another ledger's)",
+                a.records
+            ),
+        };
+        unmatched.push(Unmatched { line: *line, anchor: a.clone(), problem });
+    }
+    Ok((floor, unmatched))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anchor(records: u64) -> Anchor {
+        Anchor { records, hash: [0xab; HASH_LEN], time_ns: 17, note: "copied to the historian".into() }
+    }
+
+    #[test]
+    fn lines_round_trip_and_garbled_ones_are_named() {
+        let a = anchor(1000);
+        let line = a.encode();
+        assert!(line.starts_with("anchor 1000 abab"), "{line}");
+        assert_eq!(Anchor::decode(&line), Ok(a.clone()));
+        let empty = Anchor { note: String::new(), ..a.clone() };
+        assert_eq!(Anchor::decode(&empty.encode()), Ok(empty));
+        // Any byte changed breaks the checksum.
+        let edited = line.replacen("1000", "2000", 1);
+        assert!(Anchor::decode(&edited).unwrap_err().contains("checksum"), "{edited}");
+        assert!(Anchor::decode("anchor 5").unwrap_err().contains("checksum"));
+        assert!(Anchor::decode("").unwrap_err().contains("no checksum"));
+        assert!(Anchor::decode("anchor\t1").unwrap_err().contains("control character"));
+        let zero = Anchor { records: 0, ..a.clone() };
+        assert!(Anchor::decode(&zero.encode()).unwrap_err().contains("anchors nothing"));
+        let bad_hash = checked_line("anchor 5 xyz 1 note");
+        assert!(Anchor::decode(&bad_hash).unwrap_err().contains("not a chain hash"), "{bad_hash}");
+        assert!(Anchor::decode(&checked_line("head 5")).unwrap_err().contains("does not start with"));
+        assert_eq!(parse_hash(&hex(&[7; 32])), Ok([7; 32]));
+    }
+
+    /// An operator's `sudo helix-ledger anchor` must leave a file the
+    /// recorder (the folder's owner) can read. Checked where the test runs
+    /// as root, as CI does.
+    #[test]
+    fn an_anchors_file_created_by_root_belongs_to_the_folders_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        if std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).is_err() {
+            return; // not root
+        }
+        append_anchor(dir.path(), &anchor(1)).unwrap();
+        let m = fs::metadata(dir.path().join(ANCHORS_FILE)).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (65534, 65534, 0o640));
+    }
+
+    #[test]
+    fn the_anchors_file_names_its_bad_line_and_ignores_an_append_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_anchors(dir.path()).unwrap(), Anchors::default());
+        append_anchor(dir.path(), &anchor(10)).unwrap();
+        append_anchor(dir.path(), &anchor(20)).unwrap();
+        let got = read_anchors(dir.path()).unwrap();
+        assert_eq!(got.list, vec![(1, anchor(10)), (2, anchor(20))]);
+        let path = dir.path().join(ANCHORS_FILE);
+        // An append cut short: read, but not appended to.
+        let mut text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, format!("{text}anchor 3")).unwrap();
+        assert_eq!(read_anchors(dir.path()).unwrap().incomplete, Some(3));
+        let e = append_anchor(dir.path(), &anchor(30)).unwrap_err().to_string();
+        assert!(e.contains("line 3: the last line has no newline"), "{e}");
+        // A garbled line in the middle is an error naming it.
+        text = text.replacen("anchor 20", "anchor 21", 1);
+        fs::write(&path, &text).unwrap();
+        let e = read_anchors(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("anchors: line 2: checksum"), "{e}");
+        fs::write(&path, b"\xff\n").unwrap();
+        assert!(read_anchors(dir.path()).unwrap_err().to_string().contains("line 1: not UTF-8"));
+        let e = append_anchor(dir.path(), &Anchor { note: "a\nb".into(), ..anchor(1) });
+        assert!(e.is_err());
+    }
+}
