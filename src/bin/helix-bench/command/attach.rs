@@ -3,21 +3,22 @@
 //! samples the latency from helixd's ingest (`ingest_ns`) to this reader's
 //! receipt.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use helix::process::now_ns;
 use helix::shm::Namespace;
-use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::{ReadError, Reader, ReaderOptions, Start, WaitStrategy};
+use helix::{Reader, ReaderOptions, Start, WaitStrategy};
 
+use super::e2e::{read_until, sample_ingest};
 use super::stream::wait_name;
 use crate::affinity::pin_to_cpu;
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
-use crate::stats::{fmt_ns, histogram, Summary};
+use crate::stats::{fmt_ns, Summary};
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct AttachArgs {
@@ -92,59 +93,24 @@ pub fn run(a: AttachArgs, ns: &Namespace) -> Result<()> {
     a.out.write("attach", load, started, r)
 }
 
-/// Reads `ring` for `duration` after a `warmup` that is not recorded.
+/// Reads `ring` for `duration` after a `warmup` that is not recorded (in
+/// batches, as e2e's reader does: [`read_until`]).
 pub fn measure(ns: &Namespace, ring: &str, duration: Duration, warmup: Duration, wait: WaitStrategy) -> Result<Report> {
     let opts = ReaderOptions { name: "helix-bench".into(), gating: false, start: Start::Newest, wait };
-    let mut r = Reader::attach(ns, ring, &opts)?;
-    let mut h = histogram();
-    let start = Instant::now();
-    let measure_from = start + warmup;
-    let end = measure_from + duration;
-    let (mut frames, mut lost, mut overruns) = (0u64, 0u64, 0u64);
-    let mut measuring = false;
-    let mut t0 = measure_from;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        if !measuring && now >= measure_from {
-            measuring = true;
-            t0 = now;
-        }
-        let frame = match r.peek_timeout(end - now) {
-            Ok(f) => f,
-            Err(ReadError::Timeout) => continue,
-            Err(ReadError::Overrun(o)) => {
-                if measuring {
-                    lost += o.lost;
-                    overruns += 1;
-                }
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if !measuring {
-            continue;
-        }
-        if frame.kind() == KIND_SAMPLE {
-            if let Ok(s) = frame.read::<Sample>() {
-                let now_ns = helix::process::now_ns();
-                h.record(now_ns.saturating_sub(s.ingest_ns).max(1))?;
-            }
-        }
-        frames += 1;
-    }
-    let seconds = t0.elapsed().as_secs_f64().min(duration.as_secs_f64()).max(1e-9);
+    let r = Reader::attach(ns, ring, &opts)?;
+    let t0 = now_ns() + warmup.as_nanos() as u64;
+    let t1 = t0 + duration.as_nanos() as u64;
+    let seen = read_until(r, t0, t1, sample_ingest)?;
+    let seconds = duration.as_secs_f64();
     Ok(Report {
         ring: ring.into(),
         warmup: warmup.as_secs_f64(),
         wait: wait_name(wait).into(),
-        frames_per_sec: frames as f64 / seconds,
-        frames,
-        lost,
-        overruns,
+        frames_per_sec: seen.frames as f64 / seconds,
+        frames: seen.frames,
+        lost: seen.lost,
+        overruns: seen.overruns,
         seconds,
-        latency: (!h.is_empty()).then(|| Summary::of(&h)),
+        latency: (!seen.hist.is_empty()).then(|| Summary::of(&seen.hist)),
     })
 }

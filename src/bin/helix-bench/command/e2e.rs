@@ -46,6 +46,7 @@ use crate::stats::{fmt_ns, Summary};
 use programs::{Running, Scratch};
 pub use results::*;
 use window::{lag_of, Window};
+pub use window::{read_until, sample_ingest};
 
 pub const TELEMETRY: &str = "telemetry";
 const ALARMS: &str = "alarms";
