@@ -1,7 +1,8 @@
 //! `helix-bench attach`: attach to a live ring by name as a non-gating
 //! reader and measure what arrives: frames/s, overruns, and for telemetry
 //! samples the latency from helixd's ingest (`ingest_ns`) to this reader's
-//! receipt.
+//! receipt (for the twin's alarm events, from the triggering sample's
+//! ingest, as e2e measures the twin).
 
 use std::time::Duration;
 
@@ -11,9 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use helix::process::now_ns;
 use helix::shm::Namespace;
+use helix::telemetry::KIND_SAMPLE;
+use helix::twin::KIND_ALARM;
 use helix::{Reader, ReaderOptions, Start, WaitStrategy};
 
-use super::e2e::{read_until, sample_ingest};
+use super::e2e::{alarm_ingest, read_until, sample_ingest};
 use super::stream::wait_name;
 use crate::affinity::pin_to_cpu;
 use crate::document::{utc_now, JsonArg};
@@ -59,7 +62,8 @@ pub struct Report {
     pub overruns: u64,
     /// Seconds measured.
     pub seconds: f64,
-    /// Ingest-to-reader latency of telemetry samples, if any arrived.
+    /// Ingest-to-reader latency of telemetry samples (or of alarm events:
+    /// from their triggering sample's ingest), if any arrived.
     pub latency: Option<Summary>,
 }
 
@@ -88,7 +92,7 @@ pub fn run(a: AttachArgs, ns: &Namespace) -> Result<()> {
             let named = Summary::NAMES.iter().zip(s.percentiles()).map(|(n, ns)| format!("{n} {}", fmt_ns(ns)));
             println!("ingest-to-reader latency: {}  ({} samples)", named.collect::<Vec<_>>().join("  "), s.count);
         }
-        None => println!("no telemetry samples arrived (no latency to report)"),
+        None => println!("no telemetry samples or alarm events arrived (no latency to report)"),
     }
     a.out.write("attach", load, started, r)
 }
@@ -100,7 +104,13 @@ pub fn measure(ns: &Namespace, ring: &str, duration: Duration, warmup: Duration,
     let r = Reader::attach(ns, ring, &opts)?;
     let t0 = now_ns() + warmup.as_nanos() as u64;
     let t1 = t0 + duration.as_nanos() as u64;
-    let seen = read_until(r, t0, t1, sample_ingest)?;
+    // Telemetry samples from their ingest; the twin's alarm events from
+    // their triggering sample's ingest; other frames only counted.
+    let seen = read_until(r, t0, t1, |frame| match frame.kind() {
+        KIND_SAMPLE => sample_ingest(frame),
+        KIND_ALARM => alarm_ingest(frame).or(Some(None)),
+        _ => Some(None),
+    })?;
     let seconds = duration.as_secs_f64();
     Ok(Report {
         ring: ring.into(),

@@ -193,11 +193,15 @@ pub fn sample_ingest(frame: &FrameRef<'_>) -> Option<Option<u64>> {
 /// events received in `[t0, t1)` whose time is a sample's `ingest_ns`
 /// (every event but a stale raise, timed by the twin's own clock).
 fn read_alarms(r: Reader, t0: u64, t1: u64) -> Result<Seen> {
-    read_until(r, t0, t1, |frame| {
-        let ev = (frame.kind() == KIND_ALARM).then(|| frame.read::<AlarmEvent>().ok()).flatten()?;
-        let stale_raise = ev.rule == AlarmKind::Stale.number() && ev.action == ACTION_RAISE;
-        Some((!stale_raise).then_some(ev.time_ns))
-    })
+    read_until(r, t0, t1, |frame| (frame.kind() == KIND_ALARM).then(|| alarm_ingest(frame)).flatten())
+}
+
+/// An alarm event's triggering sample's `ingest_ns`, if it has one (every
+/// event but a stale raise) and the frame is whole.
+pub fn alarm_ingest(frame: &FrameRef<'_>) -> Option<Option<u64>> {
+    let ev = frame.read::<AlarmEvent>().ok()?;
+    let stale_raise = ev.rule == AlarmKind::Stale.number() && ev.action == ACTION_RAISE;
+    Some((!stale_raise).then_some(ev.time_ns))
 }
 
 /// Records the lag of the readers of `pids` now, from the reader table
