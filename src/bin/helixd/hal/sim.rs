@@ -135,6 +135,8 @@ impl Sim {
                 }
                 claim.commit();
                 state.samples.store(samples.next_index(), Ordering::Relaxed);
+                // A long catch-up is progress too (the watchdog).
+                state.tick();
             }
             state.tick();
             let now = clock.now_ns();
