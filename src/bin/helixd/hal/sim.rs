@@ -18,11 +18,14 @@ use helix::{PublishError, Writer};
 use super::pace::{Clock, Monotonic, Pacer};
 use super::SourceState;
 
-/// Largest batch claimed (and committed) at once. A wake-up's samples go
-/// out in as few commits as this allows: each commit that finds a reader
-/// parked wakes it (a system call), and a fast reader parks again between
-/// two small commits. 1,024 samples take about 20 us to write.
-const BATCH: u64 = 1024;
+/// Largest batch claimed (and committed) at once. Readers get a wake-up's
+/// first samples while the rest are written, and a writer preempted in the
+/// middle of a claim holds back at most this many samples. Larger claims
+/// mean fewer commits (each one that finds a reader parked wakes it), but
+/// in e2e runs at 10,000 streams (every process on CPUs 0,1) claims of
+/// 1,024 gave the reader a p50 of 36-62 us and a p99 of 363-628 us
+/// against 16-23 us and 68-466 us with 256, for the same CPU.
+const BATCH: u64 = 256;
 
 /// Distinct sine periods: a stream's period is 50 + (0..PERIODS) samples.
 const PERIODS: usize = 500;
