@@ -17,7 +17,7 @@ use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::twin::*;
 use helix::*;
 use model::{Input, Twin};
-use run::Ingest;
+use run::{Ingest, Publisher};
 
 const ALPHA: f64 = 0.1;
 const BETA: f64 = 0.1;
@@ -384,6 +384,44 @@ fn foreign_frames_in_the_ring_are_counted_and_reading_goes_on() {
     let c = twin.counters();
     assert_eq!((c.frames, c.bad_kind, c.bad_size, c.rejected_streams), (5, 1, 1, 1));
     assert_eq!(twin.state(1, 6, 1, 0).unwrap().mean, 3.0);
+}
+
+/// A burst of alarm events (600 streams crossing a high limit at once) is
+/// published in order and in full, in claims of at most the ring's
+/// capacity (a ring of 64 takes ten, and keeps the last 64), and the twin's
+/// queue is left empty.
+#[test]
+fn a_burst_of_alarm_events_is_published_in_order_and_in_full() {
+    let ns = TestNs::new();
+    let small = RingOptions { capacity: 64, max_payload: 64, policy: Policy::Overwrite, ..Default::default() };
+    let state = Ring::create(&ns, "twin.state", &small).unwrap();
+    let alarms = Ring::create(&ns, "alarms", &RingOptions { capacity: 1024, ..small.clone() }).unwrap();
+    let few = Ring::create(&ns, "alarms.small", &small).unwrap();
+    for (alarm_ring, kept) in [(&alarms, 600), (&few, 64)] {
+        let mut high = rule(0, 599);
+        high.high = Some(10.0);
+        let mut twin = Twin::new(&config(600, vec![high]), 1);
+        for stream in 0..600 {
+            let s = Sample { stream, quality: 0, seq: 0, sample_ns: 5, ingest_ns: 6, value: 20.0 };
+            twin.input(&Input::Sample(s));
+        }
+        let want: Vec<AlarmEvent> = twin.pending_events().to_vec();
+        assert_eq!(want.len(), 600);
+        let opts = ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("check") };
+        let mut r = Reader::attach(&ns, alarm_ring.name(), &opts).unwrap();
+        let mut publisher = Publisher::new(state.writer().unwrap(), alarm_ring.writer().unwrap());
+        publisher.alarms(&mut twin);
+        assert_eq!((publisher.alarm_failed, alarm_ring.stats().published), (0, 600));
+        assert!(twin.pending_events().is_empty());
+        if kept < 600 {
+            match r.try_read_pod::<AlarmEvent>() {
+                Err(TryReadError::Overrun(o)) => assert_eq!(o.lost, 600 - kept),
+                other => panic!("expected the overrun of a ring of {kept}, got {other:?}"),
+            }
+        }
+        let got: Vec<AlarmEvent> = std::iter::from_fn(|| r.try_read_pod::<AlarmEvent>().ok().map(|(_, e)| e)).collect();
+        assert_eq!(got, want[600 - kept as usize..]);
+    }
 }
 
 fn sim_samples(sim: &Sim, from: u64, n: u64) -> impl Iterator<Item = Sample> + '_ {

@@ -17,7 +17,7 @@ use crate::sync::{host, Ordering};
 use crate::wait::WaitStrategy;
 
 use super::frame::{Frame, FrameError, FrameInfo, FrameRef};
-use super::{deadline, region, AttachError, Damaged, Geometry, Overrun, Policy, ReadError, Region, TryReadError};
+use super::{region, AttachError, Damaged, Geometry, Overrun, Policy, ReadError, Region, TryReadError};
 
 /// Where a new reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -218,7 +218,7 @@ impl Reader {
 
     /// Copies the next frame into `buf`, waiting at most `timeout`.
     pub fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<FrameInfo, ReadError> {
-        self.wait_ready(Some(deadline(timeout)))?;
+        self.wait_ready_for(timeout)?;
         self.try_read(buf).map_err(ReadError::from)
     }
 
@@ -246,7 +246,7 @@ impl Reader {
 
     /// Reads the next frame as a `T`, waiting at most `timeout`.
     pub fn read_pod_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<(u64, T), ReadError> {
-        self.wait_ready(Some(deadline(timeout)))?;
+        self.wait_ready_for(timeout)?;
         self.try_read_pod().map_err(ReadError::from)
     }
 
@@ -272,7 +272,7 @@ impl Reader {
 
     /// Borrows the next frame in place, waiting at most `timeout`.
     pub fn peek_timeout(&mut self, timeout: Duration) -> Result<Frame<'_>, ReadError> {
-        self.wait_ready(Some(deadline(timeout)))?;
+        self.wait_ready_for(timeout)?;
         self.try_peek().map_err(ReadError::from)
     }
 

@@ -26,6 +26,8 @@ use crate::model::{Input, Twin};
 const BATCH: usize = 4096;
 /// Frames read before the loop looks at its timers again.
 const ROUND: usize = 65_536;
+/// Alarm events published per claim at most.
+const ALARM_BATCH: u64 = 256;
 /// Longest a publish of an alarm event waits for room on a `block` ring.
 const ALARM_PUBLISH_WAIT: Duration = Duration::from_millis(100);
 /// Longest the loop parks, so signals and timers are seen promptly.
@@ -247,25 +249,42 @@ impl Publisher {
         }
     }
 
-    /// Publishes the twin's pending alarm events; one that cannot be
-    /// written within a bounded wait is counted and logged, not retried.
+    /// Publishes the twin's pending alarm events, in order, up to
+    /// [`ALARM_BATCH`] per claim: a burst (the simulator's spikes raise a
+    /// thousand at once at 50,000 streams) is a few commits, not one commit
+    /// (and one wake-up of each parked reader) per event. Events that
+    /// cannot be written within a bounded wait are counted and logged, not
+    /// retried.
     pub fn alarms(&mut self, twin: &mut Twin) {
-        for e in twin.take_events() {
-            let r = self.alarms.claim_timeout(1, ALARM_PUBLISH_WAIT).and_then(|mut c| {
-                c.push_kind(KIND_ALARM, bytemuck::bytes_of(&e))?;
+        let per_claim = self.alarms.geometry().capacity.min(ALARM_BATCH) as usize;
+        for chunk in twin.pending_events().chunks(per_claim) {
+            let mut pushed = 0;
+            let r = self.alarms.claim_timeout(chunk.len() as u64, ALARM_PUBLISH_WAIT).and_then(|mut c| {
+                for e in chunk {
+                    c.push_kind(KIND_ALARM, bytemuck::bytes_of(e))?;
+                    pushed += 1;
+                }
                 c.commit();
                 Ok(())
             });
             if let Err(err) = r {
-                self.alarm_failed += 1;
-                if self.alarm_failed.is_power_of_two() {
+                // Those pushed before a failed push are published all the
+                // same (a claim publishes what it holds when dropped).
+                let before = self.alarm_failed;
+                self.alarm_failed += (chunk.len() - pushed) as u64;
+                if (before + 1..=self.alarm_failed).any(u64::is_power_of_two) {
+                    let e = &chunk[pushed];
                     error!(
-                        "cannot publish alarm event {} (stream {}): {err}; {} not published so far",
-                        e.event, e.stream, self.alarm_failed
+                        "cannot publish alarm event {} (stream {}) and the {} after it: {err}; {} not published so far",
+                        e.event,
+                        e.stream,
+                        chunk.len() - pushed - 1,
+                        self.alarm_failed
                     );
                 }
             }
         }
+        twin.take_events().for_each(drop);
     }
 
     /// Publishes `streams` (all of them, between markers, if `snapshot`).

@@ -185,6 +185,9 @@ impl Daemon {
         for (name, r) in &self.repairs {
             line += &format!("; ring {name} damaged ({}), awaiting repair", r.damage.file);
         }
+        for late in self.sources.iter().filter_map(|s| s.lateness()) {
+            line += &format!("; {late}");
+        }
         for s in self.sources.iter().filter(|s| matches!(s.config.kind, SourceKind::Udp { .. })) {
             s.read_kernel_drops();
             let u = &s.state.udp;

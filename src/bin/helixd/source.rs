@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use helix::Ring;
 
@@ -25,7 +25,12 @@ pub struct Running {
     socket: Option<std::net::UdpSocket>,
     /// Logged that the drop count cannot be read (once).
     drops_unreadable: AtomicBool,
+    /// Logged that a simulator is behind its schedule (until it catches up).
+    late_logged: AtomicBool,
 }
+
+/// A simulator this far behind its schedule is reported (status and log).
+pub const LATE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Running {
     /// A source not running (yet): its ring is being repaired.
@@ -36,7 +41,32 @@ impl Running {
             thread: None,
             socket: None,
             drops_unreadable: AtomicBool::new(false),
+            late_logged: AtomicBool::new(false),
         }
+    }
+
+    /// A simulator's lateness for the status line, if it is [`LATE`] or
+    /// more behind its schedule; logs when it falls behind and when it has
+    /// caught up.
+    pub fn lateness(&self) -> Option<String> {
+        if !matches!(self.config.kind, SourceKind::Sim { .. }) {
+            return None;
+        }
+        let behind = std::time::Duration::from_nanos(self.state.behind_ns.load(Ordering::Relaxed));
+        let late = behind >= LATE;
+        if late != self.late_logged.swap(late, Ordering::Relaxed) {
+            if late {
+                warn!(
+                    "sim source for ring {}: {:.3} s behind its schedule (the CPU is short, or gating readers \
+                     hold the ring full); its samples are late, not dropped",
+                    self.config.ring,
+                    behind.as_secs_f64()
+                );
+            } else {
+                info!("sim source for ring {}: back on schedule", self.config.ring);
+            }
+        }
+        late.then(|| format!("sim {}: {:.3} s behind schedule", self.config.ring, behind.as_secs_f64()))
     }
 
     /// Reads a UDP source's kernel drop count into its counters, and logs
@@ -107,7 +137,14 @@ pub fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
             Job::Udp(socket) => crate::hal::udp::serve(socket, writer, &thread_state),
         })
         .context("cannot start a thread")?;
-    Ok(Running { config: cfg.clone(), state, thread: Some(thread), socket, drops_unreadable: AtomicBool::new(false) })
+    Ok(Running {
+        config: cfg.clone(),
+        state,
+        thread: Some(thread),
+        socket,
+        drops_unreadable: AtomicBool::new(false),
+        late_logged: AtomicBool::new(false),
+    })
 }
 
 /// How a source is named in the log.
@@ -115,5 +152,26 @@ pub fn describe(kind: &SourceKind) -> String {
     match kind {
         SourceKind::Sim { streams, rate_hz, seed } => format!("sim ({streams} streams x {rate_hz} Hz, seed {seed})"),
         SourceKind::Udp { bind } => format!("udp ({bind})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_simulator_late_by_more_than_late_is_reported_until_it_catches_up() {
+        let sim = SourceKind::Sim { streams: 10, rate_hz: 1.0, seed: 1 };
+        let r = Running::stopped(&SourceConfig { kind: sim, ring: "telemetry".into() });
+        assert_eq!(r.lateness(), None);
+        r.state.behind_ns.store(LATE.as_nanos() as u64 * 25, Ordering::Relaxed);
+        assert_eq!(r.lateness().as_deref(), Some("sim telemetry: 2.500 s behind schedule"));
+        r.state.behind_ns.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(r.lateness(), None);
+        // A UDP source has no schedule.
+        let udp = SourceKind::Udp { bind: "127.0.0.1:1".parse().unwrap() };
+        let r = Running::stopped(&SourceConfig { kind: udp, ring: "telemetry".into() });
+        r.state.behind_ns.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(r.lateness(), None);
     }
 }

@@ -22,6 +22,17 @@ impl Reader {
 
     /// Like [`Reader::wait`], for at most `timeout`.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<(), ReadError> {
+        self.wait_ready_for(timeout)
+    }
+
+    /// Like `wait_ready` with a deadline `timeout` from now, read
+    /// from the clock only if the frame is not there yet: a reader that
+    /// keeps up calls this once per frame or batch.
+    #[inline]
+    pub(super) fn wait_ready_for(&mut self, timeout: Duration) -> Result<(), ReadError> {
+        if self.core.ready(&self.region) {
+            return Ok(());
+        }
         self.wait_ready(Some(deadline(timeout)))
     }
 

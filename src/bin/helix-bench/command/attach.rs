@@ -1,23 +1,27 @@
 //! `helix-bench attach`: attach to a live ring by name as a non-gating
 //! reader and measure what arrives: frames/s, overruns, and for telemetry
 //! samples the latency from helixd's ingest (`ingest_ns`) to this reader's
-//! receipt.
+//! receipt (for the twin's alarm events, from the triggering sample's
+//! ingest, as e2e measures the twin).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use helix::process::now_ns;
 use helix::shm::Namespace;
-use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::{ReadError, Reader, ReaderOptions, Start, WaitStrategy};
+use helix::telemetry::KIND_SAMPLE;
+use helix::twin::KIND_ALARM;
+use helix::{Reader, ReaderOptions, Start, WaitStrategy};
 
+use super::e2e::{alarm_ingest, read_until, sample_ingest};
 use super::stream::wait_name;
 use crate::affinity::pin_to_cpu;
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
-use crate::stats::{fmt_ns, histogram, Summary};
+use crate::stats::{fmt_ns, Summary};
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct AttachArgs {
@@ -58,7 +62,8 @@ pub struct Report {
     pub overruns: u64,
     /// Seconds measured.
     pub seconds: f64,
-    /// Ingest-to-reader latency of telemetry samples, if any arrived.
+    /// Ingest-to-reader latency of telemetry samples (or of alarm events:
+    /// from their triggering sample's ingest), if any arrived.
     pub latency: Option<Summary>,
 }
 
@@ -87,64 +92,35 @@ pub fn run(a: AttachArgs, ns: &Namespace) -> Result<()> {
             let named = Summary::NAMES.iter().zip(s.percentiles()).map(|(n, ns)| format!("{n} {}", fmt_ns(ns)));
             println!("ingest-to-reader latency: {}  ({} samples)", named.collect::<Vec<_>>().join("  "), s.count);
         }
-        None => println!("no telemetry samples arrived (no latency to report)"),
+        None => println!("no telemetry samples or alarm events arrived (no latency to report)"),
     }
     a.out.write("attach", load, started, r)
 }
 
-/// Reads `ring` for `duration` after a `warmup` that is not recorded.
+/// Reads `ring` for `duration` after a `warmup` that is not recorded (in
+/// batches, as e2e's reader does: [`read_until`]).
 pub fn measure(ns: &Namespace, ring: &str, duration: Duration, warmup: Duration, wait: WaitStrategy) -> Result<Report> {
     let opts = ReaderOptions { name: "helix-bench".into(), gating: false, start: Start::Newest, wait };
-    let mut r = Reader::attach(ns, ring, &opts)?;
-    let mut h = histogram();
-    let start = Instant::now();
-    let measure_from = start + warmup;
-    let end = measure_from + duration;
-    let (mut frames, mut lost, mut overruns) = (0u64, 0u64, 0u64);
-    let mut measuring = false;
-    let mut t0 = measure_from;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        if !measuring && now >= measure_from {
-            measuring = true;
-            t0 = now;
-        }
-        let frame = match r.peek_timeout(end - now) {
-            Ok(f) => f,
-            Err(ReadError::Timeout) => continue,
-            Err(ReadError::Overrun(o)) => {
-                if measuring {
-                    lost += o.lost;
-                    overruns += 1;
-                }
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if !measuring {
-            continue;
-        }
-        if frame.kind() == KIND_SAMPLE {
-            if let Ok(s) = frame.read::<Sample>() {
-                let now_ns = helix::process::now_ns();
-                h.record(now_ns.saturating_sub(s.ingest_ns).max(1))?;
-            }
-        }
-        frames += 1;
-    }
-    let seconds = t0.elapsed().as_secs_f64().min(duration.as_secs_f64()).max(1e-9);
+    let r = Reader::attach(ns, ring, &opts)?;
+    let t0 = now_ns() + warmup.as_nanos() as u64;
+    let t1 = t0 + duration.as_nanos() as u64;
+    // Telemetry samples from their ingest; the twin's alarm events from
+    // their triggering sample's ingest; other frames only counted.
+    let seen = read_until(r, t0, t1, |frame| match frame.kind() {
+        KIND_SAMPLE => sample_ingest(frame),
+        KIND_ALARM => alarm_ingest(frame).or(Some(None)),
+        _ => Some(None),
+    })?;
+    let seconds = duration.as_secs_f64();
     Ok(Report {
         ring: ring.into(),
         warmup: warmup.as_secs_f64(),
         wait: wait_name(wait).into(),
-        frames_per_sec: frames as f64 / seconds,
-        frames,
-        lost,
-        overruns,
+        frames_per_sec: seen.frames as f64 / seconds,
+        frames: seen.frames,
+        lost: seen.lost,
+        overruns: seen.overruns,
         seconds,
-        latency: (!h.is_empty()).then(|| Summary::of(&h)),
+        latency: (!seen.hist.is_empty()).then(|| Summary::of(&seen.hist)),
     })
 }

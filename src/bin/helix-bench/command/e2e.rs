@@ -45,6 +45,7 @@ use crate::machine::{load_average, Machine};
 use crate::stats::{fmt_ns, Summary};
 use programs::{Running, Scratch};
 pub use results::*;
+pub use window::{alarm_ingest, read_until, sample_ingest};
 use window::{lag_of, Window};
 
 pub const TELEMETRY: &str = "telemetry";

@@ -1,6 +1,7 @@
 //! The HAL ingest: sources that write telemetry samples into a ring, one
 //! thread each, each holding that ring's writer lease.
 
+pub mod pace;
 pub mod sim;
 pub mod udp;
 
@@ -17,6 +18,11 @@ pub struct SourceState {
     pub progress_ns: AtomicU64,
     /// Samples written.
     pub samples: AtomicU64,
+    /// A scheduled source's (the simulator's) lateness when it last woke:
+    /// how long ago its oldest unwritten sample fell due, ns. About a
+    /// wake-up period when it keeps up; growing when it cannot (the CPU is
+    /// short, or gating readers hold the ring full).
+    pub behind_ns: AtomicU64,
     /// A UDP source's datagram counters (zero for the simulator).
     pub udp: udp::UdpStats,
 }
