@@ -52,6 +52,7 @@
 //! Ring::unlink(&ns, "demo").unwrap();
 //! ```
 
+pub mod fanin;
 pub mod futex;
 mod guard;
 pub mod layout;

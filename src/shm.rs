@@ -340,12 +340,22 @@ pub(crate) fn open_file(path: &Path, writable: bool) -> io::Result<File> {
 /// `size` bytes reserved with `posix_fallocate`, so a full `/dev/shm` is an
 /// error now rather than a SIGBUS on first touch.
 pub(crate) fn create_unnamed(size: u64, mode: u32, gid: Option<u32>) -> Result<File, (&'static str, io::Error)> {
+    create_unnamed_in(Path::new(SHM_DIR), size, mode, gid)
+}
+
+/// [`create_unnamed`] in the directory `dir` (a fan-in ring's folder).
+pub(crate) fn create_unnamed_in(
+    dir: &Path,
+    size: u64,
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<File, (&'static str, io::Error)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .mode(mode)
         .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-        .open(SHM_DIR)
+        .open(dir)
         .map_err(|e| ("create", e))?;
     file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| ("chmod", e))?;
     if let Some(gid) = gid {
@@ -390,18 +400,8 @@ pub(crate) fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
 }
 
 fn ofd_lock(file: &File, cmd: libc::c_int, kind: libc::c_int) -> io::Result<libc::flock> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `flock` is a plain C struct of integers; all zeros is valid
-    // (whole file: start 0, length 0; pid must be 0 for OFD locks).
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: the descriptor is open and `fl` is a valid flock for the call.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fl)
+    // Start 0, length 0: the whole file.
+    range_lock(file, cmd, kind, 0, 0)
 }
 
 /// Takes an exclusive open-file-description lock on all of `file` (which
@@ -426,6 +426,85 @@ pub(crate) fn unlock(file: &File) -> io::Result<()> {
 /// mode of opening will do); takes none.
 pub(crate) fn is_locked(file: &File) -> io::Result<bool> {
     Ok(ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK)?.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+fn byte_lock(file: &File, cmd: libc::c_int, kind: libc::c_int, byte: libc::off_t) -> io::Result<libc::flock> {
+    range_lock(file, cmd, kind, byte, 1)
+}
+
+fn range_lock(
+    file: &File,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+    start: libc::off_t,
+    len: libc::off_t,
+) -> io::Result<libc::flock> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` is a plain C struct of integers; all zeros is valid
+    // (pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: the descriptor is open and `fl` is a valid flock for the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fl)
+}
+
+/// Takes an open-file-description write lock on byte 0 of `file` (open
+/// for writing) without waiting; `false` if another holds it. Like
+/// [`try_lock`]'s, it lives as long as the open file description (and a
+/// mapping of the file), so it ends exactly when its holder dies: a fan-in
+/// lane's liveness.
+pub(crate) fn try_live_lock(file: &File) -> io::Result<bool> {
+    match byte_lock(file, libc::F_OFD_SETLK, libc::F_WRLCK, 0) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether another open file description holds the lock of
+/// [`try_live_lock`] on `file` (opened in any mode).
+pub(crate) fn live_lock_held(file: &File) -> io::Result<bool> {
+    Ok(byte_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK, 0)?.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Takes a classic (process-owned) POSIX write lock on byte 1 of `file`
+/// (open for writing), so that [`pid_lock_holder`] can learn this
+/// process's pid from the kernel. Closing *any* descriptor of the file in
+/// this process drops it, so it attests identity, never liveness.
+pub(crate) fn pid_lock(file: &File) -> io::Result<()> {
+    byte_lock(file, libc::F_SETLK, libc::F_WRLCK, 1).map(drop)
+}
+
+/// The pid (in this process's pid namespace) of the process holding the
+/// [`pid_lock`] of `file`, as the kernel reports it; `None` if nobody
+/// does, or only this process does (its own locks never conflict).
+pub(crate) fn pid_lock_holder(file: &File) -> io::Result<Option<u32>> {
+    let fl = byte_lock(file, libc::F_GETLK, libc::F_WRLCK, 1)?;
+    Ok((fl.l_type != libc::F_UNLCK as libc::c_short && fl.l_pid > 0).then_some(fl.l_pid as u32))
+}
+
+/// Renames `from` to `to` unless `to` exists (`RENAME_NOREPLACE`): for
+/// publishing a directory made under a temporary name.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Whether `path` still names the open `file` (same device and inode).

@@ -39,6 +39,7 @@ pub use sweep::{EvictError, FreedReader, SweepReport};
 pub use writer::{Claim, Writer};
 
 pub(crate) use error::check_published;
+pub(crate) use frame::{load_bytes, store_bytes};
 pub(crate) use region::Region;
 pub(crate) use stats::lag;
 

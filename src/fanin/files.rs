@@ -1,0 +1,428 @@
+//! A fan-in ring's folder and files (`docs/abi.md` §11.1–11.3): making
+//! them, opening and validating them. Lane files come from producers and
+//! are checked here before the consumer reads a record from them.
+
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::layout::ABI_VERSION;
+use crate::shm::{self, Mapping, Namespace, SHM_DIR};
+use crate::sync::{AtomicU64, Ordering};
+
+use super::layout::*;
+use super::{FanInError, FanInOptions};
+
+/// Suffix of a fan-in ring's folder name in `/dev/shm`.
+pub const FANIN_SUFFIX: &str = "@fanin";
+/// The consumer's file in the folder.
+pub const RING_FILE: &str = "ring";
+/// The doorbell file in the folder.
+pub const BELL_FILE: &str = "bell";
+
+/// `/dev/shm/<ns>.<ring>@fanin`.
+pub fn dir_path(ns: &Namespace, name: &str) -> PathBuf {
+    Path::new(SHM_DIR).join(format!("{}.{name}{FANIN_SUFFIX}", ns.as_str()))
+}
+
+/// The file name of lane `k` in the folder.
+pub fn lane_name(k: usize) -> String {
+    format!("lane.{k}")
+}
+
+/// The identity of a fan-in ring, read from the consumer's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct FanInGeometry {
+    /// Number of lanes.
+    pub lanes: u32,
+    /// Record bytes per lane (a power of two).
+    pub lane_capacity: u64,
+    /// Largest record payload.
+    pub max_payload: u32,
+    /// CLOCK_REALTIME ns at creation.
+    pub created_ns: u64,
+    /// Uids allowed to hold a lane (empty: whoever may open the files).
+    pub allow_uids: Vec<u32>,
+}
+
+/// The consumer's file and the doorbell, mapped.
+pub(crate) struct RingFiles {
+    /// The consumer's file (its lock is the consumer's lease).
+    pub(crate) _ring_file: File,
+    pub(crate) ring: Mapping,
+    pub(crate) bell: Mapping,
+    pub(crate) geometry: FanInGeometry,
+    pub(crate) dir: PathBuf,
+}
+
+impl RingFiles {
+    pub(crate) fn header(&self) -> &FanInHeader {
+        // SAFETY: validated at open: the mapping holds a whole, published
+        // header, page aligned; identity fields never change again and the
+        // rest are atomics. It lives as long as `self`.
+        unsafe { &*(self.ring.ptr() as *const FanInHeader) }
+    }
+
+    pub(crate) fn state(&self, k: usize) -> &LaneState {
+        assert!(k < self.geometry.lanes as usize);
+        // SAFETY: the file holds `lanes` states after the header (its size
+        // was checked at open); `k` is in range; 256-byte strides keep them
+        // 8-aligned.
+        unsafe { &*(self.ring.ptr().add(FANIN_HEADER_SIZE + k * LANE_STATE_SIZE) as *const LaneState) }
+    }
+
+    pub(crate) fn bell(&self) -> &BellHeader {
+        // SAFETY: the doorbell mapping is BELL_FILE_SIZE bytes (checked at
+        // open), page aligned; every field a peer may change is an atomic.
+        unsafe { &*(self.bell.ptr() as *const BellHeader) }
+    }
+
+    /// Whether either mapping met a shrunk file.
+    pub(crate) fn damaged(&self) -> Option<PathBuf> {
+        [(&self.ring, RING_FILE), (&self.bell, BELL_FILE)]
+            .into_iter()
+            .find(|(m, _)| m.is_damaged())
+            .map(|(_, f)| self.dir.join(f))
+    }
+}
+
+/// Creates the folder with both files under a temporary name, then gives
+/// it its name (`RENAME_NOREPLACE`): nobody sees a half-made ring.
+pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<RingFiles, FanInError> {
+    shm::validate_ring_name(name)?;
+    opts.validate()?;
+    let dir = dir_path(ns, name);
+    if dir.exists() {
+        return Err(FanInError::Exists { path: dir });
+    }
+    let created_ns = crate::process::realtime_ns();
+    let tmp = dir.with_file_name(format!("{}.{name}{FANIN_SUFFIX}.{}.{created_ns}.tmp", ns.as_str(), std::process::id()));
+    let made = make_folder(&tmp, name, opts, created_ns);
+    let renamed = made.and_then(|()| shm::rename_noreplace(&tmp, &dir).map_err(|e| FanInError::io(&dir, "name", e)));
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(match e {
+            FanInError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                FanInError::Exists { path: dir }
+            }
+            e => e,
+        });
+    }
+    open_ring(ns, name, true)
+}
+
+/// The folder's mode: sticky (a producer may remove only its own files;
+/// the consumer's owner, owning the folder, any), set-group-id (lane files
+/// get the ring's group), and search/write for whom `mode` lets produce.
+fn folder_mode(mode: u32) -> u32 {
+    let group = if mode & 0o020 != 0 { 0o070 } else { 0 };
+    let other = if mode & 0o002 != 0 { 0o007 } else { 0 };
+    0o3700 | group | other
+}
+
+fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> Result<(), FanInError> {
+    let io = |op| move |e| FanInError::io(tmp, op, e);
+    std::fs::DirBuilder::new().mode(0o700).create(tmp).map_err(io("create"))?;
+    if let Some(gid) = opts.group {
+        std::os::unix::fs::chown(tmp, None, Some(gid)).map_err(io("chown"))?;
+    }
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(folder_mode(opts.mode))).map_err(io("chmod"))?;
+    let unnamed = |size, mode| shm::create_unnamed_in(tmp, size, mode, opts.group).map_err(|(op, e)| io(op)(e));
+    // Producers read the consumer's file and write only the doorbell.
+    let ring_mode = 0o600 | (opts.mode & 0o044);
+    let ring = unnamed(fanin_file_size(opts.lanes), ring_mode)?;
+    let bell = unnamed(BELL_FILE_SIZE as u64, opts.mode & 0o666)?;
+    {
+        let rmap = Mapping::new(&ring, true).map_err(io("map"))?;
+        let bmap = Mapping::new(&bell, true).map_err(io("map"))?;
+        // SAFETY: both files are unnamed (nobody else can open them),
+        // zero-filled by posix_fallocate, and mapped writable and whole.
+        unsafe {
+            init_ring(&rmap, name, opts, created_ns);
+            init_bell(&bmap, created_ns);
+        }
+    }
+    shm::link_unnamed(&bell, &tmp.join(BELL_FILE)).map_err(io("link"))?;
+    shm::link_unnamed(&ring, &tmp.join(RING_FILE)).map_err(io("link"))?;
+    Ok(())
+}
+
+/// # Safety
+///
+/// `map` is a fresh, zero-filled, writable mapping of a consumer file of
+/// `fanin_file_size(opts.lanes)` bytes nobody else can see yet.
+unsafe fn init_ring(map: &Mapping, name: &str, opts: &FanInOptions, created_ns: u64) {
+    // SAFETY: per the contract.
+    let h = unsafe { &mut *(map.ptr() as *mut FanInHeader) };
+    h.magic = FANIN_MAGIC;
+    h.header_size = FANIN_HEADER_SIZE as u32;
+    h.lanes = opts.lanes;
+    h.lane_state_size = LANE_STATE_SIZE as u32;
+    h.lane_capacity = opts.lane_capacity;
+    h.max_payload = opts.max_payload;
+    h.lane_header_size = LANE_HEADER_SIZE as u32;
+    h.created_ns = created_ns;
+    h.file_size = fanin_file_size(opts.lanes);
+    h.allow_count = opts.allow_uids.len() as u32;
+    h.allow_uids[..opts.allow_uids.len()].copy_from_slice(&opts.allow_uids);
+    h.name_len = name.len() as u32;
+    h.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SYNC POINT: fan-in region initialised. Written last; pairs with the
+    // Acquire load of `version` in `validate_ring`.
+    h.version.store(ABI_VERSION, Ordering::Release);
+}
+
+/// # Safety
+///
+/// As for [`init_ring`], for a doorbell file of `BELL_FILE_SIZE` bytes.
+unsafe fn init_bell(map: &Mapping, created_ns: u64) {
+    // SAFETY: per the contract.
+    let b = unsafe { &mut *(map.ptr() as *mut BellHeader) };
+    b.magic = BELL_MAGIC;
+    b.created_ns = created_ns;
+    // SYNC POINT: fan-in region initialised.
+    b.version.store(ABI_VERSION, Ordering::Release);
+}
+
+/// Opens a fan-in ring: as its consumer (the consumer's file read-write
+/// and locked, the doorbell read-only) or as a producer or a tool (the
+/// consumer's file read-only; a producer maps the doorbell read-write).
+pub(crate) fn open_ring(ns: &Namespace, name: &str, consumer: bool) -> Result<RingFiles, FanInError> {
+    open_ring_as(ns, name, consumer, !consumer)
+}
+
+pub(crate) fn open_ring_as(
+    ns: &Namespace,
+    name: &str,
+    consumer: bool,
+    bell_writable: bool,
+) -> Result<RingFiles, FanInError> {
+    shm::validate_ring_name(name)?;
+    let dir = dir_path(ns, name);
+    let open = |file: &str, writable: bool| -> Result<(File, Mapping), FanInError> {
+        let path = dir.join(file);
+        let f = shm::open_file(&path, writable).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                FanInError::NotFound { name: name.to_owned(), namespace: ns.as_str().to_owned(), path: path.clone() }
+            }
+            _ => FanInError::io(&path, "open", e),
+        })?;
+        let m = Mapping::new(&f, writable).map_err(|e| FanInError::io(&path, "map", e))?;
+        Ok((f, m))
+    };
+    let (ring_file, ring) = open(RING_FILE, consumer)?;
+    let geometry = validate_ring(&ring, &dir.join(RING_FILE), name)?;
+    if consumer && !shm::try_lock(&ring_file).map_err(|e| FanInError::io(&dir, "lock", e))? {
+        // SAFETY: validated above: a whole, published header.
+        let h = unsafe { &*(ring.ptr() as *const FanInHeader) };
+        return Err(FanInError::ConsumerHeld { ring: name.to_owned(), pid: h.consumer_pid.load(Ordering::Relaxed) });
+    }
+    let (_, bell) = open(BELL_FILE, bell_writable)?;
+    let path = dir.join(BELL_FILE);
+    if bell.len() != BELL_FILE_SIZE {
+        return Err(FanInError::field(&path, "file size", bell.len() as u64, BELL_FILE_SIZE));
+    }
+    // SAFETY: a page, page aligned; every field read here is read once.
+    let b = unsafe { &*(bell.ptr() as *const BellHeader) };
+    // SYNC POINT: fan-in region initialised.
+    let version = b.version.load(Ordering::Acquire);
+    if b.magic != BELL_MAGIC || version != ABI_VERSION || b.created_ns != geometry.created_ns {
+        return Err(FanInError::field(&path, "magic/version/created_ns", version as u64, "this ring's doorbell"));
+    }
+    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir })
+}
+
+/// Checks the consumer's header (written by the ring's owner, so trusted
+/// once it validates) and reads the geometry.
+fn validate_ring(map: &Mapping, path: &Path, name: &str) -> Result<FanInGeometry, FanInError> {
+    if map.len() < FANIN_HEADER_SIZE {
+        return Err(FanInError::field(path, "file size", map.len() as u64, format!("at least {FANIN_HEADER_SIZE}")));
+    }
+    // SAFETY: at least a header long and page aligned.
+    let h = unsafe { &*(map.ptr() as *const FanInHeader) };
+    let f = |field, found: u64, expected: u64| {
+        if found == expected {
+            Ok(())
+        } else {
+            Err(FanInError::field(path, field, found, expected))
+        }
+    };
+    f("magic", h.magic, FANIN_MAGIC)?;
+    // SYNC POINT: fan-in region initialised.
+    f("version", h.version.load(Ordering::Acquire) as u64, ABI_VERSION as u64)?;
+    f("header_size", h.header_size as u64, FANIN_HEADER_SIZE as u64)?;
+    f("lane_state_size", h.lane_state_size as u64, LANE_STATE_SIZE as u64)?;
+    f("lane_header_size", h.lane_header_size as u64, LANE_HEADER_SIZE as u64)?;
+    f("file_size", h.file_size, fanin_file_size(h.lanes))?;
+    f("file size", map.len() as u64, h.file_size)?;
+    let cap = h.lane_capacity;
+    if !cap.is_power_of_two() || cap < record_size(h.max_payload as usize) as u64 || cap > super::MAX_LANE_CAPACITY {
+        return Err(FanInError::field(path, "lane_capacity", cap, "a power of two that holds a largest record"));
+    }
+    if h.allow_count as usize > MAX_ALLOW {
+        return Err(FanInError::field(path, "allow_count", h.allow_count as u64, format!("at most {MAX_ALLOW}")));
+    }
+    let n = (h.name_len as usize).min(64);
+    if &h.name[..n] != name.as_bytes() {
+        return Err(FanInError::field(path, "name", h.name_len as u64, format!("{name:?}")));
+    }
+    let g = FanInGeometry {
+        lanes: h.lanes,
+        lane_capacity: cap,
+        max_payload: h.max_payload,
+        created_ns: h.created_ns,
+        allow_uids: h.allow_uids[..h.allow_count as usize].to_vec(),
+    };
+    if map.probe() {
+        return Err(FanInError::Damaged { path: path.to_owned() });
+    }
+    Ok(g)
+}
+
+/// Removes a fan-in ring's folder and every file in it. Attached processes
+/// keep their mappings.
+pub(crate) fn unlink(ns: &Namespace, name: &str) -> Result<(), FanInError> {
+    shm::validate_ring_name(name)?;
+    let dir = dir_path(ns, name);
+    std::fs::remove_dir_all(&dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            FanInError::NotFound { name: name.to_owned(), namespace: ns.as_str().to_owned(), path: dir.clone() }
+        }
+        _ => FanInError::io(&dir, "remove", e),
+    })
+}
+
+/// A lane file a producer made, not yet named.
+pub(crate) struct NewLane {
+    pub(crate) file: File,
+    pub(crate) map: Mapping,
+}
+
+/// Makes an unnamed lane file in the folder: sized, locked (liveness and
+/// pid locks), its header filled in but for the lane and epoch.
+pub(crate) fn create_lane(dir: &Path, g: &FanInGeometry) -> Result<NewLane, FanInError> {
+    let io = |op| move |e| FanInError::io(dir, op, e);
+    let size = lane_file_size(g.lane_capacity);
+    let file = shm::create_unnamed_in(dir, size, 0o640, None).map_err(|(op, e)| io(op)(e))?;
+    // The whole-file lock of creation would conflict with the pid lock.
+    shm::unlock(&file).map_err(io("unlock"))?;
+    if !shm::try_live_lock(&file).map_err(io("lock"))? {
+        return Err(io("lock")(std::io::ErrorKind::WouldBlock.into()));
+    }
+    shm::pid_lock(&file).map_err(io("lock"))?;
+    let map = Mapping::new(&file, true).map_err(io("map"))?;
+    let (pid, start_time) = crate::process::identity();
+    // SAFETY: the file is unnamed (only we can reach it), zero-filled and
+    // mapped whole and writable.
+    let h = unsafe { &mut *(map.ptr() as *mut LaneHeader) };
+    h.magic = LANE_MAGIC;
+    h.header_size = LANE_HEADER_SIZE as u32;
+    h.max_payload = g.max_payload;
+    h.capacity = g.lane_capacity;
+    h.ring_created_ns = g.created_ns;
+    h.file_size = size;
+    h.pid = pid;
+    h.start_time = start_time;
+    h.attached_ns = crate::process::realtime_ns();
+    Ok(NewLane { file, map })
+}
+
+impl NewLane {
+    /// Names the file lane `k` of epoch `epoch`; `Ok(false)` if lane `k`
+    /// is taken.
+    pub(crate) fn link(&self, dir: &Path, k: usize, epoch: u64) -> Result<bool, FanInError> {
+        // SAFETY: still unnamed (a failed link leaves it so): only we can
+        // reach it, so plain writes to its identity fields race nothing.
+        let h = unsafe { &mut *(self.map.ptr() as *mut LaneHeader) };
+        h.lane = k as u32;
+        h.epoch = epoch;
+        // SYNC POINT: lane file initialised. Pairs with the consumer's
+        // Acquire load of `version` in `open_lane`.
+        h.version.store(ABI_VERSION, Ordering::Release);
+        let path = dir.join(lane_name(k));
+        match shm::link_unnamed(&self.file, &path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(FanInError::io(&path, "link", e)),
+        }
+    }
+}
+
+/// A lane file the consumer opened and checked.
+pub(crate) struct LaneFile {
+    pub(crate) file: File,
+    pub(crate) map: Mapping,
+    pub(crate) ino: u64,
+    pub(crate) uid: u32,
+    pub(crate) pid: u32,
+    pub(crate) epoch: u64,
+}
+
+/// What is wrong with a lane file, and whose it is (if known).
+pub(crate) struct BadLane {
+    /// The file, if it could be opened (to remove exactly it).
+    pub(crate) file: Option<File>,
+    pub(crate) uid: u32,
+    pub(crate) epoch: u64,
+    pub(crate) reason: String,
+}
+
+/// Opens lane `k`'s file read-only and checks it; `Ok(None)` if there is
+/// none. The header is copied out with atomic loads and checked in the
+/// copy, so a producer rewriting it meanwhile changes nothing checked.
+pub(crate) fn open_lane(dir: &Path, k: usize, g: &FanInGeometry) -> Result<Option<LaneFile>, BadLane> {
+    let path = dir.join(lane_name(k));
+    let file = match shm::open_file(&path, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(BadLane { file: None, uid: u32::MAX, epoch: 0, reason: format!("cannot open it: {e}") }),
+    };
+    let bad = |uid, epoch, reason: String| BadLane { file: file.try_clone().ok(), uid, epoch, reason };
+    let meta = file.metadata().map_err(|e| bad(u32::MAX, 0, format!("cannot stat it: {e}")))?;
+    let (uid, size) = (meta.uid(), meta.len());
+    let want = lane_file_size(g.lane_capacity);
+    if !meta.file_type().is_file() || size != want {
+        return Err(bad(uid, 0, format!("it is {size} bytes, not a regular file of {want}")));
+    }
+    let map = Mapping::new(&file, false).map_err(|e| bad(uid, 0, format!("cannot map it: {e}")))?;
+    // SAFETY: the mapping is `want` > 128 bytes, page aligned; loaded as
+    // atomics only.
+    let words = unsafe { std::slice::from_raw_parts(map.ptr() as *const AtomicU64, 16) };
+    // SYNC POINT: lane file initialised (the version word is in word 1).
+    let w1 = words[1].load(Ordering::Acquire);
+    // Fields are read as halves of native 64-bit words: little-endian, as
+    // every supported target is (docs/abi.md §1.2).
+    let w: [u64; 16] = std::array::from_fn(|i| words[i].load(Ordering::Relaxed));
+    let lo = |x: u64| x as u32;
+    let hi = |x: u64| (x >> 32) as u32;
+    let epoch = w[5];
+    let checks: [(&str, u64, u64); 9] = [
+        ("magic", w[0], LANE_MAGIC),
+        ("version", lo(w1) as u64, ABI_VERSION as u64),
+        ("header_size", hi(w1) as u64, LANE_HEADER_SIZE as u64),
+        ("lane", lo(w[2]) as u64, k as u64),
+        ("max_payload", hi(w[2]) as u64, g.max_payload as u64),
+        ("capacity", w[3], g.lane_capacity),
+        ("ring_created_ns", w[4], g.created_ns),
+        ("file_size", w[6], want),
+        ("epoch (nonzero)", (epoch != 0) as u64, 1),
+    ];
+    for (field, found, expected) in checks {
+        if found != expected {
+            return Err(bad(uid, epoch, format!("header field `{field}` is {found}, expected {expected}")));
+        }
+    }
+    if map.probe() {
+        return Err(bad(uid, epoch, "it shrank while being checked".into()));
+    }
+    // The pid from the kernel: the holder of the file's pid lock. This
+    // process's own locks never show; then the header's pid, if it is ours.
+    let claimed = lo(w[7]);
+    let pid = match shm::pid_lock_holder(&file) {
+        Ok(Some(pid)) => pid,
+        _ if claimed == std::process::id() && uid == crate::process::my_uid() => claimed,
+        _ => 0,
+    };
+    Ok(Some(LaneFile { file, map, ino: meta.ino(), uid, pid, epoch }))
+}

@@ -1,0 +1,279 @@
+//! A producer: takes a free lane by linking its own lane file, then
+//! claims, writes and publishes records into it (`docs/abi.md` §11.4–11.7).
+
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::shm::{Mapping, Namespace};
+use crate::sync::{futex, host, AtomicU64, Ordering};
+use crate::wait::WaitStrategy;
+
+use super::error::{FanInError, SendError};
+use super::files::{self, NewLane, RingFiles};
+use super::lane::{self, Ends, Writing};
+use super::layout::*;
+
+/// How often a producer waiting for space looks whether its lane was
+/// dropped (the consumer does not ring a lane it no longer reads).
+const RECHECK_NS: u64 = 100_000_000;
+
+/// One producer's hold on one lane of a fan-in ring. Dropping it publishes
+/// what is pending and lets the lane go (the consumer frees it once it has
+/// read everything).
+pub struct Producer {
+    files: RingFiles,
+    lane: NewLane,
+    k: usize,
+    epoch: u64,
+    writing: Writing,
+    wait: WaitStrategy,
+}
+
+impl Producer {
+    /// Takes a free lane of fan-in ring `name`, without waiting.
+    pub fn attach(ns: &Namespace, name: &str) -> Result<Producer, FanInError> {
+        Producer::attach_timeout(ns, name, Duration::ZERO)
+    }
+
+    /// Takes a free lane, waiting up to `timeout` for one to be freed when
+    /// all are taken (the consumer frees a dead producer's lane once it
+    /// has read what was published there; it is asked to look).
+    pub fn attach_timeout(ns: &Namespace, name: &str, timeout: Duration) -> Result<Producer, FanInError> {
+        let files = files::open_ring(ns, name, false)?;
+        let g = &files.geometry;
+        let uid = host::my_uid();
+        if !g.allow_uids.is_empty() && !g.allow_uids.contains(&uid) {
+            return Err(FanInError::NotAllowed { ring: name.to_owned(), uid });
+        }
+        let new = files::create_lane(&files.dir, g)?;
+        let deadline = crate::ring::deadline(timeout);
+        loop {
+            // SYNC POINT: lane freed (attachers).
+            let freed = files.header().lanes_freed.load(Ordering::Acquire);
+            for k in 0..g.lanes as usize {
+                // SYNC POINT: lane freed. The epoch after the last one the
+                // consumer bound here.
+                let epoch = files.state(k).epoch.load(Ordering::Acquire) + 1;
+                if new.link(&files.dir, k, epoch)? {
+                    let bell = files.bell();
+                    bell.attach_seq.fetch_add(1, Ordering::Relaxed);
+                    lane::ring_bell(bell);
+                    let writing = Writing::new(epoch);
+                    return Ok(Producer { files, lane: new, k, epoch, writing, wait: Default::default() });
+                }
+            }
+            // Every lane is taken: ask the consumer to free those of dead
+            // producers, and wait for it.
+            let bell = files.bell();
+            bell.attach_seq.fetch_add(1, Ordering::Relaxed);
+            lane::ring_bell(bell);
+            let now = host::now_ns();
+            if now >= deadline {
+                return Err(FanInError::NoFreeLane { ring: name.to_owned(), lanes: g.lanes });
+            }
+            let wait = Duration::from_nanos(deadline - now).min(lane::PARK_RECHECK);
+            let _ = futex::wait(&files.header().lanes_freed, freed, Some(wait));
+        }
+    }
+
+    /// The lane this producer holds.
+    pub fn lane(&self) -> usize {
+        self.k
+    }
+
+    /// The lease epoch of this producer's lane file.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Largest payload a record may carry.
+    pub fn max_payload(&self) -> usize {
+        self.files.geometry.max_payload as usize
+    }
+
+    /// How the blocking calls wait for space (default: spin, then park).
+    pub fn set_wait(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    fn ends(&self) -> Ends<'_> {
+        ends(&self.files, &self.lane.map, self.k)
+    }
+
+    /// Whether the consumer dropped this lane (bound a later epoch, or
+    /// freed ours).
+    fn revoked(&self) -> bool {
+        let st = self.files.state(self.k);
+        // SYNC POINT: lane freed.
+        let status = st.status.load(Ordering::Acquire);
+        let epoch = st.epoch.load(Ordering::Relaxed);
+        epoch > self.epoch || (epoch == self.epoch && status == LANE_FREE)
+    }
+
+    fn check(&self, len: usize) -> Result<(), SendError> {
+        let max = self.max_payload();
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        if self.lane.map.is_damaged() {
+            return Err(SendError::Damaged { lane: self.k });
+        }
+        Ok(())
+    }
+
+    /// Room for a record of `len` bytes now, or why not.
+    fn room(&mut self, len: usize) -> Result<bool, SendError> {
+        self.check(len)?;
+        let fits = self.writing.fits(&ends(&self.files, &self.lane.map, self.k), len);
+        if !fits && self.revoked() {
+            return Err(SendError::Revoked { lane: self.k, epoch: self.epoch });
+        }
+        Ok(fits)
+    }
+
+    /// Reserves room for a record of `len` payload bytes after the pending
+    /// ones, without waiting; fill it and [`Claim::commit`] it.
+    pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, SendError> {
+        if !self.room(len)? {
+            return Err(SendError::Full { lane: self.k });
+        }
+        Ok(Claim::new(self, len))
+    }
+
+    /// [`Producer::try_claim`], waiting up to `timeout` for room; only
+    /// this lane's producer ever waits for it.
+    pub fn claim_timeout(&mut self, len: usize, timeout: Duration) -> Result<Claim<'_>, SendError> {
+        if !self.room(len)? {
+            // Pending records must be visible, or the consumer frees nothing.
+            self.publish();
+            let deadline = crate::ring::deadline(timeout);
+            loop {
+                let e = ends(&self.files, &self.lane.map, self.k);
+                if self.writing.wait_space(&e, len, self.wait.spins(), Some(deadline.min(host::now_ns() + RECHECK_NS)))
+                    || self.room(len)?
+                {
+                    break;
+                }
+                if host::now_ns() >= deadline {
+                    return Err(SendError::Timeout { lane: self.k });
+                }
+            }
+        }
+        Ok(Claim::new(self, len))
+    }
+
+    /// Writes a record (pending until [`Producer::publish`]), without
+    /// waiting.
+    pub fn try_push(&mut self, kind: u32, payload: &[u8]) -> Result<(), SendError> {
+        self.try_claim(payload.len())?.fill(kind, payload);
+        Ok(())
+    }
+
+    /// Writes a record, waiting up to `timeout` for room.
+    pub fn push_timeout(&mut self, kind: u32, payload: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.claim_timeout(payload.len(), timeout)?.fill(kind, payload);
+        Ok(())
+    }
+
+    /// Writes and publishes one record, without waiting.
+    pub fn try_send(&mut self, kind: u32, payload: &[u8]) -> Result<(), SendError> {
+        self.try_push(kind, payload)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Writes and publishes one record, waiting up to `timeout` for room.
+    pub fn send_timeout(&mut self, kind: u32, payload: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.push_timeout(kind, payload, timeout)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Writes and publishes one plain-old-data record.
+    pub fn send_pod<T: Pod>(&mut self, kind: u32, value: &T, timeout: Duration) -> Result<(), SendError> {
+        self.send_timeout(kind, bytemuck::bytes_of(value), timeout)
+    }
+
+    /// Makes every pending record visible to the consumer at once (one
+    /// store; a system call only if the consumer sleeps); returns how many.
+    pub fn publish(&mut self) -> u64 {
+        let n = self.writing.pending();
+        let e = ends(&self.files, &self.lane.map, self.k);
+        if self.writing.publish(&e, &self.files.header().sleeping) {
+            lane::ring_bell(self.files.bell());
+        }
+        n
+    }
+
+    /// Records written and not yet published.
+    pub fn pending(&self) -> u64 {
+        self.writing.pending()
+    }
+}
+
+/// Lane `k`'s three places, for the producer holding its file `map`.
+fn ends<'a>(files: &'a RingFiles, map: &'a Mapping, k: usize) -> Ends<'a> {
+    let capacity = files.geometry.lane_capacity;
+    // SAFETY: our own lane file, made by `create_lane` with exactly
+    // `LANE_HEADER_SIZE + capacity` bytes, page aligned; everything in it
+    // is accessed as atomics. Only a process of our own uid could shrink
+    // it; the guard then turns it to zeros (we report Damaged).
+    let (hdr, data) = unsafe {
+        (
+            &*(map.ptr() as *const LaneHeader),
+            std::slice::from_raw_parts(map.ptr().add(LANE_HEADER_SIZE) as *const AtomicU64, (capacity / 8) as usize),
+        )
+    };
+    Ends { hdr, state: files.state(k), data }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.publish();
+        // SYNC POINT: lane closed. Pairs with the consumer's Acquire load
+        // of `closed` in `drain_lane`: our last publish is visible to it.
+        self.ends().hdr.closed.store(LANE_CLOSED, Ordering::Release);
+        let bell = self.files.bell();
+        lane::ring_bell(bell);
+    }
+}
+
+/// Room reserved for one record by [`Producer::try_claim`]: write the
+/// payload, then [`Claim::commit`] it (pending until the producer
+/// publishes). Dropped uncommitted, it leaves no trace.
+pub struct Claim<'p> {
+    producer: &'p mut Producer,
+    len: usize,
+    kind: u32,
+}
+
+impl<'p> Claim<'p> {
+    fn new(producer: &'p mut Producer, len: usize) -> Claim<'p> {
+        Claim { producer, len, kind: 0 }
+    }
+
+    /// Sets the record's kind.
+    pub fn set_kind(&mut self, kind: u32) {
+        self.kind = kind;
+    }
+
+    /// Writes `payload` (exactly the claimed length) and commits.
+    pub fn fill(mut self, kind: u32, payload: &[u8]) {
+        assert_eq!(payload.len(), self.len, "a claim is filled with exactly the claimed length");
+        self.kind = kind;
+        let p = &mut *self.producer;
+        p.writing.write(&ends(&p.files, &p.lane.map, p.k), self.kind, payload);
+    }
+
+    /// Writes the payload by words: `f` gets the record's payload as
+    /// 64-bit words to store (zero-padded at the end), then the claim is
+    /// committed. For building a record in place without a copy.
+    pub fn commit_with(self, f: impl FnOnce(&[AtomicU64])) {
+        let p = &mut *self.producer;
+        let e = ends(&p.files, &p.lane.map, p.k);
+        let (w, advance) = p.writing.begin(&e, self.len, self.kind);
+        f(&e.data[w..w + self.len.div_ceil(8)]);
+        p.writing.end(self.len, advance);
+    }
+}

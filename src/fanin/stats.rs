@@ -1,0 +1,131 @@
+//! Counters of a fan-in ring and its lanes, for tools (`helixctl`) and
+//! tests: read lock-free from the consumer's file, plus what each lane's
+//! producer says of itself (its waits), read from its lane file.
+
+use crate::shm::Namespace;
+use crate::sync::Ordering;
+
+use super::files::{self, FanInGeometry, RingFiles};
+use super::layout::*;
+use super::{FanIn, FanInError};
+
+/// One lane, as the consumer and its producer count it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct LaneStats {
+    /// Lane index.
+    pub lane: usize,
+    /// Whether the consumer reads a lane file here now.
+    pub bound: bool,
+    /// Lease epoch of the bound (or last) lane file.
+    pub epoch: u64,
+    /// Lease epochs this lane has had.
+    pub leases: u64,
+    /// The bound file's owner (kernel-attested).
+    pub uid: u32,
+    /// Its producer's pid (kernel-attested; 0 if unknown).
+    pub pid: u32,
+    /// Records consumed, every producer of this lane.
+    pub records: u64,
+    /// Payload bytes consumed.
+    pub bytes: u64,
+    /// Lane files dropped for breaking the protocol.
+    pub faults: u64,
+    /// Bytes published and not yet consumed (from the lane file; 0 if none).
+    pub backlog: u64,
+    /// Times the producer found the lane full (as it reports).
+    pub full_waits: u64,
+    /// Nanoseconds it waited for space (as it reports).
+    pub wait_ns: u64,
+}
+
+/// A fan-in ring's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct FanInStats {
+    /// The ring's identity.
+    pub geometry: FanInGeometry,
+    /// The consumer's pid (0: none attached).
+    pub consumer_pid: u32,
+    /// Drain rounds that delivered records.
+    pub rounds: u64,
+    /// Times the consumer slept on the doorbell.
+    pub sleeps: u64,
+    /// Lane-file rescans.
+    pub rescans: u64,
+    /// Lanes dropped for breaking the protocol.
+    pub faults: u64,
+    /// Lanes freed after their producer left or died.
+    pub reclaimed: u64,
+    /// Every lane.
+    pub lanes: Vec<LaneStats>,
+}
+
+/// A read-only look at a fan-in ring, for tools.
+pub struct FanInView {
+    files: RingFiles,
+}
+
+impl FanInView {
+    /// Opens fan-in ring `name` read-only.
+    pub fn open(ns: &Namespace, name: &str) -> Result<FanInView, FanInError> {
+        Ok(FanInView { files: files::open_ring_as(ns, name, false, false)? })
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> FanInStats {
+        stats(&self.files)
+    }
+}
+
+impl FanIn {
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> FanInStats {
+        stats(self.files())
+    }
+}
+
+fn stats(files: &RingFiles) -> FanInStats {
+    let h = files.header();
+    let lanes = (0..files.geometry.lanes as usize).map(|k| lane_stats(files, k)).collect();
+    let c = |a: &crate::sync::AtomicU64| a.load(Ordering::Relaxed);
+    FanInStats {
+        geometry: files.geometry.clone(),
+        consumer_pid: h.consumer_pid.load(Ordering::Relaxed),
+        rounds: c(&h.rounds),
+        sleeps: c(&h.sleeps),
+        rescans: c(&h.rescans),
+        faults: c(&h.faults),
+        reclaimed: c(&h.reclaimed),
+        lanes,
+    }
+}
+
+fn lane_stats(files: &RingFiles, k: usize) -> LaneStats {
+    let st = files.state(k);
+    let c = |a: &crate::sync::AtomicU64| a.load(Ordering::Relaxed);
+    let bound = st.status.load(Ordering::Relaxed) == LANE_BOUND;
+    let mut s = LaneStats {
+        lane: k,
+        bound,
+        epoch: c(&st.epoch),
+        leases: c(&st.leases),
+        uid: st.uid.load(Ordering::Relaxed),
+        pid: st.pid.load(Ordering::Relaxed),
+        records: c(&st.records),
+        bytes: c(&st.bytes),
+        faults: c(&st.faults),
+        ..Default::default()
+    };
+    if let Ok(Some(lf)) = files::open_lane(&files.dir, k, &files.geometry) {
+        if lf.epoch == s.epoch {
+            // SAFETY: `open_lane` checked the mapping is a whole lane file,
+            // page aligned; these fields are atomics.
+            let hdr = unsafe { &*(lf.map.ptr() as *const LaneHeader) };
+            s.backlog = c(&hdr.head).saturating_sub(c(&st.tail));
+            s.full_waits = c(&hdr.full_waits);
+            s.wait_ns = c(&hdr.wait_ns);
+        }
+    }
+    s
+}
