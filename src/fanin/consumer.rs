@@ -232,7 +232,7 @@ impl FanIn {
         let h = self.files.header();
         h.sleeps.store(h.sleeps.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let (files, lanes, seen) = (&self.files, &mut self.lanes, self.attach_seen);
-        lane::park_consumer(&h.sleeping, files.bell(), Some(deadline), || any_ready(files, lanes, seen))
+        lane::park_consumer(&h.sleeping, &files.bell().bell, Some(deadline), || any_ready(files, lanes, seen))
     }
 
     fn ready(&mut self) -> bool {

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::sync::{fence, futex, host, spin_hint, AtomicU64, Ordering};
+use crate::sync::{fence, futex, host, spin_hint, AtomicU32, AtomicU64, Ordering};
 
 use super::layout::*;
 use crate::ring::store_bytes;
@@ -197,7 +197,7 @@ impl Writing {
 
     /// Makes every pending record visible; returns whether the consumer
     /// sleeps and needs the doorbell rung (see [`ring_bell`]).
-    pub(crate) fn publish(&mut self, e: &Ends, sleeping: &crate::sync::AtomicU32) -> bool {
+    pub(crate) fn publish(&mut self, e: &Ends, sleeping: &AtomicU32) -> bool {
         if self.head == self.published {
             return false;
         }
@@ -262,12 +262,13 @@ impl Writing {
     }
 }
 
-/// Rings the doorbell: bumps the word and wakes the consumer.
-pub(crate) fn ring_bell(bell: &BellHeader) {
+/// Rings the doorbell (`BellHeader::bell`): bumps the word and wakes the
+/// consumer.
+pub(crate) fn ring_bell(bell: &AtomicU32) {
     // SYNC POINT: consumer woken. Pairs with the Acquire load of `bell` in
     // `park_consumer`.
-    bell.bell.fetch_add(1, Ordering::Release);
-    let _ = futex::wake_all(&bell.bell);
+    bell.fetch_add(1, Ordering::Release);
+    let _ = futex::wake_all(bell);
 }
 
 /// The consumer's side of a lane: its private cursors.
@@ -393,8 +394,8 @@ fn word_of(at: u64, cap: u64) -> usize {
 /// nothing, at most until `deadline_ns` and never longer than
 /// [`PARK_RECHECK`] at a time. Returns `ready`'s last answer.
 pub(crate) fn park_consumer(
-    sleeping: &crate::sync::AtomicU32,
-    bell: &BellHeader,
+    sleeping: &AtomicU32,
+    bell: &AtomicU32,
     deadline_ns: Option<u64>,
     mut ready: impl FnMut() -> bool,
 ) -> bool {
@@ -403,7 +404,7 @@ pub(crate) fn park_consumer(
     fence(Ordering::SeqCst);
     let found = loop {
         // SYNC POINT: consumer woken (see `ring_bell`).
-        let seen = bell.bell.load(Ordering::Acquire);
+        let seen = bell.load(Ordering::Acquire);
         if ready() {
             break true;
         }
@@ -414,7 +415,7 @@ pub(crate) fn park_consumer(
             None => PARK_RECHECK,
         };
         // Woken, timed out or interrupted: the loop looks again either way.
-        let _ = futex::wait(&bell.bell, seen, Some(timeout));
+        let _ = futex::wait(bell, seen, Some(timeout));
     };
     sleeping.store(0, Ordering::Relaxed);
     found

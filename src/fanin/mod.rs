@@ -52,10 +52,14 @@
 mod consumer;
 mod error;
 pub mod files;
+#[cfg(test)]
+mod heap;
 mod lane;
 pub mod layout;
 mod producer;
 mod stats;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -58,7 +58,7 @@ impl Producer {
                 if new.link(&files.dir, k, epoch)? {
                     let bell = files.bell();
                     bell.attach_seq.fetch_add(1, Ordering::Relaxed);
-                    lane::ring_bell(bell);
+                    lane::ring_bell(&bell.bell);
                     let writing = Writing::new(epoch);
                     return Ok(Producer { files, lane: new, k, epoch, writing, wait: Default::default() });
                 }
@@ -67,7 +67,7 @@ impl Producer {
             // producers, and wait for it.
             let bell = files.bell();
             bell.attach_seq.fetch_add(1, Ordering::Relaxed);
-            lane::ring_bell(bell);
+            lane::ring_bell(&bell.bell);
             let now = host::now_ns();
             if now >= deadline {
                 return Err(FanInError::NoFreeLane { ring: name.to_owned(), lanes: g.lanes });
@@ -201,7 +201,7 @@ impl Producer {
         let n = self.writing.pending();
         let e = ends(&self.files, &self.lane.map, self.k);
         if self.writing.publish(&e, &self.files.header().sleeping) {
-            lane::ring_bell(self.files.bell());
+            lane::ring_bell(&self.files.bell().bell);
         }
         n
     }
@@ -235,7 +235,7 @@ impl Drop for Producer {
         // of `closed` in `drain_lane`: our last publish is visible to it.
         self.ends().hdr.closed.store(LANE_CLOSED, Ordering::Release);
         let bell = self.files.bell();
-        lane::ring_bell(bell);
+        lane::ring_bell(&bell.bell);
     }
 }
 

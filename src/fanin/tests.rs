@@ -1,0 +1,193 @@
+//! The lane protocol against a model (proptest), and every way a hostile
+//! producer's bytes are caught, on heap lanes.
+
+use std::collections::VecDeque;
+
+use proptest::prelude::*;
+
+use super::heap::HeapLane;
+use super::lane::{Found, LaneFault, Reading, Writing};
+use super::layout::*;
+use crate::sync::{AtomicU32, Ordering};
+
+const MAX: u32 = 100;
+
+/// Payload of the `n`th record: `len` bytes that depend on `n`.
+fn payload(n: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (n as usize * 31 + i * 7) as u8).collect()
+}
+
+fn copy(lane: &HeapLane, f: &Found) -> Vec<u8> {
+    let e = lane.ends();
+    let mut v = vec![0; f.len as usize];
+    crate::ring::load_bytes(&e.data[f.word..f.word + v.len().div_ceil(8)], 0, &mut v);
+    v
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Push(usize),
+    Publish,
+    Drain(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..=MAX as usize).prop_map(Op::Push),
+        2 => Just(Op::Publish),
+        2 => (1..6usize).prop_map(Op::Drain),
+    ]
+}
+
+proptest! {
+    /// Random record lengths and wraps: the consumer gets exactly the
+    /// published records, in order, byte for byte; a record that does not
+    /// fit is refused only while the lane holds something.
+    #[test]
+    fn the_lane_delivers_what_was_published(ops in proptest::collection::vec(op(), 1..300)) {
+        let lane = HeapLane::new(256);
+        let e = lane.ends();
+        let sleeping = AtomicU32::new(0);
+        let mut w = Writing::new(1);
+        let mut r = Reading::new(0, 1, MAX);
+        let (mut pending, mut published) = (VecDeque::new(), VecDeque::new());
+        let mut n = 0u64;
+        for op in ops {
+            match op {
+                Op::Push(len) => {
+                    if w.fits(&e, len) {
+                        let p = payload(n, len);
+                        w.write(&e, (n % 7) as u32, &p);
+                        pending.push_back((n, p));
+                        n += 1;
+                    } else {
+                        prop_assert!(!pending.is_empty() || !published.is_empty(), "an empty lane refused {len} bytes");
+                    }
+                }
+                Op::Publish => {
+                    w.publish(&e, &sleeping);
+                    published.extend(pending.drain(..));
+                }
+                Op::Drain(budget) => {
+                    for _ in 0..budget {
+                        let Some(f) = r.next(&e).unwrap() else { break };
+                        let (m, p) = published.pop_front().expect("a record nobody published");
+                        prop_assert_eq!((f.seq, f.kind), (m + 1, (m % 7) as u32));
+                        prop_assert_eq!(copy(&lane, &f), p);
+                        r.consume(&f);
+                    }
+                    r.release(&e);
+                }
+            }
+        }
+        w.publish(&e, &sleeping);
+        published.extend(pending.drain(..));
+        while let Some(f) = r.next(&e).unwrap() {
+            let (m, p) = published.pop_front().expect("a record nobody published");
+            prop_assert_eq!(f.seq, m + 1);
+            prop_assert_eq!(copy(&lane, &f), p);
+            r.consume(&f);
+        }
+        prop_assert!(published.is_empty(), "{} published records never delivered", published.len());
+    }
+}
+
+/// A lane with `n` records of `len` bytes published, and its reader.
+fn lane_with(n: usize, len: usize) -> (HeapLane, Reading) {
+    let lane = HeapLane::new(256);
+    let mut w = Writing::new(1);
+    for i in 0..n {
+        w.write(&lane.ends(), 0, &payload(i as u64, len));
+    }
+    w.publish(&lane.ends(), &AtomicU32::new(0));
+    (lane, Reading::new(0, 1, MAX))
+}
+
+fn header(len: u32, kind: u32) -> u64 {
+    u64::from_ne_bytes([len.to_ne_bytes(), kind.to_ne_bytes()].concat().try_into().unwrap())
+}
+
+#[test]
+fn garbage_in_the_head_is_caught() {
+    let (lane, mut r) = lane_with(1, 8);
+    let e = lane.ends();
+    e.hdr.head.store(13, Ordering::Relaxed);
+    assert_eq!(r.next(&e), Err(LaneFault::Misaligned { head: 13 }));
+    e.hdr.head.store(256 + 8, Ordering::Relaxed);
+    assert_eq!(r.next(&e), Err(LaneFault::HeadTooFar { head: 264, tail: 0, ahead: 264, capacity: 256 }));
+    let (lane, mut r) = lane_with(1, 8);
+    let e = lane.ends();
+    let f = r.next(&e).unwrap().unwrap();
+    r.consume(&f);
+    e.hdr.head.store(0, Ordering::Relaxed);
+    assert_eq!(r.next(&e), Err(LaneFault::HeadBehind { head: 0, tail: 24 }));
+}
+
+#[test]
+fn garbage_in_a_record_header_is_caught() {
+    let (lane, mut r) = lane_with(2, 8);
+    let e = lane.ends();
+    e.data[0].store(header(MAX + 1, 0), Ordering::Relaxed);
+    assert_eq!(r.next(&e), Err(LaneFault::TooLong { at: 0, len: MAX + 1, max: MAX }));
+    // Longer than what was published: ends past the head.
+    e.data[0].store(header(40, 0), Ordering::Relaxed);
+    assert_eq!(r.next(&e), Err(LaneFault::PastHead { at: 0, size: 56, head: 48 }));
+    e.data[0].store(header(8, 0), Ordering::Relaxed);
+    e.data[1].store(9, Ordering::Relaxed);
+    assert_eq!(r.next(&e), Err(LaneFault::Sequence { at: 0, found: 9, expected: 1 }));
+}
+
+#[test]
+fn padding_and_records_that_cross_the_end_are_caught() {
+    let lane = HeapLane::new(256);
+    let e = lane.ends();
+    let mut r = Reading::new(0, 1, MAX);
+    // Padding with nothing after it.
+    e.data[0].store(header(PAD_LEN, 0), Ordering::Relaxed);
+    e.hdr.head.store(256, Ordering::Relaxed);
+    assert_eq!(r.next(&e), Err(LaneFault::PastHead { at: 0, size: 256, head: 256 }));
+    // A record that would run off the end of the lane.
+    let mut r = Reading::new(240, 1, MAX);
+    e.state.tail.store(240, Ordering::Relaxed);
+    e.data[30].store(header(32, 0), Ordering::Relaxed);
+    e.hdr.head.store(240 + 48, Ordering::Relaxed);
+    assert_eq!(r.next(&e), Err(LaneFault::Crosses { at: 240, size: 48 }));
+}
+
+#[test]
+fn a_record_begun_and_abandoned_leaves_no_trace() {
+    let lane = HeapLane::new(256);
+    let e = lane.ends();
+    let mut w = Writing::new(1);
+    w.write(&e, 0, &[1; 200]);
+    w.publish(&e, &AtomicU32::new(0));
+    let mut r = Reading::new(0, 1, MAX + 200);
+    let first = r.next(&e).unwrap().unwrap();
+    r.consume(&first);
+    r.release(&e);
+    // This one would wrap: begun (padding written), never ended.
+    assert!(w.fits(&e, 100));
+    let _ = w.begin(&e, 100, 0);
+    assert!(!w.publish(&e, &AtomicU32::new(0)));
+    assert_eq!(r.next(&e), Ok(None));
+    w.write(&e, 0, &[2; 8]);
+    w.publish(&e, &AtomicU32::new(0));
+    let f = r.next(&e).unwrap().unwrap();
+    assert_eq!((f.seq, copy(&lane, &f)), (2, vec![2; 8]));
+}
+
+#[test]
+fn a_producer_ignores_the_tail_of_an_epoch_not_its_own() {
+    let lane = HeapLane::new(256);
+    let e = lane.ends();
+    // The consumer's state still describes the previous lane file.
+    e.state.tail.store(4096, Ordering::Relaxed);
+    let mut w = Writing::new(2);
+    let mut written = 0;
+    while w.fits(&e, 8) {
+        w.write(&e, 0, &[0; 8]);
+        written += 1;
+    }
+    // Only the lane's own 256 bytes: 10 records of 24 bytes.
+    assert_eq!(written, 10);
+}
