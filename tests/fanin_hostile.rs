@@ -1,0 +1,203 @@
+//! A hostile producer (garbage in its lane, a stall, a shrunk lane file)
+//! hurts only its own lane; the consumer reports it and goes on. And the
+//! fan-in ring's life: lanes freed and taken again, a consumer restarted,
+//! the allow-list, options.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use common::TestNs;
+use helix::fanin::layout::LANE_HEADER_SIZE;
+use helix::fanin::{
+    files, Event, FanIn, FanInError, FanInOptions, LaneFault, LaneProblem, LaneReport, Producer, SendError,
+};
+
+const RING: &str = "fan";
+
+fn opts(lanes: u32) -> FanInOptions {
+    FanInOptions { lanes, lane_capacity: 4096, max_payload: 256, ..Default::default() }
+}
+
+/// Drains one round: the records as (lane, seq, payload), and the reports.
+fn drain(fan: &mut FanIn) -> (Vec<(usize, u64, Vec<u8>)>, Vec<LaneReport>) {
+    let (mut records, mut reports) = (Vec::new(), Vec::new());
+    fan.drain_timeout(1000, Duration::ZERO, |e| match e {
+        Event::Record(r) => records.push((r.lane, r.seq, r.to_vec().unwrap())),
+        Event::Dropped(report) => reports.push(report),
+    });
+    (records, reports)
+}
+
+/// Where the hostile producer's fourth record starts in its lane file.
+const FOURTH: u64 = LANE_HEADER_SIZE as u64 + 3 * 56;
+
+/// A good producer and a hostile one; `harm` does its worst to the
+/// hostile one's lane file once it published 3 records, the consumer read
+/// them, and it published a fourth (at [`FOURTH`]). Returns the
+/// consumer's one report; checks the good lane lost nothing.
+fn good_beside_hostile(harm: impl FnOnce(&std::fs::File)) -> LaneReport {
+    let ns = TestNs::watched("hostile producer", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(2)).unwrap();
+    let mut good = Producer::attach(&ns, RING).unwrap();
+    let mut bad = Producer::attach(&ns, RING).unwrap();
+    let path = files::dir_path(&ns, RING).join(files::lane_name(bad.lane()));
+    for i in 0..3u8 {
+        bad.try_send(0, &[i; 40]).unwrap();
+    }
+    let (records, reports) = drain(&mut fan);
+    assert_eq!((records.len(), reports.len()), (3, 0));
+    bad.try_send(0, &[3; 40]).unwrap();
+    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    harm(&file);
+    let mut got = Vec::new();
+    let mut reports = Vec::new();
+    for i in 0..200u32 {
+        good.try_send(1, &i.to_ne_bytes()).unwrap();
+        let (r, mut d) = drain(&mut fan);
+        got.extend(r.into_iter().filter(|r| r.0 == good.lane()).map(|r| r.2));
+        reports.append(&mut d);
+    }
+    let want: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_ne_bytes().to_vec()).collect();
+    assert_eq!(got, want, "the good lane lost or reordered records");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(!path.exists(), "the bad lane's file is still there");
+    // The bad producer learns it was dropped once its lane fills.
+    let err = loop {
+        match bad.try_send(0, &[9; 200]) {
+            Ok(()) => {}
+            Err(e) => break e,
+        }
+    };
+    let revoked = SendError::Revoked { lane: bad.lane(), epoch: bad.epoch() };
+    // Its own mapping of a file shrunk under it is damaged, too.
+    assert!(err == revoked || err == SendError::Damaged { lane: bad.lane() }, "{err}");
+    let report = reports.pop().unwrap();
+    assert_eq!((report.lane, report.uid, report.pid), (bad.lane(), helix::process::my_uid(), std::process::id()));
+    // The lane is free again.
+    drop(bad);
+    let again = Producer::attach(&ns, RING).unwrap();
+    assert_eq!(again.epoch(), report.epoch + 1);
+    report
+}
+
+#[test]
+fn a_garbage_head_drops_only_that_lane() {
+    let report = good_beside_hostile(|f| f.write_all_at(&13u64.to_ne_bytes(), 128).unwrap());
+    assert_eq!(report.problem, LaneProblem::Protocol(LaneFault::Misaligned { head: 13 }));
+    assert!(report.to_string().contains("head 13 is not a multiple of 8; lane dropped"), "{report}");
+}
+
+#[test]
+fn a_garbage_record_length_drops_only_that_lane() {
+    let report = good_beside_hostile(|f| {
+        f.write_all_at(&0xFFFF_0000u32.to_ne_bytes(), FOURTH).unwrap();
+    });
+    assert_eq!(report.problem, LaneProblem::Protocol(LaneFault::TooLong { at: 168, len: 0xFFFF_0000, max: 256 }));
+    assert!(report.to_string().contains("claims 4294901760 payload bytes; the maximum is 256"), "{report}");
+}
+
+#[test]
+fn a_forged_sequence_drops_only_that_lane() {
+    let report = good_beside_hostile(|f| f.write_all_at(&77u64.to_ne_bytes(), FOURTH + 8).unwrap());
+    assert_eq!(report.problem, LaneProblem::Protocol(LaneFault::Sequence { at: 168, found: 77, expected: 4 }));
+}
+
+#[test]
+fn a_shrunk_lane_file_drops_only_that_lane_and_faults_nobody() {
+    let report = good_beside_hostile(|f| f.set_len(0).unwrap());
+    assert_eq!(report.problem, LaneProblem::Protocol(LaneFault::Shrunk));
+}
+
+#[test]
+fn a_lane_file_of_the_wrong_size_is_never_mapped_as_a_lane() {
+    let ns = TestNs::new();
+    let mut fan = FanIn::create(&ns, RING, &opts(1)).unwrap();
+    let p = Producer::attach(&ns, RING).unwrap();
+    let path = files::dir_path(&ns, RING).join(files::lane_name(p.lane()));
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(100).unwrap();
+    let (_, reports) = drain(&mut fan);
+    assert_eq!(reports.len(), 1);
+    let want = format!("its file is not a lane of this ring: it is 100 bytes, not a regular file of {}", 512 + 4096);
+    assert!(reports[0].to_string().contains(&want), "{}", reports[0]);
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_stalled_lane_holds_back_nobody() {
+    let ns = TestNs::watched("stalled lane", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(2)).unwrap();
+    let mut stalled = Producer::attach(&ns, RING).unwrap();
+    let mut good = Producer::attach(&ns, RING).unwrap();
+    // Written, never published; then it fills its lane and stops.
+    while stalled.try_push(0, &[1; 100]).is_ok() {}
+    for i in 0..1000u32 {
+        good.send_timeout(1, &i.to_ne_bytes(), Duration::from_secs(10)).unwrap();
+        let (records, reports) = drain(&mut fan);
+        assert!(reports.is_empty(), "{reports:?}");
+        assert_eq!(records, [(good.lane(), i as u64 + 1, i.to_ne_bytes().to_vec())]);
+    }
+    assert_eq!(stalled.pending(), 4096 / 120);
+}
+
+#[test]
+fn a_producer_that_leaves_frees_its_lane_after_its_records_are_read() {
+    let ns = TestNs::watched("lane churn", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(1)).unwrap();
+    let mut a = Producer::attach(&ns, RING).unwrap();
+    let err = Producer::attach(&ns, RING).err().unwrap();
+    assert!(matches!(err, FanInError::NoFreeLane { lanes: 1, .. }), "{err}");
+    assert_eq!(err.to_string(), "every one of the 1 lanes of fan-in ring \"fan\" is taken");
+    a.try_push(3, b"last words").unwrap();
+    drop(a);
+    let (records, _) = drain(&mut fan);
+    assert_eq!(records, [(0, 1, b"last words".to_vec())]);
+    let b = Producer::attach(&ns, RING).unwrap();
+    assert_eq!((b.lane(), b.epoch()), (0, 2));
+    drain(&mut fan);
+    let stats = fan.stats();
+    assert_eq!((stats.reclaimed, stats.lanes[0].leases), (1, 2));
+}
+
+#[test]
+fn a_restarted_consumer_resumes_where_the_last_one_released() {
+    let ns = TestNs::watched("consumer restart", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(1)).unwrap();
+    let mut p = Producer::attach(&ns, RING).unwrap();
+    for i in 0..10u8 {
+        p.try_send(0, &[i]).unwrap();
+    }
+    let mut first = Vec::new();
+    fan.drain_timeout(4, Duration::ZERO, |e| {
+        if let Event::Record(r) = e {
+            first.push(r.seq)
+        }
+    });
+    assert_eq!(first, [1, 2, 3, 4]);
+    let err = FanIn::attach(&ns, RING).err().unwrap();
+    assert!(matches!(err, FanInError::ConsumerHeld { pid, .. } if pid == std::process::id()), "{err}");
+    drop(fan);
+    let mut fan = FanIn::attach(&ns, RING).unwrap();
+    let (records, reports) = drain(&mut fan);
+    assert!(reports.is_empty(), "{reports:?}");
+    assert_eq!(records.iter().map(|r| r.1).collect::<Vec<_>>(), (5..=10).collect::<Vec<u64>>());
+}
+
+#[test]
+fn the_allow_list_and_the_options_are_enforced() {
+    let ns = TestNs::new();
+    let me = helix::process::my_uid();
+    let opts = FanInOptions { allow_uids: vec![me.wrapping_add(1)], ..opts(1) };
+    let _fan = FanIn::create(&ns, RING, &opts).unwrap();
+    let err = Producer::attach(&ns, RING).err().unwrap();
+    assert_eq!(err.to_string(), format!("uid {me} may not produce into fan-in ring \"fan\" (not on its allow-list)"));
+    let err = FanIn::create(&ns, RING, &opts).err().unwrap();
+    assert!(matches!(err, FanInError::Exists { .. }), "{err}");
+    let bad = FanInOptions { lane_capacity: 100, ..Default::default() };
+    let err = FanIn::create(&ns, "other", &bad).err().unwrap();
+    assert!(err.to_string().starts_with("fan-in option `lane_capacity`: 100 is not a power of two"), "{err}");
+    let err = Producer::attach(&ns, "missing").err().unwrap();
+    assert!(matches!(err, FanInError::NotFound { .. }), "{err}");
+}
