@@ -299,3 +299,97 @@ fn the_ledger_records_batches_without_allocating() {
     let s = helix::ledger::verify(dir.path()).unwrap().unwrap();
     assert_eq!(s.rings[0].next_seq, seq);
 }
+
+#[test]
+fn fanin_claim_publish_consume_and_wait_allocate_nothing() {
+    use helix::fanin::{Event, FanIn, FanInOptions, Producer};
+    const RECORDS: u64 = 4000;
+    let (_turn, ns) = take_turn("zero-allocation fan-in");
+    let opts = FanInOptions { lanes: 2, lane_capacity: 1024, max_payload: 64, ..Default::default() };
+    let mut fan = FanIn::create(&ns, "fan", &opts).unwrap();
+    let mut p = Producer::attach(&ns, "fan").unwrap();
+    // Binding the lane (a scan of the folder) is setup, not counted.
+    p.try_send(0, &0u64.to_ne_bytes()).unwrap();
+    assert_eq!(fan.try_drain(1, |_| {}), 1);
+    let view = helix::fanin::FanInView::open(&ns, "fan").unwrap();
+    let watcher = helix::fanin::FanInView::open(&ns, "fan").unwrap();
+    let lane = p.lane();
+    let start = Arc::new(Barrier::new(2));
+    let consumer = {
+        let start = start.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            WATCHED.with(|w| w.set(true));
+            start.wait();
+            let mut next = 1u64;
+            let mut paused = false;
+            while next <= RECORDS {
+                // Waits (parking on the doorbell when the lane is empty).
+                fan.drain_timeout(8, Duration::from_secs(10), |e| match e {
+                    Event::Record(r) => {
+                        let len = r.copy_to(&mut buf).unwrap();
+                        assert_eq!(u64::from_ne_bytes(buf[..8].try_into().unwrap()), next);
+                        assert_eq!(len, 8 + (next % 7) as usize * 8);
+                        next += 1;
+                    }
+                    Event::Dropped(report) => panic!("{report}"),
+                });
+                if !paused && next > 1200 {
+                    paused = true;
+                    // Stop consuming until the producer has had to wait
+                    // for space (it will: the lane holds 1 KiB), so its
+                    // wait and our wake-up of it are counted. (Not at a
+                    // multiple of 500, where it waits for us to sleep.)
+                    WATCHED.with(|w| w.set(false));
+                    while watcher.stats().lanes[lane].full_waits == 0 {
+                        std::thread::yield_now();
+                    }
+                    WATCHED.with(|w| w.set(true));
+                }
+            }
+            fan
+        })
+    };
+    WATCHED.with(|w| w.set(true));
+    COUNTING.store(true, Ordering::SeqCst);
+    start.wait();
+    let mut payload = [0u8; 64];
+    for n in 1..=RECORDS {
+        payload[..8].copy_from_slice(&n.to_ne_bytes());
+        let len = 8 + (n % 7) as usize * 8;
+        // Every way of producing; the 1 KiB lane fills, so the producer
+        // waits for space (parking) too.
+        match n % 3 {
+            0 => p.send_timeout(0, &payload[..len], Duration::from_secs(10)).unwrap(),
+            1 => p.claim_timeout(len, Duration::from_secs(10)).unwrap().fill(0, &payload[..len]),
+            _ => p.claim_timeout(len, Duration::from_secs(10)).unwrap().commit_with(|words| {
+                for (w, c) in words.iter().zip(payload[..len].chunks(8)) {
+                    w.store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed);
+                }
+            }),
+        }
+        if n % 4 == 0 {
+            p.publish();
+        }
+        if n % 500 == 0 && n < RECORDS {
+            // Let the consumer fall asleep on the doorbell, so its parking
+            // and the producer's ring are counted.
+            WATCHED.with(|w| w.set(false));
+            p.publish();
+            let sleeps = view.stats().sleeps;
+            while view.stats().sleeps == sleeps {
+                std::thread::yield_now();
+            }
+            WATCHED.with(|w| w.set(true));
+        }
+    }
+    p.publish();
+    let fan = consumer.join().unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    WATCHED.with(|w| w.set(false));
+    let stats = fan.stats();
+    assert_eq!(stats.lanes[p.lane()].records, RECORDS + 1);
+    assert!(stats.lanes[p.lane()].full_waits > 0, "the producer never waited: {stats:?}");
+    assert!(stats.sleeps >= RECORDS / 500 - 1, "the consumer never slept: {stats:?}");
+    assert_eq!(ALLOCATIONS.load(Ordering::SeqCst), 0, "allocations on the fan-in hot path");
+}
