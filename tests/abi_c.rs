@@ -13,14 +13,19 @@ use std::time::Duration;
 use common::{payload, Env, Kid, Reaped};
 use helix::*;
 
-/// Compiles the C program from docs/abi.md in the test's scratch folder.
+/// Compiles the C reader from docs/abi.md in the test's scratch folder.
 fn c_reader(env: &Env) -> PathBuf {
+    c_program(env, "```c\n", "reader")
+}
+
+/// Compiles the C program of docs/abi.md whose block opens with `fence`.
+fn c_program(env: &Env, fence: &str, name: &str) -> PathBuf {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/abi.md")).unwrap();
-    let start = doc.find("```c\n").expect("docs/abi.md has a ```c block") + 5;
+    let start = doc.find(fence).unwrap_or_else(|| panic!("docs/abi.md has a {fence:?} block")) + fence.len();
     let len = doc[start..].find("```").unwrap();
-    let src = env.path("reader.c");
+    let src = env.path(&format!("{name}.c"));
     std::fs::write(&src, &doc[start..start + len]).unwrap();
-    let exe = env.path("reader");
+    let exe = env.path(name);
     let out = Command::new("cc")
         .args(["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&exe)
@@ -29,7 +34,7 @@ fn c_reader(env: &Env) -> PathBuf {
         .expect("a C compiler (cc) is needed to check docs/abi.md; install gcc");
     assert!(
         out.status.success(),
-        "the C reader in docs/abi.md does not compile:\n{}",
+        "the C {name} in docs/abi.md does not compile:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     exe
@@ -172,4 +177,38 @@ fn a_leaving_c_reader_leaves_the_next_owners_gating_alone() {
     assert_eq!(lines.len() as u64, FRAMES);
     assert!(next.is_gating(), "the C reader's leave stripped the new owner's gating");
     assert!(!next.was_demoted());
+}
+
+/// The C producer of docs/abi.md §11.10 into a Rust consumer: every record
+/// in order, byte for byte, across many wraps of a small lane, the lane
+/// freed when it leaves.
+#[test]
+fn a_c_producer_feeds_a_rust_consumer_byte_exact() {
+    use helix::fanin::{Event, FanIn, FanInOptions};
+    const COUNT: u64 = 100_000;
+    let env = Env::watched("C fan-in producer", Duration::from_secs(120));
+    let opts = FanInOptions { lanes: 2, lane_capacity: 1024, max_payload: 64, ..Default::default() };
+    let mut fan = FanIn::create(&env.ns, "cmd", &opts).unwrap();
+    let mut cmd = Command::new(c_program(&env, "```c fanin-producer\n", "producer"));
+    cmd.args([env.ns.as_str(), "cmd", &COUNT.to_string()]);
+    let kid = Kid::spawn(&mut cmd);
+    let mut next = 0u64;
+    let mut buf = [0u8; 64];
+    while next < COUNT {
+        fan.drain_timeout(32, Duration::from_secs(1), |e| match e {
+            Event::Record(r) => {
+                let len = r.copy_to(&mut buf).unwrap();
+                let want: Vec<u8> = (0..next % 61).map(|i| (next * 7 + i) as u8).collect();
+                assert_eq!((r.seq, r.kind, &buf[..len]), (next + 1, 42, &want[..]), "record {next}");
+                next += 1;
+            }
+            Event::Dropped(report) => panic!("{report}"),
+        });
+    }
+    let rest = kid.finish();
+    assert!(rest.contains("done"), "{rest}");
+    while fan.stats().lanes.iter().any(|l| l.bound) {
+        fan.drain_timeout(32, Duration::from_secs(1), |e| panic!("after the end: {}", matches!(e, Event::Record(_))));
+    }
+    assert_eq!(fan.stats().reclaimed, 1);
 }
