@@ -23,7 +23,7 @@ fn c_program(env: &Env, fence: &str, name: &str) -> PathBuf {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/abi.md")).unwrap();
     let start = doc.find(fence).unwrap_or_else(|| panic!("docs/abi.md has a {fence:?} block")) + fence.len();
     let len = doc[start..].find("```").unwrap();
-    let src = env.path(&format!("{name}.c"));
+    let src = env.path(format!("{name}.c"));
     std::fs::write(&src, &doc[start..start + len]).unwrap();
     let exe = env.path(name);
     let out = Command::new("cc")

@@ -21,8 +21,11 @@ fn opts(lanes: u32) -> FanInOptions {
     FanInOptions { lanes, lane_capacity: 4096, max_payload: 256, ..Default::default() }
 }
 
-/// Drains one round: the records as (lane, seq, payload), and the reports.
-fn drain(fan: &mut FanIn) -> (Vec<(usize, u64, Vec<u8>)>, Vec<LaneReport>) {
+/// A record as (lane, seq, payload).
+type Got = (usize, u64, Vec<u8>);
+
+/// Drains one round: the records, and the reports.
+fn drain(fan: &mut FanIn) -> (Vec<Got>, Vec<LaneReport>) {
     let (mut records, mut reports) = (Vec::new(), Vec::new());
     fan.drain_timeout(1000, Duration::ZERO, |e| match e {
         Event::Record(r) => records.push((r.lane, r.seq, r.to_vec().unwrap())),

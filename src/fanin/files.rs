@@ -97,7 +97,8 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
         return Err(FanInError::Exists { path: dir });
     }
     let created_ns = crate::process::realtime_ns();
-    let tmp = dir.with_file_name(format!("{}.{name}{FANIN_SUFFIX}.{}.{created_ns}.tmp", ns.as_str(), std::process::id()));
+    let tmp =
+        dir.with_file_name(format!("{}.{name}{FANIN_SUFFIX}.{}.{created_ns}.tmp", ns.as_str(), std::process::id()));
     let made = make_folder(&tmp, name, opts, created_ns);
     let renamed = made.and_then(|()| shm::rename_noreplace(&tmp, &dir).map_err(|e| FanInError::io(&dir, "name", e)));
     if let Err(e) = renamed {

@@ -305,7 +305,7 @@ impl Reading {
         // SYNC POINT: records published (see `Writing::publish`).
         let head = e.hdr.head.load(Ordering::Acquire);
         let (tail, capacity) = (self.tail, e.capacity());
-        if head % 8 != 0 {
+        if !head.is_multiple_of(8) {
             return Err(LaneFault::Misaligned { head });
         }
         if head < tail {
