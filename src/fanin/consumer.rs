@@ -112,9 +112,15 @@ struct Bound {
 
 impl Bound {
     fn hdr(&self) -> &LaneHeader {
-        // SAFETY: the mapping was checked to be a whole lane file at open,
-        // page aligned; every field used after that is an atomic.
-        unsafe { &*(self.lf.map.ptr() as *const LaneHeader) }
+        // SAFETY: `open_lane` checked the file: a whole lane of the ring's
+        // capacity (the header alone is used here).
+        unsafe { files::lane_view(&self.lf.map, self.lf.capacity) }.0
+    }
+
+    fn ends_of<'a>(lf: &'a LaneFile, state: &'a LaneState) -> Ends<'a> {
+        // SAFETY: as in `Bound::hdr`.
+        let (hdr, data) = unsafe { files::lane_view(&lf.map, lf.capacity) };
+        Ends { hdr, state, data }
     }
 }
 
@@ -318,13 +324,12 @@ impl FanIn {
     /// Up to `budget` records of lane `k`; then frees the lane if its
     /// producer is gone and nothing is left, or drops it if it is broken.
     fn drain_lane(&mut self, k: usize, budget: usize, f: &mut dyn FnMut(Event<'_>)) -> usize {
-        let capacity = self.files.geometry.lane_capacity;
         let Some(b) = self.lanes[k].as_mut() else { return 0 };
         let state = self.files.state(k);
         let (mut n, mut bytes) = (0, 0);
         let result = {
             let Bound { lf, reading, .. } = &mut *b;
-            let e = Bound::ends_of(lf, state, capacity);
+            let e = Bound::ends_of(lf, state);
             let damage = lf.map.damage_flag();
             let result = drain_records(reading, &e, budget, &mut n, &mut bytes, |found| {
                 f(Event::Record(record(k, lf, &e, found, damage)));
@@ -346,7 +351,7 @@ impl FanIn {
                 // SYNC POINT: lane closed. The Acquire pairs with the
                 // producer's Release store of `closed` after its last
                 // publish, so the empty check above saw everything.
-                if b.reading.ready(&Bound::ends_of(&b.lf, state, capacity)) == Ok(false) {
+                if b.reading.ready(&Bound::ends_of(&b.lf, state)) == Ok(false) {
                     self.retire(k);
                 }
             }
@@ -398,18 +403,6 @@ impl FanIn {
     }
 }
 
-impl Bound {
-    fn ends_of<'a>(lf: &'a LaneFile, state: &'a LaneState, capacity: u64) -> Ends<'a> {
-        // SAFETY: as in `Bound::ends`.
-        let data = unsafe {
-            std::slice::from_raw_parts(lf.map.ptr().add(LANE_HEADER_SIZE) as *const AtomicU64, (capacity / 8) as usize)
-        };
-        // SAFETY: as in `Bound::hdr`.
-        let hdr = unsafe { &*(lf.map.ptr() as *const LaneHeader) };
-        Ends { hdr, state, data }
-    }
-}
-
 /// Delivers up to `budget` records through `deliver` (which returns false
 /// if the lane turned out damaged meanwhile); `Ok(true)` if the lane is
 /// now empty.
@@ -455,10 +448,9 @@ fn any_ready(files: &RingFiles, lanes: &mut [Option<Bound>], attach_seen: u32) -
     if files.bell().attach_seq.load(Ordering::Relaxed) != attach_seen {
         return true;
     }
-    let capacity = files.geometry.lane_capacity;
     lanes.iter_mut().enumerate().any(|(k, b)| {
         b.as_mut().is_some_and(|b| {
-            let e = Bound::ends_of(&b.lf, files.state(k), capacity);
+            let e = Bound::ends_of(&b.lf, files.state(k));
             b.reading.ready(&e).unwrap_or(true) || b.hdr().closed.load(Ordering::Relaxed) == LANE_CLOSED
         })
     })

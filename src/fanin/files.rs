@@ -350,10 +350,32 @@ impl NewLane {
     }
 }
 
+/// A lane file's header and record words.
+///
+/// # Safety
+///
+/// `map` must be a whole lane file of `capacity` record bytes: made by
+/// [`create_lane`] or checked by [`open_lane`] (exactly `LANE_HEADER_SIZE
+/// + capacity` bytes, page aligned). Everything in it is then accessed as
+/// atomics only; a shrink turns it to zeros in place (the fault guard).
+pub(crate) unsafe fn lane_view(map: &Mapping, capacity: u64) -> (&LaneHeader, &[AtomicU64]) {
+    debug_assert_eq!(map.len() as u64, lane_file_size(capacity));
+    // SAFETY: per the contract: in bounds, 8-aligned (the data starts at
+    // 512 of a page-aligned mapping), alive as long as `map`.
+    unsafe {
+        (
+            &*(map.ptr() as *const LaneHeader),
+            std::slice::from_raw_parts(map.ptr().add(LANE_HEADER_SIZE) as *const AtomicU64, (capacity / 8) as usize),
+        )
+    }
+}
+
 /// A lane file the consumer opened and checked.
 pub(crate) struct LaneFile {
     pub(crate) file: File,
     pub(crate) map: Mapping,
+    /// Record bytes (the ring's `lane_capacity`).
+    pub(crate) capacity: u64,
     pub(crate) ino: u64,
     pub(crate) uid: u32,
     pub(crate) pid: u32,
@@ -425,5 +447,5 @@ pub(crate) fn open_lane(dir: &Path, k: usize, g: &FanInGeometry) -> Result<Optio
         _ if claimed == std::process::id() && uid == crate::process::my_uid() => claimed,
         _ => 0,
     };
-    Ok(Some(LaneFile { file, map, ino: meta.ino(), uid, pid, epoch }))
+    Ok(Some(LaneFile { file, map, capacity: g.lane_capacity, ino: meta.ino(), uid, pid, epoch }))
 }

@@ -246,12 +246,7 @@ impl Writing {
             if self.fits(e, len) {
                 break true;
             }
-            let now = host::now_ns();
-            let timeout = match deadline_ns {
-                Some(d) if now >= d => break false,
-                Some(d) => Duration::from_nanos(d - now).min(PARK_RECHECK),
-                None => PARK_RECHECK,
-            };
+            let Some(timeout) = next_sleep(deadline_ns) else { break false };
             // A failure (EFAULT on a shrunk file) just means we poll.
             let _ = futex::wait(&e.state.space, seen, Some(timeout));
         };
@@ -259,6 +254,17 @@ impl Writing {
         let waited = host::now_ns().saturating_sub(start);
         e.hdr.wait_ns.store(e.hdr.wait_ns.load(Ordering::Relaxed) + waited, Ordering::Relaxed);
         fits
+    }
+}
+
+/// How long the next futex sleep may last: until the deadline, at most
+/// [`PARK_RECHECK`]; `None` once the deadline has passed.
+fn next_sleep(deadline_ns: Option<u64>) -> Option<Duration> {
+    let now = host::now_ns();
+    match deadline_ns {
+        Some(d) if now >= d => None,
+        Some(d) => Some(Duration::from_nanos(d - now).min(PARK_RECHECK)),
+        None => Some(PARK_RECHECK),
     }
 }
 
@@ -408,12 +414,7 @@ pub(crate) fn park_consumer(
         if ready() {
             break true;
         }
-        let now = host::now_ns();
-        let timeout = match deadline_ns {
-            Some(d) if now >= d => break false,
-            Some(d) => Duration::from_nanos(d - now).min(PARK_RECHECK),
-            None => PARK_RECHECK,
-        };
+        let Some(timeout) = next_sleep(deadline_ns) else { break false };
         // Woken, timed out or interrupted: the loop looks again either way.
         let _ = futex::wait(bell, seen, Some(timeout));
     };

@@ -214,17 +214,10 @@ impl Producer {
 
 /// Lane `k`'s three places, for the producer holding its file `map`.
 fn ends<'a>(files: &'a RingFiles, map: &'a Mapping, k: usize) -> Ends<'a> {
-    let capacity = files.geometry.lane_capacity;
-    // SAFETY: our own lane file, made by `create_lane` with exactly
-    // `LANE_HEADER_SIZE + capacity` bytes, page aligned; everything in it
-    // is accessed as atomics. Only a process of our own uid could shrink
-    // it; the guard then turns it to zeros (we report Damaged).
-    let (hdr, data) = unsafe {
-        (
-            &*(map.ptr() as *const LaneHeader),
-            std::slice::from_raw_parts(map.ptr().add(LANE_HEADER_SIZE) as *const AtomicU64, (capacity / 8) as usize),
-        )
-    };
+    // SAFETY: our own lane file, made by `create_lane` for this ring's
+    // capacity. Only a process of our own uid could shrink it; the guard
+    // then turns it to zeros (we report Damaged).
+    let (hdr, data) = unsafe { files::lane_view(map, files.geometry.lane_capacity) };
     Ends { hdr, state: files.state(k), data }
 }
 
