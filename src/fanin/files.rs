@@ -354,10 +354,10 @@ impl NewLane {
 ///
 /// # Safety
 ///
-/// `map` must be a whole lane file of `capacity` record bytes: made by
-/// [`create_lane`] or checked by [`open_lane`] (exactly `LANE_HEADER_SIZE
-/// + capacity` bytes, page aligned). Everything in it is then accessed as
-/// atomics only; a shrink turns it to zeros in place (the fault guard).
+/// `map` must be a whole lane file of `capacity` record bytes, made by
+/// [`create_lane`] or checked by [`open_lane`]: the header and `capacity`
+/// bytes, page aligned. Everything in it is then accessed as atomics
+/// only; a shrink turns it to zeros in place (the fault guard).
 pub(crate) unsafe fn lane_view(map: &Mapping, capacity: u64) -> (&LaneHeader, &[AtomicU64]) {
     debug_assert_eq!(map.len() as u64, lane_file_size(capacity));
     // SAFETY: per the contract: in bounds, 8-aligned (the data starts at
