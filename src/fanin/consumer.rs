@@ -157,11 +157,14 @@ impl FanIn {
         h.consumer_pid.store(pid, Ordering::Relaxed);
         h.consumer_start_time.store(start, Ordering::Relaxed);
         h.consumer_since_ns.store(host::realtime_ns(), Ordering::Relaxed);
+        // A consumer that died asleep left this set: producers would ring
+        // for nothing until we first sleep.
+        h.sleeping.store(0, Ordering::Relaxed);
         let lanes = (0..files.geometry.lanes).map(|_| None).collect();
         let mut fan = FanIn { files, name: name.to_owned(), lanes, attach_seen: 0, next: 0, wait: Default::default() };
         fan.attach_seen = fan.files.bell().attach_seq.load(Ordering::Relaxed);
         // Reports of lanes dropped at attach are in the counters.
-        fan.scan(true, &mut |_| {});
+        fan.scan(&mut |_| {});
         Ok(fan)
     }
 
@@ -198,7 +201,7 @@ impl FanIn {
         let seq = self.files.bell().attach_seq.load(Ordering::Relaxed);
         if seq != self.attach_seen {
             self.attach_seen = seq;
-            self.scan(true, &mut f);
+            self.scan(&mut f);
         }
         let n = self.lanes.len();
         let mut total = 0;
@@ -250,34 +253,42 @@ impl FanIn {
     /// whose files shrank. What a producer that finds no free lane asks
     /// for (it bumps `attach_seq`); helixd runs it periodically too.
     pub fn sweep(&mut self, mut f: impl FnMut(Event<'_>)) {
-        self.scan(true, &mut f);
+        self.scan(&mut f);
     }
 
-    fn scan(&mut self, liveness: bool, f: &mut dyn FnMut(Event<'_>)) {
+    fn scan(&mut self, f: &mut dyn FnMut(Event<'_>)) {
         let h = self.files.header();
         h.rescans.store(h.rescans.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         for k in 0..self.lanes.len() {
-            match &mut self.lanes[k] {
-                Some(b) => {
-                    if b.lf.map.probe() {
-                        self.drop_lane(k, LaneProblem::Protocol(LaneFault::Shrunk), f);
-                    } else if liveness && !b.dead {
-                        // A lock nobody holds: its producer is gone.
-                        b.dead = !shm::live_lock_held(&b.lf.file).unwrap_or(true);
-                        self.drain_lane(k, 0, f);
-                    }
+            if self.lanes[k].is_none() {
+                self.try_bind(k, f);
+            }
+            let Some(b) = &mut self.lanes[k] else { continue };
+            if b.lf.map.probe() {
+                self.drop_lane(k, LaneProblem::Protocol(LaneFault::Shrunk), f);
+            } else if !b.dead {
+                // A lease lock nobody holds: its producer is gone. Free the
+                // lane now if nothing is left in it, else once drained.
+                b.dead = !shm::live_lock_held(&b.lf.file).unwrap_or(true);
+                if b.dead {
+                    self.drain_lane(k, 0, f);
                 }
-                None => match files::open_lane(&self.files.dir, k, &self.files.geometry) {
-                    Ok(Some(lf)) => self.bind(k, lf, f),
-                    Ok(None) => {}
-                    Err(bad) => {
-                        let problem = LaneProblem::BadFile { reason: bad.reason };
-                        self.report(k, bad.uid, 0, bad.epoch, problem, f);
-                        if let Some(file) = bad.file {
-                            self.remove(k, &file);
-                        }
-                    }
-                },
+            }
+        }
+    }
+
+    /// Binds lane `k`'s file, if there is one; reports and removes it if
+    /// it is not a lane of this ring.
+    fn try_bind(&mut self, k: usize, f: &mut dyn FnMut(Event<'_>)) {
+        match files::open_lane(&self.files.dir, k, &self.files.geometry) {
+            Ok(Some(lf)) => self.bind(k, lf, f),
+            Ok(None) => {}
+            Err(bad) => {
+                let problem = LaneProblem::BadFile { reason: bad.reason };
+                self.report(k, bad.uid, 0, bad.epoch, problem, f);
+                if let Some(file) = bad.file {
+                    self.remove(k, &file);
+                }
             }
         }
     }
