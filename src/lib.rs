@@ -2,7 +2,9 @@
 //!
 //! A ring is a fixed-capacity, power-of-two array of fixed-size slots in
 //! `/dev/shm`, with one writer and up to `max_readers` readers, each with its
-//! own cursor (LMAX Disruptor style). Processes attach by name.
+//! own cursor (LMAX Disruptor style). Processes attach by name. A second
+//! kind, the fan-in ring ([`fanin`]), carries variable-length records from
+//! many untrusted producer processes to one consumer.
 //!
 //! # Guarantees
 //!
