@@ -204,3 +204,28 @@ fn the_allow_list_and_the_options_are_enforced() {
     let err = Producer::attach(&ns, "missing").err().unwrap();
     assert!(matches!(err, FanInError::NotFound { .. }), "{err}");
 }
+
+/// A child forked by another thread while the ring is being made inherits
+/// its files until it execs; the consumer's lease must not be taken from
+/// under the creator by that (it was: `create` reopened the file and found
+/// the creation lock still held by such a child, `ConsumerHeld`).
+#[test]
+fn creating_rings_while_another_thread_forks_never_finds_the_consumer_lease_taken() {
+    let ns = TestNs::watched("create while forking", Duration::from_secs(120));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::process::Command::new("true").status();
+            }
+        })
+    };
+    for _ in 0..300 {
+        let fan = FanIn::create(&ns, RING, &opts(1)).unwrap();
+        drop(fan);
+        FanIn::unlink(&ns, RING).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    forker.join().unwrap();
+}

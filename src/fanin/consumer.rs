@@ -320,7 +320,7 @@ impl FanIn {
             st.bound_ns.store(host::realtime_ns(), Ordering::Relaxed);
             st.leases.store(st.leases.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             // SYNC POINT: lane bound. Pairs with the producer's Acquire load
-            // of `epoch` in `Producer::tail_is_mine`: once it sees its epoch,
+            // of `epoch` in `Writing::fits`: once it sees its epoch,
             // the tail it reads is this lane file's (0 or later).
             st.epoch.store(lf.epoch, Ordering::Release);
             (0, 1)

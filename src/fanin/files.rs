@@ -100,17 +100,26 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
     let tmp =
         dir.with_file_name(format!("{}.{name}{FANIN_SUFFIX}.{}.{created_ns}.tmp", ns.as_str(), std::process::id()));
     let made = make_folder(&tmp, name, opts, created_ns);
-    let renamed = made.and_then(|()| shm::rename_noreplace(&tmp, &dir).map_err(|e| FanInError::io(&dir, "name", e)));
-    if let Err(e) = renamed {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(match e {
-            FanInError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                FanInError::Exists { path: dir }
-            }
-            e => e,
-        });
-    }
-    open_ring(ns, name, true)
+    let renamed = made.and_then(|ring| {
+        shm::rename_noreplace(&tmp, &dir).map_err(|e| FanInError::io(&dir, "name", e))?;
+        Ok(ring)
+    });
+    let ring_file = match renamed {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(match e {
+                FanInError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                    FanInError::Exists { path: dir }
+                }
+                e => e,
+            });
+        }
+    };
+    let path = dir.join(RING_FILE);
+    let ring = Mapping::new(&ring_file, true).map_err(|e| FanInError::io(&path, "map", e))?;
+    let geometry = validate_ring(&ring, &path, name)?;
+    with_bell(ns, name, dir, (ring_file, ring), geometry, false)
 }
 
 /// The folder's mode: sticky (a producer may remove only its own files;
@@ -122,7 +131,11 @@ fn folder_mode(mode: u32) -> u32 {
     0o3700 | group | other
 }
 
-fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> Result<(), FanInError> {
+/// Makes the folder's files; returns the consumer's file, still holding
+/// the lock it was made with (the consumer's lease: taken before anyone
+/// can see the file, so no other process, nor a child forked meanwhile,
+/// can hold it first).
+fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> Result<File, FanInError> {
     let io = |op| move |e| FanInError::io(tmp, op, e);
     std::fs::DirBuilder::new().mode(0o700).create(tmp).map_err(io("create"))?;
     if let Some(gid) = opts.group {
@@ -145,8 +158,10 @@ fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> 
         }
     }
     shm::link_unnamed(&bell, &tmp.join(BELL_FILE)).map_err(io("link"))?;
+    // Nobody locks the doorbell: let go of the lock it was made with.
+    shm::unlock(&bell).map_err(io("unlock"))?;
     shm::link_unnamed(&ring, &tmp.join(RING_FILE)).map_err(io("link"))?;
-    Ok(())
+    Ok(ring)
 }
 
 /// # Safety
@@ -201,26 +216,39 @@ pub(crate) fn open_ring_as(
 ) -> Result<RingFiles, FanInError> {
     shm::validate_ring_name(name)?;
     let dir = dir_path(ns, name);
-    let open = |file: &str, writable: bool| -> Result<(File, Mapping), FanInError> {
-        let path = dir.join(file);
-        let f = shm::open_file(&path, writable).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                FanInError::NotFound { name: name.to_owned(), namespace: ns.as_str().to_owned(), path: path.clone() }
-            }
-            _ => FanInError::io(&path, "open", e),
-        })?;
-        let m = Mapping::new(&f, writable).map_err(|e| FanInError::io(&path, "map", e))?;
-        Ok((f, m))
-    };
-    let (ring_file, ring) = open(RING_FILE, consumer)?;
+    let (ring_file, ring) = open_in(ns, name, &dir.join(RING_FILE), consumer)?;
     let geometry = validate_ring(&ring, &dir.join(RING_FILE), name)?;
     if consumer && !shm::try_lock(&ring_file).map_err(|e| FanInError::io(&dir, "lock", e))? {
         // SAFETY: validated above: a whole, published header.
         let h = unsafe { &*(ring.ptr() as *const FanInHeader) };
         return Err(FanInError::ConsumerHeld { ring: name.to_owned(), pid: h.consumer_pid.load(Ordering::Relaxed) });
     }
-    let (_, bell) = open(BELL_FILE, bell_writable)?;
+    with_bell(ns, name, dir, (ring_file, ring), geometry, bell_writable)
+}
+
+/// Opens and maps one of the folder's files.
+fn open_in(ns: &Namespace, name: &str, path: &Path, writable: bool) -> Result<(File, Mapping), FanInError> {
+    let f = shm::open_file(path, writable).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            FanInError::NotFound { name: name.to_owned(), namespace: ns.as_str().to_owned(), path: path.to_owned() }
+        }
+        _ => FanInError::io(path, "open", e),
+    })?;
+    let m = Mapping::new(&f, writable).map_err(|e| FanInError::io(path, "map", e))?;
+    Ok((f, m))
+}
+
+/// Opens and checks the doorbell, completing the ring's files.
+fn with_bell(
+    ns: &Namespace,
+    name: &str,
+    dir: PathBuf,
+    (ring_file, ring): (File, Mapping),
+    geometry: FanInGeometry,
+    bell_writable: bool,
+) -> Result<RingFiles, FanInError> {
     let path = dir.join(BELL_FILE);
+    let (_, bell) = open_in(ns, name, &path, bell_writable)?;
     if bell.len() != BELL_FILE_SIZE {
         return Err(FanInError::field(&path, "file size", bell.len() as u64, BELL_FILE_SIZE));
     }
