@@ -328,9 +328,14 @@ fn reserve(file: &File, size: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Opens an existing ring file for reading, or reading and writing.
+/// Opens an existing ring file for reading, or reading and writing. Not
+/// through a link, and without blocking: a FIFO (or device) planted under a
+/// ring's name by whoever can write the folder opens at once, and the
+/// caller's type and size checks refuse it (`O_NONBLOCK` changes nothing
+/// for a regular file).
 pub(crate) fn open_file(path: &Path, writable: bool) -> io::Result<File> {
-    std::fs::OpenOptions::new().read(true).write(writable).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)
+    let flags = libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    std::fs::OpenOptions::new().read(true).write(writable).custom_flags(flags).open(path)
 }
 
 /// Creates an unnamed file in [`SHM_DIR`] (`O_TMPFILE`: it has no name until
@@ -471,7 +476,9 @@ pub(crate) fn try_live_lock(file: &File) -> io::Result<bool> {
 /// Whether another open file description holds the lock of
 /// [`try_live_lock`] on `file` (opened in any mode).
 pub(crate) fn live_lock_held(file: &File) -> io::Result<bool> {
-    Ok(byte_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK, 0)?.l_type != libc::F_UNLCK as libc::c_short)
+    // Only the holder's write lock counts: anyone who can open the file
+    // for reading could hold a read lock and keep a dead lane "alive".
+    Ok(byte_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK, 0)?.l_type == libc::F_WRLCK as libc::c_short)
 }
 
 /// Takes a classic (process-owned) POSIX write lock on byte 1 of `file`

@@ -48,13 +48,11 @@ fn ready_only_after_the_rings_exist_then_status_watchdog_and_a_clean_stop() {
     let ring = RingView::attach(&env.ns, "telemetry").expect("ring exists at READY");
     assert_eq!(ring.stats().lease.pid, Some(d.0.id()));
     assert!(ready.contains("STATUS="), "{ready}");
-    // Watchdog pings come well within WATCHDOG_USEC (2 s): systemd would
-    // kill the service otherwise.
-    let mut last = Instant::now();
+    // Watchdog pings keep coming (how soon is systemd's to judge, and
+    // tools/systemd-proof shows a real systemd restarting a daemon that
+    // stops pinging; timing never decides a test here).
     for _ in 0..4 {
         notify.until("WATCHDOG=1");
-        assert!(last.elapsed() < Duration::from_secs(2), "watchdog ping late: {:?}", last.elapsed());
-        last = Instant::now();
     }
     let status = notify.until("STATUS=");
     assert!(status.contains("telemetry") && status.contains("frames/s"), "{status}");

@@ -229,3 +229,63 @@ fn creating_rings_while_another_thread_forks_never_finds_the_consumer_lease_take
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     forker.join().unwrap();
 }
+
+/// Sweeps once and drains a few rounds: the records and the reports.
+fn sweep_and_drain(fan: &mut FanIn) -> (Vec<Got>, Vec<LaneReport>) {
+    let mut reports = Vec::new();
+    fan.sweep(|e| {
+        if let Event::Dropped(r) = e {
+            reports.push(r)
+        }
+    });
+    let mut records = Vec::new();
+    for _ in 0..4 {
+        let (mut r, mut d) = drain(fan);
+        records.append(&mut r);
+        reports.append(&mut d);
+    }
+    (records, reports)
+}
+
+#[test]
+fn a_fifo_planted_under_a_lane_name_neither_blocks_the_consumer_nor_takes_the_lane() {
+    // Found by review: the consumer opened lane files without O_NONBLOCK,
+    // and a FIFO's open blocks until a writer comes (the watchdog fails
+    // the test if the sweep hangs).
+    let ns = TestNs::watched("a FIFO as a lane file", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(2)).unwrap();
+    let path = files::dir_path(&ns, RING).join(files::lane_name(0));
+    let made = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(made.success());
+    let (records, reports) = sweep_and_drain(&mut fan);
+    assert!(records.is_empty());
+    assert!(reports.iter().any(|r| r.lane == 0), "the FIFO is not reported: {reports:?}");
+    let mut p = Producer::attach(&ns, RING).unwrap();
+    p.try_send(1, b"after the fifo").unwrap();
+    let (records, _) = sweep_and_drain(&mut fan);
+    assert_eq!(records.iter().map(|r| r.2.as_slice()).collect::<Vec<_>>(), [b"after the fifo"]);
+}
+
+#[test]
+fn a_producer_cannot_push_its_lanes_epoch_ahead_for_the_producers_after_it() {
+    // Found by review: the consumer took any epoch above the lane's, so a
+    // producer claiming u64::MAX left the next producer an epoch that
+    // overflowed (a panic, or a lane whose records were thrown away).
+    let ns = TestNs::watched("a forged epoch", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(1)).unwrap();
+    let hostile = Producer::attach(&ns, RING).unwrap();
+    let path = files::dir_path(&ns, RING).join(files::lane_name(hostile.lane()));
+    OpenOptions::new().write(true).open(&path).unwrap().write_at(&u64::MAX.to_le_bytes(), 40).unwrap();
+    let (_, reports) = sweep_and_drain(&mut fan);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(reports[0].to_string().contains("epoch"), "{}", reports[0]);
+    drop(hostile);
+    let mut honest = Producer::attach(&ns, RING).unwrap();
+    assert_eq!(honest.epoch(), 1);
+    for i in 0..10u32 {
+        honest.try_send(1, &i.to_ne_bytes()).unwrap();
+    }
+    let (records, reports) = sweep_and_drain(&mut fan);
+    assert!(reports.is_empty(), "{reports:?}");
+    assert_eq!(records.len(), 10, "the honest producer's records were lost");
+}

@@ -301,8 +301,11 @@ impl FanIn {
         let resume = status == LANE_BOUND && epoch == lf.epoch && st.ino.load(Ordering::Relaxed) == lf.ino;
         let problem = if !g.allow_uids.is_empty() && !g.allow_uids.contains(&lf.uid) {
             Some(LaneProblem::NotAllowed { uid: lf.uid })
-        } else if !resume && lf.epoch <= epoch {
-            Some(LaneProblem::BadFile { reason: format!("its epoch {} is not after the lane's {epoch}", lf.epoch) })
+        } else if !resume && Some(lf.epoch) != epoch.checked_add(1) {
+            // Exactly the next epoch: a producer that could push the lane's
+            // epoch ahead (to u64::MAX) would break it for every producer
+            // after it.
+            Some(LaneProblem::BadFile { reason: format!("its epoch {} is not the lane's next, {epoch} + 1", lf.epoch) })
         } else {
             None
         };

@@ -387,7 +387,7 @@ impl NewLane {
 /// bytes, page aligned. Everything in it is then accessed as atomics
 /// only; a shrink turns it to zeros in place (the fault guard).
 pub(crate) unsafe fn lane_view(map: &Mapping, capacity: u64) -> (&LaneHeader, &[AtomicU64]) {
-    debug_assert_eq!(map.len() as u64, lane_file_size(capacity));
+    assert_eq!(map.len() as u64, lane_file_size(capacity), "a lane view of a mapping of another size");
     // SAFETY: per the contract: in bounds, 8-aligned (the data starts at
     // 512 of a page-aligned mapping), alive as long as `map`.
     unsafe {
@@ -437,6 +437,12 @@ pub(crate) fn open_lane(dir: &Path, k: usize, g: &FanInGeometry) -> Result<Optio
         return Err(bad(uid, 0, format!("it is {size} bytes, not a regular file of {want}")));
     }
     let map = Mapping::new(&file, false).map_err(|e| bad(uid, 0, format!("cannot map it: {e}")))?;
+    // The producer may have resized its file since the `fstat`: the mapping
+    // is what is read, so it must be the size checked (a shrink after this
+    // is a fault the guard turns into zeros).
+    if map.len() as u64 != want {
+        return Err(bad(uid, 0, format!("it changed size to {} bytes while being opened", map.len())));
+    }
     // SAFETY: the mapping is `want` > 128 bytes, page aligned; loaded as
     // atomics only.
     let words = unsafe { std::slice::from_raw_parts(map.ptr() as *const AtomicU64, 16) };

@@ -54,7 +54,7 @@ impl Producer {
             for k in 0..g.lanes as usize {
                 // SYNC POINT: lane freed. The epoch after the last one the
                 // consumer bound here.
-                let epoch = files.state(k).epoch.load(Ordering::Acquire) + 1;
+                let Some(epoch) = files.state(k).epoch.load(Ordering::Acquire).checked_add(1) else { continue };
                 if new.link(&files.dir, k, epoch)? {
                     let bell = files.bell();
                     bell.attach_seq.fetch_add(1, Ordering::Relaxed);
