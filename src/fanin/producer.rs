@@ -133,7 +133,7 @@ impl Producer {
     }
 
     /// Reserves room for a record of `len` payload bytes after the pending
-    /// ones, without waiting; fill it and [`Claim::commit`] it.
+    /// ones, without waiting; then [`Claim::fill`] it (or write it in place with [`Claim::commit_with`]).
     pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, SendError> {
         if !self.room(len)? {
             return Err(SendError::Full { lane: self.k });
@@ -233,7 +233,7 @@ impl Drop for Producer {
 }
 
 /// Room reserved for one record by [`Producer::try_claim`]: write the
-/// payload, then [`Claim::commit`] it (pending until the producer
+/// payload with [`Claim::fill`] or [`Claim::commit_with`] (pending until the producer
 /// publishes). Dropped uncommitted, it leaves no trace.
 pub struct Claim<'p> {
     producer: &'p mut Producer,

@@ -306,20 +306,7 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
             }
             Err(bad) => return Ok(Err(VerifyFailure::Record { path: path.clone(), bad })),
         }
-        if chain.unrestated() > 0 {
-            // Where the missing declaration should have been.
-            let want = chain.rings.len() - chain.unrestated();
-            let bad = BadRecord {
-                offset: bytes.len() as u64 - partial_tail,
-                block: chain.blocks,
-                index: chain.records,
-                records: 1,
-                ring_seq: None,
-                problem: Problem::Invalid(format!(
-                    "the segment ends before it restates ring {} (id {want})",
-                    chain.rings[want].decl.name
-                )),
-            };
+        if let Some(bad) = unrestated(&chain, bytes.len() as u64 - partial_tail) {
             return Ok(Err(VerifyFailure::Record { path: path.clone(), bad }));
         }
     }
@@ -332,6 +319,27 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
         rings: totals,
         partial_tail,
     }))
+}
+
+/// A segment that ended (at byte `end`) before restating every ring
+/// declared so far: the problem, where the missing declaration should
+/// have been.
+fn unrestated(chain: &Chain, end: u64) -> Option<BadRecord> {
+    let missing = chain.unrestated();
+    (missing > 0).then(|| {
+        let want = chain.rings.len() - missing;
+        BadRecord {
+            offset: end,
+            block: chain.blocks,
+            index: chain.records,
+            records: 1,
+            ring_seq: None,
+            problem: Problem::Invalid(format!(
+                "the segment ends before it restates ring {} (id {want})",
+                chain.rings[want].decl.name
+            )),
+        }
+    })
 }
 
 /// Whether the `pruned` manifest now counts segment `n` as pruned.
