@@ -173,6 +173,9 @@ pub struct Config {
     pub wait: WaitStrategy,
     /// The ledger's fsync interval, ms.
     pub fsync_ms: u64,
+    /// The most the ledger folder keeps, GiB (its `[retention]
+    /// max_total_gib`); None keeps every segment.
+    pub ledger_keep_gib: Option<f64>,
 }
 
 impl Config {
@@ -201,6 +204,7 @@ impl Config {
             namespace,
             wait: a.wait,
             fsync_ms: a.fsync_ms,
+            ledger_keep_gib: None,
         }
     }
 

@@ -5,7 +5,10 @@
 //! size and the room left. At the end it stops everything in order, runs
 //! `helix-ledger verify`, prints a summary, and fails if a process's RSS
 //! grew beyond the tolerance, a gating reader overran or was demoted, the
-//! ledger has a gap or a missing frame, or it did not verify. Interrupted
+//! ledger has a gap or a missing frame, or it did not verify. The ledger
+//! keeps at most `--keep-gib` (retention deletes the oldest segments an
+//! anchor covers, and the soak anchors the head at every report, as an
+//! operator exporting it would). Interrupted
 //! (SIGINT, SIGTERM, SIGHUP), it stops the programs and removes its
 //! namespace and folder all the same.
 
@@ -35,7 +38,12 @@ use crate::document::{utc_now, JsonArg};
 use crate::machine::{free_bytes, load_average, Machine};
 use crate::shared::signal::{Signal, Signals};
 use sample::{Interval, Snapshot, Watched};
-use verdict::{failures, parse_verify, ProcessEnd, Verified};
+use verdict::{failures, parse_recorded, parse_verify, ProcessEnd, Recorded, Verified};
+
+/// helix-ledger's segment size (its default, 64 MiB): retention deletes
+/// whole closed segments, so the folder exceeds its limit by up to one,
+/// and the open one.
+const SEGMENT_BYTES: f64 = (64u64 << 20) as f64;
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct SoakArgs {
@@ -57,6 +65,11 @@ pub struct SoakArgs {
     /// The ledger's fsync interval, ms.
     #[arg(long, default_value_t = 10)]
     pub fsync_ms: u64,
+    /// The most the ledger folder keeps, GiB: the head is anchored at every
+    /// report and retention deletes the oldest anchored segments past this
+    /// (an hour at 10,000 x 100 Hz is about 170 GB). 0 keeps everything.
+    #[arg(long, default_value_t = 16.0)]
+    pub keep_gib: f64,
     /// Seconds between everything attached and the first reading (the RSS
     /// baseline).
     #[arg(long, default_value_t = 10.0)]
@@ -117,6 +130,10 @@ pub struct Results {
     pub published: u64,
     /// `helix-ledger verify` of the ledger.
     pub verified: Verified,
+    /// What helix-ledger says it recorded (None: its log did not say).
+    pub recorded: Option<Recorded>,
+    /// The most the ledger folder kept, GiB (None: everything).
+    pub keep_gib: Option<f64>,
     /// Why the soak failed (empty: it passed).
     pub failures: Vec<String>,
 }
@@ -129,9 +146,13 @@ pub fn run(a: SoakArgs, explicit_ns: bool, namespace: Namespace, exe: &Path) -> 
     if !(a.minutes > 0.0 && a.every > 0.0 && a.every.is_finite()) {
         bail!("--minutes and --every must be positive");
     }
+    if !(a.keep_gib >= 0.0 && a.keep_gib.is_finite()) {
+        bail!("--keep-gib must be 0 (keep everything) or more");
+    }
     // Before any thread starts, so that every thread blocks them.
     let signals = Signals::block(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])?;
-    let cfg = Config::new(&e2e, namespace, exe);
+    let mut cfg = Config::new(&e2e, namespace, exe);
+    cfg.ledger_keep_gib = (a.keep_gib > 0.0).then_some(a.keep_gib);
     println!("machine: {}", Machine::detect());
     println!(
         "soak: {} streams x {} Hz for {} min after {} s warm-up, a report every {} s, namespace {}, scratch in {}, {}",
@@ -144,7 +165,8 @@ pub fn run(a: SoakArgs, explicit_ns: bool, namespace: Namespace, exe: &Path) -> 
         a.dir.display(),
         cfg.placement.describe()
     );
-    let need = cfg.rate() * (a.warmup + a.minutes * 60.0) * BYTES_PER_FRAME;
+    let all = cfg.rate() * (a.warmup + a.minutes * 60.0) * BYTES_PER_FRAME;
+    let need = cfg.ledger_keep_gib.map_or(all, |gib| all.min(gib * (1u64 << 30) as f64 + 2.0 * SEGMENT_BYTES));
     let free = free_bytes(&a.dir).with_context(|| a.dir.display().to_string())? as f64;
     if need > free {
         println!(
@@ -212,9 +234,15 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
         let mut interval = Interval::between(&watched, &last, &now, first.at, cfg.rate(), &max_lag);
         interval.free_bytes = free_bytes(&running.ledger_dir)?;
         print!("{}", interval.lines(intervals.len() + 1));
+        if cfg.ledger_keep_gib.is_some() {
+            anchor(&cfg.programs.ledger, &running.ledger_dir)?;
+        }
         let growth =
             now.ledger_bytes.saturating_sub(last.ledger_bytes) as f64 / now.at.duration_since(last.at).as_secs_f64();
-        room_left(growth, end.saturating_duration_since(now.at), interval.free_bytes, &a.dir)?;
+        // With a limit the folder grows at most to it (and two segments).
+        let cap =
+            cfg.ledger_keep_gib.map(|gib| gib * (1u64 << 30) as f64 + 2.0 * SEGMENT_BYTES - now.ledger_bytes as f64);
+        room_left(growth, end.saturating_duration_since(now.at), cap, interval.free_bytes, &a.dir)?;
         intervals.push(interval);
         last = now;
     }
@@ -228,6 +256,7 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
         return Ok(Err(signal));
     }
     let published = stopped?;
+    let recorded = std::fs::read_to_string(running.ledger.log()).ok().as_deref().and_then(parse_recorded);
     println!("  helix-ledger verify");
     let verified = verify(&cfg.programs.ledger, &running.ledger_dir);
     if let Some(signal) = signals.wait(Duration::ZERO)? {
@@ -243,10 +272,12 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
         placement: cfg.placement.clone(),
         rss_tolerance: tolerance,
         intervals,
-        failures: failures(&ends, tolerance, &verified, published),
+        failures: failures(&ends, tolerance, &verified, recorded, published),
         processes: ends,
         published,
         verified,
+        recorded,
+        keep_gib: cfg.ledger_keep_gib,
     }))
 }
 
@@ -284,11 +315,13 @@ fn ends(watched: &[Watched], first: &Snapshot, last: &Snapshot) -> Vec<ProcessEn
         .collect()
 }
 
-/// An error if the ledger, growing `per_sec` bytes a second, would fill the
-/// `free` bytes left on the file system of `dir` in the time `left`.
-fn room_left(per_sec: f64, left: Duration, free: u64, dir: &Path) -> Result<()> {
+/// An error if the ledger, growing `per_sec` bytes a second (but by no more
+/// than `cap` bytes, if retention limits it), would fill the `free` bytes
+/// left on the file system of `dir` in the time `left`.
+fn room_left(per_sec: f64, left: Duration, cap: Option<f64>, free: u64, dir: &Path) -> Result<()> {
     // The time left, and a few seconds for the ledger to catch up at the end.
     let need = per_sec * (left.as_secs_f64() + 5.0);
+    let need = cap.map_or(need, |cap| need.min(cap));
     if need > free as f64 {
         bail!(
             "the ledger grows {:.2} GB a minute: the rest of the soak needs about {:.1} GB and {} has {:.1} GB free \
@@ -298,6 +331,16 @@ fn room_left(per_sec: f64, left: Duration, free: u64, dir: &Path) -> Result<()> 
             dir.display(),
             free as f64 / 1e9
         );
+    }
+    Ok(())
+}
+
+/// `helix-ledger anchor DIR`: records the head as exported, so that
+/// retention may delete what it covers.
+fn anchor(ledger: &Path, dir: &Path) -> Result<()> {
+    let out = Command::new(ledger).arg("anchor").arg("--note").arg("helix-bench soak").arg(dir).output()?;
+    if !out.status.success() {
+        bail!("helix-ledger anchor failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -332,14 +375,23 @@ summary: {:.1} min of {} streams x {} Hz",
         );
     }
     let v = &r.verified;
+    let kept = if v.pruned { " kept (the oldest deleted once anchored)" } else { "" };
     println!(
-        "  ledger: {}, {} frames of {} published, {} gaps ({} lost)",
+        "  ledger: {}, {} frames{kept} of {} published, {} gaps ({} lost)",
         if v.ok { "verified".to_owned() } else { format!("VERIFY FAILED: {}", v.problem.as_deref().unwrap_or("")) },
         group(v.frames),
         group(r.published),
         v.gaps,
         group(v.lost)
     );
+    if let Some(rec) = r.recorded {
+        println!(
+            "  helix-ledger recorded {} frames and {} gaps ({} lost) this run",
+            group(rec.frames),
+            rec.gaps,
+            group(rec.lost)
+        );
+    }
     if r.failures.is_empty() {
         println!("PASS (private RSS growth allowed: {:.0} MiB per process)", mib(r.rss_tolerance));
     } else {
@@ -404,13 +456,16 @@ mod tests {
         // 6.7 GB a minute (10,000 x 100 Hz at 112 bytes a frame) for 59 minutes more.
         let per_sec = 1e6 * 112.0;
         let hour = Duration::from_secs(59 * 60);
-        let e = room_left(per_sec, hour, 60_000_000_000, Path::new("/var/tmp")).unwrap_err().to_string();
+        let e = room_left(per_sec, hour, None, 60_000_000_000, Path::new("/var/tmp")).unwrap_err().to_string();
         assert_eq!(
             e,
             "the ledger grows 6.72 GB a minute: the rest of the soak needs about 397.0 GB and /var/tmp has 60.0 GB \
              free (give --dir on a larger disk, or fewer --minutes)"
         );
-        assert!(room_left(per_sec, hour, 400_000_000_000, Path::new("/var/tmp")).is_ok());
-        assert!(room_left(per_sec, Duration::ZERO, 560_000_001, Path::new("/var/tmp")).is_ok());
+        assert!(room_left(per_sec, hour, None, 400_000_000_000, Path::new("/var/tmp")).is_ok());
+        assert!(room_left(per_sec, Duration::ZERO, None, 560_000_001, Path::new("/var/tmp")).is_ok());
+        // Retention keeps the folder to 16 GiB: what it may still grow must fit.
+        assert!(room_left(per_sec, hour, Some(17e9), 60_000_000_000, Path::new("/var/tmp")).is_ok());
+        assert!(room_left(per_sec, hour, Some(17e9), 16_000_000_000, Path::new("/var/tmp")).is_err());
     }
 }

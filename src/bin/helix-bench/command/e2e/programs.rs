@@ -65,6 +65,11 @@ impl Program {
         self.child.pid()
     }
 
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
     /// The last lines of its log.
     fn log_tail(&self) -> String {
         let mut text = String::new();
@@ -153,6 +158,12 @@ impl Running {
             c.args(["--ring", TELEMETRY, "--fsync-interval-ms", &cfg.fsync_ms.to_string(), "--dir"])
                 .arg(&ledger_dir)
                 .env("HELIX_NAMESPACE", ns.as_str());
+            if let Some(gib) = cfg.ledger_keep_gib {
+                // Retention deletes the oldest anchored segments past the limit.
+                let toml = dir.join("ledger.toml");
+                std::fs::write(&toml, format!("[retention]\nmax_total_gib = {gib:?}\n"))?;
+                c.arg("--config").arg(toml);
+            }
             Program::start("helix-ledger", c, dir, &cfg.placement.ledger)?
         };
         let ledger_pid = ledger.pid();
