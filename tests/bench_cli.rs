@@ -457,28 +457,39 @@ fn soak_reports_each_interval_verifies_the_ledger_and_passes_when_nothing_leaks_
 #[test]
 fn an_interrupted_soak_stops_its_programs_and_removes_its_namespace_and_folder() {
     let t = Env::watched("helix-bench soak interrupted", Duration::from_secs(120));
+    // No anchoring (`helix-ledger anchor` at each report): four processes.
+    let args = "soak --minutes 10 --every 0.5 --warmup 0.2 --streams 100 --keep-gib 0 --dir";
+    let (running, _) = interrupt(&t, args, "[1] ");
+    assert_eq!(running.len(), 4, "{running:?}");
+}
+
+/// Runs `helix-bench ARGS DIR` (DIR the test's folder) until its line that
+/// starts with `ready`, interrupts it with SIGINT, and checks that it said
+/// so, stopped every program it started and removed its rings and files;
+/// the processes that ran in the folder before, and the rest of its output.
+fn interrupt(t: &Env, args: &str, ready: &str) -> (Vec<u32>, String) {
     let mut kid = Kid::until(
         Command::new(env!("CARGO_BIN_EXE_helix-bench"))
-            .args(["--namespace", t.ns.as_str(), "soak", "--minutes", "10", "--every", "0.5", "--warmup", "0.2"])
-            .args(["--streams", "100", "--dir"])
+            .args(["--namespace", t.ns.as_str()])
+            .args(args.split_whitespace())
             .arg(&t.dir)
             .stderr(std::process::Stdio::piped()),
-        "[1] ",
+        ready,
     );
-    // The soak and its three programs, each named with the scratch folder.
+    // helix-bench and its programs, each named with the scratch folder.
     // Interrupted before anything is asserted: a failing assertion would
-    // SIGKILL the soak and leave its programs running.
-    let running = || programs_in(&t.dir);
-    let before = running();
+    // SIGKILL helix-bench and leave its programs running.
+    let before = programs_in(&t.dir);
     signal(&kid.child.0, libc::SIGINT);
     let status = kid.child.0.wait().unwrap();
-    assert_eq!(before.len(), 4, "{before:?}");
+    let rest = std::io::read_to_string(&mut kid.out).unwrap();
     assert!(!status.success(), "{status}");
     let err = stderr_of(&mut kid.child.0);
     assert!(err.contains("interrupted by SIGINT"), "{err}");
-    assert_eq!(running(), Vec::<u32>::new(), "programs left running");
+    assert_eq!(programs_in(&t.dir), Vec::<u32>::new(), "programs left running");
     t.assert_no_rings_left();
     t.assert_only(&[]);
+    (before, rest)
 }
 
 /// The processes whose command line names something in `dir`.
@@ -496,23 +507,17 @@ fn programs_in(dir: &Path) -> Vec<u32> {
 }
 
 #[test]
+fn an_interrupted_e2e_run_stops_its_programs_and_removes_its_namespace_and_folder() {
+    let t = Env::watched("helix-bench e2e interrupted", Duration::from_secs(120));
+    let (running, _) = interrupt(&t, "e2e --streams 100 --seconds 600 --warmup 0.2 --dir", "  all attached");
+    assert_eq!(running.len(), 4, "{running:?}");
+}
+
+#[test]
 fn an_interrupted_capacity_run_ends_its_count_removes_its_files_and_runs_no_more() {
     let t = Env::watched("helix-bench capacity interrupted", Duration::from_secs(120));
-    let mut kid = Kid::until(
-        Command::new(env!("CARGO_BIN_EXE_helix-bench"))
-            .args(["--namespace", t.ns.as_str(), "capacity", "--streams", "100,200", "--seconds", "1"])
-            .args(["--warmup", "0.3", "--ledger-dir"])
-            .arg(&t.dir)
-            .stderr(std::process::Stdio::piped()),
-        "## 100 streams",
-    );
-    signal(&kid.child.0, libc::SIGINT);
-    let status = kid.child.0.wait().unwrap();
-    let rest = std::io::read_to_string(&mut kid.out).unwrap();
-    assert!(!status.success(), "{status}");
+    let args = "capacity --streams 100,200 --seconds 600 --warmup 0.3 --ledger-dir";
+    let (running, rest) = interrupt(&t, args, "  all attached");
+    assert_eq!(running.len(), 4, "{running:?}");
     assert!(!rest.contains("## 200 streams"), "{rest}");
-    assert!(stderr_of(&mut kid.child.0).contains("interrupted by SIGINT"));
-    assert_eq!(programs_in(&t.dir), Vec::<u32>::new(), "programs left running");
-    t.assert_no_rings_left();
-    t.assert_only(&[]);
 }

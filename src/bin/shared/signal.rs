@@ -51,6 +51,17 @@ impl Signals {
         }
     }
 
+    /// Whether one of the signals is pending (it stays pending, for
+    /// [`Signals::wait`] to take).
+    pub fn pending(&self) -> io::Result<bool> {
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) => Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A pending signal, without waiting.
     fn take(&self) -> io::Result<Option<Signal>> {
         match self.fd.read_signal()? {

@@ -152,15 +152,16 @@ pub fn run(a: CapacityArgs, explicit_ns: bool, namespace: Namespace, exe: &Path)
         a.ledger_dir.display(),
         first.placement.describe()
     );
-    // A Ctrl-C from a terminal stops the programs too, which ends the
-    // count's run (its namespace and folder removed); then nothing more runs.
+    // A signal ends the count's window (its programs stopped, its namespace
+    // and folder removed); then nothing more runs.
     let signals = Signals::block(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])?;
     let targets = Targets::default();
     let mut done = Vec::new();
     for &n in &counts {
         println!("\n## {n} streams x {} Hz", a.rate);
         let cfg = Config::new(&a.e2e(n), namespace.clone(), exe);
-        let measured = room_for(&cfg).and_then(|()| e2e::measure(&cfg, &mut |what| println!("  {what}")));
+        let stop = || signals.pending().unwrap_or(true);
+        let measured = room_for(&cfg).and_then(|()| e2e::measure(&cfg, &mut |what| println!("  {what}"), &stop));
         let count = match measured {
             Ok(r) => CountResult::measured(r, &targets),
             Err(e) => CountResult::failed(n, format!("{e:#}")),

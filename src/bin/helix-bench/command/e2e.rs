@@ -42,6 +42,7 @@ use super::list;
 use super::stream::wait_name;
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
+use crate::shared::signal::{Signal, Signals};
 use crate::stats::{fmt_ns, Summary};
 use programs::{Running, Scratch};
 pub use results::*;
@@ -225,6 +226,10 @@ impl Config {
 pub fn run(a: E2eArgs, explicit_ns: bool, namespace: Namespace, exe: &Path) -> Result<()> {
     let (load, started) = (load_average(), utc_now());
     a.check(explicit_ns, &namespace)?;
+    // Before any thread starts, so that every thread blocks them: a signal
+    // ends the window, and the run stops the programs and removes its
+    // namespace and folder.
+    let signals = Signals::block(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])?;
     let cfg = Config::new(&a, namespace, exe);
     println!("machine: {}", Machine::detect());
     println!(
@@ -237,7 +242,14 @@ pub fn run(a: E2eArgs, explicit_ns: bool, namespace: Namespace, exe: &Path) -> R
         a.dir.display(),
         cfg.placement.describe()
     );
-    let r = measure(&cfg, &mut |what| println!("  {what}")).context("e2e")?;
+    let measured = measure(&cfg, &mut |what| println!("  {what}"), &|| signals.pending().unwrap_or(true));
+    if let Some(signal) = signals.wait(Duration::ZERO)? {
+        bail!(
+            "interrupted by {signal}: stopped the programs, removed namespace {} and the scratch folder",
+            cfg.namespace
+        );
+    }
+    let r = measured.context("e2e")?;
     print_results(&r);
     let verified = r.ledger.verified;
     a.out.write("e2e", load, started, r)?;
@@ -298,9 +310,9 @@ fn print_results(r: &Results) {
 }
 
 /// Runs the scenario; `progress` is told what is happening.
-pub fn measure(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Results> {
+pub fn measure(cfg: &Config, progress: &mut dyn FnMut(&str), stop: &dyn Fn() -> bool) -> Result<Results> {
     let scratch = prepare(cfg)?;
-    let result = measure_in(cfg, &scratch.dir, progress);
+    let result = measure_in(cfg, &scratch.dir, progress, stop);
     scratch.remove_rings();
     result
 }
@@ -328,9 +340,9 @@ pub fn prepare(cfg: &Config) -> Result<Scratch> {
 
 /// Starts the programs, measures the window, stops them and verifies the
 /// ledger, with everything written in the scratch folder `dir`.
-fn measure_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<Results> {
+fn measure_in(cfg: &Config, dir: &Path, progress: &mut dyn FnMut(&str), stop: &dyn Fn() -> bool) -> Result<Results> {
     let mut running = Running::start(cfg, dir, progress)?;
-    let window = window::measure(cfg, &mut running, progress)?;
+    let window = window::measure(cfg, &mut running, progress, stop)?;
     progress("stopping helixd, letting the ledger catch up, stopping the twin and the ledger");
     let published = running.stop()?;
     progress("verifying the ledger");

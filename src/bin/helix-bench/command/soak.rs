@@ -233,10 +233,10 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
         let now = Snapshot::take(&watched, &running.view, &running.ledger_dir);
         let mut interval = Interval::between(&watched, &last, &now, first.at, cfg.rate(), &max_lag);
         interval.free_bytes = free_bytes(&running.ledger_dir)?;
-        print!("{}", interval.lines(intervals.len() + 1));
         if cfg.ledger_keep_gib.is_some() {
             anchor(&cfg.programs.ledger, &running.ledger_dir)?;
         }
+        print!("{}", interval.lines(intervals.len() + 1));
         let growth =
             now.ledger_bytes.saturating_sub(last.ledger_bytes) as f64 / now.at.duration_since(last.at).as_secs_f64();
         // With a limit the folder grows at most to it (and two segments).

@@ -6,7 +6,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use hdrhistogram::Histogram;
 
 use helix::process::{now_ns, realtime_ns};
@@ -50,7 +50,12 @@ pub struct Window {
 }
 
 /// Attaches helix-bench's readers, waits out the warm-up, and measures.
-pub fn measure(cfg: &Config, running: &mut Running, progress: &mut dyn FnMut(&str)) -> Result<Window> {
+pub fn measure(
+    cfg: &Config,
+    running: &mut Running,
+    progress: &mut dyn FnMut(&str),
+    stop: &dyn Fn() -> bool,
+) -> Result<Window> {
     // helix-bench's own readers, on threads of this process.
     if !cfg.placement.reader.is_empty() {
         confine(0, &cfg.placement.reader)?;
@@ -82,6 +87,9 @@ pub fn measure(cfg: &Config, running: &mut Running, progress: &mut dyn FnMut(&st
     while now_ns() < t1 {
         record_lags(&running.view, [me, ledger, twin], &mut lag)?;
         running.check()?;
+        if stop() {
+            bail!("stopped before the end of the window");
+        }
         thread::sleep(Duration::from_nanos(t1.saturating_sub(now_ns()).min(10_000_000)));
     }
     let stats1 = running.view.stats();
