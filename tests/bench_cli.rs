@@ -463,6 +463,29 @@ fn an_interrupted_soak_stops_its_programs_and_removes_its_namespace_and_folder()
     assert_eq!(running.len(), 4, "{running:?}");
 }
 
+#[test]
+fn programs_started_by_a_helix_bench_killed_with_sigkill_stop_too() {
+    let t = Env::watched("helix-bench killed", Duration::from_secs(120));
+    let mut kid = Kid::until(
+        Command::new(env!("CARGO_BIN_EXE_helix-bench"))
+            .args(["--namespace", t.ns.as_str(), "e2e", "--streams", "100", "--seconds", "600", "--warmup", "0.2"])
+            .arg("--dir")
+            .arg(&t.dir),
+        "  all attached",
+    );
+    let before = programs_in(&t.dir);
+    signal(&kid.child.0, libc::SIGKILL);
+    kid.child.0.wait().unwrap();
+    // helixd, helix-ledger and helix-twin get SIGTERM from the kernel and
+    // stop; the watchdog ends the test if they do not.
+    let mut left = programs_in(&t.dir);
+    while !left.is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+        left = programs_in(&t.dir);
+    }
+    assert_eq!(before.len(), 4, "{before:?}");
+}
+
 /// Runs `helix-bench ARGS DIR` (DIR the test's folder) until its line that
 /// starts with `ready`, interrupts it with SIGINT, and checks that it said
 /// so, stopped every program it started and removed its rings and files;

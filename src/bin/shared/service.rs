@@ -16,6 +16,11 @@ pub use sd_notify::NotifyState;
 /// what the program says, and nothing (a debug line) by default.
 const TAKEN: [Signal; 5] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2];
 
+/// Set by a program that starts services as its children (helix-bench) to
+/// its pid: the service stops (SIGTERM) when that process dies, however it
+/// dies, instead of running on as an orphan.
+pub const PARENT_PID_ENV: &str = "HELIX_PARENT_PID";
+
 /// A signal as the service loop sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -23,6 +28,23 @@ pub enum Event {
     Stop(Signal),
     /// SIGHUP, SIGUSR1 or SIGUSR2: the program's to act on or to ignore.
     Other(Signal),
+}
+
+/// With [`PARENT_PID_ENV`] set: asks the kernel for SIGTERM when the parent
+/// dies (taken as a stop, like any SIGTERM), and sends it now if the parent
+/// is already gone (it died before the request took effect).
+fn tie_to_parent() -> Result<()> {
+    let Some(value) = std::env::var_os(PARENT_PID_ENV) else { return Ok(()) };
+    let parent: i32 = value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{PARENT_PID_ENV}={value:?} is not a process id"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).context("cannot ask for the parent's death signal")?;
+    if nix::unistd::getppid().as_raw() != parent {
+        info!("started by process {parent}, which is gone: stopping");
+        nix::sys::signal::raise(Signal::SIGTERM).context("cannot stop")?;
+    }
+    Ok(())
 }
 
 /// A deadline that comes round every `every`.
@@ -70,6 +92,7 @@ impl Service {
     /// `status_every` and logged every `log_every`.
     pub fn start(status_every: Duration, log_every: Duration) -> Result<Service> {
         let signals = Signals::block(&TAKEN).context("cannot block signals")?;
+        tie_to_parent()?;
         let watchdog = watchdog_interval();
         if let Some(wd) = watchdog {
             info!("systemd watchdog: {wd:?}; pinging every {:?}", wd / 2);

@@ -15,6 +15,7 @@ use helix::RingView;
 use super::{Config, ALARMS, TELEMETRY};
 use crate::affinity::spawn_confined;
 use crate::shared::child::ChildProcess;
+use crate::shared::service::PARENT_PID_ENV;
 
 /// How long each program gets to start, attach or stop.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -58,6 +59,8 @@ impl Program {
     fn start(name: &str, mut cmd: Command, scratch: &Path, cpus: &[usize]) -> Result<Program> {
         let log = scratch.join(format!("{name}.log"));
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(File::create(&log)?).env_remove("NOTIFY_SOCKET");
+        // Stopped if this program dies, even by SIGKILL.
+        cmd.env(PARENT_PID_ENV, std::process::id().to_string());
         Ok(Program { child: spawn_confined(name, &mut cmd, cpus)?, log })
     }
 
