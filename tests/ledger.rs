@@ -7,9 +7,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{payload, payload_len, signal, Env, Notify, Reaped};
+use common::{payload, payload_len, publish_payloads, signal, Env, Notify, Reaped};
 use helix::ledger::block::{split_block, BLOCK_HEADER_LEN, ENTRY_HEADER_LEN};
 use helix::ledger::format::{RecordType, RingDecl, HASH_LEN, SEGMENT_HEADER_LEN};
 use helix::ledger::{walk, Ledger};
@@ -127,15 +127,6 @@ fn audit(dir: &Path, last: u64) -> (u64, Vec<(u64, u64)>) {
     (frames, gaps)
 }
 
-fn publish_range(w: &mut Writer, from: u64, to: u64) {
-    let mut buf = [0u8; 64];
-    for seq in from..=to {
-        let len = payload_len(seq, 64);
-        payload(seq, len, &mut buf);
-        assert_eq!(w.publish(&buf[..len]).unwrap(), seq);
-    }
-}
-
 /// A block ring `name` for the ledger to record: a view of it and its
 /// writer.
 fn recorded_ring(env: &Env, name: &str, capacity: u64, stall_ms: u64) -> (RingView, Writer) {
@@ -210,7 +201,7 @@ fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
         let pid = ledger.0.id();
         wait_for(&env, Some(&mut ledger), "the ledger to register", || ledger_entry(&view, pid).is_some());
         let count = 1 + next(60_000);
-        publish_range(&mut w, published + 1, published + count);
+        publish_payloads(&mut w, published + 1, published + count);
         // Kill it somewhere inside its work on this batch: once it has
         // released a random part of it, and a random moment later.
         let target = published + 1 + next(count);
@@ -218,12 +209,7 @@ fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
         wait_for(&env, Some(&mut ledger), "the ledger to make progress", || {
             ledger_entry(&view, pid).is_some_and(|e| e.cursor >= target)
         });
-        let pause = Instant::now() + Duration::from_micros(next(500));
-        while Instant::now() < pause {
-            std::hint::spin_loop();
-        }
-        signal(&ledger.0, libc::SIGKILL);
-        let status = ledger.0.wait().unwrap();
+        let status = ledger.kill_after(Duration::from_micros(next(500)));
         assert_eq!(status.code(), None, "round {round}: the ledger exited by itself; log:\n{}", env.log_text());
     }
     let mut ledger = env.ledger("audit", 1);
@@ -254,15 +240,15 @@ fn a_ledger_too_slow_for_the_writer_records_gaps_with_exact_ranges() {
     let mut ledger = env.ledger("fast", 1);
     let pid = ledger.0.id();
     wait_for(&env, Some(&mut ledger), "the ledger to register", || ledger_entry(&view, pid).is_some());
-    publish_range(&mut w, 1, 100);
+    publish_payloads(&mut w, 1, 100);
     wait_for(&env, Some(&mut ledger), "frames 1-100", || recorded_next(&env.ledger_dir(), "fast") == 101);
     // Frozen, it makes no progress: after the stall timeout the writer
     // demotes it and overwrites what it has not read.
     signal(&ledger.0, libc::SIGSTOP);
-    publish_range(&mut w, 101, 2100);
+    publish_payloads(&mut w, 101, 2100);
     assert!(view.stats().demotions >= 1);
     signal(&ledger.0, libc::SIGCONT);
-    publish_range(&mut w, 2101, 2200);
+    publish_payloads(&mut w, 2101, 2200);
     wait_for(&env, Some(&mut ledger), "the ledger to catch up", || recorded_next(&env.ledger_dir(), "fast") == 2201);
     // Having caught up, it registers as a gating reader again.
     wait_for(&env, Some(&mut ledger), "the ledger to gate again", || {
@@ -598,7 +584,7 @@ fn under_systemd_it_is_ready_once_attached_pings_the_watchdog_and_stops_cleanly(
     // At READY=1 the ledger is registered: nothing published from now on
     // can be missed.
     assert!(ledger_entry(&view, ledger.0.id()).is_some_and(|e| e.gating));
-    publish_range(&mut w, 1, 500);
+    publish_payloads(&mut w, 1, 500);
     for _ in 0..3 {
         notify.until("WATCHDOG=1");
     }

@@ -167,13 +167,20 @@ fn block_spans(path: &Path) -> Vec<(usize, usize)> {
     spans
 }
 
+/// A one-segment ledger of `blocks_ledger(n, per_block)` in `dir/pristine`:
+/// the folder, its segment and the segment's bytes.
+fn pristine_segment(dir: &Path, n: u64, per_block: u64) -> (PathBuf, PathBuf, Vec<u8>) {
+    let pristine = dir.join("pristine");
+    blocks_ledger(&pristine, n, per_block, 1 << 20);
+    let path = pristine.join(segment_name(1));
+    let bytes = fs::read(&path).unwrap();
+    (pristine, path, bytes)
+}
+
 #[test]
 fn a_flip_of_any_byte_of_a_segment_is_named_by_its_block_or_the_header() {
     let dir = tempfile::tempdir().unwrap();
-    let pristine = dir.path().join("pristine");
-    blocks_ledger(&pristine, 40, 7, 1 << 20);
-    let path = pristine.join(segment_name(1));
-    let bytes = fs::read(&path).unwrap();
+    let (pristine, path, bytes) = pristine_segment(dir.path(), 40, 7);
     let spans = block_spans(&path);
     assert_eq!(spans.len(), 1 + 6, "a RING block and six FRAME blocks");
     let whole = verify(&pristine).unwrap().unwrap();
@@ -220,10 +227,7 @@ fn a_flip_of_any_byte_of_a_segment_is_named_by_its_block_or_the_header() {
 #[test]
 fn a_torn_last_block_is_cut_at_every_point_and_recording_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let pristine = dir.path().join("pristine");
-    blocks_ledger(&pristine, 30, 10, 1 << 20);
-    let path = pristine.join(segment_name(1));
-    let bytes = fs::read(&path).unwrap();
+    let (pristine, path, bytes) = pristine_segment(dir.path(), 30, 10);
     let &(start, len) = block_spans(&path).last().unwrap();
     assert_eq!(start + len, bytes.len());
     let before = verify(&pristine).unwrap().unwrap();

@@ -8,9 +8,9 @@ mod common;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{payload, payload_len, signal, Env, Reaped};
+use common::{payload, payload_len, publish_payloads, signal, Env, Reaped};
 use helix::ledger::anchor::{append_anchor, hash_at, Anchor};
 use helix::ledger::format::{hex, segment_name, RecordType};
 use helix::ledger::retention::{read_pruned, segment_infos, Pruned};
@@ -99,15 +99,6 @@ fn ring(env: &Env) -> (RingView, Writer) {
     (RingView::attach(&env.ns, "audit").unwrap(), ring.writer().unwrap())
 }
 
-fn publish(w: &mut Writer, from: u64, to: u64) {
-    let mut buf = [0u8; 64];
-    for seq in from..=to {
-        let len = payload_len(seq, 64);
-        payload(seq, len, &mut buf);
-        assert_eq!(w.publish(&buf[..len]).unwrap(), seq);
-    }
-}
-
 /// Checks that the folder verifies and that its frames are every sequence
 /// from the first kept on to `last`, each once, with its payload. Returns
 /// the first sequence kept.
@@ -151,7 +142,7 @@ fn retention_deletes_exactly_the_anchored_closed_segments_and_the_pruned_ledger_
     let (_view, mut w) = ring(&env);
     let rec = Recorder::new(&env, TINY);
     let mut ledger = rec.start();
-    publish(&mut w, 1, 200_000);
+    publish_payloads(&mut w, 1, 200_000);
     rec.catch_up(&mut ledger, 200_000);
     let segs = rec.segment_numbers();
     assert!(segs.len() >= 5, "segments {segs:?}");
@@ -212,7 +203,7 @@ fn retention_deletes_exactly_the_anchored_closed_segments_and_the_pruned_ledger_
     let v = verify(&rec.dir).unwrap().unwrap();
     assert_eq!(v.pruned.map(|p| p.segment), Some(newest - 1));
     let mut ledger = rec.start();
-    publish(&mut w, 200_001, 210_000);
+    publish_payloads(&mut w, 200_001, 210_000);
     rec.catch_up(&mut ledger, 210_000);
     rec.stop(ledger);
     assert!(audit(&rec.dir, 210_000) > 1);
@@ -236,7 +227,7 @@ fn killed_while_pruning_the_ledger_verifies_and_resumes_every_time() {
             view.stats().readers.iter().any(|r| r.pid == pid && r.alive)
         });
         let count = 1 + next(30_000);
-        publish(&mut w, published + 1, published + count);
+        publish_payloads(&mut w, published + 1, published + count);
         published += count;
         rec.catch_up(&mut ledger, published);
         // Anchor the head, then kill the recorder at a random moment while
@@ -244,12 +235,7 @@ fn killed_while_pruning_the_ledger_verifies_and_resumes_every_time() {
         let h = head(&rec.dir).unwrap().unwrap();
         let before = rec.pruned();
         append_anchor(&rec.dir, &Anchor { records: h.records, hash: h.hash, time_ns: 0, note: String::new() }).unwrap();
-        let until = Instant::now() + Duration::from_millis(next(1500));
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
-        signal(&ledger.0, libc::SIGKILL);
-        let status = ledger.0.wait().unwrap();
+        let status = ledger.kill_after(Duration::from_millis(next(1500)));
         assert_eq!(status.code(), None, "round {round}: it exited by itself; log:\n{}", rec.log());
         if rec.pruned() != before {
             killed_after_pruning += 1;
@@ -260,7 +246,7 @@ fn killed_while_pruning_the_ledger_verifies_and_resumes_every_time() {
         }
     }
     let mut ledger = rec.start();
-    publish(&mut w, published + 1, published + 1000);
+    publish_payloads(&mut w, published + 1, published + 1000);
     published += 1000;
     rec.catch_up(&mut ledger, published);
     rec.stop(ledger);

@@ -74,6 +74,16 @@ fn consume(lanes: &[Arc<HeapLane>], b: &Bell, total: u64) {
     }
 }
 
+/// A lane of `capacity` bytes with one producer writing records 1..=n,
+/// read by `read`; the producer is joined after it.
+fn one_producer(capacity: usize, n: u64, read: impl FnOnce(&Arc<HeapLane>, &Bell)) {
+    let lane = Arc::new(HeapLane::new(capacity));
+    let b = bell();
+    let p = producer(&lane, &b, n);
+    read(&lane, &b);
+    p.join().unwrap();
+}
+
 /// Publish and release across the wrap: a 64-byte lane holds two
 /// 24-byte records, so the third is preceded by padding and waits for the
 /// consumer to release the first (the producer waiting for space, woken
@@ -81,19 +91,17 @@ fn consume(lanes: &[Arc<HeapLane>], b: &Bell, total: u64) {
 #[test]
 fn loom_lane_publish_and_release_across_the_wrap() {
     loom::model(|| {
-        let lane = Arc::new(HeapLane::new(64));
-        let b = bell();
-        let p = producer(&lane, &b, 3);
-        let mut r = [Reading::new(0, 1, 8)];
-        let mut got = 0;
-        while got < 3 {
-            let n = drain(std::slice::from_ref(&lane), &mut r);
-            if n == 0 {
-                thread::yield_now();
+        one_producer(64, 3, |lane, _| {
+            let mut r = [Reading::new(0, 1, 8)];
+            let mut got = 0;
+            while got < 3 {
+                let n = drain(std::slice::from_ref(lane), &mut r);
+                if n == 0 {
+                    thread::yield_now();
+                }
+                got += n;
             }
-            got += n;
-        }
-        p.join().unwrap();
+        })
     });
 }
 
@@ -116,11 +124,5 @@ fn loom_doorbell_with_two_producers_loses_no_wake_up() {
 /// consumer sleeping on the doorbell wake each other.
 #[test]
 fn loom_producer_waiting_for_space_and_sleeping_consumer() {
-    loom::model(|| {
-        let lane = Arc::new(HeapLane::new(32));
-        let b = bell();
-        let p = producer(&lane, &b, 2);
-        consume(std::slice::from_ref(&lane), &b, 2);
-        p.join().unwrap();
-    });
+    loom::model(|| one_producer(32, 2, |lane, b| consume(std::slice::from_ref(lane), b, 2)));
 }

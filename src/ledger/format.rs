@@ -353,30 +353,23 @@ pub struct RecordView<'a> {
 }
 
 /// Why the bytes at an offset are not a whole record (or block).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Torn {
     /// Fewer bytes left than a record (or block) header.
+    #[error("fewer than {RECORD_HEADER_LEN} bytes left for a block header")]
     ShortHeader,
     /// The length field is impossible (shorter than a record or longer than
     /// any record may be) or disagrees with the payload (or body) length.
+    #[error("impossible block length {0}")]
     BadLength(u32),
     /// The record (or block) runs past the end of the file.
+    #[error("block of {len} bytes runs past the end ({left} bytes left)")]
     PastEnd {
         /// Its length.
         len: u32,
         /// Bytes left in the file.
         left: usize,
     },
-}
-
-impl fmt::Display for Torn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Torn::ShortHeader => write!(f, "fewer than {RECORD_HEADER_LEN} bytes left for a block header"),
-            Torn::BadLength(len) => write!(f, "impossible block length {len}"),
-            Torn::PastEnd { len, left } => write!(f, "block of {len} bytes runs past the end ({left} bytes left)"),
-        }
-    }
 }
 
 /// Checks the framing a version-1 record and a block share: a 40-byte

@@ -223,7 +223,7 @@ pub fn finish_pruning(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
 pub(super) mod tests {
     use super::*;
     use crate::ledger::anchor::{append_anchor, covered, hash_at, read_anchors, Anchor};
-    use crate::ledger::store::Ledger;
+    use crate::ledger::store::{self, Ledger};
     use crate::ledger::verify::{head, verify, VerifyFailure};
 
     const DAY: u64 = 86_400_000_000_000;
@@ -275,19 +275,11 @@ pub(super) mod tests {
         assert_eq!(plan(&segs[..1], &tiny, 0, u64::MAX), Plan::default());
     }
 
-    fn decl() -> RingDecl {
-        RingDecl { created_ns: 42, capacity: 64, max_payload: 32, policy: 1, name: "t".into() }
-    }
-
     /// Appends frames `from..from+n` of ring `t` (flushed one by one, so
     /// segments rotate as they fill).
     pub(in crate::ledger) fn append(l: &mut Ledger, from: u64, n: u64) {
-        let (id, next) = l.declare(&decl()).unwrap();
-        assert_eq!(next, from);
         for seq in from..from + n {
-            l.reserve_frame(id, seq, 1, 0, 7, 20).fill(seq as u8);
-            l.seal(id, 1);
-            l.flush().unwrap();
+            store::tests::append(l, seq, 1);
         }
     }
 

@@ -335,7 +335,7 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ledger::chain::Problem;
     use crate::ledger::verify::{verify, VerifyFailure};
@@ -361,8 +361,9 @@ mod tests {
         RingDecl { created_ns: 42, capacity: 64, max_payload: 32, policy: 1, name: "t".into() }
     }
 
-    /// Appends frames `from..from+n` of ring `t` with 20-byte payloads.
-    fn append(l: &mut Ledger, from: u64, n: u64) {
+    /// Appends frames `from..from+n` of ring `t` with 20-byte payloads,
+    /// then flushes them.
+    pub(in crate::ledger) fn append(l: &mut Ledger, from: u64, n: u64) {
         let (id, next) = l.declare(&decl()).unwrap();
         assert_eq!(next, from);
         for seq in from..from + n {

@@ -3,7 +3,8 @@
 //! hangs.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use super::child::{ChildProcess, Signal};
 use super::{live, LIVE_CHILDREN};
@@ -48,6 +49,18 @@ impl Reaped {
         signal(&self.0, libc::SIGTERM);
         let status = self.0.wait().unwrap();
         assert!(status.success(), "exited with {status} after SIGTERM");
+    }
+
+    /// Kills it with SIGKILL once `pause` has passed, spinning until then
+    /// (a sleep is too coarse to land at a random point of its work), and
+    /// returns its status.
+    pub fn kill_after(&mut self, pause: Duration) -> ExitStatus {
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        signal(&self.0, libc::SIGKILL);
+        self.0.wait().unwrap()
     }
 }
 

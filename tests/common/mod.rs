@@ -178,3 +178,14 @@ pub fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
 pub fn payload_len(seq: u64, max: usize) -> usize {
     (seq as usize * 7) % (max + 1)
 }
+
+/// Publishes sequences `from..=to` through `w` (the next it publishes must
+/// be `from`), each with its [`payload`] of [`payload_len`] up to 64 bytes.
+pub fn publish_payloads(w: &mut helix::Writer, from: u64, to: u64) {
+    let mut buf = [0u8; 64];
+    for seq in from..=to {
+        let len = payload_len(seq, 64);
+        payload(seq, len, &mut buf);
+        assert_eq!(w.publish(&buf[..len]).unwrap(), seq);
+    }
+}

@@ -226,14 +226,12 @@ mod tests {
 
     #[test]
     fn percentiles_are_labelled_by_their_nines() {
-        assert_eq!(percentile_label(0.0), "0%");
-        assert_eq!(percentile_label(1.0), "90%");
-        assert_eq!(percentile_label(2.0), "99%");
-        assert_eq!(percentile_label(3.0), "99.9%");
-        assert_eq!(percentile_label(5.0), "99.999%");
+        for (x, label) in [(0.0, "0%"), (1.0, "90%"), (2.0, "99%"), (3.0, "99.9%"), (5.0, "99.999%")] {
+            assert_eq!(percentile_label(x), label);
+        }
         assert!((x_of(99.0) - 2.0).abs() < 1e-9);
-        assert_eq!(axis_ns(100.0), "100 ns");
-        assert_eq!(axis_ns(1000.0), "1 us");
-        assert_eq!(axis_ns(2_500_000.0), "2.5 ms");
+        for (ns, label) in [(100.0, "100 ns"), (1000.0, "1 us"), (2_500_000.0, "2.5 ms")] {
+            assert_eq!(axis_ns(ns), label);
+        }
     }
 }

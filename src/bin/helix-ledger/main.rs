@@ -16,7 +16,7 @@ mod retention;
 mod run;
 
 use config::LedgerConfig;
-use shared::cli::{check, ServiceFlags};
+use shared::cli::ServiceFlags;
 
 #[derive(Parser)]
 #[command(
@@ -116,11 +116,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(code) = cli.service.print(Cli::command(), crate::config::DEFAULT_CONFIG) {
+    if let Some(code) = cli.service.act(Cli::command(), crate::config::DEFAULT_CONFIG, || load(&cli), report) {
         return code;
-    }
-    if cli.service.check {
-        return check("helix-ledger", load(&cli), report);
     }
     let verdict = match &cli.command {
         Some(Command::Verify { dir, json }) => command::verify(dir, *json),

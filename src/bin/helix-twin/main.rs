@@ -14,7 +14,7 @@ mod model;
 mod run;
 
 use config::{TwinConfig, DEFAULT_CONFIG};
-use shared::cli::{check, ServiceFlags};
+use shared::cli::ServiceFlags;
 
 #[derive(Parser)]
 #[command(
@@ -45,11 +45,8 @@ fn load(cli: &Cli) -> anyhow::Result<TwinConfig> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(code) = cli.service.print(Cli::command(), DEFAULT_CONFIG) {
+    if let Some(code) = cli.service.act(Cli::command(), DEFAULT_CONFIG, || load(&cli), report) {
         return code;
-    }
-    if cli.service.check {
-        return check("helix-twin", load(&cli), report);
     }
     crate::shared::cli::run(|| load(&cli).and_then(crate::run::run))
 }

@@ -60,10 +60,9 @@ mod tests {
 
     #[test]
     fn bytes_take_the_largest_unit_and_a_decimal_only_when_needed() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(4096), "4 KiB");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(256 << 20), "256 MiB");
+        for (n, text) in [(512, "512 B"), (4096, "4 KiB"), (1536, "1.5 KiB"), (256 << 20, "256 MiB")] {
+            assert_eq!(bytes(n), text);
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod preflight;
 mod source;
 
 use crate::config::Config;
-use crate::shared::cli::{check, ServiceFlags};
+use crate::shared::cli::ServiceFlags;
 
 #[derive(Parser)]
 #[command(
@@ -39,17 +39,16 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(code) = cli.service.print(Cli::command(), crate::config::DEFAULT_CONFIG) {
-        return code;
-    }
-    if cli.service.check {
-        // What a start validates, without creating anything.
-        let checked = crate::config::load_config(cli.config.as_deref()).and_then(|c| {
+    // `--check` validates what a start does, without creating anything.
+    let checked = || {
+        crate::config::load_config(cli.config.as_deref()).and_then(|c| {
             crate::preflight::memory(&c)?;
             crate::preflight::existing(&c)?;
             Ok(c)
-        });
-        return check("helixd", checked, report);
+        })
+    };
+    if let Some(code) = cli.service.act(Cli::command(), crate::config::DEFAULT_CONFIG, checked, report) {
+        return code;
     }
     let opts = crate::daemon::RunOptions { debug_hang_on_signal: cli.debug_hang_on_signal };
     crate::shared::cli::run(|| crate::daemon::run(cli.config.as_deref(), &opts))

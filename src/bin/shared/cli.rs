@@ -50,11 +50,26 @@ impl ServiceFlags {
         }
         None
     }
+
+    /// Does what the flags ask instead of running program `cmd`: what
+    /// [`print`](Self::print) does, or `--check` (see [`check`]), the
+    /// configuration loaded by `load`. The exit code, or `None`: run it.
+    pub fn act<C, E: Display>(
+        &self,
+        cmd: clap::Command,
+        default_config: &str,
+        load: impl FnOnce() -> Result<C, E>,
+        report: impl FnOnce(&C) -> String,
+    ) -> Option<ExitCode> {
+        let name = cmd.get_name().to_owned();
+        let printed = self.print(cmd, default_config);
+        printed.or_else(|| self.check.then(|| check(&name, load(), report)))
+    }
 }
 
 /// `--check` of program `name`: prints what `report` says of the
 /// configuration and succeeds, or prints the error in one line and fails.
-pub fn check<C, E: Display>(name: &str, checked: Result<C, E>, report: impl FnOnce(&C) -> String) -> ExitCode {
+fn check<C, E: Display>(name: &str, checked: Result<C, E>, report: impl FnOnce(&C) -> String) -> ExitCode {
     match checked {
         Ok(c) => {
             print!("{}", report(&c));

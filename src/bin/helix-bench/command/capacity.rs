@@ -15,11 +15,10 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use helix::shm::Namespace;
-use helix::WaitStrategy;
 
-use super::e2e::{self, Config, E2eArgs, Placement};
-use super::list;
+use super::e2e::{self, Config, E2eArgs, Placement, ProcessCpus, ProgramArgs};
 use super::stream::wait_name;
+use super::{cpus_flag, list};
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{free_bytes, load_average, Machine};
 use crate::shared::signal::{Signal, Signals};
@@ -56,16 +55,8 @@ pub struct CapacityArgs {
     /// Confine every process (helixd, ledger, twin, this one) to these CPUs.
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
-    /// This reader's wait strategy: spin, spin-then-park or park.
-    #[arg(long, default_value = "park")]
-    pub wait: WaitStrategy,
-    /// The ledger's fsync interval, ms.
-    #[arg(long, default_value_t = 10)]
-    pub fsync_ms: u64,
-    /// Folder holding helixd, helix-ledger and helix-twin (default: this
-    /// program's).
-    #[arg(long)]
-    pub bin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub programs: ProgramArgs,
     #[command(flatten)]
     pub out: JsonArg,
 }
@@ -76,11 +67,8 @@ impl CapacityArgs {
         let mut v = vec!["--streams".to_owned(), list(&self.streams), "--rate".into(), self.rate.to_string()];
         v.extend(["--seconds".into(), self.seconds.to_string(), "--warmup".into(), self.warmup.to_string()]);
         v.extend(["--ledger-dir".into(), self.ledger_dir.display().to_string()]);
-        v.extend(["--wait".into(), wait_name(self.wait).into(), "--fsync-ms".into(), self.fsync_ms.to_string()]);
-        if !self.cpus.is_empty() {
-            v.extend(["--cpus".into(), list(&self.cpus)]);
-        }
-        v.extend(self.bin_dir.iter().flat_map(|p| ["--bin-dir".into(), p.display().to_string()]));
+        v.extend(self.programs.to_args());
+        v.extend(cpus_flag(&self.cpus));
         v.extend(self.out.to_args());
         v
     }
@@ -94,13 +82,8 @@ impl CapacityArgs {
             warmup: self.warmup,
             dir: self.ledger_dir.clone(),
             cpus: self.cpus.clone(),
-            helixd_cpus: None,
-            ledger_cpus: None,
-            twin_cpus: None,
-            reader_cpus: None,
-            wait: self.wait,
-            fsync_ms: self.fsync_ms,
-            bin_dir: self.bin_dir.clone(),
+            per_process: ProcessCpus::default(),
+            programs: self.programs.clone(),
             out: JsonArg::default(),
         }
     }
@@ -182,8 +165,8 @@ pub fn run(a: CapacityArgs, explicit_ns: bool, namespace: Namespace, exe: &Path)
         seconds: a.seconds,
         warmup: a.warmup,
         placement: first.placement,
-        fsync_ms: a.fsync_ms,
-        wait: wait_name(a.wait).into(),
+        fsync_ms: a.programs.fsync_ms,
+        wait: wait_name(a.programs.wait).into(),
         largest: largest(&done),
         conclusion: conclusion(&done),
         targets,
@@ -223,6 +206,7 @@ fn room_for(cfg: &Config) -> Result<()> {
 mod tests {
     use super::*;
     use crate::command::report::{assert_reparses, Scenario};
+    use helix::WaitStrategy;
 
     #[test]
     fn the_arguments_parse_back_to_themselves() {
@@ -233,12 +217,11 @@ mod tests {
             warmup: 0.3,
             ledger_dir: "/tmp/c".into(),
             cpus: vec![0, 1],
-            wait: WaitStrategy::Spin,
-            fsync_ms: 100,
-            bin_dir: Some("/opt/helix".into()),
+            programs: ProgramArgs { wait: WaitStrategy::Spin, fsync_ms: 100, bin_dir: Some("/opt/helix".into()) },
             out: JsonArg { json: Some("/tmp/c.json".into()) },
         };
-        let few = CapacityArgs { cpus: vec![], bin_dir: None, out: JsonArg::default(), ..all.clone() };
+        let programs = ProgramArgs { bin_dir: None, ..all.programs.clone() };
+        let few = CapacityArgs { cpus: vec![], programs, out: JsonArg::default(), ..all.clone() };
         assert_reparses([all, few].map(Scenario::Capacity));
     }
 
@@ -250,7 +233,7 @@ mod tests {
         };
         let a = parsed(&["capacity"]);
         assert_eq!(a.streams, DEFAULT_STREAMS);
-        assert_eq!((a.seconds, a.warmup, a.fsync_ms), (60.0, 3.0, 10));
+        assert_eq!((a.seconds, a.warmup, a.programs.fsync_ms), (60.0, 3.0, 10));
         assert_eq!(parsed(&["capacity", "--streams", "30000,10000"]).streams, [30_000, 10_000]);
         // Each count is one e2e run with the same settings.
         let e = parsed(&["capacity", "--cpus", "0,1", "--ledger-dir", "/srv"]).e2e(20_000);

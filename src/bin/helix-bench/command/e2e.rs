@@ -38,8 +38,8 @@ use clap::Args;
 use helix::shm::{Namespace, SHM_DIR};
 use helix::WaitStrategy;
 
-use super::list;
 use super::stream::wait_name;
+use super::{cpus_flag, list};
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
 use crate::shared::signal::{Signal, Signals};
@@ -74,6 +74,17 @@ pub struct E2eArgs {
     /// the options below override it for one process.
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
+    #[command(flatten)]
+    pub per_process: ProcessCpus,
+    #[command(flatten)]
+    pub programs: ProgramArgs,
+    #[command(flatten)]
+    pub out: JsonArg,
+}
+
+/// CPUs for one process each, overriding `--cpus` for it.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct ProcessCpus {
     /// Confine helixd to these CPUs.
     #[arg(long, value_delimiter = ',', value_name = "CPUS")]
     pub helixd_cpus: Option<Vec<usize>>,
@@ -87,6 +98,25 @@ pub struct E2eArgs {
     /// Confine this program (its readers) to these CPUs.
     #[arg(long, value_delimiter = ',', value_name = "CPUS")]
     pub reader_cpus: Option<Vec<usize>>,
+}
+
+impl ProcessCpus {
+    /// The command-line flags that give these arguments.
+    fn to_args(&self) -> Vec<String> {
+        let flags = [
+            ("--helixd-cpus", &self.helixd_cpus),
+            ("--ledger-cpus", &self.ledger_cpus),
+            ("--twin-cpus", &self.twin_cpus),
+            ("--reader-cpus", &self.reader_cpus),
+        ];
+        flags.into_iter().flat_map(|(flag, cpus)| cpus.iter().flat_map(move |c| [flag.to_owned(), list(c)])).collect()
+    }
+}
+
+/// How the programs of an e2e run are found and set up: the flags e2e and
+/// capacity share.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ProgramArgs {
     /// This reader's wait strategy: spin, spin-then-park or park.
     #[arg(long, default_value = "park")]
     pub wait: WaitStrategy,
@@ -97,8 +127,22 @@ pub struct E2eArgs {
     /// program's).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    #[command(flatten)]
-    pub out: JsonArg,
+}
+
+impl Default for ProgramArgs {
+    /// The flags' defaults.
+    fn default() -> Self {
+        ProgramArgs { wait: WaitStrategy::Park, fsync_ms: 10, bin_dir: None }
+    }
+}
+
+impl ProgramArgs {
+    /// The command-line flags that give these arguments.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec!["--wait".into(), wait_name(self.wait).into(), "--fsync-ms".into(), self.fsync_ms.to_string()];
+        v.extend(self.bin_dir.iter().flat_map(|p| ["--bin-dir".into(), p.display().to_string()]));
+        v
+    }
 }
 
 impl E2eArgs {
@@ -108,7 +152,7 @@ impl E2eArgs {
         if !(self.seconds > 0.0 && self.seconds.is_finite() && self.warmup >= 0.0 && self.warmup.is_finite()) {
             bail!("--seconds must be positive and --warmup not negative");
         }
-        if self.fsync_ms == 0 || self.fsync_ms > 60_000 {
+        if self.programs.fsync_ms == 0 || self.programs.fsync_ms > 60_000 {
             bail!("--fsync-ms must be from 1 to 60000");
         }
         if explicit_ns && namespace.as_str() == "helix" {
@@ -121,20 +165,10 @@ impl E2eArgs {
     pub fn to_args(&self) -> Vec<String> {
         let mut v = vec!["--streams".to_owned(), self.streams.to_string(), "--rate".into(), self.rate.to_string()];
         v.extend(["--seconds".into(), self.seconds.to_string(), "--warmup".into(), self.warmup.to_string()]);
-        v.extend(["--dir".into(), self.dir.display().to_string(), "--wait".into(), wait_name(self.wait).into()]);
-        v.extend(["--fsync-ms".into(), self.fsync_ms.to_string()]);
-        if !self.cpus.is_empty() {
-            v.extend(["--cpus".into(), list(&self.cpus)]);
-        }
-        for (flag, cpus) in [
-            ("--helixd-cpus", &self.helixd_cpus),
-            ("--ledger-cpus", &self.ledger_cpus),
-            ("--twin-cpus", &self.twin_cpus),
-            ("--reader-cpus", &self.reader_cpus),
-        ] {
-            v.extend(cpus.iter().flat_map(|c| [flag.to_owned(), list(c)]));
-        }
-        v.extend(self.bin_dir.iter().flat_map(|p| ["--bin-dir".into(), p.display().to_string()]));
+        v.extend(["--dir".into(), self.dir.display().to_string()]);
+        v.extend(self.programs.to_args());
+        v.extend(cpus_flag(&self.cpus));
+        v.extend(self.per_process.to_args());
         v.extend(self.out.to_args());
         v
     }
@@ -180,10 +214,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// The configuration `a` asks for; the programs are in `a.bin_dir`, or
-    /// beside `exe`.
+    /// The configuration `a` asks for; the programs are in its `bin_dir`,
+    /// or beside `exe`.
     pub fn new(a: &E2eArgs, namespace: Namespace, exe: &Path) -> Config {
-        let bin_dir = a.bin_dir.clone().unwrap_or_else(|| exe.parent().map(PathBuf::from).unwrap_or_default());
+        let bin_dir = a.programs.bin_dir.clone().unwrap_or_else(|| exe.parent().map(PathBuf::from).unwrap_or_default());
         let cpus = |own: &Option<Vec<usize>>| own.clone().unwrap_or_else(|| a.cpus.clone());
         Config {
             streams: a.streams,
@@ -197,14 +231,14 @@ impl Config {
                 twin: bin_dir.join("helix-twin"),
             },
             placement: Placement {
-                helixd: cpus(&a.helixd_cpus),
-                ledger: cpus(&a.ledger_cpus),
-                twin: cpus(&a.twin_cpus),
-                reader: cpus(&a.reader_cpus),
+                helixd: cpus(&a.per_process.helixd_cpus),
+                ledger: cpus(&a.per_process.ledger_cpus),
+                twin: cpus(&a.per_process.twin_cpus),
+                reader: cpus(&a.per_process.reader_cpus),
             },
             namespace,
-            wait: a.wait,
-            fsync_ms: a.fsync_ms,
+            wait: a.programs.wait,
+            fsync_ms: a.programs.fsync_ms,
             ledger_keep_gib: None,
         }
     }
@@ -436,25 +470,31 @@ mod tests {
             warmup: 0.3,
             dir: "/tmp/e".into(),
             cpus: vec![0, 1],
-            helixd_cpus: Some(vec![0]),
-            ledger_cpus: Some(vec![1]),
-            twin_cpus: Some(vec![0, 1]),
-            reader_cpus: Some(vec![2]),
-            wait: WaitStrategy::Spin,
-            fsync_ms: 100,
-            bin_dir: Some("/opt/helix".into()),
+            per_process: ProcessCpus {
+                helixd_cpus: Some(vec![0]),
+                ledger_cpus: Some(vec![1]),
+                twin_cpus: Some(vec![0, 1]),
+                reader_cpus: Some(vec![2]),
+            },
+            programs: ProgramArgs { wait: WaitStrategy::Spin, fsync_ms: 100, bin_dir: Some("/opt/helix".into()) },
             out: JsonArg { json: Some("/tmp/e.json".into()) },
         };
         let few = E2eArgs {
             cpus: vec![],
-            helixd_cpus: None,
-            ledger_cpus: None,
-            twin_cpus: None,
-            reader_cpus: None,
-            bin_dir: None,
+            per_process: ProcessCpus::default(),
+            programs: ProgramArgs { bin_dir: None, ..all.programs.clone() },
             out: JsonArg::default(),
             ..all.clone()
         };
         assert_reparses([all, few].map(Scenario::E2e));
+    }
+
+    #[test]
+    fn the_program_arguments_default_as_their_flags_do() {
+        let parsed = match crate::tests::parse(["e2e".to_owned()]) {
+            crate::Cmd::E2e(a) => a,
+            _ => panic!("not e2e"),
+        };
+        assert_eq!((parsed.per_process, parsed.programs), (ProcessCpus::default(), ProgramArgs::default()));
     }
 }

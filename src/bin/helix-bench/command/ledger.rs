@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use helix::shm::Namespace;
 use helix::{Policy, Ring, RingOptions, RingView};
 
-use super::list;
+use super::{cpus_flag, list};
 use crate::affinity::{pin_pid, pin_to_cpu};
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
@@ -72,9 +72,7 @@ impl LedgerArgs {
             self.dir.display().to_string(),
         ]);
         v.extend(self.ledger_bin.iter().flat_map(|p| ["--ledger-bin".into(), p.display().to_string()]));
-        if !self.cpus.is_empty() {
-            v.extend(["--cpus".into(), list(&self.cpus)]);
-        }
+        v.extend(cpus_flag(&self.cpus));
         v.extend(self.out.to_args());
         v
     }

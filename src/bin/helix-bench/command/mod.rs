@@ -22,3 +22,12 @@ pub mod udp;
 pub fn list<T: ToString>(v: &[T]) -> String {
     v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
 }
+
+/// `--cpus` and the list, or nothing when `cpus` is empty (no pinning).
+pub fn cpus_flag(cpus: &[usize]) -> Vec<String> {
+    if cpus.is_empty() {
+        Vec::new()
+    } else {
+        vec!["--cpus".into(), list(cpus)]
+    }
+}

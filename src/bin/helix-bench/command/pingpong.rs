@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use helix::shm::Namespace;
 use helix::WaitStrategy;
 
-use super::list;
 use super::peer::{PeerCmd, PeerPingpongArgs, Peers};
+use super::{cpus_flag, list};
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
 use crate::plot::{percentile_plot, Series};
@@ -67,9 +67,7 @@ impl PingpongArgs {
         }
         v.extend(self.plot.iter().flat_map(|p| ["--plot".into(), p.display().to_string()]));
         v.extend(self.plot_size.iter().flat_map(|s| ["--plot-size".into(), s.to_string()]));
-        if !self.cpus.is_empty() {
-            v.extend(["--cpus".into(), list(&self.cpus)]);
-        }
+        v.extend(cpus_flag(&self.cpus));
         v.extend(self.out.to_args());
         v
     }

@@ -268,9 +268,9 @@ mod tests {
 
     #[test]
     fn numbers_and_commands_read_as_the_document_writes_them() {
-        assert_eq!(group(0), "0");
-        assert_eq!(group(1234567), "1,234,567");
-        assert_eq!(group(100), "100");
+        for (n, text) in [(0, "0"), (1234567, "1,234,567"), (100, "100")] {
+            assert_eq!(group(n), text);
+        }
         assert_eq!(ratio(0.0512), "0.051");
         assert_eq!(ratios(&[1.234, 0.5]), "1.23 0.50");
         assert_eq!(mfps(21_370_000.0), "21.37 M");

@@ -14,7 +14,7 @@ use clap::Args;
 use helix::WaitStrategy;
 
 use super::capacity::{CapacityArgs, DEFAULT_STREAMS};
-use super::e2e::E2eArgs;
+use super::e2e::{E2eArgs, ProcessCpus, ProgramArgs};
 use super::ledger::LedgerArgs;
 use super::pingpong::{PingpongArgs, Transport, DEFAULT_SIZES};
 use super::render::{CAPACITY_JSON, ONE_CPU_JSON};
@@ -228,19 +228,14 @@ fn e2e_steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {
         warmup: pick(a, 3.0, 0.5),
         dir: a.ledger_dir.clone(),
         cpus: a.cpus.clone(),
-        helixd_cpus: None,
-        ledger_cpus: None,
-        twin_cpus: None,
-        reader_cpus: None,
-        wait: WaitStrategy::Park,
-        fsync_ms: 10,
-        bin_dir: None,
+        per_process: ProcessCpus::default(),
+        programs: ProgramArgs::default(),
         out: json(dir, "e2e.json"),
     };
     let apart = match a.cpus.as_slice() {
         [rest @ .., last] if !rest.is_empty() && !rest.contains(last) => Some(E2eArgs {
             cpus: rest.to_vec(),
-            ledger_cpus: Some(vec![*last]),
+            per_process: ProcessCpus { ledger_cpus: Some(vec![*last]), ..ProcessCpus::default() },
             out: json(dir, "e2e-ledger-apart.json"),
             ..shared.clone()
         }),
@@ -260,9 +255,7 @@ fn capacity_step(a: &ReportArgs, dir: &Path) -> CapacityArgs {
         warmup: pick(a, 3.0, 0.5),
         ledger_dir: a.ledger_dir.clone(),
         cpus: a.cpus.clone(),
-        wait: WaitStrategy::Park,
-        fsync_ms: 10,
-        bin_dir: None,
+        programs: ProgramArgs::default(),
         out: json(dir, CAPACITY_JSON),
     }
 }

@@ -31,7 +31,7 @@ use helix::{ReadError, Reader, ReaderOptions, Start, WaitStrategy};
 
 use super::capacity::BYTES_PER_FRAME;
 use super::e2e::programs::Running;
-use super::e2e::{self, Config, E2eArgs, Placement, TELEMETRY};
+use super::e2e::{self, Config, E2eArgs, Placement, ProcessCpus, ProgramArgs, TELEMETRY};
 use crate::affinity::confine;
 use crate::command::render::group;
 use crate::document::{utc_now, JsonArg};
@@ -99,13 +99,8 @@ impl SoakArgs {
             warmup: self.warmup,
             dir: self.dir.clone(),
             cpus: self.cpus.clone(),
-            helixd_cpus: None,
-            ledger_cpus: None,
-            twin_cpus: None,
-            reader_cpus: None,
-            wait: WaitStrategy::Park,
-            fsync_ms: self.fsync_ms,
-            bin_dir: self.bin_dir.clone(),
+            per_process: ProcessCpus::default(),
+            programs: ProgramArgs { fsync_ms: self.fsync_ms, bin_dir: self.bin_dir.clone(), ..ProgramArgs::default() },
             out: JsonArg::default(),
         }
     }

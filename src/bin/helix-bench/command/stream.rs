@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use helix::shm::Namespace;
 use helix::{Policy, ReadError, Reader, ReaderOptions, Ring, RingOptions, Start, TryReadError, WaitStrategy};
 
-use super::list;
 use super::peer::{PeerCmd, PeerStreamArgs, Peers};
+use super::{cpus_flag, list};
 use crate::affinity::pin_to_cpu;
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
@@ -75,9 +75,7 @@ impl StreamArgs {
         }
         v.extend(["--capacity".into(), self.capacity.to_string(), "--wait".into(), wait_name(self.wait).into()]);
         v.extend(["--runs".into(), self.runs.to_string()]);
-        if !self.cpus.is_empty() {
-            v.extend(["--cpus".into(), list(&self.cpus)]);
-        }
+        v.extend(cpus_flag(&self.cpus));
         v.extend(self.out.to_args());
         v
     }

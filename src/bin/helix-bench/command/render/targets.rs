@@ -39,15 +39,13 @@ const TARGETS: &[Target] = &[
         measure: Measure::Run(park_below_kernel),
         limits: &[Limit::Below(1.0)],
     },
-    Target {
-        table: Table::Current,
-        label: "the same, both processes on one CPU (a local wake-up: no interrupt to another CPU), \
+    // Against the futex first, then below the pipe and the sockets.
+    Target::current(
+        "the same, both processes on one CPU (a local wake-up: no interrupt to another CPU), \
                 {size}-byte frames",
-        missing: None,
-        measure: Measure::Run(one_cpu),
-        // Against the futex first, then below the pipe and the sockets.
-        limits: &[Limit::AtMost(1.1), Limit::Below(1.0)],
-    },
+        Measure::Run(one_cpu),
+        &[Limit::AtMost(1.1), Limit::Below(1.0)],
+    ),
     Target {
         table: Table::Current,
         label: "e2e at {scale}, ledger and twin attached: ingest-to-reader P99 under 250 us ({layout})",
@@ -56,50 +54,34 @@ const TARGETS: &[Target] = &[
         measure: Measure::EachE2e(e2e_p99),
         limits: &[Limit::Below(250_000.0)],
     },
-    Target {
-        table: Table::Current,
-        label: "e2e: ingest-to-reader P99.9 under 2 ms ({layout})",
-        missing: None,
-        measure: Measure::EachE2e(e2e_p999),
-        limits: &[Limit::Below(2_000_000.0)],
-    },
-    Target {
-        table: Table::Current,
-        label: "requirement: P99 under 2 ms (helix-bench's reader)",
-        missing: None,
-        measure: Measure::Run(|run| p99_everywhere(run, "helix-bench")),
-        limits: &[Limit::Below(2_000_000.0)],
-    },
-    Target {
-        table: Table::Current,
-        label: "requirement: P99 under 2 ms (ledger: ingest to the ledger reading the frame)",
-        missing: None,
-        measure: Measure::Run(|run| p99_everywhere(run, "helix-ledger")),
-        limits: &[Limit::Below(2_000_000.0)],
-    },
-    Target {
-        table: Table::Current,
-        label: "requirement: P99 under 2 ms (twin: ingest to its alarm event reaching a reader)",
-        missing: None,
-        measure: Measure::Run(|run| p99_everywhere(run, "helix-twin")),
-        limits: &[Limit::Below(2_000_000.0)],
-    },
-    Target {
-        table: Table::Current,
-        label: "e2e: no ledger gaps",
-        missing: None,
-        measure: Measure::Run(ledger_complete),
-        // Gaps, failed verifications and frames missing, per placement.
-        limits: &[Limit::AtMost(0.0)],
-    },
-    Target {
-        table: Table::Current,
-        label: "capacity: the largest stream count meeting the targets above (publish rate, P99 per reader, gaps, \
+    Target::current(
+        "e2e: ingest-to-reader P99.9 under 2 ms ({layout})",
+        Measure::EachE2e(e2e_p999),
+        &[Limit::Below(2_000_000.0)],
+    ),
+    Target::current(
+        "requirement: P99 under 2 ms (helix-bench's reader)",
+        Measure::Run(|run| p99_everywhere(run, "helix-bench")),
+        &[Limit::Below(2_000_000.0)],
+    ),
+    Target::current(
+        "requirement: P99 under 2 ms (ledger: ingest to the ledger reading the frame)",
+        Measure::Run(|run| p99_everywhere(run, "helix-ledger")),
+        &[Limit::Below(2_000_000.0)],
+    ),
+    Target::current(
+        "requirement: P99 under 2 ms (twin: ingest to its alarm event reaching a reader)",
+        Measure::Run(|run| p99_everywhere(run, "helix-twin")),
+        &[Limit::Below(2_000_000.0)],
+    ),
+    // Gaps, failed verifications and frames missing, per placement.
+    Target::current("e2e: no ledger gaps", Measure::Run(ledger_complete), &[Limit::AtMost(0.0)]),
+    Target::current(
+        "capacity: the largest stream count meeting the targets above (publish rate, P99 per reader, gaps, \
                 verify), at least 50,000 x 100 Hz",
-        missing: None,
-        measure: Measure::Run(capacity_largest),
-        limits: &[Limit::AtLeast(50_000.0)],
-    },
+        Measure::Run(capacity_largest),
+        &[Limit::AtLeast(50_000.0)],
+    ),
     Target {
         table: Table::Earlier,
         label: "ring core: streaming 64-byte frames with batching, at least 20 M frames/s median",
@@ -139,6 +121,13 @@ struct Target {
     /// What the figures must satisfy: the first figure the first limit and
     /// so on, the last limit every figure after.
     limits: &'static [Limit],
+}
+
+impl Target {
+    /// A row of this issue's table with no "not measured" row.
+    const fn current(label: &'static str, measure: Measure, limits: &'static [Limit]) -> Target {
+        Target { table: Table::Current, label, missing: None, measure, limits }
+    }
 }
 
 /// The two tables: this issue's targets, and earlier issues' measured
@@ -270,18 +259,21 @@ fn pingpong_runs(run: &Run) -> usize {
 }
 
 fn spin_ratio(run: &Run) -> Outcome {
+    ratio_to(run, "helix-spin", "atomic", &format!("median of {} runs, ", pingpong_runs(run)))
+}
+
+/// `helix`'s median RTT ratio to `baseline`'s at [`TARGET_SIZE`]: shown
+/// with both medians, `note`, and the ratio of each run.
+fn ratio_to(run: &Run, helix: &str, baseline: &str, note: &str) -> Outcome {
     let Some(s) = at_target_size(run) else { return Outcome::Missing };
-    let (Some(r), Some(h), Some(a)) =
-        (s.ratio("helix-spin", "atomic"), s.transport("helix-spin"), s.transport("atomic"))
-    else {
+    let (Some(r), Some(h), Some(b)) = (s.ratio(helix, baseline), s.transport(helix), s.transport(baseline)) else {
         return Outcome::Missing;
     };
     let shown = format!(
-        "**{:.2}x** ({} vs {}; median of {} runs, per run {})",
+        "**{:.2}x** ({} vs {}; {note}per run {})",
         r.median,
         fmt_ns(h.median_p50_ns as u64),
-        fmt_ns(a.median_p50_ns as u64),
-        pingpong_runs(run),
+        fmt_ns(b.median_p50_ns as u64),
         ratios(&r.per_run)
     );
     Outcome::Figure(shown, vec![r.median])
@@ -301,19 +293,7 @@ fn spin_p99(run: &Run) -> Outcome {
 }
 
 fn park_ratio(run: &Run) -> Outcome {
-    let Some(s) = at_target_size(run) else { return Outcome::Missing };
-    let (Some(r), Some(h), Some(f)) = (s.ratio("helix-park", "futex"), s.transport("helix-park"), s.transport("futex"))
-    else {
-        return Outcome::Missing;
-    };
-    let shown = format!(
-        "**{:.2}x** ({} vs {}; per run {})",
-        r.median,
-        fmt_ns(h.median_p50_ns as u64),
-        fmt_ns(f.median_p50_ns as u64),
-        ratios(&r.per_run)
-    );
-    Outcome::Figure(shown, vec![r.median])
+    ratio_to(run, "helix-park", "futex", "")
 }
 
 /// helix-park's ratios to each of `baselines` at [`TARGET_SIZE`] in `s`,
