@@ -181,6 +181,50 @@ fn stream_moves_every_frame_to_every_gating_reader() {
 }
 
 #[test]
+fn fanin_moves_every_record_of_every_producer_process_and_measures_the_round_trip() {
+    let t = Env::watched("helix-bench fanin", Duration::from_secs(120));
+    let out = t.run(
+        "fanin --producers 1,3 --sizes 8,65536 --records 3000 --megabytes 1 --batch 7 --per-lane 5 --wait park \
+         --rtt-sizes 64 --iters 100 --warmup 10 --json {f.json}",
+    );
+    assert!(out.contains("p50 fanin-spin / helix-spin:") && out.contains("p50 fanin-park / pipe:"), "{out}");
+    let r = &document(&t.path("f.json"), "fanin")["results"];
+    let flows = r["flows"].as_array().unwrap();
+    let cases: Vec<(u64, u64, u64)> = flows
+        .iter()
+        .map(|f| (f["producers"].as_u64().unwrap(), f["size"].as_u64().unwrap(), f["records"].as_u64().unwrap()))
+        .collect();
+    // 1 MB of 64 KiB records is 15 of them.
+    assert_eq!(cases, [(1, 8, 3000), (1, 65536, 15), (3, 8, 3000), (3, 65536, 15)]);
+    for f in flows {
+        let run = &f["runs"][0];
+        let lanes = run["lanes"].as_array().unwrap();
+        assert_eq!(lanes.len() as u64, f["producers"].as_u64().unwrap(), "{f}");
+        // Every lane delivered exactly its producer's records (each one
+        // checked for its length, sequence and first bytes on the way).
+        // The fairness window may be empty with so few records (a producer
+        // may finish before another starts); its shares are then all 0.
+        assert!(lanes.iter().all(|l| l["records"] == f["records"] && l["share"].as_f64().unwrap() >= 0.0), "{f}");
+        assert!(lanes.iter().all(|l| l["window_records"].as_u64().unwrap() < l["records"].as_u64().unwrap()), "{f}");
+        if f["producers"] == 1 {
+            assert!(lanes[0]["share"] == 1.0 || run["window_seconds"] == 0.0, "{f}");
+        }
+        assert!(f["records_per_sec"].is_f64() && f["mb_per_sec"].is_f64() && f["min_share"].as_f64().unwrap() <= 1.0);
+        assert!(run["rounds"].as_u64().unwrap() > 0, "{f}");
+    }
+    let rt = r["round_trip"].as_array().unwrap();
+    let names: Vec<&str> =
+        rt[0]["transports"].as_array().unwrap().iter().map(|x| x["transport"].as_str().unwrap()).collect();
+    assert_eq!(names, ["fanin-spin", "helix-spin", "fanin-park", "helix-park", "unix-dgram", "pipe"]);
+    for x in rt[0]["transports"].as_array().unwrap() {
+        assert_eq!(x["runs"][0]["summary"]["count"], 100, "{x}");
+    }
+    assert_eq!(rt[0]["ratios"].as_array().unwrap().len(), 4);
+    t.assert_no_rings_left();
+    t.assert_only(&["f.json"]);
+}
+
+#[test]
 fn ledger_measures_the_real_recorder_and_removes_its_files() {
     let t = Env::watched("helix-bench ledger", Duration::from_secs(120));
     let out = t.run(
@@ -213,6 +257,9 @@ fn bad_arguments_are_one_clear_error() {
         (&["pingpong", "--sizes", "4"][..], "sizes must be from 8 to 16384 bytes"),
         (&["pingpong", "--sizes", "8", "--plot", "/tmp/x.svg", "--plot-size", "64"][..], "not among --sizes"),
         (&["stream", "--batches", "0"][..], "must be at least 1"),
+        (&["fanin", "--sizes", "65537"][..], "sizes must be from 8 to 65536 bytes"),
+        (&["fanin", "--producers", "0"][..], "0 producers: from 1 to 256"),
+        (&["fanin", "--rtt-sizes", "4"][..], "sizes must be from 8 to 16384 bytes"),
         (&["e2e", "--seconds", "0"][..], "--seconds must be positive"),
         (&["e2e", "--namespace", "helix"][..], "namespace of its own"),
         (&["render", "--dir", "/nonexistent-helix", "--out", "/tmp/x.md"][..], "run `helix-bench report` first"),
@@ -292,7 +339,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     let steps = index["steps"].as_array().unwrap();
     assert_eq!(
         steps.iter().map(|s| s["scenario"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["pingpong", "pingpong", "stream", "stream", "ledger", "e2e", "e2e", "capacity"]
+        ["pingpong", "pingpong", "stream", "stream", "fanin", "ledger", "e2e", "e2e", "capacity"]
     );
     let has = |step: &Value, flag: &str, value: &str| {
         step["command"].as_array().unwrap().windows(2).any(|w| w[0] == flag && w[1] == value)
@@ -300,7 +347,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     // The blocking transports again with both processes on the first CPU;
     // the second e2e with the ledger on the last CPU, the rest on the others.
     assert!(has(&steps[1], "--cpus", &format!("{a},{a}")), "{index}");
-    assert!(has(&steps[6], "--ledger-cpus", &b.to_string()), "{index}");
+    assert!(has(&steps[7], "--ledger-cpus", &b.to_string()), "{index}");
     assert!(steps.iter().all(|s| s["error"].is_null()), "{index}");
     t.assert_no_rings_left();
     std::fs::write(t.path("notes.md"), "## Notes\n\nHand-written.\n").unwrap();
@@ -311,6 +358,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
         "## Targets",
         "## Cross-process round trip",
         "## One-way streaming",
+        "## Fan-in: many producer processes into one consumer",
         "## helix-ledger",
         "## End to end",
         "## Capacity",

@@ -23,7 +23,7 @@ mod machine;
 mod plot;
 mod stats;
 
-use command::{attach, capacity, e2e, ledger, peer, pingpong, render, report, soak, stream, udp};
+use command::{attach, capacity, e2e, fanin, ledger, peer, pingpong, render, report, soak, stream, udp};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,10 @@ enum Cmd {
     Pingpong(pingpong::PingpongArgs),
     /// One writer streaming to reader processes: frames/s and MB/s.
     Stream(stream::StreamArgs),
+    /// Producer processes into one fan-in ring: records/s and MB/s in total
+    /// and per lane, fairness, and a request/response round trip beside the
+    /// broadcast ring, a Unix datagram socket and a pipe.
+    Fanin(fanin::FaninArgs),
     /// Attach to a live ring by name (non-gating) and report frames/s,
     /// overruns and, for telemetry, ingest-to-reader latency.
     Attach(attach::AttachArgs),
@@ -112,6 +116,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Pingpong(a) => pingpong::run(a, namespace, &peers),
         Cmd::Stream(a) => stream::run(a, namespace, &peers),
+        Cmd::Fanin(a) => fanin::run(a, namespace, &peers),
         Cmd::Peer { what } => peer::run(what, &namespace),
         Cmd::Attach(a) => attach::run(a, &namespace),
         Cmd::UdpSend(a) => udp::run(a),

@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod capacity;
 pub mod e2e;
+pub mod fanin;
 pub mod ledger;
 pub mod peer;
 pub mod pingpong;

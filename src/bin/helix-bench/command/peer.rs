@@ -9,13 +9,14 @@ use clap::{Args, Subcommand};
 
 use helix::{Namespace, WaitStrategy};
 
-use super::{pingpong, stream};
+use super::{fanin, pingpong, stream};
 use crate::affinity::pin_to_cpu;
 
 #[derive(Subcommand, Debug, PartialEq)]
 pub enum PeerCmd {
     Pingpong(PeerPingpongArgs),
     Stream(PeerStreamArgs),
+    Fanin(PeerFaninArgs),
 }
 
 // The echoing end of one pingpong transport.
@@ -47,6 +48,19 @@ pub struct PeerStreamArgs {
     pub cpu: Option<usize>,
 }
 
+// One producer process of the fanin scenario.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct PeerFaninArgs {
+    #[arg(long)]
+    pub records: u64,
+    #[arg(long)]
+    pub size: usize,
+    #[arg(long)]
+    pub batch: u64,
+    #[arg(long)]
+    pub cpu: Option<usize>,
+}
+
 impl PeerCmd {
     /// The command line that runs it: the verb and its flags.
     pub fn to_args(&self) -> Vec<String> {
@@ -65,6 +79,12 @@ impl PeerCmd {
                 if a.gating {
                     v.push("--gating".into());
                 }
+                v.extend(cpu(a.cpu));
+                v
+            }
+            PeerCmd::Fanin(a) => {
+                let mut v = vec!["fanin".to_owned(), "--records".into(), a.records.to_string()];
+                v.extend(["--size".into(), a.size.to_string(), "--batch".into(), a.batch.to_string()]);
                 v.extend(cpu(a.cpu));
                 v
             }
@@ -104,6 +124,12 @@ pub fn run(what: PeerCmd, ns: &Namespace) -> Result<()> {
             }
             stream::peer(ns, a.frames, a.batch, a.gating, a.wait)
         }
+        PeerCmd::Fanin(a) => {
+            if let Some(cpu) = a.cpu {
+                pin_to_cpu(cpu)?;
+            }
+            fanin::producer(ns, a.records, a.size, a.batch)
+        }
     }
 }
 
@@ -137,6 +163,15 @@ mod tests {
                 cpu: Some(0),
             }),
             PeerCmd::Stream(PeerStreamArgs { frames: 1, batch: 1, wait: WaitStrategy::Spin, gating: false, cpu: None }),
+            PeerCmd::Fanin(PeerFaninArgs { records: 7, size: 64, batch: 3, cpu: Some(1) }),
+            PeerCmd::Fanin(PeerFaninArgs { records: 1, size: 8, batch: 1, cpu: None }),
+            PeerCmd::Pingpong(PeerPingpongArgs {
+                transport: pingpong::Transport::FanIn(WaitStrategy::Spin),
+                size: 64,
+                rounds: 3,
+                dir: "/tmp/pp".into(),
+                cpu: None,
+            }),
         ] {
             let crate::Cmd::Peer { what: parsed } = parse(std::iter::once("peer".to_owned()).chain(what.to_args()))
             else {

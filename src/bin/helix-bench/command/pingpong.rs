@@ -5,6 +5,7 @@
 //! same core pinning.
 
 mod channel;
+mod fanin;
 
 use std::path::{Path, PathBuf};
 
@@ -134,7 +135,7 @@ pub struct SizeResult {
 
 impl SizeResult {
     /// No runs yet of `transports` at `size`.
-    fn new(size: usize, transports: &[Transport]) -> SizeResult {
+    pub fn new(size: usize, transports: &[Transport]) -> SizeResult {
         let transports = transports
             .iter()
             .map(|t| TransportResult {
@@ -147,15 +148,16 @@ impl SizeResult {
         SizeResult { size, transports, ratios: vec![] }
     }
 
-    /// Fills `median_p50_ns` and `ratios` from the runs.
-    pub fn finish(&mut self) {
+    /// Fills `median_p50_ns` and the ratios of `wanted` whose transports
+    /// were measured from the runs.
+    pub fn finish(&mut self, wanted: &[(&str, &str)]) {
         for t in &mut self.transports {
             t.median_p50_ns = median(t.runs.iter().map(|m| m.summary.p50 as f64).collect());
         }
         let p50 = |name: &str| -> Option<Vec<f64>> {
             self.transport(name).map(|t| t.runs.iter().map(|m| m.summary.p50 as f64).collect())
         };
-        self.ratios = RATIOS
+        self.ratios = wanted
             .iter()
             .filter_map(|&(num, den)| {
                 let (n, d) = (p50(num)?, p50(den)?);
@@ -226,6 +228,10 @@ impl Results {
 pub enum Transport {
     /// Two HELIX rings, readers waiting with this strategy.
     Helix(WaitStrategy),
+    /// A request into a fan-in ring (this process its producer, the peer its
+    /// consumer), the answer back through a HELIX ring; both waiting sides
+    /// with this strategy.
+    FanIn(WaitStrategy),
     /// Two 64-bit atomics in shared memory, both sides spinning: the floor
     /// for a spinning ping-pong (one cache-line round trip each way).
     Atomic,
@@ -253,9 +259,20 @@ impl Transport {
         Transport::UnixDgram,
     ];
 
+    /// The fan-in round trips (`helix-bench fanin` runs them; pingpong on
+    /// request).
+    pub const FANIN: [Transport; 3] = [
+        Transport::FanIn(WaitStrategy::Spin),
+        Transport::FanIn(WaitStrategy::SpinThenPark { spins: 4096 }),
+        Transport::FanIn(WaitStrategy::Park),
+    ];
+
     /// Short name, as on the command line.
     pub fn name(self) -> &'static str {
         match self {
+            Transport::FanIn(WaitStrategy::Spin) => "fanin-spin",
+            Transport::FanIn(WaitStrategy::SpinThenPark { .. }) => "fanin-spin-then-park",
+            Transport::FanIn(WaitStrategy::Park) => "fanin-park",
             Transport::Helix(WaitStrategy::Spin) => "helix-spin",
             Transport::Helix(WaitStrategy::SpinThenPark { .. }) => "helix-spin-then-park",
             Transport::Helix(WaitStrategy::Park) => "helix-park",
@@ -269,15 +286,16 @@ impl Transport {
 
     /// Whether the peer sleeps in the kernel while waiting.
     pub fn blocking(self) -> bool {
-        !matches!(self, Transport::Atomic | Transport::Helix(WaitStrategy::Spin))
+        !matches!(self, Transport::Atomic | Transport::Helix(WaitStrategy::Spin) | Transport::FanIn(WaitStrategy::Spin))
     }
 }
 
 impl std::str::FromStr for Transport {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        Transport::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Transport::ALL.iter().map(|t| t.name()).collect();
+        let all = || Transport::ALL.into_iter().chain(Transport::FANIN);
+        all().find(|t| t.name() == s).ok_or_else(|| {
+            let names: Vec<_> = all().map(|t| t.name()).collect();
             anyhow!("unknown transport {s:?}: expected one of {}", names.join(", "))
         })
     }
@@ -321,23 +339,14 @@ impl Config {
 pub fn run(a: PingpongArgs, namespace: Namespace, peers: &Peers) -> Result<()> {
     let (load, started) = (load_average(), utc_now());
     let transports = if a.transports.is_empty() { Transport::ALL.to_vec() } else { a.transports.clone() };
-    let cpus = match a.cpus.as_slice() {
-        [] => None,
-        [x, y] => Some((*x, *y)),
-        _ => bail!("--cpus takes two CPUs, e.g. 0,1"),
-    };
-    if let Some(&bad) = a.sizes.iter().find(|&&s| !(8..=16384).contains(&s)) {
-        bail!("frame size {bad}: sizes must be from 8 to 16384 bytes");
-    }
-    if a.sizes.is_empty() || a.iters == 0 || a.runs == 0 {
-        bail!("--sizes, --iters and --runs must not be empty or 0");
-    }
+    let cpus = cpu_pair(&a.cpus)?;
+    let sweep =
+        Sweep { sizes: &a.sizes, iters: a.iters, warmup: a.warmup, cpus, runs: a.runs, transports: &transports };
+    sweep.check()?;
     let plot_size = a.plot_size.unwrap_or(if a.sizes.contains(&64) { 64 } else { a.sizes[0] });
     if a.plot.is_some() && !a.sizes.contains(&plot_size) {
         bail!("--plot-size {plot_size} is not among --sizes");
     }
-    let dir = std::env::temp_dir().join(format!("helix-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     println!("machine: {}", Machine::detect());
     println!(
         "pingpong: frames of {} bytes, {} round trips after {} warm-up per transport and size, {}, {} run(s)",
@@ -347,16 +356,7 @@ pub fn run(a: PingpongArgs, namespace: Namespace, peers: &Peers) -> Result<()> {
         cpus.map_or("not pinned".to_owned(), |(x, y)| format!("pinned to CPUs {x} and {y}")),
         a.runs
     );
-    let mut sizes: Vec<SizeResult> = a.sizes.iter().map(|&size| SizeResult::new(size, &transports)).collect();
-    let cfg =
-        |size| Config { size, iters: a.iters, warmup: a.warmup, cpus, namespace: namespace.clone(), dir: dir.clone() };
-    let measured = measure_runs(a.runs, &transports, &mut sizes, cfg, peers);
-    let _ = std::fs::remove_dir_all(&dir);
-    measured?;
-    for sr in sizes.iter_mut() {
-        sr.finish();
-        print_medians(sr, a.runs);
-    }
+    let sizes = sweep.run(&RATIOS, &namespace, peers)?;
     let params = Params {
         sizes: a.sizes.clone(),
         iters: a.iters,
@@ -371,6 +371,72 @@ pub fn run(a: PingpongArgs, namespace: Namespace, peers: &Peers) -> Result<()> {
         println!("wrote {}", path.display());
     }
     a.out.write("pingpong", load, started, results)
+}
+
+/// A set of round-trip measurements: every transport at every size, the
+/// whole set `runs` times (the runs interleave, so a noisy moment hits one
+/// run, not one transport).
+pub struct Sweep<'a> {
+    /// Frame sizes, bytes.
+    pub sizes: &'a [usize],
+    /// Measured round trips per transport, size and run.
+    pub iters: u64,
+    /// Round trips before measuring.
+    pub warmup: u64,
+    /// (this process's CPU, the peer's), if pinned.
+    pub cpus: Option<(usize, usize)>,
+    /// Repetitions of the whole set.
+    pub runs: usize,
+    /// Transports, in report order.
+    pub transports: &'a [Transport],
+}
+
+/// `--cpus` of a round trip: none, or this process's CPU and the peer's.
+pub fn cpu_pair(cpus: &[usize]) -> Result<Option<(usize, usize)>> {
+    match cpus {
+        [] => Ok(None),
+        [x, y] => Ok(Some((*x, *y))),
+        _ => bail!("--cpus takes two CPUs, e.g. 0,1"),
+    }
+}
+
+impl Sweep<'_> {
+    /// Refuses sizes out of range, and no sizes, iterations or runs.
+    pub fn check(&self) -> Result<()> {
+        if let Some(&bad) = self.sizes.iter().find(|&&s| !(8..=16384).contains(&s)) {
+            bail!("frame size {bad}: sizes must be from 8 to 16384 bytes");
+        }
+        if self.sizes.is_empty() || self.iters == 0 || self.runs == 0 {
+            bail!("--sizes, --iters and --runs must not be empty or 0");
+        }
+        Ok(())
+    }
+
+    /// Measures the set, printing each run's percentiles, then each size's
+    /// medians and the ratios of `ratios` (numerator, denominator) whose
+    /// transports were measured.
+    pub fn run(&self, ratios: &[(&str, &str)], namespace: &Namespace, peers: &Peers) -> Result<Vec<SizeResult>> {
+        let dir = std::env::temp_dir().join(format!("helix-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut sizes: Vec<SizeResult> =
+            self.sizes.iter().map(|&size| SizeResult::new(size, self.transports)).collect();
+        let cfg = |size| Config {
+            size,
+            iters: self.iters,
+            warmup: self.warmup,
+            cpus: self.cpus,
+            namespace: namespace.clone(),
+            dir: dir.clone(),
+        };
+        let measured = measure_runs(self.runs, self.transports, &mut sizes, cfg, peers);
+        let _ = std::fs::remove_dir_all(&dir);
+        measured?;
+        for sr in sizes.iter_mut() {
+            sr.finish(ratios);
+            print_medians(sr, self.runs);
+        }
+        Ok(sizes)
+    }
 }
 
 /// Every run of every transport at every size (`cfg` gives a size's

@@ -7,6 +7,7 @@
 
 mod capacity;
 mod e2e;
+mod fanin;
 mod head;
 mod ledger;
 mod pingpong;
@@ -20,8 +21,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::{
-    capacity as capacity_scenario, e2e as e2e_scenario, ledger as ledger_scenario, pingpong as pingpong_scenario,
-    stream as stream_scenario,
+    capacity as capacity_scenario, e2e as e2e_scenario, fanin as fanin_scenario, ledger as ledger_scenario,
+    pingpong as pingpong_scenario, stream as stream_scenario,
 };
 use crate::document::{read_document, Document, Index};
 
@@ -89,6 +90,9 @@ pub fn run(a: RenderArgs) -> Result<()> {
 /// The report's capacity results.
 pub const CAPACITY_JSON: &str = "capacity.json";
 
+/// The report's fan-in results.
+pub const FANIN_JSON: &str = "fanin.json";
+
 /// `plot`'s path as the document `doc` links it: relative to the document's
 /// folder when it is inside it.
 fn relative(plot: &Path, doc: &Path) -> String {
@@ -111,6 +115,8 @@ struct Run {
     /// The blocking transports with both processes on one CPU, if run.
     pingpong_one_cpu: Option<(String, Document<pingpong_scenario::Results>)>,
     streams: Vec<Document<stream_scenario::Results>>,
+    /// The fan-in ring's flows and round trip, if run.
+    fanin: Option<(String, Document<fanin_scenario::Results>)>,
     ledger: Option<Document<ledger_scenario::Results>>,
     /// Each e2e run with its JSON file's name, one per CPU placement.
     e2e: Vec<(String, Document<e2e_scenario::Results>)>,
@@ -130,6 +136,7 @@ fn load(dir: &Path) -> Result<Run> {
         pingpong: None,
         pingpong_one_cpu: None,
         streams: vec![],
+        fanin: None,
         ledger: None,
         e2e: vec![],
         capacity: None,
@@ -149,6 +156,7 @@ fn load(dir: &Path) -> Result<Run> {
                 }
             }
             "stream" => run.streams.push(read_document(&path)?),
+            "fanin" => run.fanin = Some((step.json.clone(), read_document(&path)?)),
             "ledger" => run.ledger = Some(read_document(&path)?),
             "e2e" => run.e2e.push((step.json.clone(), read_document(&path)?)),
             "capacity" => run.capacity = Some((step.json.clone(), read_document(&path)?)),
@@ -170,6 +178,9 @@ pub fn render(dir: &Path, plots: Plots<'_>, notes: Option<&str>) -> Result<Strin
     }
     if !run.streams.is_empty() {
         stream::section(&mut md, &run);
+    }
+    if let Some((json, doc)) = &run.fanin {
+        fanin::section(&mut md, &run, json, doc);
     }
     if let Some(l) = &run.ledger {
         ledger::section(&mut md, &run, l);

@@ -15,9 +15,10 @@ use helix::WaitStrategy;
 
 use super::capacity::{CapacityArgs, DEFAULT_STREAMS};
 use super::e2e::{E2eArgs, ProcessCpus, ProgramArgs};
+use super::fanin::{FaninArgs, DEFAULT_SIZES as DEFAULT_FANIN_SIZES};
 use super::ledger::LedgerArgs;
 use super::pingpong::{PingpongArgs, Transport, DEFAULT_SIZES};
-use super::render::{CAPACITY_JSON, ONE_CPU_JSON};
+use super::render::{CAPACITY_JSON, FANIN_JSON, ONE_CPU_JSON};
 use super::stream::{Mode, StreamArgs};
 use crate::document::{utc_now, write_pretty, Index, JsonArg, Step};
 use crate::machine::{cpu_steal_ticks, load_average, Machine};
@@ -60,6 +61,7 @@ pub struct ReportArgs {
 pub enum Scenario {
     Pingpong(PingpongArgs),
     Stream(StreamArgs),
+    Fanin(FaninArgs),
     Ledger(LedgerArgs),
     E2e(E2eArgs),
     Capacity(CapacityArgs),
@@ -71,6 +73,7 @@ impl Scenario {
         match self {
             Scenario::Pingpong(_) => "pingpong",
             Scenario::Stream(_) => "stream",
+            Scenario::Fanin(_) => "fanin",
             Scenario::Ledger(_) => "ledger",
             Scenario::E2e(_) => "e2e",
             Scenario::Capacity(_) => "capacity",
@@ -82,6 +85,7 @@ impl Scenario {
         let flags = match self {
             Scenario::Pingpong(a) => a.to_args(),
             Scenario::Stream(a) => a.to_args(),
+            Scenario::Fanin(a) => a.to_args(),
             Scenario::Ledger(a) => a.to_args(),
             Scenario::E2e(a) => a.to_args(),
             Scenario::Capacity(a) => a.to_args(),
@@ -96,6 +100,7 @@ impl Scenario {
         match crate::tests::parse(self.to_args()) {
             crate::Cmd::Pingpong(a) => Scenario::Pingpong(a),
             crate::Cmd::Stream(a) => Scenario::Stream(a),
+            crate::Cmd::Fanin(a) => Scenario::Fanin(a),
             crate::Cmd::Ledger(a) => Scenario::Ledger(a),
             crate::Cmd::E2e(a) => Scenario::E2e(a),
             crate::Cmd::Capacity(a) => Scenario::Capacity(a),
@@ -117,6 +122,7 @@ pub fn assert_reparses(scenarios: impl IntoIterator<Item = Scenario>) {
 pub fn steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {
     let mut steps = pingpong_steps(a, dir);
     steps.extend(stream_steps(a, dir));
+    steps.push((Scenario::Fanin(fanin_step(a, dir)), FANIN_JSON));
     steps.push((Scenario::Ledger(ledger_step(a, dir)), "ledger.json"));
     steps.extend(e2e_steps(a, dir));
     steps.push((Scenario::Capacity(capacity_step(a, dir)), CAPACITY_JSON));
@@ -198,6 +204,26 @@ fn stream_steps(a: &ReportArgs, dir: &Path) -> [(Scenario, &'static str); 2] {
         ..one.clone()
     };
     [(Scenario::Stream(one), "stream.json"), (Scenario::Stream(three), "stream-park.json")]
+}
+
+/// Producers into a fan-in ring at every count and record size, and the
+/// round trip through it beside its baselines.
+fn fanin_step(a: &ReportArgs, dir: &Path) -> FaninArgs {
+    FaninArgs {
+        producers: vec![1, 2, 4, 8],
+        sizes: pick(a, DEFAULT_FANIN_SIZES.to_vec(), vec![64, 65536]),
+        records: pick(a, 2_000_000, 20_000),
+        megabytes: pick(a, 256, 2),
+        batch: 64,
+        per_lane: 64,
+        wait: WaitStrategy::Spin,
+        rtt_sizes: vec![64],
+        iters: pick(a, 20_000, 200),
+        warmup: pick(a, 2_000, 20),
+        cpus: a.cpus.clone(),
+        runs: a.runs,
+        out: json(dir, FANIN_JSON),
+    }
 }
 
 /// The ledger's throughput at every size and fsync interval, and its cost
@@ -363,6 +389,7 @@ mod tests {
                 ONE_CPU_JSON,
                 "stream.json",
                 "stream-park.json",
+                FANIN_JSON,
                 "ledger.json",
                 "e2e.json",
                 "e2e-ledger-apart.json",
@@ -371,14 +398,15 @@ mod tests {
         );
         let line = |i: usize| steps[i].0.to_args().join(" ");
         assert!(line(1).contains("--cpus 0,0 --json /tmp/r/pingpong-one-cpu.json"), "{}", line(1));
-        assert!(line(6).contains("--cpus 0 --ledger-cpus 1"), "{}", line(6));
-        assert!(line(6).ends_with("--json /tmp/r/e2e-ledger-apart.json"), "{}", line(6));
+        assert!(line(4).starts_with("fanin --producers 1,2,4,8 --sizes 8,64,1024,16384,65536"), "{}", line(4));
+        assert!(line(7).contains("--cpus 0 --ledger-cpus 1"), "{}", line(7));
+        assert!(line(7).ends_with("--json /tmp/r/e2e-ledger-apart.json"), "{}", line(7));
         let unpinned = super::steps(&ReportArgs { cpus: vec![], ..a }, Path::new("/tmp/r"));
         assert!(
-            line(7).starts_with("capacity --streams 10000,20000,30000,50000 --rate 100 --seconds 60"),
+            line(8).starts_with("capacity --streams 10000,20000,30000,50000 --rate 100 --seconds 60"),
             "{}",
-            line(7)
+            line(8)
         );
-        assert_eq!(unpinned.len(), 6);
+        assert_eq!(unpinned.len(), 7);
     }
 }

@@ -16,19 +16,20 @@ use nix::sys::stat::Mode;
 use helix::shm::{Mapping, Namespace};
 use helix::{Policy, ReaderOptions, Ring, RingOptions, Start, Writer};
 
-use super::{Config, Measured, Transport};
+use super::{fanin, Config, Measured, Transport};
 use crate::command::peer::Peers;
 use crate::shared::child::ChildProcess;
 use crate::stats::{curve, histogram, Summary};
 
 /// One side of a channel: send a frame, receive a frame.
-trait Side {
+pub(super) trait Side {
     fn send(&mut self, buf: &[u8]) -> io::Result<()>;
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()>;
 }
 
 const PING: &str = "pp-ping";
-const PONG: &str = "pp-pong";
+/// The ring the answers come back through.
+pub(super) const PONG: &str = "pp-pong";
 
 struct HelixSide {
     writer: Writer,
@@ -197,6 +198,7 @@ pub fn peer(t: Transport, ns: &Namespace, size: usize, rounds: u64, dir: &Path) 
             let writer = Writer::attach(ns, PONG)?;
             Box::new(HelixSide { writer, reader })
         }
+        Transport::FanIn(wait) => Box::new(fanin::Answerer::create(ns, size, wait)?),
         Transport::Atomic => Box::new(AtomicSide(Rounds { words: Words::open(ns)?, leader: false, round: 0 })),
         Transport::Futex => Box::new(FutexSide(Rounds { words: Words::open(ns)?, leader: false, round: 0 })),
         Transport::Pipe => {
@@ -269,19 +271,15 @@ fn connect(t: Transport, cfg: &Config, peers: &Peers) -> Result<(Box<dyn Side>, 
     let ns = &cfg.namespace;
     Ok(match t {
         Transport::Helix(wait) => {
-            let opts = RingOptions {
-                capacity: 64,
-                max_payload: cfg.size as u32,
-                policy: Policy::Block,
-                max_readers: 4,
-                ..Default::default()
-            };
-            let ping = Ring::create(ns, PING, &opts)?;
-            let pong = Ring::create(ns, PONG, &opts)?;
+            let ping = Ring::create(ns, PING, &ring_options(cfg.size))?;
             let writer = ping.writer()?;
-            let reader =
-                pong.reader(&ReaderOptions { gating: true, start: Start::Oldest, wait, name: "pp-main".into() })?;
-            (Box::new(HelixSide { writer, reader }), start_peer(t, cfg, peers)?)
+            (Box::new(HelixSide { writer, reader: answers(cfg, wait)? }), start_peer(t, cfg, peers)?)
+        }
+        Transport::FanIn(wait) => {
+            let reader = answers(cfg, wait)?;
+            // The peer creates the fan-in ring (it is its consumer).
+            let child = start_peer(t, cfg, peers)?;
+            (Box::new(fanin::Asker::attach(ns, reader)?), child)
         }
         Transport::Atomic => {
             let words = Words::create(ns)?;
@@ -314,6 +312,18 @@ fn connect(t: Transport, cfg: &Config, peers: &Peers) -> Result<(Box<dyn Side>, 
     })
 }
 
+/// The options of the HELIX rings of a round trip of `size`-byte frames.
+fn ring_options(size: usize) -> RingOptions {
+    RingOptions { capacity: 64, max_payload: size as u32, policy: Policy::Block, max_readers: 4, ..Default::default() }
+}
+
+/// Creates the ring the answers come back through and this process's
+/// (gating) reader of it.
+fn answers(cfg: &Config, wait: helix::WaitStrategy) -> Result<helix::Reader> {
+    let pong = Ring::create(&cfg.namespace, PONG, &ring_options(cfg.size))?;
+    Ok(pong.reader(&ReaderOptions { gating: true, start: Start::Oldest, wait, name: "pp-main".into() })?)
+}
+
 /// Times `cfg.total()` round trips, recording those after the warm-up.
 fn round_trips(side: &mut dyn Side, cfg: &Config) -> Result<Measured> {
     let mut h = histogram();
@@ -337,6 +347,10 @@ fn cleanup(t: Transport, cfg: &Config) {
     match t {
         Transport::Helix(_) => {
             let _ = Ring::unlink(ns, PING);
+            let _ = Ring::unlink(ns, PONG);
+        }
+        Transport::FanIn(_) => {
+            let _ = helix::fanin::FanIn::unlink(ns, fanin::REQUESTS);
             let _ = Ring::unlink(ns, PONG);
         }
         Transport::Atomic | Transport::Futex => {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{group, mfps, ratios, Run, TARGET_SIZE};
+use super::{fanin, group, mfps, ratios, Run, TARGET_SIZE};
 use crate::command::{e2e, pingpong};
 use crate::stats::{fmt_ns, median};
 
@@ -83,6 +83,30 @@ const TARGETS: &[Target] = &[
         &[Limit::AtLeast(50_000.0)],
     ),
     Target {
+        table: Table::Current,
+        label: "fan-in: one producer process, 64-byte records, at least 20 M records/s",
+        missing: Some("fan-in: one producer process, 64-byte records, at least 20 M records/s"),
+        measure: Measure::Run(fanin::one_producer),
+        limits: &[Limit::AtLeast(20e6)],
+    },
+    Target {
+        table: Table::Current,
+        label: "fan-in: 4 producer processes, 64-byte records, at least 10 M records/s in total, \
+                no lane below 0.8 of the mean share",
+        missing: Some("fan-in: 4 producer processes, at least 10 M records/s in total, no lane below 0.8"),
+        measure: Measure::Run(fanin::four_producers),
+        // The rate first, then the smallest share.
+        limits: &[Limit::AtLeast(10e6), Limit::AtLeast(0.8)],
+    },
+    Target {
+        table: Table::Current,
+        label: "fan-in round trip (a record in, the answer back through a broadcast ring), spinning: median \
+                within 2x the broadcast ring's spinning round trip ({size}-byte frames)",
+        missing: Some("fan-in spinning round trip within 2x the broadcast ring's"),
+        measure: Measure::Run(fanin::spin_round_trip),
+        limits: &[Limit::AtMost(2.0)],
+    },
+    Target {
         table: Table::Earlier,
         label: "ring core: streaming 64-byte frames with batching, at least 20 M frames/s median",
         missing: Some("ring core: streaming at least 20 M frames/s"),
@@ -148,7 +172,7 @@ enum Measure {
 }
 
 /// A target's figures in one run.
-enum Outcome {
+pub(super) enum Outcome {
     /// Measured: what the row shows, and the figures held against the
     /// limits.
     Figure(String, Vec<f64>),
@@ -266,14 +290,20 @@ fn spin_ratio(run: &Run) -> Outcome {
 /// with both medians, `note`, and the ratio of each run.
 fn ratio_to(run: &Run, helix: &str, baseline: &str, note: &str) -> Outcome {
     let Some(s) = at_target_size(run) else { return Outcome::Missing };
-    let (Some(r), Some(h), Some(b)) = (s.ratio(helix, baseline), s.transport(helix), s.transport(baseline)) else {
+    ratio_figure(s, helix, baseline, note)
+}
+
+/// The median ratio `num / den` in `s` with both medians, `note`, and the
+/// per-run ratios, if both were measured.
+pub(super) fn ratio_figure(s: &pingpong::SizeResult, num: &str, den: &str, note: &str) -> Outcome {
+    let (Some(r), Some(n), Some(d)) = (s.ratio(num, den), s.transport(num), s.transport(den)) else {
         return Outcome::Missing;
     };
     let shown = format!(
         "**{:.2}x** ({} vs {}; {note}per run {})",
         r.median,
-        fmt_ns(h.median_p50_ns as u64),
-        fmt_ns(b.median_p50_ns as u64),
+        fmt_ns(n.median_p50_ns as u64),
+        fmt_ns(d.median_p50_ns as u64),
         ratios(&r.per_run)
     );
     Outcome::Figure(shown, vec![r.median])
