@@ -16,13 +16,15 @@
 //! assert_eq!(decode(KIND_COMMAND, &[0; 5]), Err(Reason::BadSize));
 //! ```
 
+mod client;
 mod command;
 mod records;
 #[cfg(test)]
 mod tests;
 
+pub use client::{Control, ControlError};
 pub use command::{decode, Command, Op, Valid, DEFAULT_SOURCE, SOURCE_LEN};
-pub use records::{wire, Ack, LogRecord, Reason, Verdict, ACK_REPEAT, LOGGED_BYTES};
+pub use records::{wire, Ack, LogRecord, Reason, Verdict, ACK_REPEAT, LOGGED_BYTES, LOG_REPEAT};
 
 /// Version of the control formats (§12), in each record's `version`.
 pub const FORMAT_VERSION: u16 = 1;

@@ -86,8 +86,7 @@ reasons! {
     UnknownSource = 17, "unknown_source";
     /// The stream is not one of the source's.
     UnknownStream = 18, "unknown_stream";
-    /// The op needs a simulated source (`set`, `release`, `rate` on a UDP
-    /// source).
+    /// The source is not simulated (UDP sources take no commands yet).
     NotSimulated = 19, "not_simulated";
     /// The source is not running (its ring is being repaired).
     SourceDown = 20, "source_down";
@@ -135,8 +134,9 @@ pub struct LogRecord {
     pub time_ns: u64,
     /// The fan-in record's kind.
     pub kind: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// Bit 0 ([`LOG_REPEAT`]): the request id was seen before; the verdict
+    /// is the first one's and nothing is applied again.
+    pub flags: u32,
     /// The payload as sent, its first [`LOGGED_BYTES`] bytes, zero-padded:
     /// a [`Command`] when it was one.
     pub command: [u8; LOGGED_BYTES],
@@ -144,7 +144,7 @@ pub struct LogRecord {
 
 assert_layout!(LogRecord, 144;
     version @ 0, verdict @ 4, reason @ 6, uid @ 8, pid @ 12, lane @ 16, len @ 20, lane_seq @ 24, time_ns @ 32,
-    kind @ 40, reserved @ 44, command @ 48);
+    kind @ 40, flags @ 44, command @ 48);
 
 impl LogRecord {
     /// The record of a payload of `kind` and its verdict.
@@ -203,6 +203,9 @@ assert_layout!(Ack, 48;
 
 /// [`Ack::flags`]: this answers a repeated request id.
 pub const ACK_REPEAT: u16 = 1;
+
+/// [`LogRecord::flags`]: a repeated request id.
+pub const LOG_REPEAT: u32 = 1;
 
 impl Ack {
     /// The verdict and reason, if the fields hold known values.
