@@ -39,6 +39,15 @@ fn config(env: &Env, extra: &str) -> std::path::PathBuf {
     env.file("helix.toml", &format!("sweep_interval_ms = 100\n{rings}{sim}[control]\nlanes = 4\n{extra}\n"))
 }
 
+/// A test's surroundings and helixd running `config(extra)` in them.
+fn daemon(what: &'static str, extra: &str) -> (Env, Notify, common::Reaped) {
+    let env = Env::watched(what, Duration::from_secs(90));
+    let cfg = config(&env, extra);
+    let notify = Notify::new(&env.dir);
+    let d = notify.ready(env.helixd(&cfg));
+    (env, notify, d)
+}
+
 /// Every audit record on `control.log` so far.
 fn audit_records(env: &Env) -> Vec<(u64, LogRecord)> {
     let opts = ReaderOptions { name: "test".into(), start: Start::Oldest, ..Default::default() };
@@ -72,10 +81,7 @@ fn samples_of(reader: &mut Reader, stream: u32, until: u64) -> Vec<Sample> {
 
 #[test]
 fn a_setpoint_moves_the_stream_as_documented_and_is_audited_first() {
-    let env = Env::watched("setpoint", Duration::from_secs(60));
-    let cfg = config(&env, "audit_reader = \"\"");
-    let notify = Notify::new(&env.dir);
-    let _d = notify.ready(env.helixd(&cfg));
+    let (env, _notify, _d) = daemon("setpoint", "audit_reader = \"\"");
     let opts = ReaderOptions { name: "test".into(), start: Start::Oldest, ..Default::default() };
     let mut telemetry = Reader::attach(&env.ns, "telemetry", &opts).unwrap();
 
@@ -137,10 +143,7 @@ fn rejected_commands_are_audited_answered_and_change_nothing() {
 
 #[test]
 fn unknown_streams_and_sources_and_garbage_are_rejected_with_their_reasons() {
-    let env = Env::watched("unknown", Duration::from_secs(60));
-    let cfg = config(&env, "audit_reader = \"\"");
-    let notify = Notify::new(&env.dir);
-    let _d = notify.ready(env.helixd(&cfg));
+    let (env, _notify, _d) = daemon("unknown", "audit_reader = \"\"");
     let mut ctl = Control::connect(&env.ns).unwrap();
     let mut ask = |c: Command| ctl.send(&c, Duration::from_secs(10)).unwrap().outcome();
     assert_eq!(ask(Command::set(11, "", STREAMS, 1.0)), Some(Err(Reason::UnknownStream)));
@@ -184,10 +187,7 @@ fn wait_for_ledger(env: &Env, ring: &str) {
 
 #[test]
 fn the_ledger_holds_the_command_record_before_the_first_sample_it_affected() {
-    let env = Env::watched("ledger order", Duration::from_secs(90));
-    let cfg = config(&env, "");
-    let notify = Notify::new(&env.dir);
-    let _d = notify.ready(env.helixd(&cfg));
+    let (env, _notify, _d) = daemon("ledger order", "");
     let dir = env.path("ledger");
     let mut l = ledger(&env, &dir, &["telemetry", "control.log"]);
     wait_for_ledger(&env, "control.log");
@@ -222,10 +222,7 @@ fn the_ledger_holds_the_command_record_before_the_first_sample_it_affected() {
 
 #[test]
 fn a_stalled_ledger_holds_commands_back_and_not_the_telemetry() {
-    let env = Env::watched("ledger stall", Duration::from_secs(90));
-    let cfg = config(&env, "");
-    let notify = Notify::new(&env.dir);
-    let _d = notify.ready(env.helixd(&cfg));
+    let (env, _notify, _d) = daemon("ledger stall", "");
     // The ledger records only control.log here: telemetry has no gating
     // reader, so only the control path could be held back.
     let mut l = ledger(&env, &env.path("ledger"), &["control.log"]);
@@ -258,13 +255,10 @@ fn a_stalled_ledger_holds_commands_back_and_not_the_telemetry() {
 
 #[test]
 fn helixctl_sends_commands_and_lists_the_audit_trail() {
-    let env = Env::watched("helixctl control", Duration::from_secs(60));
-    let cfg = config(&env, "audit_reader = \"\"");
-    let notify = Notify::new(&env.dir);
-    let _d = notify.ready(env.helixd(&cfg));
+    let (env, _notify, _d) = daemon("helixctl control", "audit_reader = \"\"");
     let json = |args: &[&str]| {
         let (ok, out, err) = env.ctl(args);
-        (ok, serde_json::from_str::<serde_json::Value>(out.lines().last().unwrap_or("null")).unwrap(), err)
+        (ok, serde_json::from_str::<serde_json::Value>(&out).unwrap_or_default(), err)
     };
     let (ok, v, err) = json(&["--json", "set", "1", "-12.5"]);
     assert!(ok, "{err}");
@@ -294,4 +288,52 @@ fn helixctl_sends_commands_and_lists_the_audit_trail() {
     assert_eq!(lines[0]["value"].as_f64(), Some(-12.5));
     assert_eq!(lines[1]["reason"].as_str(), Some("unknown_source"));
     assert!(lines.iter().all(|l| l["uid"].as_u64() == Some(helix::process::my_uid() as u64)));
+}
+
+#[test]
+fn a_hostile_sender_flooding_garbage_stops_neither_other_senders_nor_the_telemetry() {
+    let (env, _notify, _d) = daemon("flood", "audit_reader = \"\"");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (ns, stop) = (env.ns.ns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut p = helix::fanin::Producer::attach(&ns, "control").unwrap();
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Garbage of every size, and well-formed kinds with bad bodies.
+                let len = (sent % 200) as usize;
+                let kind = if sent.is_multiple_of(2) { helix::control::KIND_COMMAND } else { 7 };
+                if p.try_send(kind, &vec![0xEE; len]).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
+    let before = view.stats().published;
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    for i in 0..20u32 {
+        let r = ctl.next_request();
+        let ack = ctl.send(&Command::set(r, "", i % STREAMS, i as f64), Duration::from_secs(10)).unwrap();
+        assert_eq!(ack.outcome(), Some(Ok(())), "command {i} beside the flood");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert!(sent > 100, "the flood ran ({sent} records)");
+    assert!(view.stats().published > before, "telemetry went on");
+    // The newest audit records (the ring has overwritten older ones): the
+    // garbage is there, rejected, and named by the flooder's lane.
+    let log_view = helix::RingView::attach(&env.ns, "control.log").unwrap();
+    let start = Start::At(log_view.stats().published.saturating_sub(99).max(1));
+    let opts = ReaderOptions { name: "test".into(), start, ..Default::default() };
+    let mut r = Reader::attach(&env.ns, "control.log", &opts).unwrap();
+    let mut garbage = 0;
+    while let Ok((_, rec)) = r.try_read_pod::<LogRecord>() {
+        if rec.lane as usize != ctl.lane() {
+            assert!(rec.outcome().is_some_and(|o| o.is_err()), "garbage accepted: {rec:?}");
+            garbage += 1;
+        }
+    }
+    assert!(garbage > 0, "the flood is in the audit trail");
 }
