@@ -54,6 +54,7 @@
 //! Ring::unlink(&ns, "demo").unwrap();
 //! ```
 
+pub mod control;
 pub mod fanin;
 pub mod futex;
 mod guard;

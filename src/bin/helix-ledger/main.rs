@@ -29,7 +29,7 @@ use shared::cli::ServiceFlags;
 )]
 struct Cli {
     /// Configuration file (default: /etc/helix/ledger.toml if it exists,
-    /// else the embedded default: record `telemetry` in /var/lib/helix/ledger).
+    /// else the embedded default: record `telemetry` and `control.log` in /var/lib/helix/ledger).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Ledger folder (overrides the configuration's `dir`).

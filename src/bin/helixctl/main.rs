@@ -80,6 +80,18 @@ enum Cmd {
     /// --force; that process then writes into the removed ring until it
     /// exits.
     Rm(rm::Args),
+    /// Drive a stream toward a setpoint (through helixd; audited first).
+    Set(send::StreamArgs),
+    /// Give a stream back to its source's own values.
+    Release(send::StreamArgs),
+    /// Stop a source's samples.
+    Pause(send::SourceArgs),
+    /// Start a paused source again.
+    Resume(send::SourceArgs),
+    /// Change a simulated source's rate (Hz per stream).
+    Rate(send::RateArgs),
+    /// helixd's audit trail of commands: who sent what, and the verdict.
+    ControlLog(control_log::Args),
 }
 
 fn main() -> ExitCode {
@@ -130,5 +142,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Twin(args) => twin::run(&ns()?, &args, json).map(done),
         Cmd::Evict(args) => evict::run(&ns()?, &args, json).map(done),
         Cmd::Rm(args) => rm::run(&ns()?, &args, json).map(done),
+        Cmd::Set(args) => send::stream(&ns()?, helix::control::Op::Set, &args, json),
+        Cmd::Release(args) => send::stream(&ns()?, helix::control::Op::Release, &args, json),
+        Cmd::Pause(args) => send::source(&ns()?, helix::control::Op::Pause, &args, json),
+        Cmd::Resume(args) => send::source(&ns()?, helix::control::Op::Resume, &args, json),
+        Cmd::Rate(args) => send::rate(&ns()?, &args, json),
+        Cmd::ControlLog(args) => control_log::run(&ns()?, &args, json).map(done),
     }
 }

@@ -10,7 +10,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use crate::shared::conf::ConfigError;
+// The `[control]` table (a file beside the control thread it configures;
+// a child of this module, so helixctl and the fuzz target, which compile
+// this file in, get it too).
+#[path = "control/config.rs"]
+pub mod control;
 use crate::shared::conf::Source;
+use control::{ControlConfig, RawControl};
 use helix::shm::{validate_ring_name, Namespace};
 use helix::telemetry::Sample;
 use helix::{CreateError, Policy, Preset, RingOptions};
@@ -87,6 +93,8 @@ pub struct Config {
     pub rings: Vec<RingConfig>,
     /// The sources, in file order.
     pub sources: Vec<SourceConfig>,
+    /// How commands are taken (`[control]`), if at all.
+    pub control: Option<ControlConfig>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +107,7 @@ struct RawConfig {
     ring: Vec<Spanned<RawRing>>,
     #[serde(default)]
     source: Vec<Spanned<RawSource>>,
+    control: Option<Spanned<RawControl>>,
 }
 
 #[derive(Deserialize)]
@@ -157,7 +166,8 @@ impl Config {
             let source = source(&src, s.get_ref(), s.span(), &rings, &sources)?;
             sources.push(source);
         }
-        Ok(Config { path: path.to_owned(), namespace, status_interval, sweep_interval, rings, sources })
+        let control = raw.control.as_ref().map(|c| control::parse(&src, c, &rings)).transpose()?;
+        Ok(Config { path: path.to_owned(), namespace, status_interval, sweep_interval, rings, sources, control })
     }
 
     /// The configured ring called `name`.
@@ -313,7 +323,9 @@ mod tests {
     fn the_embedded_default_has_the_three_rings_and_the_simulator() {
         let c = Config::embedded();
         let names: Vec<&str> = c.rings.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["telemetry", "twin.state", "alarms"]);
+        assert_eq!(names, ["telemetry", "twin.state", "alarms", "control.log", "control.acks"]);
+        let control = c.control.as_ref().expect("the default takes commands");
+        assert_eq!(control.audit_reader.as_deref(), Some("helix-ledger"));
         let t = c.ring("telemetry").unwrap();
         assert_eq!(t.options.policy, Policy::Block);
         // 10,000 streams x 100 Hz = 1 M samples/s; the ring holds over 4 s.

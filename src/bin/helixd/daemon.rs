@@ -22,6 +22,7 @@ use crate::source::{describe, start_source, Running};
 use helix::{Damaged, RepairError, Ring, RingFile};
 
 use crate::config::{load_config, Config, RingConfig, SourceKind};
+use crate::control::{ControlThread, Registry};
 use crate::preflight::differences;
 
 /// How often the status line is also logged.
@@ -86,6 +87,10 @@ pub struct Daemon {
     repairs: BTreeMap<String, Repair>,
     sources: Vec<Running>,
     last_status: (Instant, BTreeMap<String, u64>),
+    /// The running sources, as the control thread finds them.
+    registry: Registry,
+    /// The control thread, if `[control]` is configured.
+    control: Option<ControlThread>,
 }
 
 impl Daemon {
@@ -101,9 +106,11 @@ impl Daemon {
             repairs: BTreeMap::new(),
             sources: vec![],
             last_status: (Instant::now(), BTreeMap::new()),
+            registry: Registry::default(),
+            control: None,
         };
         let mut created = Vec::new();
-        if let Err(e) = d.open_rings(&mut created).and_then(|()| d.start_sources()) {
+        if let Err(e) = d.open_rings(&mut created).and_then(|()| d.start_sources()).and_then(|()| d.start_control()) {
             d.abandon(&created);
             return Err(e);
         }
@@ -137,9 +144,30 @@ impl Daemon {
         Ok(())
     }
 
+    /// Starts the control thread, if `[control]` is configured.
+    fn start_control(&mut self) -> Result<()> {
+        self.share_sources();
+        if let Some(cfg) = &self.config.control {
+            let ns = &self.config.namespace;
+            self.control = Some(ControlThread::start(ns, cfg, &self.rings, self.registry.clone())?);
+        }
+        Ok(())
+    }
+
+    /// Tells the control thread which sources run now (after any start,
+    /// restart or stop of one).
+    fn share_sources(&self) {
+        let mut shared = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        shared.clear();
+        for r in &self.sources {
+            shared.insert(r.config.ring.clone(), (r.config.kind.clone(), r.state.clone()));
+        }
+    }
+
     /// Undoes a start that failed: stops the sources it started and removes
     /// the rings it `created`; the rings it adopted stay as they were.
     fn abandon(&mut self, created: &[String]) {
+        self.control = None;
         for r in &mut self.sources {
             r.stop();
         }
@@ -184,6 +212,9 @@ impl Daemon {
         );
         for (name, r) in &self.repairs {
             line += &format!("; ring {name} damaged ({}), awaiting repair", r.damage.file);
+        }
+        if let Some(c) = &self.control {
+            line += &format!("; {}", c.status());
         }
         for late in self.sources.iter().filter_map(|s| s.lateness()) {
             line += &format!("; {late}");
@@ -239,6 +270,7 @@ impl Daemon {
                     Ok(r) => {
                         warn!("source for ring {} restarted", cfg.ring);
                         self.sources[i] = r;
+                        self.share_sources();
                     }
                     Err(e) => error!("source for ring {} cannot restart: {e:#}", cfg.ring),
                 }
@@ -287,6 +319,7 @@ impl Daemon {
                         Ok(r) => {
                             info!("source {} writing ring {name} again", describe(&cfg.kind));
                             self.sources[i] = r;
+                            self.share_sources();
                         }
                         Err(e) => error!("source for ring {name} cannot restart: {e:#}"),
                     }
@@ -405,7 +438,11 @@ impl Daemon {
                 }
             }
         }
+        if new.control != self.config.control {
+            warn!("[control] changed in the configuration; the change takes effect when helixd restarts");
+        }
         self.config = new;
+        self.share_sources();
         Ok(())
     }
 
@@ -433,6 +470,9 @@ impl Daemon {
 
     /// Stops every source; removes rings configured with `unlink_on_stop`.
     pub fn stop(&mut self) {
+        if let Some(mut c) = self.control.take() {
+            c.stop();
+        }
         for r in &mut self.sources {
             r.stop();
         }

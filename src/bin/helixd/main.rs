@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser};
 mod shared;
 
 mod config;
+mod control;
 mod daemon;
 mod hal;
 mod preflight;
@@ -68,6 +69,10 @@ fn report(c: &Config) -> String {
     }
     for s in &c.sources {
         out += &format!("  source {:?} -> {}\n", s.kind, s.ring);
+    }
+    if let Some(ctl) = &c.control {
+        let audit = ctl.audit_reader.as_deref().map_or("none".to_owned(), |r| format!("{r} records each first"));
+        out += &format!("  control: fan-in ring control, {} lanes; audit: {audit}\n", ctl.ring.lanes);
     }
     out
 }

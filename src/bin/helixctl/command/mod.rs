@@ -3,12 +3,14 @@
 //! attachments, so it works whether or not helixd runs; each listing has a
 //! JSON form with the stable schema documented in `docs/helixctl.md`.
 
+pub mod control_log;
 pub mod doctor;
 pub mod evict;
 pub mod list;
 pub mod metrics;
 pub mod readers;
 pub mod rm;
+pub mod send;
 pub mod stat;
 pub mod tail;
 pub mod top;

@@ -2,6 +2,7 @@
 //! thread each, each holding that ring's writer lease.
 
 pub mod pace;
+pub mod plant;
 pub mod sim;
 pub mod udp;
 
@@ -25,6 +26,8 @@ pub struct SourceState {
     pub behind_ns: AtomicU64,
     /// A UDP source's datagram counters (zero for the simulator).
     pub udp: udp::UdpStats,
+    /// Commands for the source (a simulator takes them).
+    pub inbox: plant::Inbox,
 }
 
 impl SourceState {

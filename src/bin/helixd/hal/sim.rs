@@ -15,8 +15,10 @@ use std::sync::atomic::Ordering;
 use helix::telemetry::{Sample, KIND_SAMPLE, QUALITY_SIMULATED, QUALITY_SUSPECT};
 use helix::{PublishError, Writer};
 
-use super::pace::{Clock, Monotonic, Pacer};
+use super::pace::{Clock, Monotonic, Pacer, TICK};
+use super::plant::{Directive, Effect, Lag};
 use super::SourceState;
+use helix::control::Op;
 
 /// Largest batch claimed (and committed) at once. Readers get a wake-up's
 /// first samples while the rest are written, and a writer preempted in the
@@ -78,6 +80,22 @@ impl Sim {
         compose(stream, h, seq, sine(seq, period_index(h)))
     }
 
+    /// Stream `stream`'s own level, about which its values move (the level
+    /// a `release` returns it to).
+    #[allow(dead_code)]
+    pub fn baseline(&self, stream: u32) -> f64 {
+        baseline(self.stream_hash(stream))
+    }
+
+    /// The value of stream `stream`'s sample `seq` at `level` in place of
+    /// its baseline: what it is while it follows a setpoint
+    /// (`docs/abi.md` §12.6).
+    #[allow(dead_code)]
+    pub fn value_at(&self, stream: u32, seq: u64, level: f64) -> (f64, u32) {
+        let h = self.stream_hash(stream);
+        compose_at(stream, h, seq, sine(seq, period_index(h)), level)
+    }
+
     /// The `g`-th sample overall, due at `start_ns + g / total rate`.
     #[allow(dead_code)]
     pub fn sample(&self, g: u64, start_ns: u64) -> Sample {
@@ -105,9 +123,11 @@ impl Sim {
             start_ns,
             total_rate: self.total_rate(),
             g: 0,
+            base_g: 0,
             stream: 0,
             seq: 0,
             sines: vec![(u64::MAX, 0.0); PERIODS],
+            lags: Vec::new(),
         }
     }
 
@@ -118,34 +138,90 @@ impl Sim {
         self.run_on(writer, state, &mut Monotonic)
     }
 
-    /// [`Sim::run`] on `clock` (tests give it one of their own).
+    /// [`Sim::run`] on `clock` (tests give it one of their own). Between
+    /// two commits it takes the directives helixd's control thread left in
+    /// `state.inbox` ([`Sim::obey`]).
     pub fn run_on(&self, mut writer: Writer, state: &SourceState, clock: &mut impl Clock) -> Result<(), PublishError> {
-        let pacer = Pacer::new(clock.now_ns(), self.total_rate());
-        let mut samples = self.samples(pacer.start_ns());
+        let mut course = Course { pacer: Pacer::new(clock.now_ns(), self.total_rate()), paused: false };
+        let mut samples = self.samples(course.pacer.start_ns());
         let capacity = writer.geometry().capacity;
-        while !state.stopping() {
-            let now = clock.now_ns();
-            let due = pacer.due(now);
-            state.behind_ns.store(pacer.behind_ns(samples.next_index(), now), Ordering::Relaxed);
-            while samples.next_index() < due && !state.stopping() {
-                let n = (due - samples.next_index()).min(BATCH).min(capacity);
-                let mut claim = writer.claim(n)?;
-                let ingest_ns = clock.now_ns();
-                for _ in 0..n {
-                    let mut s = samples.next_sample();
-                    s.ingest_ns = ingest_ns;
-                    claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&s))?;
+        let result = (|| {
+            while !state.stopping() {
+                self.obey(state, &mut samples, &mut course, writer.next_seq(), clock.now_ns());
+                let now = clock.now_ns();
+                if course.paused {
+                    state.behind_ns.store(0, Ordering::Relaxed);
+                    state.tick();
+                    clock.sleep_until(now + TICK.as_nanos() as u64);
+                    continue;
                 }
-                claim.commit();
-                state.samples.store(samples.next_index(), Ordering::Relaxed);
-                // A long catch-up is progress too (the watchdog).
+                let due = samples.base_g + course.pacer.due(now);
+                state.behind_ns.store(course.pacer.behind_ns(samples.since_base(), now), Ordering::Relaxed);
+                while samples.next_index() < due && !state.stopping() && !state.inbox.is_waiting() {
+                    let n = (due - samples.next_index()).min(BATCH).min(capacity);
+                    let mut claim = writer.claim(n)?;
+                    let ingest_ns = clock.now_ns();
+                    for _ in 0..n {
+                        let mut s = samples.next_sample();
+                        s.ingest_ns = ingest_ns;
+                        claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&s))?;
+                    }
+                    claim.commit();
+                    state.samples.store(samples.next_index(), Ordering::Relaxed);
+                    // A long catch-up is progress too (the watchdog).
+                    state.tick();
+                }
                 state.tick();
+                if state.inbox.is_waiting() {
+                    continue;
+                }
+                let now = clock.now_ns();
+                clock.sleep_until(course.pacer.wake_at(samples.since_base(), now));
             }
-            state.tick();
-            let now = clock.now_ns();
-            clock.sleep_until(pacer.wake_at(samples.next_index(), now));
-        }
-        Ok(())
+            Ok(())
+        })();
+        state.inbox.close();
+        result
+    }
+
+    /// Applies the directives waiting in `state.inbox`, if any, before the
+    /// frame of ring sequence `ring_seq` is written, at `now`; reports each
+    /// one's effect. A pause stops the samples; a resume or a rate change
+    /// starts the schedule again from `now` at the (new) rate, so a pause
+    /// skips time, not samples: nothing is published late in a burst.
+    fn obey(&self, state: &SourceState, samples: &mut Samples<'_>, course: &mut Course, ring_seq: u64, now: u64) {
+        let Some(directives) = state.inbox.take() else { return };
+        let effects = directives.iter().map(|d: &Directive| {
+            let mut stream_seq = 0;
+            match d.op {
+                Op::Set => stream_seq = samples.steer(d.stream, Some(d.value)),
+                Op::Release => stream_seq = samples.steer(d.stream, None),
+                Op::Pause => course.paused = true,
+                Op::Resume => {
+                    course.paused = false;
+                    course.restart(samples, now, samples.total_rate);
+                }
+                Op::Rate => course.restart(samples, now, self.streams as f64 * d.value),
+            }
+            Effect { token: d.token, ring_seq, stream_seq }
+        });
+        let effects: Vec<Effect> = effects.collect();
+        state.inbox.report(effects);
+    }
+}
+
+/// Where a running simulator stands: its schedule, and whether it is paused.
+struct Course {
+    pacer: Pacer,
+    paused: bool,
+}
+
+impl Course {
+    /// The schedule starts again at `now`, at `total_rate`, from the next
+    /// sample.
+    fn restart(&mut self, samples: &mut Samples<'_>, now: u64, total_rate: f64) {
+        self.pacer = Pacer::new(now, total_rate);
+        samples.rebase(now, total_rate);
     }
 }
 
@@ -162,10 +238,21 @@ fn due_offset_ns(g: u64, total_rate: f64) -> u64 {
 /// A value from its parts: the stream's hash `h` and the sine of `seq`.
 #[inline]
 fn compose(stream: u32, h: u64, seq: u64, sine: f64) -> (f64, u32) {
+    compose_at(stream, h, seq, sine, baseline(h))
+}
+
+/// A stream's own level, about which its values move.
+#[inline]
+fn baseline(h: u64) -> f64 {
     // (Below 1000, so through u32: the same value, a cheaper conversion.)
-    let base = 20.0 + (h % 1000) as u32 as f64 / 10.0;
+    20.0 + (h % 1000) as u32 as f64 / 10.0
+}
+
+/// A value at `level`: the level, the slow sine and a little noise.
+#[inline]
+fn compose_at(stream: u32, h: u64, seq: u64, sine: f64, level: f64) -> (f64, u32) {
     let noise = (mix(h ^ seq) % 1000) as u32 as f64 / 1000.0 - 0.5;
-    let v = base + 5.0 * sine + noise;
+    let v = level + 5.0 * sine + noise;
     if stream.is_multiple_of(50) && seq % 997 == 996 {
         (v * 3.0, QUALITY_SIMULATED | QUALITY_SUSPECT)
     } else {
@@ -184,16 +271,46 @@ pub struct Samples<'s> {
     total_rate: f64,
     /// The next sample's index, stream and per-stream sequence.
     g: u64,
+    /// The index at which the schedule last started (`start_ns`).
+    base_g: u64,
     stream: u32,
     seq: u64,
     /// Per period index: the sequence its sine was computed for, and it.
     sines: Vec<(u64, f64)>,
+    /// Per stream, the setpoint it follows (empty until the first).
+    lags: Vec<Option<Lag>>,
 }
 
 impl Samples<'_> {
     /// The index of the next sample.
     pub fn next_index(&self) -> u64 {
         self.g
+    }
+
+    /// Samples since the schedule last started.
+    fn since_base(&self) -> u64 {
+        self.g - self.base_g
+    }
+
+    /// The schedule starts again: the next sample is due at `start_ns`, the
+    /// ones after it at `total_rate`.
+    fn rebase(&mut self, start_ns: u64, total_rate: f64) {
+        (self.base_g, self.start_ns, self.total_rate) = (self.g, start_ns, total_rate);
+    }
+
+    /// `stream` follows the setpoint `target` (`None`: its own baseline)
+    /// from its next sample on, from the level it has there; returns that
+    /// sample's per-stream sequence.
+    pub fn steer(&mut self, stream: u32, target: Option<f64>) -> u64 {
+        let from_seq = if stream < self.stream { self.seq + 1 } else { self.seq };
+        let base = baseline(self.sim.stream_hash(stream));
+        if self.lags.is_empty() {
+            self.lags = vec![None; self.sim.streams as usize];
+        }
+        let lag = &mut self.lags[stream as usize];
+        let from_level = lag.map_or(base, |l| l.level(from_seq));
+        *lag = Some(Lag { target: target.unwrap_or(base), from_seq, from_level });
+        from_seq
     }
 
     /// The next sample (its `ingest_ns` zero).
@@ -206,8 +323,11 @@ impl Samples<'_> {
         if memo.0 != seq {
             *memo = (seq, sine(seq, p));
         }
-        let (value, quality) = compose(stream, h, seq, memo.1);
-        let sample_ns = self.start_ns + due_offset_ns(self.g, self.total_rate);
+        let (value, quality) = match self.lags.get(stream as usize) {
+            Some(Some(lag)) => compose_at(stream, h, seq, memo.1, lag.level(seq)),
+            _ => compose(stream, h, seq, memo.1),
+        };
+        let sample_ns = self.start_ns + due_offset_ns(self.g - self.base_g, self.total_rate);
         self.g += 1;
         self.stream += 1;
         if self.stream == self.sim.streams {

@@ -1,0 +1,82 @@
+//! The `[control]` table of helix.toml (a child of `config`): the `control` fan-in ring, who may
+//! command, and whose record of `control.log` a command waits for.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::RingConfig;
+use crate::shared::conf::{ConfigError, Source};
+use helix::control::{Ack, LogRecord, ACK_RING, LOG_RING};
+use helix::fanin::{FanInOptions, MAX_LANES};
+
+/// How helixd takes commands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlConfig {
+    /// The `control` fan-in ring's lanes, mode and group (who may send at
+    /// all: group or other write).
+    pub ring: FanInOptions,
+    /// Uids allowed to command (with `allow_gids`; both empty: anyone the
+    /// ring's mode lets in).
+    pub allow_uids: Vec<u32>,
+    /// Groups whose members may command.
+    pub allow_gids: Vec<u32>,
+    /// The gating reader of `control.log` whose read position a command
+    /// waits for before it takes effect (the ledger); `None`: a command
+    /// acts once its record is published.
+    pub audit_reader: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    lanes: Option<Spanned<u32>>,
+    mode: Option<Spanned<u32>>,
+    group: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_uids: Vec<u32>,
+    #[serde(default)]
+    allow_groups: Vec<Spanned<String>>,
+    audit_reader: Option<Spanned<String>>,
+}
+
+/// The `[control]` table, checked against the configured `rings`: it needs
+/// `control.log` (`block`, payloads of a log record) and `control.acks`.
+pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) -> Result<ControlConfig, ConfigError> {
+    let c = raw.get_ref();
+    let group = |g: &Spanned<String>| {
+        helix::shm::group_id(g.get_ref()).map_err(|e| src.at(g, format!("group {:?}: {e}", g.get_ref())))
+    };
+    let defaults = FanInOptions::default();
+    let lanes = c.lanes.as_ref().map_or(Ok(defaults.lanes), |l| match *l.get_ref() {
+        n @ 1..=MAX_LANES => Ok(n),
+        n => Err(src.at(l, format!("lanes {n} is not between 1 and {MAX_LANES}"))),
+    })?;
+    let mode = c.mode.as_ref().map_or(Ok(defaults.mode), |m| match *m.get_ref() {
+        n if n & !0o777 == 0 => Ok(n),
+        n => Err(src.at(m, format!("mode {n:o} has bits outside 0o777"))),
+    })?;
+    let ring = FanInOptions {
+        lanes,
+        lane_capacity: 1 << 16,
+        max_payload: 4096,
+        mode,
+        group: c.group.as_ref().map(group).transpose()?,
+        ..defaults
+    };
+    let allow_gids = c.allow_groups.iter().map(group).collect::<Result<_, _>>()?;
+    let audit_reader = match &c.audit_reader {
+        Some(r) if r.get_ref().is_empty() => None,
+        Some(r) => Some(r.get_ref().clone()),
+        None => Some("helix-ledger".to_owned()),
+    };
+    for (name, size) in [(LOG_RING, size_of::<LogRecord>()), (ACK_RING, size_of::<Ack>())] {
+        let Some(rc) = rings.iter().find(|r| r.name == name) else {
+            return Err(src.err(Some(raw.span()), format!("[control] needs a [[ring]] named {name:?}")));
+        };
+        if (rc.options.max_payload as usize) < size {
+            let m = rc.options.max_payload;
+            return Err(src.err(Some(raw.span()), format!("ring {name:?} holds {m} bytes; its records are {size}")));
+        }
+    }
+    Ok(ControlConfig { ring, allow_uids: c.allow_uids.clone(), allow_gids, audit_reader })
+}

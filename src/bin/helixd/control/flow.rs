@@ -1,0 +1,160 @@
+//! A command's way after its verdict: its audit record on `control.log`,
+//! the wait for the audit reader, the hand-over to its source, the answer.
+
+use std::sync::atomic::Ordering;
+
+use tracing::{debug, info, warn};
+
+use super::{Incoming, Path, Pending};
+use crate::hal::plant::Directive;
+use helix::control::{Ack, Reason, ACK_REPEAT, FORMAT_VERSION, KIND_ACK, KIND_LOG};
+
+impl Path {
+    /// Publishes the queued audit records in order, as far as
+    /// `control.log` has room now (it never waits: a full log, its gating
+    /// reader behind, leaves the rest queued for the next turn). Then each
+    /// rejected command and each repeat is answered; an accepted one waits
+    /// for the audit reader.
+    pub(super) fn publish_log(&mut self) {
+        while let Some(inc) = self.unlogged.front() {
+            let log_seq = match self.log.try_claim(1) {
+                Ok(mut claim) => {
+                    let seq = claim.push_kind(KIND_LOG, bytemuck::bytes_of(&inc.log));
+                    claim.commit();
+                    match seq {
+                        Ok(seq) => seq,
+                        Err(e) => {
+                            warn!("control: cannot publish on control.log: {e}");
+                            return;
+                        }
+                    }
+                }
+                Err(_) => return,
+            };
+            let inc = self.unlogged.pop_front().expect("front exists");
+            self.logged(inc, log_seq);
+        }
+    }
+
+    /// What follows a record's publication on the log at `log_seq`.
+    fn logged(&mut self, inc: Incoming, log_seq: u64) {
+        let (uid, request) = (inc.log.uid, inc.command.as_ref().map_or(0, |c| c.request));
+        match (inc.repeat, inc.command, inc.target) {
+            (Some(seen), _, _) => match seen.ack {
+                Some(first) => self.answer(Ack { flags: ACK_REPEAT, ..first }),
+                None => self.window.wait(uid, request),
+            },
+            (None, Some(command), Some(state)) if inc.verdict.is_ok() => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.audit.push_back(Pending { uid, command, log_seq, token, state: Some(state) });
+            }
+            _ => {
+                let reason = inc.verdict.err().unwrap_or(Reason::SourceDown);
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let raw = inc.log.command();
+                let op = if raw.op <= 5 { raw.op } else { 0 };
+                let request = if inc.log.len as usize >= 16 { raw.request } else { 0 };
+                // Counted in STATUS; a flood of garbage must not flood the log.
+                debug!("control: uid {uid} pid {} request {request}: rejected ({reason})", inc.log.pid);
+                let (verdict, reason) = helix::control::wire(Err(reason));
+                self.answer(Ack { uid, request, verdict, reason, op, log_seq, ..ack0() });
+            }
+        }
+    }
+
+    /// Hands to their sources the accepted commands whose audit records the
+    /// audit reader has read (all, in order, if there is none).
+    pub(super) fn release_audited(&mut self) {
+        let Some(front) = self.audit.front() else { return };
+        let read = match &self.audit_reader {
+            None => u64::MAX,
+            Some(name) => self.audit_position(name),
+        };
+        if front.log_seq >= read {
+            return;
+        }
+        while self.audit.front().is_some_and(|p| p.log_seq < read) {
+            let p = self.audit.pop_front().expect("front exists");
+            let c = &p.command;
+            let d = Directive { token: p.token, op: c.op, stream: c.stream, value: c.value };
+            if let Some(state) = &p.state {
+                state.inbox.post(d);
+            }
+            self.applying.push(p);
+        }
+    }
+
+    /// The next sequence the audit reader `name` will read on
+    /// `control.log`: the least cursor of its live gating entries (0 if it
+    /// has none: then nothing passes).
+    fn audit_position(&self, name: &str) -> u64 {
+        let stats = self.log_view.stats();
+        let entries = stats.readers.iter().filter(|r| r.name == name && r.alive && r.gating);
+        entries.map(|r| r.cursor).min().unwrap_or(0)
+    }
+
+    /// Answers the commands their sources have applied (or will never
+    /// apply: the source stopped).
+    pub(super) fn collect_effects(&mut self) {
+        if self.applying.is_empty() {
+            return;
+        }
+        let mut effects = Vec::new();
+        for p in &self.applying {
+            if let Some(state) = &p.state {
+                effects.extend(state.inbox.effects());
+            }
+        }
+        let mut i = 0;
+        while i < self.applying.len() {
+            let p = &self.applying[i];
+            let effect = effects.iter().find(|e| e.token == p.token);
+            let closed = p.state.as_ref().is_none_or(|s| s.inbox.is_closed());
+            if effect.is_none() && !closed {
+                i += 1;
+                continue;
+            }
+            let p = self.applying.swap_remove(i);
+            let c = &p.command;
+            let mut ack = Ack { uid: p.uid, request: c.request, op: c.op as u16, log_seq: p.log_seq, ..ack0() };
+            match effect {
+                Some(e) => {
+                    (ack.verdict, ack.reason) = helix::control::wire(Ok(()));
+                    (ack.ring_seq, ack.stream_seq) = (e.ring_seq, e.stream_seq);
+                    self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                    info!(
+                        "control: uid {} request {}: {} {} applied from sequence {}",
+                        p.uid,
+                        c.request,
+                        c.op.as_str(),
+                        c.source,
+                        e.ring_seq
+                    );
+                }
+                None => {
+                    (ack.verdict, ack.reason) = helix::control::wire(Err(Reason::SourceDown));
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    warn!("control: request {}: its source stopped before applying it", c.request);
+                }
+            }
+            self.answer(ack);
+        }
+    }
+
+    /// Publishes an answer (`control.acks` overwrites: this never waits);
+    /// a first answer also goes to the repeats that waited for it.
+    fn answer(&mut self, ack: Ack) {
+        let repeats = if ack.flags & ACK_REPEAT == 0 { self.window.answered(&ack) } else { 0 };
+        for a in std::iter::once(ack).chain((0..repeats).map(|_| Ack { flags: ACK_REPEAT, ..ack })) {
+            if let Err(e) = self.acks.publish_kind(KIND_ACK, bytemuck::bytes_of(&a)) {
+                warn!("control: cannot publish on control.acks: {e}");
+            }
+        }
+    }
+}
+
+/// An answer with only its version set.
+fn ack0() -> Ack {
+    Ack { version: FORMAT_VERSION as u32, ..bytemuck::Zeroable::zeroed() }
+}

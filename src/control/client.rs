@@ -1,0 +1,119 @@
+//! [`Control`]: a sender of commands to helixd, and the reader of its
+//! answers.
+
+use std::time::{Duration, Instant};
+
+use crate::fanin::{FanInError, Producer, SendError};
+use crate::ring::{AttachError, ReadError, Reader, ReaderOptions, Start, TryReadError};
+use crate::shm::Namespace;
+
+use super::{Ack, Command, ACK_RING, CONTROL_RING, KIND_COMMAND};
+
+/// Why a command could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The `control` fan-in ring cannot be attached (no helixd, or no
+    /// permission: its mode and group decide who may send).
+    #[error("control ring: {0}")]
+    Attach(#[from] FanInError),
+    /// The `control.acks` ring cannot be attached.
+    #[error("control.acks ring: {0}")]
+    Acks(#[from] AttachError),
+    /// The command could not be put on the lane.
+    #[error("sending the command: {0}")]
+    Send(#[from] SendError),
+    /// No answer came before the deadline (the command may still be
+    /// applied: send it again with the same request id to learn its fate,
+    /// it is never applied twice).
+    #[error("no answer to request {request} within {waited:?}")]
+    Timeout { request: u64, waited: Duration },
+    /// The answers ring overran this reader: answers were lost (they can be
+    /// asked for again by sending the same request id).
+    #[error("control.acks overran this reader; {lost} answers lost")]
+    Lost { lost: u64 },
+    /// The answers ring failed otherwise.
+    #[error("reading control.acks: {0}")]
+    Read(ReadError),
+}
+
+/// A connection to helixd's control path: a lane of `control` and a reader
+/// of `control.acks` (answers to this process's uid).
+pub struct Control {
+    producer: Producer,
+    acks: Reader,
+    uid: u32,
+    next_request: u64,
+}
+
+impl Control {
+    /// Takes a lane of the `control` ring of `ns` and joins `control.acks`.
+    pub fn connect(ns: &Namespace) -> Result<Control, ControlError> {
+        // Joined first, so no answer to what this sends can be missed.
+        let opts = ReaderOptions { name: "helix-control".into(), start: Start::Newest, ..Default::default() };
+        let acks = Reader::attach(ns, ACK_RING, &opts)?;
+        let producer = Producer::attach_timeout(ns, CONTROL_RING, Duration::from_secs(1))?;
+        let uid = crate::process::my_uid();
+        // Request ids from the clock: a new connection does not repeat an
+        // old one's ids (which would be answered with their old verdicts).
+        let next_request = crate::process::realtime_ns().max(1);
+        Ok(Control { producer, acks, uid, next_request })
+    }
+
+    /// A request id not used before by this connection.
+    pub fn next_request(&mut self) -> u64 {
+        let r = self.next_request;
+        self.next_request += 1;
+        r
+    }
+
+    /// Puts `cmd` on the lane without waiting (the non-blocking form); its
+    /// answer comes from [`Control::try_ack`].
+    pub fn try_send(&mut self, cmd: &Command) -> Result<(), ControlError> {
+        Ok(self.producer.try_send(KIND_COMMAND, bytemuck::bytes_of(cmd))?)
+    }
+
+    /// Sends `cmd` and waits at most `timeout` for its answer.
+    pub fn send(&mut self, cmd: &Command, timeout: Duration) -> Result<Ack, ControlError> {
+        let start = Instant::now();
+        self.producer.send_timeout(KIND_COMMAND, bytemuck::bytes_of(cmd), timeout)?;
+        loop {
+            if let Some(ack) = self.try_ack(cmd.request)? {
+                return Ok(ack);
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(ControlError::Timeout { request: cmd.request, waited: start.elapsed() });
+            }
+            match self.acks.wait_timeout(left.min(Duration::from_millis(100))) {
+                Ok(()) | Err(ReadError::Timeout) => {}
+                Err(e) => return Err(ControlError::Read(e)),
+            }
+        }
+    }
+
+    /// The answer to `request`, if it has come; answers to others are
+    /// passed over.
+    pub fn try_ack(&mut self, request: u64) -> Result<Option<Ack>, ControlError> {
+        loop {
+            match self.acks.try_read_pod::<Ack>() {
+                Ok((_, ack)) if ack.uid == self.uid && ack.request == request => return Ok(Some(ack)),
+                Ok(_) => {}
+                Err(TryReadError::Empty) => return Ok(None),
+                Err(TryReadError::Overrun(o)) => return Err(ControlError::Lost { lost: o.lost }),
+                // A frame of another kind or size is not an answer.
+                Err(TryReadError::Frame(_)) => {}
+                Err(e) => return Err(ControlError::Read(e.into())),
+            }
+        }
+    }
+
+    /// This process's effective uid: the one helixd sees for its lane.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// The lane this connection holds.
+    pub fn lane(&self) -> usize {
+        self.producer.lane()
+    }
+}

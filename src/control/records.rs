@@ -1,0 +1,236 @@
+//! What helixd publishes about each command: its audit record on
+//! `control.log` and its answer on `control.acks` (`docs/abi.md` §12.3,
+//! §12.4), and the reasons a command is rejected.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::layout::assert_layout;
+
+use super::command::{Command, Op};
+use super::FORMAT_VERSION;
+
+/// A verdict on a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+#[repr(u16)]
+pub enum Verdict {
+    /// It is (or was) applied.
+    Accepted = 1,
+    /// It was not, and never will be; the reason says why.
+    Rejected = 2,
+}
+
+impl Verdict {
+    /// The verdict of a wire value.
+    pub fn from_u16(v: u16) -> Option<Verdict> {
+        match v {
+            1 => Some(Verdict::Accepted),
+            2 => Some(Verdict::Rejected),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])* $name:ident = $code:literal, $text:literal;)+) => {
+        /// Why a command was rejected (`docs/abi.md` §12.5). The numbers
+        /// are the wire values; 0 is "none" (accepted).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum Reason {
+            $($(#[doc = $doc])* $name = $code,)+
+        }
+
+        impl Reason {
+            /// The reason of a wire value.
+            pub fn from_u16(v: u16) -> Option<Reason> {
+                match v {
+                    $($code => Some(Reason::$name),)+
+                    _ => None,
+                }
+            }
+
+            /// A short name, as the log and `--json` spell it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => $text,)+
+                }
+            }
+
+            /// Every reason, in wire order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)+];
+        }
+    };
+}
+
+reasons! {
+    /// The fan-in record's kind is not [`super::KIND_COMMAND`].
+    BadKind = 1, "bad_kind";
+    /// The payload is not 96 bytes.
+    BadSize = 2, "bad_size";
+    /// `version` is not [`FORMAT_VERSION`].
+    BadVersion = 3, "bad_version";
+    /// `op` is no known op.
+    UnknownOp = 4, "unknown_op";
+    /// `request` is 0.
+    NoRequestId = 5, "no_request_id";
+    /// `reserved`, or a field the op does not use, is not zero.
+    NotZero = 6, "not_zero";
+    /// `source` is not a ring name, NUL-padded.
+    BadSource = 7, "bad_source";
+    /// A setpoint that is not finite, or a rate not in (0, 1e6] Hz.
+    BadValue = 8, "bad_value";
+    /// The sender's uid is not on helixd's allow-list.
+    NotAllowed = 16, "not_allowed";
+    /// No configured source writes the named ring.
+    UnknownSource = 17, "unknown_source";
+    /// The stream is not one of the source's.
+    UnknownStream = 18, "unknown_stream";
+    /// The source is not simulated (UDP sources take no commands yet).
+    NotSimulated = 19, "not_simulated";
+    /// The source is not running (its ring is being repaired).
+    SourceDown = 20, "source_down";
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// How many bytes of the sent payload a [`LogRecord`] keeps.
+pub const LOGGED_BYTES: usize = std::mem::size_of::<Command>();
+
+/// The audit record of one command, 144 bytes, frame kind
+/// [`super::KIND_LOG`] on `control.log`: published before the command
+/// takes effect, whatever the verdict.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct LogRecord {
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// [`Verdict`] as a number.
+    pub verdict: u16,
+    /// [`Reason`] as a number; 0 when accepted.
+    pub reason: u16,
+    /// The sender's uid, from the kernel (its lane file's owner).
+    pub uid: u32,
+    /// The sender's pid, from the kernel (0 if it had already gone).
+    pub pid: u32,
+    /// The fan-in lane it came on.
+    pub lane: u32,
+    /// Payload bytes it sent (the first [`LOGGED_BYTES`] are in `command`).
+    pub len: u32,
+    /// The record's sequence in its lane file.
+    pub lane_seq: u64,
+    /// CLOCK_REALTIME ns when helixd decided.
+    pub time_ns: u64,
+    /// The fan-in record's kind.
+    pub kind: u32,
+    /// Bit 0 ([`LOG_REPEAT`]): the request id was seen before; the verdict
+    /// is the first one's and nothing is applied again.
+    pub flags: u32,
+    /// The payload as sent, its first [`LOGGED_BYTES`] bytes, zero-padded:
+    /// a [`Command`] when it was one.
+    pub command: [u8; LOGGED_BYTES],
+}
+
+assert_layout!(LogRecord, 144;
+    version @ 0, verdict @ 4, reason @ 6, uid @ 8, pid @ 12, lane @ 16, len @ 20, lane_seq @ 24, time_ns @ 32,
+    kind @ 40, flags @ 44, command @ 48);
+
+impl LogRecord {
+    /// The record of a payload of `kind` and its verdict.
+    pub fn new(kind: u32, payload: &[u8], verdict: Result<(), Reason>) -> LogRecord {
+        let mut r = LogRecord { version: FORMAT_VERSION as u32, kind, len: payload.len() as u32, ..Zeroable::zeroed() };
+        let n = payload.len().min(LOGGED_BYTES);
+        r.command[..n].copy_from_slice(&payload[..n]);
+        (r.verdict, r.reason) = wire(verdict);
+        r
+    }
+
+    /// The logged bytes as a command (whatever they hold).
+    pub fn command(&self) -> Command {
+        bytemuck::cast(self.command)
+    }
+
+    /// The verdict and reason, if the fields hold known values.
+    pub fn outcome(&self) -> Option<Result<(), Reason>> {
+        outcome(self.verdict, self.reason)
+    }
+}
+
+/// The answer to one command, 48 bytes, frame kind [`super::KIND_ACK`] on
+/// `control.acks`. A sender finds its own by `uid` and `request`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct Ack {
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The sender's uid, from the kernel.
+    pub uid: u32,
+    /// The sender's request id.
+    pub request: u64,
+    /// [`Verdict`] as a number.
+    pub verdict: u16,
+    /// [`Reason`] as a number; 0 when accepted.
+    pub reason: u16,
+    /// The command's [`Op`] as a number (0 if it had none).
+    pub op: u16,
+    /// Bit 0 ([`ACK_REPEAT`]): the request id was seen before; this repeats
+    /// the first answer and nothing was applied again.
+    pub flags: u16,
+    /// The sequence of the command's record on `control.log`.
+    pub log_seq: u64,
+    /// Accepted: the sequence, on the source's ring, of the first frame
+    /// written after the command took effect; else 0.
+    pub ring_seq: u64,
+    /// Accepted `set`/`release`: the per-stream sequence (`Sample::seq`)
+    /// of the stream's first sample that reflects it; else 0.
+    pub stream_seq: u64,
+}
+
+assert_layout!(Ack, 48;
+    version @ 0, uid @ 4, request @ 8, verdict @ 16, reason @ 18, op @ 20, flags @ 22, log_seq @ 24,
+    ring_seq @ 32, stream_seq @ 40);
+
+/// [`Ack::flags`]: this answers a repeated request id.
+pub const ACK_REPEAT: u16 = 1;
+
+/// [`LogRecord::flags`]: a repeated request id.
+pub const LOG_REPEAT: u32 = 1;
+
+impl Ack {
+    /// The verdict and reason, if the fields hold known values.
+    pub fn outcome(&self) -> Option<Result<(), Reason>> {
+        outcome(self.verdict, self.reason)
+    }
+
+    /// The op, if known.
+    pub fn op(&self) -> Option<Op> {
+        Op::from_u16(self.op)
+    }
+}
+
+/// A verdict as its two wire fields.
+pub fn wire(verdict: Result<(), Reason>) -> (u16, u16) {
+    match verdict {
+        Ok(()) => (Verdict::Accepted as u16, 0),
+        Err(r) => (Verdict::Rejected as u16, r as u16),
+    }
+}
+
+fn outcome(verdict: u16, reason: u16) -> Option<Result<(), Reason>> {
+    match (Verdict::from_u16(verdict)?, reason) {
+        (Verdict::Accepted, 0) => Some(Ok(())),
+        (Verdict::Rejected, r) => Reason::from_u16(r).map(Err),
+        (Verdict::Accepted, _) => None,
+    }
+}

@@ -1,0 +1,339 @@
+//! The control path end to end through the real helixd (issue 17): a
+//! command is audited on `control.log`, answered on `control.acks`, and
+//! changes the simulated telemetry exactly as docs/abi.md §12.6 says.
+
+mod common;
+
+// helixd's simulator, compiled in from the program's own files: the test
+// predicts the values it must publish.
+#[path = "../src/bin/helixd/hal/mod.rs"]
+#[allow(dead_code)]
+mod hal;
+
+use std::time::{Duration, Instant};
+
+use common::{ring_toml, Env, Notify};
+use helix::control::{Ack, Command, Control, LogRecord, Op, Reason, ACK_REPEAT, KIND_LOG, LOG_REPEAT};
+use helix::telemetry::Sample;
+use helix::{Reader, ReaderOptions, Start, TryReadError};
+
+use hal::plant::Lag;
+use hal::sim::Sim;
+
+const STREAMS: u32 = 4;
+const RATE_HZ: f64 = 200.0;
+const SEED: u64 = 1;
+
+/// helixd's configuration for these tests: a simulator of `STREAMS`
+/// streams, the control rings, and `[control]` with `extra` lines.
+fn config(env: &Env, extra: &str) -> std::path::PathBuf {
+    let rings = [
+        ring_toml("telemetry", "max_payload = 48", 1 << 17, "block"),
+        ring_toml("control.log", "max_payload = 144", 1024, "block"),
+        ring_toml("control.acks", "max_payload = 48", 1024, "overwrite"),
+    ]
+    .concat();
+    let sim = format!(
+        "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = {STREAMS}\nrate_hz = {RATE_HZ}\nseed = {SEED}\n"
+    );
+    env.file("helix.toml", &format!("sweep_interval_ms = 100\n{rings}{sim}[control]\nlanes = 4\n{extra}\n"))
+}
+
+/// A test's surroundings and helixd running `config(extra)` in them.
+fn daemon(what: &'static str, extra: &str) -> (Env, Notify, common::Reaped) {
+    let env = Env::watched(what, Duration::from_secs(90));
+    let cfg = config(&env, extra);
+    let notify = Notify::new(&env.dir);
+    let d = notify.ready(env.helixd(&cfg));
+    (env, notify, d)
+}
+
+/// Every audit record on `control.log` so far.
+fn audit_records(env: &Env) -> Vec<(u64, LogRecord)> {
+    let opts = ReaderOptions { name: "test".into(), start: Start::Oldest, ..Default::default() };
+    let mut r = Reader::attach(&env.ns, "control.log", &opts).unwrap();
+    let mut out = Vec::new();
+    loop {
+        match r.try_read_pod::<LogRecord>() {
+            Ok(x) => out.push(x),
+            Err(TryReadError::Empty) => return out,
+            Err(e) => panic!("control.log: {e}"),
+        }
+    }
+}
+
+/// Reads telemetry samples of `stream` until one of per-stream sequence
+/// `until` has come; all of them, in order.
+fn samples_of(reader: &mut Reader, stream: u32, until: u64) -> Vec<Sample> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while got.last().is_none_or(|s: &Sample| s.seq < until) {
+        assert!(Instant::now() < deadline, "stream {stream} did not reach sequence {until}");
+        match reader.try_read_pod::<Sample>() {
+            Ok((_, s)) if s.stream == stream => got.push(s),
+            Ok(_) => {}
+            Err(TryReadError::Empty) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("telemetry: {e}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn a_setpoint_moves_the_stream_as_documented_and_is_audited_first() {
+    let (env, _notify, _d) = daemon("setpoint", "audit_reader = \"\"");
+    let opts = ReaderOptions { name: "test".into(), start: Start::Oldest, ..Default::default() };
+    let mut telemetry = Reader::attach(&env.ns, "telemetry", &opts).unwrap();
+
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let request = ctl.next_request();
+    let ack = ctl.send(&Command::set(request, "", 2, 500.0), Duration::from_secs(10)).unwrap();
+    assert_eq!((ack.outcome(), ack.op(), ack.uid, ack.request), (Some(Ok(())), Some(Op::Set), ctl.uid(), request));
+    assert!(ack.ring_seq > 0 && ack.log_seq > 0, "{ack:?}");
+
+    // The audit record came first, and says who sent what.
+    let log = audit_records(&env);
+    let (seq, rec) = log.iter().find(|(_, r)| r.command().request == request).expect("the command is audited");
+    assert_eq!(*seq, ack.log_seq);
+    assert_eq!((rec.uid, rec.pid, rec.lane as usize), (ctl.uid(), std::process::id(), ctl.lane()));
+    assert_eq!((rec.outcome(), rec.command()), (Some(Ok(())), Command::set(request, "", 2, 500.0)));
+
+    // Before the setpoint: the simulator's own values; from stream_seq on,
+    // the level lags toward 500 by a tenth per sample (§12.6), exactly.
+    let sim = Sim { streams: STREAMS, rate_hz: RATE_HZ, seed: SEED };
+    let s0 = ack.stream_seq;
+    let lag = Lag { target: 500.0, from_seq: s0, from_level: sim.baseline(2) };
+    let got = samples_of(&mut telemetry, 2, s0 + 40);
+    assert!(got.len() as u64 > s0 + 40 - 1, "every sample of stream 2 is there");
+    for s in &got {
+        let want = if s.seq < s0 { sim.value(2, s.seq) } else { sim.value_at(2, s.seq, lag.level(s.seq)) };
+        assert_eq!((s.value, s.quality), want, "stream 2, sample {} (setpoint from {s0})", s.seq);
+    }
+    assert!(got.last().unwrap().value > 450.0);
+
+    // The same request again: the first answer, flagged, applied once.
+    let again = ctl.send(&Command::set(request, "", 2, 500.0), Duration::from_secs(10)).unwrap();
+    assert_eq!(again, Ack { flags: ACK_REPEAT, ..ack });
+    let mine: Vec<LogRecord> =
+        audit_records(&env).into_iter().map(|(_, r)| r).filter(|r| r.command().request == request).collect();
+    assert_eq!(mine.iter().map(|r| r.flags).collect::<Vec<_>>(), [0, LOG_REPEAT], "the repeat is audited too");
+    // Stream 2 was not steered again: its values go on along the same lag.
+    for s in samples_of(&mut telemetry, 2, s0 + 60) {
+        assert_eq!((s.value, s.quality), sim.value_at(2, s.seq, lag.level(s.seq)), "sample {}", s.seq);
+    }
+}
+
+#[test]
+fn rejected_commands_are_audited_answered_and_change_nothing() {
+    let env = Env::watched("rejections", Duration::from_secs(60));
+    // Only root may command: this test's uid may not (unless it is root).
+    let me = helix::process::my_uid();
+    let cfg = config(&env, &format!("audit_reader = \"\"\nallow_uids = [{}]", if me == 0 { 1 } else { 0 }));
+    let notify = Notify::new(&env.dir);
+    let _d = notify.ready(env.helixd(&cfg));
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let r = ctl.next_request();
+    let ack = ctl.send(&Command::set(r, "", 1, 9.0), Duration::from_secs(10)).unwrap();
+    assert_eq!(ack.outcome(), Some(Err(Reason::NotAllowed)));
+    assert_eq!((ack.ring_seq, ack.stream_seq), (0, 0));
+    let log = audit_records(&env);
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].1.uid, log[0].1.outcome()), (me, Some(Err(Reason::NotAllowed))));
+}
+
+#[test]
+fn unknown_streams_and_sources_and_garbage_are_rejected_with_their_reasons() {
+    let (env, _notify, _d) = daemon("unknown", "audit_reader = \"\"");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let mut ask = |c: Command| ctl.send(&c, Duration::from_secs(10)).unwrap().outcome();
+    assert_eq!(ask(Command::set(11, "", STREAMS, 1.0)), Some(Err(Reason::UnknownStream)));
+    assert_eq!(ask(Command::new(Op::Pause, 12, "nowhere", 0, 0.0)), Some(Err(Reason::UnknownSource)));
+    assert_eq!(ask(Command::set(13, "", 0, f64::NAN)), Some(Err(Reason::BadValue)));
+    let mut bad = Command::new(Op::Pause, 14, "telemetry", 0, 0.0);
+    bad.version = 9;
+    assert_eq!(ask(bad), Some(Err(Reason::BadVersion)));
+    let log = audit_records(&env);
+    assert_eq!(log.len(), 4);
+    assert!(log.iter().all(|(_, r)| r.outcome().is_some_and(|o| o.is_err())));
+    assert_eq!(log[3].1.command().version, 9, "the record keeps the bytes as sent");
+    assert!(log.iter().all(|(_, r)| r.kind != KIND_LOG));
+}
+
+/// helix-ledger recording `rings` into `dir` in this test's namespace.
+fn ledger(env: &Env, dir: &std::path::Path, rings: &[&str]) -> common::Reaped {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_helix-ledger"));
+    for r in rings {
+        cmd.args(["--ring", r]);
+    }
+    cmd.args(["--fsync-interval-ms", "5", "--dir"])
+        .arg(dir)
+        .env("HELIX_NAMESPACE", env.ns.as_str())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    common::Reaped::new(cmd.spawn().unwrap())
+}
+
+/// Waits until a live gating reader named helix-ledger is on `ring`.
+fn wait_for_ledger(env: &Env, ring: &str) {
+    let view = helix::RingView::attach(&env.ns, ring).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !view.stats().readers.iter().any(|r| r.name == "helix-ledger" && r.gating && r.alive) {
+        assert!(Instant::now() < deadline, "the ledger did not join {ring}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_ledger_holds_the_command_record_before_the_first_sample_it_affected() {
+    let (env, _notify, _d) = daemon("ledger order", "");
+    let dir = env.path("ledger");
+    let mut l = ledger(&env, &dir, &["telemetry", "control.log"]);
+    wait_for_ledger(&env, "control.log");
+    wait_for_ledger(&env, "telemetry");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let request = ctl.next_request();
+    let ack = ctl.send(&Command::set(request, "", 1, -40.0), Duration::from_secs(10)).unwrap();
+    assert_eq!(ack.outcome(), Some(Ok(())));
+    // Let the ledger record the affected samples, then stop it.
+    let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
+    while view.stats().readers.iter().find(|r| r.name == "helix-ledger").is_none_or(|r| r.cursor <= ack.ring_seq + 8) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    l.terminate();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("export").arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let at = |ring: &str, seq: u64| {
+        records.iter().position(|r| r["ring"] == ring && r["seq"] == seq && r["type"] == "frame")
+    };
+    let command = at("control.log", ack.log_seq).expect("the command's record is in the ledger");
+    let effect = at("telemetry", ack.ring_seq).expect("the first frame under the setpoint is in the ledger");
+    assert!(command < effect, "the command's record ({command}) comes before the first affected frame ({effect})");
+    // Every frame before the effect was published before the command acted.
+    let first_steered = records
+        .iter()
+        .position(|r| r["ring"] == "telemetry" && r["sample"]["stream"] == 1 && r["sample"]["seq"] == ack.stream_seq)
+        .expect("stream 1's first steered sample is in the ledger");
+    assert!(command < first_steered);
+}
+
+#[test]
+fn a_stalled_ledger_holds_commands_back_and_not_the_telemetry() {
+    let (env, _notify, _d) = daemon("ledger stall", "");
+    // The ledger records only control.log here: telemetry has no gating
+    // reader, so only the control path could be held back.
+    let mut l = ledger(&env, &env.path("ledger"), &["control.log"]);
+    wait_for_ledger(&env, "control.log");
+    l.0.signal(common::child::Signal::SIGSTOP).unwrap();
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let request = ctl.next_request();
+    let set = Command::set(request, "", 3, 77.0);
+    let err = ctl.send(&set, Duration::from_millis(1500)).unwrap_err();
+    assert!(matches!(err, helix::control::ControlError::Timeout { .. }), "{err}");
+    // The command is audited (published), not applied; telemetry flows.
+    assert_eq!(audit_records(&env).len(), 1);
+    let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
+    let before = view.stats().published;
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(view.stats().published > before + 50, "telemetry goes on while the ledger is stopped");
+    l.0.signal(common::child::Signal::SIGCONT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ack = loop {
+        if let Some(a) = ctl.try_ack(request).unwrap() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no answer after the ledger went on");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(ack.outcome(), Some(Ok(())));
+    assert!(ack.ring_seq > before, "applied only after the ledger went on");
+    l.terminate();
+}
+
+#[test]
+fn helixctl_sends_commands_and_lists_the_audit_trail() {
+    let (env, _notify, _d) = daemon("helixctl control", "audit_reader = \"\"");
+    let json = |args: &[&str]| {
+        let (ok, out, err) = env.ctl(args);
+        (ok, serde_json::from_str::<serde_json::Value>(&out).unwrap_or_default(), err)
+    };
+    let (ok, v, err) = json(&["--json", "set", "1", "-12.5"]);
+    assert!(ok, "{err}");
+    assert_eq!((v["accepted"].as_bool(), v["op"].as_str()), (Some(true), Some("set")));
+    let (ok, v, _) = json(&["--json", "pause", "nowhere"]);
+    assert!(!ok, "a rejected command exits non-zero");
+    assert_eq!(v["reason"].as_str(), Some("unknown_source"));
+    let (ok, v, err) = json(&["--json", "rate", "telemetry", "50"]);
+    assert!(ok && v["ring_seq"].as_u64() > Some(0), "{err}");
+    // Pause: the source publishes nothing more; resume: it goes on.
+    assert!(env.ctl(&["pause", "telemetry"]).0);
+    let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
+    let paused = view.stats().published;
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(view.stats().published, paused, "a paused simulator publishes nothing");
+    assert!(env.ctl(&["resume", "telemetry"]).0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while view.stats().published == paused {
+        assert!(Instant::now() < deadline, "the resumed simulator publishes again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (ok, out, err) = env.ctl(&["--json", "control-log"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ops: Vec<_> = lines.iter().map(|l| (l["op"].as_str().unwrap(), l["accepted"].as_bool().unwrap())).collect();
+    assert_eq!(ops, [("set", true), ("pause", false), ("rate", true), ("pause", true), ("resume", true)]);
+    assert_eq!(lines[0]["value"].as_f64(), Some(-12.5));
+    assert_eq!(lines[1]["reason"].as_str(), Some("unknown_source"));
+    assert!(lines.iter().all(|l| l["uid"].as_u64() == Some(helix::process::my_uid() as u64)));
+}
+
+#[test]
+fn a_hostile_sender_flooding_garbage_stops_neither_other_senders_nor_the_telemetry() {
+    let (env, _notify, _d) = daemon("flood", "audit_reader = \"\"");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (ns, stop) = (env.ns.ns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut p = helix::fanin::Producer::attach(&ns, "control").unwrap();
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Garbage of every size, and well-formed kinds with bad bodies.
+                let len = (sent % 200) as usize;
+                let kind = if sent.is_multiple_of(2) { helix::control::KIND_COMMAND } else { 7 };
+                if p.try_send(kind, &vec![0xEE; len]).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
+    let before = view.stats().published;
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    for i in 0..20u32 {
+        let r = ctl.next_request();
+        let ack = ctl.send(&Command::set(r, "", i % STREAMS, i as f64), Duration::from_secs(10)).unwrap();
+        assert_eq!(ack.outcome(), Some(Ok(())), "command {i} beside the flood");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert!(sent > 100, "the flood ran ({sent} records)");
+    assert!(view.stats().published > before, "telemetry went on");
+    // The newest audit records (the ring has overwritten older ones): the
+    // garbage is there, rejected, and named by the flooder's lane.
+    let log_view = helix::RingView::attach(&env.ns, "control.log").unwrap();
+    let start = Start::At(log_view.stats().published.saturating_sub(99).max(1));
+    let opts = ReaderOptions { name: "test".into(), start, ..Default::default() };
+    let mut r = Reader::attach(&env.ns, "control.log", &opts).unwrap();
+    let mut garbage = 0;
+    while let Ok((_, rec)) = r.try_read_pod::<LogRecord>() {
+        if rec.lane as usize != ctl.lane() {
+            assert!(rec.outcome().is_some_and(|o| o.is_err()), "garbage accepted: {rec:?}");
+            garbage += 1;
+        }
+    }
+    assert!(garbage > 0, "the flood is in the audit trail");
+}
