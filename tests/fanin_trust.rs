@@ -183,7 +183,7 @@ fn a_directory_socket_or_unopenable_file_under_a_lane_name_is_moved_aside_report
     std::fs::create_dir(lane_path(&ns, 0)).unwrap();
     let _socket = std::os::unix::net::UnixListener::bind(lane_path(&ns, 1)).unwrap();
     std::fs::write(lane_path(&ns, 2), b"not a lane").unwrap();
-    std::fs::set_permissions(lane_path(&ns, 2), std::fs::Permissions::from_mode(0)).unwrap();
+    std::fs::set_permissions(lane_path(&ns, 2), std::fs::Permissions::from_mode(0o000)).unwrap();
     let (_, reports) = sweep_and_drain(&mut fan);
     let mut lanes: Vec<usize> = reports.iter().map(|r| r.lane).collect();
     lanes.sort();
