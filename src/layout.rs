@@ -24,7 +24,7 @@
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// Bumped whenever any byte of this layout changes meaning.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 /// First eight bytes of a data region: `b"HELIXRNG"`.
 pub const RING_MAGIC: u64 = u64::from_le_bytes(*b"HELIXRNG");
 /// First eight bytes of a control region: `b"HELIXRDR"`.

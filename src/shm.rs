@@ -22,7 +22,9 @@ use crate::guard::{self, DamageFlag, Guard};
 use crate::layout::MAX_NAME_LEN;
 
 mod locks;
+mod xattr;
 pub(crate) use locks::*;
+pub(crate) use xattr::*;
 
 /// Where ring files live.
 pub const SHM_DIR: &str = "/dev/shm";

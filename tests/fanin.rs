@@ -183,3 +183,39 @@ fn the_consumer_learns_each_lanes_uid_and_pid_from_the_kernel() {
     drop(kid);
     assert!(who.iter().all(|&w| w == (65534, pid)), "{who:?} (child pid {pid})");
 }
+
+/// Only the producer's write lock keeps its lane alive: anyone who may
+/// open a lane file for reading could otherwise hold a read lock on the
+/// lease byte and keep a dead producer's lane from ever being freed (a
+/// review found this; the fix had no test).
+#[test]
+fn a_read_lock_on_a_dead_producers_lane_file_does_not_keep_its_lane() {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let ns = TestNs::watched("a read lock on a dead lane", LONG);
+    let opts = FanInOptions { lanes: 1, lane_capacity: 4096, max_payload: 64, ..Default::default() };
+    let mut fan = FanIn::create(&ns, RING, &opts).unwrap();
+    let mut seen = HashMap::new();
+    let mut kid = producer(&ns, "forever", 0, 0);
+    kid.expect("attached");
+    consume(&mut fan, &mut seen, |s| s.get(&0).is_some_and(|&n| n >= 100));
+    common::signal(&kid.child.0, libc::SIGKILL);
+    kid.child.0.wait().unwrap();
+    // Taken once its producer's write lock is gone (before, it conflicts).
+    let path = helix::fanin::files::dir_path(&ns, RING).join(helix::fanin::files::lane_name(0));
+    let lane = std::fs::File::open(&path).unwrap();
+    // SAFETY: `flock` is a plain C struct of integers; zeros are valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_len = 1;
+    fcntl(&lane, FcntlArg::F_OFD_SETLK(&fl)).expect("a read lock on the lease byte");
+    let mut rounds = 0;
+    while fan.stats().lanes[0].bound && rounds < 20 {
+        fan.sweep(|e| panic!("{}", matches!(e, Event::Dropped(_))));
+        consume(&mut fan, &mut seen, |_| true);
+        rounds += 1;
+    }
+    assert!(!fan.stats().lanes[0].bound, "a read lock kept a dead producer's lane bound");
+    assert_eq!(fan.stats().reclaimed, 1);
+    drop(lane);
+}

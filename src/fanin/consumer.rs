@@ -13,6 +13,7 @@ use crate::wait::WaitStrategy;
 
 use super::error::{FanInError, LaneProblem, LaneReport};
 use super::files::{self, FanInGeometry, LaneFile, RingFiles};
+use super::folder::{self, Aside, Judged};
 use super::lane::{self, Ends, Found, LaneFault, Reading};
 use super::layout::*;
 use super::FanInOptions;
@@ -132,10 +133,28 @@ pub struct FanIn {
     files: RingFiles,
     name: String,
     lanes: Vec<Option<Bound>>,
+    /// `attach_seq` as of the last rescan.
     attach_seen: u32,
+    /// `attach_seq` as last looked at (requests up to it are counted).
+    attach_counted: u32,
+    /// The rescan limit's clock (monotonic ns; a GCRA's theoretical
+    /// arrival time): a requested rescan may be made once it is within
+    /// `RESCAN_BURST` intervals of now.
+    rescan_tat_ns: u64,
     next: usize,
     wait: WaitStrategy,
 }
+
+/// Rescans producers ask for (by bumping `attach_seq`) are limited to
+/// [`RESCAN_BURST`] at once, then one every `RESCAN_INTERVAL`: a producer
+/// that bumps it in a loop gets at most 100 rescans a second, each a
+/// system call or two per lane, while producers attaching now and then
+/// are bound at once. A request that comes too soon is served when the
+/// limit allows (at most an interval later); those are counted
+/// (`FanInHeader::rescans_refused`).
+pub(crate) const RESCAN_INTERVAL: Duration = Duration::from_millis(10);
+/// Requested rescans allowed back to back (see [`RESCAN_INTERVAL`]).
+pub(crate) const RESCAN_BURST: u64 = 16;
 
 impl FanIn {
     /// Creates fan-in ring `name` and becomes its consumer.
@@ -164,8 +183,17 @@ impl FanIn {
         // for nothing until we first sleep.
         h.sleeping.store(0, Ordering::Relaxed);
         let lanes = (0..files.geometry.lanes).map(|_| None).collect();
-        let mut fan = FanIn { files, name: name.to_owned(), lanes, attach_seen: 0, next: 0, wait: Default::default() };
-        fan.attach_seen = fan.files.bell().attach_seq.load(Ordering::Relaxed);
+        let seq = files.bell().attach_seq.load(Ordering::Relaxed);
+        let mut fan = FanIn {
+            files,
+            name: name.to_owned(),
+            lanes,
+            attach_seen: seq,
+            attach_counted: seq,
+            rescan_tat_ns: 0,
+            next: 0,
+            wait: Default::default(),
+        };
         // Reports of lanes dropped at attach are in the counters.
         fan.scan(&mut |_| {});
         Ok(fan)
@@ -201,11 +229,7 @@ impl FanIn {
     /// a busy lane cannot starve the others. Each lane's records come in
     /// order; each lane's space is released once per round.
     pub fn try_drain(&mut self, per_lane: usize, mut f: impl FnMut(Event<'_>)) -> usize {
-        let seq = self.files.bell().attach_seq.load(Ordering::Relaxed);
-        if seq != self.attach_seen {
-            self.attach_seen = seq;
-            self.scan(&mut f);
-        }
+        self.rescan_if_asked(&mut f);
         let n = self.lanes.len();
         let mut total = 0;
         for i in 0..n {
@@ -249,12 +273,47 @@ impl FanIn {
         }
         let h = self.files.header();
         h.sleeps.store(h.sleeps.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // A rescan asked for too soon after the last is due at the end of
+        // the interval: sleep no longer than that, and do not count the
+        // request as something to wake for before.
+        let due = self.rescan_due_ns();
         let (files, lanes, seen) = (&self.files, &mut self.lanes, self.attach_seen);
-        lane::park_consumer(&h.sleeping, &files.bell().bell, Some(deadline), || any_ready(files, lanes, seen))
+        let ready = || any_ready(files, lanes, seen, host::now_ns() >= due);
+        let asked = files.bell().attach_seq.load(Ordering::Relaxed) != seen;
+        let until = if asked { deadline.min(due) } else { deadline };
+        lane::park_consumer(&h.sleeping, &files.bell().bell, Some(until), ready) || (asked && host::now_ns() >= due)
     }
 
     fn ready(&mut self) -> bool {
-        any_ready(&self.files, &mut self.lanes, self.attach_seen)
+        let due = host::now_ns() >= self.rescan_due_ns();
+        any_ready(&self.files, &mut self.lanes, self.attach_seen, due)
+    }
+
+    /// When a rescan a producer asks for may be made.
+    fn rescan_due_ns(&self) -> u64 {
+        self.rescan_tat_ns.saturating_sub(RESCAN_BURST * RESCAN_INTERVAL.as_nanos() as u64)
+    }
+
+    /// Rescans if a producer asked (bumped `attach_seq`) and the limit
+    /// allows (see [`RESCAN_INTERVAL`]); else counts the requests as
+    /// refused (they are served once it does).
+    fn rescan_if_asked(&mut self, f: &mut dyn FnMut(Event<'_>)) {
+        let seq = self.files.bell().attach_seq.load(Ordering::Relaxed);
+        if seq == self.attach_seen {
+            return;
+        }
+        let now = host::now_ns();
+        if now >= self.rescan_due_ns() {
+            self.rescan_tat_ns = self.rescan_tat_ns.max(now) + RESCAN_INTERVAL.as_nanos() as u64;
+            self.attach_seen = seq;
+            self.attach_counted = seq;
+            self.scan(f);
+        } else if seq != self.attach_counted {
+            let h = self.files.header();
+            let refused = seq.wrapping_sub(self.attach_counted) as u64;
+            h.rescans_refused.store(h.rescans_refused.load(Ordering::Relaxed) + refused, Ordering::Relaxed);
+            self.attach_counted = seq;
+        }
     }
 
     /// Looks at every lane file: binds new ones, drops bad ones, marks the
@@ -286,18 +345,15 @@ impl FanIn {
         }
     }
 
-    /// Binds lane `k`'s file, if there is one; reports and removes it if
-    /// it is not a lane of this ring.
+    /// Binds lane `k`'s file, if there is one; reports it once and moves
+    /// it out of the lane's name if it is not a lane of this ring.
     fn try_bind(&mut self, k: usize, f: &mut dyn FnMut(Event<'_>)) {
         match files::open_lane(&self.files.dir, k, &self.files.geometry) {
             Ok(Some(lf)) => self.bind(k, lf, f),
             Ok(None) => {}
             Err(bad) => {
-                let problem = LaneProblem::BadFile { reason: bad.reason };
-                self.report(k, bad.uid, 0, bad.epoch, problem, f);
-                if let Some(file) = bad.file {
-                    self.remove(k, &file);
-                }
+                self.report(k, bad.uid, 0, bad.epoch, LaneProblem::BadFile { reason: bad.reason }, f);
+                self.refuse(k, bad.judged, bad.why, bad.epoch);
             }
         }
     }
@@ -307,41 +363,62 @@ impl FanIn {
         let g = &self.files.geometry;
         // SYNC POINT: lane bound (our own earlier stores; Relaxed suffices).
         let (epoch, status) = (st.epoch.load(Ordering::Relaxed), st.status.load(Ordering::Relaxed));
-        let resume = status == LANE_BOUND && epoch == lf.epoch && st.ino.load(Ordering::Relaxed) == lf.ino;
+        let resume = status == LANE_BOUND && epoch == lf.epoch && st.ino.load(Ordering::Relaxed) == lf.judged.ino;
         let problem = if !g.allow_uids.is_empty() && !g.allow_uids.contains(&lf.uid) {
-            Some(LaneProblem::NotAllowed { uid: lf.uid })
+            Some((LaneProblem::NotAllowed { uid: lf.uid }, "not-allowed"))
         } else if !resume && Some(lf.epoch) != epoch.checked_add(1) {
             // Exactly the next epoch: a producer that could push the lane's
             // epoch ahead (to u64::MAX) would break it for every producer
             // after it.
-            Some(LaneProblem::BadFile { reason: format!("its epoch {} is not the lane's next, {epoch} + 1", lf.epoch) })
+            let reason = format!("its epoch {} is not the lane's next, {epoch} + 1", lf.epoch);
+            Some((LaneProblem::BadFile { reason }, "bad-epoch"))
         } else {
             None
         };
-        if let Some(problem) = problem {
+        if let Some((problem, why)) = problem {
             self.report(k, lf.uid, lf.pid, lf.epoch, problem, f);
-            self.remove(k, &lf.file);
+            self.refuse(k, lf.judged, why, lf.epoch);
             return;
         }
-        let (tail, next_seq) = if resume {
-            (st.tail.load(Ordering::Relaxed), st.next_seq.load(Ordering::Relaxed))
+        let reading = if resume {
+            resume_reading(&Bound::ends_of(&lf, st), g.max_payload)
         } else {
             st.tail.store(0, Ordering::Relaxed);
             st.next_seq.store(1, Ordering::Relaxed);
-            st.ino.store(lf.ino, Ordering::Relaxed);
+            st.ino.store(lf.judged.ino, Ordering::Relaxed);
             st.bound_ns.store(host::realtime_ns(), Ordering::Relaxed);
             st.leases.store(st.leases.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             // SYNC POINT: lane bound. Pairs with the producer's Acquire load
             // of `epoch` in `Writing::fits`: once it sees its epoch,
             // the tail it reads is this lane file's (0 or later).
             st.epoch.store(lf.epoch, Ordering::Release);
-            (0, 1)
+            Reading::new(0, 1, g.max_payload)
         };
         st.uid.store(lf.uid, Ordering::Relaxed);
         st.pid.store(lf.pid, Ordering::Relaxed);
         st.status.store(LANE_BOUND, Ordering::Release);
-        let reading = Reading::new(tail, next_seq, g.max_payload);
         self.lanes[k] = Some(Bound { lf, reading, dead: false });
+    }
+
+    /// Moves the refused entry `judged` out of lane `k`'s name (only it:
+    /// `folder::move_aside`), so the lane is free and the entry reported
+    /// once. A refused lane file of the lane's next epoch spends that
+    /// epoch (its producer's `revoked` then sees its epoch free, and the
+    /// next producer takes the one after); the lane is marked free either
+    /// way (a restarted consumer may find it marked bound).
+    fn refuse(&self, k: usize, judged: Judged, why: &str, epoch: u64) {
+        let aside = folder::move_aside(&self.files.dir, k, why, judged);
+        let st = self.files.state(k);
+        let next = st.epoch.load(Ordering::Relaxed).checked_add(1) == Some(epoch);
+        if next && !matches!(aside, Ok(Aside::Swapped(_))) {
+            st.tail.store(0, Ordering::Relaxed);
+            st.next_seq.store(1, Ordering::Relaxed);
+            st.ino.store(judged.ino, Ordering::Relaxed);
+            // SYNC POINT: lane bound (an epoch spent, never bound).
+            st.epoch.store(epoch, Ordering::Release);
+        }
+        // SYNC POINT: lane freed.
+        st.status.store(LANE_FREE, Ordering::Release);
     }
 
     /// Up to `budget` records of lane `k`; then frees the lane if its
@@ -404,7 +481,7 @@ impl FanIn {
     /// waiting for a lane.
     fn retire(&mut self, k: usize) {
         let Some(b) = self.lanes[k].take() else { return };
-        self.remove(k, &b.lf.file);
+        let _ = folder::move_aside(&self.files.dir, k, "retired", b.lf.judged);
         drop(b);
         let h = self.files.header();
         // SYNC POINT: lane freed. Pairs with the producer's Acquire load
@@ -418,14 +495,32 @@ impl FanIn {
         // kernel keys a shared futex by file and offset, so this reaches them.
         let _ = crate::sync::futex::wake_all(&h.lanes_freed);
     }
+}
 
-    /// Removes lane `k`'s name if it still names `file`.
-    fn remove(&self, k: usize, file: &std::fs::File) {
-        let path = self.files.dir.join(files::lane_name(k));
-        if shm::names_file(&path, file).unwrap_or(false) {
-            let _ = std::fs::remove_file(&path);
+/// A restarted consumer's reading of a lane it resumes (`e.state` as the
+/// last consumer left it). `Reading::release` stores `next_seq` before
+/// `tail`, so a consumer killed between the two left `next_seq` ahead of
+/// `tail` by the records of its last round: they were delivered, and are
+/// still in the lane (their producer never saw them released). They are
+/// skipped here, each checked as any record is, and the release finished.
+/// Anything else is left for the drain to judge.
+pub(crate) fn resume_reading(e: &Ends, max_payload: u32) -> Reading {
+    let (tail, next_seq) = (e.state.tail.load(Ordering::Relaxed), e.state.next_seq.load(Ordering::Relaxed));
+    let mut reading = Reading::new(tail, next_seq, max_payload);
+    let Err(LaneFault::Sequence { found, expected, .. }) = reading.next(e) else { return reading };
+    if found >= expected {
+        return reading;
+    }
+    let mut skip = Reading::new(tail, found, max_payload);
+    // At most a lane's worth: the loop ends at the first non-record.
+    for _ in found..expected {
+        match skip.next(e) {
+            Ok(Some(r)) => skip.consume(&r),
+            _ => return reading,
         }
     }
+    skip.release(e);
+    skip
 }
 
 /// Delivers up to `budget` records through `deliver` (which returns false
@@ -467,10 +562,11 @@ fn record<'a>(k: usize, lf: &LaneFile, e: &Ends<'a>, found: &Found, damage: Dama
     }
 }
 
-/// Whether any lane may have a record, a lane file may have come or gone,
-/// or a lane is broken (the next drain reports it).
-fn any_ready(files: &RingFiles, lanes: &mut [Option<Bound>], attach_seen: u32) -> bool {
-    if files.bell().attach_seq.load(Ordering::Relaxed) != attach_seen {
+/// Whether any lane may have a record, a lane file may have come or gone
+/// (if a rescan may be made now), or a lane is broken (the next drain
+/// reports it).
+fn any_ready(files: &RingFiles, lanes: &mut [Option<Bound>], attach_seen: u32, rescan_due: bool) -> bool {
+    if rescan_due && files.bell().attach_seq.load(Ordering::Relaxed) != attach_seen {
         return true;
     }
     lanes.iter_mut().enumerate().any(|(k, b)| {

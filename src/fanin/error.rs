@@ -41,6 +41,11 @@ pub enum FanInError {
     /// This user is not on the ring's allow-list.
     #[error("uid {uid} may not produce into fan-in ring {ring:?} (not on its allow-list)")]
     NotAllowed { ring: String, uid: u32 },
+    /// The ring's folder is not one this process may trust: not a
+    /// directory, not sticky, or not its consumer's (who made it first
+    /// would receive the producers' records).
+    #[error("{path} is not a fan-in ring folder to trust: {reason}")]
+    Folder { path: PathBuf, reason: String },
     /// Every lane is held by a live producer (or by a dead one whose lane
     /// the consumer has not freed yet: it was asked to).
     #[error("every one of the {lanes} lanes of fan-in ring {ring:?} is taken")]

@@ -10,6 +10,7 @@ use crate::layout::ABI_VERSION;
 use crate::shm::{self, Mapping, Namespace, SHM_DIR};
 use crate::sync::{AtomicU64, Ordering};
 
+use super::folder::{self, Judged};
 use super::layout::*;
 use super::{FanInError, FanInOptions};
 
@@ -161,6 +162,9 @@ fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> 
     // Nobody locks the doorbell: let go of the lock it was made with.
     shm::unlock(&bell).map_err(io("unlock"))?;
     shm::link_unnamed(&ring, &tmp.join(RING_FILE)).map_err(io("link"))?;
+    // After the ring's own files, which keep their modes: lane files made
+    // from now on may be read by their producer and the consumer only.
+    folder::set_lane_acl(tmp, crate::process::my_uid()).map_err(io("set the lane files' ACL on"))?;
     Ok(ring)
 }
 
@@ -216,7 +220,14 @@ pub(crate) fn open_ring_as(
 ) -> Result<RingFiles, FanInError> {
     shm::validate_ring_name(name)?;
     let dir = dir_path(ns, name);
+    let folder_owner = match folder::check(&dir, consumer.then(crate::process::my_uid)) {
+        Err(FanInError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FanInError::NotFound { name: name.to_owned(), namespace: ns.as_str().to_owned(), path: dir })
+        }
+        r => r?,
+    };
     let (ring_file, ring) = open_in(ns, name, &dir.join(RING_FILE), consumer)?;
+    folder::check_ring_owner(&dir, folder_owner, &ring_file)?;
     let geometry = validate_ring(&ring, &dir.join(RING_FILE), name)?;
     if consumer && !shm::try_lock(&ring_file).map_err(|e| FanInError::io(&dir, "lock", e))? {
         // SAFETY: validated above: a whole, published header.
@@ -326,10 +337,15 @@ pub(crate) fn unlink(ns: &Namespace, name: &str) -> Result<(), FanInError> {
 pub(crate) struct NewLane {
     pub(crate) file: File,
     pub(crate) map: Mapping,
+    /// Its device and inode (the consumer's `LaneState::ino` names it
+    /// once bound).
+    pub(crate) judged: Judged,
 }
 
 /// Makes an unnamed lane file in the folder: sized, locked (liveness and
-/// pid locks), its header filled in but for the lane and epoch.
+/// pid locks), its header filled in but for the lane and epoch. Mode 0640:
+/// the folder's default ACL (set by its consumer) makes that readable by
+/// this producer and the consumer only.
 pub(crate) fn create_lane(dir: &Path, g: &FanInGeometry) -> Result<NewLane, FanInError> {
     let io = |op| move |e| FanInError::io(dir, op, e);
     let size = lane_file_size(g.lane_capacity);
@@ -340,6 +356,7 @@ pub(crate) fn create_lane(dir: &Path, g: &FanInGeometry) -> Result<NewLane, FanI
         return Err(io("lock")(std::io::ErrorKind::WouldBlock.into()));
     }
     shm::pid_lock(&file).map_err(io("lock"))?;
+    let judged = Judged::of(&file.metadata().map_err(io("stat"))?);
     let map = Mapping::new(&file, true).map_err(io("map"))?;
     let (pid, start_time) = crate::process::identity();
     // SAFETY: the file is unnamed (only we can reach it), zero-filled and
@@ -354,13 +371,27 @@ pub(crate) fn create_lane(dir: &Path, g: &FanInGeometry) -> Result<NewLane, FanI
     h.pid = pid;
     h.start_time = start_time;
     h.attached_ns = crate::process::realtime_ns();
-    Ok(NewLane { file, map })
+    Ok(NewLane { file, map, judged })
+}
+
+/// What [`NewLane::link`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// The file is lane `k`'s now.
+    Taken,
+    /// Another file holds the lane.
+    Held,
+    /// The link came too late: before it, the consumer had bound (or
+    /// refused) the epoch for another producer's file, which came and went
+    /// between this producer's read of the epoch and its link. The name is
+    /// given up again; the file cannot be linked again (make another).
+    Stale,
 }
 
 impl NewLane {
-    /// Names the file lane `k` of epoch `epoch`; `Ok(false)` if lane `k`
-    /// is taken.
-    pub(crate) fn link(&self, dir: &Path, k: usize, epoch: u64) -> Result<bool, FanInError> {
+    /// Names the file lane `k` of epoch `epoch` (`state` being lane `k`'s
+    /// `LaneState`), and checks at once that the epoch was still to come.
+    pub(crate) fn link(&self, dir: &Path, k: usize, epoch: u64, state: &LaneState) -> Result<Link, FanInError> {
         // SAFETY: still unnamed (a failed link leaves it so): only we can
         // reach it, so plain writes to its identity fields race nothing.
         let h = unsafe { &mut *(self.map.ptr() as *mut LaneHeader) };
@@ -371,10 +402,22 @@ impl NewLane {
         h.version.store(ABI_VERSION, Ordering::Release);
         let path = dir.join(lane_name(k));
         match shm::link_unnamed(&self.file, &path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(FanInError::io(&path, "link", e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(Link::Held),
+            Err(e) => return Err(FanInError::io(&path, "link", e)),
         }
+        // SYNC POINT: lane bound. Pairs with the consumer's Release store of
+        // `epoch` in `bind` (or `refuse`): the name was free for our link
+        // only after the consumer moved the previous file aside, which it
+        // does after storing that file's epoch (the two directory
+        // operations are ordered by the folder's lock). An epoch of ours
+        // already there, with another inode, was another file's.
+        let (now, ino) = (state.epoch.load(Ordering::Acquire), state.ino.load(Ordering::Relaxed));
+        if now > epoch || (now == epoch && ino != self.judged.ino) {
+            let _ = folder::move_aside(dir, k, "stale", self.judged);
+            return Ok(Link::Stale);
+        }
+        Ok(Link::Taken)
     }
 }
 
@@ -404,18 +447,24 @@ pub(crate) struct LaneFile {
     pub(crate) map: Mapping,
     /// Record bytes (the ring's `lane_capacity`).
     pub(crate) capacity: u64,
-    pub(crate) ino: u64,
+    /// What the consumer judged (device and inode): only this is ever
+    /// moved out of the lane's name.
+    pub(crate) judged: Judged,
     pub(crate) uid: u32,
     pub(crate) pid: u32,
     pub(crate) epoch: u64,
 }
 
-/// What is wrong with a lane file, and whose it is (if known).
+/// What is wrong with the entry under a lane's name, and whose it is (if
+/// known).
 pub(crate) struct BadLane {
-    /// The file, if it could be opened (to remove exactly it).
-    pub(crate) file: Option<File>,
+    /// The entry judged, to move exactly it aside.
+    pub(crate) judged: Judged,
     pub(crate) uid: u32,
+    /// Its epoch, if its header was read (else 0).
     pub(crate) epoch: u64,
+    /// A word for the name it is moved aside under.
+    pub(crate) why: &'static str,
     pub(crate) reason: String,
 }
 
@@ -427,21 +476,43 @@ pub(crate) fn open_lane(dir: &Path, k: usize, g: &FanInGeometry) -> Result<Optio
     let file = match shm::open_file(&path, false) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(BadLane { file: None, uid: u32::MAX, epoch: 0, reason: format!("cannot open it: {e}") }),
+        // A socket, or a file this consumer may not read: judged by what
+        // the name holds now (if it went meanwhile, there is nothing).
+        Err(e) => {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { return Ok(None) };
+            let reason = format!("cannot open it ({}): {e}", folder::kind(&meta));
+            return Err(BadLane { judged: Judged::of(&meta), uid: meta.uid(), epoch: 0, why: "unopenable", reason });
+        }
     };
-    let bad = |uid, epoch, reason: String| BadLane { file: file.try_clone().ok(), uid, epoch, reason };
-    let meta = file.metadata().map_err(|e| bad(u32::MAX, 0, format!("cannot stat it: {e}")))?;
-    let (uid, size) = (meta.uid(), meta.len());
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            let Some(judged) = Judged::at(&path) else { return Ok(None) };
+            return Err(BadLane {
+                judged,
+                uid: u32::MAX,
+                epoch: 0,
+                why: "unopenable",
+                reason: format!("cannot stat it: {e}"),
+            });
+        }
+    };
+    let (uid, size, judged) = (meta.uid(), meta.len(), Judged::of(&meta));
+    let bad = |epoch, why, reason: String| BadLane { judged, uid, epoch, why, reason };
     let want = lane_file_size(g.lane_capacity);
-    if !meta.file_type().is_file() || size != want {
-        return Err(bad(uid, 0, format!("it is {size} bytes, not a regular file of {want}")));
+    if !meta.file_type().is_file() {
+        return Err(bad(0, "not-a-file", format!("it is a {}, not a regular file", folder::kind(&meta))));
     }
-    let map = Mapping::new(&file, false).map_err(|e| bad(uid, 0, format!("cannot map it: {e}")))?;
+    if size != want {
+        return Err(bad(0, "bad-size", format!("it is {size} bytes, not a regular file of {want}")));
+    }
+    let bad = |epoch, reason: String| bad(epoch, "bad-header", reason);
+    let map = Mapping::new(&file, false).map_err(|e| bad(0, format!("cannot map it: {e}")))?;
     // The producer may have resized its file since the `fstat`: the mapping
     // is what is read, so it must be the size checked (a shrink after this
     // is a fault the guard turns into zeros).
     if map.len() as u64 != want {
-        return Err(bad(uid, 0, format!("it changed size to {} bytes while being opened", map.len())));
+        return Err(bad(0, format!("it changed size to {} bytes while being opened", map.len())));
     }
     // SAFETY: the mapping is `want` > 128 bytes, page aligned; loaded as
     // atomics only.
@@ -467,11 +538,15 @@ pub(crate) fn open_lane(dir: &Path, k: usize, g: &FanInGeometry) -> Result<Optio
     ];
     for (field, found, expected) in checks {
         if found != expected {
-            return Err(bad(uid, epoch, format!("header field `{field}` is {found}, expected {expected}")));
+            return Err(bad(epoch, format!("header field `{field}` is {found}, expected {expected}")));
         }
     }
     if map.probe() {
-        return Err(bad(uid, epoch, "it shrank while being checked".into()));
+        return Err(bad(epoch, "it shrank while being checked".into()));
+    }
+    // Only its producer and the consumer may read a lane's records.
+    if let Err(reason) = folder::readable_by_others(&file, meta.mode(), uid, crate::process::my_uid()) {
+        return Err(BadLane { judged, uid, epoch, why: "readable-by-others", reason });
     }
     // The pid from the kernel: the holder of the file's pid lock. This
     // process's own locks never show; then the header's pid, if it is ours.
@@ -481,5 +556,5 @@ pub(crate) fn open_lane(dir: &Path, k: usize, g: &FanInGeometry) -> Result<Optio
         _ if claimed == std::process::id() && uid == crate::process::my_uid() => claimed,
         _ => 0,
     };
-    Ok(Some(LaneFile { file, map, capacity: g.lane_capacity, ino: meta.ino(), uid, pid, epoch }))
+    Ok(Some(LaneFile { file, map, capacity: g.lane_capacity, judged, uid, pid, epoch }))
 }

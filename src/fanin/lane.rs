@@ -375,9 +375,12 @@ impl Reading {
         if self.tail == self.released {
             return false;
         }
+        // `next_seq` first: a consumer killed between the two stores
+        // leaves `next_seq` ahead of `tail`, which the next one repairs
+        // (`consumer::resume_reading`); the Release below keeps this store before it.
+        e.state.next_seq.store(self.next_seq, Ordering::Relaxed);
         // SYNC POINT: space released (see `Writing::fits`).
         e.state.tail.store(self.tail, Ordering::Release);
-        e.state.next_seq.store(self.next_seq, Ordering::Relaxed);
         self.released = self.tail;
         // SYNC POINT: space-wait Dekker (see `Writing::wait_space`).
         fence(Ordering::SeqCst);

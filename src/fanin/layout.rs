@@ -109,7 +109,10 @@ pub struct FanInHeader {
     pub faults: AtomicU64,
     /// Lanes freed after their producer died or closed.
     pub reclaimed: AtomicU64,
-    pub _reserved4: [u8; 88],
+    /// Rescan requests (`attach_seq` bumps) that came sooner than the
+    /// consumer's limit allows: served together later.
+    pub rescans_refused: AtomicU64,
+    pub _reserved4: [u8; 80],
     // ---- lines 5..8: reserved ----
     pub _reserved5: [u8; 384],
 }
@@ -268,7 +271,7 @@ mod asserts {
         name_len @ 128, name @ 136,
         consumer_pid @ 256, consumer_start_time @ 264, consumer_since_ns @ 272,
         sleeping @ 384, lanes_freed @ 388,
-        rounds @ 512, sleeps @ 520, rescans @ 528, faults @ 536, reclaimed @ 544,
+        rounds @ 512, sleeps @ 520, rescans @ 528, faults @ 536, reclaimed @ 544, rescans_refused @ 552,
         _reserved5 @ 640,
     );
     assert_layout!(LaneState, LANE_STATE_SIZE;

@@ -52,6 +52,7 @@
 mod consumer;
 mod error;
 pub mod files;
+mod folder;
 #[cfg(test)]
 mod heap;
 mod lane;

@@ -10,7 +10,7 @@ use crate::sync::{futex, host, AtomicU64, Ordering};
 use crate::wait::WaitStrategy;
 
 use super::error::{FanInError, SendError};
-use super::files::{self, NewLane, RingFiles};
+use super::files::{self, Link, NewLane, RingFiles};
 use super::lane::{self, Ends, Writing};
 use super::layout::*;
 
@@ -46,21 +46,30 @@ impl Producer {
         if !g.allow_uids.is_empty() && !g.allow_uids.contains(&uid) {
             return Err(FanInError::NotAllowed { ring: name.to_owned(), uid });
         }
-        let new = files::create_lane(&files.dir, g)?;
+        let mut new = files::create_lane(&files.dir, g)?;
         let deadline = crate::ring::deadline(timeout);
-        loop {
+        'attach: loop {
             // SYNC POINT: lane freed (attachers).
             let freed = files.header().lanes_freed.load(Ordering::Acquire);
             for k in 0..g.lanes as usize {
                 // SYNC POINT: lane freed. The epoch after the last one the
                 // consumer bound here.
                 let Some(epoch) = files.state(k).epoch.load(Ordering::Acquire).checked_add(1) else { continue };
-                if new.link(&files.dir, k, epoch)? {
-                    let bell = files.bell();
-                    bell.attach_seq.fetch_add(1, Ordering::Relaxed);
-                    lane::ring_bell(&bell.bell);
-                    let writing = Writing::new(epoch);
-                    return Ok(Producer { files, lane: new, k, epoch, writing, wait: Default::default() });
+                match new.link(&files.dir, k, epoch, files.state(k))? {
+                    Link::Held => {}
+                    // Another producer's file had this epoch: look again,
+                    // with a new file (a file once named cannot be named again).
+                    Link::Stale => {
+                        new = files::create_lane(&files.dir, g)?;
+                        continue 'attach;
+                    }
+                    Link::Taken => {
+                        let bell = files.bell();
+                        bell.attach_seq.fetch_add(1, Ordering::Relaxed);
+                        lane::ring_bell(&bell.bell);
+                        let writing = Writing::new(epoch);
+                        return Ok(Producer { files, lane: new, k, epoch, writing, wait: Default::default() });
+                    }
                 }
             }
             // Every lane is taken: ask the consumer to free those of dead
@@ -101,14 +110,15 @@ impl Producer {
         ends(&self.files, &self.lane.map, self.k)
     }
 
-    /// Whether the consumer dropped this lane (bound a later epoch, or
-    /// freed ours).
+    /// Whether the consumer dropped this lane (bound a later epoch, freed
+    /// ours, or bound our epoch for another file).
     fn revoked(&self) -> bool {
         let st = self.files.state(self.k);
         // SYNC POINT: lane freed.
         let status = st.status.load(Ordering::Acquire);
         let epoch = st.epoch.load(Ordering::Relaxed);
-        epoch > self.epoch || (epoch == self.epoch && status == LANE_FREE)
+        let other = st.ino.load(Ordering::Relaxed) != self.lane.judged.ino;
+        epoch > self.epoch || (epoch == self.epoch && (status == LANE_FREE || other))
     }
 
     fn check(&self, len: usize) -> Result<(), SendError> {

@@ -53,6 +53,9 @@ pub struct FanInStats {
     pub sleeps: u64,
     /// Lane-file rescans.
     pub rescans: u64,
+    /// Rescan requests that came sooner than the consumer's limit (16 at
+    /// once, then one every 10 ms) allowed; served together later.
+    pub rescans_refused: u64,
     /// Lanes dropped for breaking the protocol.
     pub faults: u64,
     /// Lanes freed after their producer left or died.
@@ -95,6 +98,7 @@ fn stats(files: &RingFiles) -> FanInStats {
         rounds: c(&h.rounds),
         sleeps: c(&h.sleeps),
         rescans: c(&h.rescans),
+        rescans_refused: c(&h.rescans_refused),
         faults: c(&h.faults),
         reclaimed: c(&h.reclaimed),
         lanes,

@@ -191,3 +191,72 @@ fn a_producer_ignores_the_tail_of_an_epoch_not_its_own() {
     // Only the lane's own 256 bytes: 10 records of 24 bytes.
     assert_eq!(written, 10);
 }
+
+/// A consumer killed inside `Reading::release`, after its first store
+/// (`next_seq`) and before its second (`tail`): the next consumer resumes
+/// the lane without dropping it, skipping the records that were delivered
+/// and handing the rest (found by review: with the stores the other way
+/// round and no repair, the lane was dropped for a sequence fault).
+#[test]
+fn a_consumer_killed_between_storing_next_seq_and_tail_is_resumed_without_loss() {
+    let (lane, mut r) = lane_with(5, 8);
+    let e = lane.ends();
+    for _ in 0..3 {
+        let f = r.next(&e).unwrap().unwrap();
+        r.consume(&f);
+    }
+    // The first store of `release`, and no more.
+    e.state.next_seq.store(r.next_seq, Ordering::Relaxed);
+    assert_eq!(e.state.tail.load(Ordering::Relaxed), 0);
+    let mut again = super::consumer::resume_reading(&e, MAX);
+    // The interrupted release is finished: the producer gets the room.
+    assert_eq!(e.state.tail.load(Ordering::Relaxed), 3 * 24);
+    let mut seqs = Vec::new();
+    while let Some(f) = again.next(&e).unwrap() {
+        seqs.push(f.seq);
+        again.consume(&f);
+    }
+    assert_eq!(seqs, [4, 5]);
+    // A whole release (or none) resumes as it is.
+    let (lane, _) = lane_with(5, 8);
+    let e = lane.ends();
+    e.state.next_seq.store(1, Ordering::Relaxed);
+    assert_eq!(super::consumer::resume_reading(&e, MAX).next(&e).unwrap().unwrap().seq, 1);
+}
+
+/// A producer that read lane 0's epoch, then lost the lane to another
+/// producer's file of that epoch, bound and freed before its own link:
+/// the link succeeds, and must be found stale at once (found by review:
+/// it was refused by the consumer and the producer learned it only when
+/// its lane filled).
+#[test]
+fn a_link_with_an_epoch_another_file_already_had_is_found_stale_at_once() {
+    use super::files::{self, Link};
+    use super::{Event, FanIn, FanInOptions, Producer};
+    let ns = crate::Namespace::new(&format!("u{}stale", std::process::id())).unwrap();
+    let opts = FanInOptions { lanes: 1, lane_capacity: 4096, max_payload: 64, ..Default::default() };
+    let mut fan = FanIn::create(&ns, "fan", &opts).unwrap();
+    let mut first = Producer::attach(&ns, "fan").unwrap();
+    assert_eq!(first.epoch(), 1);
+    first.try_send(0, b"x").unwrap();
+    drop(first);
+    let mut n = 0;
+    while fan.stats().reclaimed == 0 {
+        fan.sweep(|_| {});
+        fan.try_drain(16, |e| n += matches!(e, Event::Record(_)) as usize);
+    }
+    assert_eq!(n, 1);
+    // Epoch 1 was read before the first producer linked; the link comes now.
+    let ring = files::open_ring(&ns, "fan", false).unwrap();
+    let late = files::create_lane(&ring.dir, &ring.geometry).unwrap();
+    let link = late.link(&ring.dir, 0, 1, ring.state(0));
+    let lane0 = ring.dir.join(files::lane_name(0));
+    let linked = lane0.exists();
+    drop((late, ring));
+    let next = Producer::attach(&ns, "fan").map(|p| p.epoch());
+    drop(fan);
+    FanIn::unlink(&ns, "fan").unwrap();
+    assert_eq!(link.unwrap(), Link::Stale);
+    assert!(!linked, "the stale file still holds the lane's name");
+    assert_eq!(next.unwrap(), 2);
+}

@@ -1,0 +1,287 @@
+//! The fan-in ring's folder and lane files as a trust boundary (the
+//! review of 2026-12-02, docs/security.md): who may read a lane file,
+//! what the consumer does with what is planted under a lane's name, whose
+//! folder producers and the consumer accept, how often producers can make
+//! the consumer rescan.
+
+mod common;
+
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{arg, child, Kid, TestNs};
+use helix::fanin::{files, Event, FanIn, FanInError, FanInOptions, LaneReport, Producer, SendError};
+use helix::Namespace;
+
+const RING: &str = "fan";
+
+fn opts(lanes: u32) -> FanInOptions {
+    FanInOptions { lanes, lane_capacity: 4096, max_payload: 256, ..Default::default() }
+}
+
+/// Sweeps once, then drains a few rounds: the records' payloads and the
+/// reports.
+fn sweep_and_drain(fan: &mut FanIn) -> (Vec<Vec<u8>>, Vec<LaneReport>) {
+    let (mut records, mut reports) = (Vec::new(), Vec::new());
+    let mut on = |e: Event<'_>| match e {
+        Event::Record(r) => records.push(r.to_vec().unwrap()),
+        Event::Dropped(report) => reports.push(report),
+    };
+    fan.sweep(&mut on);
+    for _ in 0..4 {
+        fan.drain_timeout(1000, Duration::ZERO, &mut on);
+    }
+    (records, reports)
+}
+
+fn lane_path(ns: &Namespace, k: usize) -> std::path::PathBuf {
+    files::dir_path(ns, RING).join(files::lane_name(k))
+}
+
+/// The names in the ring's folder that start with `prefix`.
+fn entries(ns: &Namespace, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(files::dir_path(ns, RING))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Re-executed as a child: a consumer or a producer running as another
+/// user (see `only_a_lane_files_producer_and_the_consumer_may_read_it`).
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(common::ROLE_VAR) else { return };
+    let ns = Namespace::from_env().unwrap();
+    match role.as_str() {
+        "consumer" => {
+            let group = Some(arg::<u32>("FAN_GROUP"));
+            let mut fan = FanIn::create(&ns, RING, &FanInOptions { mode: 0o660, group, ..opts(2) }).unwrap();
+            println!("ready");
+            let mut got = None;
+            while got.is_none() {
+                fan.drain_timeout(16, Duration::from_secs(1), |e| match e {
+                    Event::Record(r) => got = Some(r.to_vec().unwrap()),
+                    Event::Dropped(report) => panic!("{report}"),
+                });
+            }
+            println!("got {}", String::from_utf8(got.unwrap()).unwrap());
+        }
+        "producer" => {
+            let mut p = Producer::attach(&ns, RING).unwrap();
+            p.try_send(1, b"secret").unwrap();
+            println!("sent {}", p.lane());
+            // Stays, holding its lane, until the test is done with it.
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        _ => panic!("unknown role {role}"),
+    }
+}
+
+/// A copy of this test binary that other users may run, and a command
+/// that runs it as `uid`:`gid` in `role`.
+struct AsUser {
+    copy: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AsUser {
+    fn new() -> AsUser {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.path().join("fanin_trust");
+        std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+        AsUser { copy, _dir: dir }
+    }
+
+    fn command(&self, ns: &Namespace, role: &str, uid: u32, gid: u32) -> Command {
+        use std::os::unix::process::CommandExt;
+        let cmd = child(role, ns);
+        let mut c = Command::new(&self.copy);
+        c.args(cmd.get_args()).envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        c.uid(uid).gid(gid);
+        c
+    }
+}
+
+/// Whether `uid` (group `gid`, no other groups) can read `path`.
+fn can_read(uid: u32, gid: u32, path: &std::path::Path) -> bool {
+    let out = Command::new("setpriv")
+        .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into()])
+        .arg("cat")
+        .arg(path)
+        .output()
+        .expect("setpriv");
+    out.status.success()
+}
+
+#[test]
+fn only_a_lane_files_producer_and_the_consumer_may_read_it() {
+    // Found by review: lane files were 0640 with the ring's group, and
+    // every producer is in that group. Needs root (to run three users).
+    if helix::process::my_uid() != 0
+        || !Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: needs root and setpriv to run a consumer and producers as other users");
+        return;
+    }
+    let ns = TestNs::watched("lane files read by other producers", Duration::from_secs(60));
+    let (consumer, producer, snoop, group) = (65531, 65532, 65533, 65534);
+    let as_user = AsUser::new();
+    let mut c = as_user.command(&ns, "consumer", consumer, group);
+    c.env("FAN_GROUP", group.to_string());
+    let mut cons = Kid::until(&mut c, "ready");
+    let _prod = Kid::until(&mut as_user.command(&ns, "producer", producer, group), "sent");
+    // The consumer, not root, reads the record (through the folder's ACL).
+    assert_eq!(cons.expect("got"), "got secret");
+    let path = lane_path(&ns, 0);
+    assert!(path.exists());
+    // Another producer of the ring's group may not read it; its producer may.
+    assert!(!can_read(snoop, group, &path), "another producer of the ring's group read a lane file");
+    assert!(can_read(producer, group, &path));
+}
+
+#[test]
+fn a_lane_file_readable_by_others_is_refused_moved_aside_and_its_epoch_spent() {
+    let ns = TestNs::watched("a lane file readable by others", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(1)).unwrap();
+    let mut p = Producer::attach(&ns, RING).unwrap();
+    let path = lane_path(&ns, 0);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    p.try_send(1, b"for everyone's eyes").unwrap();
+    let (records, reports) = sweep_and_drain(&mut fan);
+    assert!(records.is_empty(), "a lane readable by every user was read");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(reports[0].to_string().contains("it is readable by every user (mode 644)"), "{}", reports[0]);
+    assert!(!path.exists() && entries(&ns, "aside.").is_empty(), "{:?}", entries(&ns, ""));
+    // Its producer learns it (its epoch was spent), the next one gets the
+    // epoch after.
+    let err = loop {
+        if let Err(e) = p.try_send(1, &[0; 200]) {
+            break e;
+        }
+    };
+    assert_eq!(err, SendError::Revoked { lane: 0, epoch: 1 });
+    drop(p);
+    let mut next = Producer::attach(&ns, RING).unwrap();
+    assert_eq!(next.epoch(), 2);
+    next.try_send(1, b"private").unwrap();
+    let (records, reports) = sweep_and_drain(&mut fan);
+    assert!(reports.is_empty(), "{reports:?}");
+    assert_eq!(records, [b"private".to_vec()]);
+}
+
+#[test]
+fn a_directory_socket_or_unopenable_file_under_a_lane_name_is_moved_aside_reported_once_and_frees_the_lane() {
+    // Found by review: these were reported on every scan and kept their
+    // lane from ever being used.
+    let ns = TestNs::watched("entries planted under lane names", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(3)).unwrap();
+    std::fs::create_dir(lane_path(&ns, 0)).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(lane_path(&ns, 1)).unwrap();
+    std::fs::write(lane_path(&ns, 2), b"not a lane").unwrap();
+    std::fs::set_permissions(lane_path(&ns, 2), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let (_, reports) = sweep_and_drain(&mut fan);
+    let mut lanes: Vec<usize> = reports.iter().map(|r| r.lane).collect();
+    lanes.sort();
+    assert_eq!(lanes, [0, 1, 2], "{reports:?}");
+    assert!(reports[0].to_string().contains("directory"), "{}", reports[0]);
+    // Reported once: the names are free.
+    let (_, again) = sweep_and_drain(&mut fan);
+    assert!(again.is_empty(), "reported again: {again:?}");
+    // The directory and the socket are kept aside under names that say
+    // why; the regular file is removed.
+    let aside = entries(&ns, "aside.");
+    assert_eq!(aside.len(), 2, "{aside:?}");
+    assert!(aside[0].starts_with("aside.0.not-a-file.") && aside[1].starts_with("aside.1.unopenable."), "{aside:?}");
+    let mut producers: Vec<Producer> = (0..3).map(|_| Producer::attach(&ns, RING).unwrap()).collect();
+    for p in &mut producers {
+        p.try_send(1, &[p.lane() as u8]).unwrap();
+    }
+    let (mut records, reports) = sweep_and_drain(&mut fan);
+    assert!(reports.is_empty(), "{reports:?}");
+    records.sort();
+    assert_eq!(records, [[0], [1], [2]]);
+}
+
+#[test]
+fn a_folder_someone_else_made_is_refused_by_producers_and_the_consumer() {
+    // Found by review: nobody checked whose the folder was, so whoever
+    // made it first received the producers' records.
+    if helix::process::my_uid() != 0 {
+        eprintln!("skipped: needs root to give the folder to another user");
+        return;
+    }
+    let ns = TestNs::new();
+    let dir = files::dir_path(&ns, RING);
+    drop(FanIn::create(&ns, RING, &opts(1)).unwrap());
+    // Another user's folder around the consumer's ring file.
+    std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+    let err = Producer::attach(&ns, RING).err().unwrap();
+    assert!(matches!(err, FanInError::Folder { .. }), "{err}");
+    assert!(err.to_string().contains("it belongs to uid 65534, its ring file to uid 0"), "{err}");
+    let err = FanIn::attach(&ns, RING).err().unwrap();
+    assert!(err.to_string().contains("not to this consumer (uid 0)"), "{err}");
+    std::os::unix::fs::chown(&dir, Some(0), None).unwrap();
+    // Not sticky: any producer could remove the others' lane files.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2770)).unwrap();
+    let err = Producer::attach(&ns, RING).err().unwrap();
+    assert!(err.to_string().contains("is not sticky"), "{err}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o3770)).unwrap();
+    // A symbolic link to a good folder.
+    let real = dir.with_file_name(format!("{}.real", ns.as_str()));
+    std::fs::rename(&dir, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &dir).unwrap();
+    let err = Producer::attach(&ns, RING).err().unwrap();
+    assert!(err.to_string().contains("it is a symbolic link, not a directory"), "{err}");
+    let err = FanIn::attach(&ns, RING).err().unwrap();
+    assert!(matches!(err, FanInError::Folder { .. }), "{err}");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&real, &dir).unwrap();
+    let _fan = FanIn::attach(&ns, RING).unwrap();
+    Producer::attach(&ns, RING).unwrap();
+}
+
+#[test]
+fn a_producer_asking_for_rescans_in_a_loop_gets_at_most_one_per_interval_and_the_rest_are_counted() {
+    // Found by review: every bump of `attach_seq` made the consumer rescan
+    // (a system call or two per lane), as often as a producer liked.
+    let ns = TestNs::watched("rescan flood", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(8)).unwrap();
+    let bell = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(files::dir_path(&ns, RING).join(files::BELL_FILE))
+        .unwrap();
+    let before = fan.stats().rescans;
+    const BUMPS: u32 = 2000;
+    let start = Instant::now();
+    for i in 1..=BUMPS {
+        bell.write_all_at(&i.to_ne_bytes(), 256).unwrap();
+        fan.try_drain(16, |_| panic!("nothing was sent"));
+    }
+    let elapsed = start.elapsed();
+    let stats = fan.stats();
+    let scans = stats.rescans - before;
+    // Each bump was looked at once: it got a rescan, or was refused.
+    assert_eq!(scans + stats.rescans_refused, BUMPS as u64, "{stats:?}");
+    // A burst of 16, then one per 10 ms at most.
+    let most = 16 + 1 + (elapsed.as_nanos() / 10_000_000) as u64;
+    assert!(scans <= most, "{scans} rescans in {elapsed:?}: more than 16 and one per 10 ms");
+    // A request that came too soon is still served: a new producer's lane
+    // is bound and read.
+    let mut p = Producer::attach(&ns, RING).unwrap();
+    p.try_send(1, b"still heard").unwrap();
+    let mut got = Vec::new();
+    while got.is_empty() {
+        fan.drain_timeout(16, Duration::from_secs(1), |e| {
+            if let Event::Record(r) = e {
+                got.push(r.to_vec().unwrap())
+            }
+        });
+    }
+    assert_eq!(got, [b"still heard".to_vec()]);
+}
