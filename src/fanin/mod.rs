@@ -54,6 +54,7 @@ mod error;
 pub mod files;
 #[cfg(test)]
 mod heap;
+pub mod inspect;
 mod lane;
 pub mod layout;
 mod producer;

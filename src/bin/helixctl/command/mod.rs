@@ -5,6 +5,8 @@
 
 pub mod doctor;
 pub mod evict;
+/// Not a verb: fan-in rings as `list`, `stat`, `top` and `rm` show them.
+pub mod fanin;
 pub mod list;
 pub mod metrics;
 pub mod readers;
