@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ctl, Env, Reaped, TestNs};
+use common::{arg, child, ctl, Env, Kid, Reaped, TestNs};
 use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::*;
 
@@ -65,6 +65,7 @@ fn list_shows_every_ring_and_names_a_corrupt_one() {
         (t["ok"].as_bool(), t["policy"].as_str(), t["capacity"].as_u64(), t["published"].as_u64()),
         (Some(true), Some("block"), Some(64), Some(5))
     );
+    assert_eq!((t["kind"].as_str(), j["fanin"].as_array().map(Vec::len)), (Some("broadcast"), Some(0)));
     assert_eq!(t["writer_pid"].as_u64(), Some(std::process::id() as u64));
     assert!(t["frames_per_sec"].is_number() && t["memory_bytes"].as_u64().unwrap() > 64 * 64);
     let junk = rings.iter().find(|r| r["name"] == "junk").unwrap();
@@ -267,12 +268,7 @@ fn doctor_names_what_is_wrong_and_how_to_fix_it() {
     assert!(!out.status.success(), "a FAIL must give a non-zero exit");
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let checks = j["checks"].as_array().unwrap();
-    let find = |check: &str, needle: &str| {
-        checks
-            .iter()
-            .find(|c| c["check"] == check && c["detail"].as_str().unwrap().contains(needle))
-            .unwrap_or_else(|| panic!("{check} {needle}: {j:#}"))
-    };
+    let find = |check: &str, needle: &str| find_check(&j, check, needle);
     let space = find("/dev/shm space", "huge");
     assert_eq!(space["status"], "fail");
     assert!(space["fix"].as_str().unwrap().contains("/dev/shm"));
@@ -286,6 +282,17 @@ fn doctor_names_what_is_wrong_and_how_to_fix_it() {
     // Every non-OK check carries its fix.
     assert!(checks.iter().filter(|c| c["status"] != "ok").all(|c| c["fix"].is_string()));
     drop((w, stale));
+}
+
+/// The check of `doctor --json` output `j` named `check` whose detail
+/// holds `needle`.
+fn find_check<'a>(j: &'a serde_json::Value, check: &str, needle: &str) -> &'a serde_json::Value {
+    j["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == check && c["detail"].as_str().unwrap().contains(needle))
+        .unwrap_or_else(|| panic!("{check} {needle}: {j:#}"))
 }
 
 #[test]
@@ -682,4 +689,304 @@ fn doctor_and_list_report_orphaned_and_never_initialised_rings_with_the_fix() {
         let line = table.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {table}"));
         assert!(line.contains(label) && !line.contains("CORRUPT"), "{line}");
     }
+}
+
+// ---- Fan-in rings (docs/abi.md §11): list, stat, top, metrics, doctor, rm.
+
+/// Re-executed as a child: a producer that sends `FAN_COUNT` records of 40
+/// bytes into fan-in ring `FAN_RING`, prints `sent <lane>`, and waits to
+/// be killed; or (`consumer`) a consumer that attaches, prints
+/// `attached`, and binds lanes (reading nothing) until it is killed.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(common::ROLE_VAR) else { return };
+    let ns = Namespace::from_env().unwrap();
+    let ring: String = arg("FAN_RING");
+    if role == "consumer" {
+        // Binds lanes as producers come, and reads nothing.
+        let mut fan = fanin::FanIn::attach(&ns, &ring).unwrap();
+        println!("attached");
+        loop {
+            fan.sweep(|_| {});
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    } else {
+        let mut p = fanin::Producer::attach(&ns, &ring).unwrap();
+        for n in 0..arg::<u64>("FAN_COUNT") {
+            p.try_send(7, &[n as u8; 40]).unwrap();
+        }
+        println!("sent {}", p.lane());
+        // Holding the lane until killed.
+        std::thread::sleep(Duration::from_secs(600));
+        drop(p);
+    }
+}
+
+/// A child playing `role` on fan-in ring `ring` (see `child_entry`), once it
+/// printed `until`; its pid.
+fn fan_child(ns: &TestNs, role: &str, ring: &str, count: u64, until: &str) -> (Kid, String) {
+    let mut cmd = child(role, ns);
+    cmd.env("FAN_RING", ring).env("FAN_COUNT", count.to_string());
+    let mut kid = Kid::spawn(&mut cmd);
+    let line = kid.expect(until);
+    (kid, line)
+}
+
+/// Kills a child with SIGKILL and reaps it.
+fn kill(kid: &mut Kid) {
+    common::signal(&kid.child.0, libc::SIGKILL);
+    kid.child.0.wait().unwrap();
+}
+
+/// A small fan-in ring: 4 lanes of 4 KiB, records up to 256 bytes.
+fn fan_opts() -> fanin::FanInOptions {
+    fanin::FanInOptions { lanes: 4, lane_capacity: 4096, max_payload: 256, ..Default::default() }
+}
+
+/// Drains one round of up to `per_lane` records a lane; the records.
+fn drain(fan: &mut fanin::FanIn, per_lane: usize) -> usize {
+    fan.try_drain(per_lane, |e| {
+        if let fanin::Event::Dropped(r) = e {
+            panic!("{r}");
+        }
+    })
+}
+
+/// The value of `metric` with these labels in a Prometheus text scrape.
+fn metric(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let s = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("{metric} {labels:?}"));
+    match s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("{metric}: not a number"),
+    }
+}
+
+/// A fan-in ring with a live consumer (this process), a live producer (a
+/// thread's, here) whose lane is full after a wait, and a producer process
+/// killed with records still in its lane: `list`, `stat`, `top` and
+/// `metrics` show the ring and every lane, as text and JSON.
+#[test]
+fn fanin_rings_are_listed_and_their_lanes_shown_by_stat_top_and_metrics() {
+    let ns = TestNs::watched("helixctl fan-in views", Duration::from_secs(120));
+    let me = std::process::id();
+    let mut fan = fanin::FanIn::create(&ns, "cmd", &fan_opts()).unwrap();
+    let (mut dead, line) = fan_child(&ns, "producer", "cmd", 5, "sent ");
+    let dead_lane: usize = line.strip_prefix("sent ").unwrap().parse().unwrap();
+    let dead_pid = dead.child.0.pid();
+    let mut live = fanin::Producer::attach(&ns, "cmd").unwrap();
+    live.try_send(1, &[1; 100]).unwrap();
+    // Binds both lanes and takes two records of each.
+    assert_eq!(drain(&mut fan, 2), 3);
+    kill(&mut dead);
+    // The live lane: filled until a send waits 10 ms for space and fails.
+    while live.try_send(1, &[2; 200]).is_ok() {}
+    assert!(live.send_timeout(1, &[3; 200], Duration::from_millis(10)).is_err());
+    let live_lane = live.lane();
+
+    let j = json(&ns, &["list", "--sample", "0"]);
+    let f = &j["fanin"].as_array().unwrap()[0];
+    assert_eq!(
+        (f["name"].as_str(), f["kind"].as_str(), f["ok"].as_bool()),
+        (Some("cmd"), Some("fanin"), Some(true)),
+        "{j:#}"
+    );
+    assert_eq!((f["lanes"].as_u64(), f["bound_lanes"].as_u64(), f["records"].as_u64()), (Some(4), Some(2), Some(3)));
+    assert_eq!((f["consumer_pid"].as_u64(), f["consumer_alive"].as_bool()), (Some(me as u64), Some(true)));
+    assert!(f["records_per_sec"].is_null() && j["rings"].as_array().unwrap().is_empty(), "{j:#}");
+    let table = ok(&ns, &["list", "--sample", "0"]);
+    assert!(table.starts_with("FAN-IN RING") && !table.contains("no rings"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("cmd") && l.contains(&me.to_string())), "{table}");
+
+    let s = json(&ns, &["stat", "cmd"]);
+    assert_eq!((s["kind"].as_str(), s["lanes"].as_array().map(Vec::len)), (Some("fanin"), Some(4)), "{s:#}");
+    assert_eq!(
+        (s["consumer_alive"].as_bool(), s["records"].as_u64(), s["bytes"].as_u64()),
+        (Some(true), Some(3), Some(180))
+    );
+    assert!(s["rescans"].as_u64().unwrap() >= 1 && s["lane_capacity"].as_u64() == Some(4096), "{s:#}");
+    let d = &s["lanes"][dead_lane];
+    assert_eq!(
+        (d["state"].as_str(), d["pid"].as_u64(), d["producer_alive"].as_bool()),
+        (Some("dead"), Some(dead_pid as u64), Some(false)),
+        "{d:#}"
+    );
+    assert_eq!(
+        (d["epoch"].as_u64(), d["records"].as_u64(), d["backlog"].as_u64()),
+        (Some(1), Some(2), Some(3 * 56)),
+        "{d:#}"
+    );
+    assert_eq!(d["uid"].as_u64(), Some(helix::process::my_uid() as u64));
+    let l = &s["lanes"][live_lane];
+    assert_eq!(
+        (l["state"].as_str(), l["pid"].as_u64(), l["records"].as_u64()),
+        (Some("bound"), Some(me as u64), Some(1)),
+        "{l:#}"
+    );
+    assert!(l["full_waits"].as_u64().unwrap() >= 1 && l["wait_ns"].as_u64().unwrap() > 0, "{l:#}");
+    assert!(l["fill"].as_f64().unwrap() > 0.9, "{l:#}");
+    let free = (0..4).find(|k| ![dead_lane, live_lane].contains(k)).unwrap();
+    assert_eq!(s["lanes"][free]["state"], "free");
+    let text = ok(&ns, &["stat", "cmd"]);
+    assert!(text.starts_with("fan-in ring cmd") && text.contains(&format!("consumer       pid {me}")), "{text}");
+    let row = |t: &str, k: usize| {
+        t.lines()
+            .find(|l| l.split_whitespace().next() == Some(&k.to_string()))
+            .unwrap_or_else(|| panic!("{t}"))
+            .to_owned()
+    };
+    assert!(row(&text, dead_lane).contains(&format!("dead   {:>8}", dead_pid)), "{text}");
+
+    let top = ok(&ns, &["top", "--iterations", "1"]);
+    assert!(top.contains("FAN-IN RING") && top.lines().any(|l| l.starts_with("cmd")), "{top}");
+    assert!(row(&top, live_lane).contains("bound"), "{top}");
+
+    let text = ok(&ns, &["metrics"]);
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text");
+    let (dl, ll) = (dead_lane.to_string(), live_lane.to_string());
+    assert_eq!(metric(&scrape, "helix_fanin_up", &[("ring", "cmd")]), 1.0);
+    assert_eq!(metric(&scrape, "helix_fanin_consumer_up", &[("ring", "cmd")]), 1.0);
+    assert_eq!(metric(&scrape, "helix_fanin_bound_lanes", &[("ring", "cmd")]), 2.0);
+    assert_eq!(metric(&scrape, "helix_fanin_lane_records_total", &[("ring", "cmd"), ("lane", &dl)]), 2.0);
+    assert_eq!(metric(&scrape, "helix_fanin_lane_producer_up", &[("ring", "cmd"), ("lane", &dl)]), 0.0);
+    assert_eq!(metric(&scrape, "helix_fanin_lane_producer_up", &[("ring", "cmd"), ("lane", &ll)]), 1.0);
+    assert!(metric(&scrape, "helix_fanin_lane_full_waits_total", &[("ring", "cmd"), ("lane", &ll)]) >= 1.0);
+    let info = [("ring", "cmd"), ("lane", dl.as_str()), ("pid", &dead_pid.to_string()), ("epoch", "1")];
+    assert_eq!(metric(&scrape, "helix_fanin_lane_producer_info", &info), 1.0);
+    // A producer's `head` is its own to write: a hostile one is shown as a
+    // full lane, not as a fill of billions.
+    use std::os::unix::fs::FileExt;
+    let lane = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fanin::files::dir_path(&ns, "cmd").join(format!("lane.{dead_lane}")));
+    lane.unwrap().write_all_at(&(1u64 << 62).to_ne_bytes(), 128).unwrap();
+    let d = &json(&ns, &["stat", "cmd"])["lanes"][dead_lane];
+    assert_eq!((d["backlog"].as_u64(), d["fill"].as_f64()), (Some(4096), Some(1.0)), "{d:#}");
+    drop((live, fan));
+}
+
+/// `helixctl doctor` on fan-in rings: a dead consumer, a lane held by a
+/// dead producer, a planted file that is not a lane, a stray name made of
+/// terminal controls (printed escaped), modes that are not one ring's, a
+/// creation folder left behind (WARN, with fixes), and a ring whose file
+/// does not validate (FAIL: a non-zero exit).
+#[test]
+fn doctor_checks_fanin_rings_their_lanes_and_leftovers() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = TestNs::watched("helixctl doctor fan-in", Duration::from_secs(120));
+    drop(fanin::FanIn::create(&ns, "cmd", &fan_opts()).unwrap());
+    let (mut consumer, _) = fan_child(&ns, "consumer", "cmd", 0, "attached");
+    let consumer_pid = consumer.child.0.pid();
+    let (mut producer, line) = fan_child(&ns, "producer", "cmd", 3, "sent ");
+    let lane: usize = line.strip_prefix("sent ").unwrap().parse().unwrap();
+    let producer_pid = producer.child.0.pid();
+    // The consumer binds the lane at its next sweep; then both die.
+    let bound = || fanin::FanInView::open(&ns, "cmd").unwrap().stats().lanes[lane].bound;
+    while !bound() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The consumer first, so that it never frees the dead producer's lane.
+    kill(&mut consumer);
+    kill(&mut producer);
+    let dir = fanin::files::dir_path(&ns, "cmd");
+    let planted = (lane + 1) % 4;
+    std::fs::write(dir.join(format!("lane.{planted}")), b"not a lane").unwrap();
+    let evil = "x\u{1b}]0;pwned\u{7}\u{9b}2J";
+    std::fs::write(dir.join(evil), b"").unwrap();
+    std::fs::set_permissions(dir.join("bell"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    // A creation folder its creator (a reaped process) left behind.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let left = std::path::PathBuf::from(format!("/dev/shm/{}.ghost@fanin.{gone_pid}.1.tmp", ns.as_str()));
+    std::fs::create_dir(&left).unwrap();
+    // A name taken by a link to another namespace's ring of that name:
+    // producers would follow it.
+    let other = TestNs::new();
+    drop(fanin::FanIn::create(&other, "link", &fan_opts()).unwrap());
+    std::os::unix::fs::symlink(fanin::files::dir_path(&other, "link"), fanin::files::dir_path(&ns, "link")).unwrap();
+    // A ring whose file is not a fan-in ring's.
+    let junk = fanin::files::dir_path(&ns, "junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("ring"), b"garbage").unwrap();
+
+    let (success, out, err) = ctl(&ns, &["--json", "doctor"]);
+    assert!(!success, "a fan-in ring that does not open is a FAIL: {out} {err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let checks = j["checks"].as_array().unwrap();
+    let find = |check: &str, needle: &str| find_check(&j, check, needle);
+    let c = find("fan-in consumer", "cmd:");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains(&format!("consumer pid {consumer_pid} is dead")), "{c}");
+    let c = find("fan-in lanes", &format!("lane {lane}: producer pid {producer_pid}"));
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("is dead") && c["fix"].as_str().unwrap().contains("consumer"),
+        "{c}"
+    );
+    let c = find("fan-in lanes", &format!("lane {planted}: "));
+    assert!(c["detail"].as_str().unwrap().contains("is not a lane of this ring: it is 10 bytes"), "{c}");
+    assert_eq!(c["status"], "warn", "{c}");
+    let c = find("fan-in files", "is not a file of this ring");
+    assert_eq!(
+        (c["status"].as_str(), c["detail"].as_str().map(|d| d.contains(evil))),
+        (Some("warn"), Some(true)),
+        "{c}"
+    );
+    let c = find("fan-in files", "not those of one ring");
+    assert_eq!(c["status"], "warn", "{c}");
+    let c = find("fan-in ring", &left.display().to_string());
+    assert_eq!(
+        (c["status"].as_str(), c["fix"].as_str()),
+        (Some("warn"), Some(format!("rm -r {}", left.display()).as_str())),
+        "{c}"
+    );
+    // The library refuses to open a folder that is a link (whose folder it
+    // is cannot be judged through one): the ring check names it.
+    let c = find("fan-in ring", "link: ");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("is a symbolic link"), "{c}");
+    let c = find("fan-in ring", "junk:");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(c["fix"].as_str().unwrap().contains("`helixctl rm junk`"), "{c}");
+    assert!(checks.iter().filter(|c| c["status"] != "ok").all(|c| c["fix"].is_string()));
+    // The text output escapes the stray's name.
+    let (_, text, _) = ctl(&ns, &["doctor"]);
+    assert!(!acts_on_a_terminal(&text), "{text:?}");
+    assert!(text.contains(r"x\u{1b}]0;pwned\u{7}\u{9b}2J"), "{text}");
+}
+
+/// `helixctl rm` on a fan-in ring: refused while its consumer lives
+/// (naming it) unless `--force`; removes the folder and every file in it.
+#[test]
+fn rm_refuses_a_fanin_ring_whose_consumer_lives_unless_forced() {
+    let ns = TestNs::new();
+    let me = std::process::id();
+    let fan = fanin::FanIn::create(&ns, "cmd", &fan_opts()).unwrap();
+    let _p = fanin::Producer::attach(&ns, "cmd").unwrap();
+    let dir = fanin::files::dir_path(&ns, "cmd");
+    let (success, _, err) = ctl(&ns, &["rm", "cmd"]);
+    assert!(!success && err.contains(&format!("its consumer is live pid {me}")) && err.contains("--force"), "{err}");
+    assert!(dir.join("ring").exists());
+    let out = ok(&ns, &["rm", "cmd", "--force"]);
+    assert!(out.contains(&format!("its consumer, pid {me}, is still running")), "{out}");
+    assert!(!dir.exists());
+    drop((_p, fan));
+    // Without a live consumer, no --force is needed.
+    drop(fanin::FanIn::create(&ns, "quiet", &fan_opts()).unwrap());
+    let j = json(&ns, &["rm", "quiet"]);
+    assert_eq!(
+        (j["ring"].as_str(), j["kind"].as_str(), j["consumer_pid"].as_u64()),
+        (Some("quiet"), Some("fanin"), None),
+        "{j}"
+    );
+    assert!(!fanin::files::dir_path(&ns, "quiet").exists());
+    let (success, _, err) = ctl(&ns, &["rm", "quiet"]);
+    assert!(!success && err.contains("no ring \"quiet\"") && err.contains("@fanin"), "{err}");
 }

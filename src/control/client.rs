@@ -72,13 +72,25 @@ impl Control {
         Ok(self.producer.try_send(KIND_COMMAND, bytemuck::bytes_of(cmd))?)
     }
 
-    /// Sends `cmd` and waits at most `timeout` for its answer.
+    /// Sends `cmd` and waits at most `timeout` for its answer. If other
+    /// answers overrun this connection's reader meanwhile, it sends `cmd`
+    /// again (same request id: the first verdict comes back).
     pub fn send(&mut self, cmd: &Command, timeout: Duration) -> Result<Ack, ControlError> {
         let start = Instant::now();
         self.producer.send_timeout(KIND_COMMAND, bytemuck::bytes_of(cmd), timeout)?;
         loop {
-            if let Some(ack) = self.try_ack(cmd.request)? {
-                return Ok(ack);
+            match self.try_ack(cmd.request) {
+                Ok(Some(ack)) => return Ok(ack),
+                Ok(None) => {}
+                // Others' answers (a flood of rejected garbage, say) overran
+                // this reader, maybe this answer with them: ask again with
+                // the same request id, which is answered with the first
+                // verdict and never applied twice. A full lane will carry
+                // the next ask.
+                Err(ControlError::Lost { .. }) => {
+                    let _ = self.producer.try_send(KIND_COMMAND, bytemuck::bytes_of(cmd));
+                }
+                Err(e) => return Err(e),
             }
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {

@@ -126,7 +126,7 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
 /// The folder's mode: sticky (a producer may remove only its own files;
 /// the consumer's owner, owning the folder, any), set-group-id (lane files
 /// get the ring's group), and search/write for whom `mode` lets produce.
-fn folder_mode(mode: u32) -> u32 {
+pub(crate) fn folder_mode(mode: u32) -> u32 {
     let group = if mode & 0o020 != 0 { 0o070 } else { 0 };
     let other = if mode & 0o002 != 0 { 0o007 } else { 0 };
     0o3700 | group | other

@@ -55,6 +55,7 @@ pub mod files;
 mod folder;
 #[cfg(test)]
 mod heap;
+pub mod inspect;
 mod lane;
 pub mod layout;
 mod producer;

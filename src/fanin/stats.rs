@@ -2,7 +2,9 @@
 //! tests: read lock-free from the consumer's file, plus what each lane's
 //! producer says of itself (its waits), read from its lane file.
 
-use crate::shm::Namespace;
+use std::path::{Path, PathBuf};
+
+use crate::shm::{self, Namespace};
 use crate::sync::Ordering;
 
 use super::files::{self, FanInGeometry, RingFiles};
@@ -37,6 +39,12 @@ pub struct LaneStats {
     pub full_waits: u64,
     /// Nanoseconds it waited for space (as it reports).
     pub wait_ns: u64,
+    /// Whether a live process holds the bound lane file's lease (its
+    /// byte-0 lock, from the kernel); false for a free lane.
+    pub producer_alive: bool,
+    /// Whether the bound lane's producer let it go (it is freed once
+    /// drained).
+    pub closed: bool,
 }
 
 /// A fan-in ring's counters.
@@ -47,6 +55,11 @@ pub struct FanInStats {
     pub geometry: FanInGeometry,
     /// The consumer's pid (0: none attached).
     pub consumer_pid: u32,
+    /// Whether a live process is the consumer: it holds the lock on the
+    /// ring's file (from the kernel; a consumer killed leaves its pid).
+    pub consumer_alive: bool,
+    /// CLOCK_REALTIME ns when the consumer attached (0: never).
+    pub consumer_since_ns: u64,
     /// Drain rounds that delivered records.
     pub rounds: u64,
     /// Times the consumer slept on the doorbell.
@@ -66,7 +79,7 @@ pub struct FanInStats {
 
 /// A read-only look at a fan-in ring, for tools.
 pub struct FanInView {
-    files: RingFiles,
+    pub(super) files: RingFiles,
 }
 
 impl FanInView {
@@ -78,6 +91,23 @@ impl FanInView {
     /// A snapshot of every counter.
     pub fn stats(&self) -> FanInStats {
         stats(&self.files)
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> &FanInGeometry {
+        &self.files.geometry
+    }
+
+    /// The ring's own file or doorbell, if one shrank under this view's
+    /// mapping since it was opened: the figures then read as zeros, not
+    /// the ring's.
+    pub fn damage(&self) -> Option<PathBuf> {
+        self.files.damaged()
+    }
+
+    /// The ring's folder.
+    pub fn dir(&self) -> &Path {
+        &self.files.dir
     }
 }
 
@@ -95,6 +125,10 @@ fn stats(files: &RingFiles) -> FanInStats {
     FanInStats {
         geometry: files.geometry.clone(),
         consumer_pid: h.consumer_pid.load(Ordering::Relaxed),
+        // The consumer holds an open-file-description lock on the file: a
+        // tool (which takes none) sees it held exactly while it lives.
+        consumer_alive: shm::is_locked(&files._ring_file).unwrap_or(false),
+        consumer_since_ns: h.consumer_since_ns.load(Ordering::Relaxed),
         rounds: c(&h.rounds),
         sleeps: c(&h.sleeps),
         rescans: c(&h.rescans),
@@ -121,15 +155,23 @@ fn lane_stats(files: &RingFiles, k: usize) -> LaneStats {
         faults: c(&st.faults),
         ..Default::default()
     };
-    if let Ok(Some(lf)) = files::open_lane(&files.dir, k, &files.geometry) {
-        if lf.epoch == s.epoch {
-            // SAFETY: `open_lane` checked the mapping is a whole lane file,
-            // page aligned; these fields are atomics.
-            let hdr = unsafe { &*(lf.map.ptr() as *const LaneHeader) };
-            s.backlog = c(&hdr.head).saturating_sub(c(&st.tail));
-            s.full_waits = c(&hdr.full_waits);
-            s.wait_ns = c(&hdr.wait_ns);
-        }
+    // What the bound file's producer says of itself: only the file the
+    // consumer bound (same epoch and inode), and none of it trusted beyond
+    // being numbers.
+    let Ok(Some(lf)) = files::open_lane(&files.dir, k, &files.geometry) else { return s };
+    if !bound || lf.epoch != s.epoch || lf.judged.ino != st.ino.load(Ordering::Relaxed) {
+        return s;
     }
+    // SAFETY: `open_lane` checked the mapping is a whole lane file of the
+    // ring's capacity, page aligned; its fields are read as atomics.
+    let hdr = unsafe { files::lane_view(&lf.map, lf.capacity) }.0;
+    let (head, full_waits, wait_ns) = (c(&hdr.head), c(&hdr.full_waits), c(&hdr.wait_ns));
+    let closed = hdr.closed.load(Ordering::Relaxed) == LANE_CLOSED;
+    // A file shrunk under the mapping reads as zeros: not the producer's.
+    if !lf.map.is_damaged() {
+        s.backlog = head.saturating_sub(c(&st.tail)).min(files.geometry.lane_capacity);
+        (s.full_waits, s.wait_ns, s.closed) = (full_waits, wait_ns, closed);
+    }
+    s.producer_alive = shm::live_lock_held(&lf.file).unwrap_or(false);
     s
 }

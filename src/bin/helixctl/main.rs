@@ -78,7 +78,7 @@ enum Cmd {
     /// Remove a ring's files (both, or the one left of a half-made ring).
     /// Refuses a ring whose writer lease a live process holds unless
     /// --force; that process then writes into the removed ring until it
-    /// exits.
+    /// exits. A fan-in ring's folder is refused while its consumer lives.
     Rm(rm::Args),
     /// Drive a stream toward a setpoint (through helixd; audited first).
     Set(send::StreamArgs),

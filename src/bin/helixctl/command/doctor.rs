@@ -1,6 +1,7 @@
 //! `helixctl doctor`: what is wrong with this host for HELIX, and how to
 //! fix it. Each check says OK, WARN or FAIL, with the fix for the last two;
-//! a FAIL makes the exit status non-zero.
+//! a FAIL makes the exit status non-zero. Fan-in rings are checked in
+//! `doctor_fanin.rs`.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,10 @@ use crate::json;
 use helix::ring::{self, RingEntry, RingState};
 use helix::shm::{Namespace, SHM_DIR};
 use helix::{AttachError, Damaged, RingStats, RingView};
+
+/// The fan-in rings' checks.
+#[path = "doctor_fanin.rs"]
+mod fanin_checks;
 
 /// Arguments of `helixctl doctor`.
 #[derive(clap::Args)]
@@ -110,6 +115,7 @@ fn checks(ns: &Namespace, missing: Option<Missing>) -> Vec<Check> {
     out.push(logind_remove_ipc());
     out.push(futex(ns));
     out.extend(rings(ns));
+    out.extend(fanin_checks::checks(ns));
     out
 }
 
@@ -260,7 +266,7 @@ fn rings(ns: &Namespace) -> Vec<Check> {
             return vec![bad("rings", Status::Fail, format!("cannot read {SHM_DIR}: {e}"), "mount a tmpfs on /dev/shm")]
         }
     };
-    if entries.is_empty() {
+    if entries.is_empty() && !helix::fanin::inspect::list(ns).is_ok_and(|f| !f.is_empty()) {
         return vec![bad(
             "rings",
             Status::Warn,

@@ -7,10 +7,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::fanin;
 use crate::{args, format, json};
 use helix::ring::{RingEntry, RingState};
 use helix::shm::Namespace;
 use helix::{AttachError, RingView};
+
+/// The `kind` of a broadcast ring in JSON.
+const KIND: &str = "broadcast";
 
 /// Arguments of `helixctl list`.
 #[derive(clap::Args)]
@@ -26,6 +30,8 @@ pub struct Args {
 struct Listing<'a> {
     namespace: &'a str,
     rings: &'a [ListRow],
+    /// Fan-in rings (`kind` "fanin").
+    fanin: &'a [fanin::Row],
 }
 
 /// One row of `helixctl list`: a ring, or a file that is not a usable ring.
@@ -33,6 +39,8 @@ struct Listing<'a> {
 pub struct ListRow {
     /// Ring name.
     pub name: String,
+    /// Always "broadcast" (fan-in rings are in `fanin`, kind "fanin").
+    pub kind: &'static str,
     /// The state of its files (`state`: `complete`, `missing_data`,
     /// `missing_readers`, `unfinished`, with their fields).
     #[serde(flatten)]
@@ -77,16 +85,26 @@ pub struct RingSummary {
 
 /// Lists the rings of `ns`, as a table or (`json`) as JSON.
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
+    // Both kinds are counted before the one sampling interval and after.
+    let fan = fanin::Sampler::start(ns).context("reading /dev/shm")?;
     let rows = rows(ns, args.sample).context("reading /dev/shm")?;
+    let fan = fan.rows(!args.sample.is_zero());
     if json {
-        json::print(&Listing { namespace: ns.as_str(), rings: &rows })
-    } else if rows.is_empty() {
-        println!("no rings in namespace {ns}");
-        Ok(())
-    } else {
-        print_table(&rows);
-        Ok(())
+        return json::print(&Listing { namespace: ns.as_str(), rings: &rows, fanin: &fan });
     }
+    if rows.is_empty() && fan.is_empty() {
+        println!("no rings in namespace {ns}");
+    }
+    if !rows.is_empty() {
+        print_table(&rows);
+    }
+    if !fan.is_empty() {
+        if !rows.is_empty() {
+            println!();
+        }
+        fanin::print_rows(&fan);
+    }
+    Ok(())
 }
 
 fn print_table(rows: &[ListRow]) {
@@ -178,13 +196,15 @@ fn row(entry: RingEntry, view: Result<RingView, AttachError>, before: Option<u64
             let ring = summary(&v, before, secs);
             // Figures read after a file shrank are zeros, not the ring's.
             match v.damage() {
-                None => return ListRow { name, state, ok: true, problem: None, error: None, ring: Some(ring) },
+                None => {
+                    return ListRow { name, kind: KIND, state, ok: true, problem: None, error: None, ring: Some(ring) }
+                }
                 Some(d) => ("DAMAGED", d.to_string()),
             }
         }
         Err(e) => problem(&state, &e),
     };
-    ListRow { name, state, ok: false, problem: Some(problem), error: Some(error), ring: None }
+    ListRow { name, kind: KIND, state, ok: false, problem: Some(problem), error: Some(error), ring: None }
 }
 
 /// A ring's figures now; its rate since `before` published frames, `secs`

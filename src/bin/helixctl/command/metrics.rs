@@ -1,4 +1,4 @@
-//! `helixctl metrics`: every ring and reader counter in the Prometheus text
+//! `helixctl metrics`: every ring, reader and fan-in lane counter in the Prometheus text
 //! exposition format (version 0.0.4), for node_exporter's textfile collector,
 //! printed once or served over HTTP.
 
@@ -7,7 +7,9 @@ use std::io::Write as _;
 
 use anyhow::{anyhow, Context, Result};
 
+use super::fanin;
 use crate::format;
+use helix::fanin::{FanInStats, LaneStats};
 use helix::shm::Namespace;
 use helix::{Geometry, ReaderStats, RingStats, RingView};
 
@@ -104,6 +106,80 @@ const READER: [Family<ReaderValue>; 8] = [
     }),
 ];
 
+/// How a fan-in ring's family reads its value.
+type FanValue = fn(&FanInStats) -> f64;
+/// How a fan-in lane's family reads its value (the ring's lane capacity
+/// given for the fill).
+type LaneValue = fn(&LaneStats, u64) -> f64;
+
+const fn fan(name: &'static str, kind: &'static str, help: &'static str, value: FanValue) -> Family<FanValue> {
+    Family { name, kind, help, value }
+}
+
+const fn lane(name: &'static str, kind: &'static str, help: &'static str, value: LaneValue) -> Family<LaneValue> {
+    Family { name, kind, help, value }
+}
+
+/// `helix_fanin_up`, also given (0) for a fan-in ring that does not open.
+const FAN_UP: Family<()> = Family {
+    name: "helix_fanin_up",
+    kind: GAUGE,
+    help: "1 if the fan-in ring opens and validates, 0 if its files are corrupt, foreign or damaged.",
+    value: (),
+};
+
+/// The families of a fan-in ring that opened.
+const FAN: [Family<FanValue>; 9] = [
+    fan("helix_fanin_consumer_up", GAUGE, "1 if a live process is the consumer.", |s| flag(s.consumer_alive)),
+    fan("helix_fanin_lanes", GAUGE, "Lanes (producers at once).", |s| s.geometry.lanes as f64),
+    fan("helix_fanin_bound_lanes", GAUGE, "Lanes a producer holds.", |s| fanin::bound(s) as f64),
+    fan("helix_fanin_lane_capacity_bytes", GAUGE, "Record bytes per lane.", |s| s.geometry.lane_capacity as f64),
+    fan("helix_fanin_rounds_total", COUNTER, "Drain rounds that delivered records.", |s| s.rounds as f64),
+    fan("helix_fanin_sleeps_total", COUNTER, "Times the consumer slept on the doorbell.", |s| s.sleeps as f64),
+    fan("helix_fanin_rescans_total", COUNTER, "Times the consumer rescanned the lane files.", |s| s.rescans as f64),
+    fan("helix_fanin_faults_total", COUNTER, "Lanes dropped for breaking the protocol.", |s| s.faults as f64),
+    fan("helix_fanin_reclaimed_total", COUNTER, "Lanes freed after their producer left or died.", |s| {
+        s.reclaimed as f64
+    }),
+];
+
+/// The families of each lane of a fan-in ring that opened.
+const LANE: [Family<LaneValue>; 11] = [
+    lane("helix_fanin_lane_bound", GAUGE, "1 if a producer holds the lane.", |l, _| flag(l.bound)),
+    lane("helix_fanin_lane_producer_up", GAUGE, "1 if a live process holds the lane's lease.", |l, _| {
+        flag(l.producer_alive)
+    }),
+    lane("helix_fanin_lane_epoch", GAUGE, "Lease epoch of the lane's bound (or last) file.", |l, _| l.epoch as f64),
+    lane("helix_fanin_lane_leases_total", COUNTER, "Lane files the lane has had.", |l, _| l.leases as f64),
+    lane("helix_fanin_lane_records_total", COUNTER, "Records consumed from the lane.", |l, _| l.records as f64),
+    lane("helix_fanin_lane_bytes_total", COUNTER, "Payload bytes consumed from the lane.", |l, _| l.bytes as f64),
+    lane("helix_fanin_lane_faults_total", COUNTER, "Lane files of the lane dropped.", |l, _| l.faults as f64),
+    lane("helix_fanin_lane_backlog_bytes", GAUGE, "Bytes published and not yet consumed.", |l, _| l.backlog as f64),
+    lane("helix_fanin_lane_fill_ratio", GAUGE, "Backlog divided by the lane's capacity.", |l, cap| {
+        l.backlog as f64 / cap.max(1) as f64
+    }),
+    lane(
+        "helix_fanin_lane_full_waits_total",
+        COUNTER,
+        "Times the producer found the lane full (as it reports).",
+        |l, _| l.full_waits as f64,
+    ),
+    lane(
+        "helix_fanin_lane_wait_seconds_total",
+        COUNTER,
+        "Seconds the producer waited for space (as it reports).",
+        |l, _| l.wait_ns as f64 / 1e9,
+    ),
+];
+
+/// `helix_fanin_lane_producer_info`: who holds a bound lane.
+const LANE_INFO: Family<()> = Family {
+    name: "helix_fanin_lane_producer_info",
+    kind: GAUGE,
+    help: "1 for each bound lane, labelled with its producer's pid and uid (from the kernel) and lease epoch.",
+    value: (),
+};
+
 fn flag(b: bool) -> f64 {
     if b {
         1.0
@@ -163,7 +239,49 @@ fn render(ns: &Namespace) -> std::io::Result<String> {
             }
         }
     }
+    render_fanin(ns, &nsl, &mut out)?;
     Ok(out)
+}
+
+/// The fan-in rings' part of the exposition: `helix_fanin_up` for every
+/// folder, then the ring's families, then one series per lane (labels
+/// ring and lane) for each ring that opened.
+fn render_fanin(ns: &Namespace, nsl: &str, out: &mut String) -> std::io::Result<()> {
+    let rings: Vec<(String, Option<FanInStats>)> = helix::fanin::inspect::list(ns)?
+        .into_iter()
+        .map(|name| (format!("namespace=\"{nsl}\",ring=\"{}\"", esc(&name)), fanin::read(ns, &name).ok().map(|r| r.1)))
+        .collect();
+    if rings.is_empty() {
+        return Ok(());
+    }
+    head(out, &FAN_UP);
+    for (labels, s) in &rings {
+        sample(out, FAN_UP.name, labels, flag(s.is_some()));
+    }
+    let opened = || rings.iter().filter_map(|(labels, s)| Some((labels, s.as_ref()?)));
+    for f in &FAN {
+        head(out, f);
+        for (labels, s) in opened() {
+            sample(out, f.name, labels, (f.value)(s));
+        }
+    }
+    for f in &LANE {
+        head(out, f);
+        for (labels, s) in opened() {
+            for l in &s.lanes {
+                sample(out, f.name, &format!("{labels},lane=\"{}\"", l.lane), (f.value)(l, s.geometry.lane_capacity));
+            }
+        }
+    }
+    head(out, &LANE_INFO);
+    for (labels, s) in opened() {
+        for l in s.lanes.iter().filter(|l| l.bound) {
+            let labels =
+                format!("{labels},lane=\"{}\",pid=\"{}\",uid=\"{}\",epoch=\"{}\"", l.lane, l.pid, l.uid, l.epoch);
+            sample(out, LANE_INFO.name, &labels, 1.0);
+        }
+    }
+    Ok(())
 }
 
 fn head<F>(out: &mut String, f: &Family<F>) {

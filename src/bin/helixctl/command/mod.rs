@@ -6,6 +6,8 @@
 pub mod control_log;
 pub mod doctor;
 pub mod evict;
+/// Not a verb: fan-in rings as `list`, `stat`, `top` and `rm` show them.
+pub mod fanin;
 pub mod list;
 pub mod metrics;
 pub mod readers;

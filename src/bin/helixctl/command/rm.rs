@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
+use super::fanin;
 use crate::json;
 use helix::ring::{self, RingState};
 use helix::shm::{self, Namespace};
@@ -42,11 +43,17 @@ struct Removed<'a> {
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let name = args.ring.as_str();
     shm::validate_ring_name(name)?;
-    let Some(entry) = ring::scan(ns)?.into_iter().find(|e| e.name == name) else {
+    let entry = ring::scan(ns)?.into_iter().find(|e| e.name == name);
+    // A fan-in ring of that name, when there is no broadcast ring of it.
+    let Some(entry) = entry else {
+        if fanin::exists(ns, name) {
+            return fanin::remove(ns, name, args.force, json);
+        }
         bail!(
-            "no ring {name:?} in namespace {ns} (neither {} nor {} exists)",
+            "no ring {name:?} in namespace {ns} (neither {} nor {} nor {} exists)",
             ns.data_path(name).display(),
-            ns.readers_path(name).display()
+            ns.readers_path(name).display(),
+            helix::fanin::files::dir_path(ns, name).display()
         );
     };
     let writer_pid = in_use(ns, name, &entry.state, args.force)?;

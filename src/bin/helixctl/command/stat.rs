@@ -55,6 +55,10 @@ pub fn stat(ns: &Namespace, ring: &str) -> Result<Stat, AttachError> {
 
 /// Prints the ring's header and counters, as text or (`json`) as JSON.
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
+    // A fan-in ring of that name, when there is no broadcast ring of it.
+    if super::fanin::exists(ns, &args.ring) && !ns.data_path(&args.ring).exists() {
+        return super::fanin::print_stat(ns, &args.ring, json);
+    }
     let s = stat(ns, &args.ring)?;
     if json {
         return json::print(&s);

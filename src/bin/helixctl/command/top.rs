@@ -35,7 +35,7 @@ pub struct Args {
 }
 
 /// Each ring's published count when last shown, for its rate.
-type Seen = BTreeMap<String, (Instant, u64)>;
+pub type Seen = BTreeMap<String, (Instant, u64)>;
 
 /// Runs the live view, or prints snapshots when not on a terminal.
 pub fn run(ns: &Namespace, args: &Args) -> Result<()> {
@@ -172,7 +172,7 @@ fn snapshot(ns: &Namespace, seen: &mut Seen) -> String {
         "RING", "POLICY", "PUBLISHED", "FRAMES/S", "READERS", "WRITER", "WAITS", "OVERRUNS", "DEMOTED"
     );
     let entries = helix::ring::scan(ns).unwrap_or_default();
-    if entries.is_empty() {
+    if entries.is_empty() && helix::fanin::inspect::list(ns).unwrap_or_default().is_empty() {
         let _ = writeln!(out, "(no rings in namespace {ns})");
     }
     for entry in entries {
@@ -184,6 +184,7 @@ fn snapshot(ns: &Namespace, seen: &mut Seen) -> String {
             }
         }
     }
+    out.push_str(&super::fanin::top(ns, seen));
     out
 }
 
