@@ -124,12 +124,14 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
 }
 
 /// The folder's mode: sticky (a producer may remove only its own files;
-/// the consumer's owner, owning the folder, any), set-group-id (lane files
-/// get the ring's group), and search/write for whom `mode` lets produce.
+/// the consumer's owner, owning the folder, any), and search/write for whom
+/// `mode` lets produce. Not set-group-id: the folder's ACL decides who
+/// reads a lane file, not its group, and a service hardened with systemd's
+/// `RestrictSUIDSGID=` (helixd's unit) may not make a set-group-id folder.
 pub(crate) fn folder_mode(mode: u32) -> u32 {
     let group = if mode & 0o020 != 0 { 0o070 } else { 0 };
     let other = if mode & 0o002 != 0 { 0o007 } else { 0 };
-    0o3700 | group | other
+    0o1700 | group | other
 }
 
 /// Makes the folder's files; returns the consumer's file, still holding

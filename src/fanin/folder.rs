@@ -95,8 +95,8 @@ fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
 /// Gives the folder a default ACL, so that every file made in it (a lane
 /// file: mode 0640) may be read by its owner and the consumer (`uid`)
 /// only: `user::rwx, user:<uid>:r--, group::---, mask::r--, other::---`.
-/// The mode's group bits become the mask, so a lane file's group (the
-/// ring's, through set-group-id) reads nothing.
+/// The mode's group bits become the mask, so a lane file's group (its
+/// producer's) reads nothing.
 pub(crate) fn set_lane_acl(dir: &Path, uid: u32) -> io::Result<()> {
     let entries = [
         (ACL_USER_OBJ, 7, ACL_UNDEFINED_ID),

@@ -215,7 +215,7 @@ impl FanInView {
     }
 }
 
-/// The modes (permission bits with set-group-id and sticky) of the folder,
+/// The modes (permission bits with the sticky bit) of the folder,
 /// `ring` and `bell` of a fan-in ring made with permission bits `mode`
 /// (`FanInOptions::mode`; `docs/abi.md` §11.1). `bell` keeps `mode &
 /// 0o666`, so a tool learns `mode` from it.

@@ -102,7 +102,7 @@ fn consumer(name: &str, s: &FanInStats) -> Check {
     }
 }
 
-/// The folder, `ring` and `bell`: a real folder, set-group-id and sticky,
+/// The folder, `ring` and `bell`: a real folder, sticky,
 /// one owner and group, and the modes of one `mode` (learnt from `bell`).
 fn folder(name: &str, dir: &Path) -> Option<Check> {
     let meta = |p: &Path| std::fs::symlink_metadata(p).ok();
