@@ -244,20 +244,10 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
     let ends = ends(&watched, &first, &last);
     println!("  stopping helixd, letting the ledger catch up, stopping the twin and the ledger");
     drop(reader);
-    // A Ctrl-C reaches the programs too: then their failing to stop, or
-    // verify's, is the interruption's doing.
-    let stopped = running.stop();
-    if let Some(signal) = signals.wait(Duration::ZERO)? {
-        return Ok(Err(signal));
-    }
-    let published = stopped?;
-    let recorded = std::fs::read_to_string(running.ledger.log()).ok().as_deref().and_then(parse_recorded);
-    println!("  helix-ledger verify");
-    let verified = verify(&cfg.programs.ledger, &running.ledger_dir);
-    if let Some(signal) = signals.wait(Duration::ZERO)? {
-        return Ok(Err(signal));
-    }
-    let verified = verified?;
+    let (published, recorded, verified) = match stop_and_verify(&mut running, cfg, signals)? {
+        Ok(end) => end,
+        Err(signal) => return Ok(Err(signal)),
+    };
     let tolerance = a.rss_growth_mib << 20;
     Ok(Ok(Results {
         streams: a.streams,
@@ -274,6 +264,28 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
         recorded,
         keep_gib: cfg.ledger_keep_gib,
     }))
+}
+
+/// The frames published, what the recorder says it recorded, verify's verdict.
+type Ended = (u64, Option<Recorded>, Verified);
+
+/// Stops the programs and verifies the ledger: the frames published, what
+/// the recorder says it recorded, and verify's verdict; or the signal that
+/// came meanwhile (a Ctrl-C reaches the programs too: then their failing
+/// to stop, or verify's, is the interruption's doing).
+fn stop_and_verify(running: &mut Running, cfg: &Config, signals: &Signals) -> Result<Result<Ended, Signal>> {
+    let stopped = running.stop();
+    if let Some(signal) = signals.wait(Duration::ZERO)? {
+        return Ok(Err(signal));
+    }
+    let published = stopped?;
+    let recorded = std::fs::read_to_string(running.ledger.log()).ok().as_deref().and_then(parse_recorded);
+    println!("  helix-ledger verify");
+    let verified = verify(&cfg.programs.ledger, &running.ledger_dir);
+    if let Some(signal) = signals.wait(Duration::ZERO)? {
+        return Ok(Err(signal));
+    }
+    Ok(Ok((published, recorded, verified?)))
 }
 
 /// Waits until `until`, calling `tick` every second (an error from it ends
