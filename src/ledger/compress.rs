@@ -75,21 +75,32 @@ fn decompress(path: &Path) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A reader of segment file `path`'s bytes, decompressing as it goes if the
+/// file is compressed; a plain file that is gone is looked for under its
+/// compressed name (as [`read_segment`]). Nothing is read ahead beyond a
+/// buffer: a reader of one block at a time holds one block in memory, not
+/// the segment.
+pub fn open_segment(path: &Path) -> io::Result<Box<dyn Read>> {
+    let packed = |file| -> Box<dyn Read> { Box::new(lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file))) };
+    match File::open(path) {
+        Ok(file) if is_compressed(path) => Ok(packed(file)),
+        Ok(file) => Ok(Box::new(io::BufReader::with_capacity(SEGMENT_READ_BUF, file))),
+        // Compressed meanwhile (as `read_segment`).
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !is_compressed(path) => {
+            File::open(compressed_path(path)).map(packed).map_err(|_| e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The buffer of a plain segment read by [`open_segment`].
+const SEGMENT_READ_BUF: usize = 256 << 10;
+
 /// The first `n` bytes of segment file `path` (fewer if it is shorter),
 /// decompressing only as much as needed.
 pub fn read_segment_start(path: &Path, n: usize) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(n);
-    let reader: Box<dyn Read> = match File::open(path) {
-        Ok(file) if is_compressed(path) => Box::new(lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file))),
-        Ok(file) => Box::new(file),
-        // Compressed meanwhile (as `read_segment`).
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !is_compressed(path) => {
-            let file = File::open(compressed_path(path)).map_err(|_| e)?;
-            Box::new(lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file)))
-        }
-        Err(e) => return Err(e),
-    };
-    reader.take(n as u64).read_to_end(&mut out)?;
+    open_segment(path)?.take(n as u64).read_to_end(&mut out)?;
     Ok(out)
 }
 
@@ -98,17 +109,21 @@ pub fn read_segment_start(path: &Path, n: usize) -> io::Result<Vec<u8>> {
 /// module says, and removes the plain file. Returns the sizes before and
 /// after.
 pub fn compress_segment(dir: &Path, plain: &Path) -> Result<(u64, u64), LedgerError> {
-    let data = fs::read(plain).map_err(io_err(plain))?;
+    // Streamed, a buffer at a time: this runs in the recorder's retention
+    // thread, and a segment may be 64 MiB or more.
     let path = compressed_path(plain);
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     let info = lz4_flex::frame::FrameInfo::new().content_checksum(true);
     let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, File::create(&tmp).map_err(io_err(&tmp))?);
-    enc.write_all(&data).map_err(io_err(&tmp))?;
+    let mut source = io::BufReader::with_capacity(SEGMENT_READ_BUF, File::open(plain).map_err(io_err(plain))?);
+    let before = io::copy(&mut source, &mut enc).map_err(io_err(plain))?;
     let file = enc.finish().map_err(|e| io_err(&tmp)(e.into()))?;
     file.sync_all().map_err(io_err(&tmp))?;
     drop(file);
     // Read back before the plain file goes: what was written must restore it.
-    if decompress(&tmp).map_err(io_err(&tmp))? != data {
+    let mut written = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(File::open(&tmp).map_err(io_err(&tmp))?));
+    let mut source = File::open(plain).map_err(io_err(plain))?;
+    if !same_bytes(&mut written, &mut source).map_err(io_err(&tmp))? {
         let _ = fs::remove_file(&tmp);
         let e = io::Error::new(io::ErrorKind::InvalidData, "the compressed file read back differs from the segment");
         return Err(io_err(&tmp)(e));
@@ -118,7 +133,35 @@ pub fn compress_segment(dir: &Path, plain: &Path) -> Result<(u64, u64), LedgerEr
     sync_dir(dir).map_err(io_err(dir))?;
     fs::remove_file(plain).map_err(io_err(plain))?;
     sync_dir(dir).map_err(io_err(dir))?;
-    Ok((data.len() as u64, size))
+    Ok((before, size))
+}
+
+/// Whether readers `a` and `b` give the same bytes to their ends.
+fn same_bytes(a: &mut impl Read, b: &mut impl Read) -> io::Result<bool> {
+    let (mut x, mut y) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = read_up_to(a, &mut x)?;
+        if read_up_to(b, &mut y[..n.max(1)])? != n || x[..n] != y[..n] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; the bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
