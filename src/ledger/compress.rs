@@ -12,7 +12,7 @@
 //! again); a `.tmp` left behind is removed when the recorder starts.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::anchor::sync_dir;
