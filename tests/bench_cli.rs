@@ -262,6 +262,8 @@ fn bad_arguments_are_one_clear_error() {
         (&["fanin", "--rtt-sizes", "4"][..], "sizes must be from 8 to 16384 bytes"),
         (&["e2e", "--seconds", "0"][..], "--seconds must be positive"),
         (&["e2e", "--namespace", "helix"][..], "namespace of its own"),
+        (&["control", "--commands", "0"][..], "--commands must be at least 1"),
+        (&["control", "--namespace", "helix"][..], "namespace of its own"),
         (&["render", "--dir", "/nonexistent-helix", "--out", "/tmp/x.md"][..], "run `helix-bench report` first"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_helix-bench")).args(args).output().unwrap();
@@ -312,6 +314,36 @@ fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
 }
 
 #[test]
+fn control_sends_commands_through_helixd_with_the_ledger_and_twin_and_times_them() {
+    let t = Env::watched("helix-bench control", Duration::from_secs(180));
+    let out = t.run("control --streams 100 --rate 100 --commands 15 --warmup 0.2 --dir {} --json {c.json}");
+    for line in ["round trip, send to answer, waiting spin:", "waiting park:", "send to the first frame under it"] {
+        assert!(out.contains(line), "{line} missing: {out}");
+    }
+    let v = document(&t.path("c.json"), "control");
+    let r = &v["results"];
+    assert_eq!((r["params"]["streams"].as_u64(), r["params"]["commands"].as_u64()), (Some(100), Some(15)));
+    let rt = r["round_trip"].as_array().unwrap();
+    assert_eq!(rt.iter().map(|x| x["wait"].as_str().unwrap()).collect::<Vec<_>>(), ["spin", "park"]);
+    for x in rt {
+        assert_eq!(x["commands"], 15, "{x}");
+        summary_ok(&x["latency"]);
+        assert_eq!(x["latency"]["count"], 15, "{x}");
+    }
+    let e = &r["effect"];
+    let (measured, skipped) = (e["commands"].as_u64().unwrap(), e["skipped"].as_u64().unwrap());
+    assert_eq!(measured + skipped, 15, "{e}");
+    assert!(measured > 0, "{e}");
+    for key in ["applied", "answered", "steered"] {
+        summary_ok(&e[key]);
+        assert_eq!(e[key]["count"].as_u64(), Some(measured), "{key}: {e}");
+    }
+    // Its helixd took commands: the control ring (a folder) is removed too.
+    t.assert_no_rings_left();
+    t.assert_only(&["c.json"]);
+}
+
+#[test]
 fn report_runs_every_scenario_and_render_writes_the_document() {
     let t = Env::watched("helix-bench report", Duration::from_secs(300));
     // Pinned to two CPUs this process may use: the report then also runs
@@ -339,7 +371,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     let steps = index["steps"].as_array().unwrap();
     assert_eq!(
         steps.iter().map(|s| s["scenario"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["pingpong", "pingpong", "stream", "stream", "fanin", "ledger", "e2e", "e2e", "capacity"]
+        ["pingpong", "pingpong", "stream", "stream", "fanin", "ledger", "e2e", "e2e", "capacity", "control"]
     );
     let has = |step: &Value, flag: &str, value: &str| {
         step["command"].as_array().unwrap().windows(2).any(|w| w[0] == flag && w[1] == value)
@@ -362,6 +394,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
         "## helix-ledger",
         "## End to end",
         "## Capacity",
+        "## Commands: the control path",
         "## Notes",
     ] {
         assert!(md.contains(heading), "{heading} missing:\n{md}");

@@ -13,7 +13,7 @@ mod hal;
 use std::time::{Duration, Instant};
 
 use common::{ring_toml, Env, Notify};
-use helix::control::{Ack, Command, Control, LogRecord, Op, Reason, ACK_REPEAT, KIND_LOG, LOG_REPEAT};
+use helix::control::{Ack, Command, Control, LogRecord, Op, Reason, ACK_FORWARDED, ACK_REPEAT, KIND_LOG, LOG_REPEAT};
 use helix::telemetry::Sample;
 use helix::{Reader, ReaderOptions, Start, TryReadError};
 
@@ -27,16 +27,22 @@ const SEED: u64 = 1;
 /// helixd's configuration for these tests: a simulator of `STREAMS`
 /// streams, the control rings, and `[control]` with `extra` lines.
 fn config(env: &Env, extra: &str) -> std::path::PathBuf {
+    let sim = format!(
+        "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = {STREAMS}\nrate_hz = {RATE_HZ}\nseed = {SEED}\n"
+    );
+    config_of(env, "telemetry", &sim, extra)
+}
+
+/// helixd's configuration: ring `ring` written by `source` (a
+/// `[[source]]` table), the control rings, and `[control]` with `extra`.
+fn config_of(env: &Env, ring: &str, source: &str, extra: &str) -> std::path::PathBuf {
     let rings = [
-        ring_toml("telemetry", "max_payload = 48", 1 << 17, "block"),
+        ring_toml(ring, "max_payload = 48", 1 << 17, "block"),
         ring_toml("control.log", "max_payload = 144", 1024, "block"),
         ring_toml("control.acks", "max_payload = 48", 1024, "overwrite"),
     ]
     .concat();
-    let sim = format!(
-        "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = {STREAMS}\nrate_hz = {RATE_HZ}\nseed = {SEED}\n"
-    );
-    env.file("helix.toml", &format!("sweep_interval_ms = 100\n{rings}{sim}[control]\nlanes = 4\n{extra}\n"))
+    env.file("helix.toml", &format!("sweep_interval_ms = 100\n{rings}{source}[control]\nlanes = 4\n{extra}\n"))
 }
 
 /// A test's surroundings and helixd running `config(extra)` in them.
@@ -185,6 +191,19 @@ fn wait_for_ledger(env: &Env, ring: &str) {
     }
 }
 
+/// What helix-ledger's `export` prints of the ledger in `dir`, a JSON
+/// object per record.
+fn exported(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("export").arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Where the frame of sequence `seq` of `ring` is among `records`.
+fn frame_at(records: &[serde_json::Value], ring: &str, seq: u64) -> Option<usize> {
+    records.iter().position(|r| r["ring"] == ring && r["seq"] == seq && r["type"] == "frame")
+}
+
 #[test]
 fn the_ledger_holds_the_command_record_before_the_first_sample_it_affected() {
     let (env, _notify, _d) = daemon("ledger order", "");
@@ -202,13 +221,8 @@ fn the_ledger_holds_the_command_record_before_the_first_sample_it_affected() {
         std::thread::sleep(Duration::from_millis(10));
     }
     l.terminate();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("export").arg(&dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let records: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let at = |ring: &str, seq: u64| {
-        records.iter().position(|r| r["ring"] == ring && r["seq"] == seq && r["type"] == "frame")
-    };
+    let records = exported(&dir);
+    let at = |ring: &str, seq: u64| frame_at(&records, ring, seq);
     let command = at("control.log", ack.log_seq).expect("the command's record is in the ledger");
     let effect = at("telemetry", ack.ring_seq).expect("the first frame under the setpoint is in the ledger");
     assert!(command < effect, "the command's record ({command}) comes before the first affected frame ({effect})");
@@ -336,4 +350,124 @@ fn a_hostile_sender_flooding_garbage_stops_neither_other_senders_nor_the_telemet
         }
     }
     assert!(garbage > 0, "the flood is in the audit trail");
+}
+
+/// helixd with a UDP source writing ring `plant` whose commands go to
+/// `instrument`, and `[control]` with `extra` lines.
+fn udp_daemon(what: &'static str, instrument: &str, extra: &str) -> (Env, common::Reaped) {
+    let env = Env::watched(what, Duration::from_secs(90));
+    let udp = format!(
+        "[[source]]\nkind = \"udp\"\nring = \"plant\"\nbind = \"127.0.0.1:0\"\ninstrument = \"{instrument}\"\n"
+    );
+    let cfg = config_of(&env, "plant", &udp, extra);
+    let d = Notify::new(&env.dir).ready(env.helixd(&cfg));
+    (env, d)
+}
+
+/// The forwarded-command datagram of docs/abi.md §12.7, written out from
+/// the document field by field.
+fn documented_datagram(op: Op, stream: u32, uid: u32, request: u64, log_seq: u64, value: f64) -> Vec<u8> {
+    let fields: [&[u8]; 8] = [
+        b"HXC1",
+        &1u16.to_le_bytes(),
+        &(op as u16).to_le_bytes(),
+        &stream.to_le_bytes(),
+        &uid.to_le_bytes(),
+        &request.to_le_bytes(),
+        &log_seq.to_le_bytes(),
+        &value.to_le_bytes(),
+    ];
+    fields.concat()
+}
+
+/// The answer to `request`, waiting up to 20 s.
+fn ack_of(ctl: &mut Control, request: u64) -> Ack {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(a) = ctl.try_ack(request).unwrap() {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "no answer to request {request}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a datagram is waiting on `socket` (loopback delivers within
+/// the sender's send: one sent before an answer is there by then).
+fn datagram_waiting(socket: &std::net::UdpSocket) -> bool {
+    socket.set_nonblocking(true).unwrap();
+    let got = socket.peek(&mut [0; 64]).is_ok();
+    socket.set_nonblocking(false).unwrap();
+    got
+}
+
+#[test]
+fn a_command_for_a_udp_source_reaches_its_instrument_only_once_the_ledger_holds_it() {
+    // The test stands in for the instrument.
+    let instrument = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    instrument.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (env, _d) = udp_daemon("udp forward", &instrument.local_addr().unwrap().to_string(), "");
+    let dir = env.path("ledger");
+    let mut l = ledger(&env, &dir, &["control.log"]);
+    wait_for_ledger(&env, "control.log");
+
+    // The ledger stopped: the command is audited, not sent.
+    l.0.signal(common::child::Signal::SIGSTOP).unwrap();
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let pause = ctl.next_request();
+    let err = ctl.send(&Command::new(Op::Pause, pause, "plant", 0, 0.0), Duration::from_millis(1000)).unwrap_err();
+    assert!(matches!(err, helix::control::ControlError::Timeout { .. }), "{err}");
+    assert_eq!(audit_records(&env).len(), 1, "the command is audited");
+    assert!(!datagram_waiting(&instrument), "a command went to the instrument before the ledger recorded it");
+    l.0.signal(common::child::Signal::SIGCONT).unwrap();
+
+    // Once recorded it is sent, byte for byte as documented, and answered
+    // as forwarded (sent, not confirmed: no frame is named).
+    let mut buf = [0u8; 128];
+    let n = instrument.recv(&mut buf).expect("the instrument receives the command");
+    let ack = ack_of(&mut ctl, pause);
+    assert_eq!((ack.outcome(), ack.flags, ack.ring_seq, ack.stream_seq), (Some(Ok(())), ACK_FORWARDED, 0, 0));
+    assert_eq!(&buf[..n], documented_datagram(Op::Pause, 0, ctl.uid(), pause, ack.log_seq, 0.0));
+    let view = helix::RingView::attach(&env.ns, "control.log").unwrap();
+    let cursor = view.stats().readers.iter().find(|r| r.name == "helix-ledger").map(|r| r.cursor);
+    assert!(cursor > Some(ack.log_seq), "the ledger has read the record ({cursor:?})");
+
+    // A setpoint carries its stream and value; a repeat is answered with
+    // the first answer and not sent again.
+    let set = ctl.next_request();
+    let ack = ctl.send(&Command::set(set, "plant", 70_000, -12.25), Duration::from_secs(10)).unwrap();
+    assert_eq!((ack.outcome(), ack.flags), (Some(Ok(())), ACK_FORWARDED), "any stream: the instrument decides");
+    let n = instrument.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], documented_datagram(Op::Set, 70_000, ctl.uid(), set, ack.log_seq, -12.25));
+    assert_eq!(helix::control::Forward::parse(&buf[..n]).map(|f| f.log_seq), Ok(ack.log_seq));
+    let again = ctl.send(&Command::set(set, "plant", 70_000, -12.25), Duration::from_secs(10)).unwrap();
+    assert_eq!(again, Ack { flags: ACK_FORWARDED | ACK_REPEAT, ..ack });
+    assert!(!datagram_waiting(&instrument), "a repeat was sent to the instrument again");
+
+    // The ledger holds both commands' records (the request id is at
+    // bytes 56..64 of an audit record: its command's bytes 8..16).
+    l.terminate();
+    let records = exported(&dir);
+    for (seq, request) in [(ack.log_seq - 1, pause), (ack.log_seq, set)] {
+        let at = frame_at(&records, "control.log", seq).expect("the record is in the ledger");
+        let hex = records[at]["payload"].as_str().unwrap();
+        assert_eq!(hex[112..128], helix::ledger::format::hex(&request.to_le_bytes()), "record {seq}");
+    }
+}
+
+#[test]
+fn a_command_helixd_cannot_send_to_its_instrument_is_rejected_and_logged() {
+    // The kernel refuses to send to the broadcast address (no SO_BROADCAST).
+    let (env, mut d) = udp_daemon("udp unreachable", "255.255.255.255:9", "audit_reader = \"\"");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let request = ctl.next_request();
+    let ack = ctl.send(&Command::new(Op::Resume, request, "plant", 0, 0.0), Duration::from_secs(10)).unwrap();
+    assert_eq!((ack.outcome(), ack.flags), (Some(Err(Reason::SendFailed)), 0));
+    // The repeat gets the same answer; helixd goes on taking commands.
+    let again = ctl.send(&Command::new(Op::Resume, request, "plant", 0, 0.0), Duration::from_secs(10)).unwrap();
+    assert_eq!(again, Ack { flags: ACK_REPEAT, ..ack });
+    d.terminate();
+    let log = common::stderr_of(&mut d.0);
+    let line = log.lines().find(|l| l.contains("send_failed")).unwrap_or_else(|| panic!("not logged:\n{log}"));
+    assert!(line.contains(&format!("request {request}")) && line.contains("255.255.255.255:9"), "{line}");
 }

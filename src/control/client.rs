@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::fanin::{FanInError, Producer, SendError};
 use crate::ring::{AttachError, ReadError, Reader, ReaderOptions, Start, TryReadError};
 use crate::shm::Namespace;
+use crate::wait::WaitStrategy;
 
 use super::{Ack, Command, ACK_RING, CONTROL_RING, KIND_COMMAND};
 
@@ -46,10 +47,17 @@ pub struct Control {
 }
 
 impl Control {
-    /// Takes a lane of the `control` ring of `ns` and joins `control.acks`.
+    /// Takes a lane of the `control` ring of `ns` and joins `control.acks`;
+    /// [`Control::send`] waits for answers with the default strategy.
     pub fn connect(ns: &Namespace) -> Result<Control, ControlError> {
+        Control::connect_waiting(ns, WaitStrategy::default())
+    }
+
+    /// [`Control::connect`], [`Control::send`] waiting for answers with
+    /// `wait` (spin: the lowest latency, a core busy meanwhile).
+    pub fn connect_waiting(ns: &Namespace, wait: WaitStrategy) -> Result<Control, ControlError> {
         // Joined first, so no answer to what this sends can be missed.
-        let opts = ReaderOptions { name: "helix-control".into(), start: Start::Newest, ..Default::default() };
+        let opts = ReaderOptions { name: "helix-control".into(), start: Start::Newest, wait, ..Default::default() };
         let acks = Reader::attach(ns, ACK_RING, &opts)?;
         let producer = Producer::attach_timeout(ns, CONTROL_RING, Duration::from_secs(1))?;
         let uid = crate::process::my_uid();

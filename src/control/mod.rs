@@ -1,7 +1,8 @@
 //! The control path's formats (`docs/abi.md` §12): commands senders put on
 //! helixd's `control` fan-in ring, the audit record helixd publishes on
 //! `control.log` before a command takes effect, and the answer on
-//! `control.acks`.
+//! `control.acks`; and the datagram a command addressed to a UDP source is
+//! forwarded to its instrument as ([`Forward`]).
 //!
 //! A sender is not trusted: [`decode`] checks every field of a command
 //! (unused ones must be zero) and names the first thing wrong as a
@@ -18,13 +19,15 @@
 
 mod client;
 mod command;
+mod forward;
 mod records;
 #[cfg(test)]
 mod tests;
 
 pub use client::{Control, ControlError};
 pub use command::{decode, Command, Op, Valid, DEFAULT_SOURCE, SOURCE_LEN};
-pub use records::{wire, Ack, LogRecord, Reason, Verdict, ACK_REPEAT, LOGGED_BYTES, LOG_REPEAT};
+pub use forward::{Forward, ForwardError, FORWARD_MAGIC, FORWARD_VERSION};
+pub use records::{wire, Ack, LogRecord, Reason, Verdict, ACK_FORWARDED, ACK_REPEAT, LOGGED_BYTES, LOG_REPEAT};
 
 /// Version of the control formats (§12), in each record's `version`.
 pub const FORMAT_VERSION: u16 = 1;

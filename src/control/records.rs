@@ -86,10 +86,14 @@ reasons! {
     UnknownSource = 17, "unknown_source";
     /// The stream is not one of the source's.
     UnknownStream = 18, "unknown_stream";
-    /// The source is not simulated (UDP sources take no commands yet).
+    /// The source is not simulated and has no instrument to forward
+    /// commands to (a UDP source without `instrument`).
     NotSimulated = 19, "not_simulated";
     /// The source is not running (its ring is being repaired).
     SourceDown = 20, "source_down";
+    /// The command was for a UDP source's instrument and the datagram
+    /// could not be sent (helixd's log names the address and the error).
+    SendFailed = 21, "send_failed";
 }
 
 impl std::fmt::Display for Reason {
@@ -185,12 +189,15 @@ pub struct Ack {
     /// The command's [`Op`] as a number (0 if it had none).
     pub op: u16,
     /// Bit 0 ([`ACK_REPEAT`]): the request id was seen before; this repeats
-    /// the first answer and nothing was applied again.
+    /// the first answer and nothing was applied again. Bit 1
+    /// ([`ACK_FORWARDED`]): accepted means forwarded to the instrument
+    /// (sent, not confirmed).
     pub flags: u16,
     /// The sequence of the command's record on `control.log`.
     pub log_seq: u64,
     /// Accepted: the sequence, on the source's ring, of the first frame
-    /// written after the command took effect; else 0.
+    /// written after the command took effect; else 0 (and 0 for a
+    /// forwarded command: the instrument's effect arrives as telemetry).
     pub ring_seq: u64,
     /// Accepted `set`/`release`: the per-stream sequence (`Sample::seq`)
     /// of the stream's first sample that reflects it; else 0.
@@ -203,6 +210,10 @@ assert_layout!(Ack, 48;
 
 /// [`Ack::flags`]: this answers a repeated request id.
 pub const ACK_REPEAT: u16 = 1;
+
+/// [`Ack::flags`]: the command was forwarded to a UDP source's instrument
+/// (`docs/abi.md` §12.7): sent, its effect not confirmed.
+pub const ACK_FORWARDED: u16 = 2;
 
 /// [`LogRecord::flags`]: a repeated request id.
 pub const LOG_REPEAT: u32 = 1;

@@ -94,6 +94,37 @@ fn a_log_record_keeps_the_first_96_bytes_and_the_length() {
     assert_eq!(&r.command[..4], &[1, 2, 3, 0]);
 }
 
+/// The forwarded datagram is the bytes abi.md §12.7 lists, field by
+/// field, and an instrument's parse refuses each thing wrong.
+#[test]
+fn a_forwarded_command_is_the_documented_40_bytes() {
+    let v = Command::set(0x0102_0304_0506_0708, "plant", 9, -2.5).validate().unwrap();
+    let f = Forward::new(1000, 77, &v);
+    let want = [
+        &b"HXC1"[..],
+        &1u16.to_le_bytes(),
+        &(Op::Set as u16).to_le_bytes(),
+        &9u32.to_le_bytes(),
+        &1000u32.to_le_bytes(),
+        &0x0102_0304_0506_0708u64.to_le_bytes(),
+        &77u64.to_le_bytes(),
+        &(-2.5f64).to_le_bytes(),
+    ]
+    .concat();
+    assert_eq!(f.as_bytes(), &want[..]);
+    assert_eq!(Forward::parse(&want), Ok(f));
+    assert_eq!(f.op(), Some(Op::Set));
+    assert_eq!(Forward::parse(&want[..39]), Err(ForwardError::BadSize(39)));
+    let broken = |at: usize, b: u8| {
+        let mut w = want.clone();
+        w[at] = b;
+        Forward::parse(&w)
+    };
+    assert_eq!(broken(0, b'X'), Err(ForwardError::BadMagic));
+    assert_eq!(broken(4, 2), Err(ForwardError::BadVersion(2)));
+    assert_eq!(broken(6, 6), Err(ForwardError::UnknownOp(6)));
+}
+
 proptest! {
     /// Whatever the bytes, decode answers (never panics), and what it
     /// accepts is exactly a well-formed command: re-encoding it gives the

@@ -23,7 +23,7 @@ mod machine;
 mod plot;
 mod stats;
 
-use command::{attach, capacity, e2e, fanin, ledger, peer, pingpong, render, report, soak, stream, udp};
+use command::{attach, capacity, control, e2e, fanin, ledger, peer, pingpong, render, report, soak, stream, udp};
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +67,10 @@ enum Cmd {
     /// (publish rate, P99 per reader, gaps, verify) and the largest count
     /// that meets them.
     Capacity(capacity::CapacityArgs),
+    /// Commands through helixd's control path with e2e's programs running:
+    /// the round trip (send to answer, spinning and parked) and, with the
+    /// telemetry flowing, command to effect.
+    Control(control::ControlArgs),
     /// helixd, helix-ledger, helix-twin and a reader for minutes on end: each
     /// process's RSS and CPU, the readers' lag and overruns and the ledger's
     /// size every minute; then the ledger verified.
@@ -128,6 +132,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
         Cmd::E2e(a) => e2e::run(a, cli.namespace.is_some(), namespace, &exe),
         Cmd::Capacity(a) => capacity::run(a, cli.namespace.is_some(), namespace, &exe),
+        Cmd::Control(a) => control::run(a, cli.namespace.is_some(), namespace, &exe),
         Cmd::Soak(a) => soak::run(a, cli.namespace.is_some(), namespace, &exe),
         Cmd::Report(a) => report::run(a, cli.namespace.as_deref(), &exe),
         Cmd::Render(a) => render::run(a),

@@ -66,6 +66,9 @@ pub enum SourceKind {
     Udp {
         /// Address to bind.
         bind: SocketAddr,
+        /// Where commands for this source are forwarded (`instrument`,
+        /// docs/abi.md §12.7); `None`: the source takes no commands.
+        instrument: Option<SocketAddr>,
     },
 }
 
@@ -137,6 +140,7 @@ struct RawSource {
     rate_hz: Option<Spanned<f64>>,
     seed: Option<u64>,
     bind: Option<Spanned<String>>,
+    instrument: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -274,6 +278,9 @@ fn source(
                     src.err(s.rate_hz.as_ref().map(|v| v.span()), "rate_hz must be above 0 and at most 1000000")
                 );
             }
+            if let Some(i) = &s.instrument {
+                return Err(src.at(i, "a sim source takes commands itself: instrument is for a udp source"));
+            }
             SourceKind::Sim { streams, rate_hz, seed: s.seed.unwrap_or(1) }
         }
         "udp" => {
@@ -282,7 +289,7 @@ fn source(
                 .get_ref()
                 .parse::<SocketAddr>()
                 .map_err(|e| src.at(bind, format!("bind {:?}: {e}", bind.get_ref())))?;
-            SourceKind::Udp { bind: addr }
+            SourceKind::Udp { bind: addr, instrument: s.instrument.as_ref().map(|i| instrument(src, i)).transpose()? }
         }
         other => {
             return Err(src.at(&s.kind, format!("unknown source kind {other:?}: expected \"sim\" or \"udp\"")));
@@ -300,6 +307,17 @@ fn source(
         ));
     }
     Ok(SourceConfig { ring: ring.clone(), kind })
+}
+
+/// A UDP source's `instrument`: the address its commands are sent to, a
+/// host's address and a port (not 0).
+fn instrument(src: &Source<'_>, i: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+    let text = i.get_ref();
+    let addr = text.parse::<SocketAddr>().map_err(|e| src.at(i, format!("instrument {text:?}: {e}")))?;
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return Err(src.at(i, format!("instrument {text:?}: commands need a host's address and a port, not 0")));
+    }
+    Ok(addr)
 }
 
 /// Where helixd looks for its configuration by default.
@@ -360,6 +378,27 @@ mod tests {
         assert_eq!(line_err(&format!("{ring}[[source]]\nkind = \"sim\"\nring = \"b\"\n")).0, 7);
         assert_eq!(line_err(&format!("{ring}[[source]]\nkind = \"tcp\"\nring = \"a\"\n")).0, 6);
         assert_eq!(line_err(&format!("{ring}[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"nowhere\"\n")).0, 8);
+        let udp = format!("{ring}[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"127.0.0.1:0\"\n");
+        let (l, m) = line_err(&format!("{udp}instrument = \"plc-7\"\n"));
+        assert_eq!(l, 9);
+        assert!(m.contains("instrument \"plc-7\"") && m.contains("invalid socket address"), "{m}");
+        for zero in ["127.0.0.1:0", "0.0.0.0:7000", "[::]:7000"] {
+            let (l, m) = line_err(&format!("{udp}instrument = \"{zero}\"\n"));
+            assert_eq!(l, 9, "{zero}");
+            assert!(m.contains("a host's address and a port"), "{m}");
+        }
+        let (l, m) =
+            line_err(&format!("{ring}[[source]]\nkind = \"sim\"\nring = \"a\"\ninstrument = \"10.0.0.7:7000\"\n"));
+        assert_eq!(l, 8);
+        assert!(m.contains("instrument is for a udp source"), "{m}");
+        let c = Config::parse(&format!("{udp}instrument = \"10.0.0.7:7000\"\n"), Path::new("t")).unwrap();
+        assert_eq!(
+            c.sources[0].kind,
+            SourceKind::Udp {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                instrument: Some("10.0.0.7:7000".parse().unwrap())
+            }
+        );
         assert_eq!(
             line_err(&format!(
                 "{ring}[[source]]\nkind = \"sim\"\nring = \"a\"\n[[source]]\nkind = \"sim\"\nring = \"a\"\n"

@@ -124,7 +124,7 @@ pub fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
     }
     let job = match kind {
         SourceKind::Sim { streams, rate_hz, seed } => Job::Sim(Sim { streams, rate_hz, seed }),
-        SourceKind::Udp { bind } => Job::Udp(crate::hal::udp::bind(bind)?),
+        SourceKind::Udp { bind, .. } => Job::Udp(crate::hal::udp::bind(bind)?),
     };
     let socket = match &job {
         Job::Udp(s) => Some(s.try_clone().context("udp source: cannot duplicate the socket")?),
@@ -151,7 +151,8 @@ pub fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
 pub fn describe(kind: &SourceKind) -> String {
     match kind {
         SourceKind::Sim { streams, rate_hz, seed } => format!("sim ({streams} streams x {rate_hz} Hz, seed {seed})"),
-        SourceKind::Udp { bind } => format!("udp ({bind})"),
+        SourceKind::Udp { bind, instrument: None } => format!("udp ({bind})"),
+        SourceKind::Udp { bind, instrument: Some(to) } => format!("udp ({bind}, commands to {to})"),
     }
 }
 
@@ -169,7 +170,7 @@ mod tests {
         r.state.behind_ns.store(1_000_000, Ordering::Relaxed);
         assert_eq!(r.lateness(), None);
         // A UDP source has no schedule.
-        let udp = SourceKind::Udp { bind: "127.0.0.1:1".parse().unwrap() };
+        let udp = SourceKind::Udp { bind: "127.0.0.1:1".parse().unwrap(), instrument: None };
         let r = Running::stopped(&SourceConfig { kind: udp, ring: "telemetry".into() });
         r.state.behind_ns.store(u64::MAX, Ordering::Relaxed);
         assert_eq!(r.lateness(), None);

@@ -211,6 +211,9 @@ pub struct Config {
     /// The most the ledger folder keeps, GiB (its `[retention]
     /// max_total_gib`); None keeps every segment.
     pub ledger_keep_gib: Option<f64>,
+    /// helixd takes commands (`[control]` and its rings, as its embedded
+    /// default does) and the ledger records `control.log` too.
+    pub control: bool,
 }
 
 impl Config {
@@ -240,6 +243,7 @@ impl Config {
             wait: a.programs.wait,
             fsync_ms: a.programs.fsync_ms,
             ledger_keep_gib: None,
+            control: false,
         }
     }
 

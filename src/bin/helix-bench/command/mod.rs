@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod capacity;
+pub mod control;
 pub mod e2e;
 pub mod fanin;
 pub mod ledger;

@@ -6,6 +6,7 @@
 //! says something the data does not.
 
 mod capacity;
+mod control;
 mod e2e;
 mod fanin;
 mod head;
@@ -21,8 +22,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::{
-    capacity as capacity_scenario, e2e as e2e_scenario, fanin as fanin_scenario, ledger as ledger_scenario,
-    pingpong as pingpong_scenario, stream as stream_scenario,
+    capacity as capacity_scenario, control as control_scenario, e2e as e2e_scenario, fanin as fanin_scenario,
+    ledger as ledger_scenario, pingpong as pingpong_scenario, stream as stream_scenario,
 };
 use crate::document::{read_document, Document, Index};
 
@@ -90,6 +91,9 @@ pub fn run(a: RenderArgs) -> Result<()> {
 /// The report's capacity results.
 pub const CAPACITY_JSON: &str = "capacity.json";
 
+/// The report's control results.
+pub const CONTROL_JSON: &str = "control.json";
+
 /// The report's fan-in results.
 pub const FANIN_JSON: &str = "fanin.json";
 
@@ -122,6 +126,8 @@ struct Run {
     e2e: Vec<(String, Document<e2e_scenario::Results>)>,
     /// The capacity run with its JSON file's name, if run.
     capacity: Option<(String, Document<capacity_scenario::Results>)>,
+    /// Commands through helixd, if run.
+    control: Option<(String, Document<control_scenario::Results>)>,
 }
 
 fn load(dir: &Path) -> Result<Run> {
@@ -140,6 +146,7 @@ fn load(dir: &Path) -> Result<Run> {
         ledger: None,
         e2e: vec![],
         capacity: None,
+        control: None,
     };
     for step in run.index.steps.clone() {
         if step.error.is_some() {
@@ -160,6 +167,7 @@ fn load(dir: &Path) -> Result<Run> {
             "ledger" => run.ledger = Some(read_document(&path)?),
             "e2e" => run.e2e.push((step.json.clone(), read_document(&path)?)),
             "capacity" => run.capacity = Some((step.json.clone(), read_document(&path)?)),
+            "control" => run.control = Some((step.json.clone(), read_document(&path)?)),
             other => bail!("unknown scenario {other:?}"),
         }
     }
@@ -190,6 +198,9 @@ pub fn render(dir: &Path, plots: Plots<'_>, notes: Option<&str>) -> Result<Strin
     }
     if let Some((json, doc)) = &run.capacity {
         capacity::section(&mut md, &run, json, doc, plots.capacity);
+    }
+    if let Some((json, doc)) = &run.control {
+        control::section(&mut md, &run, json, doc);
     }
     failed(&mut md, &run);
     if let Some(notes) = notes {

@@ -14,11 +14,12 @@ use clap::Args;
 use helix::WaitStrategy;
 
 use super::capacity::{CapacityArgs, DEFAULT_STREAMS};
+use super::control::ControlArgs;
 use super::e2e::{E2eArgs, ProcessCpus, ProgramArgs};
 use super::fanin::{FaninArgs, DEFAULT_SIZES as DEFAULT_FANIN_SIZES};
 use super::ledger::LedgerArgs;
 use super::pingpong::{PingpongArgs, Transport, DEFAULT_SIZES};
-use super::render::{CAPACITY_JSON, FANIN_JSON, ONE_CPU_JSON};
+use super::render::{CAPACITY_JSON, CONTROL_JSON, FANIN_JSON, ONE_CPU_JSON};
 use super::stream::{Mode, StreamArgs};
 use crate::document::{utc_now, write_pretty, Index, JsonArg, Step};
 use crate::machine::{cpu_steal_ticks, load_average, Machine};
@@ -65,6 +66,7 @@ pub enum Scenario {
     Ledger(LedgerArgs),
     E2e(E2eArgs),
     Capacity(CapacityArgs),
+    Control(ControlArgs),
 }
 
 impl Scenario {
@@ -77,6 +79,7 @@ impl Scenario {
             Scenario::Ledger(_) => "ledger",
             Scenario::E2e(_) => "e2e",
             Scenario::Capacity(_) => "capacity",
+            Scenario::Control(_) => "control",
         }
     }
 
@@ -89,6 +92,7 @@ impl Scenario {
             Scenario::Ledger(a) => a.to_args(),
             Scenario::E2e(a) => a.to_args(),
             Scenario::Capacity(a) => a.to_args(),
+            Scenario::Control(a) => a.to_args(),
         };
         std::iter::once(self.name().to_owned()).chain(flags).collect()
     }
@@ -104,6 +108,7 @@ impl Scenario {
             crate::Cmd::Ledger(a) => Scenario::Ledger(a),
             crate::Cmd::E2e(a) => Scenario::E2e(a),
             crate::Cmd::Capacity(a) => Scenario::Capacity(a),
+            crate::Cmd::Control(a) => Scenario::Control(a),
             _ => panic!("{} parsed as another verb", self.name()),
         }
     }
@@ -126,6 +131,7 @@ pub fn steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {
     steps.push((Scenario::Ledger(ledger_step(a, dir)), "ledger.json"));
     steps.extend(e2e_steps(a, dir));
     steps.push((Scenario::Capacity(capacity_step(a, dir)), CAPACITY_JSON));
+    steps.push((Scenario::Control(control_step(a, dir)), CONTROL_JSON));
     steps
 }
 
@@ -286,6 +292,21 @@ fn capacity_step(a: &ReportArgs, dir: &Path) -> CapacityArgs {
     }
 }
 
+/// Commands through helixd with 10,000 streams flowing, every process on
+/// all the CPUs.
+fn control_step(a: &ReportArgs, dir: &Path) -> ControlArgs {
+    ControlArgs {
+        streams: pick(a, 10_000, 100),
+        rate: 100.0,
+        commands: pick(a, 2_000, 20),
+        warmup: pick(a, 2.0, 0.3),
+        dir: a.ledger_dir.clone(),
+        cpus: a.cpus.clone(),
+        programs: ProgramArgs::default(),
+        out: json(dir, CONTROL_JSON),
+    }
+}
+
 /// Runs `helix-bench report`; `namespace` is the `--namespace` given, if
 /// any, passed on to every scenario.
 pub fn run(a: ReportArgs, namespace: Option<&str>, exe: &Path) -> Result<()> {
@@ -393,7 +414,8 @@ mod tests {
                 "ledger.json",
                 "e2e.json",
                 "e2e-ledger-apart.json",
-                CAPACITY_JSON
+                CAPACITY_JSON,
+                CONTROL_JSON
             ]
         );
         let line = |i: usize| steps[i].0.to_args().join(" ");
@@ -407,6 +429,6 @@ mod tests {
             "{}",
             line(8)
         );
-        assert_eq!(unpinned.len(), 7);
+        assert_eq!(unpinned.len(), 8);
     }
 }

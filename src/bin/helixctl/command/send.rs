@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::json;
-use helix::control::{Ack, Command, Control, Op, ACK_REPEAT};
+use helix::control::{Ack, Command, Control, Op, ACK_FORWARDED, ACK_REPEAT};
 use helix::shm::Namespace;
 
 /// How long to wait for an answer, in seconds (a command waits for the
@@ -68,6 +68,9 @@ struct Answer {
     accepted: bool,
     reason: Option<&'static str>,
     repeat: bool,
+    /// Accepted by forwarding it to a UDP source's instrument (sent, not
+    /// confirmed).
+    forwarded: bool,
     log_seq: u64,
     ring_seq: u64,
     stream_seq: u64,
@@ -120,15 +123,22 @@ fn print(ack: &Ack, json: bool) -> Result<ExitCode> {
         accepted: outcome == Some(Ok(())),
         reason,
         repeat: ack.flags & ACK_REPEAT != 0,
+        forwarded: ack.flags & ACK_FORWARDED != 0,
         log_seq: ack.log_seq,
         ring_seq: ack.ring_seq,
         stream_seq: ack.stream_seq,
     };
+    let again = if a.repeat { " (answered before: not applied again)" } else { "" };
     if json {
         json::print(&a)?;
+    } else if a.accepted && a.forwarded {
+        println!(
+            "request {}: {} forwarded to the instrument{again} (sent, not confirmed: its effect arrives as \
+             telemetry); audit record {}",
+            a.request, a.op, a.log_seq
+        );
     } else if a.accepted {
         let stream = if a.stream_seq > 0 { format!(", the stream's sample {}", a.stream_seq) } else { String::new() };
-        let again = if a.repeat { " (answered before: not applied again)" } else { "" };
         println!(
             "request {}: {} accepted{again}; in effect from ring sequence {}{stream}; audit record {}",
             a.request, a.op, a.ring_seq, a.log_seq

@@ -41,13 +41,14 @@ impl Path {
         let (uid, request) = (inc.log.uid, inc.command.as_ref().map_or(0, |c| c.request));
         match (inc.repeat, inc.command, inc.target) {
             (Some(seen), _, _) => match seen.ack {
-                Some(first) => self.answer(Ack { flags: ACK_REPEAT, ..first }),
+                Some(first) => self.answer(Ack { flags: first.flags | ACK_REPEAT, ..first }),
                 None => self.window.wait(uid, request),
             },
-            (None, Some(command), Some(state)) if inc.verdict.is_ok() => {
+            (None, Some(command), Some(target)) if inc.verdict.is_ok() => {
                 let token = self.next_token;
                 self.next_token += 1;
-                self.audit.push_back(Pending { uid, command, log_seq, token, state: Some(state) });
+                let (state, instrument) = (Some(target.state), target.instrument);
+                self.audit.push_back(Pending { uid, command, log_seq, token, state, instrument });
             }
             _ => {
                 let reason = inc.verdict.err().unwrap_or(Reason::SourceDown);
@@ -76,6 +77,10 @@ impl Path {
         }
         while self.audit.front().is_some_and(|p| p.log_seq < read) {
             let p = self.audit.pop_front().expect("front exists");
+            if let Some(to) = p.instrument {
+                self.forward(&p, to);
+                continue;
+            }
             let c = &p.command;
             let d = Directive { token: p.token, op: c.op, stream: c.stream, value: c.value };
             if let Some(state) = &p.state {
@@ -144,9 +149,9 @@ impl Path {
 
     /// Publishes an answer (`control.acks` overwrites: this never waits);
     /// a first answer also goes to the repeats that waited for it.
-    fn answer(&mut self, ack: Ack) {
+    pub(super) fn answer(&mut self, ack: Ack) {
         let repeats = if ack.flags & ACK_REPEAT == 0 { self.window.answered(&ack) } else { 0 };
-        for a in std::iter::once(ack).chain((0..repeats).map(|_| Ack { flags: ACK_REPEAT, ..ack })) {
+        for a in std::iter::once(ack).chain((0..repeats).map(|_| Ack { flags: ack.flags | ACK_REPEAT, ..ack })) {
             if let Err(e) = self.acks.publish_kind(KIND_ACK, bytemuck::bytes_of(&a)) {
                 warn!("control: cannot publish on control.acks: {e}");
             }
@@ -155,6 +160,6 @@ impl Path {
 }
 
 /// An answer with only its version set.
-fn ack0() -> Ack {
+pub(super) fn ack0() -> Ack {
     Ack { version: FORMAT_VERSION as u32, ..bytemuck::Zeroable::zeroed() }
 }

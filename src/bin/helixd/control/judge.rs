@@ -2,6 +2,7 @@
 //! the checks after decoding (`docs/abi.md` §12.5, codes 16 and up).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,15 @@ use helix::control::{Op, Reason, Valid};
 /// How long a uid's group memberships are trusted before being looked up
 /// again.
 const MEMBERSHIP_TTL: Duration = Duration::from_secs(60);
+
+/// Where an accepted command goes.
+pub struct Target {
+    /// The source it is for.
+    pub state: Arc<SourceState>,
+    /// A UDP source's instrument, which the command is forwarded to; `None`:
+    /// the source (a simulator) applies it.
+    pub instrument: Option<SocketAddr>,
+}
 
 /// The allow-list and the sources.
 pub struct Judge {
@@ -37,23 +47,27 @@ impl Judge {
         }
     }
 
-    /// The source that will apply `v` from `uid`, or why not.
-    pub fn judge(&mut self, uid: u32, v: &Valid) -> Result<Arc<SourceState>, Reason> {
+    /// Where `v` from `uid` goes, or why it goes nowhere. A UDP source
+    /// with an instrument takes every op for any stream: the instrument
+    /// decides what they mean.
+    pub fn judge(&mut self, uid: u32, v: &Valid) -> Result<Target, Reason> {
         if !self.allowed(uid) {
             return Err(Reason::NotAllowed);
         }
         let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         let (kind, state) = sources.get(&v.source).ok_or(Reason::UnknownSource)?;
-        let SourceKind::Sim { streams, .. } = kind else {
-            return Err(Reason::NotSimulated);
+        let instrument = match kind {
+            SourceKind::Sim { streams, .. } if matches!(v.op, Op::Set | Op::Release) && v.stream >= *streams => {
+                return Err(Reason::UnknownStream);
+            }
+            SourceKind::Sim { .. } => None,
+            SourceKind::Udp { instrument: Some(to), .. } => Some(*to),
+            SourceKind::Udp { instrument: None, .. } => return Err(Reason::NotSimulated),
         };
-        if matches!(v.op, Op::Set | Op::Release) && v.stream >= *streams {
-            return Err(Reason::UnknownStream);
-        }
         if state.stopping() || state.inbox.is_closed() {
             return Err(Reason::SourceDown);
         }
-        Ok(state.clone())
+        Ok(Target { state: state.clone(), instrument })
     }
 
     /// Whether `uid` is on the allow-list (or there is none).

@@ -9,6 +9,7 @@
 //! never waits on a ring (a full `control.log` leaves records queued, and
 //! a full queue leaves them in the senders' lanes).
 
+mod forward;
 mod judge;
 mod window;
 
@@ -28,7 +29,8 @@ use helix::fanin::{Event, FanIn, FanInError};
 use helix::{Namespace, RingView, Writer};
 
 use crate::config::control::ControlConfig;
-use judge::Judge;
+use forward::Forwarder;
+use judge::{Judge, Target};
 use window::{Seen, Window};
 
 /// The running sources by the ring they write, for the control thread.
@@ -100,6 +102,7 @@ impl ControlThread {
             applying: Vec::new(),
             next_token: 1,
             stats: stats.clone(),
+            forwarder: Forwarder::default(),
         };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -151,8 +154,8 @@ struct Incoming {
     /// The verdict; for a repeat, the first one's (or pending).
     verdict: Result<(), Reason>,
     repeat: Option<Seen>,
-    /// The source that will apply it (accepted first requests).
-    target: Option<Arc<SourceState>>,
+    /// Where it goes (accepted first requests).
+    target: Option<Target>,
 }
 
 /// An accepted command on its way to its source.
@@ -162,6 +165,8 @@ struct Pending {
     log_seq: u64,
     token: u64,
     state: Option<Arc<SourceState>>,
+    /// Forwarded to this instrument instead of handed to `state`.
+    instrument: Option<std::net::SocketAddr>,
 }
 
 /// The control thread's state.
@@ -181,6 +186,8 @@ struct Path {
     applying: Vec<Pending>,
     next_token: u64,
     stats: Arc<ControlStats>,
+    /// Sends commands to UDP sources' instruments.
+    forwarder: Forwarder,
 }
 
 impl Path {

@@ -28,13 +28,18 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Removes the namespace's files from /dev/shm.
+    /// Removes the namespace's files from /dev/shm, and its fan-in rings'
+    /// folders (helixd's `control` ring).
     pub fn remove_rings(&self) {
         let prefix = format!("{}.", self.ns.as_str());
         if let Ok(d) = std::fs::read_dir(SHM_DIR) {
             for e in d.flatten() {
                 if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(e.path());
+                    // Not following a link: a folder is only removed as one.
+                    let _ = match e.file_type() {
+                        Ok(t) if t.is_dir() => std::fs::remove_dir_all(e.path()),
+                        _ => std::fs::remove_file(e.path()),
+                    };
                 }
             }
         }
@@ -158,6 +163,9 @@ impl Running {
         progress("starting helix-ledger");
         let mut ledger = {
             let mut c = Command::new(&cfg.programs.ledger);
+            if cfg.control {
+                c.args(["--ring", helix::control::LOG_RING]);
+            }
             c.args(["--ring", TELEMETRY, "--fsync-interval-ms", &cfg.fsync_ms.to_string(), "--dir"])
                 .arg(&ledger_dir)
                 .env("HELIX_NAMESPACE", ns.as_str());
@@ -224,6 +232,7 @@ fn wait_for_rings(ns: &Namespace, helixd: &mut Program) -> Result<RingView> {
 }
 
 fn helixd_config(cfg: &Config) -> String {
+    let control = if cfg.control { CONTROL } else { "" };
     format!(
         r#"# helix-bench e2e: a private namespace, helixd's default rings and simulator.
 namespace = "{ns}"
@@ -260,13 +269,36 @@ ring = "telemetry"
 streams = {streams}
 rate_hz = {rate:?}
 seed = 1
-"#,
+{control}"#,
         ns = cfg.namespace.as_str(),
         cap = cfg.capacity(),
         streams = cfg.streams,
         rate = cfg.rate_hz,
     )
 }
+
+/// helixd's control rings and `[control]`, as its embedded default has them.
+const CONTROL: &str = r#"
+[[ring]]
+name = "control.log"
+max_payload = 144
+capacity = 65536
+policy = "block"
+stall_timeout_ms = 2000
+mode = 0o600
+
+[[ring]]
+name = "control.acks"
+max_payload = 48
+capacity = 65536
+policy = "overwrite"
+mode = 0o600
+
+[control]
+lanes = 16
+mode = 0o600
+audit_reader = "helix-ledger"
+"#;
 
 /// The twin's embedded default with this run's namespace and stream count.
 fn twin_config(cfg: &Config) -> Result<String> {

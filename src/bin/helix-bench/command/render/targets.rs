@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{fanin, group, mfps, ratios, Run, TARGET_SIZE};
+use super::{control, fanin, group, mfps, ratios, Run, TARGET_SIZE};
 use crate::command::{e2e, pingpong};
 use crate::stats::{fmt_ns, median};
 
@@ -105,6 +105,14 @@ const TARGETS: &[Target] = &[
         missing: Some("fan-in spinning round trip within 2x the broadcast ring's"),
         measure: Measure::Run(fanin::spin_round_trip),
         limits: &[Limit::AtMost(2.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "control: command to effect with {control_scale} flowing (send to the first frame written under \
+                the command), P99 under 2 ms",
+        missing: Some("control: command to effect, P99 under 2 ms"),
+        measure: Measure::Run(control::effect_p99),
+        limits: &[Limit::Below(2_000_000.0)],
     },
     Target {
         table: Table::Earlier,
@@ -212,7 +220,12 @@ impl Target {
     fn row(&self, md: &mut String, run: &Run, outcome: Outcome, layout: &str) {
         let fill = |label: &str| {
             let scale = run.e2e.first().map_or(String::new(), |(_, e)| scale(&e.results));
-            label.replace("{size}", &TARGET_SIZE.to_string()).replace("{scale}", &scale).replace("{layout}", layout)
+            let control_scale = run.control.as_ref().map_or(String::new(), |(_, c)| control::scale(&c.results));
+            label
+                .replace("{size}", &TARGET_SIZE.to_string())
+                .replace("{scale}", &scale)
+                .replace("{layout}", layout)
+                .replace("{control_scale}", &control_scale)
         };
         let (label, shown, met) = match outcome {
             Outcome::Figure(shown, figures) => (fill(self.label), shown, Some(self.met(&figures))),
