@@ -337,3 +337,120 @@ fn a_hostile_sender_flooding_garbage_stops_neither_other_senders_nor_the_telemet
     }
     assert!(garbage > 0, "the flood is in the audit trail");
 }
+
+/// helixd killed with SIGKILL (`d`) and started again on the test's
+/// configuration; returns once it is ready.
+fn restart(env: &Env, notify: &Notify, d: &mut common::Reaped) -> common::Reaped {
+    d.0.signal(common::child::Signal::SIGKILL).unwrap();
+    d.0.wait().unwrap();
+    notify.ready(env.helixd(&env.path("helix.toml")))
+}
+
+/// Sends `c` until it is answered, through helixd restarts: a time-out is
+/// answered by sending it again with the same request id.
+fn send_until_answered(ctl: &mut Control, c: &Command) -> Ack {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        match ctl.send(c, Duration::from_millis(300)) {
+            Ok(ack) => return ack,
+            Err(helix::control::ControlError::Timeout { .. }) => {}
+            // The lane full of retries while helixd is down.
+            Err(helix::control::ControlError::Send(_)) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("request {}: {e}", c.request),
+        }
+        assert!(Instant::now() < deadline, "request {} not answered", c.request);
+    }
+}
+
+#[test]
+fn helixd_killed_and_restarted_mid_stream_loses_no_command_and_applies_none_twice() {
+    const N: u64 = 60;
+    let (env, notify, mut d) = daemon("restart mid-stream", "audit_reader = \"\"");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sender = {
+        let (ns, done) = (env.ns.ns.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut ctl = Control::connect(&ns).unwrap();
+            let first = ctl.next_request();
+            let commands: Vec<Command> =
+                (0..N).map(|i| Command::set(first + i, "", (i % STREAMS as u64) as u32, i as f64)).collect();
+            let acks: Vec<Ack> = commands
+                .iter()
+                .map(|c| {
+                    let ack = send_until_answered(&mut ctl, c);
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ack
+                })
+                .collect();
+            (ctl, commands, acks)
+        })
+    };
+    // Killed twice, commands in flight each time.
+    for at in [N / 4, N / 2] {
+        while done.load(std::sync::atomic::Ordering::Relaxed) < at {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        d = restart(&env, &notify, &mut d);
+    }
+    let (mut ctl, commands, acks) = sender.join().unwrap();
+    let log = audit_records(&env);
+    for (c, ack) in commands.iter().zip(&acks) {
+        assert_eq!((ack.outcome(), ack.request, ack.flags), (Some(Ok(())), c.request, 0), "{ack:?}");
+        // Decided once: one first record, accepted; any others are repeats.
+        let firsts: Vec<_> =
+            log.iter().filter(|(_, r)| r.command().request == c.request && r.flags & LOG_REPEAT == 0).collect();
+        assert_eq!(firsts.len(), 1, "request {}: {firsts:?}", c.request);
+        assert_eq!((firsts[0].0, firsts[0].1.outcome()), (ack.log_seq, Some(Ok(()))));
+        // Asked again now, after the restarts: the first answer.
+        assert_eq!(ctl.send(c, Duration::from_secs(10)).unwrap(), Ack { flags: ACK_REPEAT, ..*ack });
+    }
+    drop(d);
+}
+
+#[test]
+fn a_restarted_helixd_keeps_the_setpoints_rates_and_pauses_commands_made() {
+    let (env, notify, mut d) = daemon("restart keeps state", "audit_reader = \"\"");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let r = ctl.next_request();
+    for c in [Command::set(r, "", 2, 500.0), Command::new(Op::Rate, r + 1, "telemetry", 0, 50.0)] {
+        assert_eq!(ctl.send(&c, Duration::from_secs(10)).unwrap().outcome(), Some(Ok(())));
+    }
+    let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
+    d.0.signal(common::child::Signal::SIGKILL).unwrap();
+    d.0.wait().unwrap();
+    let before = view.stats().published;
+    let mut d = notify.ready(env.helixd(&env.path("helix.toml")));
+    // From the restart (its sequences from 0 again): stream 2 follows its
+    // setpoint from its first sample, from its baseline (docs/abi.md
+    // §12.6), at 50 Hz per stream.
+    let opts = ReaderOptions { name: "test".into(), start: Start::At(before + 1), ..Default::default() };
+    let mut telemetry = Reader::attach(&env.ns, "telemetry", &opts).unwrap();
+    let sim = Sim { streams: STREAMS, rate_hz: 50.0, seed: SEED };
+    let lag = Lag { target: 500.0, from_seq: 0, from_level: sim.baseline(2) };
+    let got = samples_of(&mut telemetry, 2, 20);
+    assert_eq!(got[0].seq, 0, "the first sample after the restart");
+    for s in &got {
+        assert_eq!((s.value, s.quality), sim.value_at(2, s.seq, lag.level(s.seq)), "stream 2, sample {}", s.seq);
+    }
+    for w in got.windows(2) {
+        assert_eq!(w[1].sample_ns - w[0].sample_ns, 20_000_000, "50 Hz after the restart");
+    }
+    // Paused, killed, started again: still paused.
+    let pause = Command::new(Op::Pause, r + 2, "telemetry", 0, 0.0);
+    assert_eq!(ctl.send(&pause, Duration::from_secs(10)).unwrap().outcome(), Some(Ok(())));
+    let mut d = restart(&env, &notify, &mut d);
+    let paused = view.stats().published;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(view.stats().published, paused, "the simulator restarted paused publishes nothing");
+    // The pause is answered as before, and a resume still works.
+    let again = ctl.send(&pause, Duration::from_secs(10)).unwrap();
+    assert_eq!((again.outcome(), again.flags), (Some(Ok(())), ACK_REPEAT));
+    let resume = Command::new(Op::Resume, r + 3, "telemetry", 0, 0.0);
+    assert_eq!(ctl.send(&resume, Duration::from_secs(10)).unwrap().outcome(), Some(Ok(())));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while view.stats().published == paused {
+        assert!(Instant::now() < deadline, "the resumed simulator publishes again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.terminate();
+}

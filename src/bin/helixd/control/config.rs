@@ -1,6 +1,8 @@
 //! The `[control]` table of helix.toml (a child of `config`): the `control` fan-in ring, who may
 //! command, and whose record of `control.log` a command waits for.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -24,6 +26,16 @@ pub struct ControlConfig {
     /// waits for before it takes effect (the ledger); `None`: a command
     /// acts once its record is published.
     pub audit_reader: Option<String>,
+    /// The control journal (`journal.rs`); `None`: beside the rings,
+    /// `/dev/shm/<namespace>.control@journal`.
+    pub journal: Option<PathBuf>,
+}
+
+impl ControlConfig {
+    /// Where the control journal is, for namespace `ns`.
+    pub fn journal_path(&self, ns: &helix::Namespace) -> PathBuf {
+        self.journal.clone().unwrap_or_else(|| PathBuf::from(format!("/dev/shm/{}.control@journal", ns.as_str())))
+    }
 }
 
 #[derive(Deserialize)]
@@ -37,6 +49,7 @@ pub struct RawControl {
     #[serde(default)]
     allow_groups: Vec<Spanned<String>>,
     audit_reader: Option<Spanned<String>>,
+    journal: Option<Spanned<String>>,
 }
 
 /// The `[control]` table, checked against the configured `rings`: it needs
@@ -78,5 +91,13 @@ pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) 
             return Err(src.err(Some(raw.span()), format!("ring {name:?} holds {m} bytes; its records are {size}")));
         }
     }
-    Ok(ControlConfig { ring, allow_uids: c.allow_uids.clone(), allow_gids, audit_reader })
+    let journal = match &c.journal {
+        Some(j) if j.get_ref().is_empty() => None,
+        Some(j) if !j.get_ref().starts_with('/') => {
+            return Err(src.at(j, format!("journal {:?} is not an absolute path", j.get_ref())));
+        }
+        Some(j) => Some(PathBuf::from(j.get_ref())),
+        None => None,
+    };
+    Ok(ControlConfig { ring, allow_uids: c.allow_uids.clone(), allow_gids, audit_reader, journal })
 }
