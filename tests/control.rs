@@ -27,9 +27,14 @@ const SEED: u64 = 1;
 /// helixd's configuration for these tests: a simulator of `STREAMS`
 /// streams, the control rings, and `[control]` with `extra` lines.
 fn config(env: &Env, extra: &str) -> std::path::PathBuf {
+    config_with_log(env, 1024, extra)
+}
+
+/// `config` with `control.log` of `log_slots` slots.
+fn config_with_log(env: &Env, log_slots: u64, extra: &str) -> std::path::PathBuf {
     let rings = [
         ring_toml("telemetry", "max_payload = 48", 1 << 17, "block"),
-        ring_toml("control.log", "max_payload = 144", 1024, "block"),
+        ring_toml("control.log", "max_payload = 144", log_slots, "block"),
         ring_toml("control.acks", "max_payload = 48", 1024, "overwrite"),
     ]
     .concat();
@@ -60,6 +65,13 @@ fn audit_records(env: &Env) -> Vec<(u64, LogRecord)> {
             Err(e) => panic!("control.log: {e}"),
         }
     }
+}
+
+/// Every answer on `control.acks` so far.
+fn answers(env: &Env) -> Vec<Ack> {
+    let opts = ReaderOptions { name: "test".into(), start: Start::Oldest, ..Default::default() };
+    let mut r = Reader::attach(&env.ns, "control.acks", &opts).unwrap();
+    std::iter::from_fn(|| r.try_read_pod::<Ack>().ok().map(|(_, a)| a)).collect()
 }
 
 /// Reads telemetry samples of `stream` until one of per-stream sequence
@@ -451,6 +463,55 @@ fn a_restarted_helixd_keeps_the_setpoints_rates_and_pauses_commands_made() {
     while view.stats().published == paused {
         assert!(Instant::now() < deadline, "the resumed simulator publishes again");
         std::thread::sleep(Duration::from_millis(10));
+    }
+    d.terminate();
+}
+
+#[test]
+fn a_record_is_on_the_audit_trail_before_its_lane_gives_it_up_so_a_killed_helixd_loses_none() {
+    const LOG_SLOTS: u64 = 64;
+    let env = Env::watched("kill with a full log", Duration::from_secs(90));
+    let cfg = config_with_log(&env, LOG_SLOTS, "audit_reader = \"\"");
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&cfg));
+    // A gating reader that reads nothing: control.log fills.
+    let opts = ReaderOptions { name: "stuck".into(), start: Start::Oldest, gating: true, ..Default::default() };
+    let stuck = Reader::attach(&env.ns, "control.log", &opts).unwrap();
+    // More commands than the log holds, sent once each and never again:
+    // those the log has no room for must stay in the lane, not in
+    // helixd's memory.
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let first = ctl.next_request();
+    let more: Vec<Command> = (0..LOG_SLOTS + 8).map(|i| Command::set(first + i, "", 1, i as f64)).collect();
+    for c in &more {
+        ctl.try_send(c).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let answered = |acks: &[Ack], c: &Command| acks.iter().filter(|a| a.request == c.request).count();
+    let acks = answers(&env);
+    assert!(acks.len() < more.len(), "all answered with no room on the log");
+    let mut d = restart(&env, &notify, &mut d);
+    drop(stuck);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let acks = loop {
+        let acks = answers(&env);
+        if more.iter().all(|c| answered(&acks, c) > 0) {
+            break acks;
+        }
+        let lost: Vec<_> = more.iter().filter(|c| answered(&acks, c) == 0).map(|c| c.request - first).collect();
+        assert!(Instant::now() < deadline, "commands {lost:?} were lost with the killed helixd");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for c in &more {
+        let mine: Vec<_> = acks.iter().filter(|a| a.request == c.request).collect();
+        assert_eq!(mine.len(), 1, "answered once: {mine:?}");
+        assert_eq!((mine[0].outcome(), mine[0].flags), (Some(Ok(())), 0));
+    }
+    // Decided once (the log holds the newest records; none is a second).
+    let log = audit_records(&env);
+    for c in &more {
+        let firsts = log.iter().filter(|(_, r)| r.command().request == c.request && r.flags & LOG_REPEAT == 0);
+        assert!(firsts.count() <= 1, "request {} decided twice", c.request - first);
     }
     d.terminate();
 }
