@@ -27,11 +27,11 @@ const SEED: u64 = 1;
 /// helixd's configuration for these tests: a simulator of `STREAMS`
 /// streams, the control rings, and `[control]` with `extra` lines.
 fn config(env: &Env, extra: &str) -> std::path::PathBuf {
-    config_with_log(env, 1024, extra)
+    config_with(env, 1024, 4, extra)
 }
 
-/// `config` with `control.log` of `log_slots` slots.
-fn config_with_log(env: &Env, log_slots: u64, extra: &str) -> std::path::PathBuf {
+/// `config` with `control.log` of `log_slots` slots and `lanes` lanes.
+fn config_with(env: &Env, log_slots: u64, lanes: u32, extra: &str) -> std::path::PathBuf {
     let rings = [
         ring_toml("telemetry", "max_payload = 48", 1 << 17, "block"),
         ring_toml("control.log", "max_payload = 144", log_slots, "block"),
@@ -41,7 +41,7 @@ fn config_with_log(env: &Env, log_slots: u64, extra: &str) -> std::path::PathBuf
     let sim = format!(
         "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = {STREAMS}\nrate_hz = {RATE_HZ}\nseed = {SEED}\n"
     );
-    env.file("helix.toml", &format!("sweep_interval_ms = 100\n{rings}{sim}[control]\nlanes = 4\n{extra}\n"))
+    env.file("helix.toml", &format!("sweep_interval_ms = 100\n{rings}{sim}[control]\nlanes = {lanes}\n{extra}\n"))
 }
 
 /// A test's surroundings and helixd running `config(extra)` in them.
@@ -251,6 +251,12 @@ fn a_stalled_ledger_holds_commands_back_and_not_the_telemetry() {
     let before = view.stats().published;
     std::thread::sleep(Duration::from_millis(300));
     assert!(view.stats().published > before + 50, "telemetry goes on while the ledger is stopped");
+    continue_and_expect_applied(&mut l, &mut ctl, request, before);
+}
+
+/// Lets the stopped ledger `l` go on; `request` is then answered, applied
+/// on the telemetry ring after sequence `held`; stops the ledger.
+fn continue_and_expect_applied(l: &mut common::Reaped, ctl: &mut Control, request: u64, held: u64) {
     l.0.signal(common::child::Signal::SIGCONT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let ack = loop {
@@ -261,7 +267,7 @@ fn a_stalled_ledger_holds_commands_back_and_not_the_telemetry() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(ack.outcome(), Some(Ok(())));
-    assert!(ack.ring_seq > before, "applied only after the ledger went on");
+    assert!(ack.ring_seq > held, "applied only after the ledger went on");
     l.terminate();
 }
 
@@ -471,7 +477,7 @@ fn a_restarted_helixd_keeps_the_setpoints_rates_and_pauses_commands_made() {
 fn a_record_is_on_the_audit_trail_before_its_lane_gives_it_up_so_a_killed_helixd_loses_none() {
     const LOG_SLOTS: u64 = 64;
     let env = Env::watched("kill with a full log", Duration::from_secs(90));
-    let cfg = config_with_log(&env, LOG_SLOTS, "audit_reader = \"\"");
+    let cfg = config_with(&env, LOG_SLOTS, 4, "audit_reader = \"\"");
     let notify = Notify::new(&env.dir);
     let mut d = notify.ready(env.helixd(&cfg));
     // A gating reader that reads nothing: control.log fills.
@@ -514,4 +520,141 @@ fn a_record_is_on_the_audit_trail_before_its_lane_gives_it_up_so_a_killed_helixd
         assert!(firsts.count() <= 1, "request {} decided twice", c.request - first);
     }
     d.terminate();
+}
+
+/// The children of `a_sender_killed_mid_command_...`: this test binary
+/// run again in a role.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(common::ROLE_VAR) else { return };
+    let ns = helix::Namespace::from_env().unwrap();
+    let request: u64 = common::arg("REQUEST");
+    match role.as_str() {
+        // Half a command written in place on its lane, never published.
+        "half-written" => {
+            let mut p = helix::fanin::Producer::attach_timeout(&ns, "control", Duration::from_secs(20)).unwrap();
+            let c = Command::set(request, "", 1, 11.0);
+            let bytes = bytemuck::bytes_of(&c);
+            let mut claim = p.try_claim(bytes.len()).unwrap();
+            claim.set_kind(helix::control::KIND_COMMAND);
+            claim.commit_with(|words| {
+                for (w, b) in words.iter().zip(bytes.chunks(8)).take(words.len() / 2) {
+                    w.store(u64::from_le_bytes(b.try_into().unwrap()), std::sync::atomic::Ordering::Relaxed);
+                }
+                die("half");
+            });
+        }
+        // A command published; killed before its answer.
+        "sent" => {
+            let mut ctl = connect(&ns);
+            ctl.try_send(&Command::set(request, "", 2, 22.0)).unwrap();
+            die("sent");
+        }
+        _ => panic!("no role {role}"),
+    }
+}
+
+/// Says `what` and dies of SIGKILL.
+fn die(what: &str) -> ! {
+    use std::io::Write;
+    println!("{what}");
+    std::io::stdout().flush().unwrap();
+    let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+    unreachable!("alive after SIGKILL")
+}
+
+/// A `Control` once a lane is free (a dead sender's is freed by the
+/// consumer's next look).
+fn connect(ns: &helix::Namespace) -> Control {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Control::connect(ns) {
+            Ok(c) => return c,
+            Err(e) => assert!(Instant::now() < deadline, "no lane: {e}"),
+        }
+    }
+}
+
+/// Runs the child `role` with `request`; its pid, once it has died of
+/// SIGKILL after printing `role`'s word.
+fn killed_child(env: &Env, role: &str, request: u64, word: &str) -> u32 {
+    use std::os::unix::process::ExitStatusExt;
+    let mut cmd = common::child(role, &env.ns);
+    let kid = cmd.env("REQUEST", request.to_string()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = kid.id();
+    let out = kid.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{role}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(word), "{role} died before {word}");
+    pid
+}
+
+#[test]
+fn a_sender_killed_mid_command_leaves_nothing_half_applied_and_the_next_takes_its_lane() {
+    let env = Env::watched("sender killed", Duration::from_secs(90));
+    // One lane: each sender after the first must take a dead one's over.
+    let cfg = config_with(&env, 1024, 1, "audit_reader = \"\"");
+    let notify = Notify::new(&env.dir);
+    let _d = notify.ready(env.helixd(&cfg));
+    let (half, sent) = (helix::process::realtime_ns(), helix::process::realtime_ns() + 1);
+    killed_child(&env, "half-written", half, "half");
+    let sender = killed_child(&env, "sent", sent, "sent");
+    // The published command is applied and answered, its sender gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(a) = answers(&env).into_iter().find(|a| a.request == sent) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the dead sender's command was not answered");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!((first.outcome(), first.flags), (Some(Ok(())), 0));
+    // A new sender takes the lane over. Asked again, the published command
+    // gets its first answer (applied once); the half-written one was never
+    // taken, so it is decided now, for the first time.
+    let mut ctl = connect(&env.ns);
+    assert_eq!(ctl.lane(), 0);
+    let again = ctl.send(&Command::set(sent, "", 2, 22.0), Duration::from_secs(10)).unwrap();
+    assert_eq!(again, Ack { flags: ACK_REPEAT, ..first });
+    let fresh = ctl.send(&Command::set(half, "", 1, 11.0), Duration::from_secs(10)).unwrap();
+    assert_eq!((fresh.outcome(), fresh.flags), (Some(Ok(())), 0));
+    let log = audit_records(&env);
+    let of = |r: u64| -> Vec<(u32, u32)> {
+        log.iter().filter(|(_, x)| x.command().request == r).map(|(_, x)| (x.pid, x.flags)).collect()
+    };
+    let me = std::process::id();
+    assert_eq!(of(half), [(me, 0)], "the half-written record is not in the audit trail");
+    let firsts = of(sent);
+    assert!(matches!(firsts[..], [(p, 0), (q, LOG_REPEAT)] if (p == sender || p == 0) && q == me), "{firsts:?}");
+}
+
+#[test]
+fn a_stalled_ledger_of_telemetry_and_commands_holds_the_commands_past_the_stall_timeout_not_the_telemetry() {
+    // As deployed: the ledger gates both telemetry and control.log.
+    let env = Env::watched("ledger of both stalled", Duration::from_secs(90));
+    let cfg = config(&env, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("name = \"telemetry\"\n", "name = \"telemetry\"\nstall_timeout_ms = 300\n");
+    std::fs::write(&cfg, text).unwrap();
+    let notify = Notify::new(&env.dir);
+    let _d = notify.ready(env.helixd(&cfg));
+    let mut l = ledger(&env, &env.path("ledger"), &["telemetry", "control.log"]);
+    wait_for_ledger(&env, "control.log");
+    wait_for_ledger(&env, "telemetry");
+    l.0.signal(common::child::Signal::SIGSTOP).unwrap();
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let request = ctl.next_request();
+    let err = ctl.send(&Command::set(request, "", 3, 77.0), Duration::from_millis(1000)).unwrap_err();
+    assert!(matches!(err, helix::control::ControlError::Timeout { .. }), "{err}");
+    // Telemetry's writer demoted the stalled ledger after 300 ms and goes
+    // on; the command still waits for the ledger's record of it.
+    let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
+    let before = view.stats().published;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while view.stats().published < before + 200 {
+        assert!(Instant::now() < deadline, "telemetry is held by the stalled ledger");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(ctl.try_ack(request).unwrap(), None, "applied without the ledger's record");
+    let held = view.stats().published;
+    continue_and_expect_applied(&mut l, &mut ctl, request, held);
 }
