@@ -11,6 +11,9 @@ use crate::shared::conf::{ConfigError, Source};
 use helix::control::{Ack, LogRecord, ACK_RING, LOG_RING};
 use helix::fanin::{FanInOptions, MAX_LANES};
 
+/// Records the control thread takes from a lane per round.
+pub const PER_LANE: usize = 16;
+
 /// How helixd takes commands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlConfig {
@@ -89,6 +92,14 @@ pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) 
         if (rc.options.max_payload as usize) < size {
             let m = rc.options.max_payload;
             return Err(src.err(Some(raw.span()), format!("ring {name:?} holds {m} bytes; its records are {size}")));
+        }
+        // A round of the control ring takes only what control.log has room
+        // for: a log smaller than a round would never take a record.
+        let round = lanes as u64 * PER_LANE as u64;
+        if name == LOG_RING && rc.options.capacity < round {
+            let c = rc.options.capacity;
+            let msg = format!("ring {name:?} has {c} slots; {lanes} lanes need at least {round} (16 a lane)");
+            return Err(src.err(Some(raw.span()), msg));
         }
     }
     let journal = match &c.journal {

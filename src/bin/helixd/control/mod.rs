@@ -30,7 +30,7 @@ use helix::control::{self, LogRecord, Op, Reason, Valid};
 use helix::fanin::{Event, FanIn, FanInError};
 use helix::{Namespace, PublishError, RingView, Writer};
 
-use crate::config::control::ControlConfig;
+use crate::config::control::{ControlConfig, PER_LANE};
 pub use journal::{Journal, Plant, Recovered};
 use judge::Judge;
 use window::{Seen, Window};
@@ -38,8 +38,6 @@ use window::{Seen, Window};
 /// The running sources by the ring they write, for the control thread.
 pub type Registry = Arc<Mutex<BTreeMap<String, (SourceKind, Arc<SourceState>)>>>;
 
-/// Records taken from a lane per round.
-const PER_LANE: usize = 16;
 /// Records decided and not yet applied, at most: beyond, the thread stops
 /// draining and the senders' lanes fill (each sender waits alone).
 const MAX_QUEUED: usize = 1024;
@@ -107,6 +105,7 @@ impl ControlThread {
             stats: stats.clone(),
             journal,
             journal_failing: false,
+            log_refused: false,
         };
         flow.recover(ns, recovered)?;
         let mut path = Path { fan, flow };
@@ -199,6 +198,8 @@ struct Flow {
     journal: Journal,
     /// Writing the journal failed last time (logged once until it works).
     journal_failing: bool,
+    /// `control.log` refused a claim other than for want of room.
+    log_refused: bool,
 }
 
 impl Path {
@@ -266,10 +267,16 @@ impl Flow {
         let want = (want as u64).min(self.log.geometry().capacity);
         match self.log.try_claim(want) {
             // Dropped unfilled: nothing is published.
-            Ok(_) => want as usize,
+            Ok(_) => {
+                self.log_refused = false;
+                want as usize
+            }
             Err(PublishError::Full { free, .. }) => free as usize,
             Err(e) => {
-                warn!("control: cannot publish on control.log: {e}");
+                // Logged once: the records wait in their lanes meanwhile.
+                if !std::mem::replace(&mut self.log_refused, true) {
+                    warn!("control: cannot publish on control.log: {e}; commands wait in their lanes");
+                }
                 0
             }
         }
