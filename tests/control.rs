@@ -27,22 +27,29 @@ const SEED: u64 = 1;
 /// helixd's configuration for these tests: a simulator of `STREAMS`
 /// streams, the control rings, and `[control]` with `extra` lines.
 fn config(env: &Env, extra: &str) -> std::path::PathBuf {
+    config_with(env, 1024, 4, extra)
+}
+
+/// `config` with `control.log` of `log_slots` slots and `lanes` lanes.
+fn config_with(env: &Env, log_slots: u64, lanes: u32, extra: &str) -> std::path::PathBuf {
     let sim = format!(
         "[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = {STREAMS}\nrate_hz = {RATE_HZ}\nseed = {SEED}\n"
     );
-    config_of(env, "telemetry", &sim, extra)
+    config_of(env, "telemetry", &sim, (log_slots, lanes), extra)
 }
 
 /// helixd's configuration: ring `ring` written by `source` (a
-/// `[[source]]` table), the control rings, and `[control]` with `extra`.
-fn config_of(env: &Env, ring: &str, source: &str, extra: &str) -> std::path::PathBuf {
+/// `[[source]]` table), the control rings (`control.log` of `log.0` slots),
+/// and `[control]` of `log.1` lanes with `extra`.
+fn config_of(env: &Env, ring: &str, source: &str, log: (u64, u32), extra: &str) -> std::path::PathBuf {
+    let (log_slots, lanes) = log;
     let rings = [
         ring_toml(ring, "max_payload = 48", 1 << 17, "block"),
-        ring_toml("control.log", "max_payload = 144", 1024, "block"),
+        ring_toml("control.log", "max_payload = 144", log_slots, "block"),
         ring_toml("control.acks", "max_payload = 48", 1024, "overwrite"),
     ]
     .concat();
-    env.file("helix.toml", &format!("sweep_interval_ms = 100\n{rings}{source}[control]\nlanes = 4\n{extra}\n"))
+    env.file("helix.toml", &format!("sweep_interval_ms = 100\n{rings}{source}[control]\nlanes = {lanes}\n{extra}\n"))
 }
 
 /// A test's surroundings and helixd running `config(extra)` in them.
@@ -66,6 +73,13 @@ fn audit_records(env: &Env) -> Vec<(u64, LogRecord)> {
             Err(e) => panic!("control.log: {e}"),
         }
     }
+}
+
+/// Every answer on `control.acks` so far.
+fn answers(env: &Env) -> Vec<Ack> {
+    let opts = ReaderOptions { name: "test".into(), start: Start::Oldest, ..Default::default() };
+    let mut r = Reader::attach(&env.ns, "control.acks", &opts).unwrap();
+    std::iter::from_fn(|| r.try_read_pod::<Ack>().ok().map(|(_, a)| a)).collect()
 }
 
 /// Reads telemetry samples of `stream` until one of per-stream sequence
@@ -253,6 +267,12 @@ fn a_stalled_ledger_holds_commands_back_and_not_the_telemetry() {
     let before = view.stats().published;
     std::thread::sleep(Duration::from_millis(300));
     assert!(view.stats().published > before + 50, "telemetry goes on while the ledger is stopped");
+    continue_and_expect_applied(&mut l, &mut ctl, request, before);
+}
+
+/// Lets the stopped ledger `l` go on; `request` is then answered, applied
+/// on the telemetry ring after sequence `held`; stops the ledger.
+fn continue_and_expect_applied(l: &mut common::Reaped, ctl: &mut Control, request: u64, held: u64) {
     l.0.signal(common::child::Signal::SIGCONT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let ack = loop {
@@ -263,7 +283,7 @@ fn a_stalled_ledger_holds_commands_back_and_not_the_telemetry() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(ack.outcome(), Some(Ok(())));
-    assert!(ack.ring_seq > before, "applied only after the ledger went on");
+    assert!(ack.ring_seq > held, "applied only after the ledger went on");
     l.terminate();
 }
 
@@ -359,7 +379,7 @@ fn udp_daemon(what: &'static str, instrument: &str, extra: &str) -> (Env, common
     let udp = format!(
         "[[source]]\nkind = \"udp\"\nring = \"plant\"\nbind = \"127.0.0.1:0\"\ninstrument = \"{instrument}\"\n"
     );
-    let cfg = config_of(&env, "plant", &udp, extra);
+    let cfg = config_of(&env, "plant", &udp, (1024, 4), extra);
     let d = Notify::new(&env.dir).ready(env.helixd(&cfg));
     (env, d)
 }
@@ -470,4 +490,307 @@ fn a_command_helixd_cannot_send_to_its_instrument_is_rejected_and_logged() {
     let log = common::stderr_of(&mut d.0);
     let line = log.lines().find(|l| l.contains("send_failed")).unwrap_or_else(|| panic!("not logged:\n{log}"));
     assert!(line.contains(&format!("request {request}")) && line.contains("255.255.255.255:9"), "{line}");
+}
+
+/// helixd killed with SIGKILL (`d`) and started again on the test's
+/// configuration; returns once it is ready.
+fn restart(env: &Env, notify: &Notify, d: &mut common::Reaped) -> common::Reaped {
+    d.0.signal(common::child::Signal::SIGKILL).unwrap();
+    d.0.wait().unwrap();
+    notify.ready(env.helixd(&env.path("helix.toml")))
+}
+
+/// Sends `c` until it is answered, through helixd restarts: a time-out is
+/// answered by sending it again with the same request id.
+fn send_until_answered(ctl: &mut Control, c: &Command) -> Ack {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        match ctl.send(c, Duration::from_millis(300)) {
+            Ok(ack) => return ack,
+            Err(helix::control::ControlError::Timeout { .. }) => {}
+            // The lane full of retries while helixd is down.
+            Err(helix::control::ControlError::Send(_)) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("request {}: {e}", c.request),
+        }
+        assert!(Instant::now() < deadline, "request {} not answered", c.request);
+    }
+}
+
+#[test]
+fn helixd_killed_and_restarted_mid_stream_loses_no_command_and_applies_none_twice() {
+    const N: u64 = 60;
+    let (env, notify, mut d) = daemon("restart mid-stream", "audit_reader = \"\"");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sender = {
+        let (ns, done) = (env.ns.ns.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut ctl = Control::connect(&ns).unwrap();
+            let first = ctl.next_request();
+            let commands: Vec<Command> =
+                (0..N).map(|i| Command::set(first + i, "", (i % STREAMS as u64) as u32, i as f64)).collect();
+            let acks: Vec<Ack> = commands
+                .iter()
+                .map(|c| {
+                    let ack = send_until_answered(&mut ctl, c);
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ack
+                })
+                .collect();
+            (ctl, commands, acks)
+        })
+    };
+    // Killed twice, commands in flight each time.
+    for at in [N / 4, N / 2] {
+        while done.load(std::sync::atomic::Ordering::Relaxed) < at {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        d = restart(&env, &notify, &mut d);
+    }
+    let (mut ctl, commands, acks) = sender.join().unwrap();
+    let log = audit_records(&env);
+    for (c, ack) in commands.iter().zip(&acks) {
+        assert_eq!((ack.outcome(), ack.request, ack.flags), (Some(Ok(())), c.request, 0), "{ack:?}");
+        // Decided once: one first record, accepted; any others are repeats.
+        let firsts: Vec<_> =
+            log.iter().filter(|(_, r)| r.command().request == c.request && r.flags & LOG_REPEAT == 0).collect();
+        assert_eq!(firsts.len(), 1, "request {}: {firsts:?}", c.request);
+        assert_eq!((firsts[0].0, firsts[0].1.outcome()), (ack.log_seq, Some(Ok(()))));
+        // Asked again now, after the restarts: the first answer.
+        assert_eq!(ctl.send(c, Duration::from_secs(10)).unwrap(), Ack { flags: ACK_REPEAT, ..*ack });
+    }
+    drop(d);
+}
+
+#[test]
+fn a_restarted_helixd_keeps_the_setpoints_rates_and_pauses_commands_made() {
+    let (env, notify, mut d) = daemon("restart keeps state", "audit_reader = \"\"");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let r = ctl.next_request();
+    for c in [Command::set(r, "", 2, 500.0), Command::new(Op::Rate, r + 1, "telemetry", 0, 50.0)] {
+        assert_eq!(ctl.send(&c, Duration::from_secs(10)).unwrap().outcome(), Some(Ok(())));
+    }
+    let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
+    d.0.signal(common::child::Signal::SIGKILL).unwrap();
+    d.0.wait().unwrap();
+    let before = view.stats().published;
+    let mut d = notify.ready(env.helixd(&env.path("helix.toml")));
+    // From the restart (its sequences from 0 again): stream 2 follows its
+    // setpoint from its first sample, from its baseline (docs/abi.md
+    // §12.6), at 50 Hz per stream.
+    let opts = ReaderOptions { name: "test".into(), start: Start::At(before + 1), ..Default::default() };
+    let mut telemetry = Reader::attach(&env.ns, "telemetry", &opts).unwrap();
+    let sim = Sim { streams: STREAMS, rate_hz: 50.0, seed: SEED };
+    let lag = Lag { target: 500.0, from_seq: 0, from_level: sim.baseline(2) };
+    let got = samples_of(&mut telemetry, 2, 20);
+    assert_eq!(got[0].seq, 0, "the first sample after the restart");
+    for s in &got {
+        assert_eq!((s.value, s.quality), sim.value_at(2, s.seq, lag.level(s.seq)), "stream 2, sample {}", s.seq);
+    }
+    for w in got.windows(2) {
+        assert_eq!(w[1].sample_ns - w[0].sample_ns, 20_000_000, "50 Hz after the restart");
+    }
+    // Paused, killed, started again: still paused.
+    let pause = Command::new(Op::Pause, r + 2, "telemetry", 0, 0.0);
+    assert_eq!(ctl.send(&pause, Duration::from_secs(10)).unwrap().outcome(), Some(Ok(())));
+    let mut d = restart(&env, &notify, &mut d);
+    let paused = view.stats().published;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(view.stats().published, paused, "the simulator restarted paused publishes nothing");
+    // The pause is answered as before, and a resume still works.
+    let again = ctl.send(&pause, Duration::from_secs(10)).unwrap();
+    assert_eq!((again.outcome(), again.flags), (Some(Ok(())), ACK_REPEAT));
+    let resume = Command::new(Op::Resume, r + 3, "telemetry", 0, 0.0);
+    assert_eq!(ctl.send(&resume, Duration::from_secs(10)).unwrap().outcome(), Some(Ok(())));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while view.stats().published == paused {
+        assert!(Instant::now() < deadline, "the resumed simulator publishes again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.terminate();
+}
+
+#[test]
+fn a_record_is_on_the_audit_trail_before_its_lane_gives_it_up_so_a_killed_helixd_loses_none() {
+    const LOG_SLOTS: u64 = 64;
+    let env = Env::watched("kill with a full log", Duration::from_secs(90));
+    let cfg = config_with(&env, LOG_SLOTS, 4, "audit_reader = \"\"");
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&cfg));
+    // A gating reader that reads nothing: control.log fills.
+    let opts = ReaderOptions { name: "stuck".into(), start: Start::Oldest, gating: true, ..Default::default() };
+    let stuck = Reader::attach(&env.ns, "control.log", &opts).unwrap();
+    // More commands than the log holds, sent once each and never again:
+    // those the log has no room for must stay in the lane, not in
+    // helixd's memory.
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let first = ctl.next_request();
+    let more: Vec<Command> = (0..LOG_SLOTS + 8).map(|i| Command::set(first + i, "", 1, i as f64)).collect();
+    for c in &more {
+        ctl.try_send(c).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let answered = |acks: &[Ack], c: &Command| acks.iter().filter(|a| a.request == c.request).count();
+    let acks = answers(&env);
+    assert!(acks.len() < more.len(), "all answered with no room on the log");
+    let mut d = restart(&env, &notify, &mut d);
+    drop(stuck);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let acks = loop {
+        let acks = answers(&env);
+        if more.iter().all(|c| answered(&acks, c) > 0) {
+            break acks;
+        }
+        let lost: Vec<_> = more.iter().filter(|c| answered(&acks, c) == 0).map(|c| c.request - first).collect();
+        assert!(Instant::now() < deadline, "commands {lost:?} were lost with the killed helixd");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for c in &more {
+        let mine: Vec<_> = acks.iter().filter(|a| a.request == c.request).collect();
+        assert_eq!(mine.len(), 1, "answered once: {mine:?}");
+        assert_eq!((mine[0].outcome(), mine[0].flags), (Some(Ok(())), 0));
+    }
+    // Decided once (the log holds the newest records; none is a second).
+    let log = audit_records(&env);
+    for c in &more {
+        let firsts = log.iter().filter(|(_, r)| r.command().request == c.request && r.flags & LOG_REPEAT == 0);
+        assert!(firsts.count() <= 1, "request {} decided twice", c.request - first);
+    }
+    d.terminate();
+}
+
+/// The children of `a_sender_killed_mid_command_...`: this test binary
+/// run again in a role.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(common::ROLE_VAR) else { return };
+    let ns = helix::Namespace::from_env().unwrap();
+    let request: u64 = common::arg("REQUEST");
+    match role.as_str() {
+        // Half a command written in place on its lane, never published.
+        "half-written" => {
+            let mut p = helix::fanin::Producer::attach_timeout(&ns, "control", Duration::from_secs(20)).unwrap();
+            let c = Command::set(request, "", 1, 11.0);
+            let bytes = bytemuck::bytes_of(&c);
+            let mut claim = p.try_claim(bytes.len()).unwrap();
+            claim.set_kind(helix::control::KIND_COMMAND);
+            claim.commit_with(|words| {
+                for (w, b) in words.iter().zip(bytes.chunks(8)).take(words.len() / 2) {
+                    w.store(u64::from_le_bytes(b.try_into().unwrap()), std::sync::atomic::Ordering::Relaxed);
+                }
+                die("half");
+            });
+        }
+        // A command published; killed before its answer.
+        "sent" => {
+            let mut ctl = connect(&ns);
+            ctl.try_send(&Command::set(request, "", 2, 22.0)).unwrap();
+            die("sent");
+        }
+        _ => panic!("no role {role}"),
+    }
+}
+
+/// Says `what` and dies of SIGKILL.
+fn die(what: &str) -> ! {
+    use std::io::Write;
+    println!("{what}");
+    std::io::stdout().flush().unwrap();
+    let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+    unreachable!("alive after SIGKILL")
+}
+
+/// A `Control` once a lane is free (a dead sender's is freed by the
+/// consumer's next look).
+fn connect(ns: &helix::Namespace) -> Control {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Control::connect(ns) {
+            Ok(c) => return c,
+            Err(e) => assert!(Instant::now() < deadline, "no lane: {e}"),
+        }
+    }
+}
+
+/// Runs the child `role` with `request`; its pid, once it has died of
+/// SIGKILL after printing `role`'s word.
+fn killed_child(env: &Env, role: &str, request: u64, word: &str) -> u32 {
+    use std::os::unix::process::ExitStatusExt;
+    let mut cmd = common::child(role, &env.ns);
+    let kid = cmd.env("REQUEST", request.to_string()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = kid.id();
+    let out = kid.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{role}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(word), "{role} died before {word}");
+    pid
+}
+
+#[test]
+fn a_sender_killed_mid_command_leaves_nothing_half_applied_and_the_next_takes_its_lane() {
+    let env = Env::watched("sender killed", Duration::from_secs(90));
+    // One lane: each sender after the first must take a dead one's over.
+    let cfg = config_with(&env, 1024, 1, "audit_reader = \"\"");
+    let notify = Notify::new(&env.dir);
+    let _d = notify.ready(env.helixd(&cfg));
+    let (half, sent) = (helix::process::realtime_ns(), helix::process::realtime_ns() + 1);
+    killed_child(&env, "half-written", half, "half");
+    let sender = killed_child(&env, "sent", sent, "sent");
+    // The published command is applied and answered, its sender gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(a) = answers(&env).into_iter().find(|a| a.request == sent) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the dead sender's command was not answered");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!((first.outcome(), first.flags), (Some(Ok(())), 0));
+    // A new sender takes the lane over. Asked again, the published command
+    // gets its first answer (applied once); the half-written one was never
+    // taken, so it is decided now, for the first time.
+    let mut ctl = connect(&env.ns);
+    assert_eq!(ctl.lane(), 0);
+    let again = ctl.send(&Command::set(sent, "", 2, 22.0), Duration::from_secs(10)).unwrap();
+    assert_eq!(again, Ack { flags: ACK_REPEAT, ..first });
+    let fresh = ctl.send(&Command::set(half, "", 1, 11.0), Duration::from_secs(10)).unwrap();
+    assert_eq!((fresh.outcome(), fresh.flags), (Some(Ok(())), 0));
+    let log = audit_records(&env);
+    let of = |r: u64| -> Vec<(u32, u32)> {
+        log.iter().filter(|(_, x)| x.command().request == r).map(|(_, x)| (x.pid, x.flags)).collect()
+    };
+    let me = std::process::id();
+    assert_eq!(of(half), [(me, 0)], "the half-written record is not in the audit trail");
+    let firsts = of(sent);
+    assert!(matches!(firsts[..], [(p, 0), (q, LOG_REPEAT)] if (p == sender || p == 0) && q == me), "{firsts:?}");
+}
+
+#[test]
+fn a_stalled_ledger_of_telemetry_and_commands_holds_the_commands_past_the_stall_timeout_not_the_telemetry() {
+    // As deployed: the ledger gates both telemetry and control.log.
+    let env = Env::watched("ledger of both stalled", Duration::from_secs(90));
+    let cfg = config(&env, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("name = \"telemetry\"\n", "name = \"telemetry\"\nstall_timeout_ms = 300\n");
+    std::fs::write(&cfg, text).unwrap();
+    let notify = Notify::new(&env.dir);
+    let _d = notify.ready(env.helixd(&cfg));
+    let mut l = ledger(&env, &env.path("ledger"), &["telemetry", "control.log"]);
+    wait_for_ledger(&env, "control.log");
+    wait_for_ledger(&env, "telemetry");
+    l.0.signal(common::child::Signal::SIGSTOP).unwrap();
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let request = ctl.next_request();
+    let err = ctl.send(&Command::set(request, "", 3, 77.0), Duration::from_millis(1000)).unwrap_err();
+    assert!(matches!(err, helix::control::ControlError::Timeout { .. }), "{err}");
+    // Telemetry's writer demoted the stalled ledger after 300 ms and goes
+    // on; the command still waits for the ledger's record of it.
+    let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
+    let before = view.stats().published;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while view.stats().published < before + 200 {
+        assert!(Instant::now() < deadline, "telemetry is held by the stalled ledger");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(ctl.try_ack(request).unwrap(), None, "applied without the ledger's record");
+    let held = view.stats().published;
+    continue_and_expect_applied(&mut l, &mut ctl, request, held);
 }

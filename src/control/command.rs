@@ -13,7 +13,7 @@ pub const SOURCE_LEN: usize = 64;
 
 /// What a command asks for (`Command::op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
 #[repr(u16)]
 pub enum Op {
     /// Drive stream `stream` of the source toward the setpoint `value`.

@@ -421,4 +421,15 @@ mod tests {
         let e = Config::parse("x = 1\n", Path::new("t.toml")).unwrap_err().to_string();
         assert!(e.starts_with("t.toml:1: ") && !e.contains('\n'), "{e}");
     }
+
+    #[test]
+    fn a_control_log_smaller_than_a_round_and_a_relative_journal_are_refused() {
+        let rings = "[[ring]]\nname = \"control.log\"\nmax_payload = 144\ncapacity = 64\n\
+                     [[ring]]\nname = \"control.acks\"\nmax_payload = 48\ncapacity = 64\n";
+        let (_, m) = line_err(&format!("{rings}[control]\nlanes = 8\n"));
+        assert!(m.contains("\"control.log\" has 64 slots; 8 lanes need at least 128"), "{m}");
+        assert!(Config::parse(&format!("{rings}[control]\nlanes = 4\n"), Path::new("t")).is_ok());
+        let (l, m) = line_err(&format!("{rings}[control]\nlanes = 4\njournal = \"here\"\n"));
+        assert_eq!((l, m.as_str()), (11, "journal \"here\" is not an absolute path"));
+    }
 }

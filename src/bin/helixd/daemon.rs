@@ -22,7 +22,7 @@ use crate::source::{describe, start_source, Running};
 use helix::{Damaged, RepairError, Ring, RingFile};
 
 use crate::config::{load_config, Config, RingConfig, SourceKind};
-use crate::control::{ControlThread, Registry};
+use crate::control::{ControlThread, Journal, Plant, Recovered, Registry};
 use crate::preflight::differences;
 
 /// How often the status line is also logged.
@@ -91,6 +91,8 @@ pub struct Daemon {
     registry: Registry,
     /// The control thread, if `[control]` is configured.
     control: Option<ControlThread>,
+    /// What commands made of the sources, restored whenever one starts.
+    plant: Plant,
 }
 
 impl Daemon {
@@ -100,7 +102,10 @@ impl Daemon {
     /// adopted).
     pub fn start(config: Config) -> Result<Daemon> {
         crate::preflight::memory(&config)?;
+        let ns = &config.namespace;
+        let durable = config.control.as_ref().map(|c| Journal::open(&c.journal_path(ns))).transpose()?;
         let mut d = Daemon {
+            plant: durable.as_ref().map(|(j, _)| j.plant()).unwrap_or_default(),
             config,
             rings: BTreeMap::new(),
             repairs: BTreeMap::new(),
@@ -110,7 +115,9 @@ impl Daemon {
             control: None,
         };
         let mut created = Vec::new();
-        if let Err(e) = d.open_rings(&mut created).and_then(|()| d.start_sources()).and_then(|()| d.start_control()) {
+        if let Err(e) =
+            d.open_rings(&mut created).and_then(|()| d.start_sources()).and_then(|()| d.start_control(durable))
+        {
             d.abandon(&created);
             return Err(e);
         }
@@ -137,7 +144,7 @@ impl Daemon {
     /// Starts every configured source.
     fn start_sources(&mut self) -> Result<()> {
         for sc in &self.config.sources {
-            let running = start_source(sc, &self.rings[&sc.ring])?;
+            let running = start_source(sc, &self.rings[&sc.ring], &self.plant)?;
             info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
             self.sources.push(running);
         }
@@ -145,11 +152,11 @@ impl Daemon {
     }
 
     /// Starts the control thread, if `[control]` is configured.
-    fn start_control(&mut self) -> Result<()> {
+    fn start_control(&mut self, durable: Option<(Journal, Recovered)>) -> Result<()> {
         self.share_sources();
-        if let Some(cfg) = &self.config.control {
+        if let (Some(cfg), Some(durable)) = (&self.config.control, durable) {
             let ns = &self.config.namespace;
-            self.control = Some(ControlThread::start(ns, cfg, &self.rings, self.registry.clone())?);
+            self.control = Some(ControlThread::start(ns, cfg, &self.rings, self.registry.clone(), durable)?);
         }
         Ok(())
     }
@@ -266,7 +273,7 @@ impl Daemon {
             if self.sources[i].thread.as_ref().is_none_or(|t| t.is_finished()) {
                 self.sources[i].stop();
                 let cfg = self.sources[i].config.clone();
-                match start_source(&cfg, ring) {
+                match start_source(&cfg, ring, &self.plant) {
                     Ok(r) => {
                         warn!("source for ring {} restarted", cfg.ring);
                         self.sources[i] = r;
@@ -315,7 +322,7 @@ impl Daemon {
                     (0..self.sources.len()).filter(|&i| self.sources[i].config.ring == name).collect();
                 for i in of_ring {
                     let cfg = self.sources[i].config.clone();
-                    match start_source(&cfg, &self.rings[&name]) {
+                    match start_source(&cfg, &self.rings[&name], &self.plant) {
                         Ok(r) => {
                             info!("source {} writing ring {name} again", describe(&cfg.kind));
                             self.sources[i] = r;
@@ -429,7 +436,7 @@ impl Daemon {
                     self.sources.push(Running::stopped(sc));
                     continue;
                 };
-                match start_source(sc, ring) {
+                match start_source(sc, ring, &self.plant) {
                     Ok(r) => {
                         info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
                         self.sources.push(r);

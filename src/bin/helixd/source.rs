@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use helix::Ring;
 
 use crate::config::{SourceConfig, SourceKind};
+use crate::control::Plant;
 use crate::hal::{sim::Sim, SourceState};
 
 /// A source the daemon started (or will start once its ring is repaired).
@@ -108,9 +109,11 @@ impl Running {
 
 /// Starts the source `cfg` writing `ring`: takes the ring's writer lease
 /// (and binds a UDP source's socket) here, so a failure is the caller's.
-pub fn start_source(cfg: &SourceConfig, ring: &Ring) -> Result<Running> {
+pub fn start_source(cfg: &SourceConfig, ring: &Ring, plant: &Plant) -> Result<Running> {
     let writer = ring.writer().with_context(|| format!("source for ring {:?}", cfg.ring))?;
     let state = SourceState::new();
+    // What commands made of it, taken before its first sample.
+    crate::control::restore(&state, cfg, plant);
     let thread_state = state.clone();
     let kind = cfg.kind.clone();
     let name = match kind {

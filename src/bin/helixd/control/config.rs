@@ -1,6 +1,8 @@
 //! The `[control]` table of helix.toml (a child of `config`): the `control` fan-in ring, who may
 //! command, and whose record of `control.log` a command waits for.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -8,6 +10,9 @@ use super::RingConfig;
 use crate::shared::conf::{ConfigError, Source};
 use helix::control::{Ack, LogRecord, ACK_RING, LOG_RING};
 use helix::fanin::{FanInOptions, MAX_LANES};
+
+/// Records the control thread takes from a lane per round.
+pub const PER_LANE: usize = 16;
 
 /// How helixd takes commands.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +29,16 @@ pub struct ControlConfig {
     /// waits for before it takes effect (the ledger); `None`: a command
     /// acts once its record is published.
     pub audit_reader: Option<String>,
+    /// The control journal (`journal.rs`); `None`: beside the rings,
+    /// `/dev/shm/<namespace>.control@journal`.
+    pub journal: Option<PathBuf>,
+}
+
+impl ControlConfig {
+    /// Where the control journal is, for namespace `ns`.
+    pub fn journal_path(&self, ns: &helix::Namespace) -> PathBuf {
+        self.journal.clone().unwrap_or_else(|| PathBuf::from(format!("/dev/shm/{}.control@journal", ns.as_str())))
+    }
 }
 
 #[derive(Deserialize)]
@@ -37,6 +52,7 @@ pub struct RawControl {
     #[serde(default)]
     allow_groups: Vec<Spanned<String>>,
     audit_reader: Option<Spanned<String>>,
+    journal: Option<Spanned<String>>,
 }
 
 /// The `[control]` table, checked against the configured `rings`: it needs
@@ -77,6 +93,22 @@ pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) 
             let m = rc.options.max_payload;
             return Err(src.err(Some(raw.span()), format!("ring {name:?} holds {m} bytes; its records are {size}")));
         }
+        // A round of the control ring takes only what control.log has room
+        // for: a log smaller than a round would never take a record.
+        let round = lanes as u64 * PER_LANE as u64;
+        if name == LOG_RING && rc.options.capacity < round {
+            let c = rc.options.capacity;
+            let msg = format!("ring {name:?} has {c} slots; {lanes} lanes need at least {round} (16 a lane)");
+            return Err(src.err(Some(raw.span()), msg));
+        }
     }
-    Ok(ControlConfig { ring, allow_uids: c.allow_uids.clone(), allow_gids, audit_reader })
+    let journal = match &c.journal {
+        Some(j) if j.get_ref().is_empty() => None,
+        Some(j) if !j.get_ref().starts_with('/') => {
+            return Err(src.at(j, format!("journal {:?} is not an absolute path", j.get_ref())));
+        }
+        Some(j) => Some(PathBuf::from(j.get_ref())),
+        None => None,
+    };
+    Ok(ControlConfig { ring, allow_uids: c.allow_uids.clone(), allow_gids, audit_reader, journal })
 }

@@ -3,13 +3,14 @@
 
 use std::sync::atomic::Ordering;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::{Incoming, Path, Pending};
+use super::journal::Change;
+use super::{Flow, Incoming, Pending};
 use crate::hal::plant::Directive;
 use helix::control::{Ack, Reason, ACK_REPEAT, FORMAT_VERSION, KIND_ACK, KIND_LOG};
 
-impl Path {
+impl Flow {
     /// Publishes the queued audit records in order, as far as
     /// `control.log` has room now (it never waits: a full log, its gating
     /// reader behind, leaves the rest queued for the next turn). Then each
@@ -50,7 +51,7 @@ impl Path {
                 let (state, instrument) = (Some(target.state), target.instrument);
                 self.audit.push_back(Pending { uid, command, log_seq, token, state, instrument });
             }
-            _ => {
+            (None, command, _) => {
                 let reason = inc.verdict.err().unwrap_or(Reason::SourceDown);
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 let raw = inc.log.command();
@@ -59,7 +60,12 @@ impl Path {
                 // Counted in STATUS; a flood of garbage must not flood the log.
                 debug!("control: uid {uid} pid {} request {request}: rejected ({reason})", inc.log.pid);
                 let (verdict, reason) = helix::control::wire(Err(reason));
-                self.answer(Ack { uid, request, verdict, reason, op, log_seq, ..ack0() });
+                let ack = Ack { uid, request, verdict, reason, op, log_seq, ..ack0() };
+                // Only commands are in the window (and so in the journal).
+                match command {
+                    Some(_) => self.answer_first(ack, None),
+                    None => self.answer(ack),
+                }
             }
         }
     }
@@ -123,11 +129,13 @@ impl Path {
             let p = self.applying.swap_remove(i);
             let c = &p.command;
             let mut ack = Ack { uid: p.uid, request: c.request, op: c.op as u16, log_seq: p.log_seq, ..ack0() };
+            let mut change = None;
             match effect {
                 Some(e) => {
                     (ack.verdict, ack.reason) = helix::control::wire(Ok(()));
                     (ack.ring_seq, ack.stream_seq) = (e.ring_seq, e.stream_seq);
                     self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                    change = Some(Change { source: c.source.clone(), op: c.op, stream: c.stream, value: c.value });
                     info!(
                         "control: uid {} request {}: {} {} applied from sequence {}",
                         p.uid,
@@ -143,8 +151,46 @@ impl Path {
                     warn!("control: request {}: its source stopped before applying it", c.request);
                 }
             }
-            self.answer(ack);
+            self.answer_first(ack, change);
         }
+    }
+
+    /// A command's first answer: journaled (with the `change` an applied
+    /// command made to the plant), then published.
+    pub(super) fn answer_first(&mut self, ack: Ack, change: Option<Change>) {
+        self.journal_answer(&ack, change);
+        self.answer(ack);
+    }
+
+    /// Writes `ack` in the journal before it is published (rewriting the
+    /// journal when it is long). A journal that cannot be written is
+    /// logged (once until it can again); the answer goes out anyway, and
+    /// a helixd restarted then may not know it.
+    fn journal_answer(&mut self, ack: &Ack, change: Option<Change>) {
+        let mut result = self.journal.answered(ack, change);
+        if result.is_ok() && self.journal.is_long() {
+            let from = self.unresolved_from();
+            result = self.journal.rewrite(from, self.window.answers());
+        }
+        match result {
+            Ok(()) if self.journal_failing => {
+                info!("control: the journal is written again");
+                self.journal_failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !self.journal_failing => {
+                error!("control: {e:#}; answers are not durable across a restart until it is written again");
+                self.journal_failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The first `control.log` sequence whose record may not be answered
+    /// yet: the oldest command in flight's, else the next to be written.
+    pub(super) fn unresolved_from(&self) -> u64 {
+        let in_flight = self.audit.iter().chain(&self.applying).map(|p| p.log_seq);
+        in_flight.min().unwrap_or(self.log.next_seq())
     }
 
     /// Publishes an answer (`control.acks` overwrites: this never waits);

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
 use super::flow::ack0;
-use super::{Path, Pending};
+use super::{Flow, Pending};
 use helix::control::{wire, Ack, Forward, Reason, ACK_FORWARDED};
 
 /// The sockets commands leave from: one per address family, bound to an
@@ -47,7 +47,7 @@ impl Forwarder {
     }
 }
 
-impl Path {
+impl Flow {
     /// Sends an audited command `p` to the instrument at `to`, and answers:
     /// accepted and flagged forwarded, or rejected `send_failed`.
     pub(super) fn forward(&mut self, p: &Pending, to: SocketAddr) {
@@ -68,6 +68,6 @@ impl Path {
                 warn!("control: {what}: rejected (send_failed): cannot send to the instrument at {to}: {e}");
             }
         }
-        self.answer(ack);
+        self.answer_first(ack, None);
     }
 }

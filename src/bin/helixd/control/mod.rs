@@ -10,7 +10,9 @@
 //! a full queue leaves them in the senders' lanes).
 
 mod forward;
+mod journal;
 mod judge;
+mod recover;
 mod window;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -22,22 +24,22 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
-use crate::config::SourceKind;
+use crate::config::{SourceConfig, SourceKind};
+use crate::hal::plant::Directive;
 use crate::hal::SourceState;
-use helix::control::{self, LogRecord, Reason, Valid};
+use helix::control::{self, LogRecord, Op, Reason, Valid};
 use helix::fanin::{Event, FanIn, FanInError};
-use helix::{Namespace, RingView, Writer};
+use helix::{Namespace, PublishError, RingView, Writer};
 
-use crate::config::control::ControlConfig;
+use crate::config::control::{ControlConfig, PER_LANE};
 use forward::Forwarder;
+pub use journal::{Journal, Plant, Recovered};
 use judge::{Judge, Target};
 use window::{Seen, Window};
 
 /// The running sources by the ring they write, for the control thread.
 pub type Registry = Arc<Mutex<BTreeMap<String, (SourceKind, Arc<SourceState>)>>>;
 
-/// Records taken from a lane per round.
-const PER_LANE: usize = 16;
 /// Records decided and not yet applied, at most: beyond, the thread stops
 /// draining and the senders' lanes fill (each sender waits alone).
 const MAX_QUEUED: usize = 1024;
@@ -71,12 +73,14 @@ pub struct ControlThread {
 impl ControlThread {
     /// Becomes the consumer of the `control` fan-in ring (created, or
     /// adopted after a restart: lanes resume) and the writer of
-    /// `control.log` and `control.acks`, and starts the thread.
+    /// `control.log` and `control.acks`, recovers what a helixd before it
+    /// left unanswered (`recover.rs`), and starts the thread.
     pub fn start(
         ns: &Namespace,
         cfg: &ControlConfig,
         rings: &BTreeMap<String, helix::Ring>,
         sources: Registry,
+        (journal, recovered): (Journal, Recovered),
     ) -> Result<Self> {
         let fan = match FanIn::create(ns, control::CONTROL_RING, &cfg.ring) {
             Err(FanInError::Exists { .. }) => FanIn::attach(ns, control::CONTROL_RING),
@@ -89,8 +93,7 @@ impl ControlThread {
         };
         let stats = Arc::new(ControlStats::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let mut path = Path {
-            fan,
+        let mut flow = Flow {
             log: writer(control::LOG_RING)?,
             acks: writer(control::ACK_RING)?,
             log_view: RingView::attach(ns, control::LOG_RING).context("ring control.log")?,
@@ -103,7 +106,12 @@ impl ControlThread {
             next_token: 1,
             stats: stats.clone(),
             forwarder: Forwarder::default(),
+            journal,
+            journal_failing: false,
+            log_refused: false,
         };
+        flow.recover(ns, recovered)?;
+        let mut path = Path { fan, flow };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("control".into())
@@ -169,16 +177,21 @@ struct Pending {
     instrument: Option<std::net::SocketAddr>,
 }
 
-/// The control thread's state.
+/// The control thread's state: the ring it drains, and the rest.
 struct Path {
     fan: FanIn,
+    flow: Flow,
+}
+
+/// Everything but the fan-in ring (so a drain's callback may use it).
+struct Flow {
     log: Writer,
     acks: Writer,
     log_view: RingView,
     judge: Judge,
     audit_reader: Option<String>,
     window: Window,
-    /// Decided, not yet on `control.log` (it was full).
+    /// Decided, not yet on `control.log` (publishing failed).
     unlogged: VecDeque<Incoming>,
     /// Accepted and logged, waiting for the audit reader.
     audit: VecDeque<Pending>,
@@ -188,22 +201,30 @@ struct Path {
     stats: Arc<ControlStats>,
     /// Sends commands to UDP sources' instruments.
     forwarder: Forwarder,
+    /// First answers, made durable before they are published.
+    journal: Journal,
+    /// Writing the journal failed last time (logged once until it works).
+    journal_failing: bool,
+    /// `control.log` refused a claim other than for want of room.
+    log_refused: bool,
 }
 
 impl Path {
     fn run(&mut self, stop: &AtomicBool) {
         let mut next_sweep = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let busy = !(self.unlogged.is_empty() && self.audit.is_empty() && self.applying.is_empty());
-            if self.unlogged.len() + self.audit.len() + self.applying.len() < MAX_QUEUED {
+            let f = &mut self.flow;
+            let busy = !(f.unlogged.is_empty() && f.audit.is_empty() && f.applying.is_empty());
+            if f.unlogged.len() + f.audit.len() + f.applying.len() < MAX_QUEUED {
                 self.take(if busy { BUSY } else { IDLE });
             } else {
                 std::thread::sleep(BUSY);
             }
-            self.publish_log();
-            self.release_audited();
-            self.collect_effects();
-            self.stats.waiting.store(self.audit.len() as u64, Ordering::Relaxed);
+            let f = &mut self.flow;
+            f.publish_log();
+            f.release_audited();
+            f.collect_effects();
+            f.stats.waiting.store(f.audit.len() as u64, Ordering::Relaxed);
             if Instant::now() >= next_sweep {
                 // Dead senders' lanes are freed once drained (issue 16's sweep).
                 self.fan.sweep(|e| report_dropped(&e));
@@ -213,10 +234,22 @@ impl Path {
     }
 
     /// One fair round of the control ring (sleeping up to `timeout` if it
-    /// is empty); each record is decided and queued for the log.
+    /// is empty). Each record is decided and published on `control.log`
+    /// in the drain's callback, so before its lane releases it: a record
+    /// a sender's lane gave up is on the log (a helixd killed after the
+    /// publish and before the release is given it again: a repeat). The
+    /// round takes no more records than `control.log` has room for now.
     fn take(&mut self, timeout: Duration) {
-        let mut got = Vec::new();
-        self.fan.drain_timeout(PER_LANE, timeout, |e| match e {
+        let lanes = self.fan.geometry().lanes as usize;
+        let per_lane = self.flow.log_room(lanes * PER_LANE) / lanes.max(1);
+        if per_lane == 0 {
+            // The log is full (its gating reader behind): the records stay
+            // in the senders' lanes.
+            std::thread::sleep(BUSY);
+            return;
+        }
+        let flow = &mut self.flow;
+        self.fan.drain_timeout(per_lane.min(PER_LANE), timeout, |e| match e {
             Event::Record(r) => {
                 // A record the lane shrank under is taken as empty (and
                 // the lane is dropped after it).
@@ -224,15 +257,35 @@ impl Path {
                 let mut log = LogRecord::new(r.kind, &payload, Ok(()));
                 (log.uid, log.pid, log.lane, log.lane_seq) = (r.uid, r.pid, r.lane as u32, r.seq);
                 log.len = r.len() as u32;
-                got.push((log, payload));
+                flow.stats.received.fetch_add(1, Ordering::Relaxed);
+                log.time_ns = helix::process::realtime_ns();
+                let incoming = flow.decide(log, &payload);
+                flow.unlogged.push_back(incoming);
+                flow.publish_log();
             }
             e @ Event::Dropped(_) => report_dropped(&e),
         });
-        for (mut log, payload) in got {
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            log.time_ns = helix::process::realtime_ns();
-            let incoming = self.decide(log, &payload);
-            self.unlogged.push_back(incoming);
+    }
+}
+
+impl Flow {
+    /// Up to `want` slots of `control.log` that may be written now.
+    fn log_room(&mut self, want: usize) -> usize {
+        let want = (want as u64).min(self.log.geometry().capacity);
+        match self.log.try_claim(want) {
+            // Dropped unfilled: nothing is published.
+            Ok(_) => {
+                self.log_refused = false;
+                want as usize
+            }
+            Err(PublishError::Full { free, .. }) => free as usize,
+            Err(e) => {
+                // Logged once: the records wait in their lanes meanwhile.
+                if !std::mem::replace(&mut self.log_refused, true) {
+                    warn!("control: cannot publish on control.log: {e}; commands wait in their lanes");
+                }
+                0
+            }
         }
     }
 
@@ -256,6 +309,26 @@ impl Path {
             log.flags |= control::LOG_REPEAT;
         }
         Incoming { log, command, verdict, repeat, target }
+    }
+}
+
+/// Leaves in a starting source's inbox what the accepted commands made of
+/// it (its rate, setpoints, pause): a simulator takes them before its
+/// first sample (docs/abi.md §12.6). Their effects are nobody's answer.
+pub fn restore(state: &SourceState, cfg: &SourceConfig, plant: &Plant) {
+    let SourceKind::Sim { streams, .. } = cfg.kind else { return };
+    let plant = plant.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = plant.get(&cfg.ring) else { return };
+    let post = |op, stream, value| state.inbox.post(Directive { token: 0, op, stream, value });
+    if let Some(rate) = s.rate_hz {
+        post(Op::Rate, 0, rate);
+    }
+    // (A stream the configuration no longer has is left alone.)
+    for (&stream, &value) in s.setpoints.range(..streams) {
+        post(Op::Set, stream, value);
+    }
+    if s.paused {
+        post(Op::Pause, 0, 0.0);
     }
 }
 

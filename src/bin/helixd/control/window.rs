@@ -56,6 +56,18 @@ impl Window {
         self.entries.insert((uid, request), Entry { seen: Seen { verdict, ack: None }, waiting: 0 });
     }
 
+    /// Remembers a request answered before (by a helixd before this one).
+    pub fn remember(&mut self, ack: &Ack) {
+        let verdict = ack.outcome().unwrap_or(Err(Reason::SourceDown));
+        self.insert(ack.uid, ack.request, verdict);
+        self.answered(ack);
+    }
+
+    /// The answers given, oldest first (what the journal keeps).
+    pub fn answers(&self) -> impl Iterator<Item = Ack> + '_ {
+        self.order.iter().filter_map(|k| self.entries.get(k)?.seen.ack)
+    }
+
     /// A repeat came before the first answer: it gets the answer when the
     /// first does.
     pub fn wait(&mut self, uid: u32, request: u64) {

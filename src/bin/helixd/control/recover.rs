@@ -1,0 +1,77 @@
+//! A start after a helixd that stopped (or was killed) with commands in
+//! flight: the journal's answers go back into the window, and every
+//! record on `control.log` from the journal's mark that no answer covers
+//! is finished, as the helixd before would have: a rejected command is
+//! answered, an accepted one applied (after the audit reader has read its
+//! record, as always) and answered. Then the journal is rewritten.
+
+use anyhow::{Context, Result};
+use tracing::info;
+
+use super::flow::ack0;
+use super::journal::Recovered;
+use super::{Flow, Pending};
+use helix::control::{self, Ack, LogRecord, LOGGED_BYTES, LOG_REPEAT, LOG_RING};
+use helix::{Namespace, Reader, ReaderOptions, Start, TryReadError};
+
+impl Flow {
+    /// Recovers what the journal and `control.log` say (see the module).
+    pub(super) fn recover(&mut self, ns: &Namespace, rec: Recovered) -> Result<()> {
+        for a in &rec.answers {
+            self.window.remember(a);
+        }
+        let mut unanswered = 0;
+        for (seq, log) in log_records(ns, rec.unresolved_from)? {
+            unanswered += usize::from(self.finish(seq, &log));
+        }
+        if unanswered > 0 {
+            info!("control: {unanswered} commands on control.log were not answered before this start; finishing them");
+        }
+        let from = self.unresolved_from();
+        self.journal.rewrite(from, self.window.answers())
+    }
+
+    /// Finishes the command logged at `seq`, if it is a first request no
+    /// answer covers; whether it was one.
+    fn finish(&mut self, seq: u64, log: &LogRecord) -> bool {
+        let len = (log.len as usize).min(LOGGED_BYTES);
+        let Ok(command) = control::decode(log.kind, &log.command[..len]) else { return false };
+        let (uid, request) = (log.uid, command.request);
+        if log.flags & LOG_REPEAT != 0 || self.window.seen(uid, request).is_some() {
+            return false;
+        }
+        let Some(verdict) = log.outcome() else { return false };
+        self.window.insert(uid, request, verdict);
+        let target = verdict.and_then(|()| self.judge.judge(uid, &command));
+        match target {
+            Ok(target) => {
+                let token = self.next_token;
+                self.next_token += 1;
+                let (state, instrument) = (Some(target.state), target.instrument);
+                self.audit.push_back(Pending { uid, command, log_seq: seq, token, state, instrument });
+            }
+            Err(reason) => {
+                let (verdict, reason) = control::wire(Err(reason));
+                let op = command.op as u16;
+                self.answer_first(Ack { uid, request, verdict, reason, op, log_seq: seq, ..ack0() }, None);
+            }
+        }
+        true
+    }
+}
+
+/// The audit records on `control.log` from sequence `from` on.
+fn log_records(ns: &Namespace, from: u64) -> Result<Vec<(u64, LogRecord)>> {
+    let opts = ReaderOptions { name: "helixd-recovery".into(), start: Start::Oldest, ..Default::default() };
+    let mut reader = Reader::attach(ns, LOG_RING, &opts).context("ring control.log")?;
+    let mut out = Vec::new();
+    loop {
+        match reader.try_read_pod::<LogRecord>() {
+            Ok((seq, log)) if seq >= from => out.push((seq, log)),
+            Ok(_) | Err(TryReadError::Frame(_)) => {}
+            Err(TryReadError::Empty) => return Ok(out),
+            // Nobody else writes control.log while helixd starts.
+            Err(e) => return Err(anyhow::anyhow!("reading control.log: {e}")),
+        }
+    }
+}
