@@ -334,3 +334,30 @@ fn garbage_inside_a_batch_is_caught_and_the_other_lanes_are_unharmed() {
     assert_eq!(reports[0].problem, LaneProblem::Protocol(LaneFault::TooLong { at: 112, len: 0xFFFF_0000, max: 256 }));
     assert!(!path.exists(), "the bad lane's file is still there");
 }
+
+/// A batch refuses what it has no room for: a record longer than the ring
+/// allows, one past the room it claimed (a lane of 4096 bytes holds 73
+/// records of 40 bytes, 56 each: a 74th), and one longer than the room left
+/// holds; what it did push arrives whole, and nothing past it.
+#[test]
+fn a_batch_refuses_records_past_its_room() {
+    let ns = TestNs::new();
+    let mut fan = FanIn::create(&ns, RING, &opts(1)).unwrap();
+    let mut p = Producer::attach(&ns, RING).unwrap();
+    let mut batch = p.try_claim_batch(100, 40).unwrap();
+    assert_eq!(batch.claimed(), 73);
+    assert_eq!(batch.push(0, &[0; 257]), Err(SendError::TooLarge { len: 257, max: 256 }));
+    for i in 0..72u8 {
+        batch.push(0, &[i; 40]).unwrap();
+    }
+    // 64 bytes are left: a record of 56 takes 72.
+    assert_eq!(batch.push(0, &[9; 56]), Err(SendError::BatchFull { claimed: 73 }));
+    batch.push(0, &[72; 40]).unwrap();
+    assert_eq!(batch.push(0, &[0; 0]), Err(SendError::BatchFull { claimed: 73 }));
+    assert_eq!(batch.commit(), 73);
+    let (records, reports) = drain(&mut fan);
+    assert!(reports.is_empty(), "{reports:?}");
+    let want: Vec<Got> = (0..73u8).map(|i| (0, i as u64 + 1, vec![i; 40])).collect();
+    assert_eq!(records, want);
+    assert_eq!(p.try_claim_batch(1, 40).unwrap().claimed(), 1);
+}
