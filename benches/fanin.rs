@@ -1,7 +1,8 @@
 //! In-process costs of the fan-in ring's hot paths (criterion): one record
-//! through a lane and back, a batch, and producer threads into a consumer
-//! thread. Cross-process figures, fairness and round trips beside their
-//! baselines are for `helix-bench fanin`.
+//! through a lane and back, a batch pushed one by one and one claimed at
+//! once, and producer threads into a consumer thread. Cross-process
+//! figures, fairness and round trips beside their baselines are for
+//! `helix-bench fanin`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -46,6 +47,16 @@ fn single_thread(c: &mut Criterion) {
                 p.try_push(1, bytemuck::bytes_of(black_box(&record))).unwrap();
             }
             p.publish();
+            assert_eq!(fan.try_drain(BATCH, count), BATCH);
+        })
+    });
+    g.bench_function("try_claim_batch(64), 64 x push, commit, try_drain(64)", |b| {
+        b.iter(|| {
+            let mut batch = p.try_claim_batch(BATCH, 64).unwrap();
+            for _ in 0..BATCH {
+                batch.push(1, bytemuck::bytes_of(black_box(&record))).unwrap();
+            }
+            batch.commit();
             assert_eq!(fan.try_drain(BATCH, count), BATCH);
         })
     });

@@ -34,6 +34,17 @@ fn drain(fan: &mut FanIn) -> (Vec<Got>, Vec<LaneReport>) {
     (records, reports)
 }
 
+/// A ring of two lanes, a good producer and a bad one, and the bad one's
+/// lane file.
+fn good_and_bad(what: &'static str) -> (TestNs, FanIn, Producer, Producer, std::path::PathBuf) {
+    let ns = TestNs::watched(what, Duration::from_secs(60));
+    let fan = FanIn::create(&ns, RING, &opts(2)).unwrap();
+    let good = Producer::attach(&ns, RING).unwrap();
+    let bad = Producer::attach(&ns, RING).unwrap();
+    let path = files::dir_path(&ns, RING).join(files::lane_name(bad.lane()));
+    (ns, fan, good, bad, path)
+}
+
 /// Where the hostile producer's fourth record starts in its lane file.
 const FOURTH: u64 = LANE_HEADER_SIZE as u64 + 3 * 56;
 
@@ -42,11 +53,7 @@ const FOURTH: u64 = LANE_HEADER_SIZE as u64 + 3 * 56;
 /// them, and it published a fourth (at [`FOURTH`]). Returns the
 /// consumer's one report; checks the good lane lost nothing.
 fn good_beside_hostile(harm: impl FnOnce(&std::fs::File)) -> LaneReport {
-    let ns = TestNs::watched("hostile producer", Duration::from_secs(60));
-    let mut fan = FanIn::create(&ns, RING, &opts(2)).unwrap();
-    let mut good = Producer::attach(&ns, RING).unwrap();
-    let mut bad = Producer::attach(&ns, RING).unwrap();
-    let path = files::dir_path(&ns, RING).join(files::lane_name(bad.lane()));
+    let (ns, mut fan, mut good, mut bad, path) = good_and_bad("hostile producer");
     for i in 0..3u8 {
         bad.try_send(0, &[i; 40]).unwrap();
     }
@@ -288,4 +295,69 @@ fn a_producer_cannot_push_its_lanes_epoch_ahead_for_the_producers_after_it() {
     let (records, reports) = sweep_and_drain(&mut fan);
     assert!(reports.is_empty(), "{reports:?}");
     assert_eq!(records.len(), 10, "the honest producer's records were lost");
+}
+
+/// Garbage inside a published batch: a producer claims room for five
+/// records at once, publishes them with one store, then rewrites the third
+/// one's length. The consumer delivers the two before it, drops the lane
+/// at it (naming the record), and the other lane, publishing batches of
+/// its own meanwhile, loses nothing.
+#[test]
+fn garbage_inside_a_batch_is_caught_and_the_other_lanes_are_unharmed() {
+    let (_ns, mut fan, mut good, mut bad, path) = good_and_bad("garbage inside a batch");
+    let mut batch = bad.try_claim_batch(5, 40).unwrap();
+    assert_eq!(batch.claimed(), 5);
+    for i in 0..5u8 {
+        batch.push(0, &[i; 40]).unwrap();
+    }
+    assert_eq!(batch.commit(), 5);
+    let third = LANE_HEADER_SIZE as u64 + 2 * 56;
+    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    file.write_all_at(&0xFFFF_0000u32.to_ne_bytes(), third).unwrap();
+    let (mut got, mut reports) = (Vec::new(), Vec::new());
+    for round in 0..40u64 {
+        let mut b = good.try_claim_batch(5, 8).unwrap();
+        for i in 0..5 {
+            b.push(1, &(round * 5 + i).to_ne_bytes()).unwrap();
+        }
+        b.commit();
+        let (r, mut d) = drain(&mut fan);
+        got.extend(r);
+        reports.append(&mut d);
+    }
+    let from_bad: Vec<Got> = got.iter().filter(|r| r.0 == bad.lane()).cloned().collect();
+    assert_eq!(from_bad, [(bad.lane(), 1, vec![0; 40]), (bad.lane(), 2, vec![1; 40])]);
+    let from_good: Vec<Vec<u8>> = got.into_iter().filter(|r| r.0 == good.lane()).map(|r| r.2).collect();
+    assert_eq!(from_good, (0..200u64).map(|i| i.to_ne_bytes().to_vec()).collect::<Vec<_>>());
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].lane, bad.lane());
+    assert_eq!(reports[0].problem, LaneProblem::Protocol(LaneFault::TooLong { at: 112, len: 0xFFFF_0000, max: 256 }));
+    assert!(!path.exists(), "the bad lane's file is still there");
+}
+
+/// A batch refuses what it has no room for: a record longer than the ring
+/// allows, one past the room it claimed (a lane of 4096 bytes holds 73
+/// records of 40 bytes, 56 each: a 74th), and one longer than the room left
+/// holds; what it did push arrives whole, and nothing past it.
+#[test]
+fn a_batch_refuses_records_past_its_room() {
+    let ns = TestNs::new();
+    let mut fan = FanIn::create(&ns, RING, &opts(1)).unwrap();
+    let mut p = Producer::attach(&ns, RING).unwrap();
+    let mut batch = p.try_claim_batch(100, 40).unwrap();
+    assert_eq!(batch.claimed(), 73);
+    assert_eq!(batch.push(0, &[0; 257]), Err(SendError::TooLarge { len: 257, max: 256 }));
+    for i in 0..72u8 {
+        batch.push(0, &[i; 40]).unwrap();
+    }
+    // 64 bytes are left: a record of 56 takes 72.
+    assert_eq!(batch.push(0, &[9; 56]), Err(SendError::BatchFull { claimed: 73 }));
+    batch.push(0, &[72; 40]).unwrap();
+    assert_eq!(batch.push(0, &[0; 0]), Err(SendError::BatchFull { claimed: 73 }));
+    assert_eq!(batch.commit(), 73);
+    let (records, reports) = drain(&mut fan);
+    assert!(reports.is_empty(), "{reports:?}");
+    let want: Vec<Got> = (0..73u8).map(|i| (0, i as u64 + 1, vec![i; 40])).collect();
+    assert_eq!(records, want);
+    assert_eq!(p.try_claim_batch(1, 40).unwrap().claimed(), 1);
 }

@@ -20,6 +20,13 @@ enum Op {
     Push(usize, usize),
     /// Producer `i` publishes.
     Publish(usize),
+    /// Producer `i` claims room for up to `n` records of up to `len` bytes
+    /// at once, pushes as many as it got (of lengths up to `len`) and
+    /// commits (publishing them with what it had pending).
+    Batch(usize, usize, usize),
+    /// Producer `i` claims room for records of exactly these lengths (all
+    /// or none), pushes them and commits.
+    Lens(usize, Vec<usize>),
     /// Producer `i` leaves.
     Leave(usize),
     /// One fair round of at most `n` records per lane.
@@ -31,6 +38,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Attach),
         6 => (any::<usize>(), 0..=120usize).prop_map(|(i, l)| Op::Push(i, l)),
         2 => any::<usize>().prop_map(Op::Publish),
+        3 => (any::<usize>(), 0..12usize, 0..=120usize).prop_map(|(i, n, l)| Op::Batch(i, n, l)),
+        1 => (any::<usize>(), proptest::collection::vec(0..=120usize, 0..6)).prop_map(|(i, v)| Op::Lens(i, v)),
         1 => any::<usize>().prop_map(Op::Leave),
         3 => (1..8usize).prop_map(Op::Drain),
     ]
@@ -51,6 +60,28 @@ fn record(id: u32, n: u32, len: usize) -> Vec<u8> {
         v[4..8].copy_from_slice(&n.to_ne_bytes());
     }
     v
+}
+
+/// Pushes records of `lens` into `b` (as many as it has room for) for
+/// producer `id`, whose next record is `n`, and commits: what was pending
+/// is published, and returned.
+fn push_batch(
+    mut b: helix::fanin::Batch<'_>,
+    id: u32,
+    n: &mut u32,
+    pending: &mut Vec<Vec<u8>>,
+    lens: impl Iterator<Item = usize>,
+) -> Vec<Vec<u8>> {
+    let room = b.claimed();
+    for len in lens.take(room) {
+        let v = record(id, *n, len);
+        b.push(0, &v).expect("room for a claimed record");
+        pending.push(v);
+        *n += 1;
+    }
+    assert_eq!((b.pushed(), b.remaining()), (room, 0), "a claimed record had no room");
+    b.commit();
+    std::mem::take(pending)
 }
 
 /// Drains a round into `got` (keyed by producer id; records shorter than
@@ -102,6 +133,22 @@ proptest! {
                     let l = { let k = i % live.len(); &mut live[k] };
                     l.p.publish();
                     published.entry(l.id).or_default().extend(l.pending.drain(..));
+                }
+                Op::Batch(i, n, len) if !live.is_empty() => {
+                    let Live { id, p, pending, n: next } = { let k = i % live.len(); &mut live[k] };
+                    // A batch claims at least one record or none (the lane is full).
+                    let Ok(b) = p.try_claim_batch(n, len) else { continue };
+                    prop_assert!(b.claimed() <= n && (b.claimed() > 0 || n == 0));
+                    // Lengths up to the one claimed for, varying.
+                    let done = push_batch(b, *id, next, pending, (0..).map(|j: usize| len - (j * 37) % (len + 1)));
+                    published.entry(*id).or_default().extend(done);
+                }
+                Op::Lens(i, lens) if !live.is_empty() => {
+                    let Live { id, p, pending, n: next } = { let k = i % live.len(); &mut live[k] };
+                    let Ok(b) = p.try_claim_lens(&lens) else { continue };
+                    prop_assert_eq!(b.claimed(), lens.len());
+                    let done = push_batch(b, *id, next, pending, lens.into_iter());
+                    published.entry(*id).or_default().extend(done);
                 }
                 Op::Leave(i) if !live.is_empty() => {
                     let mut l = live.remove(i % live.len());

@@ -358,24 +358,41 @@ fn fanin_claim_publish_consume_and_wait_allocate_nothing() {
     COUNTING.store(true, Ordering::SeqCst);
     start.wait();
     let mut payload = [0u8; 64];
-    for n in 1..=RECORDS {
+    let len_of = |n: u64| 8 + (n % 7) as usize * 8;
+    let mut n = 1;
+    while n <= RECORDS {
+        let first = n;
         payload[..8].copy_from_slice(&n.to_ne_bytes());
-        let len = 8 + (n % 7) as usize * 8;
+        let len = len_of(n);
         // Every way of producing; the 1 KiB lane fills, so the producer
         // waits for space (parking) too.
-        match n % 3 {
+        match n % 4 {
             0 => p.send_timeout(0, &payload[..len], Duration::from_secs(10)).unwrap(),
             1 => p.claim_timeout(len, Duration::from_secs(10)).unwrap().fill(0, &payload[..len]),
-            _ => p.claim_timeout(len, Duration::from_secs(10)).unwrap().commit_with(|words| {
+            2 => p.claim_timeout(len, Duration::from_secs(10)).unwrap().commit_with(|words| {
                 for (w, c) in words.iter().zip(payload[..len].chunks(8)) {
                     w.store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed);
                 }
             }),
+            // A batch: room for up to 5 records claimed at once, published
+            // together.
+            _ => {
+                let want = 5.min(RECORDS + 1 - n) as usize;
+                let mut b = p.claim_batch_timeout(want, 64, Duration::from_secs(10)).unwrap();
+                for _ in 0..b.claimed() {
+                    payload[..8].copy_from_slice(&n.to_ne_bytes());
+                    b.push(0, &payload[..len_of(n)]).unwrap();
+                    n += 1;
+                }
+                b.commit();
+                n -= 1;
+            }
         }
-        if n % 4 == 0 {
+        n += 1;
+        if (first..n).any(|m| m % 4 == 0) {
             p.publish();
         }
-        if n % 500 == 0 && n < RECORDS {
+        if (first..n).any(|m| m % 500 == 0) && n <= RECORDS {
             // Let the consumer fall asleep on the doorbell, so its parking
             // and the producer's ring are counted.
             WATCHED.with(|w| w.set(false));

@@ -76,6 +76,7 @@ impl Record<'_> {
     }
 
     /// Copies the payload into the front of `dst`; returns its length.
+    #[inline]
     pub fn copy_to(&self, dst: &mut [u8]) -> Result<usize, RecordError> {
         if dst.len() < self.len {
             return Err(RecordError::TooSmall { len: self.len, capacity: dst.len() });
@@ -428,21 +429,20 @@ impl FanIn {
     fn drain_lane<F: FnMut(Event<'_>) + ?Sized>(&mut self, k: usize, budget: usize, f: &mut F) -> usize {
         let Some(b) = self.lanes[k].as_mut() else { return 0 };
         let state = self.files.state(k);
-        let (mut n, mut bytes) = (0, 0);
-        let result = {
+        let (n, result) = {
             let Bound { lf, reading, .. } = &mut *b;
             let e = Bound::ends_of(lf, state);
             let damage = lf.map.damage_flag();
-            let result = drain_records(reading, &e, budget, &mut n, &mut bytes, |found| {
+            let taken = reading.take(&e, budget, |found| {
                 f(Event::Record(record(k, lf, &e, found, damage)));
                 !damage.is_set()
             });
-            if n > 0 {
+            if taken.records > 0 {
                 reading.release(&e);
-                state.records.store(state.records.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
-                state.bytes.store(state.bytes.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
+                state.records.store(state.records.load(Ordering::Relaxed) + taken.records as u64, Ordering::Relaxed);
+                state.bytes.store(state.bytes.load(Ordering::Relaxed) + taken.bytes, Ordering::Relaxed);
             }
-            result
+            (taken.records, taken.end)
         };
         match result {
             Err(fault) => {
@@ -523,31 +523,7 @@ pub(crate) fn resume_reading(e: &Ends, max_payload: u32) -> Reading {
     skip
 }
 
-/// Delivers up to `budget` records through `deliver` (which returns false
-/// if the lane turned out damaged meanwhile); `Ok(true)` if the lane is
-/// now empty.
-fn drain_records(
-    reading: &mut Reading,
-    e: &Ends,
-    budget: usize,
-    n: &mut usize,
-    bytes: &mut u64,
-    mut deliver: impl FnMut(&Found) -> bool,
-) -> Result<bool, LaneFault> {
-    loop {
-        let Some(found) = reading.next(e)? else { return Ok(true) };
-        if *n >= budget {
-            return Ok(false);
-        }
-        if !deliver(&found) {
-            return Err(LaneFault::Shrunk);
-        }
-        reading.consume(&found);
-        *n += 1;
-        *bytes += found.len as u64;
-    }
-}
-
+#[inline]
 fn record<'a>(k: usize, lf: &LaneFile, e: &Ends<'a>, found: &Found, damage: DamageFlag) -> Record<'a> {
     let len = found.len as usize;
     Record {

@@ -85,6 +85,10 @@ pub enum SendError {
     /// The lane file was shrunk under this producer's mapping.
     #[error("lane {lane}'s file was truncated under the producer's mapping")]
     Damaged { lane: usize },
+    /// A record pushed into a [`Batch`](super::Batch) past the room it
+    /// claimed (more records, or longer ones than the room left holds).
+    #[error("the batch of {claimed} records has no room left for this one")]
+    BatchFull { claimed: usize },
 }
 
 /// What was wrong with a lane the consumer dropped.

@@ -81,16 +81,23 @@ pub(crate) struct Found {
     pub(crate) advance: u64,
 }
 
+#[inline(always)]
 fn header_word(len: u32, kind: u32) -> u64 {
-    let mut b = [0u8; 8];
-    b[..4].copy_from_slice(&len.to_ne_bytes());
-    b[4..].copy_from_slice(&kind.to_ne_bytes());
-    u64::from_ne_bytes(b)
+    // `len` in the first four bytes of the word, `kind` in the next four.
+    if cfg!(target_endian = "little") {
+        len as u64 | (kind as u64) << 32
+    } else {
+        (len as u64) << 32 | kind as u64
+    }
 }
 
+#[inline(always)]
 fn split_header_word(w: u64) -> (u32, u32) {
-    let b = w.to_ne_bytes();
-    (u32::from_ne_bytes(b[..4].try_into().unwrap()), u32::from_ne_bytes(b[4..].try_into().unwrap()))
+    if cfg!(target_endian = "little") {
+        (w as u32, (w >> 32) as u32)
+    } else {
+        ((w >> 32) as u32, w as u32)
+    }
 }
 
 /// The producer's side of a lane: its private cursors.
@@ -101,7 +108,7 @@ pub(crate) struct Writing {
     /// End of what was published.
     pub(crate) published: u64,
     /// The consumer's tail as last read.
-    tail: u64,
+    pub(crate) tail: u64,
     /// Sequence the next record gets.
     pub(crate) next_seq: u64,
     /// The lane file's epoch: the consumer's `tail` is ours once its
@@ -117,30 +124,54 @@ impl Writing {
         Writing { next_seq: 1, epoch, ..Default::default() }
     }
 
-    /// Bytes a record of `len` payload bytes needs at the current head,
-    /// padding included.
-    fn need(&self, cap: u64, len: usize) -> u64 {
-        let size = record_size(len) as u64;
-        let contig = cap - (self.head & (cap - 1));
-        if size <= contig {
-            size
-        } else {
-            contig + size
-        }
-    }
-
     /// Whether a record of `len` bytes fits now, re-reading the consumer's
     /// tail only if the cached one says it may not.
     pub(crate) fn fits(&mut self, e: &Ends, len: usize) -> bool {
         let cap = e.capacity();
-        let need = self.need(cap, len);
-        if self.head + need - self.tail <= cap {
+        if place(self.head, cap, len).1 - self.tail <= cap {
             return true;
         }
+        self.refresh_tail(e);
+        place(self.head, cap, len).1 - self.tail <= cap
+    }
+
+    /// How many records of up to `len` bytes each, at most `n`, fit now
+    /// (the room checked once for all of them), re-reading the consumer's
+    /// tail only if the cached one does not give room for `n`.
+    pub(crate) fn fit_n(&mut self, e: &Ends, n: usize, len: usize) -> usize {
+        let cap = e.capacity();
+        let k = fit_count(self.head, self.tail, cap, record_size(len) as u64, n as u64) as usize;
+        if k == n {
+            return k;
+        }
+        self.refresh_tail(e);
+        fit_count(self.head, self.tail, cap, record_size(len) as u64, n as u64) as usize
+    }
+
+    /// Whether records of exactly `lens`, in order, fit now (the room
+    /// checked once for all of them).
+    pub(crate) fn fit_lens(&mut self, e: &Ends, lens: &[usize]) -> bool {
+        let cap = e.capacity();
+        let end = lens.iter().fold(self.head, |at, &len| place(at, cap, len).1);
+        if end - self.tail <= cap {
+            return true;
+        }
+        self.refresh_tail(e);
+        end - self.tail <= cap
+    }
+
+    /// The running offset up to which records may be written: the
+    /// consumer's tail as last read, plus the lane's capacity.
+    pub(crate) fn limit(&self, e: &Ends) -> u64 {
+        self.tail + e.capacity()
+    }
+
+    /// Re-reads the consumer's tail.
+    fn refresh_tail(&mut self, e: &Ends) {
         // SYNC POINT: lane bound. Pairs with the consumer's Release store of
         // `epoch` when it binds our file: only then is `tail` about it.
         if e.state.epoch.load(Ordering::Acquire) != self.epoch {
-            return false;
+            return;
         }
         // SYNC POINT: space released. Pairs with the consumer's Release
         // store of `tail` in `Reading::release`: the records it consumed are
@@ -151,7 +182,6 @@ impl Writing {
         if tail <= self.head && tail > self.tail {
             self.tail = tail;
         }
-        self.head + need - self.tail <= cap
     }
 
     /// Writes the header of a record of `len` bytes of `kind` (the caller
@@ -161,33 +191,29 @@ impl Writing {
     /// here but unpublished lane bytes, so a record begun and never ended
     /// leaves no trace.
     pub(crate) fn begin(&self, e: &Ends, len: usize, kind: u32) -> (usize, u64) {
-        let cap = e.capacity();
-        let size = record_size(len) as u64;
-        let pos = self.head & (cap - 1);
-        let mut pad = 0;
-        if size > cap - pos {
-            e.data[(pos / 8) as usize].store(header_word(PAD_LEN, 0), Ordering::Relaxed);
-            pad = cap - pos;
-        }
-        let w = word_of(self.head + pad, cap);
-        e.data[w].store(header_word(len as u32, kind), Ordering::Relaxed);
-        e.data[w + 1].store(self.next_seq, Ordering::Relaxed);
-        (w + 2, pad + size)
+        let (start, end) = place(self.head, e.capacity(), len);
+        (put_header(e, self.head, start, len, kind, self.next_seq), end - self.head)
     }
 
     /// Counts the record begun at the head as written (pending).
     pub(crate) fn end(&mut self, len: usize, advance: u64) {
+        self.ended(advance, 1, len as u64);
+    }
+
+    /// Counts `records` records of `bytes` payload bytes, `advance` lane
+    /// bytes in all, written at the head as pending: a batch's bookkeeping,
+    /// once for all of it.
+    pub(crate) fn ended(&mut self, advance: u64, records: u64, bytes: u64) {
         self.head += advance;
-        self.next_seq += 1;
-        self.pending_records += 1;
-        self.pending_bytes += len as u64;
+        self.next_seq += records;
+        self.pending_records += records;
+        self.pending_bytes += bytes;
     }
 
     /// Writes a whole record (the caller checked [`Writing::fits`]).
     pub(crate) fn write(&mut self, e: &Ends, kind: u32, payload: &[u8]) {
-        let (w, advance) = self.begin(e, payload.len(), kind);
-        store_bytes(&e.data[w..w + payload.len().div_ceil(8)], payload);
-        self.end(payload.len(), advance);
+        let end = put(e, self.head, self.next_seq, kind, payload);
+        self.ended(end - self.head, 1, payload.len() as u64);
     }
 
     /// Records written and not yet published.
@@ -325,42 +351,50 @@ impl Reading {
     }
 
     /// The next record at the tail, validated against everything the
-    /// producer could have written; `None` if the lane is empty. Each word
-    /// is loaded once, and only the loaded value is checked and used.
+    /// producer could have written; `None` if the lane is empty.
     pub(crate) fn next(&mut self, e: &Ends) -> Result<Option<Found>, LaneFault> {
         if !self.ready(e)? {
             return Ok(None);
         }
-        let cap = e.capacity();
-        let mut at = self.tail;
-        let (mut len, mut kind) = split_header_word(e.data[word_of(at, cap)].load(Ordering::Relaxed));
-        let mut skipped = 0;
-        if len == PAD_LEN {
-            skipped = cap - (at & (cap - 1));
-            if at + skipped >= self.head {
-                // Padding is written only before a record; with nothing
-                // after it, the lane ends mid-record.
-                return Err(LaneFault::PastHead { at, size: skipped, head: self.head });
+        check_at(e, self.tail, self.head, self.next_seq, self.max_payload).map(Some)
+    }
+
+    /// The consumer's batch view of a lane, one drain round's worth: loads
+    /// `head` once (and checks it), then walks the published records from
+    /// the tail, each checked as [`Reading::next`] checks it, handing at
+    /// most `budget` of them to `deliver` (which returns false if the lane
+    /// turned out damaged meanwhile); the cursors are updated once, after.
+    /// Nothing is released here ([`Reading::release`], once per round).
+    pub(crate) fn take(&mut self, e: &Ends, budget: usize, mut deliver: impl FnMut(&Found) -> bool) -> Taken {
+        let mut t = Taken { records: 0, bytes: 0, end: Ok(false) };
+        if let Err(fault) = self.refresh(e) {
+            t.end = Err(fault);
+            return t;
+        }
+        let (head, max) = (self.head, self.max_payload);
+        let (mut at, mut seq) = (self.tail, self.next_seq);
+        while t.records < budget && at != head {
+            let found = match check_at(e, at, head, seq, max) {
+                Ok(found) => found,
+                Err(fault) => {
+                    t.end = Err(fault);
+                    break;
+                }
+            };
+            if !deliver(&found) {
+                t.end = Err(LaneFault::Shrunk);
+                break;
             }
-            at += skipped;
-            (len, kind) = split_header_word(e.data[word_of(at, cap)].load(Ordering::Relaxed));
+            at += found.advance;
+            seq += 1;
+            t.records += 1;
+            t.bytes += found.len as u64;
         }
-        if len > self.max_payload {
-            return Err(LaneFault::TooLong { at, len, max: self.max_payload });
+        (self.tail, self.next_seq) = (at, seq);
+        if t.end.is_ok() {
+            t.end = Ok(at == head);
         }
-        let size = record_size(len as usize) as u64;
-        if size > cap - (at & (cap - 1)) {
-            return Err(LaneFault::Crosses { at, size });
-        }
-        if at + size > self.head {
-            return Err(LaneFault::PastHead { at, size, head: self.head });
-        }
-        let w = word_of(at, cap);
-        let seq = e.data[w + 1].load(Ordering::Relaxed);
-        if seq != self.next_seq {
-            return Err(LaneFault::Sequence { at, found: seq, expected: self.next_seq });
-        }
-        Ok(Some(Found { word: w + 2, len, kind, seq, advance: skipped + size }))
+        t
     }
 
     /// Marks `found` consumed (not yet released to the producer).
@@ -394,8 +428,120 @@ impl Reading {
     }
 }
 
+/// What [`Reading::take`] took from a lane in a round.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    /// Records handed over (and consumed).
+    pub(crate) records: usize,
+    /// Their payload bytes.
+    pub(crate) bytes: u64,
+    /// `Ok(true)` if the lane is now empty (as of the head loaded), or the
+    /// fault that stopped the walk (the records before it were handed
+    /// over).
+    pub(crate) end: Result<bool, LaneFault>,
+}
+
+/// Checks the record at running offset `at` (the tail, or past the records
+/// before it in a round) against everything the producer could have
+/// written: `head` (already checked), the ring's `max` payload, the
+/// sequence `seq` due. Each word is loaded once, and only the loaded value
+/// is checked and used.
+#[inline(always)]
+fn check_at(e: &Ends, mut at: u64, head: u64, seq: u64, max: u32) -> Result<Found, LaneFault> {
+    let cap = e.capacity();
+    let (mut len, mut kind) = split_header_word(e.data[word_of(at, cap)].load(Ordering::Relaxed));
+    let mut skipped = 0;
+    if len == PAD_LEN {
+        skipped = cap - (at & (cap - 1));
+        if at + skipped >= head {
+            // Padding is written only before a record; with nothing
+            // after it, the lane ends mid-record.
+            return Err(LaneFault::PastHead { at, size: skipped, head });
+        }
+        at += skipped;
+        (len, kind) = split_header_word(e.data[word_of(at, cap)].load(Ordering::Relaxed));
+    }
+    if len > max {
+        return Err(LaneFault::TooLong { at, len, max });
+    }
+    let size = record_size(len as usize) as u64;
+    if size > cap - (at & (cap - 1)) {
+        return Err(LaneFault::Crosses { at, size });
+    }
+    if at + size > head {
+        return Err(LaneFault::PastHead { at, size, head });
+    }
+    let w = word_of(at, cap);
+    let found = e.data[w + 1].load(Ordering::Relaxed);
+    if found != seq {
+        return Err(LaneFault::Sequence { at, found, expected: seq });
+    }
+    Ok(Found { word: w + 2, len, kind, seq, advance: skipped + size })
+}
+
 fn word_of(at: u64, cap: u64) -> usize {
     ((at & (cap - 1)) / 8) as usize
+}
+
+/// Where a record of `len` payload bytes goes if written at running offset
+/// `at` of a lane of `cap` bytes: its start (past the wrap padding if it
+/// would cross the end) and its end.
+#[inline]
+pub(crate) fn place(at: u64, cap: u64, len: usize) -> (u64, u64) {
+    let size = record_size(len) as u64;
+    let contig = cap - (at & (cap - 1));
+    let start = if size <= contig { at } else { at + contig };
+    (start, start + size)
+}
+
+/// How many records of `size` bytes, at most `n`, fit from running offset
+/// `head` with the consumer at `tail`, wrap padding included (a batch's
+/// room, reckoned at once rather than record by record).
+fn fit_count(head: u64, tail: u64, cap: u64, size: u64, n: u64) -> u64 {
+    let free = cap - (head - tail);
+    let contig = cap - (head & (cap - 1));
+    // Records before the end of the lane, then (past the padding) from 0.
+    let before = contig / size;
+    if free < contig || n <= before {
+        return n.min(before).min(free / size);
+    }
+    n.min(before + (free - contig) / size)
+}
+
+/// Writes the padding (if `start` is past `at`) and the header of a record
+/// of `len` bytes, sequence `seq`, starting at running offset `start`;
+/// returns the word index of its payload.
+#[inline]
+fn put_header(e: &Ends, at: u64, start: u64, len: usize, kind: u32, seq: u64) -> usize {
+    let cap = e.capacity();
+    if start != at {
+        e.data[word_of(at, cap)].store(header_word(PAD_LEN, 0), Ordering::Relaxed);
+    }
+    let w = word_of(start, cap);
+    e.data[w].store(header_word(len as u32, kind), Ordering::Relaxed);
+    e.data[w + 1].store(seq, Ordering::Relaxed);
+    w + 2
+}
+
+/// Writes a whole record at running offset `at` (its room checked: it
+/// ends at or before the limit); returns the running offset after it.
+#[inline]
+pub(crate) fn put(e: &Ends, at: u64, seq: u64, kind: u32, payload: &[u8]) -> u64 {
+    let (start, end) = place(at, e.capacity(), payload.len());
+    let w = put_header(e, at, start, payload.len(), kind, seq);
+    store_bytes(&e.data[w..w + payload.len().div_ceil(8)], payload);
+    end
+}
+
+/// Writes a record's padding and header at running offset `at` and hands
+/// its payload words to `f` (zero-padded past `len`); returns the running
+/// offset after it.
+#[inline]
+pub(crate) fn put_with(e: &Ends, at: u64, seq: u64, kind: u32, len: usize, f: impl FnOnce(&[AtomicU64])) -> u64 {
+    let (start, end) = place(at, e.capacity(), len);
+    let w = put_header(e, at, start, len, kind, seq);
+    f(&e.data[w..w + len.div_ceil(8)]);
+    end
 }
 
 /// The consumer's sleep on the doorbell: announces itself in `sleeping`,

@@ -70,7 +70,7 @@ pub use consumer::{Event, FanIn, Record, RecordError};
 pub use error::{FanInError, LaneProblem, LaneReport, SendError};
 pub use files::FanInGeometry;
 pub use lane::LaneFault;
-pub use producer::{Claim, Producer};
+pub use producer::{Batch, Claim, Producer};
 pub use stats::{FanInStats, FanInView, LaneStats};
 
 use layout::{record_size, MAX_ALLOW};

@@ -11,7 +11,7 @@ use crate::wait::WaitStrategy;
 
 use super::error::{FanInError, SendError};
 use super::files::{self, Link, NewLane, RingFiles};
-use super::lane::{self, Ends, Writing};
+use super::lane::{self, put, put_with, Ends, Writing};
 use super::layout::*;
 
 /// How often a producer waiting for space looks whether its lane was
@@ -155,22 +155,98 @@ impl Producer {
     /// this lane's producer ever waits for it.
     pub fn claim_timeout(&mut self, len: usize, timeout: Duration) -> Result<Claim<'_>, SendError> {
         if !self.room(len)? {
-            // Pending records must be visible, or the consumer frees nothing.
-            self.publish();
-            let deadline = crate::ring::deadline(timeout);
-            loop {
-                let e = ends(&self.files, &self.lane.map, self.k);
-                if self.writing.wait_space(&e, len, self.wait.spins(), Some(deadline.min(host::now_ns() + RECHECK_NS)))
-                    || self.room(len)?
-                {
-                    break;
-                }
-                if host::now_ns() >= deadline {
-                    return Err(SendError::Timeout { lane: self.k });
-                }
-            }
+            self.wait_room(len, timeout)?;
         }
         Ok(Claim::new(self, len))
+    }
+
+    /// Waits up to `timeout` until a record of `len` bytes fits.
+    fn wait_room(&mut self, len: usize, timeout: Duration) -> Result<(), SendError> {
+        // Pending records must be visible, or the consumer frees nothing.
+        self.publish();
+        let deadline = crate::ring::deadline(timeout);
+        loop {
+            let e = ends(&self.files, &self.lane.map, self.k);
+            if self.writing.wait_space(&e, len, self.wait.spins(), Some(deadline.min(host::now_ns() + RECHECK_NS)))
+                || self.room(len)?
+            {
+                return Ok(());
+            }
+            if host::now_ns() >= deadline {
+                return Err(SendError::Timeout { lane: self.k });
+            }
+        }
+    }
+
+    /// Reserves room for `n` records of up to `len` payload bytes each, or
+    /// for as many of them as fit now, at least one, without waiting. The
+    /// room is checked once for the whole batch; [`Batch::push`] writes the
+    /// records and [`Batch::commit`] publishes them together (one store; a
+    /// system call only if the consumer sleeps).
+    pub fn try_claim_batch(&mut self, n: usize, len: usize) -> Result<Batch<'_>, SendError> {
+        let k = self.batch_room(n, len)?;
+        if k == 0 && n > 0 {
+            return Err(SendError::Full { lane: self.k });
+        }
+        Ok(self.batch(k))
+    }
+
+    /// [`Producer::try_claim_batch`], waiting up to `timeout` until at
+    /// least one record of `len` bytes fits.
+    pub fn claim_batch_timeout(&mut self, n: usize, len: usize, timeout: Duration) -> Result<Batch<'_>, SendError> {
+        let mut k = self.batch_room(n, len)?;
+        if k == 0 && n > 0 {
+            self.wait_room(len, timeout)?;
+            k = self.batch_room(n, len)?;
+        }
+        Ok(self.batch(k))
+    }
+
+    /// Reserves room for records of exactly `lens` bytes, in that order,
+    /// without waiting: room for all of them (checked once) or
+    /// [`SendError::Full`].
+    pub fn try_claim_lens(&mut self, lens: &[usize]) -> Result<Batch<'_>, SendError> {
+        for &len in lens {
+            self.check(len)?;
+        }
+        let e = ends(&self.files, &self.lane.map, self.k);
+        if !self.writing.fit_lens(&e, lens) {
+            if self.revoked() {
+                return Err(SendError::Revoked { lane: self.k, epoch: self.epoch });
+            }
+            return Err(SendError::Full { lane: self.k });
+        }
+        Ok(self.batch(lens.len()))
+    }
+
+    /// How many records of `len` bytes, at most `n`, fit now, or why none
+    /// may be written.
+    fn batch_room(&mut self, n: usize, len: usize) -> Result<usize, SendError> {
+        self.check(len)?;
+        let k = self.writing.fit_n(&ends(&self.files, &self.lane.map, self.k), n, len);
+        if k == 0 && n > 0 && self.revoked() {
+            return Err(SendError::Revoked { lane: self.k, epoch: self.epoch });
+        }
+        Ok(k)
+    }
+
+    /// A batch of `claimed` records whose room was checked.
+    fn batch(&mut self, claimed: usize) -> Batch<'_> {
+        let Producer { files, lane, k, writing, .. } = self;
+        let e = ends(files, &lane.map, *k);
+        Batch {
+            at: writing.head,
+            limit: writing.limit(&e),
+            seq: writing.next_seq,
+            max: files.geometry.max_payload as usize,
+            writing,
+            e,
+            files,
+            lane: *k,
+            claimed,
+            pushed: 0,
+            bytes: 0,
+        }
     }
 
     /// Writes a record (pending until [`Producer::publish`]), without
@@ -278,5 +354,119 @@ impl<'p> Claim<'p> {
         let (w, advance) = p.writing.begin(&e, self.len, self.kind);
         f(&e.data[w..w + self.len.div_ceil(8)]);
         p.writing.end(self.len, advance);
+    }
+}
+
+/// Room reserved for a batch of records by [`Producer::try_claim_batch`]
+/// (or [`Producer::claim_batch_timeout`], [`Producer::try_claim_lens`]):
+/// [`Batch::push`] writes them one after the other, and
+/// [`Batch::commit`] (or dropping the batch) publishes every record pushed,
+/// with those pending before, at once. Room left unused is not published
+/// and stays free. The bookkeeping (the head, the sequence, the lane's
+/// counters) is done once for the batch.
+pub struct Batch<'p> {
+    writing: &'p mut Writing,
+    e: Ends<'p>,
+    files: &'p RingFiles,
+    lane: usize,
+    max: usize,
+    claimed: usize,
+    /// Running offset of the next record.
+    at: u64,
+    /// No record may end past this running offset.
+    limit: u64,
+    /// Sequence of the next record.
+    seq: u64,
+    pushed: usize,
+    bytes: u64,
+}
+
+impl Batch<'_> {
+    /// Records the batch has room for (claimed).
+    pub fn claimed(&self) -> usize {
+        self.claimed
+    }
+
+    /// Records pushed so far.
+    pub fn pushed(&self) -> usize {
+        self.pushed
+    }
+
+    /// Records that may still be pushed.
+    pub fn remaining(&self) -> usize {
+        self.claimed - self.pushed
+    }
+
+    /// Checks that a record of `len` bytes may be pushed next; returns
+    /// where it ends.
+    #[inline]
+    fn next_end(&self, len: usize) -> Result<u64, SendError> {
+        if len > self.max {
+            return Err(SendError::TooLarge { len, max: self.max });
+        }
+        let end = lane::place(self.at, self.e.data.len() as u64 * 8, len).1;
+        if self.pushed == self.claimed || end > self.limit {
+            return Err(SendError::BatchFull { claimed: self.claimed });
+        }
+        Ok(end)
+    }
+
+    #[inline]
+    fn pushed_one(&mut self, end: u64, len: usize) -> u64 {
+        self.at = end;
+        self.pushed += 1;
+        self.bytes += len as u64;
+        self.seq += 1;
+        self.seq - 1
+    }
+
+    /// Writes the next record: `payload` of `kind`. Returns its sequence
+    /// number in the lane. [`SendError::BatchFull`] past the room claimed
+    /// (more records, or longer ones than the room left holds).
+    #[inline]
+    pub fn push(&mut self, kind: u32, payload: &[u8]) -> Result<u64, SendError> {
+        let end = self.next_end(payload.len())?;
+        put(&self.e, self.at, self.seq, kind, payload);
+        Ok(self.pushed_one(end, payload.len()))
+    }
+
+    /// Writes the next record, a plain-old-data value.
+    #[inline]
+    pub fn push_pod<T: Pod>(&mut self, kind: u32, value: &T) -> Result<u64, SendError> {
+        self.push(kind, bytemuck::bytes_of(value))
+    }
+
+    /// Writes the next record, of `len` bytes, in place: `f` gets its
+    /// payload as 64-bit words to store (the last zero-padded).
+    #[inline]
+    pub fn push_with(&mut self, kind: u32, len: usize, f: impl FnOnce(&[AtomicU64])) -> Result<u64, SendError> {
+        let end = self.next_end(len)?;
+        put_with(&self.e, self.at, self.seq, kind, len, f);
+        Ok(self.pushed_one(end, len))
+    }
+
+    /// Publishes the records pushed (and any pending before them); returns
+    /// how many this batch pushed.
+    pub fn commit(self) -> usize {
+        self.pushed
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.writing.ended(self.at - self.writing.head, self.pushed as u64, self.bytes);
+        if self.writing.publish(&self.e, &self.files.header().sleeping) {
+            lane::ring_bell(&self.files.bell().bell);
+        }
+    }
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("lane", &self.lane)
+            .field("claimed", &self.claimed)
+            .field("pushed", &self.pushed)
+            .finish()
     }
 }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use proptest::prelude::*;
 
 use super::heap::HeapLane;
-use super::lane::{Found, LaneFault, Reading, Writing};
+use super::lane::{place, Found, LaneFault, Reading, Writing};
 use super::layout::*;
 use crate::sync::{AtomicU32, Ordering};
 
@@ -89,6 +89,35 @@ proptest! {
             r.consume(&f);
         }
         prop_assert!(published.is_empty(), "{} published records never delivered", published.len());
+    }
+}
+
+proptest! {
+    /// A batch's room, reckoned at once (`Writing::fit_n`), is exactly
+    /// what placing its records one by one would find: the most records
+    /// of `len` bytes, at most `n`, that end within the lane's free room,
+    /// wrap padding included, from any head and tail.
+    #[test]
+    fn a_batchs_room_is_what_its_records_placed_one_by_one_take(
+        head in 0..4096u64, used in 0..=256u64, len in 0..=MAX as usize, n in 0..24usize,
+    ) {
+        let lane = HeapLane::new(256);
+        let e = lane.ends();
+        let head = head * 8;
+        let tail = head.saturating_sub(used / 8 * 8);
+        e.state.tail.store(tail, Ordering::Relaxed);
+        let mut w = Writing::new(1);
+        (w.head, w.published, w.tail) = (head, head, head.saturating_sub(256));
+        let k = w.fit_n(&e, n, len);
+        let mut at = head;
+        let mut fit = 0;
+        while fit < n && place(at, 256, len).1 <= tail + 256 {
+            at = place(at, 256, len).1;
+            fit += 1;
+        }
+        prop_assert_eq!(k, fit);
+        prop_assert_eq!(w.fit_lens(&e, &vec![len; k]), true);
+        prop_assert_eq!(w.fit_lens(&e, &vec![len; fit + 1]), fit == n && place(at, 256, len).1 <= tail + 256);
     }
 }
 

@@ -49,19 +49,36 @@ pub enum FrameError {
     WrongSize { seq: u64, len: usize, offset: usize, wanted: usize },
 }
 
+/// Words a copy moves per step: its loads (or stores) are independent, so
+/// they issue together, and the loop's own cost is paid once per 32 bytes.
+/// Each is still one whole aligned 64-bit atomic access: sound against a
+/// peer that writes (or reads) the words concurrently, which a `memcpy`
+/// (or a wider vector load, which Rust's memory model does not make atomic)
+/// would not be.
+const STEP: usize = 4;
+
 /// Copies `src` into the payload words, zero-padding the last word.
 #[inline]
 pub(crate) fn store_bytes(words: &[AtomicU64], src: &[u8]) {
     debug_assert!(src.len() <= words.len() * 8);
-    let mut chunks = src.chunks_exact(8);
-    for (w, c) in words.iter().zip(&mut chunks) {
+    let whole = src.len() / 8;
+    let (body, rest) = src.split_at(whole * 8);
+    let words = &words[..src.len().div_ceil(8)];
+    let mut chunks = body.chunks_exact(8 * STEP);
+    let mut blocks = words.chunks_exact(STEP);
+    for (c, w) in (&mut chunks).zip(&mut blocks) {
+        for i in 0..STEP {
+            w[i].store(u64::from_ne_bytes(c[8 * i..8 * i + 8].try_into().unwrap()), Ordering::Relaxed);
+        }
+    }
+    let done = whole - whole % STEP;
+    for (c, w) in chunks.remainder().chunks_exact(8).zip(&words[done..whole]) {
         w.store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed);
     }
-    let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut last = [0u8; 8];
         last[..rest.len()].copy_from_slice(rest);
-        words[src.len() / 8].store(u64::from_ne_bytes(last), Ordering::Relaxed);
+        words[whole].store(u64::from_ne_bytes(last), Ordering::Relaxed);
     }
 }
 
@@ -70,19 +87,26 @@ pub(crate) fn store_bytes(words: &[AtomicU64], src: &[u8]) {
 #[inline]
 pub(crate) fn load_bytes(words: &[AtomicU64], offset: usize, dst: &mut [u8]) {
     if offset.is_multiple_of(8) {
-        // The common case: whole words straight into the destination (each
-        // an 8-byte move, no call), then at most one partial word.
-        let words = &words[offset / 8..];
+        // The common case: whole words straight into the destination,
+        // STEP at a time (each an 8-byte move, no call), then at most one
+        // partial word.
+        let words = &words[offset / 8..offset / 8 + dst.len().div_ceil(8)];
         let whole = dst.len() / 8;
-        let mut chunks = dst.chunks_exact_mut(8);
-        for (c, w) in (&mut chunks).zip(words) {
+        let (body, rest) = dst.split_at_mut(whole * 8);
+        let mut chunks = body.chunks_exact_mut(8 * STEP);
+        let mut blocks = words.chunks_exact(STEP);
+        for (c, w) in (&mut chunks).zip(&mut blocks) {
+            for i in 0..STEP {
+                c[8 * i..8 * i + 8].copy_from_slice(&w[i].load(Ordering::Relaxed).to_ne_bytes());
+            }
+        }
+        let done = whole - whole % STEP;
+        for (c, w) in chunks.into_remainder().chunks_exact_mut(8).zip(&words[done..whole]) {
             c.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
         }
-        let rest = chunks.into_remainder();
         if !rest.is_empty() {
             let n = rest.len();
-            let word = words[whole].load(Ordering::Relaxed).to_ne_bytes();
-            rest.copy_from_slice(&word[..n]);
+            rest.copy_from_slice(&words[whole].load(Ordering::Relaxed).to_ne_bytes()[..n]);
         }
         return;
     }

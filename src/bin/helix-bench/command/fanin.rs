@@ -40,7 +40,8 @@ pub struct FaninArgs {
     /// At most this many MB (10^6 bytes) of payload per producer.
     #[arg(long, default_value_t = 256)]
     pub megabytes: u64,
-    /// Records a producer writes per publish.
+    /// Records a producer claims room for at once, writes and publishes
+    /// together (one batch; fewer when the lane has room for fewer).
     #[arg(long, default_value_t = 64)]
     pub batch: u64,
     /// Records the consumer takes from each lane per drain round.
@@ -156,7 +157,7 @@ pub struct Params {
     pub records: u64,
     /// Most payload MB per producer.
     pub megabytes: u64,
-    /// Records per publish.
+    /// Records per batch claimed and published by a producer.
     pub batch: u64,
     /// Records per lane per drain round.
     pub per_lane: usize,
@@ -250,8 +251,8 @@ pub fn run(a: FaninArgs, namespace: Namespace, peers: &Peers) -> Result<()> {
 /// and the medians.
 fn measure_flows(a: &FaninArgs, namespace: &Namespace, peers: &Peers) -> Result<Vec<FlowCase>> {
     println!(
-        "fanin: producers {}, records of {} bytes, published every {}, drained {} per lane per round, \
-         consumer {}, {}, {} run(s)",
+        "fanin: producers {}, records of {} bytes, claimed and published in batches of {}, drained {} per lane \
+         per round, consumer {}, {}, {} run(s)",
         list(&a.producers),
         list(&a.sizes),
         a.batch,

@@ -34,7 +34,7 @@ pub struct Flow {
     pub size: usize,
     /// Records each producer sends.
     pub records: u64,
-    /// Records a producer writes per publish.
+    /// Records a producer claims room for at once (and publishes together).
     pub batch: u64,
     /// Records the consumer takes from each lane per round.
     pub per_lane: usize,
@@ -292,7 +292,9 @@ fn tally_run(t: &Tally, flow: &Flow) -> FlowRun {
 
 /// The producer process: takes a lane, says `ready`, waits for `go` on its
 /// standard input, then sends `records` records of `size` bytes (each
-/// starting with its sequence number, from 1), publishing every `batch`.
+/// starting with its sequence number, from 1) in batches: room for up to
+/// `batch` records claimed at once, the records pushed, then published
+/// together.
 pub fn producer(ns: &Namespace, records: u64, size: usize, batch: u64) -> Result<()> {
     let mut p = Producer::attach_timeout(ns, RING, Duration::from_secs(10))?;
     println!("ready");
@@ -303,13 +305,16 @@ pub fn producer(ns: &Namespace, records: u64, size: usize, batch: u64) -> Result
         bail!("expected `go` on standard input, got {line:?}");
     }
     let mut record = vec![0u8; size];
-    for seq in 1..=records {
-        record[..8].copy_from_slice(&seq.to_le_bytes());
-        p.push_timeout(1, &record, PATIENCE)?;
-        if seq % batch == 0 {
-            p.publish();
+    let mut seq = 1;
+    while seq <= records {
+        let want = batch.min(records + 1 - seq) as usize;
+        let mut b = p.claim_batch_timeout(want, size, PATIENCE)?;
+        for _ in 0..b.claimed() {
+            record[..8].copy_from_slice(&seq.to_le_bytes());
+            b.push(1, &record)?;
+            seq += 1;
         }
+        b.commit();
     }
-    p.publish();
     Ok(())
 }

@@ -17,7 +17,8 @@ pub(super) fn section(md: &mut String, run: &Run, json: &str, doc: &Document<Res
         md,
         "## Fan-in: many producer processes into one consumer\n\n    {}\n\n\
          Each producer process takes a lane of one fan-in ring and sends its records (each starting with \
-         its sequence number), publishing every {} records; this process consumes, at most {} records \
+         its sequence number) in batches of {} records: room claimed for the whole batch at once, the \
+         records written, then published together; this process consumes, at most {} records \
          per lane per round, waiting with `{}`, copies every record out of its lane (the consumer's \
          checked copy) and checks its length, sequence and first bytes. Records/s are from the first \
          record delivered to the last; per lane, to that lane's last. A lane's **share** is the records \
