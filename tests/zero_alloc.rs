@@ -70,9 +70,12 @@ const ROUNDS: u64 = 200;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Waits for this test's turn; then its namespace, watched from then on
-/// as `what`. The turn ends when the guard is dropped.
+/// as `what`, and the counters at 0 (a test before it may have counted
+/// the allocations it expected). The turn ends when the guard is dropped.
 fn take_turn(what: &'static str) -> (std::sync::MutexGuard<'static, ()>, TestNs) {
     let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    LARGEST.store(0, Ordering::SeqCst);
     (turn, TestNs::watched(what, Duration::from_secs(60)))
 }
 
@@ -445,7 +448,6 @@ fn finding_an_anchors_hash_holds_a_block_in_memory_not_the_segment() {
     let (records, hash) = (ledger.chain().records, ledger.chain().hash);
     drop(ledger);
 
-    LARGEST.store(0, Ordering::Relaxed);
     WATCHED.with(|w| w.set(true));
     COUNTING.store(true, Ordering::Relaxed);
     let found = hash_at(dir.path(), records);
