@@ -45,8 +45,10 @@ pub type Registry = Arc<Mutex<BTreeMap<String, (SourceKind, Arc<SourceState>)>>>
 const MAX_QUEUED: usize = 1024;
 /// How long the thread sleeps on the doorbell while nothing is queued.
 const IDLE: Duration = Duration::from_millis(100);
-/// How often it looks again while commands wait (for the ledger, a source).
-const BUSY: Duration = Duration::from_millis(1);
+/// How often it looks again while commands wait (for the ledger, a source):
+/// this is added to a command's time to effect, so it is short; the thread
+/// looks this often only while commands wait.
+const BUSY: Duration = Duration::from_micros(200);
 
 /// Counters for helixd's STATUS line.
 #[derive(Debug, Default)]
