@@ -492,6 +492,46 @@ fn a_command_helixd_cannot_send_to_its_instrument_is_rejected_and_logged() {
     assert!(line.contains(&format!("request {request}")) && line.contains("255.255.255.255:9"), "{line}");
 }
 
+/// A forwarded command's answer is journaled like any first answer: a
+/// helixd restarted after sending it neither sends it to the instrument
+/// again nor answers its repeat afresh.
+#[test]
+fn a_forwarded_command_is_not_sent_again_after_a_helixd_restart() {
+    let instrument = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    instrument.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let env = Env::watched("udp forward restart", Duration::from_secs(90));
+    let udp = format!(
+        "[[source]]\nkind = \"udp\"\nring = \"plant\"\nbind = \"127.0.0.1:0\"\ninstrument = \"{}\"\n",
+        instrument.local_addr().unwrap()
+    );
+    let cfg = config_of(&env, "plant", &udp, (1024, 4), "audit_reader = \"\"");
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&cfg));
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let sent = |buf: &[u8]| helix::control::Forward::parse(buf).map(|f| f.request);
+    let mut buf = [0u8; 128];
+
+    let first = ctl.next_request();
+    let pause = Command::new(Op::Pause, first, "plant", 0, 0.0);
+    let ack = ctl.send(&pause, Duration::from_secs(10)).unwrap();
+    assert_eq!((ack.outcome(), ack.flags), (Some(Ok(())), ACK_FORWARDED));
+    let n = instrument.recv(&mut buf).expect("the instrument receives the command");
+    assert_eq!(sent(&buf[..n]), Ok(first));
+
+    let mut d2 = restart(&env, &notify, &mut d);
+    let again = send_until_answered(&mut ctl, &pause);
+    // The first answer (its own copy, or a repeat's).
+    assert_eq!(Ack { flags: again.flags & !ACK_REPEAT, ..again }, ack, "the answer after the restart");
+    // Commands leave in the order of their audit records, so a first
+    // command sent again at the restart would arrive before this one.
+    let next = ctl.next_request();
+    let resume = send_until_answered(&mut ctl, &Command::new(Op::Resume, next, "plant", 0, 0.0));
+    assert_eq!(resume.flags, ACK_FORWARDED);
+    let n = instrument.recv(&mut buf).expect("the instrument receives the next command");
+    assert_eq!(sent(&buf[..n]), Ok(next), "the restarted helixd sent the first command to the instrument again");
+    d2.terminate();
+}
+
 /// helixd killed with SIGKILL (`d`) and started again on the test's
 /// configuration; returns once it is ready.
 fn restart(env: &Env, notify: &Notify, d: &mut common::Reaped) -> common::Reaped {

@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::window::WINDOW;
-use helix::control::{Ack, Op, FORMAT_VERSION};
+use helix::control::{Ack, Op, ACK_REPEAT, FORMAT_VERSION};
 
 /// What the accepted commands made of one source.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -84,6 +84,10 @@ enum Line {
         log_seq: u64,
         ring_seq: u64,
         stream_seq: u64,
+        /// The answer's flags (`ACK_FORWARDED`); a repeat's answer carries
+        /// them as the first one did.
+        #[serde(default)]
+        flags: u16,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         change: Option<Change>,
     },
@@ -184,7 +188,9 @@ impl Journal {
 fn answer_line(a: &Ack, change: Option<Change>) -> Line {
     let (uid, request, verdict, reason, op) = (a.uid, a.request, a.verdict, a.reason, a.op);
     let (log_seq, ring_seq, stream_seq) = (a.log_seq, a.ring_seq, a.stream_seq);
-    Line::Answer { uid, request, verdict, reason, op, log_seq, ring_seq, stream_seq, change }
+    // A first answer's own flags: never the repeat bit.
+    let flags = a.flags & !ACK_REPEAT;
+    Line::Answer { uid, request, verdict, reason, op, log_seq, ring_seq, stream_seq, flags, change }
 }
 
 /// Opens `path` for appending (created mode 0600). It must be helixd's:
@@ -228,11 +234,10 @@ fn read(path: &Path, bytes: &[u8]) -> Result<(PlantState, Recovered)> {
             .with_context(|| format!("control journal {}, line {}: not a journal line", path.display(), i + 1))?;
         match line {
             Line::Mark { unresolved_from, plant: p } => (plant, rec.unresolved_from) = (p, unresolved_from),
-            Line::Answer { uid, request, verdict, reason, op, log_seq, ring_seq, stream_seq, change } => {
+            Line::Answer { uid, request, verdict, reason, op, log_seq, ring_seq, stream_seq, flags, change } => {
                 if let Some(c) = change {
                     apply(&mut plant, &c.source, c.op, c.stream, c.value);
                 }
-                let flags = 0;
                 let version = FORMAT_VERSION as u32;
                 let ack = Ack { version, uid, request, verdict, reason, op, flags, log_seq, ring_seq, stream_seq };
                 rec.answers.push(ack);
