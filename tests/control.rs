@@ -197,9 +197,15 @@ fn ledger(env: &Env, dir: &std::path::Path, rings: &[&str]) -> common::Reaped {
 
 /// Waits until a live gating reader named helix-ledger is on `ring`.
 fn wait_for_ledger(env: &Env, ring: &str) {
+    wait_for_reader(env, ring, true);
+}
+
+/// Waits until a live reader named helix-ledger (a gating one, if
+/// `gating`: an `overwrite` ring has none) is on `ring`.
+fn wait_for_reader(env: &Env, ring: &str, gating: bool) {
     let view = helix::RingView::attach(&env.ns, ring).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !view.stats().readers.iter().any(|r| r.name == "helix-ledger" && r.gating && r.alive) {
+    while !view.stats().readers.iter().any(|r| r.name == "helix-ledger" && (r.gating || !gating) && r.alive) {
         assert!(Instant::now() < deadline, "the ledger did not join {ring}");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -476,9 +482,13 @@ fn a_command_for_a_udp_source_reaches_its_instrument_only_once_the_ledger_holds_
 }
 
 #[test]
-fn a_command_helixd_cannot_send_to_its_instrument_is_rejected_and_logged() {
+fn a_command_helixd_cannot_send_to_its_instrument_is_rejected_logged_and_its_outcome_recorded() {
     // The kernel refuses to send to the broadcast address (no SO_BROADCAST).
-    let (env, mut d) = udp_daemon("udp unreachable", "255.255.255.255:9", "audit_reader = \"\"");
+    let (env, mut d) = udp_daemon("udp unreachable", "255.255.255.255:9", "");
+    let dir = env.path("ledger");
+    let mut l = ledger(&env, &dir, &["control.log", "control.acks"]);
+    wait_for_ledger(&env, "control.log");
+    wait_for_reader(&env, "control.acks", false);
     let mut ctl = Control::connect(&env.ns).unwrap();
     let request = ctl.next_request();
     let ack = ctl.send(&Command::new(Op::Resume, request, "plant", 0, 0.0), Duration::from_secs(10)).unwrap();
@@ -490,6 +500,22 @@ fn a_command_helixd_cannot_send_to_its_instrument_is_rejected_and_logged() {
     let log = common::stderr_of(&mut d.0);
     let line = log.lines().find(|l| l.contains("send_failed")).unwrap_or_else(|| panic!("not logged:\n{log}"));
     assert!(line.contains(&format!("request {request}")) && line.contains("255.255.255.255:9"), "{line}");
+
+    // The audit record keeps the decision (accepted: it was written before
+    // the send); the ledger holds the outcome too, from control.acks.
+    l.terminate();
+    let records = exported(&dir);
+    // An answer's request id is at bytes 8..16, its verdict and reason at
+    // 16..20 (docs/abi.md §12.4).
+    let hex = helix::ledger::format::hex;
+    let (verdict, reason) = helix::control::wire(Err(Reason::SendFailed));
+    let outcome = hex(&[request.to_le_bytes().as_slice(), &verdict.to_le_bytes(), &reason.to_le_bytes()].concat());
+    let rejected: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["ring"] == "control.acks" && r["type"] == "frame")
+        .filter(|r| r["payload"].as_str().and_then(|p| p.get(16..40)) == Some(outcome.as_str()))
+        .collect();
+    assert_eq!(rejected.len(), 2, "the ledger holds the answer and its repeat's: {records:?}");
 }
 
 /// A forwarded command's answer is journaled like any first answer: a

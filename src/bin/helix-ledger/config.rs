@@ -143,7 +143,11 @@ mod tests {
         let c = LedgerConfig::parse(DEFAULT_CONFIG, Path::new("d")).unwrap();
         assert_eq!(
             (c.rings, c.fsync_interval, c.segment_size),
-            (vec!["telemetry".to_string(), "control.log".to_string()], Duration::from_millis(10), 64 << 20)
+            (
+                ["telemetry", "control.log", "control.acks"].map(String::from).to_vec(),
+                Duration::from_millis(10),
+                64 << 20
+            )
         );
         assert_eq!(c.dir, PathBuf::from("/var/lib/helix/ledger"));
         assert_eq!(line_err("dir = \"/x\"\nrings = []\n"), (Some(2), "rings must name at least one ring".into()));
