@@ -860,3 +860,38 @@ fn a_stalled_ledger_of_telemetry_and_commands_holds_the_commands_past_the_stall_
     let held = view.stats().published;
     continue_and_expect_applied(&mut l, &mut ctl, request, held);
 }
+
+/// A sender may write the control ring's doorbell, and so break it. That
+/// hurts nobody for long: the running helixd replaces a doorbell shrunk
+/// under it (on its next sweep), a helixd (re)starting replaces a broken
+/// one, and senders connect and are answered again.
+#[test]
+fn a_doorbell_a_sender_broke_neither_stops_commands_nor_keeps_helixd_from_starting() {
+    let (env, notify, mut d) = daemon("bell broken", "audit_reader = \"\"");
+    let bell = helix::fanin::files::dir_path(&env.ns, "control").join(helix::fanin::files::BELL_FILE);
+    let break_bell = |len| std::fs::OpenOptions::new().write(true).open(&bell).unwrap().set_len(len).unwrap();
+    let answered = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut ctl = loop {
+            match Control::connect(&env.ns) {
+                Ok(c) => break c,
+                Err(e) => assert!(Instant::now() < deadline, "{what}: no sender can connect: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let request = ctl.next_request();
+        let ack = ctl.send(&Command::set(request, "", 1, 5.0), Duration::from_secs(10)).unwrap();
+        assert_eq!(ack.outcome(), Some(Ok(())), "{what}");
+    };
+    answered("before");
+    break_bell(0);
+    answered("shrunk under the running helixd");
+    d.0.signal(common::child::Signal::SIGKILL).unwrap();
+    d.0.wait().unwrap();
+    break_bell(8192);
+    let mut d = notify.ready(env.helixd(&env.path("helix.toml")));
+    answered("broken before helixd started");
+    d.terminate();
+    let log = common::stderr_of(&mut d.0);
+    assert!(log.contains("gave the control ring a new doorbell"), "not logged:\n{log}");
+}

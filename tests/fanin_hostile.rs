@@ -361,3 +361,63 @@ fn a_batch_refuses_records_past_its_room() {
     assert_eq!(records, want);
     assert_eq!(p.try_claim_batch(1, 40).unwrap().claimed(), 1);
 }
+
+/// The doorbell is the one file of the ring producers may write. One that
+/// a producer shrank, scribbled on or grew keeps no consumer out: the next
+/// consumer gives the ring a new one, with the old one's mode; the records
+/// in the lanes survive and producers attach to the new one.
+#[test]
+fn a_doorbell_a_producer_broke_is_replaced_by_the_next_consumer() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = TestNs::watched("bell broken", Duration::from_secs(60));
+    let bell = files::dir_path(&ns, RING).join(files::BELL_FILE);
+    let fan = FanIn::create(&ns, RING, &FanInOptions { mode: 0o660, ..opts(4) }).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&bell), 0o660);
+    let mut p = Producer::attach(&ns, RING).unwrap();
+    p.try_send(0, b"before").unwrap();
+    drop(fan);
+    let harms: [fn(&std::fs::File); 3] =
+        [|f| f.set_len(0).unwrap(), |f| f.write_all_at(&[0xff; 64], 0).unwrap(), |f| f.set_len(8192).unwrap()];
+    let mut got = Vec::new();
+    for harm in harms {
+        harm(&OpenOptions::new().write(true).open(&bell).unwrap());
+        assert!(Producer::attach(&ns, RING).is_err(), "a producer attached to a broken doorbell");
+        let mut fan = FanIn::attach(&ns, RING).expect("the consumer attaches");
+        let why = fan.bell_replaced().expect("the doorbell was replaced").to_string();
+        assert!(why.contains("bell"), "{why}");
+        assert_eq!(mode(&bell), 0o660, "the new doorbell's mode");
+        let mut q = Producer::attach(&ns, RING).expect("a producer attaches to the new doorbell");
+        q.try_send(0, b"after").unwrap();
+        got.extend(drain(&mut fan).0.into_iter().map(|r| r.2));
+    }
+    assert_eq!(got, [&b"before"[..], b"after", b"after", b"after"]);
+    let left: Vec<_> = std::fs::read_dir(files::dir_path(&ns, RING)).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().ends_with(".new")), "a temporary file is left: {left:?}");
+}
+
+/// A doorbell shrunk under a running consumer is found (`damage`) and
+/// replaced (`repair_bell`); until then no producer can attach.
+#[test]
+fn a_doorbell_shrunk_under_the_consumer_is_replaced_while_it_runs() {
+    let ns = TestNs::watched("bell shrunk", Duration::from_secs(60));
+    let bell = files::dir_path(&ns, RING).join(files::BELL_FILE);
+    let mut fan = FanIn::create(&ns, RING, &opts(2)).unwrap();
+    assert!(!fan.repair_bell().unwrap(), "a sound doorbell was replaced");
+    OpenOptions::new().write(true).open(&bell).unwrap().set_len(0).unwrap();
+    drain(&mut fan);
+    fan.drain_timeout(1, Duration::from_millis(1), |_| {});
+    assert_eq!(fan.damage(), Some(bell.clone()));
+    assert!(Producer::attach(&ns, RING).is_err(), "a producer attached to a shrunk doorbell");
+    assert!(fan.repair_bell().unwrap());
+    assert_eq!(fan.damage(), None);
+    let mut p = Producer::attach(&ns, RING).expect("a producer attaches to the new doorbell");
+    p.try_send(0, b"x").unwrap();
+    let mut got = Vec::new();
+    fan.drain_timeout(8, Duration::from_secs(10), |e| {
+        if let Event::Record(r) = e {
+            got.push(r.to_vec().unwrap())
+        }
+    });
+    assert_eq!(got, [b"x".to_vec()]);
+}

@@ -220,6 +220,29 @@ impl FanIn {
         self.files.damaged()
     }
 
+    /// Why this consumer gave the ring a new doorbell when it attached:
+    /// the old one, the one file producers may write, was not this ring's
+    /// (see [`FanIn::repair_bell`]).
+    pub fn bell_replaced(&self) -> Option<&FanInError> {
+        self.files.bell_replaced.as_ref()
+    }
+
+    /// Gives the ring a new doorbell if a producer shrank the one this
+    /// consumer maps ([`FanIn::damage`] names it): whether it did. Until
+    /// then producers' rings reach nobody and the consumer finds records
+    /// only when its waits time out; producers still mapping the old one
+    /// do so until they attach again.
+    pub fn repair_bell(&mut self) -> Result<bool, FanInError> {
+        if !self.files.bell.is_damaged() {
+            return Ok(false);
+        }
+        let f = &self.files;
+        files::replace_bell(&f.dir, &f._ring_file, f.geometry.created_ns)?;
+        let bell = files::open_bell(&f.ns, &self.name, &f.dir, f.geometry.created_ns, false)?;
+        self.files.bell = bell;
+        Ok(true)
+    }
+
     /// How [`FanIn::drain_timeout`] waits (default: spin briefly, then park).
     pub fn set_wait(&mut self, wait: WaitStrategy) {
         self.wait = wait;

@@ -55,6 +55,9 @@ pub(crate) struct RingFiles {
     pub(crate) bell: Mapping,
     pub(crate) geometry: FanInGeometry,
     pub(crate) dir: PathBuf,
+    pub(crate) ns: Namespace,
+    /// Why the consumer gave the ring a new doorbell when it attached.
+    pub(crate) bell_replaced: Option<FanInError>,
 }
 
 impl RingFiles {
@@ -120,7 +123,8 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
     let path = dir.join(RING_FILE);
     let ring = Mapping::new(&ring_file, true).map_err(|e| FanInError::io(&path, "map", e))?;
     let geometry = validate_ring(&ring, &path, name)?;
-    with_bell(ns, name, dir, (ring_file, ring), geometry, false)
+    let bell = open_bell(ns, name, &dir, geometry.created_ns, false)?;
+    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir, ns: ns.clone(), bell_replaced: None })
 }
 
 /// The folder's mode: sticky (a producer may remove only its own files;
@@ -236,7 +240,60 @@ pub(crate) fn open_ring_as(
         let h = unsafe { &*(ring.ptr() as *const FanInHeader) };
         return Err(FanInError::ConsumerHeld { ring: name.to_owned(), pid: h.consumer_pid.load(Ordering::Relaxed) });
     }
-    with_bell(ns, name, dir, (ring_file, ring), geometry, bell_writable)
+    let (bell, bell_replaced) = match open_bell(ns, name, &dir, geometry.created_ns, bell_writable) {
+        Err(e) if consumer && replaceable(&e) => {
+            // The doorbell is the one file producers may write: one may
+            // have shrunk, grown, scribbled on or (had it the folder's
+            // permission) removed it. It must not keep the consumer out.
+            replace_bell(&dir, &ring_file, geometry.created_ns)?;
+            (open_bell(ns, name, &dir, geometry.created_ns, bell_writable)?, Some(e))
+        }
+        r => (r?, None),
+    };
+    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir, ns: ns.clone(), bell_replaced })
+}
+
+/// Whether a doorbell that failed to open this way is one its consumer
+/// replaces (not a failing system call, which it reports).
+fn replaceable(e: &FanInError) -> bool {
+    matches!(e, FanInError::BadField { .. } | FanInError::Damaged { .. } | FanInError::NotFound { .. })
+}
+
+/// Gives the ring in `dir` a new doorbell, initialised for the ring made
+/// at `created_ns`, in one rename over the old one. Only the consumer
+/// calls this, holding the ring's lock (so one at a time); `ring_file` is
+/// the consumer's file. The new file's mode and group are the ones the
+/// ring was made with, read back from the folder (its group, and whether
+/// group or others may write: produce) and the consumer's file (whether
+/// they may read). Producers still mapping the old doorbell ring it in
+/// vain until they attach again; the consumer's timed waits find their
+/// records meanwhile.
+pub(crate) fn replace_bell(dir: &Path, ring_file: &File, created_ns: u64) -> Result<(), FanInError> {
+    fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> FanInError + 'a {
+        move |e| FanInError::io(path, op, e)
+    }
+    let folder = std::fs::metadata(dir).map_err(io(dir, "look at"))?;
+    let ring_mode = ring_file.metadata().map_err(io(dir, "stat the consumer's file in"))?.mode();
+    let write = |bit: u32| if folder.mode() & bit != 0 { bit } else { 0 };
+    let mode = 0o600 | (ring_mode & 0o044) | write(0o020) | write(0o002);
+    // Made in /dev/shm, not in the folder, whose default ACL is the lane
+    // files' (readable by their producer and the consumer only).
+    let bell = shm::create_unnamed_in(Path::new(SHM_DIR), BELL_FILE_SIZE as u64, mode, Some(folder.gid()))
+        .map_err(|(op, e)| FanInError::io(Path::new(SHM_DIR), op, e))?;
+    {
+        let map = Mapping::new(&bell, true).map_err(io(dir, "map a new doorbell for"))?;
+        // SAFETY: the file is unnamed (nobody else can open it),
+        // zero-filled by posix_fallocate, and mapped writable and whole.
+        unsafe { init_bell(&map, created_ns) };
+    }
+    let tmp = dir.join(format!("{BELL_FILE}.{}.new", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    shm::link_unnamed(&bell, &tmp).map_err(io(&tmp, "link"))?;
+    shm::unlock(&bell).map_err(io(&tmp, "unlock"))?;
+    std::fs::rename(&tmp, dir.join(BELL_FILE)).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        FanInError::io(&dir.join(BELL_FILE), "replace", e)
+    })
 }
 
 /// Opens and maps one of the folder's files.
@@ -251,28 +308,31 @@ fn open_in(ns: &Namespace, name: &str, path: &Path, writable: bool) -> Result<(F
     Ok((f, m))
 }
 
-/// Opens and checks the doorbell, completing the ring's files.
-fn with_bell(
+/// Opens and checks the doorbell of the ring in `dir` made at `created_ns`.
+pub(crate) fn open_bell(
     ns: &Namespace,
     name: &str,
-    dir: PathBuf,
-    (ring_file, ring): (File, Mapping),
-    geometry: FanInGeometry,
-    bell_writable: bool,
-) -> Result<RingFiles, FanInError> {
+    dir: &Path,
+    created_ns: u64,
+    writable: bool,
+) -> Result<Mapping, FanInError> {
     let path = dir.join(BELL_FILE);
-    let (_, bell) = open_in(ns, name, &path, bell_writable)?;
+    let (_, bell) = open_in(ns, name, &path, writable)?;
     if bell.len() != BELL_FILE_SIZE {
         return Err(FanInError::field(&path, "file size", bell.len() as u64, BELL_FILE_SIZE));
     }
-    // SAFETY: a page, page aligned; every field read here is read once.
+    // SAFETY: a page, page aligned; every field read here is read once
+    // (a shrink meanwhile reads as zeros: the guard).
     let b = unsafe { &*(bell.ptr() as *const BellHeader) };
     // SYNC POINT: fan-in region initialised.
     let version = b.version.load(Ordering::Acquire);
-    if b.magic != BELL_MAGIC || version != ABI_VERSION || b.created_ns != geometry.created_ns {
+    if b.magic != BELL_MAGIC || version != ABI_VERSION || b.created_ns != created_ns {
         return Err(FanInError::field(&path, "magic/version/created_ns", version as u64, "this ring's doorbell"));
     }
-    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir })
+    if bell.probe() {
+        return Err(FanInError::Damaged { path });
+    }
+    Ok(bell)
 }
 
 /// Checks the consumer's header (written by the ring's owner, so trusted

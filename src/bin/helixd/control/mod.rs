@@ -89,6 +89,9 @@ impl ControlThread {
             r => r,
         }
         .context("the control fan-in ring")?;
+        if let Some(why) = fan.bell_replaced() {
+            warn!("control: {why}; gave the control ring a new doorbell (producers attached before ring the old one)");
+        }
         let writer = |name: &str| -> Result<Writer> {
             let ring = rings.get(name).with_context(|| format!("ring {name:?} is not open"))?;
             ring.writer().with_context(|| format!("ring {name:?}"))
@@ -113,7 +116,7 @@ impl ControlThread {
             log_refused: false,
         };
         flow.recover(ns, recovered)?;
-        let mut path = Path { fan, flow };
+        let mut path = Path { fan, flow, bell_failing: false };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("control".into())
@@ -183,6 +186,8 @@ struct Pending {
 struct Path {
     fan: FanIn,
     flow: Flow,
+    /// Replacing a damaged doorbell failed last time (logged once).
+    bell_failing: bool,
 }
 
 /// Everything but the fan-in ring (so a drain's callback may use it).
@@ -230,8 +235,27 @@ impl Path {
             if Instant::now() >= next_sweep {
                 // Dead senders' lanes are freed once drained (issue 16's sweep).
                 self.fan.sweep(|e| report_dropped(&e));
+                self.repair_bell();
                 next_sweep = Instant::now() + Duration::from_secs(1);
             }
+        }
+    }
+
+    /// A sender may write the doorbell, and so shrink it: then no ring
+    /// reaches this thread and each command waits for a timed wake-up.
+    /// It gets a new one (senders attaching from now on ring it).
+    fn repair_bell(&mut self) {
+        match self.fan.repair_bell() {
+            Ok(false) => {}
+            Ok(true) => {
+                self.bell_failing = false;
+                warn!("control: the control ring's doorbell was truncated under helixd; gave it a new one")
+            }
+            // Tried on every sweep; logged once until it works.
+            Err(e) if !std::mem::replace(&mut self.bell_failing, true) => {
+                error!("control: the control ring's doorbell was truncated, and cannot be replaced yet: {e}")
+            }
+            Err(_) => {}
         }
     }
 
