@@ -58,6 +58,9 @@ impl Control {
     /// Sends one command and waits at most `timeout` seconds for its answer
     /// (a dict); the GIL is released meanwhile.
     #[pyo3(signature = (op, stream=0, value=0.0, source="", timeout=2.0, request=None))]
+    // Each Python keyword argument is a parameter of its own (PyO3 maps
+    // them one to one); a struct would not be a Python signature.
+    #[allow(clippy::too_many_arguments)]
     fn send<'py>(
         &mut self,
         py: Python<'py>,
