@@ -183,3 +183,30 @@ def test_the_example_prints_per_stream_statistics(ns, helixd):
     assert "0 lost to overruns" in out.stdout and "5 streams" in out.stdout, out.stdout
     rows = [line.split() for line in out.stdout.splitlines() if line.split() and line.split()[0].isdigit()]
     assert sorted(int(r[0]) for r in rows[-5:]) == [0, 1, 2, 3, 4], out.stdout
+
+
+def test_ctrl_c_interrupts_a_reader_waiting_without_a_deadline(ns):
+    # read_batch(timeout=None) waits in slices and lets Python handle
+    # signals between them: SIGINT ends the wait with KeyboardInterrupt
+    # (whether it arrives before or during the wait).
+    import signal
+    import subprocess
+    import sys
+
+    helix.Writer.create("idle", namespace=ns, capacity=16)
+    code = (
+        "import helix, sys\n"
+        f"r = helix.Reader.attach('idle', namespace={ns!r})\n"
+        "print('waiting', flush=True)\n"
+        "r.read_batch(1)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "waiting\n"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err
