@@ -210,3 +210,19 @@ def test_ctrl_c_interrupts_a_reader_waiting_without_a_deadline(ns):
             p.kill()
             p.wait()
     assert p.returncode != 0 and "KeyboardInterrupt" in err, err
+
+
+def test_writer_errors_name_the_problem(ns):
+    w = helix.Writer.create("lease", namespace=ns, capacity=16, max_payload=64)
+    with pytest.raises(helix.LeaseError, match="already has a live writer: pid"):
+        helix.Writer.attach("lease", namespace=ns)
+    with pytest.raises(helix.PublishError, match="exceeds the ring's largest payload"):
+        w.publish(b"x" * 1000)
+    with pytest.raises(helix.AttachError, match="already exists"):
+        helix.Writer.create("lease", namespace=ns, capacity=16)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        w.publish_samples(np.zeros((2, 2), helix.SAMPLE_DTYPE))
+    w.close()
+    # The lease is free again: a new writer continues the sequence.
+    w2 = helix.Writer.attach("lease", namespace=ns)
+    assert w2.next_seq == 1 and w2.publish(b"a") == 1
