@@ -138,6 +138,31 @@ fn batches_publish_and_consume_together() {
 }
 
 #[test]
+fn a_batch_while_stops_before_the_first_frame_refused_and_leaves_it_unread() {
+    let (_ns, ring, mut w) = ring_with_writer(opts(16, Policy::Overwrite));
+    let mut r = ring.reader(&ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("w") }).unwrap();
+    for kind in [1, 1, 2, 1] {
+        w.publish_kind(kind, &[kind as u8]).unwrap();
+    }
+    let mut seen = vec![];
+    let ones = |seen: &mut Vec<u64>, f: &FrameRef<'_>| {
+        let take = f.kind() == 1;
+        if take {
+            seen.push(f.seq());
+        }
+        take
+    };
+    assert_eq!(r.try_read_batch_while(10, |f| ones(&mut seen, f)), Ok(2));
+    // The frame of kind 2 is refused at once: nothing consumed.
+    assert_eq!(r.try_read_batch_while(10, |f| ones(&mut seen, f)), Ok(0));
+    assert_eq!((r.cursor(), r.frames()), (3, 2));
+    assert_eq!(r.try_read_batch_while(10, |f| f.kind() == 2), Ok(1));
+    assert_eq!(r.try_read_batch_while(10, |f| ones(&mut seen, f)), Ok(1));
+    assert_eq!(seen, [1, 2, 4]);
+    assert_eq!(r.try_read_batch_while(10, |_| true), Err(TryReadError::Empty));
+}
+
+#[test]
 fn zero_copy_frames_release_their_slot_on_drop() {
     let (_ns, ring, mut w) = ring_with_writer(opts(4, Policy::Block));
     let mut r = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("z") }).unwrap();

@@ -288,6 +288,20 @@ impl Reader {
         })
     }
 
+    /// Like [`Reader::try_read_batch`], ending the batch before the first
+    /// frame `f` returns `false` for (that frame stays unread, for the next
+    /// call). A reader of a ring that carries several frame kinds takes a
+    /// run of one kind at a time this way (the Python package's
+    /// `read_batch`).
+    #[inline]
+    pub fn try_read_batch_while(
+        &mut self,
+        max: usize,
+        f: impl FnMut(&FrameRef<'_>) -> bool,
+    ) -> Result<usize, TryReadError> {
+        self.batch(max, f)
+    }
+
     /// Copies up to `out.len()` consecutive frames of type `T`, moving the
     /// cursor once. Stops before a frame of another size (the next call
     /// consumes it and reports [`FrameError::WrongSize`]) or an overwritten

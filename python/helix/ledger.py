@@ -1,0 +1,63 @@
+"""The ledger from Python: ``verify(dir)`` checks a ledger folder as
+``helix-ledger verify`` does, ``export(dir, ring, from_seq, to_seq)``
+returns a ring's telemetry records as a numpy array (``export_dataframe``:
+a pandas DataFrame, if pandas is installed)."""
+
+import os
+from typing import Union
+
+import numpy as np
+
+from ._helix import EXPORT_DTYPE, HelixError, LedgerError, ledger_export, ledger_verify
+
+__all__ = ["EXPORT_DTYPE", "LedgerError", "verify", "export", "export_dataframe"]
+
+_LAST = 2**63 - 1
+
+
+def verify(dir: Union[str, "os.PathLike[str]"]) -> dict:
+    """Checks every segment, block and chain hash of the ledger in ``dir``.
+
+    Returns a dict: ``segments``, ``records``, ``blocks``, ``hash`` (hex),
+    ``partial_tail``, ``pruned`` and ``rings`` (per ring: ``name``,
+    ``frames``, ``gaps``, ``lost``, ``next_seq``). Raises ``LedgerError``
+    with the library's message (the segment and record) if it does not
+    verify."""
+    return ledger_verify(os.fspath(dir))
+
+
+def export(
+    dir: Union[str, "os.PathLike[str]"], ring: str, from_seq: int = 1, to_seq: int = _LAST, *, with_others: bool = False
+) -> Union[np.ndarray, tuple]:
+    """Ring ``ring``'s records with a sequence in ``from_seq..=to_seq``.
+
+    Returns a numpy array of ``EXPORT_DTYPE``: ``ring_seq`` and ``recv_ns``
+    (the ring sequence and when the ledger received the frame), then the
+    telemetry fields of ``SAMPLE_DTYPE``. Losses the ledger recorded (GAP
+    records) show as missing ``ring_seq`` values. Records that are not
+    telemetry samples (GAPs, ring declarations, frames of other kinds) are
+    returned beside the array, as ``(array, [(type, seq, last, kind,
+    bytes)])``, with ``with_others=True``; without it, a frame of another
+    kind in the range raises ``HelixError`` rather than being left out.
+    The whole ledger is verified on the way: ``LedgerError`` if it fails."""
+    samples, others = ledger_export(os.fspath(dir), ring, from_seq, to_seq)
+    if with_others:
+        return samples, others
+    frames = [o for o in others if o[0] == "frame"]
+    if frames:
+        raise HelixError(
+            f"ring {ring!r} has {len(frames)} frames of other kinds than telemetry samples in "
+            f"{from_seq}..={to_seq} (the first: seq {frames[0][1]}, kind {frames[0][3]}); "
+            "export(..., with_others=True) returns them"
+        )
+    return samples
+
+
+def export_dataframe(dir: Union[str, "os.PathLike[str]"], ring: str, from_seq: int = 1, to_seq: int = _LAST):
+    """``export`` as a pandas DataFrame (one column per field). Needs
+    pandas; the rest of the package does not."""
+    try:
+        import pandas
+    except ImportError as e:
+        raise ImportError("helix.ledger.export_dataframe needs pandas (pip install pandas)") from e
+    return pandas.DataFrame(export(dir, ring, from_seq, to_seq))

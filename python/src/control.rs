@@ -1,0 +1,95 @@
+//! `helix.Control`: commands to helixd's control path (docs/abi.md §12)
+//! and their answers, through the library's `Control` client.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use helix::control::{Ack, Command, Op, Reason, Verdict, ACK_FORWARDED, ACK_REPEAT};
+
+use crate::errors::ControlError;
+
+/// A connection to helixd's control path: a lane of its `control` ring
+/// and a reader of the answers on `control.acks`.
+#[pyclass(module = "helix")]
+pub struct Control {
+    inner: helix::control::Control,
+}
+
+fn parse_op(op: &str) -> PyResult<Op> {
+    (1..=u16::MAX).map_while(Op::from_u16).find(|o| o.as_str() == op).ok_or_else(|| {
+        let known: Vec<_> = (1..=u16::MAX).map_while(Op::from_u16).map(Op::as_str).collect();
+        PyValueError::new_err(format!("unknown op {op:?}: expected one of {}", known.join(", ")))
+    })
+}
+
+fn ack_dict<'py>(py: Python<'py>, a: &Ack) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let verdict = match Verdict::from_u16(a.verdict) {
+        Some(Verdict::Accepted) => "accepted",
+        Some(Verdict::Rejected) => "rejected",
+        None => "unknown",
+    };
+    d.set_item("request", a.request)?;
+    d.set_item("verdict", verdict)?;
+    d.set_item("reason", Reason::from_u16(a.reason).map(Reason::as_str))?;
+    d.set_item("op", Op::from_u16(a.op).map(Op::as_str))?;
+    d.set_item("repeat", a.flags & ACK_REPEAT != 0)?;
+    d.set_item("forwarded", a.flags & ACK_FORWARDED != 0)?;
+    d.set_item("log_seq", a.log_seq)?;
+    d.set_item("ring_seq", a.ring_seq)?;
+    d.set_item("stream_seq", a.stream_seq)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl Control {
+    /// Connects to helixd's control path in `namespace`.
+    #[new]
+    #[pyo3(signature = (namespace=None))]
+    fn new(namespace: Option<&str>) -> PyResult<Control> {
+        let ns = crate::namespace(namespace)?;
+        let inner = helix::control::Control::connect(&ns).map_err(|e| ControlError::new_err(e.to_string()))?;
+        Ok(Control { inner })
+    }
+
+    /// Sends one command and waits at most `timeout` seconds for its answer
+    /// (a dict); the GIL is released meanwhile.
+    #[pyo3(signature = (op, stream=0, value=0.0, source="", timeout=2.0, request=None))]
+    // Each Python keyword argument is a parameter of its own (PyO3 maps
+    // them one to one); a struct would not be a Python signature.
+    #[allow(clippy::too_many_arguments)]
+    fn send<'py>(
+        &mut self,
+        py: Python<'py>,
+        op: &str,
+        stream: u32,
+        value: f64,
+        source: &str,
+        timeout: f64,
+        request: Option<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let op = parse_op(op)?;
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| PyValueError::new_err(format!("timeout {timeout}: expected seconds >= 0")))?;
+        let request = request.unwrap_or_else(|| self.inner.next_request());
+        let cmd = Command::new(op, request, source, stream, value);
+        let inner = &mut self.inner;
+        let ack = py.detach(|| inner.send(&cmd, timeout)).map_err(|e| ControlError::new_err(e.to_string()))?;
+        ack_dict(py, &ack)
+    }
+
+    /// This process's uid as helixd sees it.
+    #[getter]
+    fn uid(&self) -> u32 {
+        self.inner.uid()
+    }
+
+    /// The lane of `control` this connection holds.
+    #[getter]
+    fn lane(&self) -> usize {
+        self.inner.lane()
+    }
+}

@@ -1,0 +1,123 @@
+//! `helix.ledger`: verify a ledger folder and export a ring's records from
+//! it, as `helix-ledger verify` and `export` do (src/bin/helix-ledger),
+//! into numpy.
+
+use std::path::PathBuf;
+
+use bytemuck::{Pod, Zeroable};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use helix::ledger::format::{hex, GapInfo, RecordType};
+use helix::ledger::verify::{self, Located};
+use helix::telemetry::{Sample, KIND_SAMPLE};
+
+use crate::errors::LedgerError;
+
+/// One exported telemetry record: where it was in the ring and when the
+/// ledger received it, then the §9.1 sample.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Exported {
+    ring_seq: u64,
+    recv_ns: u64,
+    sample: Sample,
+}
+
+/// The numpy dtype of [`Exported`]: `ring_seq`, `recv_ns`, then the
+/// fields of `SAMPLE_DTYPE`.
+pub(crate) fn export_dtype(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let fields: Vec<_> = [("ring_seq", "<u8"), ("recv_ns", "<u8")].into_iter().chain(crate::SAMPLE_FIELDS).collect();
+    DTYPE.get_or_try_init(py, || crate::dtype(py, &fields, std::mem::size_of::<Exported>())).map(|d| d.bind(py))
+}
+
+/// Checks every segment, block and hash of the ledger in `dir`; returns a
+/// summary dict, or raises `helix.LedgerError` naming what is wrong.
+#[pyfunction]
+pub(crate) fn ledger_verify<'py>(py: Python<'py>, dir: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let summary = py
+        .detach(|| verify::verify(&dir))
+        .map_err(|e| LedgerError::new_err(e.to_string()))?
+        .map_err(|f| LedgerError::new_err(format!("{}: {f}", dir.display())))?;
+    let d = PyDict::new(py);
+    d.set_item("segments", summary.segments)?;
+    d.set_item("records", summary.records)?;
+    d.set_item("blocks", summary.blocks)?;
+    d.set_item("hash", hex(&summary.hash))?;
+    d.set_item("partial_tail", summary.partial_tail)?;
+    d.set_item("pruned", summary.pruned.is_some())?;
+    let rings = PyList::empty(py);
+    for r in &summary.rings {
+        let rd = PyDict::new(py);
+        rd.set_item("name", &r.decl.name)?;
+        rd.set_item("frames", r.frames)?;
+        rd.set_item("gaps", r.gaps)?;
+        rd.set_item("lost", r.lost)?;
+        rd.set_item("next_seq", r.next_seq)?;
+        rings.append(rd)?;
+    }
+    d.set_item("rings", rings)?;
+    Ok(d)
+}
+
+/// What one export walk collected.
+#[derive(Default)]
+struct Collected {
+    samples: Vec<Exported>,
+    /// Records that are not samples: (type, seq, last, kind, payload).
+    others: Vec<(&'static str, u64, u64, u32, Vec<u8>)>,
+}
+
+impl Collected {
+    fn visit(&mut self, at: &Located<'_>, ring: &str, from: u64, to: u64) {
+        if at.ring != ring {
+            return;
+        }
+        let h = &at.record.header;
+        let rtype = RecordType::from_u16(h.rtype);
+        let last = match rtype {
+            Some(RecordType::Gap) => GapInfo::decode(at.record.payload).map_or(h.seq, |g| g.last),
+            _ => h.seq,
+        };
+        if last < from || h.seq > to {
+            return;
+        }
+        let sample = (rtype == Some(RecordType::Frame) && h.kind == KIND_SAMPLE)
+            .then(|| bytemuck::try_pod_read_unaligned::<Sample>(at.record.payload).ok())
+            .flatten();
+        match sample {
+            Some(sample) => self.samples.push(Exported { ring_seq: h.seq, recv_ns: h.recv_ns, sample }),
+            None => {
+                let name = rtype.map_or("unknown", RecordType::as_str);
+                self.others.push((name, h.seq, last, h.kind, at.record.payload.to_vec()));
+            }
+        }
+    }
+}
+
+/// The records of ring `ring` with a sequence in `from_seq..=to_seq`:
+/// `(samples, others)`, the telemetry samples as a numpy array of
+/// `EXPORT_DTYPE`, every other record (GAP, ring declarations, frames of
+/// other kinds) as `(type, seq, last, kind, bytes)`. Raises
+/// `helix.LedgerError` if the ledger does not verify.
+#[pyfunction]
+pub(crate) fn ledger_export<'py>(
+    py: Python<'py>,
+    dir: PathBuf,
+    ring: &str,
+    from_seq: u64,
+    to_seq: u64,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
+    let mut got = Collected::default();
+    py.detach(|| verify::walk(&dir, |at| got.visit(at, ring, from_seq, to_seq)))
+        .map_err(|e| LedgerError::new_err(e.to_string()))?
+        .map_err(|f| LedgerError::new_err(format!("{}: {f}", dir.display())))?;
+    let samples = crate::pod_array(py, &got.samples, export_dtype(py)?)?;
+    let others = PyList::empty(py);
+    for (rtype, seq, last, kind, payload) in got.others {
+        others.append((rtype, seq, last, kind, PyBytes::new(py, &payload)))?;
+    }
+    Ok((samples, others))
+}

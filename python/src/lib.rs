@@ -1,0 +1,137 @@
+//! `helix._helix`: the extension module behind the Python package `helix`
+//! (python/helix/__init__.py re-exports it). Rings are read and written
+//! through the `helix` library itself, so every guarantee of docs/abi.md
+//! (seqlocked copies, exact overruns, futex waits) holds here too; errors
+//! become Python exceptions carrying the library's messages.
+
+mod control;
+mod errors;
+mod ledger;
+mod reader;
+mod writer;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyByteArray;
+
+use helix::telemetry::Sample;
+use helix::Namespace;
+
+/// The namespace `namespace` names, or `HELIX_NAMESPACE` (else `helix`).
+fn namespace(namespace: Option<&str>) -> PyResult<Namespace> {
+    match namespace {
+        Some(ns) => Namespace::new(ns),
+        None => Namespace::from_env(),
+    }
+    .map_err(|e| errors::AttachError::new_err(e.to_string()))
+}
+
+/// A numpy structured dtype of `fields`, checked to be `size` bytes.
+fn dtype(py: Python<'_>, fields: &[(&str, &str)], size: usize) -> PyResult<Py<PyAny>> {
+    let dtype = py.import("numpy")?.getattr("dtype")?.call1((fields.to_vec(),))?;
+    let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
+    assert_eq!(itemsize, size, "the dtype {fields:?} matches its Rust struct");
+    Ok(dtype.unbind())
+}
+
+/// The fields of [`sample_dtype`], in order.
+const SAMPLE_FIELDS: [(&str, &str); 6] = [
+    ("stream", "<u4"),
+    ("quality", "<u4"),
+    ("seq", "<u8"),
+    ("sample_ns", "<u8"),
+    ("ingest_ns", "<u8"),
+    ("value", "<f8"),
+];
+
+/// numpy's structured dtype of a telemetry sample (docs/abi.md §9.1):
+/// stream, quality, seq, sample_ns, ingest_ns, value; 40 bytes,
+/// little-endian, the offsets of `helix::telemetry::Sample`.
+fn sample_dtype(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    DTYPE.get_or_try_init(py, || dtype(py, &SAMPLE_FIELDS, std::mem::size_of::<Sample>())).map(|d| d.bind(py))
+}
+
+/// A writable numpy array of `items` (one copy, into a bytearray numpy
+/// then views: no Python object per item).
+fn pod_array<'py, T: bytemuck::Pod>(
+    py: Python<'py>,
+    items: &[T],
+    dtype: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    static FROMBUFFER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let frombuffer = FROMBUFFER.get_or_try_init(py, || py.import("numpy")?.getattr("frombuffer").map(Bound::unbind))?;
+    let bytes = PyByteArray::new(py, bytemuck::cast_slice(items));
+    frombuffer.bind(py).call1((bytes, dtype))
+}
+
+/// [`pod_array`] of telemetry samples.
+fn samples_array<'py>(py: Python<'py>, samples: &[Sample]) -> PyResult<Bound<'py, PyAny>> {
+    pod_array(py, samples, sample_dtype(py)?)
+}
+
+/// The methods a handle class (`Reader`, `Writer`) shares, from its
+/// fields `inner: Option<_>`, `name` and `namespace`: `close` (with the
+/// doc `$close`), the context manager, `name`, `namespace` and `repr`. A
+/// `#[pymethods]` block of its own (PyO3's `multiple-pymethods`).
+#[macro_export]
+macro_rules! handle_methods {
+    ($class:ident, $close:literal) => {
+        #[pymethods]
+        impl $class {
+            #[doc = $close]
+            fn close(&mut self) {
+                self.inner = None;
+            }
+
+            fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+                slf
+            }
+
+            fn __exit__(&mut self, _ty: &Bound<'_, PyAny>, _value: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) {
+                self.close();
+            }
+
+            #[getter]
+            fn name(&self) -> &str {
+                &self.name
+            }
+
+            #[getter]
+            fn namespace(&self) -> &str {
+                &self.namespace
+            }
+
+            fn __repr__(&self) -> String {
+                let state = if self.inner.is_some() { "open" } else { "closed" };
+                format!("<helix.{} {:?} namespace={:?} {state}>", stringify!($class), self.name, self.namespace)
+            }
+        }
+    };
+}
+
+/// Removes a ring's files (processes attached keep their mappings).
+#[pyfunction]
+#[pyo3(signature = (name, namespace=None))]
+fn unlink(name: &str, namespace: Option<&str>) -> PyResult<()> {
+    let ns = self::namespace(namespace)?;
+    helix::Ring::unlink(&ns, name).map_err(errors::attach)
+}
+
+#[pymodule]
+fn _helix(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<reader::Reader>()?;
+    m.add_class::<writer::Writer>()?;
+    m.add_class::<control::Control>()?;
+    m.add_function(wrap_pyfunction!(ledger::ledger_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(ledger::ledger_export, m)?)?;
+    m.add("EXPORT_DTYPE", ledger::export_dtype(py)?)?;
+    m.add_function(wrap_pyfunction!(unlink, m)?)?;
+    m.add("SAMPLE_DTYPE", sample_dtype(py)?)?;
+    m.add("KIND_SAMPLE", helix::telemetry::KIND_SAMPLE)?;
+    m.add("QUALITY_SUSPECT", helix::telemetry::QUALITY_SUSPECT)?;
+    m.add("QUALITY_BAD", helix::telemetry::QUALITY_BAD)?;
+    m.add("QUALITY_SIMULATED", helix::telemetry::QUALITY_SIMULATED)?;
+    errors::register(m)
+}

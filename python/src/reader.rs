@@ -1,0 +1,251 @@
+//! `helix.Reader`: a registered reader of a broadcast ring. Telemetry
+//! samples come out as numpy arrays filled from Rust; other frames as
+//! `(seq, kind, bytes)`. Waits release the GIL.
+
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use helix::telemetry::{Sample, KIND_SAMPLE};
+use helix::{FrameRef, ReadError, ReaderOptions, Start, TryReadError};
+
+use crate::errors;
+
+/// A waiting reader wakes at least this often to let Python handle signals
+/// (Ctrl-C) while it waits without a deadline.
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+/// A reader of one ring with its own cursor (see `helix.Reader.attach`).
+#[pyclass(module = "helix")]
+pub struct Reader {
+    inner: Option<helix::Reader>,
+    /// Where samples are copied with the GIL released, before the one copy
+    /// into the numpy array.
+    samples: Vec<Sample>,
+    name: String,
+    namespace: String,
+}
+
+/// Whether `f` is a telemetry sample (docs/abi.md §9.1).
+fn is_sample(f: &FrameRef<'_>) -> bool {
+    f.kind() == KIND_SAMPLE && f.len() == std::mem::size_of::<Sample>()
+}
+
+fn parse_start(start: &Bound<'_, PyAny>) -> PyResult<Start> {
+    if let Ok(s) = start.extract::<String>() {
+        return match s.as_str() {
+            "newest" => Ok(Start::Newest),
+            "oldest" => Ok(Start::Oldest),
+            _ => {
+                Err(PyValueError::new_err(format!("start {s:?}: expected \"newest\", \"oldest\" or a sequence number")))
+            }
+        };
+    }
+    match start.extract::<u64>() {
+        Ok(seq) => Ok(Start::At(seq)),
+        Err(_) => Err(PyValueError::new_err("start: expected \"newest\", \"oldest\" or a sequence number (int >= 0)")),
+    }
+}
+
+/// A run of up to `out.len()` telemetry samples at the cursor.
+fn take_samples(reader: &mut helix::Reader, out: &mut [Sample]) -> Result<usize, TryReadError> {
+    let mut i = 0;
+    reader.try_read_batch_while(out.len(), |f| {
+        if !is_sample(f) {
+            return false;
+        }
+        match f.read::<Sample>() {
+            Ok(s) => {
+                out[i] = s;
+                i += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    })
+}
+
+/// A run of up to `max` frames at the cursor that `want` accepts, copied.
+type Copied = Vec<(u64, u32, Vec<u8>)>;
+fn take_frames(
+    reader: &mut helix::Reader,
+    max: usize,
+    want: fn(&FrameRef<'_>) -> bool,
+) -> Result<Copied, TryReadError> {
+    let mut out = Vec::new();
+    let n = reader.try_read_batch_while(max, |f| {
+        if !want(f) {
+            return false;
+        }
+        let mut payload = vec![0u8; f.len()];
+        let ok = f.copy_to(&mut payload).is_ok();
+        out.push((f.seq(), f.kind(), payload));
+        ok
+    })?;
+    // A frame found overwritten after it was copied is not consumed.
+    out.truncate(n);
+    Ok(out)
+}
+
+fn frame_tuple<'py>(py: Python<'py>, (seq, kind, payload): (u64, u32, Vec<u8>)) -> PyResult<Bound<'py, PyTuple>> {
+    (seq, kind, PyBytes::new(py, &payload)).into_pyobject(py)
+}
+
+impl Reader {
+    fn inner(&mut self) -> PyResult<&mut helix::Reader> {
+        self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the reader is closed"))
+    }
+
+    fn get(&self) -> PyResult<&helix::Reader> {
+        self.inner.as_ref().ok_or_else(|| PyRuntimeError::new_err("the reader is closed"))
+    }
+
+    /// Waits until a frame (or an overrun) is there, at most `timeout`
+    /// seconds (`None`: for ever), with the GIL released; looks for
+    /// signals every [`SIGNAL_CHECK`]. Returns whether one is there.
+    fn wait(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = match timeout {
+            Some(t) if t.is_nan() || t < 0.0 => {
+                return Err(PyValueError::new_err(format!("timeout {t}: expected seconds >= 0 or None")))
+            }
+            Some(t) => Some(Instant::now() + Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX / 4)),
+            None => None,
+        };
+        let reader = self.inner()?;
+        loop {
+            let slice =
+                deadline.map_or(SIGNAL_CHECK, |d| d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK));
+            match py.detach(|| reader.wait_timeout(slice)) {
+                Ok(()) => return Ok(true),
+                Err(ReadError::Timeout) => {}
+                Err(ReadError::Overrun(o)) => return Err(errors::overrun(py, o)),
+                Err(ReadError::Damaged(d)) => return Err(errors::DamagedError::new_err(d.to_string())),
+                Err(e) => return Err(errors::HelixError::new_err(e.to_string())),
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The next run of samples, or of other frames, up to `max`.
+    fn take<'py>(&mut self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
+        let reader = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the reader is closed"))?;
+        let max = max.min(reader.geometry().capacity as usize);
+        if self.samples.len() < max {
+            self.samples.resize(max, bytemuck::Zeroable::zeroed());
+        }
+        let out = &mut self.samples[..max];
+        match py.detach(|| take_samples(reader, out)) {
+            Ok(0) => {}
+            Ok(n) => return crate::samples_array(py, &self.samples[..n]),
+            Err(TryReadError::Empty) => return crate::samples_array(py, &[]),
+            Err(e) => return Err(errors::read(py, e)),
+        }
+        // The frame at the cursor is of another kind.
+        let frames = py.detach(|| take_frames(reader, max, |f| !is_sample(f))).map_err(|e| errors::read(py, e))?;
+        let tuples = frames.into_iter().map(|f| frame_tuple(py, f)).collect::<PyResult<Vec<_>>>()?;
+        Ok(PyList::new(py, tuples)?.into_any())
+    }
+}
+
+#[pymethods]
+impl Reader {
+    /// Attaches to ring `name` and registers a reader (see the stub).
+    #[staticmethod]
+    #[pyo3(signature = (name, namespace=None, gating=false, start=None, reader_name=None))]
+    fn attach(
+        name: &str,
+        namespace: Option<&str>,
+        gating: bool,
+        start: Option<&Bound<'_, PyAny>>,
+        reader_name: Option<&str>,
+    ) -> PyResult<Reader> {
+        let ns = crate::namespace(namespace)?;
+        let start = start.map(parse_start).transpose()?.unwrap_or(Start::Newest);
+        let mut opts = ReaderOptions { gating, start, ..Default::default() };
+        if let Some(r) = reader_name {
+            opts.name = r.to_owned();
+        }
+        let inner = helix::Reader::attach(&ns, name, &opts).map_err(errors::attach)?;
+        Ok(Reader { inner: Some(inner), samples: Vec::new(), name: name.to_owned(), namespace: ns.to_string() })
+    }
+
+    /// Up to `max_frames` frames: a numpy array of samples, or a list of
+    /// `(seq, kind, bytes)`; empty if `timeout` seconds pass first.
+    #[pyo3(signature = (max_frames, timeout=None))]
+    fn read_batch<'py>(
+        &mut self,
+        py: Python<'py>,
+        max_frames: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if max_frames == 0 {
+            return Err(PyValueError::new_err("max_frames must be at least 1"));
+        }
+        if !self.wait(py, timeout)? {
+            return crate::samples_array(py, &[]);
+        }
+        self.take(py, max_frames)
+    }
+
+    /// The next frame as `(seq, kind, bytes)`, or None after `timeout`.
+    #[pyo3(signature = (timeout=None))]
+    fn read<'py>(&mut self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        loop {
+            if !self.wait(py, timeout)? {
+                return Ok(None);
+            }
+            let reader = self.inner()?;
+            match py.detach(|| take_frames(reader, 1, |_| true)) {
+                Ok(mut f) if !f.is_empty() => return frame_tuple(py, f.swap_remove(0)).map(Some),
+                // Woken for a frame still being written: wait again.
+                Ok(_) | Err(TryReadError::Empty) => {}
+                Err(e) => return Err(errors::read(py, e)),
+            }
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        self.read(py, None)
+    }
+
+    /// Published frames not yet read.
+    #[getter]
+    fn lag(&self) -> PyResult<u64> {
+        Ok(self.get()?.lag())
+    }
+
+    /// The next sequence this reader will read.
+    #[getter]
+    fn cursor(&self) -> PyResult<u64> {
+        Ok(self.get()?.cursor())
+    }
+    /// This reader's counters and the ring's geometry, as a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = self.get()?;
+        let g = r.geometry();
+        let d = PyDict::new(py);
+        d.set_item("cursor", r.cursor())?;
+        d.set_item("lag", r.lag())?;
+        d.set_item("frames", r.frames())?;
+        d.set_item("overruns", r.overruns())?;
+        d.set_item("lost", r.lost())?;
+        d.set_item("gating", r.is_gating())?;
+        d.set_item("demoted", r.was_demoted())?;
+        d.set_item("writer_epoch", r.writer_epoch())?;
+        d.set_item("capacity", g.capacity)?;
+        d.set_item("max_payload", g.max_payload)?;
+        d.set_item("policy", g.policy.as_str())?;
+        Ok(d)
+    }
+}
+
+crate::handle_methods!(Reader, "Unregisters the reader; later calls raise RuntimeError.");

@@ -1,0 +1,121 @@
+//! `helix.Writer`: the writer of a ring a Python program owns (or takes
+//! over: the lease protocol of docs/abi.md §4.1).
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use helix::telemetry::{Sample, KIND_SAMPLE};
+use helix::{Policy, Ring, RingOptions};
+
+use crate::errors;
+
+/// The writer of one ring (see `helix.Writer.create`).
+#[pyclass(module = "helix")]
+pub struct Writer {
+    inner: Option<helix::Writer>,
+    name: String,
+    namespace: String,
+}
+
+impl Writer {
+    fn inner(&mut self) -> PyResult<&mut helix::Writer> {
+        self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the writer is closed"))
+    }
+
+    /// Publishes `records` (each one frame of `kind`) in claims of at most
+    /// the ring's capacity, with the GIL released; returns the last
+    /// sequence.
+    fn publish_records<'a>(
+        &mut self,
+        py: Python<'_>,
+        kind: u32,
+        records: impl ExactSizeIterator<Item = &'a [u8]> + Send,
+    ) -> PyResult<u64> {
+        let w = self.inner()?;
+        let capacity = w.geometry().capacity as usize;
+        py.detach(move || {
+            let mut records = records.peekable();
+            let mut last = w.next_seq().saturating_sub(1);
+            while records.peek().is_some() {
+                let n = records.len().min(capacity);
+                let mut claim = w.claim(n as u64)?;
+                for r in records.by_ref().take(n) {
+                    last = claim.push_kind(kind, r)?;
+                }
+                claim.commit();
+            }
+            Ok(last)
+        })
+        .map_err(errors::publish)
+    }
+}
+
+#[pymethods]
+impl Writer {
+    /// Creates ring `name` (or replaces it with `replace=True`) and takes
+    /// its writer lease.
+    #[staticmethod]
+    #[pyo3(signature = (name, namespace=None, capacity=4096, max_payload=64, policy="overwrite", replace=false))]
+    fn create(
+        name: &str,
+        namespace: Option<&str>,
+        capacity: u64,
+        max_payload: u32,
+        policy: &str,
+        replace: bool,
+    ) -> PyResult<Writer> {
+        let ns = crate::namespace(namespace)?;
+        let policy: Policy = policy.parse().map_err(PyValueError::new_err)?;
+        let opts = RingOptions { capacity, max_payload, policy, ..Default::default() };
+        let ring = if replace { Ring::recreate(&ns, name, &opts) } else { Ring::create(&ns, name, &opts) }
+            .map_err(errors::create)?;
+        let inner = ring.writer().map_err(errors::lease)?;
+        Ok(Writer { inner: Some(inner), name: name.to_owned(), namespace: ns.to_string() })
+    }
+
+    /// Takes the writer lease of an existing ring.
+    #[staticmethod]
+    #[pyo3(signature = (name, namespace=None))]
+    fn attach(name: &str, namespace: Option<&str>) -> PyResult<Writer> {
+        let ns = crate::namespace(namespace)?;
+        let inner = helix::Writer::attach(&ns, name).map_err(errors::lease)?;
+        Ok(Writer { inner: Some(inner), name: name.to_owned(), namespace: ns.to_string() })
+    }
+
+    /// Publishes one frame; returns its sequence number.
+    #[pyo3(signature = (payload, kind=0))]
+    fn publish(&mut self, py: Python<'_>, payload: &[u8], kind: u32) -> PyResult<u64> {
+        let w = self.inner()?;
+        py.detach(|| w.publish_kind(kind, payload)).map_err(errors::publish)
+    }
+
+    /// Publishes each sample of `samples` (anything numpy converts to the
+    /// SAMPLE_DTYPE array) as one telemetry frame; returns the last
+    /// sequence (the one before the first, if `samples` is empty).
+    fn publish_samples(&mut self, py: Python<'_>, samples: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let numpy = py.import("numpy")?;
+        let array = numpy.getattr("ascontiguousarray")?.call1((samples, crate::sample_dtype(py)?))?;
+        if array.getattr("ndim")?.extract::<usize>()? != 1 {
+            return Err(PyValueError::new_err("publish_samples: expected a one-dimensional array of samples"));
+        }
+        let bytes = array.call_method0("tobytes")?;
+        let bytes = bytes.cast::<PyBytes>()?.as_bytes();
+        self.publish_records(py, KIND_SAMPLE, bytes.chunks_exact(std::mem::size_of::<Sample>()))
+    }
+
+    /// Publishes each of `payloads` as one frame of `kind`, in as few
+    /// claims as the ring allows; returns the last sequence.
+    #[pyo3(signature = (payloads, kind=0))]
+    fn publish_many(&mut self, py: Python<'_>, payloads: Vec<Vec<u8>>, kind: u32) -> PyResult<u64> {
+        self.publish_records(py, kind, payloads.iter().map(Vec::as_slice))
+    }
+
+    /// The sequence the next frame will get.
+    #[getter]
+    fn next_seq(&mut self) -> PyResult<u64> {
+        Ok(self.inner()?.next_seq())
+    }
+}
+
+crate::handle_methods!(Writer, "Releases the writer lease (the ring stays; `helix.unlink` removes it).");

@@ -1,0 +1,133 @@
+"""helix.ledger against a ledger helix-ledger recorded from helixd, and
+helix.Control against helixd's control path."""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+import helix
+from conftest import expected, program
+
+CONTROL_RINGS = (
+    '[[ring]]\nname = "control.log"\nmax_payload = 144\ncapacity = 1024\npolicy = "block"\n'
+    '[[ring]]\nname = "control.acks"\nmax_payload = 48\ncapacity = 1024\npolicy = "overwrite"\n'
+    "[control]\nlanes = 4\naudit_reader = \"\"\n"
+)
+
+
+@pytest.fixture
+def recorded(ns, helixd, tmp_path):
+    """A ledger helix-ledger recorded of helixd's telemetry for a while,
+    stopped cleanly: (folder, streams)."""
+    d = helixd(policy="block", streams=3, rate_hz=1000.0)
+    folder = tmp_path / "ledger"
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env["HELIX_NAMESPACE"] = ns
+    ledger = subprocess.Popen(
+        [program("helix-ledger"), "--ring", "telemetry", "--fsync-interval-ms", "5", "--dir", str(folder)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Until it has recorded at least 2,000 frames (it reads as a
+        # gating reader named helix-ledger; its cursor says how far).
+        deadline = time.monotonic() + 30
+        while True:
+            assert ledger.poll() is None, f"helix-ledger exited {ledger.returncode}"
+            assert time.monotonic() < deadline, "helix-ledger recorded too little in 30 s"
+            if folder.exists() and _recorded(ns) >= 2000:
+                break
+            time.sleep(0.05)
+    finally:
+        ledger.send_signal(signal.SIGTERM)
+        try:
+            ledger.wait(10)
+        except subprocess.TimeoutExpired:
+            ledger.kill()
+            ledger.wait()
+    return folder, d.streams
+
+
+def _recorded(ns):
+    # Frames published; the ledger is at most a few ms behind.
+    with helix.Reader.attach("telemetry", namespace=ns) as r:
+        return r.cursor - 1
+
+
+def test_a_recorded_ledger_verifies_and_exports_every_sample(recorded):
+    folder, streams = recorded
+    summary = helix.ledger.verify(folder)
+    (ring,) = [r for r in summary["rings"] if r["name"] == "telemetry"]
+    assert ring["frames"] >= 1000 and ring["gaps"] == 0 and ring["lost"] == 0
+    assert len(summary["hash"]) == 64
+    samples = helix.ledger.export(folder, "telemetry")
+    assert samples.dtype == helix.ledger.EXPORT_DTYPE
+    assert len(samples) == ring["frames"]
+    g = samples["ring_seq"] - 1
+    assert (np.diff(samples["ring_seq"]) == 1).all()
+    assert (samples["stream"] == g % streams).all() and (samples["seq"] == g // streams).all()
+    assert (samples["recv_ns"] >= samples["ingest_ns"]).all()
+    first = int(samples["ring_seq"][0])
+    part = helix.ledger.export(folder, "telemetry", first + 10, first + 20)
+    assert list(part["ring_seq"]) == list(range(first + 10, first + 21))
+    assert len(helix.ledger.export(folder, "no-such-ring")) == 0
+
+
+def test_export_to_pandas_when_installed(recorded):
+    pandas = pytest.importorskip("pandas")
+    folder, _ = recorded
+    whole = helix.ledger.export(folder, "telemetry")
+    first = int(whole["ring_seq"][0])
+    df = helix.ledger.export_dataframe(folder, "telemetry", first, first + 99)
+    assert isinstance(df, pandas.DataFrame) and list(df.columns) == list(helix.ledger.EXPORT_DTYPE.names)
+    assert list(df["ring_seq"]) == list(range(first, first + 100))
+    assert (df["value"].to_numpy() == whole["value"][:100]).all()
+
+
+def test_without_pandas_export_dataframe_says_what_it_needs(recorded, monkeypatch):
+    # numpy export keeps working; only the DataFrame needs pandas.
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    folder, _ = recorded
+    assert len(helix.ledger.export(folder, "telemetry")) > 0
+    with pytest.raises(ImportError, match="needs pandas"):
+        helix.ledger.export_dataframe(folder, "telemetry")
+
+
+def test_a_damaged_ledger_is_refused_naming_the_damage(recorded, tmp_path):
+    folder, _ = recorded
+    segment = max((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with pytest.raises(helix.LedgerError, match=str(folder)):
+        helix.ledger.verify(folder)
+    with pytest.raises(helix.LedgerError):
+        helix.ledger.export(folder, "telemetry")
+    with pytest.raises(helix.LedgerError):
+        helix.ledger.verify(tmp_path / "missing")
+
+
+def test_commands_are_answered_by_helixd(ns, helixd):
+    helixd(streams=4, rate_hz=200.0, extra=CONTROL_RINGS)
+    c = helix.Control(namespace=ns)
+    ack = c.send("set", stream=2, value=37.5, timeout=10)
+    assert (ack["verdict"], ack["op"], ack["reason"]) == ("accepted", "set", None)
+    assert ack["ring_seq"] > 0 and ack["log_seq"] > 0
+    again = c.send("set", stream=2, value=37.5, timeout=10, request=ack["request"])
+    assert again["repeat"] and again["log_seq"] == ack["log_seq"]
+    bad = c.send("set", stream=99, value=1.0, timeout=10)
+    assert bad["verdict"] == "rejected" and bad["reason"] is not None
+    with pytest.raises(ValueError, match="unknown op"):
+        c.send("explode")
+
+
+def test_control_without_helixd_raises_control_error(ns):
+    with pytest.raises(helix.ControlError, match="control"):
+        helix.Control(namespace=ns)

@@ -1,0 +1,228 @@
+"""helix.Reader and helix.Writer against rings a Rust program writes
+(helixd's simulator) and rings Python writes, in namespaces of their own."""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import helix
+from conftest import expected
+
+
+def test_every_frame_helixd_writes_is_received_in_order(ns, helixd):
+    d = helixd(streams=7, rate_hz=2000.0)
+    r = helix.Reader.attach("telemetry", namespace=ns, start="oldest")
+    got = []
+    while sum(len(b) for b in got) < 3000:
+        batch = r.read_batch(512, timeout=10)
+        assert len(batch) > 0, "helixd published nothing for 10 s"
+        assert batch.dtype == helix.SAMPLE_DTYPE
+        got.append(batch)
+    samples = np.concatenate(got)
+    g = np.arange(len(samples))
+    assert (samples["stream"] == g % d.streams).all()
+    assert (samples["seq"] == g // d.streams).all()
+    assert (samples["quality"] & helix.QUALITY_SIMULATED).all()
+    assert (samples["ingest_ns"] > 0).all()
+    s = r.stats()
+    assert (s["frames"], s["overruns"], s["lost"]) == (len(samples), 0, 0)
+    assert r.cursor == len(samples) + 1
+
+
+def test_overruns_are_exact_and_reading_resumes_where_they_say(ns, helixd):
+    # A 64-slot ring at 28,000 frames/s laps a reader that sleeps (and
+    # may lap it again between an overrun and the next read).
+    d = helixd(capacity=64, streams=7, rate_hz=4000.0)
+    r = helix.Reader.attach("telemetry", namespace=ns, start="oldest")
+    start, lost_total, overruns, frames, resumed_at = r.cursor, 0, 0, 0, None
+    while overruns < 3 or resumed_at is not None:
+        if resumed_at is None:
+            threading.Event().wait(0.05)
+        before = r.cursor
+        try:
+            batch = r.read_batch(64, timeout=10)
+        except helix.Overrun as e:
+            assert e.lost == e.resume_at - before and e.lost > 0
+            assert r.cursor == e.resume_at
+            lost_total += e.lost
+            overruns += 1
+            resumed_at = e.resume_at
+            continue
+        assert len(batch) > 0 and r.cursor == before + len(batch)
+        # Each sample is the simulator's sample at its ring sequence: none
+        # skipped beyond what `lost` says, none repeated.
+        g = np.arange(before - 1, before - 1 + len(batch))
+        assert (batch["stream"] == g % d.streams).all() and (batch["seq"] == g // d.streams).all()
+        frames += len(batch)
+        resumed_at = None
+    s = r.stats()
+    assert (s["overruns"], s["lost"], s["frames"]) == (overruns, lost_total, frames)
+    assert s["cursor"] == start + frames + lost_total
+
+
+def test_python_writer_overrun_numbers_and_batches():
+    ns = f"pyw{os.getpid()}"
+    try:
+        w = helix.Writer.create("w", namespace=ns, capacity=16)
+        r = helix.Reader.attach("w", namespace=ns, start="oldest")
+        samples = np.zeros(100, helix.SAMPLE_DTYPE)
+        samples["seq"] = np.arange(100)
+        samples["value"] = np.arange(100) * 0.5
+        assert w.publish_samples(samples) == 100
+        with pytest.raises(helix.Overrun) as e:
+            r.read_batch(10)
+        # 100 published into 16 slots: 1..84 are gone, 85..100 remain.
+        assert (e.value.lost, e.value.resume_at) == (84, 85)
+        assert "84 frames lost, resuming at 85" in str(e.value)
+        a = r.read_batch(10)
+        b = r.read_batch(10)
+        assert (len(a), len(b)) == (10, 6)
+        assert list(np.concatenate([a, b])["seq"]) == list(range(84, 100))
+        assert (np.concatenate([a, b])["value"] == np.arange(84, 100) * 0.5).all()
+        assert len(r.read_batch(10, timeout=0)) == 0
+        assert r.lag == 0
+    finally:
+        for f in (f"/dev/shm/{ns}.w", f"/dev/shm/{ns}.w@readers"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def test_other_kinds_come_as_tuples_and_batches_do_not_mix(ns):
+    w = helix.Writer.create("mixed", namespace=ns, capacity=64, max_payload=64)
+    r = helix.Reader.attach("mixed", namespace=ns, start="oldest")
+    w.publish(b"first", kind=7)
+    w.publish_many([b"a", b"bb"], kind=9)
+    w.publish_samples(np.zeros(3, helix.SAMPLE_DTYPE))
+    w.publish(b"x" * 40, kind=3)  # 40 bytes, not a sample: kind decides
+    assert r.read_batch(100) == [(1, 7, b"first"), (2, 9, b"a"), (3, 9, b"bb")]
+    assert len(r.read_batch(100)) == 3
+    assert r.read_batch(100) == [(7, 3, b"x" * 40)]
+    w.publish(b"it", kind=5)
+    assert next(iter(r)) == (8, 5, b"it")
+    assert r.read(timeout=0.01) is None
+
+
+def test_a_waiting_reader_releases_the_gil(ns):
+    # If read_batch held the GIL while waiting, the main thread could never
+    # publish the frame it waits for: the watchdog would end the run.
+    w = helix.Writer.create("gil", namespace=ns, capacity=16)
+    r = helix.Reader.attach("gil", namespace=ns)
+    got = []
+    t = threading.Thread(target=lambda: got.append(r.read_batch(4)))
+    t.start()
+    threading.Event().wait(0.2)
+    w.publish_samples(np.ones(2, helix.SAMPLE_DTYPE))
+    t.join(30)
+    assert not t.is_alive() and len(got[0]) == 2
+
+
+def test_bad_names_and_missing_rings_raise_attach_error(ns):
+    with pytest.raises(helix.AttachError, match="no ring \"nope\" in namespace"):
+        helix.Reader.attach("nope", namespace=ns)
+    with pytest.raises(helix.AttachError, match="ring name"):
+        helix.Reader.attach("bad/name", namespace=ns)
+    with pytest.raises(helix.AttachError, match="namespace"):
+        helix.Reader.attach("telemetry", namespace="bad ns")
+    with pytest.raises(ValueError, match="start"):
+        helix.Reader.attach("x", namespace=ns, start="middle")
+    with pytest.raises(helix.HelixError):
+        helix.Writer.create("w", namespace=ns, capacity=3)
+
+
+def test_a_corrupt_ring_is_refused_with_the_field_named(ns):
+    helix.Writer.create("c", namespace=ns, capacity=16).close()
+    with open(f"/dev/shm/{ns}.c", "r+b") as f:
+        f.write(b"\xff" * 8)  # the magic word (docs/abi.md §2.2)
+    with pytest.raises(helix.AttachError, match="header field `magic`"):
+        helix.Reader.attach("c", namespace=ns)
+
+
+def test_a_ring_shrunk_under_a_reader_raises_damaged(ns):
+    w = helix.Writer.create("s", namespace=ns, capacity=16)
+    r = helix.Reader.attach("s", namespace=ns, start="oldest")
+    w.publish(b"ok")
+    assert r.read_batch(1) == [(1, 0, b"ok")]
+    os.truncate(f"/dev/shm/{ns}.s", 0)
+    with pytest.raises(helix.DamagedError, match="shrank|truncated"):
+        r.read_batch(1, timeout=1)
+
+
+def test_a_closed_reader_says_so(ns):
+    helix.Writer.create("z", namespace=ns, capacity=16)
+    with helix.Reader.attach("z", namespace=ns) as r:
+        pass
+    with pytest.raises(RuntimeError, match="closed"):
+        r.read_batch(1)
+
+
+def test_the_package_under_test_is_the_installed_wheel():
+    # CI installs the wheel it built into a fresh environment; an in-place
+    # build (or the source folder on sys.path) would not test the wheel.
+    import sys
+
+    assert helix._helix.__file__.startswith(sys.prefix), helix._helix.__file__
+    assert "site-packages" in helix.__file__, helix.__file__
+
+
+def test_the_example_prints_per_stream_statistics(ns, helixd):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    helixd(streams=5, rate_hz=500.0)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "python" / "stream_stats.py"), "--namespace", ns, "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "0 lost to overruns" in out.stdout and "5 streams" in out.stdout, out.stdout
+    rows = [line.split() for line in out.stdout.splitlines() if line.split() and line.split()[0].isdigit()]
+    assert sorted(int(r[0]) for r in rows[-5:]) == [0, 1, 2, 3, 4], out.stdout
+
+
+def test_ctrl_c_interrupts_a_reader_waiting_without_a_deadline(ns):
+    # read_batch(timeout=None) waits in slices and lets Python handle
+    # signals between them: SIGINT ends the wait with KeyboardInterrupt
+    # (whether it arrives before or during the wait).
+    import signal
+    import subprocess
+    import sys
+
+    helix.Writer.create("idle", namespace=ns, capacity=16)
+    code = (
+        "import helix, sys\n"
+        f"r = helix.Reader.attach('idle', namespace={ns!r})\n"
+        "print('waiting', flush=True)\n"
+        "r.read_batch(1)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "waiting\n"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err
+
+
+def test_writer_errors_name_the_problem(ns):
+    w = helix.Writer.create("lease", namespace=ns, capacity=16, max_payload=64)
+    with pytest.raises(helix.LeaseError, match="already has a live writer: pid"):
+        helix.Writer.attach("lease", namespace=ns)
+    with pytest.raises(helix.PublishError, match="exceeds the ring's largest payload"):
+        w.publish(b"x" * 1000)
+    with pytest.raises(helix.AttachError, match="already exists"):
+        helix.Writer.create("lease", namespace=ns, capacity=16)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        w.publish_samples(np.zeros((2, 2), helix.SAMPLE_DTYPE))
+    w.close()
+    # The lease is free again: a new writer continues the sequence.
+    w2 = helix.Writer.attach("lease", namespace=ns)
+    assert w2.next_seq == 1 and w2.publish(b"a") == 1
