@@ -92,6 +92,11 @@ fn sysusers_creates_the_helix_user_and_tmpfiles_its_folders() {
         assert!(m.is_dir());
         assert_eq!((m.mode() & 0o777, m.uid(), m.gid()), (0o750, uid, gid), "{dir}");
     }
+    // The services' metrics files: written by helix, read by anyone.
+    for dir in ["run/helix", "run/helix/metrics"] {
+        let m = std::fs::metadata(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        assert_eq!((m.mode() & 0o777, m.uid(), m.gid()), (0o755, uid, gid), "{dir}");
+    }
 }
 
 /// The value of `key=` in a unit's text.
@@ -124,7 +129,9 @@ fn the_ledger_is_bound_to_the_daemon_and_may_write_only_its_folder() {
     for key in ["BindsTo", "After", "PartOf", "WantedBy"] {
         assert_eq!(set(key).as_deref(), Some("helix.service"), "{key}");
     }
-    assert_eq!(set("ReadWritePaths").as_deref(), Some("/dev/shm /var/lib/helix/ledger"));
+    let writable: Vec<&str> =
+        unit.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).flat_map(str::split_whitespace).collect();
+    assert_eq!(writable, ["/dev/shm", "/var/lib/helix/ledger", "/run/helix/metrics"]);
     // The folder the unit may write is the one the ledger writes by default.
     assert!(include_str!("../src/bin/helix-ledger/default.toml").contains("dir = \"/var/lib/helix/ledger\""));
 }

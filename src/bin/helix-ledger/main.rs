@@ -12,6 +12,7 @@ mod shared;
 mod anchor;
 mod command;
 mod config;
+mod metrics;
 mod retention;
 mod run;
 
@@ -46,6 +47,8 @@ struct Cli {
     segment_size_mib: Option<u64>,
     #[command(flatten)]
     service: ServiceFlags,
+    #[command(flatten)]
+    metrics: shared::textfile::MetricsFlag,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -208,6 +211,6 @@ fn record(cli: &Cli) -> ExitCode {
             cfg.rings.join(", "),
             cfg.fsync_interval
         );
-        crate::run::run(&cfg)
+        crate::run::run(&cfg, cli.metrics.metrics_file.clone())
     })
 }

@@ -26,6 +26,7 @@ use crate::config::LedgerConfig;
 use anyhow::{anyhow, Context, Result};
 
 use crate::shared::service::{Cadence, Event, Service};
+use crate::shared::textfile::{unix_now, Publisher};
 use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
 use helix::ledger::format::RingDecl;
 use helix::ledger::store::{Ledger, LedgerError};
@@ -61,6 +62,9 @@ struct Syncer {
     busy_since: Option<Instant>,
     /// Logged that the sync in flight is slow.
     slow_logged: bool,
+    /// Unix time the last sync completed (at first: when the ledger was
+    /// opened, everything in it durable), for `--metrics-file`.
+    synced_at: f64,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -85,7 +89,14 @@ impl Syncer {
                 }
             })
             .context("starting the sync thread")?;
-        Ok(Syncer { jobs: Some(jobs), done, busy_since: None, slow_logged: false, thread: Some(thread) })
+        Ok(Syncer {
+            jobs: Some(jobs),
+            done,
+            busy_since: None,
+            slow_logged: false,
+            synced_at: unix_now(),
+            thread: Some(thread),
+        })
     }
 
     /// Whether a sync is in flight; the error of one that failed.
@@ -98,6 +109,7 @@ impl Syncer {
                     }
                     self.busy_since = None;
                     result?;
+                    self.synced_at = unix_now();
                 }
                 Err(mpsc::TryRecvError::Empty) => {
                     if !self.slow_logged && since.elapsed() >= SLOW_SYNC {
@@ -293,8 +305,9 @@ impl Tap {
     }
 }
 
-/// Runs the ledger until SIGTERM or SIGINT.
-pub fn run(cfg: &LedgerConfig) -> Result<()> {
+/// Runs the ledger until SIGTERM or SIGINT, writing its counters to
+/// `metrics_file` (`--metrics-file`) at every status refresh.
+pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     let mut service = Service::start(STATUS_EVERY, LOG_EVERY)?;
     let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size)?;
     if rec.created {
@@ -331,7 +344,7 @@ pub fn run(cfg: &LedgerConfig) -> Result<()> {
     // Stopped and joined when `run` returns.
     let _retention = crate::retention::Retainer::spawn(&cfg.dir, cfg.retention)?;
     service.ready(&status(&taps, &ledger, 0.0));
-    let result = serve(cfg, &mut service, &mut taps, &mut ledger);
+    let result = serve(cfg, &mut service, &mut taps, &mut ledger, Publisher::new(metrics_file));
     service.stopping();
     // Whatever happened, make durable what was written.
     let flushed = ledger.flush().and_then(|()| ledger.sync());
@@ -356,12 +369,19 @@ pub fn run(cfg: &LedgerConfig) -> Result<()> {
 /// Records until SIGTERM or SIGINT: pumps the rings into the ledger, starts
 /// the background syncs, does the housekeeping on its cadence, and waits
 /// when the rings are idle.
-fn serve(cfg: &LedgerConfig, service: &mut Service, taps: &mut [Tap], ledger: &mut Ledger) -> Result<()> {
+fn serve(
+    cfg: &LedgerConfig,
+    service: &mut Service,
+    taps: &mut [Tap],
+    ledger: &mut Ledger,
+    metrics: Publisher,
+) -> Result<()> {
     let mut housekeeping = Cadence::new(HOUSEKEEPING, HOUSEKEEPING);
     let mut keeper = Keeper {
         ring_check: Cadence::new(RING_CHECK, RING_CHECK),
         rate: (Instant::now(), 0, 0.0),
         stuck_logged: false,
+        metrics,
     };
     let mut idle_polls = 0u32;
     let mut syncer = Syncer::spawn()?;
@@ -409,6 +429,8 @@ struct Keeper {
     rate: (Instant, u64, f64),
     /// Logged that the sync is stuck.
     stuck_logged: bool,
+    /// Where the counters go at every status refresh.
+    metrics: Publisher,
 }
 
 impl Keeper {
@@ -456,6 +478,14 @@ impl Keeper {
             let dt = now.duration_since(self.rate.0).as_secs_f64();
             self.rate = (now, frames, (frames - self.rate.1) as f64 / dt.max(1e-9));
             service.status(now, &status(taps, ledger, self.rate.2));
+            if self.metrics.enabled() {
+                let extra = crate::metrics::Extra {
+                    synced_at: syncer.synced_at,
+                    sync_in_flight: syncer.stuck_for().as_secs_f64(),
+                    rings: taps.iter().map(|t| (t.name.as_str(), t.reader.is_some())).collect(),
+                };
+                self.metrics.publish(&crate::metrics::render(ledger, &extra));
+            }
         }
         Ok(false)
     }

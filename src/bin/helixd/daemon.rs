@@ -522,6 +522,9 @@ pub struct RunOptions {
     /// else keeps running), as if the daemon had hung. Off by default;
     /// without it SIGUSR2 is ignored, as SIGUSR1 always is.
     pub debug_hang_on_signal: bool,
+    /// `--metrics-file`: where the HAL sources' counters are written at
+    /// every status refresh (src/bin/helixd/metrics.rs).
+    pub metrics_file: Option<std::path::PathBuf>,
 }
 
 /// Runs helixd until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
@@ -535,7 +538,9 @@ pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<()> {
     // Set by SIGUSR2 under --debug-hang-on-signal: no more WATCHDOG=1.
     let mut hung = false;
     let mut d = Daemon::start(config)?;
+    let mut metrics = crate::shared::textfile::Publisher::new(opts.metrics_file.clone());
     service.ready(&d.status());
+    metrics.publish(&crate::metrics::render(&d.sources));
     let mut sweep = Cadence::new(d.config.sweep_interval, d.config.sweep_interval);
     loop {
         let now = Instant::now();
@@ -555,6 +560,7 @@ pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<()> {
                 line = format!("debug hang (SIGUSR2): watchdog pings withheld; {line}");
             }
             service.status(now, &line);
+            metrics.publish(&crate::metrics::render(&d.sources));
         }
         let next = sweep.next().min(service.next_due());
         match service.signal(next.saturating_duration_since(Instant::now()))? {

@@ -12,6 +12,7 @@ mod config;
 mod control;
 mod daemon;
 mod hal;
+mod metrics;
 mod preflight;
 mod source;
 
@@ -36,6 +37,8 @@ struct Cli {
     /// "hung" daemon. Never for production.
     #[arg(long)]
     debug_hang_on_signal: bool,
+    #[command(flatten)]
+    metrics: crate::shared::textfile::MetricsFlag,
 }
 
 fn main() -> ExitCode {
@@ -51,7 +54,10 @@ fn main() -> ExitCode {
     if let Some(code) = cli.service.act(Cli::command(), crate::config::DEFAULT_CONFIG, checked, report) {
         return code;
     }
-    let opts = crate::daemon::RunOptions { debug_hang_on_signal: cli.debug_hang_on_signal };
+    let opts = crate::daemon::RunOptions {
+        debug_hang_on_signal: cli.debug_hang_on_signal,
+        metrics_file: cli.metrics.metrics_file.clone(),
+    };
     crate::shared::cli::run(|| crate::daemon::run(cli.config.as_deref(), &opts))
 }
 

@@ -13,3 +13,4 @@ pub mod conf;
 pub mod logging;
 pub mod service;
 pub mod signal;
+pub mod textfile;

@@ -2,13 +2,13 @@
 //! exposition format (version 0.0.4), for node_exporter's textfile collector,
 //! printed once or served over HTTP.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::fanin;
+use super::{fanin, metrics_extra};
 use crate::format;
+use crate::shared::textfile::{flag, Text};
 use helix::fanin::{FanInStats, LaneStats};
 use helix::shm::Namespace;
 use helix::{Geometry, ReaderStats, RingStats, RingView};
@@ -20,16 +20,29 @@ pub struct Args {
     /// 127.0.0.1:9465) instead of printing them once.
     #[arg(long)]
     listen: Option<String>,
+    /// Also serve the services' own counters: every *.prom file in this
+    /// folder, as helixd and helix-ledger write them with --metrics-file
+    /// (the package's: /run/helix/metrics). Each file is checked before it
+    /// is served; a malformed one is left out (helix_textfile_up 0).
+    #[arg(long, value_name = "DIR")]
+    textfiles: Option<std::path::PathBuf>,
+    /// The ring the digital twin publishes its state table on (its
+    /// families are given if it and the alarm ring exist).
+    #[arg(long, default_value = "twin.state")]
+    twin_state_ring: String,
+    /// The ring the digital twin publishes alarm events on.
+    #[arg(long, default_value = "alarms")]
+    twin_alarm_ring: String,
 }
 
 /// Prints the metrics once, or serves them with `--listen`.
 pub fn run(ns: &Namespace, args: &Args) -> Result<()> {
     match &args.listen {
         None => {
-            print!("{}", render(ns).context("reading /dev/shm")?);
+            print!("{}", render(ns, args)?);
             Ok(())
         }
-        Some(addr) => serve(ns, addr),
+        Some(addr) => serve(ns, args, addr),
     }
 }
 
@@ -180,14 +193,6 @@ const LANE_INFO: Family<()> = Family {
     value: (),
 };
 
-fn flag(b: bool) -> f64 {
-    if b {
-        1.0
-    } else {
-        0.0
-    }
-}
-
 /// A label value as the format asks, `\` and `"` escaped, after what a
 /// terminal acts on, a newline included ([`format::printable`]: a reader's
 /// name is a peer's choice, and the text may be read on a terminal).
@@ -202,9 +207,20 @@ struct Ring {
     attached: Option<(RingStats, Geometry)>,
 }
 
-/// The exposition text for every ring in `ns`. A file that does not attach
-/// is reported as `helix_ring_up{..} 0`, not skipped.
-fn render(ns: &Namespace) -> std::io::Result<String> {
+/// The exposition text for every ring in `ns`, the twin's and the
+/// services' files (see [`super::metrics_extra`]). A file that does not
+/// attach is reported as `helix_ring_up{..} 0`, not skipped.
+fn render(ns: &Namespace, args: &Args) -> Result<String> {
+    let mut out = rings(ns).context("reading /dev/shm")?;
+    metrics_extra::twin(ns, &args.twin_state_ring, &args.twin_alarm_ring, &mut out);
+    if let Some(dir) = &args.textfiles {
+        metrics_extra::textfiles(dir, &mut out).with_context(|| format!("reading {}", dir.display()))?;
+    }
+    Ok(out.0)
+}
+
+/// The rings' and fan-in rings' families.
+fn rings(ns: &Namespace) -> std::io::Result<Text> {
     let nsl = esc(ns.as_str());
     let rings: Vec<Ring> = ns
         .list_rings()?
@@ -218,7 +234,7 @@ fn render(ns: &Namespace) -> std::io::Result<String> {
             }),
         })
         .collect();
-    let mut out = String::new();
+    let mut out = Text::default();
     head(&mut out, &UP);
     for r in &rings {
         sample(&mut out, UP.name, &r.labels, flag(r.attached.is_some()));
@@ -246,7 +262,7 @@ fn render(ns: &Namespace) -> std::io::Result<String> {
 /// The fan-in rings' part of the exposition: `helix_fanin_up` for every
 /// folder, then the ring's families, then one series per lane (labels
 /// ring and lane) for each ring that opened.
-fn render_fanin(ns: &Namespace, nsl: &str, out: &mut String) -> std::io::Result<()> {
+fn render_fanin(ns: &Namespace, nsl: &str, out: &mut Text) -> std::io::Result<()> {
     let rings: Vec<(String, Option<FanInStats>)> = helix::fanin::inspect::list(ns)?
         .into_iter()
         .map(|name| (format!("namespace=\"{nsl}\",ring=\"{}\"", esc(&name)), fanin::read(ns, &name).ok().map(|r| r.1)))
@@ -284,18 +300,17 @@ fn render_fanin(ns: &Namespace, nsl: &str, out: &mut String) -> std::io::Result<
     Ok(())
 }
 
-fn head<F>(out: &mut String, f: &Family<F>) {
-    let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-    let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+fn head<F>(out: &mut Text, f: &Family<F>) {
+    out.family(f.name, f.kind, f.help);
 }
 
-fn sample(out: &mut String, name: &str, labels: &str, v: f64) {
-    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+fn sample(out: &mut Text, name: &str, labels: &str, v: f64) {
+    out.sample(name, labels, v);
 }
 
-/// Serves `render(ns)` on HTTP at `/metrics` (fresh on every scrape) until
+/// Serves `render(ns, args)` on HTTP at `/metrics` (fresh on every scrape) until
 /// the process is stopped; other paths get 404. Prints the bound address.
-fn serve(ns: &Namespace, addr: &str) -> Result<()> {
+fn serve(ns: &Namespace, args: &Args, addr: &str) -> Result<()> {
     let server = tiny_http::Server::http(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = server.server_addr().to_ip().map_or(addr.to_owned(), |a| a.to_string());
     println!("serving metrics on http://{bound}/metrics");
@@ -305,11 +320,9 @@ fn serve(ns: &Namespace, addr: &str) -> Result<()> {
             .expect("a valid header");
     for request in server.incoming_requests() {
         let response = if request.url() == "/metrics" || request.url().starts_with("/metrics?") {
-            match render(ns) {
+            match render(ns, args) {
                 Ok(body) => tiny_http::Response::from_string(body).with_header(text_plain.clone()),
-                Err(e) => {
-                    tiny_http::Response::from_string(format!("cannot read /dev/shm: {e}\n")).with_status_code(500)
-                }
+                Err(e) => tiny_http::Response::from_string(format!("{e:#}\n")).with_status_code(500),
             }
         } else {
             tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)

@@ -10,6 +10,8 @@ pub mod evict;
 pub mod fanin;
 pub mod list;
 pub mod metrics;
+/// Not a verb: the twin and the services' files in `metrics`.
+pub mod metrics_extra;
 pub mod readers;
 pub mod rm;
 pub mod send;

@@ -129,7 +129,7 @@ pub struct TwinView {
 impl TwinView {
     /// What `helixctl twin` shows of `snapshot` and `alarms`, as of now;
     /// `filter` limits the streams.
-    fn new(ns: &Namespace, snapshot: &Snapshot, mut alarms: ActiveAlarms, filter: Option<StreamRange>) -> TwinView {
+    pub fn new(ns: &Namespace, snapshot: &Snapshot, mut alarms: ActiveAlarms, filter: Option<StreamRange>) -> TwinView {
         let now = helix::process::now_ns();
         // Alarms of an older twin than the state's are void.
         if alarms.instance != snapshot.instance && snapshot.instance != 0 {
