@@ -229,7 +229,7 @@ fn ledger_measures_the_real_recorder_and_removes_its_files() {
     let t = Env::watched("helix-bench ledger", Duration::from_secs(120));
     let out = t.run(
         "ledger --frames 20000 --sizes 32,1024 --fsync-ms 1,100 --runs 1 --latency-rate 100000 --latency-secs 0.2 \
-         --dir {} --json {ledger.json}",
+         --replay-frames 20000 --dir {} --json {ledger.json}",
     );
     let v = document(&t.path("ledger.json"), "ledger");
     std::fs::remove_file(t.path("ledger.json")).unwrap();
@@ -246,6 +246,12 @@ fn ledger_measures_the_real_recorder_and_removes_its_files() {
         assert!(out.lines().any(|l| l.trim_start().starts_with(row) && l.contains(" M ")), "{row} missing:\n{out}");
     }
     assert!(out.contains("no reader") && out.contains("gating ledger") && out.contains("added by the ledger"), "{out}");
+    let replay = &v["results"]["replay"];
+    assert_eq!(replay["runs"][0]["frames"], 20000, "{replay}");
+    assert!(replay["frames_per_sec"].as_f64().unwrap() > 0.0, "{replay}");
+    let factors: Vec<_> = replay["paced"].as_array().unwrap().iter().map(|p| p["factor"].as_f64().unwrap()).collect();
+    assert_eq!(factors, [1.0, 10.0]);
+    assert!(out.contains("replay --pace max: ") && out.contains("replay --pace x10: "), "{out}");
     t.assert_no_rings_left();
     assert_eq!(std::fs::read_dir(&t.dir).unwrap().count(), 0, "ledger folders left behind");
 }

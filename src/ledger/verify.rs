@@ -2,6 +2,7 @@
 //! printing records for an audit (`export`).
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use super::anchor::LineError;
@@ -246,6 +247,22 @@ fn read(dir: &Path, n: u64, path: &Path) -> Result<Result<Vec<u8>, VerifyFailure
 /// Reads every segment in order, checking every header and record, and
 /// calls `visit` for each good record. Stops at the first failure.
 pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
+    walk_blocks(dir, |chain, block, segment, offset| {
+        visit_records(chain, block, segment, offset, &mut visit);
+        ControlFlow::Continue(())
+    })
+}
+
+/// Reads every segment in order, checking every header and block, and
+/// calls `visit` for each good block with the chain that has just verified
+/// it and advanced past it (its ring: `chain.rings[block.header.ring]`),
+/// its segment and its offset there. Stops at the first failure; a visit
+/// that breaks stops the walk at the end of that segment (the summary then
+/// covers the segments read).
+pub fn walk_blocks(
+    dir: &Path,
+    mut visit: impl FnMut(&Chain, &BlockView<'_>, u64, u64) -> ControlFlow<()>,
+) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
     let (pruned, segs) = match start(dir)? {
         Ok(s) => s,
         Err(f) => return Ok(Err(f)),
@@ -259,7 +276,13 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
     // with each segment's declarations).
     let mut totals: Vec<RingState> = Vec::new();
     let mut partial_tail = 0;
+    let mut stopped = false;
+    let mut read_segments = 0;
     for (i, (n, path)) in segs.iter().enumerate() {
+        if stopped {
+            break;
+        }
+        read_segments += 1;
         let expected = first + i as u64;
         if *n != expected {
             return Ok(Err(VerifyFailure::MissingSegment { expected, found: path.clone() }));
@@ -291,7 +314,7 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
         }
         let body = &bytes[SEGMENT_HEADER_LEN..];
         let result = chain.scan(body, SEGMENT_HEADER_LEN as u64, header.version, |c, block, offset| {
-            visit_records(c, block, *n, offset, &mut visit);
+            stopped = stopped || visit(c, block, *n, offset).is_break();
             let id = block.header.ring as usize;
             count(&mut totals, id, &c.rings[id], block);
         });
@@ -311,7 +334,7 @@ pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Su
         }
     }
     Ok(Ok(Summary {
-        segments: segs.len() as u64,
+        segments: read_segments,
         pruned,
         records: chain.records,
         blocks: chain.blocks,

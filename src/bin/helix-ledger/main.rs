@@ -13,6 +13,7 @@ mod anchor;
 mod command;
 mod config;
 mod metrics;
+mod replay;
 mod retention;
 mod run;
 
@@ -115,6 +116,13 @@ enum Command {
         #[arg(long)]
         blocks: bool,
     },
+    /// Publish the recorded frames of a ring's range into a new ring
+    /// (replay.RING by default), with their kind and payload as recorded,
+    /// at the recorded pace, as fast as possible or N times faster; a GAP
+    /// arrives as a frame of kind 0x484C0001 (docs/ledger.md, "Replay").
+    /// The chain is checked on the way. Any reader runs on the ring
+    /// unchanged, e.g. helix-twin with telemetry_ring = "replay.telemetry".
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -131,6 +139,7 @@ fn main() -> ExitCode {
         Some(Command::Anchor { dir, note, records, hash, json }) => {
             anchor::anchor(dir, note, records.zip(hash.as_deref()), *json)
         }
+        Some(Command::Replay(args)) => load(&cli).and_then(|c| replay::replay(&c.namespace, args)),
         None => return record(&cli),
     };
     match verdict {

@@ -2,7 +2,8 @@
 //! `helix-ledger` records a ring (frames/s and MB/s written) at a given
 //! frame size and fsync interval, and how much a gating ledger adds to the
 //! writer's publish latency at a paced rate, against the same writer with
-//! no reader.
+//! no reader; and how fast `helix-ledger replay` publishes recorded
+//! frames into a ring (replay.rs).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use helix::shm::Namespace;
 use helix::{Policy, Ring, RingOptions, RingView};
+
+pub mod replay;
 
 use super::{cpus_flag, list};
 use crate::affinity::{pin_pid, pin_to_cpu};
@@ -46,6 +49,10 @@ pub struct LedgerArgs {
     /// Seconds of paced writing per latency measurement.
     #[arg(long, default_value_t = 3.0)]
     pub latency_secs: f64,
+    /// Frames recorded and replayed at --pace max for the replay figure
+    /// (40-byte telemetry); 0 skips replay.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub replay_frames: u64,
     /// Folder for the ledgers written (each removed after its run).
     #[arg(long, default_value = "/var/tmp")]
     pub dir: PathBuf,
@@ -68,6 +75,8 @@ impl LedgerArgs {
         v.extend([
             "--latency-secs".into(),
             self.latency_secs.to_string(),
+            "--replay-frames".into(),
+            self.replay_frames.to_string(),
             "--dir".into(),
             self.dir.display().to_string(),
         ]);
@@ -161,6 +170,10 @@ pub struct Results {
     pub latency_size: usize,
     /// Without, then with, the ledger (empty if skipped).
     pub writer_latency: Vec<WriterLatency>,
+    /// Replay throughput and pace (absent if skipped, and in results
+    /// written before replay existed).
+    #[serde(default)]
+    pub replay: Option<replay::ReplayResults>,
 }
 
 /// Runs `helix-bench ledger`.
@@ -191,6 +204,10 @@ pub fn run(a: LedgerArgs, namespace: Namespace, exe: &Path) -> Result<()> {
     let result = (|| -> Result<Results> {
         let throughput = measure_throughput(&a, &setup)?;
         let writer_latency = if a.latency_rate > 0 { measure_latency(&a, &setup, latency_size)? } else { vec![] };
+        let replay = match a.replay_frames {
+            0 => None,
+            n => Some(replay::measure(&setup.namespace, &dir, n, a.runs)?),
+        };
         Ok(Results {
             frames: a.frames,
             runs: a.runs.max(1),
@@ -201,6 +218,7 @@ pub fn run(a: LedgerArgs, namespace: Namespace, exe: &Path) -> Result<()> {
             latency_secs: a.latency_secs,
             latency_size,
             writer_latency,
+            replay,
         })
     })();
     let _ = std::fs::remove_dir_all(&dir);
@@ -483,6 +501,7 @@ mod tests {
             runs: 1,
             latency_rate: 100_000,
             latency_secs: 0.2,
+            replay_frames: 1000,
             dir: "/tmp/l".into(),
             ledger_bin: Some("/opt/helix-ledger".into()),
             cpus: vec![0, 1],

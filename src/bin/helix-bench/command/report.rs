@@ -232,8 +232,8 @@ fn fanin_step(a: &ReportArgs, dir: &Path) -> FaninArgs {
     }
 }
 
-/// The ledger's throughput at every size and fsync interval, and its cost
-/// to a paced writer.
+/// The ledger's throughput at every size and fsync interval, its cost
+/// to a paced writer, and replay's throughput.
 fn ledger_step(a: &ReportArgs, dir: &Path) -> LedgerArgs {
     LedgerArgs {
         frames: pick(a, 2_000_000, 20_000),
@@ -242,6 +242,7 @@ fn ledger_step(a: &ReportArgs, dir: &Path) -> LedgerArgs {
         runs: a.runs,
         latency_rate: 1_000_000,
         latency_secs: pick(a, 3.0, 0.2),
+        replay_frames: pick(a, 5_000_000, 20_000),
         dir: a.ledger_dir.clone(),
         ledger_bin: None,
         cpus: a.cpus.clone(),

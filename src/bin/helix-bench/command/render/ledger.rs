@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{command_of, group, mfps, Run};
-use crate::command::ledger;
+use crate::command::ledger::{self, replay};
 use crate::document::Document;
 use crate::stats::fmt_ns;
 
@@ -27,7 +27,7 @@ pub(super) fn section(md: &mut String, run: &Run, doc: &Document<ledger::Results
         },
         r.dir,
         group(r.frames),
-        if r.runs == 1 { "the one run".to_owned() } else { format!("{} runs", r.runs) }
+        runs_phrase(r.runs)
     );
     for c in &r.throughput {
         let _ = writeln!(
@@ -66,6 +66,9 @@ pub(super) fn section(md: &mut String, run: &Run, doc: &Document<ledger::Results
             );
         }
     }
+    if let Some(rp) = &r.replay {
+        replay_section(md, rp);
+    }
     md.push_str(
         "\nWith small frames the ledger is bound by its own CPU (hashing, copying, `write(2)` into the page \
          cache); with 1 KiB frames by the disk: the ring fills and the writer waits for the ledger (the \
@@ -75,4 +78,42 @@ pub(super) fn section(md: &mut String, run: &Run, doc: &Document<ledger::Results
          when the next one starts). The ledger polls every half millisecond \
          while frames flow instead of parking, so the writer never pays a `FUTEX_WAKE` for it.\n\n",
     );
+}
+
+/// Replay: frames/s at `--pace max` and the paced runs.
+fn replay_section(md: &mut String, rp: &replay::ReplayResults) {
+    let _ = write!(
+        md,
+        "\n`helix-ledger replay --pace max` (the library's replay, which the program runs): {} recorded \
+         {}-byte telemetry frames, in blocks of {} as the recorder writes them, walked from the ledger's \
+         first segment with the chain verified on the way and published into a ring with no reader, \
+         median of {}: **{} frames/s** (target: at least 5 M). Paced, a recorded second:",
+        group(rp.runs.first().map_or(0, |r| r.frames)),
+        rp.size,
+        rp.block,
+        runs_phrase(rp.runs.len()),
+        mfps(rp.frames_per_sec)
+    );
+    let paced: Vec<String> = rp
+        .paced
+        .iter()
+        .map(|p| {
+            let late = (p.seconds / p.expected_seconds - 1.0) * 100.0;
+            format!(" x{} took {:.3} s for {:.3} s due ({late:+.1}%)", p.factor, p.seconds, p.expected_seconds)
+        })
+        .collect();
+    md.push_str(&paced.join(";"));
+    md.push_str(
+        ". A paced replay sleeps until each block is due, so it runs late by the sleep's wake-up \
+         (tens of microseconds a block) and by what publishing a block takes, never early.\n",
+    );
+}
+
+/// "the one run" or "N runs".
+fn runs_phrase(n: usize) -> String {
+    if n == 1 {
+        "the one run".to_owned()
+    } else {
+        format!("{n} runs")
+    }
 }

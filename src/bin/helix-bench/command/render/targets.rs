@@ -115,6 +115,13 @@ const TARGETS: &[Target] = &[
         limits: &[Limit::Below(2_000_000.0)],
     },
     Target {
+        table: Table::Current,
+        label: "helix-ledger replay: at least 5 M 40-byte telemetry frames/s into a ring at --pace max",
+        missing: Some("helix-ledger replay: at least 5 M frames/s"),
+        measure: Measure::Run(replay_rate),
+        limits: &[Limit::AtLeast(5e6)],
+    },
+    Target {
         table: Table::Earlier,
         label: "ring core: streaming 64-byte frames with batching, at least 20 M frames/s median",
         missing: Some("ring core: streaming at least 20 M frames/s"),
@@ -457,6 +464,20 @@ fn ledger_rate(run: &Run) -> Outcome {
         Some(c) => Outcome::Figure(
             format!("{} frames/s ({:.0} MB/s of records), lossless", mfps(c.frames_per_sec), c.mb_per_sec),
             vec![c.frames_per_sec],
+        ),
+        None => Outcome::Missing,
+    }
+}
+
+fn replay_rate(run: &Run) -> Outcome {
+    match run.ledger.as_ref().and_then(|l| l.results.replay.as_ref()) {
+        Some(r) => Outcome::Figure(
+            format!(
+                "{} frames/s (blocks of {} frames, the chain verified on the way)",
+                mfps(r.frames_per_sec),
+                r.block
+            ),
+            vec![r.frames_per_sec],
         ),
         None => Outcome::Missing,
     }

@@ -1,0 +1,130 @@
+//! `helix-ledger replay`: a recorded range of a ring published into a new
+//! ring, for any reader (helix-twin, helixctl tail) to run on unchanged.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use helix::ledger::format::RingDecl;
+use helix::ledger::replay::{self, Pace, Range, ReplayError};
+use helix::shm::{validate_ring_name, Namespace};
+use helix::{Policy, Ring, RingOptions, RingView, Writer};
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// Ledger folder.
+    dir: PathBuf,
+    /// The recorded ring to replay.
+    #[arg(long)]
+    ring: String,
+    /// First recorded sequence.
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Last recorded sequence (inclusive).
+    #[arg(long, default_value_t = u64::MAX)]
+    to: u64,
+    /// The ring to publish into, created with the recorded ring's geometry
+    /// (default: replay.RING); refused if it exists.
+    #[arg(long, value_name = "RING")]
+    into: Option<String>,
+    /// recorded (the recorded pace, from the blocks' recv_ns), max (as fast
+    /// as the ring takes them) or xN (N times the recorded pace, e.g. x10).
+    #[arg(long, default_value = "recorded")]
+    pace: Pace,
+    /// Also create replay.NAME with the geometry of the live ring NAME
+    /// (repeatable): rings for a program's output, e.g. helix-twin's
+    /// twin.state and alarms. Refused if replay.NAME exists.
+    #[arg(long = "also", value_name = "NAME")]
+    also: Vec<String>,
+    /// Wait until this many readers have joined the ring before publishing
+    /// the first frame (start them on the ring meanwhile).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    wait_readers: usize,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Replays; returns false (after printing what was replayed) if the ledger
+/// stopped verifying on the way.
+pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
+    validate_ring_name(&a.ring).with_context(|| format!("--ring {}", a.ring))?;
+    let into = a.into.clone().unwrap_or_else(|| format!("replay.{}", a.ring));
+    validate_ring_name(&into).with_context(|| format!("--into {into}"))?;
+    if a.from > a.to {
+        anyhow::bail!("--from {} is after --to {}", a.from, a.to);
+    }
+    for name in &a.also {
+        also_create(ns, name)?;
+    }
+    let range = Range { ring: a.ring.clone(), from: a.from, to: a.to };
+    let open = |decl: &RingDecl| -> Result<Writer, ReplayError> {
+        let opts = RingOptions {
+            capacity: decl.capacity,
+            max_payload: decl.max_payload,
+            policy: if decl.policy == 1 { Policy::Block } else { Policy::Overwrite },
+            ..Default::default()
+        };
+        let ring = Ring::create(ns, &into, &opts)?;
+        let w = ring.writer()?;
+        wait_readers(ns, &into, a.wait_readers);
+        Ok(w)
+    };
+    let (done, verified) = match replay::replay(&a.dir, &range, a.pace, open) {
+        Ok(done) => (done, true),
+        Err(ReplayError::Verify(f)) => {
+            eprintln!("FAILED: the ledger does not verify (what precedes the bad block was replayed): {f}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e).with_context(|| format!("replaying {} from {}", a.ring, a.dir.display())),
+    };
+    let mut out = io::stdout().lock();
+    let span = done.span.map_or("nothing recorded in the range".to_owned(), |(f, l)| format!("sequences {f} to {l}"));
+    if a.json {
+        let v = json!({
+            "ok": verified, "ring": a.ring, "into": into, "frames": done.frames, "gaps": done.gaps,
+            "lost": done.lost, "first_seq": done.span.map(|s| s.0), "last_seq": done.span.map(|s| s.1),
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "replayed {} frames and {} gaps ({} sequences lost) of {}, {span}, into {into}",
+            done.frames, done.gaps, done.lost, a.ring
+        )?;
+    }
+    Ok(verified)
+}
+
+/// Creates `replay.NAME` with the geometry of the live ring `NAME`.
+fn also_create(ns: &Namespace, name: &str) -> anyhow::Result<()> {
+    let live = RingView::attach(ns, name).with_context(|| format!("--also {name}: the live ring"))?;
+    let g = live.geometry();
+    let opts = RingOptions {
+        capacity: g.capacity,
+        max_payload: g.max_payload,
+        policy: g.policy,
+        max_readers: g.max_readers,
+        ..Default::default()
+    };
+    let copy = format!("replay.{name}");
+    validate_ring_name(&copy).with_context(|| format!("--also {name}"))?;
+    Ring::create(ns, &copy, &opts).with_context(|| format!("--also {name}: creating {copy}"))?;
+    Ok(())
+}
+
+/// Waits until `n` readers have joined ring `name`, saying so on stderr.
+fn wait_readers(ns: &Namespace, name: &str, n: usize) {
+    let Ok(view) = RingView::attach(ns, name) else { return };
+    let joined = || view.stats().readers.iter().filter(|r| r.alive).count();
+    if joined() < n {
+        eprintln!("helix-ledger: waiting for {n} reader(s) on {name} before replaying");
+    }
+    while joined() < n {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,263 @@
+//! Replaying a recorded range of one ring into another ring: the frames
+//! with their original kind and payload, byte for byte, in order, at the
+//! recorded pace, as fast as possible, or N times faster; a GAP record
+//! arrives as a [`GapMarker`] frame. `helix-ledger replay` and
+//! `docs/ledger.md` ("Replay").
+//!
+//! The ledger is walked from its start and verified on the way (every
+//! block is checked before any of its frames is published); the walk stops
+//! at the end of the segment that holds the first recorded sequence past
+//! the range.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+
+use super::block::BlockView;
+use super::format::{GapInfo, RecordType, RingDecl};
+use super::store::LedgerError;
+use super::verify::{walk_blocks, VerifyFailure};
+use crate::layout::assert_layout;
+use crate::ring::{CreateError, LeaseError, PublishError};
+use crate::Writer;
+
+/// Frame kind of a [`GapMarker`]: "HL" (helix ledger), 1.
+pub const KIND_LEDGER_GAP: u32 = 0x484C_0001;
+
+/// What a replay publishes where the ledger holds a GAP record: the
+/// recorded sequences lost, `first..=last` (docs/abi.md §9.3).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct GapMarker {
+    /// The first lost sequence, as recorded.
+    pub first: u64,
+    /// The last lost sequence (inclusive).
+    pub last: u64,
+    /// Why, as the GAP record says (1: overwritten before the ledger read them).
+    pub reason: u32,
+    /// Zero.
+    pub zero: u32,
+}
+
+assert_layout!(GapMarker, 24; first @ 0, last @ 8, reason @ 16, zero @ 20);
+
+/// How fast a replay publishes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// As recorded: each block when as much time has passed since the
+    /// first one as passed between their `recv_ns` in the ledger.
+    Recorded,
+    /// As fast as the ring takes the frames.
+    Max,
+    /// The recorded pace, this many times faster (above 0).
+    Faster(f64),
+}
+
+impl FromStr for Pace {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Pace, String> {
+        match s {
+            "recorded" => Ok(Pace::Recorded),
+            "max" => Ok(Pace::Max),
+            _ => match s.strip_prefix('x').map(str::parse::<f64>) {
+                Some(Ok(n)) if n > 0.0 && n.is_finite() => Ok(Pace::Faster(n)),
+                _ => Err(format!(
+                    "pace {s:?}: expected recorded, max or xN with N a number above 0 (x10: ten times faster)"
+                )),
+            },
+        }
+    }
+}
+
+impl Pace {
+    /// The speed-up over the recorded pace; `None` at [`Pace::Max`].
+    fn factor(self) -> Option<f64> {
+        match self {
+            Pace::Recorded => Some(1.0),
+            Pace::Max => None,
+            Pace::Faster(n) => Some(n),
+        }
+    }
+}
+
+/// What to replay: ring `ring`'s recorded sequences `from..=to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// The recorded ring's name.
+    pub ring: String,
+    /// The first sequence.
+    pub from: u64,
+    /// The last sequence (inclusive).
+    pub to: u64,
+}
+
+/// What a replay published.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Frames published.
+    pub frames: u64,
+    /// [`GapMarker`]s published.
+    pub gaps: u64,
+    /// Recorded sequences the GAPs cover (within the range).
+    pub lost: u64,
+    /// The first and last recorded sequence published (frame or gap).
+    pub span: Option<(u64, u64)>,
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The folder could not be read.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The ledger does not verify; what preceded the bad block was replayed.
+    #[error("the ledger does not verify (what precedes the bad block was replayed): {0}")]
+    Verify(VerifyFailure),
+    /// The ring is not in the ledger.
+    #[error("ring {ring:?} is not in the ledger (it records {known})")]
+    NoRing {
+        /// The ring asked for.
+        ring: String,
+        /// The rings it records.
+        known: String,
+    },
+    /// The ring to replay into could not be created.
+    #[error("creating the ring to replay into: {0}")]
+    Create(#[from] CreateError),
+    /// Its lease could not be taken.
+    #[error("taking the lease of the ring to replay into: {0}")]
+    Lease(#[from] LeaseError),
+    /// A frame could not be published.
+    #[error("publishing recorded sequence {seq}: {source}")]
+    Publish {
+        /// The recorded sequence.
+        seq: u64,
+        /// What the ring said.
+        source: PublishError,
+    },
+}
+
+/// Replays `range` from the ledger in `dir` at `pace`. `open` is called
+/// once, with the ring's declaration in the ledger (its geometry as
+/// recorded), before the first frame or gap of the range, and returns the
+/// writer to publish with: typically of a new ring made with that
+/// geometry. A range with nothing recorded in it publishes nothing and
+/// does not call `open`.
+pub fn replay(
+    dir: &Path,
+    range: &Range,
+    pace: Pace,
+    open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
+) -> Result<Replayed, ReplayError> {
+    let mut run = Run { range, pace, open: Some(open), writer: None, clock: None, done: Replayed::default() };
+    let mut seen = false;
+    let mut failed = None;
+    let walked = walk_blocks(dir, |chain, block, _, _| {
+        let ring = &chain.rings[block.header.ring as usize].decl;
+        if ring.name != range.ring {
+            return ControlFlow::Continue(());
+        }
+        seen = true;
+        match run.block(ring, block) {
+            Ok(more) => more,
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let summary = walked.map_err(ReplayError::Verify)?;
+    if !seen {
+        let known: Vec<_> = summary.rings.iter().map(|r| r.decl.name.as_str()).collect();
+        return Err(ReplayError::NoRing { ring: range.ring.clone(), known: known.join(", ") });
+    }
+    Ok(run.done)
+}
+
+/// A replay in progress.
+struct Run<'a, F> {
+    range: &'a Range,
+    pace: Pace,
+    open: Option<F>,
+    writer: Option<Writer>,
+    /// The first block's `recv_ns` and when it was published.
+    clock: Option<(u64, Instant)>,
+    done: Replayed,
+}
+
+impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
+    /// Publishes what `block` (of the ring replayed, declared by `decl`)
+    /// holds of the range; breaks once the ring is past it.
+    fn block(&mut self, decl: &RingDecl, block: &BlockView<'_>) -> Result<ControlFlow<()>, ReplayError> {
+        let (first, last) = (block.header.seq, block.last_seq());
+        let rtype = block.rtype();
+        if rtype == Some(RecordType::Ring) || last < self.range.from {
+            return Ok(ControlFlow::Continue(()));
+        }
+        if first > self.range.to {
+            return Ok(ControlFlow::Break(()));
+        }
+        let (lo, hi) = (first.max(self.range.from), last.min(self.range.to));
+        if self.writer.is_none() {
+            let open = self.open.take().expect("opened once");
+            self.writer = Some(open(decl)?);
+        }
+        self.wait_for(block.header.recv_ns);
+        let w = self.writer.as_mut().expect("opened above");
+        match rtype {
+            Some(RecordType::Frame) => {
+                publish_frames(w, block, lo, hi)?;
+                self.done.frames += hi - lo + 1;
+            }
+            Some(RecordType::Gap) => {
+                let reason = GapInfo::decode(block.body).map_or(0, |g| g.reason);
+                let marker = GapMarker { first: lo, last: hi, reason, zero: 0 };
+                w.publish_kind(KIND_LEDGER_GAP, bytemuck::bytes_of(&marker))
+                    .map_err(|source| ReplayError::Publish { seq: lo, source })?;
+                self.done.gaps += 1;
+                self.done.lost += hi - lo + 1;
+            }
+            _ => {}
+        }
+        self.done.span = Some((self.done.span.map_or(lo, |s| s.0), hi));
+        Ok(if hi == self.range.to { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+    }
+
+    /// Sleeps until a block read at `recv_ns` is due at the pace.
+    fn wait_for(&mut self, recv_ns: u64) {
+        let Some(factor) = self.pace.factor() else { return };
+        let (t0, start) = *self.clock.get_or_insert((recv_ns, Instant::now()));
+        let due = start + Duration::from_secs_f64(recv_ns.saturating_sub(t0) as f64 / 1e9 / factor);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
+/// Publishes the frames of FRAME block `block` with sequences `lo..=hi`,
+/// in claims of at most the ring's capacity.
+fn publish_frames(w: &mut Writer, block: &BlockView<'_>, lo: u64, hi: u64) -> Result<(), ReplayError> {
+    let capacity = w.geometry().capacity;
+    let mut records = block.records().skip((lo - block.header.seq) as usize);
+    let mut seq = lo;
+    while seq <= hi {
+        let n = (hi - seq + 1).min(capacity);
+        let err = |source| ReplayError::Publish { seq, source };
+        let mut claim = w.claim(n).map_err(err)?;
+        for _ in 0..n {
+            // The chain verified the block: every record is whole.
+            let Some(Ok(r)) = records.next() else { unreachable!("a verified block holds its records") };
+            claim.push_kind(r.header.kind, r.payload).map_err(err)?;
+        }
+        claim.commit();
+        seq += n;
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! `helix-ledger replay`: the recorded frames of a range, published into a
+//! ring byte for byte as `export` prints them, GAPs as gap markers, and
+//! helix-twin running on the replayed ring unchanged.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use common::{payload, payload_len, Env, Reaped};
+use helix::ledger::format::RingDecl;
+use helix::ledger::replay::{GapMarker, KIND_LEDGER_GAP};
+use helix::ledger::Ledger;
+use helix::telemetry::{Sample, KIND_SAMPLE};
+use helix::twin::{AlarmEvent, KIND_ALARM};
+use helix::*;
+use serde_json::Value;
+
+/// A ledger of ring `t` (block policy, 1024 slots): sequences 1..=1000 in
+/// blocks of 10 (kind = seq % 5), 301..=350 lost (a GAP), and a second
+/// ring `other` interleaved, whose frames must not be replayed.
+fn sample_ledger(dir: &Path) {
+    let (mut l, _) = Ledger::open(dir, 8192).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 1024, max_payload: 64, policy: 1, name: "t".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    let other = RingDecl { name: "other".into(), ..decl };
+    let (oid, _) = l.declare(&other).unwrap();
+    let mut buf = [0u8; 64];
+    let (mut seq, mut o) = (1, 1);
+    while seq <= 1000 {
+        if seq == 301 {
+            l.append_gap(id, 301, 350, 1);
+            seq = 351;
+        }
+        for s in seq..seq + 10 {
+            let len = payload_len(s, 64);
+            payload(s, len, &mut buf);
+            l.reserve_frame(id, s, 1, s * 1000, (s % 5) as u32, len).copy_from_slice(&buf[..len]);
+        }
+        l.seal(id, 10);
+        l.reserve_frame(oid, o, 1, seq * 1000, 9, 3).copy_from_slice(b"oth");
+        l.seal(oid, 1);
+        o += 1;
+        l.flush().unwrap();
+        seq += 10;
+    }
+    l.sync().unwrap();
+}
+
+fn replay_cmd(env: &Env, dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_helix-ledger"));
+    cmd.arg("replay")
+        .arg(dir)
+        .args(args)
+        .env("HELIX_NAMESPACE", env.ns.as_str())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits for ring `name` to exist, then joins it as a gating reader from
+/// its oldest frame.
+fn join(env: &Env, name: &str) -> Reader {
+    loop {
+        let opts = ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("replay-test") };
+        match Reader::attach(&env.ns, name, &opts) {
+            Ok(r) => return r,
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// What `export` prints of ring `t` from `from` to `to`, as the frames a
+/// replay must publish: (kind, payload) per FRAME, a gap marker per GAP
+/// (its range within from..=to).
+fn exported(dir: &Path, from: u64, to: u64) -> Vec<(u32, Vec<u8>)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger"))
+        .arg("export")
+        .arg(dir)
+        .args(["--ring", "t", "--from", &from.to_string(), "--to", &to.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut v = Vec::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        match r["type"].as_str().unwrap() {
+            "frame" => v.push((r["kind"].as_u64().unwrap() as u32, unhex(r["payload"].as_str().unwrap()))),
+            "gap" => {
+                let (first, last) = (r["seq"].as_u64().unwrap(), r["last"].as_u64().unwrap());
+                let m = GapMarker { first: first.max(from), last: last.min(to), reason: 1, zero: 0 };
+                v.push((KIND_LEDGER_GAP, bytemuck::bytes_of(&m).to_vec()));
+            }
+            // Each segment restates the ring; not a frame.
+            "ring" => {}
+            t => panic!("export printed a {t} record for ring t"),
+        }
+    }
+    v
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Its exit status, standard output and standard error, once it exits.
+fn finish(mut child: Reaped) -> (ExitStatus, String, String) {
+    let (mut out, mut err) = (String::new(), String::new());
+    child.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (child.0.wait().unwrap(), out, err)
+}
+
+#[test]
+fn replay_publishes_exactly_what_export_prints_and_gaps_arrive_as_markers() {
+    let env = Env::watched("ledger replay", Duration::from_secs(60));
+    let dir = env.path("ledger");
+    sample_ledger(&dir);
+    // From the middle of a block, across the GAP, to the middle of another.
+    for (from, to) in [(245, 706), (1, 1000), (320, 330)] {
+        let into = format!("r{from}");
+        let args = ["--ring", "t", "--from", &from.to_string(), "--to", &to.to_string(), "--into", &into];
+        let child = Reaped::new(
+            replay_cmd(&env, &dir, &args).args(["--pace", "max", "--wait-readers", "1", "--json"]).spawn().unwrap(),
+        );
+        let mut reader = join(&env, &into);
+        let want = exported(&dir, from, to);
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let f = reader.read(&mut buf).unwrap();
+            assert_eq!(f.seq, got.len() as u64 + 1, "the replayed ring's sequence runs on");
+            got.push((f.kind, buf[..f.len].to_vec()));
+        }
+        if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+            panic!("{from}..={to}: replayed frame {} is {:?}, export says {:?}", i + 1, got[i], want[i]);
+        }
+        let (status, out, err) = finish(child);
+        assert!(status.success(), "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let gap = u64::from(from <= 350 && to >= 301);
+        assert_eq!(v["gaps"].as_u64(), Some(gap), "{v}");
+        assert_eq!(v["frames"].as_u64(), Some(want.len() as u64 - gap), "{v}");
+        // Nothing else was published.
+        assert_eq!(RingView::attach(&env.ns, &into).unwrap().stats().published, want.len() as u64);
+    }
+}
+
+#[test]
+fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at_a_tampered_block() {
+    let env = Env::watched("ledger replay errors", Duration::from_secs(60));
+    let dir = env.path("ledger");
+    sample_ledger(&dir);
+    let run = |args: &[&str]| replay_cmd(&env, &dir, args).output().unwrap();
+    let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let o = run(&["--ring", "nope", "--pace", "max"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("ring \"nope\" is not in the ledger (it records t, other)"), "{}", err(&o));
+
+    let o = run(&["--ring", "t", "--pace", "x0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("expected recorded, max or xN with N a number above 0"), "{}", err(&o));
+
+    let o = run(&["--ring", "t", "--from", "9", "--to", "8"]);
+    assert!(err(&o).contains("--from 9 is after --to 8"), "{}", err(&o));
+
+    let o = run(&["--ring", "t", "--pace", "max", "--into", "taken"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = run(&["--ring", "t", "--pace", "max", "--into", "taken"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("already exists"), "{}", err(&o));
+
+    // A flipped byte in the payload of sequence 505: the frames before its
+    // block (501..=510) are replayed, none of it or after, and the replay
+    // fails naming the block.
+    let mut buf = [0u8; 64];
+    let len = payload_len(505, 64);
+    payload(505, len, &mut buf);
+    let (seg, mut bytes, at) = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find_map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            let at = b.windows(len).position(|w| w == &buf[..len])?;
+            Some((p, b, at))
+        })
+        .unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&seg, bytes).unwrap();
+    let o = run(&["--ring", "t", "--pace", "max", "--into", "cut"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("the ledger does not verify") && err(&o).contains("seq 501 to 510"), "{}", err(&o));
+    let published = RingView::attach(&env.ns, "cut").unwrap().stats().published;
+    assert_eq!(published, 500 - 50 + 1, "frames 1-500 and the gap marker");
+}
+
+#[test]
+fn helix_twin_runs_unchanged_on_a_replayed_telemetry_ring() {
+    let env = Env::watched("helix-twin on a replay", Duration::from_secs(60));
+    let dir = env.path("ledger");
+    // Ten streams, 100 samples each; stream 3 goes above the rule's high
+    // limit at its sample 50.
+    let (mut l, _) = Ledger::open(&dir, 1 << 20).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 4096, max_payload: 48, policy: 1, name: "telemetry".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    for i in 0..1000u64 {
+        let (stream, n) = ((i % 10) as u32, i / 10);
+        let value = if stream == 3 && n >= 50 { 500.0 } else { 10.0 };
+        let s = Sample { stream, quality: 0, seq: n, sample_ns: i * 1000, ingest_ns: i * 1000, value };
+        l.reserve_frame(id, i + 1, 1, i * 1000, KIND_SAMPLE, 40).copy_from_slice(bytemuck::bytes_of(&s));
+        l.seal(id, 1);
+    }
+    l.flush().unwrap();
+    l.sync().unwrap();
+    // The live twin's rings, whose geometry --also copies.
+    let opts = RingOptions { capacity: 1024, max_payload: 256, ..Default::default() };
+    let _state = Ring::create(&env.ns, "twin.state", &opts).unwrap();
+    let _alarms = Ring::create(&env.ns, "alarms", &opts).unwrap();
+
+    let args = ["--ring", "telemetry", "--also", "twin.state", "--also", "alarms", "--wait-readers", "1"];
+    let replay = Reaped::new(replay_cmd(&env, &dir, &args).args(["--pace", "x1000"]).spawn().unwrap());
+    let mut alarms = join(&env, "replay.alarms");
+    let cfg = env.file(
+        "twin.toml",
+        "streams = 10\ntelemetry_ring = \"replay.telemetry\"\nstate_ring = \"replay.twin.state\"\n\
+         alarm_ring = \"replay.alarms\"\n[[rule]]\nstreams = \"all\"\nlow = 0.0\nhigh = 250.0\n",
+    );
+    let _twin = Reaped::new(env.program(env!("CARGO_BIN_EXE_helix-twin"), &cfg).spawn().unwrap());
+    let mut buf = [0u8; 256];
+    let event = loop {
+        let f = alarms.read(&mut buf).unwrap();
+        if f.kind == KIND_ALARM {
+            break bytemuck::pod_read_unaligned::<AlarmEvent>(&buf[..f.len]);
+        }
+    };
+    assert_eq!((event.stream, event.sample_seq, event.value), (3, 50, 500.0), "{event:?}");
+    let (status, out, err) = finish(replay);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("replayed 1000 frames and 0 gaps"), "{out}");
+}
