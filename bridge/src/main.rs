@@ -7,6 +7,7 @@
 mod counters;
 mod export;
 mod import;
+mod metrics;
 mod nats;
 mod wire;
 
@@ -58,6 +59,9 @@ struct Common {
     /// HELIX namespace of the local rings (default: $HELIX_NAMESPACE or helix).
     #[arg(long, global = true)]
     namespace: Option<String>,
+    /// Serve Prometheus metrics on this address (host:port) at /metrics.
+    #[arg(long, global = true)]
+    metrics: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,6 +181,9 @@ struct Run<'a> {
 
 async fn export(r: Run<'_>, a: &ExportArgs) -> Result<()> {
     let Run { ns, common: c, server, counters, stop } = r;
+    if let Some(addr) = &c.metrics {
+        metrics::spawn(addr, counters.clone(), "export", a.ring.clone())?;
+    }
     let host = match &a.host {
         Some(h) => h.clone(),
         None => hostname()?,
@@ -198,6 +205,9 @@ async fn export(r: Run<'_>, a: &ExportArgs) -> Result<()> {
 
 async fn import(r: Run<'_>, a: &ImportArgs) -> Result<()> {
     let Run { ns, common: c, server, counters, stop } = r;
+    if let Some(addr) = &c.metrics {
+        metrics::spawn(addr, counters.clone(), "import", a.ring.clone())?;
+    }
     let (mut imp, place) = Importer::open(ns, &a.ring, &a.source_host, &a.source_ring, a.max_pending.max(1))?;
     imp.counters = counters.clone();
     let js = nats::connect(server, "helix-bridge import", counters).await?;

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use helix::{Namespace, ReadError, Reader, ReaderOptions, Start};
-use support::{kind, payload, World};
+use support::{free_port, kind, metric_reaches, payload, scrape, World};
 
 const KIND_BATCH: u32 = 0x4842_0001;
 const KIND_GAP: u32 = 0x4842_0002;
@@ -101,13 +101,35 @@ fn every_frame_arrives_once_in_order() {
     let (mut w, mut writer) =
         World::with_rings("every_frame_arrives_once_in_order", Duration::from_secs(120), 4096, 4096);
     let n = 300_000;
-    let ex = w.spawn(w.exporter("src"));
-    let im = w.spawn(w.importer("src", "dst"));
+    let (ex_metrics, im_metrics) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let ex = w.spawn(w.bridge(&["export", "--ring", "src", "--host", "hosta", "--metrics", &ex_metrics]));
+    let im = w.spawn(w.bridge(&[
+        "import",
+        "--source-host",
+        "hosta",
+        "--source-ring",
+        "src",
+        "--ring",
+        "dst",
+        "--metrics",
+        &im_metrics,
+    ]));
     joined(&w.ns, "src");
     let producer = thread::spawn(move || produce(&mut writer, 1, n));
     let seen = verify(&w.ns, "dst", n, Duration::from_secs(90));
     producer.join().unwrap();
     assert_eq!((seen.frames, seen.gaps), (n, vec![]));
+    // The metrics endpoint of each side counts every frame, and nothing lost.
+    metric_reaches(&ex_metrics, "helix_bridge_frames_total", n as f64);
+    metric_reaches(&ex_metrics, "helix_bridge_in_flight", 0.0);
+    metric_reaches(&im_metrics, "helix_bridge_frames_total", n as f64);
+    for (name, dir, v) in scrape(&im_metrics).into_iter().chain(scrape(&ex_metrics)) {
+        if ["helix_bridge_gaps_total", "helix_bridge_rejected_total", "helix_bridge_duplicates_total"]
+            .contains(&name.as_str())
+        {
+            assert_eq!(v, 0.0, "{dir} {name}");
+        }
+    }
     let log = w.stop(im);
     assert!(log.contains("rejected 0") && log.contains("gaps 0"), "importer: {log}");
     w.stop(ex);

@@ -44,7 +44,7 @@ pub struct World {
     rings: Vec<String>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -177,4 +177,43 @@ pub fn payload(seq: u64) -> Vec<u8> {
 /// The frame kind of source sequence `seq`.
 pub fn kind(seq: u64) -> u32 {
     (seq % 5) as u32
+}
+
+/// The metrics at `addr` (a plain HTTP GET), parsed: (name, direction
+/// label, value) of every sample.
+pub fn scrape(addr: &str) -> Vec<(String, String, f64)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").expect("an HTTP response").1;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("{}: unexpected {other:?}", s.metric),
+            };
+            (s.metric, s.labels.get("direction").unwrap_or_default().to_owned(), v)
+        })
+        .collect()
+}
+
+/// Polls `addr` (at most 20 s) until metric `name` reaches `want`.
+pub fn metric_reaches(addr: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = scrape(addr).into_iter().find(|(n, _, _)| n == name).map(|(_, _, v)| v);
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} at {addr} is {got:?}, not {want}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
