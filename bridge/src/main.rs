@@ -3,6 +3,8 @@
 //!
 //! `export` publishes a local ring's frames to `helix.<site>.<host>.<ring>`;
 //! `import` writes them into a local ring on another host, exactly once.
+//! A program: no `unsafe` (the ring library holds what there is).
+#![forbid(unsafe_code)]
 
 mod counters;
 mod export;
