@@ -206,8 +206,10 @@ impl Tap {
         match Reader::attach(ns, &self.name, &reader_options(next)) {
             Ok(mut r) => {
                 r.set_deferred_release(true);
+                // A configured trade-off (control.acks, by default), said
+                // once; a frame actually lost is a warning of its own.
                 if g.policy == Policy::Overwrite {
-                    warn!(
+                    info!(
                         "ring {} overwrites: frames the ledger is too slow for are lost (and recorded as GAPs)",
                         self.name
                     );
