@@ -189,7 +189,7 @@ fn a_restarted_consumer_resumes_where_the_last_one_released() {
     let err = FanIn::attach(&ns, RING).err().unwrap();
     assert!(matches!(err, FanInError::ConsumerHeld { pid, .. } if pid == std::process::id()), "{err}");
     drop(fan);
-    let mut fan = FanIn::attach(&ns, RING).unwrap();
+    let mut fan = attach_consumer(&ns);
     let (records, reports) = drain(&mut fan);
     assert!(reports.is_empty(), "{reports:?}");
     assert_eq!(records.iter().map(|r| r.1).collect::<Vec<_>>(), (5..=10).collect::<Vec<u64>>());
@@ -362,6 +362,23 @@ fn a_batch_refuses_records_past_its_room() {
     assert_eq!(p.try_claim_batch(1, 40).unwrap().claimed(), 1);
 }
 
+/// Becomes the consumer of `RING` again after this process dropped the
+/// last one. Another test of this binary forks (`creating_rings_while_...`):
+/// a child between its fork and its exec holds this process's descriptors,
+/// the consumer's lock among them, for a moment; so a lease held while the
+/// header names no consumer (pid 0) is asked for again, for at most 10 s.
+fn attach_consumer(ns: &TestNs) -> FanIn {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match FanIn::attach(ns, RING) {
+            Err(FanInError::ConsumerHeld { pid: 0, .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            r => return r.expect("the consumer attaches"),
+        }
+    }
+}
+
 /// The doorbell is the one file of the ring producers may write. One that
 /// a producer shrank, scribbled on or grew keeps no consumer out: the next
 /// consumer gives the ring a new one, with the old one's mode; the records
@@ -383,7 +400,7 @@ fn a_doorbell_a_producer_broke_is_replaced_by_the_next_consumer() {
     for harm in harms {
         harm(&OpenOptions::new().write(true).open(&bell).unwrap());
         assert!(Producer::attach(&ns, RING).is_err(), "a producer attached to a broken doorbell");
-        let mut fan = FanIn::attach(&ns, RING).expect("the consumer attaches");
+        let mut fan = attach_consumer(&ns);
         let why = fan.bell_replaced().expect("the doorbell was replaced").to_string();
         assert!(why.contains("bell"), "{why}");
         assert_eq!(mode(&bell), 0o660, "the new doorbell's mode");
