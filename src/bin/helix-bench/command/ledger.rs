@@ -188,7 +188,8 @@ pub fn run(a: LedgerArgs, namespace: Namespace, exe: &Path) -> Result<()> {
     let ledger_bin = a.ledger_bin.clone().unwrap_or_else(|| exe.with_file_name("helix-ledger"));
     let dir = a.dir.join(format!("helix-bench-ledger-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let setup = Setup { ledger_bin, dir: dir.clone(), namespace, cpus: a.cpus.clone() };
+    let key = super::e2e::programs::signing_key(&ledger_bin, &dir)?;
+    let setup = Setup { ledger_bin, dir: dir.clone(), namespace, cpus: a.cpus.clone(), key };
     println!("machine: {}", Machine::detect());
     println!(
         "ledger: {} frames per run, median of {} run(s), ledger in {}, {}",
@@ -295,6 +296,8 @@ pub struct Setup {
     pub namespace: Namespace,
     /// CPUs: the writer on the first, the ledger on the second.
     pub cpus: Vec<usize>,
+    /// The key the ledger signs checkpoints with (`helix-ledger keygen`).
+    pub key: PathBuf,
 }
 
 /// A started `helix-ledger` on the benchmark ring; killed and its folder
@@ -309,7 +312,9 @@ impl LedgerProcess {
         let dir = setup.dir.join(run);
         let _ = std::fs::remove_dir_all(&dir);
         let mut cmd = Command::new(&setup.ledger_bin);
-        cmd.args(["--ring", RING, "--fsync-interval-ms", &fsync_ms.to_string(), "--dir"])
+        cmd.args(["--ring", RING, "--fsync-interval-ms", &fsync_ms.to_string(), "--key"])
+            .arg(&setup.key)
+            .arg("--dir")
             .arg(&dir)
             .env("HELIX_NAMESPACE", setup.namespace.as_str())
             .env("HELIX_LOG", "info")
