@@ -36,6 +36,11 @@ fn key(n: u8) -> SigningKey {
 /// recorder's clock driven by the test), a checkpoint when due before
 /// each, and one at the end. Returns the times the batches were read at.
 fn signed_ledger(dir: &Path, key: SigningKey, segment_limit: u64, batches: u64) -> Vec<u64> {
+    signed_ledger_every(dir, key, segment_limit, batches, 10)
+}
+
+/// [`signed_ledger`] with batches read `step_s` seconds apart.
+fn signed_ledger_every(dir: &Path, key: SigningKey, segment_limit: u64, batches: u64, step_s: u64) -> Vec<u64> {
     let (mut l, _) = Ledger::open(dir, segment_limit).unwrap();
     l.set_signer(Some(Signer::new(key, 60)));
     let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
@@ -44,7 +49,7 @@ fn signed_ledger(dir: &Path, key: SigningKey, segment_limit: u64, batches: u64) 
     assert!(l.checkpoint(t0, Reason::Open));
     let mut times = Vec::new();
     for b in 0..batches {
-        let now = t0 + b * 10 * SEC;
+        let now = t0 + b * step_s * SEC;
         l.checkpoint_if_due(now);
         for s in 1 + b * 5..1 + (b + 1) * 5 {
             l.reserve_frame(id, s, 1, now, 1, 24).fill(s as u8);
@@ -53,7 +58,7 @@ fn signed_ledger(dir: &Path, key: SigningKey, segment_limit: u64, batches: u64) 
         l.flush().unwrap();
         times.push(now);
     }
-    l.checkpoint(t0 + batches * 10 * SEC, Reason::Shutdown);
+    l.checkpoint(t0 + batches * step_s * SEC, Reason::Shutdown);
     l.flush().unwrap();
     l.sync().unwrap();
     times
@@ -449,4 +454,23 @@ fn the_recorder_signs_its_ledger_and_verify_head_and_export_show_it() {
     let out = run(&["verify", "--pubkey"], &[&k, &dir]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("not a helix-ledger public key"), "{}", text(&out));
+}
+
+#[test]
+fn a_pruned_folder_verifies_with_its_key_from_its_first_kept_segment() {
+    use helix::ledger::retention::{prune, segment_infos, Plan};
+    let env = Env::new();
+    let dir = env.path("ledger");
+    // A batch a second: a segment (17 batches) closes well within the
+    // interval, so the next one holds records before its first checkpoint.
+    signed_ledger_every(&dir, key(1), 4096, 60, 1);
+    let segs = segment_infos(&dir, None).unwrap();
+    assert!(segs.len() >= 3);
+    prune(&dir, &segs, &Plan { delete: segs[..2].to_vec(), unanchored: None }).unwrap();
+    // The first kept segment's records precede its first checkpoint: the
+    // one that closed the segment before it was pruned with it.
+    let signed = verify_signed(&dir, &key(1).verifying_key()).unwrap().unwrap();
+    assert_eq!((signed.summary.pruned.unwrap().segment, signed.unsigned_records), (2, 0));
+    let f = signed_failure(&dir, &key(2));
+    assert!(f.contains("signed by key id"), "{f}");
 }
