@@ -474,3 +474,45 @@ fn a_pruned_folder_verifies_with_its_key_from_its_first_kept_segment() {
     let f = signed_failure(&dir, &key(2));
     assert!(f.contains("signed by key id"), "{f}");
 }
+
+#[test]
+fn an_idle_ledger_signs_nothing_new_and_a_busy_one_signs_when_the_interval_is_due() {
+    let env = Env::new();
+    let (mut l, _) = Ledger::open(&env.path("ledger"), 1 << 20).unwrap();
+    assert!(!l.checkpoint(1, Reason::Open), "no signer, no checkpoint");
+    l.set_signer(Some(Signer::new(key(1), 60)));
+    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    let t = helix::process::realtime_ns();
+    assert!(l.checkpoint(t, Reason::Open));
+    assert!(!l.checkpoint_if_due(t + 3600 * SEC), "idle: nothing new to sign");
+    l.reserve_frame(id, 1, 1, t, 1, 8).fill(1);
+    l.seal(id, 1);
+    assert!(!l.checkpoint_if_due(t + 59 * SEC), "not due");
+    assert!(l.checkpoint_if_due(t + 60 * SEC));
+    assert!(!l.checkpoint_if_due(t + 200 * SEC), "signed: nothing new since");
+    assert_eq!(l.stats().checkpoints, 2);
+}
+
+#[test]
+fn a_segment_of_a_lower_version_after_a_higher_one_is_refused() {
+    let env = Env::new();
+    let dir = env.path("ledger");
+    // Unsigned (no CHECKPOINT), two segments.
+    let (mut l, _) = Ledger::open(&dir, 512).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    for s in 1..=20 {
+        l.reserve_frame(id, s, 1, s, 1, 24).fill(1);
+        l.seal(id, 1);
+        l.flush().unwrap();
+    }
+    drop(l);
+    verify(&dir).unwrap().unwrap();
+    let path = dir.join(segment_name(2));
+    let bytes = fs::read(&path).unwrap();
+    let h = SegmentHeader { version: VERSION_2, ..SegmentHeader::decode(&bytes).unwrap() };
+    fs::write(&path, [&h.encode()[..], &bytes[SEGMENT_HEADER_LEN..]].concat()).unwrap();
+    let f = verify(&dir).unwrap().unwrap_err().to_string();
+    assert!(f.contains("seg-0000000002.hxl: header: is of format version 2 after a segment of version 3"), "{f}");
+}
