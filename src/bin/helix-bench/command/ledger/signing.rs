@@ -36,8 +36,7 @@ pub struct Signing {
     /// Segments closed per second at that run's write rate (64 MiB each).
     pub segment_closes_per_sec: f64,
     /// The ledger's CPU in that run, in cores (CPU seconds per second);
-    /// `None` if it was not measured (a run shorter than the kernel's CPU
-    /// accounting tick).
+    /// `None` if the kernel gave none (no `/proc/PID/task/*/schedstat`).
     pub ledger_cpu: Option<f64>,
     /// Signing's CPU as a percentage of the ledger's.
     pub percent: Option<f64>,
@@ -49,7 +48,7 @@ impl Signing {
         match (self.percent, self.ledger_cpu) {
             (Some(p), Some(c)) => format!("{p:.4}% of the ledger's {c:.2} cores"),
             _ => format!(
-                "{:.1} us of CPU per second (the ledger's own CPU was not measured: too short a run)",
+                "{:.1} us of CPU per second (the kernel gave no CPU time for the ledger: no schedstat)",
                 self.ns_per_checkpoint * 1e-3 * (1.0 / f64::from(self.interval_s) + self.segment_closes_per_sec)
             ),
         }
