@@ -239,6 +239,8 @@ fn ledger_measures_the_real_recorder_and_removes_its_files() {
         assert_eq!(c["median"]["frames"], 20000);
         assert!(c["frames_per_sec"].is_f64() && c["mb_per_sec"].is_f64() && c["runs"].as_array().unwrap().len() == 1);
     }
+    let s = &v["results"]["signing"];
+    assert!(s["ns_per_checkpoint"].as_f64().unwrap() > 0.0 && s["percent"].as_f64().unwrap() > 0.0, "{s}");
     let wl = v["results"]["writer_latency"].as_array().unwrap();
     assert_eq!(wl.iter().map(|w| w["with_ledger"].as_bool().unwrap()).collect::<Vec<_>>(), [false, true]);
     wl.iter().for_each(|w| summary_ok(&w["publish"]));

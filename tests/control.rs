@@ -185,7 +185,8 @@ fn ledger(env: &Env, dir: &std::path::Path, rings: &[&str]) -> common::Reaped {
     for r in rings {
         cmd.args(["--ring", r]);
     }
-    cmd.args(["--fsync-interval-ms", "5", "--dir"])
+    // Signing is tests/ledger_signing.rs's: no key here.
+    cmd.args(["--fsync-interval-ms", "5", "--checkpoint-interval-s", "0", "--dir"])
         .arg(dir)
         .env("HELIX_NAMESPACE", env.ns.as_str())
         .env_remove("NOTIFY_SOCKET")

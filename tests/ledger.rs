@@ -27,10 +27,24 @@ impl Env {
     }
 
     /// The recorder on `ring`, logging to `ledger.log`.
+    /// The recorder's signing key, created on first use (checkpoints are
+    /// signed as in production: tests/ledger_signing.rs checks them).
+    fn ledger_key(&self) -> PathBuf {
+        let path = self.path("ledger.key");
+        if !path.exists() {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+            fs::write(&path, helix::ledger::sign::format_secret(&key)).unwrap();
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+        }
+        path
+    }
+
     fn ledger_cmd(&self, ring: &str, segment_mib: u64) -> Command {
         let log = OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_helix-ledger"));
         cmd.args(["--ring", ring, "--fsync-interval-ms", "5", "--segment-size-mib", &segment_mib.to_string()])
+            .arg("--key")
+            .arg(self.ledger_key())
             .arg("--dir")
             .arg(self.ledger_dir())
             .env("HELIX_NAMESPACE", self.ns.as_str())
@@ -117,7 +131,7 @@ fn audit(dir: &Path, last: u64) -> (u64, Vec<(u64, u64)>) {
                 gaps.push((h.seq, g.last));
                 expect = g.last + 1;
             }
-            RecordType::Ring => {}
+            RecordType::Ring | RecordType::Checkpoint => {}
         }
     })
     .unwrap()
@@ -557,7 +571,9 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
     flip(&path, offset + BLOCK_HEADER_LEN as u64);
     let size = fs::metadata(&path).unwrap().len();
     let out = Command::new(env!("CARGO_BIN_EXE_helix-ledger"))
-        .args(["--ring", "t", "--dir"])
+        .args(["--ring", "t", "--key"])
+        .arg(env.ledger_key())
+        .arg("--dir")
         .arg(&dir)
         .env("HELIX_NAMESPACE", env.ns.as_str())
         .output()

@@ -147,7 +147,8 @@ impl Stack {
         helixd.arg("--metrics-file").arg(files.join("helixd.prom"));
         children.push(notify.ready(helixd));
         let mut ledger = Command::new(env!("CARGO_BIN_EXE_helix-ledger"));
-        ledger.args(["--ring", "telemetry", "--dir"]).arg(env.path("ledger"));
+        // Signing is tests/ledger_signing.rs's: no key here.
+        ledger.args(["--ring", "telemetry", "--checkpoint-interval-s", "0", "--dir"]).arg(env.path("ledger"));
         ledger.arg("--metrics-file").arg(files.join("helix-ledger.prom"));
         ledger.env("HELIX_NAMESPACE", env.ns.as_str()).env_remove("WATCHDOG_USEC").stderr(Stdio::null());
         children.push(notify.ready(ledger));

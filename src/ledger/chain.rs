@@ -6,6 +6,7 @@ use std::fmt;
 
 use super::block::*;
 use super::format::*;
+use super::sign::Checkpoint;
 
 /// What the ledger knows of one ring id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +194,9 @@ impl Chain {
                 ));
             }
         }
+        if rtype == RecordType::Checkpoint {
+            return self.check_checkpoint(h, block.body);
+        }
         if rtype == RecordType::Ring {
             self.declare(h, block.body)?;
             if !self.restating.is_empty() {
@@ -233,7 +237,35 @@ impl Chain {
                 // A count over every incarnation of the name: it saturates.
                 ring.lost = ring.lost.saturating_add(gap.last - h.seq + 1);
             }
-            RecordType::Ring => unreachable!("handled above"),
+            RecordType::Ring | RecordType::Checkpoint => unreachable!("handled above"),
+        }
+        Ok(())
+    }
+
+    /// A CHECKPOINT's rules: of no ring, and stating the chain as it is
+    /// before it (records, blocks, hash) and its own time. Its signature
+    /// and segment are checked by `verify`, which knows the key and the
+    /// segment.
+    fn check_checkpoint(&self, h: &BlockHeader, body: &[u8]) -> Result<(), String> {
+        let c = Checkpoint::decode(body).map_err(str::to_owned)?;
+        if (h.ring, h.seq, h.epoch) != (0, 0, 0) {
+            return Err("a CHECKPOINT with a ring, sequence or epoch".into());
+        }
+        if h.recv_ns != c.time_ns {
+            return Err(format!("a CHECKPOINT whose block time {} is not its own {}", h.recv_ns, c.time_ns));
+        }
+        if (c.records, c.blocks) != (self.records, self.blocks) {
+            return Err(format!(
+                "a CHECKPOINT of {} records and {} blocks where the chain has {} and {}",
+                c.records, c.blocks, self.records, self.blocks
+            ));
+        }
+        if c.hash != self.hash {
+            return Err(format!(
+                "a CHECKPOINT of hash {} where the chain is at {}",
+                hex(&c.hash[..8]),
+                hex(&self.hash[..8])
+            ));
         }
         Ok(())
     }
@@ -245,7 +277,9 @@ impl Chain {
             block: self.blocks,
             index: self.records,
             records: block.map_or(1, |b| u64::from(b.header.count.max(1))),
-            ring_seq: block.map(|b| (self.ring_name(b.header.ring), b.header.seq, b.last_seq())),
+            ring_seq: block
+                .filter(|b| b.rtype() != Some(RecordType::Checkpoint))
+                .map(|b| (self.ring_name(b.header.ring), b.header.seq, b.last_seq())),
             problem,
         }
     }
@@ -278,7 +312,12 @@ impl Chain {
                 });
                 self.bad(offset, Problem::Torn(t), header.as_ref())
             })?;
-            if let Err(p) = self.apply_block(&block) {
+            let early = version < VERSION && block.rtype() == Some(RecordType::Checkpoint);
+            let applied = match early {
+                true => Err(Problem::Invalid(format!("a CHECKPOINT in a segment of format version {version}"))),
+                false => self.apply_block(&block),
+            };
+            if let Err(p) = applied {
                 return Err(self.bad(offset, p, Some(&block)));
             }
             visit(self, &block, offset);

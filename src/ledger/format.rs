@@ -12,8 +12,12 @@ use std::fmt;
 
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"HELIXLDG";
-/// The format version this code writes (it reads [`VERSION_1`] too).
-pub const VERSION: u32 = 2;
+/// The format version this code writes (it reads [`VERSION_1`] and
+/// [`VERSION_2`] too): version 2 with signed CHECKPOINT blocks.
+pub const VERSION: u32 = 3;
+/// The block format without checkpoints: a CHECKPOINT block in a segment
+/// of this version is refused (a version-2 reader does not know the type).
+pub const VERSION_2: u32 = 2;
 /// The first format version: one chain hash per record.
 pub const VERSION_1: u32 = 1;
 /// Size of a segment header.
@@ -45,6 +49,9 @@ pub enum RecordType {
     /// the ledger expects from it. Written when a ring is first seen, when it
     /// was replaced, and at the start of every segment for every ring.
     Ring = 3,
+    /// A signed checkpoint: the chain's hash at that point, signed with the
+    /// recorder's Ed25519 key ([`sign`](super::sign)). Format version 3 on.
+    Checkpoint = 4,
 }
 
 impl RecordType {
@@ -54,6 +61,7 @@ impl RecordType {
             1 => Some(RecordType::Frame),
             2 => Some(RecordType::Gap),
             3 => Some(RecordType::Ring),
+            4 => Some(RecordType::Checkpoint),
             _ => None,
         }
     }
@@ -64,6 +72,7 @@ impl RecordType {
             RecordType::Frame => "frame",
             RecordType::Gap => "gap",
             RecordType::Ring => "ring",
+            RecordType::Checkpoint => "checkpoint",
         }
     }
 }
@@ -239,7 +248,7 @@ impl fmt::Display for HeaderError {
             HeaderError::Short(n) => write!(f, "segment header is {n} bytes, expected {SEGMENT_HEADER_LEN}"),
             HeaderError::Magic => write!(f, "not a HELIX ledger segment (bad magic)"),
             HeaderError::Version(v) => {
-                write!(f, "segment format version {v}, this program reads {VERSION_1} and {VERSION}")
+                write!(f, "segment format version {v}, this program reads {VERSION_1} to {VERSION}")
             }
             HeaderError::Checksum => write!(f, "segment header checksum mismatch"),
         }
@@ -417,8 +426,8 @@ mod tests {
             }
         }
         let mut v3 = SegmentHeader::new(7, 99, 40, 12345, [0xab; 32]).encode();
-        v3[8] = 3;
-        assert_eq!(SegmentHeader::decode(&v3), Err(HeaderError::Version(3)));
+        v3[8] = 4;
+        assert_eq!(SegmentHeader::decode(&v3), Err(HeaderError::Version(4)));
         let r = RecordHeader { len: 80, rtype: 1, ring: 3, seq: 5, epoch: 2, recv_ns: 9, kind: 1, payload_len: 8 };
         let mut rb = [0u8; RECORD_HEADER_LEN];
         r.encode(&mut rb);

@@ -19,10 +19,14 @@ pub mod format;
 mod recovery;
 pub mod replay;
 pub mod retention;
+pub mod sign;
+mod signed;
 pub mod store;
 pub mod verify;
 
 pub use block::{BlockView, Record};
 pub use chain::{BadRecord, Chain, Problem, RingState};
 pub use store::{AppendStats, Ledger, LedgerError, Recovery};
-pub use verify::{head, verify, walk, walk_blocks, Head, Summary, VerifyFailure};
+pub use verify::{
+    head, latest_checkpoint, verify, verify_signed, walk, walk_blocks, walk_segments, Head, Summary, VerifyFailure,
+};

@@ -20,6 +20,7 @@ use super::chain::{BadRecord, Chain};
 use super::format::*;
 use super::recovery;
 pub use super::recovery::{is_torn_tail, scan_tail, segments, Recovery, LOCK_FILE};
+use super::sign::{Reason, Signer};
 use append::OpenBlock;
 
 mod append;
@@ -100,6 +101,8 @@ pub struct AppendStats {
     pub syncs: u64,
     /// Segments started.
     pub segments: u64,
+    /// Checkpoints signed.
+    pub checkpoints: u64,
 }
 
 /// An open ledger folder, appending.
@@ -123,6 +126,11 @@ pub struct Ledger {
     dirty: bool,
     last_sync: Instant,
     stats: AppendStats,
+    /// Signs checkpoints, if set ([`Ledger::set_signer`]).
+    signer: Option<Signer>,
+    /// When the last checkpoint was made (CLOCK_REALTIME ns), and the
+    /// chain's block count just after it.
+    signed: (u64, u64),
 }
 
 impl Ledger {
@@ -181,6 +189,8 @@ impl Ledger {
             dirty: false,
             last_sync: Instant::now(),
             stats,
+            signer: None,
+            signed: (0, 0),
         }
     }
 
@@ -273,8 +283,13 @@ impl Ledger {
         self.write_buffer()
             .map_err(|source| LedgerError::Io { path: self.dir.join(segment_name(self.segment)), source })?;
         if self.seg_len >= self.segment_limit {
+            // A closed segment ends with a checkpoint, when signing.
+            if self.checkpoint(crate::process::realtime_ns(), Reason::SegmentEnd) {
+                self.write_buffer()
+                    .map_err(|source| LedgerError::Io { path: self.dir.join(segment_name(self.segment)), source })?;
+            }
             self.sync()?;
-            let stats = self.stats;
+            let (stats, signer, signed) = (self.stats, self.signer.take(), self.signed);
             *self = Ledger::start_segment(
                 &self.dir,
                 self.lock.clone(),
@@ -283,6 +298,7 @@ impl Ledger {
                 self.segment_limit,
                 stats,
             )?;
+            (self.signer, self.signed) = (signer, signed);
         }
         Ok(())
     }

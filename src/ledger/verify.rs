@@ -11,6 +11,7 @@ use super::chain::{BadRecord, Chain, Problem, RingState};
 use super::compress::read_segment;
 use super::format::*;
 use super::retention::{read_pruned, Pruned, PRUNED_FILE};
+pub use super::signed::{latest_checkpoint, verify_signed, Signed, SignedHead};
 use super::store::{scan_tail, segments, LedgerError};
 
 /// The first thing wrong with a ledger, precisely located.
@@ -54,6 +55,19 @@ pub enum VerifyFailure {
         /// What is wrong.
         problem: String,
     },
+    /// A signed checkpoint that is bad (another key, a signature that does
+    /// not verify, another segment's) or missing where one must be
+    /// (`verify --pubkey`, docs/ledger.md "Signed checkpoints").
+    Checkpoint {
+        /// The segment.
+        path: PathBuf,
+        /// The byte offset of the block in question in the segment.
+        offset: u64,
+        /// Its index in the ledger.
+        block: u64,
+        /// What is wrong.
+        problem: String,
+    },
     /// A bad block (in a version-1 segment, a bad record).
     Record {
         /// The segment.
@@ -86,6 +100,9 @@ impl fmt::Display for VerifyFailure {
                 segment_name(*segment)
             ),
             VerifyFailure::Header { path, problem } => write!(f, "{}: header: {problem}", path.display()),
+            VerifyFailure::Checkpoint { path, offset, block, problem } => {
+                write!(f, "{}: offset {offset}, block {block}: {problem}", path.display())
+            }
             VerifyFailure::Record { path, bad } => {
                 write!(f, "{}: offset {}, block {}, ", path.display(), bad.offset, bad.block)?;
                 match bad.records {
@@ -124,6 +141,9 @@ pub struct Summary {
     /// (it cuts them off when it starts). Not a failure: only whole
     /// records are part of the ledger.
     pub partial_tail: u64,
+    /// CHECKPOINT blocks (each is one record; their signatures are checked
+    /// by [`verify_signed`] only).
+    pub checkpoints: u64,
 }
 
 /// Where a record is and what it holds, for [`walk`]'s visitor.
@@ -181,7 +201,8 @@ fn count(totals: &mut Vec<RingState>, id: usize, ring: &RingState, block: &Block
             t.lost = t.lost.saturating_add(block.last_seq() - block.header.seq + 1);
         }
         Some(RecordType::Ring) => t.decl = ring.decl.clone(),
-        None => {}
+        // Not counted here: of no ring.
+        Some(RecordType::Checkpoint) | None => {}
     }
 }
 
@@ -194,7 +215,11 @@ fn visit_records(
     offset: u64,
     visit: &mut impl FnMut(&Located<'_>),
 ) {
-    let ring = &chain.rings[block.header.ring as usize].decl.name;
+    // A checkpoint is of no ring.
+    let ring = match block.rtype() {
+        Some(RecordType::Checkpoint) => "",
+        _ => &chain.rings[block.header.ring as usize].decl.name,
+    };
     let count = u64::from(block.header.count);
     let first = chain.records - count;
     for (i, record) in block.records().enumerate() {
@@ -245,22 +270,47 @@ fn read(dir: &Path, n: u64, path: &Path) -> Result<Result<Vec<u8>, VerifyFailure
 }
 
 /// Reads every segment in order, checking every header and record, and
-/// calls `visit` for each good record. Stops at the first failure.
+/// calls `visit` for each good record (a CHECKPOINT's with ring `""`).
+/// Stops at the first failure.
 pub fn walk(dir: &Path, mut visit: impl FnMut(&Located<'_>)) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
-    walk_blocks(dir, |chain, block, segment, offset| {
-        visit_records(chain, block, segment, offset, &mut visit);
-        ControlFlow::Continue(())
-    })
+    walk_segments(
+        dir,
+        |_, _| ControlFlow::Continue(()),
+        |chain, block, segment, offset| {
+            visit_records(chain, block, segment, offset, &mut visit);
+            ControlFlow::Continue(())
+        },
+    )
 }
 
 /// Reads every segment in order, checking every header and block, and
-/// calls `visit` for each good block with the chain that has just verified
-/// it and advanced past it (its ring: `chain.rings[block.header.ring]`),
-/// its segment and its offset there. Stops at the first failure; a visit
-/// that breaks stops the walk at the end of that segment (the summary then
-/// covers the segments read).
+/// calls `visit` for each good FRAME, GAP and RING block with the chain that
+/// has just verified it and advanced past it (its ring:
+/// `chain.rings[block.header.ring]`), its segment and its offset there.
+/// CHECKPOINT blocks are verified but not visited ([`walk_segments`] visits
+/// them). Stops at the first failure; a visit that breaks stops the walk at
+/// the end of that segment (the summary then covers the segments read).
 pub fn walk_blocks(
     dir: &Path,
+    mut visit: impl FnMut(&Chain, &BlockView<'_>, u64, u64) -> ControlFlow<()>,
+) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
+    walk_segments(
+        dir,
+        |_, _| ControlFlow::Continue(()),
+        |chain, block, segment, offset| match block.rtype() {
+            Some(RecordType::Checkpoint) => ControlFlow::Continue(()),
+            _ => visit(chain, block, segment, offset),
+        },
+    )
+}
+
+/// [`walk_blocks`], visiting every block (CHECKPOINTs too), and calling
+/// `on_segment` with each segment's header and file once the header has
+/// been checked, before its blocks: a break there stops the walk before
+/// that segment (the summary covers the segments read before it).
+pub fn walk_segments(
+    dir: &Path,
+    mut on_segment: impl FnMut(&SegmentHeader, &Path) -> ControlFlow<()>,
     mut visit: impl FnMut(&Chain, &BlockView<'_>, u64, u64) -> ControlFlow<()>,
 ) -> Result<Result<Summary, VerifyFailure>, LedgerError> {
     let (pruned, segs) = match start(dir)? {
@@ -278,11 +328,11 @@ pub fn walk_blocks(
     let mut partial_tail = 0;
     let mut stopped = false;
     let mut read_segments = 0;
+    let (mut checkpoints, mut version) = (0, VERSION_1);
     for (i, (n, path)) in segs.iter().enumerate() {
         if stopped {
             break;
         }
-        read_segments += 1;
         let expected = first + i as u64;
         if *n != expected {
             return Ok(Err(VerifyFailure::MissingSegment { expected, found: path.clone() }));
@@ -309,12 +359,27 @@ pub fn walk_blocks(
                 _ => VerifyFailure::Header { path: path.clone(), problem },
             }));
         }
+        if header.version < version {
+            // A recorder writes only its own version, and a newer one never
+            // resumes an older segment: the versions never go down.
+            let problem = format!("is of format version {} after a segment of version {version}", header.version);
+            return Ok(Err(VerifyFailure::Header { path: path.clone(), problem }));
+        }
+        version = header.version;
+        if on_segment(&header, path).is_break() {
+            break;
+        }
+        read_segments += 1;
         if i > 0 {
             chain.begin_segment();
         }
         let body = &bytes[SEGMENT_HEADER_LEN..];
         let result = chain.scan(body, SEGMENT_HEADER_LEN as u64, header.version, |c, block, offset| {
             stopped = stopped || visit(c, block, *n, offset).is_break();
+            if block.rtype() == Some(RecordType::Checkpoint) {
+                checkpoints += 1;
+                return;
+            }
             let id = block.header.ring as usize;
             count(&mut totals, id, &c.rings[id], block);
         });
@@ -341,6 +406,7 @@ pub fn walk_blocks(
         hash: chain.hash,
         rings: totals,
         partial_tail,
+        checkpoints,
     }))
 }
 

@@ -6,8 +6,10 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use ed25519_dalek::VerifyingKey;
 use helix::ledger::format::{hex, GapInfo, RecordType, RingDecl};
-use helix::ledger::verify::{self, Located, VerifyFailure};
+use helix::ledger::sign::Checkpoint;
+use helix::ledger::verify::{self, Located, Signed, Summary, VerifyFailure};
 use helix::telemetry::{Sample, KIND_SAMPLE};
 
 fn failure_json(f: &VerifyFailure) -> Value {
@@ -22,6 +24,12 @@ fn failure_json(f: &VerifyFailure) -> Value {
         | VerifyFailure::Pruned { path, .. }
         | VerifyFailure::Unreadable { path, .. } => v["file"] = json!(path),
         VerifyFailure::PrunedMeanwhile { segment } => v["segment"] = json!(segment),
+        VerifyFailure::Checkpoint { path, offset, block, .. } => {
+            v["file"] = json!(path);
+            v["offset"] = json!(offset);
+            v["block"] = json!(block);
+            v["checkpoint"] = json!(true);
+        }
         VerifyFailure::Record { path, bad } => {
             v["file"] = json!(path);
             v["offset"] = json!(bad.offset);
@@ -38,12 +46,53 @@ fn failure_json(f: &VerifyFailure) -> Value {
     v
 }
 
+/// `verify DIR --pubkey FILE`: [`verify`], and every signed checkpoint
+/// checked against `key`; the first bad or missing one is the failure.
+pub fn verify_signed(dir: &Path, key: &VerifyingKey, json: bool) -> anyhow::Result<bool> {
+    let signed = match verify::verify_signed(dir, key)? {
+        Ok(s) => s,
+        Err(f) => return print_verdict(Err(f), None, json),
+    };
+    print_verdict(Ok(signed.summary.clone()), Some(&signed), json)
+}
+
 /// `verify DIR`: recomputes every chain hash and checks every rule.
 /// Prints the first bad block (and the records it covers), or the counts
 /// and the final hash; returns whether the ledger verified.
 pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
+    print_verdict(verify::verify(dir)?, None, json)
+}
+
+/// The signatures' part of a verdict, as JSON.
+fn signed_json(s: &Summary, signed: Option<&Signed>) -> Value {
+    match signed {
+        None => json!({ "checkpoints": s.checkpoints, "signatures_checked": false }),
+        Some(g) => json!({
+            "checkpoints": s.checkpoints, "signatures_checked": true,
+            "last_checkpoint": checkpoint_json(&g.last), "unsigned_records": g.unsigned_records,
+        }),
+    }
+}
+
+/// The signatures' part of a verdict, as a line.
+fn signed_line(s: &Summary, signed: Option<&Signed>) -> String {
+    match signed {
+        None => format!("{} checkpoints, signatures not checked (--pubkey FILE checks them)", s.checkpoints),
+        Some(g) => format!(
+            "{} checkpoints, every signature good (key id {}); the last signs {} records at {} ns; \
+             {} records follow it, not signed yet",
+            s.checkpoints,
+            hex(&g.last.key_id),
+            g.last.records,
+            g.last.time_ns,
+            g.unsigned_records
+        ),
+    }
+}
+
+fn print_verdict(verdict: Result<Summary, VerifyFailure>, signed: Option<&Signed>, json: bool) -> anyhow::Result<bool> {
     let mut out = io::stdout().lock();
-    match verify::verify(dir)? {
+    match verdict {
         Ok(s) => {
             if json {
                 let rings: Vec<Value> = s
@@ -60,6 +109,7 @@ pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
                     "ok": true, "segments": s.segments, "records": s.records, "blocks": s.blocks,
                     "hash": hex(&s.hash), "rings": rings, "partial_tail": s.partial_tail,
                     "pruned": s.pruned.map(|p| json!({ "segment": p.segment, "records": p.records, "hash": hex(&p.hash) })),
+                    "signed": signed_json(&s, signed),
                 });
                 writeln!(out, "{v}")?;
             } else {
@@ -71,6 +121,7 @@ pub fn verify(dir: &Path, json: bool) -> anyhow::Result<bool> {
                     s.segments,
                     hex(&s.hash)
                 )?;
+                writeln!(out, "  {}", signed_line(&s, signed))?;
                 if let Some(p) = s.pruned {
                     writeln!(
                         out,
@@ -140,6 +191,57 @@ pub fn head(dir: &Path, json: bool) -> anyhow::Result<bool> {
     }
 }
 
+/// A checkpoint's fields, as `head --signed` and `export` print them.
+pub fn checkpoint_json(c: &Checkpoint) -> Value {
+    json!({
+        "segment": c.segment, "records": c.records, "blocks": c.blocks, "time_ns": c.time_ns,
+        "hash": hex(&c.hash), "key_id": hex(&c.key_id), "interval_s": c.interval_s, "reason": c.reason_str(),
+        "signature": hex(&c.signature),
+    })
+}
+
+/// `head --signed DIR`: the latest signed checkpoint, for anchoring it
+/// elsewhere; false if the ledger has none.
+pub fn head_signed(dir: &Path, json: bool) -> anyhow::Result<bool> {
+    let mut out = io::stdout().lock();
+    match verify::latest_checkpoint(dir)? {
+        Ok(Some(h)) => {
+            let c = &h.checkpoint;
+            if json {
+                let mut v = checkpoint_json(c);
+                v["file"] = json!(h.path);
+                v["offset"] = json!(h.offset);
+                v["block"] = json!(h.block);
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(
+                    out,
+                    "checkpoint {} records={} blocks={} segment={} time_ns={} key_id={} interval_s={} reason={} \
+                     signature={}",
+                    hex(&c.hash),
+                    c.records,
+                    c.blocks,
+                    c.segment,
+                    c.time_ns,
+                    hex(&c.key_id),
+                    c.interval_s,
+                    c.reason_str(),
+                    hex(&c.signature)
+                )?;
+            }
+            Ok(true)
+        }
+        Ok(None) => {
+            eprintln!("FAILED: no signed checkpoint in the last two segments of {}", dir.display());
+            Ok(false)
+        }
+        Err(f) => {
+            eprintln!("FAILED: {f}");
+            Ok(false)
+        }
+    }
+}
+
 /// One record as a JSON object: `offset` is its block's, and the last
 /// record of a block carries the block's chain hash.
 pub fn record_json(at: &Located<'_>) -> Value {
@@ -178,6 +280,11 @@ pub fn record_json(at: &Located<'_>) -> Value {
                 v["capacity"] = json!(d.capacity);
                 v["max_payload"] = json!(d.max_payload);
                 v["policy"] = json!(if d.policy == 1 { "block" } else { "overwrite" });
+            }
+        }
+        Some(RecordType::Checkpoint) => {
+            if let Ok(c) = Checkpoint::decode(r.payload) {
+                v["checkpoint"] = checkpoint_json(&c);
             }
         }
         None => {}

@@ -35,7 +35,18 @@ pub struct LedgerConfig {
     /// Which closed segments the recorder deletes (`[retention]`; off
     /// unless a limit is set).
     pub retention: Policy,
+    /// The Ed25519 key that signs checkpoints (`key`).
+    pub key: PathBuf,
+    /// Seconds between signed checkpoints; 0: none, and no key is read
+    /// (`checkpoint_interval_s`).
+    pub checkpoint_interval_s: u32,
 }
+
+/// Where the signing key is by default.
+pub const DEFAULT_KEY: &str = "/etc/helix/ledger.key";
+/// The default and the largest checkpoint interval, in seconds.
+const DEFAULT_CHECKPOINT_S: u32 = 60;
+pub const MAX_CHECKPOINT_S: u32 = 86_400;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +56,8 @@ struct Raw {
     rings: Option<Spanned<Vec<Spanned<String>>>>,
     fsync_interval_ms: Option<Spanned<u64>>,
     segment_size_mib: Option<Spanned<u64>>,
+    key: Option<Spanned<String>>,
+    checkpoint_interval_s: Option<Spanned<i64>>,
     retention: Option<RawRetention>,
 }
 
@@ -106,7 +119,28 @@ impl LedgerConfig {
             None => 64 << 20,
         };
         let retention = retention(&src, raw.retention.as_ref())?;
-        Ok(LedgerConfig { path: path.to_owned(), namespace, dir, rings, fsync_interval, segment_size, retention })
+        let key = match &raw.key {
+            Some(k) if k.get_ref().is_empty() => return Err(src.at(k, "key must not be empty")),
+            Some(k) => PathBuf::from(k.get_ref()),
+            None => PathBuf::from(DEFAULT_KEY),
+        };
+        let checkpoint_interval_s = match &raw.checkpoint_interval_s {
+            Some(v) => u32::try_from(*v.get_ref()).ok().filter(|s| *s <= MAX_CHECKPOINT_S).ok_or_else(|| {
+                src.at(v, format!("checkpoint_interval_s must be 0 (no signed checkpoints) to {MAX_CHECKPOINT_S}"))
+            })?,
+            None => DEFAULT_CHECKPOINT_S,
+        };
+        Ok(LedgerConfig {
+            path: path.to_owned(),
+            namespace,
+            dir,
+            rings,
+            fsync_interval,
+            segment_size,
+            retention,
+            key,
+            checkpoint_interval_s,
+        })
     }
 }
 
@@ -156,6 +190,18 @@ mod tests {
         assert_eq!(line_err("segment_size_mib = -1\n").0, Some(1));
         assert!(line_err("colour = 1\n").1.contains("unknown field `colour`"));
         assert_eq!(line_err("rings = [\"Bad Name\"]\n").0, Some(1));
+    }
+
+    #[test]
+    fn checkpoints_are_signed_every_minute_by_default_and_the_interval_is_checked() {
+        let c = LedgerConfig::parse(DEFAULT_CONFIG, Path::new("d")).unwrap();
+        assert_eq!((c.key, c.checkpoint_interval_s), (PathBuf::from(DEFAULT_KEY), 60));
+        let c = LedgerConfig::parse("key = \"/k\"\ncheckpoint_interval_s = 0\n", Path::new("l")).unwrap();
+        assert_eq!((c.key, c.checkpoint_interval_s), (PathBuf::from("/k"), 0));
+        let want = "checkpoint_interval_s must be 0 (no signed checkpoints) to 86400";
+        assert_eq!(line_err("\ncheckpoint_interval_s = -1\n"), (Some(2), want.into()));
+        assert_eq!(line_err("checkpoint_interval_s = 86401\n"), (Some(1), want.into()));
+        assert_eq!(line_err("key = \"\"\n"), (Some(1), "key must not be empty".into()));
     }
 
     #[test]

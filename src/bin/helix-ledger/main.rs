@@ -12,6 +12,7 @@ mod shared;
 mod anchor;
 mod command;
 mod config;
+mod keys;
 mod metrics;
 mod replay;
 mod retention;
@@ -46,6 +47,13 @@ struct Cli {
     /// Segment size in MiB (overrides `segment_size_mib`).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65536))]
     segment_size_mib: Option<u64>,
+    /// The key that signs checkpoints (overrides the configuration's `key`).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Seconds between signed checkpoints, 0 for none (overrides
+    /// `checkpoint_interval_s`).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(0..=config::MAX_CHECKPOINT_S as i64))]
+    checkpoint_interval_s: Option<u32>,
     #[command(flatten)]
     service: ServiceFlags,
     #[command(flatten)]
@@ -63,6 +71,11 @@ enum Command {
     Verify {
         /// Ledger folder.
         dir: PathBuf,
+        /// Also check every signed checkpoint against this public key (a
+        /// `helix-ledger pubkey` line) and report the first bad or missing
+        /// one (docs/ledger.md, "Signed checkpoints").
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -72,9 +85,25 @@ enum Command {
     Head {
         /// Ledger folder.
         dir: PathBuf,
+        /// The latest signed checkpoint instead: its fields, key id and
+        /// signature (exits 1 if there is none).
+        #[arg(long)]
+        signed: bool,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Create a new Ed25519 signing key for checkpoints in FILE (mode
+    /// 0400; an existing file is never overwritten) and print its public key.
+    Keygen {
+        /// The key file to create.
+        path: PathBuf,
+    },
+    /// Print the public key of a signing key, as `verify --pubkey` reads it.
+    Pubkey {
+        /// The signing key (default: the configuration's `key`).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
     },
     /// Record that the ledger's head was exported off the host: print it
     /// (as `head` does) and append it to the folder's `anchors` file, or
@@ -131,8 +160,15 @@ fn main() -> ExitCode {
         return code;
     }
     let verdict = match &cli.command {
-        Some(Command::Verify { dir, json }) => command::verify(dir, *json),
-        Some(Command::Head { dir, json }) => command::head(dir, *json),
+        Some(Command::Verify { dir, pubkey, json }) => match pubkey {
+            Some(p) => keys::read_public(p).and_then(|k| command::verify_signed(dir, &k, *json)),
+            None => command::verify(dir, *json),
+        },
+        Some(Command::Head { dir, signed: true, json }) => command::head_signed(dir, *json),
+        Some(Command::Head { dir, json, .. }) => command::head(dir, *json),
+        Some(Command::Keygen { path }) => keys::keygen(path),
+        Some(Command::Pubkey { key: Some(k) }) => keys::pubkey(k),
+        Some(Command::Pubkey { key: None }) => load(&cli).and_then(|c| keys::pubkey(&c.key)),
         Some(Command::Export { dir, from, to, ring, blocks }) => {
             command::export(dir, ring.as_deref(), *from, *to, *blocks)
         }
@@ -170,19 +206,29 @@ fn load(cli: &Cli) -> anyhow::Result<LedgerConfig> {
     if let Some(mib) = cli.segment_size_mib {
         cfg.segment_size = mib << 20;
     }
+    if let Some(key) = &cli.key {
+        cfg.key = key.clone();
+    }
+    if let Some(s) = cli.checkpoint_interval_s {
+        cfg.checkpoint_interval_s = s;
+    }
     Ok(cfg)
 }
 
 /// What `--check` prints of a valid configuration.
 fn report(c: &LedgerConfig) -> String {
     format!(
-        "{}: ok, namespace {}; records {} in {}; fsync every {:?}, segments of {} MiB; {}\n",
+        "{}: ok, namespace {}; records {} in {}; fsync every {:?}, segments of {} MiB; {}; {}\n",
         c.path.display(),
         c.namespace,
         c.rings.join(", "),
         c.dir.display(),
         c.fsync_interval,
         c.segment_size >> 20,
+        match c.checkpoint_interval_s {
+            0 => "no signed checkpoints".to_string(),
+            s => format!("checkpoints signed every {s} s with {}", c.key.display()),
+        },
         match (c.retention.max_age, c.retention.max_total_bytes) {
             _ if c.retention.compress && !c.retention.is_set() => "closed segments compressed, all kept".to_string(),
             (None, None) => "no retention (segments are kept)".to_string(),

@@ -29,6 +29,7 @@ use crate::shared::service::{Cadence, Event, Service};
 use crate::shared::textfile::{unix_now, Publisher};
 use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
 use helix::ledger::format::RingDecl;
+use helix::ledger::sign::Reason;
 use helix::ledger::store::{Ledger, LedgerError};
 use helix::{Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
 
@@ -311,7 +312,10 @@ impl Tap {
 /// `metrics_file` (`--metrics-file`) at every status refresh.
 pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     let mut service = Service::start(STATUS_EVERY, LOG_EVERY)?;
+    // Before the folder is touched: a key that cannot be read stops here.
+    let signer = crate::keys::signer(cfg)?;
     let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size)?;
+    ledger.set_signer(signer);
     if rec.created {
         info!("started a new ledger in {}", cfg.dir.display());
     }
@@ -326,8 +330,8 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     }
     if let Some(n) = rec.upgraded {
         info!(
-            "the last segment is of ledger format version 1: left as it is; recording continues in segment {n}, \
-             format version {}",
+            "the last segment is of an older ledger format version: left as it is; recording continues in \
+             segment {n}, format version {}",
             helix::ledger::format::VERSION
         );
     }
@@ -342,12 +346,17 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     for t in &mut taps {
         t.attach(&cfg.namespace, &mut ledger)?;
     }
+    // The chain resumed, signed before anything is added to it.
+    ledger.checkpoint(helix::process::realtime_ns(), Reason::Open);
     ledger.flush()?;
     // Stopped and joined when `run` returns.
     let _retention = crate::retention::Retainer::spawn(&cfg.dir, cfg.retention)?;
     service.ready(&status(&taps, &ledger, 0.0));
     let result = serve(cfg, &mut service, &mut taps, &mut ledger, Publisher::new(metrics_file));
     service.stopping();
+    if result.is_ok() {
+        ledger.checkpoint(helix::process::realtime_ns(), Reason::Shutdown);
+    }
     // Whatever happened, make durable what was written.
     let flushed = ledger.flush().and_then(|()| ledger.sync());
     for t in &mut taps {
@@ -408,6 +417,9 @@ fn serve(
 /// (and releases the frames to the writers) when the rings had nothing or
 /// the buffer is full. Returns the records added.
 fn pump(taps: &mut [Tap], ledger: &mut Ledger) -> Result<usize> {
+    // Before the batch: a recorder that was stalled signs what it had
+    // before it adds blocks read after the stall.
+    ledger.checkpoint_if_due(helix::process::realtime_ns());
     let mut got = 0;
     for t in taps.iter_mut() {
         got += t.pump(ledger);

@@ -35,6 +35,46 @@ impl Ledger {
         self.stats.lost += last - first + 1;
     }
 
+    /// Signs checkpoints with `signer` from now on (`None`: no more). The
+    /// interval counts from now.
+    pub fn set_signer(&mut self, signer: Option<Signer>) {
+        self.signer = signer;
+        self.signed = (crate::process::realtime_ns(), self.signed.1);
+    }
+
+    /// The signer, if any.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
+    /// Appends a checkpoint of the chain as it is, made at `now_ns`
+    /// (CLOCK_REALTIME), if a signer is set; returns whether it did. The
+    /// next [`Ledger::flush`] writes it.
+    pub fn checkpoint(&mut self, now_ns: u64, why: Reason) -> bool {
+        let Some(signer) = &self.signer else { return false };
+        let c = &self.chain;
+        let cp = signer.sign(self.segment, c.records, c.blocks, c.hash, now_ns, why);
+        let h = BlockHeader { rtype: RecordType::Checkpoint as u16, recv_ns: now_ns, ..Default::default() };
+        self.push_block(h, &cp.encode());
+        self.signed = (now_ns, self.chain.blocks);
+        self.stats.checkpoints += 1;
+        true
+    }
+
+    /// Appends a checkpoint if the signer's interval has passed since the
+    /// last one at `now_ns` and blocks were sealed since (an idle ledger
+    /// signs nothing new); returns whether it did. The recorder calls it
+    /// before reading each batch, so every block is signed within about an
+    /// interval of being read (`verify` allows two).
+    pub fn checkpoint_if_due(&mut self, now_ns: u64) -> bool {
+        let Some(signer) = &self.signer else { return false };
+        let due = self.signed.0.saturating_add(u64::from(signer.interval_s()) * 1_000_000_000);
+        if now_ns < due || self.chain.blocks == self.signed.1 {
+            return false;
+        }
+        self.checkpoint(now_ns, Reason::Interval)
+    }
+
     /// Seals a block of one record (GAP or RING) with `body`.
     fn push_block(&mut self, h: BlockHeader, body: &[u8]) {
         assert!(self.open.is_none(), "ledger {}: a record appended inside an open FRAME block", self.dir.display());

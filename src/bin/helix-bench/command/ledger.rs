@@ -19,6 +19,7 @@ use helix::shm::Namespace;
 use helix::{Policy, Ring, RingOptions, RingView};
 
 pub mod replay;
+pub mod signing;
 
 use super::{cpus_flag, list};
 use crate::affinity::{pin_pid, pin_to_cpu};
@@ -53,6 +54,10 @@ pub struct LedgerArgs {
     /// (40-byte telemetry); 0 skips replay.
     #[arg(long, default_value_t = 2_000_000)]
     pub replay_frames: u64,
+    /// Checkpoints timed for the cost of signing (set against the
+    /// throughput run at fsync 10 ms); 0 skips it.
+    #[arg(long, default_value_t = 2000)]
+    pub checkpoints: u64,
     /// Folder for the ledgers written (each removed after its run).
     #[arg(long, default_value = "/var/tmp")]
     pub dir: PathBuf,
@@ -77,6 +82,8 @@ impl LedgerArgs {
             self.latency_secs.to_string(),
             "--replay-frames".into(),
             self.replay_frames.to_string(),
+            "--checkpoints".into(),
+            self.checkpoints.to_string(),
             "--dir".into(),
             self.dir.display().to_string(),
         ]);
@@ -105,6 +112,9 @@ pub struct Throughput {
     pub syncs: Option<u64>,
     /// Times the writer waited for the ledger.
     pub writer_waits: u64,
+    /// The ledger's CPU time (user + system) over the run, in seconds.
+    #[serde(default)]
+    pub ledger_cpu_s: Option<f64>,
 }
 
 impl Throughput {
@@ -174,6 +184,10 @@ pub struct Results {
     /// written before replay existed).
     #[serde(default)]
     pub replay: Option<replay::ReplayResults>,
+    /// The cost of signed checkpoints (absent in results written before
+    /// they existed).
+    #[serde(default)]
+    pub signing: Option<signing::Signing>,
 }
 
 /// Runs `helix-bench ledger`.
@@ -188,7 +202,8 @@ pub fn run(a: LedgerArgs, namespace: Namespace, exe: &Path) -> Result<()> {
     let ledger_bin = a.ledger_bin.clone().unwrap_or_else(|| exe.with_file_name("helix-ledger"));
     let dir = a.dir.join(format!("helix-bench-ledger-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let setup = Setup { ledger_bin, dir: dir.clone(), namespace, cpus: a.cpus.clone() };
+    let key = super::e2e::programs::signing_key(&ledger_bin, &dir)?;
+    let setup = Setup { ledger_bin, dir: dir.clone(), namespace, cpus: a.cpus.clone(), key };
     println!("machine: {}", Machine::detect());
     println!(
         "ledger: {} frames per run, median of {} run(s), ledger in {}, {}",
@@ -208,6 +223,12 @@ pub fn run(a: LedgerArgs, namespace: Namespace, exe: &Path) -> Result<()> {
             0 => None,
             n => Some(replay::measure(&setup.namespace, &dir, n, a.runs)?),
         };
+        // Against the run at the recorder's default fsync interval, if any.
+        let base = throughput.iter().find(|c| c.fsync_ms == 10).or(throughput.first());
+        let signing = match (a.checkpoints, base) {
+            (0, _) | (_, None) => None,
+            (n, Some(c)) => Some(signing::measure(&dir, &c.median, n, a.runs)?),
+        };
         Ok(Results {
             frames: a.frames,
             runs: a.runs.max(1),
@@ -219,6 +240,7 @@ pub fn run(a: LedgerArgs, namespace: Namespace, exe: &Path) -> Result<()> {
             latency_size,
             writer_latency,
             replay,
+            signing,
         })
     })();
     let _ = std::fs::remove_dir_all(&dir);
@@ -295,6 +317,8 @@ pub struct Setup {
     pub namespace: Namespace,
     /// CPUs: the writer on the first, the ledger on the second.
     pub cpus: Vec<usize>,
+    /// The key the ledger signs checkpoints with (`helix-ledger keygen`).
+    pub key: PathBuf,
 }
 
 /// A started `helix-ledger` on the benchmark ring; killed and its folder
@@ -309,7 +333,9 @@ impl LedgerProcess {
         let dir = setup.dir.join(run);
         let _ = std::fs::remove_dir_all(&dir);
         let mut cmd = Command::new(&setup.ledger_bin);
-        cmd.args(["--ring", RING, "--fsync-interval-ms", &fsync_ms.to_string(), "--dir"])
+        cmd.args(["--ring", RING, "--fsync-interval-ms", &fsync_ms.to_string(), "--key"])
+            .arg(&setup.key)
+            .arg("--dir")
             .arg(&dir)
             .env("HELIX_NAMESPACE", setup.namespace.as_str())
             .env("HELIX_LOG", "info")
@@ -375,6 +401,19 @@ impl Drop for LedgerProcess {
     }
 }
 
+/// CPU time of process `pid`'s live threads so far, in seconds, to the
+/// nanosecond (`/proc/PID/task/*/schedstat`: time on a CPU), where the
+/// process's `stat` counts in ticks of 10 ms, longer than a short run.
+fn task_cpu_seconds(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_ascii_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Some(ns as f64 / 1e9)
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
 }
@@ -415,6 +454,8 @@ pub fn throughput(setup: &Setup, frames: u64, size: usize, fsync_ms: u64) -> Res
         }
         let mut w = ring.writer()?;
         let frame = vec![0x5au8; size];
+        // Its CPU from here: what attaching cost is not the run's.
+        let cpu0 = task_cpu_seconds(ledger.child.pid()).unwrap_or(0.0);
         let t0 = Instant::now();
         let mut seq = 1;
         while seq <= frames {
@@ -431,8 +472,9 @@ pub fn throughput(setup: &Setup, frames: u64, size: usize, fsync_ms: u64) -> Res
         }
         let seconds = t0.elapsed().as_secs_f64();
         let writer_waits = view.stats().writer_waits;
+        let ledger_cpu_s = task_cpu_seconds(ledger.child.pid()).map(|s| s - cpu0);
         let (ledger_bytes, syncs) = ledger.stop()?;
-        Ok(Throughput { frames, size, fsync_ms, seconds, ledger_bytes, syncs, writer_waits })
+        Ok(Throughput { frames, size, fsync_ms, seconds, ledger_bytes, syncs, writer_waits, ledger_cpu_s })
     })
 }
 
@@ -502,6 +544,7 @@ mod tests {
             latency_rate: 100_000,
             latency_secs: 0.2,
             replay_frames: 1000,
+            checkpoints: 100,
             dir: "/tmp/l".into(),
             ledger_bin: Some("/opt/helix-ledger".into()),
             cpus: vec![0, 1],

@@ -233,7 +233,7 @@ fn fanin_step(a: &ReportArgs, dir: &Path) -> FaninArgs {
 }
 
 /// The ledger's throughput at every size and fsync interval, its cost
-/// to a paced writer, and replay's throughput.
+/// to a paced writer, replay's throughput and the cost of signing.
 fn ledger_step(a: &ReportArgs, dir: &Path) -> LedgerArgs {
     LedgerArgs {
         frames: pick(a, 2_000_000, 20_000),
@@ -243,6 +243,7 @@ fn ledger_step(a: &ReportArgs, dir: &Path) -> LedgerArgs {
         latency_rate: 1_000_000,
         latency_secs: pick(a, 3.0, 0.2),
         replay_frames: pick(a, 5_000_000, 20_000),
+        checkpoints: pick(a, 2000, 50),
         dir: a.ledger_dir.clone(),
         ledger_bin: None,
         cpus: a.cpus.clone(),

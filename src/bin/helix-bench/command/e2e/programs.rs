@@ -161,8 +161,11 @@ impl Running {
         let attached = |pid: u32| view.stats().readers.iter().any(|r| r.pid == pid && r.alive);
 
         progress("starting helix-ledger");
+        let key = signing_key(&cfg.programs.ledger, dir)?;
         let mut ledger = {
             let mut c = Command::new(&cfg.programs.ledger);
+            // Signed checkpoints, as installed: a key of this run's own.
+            c.arg("--key").arg(&key);
             if cfg.control {
                 c.args(["--ring", helix::control::LOG_RING]);
             }
@@ -311,4 +314,14 @@ fn twin_config(cfg: &Config) -> Result<String> {
         cfg.namespace.as_str(),
         default.replace("\nstreams = 10000\n", &format!("\nstreams = {}\n", cfg.streams))
     ))
+}
+
+/// A new signing key for the ledger in `dir` (`helix-ledger keygen`),
+/// replacing one a previous run left.
+pub fn signing_key(ledger: &Path, dir: &Path) -> Result<PathBuf> {
+    let key = dir.join("ledger.key");
+    let _ = std::fs::remove_file(&key);
+    let out = Command::new(ledger).arg("keygen").arg(&key).output()?;
+    anyhow::ensure!(out.status.success(), "helix-ledger keygen: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(key)
 }

@@ -1,0 +1,110 @@
+//! The recorder's signing key: `keygen`, `pubkey`, and loading it for the
+//! recorder and for `verify --pubkey` (formats: `helix::ledger::sign`).
+
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use tracing::info;
+
+use crate::config::LedgerConfig;
+use helix::ledger::format::hex;
+use helix::ledger::sign::{self, Signer};
+
+/// `keygen PATH`: a new Ed25519 key in a file of mode 0400, created
+/// atomically (written under `PATH.tmp`, synced, then hard-linked to
+/// `PATH`, which fails if `PATH` exists: an existing key is never
+/// overwritten, even by two keygens at once). Prints the public key.
+pub fn keygen(path: &Path) -> Result<bool> {
+    if path.symlink_metadata().is_ok() {
+        bail!("{}: exists; a signing key is never overwritten (remove it first to replace it)", path.display());
+    }
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed)
+        .map_err(|e| anyhow::anyhow!("reading the kernel's random number generator: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    let tmp = path.with_file_name(format!(
+        "{}.tmp",
+        path.file_name().with_context(|| format!("{}: not a file name", path.display()))?.to_string_lossy()
+    ));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(&tmp)
+        .with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let written = f.write_all(sign::format_secret(&key).as_bytes()).and_then(|()| f.sync_all());
+    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            bail!("{}: exists; a signing key is never overwritten", path.display())
+        }
+        r => r.with_context(|| format!("{}: cannot write the key", path.display()))?,
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("{}: sync", dir.display()))?;
+    }
+    println!("{}", sign::format_public(&key.verifying_key()));
+    Ok(true)
+}
+
+/// The secret key in `path`, or an error naming the file and what is wrong.
+pub fn read_secret(path: &Path) -> Result<SigningKey> {
+    let meta =
+        fs::metadata(path).with_context(|| format!("{}: cannot read the ledger's signing key", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "{}: the signing key is readable or writable by others (mode {:o}); make it 0400 (readable by its owner only)",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the ledger's signing key", path.display()))?;
+    sign::parse_secret(&text).with_context(|| format!("{}: not a helix-ledger signing key", path.display()))
+}
+
+/// `pubkey [--key FILE]`: the public key of the secret key in `path`.
+pub fn pubkey(path: &Path) -> Result<bool> {
+    let key = read_secret(path)?;
+    println!("{}", sign::format_public(&key.verifying_key()));
+    Ok(true)
+}
+
+/// The public key in `path` (a `pubkey` line), or an error naming it.
+pub fn read_public(path: &Path) -> Result<VerifyingKey> {
+    let text = fs::read_to_string(path).with_context(|| format!("{}: cannot read the public key", path.display()))?;
+    sign::parse_public(&text).with_context(|| format!("{}: not a helix-ledger public key", path.display()))
+}
+
+/// The recorder's signer as configured: none if checkpoints are off, else
+/// the key, which must be readable and well-formed. The recorder refuses
+/// to start otherwise: an audit trail that silently stops signing is worse
+/// than one that does not start (docs/ledger.md).
+pub fn signer(cfg: &LedgerConfig) -> Result<Option<Signer>> {
+    if cfg.checkpoint_interval_s == 0 {
+        info!("signed checkpoints are off (checkpoint_interval_s = 0 in {})", cfg.path.display());
+        return Ok(None);
+    }
+    let key = read_secret(&cfg.key).with_context(|| {
+        format!(
+            "checkpoints are signed every {} s ({}); create the key with `helix-ledger keygen {}` (owned by the \
+             recorder's user, mode 0400), or set checkpoint_interval_s = 0 to record without signed checkpoints",
+            cfg.checkpoint_interval_s,
+            cfg.path.display(),
+            cfg.key.display()
+        )
+    })?;
+    let signer = Signer::new(key, cfg.checkpoint_interval_s);
+    info!(
+        "signing a checkpoint every {} s with {} (key id {})",
+        cfg.checkpoint_interval_s,
+        cfg.key.display(),
+        hex(&sign::key_id(&signer.public()))
+    );
+    Ok(Some(signer))
+}
