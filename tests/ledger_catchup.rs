@@ -28,8 +28,14 @@ fn ring(env: &Env, name: &str, capacity: u64) -> (Ring, Writer) {
 }
 
 /// Records sequences `from..=to` of ring `r` into the ledger `l` (id `id`)
-/// as blocks of 10, with their deterministic payloads.
+/// as blocks of 10, with their deterministic payloads, read under writer
+/// lease epoch 1.
 fn record(l: &mut Ledger, id: u16, from: u64, to: u64) {
+    record_in_epoch(l, id, from, to, 1);
+}
+
+/// [`record`] under writer lease epoch `epoch`.
+fn record_in_epoch(l: &mut Ledger, id: u16, from: u64, to: u64, epoch: u64) {
     let mut buf = [0u8; 64];
     let mut seq = from;
     while seq <= to {
@@ -37,7 +43,7 @@ fn record(l: &mut Ledger, id: u16, from: u64, to: u64) {
         for s in seq..seq + n {
             let len = payload_len(s, 64);
             payload(s, len, &mut buf);
-            l.reserve_frame(id, s, 1, s, (s % 5) as u32, len).copy_from_slice(&buf[..len]);
+            l.reserve_frame(id, s, epoch, s, (s % 5) as u32, len).copy_from_slice(&buf[..len]);
         }
         l.seal(id, n as usize);
         l.flush().unwrap();
@@ -205,12 +211,26 @@ fn another_incarnation_in_the_ledger_is_not_spliced_in() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("another incarnation's records were accepted"),
     }
-    // The live incarnation declared after it: read from its own records.
+    // The live incarnation declared after it: read from its own records,
+    // across a writer restart (a new lease epoch keeps the sequence).
     let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
-    record(&mut l, id, 1, 100);
+    record(&mut l, id, 1, 50);
+    record_in_epoch(&mut l, id, 51, 100, 2);
     drop(l);
     let mut c = CatchUpReader::open(&env.ns, "t", &dir, 10, &ReaderOptions::named("catchup")).unwrap();
     assert_eq!(read_to(&mut c, 101), expect(10, 101, &[]));
+    // The ledger then records a newer incarnation, whose sequence starts
+    // again at 1; the ring has moved past 101: the reader stops, naming it.
+    publish_payloads(&mut w, 101, 200);
+    let (mut l, id) = ledger_of(&dir, &r, Some(r.geometry().created_ns + 1), 1 << 20);
+    record(&mut l, id, 1, 20);
+    drop(l);
+    match c.try_read(&mut [0u8; 64]) {
+        Err(e @ CatchUpError::Replaced { after: 100, .. }) => {
+            assert!(e.to_string().contains("removed and created again after sequence 100"), "{e}")
+        }
+        other => panic!("a newer incarnation was not reported: {other:?}"),
+    }
 }
 
 #[test]
