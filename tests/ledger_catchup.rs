@@ -231,6 +231,20 @@ fn another_incarnation_in_the_ledger_is_not_spliced_in() {
         }
         other => panic!("a newer incarnation was not reported: {other:?}"),
     }
+    // Joined to the ring live, which is then removed and created again:
+    // a waiting read that times out says so.
+    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 195, &ReaderOptions::named("catchup")).unwrap();
+    assert!(c.is_live());
+    assert_eq!(read_to(&mut c, 201), expect(195, 201, &[]));
+    assert!(matches!(c.read_timeout(&mut [0u8; 64], Duration::from_millis(1)), Err(CatchUpError::Empty)));
+    drop(w);
+    Ring::unlink(&env.ns, "t").unwrap();
+    let (_r2, mut w2) = ring(&env, "t", 16);
+    publish_payloads(&mut w2, 1, 5);
+    match c.read_timeout(&mut [0u8; 64], Duration::from_millis(1)) {
+        Err(CatchUpError::Replaced { after: 200, .. }) => {}
+        other => panic!("the replaced ring was not reported: {other:?}"),
+    }
 }
 
 #[test]
@@ -407,6 +421,15 @@ fn helixctl_tail_and_helix_bench_attach_catch_up_from_the_ledger() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("sequence 600 is in the future"), "{err}");
+    // No ledger folder: the ring alone, its loss printed as an overrun.
+    let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+        .args(["--namespace", env.ns.as_str(), "tail", "t", "--from", "1", "-n", "2", "--ledger"])
+        .arg(env.path("no-such-ledger"))
+        .output()
+        .unwrap();
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && err.contains("no ledger in"), "{err}");
+    assert!(text.starts_with("-- overrun: 484 frames lost, resuming at 485\n485 "), "{text}");
     let out = Command::new(env!("CARGO_BIN_EXE_helix-bench"))
         .args(["attach", "t", "--from", "1", "--seconds", "0.3", "--ledger"])
         .arg(&dir)

@@ -103,11 +103,13 @@ pub enum CatchUpError {
         dir: PathBuf,
     },
     /// The ledger declares a new incarnation of the ring after the
-    /// sequences read: the ring was replaced and its sequence started
-    /// again; the reader does not splice the two.
+    /// sequences read, or (at a waiting read's timeout) the ring's name
+    /// holds another incarnation than the one joined: the ring was
+    /// replaced and its sequence started again; the reader does not splice
+    /// the two.
     #[error(
-        "ring {ring:?} was removed and created again after sequence {after} (the ledger records its new incarnation): \
-         the sequence started again, so reading does not go on across it; start a new reader"
+        "ring {ring:?} was removed and created again after sequence {after}: the sequence started again, so reading \
+         does not go on across it; start a new reader"
     )]
     Replaced {
         /// The ring.
@@ -281,6 +283,8 @@ impl CatchUpReader {
 
     /// Copies the next frame into `buf`, waiting at most `timeout` (the
     /// ledger is looked at again every millisecond while it is behind).
+    /// A wait on the ring that times out checks that the ring's name still
+    /// holds the incarnation joined ([`CatchUpError::Replaced`] if not).
     pub fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<FrameInfo, CatchUpError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -291,8 +295,21 @@ impl CatchUpReader {
                         std::thread::sleep(left.min(Duration::from_millis(1)));
                     }
                 }
+                Err(CatchUpError::Empty) if self.live.is_some() => return Err(self.replaced()),
                 r => return r,
             }
+        }
+    }
+
+    /// After a waiting read of the ring found nothing: [`CatchUpError::Replaced`]
+    /// if the ring's name now holds another incarnation (the one joined
+    /// will never publish again), else [`CatchUpError::Empty`].
+    fn replaced(&self) -> CatchUpError {
+        match RingView::attach(&self.ns, &self.ring) {
+            Ok(v) if v.geometry().created_ns != self.created_ns => {
+                CatchUpError::Replaced { ring: self.ring.clone(), after: self.next.saturating_sub(1) }
+            }
+            _ => CatchUpError::Empty,
         }
     }
 
