@@ -13,6 +13,7 @@
 
 pub mod anchor;
 pub mod block;
+pub mod catchup;
 pub mod chain;
 pub mod compress;
 pub mod format;

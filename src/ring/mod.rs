@@ -157,6 +157,15 @@ impl RingView {
         &self.region.geometry
     }
 
+    /// The highest sequence published so far (0: none), as the header
+    /// says; one load, without the reader-table walk of
+    /// [`stats`](Self::stats). A hostile writer can store anything here:
+    /// a reader joining on the strength of it still checks each slot.
+    pub fn published(&self) -> u64 {
+        // SYNC POINT: published count (pairs with the commit's Release).
+        self.region.header().published.load(Ordering::Acquire)
+    }
+
     /// A lock-free snapshot of every counter.
     pub fn stats(&self) -> RingStats {
         stats::read(&self.region)

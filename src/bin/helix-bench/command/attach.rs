@@ -4,12 +4,14 @@
 //! receipt (for the twin's alarm events, from the triggering sample's
 //! ingest, as e2e measures the twin).
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use helix::ledger::catchup::{CatchUpError, CatchUpReader, DEFAULT_LEDGER_DIR};
 use helix::process::now_ns;
 use helix::shm::Namespace;
 use helix::telemetry::KIND_SAMPLE;
@@ -39,6 +41,14 @@ pub struct AttachArgs {
     /// Pin to this CPU.
     #[arg(long)]
     pub cpu: Option<usize>,
+    /// Start at this sequence: if the ring no longer holds it, catch up
+    /// from the ledger (--ledger), then read the ring live; measures the
+    /// catch-up from the start (no warm-up).
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// The ledger folder a --from start catches up from.
+    #[arg(long, default_value = DEFAULT_LEDGER_DIR, requires = "from")]
+    pub ledger: PathBuf,
     #[command(flatten)]
     pub out: JsonArg,
 }
@@ -63,8 +73,32 @@ pub struct Report {
     /// Seconds measured.
     pub seconds: f64,
     /// Ingest-to-reader latency of telemetry samples (or of alarm events:
-    /// from their triggering sample's ingest), if any arrived.
+    /// from their triggering sample's ingest), if any arrived (not
+    /// measured in a catch-up: the ledger's samples are old).
     pub latency: Option<Summary>,
+    /// With `--from`: how the catch-up went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
+}
+
+/// A catch-up from the ledger (`helix-bench attach --from`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatchUp {
+    /// The first sequence asked for.
+    pub from: u64,
+    /// The ledger folder.
+    pub ledger: PathBuf,
+    /// Frames read from the ledger.
+    pub from_ledger: u64,
+    /// Frames read from the ring.
+    pub from_ring: u64,
+    /// Times the reader joined the ring (more than one: the ring lapped
+    /// it and it went back to the ledger).
+    pub joins: u64,
+    /// Seconds from the start to the first join, if it joined.
+    pub joined_after: Option<f64>,
+    /// Frames per second read from the ledger before the first join.
+    pub ledger_frames_per_sec: Option<f64>,
 }
 
 /// Runs `helix-bench attach`.
@@ -85,8 +119,21 @@ pub fn run(a: AttachArgs, ns: &Namespace) -> Result<()> {
         wait_name(a.wait)
     );
     let (seconds, warmup) = (Duration::from_secs_f64(a.seconds), Duration::from_secs_f64(a.warmup));
-    let r = measure(ns, &a.ring, seconds, warmup, a.wait).with_context(|| format!("attaching to ring {:?}", a.ring))?;
+    let r = match a.from {
+        Some(from) => catch_up(ns, &a.ring, from, &a.ledger, seconds, a.wait),
+        None => measure(ns, &a.ring, seconds, warmup, a.wait),
+    }
+    .with_context(|| format!("attaching to ring {:?}", a.ring))?;
     println!("frames: {} ({:.0} frames/s), overruns: {}, lost: {}", r.frames, r.frames_per_sec, r.overruns, r.lost);
+    if let Some(c) = &r.catch_up {
+        let joined =
+            c.joined_after.map_or("never joined the ring".into(), |t| format!("joined the ring after {t:.3} s"));
+        let rate = c.ledger_frames_per_sec.map_or(String::new(), |f| format!(" ({f:.0} frames/s)"));
+        println!(
+            "catch-up from {}: {} frames from the ledger{rate}, {} from the ring; {joined}, {} join(s)",
+            c.from, c.from_ledger, c.from_ring, c.joins
+        );
+    }
     match &r.latency {
         Some(s) => {
             let named = Summary::NAMES.iter().zip(s.percentiles()).map(|(n, ns)| format!("{n} {}", fmt_ns(ns)));
@@ -122,5 +169,57 @@ pub fn measure(ns: &Namespace, ring: &str, duration: Duration, warmup: Duration,
         overruns: seen.overruns,
         seconds,
         latency: (!seen.hist.is_empty()).then(|| Summary::of(&seen.hist)),
+        catch_up: None,
+    })
+}
+
+/// Reads `ring` from `from` for `duration`, caught up from the ledger in
+/// `dir` (see `helix::ledger::catchup`).
+fn catch_up(
+    ns: &Namespace,
+    ring: &str,
+    from: u64,
+    dir: &Path,
+    duration: Duration,
+    wait: WaitStrategy,
+) -> Result<Report> {
+    let opts = ReaderOptions { name: "helix-bench".into(), gating: false, start: Start::Newest, wait };
+    let mut r = CatchUpReader::open(ns, ring, dir, from, &opts)?;
+    let mut buf = vec![0u8; r.geometry().max_payload as usize];
+    let start = Instant::now();
+    let end = start + duration;
+    let (mut frames, mut lost, mut overruns, mut joined) = (0u64, 0u64, 0u64, None);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match r.read_timeout(&mut buf, left.min(Duration::from_millis(100))) {
+            Ok(_) => frames += 1,
+            Err(CatchUpError::Empty) => {}
+            Err(CatchUpError::Overrun(o)) => (lost, overruns) = (lost + o.lost, overruns + 1),
+            Err(e) => return Err(e.into()),
+        }
+        if joined.is_none() && r.is_live() {
+            joined = Some((start.elapsed().as_secs_f64(), r.stats().from_ledger));
+        }
+    }
+    let seconds = duration.as_secs_f64();
+    let s = r.stats();
+    Ok(Report {
+        ring: ring.into(),
+        warmup: 0.0,
+        wait: wait_name(wait).into(),
+        frames_per_sec: frames as f64 / seconds,
+        frames,
+        lost,
+        overruns,
+        seconds,
+        latency: None,
+        catch_up: Some(CatchUp {
+            from,
+            ledger: dir.to_owned(),
+            from_ledger: s.from_ledger,
+            from_ring: s.from_ring,
+            joins: s.joins,
+            joined_after: joined.map(|j| j.0),
+            ledger_frames_per_sec: joined.filter(|j| j.0 > 0.0).map(|(t, n)| n as f64 / t),
+        }),
     })
 }

@@ -2,15 +2,17 @@
 //! `tail -f`: telemetry samples decoded, anything else as hex.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::json;
+use helix::ledger::catchup::{CatchUpError, CatchUpReader, DEFAULT_LEDGER_DIR};
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::{FrameRef, ReadError, Reader, ReaderOptions, RingView, Start, WaitStrategy};
+use helix::{FrameInfo, ReadError, Reader, ReaderOptions, RingView, Start, WaitStrategy};
 
 /// Arguments of `helixctl tail`.
 #[derive(clap::Args)]
@@ -19,9 +21,14 @@ pub struct Args {
     /// Frames to print (default 10; with --follow, unlimited).
     #[arg(long, short = 'n')]
     count: Option<u64>,
-    /// Start at this sequence instead of the last --count frames.
+    /// Start at this sequence instead of the last --count frames; if the
+    /// ring no longer holds it, catch up from the ledger (--ledger), then
+    /// read the ring live, with no gap and no duplicate at the join.
     #[arg(long)]
     from: Option<u64>,
+    /// The ledger folder a --from start catches up from.
+    #[arg(long, default_value = DEFAULT_LEDGER_DIR, requires = "from")]
+    ledger: PathBuf,
     /// Keep printing new frames until interrupted.
     #[arg(long, short = 'f')]
     follow: bool,
@@ -68,23 +75,21 @@ pub enum Line {
     },
 }
 
-fn line_of(f: &FrameRef<'_>) -> Option<Line> {
-    if f.kind() == KIND_SAMPLE && f.len() == std::mem::size_of::<Sample>() {
-        let s = f.read::<Sample>().ok()?;
-        return Some(Line::Sample {
-            seq: f.seq(),
+fn line_of(f: FrameInfo, bytes: &[u8]) -> Line {
+    if f.kind == KIND_SAMPLE && bytes.len() == std::mem::size_of::<Sample>() {
+        let s: Sample = bytemuck::pod_read_unaligned(bytes);
+        return Line::Sample {
+            seq: f.seq,
             stream: s.stream,
             quality: s.quality,
             stream_seq: s.seq,
             sample_ns: s.sample_ns,
             ingest_ns: s.ingest_ns,
             value: s.value,
-        });
+        };
     }
-    let mut buf = vec![0u8; f.len()];
-    f.copy_to(&mut buf).ok()?;
-    let hex = buf.iter().map(|b| format!("{b:02x}")).collect();
-    Some(Line::Frame { seq: f.seq(), kind: f.kind(), len: f.len(), hex })
+    let hex = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Line::Frame { seq: f.seq, kind: f.kind, len: bytes.len(), hex }
 }
 
 fn text(l: &Line) -> String {
@@ -102,6 +107,27 @@ fn text(l: &Line) -> String {
 /// the count, if given) instead of stopping when caught up.
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let count = args.count.or(if args.follow { None } else { Some(10) });
+    let opts =
+        ReaderOptions { name: "helixctl-tail".into(), gating: false, wait: WaitStrategy::Park, ..Default::default() };
+    if let Some(from) = args.from {
+        match CatchUpReader::open(ns, &args.ring, &args.ledger, from, &opts) {
+            Ok(mut reader) => {
+                let mut out = io::stdout().lock();
+                let printed = print_catch_up(&mut reader, count, args.follow, json, &mut out);
+                out.flush().ok();
+                return printed.with_context(|| format!("tail {}", args.ring));
+            }
+            // No ledger to catch up from: the ring alone, its loss reported.
+            Err(CatchUpError::NoLedger { dir }) => eprintln!(
+                "helixctl tail: no ledger in {}; reading ring {} from {from}: what it no longer holds prints as an overrun",
+                dir.display(),
+                args.ring
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("tail {} --from {from} (ledger {})", args.ring, args.ledger.display()))
+            }
+        }
+    }
     let start = match args.from {
         Some(seq) => Start::At(seq),
         None => {
@@ -109,7 +135,7 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
             Start::At((published + 1).saturating_sub(count.unwrap_or(10)).max(1))
         }
     };
-    let opts = ReaderOptions { name: "helixctl-tail".into(), gating: false, start, wait: WaitStrategy::Park };
+    let opts = ReaderOptions { start, ..opts };
     let mut reader = Reader::attach(ns, &args.ring, &opts)?;
     let mut out = io::stdout().lock();
     let printed = print(&mut reader, count, args.follow, json, &mut out);
@@ -117,33 +143,64 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     printed.with_context(|| format!("tail {}", args.ring))
 }
 
+/// Writes one line, as JSON or text.
+fn emit(l: &Line, json: bool, out: &mut dyn Write) -> Result<()> {
+    if json {
+        json::line(l, out)?;
+    } else {
+        writeln!(out, "{}", text(l))?;
+    }
+    Ok(())
+}
+
 /// Prints `reader`'s frames to `out`, as `run` says.
 fn print(reader: &mut Reader, count: Option<u64>, follow: bool, json: bool, out: &mut dyn Write) -> Result<()> {
-    let emit = |l: &Line, out: &mut dyn Write| -> Result<()> {
-        if json {
-            json::line(l, out)?;
-        } else {
-            writeln!(out, "{}", text(l))?;
-        }
-        Ok(())
-    };
+    let emit = |l: &Line, out: &mut dyn Write| emit(l, json, out);
+    let mut buf = vec![0u8; reader.geometry().max_payload as usize];
     let mut printed = 0u64;
     while count.is_none_or(|c| printed < c) {
         let frame = if follow {
-            reader.peek_timeout(Duration::from_millis(500))
+            reader.read_timeout(&mut buf, Duration::from_millis(500))
         } else {
-            reader.try_peek().map_err(ReadError::from)
+            reader.try_read(&mut buf).map_err(ReadError::from)
         };
         match frame {
             Ok(f) => {
-                if let Some(l) = line_of(&f) {
-                    emit(&l, out)?;
-                    printed += 1;
-                }
+                emit(&line_of(f, &buf[..f.len]), out)?;
+                printed += 1;
             }
             Err(ReadError::Timeout) if follow => {}
             Err(ReadError::Timeout) => break,
             Err(ReadError::Overrun(o)) => emit(&Line::Overrun { lost: o.lost, resume_at: o.resume_at }, out)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Prints a catch-up reader's frames to `out`, as `run` says: from the
+/// ledger, then the ring; what the ledger recorded as lost prints as an
+/// overrun line.
+fn print_catch_up(
+    reader: &mut CatchUpReader,
+    count: Option<u64>,
+    follow: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut buf = vec![0u8; reader.geometry().max_payload as usize];
+    let mut printed = 0u64;
+    while count.is_none_or(|c| printed < c) {
+        let frame =
+            if follow { reader.read_timeout(&mut buf, Duration::from_millis(500)) } else { reader.try_read(&mut buf) };
+        match frame {
+            Ok(f) => {
+                emit(&line_of(f, &buf[..f.len]), json, out)?;
+                printed += 1;
+            }
+            Err(CatchUpError::Empty) if follow => {}
+            Err(CatchUpError::Empty) => break,
+            Err(CatchUpError::Overrun(o)) => emit(&Line::Overrun { lost: o.lost, resume_at: o.resume_at }, json, out)?,
             Err(e) => return Err(e.into()),
         }
     }

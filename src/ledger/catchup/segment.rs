@@ -1,0 +1,181 @@
+//! One segment file read forward while the recorder may still append to
+//! it: the blocks are verified from the segment's header on (hash and
+//! rules), and a block that is not whole yet ends what is visible.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::CatchUpError;
+use crate::ledger::block::split;
+use crate::ledger::chain::Chain;
+use crate::ledger::compress::{is_compressed, read_segment};
+use crate::ledger::format::{SegmentHeader, Torn, SEGMENT_HEADER_LEN};
+
+/// Bytes read from a plain segment at a time (a larger block is read on
+/// until it is whole).
+const READ_CHUNK: u64 = 8 << 20;
+
+/// A segment being read.
+pub(super) struct Segment {
+    /// Its number.
+    pub n: u64,
+    /// Its file.
+    pub path: PathBuf,
+    /// Its format version.
+    pub version: u32,
+    /// The chain after the last block handed out.
+    pub chain: Chain,
+    /// Open while the file is plain (the recorder may append to it); a
+    /// compressed segment is closed and read whole.
+    file: Option<File>,
+    /// Bytes from file offset `off` on, as far as read.
+    data: Vec<u8>,
+    /// The next block's start in `data`.
+    at: usize,
+    off: u64,
+}
+
+/// What [`Segment::next_block`] found.
+pub(super) enum Step {
+    /// A verified block at this range of [`Segment::bytes`].
+    Block(Range<usize>),
+    /// Nothing more is visible: the end of the file, or a block that is
+    /// not whole (being written, or torn by a crash: the recorder cuts it
+    /// when it starts again). Its description, if there are bytes.
+    End(Option<String>),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CatchUpError + '_ {
+    move |source| CatchUpError::Io { path: path.to_owned(), source }
+}
+
+impl Segment {
+    /// Opens segment `n` at `path`, checking that its header continues
+    /// `prev` (the chain at the end of the segment before), if given.
+    pub fn open(n: u64, path: &Path, prev: Option<&Chain>) -> Result<Segment, CatchUpError> {
+        let (file, data) = if is_compressed(path) {
+            (None, read_segment(path).map_err(io(path))?)
+        } else {
+            let mut f = File::open(path).map_err(io(path))?;
+            let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
+            (&mut f).take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head).map_err(io(path))?;
+            (Some(f), head)
+        };
+        let bad = |problem: String| CatchUpError::Corrupt { path: path.to_owned(), offset: 0, problem };
+        let header = SegmentHeader::decode(&data).map_err(|e| bad(format!("header: {e}")))?;
+        if header.segment != n {
+            return Err(bad(format!("header says it is segment {}", header.segment)));
+        }
+        if let Some(c) = prev {
+            if (header.prev_hash, header.first_record, header.first_block) != (c.hash, c.records, c.blocks) {
+                return Err(bad("header does not continue the chain of the segment before".into()));
+            }
+        }
+        let chain = Chain::at_segment(&header);
+        let mut s = Segment { n, path: path.to_owned(), version: header.version, chain, file, data, at: 0, off: 0 };
+        s.at = SEGMENT_HEADER_LEN;
+        Ok(s)
+    }
+
+    /// The bytes a [`Step::Block`] range indexes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Reads what the file holds past what was read; returns how many
+    /// bytes came.
+    fn more(&mut self) -> Result<usize, CatchUpError> {
+        let Some(f) = self.file.as_mut() else { return Ok(0) };
+        if self.at > 0 {
+            self.data.drain(..self.at);
+            self.off += self.at as u64;
+            self.at = 0;
+        }
+        let before = self.data.len();
+        f.seek(SeekFrom::Start(self.off + before as u64)).map_err(io(&self.path))?;
+        f.take(READ_CHUNK).read_to_end(&mut self.data).map_err(io(&self.path))?;
+        Ok(self.data.len() - before)
+    }
+
+    /// The next block, verified and applied to the chain; or the end of
+    /// what is visible. A bad block with bytes after it, or a block whose
+    /// length field is impossible, is corruption (the recorder would refuse
+    /// to append after it too): an error naming it.
+    pub fn next_block(&mut self) -> Result<Step, CatchUpError> {
+        loop {
+            let rest = &self.data[self.at..];
+            let (left, zeros) = (rest.len(), rest.iter().all(|&b| b == 0));
+            let offset = self.off + self.at as u64;
+            match split(self.version, rest) {
+                Ok(block) => {
+                    let len = block.header.len as usize;
+                    match self.chain.apply_block(&block) {
+                        Ok(()) => {
+                            let start = self.at;
+                            self.at += len;
+                            return Ok(Step::Block(start..start + len));
+                        }
+                        Err(p) if len == left => {
+                            if self.more()? > 0 {
+                                continue;
+                            }
+                            return Ok(self.end(Some(format!("offset {offset}: {p}"))));
+                        }
+                        Err(p) => return Err(self.corrupt(offset, p.to_string())),
+                    }
+                }
+                Err(Torn::ShortHeader | Torn::PastEnd { .. }) => {
+                    if self.more()? > 0 {
+                        continue;
+                    }
+                    let note = (left > 0).then(|| format!("offset {offset}: {left} bytes of a block"));
+                    return Ok(self.end(note));
+                }
+                Err(t @ Torn::BadLength(_)) => {
+                    if zeros {
+                        return Ok(self.end(Some(format!("offset {offset}: zero bytes"))));
+                    }
+                    return Err(self.corrupt(offset, t.to_string()));
+                }
+            }
+        }
+    }
+
+    /// The visible end: the bytes not read as a block are dropped, so the
+    /// next look reads them again from the file (the recorder, started
+    /// again, may have cut them and written others).
+    fn end(&mut self, note: Option<String>) -> Step {
+        if self.file.is_some() {
+            self.data.truncate(self.at);
+        }
+        Step::End(note)
+    }
+
+    fn corrupt(&self, offset: u64, problem: String) -> CatchUpError {
+        CatchUpError::Corrupt { path: self.path.clone(), offset, problem }
+    }
+}
+
+/// The ring `name`'s declaration restated at the start of segment `path`,
+/// without verifying: `(created_ns, next sequence)`. A hint to find where
+/// to start; the blocks read from there are verified.
+pub(super) fn restated(path: &Path, name: &str) -> Option<(u64, u64)> {
+    use crate::ledger::compress::read_segment_start;
+    use crate::ledger::format::{RecordType, RingDecl};
+    let bytes = read_segment_start(path, 256 << 10).ok()?;
+    let header = SegmentHeader::decode(&bytes).ok()?;
+    let mut at = SEGMENT_HEADER_LEN;
+    while let Ok(block) = split(header.version, &bytes[at..]) {
+        if block.rtype() != Some(RecordType::Ring) {
+            return None;
+        }
+        let decl = RingDecl::decode(block.body).ok()?;
+        if decl.name == name {
+            return Some((decl.created_ns, block.header.seq));
+        }
+        at += block.header.len as usize;
+    }
+    None
+}

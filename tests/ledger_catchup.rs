@@ -1,0 +1,479 @@
+//! Catch-up from the ledger (replay-merge): a reader from a sequence the
+//! ring no longer holds is served from the ledger, then joins the ring,
+//! with no gap and no duplicate at the join; GAPs arrive as gaps; a torn
+//! ledger tail is waited out, not skipped; a start nothing holds is a
+//! clear error.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{payload, payload_len, publish_payloads, Env, Reaped};
+use helix::ledger::catchup::{CatchUpError, CatchUpReader};
+use helix::ledger::format::RingDecl;
+use helix::ledger::Ledger;
+use helix::*;
+
+/// A block ring `name` of `capacity` slots of up to 64 bytes, and its writer.
+fn ring(env: &Env, name: &str, capacity: u64) -> (Ring, Writer) {
+    let opts = RingOptions { capacity, max_payload: 64, policy: Policy::Block, max_readers: 8, ..Default::default() };
+    let ring = Ring::create(&env.ns, name, &opts).unwrap();
+    let w = ring.writer().unwrap();
+    (ring, w)
+}
+
+/// Records sequences `from..=to` of ring `r` into the ledger `l` (id `id`)
+/// as blocks of 10, with their deterministic payloads, read under writer
+/// lease epoch 1.
+fn record(l: &mut Ledger, id: u16, from: u64, to: u64) {
+    record_in_epoch(l, id, from, to, 1);
+}
+
+/// [`record`] under writer lease epoch `epoch`.
+fn record_in_epoch(l: &mut Ledger, id: u16, from: u64, to: u64, epoch: u64) {
+    let mut buf = [0u8; 64];
+    let mut seq = from;
+    while seq <= to {
+        let n = (to - seq + 1).min(10);
+        for s in seq..seq + n {
+            let len = payload_len(s, 64);
+            payload(s, len, &mut buf);
+            l.reserve_frame(id, s, epoch, s, (s % 5) as u32, len).copy_from_slice(&buf[..len]);
+        }
+        l.seal(id, n as usize);
+        l.flush().unwrap();
+        seq += n;
+    }
+}
+
+/// A ledger in `dir` declaring ring `r` as the live ring is (its
+/// `created_ns`, unless `created_ns` says otherwise).
+fn ledger_of(dir: &Path, r: &Ring, created_ns: Option<u64>, segment_limit: u64) -> (Ledger, u16) {
+    let (mut l, _) = Ledger::open(dir, segment_limit).unwrap();
+    let g = r.geometry();
+    let decl = RingDecl {
+        created_ns: created_ns.unwrap_or(g.created_ns),
+        capacity: g.capacity,
+        max_payload: g.max_payload,
+        policy: 1,
+        name: r.name().to_owned(),
+    };
+    let (id, _) = l.declare(&decl).unwrap();
+    (l, id)
+}
+
+/// The first frame's sequence in the (pruned) ledger in `dir`.
+fn first_frame(dir: &Path) -> u64 {
+    let mut first = None;
+    helix::ledger::walk(dir, |at| {
+        if at.record.header.rtype == helix::ledger::format::RecordType::Frame as u16 {
+            first.get_or_insert(at.record.header.seq);
+        }
+    })
+    .unwrap()
+    .unwrap();
+    first.unwrap()
+}
+
+/// What a catch-up read gives, in a form to compare.
+#[derive(Debug, PartialEq)]
+enum Got {
+    Frame(u64),
+    Gap(u64, u64),
+}
+
+/// Reads until the reader has delivered everything before `until`,
+/// checking every payload; the test's watchdog bounds the wait.
+fn read_to(r: &mut CatchUpReader, until: u64) -> Vec<Got> {
+    let mut out = Vec::new();
+    let (mut buf, mut want) = ([0u8; 64], [0u8; 64]);
+    while r.cursor() < until {
+        match r.read_timeout(&mut buf, Duration::from_millis(50)) {
+            Ok(info) => {
+                let len = payload_len(info.seq, 64);
+                payload(info.seq, len, &mut want);
+                assert_eq!(&buf[..info.len], &want[..len], "payload of sequence {}", info.seq);
+                out.push(Got::Frame(info.seq));
+            }
+            Err(CatchUpError::Overrun(o)) => out.push(Got::Gap(o.resume_at - o.lost, o.resume_at - 1)),
+            Err(CatchUpError::Empty) => {}
+            Err(e) => panic!("catch-up read failed: {e}"),
+        }
+    }
+    out
+}
+
+/// Every sequence of `from..until` once, in order, frames except the
+/// ranges in `gaps`.
+fn expect(from: u64, until: u64, gaps: &[(u64, u64)]) -> Vec<Got> {
+    let mut out = Vec::new();
+    let mut s = from;
+    while s < until {
+        match gaps.iter().find(|g| g.0 == s) {
+            Some(&(a, b)) => {
+                out.push(Got::Gap(a, b));
+                s = b + 1;
+            }
+            None => {
+                out.push(Got::Frame(s));
+                s += 1;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn ledger_gaps_arrive_as_gaps_and_the_reader_joins_the_ring_after_the_ledger() {
+    let env = Env::watched("catch-up with gaps", Duration::from_secs(60));
+    let (r, mut w) = ring(&env, "t", 16);
+    publish_payloads(&mut w, 1, 1000);
+    let dir = env.path("ledger");
+    let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
+    record(&mut l, id, 1, 300);
+    l.append_gap(id, 301, 350, 1);
+    record(&mut l, id, 351, 1000);
+    drop(l);
+    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 7, &ReaderOptions::named("catchup")).unwrap();
+    assert!(!c.is_live());
+    assert_eq!(read_to(&mut c, 1001), expect(7, 1001, &[(301, 350)]));
+    // Nothing more in the ledger: the next read joins the ring, at 1001.
+    assert!(matches!(c.try_read(&mut [0u8; 64]), Err(CatchUpError::Empty)));
+    assert!(c.is_live());
+    // Fewer than the ring's 16 slots, so the reader is not lapped.
+    publish_payloads(&mut w, 1001, 1010);
+    assert_eq!(read_to(&mut c, 1011), expect(1001, 1011, &[]));
+    let s = c.stats();
+    assert_eq!((s.from_ledger, s.from_ring, s.joins, s.lost), (1000 - 6 - 50, 10, 1, 50));
+    // The writer laps the reader (100 frames into 16 slots); the ledger
+    // recorded them: the reader goes back to it, and nothing is lost.
+    publish_payloads(&mut w, 1011, 1110);
+    let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
+    record(&mut l, id, 1001, 1110);
+    drop(l);
+    assert_eq!(read_to(&mut c, 1111), expect(1011, 1111, &[]));
+    let s = c.stats();
+    assert_eq!((s.rejoins, s.lost, s.from_ring), (1, 50, 10), "{s:?}");
+}
+
+#[test]
+fn checkpoints_in_the_ledger_are_read_past_even_one_before_any_ring() {
+    use helix::ledger::sign::{Reason, Signer};
+    let env = Env::watched("catch-up past checkpoints", Duration::from_secs(60));
+    let (r, mut w) = ring(&env, "t", 16);
+    publish_payloads(&mut w, 1, 400);
+    let dir = env.path("ledger");
+    // A folder's writer may sign a chain that declares no ring yet (the
+    // recorder signs after its declarations): its ring field is 0, which
+    // names no ring here.
+    let (mut l, _) = Ledger::open(&dir, 1 << 20).unwrap();
+    l.set_signer(Some(Signer::new(ed25519_dalek::SigningKey::from_bytes(&[7; 32]), 60)));
+    assert!(l.checkpoint(1, Reason::Open));
+    l.flush().unwrap();
+    drop(l);
+    let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
+    l.set_signer(Some(Signer::new(ed25519_dalek::SigningKey::from_bytes(&[7; 32]), 60)));
+    record(&mut l, id, 1, 200);
+    assert!(l.checkpoint(2, Reason::Interval));
+    record(&mut l, id, 201, 400);
+    l.checkpoint(3, Reason::Shutdown);
+    drop(l);
+    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 1, &ReaderOptions::named("catchup")).unwrap();
+    assert_eq!(read_to(&mut c, 401), expect(1, 401, &[]));
+    assert_eq!(c.stats().from_ledger, 400);
+}
+
+#[test]
+fn a_start_nothing_holds_the_future_and_zero_get_clear_errors() {
+    let env = Env::watched("catch-up errors", Duration::from_secs(60));
+    let (r, mut w) = ring(&env, "t", 16);
+    publish_payloads(&mut w, 1, 2000);
+    let dir = env.path("ledger");
+    // Segments of about 4 KiB: the first ones are pruned below.
+    let (mut l, id) = ledger_of(&dir, &r, None, 4096);
+    record(&mut l, id, 1, 2000);
+    drop(l);
+    let segs = helix::ledger::retention::segment_infos(&dir, None).unwrap();
+    assert!(segs.len() > 4, "{} segments", segs.len());
+    let plan = helix::ledger::retention::Plan { delete: segs[..3].to_vec(), unanchored: None };
+    helix::ledger::retention::prune(&dir, &segs, &plan).unwrap();
+    let kept = first_frame(&dir);
+    assert!(kept > 1 && kept < 1985, "first kept {kept}");
+    let open = |from| CatchUpReader::open(&env.ns, "t", &dir, from, &ReaderOptions::named("catchup"));
+    match open(1) {
+        Err(CatchUpError::Before { from: 1, first, .. }) => assert_eq!(first, kept),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a pruned start was accepted"),
+    }
+    let msg = open(1).err().unwrap().to_string();
+    assert!(msg.contains("older than the ledger holds") && msg.contains(&format!("start at {kept}")), "{msg}");
+    // The first kept sequence reads on to the ring.
+    let mut c = open(kept).unwrap();
+    assert_eq!(read_to(&mut c, 2001), expect(kept, 2001, &[]));
+    assert!(matches!(open(2002), Err(CatchUpError::Future { from: 2002, head: 2001, .. })));
+    assert!(matches!(open(0), Err(CatchUpError::ZeroStart)));
+    // The ring holds 1985..=2000: no ledger needed.
+    let mut c = open(1990).unwrap();
+    assert!(c.is_live());
+    assert_eq!(read_to(&mut c, 2001), expect(1990, 2001, &[]));
+}
+
+#[test]
+fn another_incarnation_in_the_ledger_is_not_spliced_in() {
+    let env = Env::watched("catch-up incarnation", Duration::from_secs(60));
+    let (r, mut w) = ring(&env, "t", 16);
+    publish_payloads(&mut w, 1, 100);
+    let dir = env.path("ledger");
+    // The ledger recorded an older ring of the same name, 1..=500.
+    let (mut l, id) = ledger_of(&dir, &r, Some(r.geometry().created_ns - 1), 1 << 20);
+    record(&mut l, id, 1, 500);
+    drop(l);
+    match CatchUpReader::open(&env.ns, "t", &dir, 10, &ReaderOptions::named("catchup")) {
+        Err(CatchUpError::NotRecorded { from: 10, .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("another incarnation's records were accepted"),
+    }
+    // The live incarnation declared after it: read from its own records,
+    // across a writer restart (a new lease epoch keeps the sequence).
+    let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
+    record(&mut l, id, 1, 50);
+    record_in_epoch(&mut l, id, 51, 100, 2);
+    drop(l);
+    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 10, &ReaderOptions::named("catchup")).unwrap();
+    assert_eq!(read_to(&mut c, 101), expect(10, 101, &[]));
+    // The ledger then records a newer incarnation, whose sequence starts
+    // again at 1; the ring has moved past 101: the reader stops, naming it.
+    publish_payloads(&mut w, 101, 200);
+    let (mut l, id) = ledger_of(&dir, &r, Some(r.geometry().created_ns + 1), 1 << 20);
+    record(&mut l, id, 1, 20);
+    drop(l);
+    match c.try_read(&mut [0u8; 64]) {
+        Err(e @ CatchUpError::Replaced { after: 100, .. }) => {
+            assert!(e.to_string().contains("removed and created again after sequence 100"), "{e}")
+        }
+        other => panic!("a newer incarnation was not reported: {other:?}"),
+    }
+    // Joined to the ring live, which is then removed and created again:
+    // a waiting read that times out says so.
+    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 195, &ReaderOptions::named("catchup")).unwrap();
+    assert!(c.is_live());
+    assert_eq!(read_to(&mut c, 201), expect(195, 201, &[]));
+    assert!(matches!(c.read_timeout(&mut [0u8; 64], Duration::from_millis(1)), Err(CatchUpError::Empty)));
+    drop(w);
+    Ring::unlink(&env.ns, "t").unwrap();
+    let (_r2, mut w2) = ring(&env, "t", 16);
+    publish_payloads(&mut w2, 1, 5);
+    match c.read_timeout(&mut [0u8; 64], Duration::from_millis(1)) {
+        Err(CatchUpError::Replaced { after: 200, .. }) => {}
+        other => panic!("the replaced ring was not reported: {other:?}"),
+    }
+}
+
+#[test]
+fn a_torn_ledger_tail_is_waited_out_never_skipped() {
+    // A crash in the middle of a write: the last block cut short, or
+    // whole but not what was hashed (both run to the end of the file).
+    for torn in ["cut", "garbled"] {
+        let env = Env::watched("catch-up torn tail", Duration::from_secs(60));
+        let (r, mut w) = ring(&env, "t", 16);
+        publish_payloads(&mut w, 1, 1100);
+        let dir = env.path("ledger");
+        let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
+        record(&mut l, id, 1, 1010);
+        drop(l);
+        let seg = dir.join("seg-0000000001.hxl");
+        let len = std::fs::metadata(&seg).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        match torn {
+            "cut" => f.set_len(len - 200).unwrap(),
+            _ => std::os::unix::fs::FileExt::write_all_at(&f, b"\xff\xfe", len - 100).unwrap(),
+        }
+        drop(f);
+        let mut c = CatchUpReader::open(&env.ns, "t", &dir, 1, &ReaderOptions::named("catchup")).unwrap();
+        assert_eq!(read_to(&mut c, 1001), expect(1, 1001, &[]), "{torn}");
+        // 1001 is neither in the ledger nor in the ring (1085..=1100): wait.
+        for _ in 0..3 {
+            let got = c.try_read(&mut [0u8; 64]);
+            assert!(matches!(got, Err(CatchUpError::Empty)), "{torn}: {got:?}");
+        }
+        assert_eq!(c.cursor(), 1001);
+        let tail = c.ledger_tail().map(str::to_owned);
+        assert!(tail.as_deref().is_some_and(|t| t.starts_with("offset ")), "{torn}: {tail:?}");
+        // The recorder starts again: it cuts the torn tail and records on.
+        let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
+        record(&mut l, id, 1001, 1100);
+        drop(l);
+        assert_eq!(read_to(&mut c, 1101), expect(1001, 1101, &[]), "{torn}");
+        assert_eq!(c.stats().lost, 0);
+    }
+}
+
+/// The recorder on ring `ring`, logging to `ledger.log` in the scratch folder.
+fn recorder(env: &Env, ring: &str) -> Reaped {
+    let log = OpenOptions::new().create(true).append(true).open(env.path("ledger.log")).unwrap();
+    // Signed, so the reader reads past the CHECKPOINTs a recorder writes
+    // at its start and at each segment's close.
+    let key = env.path("ledger.key");
+    if !key.exists() {
+        let made = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("keygen").arg(&key).output().unwrap();
+        assert!(made.status.success(), "keygen: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_helix-ledger"));
+    cmd.args(["--ring", ring, "--fsync-interval-ms", "5", "--segment-size-mib", "1", "--checkpoint-interval-s", "1"])
+        .arg("--key")
+        .arg(&key)
+        .arg("--dir")
+        .arg(env.path("ledger"))
+        .env("HELIX_NAMESPACE", env.ns.as_str())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(Stdio::null())
+        .stderr(log);
+    Reaped::new(cmd.spawn().unwrap())
+}
+
+/// The next sequence the ledger in `dir` expects from `ring` (1 before it
+/// recorded any).
+fn recorded_next(dir: &Path, ring: &str) -> u64 {
+    match helix::ledger::head(dir) {
+        Ok(Ok(h)) => h.rings.iter().find(|(n, _)| n == ring).map_or(1, |r| r.1),
+        _ => 1,
+    }
+}
+
+/// A writer thread at about 100 kHz (100 frames a millisecond) on ring
+/// `t`, until `stop` is set, then it stops; it returns the last sequence.
+fn writer_at_100khz(mut w: Writer, stop: Arc<AtomicBool>, published: Arc<AtomicU64>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut seq = 0;
+        let start = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            publish_payloads(&mut w, seq + 1, seq + 100);
+            seq += 100;
+            published.store(seq, Ordering::Relaxed);
+            // Paced, not timed: 100 frames per millisecond on average.
+            let due = start + Duration::from_micros(seq * 10);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        seq
+    })
+}
+
+#[test]
+fn under_a_live_100khz_writer_a_catch_up_from_long_gone_reads_every_sequence_once_across_the_join() {
+    let env = Env::watched("catch-up under a live writer", Duration::from_secs(120));
+    // 256 slots: at 100 kHz the ring laps every 2.6 ms.
+    let (r, w) = ring(&env, "t", 256);
+    let mut rec = recorder(&env, "t");
+    let dir = env.path("ledger");
+    // The recorder gates the writer from its first frame on.
+    while !r.stats().readers.iter().any(|x| x.name == "helix-ledger" && x.alive) {
+        if let Some(status) = rec.0.try_wait().unwrap() {
+            panic!("helix-ledger exited ({status})");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (stop, published) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let mut writer = Some(writer_at_100khz(w, stop.clone(), published.clone()));
+    // Wait until the ledger holds 50,000 frames: the first are long gone
+    // from the ring.
+    while recorded_next(&dir, "t") <= 50_000 {
+        if let Some(status) = rec.0.try_wait().unwrap() {
+            panic!("helix-ledger exited ({status})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 1, &ReaderOptions::named("catchup")).unwrap();
+    assert!(!c.is_live());
+    // Read through the join, and on live until 20,000 frames came from
+    // the ring; only then does the writer stop.
+    let (mut buf, mut want) = ([0u8; 64], [0u8; 64]);
+    let mut expect_seq = 1;
+    let mut last = None;
+    loop {
+        if last.is_none() && c.stats().from_ring >= 20_000 {
+            stop.store(true, Ordering::Relaxed);
+            last = Some(writer.take().unwrap().join().unwrap());
+        }
+        if last.is_some_and(|l| expect_seq > l) {
+            break;
+        }
+        match c.read_timeout(&mut buf, Duration::from_millis(50)) {
+            Ok(info) => {
+                assert_eq!(info.seq, expect_seq, "no gap, no duplicate (stats {:?})", c.stats());
+                let len = payload_len(info.seq, 64);
+                payload(info.seq, len, &mut want);
+                assert_eq!(&buf[..info.len], &want[..len], "payload of sequence {}", info.seq);
+                expect_seq += 1;
+            }
+            Err(CatchUpError::Empty) => {}
+            Err(e) => panic!("at sequence {expect_seq}: {e} (stats {:?})", c.stats()),
+        }
+    }
+    let s = c.stats();
+    assert!(s.from_ledger >= 50_000 && s.joins >= 1 && s.lost == 0, "{s:?}");
+    assert_eq!(s.from_ledger + s.from_ring, last.unwrap());
+    eprintln!("catch-up: {s:?}, writer published {}", published.load(Ordering::Relaxed));
+    drop(c);
+    rec.terminate();
+}
+
+#[test]
+fn helixctl_tail_and_helix_bench_attach_catch_up_from_the_ledger() {
+    let env = Env::watched("catch-up programs", Duration::from_secs(120));
+    let (r, mut w) = ring(&env, "t", 16);
+    publish_payloads(&mut w, 1, 500);
+    let dir = env.path("ledger");
+    let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
+    record(&mut l, id, 1, 100);
+    l.append_gap(id, 101, 110, 1);
+    record(&mut l, id, 111, 500);
+    drop(l);
+    let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+        .args(["--namespace", env.ns.as_str(), "--json", "tail", "t", "--from", "50", "-n", "500", "--ledger"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seqs: Vec<u64> = lines.iter().filter_map(|l| l["seq"].as_u64()).collect();
+    assert_eq!(seqs, (50..=100).chain(111..=500).collect::<Vec<_>>());
+    let gaps: Vec<_> = lines.iter().filter(|l| l["type"] == "overrun").collect();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!((gaps[0]["lost"].as_u64(), gaps[0]["resume_at"].as_u64()), (Some(10), Some(111)));
+    // A start the ledger no longer holds: the error names the first it does.
+    let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+        .args(["--namespace", env.ns.as_str(), "tail", "t", "--from", "600", "--ledger"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("sequence 600 is in the future"), "{err}");
+    // No ledger folder: the ring alone, its loss printed as an overrun.
+    let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
+        .args(["--namespace", env.ns.as_str(), "tail", "t", "--from", "1", "-n", "2", "--ledger"])
+        .arg(env.path("no-such-ledger"))
+        .output()
+        .unwrap();
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && err.contains("no ledger in"), "{err}");
+    assert!(text.starts_with("-- overrun: 484 frames lost, resuming at 485\n485 "), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_helix-bench"))
+        .args(["attach", "t", "--from", "1", "--seconds", "0.3", "--ledger"])
+        .arg(&dir)
+        .env("HELIX_NAMESPACE", env.ns.as_str())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("frames: 490 ") && text.contains("lost: 10"), "{text}");
+    assert!(text.contains("catch-up from 1: 490 frames from the ledger") && text.contains("joined the ring"), "{text}");
+}
