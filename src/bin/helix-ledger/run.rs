@@ -31,7 +31,7 @@ use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
 use helix::ledger::format::RingDecl;
 use helix::ledger::sign::Reason;
 use helix::ledger::store::{Ledger, LedgerError};
-use helix::{Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
+use helix::{Namespace, Policy, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
 
 /// Frames read from one ring per batch, at most (a batch is one block: see
 /// `Tap::batch`).
@@ -526,20 +526,33 @@ fn idle(
     } else if let Some(d) = ledger.sync_due_in(fsync_interval) {
         timeout = timeout.min(d);
     }
-    if idle_polls <= QUIET_POLLS {
-        std::thread::sleep(timeout.min(POLL));
-        return Ok(());
-    }
-    match taps.iter_mut().filter_map(|t| t.reader.as_mut()).collect::<Vec<_>>().as_mut_slice() {
-        [] => std::thread::sleep(timeout),
-        [only] => {
-            let _ = only.wait_timeout(timeout);
-        }
-        // A reader parks on its own ring's futex only: with several rings,
-        // keep polling.
-        _ => std::thread::sleep(timeout.min(POLL)),
+    let mut readers: Vec<&mut Tap> = taps.iter_mut().filter(|t| t.reader.is_some()).collect();
+    match readers.as_mut_slice() {
+        [] if idle_polls > QUIET_POLLS => std::thread::sleep(timeout),
+        [only] if idle_polls > QUIET_POLLS => park(only, timeout),
+        // Polling: frames flow, or several rings (a reader parks on its own
+        // ring's futex only). Between polls the ledger waits on
+        // control.log's futex, if it records it: helixd holds each command
+        // until the ledger has read its record, so that ring wakes it at
+        // once (a command is a wake-up, and rare), while the other rings'
+        // frames wait for the poll.
+        rings => match rings.iter_mut().find(|t| t.name == helix::control::LOG_RING) {
+            Some(log) => park(log, timeout.min(POLL)),
+            None => std::thread::sleep(timeout.min(POLL)),
+        },
     }
     Ok(())
+}
+
+/// Waits up to `timeout` for a frame on `tap`'s ring. A wait that ends at
+/// once without one (the ring damaged: the housekeeping deals with it)
+/// sleeps instead, so the loop never spins.
+fn park(tap: &mut Tap, timeout: Duration) {
+    let reader = tap.reader.as_mut().expect("an attached tap");
+    match reader.wait_timeout(timeout) {
+        Ok(()) | Err(ReadError::Timeout) => {}
+        Err(_) => std::thread::sleep(timeout),
+    }
 }
 
 /// The one-line status: rings, rate, gaps, segment.

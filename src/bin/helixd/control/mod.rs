@@ -46,9 +46,10 @@ const MAX_QUEUED: usize = 1024;
 /// How long the thread sleeps on the doorbell while nothing is queued.
 const IDLE: Duration = Duration::from_millis(100);
 /// How often it looks again while commands wait (for the ledger, a source):
-/// this is added to a command's time to effect, so it is short; the thread
-/// looks this often only while commands wait.
-const BUSY: Duration = Duration::from_micros(200);
+/// up to this is added to a command's time to effect, so it is short; the
+/// thread looks this often only while commands wait (a millisecond or so a
+/// command: a few dozen wake-ups).
+const BUSY: Duration = Duration::from_micros(50);
 
 /// Counters for helixd's STATUS line.
 #[derive(Debug, Default)]

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use super::plant::Inbox;
+
 /// How much time's worth of samples a wake-up of the source publishes, at
 /// least (a slower source wakes once per sample). Every wake-up costs the
 /// source a sleep and a context switch, and each parked reader a wake-up;
@@ -22,8 +24,9 @@ pub const MAX_SLEEP: Duration = Duration::from_millis(10);
 pub trait Clock {
     /// CLOCK_MONOTONIC (or the test's clock), ns.
     fn now_ns(&mut self) -> u64;
-    /// Returns at `t_ns` or a little later (at once if it has passed).
-    fn sleep_until(&mut self, t_ns: u64);
+    /// Returns at `t_ns` or a little later (at once if it has passed), or
+    /// earlier when a directive is posted to `inbox`.
+    fn sleep_until(&mut self, t_ns: u64, inbox: &Inbox);
 }
 
 /// The real clock: CLOCK_MONOTONIC and a sleeping thread.
@@ -34,11 +37,8 @@ impl Clock for Monotonic {
         helix::process::now_ns()
     }
 
-    fn sleep_until(&mut self, t_ns: u64) {
-        let now = helix::process::now_ns();
-        if t_ns > now {
-            std::thread::sleep(Duration::from_nanos(t_ns - now));
-        }
+    fn sleep_until(&mut self, t_ns: u64, inbox: &Inbox) {
+        inbox.sleep_until(t_ns);
     }
 }
 

@@ -5,7 +5,8 @@
 //! setpoint: a first-order lag ([`Lag`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use helix::control::Op;
 
@@ -39,10 +40,15 @@ pub struct Effect {
 
 /// Directives waiting for a source, and the effects it reports. The source
 /// looks at one flag per loop turn; the locks are taken only when it is set.
+/// A source sleeping between its wake-ups sleeps here
+/// ([`Inbox::sleep_until`]), so a directive wakes it at once rather than
+/// at its next tick: that wait was most of a command's time to effect.
 #[derive(Debug, Default)]
 pub struct Inbox {
     waiting: AtomicBool,
     queue: Mutex<Vec<Directive>>,
+    /// Signalled by [`Inbox::post`] (with `queue` held when the flag rose).
+    posted: Condvar,
     done: Mutex<Vec<Effect>>,
     /// The source has stopped taking directives (its thread ended).
     closed: AtomicBool,
@@ -51,8 +57,27 @@ pub struct Inbox {
 impl Inbox {
     /// Leaves `d` for the source.
     pub fn post(&self, d: Directive) {
-        lock(&self.queue).push(d);
+        let mut queue = lock(&self.queue);
+        queue.push(d);
+        // Raised with the lock held: a sleeper checks it under the lock, so
+        // it either sees it or is already waiting for the signal below.
         self.waiting.store(true, Ordering::Release);
+        drop(queue);
+        self.posted.notify_all();
+    }
+
+    /// The source's sleep: returns at `deadline_ns` (CLOCK_MONOTONIC) or
+    /// as soon as a directive waits, whichever comes first.
+    pub fn sleep_until(&self, deadline_ns: u64) {
+        let mut queue = lock(&self.queue);
+        loop {
+            let now = helix::process::now_ns();
+            if self.waiting.load(Ordering::Relaxed) || now >= deadline_ns {
+                return;
+            }
+            let timeout = Duration::from_nanos(deadline_ns - now);
+            queue = self.posted.wait_timeout(queue, timeout).unwrap_or_else(|e| e.into_inner()).0;
+        }
     }
 
     /// Whether directives wait (the source's side: one load).
@@ -127,6 +152,29 @@ mod tests {
         assert!((lag.level(11) - 32.0).abs() < 1e-12);
         assert!((lag.level(12) - 33.8).abs() < 1e-12);
         assert_eq!(lag.level(u64::MAX), 50.0);
+    }
+
+    /// A source asleep until its next tick wakes for a directive: the
+    /// sleep is ten minutes, the watchdog one; only the post can end it.
+    #[test]
+    fn a_directive_wakes_a_sleeping_source() {
+        let inbox = std::sync::Arc::new(Inbox::default());
+        let (done, woke) = std::sync::mpsc::channel();
+        let sleeper = {
+            let inbox = inbox.clone();
+            std::thread::spawn(move || {
+                inbox.sleep_until(helix::process::now_ns() + 600_000_000_000);
+                done.send(inbox.take()).unwrap();
+            })
+        };
+        let d = Directive { token: 7, op: Op::Set, stream: 3, value: 1.5 };
+        inbox.post(d);
+        let taken = woke.recv_timeout(Duration::from_secs(60)).expect("the sleeping source was not woken by the post");
+        assert_eq!(taken, Some(vec![d]));
+        sleeper.join().unwrap();
+        // Nothing posted: the sleep ends at its deadline.
+        inbox.sleep_until(helix::process::now_ns() + 1_000_000);
+        assert_eq!(inbox.take(), None);
     }
 
     #[test]

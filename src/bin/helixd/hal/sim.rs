@@ -152,7 +152,7 @@ impl Sim {
                 if course.paused {
                     state.behind_ns.store(0, Ordering::Relaxed);
                     state.tick();
-                    clock.sleep_until(now + TICK.as_nanos() as u64);
+                    clock.sleep_until(now + TICK.as_nanos() as u64, &state.inbox);
                     continue;
                 }
                 let due = samples.base_g + course.pacer.due(now);
@@ -176,7 +176,7 @@ impl Sim {
                     continue;
                 }
                 let now = clock.now_ns();
-                clock.sleep_until(course.pacer.wake_at(samples.since_base(), now));
+                clock.sleep_until(course.pacer.wake_at(samples.since_base(), now), &state.inbox);
             }
             Ok(())
         })();
@@ -392,7 +392,7 @@ mod tests {
         fn now_ns(&mut self) -> u64 {
             self.now
         }
-        fn sleep_until(&mut self, t_ns: u64) {
+        fn sleep_until(&mut self, t_ns: u64, _: &super::super::plant::Inbox) {
             self.wakes.push((self.now, self.state.behind_ns.load(Ordering::Relaxed)));
             self.now = self.now.max(t_ns);
             if self.stall > 0 && self.now >= self.stall_at {
