@@ -311,3 +311,34 @@ fn the_ledger_head_is_mirrored_once_per_change_and_anchored() {
     assert_eq!(heads(&w, &subject).0, published);
     assert_eq!(helix::ledger::anchor::read_anchors(&ledger).unwrap().list.len(), published);
 }
+
+#[test]
+fn a_stuck_link_stops_the_watchdog_pings() {
+    // The ledger's last segment is a FIFO nobody writes: reading the head
+    // blocks in open(2), as on a hung disk, and the mirror's loop stops.
+    let mut w = World::new("stuck link", Duration::from_secs(120));
+    let dir = Scratch::new(&format!("{}-stuck", w.tag));
+    let ledger = dir.0.join("ledger");
+    std::fs::create_dir_all(&ledger).unwrap();
+    let fifo = ledger.join("seg-0000000001.hxl");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let links = format!("[ledger]\ndir = \"{}\"\ninterval_ms = 20\n", ledger.display());
+    let path = config(&w, &dir.0, free_port(), &links);
+    let sock_path = dir.0.join("notify");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let mut cmd = bridge();
+    // A ping is due every 0.5 s; a loop that has not turned for 1 s is stuck.
+    cmd.arg("--config").arg(&path).env("NOTIFY_SOCKET", &sock_path).env("WATCHDOG_USEC", "1000000");
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    w.spawn(cmd);
+    notifications(&sock, |g| g.iter().any(|m| m.contains("READY=1")));
+    // STATUS comes every 2 s whatever the health: the second one is past
+    // the 1 s the stall may last before it counts; from there to the
+    // fourth, four seconds with eight pings due, none may be sent.
+    let status = |g: &[String]| g.iter().filter(|m| m.starts_with("STATUS=")).count();
+    notifications(&sock, |g| status(g) >= 2);
+    let after = notifications(&sock, |g| status(g) >= 2);
+    assert!(after.iter().all(|m| !m.contains("WATCHDOG=1")), "pinged while stuck: {after:?}");
+    // The world kills the process (SIGKILL ends a thread blocked in open).
+}
