@@ -156,6 +156,13 @@ fn one_process_exports_and_imports_by_its_configuration() {
     let child = w.spawn(cmd);
     let ready = notifications(&sock, |g| g.iter().any(|m| m.contains("READY=1")));
     assert!(ready.last().unwrap().contains("STATUS=2 links; export src"), "{ready:?}");
+    // What helixctl readers and stat show: the one process is src's gating
+    // reader helix-bridge and dst's writer.
+    let src = helix::RingView::attach(&w.ns, "src").unwrap().stats();
+    let dst = helix::RingView::attach(&w.ns, "dst").unwrap().stats();
+    let reader = src.readers.iter().find(|r| r.name == "helix-bridge").expect("no reader helix-bridge on src");
+    assert!(reader.alive && reader.gating, "{reader:?}");
+    assert!(dst.lease.alive && dst.lease.pid == Some(reader.pid), "{:?} {reader:?}", dst.lease);
 
     let mut buf = vec![0u8; 256];
     let opts = ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("check") };
