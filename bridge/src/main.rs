@@ -202,6 +202,11 @@ fn configured(path: Option<PathBuf>, check: bool, given: &[&str]) -> Result<()> 
     let path = path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     let cfg = conf::load(&path, config::parse)?;
     if check {
+        // What the service would fail on at start, found now: a credentials
+        // file this user cannot read.
+        if let Some(creds) = &cfg.server.credentials {
+            std::fs::File::open(creds).with_context(|| format!("NATS credentials file {}", creds.display()))?;
+        }
         print!("{}", cfg.report());
         return Ok(());
     }

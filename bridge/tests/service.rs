@@ -65,6 +65,16 @@ fn check_passes_on_the_packaged_default_and_names_a_bad_line() {
     let o = bridge().arg("--config").arg(dir.0.join("missing.toml")).arg("--check").output().unwrap();
     assert!(!o.status.success() && out(&o).contains("missing.toml: cannot read"), "{}", out(&o));
 
+    // --check reads the credentials file, as the service would at start.
+    let creds = dir.0.join("bridge.creds");
+    std::fs::write(&bad, format!("[nats]\ncredentials = \"{}\"\n", creds.display())).unwrap();
+    let o = bridge().arg("--config").arg(&bad).arg("--check").output().unwrap();
+    let want = format!("NATS credentials file {}: No such file", creds.display());
+    assert!(!o.status.success() && out(&o).contains(&want), "{}", out(&o));
+    std::fs::write(&creds, "").unwrap();
+    let o = bridge().arg("--config").arg(&bad).arg("--check").output().unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+
     // The file is the whole configuration: the ad-hoc flags are refused
     // beside it, and a command is refused with --config or --check.
     let o = bridge().arg("--config").arg(&default).args(["--server", "nats://10.0.0.1:4222"]).output().unwrap();
