@@ -31,6 +31,15 @@ pub struct Counters {
     pub rejected: AtomicU64,
     /// Publishes that failed and were sent again from the ring (export).
     pub retries: AtomicU64,
+    /// Turns of the link's loop: the watchdog's evidence that it is not
+    /// stuck (not a metric).
+    pub beats: AtomicU64,
+    /// Ledger heads read (the head mirror).
+    pub heads_read: AtomicU64,
+    /// Records of the last head published (the head mirror).
+    pub head_records: AtomicU64,
+    /// Anchors recorded (the head mirror).
+    pub anchors: AtomicU64,
 }
 
 impl Counters {

@@ -75,6 +75,7 @@ pub async fn run(js: Context, ns: &Namespace, x: &Export, counters: Arc<Counters
         Counters::add(&counters.gaps, lost);
     }
     while !stop.load(Ordering::Relaxed) {
+        Counters::add(&counters.beats, 1);
         source.epoch = reader.writer_epoch();
         let sent = match next_message(&mut reader, &source, per_message)? {
             Next::Message(body, first, last) => Some(publish(&js, x, &source, body, first, last, "").await),

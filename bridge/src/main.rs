@@ -6,37 +6,72 @@
 //! A program: no `unsafe` (the ring library holds what there is).
 #![forbid(unsafe_code)]
 
+// What the HELIX programs share (`src/bin/shared`) and the bridge uses: the
+// configuration errors with file:line, the systemd service runner and its
+// signals. The bridge uses part of each.
+#[allow(dead_code)]
+#[path = "../../src/bin/shared/conf.rs"]
+mod conf;
+mod config;
 mod counters;
 mod export;
+mod head;
 mod import;
+mod links;
 mod metrics;
 mod nats;
+mod serve;
+#[allow(dead_code)]
+#[path = "../../src/bin/shared/service.rs"]
+mod service;
+#[allow(dead_code)]
+#[path = "../../src/bin/shared/signal.rs"]
+mod signal;
 mod wire;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-use clap::{Args, Parser, Subcommand};
-use futures::StreamExt;
+use anyhow::{bail, Context as _, Result};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use helix::Namespace;
-use tracing::{info, warn};
+use tracing::info;
 
 use counters::Counters;
-use import::Importer;
+use links::Ctx;
 
 #[derive(Parser, Debug)]
 #[command(name = "helix-bridge", version, about = "Mirrors HELIX rings across hosts through NATS JetStream")]
 struct Cli {
+    /// Run the links of this configuration file (the service; default
+    /// /etc/helix/bridge.toml when no command is given).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration file, print what it configures, and exit.
+    #[arg(long)]
+    check: bool,
+    /// Print the packaged default configuration (every link commented out) and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Print the man page (roff) and exit.
+    #[arg(long)]
+    man: bool,
+    /// Print a shell completion script and exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
     #[command(flatten)]
     common: Common,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
+
+/// The flags of ad-hoc use, which a configuration file replaces.
+const COMMON_FLAGS: [&str; 8] =
+    ["servers", "creds", "stream", "replicas", "stream_max_bytes", "site", "namespace", "metrics"];
 
 #[derive(Args, Debug)]
 struct Common {
@@ -113,46 +148,136 @@ struct ImportArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if cli.man {
+        return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e.into()),
+        };
+    }
+    if cli.print_default_config {
+        print!("{}", config::DEFAULT_TEXT);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(shell) = cli.completions {
+        clap_complete::generate(shell, &mut Cli::command(), "helix-bridge", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("helix-bridge: {e:#}");
-            ExitCode::FAILURE
+    let given: Vec<&str> =
+        COMMON_FLAGS.into_iter().filter(|f| matches.value_source(f) == Some(ValueSource::CommandLine)).collect();
+    let result = match (&cli.command, cli.check) {
+        (Some(_), true) => Err(anyhow::anyhow!("--check checks a configuration file: give no command with it")),
+        (Some(_), false) if cli.config.is_some() => {
+            Err(anyhow::anyhow!("--config runs the file's links: give no command with it (or no --config)"))
         }
+        (Some(command), false) => run(&cli.common, command),
+        (None, check) => configured(cli.config, check, &given),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    let ns = match &cli.common.namespace {
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("helix-bridge: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// The service: the links of `path` (default /etc/helix/bridge.toml), or
+/// with `check` only what it configures. The file is the whole
+/// configuration: the ad-hoc flags are refused beside it.
+fn configured(path: Option<PathBuf>, check: bool, given: &[&str]) -> Result<()> {
+    if let Some(flag) = given.first() {
+        bail!(
+            "--{} is a flag of the export and import commands; with a configuration file, set it in the file",
+            if *flag == "servers" { "server".to_owned() } else { flag.replace('_', "-") }
+        );
+    }
+    let path = path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let cfg = conf::load(&path, config::parse)?;
+    if check {
+        // What the service would fail on at start, found now: a credentials
+        // file this user cannot read.
+        if let Some(creds) = &cfg.server.credentials {
+            std::fs::File::open(creds).with_context(|| format!("NATS credentials file {}", creds.display()))?;
+        }
+        print!("{}", cfg.report());
+        return Ok(());
+    }
+    info!("configuration {}:\n{}", path.display(), cfg.report().trim_end());
+    serve::run(cfg)
+}
+
+/// One link from the flags (`export` or `import`).
+fn run(common: &Common, command: &Command) -> Result<()> {
+    let ns = match &common.namespace {
         Some(n) => Namespace::new(n),
         None => Namespace::from_env(),
     }
     .context("HELIX namespace")?;
     let server = nats::Server {
-        urls: cli.common.servers.clone(),
-        credentials: cli.common.creds.clone(),
-        stream: cli.common.stream.clone(),
-        stream_subjects: vec![format!("helix.{}.>", nats::token(&cli.common.site))],
-        replicas: cli.common.replicas,
-        max_bytes: cli.common.stream_max_bytes,
+        urls: common.servers.clone(),
+        credentials: common.creds.clone(),
+        stream: common.stream.clone(),
+        stream_subjects: vec![format!("helix.{}.>", nats::token(&common.site))],
+        replicas: common.replicas,
+        max_bytes: common.stream_max_bytes,
         max_age: Duration::ZERO,
+        duplicate_window: Duration::from_secs(120),
         ack_timeout: Duration::from_secs(10),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
+    let c = Ctx { server, ns, counters: counters.clone(), stop: stop.clone(), ready: Arc::new(AtomicBool::new(false)) };
+    let (direction, ring) = match command {
+        Command::Export(a) => ("export", a.ring.clone()),
+        Command::Import(a) => ("import", a.ring.clone()),
+    };
+    if let Some(addr) = &common.metrics {
+        metrics::spawn(addr, vec![metrics::Link { direction, ring, counters: counters.clone() }])?;
+    }
     rt.block_on(async {
         watch_signals(stop.clone())?;
-        let r = Run { ns: &ns, common: &cli.common, server: &server, counters: counters.clone(), stop: &stop };
-        match &cli.command {
-            Command::Export(a) => export(r, a).await,
-            Command::Import(a) => import(r, a).await,
+        match command {
+            Command::Export(a) => links::export(&c, &export_link(a, &common.site)?).await,
+            Command::Import(a) => {
+                let i = config::Import {
+                    source_host: a.source_host.clone(),
+                    source_ring: a.source_ring.clone(),
+                    ring: a.ring.clone(),
+                    max_pending: a.max_pending.max(1),
+                };
+                links::import(&c, &common.site, &i).await
+            }
         }
     })?;
     info!("stopped: {}", counters.summary());
     Ok(())
+}
+
+/// The export `export --ring ...` asks for.
+fn export_link(a: &ExportArgs, site: &str) -> Result<export::Export> {
+    let host = match &a.host {
+        Some(h) => h.clone(),
+        None => hostname()?,
+    };
+    Ok(export::Export {
+        subject: nats::subject(site, &host, &a.ring),
+        ring: a.ring.clone(),
+        host,
+        reader_name: config::READER_NAME.into(),
+        gating: !a.non_gating,
+        max_in_flight: a.max_in_flight.max(1),
+        max_frames: a.max_frames.max(1),
+        max_bytes: a.max_message_bytes,
+    })
 }
 
 /// SIGTERM and SIGINT set `stop`; the loops see it within 200 ms.
@@ -170,87 +295,4 @@ fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
 fn hostname() -> Result<String> {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname").context("reading this host's name")?;
     Ok(h.trim().to_owned())
-}
-
-/// What both directions run with.
-struct Run<'a> {
-    ns: &'a Namespace,
-    common: &'a Common,
-    server: &'a nats::Server,
-    counters: Arc<Counters>,
-    stop: &'a AtomicBool,
-}
-
-async fn export(r: Run<'_>, a: &ExportArgs) -> Result<()> {
-    let Run { ns, common: c, server, counters, stop } = r;
-    if let Some(addr) = &c.metrics {
-        metrics::spawn(addr, counters.clone(), "export", a.ring.clone())?;
-    }
-    let host = match &a.host {
-        Some(h) => h.clone(),
-        None => hostname()?,
-    };
-    let x = export::Export {
-        subject: nats::subject(&c.site, &host, &a.ring),
-        ring: a.ring.clone(),
-        host,
-        reader_name: "helix-bridge".into(),
-        gating: !a.non_gating,
-        max_in_flight: a.max_in_flight.max(1),
-        max_frames: a.max_frames.max(1),
-        max_bytes: a.max_message_bytes,
-    };
-    let js = nats::connect(server, "helix-bridge export", counters.clone()).await?;
-    nats::stream(&js, server).await?;
-    export::run(js, ns, &x, counters, stop).await
-}
-
-async fn import(r: Run<'_>, a: &ImportArgs) -> Result<()> {
-    let Run { ns, common: c, server, counters, stop } = r;
-    if let Some(addr) = &c.metrics {
-        metrics::spawn(addr, counters.clone(), "import", a.ring.clone())?;
-    }
-    let (mut imp, place) = Importer::open(ns, &a.ring, &a.source_host, &a.source_ring, a.max_pending.max(1))?;
-    imp.counters = counters.clone();
-    let js = nats::connect(server, "helix-bridge import", counters).await?;
-    let stream = nats::stream(&js, server).await?;
-    let subject = nats::subject(&c.site, &a.source_host, &a.source_ring);
-    info!("importing {subject} into ring {} from stream sequence {}", a.ring, place.resume.max(1));
-    let mut next = place.resume;
-    let mut last_arrival = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let config = OrderedConfig {
-            filter_subject: subject.clone(),
-            deliver_policy: match next {
-                0 => DeliverPolicy::All,
-                s => DeliverPolicy::ByStartSequence { start_sequence: s },
-            },
-            ..Default::default()
-        };
-        let consumer = stream.create_consumer(config).await.map_err(|e| anyhow::anyhow!("creating a consumer: {e}"))?;
-        let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("consuming: {e}"))?;
-        while !stop.load(Ordering::Relaxed) {
-            match tokio::time::timeout(Duration::from_millis(200), messages.next()).await {
-                Err(_) => {
-                    if imp.pending() > 0 && last_arrival.elapsed() >= import::HOLE_TIMEOUT {
-                        imp.fill_hole("nothing arrived to fill it for 10 s")?;
-                    }
-                }
-                Ok(Some(Ok(msg))) => {
-                    let seq =
-                        msg.info().map_err(|e| anyhow::anyhow!("a message without stream info: {e}"))?.stream_sequence;
-                    imp.offer(seq, &msg.payload)?;
-                    next = seq + 1;
-                    last_arrival = Instant::now();
-                }
-                Ok(Some(Err(e))) => {
-                    warn!("consuming {subject}: {e}; consuming again from stream sequence {next}");
-                    break;
-                }
-                Ok(None) => break,
-            }
-        }
-    }
-    info!("importer stopped at source sequence {}", imp.hwm());
-    Ok(())
 }

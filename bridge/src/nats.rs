@@ -28,6 +28,8 @@ pub struct Server {
     pub max_bytes: i64,
     /// Largest age of a message (0: unlimited).
     pub max_age: Duration,
+    /// JetStream drops a message whose `Nats-Msg-Id` it saw within this.
+    pub duplicate_window: Duration,
     /// How long an acknowledgement may take before the publish counts as
     /// failed.
     pub ack_timeout: Duration,
@@ -77,7 +79,7 @@ pub async fn stream(js: &jetstream::Context, server: &Server) -> Result<stream::
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         discard: stream::DiscardPolicy::Old,
-        duplicate_window: Duration::from_secs(120),
+        duplicate_window: server.duplicate_window,
         ..Default::default()
     };
     js.get_or_create_stream(config).await.map_err(|e| anyhow::anyhow!("JetStream stream {:?}: {e}", server.stream))

@@ -1,0 +1,112 @@
+//! One link of the bridge, from connecting to NATS to stopping: an export,
+//! an import or the ledger head mirror. The ad-hoc commands run one; the
+//! service (`--config`) runs each configured link on a thread of its own.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use futures::StreamExt;
+use helix::Namespace;
+use tracing::{info, warn};
+
+use crate::config::{Import, LedgerMirror};
+use crate::counters::Counters;
+use crate::export::Export;
+use crate::import::{self, Importer};
+use crate::{head, nats};
+
+/// What every link runs with: the server and stream, the local rings'
+/// namespace, its counters, the stop flag, and the flag it sets once it is
+/// connected and ready to move data (the service's READY=1 waits for all).
+pub struct Ctx {
+    pub server: nats::Server,
+    pub ns: Namespace,
+    pub counters: Arc<Counters>,
+    pub stop: Arc<AtomicBool>,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Connects and finds (or creates) the stream, trying again every 2 s
+/// while JetStream does not answer (a server that is not up yet, a cluster
+/// without a leader) until stopped; then the link is ready.
+async fn connect(c: &Ctx, name: &str) -> Result<(jetstream::Context, jetstream::stream::Stream)> {
+    let js = nats::connect(&c.server, name, c.counters.clone()).await?;
+    loop {
+        match nats::stream(&js, &c.server).await {
+            Ok(stream) => {
+                c.ready.store(true, Ordering::Relaxed);
+                return Ok((js, stream));
+            }
+            Err(e) if c.stop.load(Ordering::Relaxed) => return Err(e),
+            Err(e) => {
+                warn!("{name}: {e:#}; trying again in 2 s");
+                Counters::add(&c.counters.beats, 1);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Exports ring `x.ring` until stopped.
+pub async fn export(c: &Ctx, x: &Export) -> Result<()> {
+    let (js, _) = connect(c, "helix-bridge export").await?;
+    crate::export::run(js, &c.ns, x, c.counters.clone(), &c.stop).await
+}
+
+/// Imports `a.source_host`'s ring `a.source_ring` into ring `a.ring` until
+/// stopped.
+pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
+    let (mut imp, place) = Importer::open(&c.ns, &a.ring, &a.source_host, &a.source_ring, a.max_pending.max(1))?;
+    imp.counters = c.counters.clone();
+    let (_, stream) = connect(c, "helix-bridge import").await?;
+    let subject = nats::subject(site, &a.source_host, &a.source_ring);
+    info!("importing {subject} into ring {} from stream sequence {}", a.ring, place.resume.max(1));
+    let mut next = place.resume;
+    let mut last_arrival = Instant::now();
+    while !c.stop.load(Ordering::Relaxed) {
+        let config = OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: match next {
+                0 => DeliverPolicy::All,
+                s => DeliverPolicy::ByStartSequence { start_sequence: s },
+            },
+            ..Default::default()
+        };
+        let consumer = stream.create_consumer(config).await.map_err(|e| anyhow::anyhow!("creating a consumer: {e}"))?;
+        let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("consuming: {e}"))?;
+        while !c.stop.load(Ordering::Relaxed) {
+            Counters::add(&c.counters.beats, 1);
+            match tokio::time::timeout(Duration::from_millis(200), messages.next()).await {
+                Err(_) => {
+                    if imp.pending() > 0 && last_arrival.elapsed() >= import::HOLE_TIMEOUT {
+                        imp.fill_hole("nothing arrived to fill it for 10 s")?;
+                    }
+                }
+                Ok(Some(Ok(msg))) => {
+                    let seq =
+                        msg.info().map_err(|e| anyhow::anyhow!("a message without stream info: {e}"))?.stream_sequence;
+                    imp.offer(seq, &msg.payload)?;
+                    next = seq + 1;
+                    last_arrival = Instant::now();
+                }
+                Ok(Some(Err(e))) => {
+                    warn!("consuming {subject}: {e}; consuming again from stream sequence {next}");
+                    break;
+                }
+                Ok(None) => break,
+            }
+        }
+    }
+    info!("importer stopped at source sequence {}", imp.hwm());
+    Ok(())
+}
+
+/// Mirrors the ledger head of `m.dir` until stopped.
+pub async fn ledger(c: &Ctx, host: &str, m: &LedgerMirror) -> Result<()> {
+    let (js, _) = connect(c, "helix-bridge ledger").await?;
+    head::run(&js, &c.server.stream, host, m, &c.counters, &c.stop).await
+}

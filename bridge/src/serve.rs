@@ -1,0 +1,181 @@
+//! The service: every link of the configuration in one process, each on a
+//! thread of its own with a single-threaded tokio runtime (the ring reads
+//! wait on a futex for up to 100 ms, so links must not share a runtime
+//! thread), supervised from the main thread: READY=1 once every link is
+//! connected, WATCHDOG=1 while every link's loop turns, STATUS with each
+//! link's frames/s. A link that fails stops the process with its error;
+//! systemd restarts it (Restart=on-failure), and each link resumes from its
+//! ring (docs/bridge.md, "Guarantees").
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::links::{self, Ctx};
+use crate::metrics::{self, Link};
+use crate::service::{fmt_rate, Event, Service};
+
+/// A running link.
+struct Running {
+    link: Link,
+    ready: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+    /// Beats and frames at the last look, and when the beats last moved.
+    beats: u64,
+    moved: Instant,
+    frames: u64,
+}
+
+impl Running {
+    fn name(&self) -> String {
+        format!("{} {}", self.link.direction, self.link.ring)
+    }
+}
+
+/// Starts link `name` on a thread of its own.
+fn start<F>(c: Ctx, link: Link, body: F) -> Result<Running>
+where
+    F: AsyncFnOnce(&Ctx) -> Result<()> + Send + 'static,
+{
+    let ready = c.ready.clone();
+    let name = format!("{} {}", link.direction, link.ring);
+    let thread = std::thread::Builder::new()
+        .name(format!("{}-{}", link.direction, link.ring).chars().take(15).collect())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let r = rt.block_on(body(&c)).with_context(|| name.clone());
+            // A link that ends stops the others: the process ends with it.
+            c.stop.store(true, Ordering::Relaxed);
+            r
+        })
+        .context("starting a link's thread")?;
+    Ok(Running { link, ready, thread: Some(thread), beats: 0, moved: Instant::now(), frames: 0 })
+}
+
+/// Starts every configured link.
+fn start_all(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<Vec<Running>> {
+    let ctx = || Ctx {
+        server: cfg.server.clone(),
+        ns: cfg.namespace.clone(),
+        counters: Arc::new(Counters::default()),
+        stop: stop.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    let link = |direction, ring: &str, c: &Ctx| Link { direction, ring: ring.to_owned(), counters: c.counters.clone() };
+    let mut out = vec![];
+    for x in &cfg.exports {
+        let (c, x) = (ctx(), x.clone());
+        let l = link("export", &x.ring, &c);
+        out.push(start(c, l, async move |c: &Ctx| links::export(c, &x).await)?);
+    }
+    for a in &cfg.imports {
+        let (c, a, site) = (ctx(), a.clone(), cfg.site.clone());
+        let l = link("import", &a.ring, &c);
+        out.push(start(c, l, async move |c: &Ctx| links::import(c, &site, &a).await)?);
+    }
+    if let Some(m) = &cfg.ledger {
+        let (c, m, host) = (ctx(), m.clone(), cfg.host.clone());
+        let l = link("ledger", &m.dir.display().to_string(), &c);
+        out.push(start(c, l, async move |c: &Ctx| links::ledger(c, &host, &m).await)?);
+    }
+    Ok(out)
+}
+
+/// Runs the configuration until SIGTERM or SIGINT, or a link fails.
+pub fn run(cfg: Config) -> Result<()> {
+    if cfg.links() == 0 {
+        bail!("no link configured ([[export]], [[import]] or [ledger]): nothing to run");
+    }
+    // Before any thread starts: the signals are blocked in all of them.
+    let mut svc = Service::start(Duration::from_secs(2), Duration::from_secs(60))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut running = start_all(&cfg, &stop)?;
+    if let Some(addr) = cfg.metrics {
+        metrics::spawn(&addr.to_string(), running.iter().map(|r| r.link.clone()).collect())?;
+    }
+    let (mut ready, mut status_at) = (false, Instant::now());
+    // Until a signal, or a link ended (it set `stop`).
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(Event::Stop(_)) = svc.signal(Duration::from_millis(100))? {
+            break;
+        }
+        let now = Instant::now();
+        if !ready && running.iter().all(|r| r.ready.load(Ordering::Relaxed)) {
+            ready = true;
+            status_at = now;
+            svc.ready(&status(&mut running, Duration::ZERO));
+        }
+        if ready {
+            // Every link looked at (each logs its own stall), then all healthy.
+            svc.ping(now, |wd| running.iter_mut().map(|r| beat(r, now, wd)).filter(|h| !h).count() == 0);
+            if svc.status_due(now) {
+                let s = status(&mut running, now - status_at);
+                status_at = now;
+                svc.status(now, &s);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    svc.stopping();
+    let result = finish(&mut running);
+    svc.stopped(&status(&mut running, Duration::ZERO));
+    result
+}
+
+/// Whether link `r`'s loop turned within the watchdog's timeout `wd`.
+fn beat(r: &mut Running, now: Instant, wd: Duration) -> bool {
+    let beats = Counters::get(&r.link.counters.beats);
+    if beats != r.beats || !r.ready.load(Ordering::Relaxed) {
+        r.beats = beats;
+        r.moved = now;
+    }
+    let healthy = now - r.moved < wd;
+    if !healthy {
+        warn!("{}: its loop has not turned for {:?}: not pinging the watchdog", r.name(), now - r.moved);
+    }
+    healthy
+}
+
+/// `N links; export telemetry 12.5k frames/s; ...` over the last `dt`.
+fn status(running: &mut [Running], dt: Duration) -> String {
+    let n = running.len();
+    let mut s = format!("{n} link{}", if n == 1 { "" } else { "s" });
+    for r in running.iter_mut() {
+        let c = &r.link.counters;
+        if r.link.direction == "ledger" {
+            s += &format!("; ledger head {} records", Counters::get(&c.head_records));
+            continue;
+        }
+        let frames = Counters::get(&c.frames);
+        let rate = if dt.is_zero() { 0.0 } else { (frames - r.frames) as f64 / dt.as_secs_f64() };
+        r.frames = frames;
+        s += &format!("; {} {} {}", r.link.direction, r.link.ring, fmt_rate(rate));
+    }
+    s
+}
+
+/// Joins every link; the first error (in link order) is the process's.
+fn finish(running: &mut [Running]) -> Result<()> {
+    let mut first = None;
+    for r in running {
+        let name = r.name();
+        let result = r.thread.take().map(|t| t.join().map_err(|_| anyhow!("{name}: its thread panicked")));
+        let result = match result {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        };
+        info!("{name} stopped: {}", r.link.counters.summary());
+        if let Err(e) = result {
+            tracing::error!("{e:#}");
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
