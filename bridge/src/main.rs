@@ -227,7 +227,7 @@ async fn import(r: Run<'_>, a: &ImportArgs) -> Result<()> {
             },
             ..Default::default()
         };
-        let consumer = stream.create_consumer(config).await.map_err(|e| anyhow::anyhow!("creating a consumer: {e}"))?;
+        let consumer = nats::ordered_consumer(&stream, config).await?;
         let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("consuming: {e}"))?;
         while !stop.load(Ordering::Relaxed) {
             match tokio::time::timeout(Duration::from_millis(200), messages.next()).await {

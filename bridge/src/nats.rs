@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use async_nats::jetstream::consumer::{pull::OrderedConfig, Consumer};
+use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
 use async_nats::jetstream::{self, stream};
 use tracing::{info, warn};
 
@@ -80,7 +83,58 @@ pub async fn stream(js: &jetstream::Context, server: &Server) -> Result<stream::
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };
-    js.get_or_create_stream(config).await.map_err(|e| anyhow::anyhow!("JetStream stream {:?}: {e}", server.stream))
+    let what = format!("JetStream stream {:?}", server.stream);
+    patiently(&what, |e: &CreateStreamError| passing_stream_error(e.kind()), || js.get_or_create_stream(config.clone()))
+        .await
+}
+
+/// An ordered consumer of `stream`, retried while the cluster cannot
+/// answer (see [`patiently`]).
+pub async fn ordered_consumer(stream: &stream::Stream, config: OrderedConfig) -> Result<Consumer<OrderedConfig>> {
+    let passing = |e: &ConsumerError| match e.kind() {
+        ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
+        ConsumerErrorKind::JetStream(e) => e.code() >= 500,
+        _ => false,
+    };
+    patiently("creating a consumer", passing, || stream.create_consumer(config.clone())).await
+}
+
+fn passing_stream_error(kind: CreateStreamErrorKind) -> bool {
+    match kind {
+        CreateStreamErrorKind::TimedOut
+        | CreateStreamErrorKind::JetStreamUnavailable
+        | CreateStreamErrorKind::Response => true,
+        CreateStreamErrorKind::JetStream(e) => e.code() >= 500,
+        _ => false,
+    }
+}
+
+/// How long a JetStream request that failed for a reason that passes is
+/// tried again: a cluster whose node died, or that just started, has no
+/// stream or meta leader for some seconds (its requests time out or answer
+/// 503) and elects one.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `op` until it succeeds, again every second while its error
+/// `passing` and [`PATIENCE`] has not run out; a lasting or other error is
+/// returned.
+async fn patiently<T, E, F, Fut>(what: &str, passing: impl Fn(&E) -> bool, mut op: F) -> Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if passing(&e) && tokio::time::Instant::now() < deadline => {
+                warn!("{what}: {e}; trying again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => anyhow::bail!("{what}: {e}"),
+        }
+    }
 }
 
 /// A subject token for a host or ring name: NATS subjects split at `.`, so
