@@ -3,13 +3,15 @@
 //! other two. Nodes can be killed with SIGKILL and started again on the
 //! same ports and store; all are killed and their folders removed on drop.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{free_port, nats_server_bin, register};
+
+#[path = "../../../src/bin/helix-bench/command/bridge/probe.rs"]
+mod probe;
+use probe::{dir_bytes, healthz};
 
 struct Node {
     name: String,
@@ -111,17 +113,7 @@ impl Cluster {
 
     /// Bytes the nodes' stores hold (the stream's files on disk).
     pub fn store_bytes(&self) -> u64 {
-        fn walk(p: &std::path::Path) -> u64 {
-            let Ok(entries) = std::fs::read_dir(p) else { return 0 };
-            entries
-                .flatten()
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => walk(&e.path()),
-                    _ => e.metadata().map_or(0, |m| m.len()),
-                })
-                .sum()
-        }
-        self.nodes.iter().map(|n| walk(&self.dir.join(&n.name))).sum()
+        self.nodes.iter().map(|n| dir_bytes(&self.dir.join(&n.name))).sum()
     }
 
     /// The nodes' logs, for a failure message.
@@ -134,16 +126,6 @@ impl Cluster {
         }
         out
     }
-}
-
-/// The HTTP status of `GET /healthz`, if the node answers.
-fn healthz(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_whitespace().nth(1).map(str::to_owned)
 }
 
 impl Drop for Cluster {

@@ -13,13 +13,14 @@ use clap::Args;
 
 use helix::WaitStrategy;
 
+use super::bridge::BridgeArgs;
 use super::capacity::{CapacityArgs, DEFAULT_STREAMS};
 use super::control::ControlArgs;
 use super::e2e::{E2eArgs, ProcessCpus, ProgramArgs};
 use super::fanin::{FaninArgs, DEFAULT_SIZES as DEFAULT_FANIN_SIZES};
 use super::ledger::LedgerArgs;
 use super::pingpong::{PingpongArgs, Transport, DEFAULT_SIZES};
-use super::render::{CAPACITY_JSON, CONTROL_JSON, FANIN_JSON, ONE_CPU_JSON};
+use super::render::{BRIDGE_JSON, CAPACITY_JSON, CONTROL_JSON, FANIN_JSON, ONE_CPU_JSON};
 use super::stream::{Mode, StreamArgs};
 use crate::document::{utc_now, write_pretty, Index, JsonArg, Step};
 use crate::machine::{cpu_steal_ticks, load_average, Machine};
@@ -67,6 +68,7 @@ pub enum Scenario {
     E2e(E2eArgs),
     Capacity(CapacityArgs),
     Control(ControlArgs),
+    Bridge(BridgeArgs),
 }
 
 impl Scenario {
@@ -80,6 +82,7 @@ impl Scenario {
             Scenario::E2e(_) => "e2e",
             Scenario::Capacity(_) => "capacity",
             Scenario::Control(_) => "control",
+            Scenario::Bridge(_) => "bridge",
         }
     }
 
@@ -93,6 +96,7 @@ impl Scenario {
             Scenario::E2e(a) => a.to_args(),
             Scenario::Capacity(a) => a.to_args(),
             Scenario::Control(a) => a.to_args(),
+            Scenario::Bridge(a) => a.to_args(),
         };
         std::iter::once(self.name().to_owned()).chain(flags).collect()
     }
@@ -109,6 +113,7 @@ impl Scenario {
             crate::Cmd::E2e(a) => Scenario::E2e(a),
             crate::Cmd::Capacity(a) => Scenario::Capacity(a),
             crate::Cmd::Control(a) => Scenario::Control(a),
+            crate::Cmd::Bridge(a) => Scenario::Bridge(a),
             _ => panic!("{} parsed as another verb", self.name()),
         }
     }
@@ -132,6 +137,7 @@ pub fn steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {
     steps.extend(e2e_steps(a, dir));
     steps.push((Scenario::Capacity(capacity_step(a, dir)), CAPACITY_JSON));
     steps.push((Scenario::Control(control_step(a, dir)), CONTROL_JSON));
+    steps.push((Scenario::Bridge(bridge_step(a, dir)), BRIDGE_JSON));
     steps
 }
 
@@ -308,6 +314,22 @@ fn control_step(a: &ReportArgs, dir: &Path) -> ControlArgs {
     }
 }
 
+/// helix-bridge through JetStream, R1 and R3, 64 B and 1 KiB frames: a
+/// minute or so in all (the programs found next to helix-bench, the
+/// server as `helix-bench bridge` finds it).
+fn bridge_step(a: &ReportArgs, dir: &Path) -> BridgeArgs {
+    BridgeArgs {
+        sizes: vec![64, 1024],
+        replicas: vec![1, 3],
+        frames: pick(a, 1_000_000, 20_000),
+        rate: 100_000,
+        seconds: pick(a, 5.0, 0.5),
+        bridge_bin: None,
+        nats_server: None,
+        out: json(dir, BRIDGE_JSON),
+    }
+}
+
 /// Runs `helix-bench report`; `namespace` is the `--namespace` given, if
 /// any, passed on to every scenario.
 pub fn run(a: ReportArgs, namespace: Option<&str>, exe: &Path) -> Result<()> {
@@ -416,7 +438,8 @@ mod tests {
                 "e2e.json",
                 "e2e-ledger-apart.json",
                 CAPACITY_JSON,
-                CONTROL_JSON
+                CONTROL_JSON,
+                BRIDGE_JSON
             ]
         );
         let line = |i: usize| steps[i].0.to_args().join(" ");
@@ -430,6 +453,7 @@ mod tests {
             "{}",
             line(8)
         );
-        assert_eq!(unpinned.len(), 8);
+        assert!(line(10).starts_with("bridge --sizes 64,1024 --replicas 1,3 --frames 1000000"), "{}", line(10));
+        assert_eq!(unpinned.len(), 9);
     }
 }
