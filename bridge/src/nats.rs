@@ -150,6 +150,36 @@ pub fn subject(site: &str, host: &str, ring: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
+    /// A passing error is tried again until the operation succeeds; a
+    /// lasting one is returned at once, named.
+    #[test]
+    fn passing_errors_are_tried_again_and_lasting_ones_are_not() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let calls = Cell::new(0);
+        let flaky = || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err("timed out")
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        let got = rt.block_on(super::patiently("op", |e: &&str| *e == "timed out", flaky));
+        assert_eq!(got.unwrap(), 3);
+        calls.set(0);
+        let lasting = || {
+            calls.set(calls.get() + 1);
+            async { Err::<(), _>("invalid name") }
+        };
+        let e = rt.block_on(super::patiently("creating X", |e: &&str| *e == "timed out", lasting)).unwrap_err();
+        assert_eq!((e.to_string(), calls.get()), ("creating X: invalid name".to_owned(), 1));
+    }
+
     #[test]
     fn subjects_keep_four_tokens() {
         assert_eq!(super::subject("plant", "gw1.lan", "control.log"), "helix.plant.gw1~lan.control~log");
