@@ -207,7 +207,9 @@ fn a_million_frames_cross_a_cluster_under_kill_9() {
                 let now = progress.load(Ordering::Relaxed);
                 allowed.store(now + 20_000 + LEAD, Ordering::Relaxed);
                 reach(&progress, now + 20_000, &mut [&mut ex, &mut im], &format!("node {node} down"));
+                eprintln!("{:6.1} s: 20,000 frames crossed with node {node} down", begun.elapsed().as_secs_f64());
                 cluster.restart(node, Duration::from_secs(60));
+                eprintln!("{:6.1} s: node {node} healthy again", begun.elapsed().as_secs_f64());
             }
         }
     }
@@ -219,6 +221,14 @@ fn a_million_frames_cross_a_cluster_under_kill_9() {
     assert_eq!((seen.frames, seen.gaps), (FRAMES, vec![]), "every frame once, no gap");
     let (ex_log, im_log) = (ex.stop(), im.stop());
     let summary = |log: &str| log.lines().rfind(|l| l.contains("stopped:")).unwrap_or("").to_owned();
+    // What the kills cost the bridges: publishes sent again, consumers
+    // made again, and why.
+    for line in ex_log.lines().filter(|l| l.contains("publishing again")) {
+        eprintln!("exporter: {line}");
+    }
+    for line in im_log.lines().filter(|l| l.contains("consuming again") || l.contains("trying again")) {
+        eprintln!("importer: {line}");
+    }
     eprintln!(
         "{FRAMES} frames in {:.1} s; exporter ended on its own {} times, importer {} times; stores {} bytes (3 replicas)\n\
          exporter: {}\nimporter: {}",

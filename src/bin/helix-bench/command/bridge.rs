@@ -52,11 +52,12 @@ pub struct BridgeArgs {
     /// Seconds of the paced run.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
-    /// The helix-bridge program (default: next to helix-bench, else PATH).
+    /// The helix-bridge program (default: $HELIX_BRIDGE, else next to
+    /// helix-bench, else on PATH).
     #[arg(long)]
     pub bridge_bin: Option<PathBuf>,
-    /// The nats-server program (default: $HELIX_NATS_SERVER, else PATH,
-    /// else /tmp/natsvenv/bin/nats-server).
+    /// The nats-server program (default: $HELIX_NATS_SERVER, else next to
+    /// helix-bench, else on PATH, else /tmp/natsvenv/bin/nats-server).
     #[arg(long)]
     pub nats_server: Option<PathBuf>,
     #[command(flatten)]
