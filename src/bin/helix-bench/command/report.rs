@@ -56,6 +56,11 @@ pub struct ReportArgs {
     /// mean nothing.
     #[arg(long)]
     pub quick: bool,
+    /// Leave out `helix-bench bridge` (it needs helix-bridge built next to
+    /// helix-bench, `cargo build --release -p helix-bridge`, and a
+    /// nats-server).
+    #[arg(long)]
+    pub without_bridge: bool,
 }
 
 /// One scenario run by the report: its arguments.
@@ -137,7 +142,9 @@ pub fn steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {
     steps.extend(e2e_steps(a, dir));
     steps.push((Scenario::Capacity(capacity_step(a, dir)), CAPACITY_JSON));
     steps.push((Scenario::Control(control_step(a, dir)), CONTROL_JSON));
-    steps.push((Scenario::Bridge(bridge_step(a, dir)), BRIDGE_JSON));
+    if !a.without_bridge {
+        steps.push((Scenario::Bridge(bridge_step(a, dir)), BRIDGE_JSON));
+    }
     steps
 }
 
@@ -405,6 +412,7 @@ mod tests {
                 capacity_seconds: 2.0,
                 ledger_dir: "/var/tmp".into(),
                 quick,
+                without_bridge: false,
             };
             for (scenario, json) in steps(&a, Path::new("/tmp/r")) {
                 assert_eq!(scenario.reparse(), scenario, "{json}");
@@ -423,6 +431,7 @@ mod tests {
             capacity_seconds: 60.0,
             ledger_dir: "/var/tmp".into(),
             quick: false,
+            without_bridge: false,
         };
         let steps = steps(&a, Path::new("/tmp/r"));
         let files: Vec<&str> = steps.iter().map(|s| s.1).collect();
@@ -447,7 +456,7 @@ mod tests {
         assert!(line(4).starts_with("fanin --producers 1,2,4,8 --sizes 8,64,1024,16384,65536"), "{}", line(4));
         assert!(line(7).contains("--cpus 0 --ledger-cpus 1"), "{}", line(7));
         assert!(line(7).ends_with("--json /tmp/r/e2e-ledger-apart.json"), "{}", line(7));
-        let unpinned = super::steps(&ReportArgs { cpus: vec![], ..a }, Path::new("/tmp/r"));
+        let unpinned = super::steps(&ReportArgs { cpus: vec![], ..a.clone() }, Path::new("/tmp/r"));
         assert!(
             line(8).starts_with("capacity --streams 10000,20000,30000,50000 --rate 100 --seconds 60"),
             "{}",
@@ -455,5 +464,7 @@ mod tests {
         );
         assert!(line(10).starts_with("bridge --sizes 64,1024 --replicas 1,3 --frames 1000000"), "{}", line(10));
         assert_eq!(unpinned.len(), 9);
+        let without = super::steps(&ReportArgs { without_bridge: true, ..a.clone() }, Path::new("/tmp/r"));
+        assert_eq!(without.last().map(|s| s.1), Some(CONTROL_JSON));
     }
 }
