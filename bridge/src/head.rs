@@ -7,11 +7,14 @@
 //! folder's `anchors` file (docs/ledger.md, "Anchors"), as the step that
 //! knows it did.
 //!
-//! The message is [`message`]'s JSON object; the signed checkpoint
-//! (`helix-ledger head --signed`), once the ledger has it, is one more field
-//! of it, added there.
+//! The message is [`message`]'s JSON object: the head, and under
+//! `checkpoint` the latest signed checkpoint (what `helix-ledger head
+//! --signed --json` prints of it), or null when the ledger signs none. The
+//! checkpoint is what another host can check with the recorder's public key
+//! alone; the head's hash, unsigned, says how far the chain went since.
 
 use std::io::ErrorKind;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,20 +22,44 @@ use anyhow::Result;
 use async_nats::jetstream::{self, message::PublishMessage};
 use helix::ledger::anchor::{append_anchor, read_anchors, Anchor, LineError};
 use helix::ledger::format::hex;
+use helix::ledger::sign::Checkpoint;
 use helix::ledger::{verify, Head};
 use serde_json::{json, Value};
 use tracing::{error, info, warn};
 
+use crate::checkpoint;
 use crate::config::LedgerMirror;
 use crate::counters::Counters;
 
-/// The head as `helix-ledger head --json` prints it.
-pub fn message(h: &Head) -> Value {
+/// The head as `helix-ledger head --json` prints it, with the latest
+/// signed checkpoint `signed`.
+pub fn message(h: &Head, signed: Option<&Checkpoint>) -> Value {
     let rings: Vec<Value> = h.rings.iter().map(|(n, s)| json!({ "name": n, "next_seq": s })).collect();
     json!({
         "hash": hex(&h.hash), "records": h.records, "blocks": h.blocks, "segment": h.segment,
-        "torn_bytes": h.torn_bytes, "rings": rings,
+        "torn_bytes": h.torn_bytes, "rings": rings, "checkpoint": signed.map(checkpoint::json),
     })
+}
+
+/// The latest signed checkpoint in `dir`, if it has one; a problem reading
+/// it is logged, and the head goes out without it.
+async fn latest_checkpoint(dir: &Path) -> Option<Checkpoint> {
+    let d = dir.to_owned();
+    match tokio::task::spawn_blocking(move || verify::latest_checkpoint(&d)).await {
+        Ok(Ok(Ok(found))) => found.map(|h| h.checkpoint),
+        Ok(Ok(Err(failure))) => {
+            warn!("ledger {}: its latest checkpoint does not verify: {failure}", dir.display());
+            None
+        }
+        Ok(Err(e)) => {
+            warn!("ledger {}: reading its latest checkpoint: {e}", dir.display());
+            None
+        }
+        Err(e) => {
+            warn!("ledger {}: reading its latest checkpoint: {e}", dir.display());
+            None
+        }
+    }
 }
 
 /// The head of `dir` if it can be read and holds a record; a problem is
@@ -91,7 +118,8 @@ pub async fn run(
         }
         let id = format!("{host}/ledger.head/{}", h.records);
         let sent = Instant::now();
-        match publish(js, &m.subject, &id, message(&h).to_string().into_bytes()).await {
+        let signed = latest_checkpoint(&m.dir).await;
+        match publish(js, &m.subject, &id, message(&h, signed.as_ref()).to_string().into_bytes()).await {
             Ok((seq, duplicate)) => {
                 Counters::add(&counters.ack_ns_sum, sent.elapsed().as_nanos() as u64);
                 Counters::add(&counters.acks, 1);

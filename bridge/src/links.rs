@@ -76,7 +76,7 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
             },
             ..Default::default()
         };
-        let consumer = stream.create_consumer(config).await.map_err(|e| anyhow::anyhow!("creating a consumer: {e}"))?;
+        let consumer = nats::ordered_consumer(&stream, config).await?;
         let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("consuming: {e}"))?;
         while !c.stop.load(Ordering::Relaxed) {
             Counters::add(&c.counters.beats, 1);

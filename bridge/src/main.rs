@@ -9,6 +9,8 @@
 // What the HELIX programs share (`src/bin/shared`) and the bridge uses: the
 // configuration errors with file:line, the systemd service runner and its
 // signals. The bridge uses part of each.
+#[path = "../../src/bin/shared/checkpoint.rs"]
+mod checkpoint;
 #[allow(dead_code)]
 #[path = "../../src/bin/shared/conf.rs"]
 mod conf;
@@ -93,6 +95,11 @@ struct Common {
     /// The site: the second token of the subjects.
     #[arg(long, global = true, default_value = "site")]
     site: String,
+    /// A publish or stream request not answered within this many
+    /// milliseconds counts as failed and is sent again (a cluster that
+    /// lost its leader answers once it elected another).
+    #[arg(long, global = true, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    ack_timeout_ms: u64,
     /// HELIX namespace of the local rings (default: $HELIX_NAMESPACE or helix).
     #[arg(long, global = true)]
     namespace: Option<String>,
@@ -230,7 +237,7 @@ fn run(common: &Common, command: &Command) -> Result<()> {
         max_bytes: common.stream_max_bytes,
         max_age: Duration::ZERO,
         duplicate_window: Duration::from_secs(120),
-        ack_timeout: Duration::from_secs(10),
+        ack_timeout: Duration::from_millis(common.ack_timeout_ms),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let stop = Arc::new(AtomicBool::new(false));

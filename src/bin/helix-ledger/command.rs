@@ -4,13 +4,14 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use serde_json::{json, Value};
-
 use ed25519_dalek::VerifyingKey;
 use helix::ledger::format::{hex, GapInfo, RecordType, RingDecl};
 use helix::ledger::sign::Checkpoint;
 use helix::ledger::verify::{self, Located, Signed, Summary, VerifyFailure};
 use helix::telemetry::{Sample, KIND_SAMPLE};
+use serde_json::{json, Value};
+
+use crate::shared::checkpoint;
 
 fn failure_json(f: &VerifyFailure) -> Value {
     let mut v = json!({ "ok": false, "error": f.to_string() });
@@ -69,7 +70,7 @@ fn signed_json(s: &Summary, signed: Option<&Signed>) -> Value {
         None => json!({ "checkpoints": s.checkpoints, "signatures_checked": false }),
         Some(g) => json!({
             "checkpoints": s.checkpoints, "signatures_checked": true,
-            "last_checkpoint": checkpoint_json(&g.last), "unsigned_records": g.unsigned_records,
+            "last_checkpoint": checkpoint::json(&g.last), "unsigned_records": g.unsigned_records,
         }),
     }
 }
@@ -191,15 +192,6 @@ pub fn head(dir: &Path, json: bool) -> anyhow::Result<bool> {
     }
 }
 
-/// A checkpoint's fields, as `head --signed` and `export` print them.
-pub fn checkpoint_json(c: &Checkpoint) -> Value {
-    json!({
-        "segment": c.segment, "records": c.records, "blocks": c.blocks, "time_ns": c.time_ns,
-        "hash": hex(&c.hash), "key_id": hex(&c.key_id), "interval_s": c.interval_s, "reason": c.reason_str(),
-        "signature": hex(&c.signature),
-    })
-}
-
 /// `head --signed DIR`: the latest signed checkpoint, for anchoring it
 /// elsewhere; false if the ledger has none.
 pub fn head_signed(dir: &Path, json: bool) -> anyhow::Result<bool> {
@@ -208,7 +200,7 @@ pub fn head_signed(dir: &Path, json: bool) -> anyhow::Result<bool> {
         Ok(Some(h)) => {
             let c = &h.checkpoint;
             if json {
-                let mut v = checkpoint_json(c);
+                let mut v = checkpoint::json(c);
                 v["file"] = json!(h.path);
                 v["offset"] = json!(h.offset);
                 v["block"] = json!(h.block);
@@ -284,7 +276,7 @@ pub fn record_json(at: &Located<'_>) -> Value {
         }
         Some(RecordType::Checkpoint) => {
             if let Ok(c) = Checkpoint::decode(r.payload) {
-                v["checkpoint"] = checkpoint_json(&c);
+                v["checkpoint"] = checkpoint::json(&c);
             }
         }
         None => {}

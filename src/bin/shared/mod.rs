@@ -7,6 +7,7 @@
 //! below.
 #![allow(dead_code)]
 
+pub mod checkpoint;
 pub mod child;
 pub mod cli;
 pub mod conf;

@@ -6,6 +6,7 @@
 //! measurement.
 
 pub mod attach;
+pub mod bridge;
 pub mod capacity;
 pub mod control;
 pub mod e2e;

@@ -5,6 +5,7 @@
 //! as templates with the run's figures filled in, so the document never
 //! says something the data does not.
 
+mod bridge;
 mod capacity;
 mod control;
 mod e2e;
@@ -22,8 +23,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::{
-    capacity as capacity_scenario, control as control_scenario, e2e as e2e_scenario, fanin as fanin_scenario,
-    ledger as ledger_scenario, pingpong as pingpong_scenario, stream as stream_scenario,
+    bridge as bridge_scenario, capacity as capacity_scenario, control as control_scenario, e2e as e2e_scenario,
+    fanin as fanin_scenario, ledger as ledger_scenario, pingpong as pingpong_scenario, stream as stream_scenario,
 };
 use crate::document::{read_document, Document, Index};
 
@@ -94,6 +95,9 @@ pub const CAPACITY_JSON: &str = "capacity.json";
 /// The report's control results.
 pub const CONTROL_JSON: &str = "control.json";
 
+/// The report's helix-bridge results.
+pub const BRIDGE_JSON: &str = "bridge.json";
+
 /// The report's fan-in results.
 pub const FANIN_JSON: &str = "fanin.json";
 
@@ -128,6 +132,8 @@ struct Run {
     capacity: Option<(String, Document<capacity_scenario::Results>)>,
     /// Commands through helixd, if run.
     control: Option<(String, Document<control_scenario::Results>)>,
+    /// helix-bridge through JetStream, if run.
+    bridge: Option<(String, Document<bridge_scenario::Results>)>,
 }
 
 fn load(dir: &Path) -> Result<Run> {
@@ -147,6 +153,7 @@ fn load(dir: &Path) -> Result<Run> {
         e2e: vec![],
         capacity: None,
         control: None,
+        bridge: None,
     };
     for step in run.index.steps.clone() {
         if step.error.is_some() {
@@ -168,6 +175,7 @@ fn load(dir: &Path) -> Result<Run> {
             "e2e" => run.e2e.push((step.json.clone(), read_document(&path)?)),
             "capacity" => run.capacity = Some((step.json.clone(), read_document(&path)?)),
             "control" => run.control = Some((step.json.clone(), read_document(&path)?)),
+            "bridge" => run.bridge = Some((step.json.clone(), read_document(&path)?)),
             other => bail!("unknown scenario {other:?}"),
         }
     }
@@ -201,6 +209,9 @@ pub fn render(dir: &Path, plots: Plots<'_>, notes: Option<&str>) -> Result<Strin
     }
     if let Some((json, doc)) = &run.control {
         control::section(&mut md, &run, json, doc);
+    }
+    if let Some((json, doc)) = &run.bridge {
+        bridge::section(&mut md, &run, json, doc);
     }
     failed(&mut md, &run);
     if let Some(notes) = notes {

@@ -13,13 +13,14 @@ use clap::Args;
 
 use helix::WaitStrategy;
 
+use super::bridge::BridgeArgs;
 use super::capacity::{CapacityArgs, DEFAULT_STREAMS};
 use super::control::ControlArgs;
 use super::e2e::{E2eArgs, ProcessCpus, ProgramArgs};
 use super::fanin::{FaninArgs, DEFAULT_SIZES as DEFAULT_FANIN_SIZES};
 use super::ledger::LedgerArgs;
 use super::pingpong::{PingpongArgs, Transport, DEFAULT_SIZES};
-use super::render::{CAPACITY_JSON, CONTROL_JSON, FANIN_JSON, ONE_CPU_JSON};
+use super::render::{BRIDGE_JSON, CAPACITY_JSON, CONTROL_JSON, FANIN_JSON, ONE_CPU_JSON};
 use super::stream::{Mode, StreamArgs};
 use crate::document::{utc_now, write_pretty, Index, JsonArg, Step};
 use crate::machine::{cpu_steal_ticks, load_average, Machine};
@@ -55,6 +56,11 @@ pub struct ReportArgs {
     /// mean nothing.
     #[arg(long)]
     pub quick: bool,
+    /// Leave out `helix-bench bridge` (it needs helix-bridge built next to
+    /// helix-bench, `cargo build --release -p helix-bridge`, and a
+    /// nats-server).
+    #[arg(long)]
+    pub without_bridge: bool,
 }
 
 /// One scenario run by the report: its arguments.
@@ -67,6 +73,7 @@ pub enum Scenario {
     E2e(E2eArgs),
     Capacity(CapacityArgs),
     Control(ControlArgs),
+    Bridge(BridgeArgs),
 }
 
 impl Scenario {
@@ -80,6 +87,7 @@ impl Scenario {
             Scenario::E2e(_) => "e2e",
             Scenario::Capacity(_) => "capacity",
             Scenario::Control(_) => "control",
+            Scenario::Bridge(_) => "bridge",
         }
     }
 
@@ -93,6 +101,7 @@ impl Scenario {
             Scenario::E2e(a) => a.to_args(),
             Scenario::Capacity(a) => a.to_args(),
             Scenario::Control(a) => a.to_args(),
+            Scenario::Bridge(a) => a.to_args(),
         };
         std::iter::once(self.name().to_owned()).chain(flags).collect()
     }
@@ -109,6 +118,7 @@ impl Scenario {
             crate::Cmd::E2e(a) => Scenario::E2e(a),
             crate::Cmd::Capacity(a) => Scenario::Capacity(a),
             crate::Cmd::Control(a) => Scenario::Control(a),
+            crate::Cmd::Bridge(a) => Scenario::Bridge(a),
             _ => panic!("{} parsed as another verb", self.name()),
         }
     }
@@ -132,6 +142,9 @@ pub fn steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {
     steps.extend(e2e_steps(a, dir));
     steps.push((Scenario::Capacity(capacity_step(a, dir)), CAPACITY_JSON));
     steps.push((Scenario::Control(control_step(a, dir)), CONTROL_JSON));
+    if !a.without_bridge {
+        steps.push((Scenario::Bridge(bridge_step(a, dir)), BRIDGE_JSON));
+    }
     steps
 }
 
@@ -309,6 +322,22 @@ fn control_step(a: &ReportArgs, dir: &Path) -> ControlArgs {
     }
 }
 
+/// helix-bridge through JetStream, R1 and R3, 64 B and 1 KiB frames: a
+/// minute or so in all (the programs found next to helix-bench, the
+/// server as `helix-bench bridge` finds it).
+fn bridge_step(a: &ReportArgs, dir: &Path) -> BridgeArgs {
+    BridgeArgs {
+        sizes: vec![64, 1024],
+        replicas: vec![1, 3],
+        frames: pick(a, 1_000_000, 20_000),
+        rate: 100_000,
+        seconds: pick(a, 5.0, 0.5),
+        bridge_bin: None,
+        nats_server: None,
+        out: json(dir, BRIDGE_JSON),
+    }
+}
+
 /// Runs `helix-bench report`; `namespace` is the `--namespace` given, if
 /// any, passed on to every scenario.
 pub fn run(a: ReportArgs, namespace: Option<&str>, exe: &Path) -> Result<()> {
@@ -384,6 +413,7 @@ mod tests {
                 capacity_seconds: 2.0,
                 ledger_dir: "/var/tmp".into(),
                 quick,
+                without_bridge: false,
             };
             for (scenario, json) in steps(&a, Path::new("/tmp/r")) {
                 assert_eq!(scenario.reparse(), scenario, "{json}");
@@ -402,6 +432,7 @@ mod tests {
             capacity_seconds: 60.0,
             ledger_dir: "/var/tmp".into(),
             quick: false,
+            without_bridge: false,
         };
         let steps = steps(&a, Path::new("/tmp/r"));
         let files: Vec<&str> = steps.iter().map(|s| s.1).collect();
@@ -417,7 +448,8 @@ mod tests {
                 "e2e.json",
                 "e2e-ledger-apart.json",
                 CAPACITY_JSON,
-                CONTROL_JSON
+                CONTROL_JSON,
+                BRIDGE_JSON
             ]
         );
         let line = |i: usize| steps[i].0.to_args().join(" ");
@@ -425,12 +457,15 @@ mod tests {
         assert!(line(4).starts_with("fanin --producers 1,2,4,8 --sizes 8,64,1024,16384,65536"), "{}", line(4));
         assert!(line(7).contains("--cpus 0 --ledger-cpus 1"), "{}", line(7));
         assert!(line(7).ends_with("--json /tmp/r/e2e-ledger-apart.json"), "{}", line(7));
-        let unpinned = super::steps(&ReportArgs { cpus: vec![], ..a }, Path::new("/tmp/r"));
+        let unpinned = super::steps(&ReportArgs { cpus: vec![], ..a.clone() }, Path::new("/tmp/r"));
         assert!(
             line(8).starts_with("capacity --streams 10000,20000,30000,50000 --rate 100 --seconds 60"),
             "{}",
             line(8)
         );
-        assert_eq!(unpinned.len(), 8);
+        assert!(line(10).starts_with("bridge --sizes 64,1024 --replicas 1,3 --frames 1000000"), "{}", line(10));
+        assert_eq!(unpinned.len(), 9);
+        let without = super::steps(&ReportArgs { without_bridge: true, ..a.clone() }, Path::new("/tmp/r"));
+        assert_eq!(without.last().map(|s| s.1), Some(CONTROL_JSON));
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{control, fanin, group, mfps, ratios, Run, TARGET_SIZE};
+use super::{bridge, control, fanin, group, mfps, ratios, Run, TARGET_SIZE};
 use crate::command::{e2e, pingpong};
 use crate::stats::{fmt_ns, median};
 
@@ -113,6 +113,20 @@ const TARGETS: &[Target] = &[
         missing: Some("control: command to effect, P99 under 2 ms"),
         measure: Measure::Run(control::effect_p99),
         limits: &[Limit::Below(2_000_000.0)],
+    },
+    Target {
+        table: Table::Current,
+        label: "helix-bridge: at least 1 M 64-byte frames/s through one export, JetStream (R1), import",
+        missing: Some("helix-bridge: at least 1 M frames/s through JetStream (R1)"),
+        measure: Measure::Run(bridge::r1_rate),
+        limits: &[Limit::AtLeast(1e6)],
+    },
+    Target {
+        table: Table::Current,
+        label: "helix-bridge: host-to-host P99 under 10 ms at 100 k 64-byte frames/s, three-node cluster (R3)",
+        missing: Some("helix-bridge: host-to-host P99 under 10 ms at 100 k frames/s (R3)"),
+        measure: Measure::Run(bridge::r3_p99),
+        limits: &[Limit::Below(10_000_000.0)],
     },
     Target {
         table: Table::Current,
