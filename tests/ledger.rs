@@ -778,9 +778,22 @@ fn check_prints_what_the_ledger_would_record_and_names_a_mistake_with_its_line()
     };
     let good = env.path("good.toml");
     fs::write(&good, "dir = \"/x\"\nrings = [\"a\", \"b\"]\n").unwrap();
-    let (ok, out) = check(&good, &["--ring", "c", "--segment-size-mib", "2"]);
+    let (ok, out) = check(&good, &["--ring", "c", "--segment-size-mib", "2", "--checkpoint-interval-s", "0"]);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("namespace {}; records c in /x", env.ns.as_str())) && out.contains("2 MiB"), "{out}");
+    assert!(out.contains("no signed checkpoints"), "{out}");
+    // The signing key is read as the recorder would read it at start.
+    let key = env.path("ledger.key");
+    let key_arg = key.to_str().unwrap();
+    let (ok, err) = check(&good, &["--key", key_arg]);
+    assert!(!ok && err.contains(&format!("{key_arg}: cannot read the ledger's signing key")), "{err}");
+    let made = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("keygen").arg(&key).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (ok, out) = check(&good, &["--key", key_arg]);
+    assert!(ok && out.contains(&format!("checkpoints signed every 60 s with {key_arg}")), "{out}");
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
+    let (ok, err) = check(&good, &["--key", key_arg]);
+    assert!(!ok && err.contains("readable or writable by others"), "{err}");
     let bad = env.path("bad.toml");
     fs::write(&bad, "dir = \"/x\"\n\nfsync_interval_ms = 0\n").unwrap();
     let (ok, err) = check(&bad, &[]);

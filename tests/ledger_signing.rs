@@ -454,6 +454,22 @@ fn the_recorder_signs_its_ledger_and_verify_head_and_export_show_it() {
     let out = run(&["verify", "--pubkey"], &[&k, &dir]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("not a helix-ledger public key"), "{}", text(&out));
+
+    // helixctl verify --pubkey is the same check.
+    let helixctl = |key: &Path, json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_helixctl"));
+        cmd.args(json.then_some("--json")).arg("verify").arg("--pubkey").arg(key).arg(&dir);
+        cmd.output().unwrap()
+    };
+    let out = helixctl(&pubfile, true);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ctl: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ctl, v);
+    let out = helixctl(&other, false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("signed by key id"), "{}", text(&out));
+    let out = helixctl(&k, false);
+    assert!(!out.status.success() && text(&out).contains("not a helix-ledger public key"), "{}", text(&out));
 }
 
 #[test]

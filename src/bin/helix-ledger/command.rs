@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use helix::ledger::format::{hex, GapInfo, RecordType, RingDecl};
-use helix::ledger::sign::Checkpoint;
+use helix::ledger::sign::{parse_public, Checkpoint};
 use helix::ledger::verify::{self, Located, Signed, Summary, VerifyFailure};
 use helix::telemetry::{Sample, KIND_SAMPLE};
 use serde_json::{json, Value};
@@ -45,6 +45,14 @@ fn failure_json(f: &VerifyFailure) -> Value {
         }
     }
     v
+}
+
+/// The public key in `path` (a `pubkey` line), or an error naming it.
+pub fn read_public(path: &Path) -> anyhow::Result<VerifyingKey> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the public key", path.display()))?;
+    parse_public(&text).with_context(|| format!("{}: not a helix-ledger public key", path.display()))
 }
 
 /// `verify DIR --pubkey FILE`: [`verify`], and every signed checkpoint

@@ -7,7 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use tracing::info;
 
 use crate::config::LedgerConfig;
@@ -73,12 +73,6 @@ pub fn pubkey(path: &Path) -> Result<bool> {
     let key = read_secret(path)?;
     println!("{}", sign::format_public(&key.verifying_key()));
     Ok(true)
-}
-
-/// The public key in `path` (a `pubkey` line), or an error naming it.
-pub fn read_public(path: &Path) -> Result<VerifyingKey> {
-    let text = fs::read_to_string(path).with_context(|| format!("{}: cannot read the public key", path.display()))?;
-    sign::parse_public(&text).with_context(|| format!("{}: not a helix-ledger public key", path.display()))
 }
 
 /// The recorder's signer as configured: none if checkpoints are off, else

@@ -156,12 +156,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(code) = cli.service.act(Cli::command(), crate::config::DEFAULT_CONFIG, || load(&cli), report) {
+    // --check also reads the signing key, as the recorder would at start.
+    let checked = || load(&cli).and_then(|c| keys::signer(&c).map(|_| c));
+    if let Some(code) = cli.service.act(Cli::command(), crate::config::DEFAULT_CONFIG, checked, report) {
         return code;
     }
     let verdict = match &cli.command {
         Some(Command::Verify { dir, pubkey, json }) => match pubkey {
-            Some(p) => keys::read_public(p).and_then(|k| command::verify_signed(dir, &k, *json)),
+            Some(p) => command::read_public(p).and_then(|k| command::verify_signed(dir, &k, *json)),
             None => command::verify(dir, *json),
         },
         Some(Command::Head { dir, signed: true, json }) => command::head_signed(dir, *json),
