@@ -27,8 +27,24 @@ def recorded(ns, helixd, tmp_path):
     folder = tmp_path / "ledger"
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     env["HELIX_NAMESPACE"] = ns
+    # The recorder signs checkpoints (it refuses to start without its key):
+    # the ledger the tests read holds CHECKPOINT records among the frames.
+    key = tmp_path / "ledger.key"
+    subprocess.run([program("helix-ledger"), "keygen", str(key)], check=True, stdout=subprocess.DEVNULL)
     ledger = subprocess.Popen(
-        [program("helix-ledger"), "--ring", "telemetry", "--fsync-interval-ms", "5", "--dir", str(folder)],
+        [
+            program("helix-ledger"),
+            "--ring",
+            "telemetry",
+            "--fsync-interval-ms",
+            "5",
+            "--dir",
+            str(folder),
+            "--key",
+            str(key),
+            "--checkpoint-interval-s",
+            "1",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
