@@ -45,21 +45,14 @@ pub fn message(h: &Head, signed: Option<&Checkpoint>) -> Value {
 /// it is logged, and the head goes out without it.
 async fn latest_checkpoint(dir: &Path) -> Option<Checkpoint> {
     let d = dir.to_owned();
-    match tokio::task::spawn_blocking(move || verify::latest_checkpoint(&d)).await {
-        Ok(Ok(Ok(found))) => found.map(|h| h.checkpoint),
-        Ok(Ok(Err(failure))) => {
-            warn!("ledger {}: its latest checkpoint does not verify: {failure}", dir.display());
-            None
-        }
-        Ok(Err(e)) => {
-            warn!("ledger {}: reading its latest checkpoint: {e}", dir.display());
-            None
-        }
-        Err(e) => {
-            warn!("ledger {}: reading its latest checkpoint: {e}", dir.display());
-            None
-        }
-    }
+    let problem = match tokio::task::spawn_blocking(move || verify::latest_checkpoint(&d)).await {
+        Ok(Ok(Ok(found))) => return found.map(|h| h.checkpoint),
+        Ok(Ok(Err(failure))) => format!("its latest checkpoint does not verify: {failure}"),
+        Ok(Err(e)) => format!("reading its latest checkpoint: {e}"),
+        Err(e) => format!("reading its latest checkpoint: {e}"),
+    };
+    warn!("ledger {}: {problem}; the head goes out without it", dir.display());
+    None
 }
 
 /// The head of `dir` if it can be read and holds a record; a problem is
