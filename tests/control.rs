@@ -333,50 +333,76 @@ fn helixctl_sends_commands_and_lists_the_audit_trail() {
 
 #[test]
 fn a_hostile_sender_flooding_garbage_stops_neither_other_senders_nor_the_telemetry() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
     let (env, _notify, _d) = daemon("flood", "audit_reader = \"\"");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop, sent) = (std::sync::Arc::new(AtomicBool::new(false)), std::sync::Arc::new(AtomicU64::new(0)));
     let flood = {
-        let (ns, stop) = (env.ns.ns.clone(), stop.clone());
+        let (ns, stop, sent) = (env.ns.ns.clone(), stop.clone(), sent.clone());
         std::thread::spawn(move || {
             let mut p = helix::fanin::Producer::attach(&ns, "control").unwrap();
-            let mut sent = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut n = 0u64;
+            while !stop.load(Relaxed) {
                 // Garbage of every size, and well-formed kinds with bad bodies.
-                let len = (sent % 200) as usize;
-                let kind = if sent.is_multiple_of(2) { helix::control::KIND_COMMAND } else { 7 };
+                let len = (n % 200) as usize;
+                let kind = if n.is_multiple_of(2) { helix::control::KIND_COMMAND } else { 7 };
                 if p.try_send(kind, &vec![0xEE; len]).is_ok() {
-                    sent += 1;
+                    n += 1;
+                    sent.store(n, Relaxed);
                 }
             }
-            sent
         })
+    };
+    // Each command goes out only once the flood has sent more since the
+    // last: the two interleave however the threads are scheduled.
+    let flood_moves_past = |seen: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sent.load(Relaxed) <= seen {
+            assert!(Instant::now() < deadline, "the flood sends ({seen} records so far)");
+            std::thread::yield_now();
+        }
+        sent.load(Relaxed)
     };
     let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
     let before = view.stats().published;
     let mut ctl = Control::connect(&env.ns).unwrap();
+    let mut seen = 0;
     for i in 0..20u32 {
+        seen = flood_moves_past(seen);
         let r = ctl.next_request();
         let ack = ctl.send(&Command::set(r, "", i % STREAMS, i as f64), Duration::from_secs(10)).unwrap();
         assert_eq!(ack.outcome(), Some(Ok(())), "command {i} beside the flood");
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sent = flood.join().unwrap();
-    assert!(sent > 100, "the flood ran ({sent} records)");
-    assert!(view.stats().published > before, "telemetry went on");
+    flood_moves_past(seen);
+    stop.store(true, Relaxed);
+    flood.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while view.stats().published == before {
+        assert!(Instant::now() < deadline, "telemetry goes on beside the flood");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // The newest audit records (the ring has overwritten older ones): the
-    // garbage is there, rejected, and named by the flooder's lane.
+    // garbage is there, rejected, and named by the flooder's lane. helixd
+    // may still be working through the flood's last records.
     let log_view = helix::RingView::attach(&env.ns, "control.log").unwrap();
     let start = Start::At(log_view.stats().published.saturating_sub(99).max(1));
     let opts = ReaderOptions { name: "test".into(), start, ..Default::default() };
     let mut r = Reader::attach(&env.ns, "control.log", &opts).unwrap();
     let mut garbage = 0;
-    while let Ok((_, rec)) = r.try_read_pod::<LogRecord>() {
-        if rec.lane as usize != ctl.lane() {
-            assert!(rec.outcome().is_some_and(|o| o.is_err()), "garbage accepted: {rec:?}");
-            garbage += 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while garbage == 0 {
+        match r.try_read_pod::<LogRecord>() {
+            Ok((_, rec)) if rec.lane as usize != ctl.lane() => {
+                assert!(rec.outcome().is_some_and(|o| o.is_err()), "garbage accepted: {rec:?}");
+                garbage += 1;
+            }
+            Ok(_) | Err(TryReadError::Overrun(_)) => {}
+            Err(TryReadError::Empty) => {
+                assert!(Instant::now() < deadline, "the flood is in the audit trail");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("reading control.log: {e}"),
         }
     }
-    assert!(garbage > 0, "the flood is in the audit trail");
 }
 
 /// helixd with a UDP source writing ring `plant` whose commands go to
