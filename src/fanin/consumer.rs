@@ -284,15 +284,22 @@ impl FanIn {
             return true;
         }
         let deadline = crate::ring::deadline(timeout);
+        // The clock costs more than a look at the lanes: read it only every
+        // so often, so a spinning consumer reacts sooner and its spin lasts
+        // about as long as the strategy means (a read on every poll made
+        // the default 4,096 polls last most of a millisecond here).
+        let mut now = host::now_ns();
         for i in 0..self.wait.spins() {
-            if self.ready() {
+            let due = now >= self.rescan_due_ns();
+            if any_ready(&self.files, &mut self.lanes, self.attach_seen, due) {
                 return true;
             }
             spin_hint();
-            // The clock costs more than a look at the lanes: read it only
-            // every so often, so a spinning consumer reacts sooner.
-            if i % CLOCK_EVERY == CLOCK_EVERY - 1 && host::now_ns() >= deadline {
-                return false;
+            if i % CLOCK_EVERY == CLOCK_EVERY - 1 {
+                now = host::now_ns();
+                if now >= deadline {
+                    return false;
+                }
             }
         }
         let h = self.files.header();

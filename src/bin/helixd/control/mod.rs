@@ -29,7 +29,7 @@ use crate::hal::plant::Directive;
 use crate::hal::SourceState;
 use helix::control::{self, LogRecord, Op, Reason, Valid};
 use helix::fanin::{Event, FanIn, FanInError};
-use helix::{Namespace, PublishError, RingView, Writer};
+use helix::{Namespace, PublishError, RingView, WaitStrategy, Writer};
 
 use crate::config::control::{ControlConfig, PER_LANE};
 use forward::Forwarder;
@@ -46,9 +46,10 @@ const MAX_QUEUED: usize = 1024;
 /// How long the thread sleeps on the doorbell while nothing is queued.
 const IDLE: Duration = Duration::from_millis(100);
 /// How often it looks again while commands wait (for the ledger, a source):
-/// up to this is added to a command's time to effect, so it is short; the
-/// thread looks this often only while commands wait (a millisecond or so a
-/// command: a few dozen wake-ups).
+/// up to this (and the timer's slack) is added to a command's time to
+/// effect, so it is short; the thread looks this often only while commands
+/// wait (a few hundred microseconds a command: a handful of wake-ups). It
+/// sleeps in between, never spins: see `Path::new`.
 const BUSY: Duration = Duration::from_micros(50);
 
 /// Counters for helixd's STATUS line.
@@ -85,11 +86,19 @@ impl ControlThread {
         sources: Registry,
         (journal, recovered): (Journal, Recovered),
     ) -> Result<Self> {
-        let fan = match FanIn::create(ns, control::CONTROL_RING, &cfg.ring) {
+        let mut fan = match FanIn::create(ns, control::CONTROL_RING, &cfg.ring) {
             Err(FanInError::Exists { .. }) => FanIn::attach(ns, control::CONTROL_RING),
             r => r,
         }
         .context("the control fan-in ring")?;
+        // The thread sleeps on the doorbell from the first poll: it wakes the
+        // ledger (its audit record) and the source (the command), and the
+        // scheduler puts a thread it wakes on its own CPU. Spinning there
+        // while a command waits for them (the fan-in's default strategy),
+        // it kept them off that CPU for up to a scheduler slice, 1.4 to
+        // 4 ms, with the other CPU idle (`perf sched timehist`): most of
+        // the command-to-effect P99 (docs/performance-notes.md).
+        fan.set_wait(WaitStrategy::Park);
         if let Some(why) = fan.bell_replaced() {
             warn!("control: {why}; gave the control ring a new doorbell (producers attached before ring the old one)");
         }
@@ -219,6 +228,13 @@ struct Flow {
 
 impl Path {
     fn run(&mut self, stop: &AtomicBool) {
+        // The sleeps of `BUSY` while commands wait end within a
+        // microsecond rather than the default 50 us of timer slack: a
+        // command waits for two of them (the ledger, the source). Measured:
+        // round trip p50 from about 340 to 230 us (docs/performance-notes.md).
+        if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
+            warn!("control: cannot shorten the thread's timer slack ({e}); commands wait up to 50 us longer");
+        }
         let mut next_sweep = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let f = &mut self.flow;
