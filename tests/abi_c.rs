@@ -45,7 +45,9 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 fn opts(capacity: u64, max_payload: u32, policy: Policy) -> RingOptions {
-    RingOptions { capacity, max_payload, policy, ..Default::default() }
+    // A C reader starved for a while on a loaded machine is waited for, not
+    // demoted: demotion is not what these tests check.
+    RingOptions { capacity, max_payload, policy, stall_timeout: Duration::from_secs(60), ..Default::default() }
 }
 
 /// Creates ring `name` with `opts` and starts the C reader on it for

@@ -534,9 +534,12 @@ fn soak_reports_each_interval_verifies_the_ledger_and_passes_when_nothing_leaks_
     for process in ["helixd", "helix-ledger", "helix-twin", "helix-bench"] {
         assert!(out.lines().any(|l| l.trim_start().starts_with(process) && l.contains("RSS")), "{process}:\n{out}");
     }
-    assert!(out.lines().any(|l| l.starts_with("[3] ")) && out.contains("PASS"), "{out}");
     let r = &document(&t.path("s.json"), "soak")["results"];
-    assert!(r["intervals"].as_array().unwrap().len() >= 3, "{r}");
+    // Three one-second reports in three seconds, on time; a report more
+    // than a second late on a loaded machine leaves two.
+    let intervals = r["intervals"].as_array().unwrap().len();
+    assert!((2..=3).contains(&intervals), "{r}");
+    assert!(out.lines().any(|l| l.starts_with(&format!("[{intervals}] "))) && out.contains("PASS"), "{out}");
     assert_eq!(r["verified"]["ok"], true, "{r}");
     assert_eq!(r["verified"]["frames"], r["published"], "{r}");
     assert_eq!(r["failures"].as_array().unwrap().len(), 0, "{r}");

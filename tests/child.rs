@@ -33,14 +33,25 @@ fn stops_waits_with_a_deadline_and_kills_on_drop() {
 
 #[test]
 fn stop_is_sigterm_then_a_deadline() {
-    let shell = |script: &str| ChildProcess::spawn("sh", Command::new("sh").args(["-c", script])).unwrap();
-    let mut polite = shell("trap 'exit 0' TERM; while :; do sleep 0.01; done");
-    // Give the shell time to set its trap.
-    std::thread::sleep(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    // A shell running `script` once it has set its trap: it says so in a
+    // file, and the test waits for that (a signal before the trap would
+    // kill it).
+    let shell = |name: &str, trap: &str| {
+        let ready = dir.path().join(name);
+        let script = format!("trap {trap} TERM; : > '{}'; while :; do sleep 0.01; done", ready.display());
+        let child = ChildProcess::spawn("sh", Command::new("sh").args(["-c", &script])).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !ready.exists() {
+            assert!(std::time::Instant::now() < deadline, "the shell did not set its trap within 20 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
+    };
+    let mut polite = shell("polite", "'exit 0'");
     assert!(polite.stop(Duration::from_secs(10)).unwrap().success());
 
-    let mut deaf = shell("trap '' TERM; while :; do sleep 0.01; done");
-    std::thread::sleep(Duration::from_millis(200));
+    let mut deaf = shell("deaf", "''");
     let e = deaf.stop(Duration::from_millis(100)).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
     assert!(e.to_string().contains("did not stop within 100ms of SIGTERM"), "{e}");

@@ -269,11 +269,11 @@ fn a_stalled_ledger_holds_commands_back_and_not_the_telemetry() {
     let err = ctl.send(&set, Duration::from_millis(1500)).unwrap_err();
     assert!(matches!(err, helix::control::ControlError::Timeout { .. }), "{err}");
     // The command is audited (published), not applied; telemetry flows.
+    common::eventually("the command audited", || !audit_records(&env).is_empty());
     assert_eq!(audit_records(&env).len(), 1);
     let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
     let before = view.stats().published;
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(view.stats().published > before + 50, "telemetry goes on while the ledger is stopped");
+    common::eventually("telemetry goes on while the ledger is stopped", || view.stats().published > before + 50);
     continue_and_expect_applied(&mut l, &mut ctl, request, before);
 }
 
@@ -470,6 +470,7 @@ fn a_command_for_a_udp_source_reaches_its_instrument_only_once_the_ledger_holds_
     let pause = ctl.next_request();
     let err = ctl.send(&Command::new(Op::Pause, pause, "plant", 0, 0.0), Duration::from_millis(1000)).unwrap_err();
     assert!(matches!(err, helix::control::ControlError::Timeout { .. }), "{err}");
+    common::eventually("the command audited", || !audit_records(&env).is_empty());
     assert_eq!(audit_records(&env).len(), 1, "the command is audited");
     assert!(!datagram_waiting(&instrument), "a command went to the instrument before the ledger recorded it");
     l.0.signal(common::child::Signal::SIGCONT).unwrap();
@@ -529,7 +530,13 @@ fn a_command_helixd_cannot_send_to_its_instrument_is_rejected_logged_and_its_out
     assert!(line.contains(&format!("request {request}")) && line.contains("255.255.255.255:9"), "{line}");
 
     // The audit record keeps the decision (accepted: it was written before
-    // the send); the ledger holds the outcome too, from control.acks.
+    // the send); the ledger holds the outcome too, from control.acks, once
+    // it has read both answers (it stops without reading what is left).
+    let acks = helix::RingView::attach(&env.ns, "control.acks").unwrap();
+    common::eventually("the ledger reads both answers", || {
+        let s = acks.stats();
+        s.readers.iter().any(|r| r.name == "helix-ledger" && r.cursor > s.published)
+    });
     l.terminate();
     let records = exported(&dir);
     // An answer's request id is at bytes 8..16, its verdict and reason at

@@ -21,7 +21,17 @@ use helix::*;
 
 /// A block ring `name` of `capacity` slots of up to 64 bytes, and its writer.
 fn ring(env: &Env, name: &str, capacity: u64) -> (Ring, Writer) {
-    let opts = RingOptions { capacity, max_payload: 64, policy: Policy::Block, max_readers: 8, ..Default::default() };
+    // No demotion here: a recorder that falls behind for a while on a loaded
+    // machine is waited for, not dropped (a drop would be a GAP).
+    let stall_timeout = Duration::from_secs(60);
+    let opts = RingOptions {
+        capacity,
+        max_payload: 64,
+        policy: Policy::Block,
+        max_readers: 8,
+        stall_timeout,
+        ..Default::default()
+    };
     let ring = Ring::create(&env.ns, name, &opts).unwrap();
     let w = ring.writer().unwrap();
     (ring, w)

@@ -142,9 +142,15 @@ fn anchor_cli(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn retention_deletes_exactly_the_anchored_closed_segments_and_the_pruned_ledger_resumes() {
     let env = Env::watched("ledger retention", Duration::from_secs(180));
-    let (_view, mut w) = ring(&env);
+    let (view, mut w) = ring(&env);
     let rec = Recorder::new(&env, TINY);
     let mut ledger = rec.start();
+    // Registered before the frames come: a recorder that joined late would
+    // start after a GAP.
+    let pid = ledger.0.id();
+    rec.wait_for(&mut ledger, "the ledger to register", || {
+        view.stats().readers.iter().any(|r| r.pid == pid && r.alive)
+    });
     publish_payloads(&mut w, 1, 200_000);
     rec.catch_up(&mut ledger, 200_000);
     let segs = rec.segment_numbers();

@@ -87,15 +87,17 @@ struct Stack {
 }
 
 /// helixd's configuration: `telemetry` small, gating, demoting a reader
-/// stalled for a second.
+/// stalled for three seconds (four seconds of samples in the ring before
+/// that: the ledger and the twin, slow for a while on a loaded machine,
+/// are not demoted).
 const HELIXD: &str = r#"status_interval_ms = 500
 sweep_interval_ms = 500
 [[ring]]
 name = "telemetry"
 max_payload = 48
-capacity = 1024
+capacity = 4096
 policy = "block"
-stall_timeout_ms = 1000
+stall_timeout_ms = 3000
 [[ring]]
 name = "lab"
 max_payload = 48
@@ -345,8 +347,8 @@ fn a_real_prometheus_has_the_series_and_fires_the_alert_of_a_stalled_gating_read
     let (_, body) = http_get(&addr, &query_path(demoted));
     assert!(body.contains("\"result\":[]"), "fired before any stall: {body}");
     // ... until a gating reader joins and never reads: the ring fills in
-    // about a second, the writer waits for it, and after the stall timeout
-    // (1 s) demotes it.
+    // about four seconds, the writer waits for it, and after the stall
+    // timeout (3 s) demotes it.
     let opts = helix::ReaderOptions {
         name: "stalled".into(),
         gating: true,

@@ -69,20 +69,27 @@ fn a_gating_reader_toggling_its_cursor_is_demoted_after_the_stall_timeout() {
     // reaches c + 2, which sequence 6 needs (6 reuses the slot of 2).
     let raw = Raw::map(&ns.readers_path("toggle"));
     let stop = Arc::new(AtomicBool::new(false));
+    let flips = Arc::new(AtomicU64::new(0));
     let toggler = {
-        let stop = stop.clone();
+        let (stop, flips) = (stop.clone(), flips.clone());
         let index = hostile.index();
         std::thread::spawn(move || {
             let cursor = raw.word(cursor_offset(index));
-            let mut flips = 0u64;
+            let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                cursor.store(c + 1 - (flips & 1), Ordering::Release);
-                flips += 1;
+                cursor.store(c + 1 - (n & 1), Ordering::Release);
+                n += 1;
+                flips.store(n, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_micros(200));
             }
-            flips
         })
     };
+    // The toggler runs before the writer needs the cursor.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while flips.load(Ordering::Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "the toggler did not run within 20 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let started = Instant::now();
     // Sequence 5 needs c + 1 released, which the toggler shows half the time;
     // sequence 6 needs c + 2, which it never shows.
@@ -90,8 +97,7 @@ fn a_gating_reader_toggling_its_cursor_is_demoted_after_the_stall_timeout() {
     assert_eq!(w.publish(b"6").unwrap(), 6);
     let waited = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let flips = toggler.join().unwrap();
-    assert!(flips > 2, "the toggler ran ({flips} stores)");
+    toggler.join().unwrap();
     // Demoted for stalling (it is alive), counted, and visible to itself.
     let s = ring.stats();
     assert_eq!(s.demotions, 1, "{s:?}");

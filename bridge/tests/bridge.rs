@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{free_port, joined, kind, metric_reaches, payload, scrape, verify, verify_to, World};
+use support::{destination, free_port, joined, kind, metric_reaches, payload, scrape, verify, verify_to, World};
 
 /// Publishes source sequences `from..=to` (blocking while the exporter
 /// gates the ring).
@@ -37,8 +37,9 @@ fn every_frame_arrives_once_in_order() {
         &im_metrics,
     ]));
     joined(&w.ns, "src");
+    let dst = destination(&w.ns, "dst");
     let producer = thread::spawn(move || produce(&mut writer, 1, n));
-    let seen = verify(&w.ns, "dst", n, Duration::from_secs(90));
+    let seen = verify_to(dst, n, Duration::from_secs(90), &AtomicU64::new(0));
     producer.join().unwrap();
     assert_eq!((seen.frames, seen.gaps), (n, vec![]));
     // The metrics endpoint of each side counts every frame, and nothing lost.
@@ -73,8 +74,8 @@ fn killed_exporters_and_importers_leave_no_duplicate_and_no_gap() {
         World::with_rings("killed_exporters_and_importers", Duration::from_secs(240), capacity, 8192);
     let n = 400_000;
     let (ns, progress, limit) = (w.ns.clone(), Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(step)));
-    let p = progress.clone();
-    let verifier = thread::spawn(move || verify_to(&ns, "dst", n, Duration::from_secs(200), &p));
+    let (p, dst) = (progress.clone(), destination(&ns, "dst"));
+    let verifier = thread::spawn(move || verify_to(dst, n, Duration::from_secs(200), &p));
     let exporter = |w: &World| {
         w.bridge(&["export", "--ring", "src", "--host", "hosta", "--max-in-flight", "16", "--max-frames", "512"])
     };

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use helix::{Namespace, Policy, Ring, RingOptions};
 use support::cluster::Cluster;
-use support::{joined, kind, payload, register, verify_to, watchdog};
+use support::{destination, joined, kind, payload, register, verify_to, watchdog};
 
 const FRAMES: u64 = 1_000_000;
 /// Source ring slots. The exporter's window (64 messages of 512 frames in
@@ -183,8 +183,8 @@ fn a_million_frames_cross_a_cluster_under_kill_9() {
     joined(&hosts.a, "src");
 
     let progress = Arc::new(AtomicU64::new(1));
-    let (ns_b, p) = (hosts.b.clone(), progress.clone());
-    let verifier = thread::spawn(move || verify_to(&ns_b, "dst", FRAMES, Duration::from_secs(480), &p));
+    let (dst, p) = (destination(&hosts.b, "dst"), progress.clone());
+    let verifier = thread::spawn(move || verify_to(dst, FRAMES, Duration::from_secs(480), &p));
     // The producer runs up to `allowed` (raised event by event, so that
     // the kills are spread over the run) and at most `LEAD` ahead.
     let allowed = Arc::new(AtomicU64::new(0));

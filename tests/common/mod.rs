@@ -150,6 +150,17 @@ impl Drop for Watchdog {
     }
 }
 
+/// Waits until `done` holds, failing the test with `what` after 20 s: for
+/// what another thread or process does in its own time (never a fixed
+/// sleep before an assertion that it happened).
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A deterministic payload for sequence `seq`: `len` bytes derived from it,
 /// so a reader can check content without a side channel.
 pub fn payload(seq: u64, len: usize, out: &mut [u8]) {

@@ -248,13 +248,20 @@ pub struct Seen {
 /// source sequence `last` arrived, checking each frame; panics on a
 /// duplicate, a frame out of order or a byte that differs.
 pub fn verify(ns: &Namespace, ring: &str, last: u64, limit: Duration) -> Seen {
-    verify_to(ns, ring, last, limit, &AtomicU64::new(0))
+    verify_to(destination(ns, ring), last, limit, &AtomicU64::new(0))
 }
 
-/// [`verify`], storing the next source sequence expected in `progress`.
-pub fn verify_to(ns: &Namespace, ring: &str, last: u64, limit: Duration, progress: &AtomicU64) -> Seen {
+/// A gating reader of the destination `ring` from its oldest frame, for
+/// [`verify_to`]: attached before the frames start, none is overwritten
+/// before it reads it.
+pub fn destination(ns: &Namespace, ring: &str) -> Reader {
     let opts = ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("verify") };
-    let mut r = Reader::attach(ns, ring, &opts).unwrap();
+    Reader::attach(ns, ring, &opts).unwrap()
+}
+
+/// [`verify`] with the reader `r` ([`destination`]), storing the next
+/// source sequence expected in `progress`.
+pub fn verify_to(mut r: Reader, last: u64, limit: Duration, progress: &AtomicU64) -> Seen {
     let mut seen = Seen { next: 1, ..Seen::default() };
     let mut buf = vec![0u8; 256];
     let deadline = Instant::now() + limit;

@@ -211,7 +211,10 @@ fn soak(a: &SoakArgs, cfg: &Config, dir: &Path, signals: &Signals) -> Result<Res
     let end = first.at + Duration::from_secs_f64(a.minutes * 60.0);
     let (mut last, mut intervals) = (Snapshot::take(&watched, &running.view, &running.ledger_dir), Vec::new());
     while last.at < end {
-        let next = (last.at + Duration::from_secs_f64(a.every)).min(end);
+        // On a fixed schedule from the first snapshot: a late report (the
+        // anchor, a slow machine) does not push the later ones back.
+        let due = first.at + Duration::from_secs_f64(a.every * (intervals.len() + 1) as f64);
+        let next = due.min(end);
         let mut max_lag = [0u64; 4];
         let interrupted = pause(signals, next, || {
             for (pid, lag) in running.view.lags() {
