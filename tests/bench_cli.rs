@@ -382,7 +382,7 @@ fn report_runs_every_scenario_and_render_writes_the_document() {
     let steps = index["steps"].as_array().unwrap();
     assert_eq!(
         steps.iter().map(|s| s["scenario"].as_str().unwrap()).collect::<Vec<_>>(),
-        ["pingpong", "pingpong", "stream", "stream", "fanin", "ledger", "e2e", "e2e", "capacity", "control"]
+        ["pingpong", "pingpong", "stream", "stream", "fanin", "ledger", "e2e", "e2e", "control", "capacity"]
     );
     let has = |step: &Value, flag: &str, value: &str| {
         step["command"].as_array().unwrap().windows(2).any(|w| w[0] == flag && w[1] == value)

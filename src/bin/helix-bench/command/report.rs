@@ -140,11 +140,14 @@ pub fn steps(a: &ReportArgs, dir: &Path) -> Vec<(Scenario, &'static str)> {
     steps.push((Scenario::Fanin(fanin_step(a, dir)), FANIN_JSON));
     steps.push((Scenario::Ledger(ledger_step(a, dir)), "ledger.json"));
     steps.extend(e2e_steps(a, dir));
-    steps.push((Scenario::Capacity(capacity_step(a, dir)), CAPACITY_JSON));
     steps.push((Scenario::Control(control_step(a, dir)), CONTROL_JSON));
     if !a.without_bridge {
         steps.push((Scenario::Bridge(bridge_step(a, dir)), BRIDGE_JSON));
     }
+    // Last: its ledgers write tens of GB, and the disk is still busy with
+    // them for a while after (a control run right after it had its ledger
+    // stall for half a second, 2026-12-03).
+    steps.push((Scenario::Capacity(capacity_step(a, dir)), CAPACITY_JSON));
     steps
 }
 
@@ -447,9 +450,9 @@ mod tests {
                 "ledger.json",
                 "e2e.json",
                 "e2e-ledger-apart.json",
-                CAPACITY_JSON,
                 CONTROL_JSON,
-                BRIDGE_JSON
+                BRIDGE_JSON,
+                CAPACITY_JSON
             ]
         );
         let line = |i: usize| steps[i].0.to_args().join(" ");
@@ -459,13 +462,13 @@ mod tests {
         assert!(line(7).ends_with("--json /tmp/r/e2e-ledger-apart.json"), "{}", line(7));
         let unpinned = super::steps(&ReportArgs { cpus: vec![], ..a.clone() }, Path::new("/tmp/r"));
         assert!(
-            line(8).starts_with("capacity --streams 10000,20000,30000,50000 --rate 100 --seconds 60"),
+            line(10).starts_with("capacity --streams 10000,20000,30000,50000 --rate 100 --seconds 60"),
             "{}",
-            line(8)
+            line(10)
         );
-        assert!(line(10).starts_with("bridge --sizes 64,1024 --replicas 1,3 --frames 1000000"), "{}", line(10));
+        assert!(line(9).starts_with("bridge --sizes 64,1024 --replicas 1,3 --frames 1000000"), "{}", line(9));
         assert_eq!(unpinned.len(), 9);
         let without = super::steps(&ReportArgs { without_bridge: true, ..a.clone() }, Path::new("/tmp/r"));
-        assert_eq!(without.last().map(|s| s.1), Some(CONTROL_JSON));
+        assert_eq!(without.last().map(|s| s.1), Some(CAPACITY_JSON));
     }
 }
