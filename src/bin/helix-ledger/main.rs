@@ -17,6 +17,7 @@ mod metrics;
 mod replay;
 mod retention;
 mod run;
+mod syncer;
 
 use config::LedgerConfig;
 use shared::cli::ServiceFlags;
