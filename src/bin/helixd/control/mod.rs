@@ -231,7 +231,7 @@ impl Path {
         // The sleeps of `BUSY` while commands wait end within a
         // microsecond rather than the default 50 us of timer slack: a
         // command waits for two of them (the ledger, the source). Measured:
-        // round trip p50 from about 340 to 230 us (docs/performance-notes.md).
+        // round trip p50 from about 350 to 250 us (docs/performance-notes.md).
         if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
             warn!("control: cannot shorten the thread's timer slack ({e}); commands wait up to 50 us longer");
         }
