@@ -355,11 +355,7 @@ fn a_hostile_sender_flooding_garbage_stops_neither_other_senders_nor_the_telemet
     // Each command goes out only once the flood has sent more since the
     // last: the two interleave however the threads are scheduled.
     let flood_moves_past = |seen: u64| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sent.load(Relaxed) <= seen {
-            assert!(Instant::now() < deadline, "the flood sends ({seen} records so far)");
-            std::thread::yield_now();
-        }
+        common::eventually("the flood sends", || sent.load(Relaxed) > seen);
         sent.load(Relaxed)
     };
     let view = helix::RingView::attach(&env.ns, "telemetry").unwrap();
@@ -375,11 +371,7 @@ fn a_hostile_sender_flooding_garbage_stops_neither_other_senders_nor_the_telemet
     flood_moves_past(seen);
     stop.store(true, Relaxed);
     flood.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while view.stats().published == before {
-        assert!(Instant::now() < deadline, "telemetry goes on beside the flood");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::eventually("telemetry goes on beside the flood", || view.stats().published > before);
     // The newest audit records (the ring has overwritten older ones): the
     // garbage is there, rejected, and named by the flooder's lane. helixd
     // may still be working through the flood's last records.
@@ -387,22 +379,17 @@ fn a_hostile_sender_flooding_garbage_stops_neither_other_senders_nor_the_telemet
     let start = Start::At(log_view.stats().published.saturating_sub(99).max(1));
     let opts = ReaderOptions { name: "test".into(), start, ..Default::default() };
     let mut r = Reader::attach(&env.ns, "control.log", &opts).unwrap();
-    let mut garbage = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while garbage == 0 {
+    common::eventually("the flood is in the audit trail", || loop {
         match r.try_read_pod::<LogRecord>() {
             Ok((_, rec)) if rec.lane as usize != ctl.lane() => {
                 assert!(rec.outcome().is_some_and(|o| o.is_err()), "garbage accepted: {rec:?}");
-                garbage += 1;
+                return true;
             }
             Ok(_) | Err(TryReadError::Overrun(_)) => {}
-            Err(TryReadError::Empty) => {
-                assert!(Instant::now() < deadline, "the flood is in the audit trail");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            Err(TryReadError::Empty) => return false,
             Err(e) => panic!("reading control.log: {e}"),
         }
-    }
+    });
 }
 
 /// helixd with a UDP source writing ring `plant` whose commands go to
