@@ -252,6 +252,61 @@ macro_rules! assert_layout {
 }
 pub(crate) use assert_layout;
 
+/// A C-like enum carried as a number in a shared layout or a file format,
+/// written once with its wire values and names:
+///
+/// ```text
+/// wire_enum! {
+///     /// What the enum is.
+///     pub enum Name: u16, from_u16 {
+///         /// What the variant means.
+///         Variant = 1, "variant";
+///     }
+/// }
+/// ```
+///
+/// gives the enum (`#[repr(u16)]`, `Debug, Clone, Copy, PartialEq, Eq,
+/// Hash`, and any attributes written before `pub enum`), `from_u16` (the
+/// variant of a wire value, if it is one), `as_str` (its name as the tools
+/// print it) and `ALL` (every variant, in wire order). One table, so a
+/// variant cannot be added without its decoding.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $repr:ident, $from:ident {
+            $($(#[doc = $doc:literal])* $variant:ident = $code:literal, $text:literal;)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr($repr)]
+        $vis enum $name {
+            $($(#[doc = $doc])* $variant = $code,)+
+        }
+
+        impl $name {
+            /// Every variant, in wire order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The variant of a wire value, if it is one.
+            pub fn $from(v: $repr) -> Option<$name> {
+                match v {
+                    $($code => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Its name, as the tools print it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;
+
 // The offsets of docs/abi.md §2, a line of 128 bytes to a line. (Not under
 // loom, whose atomics are larger.)
 #[cfg(not(loom))]

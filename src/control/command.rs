@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::layout::assert_layout;
+use crate::layout::{assert_layout, wire_enum};
 use crate::shm::validate_ring_name;
 
 use super::{Reason, FORMAT_VERSION, KIND_COMMAND, MAX_RATE_HZ};
@@ -11,47 +11,24 @@ use super::{Reason, FORMAT_VERSION, KIND_COMMAND, MAX_RATE_HZ};
 /// Length of [`Command::source`].
 pub const SOURCE_LEN: usize = 64;
 
-/// What a command asks for (`Command::op`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
-#[repr(u16)]
-pub enum Op {
-    /// Drive stream `stream` of the source toward the setpoint `value`.
-    Set = 1,
-    /// Give stream `stream` back to the source's own values.
-    Release = 2,
-    /// Stop the source's sampling.
-    Pause = 3,
-    /// Start it again.
-    Resume = 4,
-    /// Sample each of the source's streams at `value` Hz.
-    Rate = 5,
+wire_enum! {
+    /// What a command asks for (`Command::op`); `as_str` is helixctl's verb.
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
+    pub enum Op: u16, from_u16 {
+        /// Drive stream `stream` of the source toward the setpoint `value`.
+        Set = 1, "set";
+        /// Give stream `stream` back to the source's own values.
+        Release = 2, "release";
+        /// Stop the source's sampling.
+        Pause = 3, "pause";
+        /// Start it again.
+        Resume = 4, "resume";
+        /// Sample each of the source's streams at `value` Hz.
+        Rate = 5, "rate";
+    }
 }
 
 impl Op {
-    /// The op of a wire value.
-    pub fn from_u16(v: u16) -> Option<Op> {
-        Some(match v {
-            1 => Op::Set,
-            2 => Op::Release,
-            3 => Op::Pause,
-            4 => Op::Resume,
-            5 => Op::Rate,
-            _ => return None,
-        })
-    }
-
-    /// Its name, as helixctl spells the verb.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Set => "set",
-            Op::Release => "release",
-            Op::Pause => "pause",
-            Op::Resume => "resume",
-            Op::Rate => "rate",
-        }
-    }
-
     /// Whether the op names a stream (`set`, `release`).
     pub fn has_stream(self) -> bool {
         matches!(self, Op::Set | Op::Release)

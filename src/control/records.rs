@@ -4,96 +4,58 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::layout::assert_layout;
+use crate::layout::{assert_layout, wire_enum};
 
 use super::command::{Command, Op};
 use super::FORMAT_VERSION;
 
-/// A verdict on a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
-#[repr(u16)]
-pub enum Verdict {
-    /// It is (or was) applied.
-    Accepted = 1,
-    /// It was not, and never will be; the reason says why.
-    Rejected = 2,
-}
-
-impl Verdict {
-    /// The verdict of a wire value.
-    pub fn from_u16(v: u16) -> Option<Verdict> {
-        match v {
-            1 => Some(Verdict::Accepted),
-            2 => Some(Verdict::Rejected),
-            _ => None,
-        }
+wire_enum! {
+    /// A verdict on a command.
+    #[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+    pub enum Verdict: u16, from_u16 {
+        /// It is (or was) applied.
+        Accepted = 1, "accepted";
+        /// It was not, and never will be; the reason says why.
+        Rejected = 2, "rejected";
     }
 }
 
-macro_rules! reasons {
-    ($($(#[doc = $doc:literal])* $name:ident = $code:literal, $text:literal;)+) => {
-        /// Why a command was rejected (`docs/abi.md` §12.5). The numbers
-        /// are the wire values; 0 is "none" (accepted).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[repr(u16)]
-        pub enum Reason {
-            $($(#[doc = $doc])* $name = $code,)+
-        }
-
-        impl Reason {
-            /// The reason of a wire value.
-            pub fn from_u16(v: u16) -> Option<Reason> {
-                match v {
-                    $($code => Some(Reason::$name),)+
-                    _ => None,
-                }
-            }
-
-            /// A short name, as the log and `--json` spell it.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Reason::$name => $text,)+
-                }
-            }
-
-            /// Every reason, in wire order.
-            pub const ALL: &'static [Reason] = &[$(Reason::$name,)+];
-        }
-    };
-}
-
-reasons! {
-    /// The fan-in record's kind is not [`super::KIND_COMMAND`].
-    BadKind = 1, "bad_kind";
-    /// The payload is not 96 bytes.
-    BadSize = 2, "bad_size";
-    /// `version` is not [`FORMAT_VERSION`].
-    BadVersion = 3, "bad_version";
-    /// `op` is no known op.
-    UnknownOp = 4, "unknown_op";
-    /// `request` is 0.
-    NoRequestId = 5, "no_request_id";
-    /// `reserved`, or a field the op does not use, is not zero.
-    NotZero = 6, "not_zero";
-    /// `source` is not a ring name, NUL-padded.
-    BadSource = 7, "bad_source";
-    /// A setpoint that is not finite, or a rate not in (0, 1e6] Hz.
-    BadValue = 8, "bad_value";
-    /// The sender's uid is not on helixd's allow-list.
-    NotAllowed = 16, "not_allowed";
-    /// No configured source writes the named ring.
-    UnknownSource = 17, "unknown_source";
-    /// The stream is not one of the source's.
-    UnknownStream = 18, "unknown_stream";
-    /// The source is not simulated and has no instrument to forward
-    /// commands to (a UDP source without `instrument`).
-    NotSimulated = 19, "not_simulated";
-    /// The source is not running (its ring is being repaired).
-    SourceDown = 20, "source_down";
-    /// The command was for a UDP source's instrument and the datagram
-    /// could not be sent (helixd's log names the address and the error).
-    SendFailed = 21, "send_failed";
+wire_enum! {
+    /// Why a command was rejected (`docs/abi.md` §12.5). The numbers are
+    /// the wire values; 0 is "none" (accepted). `as_str` is the short name
+    /// the log and `--json` use.
+    pub enum Reason: u16, from_u16 {
+        /// The fan-in record's kind is not [`super::KIND_COMMAND`].
+        BadKind = 1, "bad_kind";
+        /// The payload is not 96 bytes.
+        BadSize = 2, "bad_size";
+        /// `version` is not [`FORMAT_VERSION`].
+        BadVersion = 3, "bad_version";
+        /// `op` is no known op.
+        UnknownOp = 4, "unknown_op";
+        /// `request` is 0.
+        NoRequestId = 5, "no_request_id";
+        /// `reserved`, or a field the op does not use, is not zero.
+        NotZero = 6, "not_zero";
+        /// `source` is not a ring name, NUL-padded.
+        BadSource = 7, "bad_source";
+        /// A setpoint that is not finite, or a rate not in (0, 1e6] Hz.
+        BadValue = 8, "bad_value";
+        /// The sender's uid is not on helixd's allow-list.
+        NotAllowed = 16, "not_allowed";
+        /// No configured source writes the named ring.
+        UnknownSource = 17, "unknown_source";
+        /// The stream is not one of the source's.
+        UnknownStream = 18, "unknown_stream";
+        /// The source is not simulated and has no instrument to forward
+        /// commands to (a UDP source without `instrument`).
+        NotSimulated = 19, "not_simulated";
+        /// The source is not running (its ring is being repaired).
+        SourceDown = 20, "source_down";
+        /// The command was for a UDP source's instrument and the datagram
+        /// could not be sent (helixd's log names the address and the error).
+        SendFailed = 21, "send_failed";
+    }
 }
 
 impl std::fmt::Display for Reason {

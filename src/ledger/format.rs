@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use crate::layout::wire_enum;
+
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"HELIXLDG";
 /// The format version this code writes (it reads [`VERSION_1`] and
@@ -36,44 +38,23 @@ pub const GENESIS: Hash = [0; HASH_LEN];
 /// A chain hash.
 pub type Hash = [u8; HASH_LEN];
 
-/// What a record says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u16)]
-pub enum RecordType {
-    /// A frame as the ring delivered it.
-    Frame = 1,
-    /// Sequences of a ring that the ledger could not record (they were
-    /// overwritten before it read them).
-    Gap = 2,
-    /// Declares a ring id: its name and incarnation, and the next sequence
-    /// the ledger expects from it. Written when a ring is first seen, when it
-    /// was replaced, and at the start of every segment for every ring.
-    Ring = 3,
-    /// A signed checkpoint: the chain's hash at that point, signed with the
-    /// recorder's Ed25519 key ([`sign`](super::sign)). Format version 3 on.
-    Checkpoint = 4,
-}
-
-impl RecordType {
-    /// The type of a record's type field, if it is one.
-    pub fn from_u16(v: u16) -> Option<RecordType> {
-        match v {
-            1 => Some(RecordType::Frame),
-            2 => Some(RecordType::Gap),
-            3 => Some(RecordType::Ring),
-            4 => Some(RecordType::Checkpoint),
-            _ => None,
-        }
-    }
-
-    /// Lower-case name, as `export` prints it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordType::Frame => "frame",
-            RecordType::Gap => "gap",
-            RecordType::Ring => "ring",
-            RecordType::Checkpoint => "checkpoint",
-        }
+wire_enum! {
+    /// What a record says; `as_str` is the name `export` prints.
+    pub enum RecordType: u16, from_u16 {
+        /// A frame as the ring delivered it.
+        Frame = 1, "frame";
+        /// Sequences of a ring that the ledger could not record (they were
+        /// overwritten before it read them).
+        Gap = 2, "gap";
+        /// Declares a ring id: its name and incarnation, and the next
+        /// sequence the ledger expects from it. Written when a ring is first
+        /// seen, when it was replaced, and at the start of every segment for
+        /// every ring.
+        Ring = 3, "ring";
+        /// A signed checkpoint: the chain's hash at that point, signed with
+        /// the recorder's Ed25519 key ([`sign`](super::sign)). Format
+        /// version 3 on.
+        Checkpoint = 4, "checkpoint";
     }
 }
 

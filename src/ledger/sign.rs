@@ -12,6 +12,7 @@ use std::fmt;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use super::format::{hex, u32_at, u64_at, Hash};
+use crate::layout::wire_enum;
 
 /// Bytes of a CHECKPOINT block's body.
 pub const CHECKPOINT_LEN: usize = 144;
@@ -27,34 +28,19 @@ pub const SECRET_TAG: &str = "helix-ledger-secret-key-ed25519";
 /// The first word of a public key's line (`helix-ledger pubkey`).
 pub const PUBLIC_TAG: &str = "helix-ledger-public-key-ed25519";
 
-/// Why the recorder wrote a checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Reason {
-    /// The recorder opened the ledger (it signs the chain it resumes).
-    Open = 1,
-    /// The interval passed since the last checkpoint, and blocks followed it.
-    Interval = 2,
-    /// The last block of a segment that is closed.
-    SegmentEnd = 3,
-    /// The recorder stopped (SIGTERM, SIGINT).
-    Shutdown = 4,
-}
-
-impl Reason {
-    /// The reason of a raw value, if it is one.
-    pub fn from_u32(v: u32) -> Option<Reason> {
-        [Reason::Open, Reason::Interval, Reason::SegmentEnd, Reason::Shutdown].into_iter().find(|r| *r as u32 == v)
-    }
-
-    /// Lower-case name, as `export` and `head --signed` print it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Open => "open",
-            Reason::Interval => "interval",
-            Reason::SegmentEnd => "segment-end",
-            Reason::Shutdown => "shutdown",
-        }
+wire_enum! {
+    /// Why the recorder wrote a checkpoint; `as_str` is the name `export`
+    /// and `head --signed` print.
+    pub enum Reason: u32, from_u32 {
+        /// The recorder opened the ledger (it signs the chain it resumes).
+        Open = 1, "open";
+        /// The interval passed since the last checkpoint, and blocks
+        /// followed it.
+        Interval = 2, "interval";
+        /// The last block of a segment that is closed.
+        SegmentEnd = 3, "segment-end";
+        /// The recorder stopped (SIGTERM, SIGINT).
+        Shutdown = 4, "shutdown";
     }
 }
 
