@@ -49,6 +49,15 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// A process column: its pid, "PID (dead)", or "-" when there is none.
+pub fn process(pid: Option<u32>, alive: bool) -> String {
+    match (pid, alive) {
+        (Some(p), true) => p.to_string(),
+        (Some(p), false) => format!("{p} (dead)"),
+        (None, _) => "-".into(),
+    }
+}
+
 /// A frame rate rounded to a whole number, `-` if there is none (yet).
 pub fn rate(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{r:.0}"))
@@ -63,6 +72,13 @@ mod tests {
         for (n, text) in [(512, "512 B"), (4096, "4 KiB"), (1536, "1.5 KiB"), (256 << 20, "256 MiB")] {
             assert_eq!(bytes(n), text);
         }
+    }
+
+    #[test]
+    fn a_process_column_says_when_the_process_is_dead_or_missing() {
+        assert_eq!(process(Some(42), true), "42");
+        assert_eq!(process(Some(42), false), "42 (dead)");
+        assert_eq!(process(None, false), "-");
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! `helix-bench peer` (hidden): the other end of a measurement, which
 //! helix-bench starts as a process of its own, and how it starts one.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{ChildStdout, Command, Stdio};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
 use helix::{Namespace, WaitStrategy};
 
 use super::{fanin, pingpong, stream};
 use crate::affinity::pin_to_cpu;
+use crate::shared::child::ChildProcess;
 
 #[derive(Subcommand, Debug, PartialEq)]
 pub enum PeerCmd {
@@ -107,7 +109,27 @@ impl Peers {
         c.args(["--namespace", self.namespace.as_str(), "peer"]).args(what.to_args());
         c
     }
+
+    /// Starts `what` as `name` (with its stdin piped too if `stdin`) and
+    /// waits until it says it is ready (attached, or holding its lane).
+    pub fn start(&self, name: &str, what: &PeerCmd, stdin: bool) -> Result<PeerProcess> {
+        let mut cmd = self.command(what);
+        if stdin {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = ChildProcess::spawn(name, cmd.stdout(Stdio::piped()))?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("{name} failed to start");
+        }
+        Ok((child, out))
+    }
 }
+
+/// A started peer and its standard output, which carries its results.
+pub type PeerProcess = (ChildProcess, BufReader<ChildStdout>);
 
 /// Runs a peer until its measurement is done.
 pub fn run(what: PeerCmd, ns: &Namespace) -> Result<()> {

@@ -3,8 +3,7 @@
 //! frames/s and MB/s for the writer and each reader, and what was lost or
 //! waited for.
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::process::{ChildStdout, Stdio};
+use std::io::{self, BufRead, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,12 +13,11 @@ use serde::{Deserialize, Serialize};
 use helix::shm::Namespace;
 use helix::{Policy, ReadError, Reader, ReaderOptions, Ring, RingOptions, Start, TryReadError, WaitStrategy};
 
-use super::peer::{PeerCmd, PeerStreamArgs, Peers};
+use super::peer::{PeerCmd, PeerProcess, PeerStreamArgs, Peers};
 use super::{cpus_flag, list};
 use crate::affinity::pin_to_cpu;
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
-use crate::shared::child::ChildProcess;
 use crate::stats::median;
 
 const RING: &str = "stream";
@@ -366,7 +364,7 @@ pub fn measure(cfg: &Config, peers: &Peers) -> Result<Report> {
 }
 
 /// A reader process and its output.
-type ReaderProcess = (ChildProcess, BufReader<ChildStdout>);
+type ReaderProcess = PeerProcess;
 
 fn measure_on(ring: &Ring, cfg: &Config, peers: &Peers) -> Result<Report> {
     let cpus = cfg.cpus.clone().unwrap_or_default();
@@ -390,14 +388,7 @@ fn start_reader(cfg: &Config, cpus: &[usize], i: usize, peers: &Peers) -> Result
         gating: cfg.gating,
         cpu: (!pool.is_empty()).then(|| pool[i % pool.len()]),
     });
-    let mut child = ChildProcess::spawn("a stream reader", peers.command(&what).stdout(Stdio::piped()))?;
-    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line)?;
-    if line.trim() != "ready" {
-        bail!("a stream reader failed to start");
-    }
-    Ok((child, out))
+    peers.start("a stream reader", &what, false)
 }
 
 /// Publishes every frame, each carrying its sequence, in claims of a batch.

@@ -161,11 +161,6 @@ pub fn print_rows(rows: &[Row]) {
             println!("{}", super::list::problem_line(&r.name, "CORRUPT", r.error.as_deref().unwrap_or("?")));
             continue;
         };
-        let consumer = match (s.consumer_pid, s.consumer_alive) {
-            (Some(p), true) => p.to_string(),
-            (Some(p), false) => format!("{p} (dead)"),
-            (None, _) => "-".into(),
-        };
         println!(
             "{:<20} {:>5} {:>5} {:>10} {:>10} {:>14} {:>12} {:>12} {:>10}",
             r.name,
@@ -175,7 +170,7 @@ pub fn print_rows(rows: &[Row]) {
             format::bytes(s.max_payload as u64),
             s.records,
             format::rate(s.records_per_sec),
-            consumer,
+            format::process(s.consumer_pid, s.consumer_alive),
             format::bytes(s.memory_bytes)
         );
     }

@@ -117,11 +117,6 @@ fn print_table(rows: &[ListRow]) {
             println!("{}", problem_line(&r.name, r.problem.unwrap_or("CORRUPT"), r.error.as_deref().unwrap_or("?")));
             continue;
         };
-        let writer = match (s.writer_pid, s.writer_alive) {
-            (Some(p), true) => p.to_string(),
-            (Some(p), false) => format!("{p} (dead)"),
-            (None, _) => "-".into(),
-        };
         println!(
             "{:<20} {:<9} {:>10} {:>6} {:>14} {:>12} {:>7} {:>12} {:>10}",
             r.name,
@@ -131,7 +126,7 @@ fn print_table(rows: &[ListRow]) {
             s.published,
             format::rate(s.frames_per_sec),
             s.readers,
-            writer,
+            format::process(s.writer_pid, s.writer_alive),
             format::bytes(s.memory_bytes)
         );
     }

@@ -70,13 +70,15 @@ const fn reader(name: &'static str, kind: &'static str, help: &'static str, valu
 const GAUGE: &str = "gauge";
 const COUNTER: &str = "counter";
 
+/// A gauge that says whether a ring could be read at all: written for
+/// every ring file, 0 for one that does not attach or open.
+const fn up(name: &'static str, help: &'static str) -> Family<()> {
+    Family { name, kind: GAUGE, help, value: () }
+}
+
 /// `helix_ring_up`, also given (0) for a file that does not attach.
-const UP: Family<()> = Family {
-    name: "helix_ring_up",
-    kind: GAUGE,
-    help: "1 if the ring attaches and validates, 0 if its files are corrupt, foreign or damaged.",
-    value: (),
-};
+const UP: Family<()> =
+    up("helix_ring_up", "1 if the ring attaches and validates, 0 if its files are corrupt, foreign or damaged.");
 
 /// The families of an attached ring, in the order they are written.
 const RING: [Family<RingValue>; 12] = [
@@ -134,12 +136,8 @@ const fn lane(name: &'static str, kind: &'static str, help: &'static str, value:
 }
 
 /// `helix_fanin_up`, also given (0) for a fan-in ring that does not open.
-const FAN_UP: Family<()> = Family {
-    name: "helix_fanin_up",
-    kind: GAUGE,
-    help: "1 if the fan-in ring opens and validates, 0 if its files are corrupt, foreign or damaged.",
-    value: (),
-};
+const FAN_UP: Family<()> =
+    up("helix_fanin_up", "1 if the fan-in ring opens and validates, 0 if its files are corrupt, foreign or damaged.");
 
 /// The families of a fan-in ring that opened.
 const FAN: [Family<FanValue>; 9] = [

@@ -4,8 +4,7 @@
 //! and each lane's share of what was delivered while no producer had run
 //! dry.
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::process::{ChildStdout, Stdio};
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -16,8 +15,7 @@ use helix::shm::Namespace;
 use helix::WaitStrategy;
 
 use crate::affinity::pin_to_cpu;
-use crate::command::peer::{PeerCmd, PeerFaninArgs, Peers};
-use crate::shared::child::ChildProcess;
+use crate::command::peer::{PeerCmd, PeerFaninArgs, PeerProcess, Peers};
 
 /// The fan-in ring of the flow.
 pub const RING: &str = "fanin";
@@ -116,7 +114,7 @@ pub fn measure(flow: &Flow, peers: &Peers) -> Result<FlowRun> {
 }
 
 /// A producer process and its output.
-type ProducerProcess = (ChildProcess, BufReader<ChildStdout>);
+type ProducerProcess = PeerProcess;
 
 fn measure_on(fan: &mut FanIn, flow: &Flow, peers: &Peers) -> Result<FlowRun> {
     let mut kids = (0..flow.producers).map(|i| start_producer(flow, i, peers)).collect::<Result<Vec<_>>>()?;
@@ -151,15 +149,7 @@ fn start_producer(flow: &Flow, i: usize, peers: &Peers) -> Result<ProducerProces
         batch: flow.batch,
         cpu: (!pool.is_empty()).then(|| pool[i % pool.len()]),
     });
-    let mut cmd = peers.command(&what);
-    let mut child = ChildProcess::spawn("a fan-in producer", cmd.stdin(Stdio::piped()).stdout(Stdio::piped()))?;
-    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line)?;
-    if line.trim() != "ready" {
-        bail!("a fan-in producer failed to start");
-    }
-    Ok((child, out))
+    peers.start("a fan-in producer", &what, true)
 }
 
 /// What the consumer has seen so far.
