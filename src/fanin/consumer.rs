@@ -12,9 +12,10 @@ use crate::sync::{host, spin_hint, AtomicU64, Ordering};
 use crate::wait::WaitStrategy;
 
 use super::error::{FanInError, LaneProblem, LaneReport};
-use super::files::{self, FanInGeometry, LaneFile, RingFiles};
+use super::files::{self, FanInGeometry, RingFiles};
 use super::folder::{self, Aside, Judged};
 use super::lane::{self, Ends, Found, LaneFault, Reading};
+use super::lane_file::{self, LaneFile};
 use super::layout::*;
 use super::FanInOptions;
 
@@ -119,12 +120,12 @@ impl Bound {
     fn hdr(&self) -> &LaneHeader {
         // SAFETY: `open_lane` checked the file: a whole lane of the ring's
         // capacity (the header alone is used here).
-        unsafe { files::lane_view(&self.lf.map, self.lf.capacity) }.0
+        unsafe { lane_file::lane_view(&self.lf.map, self.lf.capacity) }.0
     }
 
     fn ends_of<'a>(lf: &'a LaneFile, state: &'a LaneState) -> Ends<'a> {
         // SAFETY: as in `Bound::hdr`.
-        let (hdr, data) = unsafe { files::lane_view(&lf.map, lf.capacity) };
+        let (hdr, data) = unsafe { lane_file::lane_view(&lf.map, lf.capacity) };
         Ends { hdr, state, data }
     }
 }
@@ -379,7 +380,7 @@ impl FanIn {
     /// Binds lane `k`'s file, if there is one; reports it once and moves
     /// it out of the lane's name if it is not a lane of this ring.
     fn try_bind(&mut self, k: usize, f: &mut dyn FnMut(Event<'_>)) {
-        match files::open_lane(&self.files.dir, k, &self.files.geometry) {
+        match lane_file::open_lane(&self.files.dir, k, &self.files.geometry) {
             Ok(Some(lf)) => self.bind(k, lf, f),
             Ok(None) => {}
             Err(bad) => {

@@ -14,6 +14,7 @@ use crate::shm::{self, Namespace, SHM_DIR};
 use crate::sync::Ordering;
 
 use super::files::{self, BELL_FILE, FANIN_SUFFIX, RING_FILE};
+use super::lane_file;
 use super::layout::LANE_BOUND;
 use super::FanInView;
 
@@ -172,7 +173,7 @@ impl FanInView {
         }
         let refused = |uid, reason| LaneFileStatus::Refused { uid, reason };
         let g = self.geometry();
-        let lf = match files::open_lane(self.dir(), k, g) {
+        let lf = match lane_file::open_lane(self.dir(), k, g) {
             Ok(Some(lf)) => lf,
             Ok(None) => return LaneFileStatus::Absent,
             Err(bad) => return refused((bad.uid != u32::MAX).then_some(bad.uid), bad.reason),

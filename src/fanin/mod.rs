@@ -57,6 +57,7 @@ mod folder;
 mod heap;
 pub mod inspect;
 mod lane;
+mod lane_file;
 pub mod layout;
 mod producer;
 mod stats;

@@ -10,8 +10,9 @@ use crate::sync::{futex, host, AtomicU64, Ordering};
 use crate::wait::WaitStrategy;
 
 use super::error::{FanInError, SendError};
-use super::files::{self, Link, NewLane, RingFiles};
+use super::files::{self, RingFiles};
 use super::lane::{self, put, put_with, Ends, Writing};
+use super::lane_file::{self, Link, NewLane};
 use super::layout::*;
 
 /// How often a producer waiting for space looks whether its lane was
@@ -46,7 +47,7 @@ impl Producer {
         if !g.allow_uids.is_empty() && !g.allow_uids.contains(&uid) {
             return Err(FanInError::NotAllowed { ring: name.to_owned(), uid });
         }
-        let mut new = files::create_lane(&files.dir, g)?;
+        let mut new = lane_file::create_lane(&files.dir, g)?;
         let deadline = crate::ring::deadline(timeout);
         'attach: loop {
             // SYNC POINT: lane freed (attachers).
@@ -60,7 +61,7 @@ impl Producer {
                     // Another producer's file had this epoch: look again,
                     // with a new file (a file once named cannot be named again).
                     Link::Stale => {
-                        new = files::create_lane(&files.dir, g)?;
+                        new = lane_file::create_lane(&files.dir, g)?;
                         continue 'attach;
                     }
                     Link::Taken => {
@@ -303,7 +304,7 @@ fn ends<'a>(files: &'a RingFiles, map: &'a Mapping, k: usize) -> Ends<'a> {
     // SAFETY: our own lane file, made by `create_lane` for this ring's
     // capacity. Only a process of our own uid could shrink it; the guard
     // then turns it to zeros (we report Damaged).
-    let (hdr, data) = unsafe { files::lane_view(map, files.geometry.lane_capacity) };
+    let (hdr, data) = unsafe { lane_file::lane_view(map, files.geometry.lane_capacity) };
     Ends { hdr, state: files.state(k), data }
 }
 

@@ -8,6 +8,7 @@ use crate::shm::{self, Namespace};
 use crate::sync::Ordering;
 
 use super::files::{self, FanInGeometry, RingFiles};
+use super::lane_file;
 use super::layout::*;
 use super::{FanIn, FanInError};
 
@@ -158,13 +159,13 @@ fn lane_stats(files: &RingFiles, k: usize) -> LaneStats {
     // What the bound file's producer says of itself: only the file the
     // consumer bound (same epoch and inode), and none of it trusted beyond
     // being numbers.
-    let Ok(Some(lf)) = files::open_lane(&files.dir, k, &files.geometry) else { return s };
+    let Ok(Some(lf)) = lane_file::open_lane(&files.dir, k, &files.geometry) else { return s };
     if !bound || lf.epoch != s.epoch || lf.judged.ino != st.ino.load(Ordering::Relaxed) {
         return s;
     }
     // SAFETY: `open_lane` checked the mapping is a whole lane file of the
     // ring's capacity, page aligned; its fields are read as atomics.
-    let hdr = unsafe { files::lane_view(&lf.map, lf.capacity) }.0;
+    let hdr = unsafe { lane_file::lane_view(&lf.map, lf.capacity) }.0;
     let (head, full_waits, wait_ns) = (c(&hdr.head), c(&hdr.full_waits), c(&hdr.wait_ns));
     let closed = hdr.closed.load(Ordering::Relaxed) == LANE_CLOSED;
     // A file shrunk under the mapping reads as zeros: not the producer's.

@@ -260,7 +260,8 @@ fn a_consumer_killed_between_storing_next_seq_and_tail_is_resumed_without_loss()
 /// its lane filled).
 #[test]
 fn a_link_with_an_epoch_another_file_already_had_is_found_stale_at_once() {
-    use super::files::{self, Link};
+    use super::files;
+    use super::lane_file::{self, Link};
     use super::{Event, FanIn, FanInOptions, Producer};
     let ns = crate::Namespace::new(&format!("u{}stale", std::process::id())).unwrap();
     let opts = FanInOptions { lanes: 1, lane_capacity: 4096, max_payload: 64, ..Default::default() };
@@ -277,7 +278,7 @@ fn a_link_with_an_epoch_another_file_already_had_is_found_stale_at_once() {
     assert_eq!(n, 1);
     // Epoch 1 was read before the first producer linked; the link comes now.
     let ring = files::open_ring(&ns, "fan", false).unwrap();
-    let late = files::create_lane(&ring.dir, &ring.geometry).unwrap();
+    let late = lane_file::create_lane(&ring.dir, &ring.geometry).unwrap();
     let link = late.link(&ring.dir, 0, 1, ring.state(0));
     let lane0 = ring.dir.join(files::lane_name(0));
     let linked = lane0.exists();

@@ -184,6 +184,42 @@ fn header_problem(header: &SegmentHeader, n: u64, chain: &Chain) -> Option<Strin
     }
 }
 
+/// Segment `n`'s header (at `path`, whose bytes are `bytes`), checked
+/// against the chain so far and the format `version` of the segment before
+/// it. The first segment after a `pruned` manifest (`after_manifest`)
+/// takes its block count from its header: the manifest names none.
+fn checked_header(
+    bytes: &[u8],
+    path: &Path,
+    n: u64,
+    after_manifest: bool,
+    chain: &mut Chain,
+    version: u32,
+) -> Result<SegmentHeader, VerifyFailure> {
+    let header = SegmentHeader::decode(bytes)
+        .map_err(|e| VerifyFailure::Header { path: path.to_owned(), problem: e.to_string() })?;
+    if after_manifest {
+        chain.blocks = header.first_block;
+    }
+    if let Some(problem) = header_problem(&header, n, chain) {
+        return Err(if after_manifest {
+            VerifyFailure::Pruned {
+                path: path.to_owned(),
+                problem: format!("the first segment after the `{PRUNED_FILE}` manifest {problem}"),
+            }
+        } else {
+            VerifyFailure::Header { path: path.to_owned(), problem }
+        });
+    }
+    if header.version < version {
+        // A recorder writes only its own version, and a newer one never
+        // resumes an older segment: the versions never go down.
+        let problem = format!("is of format version {} after a segment of version {version}", header.version);
+        return Err(VerifyFailure::Header { path: path.to_owned(), problem });
+    }
+    Ok(header)
+}
+
 /// Adds block `block` of ring `id` (whose state in the chain is `ring`)
 /// to the whole ledger's counts. The chain's counts restart with each
 /// segment's declarations; these run over the whole ledger. Ids are
@@ -341,30 +377,11 @@ pub fn walk_segments(
             Ok(b) => b,
             Err(f) => return Ok(Err(f)),
         };
-        let header = match SegmentHeader::decode(&bytes) {
+        let after_manifest = i == 0 && pruned.is_some();
+        let header = match checked_header(&bytes, path, *n, after_manifest, &mut chain, version) {
             Ok(h) => h,
-            Err(e) => return Ok(Err(VerifyFailure::Header { path: path.clone(), problem: e.to_string() })),
+            Err(f) => return Ok(Err(f)),
         };
-        if i == 0 && pruned.is_some() {
-            // The manifest names no block count: the index goes on from
-            // the first kept segment's.
-            chain.blocks = header.first_block;
-        }
-        if let Some(problem) = header_problem(&header, *n, &chain) {
-            return Ok(Err(match (i, pruned) {
-                (0, Some(_)) => VerifyFailure::Pruned {
-                    path: path.clone(),
-                    problem: format!("the first segment after the `{PRUNED_FILE}` manifest {problem}"),
-                },
-                _ => VerifyFailure::Header { path: path.clone(), problem },
-            }));
-        }
-        if header.version < version {
-            // A recorder writes only its own version, and a newer one never
-            // resumes an older segment: the versions never go down.
-            let problem = format!("is of format version {} after a segment of version {version}", header.version);
-            return Ok(Err(VerifyFailure::Header { path: path.clone(), problem }));
-        }
         version = header.version;
         if on_segment(&header, path).is_break() {
             break;
@@ -383,17 +400,10 @@ pub fn walk_segments(
             let id = block.header.ring as usize;
             count(&mut totals, id, &c.rings[id], block);
         });
-        match result {
-            Ok(()) => {}
-            // The end of the ledger, part-written: what precedes it stands.
-            Err(bad)
-                if i + 1 == segs.len()
-                    && matches!(bad.problem, Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. })) =>
-            {
-                partial_tail = bytes.len() as u64 - bad.offset;
-            }
+        partial_tail = match torn_tail(result, i + 1 == segs.len(), bytes.len() as u64) {
+            Ok(torn) => torn,
             Err(bad) => return Ok(Err(VerifyFailure::Record { path: path.clone(), bad })),
-        }
+        };
         if let Some(bad) = unrestated(&chain, bytes.len() as u64 - partial_tail) {
             return Ok(Err(VerifyFailure::Record { path: path.clone(), bad }));
         }
@@ -408,6 +418,20 @@ pub fn walk_segments(
         partial_tail,
         checkpoints,
     }))
+}
+
+/// The bytes of a part-written record at the end of a segment of `len`
+/// bytes that scanned to `result`: 0 if it scanned whole. Only the last
+/// segment (`last`) may end part-written: what precedes it stands. Any
+/// other problem is the scan's.
+fn torn_tail(result: Result<(), BadRecord>, last: bool, len: u64) -> Result<u64, BadRecord> {
+    match result {
+        Ok(()) => Ok(0),
+        Err(bad) if last && matches!(bad.problem, Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. })) => {
+            Ok(len - bad.offset)
+        }
+        Err(bad) => Err(bad),
+    }
 }
 
 /// A segment that ended (at byte `end`) before restating every ring
