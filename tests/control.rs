@@ -579,6 +579,59 @@ fn a_forwarded_command_is_not_sent_again_after_a_helixd_restart() {
     d2.terminate();
 }
 
+/// A helixd killed after it sent a command to its instrument and before it
+/// journaled the answer does not send the command again at its next start
+/// (at most once, docs/abi.md §12.7): it answers it rejected `send_failed`
+/// and logs why.
+#[test]
+fn a_command_whose_send_a_kill_cut_short_is_not_sent_again_and_is_answered_send_failed() {
+    let instrument = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    instrument.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let env = Env::watched("udp send cut short", Duration::from_secs(90));
+    let udp = format!(
+        "[[source]]\nkind = \"udp\"\nring = \"plant\"\nbind = \"127.0.0.1:0\"\ninstrument = \"{}\"\n",
+        instrument.local_addr().unwrap()
+    );
+    let cfg = config_of(&env, "plant", &udp, (1024, 4), "audit_reader = \"\"");
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&cfg));
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let sent = |buf: &[u8]| helix::control::Forward::parse(buf).map(|f| f.request);
+    let mut buf = [0u8; 128];
+    let first = ctl.next_request();
+    let pause = Command::new(Op::Pause, first, "plant", 0, 0.0);
+    let ack = ctl.send(&pause, Duration::from_secs(10)).unwrap();
+    assert_eq!((ack.outcome(), ack.flags), (Some(Ok(())), ACK_FORWARDED));
+    let n = instrument.recv(&mut buf).expect("the instrument receives the command");
+    assert_eq!(sent(&buf[..n]), Ok(first));
+
+    // Killed after the send, before the answer's journal line: the journal
+    // as that kill leaves it.
+    d.0.signal(common::child::Signal::SIGKILL).unwrap();
+    d.0.wait().unwrap();
+    let journal = std::path::PathBuf::from(format!("/dev/shm/{}.control@journal", env.ns.as_str()));
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let answer = format!("\"request\":{first},");
+    let kept: Vec<&str> = text.lines().filter(|l| !(l.starts_with("{\"answer\"") && l.contains(&answer))).collect();
+    assert_eq!(kept.len() + 1, text.lines().count(), "one answer cut from the journal:\n{text}");
+    std::fs::write(&journal, kept.join("\n") + "\n").unwrap();
+
+    let mut d2 = notify.ready(env.helixd(&cfg));
+    let again = send_until_answered(&mut ctl, &pause);
+    assert_eq!((again.outcome(), again.log_seq), (Some(Err(Reason::SendFailed)), ack.log_seq), "{again:?}");
+    // Commands leave in the order of their audit records, so the first
+    // command sent again would arrive before this one.
+    let next = ctl.next_request();
+    let resume = send_until_answered(&mut ctl, &Command::new(Op::Resume, next, "plant", 0, 0.0));
+    assert_eq!(resume.flags, ACK_FORWARDED);
+    let n = instrument.recv(&mut buf).expect("the instrument receives the next command");
+    assert_eq!(sent(&buf[..n]), Ok(next), "the restarted helixd sent the first command to the instrument again");
+    d2.terminate();
+    let log = common::stderr_of(&mut d2.0);
+    let line = log.lines().find(|l| l.contains("may or may not have left")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains(&format!("request {first}")) && line.contains("send_failed"), "{line}");
+}
+
 /// helixd killed with SIGKILL (`d`) and started again on the test's
 /// configuration; returns once it is ready.
 fn restart(env: &Env, notify: &Notify, d: &mut common::Reaped) -> common::Reaped {

@@ -172,6 +172,12 @@ impl Flow {
             let from = self.unresolved_from();
             result = self.journal.rewrite(from, self.window.answers());
         }
+        self.journaled(result);
+    }
+
+    /// Logs a journal write that failed (once until one succeeds again),
+    /// and the first that succeeds after.
+    pub(super) fn journaled(&mut self, result: anyhow::Result<()>) {
         match result {
             Ok(()) if self.journal_failing => {
                 info!("control: the journal is written again");

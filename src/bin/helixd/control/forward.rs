@@ -4,6 +4,9 @@
 //! Accepted means sent (the kernel took the datagram), not confirmed: the
 //! instrument's effect arrives as telemetry, if at all. A send that fails
 //! is a rejection, `send_failed`, logged with the address and the error.
+//! The journal says a command is being sent before it is: a helixd killed
+//! before its answer answers it `send_failed` at the next start rather
+//! than send it again (`recover.rs`).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -55,6 +58,10 @@ impl Flow {
         let datagram = Forward::new(p.uid, p.log_seq, c);
         let mut ack = Ack { uid: p.uid, request: c.request, op: c.op as u16, log_seq: p.log_seq, ..ack0() };
         let what = format!("uid {} request {}: {} {}", p.uid, c.request, c.op.as_str(), c.source);
+        // At most once: a helixd killed from here to the answer's journal
+        // line does not send it again (`recover.rs`).
+        let intent = self.journal.sending(p.uid, c.request, p.log_seq);
+        self.journaled(intent);
         match self.forwarder.send(to, datagram.as_bytes()) {
             Ok(()) => {
                 (ack.verdict, ack.reason) = wire(Ok(()));

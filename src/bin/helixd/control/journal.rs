@@ -4,15 +4,19 @@
 //! restarted helixd answers a repeat with its first answer and restarts
 //! its sources where the commands left them.
 //!
-//! One JSON object a line (`{"mark": {..}}`, `{"answer": {..}}`), appended
-//! and `fdatasync`ed before the answer is published: a `mark` (the plant state and the `control.log` sequence
-//! below which every record was answered), then `answer`s. A line cut
+//! One JSON object a line (`{"mark": {..}}`, `{"answer": {..}}`,
+//! `{"sending": {..}}`), appended and `fdatasync`ed before the answer is
+//! published: a `mark` (the plant state and the `control.log` sequence
+//! below which every record was answered), then `answer`s. Before a
+//! command goes to a UDP source's instrument, a `sending` line says so: a
+//! helixd killed between it and the answer does not know whether the
+//! datagram left, and does not send it again (`recover.rs`). A line cut
 //! short by a crash (no newline at the end of the file) was never
-//! answered: it is ignored. Past `2 x WINDOW` lines the journal is
+//! answered (nor sent): it is ignored. Past `2 x WINDOW` lines the journal is
 //! rewritten (a new file renamed over it) as one mark and the window's
 //! answers; so is it at every start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -91,6 +95,8 @@ enum Line {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         change: Option<Change>,
     },
+    /// A command about to be sent to its instrument; its answer follows.
+    Sending { uid: u32, request: u64, log_seq: u64 },
 }
 
 /// What a start finds in the journal.
@@ -100,6 +106,10 @@ pub struct Recovered {
     pub answers: Vec<Ack>,
     /// `control.log` records from this sequence on may be unanswered.
     pub unresolved_from: u64,
+    /// Commands (uid, request) a `sending` line names and no answer
+    /// follows: helixd stopped while sending them, before or after the
+    /// datagram left.
+    pub sending: BTreeSet<(u32, u64)>,
 }
 
 /// The open journal.
@@ -136,7 +146,19 @@ impl Journal {
         if let Some(c) = &change {
             apply(&mut lock(&self.plant), &c.source, c.op, c.stream, c.value);
         }
-        let mut text = serde_json::to_string(&answer_line(ack, change))?;
+        self.append(&answer_line(ack, change))
+    }
+
+    /// Journals that the command `request` of `uid` (audit record
+    /// `log_seq`) is about to be sent to its instrument; durable when this
+    /// returns. Its answer is journaled next, with [`Journal::answered`].
+    pub fn sending(&mut self, uid: u32, request: u64, log_seq: u64) -> Result<()> {
+        self.append(&Line::Sending { uid, request, log_seq })
+    }
+
+    /// Appends `line` and syncs it.
+    fn append(&mut self, line: &Line) -> Result<()> {
+        let mut text = serde_json::to_string(line)?;
         text.push('\n');
         self.file.write_all(text.as_bytes()).and_then(|()| self.file.sync_data()).with_context(|| self.what())?;
         self.lines += 1;
@@ -233,11 +255,17 @@ fn read(path: &Path, bytes: &[u8]) -> Result<(PlantState, Recovered)> {
         let line: Line = serde_json::from_slice(text)
             .with_context(|| format!("control journal {}, line {}: not a journal line", path.display(), i + 1))?;
         match line {
-            Line::Mark { unresolved_from, plant: p } => (plant, rec.unresolved_from) = (p, unresolved_from),
+            // A mark is written with no send under way.
+            Line::Mark { unresolved_from, plant: p } => {
+                (plant, rec.unresolved_from) = (p, unresolved_from);
+                rec.sending.clear();
+            }
+            Line::Sending { uid, request, .. } => _ = rec.sending.insert((uid, request)),
             Line::Answer { uid, request, verdict, reason, op, log_seq, ring_seq, stream_seq, flags, change } => {
                 if let Some(c) = change {
                     apply(&mut plant, &c.source, c.op, c.stream, c.value);
                 }
+                rec.sending.remove(&(uid, request));
                 let version = FORMAT_VERSION as u32;
                 let ack = Ack { version, uid, request, verdict, reason, op, flags, log_seq, ring_seq, stream_seq };
                 rec.answers.push(ack);
@@ -289,6 +317,28 @@ mod tests {
         std::fs::write(&path, "{\"mark\":{\"unresolved_from\":1,\"plant\":{}}}\nnonsense\n").unwrap();
         let e = Journal::open(&path).err().unwrap();
         assert!(format!("{e:#}").contains("line 2: not a journal line"), "{e:#}");
+    }
+
+    #[test]
+    fn a_send_with_no_answer_after_it_is_recovered_and_one_answered_or_torn_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.journal");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        j.sending(7, 1, 10).unwrap();
+        j.answered(&ack(1, 10), None).unwrap();
+        j.sending(7, 2, 11).unwrap();
+        drop(j);
+        let (mut j, rec) = Journal::open(&path).unwrap();
+        assert_eq!(rec.sending, [(7, 2)].into(), "only the send no answer follows");
+        // The next start's rewrite (a mark) comes after recovery answered it.
+        j.rewrite(12, rec.answers.into_iter()).unwrap();
+        j.sending(7, 3, 12).unwrap();
+        drop(j);
+        // A `sending` line cut short was not synced, so nothing was sent.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"sending":{"uid":7,"request":4,"#).unwrap();
+        let (_, rec) = Journal::open(&path).unwrap();
+        assert_eq!(rec.sending, [(7, 3)].into(), "the mark clears what came before it");
     }
 
     #[test]

@@ -3,10 +3,15 @@
 //! record on `control.log` from the journal's mark that no answer covers
 //! is finished, as the helixd before would have: a rejected command is
 //! answered, an accepted one applied (after the audit reader has read its
-//! record, as always) and answered. Then the journal is rewritten.
+//! record, as always) and answered. One the journal says was being sent
+//! to its instrument is not sent again (its datagram may have left: a
+//! command is sent at most once): it is answered rejected `send_failed`,
+//! and the log says why. Then the journal is rewritten.
+
+use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::flow::ack0;
 use super::journal::Recovered;
@@ -22,7 +27,7 @@ impl Flow {
         }
         let mut unanswered = 0;
         for (seq, log) in log_records(ns, rec.unresolved_from)? {
-            unanswered += usize::from(self.finish(seq, &log));
+            unanswered += usize::from(self.finish(seq, &log, &rec.sending));
         }
         if unanswered > 0 {
             info!("control: {unanswered} commands on control.log were not answered before this start; finishing them");
@@ -32,8 +37,9 @@ impl Flow {
     }
 
     /// Finishes the command logged at `seq`, if it is a first request no
-    /// answer covers; whether it was one.
-    fn finish(&mut self, seq: u64, log: &LogRecord) -> bool {
+    /// answer covers; whether it was one. `sending`: the commands the
+    /// journal says were being sent to their instruments.
+    fn finish(&mut self, seq: u64, log: &LogRecord, sending: &BTreeSet<(u32, u64)>) -> bool {
         let len = (log.len as usize).min(LOGGED_BYTES);
         let Ok(command) = control::decode(log.kind, &log.command[..len]) else { return false };
         let (uid, request) = (log.uid, command.request);
@@ -42,6 +48,19 @@ impl Flow {
         }
         let Some(verdict) = log.outcome() else { return false };
         self.window.insert(uid, request, verdict);
+        let op = command.op as u16;
+        if sending.contains(&(uid, request)) {
+            warn!(
+                "control: uid {uid} request {request}: {} {}: helixd stopped while sending it to its instrument, \
+                 before its answer; the datagram may or may not have left, and is not sent again: answered \
+                 rejected (send_failed)",
+                command.op.as_str(),
+                command.source
+            );
+            let (verdict, reason) = control::wire(Err(control::Reason::SendFailed));
+            self.answer_first(Ack { uid, request, verdict, reason, op, log_seq: seq, ..ack0() }, None);
+            return true;
+        }
         let target = verdict.and_then(|()| self.judge.judge(uid, &command));
         match target {
             Ok(target) => {
@@ -52,7 +71,6 @@ impl Flow {
             }
             Err(reason) => {
                 let (verdict, reason) = control::wire(Err(reason));
-                let op = command.op as u16;
                 self.answer_first(Ack { uid, request, verdict, reason, op, log_seq: seq, ..ack0() }, None);
             }
         }
