@@ -76,6 +76,13 @@ impl Env {
         assert_eq!(left, files, "left behind in the scratch folder");
     }
 
+    /// Fails if the test's namespace has ring files left, or the scratch
+    /// folder holds other than exactly `files` ([`Env::assert_only`]).
+    fn assert_clean(&self, files: &[&str]) {
+        self.assert_no_rings_left();
+        self.assert_only(files);
+    }
+
     /// Fails if the test's namespace has ring files left.
     fn assert_no_rings_left(&self) {
         let files = self.ns.files();
@@ -220,8 +227,7 @@ fn fanin_moves_every_record_of_every_producer_process_and_measures_the_round_tri
         assert_eq!(x["runs"][0]["summary"]["count"], 100, "{x}");
     }
     assert_eq!(rt[0]["ratios"].as_array().unwrap().len(), 4);
-    t.assert_no_rings_left();
-    t.assert_only(&["f.json"]);
+    t.assert_clean(&["f.json"]);
 }
 
 #[test]
@@ -317,8 +323,7 @@ fn e2e_runs_helixd_ledger_and_twin_and_verifies_the_ledger() {
     assert_eq!(l["gaps"], 0, "{l}");
     assert_eq!(l["frames"], l["published"], "{l}");
     assert!(l["hash"].as_str().is_some_and(|h| h.len() == 64), "{l}");
-    t.assert_no_rings_left();
-    t.assert_only(&["e2e.json"]);
+    t.assert_clean(&["e2e.json"]);
 }
 
 #[test]
@@ -347,8 +352,7 @@ fn control_sends_commands_through_helixd_with_the_ledger_and_twin_and_times_them
         assert_eq!(e[key]["count"].as_u64(), Some(measured), "{key}: {e}");
     }
     // Its helixd took commands: the control ring (a folder) is removed too.
-    t.assert_no_rings_left();
-    t.assert_only(&["c.json"]);
+    t.assert_clean(&["c.json"]);
 }
 
 #[test]
@@ -523,8 +527,7 @@ fn capacity_runs_e2e_per_stream_count_and_judges_each() {
     }
     assert_eq!(r["largest"].as_u64(), meeting.iter().max().copied(), "{r}");
     assert!(out.contains(r["conclusion"].as_str().unwrap()), "{out}");
-    t.assert_no_rings_left();
-    t.assert_only(&["c.json"]);
+    t.assert_clean(&["c.json"]);
 }
 
 #[test]
@@ -545,17 +548,14 @@ fn soak_reports_each_interval_verifies_the_ledger_and_passes_when_nothing_leaks_
     assert_eq!(r["failures"].as_array().unwrap().len(), 0, "{r}");
     let ledger = r["processes"].as_array().unwrap().iter().find(|p| p["name"] == "helix-ledger").unwrap().clone();
     assert_eq!((ledger["gating"].as_bool(), ledger["overruns"].as_u64()), (Some(true), Some(0)), "{ledger}");
-    t.assert_no_rings_left();
-    t.assert_only(&["s.json"]);
+    t.assert_clean(&["s.json"]);
 }
 
 #[test]
 fn an_interrupted_soak_stops_its_programs_and_removes_its_namespace_and_folder() {
-    let t = Env::watched("helix-bench soak interrupted", Duration::from_secs(120));
     // No anchoring (`helix-ledger anchor` at each report): four processes.
     let args = "soak --minutes 10 --every 0.5 --warmup 0.2 --streams 100 --keep-gib 0 --dir";
-    let (running, _) = interrupt(&t, args, "[1] ");
-    assert_eq!(running.len(), 4, "{running:?}");
+    interrupt("helix-bench soak interrupted", args, "[1] ");
 }
 
 #[test]
@@ -581,11 +581,14 @@ fn programs_started_by_a_helix_bench_killed_with_sigkill_stop_too() {
     assert_eq!(before.len(), 4, "{before:?}");
 }
 
-/// Runs `helix-bench ARGS DIR` (DIR the test's folder) until its line that
-/// starts with `ready`, interrupts it with SIGINT, and checks that it said
-/// so, stopped every program it started and removed its rings and files;
-/// the processes that ran in the folder before, and the rest of its output.
-fn interrupt(t: &Env, args: &str, ready: &str) -> (Vec<u32>, String) {
+/// In a test `what` of its own (a watchdog of 120 s), runs `helix-bench
+/// ARGS DIR` (DIR the test's folder) until its line that starts with
+/// `ready`, interrupts it with SIGINT, and checks that four processes ran
+/// in the folder (helix-bench and its three programs), that it said so,
+/// stopped every program it started and removed its rings and files; the
+/// rest of its output.
+fn interrupt(what: &'static str, args: &str, ready: &str) -> String {
+    let t = Env::watched(what, Duration::from_secs(120));
     let mut kid = Kid::until(
         Command::new(env!("CARGO_BIN_EXE_helix-bench"))
             .args(["--namespace", t.ns.as_str()])
@@ -605,9 +608,9 @@ fn interrupt(t: &Env, args: &str, ready: &str) -> (Vec<u32>, String) {
     let err = stderr_of(&mut kid.child.0);
     assert!(err.contains("interrupted by SIGINT"), "{err}");
     assert_eq!(programs_in(&t.dir), Vec::<u32>::new(), "programs left running");
-    t.assert_no_rings_left();
-    t.assert_only(&[]);
-    (before, rest)
+    t.assert_clean(&[]);
+    assert_eq!(before.len(), 4, "{before:?}");
+    rest
 }
 
 /// The processes whose command line names something in `dir`.
@@ -626,16 +629,13 @@ fn programs_in(dir: &Path) -> Vec<u32> {
 
 #[test]
 fn an_interrupted_e2e_run_stops_its_programs_and_removes_its_namespace_and_folder() {
-    let t = Env::watched("helix-bench e2e interrupted", Duration::from_secs(120));
-    let (running, _) = interrupt(&t, "e2e --streams 100 --seconds 600 --warmup 0.2 --dir", "  all attached");
-    assert_eq!(running.len(), 4, "{running:?}");
+    let args = "e2e --streams 100 --seconds 600 --warmup 0.2 --dir";
+    interrupt("helix-bench e2e interrupted", args, "  all attached");
 }
 
 #[test]
 fn an_interrupted_capacity_run_ends_its_count_removes_its_files_and_runs_no_more() {
-    let t = Env::watched("helix-bench capacity interrupted", Duration::from_secs(120));
     let args = "capacity --streams 100,200 --seconds 600 --warmup 0.3 --ledger-dir";
-    let (running, rest) = interrupt(&t, args, "  all attached");
-    assert_eq!(running.len(), 4, "{running:?}");
+    let rest = interrupt("helix-bench capacity interrupted", args, "  all attached");
     assert!(!rest.contains("## 200 streams"), "{rest}");
 }

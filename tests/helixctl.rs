@@ -171,22 +171,8 @@ fn metrics_parse_as_prometheus_text_and_agree_with_the_ring() {
     let (ring, _w) = setup(&ns, 7);
     let _r =
         ring.reader(&ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("quote\"d") }).unwrap();
-    let text = ok(&ns, &["metrics"]);
-    let scrape =
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text");
-    let value = |metric: &str, ring: &str| -> f64 {
-        let s = scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == metric && s.labels.get("ring") == Some(ring))
-            .unwrap_or_else(|| panic!("{metric} {ring}"));
-        match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("{metric}: not a number"),
-        }
-    };
+    let scrape = scrape(&ns);
+    let value = |name: &str, ring: &str| metric(&scrape, name, &[("ring", ring)]);
     assert_eq!(value("helix_ring_published_total", "telemetry"), 7.0);
     assert_eq!(value("helix_ring_capacity_slots", "telemetry"), 64.0);
     assert_eq!(value("helix_ring_writer_up", "telemetry"), 1.0);
@@ -752,6 +738,12 @@ fn drain(fan: &mut fanin::FanIn, per_lane: usize) -> usize {
     })
 }
 
+/// `helixctl metrics` in `ns`, parsed as Prometheus text.
+fn scrape(ns: &TestNs) -> prometheus_parse::Scrape {
+    let text = ok(ns, &["metrics"]);
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text")
+}
+
 /// The value of `metric` with these labels in a Prometheus text scrape.
 fn metric(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     let s = scrape
@@ -767,19 +759,24 @@ fn metric(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str
     }
 }
 
-/// A fan-in ring with a live consumer (this process), a live producer (a
-/// thread's, here) whose lane is full after a wait, and a producer process
-/// killed with records still in its lane: `list`, `stat`, `top` and
-/// `metrics` show the ring and every lane, as text and JSON.
-#[test]
-fn fanin_rings_are_listed_and_their_lanes_shown_by_stat_top_and_metrics() {
-    let ns = TestNs::watched("helixctl fan-in views", Duration::from_secs(120));
-    let me = std::process::id();
-    let mut fan = fanin::FanIn::create(&ns, "cmd", &fan_opts()).unwrap();
-    let (mut dead, line) = fan_child(&ns, "producer", "cmd", 5, "sent ");
+/// The fan-in ring `cmd` of the views test and its two bound lanes: one
+/// held by a producer process killed with records in it, one by a live
+/// producer (`live`) whose lane is full after a wait.
+struct FanScene {
+    fan: fanin::FanIn,
+    live: fanin::Producer,
+    dead_lane: usize,
+    dead_pid: u32,
+    live_lane: usize,
+}
+
+/// Sets up [`FanScene`] in `ns`, this process its consumer.
+fn fan_scene(ns: &TestNs) -> FanScene {
+    let mut fan = fanin::FanIn::create(ns, "cmd", &fan_opts()).unwrap();
+    let (mut dead, line) = fan_child(ns, "producer", "cmd", 5, "sent ");
     let dead_lane: usize = line.strip_prefix("sent ").unwrap().parse().unwrap();
     let dead_pid = dead.child.0.pid();
-    let mut live = fanin::Producer::attach(&ns, "cmd").unwrap();
+    let mut live = fanin::Producer::attach(ns, "cmd").unwrap();
     live.try_send(1, &[1; 100]).unwrap();
     // Binds both lanes and takes two records of each.
     assert_eq!(drain(&mut fan, 2), 3);
@@ -788,8 +785,18 @@ fn fanin_rings_are_listed_and_their_lanes_shown_by_stat_top_and_metrics() {
     while live.try_send(1, &[2; 200]).is_ok() {}
     assert!(live.send_timeout(1, &[3; 200], Duration::from_millis(10)).is_err());
     let live_lane = live.lane();
+    FanScene { fan, live, dead_lane, dead_pid, live_lane }
+}
 
-    let j = json(&ns, &["list", "--sample", "0"]);
+/// The row of lane `k` in `helixctl stat` or `top` text `t`.
+fn lane_row(t: &str, k: usize) -> String {
+    t.lines().find(|l| l.split_whitespace().next() == Some(&k.to_string())).unwrap_or_else(|| panic!("{t}")).to_owned()
+}
+
+/// `helixctl list`, as JSON and as a table, shows the fan-in ring `cmd`
+/// of the views test and its consumer, this process `me`.
+fn check_fanin_list(ns: &TestNs, me: u32) {
+    let j = json(ns, &["list", "--sample", "0"]);
     let f = &j["fanin"].as_array().unwrap()[0];
     assert_eq!(
         (f["name"].as_str(), f["kind"].as_str(), f["ok"].as_bool()),
@@ -799,11 +806,15 @@ fn fanin_rings_are_listed_and_their_lanes_shown_by_stat_top_and_metrics() {
     assert_eq!((f["lanes"].as_u64(), f["bound_lanes"].as_u64(), f["records"].as_u64()), (Some(4), Some(2), Some(3)));
     assert_eq!((f["consumer_pid"].as_u64(), f["consumer_alive"].as_bool()), (Some(me as u64), Some(true)));
     assert!(f["records_per_sec"].is_null() && j["rings"].as_array().unwrap().is_empty(), "{j:#}");
-    let table = ok(&ns, &["list", "--sample", "0"]);
+    let table = ok(ns, &["list", "--sample", "0"]);
     assert!(table.starts_with("FAN-IN RING") && !table.contains("no rings"), "{table}");
     assert!(table.lines().any(|l| l.starts_with("cmd") && l.contains(&me.to_string())), "{table}");
+}
 
-    let s = json(&ns, &["stat", "cmd"]);
+/// `helixctl stat cmd`, as JSON and as text, shows every lane of `sc`.
+fn check_fanin_stat(ns: &TestNs, me: u32, sc: &FanScene) {
+    let (dead_lane, dead_pid, live_lane) = (sc.dead_lane, sc.dead_pid, sc.live_lane);
+    let s = json(ns, &["stat", "cmd"]);
     assert_eq!((s["kind"].as_str(), s["lanes"].as_array().map(Vec::len)), (Some("fanin"), Some(4)), "{s:#}");
     assert_eq!(
         (s["consumer_alive"].as_bool(), s["records"].as_u64(), s["bytes"].as_u64()),
@@ -832,24 +843,15 @@ fn fanin_rings_are_listed_and_their_lanes_shown_by_stat_top_and_metrics() {
     assert!(l["fill"].as_f64().unwrap() > 0.9, "{l:#}");
     let free = (0..4).find(|k| ![dead_lane, live_lane].contains(k)).unwrap();
     assert_eq!(s["lanes"][free]["state"], "free");
-    let text = ok(&ns, &["stat", "cmd"]);
+    let text = ok(ns, &["stat", "cmd"]);
     assert!(text.starts_with("fan-in ring cmd") && text.contains(&format!("consumer       pid {me}")), "{text}");
-    let row = |t: &str, k: usize| {
-        t.lines()
-            .find(|l| l.split_whitespace().next() == Some(&k.to_string()))
-            .unwrap_or_else(|| panic!("{t}"))
-            .to_owned()
-    };
-    assert!(row(&text, dead_lane).contains(&format!("dead   {:>8}", dead_pid)), "{text}");
+    assert!(lane_row(&text, dead_lane).contains(&format!("dead   {:>8}", dead_pid)), "{text}");
+}
 
-    let top = ok(&ns, &["top", "--iterations", "1"]);
-    assert!(top.contains("FAN-IN RING") && top.lines().any(|l| l.starts_with("cmd")), "{top}");
-    assert!(row(&top, live_lane).contains("bound"), "{top}");
-
-    let text = ok(&ns, &["metrics"]);
-    let scrape =
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text");
-    let (dl, ll) = (dead_lane.to_string(), live_lane.to_string());
+/// `helixctl metrics` shows the fan-in ring and the lanes of `sc`.
+fn check_fanin_metrics(ns: &TestNs, sc: &FanScene) {
+    let scrape = scrape(ns);
+    let (dl, ll) = (sc.dead_lane.to_string(), sc.live_lane.to_string());
     assert_eq!(metric(&scrape, "helix_fanin_up", &[("ring", "cmd")]), 1.0);
     assert_eq!(metric(&scrape, "helix_fanin_consumer_up", &[("ring", "cmd")]), 1.0);
     assert_eq!(metric(&scrape, "helix_fanin_bound_lanes", &[("ring", "cmd")]), 2.0);
@@ -857,44 +859,77 @@ fn fanin_rings_are_listed_and_their_lanes_shown_by_stat_top_and_metrics() {
     assert_eq!(metric(&scrape, "helix_fanin_lane_producer_up", &[("ring", "cmd"), ("lane", &dl)]), 0.0);
     assert_eq!(metric(&scrape, "helix_fanin_lane_producer_up", &[("ring", "cmd"), ("lane", &ll)]), 1.0);
     assert!(metric(&scrape, "helix_fanin_lane_full_waits_total", &[("ring", "cmd"), ("lane", &ll)]) >= 1.0);
-    let info = [("ring", "cmd"), ("lane", dl.as_str()), ("pid", &dead_pid.to_string()), ("epoch", "1")];
+    let info = [("ring", "cmd"), ("lane", dl.as_str()), ("pid", &sc.dead_pid.to_string()), ("epoch", "1")];
     assert_eq!(metric(&scrape, "helix_fanin_lane_producer_info", &info), 1.0);
+}
+
+/// A fan-in ring with a live consumer (this process), a live producer (a
+/// thread's, here) whose lane is full after a wait, and a producer process
+/// killed with records still in its lane: `list`, `stat`, `top` and
+/// `metrics` show the ring and every lane, as text and JSON.
+#[test]
+fn fanin_rings_are_listed_and_their_lanes_shown_by_stat_top_and_metrics() {
+    let ns = TestNs::watched("helixctl fan-in views", Duration::from_secs(120));
+    let me = std::process::id();
+    let sc = fan_scene(&ns);
+    check_fanin_list(&ns, me);
+    check_fanin_stat(&ns, me, &sc);
+
+    let top = ok(&ns, &["top", "--iterations", "1"]);
+    assert!(top.contains("FAN-IN RING") && top.lines().any(|l| l.starts_with("cmd")), "{top}");
+    assert!(lane_row(&top, sc.live_lane).contains("bound"), "{top}");
+
+    check_fanin_metrics(&ns, &sc);
     // A producer's `head` is its own to write: a hostile one is shown as a
     // full lane, not as a fill of billions.
     use std::os::unix::fs::FileExt;
     let lane = std::fs::OpenOptions::new()
         .write(true)
-        .open(fanin::files::dir_path(&ns, "cmd").join(format!("lane.{dead_lane}")));
+        .open(fanin::files::dir_path(&ns, "cmd").join(format!("lane.{}", sc.dead_lane)));
     lane.unwrap().write_all_at(&(1u64 << 62).to_ne_bytes(), 128).unwrap();
-    let d = &json(&ns, &["stat", "cmd"])["lanes"][dead_lane];
+    let d = &json(&ns, &["stat", "cmd"])["lanes"][sc.dead_lane];
     assert_eq!((d["backlog"].as_u64(), d["fill"].as_f64()), (Some(4096), Some(1.0)), "{d:#}");
-    drop((live, fan));
+    drop((sc.live, sc.fan));
 }
 
-/// `helixctl doctor` on fan-in rings: a dead consumer, a lane held by a
-/// dead producer, a planted file that is not a lane, a stray name made of
-/// terminal controls (printed escaped), modes that are not one ring's, a
-/// creation folder left behind (WARN, with fixes), and a ring whose file
-/// does not validate (FAIL: a non-zero exit).
-#[test]
-fn doctor_checks_fanin_rings_their_lanes_and_leftovers() {
+/// What the doctor test planted in its namespace, to find in the report.
+struct Leftovers {
+    consumer_pid: u32,
+    producer_pid: u32,
+    /// The lane the dead producer holds.
+    lane: usize,
+    /// The lane whose file is not a lane.
+    planted: usize,
+    /// The stray file's name, of terminal controls.
+    evil: &'static str,
+    /// The creation folder left behind.
+    left: std::path::PathBuf,
+    /// The namespace the link `link` points into.
+    _other: TestNs,
+}
+
+/// Plants in `ns` what the doctor test expects the doctor to find: the
+/// fan-in ring `cmd` with a dead consumer, a lane held by a dead producer,
+/// a planted file that is not a lane, a stray name and a mode that is not
+/// the ring's; a creation folder left behind; `link`, a link to another
+/// namespace's ring; `junk`, a ring whose file is not a fan-in ring's.
+fn plant_leftovers(ns: &TestNs) -> Leftovers {
     use std::os::unix::fs::PermissionsExt;
-    let ns = TestNs::watched("helixctl doctor fan-in", Duration::from_secs(120));
-    drop(fanin::FanIn::create(&ns, "cmd", &fan_opts()).unwrap());
-    let (mut consumer, _) = fan_child(&ns, "consumer", "cmd", 0, "attached");
+    drop(fanin::FanIn::create(ns, "cmd", &fan_opts()).unwrap());
+    let (mut consumer, _) = fan_child(ns, "consumer", "cmd", 0, "attached");
     let consumer_pid = consumer.child.0.pid();
-    let (mut producer, line) = fan_child(&ns, "producer", "cmd", 3, "sent ");
+    let (mut producer, line) = fan_child(ns, "producer", "cmd", 3, "sent ");
     let lane: usize = line.strip_prefix("sent ").unwrap().parse().unwrap();
     let producer_pid = producer.child.0.pid();
     // The consumer binds the lane at its next sweep; then both die.
-    let bound = || fanin::FanInView::open(&ns, "cmd").unwrap().stats().lanes[lane].bound;
+    let bound = || fanin::FanInView::open(ns, "cmd").unwrap().stats().lanes[lane].bound;
     while !bound() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // The consumer first, so that it never frees the dead producer's lane.
     kill(&mut consumer);
     kill(&mut producer);
-    let dir = fanin::files::dir_path(&ns, "cmd");
+    let dir = fanin::files::dir_path(ns, "cmd");
     let planted = (lane + 1) % 4;
     std::fs::write(dir.join(format!("lane.{planted}")), b"not a lane").unwrap();
     let evil = "x\u{1b}]0;pwned\u{7}\u{9b}2J";
@@ -910,11 +945,23 @@ fn doctor_checks_fanin_rings_their_lanes_and_leftovers() {
     // producers would follow it.
     let other = TestNs::new();
     drop(fanin::FanIn::create(&other, "link", &fan_opts()).unwrap());
-    std::os::unix::fs::symlink(fanin::files::dir_path(&other, "link"), fanin::files::dir_path(&ns, "link")).unwrap();
+    std::os::unix::fs::symlink(fanin::files::dir_path(&other, "link"), fanin::files::dir_path(ns, "link")).unwrap();
     // A ring whose file is not a fan-in ring's.
-    let junk = fanin::files::dir_path(&ns, "junk");
+    let junk = fanin::files::dir_path(ns, "junk");
     std::fs::create_dir(&junk).unwrap();
     std::fs::write(junk.join("ring"), b"garbage").unwrap();
+    Leftovers { consumer_pid, producer_pid, lane, planted, evil, left, _other: other }
+}
+
+/// `helixctl doctor` on fan-in rings: a dead consumer, a lane held by a
+/// dead producer, a planted file that is not a lane, a stray name made of
+/// terminal controls (printed escaped), modes that are not one ring's, a
+/// creation folder left behind (WARN, with fixes), and a ring whose file
+/// does not validate (FAIL: a non-zero exit).
+#[test]
+fn doctor_checks_fanin_rings_their_lanes_and_leftovers() {
+    let ns = TestNs::watched("helixctl doctor fan-in", Duration::from_secs(120));
+    let Leftovers { consumer_pid, producer_pid, lane, planted, evil, left, _other } = plant_leftovers(&ns);
 
     let (success, out, err) = ctl(&ns, &["--json", "doctor"]);
     assert!(!success, "a fan-in ring that does not open is a FAIL: {out} {err}");

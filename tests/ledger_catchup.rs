@@ -7,8 +7,8 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +77,35 @@ fn ledger_of(dir: &Path, r: &Ring, created_ns: Option<u64>, segment_limit: u64) 
     (l, id)
 }
 
+/// Opens the ledger in `dir` (ring `r` declared as live, 1 MiB segments),
+/// records `from..=to` into it as [`record`] does, with each range of
+/// `gaps` written as a GAP instead, and closes it.
+fn record_to(dir: &Path, r: &Ring, from: u64, to: u64, gaps: &[(u64, u64)]) {
+    let (mut l, id) = ledger_of(dir, r, None, 1 << 20);
+    let mut seq = from;
+    for &(a, b) in gaps {
+        record(&mut l, id, seq, a - 1);
+        l.append_gap(id, a, b, 1);
+        seq = b + 1;
+    }
+    record(&mut l, id, seq, to);
+}
+
+/// A test `what` under a watchdog of `limit`: ring `t` of 16 slots holding
+/// sequences 1..=`published`, its writer, and the ledger folder to be.
+fn fixture(what: &'static str, limit: Duration, published: u64) -> (Env, Ring, Writer, PathBuf) {
+    let env = Env::watched(what, limit);
+    let (r, mut w) = ring(&env, "t", 16);
+    publish_payloads(&mut w, 1, published);
+    let dir = env.path("ledger");
+    (env, r, w, dir)
+}
+
+/// A catch-up reader of ring `t` from sequence `from`, with the ledger in `dir`.
+fn catch_up(env: &Env, dir: &Path, from: u64) -> Result<CatchUpReader, CatchUpError> {
+    CatchUpReader::open(&env.ns, "t", dir, from, &ReaderOptions::named("catchup"))
+}
+
 /// The first frame's sequence in the (pruned) ledger in `dir`.
 fn first_frame(dir: &Path) -> u64 {
     let mut first = None;
@@ -140,16 +169,9 @@ fn expect(from: u64, until: u64, gaps: &[(u64, u64)]) -> Vec<Got> {
 
 #[test]
 fn ledger_gaps_arrive_as_gaps_and_the_reader_joins_the_ring_after_the_ledger() {
-    let env = Env::watched("catch-up with gaps", Duration::from_secs(60));
-    let (r, mut w) = ring(&env, "t", 16);
-    publish_payloads(&mut w, 1, 1000);
-    let dir = env.path("ledger");
-    let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
-    record(&mut l, id, 1, 300);
-    l.append_gap(id, 301, 350, 1);
-    record(&mut l, id, 351, 1000);
-    drop(l);
-    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 7, &ReaderOptions::named("catchup")).unwrap();
+    let (env, r, mut w, dir) = fixture("catch-up with gaps", Duration::from_secs(60), 1000);
+    record_to(&dir, &r, 1, 1000, &[(301, 350)]);
+    let mut c = catch_up(&env, &dir, 7).unwrap();
     assert!(!c.is_live());
     assert_eq!(read_to(&mut c, 1001), expect(7, 1001, &[(301, 350)]));
     // Nothing more in the ledger: the next read joins the ring, at 1001.
@@ -163,9 +185,7 @@ fn ledger_gaps_arrive_as_gaps_and_the_reader_joins_the_ring_after_the_ledger() {
     // The writer laps the reader (100 frames into 16 slots); the ledger
     // recorded them: the reader goes back to it, and nothing is lost.
     publish_payloads(&mut w, 1011, 1110);
-    let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
-    record(&mut l, id, 1001, 1110);
-    drop(l);
+    record_to(&dir, &r, 1001, 1110, &[]);
     assert_eq!(read_to(&mut c, 1111), expect(1011, 1111, &[]));
     let s = c.stats();
     assert_eq!((s.rejoins, s.lost, s.from_ring), (1, 50, 10), "{s:?}");
@@ -174,10 +194,7 @@ fn ledger_gaps_arrive_as_gaps_and_the_reader_joins_the_ring_after_the_ledger() {
 #[test]
 fn checkpoints_in_the_ledger_are_read_past_even_one_before_any_ring() {
     use helix::ledger::sign::{Reason, Signer};
-    let env = Env::watched("catch-up past checkpoints", Duration::from_secs(60));
-    let (r, mut w) = ring(&env, "t", 16);
-    publish_payloads(&mut w, 1, 400);
-    let dir = env.path("ledger");
+    let (env, r, _w, dir) = fixture("catch-up past checkpoints", Duration::from_secs(60), 400);
     // A folder's writer may sign a chain that declares no ring yet (the
     // recorder signs after its declarations): its ring field is 0, which
     // names no ring here.
@@ -193,17 +210,14 @@ fn checkpoints_in_the_ledger_are_read_past_even_one_before_any_ring() {
     record(&mut l, id, 201, 400);
     l.checkpoint(3, Reason::Shutdown);
     drop(l);
-    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 1, &ReaderOptions::named("catchup")).unwrap();
+    let mut c = catch_up(&env, &dir, 1).unwrap();
     assert_eq!(read_to(&mut c, 401), expect(1, 401, &[]));
     assert_eq!(c.stats().from_ledger, 400);
 }
 
 #[test]
 fn a_start_nothing_holds_the_future_and_zero_get_clear_errors() {
-    let env = Env::watched("catch-up errors", Duration::from_secs(60));
-    let (r, mut w) = ring(&env, "t", 16);
-    publish_payloads(&mut w, 1, 2000);
-    let dir = env.path("ledger");
+    let (env, r, _w, dir) = fixture("catch-up errors", Duration::from_secs(60), 2000);
     // Segments of about 4 KiB: the first ones are pruned below.
     let (mut l, id) = ledger_of(&dir, &r, None, 4096);
     record(&mut l, id, 1, 2000);
@@ -214,7 +228,7 @@ fn a_start_nothing_holds_the_future_and_zero_get_clear_errors() {
     helix::ledger::retention::prune(&dir, &segs, &plan).unwrap();
     let kept = first_frame(&dir);
     assert!(kept > 1 && kept < 1985, "first kept {kept}");
-    let open = |from| CatchUpReader::open(&env.ns, "t", &dir, from, &ReaderOptions::named("catchup"));
+    let open = |from| catch_up(&env, &dir, from);
     match open(1) {
         Err(CatchUpError::Before { from: 1, first, .. }) => assert_eq!(first, kept),
         Err(e) => panic!("{e}"),
@@ -235,15 +249,12 @@ fn a_start_nothing_holds_the_future_and_zero_get_clear_errors() {
 
 #[test]
 fn another_incarnation_in_the_ledger_is_not_spliced_in() {
-    let env = Env::watched("catch-up incarnation", Duration::from_secs(60));
-    let (r, mut w) = ring(&env, "t", 16);
-    publish_payloads(&mut w, 1, 100);
-    let dir = env.path("ledger");
+    let (env, r, mut w, dir) = fixture("catch-up incarnation", Duration::from_secs(60), 100);
     // The ledger recorded an older ring of the same name, 1..=500.
     let (mut l, id) = ledger_of(&dir, &r, Some(r.geometry().created_ns - 1), 1 << 20);
     record(&mut l, id, 1, 500);
     drop(l);
-    match CatchUpReader::open(&env.ns, "t", &dir, 10, &ReaderOptions::named("catchup")) {
+    match catch_up(&env, &dir, 10) {
         Err(CatchUpError::NotRecorded { from: 10, .. }) => {}
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("another incarnation's records were accepted"),
@@ -254,7 +265,7 @@ fn another_incarnation_in_the_ledger_is_not_spliced_in() {
     record(&mut l, id, 1, 50);
     record_in_epoch(&mut l, id, 51, 100, 2);
     drop(l);
-    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 10, &ReaderOptions::named("catchup")).unwrap();
+    let mut c = catch_up(&env, &dir, 10).unwrap();
     assert_eq!(read_to(&mut c, 101), expect(10, 101, &[]));
     // The ledger then records a newer incarnation, whose sequence starts
     // again at 1; the ring has moved past 101: the reader stops, naming it.
@@ -270,7 +281,7 @@ fn another_incarnation_in_the_ledger_is_not_spliced_in() {
     }
     // Joined to the ring live, which is then removed and created again:
     // a waiting read that times out says so.
-    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 195, &ReaderOptions::named("catchup")).unwrap();
+    let mut c = catch_up(&env, &dir, 195).unwrap();
     assert!(c.is_live());
     assert_eq!(read_to(&mut c, 201), expect(195, 201, &[]));
     assert!(matches!(c.read_timeout(&mut [0u8; 64], Duration::from_millis(1)), Err(CatchUpError::Empty)));
@@ -289,13 +300,8 @@ fn a_torn_ledger_tail_is_waited_out_never_skipped() {
     // A crash in the middle of a write: the last block cut short, or
     // whole but not what was hashed (both run to the end of the file).
     for torn in ["cut", "garbled"] {
-        let env = Env::watched("catch-up torn tail", Duration::from_secs(60));
-        let (r, mut w) = ring(&env, "t", 16);
-        publish_payloads(&mut w, 1, 1100);
-        let dir = env.path("ledger");
-        let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
-        record(&mut l, id, 1, 1010);
-        drop(l);
+        let (env, r, _w, dir) = fixture("catch-up torn tail", Duration::from_secs(60), 1100);
+        record_to(&dir, &r, 1, 1010, &[]);
         let seg = dir.join("seg-0000000001.hxl");
         let len = std::fs::metadata(&seg).unwrap().len();
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
@@ -304,7 +310,7 @@ fn a_torn_ledger_tail_is_waited_out_never_skipped() {
             _ => std::os::unix::fs::FileExt::write_all_at(&f, b"\xff\xfe", len - 100).unwrap(),
         }
         drop(f);
-        let mut c = CatchUpReader::open(&env.ns, "t", &dir, 1, &ReaderOptions::named("catchup")).unwrap();
+        let mut c = catch_up(&env, &dir, 1).unwrap();
         assert_eq!(read_to(&mut c, 1001), expect(1, 1001, &[]), "{torn}");
         // 1001 is neither in the ledger nor in the ring (1085..=1100): wait.
         for _ in 0..3 {
@@ -315,9 +321,7 @@ fn a_torn_ledger_tail_is_waited_out_never_skipped() {
         let tail = c.ledger_tail().map(str::to_owned);
         assert!(tail.as_deref().is_some_and(|t| t.starts_with("offset ")), "{torn}: {tail:?}");
         // The recorder starts again: it cuts the torn tail and records on.
-        let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
-        record(&mut l, id, 1001, 1100);
-        drop(l);
+        record_to(&dir, &r, 1001, 1100, &[]);
         assert_eq!(read_to(&mut c, 1101), expect(1001, 1101, &[]), "{torn}");
         assert_eq!(c.stats().lost, 0);
     }
@@ -325,7 +329,6 @@ fn a_torn_ledger_tail_is_waited_out_never_skipped() {
 
 /// The recorder on ring `ring`, logging to `ledger.log` in the scratch folder.
 fn recorder(env: &Env, ring: &str) -> Reaped {
-    let log = OpenOptions::new().create(true).append(true).open(env.path("ledger.log")).unwrap();
     // Signed, so the reader reads past the CHECKPOINTs a recorder writes
     // at its start and at each segment's close.
     let key = env.path("ledger.key");
@@ -333,17 +336,12 @@ fn recorder(env: &Env, ring: &str) -> Reaped {
         let made = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("keygen").arg(&key).output().unwrap();
         assert!(made.status.success(), "keygen: {}", String::from_utf8_lossy(&made.stderr));
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_helix-ledger"));
+    let mut cmd = env.helix_ledger(env.append_log("ledger.log"));
     cmd.args(["--ring", ring, "--fsync-interval-ms", "5", "--segment-size-mib", "1", "--checkpoint-interval-s", "1"])
         .arg("--key")
         .arg(&key)
         .arg("--dir")
-        .arg(env.path("ledger"))
-        .env("HELIX_NAMESPACE", env.ns.as_str())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdout(Stdio::null())
-        .stderr(log);
+        .arg(env.path("ledger"));
     Reaped::new(cmd.spawn().unwrap())
 }
 
@@ -353,6 +351,17 @@ fn recorded_next(dir: &Path, ring: &str) -> u64 {
     match helix::ledger::head(dir) {
         Ok(Ok(h)) => h.rings.iter().find(|(n, _)| n == ring).map_or(1, |r| r.1),
         _ => 1,
+    }
+}
+
+/// Waits, polling every `pause`, until `done` holds, failing if the
+/// recorder `rec` exits meanwhile; the test's watchdog bounds the wait.
+fn await_recorder(rec: &mut Reaped, pause: Duration, mut done: impl FnMut() -> bool) {
+    while !done() {
+        if let Some(status) = rec.0.try_wait().unwrap() {
+            panic!("helix-ledger exited ({status})");
+        }
+        std::thread::sleep(pause);
     }
 }
 
@@ -384,23 +393,15 @@ fn under_a_live_100khz_writer_a_catch_up_from_long_gone_reads_every_sequence_onc
     let mut rec = recorder(&env, "t");
     let dir = env.path("ledger");
     // The recorder gates the writer from its first frame on.
-    while !r.stats().readers.iter().any(|x| x.name == "helix-ledger" && x.alive) {
-        if let Some(status) = rec.0.try_wait().unwrap() {
-            panic!("helix-ledger exited ({status})");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    await_recorder(&mut rec, Duration::from_millis(5), || {
+        r.stats().readers.iter().any(|x| x.name == "helix-ledger" && x.alive)
+    });
     let (stop, published) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let mut writer = Some(writer_at_100khz(w, stop.clone(), published.clone()));
     // Wait until the ledger holds 50,000 frames: the first are long gone
     // from the ring.
-    while recorded_next(&dir, "t") <= 50_000 {
-        if let Some(status) = rec.0.try_wait().unwrap() {
-            panic!("helix-ledger exited ({status})");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut c = CatchUpReader::open(&env.ns, "t", &dir, 1, &ReaderOptions::named("catchup")).unwrap();
+    await_recorder(&mut rec, Duration::from_millis(20), || recorded_next(&dir, "t") > 50_000);
+    let mut c = catch_up(&env, &dir, 1).unwrap();
     assert!(!c.is_live());
     // Read through the join, and on live until 20,000 frames came from
     // the ring; only then does the writer stop.
@@ -437,15 +438,8 @@ fn under_a_live_100khz_writer_a_catch_up_from_long_gone_reads_every_sequence_onc
 
 #[test]
 fn helixctl_tail_and_helix_bench_attach_catch_up_from_the_ledger() {
-    let env = Env::watched("catch-up programs", Duration::from_secs(120));
-    let (r, mut w) = ring(&env, "t", 16);
-    publish_payloads(&mut w, 1, 500);
-    let dir = env.path("ledger");
-    let (mut l, id) = ledger_of(&dir, &r, None, 1 << 20);
-    record(&mut l, id, 1, 100);
-    l.append_gap(id, 101, 110, 1);
-    record(&mut l, id, 111, 500);
-    drop(l);
+    let (env, r, _w, dir) = fixture("catch-up programs", Duration::from_secs(120), 500);
+    record_to(&dir, &r, 1, 500, &[(101, 110)]);
     let out = Command::new(env!("CARGO_BIN_EXE_helixctl"))
         .args(["--namespace", env.ns.as_str(), "--json", "tail", "t", "--from", "50", "-n", "500", "--ledger"])
         .arg(&dir)

@@ -10,7 +10,7 @@ use std::fs;
 use std::ops::ControlFlow;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{publish_payloads, signal, Env, Reaped};
@@ -296,12 +296,18 @@ fn a_checkpoint_in_a_version_2_segment_is_refused() {
     let env = Env::new();
     let dir = env.path("ledger");
     signed_ledger(&dir, key(1), 1 << 20, 3);
-    let path = dir.join(segment_name(1));
+    let f = verify_as_version_2(&dir, 1);
+    assert!(f.contains("a CHECKPOINT in a segment of format version 2"), "{f}");
+}
+
+/// Rewrites the header of segment `n` in `dir` to say format version 2;
+/// what `verify` then says of the folder (it must fail).
+fn verify_as_version_2(dir: &Path, n: u64) -> String {
+    let path = dir.join(segment_name(n));
     let bytes = fs::read(&path).unwrap();
     let h = SegmentHeader { version: VERSION_2, ..SegmentHeader::decode(&bytes).unwrap() };
     fs::write(&path, [&h.encode()[..], &bytes[SEGMENT_HEADER_LEN..]].concat()).unwrap();
-    let f = verify(&dir).unwrap().unwrap_err().to_string();
-    assert!(f.contains("a CHECKPOINT in a segment of format version 2"), "{f}");
+    verify(dir).unwrap().unwrap_err().to_string()
 }
 
 fn run(args: &[&str], paths: &[&Path]) -> Output {
@@ -339,16 +345,8 @@ type KeyFile<'a> = (&'a [u8], u32);
 
 /// The recorder on ring `t` with `args`, logging to `ledger.log`.
 fn recorder(env: &Env, args: &[&str]) -> Command {
-    let log = fs::File::create(env.path("ledger.log")).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--ring", "t", "--fsync-interval-ms", "5", "--dir"])
-        .arg(env.path("ledger"))
-        .args(args)
-        .env("HELIX_NAMESPACE", env.ns.as_str())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdout(Stdio::null())
-        .stderr(log);
+    let mut cmd = env.helix_ledger(fs::File::create(env.path("ledger.log")).unwrap());
+    cmd.args(["--ring", "t", "--fsync-interval-ms", "5", "--dir"]).arg(env.path("ledger")).args(args);
     cmd
 }
 
@@ -383,20 +381,16 @@ fn a_missing_malformed_or_open_key_stops_the_recorder_with_its_name() {
     }
 }
 
-#[test]
-fn the_recorder_signs_its_ledger_and_verify_head_and_export_show_it() {
-    let env = Env::watched("ledger signing end to end", Duration::from_secs(120));
-    let k = env.path("ledger.key");
-    assert!(run(&["keygen"], &[&k]).status.success());
-    let pubfile = env.path("ledger.pub");
-    fs::write(&pubfile, run(&["pubkey", "--key"], &[&k]).stdout).unwrap();
+/// Runs the recorder, signing with the key `k`, on a new ring `t` while
+/// 30,000 frames are published, then stops it; its folder.
+fn record_signed(env: &Env, k: &Path) -> std::path::PathBuf {
     let opts = RingOptions { capacity: 1024, max_payload: 64, policy: Policy::Block, ..Default::default() };
     let ring = Ring::create(&env.ns, "t", &opts).unwrap();
     let view = RingView::attach(&env.ns, "t").unwrap();
     let mut w = ring.writer().unwrap();
     // A tiny segment size is 1 MiB: 3000 frames of up to 64 bytes fill two.
     let mut ledger =
-        Reaped::new(recorder(&env, &["--key", k.to_str().unwrap(), "--segment-size-mib", "1"]).spawn().unwrap());
+        Reaped::new(recorder(env, &["--key", k.to_str().unwrap(), "--segment-size-mib", "1"]).spawn().unwrap());
     let recorded = |n: u64| view.stats().readers.iter().any(|r| r.name == "helix-ledger" && r.cursor > n);
     while !view.stats().readers.iter().any(|r| r.name == "helix-ledger") {
         assert!(ledger.0.try_wait().unwrap().is_none(), "{}", fs::read_to_string(env.path("ledger.log")).unwrap());
@@ -410,7 +404,37 @@ fn the_recorder_signs_its_ledger_and_verify_head_and_export_show_it() {
     }
     signal(&ledger.0, libc::SIGTERM);
     assert!(ledger.0.wait().unwrap().success());
-    let dir = env.path("ledger");
+    env.path("ledger")
+}
+
+/// `helixctl verify --pubkey` on `dir` says what `helix-ledger verify` said
+/// (`v`, with the right key `pubfile`), and names another key (`other`)
+/// and a malformed one (`k`, the secret key).
+fn check_helixctl_verify(dir: &Path, v: &Value, pubfile: &Path, other: &Path, k: &Path) {
+    let helixctl = |key: &Path, json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_helixctl"));
+        cmd.args(json.then_some("--json")).arg("verify").arg("--pubkey").arg(key).arg(dir);
+        cmd.output().unwrap()
+    };
+    let out = helixctl(pubfile, true);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ctl: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(&ctl, v);
+    let out = helixctl(other, false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("signed by key id"), "{}", text(&out));
+    let out = helixctl(k, false);
+    assert!(!out.status.success() && text(&out).contains("not a helix-ledger public key"), "{}", text(&out));
+}
+
+#[test]
+fn the_recorder_signs_its_ledger_and_verify_head_and_export_show_it() {
+    let env = Env::watched("ledger signing end to end", Duration::from_secs(120));
+    let k = env.path("ledger.key");
+    assert!(run(&["keygen"], &[&k]).status.success());
+    let pubfile = env.path("ledger.pub");
+    fs::write(&pubfile, run(&["pubkey", "--key"], &[&k]).stdout).unwrap();
+    let dir = record_signed(&env, &k);
 
     let out = run(&["verify", "--json", "--pubkey"], &[&pubfile, &dir]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -456,20 +480,7 @@ fn the_recorder_signs_its_ledger_and_verify_head_and_export_show_it() {
     assert!(text(&out).contains("not a helix-ledger public key"), "{}", text(&out));
 
     // helixctl verify --pubkey is the same check.
-    let helixctl = |key: &Path, json: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_helixctl"));
-        cmd.args(json.then_some("--json")).arg("verify").arg("--pubkey").arg(key).arg(&dir);
-        cmd.output().unwrap()
-    };
-    let out = helixctl(&pubfile, true);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let ctl: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(ctl, v);
-    let out = helixctl(&other, false);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("signed by key id"), "{}", text(&out));
-    let out = helixctl(&k, false);
-    assert!(!out.status.success() && text(&out).contains("not a helix-ledger public key"), "{}", text(&out));
+    check_helixctl_verify(&dir, &v, &pubfile, &other, &k);
 }
 
 #[test]
@@ -525,11 +536,7 @@ fn a_segment_of_a_lower_version_after_a_higher_one_is_refused() {
     }
     drop(l);
     verify(&dir).unwrap().unwrap();
-    let path = dir.join(segment_name(2));
-    let bytes = fs::read(&path).unwrap();
-    let h = SegmentHeader { version: VERSION_2, ..SegmentHeader::decode(&bytes).unwrap() };
-    fs::write(&path, [&h.encode()[..], &bytes[SEGMENT_HEADER_LEN..]].concat()).unwrap();
-    let f = verify(&dir).unwrap().unwrap_err().to_string();
+    let f = verify_as_version_2(&dir, 2);
     assert!(f.contains("seg-0000000002.hxl: header: is of format version 2 after a segment of version 3"), "{f}");
 }
 

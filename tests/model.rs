@@ -89,6 +89,117 @@ fn check_frame(seq: u64, got: &[u8], model: &Model) -> Result<(), TestCaseError>
     Ok(())
 }
 
+/// `Op::Publish(len)`: the writer publishes when the model has room,
+/// and is refused as full when it has none.
+fn publish(w: &mut Writer, m: &mut Model, len: usize, buf: &mut [u8; 64]) -> Result<(), TestCaseError> {
+    let seq = m.published + 1;
+    payload(seq, len, buf);
+    let res = w.try_publish(&buf[..len]);
+    if m.can_publish(1) {
+        prop_assert_eq!(res, Ok(seq));
+        m.published = seq;
+        m.lens.push(len);
+    } else {
+        let full = matches!(res, Err(PublishError::Full { needed: 1, .. }));
+        prop_assert!(full, "{:?}", res);
+    }
+    Ok(())
+}
+
+/// `Op::Batch(n)`: a claim of `n` slots (at most the ring's capacity)
+/// succeeds exactly when the model has room for them.
+fn batch(w: &mut Writer, m: &mut Model, n: u64, buf: &mut [u8; 64]) -> Result<(), TestCaseError> {
+    let n = n.min(m.capacity);
+    match w.try_claim(n) {
+        Ok(mut claim) => {
+            prop_assert!(m.can_publish(n), "claimed {} slots the model does not have", n);
+            for k in 0..n {
+                let seq = m.published + 1 + k;
+                let len = (seq as usize * 3) % 41;
+                payload(seq, len, buf);
+                prop_assert_eq!(claim.push(&buf[..len]), Ok(seq));
+                m.lens.push(len);
+            }
+            prop_assert_eq!(claim.commit(), Some(m.published + n));
+            m.published += n;
+        }
+        Err(e) => {
+            prop_assert!(!m.can_publish(n), "claim of {} refused: {}", n, e);
+            prop_assert!(matches!(e, PublishError::Full { .. }), "{}", e);
+        }
+    }
+    Ok(())
+}
+
+/// `Op::Read(i)`: reader `i` reads what the model says, or fails as it says.
+fn read(r: &mut Reader, m: &mut Model, i: usize, buf: &mut [u8; 64]) -> Result<(), TestCaseError> {
+    let got = r.try_read(buf);
+    match m.read(i) {
+        Ok(seq) => {
+            let info = got.map_err(|e| TestCaseError::fail(format!("reader {i}: expected {seq}, got {e}")))?;
+            prop_assert_eq!(info.seq, seq);
+            check_frame(seq, &buf[..info.len], m)?;
+        }
+        Err(e) => prop_assert_eq!(got, Err(e)),
+    }
+    Ok(())
+}
+
+/// `Op::ReadBatch(i, n)`: reader `i` reads a batch of up to `n` frames,
+/// as `n` single reads of the model would, stopping at the first miss.
+fn read_batch(r: &mut Reader, m: &mut Model, i: usize, n: usize) -> Result<(), TestCaseError> {
+    let mut frames = Vec::new();
+    let got = r.try_read_batch(n, |f| {
+        let mut b = [0u8; 64];
+        let len = f.copy_to(&mut b).unwrap();
+        frames.push((f.seq(), b[..len].to_vec()));
+    });
+    // The model: like n single reads, stopping at the first miss.
+    let mut want = Vec::new();
+    let mut first_err = None;
+    for _ in 0..n {
+        match m.read(i) {
+            Ok(seq) => want.push(seq),
+            Err(e) => {
+                if want.is_empty() {
+                    first_err = Some(e);
+                } else if let TryReadError::Overrun(_) = e {
+                    // A batch stops before an overrun; the model
+                    // took it already, so undo: the ring reports it
+                    // on the next call. (Cannot happen in one
+                    // thread: nothing is overwritten mid-batch.)
+                    prop_assert!(false, "overrun inside a batch");
+                }
+                break;
+            }
+        }
+    }
+    match first_err {
+        Some(e) => prop_assert_eq!(got, Err(e)),
+        None => {
+            prop_assert_eq!(got, Ok(want.len()));
+            prop_assert_eq!(frames.iter().map(|f| f.0).collect::<Vec<_>>(), want);
+            for (seq, bytes) in &frames {
+                check_frame(*seq, bytes, m)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After every step: the shared counters agree with the model.
+fn counters_agree(ring: &Ring, readers: &[Reader], m: &Model) -> Result<(), TestCaseError> {
+    let stats = ring.stats();
+    prop_assert_eq!(stats.published, m.published);
+    prop_assert_eq!(stats.readers.len(), m.readers.len());
+    for (r, mr) in readers.iter().zip(&m.readers) {
+        prop_assert_eq!(r.cursor(), mr.cursor);
+        prop_assert_eq!(r.lost(), mr.lost);
+        prop_assert_eq!(r.lag(), m.published + 1 - mr.cursor);
+    }
+    Ok(())
+}
+
 fn run(capacity: u64, block: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let ns = TestNs::new();
     let policy = if block { Policy::Block } else { Policy::Overwrite };
@@ -100,91 +211,15 @@ fn run(capacity: u64, block: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut buf = [0u8; 64];
     for op in ops {
         match op {
-            Op::Publish(len) => {
-                let seq = m.published + 1;
-                payload(seq, len, &mut buf);
-                let res = w.try_publish(&buf[..len]);
-                if m.can_publish(1) {
-                    prop_assert_eq!(res, Ok(seq));
-                    m.published = seq;
-                    m.lens.push(len);
-                } else {
-                    let full = matches!(res, Err(PublishError::Full { needed: 1, .. }));
-                    prop_assert!(full, "{:?}", res);
-                }
-            }
-            Op::Batch(n) => {
-                let n = n.min(capacity);
-                match w.try_claim(n) {
-                    Ok(mut claim) => {
-                        prop_assert!(m.can_publish(n), "claimed {} slots the model does not have", n);
-                        for k in 0..n {
-                            let seq = m.published + 1 + k;
-                            let len = (seq as usize * 3) % 41;
-                            payload(seq, len, &mut buf);
-                            prop_assert_eq!(claim.push(&buf[..len]), Ok(seq));
-                            m.lens.push(len);
-                        }
-                        prop_assert_eq!(claim.commit(), Some(m.published + n));
-                        m.published += n;
-                    }
-                    Err(e) => {
-                        prop_assert!(!m.can_publish(n), "claim of {} refused: {}", n, e);
-                        prop_assert!(matches!(e, PublishError::Full { .. }), "{}", e);
-                    }
-                }
-            }
+            Op::Publish(len) => publish(&mut w, &mut m, len, &mut buf)?,
+            Op::Batch(n) => batch(&mut w, &mut m, n, &mut buf)?,
             Op::Read(i) if !readers.is_empty() => {
                 let i = i % readers.len();
-                let got = readers[i].try_read(&mut buf);
-                match m.read(i) {
-                    Ok(seq) => {
-                        let info =
-                            got.map_err(|e| TestCaseError::fail(format!("reader {i}: expected {seq}, got {e}")))?;
-                        prop_assert_eq!(info.seq, seq);
-                        check_frame(seq, &buf[..info.len], &m)?;
-                    }
-                    Err(e) => prop_assert_eq!(got, Err(e)),
-                }
+                read(&mut readers[i], &mut m, i, &mut buf)?;
             }
             Op::ReadBatch(i, n) if !readers.is_empty() => {
                 let i = i % readers.len();
-                let mut frames = Vec::new();
-                let got = readers[i].try_read_batch(n, |f| {
-                    let mut b = [0u8; 64];
-                    let len = f.copy_to(&mut b).unwrap();
-                    frames.push((f.seq(), b[..len].to_vec()));
-                });
-                // The model: like n single reads, stopping at the first miss.
-                let mut want = Vec::new();
-                let mut first_err = None;
-                for _ in 0..n {
-                    match m.read(i) {
-                        Ok(seq) => want.push(seq),
-                        Err(e) => {
-                            if want.is_empty() {
-                                first_err = Some(e);
-                            } else if let TryReadError::Overrun(_) = e {
-                                // A batch stops before an overrun; the model
-                                // took it already, so undo: the ring reports it
-                                // on the next call. (Cannot happen in one
-                                // thread: nothing is overwritten mid-batch.)
-                                prop_assert!(false, "overrun inside a batch");
-                            }
-                            break;
-                        }
-                    }
-                }
-                match first_err {
-                    Some(e) => prop_assert_eq!(got, Err(e)),
-                    None => {
-                        prop_assert_eq!(got, Ok(want.len()));
-                        prop_assert_eq!(frames.iter().map(|f| f.0).collect::<Vec<_>>(), want);
-                        for (seq, bytes) in &frames {
-                            check_frame(*seq, bytes, &m)?;
-                        }
-                    }
-                }
+                read_batch(&mut readers[i], &mut m, i, n)?;
             }
             Op::Join { gating, oldest } if readers.len() < MAX_READERS => {
                 let start = if oldest { Start::Oldest } else { Start::Newest };
@@ -202,15 +237,7 @@ fn run(capacity: u64, block: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             _ => {}
         }
-        // After every step: the shared counters agree with the model.
-        let stats = ring.stats();
-        prop_assert_eq!(stats.published, m.published);
-        prop_assert_eq!(stats.readers.len(), m.readers.len());
-        for (r, mr) in readers.iter().zip(&m.readers) {
-            prop_assert_eq!(r.cursor(), mr.cursor);
-            prop_assert_eq!(r.lost(), mr.lost);
-            prop_assert_eq!(r.lag(), m.published + 1 - mr.cursor);
-        }
+        counters_agree(&ring, &readers, &m)?;
     }
     Ok(())
 }

@@ -157,16 +157,12 @@ fn events_of(twin: &mut Twin) -> Vec<Event> {
     twin.take_events().map(|e| (e.stream, e.sample_seq, e.rule, e.action == ACTION_RAISE)).collect()
 }
 
-/// Feeds `samples_per_stream` rounds of the simulator's samples for
-/// `streams` streams (some dropped, to make gaps) and compares every
-/// statistic and the whole alarm sequence with the reference model; then
-/// judges staleness and checks that the next samples clear it.
-fn exact_against_the_reference(streams: u32, samples_per_stream: u64) {
-    let sim = Sim { streams, rate_hz: 100.0, seed: 42 };
-    // Limits around stream 0's level, so that stream 0 (and every stream
-    // with a level near it) crosses them back and forth: raises, values
-    // inside the hysteresis band, clears. Its spikes (every 997th sample)
-    // raise high and rate alarms.
+/// One rule over all `streams` streams with limits around stream 0's
+/// level, so that stream 0 (and every stream with a level near it)
+/// crosses them back and forth: raises, values inside the hysteresis
+/// band, clears. Its spikes (every 997th sample) raise high and rate
+/// alarms.
+fn limits_around_stream_0(sim: &Sim, streams: u32) -> Rule {
     let level0 = (0..200).map(|q| sim.value(0, q).0).sum::<f64>() / 200.0;
     let mut all = rule(0, streams - 1);
     all.low = Some(level0 - 3.0);
@@ -174,13 +170,22 @@ fn exact_against_the_reference(streams: u32, samples_per_stream: u64) {
     all.hysteresis = 1.5;
     all.rate_limit = Some(300.0);
     all.stale_after = Some(Duration::from_millis(50));
-    let cfg = config(streams, vec![all.clone()]);
-    let mut twin = Twin::new(&cfg, 7);
-    let mut reference = vec![RefStream::default(); streams as usize];
+    all
+}
+
+/// Feeds the simulator's first `total` samples (some dropped, to make
+/// gaps) to `twin` and to the `reference`, under rule `all`; the alarm
+/// sequences of the reference and of the twin, and the samples dropped.
+fn feed(
+    sim: &Sim,
+    twin: &mut Twin,
+    reference: &mut [RefStream],
+    all: &Rule,
+    total: u64,
+) -> (Vec<Event>, Vec<Event>, u64) {
     let mut want: Vec<Event> = vec![];
     let mut got: Vec<Event> = vec![];
     let dropped = |stream: u32, seq: u64| seq > 0 && (stream as u64 * 7 + seq).is_multiple_of(101);
-    let total = streams as u64 * samples_per_stream;
     let mut skipped = 0;
     for g in 0..total {
         let mut s = sim.sample(g, START_NS);
@@ -190,18 +195,18 @@ fn exact_against_the_reference(streams: u32, samples_per_stream: u64) {
         }
         s.ingest_ns = s.sample_ns + INGEST_DELAY_NS;
         twin.input(&Input::Sample(s));
-        reference[s.stream as usize].take(s.stream, &s, Some(&all), &mut want);
+        reference[s.stream as usize].take(s.stream, &s, Some(all), &mut want);
         if g % 4096 == 0 {
-            got.extend(events_of(&mut twin));
+            got.extend(events_of(twin));
         }
     }
-    got.extend(events_of(&mut twin));
-    assert!(want.iter().any(|e| e.2 == 2 && e.3) && want.iter().any(|e| e.2 == 2 && !e.3), "a high raise and clear");
-    assert!(want.iter().any(|e| e.2 == 1 && e.3) && want.iter().any(|e| e.2 == 3 && e.3), "a low and a rate raise");
-    assert_eq!(got.len(), want.len(), "{streams} streams: event count");
-    assert_eq!(got, want, "{streams} streams: the alarm sequence");
+    got.extend(events_of(twin));
+    (want, got, skipped)
+}
 
-    let last_ingest = reference.iter().map(|r| r.last_ingest_ns).max().unwrap();
+/// Every stream's state in `twin` (as of `last_ingest`) is the
+/// reference's; the gaps they counted.
+fn states_match(twin: &Twin, reference: &[RefStream], last_ingest: u64) -> u64 {
     let mut gaps = 0;
     for (id, r) in reference.iter().enumerate() {
         let id = id as u32;
@@ -221,24 +226,26 @@ fn exact_against_the_reference(streams: u32, samples_per_stream: u64) {
         assert_eq!(s.flags, alarms | FLAG_HAS_RULE, "stream {id} flags");
         gaps += r.gaps;
     }
-    assert!(gaps > 0);
-    let c = twin.counters();
-    assert_eq!((c.gaps, c.frames, c.lost), (gaps, total - skipped, 0));
-    let active = reference.iter().map(|r| r.active.iter().filter(|a| **a).count() as u64).sum::<u64>();
-    assert_eq!(c.alarms_active, active);
+    gaps
+}
 
-    // Staleness: 50 ms after each stream's last sample nothing yet; a
-    // nanosecond after the last one's, every stream is stale, in id order.
+/// Staleness, after the first `total` samples fed: 50 ms after each
+/// stream's last sample nothing yet; a nanosecond after the last one's
+/// (`last_ingest`), every stream is stale, in id order, once; the next
+/// sample of each stream clears it.
+fn staleness_is_judged_and_cleared(sim: &Sim, twin: &mut Twin, reference: &mut [RefStream], all: &Rule, total: u64) {
+    let streams = reference.len() as u32;
+    let last_ingest = reference.iter().map(|r| r.last_ingest_ns).max().unwrap();
     let stale_at = last_ingest + 50_000_000;
     let first_ingest = reference.iter().map(|r| r.last_ingest_ns).min().unwrap();
     twin.tick(first_ingest + 50_000_000);
-    assert!(events_of(&mut twin).is_empty(), "not stale at exactly stale_after");
+    assert!(events_of(twin).is_empty(), "not stale at exactly stale_after");
     twin.tick(stale_at + 1);
-    let stale: Vec<Event> = events_of(&mut twin);
+    let stale: Vec<Event> = events_of(twin);
     let expect: Vec<Event> = reference.iter().enumerate().map(|(i, r)| (i as u32, r.last_seq, 4, true)).collect();
     assert_eq!(stale, expect);
     twin.tick(stale_at + 10_000_000_000);
-    assert!(events_of(&mut twin).is_empty(), "a stale alarm is raised once");
+    assert!(events_of(twin).is_empty(), "a stale alarm is raised once");
     assert_eq!(twin.state(0, stale_at + 1, 2, 0).unwrap().flags & FLAG_ALARM_STALE, FLAG_ALARM_STALE);
     // The next sample of each stream clears it.
     let next = total;
@@ -248,10 +255,37 @@ fn exact_against_the_reference(streams: u32, samples_per_stream: u64) {
         twin.input(&Input::Sample(s));
         reference[s.stream as usize].active[4] = true;
         let mut e = vec![];
-        reference[s.stream as usize].take(s.stream, &s, Some(&all), &mut e);
+        reference[s.stream as usize].take(s.stream, &s, Some(all), &mut e);
         assert!(e.contains(&(s.stream, s.seq, 4, false)));
-        assert_eq!(events_of(&mut twin), e, "stream {}", s.stream);
+        assert_eq!(events_of(twin), e, "stream {}", s.stream);
     }
+}
+
+/// Feeds `samples_per_stream` rounds of the simulator's samples for
+/// `streams` streams (some dropped, to make gaps) and compares every
+/// statistic and the whole alarm sequence with the reference model; then
+/// judges staleness and checks that the next samples clear it.
+fn exact_against_the_reference(streams: u32, samples_per_stream: u64) {
+    let sim = Sim { streams, rate_hz: 100.0, seed: 42 };
+    let all = limits_around_stream_0(&sim, streams);
+    let cfg = config(streams, vec![all.clone()]);
+    let mut twin = Twin::new(&cfg, 7);
+    let mut reference = vec![RefStream::default(); streams as usize];
+    let total = streams as u64 * samples_per_stream;
+    let (want, got, skipped) = feed(&sim, &mut twin, &mut reference, &all, total);
+    assert!(want.iter().any(|e| e.2 == 2 && e.3) && want.iter().any(|e| e.2 == 2 && !e.3), "a high raise and clear");
+    assert!(want.iter().any(|e| e.2 == 1 && e.3) && want.iter().any(|e| e.2 == 3 && e.3), "a low and a rate raise");
+    assert_eq!(got.len(), want.len(), "{streams} streams: event count");
+    assert_eq!(got, want, "{streams} streams: the alarm sequence");
+
+    let last_ingest = reference.iter().map(|r| r.last_ingest_ns).max().unwrap();
+    let gaps = states_match(&twin, &reference, last_ingest);
+    assert!(gaps > 0);
+    let c = twin.counters();
+    assert_eq!((c.gaps, c.frames, c.lost), (gaps, total - skipped, 0));
+    let active = reference.iter().map(|r| r.active.iter().filter(|a| **a).count() as u64).sum::<u64>();
+    assert_eq!(c.alarms_active, active);
+    staleness_is_judged_and_cleared(&sim, &mut twin, &mut reference, &all, total);
 }
 
 #[test]
@@ -541,6 +575,61 @@ fn sigterm(child: &std::process::Child) {
     common::signal(child, libc::SIGTERM);
 }
 
+/// `helixctl twin` as JSON, once the twin has seen every stream and the
+/// samples beyond its range are counted as rejected.
+fn twin_view_of_every_stream(env: &Env) -> serde_json::Value {
+    loop {
+        let (ok, out, err) = env.ctl(&["--json", "twin"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let seen = v["twin"]["streams_seen"].as_u64().unwrap_or(0);
+        let rejected = v["twin"]["rejected_streams"].as_u64().unwrap_or(0);
+        if seen == 50 && rejected > 0 && v["streams"].as_array().unwrap().len() == 50 {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Each stream of the end-to-end test's `helixctl twin` view: counted, its
+/// statistics in the simulator's range and rate, its alarms and rules.
+fn check_streams_of_the_view(view: &serde_json::Value) {
+    for s in view["streams"].as_array().unwrap() {
+        let f = |k: &str| s[k].as_f64().unwrap();
+        assert!(s["count"].as_u64().unwrap() >= 1);
+        assert!(f("min") <= f("mean") && f("mean") <= f("max"), "{s}");
+        assert!(f("min") <= f("last") && f("last") <= f("max"), "{s}");
+        assert!(f("min") >= 10.0 && f("max") < 400.0, "the simulator's range: {s}");
+        if s["count"].as_u64().unwrap() >= 2 {
+            // Rate from the samples' own times: the simulator's 100 Hz.
+            assert!((f("rate_hz") - 100.0).abs() < 1e-6, "{s}");
+        }
+        let stream = s["stream"].as_u64().unwrap();
+        let want: Vec<&str> = if stream == 3 { vec!["high"] } else { vec![] };
+        assert_eq!(s["alarms"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>(), want);
+        assert_eq!(s["has_rule"], stream == 3 || (10..20).contains(&stream));
+    }
+}
+
+/// `helixctl twin` as tables, for one stream and for the summary; and the
+/// twin reads telemetry without gating it.
+fn check_tables_and_readers(env: &Env) {
+    // The table, for one stream and for the summary.
+    let (ok, table, _) = env.ctl(&["twin", "3"]);
+    assert!(ok);
+    assert!(table.contains("helix-twin in namespace") && table.contains("50 of 50 seen"), "{table}");
+    assert!(table.lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["3", "high"]), "{table}");
+    let (ok, summary, _) = env.ctl(&["twin"]);
+    assert!(ok && summary.contains("50 streams with state"), "{summary}");
+
+    // The twin reads telemetry without gating it.
+    let (ok, out, _) = env.ctl(&["--json", "readers", "telemetry"]);
+    assert!(ok);
+    let readers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let me = readers["readers"].as_array().unwrap().iter().find(|r| r["name"] == "helix-twin").cloned().unwrap();
+    assert_eq!(me["gating"], false);
+}
+
 #[test]
 fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
     let env = Env::watched("helix-twin end to end", Duration::from_secs(90));
@@ -559,19 +648,8 @@ fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
     assert!(ready.contains("STATUS=0/50 streams"), "{ready}");
     twin_notify.until("WATCHDOG=1");
 
-    // helixctl twin, until the twin has seen every stream and the samples
-    // beyond its range are counted as rejected.
-    let view = loop {
-        let (ok, out, err) = env.ctl(&["--json", "twin"]);
-        assert!(ok, "{err}");
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let seen = v["twin"]["streams_seen"].as_u64().unwrap_or(0);
-        let rejected = v["twin"]["rejected_streams"].as_u64().unwrap_or(0);
-        if seen == 50 && rejected > 0 && v["streams"].as_array().unwrap().len() == 50 {
-            break v;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // helixctl twin, until the twin has seen every stream.
+    let view = twin_view_of_every_stream(&env);
     assert_eq!(view["pid"].as_u64(), Some(twin.0.id() as u64));
     assert_eq!(view["alive"], true);
     let t = &view["twin"];
@@ -582,36 +660,8 @@ fn end_to_end_helixd_helix_twin_and_helixctl_twin_show_state_and_an_alarm() {
     assert_eq!((alarms[0]["stream"].as_u64(), alarms[0]["rule"].as_str()), (Some(3), Some("high")));
     assert_eq!(alarms[0]["limit"].as_f64(), Some(10.0));
     assert!(alarms[0]["value"].as_f64().unwrap() > 10.0);
-    for s in view["streams"].as_array().unwrap() {
-        let f = |k: &str| s[k].as_f64().unwrap();
-        assert!(s["count"].as_u64().unwrap() >= 1);
-        assert!(f("min") <= f("mean") && f("mean") <= f("max"), "{s}");
-        assert!(f("min") <= f("last") && f("last") <= f("max"), "{s}");
-        assert!(f("min") >= 10.0 && f("max") < 400.0, "the simulator's range: {s}");
-        if s["count"].as_u64().unwrap() >= 2 {
-            // Rate from the samples' own times: the simulator's 100 Hz.
-            assert!((f("rate_hz") - 100.0).abs() < 1e-6, "{s}");
-        }
-        let stream = s["stream"].as_u64().unwrap();
-        let want: Vec<&str> = if stream == 3 { vec!["high"] } else { vec![] };
-        assert_eq!(s["alarms"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>(), want);
-        assert_eq!(s["has_rule"], stream == 3 || (10..20).contains(&stream));
-    }
-
-    // The table, for one stream and for the summary.
-    let (ok, table, _) = env.ctl(&["twin", "3"]);
-    assert!(ok);
-    assert!(table.contains("helix-twin in namespace") && table.contains("50 of 50 seen"), "{table}");
-    assert!(table.lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["3", "high"]), "{table}");
-    let (ok, summary, _) = env.ctl(&["twin"]);
-    assert!(ok && summary.contains("50 streams with state"), "{summary}");
-
-    // The twin reads telemetry without gating it.
-    let (ok, out, _) = env.ctl(&["--json", "readers", "telemetry"]);
-    assert!(ok);
-    let readers: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let me = readers["readers"].as_array().unwrap().iter().find(|r| r["name"] == "helix-twin").cloned().unwrap();
-    assert_eq!(me["gating"], false);
+    check_streams_of_the_view(&view);
+    check_tables_and_readers(&env);
 
     let status = twin_notify.until("STATUS=50/50 streams");
     assert!(status.contains("frames/s") && status.contains("1 alarms active"), "{status}");

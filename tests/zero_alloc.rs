@@ -19,6 +19,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::TestNs;
+use helix::fanin::{Event, FanIn, FanInOptions, FanInView, Producer};
 use helix::*;
 
 struct Counting;
@@ -79,61 +80,131 @@ fn take_turn(what: &'static str) -> (std::sync::MutexGuard<'static, ()>, TestNs)
     (turn, TestNs::watched(what, Duration::from_secs(60)))
 }
 
+/// Runs `f` with this thread not watched (what it does is not counted),
+/// then watches it again.
+fn unwatched<T>(f: impl FnOnce() -> T) -> T {
+    WATCHED.with(|w| w.set(false));
+    let t = f();
+    WATCHED.with(|w| w.set(true));
+    t
+}
+
+/// The exchange test's rings: `z` (8 slots, block) with its writer and a
+/// gating reader that parks; `lossy` (4 slots) with its writer and a
+/// reader it laps.
+struct Exchange {
+    ring: Ring,
+    w: Writer,
+    r: Reader,
+    lossy: Ring,
+    lw: Writer,
+    lr: Reader,
+}
+
+fn exchange(ns: &TestNs) -> Exchange {
+    let opts = RingOptions { capacity: 8, max_payload: 48, policy: Policy::Block, ..Default::default() };
+    let ring = Ring::create(ns, "z", &opts).unwrap();
+    let lossy = Ring::create(ns, "lossy", &RingOptions { capacity: 4, ..opts.clone() }).unwrap();
+    let w = ring.writer().unwrap();
+    let lw = lossy.writer().unwrap();
+    let r =
+        Reader::attach(ns, "z", &ReaderOptions { gating: true, wait: WaitStrategy::Park, ..ReaderOptions::named("z") })
+            .unwrap();
+    let lr = lossy.reader(&ReaderOptions::named("lossy")).unwrap();
+    Exchange { ring, w, r, lossy, lw, lr }
+}
+
+/// The exchange's reader: reads `ROUNDS` x 6 frames of `ring` through `r`
+/// in every way, each waiting (parking) when empty; once, it stops until
+/// the writer has had to wait for space.
+fn read_every_way(r: &mut Reader, ring: &Ring) {
+    let mut buf = [0u8; 48];
+    let mut batch = [[0u64; 2]; 4];
+    let mut seen = 0u64;
+    while seen < ROUNDS * 6 {
+        // Every way of reading, each waiting (parking) when empty.
+        let info = r.read(&mut buf).unwrap();
+        assert_eq!(info.seq, seen + 1);
+        let (seq, v) = r.read_pod::<[u64; 2]>().unwrap();
+        assert_eq!(v, [seq, !seq]);
+        {
+            let f = r.peek().unwrap();
+            assert_eq!(f.read::<[u64; 2]>().unwrap(), [f.seq(), !f.seq()]);
+        }
+        let mut got = 1 + 2;
+        while got < 6 {
+            match r.try_read_batch_pod(&mut batch) {
+                Ok(n) => got += n as u64,
+                Err(TryReadError::Empty) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        seen += 6;
+        if seen == 60 {
+            // Stop reading until the writer has had to wait for
+            // space (it will: the ring holds 8), so the writer's
+            // wait path is part of what is counted.
+            unwatched(|| {
+                while ring.stats().writer_waits == 0 {
+                    std::thread::yield_now();
+                }
+            });
+        }
+    }
+}
+
+/// Round `round` of the exchange's writer: six frames published through
+/// `w` in every way; every 20th round, first waits until the reader is
+/// parked.
+fn write_every_way(w: &mut Writer, ring: &Ring, round: u64) {
+    let s = w.next_seq();
+    w.publish(&[7u8; 48]).unwrap();
+    w.publish_pod(&[s + 1, !(s + 1)]).unwrap();
+    w.try_publish(bytemuck::bytes_of(&[s + 2, !(s + 2)]))
+        .unwrap_or_else(|_| w.publish_pod(&[s + 2, !(s + 2)]).unwrap());
+    let mut c = w.claim(3).unwrap();
+    for i in 3..6 {
+        c.push_pod(&[s + i, !(s + i)]).unwrap();
+    }
+    c.commit();
+    if round % 20 == 19 && round + 1 < ROUNDS {
+        // Hold off until the reader is parked on the futex, so parking
+        // and the writer's wake-up are part of what is counted (not after
+        // the last round: the reader has everything by then).
+        unwatched(|| {
+            while ring.stats().parked == 0 {
+                std::thread::yield_now();
+            }
+        });
+    }
+}
+
+/// The overrun path on the lossy ring: laps the reader `lr`, then reads
+/// all; whether the first read was an overrun (anything else fails).
+fn lap_and_read(lw: &mut Writer, lr: &mut Reader) -> bool {
+    for _ in 0..5 {
+        lw.publish(b"lap").unwrap();
+    }
+    let overrun = match lr.try_read(&mut [0u8; 48]) {
+        Err(TryReadError::Overrun(_)) => true,
+        other => panic!("{other:?}"),
+    };
+    while lr.try_read(&mut [0u8; 48]).is_ok() {}
+    overrun
+}
+
 #[test]
 fn publish_read_and_wait_allocate_nothing() {
     let (_turn, ns) = take_turn("zero-allocation exchange");
-    let opts = RingOptions { capacity: 8, max_payload: 48, policy: Policy::Block, ..Default::default() };
-    let ring = Ring::create(&ns, "z", &opts).unwrap();
-    let lossy = Ring::create(&ns, "lossy", &RingOptions { capacity: 4, ..opts.clone() }).unwrap();
-    let mut w = ring.writer().unwrap();
-    let mut lw = lossy.writer().unwrap();
-    let mut r = Reader::attach(
-        &ns,
-        "z",
-        &ReaderOptions { gating: true, wait: WaitStrategy::Park, ..ReaderOptions::named("z") },
-    )
-    .unwrap();
-    let mut lr = lossy.reader(&ReaderOptions::named("lossy")).unwrap();
+    let Exchange { ring, mut w, mut r, lossy: _lossy, mut lw, mut lr } = exchange(&ns);
     let start = Arc::new(Barrier::new(2));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let (start, done, ring) = (start.clone(), done.clone(), ring.clone());
         std::thread::spawn(move || {
-            let mut buf = [0u8; 48];
-            let mut batch = [[0u64; 2]; 4];
             WATCHED.with(|w| w.set(true));
             start.wait();
-            let mut seen = 0u64;
-            while seen < ROUNDS * 6 {
-                // Every way of reading, each waiting (parking) when empty.
-                let info = r.read(&mut buf).unwrap();
-                assert_eq!(info.seq, seen + 1);
-                let (seq, v) = r.read_pod::<[u64; 2]>().unwrap();
-                assert_eq!(v, [seq, !seq]);
-                {
-                    let f = r.peek().unwrap();
-                    assert_eq!(f.read::<[u64; 2]>().unwrap(), [f.seq(), !f.seq()]);
-                }
-                let mut got = 1 + 2;
-                while got < 6 {
-                    match r.try_read_batch_pod(&mut batch) {
-                        Ok(n) => got += n as u64,
-                        Err(TryReadError::Empty) => std::thread::yield_now(),
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-                seen += 6;
-                if seen == 60 {
-                    // Stop reading until the writer has had to wait for
-                    // space (it will: the ring holds 8), so the writer's
-                    // wait path is part of what is counted.
-                    WATCHED.with(|w| w.set(false));
-                    while ring.stats().writer_waits == 0 {
-                        std::thread::yield_now();
-                    }
-                    WATCHED.with(|w| w.set(true));
-                }
-            }
+            read_every_way(&mut r, &ring);
             done.store(true, Ordering::Release);
             r
         })
@@ -144,35 +215,10 @@ fn publish_read_and_wait_allocate_nothing() {
     start.wait();
     let mut overruns = 0;
     for round in 0..ROUNDS {
-        let s = w.next_seq();
-        w.publish(&[7u8; 48]).unwrap();
-        w.publish_pod(&[s + 1, !(s + 1)]).unwrap();
-        w.try_publish(bytemuck::bytes_of(&[s + 2, !(s + 2)]))
-            .unwrap_or_else(|_| w.publish_pod(&[s + 2, !(s + 2)]).unwrap());
-        let mut c = w.claim(3).unwrap();
-        for i in 3..6 {
-            c.push_pod(&[s + i, !(s + i)]).unwrap();
+        write_every_way(&mut w, &ring, round);
+        if lap_and_read(&mut lw, &mut lr) {
+            overruns += 1;
         }
-        c.commit();
-        if round % 20 == 19 && round + 1 < ROUNDS {
-            // Hold off until the reader is parked on the futex, so parking
-            // and the writer's wake-up are part of what is counted (not after
-            // the last round: the reader has everything by then).
-            WATCHED.with(|w| w.set(false));
-            while ring.stats().parked == 0 {
-                std::thread::yield_now();
-            }
-            WATCHED.with(|w| w.set(true));
-        }
-        // Overrun path on the lossy ring: lap the reader, then read.
-        for _ in 0..5 {
-            lw.publish(b"lap").unwrap();
-        }
-        match lr.try_read(&mut [0u8; 48]) {
-            Err(TryReadError::Overrun(_)) => overruns += 1,
-            other => panic!("{other:?}"),
-        }
-        while lr.try_read(&mut [0u8; 48]).is_ok() {}
     }
     while !done.load(Ordering::Acquire) {
         std::thread::yield_now();
@@ -307,10 +353,109 @@ fn the_ledger_records_batches_without_allocating() {
     assert_eq!(s.rings[0].next_seq, seq);
 }
 
+/// The records the fan-in test sends.
+const RECORDS: u64 = 4000;
+
+/// The length of fan-in record `n`.
+fn record_len(n: u64) -> usize {
+    8 + (n % 7) as usize * 8
+}
+
+/// The fan-in test's consumer: drains `RECORDS` records from `fan`,
+/// checking each, waiting (parking on the doorbell) when the lane is
+/// empty; once, it stops until the producer on `lane` has had to wait for
+/// space (seen through `watcher`).
+fn consume(fan: &mut FanIn, watcher: &FanInView, lane: usize) {
+    let mut buf = [0u8; 64];
+    let mut next = 1u64;
+    let mut paused = false;
+    while next <= RECORDS {
+        // Waits (parking on the doorbell when the lane is empty).
+        fan.drain_timeout(8, Duration::from_secs(10), |e| match e {
+            Event::Record(r) => {
+                let len = r.copy_to(&mut buf).unwrap();
+                assert_eq!(u64::from_ne_bytes(buf[..8].try_into().unwrap()), next);
+                assert_eq!(len, 8 + (next % 7) as usize * 8);
+                next += 1;
+            }
+            Event::Dropped(report) => panic!("{report}"),
+        });
+        if !paused && next > 1200 {
+            paused = true;
+            // Stop consuming until the producer has had to wait
+            // for space (it will: the lane holds 1 KiB), so its
+            // wait and our wake-up of it are counted. (Not at a
+            // multiple of 500, where it waits for us to sleep.)
+            unwatched(|| {
+                while watcher.stats().lanes[lane].full_waits == 0 {
+                    std::thread::yield_now();
+                }
+            });
+        }
+    }
+}
+
+/// Sends record `n` (or, one way in four, a batch from `n` on) through
+/// `p`, in the way `n` picks, in `payload`; the next record to send.
+fn send_every_way(p: &mut Producer, mut n: u64, payload: &mut [u8; 64]) -> u64 {
+    payload[..8].copy_from_slice(&n.to_ne_bytes());
+    let len = record_len(n);
+    // Every way of producing; the 1 KiB lane fills, so the producer
+    // waits for space (parking) too.
+    match n % 4 {
+        0 => p.send_timeout(0, &payload[..len], Duration::from_secs(10)).unwrap(),
+        1 => p.claim_timeout(len, Duration::from_secs(10)).unwrap().fill(0, &payload[..len]),
+        2 => p.claim_timeout(len, Duration::from_secs(10)).unwrap().commit_with(|words| {
+            for (w, c) in words.iter().zip(payload[..len].chunks(8)) {
+                w.store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed);
+            }
+        }),
+        // A batch: room for up to 5 records claimed at once, published
+        // together.
+        _ => {
+            let want = 5.min(RECORDS + 1 - n) as usize;
+            let mut b = p.claim_batch_timeout(want, 64, Duration::from_secs(10)).unwrap();
+            for _ in 0..b.claimed() {
+                payload[..8].copy_from_slice(&n.to_ne_bytes());
+                b.push(0, &payload[..record_len(n)]).unwrap();
+                n += 1;
+            }
+            b.commit();
+            n -= 1;
+        }
+    }
+    n + 1
+}
+
+/// The fan-in test's producer: sends `RECORDS` records through `p` in
+/// every way; every 500, first lets the consumer fall asleep (seen
+/// through `view`).
+fn produce(p: &mut Producer, view: &FanInView) {
+    let mut payload = [0u8; 64];
+    let mut n = 1;
+    while n <= RECORDS {
+        let first = n;
+        n = send_every_way(p, n, &mut payload);
+        if (first..n).any(|m| m % 4 == 0) {
+            p.publish();
+        }
+        if (first..n).any(|m| m % 500 == 0) && n <= RECORDS {
+            // Let the consumer fall asleep on the doorbell, so its parking
+            // and the producer's ring are counted.
+            unwatched(|| {
+                p.publish();
+                let sleeps = view.stats().sleeps;
+                while view.stats().sleeps == sleeps {
+                    std::thread::yield_now();
+                }
+            });
+        }
+    }
+    p.publish();
+}
+
 #[test]
 fn fanin_claim_publish_consume_and_wait_allocate_nothing() {
-    use helix::fanin::{Event, FanIn, FanInOptions, Producer};
-    const RECORDS: u64 = 4000;
     let (_turn, ns) = take_turn("zero-allocation fan-in");
     let opts = FanInOptions { lanes: 2, lane_capacity: 1024, max_payload: 64, ..Default::default() };
     let mut fan = FanIn::create(&ns, "fan", &opts).unwrap();
@@ -318,96 +463,23 @@ fn fanin_claim_publish_consume_and_wait_allocate_nothing() {
     // Binding the lane (a scan of the folder) is setup, not counted.
     p.try_send(0, &0u64.to_ne_bytes()).unwrap();
     assert_eq!(fan.try_drain(1, |_| {}), 1);
-    let view = helix::fanin::FanInView::open(&ns, "fan").unwrap();
-    let watcher = helix::fanin::FanInView::open(&ns, "fan").unwrap();
+    let view = FanInView::open(&ns, "fan").unwrap();
+    let watcher = FanInView::open(&ns, "fan").unwrap();
     let lane = p.lane();
     let start = Arc::new(Barrier::new(2));
     let consumer = {
         let start = start.clone();
         std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
             WATCHED.with(|w| w.set(true));
             start.wait();
-            let mut next = 1u64;
-            let mut paused = false;
-            while next <= RECORDS {
-                // Waits (parking on the doorbell when the lane is empty).
-                fan.drain_timeout(8, Duration::from_secs(10), |e| match e {
-                    Event::Record(r) => {
-                        let len = r.copy_to(&mut buf).unwrap();
-                        assert_eq!(u64::from_ne_bytes(buf[..8].try_into().unwrap()), next);
-                        assert_eq!(len, 8 + (next % 7) as usize * 8);
-                        next += 1;
-                    }
-                    Event::Dropped(report) => panic!("{report}"),
-                });
-                if !paused && next > 1200 {
-                    paused = true;
-                    // Stop consuming until the producer has had to wait
-                    // for space (it will: the lane holds 1 KiB), so its
-                    // wait and our wake-up of it are counted. (Not at a
-                    // multiple of 500, where it waits for us to sleep.)
-                    WATCHED.with(|w| w.set(false));
-                    while watcher.stats().lanes[lane].full_waits == 0 {
-                        std::thread::yield_now();
-                    }
-                    WATCHED.with(|w| w.set(true));
-                }
-            }
+            consume(&mut fan, &watcher, lane);
             fan
         })
     };
     WATCHED.with(|w| w.set(true));
     COUNTING.store(true, Ordering::SeqCst);
     start.wait();
-    let mut payload = [0u8; 64];
-    let len_of = |n: u64| 8 + (n % 7) as usize * 8;
-    let mut n = 1;
-    while n <= RECORDS {
-        let first = n;
-        payload[..8].copy_from_slice(&n.to_ne_bytes());
-        let len = len_of(n);
-        // Every way of producing; the 1 KiB lane fills, so the producer
-        // waits for space (parking) too.
-        match n % 4 {
-            0 => p.send_timeout(0, &payload[..len], Duration::from_secs(10)).unwrap(),
-            1 => p.claim_timeout(len, Duration::from_secs(10)).unwrap().fill(0, &payload[..len]),
-            2 => p.claim_timeout(len, Duration::from_secs(10)).unwrap().commit_with(|words| {
-                for (w, c) in words.iter().zip(payload[..len].chunks(8)) {
-                    w.store(u64::from_ne_bytes(c.try_into().unwrap()), Ordering::Relaxed);
-                }
-            }),
-            // A batch: room for up to 5 records claimed at once, published
-            // together.
-            _ => {
-                let want = 5.min(RECORDS + 1 - n) as usize;
-                let mut b = p.claim_batch_timeout(want, 64, Duration::from_secs(10)).unwrap();
-                for _ in 0..b.claimed() {
-                    payload[..8].copy_from_slice(&n.to_ne_bytes());
-                    b.push(0, &payload[..len_of(n)]).unwrap();
-                    n += 1;
-                }
-                b.commit();
-                n -= 1;
-            }
-        }
-        n += 1;
-        if (first..n).any(|m| m % 4 == 0) {
-            p.publish();
-        }
-        if (first..n).any(|m| m % 500 == 0) && n <= RECORDS {
-            // Let the consumer fall asleep on the doorbell, so its parking
-            // and the producer's ring are counted.
-            WATCHED.with(|w| w.set(false));
-            p.publish();
-            let sleeps = view.stats().sleeps;
-            while view.stats().sleeps == sleeps {
-                std::thread::yield_now();
-            }
-            WATCHED.with(|w| w.set(true));
-        }
-    }
-    p.publish();
+    produce(&mut p, &view);
     let fan = consumer.join().unwrap();
     COUNTING.store(false, Ordering::SeqCst);
     WATCHED.with(|w| w.set(false));

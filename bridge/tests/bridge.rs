@@ -6,9 +6,11 @@ mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{destination, free_port, joined, kind, metric_reaches, payload, scrape, verify, verify_to, World};
+use support::{
+    await_progress, destination, free_port, joined, kind, metric_reaches, payload, scrape, verify, verify_to, World,
+};
 
 /// Publishes source sequences `from..=to` (blocking while the exporter
 /// gates the ring).
@@ -94,15 +96,8 @@ fn killed_exporters_and_importers_leave_no_duplicate_and_no_gap() {
     for round in 0..10u64 {
         let target = (round + 1) * n / 12;
         limit.store(target + step, Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while progress.load(Ordering::Relaxed) < target {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: the destination stopped at {}",
-                progress.load(Ordering::Relaxed)
-            );
-            thread::sleep(Duration::from_millis(2));
-        }
+        let (wait, pause) = (Duration::from_secs(60), Duration::from_millis(2));
+        await_progress(&progress, target, wait, pause, &format!("round {round}"), || {});
         if round % 2 == 0 {
             w.kill9(ex);
             ex = w.spawn(exporter(&w));

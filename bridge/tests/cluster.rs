@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use helix::{Namespace, Policy, Ring, RingOptions};
 use support::cluster::Cluster;
-use support::{destination, joined, kind, payload, register, verify_to, watchdog};
+use support::{await_progress, destination, joined, kind, payload, register, verify_to, watchdog};
 
 const FRAMES: u64 = 1_000_000;
 /// Source ring slots. The exporter's window (64 messages of 512 frames in
@@ -149,93 +149,89 @@ fn bridge(role: &'static str, hosts: &Hosts, cluster: &Cluster, tag: &str, ns: &
 
 /// Waits until the destination reached `target`, supervising the bridges.
 fn reach(progress: &AtomicU64, target: u64, bridges: &mut [&mut Bridge], what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while progress.load(Ordering::Relaxed) < target {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the destination stopped at source sequence {} (waiting for {target})",
-            progress.load(Ordering::Relaxed)
-        );
-        for b in bridges.iter_mut() {
-            b.supervise();
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
+    let (limit, pause) = (Duration::from_secs(90), Duration::from_millis(5));
+    await_progress(progress, target, limit, pause, what, || bridges.iter_mut().for_each(|b| b.supervise()));
 }
 
-#[test]
-fn a_million_frames_cross_a_cluster_under_kill_9() {
-    let begun = Instant::now();
-    watchdog("a_million_frames_cross_a_cluster_under_kill_9", Duration::from_secs(540));
-    let tag = format!("c{}", std::process::id());
+/// The two hosts of this test process (tag `tag`): `src` on host A with
+/// its writer, `dst` on host B, and the logs' folder.
+fn hosts(tag: &str) -> (Hosts, helix::Writer) {
     let hosts = Hosts {
         a: Namespace::new(&format!("{tag}a")).unwrap(),
         b: Namespace::new(&format!("{tag}b")).unwrap(),
         dir: std::env::temp_dir().join(format!("helix-bridge-cluster-logs-{tag}")),
     };
     std::fs::create_dir_all(&hosts.dir).unwrap();
-    let mut writer = ring(&hosts.a, "src", SRC_CAPACITY).writer().unwrap();
+    let writer = ring(&hosts.a, "src", SRC_CAPACITY).writer().unwrap();
     ring(&hosts.b, "dst", 65_536);
-    let mut cluster = Cluster::start(&tag, Duration::from_secs(60));
-    let mut ex = bridge("exporter", &hosts, &cluster, &tag, &hosts.a, &["export", "--ring", "src", "--host", "hosta"]);
-    let import = ["import", "--source-host", "hosta", "--source-ring", "src", "--ring", "dst"];
-    let mut im = bridge("importer", &hosts, &cluster, &tag, &hosts.b, &import);
-    joined(&hosts.a, "src");
+    (hosts, writer)
+}
 
-    let progress = Arc::new(AtomicU64::new(1));
-    let (dst, p) = (destination(&hosts.b, "dst"), progress.clone());
-    let verifier = thread::spawn(move || verify_to(dst, FRAMES, Duration::from_secs(480), &p));
-    // The producer runs up to `allowed` (raised event by event, so that
-    // the kills are spread over the run) and at most `LEAD` ahead.
-    let allowed = Arc::new(AtomicU64::new(0));
-    let (p, a) = (progress.clone(), allowed.clone());
-    let producer = thread::spawn(move || {
-        for seq in 1..=FRAMES {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while seq > (p.load(Ordering::Relaxed) + LEAD).min(a.load(Ordering::Relaxed)) {
-                assert!(Instant::now() < deadline, "the destination did not move for 120 s");
-                thread::sleep(Duration::from_millis(1));
-            }
-            assert_eq!(writer.publish_kind(kind(seq), &payload(seq)).unwrap(), seq);
+/// The producer: publishes every source frame through `writer`, up to
+/// `allowed` (raised event by event, so that the kills are spread over the
+/// run) and at most `LEAD` ahead of the destination's `progress`.
+fn produce(mut writer: helix::Writer, progress: Arc<AtomicU64>, allowed: Arc<AtomicU64>) {
+    for seq in 1..=FRAMES {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while seq > (progress.load(Ordering::Relaxed) + LEAD).min(allowed.load(Ordering::Relaxed)) {
+            assert!(Instant::now() < deadline, "the destination did not move for 120 s");
+            thread::sleep(Duration::from_millis(1));
         }
-    });
+        assert_eq!(writer.publish_kind(kind(seq), &payload(seq)).unwrap(), seq);
+    }
+}
 
-    let events = 3 * KILLS_EACH;
-    for event in 0..events {
+/// The bridges, the cluster, and what the test waits on: the destination's
+/// progress and what the producer is allowed to publish.
+struct Run<'a> {
+    ex: &'a mut Bridge,
+    im: &'a mut Bridge,
+    cluster: &'a mut Cluster,
+    progress: &'a AtomicU64,
+    allowed: &'a AtomicU64,
+    begun: Instant,
+}
+
+impl Run<'_> {
+    /// Lets frames flow `LEAD` past `target`, and waits until the
+    /// destination reached `target`, supervising the bridges.
+    fn reach(&mut self, target: u64, what: &str) {
+        self.allowed.store(target + LEAD, Ordering::Relaxed);
+        reach(self.progress, target, &mut [&mut *self.ex, &mut *self.im], what);
+    }
+
+    /// Event `event` of `events`: once frames reach its share of the run,
+    /// kills the exporter, the importer or a node (in turn); with a node
+    /// down, waits until 20,000 more frames crossed, then restarts it.
+    fn event(&mut self, event: u64, events: u64) {
         // The last event well before the end, so that frames still cross
         // while its node is down.
         let target = (event + 1) * FRAMES / (events + 4);
         // Frames still flow past the target when the kill comes.
-        allowed.store(target + LEAD, Ordering::Relaxed);
-        reach(&progress, target, &mut [&mut ex, &mut im], &format!("event {event}"));
-        eprintln!("{:6.1} s: event {event} at source sequence {target}", begun.elapsed().as_secs_f64());
+        self.reach(target, &format!("event {event}"));
+        eprintln!("{:6.1} s: event {event} at source sequence {target}", self.begun.elapsed().as_secs_f64());
         match event % 3 {
-            0 => ex.kill9(),
-            1 => im.kill9(),
+            0 => self.ex.kill9(),
+            1 => self.im.kill9(),
             _ => {
                 let node = (event / 3 % 3) as usize;
-                cluster.kill9(node);
+                self.cluster.kill9(node);
                 // With one node of three down, the stream (R3) elects a
                 // leader among the other two and frames go on crossing.
-                let now = progress.load(Ordering::Relaxed);
-                allowed.store(now + 20_000 + LEAD, Ordering::Relaxed);
-                reach(&progress, now + 20_000, &mut [&mut ex, &mut im], &format!("node {node} down"));
-                eprintln!("{:6.1} s: 20,000 frames crossed with node {node} down", begun.elapsed().as_secs_f64());
-                cluster.restart(node, Duration::from_secs(60));
-                eprintln!("{:6.1} s: node {node} healthy again", begun.elapsed().as_secs_f64());
+                let now = self.progress.load(Ordering::Relaxed);
+                self.reach(now + 20_000, &format!("node {node} down"));
+                eprintln!("{:6.1} s: 20,000 frames crossed with node {node} down", self.begun.elapsed().as_secs_f64());
+                self.cluster.restart(node, Duration::from_secs(60));
+                eprintln!("{:6.1} s: node {node} healthy again", self.begun.elapsed().as_secs_f64());
             }
         }
     }
-    allowed.store(FRAMES, Ordering::Relaxed);
-    let seen = verifier.join().unwrap_or_else(|_| {
-        panic!("verifier failed\nexporter:\n{}\nimporter:\n{}\n{}", ex.stop(), im.stop(), cluster.logs_tail())
-    });
-    producer.join().unwrap();
-    assert_eq!((seen.frames, seen.gaps), (FRAMES, vec![]), "every frame once, no gap");
-    let (ex_log, im_log) = (ex.stop(), im.stop());
+}
+
+/// Prints what the kills cost the bridges (publishes sent again, consumers
+/// made again, and why) and a summary of the run.
+fn report(begun: Instant, ex: &Bridge, im: &Bridge, cluster: &Cluster, ex_log: &str, im_log: &str) {
     let summary = |log: &str| log.lines().rfind(|l| l.contains("stopped:")).unwrap_or("").to_owned();
-    // What the kills cost the bridges: publishes sent again, consumers
-    // made again, and why.
     for line in ex_log.lines().filter(|l| l.contains("publishing again")) {
         eprintln!("exporter: {line}");
     }
@@ -249,9 +245,44 @@ fn a_million_frames_cross_a_cluster_under_kill_9() {
         ex.exits,
         im.exits,
         cluster.store_bytes(),
-        summary(&ex_log),
-        summary(&im_log)
+        summary(ex_log),
+        summary(im_log)
     );
+}
+
+#[test]
+fn a_million_frames_cross_a_cluster_under_kill_9() {
+    let begun = Instant::now();
+    watchdog("a_million_frames_cross_a_cluster_under_kill_9", Duration::from_secs(540));
+    let tag = format!("c{}", std::process::id());
+    let (hosts, writer) = hosts(&tag);
+    let mut cluster = Cluster::start(&tag, Duration::from_secs(60));
+    let mut ex = bridge("exporter", &hosts, &cluster, &tag, &hosts.a, &["export", "--ring", "src", "--host", "hosta"]);
+    let import = ["import", "--source-host", "hosta", "--source-ring", "src", "--ring", "dst"];
+    let mut im = bridge("importer", &hosts, &cluster, &tag, &hosts.b, &import);
+    joined(&hosts.a, "src");
+
+    let progress = Arc::new(AtomicU64::new(1));
+    let (dst, p) = (destination(&hosts.b, "dst"), progress.clone());
+    let verifier = thread::spawn(move || verify_to(dst, FRAMES, Duration::from_secs(480), &p));
+    let allowed = Arc::new(AtomicU64::new(0));
+    let (p, a) = (progress.clone(), allowed.clone());
+    let producer = thread::spawn(move || produce(writer, p, a));
+
+    let events = 3 * KILLS_EACH;
+    let mut run =
+        Run { ex: &mut ex, im: &mut im, cluster: &mut cluster, progress: &progress, allowed: &allowed, begun };
+    for event in 0..events {
+        run.event(event, events);
+    }
+    allowed.store(FRAMES, Ordering::Relaxed);
+    let seen = verifier.join().unwrap_or_else(|_| {
+        panic!("verifier failed\nexporter:\n{}\nimporter:\n{}\n{}", ex.stop(), im.stop(), cluster.logs_tail())
+    });
+    producer.join().unwrap();
+    assert_eq!((seen.frames, seen.gaps), (FRAMES, vec![]), "every frame once, no gap");
+    let (ex_log, im_log) = (ex.stop(), im.stop());
+    report(begun, &ex, &im, &cluster, &ex_log, &im_log);
     // A bridge ends on its own only on a lasting error: a cluster electing
     // a leader is not one.
     assert_eq!((ex.exits, im.exits), (0, 0), "bridges that ended on their own (exporter, importer)");

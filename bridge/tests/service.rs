@@ -301,12 +301,19 @@ fn until(what: &str, f: impl Fn() -> bool) {
     }
 }
 
-#[test]
-fn the_ledger_head_is_mirrored_once_per_change_and_anchored() {
-    let mut w = World::new("ledger head", Duration::from_secs(120));
-    let dir = Scratch::new(&format!("{}-ledger", w.tag));
+/// A world under a watchdog of 120 s, a scratch folder named after its
+/// tag and `suffix`, and the empty ledger folder `ledger` in it.
+fn ledger_world(what: &'static str, suffix: &str) -> (World, Scratch, PathBuf) {
+    let w = World::new(what, Duration::from_secs(120));
+    let dir = Scratch::new(&format!("{}-{suffix}", w.tag));
     let ledger = dir.0.join("ledger");
     std::fs::create_dir_all(&ledger).unwrap();
+    (w, dir, ledger)
+}
+
+#[test]
+fn the_ledger_head_is_mirrored_once_per_change_and_anchored() {
+    let (mut w, dir, ledger) = ledger_world("ledger head", "ledger");
     record(&ledger, 100);
     let port = free_port();
     let links = format!("[ledger]\ndir = \"{}\"\ninterval_ms = 20\nanchor = true\n", ledger.display());
@@ -365,10 +372,7 @@ fn the_ledger_head_is_mirrored_once_per_change_and_anchored() {
 fn a_stuck_link_stops_the_watchdog_pings() {
     // The ledger's last segment is a FIFO nobody writes: reading the head
     // blocks in open(2), as on a hung disk, and the mirror's loop stops.
-    let mut w = World::new("stuck link", Duration::from_secs(120));
-    let dir = Scratch::new(&format!("{}-stuck", w.tag));
-    let ledger = dir.0.join("ledger");
-    std::fs::create_dir_all(&ledger).unwrap();
+    let (mut w, dir, ledger) = ledger_world("stuck link", "stuck");
     let fifo = ledger.join("seg-0000000001.hxl");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success(), "mkfifo {}", fifo.display());

@@ -69,6 +69,38 @@ impl Env {
         self.program(env!("CARGO_BIN_EXE_helixd"), config)
     }
 
+    /// The recorder's signing key `ledger.key` in the scratch folder,
+    /// created on first use (checkpoints are signed as in production:
+    /// tests/ledger_signing.rs checks them).
+    pub fn ledger_key(&self) -> PathBuf {
+        let path = self.path("ledger.key");
+        if !path.exists() {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+            std::fs::write(&path, helix::ledger::sign::format_secret(&key)).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+        }
+        path
+    }
+
+    /// helix-ledger in this test's namespace, outside systemd (no
+    /// NOTIFY_SOCKET, no WATCHDOG_USEC), its standard output discarded and
+    /// its standard error to `stderr`; the caller adds the arguments.
+    pub fn helix_ledger(&self, stderr: impl Into<Stdio>) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_helix-ledger"));
+        c.env("HELIX_NAMESPACE", self.ns.as_str())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        c
+    }
+
+    /// The file `name` in the scratch folder, opened to append to (created
+    /// if missing): a program's log.
+    pub fn append_log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new().create(true).append(true).open(self.path(name)).unwrap()
+    }
+
     /// helixctl in this test's namespace: (success, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
         ctl(&self.ns, args)

@@ -161,6 +161,15 @@ pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `BIN verify DIR --json` (`BIN` helix-ledger, or another binary with
+/// that verb): its exit code and JSON.
+pub fn verify_json(bin: &str, dir: &std::path::Path) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(bin).arg("verify").arg(dir).arg("--json").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?} {:?}", out.stderr));
+    (out.status.code().unwrap(), v)
+}
+
 /// A deterministic payload for sequence `seq`: `len` bytes derived from it,
 /// so a reader can check content without a side channel.
 pub fn payload(seq: u64, len: usize, out: &mut [u8]) {

@@ -53,6 +53,25 @@ pub fn register(pid: u32) {
     CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
 }
 
+/// A JetStream nats-server on loopback port `port`, storing in `store`,
+/// registered for the watchdog; once it listens (at most 20 s).
+fn nats_server(store: &std::path::Path, port: u16) -> Child {
+    let server = Command::new(nats_server_bin())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting nats-server");
+    CHILDREN.lock().unwrap().push(server.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen on port {port} within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
 /// One test's world.
 pub struct World {
     pub ns: Namespace,
@@ -77,19 +96,7 @@ impl World {
         watchdog(what, limit);
         let store = std::env::temp_dir().join(format!("helix-bridge-test-{tag}"));
         let port = free_port();
-        let server = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nats-server");
-        CHILDREN.lock().unwrap().push(server.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on port {port} within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let server = nats_server(&store, port);
         let ns = Namespace::new(&tag).unwrap();
         World { ns, url: format!("nats://127.0.0.1:{port}"), tag, store, server, kids: vec![], rings: vec![] }
     }
@@ -302,6 +309,29 @@ pub fn verify_to(mut r: Reader, last: u64, limit: Duration, progress: &AtomicU64
         }
     }
     seen
+}
+
+/// Waits until the destination's `progress` (as [`verify_to`] stores it)
+/// reaches `target`, calling `between` every `pause`; fails after `limit`
+/// with `what` and the source sequence the destination stopped at.
+pub fn await_progress(
+    progress: &AtomicU64,
+    target: u64,
+    limit: Duration,
+    pause: Duration,
+    what: &str,
+    mut between: impl FnMut(),
+) {
+    let deadline = Instant::now() + limit;
+    while progress.load(Ordering::Relaxed) < target {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the destination stopped at source sequence {} (waiting for {target})",
+            progress.load(Ordering::Relaxed)
+        );
+        between();
+        std::thread::sleep(pause);
+    }
 }
 
 /// Waits (at most 20 s) until the exporter has joined `ring` as a reader,
