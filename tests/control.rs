@@ -539,43 +539,70 @@ fn a_command_helixd_cannot_send_to_its_instrument_is_rejected_logged_and_its_out
     assert_eq!(rejected.len(), 2, "the ledger holds the answer and its repeat's: {records:?}");
 }
 
+/// A helixd with a UDP source whose instrument is a socket of the test's
+/// (the audit wait off), and a first command, `pause`, forwarded to it.
+struct Forwarding {
+    instrument: std::net::UdpSocket,
+    env: Env,
+    notify: Notify,
+    cfg: std::path::PathBuf,
+    d: common::Reaped,
+    ctl: Control,
+    pause: Command,
+    /// `pause`'s answer.
+    ack: Ack,
+}
+
+impl Forwarding {
+    fn new(what: &'static str) -> Forwarding {
+        let instrument = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        instrument.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let env = Env::watched(what, Duration::from_secs(90));
+        let udp = format!(
+            "[[source]]\nkind = \"udp\"\nring = \"plant\"\nbind = \"127.0.0.1:0\"\ninstrument = \"{}\"\n",
+            instrument.local_addr().unwrap()
+        );
+        let cfg = config_of(&env, "plant", &udp, (1024, 4), "audit_reader = \"\"");
+        let notify = Notify::new(&env.dir);
+        let d = notify.ready(env.helixd(&cfg));
+        let mut ctl = Control::connect(&env.ns).unwrap();
+        let pause = Command::new(Op::Pause, ctl.next_request(), "plant", 0, 0.0);
+        let ack = ctl.send(&pause, Duration::from_secs(10)).unwrap();
+        assert_eq!((ack.outcome(), ack.flags), (Some(Ok(())), ACK_FORWARDED));
+        let mut f = Forwarding { instrument, env, notify, cfg, d, ctl, pause, ack };
+        assert_eq!(f.received(), pause.request, "the instrument receives the command");
+        f
+    }
+
+    /// The request id of the next datagram the instrument receives.
+    fn received(&mut self) -> u64 {
+        let mut buf = [0u8; 128];
+        let n = self.instrument.recv(&mut buf).expect("a datagram");
+        helix::control::Forward::parse(&buf[..n]).expect("a documented datagram").request
+    }
+
+    /// Checks that a new command is the next thing the instrument receives
+    /// (commands leave in the order of their audit records, so the first
+    /// command sent again would arrive before it).
+    fn assert_nothing_sent_again(&mut self) {
+        let next = self.ctl.next_request();
+        let resume = send_until_answered(&mut self.ctl, &Command::new(Op::Resume, next, "plant", 0, 0.0));
+        assert_eq!(resume.flags, ACK_FORWARDED);
+        assert_eq!(self.received(), next, "the restarted helixd sent the first command to the instrument again");
+    }
+}
+
 /// A forwarded command's answer is journaled like any first answer: a
 /// helixd restarted after sending it neither sends it to the instrument
 /// again nor answers its repeat afresh.
 #[test]
 fn a_forwarded_command_is_not_sent_again_after_a_helixd_restart() {
-    let instrument = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    instrument.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let env = Env::watched("udp forward restart", Duration::from_secs(90));
-    let udp = format!(
-        "[[source]]\nkind = \"udp\"\nring = \"plant\"\nbind = \"127.0.0.1:0\"\ninstrument = \"{}\"\n",
-        instrument.local_addr().unwrap()
-    );
-    let cfg = config_of(&env, "plant", &udp, (1024, 4), "audit_reader = \"\"");
-    let notify = Notify::new(&env.dir);
-    let mut d = notify.ready(env.helixd(&cfg));
-    let mut ctl = Control::connect(&env.ns).unwrap();
-    let sent = |buf: &[u8]| helix::control::Forward::parse(buf).map(|f| f.request);
-    let mut buf = [0u8; 128];
-
-    let first = ctl.next_request();
-    let pause = Command::new(Op::Pause, first, "plant", 0, 0.0);
-    let ack = ctl.send(&pause, Duration::from_secs(10)).unwrap();
-    assert_eq!((ack.outcome(), ack.flags), (Some(Ok(())), ACK_FORWARDED));
-    let n = instrument.recv(&mut buf).expect("the instrument receives the command");
-    assert_eq!(sent(&buf[..n]), Ok(first));
-
-    let mut d2 = restart(&env, &notify, &mut d);
-    let again = send_until_answered(&mut ctl, &pause);
+    let mut f = Forwarding::new("udp forward restart");
+    let mut d2 = restart(&f.env, &f.notify, &mut f.d);
+    let again = send_until_answered(&mut f.ctl, &f.pause);
     // The first answer (its own copy, or a repeat's).
-    assert_eq!(Ack { flags: again.flags & !ACK_REPEAT, ..again }, ack, "the answer after the restart");
-    // Commands leave in the order of their audit records, so a first
-    // command sent again at the restart would arrive before this one.
-    let next = ctl.next_request();
-    let resume = send_until_answered(&mut ctl, &Command::new(Op::Resume, next, "plant", 0, 0.0));
-    assert_eq!(resume.flags, ACK_FORWARDED);
-    let n = instrument.recv(&mut buf).expect("the instrument receives the next command");
-    assert_eq!(sent(&buf[..n]), Ok(next), "the restarted helixd sent the first command to the instrument again");
+    assert_eq!(Ack { flags: again.flags & !ACK_REPEAT, ..again }, f.ack, "the answer after the restart");
+    f.assert_nothing_sent_again();
     d2.terminate();
 }
 
@@ -585,51 +612,26 @@ fn a_forwarded_command_is_not_sent_again_after_a_helixd_restart() {
 /// and logs why.
 #[test]
 fn a_command_whose_send_a_kill_cut_short_is_not_sent_again_and_is_answered_send_failed() {
-    let instrument = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    instrument.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let env = Env::watched("udp send cut short", Duration::from_secs(90));
-    let udp = format!(
-        "[[source]]\nkind = \"udp\"\nring = \"plant\"\nbind = \"127.0.0.1:0\"\ninstrument = \"{}\"\n",
-        instrument.local_addr().unwrap()
-    );
-    let cfg = config_of(&env, "plant", &udp, (1024, 4), "audit_reader = \"\"");
-    let notify = Notify::new(&env.dir);
-    let mut d = notify.ready(env.helixd(&cfg));
-    let mut ctl = Control::connect(&env.ns).unwrap();
-    let sent = |buf: &[u8]| helix::control::Forward::parse(buf).map(|f| f.request);
-    let mut buf = [0u8; 128];
-    let first = ctl.next_request();
-    let pause = Command::new(Op::Pause, first, "plant", 0, 0.0);
-    let ack = ctl.send(&pause, Duration::from_secs(10)).unwrap();
-    assert_eq!((ack.outcome(), ack.flags), (Some(Ok(())), ACK_FORWARDED));
-    let n = instrument.recv(&mut buf).expect("the instrument receives the command");
-    assert_eq!(sent(&buf[..n]), Ok(first));
-
+    let mut f = Forwarding::new("udp send cut short");
     // Killed after the send, before the answer's journal line: the journal
     // as that kill leaves it.
-    d.0.signal(common::child::Signal::SIGKILL).unwrap();
-    d.0.wait().unwrap();
-    let journal = std::path::PathBuf::from(format!("/dev/shm/{}.control@journal", env.ns.as_str()));
+    f.d.0.signal(common::child::Signal::SIGKILL).unwrap();
+    f.d.0.wait().unwrap();
+    let journal = std::path::PathBuf::from(format!("/dev/shm/{}.control@journal", f.env.ns.as_str()));
     let text = std::fs::read_to_string(&journal).unwrap();
-    let answer = format!("\"request\":{first},");
+    let answer = format!("\"request\":{},", f.pause.request);
     let kept: Vec<&str> = text.lines().filter(|l| !(l.starts_with("{\"answer\"") && l.contains(&answer))).collect();
     assert_eq!(kept.len() + 1, text.lines().count(), "one answer cut from the journal:\n{text}");
     std::fs::write(&journal, kept.join("\n") + "\n").unwrap();
 
-    let mut d2 = notify.ready(env.helixd(&cfg));
-    let again = send_until_answered(&mut ctl, &pause);
-    assert_eq!((again.outcome(), again.log_seq), (Some(Err(Reason::SendFailed)), ack.log_seq), "{again:?}");
-    // Commands leave in the order of their audit records, so the first
-    // command sent again would arrive before this one.
-    let next = ctl.next_request();
-    let resume = send_until_answered(&mut ctl, &Command::new(Op::Resume, next, "plant", 0, 0.0));
-    assert_eq!(resume.flags, ACK_FORWARDED);
-    let n = instrument.recv(&mut buf).expect("the instrument receives the next command");
-    assert_eq!(sent(&buf[..n]), Ok(next), "the restarted helixd sent the first command to the instrument again");
+    let mut d2 = f.notify.ready(f.env.helixd(&f.cfg));
+    let again = send_until_answered(&mut f.ctl, &f.pause);
+    assert_eq!((again.outcome(), again.log_seq), (Some(Err(Reason::SendFailed)), f.ack.log_seq), "{again:?}");
+    f.assert_nothing_sent_again();
     d2.terminate();
     let log = common::stderr_of(&mut d2.0);
     let line = log.lines().find(|l| l.contains("may or may not have left")).unwrap_or_else(|| panic!("{log}"));
-    assert!(line.contains(&format!("request {first}")) && line.contains("send_failed"), "{line}");
+    assert!(line.contains(&format!("request {}", f.pause.request)) && line.contains("send_failed"), "{line}");
 }
 
 /// helixd killed with SIGKILL (`d`) and started again on the test's
