@@ -19,14 +19,16 @@ use helix::WaitStrategy;
 use super::list;
 use super::peer::Peers;
 use super::pingpong::{SizeResult, Sweep, Transport};
-use super::stream::wait_name;
+use super::stream::{wait_by_name, wait_name};
 use crate::document::{utc_now, JsonArg};
 use crate::machine::{load_average, Machine};
 use crate::stats::median;
 
 pub use flow::{producer, FlowRun};
 
-#[derive(Args, Debug, Clone, PartialEq)]
+// The arguments, which are also the parameters its JSON records (`--json`
+// aside). (A `//` comment: clap would make a doc comment help text.)
+#[derive(Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaninArgs {
     /// Producer processes, comma separated (each takes a lane of its own).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 4, 8])]
@@ -49,6 +51,7 @@ pub struct FaninArgs {
     pub per_lane: usize,
     /// The consumer's wait strategy: spin, spin-then-park or park.
     #[arg(long, default_value = "spin")]
+    #[serde(with = "wait_by_name")]
     pub wait: WaitStrategy,
     /// Round-trip frame sizes in bytes (8 to 16384), comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = [64usize])]
@@ -67,6 +70,7 @@ pub struct FaninArgs {
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
     #[command(flatten)]
+    #[serde(skip)]
     pub out: JsonArg,
 }
 
@@ -149,30 +153,9 @@ impl FlowCase {
 /// The parameters of a fanin run, as recorded in its JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Params {
-    /// Producer counts.
-    pub producers: Vec<usize>,
-    /// Record sizes, bytes.
-    pub sizes: Vec<usize>,
-    /// Records per producer asked for (fewer above `megabytes`).
-    pub records: u64,
-    /// Most payload MB per producer.
-    pub megabytes: u64,
-    /// Records per batch claimed and published by a producer.
-    pub batch: u64,
-    /// Records per lane per drain round.
-    pub per_lane: usize,
-    /// The consumer's wait strategy.
-    pub wait: String,
-    /// CPUs: the consumer's first, producers over the rest.
-    pub cpus: Vec<usize>,
-    /// Repetitions.
-    pub runs: usize,
-    /// Round-trip frame sizes.
-    pub rtt_sizes: Vec<usize>,
-    /// Measured round trips per transport, size and run.
-    pub iters: u64,
-    /// Round trips before measuring.
-    pub warmup: u64,
+    /// The arguments, their fields beside `rtt_cpus`.
+    #[serde(flatten)]
+    pub args: FaninArgs,
     /// (this process's CPU, the peer's) for the round trip, if pinned.
     pub rtt_cpus: Option<(usize, usize)>,
 }
@@ -229,22 +212,9 @@ pub fn run(a: FaninArgs, namespace: Namespace, peers: &Peers) -> Result<()> {
     let flows = measure_flows(&a, &namespace, peers)?;
     println!("\nround trip: a request into a fan-in ring, the answer back through a HELIX ring");
     let round_trip = sweep.run(&RATIOS, &namespace, peers)?;
-    let params = Params {
-        producers: a.producers.clone(),
-        sizes: a.sizes.clone(),
-        records: a.records,
-        megabytes: a.megabytes,
-        batch: a.batch,
-        per_lane: a.per_lane,
-        wait: wait_name(a.wait).into(),
-        cpus: a.cpus.clone(),
-        runs: a.runs,
-        rtt_sizes: a.rtt_sizes.clone(),
-        iters: a.iters,
-        warmup: a.warmup,
-        rtt_cpus,
-    };
-    a.out.write("fanin", load, started, Results { params, flows, round_trip })
+    let out = a.out.clone();
+    let params = Params { args: a, rtt_cpus };
+    out.write("fanin", load, started, Results { params, flows, round_trip })
 }
 
 /// Every flow, producers by size, each `a.runs` times, printing each run
@@ -337,9 +307,8 @@ mod tests {
     use super::*;
     use crate::command::report::{assert_reparses, Scenario};
 
-    #[test]
-    fn the_arguments_parse_back_to_themselves() {
-        let all = FaninArgs {
+    fn all() -> FaninArgs {
+        FaninArgs {
             producers: vec![1, 4],
             sizes: vec![8, 65536],
             records: 1000,
@@ -353,9 +322,28 @@ mod tests {
             cpus: vec![0, 1],
             runs: 2,
             out: JsonArg { json: Some("/tmp/f.json".into()) },
-        };
+        }
+    }
+
+    #[test]
+    fn the_arguments_parse_back_to_themselves() {
+        let all = all();
         let few = FaninArgs { cpus: vec![], wait: WaitStrategy::Spin, out: JsonArg::default(), ..all.clone() };
         assert_reparses([all, few].map(Scenario::Fanin));
+    }
+
+    #[test]
+    fn the_parameters_are_the_arguments_flat_beside_rtt_cpus() {
+        let params = Params { args: all(), rtt_cpus: Some((0, 1)) };
+        let json = serde_json::to_value(&params).unwrap();
+        let want = serde_json::json!({
+            "producers": [1, 4], "sizes": [8, 65536], "records": 1000, "megabytes": 3, "batch": 16,
+            "per_lane": 8, "wait": "park", "cpus": [0, 1], "runs": 2, "rtt_sizes": [64, 100], "iters": 50,
+            "warmup": 5, "rtt_cpus": [0, 1]
+        });
+        assert_eq!(json, want);
+        let back: Params = serde_json::from_value(json).unwrap();
+        assert_eq!((back.args, back.rtt_cpus), (FaninArgs { out: JsonArg::default(), ..all() }, Some((0, 1))));
     }
 
     #[test]

@@ -25,7 +25,11 @@ use crate::stats::{fmt_ns, median, CurvePoint, Summary};
 
 pub use channel::peer;
 
-#[derive(Args, Debug, Clone, PartialEq)]
+// The arguments; those its JSON records as they are given are its
+// parameters, the rest (`--transports` and `--cpus`, recorded as resolved,
+// and the outputs) are skipped. (A `//` comment: clap would make a doc
+// comment help text.)
+#[derive(Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PingpongArgs {
     /// Frame sizes in bytes (at least 8), comma separated; every transport
     /// runs at each.
@@ -39,9 +43,11 @@ pub struct PingpongArgs {
     pub warmup: u64,
     /// Transports, comma separated (default: all).
     #[arg(long, value_delimiter = ',')]
+    #[serde(skip)]
     pub transports: Vec<Transport>,
     /// Pin this process and the peer to these two CPUs, e.g. 0,1.
     #[arg(long, value_delimiter = ',')]
+    #[serde(skip)]
     pub cpus: Vec<usize>,
     /// Repeat the whole set this many times and report the median of each.
     #[arg(long, default_value_t = 1)]
@@ -49,11 +55,14 @@ pub struct PingpongArgs {
     /// Draw the percentile plot (SVG) of every transport at one frame size
     /// (--plot-size), first run.
     #[arg(long, value_name = "FILE.svg")]
+    #[serde(skip)]
     pub plot: Option<PathBuf>,
     /// The frame size plotted (default: 64 if measured, else the first).
     #[arg(long)]
+    #[serde(skip)]
     pub plot_size: Option<usize>,
     #[command(flatten)]
+    #[serde(skip)]
     pub out: JsonArg,
 }
 
@@ -181,16 +190,11 @@ impl SizeResult {
 /// The parameters of a pingpong run, as recorded in its JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Params {
-    /// Frame sizes, bytes.
-    pub sizes: Vec<usize>,
-    /// Measured round trips per transport, size and run.
-    pub iters: u64,
-    /// Round trips before measuring, not recorded.
-    pub warmup: u64,
+    /// The arguments recorded as given: sizes, iters, warmup, runs.
+    #[serde(flatten)]
+    pub args: PingpongArgs,
     /// (this process's CPU, the peer's), if pinned.
     pub cpus: Option<(usize, usize)>,
-    /// Repetitions of the whole set.
-    pub runs: usize,
     /// Transports, in report order.
     pub transports: Vec<String>,
 }
@@ -357,20 +361,14 @@ pub fn run(a: PingpongArgs, namespace: Namespace, peers: &Peers) -> Result<()> {
         a.runs
     );
     let sizes = sweep.run(&RATIOS, &namespace, peers)?;
-    let params = Params {
-        sizes: a.sizes.clone(),
-        iters: a.iters,
-        warmup: a.warmup,
-        cpus,
-        runs: a.runs,
-        transports: transports.iter().map(|t| t.name().to_owned()).collect(),
-    };
-    let results = Results { params, sizes };
-    if let Some(path) = &a.plot {
+    let (plot, out) = (a.plot.clone(), a.out.clone());
+    let transports = transports.iter().map(|t| t.name().to_owned()).collect();
+    let results = Results { params: Params { args: a, cpus, transports }, sizes };
+    if let Some(path) = &plot {
         results.plot(plot_size, &Machine::detect(), path)?;
         println!("wrote {}", path.display());
     }
-    a.out.write("pingpong", load, started, results)
+    out.write("pingpong", load, started, results)
 }
 
 /// A set of round-trip measurements: every transport at every size, the

@@ -65,10 +65,10 @@ pub fn run(a: RenderArgs) -> Result<()> {
     let link = match &a.plot {
         Some(plot) => {
             let pp: Document<pingpong_scenario::Results> = read_document(&a.dir.join("pingpong.json"))?;
-            let size = if pp.results.params.sizes.contains(&TARGET_SIZE) {
+            let size = if pp.results.params.args.sizes.contains(&TARGET_SIZE) {
                 TARGET_SIZE
             } else {
-                pp.results.params.sizes.first().copied().unwrap_or_default()
+                pp.results.params.args.sizes.first().copied().unwrap_or_default()
             };
             pp.results.plot(size, &pp.machine, plot)?;
             Some(relative(plot, &a.out))

@@ -436,6 +436,20 @@ pub fn wait_name(w: WaitStrategy) -> &'static str {
     }
 }
 
+/// A wait strategy in JSON as its command-line name (`#[serde(with)]`).
+pub mod wait_by_name {
+    use helix::WaitStrategy;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(w: &WaitStrategy, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(super::wait_name(*w))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<WaitStrategy, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use super::targets::{ratio_figure, Outcome};
 use super::{command_of, mfps, ratio, ratios, Run, TARGET_SIZE};
 use crate::command::fanin::{rate, Results, RATIOS};
+use crate::command::stream::wait_name;
 use crate::document::Document;
 use crate::stats::fmt_ns;
 
 pub(super) fn section(md: &mut String, run: &Run, json: &str, doc: &Document<Results>) {
     let r = &doc.results;
-    let p = &r.params;
+    let p = &r.params.args;
     let _ = write!(
         md,
         "## Fan-in: many producer processes into one consumer\n\n    {}\n\n\
@@ -30,7 +31,7 @@ pub(super) fn section(md: &mut String, run: &Run, json: &str, doc: &Document<Res
         command_of(run, json, doc),
         p.batch,
         p.per_lane,
-        p.wait,
+        wait_name(p.wait),
         if p.cpus.is_empty() {
             "Not pinned".to_owned()
         } else {
@@ -68,10 +69,10 @@ fn round_trip_table(md: &mut String, r: &Results) {
          reader), as a command and its acknowledgement travel; beside the broadcast ring both ways \
          (`helix-*`, as in the round-trip section), a Unix datagram socket and a pipe, in the same run. \
          {} round trips after {} of warm-up, {}, {} run(s).\n\n| transport | median round trip |\n|---|---|\n",
-        super::group(p.iters),
-        super::group(p.warmup),
+        super::group(p.args.iters),
+        super::group(p.args.warmup),
         p.rtt_cpus.map_or("not pinned".to_owned(), |(a, b)| format!("this process on CPU {a} and the peer on CPU {b}")),
-        p.runs
+        p.args.runs
     );
     for s in &r.round_trip {
         for t in &s.transports {

@@ -28,10 +28,10 @@ pub(super) fn section(md: &mut String, run: &Run, doc: &Document<pingpong::Resul
          - `pipe` (two FIFOs), `unix-stream`, `unix-dgram`: what a user would otherwise pick; they copy the \
          frame through the kernel.\n\n",
         command_of(run, "pingpong.json", doc),
-        group(p.iters),
-        group(p.warmup),
+        group(p.args.iters),
+        group(p.args.warmup),
         p.cpus.map_or("not pinned".to_owned(), |(a, b)| format!("this process on CPU {a} and the peer on CPU {b}")),
-        p.runs
+        p.args.runs
     );
     md.push_str("Median round trip (p50, median over the runs) by frame size:\n\n| transport |");
     size_columns(md, r);
@@ -56,7 +56,7 @@ pub(super) fn section(md: &mut String, run: &Run, doc: &Document<pingpong::Resul
             md,
             "\nEvery percentile at {} bytes, run 1 of {} (the medians over the runs are above):\n\n\
              | transport | p50 | p90 | p99 | p99.9 | p99.99 | max |\n|---|---|---|---|---|---|---|\n",
-            s.size, p.runs
+            s.size, p.args.runs
         );
         for t in &s.transports {
             if let Some(m) = t.runs.first() {
@@ -102,7 +102,7 @@ fn one_cpu_section(md: &mut String, run: &Run, json: &str, doc: &Document<pingpo
          is each transport's own work in the kernel and the switch. Median round trip, and the ratios taken \
          within each run:\n\n",
         command_of(run, json, doc),
-        r.params.runs
+        r.params.args.runs
     );
     for s in &r.sizes {
         let _ = writeln!(md, "| {} B | median p50 | helix-park / this (per run) |\n|---|---|---|", s.size);

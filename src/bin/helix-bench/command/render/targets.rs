@@ -313,7 +313,7 @@ fn at_target_size(run: &Run) -> Option<&pingpong::SizeResult> {
 
 /// Runs of the pingpong measurement.
 fn pingpong_runs(run: &Run) -> usize {
-    run.pingpong.as_ref().map_or(0, |p| p.results.params.runs)
+    run.pingpong.as_ref().map_or(0, |p| p.results.params.args.runs)
 }
 
 fn spin_ratio(run: &Run) -> Outcome {
