@@ -555,6 +555,16 @@ struct Forwarding {
 
 impl Forwarding {
     fn new(what: &'static str) -> Forwarding {
+        Forwarding::with(what, |_| String::new(), |env, cfg| env.helixd(cfg))
+    }
+
+    /// As `new`, with `extra` lines in `[control]` and helixd started as
+    /// `helixd` says (given the configuration's path).
+    fn with(
+        what: &'static str,
+        extra: impl FnOnce(&Env) -> String,
+        helixd: impl FnOnce(&Env, &std::path::Path) -> std::process::Command,
+    ) -> Forwarding {
         let instrument = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         instrument.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let env = Env::watched(what, Duration::from_secs(90));
@@ -562,9 +572,10 @@ impl Forwarding {
             "[[source]]\nkind = \"udp\"\nring = \"plant\"\nbind = \"127.0.0.1:0\"\ninstrument = \"{}\"\n",
             instrument.local_addr().unwrap()
         );
-        let cfg = config_of(&env, "plant", &udp, (1024, 4), "audit_reader = \"\"");
+        let extra = format!("audit_reader = \"\"\n{}", extra(&env));
+        let cfg = config_of(&env, "plant", &udp, (1024, 4), &extra);
         let notify = Notify::new(&env.dir);
-        let d = notify.ready(env.helixd(&cfg));
+        let d = notify.ready(helixd(&env, &cfg));
         let mut ctl = Control::connect(&env.ns).unwrap();
         let pause = Command::new(Op::Pause, ctl.next_request(), "plant", 0, 0.0);
         let ack = ctl.send(&pause, Duration::from_secs(10)).unwrap();
@@ -632,6 +643,52 @@ fn a_command_whose_send_a_kill_cut_short_is_not_sent_again_and_is_answered_send_
     let log = common::stderr_of(&mut d2.0);
     let line = log.lines().find(|l| l.contains("may or may not have left")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains(&format!("request {}", f.pause.request)) && line.contains("send_failed"), "{line}");
+}
+
+/// A command the journal cannot say is being sent (its file system is
+/// full) is not sent at all: at most once holds then too. helixd runs in a
+/// mount namespace of its own with the journal on a tmpfs of two pages, one
+/// of them taken, so the journal's lines fit in one page until they do not.
+#[test]
+fn a_command_the_journal_cannot_record_as_being_sent_is_not_sent_and_is_answered_send_failed() {
+    const SMALL_TMPFS: &str =
+        r#"mount -t tmpfs -o size=8k helix-test "$J" && head -c 4096 /dev/zero > "$J/fill" && exec "$0" "$@""#;
+    let journal = |env: &Env| {
+        std::fs::create_dir(env.path("journal")).unwrap();
+        format!("journal = \"{}\"", env.path("journal/control.journal").display())
+    };
+    let unshared = |env: &Env, cfg: &std::path::Path| {
+        let mut c = std::process::Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c", SMALL_TMPFS, env!("CARGO_BIN_EXE_helixd")])
+            .arg("--config")
+            .arg(cfg)
+            .env("J", env.path("journal"))
+            .env_remove("WATCHDOG_USEC")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut f = Forwarding::with("udp journal full", journal, unshared);
+    let mut ops = [Op::Resume, Op::Pause].into_iter().cycle();
+    for sent in 0.. {
+        // About 250 bytes of journal a command: its page is full after 20
+        // or so. (helixd's log, a pipe read at the end, holds 100 lines.)
+        assert!(sent < 100, "{sent} commands sent: the journal never filled");
+        let request = f.ctl.next_request();
+        let ack = f.ctl.send(&Command::new(ops.next().unwrap(), request, "plant", 0, 0.0), Duration::from_secs(10));
+        match ack.unwrap().outcome() {
+            Some(Ok(())) => assert_eq!(f.received(), request, "an accepted command is sent"),
+            Some(Err(Reason::SendFailed)) => {
+                // The kernel has the datagram once send_to returns (loopback).
+                assert!(!datagram_waiting(&f.instrument), "a command the journal does not hold was sent");
+                break;
+            }
+            other => panic!("request {request}: {other:?}"),
+        }
+    }
+    f.d.terminate();
+    let log = common::stderr_of(&mut f.d.0);
+    assert!(log.contains("a command is sent only once it says so"), "{log}");
 }
 
 /// helixd killed with SIGKILL (`d`) and started again on the test's

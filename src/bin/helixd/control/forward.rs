@@ -6,7 +6,8 @@
 //! is a rejection, `send_failed`, logged with the address and the error.
 //! The journal says a command is being sent before it is: a helixd killed
 //! before its answer answers it `send_failed` at the next start rather
-//! than send it again (`recover.rs`).
+//! than send it again (`recover.rs`), and a command the journal cannot
+//! say this of (the disk is full) is not sent: `send_failed` too.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -59,10 +60,17 @@ impl Flow {
         let mut ack = Ack { uid: p.uid, request: c.request, op: c.op as u16, log_seq: p.log_seq, ..ack0() };
         let what = format!("uid {} request {}: {} {}", p.uid, c.request, c.op.as_str(), c.source);
         // At most once: a helixd killed from here to the answer's journal
-        // line does not send it again (`recover.rs`).
+        // line does not send it again (`recover.rs`); so a command the
+        // journal cannot say this of is not sent at all.
         let intent = self.journal.sending(p.uid, c.request, p.log_seq);
+        let unjournaled = intent.is_err();
         self.journaled(intent);
-        match self.forwarder.send(to, datagram.as_bytes()) {
+        let sent = if unjournaled {
+            Err(io::Error::other("the control journal cannot be written, and a command is sent only once it says so"))
+        } else {
+            self.forwarder.send(to, datagram.as_bytes())
+        };
+        match sent {
             Ok(()) => {
                 (ack.verdict, ack.reason) = wire(Ok(()));
                 ack.flags = ACK_FORWARDED;

@@ -16,7 +16,7 @@
 //! rewritten (a new file renamed over it) as one mark and the window's
 //! answers; so is it at every start.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -107,9 +107,9 @@ pub struct Recovered {
     /// `control.log` records from this sequence on may be unanswered.
     pub unresolved_from: u64,
     /// Commands (uid, request) a `sending` line names and no answer
-    /// follows: helixd stopped while sending them, before or after the
-    /// datagram left.
-    pub sending: BTreeSet<(u32, u64)>,
+    /// follows, with their audit records' sequences: helixd stopped while
+    /// sending them, before or after the datagram left.
+    pub sending: BTreeMap<(u32, u64), u64>,
 }
 
 /// The open journal.
@@ -131,7 +131,7 @@ impl Journal {
             Err(e) => return Err(e).with_context(|| format!("control journal {}", path.display())),
         };
         let file = append_to(path)?;
-        let lines = recovered.answers.len() + 1;
+        let lines = recovered.answers.len() + recovered.sending.len() + 1;
         Ok((Journal { path: path.to_owned(), file, lines, plant: Arc::new(Mutex::new(plant)) }, recovered))
     }
 
@@ -260,7 +260,7 @@ fn read(path: &Path, bytes: &[u8]) -> Result<(PlantState, Recovered)> {
                 (plant, rec.unresolved_from) = (p, unresolved_from);
                 rec.sending.clear();
             }
-            Line::Sending { uid, request, .. } => _ = rec.sending.insert((uid, request)),
+            Line::Sending { uid, request, log_seq } => _ = rec.sending.insert((uid, request), log_seq),
             Line::Answer { uid, request, verdict, reason, op, log_seq, ring_seq, stream_seq, flags, change } => {
                 if let Some(c) = change {
                     apply(&mut plant, &c.source, c.op, c.stream, c.value);
@@ -329,7 +329,7 @@ mod tests {
         j.sending(7, 2, 11).unwrap();
         drop(j);
         let (mut j, rec) = Journal::open(&path).unwrap();
-        assert_eq!(rec.sending, [(7, 2)].into(), "only the send no answer follows");
+        assert_eq!(rec.sending, [((7, 2), 11)].into(), "only the send no answer follows");
         // The next start's rewrite (a mark) comes after recovery answered it.
         j.rewrite(12, rec.answers.into_iter()).unwrap();
         j.sending(7, 3, 12).unwrap();
@@ -338,7 +338,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"sending":{"uid":7,"request":4,"#).unwrap();
         let (_, rec) = Journal::open(&path).unwrap();
-        assert_eq!(rec.sending, [(7, 3)].into(), "the mark clears what came before it");
+        assert_eq!(rec.sending, [((7, 3), 12)].into(), "the mark clears what came before it");
     }
 
     #[test]

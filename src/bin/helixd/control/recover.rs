@@ -8,7 +8,7 @@
 //! command is sent at most once): it is answered rejected `send_failed`,
 //! and the log says why. Then the journal is rewritten.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use tracing::{info, warn};
@@ -39,7 +39,7 @@ impl Flow {
     /// Finishes the command logged at `seq`, if it is a first request no
     /// answer covers; whether it was one. `sending`: the commands the
     /// journal says were being sent to their instruments.
-    fn finish(&mut self, seq: u64, log: &LogRecord, sending: &BTreeSet<(u32, u64)>) -> bool {
+    fn finish(&mut self, seq: u64, log: &LogRecord, sending: &BTreeMap<(u32, u64), u64>) -> bool {
         let len = (log.len as usize).min(LOGGED_BYTES);
         let Ok(command) = control::decode(log.kind, &log.command[..len]) else { return false };
         let (uid, request) = (log.uid, command.request);
@@ -49,7 +49,7 @@ impl Flow {
         let Some(verdict) = log.outcome() else { return false };
         self.window.insert(uid, request, verdict);
         let op = command.op as u16;
-        if sending.contains(&(uid, request)) {
+        if sending.get(&(uid, request)) == Some(&seq) {
             warn!(
                 "control: uid {uid} request {request}: {} {}: helixd stopped while sending it to its instrument, \
                  before its answer; the datagram may or may not have left, and is not sent again: answered \
