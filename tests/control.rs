@@ -689,6 +689,7 @@ fn a_command_the_journal_cannot_record_as_being_sent_is_not_sent_and_is_answered
     f.d.terminate();
     let log = common::stderr_of(&mut f.d.0);
     assert!(log.contains("a command is sent only once it says so"), "{log}");
+    assert!(log.contains("No space left on device") && log.contains("commands for instruments are not sent"), "{log}");
 }
 
 /// helixd killed with SIGKILL (`d`) and started again on the test's

@@ -185,7 +185,10 @@ impl Flow {
             }
             Ok(()) => {}
             Err(e) if !self.journal_failing => {
-                error!("control: {e:#}; answers are not durable across a restart until it is written again");
+                error!(
+                    "control: {e:#}; until it is written again, answers are not durable across a restart and \
+                     commands for instruments are not sent"
+                );
                 self.journal_failing = true;
             }
             Err(_) => {}

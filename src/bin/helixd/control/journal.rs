@@ -125,13 +125,15 @@ impl Journal {
     /// plant state (shared with the daemon, which restores its sources
     /// from it).
     pub fn open(path: &Path) -> Result<(Journal, Recovered)> {
-        let (plant, recovered) = match std::fs::read(path) {
-            Ok(bytes) => read(path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (PlantState::new(), Recovered::default()),
+        let (plant, recovered, lines) = match std::fs::read(path) {
+            Ok(bytes) => {
+                let (plant, recovered) = read(path, &bytes)?;
+                (plant, recovered, bytes.iter().filter(|&&b| b == b'\n').count())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (PlantState::new(), Recovered::default(), 0),
             Err(e) => return Err(e).with_context(|| format!("control journal {}", path.display())),
         };
         let file = append_to(path)?;
-        let lines = recovered.answers.len() + recovered.sending.len() + 1;
         Ok((Journal { path: path.to_owned(), file, lines, plant: Arc::new(Mutex::new(plant)) }, recovered))
     }
 
