@@ -131,9 +131,14 @@ impl Chain {
     /// keeps the ledger's rules.
     pub fn accept_block(&mut self, block: &BlockView<'_>) -> Result<(), Problem> {
         self.check(block).map_err(Problem::Invalid)?;
+        // A count a header set near u64::MAX (a folder someone wrote) is a
+        // broken rule, not an overflow.
+        let records = self.records.checked_add(u64::from(block.header.count));
+        let (Some(records), Some(blocks)) = (records, self.blocks.checked_add(1)) else {
+            return Err(Problem::Invalid(format!("record count {} overflows", self.records)));
+        };
         self.hash = block.hash.try_into().unwrap();
-        self.records += u64::from(block.header.count);
-        self.blocks += 1;
+        (self.records, self.blocks) = (records, blocks);
         Ok(())
     }
 
@@ -343,6 +348,17 @@ mod tests {
 
     fn hdr(rtype: RecordType, seq: u64) -> RecordHeader {
         RecordHeader { len: 0, rtype: rtype as u16, ring: 0, seq, epoch: 1, recv_ns: 0, kind: 0, payload_len: 0 }
+    }
+
+    #[test]
+    fn a_record_count_that_would_overflow_is_a_broken_rule() {
+        let decl = RingDecl { created_ns: 5, capacity: 8, max_payload: 8, policy: 1, name: "t".into() };
+        // A folder whose header says the chain is u64::MAX records in.
+        let mut c = Chain { records: u64::MAX, ..Chain::default() };
+        let r = record(&c.hash, hdr(RecordType::Ring, 1), &decl.encode());
+        let e = c.apply(&split_record(&r).unwrap()).unwrap_err();
+        assert_eq!(e, Problem::Invalid(format!("record count {} overflows", u64::MAX)));
+        assert_eq!((c.records, c.blocks, c.hash), (u64::MAX, 0, Chain::default().hash), "unchanged");
     }
 
     #[test]

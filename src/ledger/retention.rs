@@ -53,6 +53,9 @@ impl Pruned {
         if segment == 0 {
             return Err("segment 0 does not exist (segments start at 1)".into());
         }
+        if segment == u64::MAX {
+            return Err(format!("segment {segment} is the last there can be: no segment could follow it"));
+        }
         Ok(Pruned { segment, records: parse_u64(records, "record count")?, hash: parse_hash(hash)? })
     }
 }
@@ -119,11 +122,18 @@ pub struct SegmentInfo {
 }
 
 /// The segments of `dir` after those `pruned` counts (leftovers of an
-/// interrupted pruning are not listed), in order.
+/// interrupted pruning are not listed), in order: consecutive from the
+/// first after the manifest (from 1 without one), or an error naming the
+/// first that is missing.
 pub fn segment_infos(dir: &Path, pruned: Option<&Pruned>) -> Result<Vec<SegmentInfo>, LedgerError> {
+    // `Pruned::decode` refuses segment u64::MAX.
     let first = pruned.map_or(1, |p| p.segment + 1);
     let mut out = Vec::new();
     for (segment, path) in segments(dir)?.into_iter().filter(|(n, _)| *n >= first) {
+        let expected = out.last().map_or(first, |s: &SegmentInfo| s.segment + 1);
+        if segment != expected {
+            return Err(LedgerError::MissingSegment { dir: dir.to_owned(), segment: expected, next: Some(segment) });
+        }
         let bytes = fs::metadata(&path).map_err(io_err(&path))?.len();
         out.push(SegmentInfo { segment, bytes, header: read_header(&path)?, path });
     }
@@ -367,7 +377,33 @@ pub(super) mod tests {
         assert_eq!(rec.pruned, vec![segs[1].path.clone(), segs[2].path.clone()]);
         assert!(rec.removed.contains(&dir.join("pruned.tmp")));
         drop(l);
-        assert_eq!(segment_infos(dir, None).unwrap().first().unwrap().segment, 4);
+        assert_eq!(segment_infos(dir, Some(&p)).unwrap().first().unwrap().segment, 4);
+    }
+
+    #[test]
+    fn retention_deletes_nothing_from_a_folder_missing_a_segment_and_names_it() {
+        let (d, segs) = ledger();
+        let dir = d.path();
+        let tiny = Policy { max_total_bytes: Some(1), ..Policy::default() };
+        // A segment in the middle lost (deleted by hand, not restored):
+        // before, segments 2 and 4 were taken for neighbours and pruning
+        // past them panicked looking for segment 3.
+        let third = fs::read(&segs[2].path).unwrap();
+        fs::remove_file(&segs[2].path).unwrap();
+        let e = segment_infos(dir, None).unwrap_err().to_string();
+        assert!(e.contains("segment 3 (seg-0000000003.hxl) is missing and segment 4 follows"), "{e}");
+        // The first segment deleted by hand, with no manifest: nothing is
+        // pruned after it, which would hide that it is gone.
+        fs::write(&segs[2].path, third).unwrap();
+        fs::remove_file(&segs[0].path).unwrap();
+        let e = segment_infos(dir, None).unwrap_err().to_string();
+        assert!(e.contains("segment 1 (seg-0000000001.hxl) is missing and segment 2 follows"), "{e}");
+        assert!(e.starts_with(&dir.display().to_string()), "{e}");
+        // With a manifest naming segment 1, the folder is whole again.
+        let p = Pruned { segment: 1, records: segs[1].header.first_record, hash: segs[1].header.prev_hash };
+        let kept = segment_infos(dir, Some(&p)).unwrap();
+        assert_eq!(kept.iter().map(|s| s.segment).collect::<Vec<_>>(), (2..=segs.len() as u64).collect::<Vec<_>>());
+        assert!(!plan(&kept, &tiny, 0, u64::MAX).delete.is_empty());
     }
 
     #[test]
@@ -400,6 +436,7 @@ pub(super) mod tests {
             (good.clone(), "exactly one line"),
             (format!("{good}\n{good}\n"), "exactly one line"),
             (checked_line("pruned 0 5 00") + "\n", "segment 0 does not exist"),
+            (checked_line(&format!("pruned {} 5 00", u64::MAX)) + "\n", "no segment could follow it"),
             (checked_line("pruned x") + "\n", "expected `pruned SEGMENT"),
             ("\u{0}\n".into(), "control character"),
         ] {

@@ -80,6 +80,22 @@ pub enum LedgerError {
     /// The `pruned` manifest is unreadable or does not fit the folder.
     #[error("{0}")]
     Manifest(super::anchor::LineError),
+    /// A segment is missing from the folder's numbering (deleted by hand,
+    /// lost in a restore): the segments do not continue the chain, and
+    /// retention deletes nothing from such a folder.
+    #[error(
+        "{dir}: segment {segment} ({}) is missing{}; the folder does not continue the hash chain: run `helix-ledger verify`",
+        segment_name(*.segment),
+        .next.map(|n| format!(" and segment {n} follows")).unwrap_or_default()
+    )]
+    MissingSegment {
+        /// The folder.
+        dir: PathBuf,
+        /// The first segment missing.
+        segment: u64,
+        /// The segment found in its place, if any.
+        next: Option<u64>,
+    },
 }
 
 pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
