@@ -50,40 +50,48 @@ struct InFlight {
     sent: Instant,
 }
 
-/// Runs until `stop`; returns after the last acknowledgements.
+/// How often an exporter with nothing to send looks whether its ring was
+/// replaced.
+const REPLACED_CHECK: Duration = Duration::from_secs(1);
+
+/// Why an export of one incarnation of the ring ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Stopped,
+    /// Another ring is under the name now (helixd created it again, or
+    /// repaired a damaged one): export that one.
+    Replaced,
+}
+
+/// Runs until `stop`, following the ring to each new incarnation under
+/// its name; returns after the last acknowledgements.
 pub async fn run(js: Context, ns: &Namespace, x: &Export, counters: Arc<Counters>, stop: &AtomicBool) -> Result<()> {
-    let view = RingView::attach(ns, &x.ring).with_context(|| format!("attaching to ring {}", x.ring))?;
-    let (mut reader, fresh) = join(ns, &view, x)?;
-    let mut source = Source {
-        host: x.host.clone(),
-        ring: x.ring.clone(),
-        created_ns: view.geometry().created_ns,
-        epoch: reader.writer_epoch(),
-    };
-    let max_payload = view.geometry().max_payload as usize;
-    let per_message = x.max_frames.min(x.max_bytes / (max_payload + wire::FRAME_HEADER)).max(1);
+    while export_ring(&js, ns, x, &counters, stop).await? == Ended::Replaced {}
+    Ok(())
+}
+
+/// Exports the ring now under the name until `stop`, or until it was
+/// replaced and everything read from it was acknowledged.
+async fn export_ring(
+    js: &Context,
+    ns: &Namespace,
+    x: &Export,
+    counters: &Counters,
+    stop: &AtomicBool,
+) -> Result<Ended> {
+    let (mut reader, mut source, per_message) = begin(js, ns, x, counters).await?;
     let mut flight: VecDeque<InFlight> = VecDeque::new();
-    info!("exporting ring {} from sequence {} to {}", x.ring, reader.cursor(), x.subject);
-    if fresh && reader.cursor() > 1 {
-        // No predecessor, and the ring starts past sequence 1 (it lapped
-        // before the bridge came): say so once, so the importer need not
-        // wait to tell a gap from a delay.
-        let lost = reader.cursor() - 1;
-        let f = publish(&js, x, &source, wire::gap(&source, 1, lost, now()), 1, lost, "gap/").await?;
-        flight.push_back(f);
-        settle(&mut flight, &counters).await?;
-        Counters::add(&counters.gaps, lost);
-    }
+    let mut checked = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         Counters::add(&counters.beats, 1);
         source.epoch = reader.writer_epoch();
         let sent = match next_message(&mut reader, &source, per_message)? {
-            Next::Message(body, first, last) => Some(publish(&js, x, &source, body, first, last, "").await),
+            Next::Message(body, first, last) => Some(publish(js, x, &source, body, first, last, "").await),
             Next::Gap { first, lost } => {
                 warn!("ring {}: lost {lost} frames from sequence {first} (overrun); sending a gap", x.ring);
                 Counters::add(&counters.gaps, lost);
                 Some(
-                    publish(&js, x, &source, wire::gap(&source, first, lost, now()), first, first + lost - 1, "gap/")
+                    publish(js, x, &source, wire::gap(&source, first, lost, now()), first, first + lost - 1, "gap/")
                         .await,
                 )
             }
@@ -96,14 +104,22 @@ pub async fn run(js: Context, ns: &Namespace, x: &Export, counters: Arc<Counters
                 if flight.len() < x.max_in_flight {
                     continue;
                 }
-                settle(&mut flight, &counters).await
+                settle(&mut flight, counters).await
             }
             Some(Err(e)) => Err(e),
             None if flight.is_empty() => {
+                // Everything read is acknowledged and released: the time
+                // to look whether the ring was replaced.
+                if checked.elapsed() >= REPLACED_CHECK {
+                    checked = Instant::now();
+                    if replaced(ns, x, &source, &reader) {
+                        return Ok(Ended::Replaced);
+                    }
+                }
                 wait(&mut reader)?;
                 continue;
             }
-            None => settle(&mut flight, &counters).await,
+            None => settle(&mut flight, counters).await,
         };
         match result {
             Ok(()) => reader.release(),
@@ -117,14 +133,60 @@ pub async fn run(js: Context, ns: &Namespace, x: &Export, counters: Arc<Counters
         }
         Counters::set(&counters.in_flight, 0);
     }
-    settle(&mut flight, &counters).await?;
+    settle(&mut flight, counters).await?;
     reader.release();
     info!("exporter stopped at sequence {}", reader.released());
-    Ok(())
+    Ok(Ended::Stopped)
 }
 
 fn now() -> u64 {
     helix::process::realtime_ns()
+}
+
+/// Attaches to the ring and joins it as its exporter ([`join`]); a fresh
+/// exporter of a ring that starts past sequence 1 sends a gap first.
+/// Returns the reader, the source it exports and the frames a message
+/// holds at most.
+async fn begin(js: &Context, ns: &Namespace, x: &Export, counters: &Counters) -> Result<(Reader, Source, usize)> {
+    let view = RingView::attach(ns, &x.ring).with_context(|| format!("attaching to ring {}", x.ring))?;
+    let (reader, fresh) = join(ns, &view, x)?;
+    let source = Source {
+        host: x.host.clone(),
+        ring: x.ring.clone(),
+        created_ns: view.geometry().created_ns,
+        epoch: reader.writer_epoch(),
+    };
+    let max_payload = view.geometry().max_payload as usize;
+    let per_message = x.max_frames.min(x.max_bytes / (max_payload + wire::FRAME_HEADER)).max(1);
+    info!("exporting ring {} from sequence {} to {}", x.ring, reader.cursor(), x.subject);
+    if fresh && reader.cursor() > 1 {
+        // No predecessor, and the ring starts past sequence 1 (it lapped
+        // before the bridge came): say so once, so the importer need not
+        // wait to tell a gap from a delay.
+        let lost = reader.cursor() - 1;
+        let f = publish(js, x, &source, wire::gap(&source, 1, lost, now()), 1, lost, "gap/").await?;
+        settle(&mut VecDeque::from([f]), counters).await?;
+        Counters::add(&counters.gaps, lost);
+    }
+    Ok((reader, source, per_message))
+}
+
+/// Whether another ring is under the name than the incarnation `source`
+/// exports (none there, or one being created: not yet); says so.
+fn replaced(ns: &Namespace, x: &Export, source: &Source, reader: &Reader) -> bool {
+    let Some(created_ns) =
+        RingView::attach(ns, &x.ring).ok().map(|v| v.geometry().created_ns).filter(|&c| c != source.created_ns)
+    else {
+        return false;
+    };
+    info!(
+        "ring {} was replaced (created at {created_ns} ns, the one exported at {} ns): exporting the new one; \
+         the old one ended at sequence {}",
+        x.ring,
+        source.created_ns,
+        reader.released().saturating_sub(1)
+    );
+    true
 }
 
 /// Registers the exporter's reader where its predecessor left off: the
@@ -141,7 +203,23 @@ fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
             live.pid
         );
     }
-    let start = ours.iter().map(|r| r.cursor).min().map_or(Start::Oldest, Start::At);
+    // A cursor past the ring's next sequence is not one an exporter leaves
+    // (any process that may attach can write the reader table): starting
+    // there would skip frames, starting at the oldest only sends again
+    // what the importer already has (it drops them).
+    let next = view.stats().published + 1;
+    let start = match ours.iter().map(|r| r.cursor).min() {
+        Some(cursor) if cursor > next => {
+            warn!(
+                "ring {}: the dead exporter's cursor {cursor} is past the ring's next sequence {next} \
+                 (written by another process?): exporting from the oldest frame instead",
+                x.ring
+            );
+            Start::Oldest
+        }
+        Some(cursor) => Start::At(cursor),
+        None => Start::Oldest,
+    };
     let reader = attach(ns, x, start)?;
     // The predecessor's entries, which may still gate the writer.
     view.sweep();

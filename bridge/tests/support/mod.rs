@@ -110,6 +110,16 @@ impl World {
         (w, writer)
     }
 
+    /// A world with rings of 4096 slots, an exporter of `src` and an
+    /// importer into `dst` running (their indexes), the exporter joined.
+    pub fn bridged(what: &'static str, limit: Duration) -> (World, helix::Writer, usize, usize) {
+        let (mut w, writer) = World::with_rings(what, limit, 4096, 4096);
+        let ex = w.spawn(w.exporter("src"));
+        let im = w.spawn(w.importer("src", "dst"));
+        joined(&w.ns, "src");
+        (w, writer, ex, im)
+    }
+
     /// A block ring of `capacity` slots of up to 256 bytes.
     pub fn ring(&mut self, name: &str, capacity: u64) -> Ring {
         let opts = RingOptions { capacity, max_payload: 256, policy: Policy::Block, ..RingOptions::default() };
@@ -163,6 +173,16 @@ impl World {
         let mut err = String::new();
         std::io::Read::read_to_string(k.stderr.as_mut().unwrap(), &mut err).unwrap();
         err
+    }
+}
+
+impl World {
+    /// [`World::stop`], asserting that child `i`'s log holds each of `says`.
+    pub fn stop_saying(&mut self, i: usize, says: &[&str]) {
+        let log = self.stop(i);
+        for text in says {
+            assert!(log.contains(text), "no {text:?} in the log:\n{log}");
+        }
     }
 }
 
@@ -269,6 +289,12 @@ pub fn destination(ns: &Namespace, ring: &str) -> Reader {
 /// [`verify`] with the reader `r` ([`destination`]), storing the next
 /// source sequence expected in `progress`.
 pub fn verify_to(mut r: Reader, last: u64, limit: Duration, progress: &AtomicU64) -> Seen {
+    verify_next(&mut r, last, limit, progress)
+}
+
+/// [`verify_to`] reading on with `r`: source sequences 1 to `last` of the
+/// next incarnation it holds.
+pub fn verify_next(r: &mut Reader, last: u64, limit: Duration, progress: &AtomicU64) -> Seen {
     let mut seen = Seen { next: 1, ..Seen::default() };
     let mut buf = vec![0u8; 256];
     let deadline = Instant::now() + limit;
