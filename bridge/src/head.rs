@@ -1,7 +1,7 @@
 //! The ledger head mirror: every interval, the head of the ledger folder
 //! (what `helix-ledger head --json` prints) is published, when it changed,
 //! to `helix.<site>.<host>.ledger.head` in the bridge's JetStream stream,
-//! with `Nats-Msg-Id` `<host>/ledger.head/<records>` so a head sent again
+//! with `Nats-Msg-Id` `<host>/ledger.head/<records>/<hash>` so a head sent again
 //! (a restart) is dropped by JetStream. Once JetStream acknowledged it, the
 //! head left the host: with `anchor = true` the mirror records it in the
 //! folder's `anchors` file (docs/ledger.md, "Anchors"), as the step that
@@ -106,10 +106,13 @@ pub async fn run(
         next = Instant::now() + m.interval;
         Counters::add(&counters.heads_read, 1);
         let Some(h) = read(m, &mut said).await else { continue };
-        if published == Some(h.records) {
+        if published == Some((h.records, h.hash)) {
             continue;
         }
-        let id = format!("{host}/ledger.head/{}", h.records);
+        // The hash too: another head of the same length (a ledger started
+        // again in the folder) is not a duplicate of the one JetStream
+        // holds, and must not be anchored as if it had left the host.
+        let id = format!("{host}/ledger.head/{}/{}", h.records, hex(&h.hash));
         let sent = Instant::now();
         let signed = latest_checkpoint(&m.dir).await;
         match publish(js, &m.subject, &id, message(&h, signed.as_ref()).to_string().into_bytes()).await {
@@ -119,7 +122,7 @@ pub async fn run(
                 Counters::add(&counters.messages, 1);
                 Counters::add(&counters.duplicates, u64::from(duplicate));
                 Counters::set(&counters.head_records, h.records);
-                published = Some(h.records);
+                published = Some((h.records, h.hash));
                 said.clear();
                 if anchoring {
                     anchoring = anchor(m, &h, &format!("nats stream {stream} seq {seq} subject {}", m.subject));

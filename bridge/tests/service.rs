@@ -228,9 +228,14 @@ fn ledger_key() -> ed25519_dalek::SigningKey {
 /// A ledger of `frames` frames of ring "t" in `dir`, or `frames` more,
 /// signed at its close as the recorder signs when it stops.
 fn record(dir: &Path, frames: u64) {
+    record_ring(dir, frames, 1);
+}
+
+/// [`record`] from the incarnation `created_ns` of the ring.
+fn record_ring(dir: &Path, frames: u64, created_ns: u64) {
     let (mut l, _) = Ledger::open(dir, 1 << 20).unwrap();
     l.set_signer(Some(Signer::new(ledger_key(), 60)));
-    let decl = RingDecl { created_ns: 1, capacity: 1024, max_payload: 64, policy: 1, name: "t".into() };
+    let decl = RingDecl { created_ns, capacity: 1024, max_payload: 64, policy: 1, name: "t".into() };
     let (id, first) = l.declare(&decl).unwrap();
     for seq in first..first + frames {
         l.reserve_frame(id, seq, 1, seq * 1000, 0, 8).copy_from_slice(&seq.to_le_bytes());
@@ -360,12 +365,27 @@ fn the_ledger_head_is_mirrored_once_per_change_and_anchored() {
     }
 
     // A restarted bridge publishes the same head again: JetStream drops it
-    // (its Nats-Msg-Id is the record count), and no anchor is repeated.
+    // (its Nats-Msg-Id is the record count and hash), and no anchor is
+    // repeated.
     w.kill9(first);
     let _again = start(&mut w);
     until("the restarted mirror's publish", || ledger_metric(port, "helix_bridge_ledger_heads_published_total") == 1.0);
     assert_eq!(heads(&w, &subject).0, published);
     assert_eq!(helix::ledger::anchor::read_anchors(&ledger).unwrap().list.len(), published);
+
+    // Another ledger of the same length in the folder (its ring another
+    // incarnation): another head, published and anchored. Before, the mirror
+    // took it for the head it had published (the same record count) and
+    // JetStream for a duplicate (the id held only the count).
+    std::fs::remove_dir_all(&ledger).unwrap();
+    std::fs::create_dir_all(&ledger).unwrap();
+    record_ring(&ledger, 100, 2);
+    record_ring(&ledger, 50, 2);
+    let other = head_json(&ledger);
+    assert_eq!((&other["records"], other["hash"] != second["hash"]), (&second["records"], true));
+    until("the other head", || heads(&w, &subject).0 == published + 1);
+    assert_eq!(heads(&w, &subject).1.map(trimmed).as_ref(), Some(&other));
+    until("the other head anchored", || anchored() == other["records"].as_u64());
 }
 
 #[test]
