@@ -49,6 +49,9 @@ pub struct Importer {
     /// sequence, message).
     pending: BTreeMap<u64, (u64, Message)>,
     max_pending: usize,
+    /// The older source incarnation whose messages were last said to be
+    /// dropped (said once per incarnation).
+    said_older: u64,
     pub counters: std::sync::Arc<Counters>,
 }
 
@@ -76,6 +79,7 @@ impl Importer {
             hwm,
             pending: BTreeMap::new(),
             max_pending,
+            said_older: 0,
             counters: Default::default(),
         };
         Ok((imp, place))
@@ -104,16 +108,19 @@ impl Importer {
             return self.reject(stream_seq, &why);
         }
         if m.source.created_ns < self.created {
-            // A message of a source ring since recreated.
-            Counters::add(&self.counters.duplicates, m.count());
+            self.older(stream_seq, &m);
             return Ok(());
         }
         if m.source.created_ns > self.created {
             if self.created != 0 {
                 warn!("source ring {}/{} was recreated; its sequence starts again", self.host, self.ring);
             }
+            // What waits behind a hole of the old incarnation: the hole
+            // will not fill now.
+            while !self.pending.is_empty() {
+                self.fill_hole("the source ring was created again")?;
+            }
             (self.created, self.hwm) = (m.source.created_ns, 0);
-            self.pending.clear();
         }
         if m.last_seq() <= self.hwm {
             Counters::add(&self.counters.duplicates, m.count());
@@ -158,6 +165,24 @@ impl Importer {
             }
         }
         Ok(())
+    }
+
+    /// A message of an older incarnation of the source ring than the one
+    /// imported: dropped (counted as duplicates), said once per incarnation.
+    /// Incarnations are ordered by their `created_ns` (CLOCK_REALTIME at
+    /// creation), so a source host whose clock went back makes its new
+    /// ring look older: the log names both.
+    fn older(&mut self, stream_seq: u64, m: &Message) {
+        Counters::add(&self.counters.duplicates, m.count());
+        if self.said_older != m.source.created_ns {
+            self.said_older = m.source.created_ns;
+            warn!(
+                "stream message {stream_seq}: source ring {}/{} of incarnation {} (created_ns), older than the one \
+                 imported ({}): its messages are dropped. If that ring was not created again since, the source \
+                 host's clock went back (a reboot without a clock, a step) or another host has its name",
+                self.host, self.ring, m.source.created_ns, self.created
+            );
+        }
     }
 
     fn reject(&self, stream_seq: u64, why: &str) -> Result<()> {
@@ -214,20 +239,22 @@ impl Importer {
     }
 
     /// Writes frames (the first is `hwm + 1`), a mark before every
-    /// `chunk`; a frame too large for the destination is written as a gap.
+    /// `chunk`; a frame too large for the destination, or of a mark's kind
+    /// ([`wire::is_mark_kind`]), is written as a gap.
     fn frames(&mut self, frames: &[(u32, Vec<u8>)], m: &Message, resume: u64) -> Result<()> {
         let mut rest = frames;
+        let max_payload = self.max_payload;
+        let carried = |(kind, p): &&(u32, Vec<u8>)| p.len() <= max_payload && !wire::is_mark_kind(*kind);
         while !rest.is_empty() {
-            let fit = rest.iter().take(self.chunk).take_while(|(_, p)| p.len() <= self.max_payload).count();
+            let fit = rest.iter().take(self.chunk).take_while(carried).count();
             if fit == 0 {
-                error!(
-                    "source {}/{} frame {} is {} bytes; ring slots hold {}: written as a gap",
-                    self.host,
-                    self.ring,
-                    self.hwm + 1,
-                    rest[0].1.len(),
-                    self.max_payload
-                );
+                let (kind, payload) = &rest[0];
+                let why = if wire::is_mark_kind(*kind) {
+                    format!("has kind {kind:#x}, a kind of the bridge's own marks in the destination ring")
+                } else {
+                    format!("is {} bytes; ring slots hold {max_payload}", payload.len())
+                };
+                error!("source {}/{} frame {} {why}: written as a gap", self.host, self.ring, self.hwm + 1);
                 self.gap(self.hwm + 1, 1, m.export_ns, resume)?;
                 rest = &rest[1..];
                 continue;

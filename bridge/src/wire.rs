@@ -29,6 +29,13 @@ pub const KIND_BATCH: u32 = 0x4842_0001;
 /// first_seq + lost` are lost and will never arrive.
 pub const KIND_GAP: u32 = 0x4842_0002;
 
+/// Whether `kind` is a mark's: the importer finds its place after a restart
+/// by the marks in the destination ring, so it writes no source frame of
+/// these kinds there (it writes a gap instead).
+pub fn is_mark_kind(kind: u32) -> bool {
+    kind == KIND_BATCH || kind == KIND_GAP
+}
+
 /// Where a message's frames come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {

@@ -13,7 +13,7 @@ use helix::{Policy, Ring, RingOptions};
 use std::os::unix::fs::FileExt;
 use support::{
     await_progress, destination, free_port, joined, kind, metric_reaches, payload, scrape, verify, verify_next,
-    verify_to, World,
+    verify_to, World, KIND_BATCH,
 };
 
 /// Publishes source sequences `from..=to` (blocking while the exporter
@@ -166,6 +166,31 @@ fn a_dead_exporters_cursor_past_the_ring_is_not_where_the_next_one_starts() {
     w.stop(im);
 }
 
+/// A source frame of a mark's kind, looking like a batch mark of another
+/// source: the importer writes a gap for it (marks are how a restarted
+/// importer finds its place), and a restart after it finds its own. Before,
+/// the frame went into the destination as it was, and a restart took it for
+/// the importer's last mark (here: "filled from another source").
+#[test]
+fn a_source_frame_of_a_marks_kind_is_a_gap_and_does_not_mislead_a_restart() {
+    let (mut w, mut writer, ex, im) = World::bridged("a_source_frame_of_a_marks_kind", Duration::from_secs(90));
+    let forged: Vec<u8> = [0x1234u64, 0, 0, 1, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    for seq in 1..=100 {
+        let (k, p) = if seq == 50 { (KIND_BATCH, forged.clone()) } else { (kind(seq), payload(seq)) };
+        assert_eq!(writer.publish_kind(k, &p).unwrap(), seq);
+    }
+    let seen = verify(&w.ns, "dst", 100, Duration::from_secs(30));
+    assert_eq!((seen.frames, seen.gaps), (99, vec![(50, 1)]));
+    w.kill9(im);
+    w.stop_saying(im, &["frame 50 has kind 0x48420001, a kind of the bridge's own marks"]);
+    let im = w.spawn(w.importer("src", "dst"));
+    produce(&mut writer, 101, 200);
+    let seen = verify(&w.ns, "dst", 200, Duration::from_secs(30));
+    assert_eq!((seen.frames, seen.gaps), (199, vec![(50, 1)]));
+    w.stop_saying(im, &["source sequence 100 written"]);
+    w.stop(ex);
+}
+
 #[test]
 fn frames_lost_before_a_non_gating_exporter_arrive_as_a_gap() {
     let (mut w, mut writer) = World::with_rings("frames_lost_arrive_as_a_gap", Duration::from_secs(60), 1024, 4096);
@@ -193,30 +218,80 @@ fn garbage_on_the_subject_is_refused_and_the_importer_goes_on() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let js = async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap());
-        for body in [b"not a bridge message".to_vec(), other_ring_message()] {
+        for body in [b"not a bridge message".to_vec(), message_of("other", 1), message_of("src", 1)] {
             js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
         }
     });
     produce(&mut writer, 101, 200);
     let seen = verify(&w.ns, "dst", 200, Duration::from_secs(30));
     assert_eq!((seen.frames, seen.gaps), (200, vec![]));
-    w.stop_saying(im, &["rejected 2", "not a helix-bridge message", "from hosta/other, not hosta/src"]);
+    // A message of an older incarnation of the source ring (created_ns 1)
+    // is dropped, and said: before, only a duplicate was counted.
+    let older = "source ring hosta/src of incarnation 1 (created_ns), older than the one imported";
+    w.stop_saying(im, &["rejected 2", "not a helix-bridge message", "from hosta/other, not hosta/src", older]);
     w.stop(ex);
 }
 
-/// A well-formed message of ring `other` (wire format, docs/bridge.md).
-fn other_ring_message() -> Vec<u8> {
+/// A well-formed message of host `hosta`'s ring `ring`, incarnation
+/// `created_ns`: one frame, source sequence 101.
+fn message_of(ring: &str, created_ns: u64) -> Vec<u8> {
+    frames_message(ring, created_ns, 101, &[(0, b"xyz".to_vec())])
+}
+
+/// A frames message of host `hosta`'s ring `ring`, incarnation
+/// `created_ns`, from source sequence `first` (wire format,
+/// docs/bridge.md).
+fn frames_message(ring: &str, created_ns: u64, first: u64, frames: &[(u32, Vec<u8>)]) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(b"HXB1");
     b.extend_from_slice(&1u16.to_le_bytes());
     b.extend_from_slice(&1u16.to_le_bytes());
-    for v in [1u64, 1, 101, 1, 0] {
+    for v in [created_ns, 1, first, frames.len() as u64, 0] {
         b.extend_from_slice(&v.to_le_bytes());
     }
-    b.extend_from_slice(&[5, 5, 0, 0]);
-    b.extend_from_slice(b"hostaother");
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&3u32.to_le_bytes());
-    b.extend_from_slice(b"xyz");
+    b.extend_from_slice(&[5, ring.len() as u8, 0, 0]);
+    b.extend_from_slice(format!("hosta{ring}").as_bytes());
+    for (kind, payload) in frames {
+        b.extend_from_slice(&kind.to_le_bytes());
+        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        b.extend_from_slice(payload);
+    }
     b
+}
+
+/// Source frames `from..=to` as a message carries them.
+fn source_frames(from: u64, to: u64) -> Vec<(u32, Vec<u8>)> {
+    (from..=to).map(|seq| (kind(seq), payload(seq))).collect()
+}
+
+/// Messages waiting behind a hole when a new incarnation of the source ring
+/// begins: the hole is written as a gap and they are written, then the new
+/// incarnation. Before, they were dropped with no gap and no word.
+#[test]
+fn messages_waiting_behind_a_hole_are_written_when_the_source_is_created_again() {
+    let (mut w, _writer) = World::with_rings("messages_waiting_behind_a_hole", Duration::from_secs(60), 1024, 4096);
+    let im = w.spawn(w.importer("src", "dst"));
+    let subject = format!("helix.{}.hosta.src", w.tag);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap());
+        // The importer makes the stream.
+        while js.get_stream(w.tag.to_uppercase()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let bodies = [
+            frames_message("src", 10, 1, &source_frames(1, 3)),
+            frames_message("src", 10, 6, &source_frames(6, 7)),
+            frames_message("src", 20, 1, &source_frames(1, 2)),
+        ];
+        for body in bodies {
+            js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
+        }
+    });
+    let mut dst = destination(&w.ns, "dst");
+    let old = verify_next(&mut dst, 7, Duration::from_secs(30), &AtomicU64::new(0));
+    assert_eq!((old.frames, old.gaps), (5, vec![(4, 2)]));
+    let new = verify_next(&mut dst, 2, Duration::from_secs(30), &AtomicU64::new(0));
+    assert_eq!((new.frames, new.gaps), (2, vec![]));
+    w.stop_saying(im, &["sequences 4..=5 never arrived (the source ring was created again)"]);
 }
