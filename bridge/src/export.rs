@@ -18,7 +18,7 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Context;
 use helix::{Namespace, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::counters::Counters;
 use crate::wire::{self, Packer, Source};
@@ -79,14 +79,23 @@ async fn export_ring(
     counters: &Counters,
     stop: &AtomicBool,
 ) -> Result<Ended> {
-    let (mut reader, mut source, per_message) = begin(js, ns, x, counters).await?;
+    let (mut reader, mut source, limits) = begin(js, ns, x, counters).await?;
     let mut flight: VecDeque<InFlight> = VecDeque::new();
     let mut checked = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         Counters::add(&counters.beats, 1);
         source.epoch = reader.writer_epoch();
-        let sent = match next_message(&mut reader, &source, per_message)? {
+        let sent = match next_message(&mut reader, &source, &limits)? {
             Next::Message(body, first, last) => Some(publish(js, x, &source, body, first, last, "").await),
+            Next::TooLarge { seq, len } => {
+                error!(
+                    "ring {} frame {seq} is {len} bytes; a message to the NATS server holds at most {} \
+                     (its max_payload): sending a gap",
+                    x.ring, limits.largest
+                );
+                Counters::add(&counters.gaps, 1);
+                Some(publish(js, x, &source, wire::gap(&source, seq, 1, now()), seq, seq, "gap/").await)
+            }
             Next::Gap { first, lost } => {
                 warn!("ring {}: lost {lost} frames from sequence {first} (overrun); sending a gap", x.ring);
                 Counters::add(&counters.gaps, lost);
@@ -145,9 +154,8 @@ fn now() -> u64 {
 
 /// Attaches to the ring and joins it as its exporter ([`join`]); a fresh
 /// exporter of a ring that starts past sequence 1 sends a gap first.
-/// Returns the reader, the source it exports and the frames a message
-/// holds at most.
-async fn begin(js: &Context, ns: &Namespace, x: &Export, counters: &Counters) -> Result<(Reader, Source, usize)> {
+/// Returns the reader, the source it exports and what a message holds.
+async fn begin(js: &Context, ns: &Namespace, x: &Export, counters: &Counters) -> Result<(Reader, Source, Limits)> {
     let view = RingView::attach(ns, &x.ring).with_context(|| format!("attaching to ring {}", x.ring))?;
     let (reader, fresh) = join(ns, &view, x)?;
     let source = Source {
@@ -156,8 +164,17 @@ async fn begin(js: &Context, ns: &Namespace, x: &Export, counters: &Counters) ->
         created_ns: view.geometry().created_ns,
         epoch: reader.writer_epoch(),
     };
+    // What one message may hold: `max_bytes`, and no more than the server
+    // takes (its `max_payload`, 1 MiB by default).
     let max_payload = view.geometry().max_payload as usize;
-    let per_message = x.max_frames.min(x.max_bytes / (max_payload + wire::FRAME_HEADER)).max(1);
+    let header = wire::HEADER + source.host.len() + source.ring.len();
+    let server_limit = match js.client().server_info().max_payload {
+        0 => usize::MAX,
+        n => n,
+    };
+    let room = x.max_bytes.min(server_limit.saturating_sub(header));
+    let per_message = x.max_frames.min(room / (max_payload + wire::FRAME_HEADER)).max(1);
+    let limits = Limits { per_message, largest: server_limit.saturating_sub(header + wire::FRAME_HEADER) };
     info!("exporting ring {} from sequence {} to {}", x.ring, reader.cursor(), x.subject);
     if fresh && reader.cursor() > 1 {
         // No predecessor, and the ring starts past sequence 1 (it lapped
@@ -168,7 +185,7 @@ async fn begin(js: &Context, ns: &Namespace, x: &Export, counters: &Counters) ->
         settle(&mut VecDeque::from([f]), counters).await?;
         Counters::add(&counters.gaps, lost);
     }
-    Ok((reader, source, per_message))
+    Ok((reader, source, limits))
 }
 
 /// Whether another ring is under the name than the incarnation `source`
@@ -241,9 +258,24 @@ fn rewind(ns: &Namespace, x: &Export, old: Reader) -> Result<Reader> {
     Ok(new)
 }
 
+/// What a message holds.
+struct Limits {
+    /// Frames, at most.
+    per_message: usize,
+    /// The largest frame payload the server takes in a message.
+    largest: usize,
+}
+
 enum Next {
     /// A frames message, its first and last sequence.
     Message(Vec<u8>, u64, u64),
+    /// Frame `seq`, of `len` bytes, too large for any message the server
+    /// takes (only when a message holds one frame: with more, every
+    /// frame fits).
+    TooLarge {
+        seq: u64,
+        len: usize,
+    },
     /// An overrun: `lost` sequences from `first`.
     Gap {
         first: u64,
@@ -252,13 +284,19 @@ enum Next {
     Empty,
 }
 
-/// Packs the frames available, up to `max`.
-fn next_message(reader: &mut Reader, source: &Source, max: usize) -> Result<Next> {
+/// Packs the frames available, up to `limits.per_message`.
+fn next_message(reader: &mut Reader, source: &Source, limits: &Limits) -> Result<Next> {
     let first = reader.cursor();
     let mut packer = Packer::frames(source, first, now());
-    match reader.try_read_batch(max, |f| {
+    let mut too_large = None;
+    match reader.try_read_batch(limits.per_message, |f| {
+        if f.len() > limits.largest {
+            too_large = Some(f.len());
+            return;
+        }
         let _ = packer.push_with(f.kind(), f.len(), |buf| f.copy_to(buf).map(drop));
     }) {
+        Ok(1..) if let Some(len) = too_large => Ok(Next::TooLarge { seq: first, len }),
         Ok(n) => {
             // A frame torn after its copy was taken is not consumed.
             if packer.count() as usize > n {

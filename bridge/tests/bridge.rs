@@ -191,6 +191,28 @@ fn a_source_frame_of_a_marks_kind_is_a_gap_and_does_not_mislead_a_restart() {
     w.stop(ex);
 }
 
+/// A frame larger than the NATS server takes in a message (its
+/// `max_payload`, 1 MiB by default) is sent as a gap, and the frames after
+/// it go on. Before, its publish failed and was sent again every 500 ms,
+/// for ever, and the ring's writer waited.
+#[test]
+fn a_frame_larger_than_the_server_takes_is_sent_as_a_gap() {
+    let mut w = World::new("a_frame_larger_than_the_server_takes", Duration::from_secs(60));
+    let mut writer = w.ring_of("src", 16, 2 << 20).writer().unwrap();
+    w.ring("dst", 4096);
+    let ex = w.spawn(w.exporter("src"));
+    let im = w.spawn(w.importer("src", "dst"));
+    joined(&w.ns, "src");
+    for seq in 1..=20 {
+        let p = if seq == 11 { vec![7u8; 1_500_000] } else { payload(seq) };
+        assert_eq!(writer.publish_kind(kind(seq), &p).unwrap(), seq);
+    }
+    let seen = verify(&w.ns, "dst", 20, Duration::from_secs(30));
+    assert_eq!((seen.frames, seen.gaps), (19, vec![(11, 1)]));
+    w.stop_saying(ex, &["ring src frame 11 is 1500000 bytes; a message to the NATS server holds at most"]);
+    w.stop(im);
+}
+
 #[test]
 fn frames_lost_before_a_non_gating_exporter_arrive_as_a_gap() {
     let (mut w, mut writer) = World::with_rings("frames_lost_arrive_as_a_gap", Duration::from_secs(60), 1024, 4096);

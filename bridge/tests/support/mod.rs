@@ -122,7 +122,12 @@ impl World {
 
     /// A block ring of `capacity` slots of up to 256 bytes.
     pub fn ring(&mut self, name: &str, capacity: u64) -> Ring {
-        let opts = RingOptions { capacity, max_payload: 256, policy: Policy::Block, ..RingOptions::default() };
+        self.ring_of(name, capacity, 256)
+    }
+
+    /// A block ring of `capacity` slots of up to `max_payload` bytes.
+    pub fn ring_of(&mut self, name: &str, capacity: u64, max_payload: u32) -> Ring {
+        let opts = RingOptions { capacity, max_payload, policy: Policy::Block, ..RingOptions::default() };
         self.rings.push(name.to_owned());
         Ring::create(&self.ns, name, &opts).unwrap()
     }
@@ -164,7 +169,8 @@ impl World {
     /// SIGTERM, then waits (at most 20 s) and returns its stderr.
     pub fn stop(&mut self, i: usize) -> String {
         let k = &mut self.kids[i];
-        let _ = Command::new("kill").args(["-TERM", &k.id().to_string()]).status();
+        // Quiet: the child may be dead already (killed by the test).
+        let _ = Command::new("kill").args(["-TERM", &k.id().to_string()]).stderr(Stdio::null()).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while k.try_wait().unwrap().is_none() {
             assert!(Instant::now() < deadline, "helix-bridge did not stop within 20 s of SIGTERM");
