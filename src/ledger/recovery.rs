@@ -3,9 +3,10 @@
 //! (a torn append cut off; a bad record with data after it refused).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::block::split;
 use super::chain::{BadRecord, Chain, Problem};
@@ -38,6 +39,9 @@ pub struct Recovery {
 /// The file in a ledger folder whose lock makes one recorder per folder.
 pub const LOCK_FILE: &str = "lock";
 
+/// How long [`lock`] waits out a lock held in this process's own name.
+const OWN_LOCK_WAIT: Duration = Duration::from_secs(1);
+
 /// Takes the folder's lock (`flock`, released by the kernel when the
 /// holder exits, however it exits) and writes this process's pid into the
 /// lock file for the next one to name. A second recorder on the folder
@@ -46,14 +50,26 @@ pub(super) fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
     let path = dir.join(LOCK_FILE);
     let mut file =
         OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err(&path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(LedgerError::Locked { dir: dir.to_owned(), holder: text.trim().parse().ok() });
+    // A lock held in this process's own name: a Ledger on the folder was
+    // just closed, and a child this process is starting (between its fork
+    // and its exec) still has the lock file open, and so the lock, for an
+    // instant. Wait that out, briefly; any other holder is refused at once.
+    let deadline = Instant::now() + OWN_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
+                let holder = text.trim().parse().ok();
+                if holder == Some(std::process::id()) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                return Err(LedgerError::Locked { dir: dir.to_owned(), holder });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
         }
-        Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
     }
     file.set_len(0).and_then(|()| writeln!(&file, "{}", std::process::id())).map_err(io_err(&path))?;
     Ok(Arc::new(file))

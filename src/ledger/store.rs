@@ -405,6 +405,35 @@ pub(super) mod tests {
         l.flush().unwrap();
     }
 
+    /// A child process being started holds every open file of its parent
+    /// between its fork and its exec, the ledger's lock file with its lock
+    /// among them. A Ledger closed and opened again meanwhile (here: a child
+    /// forked while the first was open, that exits 50 ms later) waits that
+    /// out; before, it was refused as locked, in its own process's name.
+    #[test]
+    fn a_lock_a_starting_child_still_holds_is_waited_out() {
+        let d = TempDir::new("forked-lock");
+        let (l, _) = Ledger::open(&d.0, 1 << 20).unwrap();
+        // SAFETY: the child calls only async-signal-safe functions (usleep,
+        // _exit) before it ends.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::usleep(50_000);
+                libc::_exit(0);
+            }
+        }
+        assert!(child > 0, "fork failed");
+        drop(l);
+        let reopened = Ledger::open(&d.0, 1 << 20).map(drop);
+        let mut status = 0;
+        // SAFETY: `child` is this process's child; `status` is a valid int.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        reopened.unwrap();
+        // Another process's lock is refused at once, naming it (tests/ledger.rs).
+    }
+
     #[test]
     fn a_sync_handed_off_covers_what_was_written_and_only_new_writes_need_another() {
         let d = TempDir::new("handoff");
