@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{payload, payload_len, publish_payloads, Env, Reaped};
+use helix::ledger::block::BlockHeader;
 use helix::ledger::catchup::{CatchUpError, CatchUpReader};
-use helix::ledger::format::RingDecl;
+use helix::ledger::format::{segment_name, RecordType, RingDecl, SegmentHeader};
 use helix::ledger::Ledger;
 use helix::*;
 
@@ -215,13 +216,19 @@ fn checkpoints_in_the_ledger_are_read_past_even_one_before_any_ring() {
     assert_eq!(c.stats().from_ledger, 400);
 }
 
-#[test]
-fn a_start_nothing_holds_the_future_and_zero_get_clear_errors() {
-    let (env, r, _w, dir) = fixture("catch-up errors", Duration::from_secs(60), 2000);
-    // Segments of about 4 KiB: the first ones are pruned below.
+/// A test `what` (60 s) whose ledger holds sequences 1..=2000 of ring `t`
+/// in segments of about 4 KiB; the ring holds the last 16.
+fn in_small_segments(what: &'static str) -> (Env, PathBuf) {
+    let (env, r, _w, dir) = fixture(what, Duration::from_secs(60), 2000);
     let (mut l, id) = ledger_of(&dir, &r, None, 4096);
     record(&mut l, id, 1, 2000);
-    drop(l);
+    (env, dir)
+}
+
+#[test]
+fn a_start_nothing_holds_the_future_and_zero_get_clear_errors() {
+    // Segments of about 4 KiB: the first ones are pruned below.
+    let (env, dir) = in_small_segments("catch-up errors");
     let segs = helix::ledger::retention::segment_infos(&dir, None).unwrap();
     assert!(segs.len() > 4, "{} segments", segs.len());
     let plan = helix::ledger::retention::Plan { delete: segs[..3].to_vec(), unanchored: None };
@@ -293,6 +300,47 @@ fn another_incarnation_in_the_ledger_is_not_spliced_in() {
         Err(CatchUpError::Replaced { after: 200, .. }) => {}
         other => panic!("the replaced ring was not reported: {other:?}"),
     }
+}
+
+/// Reads until the reader fails, checking every payload; the error's text.
+/// (The test's watchdog bounds a reader that waits instead.)
+fn read_to_error(r: &mut CatchUpReader) -> String {
+    loop {
+        match r.read_timeout(&mut [0u8; 64], Duration::from_millis(50)) {
+            Ok(_) | Err(CatchUpError::Empty) | Err(CatchUpError::Overrun(_)) => {}
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+/// A ledger someone altered between segments: one missing from the middle,
+/// or one rewritten (every hash after it recomputed) to restate the ring
+/// 100 sequences past where the segment before ended. Catch-up stops at
+/// both with an error naming them, as `verify` does; before, it waited at
+/// the missing segment for ever, and read the rewritten one on with 100
+/// sequences skipped and no overrun.
+#[test]
+fn a_missing_or_rewritten_segment_stops_a_catch_up_naming_it() {
+    let (env, dir) = in_small_segments("catch-up altered segments");
+    let second = dir.join(segment_name(2));
+    let saved = std::fs::read(&second).unwrap();
+    std::fs::remove_file(&second).unwrap();
+    let e = read_to_error(&mut catch_up(&env, &dir, 1).unwrap());
+    assert!(e.contains("segment 2 (seg-0000000002.hxl) is missing and segment 3 follows"), "{e}");
+
+    std::fs::write(&second, saved).unwrap();
+    let restatement = SegmentHeader::decode(&std::fs::read(&second).unwrap()).unwrap().first_block;
+    common::rewrite(&dir, |i, block| {
+        if i == restatement {
+            assert_eq!(BlockHeader::decode(block).rtype, RecordType::Ring as u16);
+            let seq = u64::from_le_bytes(block[8..16].try_into().unwrap());
+            block[8..16].copy_from_slice(&(seq + 100).to_le_bytes());
+        }
+        true
+    });
+    assert!(helix::ledger::verify(&dir).unwrap().is_err(), "verify refuses it too");
+    let e = read_to_error(&mut catch_up(&env, &dir, 1).unwrap());
+    assert!(e.contains("seg-0000000002.hxl") && e.contains("re-declared"), "{e}");
 }
 
 #[test]

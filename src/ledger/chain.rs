@@ -127,6 +127,15 @@ impl Chain {
         self.accept_block(block)
     }
 
+    /// [`Chain::apply_block`] for a block of a segment of format `version`:
+    /// a CHECKPOINT is a block of the current format only.
+    pub fn apply_in(&mut self, version: u32, block: &BlockView<'_>) -> Result<(), Problem> {
+        if version < VERSION && block.rtype() == Some(RecordType::Checkpoint) {
+            return Err(Problem::Invalid(format!("a CHECKPOINT in a segment of format version {version}")));
+        }
+        self.apply_block(block)
+    }
+
     /// Advances past `block`, whose hash the caller computed itself, if it
     /// keeps the ledger's rules.
     pub fn accept_block(&mut self, block: &BlockView<'_>) -> Result<(), Problem> {
@@ -317,12 +326,7 @@ impl Chain {
                 });
                 self.bad(offset, Problem::Torn(t), header.as_ref())
             })?;
-            let early = version < VERSION && block.rtype() == Some(RecordType::Checkpoint);
-            let applied = match early {
-                true => Err(Problem::Invalid(format!("a CHECKPOINT in a segment of format version {version}"))),
-                false => self.apply_block(&block),
-            };
-            if let Err(p) = applied {
+            if let Err(p) = self.apply_in(version, &block) {
                 return Err(self.bad(offset, p, Some(&block)));
             }
             visit(self, &block, offset);

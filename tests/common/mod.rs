@@ -5,7 +5,8 @@
 //!   children that are killed and reaped on drop;
 //! - `env`: a namespace and a scratch folder together, and the programs
 //!   started in them;
-//! - `service`: a socket standing in for systemd's NOTIFY_SOCKET.
+//! - `service`: a socket standing in for systemd's NOTIFY_SOCKET;
+//! - `ledger`: a ledger folder rewritten as someone who can write it would.
 #![allow(dead_code)]
 
 /// The programs' child-process type (spawn, signal, wait with a deadline,
@@ -16,6 +17,7 @@
 pub mod child;
 mod children;
 mod env;
+mod ledger;
 mod service;
 
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use helix::Namespace;
 pub use children::{arg, child, signal, stderr_of, Kid, Reaped, ROLE_VAR};
 #[allow(unused_imports)]
 pub use env::{ctl, ring_toml, sim_toml, Env};
+pub use ledger::rewrite;
 #[allow(unused_imports)]
 pub use service::Notify;
 

@@ -52,9 +52,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CatchUpError + '_ {
 }
 
 impl Segment {
-    /// Opens segment `n` at `path`, checking that its header continues
-    /// `prev` (the chain at the end of the segment before), if given.
-    pub fn open(n: u64, path: &Path, prev: Option<&Chain>) -> Result<Segment, CatchUpError> {
+    /// Opens segment `n` at `path`. With `prev` (the chain at the end of the
+    /// segment before, and that segment's format version), its header must
+    /// continue that chain, its version must not be lower, and its first
+    /// blocks must restate that chain's rings at the sequences they reached,
+    /// as `verify` checks.
+    pub fn open(n: u64, path: &Path, prev: Option<(&Chain, u32)>) -> Result<Segment, CatchUpError> {
         let (file, data) = if is_compressed(path) {
             (None, read_segment(path).map_err(io(path))?)
         } else {
@@ -68,12 +71,20 @@ impl Segment {
         if header.segment != n {
             return Err(bad(format!("header says it is segment {}", header.segment)));
         }
-        if let Some(c) = prev {
-            if (header.prev_hash, header.first_record, header.first_block) != (c.hash, c.records, c.blocks) {
-                return Err(bad("header does not continue the chain of the segment before".into()));
+        let chain = match prev {
+            Some((c, version)) => {
+                if (header.prev_hash, header.first_record, header.first_block) != (c.hash, c.records, c.blocks) {
+                    return Err(bad("header does not continue the chain of the segment before".into()));
+                }
+                if header.version < version {
+                    return Err(bad(format!("format version {} after a segment of version {version}", header.version)));
+                }
+                let mut chain = c.clone();
+                chain.begin_segment();
+                chain
             }
-        }
-        let chain = Chain::at_segment(&header);
+            None => Chain::at_segment(&header),
+        };
         let mut s = Segment { n, path: path.to_owned(), version: header.version, chain, file, data, at: 0, off: 0 };
         s.at = SEGMENT_HEADER_LEN;
         Ok(s)
@@ -111,7 +122,7 @@ impl Segment {
             match split(self.version, rest) {
                 Ok(block) => {
                     let len = block.header.len as usize;
-                    match self.chain.apply_block(&block) {
+                    match self.chain.apply_in(self.version, &block) {
                         Ok(()) => {
                             let start = self.at;
                             self.at += len;

@@ -9,6 +9,7 @@ use crate::ledger::block::{split, ENTRY_HEADER_LEN};
 use crate::ledger::format::{GapInfo, RecordType};
 use crate::ledger::recovery::segments;
 use crate::ledger::retention::read_pruned;
+use crate::ledger::store::LedgerError;
 
 /// The next record for the reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,10 +206,17 @@ impl LedgerSource {
     /// must end cleanly.
     fn advance(&mut self, note: Option<String>) -> Result<bool, CatchUpError> {
         let n = self.seg.n + 1;
-        let next = segments(&self.dir).map_err(CatchUpError::Ledger)?.into_iter().find(|(m, _)| *m == n);
-        let Some((_, path)) = next else {
-            self.tail = note;
-            return Ok(false);
+        let next = segments(&self.dir).map_err(CatchUpError::Ledger)?.into_iter().find(|(m, _)| *m >= n);
+        let path = match next {
+            Some((m, path)) if m == n => path,
+            Some((m, _)) => {
+                let missing = LedgerError::MissingSegment { dir: self.dir.clone(), segment: n, next: Some(m) };
+                return Err(CatchUpError::Ledger(missing));
+            }
+            None => {
+                self.tail = note;
+                return Ok(false);
+            }
         };
         match self.seg.next_block()? {
             Step::Block(r) => {
@@ -225,8 +233,18 @@ impl LedgerSource {
             }
             Step::End(None) => {}
         }
-        let chain = self.seg.chain.clone();
-        self.seg = Segment::open(n, &path, Some(&chain))?;
+        if self.seg.chain.unrestated() > 0 {
+            return Err(CatchUpError::Corrupt {
+                path: self.seg.path.clone(),
+                offset: 0,
+                problem: format!(
+                    "a closed segment that restates only some of the {} rings",
+                    self.seg.chain.rings.len()
+                ),
+            });
+        }
+        let (chain, version) = (self.seg.chain.clone(), self.seg.version);
+        self.seg = Segment::open(n, &path, Some((&chain, version)))?;
         Ok(true)
     }
 }
