@@ -36,7 +36,7 @@ pub struct Ctx {
 async fn connect(c: &Ctx, name: &str) -> Result<(jetstream::Context, jetstream::stream::Stream)> {
     let js = nats::connect(&c.server, name, c.counters.clone()).await?;
     loop {
-        match nats::stream(&js, &c.server).await {
+        match nats::stream(&js, &c.server, &c.counters.beats).await {
             Ok(stream) => {
                 c.ready.store(true, Ordering::Relaxed);
                 return Ok((js, stream));
@@ -76,7 +76,16 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
             },
             ..Default::default()
         };
-        let consumer = nats::ordered_consumer(&stream, config).await?;
+        // A JetStream that does not answer is waited for (the loop turns,
+        // the watchdog is pinged), not an end of the link.
+        let consumer = match nats::ordered_consumer(&stream, config, &c.counters.beats).await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                warn!("consuming {subject}: {e:#}; trying again in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
         let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("consuming: {e}"))?;
         while !c.stop.load(Ordering::Relaxed) {
             Counters::add(&c.counters.beats, 1);

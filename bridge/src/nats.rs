@@ -1,6 +1,7 @@
 //! The connection to NATS and the JetStream stream the bridge uses.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,7 +73,7 @@ pub async fn connect(server: &Server, name: &str, counters: Arc<Counters>) -> Re
 
 /// The stream, created with the configured settings if it does not exist
 /// (an existing stream is used as it is: its owner may have tuned it).
-pub async fn stream(js: &jetstream::Context, server: &Server) -> Result<stream::Stream> {
+pub async fn stream(js: &jetstream::Context, server: &Server, beats: &AtomicU64) -> Result<stream::Stream> {
     let config = stream::Config {
         name: server.stream.clone(),
         subjects: server.stream_subjects.clone(),
@@ -86,19 +87,23 @@ pub async fn stream(js: &jetstream::Context, server: &Server) -> Result<stream::
         ..Default::default()
     };
     let what = format!("JetStream stream {:?}", server.stream);
-    patiently(&what, |e: &CreateStreamError| passing_stream_error(e.kind()), || js.get_or_create_stream(config.clone()))
-        .await
+    let passing = |e: &CreateStreamError| passing_stream_error(e.kind());
+    patiently(&what, passing, beats, || js.get_or_create_stream(config.clone())).await
 }
 
 /// An ordered consumer of `stream`, retried while the cluster cannot
 /// answer (see [`patiently`]).
-pub async fn ordered_consumer(stream: &stream::Stream, config: OrderedConfig) -> Result<Consumer<OrderedConfig>> {
+pub async fn ordered_consumer(
+    stream: &stream::Stream,
+    config: OrderedConfig,
+    beats: &AtomicU64,
+) -> Result<Consumer<OrderedConfig>> {
     let passing = |e: &ConsumerError| match e.kind() {
         ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => true,
         ConsumerErrorKind::JetStream(e) => e.code() >= 500,
         _ => false,
     };
-    patiently("creating a consumer", passing, || stream.create_consumer(config.clone())).await
+    patiently("creating a consumer", passing, beats, || stream.create_consumer(config.clone())).await
 }
 
 fn passing_stream_error(kind: CreateStreamErrorKind) -> bool {
@@ -119,8 +124,9 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Runs `op` until it succeeds, again every second while its error
 /// `passing` and [`PATIENCE`] has not run out; a lasting or other error is
-/// returned.
-async fn patiently<T, E, F, Fut>(what: &str, passing: impl Fn(&E) -> bool, mut op: F) -> Result<T>
+/// returned. Each try counts in `beats`: the link is waiting, not stuck,
+/// and its watchdog pings go on.
+async fn patiently<T, E, F, Fut>(what: &str, passing: impl Fn(&E) -> bool, beats: &AtomicU64, mut op: F) -> Result<T>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -128,6 +134,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
+        beats.fetch_add(1, Ordering::Relaxed);
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if passing(&e) && tokio::time::Instant::now() < deadline => {
@@ -153,6 +160,7 @@ pub fn subject(site: &str, host: &str, ring: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A passing error is tried again until the operation succeeds; a
     /// lasting one is returned at once, named.
@@ -171,14 +179,17 @@ mod tests {
                 }
             }
         };
-        let got = rt.block_on(super::patiently("op", |e: &&str| *e == "timed out", flaky));
+        let beats = AtomicU64::new(0);
+        let got = rt.block_on(super::patiently("op", |e: &&str| *e == "timed out", &beats, flaky));
         assert_eq!(got.unwrap(), 3);
+        // Each try is a beat: a link waiting for JetStream is not stuck.
+        assert_eq!(beats.load(Ordering::Relaxed), 3);
         calls.set(0);
         let lasting = || {
             calls.set(calls.get() + 1);
             async { Err::<(), _>("invalid name") }
         };
-        let e = rt.block_on(super::patiently("creating X", |e: &&str| *e == "timed out", lasting)).unwrap_err();
+        let e = rt.block_on(super::patiently("creating X", |e: &&str| *e == "timed out", &beats, lasting)).unwrap_err();
         assert_eq!((e.to_string(), calls.get()), ("creating X: invalid name".to_owned(), 1));
     }
 
