@@ -233,12 +233,20 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
     fn wait_for(&mut self, recv_ns: u64) {
         let Some(factor) = self.pace.factor() else { return };
         let (t0, start) = *self.clock.get_or_insert((recv_ns, Instant::now()));
-        let due = start + Duration::from_secs_f64(recv_ns.saturating_sub(t0) as f64 / 1e9 / factor);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+        let due = start.checked_add(paced(recv_ns.saturating_sub(t0), factor));
+        // A due time past what the clock can count is never.
+        let wait = due.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
     }
+}
+
+/// `recorded_ns` of recorded time at `factor` times the recorded pace;
+/// past what a `Duration` holds (a tiny factor over a long recording),
+/// `Duration::MAX`.
+fn paced(recorded_ns: u64, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(recorded_ns as f64 / 1e9 / factor).unwrap_or(Duration::MAX)
 }
 
 /// Publishes the frames of FRAME block `block` with sequences `lo..=hi`,
@@ -260,4 +268,18 @@ fn publish_frames(w: &mut Writer, block: &BlockView<'_>, lo: u64, hi: u64) -> Re
         seq += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pace_too_slow_for_a_duration_waits_for_ever_instead_of_panicking() {
+        // An hour of recording at x1e-16: 3.6e19 s, past a Duration (it
+        // panicked in `Duration::from_secs_f64`).
+        assert_eq!(paced(3_600_000_000_000, 1e-16), Duration::MAX);
+        assert_eq!(paced(2_000_000_000, 2.0), Duration::from_secs(1));
+        assert_eq!(paced(0, 1e-300), Duration::ZERO);
+    }
 }

@@ -33,6 +33,7 @@ use helix::Namespace;
 pub use children::{arg, child, signal, stderr_of, Kid, Reaped, ROLE_VAR};
 #[allow(unused_imports)]
 pub use env::{ctl, ring_toml, sim_toml, Env};
+#[allow(unused_imports)]
 pub use ledger::rewrite;
 #[allow(unused_imports)]
 pub use service::Notify;
