@@ -16,6 +16,13 @@ use support::{
     verify_to, World, KIND_BATCH,
 };
 
+/// Reads the destination up to source sequence `last` ([`verify`]): it
+/// holds `frames` frames, and these gaps.
+fn arrived(w: &World, last: u64, frames: u64, gaps: &[(u64, u64)]) {
+    let seen = verify(&w.ns, "dst", last, Duration::from_secs(30));
+    assert_eq!((seen.frames, &seen.gaps[..]), (frames, gaps));
+}
+
 /// Publishes source sequences `from..=to` (blocking while the exporter
 /// gates the ring).
 fn produce(w: &mut helix::Writer, from: u64, to: u64) {
@@ -179,14 +186,12 @@ fn a_source_frame_of_a_marks_kind_is_a_gap_and_does_not_mislead_a_restart() {
         let (k, p) = if seq == 50 { (KIND_BATCH, forged.clone()) } else { (kind(seq), payload(seq)) };
         assert_eq!(writer.publish_kind(k, &p).unwrap(), seq);
     }
-    let seen = verify(&w.ns, "dst", 100, Duration::from_secs(30));
-    assert_eq!((seen.frames, seen.gaps), (99, vec![(50, 1)]));
+    arrived(&w, 100, 99, &[(50, 1)]);
     w.kill9(im);
     w.stop_saying(im, &["frame 50 has kind 0x48420001, a kind of the bridge's own marks"]);
     let im = w.spawn(w.importer("src", "dst"));
     produce(&mut writer, 101, 200);
-    let seen = verify(&w.ns, "dst", 200, Duration::from_secs(30));
-    assert_eq!((seen.frames, seen.gaps), (199, vec![(50, 1)]));
+    arrived(&w, 200, 199, &[(50, 1)]);
     w.stop_saying(im, &["source sequence 100 written"]);
     w.stop(ex);
 }
@@ -207,8 +212,7 @@ fn a_frame_larger_than_the_server_takes_is_sent_as_a_gap() {
         let p = if seq == 11 { vec![7u8; 1_500_000] } else { payload(seq) };
         assert_eq!(writer.publish_kind(kind(seq), &p).unwrap(), seq);
     }
-    let seen = verify(&w.ns, "dst", 20, Duration::from_secs(30));
-    assert_eq!((seen.frames, seen.gaps), (19, vec![(11, 1)]));
+    arrived(&w, 20, 19, &[(11, 1)]);
     w.stop_saying(ex, &["ring src frame 11 is 1500000 bytes; a message to the NATS server holds at most"]);
     w.stop(im);
 }
@@ -245,8 +249,7 @@ fn garbage_on_the_subject_is_refused_and_the_importer_goes_on() {
         }
     });
     produce(&mut writer, 101, 200);
-    let seen = verify(&w.ns, "dst", 200, Duration::from_secs(30));
-    assert_eq!((seen.frames, seen.gaps), (200, vec![]));
+    arrived(&w, 200, 200, &[]);
     // A message of an older incarnation of the source ring (created_ns 1)
     // is dropped, and said: before, only a duplicate was counted.
     let older = "source ring hosta/src of incarnation 1 (created_ns), older than the one imported";
