@@ -68,6 +68,7 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     let mut next = place.resume;
     let mut last_arrival = Instant::now();
     while !c.stop.load(Ordering::Relaxed) {
+        next = reset_resume(&stream, &subject, next).await;
         let config = OrderedConfig {
             filter_subject: subject.clone(),
             deliver_policy: match next {
@@ -112,6 +113,25 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     }
     info!("importer stopped at source sequence {}", imp.hwm());
     Ok(())
+}
+
+/// Where to read the stream from, `next` or its start: a stream that holds
+/// no message up to `next - 1` was deleted and made again (its sequence
+/// started again at 1), so `next` (found from the destination ring's marks)
+/// names nothing in it; reading from its start is safe, the importer drops
+/// what it already wrote by the source sequences. A stream that cannot be
+/// asked is read from `next`.
+async fn reset_resume(stream: &jetstream::stream::Stream, subject: &str, next: u64) -> u64 {
+    let Ok(info) = stream.get_info().await else { return next };
+    let last = info.state.last_sequence;
+    if next > last.saturating_add(1) {
+        warn!(
+            "consuming {subject}: the stream ends at sequence {last}, before {next}, where this importer was to read \
+             on: it was made again; reading it from its start"
+        );
+        return 0;
+    }
+    next
 }
 
 /// Mirrors the ledger head of `m.dir` until stopped.

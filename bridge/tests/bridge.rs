@@ -217,6 +217,42 @@ fn a_frame_larger_than_the_server_takes_is_sent_as_a_gap() {
     w.stop(im);
 }
 
+/// The stream deleted and made again (JetStream reset by its operator):
+/// its sequence starts again at 1, below where the importer's marks say to
+/// read on. The importer reads the new stream from its start. Before, it
+/// waited for the stream to reach its old sequence, reading nothing.
+#[test]
+fn an_importer_reads_a_stream_made_again_from_its_start() {
+    let (mut w, mut writer) = World::with_rings("a_stream_made_again", Duration::from_secs(90), 4096, 4096);
+    // Ten frames a message: the importer's marks name stream sequence 10.
+    let exporter = |w: &World| w.bridge(&["export", "--ring", "src", "--host", "hosta", "--max-frames", "10"]);
+    let ex = w.spawn(exporter(&w));
+    let im = w.spawn(w.importer("src", "dst"));
+    joined(&w.ns, "src");
+    produce(&mut writer, 1, 100);
+    arrived(&w, 100, 100, &[]);
+    w.kill9(ex);
+    w.kill9(im);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+    rt.block_on(js.delete_stream(w.tag.to_uppercase())).unwrap();
+    // The importer first (it makes the stream again), consuming before any
+    // message is in it: the stream ends at 0, before 10.
+    let im = w.spawn(w.importer("src", "dst"));
+    rt.block_on(async {
+        let consuming = || async { js.get_stream(w.tag.to_uppercase()).await.ok()?.get_info().await.ok() };
+        while consuming().await.is_none_or(|i| i.state.consumer_count == 0) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let ex = w.spawn(exporter(&w));
+    joined(&w.ns, "src");
+    produce(&mut writer, 101, 200);
+    arrived(&w, 200, 200, &[]);
+    w.stop_saying(im, &["the stream ends at sequence 0, before 10", "gaps 0"]);
+    w.stop(ex);
+}
+
 #[test]
 fn frames_lost_before_a_non_gating_exporter_arrive_as_a_gap() {
     let (mut w, mut writer) = World::with_rings("frames_lost_arrive_as_a_gap", Duration::from_secs(60), 1024, 4096);
