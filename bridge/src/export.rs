@@ -211,7 +211,8 @@ fn replaced(ns: &Namespace, x: &Export, source: &Source, reader: &Reader) -> boo
 /// A live reader of that name is another exporter: refused. Also says
 /// whether there was no predecessor.
 fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
-    let ours: Vec<_> = view.stats().readers.into_iter().filter(|r| r.name == x.reader_name).collect();
+    let stats = view.stats();
+    let ours: Vec<_> = stats.readers.iter().filter(|r| r.name == x.reader_name).collect();
     if let Some(live) = ours.iter().find(|r| r.alive) {
         bail!(
             "ring {}: reader {:?} (pid {}) is attached already: is another helix-bridge export running?",
@@ -224,7 +225,7 @@ fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
     // (any process that may attach can write the reader table): starting
     // there would skip frames, starting at the oldest only sends again
     // what the importer already has (it drops them).
-    let next = view.stats().published + 1;
+    let next = stats.published + 1;
     let start = match ours.iter().map(|r| r.cursor).min() {
         Some(cursor) if cursor > next => {
             warn!(
