@@ -148,6 +148,51 @@ fn replay_publishes_exactly_what_export_prints_and_gaps_arrive_as_markers() {
     }
 }
 
+/// Ring `t` recorded in two incarnations: the first (largest payload 64)
+/// sequences 1..=20, the second, created again with a largest payload of
+/// 4096, sequences 1..=10 of over 1000 bytes each.
+fn two_incarnations(dir: &Path) {
+    let (mut l, _) = Ledger::open(dir, 1 << 20).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for (created_ns, max_payload, frames, base) in [(1, 64, 20, 0), (2, 4096, 10, 1000)] {
+        let decl = RingDecl { created_ns, capacity: 8, max_payload, policy: 1, name: "t".into() };
+        let (id, _) = l.declare(&decl).unwrap();
+        for s in 1..=frames {
+            let len = base + payload_len(s, 64);
+            payload(created_ns * 1000 + s, len, &mut buf);
+            l.reserve_frame(id, s, 1, s * 1000, 7, len).copy_from_slice(&buf[..len]);
+            l.seal(id, 1);
+        }
+        l.flush().unwrap();
+    }
+    l.sync().unwrap();
+}
+
+#[test]
+fn a_ring_created_again_with_larger_frames_replays_whole() {
+    let env = Env::watched("ledger replay incarnations", Duration::from_secs(60));
+    let dir = env.path("ledger");
+    two_incarnations(&dir);
+    let args = ["--ring", "t", "--into", "both", "--pace", "max", "--wait-readers", "1"];
+    let child = Reaped::new(replay_cmd(&env, &dir, &args).spawn().unwrap());
+    let mut reader = join(&env, "both");
+    let want = exported(&dir, 0, u64::MAX);
+    assert_eq!(want.len(), 30, "export prints both incarnations");
+    let mut buf = [0u8; 4096];
+    for (i, (kind, payload)) in want.iter().enumerate() {
+        let f = reader.read(&mut buf).unwrap();
+        assert_eq!((f.kind, &buf[..f.len]), (*kind, &payload[..]), "replayed frame {}", i + 1);
+    }
+    let (status, out, err) = finish(child);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("replayed 30 frames and 0 gaps"), "{out}");
+    // The first incarnation's geometry, with the largest payload of both
+    // (rounded up to the slot).
+    let view = RingView::attach(&env.ns, "both").unwrap();
+    assert_eq!(view.geometry().capacity, 8);
+    assert!(view.geometry().max_payload >= 4096, "{:?}", view.geometry());
+}
+
 #[test]
 fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at_a_tampered_block() {
     let env = Env::watched("ledger replay errors", Duration::from_secs(60));

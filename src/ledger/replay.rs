@@ -141,17 +141,25 @@ pub enum ReplayError {
 }
 
 /// Replays `range` from the ledger in `dir` at `pace`. `open` is called
-/// once, with the ring's declaration in the ledger (its geometry as
-/// recorded), before the first frame or gap of the range, and returns the
+/// once, before the first frame or gap of the range, with the ring's
+/// declaration in the ledger (its geometry as recorded) and returns the
 /// writer to publish with: typically of a new ring made with that
 /// geometry. A range with nothing recorded in it publishes nothing and
 /// does not call `open`.
+///
+/// Where the range holds more than one incarnation of the ring (it was
+/// deleted and created again), `open` is given the first one's
+/// declaration with the largest `max_payload` of them all, so that every
+/// frame fits. For that the folder is walked (and verified) twice, first
+/// to learn them.
 pub fn replay(
     dir: &Path,
     range: &Range,
     pace: Pace,
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
 ) -> Result<Replayed, ReplayError> {
+    let largest = largest_payload(dir, range)?;
+    let open = move |decl: &RingDecl| open(&RingDecl { max_payload: largest.max(decl.max_payload), ..decl.clone() });
     let mut run = Run { range, pace, open: Some(open), writer: None, clock: None, done: Replayed::default() };
     let mut seen = false;
     let mut failed = None;
@@ -180,6 +188,55 @@ pub fn replay(
     Ok(run.done)
 }
 
+/// The largest `max_payload` of the incarnations of the ring that have
+/// frames or gaps in `range` (0 if none): what the ring replayed into must
+/// hold. It walks as the replay does, and stops where it stops. A ledger that stops verifying is walked up to the bad block (the
+/// replay then stops there and says so).
+fn largest_payload(dir: &Path, range: &Range) -> Result<u32, ReplayError> {
+    let mut largest = 0;
+    // A failure is the replay's to report, when it reaches the bad block.
+    let _verified = walk_blocks(dir, |chain, block, _, _| {
+        let ring = &chain.rings[block.header.ring as usize].decl;
+        if ring.name != range.ring {
+            return ControlFlow::Continue(());
+        }
+        match in_range(range, block) {
+            InRange::Before => ControlFlow::Continue(()),
+            InRange::Past => ControlFlow::Break(()),
+            InRange::Within(_, hi) => {
+                largest = largest.max(ring.max_payload);
+                if hi == range.to {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+        }
+    })?;
+    Ok(largest)
+}
+
+/// Where a block of the ring replayed stands against the range.
+enum InRange {
+    /// Before it, or a RING declaration (nothing to publish).
+    Before,
+    /// The part `lo..=hi` of it is in the range.
+    Within(u64, u64),
+    /// Past it: the replay is over.
+    Past,
+}
+
+fn in_range(range: &Range, block: &BlockView<'_>) -> InRange {
+    let (first, last) = (block.header.seq, block.last_seq());
+    if block.rtype() == Some(RecordType::Ring) || last < range.from {
+        InRange::Before
+    } else if first > range.to {
+        InRange::Past
+    } else {
+        InRange::Within(first.max(range.from), last.min(range.to))
+    }
+}
+
 /// A replay in progress.
 struct Run<'a, F> {
     range: &'a Range,
@@ -195,22 +252,18 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
     /// Publishes what `block` (of the ring replayed, declared by `decl`)
     /// holds of the range; breaks once the ring is past it.
     fn block(&mut self, decl: &RingDecl, block: &BlockView<'_>) -> Result<ControlFlow<()>, ReplayError> {
-        let (first, last) = (block.header.seq, block.last_seq());
-        let rtype = block.rtype();
-        if rtype == Some(RecordType::Ring) || last < self.range.from {
-            return Ok(ControlFlow::Continue(()));
-        }
-        if first > self.range.to {
-            return Ok(ControlFlow::Break(()));
-        }
-        let (lo, hi) = (first.max(self.range.from), last.min(self.range.to));
+        let (lo, hi) = match in_range(self.range, block) {
+            InRange::Before => return Ok(ControlFlow::Continue(())),
+            InRange::Past => return Ok(ControlFlow::Break(())),
+            InRange::Within(lo, hi) => (lo, hi),
+        };
         if self.writer.is_none() {
             let open = self.open.take().expect("opened once");
             self.writer = Some(open(decl)?);
         }
         self.wait_for(block.header.recv_ns);
         let w = self.writer.as_mut().expect("opened above");
-        match rtype {
+        match block.rtype() {
             Some(RecordType::Frame) => {
                 publish_frames(w, block, lo, hi)?;
                 self.done.frames += hi - lo + 1;
