@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use common::TestNs;
-use helix::fanin::layout::LANE_HEADER_SIZE;
+use helix::fanin::layout::{LaneState, FANIN_HEADER_SIZE, LANE_FREE, LANE_HEADER_SIZE};
 use helix::fanin::{
     files, Event, FanIn, FanInError, FanInOptions, LaneFault, LaneProblem, LaneReport, Producer, SendError,
 };
@@ -193,6 +193,64 @@ fn a_restarted_consumer_resumes_where_the_last_one_released() {
     let (records, reports) = drain(&mut fan);
     assert!(reports.is_empty(), "{reports:?}");
     assert_eq!(records.iter().map(|r| r.1).collect::<Vec<_>>(), (5..=10).collect::<Vec<u64>>());
+}
+
+/// A ring of `lanes` lanes, and a producer whose lane the consumer bound.
+fn one_bound_producer(what: &'static str, lanes: u32) -> (TestNs, FanIn, Producer) {
+    let ns = TestNs::watched(what, Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(lanes)).unwrap();
+    let p = Producer::attach(&ns, RING).unwrap();
+    assert_eq!(sweep_and_drain(&mut fan), (vec![], vec![]));
+    (ns, fan, p)
+}
+
+#[test]
+fn a_consumer_killed_while_binding_a_lane_loses_none_of_its_records() {
+    // Binding stores the lane's epoch, then its status: a consumer killed
+    // between the two left the producer publishing (it saw its epoch),
+    // and the next consumer refused its lane file as of a wrong epoch,
+    // with every record in it.
+    let (ns, fan, mut p) = one_bound_producer("killed while binding", 1);
+    p.try_send(0, b"kept").unwrap();
+    drop(fan);
+    // The state of the kill: lane 0's status still free.
+    let ring = OpenOptions::new().write(true).open(files::dir_path(&ns, RING).join(files::RING_FILE)).unwrap();
+    let status = FANIN_HEADER_SIZE + std::mem::offset_of!(LaneState, status);
+    ring.write_all_at(&LANE_FREE.to_ne_bytes(), status as u64).unwrap();
+    let mut fan = attach_consumer(&ns);
+    let (records, reports) = sweep_and_drain(&mut fan);
+    assert!(reports.is_empty(), "{reports:?}");
+    assert_eq!(records, [(0, 1, b"kept".to_vec())]);
+    p.try_send(0, b"more").expect("the lane is still the producer's");
+    assert_eq!(drain(&mut fan).0, [(0, 2, b"more".to_vec())]);
+}
+
+#[test]
+fn a_lane_file_removed_while_bound_is_dropped_and_its_lane_given_to_the_next_producer() {
+    // A live producer that removed its own lane file (or an operator who
+    // did) kept the lane bound to it for ever: the next producer's file
+    // under the free name was never bound, and it waited without end.
+    let (ns, mut fan, mut a) = one_bound_producer("lane file removed", 2);
+    a.try_send(0, b"read").unwrap();
+    let k = a.lane();
+    assert_eq!(drain(&mut fan).0, [(k, 1, b"read".to_vec())]);
+    std::fs::remove_file(files::dir_path(&ns, RING).join(files::lane_name(k))).unwrap();
+    a.try_send(0, b"dropped with the lane, reported").unwrap();
+    let mut b = Producer::attach(&ns, RING).unwrap();
+    assert_eq!(b.lane(), k, "the next producer takes the free name");
+    b.try_send(1, b"hi").unwrap();
+    let (records, reports) = sweep_and_drain(&mut fan);
+    assert_eq!(records, [(k, 1, b"hi".to_vec())], "the new file is bound");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(reports[0].to_string().contains("its file was removed or renamed while bound"), "{}", reports[0]);
+    // The one that removed its file has lost its lane.
+    let err = loop {
+        match a.try_send(0, &[9; 200]) {
+            Ok(()) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, SendError::Revoked { .. }), "{err}");
 }
 
 #[test]
@@ -415,6 +473,27 @@ fn a_doorbell_a_producer_broke_is_replaced_by_the_next_consumer() {
 
 /// A doorbell shrunk under a running consumer is found (`damage`) and
 /// replaced (`repair_bell`); until then no producer can attach.
+#[test]
+fn a_name_a_producer_took_in_the_folder_keeps_no_doorbell_from_being_replaced() {
+    // The new doorbell was linked in as bell.<pid>.new: a producer that
+    // made that name first (a folder, which the consumer may not remove
+    // from the sticky folder) kept it from ever being replaced, producers
+    // from attaching, and a consumer from starting.
+    let ns = TestNs::watched("bell name taken", Duration::from_secs(60));
+    let dir = files::dir_path(&ns, RING);
+    let bell = dir.join(files::BELL_FILE);
+    let mut fan = FanIn::create(&ns, RING, &opts(2)).unwrap();
+    std::fs::create_dir(dir.join(format!("{}.{}.new", files::BELL_FILE, std::process::id()))).unwrap();
+    OpenOptions::new().write(true).open(&bell).unwrap().set_len(0).unwrap();
+    drain(&mut fan);
+    assert!(fan.repair_bell().expect("the doorbell is replaced under another name"));
+    Producer::attach(&ns, RING).expect("a producer attaches to the new doorbell");
+    drop(fan);
+    OpenOptions::new().write(true).open(&bell).unwrap().set_len(0).unwrap();
+    FanIn::attach(&ns, RING).expect("a consumer starts, replacing the doorbell");
+    Producer::attach(&ns, RING).expect("a producer attaches to it");
+}
+
 #[test]
 fn a_doorbell_shrunk_under_the_consumer_is_replaced_while_it_runs() {
     let ns = TestNs::watched("bell shrunk", Duration::from_secs(60));

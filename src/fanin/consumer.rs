@@ -366,6 +366,15 @@ impl FanIn {
             let Some(b) = &mut self.lanes[k] else { continue };
             if b.lf.map.probe() {
                 self.drop_lane(k, LaneProblem::Protocol(LaneFault::Shrunk), f);
+            } else if !shm::names_file(&self.files.dir.join(files::lane_name(k)), &b.lf.file).unwrap_or(true) {
+                // Its producer (or an operator) removed or renamed the file
+                // bound: the lane's name is free, and the next producer's
+                // file there would never be bound while this one lives.
+                // Dropped (what is unread in it with it, reported), as a
+                // shrunk one is.
+                let reason = "its file was removed or renamed while bound".to_owned();
+                self.drop_lane(k, LaneProblem::BadFile { reason }, f);
+                self.try_bind(k, f);
             } else if !b.dead {
                 // A lease lock nobody holds: its producer is gone. Free the
                 // lane now if nothing is left in it, else once drained.
@@ -394,8 +403,13 @@ impl FanIn {
         let st = self.files.state(k);
         let g = &self.files.geometry;
         // SYNC POINT: lane bound (our own earlier stores; Relaxed suffices).
-        let (epoch, status) = (st.epoch.load(Ordering::Relaxed), st.status.load(Ordering::Relaxed));
-        let resume = status == LANE_BOUND && epoch == lf.epoch && st.ino.load(Ordering::Relaxed) == lf.judged.ino;
+        // The file bound last (its epoch and inode), whatever the status
+        // says: a consumer killed between storing the epoch and the
+        // status (below) left a lane whose producer saw its epoch and
+        // published; binding it afresh would refuse it (its epoch is not
+        // the next) and lose those records.
+        let epoch = st.epoch.load(Ordering::Relaxed);
+        let resume = epoch == lf.epoch && st.ino.load(Ordering::Relaxed) == lf.judged.ino;
         let problem = if !g.allow_uids.is_empty() && !g.allow_uids.contains(&lf.uid) {
             Some((LaneProblem::NotAllowed { uid: lf.uid }, "not-allowed"))
         } else if !resume && Some(lf.epoch) != epoch.checked_add(1) {

@@ -286,14 +286,33 @@ pub(crate) fn replace_bell(dir: &Path, ring_file: &File, created_ns: u64) -> Res
         // zero-filled by posix_fallocate, and mapped writable and whole.
         unsafe { init_bell(&map, created_ns) };
     }
-    let tmp = dir.join(format!("{BELL_FILE}.{}.new", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    shm::link_unnamed(&bell, &tmp).map_err(io(&tmp, "link"))?;
+    let tmp = link_fresh(&bell, dir)?;
     shm::unlock(&bell).map_err(io(&tmp, "unlock"))?;
     std::fs::rename(&tmp, dir.join(BELL_FILE)).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         FanInError::io(&dir.join(BELL_FILE), "replace", e)
     })
+}
+
+/// Links the unnamed file `file` into `dir` under a name nobody took, to
+/// be renamed over the doorbell: `bell.<pid>.<hex>.new`, the number from
+/// the clock. Any member of the folder's group may make files there, and
+/// the sticky folder keeps the consumer from removing theirs: a name it
+/// could guess (its pid's) would let a producer keep the doorbell from
+/// ever being replaced, and so producers from attaching and helixd from
+/// starting.
+fn link_fresh(file: &File, dir: &Path) -> Result<PathBuf, FanInError> {
+    let mut tmp = dir.to_owned();
+    for attempt in 0u64..64 {
+        let salt = crate::process::realtime_ns() ^ attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        tmp = dir.join(format!("{BELL_FILE}.{}.{salt:016x}.new", std::process::id()));
+        match shm::link_unnamed(file, &tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            r => return r.map(|()| tmp.clone()).map_err(|e| FanInError::io(&tmp, "link", e)),
+        }
+    }
+    let taken = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+    Err(FanInError::io(&tmp, "link (64 names, each taken)", taken))
 }
 
 /// Opens and maps one of the folder's files.
