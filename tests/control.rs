@@ -1029,3 +1029,34 @@ fn a_doorbell_a_sender_broke_neither_stops_commands_nor_keeps_helixd_from_starti
     let log = common::stderr_of(&mut d.0);
     assert!(log.contains("gave the control ring a new doorbell"), "not logged:\n{log}");
 }
+
+#[test]
+fn the_answer_that_has_the_journal_rewritten_is_in_it_so_a_restart_knows_its_repeat() {
+    // Past 2 x 65,536 lines the journal is rewritten from the window of
+    // answers; the answer that took it there was not in the window yet,
+    // so a helixd started again took its repeat for a new command. Every
+    // command here is rejected (no source "nowhere") and journaled.
+    let (env, notify, mut d) = daemon("journal rewrite", "audit_reader = \"\"");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    const SENT: u64 = 2 * 65_536 + 8;
+    let first = ctl.next_request();
+    let command = |i: u64| Command::set(first + i, "nowhere", 0, 1.0);
+    for i in 0..SENT {
+        let c = command(i);
+        while ctl.try_send(&c).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    // Answered in the order sent (one lane): the last answer is the last.
+    let last = ctl.send(&command(SENT - 1), Duration::from_secs(60)).unwrap();
+    assert_eq!(last.outcome(), Some(Err(Reason::UnknownSource)));
+    let _d = restart(&env, &notify, &mut d);
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    // The rewrite came at the 131,072nd answer, within the last eight
+    // (the journal holds a mark, then a line an answer).
+    for i in SENT - 16..SENT {
+        let ack = ctl.send(&command(i), Duration::from_secs(10)).unwrap();
+        assert!(ack.flags & ACK_REPEAT != 0, "request {i} of {SENT} taken for a new one: {ack:?}");
+        assert_eq!(ack.outcome(), Some(Err(Reason::UnknownSource)));
+    }
+}

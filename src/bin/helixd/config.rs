@@ -424,12 +424,31 @@ mod tests {
 
     #[test]
     fn a_control_log_smaller_than_a_round_and_a_relative_journal_are_refused() {
-        let rings = "[[ring]]\nname = \"control.log\"\nmax_payload = 144\ncapacity = 64\n\
-                     [[ring]]\nname = \"control.acks\"\nmax_payload = 48\ncapacity = 64\n";
+        let rings = "[[ring]]\nname = \"control.log\"\nmax_payload = 144\ncapacity = 64\npolicy = \"block\"\n\
+                     [[ring]]\nname = \"control.acks\"\nmax_payload = 48\ncapacity = 64\npolicy = \"overwrite\"\n";
         let (_, m) = line_err(&format!("{rings}[control]\nlanes = 8\n"));
         assert!(m.contains("\"control.log\" has 64 slots; 8 lanes need at least 128"), "{m}");
-        assert!(Config::parse(&format!("{rings}[control]\nlanes = 4\n"), Path::new("t")).is_ok());
+        Config::parse(&format!("{rings}[control]\nlanes = 4\n"), Path::new("t")).unwrap();
         let (l, m) = line_err(&format!("{rings}[control]\nlanes = 4\njournal = \"here\"\n"));
-        assert_eq!((l, m.as_str()), (11, "journal \"here\" is not an absolute path"));
+        assert_eq!((l, m.as_str()), (13, "journal \"here\" is not an absolute path"));
+    }
+
+    #[test]
+    fn control_rings_of_the_wrong_policy_and_an_audit_reader_no_reader_can_be_are_refused() {
+        let log = "[[ring]]\nname = \"control.log\"\nmax_payload = 144\ncapacity = 128\n";
+        let bare_acks = "[[ring]]\nname = \"control.acks\"\nmax_payload = 48\ncapacity = 64\n";
+        let acks = format!("{bare_acks}policy = \"overwrite\"\n");
+        let (l, m) = line_err(&format!("{log}policy = \"overwrite\"\n{acks}[control]\n"));
+        assert_eq!(l, 11, "the [control] table's line");
+        assert!(m.contains("ring \"control.log\" needs policy = \"block\""), "{m}");
+        // A ring's policy is `block` unless it says otherwise.
+        let (_, m) = line_err(&format!("{log}{bare_acks}[control]\n"));
+        assert!(m.contains("ring \"control.acks\" needs policy = \"overwrite\""), "{m}");
+        let long = "a".repeat(33);
+        let (l, m) = line_err(&format!("{log}{acks}[control]\naudit_reader = \"{long}\"\n"));
+        assert_eq!(l, 11);
+        assert!(m.contains("is longer than a reader's name may be (32 bytes)"), "{m}");
+        let ok = format!("{log}{acks}[control]\naudit_reader = \"{}\"\n", "a".repeat(32));
+        Config::parse(&ok, Path::new("t")).unwrap();
     }
 }

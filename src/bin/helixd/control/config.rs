@@ -10,6 +10,8 @@ use super::RingConfig;
 use crate::shared::conf::{ConfigError, Source};
 use helix::control::{Ack, LogRecord, ACK_RING, LOG_RING};
 use helix::fanin::{FanInOptions, MAX_LANES};
+use helix::layout::MAX_READER_NAME_LEN;
+use helix::Policy;
 
 /// Records the control thread takes from a lane per round.
 pub const PER_LANE: usize = 16;
@@ -82,6 +84,15 @@ pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) 
     let allow_gids = c.allow_groups.iter().map(group).collect::<Result<_, _>>()?;
     let audit_reader = match &c.audit_reader {
         Some(r) if r.get_ref().is_empty() => None,
+        // No reader could register under it: every command would wait for
+        // ever.
+        Some(r) if r.get_ref().len() > MAX_READER_NAME_LEN => {
+            let msg = format!(
+                "audit_reader {:?} is longer than a reader's name may be ({MAX_READER_NAME_LEN} bytes)",
+                r.get_ref()
+            );
+            return Err(src.at(r, msg));
+        }
         Some(r) => Some(r.get_ref().clone()),
         None => Some("helix-ledger".to_owned()),
     };
@@ -92,6 +103,19 @@ pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) 
         if (rc.options.max_payload as usize) < size {
             let m = rc.options.max_payload;
             return Err(src.err(Some(raw.span()), format!("ring {name:?} holds {m} bytes; its records are {size}")));
+        }
+        // An overwriting log would lose the records of commands that then
+        // take effect (the ledger records a GAP where they were); a
+        // blocking `control.acks` would make the control thread wait on
+        // readers of answers.
+        let (policy, why) = match name {
+            LOG_RING => (Policy::Block, "a command takes effect only once its record is kept"),
+            _ => (Policy::Overwrite, "answering never waits for its readers"),
+        };
+        if rc.options.policy != policy {
+            let want = if policy == Policy::Block { "block" } else { "overwrite" };
+            let msg = format!("ring {name:?} needs policy = \"{want}\": {why}");
+            return Err(src.err(Some(raw.span()), msg));
         }
         // A round of the control ring takes only what control.log has room
         // for: a log smaller than a round would never take a record.

@@ -42,7 +42,7 @@ impl Flow {
         let (uid, request) = (inc.log.uid, inc.command.as_ref().map_or(0, |c| c.request));
         match (inc.repeat, inc.command, inc.target) {
             (Some(seen), _, _) => match seen.ack {
-                Some(first) => self.answer(Ack { flags: first.flags | ACK_REPEAT, ..first }),
+                Some(first) => self.publish(Ack { flags: first.flags | ACK_REPEAT, ..first }, 0),
                 None => self.window.wait(uid, request),
             },
             (None, Some(command), Some(target)) if inc.verdict.is_ok() => {
@@ -61,10 +61,12 @@ impl Flow {
                 debug!("control: uid {uid} pid {} request {request}: rejected ({reason})", inc.log.pid);
                 let (verdict, reason) = helix::control::wire(Err(reason));
                 let ack = Ack { uid, request, verdict, reason, op, log_seq, ..ack0() };
-                // Only commands are in the window (and so in the journal).
+                // Only commands are in the window (and so in the journal):
+                // a record that is none must not stand for the command it
+                // names the request of.
                 match command {
                     Some(_) => self.answer_first(ack, None),
-                    None => self.answer(ack),
+                    None => self.publish(ack, 0),
                 }
             }
         }
@@ -111,6 +113,12 @@ impl Flow {
         if self.applying.is_empty() {
             return;
         }
+        // Whether each source had stopped, looked at before its effects
+        // are taken: a source that applies a command and then stops has
+        // its effect taken with them (looked at after, the command would
+        // be answered `source_down` though applied).
+        let mut closed: Vec<bool> =
+            self.applying.iter().map(|p| p.state.as_ref().is_none_or(|s| s.inbox.is_closed())).collect();
         let mut effects = Vec::new();
         for p in &self.applying {
             if let Some(state) = &p.state {
@@ -121,11 +129,11 @@ impl Flow {
         while i < self.applying.len() {
             let p = &self.applying[i];
             let effect = effects.iter().find(|e| e.token == p.token);
-            let closed = p.state.as_ref().is_none_or(|s| s.inbox.is_closed());
-            if effect.is_none() && !closed {
+            if effect.is_none() && !closed[i] {
                 i += 1;
                 continue;
             }
+            closed.swap_remove(i);
             let p = self.applying.swap_remove(i);
             let c = &p.command;
             let mut ack = Ack { uid: p.uid, request: c.request, op: c.op as u16, log_seq: p.log_seq, ..ack0() };
@@ -155,11 +163,14 @@ impl Flow {
         }
     }
 
-    /// A command's first answer: journaled (with the `change` an applied
-    /// command made to the plant), then published.
+    /// A command's first answer: kept in the window, journaled (with the
+    /// `change` an applied command made to the plant), then published, to
+    /// the repeats that waited for it too. The window first: a journal
+    /// rewritten on the way writes what the window holds.
     pub(super) fn answer_first(&mut self, ack: Ack, change: Option<Change>) {
+        let repeats = self.window.answered(&ack);
         self.journal_answer(&ack, change);
-        self.answer(ack);
+        self.publish(ack, repeats);
     }
 
     /// Writes `ack` in the journal before it is published (rewriting the
@@ -202,10 +213,9 @@ impl Flow {
         in_flight.min().unwrap_or(self.log.next_seq())
     }
 
-    /// Publishes an answer (`control.acks` overwrites: this never waits);
-    /// a first answer also goes to the repeats that waited for it.
-    pub(super) fn answer(&mut self, ack: Ack) {
-        let repeats = if ack.flags & ACK_REPEAT == 0 { self.window.answered(&ack) } else { 0 };
+    /// Publishes an answer (`control.acks` overwrites: this never waits),
+    /// and it again, marked a repeat, for `repeats` that waited for it.
+    fn publish(&mut self, ack: Ack, repeats: u32) {
         for a in std::iter::once(ack).chain((0..repeats).map(|_| Ack { flags: ack.flags | ACK_REPEAT, ..ack })) {
             if let Err(e) = self.acks.publish_kind(KIND_ACK, bytemuck::bytes_of(&a)) {
                 warn!("control: cannot publish on control.acks: {e}");

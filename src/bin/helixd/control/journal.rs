@@ -134,6 +134,7 @@ impl Journal {
             Err(e) => return Err(e).with_context(|| format!("control journal {}", path.display())),
         };
         let file = append_to(path)?;
+        remove_leftovers(path);
         Ok((Journal { path: path.to_owned(), file, lines, plant: Arc::new(Mutex::new(plant)) }, recovered))
     }
 
@@ -175,14 +176,8 @@ impl Journal {
     /// Rewrites the journal as a mark and `answers` (a new file, synced,
     /// renamed over the old one).
     pub fn rewrite(&mut self, unresolved_from: u64, answers: impl Iterator<Item = Ack>) -> Result<()> {
-        let tmp = PathBuf::from(format!("{}.{}.new", self.path.display(), std::process::id()));
-        // One a helixd of this pid left (it was killed mid-rewrite).
-        let _ = std::fs::remove_file(&tmp);
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)
-        };
-        let mut out = std::io::BufWriter::new(file.with_context(|| format!("{}", tmp.display()))?);
+        let (tmp, file) = create_fresh(&self.path)?;
+        let mut out = std::io::BufWriter::new(file);
         let mark = Line::Mark { unresolved_from, plant: lock(&self.plant).clone() };
         let mut lines = 1;
         serde_json::to_writer(&mut out, &mark)?;
@@ -242,6 +237,45 @@ fn append_to(path: &Path) -> Result<File> {
         );
     }
     Ok(file)
+}
+
+/// A new file beside the journal at `path` to rewrite it into,
+/// `<path>.<pid>.<hex>.new`, the number from the clock. Beside the rings
+/// (in /dev/shm) anyone may make files, and nobody else may remove them:
+/// a name helixd could guess would let any user keep every rewrite from
+/// being made, and helixd from starting (it rewrites at every start).
+fn create_fresh(path: &Path) -> Result<(PathBuf, File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for attempt in 0u64..64 {
+        let salt = helix::process::realtime_ns() ^ attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let tmp = PathBuf::from(format!("{}.{}.{salt:016x}.new", path.display(), std::process::id()));
+        let file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp);
+        match file {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            r => return Ok((tmp.clone(), r.with_context(|| format!("{}", tmp.display()))?)),
+        }
+    }
+    bail!("control journal {}: 64 names for its rewrite beside it were each taken", path.display())
+}
+
+/// Removes the rewrites of the journal at `path` that a helixd killed
+/// while it made them left behind (this user's files only: nobody may
+/// remove another's there).
+fn remove_leftovers(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let me = helix::process::my_uid();
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(name)?.strip_prefix('.')) else { continue };
+        let ours = e.metadata().is_ok_and(|m| m.is_file() && m.uid() == me);
+        if ours && rest.ends_with(".new") && rest[..rest.len() - 4].chars().all(|c| c.is_ascii_hexdigit() || c == '.') {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The journal's lines: the plant state and what it recovers. The last
@@ -341,6 +375,26 @@ mod tests {
         f.write_all(br#"{"sending":{"uid":7,"request":4,"#).unwrap();
         let (_, rec) = Journal::open(&path).unwrap();
         assert_eq!(rec.sending, [((7, 3), 12)].into(), "the mark clears what came before it");
+    }
+
+    #[test]
+    fn a_name_taken_beside_the_journal_stops_no_rewrite_and_a_killed_rewrite_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.journal");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        j.answered(&ack(1, 10), None).unwrap();
+        // The name the rewrite took: made first by another user (a folder
+        // there, which helixd cannot remove), it failed every rewrite.
+        let taken = PathBuf::from(format!("{}.{}.new", path.display(), std::process::id()));
+        std::fs::create_dir(&taken).unwrap();
+        j.rewrite(11, [ack(1, 10)].into_iter()).expect("rewritten under another name");
+        assert_eq!(Journal::open(&path).unwrap().1.answers, [ack(1, 10)]);
+        // A rewrite a helixd killed meanwhile left is removed at the next
+        // start; what is not such a file stays.
+        let left = PathBuf::from(format!("{}.4242.{:016x}.new", path.display(), 7));
+        std::fs::write(&left, "{").unwrap();
+        Journal::open(&path).unwrap();
+        assert!(!left.exists() && taken.exists());
     }
 
     #[test]

@@ -6,8 +6,12 @@ use std::collections::{HashMap, VecDeque};
 
 use helix::control::{Ack, Reason};
 
-/// Requests remembered, at most (the oldest are forgotten first): as many
-/// as `control.log` holds in the default configuration.
+/// Answered requests remembered, at most (the first answered are
+/// forgotten first): as many as `control.log` holds in the default
+/// configuration. A request not answered yet is never forgotten, however
+/// many others come meanwhile (a repeat of it must wait for its answer,
+/// not be taken for a new request); those are at most the commands on
+/// their way, which `control.log`'s room bounds.
 pub const WINDOW: usize = 65_536;
 
 /// What is known of a request seen before.
@@ -36,7 +40,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Window {
     entries: HashMap<(u32, u64), Entry>,
-    order: VecDeque<(u32, u64)>,
+    /// The answered ones, in the order they were answered.
+    answered: VecDeque<(u32, u64)>,
 }
 
 impl Window {
@@ -45,14 +50,14 @@ impl Window {
         self.entries.get(&(uid, request)).map(|e| e.seen)
     }
 
-    /// Remembers a first request and its verdict.
+    /// Remembers a first request and its verdict (forgetting the first
+    /// answered request if [`WINDOW`] are).
     pub fn insert(&mut self, uid: u32, request: u64, verdict: Result<(), Reason>) {
-        if self.order.len() >= WINDOW {
-            if let Some(old) = self.order.pop_front() {
+        if self.answered.len() >= WINDOW {
+            if let Some(old) = self.answered.pop_front() {
                 self.entries.remove(&old);
             }
         }
-        self.order.push_back((uid, request));
         self.entries.insert((uid, request), Entry { seen: Seen { verdict, ack: None }, waiting: 0 });
     }
 
@@ -63,9 +68,9 @@ impl Window {
         self.answered(ack);
     }
 
-    /// The answers given, oldest first (what the journal keeps).
+    /// The answers given, first answered first (what the journal keeps).
     pub fn answers(&self) -> impl Iterator<Item = Ack> + '_ {
-        self.order.iter().filter_map(|k| self.entries.get(k)?.seen.ack)
+        self.answered.iter().filter_map(|k| self.entries.get(k)?.seen.ack)
     }
 
     /// A repeat came before the first answer: it gets the answer when the
@@ -80,7 +85,9 @@ impl Window {
     pub fn answered(&mut self, ack: &Ack) -> u32 {
         match self.entries.get_mut(&(ack.uid, ack.request)) {
             Some(e) => {
-                e.seen.ack = Some(*ack);
+                if e.seen.ack.replace(*ack).is_none() {
+                    self.answered.push_back((ack.uid, ack.request));
+                }
                 std::mem::take(&mut e.waiting)
             }
             None => 0,
@@ -106,8 +113,28 @@ mod tests {
         assert_eq!(w.seen(1000, 7).and_then(|s| s.ack), Some(ack));
         for r in 0..WINDOW as u64 {
             w.insert(2, r + 100, Err(Reason::UnknownStream));
+            w.answered(&Ack { uid: 2, request: r + 100, ..bytemuck::Zeroable::zeroed() });
         }
         assert_eq!(w.seen(1000, 7), None);
         assert!(w.seen(2, 100).is_some());
+    }
+
+    #[test]
+    fn a_request_not_answered_yet_is_not_forgotten_however_many_come_meanwhile() {
+        let mut w = Window::default();
+        w.insert(1000, 7, Ok(()));
+        // A flood of other requests, each answered at once (rejected).
+        for r in 0..2 * WINDOW as u64 {
+            w.insert(2, r, Err(Reason::NotAllowed));
+            w.answered(&Ack { uid: 2, request: r, ..bytemuck::Zeroable::zeroed() });
+        }
+        assert_eq!(w.seen(1000, 7).map(|s| s.verdict()), Some(Ok(())), "still on its way: a repeat must wait");
+        w.wait(1000, 7);
+        let ack = Ack { uid: 1000, request: 7, verdict: 1, ..bytemuck::Zeroable::zeroed() };
+        assert_eq!(w.answered(&ack), 1, "the repeat gets the first answer");
+        assert_eq!(w.answers().count(), WINDOW + 1);
+        assert_eq!(w.answers().last(), Some(ack), "answered last, so kept longest");
+        w.insert(3, 1, Ok(()));
+        assert_eq!(w.answers().count(), WINDOW, "the first answered is forgotten");
     }
 }

@@ -137,13 +137,34 @@ impl Lag {
     /// The level at per-stream sequence `seq` (at or after `from_seq`).
     pub fn level(&self, seq: u64) -> f64 {
         let n = seq.saturating_sub(self.from_seq).min(i32::MAX as u64) as i32;
-        self.target + (self.from_level - self.target) * (1.0 - LAG_ALPHA).powi(n)
+        let decay = (1.0 - LAG_ALPHA).powi(n);
+        let level = self.target + (self.from_level - self.target) * decay;
+        if level.is_finite() {
+            level
+        } else {
+            // Two setpoints of opposite sign near f64::MAX: their distance
+            // overflows (and infinity times a decay of 0 is NaN). The same
+            // level, weighed without the distance.
+            self.from_level * decay + self.target * (1.0 - decay)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setpoints_far_apart_give_finite_levels() {
+        // 1e308 to -1e308: the distance overflowed to infinity, and a
+        // stream stayed infinite, then NaN, for good.
+        let lag = Lag { target: -1e308, from_seq: 0, from_level: 1e308 };
+        assert_eq!(lag.level(0), 1e308);
+        for n in [1, 10, 1000, 100_000] {
+            assert!(lag.level(n).is_finite(), "level {n}: {}", lag.level(n));
+        }
+        assert_eq!(lag.level(100_000), -1e308);
+    }
 
     #[test]
     fn the_level_moves_a_tenth_of_the_way_per_sample() {
