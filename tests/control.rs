@@ -177,6 +177,14 @@ fn unknown_streams_and_sources_and_garbage_are_rejected_with_their_reasons() {
     assert!(log.iter().all(|(_, r)| r.outcome().is_some_and(|o| o.is_err())));
     assert_eq!(log[3].1.command().version, 9, "the record keeps the bytes as sent");
     assert!(log.iter().all(|(_, r)| r.kind != KIND_LOG));
+    // A record that is no command (of another version) naming the request
+    // of an applied one is not taken for that request's first answer: a
+    // repeat of it still gets "applied" (it got the rejection).
+    let set = Command::set(15, "", 0, 1.0);
+    assert_eq!(ask(set), Some(Ok(())));
+    assert_eq!(ask(Command { version: 9, ..set }), Some(Err(Reason::BadVersion)));
+    let again = ctl.send(&set, Duration::from_secs(10)).unwrap();
+    assert_eq!((again.outcome(), again.flags & ACK_REPEAT != 0), (Some(Ok(())), true), "{again:?}");
 }
 
 /// helix-ledger recording `rings` into `dir` in this test's namespace.
