@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use common::TestNs;
-use helix::fanin::layout::{LaneState, FANIN_HEADER_SIZE, LANE_FREE, LANE_HEADER_SIZE};
+use helix::fanin::layout::{BellHeader, LaneState, FANIN_HEADER_SIZE, LANE_FREE, LANE_HEADER_SIZE};
 use helix::fanin::{
     files, Event, FanIn, FanInError, FanInOptions, LaneFault, LaneProblem, LaneReport, Producer, SendError,
 };
@@ -251,6 +251,40 @@ fn a_lane_file_removed_while_bound_is_dropped_and_its_lane_given_to_the_next_pro
         }
     };
     assert!(matches!(err, SendError::Revoked { .. }), "{err}");
+}
+
+#[test]
+fn a_producer_that_puts_the_attach_count_back_keeps_no_lane_from_being_bound() {
+    // Any producer may write the doorbell's `attach_seq`; put back after
+    // another producer's bump, the consumer never bound that producer's
+    // lane (unless swept), and it waited for ever.
+    let ns = TestNs::watched("attach count reset", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(2)).unwrap();
+    let bell =
+        OpenOptions::new().read(true).write(true).open(files::dir_path(&ns, RING).join(files::BELL_FILE)).unwrap();
+    let at = std::mem::offset_of!(BellHeader, attach_seq) as u64;
+    let mut before = [0u8; 4];
+    bell.read_exact_at(&mut before, at).unwrap();
+    let mut p = Producer::attach(&ns, RING).unwrap();
+    bell.write_all_at(&before, at).unwrap();
+    p.try_send(0, b"x").unwrap();
+    // Drains only, as a consumer that never sweeps.
+    let mut got = Vec::new();
+    while got.is_empty() {
+        got = drain_for(&mut fan, Duration::from_millis(500));
+    }
+    assert_eq!(got, [(p.lane(), 1, b"x".to_vec())]);
+}
+
+/// What one `drain_timeout` of up to `wait` delivers.
+fn drain_for(fan: &mut FanIn, wait: Duration) -> Vec<Got> {
+    let mut records = Vec::new();
+    fan.drain_timeout(16, wait, |e| {
+        if let Event::Record(r) = e {
+            records.push((r.lane, r.seq, r.to_vec().unwrap()))
+        }
+    });
+    records
 }
 
 #[test]

@@ -143,6 +143,8 @@ pub struct FanIn {
     /// arrival time): a requested rescan may be made once it is within
     /// `RESCAN_BURST` intervals of now.
     rescan_tat_ns: u64,
+    /// When the last scan was made (monotonic ns).
+    scanned_ns: u64,
     next: usize,
     wait: WaitStrategy,
 }
@@ -157,6 +159,11 @@ pub struct FanIn {
 pub(crate) const RESCAN_INTERVAL: Duration = Duration::from_millis(10);
 /// Requested rescans allowed back to back (see [`RESCAN_INTERVAL`]).
 pub(crate) const RESCAN_BURST: u64 = 16;
+/// The consumer scans at least this often, asked or not: any producer may
+/// write `attach_seq`, and one that put it back after another's bump
+/// would keep that producer's lane from being bound (by a consumer that
+/// never calls [`FanIn::sweep`]) for as long as it liked.
+pub(crate) const SCAN_AT_LEAST: Duration = Duration::from_secs(1);
 
 impl FanIn {
     /// Creates fan-in ring `name` and becomes its consumer.
@@ -193,6 +200,7 @@ impl FanIn {
             attach_seen: seq,
             attach_counted: seq,
             rescan_tat_ns: 0,
+            scanned_ns: 0,
             next: 0,
             wait: Default::default(),
         };
@@ -308,9 +316,13 @@ impl FanIn {
         // A rescan asked for too soon after the last is due at the end of
         // the interval: sleep no longer than that, and do not count the
         // request as something to wake for before.
-        let due = self.rescan_due_ns();
+        let (due, scan_due) = (self.rescan_due_ns(), self.scan_due_ns());
         let (files, lanes, seen) = (&self.files, &mut self.lanes, self.attach_seen);
-        let ready = || any_ready(files, lanes, seen, host::now_ns() >= due);
+        // A scan due wakes it too (looked at every `PARK_RECHECK`).
+        let ready = || {
+            let now = host::now_ns();
+            now >= scan_due || any_ready(files, lanes, seen, now >= due)
+        };
         let asked = files.bell().attach_seq.load(Ordering::Relaxed) != seen;
         let until = if asked { deadline.min(due) } else { deadline };
         lane::park_consumer(&h.sleeping, &files.bell().bell, Some(until), ready) || (asked && host::now_ns() >= due)
@@ -319,6 +331,11 @@ impl FanIn {
     fn ready(&mut self) -> bool {
         let due = host::now_ns() >= self.rescan_due_ns();
         any_ready(&self.files, &mut self.lanes, self.attach_seen, due)
+    }
+
+    /// When a scan is due, asked for or not ([`SCAN_AT_LEAST`]).
+    fn scan_due_ns(&self) -> u64 {
+        self.scanned_ns.saturating_add(SCAN_AT_LEAST.as_nanos() as u64)
     }
 
     /// When a rescan a producer asks for may be made.
@@ -332,6 +349,9 @@ impl FanIn {
     fn rescan_if_asked(&mut self, f: &mut dyn FnMut(Event<'_>)) {
         let seq = self.files.bell().attach_seq.load(Ordering::Relaxed);
         if seq == self.attach_seen {
+            if host::now_ns() >= self.scan_due_ns() {
+                self.scan(f);
+            }
             return;
         }
         let now = host::now_ns();
@@ -357,6 +377,7 @@ impl FanIn {
     }
 
     fn scan(&mut self, f: &mut dyn FnMut(Event<'_>)) {
+        self.scanned_ns = host::now_ns();
         let h = self.files.header();
         h.rescans.store(h.rescans.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         for k in 0..self.lanes.len() {
