@@ -190,8 +190,9 @@ pub fn replay(
 
 /// The largest `max_payload` of the incarnations of the ring that have
 /// frames or gaps in `range` (0 if none): what the ring replayed into must
-/// hold. It walks as the replay does, and stops where it stops. A ledger that stops verifying is walked up to the bad block (the
-/// replay then stops there and says so).
+/// hold. It walks as the replay does, and stops where it stops: a ledger
+/// that stops verifying is walked up to the bad block (the replay then
+/// stops there and says so).
 fn largest_payload(dir: &Path, range: &Range) -> Result<u32, ReplayError> {
     let mut largest = 0;
     // A failure is the replay's to report, when it reaches the bad block.

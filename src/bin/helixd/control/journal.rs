@@ -176,8 +176,7 @@ impl Journal {
     /// Rewrites the journal as a mark and `answers` (a new file, synced,
     /// renamed over the old one).
     pub fn rewrite(&mut self, unresolved_from: u64, answers: impl Iterator<Item = Ack>) -> Result<()> {
-        let (tmp, file) = create_fresh(&self.path)?;
-        let mut out = std::io::BufWriter::new(file);
+        let mut out = std::io::BufWriter::new(rewrite_file(&self.path)?);
         let mark = Line::Mark { unresolved_from, plant: lock(&self.plant).clone() };
         let mut lines = 1;
         serde_json::to_writer(&mut out, &mark)?;
@@ -187,9 +186,9 @@ impl Journal {
             out.write_all(b"\n")?;
             lines += 1;
         }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all().with_context(|| format!("{}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| self.what())?;
+        let tmp = out.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_all().with_context(|| format!("{}", tmp.path().display()))?;
+        tmp.persist(&self.path).with_context(|| self.what())?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("{}", dir.display()))?;
         }
@@ -239,24 +238,20 @@ fn append_to(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// A new file beside the journal at `path` to rewrite it into,
-/// `<path>.<pid>.<hex>.new`, the number from the clock. Beside the rings
-/// (in /dev/shm) anyone may make files, and nobody else may remove them:
-/// a name helixd could guess would let any user keep every rewrite from
-/// being made, and helixd from starting (it rewrites at every start).
-fn create_fresh(path: &Path) -> Result<(PathBuf, File)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for attempt in 0u64..64 {
-        let salt = helix::process::realtime_ns() ^ attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let tmp = PathBuf::from(format!("{}.{}.{salt:016x}.new", path.display(), std::process::id()));
-        let file =
-            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp);
-        match file {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            r => return Ok((tmp.clone(), r.with_context(|| format!("{}", tmp.display()))?)),
-        }
-    }
-    bail!("control journal {}: 64 names for its rewrite beside it were each taken", path.display())
+/// A new file beside the journal at `path` to rewrite it into (mode
+/// 0600, made exclusively), `<name>.<random>.new`, removed if the rewrite
+/// fails. Beside the rings (in /dev/shm) anyone may make files, and
+/// nobody else may remove them: a name helixd could guess would let any
+/// user keep every rewrite from being made, and helixd from starting (it
+/// rewrites at every start).
+fn rewrite_file(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    tempfile::Builder::new()
+        .prefix(&format!("{name}."))
+        .suffix(".new")
+        .tempfile_in(dir)
+        .with_context(|| format!("control journal {}: a file beside it to rewrite it into", path.display()))
 }
 
 /// Removes the rewrites of the journal at `path` that a helixd killed
@@ -272,7 +267,10 @@ fn remove_leftovers(path: &Path) {
         let file = e.file_name();
         let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(name)?.strip_prefix('.')) else { continue };
         let ours = e.metadata().is_ok_and(|m| m.is_file() && m.uid() == me);
-        if ours && rest.ends_with(".new") && rest[..rest.len() - 4].chars().all(|c| c.is_ascii_hexdigit() || c == '.') {
+        if ours
+            && rest.ends_with(".new")
+            && rest[..rest.len() - 4].chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+        {
             let _ = std::fs::remove_file(e.path());
         }
     }
