@@ -59,8 +59,13 @@ impl Producer {
                 match new.link(&files.dir, k, epoch, files.state(k))? {
                     Link::Held => {}
                     // Another producer's file had this epoch: look again,
-                    // with a new file (a file once named cannot be named again).
+                    // with a new file (a file once named cannot be named
+                    // again), while there is time: others that keep
+                    // winning the race keep this one from a lane.
                     Link::Stale => {
+                        if host::now_ns() >= deadline {
+                            return Err(FanInError::NoFreeLane { ring: name.to_owned(), lanes: g.lanes });
+                        }
                         new = lane_file::create_lane(&files.dir, g)?;
                         continue 'attach;
                     }
