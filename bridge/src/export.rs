@@ -54,6 +54,10 @@ struct InFlight {
 /// replaced.
 const REPLACED_CHECK: Duration = Duration::from_secs(1);
 
+/// How often an exporter looks for another exporter of its ring that
+/// joined at the same time as it (see [`leave_to_an_older_exporter`]).
+const RIVALS_CHECK: Duration = Duration::from_secs(1);
+
 /// Why an export of one incarnation of the ring ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
@@ -79,11 +83,15 @@ async fn export_ring(
     counters: &Counters,
     stop: &AtomicBool,
 ) -> Result<Ended> {
-    let (mut reader, mut source, limits) = begin(js, ns, x, counters).await?;
+    let (view, mut reader, mut source, limits) = begin(js, ns, x, counters).await?;
     let mut flight: VecDeque<InFlight> = VecDeque::new();
-    let mut checked = Instant::now();
+    let (mut checked, mut rivals_checked) = (Instant::now(), Instant::now());
     while !stop.load(Ordering::Relaxed) {
         Counters::add(&counters.beats, 1);
+        if rivals_checked.elapsed() >= RIVALS_CHECK {
+            rivals_checked = Instant::now();
+            leave_to_an_older_exporter(&view, x)?;
+        }
         source.epoch = reader.writer_epoch();
         let sent = match next_message(&mut reader, &source, &limits)? {
             Next::Message(body, first, last) => Some(publish(js, x, &source, body, first, last, "").await),
@@ -154,8 +162,14 @@ fn now() -> u64 {
 
 /// Attaches to the ring and joins it as its exporter ([`join`]); a fresh
 /// exporter of a ring that starts past sequence 1 sends a gap first.
-/// Returns the reader, the source it exports and what a message holds.
-async fn begin(js: &Context, ns: &Namespace, x: &Export, counters: &Counters) -> Result<(Reader, Source, Limits)> {
+/// Returns the ring, the reader, the source it exports and what a message
+/// holds.
+async fn begin(
+    js: &Context,
+    ns: &Namespace,
+    x: &Export,
+    counters: &Counters,
+) -> Result<(RingView, Reader, Source, Limits)> {
     let view = RingView::attach(ns, &x.ring).with_context(|| format!("attaching to ring {}", x.ring))?;
     let (reader, fresh) = join(ns, &view, x)?;
     let source = Source {
@@ -185,7 +199,7 @@ async fn begin(js: &Context, ns: &Namespace, x: &Export, counters: &Counters) ->
         settle(&mut VecDeque::from([f]), counters).await?;
         Counters::add(&counters.gaps, lost);
     }
-    Ok((reader, source, limits))
+    Ok((view, reader, source, limits))
 }
 
 /// Whether another ring is under the name than the incarnation `source`
@@ -239,9 +253,40 @@ fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
         None => Start::Oldest,
     };
     let reader = attach(ns, x, start)?;
+    // Another exporter started at the same instant passed the check above
+    // too: of the two, the older process keeps the ring.
+    leave_to_an_older_exporter(view, x)?;
     // The predecessor's entries, which may still gate the writer.
     view.sweep();
     Ok((reader, ours.is_empty()))
+}
+
+/// Fails if another live process holds a reader of the exporter's name and
+/// is older than this one (started earlier; of two started in the same
+/// clock tick, the lower pid). Two exporters that joined at once each
+/// passed [`join`]'s check before the other was there; both look again,
+/// after joining and every [`RIVALS_CHECK`], and the younger leaves. Its
+/// frames not yet acknowledged were sent by both: the importer drops the
+/// second copy.
+fn leave_to_an_older_exporter(view: &RingView, x: &Export) -> Result<()> {
+    let (pid, start) = helix::process::identity();
+    let rank = |pid: u32| helix::process::start_time(pid).map(|start| (start, pid));
+    let older = view
+        .stats()
+        .readers
+        .into_iter()
+        .filter(|r| r.alive && r.name == x.reader_name && r.pid != pid)
+        .find(|r| rank(r.pid).is_some_and(|theirs| theirs < (start, pid)));
+    if let Some(r) = older {
+        bail!(
+            "ring {}: reader {:?} (pid {}) joined it at the same time, and its process is older: \
+             leaving the ring to that helix-bridge export",
+            x.ring,
+            x.reader_name,
+            r.pid
+        );
+    }
+    Ok(())
 }
 
 fn attach(ns: &Namespace, x: &Export, start: Start) -> Result<Reader> {

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use helix::layout::{READERS_HEADER_SIZE, READER_ENTRY_SIZE};
-use helix::{Policy, Ring, RingOptions};
+use helix::{Policy, Reader, ReaderOptions, Ring, RingOptions};
 use std::os::unix::fs::FileExt;
 use support::{
     await_progress, destination, free_port, joined, kind, metric_reaches, payload, scrape, verify, verify_next,
@@ -143,6 +143,25 @@ fn an_exporter_follows_its_ring_when_it_is_created_again() {
     assert_eq!((seen.frames, seen.gaps), (500, vec![]));
     w.stop_saying(ex, &["ring src was replaced"]);
     w.stop(im);
+}
+
+/// Two exporters of one ring started at the same instant each passed the
+/// check for a live one before the other joined, and both ran for ever.
+/// Now each looks again after joining and every second, and the younger
+/// process leaves. Here the older one is this test, joining under the
+/// exporter's name after it as a simultaneous start would have it.
+#[test]
+fn of_two_exporters_that_joined_a_ring_at_once_the_younger_leaves() {
+    let (mut w, mut writer) = World::with_rings("two exporters at once", Duration::from_secs(90), 4096, 4096);
+    let ex = w.spawn(w.exporter("src"));
+    joined(&w.ns, "src");
+    let opts = ReaderOptions { name: "helix-bridge".into(), gating: false, ..ReaderOptions::default() };
+    let _older = Reader::attach(&w.ns, "src", &opts).unwrap();
+    produce(&mut writer, 1, 100);
+    let (status, log) = w.exited(ex, Duration::from_secs(30));
+    assert!(!status.success(), "{status}: {log}");
+    let why = format!("(pid {}) joined it at the same time, and its process is older", std::process::id());
+    assert!(log.contains(&why), "{log}");
 }
 
 /// Any process that may attach can write the reader table: one moves the

@@ -171,18 +171,28 @@ impl World {
         let k = &mut self.kids[i];
         // Quiet: the child may be dead already (killed by the test).
         let _ = Command::new("kill").args(["-TERM", &k.id().to_string()]).stderr(Stdio::null()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while k.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "helix-bridge did not stop within 20 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut err = String::new();
-        std::io::Read::read_to_string(k.stderr.as_mut().unwrap(), &mut err).unwrap();
-        err
+        self.exited(i, Duration::from_secs(20)).1
     }
 }
 
 impl World {
+    /// Waits (at most `limit`) for child `i` to end by itself; returns how
+    /// it ended and its stderr.
+    pub fn exited(&mut self, i: usize, limit: Duration) -> (std::process::ExitStatus, String) {
+        let k = &mut self.kids[i];
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = k.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "helix-bridge still runs after {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(k.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (status, err)
+    }
+
     /// [`World::stop`], asserting that child `i`'s log holds each of `says`.
     pub fn stop_saying(&mut self, i: usize, says: &[&str]) {
         let log = self.stop(i);
