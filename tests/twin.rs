@@ -813,6 +813,47 @@ fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
     assert!(daemon.0.wait().unwrap().success());
 }
 
+#[test]
+fn a_damaged_output_ring_is_let_go_for_helixd_to_repair_and_written_again() {
+    // Found by review: any process that may write the state or alarm
+    // ring's control region (a reader of it) truncated it, and the twin
+    // held the writer lease of the damaged ring for ever, which helixd's
+    // repair needs: no state frame or alarm event was published again.
+    let _dog = watchdog("helix-twin lets a damaged ring be repaired", Duration::from_secs(90));
+    let env = Env::new();
+    let dcfg = env.file("helix.toml", &helixd("telemetry", "twin.state"));
+    let tcfg = env.file("twin.toml", TWIN);
+    let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
+    let mut daemon = daemon_notify.ready(env.helixd(&dcfg));
+    let mut twin = Reaped::new(env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg).spawn().unwrap());
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while !done() {
+            assert!(t.elapsed() < Duration::from_secs(30), "{what}: not within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let writes = |ring: &str| {
+        RingView::attach(&env.ns, ring).is_ok_and(|v| !v.is_damaged() && v.stats().lease.pid == Some(twin.0.id()))
+    };
+    until("the twin writes its rings", &|| writes("twin.state") && writes("alarms"));
+    for ring in ["twin.state", "alarms"] {
+        std::fs::OpenOptions::new().write(true).open(env.ns.readers_path(ring)).unwrap().set_len(0).unwrap();
+    }
+    until("the twin writes its repaired rings", &|| writes("twin.state") && writes("alarms"));
+    let mut r = Reader::attach(&env.ns, "twin.state", &ReaderOptions::named("test")).unwrap();
+    let mut buf = vec![0u8; 256];
+    r.read_timeout(&mut buf, Duration::from_secs(10)).expect("the twin publishes on the repaired state ring");
+    sigterm(&twin.0);
+    let log = stderr_of(&mut twin.0);
+    assert!(twin.0.wait().unwrap().success(), "{log}");
+    for ring in ["twin.state", "alarms"] {
+        assert!(log.contains(&format!("ring {ring} is damaged")), "{log}");
+        assert!(log.contains(&format!("ring {ring} can be written again")), "{log}");
+    }
+    daemon.terminate();
+}
+
 /// A bad `--namespace` is one line that says what is wrong with it, not
 /// just the flag's name: the shared `--check` prints an error's whole
 /// chain.

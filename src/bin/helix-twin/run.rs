@@ -206,8 +206,11 @@ fn writer(ns: &Namespace, ring: &str, needed: usize, what: &'static str) -> Resu
 
 /// Writes the state table and alarm events.
 pub struct Publisher {
-    state: Writer,
-    alarms: Writer,
+    /// The writers of the state and alarm rings; `None` while a ring is
+    /// damaged: its lease let go, so that helixd can repair it (see
+    /// [`Publisher::follow_rings`]).
+    state: Option<Writer>,
+    alarms: Option<Writer>,
     round: u64,
     changed: Vec<u32>,
     /// Alarm events that could not be published.
@@ -226,24 +229,52 @@ impl Publisher {
 
     /// Publishes through these writers (tests make their own).
     pub fn new(state: Writer, alarms: Writer) -> Publisher {
-        Publisher { state, alarms, round: 0, changed: Vec::new(), alarm_failed: 0, state_failed: 0 }
+        Publisher {
+            state: Some(state),
+            alarms: Some(alarms),
+            round: 0,
+            changed: Vec::new(),
+            alarm_failed: 0,
+            state_failed: 0,
+        }
     }
 
-    /// Takes the writer lease of whichever of the state and alarm rings was
-    /// replaced (see [`replaced`]); logs what it did.
-    pub fn follow_replaced(&mut self, ns: &Namespace, state_ring: &str, alarm_ring: &str) {
+    /// Keeps the state and alarm rings written: a ring replaced (see
+    /// [`replaced`]) is written anew; a damaged one (a process that may
+    /// write its control region truncated it, say) has its writer lease
+    /// let go, which helixd's repair needs, and is written again once it
+    /// can be. Logs what it did.
+    pub fn follow_rings(&mut self, ns: &Namespace, state_ring: &str, alarm_ring: &str) {
         let rings = [
             (&mut self.state, state_ring, std::mem::size_of::<StreamState>(), "stream state"),
             (&mut self.alarms, alarm_ring, std::mem::size_of::<AlarmEvent>(), "alarm"),
         ];
         for (w, ring, needed, what) in rings {
-            if replaced(ns, ring, w.geometry().created_ns) {
-                match writer(ns, ring, needed, what) {
-                    Ok(new) => {
-                        *w = new;
-                        info!("ring {ring} was replaced (created again); writing the new one");
+            match w {
+                Some(old) => {
+                    if let Some(d) = old.damage() {
+                        warn!(
+                            "ring {ring} is damaged ({d}): its writer lease let go for helixd to repair it; \
+                             writing it again once it can be, {what} frames not published until then"
+                        );
+                        *w = None;
+                    } else if replaced(ns, ring, old.geometry().created_ns) {
+                        match writer(ns, ring, needed, what) {
+                            Ok(new) => {
+                                *w = Some(new);
+                                info!("ring {ring} was replaced (created again); writing the new one");
+                            }
+                            Err(e) => {
+                                warn!("ring {ring} was replaced (created again), and cannot be written: {e}; retrying")
+                            }
+                        }
                     }
-                    Err(e) => warn!("ring {ring} was replaced (created again), and cannot be written: {e}; retrying"),
+                }
+                None => {
+                    if let Ok(new) = writer(ns, ring, needed, what) {
+                        info!("ring {ring} can be written again (next sequence {}); writing it", new.next_seq());
+                        *w = Some(new);
+                    }
                 }
             }
         }
@@ -256,10 +287,24 @@ impl Publisher {
     /// cannot be written within a bounded wait are counted and logged, not
     /// retried.
     pub fn alarms(&mut self, twin: &mut Twin) {
-        let per_claim = self.alarms.geometry().capacity.min(ALARM_BATCH) as usize;
+        let Some(alarms) = self.alarms.as_mut() else {
+            let pending = twin.pending_events().len() as u64;
+            let before = self.alarm_failed;
+            self.alarm_failed += pending;
+            if (before + 1..=self.alarm_failed).any(u64::is_power_of_two) {
+                error!(
+                    "cannot publish {pending} alarm events: the alarm ring is damaged, waiting for its repair; \
+                     {} not published so far",
+                    self.alarm_failed
+                );
+            }
+            twin.take_events().for_each(drop);
+            return;
+        };
+        let per_claim = alarms.geometry().capacity.min(ALARM_BATCH) as usize;
         for chunk in twin.pending_events().chunks(per_claim) {
             let mut pushed = 0;
-            let r = self.alarms.claim_timeout(chunk.len() as u64, ALARM_PUBLISH_WAIT).and_then(|mut c| {
+            let r = alarms.claim_timeout(chunk.len() as u64, ALARM_PUBLISH_WAIT).and_then(|mut c| {
                 for e in chunk {
                     c.push_kind(KIND_ALARM, bytemuck::bytes_of(e))?;
                     pushed += 1;
@@ -291,7 +336,16 @@ impl Publisher {
     fn frames(&mut self, twin: &Twin, streams: &[u32], snapshot: bool, now: u64) {
         let round = self.round;
         let flags = if snapshot { FLAG_SNAPSHOT } else { 0 };
-        let cap = self.state.geometry().capacity.min(1024);
+        let Some(state_writer) = self.state.as_mut() else {
+            let frames = streams.iter().filter(|&&s| twin.state(s, now, round, flags).is_some()).count();
+            count_state_failed(
+                &mut self.state_failed,
+                frames as u64 + 2 * snapshot as u64,
+                &"the ring is damaged, waiting for its repair",
+            );
+            return;
+        };
+        let cap = state_writer.geometry().capacity.min(1024);
         let marker = twin.marker(round, now, self.alarm_failed);
         let mut pending: Vec<(u32, StreamState)> = Vec::new();
         let push = |w: &mut Writer, items: &mut Vec<(u32, StreamState)>, failed: &mut u64, force: bool| {
@@ -310,10 +364,7 @@ impl Publisher {
                 Ok::<(), PublishError>(())
             });
             if let Err(e) = r {
-                *failed += items.len() as u64;
-                if failed.is_power_of_two() {
-                    warn!("cannot publish the state table: {e}");
-                }
+                count_state_failed(failed, items.len() as u64, &e);
             }
             items.clear();
         };
@@ -324,13 +375,13 @@ impl Publisher {
         for &s in streams {
             if let Some(state) = twin.state(s, now, round, flags) {
                 pending.push((KIND_STREAM_STATE, state));
-                push(&mut self.state, &mut pending, &mut self.state_failed, false);
+                push(state_writer, &mut pending, &mut self.state_failed, false);
             }
         }
         if snapshot {
             pending.push((KIND_SNAPSHOT_END, zero));
         }
-        push(&mut self.state, &mut pending, &mut self.state_failed, true);
+        push(state_writer, &mut pending, &mut self.state_failed, true);
     }
 
     /// Publishes a full snapshot: a begin marker, every stream that has had
@@ -354,6 +405,16 @@ impl Publisher {
     }
 }
 
+/// Adds `n` state frames not published to `failed`; says so each time the
+/// count passes a power of two.
+fn count_state_failed(failed: &mut u64, n: u64, why: &dyn std::fmt::Display) {
+    let before = *failed;
+    *failed += n;
+    if (before + 1..=*failed).any(u64::is_power_of_two) {
+        warn!("cannot publish {n} frames of the state table: {why}; {} not published so far", *failed);
+    }
+}
+
 /// Whether ring `name` now in `ns` is another ring than the one created at
 /// `created_ns`: helixd retired it and created it again (a SIGHUP can), and
 /// the old one, still mapped, gets no more frames and has no more readers.
@@ -363,7 +424,7 @@ pub fn replaced(ns: &Namespace, name: &str, created_ns: u64) -> bool {
 
 /// The one-line status: streams, rate (if measured), losses, alarms, bad
 /// input.
-pub fn status_line(twin: &Twin, rate: Option<f64>, alarm_failed: u64) -> String {
+pub fn status_line(twin: &Twin, rate: Option<f64>, publisher: Option<&Publisher>) -> String {
     let c = twin.counters();
     let rate = rate.map_or(format!("{} frames", c.frames), fmt_rate);
     let mut s = format!(
@@ -381,8 +442,12 @@ pub fn status_line(twin: &Twin, rate: Option<f64>, alarm_failed: u64) -> String 
             c.rejected_streams, c.bad_kind, c.bad_size, c.nonfinite
         ));
     }
-    if alarm_failed > 0 {
-        s.push_str(&format!("; {alarm_failed} alarm events not published"));
+    let (alarms, state) = publisher.map_or((0, 0), |p| (p.alarm_failed, p.state_failed));
+    if alarms > 0 {
+        s.push_str(&format!("; {alarms} alarm events not published"));
+    }
+    if state > 0 {
+        s.push_str(&format!("; {state} state frames not published"));
     }
     s
 }
@@ -410,10 +475,10 @@ pub fn run(config: TwinConfig) -> Result<()> {
         "attached: reading {} (non-gating), writing {} and {}",
         config.telemetry_ring, config.state_ring, config.alarm_ring
     );
-    service.ready(&status_line(&twin, None, 0));
+    service.ready(&status_line(&twin, None, None));
     serve(&config, &mut service, &mut ingest, &mut publisher, &mut twin)?;
     service.stopping();
-    service.stopped(&status_line(&twin, None, publisher.alarm_failed));
+    service.stopped(&status_line(&twin, None, Some(&publisher)));
     Ok(())
 }
 
@@ -481,7 +546,7 @@ fn serve(
             publisher.update(twin, now_ns());
         }
         if ring_check.due(now) {
-            follow_replaced(config, ingest, publisher);
+            follow_rings(config, ingest, publisher);
         }
         // From the loop itself: a loop that stops turning stops pinging,
         // and systemd restarts the twin.
@@ -492,7 +557,7 @@ fn serve(
             let rate = (c.frames - last_status.1) as f64 / secs;
             last_status = (now, c.frames);
             log_losses(twin, &mut logged);
-            service.status(now, &status_line(twin, Some(rate), publisher.alarm_failed));
+            service.status(now, &status_line(twin, Some(rate), Some(publisher)));
         }
         match service.signal(Duration::ZERO)? {
             Some(Event::Stop(_)) => return Ok(()),
@@ -532,8 +597,9 @@ fn reattach_damaged(config: &TwinConfig, ingest: &mut Ingest, d: Damaged, logged
 
 /// Moves to whichever of the twin's rings helixd replaced: otherwise the
 /// twin would read a ring nobody writes any more, and publish into rings
-/// nobody reads, and say nothing.
-fn follow_replaced(config: &TwinConfig, ingest: &mut Ingest, publisher: &mut Publisher) {
+/// nobody reads, and say nothing. Lets a damaged output ring be repaired
+/// ([`Publisher::follow_rings`]).
+fn follow_rings(config: &TwinConfig, ingest: &mut Ingest, publisher: &mut Publisher) {
     let (ns, ring) = (&config.namespace, &config.telemetry_ring);
     if replaced(ns, ring, ingest.created_ns()) {
         match Ingest::attach(ns, ring) {
@@ -544,7 +610,7 @@ fn follow_replaced(config: &TwinConfig, ingest: &mut Ingest, publisher: &mut Pub
             Err(e) => warn!("ring {ring} was replaced (created again), and cannot be read: {e}; retrying"),
         }
     }
-    publisher.follow_replaced(ns, &config.state_ring, &config.alarm_ring);
+    publisher.follow_rings(ns, &config.state_ring, &config.alarm_ring);
 }
 
 /// Logs frames lost and bad input, when they grew since `logged`
