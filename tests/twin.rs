@@ -766,25 +766,31 @@ fn reads(ns: &Namespace, ring: &str, reader: &str) -> bool {
     RingView::attach(ns, ring).is_ok_and(|v| v.stats().readers.iter().any(|r| r.name == reader))
 }
 
+/// helixd on [`helixd`]'s configuration, ready (its notifications), then
+/// helix-twin on [`TWIN`].
+fn helixd_then_twin(env: &Env) -> (Reaped, Notify, Reaped) {
+    let dcfg = env.file("helix.toml", &helixd("telemetry", "twin.state"));
+    let tcfg = env.file("twin.toml", TWIN);
+    let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
+    let daemon = daemon_notify.ready(env.helixd(&dcfg));
+    let twin = Reaped::new(env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg).spawn().unwrap());
+    (daemon, daemon_notify, twin)
+}
+
+/// Waits (at most 30 s) until `done`.
+fn until(what: &str, done: &dyn Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(30), "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
     let _dog = watchdog("helix-twin follows replaced rings", Duration::from_secs(90));
     let env = Env::new();
-    let dcfg = env.file("helix.toml", &helixd("telemetry", "twin.state"));
-    let tcfg = env.file("twin.toml", TWIN);
-    let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
-    let mut daemon = Reaped::new(
-        env.program(env!("CARGO_BIN_EXE_helixd"), &dcfg).env("NOTIFY_SOCKET", &daemon_notify.path).spawn().unwrap(),
-    );
-    daemon_notify.until("READY=1");
-    let mut twin = Reaped::new(env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg).spawn().unwrap());
-    let until = |what: &str, done: &dyn Fn() -> bool| {
-        let t = std::time::Instant::now();
-        while !done() {
-            assert!(t.elapsed() < Duration::from_secs(20), "{what}: not within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let (mut daemon, daemon_notify, mut twin) = helixd_then_twin(&env);
     until("the twin reads telemetry", &|| reads(&env.ns, "telemetry", "helix-twin"));
     // The telemetry and state rings are retired (removed from helixd's
     // configuration, with the source), then configured again: created anew.
@@ -821,18 +827,7 @@ fn a_damaged_output_ring_is_let_go_for_helixd_to_repair_and_written_again() {
     // repair needs: no state frame or alarm event was published again.
     let _dog = watchdog("helix-twin lets a damaged ring be repaired", Duration::from_secs(90));
     let env = Env::new();
-    let dcfg = env.file("helix.toml", &helixd("telemetry", "twin.state"));
-    let tcfg = env.file("twin.toml", TWIN);
-    let daemon_notify = Notify::at(env.dir.join("helixd.sock"));
-    let mut daemon = daemon_notify.ready(env.helixd(&dcfg));
-    let mut twin = Reaped::new(env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg).spawn().unwrap());
-    let until = |what: &str, done: &dyn Fn() -> bool| {
-        let t = std::time::Instant::now();
-        while !done() {
-            assert!(t.elapsed() < Duration::from_secs(30), "{what}: not within 30 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let (mut daemon, _notify, mut twin) = helixd_then_twin(&env);
     let writes = |ring: &str| {
         RingView::attach(&env.ns, ring).is_ok_and(|v| !v.is_damaged() && v.stats().lease.pid == Some(twin.0.id()))
     };
