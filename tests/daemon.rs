@@ -362,26 +362,16 @@ fn with_debug_hang_on_signal_sigusr2_withholds_the_watchdog_pings_and_nothing_el
             break;
         }
     }
-    // Pings sent before that line are already queued on the socket: drain
+    // Pings sent before that line are queued or received already: forget
     // them. From here on none may come.
-    notify.sock.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 4096];
-    while notify.sock.recv(&mut buf).is_ok() {}
-    notify.sock.set_nonblocking(false).unwrap();
+    notify.forget_sent();
     // Ten watchdog intervals: a ping would arrive every 200 ms. (A slow
     // machine can only make this window weaker, never fail it wrongly.)
     let quiet_until = Instant::now() + Duration::from_secs(2);
     while let Some(left) = quiet_until.checked_duration_since(Instant::now()) {
-        notify.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
-        match notify.sock.recv(&mut buf) {
-            Ok(n) => {
-                let m = String::from_utf8_lossy(&buf[..n]);
-                assert!(!m.lines().any(|l| l == "WATCHDOG=1"), "a watchdog ping after the simulated hang: {m}");
-            }
-            Err(_) => break,
-        }
+        let Some(m) = notify.next_within(left) else { break };
+        assert!(!m.lines().any(|l| l == "WATCHDOG=1"), "a watchdog ping after the simulated hang: {m}");
     }
-    notify.sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     // Everything else goes on: the status says why the pings stopped, and
     // SIGTERM still stops it cleanly.
     let status = notify.until("STATUS=debug hang");
@@ -415,17 +405,6 @@ fn helixd_prints_its_man_page_and_completions() {
 fn two_rings(a_source: &str) -> String {
     let ring = |name| ring_toml(name, "max_payload = 48", 4096, "block");
     [ring("a"), ring("b"), a_source.to_owned(), sim_toml("b", 10)].concat()
-}
-
-/// Reads and drops every notification from now on, so helixd's STATUS
-/// lines never fill the socket (a sender blocks on a full one).
-fn drain(notify: &Notify) {
-    let sock = notify.sock.try_clone().unwrap();
-    sock.set_read_timeout(None).unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while sock.recv(&mut buf).is_ok() {}
-    });
 }
 
 /// The ring's creation time and frames published, if it can be attached.
@@ -463,7 +442,6 @@ fn two_rings_publishing() -> (Env, Notify, Reaped, u64, u64) {
     let notify = Notify::new(&env.dir);
     let d = Reaped::new(env.helixd(&cfg).env("NOTIFY_SOCKET", &notify.path).spawn().unwrap());
     notify.until("READY=1");
-    drain(&notify);
     let (created, before) = wait_published(&env.ns, "a", 100, "before the damage");
     wait_published(&env.ns, "b", 100, "before the damage");
     (env, notify, d, created, before)

@@ -9,9 +9,14 @@ use std::time::Duration;
 
 use super::Reaped;
 
-/// A Unix datagram socket standing in for systemd's NOTIFY_SOCKET.
+/// A Unix datagram socket standing in for systemd's NOTIFY_SOCKET. A
+/// thread reads every notification as it comes, as systemd does: a socket
+/// left unread fills (ten datagrams, with the kernel's default
+/// `net.unix.max_dgram_qlen`), and the service's next send blocks its
+/// main loop.
 pub struct Notify {
-    pub sock: UnixDatagram,
+    sock: UnixDatagram,
+    got: std::sync::mpsc::Receiver<String>,
     pub path: PathBuf,
 }
 
@@ -24,21 +29,44 @@ impl Notify {
     /// Binds a socket at `path` (for tests with several services).
     pub fn at(path: PathBuf) -> Notify {
         let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Notify { sock, path }
+        let (tx, got) = std::sync::mpsc::channel();
+        let reader = sock.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match reader.recv(&mut buf) {
+                    // 0: shut down by `drop` (an empty notification is
+                    // never sent).
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Notify { sock, got, path }
     }
 
     pub fn next(&self) -> String {
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.sock.recv(&mut buf) {
-                Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
-                // A receive time-out returns EINTR when a signal arrives,
-                // even with SA_RESTART.
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => panic!("no notification within 20 s: {e}"),
-            }
-        }
+        self.next_within(Duration::from_secs(20)).expect("no notification within 20 s")
+    }
+
+    /// The next notification, if one comes within `wait`.
+    pub fn next_within(&self, wait: Duration) -> Option<String> {
+        self.got.recv_timeout(wait).ok()
+    }
+
+    /// Drops every notification sent so far: those the reading thread has
+    /// not read yet too, up to a mark this sends after them (a socket
+    /// queues datagrams in order).
+    pub fn forget_sent(&self) {
+        const MARK: &str = "HELIX_TEST_MARK=1";
+        UnixDatagram::unbound().unwrap().send_to(MARK.as_bytes(), &self.path).unwrap();
+        while self.next() != MARK {}
     }
 
     /// The next message containing `what`.
@@ -61,5 +89,12 @@ impl Notify {
         let service = self.spawn(cmd);
         self.until("READY=1");
         service
+    }
+}
+
+impl Drop for Notify {
+    /// Ends the reading thread.
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
     }
 }
