@@ -117,8 +117,13 @@ impl Drop for Hosts {
     }
 }
 
+/// A block ring whose live gating readers are waited for a minute (the
+/// default 2 s would demote one a loaded machine holds off the CPU, and
+/// lose frames); a dead one is demoted at once all the same.
 fn ring(ns: &Namespace, name: &str, capacity: u64) -> Ring {
-    let opts = RingOptions { capacity, max_payload: 256, policy: Policy::Block, ..RingOptions::default() };
+    let stall_timeout = Duration::from_secs(60);
+    let opts =
+        RingOptions { capacity, max_payload: 256, policy: Policy::Block, stall_timeout, ..RingOptions::default() };
     Ring::create(ns, name, &opts).unwrap()
 }
 

@@ -39,8 +39,11 @@ pub struct Recovery {
 /// The file in a ledger folder whose lock makes one recorder per folder.
 pub const LOCK_FILE: &str = "lock";
 
-/// How long [`lock`] waits out a lock held in this process's own name.
-const OWN_LOCK_WAIT: Duration = Duration::from_secs(1);
+/// How long [`lock`] waits out a lock held in this process's own name: a
+/// child mid-start lets go within milliseconds, or as long as a loaded
+/// machine keeps it off the CPU. (A second Ledger opened on the folder
+/// while this process's first is open waits this long, then is refused.)
+const OWN_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Takes the folder's lock (`flock`, released by the kernel when the
 /// holder exits, however it exits) and writes this process's pid into the

@@ -125,9 +125,15 @@ impl World {
         self.ring_of(name, capacity, 256)
     }
 
-    /// A block ring of `capacity` slots of up to `max_payload` bytes.
+    /// A block ring of `capacity` slots of up to `max_payload` bytes. A
+    /// live gating reader (the exporter, a test's verifier) held off the
+    /// CPU by a loaded machine is waited for a minute, not demoted after
+    /// the default 2 s, which would lose frames the tests count (a dead
+    /// one is still demoted at once).
     pub fn ring_of(&mut self, name: &str, capacity: u64, max_payload: u32) -> Ring {
-        let opts = RingOptions { capacity, max_payload, policy: Policy::Block, ..RingOptions::default() };
+        let stall_timeout = Duration::from_secs(60);
+        let opts =
+            RingOptions { capacity, max_payload, policy: Policy::Block, stall_timeout, ..RingOptions::default() };
         self.rings.push(name.to_owned());
         Ring::create(&self.ns, name, &opts).unwrap()
     }
