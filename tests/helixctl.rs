@@ -1037,3 +1037,30 @@ fn rm_refuses_a_fanin_ring_whose_consumer_lives_unless_forced() {
     let (success, _, err) = ctl(&ns, &["rm", "quiet"]);
     assert!(!success && err.contains("no ring \"quiet\"") && err.contains("@fanin"), "{err}");
 }
+
+#[test]
+fn a_file_no_one_can_inspect_in_dev_shm_hides_no_ring_from_list_top_doctor_or_rm() {
+    // Found by review: anyone may put a link (or a file of another owner)
+    // in /dev/shm under a namespace's prefix. The scan of ring files
+    // stopped at the first it could not open: `list`, `rm` and `doctor`'s
+    // ring checks failed, and `top` showed no rings at all.
+    let ns = TestNs::new();
+    let (_ring, _w) = setup(&ns, 1);
+    std::os::unix::fs::symlink("elsewhere", ns.data_path("zz")).unwrap();
+    let v = json(&ns, &["list"]);
+    let rows = v["rings"].as_array().unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no {name}: {v}"));
+    assert_eq!(row("telemetry")["ok"], true, "{v}");
+    assert_eq!((&row("zz")["state"], &row("zz")["ok"]), (&"unreadable".into(), &false.into()), "{v}");
+    assert!(ok(&ns, &["list"]).lines().any(|l| l.starts_with("zz") && l.contains("UNREADABLE")));
+    let why = row("zz")["error"].as_str().unwrap();
+    assert!(why.contains(&ns.data_path("zz").display().to_string()), "the file is named: {why}");
+    let top = ok(&ns, &["top", "--iterations", "1", "--interval", "0"]);
+    assert!(top.lines().any(|l| l.starts_with("telemetry ")) && top.contains("zz "), "{top}");
+    let (_, doctor, _) = ctl(&ns, &["--json", "doctor"]);
+    let j: serde_json::Value = serde_json::from_str(&doctor).unwrap();
+    assert_eq!(find_check(&j, "ring", "zz: no ring, a file that cannot be read")["status"], "warn", "{j}");
+    assert_eq!(find_check(&j, "ring readers", "telemetry")["status"], "ok", "{j}");
+    ok(&ns, &["rm", "zz"]);
+    assert!(ns.data_path("zz").symlink_metadata().is_err(), "the link is removed");
+}

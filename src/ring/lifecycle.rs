@@ -331,26 +331,38 @@ pub enum RingState {
     /// unchanged for 10 s: [`Ring::create`](super::Ring::create) replaces
     /// it then.
     Unfinished { age_secs: u64, abandoned: bool },
+    /// A file under the name that cannot be inspected (anyone may put a
+    /// link, a file of another owner, or a socket in /dev/shm): `error`
+    /// names the file and why. Nobody can attach to it either.
+    Unreadable { error: String },
 }
 
 /// Every ring name in `ns` with at least one of its files, and the state of
 /// its files, sorted by name. Reads headers with `pread` and probes locks;
-/// never maps, locks or changes anything.
+/// never maps, locks or changes anything. A file that cannot be inspected
+/// is that name's state ([`RingState::Unreadable`]), never the scan's
+/// failure: the others are still listed.
 pub fn scan(ns: &Namespace) -> io::Result<Vec<RingEntry>> {
     let mut out = Vec::new();
     for files in ns.list_ring_files()? {
         let (dpath, rpath) = (ns.data_path(&files.name), ns.readers_path(&files.name));
-        let data = if files.data { inspect_data(&dpath)? } else { DataFile::Absent };
+        let unreadable =
+            |path: &Path, e: io::Error| RingState::Unreadable { error: format!("{}: {e}", path.display()) };
+        let data = if files.data { inspect_data(&dpath) } else { Ok(DataFile::Absent) };
         let state = match data {
-            DataFile::Unfinished { age } => {
+            Err(e) => unreadable(&dpath, e),
+            Ok(DataFile::Unfinished { age }) => {
                 RingState::Unfinished { age_secs: age.as_secs(), abandoned: age >= ABANDONED_AFTER }
             }
-            DataFile::Published if exists(&rpath) => RingState::Complete,
-            DataFile::Published => RingState::MissingReaders,
+            Ok(DataFile::Published) if exists(&rpath) => RingState::Complete,
+            Ok(DataFile::Published) => RingState::MissingReaders,
             // Removed since it was listed, like the ring it belonged to.
-            DataFile::Absent if !files.readers => continue,
-            DataFile::Absent => match shm::open_file(&rpath, false) {
-                Ok(f) => RingState::MissingData { being_created: shm::is_locked(&f)? },
+            Ok(DataFile::Absent) if !files.readers => continue,
+            Ok(DataFile::Absent) => match shm::open_file(&rpath, false) {
+                Ok(f) => match shm::is_locked(&f) {
+                    Ok(being_created) => RingState::MissingData { being_created },
+                    Err(e) => unreadable(&rpath, e),
+                },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(_) => RingState::MissingData { being_created: false },
             },

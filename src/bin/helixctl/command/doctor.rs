@@ -340,6 +340,12 @@ fn half_made(ns: &Namespace, name: &str, state: &RingState) -> Option<Check> {
         RingState::Unfinished { age_secs, abandoned: false } => {
             ok(RING, format!("{name}: being initialised by its creator ({age_secs} s old)"))
         }
+        RingState::Unreadable { ref error } => bad(
+            RING,
+            Status::Warn,
+            format!("{name}: no ring, a file that cannot be read: {error}"),
+            format!("`helixctl rm {name}` (as root, or as the file's owner)"),
+        ),
     })
 }
 

@@ -145,6 +145,7 @@ pub fn problem(state: &RingState, e: &AttachError) -> (&'static str, String) {
         RingState::MissingReaders => "MISSING @readers",
         RingState::MissingData { being_created: true } => "BEING CREATED",
         RingState::MissingData { being_created: false } => "MISSING DATA",
+        RingState::Unreadable { error } => return ("UNREADABLE", error.clone()),
         // Attaching meets the missing control file first, and says so.
         RingState::Unfinished { age_secs, abandoned: true } => {
             return ("NEVER INITIALISED", format!("{age_secs} s old, its creator died; the next create replaces it"))

@@ -171,7 +171,10 @@ fn snapshot(ns: &Namespace, seen: &mut Seen) -> String {
         "{:<20} {:<9} {:>14} {:>12} {:>7} {:>10} {:>8} {:>9} {:>9}",
         "RING", "POLICY", "PUBLISHED", "FRAMES/S", "READERS", "WRITER", "WAITS", "OVERRUNS", "DEMOTED"
     );
-    let entries = helix::ring::scan(ns).unwrap_or_default();
+    let entries = helix::ring::scan(ns).unwrap_or_else(|e| {
+        let _ = writeln!(out, "(cannot read {}: {e})", helix::shm::SHM_DIR);
+        Vec::new()
+    });
     if entries.is_empty() && helix::fanin::inspect::list(ns).unwrap_or_default().is_empty() {
         let _ = writeln!(out, "(no rings in namespace {ns})");
     }
