@@ -935,11 +935,14 @@ fn plant_leftovers(ns: &TestNs) -> Leftovers {
     let evil = "x\u{1b}]0;pwned\u{7}\u{9b}2J";
     std::fs::write(dir.join(evil), b"").unwrap();
     std::fs::set_permissions(dir.join("bell"), std::fs::Permissions::from_mode(0o666)).unwrap();
-    // A creation folder its creator (a reaped process) left behind.
+    // A creation folder its creator (a reaped process) left behind, under
+    // a name anyone may choose after the pid: one the doctor's fix, pasted
+    // into a shell, must not run.
     let mut gone = Command::new("true").spawn().unwrap();
     let gone_pid = gone.id();
     gone.wait().unwrap();
-    let left = std::path::PathBuf::from(format!("/dev/shm/{}.ghost@fanin.{gone_pid}.1.tmp", ns.as_str()));
+    let left =
+        std::path::PathBuf::from(format!("/dev/shm/{}.ghost@fanin.{gone_pid}.1 $(touch pwned) '.tmp", ns.as_str()));
     std::fs::create_dir(&left).unwrap();
     // A name taken by a link to another namespace's ring of that name:
     // producers would follow it.
@@ -989,11 +992,13 @@ fn doctor_checks_fanin_rings_their_lanes_and_leftovers() {
     let c = find("fan-in files", "not those of one ring");
     assert_eq!(c["status"], "warn", "{c}");
     let c = find("fan-in ring", &left.display().to_string());
-    assert_eq!(
-        (c["status"].as_str(), c["fix"].as_str()),
-        (Some("warn"), Some(format!("rm -r {}", left.display()).as_str())),
-        "{c}"
-    );
+    assert_eq!(c["status"], "warn", "{c}");
+    // The fix, run by a shell, removes the folder and runs nothing of its
+    // name (before: `rm -r` and the name as it is).
+    let scratch = tempfile::tempdir().unwrap();
+    let fix = c["fix"].as_str().unwrap();
+    assert!(Command::new("sh").args(["-c", fix]).current_dir(&scratch).status().unwrap().success(), "{fix}");
+    assert!(!scratch.path().join("pwned").exists() && !left.exists(), "{fix}");
     // The library refuses to open a folder that is a link (whose folder it
     // is cannot be judged through one): the ring check names it.
     let c = find("fan-in ring", "link: ");

@@ -35,6 +35,15 @@ pub fn checks(ns: &Namespace) -> Vec<Check> {
     out
 }
 
+/// `path` as one word of a shell command, quoted: a fix is pasted into a
+/// shell (as root, often), and a file name in a ring's folder or beside it
+/// in /dev/shm is anyone's choice (`$(...)`, spaces, quotes).
+fn shell_word(path: &Path) -> String {
+    let path = path.to_string_lossy();
+    // Only a NUL byte cannot be quoted, and no path holds one.
+    shlex::try_quote(&path).map_or_else(|_| path.to_string(), String::from)
+}
+
 /// A creation folder that was never named.
 fn leftover(l: &Leftover) -> Check {
     let path = l.path.display();
@@ -48,7 +57,7 @@ fn leftover(l: &Leftover) -> Check {
             "{}: {path} is a creation folder its creator (pid {}) left {} s ago: no ring, but it holds memory",
             l.ring, l.pid, l.age_secs
         ),
-        format!("rm -r {path}"),
+        format!("rm -r {}", shell_word(&l.path)),
     )
 }
 
@@ -124,7 +133,7 @@ fn folder(name: &str, dir: &Path) -> Option<Check> {
     if d.file_type().is_symlink() {
         let to = std::fs::read_link(dir).map(|t| t.display().to_string()).unwrap_or_default();
         let why = format!("{name}: {} is a symbolic link (to {to}), not the folder its consumer made", dir.display());
-        return Some(bad(FILES, Status::Fail, why, format!("rm {}", dir.display())));
+        return Some(bad(FILES, Status::Fail, why, format!("rm {}", shell_word(dir))));
     }
     let owners = [(d.uid(), d.gid()), (r.uid(), r.gid()), (b.uid(), b.gid())];
     if owners.iter().any(|o| *o != owners[0]) {
@@ -154,7 +163,7 @@ fn lanes(name: &str, v: &FanInView, s: &FanInStats) -> Vec<Check> {
                 FILES,
                 Status::Warn,
                 format!("{name}: {} (uid {}) is not a file of this ring", path.display(), st.uid),
-                format!("rm {}", path.display()),
+                format!("rm {}", shell_word(&path)),
             )
         })),
         Err(e) => {
@@ -180,7 +189,7 @@ fn lane(name: &str, dir: &Path, gid: Option<u32>, l: &LaneStats, file: LaneFileS
                 path.display(),
                 uid.map_or("?".into(), |u| u.to_string())
             ),
-            format!("its consumer drops it at its next scan; if it stays, rm {}", path.display()),
+            format!("its consumer drops it at its next scan; if it stays, rm {}", shell_word(&path)),
         ),
         LaneFileStatus::Unreadable { reason } => {
             warn(format!("{} not checked: {reason}", path.display()), "run doctor as the ring's owner or root".into())
