@@ -392,6 +392,21 @@ fn unknown_kinds_wrong_sizes_foreign_streams_and_non_finite_values_are_counted()
     assert_eq!(twin.state(3, 1, 1, 0).unwrap().count, 1);
 }
 
+#[test]
+fn sequence_jumps_a_sender_chooses_saturate_the_gap_counts_and_do_not_wrap() {
+    // Anyone who can reach helixd's UDP port chooses a sample's `seq`:
+    // 0, 2^64 - 1, 0, 2^64 - 1 wrapped the gap counts (a panic in a debug
+    // build).
+    let mut twin = Twin::new(&config(10, vec![]), 1);
+    for (i, seq) in [0, u64::MAX, 0, u64::MAX].into_iter().enumerate() {
+        let t = START_NS + i as u64;
+        twin.input(&Input::Sample(Sample { stream: 3, quality: 0, seq, sample_ns: t, ingest_ns: t, value: 1.0 }));
+    }
+    let c = twin.counters();
+    assert_eq!((c.gaps, c.seq_resets), (u64::MAX, 1));
+    assert_eq!(twin.state(3, START_NS + 4, 1, 0).unwrap().gaps, u64::MAX);
+}
+
 /// A lossless ring "telemetry" of `capacity` sample frames, as helixd's is,
 /// its writer, and the twin's reader on it.
 fn telemetry(ns: &TestNs, capacity: u64) -> (Ring, Writer, Ingest) {

@@ -96,7 +96,8 @@ impl Stream {
         let v = s.value;
         let (steps, missing) = if s.seq > self.last_seq {
             let missing = s.seq - self.last_seq - 1;
-            self.gaps += missing;
+            // A sender chooses `seq`: jumps of 2^64 must not wrap.
+            self.gaps = self.gaps.saturating_add(missing);
             (s.seq - self.last_seq, Some(missing))
         } else {
             (1, None)
@@ -241,7 +242,7 @@ impl Twin {
         } else {
             let missing = st.follow(s, rule, self.alpha, self.beta, &mut fire[2]);
             match missing {
-                Some(n) => self.counters.gaps += n,
+                Some(n) => self.counters.gaps = self.counters.gaps.saturating_add(n),
                 None => self.counters.seq_resets += 1,
             }
         }
