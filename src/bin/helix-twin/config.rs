@@ -224,8 +224,13 @@ fn rings(src: &Source<'_>, raw: &RawConfig) -> Result<[String; 3], ConfigError> 
     let telemetry_ring = ring(&raw.telemetry_ring, "telemetry", "telemetry_ring")?;
     let state_ring = ring(&raw.state_ring, "twin.state", "state_ring")?;
     let alarm_ring = ring(&raw.alarm_ring, "alarms", "alarm_ring")?;
-    if let Some(r) = [&raw.state_ring, &raw.alarm_ring].into_iter().flatten().find(|r| *r.get_ref() == telemetry_ring) {
-        return Err(src.at(r, "the twin cannot write the ring it reads"));
+    // Named in the file or by default: `telemetry_ring = "twin.state"`
+    // alone is the default state ring.
+    for (written, raw_name) in [(&state_ring, &raw.state_ring), (&alarm_ring, &raw.alarm_ring)] {
+        if *written == telemetry_ring {
+            let at = raw_name.as_ref().or(raw.telemetry_ring.as_ref()).map(|r| r.span());
+            return Err(src.err(at, format!("the twin cannot write the ring it reads ({telemetry_ring})")));
+        }
     }
     if state_ring == alarm_ring {
         let at = raw.alarm_ring.as_ref().or(raw.state_ring.as_ref()).map(|r| r.span());
@@ -337,6 +342,12 @@ fn limits(src: &Source<'_>, r: &RawRule) -> Result<(Option<f64>, Option<f64>, f6
     if low.is_none() && high.is_none() {
         return Err(src.at(h, "hysteresis without a low or high limit"));
     }
+    // An alarm clears past its limit by the hysteresis: a threshold beyond
+    // the largest number is never passed.
+    let clears = [low.map(|l| l + hysteresis), high.map(|hi| hi - hysteresis)];
+    if clears.into_iter().flatten().any(|c| !c.is_finite()) {
+        return Err(src.at(h, format!("hysteresis = {hysteresis} puts a limit's clearing point beyond the largest number: an alarm could never clear")));
+    }
     Ok((low, high, hysteresis))
 }
 
@@ -363,6 +374,23 @@ mod tests {
         assert_eq!(c.rules.len(), 1);
         assert_eq!(c.rules[0].streams, StreamRange { first: 0, last: 9999 });
         assert!(c.rule_index().iter().all(|&i| i == 0));
+    }
+
+    #[test]
+    fn mistakes_found_by_review_name_their_line() {
+        // The default state ring read as telemetry (only a ring named in
+        // the file was compared); a stale time whose nanoseconds wrap (it
+        // became 448 µs); a clearing point beyond the largest number.
+        assert_eq!(
+            line_err("telemetry_ring = \"twin.state\"\n"),
+            (1, "the twin cannot write the ring it reads (twin.state)".into())
+        );
+        let (line, msg) = line_err("[[rule]]\nstreams = \"all\"\nhigh = 1.0\nstale_after_ms = 18446744073710\n");
+        assert_eq!(line, 4);
+        assert!(msg.starts_with("stale_after_ms = 18446744073710 is more than 18446744073709"), "{msg}");
+        let (line, msg) = line_err("[[rule]]\nstreams = \"all\"\nlow = 1e308\nhysteresis = 1e308\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("an alarm could never clear"), "{msg}");
     }
 
     #[test]

@@ -124,12 +124,19 @@ impl<'a> Source<'a> {
         v: &Option<Spanned<T>>,
         what: &str,
     ) -> Result<Option<Duration>, ConfigError> {
+        // At most what a u64 of nanoseconds holds (584 years): the
+        // programs count time in nanoseconds.
+        const MAX_MS: u64 = u64::MAX / 1_000_000;
         match v {
             None => Ok(None),
-            Some(v) => match u64::try_from((*v.get_ref()).into()) {
-                Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
-                _ => Err(self.at(v, format!("{what} must be more than 0"))),
-            },
+            Some(v) => {
+                match u64::try_from((*v.get_ref()).into()) {
+                    Ok(ms) if ms > MAX_MS => Err(self
+                        .at(v, format!("{what} = {ms} is more than {MAX_MS} (584 years), the most that can be timed"))),
+                    Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+                    _ => Err(self.at(v, format!("{what} must be more than 0"))),
+                }
+            }
         }
     }
 }
