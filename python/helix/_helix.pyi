@@ -41,7 +41,8 @@ class DamagedError(HelixError):
     will never work again."""
 
 class PublishError(HelixError):
-    """Frames could not be published (nothing was)."""
+    """Frames could not be published: none was, unless the message says
+    how many were (a batch that failed part way)."""
 
 class LeaseError(HelixError):
     """The ring's writer lease could not be taken (a live writer holds it)."""
@@ -133,7 +134,10 @@ class Writer:
         sequence."""
     def publish_many(self, payloads: list[bytes], kind: int = 0) -> int:
         """Publishes each payload as one frame of ``kind``, in as few
-        claims as the ring allows; returns the last sequence."""
+        claims as the ring allows; returns the last sequence. A payload
+        larger than the ring takes raises ``PublishError`` before any is
+        published; a failure later in a long batch (the ring damaged) says
+        in its message how many were."""
     @property
     def next_seq(self) -> int: ...
     @property

@@ -25,7 +25,12 @@ create_exception!(
     HelixError,
     "A file of the ring shrank under this process's mapping: the handle will never work again."
 );
-create_exception!(helix, PublishError, HelixError, "Frames could not be published (nothing was).");
+create_exception!(
+    helix,
+    PublishError,
+    HelixError,
+    "Frames could not be published: none was, unless the message says how many were (a batch that failed part way)."
+);
 create_exception!(helix, LeaseError, HelixError, "The ring's writer lease could not be taken.");
 create_exception!(
     helix,
@@ -72,6 +77,19 @@ pub(crate) fn publish(e: helix::PublishError) -> PyErr {
     match e {
         helix::PublishError::Damaged(d) => DamagedError::new_err(d.to_string()),
         e => PublishError::new_err(e.to_string()),
+    }
+}
+
+/// A batch's failure after `done` of its `total` frames were published,
+/// the last as sequence `last`: said in the message (none: as [`publish`]).
+pub(crate) fn publish_partial(e: helix::PublishError, done: usize, total: usize, last: u64) -> PyErr {
+    if done == 0 {
+        return publish(e);
+    }
+    let msg = format!("{e}, after the first {done} of {total} frames were published (through sequence {last})");
+    match e {
+        helix::PublishError::Damaged(_) => DamagedError::new_err(msg),
+        _ => PublishError::new_err(msg),
     }
 }
 

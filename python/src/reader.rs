@@ -110,7 +110,8 @@ impl Reader {
             Some(t) if t.is_nan() || t < 0.0 => {
                 return Err(PyValueError::new_err(format!("timeout {t}: expected seconds >= 0 or None")))
             }
-            Some(t) => Some(Instant::now() + Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX / 4)),
+            // Past what the clock can hold (1e19 s, say): for ever.
+            Some(t) => Duration::try_from_secs_f64(t).ok().and_then(|d| Instant::now().checked_add(d)),
             None => None,
         };
         let reader = self.inner()?;

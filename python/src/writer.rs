@@ -26,28 +26,34 @@ impl Writer {
     /// Publishes `records` (each one frame of `kind`) in claims of at most
     /// the ring's capacity, with the GIL released; returns the last
     /// sequence.
-    fn publish_records<'a>(
-        &mut self,
-        py: Python<'_>,
-        kind: u32,
-        records: impl ExactSizeIterator<Item = &'a [u8]> + Send,
-    ) -> PyResult<u64> {
+    /// Publishes `records` as frames of `kind`, in as few claims as the
+    /// ring allows. A frame too large for the ring is refused before any
+    /// is published; a failure after some claims (the ring damaged, say)
+    /// says how many were.
+    fn publish_records(&mut self, py: Python<'_>, kind: u32, records: &[&[u8]]) -> PyResult<u64> {
         let w = self.inner()?;
+        let max = w.geometry().max_payload as usize;
+        if let Some((i, r)) = records.iter().enumerate().find(|(_, r)| r.len() > max) {
+            let e = helix::PublishError::TooLarge { len: r.len(), max };
+            return Err(errors::PublishError::new_err(format!("frame {i} of {}: {e}", records.len())));
+        }
         let capacity = w.geometry().capacity as usize;
-        py.detach(move || {
-            let mut records = records.peekable();
-            let mut last = w.next_seq().saturating_sub(1);
-            while records.peek().is_some() {
-                let n = records.len().min(capacity);
-                let mut claim = w.claim(n as u64)?;
-                for r in records.by_ref().take(n) {
+        let mut last = w.next_seq().saturating_sub(1);
+        let mut done = 0usize;
+        py.detach(|| {
+            for chunk in records.chunks(capacity) {
+                let mut claim = w.claim(chunk.len() as u64)?;
+                for r in chunk {
                     last = claim.push_kind(kind, r)?;
+                    // A claim dropped on a later failure publishes this one.
+                    done += 1;
                 }
                 claim.commit();
             }
-            Ok(last)
+            Ok(())
         })
-        .map_err(errors::publish)
+        .map_err(|e| errors::publish_partial(e, done, records.len(), last))?;
+        Ok(last)
     }
 }
 
@@ -101,14 +107,16 @@ impl Writer {
         }
         let bytes = array.call_method0("tobytes")?;
         let bytes = bytes.cast::<PyBytes>()?.as_bytes();
-        self.publish_records(py, KIND_SAMPLE, bytes.chunks_exact(std::mem::size_of::<Sample>()))
+        let samples: Vec<&[u8]> = bytes.chunks_exact(std::mem::size_of::<Sample>()).collect();
+        self.publish_records(py, KIND_SAMPLE, &samples)
     }
 
     /// Publishes each of `payloads` as one frame of `kind`, in as few
     /// claims as the ring allows; returns the last sequence.
     #[pyo3(signature = (payloads, kind=0))]
     fn publish_many(&mut self, py: Python<'_>, payloads: Vec<Vec<u8>>, kind: u32) -> PyResult<u64> {
-        self.publish_records(py, kind, payloads.iter().map(Vec::as_slice))
+        let payloads: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        self.publish_records(py, kind, &payloads)
     }
 
     /// The sequence the next frame will get.

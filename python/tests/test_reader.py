@@ -212,6 +212,17 @@ def test_ctrl_c_interrupts_a_reader_waiting_without_a_deadline(ns):
     assert p.returncode != 0 and "KeyboardInterrupt" in err, err
 
 
+def test_a_timeout_past_what_the_clock_holds_waits_as_none_does(ns):
+    # Before, a timeout of 1e19 s overflowed the clock: a PanicException,
+    # which `except Exception` does not catch.
+    w = helix.Writer.create("far", namespace=ns, capacity=16, max_payload=64)
+    r = helix.Reader.attach("far", namespace=ns, start="oldest")
+    w.publish(b"there", kind=4)
+    assert r.read(timeout=1e19) == (1, 4, b"there")
+    w.publish(b"again", kind=4)
+    assert r.read_batch(8, timeout=1e300) == [(2, 4, b"again")]
+
+
 def test_writer_errors_name_the_problem(ns):
     w = helix.Writer.create("lease", namespace=ns, capacity=16, max_payload=64)
     with pytest.raises(helix.LeaseError, match="already has a live writer: pid"):
@@ -222,6 +233,12 @@ def test_writer_errors_name_the_problem(ns):
         helix.Writer.create("lease", namespace=ns, capacity=16)
     with pytest.raises(ValueError, match="one-dimensional"):
         w.publish_samples(np.zeros((2, 2), helix.SAMPLE_DTYPE))
+    # A batch with a frame too large publishes nothing (before, the frames
+    # before it went out, and the error said none had).
+    r = helix.Reader.attach("lease", namespace=ns, start="oldest")
+    with pytest.raises(helix.PublishError, match="frame 1 of 2: .*exceeds the ring's largest payload"):
+        w.publish_many([b"a", b"x" * 1000])
+    assert r.read(timeout=0) is None
     w.close()
     # The lease is free again: a new writer continues the sequence.
     w2 = helix.Writer.attach("lease", namespace=ns)
