@@ -161,7 +161,12 @@ impl StreamView {
         let age_ns = now.saturating_sub(s.last_ingest_ns);
         StreamView {
             state: *s,
-            alarms: active.keys().filter(|(id, _)| *id == s.stream).map(|&(_, k)| k).collect(),
+            // Looked up, not filtered from all: with every stream in alarm
+            // (helixd stopped: all stale) a scan per stream is quadratic.
+            alarms: active
+                .range((s.stream, AlarmKind::Low)..=(s.stream, AlarmKind::Stale))
+                .map(|(&(_, k), _)| k)
+                .collect(),
             has_rule: s.flags & FLAG_HAS_RULE != 0,
             age_ns,
             staleness: if s.period_ns > 0 { age_ns as f64 / s.period_ns as f64 } else { 0.0 },
