@@ -1069,3 +1069,20 @@ fn a_file_no_one_can_inspect_in_dev_shm_hides_no_ring_from_list_top_doctor_or_rm
     ok(&ns, &["rm", "zz"]);
     assert!(ns.data_path("zz").symlink_metadata().is_err(), "the link is removed");
 }
+
+#[test]
+fn list_shows_every_ring_of_a_namespace_of_six_hundred() {
+    // Found by review: `list` held every ring attached over its sample, and
+    // a process holds at most 1024 guarded mappings (two a ring): the rings
+    // past about 500 showed as CORRUPT.
+    let ns = TestNs::watched("list of 600 rings", Duration::from_secs(120));
+    let opts = RingOptions { capacity: 16, ..RingOptions::default() };
+    for i in 0..600 {
+        drop(Ring::create(&ns, &format!("r{i:03}"), &opts).unwrap());
+    }
+    let v = json(&ns, &["list", "--sample", "0.01"]);
+    let rings = v["rings"].as_array().unwrap();
+    assert_eq!(rings.len(), 600);
+    let bad: Vec<_> = rings.iter().filter(|r| r["ok"] != true).collect();
+    assert!(bad.is_empty(), "{} of 600 not ok, the first: {}", bad.len(), bad[0]);
+}

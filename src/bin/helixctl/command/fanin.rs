@@ -99,33 +99,47 @@ pub struct Summary {
 
 /// The fan-in rings of a namespace, opened and counted once, to be
 /// counted again after `list`'s sampling interval.
+///
+/// Each ring is opened once to count and once to show, never all at once:
+/// a process holds at most `guard::SLOTS` guarded mappings.
 pub struct Sampler {
-    rings: Vec<(String, Result<FanInView, FanInError>, u64)>,
+    /// Each ring's name, and its creation time and records when counted.
+    rings: Vec<(String, Option<(u64, u64)>)>,
+    ns: Namespace,
     t0: Instant,
 }
 
 impl Sampler {
-    /// Opens every fan-in ring of `ns` and counts its records.
+    /// Counts the records of every fan-in ring of `ns`.
     pub fn start(ns: &Namespace) -> std::io::Result<Sampler> {
         let rings = inspect::list(ns)?
             .into_iter()
             .map(|name| {
-                let v = FanInView::open(ns, &name);
-                let n = v.as_ref().map_or(0, |v| records(&v.stats()));
-                (name, v, n)
+                let n = FanInView::open(ns, &name).ok().map(|v| (v.geometry().created_ns, records(&v.stats())));
+                (name, n)
             })
             .collect();
-        Ok(Sampler { rings, t0: Instant::now() })
+        Ok(Sampler { rings, ns: ns.clone(), t0: Instant::now() })
     }
 
-    /// The rows, with rates since `start` if `sampled`.
+    /// The rows, with rates since `start` if `sampled` (over the same
+    /// ring: not one created again meanwhile).
     pub fn rows(self, sampled: bool) -> Vec<Row> {
         let secs = sampled.then(|| self.t0.elapsed().as_secs_f64().max(1e-9));
-        self.rings.into_iter().map(|(name, v, before)| row(name, v, before, secs)).collect()
+        let ns = self.ns;
+        self.rings
+            .into_iter()
+            .map(|(name, first)| {
+                let v = FanInView::open(&ns, &name);
+                let created = v.as_ref().ok().map(|v| v.geometry().created_ns);
+                let before = first.filter(|&(c, _)| Some(c) == created).map(|(_, n)| n);
+                row(name, v, before, secs)
+            })
+            .collect()
     }
 }
 
-fn row(name: String, v: Result<FanInView, FanInError>, before: u64, secs: Option<f64>) -> Row {
+fn row(name: String, v: Result<FanInView, FanInError>, before: Option<u64>, secs: Option<f64>) -> Row {
     let fail = |e: String| Row { name: name.clone(), kind: KIND, ok: false, error: Some(e), ring: None };
     let v = match v {
         Ok(v) => v,
@@ -142,7 +156,7 @@ fn row(name: String, v: Result<FanInView, FanInError>, before: u64, secs: Option
         lane_capacity: s.geometry.lane_capacity,
         max_payload: s.geometry.max_payload,
         records: n,
-        records_per_sec: secs.map(|secs| n.saturating_sub(before) as f64 / secs),
+        records_per_sec: secs.zip(before).map(|(secs, before)| n.saturating_sub(before) as f64 / secs),
         consumer_pid: (s.consumer_pid != 0).then_some(s.consumer_pid),
         consumer_alive: s.consumer_alive,
         memory_bytes: memory(&s),

@@ -168,8 +168,12 @@ pub fn problem_line(name: &str, problem: &str, error: &str) -> String {
 /// and damaged rings included.
 fn rows(ns: &Namespace, sample: Duration) -> std::io::Result<Vec<ListRow>> {
     let entries = helix::ring::scan(ns)?;
-    let views: Vec<Result<RingView, AttachError>> = entries.iter().map(|e| RingView::attach(ns, &e.name)).collect();
-    let first: Vec<Option<u64>> = views.iter().map(|v| v.as_ref().ok().map(|v| v.stats().published)).collect();
+    // One ring attached at a time, twice: a process holds at most
+    // `guard::SLOTS` guarded mappings (two a ring), and holding every ring
+    // over the sample made those past about 500 fail to attach.
+    let incarnation = |v: &RingView| (v.geometry().created_ns, v.published());
+    let first: Vec<Option<(u64, u64)>> =
+        entries.iter().map(|e| RingView::attach(ns, &e.name).ok().map(|v| incarnation(&v))).collect();
     let t0 = Instant::now();
     if !sample.is_zero() {
         std::thread::sleep(sample);
@@ -177,9 +181,14 @@ fn rows(ns: &Namespace, sample: Duration) -> std::io::Result<Vec<ListRow>> {
     let secs = (!sample.is_zero()).then(|| t0.elapsed().as_secs_f64());
     Ok(entries
         .into_iter()
-        .zip(views)
         .zip(first)
-        .map(|((entry, view), before)| row(entry, view, before, secs))
+        .map(|(entry, first)| {
+            let view = RingView::attach(ns, &entry.name);
+            // A rate only over the same ring (not one created again since).
+            let created = view.as_ref().ok().map(|v| v.geometry().created_ns);
+            let before = first.filter(|&(c, _)| Some(c) == created).map(|(_, published)| published);
+            row(entry, view, before, secs)
+        })
         .collect())
 }
 
