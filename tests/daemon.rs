@@ -154,6 +154,33 @@ fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recrea
 }
 
 #[test]
+fn a_ring_another_user_made_under_a_configured_name_is_not_adopted() {
+    // Found by review: anyone may create files in /dev/shm. A ring of the
+    // right shape made under a configured name before helixd was adopted:
+    // helixd wrote it and every program read it, while its maker could
+    // rewrite it.
+    let env = Env::watched("a foreign ring", Duration::from_secs(60));
+    let opts = RingOptions { capacity: 65536, max_payload: 48, policy: Policy::Block, ..Default::default() };
+    drop(Ring::create(&env.ns, "telemetry", &opts).unwrap());
+    for path in [env.ns.data_path("telemetry"), env.ns.readers_path("telemetry")] {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    let cfg = env.config("a.toml", TELEMETRY);
+    let out = env.helixd(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let owned = format!("{} is owned by uid 65534", env.ns.data_path("telemetry").display());
+    assert!(err.contains(&owned) && err.contains("recreate = true"), "{err}");
+    // With recreate = true (and the right to remove it) it is replaced.
+    let cfg = env.config("b.toml", &format!("{TELEMETRY}recreate = true\n"));
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&cfg));
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(env.ns.data_path("telemetry")).unwrap());
+    assert_eq!(uid, helix::process::my_uid());
+    d.terminate();
+}
+
+#[test]
 fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes() {
     let (env, notify) = service_env("helixd recreate refused");
     let cfg = env.config("a.toml", &format!("{TELEMETRY}{SIM}"));

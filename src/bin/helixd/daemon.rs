@@ -54,6 +54,10 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
     };
     match Ring::open(ns, name) {
         Ok(ring) => {
+            if let Some(why) = foreign(ns, name) {
+                drop(ring);
+                return recreate(why);
+            }
             let diffs = differences(ring.geometry(), &rc.options);
             if diffs.is_empty() {
                 Ok((ring, Opened::Adopted))
@@ -68,6 +72,21 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
         }
         Err(e) => recreate(format!("the existing ring cannot be used: {e}")),
     }
+}
+
+/// Why ring `name`'s files are not helixd's to adopt, if they are not:
+/// a file another user owns. Anyone may create files in /dev/shm, and a
+/// ring made under a configured name before helixd (at boot, or after a
+/// SIGHUP retired it) would be written by helixd and read by every
+/// program while its maker rewrites it.
+fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = helix::process::my_uid();
+    [ns.data_path(name), ns.readers_path(name)].into_iter().find_map(|path| {
+        let uid = std::fs::symlink_metadata(&path).ok()?.uid();
+        (uid != me)
+            .then(|| format!("{} is owned by uid {uid}, not helixd's uid {me}: another user made it", path.display()))
+    })
 }
 
 /// A ring a peer damaged (one of its files shrank under helixd's
