@@ -52,12 +52,14 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
             Ring::recreate(ns, name, &rc.options).with_context(|| format!("ring {name:?}: cannot recreate it"))?;
         Ok((ring, Opened::Recreated))
     };
+    // Before opening: another user's file under the name cannot become
+    // helixd's afterwards (nobody else can make a file of helixd's uid,
+    // and the sticky /dev/shm keeps helixd's from being replaced).
+    if let Some(why) = foreign(ns, name) {
+        bail!("ring {name:?}: {why}; remove it as root (`helixctl rm --force {name}`), then start helixd again");
+    }
     match Ring::open(ns, name) {
         Ok(ring) => {
-            if let Some(why) = foreign(ns, name) {
-                drop(ring);
-                return recreate(why);
-            }
             let diffs = differences(ring.geometry(), &rc.options);
             if diffs.is_empty() {
                 Ok((ring, Opened::Adopted))
@@ -75,17 +77,22 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
 }
 
 /// Why ring `name`'s files are not helixd's to adopt, if they are not:
-/// a file another user owns. Anyone may create files in /dev/shm, and a
-/// ring made under a configured name before helixd (at boot, or after a
-/// SIGHUP retired it) would be written by helixd and read by every
-/// program while its maker rewrites it.
+/// a file another user owns, or one whose owner cannot be read. Anyone
+/// may create files in /dev/shm, and a ring made under a configured name
+/// before helixd (at boot, or after a SIGHUP retired it) would be written
+/// by helixd and read by every program while its maker rewrites it.
 fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let me = helix::process::my_uid();
-    [ns.data_path(name), ns.readers_path(name)].into_iter().find_map(|path| {
-        let uid = std::fs::symlink_metadata(&path).ok()?.uid();
-        (uid != me)
-            .then(|| format!("{} is owned by uid {uid}, not helixd's uid {me}: another user made it", path.display()))
+    let me = nix::unistd::geteuid().as_raw();
+    [ns.data_path(name), ns.readers_path(name)].into_iter().find_map(|path| match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.uid() != me => {
+            Some(format!("{} is owned by uid {}, not helixd's uid {me}: another user made it", path.display(), m.uid()))
+        }
+        Ok(_) => None,
+        // Absent: created, or its lone partner judged by `Ring::open`.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // Not known to be helixd's: not adopted.
+        Err(e) => Some(format!("{}: cannot tell whose it is: {e}", path.display())),
     })
 }
 
