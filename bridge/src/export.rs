@@ -271,11 +271,16 @@ fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
 fn leave_to_an_older_exporter(view: &RingView, x: &Export) -> Result<()> {
     let (pid, start) = helix::process::identity();
     let rank = |pid: u32| helix::process::start_time(pid).map(|start| (start, pid));
+    // Only a process of this user is another exporter of this bridge's:
+    // any process that may write the reader table can enter a name and a
+    // live, older pid (pid 1, say).
+    let uid = helix::process::my_uid();
     let older = view
         .stats()
         .readers
         .into_iter()
         .filter(|r| r.alive && r.name == x.reader_name && r.pid != pid)
+        .filter(|r| helix::process::uid_of(r.pid) == Some(uid))
         .find(|r| rank(r.pid).is_some_and(|theirs| theirs < (start, pid)));
     if let Some(r) = older {
         bail!(

@@ -15,6 +15,10 @@ use super::lane::{self, put, put_with, Ends, Writing};
 use super::lane_file::{self, Link, NewLane};
 use super::layout::*;
 
+/// Races for a lane lost (another producer's file took the epoch first)
+/// that an attach looks again after, however short its deadline.
+const STALE_RETRIES: u32 = 16;
+
 /// How often a producer waiting for space looks whether its lane was
 /// dropped (the consumer does not ring a lane it no longer reads).
 const RECHECK_NS: u64 = 100_000_000;
@@ -49,6 +53,7 @@ impl Producer {
         }
         let mut new = lane_file::create_lane(&files.dir, g)?;
         let deadline = crate::ring::deadline(timeout);
+        let mut races_lost = 0u32;
         'attach: loop {
             // SYNC POINT: lane freed (attachers).
             let freed = files.header().lanes_freed.load(Ordering::Acquire);
@@ -60,10 +65,13 @@ impl Producer {
                     Link::Held => {}
                     // Another producer's file had this epoch: look again,
                     // with a new file (a file once named cannot be named
-                    // again), while there is time: others that keep
-                    // winning the race keep this one from a lane.
+                    // again). A few times whatever the deadline (a lane
+                    // is likely free: `attach` waits for none), then while
+                    // there is time: others that keep winning the race
+                    // keep this one from a lane.
                     Link::Stale => {
-                        if host::now_ns() >= deadline {
+                        races_lost += 1;
+                        if races_lost > STALE_RETRIES && host::now_ns() >= deadline {
                             return Err(FanInError::NoFreeLane { ring: name.to_owned(), lanes: g.lanes });
                         }
                         new = lane_file::create_lane(&files.dir, g)?;
