@@ -1064,9 +1064,10 @@ fn a_file_no_one_can_inspect_in_dev_shm_hides_no_ring_from_list_top_doctor_or_rm
     assert!(top.lines().any(|l| l.starts_with("telemetry ")) && top.contains("zz "), "{top}");
     let (_, doctor, _) = ctl(&ns, &["--json", "doctor"]);
     let j: serde_json::Value = serde_json::from_str(&doctor).unwrap();
-    assert_eq!(find_check(&j, "ring", "zz: no ring, a file that cannot be read")["status"], "warn", "{j}");
+    assert_eq!(find_check(&j, "ring", "zz: no ring, a file that is not one")["status"], "warn", "{j}");
     assert_eq!(find_check(&j, "ring readers", "telemetry")["status"], "ok", "{j}");
-    ok(&ns, &["rm", "zz"]);
+    let removed = ok(&ns, &["rm", "zz"]);
+    assert!(removed.contains(&ns.data_path("zz").display().to_string()), "{removed}");
     assert!(ns.data_path("zz").symlink_metadata().is_err(), "the link is removed");
 }
 

@@ -217,6 +217,13 @@ pub struct Publisher {
     pub alarm_failed: u64,
     /// State frames that could not be published.
     pub state_failed: u64,
+    /// Set when the state ring is written anew (replaced, or repaired):
+    /// the next update is a whole snapshot, so that the changes made
+    /// meanwhile reach its readers.
+    snapshot_due: bool,
+    /// Whether the failure to take a ring's lease again was logged (state,
+    /// alarms).
+    retake_logged: [bool; 2],
 }
 
 impl Publisher {
@@ -236,6 +243,8 @@ impl Publisher {
             changed: Vec::new(),
             alarm_failed: 0,
             state_failed: 0,
+            snapshot_due: false,
+            retake_logged: [false; 2],
         }
     }
 
@@ -245,39 +254,54 @@ impl Publisher {
     /// let go, which helixd's repair needs, and is written again once it
     /// can be. Logs what it did.
     pub fn follow_rings(&mut self, ns: &Namespace, state_ring: &str, alarm_ring: &str) {
+        let Publisher { state, alarms, retake_logged: [state_logged, alarms_logged], .. } = self;
         let rings = [
-            (&mut self.state, state_ring, std::mem::size_of::<StreamState>(), "stream state"),
-            (&mut self.alarms, alarm_ring, std::mem::size_of::<AlarmEvent>(), "alarm"),
+            (state, state_logged, state_ring, std::mem::size_of::<StreamState>(), "stream state"),
+            (alarms, alarms_logged, alarm_ring, std::mem::size_of::<AlarmEvent>(), "alarm"),
         ];
-        for (w, ring, needed, what) in rings {
-            match w {
-                Some(old) => {
-                    if let Some(d) = old.damage() {
-                        warn!(
-                            "ring {ring} is damaged ({d}): its writer lease let go for helixd to repair it; \
-                             writing it again once it can be, {what} frames not published until then"
-                        );
-                        *w = None;
-                    } else if replaced(ns, ring, old.geometry().created_ns) {
-                        match writer(ns, ring, needed, what) {
-                            Ok(new) => {
-                                *w = Some(new);
-                                info!("ring {ring} was replaced (created again); writing the new one");
-                            }
-                            Err(e) => {
-                                warn!("ring {ring} was replaced (created again), and cannot be written: {e}; retrying")
-                            }
-                        }
+        let mut state_anew = false;
+        for (k, (w, logged, ring, needed, what)) in rings.into_iter().enumerate() {
+            if let Some(d) = w.as_ref().and_then(Writer::damage) {
+                warn!(
+                    "ring {ring} is damaged ({d}): its writer lease let go for helixd to repair it; \
+                     writing it again once it can be, {what} frames not published until then"
+                );
+                (*w, *logged) = (None, false);
+                continue;
+            }
+            let anew = match w {
+                Some(old) if replaced(ns, ring, old.geometry().created_ns) => match writer(ns, ring, needed, what) {
+                    Ok(new) => {
+                        *w = Some(new);
+                        info!("ring {ring} was replaced (created again); writing the new one");
+                        true
                     }
-                }
-                None => {
-                    if let Ok(new) = writer(ns, ring, needed, what) {
+                    Err(e) => {
+                        warn!("ring {ring} was replaced (created again), and cannot be written: {e}; retrying");
+                        false
+                    }
+                },
+                Some(_) => false,
+                None => match writer(ns, ring, needed, what) {
+                    Ok(new) => {
                         info!("ring {ring} can be written again (next sequence {}); writing it", new.next_seq());
                         *w = Some(new);
+                        true
                     }
-                }
-            }
+                    // Not repaired yet is the usual; anything else (the
+                    // lease another's, slots too small) is said once.
+                    Err(e) if !e.is_transient() && !matches!(e, StartError::Attach { .. }) => {
+                        if !std::mem::replace(logged, true) {
+                            warn!("ring {ring} cannot be written again: {e}; retrying every second");
+                        }
+                        false
+                    }
+                    Err(_) => false,
+                },
+            };
+            state_anew |= anew && k == 0;
         }
+        self.snapshot_due |= state_anew;
     }
 
     /// Publishes the twin's pending alarm events, in order, up to
@@ -395,6 +419,9 @@ impl Publisher {
 
     /// Publishes the streams changed since the last publication.
     pub fn update(&mut self, twin: &mut Twin, now: u64) {
+        if std::mem::take(&mut self.snapshot_due) {
+            return self.snapshot(twin, now);
+        }
         let mut changed = std::mem::take(&mut self.changed);
         twin.take_changed(&mut changed);
         if !changed.is_empty() {

@@ -340,13 +340,30 @@ fn half_made(ns: &Namespace, name: &str, state: &RingState) -> Option<Check> {
         RingState::Unfinished { age_secs, abandoned: false } => {
             ok(RING, format!("{name}: being initialised by its creator ({age_secs} s old)"))
         }
-        RingState::Unreadable { ref error } => bad(
+        RingState::Unreadable { ref error } => unreadable(name, [&data, &control], error),
+    })
+}
+
+/// Ring name `name` whose `files` could not be inspected (`error`): plain
+/// files are a ring this user may not read (not in its group), which root
+/// can judge; anything else (a link, a socket) is no ring.
+fn unreadable(name: &str, files: [&Path; 2], error: &str) -> Check {
+    let plain = files.iter().filter_map(|p| std::fs::symlink_metadata(p).ok()).all(|m| m.file_type().is_file());
+    if plain {
+        let uid = nix::unistd::geteuid();
+        return bad(
             RING,
             Status::Warn,
-            format!("{name}: no ring, a file that cannot be read: {error}"),
-            format!("`helixctl rm {name}` (as root, or as the file's owner)"),
-        ),
-    })
+            format!("{name}: not checked, its files cannot be read by uid {uid}: {error}"),
+            "run doctor as root, or as a member of the ring's group",
+        );
+    }
+    bad(
+        RING,
+        Status::Warn,
+        format!("{name}: no ring, a file that is not one: {error}"),
+        format!("`helixctl rm {name}` (as root, or as the file's owner)"),
+    )
 }
 
 /// A whole ring that does not attach.

@@ -103,11 +103,14 @@ pub struct Summary {
 /// Each ring is opened once to count and once to show, never all at once:
 /// a process holds at most `guard::SLOTS` guarded mappings.
 pub struct Sampler {
-    /// Each ring's name, and its creation time and records when counted.
-    rings: Vec<(String, Option<(u64, u64)>)>,
+    /// Each ring's name and its first reading.
+    rings: Vec<(String, Option<Reading>)>,
     ns: Namespace,
-    t0: Instant,
 }
+
+/// A fan-in ring's creation time and records consumed, and when they were
+/// read.
+type Reading = (u64, u64, Instant);
 
 impl Sampler {
     /// Counts the records of every fan-in ring of `ns`.
@@ -115,31 +118,35 @@ impl Sampler {
         let rings = inspect::list(ns)?
             .into_iter()
             .map(|name| {
-                let n = FanInView::open(ns, &name).ok().map(|v| (v.geometry().created_ns, records(&v.stats())));
+                let n = FanInView::open(ns, &name)
+                    .ok()
+                    .map(|v| (v.geometry().created_ns, records(&v.stats()), Instant::now()));
                 (name, n)
             })
             .collect();
-        Ok(Sampler { rings, ns: ns.clone(), t0: Instant::now() })
+        Ok(Sampler { rings, ns: ns.clone() })
     }
 
     /// The rows, with rates since `start` if `sampled` (over the same
     /// ring: not one created again meanwhile).
     pub fn rows(self, sampled: bool) -> Vec<Row> {
-        let secs = sampled.then(|| self.t0.elapsed().as_secs_f64().max(1e-9));
         let ns = self.ns;
         self.rings
             .into_iter()
             .map(|(name, first)| {
                 let v = FanInView::open(&ns, &name);
                 let created = v.as_ref().ok().map(|v| v.geometry().created_ns);
-                let before = first.filter(|&(c, _)| Some(c) == created).map(|(_, n)| n);
-                row(name, v, before, secs)
+                let first = first.filter(|&(c, _, _)| Some(c) == created && sampled);
+                let rate_over = first.map(|(_, n, at)| (n, at.elapsed().as_secs_f64().max(1e-9)));
+                row(name, v, rate_over)
             })
             .collect()
     }
 }
 
-fn row(name: String, v: Result<FanInView, FanInError>, before: Option<u64>, secs: Option<f64>) -> Row {
+/// Fan-in ring `name`'s row; its rate since it had `rate_over.0` records,
+/// `rate_over.1` seconds ago (if sampled).
+fn row(name: String, v: Result<FanInView, FanInError>, rate_over: Option<(u64, f64)>) -> Row {
     let fail = |e: String| Row { name: name.clone(), kind: KIND, ok: false, error: Some(e), ring: None };
     let v = match v {
         Ok(v) => v,
@@ -156,7 +163,7 @@ fn row(name: String, v: Result<FanInView, FanInError>, before: Option<u64>, secs
         lane_capacity: s.geometry.lane_capacity,
         max_payload: s.geometry.max_payload,
         records: n,
-        records_per_sec: secs.zip(before).map(|(secs, before)| n.saturating_sub(before) as f64 / secs),
+        records_per_sec: rate_over.map(|(before, secs)| n.saturating_sub(before) as f64 / secs),
         consumer_pid: (s.consumer_pid != 0).then_some(s.consumer_pid),
         consumer_alive: s.consumer_alive,
         memory_bytes: memory(&s),

@@ -171,22 +171,23 @@ fn rows(ns: &Namespace, sample: Duration) -> std::io::Result<Vec<ListRow>> {
     // One ring attached at a time, twice: a process holds at most
     // `guard::SLOTS` guarded mappings (two a ring), and holding every ring
     // over the sample made those past about 500 fail to attach.
-    let incarnation = |v: &RingView| (v.geometry().created_ns, v.published());
-    let first: Vec<Option<(u64, u64)>> =
-        entries.iter().map(|e| RingView::attach(ns, &e.name).ok().map(|v| incarnation(&v))).collect();
-    let t0 = Instant::now();
+    // Each ring's creation time, frames published, and when they were read.
+    let reading = |v: &RingView| (v.geometry().created_ns, v.published(), Instant::now());
+    let first: Vec<Option<(u64, u64, Instant)>> =
+        entries.iter().map(|e| RingView::attach(ns, &e.name).ok().map(|v| reading(&v))).collect();
     if !sample.is_zero() {
         std::thread::sleep(sample);
     }
-    let secs = (!sample.is_zero()).then(|| t0.elapsed().as_secs_f64());
     Ok(entries
         .into_iter()
         .zip(first)
         .map(|(entry, first)| {
             let view = RingView::attach(ns, &entry.name);
-            // A rate only over the same ring (not one created again since).
+            // A rate only over the same ring (not one created again since),
+            // over the time between its own two readings.
             let created = view.as_ref().ok().map(|v| v.geometry().created_ns);
-            let before = first.filter(|&(c, _)| Some(c) == created).map(|(_, published)| published);
+            let first = first.filter(|&(c, _, _)| Some(c) == created && !sample.is_zero());
+            let (before, secs) = first.map(|(_, n, at)| (n, at.elapsed().as_secs_f64())).unzip();
             row(entry, view, before, secs)
         })
         .collect())

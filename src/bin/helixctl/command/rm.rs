@@ -57,7 +57,8 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
         );
     };
     let writer_pid = in_use(ns, name, &entry.state, args.force)?;
-    let files: Vec<PathBuf> = [ns.data_path(name), ns.readers_path(name)].into_iter().filter(|p| p.exists()).collect();
+    let files: Vec<PathBuf> =
+        [ns.data_path(name), ns.readers_path(name)].into_iter().filter(|p| p.symlink_metadata().is_ok()).collect();
     Ring::unlink(ns, name)?;
     if json {
         return json::print(&Removed {
