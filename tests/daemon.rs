@@ -159,8 +159,7 @@ fn a_ring_another_user_made_under_a_configured_name_is_not_adopted() {
     // right shape made under a configured name before helixd was adopted:
     // helixd wrote it and every program read it, while its maker could
     // rewrite it.
-    if helix::process::my_uid() != 0 {
-        eprintln!("skipped: making a file another user's needs root");
+    if !common::root_or_skip("making a file another user's needs root") {
         return;
     }
     let env = Env::watched("a foreign ring", Duration::from_secs(60));

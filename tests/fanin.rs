@@ -151,8 +151,7 @@ fn producers_killed_mid_record_never_tear_one_and_the_next_takes_the_lane() {
 
 #[test]
 fn the_consumer_learns_each_lanes_uid_and_pid_from_the_kernel() {
-    if helix::process::my_uid() != 0 {
-        eprintln!("skipped: needs root to start a producer as another user");
+    if !common::root_or_skip("needs root to start a producer as another user") {
         return;
     }
     let ns = TestNs::watched("producer as another user", Duration::from_secs(60));

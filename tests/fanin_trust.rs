@@ -211,8 +211,7 @@ fn a_directory_socket_or_unopenable_file_under_a_lane_name_is_moved_aside_report
 fn a_folder_someone_else_made_is_refused_by_producers_and_the_consumer() {
     // Found by review: nobody checked whose the folder was, so whoever
     // made it first received the producers' records.
-    if helix::process::my_uid() != 0 {
-        eprintln!("skipped: needs root to give the folder to another user");
+    if !common::root_or_skip("needs root to give the folder to another user") {
         return;
     }
     let ns = TestNs::new();

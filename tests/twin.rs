@@ -792,6 +792,18 @@ fn helixd_then_twin(env: &Env) -> (Reaped, Notify, Reaped) {
     (daemon, daemon_notify, twin)
 }
 
+/// Reads a frame the twin publishes on `twin.state` from now on (within
+/// 10 s), then stops the twin with SIGTERM; returns its log.
+fn state_frame_then_stop(env: &Env, twin: &mut Reaped) -> String {
+    let mut r = Reader::attach(&env.ns, "twin.state", &ReaderOptions::named("test")).unwrap();
+    let mut buf = vec![0u8; 256];
+    r.read_timeout(&mut buf, Duration::from_secs(10)).expect("the twin publishes on its state ring");
+    sigterm(&twin.0);
+    let log = stderr_of(&mut twin.0);
+    assert!(twin.0.wait().unwrap().success(), "{log}");
+    log
+}
+
 /// Waits (at most 30 s) until `done`.
 fn until(what: &str, done: &dyn Fn() -> bool) {
     let t = std::time::Instant::now();
@@ -823,12 +835,7 @@ fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
     let twin_writes = || RingView::attach(&env.ns, "twin.state").unwrap().stats().lease.pid == Some(twin.0.id());
     until("the twin writes the new state ring", &twin_writes);
     // And what it publishes there is read: state frames arrive.
-    let mut r = Reader::attach(&env.ns, "twin.state", &ReaderOptions::named("test")).unwrap();
-    let mut buf = vec![0u8; 256];
-    r.read_timeout(&mut buf, Duration::from_secs(10)).expect("the twin publishes on the new state ring");
-    sigterm(&twin.0);
-    let log = stderr_of(&mut twin.0);
-    assert!(twin.0.wait().unwrap().success(), "{log}");
+    let log = state_frame_then_stop(&env, &mut twin);
     assert!(log.contains("ring telemetry was replaced") && log.contains("ring twin.state was replaced"), "{log}");
     sigterm(&daemon.0);
     assert!(daemon.0.wait().unwrap().success());
@@ -851,12 +858,7 @@ fn a_damaged_output_ring_is_let_go_for_helixd_to_repair_and_written_again() {
         std::fs::OpenOptions::new().write(true).open(env.ns.readers_path(ring)).unwrap().set_len(0).unwrap();
     }
     until("the twin writes its repaired rings", &|| writes("twin.state") && writes("alarms"));
-    let mut r = Reader::attach(&env.ns, "twin.state", &ReaderOptions::named("test")).unwrap();
-    let mut buf = vec![0u8; 256];
-    r.read_timeout(&mut buf, Duration::from_secs(10)).expect("the twin publishes on the repaired state ring");
-    sigterm(&twin.0);
-    let log = stderr_of(&mut twin.0);
-    assert!(twin.0.wait().unwrap().success(), "{log}");
+    let log = state_frame_then_stop(&env, &mut twin);
     for ring in ["twin.state", "alarms"] {
         assert!(log.contains(&format!("ring {ring} is damaged")), "{log}");
         assert!(log.contains(&format!("ring {ring} can be written again")), "{log}");

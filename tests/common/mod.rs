@@ -154,6 +154,16 @@ impl Drop for Watchdog {
     }
 }
 
+/// Whether this test process runs as root; if not, says that the test is
+/// skipped and `why` it needs root.
+pub fn root_or_skip(why: &str) -> bool {
+    let root = helix::process::my_uid() == 0;
+    if !root {
+        eprintln!("skipped: {why}");
+    }
+    root
+}
+
 /// Waits until `done` holds, failing the test with `what` after 20 s: for
 /// what another thread or process does in its own time (never a fixed
 /// sleep before an assertion that it happened).
