@@ -154,7 +154,12 @@ fn bridge(role: &'static str, hosts: &Hosts, cluster: &Cluster, tag: &str, ns: &
 
 /// Waits until the destination reached `target`, supervising the bridges.
 fn reach(progress: &AtomicU64, target: u64, bridges: &mut [&mut Bridge], what: &str) {
-    let (limit, pause) = (Duration::from_secs(90), Duration::from_millis(5));
+    // A node killed: the stream elects a leader among the other two, which
+    // took 6 to 37 s on an idle machine (the first, with both bridges just
+    // restarted, the longest) and more than 90 s in one CI run, beside a
+    // build on both cores. The limit only catches a stream that never
+    // recovers.
+    let (limit, pause) = (Duration::from_secs(240), Duration::from_millis(5));
     await_progress(progress, target, limit, pause, what, || bridges.iter_mut().for_each(|b| b.supervise()));
 }
 
@@ -258,7 +263,7 @@ fn report(begun: Instant, ex: &Bridge, im: &Bridge, cluster: &Cluster, ex_log: &
 #[test]
 fn a_million_frames_cross_a_cluster_under_kill_9() {
     let begun = Instant::now();
-    watchdog("a_million_frames_cross_a_cluster_under_kill_9", Duration::from_secs(540));
+    watchdog("a_million_frames_cross_a_cluster_under_kill_9", Duration::from_secs(840));
     let tag = format!("c{}", std::process::id());
     let (hosts, writer) = hosts(&tag);
     let mut cluster = Cluster::start(&tag, Duration::from_secs(60));
@@ -269,7 +274,7 @@ fn a_million_frames_cross_a_cluster_under_kill_9() {
 
     let progress = Arc::new(AtomicU64::new(1));
     let (dst, p) = (destination(&hosts.b, "dst"), progress.clone());
-    let verifier = thread::spawn(move || verify_to(dst, FRAMES, Duration::from_secs(480), &p));
+    let verifier = thread::spawn(move || verify_to(dst, FRAMES, Duration::from_secs(780), &p));
     let allowed = Arc::new(AtomicU64::new(0));
     let (p, a) = (progress.clone(), allowed.clone());
     let producer = thread::spawn(move || produce(writer, p, a));
