@@ -17,7 +17,8 @@ use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::twin::*;
 use helix::*;
 use model::{Input, Twin};
-use run::{Ingest, Publisher};
+use publish::Publisher;
+use run::Ingest;
 
 const ALPHA: f64 = 0.1;
 const BETA: f64 = 0.1;

@@ -60,6 +60,7 @@ mod lane;
 mod lane_file;
 pub mod layout;
 mod producer;
+mod record;
 mod stats;
 #[cfg(all(test, not(loom)))]
 mod tests;
@@ -67,11 +68,12 @@ mod tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
 
-pub use consumer::{Event, FanIn, Record, RecordError};
+pub use consumer::{Event, FanIn};
 pub use error::{FanInError, LaneProblem, LaneReport, SendError};
 pub use files::FanInGeometry;
 pub use lane::LaneFault;
 pub use producer::{Batch, Claim, Producer};
+pub use record::{Record, RecordError};
 pub use stats::{FanInStats, FanInView, LaneStats};
 
 use layout::{record_size, MAX_ALLOW};

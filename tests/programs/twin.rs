@@ -12,6 +12,9 @@ mod hal;
 #[path = "../../src/bin/helix-twin/model.rs"]
 #[allow(dead_code)]
 mod model;
+#[path = "../../src/bin/helix-twin/publish.rs"]
+#[allow(dead_code)]
+mod publish;
 #[path = "../../src/bin/helix-twin/run.rs"]
 #[allow(dead_code)]
 mod run;

@@ -11,6 +11,7 @@ mod shared;
 
 mod config;
 mod model;
+mod publish;
 mod run;
 
 use config::{TwinConfig, DEFAULT_CONFIG};

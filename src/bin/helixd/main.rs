@@ -14,6 +14,7 @@ mod daemon;
 mod hal;
 mod metrics;
 mod preflight;
+mod rings;
 mod source;
 
 use crate::config::Config;

@@ -66,7 +66,7 @@ fn held(ns: &Namespace, name: &str) -> u64 {
 }
 
 /// Checks that every configured ring that exists already can be adopted
-/// (or is to be recreated): what `open_or_create` refuses at a start.
+/// (or is to be recreated): what `rings::open_or_create` refuses at a start.
 pub fn existing(config: &Config) -> Result<(), ConfigError> {
     for r in config.rings.iter().filter(|r| !r.recreate) {
         let why = match RingView::attach(&config.namespace, &r.name) {

@@ -1,0 +1,79 @@
+//! Taking a configured ring into service: created, adopted (only a
+//! compatible one of helixd's own), or recreated when the configuration
+//! says so.
+
+use anyhow::{bail, Context, Result};
+use tracing::warn;
+
+use helix::Ring;
+
+use crate::config::RingConfig;
+use crate::preflight::differences;
+
+/// How an existing ring was taken into service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// It did not exist.
+    Created,
+    /// It existed, compatible: its sequence continues.
+    Adopted,
+    /// It existed, incompatible or corrupt, and `recreate = true`.
+    Recreated,
+}
+
+/// Creates the ring, or adopts a compatible existing one; an incompatible or
+/// corrupt one is an error naming the difference unless `recreate` is set.
+pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, Opened)> {
+    let name = &rc.name;
+    let recreate = |why: String| -> Result<(Ring, Opened)> {
+        if !rc.recreate {
+            bail!("ring {name:?}: {why}; set recreate = true to replace it");
+        }
+        warn!("ring {name}: {why}; recreating it (recreate = true)");
+        let ring =
+            Ring::recreate(ns, name, &rc.options).with_context(|| format!("ring {name:?}: cannot recreate it"))?;
+        Ok((ring, Opened::Recreated))
+    };
+    // Before opening: another user's file under the name cannot become
+    // helixd's afterwards (nobody else can make a file of helixd's uid,
+    // and the sticky /dev/shm keeps helixd's from being replaced).
+    if let Some(why) = foreign(ns, name) {
+        bail!("ring {name:?}: {why}; remove it as root (`helixctl rm --force {name}`), then start helixd again");
+    }
+    match Ring::open(ns, name) {
+        Ok(ring) => {
+            let diffs = differences(ring.geometry(), &rc.options);
+            if diffs.is_empty() {
+                Ok((ring, Opened::Adopted))
+            } else {
+                drop(ring);
+                recreate(format!("the existing ring differs from the configuration: {}", diffs.join("; ")))
+            }
+        }
+        Err(e) if e.is_absent() => {
+            let ring = Ring::create(ns, name, &rc.options).with_context(|| format!("ring {name:?}"))?;
+            Ok((ring, Opened::Created))
+        }
+        Err(e) => recreate(format!("the existing ring cannot be used: {e}")),
+    }
+}
+
+/// Why ring `name`'s files are not helixd's to adopt, if they are not:
+/// a file another user owns, or one whose owner cannot be read. Anyone
+/// may create files in /dev/shm, and a ring made under a configured name
+/// before helixd (at boot, or after a SIGHUP retired it) would be written
+/// by helixd and read by every program while its maker rewrites it.
+fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    [ns.data_path(name), ns.readers_path(name)].into_iter().find_map(|path| match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.uid() != me => {
+            Some(format!("{} is owned by uid {}, not helixd's uid {me}: another user made it", path.display(), m.uid()))
+        }
+        Ok(_) => None,
+        // Absent: created, or its lone partner judged by `Ring::open`.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // Not known to be helixd's: not adopted.
+        Err(e) => Some(format!("{}: cannot tell whose it is: {e}", path.display())),
+    })
+}
