@@ -70,10 +70,10 @@ pub mod twin;
 pub mod wait;
 
 pub use ring::{
-    AttachError, Claim, CreateError, Damaged, EvictError, Frame, FrameError, FrameInfo, FrameRef, FreedReader,
-    Geometry, LeaseError, LeaseInfo, Overrun, Policy, Preset, PublishError, ReadError, Reader, ReaderOptions,
-    ReaderStats, RepairError, Ring, RingFile, RingName, RingOptions, RingStats, RingView, Start, SweepReport,
-    TryReadError, Writer,
+    AttachError, Claim, CreateError, Damaged, EvictError, ForeignRing, Frame, FrameError, FrameInfo, FrameRef,
+    FreedReader, Geometry, LeaseError, LeaseInfo, Overrun, Policy, Preset, PublishError, ReadError, Reader,
+    ReaderOptions, ReaderStats, RepairError, Ring, RingFile, RingName, RingOptions, RingStats, RingView, Start,
+    SweepReport, TryReadError, Writer,
 };
 pub use shm::{NameError, Namespace};
 pub use wait::WaitStrategy;

@@ -478,3 +478,35 @@ fn check_prints_what_the_ledger_would_record_and_names_a_mistake_with_its_line()
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(env.ns.files().is_empty() && !env.ledger_dir().exists());
 }
+
+#[test]
+fn a_ring_another_user_made_under_a_recorded_name_is_not_recorded() {
+    // Anyone may create files in /dev/shm: while the real writer is down,
+    // another user's ring under a recorded name had its frames recorded in
+    // the audit trail as the ring's.
+    if !common::root_or_skip("making a file another user's needs root") {
+        return;
+    }
+    let env = Env::watched("ledger foreign ring", Duration::from_secs(60));
+    let (_, mut w) = recorded_ring(&env, "r", 256, 60_000);
+    publish_payloads(&mut w, 1, 10);
+    drop(w);
+    for path in [env.ns.data_path("r"), env.ns.readers_path("r")] {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    let mut ledger = env.ledger("r", 1);
+    let owned = format!("ring r: not recorded: {} is owned by uid 65534", env.ns.data_path("r").display());
+    wait_for(&env, Some(&mut ledger), "the refusal", || env.log_text().contains(&owned));
+    // Root removes it; the real writer makes the ring: that is recorded.
+    Ring::unlink(&env.ns, "r").unwrap();
+    let (_, mut w) = recorded_ring(&env, "r", 256, 60_000);
+    publish_payloads(&mut w, 1, 100);
+    wait_for(&env, Some(&mut ledger), "frames 1-100", || recorded_next(&env.ledger_dir(), "r") == 101);
+    stop(&env, ledger);
+    // Nothing of the other user's ring: the frames start at 1 once, with
+    // one RING record.
+    audit(&env.ledger_dir(), 100);
+    let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.ledger_dir());
+    assert_eq!((code, v["rings"].as_array().map(Vec::len)), (0, Some(1)), "{v}");
+    assert_eq!(env.log_text().matches(&owned).count(), 1, "said once");
+}

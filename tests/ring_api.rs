@@ -354,3 +354,35 @@ fn the_group_option_sets_both_files_group() {
     assert_eq!(shm::group_id(&gid.to_string()).unwrap(), gid);
     assert!(shm::group_id("no-such-group-hopefully").is_err());
 }
+
+#[test]
+fn a_ring_another_user_owns_is_named_by_check_owner_on_what_is_mapped() {
+    // Anyone may create files in /dev/shm: a program that records or acts
+    // on a ring's frames must be able to tell a ring another user made
+    // under the name it expects.
+    if !common::root_or_skip("making a file another user's needs root") {
+        return;
+    }
+    let (ns, ring, w) = ring_with_writer(opts(8, Policy::Overwrite));
+    assert_eq!((ring.check_owner(), w.check_owner()), (Ok(()), Ok(())));
+    drop(w);
+    for path in [ns.data_path("r"), ns.readers_path("r")] {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    let view = RingView::attach(&ns, "r").unwrap();
+    let e = view.check_owner().unwrap_err();
+    assert_eq!((e.owner, e.me, e.path.clone()), (65534, 0, ns.data_path("r")));
+    assert!(e.to_string().contains("is owned by uid 65534"), "{e}");
+    assert_eq!(view.owner_uid(), 65534);
+    let reader = Reader::attach(&ns, "r", &ReaderOptions::named("a")).unwrap();
+    assert_eq!(reader.check_owner(), Err(e.clone()));
+    assert_eq!(Writer::attach(&ns, "r").unwrap().check_owner(), Err(e.clone()));
+    // The owner is read once, from the file an attachment maps: a ring
+    // attached before the change is still judged by its owner then.
+    assert_eq!(ring.check_owner(), Ok(()));
+    for path in [ns.data_path("r"), ns.readers_path("r")] {
+        std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+    }
+    assert_eq!(view.check_owner(), Err(e));
+    assert_eq!(RingView::attach(&ns, "r").unwrap().check_owner(), Ok(()));
+}

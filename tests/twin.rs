@@ -880,3 +880,40 @@ fn check_with_a_bad_namespace_says_what_is_wrong_with_it() {
     assert!(!out.status.success(), "{err}");
     assert_eq!(err.trim(), "helix-twin: --namespace: namespace \"BAD NS\" has 'B' at byte 0; allowed are a-z 0-9 _ - (starting with a-z or 0-9)");
 }
+
+#[test]
+fn the_twin_waits_out_another_users_ring_in_place_of_one_it_reads_or_writes() {
+    // Anyone may create files in /dev/shm: while helixd is down another
+    // user's ring under the telemetry name fed the twin forged samples,
+    // and one under the state name carried the twin's state to its maker.
+    if !common::root_or_skip("making a file another user's needs root") {
+        return;
+    }
+    let _dog = watchdog("helix-twin refuses foreign rings", Duration::from_secs(90));
+    let env = Env::new();
+    let opts = |capacity, max_payload| RingOptions { capacity, max_payload, ..Default::default() };
+    let rings = [("telemetry", opts(4096, 48)), ("twin.state", opts(4096, 256)), ("alarms", opts(1024, 256))];
+    for (name, o) in &rings {
+        drop(Ring::create(&env.ns, name, o).unwrap());
+    }
+    let chown = |ring: &str, uid: u32| {
+        for path in [env.ns.data_path(ring), env.ns.readers_path(ring)] {
+            std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
+        }
+    };
+    let waiting = |ring: &str| format!("STATUS=waiting: {} is owned by uid 65534", env.ns.data_path(ring).display());
+    chown("twin.state", 65534);
+    let notify = Notify::new(&env.dir);
+    let tcfg = env.file("twin.toml", TWIN);
+    let mut twin = notify.spawn(env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg));
+    notify.until(&waiting("twin.state"));
+    chown("twin.state", 0);
+    chown("telemetry", 65534);
+    notify.until(&waiting("telemetry"));
+    // Root gives the names back (here: to root's rings): the twin starts.
+    chown("telemetry", 0);
+    notify.until("READY=1");
+    assert!(reads(&env.ns, "telemetry", "helix-twin"));
+    let log = state_frame_then_stop(&env, &mut twin);
+    assert!(log.contains("is owned by uid 65534, neither this process's uid 0 nor root's"), "{log}");
+}

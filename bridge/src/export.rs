@@ -297,6 +297,9 @@ fn leave_to_an_older_exporter(view: &RingView, x: &Export) -> Result<()> {
 fn attach(ns: &Namespace, x: &Export, start: Start) -> Result<Reader> {
     let opts = ReaderOptions { name: x.reader_name.clone(), gating: x.gating, start, wait: WaitStrategy::Park };
     let mut r = Reader::attach(ns, &x.ring, &opts).with_context(|| format!("joining ring {} as a reader", x.ring))?;
+    // Another user's ring under the name: its frames would be exported as
+    // this host's.
+    r.check_owner().with_context(|| format!("exporting ring {}", x.ring))?;
     r.set_deferred_release(true);
     Ok(r)
 }

@@ -59,6 +59,9 @@ impl Importer {
     /// Takes the destination ring's writer lease and finds the place.
     pub fn open(ns: &Namespace, dest: &str, host: &str, ring: &str, max_pending: usize) -> Result<(Importer, Place)> {
         let r = Ring::open(ns, dest).with_context(|| format!("attaching to destination ring {dest}"))?;
+        // Another user's ring under the name would carry whatever its
+        // maker writes beside the imported frames.
+        r.check_owner().with_context(|| format!("destination ring {dest}"))?;
         let writer = r.writer().with_context(|| format!("taking the writer lease of ring {dest}"))?;
         let g = r.geometry();
         if (g.max_payload as usize) < std::mem::size_of::<Mark>() {

@@ -375,3 +375,27 @@ fn messages_waiting_behind_a_hole_are_written_when_the_source_is_created_again()
     assert_eq!((new.frames, new.gaps), (2, vec![]));
     w.stop_saying(im, &["sequences 4..=5 never arrived (the source ring was created again)"]);
 }
+
+#[test]
+fn another_users_ring_under_an_exported_or_imported_name_is_refused() {
+    // Anyone may create files in /dev/shm: another user's ring under the
+    // exported name had its frames sent as this host's, and one under the
+    // destination name carried the imported frames beside its maker's.
+    if helix::process::my_uid() != 0 {
+        eprintln!("skipped: making a file another user's needs root");
+        return;
+    }
+    let (mut w, _writer) = World::with_rings("foreign rings", Duration::from_secs(60), 64, 64);
+    for ring in ["src", "dst"] {
+        for path in [w.ns.data_path(ring), w.ns.readers_path(ring)] {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        }
+    }
+    let ex = w.spawn(w.exporter("src"));
+    let im = w.spawn(w.importer("src", "dst"));
+    for (i, ring) in [(ex, "src"), (im, "dst")] {
+        let (status, log) = w.exited(i, Duration::from_secs(30));
+        let owned = format!("{} is owned by uid 65534", w.ns.data_path(ring).display());
+        assert!(!status.success() && log.contains(&owned), "{status}: {log}");
+    }
+}

@@ -150,6 +150,31 @@ impl AttachError {
     }
 }
 
+/// A ring whose data file is owned by a user other than this process's
+/// and root ([`RingView::check_owner`](super::RingView::check_owner)).
+/// Anyone may create files in /dev/shm: a ring made under an expected name
+/// by another user carries whatever frames its maker writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path} is owned by uid {owner}, neither this process's uid {me} nor root's: another user made it and could write any frame into it (root can remove it: `helixctl rm --force {ring}`)")]
+pub struct ForeignRing {
+    pub ring: String,
+    pub path: PathBuf,
+    pub owner: u32,
+    pub me: u32,
+}
+
+impl ForeignRing {
+    /// `Err` unless `owner` (of the ring `ring`'s data file at `path`) is
+    /// this process's effective uid or root.
+    pub(crate) fn check(ring: &str, path: &Path, owner: u32) -> Result<(), ForeignRing> {
+        let me = crate::process::my_uid();
+        if owner == me || owner == 0 {
+            return Ok(());
+        }
+        Err(ForeignRing { ring: ring.to_owned(), path: path.to_owned(), owner, me })
+    }
+}
+
 /// Why the writer lease could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {

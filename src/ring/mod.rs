@@ -26,7 +26,7 @@ use crate::sync::Ordering;
 
 pub use crate::shm::RingFile;
 pub use damage::{Damaged, RepairError, RingName};
-pub use error::{AttachError, CreateError, LeaseError, Overrun, PublishError, ReadError, TryReadError};
+pub use error::{AttachError, CreateError, ForeignRing, LeaseError, Overrun, PublishError, ReadError, TryReadError};
 pub use frame::{Frame, FrameError, FrameInfo, FrameRef};
 #[doc(hidden)]
 pub use lifecycle::create_hook;
@@ -155,6 +155,21 @@ impl RingView {
     /// The ring's geometry.
     pub fn geometry(&self) -> &Geometry {
         &self.region.geometry
+    }
+
+    /// The uid that owns the data file mapped here: who can write its
+    /// frames (read from the open file, not from the name).
+    pub fn owner_uid(&self) -> u32 {
+        self.region.owner
+    }
+
+    /// `Err` naming the file and its owner unless the data file mapped here
+    /// is owned by this process's effective uid or root. A program that
+    /// records or acts on what a ring carries (the ledger, the twin, the
+    /// bridge) follows only such rings: anyone may create a ring under an
+    /// expected name while its real writer is down.
+    pub fn check_owner(&self) -> Result<(), ForeignRing> {
+        ForeignRing::check(&self.region.name, &self.region.path, self.region.owner)
     }
 
     /// The highest sequence published so far (0: none), as the header

@@ -469,6 +469,12 @@ impl Reader {
         &self.region.geometry
     }
 
+    /// As [`RingView::check_owner`](super::RingView::check_owner), of the
+    /// mapping this reader reads.
+    pub fn check_owner(&self) -> Result<(), super::ForeignRing> {
+        super::ForeignRing::check(&self.region.name, &self.region.path, self.region.owner)
+    }
+
     /// The entry index in the reader table.
     pub fn index(&self) -> usize {
         self.core.idx

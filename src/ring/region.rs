@@ -68,6 +68,10 @@ pub(crate) struct Region {
     /// The data region's file, for errors that name a header field.
     pub(crate) path: PathBuf,
     pub(crate) writable: bool,
+    /// The uid that owns the data file mapped here (read from the open
+    /// file, so it is the owner of what is mapped, whatever the name
+    /// means since): who can write frames, and so whose they are.
+    pub(crate) owner: u32,
     backing: Backing,
 }
 
@@ -235,7 +239,8 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<R
         // sees either version 0 or a complete header.
         h.version.store(ABI_VERSION, Ordering::Release);
     }
-    let region = from_maps(name, dmap, rmap, &data_path, &readers_path)?;
+    let owner = file_owner(&dfile, &data_path).map_err(CreateError::Attach)?;
+    let region = from_maps(name, dmap, rmap, &data_path, &readers_path, owner)?;
     super::lifecycle::publish(ns, name, &rfile, &dfile)?;
     Ok(region)
 }
@@ -333,7 +338,8 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
         e => e,
     })?;
     let rmap = Mapping::new(&rfile, true).map_err(|e| AttachError::io(&readers_path, e))?;
-    from_maps(name, dmap, rmap, &data_path, &readers_path).map_err(|e| match e {
+    let owner = file_owner(&dfile, &data_path)?;
+    from_maps(name, dmap, rmap, &data_path, &readers_path, owner).map_err(|e| match e {
         CreateError::Attach(AttachError::Initializing { path }) => {
             // A creator takes microseconds; one that left the file unfinished
             // for this long has died, and waiting will not help.
@@ -352,8 +358,21 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
 /// is abandoned rather than being initialised.
 pub(crate) const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The uid that owns the open `file` (`fstat`).
+fn file_owner(file: &File, path: &Path) -> Result<u32, AttachError> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().map(|m| m.uid()).map_err(|e| AttachError::io(path, e))
+}
+
 /// Validates both mapped regions and builds the `Region`.
-fn from_maps(name: &str, dmap: Mapping, rmap: Mapping, dpath: &Path, rpath: &Path) -> Result<Region, CreateError> {
+fn from_maps(
+    name: &str,
+    dmap: Mapping,
+    rmap: Mapping,
+    dpath: &Path,
+    rpath: &Path,
+    owner: u32,
+) -> Result<Region, CreateError> {
     let checked = validate_data(&dmap, dpath, Some(name)).and_then(|g| validate_readers(&rmap, rpath, &g).map(|()| g));
     // A file that shrank while being checked was read as zeros: say so,
     // rather than whatever the zeros looked like.
@@ -379,6 +398,7 @@ fn from_maps(name: &str, dmap: Mapping, rmap: Mapping, dpath: &Path, rpath: &Pat
         name: name.to_owned(),
         path: dpath.to_owned(),
         writable,
+        owner,
         geometry: g,
         backing: Backing::Shm { data: dmap, readers: rmap },
     })

@@ -416,6 +416,13 @@ impl Writer {
         &self.region.geometry
     }
 
+    /// As [`RingView::check_owner`](super::RingView::check_owner), of the
+    /// mapping this writer writes: a program that writes a ring its readers
+    /// act on (the twin's state and alarms) writes only such a ring.
+    pub fn check_owner(&self) -> Result<(), super::ForeignRing> {
+        super::ForeignRing::check(&self.region.name, &self.region.path, self.region.owner)
+    }
+
     /// The ring's name.
     pub fn ring_name(&self) -> &str {
         &self.region.name

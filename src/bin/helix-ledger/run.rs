@@ -60,6 +60,8 @@ struct Tap {
     batch: usize,
     /// Logged that the ring is missing (once until it appears).
     missing_logged: bool,
+    /// Logged that another user's ring is under its name (likewise).
+    foreign_logged: bool,
 }
 
 fn reader_options(next_seq: u64) -> ReaderOptions {
@@ -87,9 +89,22 @@ impl Tap {
             policy: u8::from(g.policy == Policy::Block),
             name: self.name.clone(),
         };
+        // Before it is declared: another user's ring under the name
+        // (anyone may create files in /dev/shm) is not recorded, lest its
+        // frames stand in the audit trail as the ring's. Judged again on
+        // the reader's own mapping below.
+        if let Err(e) = view.check_owner() {
+            self.refuse(&e);
+            return Ok(());
+        }
         let (id, next) = ledger.declare(&decl)?;
         match Reader::attach(ns, &self.name, &reader_options(next)) {
             Ok(mut r) => {
+                // Replaced by another user's ring since the look above?
+                if let Err(e) = r.check_owner() {
+                    self.refuse(&e);
+                    return Ok(());
+                }
                 r.set_deferred_release(true);
                 // A configured trade-off (control.acks, by default), said
                 // once; a frame actually lost is a warning of its own.
@@ -104,11 +119,19 @@ impl Tap {
                 self.id = id;
                 self.created_ns = g.created_ns;
                 self.batch = (BLOCK_TARGET / (ENTRY_HEADER_LEN + g.max_payload as usize)).clamp(1, BATCH);
-                self.missing_logged = false;
+                (self.missing_logged, self.foreign_logged) = (false, false);
             }
             Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
         }
         Ok(())
+    }
+
+    /// Says once (until the ring is recorded again) that another user's
+    /// ring is not recorded.
+    fn refuse(&mut self, e: &helix::ForeignRing) {
+        if !std::mem::replace(&mut self.foreign_logged, true) {
+            error!("ring {}: not recorded: {e}; recording it once a ring of this user's or root's is there", self.name);
+        }
     }
 
     /// Reads one batch into the ledger, as one block; returns how many
@@ -225,7 +248,15 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     let mut taps: Vec<Tap> = cfg
         .rings
         .iter()
-        .map(|name| Tap { name: name.clone(), reader: None, id: 0, created_ns: 0, batch: 1, missing_logged: false })
+        .map(|name| Tap {
+            name: name.clone(),
+            reader: None,
+            id: 0,
+            created_ns: 0,
+            batch: 1,
+            missing_logged: false,
+            foreign_logged: false,
+        })
         .collect();
     for t in &mut taps {
         t.attach(&cfg.namespace, &mut ledger)?;

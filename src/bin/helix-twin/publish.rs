@@ -103,8 +103,12 @@ impl Publisher {
                         true
                     }
                     // Not repaired yet is the usual; anything else (the
-                    // lease another's, slots too small) is said once.
-                    Err(e) if !e.is_transient() && !matches!(e, StartError::Attach { .. }) => {
+                    // lease another's, slots too small, another user's
+                    // ring in its place) is said once.
+                    Err(e)
+                        if matches!(e, StartError::Foreign(_))
+                            || !e.is_transient() && !matches!(e, StartError::Attach { .. }) =>
+                    {
                         if !std::mem::replace(logged, true) {
                             warn!("ring {ring} cannot be written again: {e}; retrying every second");
                         }

@@ -13,7 +13,9 @@ use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Serv
 use helix::process::now_ns;
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::{AttachError, FrameRef, LeaseError, Reader, ReaderOptions, RingView, Start, TryReadError, Writer};
+use helix::{
+    AttachError, ForeignRing, FrameRef, LeaseError, Reader, ReaderOptions, RingView, Start, TryReadError, Writer,
+};
 
 use crate::config::TwinConfig;
 use crate::model::{Input, Twin};
@@ -78,14 +80,18 @@ impl Ingest {
     /// Attaches to `ring` as a non-gating reader (it never holds the writer
     /// back; if it falls a ring behind it loses frames and counts them),
     /// starting with the next frame published, parking when idle.
-    pub fn attach(ns: &Namespace, ring: &str) -> Result<Ingest, AttachError> {
+    /// Only a ring of the twin's own user or root's is read (see
+    /// [`StartError::Foreign`]).
+    pub fn attach(ns: &Namespace, ring: &str) -> Result<Ingest, StartError> {
         let opts = ReaderOptions {
             name: READER_NAME.into(),
             gating: false,
             start: Start::Newest,
             wait: helix::WaitStrategy::Park,
         };
-        Ok(Ingest::new(Reader::attach(ns, ring, &opts)?))
+        let reader = Reader::attach(ns, ring, &opts).map_err(|e| attach_err(ns, ring, e))?;
+        reader.check_owner()?;
+        Ok(Ingest::new(reader))
     }
 
     /// Wraps a reader (tests attach their own).
@@ -169,12 +175,24 @@ pub enum StartError {
     /// The ring's slots cannot hold the frames.
     #[error("ring {ring:?} holds payloads of at most {max} bytes; the twin's {what} frames are {needed} bytes")]
     TooSmall { ring: String, max: u32, needed: usize, what: &'static str },
+    /// Another user made the ring (anyone may create files in /dev/shm):
+    /// its frames would be that user's, and so would the state and alarms
+    /// the twin wrote into it.
+    #[error(transparent)]
+    Foreign(#[from] ForeignRing),
 }
 
 impl StartError {
-    /// Whether waiting may help (the ring does not exist or is being made).
+    /// Whether waiting may help: the ring does not exist or is being made,
+    /// or another user's is in its place (helixd cannot make the real one
+    /// until root removes it, and the twin waits for that).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StartError::Missing { .. } | StartError::Attach { source: AttachError::Initializing { .. }, .. })
+        matches!(
+            self,
+            StartError::Missing { .. }
+                | StartError::Attach { source: AttachError::Initializing { .. }, .. }
+                | StartError::Foreign(_)
+        )
     }
 }
 
@@ -190,6 +208,7 @@ pub fn writer(ns: &Namespace, ring: &str, needed: usize, what: &'static str) -> 
         LeaseError::Attach(a) => attach_err(ns, ring, a),
         source => StartError::Lease { ring: ring.into(), source },
     })?;
+    w.check_owner()?;
     let max = w.geometry().max_payload;
     if (max as usize) < needed {
         return Err(StartError::TooSmall { ring: ring.into(), max, needed, what });
@@ -265,21 +284,22 @@ pub fn run(config: TwinConfig) -> Result<()> {
 }
 
 /// Attaches to the rings, waiting while they do not exist yet (helixd may
-/// start after the twin); `None` if a signal stopped the wait.
+/// start after the twin) or another user's ring is in one's place; `None`
+/// if a signal stopped the wait. Each new reason to wait is said once.
 fn attach(config: &TwinConfig, service: &mut Service) -> Result<Option<(Ingest, Publisher)>> {
     let ns = &config.namespace;
-    let mut waiting_logged = false;
+    let mut said = String::new();
     loop {
-        let attempt = Publisher::attach(ns, &config.state_ring, &config.alarm_ring).and_then(|p| {
-            Ok((Ingest::attach(ns, &config.telemetry_ring).map_err(|e| attach_err(ns, &config.telemetry_ring, e))?, p))
-        });
+        let attempt = Publisher::attach(ns, &config.state_ring, &config.alarm_ring)
+            .and_then(|p| Ok((Ingest::attach(ns, &config.telemetry_ring)?, p)));
         match attempt {
             Ok(x) => return Ok(Some(x)),
             Err(e) if e.is_transient() => {
-                if !waiting_logged {
-                    warn!("waiting: {e}");
-                    notify(&[NotifyState::Status(&format!("waiting: {e}"))]);
-                    waiting_logged = true;
+                let why = e.to_string();
+                if why != said {
+                    warn!("waiting: {why}");
+                    notify(&[NotifyState::Status(&format!("waiting: {why}"))]);
+                    said = why;
                 }
                 service.ping(Instant::now(), |_| true);
                 if let Some(Event::Stop(_)) = service.signal(Duration::from_millis(250))? {
