@@ -510,6 +510,40 @@ fn a_ring_whose_readers_file_is_truncated_is_repaired_its_sequence_continues_and
 }
 
 #[test]
+fn a_udp_source_whose_ring_is_repaired_binds_its_port_again_and_ingests_on() {
+    // Found by review: the daemon kept a second handle of the stopped
+    // source's socket, so binding the port again failed for ever (and
+    // under systemd the unhealthy source stopped the watchdog pings).
+    use helix::telemetry::datagram::encode;
+    let _dog = watchdog("helixd udp repair", Duration::from_secs(90));
+    let env = Env::new();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let udp = format!("[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"127.0.0.1:{port}\"\n");
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&env.config("udp.toml", &two_rings(&udp))));
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Sends sample `seq` until a reader of ring a gets it (a datagram sent
+    // while no socket is bound is dropped by the kernel).
+    let arrives = |d: &mut Reaped, seq: u64| {
+        let sample = Sample { stream: 1, quality: 0, seq, sample_ns: seq, ingest_ns: 0, value: 1.5 };
+        let mut r = poll(Some(d), "a reader of ring a", || {
+            Reader::attach(&env.ns, "a", &ReaderOptions::named("udp-test")).ok()
+        });
+        poll(Some(d), &format!("sample {seq} on ring a"), || {
+            tx.send_to(&encode(&[sample]), ("127.0.0.1", port)).unwrap();
+            r.read_pod_timeout::<Sample>(Duration::from_millis(100)).ok().filter(|(_, s)| s.seq == seq)
+        });
+    };
+    arrives(&mut d, 1);
+    shrink_to_nothing(&env, &env.ns.readers_path("a"));
+    poll(Some(&mut d), "ring a repaired", || RingView::attach(&env.ns, "a").ok());
+    arrives(&mut d, 2);
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(!log.contains("cannot restart"), "{log}");
+}
+
+#[test]
 fn a_ring_whose_data_file_is_truncated_is_recreated_and_the_other_ring_runs_on() {
     let _dog = watchdog("helixd recreate after damage", Duration::from_secs(90));
     let (env, _notify, mut d, created, _) = two_rings_publishing();

@@ -95,6 +95,10 @@ impl Running {
     }
 
     /// Asks its thread to finish and waits for it, logging how it ended.
+    /// A UDP source's second handle of its socket is closed too (after a
+    /// last read of the kernel's drop count), so that its port can be
+    /// bound again: by this source once its ring is repaired, or by the
+    /// source a reload puts in its place.
     pub fn stop(&mut self) {
         self.state.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -104,6 +108,8 @@ impl Running {
                 Err(_) => error!("source for ring {} panicked", self.config.ring),
             }
         }
+        self.read_kernel_drops();
+        self.socket = None;
     }
 }
 

@@ -8,6 +8,9 @@ pub mod udp;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use helix::{Claim, PublishError, Writer};
 
 /// What a source thread shares with the daemon.
 #[derive(Debug, Default)]
@@ -46,5 +49,91 @@ impl SourceState {
     /// Records a loop iteration.
     pub fn tick(&self) {
         self.progress_ns.store(helix::process::now_ns(), Ordering::Relaxed);
+    }
+}
+
+/// How long a source waits for room in its ring at a time. A gating reader
+/// may hold a `block` ring full for the ring's whole stall timeout, which
+/// may be longer than systemd's watchdog interval: between waits the
+/// source says it is alive (it is waiting, as the ring's policy says, not
+/// hung) and looks whether it should give up.
+pub const ROOM_WAIT: Duration = Duration::from_millis(100);
+
+/// Claims `n` slots, fills them with `fill` and commits them; waits for
+/// room [`ROOM_WAIT`] at a time, ticking `state` between waits (the
+/// writer's stall clock runs on across them, so a stalled reader is still
+/// demoted after the stall timeout). `Ok(false)`, with nothing written,
+/// once `give_up` says so between waits.
+pub fn write_batch(
+    writer: &mut Writer,
+    n: u64,
+    state: &SourceState,
+    give_up: impl Fn() -> bool,
+    fill: impl FnOnce(&mut Claim<'_>) -> Result<(), PublishError>,
+) -> Result<bool, PublishError> {
+    loop {
+        match writer.claim_timeout(n, ROOM_WAIT) {
+            Ok(mut claim) => {
+                fill(&mut claim)?;
+                claim.commit();
+                return Ok(true);
+            }
+            Err(PublishError::Full { .. }) => {
+                state.tick();
+                if give_up() {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helix::{Namespace, Policy, Reader, ReaderOptions, Ring, RingOptions};
+
+    /// Found by review: a source waited for room in one `claim`, up to the
+    /// ring's stall timeout, without a tick. With a stall timeout longer
+    /// than systemd's watchdog interval, a reader that joined as gating
+    /// and never read had helixd killed by the watchdog (and the stall
+    /// clock started again with the next helixd, so it was never demoted);
+    /// a stop waited as long.
+    #[test]
+    fn a_source_held_full_by_a_stalled_reader_stays_alive_and_stops_when_asked() {
+        let ns = Namespace::new(&format!("roomwait{}", std::process::id())).unwrap();
+        let opts = RingOptions {
+            capacity: 64,
+            max_payload: 48,
+            policy: Policy::Block,
+            stall_timeout: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let ring = Ring::create(&ns, "full", &opts).unwrap();
+        let stalled = Reader::attach(&ns, "full", &ReaderOptions { gating: true, ..ReaderOptions::named("stalled") });
+        Ring::unlink(&ns, "full").unwrap();
+        let _stalled = stalled.unwrap();
+        let state = SourceState::new();
+        let writer = ring.writer().unwrap();
+        let thread_state = state.clone();
+        let sim = sim::Sim { streams: 10, rate_hz: 1000.0, seed: 1 };
+        let source = std::thread::spawn(move || sim.run(writer, &thread_state));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let until = |what: &str, done: &dyn Fn() -> bool| {
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "{what}: not within 60 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        until("the source waiting for room", &|| ring.stats().writer_waits > 0);
+        // Waiting for room: its progress stamp moves on all the same.
+        let then = state.progress_ns.load(Ordering::Relaxed);
+        until("a tick while the ring is full", &|| state.progress_ns.load(Ordering::Relaxed) > then);
+        assert!(ring.published() <= 64);
+        state.stop.store(true, Ordering::Relaxed);
+        until("the source to stop", &|| source.is_finished());
+        source.join().unwrap().unwrap();
+        assert_eq!(ring.stats().demotions, 0, "the reader was not demoted: the wait was not for its stall timeout");
     }
 }

@@ -159,14 +159,21 @@ impl Sim {
                 state.behind_ns.store(course.pacer.behind_ns(samples.since_base(), now), Ordering::Relaxed);
                 while samples.next_index() < due && !state.stopping() && !state.inbox.is_waiting() {
                     let n = (due - samples.next_index()).min(BATCH).min(capacity);
-                    let mut claim = writer.claim(n)?;
-                    let ingest_ns = clock.now_ns();
-                    for _ in 0..n {
-                        let mut s = samples.next_sample();
-                        s.ingest_ns = ingest_ns;
-                        claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&s))?;
+                    // While gating readers hold the ring full, a command
+                    // or a stop is taken between waits for room.
+                    let give_up = || state.stopping() || state.inbox.is_waiting();
+                    let written = super::write_batch(&mut writer, n, state, give_up, |claim| {
+                        let ingest_ns = clock.now_ns();
+                        for _ in 0..n {
+                            let mut s = samples.next_sample();
+                            s.ingest_ns = ingest_ns;
+                            claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&s))?;
+                        }
+                        Ok(())
+                    })?;
+                    if !written {
+                        break;
                     }
-                    claim.commit();
                     state.samples.store(samples.next_index(), Ordering::Relaxed);
                     // A long catch-up is progress too (the watchdog).
                     state.tick();

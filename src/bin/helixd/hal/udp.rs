@@ -141,11 +141,21 @@ pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Resu
             let mut done = 0;
             while done < count {
                 let k = ((count - done) as u64).min(writer.geometry().capacity);
-                let mut claim = writer.claim(k).context("udp source")?;
-                for j in done..done + k as usize {
-                    claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&datagram::sample(d, j, ingest_ns)))?;
-                }
-                claim.commit();
+                // Never given up: a datagram taken is written whole (the
+                // wait is bounded by the ring's stall timeout).
+                super::write_batch(
+                    &mut writer,
+                    k,
+                    state,
+                    || false,
+                    |claim| {
+                        for j in done..done + k as usize {
+                            claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&datagram::sample(d, j, ingest_ns)))?;
+                        }
+                        Ok(())
+                    },
+                )
+                .context("udp source")?;
                 done += k as usize;
             }
             written += count as u64;
