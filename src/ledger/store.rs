@@ -320,14 +320,30 @@ impl Ledger {
     }
 
     /// Writes the buffer out: one `write(2)` unless the kernel takes less.
+    /// What reached the file stays written if a later `write` fails (no
+    /// room, a file-size limit): it leaves the buffer, so that a retry
+    /// goes on after it (the file is appended to) rather than writing it
+    /// again behind itself, which would leave a broken chain mid-file.
     fn write_buffer(&mut self) -> io::Result<()> {
-        self.file.write_all(&self.buf)?;
-        self.seg_len += self.buf.len() as u64;
-        self.stats.bytes += self.buf.len() as u64;
-        self.buf.clear();
-        self.sealed = 0;
-        self.dirty = true;
-        Ok(())
+        let mut written = 0;
+        let result = loop {
+            if written == self.buf.len() {
+                break Ok(());
+            }
+            match self.file.write(&self.buf[written..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.seg_len += written as u64;
+        self.stats.bytes += written as u64;
+        self.dirty |= written > 0;
+        self.buf.drain(..written);
+        // Only sealed blocks are written (no block is open in a flush).
+        self.sealed = self.buf.len();
+        result
     }
 
     /// Makes everything written durable (fdatasync), if anything is new.
@@ -453,6 +469,53 @@ pub(super) mod tests {
         assert!(l.begin_sync().unwrap().is_none());
         append(&mut l, 11, 1);
         assert!(l.begin_sync().unwrap().is_some());
+    }
+
+    /// Found by review: a write that failed part way (no room on the disk,
+    /// a file-size limit) left the whole buffer to be written again, after
+    /// the part already in the file, and the recorder retries the flush as
+    /// it stops. The chain was broken mid-file: `verify` rejected the
+    /// ledger and the recorder refused to start on it again. Run in a
+    /// process of its own (the file-size limit is the process's).
+    #[test]
+    fn a_write_cut_short_by_an_error_goes_on_where_it_stopped_when_retried() {
+        const CHILD: &str = "HELIX_TEST_CUT_SHORT_DIR";
+        let Some(dir) = std::env::var_os(CHILD) else {
+            let d = TempDir::new("cut-short");
+            let name = "ledger::store::tests::a_write_cut_short_by_an_error_goes_on_where_it_stopped_when_retried";
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1", "--nocapture"])
+                .env(CHILD, &d.0)
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && said.contains("1 passed"), "{said}");
+            let s = verify(&d.0).unwrap().unwrap();
+            assert_eq!((s.rings[0].frames, s.rings[0].next_seq), (40, 41));
+            Ledger::open(&d.0, 1 << 20).unwrap();
+            return;
+        };
+        let (mut l, _) = Ledger::open(std::path::Path::new(&dir), 1 << 20).unwrap();
+        append(&mut l, 1, 10);
+        let path = std::path::Path::new(&dir).join(segment_name(1));
+        let len = fs::metadata(&path).unwrap().len();
+        let limit = |cur: u64| libc::rlimit { rlim_cur: cur, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: ignoring SIGXFSZ (a write past the limit then fails with
+        // EFBIG instead of killing the process); `limit` gives valid rlimits.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit(len + 100)), 0);
+        }
+        let (id, _) = l.declare(&decl()).unwrap();
+        for seq in 11..41 {
+            l.reserve_frame(id, seq, 1, 0, 7, 20).fill(seq as u8);
+            l.seal(id, 1);
+        }
+        assert!(l.flush().is_err(), "the limit is 100 bytes on");
+        assert_eq!(fs::metadata(&path).unwrap().len(), len + 100, "cut short, part written");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit(libc::RLIM_INFINITY)) }, 0);
+        l.flush().unwrap();
     }
 
     #[test]
