@@ -459,6 +459,10 @@ fn check_prints_what_the_ledger_would_record_and_names_a_mistake_with_its_line()
     assert!(ok, "{out}");
     assert!(out.contains(&format!("namespace {}; records c in /x", env.ns.as_str())) && out.contains("2 MiB"), "{out}");
     assert!(out.contains("no signed checkpoints"), "{out}");
+    // Found by review: a ring given twice on the command line (the file
+    // refuses that) had the recorder read its frames twice, and panic.
+    let (ok, err) = check(&good, &["--ring", "c", "--ring", "d", "--ring", "c"]);
+    assert!(!ok && err.contains("--ring c: the ring is given twice"), "{err}");
     // The signing key is read as the recorder would read it at start.
     let key = env.path("ledger.key");
     let key_arg = key.to_str().unwrap();
@@ -509,4 +513,22 @@ fn a_ring_another_user_made_under_a_recorded_name_is_not_recorded() {
     let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.ledger_dir());
     assert_eq!((code, v["rings"].as_array().map(Vec::len)), (0, Some(1)), "{v}");
     assert_eq!(env.log_text().matches(&owned).count(), 1, "said once");
+}
+
+#[test]
+fn a_ring_it_cannot_join_is_said_once_and_recorded_once_it_can() {
+    // Found by review: a ring whose reader table was full (or that could
+    // not be joined otherwise) was logged every 50 ms, 72,000 times an hour.
+    let env = Env::watched("ledger cannot join", Duration::from_secs(60));
+    let opts = RingOptions { capacity: 64, max_payload: 64, max_readers: 1, ..Default::default() };
+    let ring = Ring::create(&env.ns, "r", &opts).unwrap();
+    let taken = ring.reader(&ReaderOptions::named("taken")).unwrap();
+    let mut ledger = env.ledger("r", 1);
+    wait_for(&env, Some(&mut ledger), "the refusal", || env.log_text().contains("ring r: cannot attach"));
+    // Some retries (one every 50 ms) before the entry is free.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(taken);
+    wait_for(&env, Some(&mut ledger), "the recording", || env.log_text().contains("recording ring r"));
+    stop(&env, ledger);
+    assert_eq!(env.log_text().matches("ring r: cannot attach").count(), 1, "{}", env.log_text());
 }

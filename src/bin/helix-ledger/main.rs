@@ -198,8 +198,12 @@ fn load(cli: &Cli) -> anyhow::Result<LedgerConfig> {
         cfg.dir = dir.clone();
     }
     if !cli.rings.is_empty() {
-        for r in &cli.rings {
+        for (k, r) in cli.rings.iter().enumerate() {
             helix::shm::validate_ring_name(r).with_context(|| format!("--ring {r}"))?;
+            // Two recorders of one ring would record its frames twice.
+            if cli.rings[..k].contains(r) {
+                anyhow::bail!("--ring {r}: the ring is given twice");
+            }
         }
         cfg.rings = cli.rings.clone();
     }

@@ -58,10 +58,9 @@ struct Tap {
     /// Frames read per batch: [`BATCH`], or fewer, so that a batch of the
     /// ring's largest frames stays within a block's target size.
     batch: usize,
-    /// Logged that the ring is missing (once until it appears).
-    missing_logged: bool,
-    /// Logged that another user's ring is under its name (likewise).
-    foreign_logged: bool,
+    /// Why it is not recorded, as last logged: each reason is logged
+    /// once (it is looked at every 50 ms) until the ring is recorded.
+    said: Option<String>,
 }
 
 fn reader_options(next_seq: u64) -> ReaderOptions {
@@ -74,9 +73,8 @@ impl Tap {
         let view = match RingView::attach(ns, &self.name) {
             Ok(v) => v,
             Err(e) => {
-                if !self.missing_logged {
-                    warn!("ring {}: {e}; attaching when it appears", self.name);
-                    self.missing_logged = true;
+                if let Some(why) = self.anew(format!("ring {}: {e}; attaching when it appears", self.name)) {
+                    warn!("{why}");
                 }
                 return Ok(());
             }
@@ -119,19 +117,34 @@ impl Tap {
                 self.id = id;
                 self.created_ns = g.created_ns;
                 self.batch = (BLOCK_TARGET / (ENTRY_HEADER_LEN + g.max_payload as usize)).clamp(1, BATCH);
-                (self.missing_logged, self.foreign_logged) = (false, false);
+                self.said = None;
             }
-            Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
+            Err(e) => {
+                if let Some(why) = self.anew(format!("ring {}: cannot attach: {e}; retrying", self.name)) {
+                    warn!("{why}");
+                }
+            }
         }
         Ok(())
     }
 
-    /// Says once (until the ring is recorded again) that another user's
-    /// ring is not recorded.
+    /// Says that another user's ring is not recorded.
     fn refuse(&mut self, e: &helix::ForeignRing) {
-        if !std::mem::replace(&mut self.foreign_logged, true) {
-            error!("ring {}: not recorded: {e}; recording it once a ring of this user's or root's is there", self.name);
+        let why = format!(
+            "ring {}: not recorded: {e}; recording it once a ring of this user's or root's is there",
+            self.name
+        );
+        if let Some(why) = self.anew(why) {
+            error!("{why}");
         }
+    }
+
+    /// `why`, if it is not what was logged last.
+    fn anew(&mut self, why: String) -> Option<String> {
+        (self.said.as_ref() != Some(&why)).then(|| {
+            self.said = Some(why.clone());
+            why
+        })
     }
 
     /// Reads one batch into the ledger, as one block; returns how many
@@ -248,15 +261,7 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     let mut taps: Vec<Tap> = cfg
         .rings
         .iter()
-        .map(|name| Tap {
-            name: name.clone(),
-            reader: None,
-            id: 0,
-            created_ns: 0,
-            batch: 1,
-            missing_logged: false,
-            foreign_logged: false,
-        })
+        .map(|name| Tap { name: name.clone(), reader: None, id: 0, created_ns: 0, batch: 1, said: None })
         .collect();
     for t in &mut taps {
         t.attach(&cfg.namespace, &mut ledger)?;
