@@ -484,6 +484,33 @@ fn an_idle_ledger_signs_nothing_new_and_a_busy_one_signs_when_the_interval_is_du
 }
 
 #[test]
+fn a_clock_set_back_past_the_last_checkpoint_has_the_next_batch_signed() {
+    // Found by review: the next checkpoint fell due an interval after the
+    // last one's time, and `verify` measures from the blocks' own times.
+    // With the clock set back 100 s (an NTP step, a restored VM), blocks
+    // were read for 160 s without a checkpoint among them, and an honest
+    // recorder's ledger failed `verify --pubkey`.
+    let env = Env::new();
+    let dir = env.path("ledger");
+    let (mut l, _) = Ledger::open(&dir, 1 << 20).unwrap();
+    l.set_signer(Some(Signer::new(key(1), 60)));
+    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    let t = helix::process::realtime_ns();
+    assert!(l.checkpoint(t, Reason::Open));
+    for b in 0..17 {
+        let now = t - 100 * SEC + b * 10 * SEC;
+        l.checkpoint_if_due(now);
+        l.reserve_frame(id, b + 1, 1, now, 1, 8).fill(1);
+        l.seal(id, 1);
+    }
+    l.flush().unwrap();
+    drop(l);
+    let signed = verify_signed(&dir, &key(1).verifying_key()).unwrap();
+    assert!(signed.is_ok(), "{:?}", signed.err());
+}
+
+#[test]
 fn a_segment_of_a_lower_version_after_a_higher_one_is_refused() {
     let env = Env::new();
     let dir = env.path("ledger");

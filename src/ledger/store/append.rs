@@ -65,11 +65,15 @@ impl Ledger {
     /// last one at `now_ns` and blocks were sealed since (an idle ledger
     /// signs nothing new); returns whether it did. The recorder calls it
     /// before reading each batch, so every block is signed within about an
-    /// interval of being read (`verify` allows two).
+    /// interval of being read (`verify` allows two). A clock set back
+    /// (before the last checkpoint) makes one due at once: otherwise
+    /// blocks stamped by the clock set back would go unsigned until it
+    /// came round again, and `verify` would find no checkpoint among them.
     pub fn checkpoint_if_due(&mut self, now_ns: u64) -> bool {
         let Some(signer) = &self.signer else { return false };
         let due = self.signed.0.saturating_add(u64::from(signer.interval_s()) * 1_000_000_000);
-        if now_ns < due || self.chain.blocks == self.signed.1 {
+        let set_back = now_ns < self.signed.0;
+        if (now_ns < due && !set_back) || self.chain.blocks == self.signed.1 {
             return false;
         }
         self.checkpoint(now_ns, Reason::Interval)
