@@ -132,6 +132,47 @@ fn sighup_adds_and_retires_rings_and_a_broken_configuration_changes_nothing() {
 }
 
 #[test]
+fn a_reload_that_a_start_would_refuse_is_refused_and_a_source_that_cannot_start_is_retried() {
+    // Found by review: a reload that changed a ring's shape was taken
+    // (with a warning), and the next start refused the configuration; a
+    // source a reload could not start vanished, never tried again.
+    use helix::telemetry::datagram::encode;
+    let (env, notify) = service_env("helixd reload refusals");
+    let mut d = notify.ready(env.helixd(&env.config("a.toml", TELEMETRY)));
+    let smaller = TELEMETRY.replace("capacity = 65536", "capacity = 1024");
+    env.config("a.toml", &smaller);
+    sighup(&d.0);
+    notify.until("READY=1");
+    // With recreate = true it is taken: the next start recreates the ring.
+    env.config("a.toml", &format!("{smaller}recreate = true\n"));
+    sighup(&d.0);
+    notify.until("READY=1");
+    assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 65536);
+    // A UDP source whose port is taken: kept, and tried again.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let udp = format!("[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n");
+    env.config("a.toml", &format!("{smaller}recreate = true\n{udp}"));
+    sighup(&d.0);
+    notify.until("READY=1");
+    drop(taken);
+    let mut r = Reader::attach(&env.ns, "telemetry", &ReaderOptions::named("udp-test")).unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sample = Sample { stream: 1, quality: 0, seq: 7, sample_ns: 7, ingest_ns: 0, value: 1.5 };
+    poll(Some(&mut d), "the retried source ingests", || {
+        tx.send_to(&encode(&[sample]), ("127.0.0.1", port)).unwrap();
+        r.read_pod_timeout::<Sample>(Duration::from_millis(100)).ok()
+    });
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    let refused = "reload refused, the running configuration stays: ring telemetry: the configuration differs \
+                   from the running ring (capacity is 65536, configured 1024)";
+    assert!(log.contains(refused), "{log}");
+    assert_eq!(log.matches("reload refused").count(), 1, "{log}");
+    assert!(log.contains("source udp") && log.contains("cannot start") && log.contains("in use"), "{log}");
+}
+
+#[test]
 fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recreate() {
     let env = Env::new();
     Ring::create(

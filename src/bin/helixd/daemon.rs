@@ -348,6 +348,21 @@ impl Daemon {
             bail!("the namespace cannot change while running ({} → {}); restart helixd", ns, new.namespace);
         }
         crate::preflight::memory(&new)?;
+        // A running ring's shape changes only when it is recreated, and a
+        // start refuses a ring that differs unless `recreate = true`: a
+        // reload that said nothing would have the next (unattended)
+        // restart fail.
+        for rc in &new.rings {
+            let Some(ring) = self.rings.get(&rc.name) else { continue };
+            let diffs = crate::preflight::differences(ring.geometry(), &rc.options);
+            if !diffs.is_empty() && !rc.recreate {
+                bail!(
+                    "ring {}: the configuration differs from the running ring ({}), which a start would refuse;                      set recreate = true to have the next start recreate it, or keep its shape",
+                    rc.name,
+                    diffs.join("; ")
+                );
+            }
+        }
         // Create the new rings first: if one fails, keep the old.
         let added = self.open_added(&new)?;
         for rc in &new.rings {
@@ -399,7 +414,12 @@ impl Daemon {
                         info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
                         self.sources.push(r);
                     }
-                    Err(e) => error!("{e}"),
+                    // Kept, not running: it is tried again at each health
+                    // check (and is unhealthy until it runs), and shows.
+                    Err(e) => {
+                        error!("source {} for ring {} cannot start: {e:#}; retrying", describe(&sc.kind), sc.ring);
+                        self.sources.push(Running::stopped(sc));
+                    }
                 }
             }
         }
