@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{payload, payload_len, publish_payloads, signal, verify_json, Env, Notify, Reaped};
-use helix::ledger::format::RecordType;
+use helix::ledger::format::{RecordType, RingDecl};
 use helix::ledger::{walk, Ledger};
 use helix::*;
 
@@ -531,4 +531,59 @@ fn a_ring_it_cannot_join_is_said_once_and_recorded_once_it_can() {
     wait_for(&env, Some(&mut ledger), "the recording", || env.log_text().contains("recording ring r"));
     stop(&env, ledger);
     assert_eq!(env.log_text().matches("ring r: cannot attach").count(), 1, "{}", env.log_text());
+}
+
+#[test]
+fn a_ring_replaced_while_the_ledger_was_demoted_on_it_is_recorded_as_the_new_ring() {
+    // Found by review: a demoted ledger joined again by name at the old
+    // ring's next sequence without looking whether the ring had been
+    // replaced meanwhile, so the new ring's frames from there were
+    // recorded under the old ring's declaration, and again under the new
+    // one's a second later.
+    let env = Env::watched("ledger demoted and replaced", Duration::from_secs(120));
+    let (view, mut w) = recorded_ring(&env, "b", 256, 200);
+    let mut ledger = env.ledger("b", 1);
+    let pid = ledger.0.id();
+    wait_for(&env, Some(&mut ledger), "the ledger to register", || ledger_entry(&view, pid).is_some());
+    publish_payloads(&mut w, 1, 10);
+    wait_for(&env, Some(&mut ledger), "frames 1-10", || recorded_next(&env.ledger_dir(), "b") == 11);
+    // Frozen past the stall timeout: demoted. Then the ring is replaced,
+    // and the new one (kind 2) runs ahead of where the old one was.
+    signal(&ledger.0, libc::SIGSTOP);
+    publish_payloads(&mut w, 11, 300);
+    assert!(view.stats().demotions >= 1);
+    drop((w, view));
+    Ring::unlink(&env.ns, "b").unwrap();
+    let (view, mut w) = recorded_ring(&env, "b", 1024, 200);
+    let created = view.geometry().created_ns;
+    for seq in 1..=500u64 {
+        w.publish_kind(2, &seq.to_le_bytes()).unwrap();
+    }
+    signal(&ledger.0, libc::SIGCONT);
+    // Each frame as (the creation time its ring was declared with, kind,
+    // sequence), in the ledger's order.
+    let frames = |dir: &Path| {
+        let (mut declared, mut out) = (0u64, Vec::new());
+        walk(dir, |at| {
+            let h = &at.record.header;
+            match RecordType::from_u16(h.rtype) {
+                Some(RecordType::Ring) => declared = RingDecl::decode(at.record.payload).unwrap().created_ns,
+                Some(RecordType::Frame) => out.push((declared, h.kind, h.seq)),
+                _ => {}
+            }
+        })
+        .unwrap()
+        .unwrap();
+        out
+    };
+    wait_for(&env, Some(&mut ledger), "the new ring's 500 frames", || {
+        frames(&env.ledger_dir()).iter().filter(|f| f.1 == 2).count() >= 500
+    });
+    stop(&env, ledger);
+    let frames = frames(&env.ledger_dir());
+    let under =
+        |kind: u32| frames.iter().filter(|f| f.1 == kind).map(|f| f.0).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(under(2), [created].into(), "the new ring's frames under another declaration");
+    let new: Vec<u64> = frames.iter().filter(|f| f.1 == 2).map(|f| f.2).collect();
+    assert_eq!(new, (1..=500).collect::<Vec<_>>(), "each of the new ring's frames once, in order");
 }

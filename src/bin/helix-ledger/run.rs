@@ -58,6 +58,10 @@ struct Tap {
     /// Frames read per batch: [`BATCH`], or fewer, so that a batch of the
     /// ring's largest frames stays within a block's target size.
     batch: usize,
+    /// Whether its last batch found the ring empty: what the old ring of a
+    /// replaced one, or a demoted reader, waits for (each ring its own:
+    /// another ring always busy does not hold it back).
+    drained: bool,
     /// Why it is not recorded, as last logged: each reason is logged
     /// once (it is looked at every 50 ms) until the ring is recorded.
     said: Option<String>,
@@ -154,6 +158,7 @@ impl Tap {
         let Some(reader) = self.reader.as_mut() else { return 0 };
         let id = self.id;
         let epoch = reader.writer_epoch();
+        self.drained = false;
         let got = reader.try_read_batch(self.batch, |f| {
             let payload = ledger.reserve_frame(id, f.seq(), epoch, 0, f.kind(), f.len());
             // A frame overwritten while copied is not counted by the batch,
@@ -169,6 +174,7 @@ impl Tap {
             }
             Err(TryReadError::Empty) => {
                 ledger.seal(id, 0);
+                self.drained = true;
                 0
             }
             Err(TryReadError::Overrun(o)) => {
@@ -201,11 +207,22 @@ impl Tap {
         }
     }
 
-    /// Housekeeping for one ring: re-register after a demotion, switch to a
-    /// replacement ring once the old one is drained.
-    fn check(&mut self, ns: &Namespace, ledger: &mut Ledger, idle: bool) -> Result<(), LedgerError> {
+    /// Housekeeping for one ring, once its reader is drained: switch to a
+    /// replacement ring, or re-register after a demotion. The replacement
+    /// first: a reader demoted on a ring since replaced would otherwise
+    /// join the new ring at the old one's sequence, under its declaration.
+    fn check(&mut self, ns: &Namespace, ledger: &mut Ledger) -> Result<(), LedgerError> {
         let Some(reader) = self.reader.as_ref() else { return self.attach(ns, ledger) };
-        if reader.was_demoted() && idle {
+        if !self.drained {
+            return Ok(());
+        }
+        let replaced = RingView::attach(ns, &self.name).is_ok_and(|v| v.geometry().created_ns != self.created_ns);
+        if replaced {
+            info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
+            self.reader = None;
+            return self.attach(ns, ledger);
+        }
+        if reader.was_demoted() {
             let next = ledger.chain().rings[self.id as usize].next_seq;
             warn!("ring {}: the writer demoted the ledger (too slow); re-registering as a gating reader", self.name);
             self.reader = None;
@@ -216,13 +233,6 @@ impl Tap {
                 }
                 Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
             }
-            return Ok(());
-        }
-        let replaced = RingView::attach(ns, &self.name).is_ok_and(|v| v.geometry().created_ns != self.created_ns);
-        if replaced && idle {
-            info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
-            self.reader = None;
-            return self.attach(ns, ledger);
         }
         Ok(())
     }
@@ -261,7 +271,15 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     let mut taps: Vec<Tap> = cfg
         .rings
         .iter()
-        .map(|name| Tap { name: name.clone(), reader: None, id: 0, created_ns: 0, batch: 1, said: None })
+        .map(|name| Tap {
+            name: name.clone(),
+            reader: None,
+            id: 0,
+            created_ns: 0,
+            batch: 1,
+            drained: false,
+            said: None,
+        })
         .collect();
     for t in &mut taps {
         t.attach(&cfg.namespace, &mut ledger)?;
@@ -321,7 +339,7 @@ fn serve(
         if !syncer.busy()? && ledger.sync_due_in(cfg.fsync_interval) == Some(Duration::ZERO) {
             syncer.start(ledger)?;
         }
-        if housekeeping.due(Instant::now()) && keeper.run(cfg, service, taps, ledger, &syncer, got == 0)? {
+        if housekeeping.due(Instant::now()) && keeper.run(cfg, service, taps, ledger, &syncer)? {
             return syncer.finish();
         }
         if got > 0 {
@@ -369,8 +387,7 @@ struct Keeper {
 
 impl Keeper {
     /// One turn of housekeeping: signals (true: stop), the watchdog, the
-    /// rings (attached, replaced, demoted; `idle`: the rings had nothing)
-    /// and the status line.
+    /// rings (attached, replaced, demoted) and the status line.
     fn run(
         &mut self,
         cfg: &LedgerConfig,
@@ -378,7 +395,6 @@ impl Keeper {
         taps: &mut [Tap],
         ledger: &mut Ledger,
         syncer: &Syncer,
-        idle: bool,
     ) -> Result<bool> {
         let now = Instant::now();
         match service.signal(Duration::ZERO)? {
@@ -404,7 +420,7 @@ impl Keeper {
             // before the ledger attaches stay only as long as the ring
             // holds them.
             if check_all || t.reader.is_none() {
-                t.check(&cfg.namespace, ledger, idle)?;
+                t.check(&cfg.namespace, ledger)?;
             }
         }
         if service.status_due(now) {
