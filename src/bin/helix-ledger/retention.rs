@@ -61,7 +61,9 @@ impl Retainer {
                 loop {
                     let now = state.look();
                     if seen.as_ref() != Some(&now) || last_pass.is_none_or(|t| t.elapsed() >= PASS_EVERY) {
-                        state.pass();
+                        // Asked to stop (the recorder is stopping, and
+                        // its rings wait for that): between segments.
+                        state.pass(&|| !matches!(rx.try_recv(), Err(mpsc::TryRecvError::Empty)));
                         (seen, last_pass) = (Some(now), Some(Instant::now()));
                     }
                     match rx.recv_timeout(LOOK_EVERY) {
@@ -112,9 +114,10 @@ impl State {
     }
 
     /// One pass; an error is logged (once while it repeats) and the next
-    /// pass tries again.
-    fn pass(&mut self) {
-        match self.try_pass() {
+    /// pass tries again. Compression (a segment takes a while, and the
+    /// first pass may have many) ends early once `stopping`.
+    fn pass(&mut self, stopping: &dyn Fn() -> bool) {
+        match self.try_pass(stopping) {
             Ok(()) => self.failed = None,
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -126,7 +129,7 @@ impl State {
         }
     }
 
-    fn try_pass(&mut self) -> Result<()> {
+    fn try_pass(&mut self, stopping: &dyn Fn() -> bool) -> Result<()> {
         let dir = &self.dir;
         let pruned = read_pruned(dir)?;
         let anchors = read_anchors(dir)?;
@@ -169,10 +172,48 @@ impl State {
                 .iter()
                 .filter(|s| !plan.delete.contains(s) && !is_compressed(&s.path))
             {
+                if stopping() {
+                    break;
+                }
                 let (plain, packed) = compress_segment(dir, &s.path)?;
                 debug!("retention: compressed segment {} from {plain} to {packed} bytes", s.segment);
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helix::ledger::format::RingDecl;
+    use helix::ledger::Ledger;
+
+    /// Found by review: a pass compressed every plain closed segment before
+    /// it looked whether it should stop, and the recorder joins it as it
+    /// stops, its gating readers registered and reading nothing: the first
+    /// pass after `compress = true` on a large folder held the rings'
+    /// writers for minutes. Now at most the segment being compressed is
+    /// finished.
+    #[test]
+    fn a_stop_ends_a_pass_between_two_segments() {
+        let dir = std::env::temp_dir().join(format!("helix-retention-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut l, _) = Ledger::open(&dir, 4096).unwrap();
+        let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
+        let (id, _) = l.declare(&decl).unwrap();
+        for seq in 1..=400 {
+            l.reserve_frame(id, seq, 1, 0, 1, 64).fill(seq as u8);
+            l.seal(id, 1);
+            l.flush().unwrap();
+        }
+        drop(l);
+        let plain = segments(&dir).unwrap().len();
+        assert!(plain > 5, "{plain} segments");
+        let retainer = Retainer::spawn(&dir, Policy { compress: true, ..Policy::default() }).unwrap();
+        drop(retainer);
+        let packed = segments(&dir).unwrap().iter().filter(|(_, p)| is_compressed(p)).count();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(packed <= 1, "{packed} of {} closed segments compressed after the stop", plain - 1);
     }
 }
