@@ -368,31 +368,51 @@ impl Output for std::process::Child {
     }
 }
 
+/// Registers a reader of `ring` in the name of a process that then dies
+/// without leaving: `sleep` stands in for it, its registration made from
+/// here with its pid, as it would have been. Returns that pid.
+fn dead_reader(env: &Env, ring: &str) -> u32 {
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    let vpid = victim.id();
+    let r = Reader::attach(&env.ns, ring, &ReaderOptions::named("victim")).unwrap();
+    // Hand the entry over to the victim's pid, then forget it without
+    // leaving (as a killed process would).
+    let entry = (helix::layout::READERS_HEADER_SIZE + r.index() * helix::layout::READER_ENTRY_SIZE) as u64;
+    let f = std::fs::OpenOptions::new().write(true).open(env.ns.readers_path(ring)).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&helix::layout::entry_state(vpid, helix::layout::ENTRY_ACTIVE).to_ne_bytes(), entry + 128).unwrap();
+    f.write_all_at(&vpid.to_ne_bytes(), entry + 136).unwrap();
+    f.write_all_at(&helix::process::start_time(vpid).unwrap().to_ne_bytes(), entry + 144).unwrap();
+    std::mem::forget(r);
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    vpid
+}
+
+#[test]
+fn reloads_faster_than_the_sweep_interval_do_not_keep_the_sweep_from_running() {
+    // Found by review: every reload started the sweep's (and the status
+    // line's) count again, so SIGHUPs more often than the interval kept
+    // dead readers from ever being swept and damaged rings from being
+    // repaired.
+    let (env, notify) = service_env("helixd reloads and sweeps");
+    let cfg = env.file("s.toml", &format!("status_interval_ms = 100\nsweep_interval_ms = 1000\n{TELEMETRY}"));
+    let mut d = notify.ready(env.helixd(&cfg));
+    dead_reader(&env, "telemetry");
+    let view = RingView::attach(&env.ns, "telemetry").unwrap();
+    while view.stats().swept == 0 {
+        sighup(&d.0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.terminate();
+}
+
 #[test]
 fn under_journald_lines_carry_priorities_and_dead_readers_are_swept_and_logged() {
     let (env, notify) = service_env("helixd journal and sweep");
     let cfg = env.config("j.toml", &format!("{TELEMETRY}unlink_on_stop = true\n"));
     let mut d = notify.ready(env.helixd(&cfg).env("JOURNAL_STREAM", "8:12345"));
-    // A reader process that dies without leaving: `sleep` stands in for it,
-    // its registration made from here with its pid, as it would have been.
-    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
-    let vpid = victim.id();
-    {
-        let r = Reader::attach(&env.ns, "telemetry", &ReaderOptions::named("victim")).unwrap();
-        // Hand the entry over to the victim's pid, then forget it without
-        // leaving (as a killed process would).
-        let readers = env.ns.readers_path("telemetry");
-        let entry = (helix::layout::READERS_HEADER_SIZE + r.index() * helix::layout::READER_ENTRY_SIZE) as u64;
-        let f = std::fs::OpenOptions::new().write(true).open(&readers).unwrap();
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(&helix::layout::entry_state(vpid, helix::layout::ENTRY_ACTIVE).to_ne_bytes(), entry + 128)
-            .unwrap();
-        f.write_all_at(&vpid.to_ne_bytes(), entry + 136).unwrap();
-        f.write_all_at(&helix::process::start_time(vpid).unwrap().to_ne_bytes(), entry + 144).unwrap();
-        std::mem::forget(r);
-    }
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    let vpid = dead_reader(&env, "telemetry");
     let view = RingView::attach(&env.ns, "telemetry").unwrap();
     while !view.stats().readers.is_empty() {
         std::thread::sleep(Duration::from_millis(20));

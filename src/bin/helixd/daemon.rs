@@ -545,11 +545,18 @@ pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<()> {
             Some(Event::Stop(_)) => break,
             Some(Event::Other(Signal::SIGHUP)) => {
                 notify(&[NotifyState::Reloading]);
+                let before = (d.config.status_interval, d.config.sweep_interval);
                 match load_config(config_path).map_err(anyhow::Error::from).and_then(|c| d.reload(c)) {
                     Ok(()) => {
                         info!("configuration reloaded");
-                        service.set_status_every(d.config.status_interval);
-                        sweep = Cadence::new(d.config.sweep_interval, d.config.sweep_interval);
+                        // Only a changed interval starts its count again:
+                        // SIGHUPs coming faster would never let it fall due.
+                        if d.config.status_interval != before.0 {
+                            service.set_status_every(d.config.status_interval);
+                        }
+                        if d.config.sweep_interval != before.1 {
+                            sweep = Cadence::new(d.config.sweep_interval, d.config.sweep_interval);
+                        }
                     }
                     Err(e) => error!("reload refused, the running configuration stays: {e:#}"),
                 }

@@ -143,19 +143,24 @@ pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Resu
                 let k = ((count - done) as u64).min(writer.geometry().capacity);
                 // Never given up: a datagram taken is written whole (the
                 // wait is bounded by the ring's stall timeout).
-                super::write_batch(
-                    &mut writer,
-                    k,
-                    state,
-                    || false,
-                    |claim| {
-                        for j in done..done + k as usize {
-                            claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&datagram::sample(d, j, ingest_ns)))?;
-                        }
-                        Ok(())
-                    },
-                )
-                .context("udp source")?;
+                let fill = |claim: &mut helix::Claim<'_>| {
+                    for j in done..done + k as usize {
+                        claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&datagram::sample(d, j, ingest_ns)))?;
+                    }
+                    Ok(())
+                };
+                if let Err(e) = super::write_batch(&mut writer, k, state, || false, fill) {
+                    // The ring is damaged, say: what this batch took from
+                    // the socket and did not write is said, not dropped
+                    // silently (the source restarts once it is repaired).
+                    warn!(
+                        "udp source: {} samples of this datagram and the {} datagrams received after it are not \
+                         written",
+                        count - done,
+                        n - i - 1
+                    );
+                    return Err(e).context("udp source");
+                }
                 done += k as usize;
             }
             written += count as u64;
