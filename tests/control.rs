@@ -144,6 +144,32 @@ fn a_setpoint_moves_the_stream_as_documented_and_is_audited_first() {
 }
 
 #[test]
+fn a_reload_that_drops_or_changes_control_is_refused_and_its_rings_stay() {
+    // Found by review: [control] and its rings removed by a reload were
+    // retired (unlinked) under the running control thread, which went on
+    // auditing commands on rings nobody could open by name.
+    let (env, notify, mut d) = daemon("control reload", "");
+    let sim = format!("[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = {STREAMS}\nrate_hz = {RATE_HZ}\n");
+    let without =
+        format!("sweep_interval_ms = 100\n{}{sim}", ring_toml("telemetry", "max_payload = 48", 1 << 17, "block"));
+    env.file("helix.toml", &without);
+    common::signal(&d.0, libc::SIGHUP);
+    notify.until("READY=1");
+    config_with(&env, 1024, 2, "");
+    common::signal(&d.0, libc::SIGHUP);
+    notify.until("READY=1");
+    assert!(env.ns.data_path("control.log").exists() && env.ns.data_path("control.acks").exists());
+    common::signal(&d.0, libc::SIGTERM);
+    let log = common::stderr_of(&mut d.0);
+    assert!(d.0.wait().unwrap().success(), "{log}");
+    assert_eq!(
+        log.matches("reload refused, the running configuration stays: [control] cannot change").count(),
+        2,
+        "{log}"
+    );
+}
+
+#[test]
 fn rejected_commands_are_audited_answered_and_change_nothing() {
     let env = Env::watched("rejections", Duration::from_secs(60));
     // Only root may command: this test's uid may not (unless it is root).

@@ -347,6 +347,12 @@ impl Daemon {
         if new.namespace != ns {
             bail!("the namespace cannot change while running ({} → {}); restart helixd", ns, new.namespace);
         }
+        // Its thread holds control.log and control.acks for its life: a
+        // reload that dropped them would retire (unlink) the rings it
+        // writes, and commands would be audited on rings nobody can open.
+        if new.control != self.config.control {
+            bail!("[control] cannot change while running (the control thread writes control.log and control.acks); restart helixd");
+        }
         crate::preflight::memory(&new)?;
         // A running ring's shape changes only when it is recreated, and a
         // start refuses a ring that differs unless `recreate = true`: a
@@ -422,9 +428,6 @@ impl Daemon {
                     }
                 }
             }
-        }
-        if new.control != self.config.control {
-            warn!("[control] changed in the configuration; the change takes effect when helixd restarts");
         }
         self.config = new;
         self.share_sources();
