@@ -173,6 +173,30 @@ fn a_reload_that_a_start_would_refuse_is_refused_and_a_source_that_cannot_start_
 }
 
 #[test]
+fn a_reload_that_changes_only_where_a_udp_sources_commands_go_keeps_its_ingest_running() {
+    // Found by review: the source was restarted, and what its socket held
+    // was dropped uncounted.
+    let (env, notify) = service_env("helixd reload instrument");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let udp = |to: u16| {
+        format!(
+            "{TELEMETRY}[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n\
+             instrument = \"127.0.0.1:{to}\"\n"
+        )
+    };
+    let mut d = notify.ready(env.helixd(&env.config("u.toml", &udp(9))));
+    let epoch = || RingView::attach(&env.ns, "telemetry").unwrap().stats().lease.epoch;
+    let before = epoch();
+    env.config("u.toml", &udp(10));
+    sighup(&d.0);
+    notify.until("READY=1");
+    assert_eq!(epoch(), before, "the source took the writer lease again: it was restarted");
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(log.contains("commands to 127.0.0.1:10) for ring telemetry: its ingest goes on"), "{log}");
+}
+
+#[test]
 fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recreate() {
     let env = Env::new();
     Ring::create(

@@ -81,6 +81,19 @@ pub struct SourceConfig {
     pub kind: SourceKind,
 }
 
+impl SourceConfig {
+    /// Whether `other` reads and writes as this one does: the same but,
+    /// perhaps, for where a UDP source's commands go (a change of which
+    /// need not restart its ingest).
+    pub fn same_ingest(&self, other: &SourceConfig) -> bool {
+        let ingest = |c: &SourceConfig| match &c.kind {
+            SourceKind::Udp { bind, .. } => SourceKind::Udp { bind: *bind, instrument: None },
+            kind => kind.clone(),
+        };
+        self.ring == other.ring && ingest(self) == ingest(other)
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

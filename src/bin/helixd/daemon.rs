@@ -386,6 +386,12 @@ impl Daemon {
         for mut r in std::mem::take(&mut self.sources) {
             if new.sources.contains(&r.config) {
                 keep.push(r);
+            } else if let Some(sc) = new.sources.iter().find(|sc| sc.same_ingest(&r.config)) {
+                // Only where its commands go changed: its ingest goes on
+                // (a restart would drop what its socket holds).
+                info!("source {} for ring {}: its ingest goes on", describe(&sc.kind), sc.ring);
+                r.config = sc.clone();
+                keep.push(r);
             } else {
                 r.stop();
                 info!("source {} for ring {} stopped", describe(&r.config.kind), r.config.ring);
