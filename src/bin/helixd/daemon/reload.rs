@@ -1,0 +1,152 @@
+//! helixd's reload (SIGHUP): the new configuration taken as far as a
+//! running daemon can take it, or refused with the old one kept.
+
+use anyhow::{bail, Context, Result};
+use tracing::{error, info, warn};
+
+use helix::Ring;
+
+use super::{log_opened, Daemon};
+use crate::config::Config;
+use crate::rings::{open_or_create, Opened};
+use crate::source::{describe, start_source, Running};
+
+impl Daemon {
+    /// Applies a new configuration: adds rings, retires removed ones, and
+    /// restarts changed sources. On error the old configuration stays.
+    pub fn reload(&mut self, new: Config) -> Result<()> {
+        let ns = self.config.namespace.clone();
+        if new.namespace != ns {
+            bail!("the namespace cannot change while running ({} → {}); restart helixd", ns, new.namespace);
+        }
+        // Its thread holds control.log and control.acks for its life: a
+        // reload that dropped them would retire (unlink) the rings it
+        // writes, and commands would be audited on rings nobody can open.
+        if new.control != self.config.control {
+            bail!("[control] cannot change while running (the control thread writes control.log and control.acks); restart helixd");
+        }
+        crate::preflight::memory(&new)?;
+        self.refuse_shape_changes(&new)?;
+        // Create the new rings first: if one fails, keep the old.
+        let added = self.open_added(&new)?;
+        for rc in &new.rings {
+            if let Some(old) = self.config.ring(&rc.name) {
+                if old != rc {
+                    warn!(
+                        "ring {}: changed in the configuration; the change takes effect when the ring is recreated",
+                        rc.name
+                    );
+                }
+            }
+        }
+        self.stop_changed_sources(&new);
+        for (name, ring, how) in added {
+            log_opened(&ns, &ring, how);
+            self.rings.insert(name, ring);
+        }
+        let retired: Vec<String> =
+            self.rings.keys().chain(self.repairs.keys()).filter(|n| new.ring(n).is_none()).cloned().collect();
+        for name in retired {
+            self.rings.remove(&name);
+            self.repairs.remove(&name);
+            match Ring::unlink(&ns, &name) {
+                Ok(()) => info!(
+                    "ring {name} retired (removed from the configuration); attached processes keep their mappings"
+                ),
+                Err(e) => error!("ring {name}: cannot remove: {e}"),
+            }
+        }
+        self.start_new_sources(&new);
+        self.config = new;
+        self.share_sources();
+        Ok(())
+    }
+
+    /// A running ring's shape changes only when it is recreated, and a
+    /// start refuses a ring that differs unless `recreate = true`: a reload
+    /// that said nothing would have the next (unattended) restart fail.
+    fn refuse_shape_changes(&self, new: &Config) -> Result<()> {
+        for rc in &new.rings {
+            let Some(ring) = self.rings.get(&rc.name) else { continue };
+            let diffs = crate::preflight::differences(ring.geometry(), &rc.options);
+            if !diffs.is_empty() && !rc.recreate {
+                bail!(
+                    "ring {}: the configuration differs from the running ring ({}), which a start would refuse; \
+                     set recreate = true to have the next start recreate it, or keep its shape",
+                    rc.name,
+                    diffs.join("; ")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the sources `new` drops or changes (a source whose ring is
+    /// retired is dropped with it); one whose commands only go elsewhere
+    /// now keeps running.
+    fn stop_changed_sources(&mut self, new: &Config) {
+        let mut keep = Vec::new();
+        for mut r in std::mem::take(&mut self.sources) {
+            if new.sources.contains(&r.config) {
+                keep.push(r);
+            } else if let Some(sc) = new.sources.iter().find(|sc| sc.same_ingest(&r.config)) {
+                // A restart would drop what its socket holds.
+                info!("source {} for ring {}: its ingest goes on", describe(&sc.kind), sc.ring);
+                r.config = sc.clone();
+                keep.push(r);
+            } else {
+                r.stop();
+                info!("source {} for ring {} stopped", describe(&r.config.kind), r.config.ring);
+            }
+        }
+        self.sources = keep;
+    }
+
+    /// Starts the sources `new` adds or changed. One that cannot start is
+    /// kept, not running: it is tried again at each health check (and is
+    /// unhealthy until it runs), and shows.
+    fn start_new_sources(&mut self, new: &Config) {
+        for sc in &new.sources {
+            if self.sources.iter().any(|r| &r.config == sc) {
+                continue;
+            }
+            let Some(ring) = self.rings.get(&sc.ring) else {
+                // Its ring is being repaired: it starts with it.
+                self.sources.push(Running::stopped(sc));
+                continue;
+            };
+            match start_source(sc, ring, &self.plant) {
+                Ok(r) => {
+                    info!("source {} writing ring {}", describe(&sc.kind), sc.ring);
+                    self.sources.push(r);
+                }
+                Err(e) => {
+                    error!("source {} for ring {} cannot start: {e:#}; retrying", describe(&sc.kind), sc.ring);
+                    self.sources.push(Running::stopped(sc));
+                }
+            }
+        }
+    }
+
+    /// Creates or adopts the rings `new` adds; if one fails, removes those
+    /// it created and fails.
+    fn open_added(&self, new: &Config) -> Result<Vec<(String, Ring, Opened)>> {
+        let ns = &self.config.namespace;
+        let mut added = Vec::new();
+        let present = |name: &str| self.rings.contains_key(name) || self.repairs.contains_key(name);
+        for rc in new.rings.iter().filter(|rc| !present(&rc.name)) {
+            match open_or_create(ns, rc).with_context(|| format!("{}:{}", new.path.display(), rc.line)) {
+                Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
+                Err(e) => {
+                    for (name, _, how) in added {
+                        if how != Opened::Adopted {
+                            let _ = Ring::unlink(ns, &name);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(added)
+    }
+}
