@@ -138,7 +138,7 @@ fn a_reload_that_a_start_would_refuse_is_refused_and_a_source_that_cannot_start_
     // source a reload could not start vanished, never tried again.
     use helix::telemetry::datagram::encode;
     let (env, notify) = service_env("helixd reload refusals");
-    let mut d = notify.ready(env.helixd(&env.config("a.toml", TELEMETRY)));
+    let mut d = notify.ready(env.helixd(&env.config("a.toml", TELEMETRY)).env("WATCHDOG_USEC", "2000000"));
     let smaller = TELEMETRY.replace("capacity = 65536", "capacity = 1024");
     env.config("a.toml", &smaller);
     sighup(&d.0);
@@ -155,6 +155,10 @@ fn a_reload_that_a_start_would_refuse_is_refused_and_a_source_that_cannot_start_
     env.config("a.toml", &format!("{smaller}recreate = true\n{udp}"));
     sighup(&d.0);
     notify.until("READY=1");
+    // It is not held against the watchdog: the pings go on (a restart
+    // would refuse the configuration, taking every ring down).
+    notify.forget_sent();
+    notify.until("WATCHDOG=1");
     drop(taken);
     let mut r = Reader::attach(&env.ns, "telemetry", &ReaderOptions::named("udp-test")).unwrap();
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -907,8 +907,10 @@ fn the_twin_waits_out_another_users_ring_in_place_of_one_it_reads_or_writes() {
     let tcfg = env.file("twin.toml", TWIN);
     let mut twin = notify.spawn(env.program(env!("CARGO_BIN_EXE_helix-twin"), &tcfg));
     notify.until(&waiting("twin.state"));
-    chown("twin.state", 0);
+    // The telemetry ring another user's first, then the state ring root's
+    // again: at no moment may the twin start.
     chown("telemetry", 65534);
+    chown("twin.state", 0);
     notify.until(&waiting("telemetry"));
     // Root gives the names back (here: to root's rings): the twin starts.
     chown("telemetry", 0);

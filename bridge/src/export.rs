@@ -171,6 +171,9 @@ async fn begin(
     counters: &Counters,
 ) -> Result<(RingView, Reader, Source, Limits)> {
     let view = RingView::attach(ns, &x.ring).with_context(|| format!("attaching to ring {}", x.ring))?;
+    // Judged before its reader table is read or swept (and again on each
+    // reader's own mapping, in `attach`).
+    view.check_owner().with_context(|| format!("exporting ring {}", x.ring))?;
     let (reader, fresh) = join(ns, &view, x)?;
     let source = Source {
         host: x.host.clone(),

@@ -320,10 +320,9 @@ impl Ledger {
     }
 
     /// Writes the buffer out: one `write(2)` unless the kernel takes less.
-    /// What reached the file stays written if a later `write` fails (no
-    /// room, a file-size limit): it leaves the buffer, so that a retry
-    /// goes on after it (the file is appended to) rather than writing it
-    /// again behind itself, which would leave a broken chain mid-file.
+    /// What reached the file leaves the buffer even if a later `write`
+    /// fails (no room, say): a retry goes on after it (the file is appended
+    /// to), rather than writing it again, breaking the chain mid-file.
     fn write_buffer(&mut self) -> io::Result<()> {
         let mut written = 0;
         let result = loop {
@@ -471,12 +470,9 @@ pub(super) mod tests {
         assert!(l.begin_sync().unwrap().is_some());
     }
 
-    /// Found by review: a write that failed part way (no room on the disk,
-    /// a file-size limit) left the whole buffer to be written again, after
-    /// the part already in the file, and the recorder retries the flush as
-    /// it stops. The chain was broken mid-file: `verify` rejected the
-    /// ledger and the recorder refused to start on it again. Run in a
-    /// process of its own (the file-size limit is the process's).
+    /// Found by review: a write cut short (no room, a file-size limit) was
+    /// retried whole, after its part already in the file, breaking the
+    /// chain mid-file. In a process of its own (the limit is per process).
     #[test]
     fn a_write_cut_short_by_an_error_goes_on_where_it_stopped_when_retried() {
         const CHILD: &str = "HELIX_TEST_CUT_SHORT_DIR";

@@ -110,11 +110,6 @@ impl Ring {
         Writer::new(self.view.region.clone())
     }
 
-    /// Registers a reader on this attachment's mapping.
-    pub fn reader(&self, opts: &ReaderOptions) -> Result<Reader, AttachError> {
-        Reader::new(self.view.region.clone(), opts)
-    }
-
     /// Gives a ring whose control region (`@readers`) was destroyed a new,
     /// empty one, keeping its data region: the frames, the sequence (the
     /// next writer continues it) and the writer lease epoch survive; every
@@ -155,6 +150,13 @@ impl RingView {
     /// The ring's geometry.
     pub fn geometry(&self) -> &Geometry {
         &self.region.geometry
+    }
+
+    /// Registers a reader on this attachment's mapping: the ring judged
+    /// through this attachment (its owner, its creation time) is the one
+    /// read, whatever the name means by now.
+    pub fn reader(&self, opts: &ReaderOptions) -> Result<Reader, AttachError> {
+        Reader::new(self.region.clone(), opts)
     }
 
     /// The uid that owns the data file mapped here: who can write its

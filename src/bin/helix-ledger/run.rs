@@ -58,9 +58,9 @@ struct Tap {
     /// Frames read per batch: [`BATCH`], or fewer, so that a batch of the
     /// ring's largest frames stays within a block's target size.
     batch: usize,
-    /// Whether its last batch found the ring empty: what the old ring of a
-    /// replaced one, or a demoted reader, waits for (each ring its own:
-    /// another ring always busy does not hold it back).
+    /// Whether its last batch found the ring empty: what the switch from a
+    /// replaced ring waits for (each ring its own: another ring always
+    /// busy does not hold it back).
     drained: bool,
     /// Why it is not recorded, as last logged: each reason is logged
     /// once (it is looked at every 50 ms) until the ring is recorded.
@@ -93,20 +93,16 @@ impl Tap {
         };
         // Before it is declared: another user's ring under the name
         // (anyone may create files in /dev/shm) is not recorded, lest its
-        // frames stand in the audit trail as the ring's. Judged again on
-        // the reader's own mapping below.
+        // frames stand in the audit trail as the ring's.
         if let Err(e) = view.check_owner() {
             self.refuse(&e);
             return Ok(());
         }
         let (id, next) = ledger.declare(&decl)?;
-        match Reader::attach(ns, &self.name, &reader_options(next)) {
+        // On the mapping judged and declared above, whatever the name
+        // means by now.
+        match view.reader(&reader_options(next)) {
             Ok(mut r) => {
-                // Replaced by another user's ring since the look above?
-                if let Err(e) = r.check_owner() {
-                    self.refuse(&e);
-                    return Ok(());
-                }
                 r.set_deferred_release(true);
                 // A configured trade-off (control.acks, by default), said
                 // once; a frame actually lost is a warning of its own.
@@ -207,32 +203,40 @@ impl Tap {
         }
     }
 
-    /// Housekeeping for one ring, once its reader is drained: switch to a
-    /// replacement ring, or re-register after a demotion. The replacement
-    /// first: a reader demoted on a ring since replaced would otherwise
-    /// join the new ring at the old one's sequence, under its declaration.
+    /// Housekeeping for one ring: switch to a replacement ring once the
+    /// old one is drained, or re-register after a demotion. The
+    /// replacement first: a reader demoted on a ring since replaced would
+    /// otherwise join the new ring at the old one's sequence, under its
+    /// declaration.
     fn check(&mut self, ns: &Namespace, ledger: &mut Ledger) -> Result<(), LedgerError> {
         let Some(reader) = self.reader.as_ref() else { return self.attach(ns, ledger) };
-        if !self.drained {
+        let now = RingView::attach(ns, &self.name);
+        if now.as_ref().is_ok_and(|v| v.geometry().created_ns != self.created_ns) {
+            if self.drained {
+                info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
+                self.reader = None;
+                return self.attach(ns, ledger);
+            }
             return Ok(());
         }
-        let replaced = RingView::attach(ns, &self.name).is_ok_and(|v| v.geometry().created_ns != self.created_ns);
-        if replaced {
-            info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
-            self.reader = None;
-            return self.attach(ns, ledger);
+        if !reader.was_demoted() {
+            return Ok(());
         }
-        if reader.was_demoted() {
-            let next = ledger.chain().rings[self.id as usize].next_seq;
-            warn!("ring {}: the writer demoted the ledger (too slow); re-registering as a gating reader", self.name);
-            self.reader = None;
-            match Reader::attach(ns, &self.name, &reader_options(next)) {
+        let next = ledger.chain().rings[self.id as usize].next_seq;
+        warn!("ring {}: the writer demoted the ledger (too slow); re-registering as a gating reader", self.name);
+        self.reader = None;
+        // Only on the ring it was recording (of this user's, created then):
+        // anything else is for `attach` at the next look.
+        match now {
+            Ok(view) if view.check_owner().is_ok() => match view.reader(&reader_options(next)) {
                 Ok(mut r) => {
                     r.set_deferred_release(true);
                     self.reader = Some(r);
                 }
                 Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
-            }
+            },
+            Ok(_) => {}
+            Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
         }
         Ok(())
     }

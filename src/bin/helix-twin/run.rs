@@ -14,7 +14,7 @@ use helix::process::now_ns;
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::{
-    AttachError, ForeignRing, FrameRef, LeaseError, Reader, ReaderOptions, RingView, Start, TryReadError, Writer,
+    AttachError, ForeignRing, FrameRef, LeaseError, Reader, ReaderOptions, Ring, RingView, Start, TryReadError, Writer,
 };
 
 use crate::config::TwinConfig;
@@ -89,9 +89,10 @@ impl Ingest {
             start: Start::Newest,
             wait: helix::WaitStrategy::Park,
         };
-        let reader = Reader::attach(ns, ring, &opts).map_err(|e| attach_err(ns, ring, e))?;
-        reader.check_owner()?;
-        Ok(Ingest::new(reader))
+        let view = RingView::attach(ns, ring).map_err(|e| attach_err(ns, ring, e))?;
+        // Judged before it joins: nothing of another user's ring is touched.
+        view.check_owner()?;
+        Ok(Ingest::new(view.reader(&opts).map_err(|e| attach_err(ns, ring, e))?))
     }
 
     /// Wraps a reader (tests attach their own).
@@ -204,11 +205,14 @@ fn attach_err(ns: &Namespace, ring: &str, e: AttachError) -> StartError {
 }
 
 pub fn writer(ns: &Namespace, ring: &str, needed: usize, what: &'static str) -> Result<Writer, StartError> {
-    let w = Writer::attach(ns, ring).map_err(|e| match e {
+    let ring_open = Ring::open(ns, ring).map_err(|e| attach_err(ns, ring, e))?;
+    // Judged before its lease is taken: nothing of another user's ring is
+    // touched.
+    ring_open.check_owner()?;
+    let w = ring_open.writer().map_err(|e| match e {
         LeaseError::Attach(a) => attach_err(ns, ring, a),
         source => StartError::Lease { ring: ring.into(), source },
     })?;
-    w.check_owner()?;
     let max = w.geometry().max_payload;
     if (max as usize) < needed {
         return Err(StartError::TooSmall { ring: ring.into(), max, needed, what });

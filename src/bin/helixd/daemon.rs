@@ -232,14 +232,23 @@ impl Daemon {
             };
             if self.sources[i].thread.as_ref().is_none_or(|t| t.is_finished()) {
                 self.sources[i].stop();
+                let never = self.sources[i].never_started.take();
                 let cfg = self.sources[i].config.clone();
-                match start_source(&cfg, ring, &self.plant) {
-                    Ok(r) => {
-                        warn!("source for ring {} restarted", cfg.ring);
+                match (start_source(&cfg, ring, &self.plant), never) {
+                    (Ok(r), never) => {
+                        warn!("source for ring {} {}", cfg.ring, if never.is_some() { "started" } else { "restarted" });
                         self.sources[i] = r;
                         self.share_sources();
                     }
-                    Err(e) => error!("source for ring {} cannot restart: {e:#}", cfg.ring),
+                    (Err(e), Some(said)) => {
+                        let why = format!("{e:#}");
+                        if why != said {
+                            error!("source for ring {} cannot start: {why}; retrying", cfg.ring);
+                        }
+                        self.sources[i].never_started = Some(why);
+                        continue;
+                    }
+                    (Err(e), None) => error!("source for ring {} cannot restart: {e:#}", cfg.ring),
                 }
                 healthy = false;
                 continue;

@@ -28,6 +28,11 @@ pub struct Running {
     drops_unreadable: AtomicBool,
     /// Logged that a simulator is behind its schedule (until it catches up).
     late_logged: AtomicBool,
+    /// Why a source a reload added could not start, while it has never
+    /// run: it is tried again at each health check, said when the reason
+    /// changes, and not held against the watchdog (a restart would refuse
+    /// the configuration, taking every ring down with it).
+    pub never_started: Option<String>,
 }
 
 /// A simulator this far behind its schedule is reported (status and log).
@@ -43,6 +48,7 @@ impl Running {
             socket: None,
             drops_unreadable: AtomicBool::new(false),
             late_logged: AtomicBool::new(false),
+            never_started: None,
         }
     }
 
@@ -153,6 +159,7 @@ pub fn start_source(cfg: &SourceConfig, ring: &Ring, plant: &Plant) -> Result<Ru
         socket,
         drops_unreadable: AtomicBool::new(false),
         late_logged: AtomicBool::new(false),
+        never_started: None,
     })
 }
 

@@ -103,8 +103,8 @@ impl Daemon {
     }
 
     /// Starts the sources `new` adds or changed. One that cannot start is
-    /// kept, not running: it is tried again at each health check (and is
-    /// unhealthy until it runs), and shows.
+    /// kept, not running: it is tried again at each health check
+    /// ([`Running::never_started`]).
     fn start_new_sources(&mut self, new: &Config) {
         for sc in &new.sources {
             if self.sources.iter().any(|r| &r.config == sc) {
@@ -122,7 +122,9 @@ impl Daemon {
                 }
                 Err(e) => {
                     error!("source {} for ring {} cannot start: {e:#}; retrying", describe(&sc.kind), sc.ring);
-                    self.sources.push(Running::stopped(sc));
+                    let mut r = Running::stopped(sc);
+                    r.never_started = Some(format!("{e:#}"));
+                    self.sources.push(r);
                 }
             }
         }

@@ -99,10 +99,14 @@ mod tests {
     /// than systemd's watchdog interval, a reader that joined as gating
     /// and never read had helixd killed by the watchdog (and the stall
     /// clock started again with the next helixd, so it was never demoted);
-    /// a stop waited as long.
-    #[test]
-    fn a_source_held_full_by_a_stalled_reader_stays_alive_and_stops_when_asked() {
-        let ns = Namespace::new(&format!("roomwait{}", std::process::id())).unwrap();
+    /// a stop waited as long. `start` runs the source on the ring.
+    fn held_full(start: impl FnOnce(Writer, Arc<SourceState>) -> std::thread::JoinHandle<Result<(), String>>) {
+        let ns = Namespace::new(
+            &format!("roomwait{}t{:?}", std::process::id(), std::thread::current().id())
+                .replace(['(', ')'], "")
+                .to_lowercase(),
+        )
+        .unwrap();
         let opts = RingOptions {
             capacity: 64,
             max_payload: 48,
@@ -115,10 +119,7 @@ mod tests {
         Ring::unlink(&ns, "full").unwrap();
         let _stalled = stalled.unwrap();
         let state = SourceState::new();
-        let writer = ring.writer().unwrap();
-        let thread_state = state.clone();
-        let sim = sim::Sim { streams: 10, rate_hz: 1000.0, seed: 1 };
-        let source = std::thread::spawn(move || sim.run(writer, &thread_state));
+        let source = start(ring.writer().unwrap(), state.clone());
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let until = |what: &str, done: &dyn Fn() -> bool| {
             while !done() {
@@ -135,5 +136,27 @@ mod tests {
         until("the source to stop", &|| source.is_finished());
         source.join().unwrap().unwrap();
         assert_eq!(ring.stats().demotions, 0, "the reader was not demoted: the wait was not for its stall timeout");
+    }
+
+    #[test]
+    fn a_simulator_held_full_by_a_stalled_reader_stays_alive_and_stops_when_asked() {
+        held_full(|writer, state| {
+            let sim = sim::Sim { streams: 10, rate_hz: 1000.0, seed: 1 };
+            std::thread::spawn(move || sim.run(writer, &state).map_err(|e| e.to_string()))
+        });
+    }
+
+    #[test]
+    fn a_udp_source_held_full_by_a_stalled_reader_stays_alive_and_stops_when_asked() {
+        use helix::telemetry::{datagram::encode, Sample};
+        held_full(|writer, state| {
+            let socket = udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let to = socket.local_addr().unwrap();
+            // One datagram of more samples than the ring holds.
+            let sample = |i| Sample { stream: 0, quality: 0, seq: i, sample_ns: i, ingest_ns: 0, value: 1.0 };
+            let samples: Vec<Sample> = (0..100).map(sample).collect();
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap().send_to(&encode(&samples), to).unwrap();
+            std::thread::spawn(move || udp::serve(socket, writer, &state).map_err(|e| format!("{e:#}")))
+        });
     }
 }

@@ -141,25 +141,26 @@ pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Resu
             let mut done = 0;
             while done < count {
                 let k = ((count - done) as u64).min(writer.geometry().capacity);
-                // Never given up: a datagram taken is written whole (the
-                // wait is bounded by the ring's stall timeout).
                 let fill = |claim: &mut helix::Claim<'_>| {
                     for j in done..done + k as usize {
                         claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&datagram::sample(d, j, ingest_ns)))?;
                     }
                     Ok(())
                 };
-                if let Err(e) = super::write_batch(&mut writer, k, state, || false, fill) {
-                    // The ring is damaged, say: what this batch took from
-                    // the socket and did not write is said, not dropped
-                    // silently (the source restarts once it is repaired).
+                // Given up only to stop (gating readers holding the ring
+                // full may take their whole stall timeout), or on an error
+                // (the ring damaged, say): what this batch took from the
+                // socket and did not write is said, not dropped silently.
+                let wrote = super::write_batch(&mut writer, k, state, || state.stopping(), fill);
+                if !matches!(wrote, Ok(true)) {
                     warn!(
                         "udp source: {} samples of this datagram and the {} datagrams received after it are not \
-                         written",
+                         written ({})",
                         count - done,
-                        n - i - 1
+                        n - i - 1,
+                        if wrote.is_ok() { "stopped while the ring was held full" } else { "the ring failed" }
                     );
-                    return Err(e).context("udp source");
+                    return wrote.map(drop).context("udp source");
                 }
                 done += k as usize;
             }
