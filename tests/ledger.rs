@@ -220,20 +220,30 @@ fn killed_fifty_times_the_ledger_still_holds_every_sequence_exactly_once() {
     );
 }
 
+/// The ledger recording block ring `name` (256 slots, a stall timeout of
+/// 200 ms), frames 1 to `recorded` recorded, then frozen (SIGSTOP) while
+/// frames up to `to` are published: making no progress, it is demoted
+/// after the stall timeout, and the writer overwrites what it has not
+/// read. The ring's view and writer, and the frozen ledger.
+fn demoted_ledger(env: &Env, name: &str, recorded: u64, to: u64) -> (RingView, Writer, Reaped) {
+    let (view, mut w) = recorded_ring(env, name, 256, 200);
+    let mut ledger = env.ledger(name, 1);
+    let pid = ledger.0.id();
+    wait_for(env, Some(&mut ledger), "the ledger to register", || ledger_entry(&view, pid).is_some());
+    publish_payloads(&mut w, 1, recorded);
+    let what = format!("frames 1-{recorded}");
+    wait_for(env, Some(&mut ledger), &what, || recorded_next(&env.ledger_dir(), name) == recorded + 1);
+    signal(&ledger.0, libc::SIGSTOP);
+    publish_payloads(&mut w, recorded + 1, to);
+    assert!(view.stats().demotions >= 1);
+    (view, w, ledger)
+}
+
 #[test]
 fn a_ledger_too_slow_for_the_writer_records_gaps_with_exact_ranges() {
     let env = Env::watched("ledger demotion", Duration::from_secs(120));
-    let (view, mut w) = recorded_ring(&env, "fast", 256, 200);
-    let mut ledger = env.ledger("fast", 1);
+    let (view, mut w, mut ledger) = demoted_ledger(&env, "fast", 100, 2100);
     let pid = ledger.0.id();
-    wait_for(&env, Some(&mut ledger), "the ledger to register", || ledger_entry(&view, pid).is_some());
-    publish_payloads(&mut w, 1, 100);
-    wait_for(&env, Some(&mut ledger), "frames 1-100", || recorded_next(&env.ledger_dir(), "fast") == 101);
-    // Frozen, it makes no progress: after the stall timeout the writer
-    // demotes it and overwrites what it has not read.
-    signal(&ledger.0, libc::SIGSTOP);
-    publish_payloads(&mut w, 101, 2100);
-    assert!(view.stats().demotions >= 1);
     signal(&ledger.0, libc::SIGCONT);
     publish_payloads(&mut w, 2101, 2200);
     wait_for(&env, Some(&mut ledger), "the ledger to catch up", || recorded_next(&env.ledger_dir(), "fast") == 2201);
@@ -541,17 +551,9 @@ fn a_ring_replaced_while_the_ledger_was_demoted_on_it_is_recorded_as_the_new_rin
     // recorded under the old ring's declaration, and again under the new
     // one's a second later.
     let env = Env::watched("ledger demoted and replaced", Duration::from_secs(120));
-    let (view, mut w) = recorded_ring(&env, "b", 256, 200);
-    let mut ledger = env.ledger("b", 1);
-    let pid = ledger.0.id();
-    wait_for(&env, Some(&mut ledger), "the ledger to register", || ledger_entry(&view, pid).is_some());
-    publish_payloads(&mut w, 1, 10);
-    wait_for(&env, Some(&mut ledger), "frames 1-10", || recorded_next(&env.ledger_dir(), "b") == 11);
-    // Frozen past the stall timeout: demoted. Then the ring is replaced,
-    // and the new one (kind 2) runs ahead of where the old one was.
-    signal(&ledger.0, libc::SIGSTOP);
-    publish_payloads(&mut w, 11, 300);
-    assert!(view.stats().demotions >= 1);
+    let (view, w, mut ledger) = demoted_ledger(&env, "b", 10, 300);
+    // Then the ring is replaced, and the new one (kind 2) runs ahead of
+    // where the old one was.
     drop((w, view));
     Ring::unlink(&env.ns, "b").unwrap();
     let (view, mut w) = recorded_ring(&env, "b", 1024, 200);

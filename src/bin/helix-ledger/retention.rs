@@ -201,9 +201,10 @@ mod tests {
         let (mut l, _) = Ledger::open(&dir, 4096).unwrap();
         let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
         let (id, _) = l.declare(&decl).unwrap();
-        for seq in 1..=400 {
-            l.reserve_frame(id, seq, 1, 0, 1, 64).fill(seq as u8);
-            l.seal(id, 1);
+        // Blocks of four frames, each written at once.
+        for first in (1..=400).step_by(4) {
+            (first..first + 4).for_each(|seq| l.reserve_frame(id, seq, 1, 0, 1, 64).fill(seq as u8));
+            l.seal(id, 4);
             l.flush().unwrap();
         }
         drop(l);
