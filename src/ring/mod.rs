@@ -171,7 +171,7 @@ impl RingView {
     /// bridge) follows only such rings: anyone may create a ring under an
     /// expected name while its real writer is down.
     pub fn check_owner(&self) -> Result<(), ForeignRing> {
-        ForeignRing::check(&self.region.name, &self.region.path, self.region.owner)
+        self.region.check_owner()
     }
 
     /// The highest sequence published so far (0: none), as the header

@@ -472,7 +472,7 @@ impl Reader {
     /// As [`RingView::check_owner`](super::RingView::check_owner), of the
     /// mapping this reader reads.
     pub fn check_owner(&self) -> Result<(), super::ForeignRing> {
-        super::ForeignRing::check(&self.region.name, &self.region.path, self.region.owner)
+        self.region.check_owner()
     }
 
     /// The entry index in the reader table.

@@ -91,6 +91,12 @@ pub(crate) struct Slot<'a> {
 }
 
 impl Region {
+    /// `Err` unless the data file mapped here is this process's effective
+    /// uid's or root's (`RingView::check_owner`).
+    pub(crate) fn check_owner(&self) -> Result<(), super::ForeignRing> {
+        super::ForeignRing::check(&self.name, &self.path, self.owner)
+    }
+
     #[inline]
     pub(crate) fn header(&self) -> &RingHeader {
         // SAFETY: `hdr` points to the start of the data mapping, which is at

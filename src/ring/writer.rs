@@ -14,7 +14,7 @@ use crate::layout::*;
 use crate::shm::Namespace;
 use crate::sync::{fence, futex, host, spin_hint, Ordering};
 
-use super::{deadline, region, Damaged, Geometry, LeaseError, Policy, PublishError, Region};
+use super::{region, Damaged, Geometry, LeaseError, Policy, PublishError, Region};
 
 pub use claim::Claim;
 pub(crate) use lease::holder_alive;
@@ -24,7 +24,9 @@ pub(super) use lease::{release_lease, take_lease};
 #[derive(Clone, Copy)]
 enum Patience {
     Never,
-    Until(u64),
+    /// At most this long from when the writer starts to wait: the clock
+    /// is read only if it must wait, not on every publish.
+    Within(Duration),
     /// Until gating readers make room or are demoted for stalling; bounded
     /// by the ring's stall timeout.
     Stall,
@@ -147,7 +149,7 @@ impl Writer {
     /// Publishes one frame, waiting at most `timeout` for space.
     #[inline]
     pub fn publish_timeout(&mut self, payload: &[u8], timeout: Duration) -> Result<u64, PublishError> {
-        self.publish_with(payload, 0, Patience::Until(deadline(timeout)))
+        self.publish_with(payload, 0, Patience::Within(timeout))
     }
 
     /// Publishes a plain-old-data value as one frame (waiting like
@@ -190,7 +192,7 @@ impl Writer {
 
     /// Reserves `n` consecutive slots, waiting at most `timeout`.
     pub fn claim_timeout(&mut self, n: u64, timeout: Duration) -> Result<Claim<'_>, PublishError> {
-        self.claim_with(n, Patience::Until(deadline(timeout)))
+        self.claim_with(n, Patience::Within(timeout))
     }
 
     #[inline]
@@ -271,6 +273,10 @@ impl Writer {
         // which is at least `capacity`.)
         let need = (last + 1).saturating_sub(region.capacity());
         let t0 = host::now_ns();
+        let until = match patience {
+            Patience::Within(t) => Some(t0.saturating_add(t.as_nanos().min(u64::MAX as u128) as u64)),
+            _ => None,
+        };
         h.writer_waits.fetch_add(1, Ordering::Relaxed);
         let result = 'wait: loop {
             for _ in 0..SPINS {
@@ -296,7 +302,7 @@ impl Writer {
                 }
             }
             let mut timeout = Duration::from_nanos(stall_ns - waited).min(RECHECK);
-            if let Patience::Until(d) = patience {
+            if let Some(d) = until {
                 if now >= d {
                     break Err(self.full(n));
                 }
@@ -420,7 +426,7 @@ impl Writer {
     /// mapping this writer writes: a program that writes a ring its readers
     /// act on (the twin's state and alarms) writes only such a ring.
     pub fn check_owner(&self) -> Result<(), super::ForeignRing> {
-        super::ForeignRing::check(&self.region.name, &self.region.path, self.region.owner)
+        self.region.check_owner()
     }
 
     /// The ring's name.
