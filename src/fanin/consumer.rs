@@ -308,7 +308,7 @@ impl FanIn {
             let Some(b) = &mut self.lanes[k] else { continue };
             if b.lf.map.probe() {
                 self.drop_lane(k, LaneProblem::Protocol(LaneFault::Shrunk), f);
-            } else if !shm::names_file(&self.files.dir.join(files::lane_name(k)), &b.lf.file).unwrap_or(true) {
+            } else if !shm::names_file(&self.files.lane_paths[k], &b.lf.file).unwrap_or(true) {
                 // Its producer (or an operator) removed or renamed the file
                 // bound: the lane's name is free, and the next producer's
                 // file there would never be bound while this one lives.
@@ -331,7 +331,7 @@ impl FanIn {
     /// Binds lane `k`'s file, if there is one; reports it once and moves
     /// it out of the lane's name if it is not a lane of this ring.
     fn try_bind(&mut self, k: usize, f: &mut dyn FnMut(Event<'_>)) {
-        match lane_file::open_lane(&self.files.dir, k, &self.files.geometry) {
+        match lane_file::open_lane(&self.files.lane_paths[k], k, &self.files.geometry) {
             Ok(Some(lf)) => self.bind(k, lf, f),
             Ok(None) => {}
             Err(bad) => {

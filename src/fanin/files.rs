@@ -55,6 +55,9 @@ pub(crate) struct RingFiles {
     pub(crate) bell: Mapping,
     pub(crate) geometry: FanInGeometry,
     pub(crate) dir: PathBuf,
+    /// `lane.<k>` in `dir`, for each lane: made once, so that the scan
+    /// (every second at least) allocates nothing while nothing changes.
+    pub(crate) lane_paths: Vec<PathBuf>,
     pub(crate) ns: Namespace,
     /// Why the consumer gave the ring a new doorbell when it attached.
     pub(crate) bell_replaced: Option<FanInError>,
@@ -124,7 +127,8 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
     let ring = Mapping::new(&ring_file, true).map_err(|e| FanInError::io(&path, "map", e))?;
     let geometry = validate_ring(&ring, &path, name)?;
     let bell = open_bell(ns, name, &dir, geometry.created_ns, false)?;
-    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir, ns: ns.clone(), bell_replaced: None })
+    let lane_paths = (0..geometry.lanes as usize).map(|k| dir.join(lane_name(k))).collect();
+    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir, lane_paths, ns: ns.clone(), bell_replaced: None })
 }
 
 /// The folder's mode: sticky (a producer may remove only its own files;
@@ -250,7 +254,8 @@ pub(crate) fn open_ring_as(
         }
         r => (r?, None),
     };
-    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir, ns: ns.clone(), bell_replaced })
+    let lane_paths = (0..geometry.lanes as usize).map(|k| dir.join(lane_name(k))).collect();
+    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir, lane_paths, ns: ns.clone(), bell_replaced })
 }
 
 /// Whether a doorbell that failed to open this way is one its consumer

@@ -173,7 +173,7 @@ impl FanInView {
         }
         let refused = |uid, reason| LaneFileStatus::Refused { uid, reason };
         let g = self.geometry();
-        let lf = match lane_file::open_lane(self.dir(), k, g) {
+        let lf = match lane_file::open_lane(&self.dir().join(files::lane_name(k)), k, g) {
             Ok(Some(lf)) => lf,
             Ok(None) => return LaneFileStatus::Absent,
             Err(bad) => return refused((bad.uid != u32::MAX).then_some(bad.uid), bad.reason),

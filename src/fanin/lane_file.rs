@@ -150,11 +150,12 @@ pub(crate) struct BadLane {
     pub(crate) reason: String,
 }
 
-/// Opens lane `k`'s file read-only and checks it; `Ok(None)` if there is
-/// none. The header is copied out with atomic loads and checked in the
-/// copy, so a producer rewriting it meanwhile changes nothing checked.
-pub(crate) fn open_lane(dir: &Path, k: usize, g: &FanInGeometry) -> Result<Option<LaneFile>, BadLane> {
-    let Some((file, meta)) = open_entry(&dir.join(lane_name(k)))? else { return Ok(None) };
+/// Opens lane `k`'s file (at `path`, `lane.<k>` in the ring's folder)
+/// read-only and checks it; `Ok(None)` if there is none. The header is
+/// copied out with atomic loads and checked in the copy, so a producer
+/// rewriting it meanwhile changes nothing checked.
+pub(crate) fn open_lane(path: &Path, k: usize, g: &FanInGeometry) -> Result<Option<LaneFile>, BadLane> {
+    let Some((file, meta)) = open_entry(path)? else { return Ok(None) };
     let (uid, size, judged) = (meta.uid(), meta.len(), Judged::of(&meta));
     let bad = |epoch, why, reason: String| BadLane { judged, uid, epoch, why, reason };
     let want = lane_file_size(g.lane_capacity);
