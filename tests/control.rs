@@ -750,6 +750,72 @@ fn send_until_answered(ctl: &mut Control, c: &Command) -> Ack {
     }
 }
 
+/// Sends `c` until it is answered, connecting again whenever the
+/// connection fails: while helixd repairs its control rings, connecting
+/// fails, and a connection's answers may be on a ring since replaced.
+fn answered_through_repairs(env: &Env, c: &Command) -> Ack {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut ctl = None;
+    loop {
+        assert!(Instant::now() < deadline, "request {} not answered", c.request);
+        let Some(connected) = ctl.as_mut() else {
+            ctl = Control::connect(&env.ns).ok();
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        match connected.send(c, Duration::from_millis(300)) {
+            Ok(ack) => return ack,
+            Err(helix::control::ControlError::Timeout { .. }) => {}
+            Err(_) => ctl = None,
+        }
+    }
+}
+
+#[test]
+fn a_damaged_control_log_or_acks_is_repaired_while_helixd_runs_and_commands_are_answered_again() {
+    // Found by review: the control thread held both rings' writers for
+    // its life, so their repair waited for a lease helixd itself held:
+    // commands waited in their lanes, or went unanswered, until a restart.
+    let (env, _notify, mut d) = daemon("control rings repaired", "");
+    // The audit reader: each command below waits for it to have read its
+    // record, on control.log as it is after each repair.
+    let _ledger = ledger(&env, &env.path("ledger"), &["control.log"]);
+    wait_for_ledger(&env, "control.log");
+    let ns = &env.ns;
+    let first = Control::connect(ns).unwrap().next_request();
+    let damage = [
+        ns.readers_path("control.log"),
+        ns.readers_path("control.acks"),
+        ns.data_path("control.acks"),
+        ns.data_path("control.log"),
+    ];
+    for (i, file) in damage.iter().enumerate() {
+        // As a peer that may write the file may: shrunk to nothing.
+        std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(0).unwrap();
+        let c = Command::set(first + i as u64, "", 1, 10.0 * i as f64);
+        let ack = answered_through_repairs(&env, &c);
+        assert_eq!((ack.outcome(), ack.request, ack.flags & !ACK_REPEAT), (Some(Ok(())), c.request, 0), "{ack:?}");
+        // Audited on the log as it is now (repaired, or made again).
+        let log = audit_records(&env);
+        assert!(
+            log.iter().any(|(seq, r)| *seq == ack.log_seq && r.command() == c),
+            "{} not audited: {log:?}",
+            c.request
+        );
+    }
+    assert!(d.0.try_wait().unwrap().is_none(), "helixd died");
+    // The answers given before the repairs hold after them: asked again,
+    // each is a repeat of its first answer.
+    for i in 0..damage.len() as u64 {
+        let c = Command::set(first + i, "", 1, 10.0 * i as f64);
+        assert_eq!(answered_through_repairs(&env, &c).flags & ACK_REPEAT, ACK_REPEAT, "request {}", c.request);
+    }
+    common::signal(&d.0, libc::SIGTERM);
+    let log = common::stderr_of(&mut d.0);
+    assert!(d.0.wait().unwrap().success(), "{log}");
+    assert_eq!(log.matches("taking commands again").count(), damage.len(), "{log}");
+}
+
 #[test]
 fn helixd_killed_and_restarted_mid_stream_loses_no_command_and_applies_none_twice() {
     const N: u64 = 60;

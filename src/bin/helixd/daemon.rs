@@ -19,25 +19,19 @@ use tracing::{error, info, warn};
 use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Service};
 use crate::shared::signal::Signal;
 use crate::source::{describe, start_source, Running};
-use helix::{Damaged, RepairError, Ring, RingFile};
+use helix::Ring;
 
 use crate::config::{load_config, Config, SourceKind};
 use crate::control::{ControlThread, Journal, Plant, Recovered, Registry};
 use crate::rings::{open_or_create, Opened};
 
 mod reload;
+mod repair;
+
+use repair::{Halted, Repair};
 
 /// How often the status line is also logged.
 const STATUS_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A ring a peer damaged (one of its files shrank under helixd's
-/// mapping), waiting for its repair: its sources are stopped and helixd's
-/// attachment dropped.
-struct Repair {
-    damage: Damaged,
-    /// Logged why the repair has to wait (once per damage).
-    waiting_logged: bool,
-}
 
 /// The running daemon.
 pub struct Daemon {
@@ -49,8 +43,12 @@ pub struct Daemon {
     last_status: (Instant, BTreeMap<String, u64>),
     /// The running sources, as the control thread finds them.
     registry: Registry,
-    /// The control thread, if `[control]` is configured.
+    /// The control thread, if `[control]` is configured (and not stopped
+    /// for a repair of its rings: see `halted`).
     control: Option<ControlThread>,
+    /// The control thread stopped because `control.log` or `control.acks`
+    /// was damaged: it starts again once both are repaired.
+    halted: Option<Halted>,
     /// What commands made of the sources, restored whenever one starts.
     plant: Plant,
 }
@@ -73,6 +71,7 @@ impl Daemon {
             last_status: (Instant::now(), BTreeMap::new()),
             registry: Registry::default(),
             control: None,
+            halted: None,
         };
         let mut created = Vec::new();
         if let Err(e) =
@@ -183,6 +182,9 @@ impl Daemon {
         if let Some(c) = &self.control {
             line += &format!("; {}", c.status());
         }
+        if self.halted.is_some() {
+            line += "; control: stopped until control.log and control.acks are repaired";
+        }
         for late in self.sources.iter().filter_map(|s| s.lateness()) {
             line += &format!("; {late}");
         }
@@ -266,95 +268,13 @@ impl Daemon {
         healthy
     }
 
-    /// Takes every ring a peer damaged out of service and repairs it; run
-    /// on each sweep tick. A ring found damaged has its sources stopped
-    /// (their writers dropped) and helixd's attachment dropped; then, on
-    /// this tick or a later one, it is repaired and its sources start
-    /// again. Other rings run on throughout.
-    pub fn heal(&mut self) {
-        let found: Vec<(String, Damaged)> =
-            self.rings.iter().filter_map(|(name, ring)| ring.damage().map(|d| (name.clone(), d))).collect();
-        for (name, damage) in found {
-            error!("{damage}; stopping its sources to repair it");
-            for r in self.sources.iter_mut().filter(|r| r.config.ring == name) {
-                r.stop();
-            }
-            self.rings.remove(&name);
-            self.repairs.insert(name, Repair { damage, waiting_logged: false });
-        }
-        let pending: Vec<String> = self.repairs.keys().cloned().collect();
-        for name in pending {
-            if let Some(ring) = self.repair(&name) {
-                self.repairs.remove(&name);
-                self.rings.insert(name.clone(), ring);
-                let of_ring: Vec<usize> =
-                    (0..self.sources.len()).filter(|&i| self.sources[i].config.ring == name).collect();
-                for i in of_ring {
-                    let cfg = self.sources[i].config.clone();
-                    match start_source(&cfg, &self.rings[&name], &self.plant) {
-                        Ok(r) => {
-                            info!("source {} writing ring {name} again", describe(&cfg.kind));
-                            self.sources[i] = r;
-                            self.share_sources();
-                        }
-                        Err(e) => error!("source for ring {name} cannot restart: {e:#}"),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Repairs the damaged ring `name`: a destroyed control region is
-    /// replaced (`Ring::repair_readers`: the frames and the sequence
-    /// survive); a damaged data region, or a ring the repair cannot attach,
-    /// is recreated (its sequence starts again at 1). `None` to try again
-    /// on the next tick: a live process holds the writer lease, or a system
-    /// call failed.
-    fn repair(&mut self, name: &str) -> Option<Ring> {
-        let ns = &self.config.namespace;
-        let repair = self.repairs.get_mut(name)?;
-        let why = match repair.damage.file {
-            RingFile::Readers => match Ring::repair_readers(ns, name) {
-                Ok(ring) => {
-                    warn!(
-                        "ring {name} repaired: a new control region (@readers), its frames and sequence kept \
-                         (next sequence {}); its readers must attach again",
-                        ring.stats().published + 1
-                    );
-                    return Some(ring);
-                }
-                Err(e @ (RepairError::Lease(_) | RepairError::Io { .. })) => {
-                    if !std::mem::replace(&mut repair.waiting_logged, true) {
-                        warn!("ring {name}: cannot repair it yet: {e}; trying again on every sweep");
-                    }
-                    return None;
-                }
-                Err(RepairError::Attach(e)) => format!("it cannot be repaired ({e})"),
-            },
-            RingFile::Data => "its data region is damaged, which cannot be repaired".to_owned(),
-        };
-        let rc = self.config.ring(name).expect("a damaged ring is a configured one");
-        match Ring::recreate(ns, name, &rc.options) {
-            Ok(ring) => {
-                error!(
-                    "ring {name}: {why}; recreated it (/dev/shm/{ns}.{name}): its frames are lost and its \
-                     sequence starts again at 1"
-                );
-                Some(ring)
-            }
-            Err(e) => {
-                if !std::mem::replace(&mut repair.waiting_logged, true) {
-                    error!("ring {name}: {why}, and cannot be recreated yet: {e}; trying again on every sweep");
-                }
-                None
-            }
-        }
-    }
-
     /// Stops every source; removes rings configured with `unlink_on_stop`.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.control.take() {
-            c.stop();
+            let left = c.stop().unanswered;
+            if left > 0 {
+                info!("control: commands not answered yet: {left}; the next start finishes them from control.log");
+            }
         }
         for r in &mut self.sources {
             r.stop();

@@ -68,7 +68,7 @@ pub struct ControlStats {
 /// The control thread, as the daemon holds it.
 pub struct ControlThread {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Left>>,
     /// What it has done.
     pub stats: Arc<ControlStats>,
     audit_reader: Option<String>,
@@ -152,21 +152,36 @@ impl ControlThread {
         line
     }
 
-    /// Stops the thread and waits for it.
-    pub fn stop(&mut self) {
+    /// Stops the thread and waits for it: what it leaves unanswered.
+    pub fn stop(&mut self) -> Left {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(left)) => left,
+            Some(Err(_)) => {
                 error!("the control thread panicked");
+                Left::default()
             }
+            None => Left::default(),
         }
     }
 }
 
 impl Drop for ControlThread {
     fn drop(&mut self) {
-        self.stop();
+        _ = self.stop();
     }
+}
+
+/// What a stopped control thread leaves unanswered.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Left {
+    /// Records taken from their lanes that could not be published on
+    /// `control.log` (it was damaged under the thread): not audited, and
+    /// nothing can finish them.
+    pub unlogged: usize,
+    /// Commands audited on `control.log` and not answered yet: the next
+    /// start finishes them from the log (`recover.rs`).
+    pub unanswered: usize,
 }
 
 /// A record taken from a lane and decided.
@@ -227,7 +242,8 @@ struct Flow {
 }
 
 impl Path {
-    fn run(&mut self, stop: &AtomicBool) {
+    /// Runs until `stop`; what it leaves unanswered.
+    fn run(&mut self, stop: &AtomicBool) -> Left {
         // The sleeps of `BUSY` while commands wait end within a
         // microsecond rather than the default 50 us of timer slack: a
         // command waits for two of them (the ledger, the source). Measured:
@@ -256,6 +272,8 @@ impl Path {
                 next_sweep = Instant::now() + Duration::from_secs(1);
             }
         }
+        let f = &self.flow;
+        Left { unlogged: f.unlogged.len(), unanswered: f.audit.len() + f.applying.len() }
     }
 
     /// A sender may write the doorbell, and so shrink it: then no ring
