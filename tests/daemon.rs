@@ -632,6 +632,86 @@ fn a_udp_source_whose_ring_is_repaired_binds_its_port_again_and_ingests_on() {
     assert!(!log.contains("cannot restart"), "{log}");
 }
 
+/// Slots of ring a in [`udp_held_full`].
+const HELD: u64 = 64;
+/// Datagrams [`udp_held_full`] sends: the source's batch that holds the
+/// first datagram the ring has no room for ends at datagram `HELD + 32` at
+/// the latest (it takes up to 32 at once), so the last 8 are sure to wait
+/// in its socket.
+const SENT: u64 = HELD + 32 + 8;
+
+/// helixd with a UDP source writing ring a (`HELD` slots, `block`, a
+/// stall timeout no test waits out) and a reader gating it that never
+/// reads; `SENT` datagrams of one sample each (sequences 1 to `SENT`)
+/// sent once ring a is full. The reader is returned to be kept.
+fn udp_held_full() -> (Env, Reaped, Reader) {
+    use helix::telemetry::datagram::encode;
+    let env = Env::new();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let a = format!(
+        "{}stall_timeout_ms = 600000\n[[source]]\nkind = \"udp\"\nring = \"a\"\nbind = \"127.0.0.1:{port}\"\n",
+        ring_toml("a", "max_payload = 48", HELD, "block")
+    );
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&env.config("udp.toml", &a)));
+    let opts = ReaderOptions { gating: true, ..ReaderOptions::named("stalled") };
+    let stalled = Reader::attach(&env.ns, "a", &opts).unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 1..=SENT {
+        let sample = Sample { stream: 1, quality: 0, seq, sample_ns: seq, ingest_ns: 0, value: 1.5 };
+        tx.send_to(&encode(&[sample]), ("127.0.0.1", port)).unwrap();
+    }
+    poll(Some(&mut d), "ring a full", || published(&env.ns, "a").filter(|p| p.1 == HELD));
+    (env, d, stalled)
+}
+
+/// How many datagrams the source said it had taken and not written when
+/// it stopped while ring a was held full (the one it was writing and those
+/// after it in its batch).
+fn unwritten_in_batch(log: &str) -> u64 {
+    let line = log.lines().find(|l| l.contains("datagrams received after it are not written")).expect(log);
+    let after: u64 = line.split(" and the ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).expect(line);
+    1 + after
+}
+
+#[test]
+fn datagrams_waiting_while_a_udp_sources_ring_is_repaired_are_written_after_it() {
+    // Found by review: the stopped source's socket was closed, and what
+    // waited in it was dropped uncounted; the repaired ring's source bound
+    // a new one.
+    let _dog = watchdog("helixd udp repair keeps the socket", Duration::from_secs(90));
+    let (env, mut d, _stalled) = udp_held_full();
+    std::fs::OpenOptions::new().write(true).open(env.ns.readers_path("a")).unwrap().set_len(0).unwrap();
+    // What ring a holds once the last datagram is on it: at most `SENT -
+    // HELD - 1` frames come after the repair, so the ring still holds every
+    // one of them (its oldest frames overwritten, nobody gating it now).
+    let seqs = poll(Some(&mut d), "the last datagram on ring a", || {
+        let opts = ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("after-repair") };
+        let mut r = Reader::attach(&env.ns, "a", &opts).ok()?;
+        let seqs: Vec<u64> = std::iter::from_fn(|| r.try_read_pod::<Sample>().ok().map(|(_, s)| s.seq)).collect();
+        seqs.contains(&SENT).then_some(seqs)
+    });
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    // Every datagram sent is on the ring but those the stopped source had
+    // taken from its socket, which it says it did not write.
+    let lost = unwritten_in_batch(&log);
+    let sent: Vec<u64> = (1..=HELD).chain(HELD + 1 + lost..=SENT).collect();
+    assert_eq!(seqs, sent[sent.len() - seqs.len()..], "{log}");
+    assert!(seqs.len() as u64 > SENT - HELD - lost, "it holds what came after the repair: {seqs:?}");
+}
+
+#[test]
+fn datagrams_waiting_in_a_udp_sources_socket_when_it_stops_for_good_are_counted() {
+    let _dog = watchdog("helixd udp stop counts the socket's queue", Duration::from_secs(90));
+    let (_env, mut d, _stalled) = udp_held_full();
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    let line = log.lines().find(|l| l.contains("datagrams waiting in its socket are not written")).expect(&log);
+    let waiting: u64 = line.split("ring a: ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).expect(line);
+    assert_eq!(HELD + unwritten_in_batch(&log) + waiting, SENT, "every datagram is written or said: {log}");
+}
+
 #[test]
 fn a_ring_whose_data_file_is_truncated_is_recreated_and_the_other_ring_runs_on() {
     let _dog = watchdog("helixd recreate after damage", Duration::from_secs(90));

@@ -135,7 +135,7 @@ impl Daemon {
     fn abandon(&mut self, created: &[String]) {
         self.control = None;
         for r in &mut self.sources {
-            r.stop();
+            r.retire();
         }
         self.sources.clear();
         self.rings.clear();
@@ -236,7 +236,7 @@ impl Daemon {
                 self.sources[i].stop();
                 let never = self.sources[i].never_started.take();
                 let cfg = self.sources[i].config.clone();
-                match (start_source(&cfg, ring, &self.plant), never) {
+                match (self.sources[i].restarted(ring, &self.plant), never) {
                     (Ok(r), never) => {
                         warn!("source for ring {} {}", cfg.ring, if never.is_some() { "started" } else { "restarted" });
                         self.sources[i] = r;
@@ -277,7 +277,7 @@ impl Daemon {
             }
         }
         for r in &mut self.sources {
-            r.stop();
+            r.retire();
         }
         let ns = self.config.namespace.clone();
         for rc in &self.config.rings {

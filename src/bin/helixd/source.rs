@@ -22,7 +22,10 @@ pub struct Running {
     pub state: Arc<SourceState>,
     /// Its thread, until stopped.
     pub thread: Option<JoinHandle<Result<()>>>,
-    /// A UDP source's socket (a second handle), for the kernel's drop count.
+    /// A UDP source's socket (a second handle): for the kernel's drop
+    /// count, and kept while the source is stopped for a restart, so what
+    /// arrives meanwhile waits in it for the restarted source
+    /// ([`Running::restarted`]); closed by [`Running::retire`].
     socket: Option<std::net::UdpSocket>,
     /// Logged that the drop count cannot be read (once).
     drops_unreadable: AtomicBool,
@@ -101,10 +104,9 @@ impl Running {
     }
 
     /// Asks its thread to finish and waits for it, logging how it ended.
-    /// A UDP source's second handle of its socket is closed too (after a
-    /// last read of the kernel's drop count), so that its port can be
-    /// bound again: by this source once its ring is repaired, or by the
-    /// source a reload puts in its place.
+    /// A UDP source keeps its socket bound: datagrams that arrive wait in
+    /// it for [`Running::restarted`] (or are counted by
+    /// [`Running::retire`]).
     pub fn stop(&mut self) {
         self.state.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -115,13 +117,45 @@ impl Running {
             }
         }
         self.read_kernel_drops();
-        self.socket = None;
+    }
+
+    /// Stops it for good: a UDP source's socket is closed (its port free
+    /// to be bound again, by the source a reload puts in its place, say),
+    /// and the datagrams waiting in it are counted and said, not dropped
+    /// silently.
+    pub fn retire(&mut self) {
+        self.stop();
+        let Some(socket) = self.socket.take() else { return };
+        let waiting = crate::hal::udp::discard_waiting(&socket);
+        if waiting > 0 {
+            warn!(
+                "udp source for ring {}: {waiting} datagrams waiting in its socket are not written (the source \
+                 stopped for good)",
+                self.config.ring
+            );
+        }
+    }
+
+    /// The same source started again on `ring` (after its thread ended,
+    /// or its ring was repaired): a UDP source on the socket it had, so
+    /// nothing that arrived in between is lost.
+    pub fn restarted(&self, ring: &Ring, plant: &Plant) -> Result<Running> {
+        let bound = self.socket.as_ref().map(|s| s.try_clone()).transpose().context("udp source: the socket")?;
+        let new = start(&self.config, ring, plant, bound)?;
+        // The kernel counts drops since the bind: the count goes on.
+        new.state.udp.kernel_drops.store(self.state.udp.kernel_drops.load(Ordering::Relaxed), Ordering::Relaxed);
+        Ok(new)
     }
 }
 
 /// Starts the source `cfg` writing `ring`: takes the ring's writer lease
 /// (and binds a UDP source's socket) here, so a failure is the caller's.
 pub fn start_source(cfg: &SourceConfig, ring: &Ring, plant: &Plant) -> Result<Running> {
+    start(cfg, ring, plant, None)
+}
+
+/// [`start_source`], a UDP source on `bound` if given.
+fn start(cfg: &SourceConfig, ring: &Ring, plant: &Plant, bound: Option<std::net::UdpSocket>) -> Result<Running> {
     let writer = ring.writer().with_context(|| format!("source for ring {:?}", cfg.ring))?;
     let state = SourceState::new();
     // What commands made of it, taken before its first sample.
@@ -139,7 +173,10 @@ pub fn start_source(cfg: &SourceConfig, ring: &Ring, plant: &Plant) -> Result<Ru
     }
     let job = match kind {
         SourceKind::Sim { streams, rate_hz, seed } => Job::Sim(Sim { streams, rate_hz, seed }),
-        SourceKind::Udp { bind, .. } => Job::Udp(crate::hal::udp::bind(bind)?),
+        SourceKind::Udp { bind, .. } => Job::Udp(match bound {
+            Some(socket) => socket,
+            None => crate::hal::udp::bind(bind)?,
+        }),
     };
     let socket = match &job {
         Job::Udp(s) => Some(s.try_clone().context("udp source: cannot duplicate the socket")?),

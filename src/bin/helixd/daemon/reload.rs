@@ -95,7 +95,7 @@ impl Daemon {
                 r.config = sc.clone();
                 keep.push(r);
             } else {
-                r.stop();
+                r.retire();
                 info!("source {} for ring {} stopped", describe(&r.config.kind), r.config.ring);
             }
         }

@@ -8,7 +8,7 @@ use helix::{Damaged, RepairError, Ring, RingFile};
 
 use super::Daemon;
 use crate::control::{ControlThread, Journal};
-use crate::source::{describe, start_source};
+use crate::source::describe;
 
 /// A ring a peer damaged (one of its files shrank under helixd's
 /// mapping), waiting for its repair: its sources are stopped and helixd's
@@ -62,7 +62,7 @@ impl Daemon {
                     (0..self.sources.len()).filter(|&i| self.sources[i].config.ring == name).collect();
                 for i in of_ring {
                     let cfg = self.sources[i].config.clone();
-                    match start_source(&cfg, &self.rings[&name], &self.plant) {
+                    match self.sources[i].restarted(&self.rings[&name], &self.plant) {
                         Ok(r) => {
                             info!("source {} writing ring {name} again", describe(&cfg.kind));
                             self.sources[i] = r;

@@ -106,6 +106,24 @@ pub fn kernel_drops(socket: &UdpSocket) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other(format!("socket inode {inode} is not in {table}")))
 }
 
+/// Takes the datagrams waiting in `socket` (its source stopped for good),
+/// without waiting; how many there were. Bounded, as a sender may go on
+/// sending: past [`DISCARD_AT_MOST`] the rest is left to the close.
+pub fn discard_waiting(socket: &UdpSocket) -> u64 {
+    if socket.set_nonblocking(true).is_err() {
+        return 0;
+    }
+    let mut n = 0;
+    // A zero-length read takes a whole datagram.
+    while n < DISCARD_AT_MOST && socket.recv(&mut []).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// Datagrams [`discard_waiting`] counts at most.
+const DISCARD_AT_MOST: u64 = 1 << 20;
+
 /// Binds the source's socket. Done before the source's thread starts, so
 /// that helixd reports READY=1 only once datagrams are being received (one
 /// sent before the bind would be dropped by the kernel), and a bad address
