@@ -843,6 +843,46 @@ fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
 }
 
 #[test]
+fn another_users_ring_in_place_of_a_running_twins_ring_is_said_once_and_the_next_ring_of_its_own_is_taken() {
+    // Found by review: a ring that replaced one the twin reads or writes
+    // and that it could not take (another user's, say) was logged every
+    // second for as long as it stood there.
+    if !common::root_or_skip("making a file another user's needs root") {
+        return;
+    }
+    let _dog = watchdog("helix-twin says a foreign replacement once", Duration::from_secs(90));
+    let env = Env::new();
+    let opts = |capacity, max_payload| RingOptions { capacity, max_payload, ..Default::default() };
+    let rings = [("telemetry", opts(4096, 48)), ("twin.state", opts(4096, 256)), ("alarms", opts(1024, 256))];
+    let make = |(name, o): &(&str, RingOptions)| {
+        let _ = Ring::unlink(&env.ns, name);
+        drop(Ring::create(&env.ns, name, o).unwrap());
+    };
+    rings.iter().for_each(make);
+    let notify = Notify::new(&env.dir);
+    let mut twin = notify.spawn(env.program(env!("CARGO_BIN_EXE_helix-twin"), &env.file("twin.toml", TWIN)));
+    notify.until("READY=1");
+    // The telemetry and state rings made again, by another user.
+    for ring in &rings[..2] {
+        make(ring);
+        for path in [env.ns.data_path(ring.0), env.ns.readers_path(ring.0)] {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        }
+    }
+    // Long enough for several of its looks (one a second) at them.
+    std::thread::sleep(Duration::from_millis(3500));
+    rings[..2].iter().for_each(make);
+    until("the twin reads the new telemetry ring", &|| reads(&env.ns, "telemetry", "helix-twin"));
+    let writes = || RingView::attach(&env.ns, "twin.state").unwrap().stats().lease.pid == Some(twin.0.id());
+    until("the twin writes the new state ring", &writes);
+    let log = state_frame_then_stop(&env, &mut twin);
+    for (ring, verb) in [("telemetry", "read"), ("twin.state", "written")] {
+        let said = format!("ring {ring} was replaced (created again), and cannot be {verb}");
+        assert_eq!(log.matches(&said).count(), 1, "{said}: {log}");
+    }
+}
+
+#[test]
 fn a_damaged_output_ring_is_let_go_for_helixd_to_repair_and_written_again() {
     // Found by review: any process that may write the state or alarm
     // ring's control region (a reader of it) truncated it, and the twin

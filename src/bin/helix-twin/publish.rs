@@ -86,12 +86,18 @@ impl Publisher {
             let anew = match w {
                 Some(old) if replaced(ns, ring, old.geometry().created_ns) => match writer(ns, ring, needed, what) {
                     Ok(new) => {
-                        *w = Some(new);
+                        (*w, *logged) = (Some(new), false);
                         info!("ring {ring} was replaced (created again); writing the new one");
                         true
                     }
                     Err(e) => {
-                        warn!("ring {ring} was replaced (created again), and cannot be written: {e}; retrying");
+                        // Said once: it is tried again every second.
+                        if !std::mem::replace(logged, true) {
+                            warn!(
+                                "ring {ring} was replaced (created again), and cannot be written: {e}; retrying \
+                                 every second"
+                            );
+                        }
                         false
                     }
                 },

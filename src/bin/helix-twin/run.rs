@@ -74,6 +74,8 @@ pub struct Polled {
 pub struct Ingest {
     reader: Reader,
     buf: Vec<Seen>,
+    /// Why the ring that replaced this one cannot be read, as last said.
+    refused: Option<String>,
 }
 
 impl Ingest {
@@ -97,7 +99,7 @@ impl Ingest {
 
     /// Wraps a reader (tests attach their own).
     pub fn new(reader: Reader) -> Ingest {
-        Ingest { reader, buf: Vec::with_capacity(BATCH) }
+        Ingest { reader, buf: Vec::with_capacity(BATCH), refused: None }
     }
 
     /// The reader (tests/twin.rs checks its gating).
@@ -413,7 +415,14 @@ fn follow_rings(config: &TwinConfig, ingest: &mut Ingest, publisher: &mut Publis
                 *ingest = i;
                 info!("ring {ring} was replaced (created again); reading the new one");
             }
-            Err(e) => warn!("ring {ring} was replaced (created again), and cannot be read: {e}; retrying"),
+            // Said when the reason is new: it is tried again every second.
+            Err(e) => {
+                let why = e.to_string();
+                if ingest.refused.as_ref() != Some(&why) {
+                    warn!("ring {ring} was replaced (created again), and cannot be read: {why}; retrying every second");
+                    ingest.refused = Some(why);
+                }
+            }
         }
     }
     publisher.follow_rings(ns, &config.state_ring, &config.alarm_ring);
