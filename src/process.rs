@@ -139,13 +139,25 @@ pub fn my_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
 }
 
-/// This process's (pid, start time), cached after the first call.
+/// This process's (pid, start time). The start time is cached for the
+/// pid it was read for: a process forked from this one is another process,
+/// with its own (had it kept its parent's, it would have registered its
+/// reader entries and leases as its parent, alive for as long as the parent
+/// lives, and let go of the parent's as its own).
 pub fn identity() -> (u32, u64) {
-    static ID: std::sync::OnceLock<(u32, u64)> = std::sync::OnceLock::new();
-    *ID.get_or_init(|| {
-        let me = pid();
-        (me, start_time(me).unwrap_or(0))
-    })
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
+    let me = pid();
+    // Acquire pairs with the Release store below: a pid seen is seen with
+    // its start time. Two threads that both miss store the same values.
+    if PID.load(Ordering::Acquire) == me {
+        return (me, START.load(Ordering::Relaxed));
+    }
+    let start = start_time(me).unwrap_or(0);
+    START.store(start, Ordering::Relaxed);
+    PID.store(me, Ordering::Release);
+    (me, start)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of heartbeats, stall timeouts

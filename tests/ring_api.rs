@@ -386,3 +386,51 @@ fn a_ring_another_user_owns_is_named_by_check_owner_on_what_is_mapped() {
     assert_eq!(view.check_owner(), Err(e));
     assert_eq!(RingView::attach(&ns, "r").unwrap().check_owner(), Ok(()));
 }
+
+#[test]
+fn a_forked_child_is_its_own_process_and_lets_go_of_nothing_its_parent_holds() {
+    // Found by review: the process identity was cached once per address
+    // space, so a child forked after the parent had touched a ring (Python's
+    // multiprocessing does, by default) registered its reader entries and
+    // leases as its parent, alive for as long as the parent lived; and a
+    // child dropping what it inherited let go of the parent's lease, reader
+    // entry, fan-in consumer role and lane.
+    use helix::fanin::{FanIn, FanInOptions, Producer};
+    let _dog = common::watchdog("fork", Duration::from_secs(60));
+    let (ns, ring, writer) = ring_with_writer(opts(64, Policy::Block));
+    let reader = Reader::attach(&ns, "r", &ReaderOptions::named("parent")).unwrap();
+    let fopts = FanInOptions { lanes: 2, lane_capacity: 4096, max_payload: 64, ..Default::default() };
+    let fan = FanIn::create(&ns, "f", &fopts).unwrap();
+    let producer = Producer::attach(&ns, "f").unwrap();
+    // SAFETY: the child runs only what the test writes here and leaves by
+    // _exit; the parent waits for it.
+    let child = match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            drop((reader, writer, fan, producer));
+            // A reader entry of its own, left behind as a killed process's.
+            let code = match Reader::attach(&ns, "r", &ReaderOptions::named("child")) {
+                Ok(r) => {
+                    std::mem::forget(r);
+                    0
+                }
+                Err(_) => 1,
+            };
+            // SAFETY: ends the child without running the parent's exit code.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    let status = nix::sys::wait::waitpid(child, None).unwrap();
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+    let me = std::process::id();
+    let stats = ring.stats();
+    assert_eq!(stats.lease.pid, Some(me), "the parent's lease stands");
+    let entry = |name: &str| stats.readers.iter().find(|r| r.name == name).cloned();
+    assert!(entry("parent").is_some_and(|r| r.pid == me && r.alive), "{:?}", stats.readers);
+    let theirs = entry("child").expect("the child's entry");
+    assert_eq!((theirs.pid, theirs.alive), (child.as_raw() as u32, false), "the child's entry is its own");
+    let fstats = helix::fanin::FanInView::open(&ns, "f").unwrap().stats();
+    assert_eq!(fstats.consumer_pid, me, "the parent is still the consumer");
+    assert!(fstats.lanes.iter().all(|l| !l.closed), "the parent's lane is still open: {:?}", fstats.lanes);
+    drop((reader, writer, fan, producer));
+}

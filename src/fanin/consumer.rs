@@ -527,6 +527,9 @@ fn any_ready(files: &RingFiles, lanes: &mut [Option<Bound>], attach_seen: u32, r
 
 impl Drop for FanIn {
     fn drop(&mut self) {
-        self.files.header().consumer_pid.store(0, Ordering::Relaxed);
+        // Only this process's: a process forked from the consumer drops its
+        // copy without taking the role from its parent.
+        let me = host::identity().0;
+        let _ = self.files.header().consumer_pid.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
 }

@@ -33,6 +33,9 @@ pub struct Producer {
     epoch: u64,
     writing: Writing,
     wait: WaitStrategy,
+    /// The process that took the lane (a process forked from it drops its
+    /// copy without closing the lane).
+    pid: u32,
 }
 
 impl Producer {
@@ -82,7 +85,8 @@ impl Producer {
                         bell.attach_seq.fetch_add(1, Ordering::Relaxed);
                         lane::ring_bell(&bell.bell);
                         let writing = Writing::new(epoch);
-                        return Ok(Producer { files, lane: new, k, epoch, writing, wait: Default::default() });
+                        let pid = crate::process::identity().0;
+                        return Ok(Producer { files, lane: new, k, epoch, writing, wait: Default::default(), pid });
                     }
                 }
             }
@@ -323,6 +327,9 @@ fn ends<'a>(files: &'a RingFiles, map: &'a Mapping, k: usize) -> Ends<'a> {
 
 impl Drop for Producer {
     fn drop(&mut self) {
+        if self.pid != crate::process::identity().0 {
+            return;
+        }
         self.publish();
         // SYNC POINT: lane closed. Pairs with the consumer's Acquire load
         // of `closed` in `drain_lane`: our last publish is visible to it.

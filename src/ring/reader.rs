@@ -495,6 +495,11 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
+        // A process forked after the join drops its copy: the entry is
+        // the parent's.
+        if self.core.pid != crate::sync::host::identity().0 {
+            return;
+        }
         let region: &Region = &self.region;
         let e = region.entry(self.core.idx);
         // Freeing the entry takes it out of the gate; nothing else to undo.
