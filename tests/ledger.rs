@@ -73,8 +73,13 @@ fn recorded_next(dir: &Path, ring: &str) -> u64 {
 }
 
 /// Stops the ledger with SIGTERM and checks it exits cleanly.
-fn stop(env: &Env, mut ledger: Reaped) {
+fn stop(env: &Env, ledger: Reaped) {
     signal(&ledger.0, libc::SIGTERM);
+    stop_waited(env, ledger);
+}
+
+/// Waits for the ledger, asked to stop, and checks it exited cleanly.
+fn stop_waited(env: &Env, mut ledger: Reaped) {
     let status = ledger.0.wait().unwrap();
     assert!(status.success(), "helix-ledger exited with {status}; log:\n{}", env.log_text());
 }
@@ -523,6 +528,34 @@ fn a_ring_another_user_made_under_a_recorded_name_is_not_recorded() {
     let (code, v) = verify_json(env!("CARGO_BIN_EXE_helix-ledger"), &env.ledger_dir());
     assert_eq!((code, v["rings"].as_array().map(Vec::len)), (0, Some(1)), "{v}");
     assert_eq!(env.log_text().matches(&owned).count(), 1, "said once");
+}
+
+#[test]
+fn frames_the_rings_hold_when_the_ledger_is_stopped_are_recorded_before_it_exits() {
+    // Found by review: on SIGTERM the recorder flushed and exited without
+    // reading what the rings still held. systemd stopped it before helixd,
+    // and what helixd wrote meanwhile was lost with /dev/shm at a reboot,
+    // with no GAP to say so.
+    const N: u64 = 20_000;
+    let env = Env::watched("ledger reads the rings at its stop", Duration::from_secs(60));
+    let (view, mut w) = recorded_ring(&env, "r", 32_768, 60_000);
+    let mut ledger = env.ledger("r", 64);
+    let pid = ledger.0.id();
+    wait_for(&env, Some(&mut ledger), "the ledger's entry", || ledger_entry(&view, pid).is_some());
+    // Stopped while the writer fills the ring (which holds every frame:
+    // nothing waits, nothing is lost), then asked to stop.
+    signal(&ledger.0, libc::SIGSTOP);
+    publish_payloads(&mut w, 1, N);
+    signal(&ledger.0, libc::SIGTERM);
+    // Stopped for longer than its housekeeping interval (50 ms), its first
+    // turn takes the stop after one batch: what comes after it is what
+    // reading the rings at a stop is for. (With the fix, how long does not
+    // matter: every frame is recorded.)
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&ledger.0, libc::SIGCONT);
+    stop_waited(&env, ledger);
+    let (frames, gaps) = audit(&env.ledger_dir(), N);
+    assert_eq!((frames, gaps), (N, vec![]));
 }
 
 #[test]

@@ -132,9 +132,13 @@ fn the_service_keeps_dev_shm_shared_and_its_ipc_alive() {
 fn the_ledger_is_bound_to_the_daemon_and_may_write_only_its_folder() {
     let unit = std::fs::read_to_string(unit_dir().join("helix-ledger.service")).unwrap();
     let set = |key: &str| setting(&unit, key);
-    for key in ["BindsTo", "After", "PartOf", "WantedBy"] {
+    // Before=, not After=: it stops after helixd, and records helixd's last
+    // frames (an After= ledger stopped first, and they were lost with
+    // /dev/shm at a reboot; tools/systemd-proof's stop check counts them).
+    for key in ["BindsTo", "Before", "PartOf", "WantedBy"] {
         assert_eq!(set(key).as_deref(), Some("helix.service"), "{key}");
     }
+    assert_eq!(set("After"), None, "After= would stop it before helixd");
     let writable: Vec<&str> =
         unit.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).flat_map(str::split_whitespace).collect();
     assert_eq!(writable, ["/dev/shm", "/var/lib/helix/ledger", "/run/helix/metrics"]);

@@ -299,7 +299,9 @@ fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
+/// This host's name, as the kernel has it (`uname`: not from
+/// `/proc/sys/kernel/hostname`, which the unit's `ProcSubset=pid` hides).
 fn hostname() -> Result<String> {
-    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").context("reading this host's name")?;
-    Ok(h.trim().to_owned())
+    let h = nix::unistd::gethostname().context("reading this host's name")?;
+    h.into_string().map_err(|h| anyhow::anyhow!("this host's name {h:?} is not UTF-8"))
 }

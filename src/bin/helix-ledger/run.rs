@@ -344,7 +344,9 @@ fn serve(
             syncer.start(ledger)?;
         }
         if housekeeping.due(Instant::now()) && keeper.run(cfg, service, taps, ledger, &syncer)? {
-            return syncer.finish();
+            let finished = syncer.finish();
+            drain_at_stop(taps, ledger)?;
+            return finished;
         }
         if got > 0 {
             idle_polls = 0;
@@ -376,6 +378,26 @@ fn pump(taps: &mut [Tap], ledger: &mut Ledger) -> Result<usize> {
         }
     }
     Ok(got)
+}
+
+/// At a stop, reads what the rings still hold: under systemd helixd stops
+/// first (`helix-ledger.service` is ordered `Before=` it), and a frame left
+/// in a ring is lost with `/dev/shm` at a reboot, with no GAP to say so.
+/// Bounded by what the rings can hold unread, for a writer that goes on.
+fn drain_at_stop(taps: &mut [Tap], ledger: &mut Ledger) -> Result<()> {
+    let most: u64 = taps.iter().filter_map(|t| t.reader.as_ref()).map(|r| r.geometry().capacity).sum();
+    let mut read = 0u64;
+    while read < most {
+        let got = pump(taps, ledger)? as u64;
+        if got == 0 {
+            break;
+        }
+        read += got;
+    }
+    if read > 0 {
+        info!("stopping: recorded the {read} frames the rings still held");
+    }
+    Ok(())
 }
 
 /// What the housekeeping keeps between its turns.

@@ -51,12 +51,19 @@ pub fn unix_now() -> f64 {
 
 /// Writes `text` to `path` atomically: a reader (a scrape) sees the old
 /// file or the new one whole, never a part. The temporary file beside it
-/// has a name that does not end in `.prom`, so no reader takes it.
+/// has a name that does not end in `.prom`, so no reader takes it. The
+/// file is 0644 whatever the umask: readable by all (node_exporter's
+/// textfile collector runs as its own user; the counters are no secret),
+/// written by its service alone.
 pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text)?;
+    let mut file = std::fs::File::create(&tmp)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    file.write_all(text.as_bytes())?;
     std::fs::rename(&tmp, path)
 }
 
@@ -126,6 +133,21 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 2\n");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.prom")]);
+    }
+
+    #[test]
+    fn a_written_file_is_readable_by_all_and_written_by_its_owner_alone() {
+        // Found by review: the mode was the umask's (0640 or 0660 under the
+        // units), which node_exporter could not read; a temporary file left
+        // with another mode kept it too.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.prom");
+        let tmp = dir.path().join("x.prom.tmp");
+        std::fs::write(&tmp, "").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660)).unwrap();
+        write_atomic(&path, "a 1\n").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o644);
     }
 
     #[test]

@@ -128,11 +128,36 @@ const DISCARD_AT_MOST: u64 = 1 << 20;
 /// that helixd reports READY=1 only once datagrams are being received (one
 /// sent before the bind would be dropped by the kernel), and a bad address
 /// fails the start.
+/// An address not on this host (yet) is bound all the same, with a
+/// warning: the plant network may come up after helixd (at boot, say), and
+/// a refusal would fail the start (and under systemd, end in a failed unit
+/// once the restarts run out). Its datagrams arrive once it is there.
 pub fn bind(addr: SocketAddr) -> Result<UdpSocket> {
-    let socket = UdpSocket::bind(addr).with_context(|| format!("udp source: cannot bind {addr}"))?;
+    let socket = match UdpSocket::bind(addr) {
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+            let socket = bind_nonlocal(addr).with_context(|| format!("udp source: cannot bind {addr}"))?;
+            warn!(
+                "udp source: {} is not an address of this host (yet); bound anyway: its datagrams arrive once \
+                 it is (if it is a mistake, nothing ever will)",
+                addr.ip()
+            );
+            socket
+        }
+        r => r.with_context(|| format!("udp source: cannot bind {addr}"))?,
+    };
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     info!("udp source listening on {}", socket.local_addr().map_or(addr, |a| a));
     Ok(socket)
+}
+
+/// Binds `addr` with `IP_FREEBIND` (the address need not be on the host).
+fn bind_nonlocal(addr: SocketAddr) -> nix::Result<UdpSocket> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let family = if addr.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    let fd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, sockopt::IpFreebind, &true)?;
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    Ok(UdpSocket::from(fd))
 }
 
 /// The receive loop on an already bound socket.
@@ -207,6 +232,19 @@ pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_not_on_this_host_yet_is_bound_and_a_taken_port_is_refused() {
+        // Found by review: a source on an address of a network that comes
+        // up after helixd (at boot) failed the start, and systemd's restarts
+        // ran out with the unit failed. 192.0.2.0/24 is no host's (RFC 5737).
+        let socket = bind("192.0.2.10:0".parse().unwrap()).unwrap();
+        assert_eq!(socket.local_addr().unwrap().ip(), "192.0.2.10".parse::<std::net::IpAddr>().unwrap());
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let taken = held.local_addr().unwrap();
+        let e = format!("{:#}", bind(taken).unwrap_err());
+        assert!(e.contains(&format!("cannot bind {taken}")) && e.contains("in use"), "{e}");
+    }
 
     /// Datagrams the kernel drops because the receive buffer is full are
     /// counted (they used to vanish without a trace): fill a tiny buffer
