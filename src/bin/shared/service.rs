@@ -69,6 +69,11 @@ impl Cadence {
         true
     }
 
+    /// Makes it due again `after` from `now`, whatever its interval.
+    pub fn again(&mut self, now: Instant, after: Duration) {
+        self.next = now + after;
+    }
+
     /// When it is next due.
     pub fn next(&self) -> Instant {
         self.next
@@ -122,7 +127,7 @@ impl Service {
     /// stops making progress stops pinging, and systemd restarts it.
     pub fn ping(&mut self, now: Instant, healthy: impl FnOnce(Duration) -> bool) {
         if let Some(wd) = self.watchdog {
-            if self.ping.due(now) && healthy(wd) {
+            if beat(&mut self.ping, now, wd, healthy) {
                 notify(&[NotifyState::Watchdog]);
             }
         }
@@ -183,6 +188,23 @@ impl Service {
     }
 }
 
+/// Whether a watchdog ping (of timeout `wd`, due on `cadence`) goes out at
+/// `now`: when it is due and `healthy` holds. A check that fails is made
+/// again soon (a tenth of the timeout), not half a timeout later: a
+/// program that recovers (helixd restarting a source, say) pings well
+/// before the timeout, where the next regular ping would come just at it,
+/// racing systemd's kill.
+fn beat(cadence: &mut Cadence, now: Instant, wd: Duration, healthy: impl FnOnce(Duration) -> bool) -> bool {
+    if !cadence.due(now) {
+        return false;
+    }
+    if healthy(wd) {
+        return true;
+    }
+    cadence.again(now, wd / 10);
+    false
+}
+
 /// Sends `states` to systemd (nothing happens without `NOTIFY_SOCKET`); a
 /// failure is logged, never fatal.
 pub fn notify(states: &[NotifyState]) {
@@ -210,5 +232,29 @@ pub fn fmt_rate(r: f64) -> String {
         format!("{:.1}k frames/s", r / 1e3)
     } else {
         format!("{r:.0} frames/s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_health_check_is_made_again_well_before_the_watchdog_times_out() {
+        // Found by review: a check that failed once (helixd restarting a
+        // source) put the next one half a timeout later, so the next ping
+        // came just at the timeout, racing systemd's kill.
+        let wd = Duration::from_secs(10);
+        let mut cadence = Cadence::new(wd / 2, Duration::ZERO);
+        let t0 = cadence.next();
+        assert!(beat(&mut cadence, t0, wd, |_| true), "due at once, healthy: a ping");
+        let t1 = t0 + wd / 2;
+        assert!(!beat(&mut cadence, t1, wd, |_| false), "unhealthy: no ping");
+        // Looked at again a tenth of the timeout later, not half of it.
+        assert!(!beat(&mut cadence, t1 + wd / 10 - Duration::from_millis(1), wd, |_| unreachable!()));
+        assert!(beat(&mut cadence, t1 + wd / 10, wd, |_| true), "recovered: a ping, well before t0 + wd");
+        // Healthy again: back to pings every half timeout.
+        assert!(!beat(&mut cadence, t1 + wd / 10 + wd / 2 - Duration::from_millis(1), wd, |_| unreachable!()));
+        assert!(beat(&mut cadence, t1 + wd / 10 + wd / 2, wd, |_| true));
     }
 }
