@@ -131,7 +131,10 @@ class Writer:
     def publish_samples(self, samples: npt.ArrayLike) -> int:
         """Publishes each sample of a one-dimensional array (converted to
         ``SAMPLE_DTYPE``) as one telemetry frame; returns the last
-        sequence."""
+        sequence. An array must have ``SAMPLE_DTYPE``'s fields, by name and
+        in order (their widths may differ): any other raises ``TypeError``
+        and publishes nothing. A sequence of tuples is taken in field
+        order."""
     def publish_many(self, payloads: list[bytes], kind: int = 0) -> int:
         """Publishes each payload as one frame of ``kind``, in as few
         claims as the ring allows; returns the last sequence. A payload

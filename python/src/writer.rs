@@ -1,7 +1,7 @@
 //! `helix.Writer`: the writer of a ring a Python program owns (or takes
 //! over: the lease protocol of docs/abi.md §4.1).
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -101,7 +101,21 @@ impl Writer {
     /// sequence (the one before the first, if `samples` is empty).
     fn publish_samples(&mut self, py: Python<'_>, samples: &Bound<'_, PyAny>) -> PyResult<u64> {
         let numpy = py.import("numpy")?;
-        let array = numpy.getattr("ascontiguousarray")?.call1((samples, crate::sample_dtype(py)?))?;
+        let dtype = crate::sample_dtype(py)?;
+        // An array is converted field by field, so it must have the fields:
+        // numpy would fill every field of a sample with each value of a
+        // plain array, and match other fields by position, not by name.
+        if samples.is_instance(&numpy.getattr("ndarray")?)? {
+            let given = samples.getattr("dtype")?;
+            if !given.getattr("names")?.eq(dtype.getattr("names")?)? {
+                return Err(PyTypeError::new_err(format!(
+                    "publish_samples: expected an array with the fields of helix.SAMPLE_DTYPE {}, got dtype {}",
+                    dtype.getattr("names")?.repr()?,
+                    given.repr()?
+                )));
+            }
+        }
+        let array = numpy.getattr("ascontiguousarray")?.call1((samples, dtype))?;
         if array.getattr("ndim")?.extract::<usize>()? != 1 {
             return Err(PyValueError::new_err("publish_samples: expected a one-dimensional array of samples"));
         }

@@ -233,6 +233,15 @@ def test_writer_errors_name_the_problem(ns):
         helix.Writer.create("lease", namespace=ns, capacity=16)
     with pytest.raises(ValueError, match="one-dimensional"):
         w.publish_samples(np.zeros((2, 2), helix.SAMPLE_DTYPE))
+    # An array without the sample's fields is refused, not converted: a
+    # plain array filled every field with each value, and fields of other
+    # names were matched by position.
+    with pytest.raises(TypeError, match="fields of helix.SAMPLE_DTYPE"):
+        w.publish_samples(np.arange(3.0))
+    renamed = np.zeros(2, [(n if n != "value" else "v", t) for n, t in helix.SAMPLE_DTYPE.descr])
+    with pytest.raises(TypeError, match="got dtype"):
+        w.publish_samples(renamed)
+    assert w.next_seq == 1
     # A batch with a frame too large publishes nothing (before, the frames
     # before it went out, and the error said none had).
     r = helix.Reader.attach("lease", namespace=ns, start="oldest")
