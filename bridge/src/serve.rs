@@ -94,6 +94,18 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     // Before any thread starts: the signals are blocked in all of them.
     let mut svc = Service::start(Duration::from_secs(2), Duration::from_secs(60))?;
+    // A link's loop waits for each publish's acknowledgement: waiting
+    // longer than the watchdog allows a loop to stand still gets the bridge
+    // killed whenever a server is slow.
+    if let Some(wd) = svc.watchdog().filter(|&wd| cfg.server.ack_timeout * 2 > wd) {
+        bail!(
+            "ack_timeout_ms = {} is more than half the systemd watchdog timeout ({wd:?}): a publish waiting that \
+             long for its acknowledgement would stop the pings and get the bridge killed; lower ack_timeout_ms \
+             to {} or less, or raise the unit's WatchdogSec=",
+            cfg.server.ack_timeout.as_millis(),
+            (wd / 2).as_millis()
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = start_all(&cfg, &stop)?;
     if let Some(addr) = cfg.metrics {

@@ -86,6 +86,29 @@ fn check_passes_on_the_packaged_default_and_names_a_bad_line() {
     // Nothing configured: nothing to run, said so.
     let o = bridge().arg("--config").arg(&default).output().unwrap();
     assert!(!o.status.success() && out(&o).contains("no link configured"), "{}", out(&o));
+
+    // An acknowledgement the links would wait for longer than the watchdog
+    // allows is refused at start (found by review: a slow server got the
+    // bridge killed), before any server is tried.
+    let slow = "[nats]\nservers = [\"nats://127.0.0.1:1\"]\nack_timeout_ms = 20000\n[[export]]\nring = \"t\"\n";
+    std::fs::write(&bad, format!("site = \"plant\"\nhost = \"a\"\n{slow}")).unwrap();
+    let o = output_within(bridge().arg("--config").arg(&bad).env("WATCHDOG_USEC", "30000000"), Duration::from_secs(20));
+    let want = "ack_timeout_ms = 20000 is more than half the systemd watchdog timeout (30s)";
+    assert!(!o.status.success() && out(&o).contains(want), "{}", out(&o));
+}
+
+/// `cmd`'s output; killed, and the test failed, if it runs past `limit`.
+fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("still running after {limit:?}: {}", out(&child.wait_with_output().unwrap()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// The value of `key=` in a unit's text.
