@@ -842,18 +842,34 @@ fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
     assert!(daemon.0.wait().unwrap().success());
 }
 
+/// A watched test's surroundings if it runs as root, which making a ring
+/// another user's takes; else `None`, the test skipped, saying so.
+fn as_root(what: &'static str) -> Option<(Env, common::Watchdog)> {
+    common::root_or_skip("making a file another user's needs root")
+        .then(|| (Env::new(), watchdog(what, Duration::from_secs(90))))
+}
+
+/// The twin's three rings (name, options), as the tests of rings of
+/// another user make them.
+fn twin_rings() -> [(&'static str, RingOptions); 3] {
+    let opts = |capacity, max_payload| RingOptions { capacity, max_payload, ..Default::default() };
+    [("telemetry", opts(4096, 48)), ("twin.state", opts(4096, 256)), ("alarms", opts(1024, 256))]
+}
+
+/// Gives both files of `ring` to `uid` (root only).
+fn chown_ring(env: &Env, ring: &str, uid: u32) {
+    for path in [env.ns.data_path(ring), env.ns.readers_path(ring)] {
+        std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
+    }
+}
+
 #[test]
 fn another_users_ring_in_place_of_a_running_twins_ring_is_said_once_and_the_next_ring_of_its_own_is_taken() {
     // Found by review: a ring that replaced one the twin reads or writes
     // and that it could not take (another user's, say) was logged every
     // second for as long as it stood there.
-    if !common::root_or_skip("making a file another user's needs root") {
-        return;
-    }
-    let _dog = watchdog("helix-twin says a foreign replacement once", Duration::from_secs(90));
-    let env = Env::new();
-    let opts = |capacity, max_payload| RingOptions { capacity, max_payload, ..Default::default() };
-    let rings = [("telemetry", opts(4096, 48)), ("twin.state", opts(4096, 256)), ("alarms", opts(1024, 256))];
+    let Some((env, _dog)) = as_root("helix-twin says a foreign replacement once") else { return };
+    let rings = twin_rings();
     let make = |(name, o): &(&str, RingOptions)| {
         let _ = Ring::unlink(&env.ns, name);
         drop(Ring::create(&env.ns, name, o).unwrap());
@@ -865,9 +881,7 @@ fn another_users_ring_in_place_of_a_running_twins_ring_is_said_once_and_the_next
     // The telemetry and state rings made again, by another user.
     for ring in &rings[..2] {
         make(ring);
-        for path in [env.ns.data_path(ring.0), env.ns.readers_path(ring.0)] {
-            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
-        }
+        chown_ring(&env, ring.0, 65534);
     }
     // Long enough for several of its looks (one a second) at them.
     std::thread::sleep(Duration::from_millis(3500));
@@ -926,21 +940,11 @@ fn the_twin_waits_out_another_users_ring_in_place_of_one_it_reads_or_writes() {
     // Anyone may create files in /dev/shm: while helixd is down another
     // user's ring under the telemetry name fed the twin forged samples,
     // and one under the state name carried the twin's state to its maker.
-    if !common::root_or_skip("making a file another user's needs root") {
-        return;
-    }
-    let _dog = watchdog("helix-twin refuses foreign rings", Duration::from_secs(90));
-    let env = Env::new();
-    let opts = |capacity, max_payload| RingOptions { capacity, max_payload, ..Default::default() };
-    let rings = [("telemetry", opts(4096, 48)), ("twin.state", opts(4096, 256)), ("alarms", opts(1024, 256))];
-    for (name, o) in &rings {
+    let Some((env, _dog)) = as_root("helix-twin refuses foreign rings") else { return };
+    for (name, o) in &twin_rings() {
         drop(Ring::create(&env.ns, name, o).unwrap());
     }
-    let chown = |ring: &str, uid: u32| {
-        for path in [env.ns.data_path(ring), env.ns.readers_path(ring)] {
-            std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
-        }
-    };
+    let chown = |ring: &str, uid: u32| chown_ring(&env, ring, uid);
     let waiting = |ring: &str| format!("STATUS=waiting: {} is owned by uid 65534", env.ns.data_path(ring).display());
     chown("twin.state", 65534);
     let notify = Notify::new(&env.dir);
