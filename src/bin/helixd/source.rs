@@ -126,12 +126,13 @@ impl Running {
     pub fn retire(&mut self) {
         self.stop();
         let Some(socket) = self.socket.take() else { return };
-        let waiting = crate::hal::udp::discard_waiting(&socket);
+        let (waiting, all) = crate::hal::udp::discard_waiting(&socket);
         if waiting > 0 {
             warn!(
                 "udp source for ring {}: {waiting} datagrams waiting in its socket are not written (the source \
-                 stopped for good)",
-                self.config.ring
+                 stopped for good){}",
+                self.config.ring,
+                if all { "" } else { ", and more that kept arriving" }
             );
         }
     }

@@ -46,8 +46,7 @@ impl Flow {
                 None => self.window.wait(uid, request),
             },
             (None, Some(command), Some(target)) if inc.verdict.is_ok() => {
-                let token = self.next_token;
-                self.next_token += 1;
+                let token = super::token();
                 let (state, instrument) = (Some(target.state), target.instrument);
                 self.audit.push_back(Pending { uid, command, log_seq, token, state, instrument });
             }

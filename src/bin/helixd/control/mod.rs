@@ -52,6 +52,19 @@ const IDLE: Duration = Duration::from_millis(100);
 /// sleeps in between, never spins: see `Path::new`.
 const BUSY: Duration = Duration::from_micros(50);
 
+/// How long a stopping thread waits for the sources to apply the commands
+/// handed to them, so that it answers them (see `Path::run`).
+const FINISH: Duration = Duration::from_secs(1);
+
+/// A token for a command handed to its source, unique in this process:
+/// its effect is matched by it, and a source outlives a control thread
+/// stopped for a repair of its rings (an effect the old thread did not
+/// collect must not be taken for a new command's).
+fn token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Counters for helixd's STATUS line.
 #[derive(Debug, Default)]
 pub struct ControlStats {
@@ -118,7 +131,6 @@ impl ControlThread {
             unlogged: VecDeque::new(),
             audit: VecDeque::new(),
             applying: Vec::new(),
-            next_token: 1,
             stats: stats.clone(),
             forwarder: Forwarder::default(),
             journal,
@@ -176,7 +188,7 @@ impl Drop for ControlThread {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Left {
     /// Records taken from their lanes that could not be published on
-    /// `control.log` (it was damaged under the thread): not audited, and
+    /// `control.log` (damaged under the thread, or full): not audited, and
     /// nothing can finish them.
     pub unlogged: usize,
     /// Commands audited on `control.log` and not answered yet: the next
@@ -229,7 +241,6 @@ struct Flow {
     audit: VecDeque<Pending>,
     /// Handed to a source, waiting for its effect.
     applying: Vec<Pending>,
-    next_token: u64,
     stats: Arc<ControlStats>,
     /// Sends commands to UDP sources' instruments.
     forwarder: Forwarder,
@@ -271,6 +282,21 @@ impl Path {
                 self.repair_bell();
                 next_sweep = Instant::now() + Duration::from_secs(1);
             }
+        }
+        // What was handed to sources is answered before the thread ends, as
+        // they apply it (within a turn): one left here would be handed to
+        // its source again by the next start's recovery (a stop for a
+        // repair leaves the sources running). Records decided and not yet
+        // on the log go on it if it takes them now.
+        let deadline = Instant::now() + FINISH;
+        loop {
+            let f = &mut self.flow;
+            f.publish_log();
+            f.collect_effects();
+            if (f.applying.is_empty() && f.unlogged.is_empty()) || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(BUSY);
         }
         let f = &self.flow;
         Left { unlogged: f.unlogged.len(), unanswered: f.audit.len() + f.applying.len() }

@@ -64,8 +64,7 @@ impl Flow {
         let target = verdict.and_then(|()| self.judge.judge(uid, &command));
         match target {
             Ok(target) => {
-                let token = self.next_token;
-                self.next_token += 1;
+                let token = super::token();
                 let (state, instrument) = (Some(target.state), target.instrument);
                 self.audit.push_back(Pending { uid, command, log_seq: seq, token, state, instrument });
             }

@@ -138,8 +138,8 @@ impl Daemon {
         let lost = left.unlogged + if log_lost { left.unanswered } else { 0 };
         if lost > 0 {
             error!(
-                "control: commands taken from their lanes and lost with the damaged control.log: {lost}; their \
-                 senders get no answer, and a repeat of one is taken as a new command"
+                "control: commands taken from their lanes whose audit records did not reach control.log or went \
+                 with it: {lost}; their senders get no answer, and a repeat of one is taken as a new command"
             );
         }
         if left.unanswered > 0 && !log_lost {

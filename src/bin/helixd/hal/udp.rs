@@ -107,27 +107,28 @@ pub fn kernel_drops(socket: &UdpSocket) -> io::Result<u64> {
 }
 
 /// Takes the datagrams waiting in `socket` (its source stopped for good),
-/// without waiting; how many there were. Bounded, as a sender may go on
-/// sending: past [`DISCARD_AT_MOST`] the rest is left to the close.
-pub fn discard_waiting(socket: &UdpSocket) -> u64 {
+/// without waiting: how many there were, and whether it took them all.
+/// Bounded in time, as a sender may go on sending (helixd's main loop
+/// runs this): past [`DISCARD_FOR`], the rest is left to the close.
+pub fn discard_waiting(socket: &UdpSocket) -> (u64, bool) {
     if socket.set_nonblocking(true).is_err() {
-        return 0;
+        return (0, false);
     }
-    let mut n = 0;
+    let until = std::time::Instant::now() + DISCARD_FOR;
+    let mut n = 0u64;
     // A zero-length read takes a whole datagram.
-    while n < DISCARD_AT_MOST && socket.recv(&mut []).is_ok() {
+    while socket.recv(&mut []).is_ok() {
         n += 1;
+        if n.is_multiple_of(1024) && std::time::Instant::now() >= until {
+            return (n, false);
+        }
     }
-    n
+    (n, true)
 }
 
-/// Datagrams [`discard_waiting`] counts at most.
-const DISCARD_AT_MOST: u64 = 1 << 20;
+/// How long [`discard_waiting`] takes datagrams at most.
+const DISCARD_FOR: Duration = Duration::from_millis(50);
 
-/// Binds the source's socket. Done before the source's thread starts, so
-/// that helixd reports READY=1 only once datagrams are being received (one
-/// sent before the bind would be dropped by the kernel), and a bad address
-/// fails the start.
 /// An address not on this host (yet) is bound all the same, with a
 /// warning: the plant network may come up after helixd (at boot, say), and
 /// a refusal would fail the start (and under systemd, end in a failed unit
