@@ -145,19 +145,36 @@ pub fn my_uid() -> u32 {
 /// reader entries and leases as its parent, alive for as long as the parent
 /// lives, and let go of the parent's as its own).
 pub fn identity() -> (u32, u64) {
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-    static PID: AtomicU32 = AtomicU32::new(0);
-    static START: AtomicU64 = AtomicU64::new(0);
+    use std::sync::atomic::Ordering;
     let me = pid();
     // Acquire pairs with the Release store below: a pid seen is seen with
     // its start time. Two threads that both miss store the same values.
-    if PID.load(Ordering::Acquire) == me {
-        return (me, START.load(Ordering::Relaxed));
+    if ID_PID.load(Ordering::Acquire) == me {
+        return (me, ID_START.load(Ordering::Relaxed));
     }
+    // The child of a fork forgets the cache (a descendant that got this
+    // pid again, after this process ended, must not take its start time).
+    static FORGET_IN_CHILD: std::sync::Once = std::sync::Once::new();
+    // SAFETY: `forget_identity` is an `extern "C" fn()` valid for the life
+    // of the process; it only stores to an atomic, which is safe in a
+    // child of a multithreaded fork.
+    FORGET_IN_CHILD.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(forget_identity));
+    });
     let start = start_time(me).unwrap_or(0);
-    START.store(start, Ordering::Relaxed);
-    PID.store(me, Ordering::Release);
+    ID_START.store(start, Ordering::Relaxed);
+    ID_PID.store(me, Ordering::Release);
     (me, start)
+}
+
+/// The pid [`identity`] was read for (0: none), and its start time.
+static ID_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static ID_START: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Run in the child of a fork (`pthread_atfork`): [`identity`] reads the
+/// child's own.
+extern "C" fn forget_identity() {
+    ID_PID.store(0, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of heartbeats, stall timeouts
