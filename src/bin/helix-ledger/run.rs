@@ -29,7 +29,9 @@ use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
 use helix::ledger::format::RingDecl;
 use helix::ledger::sign::Reason;
 use helix::ledger::store::{Ledger, LedgerError};
-use helix::{Namespace, Policy, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
+use helix::{
+    AttachError, Namespace, Policy, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy,
+};
 
 /// Frames read from one ring per batch, at most (a batch is one block: see
 /// `Tap::batch`).
@@ -78,7 +80,13 @@ impl Tap {
             Ok(v) => v,
             Err(e) => {
                 if let Some(why) = self.anew(format!("ring {}: {e}; attaching when it appears", self.name)) {
-                    warn!("{why}");
+                    // Not there yet is how every boot begins (the ledger
+                    // starts before helixd creates its rings).
+                    if matches!(e, AttachError::NotFound { .. }) {
+                        info!("{why}");
+                    } else {
+                        warn!("{why}");
+                    }
                 }
                 return Ok(());
             }
