@@ -215,6 +215,10 @@ fn configured(path: Option<PathBuf>, check: bool, given: &[&str]) -> Result<()> 
             std::fs::File::open(creds).with_context(|| format!("NATS credentials file {}", creds.display()))?;
         }
         print!("{}", cfg.report());
+        // As the unit would run it (its watchdog), or under this one.
+        if let Some(why) = serve::slow_acks(&cfg, service::watchdog_interval().unwrap_or(serve::UNIT_WATCHDOG)) {
+            println!("warning: {why}");
+        }
         return Ok(());
     }
     info!("configuration {}:\n{}", path.display(), cfg.report().trim_end());

@@ -87,6 +87,26 @@ fn start_all(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<Vec<Running>> {
     Ok(out)
 }
 
+/// The packaged unit's `WatchdogSec=`, which `--check` holds a file to.
+pub const UNIT_WATCHDOG: Duration = Duration::from_secs(30);
+
+/// A link's loop waits for each publish's acknowledgement: with more than
+/// half the watchdog timeout `wd` to wait, a server that is slow, not
+/// stuck, stands the loop still long enough for the pings to stop, and the
+/// bridge is killed before the acknowledgement's time runs out. What to
+/// say of that, if so.
+pub fn slow_acks(cfg: &Config, wd: Duration) -> Option<String> {
+    (cfg.server.ack_timeout * 2 > wd).then(|| {
+        format!(
+            "ack_timeout_ms = {} is more than half the systemd watchdog timeout ({wd:?}): a server that slow to \
+             acknowledge gets the bridge killed by the watchdog before the publish times out; lower \
+             ack_timeout_ms to {} or less, or raise the unit's WatchdogSec=",
+            cfg.server.ack_timeout.as_millis(),
+            (wd / 2).as_millis()
+        )
+    })
+}
+
 /// Runs the configuration until SIGTERM or SIGINT, or a link fails.
 pub fn run(cfg: Config) -> Result<()> {
     if cfg.links() == 0 {
@@ -94,17 +114,8 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     // Before any thread starts: the signals are blocked in all of them.
     let mut svc = Service::start(Duration::from_secs(2), Duration::from_secs(60))?;
-    // A link's loop waits for each publish's acknowledgement: waiting
-    // longer than the watchdog allows a loop to stand still gets the bridge
-    // killed whenever a server is slow.
-    if let Some(wd) = svc.watchdog().filter(|&wd| cfg.server.ack_timeout * 2 > wd) {
-        bail!(
-            "ack_timeout_ms = {} is more than half the systemd watchdog timeout ({wd:?}): a publish waiting that \
-             long for its acknowledgement would stop the pings and get the bridge killed; lower ack_timeout_ms \
-             to {} or less, or raise the unit's WatchdogSec=",
-            cfg.server.ack_timeout.as_millis(),
-            (wd / 2).as_millis()
-        );
+    if let Some(why) = svc.watchdog().and_then(|wd| slow_acks(&cfg, wd)) {
+        warn!("{why}");
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = start_all(&cfg, &stop)?;
