@@ -102,18 +102,21 @@ impl Writer {
     fn publish_samples(&mut self, py: Python<'_>, samples: &Bound<'_, PyAny>) -> PyResult<u64> {
         let numpy = py.import("numpy")?;
         let dtype = crate::sample_dtype(py)?;
-        // An array is converted field by field, so it must have the fields:
-        // numpy would fill every field of a sample with each value of a
-        // plain array, and match other fields by position, not by name.
-        if samples.is_instance(&numpy.getattr("ndarray")?)? {
-            let given = samples.getattr("dtype")?;
-            if !given.getattr("names")?.eq(dtype.getattr("names")?)? {
-                return Err(PyTypeError::new_err(format!(
-                    "publish_samples: expected an array with the fields of helix.SAMPLE_DTYPE {}, got dtype {}",
-                    dtype.getattr("names")?.repr()?,
-                    given.repr()?
-                )));
-            }
+        // Converted field by field, so it must have the fields: numpy fills
+        // every field of a sample with each value of a plain array (or
+        // list, or Series), and matches other fields by position, not by
+        // name. A sequence of tuples is taken in field order.
+        let plain = numpy.getattr("asarray")?.call1((samples,))?;
+        let names = plain.getattr("dtype")?.getattr("names")?;
+        let flat = names.is_none() && plain.getattr("ndim")?.extract::<usize>()? == 1;
+        let empty = plain.getattr("size")?.extract::<usize>()? == 0;
+        if !empty && (flat || !names.is_none() && !names.eq(dtype.getattr("names")?)?) {
+            return Err(PyTypeError::new_err(format!(
+                "publish_samples: expected samples with the fields of helix.SAMPLE_DTYPE {} (an array of it, or \
+                 tuples in its order), got dtype {}",
+                dtype.getattr("names")?.repr()?,
+                plain.getattr("dtype")?.repr()?
+            )));
         }
         let array = numpy.getattr("ascontiguousarray")?.call1((samples, dtype))?;
         if array.getattr("ndim")?.extract::<usize>()? != 1 {

@@ -236,8 +236,9 @@ def test_writer_errors_name_the_problem(ns):
     # An array without the sample's fields is refused, not converted: a
     # plain array filled every field with each value, and fields of other
     # names were matched by position.
-    with pytest.raises(TypeError, match="fields of helix.SAMPLE_DTYPE"):
-        w.publish_samples(np.arange(3.0))
+    for plain in (np.arange(3.0), [1.0, 2.0], [1, 2]):
+        with pytest.raises(TypeError, match="fields of helix.SAMPLE_DTYPE"):
+            w.publish_samples(plain)
     renamed = np.zeros(2, [(n if n != "value" else "v", t) for n, t in helix.SAMPLE_DTYPE.descr])
     with pytest.raises(TypeError, match="got dtype"):
         w.publish_samples(renamed)
