@@ -157,8 +157,9 @@ class Control:
     its ``control`` fan-in ring and a reader of ``control.acks``."""
 
     def __init__(self, namespace: Optional[str] = None) -> None:
-        """Connects; raises ``ControlError`` if helixd's control rings are
-        not there (or not permitted)."""
+        """Connects, waiting up to a second for a free lane (the GIL
+        released); raises ``ControlError`` if helixd's control rings are
+        not there (or not permitted) or every lane stays taken."""
     def send(
         self,
         op: Literal["set", "release", "pause", "resume", "rate"],
@@ -178,6 +179,15 @@ class Control:
     def uid(self) -> int: ...
     @property
     def lane(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    def close(self) -> None:
+        """Gives the lane back (and leaves ``control.acks``); later calls
+        raise ``RuntimeError``."""
+    def __enter__(self) -> Control: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 def unlink(name: str, namespace: Optional[str] = None) -> None:
     """Removes a ring's files; processes attached keep their mappings."""

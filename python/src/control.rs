@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -15,7 +15,16 @@ use crate::errors::ControlError;
 /// and a reader of the answers on `control.acks`.
 #[pyclass(module = "helix")]
 pub struct Control {
-    inner: helix::control::Control,
+    inner: Option<helix::control::Control>,
+    /// What `repr` shows: the fan-in ring the lane is of.
+    name: String,
+    namespace: String,
+}
+
+impl Control {
+    fn inner(&self) -> PyResult<&helix::control::Control> {
+        self.inner.as_ref().ok_or_else(|| PyRuntimeError::new_err("the control connection is closed"))
+    }
 }
 
 fn parse_op(op: &str) -> PyResult<Op> {
@@ -46,13 +55,16 @@ fn ack_dict<'py>(py: Python<'py>, a: &Ack) -> PyResult<Bound<'py, PyDict>> {
 
 #[pymethods]
 impl Control {
-    /// Connects to helixd's control path in `namespace`.
+    /// Connects to helixd's control path in `namespace` (waiting up to a
+    /// second for a free lane, with the GIL released).
     #[new]
     #[pyo3(signature = (namespace=None))]
-    fn new(namespace: Option<&str>) -> PyResult<Control> {
+    fn new(py: Python<'_>, namespace: Option<&str>) -> PyResult<Control> {
         let ns = crate::namespace(namespace)?;
-        let inner = helix::control::Control::connect(&ns).map_err(|e| ControlError::new_err(e.to_string()))?;
-        Ok(Control { inner })
+        let inner =
+            py.detach(|| helix::control::Control::connect(&ns)).map_err(|e| ControlError::new_err(e.to_string()))?;
+        let name = helix::control::CONTROL_RING.to_owned();
+        Ok(Control { inner: Some(inner), name, namespace: ns.to_string() })
     }
 
     /// Sends one command and waits at most `timeout` seconds for its answer
@@ -74,22 +86,24 @@ impl Control {
         let op = parse_op(op)?;
         let timeout = Duration::try_from_secs_f64(timeout)
             .map_err(|_| PyValueError::new_err(format!("timeout {timeout}: expected seconds >= 0")))?;
-        let request = request.unwrap_or_else(|| self.inner.next_request());
+        let inner = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the control connection is closed"))?;
+        let request = request.unwrap_or_else(|| inner.next_request());
         let cmd = Command::new(op, request, source, stream, value);
-        let inner = &mut self.inner;
         let ack = py.detach(|| inner.send(&cmd, timeout)).map_err(|e| ControlError::new_err(e.to_string()))?;
         ack_dict(py, &ack)
     }
 
     /// This process's uid as helixd sees it.
     #[getter]
-    fn uid(&self) -> u32 {
-        self.inner.uid()
+    fn uid(&self) -> PyResult<u32> {
+        Ok(self.inner()?.uid())
     }
 
     /// The lane of `control` this connection holds.
     #[getter]
-    fn lane(&self) -> usize {
-        self.inner.lane()
+    fn lane(&self) -> PyResult<usize> {
+        Ok(self.inner()?.lane())
     }
 }
+
+crate::handle_methods!(Control, "Gives the lane back (and leaves `control.acks`); later calls raise RuntimeError.");

@@ -102,18 +102,10 @@ impl Reader {
         self.inner.as_ref().ok_or_else(|| PyRuntimeError::new_err("the reader is closed"))
     }
 
-    /// Waits until a frame (or an overrun) is there, at most `timeout`
-    /// seconds (`None`: for ever), with the GIL released; looks for
+    /// Waits until a frame (or an overrun) is there, at most until
+    /// `deadline` (`None`: for ever), with the GIL released; looks for
     /// signals every [`SIGNAL_CHECK`]. Returns whether one is there.
-    fn wait(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline = match timeout {
-            Some(t) if t.is_nan() || t < 0.0 => {
-                return Err(PyValueError::new_err(format!("timeout {t}: expected seconds >= 0 or None")))
-            }
-            // Past what the clock can hold (1e19 s, say): for ever.
-            Some(t) => Duration::try_from_secs_f64(t).ok().and_then(|d| Instant::now().checked_add(d)),
-            None => None,
-        };
+    fn wait(&mut self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<bool> {
         let reader = self.inner()?;
         loop {
             let slice =
@@ -129,6 +121,18 @@ impl Reader {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
+        }
+    }
+
+    /// The instant `timeout` seconds from now (`None`: no deadline).
+    fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+        match timeout {
+            Some(t) if t.is_nan() || t < 0.0 => {
+                Err(PyValueError::new_err(format!("timeout {t}: expected seconds >= 0 or None")))
+            }
+            // Past what the clock can hold (1e19 s, say): for ever.
+            Some(t) => Ok(Duration::try_from_secs_f64(t).ok().and_then(|d| Instant::now().checked_add(d))),
+            None => Ok(None),
         }
     }
 
@@ -159,6 +163,7 @@ impl Reader {
     #[staticmethod]
     #[pyo3(signature = (name, namespace=None, gating=false, start=None, reader_name=None))]
     fn attach(
+        py: Python<'_>,
         name: &str,
         namespace: Option<&str>,
         gating: bool,
@@ -171,7 +176,7 @@ impl Reader {
         if let Some(r) = reader_name {
             opts.name = r.to_owned();
         }
-        let inner = helix::Reader::attach(&ns, name, &opts).map_err(errors::attach)?;
+        let inner = py.detach(|| helix::Reader::attach(&ns, name, &opts)).map_err(errors::attach)?;
         Ok(Reader { inner: Some(inner), samples: Vec::new(), name: name.to_owned(), namespace: ns.to_string() })
     }
 
@@ -187,17 +192,19 @@ impl Reader {
         if max_frames == 0 {
             return Err(PyValueError::new_err("max_frames must be at least 1"));
         }
-        if !self.wait(py, timeout)? {
+        if !self.wait(py, Reader::deadline(timeout)?)? {
             return crate::samples_array(py, &[]);
         }
         self.take(py, max_frames)
     }
 
-    /// The next frame as `(seq, kind, bytes)`, or None after `timeout`.
+    /// The next frame as `(seq, kind, bytes)`, or None after `timeout`
+    /// seconds in all.
     #[pyo3(signature = (timeout=None))]
     fn read<'py>(&mut self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let deadline = Reader::deadline(timeout)?;
         loop {
-            if !self.wait(py, timeout)? {
+            if !self.wait(py, deadline)? {
                 return Ok(None);
             }
             let reader = self.inner()?;

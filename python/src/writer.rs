@@ -64,6 +64,7 @@ impl Writer {
     #[staticmethod]
     #[pyo3(signature = (name, namespace=None, capacity=4096, max_payload=64, policy="overwrite", replace=false))]
     fn create(
+        py: Python<'_>,
         name: &str,
         namespace: Option<&str>,
         capacity: u64,
@@ -74,18 +75,19 @@ impl Writer {
         let ns = crate::namespace(namespace)?;
         let policy: Policy = policy.parse().map_err(PyValueError::new_err)?;
         let opts = RingOptions { capacity, max_payload, policy, ..Default::default() };
-        let ring = if replace { Ring::recreate(&ns, name, &opts) } else { Ring::create(&ns, name, &opts) }
+        let ring = py
+            .detach(|| if replace { Ring::recreate(&ns, name, &opts) } else { Ring::create(&ns, name, &opts) })
             .map_err(errors::create)?;
-        let inner = ring.writer().map_err(errors::lease)?;
+        let inner = py.detach(|| ring.writer()).map_err(errors::lease)?;
         Ok(Writer { inner: Some(inner), name: name.to_owned(), namespace: ns.to_string() })
     }
 
     /// Takes the writer lease of an existing ring.
     #[staticmethod]
     #[pyo3(signature = (name, namespace=None))]
-    fn attach(name: &str, namespace: Option<&str>) -> PyResult<Writer> {
+    fn attach(py: Python<'_>, name: &str, namespace: Option<&str>) -> PyResult<Writer> {
         let ns = crate::namespace(namespace)?;
-        let inner = helix::Writer::attach(&ns, name).map_err(errors::lease)?;
+        let inner = py.detach(|| helix::Writer::attach(&ns, name)).map_err(errors::lease)?;
         Ok(Writer { inner: Some(inner), name: name.to_owned(), namespace: ns.to_string() })
     }
 

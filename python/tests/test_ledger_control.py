@@ -147,3 +147,32 @@ def test_commands_are_answered_by_helixd(ns, helixd):
 def test_control_without_helixd_raises_control_error(ns):
     with pytest.raises(helix.ControlError, match="control"):
         helix.Control(namespace=ns)
+
+
+def connect_when_free(ns, within=30.0):
+    """A Control once helixd has freed a lane (it frees a closed one when
+    it next looks, within ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return helix.Control(namespace=ns)
+        except helix.ControlError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_a_closed_control_gives_its_lane_back(ns, helixd):
+    helixd(streams=4, rate_hz=200.0, extra=CONTROL_RINGS)
+    held = [helix.Control(namespace=ns) for _ in range(4)]
+    assert sorted(c.lane for c in held) == [0, 1, 2, 3]
+    with pytest.raises(helix.ControlError, match="lane"):
+        helix.Control(namespace=ns)
+    freed = held.pop()
+    freed.close()
+    assert "closed" in repr(freed)
+    with pytest.raises(RuntimeError, match="closed"):
+        freed.send("set", stream=1, value=1.0)
+    with connect_when_free(ns) as c:
+        assert c.send("set", stream=1, value=2.0, timeout=10)["verdict"] == "accepted"
+    assert "closed" in repr(c)
+    connect_when_free(ns).close()
