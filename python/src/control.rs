@@ -16,15 +16,15 @@ use crate::errors::ControlError;
 #[pyclass(module = "helix")]
 pub struct Control {
     inner: Option<helix::control::Control>,
+    /// This process's uid as helixd sees it.
+    #[pyo3(get)]
+    uid: u32,
+    /// The lane of `control` this connection holds (held, once closed).
+    #[pyo3(get)]
+    lane: usize,
     /// What `repr` shows: the fan-in ring the lane is of.
     name: String,
     namespace: String,
-}
-
-impl Control {
-    fn inner(&self) -> PyResult<&helix::control::Control> {
-        self.inner.as_ref().ok_or_else(|| PyRuntimeError::new_err("the control connection is closed"))
-    }
 }
 
 fn parse_op(op: &str) -> PyResult<Op> {
@@ -63,8 +63,9 @@ impl Control {
         let ns = crate::namespace(namespace)?;
         let inner =
             py.detach(|| helix::control::Control::connect(&ns)).map_err(|e| ControlError::new_err(e.to_string()))?;
+        let (uid, lane) = (inner.uid(), inner.lane());
         let name = helix::control::CONTROL_RING.to_owned();
-        Ok(Control { inner: Some(inner), name, namespace: ns.to_string() })
+        Ok(Control { inner: Some(inner), uid, lane, name, namespace: ns.to_string() })
     }
 
     /// Sends one command and waits at most `timeout` seconds for its answer
@@ -91,18 +92,6 @@ impl Control {
         let cmd = Command::new(op, request, source, stream, value);
         let ack = py.detach(|| inner.send(&cmd, timeout)).map_err(|e| ControlError::new_err(e.to_string()))?;
         ack_dict(py, &ack)
-    }
-
-    /// This process's uid as helixd sees it.
-    #[getter]
-    fn uid(&self) -> PyResult<u32> {
-        Ok(self.inner()?.uid())
-    }
-
-    /// The lane of `control` this connection holds.
-    #[getter]
-    fn lane(&self) -> PyResult<usize> {
-        Ok(self.inner()?.lane())
     }
 }
 
