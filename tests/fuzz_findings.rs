@@ -12,7 +12,7 @@ use common::TestNs;
 use helix::layout::RingHeader;
 use helix::ledger::block::split_block;
 use helix::ledger::format::{chain, segment_name, RingDecl, SegmentHeader, SEGMENT_HEADER_LEN};
-use helix::ledger::{verify, Ledger, Problem, VerifyFailure};
+use helix::ledger::{verify, Ledger, LedgerError, Problem, VerifyFailure};
 use helix::*;
 
 /// Rewrites segment `n` of `dir` without its block at `index` (counted
@@ -75,6 +75,15 @@ fn a_segment_that_does_not_restate_every_ring_declared_before_it_does_not_verify
             );
         }
         other => panic!("a segment without its declarations verified: {other:?}"),
+    }
+    // Nor does the recorder take frame 3, whole and hashed, for a torn
+    // tail and cut it off (it did, and resumed a ledger `verify` fails).
+    match Ledger::open(dir.path(), 350) {
+        Err(LedgerError::Corrupt { path, bad, .. }) => {
+            assert_eq!((path, bad.offset), (dir.path().join(segment_name(2)), SEGMENT_HEADER_LEN as u64))
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok((_, rec)) => panic!("the recorder resumed a ledger that does not verify: {:?}", rec.truncated),
     }
     // A segment that ends before its declarations is named at its end.
     drop_record(dir.path(), 2, 0);

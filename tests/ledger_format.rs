@@ -213,10 +213,13 @@ fn a_flip_of_any_byte_of_a_segment_is_named_by_its_block_or_the_header() {
                     assert_eq!((got.0, got.1, got.2, bad.records), want, "byte {i}");
                 }
             }
-            // A length pushed past the end of the last block reads as a torn
-            // tail: the blocks before it stand, and anchoring the head is
-            // what detects a cut end (docs/ledger.md, Anchoring).
-            Ok(s) if b + 1 == spans.len() && i < start + 40 => {
+            // A flip in the last block that leaves it reaching the end of
+            // the file (or pushes its length past it) reads as a torn tail,
+            // as the recorder takes it when it starts: a crash's torn write
+            // looks the same there. The blocks before it stand, and
+            // anchoring the head is what detects a changed or cut end
+            // (docs/ledger.md, Anchoring).
+            Ok(s) if b + 1 == spans.len() => {
                 assert_eq!((s.partial_tail, s.records), ((bytes.len() - start) as u64, whole.records - 5), "byte {i}");
             }
             other => panic!("byte {i} of block {b} (at {start}, {len} bytes): {other:?}"),
@@ -253,6 +256,51 @@ fn a_torn_last_block_is_cut_at_every_point_and_recording_resumes() {
         let s = verify(&d).unwrap().unwrap();
         assert_eq!((s.records, s.partial_tail, s.rings[0].next_seq), (before.records, 0, 31), "cut {cut}");
         fs::remove_dir_all(&d).unwrap();
+    }
+}
+
+#[test]
+fn verify_fails_a_tail_exactly_when_the_recorder_would_refuse_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pristine, path, bytes) = pristine_segment(dir.path(), 30, 10);
+    let &(start, len) = block_spans(&path).last().unwrap();
+    let (prev, _) = block_spans(&path)[block_spans(&path).len() - 2];
+    let before = verify(&pristine).unwrap().unwrap();
+    let flipped = |at: usize| {
+        let mut b = bytes.clone();
+        b[at] ^= 0x10;
+        b
+    };
+    // (case, the segment, the torn bytes the recorder cuts; None: it refuses)
+    let cases: Vec<(&str, Vec<u8>, Option<usize>)> = vec![
+        ("a flip in the last block's payload", flipped(start + len - 3), Some(len)),
+        ("zeros after the last block", [bytes.clone(), vec![0; 100]].concat(), Some(100)),
+        ("a flip in the block before the last", flipped(prev + 50), None),
+        ("garbage after the last block", [bytes.clone(), vec![0xAB; 100]].concat(), None),
+    ];
+    for (case, segment, torn) in cases {
+        let d = dir.path().join(case.replace(' ', "_"));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(segment_name(1)), &segment).unwrap();
+        let verdict = verify(&d).unwrap();
+        let opened = Ledger::open(&d, 1 << 20);
+        match torn {
+            Some(torn) => {
+                let s = verdict.unwrap_or_else(|f| panic!("{case}: verify failed: {f}"));
+                assert_eq!(s.partial_tail, torn as u64, "{case}");
+                let (_, rec) = opened.unwrap_or_else(|e| panic!("{case}: the recorder refused: {e}"));
+                let (_, _, removed, _) = rec.truncated.expect("a torn tail cut off");
+                assert_eq!(removed, torn as u64, "{case}");
+                let s = verify(&d).unwrap().unwrap();
+                assert_eq!(s.partial_tail, 0, "{case}");
+                let kept = if torn == len { before.records - 10 } else { before.records };
+                assert_eq!(s.records, kept, "{case}");
+            }
+            None => {
+                assert!(verdict.is_err(), "{case}: verify passed it: {verdict:?}");
+                assert!(opened.is_err(), "{case}: the recorder resumed it");
+            }
+        }
     }
 }
 

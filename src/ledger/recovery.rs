@@ -113,15 +113,19 @@ pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Vec<u8>, Option<B
 }
 
 /// Whether the bad block at `bad.offset` of a segment of format `version`
-/// is the torn end of an interrupted append: its bytes run to the end of
-/// the file, or everything from it on is zero (a file extended but never
-/// written).
+/// is the torn end of an interrupted append: its bytes run past the end
+/// of the file, or it ends there and its hash does not match (its pages
+/// reached the disk out of order), or everything from it on is zero (a
+/// file extended but never written). A block whose hash matches was
+/// written whole: if it breaks a rule ([`Problem::Invalid`]) it is not
+/// torn, and cutting it would drop what was recorded (a segment that
+/// does not restate its rings, say: `fuzz_findings`).
 pub fn is_torn_tail(bytes: &[u8], version: u32, bad: &BadRecord) -> bool {
     let rest = &bytes[bad.offset as usize..];
     let reaches_end = match &bad.problem {
         Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. }) => true,
-        Problem::Torn(Torn::BadLength(_)) => false,
-        Problem::Hash | Problem::Invalid(_) => split(version, rest).is_ok_and(|b| b.header.len as usize == rest.len()),
+        Problem::Torn(Torn::BadLength(_)) | Problem::Invalid(_) => false,
+        Problem::Hash => split(version, rest).is_ok_and(|b| b.header.len as usize == rest.len()),
     };
     reaches_end || rest.iter().all(|&b| b == 0)
 }

@@ -12,7 +12,7 @@ use super::compress::read_segment;
 use super::format::*;
 use super::retention::{read_pruned, Pruned, PRUNED_FILE};
 pub use super::signed::{latest_checkpoint, verify_signed, Signed, SignedHead};
-use super::store::{scan_tail, segments, LedgerError};
+use super::store::{is_torn_tail, scan_tail, segments, LedgerError};
 
 /// The first thing wrong with a ledger, precisely located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,10 +136,11 @@ pub struct Summary {
     pub hash: Hash,
     /// Every ring, with its counts over the whole ledger.
     pub rings: Vec<RingState>,
-    /// Bytes of an incomplete record at the very end of the last segment:
-    /// a ledger still writing, or one stopped in the middle of a write
-    /// (it cuts them off when it starts). Not a failure: only whole
-    /// records are part of the ledger.
+    /// Bytes of a torn tail at the very end of the last segment (a block
+    /// not whole, a last block that does not verify, or zeros): a ledger
+    /// still writing, or one stopped in the middle of a write (it cuts
+    /// them off when it starts). Not a failure: only whole blocks that
+    /// verify are part of the ledger.
     pub partial_tail: u64,
     /// CHECKPOINT blocks (each is one record; their signatures are checked
     /// by [`verify_signed`] only).
@@ -400,7 +401,7 @@ pub fn walk_segments(
             let id = block.header.ring as usize;
             count(&mut totals, id, &c.rings[id], block);
         });
-        partial_tail = match torn_tail(result, i + 1 == segs.len(), bytes.len() as u64) {
+        partial_tail = match torn_tail(result, i + 1 == segs.len(), &bytes, header.version) {
             Ok(torn) => torn,
             Err(bad) => return Ok(Err(VerifyFailure::Record { path: path.clone(), bad })),
         };
@@ -420,16 +421,16 @@ pub fn walk_segments(
     }))
 }
 
-/// The bytes of a part-written record at the end of a segment of `len`
-/// bytes that scanned to `result`: 0 if it scanned whole. Only the last
-/// segment (`last`) may end part-written: what precedes it stands. Any
-/// other problem is the scan's.
-fn torn_tail(result: Result<(), BadRecord>, last: bool, len: u64) -> Result<u64, BadRecord> {
+/// The bytes of a torn tail at the end of a segment (`bytes`, of format
+/// `version`) that scanned to `result`: 0 if it scanned whole. Only the
+/// last segment (`last`) may end torn, and by the recorder's own rule
+/// ([`is_torn_tail`]: what it cuts off when it starts), so that `verify`
+/// fails a ledger exactly when the recorder would refuse to resume it.
+/// What precedes the tail stands. Any other problem is the scan's.
+fn torn_tail(result: Result<(), BadRecord>, last: bool, bytes: &[u8], version: u32) -> Result<u64, BadRecord> {
     match result {
         Ok(()) => Ok(0),
-        Err(bad) if last && matches!(bad.problem, Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. })) => {
-            Ok(len - bad.offset)
-        }
+        Err(bad) if last && is_torn_tail(bytes, version, &bad) => Ok(bytes.len() as u64 - bad.offset),
         Err(bad) => Err(bad),
     }
 }
@@ -495,7 +496,7 @@ pub fn head(dir: &Path) -> Result<Result<Head, VerifyFailure>, LedgerError> {
         Err(e) => return Err(e),
     };
     let torn_bytes = match bad {
-        Some(bad) if super::store::is_torn_tail(&bytes, header.version, &bad) => bytes.len() as u64 - bad.offset,
+        Some(bad) if is_torn_tail(&bytes, header.version, &bad) => bytes.len() as u64 - bad.offset,
         Some(bad) => return Ok(Err(VerifyFailure::Record { path, bad })),
         None => 0,
     };

@@ -143,8 +143,9 @@ fn print_verdict(verdict: Result<Summary, VerifyFailure>, signed: Option<&Signed
                 if s.partial_tail > 0 {
                     writeln!(
                         out,
-                        "  the last segment ends in {} bytes of an incomplete block (a ledger still writing, or \
-                         stopped mid-write; it cuts them off when it starts)",
+                        "  the last segment ends in {} bytes of a torn tail (a block not whole or that does not \
+                         verify, or zeros: a ledger still writing, or stopped mid-write; it cuts them off when it \
+                         starts)",
                         s.partial_tail
                     )?;
                 }
