@@ -174,7 +174,8 @@ class Control:
         accepted), ``op``, ``repeat``, ``forwarded``, ``log_seq``,
         ``ring_seq``, ``stream_seq``. Sending a ``request`` id again is
         answered with its first verdict, never applied twice. Raises
-        ``ControlError`` on time-out."""
+        ``ControlError`` on time-out. Waits with the GIL released, and
+        Ctrl-C interrupts them (KeyboardInterrupt)."""
     @property
     def uid(self) -> int: ...
     @property

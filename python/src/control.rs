@@ -1,15 +1,17 @@
 //! `helix.Control`: commands to helixd's control path (docs/abi.md §12)
 //! and their answers, through the library's `Control` client.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use helix::control::{Ack, Command, Op, Reason, Verdict, ACK_FORWARDED, ACK_REPEAT};
+use helix::fanin::SendError;
 
 use crate::errors::ControlError;
+use crate::SIGNAL_CHECK;
 
 /// A connection to helixd's control path: a lane of its `control` ring
 /// and a reader of the answers on `control.acks`.
@@ -69,7 +71,8 @@ impl Control {
     }
 
     /// Sends one command and waits at most `timeout` seconds for its answer
-    /// (a dict); the GIL is released meanwhile.
+    /// (a dict). Both waits (for room on the lane, for the answer) release
+    /// the GIL and look for signals (Ctrl-C) every [`SIGNAL_CHECK`].
     #[pyo3(signature = (op, stream=0, value=0.0, source="", timeout=2.0, request=None))]
     // Each Python keyword argument is a parameter of its own (PyO3 maps
     // them one to one); a struct would not be a Python signature.
@@ -90,8 +93,27 @@ impl Control {
         let inner = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the control connection is closed"))?;
         let request = request.unwrap_or_else(|| inner.next_request());
         let cmd = Command::new(op, request, source, stream, value);
-        let ack = py.detach(|| inner.send(&cmd, timeout)).map_err(|e| ControlError::new_err(e.to_string()))?;
-        ack_dict(py, &ack)
+        let failed = |e: helix::control::ControlError| ControlError::new_err(e.to_string());
+        let start = Instant::now();
+        let slice = || timeout.saturating_sub(start.elapsed()).min(SIGNAL_CHECK);
+        loop {
+            match py.detach(|| inner.post(&cmd, slice())) {
+                Ok(()) => break,
+                Err(helix::control::ControlError::Send(SendError::Timeout { .. })) if !slice().is_zero() => {
+                    py.check_signals()?
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        loop {
+            if let Some(ack) = py.detach(|| inner.wait_ack(&cmd, slice())).map_err(failed)? {
+                return ack_dict(py, &ack);
+            }
+            py.check_signals()?;
+            if slice().is_zero() {
+                return Err(failed(helix::control::ControlError::Timeout { request, waited: start.elapsed() }));
+            }
+        }
     }
 }
 

@@ -17,6 +17,10 @@ use pyo3::types::PyByteArray;
 use helix::telemetry::Sample;
 use helix::Namespace;
 
+/// A wait (a reader's, a command's) wakes at least this often to let
+/// Python handle signals (Ctrl-C), however long it may last.
+const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The namespace `namespace` names, or `HELIX_NAMESPACE` (else `helix`).
 fn namespace(namespace: Option<&str>) -> PyResult<Namespace> {
     match namespace {

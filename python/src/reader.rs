@@ -12,10 +12,7 @@ use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::{FrameRef, ReadError, ReaderOptions, Start, TryReadError};
 
 use crate::errors;
-
-/// A waiting reader wakes at least this often to let Python handle signals
-/// (Ctrl-C) while it waits without a deadline.
-const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+use crate::SIGNAL_CHECK;
 
 /// A reader of one ring with its own cursor (see `helix.Reader.attach`).
 #[pyclass(module = "helix")]

@@ -138,3 +138,22 @@ def expected(g, streams):
 
 
 assert helix.SAMPLE_DTYPE.itemsize == 40
+
+
+def interrupted(code):
+    """Runs Python ``code`` in a child that prints ``waiting`` before the
+    wait it ends in, sends it SIGINT once it says so, and returns its
+    standard error; the child must end on the signal, within 30 s."""
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "waiting\n"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0, err
+    return err

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import helix
-from conftest import expected, program
+from conftest import expected, interrupted, program
 
 CONTROL_RINGS = (
     '[[ring]]\nname = "control.log"\nmax_payload = 144\ncapacity = 1024\npolicy = "block"\n'
@@ -176,3 +176,18 @@ def test_a_closed_control_gives_its_lane_back(ns, helixd):
         assert c.send("set", stream=1, value=2.0, timeout=10)["verdict"] == "accepted"
     assert "closed" in repr(c)
     connect_when_free(ns).close()
+
+
+def test_ctrl_c_interrupts_a_command_waiting_for_its_answer(ns, helixd):
+    # With an audit reader named and none joined, helixd holds an accepted
+    # command unanswered: send() waits in slices and lets Python handle
+    # signals between them, so SIGINT ends it with KeyboardInterrupt
+    # (whether it arrives before or during the wait), not an hour later.
+    helixd(streams=4, rate_hz=200.0, extra=CONTROL_RINGS.replace('audit_reader = ""', 'audit_reader = "helix-ledger"'))
+    code = (
+        "import helix\n"
+        f"c = helix.Control(namespace={ns!r})\n"
+        "print('waiting', flush=True)\n"
+        "c.send('set', stream=1, value=2.0, timeout=3600)\n"
+    )
+    assert "KeyboardInterrupt" in interrupted(code)

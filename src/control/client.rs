@@ -85,10 +85,27 @@ impl Control {
     /// again (same request id: the first verdict comes back).
     pub fn send(&mut self, cmd: &Command, timeout: Duration) -> Result<Ack, ControlError> {
         let start = Instant::now();
-        self.producer.send_timeout(KIND_COMMAND, bytemuck::bytes_of(cmd), timeout)?;
+        self.post(cmd, timeout)?;
+        let answer = self.wait_ack(cmd, timeout.saturating_sub(start.elapsed()))?;
+        answer.ok_or(ControlError::Timeout { request: cmd.request, waited: start.elapsed() })
+    }
+
+    /// Puts `cmd` on the lane, waiting at most `timeout` for room; its
+    /// answer comes from [`Control::wait_ack`]. [`Control::send`] in two
+    /// steps, for a caller that waits in slices (the Python package looks
+    /// for Ctrl-C between them).
+    pub fn post(&mut self, cmd: &Command, timeout: Duration) -> Result<(), ControlError> {
+        Ok(self.producer.send_timeout(KIND_COMMAND, bytemuck::bytes_of(cmd), timeout)?)
+    }
+
+    /// Waits at most `timeout` for the answer to `cmd`, posted before;
+    /// `None` if it has not come. If other answers overrun this reader
+    /// meanwhile, it sends `cmd` again (same request id).
+    pub fn wait_ack(&mut self, cmd: &Command, timeout: Duration) -> Result<Option<Ack>, ControlError> {
+        let start = Instant::now();
         loop {
             match self.try_ack(cmd.request) {
-                Ok(Some(ack)) => return Ok(ack),
+                Ok(Some(ack)) => return Ok(Some(ack)),
                 Ok(None) => {}
                 // Others' answers (a flood of rejected garbage, say) overran
                 // this reader, maybe this answer with them: ask again with
@@ -102,7 +119,7 @@ impl Control {
             }
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
-                return Err(ControlError::Timeout { request: cmd.request, waited: start.elapsed() });
+                return Ok(None);
             }
             match self.acks.wait_timeout(left.min(Duration::from_millis(100))) {
                 Ok(()) | Err(ReadError::Timeout) => {}
