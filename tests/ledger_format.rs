@@ -273,7 +273,8 @@ fn verify_fails_a_tail_exactly_when_the_recorder_would_refuse_it() {
     };
     // (case, the segment, the torn bytes the recorder cuts; None: it refuses)
     let cases: Vec<(&str, Vec<u8>, Option<usize>)> = vec![
-        ("a flip in the last block's payload", flipped(start + len - 3), Some(len)),
+        ("a flip in the last block's body", flipped(start + len / 2), Some(len)),
+        ("a flip in the last block's hash", flipped(start + len - 3), Some(len)),
         ("zeros after the last block", [bytes.clone(), vec![0; 100]].concat(), Some(100)),
         ("a flip in the block before the last", flipped(prev + 50), None),
         ("garbage after the last block", [bytes.clone(), vec![0xAB; 100]].concat(), None),
@@ -299,6 +300,7 @@ fn verify_fails_a_tail_exactly_when_the_recorder_would_refuse_it() {
             None => {
                 assert!(verdict.is_err(), "{case}: verify passed it: {verdict:?}");
                 assert!(opened.is_err(), "{case}: the recorder resumed it");
+                assert_eq!(fs::read(d.join(segment_name(1))).unwrap(), segment, "{case}: cut");
             }
         }
     }

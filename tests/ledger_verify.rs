@@ -255,6 +255,19 @@ fn verify_names_the_first_tampered_block_and_its_records_exactly() {
     let (code, v) = verify_json(BIN, &d);
     assert_eq!((code, v["offset"].as_u64()), (1, Some(SEGMENT_HEADER_LEN as u64)), "{v}");
     assert!(v["error"].as_str().unwrap().contains("ends before it restates ring t (id 0)"), "{v}");
+    // The recorder refuses it too, and cuts nothing: it took the cut
+    // block for a torn tail, cut it, and resumed with ring t undeclared.
+    match Ledger::open(&d, 1 << 20) {
+        Err(e @ helix::ledger::LedgerError::Corrupt { .. }) => {
+            assert!(
+                e.to_string().contains("inside the segment's restatement of the rings the segment before declared (1)"),
+                "{e}"
+            )
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok((_, rec)) => panic!("the recorder resumed a ledger that does not verify: {:?}", rec.truncated),
+    }
+    assert_eq!(fs::metadata(&path).unwrap().len(), SEGMENT_HEADER_LEN as u64 + 50, "nothing truncated");
 }
 
 /// The JSON lines `helix-ledger export ARGS DIR` prints; it must succeed.

@@ -128,12 +128,17 @@ impl Chain {
     }
 
     /// [`Chain::apply_block`] for a block of a segment of format `version`:
-    /// a CHECKPOINT is a block of the current format only.
+    /// a CHECKPOINT is a block of the current format only. The hash is
+    /// compared first, as everywhere: a [`Problem::Invalid`] block was
+    /// written whole (a torn write is a [`Problem::Hash`]).
     pub fn apply_in(&mut self, version: u32, block: &BlockView<'_>) -> Result<(), Problem> {
+        if chain(&self.hash, block.bytes) != block.hash {
+            return Err(Problem::Hash);
+        }
         if version < VERSION && block.rtype() == Some(RecordType::Checkpoint) {
             return Err(Problem::Invalid(format!("a CHECKPOINT in a segment of format version {version}")));
         }
-        self.apply_block(block)
+        self.accept_block(block)
     }
 
     /// Advances past `block`, whose hash the caller computed itself, if it

@@ -114,8 +114,8 @@ pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Vec<u8>, Option<B
 
 /// Whether the bad block at `bad.offset` of a segment of format `version`
 /// is the torn end of an interrupted append: its bytes run past the end
-/// of the file, or it ends there and its hash does not match (its pages
-/// reached the disk out of order), or everything from it on is zero (a
+/// of the file, or it ends there and its hash does not match (part of it
+/// never reached the disk), or everything from it on is zero (a
 /// file extended but never written). A block whose hash matches was
 /// written whole: if it breaks a rule ([`Problem::Invalid`]) it is not
 /// torn, and cutting it would drop what was recorded (a segment that
@@ -128,6 +128,20 @@ pub fn is_torn_tail(bytes: &[u8], version: u32, bad: &BadRecord) -> bool {
         Problem::Hash => split(version, rest).is_ok_and(|b| b.header.len as usize == rest.len()),
     };
     reaches_end || rest.iter().all(|&b| b == 0)
+}
+
+/// Whether a last segment that keeps `kept` (its chain before a torn
+/// tail) would lose part of its restatement of the rings the segment
+/// before, `prev`, declared. A new segment is renamed into place only
+/// once its restatement is written and synced, so no crash tears it:
+/// such a tail is damage, and cutting it would resume the recorder with
+/// rings undeclared, writing a ledger that no longer verifies. (Read only
+/// when a tail is to be cut, at start.) Returns how many rings it
+/// declared, if so.
+fn cuts_restatement(kept: &Chain, prev: Option<&Path>) -> Result<Option<usize>, LedgerError> {
+    let Some(prev) = prev else { return Ok(None) };
+    let (_, before, _, _) = scan_tail(prev)?;
+    Ok((kept.rings.len() < before.rings.len()).then_some(before.rings.len()))
 }
 
 /// Removes the temporary files an unfinished segment rotation left in
@@ -147,8 +161,14 @@ pub(super) fn remove_temporaries(dir: &Path) -> Result<Vec<PathBuf>, LedgerError
 /// Checks the last segment, `path`, from its header on, and cuts off a
 /// torn tail (noted in `recovery`); returns its header, the chain after
 /// its last block and the segment's length. A bad block that is not a
-/// torn tail is refused: [`LedgerError::Corrupt`].
-pub(super) fn recover_tail(path: PathBuf, recovery: &mut Recovery) -> Result<(SegmentHeader, Chain, u64), LedgerError> {
+/// torn tail is refused: [`LedgerError::Corrupt`]; so is a tail torn
+/// inside the segment's restatement of the rings that `prev` (the segment
+/// before, if the folder has it) declared.
+pub(super) fn recover_tail(
+    path: PathBuf,
+    prev: Option<&Path>,
+    recovery: &mut Recovery,
+) -> Result<(SegmentHeader, Chain, u64), LedgerError> {
     if is_compressed(&path) {
         let e = io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -166,6 +186,15 @@ pub(super) fn recover_tail(path: PathBuf, recovery: &mut Recovery) -> Result<(Se
         let follow = split(header.version, &bytes[bad.offset as usize..])
             .map_or(len - bad.offset, |b| len - bad.offset - b.header.len as u64);
         return Err(LedgerError::Corrupt { path, bad: Box::new(bad), follow });
+    }
+    if let Some(declared) = cuts_restatement(&chain, prev)? {
+        let problem = Problem::Invalid(format!(
+            "{}, inside the segment's restatement of the rings the segment before declared ({declared}): a new \
+             segment is renamed into place only once that is written, so this is damage, not a torn write",
+            bad.problem
+        ));
+        let follow = len - bad.offset;
+        return Err(LedgerError::Corrupt { path, bad: Box::new(BadRecord { problem, ..bad }), follow });
     }
     let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
     file.set_len(bad.offset).map_err(io_err(&path))?;

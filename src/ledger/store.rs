@@ -159,12 +159,14 @@ impl Ledger {
         let lock = recovery::lock(dir)?;
         let mut recovery = Recovery { removed: recovery::remove_temporaries(dir)?, ..Recovery::default() };
         recovery.pruned = super::retention::finish_pruning(dir)?;
-        let Some((segment, path)) = segments(dir)?.pop() else {
+        let mut all = segments(dir)?;
+        let Some((segment, path)) = all.pop() else {
             recovery.created = true;
             let ledger = Ledger::start_segment(dir, lock, 1, Chain::default(), segment_limit, AppendStats::default())?;
             return Ok((ledger, recovery));
         };
-        let (header, chain, len) = recovery::recover_tail(path.clone(), &mut recovery)?;
+        let prev = all.pop().filter(|(n, _)| *n + 1 == segment).map(|(_, p)| p);
+        let (header, chain, len) = recovery::recover_tail(path.clone(), prev.as_deref(), &mut recovery)?;
         recovery.records = chain.records;
         recovery.segment = segment;
         if header.version != VERSION {

@@ -137,7 +137,7 @@ pub struct Summary {
     /// Every ring, with its counts over the whole ledger.
     pub rings: Vec<RingState>,
     /// Bytes of a torn tail at the very end of the last segment (a block
-    /// not whole, a last block that does not verify, or zeros): a ledger
+    /// not whole, a last block whose hash does not match, or zeros): a ledger
     /// still writing, or one stopped in the middle of a write (it cuts
     /// them off when it starts). Not a failure: only whole blocks that
     /// verify are part of the ledger.
@@ -424,9 +424,9 @@ pub fn walk_segments(
 /// The bytes of a torn tail at the end of a segment (`bytes`, of format
 /// `version`) that scanned to `result`: 0 if it scanned whole. Only the
 /// last segment (`last`) may end torn, and by the recorder's own rule
-/// ([`is_torn_tail`]: what it cuts off when it starts), so that `verify`
-/// fails a ledger exactly when the recorder would refuse to resume it.
-/// What precedes the tail stands. Any other problem is the scan's.
+/// ([`is_torn_tail`]: what it cuts off when it starts), so the two never
+/// disagree on what the tail is. What precedes the tail stands. Any other
+/// problem is the scan's.
 fn torn_tail(result: Result<(), BadRecord>, last: bool, bytes: &[u8], version: u32) -> Result<u64, BadRecord> {
     match result {
         Ok(()) => Ok(0),

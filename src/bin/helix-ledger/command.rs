@@ -143,8 +143,8 @@ fn print_verdict(verdict: Result<Summary, VerifyFailure>, signed: Option<&Signed
                 if s.partial_tail > 0 {
                     writeln!(
                         out,
-                        "  the last segment ends in {} bytes of a torn tail (a block not whole or that does not \
-                         verify, or zeros: a ledger still writing, or stopped mid-write; it cuts them off when it \
+                        "  the last segment ends in {} bytes of a torn tail (a block not whole or whose hash does \
+                         not match, or zeros: a ledger still writing, or stopped mid-write; it cuts them off when it \
                          starts)",
                         s.partial_tail
                     )?;
