@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
@@ -217,6 +217,19 @@ fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at
     let o = run(&["--ring", "t", "--pace", "max", "--into", "taken"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("already exists"), "{}", err(&o));
+
+    // Zeros after the last block (a file extended, never written): a torn
+    // tail, which replay and export read past and say so.
+    let segments = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path());
+    let last = segments.filter(|p| p.extension().is_some_and(|e| e == "hxl")).max().unwrap();
+    std::fs::OpenOptions::new().append(true).open(&last).unwrap().write_all(&[0; 10]).unwrap();
+    let o = run(&["--ring", "t", "--pace", "max", "--into", "torn", "--json"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(err(&o).contains("ends in 10 bytes of a torn tail (a ledger still writing"), "{}", err(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["partial_tail"], 10, "{v}");
+    let o = Command::new(env!("CARGO_BIN_EXE_helix-ledger")).arg("export").arg(&dir).output().unwrap();
+    assert!(o.status.success() && err(&o).contains("10 bytes of a torn tail") && err(&o).contains("not exported"));
 
     // A flipped byte in the payload of sequence 505: the frames before its
     // block (501..=510) are replayed, none of it or after, and the replay

@@ -105,6 +105,9 @@ pub struct Replayed {
     pub lost: u64,
     /// The first and last recorded sequence published (frame or gap).
     pub span: Option<(u64, u64)>,
+    /// Bytes of a torn tail at the end of the last segment, not replayed
+    /// (0 if the replay stopped before it: [`Summary::partial_tail`]).
+    pub partial_tail: u64,
 }
 
 /// Why a replay stopped.
@@ -185,6 +188,7 @@ pub fn replay(
         let known: Vec<_> = summary.rings.iter().map(|r| r.decl.name.as_str()).collect();
         return Err(ReplayError::NoRing { ring: range.ring.clone(), known: known.join(", ") });
     }
+    run.done.partial_tail = summary.partial_tail;
     Ok(run.done)
 }
 

@@ -343,10 +343,24 @@ pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) 
         r => r?,
     }
     match result {
-        Ok(_) => Ok(true),
+        Ok(s) => {
+            torn_tail_note(s.partial_tail, "exported");
+            Ok(true)
+        }
         Err(f) => {
             eprintln!("FAILED: {f}");
             Ok(false)
         }
+    }
+}
+
+/// Says on stderr that `bytes` of a torn tail end the last segment and
+/// were not `what` (read past by `export` and `replay`), if any.
+pub fn torn_tail_note(bytes: u64, what: &str) {
+    if bytes > 0 {
+        eprintln!(
+            "note: the last segment ends in {bytes} bytes of a torn tail (a ledger still writing, or stopped \
+             mid-write), not {what}: the recorder cuts them off when it starts"
+        );
     }
 }

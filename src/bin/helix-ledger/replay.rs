@@ -88,6 +88,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         let v = json!({
             "ok": verified, "ring": a.ring, "into": into, "frames": done.frames, "gaps": done.gaps,
             "lost": done.lost, "first_seq": done.span.map(|s| s.0), "last_seq": done.span.map(|s| s.1),
+            "partial_tail": done.partial_tail,
         });
         writeln!(out, "{v}")?;
     } else {
@@ -97,6 +98,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             done.frames, done.gaps, done.lost, a.ring
         )?;
     }
+    crate::command::torn_tail_note(done.partial_tail, "replayed");
     Ok(verified)
 }
 
