@@ -257,17 +257,22 @@ fn verify_names_the_first_tampered_block_and_its_records_exactly() {
     assert!(v["error"].as_str().unwrap().contains("ends before it restates ring t (id 0)"), "{v}");
     // The recorder refuses it too, and cuts nothing: it took the cut
     // block for a torn tail, cut it, and resumed with ring t undeclared.
-    match Ledger::open(&d, 1 << 20) {
-        Err(e @ helix::ledger::LedgerError::Corrupt { .. }) => {
-            assert!(
-                e.to_string().contains("inside the segment's restatement of the rings the segment before declared (1)"),
-                "{e}"
-            )
+    // Cut at the block's start (the header alone), it found nothing bad.
+    for cut in [50, 0] {
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(SEGMENT_HEADER_LEN as u64 + cut).unwrap();
+        match Ledger::open(&d, 1 << 20) {
+            Err(e @ helix::ledger::LedgerError::Corrupt { .. }) => {
+                let want = format!("ends at offset {SEGMENT_HEADER_LEN}");
+                assert!(e.to_string().contains(&want), "{e}");
+                assert!(e
+                    .to_string()
+                    .contains("inside its restatement of the rings the segment before declared (0 of 1)"));
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok((_, rec)) => panic!("the recorder resumed a ledger that does not verify: {:?}", rec.truncated),
         }
-        Err(e) => panic!("refused for another reason: {e}"),
-        Ok((_, rec)) => panic!("the recorder resumed a ledger that does not verify: {:?}", rec.truncated),
+        assert_eq!(fs::metadata(&path).unwrap().len(), SEGMENT_HEADER_LEN as u64 + cut, "truncated");
     }
-    assert_eq!(fs::metadata(&path).unwrap().len(), SEGMENT_HEADER_LEN as u64 + 50, "nothing truncated");
 }
 
 /// The JSON lines `helix-ledger export ARGS DIR` prints; it must succeed.

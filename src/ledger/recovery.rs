@@ -130,14 +130,13 @@ pub fn is_torn_tail(bytes: &[u8], version: u32, bad: &BadRecord) -> bool {
     reaches_end || rest.iter().all(|&b| b == 0)
 }
 
-/// Whether a last segment that keeps `kept` (its chain before a torn
-/// tail) would lose part of its restatement of the rings the segment
-/// before, `prev`, declared. A new segment is renamed into place only
-/// once its restatement is written and synced, so no crash tears it:
-/// such a tail is damage, and cutting it would resume the recorder with
-/// rings undeclared, writing a ledger that no longer verifies. (Read only
-/// when a tail is to be cut, at start.) Returns how many rings it
-/// declared, if so.
+/// Whether a last segment that keeps `kept` (its chain, before a torn
+/// tail if it has one) lacks part of its restatement of the rings the
+/// segment before, `prev`, declared. A new segment is renamed into place
+/// only once its restatement is written and synced, so no crash tears
+/// it: that is damage, and resuming there would leave rings undeclared,
+/// writing a ledger that no longer verifies. Returns how many rings
+/// `prev` declared, if so.
 fn cuts_restatement(kept: &Chain, prev: Option<&Path>) -> Result<Option<usize>, LedgerError> {
     let Some(prev) = prev else { return Ok(None) };
     let (_, before, _, _) = scan_tail(prev)?;
@@ -179,23 +178,32 @@ pub(super) fn recover_tail(
     }
     let (header, chain, bytes, bad) = scan_tail(&path)?;
     let len = bytes.len() as u64;
+    if let Some(bad) = bad.as_ref().filter(|bad| !is_torn_tail(&bytes, header.version, bad)) {
+        let follow = split(header.version, &bytes[bad.offset as usize..])
+            .map_or(len - bad.offset, |b| len - bad.offset - b.header.len as u64);
+        return Err(LedgerError::Corrupt { path, bad: Box::new(bad.clone()), follow });
+    }
+    // What is kept: everything, or what precedes a torn tail. Only
+    // declarations kept (a segment cut inside its restatement, at a
+    // block's end or within one): the rings the segment before declared
+    // must all be among them.
+    let end = bad.as_ref().map_or(len, |b| b.offset);
+    let only_declarations = chain.blocks - header.first_block <= chain.rings.len() as u64;
+    if let Some(declared) = only_declarations.then(|| cuts_restatement(&chain, prev)).transpose()?.flatten() {
+        let problem = Problem::Invalid(format!(
+            "the segment ends at offset {end}{}, inside its restatement of the rings the segment before \
+             declared ({} of {declared}): a new segment is renamed into place only once that is written, so this \
+             is damage, not a torn write",
+            bad.as_ref().map_or(String::new(), |b| format!(" ({})", b.problem)),
+            chain.rings.len(),
+        ));
+        let at =
+            BadRecord { offset: end, block: chain.blocks, index: chain.records, records: 1, ring_seq: None, problem };
+        return Err(LedgerError::Corrupt { path, bad: Box::new(at), follow: len - end });
+    }
     let Some(bad) = bad else {
         return Ok((header, chain, len));
     };
-    if !is_torn_tail(&bytes, header.version, &bad) {
-        let follow = split(header.version, &bytes[bad.offset as usize..])
-            .map_or(len - bad.offset, |b| len - bad.offset - b.header.len as u64);
-        return Err(LedgerError::Corrupt { path, bad: Box::new(bad), follow });
-    }
-    if let Some(declared) = cuts_restatement(&chain, prev)? {
-        let problem = Problem::Invalid(format!(
-            "{}, inside the segment's restatement of the rings the segment before declared ({declared}): a new \
-             segment is renamed into place only once that is written, so this is damage, not a torn write",
-            bad.problem
-        ));
-        let follow = len - bad.offset;
-        return Err(LedgerError::Corrupt { path, bad: Box::new(BadRecord { problem, ..bad }), follow });
-    }
     let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
     file.set_len(bad.offset).map_err(io_err(&path))?;
     file.sync_data().map_err(io_err(&path))?;
