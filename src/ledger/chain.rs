@@ -121,15 +121,12 @@ impl Chain {
     /// Checks `block`'s hash (one Blake3 input: the previous hash and the
     /// block) and rules, and advances the state past it.
     pub fn apply_block(&mut self, block: &BlockView<'_>) -> Result<(), Problem> {
-        if chain(&self.hash, block.bytes) != block.hash {
-            return Err(Problem::Hash);
-        }
-        self.accept_block(block)
+        self.apply_in(VERSION, block)
     }
 
     /// [`Chain::apply_block`] for a block of a segment of format `version`:
     /// a CHECKPOINT is a block of the current format only. The hash is
-    /// compared first, as everywhere: a [`Problem::Invalid`] block was
+    /// compared first, before every rule: a [`Problem::Invalid`] block was
     /// written whole (a torn write is a [`Problem::Hash`]).
     pub fn apply_in(&mut self, version: u32, block: &BlockView<'_>) -> Result<(), Problem> {
         if chain(&self.hash, block.bytes) != block.hash {

@@ -130,15 +130,18 @@ pub fn is_torn_tail(bytes: &[u8], version: u32, bad: &BadRecord) -> bool {
     reaches_end || rest.iter().all(|&b| b == 0)
 }
 
-/// Whether a last segment that keeps `kept` (its chain, before a torn
-/// tail if it has one) lacks part of its restatement of the rings the
-/// segment before, `prev`, declared. A new segment is renamed into place
-/// only once its restatement is written and synced, so no crash tears
-/// it: that is damage, and resuming there would leave rings undeclared,
-/// writing a ledger that no longer verifies. Returns how many rings
-/// `prev` declared, if so.
-fn cuts_restatement(kept: &Chain, prev: Option<&Path>) -> Result<Option<usize>, LedgerError> {
-    let Some(prev) = prev else { return Ok(None) };
+/// Whether a last segment (`header`) that keeps `kept` (its chain,
+/// before a torn tail if it has one) lacks part of its restatement of the
+/// rings the segment before, `prev`, declared. A new segment is renamed
+/// into place only once its restatement is written and synced, so no
+/// crash tears it: that is damage, and resuming there would leave rings
+/// undeclared, writing a ledger that no longer verifies. `prev` is read
+/// only if `kept` holds nothing but declarations (a restatement is
+/// followed by the segment's other blocks). Returns how many rings `prev`
+/// declared, if so.
+fn cuts_restatement(header: &SegmentHeader, kept: &Chain, prev: Option<&Path>) -> Result<Option<usize>, LedgerError> {
+    let only_declarations = kept.blocks - header.first_block <= kept.rings.len() as u64;
+    let Some(prev) = prev.filter(|_| only_declarations) else { return Ok(None) };
     let (_, before, _, _) = scan_tail(prev)?;
     Ok((kept.rings.len() < before.rings.len()).then_some(before.rings.len()))
 }
@@ -160,9 +163,9 @@ pub(super) fn remove_temporaries(dir: &Path) -> Result<Vec<PathBuf>, LedgerError
 /// Checks the last segment, `path`, from its header on, and cuts off a
 /// torn tail (noted in `recovery`); returns its header, the chain after
 /// its last block and the segment's length. A bad block that is not a
-/// torn tail is refused: [`LedgerError::Corrupt`]; so is a tail torn
-/// inside the segment's restatement of the rings that `prev` (the segment
-/// before, if the folder has it) declared.
+/// torn tail is refused: [`LedgerError::Corrupt`]; so is a segment cut
+/// (within a block or at a block's end) inside its restatement of the
+/// rings that `prev` (the segment before, if the folder has it) declared.
 pub(super) fn recover_tail(
     path: PathBuf,
     prev: Option<&Path>,
@@ -183,13 +186,9 @@ pub(super) fn recover_tail(
             .map_or(len - bad.offset, |b| len - bad.offset - b.header.len as u64);
         return Err(LedgerError::Corrupt { path, bad: Box::new(bad.clone()), follow });
     }
-    // What is kept: everything, or what precedes a torn tail. Only
-    // declarations kept (a segment cut inside its restatement, at a
-    // block's end or within one): the rings the segment before declared
-    // must all be among them.
+    // What is kept: everything, or what precedes a torn tail.
     let end = bad.as_ref().map_or(len, |b| b.offset);
-    let only_declarations = chain.blocks - header.first_block <= chain.rings.len() as u64;
-    if let Some(declared) = only_declarations.then(|| cuts_restatement(&chain, prev)).transpose()?.flatten() {
+    if let Some(declared) = cuts_restatement(&header, &chain, prev)? {
         let problem = Problem::Invalid(format!(
             "the segment ends at offset {end}{}, inside its restatement of the rings the segment before \
              declared ({} of {declared}): a new segment is renamed into place only once that is written, so this \
