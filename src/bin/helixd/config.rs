@@ -436,7 +436,7 @@ mod tests {
     }
 
     #[test]
-    fn a_control_log_smaller_than_a_round_and_a_relative_journal_are_refused() {
+    fn a_control_log_smaller_than_a_round_a_relative_journal_and_a_ring_named_control_are_refused() {
         let rings = "[[ring]]\nname = \"control.log\"\nmax_payload = 144\ncapacity = 64\npolicy = \"block\"\n\
                      [[ring]]\nname = \"control.acks\"\nmax_payload = 48\ncapacity = 64\npolicy = \"overwrite\"\n";
         let (_, m) = line_err(&format!("{rings}[control]\nlanes = 8\n"));
@@ -444,6 +444,20 @@ mod tests {
         Config::parse(&format!("{rings}[control]\nlanes = 4\n"), Path::new("t")).unwrap();
         let (l, m) = line_err(&format!("{rings}[control]\nlanes = 4\njournal = \"here\"\n"));
         assert_eq!((l, m.as_str()), (13, "journal \"here\" is not an absolute path"));
+        // A broadcast ring named as the fan-in ring is, at its name's line.
+        let (l, m) = line_err(&format!(
+            "{rings}[[ring]]\nname = \"control\"\nmax_payload = 8\ncapacity = 64\n[control]\nlanes = 4\n"
+        ));
+        assert_eq!(
+            (l, m.as_str()),
+            (12, "ring \"control\": the name is [control]'s fan-in ring's; name the ring otherwise")
+        );
+        // Without [control], "control" is a name like any other.
+        Config::parse(
+            &format!("{rings}[[ring]]\nname = \"control\"\nmax_payload = 8\ncapacity = 64\n"),
+            Path::new("t"),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::RingConfig;
 use crate::shared::conf::{ConfigError, Source};
-use helix::control::{Ack, LogRecord, ACK_RING, LOG_RING};
+use helix::control::{Ack, LogRecord, ACK_RING, CONTROL_RING, LOG_RING};
 use helix::fanin::{FanInOptions, MAX_LANES};
 use helix::layout::MAX_READER_NAME_LEN;
 use helix::Policy;
@@ -96,6 +96,13 @@ pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) 
         Some(r) => Some(r.get_ref().clone()),
         None => Some("helix-ledger".to_owned()),
     };
+    // A broadcast ring under the fan-in ring's name would be another ring
+    // of the same name (other files): `helixctl stat` and `rm` would pick
+    // one, and a sender that means the other would not see its mistake.
+    if let Some(rc) = rings.iter().find(|r| r.name == CONTROL_RING) {
+        let msg = format!("ring {CONTROL_RING:?}: the name is [control]'s fan-in ring's; name the ring otherwise");
+        return Err(ConfigError { path: src.path.to_owned(), line: Some(rc.line), message: msg });
+    }
     for (name, size) in [(LOG_RING, size_of::<LogRecord>()), (ACK_RING, size_of::<Ack>())] {
         let Some(rc) = rings.iter().find(|r| r.name == name) else {
             return Err(src.err(Some(raw.span()), format!("[control] needs a [[ring]] named {name:?}")));
