@@ -4,15 +4,23 @@ returns a ring's telemetry records as a numpy array (``export_dataframe``:
 a pandas DataFrame, if pandas is installed)."""
 
 import os
+import warnings
 from typing import Union
 
 import numpy as np
 
 from ._helix import EXPORT_DTYPE, HelixError, LedgerError, ledger_export, ledger_verify
 
-__all__ = ["EXPORT_DTYPE", "LedgerError", "verify", "export", "export_dataframe"]
+__all__ = ["EXPORT_DTYPE", "LedgerError", "TornTailWarning", "verify", "export", "export_dataframe"]
 
 _LAST = 2**63 - 1
+
+
+class TornTailWarning(UserWarning):
+    """``export`` read past a torn tail at the end of the last segment:
+    bytes of a ledger still writing, or stopped mid-write, which the
+    recorder cuts off when it starts (``verify`` gives their count as
+    ``partial_tail``). What they held is not in what ``export`` returns."""
 
 
 def verify(dir: Union[str, "os.PathLike[str]"]) -> dict:
@@ -39,8 +47,16 @@ def export(
     returned beside the array, as ``(array, [(type, seq, last, kind,
     bytes)])``, with ``with_others=True``; without it, a frame of another
     kind in the range raises ``HelixError`` rather than being left out.
-    The whole ledger is verified on the way: ``LedgerError`` if it fails."""
-    samples, others = ledger_export(os.fspath(dir), ring, from_seq, to_seq)
+    The whole ledger is verified on the way: ``LedgerError`` if it fails;
+    a torn tail read past at its end is said with a ``TornTailWarning``."""
+    samples, others, torn = ledger_export(os.fspath(dir), ring, from_seq, to_seq)
+    if torn:
+        warnings.warn(
+            f"{os.fspath(dir)}: the last segment ends in {torn} bytes of a torn tail (a ledger still writing, "
+            "or stopped mid-write), not exported: the recorder cuts them off when it starts",
+            TornTailWarning,
+            stacklevel=2,
+        )
     if with_others:
         return samples, others
     frames = [o for o in others if o[0] == "frame"]

@@ -24,6 +24,10 @@ pub struct Control {
     /// The lane of `control` this connection holds (held, once closed).
     #[pyo3(get)]
     lane: usize,
+    /// The request id of the last command `send` began: one interrupted
+    /// (Ctrl-C) or timed out is asked after again with `request=` it.
+    #[pyo3(get)]
+    last_request: Option<u64>,
     /// What `repr` shows: the fan-in ring the lane is of.
     name: String,
     namespace: String,
@@ -67,7 +71,7 @@ impl Control {
             py.detach(|| helix::control::Control::connect(&ns)).map_err(|e| ControlError::new_err(e.to_string()))?;
         let (uid, lane) = (inner.uid(), inner.lane());
         let name = helix::control::CONTROL_RING.to_owned();
-        Ok(Control { inner: Some(inner), uid, lane, name, namespace: ns.to_string() })
+        Ok(Control { inner: Some(inner), uid, lane, last_request: None, name, namespace: ns.to_string() })
     }
 
     /// Sends one command and waits at most `timeout` seconds for its answer
@@ -92,6 +96,8 @@ impl Control {
             .map_err(|_| PyValueError::new_err(format!("timeout {timeout}: expected seconds >= 0")))?;
         let inner = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the control connection is closed"))?;
         let request = request.unwrap_or_else(|| inner.next_request());
+        self.last_request = Some(request);
+        let inner = self.inner.as_mut().expect("checked above");
         let cmd = Command::new(op, request, source, stream, value);
         let failed = |e: helix::control::ControlError| ControlError::new_err(e.to_string());
         let start = Instant::now();

@@ -98,9 +98,10 @@ impl Collected {
 }
 
 /// The records of ring `ring` with a sequence in `from_seq..=to_seq`:
-/// `(samples, others)`, the telemetry samples as a numpy array of
-/// `EXPORT_DTYPE`, every other record (GAP, ring declarations, frames of
-/// other kinds) as `(type, seq, last, kind, bytes)`. Raises
+/// `(samples, others, partial_tail)`, the telemetry samples as a numpy
+/// array of `EXPORT_DTYPE`, every other record (GAP, ring declarations,
+/// frames of other kinds) as `(type, seq, last, kind, bytes)`, and the
+/// bytes of a torn tail read past at the end of the last segment. Raises
 /// `helix.LedgerError` if the ledger does not verify.
 #[pyfunction]
 pub(crate) fn ledger_export<'py>(
@@ -109,9 +110,10 @@ pub(crate) fn ledger_export<'py>(
     ring: &str,
     from_seq: u64,
     to_seq: u64,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>, u64)> {
     let mut got = Collected::default();
-    py.detach(|| verify::walk(&dir, |at| got.visit(at, ring, from_seq, to_seq)))
+    let summary = py
+        .detach(|| verify::walk(&dir, |at| got.visit(at, ring, from_seq, to_seq)))
         .map_err(|e| LedgerError::new_err(e.to_string()))?
         .map_err(|f| LedgerError::new_err(format!("{}: {f}", dir.display())))?;
     let samples = crate::pod_array(py, &got.samples, export_dtype(py)?)?;
@@ -119,5 +121,5 @@ pub(crate) fn ledger_export<'py>(
     for (rtype, seq, last, kind, payload) in got.others {
         others.append((rtype, seq, last, kind, PyBytes::new(py, &payload)))?;
     }
-    Ok((samples, others))
+    Ok((samples, others, summary.partial_tail))
 }

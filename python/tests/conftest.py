@@ -140,20 +140,39 @@ def expected(g, streams):
 assert helix.SAMPLE_DTYPE.itemsize == 40
 
 
-def interrupted(code):
+def parked(ns, ring):
+    """Readers of ``ring`` parked on its futex now (``helixctl stat``)."""
+    import json
+
+    out = subprocess.run(
+        [program("helixctl"), "--namespace", ns, "--json", "stat", ring], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["parked"]
+
+
+def interrupted(code, waiting):
     """Runs Python ``code`` in a child that prints ``waiting`` before the
-    wait it ends in, sends it SIGINT once it says so, and returns its
-    standard error; the child must end on the signal, within 30 s."""
+    wait it ends in, sends it SIGINT once it says so and ``waiting()`` is
+    true (it is in that wait: a signal before it would end the child
+    before the call, whatever the call does), and returns what it printed
+    after ``waiting`` and its standard error; the child must end on the
+    signal, within 30 s."""
     import sys
 
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline() == "waiting\n"
+        deadline = time.monotonic() + 30
+        while not waiting():
+            assert p.poll() is None, f"the child ended before its wait: {p.communicate()[1]}"
+            assert time.monotonic() < deadline, "the child did not begin its wait within 30 s"
+            time.sleep(0.01)
         p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
     assert p.returncode != 0, err
-    return err
+    return out, err

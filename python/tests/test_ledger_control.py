@@ -3,6 +3,7 @@ helix.Control against helixd's control path."""
 
 import os
 import signal
+import struct
 import subprocess
 import time
 
@@ -116,6 +117,20 @@ def test_without_pandas_export_dataframe_says_what_it_needs(recorded, monkeypatc
         helix.ledger.export_dataframe(folder, "telemetry")
 
 
+def test_export_says_when_it_reads_past_a_torn_tail(recorded):
+    folder, _ = recorded
+    whole = helix.ledger.export(folder, "telemetry")
+    # Zeros after the last block (a file extended, never written): a torn
+    # tail, read past, and said.
+    last = max(p for p in folder.iterdir() if p.suffix == ".hxl")
+    with last.open("ab") as f:
+        f.write(bytes(10))
+    assert helix.ledger.verify(folder)["partial_tail"] == 10
+    with pytest.warns(helix.ledger.TornTailWarning, match=f"{folder}: the last segment ends in 10 bytes of a torn"):
+        again = helix.ledger.export(folder, "telemetry")
+    assert (again == whole).all()
+
+
 def test_a_damaged_ledger_is_refused_naming_the_damage(recorded, tmp_path):
     folder, _ = recorded
     segment = max((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.stat().st_size)
@@ -133,8 +148,10 @@ def test_a_damaged_ledger_is_refused_naming_the_damage(recorded, tmp_path):
 def test_commands_are_answered_by_helixd(ns, helixd):
     helixd(streams=4, rate_hz=200.0, extra=CONTROL_RINGS)
     c = helix.Control(namespace=ns)
+    assert c.last_request is None
     ack = c.send("set", stream=2, value=37.5, timeout=10)
     assert (ack["verdict"], ack["op"], ack["reason"]) == ("accepted", "set", None)
+    assert c.last_request == ack["request"]
     assert ack["ring_seq"] > 0 and ack["log_seq"] > 0
     again = c.send("set", stream=2, value=37.5, timeout=10, request=ack["request"])
     assert again["repeat"] and again["log_seq"] == ack["log_seq"]
@@ -181,13 +198,23 @@ def test_a_closed_control_gives_its_lane_back(ns, helixd):
 def test_ctrl_c_interrupts_a_command_waiting_for_its_answer(ns, helixd):
     # With an audit reader named and none joined, helixd holds an accepted
     # command unanswered: send() waits in slices and lets Python handle
-    # signals between them, so SIGINT ends it with KeyboardInterrupt
-    # (whether it arrives before or during the wait), not an hour later.
+    # signals between them, so SIGINT, sent once the command is in
+    # control.log (posted: the child waits for its answer), ends it with
+    # KeyboardInterrupt, not an hour later; last_request names it, to be
+    # asked after again.
     helixd(streams=4, rate_hz=200.0, extra=CONTROL_RINGS.replace('audit_reader = ""', 'audit_reader = "helix-ledger"'))
     code = (
         "import helix\n"
         f"c = helix.Control(namespace={ns!r})\n"
         "print('waiting', flush=True)\n"
-        "c.send('set', stream=1, value=2.0, timeout=3600)\n"
+        "try:\n"
+        "    c.send('set', stream=1, value=2.0, timeout=3600)\n"
+        "finally:\n"
+        "    print(c.last_request, flush=True)\n"
     )
-    assert "KeyboardInterrupt" in interrupted(code)
+    with helix.Reader.attach("control.log", namespace=ns) as log:
+        out, err = interrupted(code, lambda: log.lag > 0)
+        assert "KeyboardInterrupt" in err
+        # The audit record's command (offset 48) holds the request id at 8.
+        _, _, record = log.read(timeout=10)
+    assert int(out) == struct.unpack_from("<Q", record, 48 + 8)[0] != 0

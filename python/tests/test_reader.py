@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import helix
-from conftest import expected, interrupted
+from conftest import expected, interrupted, parked
 
 
 def test_every_frame_helixd_writes_is_received_in_order(ns, helixd):
@@ -187,8 +187,8 @@ def test_the_example_prints_per_stream_statistics(ns, helixd):
 
 def test_ctrl_c_interrupts_a_reader_waiting_without_a_deadline(ns):
     # read_batch(timeout=None) waits in slices and lets Python handle
-    # signals between them: SIGINT ends the wait with KeyboardInterrupt
-    # (whether it arrives before or during the wait).
+    # signals between them: SIGINT, sent once the child's reader is parked
+    # on the ring's futex, ends the wait with KeyboardInterrupt.
     helix.Writer.create("idle", namespace=ns, capacity=16)
     code = (
         "import helix, sys\n"
@@ -196,7 +196,8 @@ def test_ctrl_c_interrupts_a_reader_waiting_without_a_deadline(ns):
         "print('waiting', flush=True)\n"
         "r.read_batch(1)\n"
     )
-    assert "KeyboardInterrupt" in interrupted(code)
+    _, err = interrupted(code, lambda: parked(ns, "idle") == 1)
+    assert "KeyboardInterrupt" in err
 
 
 def test_a_timeout_past_what_the_clock_holds_waits_as_none_does(ns):
