@@ -256,6 +256,47 @@ fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at
 }
 
 #[test]
+fn a_paced_replay_cuts_a_recorded_pause_to_max_pause_and_says_so() {
+    // Blocks of 10 frames 1 ms apart, and a pause of 1,000 s in the
+    // recording before sequence 21 (the recorder was down): at the
+    // recorded pace the replay waited it out whole, saying nothing. With
+    // --max-pause it is cut (the watchdog fails the test if it is not).
+    let env = Env::watched("ledger replay pause", Duration::from_secs(60));
+    let dir = env.path("ledger");
+    let (mut l, _) = Ledger::open(&dir, 8192).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 1024, max_payload: 64, policy: 1, name: "t".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    for (block, recv_ns) in [0, 1_000_000, 1_000_001_000_000, 1_000_002_000_000].into_iter().enumerate() {
+        for s in block as u64 * 10 + 1..=block as u64 * 10 + 10 {
+            l.reserve_frame(id, s, 1, 5_000_000_000 + recv_ns, 0, 8).copy_from_slice(&s.to_le_bytes());
+        }
+        l.seal(id, 10);
+        l.flush().unwrap();
+    }
+    l.sync().unwrap();
+    drop(l);
+    let args = ["--ring", "t", "--into", "cut", "--max-pause", "0.01", "--json"];
+    let (status, out, err) = finish(Reaped::new(replay_cmd(&env, &dir, &args).spawn().unwrap()));
+    assert!(status.success(), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["frames"].as_u64(), v["pauses_cut"].as_u64()), (Some(40), Some(1)), "{v}");
+    let cut = v["cut_s"].as_f64().unwrap();
+    assert!((999.98..=999.99 + 1e-6).contains(&cut), "1,000 s cut to 0.01 s: {v}");
+    let args = ["--ring", "t", "--into", "cut-text", "--max-pause", "0.01", "--pace", "x2"];
+    let (status, out, err) = finish(Reaped::new(replay_cmd(&env, &dir, &args).spawn().unwrap()));
+    assert!(
+        status.success() && out.contains("1 pauses longer than --max-pause cut to it (499.990 s less waiting)"),
+        "{out}{err}"
+    );
+    // Nothing to cut at --pace max; not a number of seconds.
+    let o = replay_cmd(&env, &dir, &["--ring", "t", "--pace", "max", "--max-pause", "1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--max-pause has no pause to cut at --pace max"));
+    let o = replay_cmd(&env, &dir, &["--ring", "t", "--max-pause=-1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && err.contains("\"-1\": expected seconds, 0 or more"), "{err}");
+}
+
+#[test]
 fn helix_twin_runs_unchanged_on_a_replayed_telemetry_ring() {
     let env = Env::watched("helix-twin on a replay", Duration::from_secs(60));
     let dir = env.path("ledger");

@@ -83,6 +83,24 @@ impl Pace {
     }
 }
 
+/// How a replay is paced: `pace`, and the longest a paced replay waits
+/// between two blocks. A pause in the recording (the plant stopped, the
+/// recorder was down) longer than `max_pause` at the pace is cut to it;
+/// `None` keeps every pause whole. A [`Pace`] alone keeps them whole.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    /// How fast.
+    pub pace: Pace,
+    /// The longest wait between two blocks (ignored at [`Pace::Max`]).
+    pub max_pause: Option<Duration>,
+}
+
+impl From<Pace> for Pacing {
+    fn from(pace: Pace) -> Pacing {
+        Pacing { pace, max_pause: None }
+    }
+}
+
 /// What to replay: ring `ring`'s recorded sequences `from..=to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Range {
@@ -108,6 +126,10 @@ pub struct Replayed {
     /// Bytes of a torn tail at the end of the last segment, not replayed
     /// (0 if the replay stopped before it: [`Summary::partial_tail`]).
     pub partial_tail: u64,
+    /// Pauses longer than [`Pacing::max_pause`] cut to it.
+    pub pauses_cut: u64,
+    /// The waiting those cuts saved, at the pace.
+    pub cut: Duration,
 }
 
 /// Why a replay stopped.
@@ -143,7 +165,8 @@ pub enum ReplayError {
     },
 }
 
-/// Replays `range` from the ledger in `dir` at `pace`. `open` is called
+/// Replays `range` from the ledger in `dir` at `pacing` (a [`Pace`], or a
+/// [`Pacing`] that cuts long pauses short). `open` is called
 /// once, before the first frame or gap of the range, with the ring's
 /// declaration in the ledger (its geometry as recorded) and returns the
 /// writer to publish with: typically of a new ring made with that
@@ -158,12 +181,13 @@ pub enum ReplayError {
 pub fn replay(
     dir: &Path,
     range: &Range,
-    pace: Pace,
+    pacing: impl Into<Pacing>,
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
 ) -> Result<Replayed, ReplayError> {
     let largest = largest_payload(dir, range)?;
     let open = move |decl: &RingDecl| open(&RingDecl { max_payload: largest.max(decl.max_payload), ..decl.clone() });
-    let mut run = Run { range, pace, open: Some(open), writer: None, clock: None, done: Replayed::default() };
+    let pacing = pacing.into();
+    let mut run = Run { range, pacing, open: Some(open), writer: None, clock: None, done: Replayed::default() };
     let mut seen = false;
     let mut failed = None;
     let walked = walk_blocks(dir, |chain, block, _, _| {
@@ -245,12 +269,20 @@ fn in_range(range: &Range, block: &BlockView<'_>) -> InRange {
 /// A replay in progress.
 struct Run<'a, F> {
     range: &'a Range,
-    pace: Pace,
+    pacing: Pacing,
     open: Option<F>,
     writer: Option<Writer>,
-    /// The first block's `recv_ns` and when it was published.
-    clock: Option<(u64, Instant)>,
+    clock: Option<Clock>,
     done: Replayed,
+}
+
+/// A paced replay's clock: the recorded time of the first block, when it
+/// was published, and the last block's recorded time.
+#[derive(Clone, Copy)]
+struct Clock {
+    t0: u64,
+    start: Instant,
+    last: u64,
 }
 
 impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
@@ -287,11 +319,22 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
         Ok(if hi == self.range.to { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     }
 
-    /// Sleeps until a block read at `recv_ns` is due at the pace.
+    /// Sleeps until a block read at `recv_ns` is due at the pace, less the
+    /// pauses cut so far (one since the last block longer than the longest
+    /// allowed is cut to it here).
     fn wait_for(&mut self, recv_ns: u64) {
-        let Some(factor) = self.pace.factor() else { return };
-        let (t0, start) = *self.clock.get_or_insert((recv_ns, Instant::now()));
-        let due = start.checked_add(paced(recv_ns.saturating_sub(t0), factor));
+        let Some(factor) = self.pacing.pace.factor() else { return };
+        let clock = self.clock.get_or_insert(Clock { t0: recv_ns, start: Instant::now(), last: recv_ns });
+        if let Some(max) = self.pacing.max_pause {
+            let pause = paced(recv_ns.saturating_sub(clock.last), factor);
+            if pause > max {
+                self.done.pauses_cut += 1;
+                self.done.cut = self.done.cut.saturating_add(pause - max);
+            }
+        }
+        clock.last = recv_ns;
+        let since_start = paced(recv_ns.saturating_sub(clock.t0), factor).saturating_sub(self.done.cut);
+        let due = clock.start.checked_add(since_start);
         // A due time past what the clock can count is never.
         let wait = due.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if !wait.is_zero() {

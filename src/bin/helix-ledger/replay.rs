@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use helix::ledger::format::RingDecl;
-use helix::ledger::replay::{self, Pace, Range, ReplayError};
+use helix::ledger::replay::{self, Pace, Pacing, Range, ReplayError};
 use helix::shm::{validate_ring_name, Namespace};
 use helix::{Policy, Ring, RingOptions, RingView, Writer};
 
@@ -35,6 +35,11 @@ pub struct ReplayArgs {
     /// as the ring takes them) or xN (N times the recorded pace, e.g. x10).
     #[arg(long, default_value = "recorded")]
     pace: Pace,
+    /// At a paced replay, cut a pause in the recording (the plant stopped,
+    /// the recorder was down) longer than this many seconds at the pace to
+    /// it (default: every pause is waited out whole).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    max_pause: Option<Duration>,
     /// Also create replay.NAME with the geometry of the live ring NAME
     /// (repeatable): rings for a program's output, e.g. helix-twin's
     /// twin.state and alarms. Refused if replay.NAME exists.
@@ -61,6 +66,9 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     for name in &a.also {
         also_create(ns, name)?;
     }
+    if a.max_pause.is_some() && a.pace == Pace::Max {
+        anyhow::bail!("--max-pause has no pause to cut at --pace max");
+    }
     let range = Range { ring: a.ring.clone(), from: a.from, to: a.to };
     let open = |decl: &RingDecl| -> Result<Writer, ReplayError> {
         let opts = RingOptions {
@@ -74,7 +82,8 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         wait_readers(ns, &into, a.wait_readers);
         Ok(w)
     };
-    let (done, verified) = match replay::replay(&a.dir, &range, a.pace, open) {
+    let pacing = Pacing { pace: a.pace, max_pause: a.max_pause };
+    let (done, verified) = match replay::replay(&a.dir, &range, pacing, open) {
         Ok(done) => (done, true),
         Err(ReplayError::Verify(f)) => {
             eprintln!("FAILED: the ledger does not verify (what precedes the bad block was replayed): {f}");
@@ -88,7 +97,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         let v = json!({
             "ok": verified, "ring": a.ring, "into": into, "frames": done.frames, "gaps": done.gaps,
             "lost": done.lost, "first_seq": done.span.map(|s| s.0), "last_seq": done.span.map(|s| s.1),
-            "partial_tail": done.partial_tail,
+            "partial_tail": done.partial_tail, "pauses_cut": done.pauses_cut, "cut_s": done.cut.as_secs_f64(),
         });
         writeln!(out, "{v}")?;
     } else {
@@ -97,6 +106,10 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             "replayed {} frames and {} gaps ({} sequences lost) of {}, {span}, into {into}",
             done.frames, done.gaps, done.lost, a.ring
         )?;
+        if done.pauses_cut > 0 {
+            let (n, cut) = (done.pauses_cut, done.cut.as_secs_f64());
+            writeln!(out, "{n} pauses longer than --max-pause cut to it ({cut:.3} s less waiting)")?;
+        }
     }
     crate::command::torn_tail_note(done.partial_tail, "replayed");
     Ok(verified)
@@ -129,4 +142,12 @@ fn wait_readers(ns: &Namespace, name: &str, n: usize) {
     while joined() < n {
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `--max-pause`: seconds, 0 or more.
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?}: expected seconds, 0 or more (0.5: half a second)"))
 }
