@@ -93,7 +93,7 @@ fn sysusers_creates_the_helix_user_and_tmpfiles_its_folders() {
     let (uid, gid): (u32, u32) = (user[2].parse().unwrap(), user[3].parse().unwrap());
 
     apply("systemd-tmpfiles", &["--create"], root, "helix.tmpfiles");
-    for dir in ["var/lib/helix", "var/lib/helix/ledger", "var/log/helix"] {
+    for dir in ["var/lib/helix", "var/lib/helix/ledger", "var/lib/helix/helixd", "var/log/helix"] {
         let m = std::fs::metadata(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         assert!(m.is_dir());
         assert_eq!((m.mode() & 0o777, m.uid(), m.gid()), (0o750, uid, gid), "{dir}");

@@ -91,7 +91,41 @@ pub fn run(service: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            if let Some(hint) = read_only_hint(&e) {
+                tracing::error!("{hint}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What to do about a failure to write to a read-only file system: under
+/// systemd, `ProtectSystem=strict` leaves a service only its
+/// `ReadWritePaths=` (a journal or ledger folder configured elsewhere
+/// fails so, with nothing but "Read-only file system" to say why).
+fn read_only_hint(e: &anyhow::Error) -> Option<&'static str> {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+        .then_some(
+            "the file system is read-only here: under systemd, the unit's ProtectSystem=strict lets the \
+             service write only its ReadWritePaths= (`systemctl cat UNIT` shows them): configure a path \
+             there, or add the folder in a drop-in (docs/systemd.md)",
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_only_hint;
+    use anyhow::Context;
+
+    #[test]
+    fn a_read_only_file_system_anywhere_in_the_cause_chain_is_explained() {
+        let erofs = || std::io::Error::from_raw_os_error(libc::EROFS);
+        let deep = Err::<(), _>(erofs()).context("control journal /var/lib/x/control.journal").unwrap_err();
+        assert!(read_only_hint(&deep).is_some_and(|h| h.contains("ReadWritePaths=")));
+        assert!(read_only_hint(&anyhow::Error::new(erofs())).is_some());
+        let other = Err::<(), _>(std::io::Error::from_raw_os_error(libc::EACCES)).context("x").unwrap_err();
+        assert_eq!(read_only_hint(&other), None);
     }
 }

@@ -144,7 +144,9 @@ impl ControlThread {
             .name("control".into())
             .spawn(move || path.run(&flag))
             .context("cannot start the control thread")?;
-        info!("control: taking commands on fan-in ring {} ({} lanes)", control::CONTROL_RING, cfg.ring.lanes);
+        let journal = cfg.journal_path(ns);
+        let (ring, lanes) = (control::CONTROL_RING, cfg.ring.lanes);
+        info!("control: taking commands on fan-in ring {ring} ({lanes} lanes); journal {}", journal.display());
         Ok(ControlThread { stop, thread: Some(thread), stats, audit_reader: cfg.audit_reader.clone() })
     }
 
