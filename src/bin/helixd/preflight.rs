@@ -68,13 +68,6 @@ fn held(ns: &Namespace, name: &str) -> u64 {
 /// Checks that every configured ring that exists already can be adopted
 /// (or is to be recreated): what `rings::open_or_create` refuses at a start.
 pub fn existing(config: &Config) -> Result<(), ConfigError> {
-    // As a start: another user's file under a configured name is refused,
-    // `recreate = true` or not (helixd could not remove it).
-    for r in &config.rings {
-        if let Some(refusal) = foreign(&config.namespace, &r.name) {
-            return Err(at(config, r, refusal));
-        }
-    }
     for r in config.rings.iter().filter(|r| !r.recreate) {
         let why = match RingView::attach(&config.namespace, &r.name) {
             Ok(view) => match differences(view.geometry(), &r.options) {
@@ -138,32 +131,6 @@ fn size(bytes: u64) -> String {
         unit += 1;
     }
     format!("{v:.1} {}", UNITS[unit])
-}
-
-/// Why ring `name`'s files are not helixd's to adopt, with what to do, if
-/// they are not: a file another user owns, or one whose owner cannot be
-/// read. Anyone
-/// may create files in /dev/shm, and a ring made under a configured name
-/// before helixd (at boot, or after a SIGHUP retired it) would be written
-/// by helixd and read by every program while its maker rewrites it.
-pub fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let me = nix::unistd::geteuid().as_raw();
-    let why = [ns.data_path(name), ns.readers_path(name)].into_iter().find_map(|path| {
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.uid() != me => Some(format!(
-                "{} is owned by uid {}, not helixd's uid {me}: another user made it",
-                path.display(),
-                m.uid()
-            )),
-            Ok(_) => None,
-            // Absent: created, or its lone partner judged by `Ring::open`.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            // Not known to be helixd's: not adopted.
-            Err(e) => Some(format!("{}: cannot tell whose it is: {e}", path.display())),
-        }
-    })?;
-    Some(format!("ring {name:?}: {why}; remove it as root (`helixctl rm --force {name}`), then start helixd again"))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use tracing::warn;
 use helix::Ring;
 
 use crate::config::RingConfig;
-use crate::preflight::{differences, foreign};
+use crate::preflight::differences;
 
 /// How an existing ring was taken into service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +37,8 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
     // Before opening: another user's file under the name cannot become
     // helixd's afterwards (nobody else can make a file of helixd's uid,
     // and the sticky /dev/shm keeps helixd's from being replaced).
-    if let Some(refusal) = foreign(ns, name) {
-        bail!(refusal);
+    if let Some(why) = foreign(ns, name) {
+        bail!("ring {name:?}: {why}; remove it as root (`helixctl rm --force {name}`), then start helixd again");
     }
     match Ring::open(ns, name) {
         Ok(ring) => {
@@ -56,4 +56,24 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
         }
         Err(e) => recreate(format!("the existing ring cannot be used: {e}")),
     }
+}
+
+/// Why ring `name`'s files are not helixd's to adopt, if they are not:
+/// a file another user owns, or one whose owner cannot be read. Anyone
+/// may create files in /dev/shm, and a ring made under a configured name
+/// before helixd (at boot, or after a SIGHUP retired it) would be written
+/// by helixd and read by every program while its maker rewrites it.
+fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    [ns.data_path(name), ns.readers_path(name)].into_iter().find_map(|path| match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.uid() != me => {
+            Some(format!("{} is owned by uid {}, not helixd's uid {me}: another user made it", path.display(), m.uid()))
+        }
+        Ok(_) => None,
+        // Absent: created, or its lone partner judged by `Ring::open`.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // Not known to be helixd's: not adopted.
+        Err(e) => Some(format!("{}: cannot tell whose it is: {e}", path.display())),
+    })
 }
