@@ -285,12 +285,16 @@ fn a_paced_replay_cuts_a_recorded_pause_to_max_pause_and_says_so() {
     let args = ["--ring", "t", "--into", "cut-text", "--max-pause", "0.01", "--pace", "x2"];
     let (status, out, err) = finish(Reaped::new(replay_cmd(&env, &dir, &args).spawn().unwrap()));
     assert!(
-        status.success() && out.contains("1 pauses longer than --max-pause cut to it (499.990 s less waiting)"),
+        status.success()
+            && out.contains("1 pause longer than --max-pause cut to it: 499.990 s off the recorded schedule"),
         "{out}{err}"
     );
     // Nothing to cut at --pace max; not a number of seconds.
-    let o = replay_cmd(&env, &dir, &["--ring", "t", "--pace", "max", "--max-pause", "1"]).output().unwrap();
+    // Refused before anything is made (--also's ring, here).
+    let args = ["--ring", "t", "--pace", "max", "--max-pause", "1", "--also", "cut"];
+    let o = replay_cmd(&env, &dir, &args).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("--max-pause has no pause to cut at --pace max"));
+    assert!(!env.ns.data_path("replay.cut").exists());
     let o = replay_cmd(&env, &dir, &["--ring", "t", "--max-pause=-1"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(2) && err.contains("\"-1\": expected seconds, 0 or more"), "{err}");

@@ -128,7 +128,7 @@ pub struct Replayed {
     pub partial_tail: u64,
     /// Pauses longer than [`Pacing::max_pause`] cut to it.
     pub pauses_cut: u64,
-    /// The waiting those cuts saved, at the pace.
+    /// What those cuts took off the schedule, at the pace.
     pub cut: Duration,
 }
 
@@ -276,13 +276,31 @@ struct Run<'a, F> {
     done: Replayed,
 }
 
-/// A paced replay's clock: the recorded time of the first block, when it
-/// was published, and the last block's recorded time.
+/// A paced replay's schedule: when its first block was published, the
+/// last block's recorded time, and how long after the first block, at the
+/// pace, the last one was due.
 #[derive(Clone, Copy)]
 struct Clock {
-    t0: u64,
     start: Instant,
     last: u64,
+    due: Duration,
+}
+
+impl Clock {
+    /// Schedules the block recorded at `recv_ns`, the pause since the last
+    /// one at `factor` times the recorded pace and cut to `max_pause`: a
+    /// recorder's clock stepped back is no pause, and nothing is counted
+    /// twice. Returns the cut, if any.
+    fn advance(&mut self, recv_ns: u64, factor: f64, max_pause: Option<Duration>) -> Option<Duration> {
+        let pause = paced(recv_ns.saturating_sub(self.last), factor);
+        let (pause, cut) = match max_pause {
+            Some(max) if pause > max => (max, Some(pause - max)),
+            _ => (pause, None),
+        };
+        self.last = recv_ns;
+        self.due = self.due.saturating_add(pause);
+        cut
+    }
 }
 
 impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
@@ -319,24 +337,18 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
         Ok(if hi == self.range.to { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     }
 
-    /// Sleeps until a block read at `recv_ns` is due at the pace, less the
-    /// pauses cut so far (one since the last block longer than the longest
-    /// allowed is cut to it here).
+    /// Sleeps until a block read at `recv_ns` is due at the pace (a pause
+    /// longer than the longest allowed cut to it).
     fn wait_for(&mut self, recv_ns: u64) {
         let Some(factor) = self.pacing.pace.factor() else { return };
-        let clock = self.clock.get_or_insert(Clock { t0: recv_ns, start: Instant::now(), last: recv_ns });
-        if let Some(max) = self.pacing.max_pause {
-            let pause = paced(recv_ns.saturating_sub(clock.last), factor);
-            if pause > max {
-                self.done.pauses_cut += 1;
-                self.done.cut = self.done.cut.saturating_add(pause - max);
-            }
+        let clock = self.clock.get_or_insert(Clock { start: Instant::now(), last: recv_ns, due: Duration::ZERO });
+        if let Some(cut) = clock.advance(recv_ns, factor, self.pacing.max_pause) {
+            self.done.pauses_cut += 1;
+            self.done.cut = self.done.cut.saturating_add(cut);
         }
-        clock.last = recv_ns;
-        let since_start = paced(recv_ns.saturating_sub(clock.t0), factor).saturating_sub(self.done.cut);
-        let due = clock.start.checked_add(since_start);
         // A due time past what the clock can count is never.
-        let wait = due.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+        let wait =
+            clock.start.checked_add(clock.due).map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
@@ -382,5 +394,31 @@ mod tests {
         assert_eq!(paced(3_600_000_000_000, 1e-16), Duration::MAX);
         assert_eq!(paced(2_000_000_000, 2.0), Duration::from_secs(1));
         assert_eq!(paced(0, 1e-300), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_schedule_cuts_long_pauses_and_takes_a_clock_stepped_back_as_no_pause() {
+        const MS: u64 = 1_000_000;
+        let schedule = |recv: &[u64], factor: f64, max: Option<Duration>| {
+            let mut c = Clock { start: Instant::now(), last: recv[0], due: Duration::ZERO };
+            let steps: Vec<_> = recv.iter().map(|&r| (c.advance(r, factor, max), c.due)).collect();
+            steps
+        };
+        let ms = Duration::from_millis;
+        // 1 ms, a 1,000 s pause (cut to 10 ms), 1 ms.
+        let recv = [0, MS, MS + 1_000_000 * MS, 2 * MS + 1_000_000 * MS];
+        let got = schedule(&recv, 1.0, Some(ms(10)));
+        assert_eq!(got, [(None, ms(0)), (None, ms(1)), (Some(ms(999_990)), ms(11)), (None, ms(12))]);
+        // Twice as fast: the pause is 500 s at the pace, the steps 0.5 ms.
+        let got = schedule(&recv, 2.0, Some(ms(10)));
+        assert_eq!(got[2], (Some(ms(499_990)), ms(10) + Duration::from_micros(500)));
+        // Kept whole without a longest pause.
+        assert_eq!(schedule(&recv, 1.0, None)[3], (None, ms(1_000_002)));
+        // The recorder's clock stepped back 50 ms, then on 10 ms: the block
+        // after the step is due at once, the next 10 ms later; a cut
+        // afterwards counts only what passed since the last block.
+        let recv = [100 * MS, 50 * MS, 60 * MS, 60 * MS + 1_000_000 * MS];
+        let got = schedule(&recv, 1.0, Some(ms(10)));
+        assert_eq!(got, [(None, ms(0)), (None, ms(0)), (None, ms(10)), (Some(ms(999_990)), ms(20))]);
     }
 }

@@ -63,11 +63,11 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     if a.from > a.to {
         anyhow::bail!("--from {} is after --to {}", a.from, a.to);
     }
-    for name in &a.also {
-        also_create(ns, name)?;
-    }
     if a.max_pause.is_some() && a.pace == Pace::Max {
         anyhow::bail!("--max-pause has no pause to cut at --pace max");
+    }
+    for name in &a.also {
+        also_create(ns, name)?;
     }
     let range = Range { ring: a.ring.clone(), from: a.from, to: a.to };
     let open = |decl: &RingDecl| -> Result<Writer, ReplayError> {
@@ -108,7 +108,8 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         )?;
         if done.pauses_cut > 0 {
             let (n, cut) = (done.pauses_cut, done.cut.as_secs_f64());
-            writeln!(out, "{n} pauses longer than --max-pause cut to it ({cut:.3} s less waiting)")?;
+            let pauses = if n == 1 { "pause" } else { "pauses" };
+            writeln!(out, "{n} {pauses} longer than --max-pause cut to it: {cut:.3} s off the recorded schedule")?;
         }
     }
     crate::command::torn_tail_note(done.partial_tail, "replayed");
