@@ -183,8 +183,9 @@ class Control:
     @property
     def last_request(self) -> Optional[int]:
         """The request id of the last command ``send`` began (None before
-        the first): one interrupted (Ctrl-C) or timed out is asked after
-        again with ``send(..., request=c.last_request)``."""
+        the first). ``send(..., request=c.last_request)`` sends one
+        interrupted (Ctrl-C) or timed out again: answered with its first
+        verdict if helixd took it, applied now if it did not."""
     @property
     def name(self) -> str: ...
     @property

@@ -25,7 +25,8 @@ pub struct Control {
     #[pyo3(get)]
     lane: usize,
     /// The request id of the last command `send` began: one interrupted
-    /// (Ctrl-C) or timed out is asked after again with `request=` it.
+    /// (Ctrl-C) or timed out is sent again with `request=` it (answered
+    /// with its first verdict if helixd took it).
     #[pyo3(get)]
     last_request: Option<u64>,
     /// What `repr` shows: the fan-in ring the lane is of.

@@ -2,6 +2,7 @@
 helix.Control against helixd's control path."""
 
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -126,7 +127,8 @@ def test_export_says_when_it_reads_past_a_torn_tail(recorded):
     with last.open("ab") as f:
         f.write(bytes(10))
     assert helix.ledger.verify(folder)["partial_tail"] == 10
-    with pytest.warns(helix.ledger.TornTailWarning, match=f"{folder}: the last segment ends in 10 bytes of a torn"):
+    said = re.escape(f"{folder}: the last segment ends in 10 bytes of a torn tail")
+    with pytest.warns(helix.ledger.TornTailWarning, match=said):
         again = helix.ledger.export(folder, "telemetry")
     assert (again == whole).all()
 
