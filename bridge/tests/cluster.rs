@@ -152,15 +152,28 @@ fn bridge(role: &'static str, hosts: &Hosts, cluster: &Cluster, tag: &str, ns: &
     b
 }
 
-/// Waits until the destination reached `target`, supervising the bridges.
-fn reach(progress: &AtomicU64, target: u64, bridges: &mut [&mut Bridge], what: &str) {
+/// Waits until the destination reached `target`, supervising the bridges;
+/// fails with the tails of the bridges' and the nodes' logs if it does
+/// not within the limit.
+fn reach(progress: &AtomicU64, target: u64, bridges: &mut [&mut Bridge], cluster: &Cluster, what: &str) {
     // A node killed: the stream elects a leader among the other two, which
     // took 6 to 37 s on an idle machine (the first, with both bridges just
     // restarted, the longest) and more than 90 s in one CI run, beside a
     // build on both cores. The limit only catches a stream that never
     // recovers.
     let (limit, pause) = (Duration::from_secs(240), Duration::from_millis(5));
-    await_progress(progress, target, limit, pause, what, || bridges.iter_mut().for_each(|b| b.supervise()));
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        await_progress(progress, target, limit, pause, what, || bridges.iter_mut().for_each(|b| b.supervise()))
+    }));
+    if let Err(failed) = waited {
+        for b in bridges.iter() {
+            let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- {} (last 30 lines)\n{}", b.role, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        eprintln!("{}", cluster.logs_tail());
+        std::panic::resume_unwind(failed);
+    }
 }
 
 /// The two hosts of this test process (tag `tag`): `src` on host A with
@@ -207,7 +220,7 @@ impl Run<'_> {
     /// destination reached `target`, supervising the bridges.
     fn reach(&mut self, target: u64, what: &str) {
         self.allowed.store(target + LEAD, Ordering::Relaxed);
-        reach(self.progress, target, &mut [&mut *self.ex, &mut *self.im], what);
+        reach(self.progress, target, &mut [&mut *self.ex, &mut *self.im], self.cluster, what);
     }
 
     /// Event `event` of `events`: once frames reach its share of the run,
