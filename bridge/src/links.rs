@@ -57,6 +57,14 @@ pub async fn export(c: &Ctx, x: &Export) -> Result<()> {
     crate::export::run(js, &c.ns, x, c.counters.clone(), &c.stop).await
 }
 
+/// How long an import waits with nothing arriving before it asks the
+/// stream whether it holds more; if it does, the consumer is made again.
+/// An ordered consumer whose server was killed is meant to make itself
+/// again, and retries that silently for ever: once, with a node of the
+/// cluster killed just after another came back, it delivered nothing for
+/// minutes while the stream took the exporter's messages.
+const STALLED: Duration = Duration::from_secs(10);
+
 /// Imports `a.source_host`'s ring `a.source_ring` into ring `a.ring` until
 /// stopped.
 pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
@@ -66,7 +74,7 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     let subject = nats::subject(site, &a.source_host, &a.source_ring);
     info!("importing {subject} into ring {} from stream sequence {}", a.ring, place.resume.max(1));
     let mut next = place.resume;
-    let mut last_arrival = Instant::now();
+    let (mut last_arrival, mut last_asked) = (Instant::now(), Instant::now());
     while !c.stop.load(Ordering::Relaxed) {
         next = reset_resume(&stream, &subject, next).await;
         let config = OrderedConfig {
@@ -95,6 +103,17 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
                     if imp.pending() > 0 && last_arrival.elapsed() >= import::HOLE_TIMEOUT {
                         imp.fill_hole("nothing arrived to fill it for 10 s")?;
                     }
+                    if last_arrival.elapsed() >= STALLED && last_asked.elapsed() >= STALLED {
+                        last_asked = Instant::now();
+                        if let Some(last) = holds_from(&stream, next).await {
+                            let idle = last_arrival.elapsed().as_secs();
+                            warn!(
+                                "consuming {subject}: nothing arrived for {idle} s while the stream holds messages \
+                                 up to sequence {last}; consuming again from stream sequence {next}"
+                            );
+                            break;
+                        }
+                    }
                 }
                 Ok(Some(Ok(msg))) => {
                     let seq =
@@ -113,6 +132,14 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     }
     info!("importer stopped at source sequence {}", imp.hwm());
     Ok(())
+}
+
+/// The stream's last sequence, if it holds a message at `next` or after
+/// (`next` 0: any); `None` if it does not, or does not answer in 2 s.
+async fn holds_from(stream: &jetstream::stream::Stream, next: u64) -> Option<u64> {
+    let info = tokio::time::timeout(Duration::from_secs(2), stream.get_info()).await.ok()?.ok()?;
+    let last = info.state.last_sequence;
+    (last >= next.max(1)).then_some(last)
 }
 
 /// Where to read the stream from, `next` or its start: a stream that holds
