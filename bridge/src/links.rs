@@ -105,11 +105,11 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
                     }
                     if last_arrival.elapsed() >= STALLED && last_asked.elapsed() >= STALLED {
                         last_asked = Instant::now();
-                        if let Some(last) = holds_from(&stream, next).await {
+                        if let Some(last) = holds_from(&stream, &subject, next).await {
                             let idle = last_arrival.elapsed().as_secs();
                             warn!(
-                                "consuming {subject}: nothing arrived for {idle} s while the stream holds messages \
-                                 up to sequence {last}; consuming again from stream sequence {next}"
+                                "consuming {subject}: nothing arrived for {idle} s while the stream holds its \
+                                 messages up to sequence {last}; consuming again from stream sequence {next}"
                             );
                             break;
                         }
@@ -134,11 +134,12 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     Ok(())
 }
 
-/// The stream's last sequence, if it holds a message at `next` or after
-/// (`next` 0: any); `None` if it does not, or does not answer in 2 s.
-async fn holds_from(stream: &jetstream::stream::Stream, next: u64) -> Option<u64> {
-    let info = tokio::time::timeout(Duration::from_secs(2), stream.get_info()).await.ok()?.ok()?;
-    let last = info.state.last_sequence;
+/// The stream sequence of the last message on `subject` (other links share
+/// the stream), if it is `next` or after (`next` 0: any); `None` if it is
+/// not, there is none, or the stream does not answer in 2 s.
+async fn holds_from(stream: &jetstream::stream::Stream, subject: &str, next: u64) -> Option<u64> {
+    let asked = stream.get_last_raw_message_by_subject(subject);
+    let last = tokio::time::timeout(Duration::from_secs(2), asked).await.ok()?.ok()?.sequence;
     (last >= next.max(1)).then_some(last)
 }
 

@@ -279,6 +279,38 @@ fn an_importer_reads_a_stream_made_again_from_its_start() {
     w.stop(ex);
 }
 
+/// An importer whose consumer stops delivering while the stream takes
+/// more of its messages (here the consumer is paused on the server; in the
+/// cluster test, an ordered consumer whose node was killed, which
+/// async-nats goes on making again silently) makes its consumer again
+/// after 10 s and reads on. Before, it waited for ever, saying nothing.
+#[test]
+fn an_importer_whose_consumer_stops_delivering_makes_it_again() {
+    let (mut w, mut writer) = World::with_rings("a_consumer_that_stops", Duration::from_secs(90), 4096, 4096);
+    let ex = w.spawn(w.exporter("src"));
+    let im = w.spawn(w.importer("src", "dst"));
+    joined(&w.ns, "src");
+    produce(&mut writer, 1, 100);
+    arrived(&w, 100, 100, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use futures::TryStreamExt;
+        let js = async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap());
+        let stream = js.get_stream(w.tag.to_uppercase()).await.unwrap();
+        let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+        assert!(!names.is_empty(), "the importer has no consumer");
+        let day =
+            async_nats::datetime::add_std_duration(async_nats::datetime::now(), Duration::from_secs(86_400)).unwrap();
+        for name in names {
+            stream.pause_consumer(&name, day).await.unwrap();
+        }
+    });
+    produce(&mut writer, 101, 200);
+    arrived(&w, 200, 200, &[]);
+    w.stop_saying(im, &["nothing arrived for", "consuming again from stream sequence", "gaps 0"]);
+    w.stop(ex);
+}
+
 #[test]
 fn frames_lost_before_a_non_gating_exporter_arrive_as_a_gap() {
     let (mut w, mut writer) = World::with_rings("frames_lost_arrive_as_a_gap", Duration::from_secs(60), 1024, 4096);
