@@ -277,3 +277,42 @@ fn scan_lists_every_ring_name_with_the_state_of_its_files() {
     // `list_rings` (data files only) is unchanged.
     assert_eq!(ns.list_rings().unwrap(), ["a.whole", "c", "d", "e"]);
 }
+
+#[test]
+fn a_broadcast_ring_and_a_fan_in_ring_may_not_share_a_name() {
+    use helix::fanin::{files::dir_path, FanIn, FanInError, FanInOptions};
+    let ns = TestNs::new();
+    let fan_opts = FanInOptions { lanes: 1, ..Default::default() };
+    let _fan = FanIn::create(&ns, "fan", &fan_opts).unwrap();
+    match Ring::create(&ns, "fan", &opts(64)) {
+        Err(e @ CreateError::FanInNamed { .. }) => assert_eq!(
+            e.to_string(),
+            format!(
+                "a fan-in ring named \"fan\" exists (/dev/shm/{}.fan@fanin); a broadcast ring may not share its name \
+                 (choose another, or remove that ring first)",
+                ns.as_str()
+            )
+        ),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // A repair makes the ring again through the same door.
+    assert!(matches!(Ring::recreate(&ns, "fan", &opts(64)), Err(CreateError::FanInNamed { .. })));
+    assert_eq!(ns.files(), [format!("{}.fan@fanin", ns.as_str())], "the refusal made nothing");
+
+    let ring = Ring::create(&ns, "ring", &opts(64)).unwrap();
+    match FanIn::create(&ns, "ring", &fan_opts) {
+        Err(FanInError::BroadcastNamed { ring, path }) => {
+            assert_eq!((ring.as_str(), path), ("ring", ns.data_path("ring")))
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // Either file of the broadcast ring holds its name: a control file a
+    // dead creator left alone too.
+    std::fs::remove_file(ns.data_path("ring")).unwrap();
+    match FanIn::create(&ns, "ring", &fan_opts) {
+        Err(FanInError::BroadcastNamed { path, .. }) => assert_eq!(path, ns.readers_path("ring")),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(!dir_path(&ns, "ring").exists(), "the refusal made nothing");
+    drop(ring);
+}

@@ -87,7 +87,9 @@ pub(crate) const RESCAN_BURST: u64 = 16;
 pub(crate) const SCAN_AT_LEAST: Duration = Duration::from_secs(1);
 
 impl FanIn {
-    /// Creates fan-in ring `name` and becomes its consumer.
+    /// Creates fan-in ring `name` and becomes its consumer. Refused with
+    /// [`FanInError::BroadcastNamed`] while a broadcast ring (either of its
+    /// files) has that name: one name is one ring.
     pub fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<FanIn, FanInError> {
         FanIn::from_files(name, files::create(ns, name, opts)?)
     }

@@ -103,6 +103,10 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
     if dir.exists() {
         return Err(FanInError::Exists { path: dir });
     }
+    let broadcast = [ns.data_path(name), ns.readers_path(name)];
+    if let Some(path) = broadcast.into_iter().find(|p| p.symlink_metadata().is_ok()) {
+        return Err(FanInError::BroadcastNamed { ring: name.to_owned(), path });
+    }
     let created_ns = crate::process::realtime_ns();
     let tmp =
         dir.with_file_name(format!("{}.{name}{FANIN_SUFFIX}.{}.{created_ns}.tmp", ns.as_str(), std::process::id()));

@@ -78,7 +78,8 @@ impl Ring {
     /// Creates a new ring `name` in `ns`; fails if it exists. Crash-atomic:
     /// the ring appears whole or not at all, and what a creator that died
     /// left of a half-made ring is replaced (see [`scan`] and
-    /// `docs/abi.md` §3.1).
+    /// `docs/abi.md` §3.1). Refused with [`CreateError::FanInNamed`] while
+    /// a fan-in ring has that name: one name is one ring.
     pub fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Ring, CreateError> {
         Ok(Ring::from(region::create(ns, name, opts)?))
     }

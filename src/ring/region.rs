@@ -204,6 +204,10 @@ fn io_err(path: &Path, op: &'static str, source: std::io::Error) -> CreateError 
 pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Region, CreateError> {
     shm::validate_ring_name(name)?;
     let slot_size = opts.validate()?;
+    let fanin = crate::fanin::files::dir_path(ns, name);
+    if fanin.symlink_metadata().is_ok() {
+        return Err(CreateError::FanInNamed { ring: name.to_owned(), path: fanin });
+    }
     let data_path = ns.data_path(name);
     let readers_path = ns.readers_path(name);
     let data_size = ring_file_size(opts.capacity, slot_size);
