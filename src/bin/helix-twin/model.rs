@@ -50,13 +50,41 @@ pub struct Counters {
     pub nonfinite: u64,
     /// Samples missing from streams' sequence numbers.
     pub gaps: u64,
-    /// Samples whose per-stream sequence went backwards (a restarted
-    /// source): taken, no gap counted.
+    /// Samples whose per-stream sequence went backwards and that were
+    /// sampled after the stream's newest, or lie further back than
+    /// [`REORDER_WINDOW`] (a restarted source): taken, no gap counted.
     pub seq_resets: u64,
+    /// Samples that arrived after a newer one of their stream (reordered
+    /// on the way), each filling the gap counted when it was skipped: not
+    /// taken into the statistics, which follow the newest sample.
+    pub late: u64,
+    /// Samples of a sequence number their stream had already taken (a
+    /// repeated datagram): not taken.
+    pub repeated: u64,
     /// Alarm events produced.
     pub alarm_events: u64,
     /// Alarms active now.
     pub alarms_active: u64,
+}
+
+/// How far behind its stream's newest sample a sample may arrive and still
+/// be told late (filling its gap) or repeated, rather than a restart.
+pub const REORDER_WINDOW: u64 = 64;
+
+/// Where a sample's sequence number puts it in its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Past the newest: `steps` ahead, the `steps - 1` between missing
+    /// (lost, or yet to arrive late).
+    Next { steps: u64 },
+    /// Behind the newest, within the window, sampled before it and not
+    /// taken yet: one counted missing has arrived.
+    Late,
+    /// Within the window and taken already.
+    Repeated,
+    /// Behind the newest but sampled after it, or further back than the
+    /// window: the source started its sequence again.
+    Restarted,
 }
 
 /// One stream's model.
@@ -65,6 +93,9 @@ struct Stream {
     count: u64,
     last: f64,
     last_seq: u64,
+    /// Bit `k`: sequence `last_seq - 1 - k` has arrived (or is not to be
+    /// counted: behind the first sample or a restart).
+    behind: u64,
     last_sample_ns: u64,
     last_ingest_ns: u64,
     last_quality: u32,
@@ -87,21 +118,46 @@ impl Stream {
         self.moments.first(v);
         self.interval_ns = 0.0;
         self.count = 1;
+        self.behind = u64::MAX;
     }
 
-    /// Takes a later sample: gaps, the sample interval, the rate alarm (into
-    /// `rate`) and the statistics. Returns the samples missing before it,
-    /// or `None` if its sequence went backwards (a restarted source).
-    fn follow(&mut self, s: &Sample, rule: Option<&Rule>, alpha: f64, beta: f64, rate: &mut Fire) -> Option<u64> {
-        let v = s.value;
-        let (steps, missing) = if s.seq > self.last_seq {
-            let missing = s.seq - self.last_seq - 1;
+    /// Places `s` against the newest sample (not yet taken) and moves the
+    /// window of what has arrived. A late sample fills its gap here.
+    fn place(&mut self, s: &Sample) -> Place {
+        if s.seq > self.last_seq {
+            let steps = s.seq - self.last_seq;
+            // Shift the window by `steps`; the old newest is `steps - 1`
+            // behind the new one, those between it and the new one are not
+            // here (yet).
+            let kept = if steps < 64 { self.behind << steps } else { 0 };
+            let newest = if steps <= 64 { 1 << (steps - 1) } else { 0 };
+            self.behind = kept | newest;
             // A sender chooses `seq`: jumps of 2^64 must not wrap.
-            self.gaps = self.gaps.saturating_add(missing);
-            (s.seq - self.last_seq, Some(missing))
-        } else {
-            (1, None)
-        };
+            self.gaps = self.gaps.saturating_add(steps - 1);
+            return Place::Next { steps };
+        }
+        let back = self.last_seq - s.seq;
+        if back > REORDER_WINDOW || s.sample_ns > self.last_sample_ns {
+            self.behind = u64::MAX;
+            return Place::Restarted;
+        }
+        if back == 0 {
+            return Place::Repeated;
+        }
+        let bit = 1u64 << (back - 1);
+        if self.behind & bit != 0 {
+            return Place::Repeated;
+        }
+        self.behind |= bit;
+        self.gaps = self.gaps.saturating_sub(1);
+        Place::Late
+    }
+
+    /// Takes a later sample, `steps` sequence numbers after the newest
+    /// (1 after a restart): the sample interval, the rate alarm (into
+    /// `rate`) and the statistics.
+    fn follow(&mut self, s: &Sample, steps: u64, rule: Option<&Rule>, alpha: f64, beta: f64, rate: &mut Fire) {
+        let v = s.value;
         let dt = s.sample_ns.wrapping_sub(self.last_sample_ns) as i64;
         if dt > 0 {
             let per = dt as f64 / steps as f64;
@@ -122,7 +178,6 @@ impl Stream {
         self.min = self.min.min(v);
         self.max = self.max.max(v);
         self.moments.take(v, self.count, alpha, beta);
-        missing
     }
 
     /// The low and high alarms' transitions for value `v` under `r`.
@@ -240,11 +295,32 @@ impl Twin {
             self.seen += 1;
             st.first(v);
         } else {
-            let missing = st.follow(s, rule, self.alpha, self.beta, &mut fire[2]);
-            match missing {
-                Some(n) => self.counters.gaps = self.counters.gaps.saturating_add(n),
-                None => self.counters.seq_resets += 1,
-            }
+            let steps = match st.place(s) {
+                Place::Next { steps } => {
+                    self.counters.gaps = self.counters.gaps.saturating_add(steps - 1);
+                    steps
+                }
+                Place::Restarted => {
+                    self.counters.seq_resets += 1;
+                    1
+                }
+                Place::Late => {
+                    // Its gap is filled; the statistics and the alarms
+                    // follow the newest sample, which this is not.
+                    self.counters.late += 1;
+                    self.counters.gaps = self.counters.gaps.saturating_sub(1);
+                    if !st.dirty {
+                        st.dirty = true;
+                        self.dirty.push(s.stream);
+                    }
+                    return;
+                }
+                Place::Repeated => {
+                    self.counters.repeated += 1;
+                    return;
+                }
+            };
+            st.follow(s, steps, rule, self.alpha, self.beta, &mut fire[2]);
         }
         if st.alarms & AlarmKind::Stale.flag() != 0 {
             let age = s.ingest_ns.saturating_sub(st.last_ingest_ns) as f64 / 1e9;
@@ -414,116 +490,5 @@ impl Twin {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn ns() -> helix::Namespace {
-        helix::Namespace::new("unit").unwrap()
-    }
-
-    fn sample(stream: u32, seq: u64, t_ms: u64, value: f64) -> Input {
-        let t = t_ms * 1_000_000;
-        Input::Sample(Sample { stream, quality: 0, seq, sample_ns: t, ingest_ns: t + 500, value })
-    }
-
-    #[test]
-    fn statistics_of_a_short_series() {
-        let cfg = TwinConfig::with_rules(ns(), 2, vec![]);
-        let mut t = Twin::new(&cfg, 9);
-        for (i, v) in [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0].into_iter().enumerate() {
-            t.input(&sample(1, i as u64, 10 * i as u64, v));
-        }
-        let s = t.state(1, 70_000_500, 3, 0).unwrap();
-        assert_eq!((s.count, s.min, s.max, s.mean, s.last), (8, 2.0, 9.0, 5.0, 9.0));
-        assert!((s.variance - 32.0 / 7.0).abs() < 1e-12, "{}", s.variance);
-        assert!((s.rate_hz - 100.0).abs() < 1e-9);
-        assert_eq!((s.period_ns, s.age_ns, s.instance, s.round), (10_000_000, 0, 9, 3));
-        assert!(t.state(0, 0, 0, 0).is_none());
-        assert_eq!(t.streams_seen(), 1);
-    }
-
-    #[test]
-    fn holt_prediction_follows_a_ramp_exactly() {
-        let cfg = TwinConfig::with_rules(ns(), 1, vec![]);
-        let mut t = Twin::new(&cfg, 1);
-        for i in 0..400 {
-            t.input(&sample(0, i, i * 10, 3.0 * i as f64));
-        }
-        let s = t.state(0, 0, 0, 0).unwrap();
-        assert!((s.prediction - 1200.0).abs() < 1e-6, "{}", s.prediction);
-        assert!((s.trend - 3.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn gaps_come_from_sequence_numbers_and_do_not_skew_the_rate() {
-        let cfg = TwinConfig::with_rules(ns(), 1, vec![]);
-        let mut t = Twin::new(&cfg, 1);
-        for seq in [0, 1, 2, 5, 6, 10] {
-            t.input(&sample(0, seq, seq * 10, 1.0));
-        }
-        let s = t.state(0, 0, 0, 0).unwrap();
-        assert_eq!((s.gaps, t.counters().gaps), (5, 5));
-        assert!((s.rate_hz - 100.0).abs() < 1e-9);
-        t.input(&sample(0, 0, 200, 1.0));
-        assert_eq!(t.counters().seq_resets, 1);
-    }
-
-    #[test]
-    fn bad_input_is_counted_not_taken() {
-        let cfg = TwinConfig::with_rules(ns(), 4, vec![]);
-        let mut t = Twin::new(&cfg, 1);
-        t.input(&Input::BadKind(7));
-        t.input(&Input::BadSize(12));
-        t.input(&sample(4, 0, 0, 1.0));
-        t.input(&sample(u32::MAX, 0, 0, 1.0));
-        t.input(&sample(0, 0, 0, f64::NAN));
-        t.input(&sample(0, 1, 0, f64::INFINITY));
-        let c = t.counters();
-        assert_eq!((c.frames, c.bad_kind, c.bad_size, c.rejected_streams, c.nonfinite), (6, 1, 1, 2, 2));
-        assert_eq!(t.streams_seen(), 0);
-    }
-
-    #[test]
-    fn limits_with_hysteresis_rate_and_stale() {
-        let rule = Rule {
-            streams: StreamRange { first: 0, last: 0 },
-            low: Some(0.0),
-            high: Some(10.0),
-            hysteresis: 1.0,
-            rate_limit: Some(500.0),
-            stale_after: Some(Duration::from_millis(100)),
-            period: None,
-        };
-        let cfg = TwinConfig::with_rules(ns(), 1, vec![rule]);
-        let mut t = Twin::new(&cfg, 1);
-        let mut log = vec![];
-        let feed = |t: &mut Twin, log: &mut Vec<(u64, u16, bool)>, seq: u64, v: f64| {
-            t.input(&sample(0, seq, seq * 10, v));
-            log.extend(t.take_events().map(|e| (seq, e.rule, e.action == ACTION_RAISE)));
-        };
-        // 5 -> 10.5 (high, and 550/s > 500/s) -> 9.5 (inside the band; 100/s
-        // clears rate) -> 8.9 (clears high) -> 3.9 (500/s is not above the
-        // limit) -> -1 (low) -> 0.5 (inside the band) -> 1.0 (clears low)
-        for (seq, v) in [(0, 5.0), (1, 10.5), (2, 9.5), (3, 8.9), (4, 3.9), (5, -1.0), (6, 0.5), (7, 1.0)] {
-            feed(&mut t, &mut log, seq, v);
-        }
-        let (h, l, r) = (AlarmKind::High.number(), AlarmKind::Low.number(), AlarmKind::Rate.number());
-        assert_eq!(log, [(1, h, true), (1, r, true), (2, r, false), (3, h, false), (5, l, true), (7, l, false)]);
-        assert_eq!(t.counters().alarms_active, 0);
-        // Stale: last ingest at 70 ms + 500 ns; 100 ms later is not yet
-        // stale, a nanosecond more is.
-        t.tick(170_000_500);
-        assert!(t.pending_events().is_empty());
-        t.tick(170_000_501);
-        let e: Vec<AlarmEvent> = t.take_events().collect();
-        assert_eq!(e.len(), 1);
-        assert_eq!((e[0].rule, e[0].action, e[0].sample_seq), (AlarmKind::Stale.number(), ACTION_RAISE, 7));
-        t.tick(900_000_000);
-        assert!(t.pending_events().is_empty(), "raised once");
-        assert_eq!(t.state(0, 0, 0, 0).unwrap().flags & FLAG_ALARM_STALE, FLAG_ALARM_STALE);
-        feed(&mut t, &mut log, 8, 2.0);
-        assert_eq!(log.last(), Some(&(8, AlarmKind::Stale.number(), false)));
-        assert_eq!(t.counters().alarms_active, 0);
-    }
-}
+#[path = "model_tests.rs"]
+mod tests;

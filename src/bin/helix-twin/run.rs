@@ -249,6 +249,12 @@ pub fn status_line(twin: &Twin, rate: Option<f64>, publisher: Option<&Publisher>
             c.rejected_streams, c.bad_kind, c.bad_size, c.nonfinite
         ));
     }
+    if c.late + c.repeated + c.seq_resets > 0 {
+        s.push_str(&format!(
+            "; out of order: {} late (their gaps filled), {} repeated, {} restarted sequences",
+            c.late, c.repeated, c.seq_resets
+        ));
+    }
     let (alarms, state) = publisher.map_or((0, 0), |p| (p.alarm_failed, p.state_failed));
     if alarms > 0 {
         s.push_str(&format!("; {alarms} alarm events not published"));

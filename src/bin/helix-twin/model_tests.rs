@@ -1,0 +1,188 @@
+//! The twin model's unit tests (beside `model.rs`, which includes them).
+
+use super::*;
+use std::time::Duration;
+
+fn ns() -> helix::Namespace {
+    helix::Namespace::new("unit").unwrap()
+}
+
+fn sample(stream: u32, seq: u64, t_ms: u64, value: f64) -> Input {
+    let t = t_ms * 1_000_000;
+    Input::Sample(Sample { stream, quality: 0, seq, sample_ns: t, ingest_ns: t + 500, value })
+}
+
+#[test]
+fn statistics_of_a_short_series() {
+    let cfg = TwinConfig::with_rules(ns(), 2, vec![]);
+    let mut t = Twin::new(&cfg, 9);
+    for (i, v) in [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0].into_iter().enumerate() {
+        t.input(&sample(1, i as u64, 10 * i as u64, v));
+    }
+    let s = t.state(1, 70_000_500, 3, 0).unwrap();
+    assert_eq!((s.count, s.min, s.max, s.mean, s.last), (8, 2.0, 9.0, 5.0, 9.0));
+    assert!((s.variance - 32.0 / 7.0).abs() < 1e-12, "{}", s.variance);
+    assert!((s.rate_hz - 100.0).abs() < 1e-9);
+    assert_eq!((s.period_ns, s.age_ns, s.instance, s.round), (10_000_000, 0, 9, 3));
+    assert!(t.state(0, 0, 0, 0).is_none());
+    assert_eq!(t.streams_seen(), 1);
+}
+
+#[test]
+fn holt_prediction_follows_a_ramp_exactly() {
+    let cfg = TwinConfig::with_rules(ns(), 1, vec![]);
+    let mut t = Twin::new(&cfg, 1);
+    for i in 0..400 {
+        t.input(&sample(0, i, i * 10, 3.0 * i as f64));
+    }
+    let s = t.state(0, 0, 0, 0).unwrap();
+    assert!((s.prediction - 1200.0).abs() < 1e-6, "{}", s.prediction);
+    assert!((s.trend - 3.0).abs() < 1e-6);
+}
+
+#[test]
+fn gaps_come_from_sequence_numbers_and_do_not_skew_the_rate() {
+    let cfg = TwinConfig::with_rules(ns(), 1, vec![]);
+    let mut t = Twin::new(&cfg, 1);
+    for seq in [0, 1, 2, 5, 6, 10] {
+        t.input(&sample(0, seq, seq * 10, 1.0));
+    }
+    let s = t.state(0, 0, 0, 0).unwrap();
+    assert_eq!((s.gaps, t.counters().gaps), (5, 5));
+    assert!((s.rate_hz - 100.0).abs() < 1e-9);
+    t.input(&sample(0, 0, 200, 1.0));
+    assert_eq!(t.counters().seq_resets, 1);
+}
+
+#[test]
+fn a_late_sample_fills_its_gap_and_a_repeated_one_is_not_taken() {
+    let cfg = TwinConfig::with_rules(ns(), 1, vec![]);
+    let mut t = Twin::new(&cfg, 1);
+    // 2 overtaken by 3 on the way: counted missing at 3, found at 2.
+    for seq in [0, 1, 3, 2, 4] {
+        t.input(&sample(0, seq, seq * 10, seq as f64));
+    }
+    let (s, c) = (t.state(0, 0, 0, 0).unwrap(), t.counters());
+    assert_eq!((s.gaps, c.gaps, c.late, c.seq_resets), (0, 0, 1, 0));
+    // The statistics follow the newest sample: 2 is not in them.
+    assert_eq!((s.count, s.last, s.last_seq, s.mean), (4, 4.0, 4, 2.0));
+    assert!((s.rate_hz - 100.0).abs() < 1e-9);
+    // Datagrams sent twice: the newest, and one behind it.
+    t.input(&sample(0, 4, 40, 4.0));
+    t.input(&sample(0, 3, 30, 3.0));
+    assert_eq!((t.counters().repeated, t.state(0, 0, 0, 0).unwrap().count), (2, 4));
+    // A jump past the whole window, then one from inside it and one
+    // from just outside it (taken as a restart).
+    t.input(&sample(0, 100, 1000, 100.0));
+    assert_eq!(t.counters().gaps, 95);
+    t.input(&sample(0, 100 - REORDER_WINDOW, 360, 36.0));
+    t.input(&sample(0, 99 - REORDER_WINDOW, 350, 35.0));
+    let c = t.counters();
+    assert_eq!((c.gaps, c.late, c.seq_resets), (94, 2, 1));
+    // A restarted source's samples are newer: taken, whatever their
+    // sequence; and one from before the restart fills nothing.
+    t.input(&sample(0, 3, 2000, 7.0));
+    t.input(&sample(0, 2, 990, 7.0));
+    let (s, c) = (t.state(0, 0, 0, 0).unwrap(), t.counters());
+    assert_eq!((c.seq_resets, c.repeated, c.gaps, s.last_seq, s.last), (2, 3, 94, 3, 7.0));
+}
+
+proptest::proptest! {
+    /// A sequence with some samples lost and the rest delivered out
+    /// of order, none further than the window from its place: the
+    /// gaps are the lost ones, each delivered sample is taken once,
+    /// late or in order, and none is seen as a restart.
+    #[test]
+    fn gaps_are_the_samples_lost_however_the_rest_are_reordered(
+        kept in proptest::collection::vec(proptest::bool::weighted(0.8), 1..400),
+        delays in proptest::collection::vec(0..REORDER_WINDOW, 400),
+        repeats in proptest::collection::vec(proptest::bool::weighted(0.05), 400),
+    ) {
+        let cfg = TwinConfig::with_rules(ns(), 1, vec![]);
+        let mut t = Twin::new(&cfg, 1);
+        // Sequence 0 first (the twin measures from its first sample);
+        // each later one is delivered at its sequence plus a delay
+        // below the window, in that order, sometimes twice.
+        let mut arrivals: Vec<(u64, u64)> = kept
+            .iter()
+            .enumerate()
+            .filter(|&(seq, &k)| k && seq > 0)
+            .map(|(seq, _)| (seq as u64 + delays[seq], seq as u64))
+            .collect();
+        arrivals.sort();
+        t.input(&sample(0, 0, 0, 0.0));
+        for &(_, seq) in &arrivals {
+            t.input(&sample(0, seq, seq, seq as f64));
+            if repeats[seq as usize] {
+                t.input(&sample(0, seq, seq, seq as f64));
+            }
+        }
+        let newest = arrivals.iter().map(|&(_, seq)| seq).max().unwrap_or(0);
+        let lost = (1..newest).filter(|&seq| !kept[seq as usize]).count() as u64;
+        let c = t.counters();
+        let s = t.state(0, 0, 0, 0).unwrap();
+        proptest::prop_assert_eq!((c.gaps, s.gaps, c.seq_resets), (lost, lost, 0));
+        proptest::prop_assert_eq!(s.count + c.late, arrivals.len() as u64 + 1);
+        let twice = arrivals.iter().filter(|&&(_, seq)| repeats[seq as usize]).count() as u64;
+        proptest::prop_assert_eq!(c.repeated, twice);
+        proptest::prop_assert_eq!(s.last_seq, newest);
+    }
+}
+
+#[test]
+fn bad_input_is_counted_not_taken() {
+    let cfg = TwinConfig::with_rules(ns(), 4, vec![]);
+    let mut t = Twin::new(&cfg, 1);
+    t.input(&Input::BadKind(7));
+    t.input(&Input::BadSize(12));
+    t.input(&sample(4, 0, 0, 1.0));
+    t.input(&sample(u32::MAX, 0, 0, 1.0));
+    t.input(&sample(0, 0, 0, f64::NAN));
+    t.input(&sample(0, 1, 0, f64::INFINITY));
+    let c = t.counters();
+    assert_eq!((c.frames, c.bad_kind, c.bad_size, c.rejected_streams, c.nonfinite), (6, 1, 1, 2, 2));
+    assert_eq!(t.streams_seen(), 0);
+}
+
+#[test]
+fn limits_with_hysteresis_rate_and_stale() {
+    let rule = Rule {
+        streams: StreamRange { first: 0, last: 0 },
+        low: Some(0.0),
+        high: Some(10.0),
+        hysteresis: 1.0,
+        rate_limit: Some(500.0),
+        stale_after: Some(Duration::from_millis(100)),
+        period: None,
+    };
+    let cfg = TwinConfig::with_rules(ns(), 1, vec![rule]);
+    let mut t = Twin::new(&cfg, 1);
+    let mut log = vec![];
+    let feed = |t: &mut Twin, log: &mut Vec<(u64, u16, bool)>, seq: u64, v: f64| {
+        t.input(&sample(0, seq, seq * 10, v));
+        log.extend(t.take_events().map(|e| (seq, e.rule, e.action == ACTION_RAISE)));
+    };
+    // 5 -> 10.5 (high, and 550/s > 500/s) -> 9.5 (inside the band; 100/s
+    // clears rate) -> 8.9 (clears high) -> 3.9 (500/s is not above the
+    // limit) -> -1 (low) -> 0.5 (inside the band) -> 1.0 (clears low)
+    for (seq, v) in [(0, 5.0), (1, 10.5), (2, 9.5), (3, 8.9), (4, 3.9), (5, -1.0), (6, 0.5), (7, 1.0)] {
+        feed(&mut t, &mut log, seq, v);
+    }
+    let (h, l, r) = (AlarmKind::High.number(), AlarmKind::Low.number(), AlarmKind::Rate.number());
+    assert_eq!(log, [(1, h, true), (1, r, true), (2, r, false), (3, h, false), (5, l, true), (7, l, false)]);
+    assert_eq!(t.counters().alarms_active, 0);
+    // Stale: last ingest at 70 ms + 500 ns; 100 ms later is not yet
+    // stale, a nanosecond more is.
+    t.tick(170_000_500);
+    assert!(t.pending_events().is_empty());
+    t.tick(170_000_501);
+    let e: Vec<AlarmEvent> = t.take_events().collect();
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].rule, e[0].action, e[0].sample_seq), (AlarmKind::Stale.number(), ACTION_RAISE, 7));
+    t.tick(900_000_000);
+    assert!(t.pending_events().is_empty(), "raised once");
+    assert_eq!(t.state(0, 0, 0, 0).unwrap().flags & FLAG_ALARM_STALE, FLAG_ALARM_STALE);
+    feed(&mut t, &mut log, 8, 2.0);
+    assert_eq!(log.last(), Some(&(8, AlarmKind::Stale.number(), false)));
+    assert_eq!(t.counters().alarms_active, 0);
+}
