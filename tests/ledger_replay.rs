@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
@@ -298,6 +298,15 @@ fn a_paced_replay_cuts_a_recorded_pause_to_max_pause_and_says_so() {
     let o = replay_cmd(&env, &dir, &["--ring", "t", "--max-pause=-1"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(2) && err.contains("\"-1\": expected seconds, 0 or more"), "{err}");
+    // Without --max-pause the replay waits the pause out whole, and says
+    // so before it begins (it said nothing: an hour of silence). It is
+    // stopped once it has said it.
+    let mut child = Reaped::new(replay_cmd(&env, &dir, &["--ring", "t", "--into", "whole"]).spawn().unwrap());
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let said = "waiting 1000.0 s before recorded sequence 21: the recording pauses here; --max-pause cuts such pauses";
+    let line = lines.next().expect("a line on stderr before the wait").unwrap();
+    assert_eq!(line, said);
+    assert_eq!(RingView::attach(&env.ns, "whole").unwrap().stats().published, 20, "what precedes the pause went out");
 }
 
 #[test]

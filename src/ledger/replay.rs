@@ -184,10 +184,25 @@ pub fn replay(
     pacing: impl Into<Pacing>,
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
 ) -> Result<Replayed, ReplayError> {
+    replay_telling_waits(dir, range, pacing, open, |_, _| {})
+}
+
+/// [`replay`], telling `waiting` of each wait of a paced replay before it
+/// begins: how long it is, and the first recorded sequence it holds back
+/// (so that a program can say why nothing moves during a long pause in
+/// the recording).
+pub fn replay_telling_waits(
+    dir: &Path,
+    range: &Range,
+    pacing: impl Into<Pacing>,
+    open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
+    waiting: impl FnMut(Duration, u64),
+) -> Result<Replayed, ReplayError> {
     let largest = largest_payload(dir, range)?;
     let open = move |decl: &RingDecl| open(&RingDecl { max_payload: largest.max(decl.max_payload), ..decl.clone() });
     let pacing = pacing.into();
-    let mut run = Run { range, pacing, open: Some(open), writer: None, clock: None, done: Replayed::default() };
+    let mut run =
+        Run { range, pacing, open: Some(open), waiting, writer: None, clock: None, done: Replayed::default() };
     let mut seen = false;
     let mut failed = None;
     let walked = walk_blocks(dir, |chain, block, _, _| {
@@ -267,10 +282,11 @@ fn in_range(range: &Range, block: &BlockView<'_>) -> InRange {
 }
 
 /// A replay in progress.
-struct Run<'a, F> {
+struct Run<'a, F, W> {
     range: &'a Range,
     pacing: Pacing,
     open: Option<F>,
+    waiting: W,
     writer: Option<Writer>,
     clock: Option<Clock>,
     done: Replayed,
@@ -303,7 +319,7 @@ impl Clock {
     }
 }
 
-impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
+impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64)> Run<'_, F, W> {
     /// Publishes what `block` (of the ring replayed, declared by `decl`)
     /// holds of the range; breaks once the ring is past it.
     fn block(&mut self, decl: &RingDecl, block: &BlockView<'_>) -> Result<ControlFlow<()>, ReplayError> {
@@ -316,7 +332,7 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
             let open = self.open.take().expect("opened once");
             self.writer = Some(open(decl)?);
         }
-        self.wait_for(block.header.recv_ns);
+        self.wait_for(block.header.recv_ns, lo);
         let w = self.writer.as_mut().expect("opened above");
         match block.rtype() {
             Some(RecordType::Frame) => {
@@ -337,9 +353,10 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
         Ok(if hi == self.range.to { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     }
 
-    /// Sleeps until a block read at `recv_ns` is due at the pace (a pause
-    /// longer than the longest allowed cut to it).
-    fn wait_for(&mut self, recv_ns: u64) {
+    /// Sleeps until a block read at `recv_ns`, from sequence `first` on,
+    /// is due at the pace (a pause longer than the longest allowed cut to
+    /// it), telling `waiting` first.
+    fn wait_for(&mut self, recv_ns: u64, first: u64) {
         let Some(factor) = self.pacing.pace.factor() else { return };
         let clock = self.clock.get_or_insert(Clock { start: Instant::now(), last: recv_ns, due: Duration::ZERO });
         if let Some(cut) = clock.advance(recv_ns, factor, self.pacing.max_pause) {
@@ -350,6 +367,7 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>> Run<'_, F> {
         let wait =
             clock.start.checked_add(clock.due).map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if !wait.is_zero() {
+            (self.waiting)(wait, first);
             std::thread::sleep(wait);
         }
     }

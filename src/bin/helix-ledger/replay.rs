@@ -54,6 +54,10 @@ pub struct ReplayArgs {
     json: bool,
 }
 
+/// A paced replay says so on stderr before a wait this long or longer:
+/// nothing moves meanwhile.
+const SAY_WAIT: Duration = Duration::from_secs(10);
+
 /// Replays; returns false (after printing what was replayed) if the ledger
 /// stopped verifying on the way.
 pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
@@ -83,7 +87,16 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         Ok(w)
     };
     let pacing = Pacing { pace: a.pace, max_pause: a.max_pause };
-    let (done, verified) = match replay::replay(&a.dir, &range, pacing, open) {
+    let say_wait = |wait: Duration, seq: u64| {
+        if wait >= SAY_WAIT {
+            let cut = if a.max_pause.is_some() { "" } else { "; --max-pause cuts such pauses" };
+            eprintln!(
+                "waiting {:.1} s before recorded sequence {seq}: the recording pauses here{cut}",
+                wait.as_secs_f64()
+            );
+        }
+    };
+    let (done, verified) = match replay::replay_telling_waits(&a.dir, &range, pacing, open, say_wait) {
         Ok(done) => (done, true),
         Err(ReplayError::Verify(f)) => {
             eprintln!("FAILED: the ledger does not verify (what precedes the bad block was replayed): {f}");
