@@ -98,7 +98,6 @@ impl Control {
         let inner = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the control connection is closed"))?;
         let request = request.unwrap_or_else(|| inner.next_request());
         self.last_request = Some(request);
-        let inner = self.inner.as_mut().expect("checked above");
         let cmd = Command::new(op, request, source, stream, value);
         let failed = |e: helix::control::ControlError| ControlError::new_err(e.to_string());
         let start = Instant::now();
