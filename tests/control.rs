@@ -1111,6 +1111,61 @@ fn a_stalled_ledger_of_telemetry_and_commands_holds_the_commands_past_the_stall_
     continue_and_expect_applied(&mut l, &mut ctl, request, held);
 }
 
+#[test]
+fn a_gating_reader_of_control_log_that_never_reads_is_demoted_and_the_audit_reader_is_not() {
+    // Anyone who may join control.log (its group, by the ring's mode)
+    // joined it as a gating reader and never read: the log filled, and
+    // every command waited for good, since the control thread never waits
+    // on the log (nothing demoted the reader). Now it is demoted after the
+    // ring's stall timeout; the audit reader ("helix-ledger", played here
+    // by the test, stalled at the same time) is spared.
+    let env = Env::watched("control.log squatter", Duration::from_secs(90));
+    let cfg = config_with(&env, 64, 4, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("name = \"control.log\"\n", "name = \"control.log\"\nstall_timeout_ms = 300\n"))
+        .unwrap();
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&cfg));
+    let gating = |name: &str| ReaderOptions { name: name.into(), gating: true, ..Default::default() };
+    let mut audit = Reader::attach(&env.ns, "control.log", &gating("helix-ledger")).unwrap();
+    let _squatter = Reader::attach(&env.ns, "control.log", &gating("squatter")).unwrap();
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    // More commands than the log has slots: it fills.
+    let requests: Vec<u64> = (0..100)
+        .map(|i| {
+            let request = ctl.next_request();
+            ctl.post(&Command::set(request, "", 1, i as f64), Duration::from_secs(10)).unwrap();
+            request
+        })
+        .collect();
+    let view = helix::RingView::attach(&env.ns, "control.log").unwrap();
+    let entry = |name: &str| view.stats().readers.into_iter().find(|r| r.name == name).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !entry("squatter").demoted {
+        assert!(Instant::now() < deadline, "the squatter still holds control.log full: {:?}", entry("squatter"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Both held the log from the same moment; the audit reader still gates.
+    let ledger = entry("helix-ledger");
+    assert!(ledger.gating && !ledger.demoted, "{ledger:?}");
+    assert!(answers(&env).is_empty(), "applied before the audit reader read the records");
+    // The audit reader reads on: every command is answered, applied.
+    let answered = |acks: &[Ack]| requests.iter().all(|q| acks.iter().any(|a| a.request == *q));
+    let mut acks = answers(&env);
+    while !answered(&acks) {
+        assert!(Instant::now() < deadline, "{} of {} commands answered", acks.len(), requests.len());
+        while audit.try_read_pod::<LogRecord>().is_ok() {}
+        std::thread::sleep(Duration::from_millis(10));
+        acks = answers(&env);
+    }
+    assert!(acks.iter().all(|a| a.outcome() == Some(Ok(()))), "{acks:?}");
+    common::signal(&d.0, libc::SIGTERM);
+    let log = common::stderr_of(&mut d.0);
+    assert!(d.0.wait().unwrap().success(), "{log}");
+    assert!(log.contains("demoted reader \"squatter\""), "{log}");
+    assert!(!log.contains("demoted reader \"helix-ledger\""), "{log}");
+}
+
 /// A sender may write the control ring's doorbell, and so break it. That
 /// hurts nobody for long: the running helixd replaces a doorbell shrunk
 /// under it (on its next sweep), a helixd (re)starting replaces a broken

@@ -422,6 +422,23 @@ impl Writer {
         &self.region.geometry
     }
 
+    /// Demotes the gating reader in entry `index` (as
+    /// [`ReaderStats::index`](super::ReaderStats::index) numbers them) if
+    /// the entry is still pid `pid`'s and it still gates; returns whether
+    /// this call did it. What a waiting writer does to a reader that stalls
+    /// for the stall timeout, for a writer that never waits (it claims with
+    /// [`Writer::try_claim`]) and so judges stalls by its own rule.
+    pub fn demote(&self, index: usize, pid: u32) -> bool {
+        if index >= self.region.geometry.max_readers as usize {
+            return false;
+        }
+        let e = self.region.entry(index);
+        // SYNC POINT: reader entry published (its owner, checked again by
+        // the compare-and-swap in `demote`).
+        let state = e.state.load(Ordering::Acquire);
+        is_active(state) && entry_parts(state).0 == pid && super::demote(&self.region, e, state)
+    }
+
     /// As [`RingView::check_owner`](super::RingView::check_owner), of the
     /// mapping this writer writes: a program that writes a ring its readers
     /// act on (the twin's state and alarms) writes only such a ring.

@@ -7,12 +7,15 @@
 //! Nothing here can hold telemetry back: sources take directives between
 //! two commits from an inbox they look at once per turn, and this thread
 //! never waits on a ring (a full `control.log` leaves records queued, and
-//! a full queue leaves them in the senders' lanes).
+//! a full queue leaves them in the senders' lanes; a gating reader other
+//! than the audit reader that holds the log full is demoted after the
+//! ring's stall timeout, [`stall`]).
 
 mod forward;
 mod journal;
 mod judge;
 mod recover;
+mod stall;
 mod window;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -136,6 +139,7 @@ impl ControlThread {
             journal,
             journal_failing: false,
             log_refused: false,
+            log_stalls: stall::LogStalls::default(),
         };
         flow.recover(ns, recovered)?;
         let mut path = Path { fan, flow, bell_failing: false };
@@ -252,6 +256,8 @@ struct Flow {
     journal_failing: bool,
     /// `control.log` refused a claim other than for want of room.
     log_refused: bool,
+    /// Gating readers of `control.log` seen holding it full.
+    log_stalls: stall::LogStalls,
 }
 
 impl Path {
@@ -282,6 +288,8 @@ impl Path {
                 // Dead senders' lanes are freed once drained (issue 16's sweep).
                 self.fan.sweep(|e| report_dropped(&e));
                 self.repair_bell();
+                let (f, lanes) = (&mut self.flow, self.fan.geometry().lanes as u64);
+                f.log_stalls.check(&f.log, &f.log_view, f.audit_reader.as_deref(), lanes, Instant::now());
                 next_sweep = Instant::now() + Duration::from_secs(1);
             }
         }
