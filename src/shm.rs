@@ -349,6 +349,17 @@ pub(crate) fn open_file(path: &Path, writable: bool) -> io::Result<File> {
 /// `gid` if given, an exclusive lock (see [`try_lock`]) held on it, and
 /// `size` bytes reserved with `posix_fallocate`, so a full `/dev/shm` is an
 /// error now rather than a SIGBUS on first touch.
+/// Whether what is at `path` (anything, the link itself if it is one)
+/// holds a ring's name against this process: it exists and is this
+/// user's (effective uid) or root's. Another user's does not: anyone may
+/// make files in `/dev/shm`, and a stranger's must not keep this user's
+/// ring of the other kind from being made (attaching to the stranger's
+/// is refused where it matters: [`ForeignRing`](crate::ring::ForeignRing)).
+pub(crate) fn holds_name(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.symlink_metadata().is_ok_and(|m| m.uid() == 0 || m.uid() == crate::process::my_uid())
+}
+
 pub(crate) fn create_unnamed(size: u64, mode: u32, gid: Option<u32>) -> Result<File, (&'static str, io::Error)> {
     create_unnamed_in(Path::new(SHM_DIR), size, mode, gid)
 }

@@ -295,9 +295,24 @@ fn a_broadcast_ring_and_a_fan_in_ring_may_not_share_a_name() {
         ),
         other => panic!("{:?}", other.map(|_| ())),
     }
-    // A repair makes the ring again through the same door.
     assert!(matches!(Ring::recreate(&ns, "fan", &opts(64)), Err(CreateError::FanInNamed { .. })));
     assert_eq!(ns.files(), [format!("{}.fan@fanin", ns.as_str())], "the refusal made nothing");
+    // A repair (recreate) is refused before it takes the old ring down.
+    let old = Ring::create(&ns, "both", &opts(64)).unwrap();
+    old.writer().unwrap().publish(b"kept").unwrap();
+    drop(old);
+    std::fs::create_dir(dir_path(&ns, "both")).unwrap();
+    assert!(matches!(Ring::recreate(&ns, "both", &opts(64)), Err(CreateError::FanInNamed { .. })));
+    assert_eq!(RingView::attach(&ns, "both").unwrap().stats().published, 1, "the old ring is still there");
+    // Another user's folder holds no name of this user's: anyone may make
+    // one in /dev/shm (needs root to make it another user's).
+    if helix::process::my_uid() == 0 {
+        std::os::unix::fs::chown(dir_path(&ns, "both"), Some(65534), None).unwrap();
+        assert_fresh(&Ring::recreate(&ns, "both", &opts(64)).unwrap());
+    } else {
+        eprintln!("not root: another user's fan-in folder not tried");
+    }
+    std::fs::remove_dir(dir_path(&ns, "both")).unwrap();
 
     let ring = Ring::create(&ns, "ring", &opts(64)).unwrap();
     match FanIn::create(&ns, "ring", &fan_opts) {

@@ -20,8 +20,9 @@ pub enum FanInError {
     /// A fan-in ring of that name already exists.
     #[error("{path} already exists (attach to it, or unlink it first)")]
     Exists { path: PathBuf },
-    /// A broadcast ring of that name exists: the two kinds share one name
-    /// space, so that a name means one ring to every tool.
+    /// A broadcast ring of that name (either of its files), this user's or
+    /// root's, exists: the two kinds share one name space, so that a name
+    /// means one ring to every tool.
     #[error("a broadcast ring named {ring:?} exists ({path}); a fan-in ring may not share its name (choose another, or remove that ring first)")]
     BroadcastNamed { ring: String, path: PathBuf },
     /// No such fan-in ring.

@@ -104,7 +104,7 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
         return Err(FanInError::Exists { path: dir });
     }
     let broadcast = [ns.data_path(name), ns.readers_path(name)];
-    if let Some(path) = broadcast.into_iter().find(|p| p.symlink_metadata().is_ok()) {
+    if let Some(path) = broadcast.into_iter().find(|p| shm::holds_name(p)) {
         return Err(FanInError::BroadcastNamed { ring: name.to_owned(), path });
     }
     let created_ns = crate::process::realtime_ns();

@@ -24,8 +24,9 @@ pub enum CreateError {
     /// A ring of that name already exists.
     #[error("{path} already exists (attach to it, or unlink it first)")]
     Exists { path: PathBuf },
-    /// A fan-in ring of that name exists: the two kinds share one name
-    /// space, so that a name means one ring to every tool.
+    /// A fan-in ring of that name, this user's or root's, exists: the two
+    /// kinds share one name space, so that a name means one ring to every
+    /// tool.
     #[error("a fan-in ring named {ring:?} exists ({path}); a broadcast ring may not share its name (choose another, or remove that ring first)")]
     FanInNamed { ring: String, path: PathBuf },
     /// The ring's data file exists without its control file (removed by

@@ -249,6 +249,8 @@ pub(crate) fn missing_data(ns: &Namespace, name: &str) -> Option<AttachError> {
 pub(crate) fn recreate(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Region, CreateError> {
     shm::validate_ring_name(name)?;
     opts.validate()?;
+    // Before the old ring is taken down: refused, it stays.
+    region::refuse_fan_in_named(ns, name)?;
     let dpath = ns.data_path(name);
     for _ in 0..ATTEMPTS {
         // Holding the old ring's lease while replacing it keeps any other

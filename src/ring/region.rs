@@ -198,16 +198,23 @@ fn io_err(path: &Path, op: &'static str, source: std::io::Error) -> CreateError 
     }
 }
 
+/// Refuses `name` while a fan-in ring of this user's (or root's) has it:
+/// one name is one ring.
+pub(super) fn refuse_fan_in_named(ns: &Namespace, name: &str) -> Result<(), CreateError> {
+    let fanin = crate::fanin::files::dir_path(ns, name);
+    match shm::holds_name(&fanin) {
+        true => Err(CreateError::FanInNamed { ring: name.to_owned(), path: fanin }),
+        false => Ok(()),
+    }
+}
+
 /// Creates a new ring: both files unnamed, sized and initialised (version
 /// words last), then published by name, control file first and data file
 /// last (see `lifecycle::publish` for what an attacher sees at each step).
 pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<Region, CreateError> {
     shm::validate_ring_name(name)?;
     let slot_size = opts.validate()?;
-    let fanin = crate::fanin::files::dir_path(ns, name);
-    if fanin.symlink_metadata().is_ok() {
-        return Err(CreateError::FanInNamed { ring: name.to_owned(), path: fanin });
-    }
+    refuse_fan_in_named(ns, name)?;
     let data_path = ns.data_path(name);
     let readers_path = ns.readers_path(name);
     let data_size = ring_file_size(opts.capacity, slot_size);
