@@ -55,11 +55,12 @@ pub struct Counters {
     /// [`REORDER_WINDOW`] (a restarted source): taken, no gap counted.
     pub seq_resets: u64,
     /// Samples that arrived after a newer one of their stream (reordered
-    /// on the way), each filling the gap counted when it was skipped: not
-    /// taken into the statistics, which follow the newest sample.
+    /// on the way), each filling the gap counted when it was skipped:
+    /// taken into the statistics that do not depend on order (see
+    /// `Twin::out_of_order`).
     pub late: u64,
     /// Samples of a sequence number their stream had already taken (a
-    /// repeated datagram): not taken.
+    /// repeated datagram): not taken (they may raise an alarm).
     pub repeated: u64,
     /// Alarm events produced.
     pub alarm_events: u64,
@@ -304,21 +305,8 @@ impl Twin {
                     self.counters.seq_resets += 1;
                     1
                 }
-                Place::Late => {
-                    // Its gap is filled; the statistics and the alarms
-                    // follow the newest sample, which this is not.
-                    self.counters.late += 1;
-                    self.counters.gaps = self.counters.gaps.saturating_sub(1);
-                    if !st.dirty {
-                        st.dirty = true;
-                        self.dirty.push(s.stream);
-                    }
-                    return;
-                }
-                Place::Repeated => {
-                    self.counters.repeated += 1;
-                    return;
-                }
+                Place::Late => return self.out_of_order(s, true),
+                Place::Repeated => return self.out_of_order(s, false),
             };
             st.follow(s, steps, rule, self.alpha, self.beta, &mut fire[2]);
         }
@@ -340,6 +328,38 @@ impl Twin {
             self.dirty.push(s.stream);
         }
         for (kind, raise, value, limit) in fire.into_iter().flatten() {
+            self.event(s.stream, kind, raise, s.ingest_ns, s.seq, value, limit);
+        }
+    }
+
+    /// A sample behind its stream's newest: a late one ([`Place::Late`])
+    /// fills its gap and goes into the statistics that do not depend on
+    /// order (count, min, max, mean, variance), a repeated one into none.
+    /// Either may raise a low or high alarm, which shows the excursion
+    /// happened, and never clears one: the newest sample says what holds
+    /// now. (So a sender that gets samples in ahead of an instrument's
+    /// cannot keep the instrument's excursions from raising alarms.) The
+    /// last value, the smoothing, the rate and staleness follow the newest.
+    #[cold]
+    fn out_of_order(&mut self, s: &Sample, late: bool) {
+        let (i, v) = (s.stream as usize, s.value);
+        let rule = self.rules.get(self.rule_of[i] as usize);
+        let st = &mut self.streams[i];
+        if late {
+            self.counters.late += 1;
+            self.counters.gaps = self.counters.gaps.saturating_sub(1);
+            st.count += 1;
+            (st.min, st.max) = (st.min.min(v), st.max.max(v));
+            st.moments.take_unordered(v, st.count);
+            if !st.dirty {
+                st.dirty = true;
+                self.dirty.push(s.stream);
+            }
+        } else {
+            self.counters.repeated += 1;
+        }
+        let raises = rule.map_or([None; 2], |r| st.limits(r, v)).map(|f| f.filter(|&(_, raise, _, _)| raise));
+        for (kind, raise, value, limit) in raises.into_iter().flatten() {
             self.event(s.stream, kind, raise, s.ingest_ns, s.seq, value, limit);
         }
     }

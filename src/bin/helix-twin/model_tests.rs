@@ -55,7 +55,7 @@ fn gaps_come_from_sequence_numbers_and_do_not_skew_the_rate() {
 }
 
 #[test]
-fn a_late_sample_fills_its_gap_and_a_repeated_one_is_not_taken() {
+fn a_late_sample_fills_its_gap_and_a_repeated_one_is_not_taken_twice() {
     let cfg = TwinConfig::with_rules(ns(), 1, vec![]);
     let mut t = Twin::new(&cfg, 1);
     // 2 overtaken by 3 on the way: counted missing at 3, found at 2.
@@ -64,13 +64,14 @@ fn a_late_sample_fills_its_gap_and_a_repeated_one_is_not_taken() {
     }
     let (s, c) = (t.state(0, 0, 0, 0).unwrap(), t.counters());
     assert_eq!((s.gaps, c.gaps, c.late, c.seq_resets), (0, 0, 1, 0));
-    // The statistics follow the newest sample: 2 is not in them.
-    assert_eq!((s.count, s.last, s.last_seq, s.mean), (4, 4.0, 4, 2.0));
+    // 2 is in the statistics that do not depend on order; the last value,
+    // the smoothing and the rate follow the newest sample.
+    assert_eq!((s.count, s.min, s.max, s.mean, s.last, s.last_seq), (5, 0.0, 4.0, 2.0, 4.0, 4));
     assert!((s.rate_hz - 100.0).abs() < 1e-9);
     // Datagrams sent twice: the newest, and one behind it.
     t.input(&sample(0, 4, 40, 4.0));
     t.input(&sample(0, 3, 30, 3.0));
-    assert_eq!((t.counters().repeated, t.state(0, 0, 0, 0).unwrap().count), (2, 4));
+    assert_eq!((t.counters().repeated, t.state(0, 0, 0, 0).unwrap().count), (2, 5));
     // A jump past the whole window, then one from inside it and one
     // from just outside it (taken as a restart).
     t.input(&sample(0, 100, 1000, 100.0));
@@ -91,7 +92,8 @@ proptest::proptest! {
     /// A sequence with some samples lost and the rest delivered out
     /// of order, none further than the window from its place: the
     /// gaps are the lost ones, each delivered sample is taken once,
-    /// late or in order, and none is seen as a restart.
+    /// late or in order (the mean is theirs), and none is seen as a
+    /// restart.
     #[test]
     fn gaps_are_the_samples_lost_however_the_rest_are_reordered(
         kept in proptest::collection::vec(proptest::bool::weighted(0.8), 1..400),
@@ -122,11 +124,48 @@ proptest::proptest! {
         let c = t.counters();
         let s = t.state(0, 0, 0, 0).unwrap();
         proptest::prop_assert_eq!((c.gaps, s.gaps, c.seq_resets), (lost, lost, 0));
-        proptest::prop_assert_eq!(s.count + c.late, arrivals.len() as u64 + 1);
+        proptest::prop_assert_eq!(s.count, arrivals.len() as u64 + 1);
+        let sum: u64 = arrivals.iter().map(|&(_, seq)| seq).sum();
+        let mean = sum as f64 / s.count as f64;
+        proptest::prop_assert!((s.mean - mean).abs() <= 1e-9 * mean.max(1.0), "{} against {}", s.mean, mean);
         let twice = arrivals.iter().filter(|&&(_, seq)| repeats[seq as usize]).count() as u64;
         proptest::prop_assert_eq!(c.repeated, twice);
         proptest::prop_assert_eq!(s.last_seq, newest);
     }
+}
+
+#[test]
+fn a_sample_behind_the_newest_raises_an_alarm_and_never_clears_one() {
+    let rule = Rule {
+        streams: StreamRange { first: 0, last: 0 },
+        low: None,
+        high: Some(10.0),
+        hysteresis: 0.0,
+        rate_limit: None,
+        stale_after: None,
+        period: None,
+    };
+    let mut t = Twin::new(&TwinConfig::with_rules(ns(), 1, vec![rule]), 1);
+    let events = |t: &mut Twin, seq: u64, t_ms: u64, v: f64| {
+        t.input(&sample(0, seq, t_ms, v));
+        t.take_events().map(|e| (e.sample_seq, e.action == ACTION_RAISE)).collect::<Vec<_>>()
+    };
+    assert!(events(&mut t, 0, 0, 1.0).is_empty());
+    assert!(events(&mut t, 2, 20, 1.0).is_empty());
+    // Late, and above the limit: it happened, so it raises.
+    assert_eq!(events(&mut t, 1, 10, 11.0), [(1, true)]);
+    // Late and inside the limit: the newest sample says what holds now.
+    assert!(events(&mut t, 3, 30, 12.0).is_empty(), "still raised");
+    t.input(&sample(0, 5, 50, 12.0));
+    assert!(events(&mut t, 4, 40, 1.0).is_empty(), "a late sample cleared the alarm");
+    assert_eq!(events(&mut t, 6, 60, 1.0), [(6, false)]);
+    // A sender that gets a sequence number in ahead of the instrument
+    // (a normal value, dated in the future) does not hide the instrument's
+    // excursion, which then arrives as a repeat.
+    assert!(events(&mut t, 7, u64::MAX / 1_000_000, 1.0).is_empty());
+    assert_eq!(events(&mut t, 7, 70, 50.0), [(7, true)]);
+    let c = t.counters();
+    assert_eq!((c.late, c.repeated, c.alarms_active), (2, 1, 1));
 }
 
 #[test]

@@ -66,6 +66,24 @@ impl Moments {
     /// Takes a later value, the stream's `count`th; `alpha` smooths the EWMA
     /// and the level, `beta` the trend.
     pub fn take(&mut self, v: f64, count: u64, alpha: f64, beta: f64) {
+        let v = self.add(v, count);
+        self.ewma += alpha * (v - self.ewma);
+        let prev = self.level;
+        self.level = alpha * v + (1.0 - alpha) * (self.level + self.trend);
+        self.trend = beta * (self.level - prev) + (1.0 - beta) * self.trend;
+    }
+
+    /// Takes a value that arrived after newer ones, the stream's `count`th:
+    /// into the sum, the mean and the variance, which do not depend on the
+    /// order; not into the EWMA, the level and the trend, which follow the
+    /// newest values.
+    pub fn take_unordered(&mut self, v: f64, count: u64) {
+        self.add(v, count);
+    }
+
+    /// Adds `v`, the `count`th value, to the sum, the mean and the sum of
+    /// squares; returns it at the scale it was added at.
+    fn add(&mut self, v: f64, count: u64) -> f64 {
         let v = self.fit(v);
         let sum = self.sum + v;
         // What the addition rounded away, from the smaller of the two.
@@ -77,10 +95,7 @@ impl Moments {
         if self.m2 > Moments::M2_LIMIT {
             self.rescale();
         }
-        self.ewma += alpha * (v - self.ewma);
-        let prev = self.level;
-        self.level = alpha * v + (1.0 - alpha) * (self.level + self.trend);
-        self.trend = beta * (self.level - prev) + (1.0 - beta) * self.trend;
+        v
     }
 
     /// `v` at the current scale, raised first until it fits.
