@@ -1118,7 +1118,8 @@ fn a_gating_reader_of_control_log_that_never_reads_is_demoted_and_the_audit_read
     // every command waited for good, since the control thread never waits
     // on the log (nothing demoted the reader). Now it is demoted after the
     // ring's stall timeout; the audit reader ("helix-ledger", played here
-    // by the test, stalled at the same time) is spared.
+    // by the test, stalled at the same time) is spared. (The rule's clock:
+    // helixd's unit test `control::stall::tests`.)
     let env = Env::watched("control.log squatter", Duration::from_secs(90));
     let cfg = config_with(&env, 64, 4, "");
     let text = std::fs::read_to_string(&cfg).unwrap();
