@@ -1,7 +1,8 @@
 //! In-process costs of helix-twin (criterion): the model taking in
-//! simulator samples at 10,000 streams, and the twin's reader draining a
+//! simulator samples at 10,000 streams, the twin's reader draining a
 //! ring full of them into the model (the frames/s it sustains when fed as
-//! fast as it can take). Through the real binaries: tools/perf-twin.
+//! fast as it can take), and publishing the state table of 50,000
+//! streams. Through the real binaries: tools/perf-twin.
 
 // The programs' files compiled in below bring their unit-test modules,
 // whose imports a bench does not use.
@@ -102,5 +103,60 @@ fn ring(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, model, ring);
+fn publishing(c: &mut Criterion) {
+    // The twin's output at 50,000 streams: a full snapshot (every stream
+    // has had a sample), as published every second, and an update with
+    // every stream changed, as at 100 Hz every `update_interval_ms`. The
+    // twin's loop reads no telemetry meanwhile.
+    const MANY: u32 = 50_000;
+    let mut cfg = config();
+    cfg.streams = MANY;
+    let ns = cfg.namespace.clone();
+    let opts =
+        |max_payload| RingOptions { capacity: 1 << 17, max_payload, policy: Policy::Overwrite, ..Default::default() };
+    let made: Vec<Ring> = [("twin.state", 176), ("alarms", 56)]
+        .into_iter()
+        .map(|(name, size)| {
+            let _ = Ring::unlink(&ns, name);
+            let r = Ring::create(&ns, name, &opts(size)).unwrap();
+            let _ = Ring::unlink(&ns, name);
+            r
+        })
+        .collect();
+    let mut publisher = publish::Publisher::new(made[0].writer().unwrap(), made[1].writer().unwrap());
+    let mut twin = Twin::new(&cfg, 1);
+    let sim = Sim { streams: MANY, rate_hz: 100.0, seed: 1 };
+    let mut next = 0u64;
+    let mut feed = |twin: &mut Twin| {
+        for _ in 0..MANY {
+            let mut s = sim.sample(next, 0);
+            s.ingest_ns = s.sample_ns;
+            twin.input(&Input::Sample(s));
+            next += 1;
+        }
+        twin.take_events().count()
+    };
+    let mut g = c.benchmark_group("twin publishing, 50,000 streams");
+    g.throughput(Throughput::Elements(MANY as u64));
+    g.sample_size(20);
+    feed(&mut twin);
+    g.bench_function("snapshot", |b| b.iter(|| publisher.snapshot(&mut twin, 1)));
+    g.bench_function("update, every stream changed", |b| {
+        // Only the update is timed: the samples that changed every stream
+        // go in before each.
+        b.iter_custom(|iters| {
+            let mut took = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                feed(&mut twin);
+                let t = std::time::Instant::now();
+                publisher.update(&mut twin, 1);
+                took += t.elapsed();
+            }
+            took
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, model, ring, publishing);
 criterion_main!(benches);
