@@ -343,12 +343,6 @@ pub(crate) fn open_file(path: &Path, writable: bool) -> io::Result<File> {
     std::fs::OpenOptions::new().read(true).write(writable).custom_flags(flags).open(path)
 }
 
-/// Creates an unnamed file in [`SHM_DIR`] (`O_TMPFILE`: it has no name until
-/// [`link_unnamed`] gives it one, and vanishes with its last reference if
-/// it never gets one) with exactly `mode` (not masked by the umask), group
-/// `gid` if given, an exclusive lock (see [`try_lock`]) held on it, and
-/// `size` bytes reserved with `posix_fallocate`, so a full `/dev/shm` is an
-/// error now rather than a SIGBUS on first touch.
 /// Whether what is at `path` (anything, the link itself if it is one)
 /// holds a ring's name against this process: it exists and is this
 /// user's (effective uid) or root's. Another user's does not: anyone may
@@ -360,6 +354,12 @@ pub(crate) fn holds_name(path: &Path) -> bool {
     path.symlink_metadata().is_ok_and(|m| m.uid() == 0 || m.uid() == crate::process::my_uid())
 }
 
+/// Creates an unnamed file in [`SHM_DIR`] (`O_TMPFILE`: it has no name until
+/// [`link_unnamed`] gives it one, and vanishes with its last reference if
+/// it never gets one) with exactly `mode` (not masked by the umask), group
+/// `gid` if given, an exclusive lock (see [`try_lock`]) held on it, and
+/// `size` bytes reserved with `posix_fallocate`, so a full `/dev/shm` is an
+/// error now rather than a SIGBUS on first touch.
 pub(crate) fn create_unnamed(size: u64, mode: u32, gid: Option<u32>) -> Result<File, (&'static str, io::Error)> {
     create_unnamed_in(Path::new(SHM_DIR), size, mode, gid)
 }

@@ -154,9 +154,9 @@ fn a_sample_behind_the_newest_raises_an_alarm_and_never_clears_one() {
     assert!(events(&mut t, 2, 20, 1.0).is_empty());
     // Late, and above the limit: it happened, so it raises.
     assert_eq!(events(&mut t, 1, 10, 11.0), [(1, true)]);
-    // Late and inside the limit: the newest sample says what holds now.
     assert!(events(&mut t, 3, 30, 12.0).is_empty(), "still raised");
     t.input(&sample(0, 5, 50, 12.0));
+    // Late and inside the limit: the newest sample says what holds now.
     assert!(events(&mut t, 4, 40, 1.0).is_empty(), "a late sample cleared the alarm");
     assert_eq!(events(&mut t, 6, 60, 1.0), [(6, false)]);
     // A sender that gets a sequence number in ahead of the instrument

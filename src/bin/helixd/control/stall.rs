@@ -27,10 +27,13 @@ struct Blocker {
     since: Instant,
 }
 
-/// The log's blockers as last seen.
+/// The log's blockers as last seen, and the readers demoted so far (by
+/// entry and pid: a reader that sets its entry gating again is demoted
+/// again, and said once).
 #[derive(Debug, Default)]
 pub(super) struct LogStalls {
     blockers: Vec<Blocker>,
+    demoted: Vec<(usize, u32)>,
 }
 
 impl LogStalls {
@@ -53,6 +56,8 @@ impl LogStalls {
             .iter()
             .filter(|r| r.alive && r.gating && r.cursor < need && Some(r.name.as_str()) != audit_reader)
             .collect();
+        // An entry whose reader left may be said again for its next one.
+        self.demoted.retain(|&(index, pid)| stats.readers.iter().any(|r| r.index == index && r.pid == pid));
         let same = |b: &Blocker, index: usize, pid: u32| b.index == index && b.pid == pid;
         // A reader that made the room it held, left, or no longer gates
         // starts again.
@@ -61,7 +66,10 @@ impl LogStalls {
             match self.blockers.iter().find(|b| same(b, r.index, r.pid)) {
                 None => self.blockers.push(Blocker { index: r.index, pid: r.pid, need, since: now }),
                 Some(b) if now.saturating_duration_since(b.since) >= stall => {
-                    if log.demote(r.index, r.pid) {
+                    if log.demote(r.index, r.pid) && !self.demoted.contains(&(r.index, r.pid)) {
+                        // Bounded: one a reader entry (a pid the entry held).
+                        self.demoted.retain(|&(index, _)| index != r.index);
+                        self.demoted.push((r.index, r.pid));
                         warn!(
                             "control: demoted reader {:?} (pid {}) of control.log from gating: it held the log full \
                              for {:.1} s without reading through sequence {} (the ring's stall timeout is {:.1} s), and \
