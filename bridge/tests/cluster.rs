@@ -212,6 +212,8 @@ struct Run<'a> {
     cluster: &'a mut Cluster,
     progress: &'a AtomicU64,
     allowed: &'a AtomicU64,
+    /// The stream's name.
+    stream: &'a str,
     begun: Instant,
 }
 
@@ -238,6 +240,8 @@ impl Run<'_> {
             1 => self.im.kill9(),
             _ => {
                 let node = (event / 3 % 3) as usize;
+                self.cluster.wait_current(self.stream, Duration::from_secs(120));
+                eprintln!("{:6.1} s: every node current; killing node {node}", self.begun.elapsed().as_secs_f64());
                 self.cluster.kill9(node);
                 // With one node of three down, the stream (R3) elects a
                 // leader among the other two and frames go on crossing.
@@ -293,8 +297,16 @@ fn a_million_frames_cross_a_cluster_under_kill_9() {
     let producer = thread::spawn(move || produce(writer, p, a));
 
     let events = 3 * KILLS_EACH;
-    let mut run =
-        Run { ex: &mut ex, im: &mut im, cluster: &mut cluster, progress: &progress, allowed: &allowed, begun };
+    let stream = tag.to_uppercase();
+    let mut run = Run {
+        ex: &mut ex,
+        im: &mut im,
+        cluster: &mut cluster,
+        progress: &progress,
+        allowed: &allowed,
+        stream: &stream,
+        begun,
+    };
     for event in 0..events {
         run.event(event, events);
     }

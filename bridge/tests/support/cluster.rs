@@ -11,7 +11,7 @@ use super::{free_port, nats_server_bin, register};
 
 #[path = "../../../src/bin/helix-bench/command/bridge/probe.rs"]
 mod probe;
-use probe::{dir_bytes, healthz};
+use probe::{dir_bytes, get, healthz};
 
 struct Node {
     name: String,
@@ -109,6 +109,53 @@ impl Cluster {
             assert!(Instant::now() < deadline, "nats-server node {i} not healthy within {limit:?}: {status:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits (at most `limit`) until the JetStream meta group's leader and
+    /// stream `stream`'s leader each see all three nodes current.
+    ///
+    /// A node just started answers `/healthz` 200 before it has caught up
+    /// with the stream (one CI run: 0.8 s after its start, its log then
+    /// saying "catchup aborted, no leader for stream"). Killing another node
+    /// then leaves two of three replicas behind, and the stream had no
+    /// leader for minutes. One node down at a time is what an R3 stream is
+    /// made to outlive, so the test waits for this before each kill.
+    pub fn wait_current(&self, stream: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let leads: Vec<(bool, bool)> = (0..3).map(|i| self.leads_current(i, stream)).collect();
+            if leads.iter().any(|l| l.0) && leads.iter().any(|l| l.1) {
+                return;
+            }
+            let jsz: Vec<String> = (0..3).map(|i| self.jsz(i).unwrap_or_default()).collect();
+            assert!(Instant::now() < deadline, "stream {stream} not current on every node within {limit:?}: {jsz:#?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Whether node `i` leads the JetStream meta group, and stream
+    /// `stream`, with both other nodes current in it.
+    fn leads_current(&self, i: usize, stream: &str) -> (bool, bool) {
+        let Some(jsz) = self.jsz(i).and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok()) else {
+            return (false, false);
+        };
+        let name = &self.nodes[i].name;
+        let current = |group: &serde_json::Value| {
+            group["leader"].as_str() == Some(name)
+                && group["replicas"]
+                    .as_array()
+                    .is_some_and(|r| r.len() == 2 && r.iter().all(|r| r["current"].as_bool() == Some(true)))
+        };
+        let accounts = jsz["account_details"].as_array().into_iter().flatten();
+        let mut streams = accounts.filter_map(|a| a["stream_detail"].as_array()).flatten();
+        let stream = streams.any(|s| s["name"].as_str() == Some(stream) && current(&s["cluster"]));
+        (current(&jsz["meta_cluster"]), stream)
+    }
+
+    /// Node `i`'s `/jsz` with its accounts' streams, if it answers.
+    fn jsz(&self, i: usize) -> Option<String> {
+        self.nodes[i].child.as_ref()?;
+        get(self.nodes[i].http_port, "/jsz?accounts=true&streams=true").map(|(_, body)| body)
     }
 
     /// Bytes the nodes' stores hold (the stream's files on disk).
