@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{arg, child, watchdog, Kid, Reaped, TestNs, ROLE_VAR};
+use common::{arg, child, watchdog, AsUser, Kid, Reaped, TestNs, ROLE_VAR};
 use helix::ring::{create_hook, scan, RingEntry, RingState};
 use helix::shm::RingFile;
 use helix::*;
@@ -41,6 +41,19 @@ fn child_entry() {
             }
             println!("writing");
             std::thread::sleep(Duration::from_secs(3600));
+        }
+        // Not dumpable, as a process that changed its credentials is:
+        // says who it is, and whether its own ring "mine" holds the name.
+        "undumpable" => {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: PR_SET_DUMPABLE changes only this process's flag.
+            assert_eq!(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }, 0);
+            let proc_owner = std::fs::metadata("/proc/self/status").unwrap().uid();
+            let (me, pid) = (helix::process::my_uid(), std::process::id());
+            println!("proc {proc_owner} my_uid {me} uid_of {:?}", helix::process::uid_of(pid));
+            let _ring = Ring::create(&ns, "mine", &opts(64)).unwrap();
+            let fan = fanin::FanIn::create(&ns, "mine", &fanin::FanInOptions { lanes: 1, ..Default::default() });
+            println!("fan-in: {}", fan.err().map_or("made".to_owned(), |e| e.to_string()));
         }
         other => panic!("unknown role {other}"),
     }
@@ -276,6 +289,33 @@ fn scan_lists_every_ring_name_with_the_state_of_its_files() {
     );
     // `list_rings` (data files only) is unchanged.
     assert_eq!(ns.list_rings().unwrap(), ["a.whole", "c", "d", "e"]);
+}
+
+/// The library takes the owner of /proc/self for its effective uid, and of
+/// /proc/PID for a peer's. The files in /proc/PID of a process that is not
+/// dumpable (one that changed its credentials) are root's, whoever it runs
+/// as; the folder itself stays its own. Were it root's too, such a process's
+/// own ring would not hold its name, and its readers would look root's.
+#[test]
+fn a_process_that_is_not_dumpable_knows_who_it_is() {
+    if helix::process::my_uid() != 0 {
+        eprintln!("skipped: needs root to run a child as another user");
+        return;
+    }
+    let ns = TestNs::watched("an undumpable process's uid", Duration::from_secs(60));
+    let as_user = AsUser::new();
+    let mut kid = Kid::spawn(&mut as_user.command(&ns, "undumpable", 65534, 65534));
+    // /proc/self/status owned by root shows the child is not dumpable:
+    // what the test is about.
+    assert_eq!(kid.expect("proc"), "proc 0 my_uid 65534 uid_of Some(65534)");
+    let path = ns.data_path("mine");
+    let refused = format!(
+        "a broadcast ring named \"mine\" exists ({}); a fan-in ring may not share its name \
+         (choose another, or remove that ring first)",
+        path.display()
+    );
+    assert_eq!(kid.expect("fan-in"), format!("fan-in: {refused}"));
+    assert!(kid.child.0.wait().unwrap().success());
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{arg, child, Kid, TestNs};
+use common::{arg, AsUser, Kid, TestNs};
 use helix::fanin::{files, Event, FanIn, FanInError, FanInOptions, LaneReport, Producer, SendError};
 use helix::Namespace;
 
@@ -78,32 +78,6 @@ fn child_entry() {
             std::thread::sleep(Duration::from_secs(60));
         }
         _ => panic!("unknown role {role}"),
-    }
-}
-
-/// A copy of this test binary that other users may run, and a command
-/// that runs it as `uid`:`gid` in `role`.
-struct AsUser {
-    copy: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl AsUser {
-    fn new() -> AsUser {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let copy = dir.path().join("fanin_trust");
-        std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
-        AsUser { copy, _dir: dir }
-    }
-
-    fn command(&self, ns: &Namespace, role: &str, uid: u32, gid: u32) -> Command {
-        use std::os::unix::process::CommandExt;
-        let cmd = child(role, ns);
-        let mut c = Command::new(&self.copy);
-        c.args(cmd.get_args()).envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
-        c.uid(uid).gid(gid);
-        c
     }
 }
 

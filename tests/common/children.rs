@@ -24,6 +24,37 @@ pub fn child(role: &str, ns: &Namespace) -> Command {
     cmd
 }
 
+/// A copy of this test binary that other users may run (the build's own
+/// folder may be closed to them), and commands that run it as another
+/// user. Needs root.
+pub struct AsUser {
+    copy: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AsUser {
+    pub fn new() -> AsUser {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let copy = dir.path().join(exe.file_name().unwrap());
+        std::fs::copy(&exe, &copy).unwrap();
+        AsUser { copy, _dir: dir }
+    }
+
+    /// A command that runs the copy as `uid`:`gid` in `role` (see
+    /// [`child`]).
+    pub fn command(&self, ns: &Namespace, role: &str, uid: u32, gid: u32) -> Command {
+        use std::os::unix::process::CommandExt;
+        let cmd = child(role, ns);
+        let mut c = Command::new(&self.copy);
+        c.args(cmd.get_args()).envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        c.uid(uid).gid(gid);
+        c
+    }
+}
+
 /// Reads an environment variable the parent set for a child.
 pub fn arg<T: std::str::FromStr>(name: &str) -> T
 where

@@ -30,7 +30,7 @@ use helix::Namespace;
 
 // Each test file uses some of these; the rest would be unused imports.
 #[allow(unused_imports)]
-pub use children::{arg, child, signal, stderr_of, Kid, Reaped, ROLE_VAR};
+pub use children::{arg, child, signal, stderr_of, AsUser, Kid, Reaped, ROLE_VAR};
 #[allow(unused_imports)]
 pub use env::{ctl, ring_toml, sim_toml, Env};
 #[allow(unused_imports)]
