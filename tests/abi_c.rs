@@ -214,3 +214,70 @@ fn a_c_producer_feeds_a_rust_consumer_byte_exact() {
     }
     assert_eq!(fan.stats().reclaimed, 1);
 }
+
+/// The value in the first backticks of a cell of docs/abi.md's constants
+/// table: `4`, `0x474E...`, `2^32`, `2^63 - 1`, `1 << 63`, `16 MiB`.
+fn doc_value(cell: &str) -> u128 {
+    let text = cell.split('`').nth(1).unwrap_or_else(|| panic!("no value in {cell:?}"));
+    let power = |p: &str| 1u128 << p.trim().parse::<u32>().unwrap();
+    match text {
+        t if t.starts_with("0x") => u128::from_str_radix(&t[2..], 16).unwrap(),
+        t if t.starts_with("2^") && t.ends_with(" - 1") => power(&t[2..t.len() - 4]) - 1,
+        t if t.starts_with("2^") => power(&t[2..]),
+        t if t.starts_with("1 << ") => power(&t[5..]),
+        t if t.ends_with(" MiB") => t[..t.len() - 4].parse::<u128>().unwrap() << 20,
+        t => t.parse().unwrap_or_else(|_| panic!("cannot read {t:?}")),
+    }
+}
+
+/// The constants table of docs/abi.md §2.1 and the version its attach
+/// checks name (§3.2, checks 9 and 28) are the library's. (Found by
+/// review: the table said version 3 and the checks 2, after the library
+/// had moved to 4; a C reader written from them refused every ring.)
+#[test]
+fn the_constants_docs_abi_md_gives_are_the_librarys() {
+    use helix::layout::*;
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/abi.md")).unwrap();
+    let table = &doc[doc.find("### 2.1").unwrap()..doc.find("### 2.2").unwrap()];
+    let value = |name: &str| {
+        let row = table.lines().find(|l| l.starts_with(&format!("| `{name}` |"))).expect(name);
+        doc_value(row.split('|').nth(2).unwrap())
+    };
+    let library: [(&str, u128); 28] = [
+        ("ABI_VERSION", ABI_VERSION.into()),
+        ("RING_MAGIC", RING_MAGIC.into()),
+        ("READERS_MAGIC", READERS_MAGIC.into()),
+        ("RING_HEADER_SIZE", RING_HEADER_SIZE as u128),
+        ("READERS_HEADER_SIZE", READERS_HEADER_SIZE as u128),
+        ("READER_ENTRY_SIZE", READER_ENTRY_SIZE as u128),
+        ("SLOT_HEADER_SIZE", SLOT_HEADER_SIZE as u128),
+        ("SLOT_ALIGN", SLOT_ALIGN as u128),
+        ("LINE", LINE as u128),
+        ("MAX_NAME_LEN", MAX_NAME_LEN as u128),
+        ("MAX_READER_NAME_LEN", MAX_READER_NAME_LEN as u128),
+        ("MAX_PAYLOAD", helix::ring::MAX_PAYLOAD.into()),
+        ("MAX_READERS", helix::ring::MAX_READERS.into()),
+        ("POLICY_OVERWRITE", POLICY_OVERWRITE.into()),
+        ("POLICY_BLOCK", POLICY_BLOCK.into()),
+        ("STAMP_WRITING", STAMP_WRITING.into()),
+        ("MAX_SEQ", MAX_SEQ.into()),
+        ("LEASE_COMMITTED", LEASE_COMMITTED.into()),
+        ("LEASE_PID_MASK", LEASE_PID_MASK.into()),
+        ("LEASE_EPOCH_SHIFT", LEASE_EPOCH_SHIFT.into()),
+        ("LEASE_EPOCH_MASK", LEASE_EPOCH_MASK.into()),
+        ("ENTRY_FREE", ENTRY_FREE.into()),
+        ("ENTRY_CLAIMING", ENTRY_CLAIMING.into()),
+        ("ENTRY_ACTIVE", ENTRY_ACTIVE.into()),
+        ("ENTRY_TAG_MASK", ENTRY_TAG_MASK.into()),
+        ("ENTRY_PID_SHIFT", ENTRY_PID_SHIFT.into()),
+        ("GATING_YES", GATING_YES.into()),
+        ("GATING_DEMOTED", GATING_DEMOTED.into()),
+    ];
+    for (name, v) in library {
+        assert_eq!(value(name), v, "docs/abi.md §2.1 gives {name} another value than the library");
+    }
+    for check in [format!("`v == ABI_VERSION` ({ABI_VERSION})"), format!("`v != {ABI_VERSION}` → other ABI version")]
+    {
+        assert!(doc.contains(&check), "docs/abi.md §3.2 does not say {check}");
+    }
+}

@@ -8,7 +8,7 @@ mod common;
 
 use std::fs::OpenOptions;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,22 @@ impl Raw {
     }
 }
 
+/// The 32-bit word at byte `offset`.
+impl Raw {
+    fn word32(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.0.len());
+        // SAFETY: in bounds and 4-aligned (the mapping is page aligned); the
+        // ring's processes access this word only atomically.
+        unsafe { &*(self.0.as_ptr().add(offset) as *const AtomicU32) }
+    }
+}
+
+/// Byte offset of field `field` of reader entry `index` in the control
+/// region.
+fn entry_offset(index: usize, field: usize) -> usize {
+    READERS_HEADER_SIZE + index * READER_ENTRY_SIZE + field
+}
+
 /// Byte offset of reader entry `index`'s cursor in the control region.
 fn cursor_offset(index: usize) -> usize {
     READERS_HEADER_SIZE + index * READER_ENTRY_SIZE + std::mem::offset_of!(ReaderEntry, cursor)
@@ -44,6 +60,14 @@ fn cursor_offset(index: usize) -> usize {
 
 /// Byte offset of `published` in the data region.
 const PUBLISHED: usize = std::mem::offset_of!(RingHeader, published);
+
+/// A `block` ring of 4 slots with this stall timeout, and its writer.
+fn block_ring(ns: &TestNs, name: &str, stall: Duration) -> (Ring, Writer) {
+    let opts = RingOptions { capacity: 4, policy: Policy::Block, stall_timeout: stall, ..Default::default() };
+    let ring = Ring::create(ns, name, &opts).unwrap();
+    let w = ring.writer().unwrap();
+    (ring, w)
+}
 
 /// A gating reader whose cursor keeps changing without ever releasing the
 /// slot the writer needs (it toggles between c and c + 1) is not making
@@ -54,9 +78,7 @@ const PUBLISHED: usize = std::mem::offset_of!(RingHeader, published);
 fn a_gating_reader_toggling_its_cursor_is_demoted_after_the_stall_timeout() {
     let ns = TestNs::watched("writer held by a toggling cursor", Duration::from_secs(60));
     let stall = Duration::from_secs(1);
-    let opts = RingOptions { capacity: 4, policy: Policy::Block, stall_timeout: stall, ..Default::default() };
-    let ring = Ring::create(&ns, "toggle", &opts).unwrap();
-    let mut w = ring.writer().unwrap();
+    let (ring, mut w) = block_ring(&ns, "toggle", stall);
     let hostile =
         Reader::attach(&ns, "toggle", &ReaderOptions { gating: true, ..ReaderOptions::named("hostile") }).unwrap();
     let c = hostile.cursor();
@@ -106,6 +128,66 @@ fn a_gating_reader_toggling_its_cursor_is_demoted_after_the_stall_timeout() {
     for seq in 7..=20 {
         assert_eq!(w.try_publish(b"x").unwrap(), seq);
     }
+}
+
+/// Gating readers that set their own `gating` flag back to "gating" after
+/// the writer demoted them (a peer may write its entry) are not waited for
+/// again. (Found by review: the writer took the flag as it found it, and
+/// its stall clock had run out, so it demoted them, found them gating,
+/// and demoted them again, for ever, at full speed, past every deadline:
+/// `publish_timeout` never returned, and helixd's sources would have
+/// missed the watchdog.)
+#[test]
+fn gating_readers_that_promote_themselves_again_are_not_waited_for() {
+    let ns = TestNs::watched("readers promoting themselves again", Duration::from_secs(60));
+    let (ring, mut w) = block_ring(&ns, "again", Duration::from_millis(200));
+    let joined: Vec<Reader> = (0..3)
+        .map(|i| {
+            let named = ReaderOptions::named(&format!("stuck{i}"));
+            Reader::attach(&ns, "again", &ReaderOptions { gating: true, ..named }).unwrap()
+        })
+        .collect();
+    for _ in 0..4 {
+        w.publish(b"x").unwrap();
+    }
+    let raw = Raw::map(&ns.readers_path("again"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let promoter = {
+        let stop = stop.clone();
+        let indices: Vec<usize> = joined.iter().map(|r| r.index()).collect();
+        std::thread::spawn(move || {
+            let gating = std::mem::offset_of!(ReaderEntry, gating);
+            let waiting = raw.word32(std::mem::offset_of!(ReadersHeader, writer_waiting));
+            while !stop.load(Ordering::Relaxed) {
+                for &i in &indices {
+                    raw.word32(entry_offset(i, gating)).store(GATING_YES, Ordering::Release);
+                }
+                // Every demotion then costs the writer a wake-up call too.
+                waiting.store(1, Ordering::Release);
+                std::hint::spin_loop();
+            }
+        })
+    };
+    // The writer waits out the stall timeout once, demotes all three, and
+    // publishes; it waits for none of them again.
+    assert_eq!(w.publish_timeout(b"5", Duration::from_secs(5)).unwrap(), 5);
+    for seq in 6..=20 {
+        assert_eq!(w.publish_timeout(b"x", Duration::from_secs(5)).unwrap(), seq);
+    }
+    stop.store(true, Ordering::Relaxed);
+    promoter.join().unwrap();
+    // They look gating (their own words say so), and the writer counted
+    // each demotion once.
+    let s = ring.stats();
+    assert_eq!(s.demotions, 3, "{s:?}");
+    // A reader that leaves and joins again is a new reader: it gates.
+    drop(joined);
+    let fresh = Reader::attach(&ns, "again", &ReaderOptions { gating: true, ..ReaderOptions::named("fresh") }).unwrap();
+    for _ in 0..4 {
+        w.try_publish(b"x").unwrap();
+    }
+    assert!(matches!(w.try_publish(b"x"), Err(PublishError::Full { .. })), "the fresh reader does not gate");
+    drop(fresh);
 }
 
 /// A ring whose `published` is 2^63 or more is refused by every kind of

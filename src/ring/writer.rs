@@ -36,6 +36,8 @@ enum Patience {
 const SPINS: u32 = if cfg!(loom) { 1 } else { 256 };
 /// A waiting writer wakes at least this often to check readers' liveness.
 const RECHECK: Duration = Duration::from_millis(50);
+/// The shortest park of a waiting writer that found nothing to demote.
+const MIN_WAIT: Duration = Duration::from_millis(1);
 
 /// What a waiting writer of a `block` ring needs released, and since when.
 ///
@@ -55,6 +57,40 @@ struct Stall {
     checked: u64,
 }
 
+/// The gating readers this writer demoted, by entry: the owner's `state`
+/// word and its `joined_ns` when the writer demoted it.
+///
+/// A demoted reader never gates again (docs/abi.md §4.10), but its
+/// `gating` flag is a word of its own entry, which it (or any peer that
+/// may write the reader table) can set back to "gating". The writer does
+/// not take that from the flag: it ignores the flag of an entry it demoted
+/// for as long as the entry has the same owner and the same join. A reader
+/// that leaves and joins again is a new reader.
+struct Demoted(Vec<Option<(u32, u64)>>);
+
+impl Demoted {
+    fn new(entries: usize) -> Demoted {
+        Demoted(vec![None; entries])
+    }
+
+    /// Whether entry `index`, owned as `state` says, is one this writer
+    /// demoted; forgets the record of an entry that changed owner or join.
+    fn holds(&mut self, index: usize, state: u32, e: &ReaderEntry) -> bool {
+        let Some(demoted) = self.0[index] else { return false };
+        // Relaxed: the joiner wrote `joined_ns` before its activation,
+        // which the caller's Acquire load of `state` saw.
+        if demoted == (state, e.joined_ns.load(Ordering::Relaxed)) {
+            return true;
+        }
+        self.0[index] = None;
+        false
+    }
+
+    fn record(&mut self, index: usize, state: u32, e: &ReaderEntry) {
+        self.0[index] = Some((state, e.joined_ns.load(Ordering::Relaxed)));
+    }
+}
+
 /// The one writer of a ring, holding its lease. Dropping it releases the
 /// lease; a killed writer's lease is taken over by the next writer, which
 /// continues the sequence.
@@ -70,6 +106,8 @@ pub struct Writer {
     block: bool,
     /// The wait for space in progress (block rings), see [`Stall`].
     stall: Option<Stall>,
+    /// The readers this writer demoted, see [`Demoted`].
+    demoted: Demoted,
 }
 
 impl Writer {
@@ -128,6 +166,7 @@ impl Writer {
             epoch,
             block,
             stall: None,
+            demoted: Demoted::new(region.geometry.max_readers as usize),
             region,
         })
     }
@@ -244,9 +283,10 @@ impl Writer {
     /// Rescans gating readers; returns the first sequence not yet allowed.
     fn gate(&mut self) -> u64 {
         let mut min = u64::MAX;
-        for (_, e) in self.region.entries() {
+        for (i, e) in self.region.entries() {
             // SYNC POINT: reader entry published (its cursor and gating flag).
-            if is_active(e.state.load(Ordering::Acquire)) && e.gating.load(Ordering::Relaxed) == GATING_YES {
+            let state = e.state.load(Ordering::Acquire);
+            if is_active(state) && e.gating.load(Ordering::Relaxed) == GATING_YES && !self.demoted.holds(i, state, e) {
                 // SYNC POINT: slot released to the writer. Pairs with the
                 // Release store of the cursor in `ReaderCore::consumed`.
                 min = min.min(e.cursor.load(Ordering::Acquire));
@@ -286,13 +326,18 @@ impl Writer {
                 spin_hint();
             }
             let now = host::now_ns();
+            // First, so that nothing below (a peer making new blockers as
+            // fast as they are demoted) keeps a caller past its deadline.
+            if until.is_some_and(|d| now >= d) {
+                break Err(self.full(n));
+            }
             let stall = self.stall_for(need, now);
             let waited = now.saturating_sub(stall.since);
             if waited >= stall_ns {
-                self.demote_blockers(stall.need, Blockers::All);
-                continue;
-            }
-            if now.saturating_sub(stall.checked) >= recheck_ns {
+                if self.demote_blockers(stall.need, Blockers::All) {
+                    continue;
+                }
+            } else if now.saturating_sub(stall.checked) >= recheck_ns {
                 // Still waiting after a recheck period: are the blockers
                 // alive? (Not on the first look, so a reader that keeps
                 // releasing never costs a /proc read.)
@@ -301,11 +346,10 @@ impl Writer {
                     continue;
                 }
             }
-            let mut timeout = Duration::from_nanos(stall_ns - waited).min(RECHECK);
+            // (Past the stall timeout with nothing left to demote: a
+            // blocker gone between the gate and here. Wait briefly.)
+            let mut timeout = Duration::from_nanos(stall_ns.saturating_sub(waited)).min(RECHECK).max(MIN_WAIT);
             if let Some(d) = until {
-                if now >= d {
-                    break Err(self.full(n));
-                }
                 timeout = timeout.min(Duration::from_nanos(d - now));
             }
             rd.writer_waiting.store(1, Ordering::Relaxed);
@@ -356,9 +400,9 @@ impl Writer {
     /// Demotes the gating readers whose cursor is short of `need` (with
     /// [`Blockers::Dead`], only those whose process is gone); returns
     /// whether it demoted any.
-    fn demote_blockers(&self, need: u64, which: Blockers) -> bool {
+    fn demote_blockers(&mut self, need: u64, which: Blockers) -> bool {
         let mut any = false;
-        for (_, e) in self.region.entries() {
+        for (i, e) in self.region.entries() {
             // SYNC POINT: reader entry published (its start time and gating
             // flag belong to the owner named in `state`).
             let state = e.state.load(Ordering::Acquire);
@@ -366,13 +410,17 @@ impl Writer {
             if !is_active(state)
                 || e.gating.load(Ordering::Relaxed) != GATING_YES
                 || e.cursor.load(Ordering::Relaxed) >= need
+                || self.demoted.holds(i, state, e)
             {
                 continue;
             }
             if which == Blockers::Dead && host::alive(entry_parts(state).0, e.start_time.load(Ordering::Relaxed)) {
                 continue;
             }
-            any |= super::demote(&self.region, e, state);
+            if super::demote(&self.region, e, state) {
+                self.demoted.record(i, state, e);
+                any = true;
+            }
         }
         any
     }
@@ -428,7 +476,7 @@ impl Writer {
     /// this call did it. What a waiting writer does to a reader that stalls
     /// for the stall timeout, for a writer that never waits (it claims with
     /// [`Writer::try_claim`]) and so judges stalls by its own rule.
-    pub fn demote(&self, index: usize, pid: u32) -> bool {
+    pub fn demote(&mut self, index: usize, pid: u32) -> bool {
         if index >= self.region.geometry.max_readers as usize {
             return false;
         }
@@ -436,7 +484,11 @@ impl Writer {
         // SYNC POINT: reader entry published (its owner, checked again by
         // the compare-and-swap in `demote`).
         let state = e.state.load(Ordering::Acquire);
-        is_active(state) && entry_parts(state).0 == pid && super::demote(&self.region, e, state)
+        let done = is_active(state) && entry_parts(state).0 == pid && super::demote(&self.region, e, state);
+        if done {
+            self.demoted.record(index, state, e);
+        }
+        done
     }
 
     /// As [`RingView::check_owner`](super::RingView::check_owner), of the

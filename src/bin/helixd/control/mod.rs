@@ -289,7 +289,7 @@ impl Path {
                 self.fan.sweep(|e| report_dropped(&e));
                 self.repair_bell();
                 let (f, lanes) = (&mut self.flow, self.fan.geometry().lanes as u64);
-                f.log_stalls.check(&f.log, &f.log_view, f.audit_reader.as_deref(), lanes, Instant::now());
+                f.log_stalls.check(&mut f.log, &f.log_view, f.audit_reader.as_deref(), lanes, Instant::now());
                 next_sweep = Instant::now() + Duration::from_secs(1);
             }
         }

@@ -44,7 +44,14 @@ impl LogStalls {
     /// published reuse slots it has not read) and has not made it within
     /// the ring's stall timeout is demoted, and said. Called about once a
     /// second.
-    pub(super) fn check(&mut self, log: &Writer, view: &RingView, audit_reader: Option<&str>, want: u64, now: Instant) {
+    pub(super) fn check(
+        &mut self,
+        log: &mut Writer,
+        view: &RingView,
+        audit_reader: Option<&str>,
+        want: u64,
+        now: Instant,
+    ) {
         let g = view.geometry();
         let stall = Duration::from_nanos(g.stall_timeout_ns);
         let stats = view.stats();
@@ -114,7 +121,7 @@ mod tests {
         let t0 = Instant::now();
         // Room for 4 records wanted: every cursor must reach 5. The
         // squatter reads one a second; its clock runs on regardless.
-        let mut check = |at: u64| stalls.check(&log, &ring, Some("audit"), 4, t0 + Duration::from_secs(at));
+        let mut check = |at: u64| stalls.check(&mut log, &ring, Some("audit"), 4, t0 + Duration::from_secs(at));
         check(0);
         squatter.try_read(&mut [0; 8]).unwrap();
         check(1);
