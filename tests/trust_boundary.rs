@@ -190,6 +190,46 @@ fn gating_readers_that_promote_themselves_again_are_not_waited_for() {
     drop(fresh);
 }
 
+/// A process that may write the data file (its owner) and rewrites the
+/// header's capacity while others attach gets each attach either refused,
+/// naming the field, or the geometry the checks passed, never the other.
+/// (Found by review: the checks read the capacity in shared memory, and
+/// the geometry read it again: a flip in between gave an attachment a
+/// capacity of 2^32 over a file of four slots, and slot indexes ran past
+/// the mapping.)
+#[test]
+fn a_capacity_rewritten_during_attaches_is_never_the_one_used() {
+    let ns = TestNs::watched("a capacity flipped under attaches", Duration::from_secs(120));
+    let ring = Ring::create(&ns, "flip", &RingOptions { capacity: 4, ..Default::default() }).unwrap();
+    let raw = Raw::map(&ns.data_path("flip"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let capacity = raw.word(std::mem::offset_of!(RingHeader, capacity));
+            while !stop.load(Ordering::Relaxed) {
+                capacity.store(1 << 32, Ordering::Relaxed);
+                capacity.store(4, Ordering::Relaxed);
+            }
+        })
+    };
+    let (mut whole, mut refused) = (0, 0);
+    for _ in 0..50_000 {
+        match RingView::attach(&ns, "flip") {
+            Ok(view) => {
+                assert_eq!(view.geometry().capacity, 4, "an attachment took a capacity the checks did not pass");
+                whole += 1;
+            }
+            Err(AttachError::BadField { field: "capacity" | "file_size", .. }) => refused += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    eprintln!("{whole} attaches whole, {refused} refused");
+    drop(ring);
+}
+
 /// A ring whose `published` is 2^63 or more is refused by every kind of
 /// attach, naming the field. (Before the fix it was adopted: the writer
 /// continued at 2^63 + 1, whose stamps read as "being written", and a

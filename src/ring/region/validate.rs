@@ -18,7 +18,7 @@ type FieldCheck<'a> = (&'static str, u64, bool, &'a dyn Fn() -> String);
 /// Reads and checks the data region's header (checks 4 to 23); names the
 /// first bad field. With `name`, the stored name must match it.
 pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> Result<Geometry, AttachError> {
-    let h = published_data_header(map, path)?;
+    let h = &*snapshot(published_data_header(map, path)?);
     let policy = data_fields(h, path)?;
     // Checks 18 to 20: the size the header says, then the file's own.
     let expected = ring_file_size(h.capacity, h.slot_size);
@@ -40,6 +40,30 @@ pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> R
         stall_timeout_ns: h.stall_timeout_ns,
         created_ns: h.created_ns,
     })
+}
+
+/// A private copy of the data header, taken once its version word was
+/// seen published: every check, and the geometry the attachment keeps,
+/// come from the same bytes, whatever a process that may write the data
+/// file stores into the shared header meanwhile. (Found by review: checked
+/// in shared memory and read again for the geometry, a capacity flipped in
+/// between was used unchecked, and slot indexes ran past the mapping.)
+fn snapshot(h: &RingHeader) -> Box<RingHeader> {
+    const WORDS: usize = RING_HEADER_SIZE / 8;
+    let mut copy = Box::<RingHeader>::new_uninit();
+    let (from, to) = (h as *const RingHeader as *const u64, copy.as_mut_ptr() as *mut u64);
+    for i in 0..WORDS {
+        // SAFETY: both are RING_HEADER_SIZE bytes (checked at compile time
+        // in layout.rs), 8-aligned (a page-aligned mapping; a Box of an
+        // 8-aligned type). A volatile 8-byte load of a word that another
+        // process may be writing: formally a race, as the magic's read
+        // (docs/abi.md §8, item 6); any value is a valid integer, and the
+        // checks below judge the copy.
+        unsafe { to.add(i).write(std::ptr::read_volatile(from.add(i))) };
+    }
+    // SAFETY: every byte was written above, and RingHeader is integers and
+    // atomics of integers, for which any bytes are a value.
+    unsafe { copy.assume_init() }
 }
 
 /// Checks 4 to 9: the data file is sized, filled in and published (its
