@@ -420,6 +420,27 @@ pub(crate) fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
     }
 }
 
+/// Links `file` (made by [`create_unnamed`]) beside `stem` under a name
+/// nobody took, `<stem>.<pid>.<hex>.new` with the number from the clock,
+/// to be renamed over `stem`; returns that name. Anyone who may make files
+/// where `stem` is (anyone, in /dev/shm) could take a name that can be
+/// guessed, and a sticky folder keeps its owner from removing it: the
+/// replacement would then never be made.
+pub(crate) fn link_fresh(file: &File, stem: &Path) -> io::Result<PathBuf> {
+    let mut err = io::Error::from(io::ErrorKind::AlreadyExists);
+    for attempt in 0u64..64 {
+        let salt = crate::process::realtime_ns() ^ attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut name = stem.as_os_str().to_owned();
+        name.push(format!(".{}.{salt:016x}.new", std::process::id()));
+        let tmp = PathBuf::from(name);
+        match link_unnamed(file, &tmp) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => err = e,
+            r => return r.map(|()| tmp),
+        }
+    }
+    Err(err)
+}
+
 /// Renames `from` to `to` unless `to` exists (`RENAME_NOREPLACE`): for
 /// publishing a directory made under a temporary name.
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {

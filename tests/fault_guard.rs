@@ -335,3 +335,27 @@ fn repair_readers_works_under_the_lease_and_keeps_the_data_region() {
     assert_eq!(mode(&ns), 0o660);
     assert_eq!(again.writer().unwrap().publish(&6u64.to_ne_bytes()), Ok(6));
 }
+
+/// A name taken beside the control file, where a repair once made its new
+/// one, keeps no repair from succeeding. (Found by review: the repair made
+/// `<ring>@readers.new`, removing what was there first; anyone may make
+/// files in /dev/shm, and a file of another user's, which a sticky
+/// folder keeps the repairer from removing, or a folder, made every repair
+/// fail for good.)
+#[test]
+fn a_name_taken_beside_the_control_file_keeps_no_repair_from_succeeding() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "squat", &RingOptions { capacity: 8, ..Default::default() }).unwrap();
+    ring.writer().unwrap().publish(b"kept").unwrap();
+    let mut taken = ns.readers_path("squat").into_os_string();
+    taken.push(".new");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::remove_file(ns.readers_path("squat")).unwrap();
+    let repaired = Ring::repair_readers(&ns, "squat");
+    std::fs::remove_dir(&taken).unwrap();
+    let repaired = repaired.unwrap();
+    assert_eq!(repaired.writer().unwrap().publish(b"next"), Ok(2));
+    // Nothing of the repair's is left beside the control file.
+    assert_eq!(ns.files(), [format!("{}.squat", ns.as_str()), format!("{}.squat@readers", ns.as_str())]);
+    drop(ring);
+}

@@ -303,25 +303,15 @@ pub(crate) fn replace_bell(dir: &Path, ring_file: &File, created_ns: u64) -> Res
     })
 }
 
-/// Links the unnamed file `file` into `dir` under a name nobody took, to
-/// be renamed over the doorbell: `bell.<pid>.<hex>.new`, the number from
-/// the clock. Any member of the folder's group may make files there, and
-/// the sticky folder keeps the consumer from removing theirs: a name it
-/// could guess (its pid's) would let a producer keep the doorbell from
-/// ever being replaced, and so producers from attaching and helixd from
-/// starting.
+/// Links the unnamed file `file` into `dir` under a name nobody took
+/// ([`shm::link_fresh`]), to be renamed over the doorbell. Any member of
+/// the folder's group may make files there, and the sticky folder keeps
+/// the consumer from removing theirs: a name it could guess (its pid's)
+/// would let a producer keep the doorbell from ever being replaced, and so
+/// producers from attaching and helixd from starting.
 fn link_fresh(file: &File, dir: &Path) -> Result<PathBuf, FanInError> {
-    let mut tmp = dir.to_owned();
-    for attempt in 0u64..64 {
-        let salt = crate::process::realtime_ns() ^ attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        tmp = dir.join(format!("{BELL_FILE}.{}.{salt:016x}.new", std::process::id()));
-        match shm::link_unnamed(file, &tmp) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            r => return r.map(|()| tmp.clone()).map_err(|e| FanInError::io(&tmp, "link", e)),
-        }
-    }
-    let taken = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
-    Err(FanInError::io(&tmp, "link (64 names, each taken)", taken))
+    let stem = dir.join(BELL_FILE);
+    shm::link_fresh(file, &stem).map_err(|e| FanInError::io(&stem, "link a new doorbell beside", e))
 }
 
 /// Opens and maps one of the folder's files.

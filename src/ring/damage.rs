@@ -189,12 +189,13 @@ fn replace_control(readers_path: &Path, dfile: &File, g: &Geometry) -> Result<()
             (mode | (mode & 0o044) >> 1, m.gid())
         }
     };
-    let mut tmp = readers_path.as_os_str().to_owned();
-    tmp.push(".new");
-    let tmp = PathBuf::from(tmp);
-    // Left by a repair that died half-way.
-    let _ = std::fs::remove_file(&tmp);
-    region::create_control(&tmp, g, mode, Some(gid)).map_err(|(op, e)| io(&tmp, op)(e))?;
+    let file = region::new_control(g, mode, Some(gid)).map_err(|(op, e)| io(readers_path, op)(e))?;
+    // Under a name of its own: anyone may make files in /dev/shm, and the
+    // repairer could not remove another user's file at a name it could
+    // guess (found by review: `<ring>@readers.new` made by anyone kept
+    // every repair from succeeding).
+    let tmp = shm::link_fresh(&file, readers_path).map_err(io(readers_path, "link a new control region beside"))?;
+    let _ = shm::unlock(&file);
     if let Err(e) = std::fs::rename(&tmp, readers_path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(io(readers_path, "rename a new control region over")(e));

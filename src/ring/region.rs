@@ -299,24 +299,16 @@ pub(super) fn data_header<'m>(
     Ok((unsafe { &*(map.ptr() as *const RingHeader) }, g))
 }
 
-/// Creates a complete control region file at `path` (which must not exist)
-/// for the ring of geometry `g`; on failure nothing is left behind.
-pub(super) fn create_control(
-    path: &Path,
-    g: &Geometry,
-    mode: u32,
-    gid: Option<u32>,
-) -> Result<(), (&'static str, std::io::Error)> {
+/// A control region for geometry `g`, filled in, not yet named (and still
+/// locked): for a repair to link under a name of its own.
+pub(super) fn new_control(g: &Geometry, mode: u32, gid: Option<u32>) -> Result<File, (&'static str, std::io::Error)> {
     let file = shm::create_unnamed(readers_file_size(g.max_readers), mode, gid)?;
     let map = Mapping::new(&file, true).map_err(|e| ("map", e))?;
     // SAFETY: the file is unnamed (no other process can open it), sized by
     // posix_fallocate (zero-filled), and the mapping is writable and exactly
     // its size.
     unsafe { init_control(&map, g.max_readers, g.created_ns) };
-    shm::link_unnamed(&file, path).map_err(|e| ("link", e))?;
-    // The mapping keeps the file's lock alive; nobody needs it now.
-    shm::unlock(&file).map_err(|e| ("unlock", e))?;
-    Ok(())
+    Ok(file)
 }
 
 /// Attaches to an existing ring; `writable` maps the data region read-write
