@@ -168,6 +168,19 @@ impl RingOptions {
         if self.stall_timeout.is_zero() {
             return Err(bad("stall_timeout", "must be longer than zero".into()));
         }
+        // The header holds it in nanoseconds, 64 bits: a longer one would
+        // be stored as another, and every later comparison with the
+        // configuration would find a difference nobody made.
+        if self.stall_timeout.as_nanos() > u64::MAX.into() {
+            return Err(bad(
+                "stall_timeout",
+                format!(
+                    "{} ms is more than {} ms (584 years), the most a ring holds",
+                    self.stall_timeout.as_millis(),
+                    u64::MAX / 1_000_000
+                ),
+            ));
+        }
         if self.mode & !0o777 != 0 || self.mode & 0o600 != 0o600 {
             return Err(bad(
                 "mode",

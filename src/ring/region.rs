@@ -246,7 +246,7 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<R
         h.slot_size = slot_size;
         h.policy = opts.policy.to_raw();
         h.max_readers = opts.max_readers;
-        h.stall_timeout_ns = opts.stall_timeout.as_nanos().min(u64::MAX as u128) as u64;
+        h.stall_timeout_ns = opts.stall_timeout.as_nanos().min(u64::MAX.into()) as u64;
         h.data_offset = RING_HEADER_SIZE as u64;
         h.file_size = data_size;
         h.created_ns = created_ns;
