@@ -21,6 +21,12 @@ use helix::shm::{validate_ring_name, Namespace};
 use helix::telemetry::Sample;
 use helix::{CreateError, Policy, Preset, RingOptions};
 
+/// The most streams a simulator source may have: a command steers a
+/// stream through a table of them all (32 bytes a stream), made at the
+/// first command. (Found by review: with `streams = 4294967295` the first
+/// `set` asked for 128 GiB and aborted helixd.)
+pub const MAX_SIM_STREAMS: u32 = 1 << 20;
+
 /// The configuration used when there is no file: a `telemetry` ring fed by
 /// the simulated HAL, and the twin's `twin.state` and `alarms` rings.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
@@ -283,8 +289,9 @@ fn source(
         "sim" => {
             let streams = s.streams.as_ref().map_or(10_000, |v| *v.get_ref());
             let rate_hz = s.rate_hz.as_ref().map_or(100.0, |v| *v.get_ref());
-            if streams == 0 {
-                return Err(src.err(s.streams.as_ref().map(|v| v.span()), "streams must be at least 1"));
+            if !(1..=MAX_SIM_STREAMS).contains(&streams) {
+                let why = format!("streams must be from 1 to {MAX_SIM_STREAMS}");
+                return Err(src.err(s.streams.as_ref().map(|v| v.span()), why));
             }
             if !(rate_hz > 0.0 && rate_hz <= 1e6) {
                 return Err(
@@ -420,6 +427,12 @@ mod tests {
             10
         );
         assert_eq!(line_err("[[ring]]\nname = \"a\"\npreset = \"xs\"\ncapacity = 64\nmode = 0o400\n").0, 5);
+        // Found by review: taken, created with the header's 64 bits of
+        // nanoseconds, and then every start found the ring different.
+        let (l, m) = line_err(&format!("{ring}stall_timeout_ms = 9223372036854775807\n"));
+        assert_eq!(l, 5);
+        assert!(m.contains("stall_timeout") && m.contains("584 years"), "{m}");
+        assert!(Config::parse(&format!("{ring}stall_timeout_ms = 18446744073709\n"), Path::new("t")).is_ok());
         assert_eq!(line_err("capacity = \n").0, 1);
         assert_eq!(
             line_err("[[ring]]\nname = \"a\"\ncapacity = 64\nmax_payload = 0\n"),
@@ -431,6 +444,9 @@ mod tests {
         assert_eq!(l, 7);
         assert!(m.contains("at most 8 bytes; a sim source writes 40-byte samples"), "{m}");
         assert_eq!(line_err("namespace = \"a.b\"\n").0, 1);
+        let sim = format!("{ring}[[source]]\nkind = \"sim\"\nring = \"a\"\n");
+        assert_eq!(line_err(&format!("{sim}streams = 4294967295\n")), (8, "streams must be from 1 to 1048576".into()));
+        assert!(Config::parse(&format!("{sim}streams = 1048576\n"), Path::new("t")).is_ok());
         let e = Config::parse("x = 1\n", Path::new("t.toml")).unwrap_err().to_string();
         assert!(e.starts_with("t.toml:1: ") && !e.contains('\n'), "{e}");
     }
