@@ -77,6 +77,21 @@ fn child_entry() {
             // Stays, holding its lane, until the test is done with it.
             std::thread::sleep(Duration::from_secs(60));
         }
+        // Makes `bell` in every half-made folder of the ring it sees, for
+        // as long as it lives: a producer racing the consumer's creation.
+        "squatter" => {
+            let prefix = format!("{}.{RING}@fanin.", ns.as_str());
+            println!("ready");
+            loop {
+                for e in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                        let bell = e.path().join(files::BELL_FILE);
+                        let _ = std::fs::OpenOptions::new().write(true).create_new(true).open(bell);
+                    }
+                }
+            }
+        }
         _ => panic!("unknown role {role}"),
     }
 }
@@ -179,6 +194,29 @@ fn a_directory_socket_or_unopenable_file_under_a_lane_name_is_moved_aside_report
     assert!(reports.is_empty(), "{reports:?}");
     records.sort();
     assert_eq!(records, [[0], [1], [2]]);
+}
+
+/// A producer racing the consumer's creation cannot make a file in the
+/// half-made folder. (Found by review: the folder was opened to producers
+/// before its doorbell was linked into it; a `bell` made there first made
+/// the creation fail as "exists" for a ring that did not, and helixd could
+/// not start. Needs root, to race as another user.)
+#[test]
+fn a_producer_racing_the_creation_cannot_keep_the_ring_from_being_made() {
+    if !common::root_or_skip("needs root to race the creation as another user") {
+        return;
+    }
+    let ns = TestNs::watched("a race with the creation", Duration::from_secs(120));
+    let as_user = AsUser::new();
+    let _squatter = Kid::until(&mut as_user.command(&ns, "squatter", 65534, 65534), "ready");
+    let open = FanInOptions { mode: 0o666, ..opts(1) };
+    for round in 0..300 {
+        match FanIn::create(&ns, RING, &open) {
+            Ok(fan) => drop(fan),
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        FanIn::unlink(&ns, RING).unwrap();
+    }
 }
 
 #[test]

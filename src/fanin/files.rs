@@ -156,7 +156,6 @@ fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> 
     if let Some(gid) = opts.group {
         std::os::unix::fs::chown(tmp, None, Some(gid)).map_err(io("chown"))?;
     }
-    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(folder_mode(opts.mode))).map_err(io("chmod"))?;
     let unnamed = |size, mode| shm::create_unnamed_in(tmp, size, mode, opts.group).map_err(|(op, e)| io(op)(e));
     // Producers read the consumer's file and write only the doorbell.
     let ring_mode = 0o600 | (opts.mode & 0o044);
@@ -179,6 +178,12 @@ fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> 
     // After the ring's own files, which keep their modes: lane files made
     // from now on may be read by their producer and the consumer only.
     folder::set_lane_acl(tmp, crate::process::my_uid()).map_err(io("set the lane files' ACL on"))?;
+    // Last: until the folder holds its files, only its owner may make
+    // entries in it. (Found by review: opened to the group first, a
+    // producer watching /dev/shm could make `bell` in it before the
+    // doorbell was linked, and the creation failed as "exists" for a ring
+    // that did not: helixd could not start.)
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(folder_mode(opts.mode))).map_err(io("chmod"))?;
     Ok(ring)
 }
 
