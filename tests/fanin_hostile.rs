@@ -528,6 +528,33 @@ fn a_name_a_producer_took_in_the_folder_keeps_no_doorbell_from_being_replaced() 
     Producer::attach(&ns, RING).expect("a producer attaches to it");
 }
 
+/// A doorbell scribbled on or grown under a running consumer (its own
+/// mapping whole) is replaced too, and producers attach again. (Found by
+/// review: only a shrink under the consumer's mapping was repaired, so one
+/// write of zeros by any producer kept every new producer out, and new
+/// senders from helixd, until the consumer started again.)
+#[test]
+fn a_doorbell_scribbled_on_or_grown_under_the_consumer_is_replaced_while_it_runs() {
+    let ns = TestNs::watched("bell scribbled", Duration::from_secs(60));
+    let bell = files::dir_path(&ns, RING).join(files::BELL_FILE);
+    let mut fan = FanIn::create(&ns, RING, &opts(4)).unwrap();
+    let harms: [fn(&std::fs::File); 2] = [|f| f.write_all_at(&[0; 8], 0).unwrap(), |f| f.set_len(8192).unwrap()];
+    for harm in harms {
+        harm(&OpenOptions::new().write(true).open(&bell).unwrap());
+        drain(&mut fan);
+        assert_eq!(fan.damage(), None, "the consumer's mapping is whole");
+        assert!(Producer::attach(&ns, RING).is_err(), "a producer attached to a broken doorbell");
+        assert!(fan.repair_bell().unwrap(), "not replaced");
+        let why = fan.bell_replaced().expect("it says why").to_string();
+        assert!(why.contains("bell"), "{why}");
+        let mut p = Producer::attach(&ns, RING).expect("a producer attaches to the new doorbell");
+        p.try_send(0, b"x").unwrap();
+        // The producer's record arrives.
+        assert_eq!(drain_for(&mut fan, Duration::from_secs(30)), [(p.lane(), 1, b"x".to_vec())]);
+        assert!(!fan.repair_bell().unwrap(), "a sound doorbell was replaced");
+    }
+}
+
 #[test]
 fn a_doorbell_shrunk_under_the_consumer_is_replaced_while_it_runs() {
     let ns = TestNs::watched("bell shrunk", Duration::from_secs(60));

@@ -152,26 +152,37 @@ impl FanIn {
         self.files.damaged()
     }
 
-    /// Why this consumer gave the ring a new doorbell when it attached:
-    /// the old one, the one file producers may write, was not this ring's
-    /// (see [`FanIn::repair_bell`]).
+    /// Why this consumer last gave the ring a new doorbell, when it
+    /// attached or in [`FanIn::repair_bell`]: the old one, the one file
+    /// producers may write, was not this ring's whole doorbell.
     pub fn bell_replaced(&self) -> Option<&FanInError> {
         self.files.bell_replaced.as_ref()
     }
 
-    /// Gives the ring a new doorbell if a producer shrank the one this
-    /// consumer maps ([`FanIn::damage`] names it): whether it did. Until
-    /// then producers' rings reach nobody and the consumer finds records
-    /// only when its waits time out; producers still mapping the old one
-    /// do so until they attach again.
+    /// Gives the ring a new doorbell if a producer broke the one in the
+    /// folder: whether it did ([`FanIn::bell_replaced`] says why). Broken
+    /// is shrunk under this consumer's mapping ([`FanIn::damage`] names
+    /// it), or not opening as this ring's doorbell of one page (scribbled
+    /// on, grown, shrunk and grown back): producers refuse such a doorbell,
+    /// so until it is replaced none can attach, and what the consumer maps
+    /// may reach nobody. Producers still mapping the old one ring it in
+    /// vain until they attach again; the consumer's timed waits find their
+    /// records meanwhile. Opens the doorbell to look at it: for a sweep,
+    /// not for every round.
     pub fn repair_bell(&mut self) -> Result<bool, FanInError> {
-        if !self.files.bell.is_damaged() {
-            return Ok(false);
-        }
         let f = &self.files;
+        let why = match self.files.bell.is_damaged() {
+            true => FanInError::Damaged { path: f.dir.join(files::BELL_FILE) },
+            false => match files::open_bell(&f.ns, &self.name, &f.dir, f.geometry.created_ns, false) {
+                Ok(_) => return Ok(false),
+                Err(e) if files::replaceable(&e) => e,
+                Err(e) => return Err(e),
+            },
+        };
         files::replace_bell(&f.dir, &f._ring_file, f.geometry.created_ns)?;
         let bell = files::open_bell(&f.ns, &self.name, &f.dir, f.geometry.created_ns, false)?;
         self.files.bell = bell;
+        self.files.bell_replaced = Some(why);
         Ok(true)
     }
 

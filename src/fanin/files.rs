@@ -269,7 +269,7 @@ pub(crate) fn open_ring_as(
 
 /// Whether a doorbell that failed to open this way is one its consumer
 /// replaces (not a failing system call, which it reports).
-fn replaceable(e: &FanInError) -> bool {
+pub(crate) fn replaceable(e: &FanInError) -> bool {
     matches!(e, FanInError::BadField { .. } | FanInError::Damaged { .. } | FanInError::NotFound { .. })
 }
 

@@ -312,19 +312,21 @@ impl Path {
         Left { unlogged: f.unlogged.len(), unanswered: f.audit.len() + f.applying.len() }
     }
 
-    /// A sender may write the doorbell, and so shrink it: then no ring
-    /// reaches this thread and each command waits for a timed wake-up.
-    /// It gets a new one (senders attaching from now on ring it).
+    /// A sender may write the doorbell, and so shrink, grow or scribble on
+    /// it: then no new sender can attach, and (shrunk) no ring reaches this
+    /// thread, so each command waits for a timed wake-up. It gets a new
+    /// one (senders attaching from now on ring it).
     fn repair_bell(&mut self) {
         match self.fan.repair_bell() {
             Ok(false) => {}
             Ok(true) => {
                 self.bell_failing = false;
-                warn!("control: the control ring's doorbell was truncated under helixd; gave it a new one")
+                let why = self.fan.bell_replaced().map_or(String::new(), |e| format!(" ({e})"));
+                warn!("control: the control ring's doorbell was broken under helixd{why}; gave it a new one")
             }
             // Tried on every sweep; logged once until it works.
             Err(e) if !std::mem::replace(&mut self.bell_failing, true) => {
-                error!("control: the control ring's doorbell was truncated, and cannot be replaced yet: {e}")
+                error!("control: the control ring's doorbell is broken, and cannot be replaced yet: {e}")
             }
             Err(_) => {}
         }
