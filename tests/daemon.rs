@@ -222,6 +222,38 @@ fn an_incompatible_existing_ring_is_an_error_naming_the_difference_unless_recrea
     d.terminate();
 }
 
+/// A ring's `mode` changed in the configuration is given to its files
+/// when helixd adopts the ring at its next start, and at a reload. (Found
+/// by review: mode and group were applied only at creation, so an
+/// operator who tightened them to take access away changed nothing.)
+#[test]
+fn a_rings_mode_changed_in_the_configuration_is_given_to_its_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let (env, notify) = service_env("helixd ring mode changed");
+    let modes = || {
+        let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        (mode(env.ns.data_path("telemetry")), mode(env.ns.readers_path("telemetry")))
+    };
+    let mut d = notify.ready(env.helixd(&env.config("m.toml", &format!("{TELEMETRY}mode = 0o666\n"))));
+    assert_eq!(modes(), (0o644, 0o666));
+    d.terminate();
+    // A start adopts the ring, with the mode configured now.
+    let cfg = env.config("m.toml", &format!("{TELEMETRY}mode = 0o660\n"));
+    let mut d = notify.ready(env.helixd(&cfg));
+    assert_eq!(modes(), (0o640, 0o660));
+    // A reload gives it too.
+    env.config("m.toml", &format!("{TELEMETRY}mode = 0o600\n"));
+    notify.forget_sent();
+    sighup(&d.0);
+    notify.until("READY=1");
+    assert_eq!(modes(), (0o600, 0o600));
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(log.contains("had mode 666, configured 660: changed"), "{log}");
+    assert!(log.contains("had mode 660, configured 600: changed"), "{log}");
+    assert!(!log.contains("takes effect when the ring is recreated"), "{log}");
+}
+
 #[test]
 fn a_ring_another_user_made_under_a_configured_name_is_not_adopted() {
     // Found by review: anyone may create files in /dev/shm. A ring of the

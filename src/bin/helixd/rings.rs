@@ -44,6 +44,7 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
         Ok(ring) => {
             let diffs = differences(ring.geometry(), &rc.options);
             if diffs.is_empty() {
+                permit(ns, rc)?;
                 Ok((ring, Opened::Adopted))
             } else {
                 drop(ring);
@@ -76,4 +77,41 @@ fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
         // Not known to be helixd's: not adopted.
         Err(e) => Some(format!("{}: cannot tell whose it is: {e}", path.display())),
     })
+}
+
+/// Gives an adopted ring's files the `mode` and `group` the configuration
+/// gives now, if they differ (the control file `mode`, the data file
+/// `mode` without group and other write, as at creation), and says so.
+/// Only the access of processes that open the files from now on changes:
+/// one attached before keeps its mapping. (Found by review: mode and
+/// group were applied only at creation, so an operator who tightened them
+/// and restarted helixd to take access away changed nothing, silently.)
+pub fn permit(ns: &helix::Namespace, rc: &RingConfig) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let mode = rc.options.mode;
+    for (path, want) in [(ns.data_path(&rc.name), mode & !0o022), (ns.readers_path(&rc.name), mode)] {
+        // O_NOFOLLOW: the file the ring was opened from, not a link.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .with_context(|| format!("ring {:?}: {}: open to set its mode", rc.name, path.display()))?;
+        let meta = file.metadata().with_context(|| format!("{}: stat", path.display()))?;
+        if let Some(gid) = rc.options.group.filter(|&g| g != meta.gid()) {
+            std::os::unix::fs::fchown(&file, None, Some(gid))
+                .with_context(|| format!("ring {:?}: {}: give it group {gid}", rc.name, path.display()))?;
+            warn!("ring {}: {} had group {}, configured {gid}: changed", rc.name, path.display(), meta.gid());
+        }
+        if meta.mode() & 0o7777 != want {
+            file.set_permissions(std::fs::Permissions::from_mode(want))
+                .with_context(|| format!("ring {:?}: {}: set its mode", rc.name, path.display()))?;
+            warn!(
+                "ring {}: {} had mode {:o}, configured {want:o}: changed (processes attached before keep their access)",
+                rc.name,
+                path.display(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
 }

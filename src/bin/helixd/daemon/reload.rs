@@ -31,7 +31,15 @@ impl Daemon {
         let added = self.open_added(&new)?;
         for rc in &new.rings {
             if let Some(old) = self.config.ring(&rc.name) {
-                if old != rc {
+                // Who may open it: applied now, to the files.
+                if (old.options.mode, old.options.group) != (rc.options.mode, rc.options.group) {
+                    if let Err(e) = crate::rings::permit(&ns, rc) {
+                        error!("{e:#}");
+                    }
+                }
+                let mut rest = rc.clone();
+                (rest.options.mode, rest.options.group) = (old.options.mode, old.options.group);
+                if old != &rest {
                     warn!(
                         "ring {}: changed in the configuration; the change takes effect when the ring is recreated",
                         rc.name
