@@ -233,9 +233,9 @@ pub fn replay_telling_waits(
 
 /// The largest `max_payload` of the incarnations of the ring that have
 /// frames or gaps in `range` (0 if none): what the ring replayed into must
-/// hold. It walks as the replay does, and stops where it stops: a ledger
-/// that stops verifying is walked up to the bad block (the replay then
-/// stops there and says so).
+/// hold. It walks as the replay does, the whole folder: a ledger that
+/// stops verifying is walked up to the bad block (the replay then stops
+/// there and says so).
 fn largest_payload(dir: &Path, range: &Range) -> Result<u32, ReplayError> {
     let mut largest = 0;
     // A failure is the replay's to report, when it reaches the bad block.
@@ -244,40 +244,22 @@ fn largest_payload(dir: &Path, range: &Range) -> Result<u32, ReplayError> {
         if ring.name != range.ring {
             return ControlFlow::Continue(());
         }
-        match in_range(range, block) {
-            InRange::Before => ControlFlow::Continue(()),
-            InRange::Past => ControlFlow::Break(()),
-            InRange::Within(_, hi) => {
-                largest = largest.max(ring.max_payload);
-                if hi == range.to {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            }
+        if in_range(range, block).is_some() {
+            largest = largest.max(ring.max_payload);
         }
+        ControlFlow::Continue(())
     })?;
     Ok(largest)
 }
 
-/// Where a block of the ring replayed stands against the range.
-enum InRange {
-    /// Before it, or a RING declaration (nothing to publish).
-    Before,
-    /// The part `lo..=hi` of it is in the range.
-    Within(u64, u64),
-    /// Past it: the replay is over.
-    Past,
-}
-
-fn in_range(range: &Range, block: &BlockView<'_>) -> InRange {
+/// The part `lo..=hi` of a block of the ring replayed that is in the range,
+/// if any (a RING declaration has none).
+fn in_range(range: &Range, block: &BlockView<'_>) -> Option<(u64, u64)> {
     let (first, last) = (block.header.seq, block.last_seq());
-    if block.rtype() == Some(RecordType::Ring) || last < range.from {
-        InRange::Before
-    } else if first > range.to {
-        InRange::Past
+    if block.rtype() == Some(RecordType::Ring) || last < range.from || first > range.to {
+        None
     } else {
-        InRange::Within(first.max(range.from), last.min(range.to))
+        Some((first.max(range.from), last.min(range.to)))
     }
 }
 
@@ -321,13 +303,9 @@ impl Clock {
 
 impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64)> Run<'_, F, W> {
     /// Publishes what `block` (of the ring replayed, declared by `decl`)
-    /// holds of the range; breaks once the ring is past it.
+    /// holds of the range.
     fn block(&mut self, decl: &RingDecl, block: &BlockView<'_>) -> Result<ControlFlow<()>, ReplayError> {
-        let (lo, hi) = match in_range(self.range, block) {
-            InRange::Before => return Ok(ControlFlow::Continue(())),
-            InRange::Past => return Ok(ControlFlow::Break(())),
-            InRange::Within(lo, hi) => (lo, hi),
-        };
+        let Some((lo, hi)) = in_range(self.range, block) else { return Ok(ControlFlow::Continue(())) };
         if self.writer.is_none() {
             let open = self.open.take().expect("opened once");
             self.writer = Some(open(decl)?);
@@ -350,7 +328,9 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
             _ => {}
         }
         self.done.span = Some((self.done.span.map_or(lo, |s| s.0), hi));
-        Ok(if hi == self.range.to { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        // On past the range's end: a later incarnation of the ring (deleted
+        // and created again, its sequence restarted) may hold it again.
+        Ok(ControlFlow::Continue(()))
     }
 
     /// Sleeps until a block read at `recv_ns`, from sequence `first` on,
