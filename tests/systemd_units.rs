@@ -139,6 +139,9 @@ fn the_ledger_is_bound_to_the_daemon_and_may_write_only_its_folder() {
         assert_eq!(set(key).as_deref(), Some("helix.service"), "{key}");
     }
     assert_eq!(set("After"), None, "After= would stop it before helixd");
+    // Restarted for as long as it fails (a full disk outlasts systemd's
+    // default five starts in ten seconds; found by review).
+    assert_eq!(set("StartLimitIntervalSec").as_deref(), Some("0"));
     let writable: Vec<&str> =
         unit.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).flat_map(str::split_whitespace).collect();
     assert_eq!(writable, ["/dev/shm", "/var/lib/helix/ledger", "/run/helix/metrics"]);
