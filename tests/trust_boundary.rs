@@ -190,6 +190,31 @@ fn gating_readers_that_promote_themselves_again_are_not_waited_for() {
     drop(fresh);
 }
 
+/// A writer that polls with zero timeouts keeps the stall clock running:
+/// a gating reader that never reads is demoted after the stall timeout,
+/// and a poll then publishes. (Found by the session's review: checking the
+/// deadline before the stall clock, a poll never started it.)
+#[test]
+fn a_writer_polling_with_zero_timeouts_demotes_a_stalled_reader() {
+    let ns = TestNs::watched("polling writer", Duration::from_secs(60));
+    let (ring, mut w) = block_ring(&ns, "poll", Duration::from_millis(200));
+    let _stalled =
+        Reader::attach(&ns, "poll", &ReaderOptions { gating: true, ..ReaderOptions::named("stalled") }).unwrap();
+    for _ in 0..4 {
+        w.publish(b"x").unwrap();
+    }
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let seq = loop {
+        match w.publish_timeout(b"5", Duration::ZERO) {
+            Ok(seq) => break seq,
+            Err(PublishError::Full { .. }) => assert!(Instant::now() < give_up, "never demoted: {:?}", ring.stats()),
+            Err(e) => panic!("{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!((seq, ring.stats().demotions), (5, 1));
+}
+
 /// A process that may write the data file (its owner) and rewrites the
 /// header's capacity while others attach gets each attach either refused,
 /// naming the field, or the geometry the checks passed, never the other.

@@ -86,8 +86,8 @@ impl Demoted {
         false
     }
 
-    fn record(&mut self, index: usize, state: u32, e: &ReaderEntry) {
-        self.0[index] = Some((state, e.joined_ns.load(Ordering::Relaxed)));
+    fn record(&mut self, index: usize, state: u32, joined_ns: u64) {
+        self.0[index] = Some((state, joined_ns));
     }
 }
 
@@ -326,25 +326,29 @@ impl Writer {
                 spin_hint();
             }
             let now = host::now_ns();
-            // First, so that nothing below (a peer making new blockers as
-            // fast as they are demoted) keeps a caller past its deadline.
-            if until.is_some_and(|d| now >= d) {
-                break Err(self.full(n));
-            }
+            // The stall clock runs (and demotes) for a call of any
+            // deadline, however short: a caller that polls with zero
+            // timeouts demotes a stalled reader too.
             let stall = self.stall_for(need, now);
             let waited = now.saturating_sub(stall.since);
-            if waited >= stall_ns {
-                if self.demote_blockers(stall.need, Blockers::All) {
-                    continue;
-                }
+            let demoted = if waited >= stall_ns {
+                self.demote_blockers(stall.need, Blockers::All)
             } else if now.saturating_sub(stall.checked) >= recheck_ns {
                 // Still waiting after a recheck period: are the blockers
                 // alive? (Not on the first look, so a reader that keeps
                 // releasing never costs a /proc read.)
                 self.stall = Some(Stall { checked: now, ..stall });
-                if self.demote_blockers(stall.need, Blockers::Dead) {
-                    continue;
-                }
+                self.demote_blockers(stall.need, Blockers::Dead)
+            } else {
+                false
+            };
+            // Before going round again: a peer making new blockers as fast
+            // as they are demoted keeps no caller past its deadline.
+            if until.is_some_and(|d| now >= d) {
+                break Err(self.full(n));
+            }
+            if demoted {
+                continue;
             }
             // (Past the stall timeout with nothing left to demote: a
             // blocker gone between the gate and here. Wait briefly.)
@@ -417,8 +421,11 @@ impl Writer {
             if which == Blockers::Dead && host::alive(entry_parts(state).0, e.start_time.load(Ordering::Relaxed)) {
                 continue;
             }
+            // Read before the demotion: an entry its reader leaves and joins
+            // again right after it must not be recorded as the new join.
+            let joined = e.joined_ns.load(Ordering::Relaxed);
             if super::demote(&self.region, e, state) {
-                self.demoted.record(i, state, e);
+                self.demoted.record(i, state, joined);
                 any = true;
             }
         }
@@ -484,9 +491,10 @@ impl Writer {
         // SYNC POINT: reader entry published (its owner, checked again by
         // the compare-and-swap in `demote`).
         let state = e.state.load(Ordering::Acquire);
+        let joined = e.joined_ns.load(Ordering::Relaxed);
         let done = is_active(state) && entry_parts(state).0 == pid && super::demote(&self.region, e, state);
         if done {
-            self.demoted.record(index, state, e);
+            self.demoted.record(index, state, joined);
         }
         done
     }

@@ -79,7 +79,10 @@ fn fill_entry(e: &ReaderEntry, opts: &ReaderOptions, pid: u32, start_time: u64, 
         counter.store(0, Ordering::Relaxed);
     }
     e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
-    e.joined_ns.store(host::realtime_ns(), Ordering::Relaxed);
+    // Never the entry's last value, even from a coarse or stepped clock:
+    // a writer tells a new join from a reader it demoted by it (§4.10).
+    let last = e.joined_ns.load(Ordering::Relaxed);
+    e.joined_ns.store(host::realtime_ns().max(last.wrapping_add(1)), Ordering::Relaxed);
     e.gating.store(if gating { GATING_YES } else { GATING_NO }, Ordering::Relaxed);
 }
 
