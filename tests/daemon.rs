@@ -241,12 +241,21 @@ fn a_rings_mode_changed_in_the_configuration_is_given_to_its_files() {
     let cfg = env.config("m.toml", &format!("{TELEMETRY}mode = 0o660\n"));
     let mut d = notify.ready(env.helixd(&cfg));
     assert_eq!(modes(), (0o640, 0o660));
-    // A reload gives it too.
-    env.config("m.toml", &format!("{TELEMETRY}mode = 0o600\n"));
-    notify.forget_sent();
-    sighup(&d.0);
-    notify.until("READY=1");
-    assert_eq!(modes(), (0o600, 0o600));
+    // A reload gives it too, and a group; without a group, helixd's own.
+    let gid = |p: std::path::PathBuf| std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(p).unwrap());
+    let egid = nix::unistd::getegid().as_raw();
+    for (line, group) in
+        [("mode = 0o600\n", egid), ("mode = 0o600\ngroup = \"nogroup\"\n", 65534), ("mode = 0o600\n", egid)]
+    {
+        env.config("m.toml", &format!("{TELEMETRY}{line}"));
+        notify.forget_sent();
+        sighup(&d.0);
+        notify.until("READY=1");
+        assert_eq!(modes(), (0o600, 0o600));
+        for path in [env.ns.data_path("telemetry"), env.ns.readers_path("telemetry")] {
+            assert_eq!(gid(path), group, "{line}");
+        }
+    }
     sigterm(&d.0);
     let log = d.0.wait_with_output_ref();
     assert!(log.contains("had mode 666, configured 660: changed"), "{log}");

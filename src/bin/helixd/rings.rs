@@ -81,36 +81,44 @@ fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
 
 /// Gives an adopted ring's files the `mode` and `group` the configuration
 /// gives now, if they differ (the control file `mode`, the data file
-/// `mode` without group and other write, as at creation), and says so.
-/// Only the access of processes that open the files from now on changes:
-/// one attached before keeps its mapping. (Found by review: mode and
-/// group were applied only at creation, so an operator who tightened them
-/// and restarted helixd to take access away changed nothing, silently.)
+/// `mode` without group and other write, as at creation; no `group`:
+/// helixd's own, as at creation), and says so. Only the access of
+/// processes that open the files from now on changes: one attached before
+/// keeps its mapping. (Found by review: mode and group were applied only
+/// at creation, so an operator who tightened them and restarted helixd to
+/// take access away changed nothing, silently.)
 pub fn permit(ns: &helix::Namespace, rc: &RingConfig) -> Result<()> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let mode = rc.options.mode;
+    let gid = rc.options.group.unwrap_or_else(|| nix::unistd::getegid().as_raw());
     for (path, want) in [(ns.data_path(&rc.name), mode & !0o022), (ns.readers_path(&rc.name), mode)] {
+        let what = |doing: &str| format!("ring {:?}: {}: {doing}", rc.name, path.display());
         // O_NOFOLLOW: the file the ring was opened from, not a link.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .with_context(|| format!("ring {:?}: {}: open to set its mode", rc.name, path.display()))?;
-        let meta = file.metadata().with_context(|| format!("{}: stat", path.display()))?;
-        if let Some(gid) = rc.options.group.filter(|&g| g != meta.gid()) {
-            std::os::unix::fs::fchown(&file, None, Some(gid))
-                .with_context(|| format!("ring {:?}: {}: give it group {gid}", rc.name, path.display()))?;
+            .with_context(|| what("open to set its mode"))?;
+        let meta = file.metadata().with_context(|| what("stat"))?;
+        let had = meta.mode() & 0o7777;
+        let chmod =
+            |m: u32| file.set_permissions(std::fs::Permissions::from_mode(m)).with_context(|| what("set its mode"));
+        if meta.gid() != gid {
+            // Neither the old group nor the new one may have more than
+            // both modes give, while the group changes.
+            chmod(had & want)?;
+            std::os::unix::fs::fchown(&file, None, Some(gid)).with_context(|| what(&format!("give it group {gid}")))?;
             warn!("ring {}: {} had group {}, configured {gid}: changed", rc.name, path.display(), meta.gid());
         }
-        if meta.mode() & 0o7777 != want {
-            file.set_permissions(std::fs::Permissions::from_mode(want))
-                .with_context(|| format!("ring {:?}: {}: set its mode", rc.name, path.display()))?;
+        if had != want {
+            chmod(want)?;
             warn!(
-                "ring {}: {} had mode {:o}, configured {want:o}: changed (processes attached before keep their access)",
+                "ring {}: {} had mode {had:o}, configured {want:o}: changed (processes attached before keep their access)",
                 rc.name,
                 path.display(),
-                meta.mode() & 0o7777
             );
+        } else if meta.gid() != gid {
+            chmod(want)?;
         }
     }
     Ok(())

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::layout::*;
 use crate::shm::Mapping;
 use crate::sync::Ordering;
+use std::sync::atomic::AtomicU64;
 
 use super::super::{check_published, AttachError, Policy, MAX_CAPACITY, MAX_PAYLOAD, MAX_READERS};
 use super::Geometry;
@@ -51,15 +52,15 @@ pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> R
 fn snapshot(h: &RingHeader) -> Box<RingHeader> {
     const WORDS: usize = RING_HEADER_SIZE / 8;
     let mut copy = Box::<RingHeader>::new_uninit();
-    let (from, to) = (h as *const RingHeader as *const u64, copy.as_mut_ptr() as *mut u64);
+    let (from, to) = (h as *const RingHeader as *const AtomicU64, copy.as_mut_ptr() as *mut u64);
     for i in 0..WORDS {
         // SAFETY: both are RING_HEADER_SIZE bytes (checked at compile time
         // in layout.rs), 8-aligned (a page-aligned mapping; a Box of an
-        // 8-aligned type). A volatile 8-byte load of a word that another
-        // process may be writing: formally a race, as the magic's read
-        // (docs/abi.md §8, item 6); any value is a valid integer, and the
-        // checks below judge the copy.
-        unsafe { to.add(i).write(std::ptr::read_volatile(from.add(i))) };
+        // 8-aligned type). Each shared word is loaded atomically: other
+        // processes (and this one's writers) update some of them (the
+        // lease, `published`, counters) while we copy; any value is a
+        // valid integer, and the checks below judge the copy.
+        unsafe { to.add(i).write((*from.add(i)).load(Ordering::Relaxed)) };
     }
     // SAFETY: every byte was written above, and RingHeader is integers and
     // atomics of integers, for which any bytes are a value.

@@ -318,7 +318,7 @@ impl Path {
     /// one (senders attaching from now on ring it).
     fn repair_bell(&mut self) {
         match self.fan.repair_bell() {
-            Ok(false) => {}
+            Ok(false) => self.bell_failing = false,
             Ok(true) => {
                 self.bell_failing = false;
                 let why = self.fan.bell_replaced().map_or(String::new(), |e| format!(" ({e})"));
@@ -326,7 +326,7 @@ impl Path {
             }
             // Tried on every sweep; logged once until it works.
             Err(e) if !std::mem::replace(&mut self.bell_failing, true) => {
-                error!("control: the control ring's doorbell is broken, and cannot be replaced yet: {e}")
+                error!("control: cannot check or replace the control ring's doorbell (trying again each second): {e}")
             }
             Err(_) => {}
         }

@@ -27,16 +27,20 @@ impl Daemon {
         }
         crate::preflight::memory(&new)?;
         self.refuse_shape_changes(&new)?;
+        // Who may open a ring, given to its files now; one that cannot be
+        // given refuses the reload, since the next start would fail on it.
+        for rc in &new.rings {
+            if let Some(old) = self.config.ring(&rc.name) {
+                if (old.options.mode, old.options.group) != (rc.options.mode, rc.options.group) {
+                    crate::rings::permit(&ns, rc)?;
+                }
+            }
+        }
         // Create the new rings first: if one fails, keep the old.
         let added = self.open_added(&new)?;
         for rc in &new.rings {
             if let Some(old) = self.config.ring(&rc.name) {
-                // Who may open it: applied now, to the files.
-                if (old.options.mode, old.options.group) != (rc.options.mode, rc.options.group) {
-                    if let Err(e) = crate::rings::permit(&ns, rc) {
-                        error!("{e:#}");
-                    }
-                }
+                // (Its mode and group were given above.)
                 let mut rest = rc.clone();
                 (rest.options.mode, rest.options.group) = (old.options.mode, old.options.group);
                 if old != &rest {
