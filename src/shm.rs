@@ -420,6 +420,31 @@ pub(crate) fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
     }
 }
 
+/// A private copy of a header in shared memory (`T` is a `#[repr(C)]`
+/// layout of integers and atomic integers, its size a multiple of 8), taken
+/// word by word with atomic loads: checks made on the copy, and what is
+/// kept from it, are of the same bytes, whatever a process that may write
+/// the header stores meanwhile.
+///
+/// # Safety
+///
+/// `shared` is 8-aligned, and every bit pattern is a `T`.
+pub(crate) unsafe fn snapshot<T>(shared: &T) -> Box<T> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const { assert!(std::mem::size_of::<T>().is_multiple_of(8)) };
+    let mut copy = Box::<T>::new_uninit();
+    let (from, to) = (shared as *const T as *const AtomicU64, copy.as_mut_ptr() as *mut u64);
+    for i in 0..std::mem::size_of::<T>() / 8 {
+        // SAFETY: in bounds of both (size_of::<T>() bytes); both 8-aligned
+        // (the caller's promise; a Box of T is aligned for T, at least 8
+        // for a type of u64 fields). Loaded atomically: other processes
+        // update some words (counters, leases) while we copy.
+        unsafe { to.add(i).write((*from.add(i)).load(Ordering::Relaxed)) };
+    }
+    // SAFETY: every byte was written above; any bit pattern is a T.
+    unsafe { copy.assume_init() }
+}
+
 /// Links `file` (made by [`create_unnamed`]) beside `stem` under a name
 /// nobody took, `<stem>.<pid>.<hex>.new` with the number from the clock,
 /// to be renamed over `stem`; returns that name. Anyone who may make files

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{arg, AsUser, Kid, TestNs};
-use helix::fanin::{files, Event, FanIn, FanInError, FanInOptions, LaneReport, Producer, SendError};
+use helix::fanin::{files, Event, FanIn, FanInError, FanInOptions, FanInView, LaneReport, Producer, SendError};
 use helix::Namespace;
 
 const RING: &str = "fan";
@@ -295,4 +295,49 @@ fn a_producer_asking_for_rescans_in_a_loop_gets_at_most_one_per_interval_and_the
         });
     }
     assert_eq!(got, [b"still heard".to_vec()]);
+}
+
+/// The owner of a fan-in ring rewriting its header's `lanes` and
+/// `allow_count` while tools attach gets each attach refused, naming a
+/// field, or the geometry the checks passed, never the other. (Found by
+/// review: the checks read the header in shared memory and the geometry
+/// read it again, so a flip in between could give a view more lanes than
+/// its mapping holds, or panic on the allow list's slice. The build here
+/// happens to load each field once, so this test passes without the fix
+/// too: it guards the copy, which makes that a promise.)
+#[test]
+fn a_header_rewritten_during_attaches_is_never_the_one_used() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let ns = TestNs::watched("a fan-in header flipped under attaches", Duration::from_secs(120));
+    let _fan = FanIn::create(&ns, RING, &opts(2)).unwrap();
+    let path = files::dir_path(&ns, RING).join("ring");
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    // SAFETY: a shared mapping of the ring file; the test touches it only
+    // through the aligned 32-bit atomics below.
+    let map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+    let word = |offset: usize| {
+        assert!(offset.is_multiple_of(4) && offset + 4 <= map.len());
+        // SAFETY: in bounds and 4-aligned (the mapping is page aligned).
+        unsafe { &*(map.as_ptr().add(offset) as *const AtomicU32) }
+    };
+    let (lanes, allow_count) = (word(16), word(56));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                for (l, a) in [(1 << 20, u32::MAX), (2, 0)] {
+                    lanes.store(l, Ordering::Relaxed);
+                    allow_count.store(a, Ordering::Relaxed);
+                }
+            }
+        });
+        for _ in 0..20_000 {
+            match FanInView::open(&ns, RING) {
+                Ok(view) => assert_eq!((view.geometry().lanes, view.geometry().allow_uids.len()), (2, 0)),
+                Err(FanInError::BadField { .. }) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
 }

@@ -365,7 +365,7 @@ fn validate_ring(map: &Mapping, path: &Path, name: &str) -> Result<FanInGeometry
         return Err(FanInError::field(path, "file size", map.len() as u64, format!("at least {FANIN_HEADER_SIZE}")));
     }
     // SAFETY: at least a header long and page aligned.
-    let h = unsafe { &*(map.ptr() as *const FanInHeader) };
+    let shared = unsafe { &*(map.ptr() as *const FanInHeader) };
     let f = |field, found: u64, expected: u64| {
         if found == expected {
             Ok(())
@@ -373,9 +373,14 @@ fn validate_ring(map: &Mapping, path: &Path, name: &str) -> Result<FanInGeometry
             Err(FanInError::field(path, field, found, expected))
         }
     };
-    f("magic", h.magic, FANIN_MAGIC)?;
+    f("magic", shared.magic, FANIN_MAGIC)?;
     // SYNC POINT: fan-in region initialised.
-    f("version", h.version.load(Ordering::Acquire) as u64, ABI_VERSION as u64)?;
+    f("version", shared.version.load(Ordering::Acquire) as u64, ABI_VERSION as u64)?;
+    // Every check below, and the geometry kept, of one copy: checked in
+    // shared memory and read again, a field the owner rewrote in between
+    // (lanes, allow_count) would be used unchecked (found by review).
+    // SAFETY: page aligned; FanInHeader is integers and atomic integers.
+    let h = &*unsafe { crate::shm::snapshot(shared) };
     f("header_size", h.header_size as u64, FANIN_HEADER_SIZE as u64)?;
     f("lane_state_size", h.lane_state_size as u64, LANE_STATE_SIZE as u64)?;
     f("lane_header_size", h.lane_header_size as u64, LANE_HEADER_SIZE as u64)?;

@@ -7,7 +7,6 @@ use std::path::Path;
 use crate::layout::*;
 use crate::shm::Mapping;
 use crate::sync::Ordering;
-use std::sync::atomic::AtomicU64;
 
 use super::super::{check_published, AttachError, Policy, MAX_CAPACITY, MAX_PAYLOAD, MAX_READERS};
 use super::Geometry;
@@ -50,21 +49,9 @@ pub(crate) fn validate_data(map: &Mapping, path: &Path, name: Option<&str>) -> R
 /// in shared memory and read again for the geometry, a capacity flipped in
 /// between was used unchecked, and slot indexes ran past the mapping.)
 fn snapshot(h: &RingHeader) -> Box<RingHeader> {
-    const WORDS: usize = RING_HEADER_SIZE / 8;
-    let mut copy = Box::<RingHeader>::new_uninit();
-    let (from, to) = (h as *const RingHeader as *const AtomicU64, copy.as_mut_ptr() as *mut u64);
-    for i in 0..WORDS {
-        // SAFETY: both are RING_HEADER_SIZE bytes (checked at compile time
-        // in layout.rs), 8-aligned (a page-aligned mapping; a Box of an
-        // 8-aligned type). Each shared word is loaded atomically: other
-        // processes (and this one's writers) update some of them (the
-        // lease, `published`, counters) while we copy; any value is a
-        // valid integer, and the checks below judge the copy.
-        unsafe { to.add(i).write((*from.add(i)).load(Ordering::Relaxed)) };
-    }
-    // SAFETY: every byte was written above, and RingHeader is integers and
-    // atomics of integers, for which any bytes are a value.
-    unsafe { copy.assume_init() }
+    // SAFETY: a page-aligned mapping at least a header long (checked by
+    // the caller), and RingHeader is integers and atomics of integers.
+    unsafe { crate::shm::snapshot(h) }
 }
 
 /// Checks 4 to 9: the data file is sized, filled in and published (its
