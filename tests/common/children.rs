@@ -130,7 +130,19 @@ pub struct Kid {
 impl Kid {
     /// Starts `cmd` with its standard output piped to the test.
     pub fn spawn(cmd: &mut Command) -> Kid {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        // A program file just written (`AsUser`'s copy) is "busy" while a
+        // child another test forked meanwhile still holds its write
+        // descriptor, until that child's exec closes it: try again.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.stdout(Stdio::piped()).spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => break r.unwrap(),
+            }
+        };
         let out = BufReader::new(child.stdout.take().unwrap());
         Kid { child: Reaped::new(child), out }
     }
