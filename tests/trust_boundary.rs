@@ -190,6 +190,30 @@ fn gating_readers_that_promote_themselves_again_are_not_waited_for() {
     drop(fresh);
 }
 
+/// A join never gives an entry the `joined_ns` it had, even when the
+/// clock reads earlier than the last join (stepped back, or a value a
+/// peer wrote): the writer tells a new join from a reader it demoted by
+/// it. (From the session's review: a same-pid re-join on a coarse or
+/// stepped clock could look like the demoted reader, and not gate.)
+#[test]
+fn a_join_never_repeats_the_entrys_last_join_time() {
+    let ns = TestNs::watched("join times", Duration::from_secs(60));
+    let (_ring, _w) = block_ring(&ns, "joins", Duration::from_secs(1));
+    let gating = || ReaderOptions { gating: true, ..ReaderOptions::named("again") };
+    let first = Reader::attach(&ns, "joins", &gating()).unwrap();
+    let index = first.index();
+    drop(first);
+    let raw = Raw::map(&ns.readers_path("joins"));
+    let joined = raw.word(entry_offset(index, std::mem::offset_of!(ReaderEntry, joined_ns)));
+    // An hour ahead of the clock, as after a step back of an hour.
+    let ahead = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        + 3_600_000_000_000;
+    joined.store(ahead, Ordering::Relaxed);
+    let second = Reader::attach(&ns, "joins", &gating()).unwrap();
+    assert_eq!(second.index(), index, "the same entry");
+    assert_eq!(joined.load(Ordering::Relaxed), ahead + 1);
+}
+
 /// A writer that polls with zero timeouts keeps the stall clock running:
 /// a gating reader that never reads is demoted after the stall timeout,
 /// and a poll then publishes. (Found by the session's review: checking the

@@ -350,8 +350,9 @@ impl Writer {
             if demoted {
                 continue;
             }
-            // (Past the stall timeout with nothing left to demote: a
-            // blocker gone between the gate and here. Wait briefly.)
+            // At least MIN_WAIT: past the stall timeout with nothing left
+            // to demote (a blocker gone between the gate and here), the
+            // difference is 0, and the wait must not spin.
             let mut timeout = Duration::from_nanos(stall_ns.saturating_sub(waited)).min(RECHECK).max(MIN_WAIT);
             if let Some(d) = until {
                 timeout = timeout.min(Duration::from_nanos(d - now));

@@ -110,15 +110,15 @@ pub fn permit(ns: &helix::Namespace, rc: &RingConfig) -> Result<()> {
             std::os::unix::fs::fchown(&file, None, Some(gid)).with_context(|| what(&format!("give it group {gid}")))?;
             warn!("ring {}: {} had group {}, configured {gid}: changed", rc.name, path.display(), meta.gid());
         }
-        if had != want {
+        if had != want || meta.gid() != gid {
             chmod(want)?;
+        }
+        if had != want {
             warn!(
                 "ring {}: {} had mode {had:o}, configured {want:o}: changed (processes attached before keep their access)",
                 rc.name,
                 path.display(),
             );
-        } else if meta.gid() != gid {
-            chmod(want)?;
         }
     }
     Ok(())
