@@ -195,6 +195,33 @@ fn a_restarted_consumer_resumes_where_the_last_one_released() {
     assert_eq!(records.iter().map(|r| r.1).collect::<Vec<_>>(), (5..=10).collect::<Vec<u64>>());
 }
 
+/// Found by review: a lane file the consumer drops while attaching (made
+/// or spoiled while helixd restarted) was counted in `faults` and nothing
+/// else, so nobody was told whose lane it was or why. The first drain
+/// after the attach reports it.
+#[test]
+fn a_lane_dropped_while_the_consumer_attaches_is_reported_by_its_first_drain() {
+    let (ns, fan, mut p) = one_bound_producer("dropped at attach", 2);
+    p.try_send(0, b"lost with the lane").unwrap();
+    drop(fan);
+    // While no consumer runs, the producer pushes its epoch ahead.
+    let path = files::dir_path(&ns, RING).join(files::lane_name(p.lane()));
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    let epoch = std::mem::offset_of!(helix::fanin::layout::LaneHeader, epoch) as u64;
+    file.write_all_at(&(p.epoch() + 5).to_ne_bytes(), epoch).unwrap();
+    let mut fan = attach_consumer(&ns);
+    assert_eq!(fan.stats().faults, 1, "dropped at attach");
+    let (records, reports) = drain(&mut fan);
+    assert!(records.is_empty(), "{records:?}");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!((r.lane, r.pid, r.epoch), (p.lane(), std::process::id(), p.epoch() + 5));
+    assert!(r.to_string().contains("is not the lane's next"), "{r}");
+    // Told once.
+    assert_eq!(sweep_and_drain(&mut fan), (vec![], vec![]));
+    assert!(!path.exists(), "the dropped file is still there");
+}
+
 /// A ring of `lanes` lanes, and a producer whose lane the consumer bound.
 fn one_bound_producer(what: &'static str, lanes: u32) -> (TestNs, FanIn, Producer) {
     let ns = TestNs::watched(what, Duration::from_secs(60));

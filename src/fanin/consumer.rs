@@ -68,6 +68,9 @@ pub struct FanIn {
     scanned_ns: u64,
     next: usize,
     wait: WaitStrategy,
+    /// Lanes dropped when this consumer attached, reported by the first
+    /// drain or sweep (attaching has nobody to tell).
+    pending: Vec<LaneReport>,
 }
 
 /// Rescans producers ask for (by bumping `attach_seq`) are limited to
@@ -95,7 +98,9 @@ impl FanIn {
     }
 
     /// Becomes the consumer of an existing fan-in ring (after a restart):
-    /// lanes resume where the last consumer released them.
+    /// lanes resume where the last consumer released them. Lane files it
+    /// drops on attaching (made or spoiled while no consumer ran) are
+    /// reported by the first drain or sweep.
     pub fn attach(ns: &Namespace, name: &str) -> Result<FanIn, FanInError> {
         FanIn::from_files(name, files::open_ring(ns, name, true)?)
     }
@@ -126,9 +131,15 @@ impl FanIn {
             scanned_ns: 0,
             next: 0,
             wait: Default::default(),
+            pending: Vec::new(),
         };
-        // Reports of lanes dropped at attach are in the counters.
-        fan.scan(&mut |_| {});
+        let mut dropped = Vec::new();
+        fan.scan(&mut |e| {
+            if let Event::Dropped(report) = e {
+                dropped.push(report);
+            }
+        });
+        fan.pending = dropped;
         Ok(fan)
     }
 
@@ -196,6 +207,7 @@ impl FanIn {
     /// a busy lane cannot starve the others. Each lane's records come in
     /// order; each lane's space is released once per round.
     pub fn try_drain(&mut self, per_lane: usize, mut f: impl FnMut(Event<'_>)) -> usize {
+        self.report_pending(&mut f);
         self.rescan_if_asked(&mut f);
         let n = self.lanes.len();
         let mut total = 0;
@@ -223,7 +235,7 @@ impl FanIn {
     /// `sleeping` and rings.
     pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
         // A busy consumer finds records at once: no clock read then.
-        if self.ready() {
+        if !self.pending.is_empty() || self.ready() {
             return true;
         }
         let deadline = crate::ring::deadline(timeout);
@@ -307,7 +319,15 @@ impl FanIn {
     /// whose files shrank. What a producer that finds no free lane asks
     /// for (it bumps `attach_seq`); helixd runs it periodically too.
     pub fn sweep(&mut self, mut f: impl FnMut(Event<'_>)) {
+        self.report_pending(&mut f);
         self.scan(&mut f);
+    }
+
+    /// Hands on the reports of lanes dropped at attach.
+    fn report_pending(&mut self, f: &mut dyn FnMut(Event<'_>)) {
+        for report in std::mem::take(&mut self.pending) {
+            f(Event::Dropped(report));
+        }
     }
 
     fn scan(&mut self, f: &mut dyn FnMut(Event<'_>)) {
