@@ -423,20 +423,33 @@ impl FanIn {
 
     /// Moves the refused entry `judged` out of lane `k`'s name (only it:
     /// `folder::move_aside`), so the lane is free and the entry reported
-    /// once. A refused lane file of the lane's next epoch spends that
-    /// epoch (its producer's `revoked` then sees its epoch free, and the
-    /// next producer takes the one after); the lane is marked free either
-    /// way (a restarted consumer may find it marked bound).
+    /// once; the lane is marked free (a restarted consumer may find it
+    /// marked bound). A refused lane file of the lane's next epoch spends
+    /// that epoch (its producer's `revoked` then sees its epoch taken by
+    /// another file, and the next producer takes the one after), before
+    /// its name is freed: a producer that links its file there afterwards
+    /// then finds the epoch it read spent and tries again (`LaneFile::link`).
+    /// Spent after the move, that producer's link passed, it published,
+    /// and its file was then refused as of a spent epoch, with its records.
     fn refuse(&self, k: usize, judged: Judged, why: &str, epoch: u64) {
-        let aside = folder::move_aside(&self.files.dir, k, why, judged);
         let st = self.files.state(k);
         let next = st.epoch.load(Ordering::Relaxed).checked_add(1) == Some(epoch);
-        if next && !matches!(aside, Ok(Aside::Swapped(_))) {
+        if next {
             st.tail.store(0, Ordering::Relaxed);
             st.next_seq.store(1, Ordering::Relaxed);
             st.ino.store(judged.ino, Ordering::Relaxed);
             // SYNC POINT: lane bound (an epoch spent, never bound).
             st.epoch.store(epoch, Ordering::Release);
+        }
+        let aside = folder::move_aside(&self.files.dir, k, why, judged);
+        if let (true, Ok(Aside::Swapped(Some(other)))) = (next, aside) {
+            // The refused file's owner replaced it after it was judged,
+            // and the entry under the name now may be another producer's
+            // that read the epoch before it was spent: the spent epoch
+            // passes to it, as if it had been bound and the consumer
+            // killed before its status (`bind` resumes it; a producer
+            // that saw the epoch spent first has moved it aside itself).
+            st.ino.store(other.ino, Ordering::Relaxed);
         }
         // SYNC POINT: lane freed.
         st.status.store(LANE_FREE, Ordering::Release);

@@ -186,8 +186,9 @@ pub(crate) enum Aside {
     /// which says why, and left there for the folder's owner to look at.
     Kept(PathBuf),
     /// Another entry had taken the name since it was judged: it was put
-    /// back (`true`) or, its name being taken again, left aside (`false`).
-    Swapped(bool),
+    /// back (`Some`: what it is) or, its name being taken again (or it
+    /// gone), left aside (`None`).
+    Swapped(Option<Judged>),
 }
 
 /// Frees lane `k`'s name of the entry judged `judged`, for the reason
@@ -209,7 +210,8 @@ pub(crate) fn move_aside(dir: &Path, k: usize, why: &str, judged: Judged) -> io:
     }
     let now = Judged::at(&aside);
     if now != Some(judged) {
-        return Ok(Aside::Swapped(shm::rename_noreplace(&aside, &lane).is_ok()));
+        let back = now.filter(|_| shm::rename_noreplace(&aside, &lane).is_ok());
+        return Ok(Aside::Swapped(back));
     }
     if judged.regular {
         std::fs::remove_file(&aside)?;
@@ -251,7 +253,7 @@ mod tests {
         std::fs::remove_file(lane(&d)).unwrap();
         std::fs::write(lane(&d), b"someone else's").unwrap();
         let other = Judged::at(&lane(&d)).unwrap();
-        assert_eq!(move_aside(&d.0, 0, "test", judged).unwrap(), Aside::Swapped(true));
+        assert_eq!(move_aside(&d.0, 0, "test", judged).unwrap(), Aside::Swapped(Some(other)));
         assert_eq!(Judged::at(&lane(&d)), Some(other));
         assert_eq!(std::fs::read(lane(&d)).unwrap(), b"someone else's");
         assert_eq!(std::fs::read_dir(&d.0).unwrap().count(), 1);
