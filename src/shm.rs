@@ -452,6 +452,7 @@ pub(crate) unsafe fn snapshot<T>(shared: &T) -> Box<T> {
 /// guessed, and a sticky folder keeps its owner from removing it: the
 /// replacement would then never be made.
 pub(crate) fn link_fresh(file: &File, stem: &Path) -> io::Result<PathBuf> {
+    remove_dead_fresh(stem);
     let mut err = io::Error::from(io::ErrorKind::AlreadyExists);
     for attempt in 0u64..64 {
         let salt = crate::process::realtime_ns() ^ attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -464,6 +465,33 @@ pub(crate) fn link_fresh(file: &File, stem: &Path) -> io::Result<PathBuf> {
         }
     }
     Err(err)
+}
+
+/// Removes what [`link_fresh`] left beside `stem` for a process killed
+/// between its link and its rename: the regular files
+/// `<stem>.<pid>.<16 hex digits>.new` of this process's uid whose pid no
+/// longer exists. Best effort, and only those: another user's, or one of a
+/// live pid (which may be renaming it now), are left.
+fn remove_dead_fresh(stem: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let (Some(dir), Some(base)) = (stem.parent(), stem.file_name()) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let me = crate::process::my_uid();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.as_bytes().strip_prefix(base.as_bytes()) else { continue };
+        let Some(rest) = rest.strip_prefix(b".").and_then(|r| r.strip_suffix(b".new")) else { continue };
+        let Some((pid, salt)) = std::str::from_utf8(rest).ok().and_then(|r| r.split_once('.')) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if salt.len() != 16 || !salt.bytes().all(|b| b.is_ascii_hexdigit()) || crate::process::exists(pid) {
+            continue;
+        }
+        let path = entry.path();
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file() && m.uid() == me) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 /// Renames `from` to `to` unless `to` exists (`RENAME_NOREPLACE`): for

@@ -359,3 +359,42 @@ fn a_name_taken_beside_the_control_file_keeps_no_repair_from_succeeding() {
     assert_eq!(ns.files(), [format!("{}.squat", ns.as_str()), format!("{}.squat@readers", ns.as_str())]);
     drop(ring);
 }
+
+/// Found by review: a repair killed between linking its new control file
+/// and renaming it over the old one left `<ring>@readers.<pid>.<hex>.new`
+/// in /dev/shm for good (the old fixed name was reused, and so cleaned,
+/// by the next repair). The next repair removes the leftovers of dead
+/// processes of its own user; a live process's, or another user's, stay.
+#[test]
+fn a_repair_killed_before_its_rename_leaves_nothing_the_next_repair_keeps() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "left", &RingOptions { capacity: 8, ..Default::default() }).unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let beside = |pid: u32, salt: &str| {
+        let mut name = ns.readers_path("left").into_os_string();
+        name.push(format!(".{pid}.{salt}.new"));
+        std::path::PathBuf::from(name)
+    };
+    let killed = beside(dead, "00000000deadbeef");
+    let live = beside(std::process::id(), "0123456789abcdef");
+    let others = beside(dead, "fedcba9876543210");
+    let not_ours = beside(dead, "not-a-salt");
+    for p in [&killed, &live, &others, &not_ours] {
+        std::fs::write(p, b"").unwrap();
+    }
+    chown(&others, Some(65534), Some(65534)).unwrap();
+    std::fs::remove_file(ns.readers_path("left")).unwrap();
+    let repaired = Ring::repair_readers(&ns, "left").unwrap();
+    assert!(!killed.exists(), "a dead repair's file is left");
+    for p in [&live, &others, &not_ours] {
+        assert!(p.exists(), "{p:?} was removed");
+    }
+    assert_eq!(std::fs::metadata(&others).unwrap().uid(), 65534);
+    for p in [&live, &others, &not_ours] {
+        std::fs::remove_file(p).unwrap();
+    }
+    drop((repaired, ring));
+}
