@@ -205,6 +205,56 @@ fn a_ring_created_again_with_larger_frames_replays_whole() {
     replays_as_exported(&env, &dir, "part", (5, 12), 14);
 }
 
+/// Found by review: a replay walks the folder twice, first to learn the
+/// largest payload of the ring's incarnations in the range, then to
+/// publish; a live recorder that wrote a new, larger incarnation between
+/// the two walks made the second publish frames larger than the ring it
+/// made from the first could hold, and fail. Here the ledger is appended
+/// to from `open`, which is called after the first walk, in a segment the
+/// second has not read yet: the second walk stops where the first ended.
+#[test]
+fn what_a_live_recorder_writes_between_the_replays_two_walks_is_not_replayed() {
+    use helix::ledger::replay::{replay, Pace, Range};
+    let env = Env::watched("ledger replay live", Duration::from_secs(60));
+    let dir = env.path("ledger");
+    let (mut l, _) = Ledger::open(&dir, 2048).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    for s in 1..=20 {
+        let len = payload_len(s, 64);
+        payload(s, len, &mut buf);
+        l.reserve_frame(id, s, 1, s * 1000, 7, len).copy_from_slice(&buf[..len]);
+        l.seal(id, 1);
+        l.flush().unwrap();
+    }
+    l.sync().unwrap();
+    let last = l.segment();
+    assert!(last >= 2, "the frames span segments");
+    let range = Range { ring: "t".into(), from: 1, to: 100 };
+    let done = replay(&dir, &range, Pace::Max, |decl: &RingDecl| {
+        // The recorder goes on: ring `t` created again, larger.
+        let larger = RingDecl { created_ns: 2, max_payload: 4096, ..decl.clone() };
+        let (id, _) = l.declare(&larger).unwrap();
+        l.reserve_frame(id, 1, 1, 30_000, 7, 1000).copy_from_slice(&buf[..1000]);
+        l.seal(id, 1);
+        l.flush().unwrap();
+        assert_eq!(l.segment(), last, "appended where the second walk has yet to read");
+        let opts = RingOptions { capacity: 64, max_payload: decl.max_payload, ..Default::default() };
+        Ok(Ring::create(&env.ns, "into", &opts)?.writer()?)
+    })
+    .expect("the replay of what the first walk saw");
+    assert_eq!((done.frames, done.span), (20, Some((1, 20))));
+    // The next replay sees it all.
+    let done = replay(&dir, &range, Pace::Max, |decl: &RingDecl| {
+        assert_eq!(decl.max_payload, 4096);
+        let opts = RingOptions { capacity: 64, max_payload: decl.max_payload, ..Default::default() };
+        Ok(Ring::create(&env.ns, "again", &opts)?.writer()?)
+    })
+    .unwrap();
+    assert_eq!(done.frames, 21);
+}
+
 #[test]
 fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at_a_tampered_block() {
     let env = Env::watched("ledger replay errors", Duration::from_secs(60));

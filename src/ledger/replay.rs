@@ -177,7 +177,8 @@ pub enum ReplayError {
 /// deleted and created again), `open` is given the first one's
 /// declaration with the largest `max_payload` of them all, so that every
 /// frame fits. For that the folder is walked (and verified) twice, first
-/// to learn them.
+/// to learn them; the second walk stops where the first ended, so what a
+/// live recorder writes meanwhile is not replayed.
 pub fn replay(
     dir: &Path,
     range: &Range,
@@ -198,14 +199,20 @@ pub fn replay_telling_waits(
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
     waiting: impl FnMut(Duration, u64),
 ) -> Result<Replayed, ReplayError> {
-    let largest = largest_payload(dir, range)?;
+    let (largest, end) = first_walk(dir, range)?;
     let open = move |decl: &RingDecl| open(&RingDecl { max_payload: largest.max(decl.max_payload), ..decl.clone() });
     let pacing = pacing.into();
     let mut run =
         Run { range, pacing, open: Some(open), waiting, writer: None, clock: None, done: Replayed::default() };
     let mut seen = false;
     let mut failed = None;
-    let walked = walk_blocks(dir, |chain, block, _, _| {
+    let walked = walk_blocks(dir, |chain, block, segment, offset| {
+        // Not past where the first walk ended: a live recorder may have
+        // written more since (a new incarnation, larger than `open` was
+        // told of, among it).
+        if end.is_none_or(|end| (segment, offset) > end) {
+            return ControlFlow::Break(());
+        }
         let ring = &chain.rings[block.header.ring as usize].decl;
         if ring.name != range.ring {
             return ControlFlow::Continue(());
@@ -233,13 +240,16 @@ pub fn replay_telling_waits(
 
 /// The largest `max_payload` of the incarnations of the ring that have
 /// frames or gaps in `range` (0 if none): what the ring replayed into must
-/// hold. It walks as the replay does, the whole folder: a ledger that
-/// stops verifying is walked up to the bad block (the replay then stops
-/// there and says so).
-fn largest_payload(dir: &Path, range: &Range) -> Result<u32, ReplayError> {
-    let mut largest = 0;
+/// hold; and where the walk ended (the segment and offset of the last
+/// block it visited; `None`: none), which the replay does not pass. It
+/// walks as the replay does, the whole folder: a ledger that stops
+/// verifying is walked up to the bad block (the replay then stops there
+/// and says so).
+fn first_walk(dir: &Path, range: &Range) -> Result<(u32, Option<(u64, u64)>), ReplayError> {
+    let (mut largest, mut end) = (0, None);
     // A failure is the replay's to report, when it reaches the bad block.
-    let _verified = walk_blocks(dir, |chain, block, _, _| {
+    let _verified = walk_blocks(dir, |chain, block, segment, offset| {
+        end = Some((segment, offset));
         let ring = &chain.rings[block.header.ring as usize].decl;
         if ring.name != range.ring {
             return ControlFlow::Continue(());
@@ -249,7 +259,7 @@ fn largest_payload(dir: &Path, range: &Range) -> Result<u32, ReplayError> {
         }
         ControlFlow::Continue(())
     })?;
-    Ok(largest)
+    Ok((largest, end))
 }
 
 /// The part `lo..=hi` of a block of the ring replayed that is in the range,
