@@ -343,6 +343,41 @@ fn a_missing_malformed_or_open_key_stops_the_recorder_with_its_name() {
     }
 }
 
+/// Found by review: a recorder started with another key than the one its
+/// folder was signed with (the package makes a new key when the old one
+/// is lost) signed on without a word, and the folder then failed
+/// `verify --pubkey` with either key. It still records, and says so once,
+/// naming both key ids; with the folder's own key it says nothing.
+#[test]
+fn a_recorder_started_with_another_key_than_its_folders_says_so() {
+    let env = Env::watched("ledger key changed", Duration::from_secs(60));
+    signed_ledger(&env.path("ledger"), key(1), 1 << 20, 3);
+    let started = |n: u8| {
+        let k = env.path(format!("key{n}"));
+        if !k.exists() {
+            fs::write(&k, format_secret(&key(n))).unwrap();
+            fs::set_permissions(&k, fs::Permissions::from_mode(0o400)).unwrap();
+        }
+        let mut ledger = Reaped::new(recorder(&env, &["--key", k.to_str().unwrap()]).spawn().unwrap());
+        let log = || fs::read_to_string(env.path("ledger.log")).unwrap();
+        while !log().contains("chain tail verified") {
+            assert!(ledger.0.try_wait().unwrap().is_none(), "{}", log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        signal(&ledger.0, libc::SIGTERM);
+        assert!(ledger.0.wait().unwrap().success(), "{}", log());
+        log()
+    };
+    let (one, two) = (hex(&key_id(&key(1).verifying_key())), hex(&key_id(&key(2).verifying_key())));
+    let log = started(1);
+    assert!(!log.contains("was signed by key id"), "{log}");
+    let log = started(2);
+    let want = format!("was signed by key id {one}, not by {} (key id {two})", env.path("key2").display());
+    assert!(log.contains(&want) && log.contains("give the new key a new ledger folder"), "{log}");
+    // Its own shutdown checkpoint is the last now: said once.
+    assert!(!started(2).contains("was signed by key id"));
+}
+
 /// Runs the recorder, signing with the key `k`, on a new ring `t` while
 /// 30,000 frames are published, then stops it; its folder.
 fn record_signed(env: &Env, k: &Path) -> std::path::PathBuf {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ed25519_dalek::SigningKey;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::LedgerConfig;
 use helix::ledger::format::hex;
@@ -101,4 +101,28 @@ pub fn signer(cfg: &LedgerConfig) -> Result<Option<Signer>> {
         hex(&sign::key_id(&signer.public()))
     );
     Ok(Some(signer))
+}
+
+/// Warns if the ledger in `dir` was signed with another key than the
+/// configured one (`key`, of key id `id`) until now: its last checkpoint's
+/// key id. The folder then verifies with neither public key alone
+/// (`verify --pubkey` names the first checkpoint of the other), as when
+/// the package made a new key because the old one was lost. Recording goes
+/// on: an audit trail that stops is worse.
+pub fn warn_if_signed_by_another_key(dir: &Path, key: &Path, id: [u8; sign::KEY_ID_LEN]) {
+    let Ok(Ok(Some(head))) = helix::ledger::verify::latest_checkpoint(dir) else { return };
+    if head.checkpoint.key_id != id {
+        warn!(
+            "{}: the ledger's last checkpoint ({} offset {}) was signed by key id {}, not by {} (key id {}): from \
+             here on the folder verifies with neither public key alone (`verify --pubkey` names the first \
+             checkpoint of the other key). If the key was lost or replaced on purpose, give the new key a new \
+             ledger folder (`dir` in the configuration); otherwise put the old key back",
+            dir.display(),
+            head.path.display(),
+            head.offset,
+            hex(&head.checkpoint.key_id),
+            key.display(),
+            hex(&id)
+        );
+    }
 }

@@ -256,7 +256,11 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     let mut service = Service::start(STATUS_EVERY, LOG_EVERY)?;
     // Before the folder is touched: a key that cannot be read stops here.
     let signer = crate::keys::signer(cfg)?;
+    let key_id = signer.as_ref().map(|s| helix::ledger::sign::key_id(&s.public()));
     let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size)?;
+    if let Some(id) = key_id.filter(|_| !rec.created) {
+        crate::keys::warn_if_signed_by_another_key(&cfg.dir, &cfg.key, id);
+    }
     ledger.set_signer(signer);
     if rec.created {
         info!("started a new ledger in {}", cfg.dir.display());
