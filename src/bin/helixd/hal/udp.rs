@@ -28,6 +28,8 @@ pub struct UdpStats {
     pub datagrams: AtomicU64,
     /// Datagrams dropped, by [`Reject::ALL`] index.
     pub rejected: [AtomicU64; 5],
+    /// `rejected` as last logged ([`report_rejects`]).
+    reported: [AtomicU64; 5],
     /// Datagrams the kernel dropped before helixd could read them (the
     /// socket's receive buffer was full), as the kernel counts them
     /// ([`kernel_drops`]), as helixd's control thread last read it.
@@ -161,12 +163,30 @@ fn bind_nonlocal(addr: SocketAddr) -> nix::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-/// The receive loop on an already bound socket.
-pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Result<()> {
+/// The receive loop on an already bound socket. Whatever ends it, the
+/// datagrams dropped since the last report are logged.
+pub fn serve(socket: UdpSocket, writer: Writer, state: &SourceState) -> Result<()> {
+    let served = receive(socket, writer, state);
+    report_rejects(&state.udp);
+    served
+}
+
+/// Logs the datagrams dropped since the last report, by reason, with
+/// totals (across restarts of the source: the counters are its state's).
+fn report_rejects(stats: &UdpStats) {
+    for r in Reject::ALL {
+        let total = stats.rejected[r as usize].load(Ordering::Relaxed);
+        let last = stats.reported[r as usize].swap(total, Ordering::Relaxed);
+        if total > last {
+            warn!("udp source: dropped {} {} datagrams ({total} in all)", total - last, r.as_str());
+        }
+    }
+}
+
+fn receive(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Result<()> {
     let stats = &state.udp;
     let mut rx = Receiver::new(socket);
     let mut written = 0u64;
-    let mut last_report = [0u64; 5];
     let mut next_report = helix::process::now_ns();
     while !state.stopping() {
         state.tick();
@@ -213,17 +233,7 @@ pub fn serve(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Resu
         }
         // Dropped datagrams are logged at most once a second, with totals.
         if ingest_ns >= next_report {
-            for r in Reject::ALL {
-                let total = stats.rejected[r as usize].load(Ordering::Relaxed);
-                if total > last_report[r as usize] {
-                    warn!(
-                        "udp source: dropped {} {} datagrams ({total} in all)",
-                        total - last_report[r as usize],
-                        r.as_str()
-                    );
-                    last_report[r as usize] = total;
-                }
-            }
+            report_rejects(stats);
             next_report = ingest_ns + 1_000_000_000;
         }
     }
