@@ -232,7 +232,7 @@ fn a_start_nothing_holds_the_future_and_zero_get_clear_errors() {
     let segs = helix::ledger::retention::segment_infos(&dir, None).unwrap();
     assert!(segs.len() > 4, "{} segments", segs.len());
     let plan = helix::ledger::retention::Plan { delete: segs[..3].to_vec(), unanchored: None };
-    helix::ledger::retention::prune(&dir, &segs, &plan).unwrap();
+    helix::ledger::retention::prune(&dir, &segs, &plan, None).unwrap();
     let kept = first_frame(&dir);
     assert!(kept > 1 && kept < 1985, "first kept {kept}");
     let open = |from| catch_up(&env, &dir, from);

@@ -186,7 +186,7 @@ fn retention_deletes_exactly_the_anchored_closed_segments_and_the_pruned_ledger_
     let pruned = |n: usize| move || rec.log().matches("retention: the ledger now starts after").count() == n;
     rec.wait_for(&mut ledger, "segments 1 to 3 to be pruned", pruned(1));
     let p = rec.pruned().unwrap();
-    assert_eq!(p, Pruned { segment: 3, records: infos[3].header.first_record, hash: infos[3].header.prev_hash });
+    assert_eq!(p, Pruned::new(3, infos[3].header.first_record, infos[3].header.prev_hash, None));
     assert_eq!(rec.segment_numbers(), segs[3..]);
     rec.wait_for(&mut ledger, "the refusal of segment 4", || {
         rec.log().contains("segment 4 (seg-0000000004.hxl) is past")

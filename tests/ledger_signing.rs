@@ -343,6 +343,30 @@ fn a_missing_malformed_or_open_key_stops_the_recorder_with_its_name() {
     }
 }
 
+/// Runs the recorder with `args` until its log says `what`, then stops
+/// it; its log.
+fn run_until(env: &Env, args: &[&str], what: &str) -> String {
+    let mut ledger = Reaped::new(recorder(env, args).spawn().unwrap());
+    let log = || fs::read_to_string(env.path("ledger.log")).unwrap();
+    while !log().contains(what) {
+        assert!(ledger.0.try_wait().unwrap().is_none(), "{}", log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&ledger.0, libc::SIGTERM);
+    assert!(ledger.0.wait().unwrap().success(), "{}", log());
+    log()
+}
+
+/// A new key made by `keygen` at `ledger.key`, and its public key as
+/// `pubkey` prints it, at `ledger.pub`.
+fn keyed(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
+    let k = env.path("ledger.key");
+    assert!(run(&["keygen"], &[&k]).status.success());
+    let pubfile = env.path("ledger.pub");
+    fs::write(&pubfile, run(&["pubkey", "--key"], &[&k]).stdout).unwrap();
+    (k, pubfile)
+}
+
 /// Found by review: a recorder started with another key than the one its
 /// folder was signed with (the package makes a new key when the old one
 /// is lost) signed on without a word, and the folder then failed
@@ -358,15 +382,7 @@ fn a_recorder_started_with_another_key_than_its_folders_says_so() {
             fs::write(&k, format_secret(&key(n))).unwrap();
             fs::set_permissions(&k, fs::Permissions::from_mode(0o400)).unwrap();
         }
-        let mut ledger = Reaped::new(recorder(&env, &["--key", k.to_str().unwrap()]).spawn().unwrap());
-        let log = || fs::read_to_string(env.path("ledger.log")).unwrap();
-        while !log().contains("chain tail verified") {
-            assert!(ledger.0.try_wait().unwrap().is_none(), "{}", log());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        signal(&ledger.0, libc::SIGTERM);
-        assert!(ledger.0.wait().unwrap().success(), "{}", log());
-        log()
+        run_until(&env, &["--key", k.to_str().unwrap()], "chain tail verified")
     };
     let (one, two) = (hex(&key_id(&key(1).verifying_key())), hex(&key_id(&key(2).verifying_key())));
     let log = started(1);
@@ -404,6 +420,27 @@ fn record_signed(env: &Env, k: &Path) -> std::path::PathBuf {
     env.path("ledger")
 }
 
+/// The recorder's retention signs the `pruned` manifest with the key it
+/// signs checkpoints with: a folder it pruned verifies with `--pubkey`.
+#[test]
+fn the_recorders_retention_signs_what_it_prunes() {
+    use helix::ledger::retention::read_pruned;
+    let env = Env::watched("ledger retention signs", Duration::from_secs(120));
+    let (k, pubfile) = keyed(&env);
+    let dir = record_signed(&env, &k);
+    assert!(run(&["anchor"], &[&dir]).status.success(), "the head anchored");
+    // Every closed segment is past this retention, and anchored.
+    let cfg = env.path("ledger.toml");
+    fs::write(&cfg, "[retention]\nmax_total_gib = 0.000001\n").unwrap();
+    let args = ["--key", k.to_str().unwrap(), "--config", cfg.to_str().unwrap()];
+    run_until(&env, &args, "retention: the ledger now starts after");
+    let p = read_pruned(&dir).unwrap().expect("a manifest");
+    let public = helix::ledger::sign::parse_public(&fs::read_to_string(&pubfile).unwrap()).unwrap();
+    assert_eq!(p.signed.map(|s| s.key_id), Some(key_id(&public)));
+    let out = run(&["verify", "--pubkey"], &[&pubfile, &dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
 /// `helixctl verify --pubkey` on `dir` says what `helix-ledger verify` said
 /// (`v`, with the right key `pubfile`), and names another key (`other`)
 /// and a malformed one (`k`, the secret key).
@@ -427,10 +464,7 @@ fn check_helixctl_verify(dir: &Path, v: &Value, pubfile: &Path, other: &Path, k:
 #[test]
 fn the_recorder_signs_its_ledger_and_verify_head_and_export_show_it() {
     let env = Env::watched("ledger signing end to end", Duration::from_secs(120));
-    let k = env.path("ledger.key");
-    assert!(run(&["keygen"], &[&k]).status.success());
-    let pubfile = env.path("ledger.pub");
-    fs::write(&pubfile, run(&["pubkey", "--key"], &[&k]).stdout).unwrap();
+    let (k, pubfile) = keyed(&env);
     let dir = record_signed(&env, &k);
 
     let out = run(&["verify", "--json", "--pubkey"], &[&pubfile, &dir]);
@@ -480,23 +514,70 @@ fn the_recorder_signs_its_ledger_and_verify_head_and_export_show_it() {
     check_helixctl_verify(&dir, &v, &pubfile, &other, &k);
 }
 
-#[test]
-fn a_pruned_folder_verifies_with_its_key_from_its_first_kept_segment() {
+/// A ledger signed with key 1 in segments of 4 KiB, its first `n`
+/// segments pruned as the recorder's retention does (the manifest signed
+/// by key 1); its folder and the segments it had.
+fn pruned_ledger(env: &Env, n: usize) -> (std::path::PathBuf, Vec<helix::ledger::retention::SegmentInfo>) {
     use helix::ledger::retention::{prune, segment_infos, Plan};
-    let env = Env::new();
     let dir = env.path("ledger");
     // A batch a second: a segment (17 batches) closes well within the
     // interval, so the next one holds records before its first checkpoint.
     signed_ledger_every(&dir, key(1), 4096, 60, 1);
     let segs = segment_infos(&dir, None).unwrap();
-    assert!(segs.len() >= 3);
-    prune(&dir, &segs, &Plan { delete: segs[..2].to_vec(), unanchored: None }).unwrap();
+    assert!(segs.len() >= 4);
+    let plan = Plan { delete: segs[..n].to_vec(), unanchored: None };
+    prune(&dir, &segs, &plan, Some(&Signer::new(key(1), 60))).unwrap();
+    (dir, segs)
+}
+
+#[test]
+fn a_pruned_folder_verifies_with_its_key_from_its_first_kept_segment() {
+    let env = Env::new();
+    let (dir, _) = pruned_ledger(&env, 2);
     // The first kept segment's records precede its first checkpoint: the
     // one that closed the segment before it was pruned with it.
     let signed = verify_signed(&dir, &key(1).verifying_key()).unwrap().unwrap();
     assert_eq!((signed.summary.pruned.unwrap().segment, signed.unsigned_records), (2, 0));
     let f = signed_failure(&dir, &key(2));
     assert!(f.contains("signed by key id"), "{f}");
+}
+
+/// Found by review: the `pruned` manifest's checksum is no seal, so
+/// someone who can write the folder deleted the oldest segments, wrote
+/// the manifest retention would have (the hash is the next segment's
+/// `prev_hash`), and `verify --pubkey` passed: rule 2 spares a pruned
+/// start. The recorder signs the manifest now, and `verify --pubkey`
+/// refuses one unsigned, of another key, or whose signature is not over
+/// its fields.
+#[test]
+fn a_pruned_manifest_written_by_hand_fails_verify_with_the_key() {
+    use helix::ledger::retention::{read_pruned, write_pruned, Pruned};
+    use helix::ledger::sign::PrunedSignature;
+    let env = Env::new();
+    let (dir, segs) = pruned_ledger(&env, 1);
+    let ours = read_pruned(&dir).unwrap().unwrap();
+    assert!(verify_signed(&dir, &key(1).verifying_key()).unwrap().is_ok());
+    // Segment 2 deleted by hand, and a manifest for it written.
+    fs::remove_file(&segs[1].path).unwrap();
+    let next = &segs[2].header;
+    let write = |signed: Option<PrunedSignature>| {
+        write_pruned(&dir, &Pruned { signed, ..Pruned::new(2, next.first_record, next.prev_hash, None) }).unwrap();
+        assert!(verify(&dir).unwrap().is_ok(), "the chain alone verifies");
+    };
+    let by_hand = |signed| {
+        write(signed);
+        signed_failure(&dir, &key(1))
+    };
+    let f = by_hand(None);
+    assert!(f.contains("the manifest of segments 1..=2") && f.contains("is not signed"), "{f}");
+    assert!(f.contains("pruned"), "the manifest is named: {f}");
+    let f = by_hand(ours.signed);
+    assert!(f.contains("its signature does not verify: forged"), "{f}");
+    let f = by_hand(Some(Signer::new(key(2), 60).sign_pruned(2, next.first_record, &next.prev_hash)));
+    assert!(f.contains("the manifest is signed by key id"), "{f}");
+    // Signed by the key, as the recorder's retention would have: verifies.
+    write(Some(Signer::new(key(1), 60).sign_pruned(2, next.first_record, &next.prev_hash)));
+    assert!(verify_signed(&dir, &key(1).verifying_key()).unwrap().is_ok());
 }
 
 #[test]

@@ -86,11 +86,16 @@ pub(super) fn check_line(line: &str) -> Result<&str, String> {
 
 /// Parses a 64-digit hex chain hash.
 pub fn parse_hash(s: &str) -> Result<Hash, String> {
-    let bad = || format!("{s:?} is not a chain hash (64 hex digits)");
-    if s.len() != 2 * HASH_LEN || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    parse_hex(s, "a chain hash")
+}
+
+/// Parses `2 × N` hex digits into `N` bytes; `what` names them in the error.
+pub(super) fn parse_hex<const N: usize>(s: &str, what: &str) -> Result<[u8; N], String> {
+    let bad = || format!("{s:?} is not {what} ({} hex digits)", 2 * N);
+    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
-    let mut h = [0u8; HASH_LEN];
+    let mut h = [0u8; N];
     for (i, b) in h.iter_mut().enumerate() {
         *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
     }

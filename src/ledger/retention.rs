@@ -14,9 +14,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::anchor::{check_line, checked_line, parse_hash, parse_u64, read_header, sync_dir, LineError};
+use super::anchor::{check_line, checked_line, parse_hash, parse_hex, parse_u64, read_header, sync_dir, LineError};
 use super::compress::compressed_name;
 use super::format::*;
+use super::sign::{PrunedSignature, Signer};
 use super::store::{io_err, segments, LedgerError};
 
 /// The manifest of what was pruned from a ledger folder.
@@ -25,7 +26,8 @@ pub const PRUNED_FILE: &str = "pruned";
 /// The segments pruned from the start of a ledger: `1..=segment`, holding
 /// its first `records` records, which end at chain hash `hash`. The first
 /// segment kept is `segment + 1`, and its header's `first_record` and
-/// `prev_hash` are `records` and `hash`.
+/// `prev_hash` are `records` and `hash`. A recorder that signs checkpoints
+/// signs the manifest too (`verify --pubkey` refuses one unsigned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
     /// The last segment pruned.
@@ -34,20 +36,32 @@ pub struct Pruned {
     pub records: u64,
     /// The chain hash after them.
     pub hash: Hash,
+    /// The recorder's signature over the three, if it signs.
+    pub signed: Option<PrunedSignature>,
 }
 
 impl Pruned {
+    /// The manifest of `1..=segment`, signed by `signer` if given.
+    pub fn new(segment: u64, records: u64, hash: Hash, signer: Option<&Signer>) -> Pruned {
+        let signed = signer.map(|s| s.sign_pruned(segment, records, &hash));
+        Pruned { segment, records, hash, signed }
+    }
+
     /// The manifest's one line (without its newline).
     pub fn encode(&self) -> String {
-        checked_line(&format!("pruned {} {} {}", self.segment, self.records, hex(&self.hash)))
+        let mut text = format!("pruned {} {} {}", self.segment, self.records, hex(&self.hash));
+        if let Some(s) = &self.signed {
+            text += &format!(" {} {}", hex(&s.key_id), hex(&s.signature));
+        }
+        checked_line(&text)
     }
 
     /// Decodes the manifest's line.
     pub fn decode(line: &str) -> Result<Pruned, String> {
         let text = check_line(line)?;
         let f: Vec<&str> = text.split(' ').collect();
-        let ["pruned", segment, records, hash] = f[..] else {
-            return Err("expected `pruned SEGMENT RECORDS HASH CHECK`".into());
+        let (["pruned", segment, records, hash] | ["pruned", segment, records, hash, _, _]) = f[..] else {
+            return Err("expected `pruned SEGMENT RECORDS HASH [KEY_ID SIGNATURE] CHECK`".into());
         };
         let segment = parse_u64(segment, "segment")?;
         if segment == 0 {
@@ -56,7 +70,14 @@ impl Pruned {
         if segment == u64::MAX {
             return Err(format!("segment {segment} is the last there can be: no segment could follow it"));
         }
-        Ok(Pruned { segment, records: parse_u64(records, "record count")?, hash: parse_hash(hash)? })
+        let signed = match f[..] {
+            [.., key_id, signature] if f.len() == 6 => Some(PrunedSignature {
+                key_id: parse_hex(key_id, "a key id")?,
+                signature: parse_hex(signature, "a signature")?,
+            }),
+            _ => None,
+        };
+        Ok(Pruned { segment, records: parse_u64(records, "record count")?, hash: parse_hash(hash)?, signed })
     }
 }
 
@@ -180,11 +201,17 @@ pub fn plan(segs: &[SegmentInfo], policy: &Policy, now_ns: u64, anchored: u64) -
 /// Deletes the segments of `plan` (the oldest of the folder, in order):
 /// first the manifest is replaced by one naming the last of them, then the
 /// files are removed, oldest first. `segs` are the folder's segments, as
-/// the plan was made from. Returns the new manifest.
-pub fn prune(dir: &Path, segs: &[SegmentInfo], plan: &Plan) -> Result<Option<Pruned>, LedgerError> {
+/// the plan was made from; `signer` signs the manifest (the recorder's,
+/// if it signs checkpoints). Returns the new manifest.
+pub fn prune(
+    dir: &Path,
+    segs: &[SegmentInfo],
+    plan: &Plan,
+    signer: Option<&Signer>,
+) -> Result<Option<Pruned>, LedgerError> {
     let Some(last) = plan.delete.last() else { return Ok(None) };
     let next = segs.iter().find(|s| s.segment == last.segment + 1).expect("a plan never deletes the last segment");
-    let p = Pruned { segment: last.segment, records: next.header.first_record, hash: next.header.prev_hash };
+    let p = Pruned::new(last.segment, next.header.first_record, next.header.prev_hash, signer);
     write_pruned(dir, &p)?;
     for s in &plan.delete {
         fs::remove_file(&s.path).map_err(io_err(&s.path))?;
@@ -331,11 +358,8 @@ pub(super) mod tests {
         let all = Policy { max_total_bytes: Some(1), ..Policy::default() };
         let p = plan(&segs, &all, 0, anchored);
         assert_eq!((numbers(&p), p.unanchored), (vec![1, 2, 3], Some(4)));
-        let manifest = prune(dir, &segs, &p).unwrap().unwrap();
-        assert_eq!(
-            manifest,
-            Pruned { segment: 3, records: segs[3].header.first_record, hash: segs[3].header.prev_hash }
-        );
+        let manifest = prune(dir, &segs, &p, None).unwrap().unwrap();
+        assert_eq!(manifest, Pruned::new(3, segs[3].header.first_record, segs[3].header.prev_hash, None));
         assert_eq!(read_pruned(dir).unwrap(), Some(manifest));
         assert!(!segs[0].path.exists() && !segs[2].path.exists() && segs[3].path.exists());
 
@@ -354,7 +378,7 @@ pub(super) mod tests {
         let segs = segment_infos(dir, Some(&manifest)).unwrap();
         let p = plan(&segs, &all, 0, segs[2].header.first_record);
         assert_eq!(numbers(&p), [4, 5]);
-        prune(dir, &segs, &p).unwrap();
+        prune(dir, &segs, &p, None).unwrap();
         assert_eq!(verify(dir).unwrap().unwrap().hash, s.hash);
     }
 
@@ -365,7 +389,7 @@ pub(super) mod tests {
         let before = verify(dir).unwrap().unwrap();
         // Killed after the manifest was renamed into place, before the
         // files were removed (or after some): the leftovers are pruned.
-        let p = Pruned { segment: 3, records: segs[3].header.first_record, hash: segs[3].header.prev_hash };
+        let p = Pruned::new(3, segs[3].header.first_record, segs[3].header.prev_hash, None);
         write_pruned(dir, &p).unwrap();
         fs::remove_file(&segs[0].path).unwrap();
         let s = verify(dir).unwrap().unwrap();
@@ -400,7 +424,7 @@ pub(super) mod tests {
         assert!(e.contains("segment 1 (seg-0000000001.hxl) is missing and segment 2 follows"), "{e}");
         assert!(e.starts_with(&dir.display().to_string()), "{e}");
         // With a manifest naming segment 1, the folder is whole again.
-        let p = Pruned { segment: 1, records: segs[1].header.first_record, hash: segs[1].header.prev_hash };
+        let p = Pruned::new(1, segs[1].header.first_record, segs[1].header.prev_hash, None);
         let kept = segment_infos(dir, Some(&p)).unwrap();
         assert_eq!(kept.iter().map(|s| s.segment).collect::<Vec<_>>(), (2..=segs.len() as u64).collect::<Vec<_>>());
         assert!(!plan(&kept, &tiny, 0, u64::MAX).delete.is_empty());
@@ -416,7 +440,7 @@ pub(super) mod tests {
         assert!(e.starts_with("segment 1 (seg-0000000001.hxl) is missing and no `pruned` manifest"), "{e}");
         assert!(e.contains("seg-0000000002.hxl"), "{e}");
         // A manifest that the first kept segment does not continue.
-        let p = Pruned { segment: 1, records: segs[1].header.first_record + 1, hash: segs[1].header.prev_hash };
+        let p = Pruned::new(1, segs[1].header.first_record + 1, segs[1].header.prev_hash, None);
         write_pruned(dir, &p).unwrap();
         let e = failure(dir);
         assert!(e.contains("seg-0000000002.hxl: the first segment after the `pruned` manifest says"), "{e}");
@@ -430,7 +454,7 @@ pub(super) mod tests {
         assert!(e.contains("segment 3 (seg-0000000003.hxl) is missing; next is"), "{e}");
         // Garbled manifests: each named.
         let path = dir.join(PRUNED_FILE);
-        let good = Pruned { segment: 2, records: 5, hash: [0; 32] }.encode();
+        let good = Pruned::new(2, 5, [0; 32], None).encode();
         for (text, want) in [
             (good.replacen(" 5 ", " 6 ", 1) + "\n", "line 1: checksum"),
             (good.clone(), "exactly one line"),
@@ -438,6 +462,8 @@ pub(super) mod tests {
             (checked_line("pruned 0 5 00") + "\n", "segment 0 does not exist"),
             (checked_line(&format!("pruned {} 5 00", u64::MAX)) + "\n", "no segment could follow it"),
             (checked_line("pruned x") + "\n", "expected `pruned SEGMENT"),
+            (checked_line(&format!("pruned 2 5 {} 0011 {}", hex(&[0; 32]), hex(&[0; 64]))) + "\n", "not a key id"),
+            (checked_line(&format!("pruned 2 5 {} {} 00", hex(&[0; 32]), hex(&[0; 8]))) + "\n", "not a signature"),
             ("\u{0}\n".into(), "control character"),
         ] {
             fs::write(&path, &text).unwrap();
@@ -450,7 +476,7 @@ pub(super) mod tests {
         // A manifest with no segment after it: the recorder refuses to
         // start a new chain there.
         let e = tempfile::tempdir().unwrap();
-        write_pruned(e.path(), &Pruned { segment: 7, records: 5, hash: [0; 32] }).unwrap();
+        write_pruned(e.path(), &Pruned::new(7, 5, [0; 32], None)).unwrap();
         let err = Ledger::open(e.path(), 1024).err().unwrap().to_string();
         assert!(err.contains("segments up to 7 were pruned, but segment 8 (seg-0000000008.hxl) is missing"), "{err}");
     }

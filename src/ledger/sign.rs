@@ -21,6 +21,9 @@ pub const SIGNED_LEN: usize = 80;
 /// What the signed message starts with, so that a checkpoint's signature
 /// cannot be taken for the signature of anything else made with the key.
 pub const DOMAIN: &[u8] = b"HELIX ledger checkpoint v1\0";
+/// What a `pruned` manifest's signed message starts with (a checkpoint's
+/// is [`DOMAIN`]: neither signature passes for the other).
+pub const PRUNED_DOMAIN: &[u8] = b"HELIX ledger pruned v1\0";
 /// Bytes of a key id: the first 8 bytes of Blake3(public key).
 pub const KEY_ID_LEN: usize = 8;
 /// The first word of a secret key file's line.
@@ -127,12 +130,44 @@ impl Checkpoint {
     }
 }
 
+/// The recorder's signature over a `pruned` manifest (`retention::Pruned`):
+/// that retention deleted the segments `1..=segment`, which held the
+/// ledger's first `records` records, ending at chain hash `hash`. Someone
+/// who can write the folder but not read the key cannot delete the oldest
+/// segments and write a manifest for them that `verify --pubkey` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrunedSignature {
+    /// The signing key's id.
+    pub key_id: [u8; KEY_ID_LEN],
+    /// Ed25519 over [`pruned_message`].
+    pub signature: [u8; 64],
+}
+
+/// The message a `pruned` manifest's signature is over: [`PRUNED_DOMAIN`],
+/// then `segment` and `records` (u64, little-endian) and `hash`.
+pub fn pruned_message(segment: u64, records: u64, hash: &Hash) -> Vec<u8> {
+    let mut m = PRUNED_DOMAIN.to_vec();
+    m.extend_from_slice(&segment.to_le_bytes());
+    m.extend_from_slice(&records.to_le_bytes());
+    m.extend_from_slice(hash);
+    m
+}
+
+impl PrunedSignature {
+    /// Whether it is `key`'s over the manifest's fields (strict).
+    pub fn signs(&self, key: &VerifyingKey, segment: u64, records: u64, hash: &Hash) -> bool {
+        let message = pruned_message(segment, records, hash);
+        key.verify_strict(&message, &Signature::from_bytes(&self.signature)).is_ok()
+    }
+}
+
 /// A key's id: the first 8 bytes of Blake3 of the 32-byte public key.
 pub fn key_id(key: &VerifyingKey) -> [u8; KEY_ID_LEN] {
     blake3::hash(key.as_bytes()).as_bytes()[..KEY_ID_LEN].try_into().unwrap()
 }
 
 /// The recorder's signing key and the interval it signs at.
+#[derive(Clone)]
 pub struct Signer {
     key: SigningKey,
     key_id: [u8; KEY_ID_LEN],
@@ -179,6 +214,12 @@ impl Signer {
         };
         c.signature = self.key.sign(&c.message()).to_bytes();
         c
+    }
+
+    /// Signs a `pruned` manifest's fields.
+    pub fn sign_pruned(&self, segment: u64, records: u64, hash: &Hash) -> PrunedSignature {
+        let signature = self.key.sign(&pruned_message(segment, records, hash)).to_bytes();
+        PrunedSignature { key_id: self.key_id, signature }
     }
 }
 

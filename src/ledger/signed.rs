@@ -29,6 +29,7 @@ use super::block::BlockView;
 use super::chain::Chain;
 use super::compress::read_segment;
 use super::format::*;
+use super::retention::{read_pruned, PRUNED_FILE};
 use super::sign::{key_id, Checkpoint};
 use super::store::{segments, LedgerError};
 use super::verify::{walk_segments, Summary, VerifyFailure};
@@ -46,6 +47,7 @@ pub struct Signed {
 
 /// Where the walk is, for the rules.
 struct State<'k> {
+    dir: &'k Path,
     key: &'k VerifyingKey,
     key_id: [u8; 8],
     /// The segment being read: its path, format version, and whether its
@@ -82,10 +84,53 @@ impl State<'_> {
             let block = header.first_block.saturating_sub(1);
             return self.fail(0, block, problem);
         }
-        if self.segment.is_none() {
-            self.pruned_start = header.segment > 1;
-        }
+        let first = self.segment.is_none();
         self.segment = Some((path.to_owned(), header.version, None));
+        if first && header.segment > 1 {
+            self.pruned_start = true;
+            return self.manifest(header);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A folder that starts after pruned segments: its `pruned` manifest
+    /// must be signed by the key, or the oldest segments may have been
+    /// deleted by hand (the manifest's checksum is no seal: anyone can
+    /// write one).
+    fn manifest(&mut self, header: &SegmentHeader) -> ControlFlow<()> {
+        let path = self.dir.join(PRUNED_FILE);
+        let fail = |st: &mut Self, problem: String| {
+            st.failure =
+                Some(VerifyFailure::Checkpoint { path: path.clone(), offset: 0, block: header.first_block, problem });
+            ControlFlow::Break(())
+        };
+        let p = match read_pruned(self.dir) {
+            Ok(Some(p)) => p,
+            Ok(None) => return fail(self, "the folder starts after segment 1 without a `pruned` manifest".into()),
+            Err(e) => return fail(self, e.to_string()),
+        };
+        let Some(signed) = p.signed else {
+            let problem = format!(
+                "the manifest of segments 1..={} ({} records) is not signed: they may have been deleted by hand \
+                 (a recorder that signs checkpoints signs what its retention prunes)",
+                p.segment, p.records
+            );
+            return fail(self, problem);
+        };
+        if signed.key_id != self.key_id {
+            let problem = format!(
+                "the manifest is signed by key id {}, not by the given key (key id {})",
+                hex(&signed.key_id),
+                hex(&self.key_id)
+            );
+            return fail(self, problem);
+        }
+        if !signed.signs(self.key, p.segment, p.records, &p.hash) {
+            return fail(
+                self,
+                format!("the manifest of segments 1..={}: its signature does not verify: forged", p.segment),
+            );
+        }
         ControlFlow::Continue(())
     }
 
@@ -152,6 +197,7 @@ impl State<'_> {
 /// does, and its checkpoints against `key` (the module's rules).
 pub fn verify_signed(dir: &Path, key: &VerifyingKey) -> Result<Result<Signed, VerifyFailure>, LedgerError> {
     let mut st = State {
+        dir,
         key,
         key_id: key_id(key),
         segment: None,

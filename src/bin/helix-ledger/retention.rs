@@ -22,6 +22,7 @@ use helix::ledger::anchor::{covered, read_anchors, ANCHORS_FILE};
 use helix::ledger::compress::{compress_segment, is_compressed};
 use helix::ledger::format::{hex, segment_name};
 use helix::ledger::retention::{plan, prune, read_pruned, segment_infos, Policy};
+use helix::ledger::sign::Signer;
 use helix::ledger::store::segments;
 
 /// How often the folder is looked at.
@@ -36,8 +37,9 @@ pub struct Retainer {
 }
 
 impl Retainer {
-    /// Starts retention on `dir` if `policy` sets a limit or compresses.
-    pub fn spawn(dir: &Path, policy: Policy) -> Result<Option<Retainer>> {
+    /// Starts retention on `dir` if `policy` sets a limit or compresses;
+    /// `signer` (the recorder's) signs the `pruned` manifest.
+    pub fn spawn(dir: &Path, policy: Policy, signer: Option<Signer>) -> Result<Option<Retainer>> {
         if !policy.is_set() && !policy.compress {
             return Ok(None);
         }
@@ -52,7 +54,7 @@ impl Retainer {
             info!("retention: closed segments are compressed (LZ4 frames, seg-NNNNNNNNNN.hxl.lz4)");
         }
         let (stop, rx) = mpsc::channel::<()>();
-        let mut state = State { dir: dir.to_owned(), policy, ..State::default() };
+        let mut state = State { dir: dir.to_owned(), policy, signer, ..State::default() };
         let thread = std::thread::Builder::new()
             .name("ledger-retention".into())
             .spawn(move || {
@@ -91,6 +93,7 @@ impl Drop for Retainer {
 struct State {
     dir: PathBuf,
     policy: Policy,
+    signer: Option<Signer>,
     /// The record count an anchor was found to cover (checked once).
     anchored: u64,
     /// Lines of the anchors file logged as not matching.
@@ -155,7 +158,7 @@ impl State {
             }
             self.refused = plan.unanchored;
         }
-        if let Some(p) = prune(dir, &segs, &plan)? {
+        if let Some(p) = prune(dir, &segs, &plan, self.signer.as_ref())? {
             for s in &plan.delete {
                 info!(
                     "retention: deleted segment {} ({}, {} bytes), past retention and anchored",

@@ -261,6 +261,8 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     if let Some(id) = key_id.filter(|_| !rec.created) {
         crate::keys::warn_if_signed_by_another_key(&cfg.dir, &cfg.key, id);
     }
+    // Retention signs the `pruned` manifest with the same key.
+    let retention_signer = signer.clone();
     ledger.set_signer(signer);
     if rec.created {
         info!("started a new ledger in {}", cfg.dir.display());
@@ -304,7 +306,7 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     ledger.checkpoint(helix::process::realtime_ns(), Reason::Open);
     ledger.flush()?;
     // Stopped and joined when `run` returns.
-    let _retention = crate::retention::Retainer::spawn(&cfg.dir, cfg.retention)?;
+    let _retention = crate::retention::Retainer::spawn(&cfg.dir, cfg.retention, retention_signer)?;
     service.ready(&status(&taps, &ledger, 0.0));
     let result = serve(cfg, &mut service, &mut taps, &mut ledger, Publisher::new(metrics_file));
     service.stopping();
