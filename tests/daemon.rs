@@ -284,17 +284,51 @@ fn a_ring_another_user_made_under_a_configured_name_is_not_adopted() {
     let err = String::from_utf8_lossy(&out.stderr);
     let owned = format!("{} is owned by uid 65534", env.ns.data_path("telemetry").display());
     assert!(err.contains(&owned) && err.contains("helixctl rm --force telemetry"), "{err}");
+    // `--check` says so too, at the ring's line (found by review: it
+    // passed, and the start that followed failed).
+    let (ok, err) = check(&env, &cfg);
+    assert!(!ok && err.contains("a.toml:5: ring \"telemetry\"") && err.contains(&owned), "{err}");
     // recreate = true does not take it either (helixd, run as helix,
     // could not remove it from the sticky /dev/shm): root removes it.
     let cfg = env.config("b.toml", &format!("{TELEMETRY}recreate = true\n"));
     let out = env.helixd(&cfg).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(&owned));
+    let (ok, err) = check(&env, &cfg);
+    assert!(!ok && err.contains(&owned), "{err}");
     Ring::unlink(&env.ns, "telemetry").unwrap();
     let notify = Notify::new(&env.dir);
     let mut d = notify.ready(env.helixd(&cfg));
     let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(env.ns.data_path("telemetry")).unwrap());
     assert_eq!(uid, helix::process::my_uid());
     d.terminate();
+}
+
+/// Found by review: `helixd --check` passed a ring whose `group` helixd
+/// is not in; the start that followed failed when it gave the ring's
+/// files that group. Run as uid 65534 (in no group but its own), it names
+/// the ring's line; a group it is in passes.
+#[test]
+fn check_refuses_a_group_helixd_is_not_in_naming_the_ring() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !common::root_or_skip("running helixd as another user needs root") {
+        return;
+    }
+    let _dog = watchdog("helixd check group", Duration::from_secs(60));
+    let env = Env::new();
+    std::fs::set_permissions(&env.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |group: &str| {
+        let cfg = env.config(&format!("{group}.toml"), &format!("{TELEMETRY}group = \"{group}\"\n"));
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = env.helixd(&cfg).arg("--check").uid(65534).gid(65534).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = as_nobody("0");
+    assert!(!ok, "{err}");
+    assert!(err.contains("0.toml:5: ring \"telemetry\": helixd (uid 65534) is not in group 0"), "{err}");
+    let (ok, err) = as_nobody("65534");
+    assert!(ok, "{err}");
+    assert!(env.ns.files().is_empty(), "--check made {:?}", env.ns.files());
 }
 
 #[test]

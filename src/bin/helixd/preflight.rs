@@ -1,7 +1,7 @@
 //! What a start of helixd would refuse, found without creating anything,
 //! each named with the file and line of its ring: rings that do not fit in
-//! `/dev/shm` ([`memory`]), and existing rings helixd may not adopt
-//! ([`existing`]). `helixd --check` runs both; a start and a reload check
+//! `/dev/shm` ([`memory`]), and existing rings helixd may not adopt or a
+//! group it may not give ([`existing`]). `helixd --check` runs both; a start and a reload check
 //! the memory before they create a ring (the existing rings are judged as
 //! each is opened).
 
@@ -66,8 +66,27 @@ fn held(ns: &Namespace, name: &str) -> u64 {
 }
 
 /// Checks that every configured ring that exists already can be adopted
-/// (or is to be recreated): what `rings::open_or_create` refuses at a start.
+/// (or is to be recreated), and that helixd may give the rings' files
+/// their configured group: what `rings::open_or_create` and
+/// `rings::permit` refuse at a start.
 pub fn existing(config: &Config) -> Result<(), ConfigError> {
+    for r in &config.rings {
+        // Refused whether or not `recreate` is set: helixd, not root,
+        // cannot remove another user's file.
+        if let Some(why) = crate::rings::foreign(&config.namespace, &r.name) {
+            let fix = format!("remove it as root (`helixctl rm --force {}`)", r.name);
+            return Err(at(config, r, format!("ring {:?}: {why}; {fix}", r.name)));
+        }
+        if let Some(gid) = r.options.group.filter(|&gid| !may_give_group(gid)) {
+            let me = nix::unistd::geteuid();
+            let why = format!("helixd (uid {me}) is not in group {gid}, so it cannot give the ring's files that group");
+            return Err(at(
+                config,
+                r,
+                format!("ring {:?}: {why}; add its user to the group, or change `group`", r.name),
+            ));
+        }
+    }
     for r in config.rings.iter().filter(|r| !r.recreate) {
         let why = match RingView::attach(&config.namespace, &r.name) {
             Ok(view) => match differences(view.geometry(), &r.options) {
@@ -80,6 +99,13 @@ pub fn existing(config: &Config) -> Result<(), ConfigError> {
         return Err(at(config, r, format!("ring {:?}: {why}; set recreate = true to replace it", r.name)));
     }
     Ok(())
+}
+
+/// Whether this process may give the files it owns group `gid`: it is
+/// root, or `gid` is its effective or a supplementary group.
+fn may_give_group(gid: u32) -> bool {
+    use nix::unistd::{getegid, geteuid, getgroups};
+    geteuid().is_root() || getegid().as_raw() == gid || getgroups().is_ok_and(|g| g.iter().any(|x| x.as_raw() == gid))
 }
 
 /// What differs between an existing ring and its configuration; empty if

@@ -64,7 +64,7 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
 /// may create files in /dev/shm, and a ring made under a configured name
 /// before helixd (at boot, or after a SIGHUP retired it) would be written
 /// by helixd and read by every program while its maker rewrites it.
-fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
+pub fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
     [ns.data_path(name), ns.readers_path(name)].into_iter().find_map(|path| match std::fs::symlink_metadata(&path) {
