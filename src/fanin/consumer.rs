@@ -362,19 +362,31 @@ impl FanIn {
     }
 
     /// Binds lane `k`'s file, if there is one; reports it once and moves
-    /// it out of the lane's name if it is not a lane of this ring.
+    /// it out of the lane's name if it is not a lane of this ring. An
+    /// entry a refusal put back under the name (`refuse`) is judged at
+    /// once, once: its producer may be publishing.
     fn try_bind(&mut self, k: usize, f: &mut dyn FnMut(Event<'_>)) {
+        if self.try_bind_once(k, f) {
+            self.try_bind_once(k, f);
+        }
+    }
+
+    /// [`FanIn::try_bind`] without the second look: whether a refusal put
+    /// another entry back under the name.
+    fn try_bind_once(&mut self, k: usize, f: &mut dyn FnMut(Event<'_>)) -> bool {
         match lane_file::open_lane(&self.files.lane_paths[k], k, &self.files.geometry) {
             Ok(Some(lf)) => self.bind(k, lf, f),
-            Ok(None) => {}
+            Ok(None) => false,
             Err(bad) => {
                 self.report(k, bad.uid, 0, bad.epoch, LaneProblem::BadFile { reason: bad.reason }, f);
-                self.refuse(k, bad.judged, bad.why, bad.epoch);
+                self.refuse(k, bad.judged, bad.why, bad.epoch)
             }
         }
     }
 
-    fn bind(&mut self, k: usize, lf: LaneFile, f: &mut dyn FnMut(Event<'_>)) {
+    /// Binds `lf` to lane `k`, or refuses it (then: whether the refusal
+    /// put another entry back under the name).
+    fn bind(&mut self, k: usize, lf: LaneFile, f: &mut dyn FnMut(Event<'_>)) -> bool {
         let st = self.files.state(k);
         let g = &self.files.geometry;
         // SYNC POINT: lane bound (our own earlier stores; Relaxed suffices).
@@ -398,8 +410,7 @@ impl FanIn {
         };
         if let Some((problem, why)) = problem {
             self.report(k, lf.uid, lf.pid, lf.epoch, problem, f);
-            self.refuse(k, lf.judged, why, lf.epoch);
-            return;
+            return self.refuse(k, lf.judged, why, lf.epoch);
         }
         let reading = if resume {
             resume_reading(&Bound::ends_of(&lf, st), g.max_payload)
@@ -419,6 +430,7 @@ impl FanIn {
         st.pid.store(lf.pid, Ordering::Relaxed);
         st.status.store(LANE_BOUND, Ordering::Release);
         self.lanes[k] = Some(Bound { lf, reading, dead: false });
+        false
     }
 
     /// Moves the refused entry `judged` out of lane `k`'s name (only it:
@@ -431,7 +443,9 @@ impl FanIn {
     /// then finds the epoch it read spent and tries again (`LaneFile::link`).
     /// Spent after the move, that producer's link passed, it published,
     /// and its file was then refused as of a spent epoch, with its records.
-    fn refuse(&self, k: usize, judged: Judged, why: &str, epoch: u64) {
+    /// Returns whether another entry is back under the name, with the
+    /// spent epoch passed to it: the caller binds it at once.
+    fn refuse(&self, k: usize, judged: Judged, why: &str, epoch: u64) -> bool {
         let st = self.files.state(k);
         let next = st.epoch.load(Ordering::Relaxed).checked_add(1) == Some(epoch);
         if next {
@@ -442,17 +456,22 @@ impl FanIn {
             st.epoch.store(epoch, Ordering::Release);
         }
         let aside = folder::move_aside(&self.files.dir, k, why, judged);
-        if let (true, Ok(Aside::Swapped(Some(other)))) = (next, aside) {
+        let passed = match (next, aside) {
             // The refused file's owner replaced it after it was judged,
             // and the entry under the name now may be another producer's
             // that read the epoch before it was spent: the spent epoch
             // passes to it, as if it had been bound and the consumer
             // killed before its status (`bind` resumes it; a producer
-            // that saw the epoch spent first has moved it aside itself).
-            st.ino.store(other.ino, Ordering::Relaxed);
-        }
+            // that saw the epoch spent first moves it aside itself).
+            (true, Ok(Aside::Swapped(Some(other)))) => {
+                st.ino.store(other.ino, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        };
         // SYNC POINT: lane freed.
         st.status.store(LANE_FREE, Ordering::Release);
+        passed
     }
 
     /// Up to `budget` records of lane `k`; then frees the lane if its

@@ -192,27 +192,50 @@ pub(crate) fn open_lane(path: &Path, k: usize, g: &FanInGeometry) -> Result<Opti
 }
 
 /// Opens the entry under a lane's name read-only, with its metadata;
-/// `Ok(None)` if there is none (or it went meanwhile).
+/// `Ok(None)` if there is none (or it went meanwhile). The entry is first
+/// opened with `O_PATH` (whatever it is: a link, a socket, a FIFO), so it
+/// is judged by what was opened: found by review, a failed open was judged
+/// by whatever the name held a moment later (a producer's lane file
+/// swapped in for a socket was moved aside as "unopenable"). Anything but
+/// a regular file is returned as that `O_PATH` handle, never read: the
+/// caller refuses it by its type. A regular file is opened for reading
+/// through it, so it is the same file.
 fn open_entry(path: &Path) -> Result<Option<(File, std::fs::Metadata)>, BadLane> {
-    let file = match shm::open_file(path, false) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let entry = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        // A socket, or a file this consumer may not read: judged by what
-        // the name holds now (if it went meanwhile, there is nothing).
+        // Not even a handle, which `O_PATH` hardly refuses: judged by
+        // what the name holds now, as nothing else can be.
         Err(e) => {
             let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(None) };
             let reason = format!("cannot open it ({}): {e}", folder::kind(&meta));
             return Err(BadLane { judged: Judged::of(&meta), uid: meta.uid(), epoch: 0, why: "unopenable", reason });
         }
     };
-    match file.metadata() {
-        Ok(meta) => Ok(Some((file, meta))),
-        Err(e) => {
-            let Some(judged) = Judged::at(path) else { return Ok(None) };
-            let reason = format!("cannot stat it: {e}");
-            Err(BadLane { judged, uid: u32::MAX, epoch: 0, why: "unopenable", reason })
-        }
+    // `fstat` of an open handle does not fail; were it to, the entry is
+    // looked at again at the next scan.
+    let Ok(meta) = entry.metadata() else { return Ok(None) };
+    let judged = Judged::of(&meta);
+    if !meta.file_type().is_file() {
+        return Ok(Some((entry, meta)));
     }
+    use std::os::fd::AsRawFd;
+    let again = Path::new("/proc/self/fd").join(entry.as_raw_fd().to_string());
+    // Not O_NOFOLLOW: the /proc link is what leads to the very file.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&again)
+        .map_err(|e| {
+            let reason = format!("cannot open it ({}): {e}", folder::kind(&meta));
+            BadLane { judged, uid: meta.uid(), epoch: 0, why: "unopenable", reason }
+        })?;
+    Ok(Some((file, meta)))
 }
 
 /// Checks the header of lane `k`'s file, mapped whole (`map`), against the
