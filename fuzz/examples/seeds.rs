@@ -211,7 +211,7 @@ fn ledger_file_seeds() {
         let a = Anchor { records: chain.records - i as u64, hash: chain.hash, time_ns: 1, note: note.to_string() };
         append_anchor(&scratch, &a).unwrap();
     }
-    write_pruned(&scratch, &Pruned { segment: 3, records: 1234, hash: chain.hash }).unwrap();
+    write_pruned(&scratch, &Pruned::new(3, 1234, chain.hash, None)).unwrap();
     let seg = scratch.join(helix::ledger::format::segment_name(1));
     compress_segment(&scratch, &seg).unwrap();
     let packed = scratch.join(helix::ledger::compress::compressed_name(1));

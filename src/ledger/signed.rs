@@ -125,6 +125,12 @@ impl State<'_> {
             );
             return fail(self, problem);
         }
+        // The walk read the manifest once and checked this header against
+        // it; this is a second read. One swapped in between (a signed one
+        // for the unsigned one the walk used) must not pass for it.
+        if (p.segment + 1, p.records, p.hash) != (header.segment, header.first_record, header.prev_hash) {
+            return fail(self, "the manifest changed while the folder was verified: verify again".into());
+        }
         if !signed.signs(self.key, p.segment, p.records, &p.hash) {
             return fail(
                 self,
