@@ -470,9 +470,12 @@ pub(crate) fn link_fresh(file: &File, stem: &Path) -> io::Result<PathBuf> {
 /// Removes what [`link_fresh`] left beside `stem` for a process killed
 /// between its link and its rename: the regular files
 /// `<stem>.<pid>.<16 hex digits>.new` of this process's uid whose pid no
-/// longer exists. Best effort, and only those: another user's, or one of a
-/// live pid (which may be renaming it now), are left.
+/// longer exists, last written over a minute ago. Best effort, and only
+/// those: another user's, one of a live pid (which may be renaming it
+/// now), or a new one (a process in another pid namespace that shares
+/// /dev/shm looks dead from here) are left.
 fn remove_dead_fresh(stem: &Path) {
+    const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let (Some(dir), Some(base)) = (stem.parent(), stem.file_name()) else { return };
@@ -488,7 +491,8 @@ fn remove_dead_fresh(stem: &Path) {
             continue;
         }
         let path = entry.path();
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file() && m.uid() == me) {
+        let old = |m: &std::fs::Metadata| m.modified().ok().and_then(|t| t.elapsed().ok()) > Some(LEFTOVER_AGE);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file() && m.uid() == me && old(&m)) {
             let _ = std::fs::remove_file(&path);
         }
     }
