@@ -707,13 +707,20 @@ fn a_udp_source_whose_ring_is_repaired_binds_its_port_again_and_ingests_on() {
             r.read_pod_timeout::<Sample>(Duration::from_millis(100)).ok().filter(|(_, s)| s.seq == seq)
         });
     };
+    // A bad datagram before the repair and one after: the source's
+    // counts go on across its restart (found by review: they started
+    // again at 0 with the restarted source's state).
+    tx.send_to(b"garbage", ("127.0.0.1", port)).unwrap();
     arrives(&mut d, 1);
     shrink_to_nothing(&env, &env.ns.readers_path("a"));
     poll(Some(&mut d), "ring a repaired", || RingView::attach(&env.ns, "a").ok());
+    tx.send_to(b"garbage", ("127.0.0.1", port)).unwrap();
     arrives(&mut d, 2);
     sigterm(&d.0);
     let log = d.0.wait_with_output_ref();
     assert!(!log.contains("cannot restart"), "{log}");
+    let dropped: Vec<&str> = log.lines().filter(|l| l.contains("udp source: dropped")).collect();
+    assert!(dropped.len() == 2 && dropped[1].contains("(2 in all)"), "{log}");
 }
 
 /// Slots of ring a in [`udp_held_full`].

@@ -145,6 +145,8 @@ impl Running {
         let new = start(&self.config, ring, plant, bound)?;
         // The kernel counts drops since the bind: the count goes on.
         new.state.udp.kernel_drops.store(self.state.udp.kernel_drops.load(Ordering::Relaxed), Ordering::Relaxed);
+        // And so do its counts of bad datagrams.
+        new.state.udp.carry(&self.state.udp);
         Ok(new)
     }
 }

@@ -36,6 +36,16 @@ pub struct UdpStats {
     pub kernel_drops: AtomicU64,
 }
 
+impl UdpStats {
+    /// Adds what `old` (the state of the source this one restarts) counted
+    /// of rejected datagrams, and logged of them, so the totals go on.
+    pub fn carry(&self, old: &UdpStats) {
+        for (new, old) in self.rejected.iter().zip(&old.rejected).chain(self.reported.iter().zip(&old.reported)) {
+            new.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Datagrams received per `recvmmsg` call at most.
 const BATCH: usize = 32;
 /// Bytes of each receive buffer: the largest UDP payload, rounded up.
