@@ -465,6 +465,9 @@ impl FanIn {
             // that saw the epoch spent first moves it aside itself).
             (true, Ok(Aside::Swapped(Some(other)))) => {
                 st.ino.store(other.ino, Ordering::Relaxed);
+                // A lease of its own (`bind` resumes it, and counts none).
+                st.bound_ns.store(host::realtime_ns(), Ordering::Relaxed);
+                st.leases.store(st.leases.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                 true
             }
             _ => false,

@@ -209,13 +209,10 @@ fn open_entry(path: &Path) -> Result<Option<(File, std::fs::Metadata)>, BadLane>
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        // Not even a handle, which `O_PATH` hardly refuses: judged by
-        // what the name holds now, as nothing else can be.
-        Err(e) => {
-            let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(None) };
-            let reason = format!("cannot open it ({}): {e}", folder::kind(&meta));
-            return Err(BadLane { judged: Judged::of(&meta), uid: meta.uid(), epoch: 0, why: "unopenable", reason });
-        }
+        // Not even a handle, which `O_PATH` refuses only for want of
+        // descriptors or memory: nothing was judged; the next scan looks
+        // again.
+        Err(_) => return Ok(None),
     };
     // `fstat` of an open handle does not fail; were it to, the entry is
     // looked at again at the next scan.
@@ -227,14 +224,24 @@ fn open_entry(path: &Path) -> Result<Option<(File, std::fs::Metadata)>, BadLane>
     use std::os::fd::AsRawFd;
     let again = Path::new("/proc/self/fd").join(entry.as_raw_fd().to_string());
     // Not O_NOFOLLOW: the /proc link is what leads to the very file.
-    let file = std::fs::OpenOptions::new()
+    let reopened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(&again)
-        .map_err(|e| {
+        .open(&again);
+    let denied = |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM));
+    let file = match reopened {
+        Ok(f) => f,
+        Err(e) if denied(&e) => {
             let reason = format!("cannot open it ({}): {e}", folder::kind(&meta));
-            BadLane { judged, uid: meta.uid(), epoch: 0, why: "unopenable", reason }
-        })?;
+            return Err(BadLane { judged, uid: meta.uid(), epoch: 0, why: "unopenable", reason });
+        }
+        // No /proc, or no descriptor left: by its name, if the name still
+        // holds the entry judged; else the next scan looks again.
+        Err(_) => match shm::open_file(path, false) {
+            Ok(f) if f.metadata().is_ok_and(|m| Judged::of(&m) == judged) => f,
+            _ => return Ok(None),
+        },
+    };
     Ok(Some((file, meta)))
 }
 
