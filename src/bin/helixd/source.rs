@@ -142,12 +142,7 @@ impl Running {
     /// nothing that arrived in between is lost.
     pub fn restarted(&self, ring: &Ring, plant: &Plant) -> Result<Running> {
         let bound = self.socket.as_ref().map(|s| s.try_clone()).transpose().context("udp source: the socket")?;
-        let new = start(&self.config, ring, plant, bound)?;
-        // The kernel counts drops since the bind: the count goes on.
-        new.state.udp.kernel_drops.store(self.state.udp.kernel_drops.load(Ordering::Relaxed), Ordering::Relaxed);
-        // And so do its counts of bad datagrams.
-        new.state.udp.carry(&self.state.udp);
-        Ok(new)
+        start(&self.config, ring, plant, bound.map(|socket| (socket, &self.state.udp)))
     }
 }
 
@@ -157,10 +152,21 @@ pub fn start_source(cfg: &SourceConfig, ring: &Ring, plant: &Plant) -> Result<Ru
     start(cfg, ring, plant, None)
 }
 
-/// [`start_source`], a UDP source on `bound` if given.
-fn start(cfg: &SourceConfig, ring: &Ring, plant: &Plant, bound: Option<std::net::UdpSocket>) -> Result<Running> {
+/// [`start_source`], a UDP source on `bound` if given: the socket, and the
+/// counts of the source it was (they go on, taken before the thread
+/// starts, so none of its reports misses them).
+fn start(
+    cfg: &SourceConfig,
+    ring: &Ring,
+    plant: &Plant,
+    bound: Option<(std::net::UdpSocket, &crate::hal::udp::UdpStats)>,
+) -> Result<Running> {
     let writer = ring.writer().with_context(|| format!("source for ring {:?}", cfg.ring))?;
     let state = SourceState::new();
+    let bound = bound.map(|(socket, counted)| {
+        state.udp.carry(counted);
+        socket
+    });
     // What commands made of it, taken before its first sample.
     crate::control::restore(&state, cfg, plant);
     let thread_state = state.clone();

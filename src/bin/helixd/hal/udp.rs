@@ -37,11 +37,14 @@ pub struct UdpStats {
 }
 
 impl UdpStats {
-    /// Adds what `old` (the state of the source this one restarts) counted
-    /// of rejected datagrams, and logged of them, so the totals go on.
+    /// Takes on what `old` (the state of the source this one restarts)
+    /// counted, so the totals go on: the kernel's drops (counted since the
+    /// bind), the datagrams rejected, and how many of those were logged.
+    /// Before the new source's thread starts.
     pub fn carry(&self, old: &UdpStats) {
-        for (new, old) in self.rejected.iter().zip(&old.rejected).chain(self.reported.iter().zip(&old.reported)) {
-            new.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
+        let pairs = self.rejected.iter().zip(&old.rejected).chain(self.reported.iter().zip(&old.reported));
+        for (new, old) in pairs.chain([(&self.kernel_drops, &old.kernel_drops)]) {
+            new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 }
