@@ -434,17 +434,13 @@ impl FanIn {
     }
 
     /// Moves the refused entry `judged` out of lane `k`'s name (only it:
-    /// `folder::move_aside`), so the lane is free and the entry reported
-    /// once; the lane is marked free (a restarted consumer may find it
-    /// marked bound). A refused lane file of the lane's next epoch spends
-    /// that epoch (its producer's `revoked` then sees its epoch taken by
-    /// another file, and the next producer takes the one after), before
-    /// its name is freed: a producer that links its file there afterwards
-    /// then finds the epoch it read spent and tries again (`LaneFile::link`).
-    /// Spent after the move, that producer's link passed, it published,
-    /// and its file was then refused as of a spent epoch, with its records.
-    /// Returns whether another entry is back under the name, with the
-    /// spent epoch passed to it: the caller binds it at once.
+    /// `folder::move_aside`) and marks the lane free (a restarted consumer
+    /// may find it marked bound). A refused file of the lane's next epoch
+    /// spends that epoch first (docs/abi.md §11.9): a producer that links
+    /// there once the name is free finds the epoch it read spent, and
+    /// tries again (`LaneFile::link`), rather than publish into a file
+    /// refused later. Returns whether another entry is back under the
+    /// name, with the spent epoch passed to it: the caller binds it.
     fn refuse(&self, k: usize, judged: Judged, why: &str, epoch: u64) -> bool {
         let st = self.files.state(k);
         let next = st.epoch.load(Ordering::Relaxed).checked_add(1) == Some(epoch);
