@@ -14,6 +14,7 @@ use super::folder::{self, Aside, Judged};
 use super::lane::{self, Ends, LaneFault, Reading};
 use super::lane_file::{self, LaneFile};
 use super::layout::*;
+use super::lease;
 use super::record::{record, Record};
 use super::FanInOptions;
 
@@ -413,22 +414,15 @@ impl FanIn {
             return self.refuse(k, lf.judged, why, lf.epoch);
         }
         let reading = if resume {
+            st.uid.store(lf.uid, Ordering::Relaxed);
+            st.pid.store(lf.pid, Ordering::Relaxed);
+            // SYNC POINT: lane bound (its epoch was stored before).
+            st.status.store(LANE_BOUND, Ordering::Release);
             resume_reading(&Bound::ends_of(&lf, st), g.max_payload)
         } else {
-            st.tail.store(0, Ordering::Relaxed);
-            st.next_seq.store(1, Ordering::Relaxed);
-            st.ino.store(lf.judged.ino, Ordering::Relaxed);
-            st.bound_ns.store(host::realtime_ns(), Ordering::Relaxed);
-            st.leases.store(st.leases.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            // SYNC POINT: lane bound. Pairs with the producer's Acquire load
-            // of `epoch` in `Writing::fits`: once it sees its epoch,
-            // the tail it reads is this lane file's (0 or later).
-            st.epoch.store(lf.epoch, Ordering::Release);
+            lease::bind_fresh(st, lf.epoch, lf.judged.ino, lf.uid, lf.pid, host::realtime_ns());
             Reading::new(0, 1, g.max_payload)
         };
-        st.uid.store(lf.uid, Ordering::Relaxed);
-        st.pid.store(lf.pid, Ordering::Relaxed);
-        st.status.store(LANE_BOUND, Ordering::Release);
         self.lanes[k] = Some(Bound { lf, reading, dead: false });
         false
     }

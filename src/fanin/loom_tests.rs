@@ -223,3 +223,32 @@ fn loom_the_consumers_batch_view_with_a_concurrent_producer() {
         p.join().unwrap();
     });
 }
+
+/// The lease's two sides (`lease::bind_fresh`, `lease::revoked`): while the
+/// consumer binds the file of epoch 2 (inode 7) in the place of epoch 1's
+/// (inode 5, its lane freed), the new file's producer never reads itself
+/// dropped, and the old file's producer always does. (Found by review:
+/// with `status` stored after `epoch`, the new producer could read its
+/// epoch with the lane free, and took its lane as revoked.)
+#[test]
+fn loom_a_lane_being_bound_never_reads_as_revoked_to_its_producer() {
+    use super::layout::LANE_FREE;
+    use super::lease::{bind_fresh, revoked};
+    loom::model(|| {
+        let lane = Arc::new(HeapLane::new(64));
+        let st = lane.ends().state;
+        st.ino.store(5, Ordering::Relaxed);
+        st.status.store(LANE_FREE, Ordering::Relaxed);
+        let consumer = {
+            let lane = lane.clone();
+            thread::spawn(move || bind_fresh(lane.ends().state, 2, 7, 0, 0, 0))
+        };
+        for _ in 0..2 {
+            let st = lane.ends().state;
+            assert!(!revoked(st, 2, 7), "the producer being bound read itself revoked");
+            assert!(revoked(st, 1, 5), "the dropped producer read its lane as its own");
+        }
+        consumer.join().unwrap();
+        assert!(!revoked(lane.ends().state, 2, 7));
+    });
+}

@@ -59,6 +59,7 @@ pub mod inspect;
 mod lane;
 mod lane_file;
 pub mod layout;
+mod lease;
 mod producer;
 mod record;
 mod stats;

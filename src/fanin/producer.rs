@@ -131,12 +131,7 @@ impl Producer {
     /// Whether the consumer dropped this lane (bound a later epoch, freed
     /// ours, or bound our epoch for another file).
     fn revoked(&self) -> bool {
-        let st = self.files.state(self.k);
-        // SYNC POINT: lane freed.
-        let status = st.status.load(Ordering::Acquire);
-        let epoch = st.epoch.load(Ordering::Relaxed);
-        let other = st.ino.load(Ordering::Relaxed) != self.lane.judged.ino;
-        epoch > self.epoch || (epoch == self.epoch && (status == LANE_FREE || other))
+        super::lease::revoked(self.files.state(self.k), self.epoch, self.lane.judged.ino)
     }
 
     fn check(&self, len: usize) -> Result<(), SendError> {
