@@ -433,13 +433,14 @@ pub(crate) fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
 /// `shared` is 8-aligned, and every bit pattern is a `T`.
 pub(crate) unsafe fn snapshot<T>(shared: &T) -> Box<T> {
     use std::sync::atomic::{AtomicU64, Ordering};
-    const { assert!(std::mem::size_of::<T>().is_multiple_of(8)) };
+    // Whole words, and a copy (a `Box<T>`) aligned for them.
+    const { assert!(std::mem::size_of::<T>().is_multiple_of(8) && std::mem::align_of::<T>() >= 8) };
     let mut copy = Box::<T>::new_uninit();
     let (from, to) = (shared as *const T as *const AtomicU64, copy.as_mut_ptr() as *mut u64);
     for i in 0..std::mem::size_of::<T>() / 8 {
         // SAFETY: in bounds of both (size_of::<T>() bytes); both 8-aligned
-        // (the caller's promise; a Box of T is aligned for T, at least 8
-        // for a type of u64 fields). Loaded atomically: other processes
+        // (the caller's promise; a Box of T is aligned for T, at least 8 by
+        // the assertion above). Loaded atomically: other processes
         // update some words (counters, leases) while we copy.
         unsafe { to.add(i).write((*from.add(i)).load(Ordering::Relaxed)) };
     }

@@ -218,8 +218,10 @@ pub fn replay_telling_waits(
             return ControlFlow::Continue(());
         }
         seen = true;
+        // On past the range's end: a later incarnation of the ring (deleted
+        // and created again, its sequence restarted) may hold it again.
         match run.block(ring, block) {
-            Ok(more) => more,
+            Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
                 failed = Some(e);
                 ControlFlow::Break(())
@@ -314,8 +316,8 @@ impl Clock {
 impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64)> Run<'_, F, W> {
     /// Publishes what `block` (of the ring replayed, declared by `decl`)
     /// holds of the range.
-    fn block(&mut self, decl: &RingDecl, block: &BlockView<'_>) -> Result<ControlFlow<()>, ReplayError> {
-        let Some((lo, hi)) = in_range(self.range, block) else { return Ok(ControlFlow::Continue(())) };
+    fn block(&mut self, decl: &RingDecl, block: &BlockView<'_>) -> Result<(), ReplayError> {
+        let Some((lo, hi)) = in_range(self.range, block) else { return Ok(()) };
         if self.writer.is_none() {
             let open = self.open.take().expect("opened once");
             self.writer = Some(open(decl)?);
@@ -338,9 +340,7 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
             _ => {}
         }
         self.done.span = Some((self.done.span.map_or(lo, |s| s.0), hi));
-        // On past the range's end: a later incarnation of the ring (deleted
-        // and created again, its sequence restarted) may hold it again.
-        Ok(ControlFlow::Continue(()))
+        Ok(())
     }
 
     /// Sleeps until a block read at `recv_ns`, from sequence `first` on,

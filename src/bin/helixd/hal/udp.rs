@@ -38,12 +38,13 @@ pub struct UdpStats {
 
 impl UdpStats {
     /// Takes on what `old` (the state of the source this one restarts)
-    /// counted, so the totals go on: the kernel's drops (counted since the
-    /// bind), the datagrams rejected, and how many of those were logged.
-    /// Before the new source's thread starts.
+    /// counted, so the totals go on: the datagrams taken, the kernel's
+    /// drops (counted since the bind), the datagrams rejected, and how many
+    /// of those were logged. Before the new source's thread starts.
     pub fn carry(&self, old: &UdpStats) {
         let pairs = self.rejected.iter().zip(&old.rejected).chain(self.reported.iter().zip(&old.reported));
-        for (new, old) in pairs.chain([(&self.kernel_drops, &old.kernel_drops)]) {
+        let totals = [(&self.datagrams, &old.datagrams), (&self.kernel_drops, &old.kernel_drops)];
+        for (new, old) in pairs.chain(totals) {
             new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
