@@ -418,7 +418,7 @@ impl FanIn {
             st.pid.store(lf.pid, Ordering::Relaxed);
             // SYNC POINT: lane bound (its epoch was stored before).
             st.status.store(LANE_BOUND, Ordering::Release);
-            resume_reading(&Bound::ends_of(&lf, st), g.max_payload)
+            Reading::resume(&Bound::ends_of(&lf, st), g.max_payload)
         } else {
             lease::bind_fresh(st, lf.epoch, lf.judged.ino, lf.uid, lf.pid, host::realtime_ns());
             Reading::new(0, 1, g.max_payload)
@@ -540,32 +540,6 @@ impl FanIn {
         // kernel keys a shared futex by file and offset, so this reaches them.
         let _ = crate::sync::futex::wake_all(&h.lanes_freed);
     }
-}
-
-/// A restarted consumer's reading of a lane it resumes (`e.state` as the
-/// last consumer left it). `Reading::release` stores `next_seq` before
-/// `tail`, so a consumer killed between the two left `next_seq` ahead of
-/// `tail` by the records of its last round: they were delivered, and are
-/// still in the lane (their producer never saw them released). They are
-/// skipped here, each checked as any record is, and the release finished.
-/// Anything else is left for the drain to judge.
-pub(crate) fn resume_reading(e: &Ends, max_payload: u32) -> Reading {
-    let (tail, next_seq) = (e.state.tail.load(Ordering::Relaxed), e.state.next_seq.load(Ordering::Relaxed));
-    let mut reading = Reading::new(tail, next_seq, max_payload);
-    let Err(LaneFault::Sequence { found, expected, .. }) = reading.next(e) else { return reading };
-    if found >= expected {
-        return reading;
-    }
-    let mut skip = Reading::new(tail, found, max_payload);
-    // At most a lane's worth: the loop ends at the first non-record.
-    for _ in found..expected {
-        match skip.next(e) {
-            Ok(Some(r)) => skip.consume(&r),
-            _ => return reading,
-        }
-    }
-    skip.release(e);
-    skip
 }
 
 /// Whether any lane may have a record, a lane file may have come or gone

@@ -323,6 +323,35 @@ impl Reading {
         Reading { tail, head: tail, next_seq, released: tail, max_payload }
     }
 
+    /// A restarted consumer's reading of a lane it resumes (`e.state` as
+    /// the last consumer left it). [`Reading::release`] stores `next_seq`
+    /// before `tail`, so a consumer killed between the two left `next_seq`
+    /// ahead of `tail` by the records of its last round: they were
+    /// delivered, and are still in the lane (their producer never saw them
+    /// released). They are skipped here, each checked as any record is,
+    /// and the release finished. Anything else is left for the drain to
+    /// judge; so is a run that would skip past a lane's worth of bytes from
+    /// `tail`, which no honest producer could have published unreleased (a
+    /// hostile one writing as fast as the skip reads would otherwise hold
+    /// the consumer here).
+    pub(crate) fn resume(e: &Ends, max_payload: u32) -> Reading {
+        let (tail, next_seq) = (e.state.tail.load(Ordering::Relaxed), e.state.next_seq.load(Ordering::Relaxed));
+        let mut reading = Reading::new(tail, next_seq, max_payload);
+        let Err(LaneFault::Sequence { found, expected, .. }) = reading.next(e) else { return reading };
+        if found >= expected {
+            return reading;
+        }
+        let mut skip = Reading::new(tail, found, max_payload);
+        for _ in found..expected {
+            match skip.next(e) {
+                Ok(Some(r)) if skip.tail + r.advance - tail <= e.capacity() => skip.consume(&r),
+                _ => return reading,
+            }
+        }
+        skip.release(e);
+        skip
+    }
+
     /// Whether a record may be waiting: the cached head, else a fresh one.
     pub(crate) fn ready(&mut self, e: &Ends) -> Result<bool, LaneFault> {
         if self.head != self.tail {
@@ -411,7 +440,7 @@ impl Reading {
         }
         // `next_seq` first: a consumer killed between the two stores
         // leaves `next_seq` ahead of `tail`, which the next one repairs
-        // (`consumer::resume_reading`); the Release below keeps this store before it.
+        // (`Reading::resume`); the Release below keeps this store before it.
         e.state.next_seq.store(self.next_seq, Ordering::Relaxed);
         // SYNC POINT: space released (see `Writing::fits`).
         e.state.tail.store(self.tail, Ordering::Release);

@@ -252,3 +252,34 @@ fn loom_a_lane_being_bound_never_reads_as_revoked_to_its_producer() {
         assert!(!revoked(lane.ends().state, 2, 7));
     });
 }
+
+/// A restarted consumer's repair (`Reading::resume`) against a hostile
+/// producer that keeps publishing the sequence it skips: the last consumer
+/// left `next_seq` at 6 and `tail` at 0, and the 64-byte lane is full with
+/// records 1 to 4 (16 bytes each). While the repair skips them, the
+/// producer writes record 5 over record 1 and publishes it. The repair
+/// never skips past a lane's worth of bytes from `tail`: no honest lane
+/// holds more unreleased (before, the skip was bounded only by
+/// `next_seq - found`, so a producer writing as fast as the skip read held
+/// a restarted consumer's attach).
+#[test]
+fn loom_a_resumed_lane_is_never_skipped_past_a_lanes_worth() {
+    loom::model(|| {
+        let lane = Arc::new(HeapLane::new(64));
+        let e = lane.ends();
+        let head = (1..=4).fold(0, |at, seq| put(&e, at, seq, 0, &[]));
+        e.hdr.head.store(head, Ordering::Release);
+        e.state.next_seq.store(6, Ordering::Relaxed);
+        let hostile = {
+            let lane = lane.clone();
+            thread::spawn(move || {
+                let e = lane.ends();
+                let head = put(&e, 64, 5, 0, &[]);
+                e.hdr.head.store(head, Ordering::Release);
+            })
+        };
+        let resumed = Reading::resume(&lane.ends(), 8);
+        assert!(resumed.tail <= 64, "the repair skipped to {} in a lane of 64 bytes", resumed.tail);
+        hostile.join().unwrap();
+    });
+}

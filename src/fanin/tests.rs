@@ -237,7 +237,7 @@ fn a_consumer_killed_between_storing_next_seq_and_tail_is_resumed_without_loss()
     // The first store of `release`, and no more.
     e.state.next_seq.store(r.next_seq, Ordering::Relaxed);
     assert_eq!(e.state.tail.load(Ordering::Relaxed), 0);
-    let mut again = super::consumer::resume_reading(&e, MAX);
+    let mut again = Reading::resume(&e, MAX);
     // The interrupted release is finished: the producer gets the room.
     assert_eq!(e.state.tail.load(Ordering::Relaxed), 3 * 24);
     let mut seqs = Vec::new();
@@ -250,7 +250,7 @@ fn a_consumer_killed_between_storing_next_seq_and_tail_is_resumed_without_loss()
     let (lane, _) = lane_with(5, 8);
     let e = lane.ends();
     e.state.next_seq.store(1, Ordering::Relaxed);
-    assert_eq!(super::consumer::resume_reading(&e, MAX).next(&e).unwrap().unwrap().seq, 1);
+    assert_eq!(Reading::resume(&e, MAX).next(&e).unwrap().unwrap().seq, 1);
 }
 
 /// A producer that read lane 0's epoch, then lost the lane to another
