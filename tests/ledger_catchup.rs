@@ -375,6 +375,33 @@ fn a_torn_ledger_tail_is_waited_out_never_skipped() {
     }
 }
 
+/// A last block written whole (its hash matches) that breaks a rule, here
+/// frames that skip 100 sequences: no recorder is writing it, and none
+/// will cut it (the recorder refuses to start on it), so a catch-up stops
+/// there with an error naming the segment and offset. Before, it was taken
+/// for a block still being written and waited for, for good.
+#[test]
+fn a_whole_last_block_that_breaks_a_rule_stops_a_catch_up_naming_it() {
+    let (env, r, _w, dir) = fixture("catch-up rule-breaking last block", Duration::from_secs(60), 1100);
+    record_to(&dir, &r, 1, 1010, &[]);
+    common::rewrite(&dir, |_, block| {
+        let h = BlockHeader::decode(block);
+        if h.rtype == RecordType::Frame as u16 && h.seq == 1001 {
+            block[8..16].copy_from_slice(&1101u64.to_le_bytes());
+        }
+        true
+    });
+    let refused = Ledger::open(&dir, 1 << 20).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("skips to sequence 1101"), "the recorder refuses it too: {refused:?}");
+    let mut c = catch_up(&env, &dir, 1).unwrap();
+    assert_eq!(read_to(&mut c, 1001), expect(1, 1001, &[]));
+    let e = match c.try_read(&mut [0u8; 64]) {
+        Err(e @ CatchUpError::Corrupt { .. }) => e.to_string(),
+        other => panic!("a whole block that breaks a rule was not refused: {other:?}"),
+    };
+    assert!(e.contains("seg-0000000001.hxl") && e.contains("skips to sequence 1101"), "{e}");
+}
+
 /// The recorder on ring `ring`, logging to `ledger.log` in the scratch folder.
 fn recorder(env: &Env, ring: &str) -> Reaped {
     // Signed, so the reader reads past the CHECKPOINTs a recorder writes

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::CatchUpError;
 use crate::ledger::block::split;
-use crate::ledger::chain::Chain;
+use crate::ledger::chain::{Chain, Problem};
 use crate::ledger::compress::{is_compressed, read_segment};
 use crate::ledger::format::{SegmentHeader, Torn, SEGMENT_HEADER_LEN};
 
@@ -111,9 +111,10 @@ impl Segment {
     }
 
     /// The next block, verified and applied to the chain; or the end of
-    /// what is visible. A bad block with bytes after it, or a block whose
-    /// length field is impossible, is corruption (the recorder would refuse
-    /// to append after it too): an error naming it.
+    /// what is visible. A bad block with bytes after it, a last block
+    /// whose hash matches and that breaks a rule, or a block whose length
+    /// field is impossible, is corruption (the recorder would refuse to
+    /// append after it too: `recovery::is_torn_tail`): an error naming it.
     pub fn next_block(&mut self) -> Result<Step, CatchUpError> {
         loop {
             let rest = &self.data[self.at..];
@@ -128,7 +129,11 @@ impl Segment {
                             self.at += len;
                             return Ok(Step::Block(start..start + len));
                         }
-                        Err(p) if len == left => {
+                        // Only a last block whose hash does not match may
+                        // be one still being written (or torn); one whose
+                        // hash matches was written whole, and a rule it
+                        // breaks is corruption, as the recorder holds it.
+                        Err(p @ Problem::Hash) if len == left => {
                             if self.more()? > 0 {
                                 continue;
                             }
