@@ -273,9 +273,9 @@ fn ledger_cli(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
     (out.status.code().unwrap(), text(&out.stdout), text(&out.stderr))
 }
 
-#[test]
-fn anchor_and_verify_refuse_bad_input_naming_the_problem() {
-    let env = Env::new();
+/// A ledger in the scratch folder's `ledger` of 60 frames of ring "audit",
+/// one a block; returns the folder.
+fn sixty_frames(env: &Env) -> PathBuf {
     let dir = env.path("ledger");
     let (mut l, _) = helix::ledger::Ledger::open(&dir, 1024).unwrap();
     let decl = helix::ledger::format::RingDecl {
@@ -291,7 +291,42 @@ fn anchor_and_verify_refuse_bad_input_naming_the_problem() {
         l.seal(id, 1);
         l.flush().unwrap();
     }
-    drop(l);
+    dir
+}
+
+/// An `anchors` entry that is no regular file: a link (to a file of
+/// root's, say, that an operator's `sudo helix-ledger anchor` would have
+/// made, written and given to the folder's owner), or a FIFO (every
+/// reader of it, the recorder's retention too, would have waited for a
+/// writer for good). Both are refused naming the file, and nothing is made
+/// or written through them.
+#[test]
+fn an_anchors_entry_that_is_a_link_or_a_fifo_is_refused_and_nothing_is_written_through_it() {
+    let env = Env::watched("anchors link or fifo", Duration::from_secs(60));
+    let dir = sixty_frames(&env);
+    let anchors = dir.join("anchors");
+    let victim = env.path("victim");
+    std::os::unix::fs::symlink(&victim, &anchors).unwrap();
+    let anchor = || ledger_cli(&[std::ffi::OsStr::new("anchor"), dir.as_os_str()]);
+    let (code, _, err) = anchor();
+    assert!(code == 2 && err.contains("anchors: a symbolic link, not a regular file: refused"), "{err}");
+    assert!(!victim.exists(), "the link was followed");
+    fs::write(&victim, "").unwrap();
+    let (code, _, err) = anchor();
+    assert!(code == 2 && err.contains("a symbolic link"), "{err}");
+    assert_eq!(fs::read(&victim).unwrap(), b"", "written through the link");
+    fs::remove_file(&anchors).unwrap();
+    assert!(Command::new("mkfifo").arg(&anchors).status().unwrap().success());
+    let (code, _, err) = anchor();
+    assert!(code == 2 && err.contains("anchors: a FIFO, a device or a folder, not a regular file: refused"), "{err}");
+    let e = helix::ledger::anchor::read_anchors(&dir).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}
+
+#[test]
+fn anchor_and_verify_refuse_bad_input_naming_the_problem() {
+    let env = Env::new();
+    let dir = sixty_frames(&env);
     let d = dir.as_os_str();
     let anchor = |extra: &[&str]| {
         let mut args = vec![std::ffi::OsStr::new("anchor"), d];

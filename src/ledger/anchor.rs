@@ -150,11 +150,12 @@ pub struct Anchors {
 /// error naming it.
 pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
     let path = dir.join(ANCHORS_FILE);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
+    let mut bytes = Vec::new();
+    match open_anchors(&path, false).and_then(|(mut f, _)| f.read_to_end(&mut bytes)) {
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Anchors::default()),
         Err(source) => return Err(LineError::Io { path, source }),
-    };
+    }
     let mut out = Anchors::default();
     for (i, raw) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
         let bad = |problem: String| LineError::Bad { path: path.clone(), line: i + 1, problem };
@@ -185,11 +186,46 @@ pub fn append_anchor(dir: &Path, anchor: &Anchor) -> Result<(), LineError> {
         return Err(LineError::Bad { path, line: 0, problem: "the note must not hold control characters".into() });
     }
     let io = |source| LineError::Io { path: path.clone(), source };
-    let mut file = OpenOptions::new().append(true).create(true).mode(0o640).open(&path).map_err(io)?;
-    give_to_folder_owner(dir, &file);
+    let (mut file, created) = open_anchors(&path, true).map_err(io)?;
+    if created {
+        give_to_folder_owner(dir, &file);
+    }
     file.write_all(format!("{}\n", anchor.encode()).as_bytes()).map_err(io)?;
     file.sync_data().map_err(io)?;
     sync_dir(dir).map_err(io)
+}
+
+/// Opens the anchors file at `path` to read it, or to append to it
+/// (`append`: made if there is none; then also whether this call made it).
+/// Only a regular file is opened. Whoever may write the folder could put a
+/// link there, to a file of root's say, that an operator's `sudo
+/// helix-ledger anchor` would follow, make, write and give to the folder's
+/// owner; a FIFO would hold every reader of it (the recorder's retention
+/// too) waiting for a writer.
+fn open_anchors(path: &Path, append: bool) -> io::Result<(File, bool)> {
+    let open = |create_new: bool| {
+        let mut o = OpenOptions::new();
+        match (append, create_new) {
+            (true, true) => o.append(true).create_new(true).mode(0o640),
+            (true, false) => o.append(true),
+            (false, _) => o.read(true),
+        }
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    };
+    let refused =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}, not a regular file: refused"));
+    let (file, created) = match open(append) {
+        Ok(f) => (Ok(f), append),
+        // A link, even one to nothing, makes `create_new` fail as existing.
+        Err(e) if append && e.kind() == io::ErrorKind::AlreadyExists => (open(false), false),
+        Err(e) => (Err(e), false),
+    };
+    let file = file.map_err(|e| if e.raw_os_error() == Some(libc::ELOOP) { refused("a symbolic link") } else { e })?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(refused("a FIFO, a device or a folder"));
+    }
+    Ok((file, created))
 }
 
 /// Gives `file` (in `dir`) to the folder's owner and group, where this
