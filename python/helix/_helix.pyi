@@ -118,16 +118,23 @@ class Writer:
         max_payload: int = 64,
         policy: Literal["overwrite", "block"] = "overwrite",
         replace: bool = False,
+        stall_timeout: float = 2.0,
     ) -> Writer:
         """Creates ring ``name`` (``replace=True``: replaces whatever is
         there, unless a live writer holds it) and takes its lease.
-        ``capacity``: slots, a power of two. Raises ``AttachError``."""
+        ``capacity``: slots, a power of two. ``stall_timeout``: seconds a
+        ``block`` ring's writer waits for a gating reader before demoting
+        it. Raises ``AttachError``."""
     @staticmethod
     def attach(name: str, namespace: Optional[str] = None) -> Writer:
         """Takes the lease of an existing ring (continuing its sequence).
         Raises ``LeaseError`` while a live process holds it."""
     def publish(self, payload: bytes, kind: int = 0) -> int:
-        """Publishes one frame; returns its sequence number."""
+        """Publishes one frame; returns its sequence number. On a ``block``
+        ring it waits for gating readers (at most the ring's stall
+        timeout, after which a stalled one is demoted), releasing the GIL
+        and waking for signals (Ctrl-C) every 100 ms; so do
+        ``publish_samples`` and ``publish_many``."""
     def publish_samples(self, samples: npt.ArrayLike) -> int:
         """Publishes each sample of a one-dimensional array (converted to
         ``SAMPLE_DTYPE``) as one telemetry frame; returns the last

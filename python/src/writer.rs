@@ -1,6 +1,8 @@
 //! `helix.Writer`: the writer of a ring a Python program owns (or takes
 //! over: the lease protocol of docs/abi.md §4.1).
 
+use std::time::Duration;
+
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -9,6 +11,7 @@ use helix::telemetry::{Sample, KIND_SAMPLE};
 use helix::{Policy, Ring, RingOptions};
 
 use crate::errors;
+use crate::SIGNAL_CHECK;
 
 /// The writer of one ring (see `helix.Writer.create`).
 #[pyclass(module = "helix")]
@@ -23,13 +26,11 @@ impl Writer {
         self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the writer is closed"))
     }
 
-    /// Publishes `records` (each one frame of `kind`) in claims of at most
-    /// the ring's capacity, with the GIL released; returns the last
-    /// sequence.
     /// Publishes `records` as frames of `kind`, in as few claims as the
-    /// ring allows. A frame too large for the ring is refused before any
-    /// is published; a failure after some claims (the ring damaged, say)
-    /// says how many were.
+    /// ring allows (at most its capacity each); returns the last sequence.
+    /// A frame too large for the ring is refused before any is published;
+    /// a failure after some claims (the ring damaged, say) says how many
+    /// were.
     fn publish_records(&mut self, py: Python<'_>, kind: u32, records: &[&[u8]]) -> PyResult<u64> {
         let w = self.inner()?;
         let max = w.geometry().max_payload as usize;
@@ -40,20 +41,39 @@ impl Writer {
         let capacity = w.geometry().capacity as usize;
         let mut last = w.next_seq().saturating_sub(1);
         let mut done = 0usize;
-        py.detach(|| {
-            for chunk in records.chunks(capacity) {
-                let mut claim = w.claim(chunk.len() as u64)?;
+        for chunk in records.chunks(capacity) {
+            let published = waiting(py, || {
+                let mut claim = w.claim_timeout(chunk.len() as u64, SIGNAL_CHECK)?;
                 for r in chunk {
                     last = claim.push_kind(kind, r)?;
                     // A claim dropped on a later failure publishes this one.
                     done += 1;
                 }
                 claim.commit();
-            }
-            Ok(())
-        })
-        .map_err(|e| errors::publish_partial(e, done, records.len(), last))?;
+                Ok(())
+            })?;
+            published.map_err(|e| errors::publish_partial(e, done, records.len(), last))?;
+        }
         Ok(last)
+    }
+}
+
+/// Runs `attempt` (a claim that waits at most [`SIGNAL_CHECK`] for room,
+/// and what is done with it) with the GIL released until it does not find
+/// the ring full, looking for signals (Ctrl-C) between tries: a gating
+/// reader that never reads held a `block` ring's `publish` for its whole
+/// stall timeout (up to years), deaf to Ctrl-C. The ring's stall clock
+/// runs on across tries, so such a reader is still demoted at the stall
+/// timeout.
+fn waiting<T: Send>(
+    py: Python<'_>,
+    mut attempt: impl FnMut() -> Result<T, helix::PublishError> + Send,
+) -> PyResult<Result<T, helix::PublishError>> {
+    loop {
+        match py.detach(&mut attempt) {
+            Err(helix::PublishError::Full { .. }) => py.check_signals()?,
+            done => return Ok(done),
+        }
     }
 }
 
@@ -62,7 +82,10 @@ impl Writer {
     /// Creates ring `name` (or replaces it with `replace=True`) and takes
     /// its writer lease.
     #[staticmethod]
-    #[pyo3(signature = (name, namespace=None, capacity=4096, max_payload=64, policy="overwrite", replace=false))]
+    #[pyo3(signature = (name, namespace=None, capacity=4096, max_payload=64, policy="overwrite", replace=false, stall_timeout=2.0))]
+    // Each Python keyword argument is a parameter of its own (PyO3 maps
+    // them one to one); a struct would not be a Python signature.
+    #[allow(clippy::too_many_arguments)]
     fn create(
         py: Python<'_>,
         name: &str,
@@ -71,10 +94,17 @@ impl Writer {
         max_payload: u32,
         policy: &str,
         replace: bool,
+        stall_timeout: f64,
     ) -> PyResult<Writer> {
         let ns = crate::namespace(namespace)?;
         let policy: Policy = policy.parse().map_err(PyValueError::new_err)?;
-        let opts = RingOptions { capacity, max_payload, policy, ..Default::default() };
+        // The ring's own check names a zero or one past what it can hold.
+        let stall_timeout = Duration::try_from_secs_f64(stall_timeout).map_err(|_| {
+            PyValueError::new_err(format!(
+                "stall_timeout {stall_timeout}: expected seconds > 0 (at most about 584 years)"
+            ))
+        })?;
+        let opts = RingOptions { capacity, max_payload, policy, stall_timeout, ..Default::default() };
         let ring = py
             .detach(|| if replace { Ring::recreate(&ns, name, &opts) } else { Ring::create(&ns, name, &opts) })
             .map_err(errors::create)?;
@@ -95,7 +125,17 @@ impl Writer {
     #[pyo3(signature = (payload, kind=0))]
     fn publish(&mut self, py: Python<'_>, payload: &[u8], kind: u32) -> PyResult<u64> {
         let w = self.inner()?;
-        py.detach(|| w.publish_kind(kind, payload)).map_err(errors::publish)
+        let max = w.geometry().max_payload as usize;
+        if payload.len() > max {
+            return Err(errors::publish(helix::PublishError::TooLarge { len: payload.len(), max }));
+        }
+        let published = waiting(py, || {
+            let mut claim = w.claim_timeout(1, SIGNAL_CHECK)?;
+            let seq = claim.push_kind(kind, payload)?;
+            claim.commit();
+            Ok(seq)
+        })?;
+        published.map_err(errors::publish)
     }
 
     /// Publishes each sample of `samples` (anything numpy converts to the
@@ -110,7 +150,9 @@ impl Writer {
         // name. A sequence of tuples is taken in field order.
         let plain = numpy.getattr("asarray")?.call1((samples,))?;
         let names = plain.getattr("dtype")?.getattr("names")?;
-        let flat = names.is_none() && plain.getattr("ndim")?.extract::<usize>()? == 1;
+        // A plain number (ndim 0) is refused too: numpy would make it one
+        // sample with every field that number.
+        let flat = names.is_none() && plain.getattr("ndim")?.extract::<usize>()? <= 1;
         let empty = plain.getattr("size")?.extract::<usize>()? == 0;
         if !empty && (flat || !names.is_none() && !names.eq(dtype.getattr("names")?)?) {
             return Err(PyTypeError::new_err(format!(

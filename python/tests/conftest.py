@@ -140,15 +140,20 @@ def expected(g, streams):
 assert helix.SAMPLE_DTYPE.itemsize == 40
 
 
-def parked(ns, ring):
-    """Readers of ``ring`` parked on its futex now (``helixctl stat``)."""
+def ring_stat(ns, ring):
+    """``helixctl --json stat ring``, parsed."""
     import json
 
     out = subprocess.run(
         [program("helixctl"), "--namespace", ns, "--json", "stat", ring], capture_output=True, text=True, timeout=30
     )
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["parked"]
+    return json.loads(out.stdout)
+
+
+def parked(ns, ring):
+    """Readers of ``ring`` parked on its futex now (``helixctl stat``)."""
+    return ring_stat(ns, ring)["parked"]
 
 
 def interrupted(code, waiting):

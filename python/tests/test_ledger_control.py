@@ -155,8 +155,13 @@ def test_commands_are_answered_by_helixd(ns, helixd):
     assert (ack["verdict"], ack["op"], ack["reason"]) == ("accepted", "set", None)
     assert c.last_request == ack["request"]
     assert ack["ring_seq"] > 0 and ack["log_seq"] > 0
-    again = c.send("set", stream=2, value=37.5, timeout=10, request=ack["request"])
+    # An infinite timeout waits for ever, as a Reader's does (it was
+    # refused as "expected seconds >= 0").
+    again = c.send("set", stream=2, value=37.5, timeout=float("inf"), request=ack["request"])
     assert again["repeat"] and again["log_seq"] == ack["log_seq"]
+    for bad_timeout in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="expected seconds >= 0"):
+            c.send("set", stream=2, value=37.5, timeout=bad_timeout)
     bad = c.send("set", stream=99, value=1.0, timeout=10)
     assert bad["verdict"] == "rejected" and bad["reason"] is not None
     with pytest.raises(ValueError, match="unknown op"):

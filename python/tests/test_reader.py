@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import helix
-from conftest import expected, interrupted, parked
+from conftest import expected, interrupted, parked, ring_stat
 
 
 def test_every_frame_helixd_writes_is_received_in_order(ns, helixd):
@@ -200,6 +200,26 @@ def test_ctrl_c_interrupts_a_reader_waiting_without_a_deadline(ns):
     assert "KeyboardInterrupt" in err
 
 
+def test_ctrl_c_interrupts_a_writer_held_by_a_gating_reader_that_never_reads(ns):
+    # A block ring with an hour's stall timeout, full for a gating reader
+    # that never reads: publish waits in slices and lets Python handle
+    # signals between them (before, it waited the whole hour in one call,
+    # deaf to Ctrl-C). SIGINT is sent once the writer has begun to wait.
+    code = (
+        "import helix\n"
+        f"w = helix.Writer.create('held', namespace={ns!r}, capacity=16, policy='block', stall_timeout=3600)\n"
+        f"r = helix.Reader.attach('held', namespace={ns!r}, gating=True, start='oldest')\n"
+        "w.publish_many([b'x'] * 16)\n"
+        "print('waiting', flush=True)\n"
+        "w.publish(b'y')\n"
+        "print('published', flush=True)\n"
+    )
+    out, err = interrupted(code, lambda: ring_stat(ns, "held")["writer_waits"] >= 1)
+    assert "KeyboardInterrupt" in err and "published" not in out, (out, err)
+    with pytest.raises(ValueError, match="stall_timeout -1"):
+        helix.Writer.create("bad", namespace=ns, policy="block", stall_timeout=-1)
+
+
 def test_a_timeout_past_what_the_clock_holds_waits_as_none_does(ns):
     # Before, a timeout of 1e19 s overflowed the clock: a PanicException,
     # which `except Exception` does not catch.
@@ -224,7 +244,7 @@ def test_writer_errors_name_the_problem(ns):
     # An array without the sample's fields is refused, not converted: a
     # plain array filled every field with each value, and fields of other
     # names were matched by position.
-    for plain in (np.arange(3.0), [1.0, 2.0], [1, 2]):
+    for plain in (np.arange(3.0), [1.0, 2.0], [1, 2], 5, np.float64(2.5)):
         with pytest.raises(TypeError, match="fields of helix.SAMPLE_DTYPE"):
             w.publish_samples(plain)
     renamed = np.zeros(2, [(n if n != "value" else "v", t) for n, t in helix.SAMPLE_DTYPE.descr])
