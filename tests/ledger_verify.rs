@@ -380,3 +380,34 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
     check_bad_input(&env);
     check_corrupt_last_segment_is_kept(&env, &dir);
 }
+
+/// A RING record whose name is no ring's name, here a terminal escape,
+/// written by someone who may write the folder (the chain's hashes
+/// recomputed: they need no key), breaks a rule: `verify` and `export`
+/// name the block and never print the name. Before, it verified, and the
+/// escape reached the operator's terminal as it was.
+#[test]
+fn a_ring_declared_under_a_name_no_ring_has_fails_verify_and_is_never_printed() {
+    let env = Env::new();
+    let dir = env.path("ledger");
+    let (mut l, _) = Ledger::open(&dir, 8192).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 1024, max_payload: 64, policy: 1, name: "evil1".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    l.reserve_frame(id, 1, 1, 1000, 0, 8).fill(1);
+    l.seal(id, 1);
+    l.flush().unwrap();
+    drop(l);
+    common::rewrite(&dir, |_, block| {
+        if let Some(at) = block.windows(5).position(|w| w == b"evil1") {
+            block[at..at + 5].copy_from_slice(b"\x1b]0;x");
+        }
+        true
+    });
+    for args in [&["verify"][..], &["verify", "--json"], &["export"]] {
+        let out = run(args, &dir);
+        let text = [out.stdout, out.stderr].concat();
+        let shown = String::from_utf8_lossy(&text);
+        assert!(!text.contains(&0x1b), "{args:?} printed the escape: {shown}");
+        assert!(!out.status.success() && shown.contains("RING name is not a ring's name"), "{args:?}: {shown}");
+    }
+}

@@ -152,6 +152,11 @@ impl RingDecl {
             return Err("RING payload length does not match its name length");
         }
         let name = std::str::from_utf8(&p[24..]).map_err(|_| "RING name is not UTF-8")?;
+        // Only what a ring may be called (a recorder records rings): any
+        // other name, one with terminal escapes say, would reach whoever
+        // reads the ledger's errors and listings as it is.
+        crate::shm::validate_ring_name(name)
+            .map_err(|_| "RING name is not a ring's name (a-z 0-9 . _ -, starting with a-z or 0-9)")?;
         Ok(RingDecl {
             created_ns: u64_at(p, 0),
             capacity: u64_at(p, 8),
