@@ -277,20 +277,7 @@ fn ledger_cli(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
 /// one a block; returns the folder.
 fn sixty_frames(env: &Env) -> PathBuf {
     let dir = env.path("ledger");
-    let (mut l, _) = helix::ledger::Ledger::open(&dir, 1024).unwrap();
-    let decl = helix::ledger::format::RingDecl {
-        created_ns: 1,
-        capacity: 8,
-        max_payload: 40,
-        policy: 1,
-        name: "audit".into(),
-    };
-    let (id, _) = l.declare(&decl).unwrap();
-    for seq in 1..=60 {
-        l.reserve_frame(id, seq, 1, 0, 1, 20).fill(seq as u8);
-        l.seal(id, 1);
-        l.flush().unwrap();
-    }
+    common::small_ledger(&dir, "audit", 60, 1024);
     dir
 }
 

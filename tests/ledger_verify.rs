@@ -390,13 +390,7 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
 fn a_ring_declared_under_a_name_no_ring_has_fails_verify_and_is_never_printed() {
     let env = Env::new();
     let dir = env.path("ledger");
-    let (mut l, _) = Ledger::open(&dir, 8192).unwrap();
-    let decl = RingDecl { created_ns: 1, capacity: 1024, max_payload: 64, policy: 1, name: "evil1".into() };
-    let (id, _) = l.declare(&decl).unwrap();
-    l.reserve_frame(id, 1, 1, 1000, 0, 8).fill(1);
-    l.seal(id, 1);
-    l.flush().unwrap();
-    drop(l);
+    common::small_ledger(&dir, "evil1", 1, 8192);
     common::rewrite(&dir, |_, block| {
         if let Some(at) = block.windows(5).position(|w| w == b"evil1") {
             block[at..at + 5].copy_from_slice(b"\x1b]0;x");

@@ -1,4 +1,5 @@
-//! Rewriting a ledger folder as someone who can write it would.
+//! Ledger folders for tests: a small one written by the library, and one
+//! rewritten as someone who can write the folder would.
 
 use std::fs;
 use std::path::Path;
@@ -42,5 +43,19 @@ pub fn rewrite(dir: &Path, mut edit: impl FnMut(u64, &mut Vec<u8>) -> bool) {
             blocks += 1;
         }
         fs::write(&path, out).unwrap();
+    }
+}
+
+/// A ledger in `dir` (segments of `segment_limit` bytes) that declares
+/// ring `name` (8 slots of up to 40 bytes) and holds `frames` frames of 20
+/// bytes, each a block of its own and frame `s` filled with the byte `s`.
+pub fn small_ledger(dir: &Path, name: &str, frames: u64, segment_limit: u64) {
+    let (mut l, _) = helix::ledger::Ledger::open(dir, segment_limit).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 8, max_payload: 40, policy: 1, name: name.into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    for seq in 1..=frames {
+        l.reserve_frame(id, seq, 1, 0, 1, 20).fill(seq as u8);
+        l.seal(id, 1);
+        l.flush().unwrap();
     }
 }

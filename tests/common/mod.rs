@@ -34,7 +34,7 @@ pub use children::{arg, child, signal, stderr_of, AsUser, Kid, Reaped, ROLE_VAR}
 #[allow(unused_imports)]
 pub use env::{ctl, ring_toml, sim_toml, Env};
 #[allow(unused_imports)]
-pub use ledger::rewrite;
+pub use ledger::{rewrite, small_ledger};
 #[allow(unused_imports)]
 pub use service::Notify;
 
