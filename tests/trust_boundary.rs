@@ -381,3 +381,28 @@ fn a_published_count_changed_after_attach_does_not_hang_readers() {
     let w = ring.writer().unwrap();
     assert_eq!(w.next_seq(), 25);
 }
+
+/// A reader's counters are its own to write, so a peer can put any number
+/// there: the ring's total of overruns saturates rather than wrapping
+/// (a hostile `u64::MAX` beside an honest reader's one overrun summed to
+/// 0, so `helixctl stat` and `top` showed no overrun, and a debug build
+/// panicked).
+#[test]
+fn a_readers_forged_overrun_count_saturates_the_rings_total_rather_than_wrapping_it() {
+    let ns = TestNs::new();
+    let ring = Ring::create(&ns, "sum", &RingOptions { capacity: 4, ..Default::default() }).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut honest = Reader::attach(&ns, "sum", &ReaderOptions::named("honest")).unwrap();
+    let hostile = Reader::attach(&ns, "sum", &ReaderOptions::named("hostile")).unwrap();
+    for _ in 0..10 {
+        w.publish(b"x").unwrap();
+    }
+    assert!(matches!(honest.try_read(&mut [0u8; 64]), Err(TryReadError::Overrun(_))));
+    let raw = Raw::map(&ns.readers_path("sum"));
+    raw.word(entry_offset(hostile.index(), std::mem::offset_of!(ReaderEntry, overruns)))
+        .store(u64::MAX, Ordering::Relaxed);
+    let stats = RingView::attach(&ns, "sum").unwrap().stats();
+    let each: Vec<u64> = stats.readers.iter().map(|r| r.overruns).collect();
+    assert!(each.contains(&1) && each.contains(&u64::MAX), "{each:?}");
+    assert_eq!(stats.overruns(), u64::MAX);
+}

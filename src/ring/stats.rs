@@ -79,9 +79,10 @@ pub struct RingStats {
 }
 
 impl RingStats {
-    /// Overrun events over all current readers.
+    /// Overrun events over all current readers (saturating: each count is
+    /// its reader's to write, so any number may stand there).
     pub fn overruns(&self) -> u64 {
-        self.readers.iter().map(|r| r.overruns).sum()
+        self.readers.iter().fold(0u64, |n, r| n.saturating_add(r.overruns))
     }
 }
 

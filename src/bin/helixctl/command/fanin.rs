@@ -31,7 +31,7 @@ pub fn read(ns: &Namespace, name: &str) -> Result<(FanInView, FanInStats), FanIn
 
 /// Records consumed from every lane.
 pub fn records(s: &FanInStats) -> u64 {
-    s.lanes.iter().map(|l| l.records).sum()
+    s.lanes.iter().fold(0u64, |n, l| n.saturating_add(l.records))
 }
 
 /// Lanes the consumer reads a file of now.
@@ -277,7 +277,7 @@ pub fn stat(ns: &Namespace, name: &str) -> Result<Stat, FanInError> {
         faults: s.faults,
         reclaimed: s.reclaimed,
         records: records(&s),
-        bytes: s.lanes.iter().map(|l| l.bytes).sum(),
+        bytes: s.lanes.iter().fold(0u64, |n, l| n.saturating_add(l.bytes)),
         lanes: s.lanes.into_iter().map(|l| lane(l, cap)).collect(),
         geometry: s.geometry,
     })

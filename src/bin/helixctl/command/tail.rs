@@ -132,7 +132,7 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
         Some(seq) => Start::At(seq),
         None => {
             let published = RingView::attach(ns, &args.ring)?.stats().published;
-            Start::At((published + 1).saturating_sub(count.unwrap_or(10)).max(1))
+            Start::At(published.saturating_add(1).saturating_sub(count.unwrap_or(10)).max(1))
         }
     };
     let opts = ReaderOptions { start, ..opts };
