@@ -68,13 +68,18 @@ const STALLED: Duration = Duration::from_secs(10);
 /// Imports `a.source_host`'s ring `a.source_ring` into ring `a.ring` until
 /// stopped.
 pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
-    let (mut imp, place) = Importer::open(&c.ns, &a.ring, &a.source_host, &a.source_ring, a.max_pending.max(1))?;
-    imp.counters = c.counters.clone();
+    let open = || -> Result<(Importer, import::Place)> {
+        let (mut imp, place) = Importer::open(&c.ns, &a.ring, &a.source_host, &a.source_ring, a.max_pending.max(1))?;
+        imp.counters = c.counters.clone();
+        Ok((imp, place))
+    };
+    let (mut imp, place) = open()?;
     let (_, stream) = connect(c, "helix-bridge import").await?;
     let subject = nats::subject(site, &a.source_host, &a.source_ring);
     info!("importing {subject} into ring {} from stream sequence {}", a.ring, place.resume.max(1));
     let mut next = place.resume;
     let (mut last_arrival, mut last_asked) = (Instant::now(), Instant::now());
+    let mut destination = Looks::new(&a.ring);
     while !c.stop.load(Ordering::Relaxed) {
         next = reset_resume(&stream, &subject, next).await;
         let config = OrderedConfig {
@@ -98,6 +103,13 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
         let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("consuming: {e}"))?;
         while !c.stop.load(Ordering::Relaxed) {
             Counters::add(&c.counters.beats, 1);
+            if destination.replaced(&c.ns, &imp) {
+                let place;
+                (imp, place) = open()?;
+                next = place.resume;
+                info!("importing {subject} into the new ring {} from stream sequence {}", a.ring, next.max(1));
+                break;
+            }
             match tokio::time::timeout(Duration::from_millis(200), messages.next()).await {
                 Err(_) => {
                     if imp.pending() > 0 && last_arrival.elapsed() >= import::HOLE_TIMEOUT {
@@ -132,6 +144,58 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     }
     info!("importer stopped at source sequence {}", imp.hwm());
     Ok(())
+}
+
+/// How often an importer looks whether its destination ring was removed
+/// or replaced under it.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// An importer's looks at its destination ring's name (every
+/// [`LOOK_EVERY`]): a ring removed and created again (helixd restarted with
+/// `unlink_on_stop`, an operator's `rm`) is followed, as an exporter
+/// follows its source; before, the importer wrote on into the removed ring
+/// for good, and the new one got nothing.
+struct Looks<'a> {
+    ring: &'a str,
+    last: Instant,
+    said_gone: bool,
+}
+
+impl<'a> Looks<'a> {
+    fn new(ring: &'a str) -> Looks<'a> {
+        Looks { ring, last: Instant::now(), said_gone: false }
+    }
+
+    /// Whether another ring is under the name now (said); a name with no
+    /// ring is said once.
+    fn replaced(&mut self, ns: &Namespace, imp: &Importer) -> bool {
+        if self.last.elapsed() < LOOK_EVERY {
+            return false;
+        }
+        self.last = Instant::now();
+        match imp.destination(ns) {
+            import::Destination::Same => false,
+            import::Destination::Gone => {
+                if !self.said_gone {
+                    warn!(
+                        "destination ring {} was removed: importing into the removed ring until one is created \
+                         under its name, which then gets what the stream holds",
+                        self.ring
+                    );
+                }
+                self.said_gone = true;
+                false
+            }
+            import::Destination::Replaced(created_ns) => {
+                info!(
+                    "destination ring {} was replaced (created at {created_ns} ns): importing into the new one",
+                    self.ring
+                );
+                self.said_gone = false;
+                true
+            }
+        }
+    }
 }
 
 /// The stream sequence of the last message on `subject` (other links share

@@ -124,16 +124,23 @@ fn killed_exporters_and_importers_leave_no_duplicate_and_no_gap() {
     w.stop(ex);
 }
 
+/// [`World::bridged`] (90 s) with frames 1 to 1000 sent through and read
+/// from `dst` by the returned reader.
+fn bridged_1000(what: &'static str) -> (World, helix::Writer, usize, usize, Reader) {
+    let (w, mut writer, ex, im) = World::bridged(what, Duration::from_secs(90));
+    let mut dst = destination(&w.ns, "dst");
+    produce(&mut writer, 1, 1000);
+    assert_eq!(verify_next(&mut dst, 1000, Duration::from_secs(30), &AtomicU64::new(0)).frames, 1000);
+    (w, writer, ex, im, dst)
+}
+
 /// helixd creates a ring again (a configuration change, a repair of a
 /// damaged one): the exporter moves to the new ring, whose frames arrive
 /// as a new incarnation. Before, it stayed on the unlinked ring and
 /// exported nothing more, saying nothing.
 #[test]
 fn an_exporter_follows_its_ring_when_it_is_created_again() {
-    let (mut w, mut writer, ex, im) = World::bridged("an_exporter_follows_its_ring", Duration::from_secs(90));
-    let mut dst = destination(&w.ns, "dst");
-    produce(&mut writer, 1, 1000);
-    assert_eq!(verify_next(&mut dst, 1000, Duration::from_secs(30), &AtomicU64::new(0)).frames, 1000);
+    let (mut w, writer, ex, im, mut dst) = bridged_1000("an_exporter_follows_its_ring");
     drop(writer);
     let opts = RingOptions { capacity: 4096, max_payload: 256, policy: Policy::Block, ..RingOptions::default() };
     let mut writer = Ring::recreate(&w.ns, "src", &opts).unwrap().writer().unwrap();
@@ -143,6 +150,25 @@ fn an_exporter_follows_its_ring_when_it_is_created_again() {
     assert_eq!((seen.frames, seen.gaps), (500, vec![]));
     w.stop_saying(ex, &["ring src was replaced"]);
     w.stop(im);
+}
+
+/// The destination ring removed and created again under a running
+/// importer (helixd restarted with `unlink_on_stop`, or an operator's `rm`
+/// and a new start): the importer follows the new ring, which gets every
+/// frame the stream holds, in order. Before, it wrote on into the removed
+/// ring for good, and the new one got nothing.
+#[test]
+fn an_importer_follows_its_destination_when_it_is_created_again() {
+    let (mut w, mut writer, ex, im, dst) = bridged_1000("an_importer_follows_its_destination");
+    drop(dst);
+    Ring::unlink(&w.ns, "dst").unwrap();
+    w.ring("dst", 4096);
+    let mut dst = destination(&w.ns, "dst");
+    produce(&mut writer, 1001, 1500);
+    let seen = verify_next(&mut dst, 1500, Duration::from_secs(30), &AtomicU64::new(0));
+    assert_eq!((seen.frames, seen.gaps), (1500, vec![]), "the new ring, from the stream's start");
+    w.stop_saying(im, &["destination ring dst was replaced"]);
+    w.stop(ex);
 }
 
 /// Two exporters of one ring started at the same instant each passed the
