@@ -133,7 +133,10 @@ impl Importer {
             Err(e) => return self.reject(stream_seq, &e.to_string()),
         };
         if (m.source.host.as_str(), m.source.ring.as_str()) != (self.host.as_str(), self.ring.as_str()) {
-            let why = format!("from {}/{}, not {}/{}", m.source.host, m.source.ring, self.host, self.ring);
+            // The names as sent, escaped: a newline in one would start a
+            // line of the log of its sender's making.
+            let (host, ring) = (m.source.host.escape_debug(), m.source.ring.escape_debug());
+            let why = format!("from {host}/{ring}, not {}/{}", self.host, self.ring);
             return self.reject(stream_seq, &why);
         }
         if m.source.created_ns < self.created {
@@ -154,7 +157,7 @@ impl Importer {
         if m.last_seq() <= self.hwm {
             Counters::add(&self.counters.duplicates, m.count());
         } else if m.first_seq > self.hwm + 1 {
-            self.pending.entry(m.first_seq).or_insert((stream_seq, m));
+            self.wait(stream_seq, m);
             if self.pending.len() > self.max_pending {
                 self.fill_hole("more messages ahead than the importer holds")?;
             }
@@ -162,6 +165,26 @@ impl Importer {
             self.apply(stream_seq, &m)?;
         }
         self.drain_pending()
+    }
+
+    /// Keeps `m` (at `stream_seq`, ahead of the high-water mark) until the
+    /// messages before it come. Of two with the same first sequence the
+    /// longer is kept, and the other's frames, which it holds too, are
+    /// counted as duplicates (before, the second was dropped uncounted, and
+    /// what only it held was written later as lost).
+    fn wait(&mut self, stream_seq: u64, m: Message) {
+        use std::collections::btree_map::Entry;
+        let dropped = match self.pending.entry(m.first_seq) {
+            Entry::Vacant(v) => {
+                v.insert((stream_seq, m));
+                return;
+            }
+            Entry::Occupied(mut o) if m.last_seq() > o.get().1.last_seq() => {
+                std::mem::replace(o.get_mut(), (stream_seq, m)).1
+            }
+            Entry::Occupied(_) => m,
+        };
+        Counters::add(&self.counters.duplicates, dropped.count());
     }
 
     /// The messages after a hole never came: writes the hole as a gap and

@@ -360,21 +360,54 @@ fn garbage_on_the_subject_is_refused_and_the_importer_goes_on() {
     verify(&w.ns, "dst", 100, Duration::from_secs(30));
     // A hostile publisher: garbage, and a well-formed message naming
     // another ring, on the importer's subject.
-    let subject = format!("helix.{}.hosta.src", w.tag);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap());
-        for body in [b"not a bridge message".to_vec(), message_of("other", 1), message_of("src", 1)] {
-            js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
-        }
-    });
+    let garbage = b"not a bridge message".to_vec();
+    publish_on_src(&w, [garbage, message_of("other", 1), message_of("src", 1), message_of("o\nINFO x", 1)]);
     produce(&mut writer, 101, 200);
     arrived(&w, 200, 200, &[]);
     // A message of an older incarnation of the source ring (created_ns 1)
     // is dropped, and said: before, only a duplicate was counted.
     let older = "source ring hosta/src of incarnation 1 (created_ns), older than the one imported";
-    w.stop_saying(im, &["rejected 2", "not a helix-bridge message", "from hosta/other, not hosta/src", older]);
+    // A name with a newline is logged escaped: its sender cannot start a
+    // line of the log (before, "INFO x" stood at the start of one).
+    let log = w.stop(im);
+    for said in ["rejected 3", "not a helix-bridge message", "from hosta/other, not hosta/src", older] {
+        assert!(log.contains(said), "no {said:?} in the log:\n{log}");
+    }
+    assert!(log.contains(r"from hosta/o\nINFO x, not") && !log.contains("\nINFO x"), "{log}");
     w.stop(ex);
+}
+
+/// Publishes `bodies` on the subject of host `hosta`'s ring `src`, as a
+/// hostile publisher (or a test's hand) would, once the importer has made
+/// the stream.
+fn publish_on_src<const N: usize>(w: &World, bodies: [Vec<u8>; N]) {
+    let subject = format!("helix.{}.hosta.src", w.tag);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap());
+        while js.get_stream(w.tag.to_uppercase()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for body in bodies {
+            js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
+        }
+    });
+}
+
+/// Two messages ahead of the high-water mark with the same first
+/// sequence, the shorter first (a publish sent again can do that; so can
+/// any publisher): the longer is kept, and all it holds is written once the
+/// hole before them fills. Before, the longer was dropped without a count
+/// or a word, and its frames past the shorter's were never written.
+#[test]
+fn of_two_waiting_messages_with_the_same_first_sequence_the_longer_is_kept() {
+    let (mut w, _writer) = World::with_rings("same first sequence", Duration::from_secs(60), 1024, 1024);
+    let im = w.spawn(w.importer("src", "dst"));
+    let message = |first, last| frames_message("src", 7, first, &source_frames(first, last));
+    publish_on_src(&w, [message(10, 12), message(10, 40), message(1, 9)]);
+    let seen = verify(&w.ns, "dst", 40, Duration::from_secs(30));
+    assert_eq!((seen.frames, seen.gaps), (40, vec![]));
+    w.stop_saying(im, &["duplicates 3 gaps 0"]);
 }
 
 /// A well-formed message of host `hosta`'s ring `ring`, incarnation
@@ -416,23 +449,14 @@ fn source_frames(from: u64, to: u64) -> Vec<(u32, Vec<u8>)> {
 fn messages_waiting_behind_a_hole_are_written_when_the_source_is_created_again() {
     let (mut w, _writer) = World::with_rings("messages_waiting_behind_a_hole", Duration::from_secs(60), 1024, 4096);
     let im = w.spawn(w.importer("src", "dst"));
-    let subject = format!("helix.{}.hosta.src", w.tag);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap());
-        // The importer makes the stream.
-        while js.get_stream(w.tag.to_uppercase()).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let bodies = [
+    publish_on_src(
+        &w,
+        [
             frames_message("src", 10, 1, &source_frames(1, 3)),
             frames_message("src", 10, 6, &source_frames(6, 7)),
             frames_message("src", 20, 1, &source_frames(1, 2)),
-        ];
-        for body in bodies {
-            js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
-        }
-    });
+        ],
+    );
     let mut dst = destination(&w.ns, "dst");
     let old = verify_next(&mut dst, 7, Duration::from_secs(30), &AtomicU64::new(0));
     assert_eq!((old.frames, old.gaps), (5, vec![(4, 2)]));
