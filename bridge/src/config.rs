@@ -137,12 +137,20 @@ fn int(
 
 /// A site or host name: one subject token once dots are written `~`.
 fn token(src: &Source, v: &Spanned<String>, what: &str, max: usize) -> Result<String, ConfigError> {
-    let s = v.get_ref();
+    check_token(v.get_ref(), what, max).map_err(|e| src.at(v, e))?;
+    Ok(v.get_ref().clone())
+}
+
+/// Whether `s` may be the `what` token of a subject (a site or a host):
+/// 1 to `max` bytes, none a space, a control, `*`, `>` or `~` (NATS's
+/// wildcards, and the bridge's escape for dots). The ad-hoc flags are held
+/// to it as the file is.
+pub fn check_token(s: &str, what: &str, max: usize) -> Result<(), String> {
     let bad = s.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '>' | '~'));
     if s.is_empty() || s.len() > max || bad.is_some() {
-        return Err(src.at(v, format!("{what} {s:?} must be 1 to {max} bytes without spaces, `*`, `>` or `~`")));
+        return Err(format!("{what} {s:?} must be 1 to {max} bytes without spaces, `*`, `>` or `~`"));
     }
-    Ok(s.clone())
+    Ok(())
 }
 
 fn ring_name(src: &Source, v: &Spanned<String>) -> Result<String, ConfigError> {

@@ -225,8 +225,32 @@ fn configured(path: Option<PathBuf>, check: bool, given: &[&str]) -> Result<()> 
     serve::run(cfg)
 }
 
+/// The names of an ad-hoc link's flags, checked as the configuration
+/// file's are (before, `--host '*'` had every publish fail for ever, and a
+/// host over 255 bytes made every message malformed).
+fn check_names(common: &Common, command: &Command) -> Result<()> {
+    let token = |s: &str, flag: &str| config::check_token(s, flag, 255).map_err(anyhow::Error::msg);
+    let ring = |s: &str, flag: &str| helix::shm::validate_ring_name(s).with_context(|| flag.to_owned());
+    token(&common.site, "--site")?;
+    match command {
+        Command::Export(a) => {
+            ring(&a.ring, "--ring")?;
+            if let Some(h) = &a.host {
+                token(h, "--host")?;
+            }
+        }
+        Command::Import(a) => {
+            ring(&a.ring, "--ring")?;
+            ring(&a.source_ring, "--source-ring")?;
+            token(&a.source_host, "--source-host")?;
+        }
+    }
+    Ok(())
+}
+
 /// One link from the flags (`export` or `import`).
 fn run(common: &Common, command: &Command) -> Result<()> {
+    check_names(common, command)?;
     let ns = match &common.namespace {
         Some(n) => Namespace::new(n),
         None => Namespace::from_env(),

@@ -83,6 +83,19 @@ fn check_passes_on_the_packaged_default_and_names_a_bad_line() {
     assert!(!o.status.success() && out(&o).contains("--server is a flag of the export and import"), "{}", out(&o));
     let o = bridge().arg("--config").arg(&default).args(["export", "--ring", "t"]).output().unwrap();
     assert!(!o.status.success() && out(&o).contains("give no command with it"), "{}", out(&o));
+    // The ad-hoc flags' names are held to what the file's are, before
+    // anything connects (here to a port nobody listens on): before, a
+    // wildcard host had every publish fail, retried for ever.
+    let adhoc = |args: &[&str]| ended_within_20s(bridge().args(["--server", "nats://127.0.0.1:1"]).args(args));
+    let said = adhoc(&["export", "--ring", "t", "--host", "*"]);
+    assert!(said.contains("--host \"*\" must be 1 to 255 bytes"), "{said}");
+    let long = "h".repeat(256);
+    let said = adhoc(&["import", "--ring", "t", "--source-host", &long, "--source-ring", "t"]);
+    assert!(said.contains("--source-host \"hhh") && said.contains("must be 1 to 255 bytes"), "{said}");
+    let said = adhoc(&["--site", "a b", "import", "--ring", "t", "--source-host", "h", "--source-ring", "t"]);
+    assert!(said.contains("--site \"a b\" must be"), "{said}");
+    let said = adhoc(&["import", "--ring", "t", "--source-host", "h", "--source-ring", "T"]);
+    assert!(said.contains("--source-ring"), "{said}");
     // Nothing configured: nothing to run, said so.
     let o = bridge().arg("--config").arg(&default).output().unwrap();
     assert!(!o.status.success() && out(&o).contains("no link configured"), "{}", out(&o));
@@ -99,6 +112,24 @@ fn check_passes_on_the_packaged_default_and_names_a_bad_line() {
     std::fs::write(&fine, format!("site = \"plant\"\nhost = \"a\"\n{}", slow.replace("20000", "15000"))).unwrap();
     let o = bridge().arg("--config").arg(&fine).arg("--check").output().unwrap();
     assert!(o.status.success() && !out(&o).contains("warning"), "{}", out(&o));
+}
+
+/// What `cmd` printed, once it ended; one still running after 20 s (as
+/// one that waits for a server for ever would be) is killed and fails the
+/// test.
+fn ended_within_20s(cmd: &mut Command) -> String {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} still ran after 20 s: {}", out(&child.wait_with_output().unwrap()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "{cmd:?} succeeded: {}", out(&o));
+    out(&o)
 }
 
 /// The value of `key=` in a unit's text.
