@@ -79,6 +79,11 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     info!("importing {subject} into ring {} from stream sequence {}", a.ring, place.resume.max(1));
     let mut next = place.resume;
     let (mut last_arrival, mut last_asked) = (Instant::now(), Instant::now());
+    // When a message last brought something new (written, or kept to wait
+    // for a hole): what the hole's timeout counts from. A refused or
+    // duplicate message is nothing new; before, one every 9 s from anyone
+    // who may publish kept a hole open, and what waited behind it, for good.
+    let mut last_new = Instant::now();
     let mut destination = Looks::new(&a.ring);
     while !c.stop.load(Ordering::Relaxed) {
         next = reset_resume(&stream, &subject, next).await;
@@ -112,8 +117,8 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
             }
             match tokio::time::timeout(Duration::from_millis(200), messages.next()).await {
                 Err(_) => {
-                    if imp.pending() > 0 && last_arrival.elapsed() >= import::HOLE_TIMEOUT {
-                        imp.fill_hole("nothing arrived to fill it for 10 s")?;
+                    if imp.pending() > 0 && last_new.elapsed() >= import::HOLE_TIMEOUT {
+                        imp.fill_hole("nothing new arrived to fill it for 10 s")?;
                     }
                     if last_arrival.elapsed() >= STALLED && last_asked.elapsed() >= STALLED {
                         last_asked = Instant::now();
@@ -130,9 +135,13 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
                 Ok(Some(Ok(msg))) => {
                     let seq =
                         msg.info().map_err(|e| anyhow::anyhow!("a message without stream info: {e}"))?.stream_sequence;
+                    let before = (imp.hwm(), imp.pending());
                     imp.offer(seq, &msg.payload)?;
                     next = seq + 1;
                     last_arrival = Instant::now();
+                    if (imp.hwm(), imp.pending()) != before {
+                        last_new = last_arrival;
+                    }
                 }
                 Ok(Some(Err(e))) => {
                     warn!("consuming {subject}: {e}; consuming again from stream sequence {next}");

@@ -410,6 +410,29 @@ fn of_two_waiting_messages_with_the_same_first_sequence_the_longer_is_kept() {
     w.stop_saying(im, &["duplicates 3 gaps 0"]);
 }
 
+/// A hole with a message waiting behind it, and refused messages arriving
+/// every second meanwhile (anyone who may publish can send them): the hole
+/// is written as a gap once 10 s passed with nothing new, whatever else
+/// arrives. Before, each refused message started the 10 s again, and the
+/// hole, with what waited behind it, stayed open for as long as they came.
+#[test]
+fn refused_messages_do_not_keep_a_hole_open() {
+    let (mut w, _writer) = World::with_rings("refused keep no hole open", Duration::from_secs(90), 1024, 1024);
+    let im = w.spawn(w.importer("src", "dst"));
+    publish_on_src(&w, [frames_message("src", 7, 5, &source_frames(5, 7))]);
+    let dst = destination(&w.ns, "dst");
+    let verifier = thread::spawn(move || verify_to(dst, 7, Duration::from_secs(60), &AtomicU64::new(0)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while !verifier.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the hole stayed open while refused messages came");
+        publish_on_src(&w, [b"not a bridge message".to_vec()]);
+        thread::sleep(Duration::from_secs(1));
+    }
+    let seen = verifier.join().unwrap();
+    assert_eq!((seen.frames, seen.gaps), (3, vec![(1, 4)]));
+    w.stop_saying(im, &["sequences 1..=4 never arrived (nothing new arrived to fill it for 10 s)"]);
+}
+
 /// A well-formed message of host `hosta`'s ring `ring`, incarnation
 /// `created_ns`: one frame, source sequence 101.
 fn message_of(ring: &str, created_ns: u64) -> Vec<u8> {
