@@ -379,7 +379,11 @@ fn a_malformed_or_impostor_metrics_file_is_left_out_and_the_scrape_stays_valid()
     write("impostor.prom", "# TYPE helix_ring_up gauge\nhelix_ring_up{ring=\"telemetry\"} 1\n");
     write("torn.prom", "# TYPE helix_z gauge\nhelix_z 1");
     write("notes.txt", "not a metrics file\n");
+    // A name a terminal acts on is left out, and said escaped.
+    write("\u{1b}]0;x.prom", "# TYPE helix_w gauge\nhelix_w 1\n");
     let (ok, out, err) = env.ctl(&["metrics", "--textfiles", dir.to_str().unwrap()]);
+    assert!(!out.contains("helix_w") && !(out.clone() + &err).contains('\u{1b}'), "{out}{err}");
+    assert!(err.contains(r"\u{1b}]0;x.prom left out: its name holds a character a terminal acts on"), "{err}");
     assert!(ok, "{err}");
     assert!(out.lines().any(|l| l == "helix_x_total{a=\"b\"} 3"), "{out}");
     for gone in ["helix_y", "helix_ring_up{ring=\"telemetry\"}", "helix_z", "not a metrics"] {

@@ -18,6 +18,7 @@ use helix::shm::Namespace;
 use helix::twin::{ActiveAlarms, AlarmKind, Snapshot};
 
 use super::twin::TwinView;
+use crate::format::{acts_on_terminal, printable};
 use crate::shared::textfile::{flag, label, Text};
 
 const GAUGE: &str = "gauge";
@@ -82,6 +83,12 @@ pub fn textfiles(dir: &Path, out: &mut Text) -> std::io::Result<()> {
     let mut status = Vec::new();
     for name in names {
         let path = dir.join(&name);
+        if name.chars().any(acts_on_terminal) {
+            // Not served either: its name would stand in a label.
+            let shown = printable(&path.to_string_lossy()).into_owned();
+            eprintln!("helixctl metrics: {shown} left out: its name holds a character a terminal acts on");
+            continue;
+        }
         let age = std::fs::metadata(&path)
             .and_then(|m| m.modified())
             .ok()
@@ -94,7 +101,7 @@ pub fn textfiles(dir: &Path, out: &mut Text) -> std::io::Result<()> {
                 status.push((name, true, age));
             }
             Err(why) => {
-                eprintln!("helixctl metrics: {} left out: {why}", path.display());
+                eprintln!("helixctl metrics: {} left out: {}", path.display(), printable(&why));
                 status.push((name, false, age));
             }
         }
@@ -140,6 +147,11 @@ pub fn check(text: &str, seen: &mut BTreeSet<String>) -> Result<(), String> {
     let mut mine = BTreeSet::new();
     for (i, line) in text.lines().enumerate() {
         let bad = |what: &str| format!("line {}: {what}: {:?}", i + 1, line.chars().take(80).collect::<String>());
+        // Anywhere: in a `# HELP` text, a comment or a label value, it
+        // would reach the terminal of whoever runs `helixctl metrics`.
+        if line.chars().any(acts_on_terminal) {
+            return Err(bad("a character a terminal acts on"));
+        }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut w = rest.split(' ');
             let (name, kind) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
@@ -242,7 +254,10 @@ mod tests {
             ("# TYPE node_a gauge\nnode_a 1\n".to_owned(), "line 1: not `# TYPE"),
             ("# TYPE helix_ring_up gauge\n".to_owned(), "line 1: a family given twice"),
             (format!("{head}{head}"), "line 2: a family given twice"),
-            (format!("{head}\u{1b}[2J\n"), "line 2: not a sample"),
+            (format!("{head}\u{1b}[2J\n"), "line 2: a character a terminal acts on"),
+            (format!("# HELP helix_a \u{1b}]0;x\u{7}\n{head}"), "line 1: a character a terminal acts on"),
+            (format!("{head}# a note \u{9b}2J\n"), "line 2: a character a terminal acts on"),
+            (format!("{head}helix_a{{x=\"\u{202e}\"}} 1\n"), "line 2: a character a terminal acts on"),
         ] {
             let err = checked(&text).expect_err(&text);
             assert!(err.contains(why), "{text:?}: {err}");
