@@ -600,6 +600,29 @@ fn rm_refuses_a_live_writer_unless_forced_and_removes_both_files() {
     assert!(!success && err.contains("no ring \"quiet\""), "{err}");
 }
 
+/// A fan-in ring's name held by what no fan-in ring is (a plain file, or a
+/// folder whose `ring` file is a link; anyone may make either in
+/// /dev/shm): `rm` cannot tell whether a consumer is live and says to use
+/// `--force`, and with it the name is freed. Before, `--force` failed the
+/// same way, so the fix `doctor` gives could never work.
+#[test]
+fn rm_force_removes_a_broken_fan_in_ring_whose_consumer_cannot_be_told() {
+    let ns = TestNs::new();
+    let plain = fanin::files::dir_path(&ns, "plain");
+    std::fs::write(&plain, b"").unwrap();
+    let linked = fanin::files::dir_path(&ns, "linked");
+    std::fs::create_dir(&linked).unwrap();
+    std::os::unix::fs::symlink("/nonexistent", linked.join("ring")).unwrap();
+    for (name, path) in [("plain", &plain), ("linked", &linked)] {
+        let (success, _, err) = ctl(&ns, &["rm", name]);
+        assert!(!success && err.contains("use --force"), "{name}: {err}");
+        assert!(path.symlink_metadata().is_ok(), "{name} was removed without --force");
+        let (success, _, err) = ctl(&ns, &["rm", name, "--force"]);
+        assert!(success && err.contains("removing it (--force)"), "{name}: {err}");
+        assert!(path.symlink_metadata().is_err(), "{name} is still there");
+    }
+}
+
 /// `helixctl rm` removes a lone half of an incomplete ring; a lone data
 /// file a live process still writes is refused like a whole ring.
 #[test]

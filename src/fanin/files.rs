@@ -415,7 +415,12 @@ fn validate_ring(map: &Mapping, path: &Path, name: &str) -> Result<FanInGeometry
 pub(crate) fn unlink(ns: &Namespace, name: &str) -> Result<(), FanInError> {
     shm::validate_ring_name(name)?;
     let dir = dir_path(ns, name);
-    std::fs::remove_dir_all(&dir).map_err(|e| match e.kind() {
+    // Anything else under the folder's name (a file, a link: anyone may
+    // make one in /dev/shm) goes as itself; a link is never followed.
+    let folder = std::fs::symlink_metadata(&dir).map(|m| m.is_dir());
+    let removed =
+        if folder.as_ref().is_ok_and(|&d| !d) { std::fs::remove_file(&dir) } else { std::fs::remove_dir_all(&dir) };
+    removed.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             FanInError::NotFound { name: name.to_owned(), namespace: ns.as_str().to_owned(), path: dir.clone() }
         }

@@ -428,8 +428,21 @@ pub fn exists(ns: &Namespace, name: &str) -> bool {
 /// consumer, unless `force`.
 pub fn remove(ns: &Namespace, name: &str, force: bool, json: bool) -> Result<()> {
     let dir = files::dir_path(ns, name);
-    let consumer = inspect::live_consumer(ns, name)
-        .with_context(|| format!("cannot tell whether fan-in ring {name:?} has a live consumer; use --force"))?;
+    let consumer = match inspect::live_consumer(ns, name) {
+        Ok(consumer) => consumer,
+        // What `doctor` tells to run on a broken ring: before, --force
+        // failed the same way, and nothing could remove it.
+        Err(e) if force => {
+            eprintln!(
+                "warning: cannot tell whether fan-in ring {name:?} has a live consumer ({e}); removing it (--force)"
+            );
+            None
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot tell whether fan-in ring {name:?} has a live consumer; use --force"))
+        }
+    };
     if let (Some(pid), false) = (consumer, force) {
         bail!(
             "fan-in ring {name:?} is in use: its consumer is live pid {pid}; stop that process first, or use \
