@@ -267,6 +267,17 @@ fn doctor_names_what_is_wrong_and_how_to_fix_it() {
     assert_eq!(find("ring files", "telemetry: data 640")["status"], "ok");
     // Every non-OK check carries its fix.
     assert!(checks.iter().filter(|c| c["status"] != "ok").all(|c| c["fix"].is_string()));
+    // A configuration given that cannot be read, or that is for another
+    // namespace, is said (before, passed over: the space check said OK
+    // with nothing configured checked).
+    let other = env.path("other.toml");
+    std::fs::write(&other, "namespace = \"elsewhere\"\n").unwrap();
+    for (cfg, said) in [(env.path("missing.toml"), "missing.toml"), (other, "is for namespace elsewhere, not")] {
+        let (_, out, _) = ctl(ns, &["--json", "doctor", "--config", cfg.to_str().unwrap()]);
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let c = find_check(&j, "helixd configuration", said);
+        assert!(c["status"] == "warn" && c["fix"].is_string(), "{c}");
+    }
     drop((w, stale));
 }
 

@@ -73,7 +73,9 @@ struct Missing {
 
 /// Runs every check, prints them (as a list or JSON); fails if one failed.
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<ExitCode> {
-    let checks = checks(ns, missing(ns, args.config.as_deref()));
+    let (missing, config) = missing(ns, args.config.as_deref());
+    let mut checks = checks(ns, missing);
+    checks.extend(config);
     if json {
         json::print(&serde_json::json!({ "namespace": ns.as_str(), "checks": checks }))?;
     } else {
@@ -96,14 +98,33 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<ExitCode> {
 
 /// What helixd's configuration (`config`, or its default) asks for in `ns`
 /// that does not exist yet; `None` if it cannot be read or is for another
-/// namespace.
-fn missing(ns: &Namespace, config: Option<&Path>) -> Option<Missing> {
-    let c = helixd_config::load_config(config).ok().filter(|c| &c.namespace == ns)?;
+/// namespace. Then also a warning: a configuration that cannot be read
+/// (its error names the file and line), or one given by `--config` for
+/// another namespace. (Before, both were passed over in silence, and the
+/// space check said OK with nothing configured checked.)
+fn missing(ns: &Namespace, config: Option<&Path>) -> (Option<Missing>, Option<Check>) {
+    const CHECK: &str = "helixd configuration";
+    let c = match helixd_config::load_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            let fix = "fix what it names (`helixd --check --config FILE` says the same)";
+            return (None, Some(bad(CHECK, Status::Warn, format!("{e}; its rings were not checked"), fix)));
+        }
+    };
+    if &c.namespace != ns {
+        let other = config.map(|path| {
+            let detail = format!("{} is for namespace {}, not {}", path.display(), c.namespace.as_str(), ns.as_str());
+            let fix = format!("helixctl --namespace {} doctor --config {}", c.namespace.as_str(), path.display());
+            bad(CHECK, Status::Warn, detail, fix)
+        });
+        return (None, other);
+    }
     let missing: Vec<&helixd_config::RingConfig> = c.rings.iter().filter(|r| !ns.data_path(&r.name).exists()).collect();
-    Some(Missing {
+    let missing = Missing {
         bytes: missing.iter().map(|r| r.options.memory()).sum(),
         names: missing.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
-    })
+    };
+    (Some(missing), None)
 }
 
 /// Runs every check for namespace `ns`; `missing` is what the configured
