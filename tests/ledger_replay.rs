@@ -357,6 +357,14 @@ fn a_paced_replay_cuts_a_recorded_pause_to_max_pause_and_says_so() {
     let o = replay_cmd(&env, &dir, &args).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("--max-pause has no pause to cut at --pace max"));
     assert!(!env.ns.data_path("replay.cut").exists());
+    // A replay that fails before its ring is made (a ring the ledger does
+    // not hold, an --into that exists) takes --also's rings away again, so
+    // that the same command, corrected, is not refused for them.
+    for (ring, into) in [("nosuch", "fresh"), ("t", "cut")] {
+        let o = replay_cmd(&env, &dir, &["--ring", ring, "--into", into, "--also", "cut"]).output().unwrap();
+        assert!(!o.status.success(), "{ring} into {into}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(!env.ns.data_path("replay.cut").exists(), "{ring} into {into}: --also's ring was left");
+    }
     let o = replay_cmd(&env, &dir, &["--ring", "t", "--max-pause=-1"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(2) && err.contains("\"-1\": expected seconds, 0 or more"), "{err}");

@@ -70,9 +70,21 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     if a.max_pause.is_some() && a.pace == Pace::Max {
         anyhow::bail!("--max-pause has no pause to cut at --pace max");
     }
+    // What this call made for --also: removed again if the replay fails
+    // before its ring is made (a typo in --ring, an --into that exists), so
+    // that the same command, corrected, is not refused for them.
+    let mut made = Vec::new();
+    let unmake = |made: &[String]| made.iter().for_each(|r| drop(Ring::unlink(ns, r)));
     for name in &a.also {
-        also_create(ns, name)?;
+        match also_create(ns, name) {
+            Ok(copy) => made.push(copy),
+            Err(e) => {
+                unmake(&made);
+                return Err(e);
+            }
+        }
     }
+    let into_made = std::cell::Cell::new(false);
     let range = Range { ring: a.ring.clone(), from: a.from, to: a.to };
     let open = |decl: &RingDecl| -> Result<Writer, ReplayError> {
         let opts = RingOptions {
@@ -82,6 +94,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             ..Default::default()
         };
         let ring = Ring::create(ns, &into, &opts)?;
+        into_made.set(true);
         let w = ring.writer()?;
         wait_readers(ns, &into, a.wait_readers);
         Ok(w)
@@ -102,7 +115,12 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             eprintln!("FAILED: the ledger does not verify (what precedes the bad block was replayed): {f}");
             return Ok(false);
         }
-        Err(e) => return Err(e).with_context(|| format!("replaying {} from {}", a.ring, a.dir.display())),
+        Err(e) => {
+            if !into_made.get() {
+                unmake(&made);
+            }
+            return Err(e).with_context(|| format!("replaying {} from {}", a.ring, a.dir.display()));
+        }
     };
     let mut out = io::stdout().lock();
     let span = done.span.map_or("nothing recorded in the range".to_owned(), |(f, l)| format!("sequences {f} to {l}"));
@@ -129,8 +147,9 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     Ok(verified)
 }
 
-/// Creates `replay.NAME` with the geometry of the live ring `NAME`.
-fn also_create(ns: &Namespace, name: &str) -> anyhow::Result<()> {
+/// Creates `replay.NAME` with the geometry of the live ring `NAME`;
+/// returns its name.
+fn also_create(ns: &Namespace, name: &str) -> anyhow::Result<String> {
     let live = RingView::attach(ns, name).with_context(|| format!("--also {name}: the live ring"))?;
     let g = live.geometry();
     let opts = RingOptions {
@@ -143,7 +162,7 @@ fn also_create(ns: &Namespace, name: &str) -> anyhow::Result<()> {
     let copy = format!("replay.{name}");
     validate_ring_name(&copy).with_context(|| format!("--also {name}"))?;
     Ring::create(ns, &copy, &opts).with_context(|| format!("--also {name}: creating {copy}"))?;
-    Ok(())
+    Ok(copy)
 }
 
 /// Waits until `n` readers have joined ring `name`, saying so on stderr.
