@@ -585,6 +585,28 @@ fn control_characters_in_reader_names_are_printed_escaped() {
     drop(live);
 }
 
+/// `tail --follow` on a ring removed and created again under it (helixd's
+/// `recreate`, a repair, `rm` and a new start): it follows the new ring
+/// from its first frame, saying so on stderr. Before, it waited on the
+/// removed ring for good, printing nothing, as if nothing flowed.
+#[test]
+fn tail_follow_follows_a_ring_created_again() {
+    let ns = TestNs::watched("helixctl tail follows a new ring", Duration::from_secs(60));
+    let opts = RingOptions { capacity: 16, max_payload: 64, ..Default::default() };
+    let ring = Ring::create(&ns, "moved", &opts).unwrap();
+    ring.writer().unwrap().publish_kind(7, &[1]).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_helixctl"));
+    cmd.args(["--namespace", ns.as_str(), "tail", "moved", "--follow", "-n", "2"]);
+    let mut kid = Kid::spawn(&mut cmd);
+    assert_eq!(kid.expect("1 "), "1 kind=7 len=1 01");
+    drop(ring);
+    Ring::unlink(&ns, "moved").unwrap();
+    let ring = Ring::create(&ns, "moved", &opts).unwrap();
+    ring.writer().unwrap().publish_kind(8, &[2]).unwrap();
+    assert_eq!(kid.expect("1 "), "1 kind=8 len=1 02");
+    kid.finish();
+}
+
 /// `helixctl rm`: the documented way to remove a ring. It refuses a ring a
 /// live process writes unless `--force`, naming the pid, and removes both
 /// files.

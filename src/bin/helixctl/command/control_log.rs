@@ -96,6 +96,7 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let opts = ReaderOptions { name: "helixctl-control-log".into(), gating: false, start, wait: WaitStrategy::Park };
     let mut reader = Reader::attach(ns, LOG_RING, &opts)?;
     let mut out = io::stdout().lock();
+    let mut follows = super::tail::Follow::new(ns, LOG_RING, opts);
     loop {
         while let Some((seq, r)) = next(&mut reader, &mut out)? {
             let l = line(seq, &r);
@@ -109,7 +110,12 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
             return Ok(());
         }
         match reader.wait_timeout(Duration::from_millis(500)) {
-            Ok(()) | Err(ReadError::Timeout) => {}
+            Ok(()) => {}
+            Err(ReadError::Timeout) => {
+                if let Some(new) = follows.replaced(&reader)? {
+                    reader = new;
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }

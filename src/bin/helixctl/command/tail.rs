@@ -138,7 +138,8 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let opts = ReaderOptions { start, ..opts };
     let mut reader = Reader::attach(ns, &args.ring, &opts)?;
     let mut out = io::stdout().lock();
-    let printed = print(&mut reader, count, args.follow, json, &mut out);
+    let mut follows = Follow::new(ns, &args.ring, opts);
+    let printed = print(&mut reader, count, args.follow.then_some(&mut follows), json, &mut out);
     out.flush().ok();
     printed.with_context(|| format!("tail {}", args.ring))
 }
@@ -153,13 +154,63 @@ fn emit(l: &Line, json: bool, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// Prints `reader`'s frames to `out`, as `run` says.
-fn print(reader: &mut Reader, count: Option<u64>, follow: bool, json: bool, out: &mut dyn Write) -> Result<()> {
+/// Follows ring `ring` by its name: the ring under it now, if it is no
+/// longer the one a reader reads (removed, or created again: helixd's
+/// `recreate`, a repair, an operator's `rm` and a new start). Without it,
+/// `tail -f` and `control-log -f` waited on the removed ring for good,
+/// printing nothing, as if nothing flowed.
+pub struct Follow<'a> {
+    ns: &'a Namespace,
+    ring: &'a str,
+    opts: ReaderOptions,
+    said_gone: bool,
+}
+
+impl<'a> Follow<'a> {
+    /// `opts`: how a reader of the new ring joins (it starts at its oldest
+    /// frame).
+    pub fn new(ns: &'a Namespace, ring: &'a str, opts: ReaderOptions) -> Follow<'a> {
+        Follow { ns, ring, opts: ReaderOptions { start: Start::Oldest, ..opts }, said_gone: false }
+    }
+
+    /// After a wait with nothing read: a reader of the ring under the name,
+    /// if that is another ring than `reader`'s (said on stderr); a name
+    /// with no ring is said once, and waited on.
+    pub fn replaced(&mut self, reader: &Reader) -> Result<Option<Reader>> {
+        let now = match RingView::attach(self.ns, self.ring) {
+            Ok(view) => view.geometry().created_ns,
+            Err(helix::AttachError::NotFound { .. }) => {
+                if !std::mem::replace(&mut self.said_gone, true) {
+                    eprintln!("helixctl: ring {} was removed; waiting for it to be created again", self.ring);
+                }
+                return Ok(None);
+            }
+            // Being created, say: looked at again after the next wait.
+            Err(_) => return Ok(None),
+        };
+        if now == reader.geometry().created_ns {
+            return Ok(None);
+        }
+        self.said_gone = false;
+        eprintln!("helixctl: ring {} was created again; following the new one from its first frame", self.ring);
+        Ok(Some(Reader::attach(self.ns, self.ring, &self.opts)?))
+    }
+}
+
+/// Prints `reader`'s frames to `out`, as `run` says (`follow`: waiting for
+/// new ones, following the ring's name).
+fn print(
+    reader: &mut Reader,
+    count: Option<u64>,
+    mut follow: Option<&mut Follow<'_>>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
     let emit = |l: &Line, out: &mut dyn Write| emit(l, json, out);
     let mut buf = vec![0u8; reader.geometry().max_payload as usize];
     let mut printed = 0u64;
     while count.is_none_or(|c| printed < c) {
-        let frame = if follow {
+        let frame = if follow.is_some() {
             reader.read_timeout(&mut buf, Duration::from_millis(500))
         } else {
             reader.try_read(&mut buf).map_err(ReadError::from)
@@ -169,8 +220,15 @@ fn print(reader: &mut Reader, count: Option<u64>, follow: bool, json: bool, out:
                 emit(&line_of(f, &buf[..f.len]), out)?;
                 printed += 1;
             }
-            Err(ReadError::Timeout) if follow => {}
-            Err(ReadError::Timeout) => break,
+            Err(ReadError::Timeout) => match follow.as_mut() {
+                Some(f) => {
+                    if let Some(new) = f.replaced(reader)? {
+                        *reader = new;
+                        buf.resize(reader.geometry().max_payload as usize, 0);
+                    }
+                }
+                None => break,
+            },
             Err(ReadError::Overrun(o)) => emit(&Line::Overrun { lost: o.lost, resume_at: o.resume_at }, out)?,
             Err(e) => return Err(e.into()),
         }
