@@ -397,6 +397,12 @@ fn a_ring_declared_under_a_name_no_ring_has_fails_verify_and_is_never_printed() 
         }
         true
     });
+    // The recorder's own `declare` refuses such a name, naming it (it
+    // panicked once the rule was there, appending a block it broke).
+    let (mut l, _) = Ledger::open(&env.path("other"), 8192).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 8, max_payload: 8, policy: 1, name: "Tele metry".into() };
+    let refused = l.declare(&decl).unwrap_err().to_string();
+    assert!(refused.starts_with("ring name \"Tele metry\" cannot be recorded: "), "{refused}");
     for args in [&["verify"][..], &["verify", "--json"], &["export"]] {
         let out = run(args, &dir);
         let text = [out.stdout, out.stderr].concat();

@@ -115,11 +115,14 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
                 info!("importing {subject} into the new ring {} from stream sequence {}", a.ring, next.max(1));
                 break;
             }
+            // On every turn: messages that bring nothing new, sent often
+            // enough that the wait below never times out, must not hold a
+            // hole open either.
+            if imp.pending() > 0 && last_new.elapsed() >= import::HOLE_TIMEOUT {
+                imp.fill_hole("nothing new arrived to fill it for 10 s")?;
+            }
             match tokio::time::timeout(Duration::from_millis(200), messages.next()).await {
                 Err(_) => {
-                    if imp.pending() > 0 && last_new.elapsed() >= import::HOLE_TIMEOUT {
-                        imp.fill_hole("nothing new arrived to fill it for 10 s")?;
-                    }
                     if last_arrival.elapsed() >= STALLED && last_asked.elapsed() >= STALLED {
                         last_asked = Instant::now();
                         if let Some(last) = holds_from(&stream, &subject, next).await {

@@ -147,7 +147,9 @@ class Writer:
         claims as the ring allows; returns the last sequence. A payload
         larger than the ring takes raises ``PublishError`` before any is
         published; a failure later in a long batch (the ring damaged) says
-        in its message how many were."""
+        in its message how many were. Interrupted (Ctrl-C) while waiting
+        for room, the claims before the wait went out: ``next_seq`` says
+        how far."""
     @property
     def next_seq(self) -> int: ...
     @property

@@ -71,9 +71,9 @@ pub enum LedgerError {
         /// to the end of the file.
         follow: u64,
     },
-    /// A ring name that cannot be recorded.
-    #[error("ring name {0:?} is longer than 255 bytes")]
-    RingName(String),
+    /// A ring name that cannot be recorded: none a ring can have.
+    #[error("ring name {0:?} cannot be recorded: {1}")]
+    RingName(String, crate::shm::NameError),
     /// More rings than a record's ring id can name.
     #[error("a ledger records at most 65536 rings")]
     TooManyRings,
@@ -269,9 +269,8 @@ impl Ledger {
     /// ring not seen before, or a new incarnation of one (another
     /// `created_ns`), is declared with a RING record and starts at 1.
     pub fn declare(&mut self, decl: &RingDecl) -> Result<(u16, u64), LedgerError> {
-        if decl.name.len() > 255 {
-            return Err(LedgerError::RingName(decl.name.clone()));
-        }
+        // A RING record of any other name breaks a rule (`RingDecl::decode`).
+        crate::shm::validate_ring_name(&decl.name).map_err(|e| LedgerError::RingName(decl.name.clone(), e))?;
         let id = match self.chain.ring_id(&decl.name) {
             Some(id) if self.chain.rings[id as usize].decl.created_ns == decl.created_ns => {
                 return Ok((id, self.chain.rings[id as usize].next_seq))
