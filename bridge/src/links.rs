@@ -78,12 +78,7 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     let subject = nats::subject(site, &a.source_host, &a.source_ring);
     info!("importing {subject} into ring {} from stream sequence {}", a.ring, place.resume.max(1));
     let mut next = place.resume;
-    let (mut last_arrival, mut last_asked) = (Instant::now(), Instant::now());
-    // When a message last brought something new (written, or kept to wait
-    // for a hole): what the hole's timeout counts from. A refused or
-    // duplicate message is nothing new; before, one every 9 s from anyone
-    // who may publish kept a hole open, and what waited behind it, for good.
-    let mut last_new = Instant::now();
+    let mut clocks = Clocks::new();
     let mut destination = Looks::new(&a.ring);
     while !c.stop.load(Ordering::Relaxed) {
         next = reset_resume(&stream, &subject, next).await;
@@ -118,33 +113,20 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
             // On every turn: messages that bring nothing new, sent often
             // enough that the wait below never times out, must not hold a
             // hole open either.
-            if imp.pending() > 0 && last_new.elapsed() >= import::HOLE_TIMEOUT {
+            if imp.pending() > 0 && clocks.new.elapsed() >= import::HOLE_TIMEOUT {
                 imp.fill_hole("nothing new arrived to fill it for 10 s")?;
             }
             match tokio::time::timeout(Duration::from_millis(200), messages.next()).await {
                 Err(_) => {
-                    if last_arrival.elapsed() >= STALLED && last_asked.elapsed() >= STALLED {
-                        last_asked = Instant::now();
-                        if let Some(last) = holds_from(&stream, &subject, next).await {
-                            let idle = last_arrival.elapsed().as_secs();
-                            warn!(
-                                "consuming {subject}: nothing arrived for {idle} s while the stream holds its \
-                                 messages up to sequence {last}; consuming again from stream sequence {next}"
-                            );
-                            break;
-                        }
+                    if clocks.stalled(&stream, &subject, next).await {
+                        break;
                     }
                 }
                 Ok(Some(Ok(msg))) => {
                     let seq =
                         msg.info().map_err(|e| anyhow::anyhow!("a message without stream info: {e}"))?.stream_sequence;
-                    let before = (imp.hwm(), imp.pending());
-                    imp.offer(seq, &msg.payload)?;
+                    clocks.offer(&mut imp, seq, &msg.payload)?;
                     next = seq + 1;
-                    last_arrival = Instant::now();
-                    if (imp.hwm(), imp.pending()) != before {
-                        last_new = last_arrival;
-                    }
                 }
                 Ok(Some(Err(e))) => {
                     warn!("consuming {subject}: {e}; consuming again from stream sequence {next}");
@@ -156,6 +138,53 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     }
     info!("importer stopped at source sequence {}", imp.hwm());
     Ok(())
+}
+
+/// An importer's clocks: when a message last arrived, when it last asked
+/// the stream whether it holds more, and when a message last brought
+/// something new (written, or kept to wait for a hole): what a hole's
+/// timeout counts from. A refused or duplicate message is nothing new;
+/// before, one every 9 s from anyone who may publish kept a hole open, and
+/// what waited behind it, for good.
+struct Clocks {
+    arrival: Instant,
+    asked: Instant,
+    new: Instant,
+}
+
+impl Clocks {
+    fn new() -> Clocks {
+        let now = Instant::now();
+        Clocks { arrival: now, asked: now, new: now }
+    }
+
+    /// Hands the message at stream sequence `seq` to `imp`.
+    fn offer(&mut self, imp: &mut Importer, seq: u64, payload: &[u8]) -> Result<()> {
+        let before = (imp.hwm(), imp.pending());
+        imp.offer(seq, payload)?;
+        self.arrival = Instant::now();
+        if (imp.hwm(), imp.pending()) != before {
+            self.new = self.arrival;
+        }
+        Ok(())
+    }
+
+    /// After a wait with nothing: whether the consumer must be made again
+    /// from `next` (nothing arrived for [`STALLED`] while the stream holds
+    /// messages on `subject` from `next` on; said).
+    async fn stalled(&mut self, stream: &jetstream::stream::Stream, subject: &str, next: u64) -> bool {
+        if self.arrival.elapsed() < STALLED || self.asked.elapsed() < STALLED {
+            return false;
+        }
+        self.asked = Instant::now();
+        let Some(last) = holds_from(stream, subject, next).await else { return false };
+        let idle = self.arrival.elapsed().as_secs();
+        warn!(
+            "consuming {subject}: nothing arrived for {idle} s while the stream holds its messages up to sequence \
+             {last}; consuming again from stream sequence {next}"
+        );
+        true
+    }
 }
 
 /// How often an importer looks whether its destination ring was removed

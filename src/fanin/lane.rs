@@ -323,17 +323,15 @@ impl Reading {
         Reading { tail, head: tail, next_seq, released: tail, max_payload }
     }
 
-    /// A restarted consumer's reading of a lane it resumes (`e.state` as
-    /// the last consumer left it). [`Reading::release`] stores `next_seq`
-    /// before `tail`, so a consumer killed between the two left `next_seq`
-    /// ahead of `tail` by the records of its last round: they were
-    /// delivered, and are still in the lane (their producer never saw them
-    /// released). They are skipped here, each checked as any record is,
-    /// and the release finished. Anything else is left for the drain to
-    /// judge; so is a run that would skip past a lane's worth of bytes from
-    /// `tail`, which no honest producer could have published unreleased (a
-    /// hostile one writing as fast as the skip reads would otherwise hold
-    /// the consumer here).
+    /// A restarted consumer's reading of a lane (`e.state` as the last
+    /// consumer left it). [`Reading::release`] stores `next_seq` before
+    /// `tail`: one killed between the two left `next_seq` ahead of `tail` by
+    /// its last round's records, delivered and still in the lane. They are
+    /// skipped here, each checked as any record is, and the release is
+    /// finished. Anything else is for the drain to judge, and so is a run
+    /// past a lane's worth of bytes from `tail`: no honest producer has
+    /// that much unreleased, and a hostile one writing as fast as the skip
+    /// reads would hold the consumer here.
     pub(crate) fn resume(e: &Ends, max_payload: u32) -> Reading {
         let (tail, next_seq) = (e.state.tail.load(Ordering::Relaxed), e.state.next_seq.load(Ordering::Relaxed));
         let mut reading = Reading::new(tail, next_seq, max_payload);

@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use helix::ledger::format::RingDecl;
-use helix::ledger::replay::{self, Pace, Pacing, Range, ReplayError};
+use helix::ledger::replay::{self, Pace, Pacing, Range, ReplayError, Replayed};
 use helix::shm::{validate_ring_name, Namespace};
 use helix::{Policy, Ring, RingOptions, RingView, Writer};
 
@@ -73,17 +73,8 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     // What this call made for --also: removed again if the replay fails
     // before its ring is made (a typo in --ring, an --into that exists), so
     // that the same command, corrected, is not refused for them.
-    let mut made = Vec::new();
+    let made = also_create_all(ns, &a.also)?;
     let unmake = |made: &[String]| made.iter().for_each(|r| drop(Ring::unlink(ns, r)));
-    for name in &a.also {
-        match also_create(ns, name) {
-            Ok(copy) => made.push(copy),
-            Err(e) => {
-                unmake(&made);
-                return Err(e);
-            }
-        }
-    }
     let into_made = std::cell::Cell::new(false);
     let range = Range { ring: a.ring.clone(), from: a.from, to: a.to };
     let open = |decl: &RingDecl| -> Result<Writer, ReplayError> {
@@ -122,6 +113,13 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             return Err(e).with_context(|| format!("replaying {} from {}", a.ring, a.dir.display()));
         }
     };
+    print_done(a, &into, &done, verified)?;
+    crate::command::torn_tail_note(done.partial_tail, "replayed");
+    Ok(verified)
+}
+
+/// What a replay of `a` into `into` did, on standard output.
+fn print_done(a: &ReplayArgs, into: &str, done: &Replayed, verified: bool) -> io::Result<()> {
     let mut out = io::stdout().lock();
     let span = done.span.map_or("nothing recorded in the range".to_owned(), |(f, l)| format!("sequences {f} to {l}"));
     if a.json {
@@ -143,8 +141,23 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             writeln!(out, "{n} {pauses} longer than --max-pause cut to it: {cut:.3} s off the recorded schedule")?;
         }
     }
-    crate::command::torn_tail_note(done.partial_tail, "replayed");
-    Ok(verified)
+    Ok(())
+}
+
+/// Creates `replay.NAME` for each NAME of `--also`; returns their names.
+/// If one cannot be made, those made before it are removed again.
+fn also_create_all(ns: &Namespace, also: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut made = Vec::new();
+    for name in also {
+        match also_create(ns, name) {
+            Ok(copy) => made.push(copy),
+            Err(e) => {
+                made.iter().for_each(|r| drop(Ring::unlink(ns, r)));
+                return Err(e);
+            }
+        }
+    }
+    Ok(made)
 }
 
 /// Creates `replay.NAME` with the geometry of the live ring `NAME`;
