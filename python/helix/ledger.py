@@ -11,7 +11,15 @@ import numpy as np
 
 from ._helix import EXPORT_DTYPE, HelixError, LedgerError, ledger_export, ledger_verify
 
-__all__ = ["EXPORT_DTYPE", "LedgerError", "TornTailWarning", "verify", "export", "export_dataframe"]
+__all__ = [
+    "EXPORT_DTYPE",
+    "IncarnationWarning",
+    "LedgerError",
+    "TornTailWarning",
+    "verify",
+    "export",
+    "export_dataframe",
+]
 
 _LAST = 2**63 - 1
 
@@ -21,6 +29,15 @@ class TornTailWarning(UserWarning):
     bytes of a ledger still writing, or stopped mid-write, which the
     recorder cuts off when it starts (``verify`` gives their count as
     ``partial_tail``). What they held is not in what ``export`` returns."""
+
+
+class IncarnationWarning(UserWarning):
+    """``export`` took records of more than one incarnation of the ring:
+    it was removed and created again in the range, and its sequence
+    started again, so ``ring_seq`` goes back (and may repeat) where one
+    ends and the next begins. ``with_others=True`` returns the RING
+    records that declare each (their payload begins with the incarnation's
+    ``created_ns``, little-endian)."""
 
 
 def verify(dir: Union[str, "os.PathLike[str]"]) -> dict:
@@ -48,8 +65,17 @@ def export(
     bytes)])``, with ``with_others=True``; without it, a frame of another
     kind in the range raises ``HelixError`` rather than being left out.
     The whole ledger is verified on the way: ``LedgerError`` if it fails;
-    a torn tail read past at its end is said with a ``TornTailWarning``."""
-    samples, others, torn = ledger_export(os.fspath(dir), ring, from_seq, to_seq)
+    a torn tail read past at its end is said with a ``TornTailWarning``,
+    records of more than one incarnation of the ring (created again in the
+    range: its sequence started again) with an ``IncarnationWarning``."""
+    samples, others, torn, incarnations = ledger_export(os.fspath(dir), ring, from_seq, to_seq)
+    if len(incarnations) > 1:
+        warnings.warn(
+            f"ring {ring!r} was created again in {from_seq}..={to_seq}: the records are of {len(incarnations)} "
+            f"incarnations (created_ns {', '.join(map(str, incarnations))}), and ring_seq starts again at each",
+            IncarnationWarning,
+            stacklevel=2,
+        )
     if torn:
         warnings.warn(
             f"{os.fspath(dir)}: the last segment ends in {torn} bytes of a torn tail (a ledger still writing, "

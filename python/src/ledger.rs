@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use helix::ledger::format::{hex, GapInfo, RecordType};
+use helix::ledger::format::{hex, GapInfo, RecordType, RingDecl};
 use helix::ledger::verify::{self, Located};
 use helix::telemetry::{Sample, KIND_SAMPLE};
 
@@ -68,6 +68,12 @@ struct Collected {
     samples: Vec<Exported>,
     /// Records that are not samples: (type, seq, last, kind, payload).
     others: Vec<(&'static str, u64, u64, u32, Vec<u8>)>,
+    /// The ring's incarnation (`created_ns`) as last declared.
+    declared: u64,
+    /// The incarnations of the records taken, in the ledger's order, each
+    /// once: more than one means the ring was created again and its
+    /// sequence started again among them.
+    incarnations: Vec<u64>,
 }
 
 impl Collected {
@@ -77,12 +83,19 @@ impl Collected {
         }
         let h = &at.record.header;
         let rtype = RecordType::from_u16(h.rtype);
+        if rtype == Some(RecordType::Ring) {
+            // Decoded by the walk already, which verifies every block.
+            self.declared = RingDecl::decode(at.record.payload).map_or(self.declared, |d| d.created_ns);
+        }
         let last = match rtype {
             Some(RecordType::Gap) => GapInfo::decode(at.record.payload).map_or(h.seq, |g| g.last),
             _ => h.seq,
         };
         if last < from || h.seq > to {
             return;
+        }
+        if self.incarnations.last() != Some(&self.declared) {
+            self.incarnations.push(self.declared);
         }
         let sample = (rtype == Some(RecordType::Frame) && h.kind == KIND_SAMPLE)
             .then(|| bytemuck::try_pod_read_unaligned::<Sample>(at.record.payload).ok())
@@ -97,12 +110,17 @@ impl Collected {
     }
 }
 
+/// What [`ledger_export`] returns to Python.
+type Export<'py> = (Bound<'py, PyAny>, Bound<'py, PyList>, u64, Vec<u64>);
+
 /// The records of ring `ring` with a sequence in `from_seq..=to_seq`:
-/// `(samples, others, partial_tail)`, the telemetry samples as a numpy
-/// array of `EXPORT_DTYPE`, every other record (GAP, ring declarations,
-/// frames of other kinds) as `(type, seq, last, kind, bytes)`, and the
-/// bytes of a torn tail read past at the end of the last segment. Raises
-/// `helix.LedgerError` if the ledger does not verify.
+/// `(samples, others, partial_tail, incarnations)`, the telemetry samples
+/// as a numpy array of `EXPORT_DTYPE`, every other record (GAP, ring
+/// declarations, frames of other kinds) as `(type, seq, last, kind,
+/// bytes)`, the bytes of a torn tail read past at the end of the last
+/// segment, and the ring's incarnations (`created_ns`) the records taken
+/// belong to, in order. Raises `helix.LedgerError` if the ledger does not
+/// verify.
 #[pyfunction]
 pub(crate) fn ledger_export<'py>(
     py: Python<'py>,
@@ -110,7 +128,7 @@ pub(crate) fn ledger_export<'py>(
     ring: &str,
     from_seq: u64,
     to_seq: u64,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>, u64)> {
+) -> PyResult<Export<'py>> {
     let mut got = Collected::default();
     let summary = py
         .detach(|| verify::walk(&dir, |at| got.visit(at, ring, from_seq, to_seq)))
@@ -121,5 +139,5 @@ pub(crate) fn ledger_export<'py>(
     for (rtype, seq, last, kind, payload) in got.others {
         others.append((rtype, seq, last, kind, PyBytes::new(py, &payload)))?;
     }
-    Ok((samples, others, summary.partial_tail))
+    Ok((samples, others, summary.partial_tail, got.incarnations))
 }

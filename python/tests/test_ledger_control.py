@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import helix
-from conftest import expected, interrupted, program
+from conftest import expected, interrupted, program, ring_stat
 
 CONTROL_RINGS = (
     '[[ring]]\nname = "control.log"\nmax_payload = 144\ncapacity = 1024\npolicy = "block"\n'
@@ -131,6 +131,52 @@ def test_export_says_when_it_reads_past_a_torn_tail(recorded):
     with pytest.warns(helix.ledger.TornTailWarning, match=said):
         again = helix.ledger.export(folder, "telemetry")
     assert (again == whole).all()
+
+
+def test_export_warns_when_the_ring_was_created_again(ns, tmp_path):
+    # A ring removed and created again while recorded: its sequence starts
+    # again, and export says so (before, ring_seq went back to 1 in the
+    # array without a word).
+    folder, key = tmp_path / "ledger", tmp_path / "ledger.key"
+    subprocess.run([program("helix-ledger"), "keygen", str(key)], check=True, stdout=subprocess.DEVNULL)
+    w = helix.Writer.create("inc", namespace=ns, capacity=64, policy="block")
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env["HELIX_NAMESPACE"] = ns
+    args = ["--ring", "inc", "--fsync-interval-ms", "5", "--dir", str(folder), "--key", str(key)]
+    ledger = subprocess.Popen([program("helix-ledger"), *args], env=env, stderr=subprocess.DEVNULL)
+    samples = np.zeros(5, helix.SAMPLE_DTYPE)
+    samples["seq"] = np.arange(5)
+
+    def until_recorded(frames):
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                rings = helix.ledger.verify(folder)["rings"]
+            except helix.ledger.LedgerError:
+                rings = []  # no segment yet
+            if rings and rings[0]["frames"] >= frames:
+                return
+            assert ledger.poll() is None and time.monotonic() < deadline, "helix-ledger recorded too little"
+            time.sleep(0.05)
+
+    try:
+        deadline = time.monotonic() + 30
+        while not any(r["name"] == "helix-ledger" for r in ring_stat(ns, "inc")["readers"]):
+            assert ledger.poll() is None and time.monotonic() < deadline, "helix-ledger did not join"
+            time.sleep(0.05)
+        w.publish_samples(samples)
+        until_recorded(5)
+        w.close()
+        w = helix.Writer.create("inc", namespace=ns, capacity=64, policy="block", replace=True)
+        w.publish_samples(samples[:3])
+        until_recorded(8)
+    finally:
+        ledger.send_signal(signal.SIGTERM)
+        ledger.wait(10)
+        w.close()
+    with pytest.warns(helix.ledger.IncarnationWarning, match="'inc' was created again in 1..=.*: the records are of 2"):
+        got = helix.ledger.export(folder, "inc")
+    assert list(got["ring_seq"]) == [1, 2, 3, 4, 5, 1, 2, 3]
 
 
 def test_a_damaged_ledger_is_refused_naming_the_damage(recorded, tmp_path):
