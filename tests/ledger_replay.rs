@@ -315,6 +315,11 @@ fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at
     assert!(err(&o).contains("the ledger does not verify") && err(&o).contains("seq 501 to 510"), "{}", err(&o));
     let published = RingView::attach(&env.ns, "cut").unwrap().stats().published;
     assert_eq!(published, 500 - 50 + 1, "frames 1-500 and the gap marker");
+    // From past the bad block, it fails before its ring is made: --also's
+    // ring goes again too (it was left).
+    let o = run(&["--ring", "t", "--pace", "max", "--from", "600", "--into", "later", "--also", "cut"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(!env.ns.data_path("later").exists() && !env.ns.data_path("replay.cut").exists(), "{}", err(&o));
 }
 
 #[test]

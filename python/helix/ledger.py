@@ -71,8 +71,8 @@ def export(
     samples, others, torn, incarnations = ledger_export(os.fspath(dir), ring, from_seq, to_seq)
     if len(incarnations) > 1:
         warnings.warn(
-            f"ring {ring!r} was created again in {from_seq}..={to_seq}: the records are of {len(incarnations)} "
-            f"incarnations (created_ns {', '.join(map(str, incarnations))}), and ring_seq starts again at each",
+            f"ring {ring!r} was created again: the records exported are of {len(incarnations)} incarnations "
+            f"(created_ns {', '.join(map(str, incarnations))}), and ring_seq starts again at each",
             IncarnationWarning,
             stacklevel=2,
         )

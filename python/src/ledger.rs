@@ -70,9 +70,9 @@ struct Collected {
     others: Vec<(&'static str, u64, u64, u32, Vec<u8>)>,
     /// The ring's incarnation (`created_ns`) as last declared.
     declared: u64,
-    /// The incarnations of the records taken, in the ledger's order, each
-    /// once: more than one means the ring was created again and its
-    /// sequence started again among them.
+    /// The incarnations of the frames and GAPs taken, in the ledger's
+    /// order, each once: more than one means the ring was created again and
+    /// its sequence started again among them.
     incarnations: Vec<u64>,
 }
 
@@ -94,7 +94,10 @@ impl Collected {
         if last < from || h.seq > to {
             return;
         }
-        if self.incarnations.last() != Some(&self.declared) {
+        // A frame's or a GAP's: an incarnation declared and gone before
+        // anything was recorded of it holds no sequence to start again.
+        let recorded = matches!(rtype, Some(RecordType::Frame | RecordType::Gap));
+        if recorded && self.incarnations.last() != Some(&self.declared) {
             self.incarnations.push(self.declared);
         }
         let sample = (rtype == Some(RecordType::Frame) && h.kind == KIND_SAMPLE)

@@ -159,11 +159,23 @@ def test_export_warns_when_the_ring_was_created_again(ns, tmp_path):
             assert ledger.poll() is None and time.monotonic() < deadline, "helix-ledger recorded too little"
             time.sleep(0.05)
 
-    try:
+    def until_joined(created_ns):
         deadline = time.monotonic() + 30
-        while not any(r["name"] == "helix-ledger" for r in ring_stat(ns, "inc")["readers"]):
+        while True:
+            s = ring_stat(ns, "inc")
+            if s["created_ns"] == created_ns and any(r["name"] == "helix-ledger" for r in s["readers"]):
+                return
             assert ledger.poll() is None and time.monotonic() < deadline, "helix-ledger did not join"
             time.sleep(0.05)
+
+    try:
+        # The first incarnation is declared and replaced before a frame of
+        # it is recorded: it holds no sequence to start again, so it is not
+        # counted.
+        until_joined(ring_stat(ns, "inc")["created_ns"])
+        w.close()
+        w = helix.Writer.create("inc", namespace=ns, capacity=64, policy="block", replace=True)
+        until_joined(ring_stat(ns, "inc")["created_ns"])
         w.publish_samples(samples)
         until_recorded(5)
         w.close()
@@ -174,7 +186,7 @@ def test_export_warns_when_the_ring_was_created_again(ns, tmp_path):
         ledger.send_signal(signal.SIGTERM)
         ledger.wait(10)
         w.close()
-    with pytest.warns(helix.ledger.IncarnationWarning, match="'inc' was created again in 1..=.*: the records are of 2"):
+    with pytest.warns(helix.ledger.IncarnationWarning, match="'inc' was created again: the records exported are of 2 incarnations"):
         got = helix.ledger.export(folder, "inc")
     assert list(got["ring_seq"]) == [1, 2, 3, 4, 5, 1, 2, 3]
 

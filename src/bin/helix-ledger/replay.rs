@@ -103,6 +103,9 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     let (done, verified) = match replay::replay_telling_waits(&a.dir, &range, pacing, open, say_wait) {
         Ok(done) => (done, true),
         Err(ReplayError::Verify(f)) => {
+            if !into_made.get() {
+                unmake(&made);
+            }
             eprintln!("FAILED: the ledger does not verify (what precedes the bad block was replayed): {f}");
             return Ok(false);
         }

@@ -112,7 +112,7 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
         match reader.wait_timeout(Duration::from_millis(500)) {
             Ok(()) => {}
             Err(ReadError::Timeout) => {
-                if let Some(new) = follows.replaced(&reader)? {
+                if let Some(new) = follows.replaced(&reader) {
                     reader = new;
                 }
             }

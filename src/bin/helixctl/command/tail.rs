@@ -155,8 +155,8 @@ fn emit(l: &Line, json: bool, out: &mut dyn Write) -> Result<()> {
 }
 
 /// Follows ring `ring` by its name: the ring under it now, if it is no
-/// longer the one a reader reads (removed, or created again: helixd's
-/// `recreate`, a repair, an operator's `rm` and a new start). Without it,
+/// longer the one a reader reads (removed and created again: helixd's
+/// `recreate`, an operator's `rm` and a new start). Without it,
 /// `tail -f` and `control-log -f` waited on the removed ring for good,
 /// printing nothing, as if nothing flowed.
 pub struct Follow<'a> {
@@ -176,24 +176,25 @@ impl<'a> Follow<'a> {
     /// After a wait with nothing read: a reader of the ring under the name,
     /// if that is another ring than `reader`'s (said on stderr); a name
     /// with no ring is said once, and waited on.
-    pub fn replaced(&mut self, reader: &Reader) -> Result<Option<Reader>> {
+    pub fn replaced(&mut self, reader: &Reader) -> Option<Reader> {
         let now = match RingView::attach(self.ns, self.ring) {
             Ok(view) => view.geometry().created_ns,
             Err(helix::AttachError::NotFound { .. }) => {
                 if !std::mem::replace(&mut self.said_gone, true) {
                     eprintln!("helixctl: ring {} was removed; waiting for it to be created again", self.ring);
                 }
-                return Ok(None);
+                return None;
             }
             // Being created, say: looked at again after the next wait.
-            Err(_) => return Ok(None),
+            Err(_) => return None,
         };
         if now == reader.geometry().created_ns {
-            return Ok(None);
+            return None;
         }
         self.said_gone = false;
         eprintln!("helixctl: ring {} was created again; following the new one from its first frame", self.ring);
-        Ok(Some(Reader::attach(self.ns, self.ring, &self.opts)?))
+        // Gone again meanwhile, say: looked at again after the next wait.
+        Reader::attach(self.ns, self.ring, &self.opts).ok()
     }
 }
 
@@ -222,7 +223,7 @@ fn print(
             }
             Err(ReadError::Timeout) => match follow.as_mut() {
                 Some(f) => {
-                    if let Some(new) = f.replaced(reader)? {
+                    if let Some(new) = f.replaced(reader) {
                         *reader = new;
                         buf.resize(reader.geometry().max_payload as usize, 0);
                     }
