@@ -83,7 +83,7 @@ async fn export_ring(
     counters: &Counters,
     stop: &AtomicBool,
 ) -> Result<Ended> {
-    let (view, mut reader, mut source, limits) = begin(js, ns, x, counters).await?;
+    let (view, mut reader, mut source, limits) = begin(js, ns, x, counters, stop).await?;
     let mut flight: VecDeque<InFlight> = VecDeque::new();
     let (mut checked, mut rivals_checked) = (Instant::now(), Instant::now());
     while !stop.load(Ordering::Relaxed) {
@@ -169,6 +169,7 @@ async fn begin(
     ns: &Namespace,
     x: &Export,
     counters: &Counters,
+    stop: &AtomicBool,
 ) -> Result<(RingView, Reader, Source, Limits)> {
     let view = RingView::attach(ns, &x.ring).with_context(|| format!("attaching to ring {}", x.ring))?;
     // Judged before its reader table is read or swept (and again on each
@@ -198,8 +199,26 @@ async fn begin(
         // before the bridge came): say so once, so the importer need not
         // wait to tell a gap from a delay.
         let lost = reader.cursor() - 1;
-        let f = publish(js, x, &source, wire::gap(&source, 1, lost, now()), 1, lost, "gap/").await?;
-        settle(&mut VecDeque::from([f]), counters).await?;
+        // Sent again until acknowledged, as any publish is: before, a
+        // failure here ended the link (and the process), and the dead
+        // entry it left made the next start no fresh one, so the gap was
+        // never sent and the importer waited it out as a hole.
+        loop {
+            let gap = wire::gap(&source, 1, lost, now());
+            let sent = match publish(js, x, &source, gap, 1, lost, "gap/").await {
+                Ok(f) => settle(&mut VecDeque::from([f]), counters).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => break,
+                Err(e) if !stop.load(Ordering::Relaxed) => {
+                    warn!("ring {}: {e:#}; sending the gap of sequences 1 to {lost} again", x.ring);
+                    Counters::add(&counters.retries, 1);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Counters::add(&counters.gaps, lost);
     }
     Ok((view, reader, source, limits))

@@ -171,6 +171,44 @@ fn an_importer_follows_its_destination_when_it_is_created_again() {
     w.stop(ex);
 }
 
+/// A fresh exporter's first gap (its ring starts past sequence 1) that
+/// JetStream does not take at first (here the stream does not hold the
+/// bridge's subjects yet: an operator's mistake, put right a moment later)
+/// is sent again until it is taken, as any publish is. Before, the link,
+/// and the process, ended; the next start found the dead exporter's entry,
+/// was no fresh one, and never sent the gap.
+#[test]
+fn a_fresh_exporters_first_gap_is_sent_again_until_taken() {
+    let (mut w, mut writer) = World::with_rings("first gap sent again", Duration::from_secs(90), 16, 1024);
+    produce(&mut writer, 1, 40);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+    let mut config = async_nats::jetstream::stream::Config {
+        name: w.tag.to_uppercase(),
+        subjects: vec![format!("other.{}.>", w.tag)],
+        ..Default::default()
+    };
+    rt.block_on(js.create_stream(config.clone())).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let ex = w.spawn(w.bridge(&["export", "--ring", "src", "--host", "hosta", "--metrics", &metrics]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let retries = || {
+        std::net::TcpStream::connect(&metrics).ok()?;
+        scrape(&metrics).into_iter().find(|m| m.0 == "helix_bridge_retries_total").map(|m| m.2)
+    };
+    while retries().unwrap_or(0.0) < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the first gap was not sent again");
+        thread::sleep(Duration::from_millis(50));
+    }
+    config.subjects.push(format!("helix.{}.>", w.tag));
+    rt.block_on(js.update_stream(config)).unwrap();
+    let im = w.spawn(w.importer("src", "dst"));
+    let seen = verify(&w.ns, "dst", 40, Duration::from_secs(30));
+    assert_eq!((seen.frames, seen.gaps), (16, vec![(1, 24)]));
+    w.stop_saying(ex, &["sending the gap of sequences 1 to 24 again"]);
+    w.stop(im);
+}
+
 /// Two exporters of one ring started at the same instant each passed the
 /// check for a live one before the other joined, and both ran for ever.
 /// Now each looks again after joining and every second, and the younger
