@@ -439,11 +439,7 @@ impl FanIn {
         let st = self.files.state(k);
         let next = st.epoch.load(Ordering::Relaxed).checked_add(1) == Some(epoch);
         if next {
-            st.tail.store(0, Ordering::Relaxed);
-            st.next_seq.store(1, Ordering::Relaxed);
-            st.ino.store(judged.ino, Ordering::Relaxed);
-            // SYNC POINT: lane bound (an epoch spent, never bound).
-            st.epoch.store(epoch, Ordering::Release);
+            lease::spend(st, epoch, judged.ino);
         }
         let aside = folder::move_aside(&self.files.dir, k, why, judged);
         let passed = match (next, aside) {

@@ -89,9 +89,10 @@ impl NewLane {
             Err(e) => return Err(FanInError::io(&path, "link", e)),
         }
         // SYNC POINT: lane bound. Pairs with the consumer's Release store of
-        // `epoch` in `bind` (or `refuse`): the name was free for our link
-        // only after the consumer moved the previous file aside, which it
-        // does after storing that file's epoch (the two directory
+        // `epoch` in `lease::bind_fresh` (or `lease::spend`, refusing): the
+        // name was free for our link only after the consumer moved the
+        // previous file aside, which it does after storing that file's
+        // epoch (the two directory
         // operations are ordered by the folder's lock). An epoch of ours
         // already there, with another inode, was another file's.
         let (now, ino) = (state.epoch.load(Ordering::Acquire), state.ino.load(Ordering::Relaxed));

@@ -34,6 +34,21 @@ pub(crate) fn bind_fresh(st: &LaneState, epoch: u64, ino: u64, uid: u32, pid: u3
     st.epoch.store(epoch, Ordering::Release);
 }
 
+/// Spends `epoch` on a refused lane file of inode `ino` without binding
+/// it (the lane stays free): the file's producer, and any other that read
+/// the epoch, finds it spent, so a file of that epoch linked once the name
+/// is free is stale (`LaneFile::link`) rather than published into and
+/// refused later. Stored before the refused file's name is freed.
+pub(crate) fn spend(st: &LaneState, epoch: u64, ino: u64) {
+    st.tail.store(0, Ordering::Relaxed);
+    st.next_seq.store(1, Ordering::Relaxed);
+    st.ino.store(ino, Ordering::Relaxed);
+    // SYNC POINT: lane bound (an epoch spent, never bound). Pairs with the
+    // producer's Acquire load of `epoch` in [`revoked`] and in its check
+    // after linking.
+    st.epoch.store(epoch, Ordering::Release);
+}
+
 /// Whether the consumer dropped the lane of a producer's file of `epoch`
 /// and inode `ino`: it bound a later epoch, or has the lane free at ours,
 /// or bound our epoch for another file.
