@@ -73,7 +73,7 @@ pub use ring::{
     AttachError, Claim, CreateError, Damaged, EvictError, ForeignRing, Frame, FrameError, FrameInfo, FrameRef,
     FreedReader, Geometry, LeaseError, LeaseInfo, Overrun, Policy, Preset, PublishError, ReadError, Reader,
     ReaderOptions, ReaderStats, RepairError, Ring, RingFile, RingName, RingOptions, RingStats, RingView, Start,
-    SweepReport, TryReadError, Writer,
+    SweepReport, TryReadError, UnderName, Writer,
 };
 pub use shm::{NameError, Namespace};
 pub use wait::WaitStrategy;

@@ -260,6 +260,22 @@ fn a_read_only_view_sees_the_same_counters() {
 }
 
 #[test]
+fn under_name_tells_the_same_ring_from_one_made_again_and_from_none() {
+    let ns = TestNs::new();
+    let first = Ring::create(&ns, "r", &opts(8, Policy::Overwrite)).unwrap().geometry().created_ns;
+    assert!(matches!(RingView::under_name(&ns, "r", first), UnderName::Same(v) if v.geometry().created_ns == first));
+    let again = Ring::recreate(&ns, "r", &opts(8, Policy::Overwrite)).unwrap().geometry().created_ns;
+    assert_ne!(again, first);
+    let now = RingView::under_name(&ns, "r", first);
+    assert!(matches!(now, UnderName::Replaced(v) if v.geometry().created_ns == again));
+    Ring::unlink(&ns, "r").unwrap();
+    assert!(matches!(RingView::under_name(&ns, "r", first), UnderName::Gone));
+    // A data file alone (a ring being made, say) is nothing to go by.
+    std::fs::write(format!("/dev/shm/{}.half", ns.as_str()), [0u8; 4096]).unwrap();
+    assert!(matches!(RingView::under_name(&ns, "half", first), UnderName::Unknown(_)));
+}
+
+#[test]
 fn the_reader_table_fills_and_frees() {
     let ns = TestNs::new();
     let ring = Ring::create(&ns, "r", &RingOptions { max_readers: 2, ..opts(8, Policy::Overwrite) }).unwrap();

@@ -17,7 +17,7 @@ use anyhow::{bail, Context as _, Result};
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Context;
-use helix::{Namespace, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
+use helix::{Namespace, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, UnderName, WaitStrategy};
 use tracing::{error, info, warn};
 
 use crate::counters::Counters;
@@ -227,15 +227,12 @@ async fn begin(
 /// Whether another ring is under the name than the incarnation `source`
 /// exports (none there, or one being created: not yet); says so.
 fn replaced(ns: &Namespace, x: &Export, source: &Source, reader: &Reader) -> bool {
-    let Some(created_ns) =
-        RingView::attach(ns, &x.ring).ok().map(|v| v.geometry().created_ns).filter(|&c| c != source.created_ns)
-    else {
-        return false;
-    };
+    let UnderName::Replaced(now) = RingView::under_name(ns, &x.ring, source.created_ns) else { return false };
     info!(
-        "ring {} was replaced (created at {created_ns} ns, the one exported at {} ns): exporting the new one; \
+        "ring {} was replaced (created at {} ns, the one exported at {} ns): exporting the new one; \
          the old one ended at sequence {}",
         x.ring,
+        now.geometry().created_ns,
         source.created_ns,
         reader.released().saturating_sub(1)
     );

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use helix::{AttachError, Namespace, ReaderOptions, Ring, RingView, Start, TryReadError, Writer};
+use helix::{Namespace, ReaderOptions, Ring, RingView, Start, TryReadError, UnderName, Writer};
 use tracing::{error, info, warn};
 
 use crate::counters::Counters;
@@ -30,18 +30,6 @@ pub struct Place {
     pub hwm: Option<(u64, u64)>,
     /// The stream sequence to read from (0: from the start).
     pub resume: u64,
-}
-
-/// What is under the destination ring's name, against the ring an
-/// importer writes ([`Importer::destination`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Destination {
-    /// The ring it writes.
-    Same,
-    /// Nothing: the ring was removed (it writes on into the removed one).
-    Gone,
-    /// Another ring, created at this `created_ns`.
-    Replaced(u64),
 }
 
 /// The importing state machine, apart from NATS: takes messages in stream
@@ -111,17 +99,9 @@ impl Importer {
     }
 
     /// What is under the destination ring's name now, against the ring
-    /// this importer writes.
-    pub fn destination(&self, ns: &Namespace) -> Destination {
-        match RingView::attach(ns, self.writer.ring_name()) {
-            Ok(v) if v.geometry().created_ns != self.writer.geometry().created_ns => {
-                Destination::Replaced(v.geometry().created_ns)
-            }
-            Ok(_) => Destination::Same,
-            Err(AttachError::NotFound { .. }) => Destination::Gone,
-            // Being created, say: looked at again later.
-            Err(_) => Destination::Same,
-        }
+    /// this importer writes (into the removed ring, if it is gone).
+    pub fn destination(&self, ns: &Namespace) -> UnderName {
+        RingView::under_name(ns, self.writer.ring_name(), self.writer.geometry().created_ns)
     }
 
     /// Takes the message at `stream_seq`. Malformed messages and messages

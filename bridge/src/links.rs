@@ -10,7 +10,7 @@ use anyhow::Result;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::StreamExt;
-use helix::Namespace;
+use helix::{Namespace, UnderName};
 use tracing::{info, warn};
 
 use crate::config::{Import, LedgerMirror};
@@ -215,8 +215,7 @@ impl<'a> Looks<'a> {
         }
         self.last = Instant::now();
         match imp.destination(ns) {
-            import::Destination::Same => false,
-            import::Destination::Gone => {
+            UnderName::Gone => {
                 if !self.said_gone {
                     warn!(
                         "destination ring {} was removed: importing into the removed ring until one is created \
@@ -227,14 +226,17 @@ impl<'a> Looks<'a> {
                 self.said_gone = true;
                 false
             }
-            import::Destination::Replaced(created_ns) => {
+            UnderName::Replaced(now) => {
                 info!(
-                    "destination ring {} was replaced (created at {created_ns} ns): importing into the new one",
-                    self.ring
+                    "destination ring {} was replaced (created at {} ns): importing into the new one",
+                    self.ring,
+                    now.geometry().created_ns
                 );
                 self.said_gone = false;
                 true
             }
+            // Being created, say: looked at again in a second.
+            UnderName::Same(_) | UnderName::Unknown(_) => false,
         }
     }
 }

@@ -31,7 +31,7 @@ use join::{decide, Source};
 use source::{Item, LedgerSource};
 
 use super::LedgerError;
-use crate::ring::{AttachError, FrameError, FrameInfo, Geometry, Overrun, ReadError, TryReadError};
+use crate::ring::{AttachError, FrameError, FrameInfo, Geometry, Overrun, ReadError, TryReadError, UnderName};
 use crate::{Namespace, Reader, ReaderOptions, RingView, Start};
 
 /// Where `helix-ledger` records by default (its configuration's `dir`).
@@ -305,8 +305,8 @@ impl CatchUpReader {
     /// if the ring's name now holds another incarnation (the one joined
     /// will never publish again), else [`CatchUpError::Empty`].
     fn replaced(&self) -> CatchUpError {
-        match RingView::attach(&self.ns, &self.ring) {
-            Ok(v) if v.geometry().created_ns != self.created_ns => {
+        match RingView::under_name(&self.ns, &self.ring, self.created_ns) {
+            UnderName::Replaced(_) => {
                 CatchUpError::Replaced { ring: self.ring.clone(), after: self.next.saturating_sub(1) }
             }
             _ => CatchUpError::Empty,

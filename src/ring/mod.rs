@@ -131,6 +131,19 @@ impl Ring {
     }
 }
 
+/// What [`RingView::under_name`] found under a ring's name.
+pub enum UnderName {
+    /// The ring asked about, attached again here.
+    Same(RingView),
+    /// Another ring (another `created_ns`), attached here.
+    Replaced(RingView),
+    /// No ring: its files were removed.
+    Gone,
+    /// Nothing to go by for now (a ring being created, a damaged or
+    /// unreadable one): look again later.
+    Unknown(AttachError),
+}
+
 /// A read-only attachment for tools: stats and sweeps, never writes frames.
 #[derive(Clone)]
 pub struct RingView {
@@ -141,6 +154,21 @@ impl RingView {
     /// Attaches read-only (the data region is mapped read-only).
     pub fn attach(ns: &Namespace, name: &str) -> Result<RingView, AttachError> {
         Ok(RingView { region: Arc::new(region::attach(ns, name, false)?) })
+    }
+
+    /// What is under `name` now, against the ring created at
+    /// `created_ns` that a caller attached earlier: the same ring, another
+    /// one made under the name since, or none. A program that follows a
+    /// name (the ledger, the bridge, `helixctl tail -f`) asks this every
+    /// so often, since a ring replaced or removed under it sends nothing
+    /// more to the attachments of the old one.
+    pub fn under_name(ns: &Namespace, name: &str, created_ns: u64) -> UnderName {
+        match RingView::attach(ns, name) {
+            Ok(v) if v.geometry().created_ns == created_ns => UnderName::Same(v),
+            Ok(v) => UnderName::Replaced(v),
+            Err(AttachError::NotFound { .. }) => UnderName::Gone,
+            Err(e) => UnderName::Unknown(e),
+        }
     }
 
     /// The ring's name.

@@ -30,7 +30,8 @@ use helix::ledger::format::RingDecl;
 use helix::ledger::sign::Reason;
 use helix::ledger::store::{Ledger, LedgerError};
 use helix::{
-    AttachError, Namespace, Policy, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy,
+    AttachError, Namespace, Policy, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, UnderName,
+    WaitStrategy,
 };
 
 /// Frames read from one ring per batch, at most (a batch is one block: see
@@ -218,15 +219,17 @@ impl Tap {
     /// declaration.
     fn check(&mut self, ns: &Namespace, ledger: &mut Ledger) -> Result<(), LedgerError> {
         let Some(reader) = self.reader.as_ref() else { return self.attach(ns, ledger) };
-        let now = RingView::attach(ns, &self.name);
-        if now.as_ref().is_ok_and(|v| v.geometry().created_ns != self.created_ns) {
-            if self.drained {
+        let now = match RingView::under_name(ns, &self.name, self.created_ns) {
+            UnderName::Replaced(_) if self.drained => {
                 info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
                 self.reader = None;
                 return self.attach(ns, ledger);
             }
-            return Ok(());
-        }
+            UnderName::Replaced(_) => return Ok(()),
+            UnderName::Same(view) => Ok(view),
+            UnderName::Gone => Err("its files were removed".to_owned()),
+            UnderName::Unknown(e) => Err(e.to_string()),
+        };
         if !reader.was_demoted() {
             return Ok(());
         }

@@ -12,7 +12,7 @@ use crate::json;
 use helix::ledger::catchup::{CatchUpError, CatchUpReader, DEFAULT_LEDGER_DIR};
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::{FrameInfo, ReadError, Reader, ReaderOptions, RingView, Start, WaitStrategy};
+use helix::{FrameInfo, ReadError, Reader, ReaderOptions, RingView, Start, UnderName, WaitStrategy};
 
 /// Arguments of `helixctl tail`.
 #[derive(clap::Args)]
@@ -177,24 +177,22 @@ impl<'a> Follow<'a> {
     /// if that is another ring than `reader`'s (said on stderr); a name
     /// with no ring is said once, and waited on.
     pub fn replaced(&mut self, reader: &Reader) -> Option<Reader> {
-        let now = match RingView::attach(self.ns, self.ring) {
-            Ok(view) => view.geometry().created_ns,
-            Err(helix::AttachError::NotFound { .. }) => {
+        match RingView::under_name(self.ns, self.ring, reader.geometry().created_ns) {
+            UnderName::Replaced(now) => {
+                self.said_gone = false;
+                eprintln!("helixctl: ring {} was created again; following the new one from its first frame", self.ring);
+                // On the ring just looked at, so said once per ring.
+                now.reader(&self.opts).ok()
+            }
+            UnderName::Gone => {
                 if !std::mem::replace(&mut self.said_gone, true) {
                     eprintln!("helixctl: ring {} was removed; waiting for it to be created again", self.ring);
                 }
-                return None;
+                None
             }
             // Being created, say: looked at again after the next wait.
-            Err(_) => return None,
-        };
-        if now == reader.geometry().created_ns {
-            return None;
+            UnderName::Same(_) | UnderName::Unknown(_) => None,
         }
-        self.said_gone = false;
-        eprintln!("helixctl: ring {} was created again; following the new one from its first frame", self.ring);
-        // Gone again meanwhile, say: looked at again after the next wait.
-        Reader::attach(self.ns, self.ring, &self.opts).ok()
     }
 }
 
