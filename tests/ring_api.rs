@@ -93,6 +93,29 @@ fn a_block_ring_holds_the_writer_for_a_gating_reader_and_not_for_others() {
 }
 
 #[test]
+fn a_wait_carried_over_several_calls_counts_once() {
+    let (_ns, ring, mut w) =
+        ring_with_writer(RingOptions { stall_timeout: Duration::from_secs(3600), ..opts(4, Policy::Block) });
+    let mut gate = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("gate") }).unwrap();
+    for _ in 0..4 {
+        w.try_publish(b"x").unwrap();
+    }
+    // A caller that waits in short slices (to look for Ctrl-C between them,
+    // as the Python writer does) waits once for the same reader.
+    for _ in 0..3 {
+        assert!(matches!(w.publish_timeout(b"x", Duration::from_millis(5)), Err(PublishError::Full { .. })));
+    }
+    assert_eq!(ring.stats().writer_waits, 1);
+    // Once that reader released what the writer needed, the next wait is
+    // another.
+    let mut buf = [0u8; 8];
+    gate.try_read(&mut buf).unwrap();
+    w.try_publish(b"x").unwrap();
+    assert!(matches!(w.publish_timeout(b"x", Duration::from_millis(5)), Err(PublishError::Full { .. })));
+    assert_eq!(ring.stats().writer_waits, 2);
+}
+
+#[test]
 fn a_stalled_gating_reader_is_demoted_and_then_sees_an_overrun() {
     let _dog = common::watchdog("stall demotion", Duration::from_secs(30));
     let o = RingOptions { stall_timeout: Duration::from_millis(50), ..opts(4, Policy::Block) };

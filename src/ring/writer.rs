@@ -317,7 +317,13 @@ impl Writer {
             Patience::Within(t) => Some(t0.saturating_add(t.as_nanos().min(u64::MAX as u128) as u64)),
             _ => None,
         };
-        h.writer_waits.fetch_add(1, Ordering::Relaxed);
+        // One wait, however many calls it takes: a call taking up an open
+        // stall record (a caller retrying after its deadline, as the Python
+        // writer does every 100 ms to look for Ctrl-C) continues the wait
+        // counted before.
+        if !self.stall.is_some_and(|s| self.gate_limit < s.need.saturating_add(region.capacity())) {
+            h.writer_waits.fetch_add(1, Ordering::Relaxed);
+        }
         let result = 'wait: loop {
             for _ in 0..SPINS {
                 if last < self.gate() {
