@@ -419,6 +419,25 @@ fn docs_ledger_md_matches_the_encoder_byte_for_byte() {
     assert_eq!(&d[at("name").0..], b"abc");
 }
 
+/// A leftover temporary's name is logged escaped: whoever may write the
+/// folder chooses it, and a newline in it would start a line of the
+/// journal of their making (journald reads a `<0>` there as an emergency).
+#[test]
+fn a_temporary_files_name_is_logged_escaped() {
+    let env = Env::watched("temporary name", Duration::from_secs(60));
+    let (view, _w) = recorded_ring(&env, "audit", 1 << 10, 2000);
+    fs::create_dir_all(env.ledger_dir()).unwrap();
+    fs::write(env.ledger_dir().join("x\n<0>forged.tmp"), "").unwrap();
+    let mut ledger = env.ledger("audit", 16);
+    let pid = ledger.0.id();
+    wait_for(&env, Some(&mut ledger), "the ledger to attach", || ledger_entry(&view, pid).is_some());
+    stop(&env, ledger);
+    let log = env.log_text();
+    assert!(log.contains("x\\n<0>forged.tmp\" (a temporary file"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("<0>")), "{log}");
+    assert!(!env.ledger_dir().join("x\n<0>forged.tmp").exists());
+}
+
 /// Two recorders on one folder would fork the hash chain (both append
 /// after the same tail): the second is refused, naming the first's pid,
 /// and the first records on; the chain verifies.
@@ -440,6 +459,13 @@ fn a_second_recorder_on_the_folder_is_refused_naming_the_first() {
         Err(helix::ledger::LedgerError::Locked { holder, .. }) => assert_eq!(holder, Some(pid)),
         other => panic!("a second Ledger::open on a held folder: {:?}", other.map(|_| ())),
     }
+    // The lock is the folder's own: removing the lock file (an operator
+    // taking it for a stale pid file, say) lets no second recorder in.
+    std::fs::remove_file(env.ledger_dir().join("lock")).unwrap();
+    let out = env.ledger_cmd("audit", 16).stderr(Stdio::piped()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second recorder ran once the lock file was removed: {err}");
+    assert!(err.contains("another helix-ledger records into this folder;"), "{err}");
 
     for i in 0..1000u64 {
         w.publish(&i.to_le_bytes()).unwrap();

@@ -14,7 +14,7 @@ use common::{payload, payload_len, publish_payloads, signal, Env, Reaped};
 use helix::ledger::anchor::{append_anchor, hash_at, Anchor};
 use helix::ledger::format::{hex, segment_name, RecordType};
 use helix::ledger::retention::{read_pruned, segment_infos, Pruned};
-use helix::ledger::{head, verify, walk};
+use helix::ledger::{head, verify, walk, Ledger};
 use helix::*;
 
 /// Every closed segment is past this retention at once (1 KiB in total),
@@ -308,6 +308,42 @@ fn an_anchors_entry_that_is_a_link_or_a_fifo_is_refused_and_nothing_is_written_t
     assert!(code == 2 && err.contains("anchors: a FIFO, a device or a folder, not a regular file: refused"), "{err}");
     let e = helix::ledger::anchor::read_anchors(&dir).unwrap_err().to_string();
     assert!(e.contains("not a regular file"), "{e}");
+}
+
+/// Whatever someone who may write the folder puts under the name of one
+/// of its files: a link under `lock` (to a file of root's, say, that an
+/// operator's `sudo helix-ledger` would have truncated and written its pid
+/// into, or made), a FIFO under `pruned` or a segment's name (the
+/// recorder's start would have waited for a writer for good, before it
+/// told systemd it was ready). Each is refused, naming the file, and
+/// nothing is made or written through a link.
+#[test]
+fn a_link_or_a_fifo_under_a_folder_files_name_is_refused_naming_it() {
+    let env = Env::watched("folder links and fifos", Duration::from_secs(60));
+    let dir = sixty_frames(&env);
+    let open = || Ledger::open(&dir, 1 << 20).map(|_| ()).unwrap_err().to_string();
+    let (lock, victim) = (dir.join("lock"), env.path("victim"));
+    fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let e = open();
+    assert!(e.contains("lock: a symbolic link, not a regular file: refused"), "{e}");
+    assert!(!victim.exists(), "the link was followed to make its target");
+    fs::write(&victim, "keep").unwrap();
+    assert!(open().contains("lock: a symbolic link"));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep", "written through the link");
+    fs::remove_file(&lock).unwrap();
+    let mkfifo = |path: &Path| assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+    mkfifo(&dir.join("pruned"));
+    let e = open();
+    assert!(e.contains("pruned: a FIFO, a device or a folder, not a regular file: refused"), "{e}");
+    fs::remove_file(dir.join("pruned")).unwrap();
+    let next = dir.join(segment_name(helix::ledger::store::segments(&dir).unwrap().last().unwrap().0 + 1));
+    mkfifo(&next);
+    let e = open();
+    assert!(e.contains(&format!("{}: a FIFO", next.display())), "{e}");
+    fs::remove_file(&next).unwrap();
+    // Nothing left behind that keeps the recorder from starting.
+    Ledger::open(&dir, 1 << 20).unwrap();
 }
 
 #[test]

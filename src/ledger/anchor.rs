@@ -209,23 +209,15 @@ fn open_anchors(path: &Path, append: bool) -> io::Result<(File, bool)> {
             (true, true) => o.append(true).create_new(true).mode(0o640),
             (true, false) => o.append(true),
             (false, _) => o.read(true),
-        }
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
+        };
+        super::folder::open(path, &mut o)
     };
-    let refused =
-        |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}, not a regular file: refused"));
-    let (file, created) = match open(append) {
-        Ok(f) => (Ok(f), append),
+    match open(append) {
+        Ok(f) => Ok((f, append)),
         // A link, even one to nothing, makes `create_new` fail as existing.
-        Err(e) if append && e.kind() == io::ErrorKind::AlreadyExists => (open(false), false),
-        Err(e) => (Err(e), false),
-    };
-    let file = file.map_err(|e| if e.raw_os_error() == Some(libc::ELOOP) { refused("a symbolic link") } else { e })?;
-    if !file.metadata()?.file_type().is_file() {
-        return Err(refused("a FIFO, a device or a folder"));
+        Err(e) if append && e.kind() == io::ErrorKind::AlreadyExists => Ok((open(false)?, false)),
+        Err(e) => Err(e),
     }
-    Ok((file, created))
 }
 
 /// Gives `file` (in `dir`) to the folder's owner and group, where this

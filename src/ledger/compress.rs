@@ -11,11 +11,12 @@
 //! (readers then take the plain one, and the next pass compresses it
 //! again); a `.tmp` left behind is removed when the recorder starts.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::anchor::sync_dir;
+use super::folder;
 use super::format::segment_name;
 use super::store::{io_err, LedgerError};
 
@@ -48,7 +49,7 @@ pub fn read_segment(path: &Path) -> io::Result<Vec<u8>> {
     if is_compressed(path) {
         return decompress(path);
     }
-    match fs::read(path) {
+    match folder::read(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => decompress(&compressed_path(path)).map_err(|_| e),
         r => r,
     }
@@ -62,7 +63,7 @@ fn compressed_path(plain: &Path) -> PathBuf {
 /// The content of the LZ4 frame file `path`.
 fn decompress(path: &Path) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let decoder = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(File::open(path)?));
+    let decoder = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(folder::open_read(path)?));
     decoder.take(MAX_SEGMENT_BYTES + 1).read_to_end(&mut out).map_err(|e| {
         io::Error::new(io::ErrorKind::InvalidData, format!("compressed segment does not decode (LZ4 frame): {e}"))
     })?;
@@ -82,12 +83,12 @@ fn decompress(path: &Path) -> io::Result<Vec<u8>> {
 /// the segment.
 pub fn open_segment(path: &Path) -> io::Result<Box<dyn Read>> {
     let packed = |file| -> Box<dyn Read> { Box::new(lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file))) };
-    match File::open(path) {
+    match folder::open_read(path) {
         Ok(file) if is_compressed(path) => Ok(packed(file)),
         Ok(file) => Ok(Box::new(io::BufReader::with_capacity(SEGMENT_READ_BUF, file))),
         // Compressed meanwhile (as `read_segment`).
         Err(e) if e.kind() == io::ErrorKind::NotFound && !is_compressed(path) => {
-            File::open(compressed_path(path)).map(packed).map_err(|_| e)
+            folder::open_read(&compressed_path(path)).map(packed).map_err(|_| e)
         }
         Err(e) => Err(e),
     }
@@ -114,15 +115,16 @@ pub fn compress_segment(dir: &Path, plain: &Path) -> Result<(u64, u64), LedgerEr
     let path = compressed_path(plain);
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     let info = lz4_flex::frame::FrameInfo::new().content_checksum(true);
-    let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, File::create(&tmp).map_err(io_err(&tmp))?);
-    let mut source = io::BufReader::with_capacity(SEGMENT_READ_BUF, File::open(plain).map_err(io_err(plain))?);
+    let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, folder::create_new(&tmp).map_err(io_err(&tmp))?);
+    let mut source = io::BufReader::with_capacity(SEGMENT_READ_BUF, folder::open_read(plain).map_err(io_err(plain))?);
     let before = io::copy(&mut source, &mut enc).map_err(io_err(plain))?;
     let file = enc.finish().map_err(|e| io_err(&tmp)(e.into()))?;
     file.sync_all().map_err(io_err(&tmp))?;
     drop(file);
     // Read back before the plain file goes: what was written must restore it.
-    let mut written = lz4_flex::frame::FrameDecoder::new(io::BufReader::new(File::open(&tmp).map_err(io_err(&tmp))?));
-    let mut source = File::open(plain).map_err(io_err(plain))?;
+    let mut written =
+        lz4_flex::frame::FrameDecoder::new(io::BufReader::new(folder::open_read(&tmp).map_err(io_err(&tmp))?));
+    let mut source = folder::open_read(plain).map_err(io_err(plain))?;
     if !same_bytes(&mut written, &mut source).map_err(io_err(&tmp))? {
         let _ = fs::remove_file(&tmp);
         let e = io::Error::new(io::ErrorKind::InvalidData, "the compressed file read back differs from the segment");

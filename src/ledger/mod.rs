@@ -16,6 +16,7 @@ pub mod block;
 pub mod catchup;
 pub mod chain;
 pub mod compress;
+mod folder;
 pub mod format;
 mod recovery;
 pub mod replay;

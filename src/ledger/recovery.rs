@@ -3,7 +3,7 @@
 //! (a torn append cut off; a bad record with data after it refused).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,37 +45,39 @@ pub const LOCK_FILE: &str = "lock";
 /// while this process's first is open waits this long, then is refused.)
 const OWN_LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// Takes the folder's lock (`flock`, released by the kernel when the
-/// holder exits, however it exits) and writes this process's pid into the
-/// lock file for the next one to name. A second recorder on the folder
-/// gets [`LedgerError::Locked`].
+/// Takes the folder's lock (`flock` of the folder itself, released by the
+/// kernel when the holder exits, however it exits) and writes this
+/// process's pid into the lock file for the next one to name. A second
+/// recorder on the folder gets [`LedgerError::Locked`]. (The lock was once
+/// on the lock file: removing that file, which anyone who may write the
+/// folder can, let a second recorder lock a new one and write beside the
+/// first.)
 pub(super) fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
     let path = dir.join(LOCK_FILE);
-    let mut file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err(&path))?;
+    let folder = File::open(dir).map_err(io_err(dir))?;
     // A lock held in this process's own name: a Ledger on the folder was
     // just closed, and a child this process is starting (between its fork
-    // and its exec) still has the lock file open, and so the lock, for an
+    // and its exec) still has the folder open, and so the lock, for an
     // instant. Wait that out, briefly; any other holder is refused at once.
     let deadline = Instant::now() + OWN_LOCK_WAIT;
     loop {
-        match file.try_lock() {
+        match folder.try_lock() {
             Ok(()) => break,
             Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
-                let holder = text.trim().parse().ok();
+                let text = super::folder::read(&path).ok().and_then(|b| String::from_utf8(b).ok());
+                let holder = text.and_then(|t| t.trim().parse().ok());
                 if holder == Some(std::process::id()) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
                 return Err(LedgerError::Locked { dir: dir.to_owned(), holder });
             }
-            Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+            Err(TryLockError::Error(e)) => return Err(io_err(dir)(e)),
         }
     }
+    let file = super::folder::open(&path, OpenOptions::new().write(true).create(true)).map_err(io_err(&path))?;
     file.set_len(0).and_then(|()| writeln!(&file, "{}", std::process::id())).map_err(io_err(&path))?;
-    Ok(Arc::new(file))
+    Ok(Arc::new(folder))
 }
 
 /// The segment files in `dir`, sorted by number: plain or compressed
@@ -203,7 +205,7 @@ pub(super) fn recover_tail(
     let Some(bad) = bad else {
         return Ok((header, chain, len));
     };
-    let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+    let file = super::folder::open(&path, OpenOptions::new().write(true)).map_err(io_err(&path))?;
     file.set_len(bad.offset).map_err(io_err(&path))?;
     file.sync_data().map_err(io_err(&path))?;
     recovery.truncated = Some((path, bad.offset, len - bad.offset, bad.problem.to_string()));

@@ -10,7 +10,7 @@
 //! them and the recorder removes them when it next opens the folder.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -85,7 +85,7 @@ impl Pruned {
 /// an error naming it.
 pub fn read_pruned(dir: &Path) -> Result<Option<Pruned>, LineError> {
     let path = dir.join(PRUNED_FILE);
-    let bytes = match fs::read(&path) {
+    let bytes = match super::folder::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(LineError::Io { path, source }),
@@ -102,8 +102,8 @@ pub fn read_pruned(dir: &Path) -> Result<Option<Pruned>, LineError> {
 pub fn write_pruned(dir: &Path, p: &Pruned) -> Result<(), LedgerError> {
     let path = dir.join(PRUNED_FILE);
     let tmp = dir.join(format!("{PRUNED_FILE}.tmp"));
-    fs::write(&tmp, format!("{}\n", p.encode())).map_err(io_err(&tmp))?;
-    fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
+    let mut file = super::folder::create_new(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(format!("{}\n", p.encode()).as_bytes()).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     sync_dir(dir).map_err(io_err(dir))
 }

@@ -176,7 +176,7 @@ impl Ledger {
             let ledger = Ledger::start_segment(dir, lock, segment + 1, chain, segment_limit, AppendStats::default())?;
             return Ok((ledger, recovery));
         }
-        let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+        let file = super::folder::open(&path, OpenOptions::new().append(true)).map_err(io_err(&path))?;
         let mut ledger = Ledger::new(dir, lock, file, segment, segment_limit, chain, AppendStats::default());
         ledger.seg_len = len;
         Ok((ledger, recovery))
@@ -225,7 +225,7 @@ impl Ledger {
         let header = SegmentHeader::new(n, chain.records, chain.blocks, crate::process::realtime_ns(), chain.hash);
         let path = dir.join(segment_name(n));
         let tmp = dir.join(format!("{}.tmp", segment_name(n)));
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let file = super::folder::create_new(&tmp).map_err(io_err(&tmp))?;
         let fresh = Chain { rings: Vec::new(), ..chain.clone() };
         let stats = AppendStats { segments: stats.segments + 1, ..stats };
         let mut ledger = Ledger::new(dir, lock, file, n, segment_limit, fresh, stats);

@@ -321,7 +321,7 @@ impl Writer {
         // stall record (a caller retrying after its deadline, as the Python
         // writer does every 100 ms to look for Ctrl-C) continues the wait
         // counted before.
-        if !self.stall.is_some_and(|s| self.gate_limit < s.need.saturating_add(region.capacity())) {
+        if self.stall.is_none_or(|s| self.gate_limit >= s.need.saturating_add(region.capacity())) {
             h.writer_waits.fetch_add(1, Ordering::Relaxed);
         }
         let result = 'wait: loop {

@@ -271,7 +271,9 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
         info!("started a new ledger in {}", cfg.dir.display());
     }
     for p in &rec.removed {
-        warn!("removed {} (a segment whose start was interrupted)", p.display());
+        // Escaped: anyone who may write the folder names these files, and a
+        // newline in one would start a log line of their making.
+        warn!("removed {:?} (a temporary file an interrupted write left)", p.display().to_string());
     }
     for p in &rec.pruned {
         warn!("removed {} (pruned by retention, which was interrupted before it removed it)", p.display());

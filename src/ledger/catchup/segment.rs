@@ -61,7 +61,7 @@ impl Segment {
         let (file, data) = if is_compressed(path) {
             (None, read_segment(path).map_err(io(path))?)
         } else {
-            let mut f = File::open(path).map_err(io(path))?;
+            let mut f = crate::ledger::folder::open_read(path).map_err(io(path))?;
             let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
             (&mut f).take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head).map_err(io(path))?;
             (Some(f), head)

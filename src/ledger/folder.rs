@@ -1,0 +1,88 @@
+//! Opening the files of a ledger folder.
+//!
+//! Whoever may write the folder (the `helix` user the recorder runs as)
+//! can put anything under a file's name: a symbolic link, to a file of
+//! root's say, that an operator's `sudo helix-ledger ...` would follow,
+//! truncate and write; a FIFO, that would hold an open (and so a start, or
+//! the retention thread) waiting for a writer for good; a device. Every
+//! file of the folder is opened through here: a link is never followed, an
+//! open never waits, and only a regular file is taken. Anything else is an
+//! error saying what it is, which the caller names with the path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Opens `path` as `o` says (read, write, append, create), if it is a
+/// regular file.
+pub(crate) fn open(path: &Path, o: &mut OpenOptions) -> io::Result<File> {
+    let file = o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => refused("a symbolic link"),
+        _ => e,
+    })?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(refused("a FIFO, a device or a folder"));
+    }
+    Ok(file)
+}
+
+/// Opens `path` to read it, if it is a regular file.
+pub(crate) fn open_read(path: &Path) -> io::Result<File> {
+    open(path, OpenOptions::new().read(true))
+}
+
+/// The bytes of `path`, if it is a regular file.
+pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_read(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Makes `path` afresh, to write: whatever is under its name (a temporary
+/// a crash left, a link put there) is removed first, and the file is
+/// created new (`O_EXCL`: a link put back meanwhile is refused, never
+/// followed).
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    open(path, OpenOptions::new().write(true).create_new(true))
+}
+
+fn refused(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("{what}, not a regular file: refused"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_fifos_and_folders_are_refused_and_nothing_is_written_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (victim, link, fifo) = (dir.path().join("victim"), dir.path().join("link"), dir.path().join("fifo"));
+        fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (path, what) in [(&link, "a symbolic link"), (&fifo, "a FIFO"), (&dir.path().to_owned(), "a FIFO")] {
+            let e = read(path).unwrap_err().to_string();
+            assert!(e.starts_with(what) && e.ends_with("not a regular file: refused"), "{}: {e}", path.display());
+        }
+        let e = open(&link, OpenOptions::new().write(true).create(true)).unwrap_err();
+        assert!(e.to_string().starts_with("a symbolic link"), "{e}");
+        // A link to nothing is not followed to make its target.
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("made"), &dangling).unwrap();
+        assert!(open(&dangling, OpenOptions::new().write(true).create(true)).is_err());
+        assert!(!dir.path().join("made").exists());
+        // A temporary under a link's name is made in its place.
+        create_new(&link).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_file());
+        assert_eq!(read(&link).unwrap(), b"");
+    }
+}
