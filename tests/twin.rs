@@ -963,3 +963,71 @@ fn the_twin_waits_out_another_users_ring_in_place_of_one_it_reads_or_writes() {
     let log = state_frame_then_stop(&env, &mut twin);
     assert!(log.contains("is owned by uid 65534, neither this process's uid 0 nor root's"), "{log}");
 }
+
+/// `helixctl twin --json`'s view, once it reports stream 0 stale, by both
+/// an alarm event and the stream's state (within 30 s): the instance of
+/// the twin that does.
+fn stream_0_stale(env: &Env) -> u64 {
+    let t = std::time::Instant::now();
+    loop {
+        let (ok, out, err) = env.ctl(&["--json", "twin"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let raised = v["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["stream"].as_u64() == Some(0) && a["rule"] == "stale" && a["event"].as_u64().is_some());
+        let flagged =
+            v["streams"].as_array().unwrap().iter().any(|s| {
+                s["stream"].as_u64() == Some(0) && s["alarms"].as_array().unwrap().iter().any(|a| a == "stale")
+            });
+        if raised && flagged {
+            return v["twin"]["instance"].as_u64().unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "stream 0 not reported stale within 30 s: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_restarted_twin_takes_over_a_stale_stream_and_reports_it_stale_again() {
+    // Found by audit: a restarted twin started from nothing and judged
+    // only streams that reported to it, so a stream that had gone silent
+    // was never judged stale again, and the raise of the instance before
+    // was void: the alarm disappeared for good.
+    let env = Env::watched("helix-twin takes over a stale stream", Duration::from_secs(120));
+    let rings: Vec<Ring> = twin_rings().iter().map(|(name, o)| Ring::create(&env.ns, name, o).unwrap()).collect();
+    let mut telemetry = rings[0].writer().unwrap();
+    let body = "streams = 4\nsnapshot_interval_ms = 200\nupdate_interval_ms = 100\n\
+                [[rule]]\nstreams = \"0-3\"\nstale_after_ms = 300\n";
+    let cfg = env.file("twin.toml", body);
+    let twin = || Reaped::new(env.program(env!("CARGO_BIN_EXE_helix-twin"), &cfg).spawn().unwrap());
+    let stop = |twin: &mut Reaped| {
+        sigterm(&twin.0);
+        let log = stderr_of(&mut twin.0);
+        assert!(twin.0.wait().unwrap().success(), "{log}");
+        log
+    };
+
+    let mut first = twin();
+    until("the twin reads telemetry", &|| reads(&env.ns, "telemetry", "helix-twin"));
+    for seq in 0..3 {
+        let t = helix::process::now_ns();
+        let s = Sample { stream: 0, quality: 0, seq, sample_ns: t, ingest_ns: t, value: 1.0 };
+        telemetry.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&s)).unwrap();
+    }
+    // Stream 0 stops: stale.
+    let before = stream_0_stale(&env);
+    let log = stop(&mut first);
+    assert!(log.contains("no previous state"), "{log}");
+
+    let mut second = twin();
+    until("the new twin publishes", &|| {
+        Snapshot::read(&env.ns, "twin.state", "test").is_ok_and(|s| s.instance != before && s.marker.is_some())
+    });
+    let after = stream_0_stale(&env);
+    assert_ne!(after, before, "stream 0 stale under the new instance");
+    let log = stop(&mut second);
+    assert!(log.contains("took over 1 of the 1 streams in the previous state"), "{log}");
+}

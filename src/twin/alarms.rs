@@ -16,8 +16,9 @@ use crate::FrameRef;
 /// The alarms raised and not cleared, as read from the alarm ring.
 #[derive(Debug, Clone, Default)]
 pub struct ActiveAlarms {
-    /// The newest twin instance in the ring (0 if it holds no alarm event);
-    /// the alarms below are of that instance.
+    /// The twin instance the alarms below are of: the one asked for, or
+    /// (asked for 0) that of the last alarm event in ring order (0 if the
+    /// ring holds none).
     pub instance: u64,
     /// The raise event of every active alarm, by stream and rule.
     pub raised: BTreeMap<(u32, AlarmKind), AlarmEvent>,
@@ -26,24 +27,33 @@ pub struct ActiveAlarms {
 impl ActiveAlarms {
     /// Reads the alarm ring `ring` in namespace `ns` from its oldest frame,
     /// as a non-gating reader named `reader_name` (as
-    /// [`super::Snapshot::read`] does). Never waits.
-    pub fn read(ns: &Namespace, ring: &str, reader_name: &str) -> Result<ActiveAlarms, TwinRingError> {
+    /// [`super::Snapshot::read`] does), keeping the alarms of twin
+    /// `instance`: pass the [`super::Snapshot::instance`] of the state
+    /// ring, so that state and alarms are of the same twin. With 0 (a state
+    /// ring that holds no twin frame) it keeps those of the instance whose
+    /// event came last in ring order. An instance is never judged by its
+    /// number: that is the twin's start on a clock that can be stepped
+    /// back. Never waits.
+    pub fn read(ns: &Namespace, ring: &str, reader_name: &str, instance: u64) -> Result<ActiveAlarms, TwinRingError> {
         let mut ring = TwinRing::attach(ns, ring, reader_name)?;
-        let mut alarms = ActiveAlarms::default();
-        ring.drain(|f| alarms.take(f));
+        let mut alarms = ActiveAlarms { instance, raised: BTreeMap::new() };
+        let follow = instance == 0;
+        ring.drain(|f| alarms.take(f, follow));
         Ok(alarms)
     }
 
-    /// Takes one frame: a raise activates its alarm, a clear ends it; an
-    /// event of a newer instance discards the older one's alarms. Frames of
-    /// other kinds or sizes, and events of an unknown rule, are skipped.
-    fn take(&mut self, f: &FrameRef<'_>) {
+    /// Takes one frame: a raise activates its alarm, a clear ends it.
+    /// Events of another instance than `self.instance` are skipped, unless
+    /// `follow`: then an event of another instance starts over with it.
+    /// Frames of other kinds or sizes, and events of an unknown rule, are
+    /// skipped.
+    fn take(&mut self, f: &FrameRef<'_>, follow: bool) {
         if f.kind() != KIND_ALARM {
             return;
         }
         let Ok(e) = f.read::<AlarmEvent>() else { return };
         let Some(kind) = e.kind() else { return };
-        if e.instance > self.instance {
+        if follow && e.instance != self.instance {
             self.instance = e.instance;
             self.raised.clear();
         }
@@ -68,22 +78,45 @@ mod tests {
         AlarmEvent { instance, stream, rule, action, event, ..bytemuck::Zeroable::zeroed() }
     }
 
-    #[test]
-    fn an_alarm_is_active_from_its_raise_to_its_clear_within_the_newest_instance() {
-        let mut r = TestRing::new("d", "alarms");
+    /// Events of two twins, the live one (instance 2) second in ring order.
+    fn two_twins(tag: &str) -> TestRing {
+        let mut r = TestRing::new(tag, "alarms");
         r.publish(KIND_ALARM, &event(1, 9, 2, ACTION_RAISE, 1));
         r.publish(KIND_ALARM, &event(2, 3, 2, ACTION_RAISE, 1));
         r.publish(KIND_ALARM, &event(2, 4, 1, ACTION_RAISE, 2));
         r.publish(KIND_ALARM, &event(2, 4, 1, ACTION_CLEAR, 3));
         r.publish(KIND_ALARM, &event(2, 5, 4, ACTION_RAISE, 4));
-        // A late event of the older twin, an unknown rule, a foreign frame.
-        r.publish(KIND_ALARM, &event(1, 6, 2, ACTION_RAISE, 2));
+        // An unknown rule, a foreign frame.
         r.publish(KIND_ALARM, &event(2, 7, 9, ACTION_RAISE, 5));
         r.publish::<crate::telemetry::Sample>(crate::telemetry::KIND_SAMPLE, &bytemuck::Zeroable::zeroed());
+        r
+    }
 
-        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test").unwrap();
+    fn active(a: &ActiveAlarms) -> Vec<(u32, AlarmKind, u64)> {
+        a.raised.iter().map(|(&(s, k), e)| (s, k, e.event)).collect()
+    }
+
+    #[test]
+    fn an_alarm_is_active_from_its_raise_to_its_clear_within_the_instance_asked_for() {
+        let mut r = two_twins("d");
+        // A late event of the older twin.
+        r.publish(KIND_ALARM, &event(1, 6, 2, ACTION_RAISE, 2));
+        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test", 2).unwrap();
         assert_eq!(a.instance, 2);
-        let active: Vec<(u32, AlarmKind, u64)> = a.raised.iter().map(|(&(s, k), e)| (s, k, e.event)).collect();
-        assert_eq!(active, [(3, AlarmKind::High, 1), (5, AlarmKind::Stale, 4)]);
+        assert_eq!(active(&a), [(3, AlarmKind::High, 1), (5, AlarmKind::Stale, 4)]);
+        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test", 1).unwrap();
+        assert_eq!((a.instance, active(&a)), (1, vec![(6, AlarmKind::High, 2), (9, AlarmKind::High, 1)]));
+    }
+
+    #[test]
+    fn asked_for_no_instance_the_last_in_ring_order_counts_not_the_largest_number() {
+        // The live twin (2) started after one whose number is larger.
+        let mut r = TestRing::new("h", "alarms");
+        r.publish(KIND_ALARM, &event(u64::MAX, 9, 2, ACTION_RAISE, 1));
+        r.publish(KIND_ALARM, &event(2, 3, 2, ACTION_RAISE, 1));
+        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test", 0).unwrap();
+        assert_eq!((a.instance, active(&a)), (2, vec![(3, AlarmKind::High, 1)]));
+        let a = ActiveAlarms::read(&two_twins("i").ns, "alarms", "alarms-test", 0).unwrap();
+        assert_eq!((a.instance, active(&a)), (2, vec![(3, AlarmKind::High, 1), (5, AlarmKind::Stale, 4)]));
     }
 }

@@ -10,6 +10,13 @@
 //! keeping, of the newest twin instance, each stream's last state frame and
 //! the two newest begin markers.
 //!
+//! The newest instance is the one whose begin marker came last in ring
+//! order, whatever its number: the number is the twin's start time on a
+//! clock that can be stepped back, and a single damaged frame could carry
+//! any number. A twin publishes a snapshot first thing, so its first begin
+//! marker precedes all its state frames; only in a ring that holds no begin
+//! marker (yet) is the instance that of the last state frame.
+//!
 //! It reads as a non-gating reader, so it never holds the twin back. A
 //! frame the twin overwrites while it is being copied is never taken (the
 //! copy is seen to be torn and the ring reports an overrun); after an
@@ -87,8 +94,9 @@ pub struct Snapshot {
     /// The state ring's writer lease: the twin's pid and whether it is
     /// alive. A twin that stopped leaves its last state readable.
     pub writer: LeaseInfo,
-    /// The newest twin instance in the ring (0 if it holds no twin frame);
-    /// everything below is of that instance.
+    /// The newest twin instance in the ring: that of the last begin marker
+    /// in ring order (of the last state frame if it holds no marker; 0 if
+    /// it holds no twin frame). Everything below is of that instance.
     pub instance: u64,
     /// Each stream's newest state frame, by stream id.
     pub streams: BTreeMap<u32, StreamState>,
@@ -119,32 +127,33 @@ impl Snapshot {
     fn take(&mut self, f: &FrameRef<'_>) {
         match f.kind() {
             KIND_STREAM_STATE => {
-                if let Ok(s) = f.read::<StreamState>() {
-                    if self.of_newest(s.instance) {
-                        self.streams.insert(s.stream, s);
-                    }
+                let Ok(s) = f.read::<StreamState>() else { return };
+                // Before any begin marker, the last state frame's instance
+                // is the best guess; after one, only its instance counts.
+                if self.marker.is_none() && s.instance != self.instance {
+                    self.restart(s.instance);
+                }
+                if s.instance == self.instance {
+                    self.streams.insert(s.stream, s);
                 }
             }
             KIND_SNAPSHOT_BEGIN => {
-                if let Ok(m) = f.read::<Marker>() {
-                    if self.of_newest(m.instance) {
-                        self.previous_marker = self.marker.replace(m);
-                    }
+                let Ok(m) = f.read::<Marker>() else { return };
+                if m.instance != self.instance {
+                    self.restart(m.instance);
                 }
+                self.previous_marker = self.marker.replace(m);
             }
             _ => {}
         }
     }
 
-    /// Whether a frame of `instance` is kept: a newer instance than any so
-    /// far (a restarted twin, which starts from nothing) discards what was
-    /// gathered from the older one.
-    fn of_newest(&mut self, instance: u64) -> bool {
-        if instance > self.instance {
-            *self = Snapshot::empty(self.writer.clone());
-            self.instance = instance;
-        }
-        instance == self.instance
+    /// Starts over with `instance`, the newest in ring order so far: a
+    /// restarted twin starts from nothing, so what was gathered from the
+    /// instance before it is discarded.
+    fn restart(&mut self, instance: u64) {
+        *self = Snapshot::empty(self.writer.clone());
+        self.instance = instance;
     }
 
     /// Telemetry frames the twin consumed per second between the two newest
@@ -235,6 +244,47 @@ pub(super) mod tests {
         assert_eq!((s.instance, s.streams.len()), (2, 0));
         assert_eq!((s.marker.map(|m| m.instance), s.previous_marker), (Some(2), None));
         assert_eq!(s.frames_per_sec(), None);
+    }
+
+    #[test]
+    fn the_newest_instance_is_the_last_to_begin_in_ring_order_not_the_largest_number() {
+        // The clock stepped back between two starts: the live twin's
+        // instance is the smaller number.
+        let mut r = TestRing::new("e", "twin.state");
+        r.publish(KIND_SNAPSHOT_BEGIN, &marker(10, 1, 10, 100));
+        r.publish(KIND_STREAM_STATE, &state(10, 1, 1.0));
+        r.publish(KIND_STREAM_STATE, &state(10, 2, 2.0));
+        r.publish(KIND_SNAPSHOT_END, &marker(10, 1, 10, 100));
+        r.publish(KIND_SNAPSHOT_BEGIN, &marker(5, 1, 20, 7));
+        r.publish(KIND_STREAM_STATE, &state(5, 3, 3.0));
+        r.publish(KIND_SNAPSHOT_END, &marker(5, 1, 20, 7));
+        r.publish(KIND_STREAM_STATE, &state(5, 3, 3.5));
+        // A late frame of the dead twin is not the live one's.
+        r.publish(KIND_STREAM_STATE, &state(10, 4, 4.0));
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        assert_eq!(s.instance, 5);
+        let last: Vec<(u32, f64)> = s.streams.values().map(|s| (s.stream, s.last)).collect();
+        assert_eq!(last, [(3, 3.5)]);
+        assert_eq!((s.marker.map(|m| (m.instance, m.frames)), s.previous_marker), (Some((5, 7)), None));
+    }
+
+    #[test]
+    fn a_frame_of_the_largest_instance_does_not_blind_the_reader_to_the_twin_that_begins_after_it() {
+        let mut r = TestRing::new("f", "twin.state");
+        r.publish(KIND_STREAM_STATE, &state(u64::MAX, 9, 9.0));
+        r.publish(KIND_SNAPSHOT_BEGIN, &marker(7, 1, 10, 1));
+        r.publish(KIND_STREAM_STATE, &state(7, 1, 1.0));
+        r.publish(KIND_STREAM_STATE, &state(u64::MAX, 2, 2.0));
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        assert_eq!(s.instance, 7);
+        assert_eq!(s.streams.keys().copied().collect::<Vec<u32>>(), [1]);
+        assert_eq!(s.marker.map(|m| m.instance), Some(7));
+        // With no begin marker at all, the last state frame's instance.
+        let mut r = TestRing::new("g", "twin.state");
+        r.publish(KIND_STREAM_STATE, &state(u64::MAX, 9, 9.0));
+        r.publish(KIND_STREAM_STATE, &state(3, 1, 1.0));
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        assert_eq!((s.instance, s.streams.keys().copied().collect::<Vec<u32>>()), (3, vec![1]));
     }
 
     #[test]

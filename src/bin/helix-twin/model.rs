@@ -10,6 +10,8 @@
 //! computes from a given input is exact and repeatable. `run.rs` wires it
 //! to the rings, systemd and signals.
 
+use std::collections::HashMap;
+
 use helix::telemetry::Sample;
 use helix::twin::*;
 
@@ -18,7 +20,10 @@ use crate::config::{Rule, TwinConfig};
 // Beside this file whoever compiles it in (helix-twin, its tests, its bench).
 #[path = "moments.rs"]
 mod moments;
+#[path = "takeover.rs"]
+mod takeover;
 use moments::Moments;
+use takeover::TakenOver;
 
 /// One telemetry frame as the twin classifies it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -110,6 +115,10 @@ struct Stream {
     /// Active alarm flags.
     alarms: u32,
     dirty: bool,
+    /// Taken over from the previous instance and not reported since (its
+    /// `last_seq` and `last_ingest_ns` are the previous instance's, `count`
+    /// is 0): see [`Twin::take_over`].
+    taken_over: bool,
 }
 
 impl Stream {
@@ -219,6 +228,9 @@ pub struct Twin {
     events: Vec<AlarmEvent>,
     dirty: Vec<u32>,
     seen: u64,
+    /// The streams taken over from the previous instance that have not
+    /// reported since, by id.
+    taken_over: HashMap<u32, TakenOver>,
 }
 
 impl Twin {
@@ -236,6 +248,7 @@ impl Twin {
             events: Vec::with_capacity(1024),
             dirty: Vec::with_capacity(config.streams as usize),
             seen: 0,
+            taken_over: HashMap::new(),
         }
     }
 
@@ -293,7 +306,13 @@ impl Twin {
         // Low, high, rate, stale: the order events go out in.
         let mut fire: [Fire; 4] = [None; 4];
         if st.count == 0 {
-            self.seen += 1;
+            if st.taken_over {
+                // Counted seen when taken over; its own statistics begin.
+                st.taken_over = false;
+                self.taken_over.remove(&s.stream);
+            } else {
+                self.seen += 1;
+            }
             st.first(v);
         } else {
             let steps = match st.place(s) {
@@ -396,18 +415,23 @@ impl Twin {
     /// `Sample::ingest_ns`): a stream with a `stale_after` rule that has
     /// reported, and has had no sample for longer than that, raises its
     /// stale alarm (its next sample clears it). A stream that never
-    /// reported is not judged.
+    /// reported is not judged; one taken over from the previous instance
+    /// is, from [`TakenOver::judged_from_ns`].
     pub fn tick(&mut self, now_ns: u64) {
         for i in 0..self.streams.len() {
             let st = &self.streams[i];
-            if st.count == 0 || st.alarms & AlarmKind::Stale.flag() != 0 {
+            if st.count == 0 && !st.taken_over || st.alarms & AlarmKind::Stale.flag() != 0 {
                 continue;
             }
             let Some(after) = self.rules.get(self.rule_of[i] as usize).and_then(|r| r.stale_after) else {
                 continue;
             };
+            let since = match st.taken_over {
+                true => self.taken_over.get(&(i as u32)).map_or(st.last_ingest_ns, |t| t.judged_from_ns),
+                false => st.last_ingest_ns,
+            };
             let age = now_ns.saturating_sub(st.last_ingest_ns);
-            if age > after.as_nanos() as u64 {
+            if now_ns.saturating_sub(since) > after.as_nanos() as u64 {
                 let seq = st.last_seq;
                 self.event(i as u32, AlarmKind::Stale, true, now_ns, seq, age as f64 / 1e9, after.as_secs_f64());
             }
@@ -442,12 +466,13 @@ impl Twin {
         self.dirty.clear();
     }
 
-    /// Stream `stream`'s state as of `now_ns`, if it has had a sample.
+    /// Stream `stream`'s state as of `now_ns`, if it has had a sample (or,
+    /// taken over, had one in the previous instance: [`Twin::take_over`]).
     /// `round` and `flags` (e.g. [`FLAG_SNAPSHOT`]) go into the frame.
     pub fn state(&self, stream: u32, now_ns: u64, round: u64, flags: u32) -> Option<StreamState> {
         let st = self.streams.get(stream as usize)?;
         if st.count == 0 {
-            return None;
+            return st.taken_over.then(|| self.taken_over_state(stream, now_ns, round, flags)).flatten();
         }
         let rule = self.rule_of(stream);
         let period_ns = match rule.and_then(|r| r.period) {

@@ -225,3 +225,61 @@ fn limits_with_hysteresis_rate_and_stale() {
     assert_eq!(log.last(), Some(&(8, AlarmKind::Stale.number(), false)));
     assert_eq!(t.counters().alarms_active, 0);
 }
+
+#[test]
+fn a_twin_takes_over_when_streams_last_reported_and_judges_them_stale_again() {
+    let rule = Rule {
+        streams: StreamRange { first: 0, last: 2 },
+        low: None,
+        high: None,
+        hysteresis: 0.0,
+        rate_limit: None,
+        stale_after: Some(Duration::from_millis(100)),
+        period: None,
+    };
+    let cfg = TwinConfig::with_rules(ns(), 3, vec![rule]);
+    // The previous twin: stream 0 last reported at 10 ms and went stale;
+    // stream 1 reported at 300 ms.
+    let mut old = Twin::new(&cfg, 9);
+    old.input(&sample(0, 4, 10, 1.0));
+    old.tick(200_000_000);
+    old.input(&sample(1, 7, 300, 2.0));
+    let mut previous: Vec<StreamState> = (0..3).filter_map(|s| old.state(s, 350_000_000, 5, 0)).collect();
+    assert_eq!(previous[0].flags & FLAG_ALARM_STALE, FLAG_ALARM_STALE);
+    // A frame of a stream beyond this twin's, and a damaged time.
+    previous.push(StreamState { stream: 3, ..previous[1] });
+    previous[1].last_ingest_ns = u64::MAX;
+
+    let start = 400_000_000;
+    let mut t = Twin::new(&cfg, 1);
+    assert_eq!(t.take_over(&previous, start), 2);
+    assert_eq!(t.streams_seen(), 2);
+    // Stream 0 was stale: raised again at once, as of its last report.
+    t.tick(start + 1);
+    let e: Vec<AlarmEvent> = t.take_events().collect();
+    assert_eq!(
+        e.iter().map(|e| (e.stream, e.rule, e.action, e.sample_seq, e.instance)).collect::<Vec<_>>(),
+        [(0, AlarmKind::Stale.number(), ACTION_RAISE, 4, 1)]
+    );
+    assert!((e[0].value - 0.389_999_501).abs() < 1e-12, "the age since its last report: {}", e[0].value);
+    // Stream 1 may have reported while no twin read: stale_after from the
+    // take-over.
+    t.tick(start + 100_000_000);
+    assert!(t.pending_events().is_empty());
+    t.tick(start + 100_000_001);
+    let e: Vec<(u32, u64)> = t.take_events().map(|e| (e.stream, e.sample_seq)).collect();
+    assert_eq!(e, [(1, 7)]);
+    // Published as this instance's, with the previous statistics, until
+    // the stream reports; stream 2 never reported.
+    let s = t.state(0, start, 3, FLAG_SNAPSHOT).unwrap();
+    assert_eq!((s.instance, s.round, s.count, s.last, s.last_seq, s.last_ingest_ns), (1, 3, 1, 1.0, 4, 10_000_500));
+    assert_eq!(s.flags, FLAG_ALARM_STALE | FLAG_HAS_RULE | FLAG_SNAPSHOT);
+    assert_eq!(t.state(1, start, 3, 0).unwrap().last_ingest_ns, start);
+    assert!(t.state(2, start, 3, 0).is_none());
+    // Its next sample clears the alarm, and its statistics begin.
+    t.input(&sample(0, 5, 600, 3.0));
+    let e: Vec<(u64, u16)> = t.take_events().map(|e| (e.sample_seq, e.action)).collect();
+    assert_eq!(e, [(5, ACTION_CLEAR)]);
+    let s = t.state(0, 600_000_500, 4, 0).unwrap();
+    assert_eq!((s.count, s.last, s.flags, t.streams_seen(), t.counters().alarms_active), (1, 3.0, FLAG_HAS_RULE, 2, 1));
+}

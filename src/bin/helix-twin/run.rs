@@ -13,6 +13,7 @@ use crate::shared::service::{fmt_rate, notify, Cadence, Event, NotifyState, Serv
 use helix::process::now_ns;
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
+use helix::twin::Snapshot;
 use helix::{
     AttachError, ForeignRing, FrameRef, LeaseError, Reader, ReaderOptions, Ring, RingView, Start, TryReadError, Writer,
 };
@@ -284,6 +285,7 @@ pub fn run(config: TwinConfig) -> Result<()> {
     };
     let instance = helix::process::realtime_ns();
     let mut twin = Twin::new(&config, instance);
+    take_over(&config, &mut twin);
     info!(
         "attached: reading {} (non-gating), writing {} and {}",
         config.telemetry_ring, config.state_ring, config.alarm_ring
@@ -293,6 +295,36 @@ pub fn run(config: TwinConfig) -> Result<()> {
     service.stopping();
     service.stopped(&status_line(&twin, None, Some(&publisher)));
     Ok(())
+}
+
+/// Takes over, from the previous instance's state on the state ring, when
+/// each stream last reported ([`Twin::take_over`]), so that a stream that
+/// went silent before this twin started is judged stale again; logs how
+/// many. Called before the twin publishes, so the ring's newest instance
+/// is the previous one. Reading is bounded by the ring (whose writer lease
+/// the twin holds: nothing is published meanwhile); a frame that is not a
+/// twin's is skipped; a ring that cannot be read is said, and the twin
+/// starts from nothing.
+fn take_over(config: &TwinConfig, twin: &mut Twin) {
+    // Its frames are this user's or root's: `Publisher::attach` checked
+    // the owner of the file under the name, which in /dev/shm (sticky)
+    // only that owner can replace, and only the owner writes a data region
+    // (docs/security.md). A reader of the ring can damage its reader
+    // table: then it is not read.
+    match Snapshot::read(&config.namespace, &config.state_ring, READER_NAME) {
+        Ok(previous) if previous.streams.is_empty() => info!("no previous state in {}", config.state_ring),
+        Ok(previous) => {
+            let taken = twin.take_over(previous.streams.values(), now_ns());
+            info!(
+                "took over {taken} of the {} streams in the previous state in {} (instance {}): their staleness \
+                 is judged again",
+                previous.streams.len(),
+                config.state_ring,
+                previous.instance
+            );
+        }
+        Err(e) => warn!("the previous state cannot be read ({e}); starting from nothing"),
+    }
 }
 
 /// Attaches to the rings, waiting while they do not exist yet (helixd may

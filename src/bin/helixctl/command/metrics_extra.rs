@@ -34,7 +34,7 @@ const MAX_TEXTFILE: u64 = 1 << 20;
 /// ring shows as `helix_ring_up 0`).
 pub fn twin(ns: &Namespace, state_ring: &str, alarm_ring: &str, out: &mut Text) {
     let Ok(snapshot) = Snapshot::read(ns, state_ring, READER) else { return };
-    let Ok(alarms) = ActiveAlarms::read(ns, alarm_ring, READER) else { return };
+    let Ok(alarms) = ActiveAlarms::read(ns, alarm_ring, READER, snapshot.instance) else { return };
     let view = TwinView::new(ns, &snapshot, alarms, None);
     let one = |out: &mut Text, name: &str, help: &str, v: f64| {
         out.family(name, GAUGE, help);

@@ -4,10 +4,11 @@
 //! puts them together as of now, and shows them.
 //!
 //! The state of a stream is its newest `StreamState` frame of the newest
-//! twin instance; the twin's counters come from its newest snapshot marker.
-//! An alarm is active if the `alarms` ring holds its raise and no later
-//! clear, or if the stream's newest state frame carries its flag (its raise
-//! may have left the ring).
+//! twin instance (the last to begin a snapshot, in ring order); the twin's
+//! counters come from its newest snapshot marker. An alarm is active if
+//! the `alarms` ring holds its raise by that instance and no later clear,
+//! or if the stream's newest state frame carries its flag (its raise may
+//! have left the ring).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,7 +47,7 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
         None => None,
     };
     let snapshot = Snapshot::read(ns, &args.state_ring, READER)?;
-    let alarms = ActiveAlarms::read(ns, &args.alarm_ring, READER)?;
+    let alarms = ActiveAlarms::read(ns, &args.alarm_ring, READER, snapshot.instance)?;
     let view = TwinView::new(ns, &snapshot, alarms, filter);
     if json {
         json::print(&view)
@@ -127,14 +128,11 @@ pub struct TwinView {
 }
 
 impl TwinView {
-    /// What `helixctl twin` shows of `snapshot` and `alarms`, as of now;
+    /// What `helixctl twin` shows of `snapshot` and `alarms` (read for the
+    /// snapshot's instance: those of another twin are void), as of now;
     /// `filter` limits the streams.
-    pub fn new(ns: &Namespace, snapshot: &Snapshot, mut alarms: ActiveAlarms, filter: Option<StreamRange>) -> TwinView {
+    pub fn new(ns: &Namespace, snapshot: &Snapshot, alarms: ActiveAlarms, filter: Option<StreamRange>) -> TwinView {
         let now = helix::process::now_ns();
-        // Alarms of an older twin than the state's are void.
-        if alarms.instance != snapshot.instance && snapshot.instance != 0 {
-            alarms.raised.clear();
-        }
         let wanted = |s: &StreamState| filter.is_none_or(|r| r.contains(s.stream));
         let active = active_alarms(snapshot.streams.values().filter(|s| wanted(s)), &alarms, filter, now);
         let twin = snapshot.marker.map(|m| TwinSummary {

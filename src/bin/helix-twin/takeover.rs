@@ -1,0 +1,84 @@
+//! Taking over from the previous instance (beside `model.rs`, which
+//! includes it).
+//!
+//! A restarted twin starts from nothing: no statistics, no alarms. But a
+//! stream that has gone silent never reports again, and a twin that only
+//! judges streams that reported to it would never find it stale: its stale
+//! alarm would leave with the instance that raised it (readers void an
+//! older instance's alarms). So the twin takes over, from the previous
+//! instance's newest state frames, when each stream last reported, and
+//! judges its staleness again; until the stream reports, the twin
+//! publishes that state as its own (its alarm bits this instance's), so
+//! that the next instance can take it over in turn.
+
+use helix::twin::{StreamState, FLAG_ALARM_STALE, FLAG_HAS_RULE};
+
+use super::Twin;
+
+/// A stream taken over from the previous instance that has not reported
+/// since.
+#[derive(Debug, Clone, Copy)]
+pub struct TakenOver {
+    /// The previous instance's newest state of the stream.
+    pub state: StreamState,
+    /// Staleness is judged from this time (CLOCK_MONOTONIC ns) on: the
+    /// stream's last ingest if the previous instance had judged it stale,
+    /// else when this twin took over. Samples ingested while no twin read
+    /// the telemetry ring are unknown to it, so a stream that may have
+    /// reported then is given `stale_after` from the take-over: a restart
+    /// longer than that does not raise a stale alarm on every stream.
+    pub judged_from_ns: u64,
+}
+
+impl Twin {
+    /// Takes over `previous`, the previous instance's newest state frames
+    /// (as `helix::twin::Snapshot::read` finds them on the state ring), at
+    /// `now_ns` (CLOCK_MONOTONIC, after this twin began to read telemetry
+    /// and before its first sample): each stream in this twin's range that
+    /// has not had a sample gets the frame's last sequence and ingest time,
+    /// so that [`Twin::tick`] judges it, and is published with that state
+    /// until its first sample here. A frame's `last_ingest_ns` is of this
+    /// boot's CLOCK_MONOTONIC (the ring lives in /dev/shm, which does not
+    /// outlive a boot); one ahead of `now_ns` (a damaged frame) is taken as
+    /// `now_ns`. Returns how many streams it took over.
+    pub fn take_over<'a>(&mut self, previous: impl IntoIterator<Item = &'a StreamState>, now_ns: u64) -> u64 {
+        let mut taken = 0;
+        for prev in previous {
+            let Some(st) = self.streams.get_mut(prev.stream as usize) else { continue };
+            if st.count > 0 || st.taken_over {
+                continue;
+            }
+            let last_ingest_ns = prev.last_ingest_ns.min(now_ns);
+            let was_stale = prev.flags & FLAG_ALARM_STALE != 0;
+            let judged_from_ns = if was_stale { last_ingest_ns } else { now_ns };
+            (st.taken_over, st.last_seq, st.last_ingest_ns) = (true, prev.last_seq, last_ingest_ns);
+            let state = StreamState { last_ingest_ns, count: prev.count.max(1), ..*prev };
+            self.taken_over.insert(prev.stream, TakenOver { state, judged_from_ns });
+            self.seen += 1;
+            taken += 1;
+        }
+        taken
+    }
+
+    /// The state of `stream`, taken over and not reported since, as of
+    /// `now_ns`: the previous instance's statistics, this instance's
+    /// alarms, rule, round and times.
+    pub(super) fn taken_over_state(&self, stream: u32, now_ns: u64, round: u64, flags: u32) -> Option<StreamState> {
+        let prev = &self.taken_over.get(&stream)?.state;
+        let st = &self.streams[stream as usize];
+        let rule = self.rule_of(stream);
+        let period_ns = rule.and_then(|r| r.period).map_or(prev.period_ns, |p| p.as_nanos() as u64);
+        let age_ns = now_ns.saturating_sub(st.last_ingest_ns);
+        Some(StreamState {
+            flags: st.alarms | flags | if rule.is_some() { FLAG_HAS_RULE } else { 0 },
+            instance: self.instance,
+            round,
+            published_ns: now_ns,
+            age_ns,
+            period_ns,
+            reserved: 0,
+            staleness: if period_ns > 0 { age_ns as f64 / period_ns as f64 } else { 0.0 },
+            ..*prev
+        })
+    }
+}
