@@ -17,6 +17,7 @@ pub use crate::shared::conf::ConfigError;
 pub mod control;
 use crate::shared::conf::Source;
 use control::{ControlConfig, RawControl};
+use helix::control::{ACK_RING, LOG_RING};
 use helix::shm::{validate_ring_name, Namespace};
 use helix::telemetry::Sample;
 use helix::{CreateError, Policy, Preset, RingOptions};
@@ -190,6 +191,16 @@ impl Config {
             sources.push(source);
         }
         let control = raw.control.as_ref().map(|c| control::parse(&src, c, &rings)).transpose()?;
+        if control.is_some() {
+            // The control thread writes these two: a source there would fail
+            // on their writer lease at start (and, added by a reload, retry
+            // for good).
+            let taken = |s: &&Spanned<RawSource>| [LOG_RING, ACK_RING].contains(&s.get_ref().ring.get_ref().as_str());
+            if let Some(s) = raw.source.iter().find(taken) {
+                let msg = format!("source on ring {:?}: [control] writes that ring", s.get_ref().ring.get_ref());
+                return Err(src.at(&s.get_ref().ring, msg));
+            }
+        }
         Ok(Config { path: path.to_owned(), namespace, status_interval, sweep_interval, rings, sources, control })
     }
 
@@ -493,5 +504,39 @@ mod tests {
         assert!(m.contains("is longer than a reader's name may be (32 bytes)"), "{m}");
         let ok = format!("{log}{acks}[control]\naudit_reader = \"{}\"\n", "a".repeat(32));
         Config::parse(&ok, Path::new("t")).unwrap();
+    }
+
+    #[test]
+    fn answers_those_control_lets_send_cannot_read_are_refused() {
+        let log = "[[ring]]\nname = \"control.log\"\nmax_payload = 144\ncapacity = 128\npolicy = \"block\"\n";
+        let acks = |mode: &str| {
+            format!(
+                "[[ring]]\nname = \"control.acks\"\nmax_payload = 48\ncapacity = 64\npolicy = \"overwrite\"\n{mode}"
+            )
+        };
+        // The group may send ([control]'s default mode, 0o660), but a
+        // member could not join control.acks to read the answer.
+        let (l, m) = line_err(&format!("{log}{}[control]\n", acks("mode = 0o644\n")));
+        assert_eq!(l, 12, "the [control] table's line");
+        assert!(m.contains("ring \"control.acks\" (mode 0o644) does not let those [control] lets send (mode 0o660: its group's members) read their answers"), "{m}");
+        let (_, m) = line_err(&format!("{log}{}[control]\nmode = 0o662\n", acks("mode = 0o660\n")));
+        assert!(m.contains("(mode 0o662: every user)"), "{m}");
+        let (_, m) = line_err(&format!("{log}{}[control]\ngroup = \"root\"\n", acks("mode = 0o660\n")));
+        assert!(m.contains("its group's members"), "{m}");
+        // Only helixd's user sends: the answers are its own.
+        Config::parse(&format!("{log}{}[control]\nmode = 0o600\n", acks("mode = 0o644\n")), Path::new("t")).unwrap();
+        Config::parse(&format!("{log}{}[control]\n", acks("mode = 0o660\n")), Path::new("t")).unwrap();
+    }
+
+    #[test]
+    fn a_source_on_a_ring_control_writes_is_refused_at_its_line() {
+        let rings = "[[ring]]\nname = \"control.log\"\nmax_payload = 144\ncapacity = 128\npolicy = \"block\"\n\
+                     [[ring]]\nname = \"control.acks\"\nmax_payload = 48\ncapacity = 64\npolicy = \"overwrite\"\n\
+                     mode = 0o660\n";
+        let source = "[[source]]\nkind = \"sim\"\nring = \"control.log\"\nstreams = 2\n";
+        let (l, m) = line_err(&format!("{rings}{source}[control]\n"));
+        assert_eq!((l, m.as_str()), (14, "source on ring \"control.log\": [control] writes that ring"));
+        // Without [control], it is a ring like any other.
+        Config::parse(&format!("{rings}{source}"), Path::new("t")).unwrap();
     }
 }

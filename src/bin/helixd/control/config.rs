@@ -43,6 +43,33 @@ impl ControlConfig {
     }
 }
 
+/// Whoever the control ring lets send (its group, or every user) must be
+/// let read the answers: a sender joins `control.acks` as a reader, which
+/// takes read and write on its control file. (The packaged default once
+/// gave `control.acks` mode 0o644: the group's members could send, but
+/// `helixctl send` and every `Control` client of theirs failed to attach.)
+fn senders_read_answers(
+    src: &Source<'_>,
+    raw: &Spanned<RawControl>,
+    ring: &FanInOptions,
+    rings: &[RingConfig],
+) -> Result<(), ConfigError> {
+    let Some(acks) = rings.iter().find(|r| r.name == ACK_RING) else { return Ok(()) };
+    let (m, a) = (ring.mode, acks.options.mode);
+    let short = if m & 0o020 != 0 && (a & 0o060 != 0o060 || acks.options.group != ring.group) {
+        "its group's members"
+    } else if m & 0o002 != 0 && a & 0o006 != 0o006 {
+        "every user"
+    } else {
+        return Ok(());
+    };
+    let msg = format!(
+        "ring {ACK_RING:?} (mode {a:#o}) does not let those [control] lets send (mode {m:#o}: {short}) read their \
+         answers: a sender joins it as a reader, which takes read and write; give it [control]'s mode and group"
+    );
+    Err(src.err(Some(raw.span()), msg))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawControl {
@@ -133,6 +160,7 @@ pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) 
             return Err(src.err(Some(raw.span()), msg));
         }
     }
+    senders_read_answers(src, raw, &ring, rings)?;
     let journal = match &c.journal {
         Some(j) if j.get_ref().is_empty() => None,
         Some(j) if !j.get_ref().starts_with('/') => {
