@@ -139,6 +139,12 @@ pub fn my_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
 }
 
+/// The group this process runs as (effective gid).
+pub fn my_gid() -> u32 {
+    // SAFETY: getegid takes nothing and always succeeds.
+    unsafe { libc::getegid() }
+}
+
 /// This process's (pid, start time). The start time is cached for the
 /// pid it was read for: a process forked from this one is another process,
 /// with its own (had it kept its parent's, it would have registered its

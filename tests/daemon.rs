@@ -263,6 +263,50 @@ fn a_rings_mode_changed_in_the_configuration_is_given_to_its_files() {
     assert!(!log.contains("takes effect when the ring is recreated"), "{log}");
 }
 
+/// The control ring a helixd before this one left: of the configured
+/// shape, it takes the configured mode (before, an operator who tightened
+/// `[control] mode` to take sending away from the group and restarted, as
+/// a reload tells them to, changed nothing); of other lanes, the start is
+/// refused, naming the difference and the fix (before, it was taken: with
+/// too many lanes for `control.log`, no command was ever taken).
+#[test]
+fn a_control_ring_found_at_start_takes_the_configured_mode_or_is_refused_of_another_shape() {
+    use helix::fanin::{files, FanIn, FanInOptions};
+    use std::os::unix::fs::PermissionsExt;
+    let (env, notify) = service_env("helixd control ring adopted");
+    let rings = [
+        ring_toml("control.log", "max_payload = 144", 1024, "block"),
+        ring_toml("control.acks", "max_payload = 48", 1024, "overwrite"),
+    ]
+    .concat();
+    let made = |lanes| {
+        let opts = FanInOptions { lanes, lane_capacity: 1 << 16, max_payload: 4096, ..Default::default() };
+        drop(FanIn::create(&env.ns, "control", &opts).unwrap());
+    };
+    let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = files::dir_path(&env.ns, "control");
+    made(4);
+    assert_eq!(mode(dir.join(files::BELL_FILE)), 0o660);
+    let cfg = env.config("c.toml", &format!("{rings}[control]\nlanes = 4\nmode = 0o600\n"));
+    let mut d = notify.ready(env.helixd(&cfg));
+    assert_eq!(
+        (mode(dir.clone()), mode(dir.join(files::RING_FILE)), mode(dir.join(files::BELL_FILE))),
+        (0o1700, 0o600, 0o600)
+    );
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(log.contains("gave it the configured mode and group"), "{log}");
+    FanIn::unlink(&env.ns, "control").unwrap();
+    made(8);
+    let err = failed_start(&env, &cfg);
+    assert!(
+        err.contains(
+            "the control ring has 8 lanes of 65536 bytes, records up to 4096 bytes, the configuration 4 lanes"
+        ) && err.contains("helixctl rm control"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_ring_another_user_made_under_a_configured_name_is_not_adopted() {
     // Found by review: anyone may create files in /dev/shm. A ring of the
@@ -352,6 +396,15 @@ fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes(
     assert_eq!((now.geometry().created_ns, now.geometry().capacity), (created, 65536));
     let before = now.stats().published;
     poll(Some(&mut a), "the first daemon publishing on", || (now.stats().published > before).then_some(()));
+    // One of the same shape but another mode is refused on the writer
+    // lease too, and leaves the running ring's mode as it was (before, it
+    // gave the ring its own mode first).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = || std::fs::metadata(env.ns.readers_path("telemetry")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(), 0o660);
+    let err = failed_start(&env, &env.config("c.toml", &format!("{TELEMETRY}mode = 0o600\n{SIM}")));
+    assert!(err.contains(&format!("pid {}", a.0.id())), "{err}");
+    assert_eq!(mode(), 0o660, "a refused start changed the running ring's mode");
     a.terminate();
     // With the first daemon gone the second may replace the ring.
     let notify = Notify::at(env.dir.join("b.sock"));

@@ -106,6 +106,17 @@ impl FanIn {
         FanIn::from_files(name, files::open_ring(ns, name, true)?)
     }
 
+    /// Gives the ring's folder, its own file and its doorbell the access
+    /// `mode` and `group` would give a new ring ([`FanInOptions`]; `group`
+    /// `None`: this process's), where it differs; returns the files
+    /// changed. For a consumer that attached to a ring made before its
+    /// configuration changed: mode and group are set only at creation, so
+    /// a tightened mode would otherwise change nothing. Only who may open
+    /// the files from now on changes: a producer bound to a lane keeps it.
+    pub fn set_access(&self, mode: u32, group: Option<u32>) -> Result<Vec<std::path::PathBuf>, FanInError> {
+        files::set_access(&self.files.dir, mode, group)
+    }
+
     /// Removes fan-in ring `name` (its folder and every file in it).
     pub fn unlink(ns: &Namespace, name: &str) -> Result<(), FanInError> {
         files::unlink(ns, name)

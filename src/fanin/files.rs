@@ -146,6 +146,38 @@ pub(crate) fn folder_mode(mode: u32) -> u32 {
     0o1700 | group | other
 }
 
+/// Gives the ring in `dir` (its folder, its own file and its doorbell) the
+/// access `mode` and `group` give a new ring (`group` `None`: this
+/// process's), where it differs; returns the paths changed. A link under
+/// either file's name is refused, never followed. Lane files keep theirs:
+/// each is its producer's, readable by it and the consumer alone.
+pub(crate) fn set_access(dir: &Path, mode: u32, group: Option<u32>) -> Result<Vec<PathBuf>, FanInError> {
+    use std::os::unix::fs::MetadataExt;
+    let gid = group.unwrap_or_else(crate::process::my_gid);
+    let wanted = [
+        (dir.to_owned(), folder_mode(mode)),
+        (dir.join(RING_FILE), 0o600 | (mode & 0o044)),
+        (dir.join(BELL_FILE), mode & 0o666),
+    ];
+    let mut changed = Vec::new();
+    for (path, want) in wanted {
+        let p = path.as_path();
+        let io = |op| move |e| FanInError::io(p, op, e);
+        let m = std::fs::symlink_metadata(&path).map_err(io("stat"))?;
+        if m.file_type().is_symlink() {
+            return Err(FanInError::io(&path, "open", std::io::Error::from_raw_os_error(libc::ELOOP)));
+        }
+        if m.gid() == gid && m.mode() & 0o7777 == want {
+            continue;
+        }
+        // The group first: a change of group may clear mode bits.
+        std::os::unix::fs::lchown(&path, None, Some(gid)).map_err(io("chown"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want)).map_err(io("chmod"))?;
+        changed.push(path);
+    }
+    Ok(changed)
+}
+
 /// Makes the folder's files; returns the consumer's file, still holding
 /// the lock it was made with (the consumer's lease: taken before anyone
 /// can see the file, so no other process, nor a child forked meanwhile,

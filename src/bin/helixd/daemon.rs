@@ -23,7 +23,7 @@ use helix::Ring;
 
 use crate::config::{load_config, Config, SourceKind};
 use crate::control::{ControlThread, Journal, Plant, Recovered, Registry};
-use crate::rings::{open_or_create, Opened};
+use crate::rings::{open_or_create, permit, Opened};
 
 mod reload;
 mod repair;
@@ -74,14 +74,30 @@ impl Daemon {
             halted: None,
         };
         let mut created = Vec::new();
-        if let Err(e) =
-            d.open_rings(&mut created).and_then(|()| d.start_sources()).and_then(|()| d.start_control(durable))
+        if let Err(e) = d
+            .open_rings(&mut created)
+            .and_then(|()| d.start_sources())
+            .and_then(|()| d.start_control(durable))
+            .and_then(|()| d.permit_adopted(&created))
         {
             d.abandon(&created);
             return Err(e);
         }
         d.last_status.1 = d.published();
         Ok(d)
+    }
+
+    /// Gives the rings this start adopted (all but `created`) the mode and
+    /// group configured now. Last, once every writer lease is held: a
+    /// second helixd started by mistake beside a running one (its sources
+    /// refused on their leases) changed the running rings' modes first,
+    /// and left them changed.
+    fn permit_adopted(&self, created: &[String]) -> Result<()> {
+        for rc in self.config.rings.iter().filter(|rc| !created.contains(&rc.name)) {
+            let at = || format!("{}:{}", self.config.path.display(), rc.line);
+            permit(&self.config.namespace, rc).with_context(at)?;
+        }
+        Ok(())
     }
 
     /// Creates or adopts every configured ring; `created` gets the names of

@@ -44,7 +44,8 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
         Ok(ring) => {
             let diffs = differences(ring.geometry(), &rc.options);
             if diffs.is_empty() {
-                permit(ns, rc)?;
+                // (Its mode and group are the caller's to give, with
+                // `permit`, once it holds what it writes.)
                 Ok((ring, Opened::Adopted))
             } else {
                 drop(ring);

@@ -107,6 +107,7 @@ impl ControlThread {
             r => r,
         }
         .context("the control fan-in ring")?;
+        adopt(&fan, cfg)?;
         // The thread sleeps on the doorbell from the first poll: it wakes the
         // ledger (its audit record) and the source (the command), and the
         // scheduler puts a thread it wakes on its own CPU. Spinning there
@@ -429,6 +430,30 @@ pub fn restore(state: &SourceState, cfg: &SourceConfig, plant: &Plant) {
     if s.paused {
         post(Op::Pause, 0, 0.0);
     }
+}
+
+/// Checks that the control ring `fan`, found after a restart, is of the
+/// shape `cfg` gives, and gives it the configured mode and group. (Found by
+/// an audit: an existing ring was taken as it was, so an operator who
+/// tightened `mode` to take sending away from the group, and restarted
+/// helixd as a reload tells them to, changed nothing; one of other lanes
+/// than configured could take no record at all.)
+fn adopt(fan: &FanIn, cfg: &ControlConfig) -> Result<()> {
+    let (g, want) = (fan.geometry(), &cfg.ring);
+    let shape = |lanes, capacity, payload| format!("{lanes} lanes of {capacity} bytes, records up to {payload} bytes");
+    let (has, wanted) =
+        (shape(g.lanes, g.lane_capacity, g.max_payload), shape(want.lanes, want.lane_capacity, want.max_payload));
+    if has != wanted {
+        anyhow::bail!(
+            "the control ring has {has}, the configuration {wanted}: remove it (`helixctl rm {}`; commands waiting \
+             in it are lost), or give [control] its lanes again",
+            control::CONTROL_RING
+        );
+    }
+    for path in fan.set_access(want.mode, want.group).context("the control fan-in ring")? {
+        warn!("control: {}: gave it the configured mode and group", path.display());
+    }
+    Ok(())
 }
 
 fn report_dropped(e: &Event<'_>) {

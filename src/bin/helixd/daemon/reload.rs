@@ -149,7 +149,11 @@ impl Daemon {
         let mut added = Vec::new();
         let present = |name: &str| self.rings.contains_key(name) || self.repairs.contains_key(name);
         for rc in new.rings.iter().filter(|rc| !present(&rc.name)) {
-            match open_or_create(ns, rc).with_context(|| format!("{}:{}", new.path.display(), rc.line)) {
+            let opened = open_or_create(ns, rc).and_then(|(ring, how)| match how {
+                Opened::Adopted => crate::rings::permit(ns, rc).map(|()| (ring, how)),
+                _ => Ok((ring, how)),
+            });
+            match opened.with_context(|| format!("{}:{}", new.path.display(), rc.line)) {
                 Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
                 Err(e) => {
                     for (name, _, how) in added {
