@@ -169,6 +169,64 @@ pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
     Ok(out)
 }
 
+/// The newest anchor of a folder (the one covering the most records), kept
+/// up to date by reading only what was appended to `anchors` since the
+/// last look. For a caller that asks every few seconds (the recorder's
+/// metrics, on its recording thread): the file only grows, a line every
+/// few seconds while heads are exported, and read whole each time it cost
+/// more every day.
+#[derive(Debug, Default)]
+pub struct NewestAnchor {
+    /// The file read (its inode) and the bytes of its whole lines taken.
+    file: Option<(u64, u64)>,
+    newest: Option<Anchor>,
+    /// A line that does not decode was found: no anchor counts until the
+    /// file is another (or shorter).
+    bad: bool,
+}
+
+impl NewestAnchor {
+    /// Reads what `dir/anchors` gained since the last call; returns the
+    /// newest anchor, `None` if there is none, the file cannot be read or
+    /// a line of it is bad (as [`read_anchors`] would refuse it). A file
+    /// replaced or cut shorter is read again from its start.
+    pub fn refresh(&mut self, dir: &Path) -> Option<&Anchor> {
+        use std::io::Seek as _;
+        use std::os::unix::fs::MetadataExt;
+        let Ok((mut f, _)) = open_anchors(&dir.join(ANCHORS_FILE), false) else {
+            *self = NewestAnchor::default();
+            return None;
+        };
+        let Ok(meta) = f.metadata() else { return None };
+        let taken = match self.file {
+            Some((ino, taken)) if ino == meta.ino() && taken <= meta.len() => taken,
+            _ => {
+                *self = NewestAnchor { file: Some((meta.ino(), 0)), ..NewestAnchor::default() };
+                0
+            }
+        };
+        let mut bytes = Vec::new();
+        if self.bad || f.seek(io::SeekFrom::Start(taken)).and_then(|_| f.read_to_end(&mut bytes)).is_err() {
+            return None;
+        }
+        let mut end = taken;
+        for raw in bytes.split_inclusive(|&b| b == b'\n') {
+            let Some(line) = raw.strip_suffix(b"\n") else { break };
+            match std::str::from_utf8(line).map_err(|e| e.to_string()).and_then(Anchor::decode) {
+                Ok(a) if self.newest.as_ref().is_none_or(|n| a.records >= n.records) => self.newest = Some(a),
+                Ok(_) => {}
+                Err(_) => {
+                    self.bad = true;
+                    return None;
+                }
+            }
+            end += raw.len() as u64;
+        }
+        self.file = Some((meta.ino(), end));
+        self.newest.as_ref()
+    }
+}
+
 /// Appends `anchor` to `dir/anchors` in one `write(2)` (O_APPEND, so
 /// concurrent appenders do not interleave) and makes it durable. The
 /// file's existing lines are checked first: a garbled file is an error
@@ -385,6 +443,39 @@ mod tests {
         assert!(Anchor::decode(&bad_hash).unwrap_err().contains("not a chain hash"), "{bad_hash}");
         assert!(Anchor::decode(&checked_line("head 5")).unwrap_err().contains("does not start with"));
         assert_eq!(parse_hash(&hex(&[7; 32])), Ok([7; 32]));
+    }
+
+    #[test]
+    fn the_newest_anchor_follows_the_file_as_it_grows_is_replaced_or_goes_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ANCHORS_FILE);
+        let append = |text: &str| {
+            OpenOptions::new().append(true).create(true).open(&path).unwrap().write_all(text.as_bytes()).unwrap()
+        };
+        let mut n = NewestAnchor::default();
+        assert_eq!(n.refresh(dir.path()), None);
+        append(&format!("{}\n{}\n", anchor(10).encode(), anchor(30).encode()));
+        assert_eq!(n.refresh(dir.path()).map(|a| a.records), Some(30));
+        // An older anchor appended later does not hide a newer one; a line
+        // being written (no newline yet) is taken once it is whole.
+        let line = anchor(50).encode();
+        append(&format!("{}\n{}", anchor(20).encode(), &line[..9]));
+        assert_eq!(n.refresh(dir.path()).map(|a| a.records), Some(30));
+        append(&format!("{}\n", &line[9..]));
+        assert_eq!(n.refresh(dir.path()).map(|a| a.records), Some(50));
+        // What `read_anchors` refuses counts for nothing.
+        append("garbage\n");
+        assert!(read_anchors(dir.path()).is_err());
+        assert_eq!(n.refresh(dir.path()), None);
+        append(&format!("{}\n", anchor(60).encode()));
+        assert_eq!(n.refresh(dir.path()), None);
+        // A file replaced (or cut shorter) is read from its start.
+        let tmp = dir.path().join("new");
+        fs::write(&tmp, format!("{}\n", anchor(5).encode())).unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        assert_eq!(n.refresh(dir.path()).map(|a| a.records), Some(5));
+        fs::remove_file(&path).unwrap();
+        assert_eq!(n.refresh(dir.path()), None);
     }
 
     /// An operator's `sudo helix-ledger anchor` must leave a file the

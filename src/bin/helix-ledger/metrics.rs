@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use helix::ledger::anchor::read_anchors;
+use helix::ledger::anchor::Anchor;
+#[cfg(doc)]
+use helix::ledger::anchor::NewestAnchor;
 use helix::ledger::store::{segments, Ledger};
 
 use crate::shared::textfile::{label, Text};
@@ -23,6 +25,8 @@ pub struct Extra<'a> {
     pub sync_in_flight: f64,
     /// Each configured ring, and whether the recorder is attached to it.
     pub rings: Vec<(&'a str, bool)>,
+    /// The newest anchor, if any is readable ([`NewestAnchor`]).
+    pub anchor: Option<&'a Anchor>,
 }
 
 /// The exposition text of the recorder.
@@ -66,7 +70,7 @@ pub fn render(ledger: &Ledger, extra: &Extra<'_>) -> String {
     let (count, bytes) = segment_files(ledger.dir());
     one("helix_ledger_segments", GAUGE, "Segment files in the ledger folder.", count as f64);
     one("helix_ledger_segment_bytes", GAUGE, "Bytes of the segment files in the ledger folder.", bytes as f64);
-    anchors(&mut t, ledger.dir(), records);
+    anchors(&mut t, extra.anchor, records);
     t.family(
         "helix_ledger_ring_attached",
         GAUGE,
@@ -88,9 +92,8 @@ fn segment_files(dir: &Path) -> (usize, u64) {
 
 /// The newest anchor's time and the records after it; without a readable
 /// anchor, every record is unanchored and the time is not given.
-fn anchors(t: &mut Text, dir: &Path, records: u64) {
-    let newest = read_anchors(dir).ok().and_then(|a| a.list.into_iter().map(|(_, a)| a).max_by_key(|a| a.records));
-    if let Some(a) = &newest {
+fn anchors(t: &mut Text, newest: Option<&Anchor>, records: u64) {
+    if let Some(a) = newest {
         t.family(
             "helix_ledger_anchored_head_timestamp_seconds",
             GAUGE,
@@ -110,7 +113,12 @@ mod tests {
     fn a_new_ledger_has_every_family_and_all_its_records_unanchored() {
         let dir = tempfile::tempdir().unwrap();
         let (ledger, _) = Ledger::open(dir.path(), 1 << 20).unwrap();
-        let extra = Extra { synced_at: 12.5, sync_in_flight: 0.0, rings: vec![("telemetry", true), ("x", false)] };
+        let extra = Extra {
+            synced_at: 12.5,
+            sync_in_flight: 0.0,
+            rings: vec![("telemetry", true), ("x", false)],
+            anchor: None,
+        };
         let text = render(&ledger, &extra);
         for line in [
             "helix_ledger_last_sync_timestamp_seconds{} 12.5",

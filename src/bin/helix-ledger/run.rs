@@ -354,6 +354,7 @@ fn serve(
         rate: (Instant::now(), 0, 0.0),
         stuck_logged: false,
         metrics,
+        anchor: Default::default(),
     };
     let mut idle_polls = 0u32;
     let mut syncer = Syncer::spawn()?;
@@ -428,6 +429,8 @@ struct Keeper {
     stuck_logged: bool,
     /// Where the counters go at every status refresh.
     metrics: Publisher,
+    /// The newest anchor, for the counters.
+    anchor: helix::ledger::anchor::NewestAnchor,
 }
 
 impl Keeper {
@@ -478,6 +481,7 @@ impl Keeper {
                     synced_at: syncer.synced_at,
                     sync_in_flight: syncer.stuck_for().as_secs_f64(),
                     rings: taps.iter().map(|t| (t.name.as_str(), t.reader.is_some())).collect(),
+                    anchor: self.anchor.refresh(ledger.dir()),
                 };
                 self.metrics.publish(&crate::metrics::render(ledger, &extra));
             }
