@@ -10,29 +10,14 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{arg, AsUser, Kid, TestNs};
-use helix::fanin::{files, Event, FanIn, FanInError, FanInOptions, FanInView, LaneReport, Producer, SendError};
+use common::{arg, sweep_and_drain, AsUser, Kid, TestNs};
+use helix::fanin::{files, Event, FanIn, FanInError, FanInOptions, FanInView, Producer, SendError};
 use helix::Namespace;
 
 const RING: &str = "fan";
 
 fn opts(lanes: u32) -> FanInOptions {
     FanInOptions { lanes, lane_capacity: 4096, max_payload: 256, ..Default::default() }
-}
-
-/// Sweeps once, then drains a few rounds: the records' payloads and the
-/// reports.
-fn sweep_and_drain(fan: &mut FanIn) -> (Vec<Vec<u8>>, Vec<LaneReport>) {
-    let (mut records, mut reports) = (Vec::new(), Vec::new());
-    let mut on = |e: Event<'_>| match e {
-        Event::Record(r) => records.push(r.to_vec().unwrap()),
-        Event::Dropped(report) => reports.push(report),
-    };
-    fan.sweep(&mut on);
-    for _ in 0..4 {
-        fan.drain_timeout(1000, Duration::ZERO, &mut on);
-    }
-    (records, reports)
 }
 
 fn lane_path(ns: &Namespace, k: usize) -> std::path::PathBuf {

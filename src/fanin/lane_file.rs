@@ -167,7 +167,12 @@ pub(crate) fn open_lane(path: &Path, k: usize, g: &FanInGeometry) -> Result<Opti
         return Err(bad(0, "bad-size", format!("it is {size} bytes, not a regular file of {want}")));
     }
     let bad = |epoch, reason: String| bad(epoch, "bad-header", reason);
-    let map = Mapping::new(&file, false).map_err(|e| bad(0, format!("cannot map it: {e}")))?;
+    // A mapping that fails is this process's own trouble (out of memory,
+    // or of the fault guard's slots), not the producer's: nothing was
+    // judged, and the next scan looks again. (Found by an audit: the file
+    // was refused as the producer's fault and removed, its records lost,
+    // and the producer, its epoch not spent, was never told.)
+    let Ok(map) = Mapping::new(&file, false) else { return Ok(None) };
     // The producer may have resized its file since the `fstat`: the mapping
     // is what is read, so it must be the size checked (a shrink after this
     // is a fault the guard turns into zeros).

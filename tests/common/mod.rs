@@ -223,3 +223,19 @@ pub fn publish_payloads(w: &mut helix::Writer, from: u64, to: u64) {
         assert_eq!(w.publish(&buf[..len]).unwrap(), seq);
     }
 }
+
+/// Sweeps fan-in ring `fan` once, then drains a few rounds: the records'
+/// payloads and the lanes reported dropped.
+pub fn sweep_and_drain(fan: &mut helix::fanin::FanIn) -> (Vec<Vec<u8>>, Vec<helix::fanin::LaneReport>) {
+    use helix::fanin::Event;
+    let (mut records, mut reports) = (Vec::new(), Vec::new());
+    let mut on = |e: Event<'_>| match e {
+        Event::Record(r) => records.push(r.to_vec().unwrap()),
+        Event::Dropped(report) => reports.push(report),
+    };
+    fan.sweep(&mut on);
+    for _ in 0..4 {
+        fan.drain_timeout(1000, Duration::ZERO, &mut on);
+    }
+    (records, reports)
+}
