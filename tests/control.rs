@@ -651,6 +651,24 @@ fn a_forwarded_command_is_not_sent_again_after_a_helixd_restart() {
     d2.terminate();
 }
 
+/// A restart that finds no journal (removed, or `[control] journal`
+/// changed) does not judge again what `control.log` holds: before, with no
+/// mark to start from, every command on it was judged again, and a
+/// forwarded one sent to its instrument again.
+#[test]
+fn a_forwarded_command_is_not_sent_again_after_a_restart_that_finds_no_journal() {
+    let mut f = Forwarding::new("udp forward journal removed");
+    f.d.terminate();
+    std::fs::remove_file(format!("/dev/shm/{}.control@journal", f.env.ns.as_str())).unwrap();
+    let mut d2 = f.notify.ready(f.env.helixd(&f.cfg));
+    f.assert_nothing_sent_again();
+    d2.terminate();
+    let log = common::stderr_of(&mut d2.0);
+    let line = log.lines().find(|l| l.contains("were not judged again")).unwrap_or_else(|| panic!("{log}"));
+    let seq = f.ack.log_seq;
+    assert!(line.contains(&format!("its 1 records (sequences {seq} to {seq})")), "{line}");
+}
+
 /// A helixd killed after it sent a command to its instrument and before it
 /// journaled the answer does not send the command again at its next start
 /// (at most once, docs/abi.md §12.7): it answers it rejected `send_failed`
@@ -679,12 +697,10 @@ fn a_command_whose_send_a_kill_cut_short_is_not_sent_again_and_is_answered_send_
     assert!(line.contains(&format!("request {}", f.pause.request)) && line.contains("send_failed"), "{line}");
 }
 
-/// A command the journal cannot say is being sent (its file system is
-/// full) is not sent at all: at most once holds then too. helixd runs in a
-/// mount namespace of its own with the journal on a tmpfs of two pages, one
-/// of them taken, so the journal's lines fit in one page until they do not.
-#[test]
-fn a_command_the_journal_cannot_record_as_being_sent_is_not_sent_and_is_answered_send_failed() {
+/// A helixd with a UDP source whose journal is on a tmpfs of two pages, one
+/// of them taken (the file `fill` beside the journal), in a mount namespace
+/// of helixd's own: the journal's lines fit in one page until they do not.
+fn forwarding_on_a_small_tmpfs(what: &'static str) -> Forwarding {
     const SMALL_TMPFS: &str =
         r#"mount -t tmpfs -o size=8k helix-test "$J" && head -c 4096 /dev/zero > "$J/fill" && exec "$0" "$@""#;
     let journal = |env: &Env| {
@@ -702,7 +718,12 @@ fn a_command_the_journal_cannot_record_as_being_sent_is_not_sent_and_is_answered
             .stderr(std::process::Stdio::piped());
         c
     };
-    let mut f = Forwarding::with("udp journal full", journal, unshared);
+    Forwarding::with(what, journal, unshared)
+}
+
+/// Sends commands until one is answered `send_failed` because the journal
+/// (on its small tmpfs) is full, checking that it was not sent.
+fn fill_the_journal(f: &mut Forwarding) {
     let mut ops = [Op::Resume, Op::Pause].into_iter().cycle();
     for sent in 0.. {
         // About 250 bytes of journal a command: its page is full after 20
@@ -715,15 +736,55 @@ fn a_command_the_journal_cannot_record_as_being_sent_is_not_sent_and_is_answered
             Some(Err(Reason::SendFailed)) => {
                 // The kernel has the datagram once send_to returns (loopback).
                 assert!(!datagram_waiting(&f.instrument), "a command the journal does not hold was sent");
-                break;
+                return;
             }
             other => panic!("request {request}: {other:?}"),
         }
     }
+}
+
+/// A command the journal cannot say is being sent (its file system is
+/// full) is not sent at all: at most once holds then too.
+#[test]
+fn a_command_the_journal_cannot_record_as_being_sent_is_not_sent_and_is_answered_send_failed() {
+    let mut f = forwarding_on_a_small_tmpfs("udp journal full");
+    fill_the_journal(&mut f);
     f.d.terminate();
     let log = common::stderr_of(&mut f.d.0);
     assert!(log.contains("a command is sent only once it says so"), "{log}");
     assert!(log.contains("No space left on device") && log.contains("commands for instruments are not sent"), "{log}");
+}
+
+/// What a write the full disk cut short left of a line is cut: before, the
+/// next line was glued to it once there was room again, and the next start
+/// refused the journal ("not a journal line"). The answer that could not
+/// be written is written with the next line, so a restart does not take
+/// the command answered `send_failed` for a new one and send it.
+#[test]
+fn a_journal_line_a_full_disk_cut_short_is_cut_so_the_journal_reads_and_helixd_starts_again() {
+    let mut f = forwarding_on_a_small_tmpfs("udp journal torn");
+    fill_the_journal(&mut f);
+    // Room again: the tmpfs, in helixd's mount namespace, seen through it.
+    let inside = std::path::PathBuf::from(format!("/proc/{}/root", f.d.0.pid()));
+    let inside = |p: std::path::PathBuf| inside.join(p.strip_prefix("/").unwrap());
+    std::fs::remove_file(inside(f.env.path("journal/fill"))).unwrap();
+    let next = f.ctl.next_request();
+    let ack = f.ctl.send(&Command::new(Op::Resume, next, "plant", 0, 0.0), Duration::from_secs(10)).unwrap();
+    assert_eq!((ack.outcome(), ack.flags), (Some(Ok(())), ACK_FORWARDED));
+    assert_eq!(f.received(), next);
+    let text = std::fs::read_to_string(inside(f.env.path("journal/control.journal"))).unwrap();
+    assert!(text.ends_with('\n'), "{text}");
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}\n{text}"));
+        assert!(["mark", "answer", "sending"].iter().any(|k| v.get(k).is_some()), "{line}");
+    }
+    f.d.terminate();
+    // The journal where helixd outside the namespace finds it: it starts,
+    // and sends nothing again (the command answered send_failed included).
+    std::fs::write(f.env.path("journal/control.journal"), &text).unwrap();
+    let mut d2 = f.notify.ready(f.env.helixd(&f.cfg));
+    f.assert_nothing_sent_again();
+    d2.terminate();
 }
 
 /// helixd killed with SIGKILL (`d`) and started again on the test's

@@ -173,14 +173,23 @@ impl Flow {
     }
 
     /// Writes `ack` in the journal before it is published (rewriting the
-    /// journal when it is long). A journal that cannot be written is
+    /// journal when it is due). A journal that cannot be written is
     /// logged (once until it can again); the answer goes out anyway, and
     /// a helixd restarted then may not know it.
     fn journal_answer(&mut self, ack: &Ack, change: Option<Change>) {
         let mut result = self.journal.answered(ack, change);
-        if result.is_ok() && self.journal.is_long() {
+        // Tried whether or not the line was written: a journal full until
+        // it is rewritten takes no more lines.
+        if self.journal.rewrite_due() {
             let from = self.unresolved_from();
-            result = self.journal.rewrite(from, self.window.answers());
+            match self.journal.rewrite(from, self.window.answers()) {
+                // The window holds the answer: the rewrite has it.
+                Ok(()) => result = Ok(()),
+                Err(e) if result.is_ok() => {
+                    warn!("control: {e:#}; the journal grows meanwhile, and is rewritten in a few thousand answers")
+                }
+                Err(_) => {}
+            }
         }
         self.journaled(result);
     }

@@ -15,10 +15,18 @@
 //! answered (nor sent): it is ignored. Past `2 x WINDOW` lines the journal is
 //! rewritten (a new file renamed over it) as one mark and the window's
 //! answers; so is it at every start.
+//!
+//! A line a failed write (a full disk) left in part is cut before another
+//! is written, so every line before the last is whole; an answer that
+//! could not be written is kept and written before the next line. The
+//! journal never grows past [`MAX_LINES`] lines or [`MAX_BYTES`] bytes,
+//! what a start reads at most ([`file`]: the file is helixd's own,
+//! checked before a byte of it is read).
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +34,24 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::window::WINDOW;
-use helix::control::{Ack, Op, ACK_REPEAT, FORMAT_VERSION};
+use helix::control::{Ack, Op, ACK_REPEAT};
+
+mod file;
+
+/// Lines a journal holds at most: twice what it holds when it is due to
+/// be rewritten (a rewrite that keeps failing leaves it growing).
+pub const MAX_LINES: usize = 4 * WINDOW;
+/// Bytes a journal holds at most: [`MAX_LINES`] lines of 512 bytes (an
+/// answer's is at most about 330), and as much again for the mark's plant
+/// state. 256 MiB; a start refuses a longer file, naming it.
+pub const MAX_BYTES: u64 = 2 * 512 * MAX_LINES as u64;
+/// Answers journaled after a rewrite failed before it is tried again: a
+/// rewrite copies the window's answers (about 13 MB), too much to try
+/// at every answer on a disk that has no room for it.
+const REWRITE_RETRY: usize = 4096;
+/// Answers that could not be written kept to write later, at most: past
+/// that, only a rewrite (of the window's answers) holds them all.
+const BACKLOG: usize = 4096;
 
 /// What the accepted commands made of one source.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -106,6 +131,11 @@ pub struct Recovered {
     pub answers: Vec<Ack>,
     /// `control.log` records from this sequence on may be unanswered.
     pub unresolved_from: u64,
+    /// The journal holds a mark, so `unresolved_from` says where to
+    /// begin on `control.log`. Without one (a journal that did not exist:
+    /// removed, or another path configured) it does not say which records
+    /// were answered (`recover.rs`).
+    pub marked: bool,
     /// Commands (uid, request) a `sending` line names and no answer
     /// follows, with their audit records' sequences: helixd stopped while
     /// sending them, before or after the datagram left.
@@ -115,8 +145,25 @@ pub struct Recovered {
 /// The open journal.
 pub struct Journal {
     path: PathBuf,
+    /// Its file, written at `len` (`pwrite`, never at the descriptor's
+    /// offset): the descriptor `open` made, or the one a rewrite made the
+    /// new file with.
     file: File,
+    /// The length of its whole lines: where the next line goes.
+    len: u64,
     lines: usize,
+    /// What a failed write left past `len` could not be cut then: it is
+    /// cut before the next line is written.
+    torn: bool,
+    /// Answers' lines that could not be written, oldest first: written
+    /// before the next line.
+    backlog: Vec<u8>,
+    backlog_lines: usize,
+    /// More answers could not be written than the backlog keeps: a
+    /// rewrite is due.
+    lost: bool,
+    /// Answers to journal before a rewrite is tried again (one failed).
+    rewrite_wait: usize,
     plant: Plant,
 }
 
@@ -125,17 +172,25 @@ impl Journal {
     /// plant state (shared with the daemon, which restores its sources
     /// from it).
     pub fn open(path: &Path) -> Result<(Journal, Recovered)> {
-        let (plant, recovered, lines) = match std::fs::read(path) {
-            Ok(bytes) => {
-                let (plant, recovered) = read(path, &bytes)?;
-                (plant, recovered, bytes.iter().filter(|&&b| b == b'\n').count())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (PlantState::new(), Recovered::default(), 0),
-            Err(e) => return Err(e).with_context(|| format!("control journal {}", path.display())),
+        let (file, bytes) = file::open(path)?;
+        let (plant, recovered) = file::read(path, &bytes)?;
+        // A line cut short at the end is cut before the next is written.
+        let whole = file::whole(&bytes);
+        let lines = bytes[..whole].iter().filter(|&&b| b == b'\n').count();
+        file::remove_leftovers(path);
+        let journal = Journal {
+            path: path.to_owned(),
+            file,
+            len: whole as u64,
+            lines,
+            torn: whole < bytes.len(),
+            backlog: Vec::new(),
+            backlog_lines: 0,
+            lost: false,
+            rewrite_wait: 0,
+            plant: Arc::new(Mutex::new(plant)),
         };
-        let file = append_to(path)?;
-        remove_leftovers(path);
-        Ok((Journal { path: path.to_owned(), file, lines, plant: Arc::new(Mutex::new(plant)) }, recovered))
+        Ok((journal, recovered))
     }
 
     /// The plant state.
@@ -143,58 +198,104 @@ impl Journal {
         self.plant.clone()
     }
 
+    /// Where the journal is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Journals a first answer (and its change to the plant, applied to
-    /// the plant state here); durable when this returns.
+    /// the plant state here); durable when this returns. If it cannot be,
+    /// the answer is kept and written before the next line.
     pub fn answered(&mut self, ack: &Ack, change: Option<Change>) -> Result<()> {
         if let Some(c) = &change {
             apply(&mut lock(&self.plant), &c.source, c.op, c.stream, c.value);
         }
-        self.append(&answer_line(ack, change))
+        self.rewrite_wait = self.rewrite_wait.saturating_sub(1);
+        let mut text = serde_json::to_vec(&answer_line(ack, change))?;
+        text.push(b'\n');
+        let written = self.write(&text);
+        if written.is_err() {
+            if self.backlog_lines < BACKLOG {
+                self.backlog.extend_from_slice(&text);
+                self.backlog_lines += 1;
+            } else {
+                self.lost = true;
+            }
+        }
+        written
     }
 
     /// Journals that the command `request` of `uid` (audit record
     /// `log_seq`) is about to be sent to its instrument; durable when this
     /// returns. Its answer is journaled next, with [`Journal::answered`].
     pub fn sending(&mut self, uid: u32, request: u64, log_seq: u64) -> Result<()> {
-        self.append(&Line::Sending { uid, request, log_seq })
+        let mut text = serde_json::to_vec(&Line::Sending { uid, request, log_seq })?;
+        text.push(b'\n');
+        self.write(&text)
     }
 
-    /// Appends `line` and syncs it.
-    fn append(&mut self, line: &Line) -> Result<()> {
-        let mut text = serde_json::to_string(line)?;
-        text.push('\n');
-        self.file.write_all(text.as_bytes()).and_then(|()| self.file.sync_data()).with_context(|| self.what())?;
-        self.lines += 1;
+    /// Writes the backlog and `text` (whole lines) after the whole lines,
+    /// and syncs them. A write that fails is cut: the next line must not
+    /// be glued to what it left.
+    fn write(&mut self, text: &[u8]) -> Result<()> {
+        let lines = self.lines + self.backlog_lines + 1;
+        let len = self.len + (self.backlog.len() + text.len()) as u64;
+        if lines > MAX_LINES || len > MAX_BYTES {
+            bail!("{}: full ({MAX_LINES} lines or {MAX_BYTES} bytes) until it is rewritten", self.what());
+        }
+        if self.torn {
+            let cut = self.file.set_len(self.len);
+            cut.with_context(|| format!("{}: cutting what a failed write left", self.what()))?;
+            self.torn = false;
+        }
+        let all = [self.backlog.as_slice(), text].concat();
+        if let Err(e) = self.file.write_all_at(&all, self.len).and_then(|()| self.file.sync_data()) {
+            self.torn = self.file.set_len(self.len).is_err();
+            return Err(e).with_context(|| self.what());
+        }
+        (self.len, self.lines, self.backlog_lines) = (len, lines, 0);
+        self.backlog.clear();
         Ok(())
     }
 
-    /// Whether the journal is due to be rewritten.
-    pub fn is_long(&self) -> bool {
-        self.lines > 2 * WINDOW
+    /// Whether the journal is due to be rewritten: it is long (or lost
+    /// answers), and no rewrite failed in the last [`REWRITE_RETRY`]
+    /// answers.
+    pub fn rewrite_due(&self) -> bool {
+        (self.lines > 2 * WINDOW || self.lost) && self.rewrite_wait == 0
     }
 
     /// Rewrites the journal as a mark and `answers` (a new file, synced,
-    /// renamed over the old one).
+    /// renamed over the old one). One that fails is tried again when
+    /// [`Journal::rewrite_due`] says.
     pub fn rewrite(&mut self, unresolved_from: u64, answers: impl Iterator<Item = Ack>) -> Result<()> {
-        let mut out = std::io::BufWriter::new(rewrite_file(&self.path)?);
+        let done = self.write_anew(unresolved_from, answers);
+        self.rewrite_wait = if done.is_err() { REWRITE_RETRY } else { 0 };
+        done
+    }
+
+    fn write_anew(&mut self, unresolved_from: u64, answers: impl Iterator<Item = Ack>) -> Result<()> {
+        let mut out = std::io::BufWriter::new(file::rewrite_file(&self.path)?);
+        let what = format!("{}: rewriting it into {}", self.what(), out.get_ref().path().display());
         let mark = Line::Mark { unresolved_from, plant: lock(&self.plant).clone() };
-        let mut lines = 1;
-        serde_json::to_writer(&mut out, &mark)?;
-        out.write_all(b"\n")?;
-        for a in answers {
-            serde_json::to_writer(&mut out, &answer_line(&a, None))?;
-            out.write_all(b"\n")?;
-            lines += 1;
+        let (mut len, mut lines) = (0, 0);
+        for line in std::iter::once(mark).chain(answers.map(|a| answer_line(&a, None))) {
+            let mut text = serde_json::to_vec(&line)?;
+            text.push(b'\n');
+            (len, lines) = (len + text.len() as u64, lines + 1);
+            if len > MAX_BYTES || lines > MAX_LINES {
+                bail!("{what}: more than {MAX_LINES} lines or {MAX_BYTES} bytes");
+            }
+            out.write_all(&text).with_context(|| what.clone())?;
         }
-        let tmp = out.into_inner().map_err(|e| e.into_error())?;
-        tmp.as_file().sync_all().with_context(|| format!("{}", tmp.path().display()))?;
-        tmp.persist(&self.path).with_context(|| self.what())?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("{}", dir.display()))?;
-        }
-        self.file = append_to(&self.path)?;
-        self.lines = lines;
-        Ok(())
+        let tmp = out.into_inner().map_err(|e| e.into_error()).with_context(|| what.clone())?;
+        tmp.as_file().sync_all().with_context(|| what.clone())?;
+        let new = tmp.persist(&self.path).with_context(|| self.what())?;
+        // Lines go to the new file through this descriptor: opened again
+        // by name, a failure would leave them going to the old file, gone.
+        (self.file, self.len, self.lines, self.torn, self.lost) = (new, len, lines, false, false);
+        (self.backlog, self.backlog_lines) = (Vec::new(), 0);
+        file::sync_dir(&self.path)
     }
 
     fn what(&self) -> String {
@@ -211,204 +312,9 @@ fn answer_line(a: &Ack, change: Option<Change>) -> Line {
     Line::Answer { uid, request, verdict, reason, op, log_seq, ring_seq, stream_seq, flags, change }
 }
 
-/// Opens `path` for appending (created mode 0600). It must be helixd's:
-/// not a link, owned by its user, writable by nobody else (under
-/// `/dev/shm` anyone may plant a file by that name first).
-fn append_to(path: &Path) -> Result<File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let what = || format!("control journal {}", path.display());
-    let file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .with_context(what)?;
-    let meta = file.metadata().with_context(what)?;
-    let me = helix::process::my_uid();
-    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
-        bail!(
-            "{} is not helixd's own file (owner uid {}, mode {:o}; helixd runs as uid {me}): remove it, or set \
-             [control] journal",
-            what(),
-            meta.uid(),
-            meta.mode() & 0o7777
-        );
-    }
-    Ok(file)
-}
-
-/// A new file beside the journal at `path` to rewrite it into (mode
-/// 0600, made exclusively), `<name>.<random>.new`, removed if the rewrite
-/// fails. Beside the rings (in /dev/shm) anyone may make files, and
-/// nobody else may remove them: a name helixd could guess would let any
-/// user keep every rewrite from being made, and helixd from starting (it
-/// rewrites at every start).
-fn rewrite_file(path: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    tempfile::Builder::new()
-        .prefix(&format!("{name}."))
-        .suffix(".new")
-        .tempfile_in(dir)
-        .with_context(|| format!("control journal {}: a file beside it to rewrite it into", path.display()))
-}
-
-/// Removes the rewrites of the journal at `path` that a helixd killed
-/// while it made them left behind (this user's files only: nobody may
-/// remove another's there).
-fn remove_leftovers(path: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let me = helix::process::my_uid();
-    for e in entries.flatten() {
-        let file = e.file_name();
-        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(name)?.strip_prefix('.')) else { continue };
-        let ours = e.metadata().is_ok_and(|m| m.is_file() && m.uid() == me);
-        if ours
-            && rest.ends_with(".new")
-            && rest[..rest.len() - 4].chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// The journal's lines: the plant state and what it recovers. The last
-/// line, if the file does not end with a newline, was cut short by a
-/// crash and is ignored; any other line that is not one is an error.
-fn read(path: &Path, bytes: &[u8]) -> Result<(PlantState, Recovered)> {
-    let whole = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(end) => &bytes[..=end],
-        None => &bytes[..0],
-    };
-    let (mut plant, mut rec) = (PlantState::new(), Recovered::default());
-    for (i, text) in whole.split(|&b| b == b'\n').enumerate().filter(|(_, t)| !t.is_empty()) {
-        let line: Line = serde_json::from_slice(text)
-            .with_context(|| format!("control journal {}, line {}: not a journal line", path.display(), i + 1))?;
-        match line {
-            // A mark is written with no send under way.
-            Line::Mark { unresolved_from, plant: p } => {
-                (plant, rec.unresolved_from) = (p, unresolved_from);
-                rec.sending.clear();
-            }
-            Line::Sending { uid, request, log_seq } => _ = rec.sending.insert((uid, request), log_seq),
-            Line::Answer { uid, request, verdict, reason, op, log_seq, ring_seq, stream_seq, flags, change } => {
-                if let Some(c) = change {
-                    apply(&mut plant, &c.source, c.op, c.stream, c.value);
-                }
-                rec.sending.remove(&(uid, request));
-                let version = FORMAT_VERSION as u32;
-                let ack = Ack { version, uid, request, verdict, reason, op, flags, log_seq, ring_seq, stream_seq };
-                rec.answers.push(ack);
-            }
-        }
-    }
-    if rec.answers.len() > 4 * WINDOW {
-        bail!("control journal {}: {} answers, more than it ever holds", path.display(), rec.answers.len());
-    }
-    Ok((plant, rec))
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ack(request: u64, log_seq: u64) -> Ack {
-        Ack { version: 1, uid: 7, request, verdict: 1, op: 1, log_seq, ring_seq: 9, ..bytemuck::Zeroable::zeroed() }
-    }
-
-    #[test]
-    fn answers_and_the_plant_survive_a_reopen_and_a_rewrite_and_a_torn_line_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("control.journal");
-        let (mut j, rec) = Journal::open(&path).unwrap();
-        assert!(rec.answers.is_empty());
-        let set = Change { source: "telemetry".into(), op: Op::Set, stream: 2, value: 5.5 };
-        j.answered(&ack(1, 10), Some(set)).unwrap();
-        let pause = Change { source: "telemetry".into(), op: Op::Pause, stream: 0, value: 0.0 };
-        j.answered(&ack(2, 11), Some(pause)).unwrap();
-        j.answered(&Ack { verdict: 2, reason: 17, ..ack(3, 12) }, None).unwrap();
-        drop(j);
-        // A crash mid-append: half a line at the end.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"answer":{"uid":7,"req"#).unwrap();
-        let (mut j, rec) = Journal::open(&path).unwrap();
-        assert_eq!(rec.answers, [ack(1, 10), ack(2, 11), Ack { verdict: 2, reason: 17, ..ack(3, 12) }]);
-        let want = SourceControl { paused: true, rate_hz: None, setpoints: [(2, 5.5)].into() };
-        assert_eq!(lock(&j.plant()).get("telemetry"), Some(&want));
-        j.rewrite(12, rec.answers[1..].iter().copied()).unwrap();
-        let (j, rec) = Journal::open(&path).unwrap();
-        assert_eq!((rec.unresolved_from, rec.answers.len()), (12, 2));
-        assert_eq!(lock(&j.plant()).get("telemetry"), Some(&want));
-        // A whole line that is not one is an error, named.
-        std::fs::write(&path, "{\"mark\":{\"unresolved_from\":1,\"plant\":{}}}\nnonsense\n").unwrap();
-        let e = Journal::open(&path).err().unwrap();
-        assert!(format!("{e:#}").contains("line 2: not a journal line"), "{e:#}");
-    }
-
-    #[test]
-    fn a_send_with_no_answer_after_it_is_recovered_and_one_answered_or_torn_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("control.journal");
-        let (mut j, _) = Journal::open(&path).unwrap();
-        j.sending(7, 1, 10).unwrap();
-        j.answered(&ack(1, 10), None).unwrap();
-        j.sending(7, 2, 11).unwrap();
-        drop(j);
-        let (mut j, rec) = Journal::open(&path).unwrap();
-        assert_eq!(rec.sending, [((7, 2), 11)].into(), "only the send no answer follows");
-        // The next start's rewrite (a mark) comes after recovery answered it.
-        j.rewrite(12, rec.answers.into_iter()).unwrap();
-        j.sending(7, 3, 12).unwrap();
-        drop(j);
-        // A `sending` line cut short was not synced, so nothing was sent.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"sending":{"uid":7,"request":4,"#).unwrap();
-        let (_, rec) = Journal::open(&path).unwrap();
-        assert_eq!(rec.sending, [((7, 3), 12)].into(), "the mark clears what came before it");
-    }
-
-    #[test]
-    fn a_name_taken_beside_the_journal_stops_no_rewrite_and_a_killed_rewrite_is_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("control.journal");
-        let (mut j, _) = Journal::open(&path).unwrap();
-        j.answered(&ack(1, 10), None).unwrap();
-        // The name the rewrite took: made first by another user (a folder
-        // there, which helixd cannot remove), it failed every rewrite.
-        let taken = PathBuf::from(format!("{}.{}.new", path.display(), std::process::id()));
-        std::fs::create_dir(&taken).unwrap();
-        j.rewrite(11, [ack(1, 10)].into_iter()).expect("rewritten under another name");
-        assert_eq!(Journal::open(&path).unwrap().1.answers, [ack(1, 10)]);
-        // A rewrite a helixd killed meanwhile left is removed at the next
-        // start; what is not such a file stays.
-        let left = PathBuf::from(format!("{}.4242.{:016x}.new", path.display(), 7));
-        std::fs::write(&left, "{").unwrap();
-        Journal::open(&path).unwrap();
-        assert!(!left.exists() && taken.exists());
-    }
-
-    #[test]
-    fn a_journal_others_may_write_or_a_link_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("control.journal");
-        std::fs::write(&path, "").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let e = Journal::open(&path).err().unwrap();
-        assert!(format!("{e:#}").contains("is not helixd's own file"), "{e:#}");
-        // A link to a file that would do is refused too.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(Journal::open(&path).is_ok());
-        let link = dir.path().join("link.journal");
-        std::os::unix::fs::symlink(&path, &link).unwrap();
-        assert!(Journal::open(&link).is_err(), "a link is followed");
-    }
-}
+mod tests;

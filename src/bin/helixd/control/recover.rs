@@ -7,8 +7,15 @@
 //! to its instrument is not sent again (its datagram may have left: a
 //! command is sent at most once): it is answered rejected `send_failed`,
 //! and the log says why. Then the journal is rewritten.
+//!
+//! A journal with no mark (one that did not exist: removed, or another
+//! path configured) does not say which records were answered: none is
+//! judged again (it would be applied, or sent to its instrument, again),
+//! but for one a `sending` line names (answered `send_failed`, as above);
+//! a warning says how many were left. On a first start, or after a reboot
+//! (`control.log` is new too), there are none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
 use tracing::{info, warn};
@@ -25,12 +32,27 @@ impl Flow {
         for a in &rec.answers {
             self.window.remember(a);
         }
-        let mut unanswered = 0;
+        let named: BTreeSet<u64> = rec.sending.values().copied().collect();
+        let (mut unanswered, mut left) = (0, Vec::new());
         for (seq, log) in log_records(ns, rec.unresolved_from)? {
-            unanswered += usize::from(self.finish(seq, &log, &rec.sending));
+            if rec.marked || named.contains(&seq) {
+                unanswered += usize::from(self.finish(seq, &log, &rec.sending));
+            } else {
+                left.push(seq);
+            }
         }
         if unanswered > 0 {
             info!("control: {unanswered} commands on control.log were not answered before this start; finishing them");
+        }
+        if let (Some(first), Some(last)) = (left.first(), left.last()) {
+            warn!(
+                "control: the journal {} was missing or held no mark (removed, or [control] journal changed), so it \
+                 does not say which commands on control.log were answered: its {} records (sequences {first} to \
+                 {last}) were not judged again, so none is applied or sent to an instrument twice; one that was not \
+                 answered stays so, and a repeat of one is taken as a new command",
+                self.journal.path().display(),
+                left.len()
+            );
         }
         let from = self.unresolved_from();
         self.journal.rewrite(from, self.window.answers())
