@@ -448,6 +448,22 @@ pub(crate) unsafe fn snapshot<T>(shared: &T) -> Box<T> {
     unsafe { copy.assume_init() }
 }
 
+/// What a file is, in words for an error ("a {kind}"): a program that
+/// expects a regular file under a name others may write names what it
+/// found there instead.
+pub fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    match () {
+        _ if t.is_symlink() => "symbolic link",
+        _ if t.is_dir() => "directory",
+        _ if t.is_file() => "regular file",
+        _ if t.is_socket() => "socket",
+        _ if t.is_fifo() => "FIFO",
+        _ => "device",
+    }
+}
+
 /// Looks a group up by name (or a decimal gid) in the system's group database.
 pub fn group_id(group: &str) -> io::Result<u32> {
     if let Ok(gid) = group.parse::<u32>() {

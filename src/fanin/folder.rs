@@ -38,7 +38,7 @@ pub(crate) fn check(dir: &Path, owner: Option<u32>) -> Result<u32, FanInError> {
     };
     let bad = |reason: String| Err(FanInError::Folder { path: dir.to_owned(), reason });
     if !meta.file_type().is_dir() {
-        return bad(format!("it is a {}, not a directory", kind(&meta)));
+        return bad(format!("it is a {}, not a directory", shm::file_kind(&meta)));
     }
     if meta.mode() & 0o1000 == 0 {
         return bad(format!(
@@ -67,19 +67,6 @@ pub(crate) fn check_ring_owner(dir: &Path, folder_owner: u32, ring: &File) -> Re
         });
     }
     Ok(())
-}
-
-pub(crate) fn kind(m: &Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    match () {
-        _ if t.is_symlink() => "symbolic link",
-        _ if t.is_dir() => "directory",
-        _ if t.is_file() => "regular file",
-        _ if t.is_socket() => "socket",
-        _ if t.is_fifo() => "FIFO",
-        _ => "device",
-    }
 }
 
 fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {

@@ -161,7 +161,7 @@ pub(crate) fn open_lane(path: &Path, k: usize, g: &FanInGeometry) -> Result<Opti
     let bad = |epoch, why, reason: String| BadLane { judged, uid, epoch, why, reason };
     let want = lane_file_size(g.lane_capacity);
     if !meta.file_type().is_file() {
-        return Err(bad(0, "not-a-file", format!("it is a {}, not a regular file", folder::kind(&meta))));
+        return Err(bad(0, "not-a-file", format!("it is a {}, not a regular file", shm::file_kind(&meta))));
     }
     if size != want {
         return Err(bad(0, "bad-size", format!("it is {size} bytes, not a regular file of {want}")));
@@ -238,7 +238,7 @@ fn open_entry(path: &Path) -> Result<Option<(File, std::fs::Metadata)>, BadLane>
     let file = match reopened {
         Ok(f) => f,
         Err(e) if denied(&e) => {
-            let reason = format!("cannot open it ({}): {e}", folder::kind(&meta));
+            let reason = format!("cannot open it ({}): {e}", shm::file_kind(&meta));
             return Err(BadLane { judged, uid: meta.uid(), epoch: 0, why: "unopenable", reason });
         }
         // No /proc, or no descriptor left: by its name, if the name still

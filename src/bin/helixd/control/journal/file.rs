@@ -42,7 +42,7 @@ pub(super) fn open(path: &Path) -> Result<(File, Vec<u8>)> {
             "{} is not helixd's own file (a {}, owner uid {}, mode {:o}; helixd runs as uid {me}): remove it, or \
              set [control] journal",
             what(),
-            kind(&meta),
+            helix::shm::file_kind(&meta),
             meta.uid(),
             meta.mode() & 0o7777
         );
@@ -57,20 +57,6 @@ pub(super) fn open(path: &Path) -> Result<(File, Vec<u8>)> {
         bail!(too_long(bytes.len() as u64));
     }
     Ok((file, bytes))
-}
-
-/// What a file that is not a regular one is, for an error.
-fn kind(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    match () {
-        _ if t.is_file() => "file",
-        _ if t.is_dir() => "directory",
-        _ if t.is_fifo() => "FIFO",
-        _ if t.is_socket() => "socket",
-        _ if t.is_char_device() || t.is_block_device() => "device",
-        _ => "special file",
-    }
 }
 
 /// A new file beside the journal at `path` to rewrite it into (mode

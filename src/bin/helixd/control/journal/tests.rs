@@ -14,6 +14,16 @@ fn ack(request: u64, log_seq: u64) -> Ack {
     Ack { version: 1, uid: 7, request, verdict: 1, op: 1, log_seq, ring_seq: 9, ..bytemuck::Zeroable::zeroed() }
 }
 
+/// A journal in a folder of its own (kept while the value lives) with
+/// one answer written: its path and the journal.
+fn answered_once() -> (tempfile::TempDir, PathBuf, Journal) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.journal");
+    let (mut j, _) = Journal::open(&path).unwrap();
+    j.answered(&ack(1, 10), None).unwrap();
+    (dir, path, j)
+}
+
 #[test]
 fn answers_and_the_plant_survive_a_reopen_and_a_rewrite_and_a_torn_line_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,10 +77,7 @@ fn a_send_with_no_answer_after_it_is_recovered_and_one_answered_or_torn_is_not()
 
 #[test]
 fn a_name_taken_beside_the_journal_stops_no_rewrite_and_a_killed_rewrite_is_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("control.journal");
-    let (mut j, _) = Journal::open(&path).unwrap();
-    j.answered(&ack(1, 10), None).unwrap();
+    let (_dir, path, mut j) = answered_once();
     // The name the rewrite took: made first by another user (a folder
     // there, which helixd cannot remove), it failed every rewrite.
     let taken = PathBuf::from(format!("{}.{}.new", path.display(), std::process::id()));
@@ -135,10 +142,7 @@ fn a_fifo_a_link_to_a_device_or_a_file_too_long_at_its_name_is_refused_without_w
 
 #[test]
 fn a_write_that_fails_is_cut_and_its_answer_written_before_the_next_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("control.journal");
-    let (mut j, _) = Journal::open(&path).unwrap();
-    j.answered(&ack(1, 10), None).unwrap();
+    let (_dir, path, mut j) = answered_once();
     // Writes fail, and so does cutting what they left (the descriptor is
     // read only); a full disk left half a line.
     j.file = File::open(&path).unwrap();
