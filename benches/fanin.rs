@@ -24,6 +24,7 @@ fn count(e: Event<'_>) {
             black_box(r.read::<[u64; 8]>().unwrap());
         }
         Event::Dropped(report) => panic!("{report}"),
+        Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
     }
 }
 

@@ -51,6 +51,7 @@ fn main() {
                     r.copy_to(&mut out).expect("copy");
                 }
                 Event::Dropped(report) => panic!("{report}"),
+                Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
             });
         }
     }

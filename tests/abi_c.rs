@@ -205,6 +205,7 @@ fn a_c_producer_feeds_a_rust_consumer_byte_exact() {
                 next += 1;
             }
             Event::Dropped(report) => panic!("{report}"),
+            Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
         });
     }
     let rest = kid.finish();

@@ -83,6 +83,7 @@ fn consume(fan: &mut FanIn, seen: &mut HashMap<u32, u64>, mut until: impl FnMut(
                 *next += 1;
             }
             Event::Dropped(report) => panic!("{report}"),
+            Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
         });
         if until(seen) {
             return;
@@ -177,6 +178,7 @@ fn the_consumer_learns_each_lanes_uid_and_pid_from_the_kernel() {
         fan.drain_timeout(64, Duration::from_secs(1), |e| match e {
             Event::Record(r) => who.push((r.uid, r.pid)),
             Event::Dropped(report) => panic!("{report}"),
+            Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
         });
     }
     drop(kid);

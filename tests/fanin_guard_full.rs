@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{sweep_and_drain, TestNs};
+use common::{sweep_and_drain, sweep_and_drain_all, TestNs};
 use helix::fanin::{files, FanIn, FanInOptions, Producer};
 use helix::shm::Mapping;
 
@@ -29,9 +29,13 @@ fn a_lane_the_consumer_cannot_map_is_left_for_the_next_scan_not_refused() {
         held.push(m);
         assert!(held.len() <= 4096, "the guard table never filled");
     }
-    let (records, reports) = sweep_and_drain(&mut fan);
+    let (records, reports, unbindable) = sweep_and_drain_all(&mut fan);
     assert!(records.is_empty() && reports.is_empty(), "{records:?} {reports:?}");
+    assert_eq!(unbindable.len(), 1, "said once: {unbindable:?}");
+    assert!(unbindable[0].0 == 0 && unbindable[0].1.contains("cannot map it"), "{unbindable:?}");
     assert!(files::dir_path(&ns, "fan").join(files::lane_name(0)).exists(), "the lane file was removed");
+    // Said once until it is taken.
+    assert_eq!(sweep_and_drain_all(&mut fan).2, []);
     held.clear();
     let (records, reports) = sweep_and_drain(&mut fan);
     assert_eq!((records, reports.len()), (vec![b"kept".to_vec()], 0));

@@ -30,6 +30,7 @@ fn drain(fan: &mut FanIn) -> (Vec<Got>, Vec<LaneReport>) {
     fan.drain_timeout(1000, Duration::ZERO, |e| match e {
         Event::Record(r) => records.push((r.lane, r.seq, r.to_vec().unwrap())),
         Event::Dropped(report) => reports.push(report),
+        Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
     });
     (records, reports)
 }

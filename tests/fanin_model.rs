@@ -94,6 +94,7 @@ fn drain(fan: &mut FanIn, per_lane: usize, owner: &HashMap<usize, u32>, got: &mu
             got.entry(id).or_default().push(v);
         }
         Event::Dropped(report) => panic!("{report}"),
+        Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
     });
 }
 

@@ -51,6 +51,7 @@ fn child_entry() {
                 fan.drain_timeout(16, Duration::from_secs(1), |e| match e {
                     Event::Record(r) => got = Some(r.to_vec().unwrap()),
                     Event::Dropped(report) => panic!("{report}"),
+                    Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
                 });
             }
             println!("got {}", String::from_utf8(got.unwrap()).unwrap());

@@ -379,6 +379,7 @@ fn consume(fan: &mut FanIn, watcher: &FanInView, lane: usize) {
                 next += 1;
             }
             Event::Dropped(report) => panic!("{report}"),
+            Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
         });
         if !paused && next > 1200 {
             paused = true;

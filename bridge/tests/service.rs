@@ -436,14 +436,19 @@ fn the_ledger_head_is_mirrored_once_per_change_and_anchored() {
 
 #[test]
 fn a_stuck_link_stops_the_watchdog_pings() {
-    // The ledger's last segment is a FIFO nobody writes: reading the head
-    // blocks in open(2), as on a hung disk, and the mirror's loop stops.
-    let (mut w, dir, ledger) = ledger_world("stuck link", "stuck");
-    let fifo = ledger.join("seg-0000000001.hxl");
-    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(made.success(), "mkfifo {}", fifo.display());
-    let links = format!("[ledger]\ndir = \"{}\"\ninterval_ms = 20\n", ledger.display());
-    let path = config(&w, &dir.0, free_port(), &links);
+    // The destination ring's gating reader never reads, and the ring waits
+    // a minute before it may demote it: the importer's claim waits, as
+    // behind a reader that hung, and the import link's loop stops. (The
+    // test once hung the ledger head mirror on a FIFO under a segment's
+    // name; the ledger's files are now opened without waiting, and a FIFO
+    // there is refused at once.)
+    let (mut w, mut writer) = World::with_rings("stuck link", Duration::from_secs(120), 4096, 16);
+    let dir = Scratch::new(&w.tag);
+    let held = ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("held") };
+    let _held = Reader::attach(&w.ns, "dst", &held).unwrap();
+    let links =
+        "[[export]]\nring = \"src\"\n[[import]]\nsource_host = \"hosta\"\nsource_ring = \"src\"\nring = \"dst\"\n";
+    let path = config(&w, &dir.0, free_port(), links);
     let sock_path = dir.0.join("notify");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let mut cmd = bridge();
@@ -452,6 +457,12 @@ fn a_stuck_link_stops_the_watchdog_pings() {
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     w.spawn(cmd);
     notifications(&sock, |g| g.iter().any(|m| m.contains("READY=1")));
+    for seq in 1..=100 {
+        writer.publish_kind(kind(seq), &payload(seq)).unwrap();
+    }
+    until("the importer waiting for room in dst", || {
+        helix::RingView::attach(&w.ns, "dst").unwrap().stats().writer_waits > 0
+    });
     // STATUS comes every 2 s whatever the health: the second one is past
     // the 1 s the stall may last before it counts; from there to the
     // fourth, four seconds with eight pings due, none may be sent.
@@ -459,5 +470,4 @@ fn a_stuck_link_stops_the_watchdog_pings() {
     notifications(&sock, |g| status(g) >= 2);
     let after = notifications(&sock, |g| status(g) >= 2);
     assert!(after.iter().all(|m| !m.contains("WATCHDOG=1")), "pinged while stuck: {after:?}");
-    // The world kills the process (SIGKILL ends a thread blocked in open).
 }

@@ -29,6 +29,16 @@ pub enum Event<'a> {
     /// dropped: its file is removed, the lane is free, nothing more of it
     /// is delivered. Other lanes are untouched.
     Dropped(LaneReport),
+    /// A lane file this consumer cannot take for now: its own process
+    /// could not map it (out of memory, or of the fault guard's slots).
+    /// The file is left as it is and looked at again at every scan; said
+    /// once until it is taken. Its producer waits meanwhile.
+    Unbindable {
+        /// Lane index.
+        lane: usize,
+        /// Why, naming the file.
+        reason: String,
+    },
 }
 
 struct Bound {
@@ -72,6 +82,8 @@ pub struct FanIn {
     /// Lanes dropped when this consumer attached, reported by the first
     /// drain or sweep (attaching has nobody to tell).
     pending: Vec<LaneReport>,
+    /// The lanes whose file could not be mapped, said ([`Event::Unbindable`]).
+    unbindable: Vec<bool>,
 }
 
 /// Rescans producers ask for (by bumping `attach_seq`) are limited to
@@ -132,6 +144,7 @@ impl FanIn {
         // for nothing until we first sleep.
         h.sleeping.store(0, Ordering::Relaxed);
         let lanes = (0..files.geometry.lanes).map(|_| None).collect();
+        let unbindable = vec![false; files.geometry.lanes as usize];
         let seq = files.bell().attach_seq.load(Ordering::Relaxed);
         let mut fan = FanIn {
             files,
@@ -144,6 +157,7 @@ impl FanIn {
             next: 0,
             wait: Default::default(),
             pending: Vec::new(),
+            unbindable,
         };
         let mut dropped = Vec::new();
         fan.scan(&mut |e| {
@@ -151,6 +165,8 @@ impl FanIn {
                 dropped.push(report);
             }
         });
+        // Nobody was told of a lane it could not map yet: the next scan says it.
+        fan.unbindable.fill(false);
         fan.pending = dropped;
         Ok(fan)
     }
@@ -387,8 +403,18 @@ impl FanIn {
     /// another entry back under the name.
     fn try_bind_once(&mut self, k: usize, f: &mut dyn FnMut(Event<'_>)) -> bool {
         match lane_file::open_lane(&self.files.lane_paths[k], k, &self.files.geometry) {
-            Ok(Some(lf)) => self.bind(k, lf, f),
+            Ok(Some(lf)) => {
+                self.unbindable[k] = false;
+                self.bind(k, lf, f)
+            }
             Ok(None) => false,
+            Err(bad) if bad.is_ours() => {
+                if !std::mem::replace(&mut self.unbindable[k], true) {
+                    let path = self.files.lane_paths[k].display();
+                    f(Event::Unbindable { lane: k, reason: format!("{path}: {}", bad.reason) });
+                }
+                false
+            }
             Err(bad) => {
                 self.report(k, bad.uid, 0, bad.epoch, LaneProblem::BadFile { reason: bad.reason }, f);
                 self.refuse(k, bad.judged, bad.why, bad.epoch)

@@ -176,6 +176,7 @@ impl FanInView {
         let lf = match lane_file::open_lane(&self.dir().join(files::lane_name(k)), k, g) {
             Ok(Some(lf)) => lf,
             Ok(None) => return LaneFileStatus::Absent,
+            Err(bad) if bad.is_ours() => return LaneFileStatus::Unreadable { reason: bad.reason },
             Err(bad) => return refused((bad.uid != u32::MAX).then_some(bad.uid), bad.reason),
         };
         let st = self.files.state(k);

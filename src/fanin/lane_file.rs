@@ -138,6 +138,9 @@ pub(crate) struct LaneFile {
     pub(crate) epoch: u64,
 }
 
+/// [`BadLane::why`] of a lane file this process could not map.
+const UNMAPPABLE: &str = "unmappable";
+
 /// What is wrong with the entry under a lane's name, and whose it is (if
 /// known).
 pub(crate) struct BadLane {
@@ -149,6 +152,15 @@ pub(crate) struct BadLane {
     /// A word for the name it is moved aside under.
     pub(crate) why: &'static str,
     pub(crate) reason: String,
+}
+
+impl BadLane {
+    /// Whether the trouble is the reader's own (it could not map the file:
+    /// out of memory, or of the fault guard's slots), not the file's:
+    /// nothing was judged, and the file is to be left as it is.
+    pub(crate) fn is_ours(&self) -> bool {
+        self.why == UNMAPPABLE
+    }
 }
 
 /// Opens lane `k`'s file (at `path`, `lane.<k>` in the ring's folder)
@@ -168,11 +180,17 @@ pub(crate) fn open_lane(path: &Path, k: usize, g: &FanInGeometry) -> Result<Opti
     }
     let bad = |epoch, reason: String| bad(epoch, "bad-header", reason);
     // A mapping that fails is this process's own trouble (out of memory,
-    // or of the fault guard's slots), not the producer's: nothing was
-    // judged, and the next scan looks again. (Found by an audit: the file
-    // was refused as the producer's fault and removed, its records lost,
-    // and the producer, its epoch not spent, was never told.)
-    let Ok(map) = Mapping::new(&file, false) else { return Ok(None) };
+    // or of the fault guard's slots), not the producer's: see
+    // [`BadLane::is_ours`]. (Found by an audit: the file was refused as
+    // the producer's fault and removed, its records lost, and the
+    // producer, its epoch not spent, was never told.)
+    let map = Mapping::new(&file, false).map_err(|e| BadLane {
+        judged,
+        uid,
+        epoch: 0,
+        why: UNMAPPABLE,
+        reason: format!("cannot map it: {e}"),
+    })?;
     // The producer may have resized its file since the `fstat`: the mapping
     // is what is read, so it must be the size checked (a shrink after this
     // is a fault the guard turns into zeros).

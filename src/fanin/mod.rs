@@ -43,6 +43,7 @@
 //! consumer.drain_timeout(16, Duration::from_secs(5), |event| match event {
 //!     Event::Record(r) => got.push((r.lane, r.kind, r.to_vec().unwrap())),
 //!     Event::Dropped(report) => panic!("{report}"),
+//!     Event::Unbindable { lane, reason } => panic!("lane {lane}: {reason}"),
 //! });
 //! assert_eq!(got, [(producer.lane(), 7, b"hello".to_vec())]);
 //! # drop((producer, consumer));

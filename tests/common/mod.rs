@@ -225,17 +225,32 @@ pub fn publish_payloads(w: &mut helix::Writer, from: u64, to: u64) {
 }
 
 /// Sweeps fan-in ring `fan` once, then drains a few rounds: the records'
-/// payloads and the lanes reported dropped.
+/// payloads and the lanes reported dropped (a lane it could not take,
+/// [`helix::fanin::Event::Unbindable`], fails the test: see
+/// [`sweep_and_drain_all`]).
 pub fn sweep_and_drain(fan: &mut helix::fanin::FanIn) -> (Vec<Vec<u8>>, Vec<helix::fanin::LaneReport>) {
+    let (records, reports, unbindable) = sweep_and_drain_all(fan);
+    assert!(unbindable.is_empty(), "{unbindable:?}");
+    (records, reports)
+}
+
+/// What [`sweep_and_drain_all`] found: the records' payloads, the lanes
+/// reported dropped, and those the consumer could not take (lane, why).
+pub type Drained = (Vec<Vec<u8>>, Vec<helix::fanin::LaneReport>, Vec<(usize, String)>);
+
+/// [`sweep_and_drain`], with the lanes the consumer said it could not
+/// take (lane, reason).
+pub fn sweep_and_drain_all(fan: &mut helix::fanin::FanIn) -> Drained {
     use helix::fanin::Event;
-    let (mut records, mut reports) = (Vec::new(), Vec::new());
+    let (mut records, mut reports, mut unbindable) = (Vec::new(), Vec::new(), Vec::new());
     let mut on = |e: Event<'_>| match e {
         Event::Record(r) => records.push(r.to_vec().unwrap()),
         Event::Dropped(report) => reports.push(report),
+        Event::Unbindable { lane, reason } => unbindable.push((lane, reason)),
     };
     fan.sweep(&mut on);
     for _ in 0..4 {
         fan.drain_timeout(1000, Duration::ZERO, &mut on);
     }
-    (records, reports)
+    (records, reports, unbindable)
 }

@@ -363,7 +363,7 @@ impl Path {
                 flow.unlogged.push_back(incoming);
                 flow.publish_log();
             }
-            e @ Event::Dropped(_) => report_dropped(&e),
+            e => report_dropped(&e),
         });
     }
 }
@@ -456,9 +456,14 @@ fn adopt(fan: &FanIn, cfg: &ControlConfig) -> Result<()> {
     Ok(())
 }
 
+/// Logs a lane the control ring dropped, or could not take for now.
 fn report_dropped(e: &Event<'_>) {
-    if let Event::Dropped(report) = e {
-        warn!("control: {report}");
+    match e {
+        Event::Dropped(report) => warn!("control: {report}"),
+        Event::Unbindable { lane, reason } => {
+            error!("control: lane {lane} of the control ring cannot be taken for now ({reason}); its sender waits")
+        }
+        Event::Record(_) => {}
     }
 }
 

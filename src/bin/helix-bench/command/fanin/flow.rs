@@ -227,6 +227,7 @@ fn consume(fan: &mut FanIn, flow: &Flow) -> Result<FlowRun> {
         let got = fan.drain_timeout(flow.per_lane, PATIENCE, |event| match event {
             Event::Record(r) => t.record(&r, &mut buf),
             Event::Dropped(report) => t.bad = Some(report.to_string()),
+            Event::Unbindable { lane, reason } => t.bad = Some(format!("lane {lane}: {reason}")),
         });
         if let Some(bad) = t.bad.take() {
             bail!(bad);

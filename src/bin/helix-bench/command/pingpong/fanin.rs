@@ -87,6 +87,7 @@ impl Side for Answerer {
                     )),
                     Event::Record(r) => r.copy_to(buf).map(drop).map_err(io::Error::other),
                     Event::Dropped(report) => Err(io::Error::other(report.to_string())),
+                    Event::Unbindable { lane, reason } => Err(io::Error::other(format!("lane {lane}: {reason}"))),
                 })
             });
         }
