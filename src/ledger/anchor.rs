@@ -180,16 +180,18 @@ pub struct NewestAnchor {
     /// The file read (its inode) and the bytes of its whole lines taken.
     file: Option<(u64, u64)>,
     newest: Option<Anchor>,
-    /// A line that does not decode was found: no anchor counts until the
-    /// file is another (or shorter).
-    bad: bool,
+    /// A line that does not decode was found in the file as it was then
+    /// (its length and time of change): no anchor counts until it changes,
+    /// and then it is read from its start.
+    bad: Option<(u64, Option<std::time::SystemTime>)>,
 }
 
 impl NewestAnchor {
     /// Reads what `dir/anchors` gained since the last call; returns the
     /// newest anchor, `None` if there is none, the file cannot be read or
     /// a line of it is bad (as [`read_anchors`] would refuse it). A file
-    /// replaced or cut shorter is read again from its start.
+    /// replaced, cut shorter, or changed since a bad line was found is read
+    /// again from its start.
     pub fn refresh(&mut self, dir: &Path) -> Option<&Anchor> {
         use std::io::Seek as _;
         use std::os::unix::fs::MetadataExt;
@@ -198,6 +200,12 @@ impl NewestAnchor {
             return None;
         };
         let Ok(meta) = f.metadata() else { return None };
+        let now = (meta.len(), meta.modified().ok());
+        match self.bad {
+            Some(then) if then == now => return None,
+            Some(_) => *self = NewestAnchor::default(),
+            None => {}
+        }
         let taken = match self.file {
             Some((ino, taken)) if ino == meta.ino() && taken <= meta.len() => taken,
             _ => {
@@ -206,7 +214,7 @@ impl NewestAnchor {
             }
         };
         let mut bytes = Vec::new();
-        if self.bad || f.seek(io::SeekFrom::Start(taken)).and_then(|_| f.read_to_end(&mut bytes)).is_err() {
+        if f.seek(io::SeekFrom::Start(taken)).and_then(|_| f.read_to_end(&mut bytes)).is_err() {
             return None;
         }
         let mut end = taken;
@@ -216,7 +224,7 @@ impl NewestAnchor {
                 Ok(a) if self.newest.as_ref().is_none_or(|n| a.records >= n.records) => self.newest = Some(a),
                 Ok(_) => {}
                 Err(_) => {
-                    self.bad = true;
+                    self.bad = Some(now);
                     return None;
                 }
             }
@@ -467,8 +475,13 @@ mod tests {
         append("garbage\n");
         assert!(read_anchors(dir.path()).is_err());
         assert_eq!(n.refresh(dir.path()), None);
+        let good = fs::metadata(&path).unwrap().len() - "garbage\n".len() as u64;
         append(&format!("{}\n", anchor(60).encode()));
         assert_eq!(n.refresh(dir.path()), None);
+        // The bad line cut out in place (an operator's editor, `truncate`):
+        // counted again.
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(good).unwrap();
+        assert_eq!(n.refresh(dir.path()).map(|a| a.records), Some(50));
         // A file replaced (or cut shorter) is read from its start.
         let tmp = dir.path().join("new");
         fs::write(&tmp, format!("{}\n", anchor(5).encode())).unwrap();

@@ -17,12 +17,25 @@ use std::path::Path;
 /// Opens `path` as `o` says (read, write, append, create), if it is a
 /// regular file.
 pub(crate) fn open(path: &Path, o: &mut OpenOptions) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
     let file = o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => refused("a symbolic link"),
+        Some(libc::ELOOP) => refused("symbolic link"),
+        // A FIFO opened to write, with no reader.
+        Some(libc::ENXIO) => refused("FIFO"),
         _ => e,
     })?;
-    if !file.metadata()?.file_type().is_file() {
-        return Err(refused("a FIFO, a device or a folder"));
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(refused(crate::shm::file_kind(&meta)));
+    }
+    // Blocking again, as a regular file's descriptor is: the flag was for
+    // the open alone (a file system that honours it on regular files, a
+    // FUSE one say, would fail the recorder's writes with EAGAIN).
+    // SAFETY: fcntl on a descriptor this function owns, with plain flags.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(file)
 }
@@ -51,8 +64,9 @@ pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     open(path, OpenOptions::new().write(true).create_new(true))
 }
 
+/// `what` (a symbolic link, a FIFO, ...) is not taken.
 fn refused(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("{what}, not a regular file: refused"))
+    io::Error::new(io::ErrorKind::InvalidInput, format!("a {what}, not a regular file: refused"))
 }
 
 #[cfg(test)]
@@ -68,12 +82,20 @@ mod tests {
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        for (path, what) in [(&link, "a symbolic link"), (&fifo, "a FIFO"), (&dir.path().to_owned(), "a FIFO")] {
+        for (path, what) in [(&link, "a symbolic link"), (&fifo, "a FIFO"), (&dir.path().to_owned(), "a directory")] {
             let e = read(path).unwrap_err().to_string();
             assert!(e.starts_with(what) && e.ends_with("not a regular file: refused"), "{}: {e}", path.display());
         }
         let e = open(&link, OpenOptions::new().write(true).create(true)).unwrap_err();
         assert!(e.to_string().starts_with("a symbolic link"), "{e}");
+        // A FIFO opened to write is refused as one too, and a regular
+        // file's descriptor blocks again.
+        let e = open(&fifo, OpenOptions::new().write(true)).unwrap_err().to_string();
+        assert!(e.starts_with("a FIFO, not a regular file"), "{e}");
+        let f = open(&victim, OpenOptions::new().append(true)).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_GETFL on an open descriptor.
+        assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK, 0);
         // A link to nothing is not followed to make its target.
         let dangling = dir.path().join("dangling");
         std::os::unix::fs::symlink(dir.path().join("made"), &dangling).unwrap();

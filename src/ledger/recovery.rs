@@ -39,10 +39,11 @@ pub struct Recovery {
 /// The file in a ledger folder whose lock makes one recorder per folder.
 pub const LOCK_FILE: &str = "lock";
 
-/// How long [`lock`] waits out a lock held in this process's own name: a
-/// child mid-start lets go within milliseconds, or as long as a loaded
-/// machine keeps it off the CPU. (A second Ledger opened on the folder
-/// while this process's first is open waits this long, then is refused.)
+/// How long [`lock`] waits out a lock held in this process's own name (or
+/// in nobody's known name: the lock file gone): a child mid-start lets go
+/// within milliseconds, or as long as a loaded machine keeps it off the
+/// CPU. (A second Ledger opened on the folder while this process's first
+/// is open waits this long, then is refused.)
 const OWN_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Takes the folder's lock (`flock` of the folder itself, released by the
@@ -66,7 +67,10 @@ pub(super) fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
             Err(TryLockError::WouldBlock) => {
                 let text = super::folder::read(&path).ok().and_then(|b| String::from_utf8(b).ok());
                 let holder = text.and_then(|t| t.trim().parse().ok());
-                if holder == Some(std::process::id()) && Instant::now() < deadline {
+                // Ours, or not known (no lock file: someone removed it, or
+                // a child of ours forked as we unlocked holds it still):
+                // waited out, briefly.
+                if holder.is_none_or(|p| p == std::process::id()) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
@@ -75,7 +79,11 @@ pub(super) fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
             Err(TryLockError::Error(e)) => return Err(io_err(dir)(e)),
         }
     }
-    let file = super::folder::open(&path, OpenOptions::new().write(true).create(true)).map_err(io_err(&path))?;
+    // Made afresh (removed, then created exclusively): the folder's lock
+    // keeps every other recorder out, and whatever was under the name (a
+    // hard link to a file of root's, a FIFO) is neither written nor
+    // waited on.
+    let file = super::folder::create_new(&path).map_err(io_err(&path))?;
     file.set_len(0).and_then(|()| writeln!(&file, "{}", std::process::id())).map_err(io_err(&path))?;
     Ok(Arc::new(folder))
 }

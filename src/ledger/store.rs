@@ -422,7 +422,7 @@ pub(super) mod tests {
     }
 
     /// A child process being started holds every open file of its parent
-    /// between its fork and its exec, the ledger's lock file with its lock
+    /// between its fork and its exec, the ledger folder's handle with its lock
     /// among them. A Ledger closed and opened again meanwhile (here: a child
     /// forked while the first was open, that exits 50 ms later) waits that
     /// out; before, it was refused as locked, in its own process's name.
