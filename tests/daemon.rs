@@ -296,13 +296,26 @@ fn a_control_ring_found_at_start_takes_the_configured_mode_or_is_refused_of_anot
     sigterm(&d.0);
     let log = d.0.wait_with_output_ref();
     assert!(log.contains("gave it the configured mode and group"), "{log}");
+    // Another group: given to the folder, its file and its doorbell.
+    // (control.acks of that group too: its senders read their answers there.)
+    let cfg_group = env.config(
+        "g.toml",
+        &format!("{rings}group = \"nogroup\"\n[control]\nlanes = 4\nmode = 0o660\ngroup = \"nogroup\"\n"),
+    );
+    let mut d = notify.ready(env.helixd(&cfg_group));
+    let gid = |p: PathBuf| std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(p).unwrap());
+    for p in [dir.clone(), dir.join(files::RING_FILE), dir.join(files::BELL_FILE)] {
+        assert_eq!(gid(p.clone()), 65534, "{}", p.display());
+    }
+    assert_eq!((mode(dir.clone()), mode(dir.join(files::BELL_FILE))), (0o1770, 0o660));
+    d.terminate();
     FanIn::unlink(&env.ns, "control").unwrap();
     made(8);
     let err = failed_start(&env, &cfg);
     assert!(
-        err.contains(
-            "the control ring has 8 lanes of 65536 bytes, records up to 4096 bytes, the configuration 4 lanes"
-        ) && err.contains("helixctl rm control"),
+        err.contains("the control ring has 8 lanes, [control] says 4")
+            && err.contains("helixctl rm control")
+            && err.contains("set lanes = 8 again"),
         "{err}"
     );
 }

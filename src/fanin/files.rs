@@ -148,11 +148,15 @@ pub(crate) fn folder_mode(mode: u32) -> u32 {
 
 /// Gives the ring in `dir` (its folder, its own file and its doorbell) the
 /// access `mode` and `group` give a new ring (`group` `None`: this
-/// process's), where it differs; returns the paths changed. A link under
-/// either file's name is refused, never followed. Lane files keep theirs:
+/// process's), where it differs; returns the paths changed. Each is
+/// opened without following a link and changed through that descriptor:
+/// first narrowed to what both the old and the new access allow, then
+/// given the group, then the mode, so that nobody the new access leaves
+/// out may get in meanwhile (a member of the new group while the old mode
+/// still let the group write the folder, say). Lane files keep theirs:
 /// each is its producer's, readable by it and the consumer alone.
 pub(crate) fn set_access(dir: &Path, mode: u32, group: Option<u32>) -> Result<Vec<PathBuf>, FanInError> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let gid = group.unwrap_or_else(crate::process::my_gid);
     let wanted = [
         (dir.to_owned(), folder_mode(mode)),
@@ -163,16 +167,20 @@ pub(crate) fn set_access(dir: &Path, mode: u32, group: Option<u32>) -> Result<Ve
     for (path, want) in wanted {
         let p = path.as_path();
         let io = |op| move |e| FanInError::io(p, op, e);
-        let m = std::fs::symlink_metadata(&path).map_err(io("stat"))?;
-        if m.file_type().is_symlink() {
-            return Err(FanInError::io(&path, "open", std::io::Error::from_raw_os_error(libc::ELOOP)));
-        }
-        if m.gid() == gid && m.mode() & 0o7777 == want {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(io("open"))?;
+        let m = file.metadata().map_err(io("stat"))?;
+        let had = m.mode() & 0o7777;
+        if m.gid() == gid && had == want {
             continue;
         }
-        // The group first: a change of group may clear mode bits.
-        std::os::unix::fs::lchown(&path, None, Some(gid)).map_err(io("chown"))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want)).map_err(io("chmod"))?;
+        let set = |bits| file.set_permissions(std::fs::Permissions::from_mode(bits)).map_err(io("chmod"));
+        set(had & want)?;
+        std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(io("chown"))?;
+        set(want)?;
         changed.push(path);
     }
     Ok(changed)

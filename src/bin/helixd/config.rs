@@ -515,17 +515,33 @@ mod tests {
             )
         };
         // The group may send ([control]'s default mode, 0o660), but a
-        // member could not join control.acks to read the answer.
+        // member could not join control.acks to read the answer: named at
+        // the ring's line.
         let (l, m) = line_err(&format!("{log}{}[control]\n", acks("mode = 0o644\n")));
-        assert_eq!(l, 12, "the [control] table's line");
-        assert!(m.contains("ring \"control.acks\" (mode 0o644) does not let those [control] lets send (mode 0o660: its group's members) read their answers"), "{m}");
+        assert_eq!(l, 7, "control.acks's name's line");
+        assert!(
+            m.contains("ring \"control.acks\" (mode 0o644): [control] (mode 0o660) lets the members of its group send")
+                && m.contains("the packaged default is now 0o660"),
+            "{m}"
+        );
         let (_, m) = line_err(&format!("{log}{}[control]\nmode = 0o662\n", acks("mode = 0o660\n")));
-        assert!(m.contains("(mode 0o662: every user)"), "{m}");
-        let (_, m) = line_err(&format!("{log}{}[control]\ngroup = \"root\"\n", acks("mode = 0o660\n")));
-        assert!(m.contains("its group's members"), "{m}");
-        // Only helixd's user sends: the answers are its own.
-        Config::parse(&format!("{log}{}[control]\nmode = 0o600\n", acks("mode = 0o644\n")), Path::new("t")).unwrap();
-        Config::parse(&format!("{log}{}[control]\n", acks("mode = 0o660\n")), Path::new("t")).unwrap();
+        assert!(m.contains("lets every user send"), "{m}");
+        let (_, m) = line_err(&format!("{log}{}[control]\ngroup = \"nogroup\"\n", acks("mode = 0o660\n")));
+        assert!(m.contains("the members of its group"), "{m}");
+        // Only helixd's user sends: the answers are its own. Every user may
+        // read them: whatever the group. The group named, or left to be
+        // helixd's: the same group.
+        for ok in [
+            format!("{log}{}[control]\nmode = 0o600\n", acks("mode = 0o644\n")),
+            format!("{log}{}[control]\n", acks("mode = 0o660\n")),
+            format!("{log}{}[control]\ngroup = \"nogroup\"\n", acks("mode = 0o666\n")),
+            format!("{log}{}[control]\ngroup = \"nogroup\"\n", acks("mode = 0o660\ngroup = \"nogroup\"\n")),
+        ] {
+            Config::parse(&ok, Path::new("t")).unwrap_or_else(|e| panic!("{e}\n{ok}"));
+        }
+        let own = nix::unistd::Group::from_gid(nix::unistd::getegid()).unwrap().unwrap().name;
+        let named = format!("{log}{}[control]\ngroup = \"{own}\"\n", acks("mode = 0o660\n"));
+        Config::parse(&named, Path::new("t")).unwrap();
     }
 
     #[test]

@@ -48,26 +48,26 @@ impl ControlConfig {
 /// takes read and write on its control file. (The packaged default once
 /// gave `control.acks` mode 0o644: the group's members could send, but
 /// `helixctl send` and every `Control` client of theirs failed to attach.)
-fn senders_read_answers(
-    src: &Source<'_>,
-    raw: &Spanned<RawControl>,
-    ring: &FanInOptions,
-    rings: &[RingConfig],
-) -> Result<(), ConfigError> {
+/// Refused at the ring's line, saying what to set.
+fn senders_read_answers(ring: &FanInOptions, rings: &[RingConfig], src: &Source<'_>) -> Result<(), ConfigError> {
     let Some(acks) = rings.iter().find(|r| r.name == ACK_RING) else { return Ok(()) };
     let (m, a) = (ring.mode, acks.options.mode);
-    let short = if m & 0o020 != 0 && (a & 0o060 != 0o060 || acks.options.group != ring.group) {
-        "its group's members"
+    let me = helix::process::my_gid();
+    let same_group = acks.options.group.unwrap_or(me) == ring.group.unwrap_or(me);
+    let group_reads = a & 0o006 == 0o006 || (same_group && a & 0o060 == 0o060);
+    let short = if m & 0o020 != 0 && !group_reads {
+        "the members of its group"
     } else if m & 0o002 != 0 && a & 0o006 != 0o006 {
         "every user"
     } else {
         return Ok(());
     };
-    let msg = format!(
-        "ring {ACK_RING:?} (mode {a:#o}) does not let those [control] lets send (mode {m:#o}: {short}) read their \
-         answers: a sender joins it as a reader, which takes read and write; give it [control]'s mode and group"
+    let message = format!(
+        "ring {ACK_RING:?} (mode {a:#o}): [control] (mode {m:#o}) lets {short} send, but they could not read their \
+         answers here (a sender joins this ring as a reader, which takes read and write): give it [control]'s mode \
+         and group (the packaged default is now 0o660; it was 0o644)"
     );
-    Err(src.err(Some(raw.span()), msg))
+    Err(ConfigError { path: src.path.to_owned(), line: Some(acks.line), message })
 }
 
 #[derive(Deserialize)]
@@ -160,7 +160,7 @@ pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) 
             return Err(src.err(Some(raw.span()), msg));
         }
     }
-    senders_read_answers(src, raw, &ring, rings)?;
+    senders_read_answers(&ring, rings, src)?;
     let journal = match &c.journal {
         Some(j) if j.get_ref().is_empty() => None,
         Some(j) if !j.get_ref().starts_with('/') => {

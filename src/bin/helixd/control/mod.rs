@@ -440,14 +440,23 @@ pub fn restore(state: &SourceState, cfg: &SourceConfig, plant: &Plant) {
 /// than configured could take no record at all.)
 fn adopt(fan: &FanIn, cfg: &ControlConfig) -> Result<()> {
     let (g, want) = (fan.geometry(), &cfg.ring);
-    let shape = |lanes, capacity, payload| format!("{lanes} lanes of {capacity} bytes, records up to {payload} bytes");
-    let (has, wanted) =
-        (shape(g.lanes, g.lane_capacity, g.max_payload), shape(want.lanes, want.lane_capacity, want.max_payload));
-    if has != wanted {
+    let remove = format!("remove it (`helixctl rm {}`; commands waiting in it are lost)", control::CONTROL_RING);
+    if g.lanes != want.lanes {
         anyhow::bail!(
-            "the control ring has {has}, the configuration {wanted}: remove it (`helixctl rm {}`; commands waiting \
-             in it are lost), or give [control] its lanes again",
-            control::CONTROL_RING
+            "the control ring has {} lanes, [control] says {}: {remove}, or set lanes = {} again",
+            g.lanes,
+            want.lanes,
+            g.lanes
+        );
+    }
+    if (g.lane_capacity, g.max_payload) != (want.lane_capacity, want.max_payload) {
+        anyhow::bail!(
+            "the control ring has lanes of {} bytes and records up to {} bytes, this helixd makes {} and {} (another \
+             version made it): {remove}",
+            g.lane_capacity,
+            g.max_payload,
+            want.lane_capacity,
+            want.max_payload
         );
     }
     for path in fan.set_access(want.mode, want.group).context("the control fan-in ring")? {
