@@ -7,8 +7,6 @@
 use std::path::Path;
 
 use helix::ledger::anchor::Anchor;
-#[cfg(doc)]
-use helix::ledger::anchor::NewestAnchor;
 use helix::ledger::store::{segments, Ledger};
 
 use crate::shared::textfile::{label, Text};
@@ -25,7 +23,8 @@ pub struct Extra<'a> {
     pub sync_in_flight: f64,
     /// Each configured ring, and whether the recorder is attached to it.
     pub rings: Vec<(&'a str, bool)>,
-    /// The newest anchor, if any is readable ([`NewestAnchor`]).
+    /// The newest anchor, if any is readable
+    /// ([`NewestAnchor`](helix::ledger::anchor::NewestAnchor)).
     pub anchor: Option<&'a Anchor>,
 }
 

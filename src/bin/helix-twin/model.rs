@@ -420,7 +420,7 @@ impl Twin {
     pub fn tick(&mut self, now_ns: u64) {
         for i in 0..self.streams.len() {
             let st = &self.streams[i];
-            if st.count == 0 && !st.taken_over || st.alarms & AlarmKind::Stale.flag() != 0 {
+            if (st.count == 0 && !st.taken_over) || st.alarms & AlarmKind::Stale.flag() != 0 {
                 continue;
             }
             let Some(after) = self.rules.get(self.rule_of[i] as usize).and_then(|r| r.stale_after) else {

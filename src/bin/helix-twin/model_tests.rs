@@ -12,6 +12,20 @@ fn sample(stream: u32, seq: u64, t_ms: u64, value: f64) -> Input {
     Input::Sample(Sample { stream, quality: 0, seq, sample_ns: t, ingest_ns: t + 500, value })
 }
 
+/// A rule for streams `0..=last`: a high limit and a stale time, if any;
+/// nothing else.
+fn rule(last: u32, high: Option<f64>, stale_after: Option<Duration>) -> Rule {
+    Rule {
+        streams: StreamRange { first: 0, last },
+        low: None,
+        high,
+        hysteresis: 0.0,
+        rate_limit: None,
+        stale_after,
+        period: None,
+    }
+}
+
 #[test]
 fn statistics_of_a_short_series() {
     let cfg = TwinConfig::with_rules(ns(), 2, vec![]);
@@ -136,15 +150,7 @@ proptest::proptest! {
 
 #[test]
 fn a_sample_behind_the_newest_raises_an_alarm_and_never_clears_one() {
-    let rule = Rule {
-        streams: StreamRange { first: 0, last: 0 },
-        low: None,
-        high: Some(10.0),
-        hysteresis: 0.0,
-        rate_limit: None,
-        stale_after: None,
-        period: None,
-    };
+    let rule = rule(0, Some(10.0), None);
     let mut t = Twin::new(&TwinConfig::with_rules(ns(), 1, vec![rule]), 1);
     let events = |t: &mut Twin, seq: u64, t_ms: u64, v: f64| {
         t.input(&sample(0, seq, t_ms, v));
@@ -228,15 +234,7 @@ fn limits_with_hysteresis_rate_and_stale() {
 
 #[test]
 fn a_twin_takes_over_when_streams_last_reported_and_judges_them_stale_again() {
-    let rule = Rule {
-        streams: StreamRange { first: 0, last: 2 },
-        low: None,
-        high: None,
-        hysteresis: 0.0,
-        rate_limit: None,
-        stale_after: Some(Duration::from_millis(100)),
-        period: None,
-    };
+    let rule = rule(2, None, Some(Duration::from_millis(100)));
     let cfg = TwinConfig::with_rules(ns(), 3, vec![rule]);
     // The previous twin: stream 0 last reported at 10 ms and went stale;
     // stream 1 reported at 300 ms.
@@ -282,4 +280,29 @@ fn a_twin_takes_over_when_streams_last_reported_and_judges_them_stale_again() {
     assert_eq!(e, [(5, ACTION_CLEAR)]);
     let s = t.state(0, 600_000_500, 4, 0).unwrap();
     assert_eq!((s.count, s.last, s.flags, t.streams_seen(), t.counters().alarms_active), (1, 3.0, FLAG_HAS_RULE, 2, 1));
+}
+
+#[test]
+fn a_stream_taken_over_in_an_excursion_stays_in_it_until_it_reports_and_counts_no_gap_then() {
+    let rule = rule(1, Some(10.0), None);
+    let cfg = TwinConfig::with_rules(ns(), 2, vec![rule]);
+    // The previous twin: stream 0 went high, then silent.
+    let mut old = Twin::new(&cfg, 9);
+    old.input(&sample(0, 4, 10, 12.0));
+    let previous: Vec<StreamState> = old.state(0, 20_000_000, 1, 0).into_iter().collect();
+    assert_eq!(previous[0].flags & FLAG_ALARM_HIGH, FLAG_ALARM_HIGH);
+
+    let mut t = Twin::new(&cfg, 1);
+    assert_eq!(t.take_over(&previous, 30_000_000), 1);
+    // Still high, as this instance's, without a raise event.
+    assert!(t.pending_events().is_empty());
+    assert_eq!(t.state(0, 30_000_000, 1, 0).unwrap().flags & FLAG_ALARM_HIGH, FLAG_ALARM_HIGH);
+    assert_eq!(t.counters().alarms_active, 1);
+    // Its next sample, back in range and 46 sequences on (those came while
+    // no twin read): the alarm clears, and no gap is counted.
+    t.input(&sample(0, 50, 40, 5.0));
+    let e: Vec<(u16, u16)> = t.take_events().map(|e| (e.rule, e.action)).collect();
+    assert_eq!(e, [(AlarmKind::High.number(), ACTION_CLEAR)]);
+    assert_eq!((t.counters().alarms_active, t.counters().gaps), (0, 0));
+    assert_eq!(t.state(0, 40_000_000, 2, 0).unwrap().flags & FLAG_ALARM_HIGH, 0);
 }

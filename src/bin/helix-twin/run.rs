@@ -322,6 +322,18 @@ fn take_over(config: &TwinConfig, twin: &mut Twin) {
                 config.state_ring,
                 previous.instance
             );
+            // A stream the previous twin last published before the ring
+            // wrapped (a silent one, published only in snapshots, behind a
+            // flood of others' updates) is not there to take over.
+            let seen = previous.marker.map_or(0, |m| m.streams_seen);
+            if seen > previous.streams.len() as u64 {
+                warn!(
+                    "{} held the last state of {} of the {seen} streams the previous twin had seen: the others are \
+                     not judged stale until they report (a larger ring keeps them)",
+                    config.state_ring,
+                    previous.streams.len()
+                );
+            }
         }
         Err(e) => warn!("the previous state cannot be read ({e}); starting from nothing"),
     }

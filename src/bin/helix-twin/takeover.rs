@@ -11,7 +11,7 @@
 //! publishes that state as its own (its alarm bits this instance's), so
 //! that the next instance can take it over in turn.
 
-use helix::twin::{StreamState, FLAG_ALARM_STALE, FLAG_HAS_RULE};
+use helix::twin::{StreamState, FLAG_ALARM_HIGH, FLAG_ALARM_LOW, FLAG_ALARM_RATE, FLAG_ALARM_STALE, FLAG_HAS_RULE};
 
 use super::Twin;
 
@@ -44,6 +44,7 @@ impl Twin {
     pub fn take_over<'a>(&mut self, previous: impl IntoIterator<Item = &'a StreamState>, now_ns: u64) -> u64 {
         let mut taken = 0;
         for prev in previous {
+            let ruled = self.rule_of(prev.stream).is_some();
             let Some(st) = self.streams.get_mut(prev.stream as usize) else { continue };
             if st.count > 0 || st.taken_over {
                 continue;
@@ -52,6 +53,14 @@ impl Twin {
             let was_stale = prev.flags & FLAG_ALARM_STALE != 0;
             let judged_from_ns = if was_stale { last_ingest_ns } else { now_ns };
             (st.taken_over, st.last_seq, st.last_ingest_ns) = (true, prev.last_seq, last_ingest_ns);
+            // Its low, high and rate alarms stay active (this instance's,
+            // without a raise event) until its next sample judges them:
+            // a stream that went silent in an excursion stays in it. Only
+            // under a rule (one that no longer has it would never clear it).
+            if ruled {
+                st.alarms = prev.flags & (FLAG_ALARM_LOW | FLAG_ALARM_HIGH | FLAG_ALARM_RATE);
+                self.counters.alarms_active += u64::from(st.alarms.count_ones());
+            }
             let state = StreamState { last_ingest_ns, count: prev.count.max(1), ..*prev };
             self.taken_over.insert(prev.stream, TakenOver { state, judged_from_ns });
             self.seen += 1;
