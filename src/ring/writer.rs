@@ -305,7 +305,7 @@ impl Writer {
     #[cold]
     fn wait_for_space(&mut self, last: u64, n: u64, patience: Patience) -> Result<(), PublishError> {
         let region = self.region.clone();
-        let (h, rd) = (region.header(), region.readers());
+        let h = region.header();
         let stall_ns = region.geometry.stall_timeout_ns;
         let recheck_ns = RECHECK.as_nanos() as u64;
         // Sequence `last` reuses the slot of `last - capacity`: every gating
@@ -321,7 +321,7 @@ impl Writer {
         // stall record (a caller retrying after its deadline, as the Python
         // writer does every 100 ms to look for Ctrl-C) continues the wait
         // counted before.
-        if self.stall.is_none_or(|s| self.gate_limit >= s.need.saturating_add(region.capacity())) {
+        if self.open_stall().is_none() {
             h.writer_waits.fetch_add(1, Ordering::Relaxed);
         }
         let result = 'wait: loop {
@@ -363,32 +363,17 @@ impl Writer {
             if let Some(d) = until {
                 timeout = timeout.min(Duration::from_nanos(d - now));
             }
-            rd.writer_waiting.store(1, Ordering::Relaxed);
-            // SYNC POINT: writer-wait Dekker. Pairs with the SeqCst fence in
-            // `wake_writer`: either our re-check of the cursors below sees a
-            // reader's progress, or that reader sees `writer_waiting` and
-            // wakes us. A store followed by a load needs SeqCst fences on
-            // both sides; Acquire/Release cannot order them.
-            fence(Ordering::SeqCst);
-            // SYNC POINT: writer woken. Pairs with the Release bump in
-            // `wake_writer`.
-            let seen = rd.writer_wake.load(Ordering::Acquire);
-            if last >= self.gate() {
-                let _ = futex::wait(&rd.writer_wake, seen, Some(timeout));
-            }
-            rd.writer_waiting.store(0, Ordering::Relaxed);
+            self.park(last, timeout);
             // Readers of a ring whose file shrank stop moving: do not wait
             // out their stall timeout.
             if let Some(d) = region.probe() {
                 break Err(PublishError::Damaged(d));
             }
         };
-        if let Some(stall) = self.stall {
-            // Done with the record once every gating reader was seen at its
-            // `need` (`gate_limit` is fresh from the last scan).
-            if self.gate_limit >= stall.need.saturating_add(region.capacity()) {
-                self.stall = None;
-            }
+        // Done with the record once every gating reader was seen at its
+        // `need` (`gate_limit` is fresh from the last scan).
+        if self.open_stall().is_none() {
+            self.stall = None;
         }
         h.writer_wait_ns.fetch_add(host::now_ns().saturating_sub(t0), Ordering::Relaxed);
         result
@@ -399,13 +384,39 @@ impl Writer {
     /// reader is still short of its `need` (a smaller `need` lowers the
     /// target, never resets the clock); a new one from `now` otherwise.
     fn stall_for(&mut self, need: u64, now: u64) -> Stall {
-        let cap = self.region.capacity();
-        let stall = match self.stall {
-            Some(s) if self.gate_limit < s.need.saturating_add(cap) => Stall { need: s.need.min(need), ..s },
-            _ => Stall { need, since: now, checked: now },
+        let stall = match self.open_stall() {
+            Some(s) => Stall { need: s.need.min(need), ..s },
+            None => Stall { need, since: now, checked: now },
         };
         self.stall = Some(stall);
         stall
+    }
+
+    /// The stall record, while it is open: while the last scan
+    /// (`gate_limit`) found some gating reader short of its `need`.
+    fn open_stall(&self) -> Option<Stall> {
+        self.stall.filter(|s| self.gate_limit < s.need.saturating_add(self.region.capacity()))
+    }
+
+    /// Sleeps on `writer_wake` for at most `timeout`, unless a scan of the
+    /// gating cursors made after saying so finds `last` may be written.
+    fn park(&mut self, last: u64, timeout: Duration) {
+        let region = self.region.clone();
+        let rd = region.readers();
+        rd.writer_waiting.store(1, Ordering::Relaxed);
+        // SYNC POINT: writer-wait Dekker. Pairs with the SeqCst fence in
+        // `wake_writer`: either our re-check of the cursors below sees a
+        // reader's progress, or that reader sees `writer_waiting` and
+        // wakes us. A store followed by a load needs SeqCst fences on
+        // both sides; Acquire/Release cannot order them.
+        fence(Ordering::SeqCst);
+        // SYNC POINT: writer woken. Pairs with the Release bump in
+        // `wake_writer`.
+        let seen = rd.writer_wake.load(Ordering::Acquire);
+        if last >= self.gate() {
+            let _ = futex::wait(&rd.writer_wake, seen, Some(timeout));
+        }
+        rd.writer_waiting.store(0, Ordering::Relaxed);
     }
 
     /// Demotes the gating readers whose cursor is short of `need` (with

@@ -253,20 +253,8 @@ impl Tap {
     }
 }
 
-/// Runs the ledger until SIGTERM or SIGINT, writing its counters to
-/// `metrics_file` (`--metrics-file`) at every status refresh.
-pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
-    let mut service = Service::start(STATUS_EVERY, LOG_EVERY)?;
-    // Before the folder is touched: a key that cannot be read stops here.
-    let signer = crate::keys::signer(cfg)?;
-    let key_id = signer.as_ref().map(|s| helix::ledger::sign::key_id(&s.public()));
-    let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size)?;
-    if let Some(id) = key_id.filter(|_| !rec.created) {
-        crate::keys::warn_if_signed_by_another_key(&cfg.dir, &cfg.key, id);
-    }
-    // Retention signs the `pruned` manifest with the same key.
-    let retention_signer = signer.clone();
-    ledger.set_signer(signer);
+/// Says what opening the ledger found and did (`rec`).
+fn log_recovery(cfg: &LedgerConfig, rec: &helix::ledger::Recovery) {
     if rec.created {
         info!("started a new ledger in {}", cfg.dir.display());
     }
@@ -291,6 +279,23 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     if !rec.created {
         info!("ledger {}: {} records, segment {}, chain tail verified", cfg.dir.display(), rec.records, rec.segment);
     }
+}
+
+/// Runs the ledger until SIGTERM or SIGINT, writing its counters to
+/// `metrics_file` (`--metrics-file`) at every status refresh.
+pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
+    let mut service = Service::start(STATUS_EVERY, LOG_EVERY)?;
+    // Before the folder is touched: a key that cannot be read stops here.
+    let signer = crate::keys::signer(cfg)?;
+    let key_id = signer.as_ref().map(|s| helix::ledger::sign::key_id(&s.public()));
+    let (mut ledger, rec) = Ledger::open(&cfg.dir, cfg.segment_size)?;
+    if let Some(id) = key_id.filter(|_| !rec.created) {
+        crate::keys::warn_if_signed_by_another_key(&cfg.dir, &cfg.key, id);
+    }
+    // Retention signs the `pruned` manifest with the same key.
+    let retention_signer = signer.clone();
+    ledger.set_signer(signer);
+    log_recovery(cfg, &rec);
     let mut taps: Vec<Tap> = cfg
         .rings
         .iter()

@@ -161,13 +161,18 @@ pub fn parse(src: &Source<'_>, raw: &Spanned<RawControl>, rings: &[RingConfig]) 
         }
     }
     senders_read_answers(&ring, rings, src)?;
-    let journal = match &c.journal {
-        Some(j) if j.get_ref().is_empty() => None,
-        Some(j) if !j.get_ref().starts_with('/') => {
-            return Err(src.at(j, format!("journal {:?} is not an absolute path", j.get_ref())));
-        }
-        Some(j) => Some(PathBuf::from(j.get_ref())),
-        None => None,
-    };
+    let journal = journal(src, c.journal.as_ref())?;
     Ok(ControlConfig { ring, allow_uids: c.allow_uids.clone(), allow_gids, audit_reader, journal })
+}
+
+/// `[control] journal`: an absolute path, or (none, or empty) the default.
+fn journal(src: &Source<'_>, journal: Option<&Spanned<String>>) -> Result<Option<PathBuf>, ConfigError> {
+    match journal {
+        Some(j) if j.get_ref().is_empty() => Ok(None),
+        Some(j) if !j.get_ref().starts_with('/') => {
+            Err(src.at(j, format!("journal {:?} is not an absolute path", j.get_ref())))
+        }
+        Some(j) => Ok(Some(PathBuf::from(j.get_ref()))),
+        None => Ok(None),
+    }
 }
