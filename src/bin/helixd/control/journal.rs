@@ -238,7 +238,7 @@ impl Journal {
     /// and syncs them. A write that fails is cut: the next line must not
     /// be glued to what it left.
     fn write(&mut self, text: &[u8]) -> Result<()> {
-        let lines = self.lines + self.backlog_lines + 1;
+        let lines = self.lines + self.backlog_lines + usize::from(!text.is_empty());
         let len = self.len + (self.backlog.len() + text.len()) as u64;
         if lines > MAX_LINES || len > MAX_BYTES {
             bail!("{}: full ({MAX_LINES} lines or {MAX_BYTES} bytes) until it is rewritten", self.what());
@@ -256,6 +256,23 @@ impl Journal {
         (self.len, self.lines, self.backlog_lines) = (len, lines, 0);
         self.backlog.clear();
         Ok(())
+    }
+
+    /// Writes the answers kept for want of room, if there is room now (at a
+    /// stop); says how many are lost if not. (Found by review: they went
+    /// unsaid, and a restart answered a forwarded one of them `send_failed`
+    /// again, and took a repeat of another as a new command.)
+    pub fn close(&mut self) {
+        let (kept, lost) = (self.backlog_lines, self.lost);
+        if kept == 0 && !lost {
+            return;
+        }
+        let earlier = if lost { ", with others before them that could not even be kept" } else { "" };
+        match self.write(&[]) {
+            Ok(()) if lost => tracing::error!("{}: answers were lost while it could not be written", self.what()),
+            Ok(()) => tracing::info!("{}: wrote the {kept} answers kept while it could not be written", self.what()),
+            Err(e) => tracing::error!("{e:#}: the {kept} answers kept while it could not be written are lost{earlier}"),
+        }
     }
 
     /// Whether the journal is due to be rewritten: it is long (or lost

@@ -309,7 +309,8 @@ impl Path {
             }
             std::thread::sleep(BUSY);
         }
-        let f = &self.flow;
+        let f = &mut self.flow;
+        f.journal.close();
         Left { unlogged: f.unlogged.len(), unanswered: f.audit.len() + f.applying.len() }
     }
 

@@ -160,6 +160,17 @@ fn a_write_that_fails_is_cut_and_its_answer_written_before_the_next_line() {
 }
 
 #[test]
+fn answers_kept_for_want_of_room_are_written_at_a_stop_if_there_is_room_then() {
+    let (_dir, path, mut j) = answered_once();
+    j.file = File::open(&path).unwrap();
+    assert!(j.answered(&ack(2, 11), None).is_err());
+    j.file = OpenOptions::new().append(true).open(&path).unwrap();
+    j.close();
+    drop(j);
+    assert_eq!(Journal::open(&path).unwrap().1.answers, [ack(1, 10), ack(2, 11)]);
+}
+
+#[test]
 fn a_rewrite_that_fails_is_tried_again_after_more_answers_and_a_full_journal_takes_no_more() {
     // On a tmpfs: thousands of synced lines cost nothing there.
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
