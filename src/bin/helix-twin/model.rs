@@ -115,10 +115,6 @@ struct Stream {
     /// Active alarm flags.
     alarms: u32,
     dirty: bool,
-    /// Taken over from the previous instance and not reported since (its
-    /// `last_seq` and `last_ingest_ns` are the previous instance's, `count`
-    /// is 0): see [`Twin::take_over`].
-    taken_over: bool,
 }
 
 impl Stream {
@@ -229,7 +225,9 @@ pub struct Twin {
     dirty: Vec<u32>,
     seen: u64,
     /// The streams taken over from the previous instance that have not
-    /// reported since, by id.
+    /// reported since, by id (their `count` is 0; their `last_seq` and
+    /// `last_ingest_ns` are the previous instance's): see
+    /// [`Twin::take_over`].
     taken_over: HashMap<u32, TakenOver>,
 }
 
@@ -306,11 +304,8 @@ impl Twin {
         // Low, high, rate, stale: the order events go out in.
         let mut fire: [Fire; 4] = [None; 4];
         if st.count == 0 {
-            if st.taken_over {
-                // Counted seen when taken over; its own statistics begin.
-                st.taken_over = false;
-                self.taken_over.remove(&s.stream);
-            } else {
+            // One taken over was counted seen then; its own statistics begin.
+            if self.taken_over.remove(&s.stream).is_none() {
                 self.seen += 1;
             }
             st.first(v);
@@ -420,15 +415,19 @@ impl Twin {
     pub fn tick(&mut self, now_ns: u64) {
         for i in 0..self.streams.len() {
             let st = &self.streams[i];
-            if (st.count == 0 && !st.taken_over) || st.alarms & AlarmKind::Stale.flag() != 0 {
+            if st.alarms & AlarmKind::Stale.flag() != 0 {
                 continue;
             }
+            let since = match st.count {
+                0 if self.taken_over.is_empty() => continue,
+                0 => match self.taken_over.get(&(i as u32)) {
+                    Some(t) => t.judged_from_ns,
+                    None => continue,
+                },
+                _ => st.last_ingest_ns,
+            };
             let Some(after) = self.rules.get(self.rule_of[i] as usize).and_then(|r| r.stale_after) else {
                 continue;
-            };
-            let since = match st.taken_over {
-                true => self.taken_over.get(&(i as u32)).map_or(st.last_ingest_ns, |t| t.judged_from_ns),
-                false => st.last_ingest_ns,
             };
             let age = now_ns.saturating_sub(st.last_ingest_ns);
             if now_ns.saturating_sub(since) > after.as_nanos() as u64 {
@@ -472,7 +471,7 @@ impl Twin {
     pub fn state(&self, stream: u32, now_ns: u64, round: u64, flags: u32) -> Option<StreamState> {
         let st = self.streams.get(stream as usize)?;
         if st.count == 0 {
-            return st.taken_over.then(|| self.taken_over_state(stream, now_ns, round, flags)).flatten();
+            return self.taken_over_state(stream, now_ns, round, flags);
         }
         let rule = self.rule_of(stream);
         let period_ns = match rule.and_then(|r| r.period) {

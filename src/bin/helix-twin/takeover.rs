@@ -46,13 +46,13 @@ impl Twin {
         for prev in previous {
             let ruled = self.rule_of(prev.stream).is_some();
             let Some(st) = self.streams.get_mut(prev.stream as usize) else { continue };
-            if st.count > 0 || st.taken_over {
+            if st.count > 0 || self.taken_over.contains_key(&prev.stream) {
                 continue;
             }
             let last_ingest_ns = prev.last_ingest_ns.min(now_ns);
             let was_stale = prev.flags & FLAG_ALARM_STALE != 0;
             let judged_from_ns = if was_stale { last_ingest_ns } else { now_ns };
-            (st.taken_over, st.last_seq, st.last_ingest_ns) = (true, prev.last_seq, last_ingest_ns);
+            (st.last_seq, st.last_ingest_ns) = (prev.last_seq, last_ingest_ns);
             // Its low, high and rate alarms stay active (this instance's,
             // without a raise event) until its next sample judges them:
             // a stream that went silent in an excursion stays in it. Only
