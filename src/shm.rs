@@ -448,6 +448,40 @@ pub(crate) unsafe fn snapshot<T>(shared: &T) -> Box<T> {
     unsafe { copy.assume_init() }
 }
 
+/// Opens `path` as `o` says (read, write, append, create), if it is a
+/// regular file: a symbolic link is not followed, and the open does not
+/// wait (a FIFO); anything else is refused, saying what it is
+/// (`InvalidInput`: "a FIFO, not a regular file: refused"), for the caller
+/// to name with the path. For files under a name someone else may write
+/// (the ledger's folder, /dev/shm): a link there, to a file of root's, say,
+/// must never be followed, nor a FIFO hold a program's start. The
+/// descriptor returned blocks, as a regular file's does.
+pub fn open_regular(path: &Path, o: &mut std::fs::OpenOptions) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let refused =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("a {what}, not a regular file: refused"));
+    let file = o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => refused("symbolic link"),
+        // A FIFO opened to write, with no reader.
+        Some(libc::ENXIO) => refused("FIFO"),
+        _ => e,
+    })?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(refused(file_kind(&meta)));
+    }
+    // Blocking again: the flag was for the open alone (a file system that
+    // honours it on regular files, a FUSE one say, would fail writes with
+    // EAGAIN).
+    // SAFETY: fcntl on a descriptor this function owns, with plain flags.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
 /// What a file is, in words for an error ("a {kind}"): a program that
 /// expects a regular file under a name others may write names what it
 /// found there instead.

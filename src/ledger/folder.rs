@@ -11,33 +11,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Opens `path` as `o` says (read, write, append, create), if it is a
-/// regular file.
+/// regular file ([`crate::shm::open_regular`]).
 pub(crate) fn open(path: &Path, o: &mut OpenOptions) -> io::Result<File> {
-    use std::os::fd::AsRawFd;
-    let file = o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => refused("symbolic link"),
-        // A FIFO opened to write, with no reader.
-        Some(libc::ENXIO) => refused("FIFO"),
-        _ => e,
-    })?;
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(refused(crate::shm::file_kind(&meta)));
-    }
-    // Blocking again, as a regular file's descriptor is: the flag was for
-    // the open alone (a file system that honours it on regular files, a
-    // FUSE one say, would fail the recorder's writes with EAGAIN).
-    // SAFETY: fcntl on a descriptor this function owns, with plain flags.
-    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(file)
+    crate::shm::open_regular(path, o)
 }
 
 /// Opens `path` to read it, if it is a regular file.
@@ -62,11 +41,6 @@ pub(crate) fn create_new(path: &Path) -> io::Result<File> {
         _ => {}
     }
     open(path, OpenOptions::new().write(true).create_new(true))
-}
-
-/// `what` (a symbolic link, a FIFO, ...) is not taken.
-fn refused(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("a {what}, not a regular file: refused"))
 }
 
 #[cfg(test)]

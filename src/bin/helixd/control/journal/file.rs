@@ -21,23 +21,17 @@ use helix::control::{Ack, FORMAT_VERSION};
 pub(super) fn open(path: &Path) -> Result<(File, Vec<u8>)> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let what = || format!("control journal {}", path.display());
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => anyhow::anyhow!(
-                "{} is a symbolic link, not helixd's own file: remove it, or set [control] journal",
-                what()
-            ),
-            _ => anyhow::Error::new(e).context(what()),
-        })?;
+    let opened = helix::shm::open_regular(path, OpenOptions::new().read(true).write(true).create(true).mode(0o600));
+    let mut file = opened.map_err(|e| match e.kind() {
+        // A link, a FIFO, a device: named, as it is.
+        std::io::ErrorKind::InvalidInput => {
+            anyhow::anyhow!("{} is {e}: not helixd's own file: remove it, or set [control] journal", what())
+        }
+        _ => anyhow::Error::new(e).context(what()),
+    })?;
     let meta = file.metadata().with_context(what)?;
     let me = helix::process::my_uid();
-    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+    if meta.uid() != me || meta.mode() & 0o022 != 0 {
         bail!(
             "{} is not helixd's own file (a {}, owner uid {}, mode {:o}; helixd runs as uid {me}): remove it, or \
              set [control] journal",
