@@ -596,7 +596,9 @@ fn tail_follow_follows_a_ring_created_again() {
     let ring = Ring::create(&ns, "moved", &opts).unwrap();
     ring.writer().unwrap().publish_kind(7, &[1]).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_helixctl"));
-    cmd.args(["--namespace", ns.as_str(), "tail", "moved", "--follow", "-n", "2"]);
+    let err_path = std::env::temp_dir().join(format!("{}.tail-err", ns.as_str()));
+    cmd.args(["--namespace", ns.as_str(), "tail", "moved", "--follow", "-n", "3"]);
+    cmd.stderr(std::fs::File::create(&err_path).unwrap());
     let mut kid = Kid::spawn(&mut cmd);
     assert_eq!(kid.expect("1 "), "1 kind=7 len=1 01");
     drop(ring);
@@ -604,7 +606,24 @@ fn tail_follow_follows_a_ring_created_again() {
     let ring = Ring::create(&ns, "moved", &opts).unwrap();
     ring.writer().unwrap().publish_kind(8, &[2]).unwrap();
     assert_eq!(kid.expect("1 "), "1 kind=8 len=1 02");
+    // Created again with its one reader entry taken: why it cannot be
+    // joined is said once, and so is the new ring, while it is tried again
+    // at every wait (twice a second); then it is followed.
+    drop(ring);
+    Ring::unlink(&ns, "moved").unwrap();
+    let ring = Ring::create(&ns, "moved", &RingOptions { max_readers: 1, ..opts }).unwrap();
+    let held = ring.reader(&ReaderOptions::named("held")).unwrap();
+    let stderr = || std::fs::read_to_string(&err_path).unwrap();
+    common::eventually("the attach refused", || stderr().contains("cannot join it yet"));
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(held);
+    ring.writer().unwrap().publish_kind(9, &[3]).unwrap();
+    assert_eq!(kid.expect("1 "), "1 kind=9 len=1 03");
     kid.finish();
+    let err = stderr();
+    let _ = std::fs::remove_file(&err_path);
+    assert_eq!(err.matches("was created again").count(), 2, "{err}");
+    assert_eq!(err.matches("cannot join it yet").count(), 1, "{err}");
 }
 
 /// `helixctl rm`: the documented way to remove a ring. It refuses a ring a

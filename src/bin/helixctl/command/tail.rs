@@ -164,13 +164,16 @@ pub struct Follow<'a> {
     ring: &'a str,
     opts: ReaderOptions,
     said_gone: bool,
+    /// The new ring (its `created_ns`) said to be followed and not joined
+    /// yet (its reader table full, say): said once, tried again quietly.
+    said_new: Option<u64>,
 }
 
 impl<'a> Follow<'a> {
     /// `opts`: how a reader of the new ring joins (it starts at its oldest
     /// frame).
     pub fn new(ns: &'a Namespace, ring: &'a str, opts: ReaderOptions) -> Follow<'a> {
-        Follow { ns, ring, opts: ReaderOptions { start: Start::Oldest, ..opts }, said_gone: false }
+        Follow { ns, ring, opts: ReaderOptions { start: Start::Oldest, ..opts }, said_gone: false, said_new: None }
     }
 
     /// After a wait with nothing read: a reader of the ring under the name,
@@ -180,9 +183,24 @@ impl<'a> Follow<'a> {
         match RingView::under_name(self.ns, self.ring, reader.geometry().created_ns) {
             UnderName::Replaced(now) => {
                 self.said_gone = false;
-                eprintln!("helixctl: ring {} was created again; following the new one from its first frame", self.ring);
-                // On the ring just looked at, so said once per ring.
-                now.reader(&self.opts).ok()
+                // On the ring just looked at; said once per ring, and so is
+                // why it cannot be joined.
+                let first = self.said_new.replace(now.geometry().created_ns) != Some(now.geometry().created_ns);
+                if first {
+                    eprintln!(
+                        "helixctl: ring {} was created again; following the new one from its first frame",
+                        self.ring
+                    );
+                }
+                match now.reader(&self.opts) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        if first {
+                            eprintln!("helixctl: ring {}: cannot join it yet ({e}); trying again", self.ring);
+                        }
+                        None
+                    }
+                }
             }
             UnderName::Gone => {
                 if !std::mem::replace(&mut self.said_gone, true) {
