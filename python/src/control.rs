@@ -1,7 +1,7 @@
 //! `helix.Control`: commands to helixd's control path (docs/abi.md §12)
 //! and their answers, through the library's `Control` client.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -93,12 +93,7 @@ impl Control {
         request: Option<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let op = parse_op(op)?;
-        if timeout.is_nan() || timeout < 0.0 {
-            return Err(PyValueError::new_err(format!("timeout {timeout}: expected seconds >= 0")));
-        }
-        // Past what a Duration holds (infinity, 1e20 s): for ever, as a
-        // Reader's timeout is.
-        let timeout = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::MAX);
+        let timeout = crate::timeout(timeout, "seconds >= 0")?;
         let inner = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the control connection is closed"))?;
         let request = request.unwrap_or_else(|| inner.next_request());
         self.last_request = Some(request);

@@ -21,6 +21,16 @@ use helix::Namespace;
 /// Python handle signals (Ctrl-C), however long it may last.
 const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// A timeout of `t` seconds, as a Reader's and a command's take it: NaN or
+/// below 0 refused (`what`: how the message says what is expected), past
+/// what a Duration holds (infinity, 1e20 s) for ever.
+fn timeout(t: f64, what: &str) -> PyResult<std::time::Duration> {
+    if t.is_nan() || t < 0.0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout {t}: expected {what}")));
+    }
+    Ok(std::time::Duration::try_from_secs_f64(t).unwrap_or(std::time::Duration::MAX))
+}
+
 /// The namespace `namespace` names, or `HELIX_NAMESPACE` (else `helix`).
 fn namespace(namespace: Option<&str>) -> PyResult<Namespace> {
     match namespace {

@@ -2,7 +2,7 @@
 //! samples come out as numpy arrays filled from Rust; other frames as
 //! `(seq, kind, bytes)`. Waits release the GIL.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -123,14 +123,11 @@ impl Reader {
 
     /// The instant `timeout` seconds from now (`None`: no deadline).
     fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
-        match timeout {
-            Some(t) if t.is_nan() || t < 0.0 => {
-                Err(PyValueError::new_err(format!("timeout {t}: expected seconds >= 0 or None")))
-            }
-            // Past what the clock can hold (1e19 s, say): for ever.
-            Some(t) => Ok(Duration::try_from_secs_f64(t).ok().and_then(|d| Instant::now().checked_add(d))),
-            None => Ok(None),
-        }
+        // Past what the clock can hold (1e19 s, say): for ever.
+        timeout
+            .map(|t| crate::timeout(t, "seconds >= 0 or None"))
+            .transpose()
+            .map(|d| d.and_then(|d| Instant::now().checked_add(d)))
     }
 
     /// The next run of samples, or of other frames, up to `max`.
