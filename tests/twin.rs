@@ -474,6 +474,46 @@ fn a_burst_of_alarm_events_is_published_in_order_and_in_full() {
     }
 }
 
+/// A snapshot that lost a claim gets no end marker, so that a begin and an
+/// end marker of one round always enclose the complete table (docs/abi.md
+/// §10.2); one that lost nothing ends with its end marker.
+#[test]
+fn a_snapshot_that_lost_a_claim_gets_no_end_marker() {
+    let ns = TestNs::new();
+    // Claims hold at most the ring's capacity, 64 frames here. "slow": a
+    // `block` state ring with 32 slots free, held by a gating reader that
+    // reads nothing. The first claim (the begin marker and 63 states) does
+    // not fit and fails after its wait; the end marker alone, the second
+    // claim, would fit. "free": nothing holds the ring, and a snapshot of
+    // 62 streams fills one claim.
+    for (name, held, streams, published, failed) in [("slow", 32, 63, 32, 65), ("free", 0, 62, 64, 0)] {
+        let opts = RingOptions { capacity: 64, max_payload: 176, policy: Policy::Block, ..Default::default() };
+        let state = Ring::create(&ns, &format!("{name}.state"), &opts).unwrap();
+        let alarms = Ring::create(&ns, &format!("{name}.alarms"), &opts).unwrap();
+        let gating = ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("slow") };
+        let _slow = (held > 0).then(|| Reader::attach(&ns, state.name(), &gating).unwrap());
+        let mut w = state.writer().unwrap();
+        for _ in 0..held {
+            w.publish(b"before").unwrap();
+        }
+        let mut twin = Twin::new(&config(streams, vec![]), 1);
+        for stream in 0..streams {
+            let s = Sample { stream, quality: 0, seq: 0, sample_ns: 5, ingest_ns: 6, value: 1.0 };
+            twin.input(&Input::Sample(s));
+        }
+        let check = ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("check") };
+        let mut r = Reader::attach(&ns, state.name(), &check).unwrap();
+        let mut publisher = Publisher::new(w, alarms.writer().unwrap());
+        publisher.snapshot(&mut twin, 10);
+        assert_eq!((state.stats().published, publisher.state_failed), (published, failed), "{name}");
+        let mut kinds = Vec::new();
+        while r.try_read_batch(64, |f| kinds.extend((f.kind() != 0).then_some(f.kind()))).is_ok() {}
+        let whole = (published > held).then_some((Some(&KIND_SNAPSHOT_BEGIN), Some(&KIND_SNAPSHOT_END)));
+        assert_eq!(whole.unwrap_or((None, None)), (kinds.first(), kinds.last()), "{name}");
+        assert_eq!(kinds.len() as u64, published - held, "{name}");
+    }
+}
+
 fn sim_samples(sim: &Sim, from: u64, n: u64) -> impl Iterator<Item = Sample> + '_ {
     (from..from + n).map(move |g| {
         let mut s = sim.sample(g, START_NS);

@@ -196,9 +196,11 @@ impl Publisher {
         let cap = state_writer.geometry().capacity.min(1024);
         let marker = twin.marker(round, now, self.alarm_failed);
         let mut pending: Vec<(u32, StreamState)> = Vec::new();
+        // Publishes what is pending once it fills a claim (or if `force`);
+        // false if that failed.
         let push = |w: &mut Writer, items: &mut Vec<(u32, StreamState)>, failed: &mut u64, force: bool| {
             if items.is_empty() || (!force && (items.len() as u64) < cap) {
-                return;
+                return true;
             }
             let r = w.claim_timeout(items.len() as u64, ALARM_PUBLISH_WAIT).and_then(|mut c| {
                 for (kind, s) in items.iter() {
@@ -211,23 +213,35 @@ impl Publisher {
                 c.commit();
                 Ok::<(), PublishError>(())
             });
-            if let Err(e) = r {
-                count_state_failed(failed, items.len() as u64, &e);
-            }
+            let n = items.len() as u64;
             items.clear();
+            r.map_err(|e| count_state_failed(failed, n, &e)).is_ok()
         };
         let zero = bytemuck::Zeroable::zeroed();
         if snapshot {
             pending.push((KIND_SNAPSHOT_BEGIN, zero));
         }
+        // Whether every claim so far was published.
+        let mut whole = true;
         for &s in streams {
             if let Some(state) = twin.state(s, now, round, flags) {
                 pending.push((KIND_STREAM_STATE, state));
-                push(state_writer, &mut pending, &mut self.state_failed, false);
+                whole &= push(state_writer, &mut pending, &mut self.state_failed, false);
             }
         }
         if snapshot {
-            pending.push((KIND_SNAPSHOT_END, zero));
+            // A begin and an end marker of one round enclose the complete
+            // table (docs/abi.md §10.2): a snapshot that lost a claim gets
+            // no end marker. The last claim takes it along, or loses it.
+            if whole {
+                pending.push((KIND_SNAPSHOT_END, zero));
+            } else {
+                count_state_failed(
+                    &mut self.state_failed,
+                    1,
+                    &"the snapshot's end marker is withheld: part of the snapshot was not published",
+                );
+            }
         }
         push(state_writer, &mut pending, &mut self.state_failed, true);
     }
