@@ -27,17 +27,16 @@ impl Daemon {
         }
         crate::preflight::memory(&new)?;
         self.refuse_shape_changes(&new)?;
-        // Who may open a ring, given to its files now; one that cannot be
-        // given refuses the reload, since the next start would fail on it.
-        for rc in &new.rings {
-            if let Some(old) = self.config.ring(&rc.name) {
-                if (old.options.mode, old.options.group) != (rc.options.mode, rc.options.group) {
-                    crate::rings::permit(&ns, rc)?;
-                }
-            }
-        }
         // Create the new rings first: if one fails, keep the old.
         let added = self.open_added(&new)?;
+        // Then who may open a ring, given to its files: last of what can
+        // fail, so that a reload refused changes nobody's access. One that
+        // cannot be given refuses the reload, since the next start would
+        // fail on it.
+        if let Err(e) = self.permit_changed(&new) {
+            self.abandon_added(added);
+            return Err(e);
+        }
         for rc in &new.rings {
             if let Some(old) = self.config.ring(&rc.name) {
                 // (Its mode and group were given above.)
@@ -72,6 +71,41 @@ impl Daemon {
         self.config = new;
         self.share_sources();
         Ok(())
+    }
+
+    /// Gives the running rings whose mode or group `new` changes their new
+    /// access; if one cannot be given, gives those already changed their
+    /// old access back and fails.
+    fn permit_changed(&self, new: &Config) -> Result<()> {
+        let ns = &self.config.namespace;
+        let mut changed = Vec::new();
+        for rc in &new.rings {
+            let Some(old) = self.config.ring(&rc.name) else { continue };
+            if (old.options.mode, old.options.group) == (rc.options.mode, rc.options.group) {
+                continue;
+            }
+            if let Err(e) = crate::rings::permit(ns, rc) {
+                for old in changed {
+                    if let Err(e) = crate::rings::permit(ns, old) {
+                        error!("{e:#}; its new access stays");
+                    }
+                }
+                return Err(e);
+            }
+            changed.push(old);
+        }
+        Ok(())
+    }
+
+    /// Undoes [`open_added`](Self::open_added) for a reload refused after
+    /// it: removes the rings it created (those it adopted stay).
+    fn abandon_added(&self, added: Vec<(String, Ring, Opened)>) {
+        for (name, ring, how) in added {
+            drop(ring);
+            if how != Opened::Adopted {
+                let _ = Ring::unlink(&self.config.namespace, &name);
+            }
+        }
     }
 
     /// A running ring's shape changes only when it is recreated, and a
@@ -156,11 +190,7 @@ impl Daemon {
             match opened.with_context(|| format!("{}:{}", new.path.display(), rc.line)) {
                 Ok((ring, how)) => added.push((rc.name.clone(), ring, how)),
                 Err(e) => {
-                    for (name, _, how) in added {
-                        if how != Opened::Adopted {
-                            let _ = Ring::unlink(ns, &name);
-                        }
-                    }
+                    self.abandon_added(added);
                     return Err(e);
                 }
             }
