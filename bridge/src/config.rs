@@ -136,19 +136,23 @@ fn int(
 }
 
 /// A site or host name: one subject token once dots are written `~`.
-fn token(src: &Source, v: &Spanned<String>, what: &str, max: usize) -> Result<String, ConfigError> {
-    check_token(v.get_ref(), what, max).map_err(|e| src.at(v, e))?;
+fn token(src: &Source, v: &Spanned<String>, what: &str) -> Result<String, ConfigError> {
+    check_token(v.get_ref(), what).map_err(|e| src.at(v, e))?;
     Ok(v.get_ref().clone())
 }
 
+/// The longest site or host name: a message carries its host's name after
+/// its length in one byte (`wire::header`), and a site is held to the same.
+pub const MAX_TOKEN: usize = u8::MAX as usize;
+
 /// Whether `s` may be the `what` token of a subject (a site or a host):
-/// 1 to `max` bytes, none a space, a control, `*`, `>` or `~` (NATS's
-/// wildcards, and the bridge's escape for dots). The ad-hoc flags are held
-/// to it as the file is.
-pub fn check_token(s: &str, what: &str, max: usize) -> Result<(), String> {
+/// 1 to [`MAX_TOKEN`] bytes, none a space, a control, `*`, `>` or `~`
+/// (NATS's wildcards, and the bridge's escape for dots). The ad-hoc flags
+/// are held to it as the file is.
+pub fn check_token(s: &str, what: &str) -> Result<(), String> {
     let bad = s.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '>' | '~'));
-    if s.is_empty() || s.len() > max || bad.is_some() {
-        return Err(format!("{what} {s:?} must be 1 to {max} bytes without spaces, `*`, `>` or `~`"));
+    if s.is_empty() || s.len() > MAX_TOKEN || bad.is_some() {
+        return Err(format!("{what} {s:?} must be 1 to {MAX_TOKEN} bytes without spaces, `*`, `>` or `~`"));
     }
     Ok(())
 }
@@ -164,11 +168,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: Raw = src.toml()?;
     let namespace = src.namespace(&raw.namespace)?;
     let site = match &raw.site {
-        Some(s) => token(&src, s, "site", 255)?,
+        Some(s) => token(&src, s, "site")?,
         None => "site".to_owned(),
     };
     let host = match &raw.host {
-        Some(h) => token(&src, h, "host", 255)?,
+        Some(h) => token(&src, h, "host")?,
         None => crate::hostname().map_err(|e| src.err(None, format!("host is not set and {e:#}")))?,
     };
     let metrics = match &raw.metrics {
@@ -269,7 +273,7 @@ fn imports(src: &Source, list: &[RawImport]) -> Result<Vec<Import>, ConfigError>
             );
         }
         out.push(Import {
-            source_host: token(src, &i.source_host, "source_host", 255)?,
+            source_host: token(src, &i.source_host, "source_host")?,
             source_ring: ring_name(src, &i.source_ring)?,
             ring,
             max_pending: int(src, &i.max_pending, "max_pending", (1, 65_536), 64)? as usize,

@@ -227,9 +227,9 @@ fn configured(path: Option<PathBuf>, check: bool, given: &[&str]) -> Result<()> 
 
 /// The names of an ad-hoc link's flags, checked as the configuration
 /// file's are (before, `--host '*'` had every publish fail for ever, and a
-/// host over 255 bytes made every message malformed).
+/// host longer than a message can name made every message malformed).
 fn check_names(common: &Common, command: &Command) -> Result<()> {
-    let token = |s: &str, flag: &str| config::check_token(s, flag, 255).map_err(anyhow::Error::msg);
+    let token = |s: &str, flag: &str| config::check_token(s, flag).map_err(anyhow::Error::msg);
     let ring = |s: &str, flag: &str| helix::shm::validate_ring_name(s).with_context(|| flag.to_owned());
     token(&common.site, "--site")?;
     match command {

@@ -196,6 +196,7 @@ fn header(source: &Source, kind: u16, first_seq: u64, count: u64, export_ns: u64
     b.extend_from_slice(&first_seq.to_le_bytes());
     b.extend_from_slice(&count.to_le_bytes());
     b.extend_from_slice(&export_ns.to_le_bytes());
+    debug_assert!(source.host.len() <= crate::config::MAX_TOKEN && source.ring.len() <= u8::MAX as usize);
     b.push(source.host.len() as u8);
     b.push(source.ring.len() as u8);
     b.extend_from_slice(&0u16.to_le_bytes());
