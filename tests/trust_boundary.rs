@@ -69,6 +69,24 @@ fn block_ring(ns: &TestNs, name: &str, stall: Duration) -> (Ring, Writer) {
     (ring, w)
 }
 
+/// A `block` ring of 4 slots (stall timeout 200 ms) filled by its writer,
+/// three gating readers that have read nothing, and the raw mapping of its
+/// reader table.
+fn full_ring_held_by_three(ns: &TestNs, name: &str) -> (Ring, Writer, Vec<Reader>, Raw) {
+    let (ring, mut w) = block_ring(ns, name, Duration::from_millis(200));
+    let joined: Vec<Reader> = (0..3)
+        .map(|i| {
+            let named = ReaderOptions::named(&format!("stuck{i}"));
+            Reader::attach(ns, name, &ReaderOptions { gating: true, ..named }).unwrap()
+        })
+        .collect();
+    for _ in 0..4 {
+        w.publish(b"x").unwrap();
+    }
+    let raw = Raw::map(&ns.readers_path(name));
+    (ring, w, joined, raw)
+}
+
 /// A gating reader whose cursor keeps changing without ever releasing the
 /// slot the writer needs (it toggles between c and c + 1) is not making
 /// progress: it is demoted after the stall timeout, and the writer's
@@ -140,17 +158,7 @@ fn a_gating_reader_toggling_its_cursor_is_demoted_after_the_stall_timeout() {
 #[test]
 fn gating_readers_that_promote_themselves_again_are_not_waited_for() {
     let ns = TestNs::watched("readers promoting themselves again", Duration::from_secs(60));
-    let (ring, mut w) = block_ring(&ns, "again", Duration::from_millis(200));
-    let joined: Vec<Reader> = (0..3)
-        .map(|i| {
-            let named = ReaderOptions::named(&format!("stuck{i}"));
-            Reader::attach(&ns, "again", &ReaderOptions { gating: true, ..named }).unwrap()
-        })
-        .collect();
-    for _ in 0..4 {
-        w.publish(b"x").unwrap();
-    }
-    let raw = Raw::map(&ns.readers_path("again"));
+    let (ring, mut w, joined, raw) = full_ring_held_by_three(&ns, "again");
     let stop = Arc::new(AtomicBool::new(false));
     let promoter = {
         let stop = stop.clone();
@@ -188,6 +196,54 @@ fn gating_readers_that_promote_themselves_again_are_not_waited_for() {
     }
     assert!(matches!(w.try_publish(b"x"), Err(PublishError::Full { .. })), "the fresh reader does not gate");
     drop(fresh);
+}
+
+/// Gating readers that rewrite their entries into new joins each time they
+/// are demoted (a new `joined_ns`, the flag set back) hold the writer for
+/// one stall timeout a wait, not for ever. (Found by audit: the writer took
+/// each rewritten entry for a new gating reader short of what it needed,
+/// and, its stall clock run out, demoted it again at full speed: `publish`
+/// never returned and `publish_timeout` ran out every time.)
+#[test]
+fn gating_readers_that_rejoin_each_time_they_are_demoted_hold_a_wait_for_one_stall_timeout() {
+    let ns = TestNs::watched("readers rejoining when demoted", Duration::from_secs(120));
+    let (ring, mut w, joined, raw) = full_ring_held_by_three(&ns, "rejoin");
+    let stop = Arc::new(AtomicBool::new(false));
+    let rejoins = Arc::new(AtomicU64::new(0));
+    let rejoiner = {
+        let (stop, rejoins) = (stop.clone(), rejoins.clone());
+        let indices: Vec<usize> = joined.iter().map(|r| r.index()).collect();
+        std::thread::spawn(move || {
+            let (gating, joined_ns) =
+                (std::mem::offset_of!(ReaderEntry, gating), std::mem::offset_of!(ReaderEntry, joined_ns));
+            while !stop.load(Ordering::Relaxed) {
+                for &i in &indices {
+                    let flag = raw.word32(entry_offset(i, gating));
+                    if flag.load(Ordering::Acquire) != GATING_YES {
+                        // A new join, as far as its words tell.
+                        raw.word(entry_offset(i, joined_ns)).fetch_add(1, Ordering::Relaxed);
+                        flag.store(GATING_YES, Ordering::Release);
+                        rejoins.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::hint::spin_loop();
+            }
+        })
+    };
+    // The stall timeout, then the three are demoted, once; the writer
+    // publishes on (it looks for gating readers again when one joins
+    // through the library, which moves the table's epoch).
+    for seq in 5..=8 {
+        assert_eq!(w.publish_timeout(b"x", Duration::from_secs(10)), Ok(seq), "{:?}", ring.stats());
+    }
+    // The peer rewrote each entry demoted (here or, on a busy machine,
+    // only after the writer was done).
+    common::eventually("the peer rejoins", || rejoins.load(Ordering::Relaxed) >= 3);
+    stop.store(true, Ordering::Relaxed);
+    rejoiner.join().unwrap();
+    let s = ring.stats();
+    assert_eq!((s.writer_waits, s.demotions), (1, 3), "{s:?}");
+    drop(joined);
 }
 
 /// A join never gives an entry the `joined_ns` it had, even when the
@@ -380,6 +436,36 @@ fn a_published_count_changed_after_attach_does_not_hang_readers() {
     raw.word(PUBLISHED).store(24, Ordering::Release);
     let w = ring.writer().unwrap();
     assert_eq!(w.next_seq(), 25);
+}
+
+/// One slot stamp rewritten far ahead (by anything that maps the data
+/// region writable) and put back never sends a lapped reader past what the
+/// writer publishes: it resumes within a ring of the trusted `published`
+/// and reads the writer's next frame. (Found by audit: the reader resumed
+/// near 2^63, and waited for ever while the writer published on.)
+#[test]
+fn a_slot_stamp_rewritten_far_ahead_does_not_send_a_reader_past_the_writer() {
+    let ns = TestNs::watched("a stamp rewritten far ahead", Duration::from_secs(60));
+    let ring = Ring::create(&ns, "stamp", &RingOptions { capacity: 4, ..Default::default() }).unwrap();
+    let mut w = ring.writer().unwrap();
+    let mut r =
+        Reader::attach(&ns, "stamp", &ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("r") }).unwrap();
+    assert_eq!((w.publish(b"1"), w.publish(b"2")), (Ok(1), Ok(2)));
+    let raw = Raw::map(&ns.data_path("stamp"));
+    let slot_size = ring.geometry().slot_size as usize;
+    // The slot of sequence 1, the reader's cursor.
+    let stamp = raw.word(RING_HEADER_SIZE + slot_size + std::mem::offset_of!(SlotHeader, stamp));
+    assert_eq!(stamp.load(Ordering::Acquire), 1);
+    stamp.store(MAX_SEQ, Ordering::Release);
+    let mut buf = [0u8; 8];
+    match r.read_timeout(&mut buf, Duration::from_secs(10)) {
+        Err(ReadError::Overrun(o)) => assert_eq!((o.lost, o.resume_at), (2, 3)),
+        other => panic!("expected an overrun to within a ring of published = 2, got {other:?}"),
+    }
+    stamp.store(1, Ordering::Release);
+    assert_eq!(w.publish(b"3"), Ok(3));
+    let got = r.read_timeout(&mut buf, Duration::from_secs(10));
+    assert_eq!(got.map(|i| i.seq), Ok(3), "cursor {}", r.cursor());
 }
 
 /// A reader's counters are its own to write, so a peer can put any number

@@ -149,8 +149,12 @@ impl ReaderCore {
         }
         let newest_in_slot = if stamp & STAMP_WRITING != 0 { in_slot - 1 } else { in_slot };
         // A `published` the slots do not bear out is not followed: resuming
-        // at a sequence no writer will reach would wait for ever.
-        let newest = trusted_published(region).map_or(newest_in_slot, |p| p.max(newest_in_slot));
+        // at a sequence no writer will reach would wait for ever. Nor is a
+        // stamp more than a ring past a trusted `published`: no claim
+        // reaches further, and one stamp a peer rewrote (and put back)
+        // would send the reader to a sequence no writer reaches.
+        let newest = trusted_published(region)
+            .map_or(newest_in_slot, |p| p.max(newest_in_slot.min(p.saturating_add(region.capacity()))));
         let resume = (seq + 1).max((newest + 1).saturating_sub(region.capacity()));
         let lost = resume - seq;
         self.overruns += 1;

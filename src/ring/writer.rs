@@ -66,28 +66,47 @@ struct Stall {
 /// not take that from the flag: it ignores the flag of an entry it demoted
 /// for as long as the entry has the same owner and the same join. A reader
 /// that leaves and joins again is a new reader.
-struct Demoted(Vec<Option<(u32, u64)>>);
+///
+/// Except within the stall that demoted it: an entry demoted past the stall
+/// timeout is ignored, whatever its owner or join, until that stall ends.
+/// Otherwise a peer that rewrote the entry into a new gating reader each
+/// time it was demoted (its owner, or its join time, changed) kept the
+/// writer demoting it for ever, at full speed, never publishing. A reader
+/// that truly joins there during the stall finds its first frames
+/// overwritten, and is told so by an overrun.
+struct Demoted {
+    by_entry: Vec<Option<(u32, u64)>>,
+    /// The entries demoted past the timeout of the stall in progress.
+    this_stall: Vec<bool>,
+}
 
 impl Demoted {
     fn new(entries: usize) -> Demoted {
-        Demoted(vec![None; entries])
+        Demoted { by_entry: vec![None; entries], this_stall: vec![false; entries] }
     }
 
     /// Whether entry `index`, owned as `state` says, is one this writer
-    /// demoted; forgets the record of an entry that changed owner or join.
+    /// demoted; forgets the record of an entry that changed owner or join
+    /// (unless demoted in the stall in progress).
     fn holds(&mut self, index: usize, state: u32, e: &ReaderEntry) -> bool {
-        let Some(demoted) = self.0[index] else { return false };
+        let Some(demoted) = self.by_entry[index] else { return false };
         // Relaxed: the joiner wrote `joined_ns` before its activation,
         // which the caller's Acquire load of `state` saw.
-        if demoted == (state, e.joined_ns.load(Ordering::Relaxed)) {
+        if self.this_stall[index] || demoted == (state, e.joined_ns.load(Ordering::Relaxed)) {
             return true;
         }
-        self.0[index] = None;
+        self.by_entry[index] = None;
         false
     }
 
-    fn record(&mut self, index: usize, state: u32, joined_ns: u64) {
-        self.0[index] = Some((state, joined_ns));
+    fn record(&mut self, index: usize, state: u32, joined_ns: u64, past_timeout: bool) {
+        self.by_entry[index] = Some((state, joined_ns));
+        self.this_stall[index] |= past_timeout;
+    }
+
+    /// The stall is over: entries are judged by owner and join again.
+    fn stall_ended(&mut self) {
+        self.this_stall.fill(false);
     }
 }
 
@@ -374,6 +393,7 @@ impl Writer {
         // `need` (`gate_limit` is fresh from the last scan).
         if self.open_stall().is_none() {
             self.stall = None;
+            self.demoted.stall_ended();
         }
         h.writer_wait_ns.fetch_add(host::now_ns().saturating_sub(t0), Ordering::Relaxed);
         result
@@ -443,7 +463,7 @@ impl Writer {
             // again right after it must not be recorded as the new join.
             let joined = e.joined_ns.load(Ordering::Relaxed);
             if super::demote(&self.region, e, state) {
-                self.demoted.record(i, state, joined);
+                self.demoted.record(i, state, joined, which == Blockers::All);
                 any = true;
             }
         }
@@ -512,7 +532,7 @@ impl Writer {
         let joined = e.joined_ns.load(Ordering::Relaxed);
         let done = is_active(state) && entry_parts(state).0 == pid && super::demote(&self.region, e, state);
         if done {
-            self.demoted.record(index, state, joined);
+            self.demoted.record(index, state, joined, false);
         }
         done
     }
