@@ -274,6 +274,13 @@ fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at
     let o = run(&["--ring", "t", "--from", "9", "--to", "8"]);
     assert!(err(&o).contains("--from 9 is after --to 8"), "{}", err(&o));
 
+    // More readers than the ring's table holds would never join. (Found by
+    // audit: the replay waited for them for ever.)
+    let o = run(&["--ring", "t", "--pace", "max", "--wait-readers", "17", "--into", "crowded"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("--wait-readers 17: the replay ring takes at most 16 readers"), "{}", err(&o));
+    assert!(!env.ns.data_path("crowded").exists());
+
     let o = run(&["--ring", "t", "--pace", "max", "--into", "taken"]);
     assert!(o.status.success(), "{}", err(&o));
     let o = run(&["--ring", "t", "--pace", "max", "--into", "taken"]);
@@ -315,6 +322,9 @@ fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at
     assert!(err(&o).contains("the ledger does not verify") && err(&o).contains("seq 501 to 510"), "{}", err(&o));
     let published = RingView::attach(&env.ns, "cut").unwrap().stats().published;
     assert_eq!(published, 500 - 50 + 1, "frames 1-500 and the gap marker");
+    // It says what it published. (Found by audit: nothing was said.)
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("replayed 450 frames and 1 gaps (50 sequences lost) of t, sequences 1 to 500"), "{out}");
     // From past the bad block, it fails before its ring is made: --also's
     // ring goes again too (it was left).
     let o = run(&["--ring", "t", "--pace", "max", "--from", "600", "--into", "later", "--also", "cut"]);

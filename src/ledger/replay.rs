@@ -132,6 +132,23 @@ pub struct Replayed {
     pub cut: Duration,
 }
 
+/// A replay that stopped short: why, and what it had published by then.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Stopped {
+    /// Why it stopped.
+    pub error: ReplayError,
+    /// What it published before (nothing if it stopped before its ring
+    /// was made).
+    pub done: Replayed,
+}
+
+impl Stopped {
+    fn before_publishing(error: impl Into<ReplayError>) -> Box<Stopped> {
+        Box::new(Stopped { error: error.into(), done: Replayed::default() })
+    }
+}
+
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -184,7 +201,7 @@ pub fn replay(
     range: &Range,
     pacing: impl Into<Pacing>,
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
-) -> Result<Replayed, ReplayError> {
+) -> Result<Replayed, Box<Stopped>> {
     replay_telling_waits(dir, range, pacing, open, |_, _| {})
 }
 
@@ -198,8 +215,8 @@ pub fn replay_telling_waits(
     pacing: impl Into<Pacing>,
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
     waiting: impl FnMut(Duration, u64),
-) -> Result<Replayed, ReplayError> {
-    let (largest, end) = first_walk(dir, range)?;
+) -> Result<Replayed, Box<Stopped>> {
+    let (largest, end) = first_walk(dir, range).map_err(Stopped::before_publishing)?;
     let open = move |decl: &RingDecl| open(&RingDecl { max_payload: largest.max(decl.max_payload), ..decl.clone() });
     let pacing = pacing.into();
     let mut run =
@@ -227,17 +244,21 @@ pub fn replay_telling_waits(
                 ControlFlow::Break(())
             }
         }
-    })?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    let summary = walked.map_err(ReplayError::Verify)?;
-    if !seen {
-        let known: Vec<_> = summary.rings.iter().map(|r| r.decl.name.as_str()).collect();
-        return Err(ReplayError::NoRing { ring: range.ring.clone(), known: known.join(", ") });
-    }
-    run.done.partial_tail = summary.partial_tail;
-    Ok(run.done)
+    });
+    let error = match (walked, failed) {
+        (_, Some(e)) => e,
+        (Err(e), None) => e.into(),
+        (Ok(Err(f)), None) => ReplayError::Verify(f),
+        (Ok(Ok(summary)), None) if !seen => {
+            let known: Vec<_> = summary.rings.iter().map(|r| r.decl.name.as_str()).collect();
+            ReplayError::NoRing { ring: range.ring.clone(), known: known.join(", ") }
+        }
+        (Ok(Ok(summary)), None) => {
+            run.done.partial_tail = summary.partial_tail;
+            return Ok(run.done);
+        }
+    };
+    Err(Box::new(Stopped { error, done: run.done }))
 }
 
 /// The largest `max_payload` of the incarnations of the ring that have

@@ -70,6 +70,11 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     if a.max_pause.is_some() && a.pace == Pace::Max {
         anyhow::bail!("--max-pause has no pause to cut at --pace max");
     }
+    // The ring is made with the default reader table: more would never join.
+    let max_readers = RingOptions::default().max_readers;
+    if a.wait_readers > max_readers as usize {
+        anyhow::bail!("--wait-readers {}: the replay ring takes at most {max_readers} readers", a.wait_readers);
+    }
     // What this call made for --also: removed again if the replay fails
     // before its ring is made (a typo in --ring, an --into that exists), so
     // that the same command, corrected, is not refused for them.
@@ -100,25 +105,27 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             );
         }
     };
-    let (done, verified) = match replay::replay_telling_waits(&a.dir, &range, pacing, open, say_wait) {
-        Ok(done) => (done, true),
-        Err(ReplayError::Verify(f)) => {
-            if !into_made.get() {
-                unmake(&made);
-            }
-            eprintln!("FAILED: the ledger does not verify (what precedes the bad block was replayed): {f}");
-            return Ok(false);
+    let stopped = match replay::replay_telling_waits(&a.dir, &range, pacing, open, say_wait) {
+        Ok(done) => {
+            print_done(a, &into, &done, true)?;
+            crate::command::torn_tail_note(done.partial_tail, "replayed");
+            return Ok(true);
         }
-        Err(e) => {
-            if !into_made.get() {
-                unmake(&made);
-            }
-            return Err(e).with_context(|| format!("replaying {} from {}", a.ring, a.dir.display()));
-        }
+        Err(stopped) => *stopped,
     };
-    print_done(a, &into, &done, verified)?;
-    crate::command::torn_tail_note(done.partial_tail, "replayed");
-    Ok(verified)
+    if !into_made.get() {
+        unmake(&made);
+    } else {
+        // What was published before it stopped is in the ring: say what.
+        print_done(a, &into, &stopped.done, false)?;
+    }
+    match stopped.error {
+        ReplayError::Verify(f) => {
+            eprintln!("FAILED: the ledger does not verify (what precedes the bad block was replayed): {f}");
+            Ok(false)
+        }
+        e => Err(e).with_context(|| format!("replaying {} from {}", a.ring, a.dir.display())),
+    }
 }
 
 /// What a replay of `a` into `into` did, on standard output.
