@@ -115,6 +115,12 @@ pub enum RepairError {
     /// Creating or installing the new control region failed.
     #[error("cannot {op} {path}: {source}")]
     Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    /// The new control region was broken again (truncated, rewritten,
+    /// removed) between its installation and the repair's attach to it:
+    /// a process that may write it, at once. The data region is whole;
+    /// try again rather than recreate the ring.
+    #[error("the new control region was broken again at once: {0}")]
+    BrokenAgain(AttachError),
 }
 
 /// Whether attaching failed because of the control region alone: the
@@ -163,7 +169,37 @@ pub(crate) fn repair_readers(ns: &Namespace, name: &str) -> Result<Region, Repai
     writer::release_lease(h, epoch);
     replaced?;
     drop(dmap);
-    region::attach(ns, name, true).map_err(RepairError::Attach)
+    region::attach(ns, name, true).map_err(|e| after_install(e, &readers_path))
+}
+
+/// Why attaching to a ring whose new control region was just installed
+/// failed: the data region's fault (recreate the ring), or the new control
+/// region's, broken again at once by a process that may write it (try
+/// again: were the ring recreated for it, such a peer would turn a broken
+/// control file, which a repair fixes keeping every frame, into the loss
+/// of them all).
+fn after_install(e: AttachError, readers_path: &Path) -> RepairError {
+    if control_broken(&e, readers_path) {
+        RepairError::BrokenAgain(e)
+    } else {
+        RepairError::Attach(e)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_control_region_broken_again_after_its_install_is_tried_again_and_a_broken_data_region_is_not() {
+        let (data, readers) = (Path::new("/dev/shm/t.r"), Path::new("/dev/shm/t.r@readers"));
+        let truncated = |path: &Path| AttachError::Truncated { path: path.to_owned(), size: 0, needed: 512 };
+        assert!(matches!(after_install(truncated(readers), readers), RepairError::BrokenAgain(_)));
+        assert!(matches!(after_install(truncated(data), readers), RepairError::Attach(_)));
+        let damaged = |file| AttachError::Damaged(Damaged::new("r", file));
+        assert!(matches!(after_install(damaged(RingFile::Readers), readers), RepairError::BrokenAgain(_)));
+        assert!(matches!(after_install(damaged(RingFile::Data), readers), RepairError::Attach(_)));
+    }
 }
 
 /// Installs a new, empty control region for the ring of geometry `g` in

@@ -125,7 +125,9 @@ impl Ring {
     /// so every process still attached to it reports [`Damaged`] at its
     /// next access and attaches again. If the control region is intact it
     /// only attaches. A ring whose *data* region is damaged cannot be
-    /// repaired ([`RepairError::Attach`]): unlink and create it.
+    /// repaired ([`RepairError::Attach`]): unlink and create it. A new
+    /// control region broken again before the repair attached to it
+    /// ([`RepairError::BrokenAgain`]) is a reason to try again.
     pub fn repair_readers(ns: &Namespace, name: &str) -> Result<Ring, RepairError> {
         Ok(Ring::from(damage::repair_readers(ns, name)?))
     }

@@ -80,8 +80,8 @@ impl Daemon {
     /// replaced (`Ring::repair_readers`: the frames and the sequence
     /// survive); a damaged data region, or a ring the repair cannot attach,
     /// is recreated (its sequence starts again at 1). `None` to try again
-    /// on the next tick: a live process holds the writer lease, or a system
-    /// call failed.
+    /// on the next tick: a live process holds the writer lease, a system
+    /// call failed, or the new control region was broken again at once.
     fn repair(&mut self, name: &str) -> Option<Ring> {
         let ns = &self.config.namespace;
         let repair = self.repairs.get_mut(name)?;
@@ -95,7 +95,7 @@ impl Daemon {
                     );
                     return Some(ring);
                 }
-                Err(e @ (RepairError::Lease(_) | RepairError::Io { .. })) => {
+                Err(e @ (RepairError::Lease(_) | RepairError::Io { .. } | RepairError::BrokenAgain(_))) => {
                     if !std::mem::replace(&mut repair.waiting_logged, true) {
                         warn!("ring {name}: cannot repair it yet: {e}; trying again on every sweep");
                     }
