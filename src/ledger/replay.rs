@@ -277,8 +277,16 @@ fn first_walk(dir: &Path, range: &Range) -> Result<(u32, Option<(u64, u64)>), Re
         if ring.name != range.ring {
             return ControlFlow::Continue(());
         }
-        if in_range(range, block).is_some() {
+        if let Some((lo, hi)) = in_range(range, block) {
+            // The ring's declaration, and what its frames hold: a FRAME
+            // longer than its ring declared (written so by whoever may
+            // write the folder) is still the ledger's, and replayed.
             largest = largest.max(ring.max_payload);
+            if block.rtype() == Some(RecordType::Frame) {
+                let frames = block.records().skip((lo - block.header.seq) as usize).take((hi - lo + 1) as usize);
+                let longest = frames.filter_map(|r| r.ok().map(|r| r.payload.len())).max().unwrap_or(0);
+                largest = largest.max(u32::try_from(longest).unwrap_or(u32::MAX));
+            }
         }
         ControlFlow::Continue(())
     })?;
@@ -346,10 +354,7 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
         self.wait_for(block.header.recv_ns, lo);
         let w = self.writer.as_mut().expect("opened above");
         match block.rtype() {
-            Some(RecordType::Frame) => {
-                publish_frames(w, block, lo, hi)?;
-                self.done.frames += hi - lo + 1;
-            }
+            Some(RecordType::Frame) => publish_frames(w, block, lo, hi, &mut self.done.frames)?,
             Some(RecordType::Gap) => {
                 let reason = GapInfo::decode(block.body).map_or(0, |g| g.reason);
                 let marker = GapMarker { first: lo, last: hi, reason, zero: 0 };
@@ -392,21 +397,36 @@ fn paced(recorded_ns: u64, factor: f64) -> Duration {
 }
 
 /// Publishes the frames of FRAME block `block` with sequences `lo..=hi`,
-/// in claims of at most the ring's capacity.
-fn publish_frames(w: &mut Writer, block: &BlockView<'_>, lo: u64, hi: u64) -> Result<(), ReplayError> {
-    let capacity = w.geometry().capacity;
+/// in claims of at most the ring's capacity, counting them in `published`
+/// as each claim is. A frame the ring cannot take is named by its own
+/// sequence, and nothing of its claim is published.
+fn publish_frames(
+    w: &mut Writer,
+    block: &BlockView<'_>,
+    lo: u64,
+    hi: u64,
+    published: &mut u64,
+) -> Result<(), ReplayError> {
+    let (capacity, max) = (w.geometry().capacity, w.geometry().max_payload as usize);
     let mut records = block.records().skip((lo - block.header.seq) as usize);
     let mut seq = lo;
+    let mut batch = Vec::new();
     while seq <= hi {
         let n = (hi - seq + 1).min(capacity);
+        batch.clear();
+        // The chain verified the block: every record is whole.
+        batch.extend(records.by_ref().take(n as usize).map(|r| r.expect("a verified block holds its records")));
+        if let Some(i) = batch.iter().position(|r| r.payload.len() > max) {
+            let source = PublishError::TooLarge { len: batch[i].payload.len(), max };
+            return Err(ReplayError::Publish { seq: seq + i as u64, source });
+        }
         let err = |source| ReplayError::Publish { seq, source };
         let mut claim = w.claim(n).map_err(err)?;
-        for _ in 0..n {
-            // The chain verified the block: every record is whole.
-            let Some(Ok(r)) = records.next() else { unreachable!("a verified block holds its records") };
+        for r in &batch {
             claim.push_kind(r.header.kind, r.payload).map_err(err)?;
         }
         claim.commit();
+        *published += n;
         seq += n;
     }
     Ok(())
@@ -415,6 +435,53 @@ fn publish_frames(w: &mut Writer, block: &BlockView<'_>, lo: u64, hi: u64) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame the ring cannot take is named by its own sequence, and
+    /// nothing of its claim is published; the claims before it are, and
+    /// are counted. (Found by audit: the error named the claim's first
+    /// sequence, and the frames pushed before the long one went out
+    /// uncounted.)
+    #[test]
+    fn a_frame_the_ring_cannot_take_is_named_and_nothing_of_its_claim_is_published() {
+        use crate::ledger::Ledger;
+        use crate::{Namespace, Ring, RingOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = Ledger::open(dir.path(), 1 << 20).unwrap();
+        let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 32, policy: 0, name: "t".into() };
+        let (id, _) = l.declare(&decl).unwrap();
+        let lens = [8, 8, 8, 100, 8];
+        // One block of five frames.
+        for (seq, len) in (1..).zip(lens) {
+            l.reserve_frame(id, seq, 1, 1000, 7, len).fill(1);
+        }
+        l.seal(id, lens.len());
+        l.flush().unwrap();
+        let ns = Namespace::new(&format!("rp{}", std::process::id())).unwrap();
+        let _ = Ring::unlink(&ns, "narrow");
+        // Claims of two: 1-2 is published, 3-4 holds the long frame.
+        let ring = Ring::create(&ns, "narrow", &RingOptions { capacity: 2, max_payload: 32, ..Default::default() });
+        let mut w = ring.unwrap().writer().unwrap();
+        let mut published = 0;
+        let mut got = Ok(());
+        walk_blocks(dir.path(), |_, block, _, _| {
+            if block.rtype() == Some(RecordType::Frame) {
+                got = publish_frames(&mut w, block, block.header.seq, block.last_seq(), &mut published);
+            }
+            if got.is_ok() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        })
+        .unwrap()
+        .unwrap();
+        let _ = Ring::unlink(&ns, "narrow");
+        match got {
+            Err(ReplayError::Publish { seq: 4, source: PublishError::TooLarge { len: 100, .. } }) => {}
+            other => panic!("expected the long frame, sequence 4, named: {other:?}"),
+        }
+        assert_eq!((published, w.next_seq() - 1), (2, 2));
+    }
 
     #[test]
     fn a_pace_too_slow_for_a_duration_waits_for_ever_instead_of_panicking() {
