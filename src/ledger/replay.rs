@@ -216,14 +216,35 @@ pub fn replay_telling_waits(
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
     waiting: impl FnMut(Duration, u64),
 ) -> Result<Replayed, Box<Stopped>> {
-    let (largest, end) = first_walk(dir, range).map_err(Stopped::before_publishing)?;
+    let first = first_walk(dir, range).map_err(Stopped::before_publishing)?;
+    second_walk(dir, range, first, pacing.into(), open, waiting)
+}
+
+/// The replay proper, after [`first_walk`] found `first`.
+fn second_walk(
+    dir: &Path,
+    range: &Range,
+    first: FirstWalk,
+    pacing: Pacing,
+    open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
+    waiting: impl FnMut(Duration, u64),
+) -> Result<Replayed, Box<Stopped>> {
+    let FirstWalk { largest, begin, end } = first;
     let open = move |decl: &RingDecl| open(&RingDecl { max_payload: largest.max(decl.max_payload), ..decl.clone() });
-    let pacing = pacing.into();
     let mut run =
         Run { range, pacing, open: Some(open), waiting, writer: None, clock: None, done: Replayed::default() };
     let mut seen = false;
     let mut failed = None;
+    let mut started = false;
     let walked = walk_blocks(dir, |chain, block, segment, offset| {
+        // From where the first walk began: retention may have pruned the
+        // oldest segments since, and what the first walk saw of the range
+        // there would be left out without a word.
+        if !std::mem::replace(&mut started, true) && begin.is_some_and(|b| b < (segment, offset)) {
+            let segment = begin.map_or(segment, |b| b.0);
+            failed = Some(ReplayError::Verify(VerifyFailure::PrunedMeanwhile { segment }));
+            return ControlFlow::Break(());
+        }
         // Not past where the first walk ended: a live recorder may have
         // written more since (a new incarnation, larger than `open` was
         // told of, among it).
@@ -263,15 +284,16 @@ pub fn replay_telling_waits(
 
 /// The largest `max_payload` of the incarnations of the ring that have
 /// frames or gaps in `range` (0 if none): what the ring replayed into must
-/// hold; and where the walk ended (the segment and offset of the last
-/// block it visited; `None`: none), which the replay does not pass. It
+/// hold; and where the walk began, which the replay must begin at too,
+/// and ended, which it does not pass ([`FirstWalk`]). It
 /// walks as the replay does, the whole folder: a ledger that stops
 /// verifying is walked up to the bad block (the replay then stops there
 /// and says so).
-fn first_walk(dir: &Path, range: &Range) -> Result<(u32, Option<(u64, u64)>), ReplayError> {
-    let (mut largest, mut end) = (0, None);
+fn first_walk(dir: &Path, range: &Range) -> Result<FirstWalk, ReplayError> {
+    let (mut largest, mut begin, mut end) = (0, None, None);
     // A failure is the replay's to report, when it reaches the bad block.
     let _verified = walk_blocks(dir, |chain, block, segment, offset| {
+        begin.get_or_insert((segment, offset));
         end = Some((segment, offset));
         let ring = &chain.rings[block.header.ring as usize].decl;
         if ring.name != range.ring {
@@ -290,7 +312,16 @@ fn first_walk(dir: &Path, range: &Range) -> Result<(u32, Option<(u64, u64)>), Re
         }
         ControlFlow::Continue(())
     })?;
-    Ok((largest, end))
+    Ok(FirstWalk { largest, begin, end })
+}
+
+/// What the replay's first walk found: the largest payload the ring must
+/// hold, and where the walk began and ended (the segment and offset of the
+/// first and last blocks it visited; `None`: none).
+struct FirstWalk {
+    largest: u32,
+    begin: Option<(u64, u64)>,
+    end: Option<(u64, u64)>,
 }
 
 /// The part `lo..=hi` of a block of the ring replayed that is in the range,
@@ -436,6 +467,21 @@ fn publish_frames(
 mod tests {
     use super::*;
 
+    /// A ledger in a new folder whose ring "t" (of payloads up to 32
+    /// bytes) has one block of frames 1, 2, ... of these lengths.
+    fn one_block(lens: &[usize]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = crate::ledger::Ledger::open(dir.path(), 1 << 20).unwrap();
+        let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 32, policy: 0, name: "t".into() };
+        let (id, _) = l.declare(&decl).unwrap();
+        for (seq, &len) in (1..).zip(lens) {
+            l.reserve_frame(id, seq, 1, 1000, 7, len).fill(1);
+        }
+        l.seal(id, lens.len());
+        l.flush().unwrap();
+        dir
+    }
+
     /// A frame the ring cannot take is named by its own sequence, and
     /// nothing of its claim is published; the claims before it are, and
     /// are counted. (Found by audit: the error named the claim's first
@@ -443,19 +489,8 @@ mod tests {
     /// uncounted.)
     #[test]
     fn a_frame_the_ring_cannot_take_is_named_and_nothing_of_its_claim_is_published() {
-        use crate::ledger::Ledger;
         use crate::{Namespace, Ring, RingOptions};
-        let dir = tempfile::tempdir().unwrap();
-        let (mut l, _) = Ledger::open(dir.path(), 1 << 20).unwrap();
-        let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 32, policy: 0, name: "t".into() };
-        let (id, _) = l.declare(&decl).unwrap();
-        let lens = [8, 8, 8, 100, 8];
-        // One block of five frames.
-        for (seq, len) in (1..).zip(lens) {
-            l.reserve_frame(id, seq, 1, 1000, 7, len).fill(1);
-        }
-        l.seal(id, lens.len());
-        l.flush().unwrap();
+        let dir = one_block(&[8, 8, 8, 100, 8]);
         let ns = Namespace::new(&format!("rp{}", std::process::id())).unwrap();
         let _ = Ring::unlink(&ns, "narrow");
         // Claims of two: 1-2 is published, 3-4 holds the long frame.
@@ -481,6 +516,28 @@ mod tests {
             other => panic!("expected the long frame, sequence 4, named: {other:?}"),
         }
         assert_eq!((published, w.next_seq() - 1), (2, 2));
+    }
+
+    /// A second walk that begins after the first one did (retention pruned
+    /// the oldest segments between them) stops before publishing anything,
+    /// naming the segment gone. (Found by audit: the frames of the range in
+    /// the pruned segments were left out without a word.)
+    #[test]
+    fn a_replay_whose_oldest_segment_was_pruned_after_its_first_walk_stops_and_says_so() {
+        let dir = one_block(&[8]);
+        let range = Range { ring: "t".into(), from: 1, to: 1 };
+        let first = first_walk(dir.path(), &range).unwrap();
+        let begin = first.begin.expect("a block");
+        let pacing = Pacing { pace: Pace::Max, max_pause: None };
+        let open = |_: &RingDecl| -> Result<Writer, ReplayError> { panic!("nothing is published") };
+        // As if the first walk had begun a segment earlier, since pruned.
+        let earlier = FirstWalk { begin: Some((begin.0 - 1, begin.1)), ..first };
+        let stopped = second_walk(dir.path(), &range, earlier, pacing, open, |_, _| {}).unwrap_err();
+        match stopped.error {
+            ReplayError::Verify(VerifyFailure::PrunedMeanwhile { segment }) => assert_eq!(segment, begin.0 - 1),
+            other => panic!("expected the segment pruned to be named: {other}"),
+        }
+        assert_eq!(stopped.done, Replayed::default());
     }
 
     #[test]
