@@ -174,6 +174,43 @@ fn a_chain_rewritten_after_a_checkpoint_verifies_but_its_next_checkpoint_does_no
     assert!(f.contains(&format!("block {}: a checkpoint", cps[2].1)) && f.contains("does not verify: forged"), "{f}");
 }
 
+/// `replay --pubkey` verifies the folder with the key first: a chain
+/// rewritten after a checkpoint (which the chain alone cannot tell) is
+/// replayed without it, and refused with it, nothing published; an
+/// untouched one replays with it. (Found by audit: replay could not check
+/// signatures, and published the rewritten frames.)
+#[test]
+fn replay_with_the_public_key_refuses_a_rewritten_chain_and_publishes_nothing() {
+    let env = Env::new();
+    let dir = env.path("ledger");
+    signed_ledger(&dir, key(1), 1 << 20, 30);
+    let pubfile = env.path("ledger.pub");
+    fs::write(&pubfile, format_public(&key(1).verifying_key())).unwrap();
+    let replay = |into: &str, pubkey: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("replay").arg(&dir).args(["--ring", "t", "--pace", "max", "--into", into]);
+        if pubkey {
+            cmd.arg("--pubkey").arg(&pubfile);
+        }
+        cmd.env("HELIX_NAMESPACE", env.ns.as_str()).output().unwrap()
+    };
+    let o = replay("whole", true);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(RingView::attach(&env.ns, "whole").unwrap().stats().published, 150);
+    let target = checkpoints(&dir)[1].1 + 2;
+    rewrite(&dir, |i, b| {
+        if i == target {
+            b[BLOCK_HEADER_LEN + ENTRY_HEADER_LEN] ^= 0xff;
+        }
+        true
+    });
+    assert!(replay("unchecked", false).status.success(), "the chain alone cannot tell");
+    let o = replay("checked", true);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("does not verify with the key") && text(&o).contains("forged"), "{}", text(&o));
+    assert!(!env.ns.data_path("checked").exists(), "{}", text(&o));
+}
+
 #[test]
 fn a_forged_a_deleted_and_a_foreign_checkpoint_are_named() {
     let env = Env::new();

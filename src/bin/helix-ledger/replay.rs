@@ -45,6 +45,11 @@ pub struct ReplayArgs {
     /// twin.state and alarms. Refused if replay.NAME exists.
     #[arg(long = "also", value_name = "NAME")]
     also: Vec<String>,
+    /// Verify the folder with this public key (a `helix-ledger pubkey`
+    /// line) first, as `verify --pubkey` does, and replay nothing if a
+    /// signature is bad or missing.
+    #[arg(long, value_name = "FILE")]
+    pubkey: Option<PathBuf>,
     /// Wait until this many readers have joined the ring before publishing
     /// the first frame (start them on the ring meanwhile).
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -74,6 +79,11 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     let max_readers = RingOptions::default().max_readers;
     if a.wait_readers > max_readers as usize {
         anyhow::bail!("--wait-readers {}: the replay ring takes at most {max_readers} readers", a.wait_readers);
+    }
+    if let Some(path) = &a.pubkey {
+        if !signed(&a.dir, path)? {
+            return Ok(false);
+        }
     }
     // What this call made for --also: removed again if the replay fails
     // before its ring is made (a typo in --ring, an --into that exists), so
@@ -125,6 +135,29 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             Ok(false)
         }
         e => Err(e).with_context(|| format!("replaying {} from {}", a.ring, a.dir.display())),
+    }
+}
+
+/// Whether the ledger in `dir` verifies with the public key in `path`,
+/// every checkpoint signed by it: says why not, or how much of its end is
+/// not signed yet (replayed as found).
+fn signed(dir: &std::path::Path, path: &std::path::Path) -> anyhow::Result<bool> {
+    let key = crate::command::read_public(path)?;
+    match helix::ledger::verify::verify_signed(dir, &key)? {
+        Ok(s) => {
+            if s.unsigned_records > 0 {
+                eprintln!(
+                    "helix-ledger: every checkpoint is signed by the key; the last {} records follow the last \
+                     checkpoint, not signed yet, and are replayed as found",
+                    s.unsigned_records
+                );
+            }
+            Ok(true)
+        }
+        Err(f) => {
+            eprintln!("FAILED: the ledger does not verify with the key {}; nothing replayed: {f}", path.display());
+            Ok(false)
+        }
     }
 }
 
