@@ -141,11 +141,10 @@ async fn export_ring(
         match result {
             Ok(()) => reader.release(),
             Err(e) => {
-                warn!("ring {}: {e:#}; publishing again from sequence {}", x.ring, reader.released());
-                Counters::add(&counters.retries, 1);
+                let why = format!("ring {}: {e:#}; publishing again from sequence {}", x.ring, reader.released());
                 flight.clear();
                 reader = rewind(ns, x, reader)?;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                pause_to_retry(counters, why).await;
             }
         }
         Counters::set(&counters.in_flight, 0);
@@ -158,6 +157,14 @@ async fn export_ring(
 
 fn now() -> u64 {
     helix::process::realtime_ns()
+}
+
+/// Says why a publish that failed is made again, counts the retry, and
+/// waits half a second first.
+async fn pause_to_retry(counters: &Counters, why: String) {
+    warn!("{why}");
+    Counters::add(&counters.retries, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 /// Attaches to the ring and joins it as its exporter ([`join`]); a fresh
@@ -212,9 +219,11 @@ async fn begin(
             match sent {
                 Ok(()) => break,
                 Err(e) if !stop.load(Ordering::Relaxed) => {
-                    warn!("ring {}: {e:#}; sending the gap of sequences 1 to {lost} again", x.ring);
-                    Counters::add(&counters.retries, 1);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    pause_to_retry(
+                        counters,
+                        format!("ring {}: {e:#}; sending the gap of sequences 1 to {lost} again", x.ring),
+                    )
+                    .await;
                 }
                 Err(e) => return Err(e),
             }

@@ -89,7 +89,6 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     // before its ring is made (a typo in --ring, an --into that exists), so
     // that the same command, corrected, is not refused for them.
     let made = also_create_all(ns, &a.also)?;
-    let unmake = |made: &[String]| made.iter().for_each(|r| drop(Ring::unlink(ns, r)));
     let into_made = std::cell::Cell::new(false);
     let range = Range { ring: a.ring.clone(), from: a.from, to: a.to };
     let open = |decl: &RingDecl| -> Result<Writer, ReplayError> {
@@ -124,7 +123,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         Err(stopped) => *stopped,
     };
     if !into_made.get() {
-        unmake(&made);
+        unmake(ns, &made);
     } else {
         // What was published before it stopped is in the ring: say what.
         print_done(a, &into, &stopped.done, false)?;
@@ -195,12 +194,17 @@ fn also_create_all(ns: &Namespace, also: &[String]) -> anyhow::Result<Vec<String
         match also_create(ns, name) {
             Ok(copy) => made.push(copy),
             Err(e) => {
-                made.iter().for_each(|r| drop(Ring::unlink(ns, r)));
+                unmake(ns, &made);
                 return Err(e);
             }
         }
     }
     Ok(made)
+}
+
+/// Removes the rings `made` for `--also` (best effort).
+fn unmake(ns: &Namespace, made: &[String]) {
+    made.iter().for_each(|r| drop(Ring::unlink(ns, r)));
 }
 
 /// Creates `replay.NAME` with the geometry of the live ring `NAME`;
