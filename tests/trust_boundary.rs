@@ -246,6 +246,38 @@ fn gating_readers_that_rejoin_each_time_they_are_demoted_hold_a_wait_for_one_sta
     drop(joined);
 }
 
+/// The entries a stall demoted are ignored only until the stall ends, also
+/// when the call that demoted them ran out of time first: a reader that
+/// joins there afterwards through the library gates. (Found by review:
+/// a call with a zero timeout demoted and returned "full", the next call
+/// found room without waiting, and the mark stayed: a reader joining that
+/// entry later was ignored, its frames overwritten.)
+#[test]
+fn a_reader_joining_an_entry_demoted_in_a_stall_that_has_ended_gates() {
+    let ns = TestNs::watched("a mark left after a stall", Duration::from_secs(60));
+    let (_ring, mut w) = block_ring(&ns, "marked", Duration::from_millis(200));
+    let gating = |name: &str| ReaderOptions { gating: true, ..ReaderOptions::named(name) };
+    let stalled = Reader::attach(&ns, "marked", &gating("stalled")).unwrap();
+    for _ in 0..4 {
+        w.publish(b"x").unwrap();
+    }
+    // Zero timeouts until the stall timeout demotes it and a call finds room.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while w.publish_timeout(b"5", Duration::ZERO).is_err() {
+        assert!(Instant::now() < give_up, "never demoted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let index = stalled.index();
+    drop(stalled);
+    let fresh = Reader::attach(&ns, "marked", &gating("fresh")).unwrap();
+    assert_eq!(fresh.index(), index, "the same entry");
+    for _ in 0..4 {
+        w.try_publish(b"x").unwrap();
+    }
+    assert!(matches!(w.try_publish(b"x"), Err(PublishError::Full { .. })), "the fresh reader does not gate");
+    drop(fresh);
+}
+
 /// A join never gives an entry the `joined_ns` it had, even when the
 /// clock reads earlier than the last join (stepped back, or a value a
 /// peer wrote): the writer tells a new join from a reader it demoted by

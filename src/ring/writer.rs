@@ -314,7 +314,21 @@ impl Writer {
         // Sequence s reuses the slot of s - capacity, which every gating
         // reader must have consumed: s - capacity < min cursor.
         self.gate_limit = min.saturating_add(self.region.capacity());
+        // The stall is over once every gating reader is seen at its `need`,
+        // by whichever scan sees it (a call that demoted and then ran out
+        // of time leaves the record open; the next call's scan, finding
+        // room, ends it here).
+        if self.stall.is_some() && self.open_stall().is_none() {
+            self.end_stall();
+        }
         self.gate_limit
+    }
+
+    /// Drops the stall record, and with it the marks of the entries it
+    /// demoted ([`Demoted`]): they are judged by owner and join again.
+    fn end_stall(&mut self) {
+        self.stall = None;
+        self.demoted.stall_ended();
     }
 
     /// Waits until `last` may be written: parks on `writer_wake`, demotes
@@ -390,10 +404,10 @@ impl Writer {
             }
         };
         // Done with the record once every gating reader was seen at its
-        // `need` (`gate_limit` is fresh from the last scan).
+        // `need` (`gate_limit` is fresh from the last scan, which ended it
+        // then).
         if self.open_stall().is_none() {
-            self.stall = None;
-            self.demoted.stall_ended();
+            self.end_stall();
         }
         h.writer_wait_ns.fetch_add(host::now_ns().saturating_sub(t0), Ordering::Relaxed);
         result
@@ -406,7 +420,10 @@ impl Writer {
     fn stall_for(&mut self, need: u64, now: u64) -> Stall {
         let stall = match self.open_stall() {
             Some(s) => Stall { need: s.need.min(need), ..s },
-            None => Stall { need, since: now, checked: now },
+            None => {
+                self.end_stall();
+                Stall { need, since: now, checked: now }
+            }
         };
         self.stall = Some(stall);
         stall
@@ -578,5 +595,27 @@ fn is_active(state: u32) -> bool {
 impl Drop for Writer {
     fn drop(&mut self) {
         release_lease(self.region.header(), self.epoch);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_demoted_past_the_stall_timeout_is_ignored_whatever_it_says_until_the_stall_ends() {
+        // SAFETY: an entry is integers and atomic integers, for which all
+        // zeros is a valid value.
+        let e: ReaderEntry = unsafe { std::mem::zeroed() };
+        e.joined_ns.store(7, Ordering::Relaxed);
+        let mut d = Demoted::new(2);
+        d.record(0, 5, 7, true);
+        d.record(1, 5, 7, false);
+        // Both rewritten into a new join.
+        e.joined_ns.store(8, Ordering::Relaxed);
+        assert!(d.holds(0, 5, &e) && d.holds(0, 6, &e), "demoted in this stall: ignored whatever its words");
+        assert!(!d.holds(1, 5, &e), "demoted by the liveness check: a new join is a new reader");
+        d.stall_ended();
+        assert!(!d.holds(0, 5, &e), "the stall is over: judged by owner and join again");
     }
 }
