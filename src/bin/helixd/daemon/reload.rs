@@ -85,7 +85,8 @@ impl Daemon {
                 continue;
             }
             if let Err(e) = crate::rings::permit(ns, rc) {
-                for old in changed {
+                // It may have given one of its files the new access.
+                for old in changed.into_iter().chain([old]) {
                     if let Err(e) = crate::rings::permit(ns, old) {
                         error!("{e:#}; its new access stays");
                     }
