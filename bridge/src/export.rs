@@ -141,10 +141,13 @@ async fn export_ring(
         match result {
             Ok(()) => reader.release(),
             Err(e) => {
-                let why = format!("ring {}: {e:#}; publishing again from sequence {}", x.ring, reader.released());
+                pause_to_retry(
+                    counters,
+                    format!("ring {}: {e:#}; publishing again from sequence {}", x.ring, reader.released()),
+                )
+                .await;
                 flight.clear();
                 reader = rewind(ns, x, reader)?;
-                pause_to_retry(counters, why).await;
             }
         }
         Counters::set(&counters.in_flight, 0);
