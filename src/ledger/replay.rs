@@ -237,9 +237,9 @@ fn second_walk(
     let mut failed = None;
     let mut started = false;
     let walked = walk_blocks(dir, |chain, block, segment, offset| {
-        // From where the first walk began: retention may have pruned the
-        // oldest segments since, and what the first walk saw of the range
-        // there would be left out without a word.
+        // From no later than the range's first block: retention may have
+        // pruned the oldest segments since, and what the first walk saw of
+        // the range there would be left out without a word.
         if !std::mem::replace(&mut started, true) && begin.is_some_and(|b| b < (segment, offset)) {
             let segment = begin.map_or(segment, |b| b.0);
             failed = Some(ReplayError::Verify(VerifyFailure::PrunedMeanwhile { segment }));
@@ -284,8 +284,9 @@ fn second_walk(
 
 /// The largest `max_payload` of the incarnations of the ring that have
 /// frames or gaps in `range` (0 if none): what the ring replayed into must
-/// hold; and where the walk began, which the replay must begin at too,
-/// and ended, which it does not pass ([`FirstWalk`]). It
+/// hold; and where the range's first block is, which the replay must not
+/// begin after, and where the walk ended, which it does not pass
+/// ([`FirstWalk`]). It
 /// walks as the replay does, the whole folder: a ledger that stops
 /// verifying is walked up to the bad block (the replay then stops there
 /// and says so).
@@ -293,13 +294,13 @@ fn first_walk(dir: &Path, range: &Range) -> Result<FirstWalk, ReplayError> {
     let (mut largest, mut begin, mut end) = (0, None, None);
     // A failure is the replay's to report, when it reaches the bad block.
     let _verified = walk_blocks(dir, |chain, block, segment, offset| {
-        begin.get_or_insert((segment, offset));
         end = Some((segment, offset));
         let ring = &chain.rings[block.header.ring as usize].decl;
         if ring.name != range.ring {
             return ControlFlow::Continue(());
         }
         if let Some((lo, hi)) = in_range(range, block) {
+            begin.get_or_insert((segment, offset));
             // The ring's declaration, and what its frames hold: a FRAME
             // longer than its ring declared (written so by whoever may
             // write the folder) is still the ledger's, and replayed.
@@ -316,8 +317,8 @@ fn first_walk(dir: &Path, range: &Range) -> Result<FirstWalk, ReplayError> {
 }
 
 /// What the replay's first walk found: the largest payload the ring must
-/// hold, and where the walk began and ended (the segment and offset of the
-/// first and last blocks it visited; `None`: none).
+/// hold, where the first block of the range is, and where the walk ended
+/// (the segment and offset of the last block it visited); `None`: none.
 struct FirstWalk {
     largest: u32,
     begin: Option<(u64, u64)>,
@@ -530,7 +531,7 @@ mod tests {
         let begin = first.begin.expect("a block");
         let pacing = Pacing { pace: Pace::Max, max_pause: None };
         let open = |_: &RingDecl| -> Result<Writer, ReplayError> { panic!("nothing is published") };
-        // As if the first walk had begun a segment earlier, since pruned.
+        // As if the range had begun a segment earlier, since pruned.
         let earlier = FirstWalk { begin: Some((begin.0 - 1, begin.1)), ..first };
         let stopped = second_walk(dir.path(), &range, earlier, pacing, open, |_, _| {}).unwrap_err();
         match stopped.error {

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use helix::ledger::format::RingDecl;
 use helix::ledger::replay::{self, Pace, Pacing, Range, ReplayError, Replayed};
+use helix::ledger::VerifyFailure;
 use helix::shm::{validate_ring_name, Namespace};
 use helix::{Policy, Ring, RingOptions, RingView, Writer};
 
@@ -129,6 +130,10 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         print_done(a, &into, &stopped.done, false)?;
     }
     match stopped.error {
+        ReplayError::Verify(f @ VerifyFailure::PrunedMeanwhile { .. }) => {
+            eprintln!("FAILED: {f}");
+            Ok(false)
+        }
         ReplayError::Verify(f) => {
             eprintln!("FAILED: the ledger does not verify (what precedes the bad block was replayed): {f}");
             Ok(false)
