@@ -3,6 +3,7 @@
 //! claim a writer fills in `claim.rs`.
 
 mod claim;
+mod demoted;
 mod lease;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::shm::Namespace;
 use crate::sync::{fence, futex, host, spin_hint, Ordering};
 
 use super::{region, Damaged, Geometry, LeaseError, Policy, PublishError, Region};
+use demoted::Demoted;
 
 pub use claim::Claim;
 pub(crate) use lease::holder_alive;
@@ -55,59 +57,6 @@ struct Stall {
     since: u64,
     /// When the blockers' liveness was last checked.
     checked: u64,
-}
-
-/// The gating readers this writer demoted, by entry: the owner's `state`
-/// word and its `joined_ns` when the writer demoted it.
-///
-/// A demoted reader never gates again (docs/abi.md §4.10), but its
-/// `gating` flag is a word of its own entry, which it (or any peer that
-/// may write the reader table) can set back to "gating". The writer does
-/// not take that from the flag: it ignores the flag of an entry it demoted
-/// for as long as the entry has the same owner and the same join. A reader
-/// that leaves and joins again is a new reader.
-///
-/// Except within the stall that demoted it: an entry demoted past the stall
-/// timeout is ignored, whatever its owner or join, until that stall ends.
-/// Otherwise a peer that rewrote the entry into a new gating reader each
-/// time it was demoted (its owner, or its join time, changed) kept the
-/// writer demoting it for ever, at full speed, never publishing. A reader
-/// that truly joins there during the stall finds its first frames
-/// overwritten, and is told so by an overrun.
-struct Demoted {
-    by_entry: Vec<Option<(u32, u64)>>,
-    /// The entries demoted past the timeout of the stall in progress.
-    this_stall: Vec<bool>,
-}
-
-impl Demoted {
-    fn new(entries: usize) -> Demoted {
-        Demoted { by_entry: vec![None; entries], this_stall: vec![false; entries] }
-    }
-
-    /// Whether entry `index`, owned as `state` says, is one this writer
-    /// demoted; forgets the record of an entry that changed owner or join
-    /// (unless demoted in the stall in progress).
-    fn holds(&mut self, index: usize, state: u32, e: &ReaderEntry) -> bool {
-        let Some(demoted) = self.by_entry[index] else { return false };
-        // Relaxed: the joiner wrote `joined_ns` before its activation,
-        // which the caller's Acquire load of `state` saw.
-        if self.this_stall[index] || demoted == (state, e.joined_ns.load(Ordering::Relaxed)) {
-            return true;
-        }
-        self.by_entry[index] = None;
-        false
-    }
-
-    fn record(&mut self, index: usize, state: u32, joined_ns: u64, past_timeout: bool) {
-        self.by_entry[index] = Some((state, joined_ns));
-        self.this_stall[index] |= past_timeout;
-    }
-
-    /// The stall is over: entries are judged by owner and join again.
-    fn stall_ended(&mut self) {
-        self.this_stall.fill(false);
-    }
 }
 
 /// The one writer of a ring, holding its lease. Dropping it releases the
@@ -595,27 +544,5 @@ fn is_active(state: u32) -> bool {
 impl Drop for Writer {
     fn drop(&mut self) {
         release_lease(self.region.header(), self.epoch);
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_entry_demoted_past_the_stall_timeout_is_ignored_whatever_it_says_until_the_stall_ends() {
-        // SAFETY: an entry is integers and atomic integers, for which all
-        // zeros is a valid value.
-        let e: ReaderEntry = unsafe { std::mem::zeroed() };
-        e.joined_ns.store(7, Ordering::Relaxed);
-        let mut d = Demoted::new(2);
-        d.record(0, 5, 7, true);
-        d.record(1, 5, 7, false);
-        // Both rewritten into a new join.
-        e.joined_ns.store(8, Ordering::Relaxed);
-        assert!(d.holds(0, 5, &e) && d.holds(0, 6, &e), "demoted in this stall: ignored whatever its words");
-        assert!(!d.holds(1, 5, &e), "demoted by the liveness check: a new join is a new reader");
-        d.stall_ended();
-        assert!(!d.holds(0, 5, &e), "the stall is over: judged by owner and join again");
     }
 }
