@@ -141,11 +141,8 @@ async fn export_ring(
         match result {
             Ok(()) => reader.release(),
             Err(e) => {
-                pause_to_retry(
-                    counters,
-                    format!("ring {}: {e:#}; publishing again from sequence {}", x.ring, reader.released()),
-                )
-                .await;
+                pause_to_retry(counters, &x.ring, &e, format!("publishing again from sequence {}", reader.released()))
+                    .await;
                 flight.clear();
                 reader = rewind(ns, x, reader)?;
             }
@@ -162,10 +159,11 @@ fn now() -> u64 {
     helix::process::realtime_ns()
 }
 
-/// Says why a publish that failed is made again, counts the retry, and
-/// waits half a second first.
-async fn pause_to_retry(counters: &Counters, why: String) {
-    warn!("{why}");
+/// Says why a publish to ring `ring` that failed with `e` is made again
+/// (`again`: what is sent again), counts the retry, and waits half a
+/// second first.
+async fn pause_to_retry(counters: &Counters, ring: &str, e: &anyhow::Error, again: String) {
+    warn!("ring {ring}: {e:#}; {again}");
     Counters::add(&counters.retries, 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
@@ -222,11 +220,8 @@ async fn begin(
             match sent {
                 Ok(()) => break,
                 Err(e) if !stop.load(Ordering::Relaxed) => {
-                    pause_to_retry(
-                        counters,
-                        format!("ring {}: {e:#}; sending the gap of sequences 1 to {lost} again", x.ring),
-                    )
-                    .await;
+                    pause_to_retry(counters, &x.ring, &e, format!("sending the gap of sequences 1 to {lost} again"))
+                        .await;
                 }
                 Err(e) => return Err(e),
             }
