@@ -440,6 +440,16 @@ fn a_paced_replay_cuts_a_recorded_pause_to_max_pause_and_says_so() {
     let secs = line.strip_prefix("waiting ").and_then(|l| l.strip_suffix(said)).map(|n| n.parse::<f64>().unwrap());
     assert!(secs.is_some_and(|s| (900.0..=1000.0).contains(&s)), "{line}");
     assert_eq!(RingView::attach(&env.ns, "whole").unwrap().stats().published, 20, "what precedes the pause went out");
+    // Ctrl-C stops it within the wait, and it says what it published.
+    // (Found by audit: it died of the signal, saying nothing.)
+    common::signal(&child.0, libc::SIGINT);
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let mut out = String::new();
+    child.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("replay interrupted")), "{rest:?}");
+    assert!(out.contains("replayed 20 frames and 0 gaps (0 sequences lost) of t, sequences 1 to 20"), "{out}");
 }
 
 #[test]

@@ -12,6 +12,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
@@ -124,7 +125,7 @@ pub struct Replayed {
     /// The first and last recorded sequence published (frame or gap).
     pub span: Option<(u64, u64)>,
     /// Bytes of a torn tail at the end of the last segment, not replayed
-    /// (0 if the replay stopped before it: [`Summary::partial_tail`]).
+    /// (0 if the replay stopped before it: [`Summary::partial_tail`](super::verify::Summary::partial_tail)).
     pub partial_tail: u64,
     /// Pauses longer than [`Pacing::max_pause`] cut to it.
     pub pauses_cut: u64,
@@ -172,6 +173,9 @@ pub enum ReplayError {
     /// Its lease could not be taken.
     #[error("taking the lease of the ring to replay into: {0}")]
     Lease(#[from] LeaseError),
+    /// Stopped when asked ([`replay_until`]).
+    #[error("interrupted")]
+    Interrupted,
     /// A frame could not be published.
     #[error("publishing recorded sequence {seq}: {source}")]
     Publish {
@@ -202,22 +206,26 @@ pub fn replay(
     pacing: impl Into<Pacing>,
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
 ) -> Result<Replayed, Box<Stopped>> {
-    replay_telling_waits(dir, range, pacing, open, |_, _| {})
+    replay_until(dir, range, pacing, open, |_, _| {}, &AtomicBool::new(false))
 }
 
 /// [`replay`], telling `waiting` of each wait of a paced replay before it
 /// begins: how long it is, and the first recorded sequence it holds back
 /// (so that a program can say why nothing moves during a long pause in
-/// the recording).
-pub fn replay_telling_waits(
+/// the recording); and stopping once `stop` is set (by a signal handler,
+/// say): before the next block, and within 100 ms during a paced wait. It
+/// then fails with [`ReplayError::Interrupted`], saying what it had
+/// published.
+pub fn replay_until(
     dir: &Path,
     range: &Range,
     pacing: impl Into<Pacing>,
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
     waiting: impl FnMut(Duration, u64),
+    stop: &AtomicBool,
 ) -> Result<Replayed, Box<Stopped>> {
-    let first = first_walk(dir, range).map_err(Stopped::before_publishing)?;
-    second_walk(dir, range, first, pacing.into(), open, waiting)
+    let first = first_walk(dir, range, stop).map_err(Stopped::before_publishing)?;
+    second_walk(dir, range, first, pacing.into(), open, waiting, stop)
 }
 
 /// The replay proper, after [`first_walk`] found `first`.
@@ -228,11 +236,12 @@ fn second_walk(
     pacing: Pacing,
     open: impl FnOnce(&RingDecl) -> Result<Writer, ReplayError>,
     waiting: impl FnMut(Duration, u64),
+    stop: &AtomicBool,
 ) -> Result<Replayed, Box<Stopped>> {
     let FirstWalk { largest, begin, end } = first;
     let open = move |decl: &RingDecl| open(&RingDecl { max_payload: largest.max(decl.max_payload), ..decl.clone() });
     let mut run =
-        Run { range, pacing, open: Some(open), waiting, writer: None, clock: None, done: Replayed::default() };
+        Run { range, pacing, open: Some(open), waiting, stop, writer: None, clock: None, done: Replayed::default() };
     let mut seen = false;
     let mut failed = None;
     let mut started = false;
@@ -290,10 +299,13 @@ fn second_walk(
 /// walks as the replay does, the whole folder: a ledger that stops
 /// verifying is walked up to the bad block (the replay then stops there
 /// and says so).
-fn first_walk(dir: &Path, range: &Range) -> Result<FirstWalk, ReplayError> {
+fn first_walk(dir: &Path, range: &Range, stop: &AtomicBool) -> Result<FirstWalk, ReplayError> {
     let (mut largest, mut begin, mut end) = (0, None, None);
     // A failure is the replay's to report, when it reaches the bad block.
     let _verified = walk_blocks(dir, |chain, block, segment, offset| {
+        if stop.load(Ordering::Relaxed) {
+            return ControlFlow::Break(());
+        }
         end = Some((segment, offset));
         let ring = &chain.rings[block.header.ring as usize].decl;
         if ring.name != range.ring {
@@ -313,6 +325,9 @@ fn first_walk(dir: &Path, range: &Range) -> Result<FirstWalk, ReplayError> {
         }
         ControlFlow::Continue(())
     })?;
+    if stop.load(Ordering::Relaxed) {
+        return Err(ReplayError::Interrupted);
+    }
     Ok(FirstWalk { largest, begin, end })
 }
 
@@ -342,6 +357,8 @@ struct Run<'a, F, W> {
     pacing: Pacing,
     open: Option<F>,
     waiting: W,
+    /// Set: stop before the next block.
+    stop: &'a AtomicBool,
     writer: Option<Writer>,
     clock: Option<Clock>,
     done: Replayed,
@@ -379,11 +396,17 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
     /// holds of the range.
     fn block(&mut self, decl: &RingDecl, block: &BlockView<'_>) -> Result<(), ReplayError> {
         let Some((lo, hi)) = in_range(self.range, block) else { return Ok(()) };
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(ReplayError::Interrupted);
+        }
         if self.writer.is_none() {
             let open = self.open.take().expect("opened once");
             self.writer = Some(open(decl)?);
         }
         self.wait_for(block.header.recv_ns, lo);
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(ReplayError::Interrupted);
+        }
         let w = self.writer.as_mut().expect("opened above");
         match block.rtype() {
             Some(RecordType::Frame) => publish_frames(w, block, lo, hi, &mut self.done.frames)?,
@@ -416,7 +439,16 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
             clock.start.checked_add(clock.due).map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if !wait.is_zero() {
             (self.waiting)(wait, first);
-            std::thread::sleep(wait);
+            // In steps, to stop within 100 ms when asked (a wait past what
+            // the clock counts, for ever).
+            let until = Instant::now().checked_add(wait);
+            while !self.stop.load(Ordering::Relaxed) {
+                let left = until.map_or(Duration::MAX, |u| u.saturating_duration_since(Instant::now()));
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(100)));
+            }
         }
     }
 }
@@ -527,13 +559,14 @@ mod tests {
     fn a_replay_whose_oldest_segment_was_pruned_after_its_first_walk_stops_and_says_so() {
         let dir = one_block(&[8]);
         let range = Range { ring: "t".into(), from: 1, to: 1 };
-        let first = first_walk(dir.path(), &range).unwrap();
+        let first = first_walk(dir.path(), &range, &AtomicBool::new(false)).unwrap();
         let begin = first.begin.expect("a block");
         let pacing = Pacing { pace: Pace::Max, max_pause: None };
         let open = |_: &RingDecl| -> Result<Writer, ReplayError> { panic!("nothing is published") };
         // As if the range had begun a segment earlier, since pruned.
         let earlier = FirstWalk { begin: Some((begin.0 - 1, begin.1)), ..first };
-        let stopped = second_walk(dir.path(), &range, earlier, pacing, open, |_, _| {}).unwrap_err();
+        let stopped =
+            second_walk(dir.path(), &range, earlier, pacing, open, |_, _| {}, &AtomicBool::new(false)).unwrap_err();
         match stopped.error {
             ReplayError::Verify(VerifyFailure::PrunedMeanwhile { segment }) => assert_eq!(segment, begin.0 - 1),
             other => panic!("expected the segment pruned to be named: {other}"),

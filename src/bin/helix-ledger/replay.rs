@@ -3,6 +3,8 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -86,6 +88,8 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             return Ok(false);
         }
     }
+    // Ctrl-C or SIGTERM stops it between blocks, saying what it published.
+    let stop = stop_on_signal()?;
     // What this call made for --also: removed again if the replay fails
     // before its ring is made (a typo in --ring, an --into that exists), so
     // that the same command, corrected, is not refused for them.
@@ -102,7 +106,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         let ring = Ring::create(ns, &into, &opts)?;
         into_made.set(true);
         let w = ring.writer()?;
-        wait_readers(ns, &into, a.wait_readers);
+        wait_readers(ns, &into, a.wait_readers, &stop);
         Ok(w)
     };
     let pacing = Pacing { pace: a.pace, max_pause: a.max_pause };
@@ -115,7 +119,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             );
         }
     };
-    let stopped = match replay::replay_telling_waits(&a.dir, &range, pacing, open, say_wait) {
+    let stopped = match replay::replay_until(&a.dir, &range, pacing, open, say_wait, &stop) {
         Ok(done) => {
             print_done(a, &into, &done, true)?;
             crate::command::torn_tail_note(done.partial_tail, "replayed");
@@ -136,6 +140,10 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         }
         ReplayError::Verify(f) => {
             eprintln!("FAILED: the ledger does not verify (what precedes the bad block was replayed): {f}");
+            Ok(false)
+        }
+        ReplayError::Interrupted => {
+            eprintln!("helix-ledger: replay interrupted (by a signal)");
             Ok(false)
         }
         e => Err(e).with_context(|| format!("replaying {} from {}", a.ring, a.dir.display())),
@@ -231,15 +239,37 @@ fn also_create(ns: &Namespace, name: &str) -> anyhow::Result<String> {
 }
 
 /// Waits until `n` readers have joined ring `name`, saying so on stderr.
-fn wait_readers(ns: &Namespace, name: &str, n: usize) {
+/// (Or until `stop` is set: the replay then stops before its first block.)
+fn wait_readers(ns: &Namespace, name: &str, n: usize, stop: &AtomicBool) {
     let Ok(view) = RingView::attach(ns, name) else { return };
     let joined = || view.stats().readers.iter().filter(|r| r.alive).count();
     if joined() < n {
         eprintln!("helix-ledger: waiting for {n} reader(s) on {name} before replaying");
     }
-    while joined() < n {
+    while joined() < n && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A flag set on SIGINT or SIGTERM, by a thread of its own that reads them
+/// (blocked from here on, in every thread started after).
+fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
+    use crate::shared::signal::{Signal, Signals};
+    let signals = Signals::block(&[Signal::SIGINT, Signal::SIGTERM]).context("blocking SIGINT and SIGTERM")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let set = stop.clone();
+    std::thread::spawn(move || loop {
+        match signals.wait(Duration::from_secs(3600)) {
+            Ok(None) => {}
+            Ok(Some(_)) => break set.store(true, Ordering::Relaxed),
+            Err(e) => {
+                // Ctrl-C would be lost: stop now rather than run on deaf.
+                eprintln!("helix-ledger: cannot read signals ({e}); stopping the replay");
+                break set.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    Ok(stop)
 }
 
 /// `--max-pause`: seconds, 0 or more.
