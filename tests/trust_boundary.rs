@@ -190,12 +190,7 @@ fn gating_readers_that_promote_themselves_again_are_not_waited_for() {
     assert_eq!(s.demotions, 3, "{s:?}");
     // A reader that leaves and joins again is a new reader: it gates.
     drop(joined);
-    let fresh = Reader::attach(&ns, "again", &ReaderOptions { gating: true, ..ReaderOptions::named("fresh") }).unwrap();
-    for _ in 0..4 {
-        w.try_publish(b"x").unwrap();
-    }
-    assert!(matches!(w.try_publish(b"x"), Err(PublishError::Full { .. })), "the fresh reader does not gate");
-    drop(fresh);
+    a_new_gating_reader_holds_the_writer(&ns, "again", &mut w);
 }
 
 /// Gating readers that rewrite their entries into new joins each time they
@@ -256,8 +251,8 @@ fn gating_readers_that_rejoin_each_time_they_are_demoted_hold_a_wait_for_one_sta
 fn a_reader_joining_an_entry_demoted_in_a_stall_that_has_ended_gates() {
     let ns = TestNs::watched("a mark left after a stall", Duration::from_secs(60));
     let (_ring, mut w) = block_ring(&ns, "marked", Duration::from_millis(200));
-    let gating = |name: &str| ReaderOptions { gating: true, ..ReaderOptions::named(name) };
-    let stalled = Reader::attach(&ns, "marked", &gating("stalled")).unwrap();
+    let gating = ReaderOptions { gating: true, ..ReaderOptions::named("stalled") };
+    let stalled = Reader::attach(&ns, "marked", &gating).unwrap();
     for _ in 0..4 {
         w.publish(b"x").unwrap();
     }
@@ -269,13 +264,18 @@ fn a_reader_joining_an_entry_demoted_in_a_stall_that_has_ended_gates() {
     }
     let index = stalled.index();
     drop(stalled);
-    let fresh = Reader::attach(&ns, "marked", &gating("fresh")).unwrap();
-    assert_eq!(fresh.index(), index, "the same entry");
+    assert_eq!(a_new_gating_reader_holds_the_writer(&ns, "marked", &mut w), index, "the same entry");
+}
+
+/// Joins `ring` as a new gating reader and checks that it holds the writer
+/// `w` once `w` has filled the ring's 4 slots; returns the entry it took.
+fn a_new_gating_reader_holds_the_writer(ns: &TestNs, ring: &str, w: &mut Writer) -> usize {
+    let fresh = Reader::attach(ns, ring, &ReaderOptions { gating: true, ..ReaderOptions::named("fresh") }).unwrap();
     for _ in 0..4 {
         w.try_publish(b"x").unwrap();
     }
     assert!(matches!(w.try_publish(b"x"), Err(PublishError::Full { .. })), "the fresh reader does not gate");
-    drop(fresh);
+    fresh.index()
 }
 
 /// A join never gives an entry the `joined_ns` it had, even when the
