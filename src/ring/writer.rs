@@ -352,12 +352,8 @@ impl Writer {
                 break Err(PublishError::Damaged(d));
             }
         };
-        // Done with the record once every gating reader was seen at its
-        // `need` (`gate_limit` is fresh from the last scan, which ended it
-        // then).
-        if self.open_stall().is_none() {
-            self.end_stall();
-        }
+        // (The scan that saw every gating reader at the record's `need`
+        // ended the stall: `gate`.)
         h.writer_wait_ns.fetch_add(host::now_ns().saturating_sub(t0), Ordering::Relaxed);
         result
     }
@@ -369,10 +365,9 @@ impl Writer {
     fn stall_for(&mut self, need: u64, now: u64) -> Stall {
         let stall = match self.open_stall() {
             Some(s) => Stall { need: s.need.min(need), ..s },
-            None => {
-                self.end_stall();
-                Stall { need, since: now, checked: now }
-            }
+            // (A record there was is ended already, by the scan that saw
+            // it closed: `gate`.)
+            None => Stall { need, since: now, checked: now },
         };
         self.stall = Some(stall);
         stall

@@ -21,39 +21,44 @@ use crate::sync::Ordering;
 /// writer demoting it for ever, at full speed, never publishing. A reader
 /// that truly joins there during the stall finds its first frames
 /// overwritten, and is told so by an overrun.
-pub(super) struct Demoted {
-    by_entry: Vec<Option<(u32, u64)>>,
-    /// The entries demoted past the timeout of the stall in progress.
-    this_stall: Vec<bool>,
+pub(super) struct Demoted(Vec<Option<Demotion>>);
+
+/// What the writer saw of an entry when it demoted it.
+#[derive(Clone, Copy)]
+struct Demotion {
+    state: u32,
+    joined_ns: u64,
+    /// Demoted past the timeout of the stall in progress.
+    this_stall: bool,
 }
 
 impl Demoted {
     pub(super) fn new(entries: usize) -> Demoted {
-        Demoted { by_entry: vec![None; entries], this_stall: vec![false; entries] }
+        Demoted(vec![None; entries])
     }
 
     /// Whether entry `index`, owned as `state` says, is one this writer
     /// demoted; forgets the record of an entry that changed owner or join
     /// (unless demoted in the stall in progress).
     pub(super) fn holds(&mut self, index: usize, state: u32, e: &ReaderEntry) -> bool {
-        let Some(demoted) = self.by_entry[index] else { return false };
+        let Some(d) = self.0[index] else { return false };
         // Relaxed: the joiner wrote `joined_ns` before its activation,
         // which the caller's Acquire load of `state` saw.
-        if self.this_stall[index] || demoted == (state, e.joined_ns.load(Ordering::Relaxed)) {
+        if d.this_stall || (d.state, d.joined_ns) == (state, e.joined_ns.load(Ordering::Relaxed)) {
             return true;
         }
-        self.by_entry[index] = None;
+        self.0[index] = None;
         false
     }
 
     pub(super) fn record(&mut self, index: usize, state: u32, joined_ns: u64, past_timeout: bool) {
-        self.by_entry[index] = Some((state, joined_ns));
-        self.this_stall[index] |= past_timeout;
+        let this_stall = past_timeout || self.0[index].is_some_and(|d| d.this_stall);
+        self.0[index] = Some(Demotion { state, joined_ns, this_stall });
     }
 
     /// The stall is over: entries are judged by owner and join again.
     pub(super) fn stall_ended(&mut self) {
-        self.this_stall.fill(false);
+        self.0.iter_mut().flatten().for_each(|d| d.this_stall = false);
     }
 }
 
