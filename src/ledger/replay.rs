@@ -249,9 +249,9 @@ fn second_walk(
         // From no later than the range's first block: retention may have
         // pruned the oldest segments since, and what the first walk saw of
         // the range there would be left out without a word.
-        if !std::mem::replace(&mut started, true) && begin.is_some_and(|b| b < (segment, offset)) {
-            let segment = begin.map_or(segment, |b| b.0);
-            failed = Some(ReplayError::Verify(VerifyFailure::PrunedMeanwhile { segment }));
+        let first_block = !std::mem::replace(&mut started, true);
+        if let Some((pruned, _)) = begin.filter(|&b| first_block && b < (segment, offset)) {
+            failed = Some(ReplayError::Verify(VerifyFailure::PrunedMeanwhile { segment: pruned }));
             return ControlFlow::Break(());
         }
         // Not past where the first walk ended: a live recorder may have
@@ -295,10 +295,9 @@ fn second_walk(
 /// frames or gaps in `range` (0 if none): what the ring replayed into must
 /// hold; and where the range's first block is, which the replay must not
 /// begin after, and where the walk ended, which it does not pass
-/// ([`FirstWalk`]). It
-/// walks as the replay does, the whole folder: a ledger that stops
-/// verifying is walked up to the bad block (the replay then stops there
-/// and says so).
+/// ([`FirstWalk`]). It walks as the replay does, the whole folder: a
+/// ledger that stops verifying is walked up to the bad block (the replay
+/// then stops there and says so).
 fn first_walk(dir: &Path, range: &Range, stop: &AtomicBool) -> Result<FirstWalk, ReplayError> {
     let (mut largest, mut begin, mut end) = (0, None, None);
     // A failure is the replay's to report, when it reaches the bad block.

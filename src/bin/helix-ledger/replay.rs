@@ -2,7 +2,7 @@
 //! ring, for any reader (helix-twin, helixctl tail) to run on unchanged.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,7 +153,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
 /// Whether the ledger in `dir` verifies with the public key in `path`,
 /// every checkpoint signed by it: says why not, or how much of its end is
 /// not signed yet (replayed as found).
-fn signed(dir: &std::path::Path, path: &std::path::Path) -> anyhow::Result<bool> {
+fn signed(dir: &Path, path: &Path) -> anyhow::Result<bool> {
     let key = crate::command::read_public(path)?;
     match helix::ledger::verify::verify_signed(dir, &key)? {
         Ok(s) => {
