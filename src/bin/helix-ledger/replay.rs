@@ -69,20 +69,7 @@ const SAY_WAIT: Duration = Duration::from_secs(10);
 /// Replays; returns false (after printing what was replayed) if the ledger
 /// stopped verifying on the way.
 pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
-    validate_ring_name(&a.ring).with_context(|| format!("--ring {}", a.ring))?;
-    let into = a.into.clone().unwrap_or_else(|| format!("replay.{}", a.ring));
-    validate_ring_name(&into).with_context(|| format!("--into {into}"))?;
-    if a.from > a.to {
-        anyhow::bail!("--from {} is after --to {}", a.from, a.to);
-    }
-    if a.max_pause.is_some() && a.pace == Pace::Max {
-        anyhow::bail!("--max-pause has no pause to cut at --pace max");
-    }
-    // The ring is made with the default reader table: more would never join.
-    let max_readers = RingOptions::default().max_readers;
-    if a.wait_readers > max_readers as usize {
-        anyhow::bail!("--wait-readers {}: the replay ring takes at most {max_readers} readers", a.wait_readers);
-    }
+    let into = checked(a)?;
     if let Some(path) = &a.pubkey {
         if !signed(&a.dir, path)? {
             return Ok(false);
@@ -148,6 +135,26 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         }
         e => Err(e).with_context(|| format!("replaying {} from {}", a.ring, a.dir.display())),
     }
+}
+
+/// The arguments checked before anything is read or made; the ring to
+/// replay into.
+fn checked(a: &ReplayArgs) -> anyhow::Result<String> {
+    validate_ring_name(&a.ring).with_context(|| format!("--ring {}", a.ring))?;
+    let into = a.into.clone().unwrap_or_else(|| format!("replay.{}", a.ring));
+    validate_ring_name(&into).with_context(|| format!("--into {into}"))?;
+    if a.from > a.to {
+        anyhow::bail!("--from {} is after --to {}", a.from, a.to);
+    }
+    if a.max_pause.is_some() && a.pace == Pace::Max {
+        anyhow::bail!("--max-pause has no pause to cut at --pace max");
+    }
+    // The ring is made with the default reader table: more would never join.
+    let max_readers = RingOptions::default().max_readers;
+    if a.wait_readers > max_readers as usize {
+        anyhow::bail!("--wait-readers {}: the replay ring takes at most {max_readers} readers", a.wait_readers);
+    }
+    Ok(into)
 }
 
 /// Whether the ledger in `dir` verifies with the public key in `path`,
