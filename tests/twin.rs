@@ -514,6 +514,65 @@ fn a_snapshot_that_lost_a_claim_gets_no_end_marker() {
     }
 }
 
+/// The state table goes out a claim (at most 1,024 frames) a step, so
+/// that the twin reads telemetry between claims; a stream that changes
+/// mid-snapshot is published as it is when its claim is written, and again
+/// in the next update, whichever side of its claim the change fell.
+#[test]
+fn a_snapshot_goes_out_a_claim_a_step_and_changes_made_between_claims_reach_the_next_update() {
+    let ns = TestNs::new();
+    let opts = RingOptions { capacity: 4096, max_payload: 176, policy: Policy::Overwrite, ..Default::default() };
+    let state = Ring::create(&ns, "twin.state", &opts).unwrap();
+    let alarms = Ring::create(&ns, "alarms", &opts).unwrap();
+    let streams = 3000;
+    let mut twin = Twin::new(&config(streams, vec![]), 1);
+    let sample = |stream, seq| Sample { stream, quality: 0, seq, sample_ns: 5 + seq, ingest_ns: 6 + seq, value: 1.0 };
+    for stream in 0..streams {
+        twin.input(&Input::Sample(sample(stream, 0)));
+    }
+    let check = ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("check") };
+    let mut r = Reader::attach(&ns, state.name(), &check).unwrap();
+    let mut publisher = Publisher::new(state.writer().unwrap(), alarms.writer().unwrap());
+
+    publisher.start_snapshot(&mut twin, 10);
+    assert_eq!(state.stats().published, 0, "starting publishes nothing");
+    publisher.step(&twin, 11);
+    assert_eq!(state.stats().published, 1024, "the begin marker and 1,023 streams");
+    assert!(publisher.publishing());
+    // Stream 10 went out in that claim, stream 2500 has not yet.
+    for stream in [10, 2500] {
+        twin.input(&Input::Sample(sample(stream, 1)));
+    }
+    let mut steps = 1;
+    while publisher.publishing() {
+        publisher.step(&twin, 12);
+        steps += 1;
+    }
+    assert_eq!((steps, state.stats().published, publisher.state_failed), (3, 3002, 0));
+
+    let (mut markers, mut states) = (Vec::new(), Vec::new());
+    while r
+        .try_read_batch(64, |f| match f.kind() {
+            KIND_STREAM_STATE => states.push(f.read::<StreamState>().unwrap()),
+            kind => markers.push((kind, f.read::<Marker>().unwrap(), states.len())),
+        })
+        .is_ok()
+    {}
+    let [(KIND_SNAPSHOT_BEGIN, begin, 0), (KIND_SNAPSHOT_END, end, 3000)] = markers[..] else {
+        panic!("a begin marker, 3,000 states and an end marker, not {markers:?}")
+    };
+    assert_eq!((begin.round, begin.streams_seen), (end.round, 3000));
+    assert!(states.iter().enumerate().all(|(i, s)| s.stream == i as u32 && s.round == begin.round));
+    assert_eq!((states[10].count, states[2500].count), (1, 2), "each as it was when its claim was written");
+    assert_eq!((states[1000].published_ns, states[1100].published_ns), (11, 12));
+
+    // Both changed streams, and only they, are in the next update.
+    publisher.update(&mut twin, 13);
+    let mut updated = Vec::new();
+    while r.try_read_batch(64, |f| updated.push(f.read::<StreamState>().unwrap().stream)).is_ok() {}
+    assert_eq!(updated, [10, 2500]);
+}
+
 fn sim_samples(sim: &Sim, from: u64, n: u64) -> impl Iterator<Item = Sample> + '_ {
     (from..from + n).map(move |g| {
         let mut s = sim.sample(g, START_NS);

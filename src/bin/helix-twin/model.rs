@@ -465,6 +465,12 @@ impl Twin {
         self.dirty.clear();
     }
 
+    /// Whether [`state`](Self::state) has a state for `stream`: it has had
+    /// a sample, or was taken over. Once true, it stays so.
+    pub fn has_state(&self, stream: u32) -> bool {
+        self.streams.get(stream as usize).is_some_and(|st| st.count > 0) || self.taken_over.contains_key(&stream)
+    }
+
     /// Stream `stream`'s state as of `now_ns`, if it has had a sample (or,
     /// taken over, had one in the previous instance: [`Twin::take_over`]).
     /// `round` and `flags` (e.g. [`FLAG_SNAPSHOT`]) go into the frame.

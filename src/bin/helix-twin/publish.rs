@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use bytemuck::Zeroable;
 use tracing::{error, info, warn};
 
 use helix::shm::Namespace;
@@ -35,6 +36,10 @@ pub struct Publisher {
     /// the next update is a whole snapshot, so that the changes made
     /// meanwhile reach its readers.
     snapshot_due: bool,
+    /// The publication of the state table under way, if any.
+    publication: Option<Publication>,
+    /// The frames of its claim being written.
+    pending: Vec<(u32, StreamState)>,
     /// Whether the failure to take a ring's lease again was logged (state,
     /// alarms).
     retake_logged: [bool; 2],
@@ -58,6 +63,8 @@ impl Publisher {
             alarm_failed: 0,
             state_failed: 0,
             snapshot_due: false,
+            publication: None,
+            pending: Vec::new(),
             retake_logged: [false; 2],
         }
     }
@@ -125,7 +132,12 @@ impl Publisher {
             };
             state_anew |= anew && k == 0;
         }
-        self.snapshot_due |= state_anew;
+        if state_anew {
+            // What was under way goes to the old ring; the snapshot that
+            // follows covers it.
+            self.done();
+            self.snapshot_due = true;
+        }
     }
 
     /// Publishes the twin's pending alarm events, in order, up to
@@ -180,94 +192,161 @@ impl Publisher {
         twin.take_events().for_each(drop);
     }
 
-    /// Publishes `streams` (all of them, between markers, if `snapshot`).
-    fn frames(&mut self, twin: &Twin, streams: &[u32], snapshot: bool, now: u64) {
-        let round = self.round;
-        let flags = if snapshot { FLAG_SNAPSHOT } else { 0 };
-        let Some(state_writer) = self.state.as_mut() else {
-            let frames = streams.iter().filter(|&&s| twin.state(s, now, round, flags).is_some()).count();
+    /// Whether a publication of the state table is under way: [`step`]
+    /// writes its next claim.
+    ///
+    /// [`step`]: Publisher::step
+    pub fn publishing(&self) -> bool {
+        self.publication.is_some()
+    }
+
+    /// Begins a full snapshot: a begin marker, every stream that has had a
+    /// sample (or was taken over), an end marker. [`step`](Self::step)
+    /// writes it a claim at a time.
+    pub fn start_snapshot(&mut self, twin: &mut Twin, now: u64) {
+        self.finish(twin, now);
+        self.snapshot_due = false;
+        self.round += 1;
+        twin.clear_changed();
+        let mut streams = std::mem::take(&mut self.changed);
+        streams.clear();
+        streams.extend((0..twin.streams()).filter(|&s| twin.has_state(s)));
+        let marker = twin.marker(self.round, now, self.alarm_failed);
+        self.publication = Some(Publication { marker: Some(marker), round: self.round, streams, next: 0, whole: true });
+    }
+
+    /// Begins an update: the streams changed since the last publication (a
+    /// snapshot, if the state ring is written anew).
+    pub fn start_update(&mut self, twin: &mut Twin, now: u64) {
+        self.finish(twin, now);
+        if self.snapshot_due {
+            return self.start_snapshot(twin, now);
+        }
+        let mut streams = std::mem::take(&mut self.changed);
+        twin.take_changed(&mut streams);
+        if streams.is_empty() {
+            self.changed = streams;
+            return;
+        }
+        self.round += 1;
+        self.publication = Some(Publication { marker: None, round: self.round, streams, next: 0, whole: true });
+    }
+
+    /// Writes the next claim of the publication under way (at most 1,024
+    /// frames, or the ring's capacity), each stream as of `now`: the twin
+    /// reads telemetry between claims, so that a publication of 50,000
+    /// streams does not hold up its alarms for milliseconds.
+    pub fn step(&mut self, twin: &Twin, now: u64) {
+        let Some(p) = self.publication.as_mut() else { return };
+        let flags = if p.marker.is_some() { FLAG_SNAPSHOT } else { 0 };
+        // The frames of the publication: the begin marker, the streams, the
+        // end marker (a snapshot's); `next` counts those written.
+        let snapshot = p.marker.is_some() as usize;
+        let total = p.streams.len() + 2 * snapshot;
+        let Some(w) = self.state.as_mut() else {
+            let streams = p.streams[p.next.saturating_sub(snapshot).min(p.streams.len())..].iter();
+            let frames = streams.filter(|&&s| twin.has_state(s)).count();
+            let markers = if p.next == 0 { 2 * snapshot } else { snapshot };
             count_state_failed(
                 &mut self.state_failed,
-                frames as u64 + 2 * snapshot as u64,
+                (frames + markers) as u64,
                 &"the ring is damaged, waiting for its repair",
             );
-            return;
+            return self.done();
         };
-        let cap = state_writer.geometry().capacity.min(1024);
-        let marker = twin.marker(round, now, self.alarm_failed);
-        let mut pending: Vec<(u32, StreamState)> = Vec::new();
-        // Publishes what is pending once it fills a claim (or if `force`);
-        // false if that failed.
-        let push = |w: &mut Writer, items: &mut Vec<(u32, StreamState)>, failed: &mut u64, force: bool| {
-            if items.is_empty() || (!force && (items.len() as u64) < cap) {
-                return true;
+        let cap = w.geometry().capacity.min(1024) as usize;
+        let pending = &mut self.pending;
+        pending.clear();
+        let end = (p.next + cap).min(total);
+        for i in p.next..end {
+            if snapshot == 1 && i == 0 {
+                pending.push((KIND_SNAPSHOT_BEGIN, Zeroable::zeroed()));
+            } else if snapshot == 1 && i == total - 1 {
+                // A begin and an end marker of one round enclose the
+                // complete table (docs/abi.md §10.2): a snapshot that lost
+                // a claim gets no end marker.
+                if p.whole {
+                    pending.push((KIND_SNAPSHOT_END, Zeroable::zeroed()));
+                } else {
+                    count_state_failed(
+                        &mut self.state_failed,
+                        1,
+                        &"the snapshot's end marker is withheld: part of the snapshot was not published",
+                    );
+                }
+            } else if let Some(state) = twin.state(p.streams[i - snapshot], now, p.round, flags) {
+                pending.push((KIND_STREAM_STATE, state));
             }
-            let r = w.claim_timeout(items.len() as u64, ALARM_PUBLISH_WAIT).and_then(|mut c| {
-                for (kind, s) in items.iter() {
-                    if *kind == KIND_STREAM_STATE {
-                        c.push_kind(*kind, bytemuck::bytes_of(s))?;
-                    } else {
-                        c.push_kind(*kind, bytemuck::bytes_of(&marker))?;
-                    }
+        }
+        p.next = end;
+        if !pending.is_empty() {
+            let marker = p.marker.unwrap_or(Zeroable::zeroed());
+            let r = w.claim_timeout(pending.len() as u64, ALARM_PUBLISH_WAIT).and_then(|mut c| {
+                for (kind, s) in pending.iter() {
+                    let bytes = match *kind {
+                        KIND_STREAM_STATE => bytemuck::bytes_of(s),
+                        _ => bytemuck::bytes_of(&marker),
+                    };
+                    c.push_kind(*kind, bytes)?;
                 }
                 c.commit();
                 Ok::<(), PublishError>(())
             });
-            let n = items.len() as u64;
-            items.clear();
-            r.map_err(|e| count_state_failed(failed, n, &e)).is_ok()
-        };
-        let zero = bytemuck::Zeroable::zeroed();
-        if snapshot {
-            pending.push((KIND_SNAPSHOT_BEGIN, zero));
-        }
-        // Whether every claim so far was published.
-        let mut whole = true;
-        for &s in streams {
-            if let Some(state) = twin.state(s, now, round, flags) {
-                pending.push((KIND_STREAM_STATE, state));
-                whole &= push(state_writer, &mut pending, &mut self.state_failed, false);
+            if let Err(e) = r {
+                p.whole = false;
+                count_state_failed(&mut self.state_failed, pending.len() as u64, &e);
             }
         }
-        if snapshot {
-            // A begin and an end marker of one round enclose the complete
-            // table (docs/abi.md §10.2): a snapshot that lost a claim gets
-            // no end marker. The last claim takes it along, or loses it.
-            if whole {
-                pending.push((KIND_SNAPSHOT_END, zero));
-            } else {
-                count_state_failed(
-                    &mut self.state_failed,
-                    1,
-                    &"the snapshot's end marker is withheld: part of the snapshot was not published",
-                );
-            }
+        if end == total {
+            self.done();
         }
-        push(state_writer, &mut pending, &mut self.state_failed, true);
     }
 
-    /// Publishes a full snapshot: a begin marker, every stream that has had
-    /// a sample, an end marker.
+    /// Ends the publication under way, keeping its buffer.
+    fn done(&mut self) {
+        if let Some(p) = self.publication.take() {
+            self.changed = p.streams;
+        }
+    }
+
+    /// Writes the rest of the publication under way, if any.
+    fn finish(&mut self, twin: &Twin, now: u64) {
+        while self.publishing() {
+            self.step(twin, now);
+        }
+    }
+
+    /// Publishes a full snapshot, whole ([`start_snapshot`] and each
+    /// [`step`]): for the tests and the bench (the twin's loop steps).
+    ///
+    /// [`start_snapshot`]: Publisher::start_snapshot
+    /// [`step`]: Publisher::step
+    #[allow(dead_code)]
     pub fn snapshot(&mut self, twin: &mut Twin, now: u64) {
-        self.round += 1;
-        twin.clear_changed();
-        let all: Vec<u32> = (0..twin.streams()).collect();
-        self.frames(twin, &all, true, now);
+        self.start_snapshot(twin, now);
+        self.finish(twin, now);
     }
 
-    /// Publishes the streams changed since the last publication.
+    /// Publishes the streams changed since the last publication, whole.
+    #[allow(dead_code)]
     pub fn update(&mut self, twin: &mut Twin, now: u64) {
-        if std::mem::take(&mut self.snapshot_due) {
-            return self.snapshot(twin, now);
-        }
-        let mut changed = std::mem::take(&mut self.changed);
-        twin.take_changed(&mut changed);
-        if !changed.is_empty() {
-            self.round += 1;
-            self.frames(twin, &changed, false, now);
-        }
-        self.changed = changed;
+        self.start_update(twin, now);
+        self.finish(twin, now);
     }
+}
+
+/// A publication of the state table under way.
+struct Publication {
+    /// A snapshot's markers (the twin's counters at its start); `None` for
+    /// an update.
+    marker: Option<Marker>,
+    round: u64,
+    /// The streams it publishes, in order.
+    streams: Vec<u32>,
+    /// Frames written so far, the begin marker counted.
+    next: usize,
+    /// Whether every claim so far was published.
+    whole: bool,
 }
 
 /// Adds `n` state frames not published to `failed`; says so each time the

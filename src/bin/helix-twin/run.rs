@@ -397,12 +397,16 @@ fn serve(
             twin.tick(now_ns());
             publisher.alarms(twin);
         }
-        if snapshot.due(now) {
-            publisher.snapshot(twin, now_ns());
-            update = Cadence::new(config.update_interval, config.update_interval);
-        } else if update.due(now) {
-            publisher.update(twin, now_ns());
+        // The state table goes out a claim a turn, telemetry read between.
+        if !publisher.publishing() {
+            if snapshot.due(now) {
+                publisher.start_snapshot(twin, now_ns());
+                update = Cadence::new(config.update_interval, config.update_interval);
+            } else if update.due(now) {
+                publisher.start_update(twin, now_ns());
+            }
         }
+        publisher.step(twin, now_ns());
         if ring_check.due(now) {
             follow_rings(config, ingest, publisher);
         }
@@ -422,7 +426,7 @@ fn serve(
             Some(Event::Other(sig)) => info!("signal {sig} ignored (SIGTERM or SIGINT stop the twin)"),
             None => {}
         }
-        if !polled.caught_up {
+        if !polled.caught_up || publisher.publishing() {
             continue;
         }
         let next = tick.next().min(update.next()).min(snapshot.next()).min(service.next_due());
