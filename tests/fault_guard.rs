@@ -252,6 +252,24 @@ fn truncating_the_data_file_under_a_parked_reader_ends_its_wait_with_damaged() {
     fresh_ring_works(&ns, "data");
 }
 
+/// A reader spinning with no deadline (`WaitStrategy::Spin` parks only
+/// after u32::MAX polls, minutes) looks for damage as a parked one does:
+/// a data file cut short behind the slot it polls ends its wait.
+#[test]
+fn cutting_the_data_file_short_under_a_spinning_reader_ends_its_wait_with_damaged() {
+    let ns = TestNs::watched("data file cut short under a spinning reader", Duration::from_secs(60));
+    let ring = Ring::create(&ns, "spun", &RingOptions { capacity: 256, ..Default::default() }).unwrap();
+    let mut r = ring.reader(&ReaderOptions { wait: WaitStrategy::Spin, ..ReaderOptions::named("spinner") }).unwrap();
+    let spinner = std::thread::spawn(move || r.wait());
+    // 1024 header bytes and 128-byte slots: one page keeps the slot of
+    // sequence 1, which the reader polls, readable.
+    OpenOptions::new().write(true).open(ns.data_path("spun")).unwrap().set_len(4096).unwrap();
+    match spinner.join().unwrap() {
+        Err(ReadError::Damaged(d)) => assert_eq!((d.ring.as_str(), d.file), ("spun", RingFile::Data)),
+        other => panic!("expected the damage, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_data_file_cut_short_never_delivers_a_bogus_frame() {
     let ns = TestNs::new();

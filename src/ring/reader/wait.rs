@@ -13,6 +13,10 @@ use super::{ReadError, Reader, Region};
 /// and to refresh its heartbeat; it stays counted as parked meanwhile.
 const PARK_RECHECK: Duration = Duration::from_millis(100);
 
+/// A spinning reader looks for damage every 2^20 polls (a few
+/// milliseconds to tens of them, by the CPU's pause).
+const SPIN_PROBE_MASK: u32 = (1 << 20) - 1;
+
 impl Reader {
     /// Waits, with the reader's strategy, until a frame is available (or an
     /// overrun is, which the next read reports). Pairs with the batch reads.
@@ -54,6 +58,12 @@ impl Reader {
                 spin_hint();
                 if spins & 0x3FF == 0 && deadline_ns.is_some_and(|d| host::now_ns() >= d) {
                     return Err(ReadError::Timeout);
+                }
+                if spins & SPIN_PROBE_MASK == 0 {
+                    // A spinning reader looks for damage as a parked one
+                    // does: `WaitStrategy::Spin` spins for minutes before
+                    // it would park.
+                    region.probe();
                 }
                 continue;
             }
