@@ -70,7 +70,10 @@ impl TwinRing {
         let view = RingView::attach(ns, ring).map_err(err)?;
         let opts =
             ReaderOptions { name: reader_name.into(), gating: false, start: Start::Oldest, wait: WaitStrategy::Park };
-        let reader = Reader::attach(ns, ring, &opts).map_err(err)?;
+        // On the attachment judged above, so that the figures (the lease,
+        // what was published) and the frames are of one ring, even if it
+        // is replaced under its name meanwhile.
+        let reader = view.reader(&opts).map_err(err)?;
         Ok(TwinRing { view, reader })
     }
 

@@ -133,8 +133,8 @@ impl Publisher {
             state_anew |= anew && k == 0;
         }
         if state_anew {
-            // What was under way goes to the old ring; the snapshot that
-            // follows covers it.
+            // The rest of what was under way is dropped, not counted as
+            // failed: the snapshot that follows covers it.
             self.done();
             self.snapshot_due = true;
         }
@@ -309,8 +309,9 @@ impl Publisher {
         }
     }
 
-    /// Writes the rest of the publication under way, if any.
-    fn finish(&mut self, twin: &Twin, now: u64) {
+    /// Writes the rest of the publication under way, if any (the twin
+    /// stopping leaves no snapshot half written).
+    pub fn finish(&mut self, twin: &Twin, now: u64) {
         while self.publishing() {
             self.step(twin, now);
         }

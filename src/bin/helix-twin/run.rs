@@ -422,7 +422,10 @@ fn serve(
             service.status(now, &status_line(twin, Some(rate), Some(publisher)));
         }
         match service.signal(Duration::ZERO)? {
-            Some(Event::Stop(_)) => return Ok(()),
+            Some(Event::Stop(_)) => {
+                publisher.finish(twin, now_ns());
+                return Ok(());
+            }
             Some(Event::Other(sig)) => info!("signal {sig} ignored (SIGTERM or SIGINT stop the twin)"),
             None => {}
         }
