@@ -506,27 +506,12 @@ fn fanin_claim_publish_consume_and_wait_allocate_nothing() {
 #[test]
 fn finding_an_anchors_hash_holds_a_block_in_memory_not_the_segment() {
     use helix::ledger::anchor::hash_at;
-    use helix::ledger::format::RingDecl;
-    use helix::ledger::Ledger;
 
     let (_turn, _ns) = take_turn("anchor hash in bounded memory");
     let dir = tempfile::tempdir().unwrap();
     const SEGMENT: u64 = 16 << 20;
-    let (mut ledger, _) = Ledger::open(dir.path(), SEGMENT).unwrap();
-    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
-    let (id, mut seq) = ledger.declare(&decl).unwrap();
     // One segment, most of it full, so the anchor's block is near its end.
-    while ledger.stats().bytes < SEGMENT * 3 / 4 {
-        for _ in 0..1024 {
-            ledger.reserve_frame(id, seq, 1, 0, 7, 48).fill(seq as u8);
-            ledger.seal(id, 1);
-            seq += 1;
-        }
-        ledger.flush().unwrap();
-    }
-    assert_eq!(ledger.segment(), 1, "the frames fit one segment");
-    let (records, hash) = (ledger.chain().records, ledger.chain().hash);
-    drop(ledger);
+    let (records, hash) = one_segment(dir.path(), SEGMENT, SEGMENT * 3 / 4);
 
     WATCHED.with(|w| w.set(true));
     COUNTING.store(true, Ordering::Relaxed);
@@ -537,4 +522,62 @@ fn finding_an_anchors_hash_holds_a_block_in_memory_not_the_segment() {
     assert_eq!(found.unwrap(), Some(hash), "the chain's hash after {records} records");
     let largest = LARGEST.load(Ordering::Relaxed);
     assert!(largest <= 2 << 20, "an allocation of {largest} bytes: the segment ({SEGMENT} bytes) was read whole");
+}
+
+/// A ledger in `dir` of one segment (of `segment` bytes at most) holding at
+/// least `bytes` of 48-byte frames of one ring; its records and chain hash.
+fn one_segment(dir: &std::path::Path, segment: u64, bytes: u64) -> (u64, helix::ledger::format::Hash) {
+    use helix::ledger::format::RingDecl;
+    use helix::ledger::Ledger;
+
+    let (mut ledger, _) = Ledger::open(dir, segment).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
+    let (id, mut seq) = ledger.declare(&decl).unwrap();
+    while ledger.stats().bytes < bytes {
+        for _ in 0..1024 {
+            ledger.reserve_frame(id, seq, 1, 0, 7, 48).fill(seq as u8);
+            ledger.seal(id, 1);
+            seq += 1;
+        }
+        ledger.flush().unwrap();
+    }
+    assert_eq!(ledger.segment(), 1, "the frames fit one segment");
+    (ledger.chain().records, ledger.chain().hash)
+}
+
+/// `verify` and `head` read a segment a piece at a time: a segment of
+/// 24 MiB of frames followed by 64 MiB of zeros (a file extended and never
+/// written: a torn tail by the recorder's rule, or a sparse file someone
+/// put under a segment's name) is verified holding at most a piece of
+/// 8 MiB, with the blocks that straddle the pieces checked whole. Reading
+/// whole segments, a sparse file of tens of GiB exhausted memory.
+#[test]
+fn verify_and_head_hold_a_piece_of_a_segment_in_memory_not_the_segment() {
+    use helix::ledger::{head, verify};
+
+    let (_turn, _ns) = take_turn("verify in bounded memory");
+    let dir = tempfile::tempdir().unwrap();
+    const ZEROS: u64 = 64 << 20;
+    let (records, hash) = one_segment(dir.path(), 64 << 20, 24 << 20);
+    let path = dir.path().join(helix::ledger::format::segment_name(1));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let written = f.metadata().unwrap().len();
+    f.set_len(written + ZEROS).unwrap();
+
+    WATCHED.with(|w| w.set(true));
+    COUNTING.store(true, Ordering::Relaxed);
+    let (summary, head) = (verify(dir.path()), head(dir.path()));
+    COUNTING.store(false, Ordering::Relaxed);
+    WATCHED.with(|w| w.set(false));
+
+    let summary = summary.unwrap().unwrap();
+    assert_eq!((summary.records, summary.hash, summary.partial_tail), (records, hash, ZEROS));
+    let head = head.unwrap().unwrap();
+    assert_eq!((head.records, head.hash, head.torn_bytes), (records, hash, ZEROS));
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(
+        largest <= 9 << 20,
+        "an allocation of {largest} bytes: the segment ({} bytes) was read whole",
+        written + ZEROS
+    );
 }

@@ -27,7 +27,7 @@ pub const COMPRESSED_SUFFIX: &str = ".lz4";
 /// recorder writes (`segment_size_mib` at most 64 GiB) and a last record
 /// (at most 16 MiB and its header) past it. A file that claims more is
 /// refused rather than read into memory without end.
-const MAX_SEGMENT_BYTES: u64 = (64 << 30) + (32 << 20);
+pub(crate) const MAX_SEGMENT_BYTES: u64 = (64 << 30) + (32 << 20);
 
 /// Whether `path` names a compressed segment.
 pub fn is_compressed(path: &Path) -> bool {
@@ -82,10 +82,17 @@ fn decompress(path: &Path) -> io::Result<Vec<u8>> {
 /// buffer: a reader of one block at a time holds one block in memory, not
 /// the segment.
 pub fn open_segment(path: &Path) -> io::Result<Box<dyn Read>> {
-    let packed = |file| -> Box<dyn Read> { Box::new(lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file))) };
+    open_segment_telling(path).map(|(r, _)| r)
+}
+
+/// [`open_segment`], and whether what it reads is compressed.
+pub(crate) fn open_segment_telling(path: &Path) -> io::Result<(Box<dyn Read>, bool)> {
+    let packed = |file| -> (Box<dyn Read>, bool) {
+        (Box::new(lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file))), true)
+    };
     match folder::open_read(path) {
         Ok(file) if is_compressed(path) => Ok(packed(file)),
-        Ok(file) => Ok(Box::new(io::BufReader::with_capacity(SEGMENT_READ_BUF, file))),
+        Ok(file) => Ok((Box::new(io::BufReader::with_capacity(SEGMENT_READ_BUF, file)), false)),
         // Compressed meanwhile (as `read_segment`).
         Err(e) if e.kind() == io::ErrorKind::NotFound && !is_compressed(path) => {
             folder::open_read(&compressed_path(path)).map(packed).map_err(|_| e)

@@ -21,6 +21,7 @@ pub mod format;
 mod recovery;
 pub mod replay;
 pub mod retention;
+pub mod scan;
 pub mod sign;
 mod signed;
 pub mod store;

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::block::split;
 use super::chain::{BadRecord, Chain, Problem};
-use super::compress::{is_compressed, read_segment, COMPRESSED_SUFFIX};
+use super::compress::{is_compressed, COMPRESSED_SUFFIX};
 use super::format::*;
+use super::scan::{Scanned, SegmentFile};
 use super::store::{io_err, LedgerError};
 
 /// What opening a ledger found and did.
@@ -110,16 +111,15 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
     Ok(out.into_iter().map(|(n, _, path)| (n, path)).collect())
 }
 
-/// The chain state at the end of segment `path`, checked from its header.
-/// A bad record is returned with the state before it, for the caller to
-/// decide whether it is a torn tail.
-pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Vec<u8>, Option<BadRecord>), LedgerError> {
-    let bytes = read_segment(path).map_err(io_err(path))?;
-    let header =
-        SegmentHeader::decode(&bytes).map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })?;
+/// The chain state at the end of segment `path`, checked from its header,
+/// read a piece at a time. A bad block is returned (in [`Scanned`]) with
+/// the state before it, and whether it is a torn tail.
+pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Scanned), LedgerError> {
+    let file = SegmentFile::open(path).map_err(io_err(path))?;
+    let header = file.header().map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })?;
     let mut chain = Chain::at_segment(&header);
-    let bad = chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, header.version, |_, _, _| {}).err();
-    Ok((header, chain, bytes, bad))
+    let scanned = file.scan(&mut chain, header.version, |_, _, _| {}).map_err(io_err(path))?;
+    Ok((header, chain, scanned))
 }
 
 /// Whether the bad block at `bad.offset` of a segment of format `version`
@@ -132,12 +132,20 @@ pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Vec<u8>, Option<B
 /// does not restate its rings, say: `fuzz_findings`).
 pub fn is_torn_tail(bytes: &[u8], version: u32, bad: &BadRecord) -> bool {
     let rest = &bytes[bad.offset as usize..];
-    let reaches_end = match &bad.problem {
+    let framed = split(version, rest).ok().map(|b| u64::from(b.header.len));
+    torn_rule(&bad.problem, framed, rest.len() as u64, rest.iter().all(|&b| b == 0))
+}
+
+/// [`is_torn_tail`]'s rule, for a bad block with `problem` whose framing
+/// says it is `framed` bytes long (if it can be read), `rest` bytes from
+/// it to the end of the file, all zero or not.
+pub(crate) fn torn_rule(problem: &Problem, framed: Option<u64>, rest: u64, zeros: bool) -> bool {
+    let reaches_end = match problem {
         Problem::Torn(Torn::ShortHeader | Torn::PastEnd { .. }) => true,
         Problem::Torn(Torn::BadLength(_)) | Problem::Invalid(_) => false,
-        Problem::Hash => split(version, rest).is_ok_and(|b| b.header.len as usize == rest.len()),
+        Problem::Hash => framed == Some(rest),
     };
-    reaches_end || rest.iter().all(|&b| b == 0)
+    reaches_end || zeros
 }
 
 /// Whether a last segment (`header`) that keeps `kept` (its chain,
@@ -152,7 +160,7 @@ pub fn is_torn_tail(bytes: &[u8], version: u32, bad: &BadRecord) -> bool {
 fn cuts_restatement(header: &SegmentHeader, kept: &Chain, prev: Option<&Path>) -> Result<Option<usize>, LedgerError> {
     let only_declarations = kept.blocks - header.first_block <= kept.rings.len() as u64;
     let Some(prev) = prev.filter(|_| only_declarations) else { return Ok(None) };
-    let (_, before, _, _) = scan_tail(prev)?;
+    let (_, before, _) = scan_tail(prev)?;
     Ok((kept.rings.len() < before.rings.len()).then_some(before.rings.len()))
 }
 
@@ -189,11 +197,8 @@ pub(super) fn recover_tail(
         );
         return Err(io_err(&path)(e));
     }
-    let (header, chain, bytes, bad) = scan_tail(&path)?;
-    let len = bytes.len() as u64;
-    if let Some(bad) = bad.as_ref().filter(|bad| !is_torn_tail(&bytes, header.version, bad)) {
-        let follow = split(header.version, &bytes[bad.offset as usize..])
-            .map_or(len - bad.offset, |b| len - bad.offset - b.header.len as u64);
+    let (header, chain, Scanned { len, bad, torn, follow }) = scan_tail(&path)?;
+    if let Some(bad) = bad.as_ref().filter(|_| !torn) {
         return Err(LedgerError::Corrupt { path, bad: Box::new(bad.clone()), follow });
     }
     // What is kept: everything, or what precedes a torn tail.

@@ -27,9 +27,9 @@ use ed25519_dalek::VerifyingKey;
 
 use super::block::BlockView;
 use super::chain::Chain;
-use super::compress::read_segment;
 use super::format::*;
 use super::retention::{read_pruned, PRUNED_FILE};
+use super::scan::SegmentFile;
 use super::sign::{key_id, Checkpoint};
 use super::store::{segments, LedgerError};
 use super::verify::{walk_segments, Summary, VerifyFailure};
@@ -258,23 +258,23 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Result<Option<SignedHead>, Verify
         return Ok(Err(VerifyFailure::Empty));
     }
     for (_, path) in segs.iter().rev().take(2) {
-        let bytes = read_segment(path).map_err(|source| LedgerError::Io { path: path.clone(), source })?;
-        let header = match SegmentHeader::decode(&bytes) {
+        let io = |source| LedgerError::Io { path: path.clone(), source };
+        let file = SegmentFile::open(path).map_err(io)?;
+        let header = match file.header() {
             Ok(h) => h,
             Err(e) => return Ok(Err(VerifyFailure::Header { path: path.clone(), problem: e.to_string() })),
         };
         let mut chain = Chain::at_segment(&header);
         let mut found = None;
-        let scanned =
-            chain.scan(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN as u64, header.version, |c, b, off| {
+        let scanned = file
+            .scan(&mut chain, header.version, |c, b, off| {
                 if b.rtype() == Some(RecordType::Checkpoint) {
                     found = Checkpoint::decode(b.body).ok().map(|cp| (cp, off, c.blocks - 1));
                 }
-            });
-        if let Err(bad) = scanned {
-            if !super::store::is_torn_tail(&bytes, header.version, &bad) {
-                return Ok(Err(VerifyFailure::Record { path: path.clone(), bad }));
-            }
+            })
+            .map_err(io)?;
+        if let Some(bad) = scanned.bad.filter(|_| !scanned.torn) {
+            return Ok(Err(VerifyFailure::Record { path: path.clone(), bad }));
         }
         if let Some((checkpoint, offset, block)) = found {
             return Ok(Ok(Some(SignedHead { checkpoint, path: path.clone(), offset, block })));

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use super::anchor::LineError;
 use super::block::{BlockView, Record};
 use super::chain::{BadRecord, Chain, Problem, RingState};
-use super::compress::read_segment;
 use super::format::*;
 use super::retention::{read_pruned, Pruned, PRUNED_FILE};
+use super::scan::SegmentFile;
 pub use super::signed::{latest_checkpoint, verify_signed, Signed, SignedHead};
-use super::store::{is_torn_tail, scan_tail, segments, LedgerError};
+use super::store::{scan_tail, segments, LedgerError};
 
 /// The first thing wrong with a ledger, precisely located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,19 +290,23 @@ fn start(dir: &Path) -> Result<Result<Start, VerifyFailure>, LedgerError> {
     Ok(Ok((pruned, segs)))
 }
 
-/// The bytes of segment `n` at `path` (decompressed); one that retention
-/// deleted meanwhile, or a compressed one that does not decode, is a
-/// failure.
-fn read(dir: &Path, n: u64, path: &Path) -> Result<Result<Vec<u8>, VerifyFailure>, LedgerError> {
-    match read_segment(path) {
-        Ok(b) => Ok(Ok(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && pruned_since(dir, n) => {
-            Ok(Err(VerifyFailure::PrunedMeanwhile { segment: n }))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+/// Segment `n` at `path`, opened (decompressing) and its header's bytes
+/// read; one that retention deleted meanwhile, or a compressed one that
+/// does not decode, is a failure.
+fn open(dir: &Path, n: u64, path: &Path) -> Result<Result<SegmentFile, VerifyFailure>, LedgerError> {
+    SegmentFile::open(path).map_or_else(|e| io_failure(dir, n, path, e), |f| Ok(Ok(f)))
+}
+
+/// What a failure to read segment `n` at `path` is: gone because retention
+/// pruned it meanwhile, a compressed file that does not decode (or a file
+/// longer than any segment), or an I/O error.
+fn io_failure<T>(dir: &Path, n: u64, path: &Path, e: std::io::Error) -> Result<Result<T, VerifyFailure>, LedgerError> {
+    match e.kind() {
+        std::io::ErrorKind::NotFound if pruned_since(dir, n) => Ok(Err(VerifyFailure::PrunedMeanwhile { segment: n })),
+        std::io::ErrorKind::InvalidData => {
             Ok(Err(VerifyFailure::Unreadable { path: path.to_owned(), problem: e.to_string() }))
         }
-        Err(source) => Err(LedgerError::Io { path: path.to_owned(), source }),
+        _ => Err(LedgerError::Io { path: path.to_owned(), source: e }),
     }
 }
 
@@ -374,12 +378,12 @@ pub fn walk_segments(
         if *n != expected {
             return Ok(Err(VerifyFailure::MissingSegment { expected, found: path.clone() }));
         }
-        let bytes = match read(dir, *n, path)? {
-            Ok(b) => b,
+        let file = match open(dir, *n, path)? {
+            Ok(f) => f,
             Err(f) => return Ok(Err(f)),
         };
         let after_manifest = i == 0 && pruned.is_some();
-        let header = match checked_header(&bytes, path, *n, after_manifest, &mut chain, version) {
+        let header = match checked_header(&file.head, path, *n, after_manifest, &mut chain, version) {
             Ok(h) => h,
             Err(f) => return Ok(Err(f)),
         };
@@ -391,8 +395,7 @@ pub fn walk_segments(
         if i > 0 {
             chain.begin_segment();
         }
-        let body = &bytes[SEGMENT_HEADER_LEN..];
-        let result = chain.scan(body, SEGMENT_HEADER_LEN as u64, header.version, |c, block, offset| {
+        let scanned = file.scan(&mut chain, header.version, |c, block, offset| {
             stopped = stopped || visit(c, block, *n, offset).is_break();
             if block.rtype() == Some(RecordType::Checkpoint) {
                 checkpoints += 1;
@@ -401,11 +404,15 @@ pub fn walk_segments(
             let id = block.header.ring as usize;
             count(&mut totals, id, &c.rings[id], block);
         });
-        partial_tail = match torn_tail(result, i + 1 == segs.len(), &bytes, header.version) {
+        let scanned = match scanned {
+            Ok(s) => s,
+            Err(e) => return io_failure(dir, *n, path, e),
+        };
+        partial_tail = match torn_tail(scanned.bad, scanned.torn && i + 1 == segs.len(), scanned.len) {
             Ok(torn) => torn,
             Err(bad) => return Ok(Err(VerifyFailure::Record { path: path.clone(), bad })),
         };
-        if let Some(bad) = unrestated(&chain, bytes.len() as u64 - partial_tail) {
+        if let Some(bad) = unrestated(&chain, scanned.len - partial_tail) {
             return Ok(Err(VerifyFailure::Record { path: path.clone(), bad }));
         }
     }
@@ -421,17 +428,17 @@ pub fn walk_segments(
     }))
 }
 
-/// The bytes of a torn tail at the end of a segment (`bytes`, of format
-/// `version`) that scanned to `result`: 0 if it scanned whole. Only the
-/// last segment (`last`) may end torn, and by the recorder's own rule
-/// ([`is_torn_tail`]: what it cuts off when it starts), so the two never
-/// disagree on what the tail is. What precedes the tail stands. Any other
-/// problem is the scan's.
-fn torn_tail(result: Result<(), BadRecord>, last: bool, bytes: &[u8], version: u32) -> Result<u64, BadRecord> {
-    match result {
-        Ok(()) => Ok(0),
-        Err(bad) if last && is_torn_tail(bytes, version, &bad) => Ok(bytes.len() as u64 - bad.offset),
-        Err(bad) => Err(bad),
+/// The bytes of a torn tail at the end of a segment `len` bytes long whose
+/// scan stopped at `bad`: 0 if it scanned whole. Only the last segment may
+/// end torn (`torn_and_last`), and by the recorder's own rule
+/// ([`is_torn_tail`](super::store::is_torn_tail): what it cuts off when it
+/// starts), so the two never disagree on what the tail is. What precedes
+/// the tail stands. Any other problem is the scan's.
+fn torn_tail(bad: Option<BadRecord>, torn_and_last: bool, len: u64) -> Result<u64, BadRecord> {
+    match bad {
+        None => Ok(0),
+        Some(bad) if torn_and_last => Ok(len - bad.offset),
+        Some(bad) => Err(bad),
     }
 }
 
@@ -488,15 +495,15 @@ pub struct Head {
 /// its header. A corrupt last segment is an error; a torn tail is reported.
 pub fn head(dir: &Path) -> Result<Result<Head, VerifyFailure>, LedgerError> {
     let Some((segment, path)) = segments(dir)?.pop() else { return Ok(Err(VerifyFailure::Empty)) };
-    let (header, chain, bytes, bad) = match scan_tail(&path) {
+    let (_, chain, scanned) = match scan_tail(&path) {
         Ok(t) => t,
         Err(LedgerError::Header { path, problem }) => {
             return Ok(Err(VerifyFailure::Header { path, problem: problem.to_string() }))
         }
         Err(e) => return Err(e),
     };
-    let torn_bytes = match bad {
-        Some(bad) if is_torn_tail(&bytes, header.version, &bad) => bytes.len() as u64 - bad.offset,
+    let torn_bytes = match scanned.bad {
+        Some(bad) if scanned.torn => scanned.len - bad.offset,
         Some(bad) => return Ok(Err(VerifyFailure::Record { path, bad })),
         None => 0,
     };
