@@ -49,8 +49,10 @@ impl SegmentFile {
     /// header's bytes (fewer if the file is shorter).
     pub fn open(path: &Path) -> io::Result<SegmentFile> {
         let (reader, compressed) = open_segment_telling(path)?;
-        let mut file =
-            SegmentFile { reader: reader.take(MAX_SEGMENT_BYTES + 1), compressed, piece: PIECE, head: Vec::new() };
+        // A compressed file could expand without end: it is cut off past
+        // what a segment may hold. A plain one is as long as it is.
+        let limit = if compressed { MAX_SEGMENT_BYTES + 1 } else { u64::MAX };
+        let mut file = SegmentFile { reader: reader.take(limit), compressed, piece: PIECE, head: Vec::new() };
         let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
         let r = (&mut file.reader).take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head);
         file.failed(r)?;
@@ -70,12 +72,13 @@ impl SegmentFile {
         })
     }
 
-    /// `Err` once more than any segment may hold has been read.
+    /// `Err` once a compressed file has expanded past what a segment may
+    /// hold.
     fn too_long(&self) -> io::Result<()> {
-        if self.reader.limit() == 0 {
+        if self.compressed && self.reader.limit() == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("the segment is longer than any segment may be ({MAX_SEGMENT_BYTES} bytes)"),
+                format!("compressed segment expands past {MAX_SEGMENT_BYTES} bytes"),
             ));
         }
         Ok(())
@@ -106,6 +109,8 @@ impl SegmentFile {
             let Err(bad) = chain.scan(&buf, base, version, &mut visit) else {
                 base += buf.len() as u64;
                 buf.clear();
+                // Back to a piece after a block longer than one.
+                buf.shrink_to(piece);
                 if eof {
                     return Ok(Scanned { len: base, bad: None, torn: false, follow: 0 });
                 }
@@ -130,6 +135,9 @@ impl SegmentFile {
     /// end.
     fn fill(&mut self, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
         let more = want.saturating_sub(buf.len());
+        // Room for exactly what is wanted: a block longer than a piece
+        // takes its own length, not the doubling a growing vector makes.
+        buf.reserve_exact(more);
         let r = (&mut self.reader).take(more as u64).read_to_end(buf);
         let got = self.failed(r)?;
         self.too_long()?;
