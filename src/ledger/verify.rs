@@ -298,8 +298,10 @@ fn open(dir: &Path, n: u64, path: &Path) -> Result<Result<SegmentFile, VerifyFai
 }
 
 /// What a failure to read segment `n` at `path` is: gone because retention
-/// pruned it meanwhile, a compressed file that does not decode (or a file
-/// longer than any segment), or an I/O error.
+/// pruned it meanwhile, a compressed file that does not decode (or expands
+/// past what a segment may hold), or an I/O error. A failure partway
+/// through a segment comes after the blocks before it were visited, as a
+/// bad block does.
 fn io_failure<T>(dir: &Path, n: u64, path: &Path, e: std::io::Error) -> Result<Result<T, VerifyFailure>, LedgerError> {
     match e.kind() {
         std::io::ErrorKind::NotFound if pruned_since(dir, n) => Ok(Err(VerifyFailure::PrunedMeanwhile { segment: n })),

@@ -59,10 +59,10 @@ impl Reader {
                 if spins & 0x3FF == 0 && deadline_ns.is_some_and(|d| host::now_ns() >= d) {
                     return Err(ReadError::Timeout);
                 }
-                if spins & SPIN_PROBE_MASK == 0 {
+                if spins & SPIN_PROBE_MASK == 0 && spins != 0 {
                     // A spinning reader looks for damage as a parked one
                     // does: `WaitStrategy::Spin` spins for minutes before
-                    // it would park.
+                    // it would park. (At 0 it parks, and the park looks.)
                     region.probe();
                 }
                 continue;
