@@ -71,7 +71,7 @@ pub mod wait;
 
 pub use ring::{
     AttachError, Claim, CreateError, Damaged, EvictError, ForeignRing, Frame, FrameError, FrameInfo, FrameRef,
-    FreedReader, Geometry, LeaseError, LeaseInfo, Overrun, Policy, Preset, PublishError, ReadError, Reader,
+    FreedReader, Geometry, LeaseError, LeaseInfo, Overrun, Owners, Policy, Preset, PublishError, ReadError, Reader,
     ReaderOptions, ReaderStats, RepairError, Ring, RingFile, RingName, RingOptions, RingStats, RingView, Start,
     SweepReport, TryReadError, UnderName, Writer,
 };

@@ -145,6 +145,34 @@ pub fn my_gid() -> u32 {
     unsafe { libc::getegid() }
 }
 
+/// The user the packaged services run as (`User=helix` in their systemd
+/// units): helixd, helix-ledger, helix-twin, helix-bridge.
+pub const SERVICE_USER: &str = "helix";
+
+/// The uid of user `name` in the user database (`getpwnam_r`: files, or
+/// whatever NSS is set up to ask), or `None` if it has no such user.
+pub fn user_uid(name: &str) -> io::Result<Option<u32>> {
+    let Ok(cname) = std::ffi::CString::new(name) else { return Ok(None) };
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: passwd is plain old data; getpwnam_r fills it in.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: `cname` is a C
+        // string, `buf` is writable for its length, `pw` and `found` are
+        // locals. The strings `pw` points to (into `buf`) are not read.
+        let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut found) };
+        match rc {
+            0 if found.is_null() => return Ok(None),
+            0 => return Ok(Some(pw.pw_uid)),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            // "Not found" as some NSS modules say it.
+            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
 /// This process's (pid, start time). The start time is cached for the
 /// pid it was read for: a process forked from this one is another process,
 /// with its own (had it kept its parent's, it would have registered its
@@ -213,6 +241,13 @@ mod tests {
         assert_eq!(s.cpu_ticks(), 22);
         assert_eq!(ProcStat::parse("garbage"), None);
         assert_eq!(ProcStat::parse("1 (x) S 1 2 3"), None);
+    }
+
+    #[test]
+    fn looks_users_up_by_name() {
+        assert_eq!(user_uid("root").unwrap(), Some(0));
+        assert_eq!(user_uid("no-such-user-of-helix").unwrap(), None);
+        assert_eq!(user_uid("nul\0inside").unwrap(), None);
     }
 
     #[test]

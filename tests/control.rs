@@ -1293,3 +1293,47 @@ fn the_answer_that_has_the_journal_rewritten_is_in_it_so_a_restart_knows_its_rep
         assert_eq!(ack.outcome(), Some(Err(Reason::UnknownSource)));
     }
 }
+
+#[test]
+fn a_control_path_another_user_made_is_refused_before_anything_is_sent() {
+    // Found by review: `Control::connect` judged no owner. Another local
+    // user who made `control` and `control.acks` while helixd was down
+    // read every command sent and could answer it "accepted".
+    use helix::control::ControlError;
+    use helix::fanin::{files::dir_path, FanIn, FanInOptions};
+    use helix::{Owners, Ring, RingOptions, WaitStrategy};
+    if !common::root_or_skip("making a file another user's needs root") {
+        return;
+    }
+    let env = Env::watched("a control path of another user", Duration::from_secs(60));
+    const SQUATTER: u32 = 65534;
+    // A lane for each connection: this consumer never looks, so it frees
+    // none of a refused connection's.
+    let fan_opts = FanInOptions { lanes: 4, max_payload: 144, ..Default::default() };
+    let fan = FanIn::create(&env.ns, "control", &fan_opts).unwrap();
+    let acks = RingOptions { capacity: 64, max_payload: 48, ..Default::default() };
+    drop(Ring::create(&env.ns, "control.acks", &acks).unwrap());
+    let refused = || match Control::connect(&env.ns) {
+        Err(ControlError::Foreign(f)) => f,
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("connected to a control path uid {SQUATTER} made"),
+    };
+    // Answers on another user's ring.
+    env.chown_ring("control.acks", SQUATTER);
+    let f = refused();
+    assert_eq!((f.ring.as_str(), f.owner, f.path), ("control.acks", SQUATTER, env.ns.data_path("control.acks")));
+    // Commands to another user's consumer (its folder and its file).
+    env.chown_ring("control.acks", 0);
+    let dir = dir_path(&env.ns, "control");
+    for path in [dir.clone(), dir.join("ring")] {
+        std::os::unix::fs::chown(&path, Some(SQUATTER), Some(SQUATTER)).unwrap();
+    }
+    let f = refused();
+    assert_eq!((f.ring.as_str(), f.owner, &f.path), ("control", SQUATTER, &dir.join("ring")));
+    let said = ControlError::Foreign(f).to_string();
+    assert!(said.starts_with("not helixd's control path: ") && said.contains("is owned by uid 65534"), "{said}");
+    // Believed when the services are said to run as that user.
+    let ctl = Control::connect_trusting(&env.ns, WaitStrategy::default(), &Owners::with_service(SQUATTER));
+    assert!(ctl.is_ok(), "{:?}", ctl.err());
+    drop((ctl, fan));
+}

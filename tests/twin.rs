@@ -955,11 +955,29 @@ fn twin_rings() -> [(&'static str, RingOptions); 3] {
     [("telemetry", opts(4096, 48)), ("twin.state", opts(4096, 256)), ("alarms", opts(1024, 256))]
 }
 
-/// Gives both files of `ring` to `uid` (root only).
-fn chown_ring(env: &Env, ring: &str, uid: u32) {
-    for path in [env.ns.data_path(ring), env.ns.readers_path(ring)] {
-        std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
+#[test]
+fn helixctl_believes_the_twins_rings_only_from_root_itself_or_the_services_user() {
+    // Found by review: `helixctl twin` and `metrics` read the twin's rings
+    // whoever owned them. Another user who made `twin.state` and `alarms`
+    // while helix-twin was down showed operators any state and any alarm.
+    let Some((env, _dog)) = as_root("helixctl and another user's twin rings") else { return };
+    for (name, o) in &twin_rings()[1..] {
+        drop(Ring::create(&env.ns, name, o).unwrap());
+        env.chown_ring(name, 65534);
     }
+    let foreign = "is owned by uid 65534, neither this process's uid 0 nor root's";
+    let (ok, out, err) = env.ctl(&["twin"]);
+    assert!(!ok && out.is_empty() && err.contains(foreign), "{out}{err}");
+    let (ok, out, err) = env.ctl(&["metrics"]);
+    assert!(ok && !out.contains("helix_twin_up"), "{out}");
+    assert!(err.contains("the twin's families are left out: ") && err.contains(foreign), "{err}");
+    // Believed when the services are said to run as that user.
+    let (ok, _, err) = env.ctl(&["--service-user", "65534", "twin"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = env.ctl(&["--service-user", "65534", "metrics"]);
+    assert!(ok && out.contains("helix_twin_up{} 0") && err.is_empty(), "{out}{err}");
+    let (ok, _, err) = env.ctl(&["--service-user", "no-such-user-of-helix", "twin"]);
+    assert!(!ok && err.contains("\"no-such-user-of-helix\": this host has no such user"), "{err}");
 }
 
 #[test]
@@ -980,7 +998,7 @@ fn another_users_ring_in_place_of_a_running_twins_ring_is_said_once_and_the_next
     // The telemetry and state rings made again, by another user.
     for ring in &rings[..2] {
         make(ring);
-        chown_ring(&env, ring.0, 65534);
+        env.chown_ring(ring.0, 65534);
     }
     // Long enough for several of its looks (one a second) at them.
     std::thread::sleep(Duration::from_millis(3500));
@@ -1043,7 +1061,7 @@ fn the_twin_waits_out_another_users_ring_in_place_of_one_it_reads_or_writes() {
     for (name, o) in &twin_rings() {
         drop(Ring::create(&env.ns, name, o).unwrap());
     }
-    let chown = |ring: &str, uid: u32| chown_ring(&env, ring, uid);
+    let chown = |ring: &str, uid: u32| env.chown_ring(ring, uid);
     let waiting = |ring: &str| format!("STATUS=waiting: {} is owned by uid 65534", env.ns.data_path(ring).display());
     chown("twin.state", 65534);
     let notify = Notify::new(&env.dir);
@@ -1123,7 +1141,8 @@ fn a_restarted_twin_takes_over_a_stale_stream_and_reports_it_stale_again() {
 
     let mut second = twin();
     until("the new twin publishes", &|| {
-        Snapshot::read(&env.ns, "twin.state", "test").is_ok_and(|s| s.instance != before && s.marker.is_some())
+        Snapshot::read(&env.ns, "twin.state", "test", &Owners::MINE)
+            .is_ok_and(|s| s.instance != before && s.marker.is_some())
     });
     let after = stream_0_stale(&env);
     assert_ne!(after, before, "stream 0 stale under the new instance");

@@ -165,10 +165,13 @@ class Control:
     """A connection to helixd's control path (docs/abi.md §12): a lane of
     its ``control`` fan-in ring and a reader of ``control.acks``."""
 
-    def __init__(self, namespace: Optional[str] = None) -> None:
+    def __init__(self, namespace: Optional[str] = None, service_uid: Optional[int] = None) -> None:
         """Connects, waiting up to a second for a free lane (the GIL
         released); raises ``ControlError`` if helixd's control rings are
-        not there (or not permitted) or every lane stays taken."""
+        not there (or not permitted), are owned by a user other than root,
+        this process's and ``service_uid`` (default: the packaged services'
+        user ``helix``, if the host has it: ``pwd.getpwnam(name).pw_uid``
+        gives another's), or every lane stays taken."""
     def send(
         self,
         op: Literal["set", "release", "pause", "resume", "rate"],

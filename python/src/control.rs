@@ -9,6 +9,7 @@ use pyo3::types::PyDict;
 
 use helix::control::{Ack, Command, Op, Reason, Verdict, ACK_FORWARDED, ACK_REPEAT};
 use helix::fanin::SendError;
+use helix::{Owners, WaitStrategy};
 
 use crate::errors::ControlError;
 use crate::SIGNAL_CHECK;
@@ -63,13 +64,16 @@ fn ack_dict<'py>(py: Python<'py>, a: &Ack) -> PyResult<Bound<'py, PyDict>> {
 #[pymethods]
 impl Control {
     /// Connects to helixd's control path in `namespace` (waiting up to a
-    /// second for a free lane, with the GIL released).
+    /// second for a free lane, with the GIL released). Its rings must be
+    /// root's, this process's uid's or `service_uid`'s (default: the
+    /// packaged user `helix`'s, if the host has it).
     #[new]
-    #[pyo3(signature = (namespace=None))]
-    fn new(py: Python<'_>, namespace: Option<&str>) -> PyResult<Control> {
+    #[pyo3(signature = (namespace=None, service_uid=None))]
+    fn new(py: Python<'_>, namespace: Option<&str>, service_uid: Option<u32>) -> PyResult<Control> {
         let ns = crate::namespace(namespace)?;
-        let inner =
-            py.detach(|| helix::control::Control::connect(&ns)).map_err(|e| ControlError::new_err(e.to_string()))?;
+        let owners = service_uid.map_or_else(Owners::packaged, Owners::with_service);
+        let connect = || helix::control::Control::connect_trusting(&ns, WaitStrategy::default(), &owners);
+        let inner = py.detach(connect).map_err(|e| ControlError::new_err(e.to_string()))?;
         let (uid, lane) = (inner.uid(), inner.lane());
         let name = helix::control::CONTROL_RING.to_owned();
         Ok(Control { inner: Some(inner), uid, lane, last_request: None, name, namespace: ns.to_string() })

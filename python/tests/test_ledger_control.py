@@ -1,6 +1,7 @@
 """helix.ledger against a ledger helix-ledger recorded from helixd, and
 helix.Control against helixd's control path."""
 
+import glob
 import os
 import re
 import signal
@@ -229,6 +230,17 @@ def test_commands_are_answered_by_helixd(ns, helixd):
 def test_control_without_helixd_raises_control_error(ns):
     with pytest.raises(helix.ControlError, match="control"):
         helix.Control(namespace=ns)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user's needs root")
+def test_control_rings_of_another_user_are_refused_unless_they_are_the_services(ns, helixd):
+    helixd(streams=4, rate_hz=200.0, extra=CONTROL_RINGS)
+    for f in glob.glob(f"/dev/shm/{ns}.control.acks*"):
+        os.chown(f, 65534, 65534)
+    with pytest.raises(helix.ControlError, match="not helixd's control path: .* is owned by uid 65534"):
+        helix.Control(namespace=ns)
+    with helix.Control(namespace=ns, service_uid=65534) as c:
+        assert c.send("set", stream=1, value=2.0, timeout=10)["verdict"] == "accepted"
 
 
 def connect_when_free(ns, within=30.0):

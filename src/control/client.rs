@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::fanin::{FanInError, Producer, SendError};
-use crate::ring::{AttachError, ReadError, Reader, ReaderOptions, Start, TryReadError};
+use crate::ring::{AttachError, ForeignRing, Owners, ReadError, Reader, ReaderOptions, Start, TryReadError};
 use crate::shm::Namespace;
 use crate::wait::WaitStrategy;
 
@@ -20,6 +20,11 @@ pub enum ControlError {
     /// The `control.acks` ring cannot be attached.
     #[error("control.acks ring: {0}")]
     Acks(#[from] AttachError),
+    /// `control` or `control.acks` is not helixd's: its owner is not one
+    /// believed ([`Owners`]). Whoever made it reads the commands sent and
+    /// can answer them in helixd's name. Nothing was sent.
+    #[error("not helixd's control path: {0}")]
+    Foreign(#[from] ForeignRing),
     /// The command could not be put on the lane.
     #[error("sending the command: {0}")]
     Send(#[from] SendError),
@@ -48,7 +53,9 @@ pub struct Control {
 
 impl Control {
     /// Takes a lane of the `control` ring of `ns` and joins `control.acks`;
-    /// [`Control::send`] waits for answers with the default strategy.
+    /// [`Control::send`] waits for answers with the default strategy. Both
+    /// rings must be root's, this process's uid's or the packaged services'
+    /// user's ([`Owners::packaged`]).
     pub fn connect(ns: &Namespace) -> Result<Control, ControlError> {
         Control::connect_waiting(ns, WaitStrategy::default())
     }
@@ -56,10 +63,21 @@ impl Control {
     /// [`Control::connect`], [`Control::send`] waiting for answers with
     /// `wait` (spin: the lowest latency, a core busy meanwhile).
     pub fn connect_waiting(ns: &Namespace, wait: WaitStrategy) -> Result<Control, ControlError> {
+        Control::connect_trusting(ns, wait, &Owners::packaged())
+    }
+
+    /// [`Control::connect_waiting`], believing rings of `owners` only: for
+    /// a helixd run as another user than the packaged one.
+    pub fn connect_trusting(ns: &Namespace, wait: WaitStrategy, owners: &Owners) -> Result<Control, ControlError> {
         // Joined first, so no answer to what this sends can be missed.
         let opts = ReaderOptions { name: "helix-control".into(), start: Start::Newest, wait, ..Default::default() };
+        // Each judged on the files attached, before anything is sent: rings
+        // made under these names by another user would read the commands
+        // and answer "accepted" to what helixd never saw.
         let acks = Reader::attach(ns, ACK_RING, &opts)?;
+        acks.check_owner_in(owners)?;
         let producer = Producer::attach_timeout(ns, CONTROL_RING, Duration::from_secs(1))?;
+        producer.check_consumer_in(owners)?;
         let uid = crate::process::my_uid();
         // Request ids from the clock: a new connection does not repeat an
         // old one's ids (which would be answered with their old verdicts).

@@ -218,7 +218,7 @@ impl FanIn {
                 Err(e) => return Err(e),
             },
         };
-        files::replace_bell(&f.dir, &f._ring_file, f.geometry.created_ns)?;
+        files::replace_bell(&f.dir, &f.ring_file, f.geometry.created_ns)?;
         let bell = files::open_bell(&f.ns, &self.name, &f.dir, f.geometry.created_ns, false)?;
         self.files.bell = bell;
         self.files.bell_replaced = Some(why);

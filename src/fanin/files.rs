@@ -50,7 +50,7 @@ pub struct FanInGeometry {
 /// The consumer's file and the doorbell, mapped.
 pub(crate) struct RingFiles {
     /// The consumer's file (its lock is the consumer's lease).
-    pub(crate) _ring_file: File,
+    pub(crate) ring_file: File,
     pub(crate) ring: Mapping,
     pub(crate) bell: Mapping,
     pub(crate) geometry: FanInGeometry,
@@ -61,6 +61,8 @@ pub(crate) struct RingFiles {
     pub(crate) ns: Namespace,
     /// Why the consumer gave the ring a new doorbell when it attached.
     pub(crate) bell_replaced: Option<FanInError>,
+    /// The owner of the consumer's file (as opened): the consumer's uid.
+    pub(crate) consumer_uid: u32,
 }
 
 impl RingFiles {
@@ -132,7 +134,18 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
     let geometry = validate_ring(&ring, &path, name)?;
     let bell = open_bell(ns, name, &dir, geometry.created_ns, false)?;
     let lane_paths = (0..geometry.lanes as usize).map(|k| dir.join(lane_name(k))).collect();
-    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir, lane_paths, ns: ns.clone(), bell_replaced: None })
+    let consumer_uid = ring_file.metadata().map_err(|e| FanInError::io(&path, "stat", e))?.uid();
+    Ok(RingFiles {
+        ring_file,
+        ring,
+        bell,
+        geometry,
+        dir,
+        lane_paths,
+        ns: ns.clone(),
+        bell_replaced: None,
+        consumer_uid,
+    })
 }
 
 /// The folder's mode: sticky (a producer may remove only its own files;
@@ -286,7 +299,7 @@ pub(crate) fn open_ring_as(
         r => r?,
     };
     let (ring_file, ring) = open_in(ns, name, &dir.join(RING_FILE), consumer)?;
-    folder::check_ring_owner(&dir, folder_owner, &ring_file)?;
+    let consumer_uid = folder::check_ring_owner(&dir, folder_owner, &ring_file)?;
     let geometry = validate_ring(&ring, &dir.join(RING_FILE), name)?;
     if consumer && !shm::try_lock(&ring_file).map_err(|e| FanInError::io(&dir, "lock", e))? {
         // SAFETY: validated above: a whole, published header.
@@ -304,7 +317,7 @@ pub(crate) fn open_ring_as(
         r => (r?, None),
     };
     let lane_paths = (0..geometry.lanes as usize).map(|k| dir.join(lane_name(k))).collect();
-    Ok(RingFiles { _ring_file: ring_file, ring, bell, geometry, dir, lane_paths, ns: ns.clone(), bell_replaced })
+    Ok(RingFiles { ring_file, ring, bell, geometry, dir, lane_paths, ns: ns.clone(), bell_replaced, consumer_uid })
 }
 
 /// Whether a doorbell that failed to open this way is one its consumer

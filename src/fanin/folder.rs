@@ -57,8 +57,9 @@ pub(crate) fn check(dir: &Path, owner: Option<u32>) -> Result<u32, FanInError> {
 
 /// A producer's (and a tool's) half of [`check`]: the folder's owner must
 /// be root or the owner of the consumer's file in it (a folder someone
-/// else made first, around a ring file they did not, is refused).
-pub(crate) fn check_ring_owner(dir: &Path, folder_owner: u32, ring: &File) -> Result<(), FanInError> {
+/// else made first, around a ring file they did not, is refused). Returns
+/// the owner of the consumer's file: the consumer's uid.
+pub(crate) fn check_ring_owner(dir: &Path, folder_owner: u32, ring: &File) -> Result<u32, FanInError> {
     let ring_owner = ring.metadata().map_err(|e| FanInError::io(dir, "stat", e))?.uid();
     if folder_owner != 0 && folder_owner != ring_owner {
         return Err(FanInError::Folder {
@@ -66,7 +67,7 @@ pub(crate) fn check_ring_owner(dir: &Path, folder_owner: u32, ring: &File) -> Re
             reason: format!("it belongs to uid {folder_owner}, its ring file to uid {ring_owner}: not one consumer's"),
         });
     }
-    Ok(())
+    Ok(ring_owner)
 }
 
 fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {

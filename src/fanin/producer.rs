@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
+use crate::ring::{ForeignRing, Owners};
 use crate::shm::{Mapping, Namespace};
 use crate::sync::{futex, host, AtomicU64, Ordering};
 use crate::wait::WaitStrategy;
 
 use super::error::{FanInError, SendError};
-use super::files::{self, RingFiles};
+use super::files::{self, RingFiles, RING_FILE};
 use super::lane::{self, put, put_with, Ends, Writing};
 use super::lane_file::{self, Link, NewLane};
 use super::layout::*;
@@ -36,6 +37,8 @@ pub struct Producer {
     /// The process that took the lane (a process forked from it drops its
     /// copy without closing the lane).
     pid: u32,
+    /// The ring's name.
+    name: String,
 }
 
 impl Producer {
@@ -86,7 +89,8 @@ impl Producer {
                         lane::ring_bell(&bell.bell);
                         let writing = Writing::new(epoch);
                         let pid = crate::process::identity().0;
-                        return Ok(Producer { files, lane: new, k, epoch, writing, wait: Default::default(), pid });
+                        let (wait, name) = (WaitStrategy::default(), name.to_owned());
+                        return Ok(Producer { files, lane: new, k, epoch, writing, wait, pid, name });
                     }
                 }
             }
@@ -102,6 +106,20 @@ impl Producer {
             let wait = Duration::from_nanos(deadline - now).min(lane::PARK_RECHECK);
             let _ = futex::wait(&files.header().lanes_freed, freed, Some(wait));
         }
+    }
+
+    /// The ring's consumer: the owner of its consumer's file, as opened
+    /// (its folder is the same user's or root's).
+    pub fn consumer_uid(&self) -> u32 {
+        self.files.consumer_uid
+    }
+
+    /// `Err` unless the ring's consumer is one of `owners`. Anyone may make
+    /// a fan-in ring under an expected name while its consumer is down, and
+    /// then reads what is sent to it (and may answer in the consumer's
+    /// name, where answers come back on a ring of its own).
+    pub fn check_consumer_in(&self, owners: &Owners) -> Result<(), ForeignRing> {
+        owners.check(&self.name, &self.files.dir.join(RING_FILE), self.files.consumer_uid)
     }
 
     /// The lane this producer holds.

@@ -128,7 +128,7 @@ fn stats(files: &RingFiles) -> FanInStats {
         consumer_pid: h.consumer_pid.load(Ordering::Relaxed),
         // The consumer holds an open-file-description lock on the file: a
         // tool (which takes none) sees it held exactly while it lives.
-        consumer_alive: shm::is_locked(&files._ring_file).unwrap_or(false),
+        consumer_alive: shm::is_locked(&files.ring_file).unwrap_or(false),
         consumer_since_ns: h.consumer_since_ns.load(Ordering::Relaxed),
         rounds: c(&h.rounds),
         sleeps: c(&h.sleeps),

@@ -155,28 +155,72 @@ impl AttachError {
     }
 }
 
-/// A ring whose data file is owned by a user other than this process's
-/// and root ([`RingView::check_owner`](super::RingView::check_owner)).
+/// A ring whose data file is owned by a user the attaching process does
+/// not believe: neither this process's, nor root, nor the services' user
+/// when that is believed too ([`Owners`];
+/// [`RingView::check_owner`](super::RingView::check_owner)).
 /// Anyone may create files in /dev/shm: a ring made under an expected name
 /// by another user carries whatever frames its maker writes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path} is owned by uid {owner}, neither this process's uid {me} nor root's: another user made it and could write any frame into it (root can remove it: `helixctl rm --force {ring}`)")]
+#[error("{path} is owned by uid {owner}, neither this process's uid {me} nor root's{also}: another user made it and could write any frame into it (root can remove it: `helixctl rm --force {ring}`)", also = service_clause(*.service))]
 pub struct ForeignRing {
     pub ring: String,
     pub path: PathBuf,
     pub owner: u32,
     pub me: u32,
+    /// The services' user's uid, if it was believed as well.
+    pub service: Option<u32>,
 }
 
-impl ForeignRing {
-    /// `Err` unless `owner` (of the ring `ring`'s data file at `path`) is
-    /// this process's effective uid or root.
-    pub(crate) fn check(ring: &str, path: &Path, owner: u32) -> Result<(), ForeignRing> {
-        let me = crate::process::my_uid();
-        if owner == me || owner == 0 {
+fn service_clause(service: Option<u32>) -> String {
+    service.map_or_else(String::new, |uid| format!(" nor the services' user's (uid {uid})"))
+}
+
+/// Whose rings a process believes: root's, its own uid's, and (if given)
+/// those of the user the HELIX services run as. Anyone may create a ring
+/// under an expected name while its real maker is down, and a ring carries
+/// whatever its owner writes into it.
+///
+/// The services themselves believe [`Owners::MINE`]: they run as the user
+/// whose rings they follow. An operator's tool (helixctl, the Python
+/// package) runs as someone else, and believes [`Owners::packaged`] or the
+/// user it is told the services run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Owners {
+    /// The services' user's uid, believed besides root and this process's.
+    pub service: Option<u32>,
+}
+
+impl Owners {
+    /// Root and this process's uid only.
+    pub const MINE: Owners = Owners { service: None };
+
+    /// Root, this process's uid and `uid`.
+    pub const fn with_service(uid: u32) -> Owners {
+        Owners { service: Some(uid) }
+    }
+
+    /// Root, this process's uid and the packaged services' user
+    /// ([`SERVICE_USER`](crate::process::SERVICE_USER)) if the user
+    /// database holds it (else, or if it cannot be asked, as
+    /// [`Owners::MINE`]).
+    pub fn packaged() -> Owners {
+        Owners { service: crate::process::user_uid(crate::process::SERVICE_USER).ok().flatten() }
+    }
+
+    /// Whether a ring owned by `uid` is believed.
+    pub fn allows(&self, uid: u32) -> bool {
+        uid == 0 || uid == crate::process::my_uid() || self.service == Some(uid)
+    }
+
+    /// `Err` unless `owner` (of the ring `ring`'s file at `path`) is one
+    /// of these.
+    pub(crate) fn check(&self, ring: &str, path: &Path, owner: u32) -> Result<(), ForeignRing> {
+        if self.allows(owner) {
             return Ok(());
         }
-        Err(ForeignRing { ring: ring.to_owned(), path: path.to_owned(), owner, me })
+        let me = crate::process::my_uid();
+        Err(ForeignRing { ring: ring.to_owned(), path: path.to_owned(), owner, me, service: self.service })
     }
 }
 

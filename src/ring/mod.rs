@@ -26,7 +26,9 @@ use crate::sync::Ordering;
 
 pub use crate::shm::RingFile;
 pub use damage::{Damaged, RepairError, RingName};
-pub use error::{AttachError, CreateError, ForeignRing, LeaseError, Overrun, PublishError, ReadError, TryReadError};
+pub use error::{
+    AttachError, CreateError, ForeignRing, LeaseError, Overrun, Owners, PublishError, ReadError, TryReadError,
+};
 pub use frame::{Frame, FrameError, FrameInfo, FrameRef};
 #[doc(hidden)]
 pub use lifecycle::create_hook;
@@ -202,7 +204,13 @@ impl RingView {
     /// bridge) follows only such rings: anyone may create a ring under an
     /// expected name while its real writer is down.
     pub fn check_owner(&self) -> Result<(), ForeignRing> {
-        self.region.check_owner()
+        self.region.check_owner_in(&Owners::MINE)
+    }
+
+    /// [`RingView::check_owner`] believing `owners`: an operator's tool
+    /// reading the services' rings believes their user too.
+    pub fn check_owner_in(&self, owners: &Owners) -> Result<(), ForeignRing> {
+        self.region.check_owner_in(owners)
     }
 
     /// The highest sequence published so far (0: none), as the header

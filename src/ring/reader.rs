@@ -476,7 +476,13 @@ impl Reader {
     /// As [`RingView::check_owner`](super::RingView::check_owner), of the
     /// mapping this reader reads.
     pub fn check_owner(&self) -> Result<(), super::ForeignRing> {
-        self.region.check_owner()
+        self.region.check_owner_in(&super::Owners::MINE)
+    }
+
+    /// As [`RingView::check_owner_in`](super::RingView::check_owner_in),
+    /// of the mapping this reader reads.
+    pub fn check_owner_in(&self, owners: &super::Owners) -> Result<(), super::ForeignRing> {
+        self.region.check_owner_in(owners)
     }
 
     /// The entry index in the reader table.

@@ -91,10 +91,10 @@ pub(crate) struct Slot<'a> {
 }
 
 impl Region {
-    /// `Err` unless the data file mapped here is this process's effective
-    /// uid's or root's (`RingView::check_owner`).
-    pub(crate) fn check_owner(&self) -> Result<(), super::ForeignRing> {
-        super::ForeignRing::check(&self.name, &self.path, self.owner)
+    /// `Err` unless the data file mapped here is one of `owners`'
+    /// (`RingView::check_owner_in`).
+    pub(crate) fn check_owner_in(&self, owners: &super::Owners) -> Result<(), super::ForeignRing> {
+        owners.check(&self.name, &self.path, self.owner)
     }
 
     #[inline]

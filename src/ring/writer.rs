@@ -502,7 +502,7 @@ impl Writer {
     /// mapping this writer writes: a program that writes a ring its readers
     /// act on (the twin's state and alarms) writes only such a ring.
     pub fn check_owner(&self) -> Result<(), super::ForeignRing> {
-        self.region.check_owner()
+        self.region.check_owner_in(&super::Owners::MINE)
     }
 
     /// The ring's name.

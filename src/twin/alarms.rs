@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use super::snapshot::{TwinRing, TwinRingError};
 use super::{AlarmEvent, AlarmKind, KIND_ALARM};
+use crate::ring::Owners;
 use crate::shm::Namespace;
 use crate::FrameRef;
 
@@ -34,8 +35,14 @@ impl ActiveAlarms {
     /// event came last in ring order. An instance is never judged by its
     /// number: that is the twin's start on a clock that can be stepped
     /// back. Never waits.
-    pub fn read(ns: &Namespace, ring: &str, reader_name: &str, instance: u64) -> Result<ActiveAlarms, TwinRingError> {
-        let mut ring = TwinRing::attach(ns, ring, reader_name)?;
+    pub fn read(
+        ns: &Namespace,
+        ring: &str,
+        reader_name: &str,
+        owners: &Owners,
+        instance: u64,
+    ) -> Result<ActiveAlarms, TwinRingError> {
+        let mut ring = TwinRing::attach(ns, ring, reader_name, owners)?;
         let mut alarms = ActiveAlarms { instance, raised: BTreeMap::new() };
         let follow = instance == 0;
         ring.drain(|f| alarms.take(f, follow));
@@ -101,10 +108,10 @@ mod tests {
         let mut r = two_twins("d");
         // A late event of the older twin.
         r.publish(KIND_ALARM, &event(1, 6, 2, ACTION_RAISE, 2));
-        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test", 2).unwrap();
+        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test", &Owners::MINE, 2).unwrap();
         assert_eq!(a.instance, 2);
         assert_eq!(active(&a), [(3, AlarmKind::High, 1), (5, AlarmKind::Stale, 4)]);
-        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test", 1).unwrap();
+        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test", &Owners::MINE, 1).unwrap();
         assert_eq!((a.instance, active(&a)), (1, vec![(6, AlarmKind::High, 2), (9, AlarmKind::High, 1)]));
     }
 
@@ -114,9 +121,9 @@ mod tests {
         let mut r = TestRing::new("h", "alarms");
         r.publish(KIND_ALARM, &event(u64::MAX, 9, 2, ACTION_RAISE, 1));
         r.publish(KIND_ALARM, &event(2, 3, 2, ACTION_RAISE, 1));
-        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test", 0).unwrap();
+        let a = ActiveAlarms::read(&r.ns, r.name, "alarms-test", &Owners::MINE, 0).unwrap();
         assert_eq!((a.instance, active(&a)), (2, vec![(3, AlarmKind::High, 1)]));
-        let a = ActiveAlarms::read(&two_twins("i").ns, "alarms", "alarms-test", 0).unwrap();
+        let a = ActiveAlarms::read(&two_twins("i").ns, "alarms", "alarms-test", &Owners::MINE, 0).unwrap();
         assert_eq!((a.instance, active(&a)), (2, vec![(3, AlarmKind::High, 1), (5, AlarmKind::Stale, 4)]));
     }
 }

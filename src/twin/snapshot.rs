@@ -27,7 +27,10 @@ use std::collections::BTreeMap;
 
 use super::{Marker, StreamState, KIND_SNAPSHOT_BEGIN, KIND_STREAM_STATE};
 use crate::shm::Namespace;
-use crate::{AttachError, FrameRef, LeaseInfo, Reader, ReaderOptions, RingView, Start, TryReadError, WaitStrategy};
+use crate::{
+    AttachError, ForeignRing, FrameRef, LeaseInfo, Owners, Reader, ReaderOptions, RingView, Start, TryReadError,
+    WaitStrategy,
+};
 
 /// Why one of the twin's rings could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,10 @@ pub enum TwinRingError {
         /// Why it did not attach.
         source: AttachError,
     },
+    /// The ring is owned by a user not believed: whoever made it could
+    /// publish any state and any alarm.
+    #[error(transparent)]
+    Foreign(#[from] ForeignRing),
 }
 
 /// One of the twin's rings, attached twice: a view for its lease and
@@ -60,14 +67,20 @@ pub(super) struct TwinRing {
 }
 
 impl TwinRing {
-    /// Attaches to `ring`; the reader's entry is named `reader_name` while
-    /// it reads.
-    pub(super) fn attach(ns: &Namespace, ring: &str, reader_name: &str) -> Result<TwinRing, TwinRingError> {
+    /// Attaches to `ring`, if one of `owners` owns it; the reader's entry is
+    /// named `reader_name` while it reads.
+    pub(super) fn attach(
+        ns: &Namespace,
+        ring: &str,
+        reader_name: &str,
+        owners: &Owners,
+    ) -> Result<TwinRing, TwinRingError> {
         let err = |e: AttachError| match e {
             AttachError::NotFound { .. } => TwinRingError::NotFound { ring: ring.into(), namespace: ns.to_string() },
             source => TwinRingError::Attach { ring: ring.into(), source },
         };
         let view = RingView::attach(ns, ring).map_err(err)?;
+        view.check_owner_in(owners)?;
         let opts =
             ReaderOptions { name: reader_name.into(), gating: false, start: Start::Oldest, wait: WaitStrategy::Park };
         // On the attachment judged above, so that the figures (the lease,
@@ -114,8 +127,8 @@ impl Snapshot {
     /// reader named `reader_name` (shown by `helixctl readers` while it
     /// reads; it leaves the table when done). Reads what is published when
     /// it starts and never waits.
-    pub fn read(ns: &Namespace, ring: &str, reader_name: &str) -> Result<Snapshot, TwinRingError> {
-        let mut ring = TwinRing::attach(ns, ring, reader_name)?;
+    pub fn read(ns: &Namespace, ring: &str, reader_name: &str, owners: &Owners) -> Result<Snapshot, TwinRingError> {
+        let mut ring = TwinRing::attach(ns, ring, reader_name, owners)?;
         let mut snapshot = Snapshot::empty(ring.view.stats().lease);
         ring.drain(|f| snapshot.take(f));
         Ok(snapshot)
@@ -226,7 +239,7 @@ pub(super) mod tests {
         r.publish::<crate::telemetry::Sample>(crate::telemetry::KIND_SAMPLE, &bytemuck::Zeroable::zeroed());
         r.publish(KIND_SNAPSHOT_BEGIN, &marker(7, 3, 1_500_000_000, 600));
 
-        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap();
         assert_eq!(s.instance, 7);
         let last: Vec<(u32, f64)> = s.streams.values().map(|s| (s.stream, s.last)).collect();
         assert_eq!(last, [(1, 1.5), (2, 2.0)]);
@@ -243,7 +256,7 @@ pub(super) mod tests {
         r.publish(KIND_SNAPSHOT_BEGIN, &marker(1, 1, 10, 5));
         r.publish(KIND_STREAM_STATE, &state(1, 4, 4.0));
         r.publish(KIND_SNAPSHOT_BEGIN, &marker(2, 1, 20, 1));
-        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap();
         assert_eq!((s.instance, s.streams.len()), (2, 0));
         assert_eq!((s.marker.map(|m| m.instance), s.previous_marker), (Some(2), None));
         assert_eq!(s.frames_per_sec(), None);
@@ -264,7 +277,7 @@ pub(super) mod tests {
         r.publish(KIND_STREAM_STATE, &state(5, 3, 3.5));
         // A late frame of the dead twin is not the live one's.
         r.publish(KIND_STREAM_STATE, &state(10, 4, 4.0));
-        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap();
         assert_eq!(s.instance, 5);
         let last: Vec<(u32, f64)> = s.streams.values().map(|s| (s.stream, s.last)).collect();
         assert_eq!(last, [(3, 3.5)]);
@@ -278,7 +291,7 @@ pub(super) mod tests {
         r.publish(KIND_SNAPSHOT_BEGIN, &marker(7, 1, 10, 1));
         r.publish(KIND_STREAM_STATE, &state(7, 1, 1.0));
         r.publish(KIND_STREAM_STATE, &state(u64::MAX, 2, 2.0));
-        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap();
         assert_eq!(s.instance, 7);
         assert_eq!(s.streams.keys().copied().collect::<Vec<u32>>(), [1]);
         assert_eq!(s.marker.map(|m| m.instance), Some(7));
@@ -286,16 +299,16 @@ pub(super) mod tests {
         let mut r = TestRing::new("g", "twin.state");
         r.publish(KIND_STREAM_STATE, &state(u64::MAX, 9, 9.0));
         r.publish(KIND_STREAM_STATE, &state(3, 1, 1.0));
-        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap();
         assert_eq!((s.instance, s.streams.keys().copied().collect::<Vec<u32>>()), (3, vec![1]));
     }
 
     #[test]
     fn an_empty_ring_is_an_empty_snapshot_and_a_missing_one_an_error() {
         let r = TestRing::new("c", "twin.state");
-        let s = Snapshot::read(&r.ns, r.name, "snapshot-test").unwrap();
+        let s = Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap();
         assert_eq!((s.instance, s.streams.len(), s.marker), (0, 0, None));
-        let e = Snapshot::read(&r.ns, "elsewhere", "snapshot-test").unwrap_err();
+        let e = Snapshot::read(&r.ns, "elsewhere", "snapshot-test", &Owners::MINE).unwrap_err();
         assert!(matches!(e, TwinRingError::NotFound { .. }), "{e:?}");
         assert!(e.to_string().starts_with("elsewhere not found: is helix-twin running?"), "{e}");
     }

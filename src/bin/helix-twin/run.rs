@@ -307,11 +307,10 @@ pub fn run(config: TwinConfig) -> Result<()> {
 /// starts from nothing.
 fn take_over(config: &TwinConfig, twin: &mut Twin) {
     // Its frames are this user's or root's: `Publisher::attach` checked
-    // the owner of the file under the name, which in /dev/shm (sticky)
-    // only that owner can replace, and only the owner writes a data region
-    // (docs/security.md). A reader of the ring can damage its reader
-    // table: then it is not read.
-    match Snapshot::read(&config.namespace, &config.state_ring, READER_NAME) {
+    // the owner of the file under the name, and `read` checks the file it
+    // reads; only the owner writes a data region (docs/security.md). A
+    // reader of the ring can damage its reader table: then it is not read.
+    match Snapshot::read(&config.namespace, &config.state_ring, READER_NAME, &helix::Owners::MINE) {
         Ok(previous) if previous.streams.is_empty() => info!("no previous state in {}", config.state_ring),
         Ok(previous) => {
             let taken = twin.take_over(previous.streams.values(), now_ns());

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use helix::Owners;
+
 /// The longest duration a flag takes: a day.
 const MAX_SECONDS: f64 = 86_400.0;
 
@@ -27,9 +29,34 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(s).map_err(|e| format!("not a duration in seconds: {e}"))
 }
 
+/// Whose rings the services' are believed to be (`--service-user`): root,
+/// this process's uid and the user given, by uid or by name. Without one,
+/// the packaged user (`helix`) if this host has it; a user given that the
+/// host does not have is an error.
+pub fn service_owners(user: Option<&str>) -> anyhow::Result<Owners> {
+    let Some(user) = user else { return Ok(Owners::packaged()) };
+    if let Ok(uid) = user.parse::<u32>() {
+        return Ok(Owners::with_service(uid));
+    }
+    match helix::process::user_uid(user) {
+        Ok(Some(uid)) => Ok(Owners::with_service(uid)),
+        Ok(None) => anyhow::bail!("--service-user {user:?}: this host has no such user"),
+        Err(e) => anyhow::bail!("--service-user {user:?}: cannot look the user up: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_service_user_is_a_uid_or_a_known_name() {
+        assert_eq!(service_owners(Some("998")).unwrap(), Owners::with_service(998));
+        assert_eq!(service_owners(Some("root")).unwrap(), Owners::with_service(0));
+        let e = service_owners(Some("no-such-user-of-helix")).unwrap_err().to_string();
+        assert_eq!(e, "--service-user \"no-such-user-of-helix\": this host has no such user");
+        assert_eq!(service_owners(None).unwrap(), Owners::packaged());
+    }
 
     #[test]
     fn seconds_are_finite_not_negative_and_at_most_a_day() {

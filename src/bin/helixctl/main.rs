@@ -38,6 +38,12 @@ struct Cli {
     /// Print JSON (schema: docs/helixctl.md) instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// The user helixd and the other services run as, by name or uid
+    /// (default: helix, if this host has that user). The rings helixctl
+    /// acts on or reports as theirs (the control path, the twin's) are
+    /// believed only if this user, root or you own them.
+    #[arg(long, global = true, value_name = "USER")]
+    service_user: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -116,11 +122,12 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let Cli { namespace, json, command } = cli;
+    let Cli { namespace, json, service_user, command } = cli;
     let ns = || match &namespace {
         Some(n) => Namespace::new(n),
         None => Namespace::from_env(),
     };
+    let owners = || args::service_owners(service_user.as_deref());
     let done = |()| ExitCode::SUCCESS;
     match command {
         Cmd::Completions { shell } => {
@@ -137,16 +144,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Readers(args) => readers::run(&ns()?, &args, json).map(done),
         Cmd::Tail(args) => tail::run(&ns()?, &args, json).map(done),
         Cmd::Top(args) => top::run(&ns()?, &args).map(done),
-        Cmd::Metrics(args) => metrics::run(&ns()?, &args).map(done),
+        Cmd::Metrics(args) => metrics::run(&ns()?, &args, &owners()?).map(done),
         Cmd::Doctor(args) => doctor::run(&ns()?, &args, json),
-        Cmd::Twin(args) => twin::run(&ns()?, &args, json).map(done),
+        Cmd::Twin(args) => twin::run(&ns()?, &args, &owners()?, json).map(done),
         Cmd::Evict(args) => evict::run(&ns()?, &args, json).map(done),
         Cmd::Rm(args) => rm::run(&ns()?, &args, json).map(done),
-        Cmd::Set(args) => send::stream(&ns()?, helix::control::Op::Set, &args, json),
-        Cmd::Release(args) => send::stream(&ns()?, helix::control::Op::Release, &args, json),
-        Cmd::Pause(args) => send::source(&ns()?, helix::control::Op::Pause, &args, json),
-        Cmd::Resume(args) => send::source(&ns()?, helix::control::Op::Resume, &args, json),
-        Cmd::Rate(args) => send::rate(&ns()?, &args, json),
+        Cmd::Set(args) => send::stream(&ns()?, &owners()?, helix::control::Op::Set, &args, json),
+        Cmd::Release(args) => send::stream(&ns()?, &owners()?, helix::control::Op::Release, &args, json),
+        Cmd::Pause(args) => send::source(&ns()?, &owners()?, helix::control::Op::Pause, &args, json),
+        Cmd::Resume(args) => send::source(&ns()?, &owners()?, helix::control::Op::Resume, &args, json),
+        Cmd::Rate(args) => send::rate(&ns()?, &owners()?, &args, json),
         Cmd::ControlLog(args) => control_log::run(&ns()?, &args, json).map(done),
     }
 }

@@ -11,7 +11,7 @@ use crate::format;
 use crate::shared::textfile::{flag, Text};
 use helix::fanin::{FanInStats, LaneStats};
 use helix::shm::Namespace;
-use helix::{Geometry, ReaderStats, RingStats, RingView};
+use helix::{Geometry, Owners, ReaderStats, RingStats, RingView};
 
 /// Arguments of `helixctl metrics`.
 #[derive(clap::Args)]
@@ -35,14 +35,15 @@ pub struct Args {
     twin_alarm_ring: String,
 }
 
-/// Prints the metrics once, or serves them with `--listen`.
-pub fn run(ns: &Namespace, args: &Args) -> Result<()> {
+/// Prints the metrics once, or serves them with `--listen`. The twin's
+/// families are given only from rings one of `owners` owns.
+pub fn run(ns: &Namespace, args: &Args, owners: &Owners) -> Result<()> {
     match &args.listen {
         None => {
-            print!("{}", render(ns, args)?);
+            print!("{}", render(ns, args, owners)?);
             Ok(())
         }
-        Some(addr) => serve(ns, args, addr),
+        Some(addr) => serve(ns, args, owners, addr),
     }
 }
 
@@ -208,9 +209,9 @@ struct Ring {
 /// The exposition text for every ring in `ns`, the twin's and the
 /// services' files (see [`super::metrics_extra`]). A file that does not
 /// attach is reported as `helix_ring_up{..} 0`, not skipped.
-fn render(ns: &Namespace, args: &Args) -> Result<String> {
+fn render(ns: &Namespace, args: &Args, owners: &Owners) -> Result<String> {
     let mut out = rings(ns).context("reading /dev/shm")?;
-    metrics_extra::twin(ns, &args.twin_state_ring, &args.twin_alarm_ring, &mut out);
+    metrics_extra::twin(ns, (&args.twin_state_ring, &args.twin_alarm_ring), owners, &mut out);
     if let Some(dir) = &args.textfiles {
         metrics_extra::textfiles(dir, &mut out).with_context(|| format!("reading {}", dir.display()))?;
     }
@@ -306,9 +307,9 @@ fn sample(out: &mut Text, name: &str, labels: &str, v: f64) {
     out.sample(name, labels, v);
 }
 
-/// Serves `render(ns, args)` on HTTP at `/metrics` (fresh on every scrape) until
+/// Serves `render(ns, args, owners)` on HTTP at `/metrics` (fresh on every scrape) until
 /// the process is stopped; other paths get 404. Prints the bound address.
-fn serve(ns: &Namespace, args: &Args, addr: &str) -> Result<()> {
+fn serve(ns: &Namespace, args: &Args, owners: &Owners, addr: &str) -> Result<()> {
     let server = tiny_http::Server::http(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = server.server_addr().to_ip().map_or(addr.to_owned(), |a| a.to_string());
     println!("serving metrics on http://{bound}/metrics");
@@ -318,7 +319,7 @@ fn serve(ns: &Namespace, args: &Args, addr: &str) -> Result<()> {
             .expect("a valid header");
     for request in server.incoming_requests() {
         let response = if request.url() == "/metrics" || request.url().starts_with("/metrics?") {
-            match render(ns, args) {
+            match render(ns, args, owners) {
                 Ok(body) => tiny_http::Response::from_string(body).with_header(text_plain.clone()),
                 Err(e) => tiny_http::Response::from_string(format!("{e:#}\n")).with_status_code(500),
             }

@@ -15,7 +15,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use helix::shm::Namespace;
-use helix::twin::{ActiveAlarms, AlarmKind, Snapshot};
+use helix::twin::{ActiveAlarms, AlarmKind, Snapshot, TwinRingError};
+use helix::Owners;
 
 use super::twin::TwinView;
 use crate::format::{acts_on_terminal, printable};
@@ -31,10 +32,21 @@ const MAX_TEXTFILE: u64 = 1 << 20;
 
 /// The twin's families, if its state ring `state_ring` and alarm ring
 /// `alarm_ring` exist and read (a host without a twin has none; a damaged
-/// ring shows as `helix_ring_up 0`).
-pub fn twin(ns: &Namespace, state_ring: &str, alarm_ring: &str, out: &mut Text) {
-    let Ok(snapshot) = Snapshot::read(ns, state_ring, READER) else { return };
-    let Ok(alarms) = ActiveAlarms::read(ns, alarm_ring, READER, snapshot.instance) else { return };
+/// ring shows as `helix_ring_up 0`). Rings none of `owners` owns are not
+/// the twin's: left out, said on stderr.
+pub fn twin(ns: &Namespace, rings: (&str, &str), owners: &Owners, out: &mut Text) {
+    let (state_ring, alarm_ring) = rings;
+    let read = || -> Result<_, TwinRingError> {
+        let snapshot = Snapshot::read(ns, state_ring, READER, owners)?;
+        let alarms = ActiveAlarms::read(ns, alarm_ring, READER, owners, snapshot.instance)?;
+        Ok((snapshot, alarms))
+    };
+    let (snapshot, alarms) = match read() {
+        Ok(read) => read,
+        Err(TwinRingError::Foreign(e)) => return eprintln!("helixctl: the twin's families are left out: {e}"),
+        // No twin here, or a ring that does not read: `helix_ring_up 0`.
+        Err(_) => return,
+    };
     let view = TwinView::new(ns, &snapshot, alarms, None);
     let one = |out: &mut Text, name: &str, help: &str, v: f64| {
         out.family(name, GAUGE, help);

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::json;
 use helix::control::{Ack, Command, Control, Op, ACK_FORWARDED, ACK_REPEAT};
 use helix::shm::Namespace;
+use helix::{Owners, WaitStrategy};
 
 /// How long to wait for an answer, in seconds (a command waits for the
 /// ledger to record it before it takes effect).
@@ -77,28 +78,35 @@ struct Answer {
 }
 
 /// `set STREAM VALUE` (or `release STREAM` with `op` Release).
-pub fn stream(ns: &Namespace, op: Op, a: &StreamArgs, json: bool) -> Result<ExitCode> {
+pub fn stream(ns: &Namespace, owners: &Owners, op: Op, a: &StreamArgs, json: bool) -> Result<ExitCode> {
     let value = match (op, a.value) {
         (Op::Set, Some(v)) => v,
         (Op::Set, None) => anyhow::bail!("set needs a VALUE"),
         (_, Some(_)) => anyhow::bail!("{} takes no VALUE", op.as_str()),
         (_, None) => 0.0,
     };
-    send(ns, &a.common, json, |r| Command::new(op, r, &a.source, a.stream, value))
+    send(ns, owners, &a.common, json, |r| Command::new(op, r, &a.source, a.stream, value))
 }
 
 /// `pause SOURCE`, `resume SOURCE`.
-pub fn source(ns: &Namespace, op: Op, a: &SourceArgs, json: bool) -> Result<ExitCode> {
-    send(ns, &a.common, json, |r| Command::new(op, r, &a.source, 0, 0.0))
+pub fn source(ns: &Namespace, owners: &Owners, op: Op, a: &SourceArgs, json: bool) -> Result<ExitCode> {
+    send(ns, owners, &a.common, json, |r| Command::new(op, r, &a.source, 0, 0.0))
 }
 
 /// `rate SOURCE HZ`.
-pub fn rate(ns: &Namespace, a: &RateArgs, json: bool) -> Result<ExitCode> {
-    send(ns, &a.common, json, |r| Command::new(Op::Rate, r, &a.source, 0, a.hz))
+pub fn rate(ns: &Namespace, owners: &Owners, a: &RateArgs, json: bool) -> Result<ExitCode> {
+    send(ns, owners, &a.common, json, |r| Command::new(Op::Rate, r, &a.source, 0, a.hz))
 }
 
-fn send(ns: &Namespace, c: &Common, json: bool, make: impl FnOnce(u64) -> Command) -> Result<ExitCode> {
-    let mut ctl = Control::connect(ns).context("cannot reach helixd's control ring")?;
+fn send(
+    ns: &Namespace,
+    owners: &Owners,
+    c: &Common,
+    json: bool,
+    make: impl FnOnce(u64) -> Command,
+) -> Result<ExitCode> {
+    let mut ctl =
+        Control::connect_trusting(ns, WaitStrategy::default(), owners).context("cannot reach helixd's control ring")?;
     let request = c.request.unwrap_or_else(|| ctl.next_request());
     let cmd = make(request);
     // Refuse here what helixd would reject as malformed.

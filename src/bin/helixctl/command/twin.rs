@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::{format, json};
 use helix::shm::Namespace;
 use helix::twin::*;
+use helix::Owners;
 
 /// Arguments of `helixctl twin`.
 #[derive(clap::Args)]
@@ -40,14 +41,14 @@ pub struct Args {
 /// The name helixctl's reader has in the twin's rings while it reads.
 const READER: &str = "helixctl-twin";
 
-/// Shows the twin's state, as tables or (`json`) as JSON.
-pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
+/// Shows the twin's state, as tables or (`json`) as JSON. Believes the rings only if one of `owners` owns them.
+pub fn run(ns: &Namespace, args: &Args, owners: &Owners, json: bool) -> Result<()> {
     let filter = match &args.stream {
         Some(s) => Some(StreamRange::parse(s, u32::MAX).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let snapshot = Snapshot::read(ns, &args.state_ring, READER)?;
-    let alarms = ActiveAlarms::read(ns, &args.alarm_ring, READER, snapshot.instance)?;
+    let snapshot = Snapshot::read(ns, &args.state_ring, READER, owners)?;
+    let alarms = ActiveAlarms::read(ns, &args.alarm_ring, READER, owners, snapshot.instance)?;
     let view = TwinView::new(ns, &snapshot, alarms, filter);
     if json {
         json::print(&view)
