@@ -1307,9 +1307,7 @@ fn a_control_path_another_user_made_is_refused_before_anything_is_sent() {
     }
     let env = Env::watched("a control path of another user", Duration::from_secs(60));
     const SQUATTER: u32 = 65534;
-    // A lane for each connection: this consumer never looks, so it frees
-    // none of a refused connection's.
-    let fan_opts = FanInOptions { lanes: 4, max_payload: 144, ..Default::default() };
+    let fan_opts = FanInOptions { lanes: 2, max_payload: 144, ..Default::default() };
     let fan = FanIn::create(&env.ns, "control", &fan_opts).unwrap();
     let acks = RingOptions { capacity: 64, max_payload: 48, ..Default::default() };
     drop(Ring::create(&env.ns, "control.acks", &acks).unwrap());
@@ -1332,8 +1330,30 @@ fn a_control_path_another_user_made_is_refused_before_anything_is_sent() {
     assert_eq!((f.ring.as_str(), f.owner, &f.path), ("control", SQUATTER, &dir.join("ring")));
     let said = ControlError::Foreign(f).to_string();
     assert!(said.starts_with("not helixd's control path: ") && said.contains("is owned by uid 65534"), "{said}");
+    // Refused before a lane was taken: the squatter holds no file of ours.
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(names.iter().all(|n| !n.to_string_lossy().starts_with("lane")), "{names:?}");
     // Believed when the services are said to run as that user.
     let ctl = Control::connect_trusting(&env.ns, WaitStrategy::default(), &Owners::with_service(SQUATTER));
     assert!(ctl.is_ok(), "{:?}", ctl.err());
     drop((ctl, fan));
+}
+
+#[test]
+fn helixctl_control_log_reads_only_helixds_audit_ring() {
+    // Found by review: `helixctl control-log` printed whatever a
+    // `control.log` held, uids, pids and verdicts, whoever made it.
+    use helix::{Ring, RingOptions};
+    if !common::root_or_skip("making a file another user's needs root") {
+        return;
+    }
+    let env = Env::watched("control-log of another user's ring", Duration::from_secs(60));
+    let log = RingOptions { capacity: 64, max_payload: 144, ..Default::default() };
+    drop(Ring::create(&env.ns, "control.log", &log).unwrap());
+    env.chown_ring("control.log", 65534);
+    let (ok, out, err) = env.ctl(&["control-log"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(err.contains("control.log is not helixd's: ") && err.contains("is owned by uid 65534"), "{err}");
+    let (ok, _, err) = env.ctl(&["--service-user", "65534", "control-log"]);
+    assert!(ok, "{err}");
 }

@@ -71,13 +71,15 @@ impl Control {
     pub fn connect_trusting(ns: &Namespace, wait: WaitStrategy, owners: &Owners) -> Result<Control, ControlError> {
         // Joined first, so no answer to what this sends can be missed.
         let opts = ReaderOptions { name: "helix-control".into(), start: Start::Newest, wait, ..Default::default() };
-        // Each judged on the files attached, before anything is sent: rings
+        // Each judged on the files attached, before a lane is taken: rings
         // made under these names by another user would read the commands
         // and answer "accepted" to what helixd never saw.
         let acks = Reader::attach(ns, ACK_RING, &opts)?;
         acks.check_owner_in(owners)?;
-        let producer = Producer::attach_timeout(ns, CONTROL_RING, Duration::from_secs(1))?;
-        producer.check_consumer_in(owners)?;
+        let producer = match Producer::attach_trusting(ns, CONTROL_RING, Duration::from_secs(1), Some(owners)) {
+            Err(FanInError::Foreign(f)) => return Err(ControlError::Foreign(f)),
+            r => r?,
+        };
         let uid = crate::process::my_uid();
         // Request ids from the clock: a new connection does not repeat an
         // old one's ids (which would be answered with their old verdicts).

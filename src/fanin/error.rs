@@ -46,6 +46,11 @@ pub enum FanInError {
     /// This user is not on the ring's allow-list.
     #[error("uid {uid} may not produce into fan-in ring {ring:?} (not on its allow-list)")]
     NotAllowed { ring: String, uid: u32 },
+    /// The ring's consumer is not one of the users a producer was told to
+    /// believe ([`Producer::attach_trusting`](super::Producer::attach_trusting)):
+    /// whoever made it would read what is sent.
+    #[error(transparent)]
+    Foreign(#[from] crate::ring::ForeignRing),
     /// The ring's folder is not one this process may trust: not a
     /// directory, not sticky, or not its consumer's (who made it first
     /// would receive the producers' records).

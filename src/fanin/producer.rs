@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use crate::ring::{ForeignRing, Owners};
+use crate::ring::Owners;
 use crate::shm::{Mapping, Namespace};
 use crate::sync::{futex, host, AtomicU64, Ordering};
 use crate::wait::WaitStrategy;
@@ -37,8 +37,6 @@ pub struct Producer {
     /// The process that took the lane (a process forked from it drops its
     /// copy without closing the lane).
     pid: u32,
-    /// The ring's name.
-    name: String,
 }
 
 impl Producer {
@@ -51,7 +49,25 @@ impl Producer {
     /// all are taken (the consumer frees a dead producer's lane once it
     /// has read what was published there; it is asked to look).
     pub fn attach_timeout(ns: &Namespace, name: &str, timeout: Duration) -> Result<Producer, FanInError> {
+        Producer::attach_trusting(ns, name, timeout, None)
+    }
+
+    /// [`Producer::attach_timeout`], if `owners` is given only to a ring
+    /// whose consumer (the owner of its consumer's file, as opened; its
+    /// folder is the same user's or root's) is one of them: judged before
+    /// a lane is taken, so another user's ring under the name learns
+    /// nothing of this process and holds none of its files
+    /// ([`FanInError::Foreign`]).
+    pub fn attach_trusting(
+        ns: &Namespace,
+        name: &str,
+        timeout: Duration,
+        owners: Option<&Owners>,
+    ) -> Result<Producer, FanInError> {
         let files = files::open_ring(ns, name, false)?;
+        if let Some(owners) = owners {
+            owners.check(name, &files.dir.join(RING_FILE), files.consumer_uid)?;
+        }
         let g = &files.geometry;
         let uid = host::my_uid();
         if !g.allow_uids.is_empty() && !g.allow_uids.contains(&uid) {
@@ -89,8 +105,8 @@ impl Producer {
                         lane::ring_bell(&bell.bell);
                         let writing = Writing::new(epoch);
                         let pid = crate::process::identity().0;
-                        let (wait, name) = (WaitStrategy::default(), name.to_owned());
-                        return Ok(Producer { files, lane: new, k, epoch, writing, wait, pid, name });
+                        let wait = WaitStrategy::default();
+                        return Ok(Producer { files, lane: new, k, epoch, writing, wait, pid });
                     }
                 }
             }
@@ -106,20 +122,6 @@ impl Producer {
             let wait = Duration::from_nanos(deadline - now).min(lane::PARK_RECHECK);
             let _ = futex::wait(&files.header().lanes_freed, freed, Some(wait));
         }
-    }
-
-    /// The ring's consumer: the owner of its consumer's file, as opened
-    /// (its folder is the same user's or root's).
-    pub fn consumer_uid(&self) -> u32 {
-        self.files.consumer_uid
-    }
-
-    /// `Err` unless the ring's consumer is one of `owners`. Anyone may make
-    /// a fan-in ring under an expected name while its consumer is down, and
-    /// then reads what is sent to it (and may answer in the consumer's
-    /// name, where answers come back on a ring of its own).
-    pub fn check_consumer_in(&self, owners: &Owners) -> Result<(), ForeignRing> {
-        owners.check(&self.name, &self.files.dir.join(RING_FILE), self.files.consumer_uid)
     }
 
     /// The lane this producer holds.

@@ -55,7 +55,6 @@ mod tests {
         assert_eq!(service_owners(Some("root")).unwrap(), Owners::with_service(0));
         let e = service_owners(Some("no-such-user-of-helix")).unwrap_err().to_string();
         assert_eq!(e, "--service-user \"no-such-user-of-helix\": this host has no such user");
-        assert_eq!(service_owners(None).unwrap(), Owners::packaged());
     }
 
     #[test]

@@ -40,8 +40,8 @@ struct Cli {
     json: bool,
     /// The user helixd and the other services run as, by name or uid
     /// (default: helix, if this host has that user). The rings helixctl
-    /// acts on or reports as theirs (the control path, the twin's) are
-    /// believed only if this user, root or you own them.
+    /// acts on or reports as theirs (the control path, control.log, the
+    /// twin's) are believed only if this user, root or you own them.
     #[arg(long, global = true, value_name = "USER")]
     service_user: Option<String>,
     #[command(subcommand)]
@@ -127,7 +127,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(n) => Namespace::new(n),
         None => Namespace::from_env(),
     };
-    let owners = || args::service_owners(service_user.as_deref());
+    // Resolved for every verb: a user this host lacks is an error, not
+    // passed over by the verbs that read no service's ring.
+    let owners = args::service_owners(service_user.as_deref())?;
     let done = |()| ExitCode::SUCCESS;
     match command {
         Cmd::Completions { shell } => {
@@ -144,16 +146,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Readers(args) => readers::run(&ns()?, &args, json).map(done),
         Cmd::Tail(args) => tail::run(&ns()?, &args, json).map(done),
         Cmd::Top(args) => top::run(&ns()?, &args).map(done),
-        Cmd::Metrics(args) => metrics::run(&ns()?, &args, &owners()?).map(done),
+        Cmd::Metrics(args) => metrics::run(&ns()?, &args, &owners).map(done),
         Cmd::Doctor(args) => doctor::run(&ns()?, &args, json),
-        Cmd::Twin(args) => twin::run(&ns()?, &args, &owners()?, json).map(done),
+        Cmd::Twin(args) => twin::run(&ns()?, &args, &owners, json).map(done),
         Cmd::Evict(args) => evict::run(&ns()?, &args, json).map(done),
         Cmd::Rm(args) => rm::run(&ns()?, &args, json).map(done),
-        Cmd::Set(args) => send::stream(&ns()?, &owners()?, helix::control::Op::Set, &args, json),
-        Cmd::Release(args) => send::stream(&ns()?, &owners()?, helix::control::Op::Release, &args, json),
-        Cmd::Pause(args) => send::source(&ns()?, &owners()?, helix::control::Op::Pause, &args, json),
-        Cmd::Resume(args) => send::source(&ns()?, &owners()?, helix::control::Op::Resume, &args, json),
-        Cmd::Rate(args) => send::rate(&ns()?, &owners()?, &args, json),
-        Cmd::ControlLog(args) => control_log::run(&ns()?, &args, json).map(done),
+        Cmd::Set(args) => send::stream(&ns()?, &owners, helix::control::Op::Set, &args, json),
+        Cmd::Release(args) => send::stream(&ns()?, &owners, helix::control::Op::Release, &args, json),
+        Cmd::Pause(args) => send::source(&ns()?, &owners, helix::control::Op::Pause, &args, json),
+        Cmd::Resume(args) => send::source(&ns()?, &owners, helix::control::Op::Resume, &args, json),
+        Cmd::Rate(args) => send::rate(&ns()?, &owners, &args, json),
+        Cmd::ControlLog(args) => control_log::run(&ns()?, &args, &owners, json).map(done),
     }
 }

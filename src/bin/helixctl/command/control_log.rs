@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::json;
 use helix::control::{LogRecord, Op, Reason, KIND_COMMAND, KIND_LOG, LOG_REPEAT, LOG_RING};
 use helix::shm::Namespace;
-use helix::{ReadError, Reader, ReaderOptions, RingView, Start, WaitStrategy};
+use helix::{Owners, ReadError, Reader, ReaderOptions, RingView, Start, WaitStrategy};
 
 /// Arguments of `helixctl control-log`.
 #[derive(clap::Args)]
@@ -88,15 +88,17 @@ fn text(l: &Line) -> String {
 }
 
 /// Prints the last `--count` audit records; with `--follow`, new ones as
-/// they come.
-pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
+/// they come. Reads only a `control.log` one of `owners` owns: anyone else's
+/// holds whatever uids, pids and verdicts its maker wrote.
+pub fn run(ns: &Namespace, args: &Args, owners: &Owners, json: bool) -> Result<()> {
     let count = args.count.unwrap_or(20);
-    let published = RingView::attach(ns, LOG_RING).context("control.log")?.stats().published;
-    let start = Start::At((published + 1).saturating_sub(count).max(1));
+    let view = RingView::attach(ns, LOG_RING).context("control.log")?;
+    view.check_owner_in(owners).context("control.log is not helixd's")?;
+    let start = Start::At((view.stats().published + 1).saturating_sub(count).max(1));
     let opts = ReaderOptions { name: "helixctl-control-log".into(), gating: false, start, wait: WaitStrategy::Park };
-    let mut reader = Reader::attach(ns, LOG_RING, &opts)?;
+    let mut reader = view.reader(&opts)?;
     let mut out = io::stdout().lock();
-    let mut follows = super::tail::Follow::new(ns, LOG_RING, opts);
+    let mut follows = super::tail::Follow::new(ns, LOG_RING, opts).believing(*owners);
     loop {
         while let Some((seq, r)) = next(&mut reader, &mut out)? {
             let l = line(seq, &r);

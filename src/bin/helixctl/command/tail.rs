@@ -12,7 +12,7 @@ use crate::json;
 use helix::ledger::catchup::{CatchUpError, CatchUpReader, DEFAULT_LEDGER_DIR};
 use helix::shm::Namespace;
 use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::{FrameInfo, ReadError, Reader, ReaderOptions, RingView, Start, UnderName, WaitStrategy};
+use helix::{FrameInfo, Owners, ReadError, Reader, ReaderOptions, RingView, Start, UnderName, WaitStrategy};
 
 /// Arguments of `helixctl tail`.
 #[derive(clap::Args)]
@@ -167,13 +167,22 @@ pub struct Follow<'a> {
     /// The new ring (its `created_ns`) said to be followed and not joined
     /// yet (its reader table full, say): said once, tried again quietly.
     said_new: Option<u64>,
+    /// Whose new ring is followed (`None`: anyone's).
+    owners: Option<Owners>,
 }
 
 impl<'a> Follow<'a> {
     /// `opts`: how a reader of the new ring joins (it starts at its oldest
     /// frame).
     pub fn new(ns: &'a Namespace, ring: &'a str, opts: ReaderOptions) -> Follow<'a> {
-        Follow { ns, ring, opts: ReaderOptions { start: Start::Oldest, ..opts }, said_gone: false, said_new: None }
+        let opts = ReaderOptions { start: Start::Oldest, ..opts };
+        Follow { ns, ring, opts, said_gone: false, said_new: None, owners: None }
+    }
+
+    /// Follows only a new ring that one of `owners` owns (another's is
+    /// said once, and not read).
+    pub fn believing(self, owners: Owners) -> Follow<'a> {
+        Follow { owners: Some(owners), ..self }
     }
 
     /// After a wait with nothing read: a reader of the ring under the name,
@@ -186,6 +195,12 @@ impl<'a> Follow<'a> {
                 // On the ring just looked at; said once per ring, and so is
                 // why it cannot be joined.
                 let first = self.said_new.replace(now.geometry().created_ns) != Some(now.geometry().created_ns);
+                if let Some(Err(e)) = self.owners.map(|o| now.check_owner_in(&o)) {
+                    if first {
+                        eprintln!("helixctl: ring {} was created again, and is not followed: {e}", self.ring);
+                    }
+                    return None;
+                }
                 if first {
                     eprintln!(
                         "helixctl: ring {} was created again; following the new one from its first frame",
