@@ -343,6 +343,31 @@ fn a_missing_or_rewritten_segment_stops_a_catch_up_naming_it() {
     assert!(e.contains("seg-0000000002.hxl") && e.contains("re-declared"), "{e}");
 }
 
+/// Closed segments the recorder compressed are read as the plain ones
+/// are, a piece at a time (`zero_alloc` holds it to that); one whose
+/// compressed bytes were altered stops the catch-up naming it.
+#[test]
+fn compressed_segments_are_caught_up_through_and_an_altered_one_is_named() {
+    let (env, dir) = in_small_segments("catch-up through compressed segments");
+    let segs = helix::ledger::retention::segment_infos(&dir, None).unwrap();
+    assert!(segs.len() > 4, "{} segments", segs.len());
+    // All but the newest, as the recorder's retention does.
+    for n in 1..segs.len() as u64 {
+        helix::ledger::compress::compress_segment(&dir, &dir.join(segment_name(n))).unwrap();
+    }
+    let mut c = catch_up(&env, &dir, 1).unwrap();
+    assert_eq!(read_to(&mut c, 2001), expect(1, 2001, &[]));
+    assert_eq!(c.stats().from_ledger, 2000);
+
+    let third = dir.join(helix::ledger::compress::compressed_name(3));
+    let mut bytes = std::fs::read(&third).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&third, bytes).unwrap();
+    let e = read_to_error(&mut catch_up(&env, &dir, 1).unwrap());
+    assert!(e.contains(&*third.to_string_lossy()), "{e}");
+}
+
 #[test]
 fn a_torn_ledger_tail_is_waited_out_never_skipped() {
     // A crash in the middle of a write: the last block cut short, or

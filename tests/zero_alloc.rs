@@ -511,7 +511,7 @@ fn finding_an_anchors_hash_holds_a_block_in_memory_not_the_segment() {
     let dir = tempfile::tempdir().unwrap();
     const SEGMENT: u64 = 16 << 20;
     // One segment, most of it full, so the anchor's block is near its end.
-    let (records, hash) = one_segment(dir.path(), SEGMENT, SEGMENT * 3 / 4, 0);
+    let (records, hash) = one_segment(dir.path(), 1, SEGMENT, SEGMENT * 3 / 4, 0);
 
     WATCHED.with(|w| w.set(true));
     COUNTING.store(true, Ordering::Relaxed);
@@ -525,14 +525,21 @@ fn finding_an_anchors_hash_holds_a_block_in_memory_not_the_segment() {
 }
 
 /// A ledger in `dir` of one segment (of `segment` bytes at most) holding at
-/// least `bytes` of 48-byte frames of one ring, and then, if `big` is not
-/// 0, one frame of `big` bytes; its records and chain hash.
-fn one_segment(dir: &std::path::Path, segment: u64, bytes: u64, big: usize) -> (u64, helix::ledger::format::Hash) {
+/// least `bytes` of 48-byte frames (sequences from 1) of ring `t` made at
+/// `created_ns`, and then, if `big` is not 0, one frame of `big` bytes;
+/// its records and chain hash.
+fn one_segment(
+    dir: &std::path::Path,
+    created_ns: u64,
+    segment: u64,
+    bytes: u64,
+    big: usize,
+) -> (u64, helix::ledger::format::Hash) {
     use helix::ledger::format::RingDecl;
     use helix::ledger::Ledger;
 
     let (mut ledger, _) = Ledger::open(dir, segment).unwrap();
-    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 16 << 20, policy: 1, name: "t".into() };
+    let decl = RingDecl { created_ns, capacity: 64, max_payload: 16 << 20, policy: 1, name: "t".into() };
     let (id, mut seq) = ledger.declare(&decl).unwrap();
     while ledger.stats().bytes < bytes {
         for _ in 0..1024 {
@@ -567,7 +574,7 @@ fn verify_and_head_hold_a_piece_of_a_segment_in_memory_not_the_segment() {
     let dir = tempfile::tempdir().unwrap();
     const ZEROS: u64 = 64 << 20;
     const BIG: usize = 12 << 20;
-    let (records, hash) = one_segment(dir.path(), 64 << 20, 24 << 20, BIG);
+    let (records, hash) = one_segment(dir.path(), 1, 64 << 20, 24 << 20, BIG);
     let path = dir.path().join(helix::ledger::format::segment_name(1));
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     let written = f.metadata().unwrap().len();
@@ -589,4 +596,44 @@ fn verify_and_head_hold_a_piece_of_a_segment_in_memory_not_the_segment() {
         "an allocation of {largest} bytes: the segment ({} bytes) was read whole, or its 12 MiB block into a doubling vector",
         written + ZEROS
     );
+}
+
+/// A catch-up reads a compressed segment a piece at a time too: one of
+/// 24 MiB of frames is caught up through holding a piece of 8 MiB, not
+/// what it expands to. Before, it was decompressed whole: a file of a few
+/// KiB could take up to 64 GiB (the cap) of the reader's memory.
+#[test]
+fn a_catch_up_holds_a_piece_of_a_compressed_segment_not_the_segment() {
+    use helix::ledger::catchup::{CatchUpError, CatchUpReader};
+    use helix::ledger::compress::compress_segment;
+
+    let (_turn, ns) = take_turn("catch-up of a compressed segment in bounded memory");
+    let ring = Ring::create(&ns, "t", &RingOptions { capacity: 16, max_payload: 48, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (records, _) = one_segment(dir.path(), ring.geometry().created_ns, 64 << 20, 24 << 20, 0);
+    compress_segment(dir.path(), &dir.path().join(helix::ledger::format::segment_name(1))).unwrap();
+    // The ring goes on from the ledger's last frame (the declaration is a
+    // record too), and holds only its last 16.
+    let (last, mut w) = (records - 1, ring.writer().unwrap());
+    for seq in 1..=last + 16 {
+        w.publish(&[seq as u8; 48]).unwrap();
+    }
+
+    WATCHED.with(|w| w.set(true));
+    COUNTING.store(true, Ordering::Relaxed);
+    let mut c = CatchUpReader::open(&ns, "t", dir.path(), 1, &ReaderOptions::named("catch-up")).unwrap();
+    let mut buf = [0u8; 48];
+    while c.cursor() <= last + 16 {
+        match c.read_timeout(&mut buf, Duration::from_millis(50)) {
+            Ok(info) => assert_eq!(buf, [info.seq as u8; 48], "sequence {}", info.seq),
+            Err(CatchUpError::Empty) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    WATCHED.with(|w| w.set(false));
+
+    assert_eq!(c.stats().from_ledger, last);
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(largest <= 9 << 20, "an allocation of {largest} bytes: the segment (over 24 MiB) was read whole");
 }

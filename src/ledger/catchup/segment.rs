@@ -10,11 +10,10 @@ use std::path::{Path, PathBuf};
 use super::CatchUpError;
 use crate::ledger::block::split;
 use crate::ledger::chain::{Chain, Problem};
-use crate::ledger::compress::{is_compressed, read_segment};
+use crate::ledger::compress::{is_compressed, open_segment};
 use crate::ledger::format::{SegmentHeader, Torn, SEGMENT_HEADER_LEN};
 
-/// Bytes read from a plain segment at a time (a larger block is read on
-/// until it is whole).
+/// Bytes read at a time (a larger block is read on until it is whole).
 const READ_CHUNK: u64 = 8 << 20;
 
 /// A segment being read.
@@ -27,14 +26,25 @@ pub(super) struct Segment {
     pub version: u32,
     /// The chain after the last block handed out.
     pub chain: Chain,
-    /// Open while the file is plain (the recorder may append to it); a
-    /// compressed segment is closed and read whole.
-    file: Option<File>,
-    /// Bytes from file offset `off` on, as far as read.
+    /// Where its bytes come from.
+    source: Source,
+    /// Bytes from offset `off` on (of the segment's content), as far as
+    /// read.
     data: Vec<u8>,
     /// The next block's start in `data`.
     at: usize,
     off: u64,
+}
+
+/// Where a segment's bytes come from.
+enum Source {
+    /// A plain file, which the recorder may still append to: what was not
+    /// a whole block at its end is read again from the file.
+    Plain(File),
+    /// A compressed segment (closed), decompressed as it is read: a piece
+    /// at a time, like a plain one, not whole (a file of a few KiB may
+    /// expand to tens of GiB).
+    Packed(Box<dyn Read>),
 }
 
 /// What [`Segment::next_block`] found.
@@ -58,14 +68,20 @@ impl Segment {
     /// blocks must restate that chain's rings at the sequences they reached,
     /// as `verify` checks.
     pub fn open(n: u64, path: &Path, prev: Option<(&Chain, u32)>) -> Result<Segment, CatchUpError> {
-        let (file, data) = if is_compressed(path) {
-            (None, read_segment(path).map_err(io(path))?)
+        let mut source = if is_compressed(path) {
+            Source::Packed(open_segment(path).map_err(io(path))?)
         } else {
-            let mut f = crate::ledger::folder::open_read(path).map_err(io(path))?;
-            let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
-            (&mut f).take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head).map_err(io(path))?;
-            (Some(f), head)
+            match crate::ledger::folder::open_read(path) {
+                Ok(f) => Source::Plain(f),
+                // Compressed since the folder was listed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Source::Packed(open_segment(path).map_err(|_| io(path)(e))?)
+                }
+                Err(e) => return Err(io(path)(e)),
+            }
         };
+        let mut data = Vec::with_capacity(SEGMENT_HEADER_LEN);
+        source.read(SEGMENT_HEADER_LEN as u64, &mut data).map_err(io(path))?;
         let bad = |problem: String| CatchUpError::Corrupt { path: path.to_owned(), offset: 0, problem };
         let header = SegmentHeader::decode(&data).map_err(|e| bad(format!("header: {e}")))?;
         if header.segment != n {
@@ -85,7 +101,7 @@ impl Segment {
             }
             None => Chain::at_segment(&header),
         };
-        let mut s = Segment { n, path: path.to_owned(), version: header.version, chain, file, data, at: 0, off: 0 };
+        let mut s = Segment { n, path: path.to_owned(), version: header.version, chain, source, data, at: 0, off: 0 };
         s.at = SEGMENT_HEADER_LEN;
         Ok(s)
     }
@@ -95,18 +111,21 @@ impl Segment {
         &self.data
     }
 
-    /// Reads what the file holds past what was read; returns how many
-    /// bytes came.
+    /// Reads what the segment holds past what was read (a piece of
+    /// [`READ_CHUNK`]); returns how many bytes came.
     fn more(&mut self) -> Result<usize, CatchUpError> {
-        let Some(f) = self.file.as_mut() else { return Ok(0) };
         if self.at > 0 {
             self.data.drain(..self.at);
             self.off += self.at as u64;
             self.at = 0;
         }
         let before = self.data.len();
-        f.seek(SeekFrom::Start(self.off + before as u64)).map_err(io(&self.path))?;
-        f.take(READ_CHUNK).read_to_end(&mut self.data).map_err(io(&self.path))?;
+        if let Source::Plain(f) = &mut self.source {
+            f.seek(SeekFrom::Start(self.off + before as u64)).map_err(io(&self.path))?;
+        }
+        // Room for a piece, not a doubled vector.
+        self.data.reserve_exact(READ_CHUNK as usize);
+        self.source.read(READ_CHUNK, &mut self.data).map_err(io(&self.path))?;
         Ok(self.data.len() - before)
     }
 
@@ -163,7 +182,7 @@ impl Segment {
     /// next look reads them again from the file (the recorder, started
     /// again, may have cut them and written others).
     fn end(&mut self, note: Option<String>) -> Step {
-        if self.file.is_some() {
+        if let Source::Plain(_) = self.source {
             self.data.truncate(self.at);
         }
         Step::End(note)
@@ -171,6 +190,19 @@ impl Segment {
 
     fn corrupt(&self, offset: u64, problem: String) -> CatchUpError {
         CatchUpError::Corrupt { path: self.path.clone(), offset, problem }
+    }
+}
+
+impl Source {
+    /// Appends at most `n` bytes, from where the last read ended, to `out`.
+    fn read(&mut self, n: u64, out: &mut Vec<u8>) -> std::io::Result<usize> {
+        match self {
+            Source::Plain(f) => f.take(n).read_to_end(out),
+            Source::Packed(r) => r.take(n).read_to_end(out).map_err(|e| {
+                let what = format!("compressed segment does not decode (LZ4 frame): {e}");
+                std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+            }),
+        }
     }
 }
 
