@@ -368,6 +368,14 @@ fn compressed_segments_are_caught_up_through_and_an_altered_one_is_named() {
     assert!(e.contains(&*third.to_string_lossy()), "{e}");
 }
 
+/// A catch-up reader may be moved to, or shared with, another thread (a
+/// compressed segment's decoder made it neither, unsaid).
+#[test]
+fn a_catch_up_reader_is_send_and_sync() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<CatchUpReader>();
+}
+
 #[test]
 fn a_torn_ledger_tail_is_waited_out_never_skipped() {
     // A crash in the middle of a write: the last block cut short, or

@@ -1,8 +1,8 @@
 //! Closed segments, compressed: `seg-NNNNNNNNNN.hxl.lz4` is segment N's
 //! file, byte for byte, in the LZ4 frame format (with its content checksum;
 //! `lz4 -d` restores it). Every reader of the ledger reads a compressed
-//! segment as the plain one ([`read_segment`]); the format of the segment
-//! inside is untouched.
+//! segment as the plain one, decompressing a piece at a time as it reads
+//! ([`open_segment`]); the format of the segment inside is untouched.
 //!
 //! A segment is compressed once closed (a later one exists), off the
 //! recording thread: written under `.tmp`, synced, read back and compared,
@@ -56,7 +56,7 @@ pub fn read_segment(path: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// The compressed file's path of the plain segment file `plain`.
-fn compressed_path(plain: &Path) -> PathBuf {
+pub(crate) fn compressed_path(plain: &Path) -> PathBuf {
     PathBuf::from(format!("{}{COMPRESSED_SUFFIX}", plain.display()))
 }
 
@@ -81,13 +81,13 @@ fn decompress(path: &Path) -> io::Result<Vec<u8>> {
 /// compressed name (as [`read_segment`]). Nothing is read ahead beyond a
 /// buffer: a reader of one block at a time holds one block in memory, not
 /// the segment.
-pub fn open_segment(path: &Path) -> io::Result<Box<dyn Read>> {
+pub fn open_segment(path: &Path) -> io::Result<Box<dyn Read + Send + Sync>> {
     open_segment_telling(path).map(|(r, _)| r)
 }
 
 /// [`open_segment`], and whether what it reads is compressed.
-pub(crate) fn open_segment_telling(path: &Path) -> io::Result<(Box<dyn Read>, bool)> {
-    let packed = |file| -> (Box<dyn Read>, bool) {
+pub(crate) fn open_segment_telling(path: &Path) -> io::Result<(Box<dyn Read + Send + Sync>, bool)> {
+    let packed = |file| -> (Box<dyn Read + Send + Sync>, bool) {
         (Box::new(lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file))), true)
     };
     match folder::open_read(path) {

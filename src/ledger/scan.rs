@@ -33,7 +33,7 @@ pub struct Scanned {
 
 /// An open segment file, its header read.
 pub struct SegmentFile {
-    reader: io::Take<Box<dyn Read>>,
+    reader: io::Take<Box<dyn Read + Send + Sync>>,
     /// Whether the file is compressed: a read that fails is then the
     /// frame's fault.
     compressed: bool,

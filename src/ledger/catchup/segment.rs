@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::CatchUpError;
 use crate::ledger::block::split;
 use crate::ledger::chain::{Chain, Problem};
-use crate::ledger::compress::{is_compressed, open_segment};
+use crate::ledger::compress::{compressed_path, is_compressed, open_segment};
 use crate::ledger::format::{SegmentHeader, Torn, SEGMENT_HEADER_LEN};
 
 /// Bytes read at a time (a larger block is read on until it is whole).
@@ -44,7 +44,11 @@ enum Source {
     /// A compressed segment (closed), decompressed as it is read: a piece
     /// at a time, like a plain one, not whole (a file of a few KiB may
     /// expand to tens of GiB).
-    Packed(Box<dyn Read>),
+    Packed(Box<dyn Read + Send + Sync>),
+    /// A compressed segment that failed to decode: the decoder's state
+    /// after an error is not to be read on (it may skip a block, or take
+    /// a missing end for a clean one), so the failure is given again.
+    Failed(std::io::ErrorKind, String),
 }
 
 /// What [`Segment::next_block`] found.
@@ -68,18 +72,11 @@ impl Segment {
     /// blocks must restate that chain's rings at the sequences they reached,
     /// as `verify` checks.
     pub fn open(n: u64, path: &Path, prev: Option<(&Chain, u32)>) -> Result<Segment, CatchUpError> {
-        let mut source = if is_compressed(path) {
-            Source::Packed(open_segment(path).map_err(io(path))?)
-        } else {
-            match crate::ledger::folder::open_read(path) {
-                Ok(f) => Source::Plain(f),
-                // Compressed since the folder was listed.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Source::Packed(open_segment(path).map_err(|_| io(path)(e))?)
-                }
-                Err(e) => return Err(io(path)(e)),
-            }
+        let (path, mut source) = match open_source(path) {
+            Ok(opened) => opened,
+            Err(e) => return Err(io(path)(e)),
         };
+        let path = path.as_path();
         let mut data = Vec::with_capacity(SEGMENT_HEADER_LEN);
         source.read(SEGMENT_HEADER_LEN as u64, &mut data).map_err(io(path))?;
         let bad = |problem: String| CatchUpError::Corrupt { path: path.to_owned(), offset: 0, problem };
@@ -125,7 +122,11 @@ impl Segment {
         }
         // Room for a piece, not a doubled vector.
         self.data.reserve_exact(READ_CHUNK as usize);
-        self.source.read(READ_CHUNK, &mut self.data).map_err(io(&self.path))?;
+        if let Err(e) = self.source.read(READ_CHUNK, &mut self.data) {
+            // What came before the failure is not served either.
+            self.data.truncate(before);
+            return Err(io(&self.path)(e));
+        }
         Ok(self.data.len() - before)
     }
 
@@ -193,16 +194,42 @@ impl Segment {
     }
 }
 
+/// Segment file `path` opened, and the path it was opened at: the
+/// compressed file's if the plain one was compressed since the folder was
+/// listed (and gone by now).
+fn open_source(path: &Path) -> std::io::Result<(PathBuf, Source)> {
+    if is_compressed(path) {
+        return Ok((path.to_owned(), Source::Packed(open_segment(path)?)));
+    }
+    match crate::ledger::folder::open_read(path) {
+        Ok(f) => Ok((path.to_owned(), Source::Plain(f))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let packed = compressed_path(path);
+            match open_segment(&packed) {
+                Ok(r) => Ok((packed, Source::Packed(r))),
+                // Neither: the plain one is what was listed.
+                Err(p) if p.kind() == std::io::ErrorKind::NotFound => Err(e),
+                Err(p) => Err(p),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Source {
     /// Appends at most `n` bytes, from where the last read ended, to `out`.
     fn read(&mut self, n: u64, out: &mut Vec<u8>) -> std::io::Result<usize> {
-        match self {
-            Source::Plain(f) => f.take(n).read_to_end(out),
-            Source::Packed(r) => r.take(n).read_to_end(out).map_err(|e| {
-                let what = format!("compressed segment does not decode (LZ4 frame): {e}");
-                std::io::Error::new(std::io::ErrorKind::InvalidData, what)
-            }),
-        }
+        use std::io::{Error, ErrorKind};
+        let decoded = match self {
+            Source::Plain(f) => return f.take(n).read_to_end(out),
+            Source::Packed(r) => r.take(n).read_to_end(out),
+            Source::Failed(kind, what) => return Err(Error::new(*kind, what.clone())),
+        };
+        decoded.map_err(|e| {
+            let what = format!("compressed segment does not decode (LZ4 frame): {e}");
+            *self = Source::Failed(ErrorKind::InvalidData, what.clone());
+            Error::new(ErrorKind::InvalidData, what)
+        })
     }
 }
 
@@ -226,4 +253,68 @@ pub(super) fn restated(path: &Path, name: &str) -> Option<(u64, u64)> {
         at += block.header.len as usize;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::compress::compress_segment;
+    use crate::ledger::format::{segment_name, RingDecl};
+    use crate::ledger::Ledger;
+
+    /// A ledger folder of one segment, `blocks` blocks of frames after the
+    /// ring's declaration, compressed; the plain segment's path (gone).
+    fn compressed(blocks: u64) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = Ledger::open(dir.path(), 64 << 20).unwrap();
+        let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 512, policy: 1, name: "t".into() };
+        let (id, seq) = ledger.declare(&decl).unwrap();
+        for s in seq..seq + blocks {
+            ledger.reserve_frame(id, s, 1, 0, 7, 300).fill(s as u8);
+            ledger.seal(id, 1);
+        }
+        ledger.flush().unwrap();
+        drop(ledger);
+        let plain = dir.path().join(segment_name(1));
+        compress_segment(dir.path(), &plain).unwrap();
+        (dir, plain)
+    }
+
+    /// The blocks read, up to the end or the first error.
+    fn blocks(s: &mut Segment) -> Result<usize, CatchUpError> {
+        let mut n = 0;
+        while let Step::Block(_) = s.next_block()? {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    #[test]
+    fn a_segment_compressed_since_it_was_listed_is_read_and_named_by_its_compressed_file() {
+        let (_dir, plain) = compressed(50);
+        let mut s = Segment::open(1, &plain, None).unwrap();
+        assert_eq!(s.path, compressed_path(&plain));
+        // The declaration and 50 frames.
+        assert_eq!(blocks(&mut s).unwrap(), 51);
+    }
+
+    #[test]
+    fn a_compressed_segment_that_fails_to_decode_fails_again_and_is_never_read_past() {
+        let (_dir, plain) = compressed(2000);
+        let packed = compressed_path(&plain);
+        let mut bytes = std::fs::read(&packed).unwrap();
+        // The frame's content checksum (its last 4 bytes) made wrong: every
+        // block decodes, and the end fails the check.
+        let n = bytes.len();
+        bytes[n - 1] ^= 0xff;
+        std::fs::write(&packed, bytes).unwrap();
+        let mut s = Segment::open(1, &packed, None).unwrap();
+        let first = blocks(&mut s).unwrap_err().to_string();
+        assert!(first.contains("does not decode") && first.contains(&*packed.to_string_lossy()), "{first}");
+        // Looked at again (the newest segment is, while a catch-up waits
+        // for more), it fails the same way rather than end cleanly.
+        for _ in 0..3 {
+            assert_eq!(s.next_block().err().map(|e| e.to_string()), Some(first.clone()));
+        }
+    }
 }
