@@ -941,6 +941,61 @@ fn the_twin_moves_to_its_rings_when_helixd_retires_and_creates_them_again() {
     assert!(daemon.0.wait().unwrap().success());
 }
 
+/// A stop finishes the publication under way: the last snapshot on the
+/// state ring is whole (its begin marker, every stream, its end marker)
+/// whenever the SIGTERM comes. Here a snapshot is always due (every 1 ms)
+/// and goes out in 32 claims of 1,024 streams, a claim a turn of the loop,
+/// so the twin is nearly always in the middle of one when it stops (it
+/// looks for signals after each claim); stopped there at once, it left
+/// the snapshot half written.
+#[test]
+fn a_stopped_twin_leaves_its_last_snapshot_whole() {
+    const STREAMS: u32 = 32_768;
+    let env = Env::watched("a stopped twin's last snapshot", Duration::from_secs(90));
+    let opts = |capacity, max_payload| RingOptions { capacity, max_payload, ..Default::default() };
+    let telemetry = Ring::create(&env.ns, "telemetry", &opts(1 << 16, 48)).unwrap();
+    let state = Ring::create(&env.ns, "twin.state", &opts(1 << 16, 256)).unwrap();
+    let _alarms = Ring::create(&env.ns, "alarms", &opts(1024, 256)).unwrap();
+    let cfg = format!("streams = {STREAMS}\nsnapshot_interval_ms = 1\nupdate_interval_ms = 1\n");
+    let notify = Notify::new(&env.dir);
+    let mut twin = notify.spawn(env.program(env!("CARGO_BIN_EXE_helix-twin"), &env.file("twin.toml", &cfg)));
+    notify.until("READY=1");
+    let mut w = telemetry.writer().unwrap();
+    let now = helix::process::realtime_ns();
+    publish(
+        &mut w,
+        (0..STREAMS).map(|stream| Sample { stream, quality: 0, seq: 0, sample_ns: now, ingest_ns: now, value: 1.0 }),
+    );
+    // Every sample read, then two snapshots' worth published: the one
+    // under way at the stop began after the last sample, so it holds every
+    // stream (a snapshot's membership is fixed when it begins).
+    let cursor = || telemetry.stats().readers.iter().find(|r| r.name == "helix-twin").map_or(0, |r| r.cursor);
+    until("the twin reads every sample", &|| cursor() > u64::from(STREAMS));
+    let since = state.stats().published;
+    until("two snapshots more", &|| state.stats().published > since + 2 * (u64::from(STREAMS) + 2));
+    sigterm(&twin.0);
+    let log = stderr_of(&mut twin.0);
+    assert!(twin.0.wait().unwrap().success(), "{log}");
+
+    // The ring from its last begin marker on: the snapshot, whole.
+    let mut r = state.reader(&ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("check") }).unwrap();
+    let mut last: Vec<(u32, u32)> = Vec::new();
+    while r
+        .try_read_batch(4096, |f| {
+            let stream = f.read::<StreamState>().map_or(u32::MAX, |s| s.stream);
+            if f.kind() == KIND_SNAPSHOT_BEGIN {
+                last.clear();
+            }
+            last.push((f.kind(), stream));
+        })
+        .is_ok()
+    {}
+    let states = last.iter().filter(|(k, _)| *k == KIND_STREAM_STATE).count();
+    let kinds = (last.first().map(|f| f.0), last.last().map(|f| f.0));
+    assert_eq!(kinds, (Some(KIND_SNAPSHOT_BEGIN), Some(KIND_SNAPSHOT_END)), "{states} states after the last begin");
+    assert_eq!((states, last.len()), (STREAMS as usize, STREAMS as usize + 2));
+}
+
 /// A watched test's surroundings if it runs as root, which making a ring
 /// another user's takes; else `None`, the test skipped, saying so.
 fn as_root(what: &'static str) -> Option<(Env, common::Watchdog)> {
