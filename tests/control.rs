@@ -1357,3 +1357,33 @@ fn helixctl_control_log_reads_only_helixds_audit_ring() {
     let (ok, _, err) = env.ctl(&["--service-user", "65534", "control-log"]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn answers_applied_together_are_journaled_in_the_order_they_were_logged() {
+    // Found by review: the answers of commands whose effects came in one
+    // pass were journaled out of order (a swap_remove): with a pause and
+    // then a resume among them, a kill -9 between their journal lines left
+    // a restarted helixd pausing the source the resume had started again.
+    let (env, _notify, mut d) = daemon("journal order", "audit_reader = \"\"");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let first = ctl.next_request();
+    // Sent at once, so that the simulator takes several in one tick.
+    let commands: Vec<Command> =
+        (0..64u64).map(|i| Command::set(first + i, "telemetry", (i % u64::from(STREAMS)) as u32, i as f64)).collect();
+    for c in &commands {
+        while ctl.try_send(c).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    for c in &commands {
+        assert_eq!(ctl.send(c, Duration::from_secs(20)).unwrap().outcome(), Some(Ok(())));
+    }
+    d.terminate();
+    let journal = std::fs::read_to_string(format!("/dev/shm/{}.control@journal", env.ns.as_str())).unwrap();
+    let seqs: Vec<u64> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["answer"]["log_seq"].as_u64())
+        .collect();
+    assert_eq!(seqs.len(), commands.len(), "{journal}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "answers out of log order: {seqs:?}");
+}

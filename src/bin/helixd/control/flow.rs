@@ -132,8 +132,11 @@ impl Flow {
                 i += 1;
                 continue;
             }
-            closed.swap_remove(i);
-            let p = self.applying.swap_remove(i);
+            // In order (not swap_remove): answers are journaled in the
+            // order their commands were logged, so that a kill between two
+            // journal lines leaves a prefix of what was applied.
+            closed.remove(i);
+            let p = self.applying.remove(i);
             let c = &p.command;
             let mut ack = Ack { uid: p.uid, request: c.request, op: c.op as u16, log_seq: p.log_seq, ..ack0() };
             let mut change = None;
