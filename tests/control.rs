@@ -1387,3 +1387,32 @@ fn answers_applied_together_are_journaled_in_the_order_they_were_logged() {
     assert_eq!(seqs.len(), commands.len(), "{journal}");
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "answers out of log order: {seqs:?}");
 }
+
+#[test]
+fn a_record_too_long_to_be_a_command_is_not_taken_for_one_after_a_restart() {
+    // Found by review: a restart's recovery decoded the first 96 bytes of
+    // every unanswered record, so a 120-byte record that began with a
+    // command (rejected bad_size when it came, and never windowed) was
+    // answered again and windowed: the sender's real command of that
+    // request id was then refused as its repeat, never applied.
+    let (env, notify, mut d) = daemon("an oversized record after a restart", "audit_reader = \"\"");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let cmd = Command::set(ctl.next_request(), "telemetry", 1, 42.0);
+    let mut long = bytemuck::bytes_of(&cmd).to_vec();
+    long.resize(120, 0);
+    let mut raw = helix::fanin::Producer::attach(&env.ns, "control").unwrap();
+    raw.send_timeout(helix::control::KIND_COMMAND, &long, Duration::from_secs(5)).unwrap();
+    let logged = || audit_records(&env).iter().any(|(_, r)| r.len == 120);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !logged() {
+        assert!(Instant::now() < deadline, "the long record was not logged");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop((raw, ctl));
+    let _d = restart(&env, &notify, &mut d);
+    // A new connection: the long record's own answer (bad_size, under the
+    // request id its first bytes hold) is behind its reader.
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let ack = send_until_answered(&mut ctl, &cmd);
+    assert_eq!((ack.outcome(), ack.flags & ACK_REPEAT), (Some(Ok(())), 0), "{ack:?}");
+}

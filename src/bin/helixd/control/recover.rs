@@ -62,8 +62,12 @@ impl Flow {
     /// answer covers; whether it was one. `sending`: the commands the
     /// journal says were being sent to their instruments.
     fn finish(&mut self, seq: u64, log: &LogRecord, sending: &BTreeMap<(u32, u64), u64>) -> bool {
-        let len = (log.len as usize).min(LOGGED_BYTES);
-        let Ok(command) = control::decode(log.kind, &log.command[..len]) else { return false };
+        // A record of another length was rejected (bad_size) when it came,
+        // and never windowed; its first bytes may still decode.
+        if log.len as usize != LOGGED_BYTES {
+            return false;
+        }
+        let Ok(command) = control::decode(log.kind, &log.command) else { return false };
         let (uid, request) = (log.uid, command.request);
         if log.flags & LOG_REPEAT != 0 || self.window.seen(uid, request).is_some() {
             return false;
