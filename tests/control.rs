@@ -1416,3 +1416,19 @@ fn a_record_too_long_to_be_a_command_is_not_taken_for_one_after_a_restart() {
     let ack = send_until_answered(&mut ctl, &cmd);
     assert_eq!((ack.outcome(), ack.flags & ACK_REPEAT), (Some(Ok(())), 0), "{ack:?}");
 }
+
+#[test]
+fn connections_count_their_request_ids_from_far_apart_starts() {
+    // Found by review: ids counted up from the clock, so two connections
+    // of one uid opened a moment apart ran into each other's ids after as
+    // many commands as nanoseconds lay between them, and got the other's
+    // answers (a repeat) with nothing applied.
+    let (env, _notify, _d) = daemon("request ids far apart", "");
+    let first = |_| Control::connect(&env.ns).unwrap().next_request();
+    let ids: Vec<u64> = (0..4).map(first).collect();
+    for (i, a) in ids.iter().enumerate() {
+        for b in &ids[i + 1..] {
+            assert!(a.abs_diff(*b) > 1 << 32, "request ids {a} and {b} of two connections are close");
+        }
+    }
+}

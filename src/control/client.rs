@@ -81,10 +81,7 @@ impl Control {
             r => r?,
         };
         let uid = crate::process::my_uid();
-        // Request ids from the clock: a new connection does not repeat an
-        // old one's ids (which would be answered with their old verdicts).
-        let next_request = crate::process::realtime_ns().max(1);
-        Ok(Control { producer, acks, uid, next_request })
+        Ok(Control { producer, acks, uid, next_request: first_request() })
     }
 
     /// A request id not used before by this connection.
@@ -173,4 +170,21 @@ impl Control {
     pub fn lane(&self) -> usize {
         self.producer.lane()
     }
+}
+
+/// A connection's first request id: random, 63 bits, not 0. Neither an
+/// earlier connection of this uid nor one opened beside it counts up
+/// through the same ids (which helixd would answer with the other's
+/// verdicts, applying nothing). Counted from the clock, two connections
+/// opened a moment apart ran into each other's ids after as many commands
+/// as nanoseconds lay between them.
+fn first_request() -> u64 {
+    let mut bytes = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    let n = match random {
+        Ok(()) => u64::from_le_bytes(bytes),
+        // No /dev/urandom (a bare chroot): the clock and the pid.
+        Err(_) => crate::process::realtime_ns() ^ (u64::from(crate::process::pid()) << 40),
+    };
+    (n >> 1).max(1)
 }
