@@ -1432,3 +1432,50 @@ fn connections_count_their_request_ids_from_far_apart_starts() {
         }
     }
 }
+
+#[test]
+fn a_command_waiting_for_its_audit_keeps_its_record_while_no_reader_gates_the_log() {
+    // Found by review: with its audit reader away (the ledger stopped, or
+    // swept dead) nothing gated control.log, and records taken meanwhile
+    // overwrote that of a command still waiting for it. The ledger, back at
+    // that record, found it lost (a GAP) and read on, and the command acted
+    // with its audit record never recorded.
+    const LOG_SLOTS: u64 = 64;
+    let env = Env::watched("the audit reader away", Duration::from_secs(90));
+    let notify = Notify::new(&env.dir);
+    let _d = notify.ready(env.helixd(&config_with(&env, LOG_SLOTS, 4, "audit_reader = \"auditor\"")));
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let cmd = Command::set(ctl.next_request(), "", 1, 5.0);
+    ctl.post(&cmd, Duration::from_secs(5)).unwrap();
+    let logged_at = || audit_records(&env).iter().find(|(_, r)| r.command() == cmd).map(|(seq, _)| *seq);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let at = loop {
+        if let Some(seq) = logged_at() {
+            break seq;
+        }
+        assert!(Instant::now() < deadline, "the command was not logged");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Twice what the log holds, of garbage (each record is logged).
+    let mut raw = helix::fanin::Producer::attach(&env.ns, "control").unwrap();
+    for _ in 0..2 * LOG_SLOTS {
+        raw.send_timeout(0xBAD, b"garbage", Duration::from_secs(5)).unwrap();
+    }
+    // Full as far as it may be: a round takes at least a record a lane
+    // (4), so it stops with fewer free.
+    let log = helix::RingView::attach(&env.ns, "control.log").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log.published() < at + LOG_SLOTS - 4 {
+        assert!(Instant::now() < deadline, "the log did not fill: {} published", log.published());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The audit reader back where it was: the command's record is there.
+    let opts = ReaderOptions { name: "auditor".into(), start: Start::At(at), gating: true, ..Default::default() };
+    let mut auditor = Reader::attach(&env.ns, "control.log", &opts).unwrap();
+    let (seq, first) = auditor.try_read_pod::<LogRecord>().unwrap_or_else(|e| panic!("the record at {at}: {e}"));
+    assert_eq!((seq, first.command()), (at, cmd));
+    // Read on: the command acts once its record has been read.
+    while auditor.try_read_pod::<LogRecord>().is_ok() {}
+    let ack = ctl.wait_ack(&cmd, Duration::from_secs(20)).unwrap().expect("answered");
+    assert_eq!(ack.outcome(), Some(Ok(())));
+}

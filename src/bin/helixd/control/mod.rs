@@ -344,8 +344,9 @@ impl Path {
         let lanes = self.fan.geometry().lanes as usize;
         let per_lane = self.flow.log_room(lanes * PER_LANE) / lanes.max(1);
         if per_lane == 0 {
-            // The log is full (its gating reader behind): the records stay
-            // in the senders' lanes.
+            // The log is full (its gating reader behind, or the record of a
+            // command waiting for its audit next to be overwritten): the
+            // records stay in the senders' lanes.
             std::thread::sleep(BUSY);
             return;
         }
@@ -370,9 +371,21 @@ impl Path {
 }
 
 impl Flow {
-    /// Up to `want` slots of `control.log` that may be written now.
+    /// Up to `want` slots of `control.log` that may be written now: never
+    /// over the record of a command still waiting for the audit reader.
+    /// With no gating reader on the log (the ledger stopped, or swept
+    /// dead) the ring would let them be overwritten; the ledger, back at
+    /// the record it had reached, would skip them as lost, and the
+    /// commands would act unrecorded.
     fn log_room(&mut self, want: usize) -> usize {
-        let want = (want as u64).min(self.log.geometry().capacity);
+        let capacity = self.log.geometry().capacity;
+        let mut want = (want as u64).min(capacity);
+        if let Some(oldest) = self.audit.front() {
+            want = want.min((oldest.log_seq + capacity).saturating_sub(self.log.next_seq()));
+            if want == 0 {
+                return 0;
+            }
+        }
         match self.log.try_claim(want) {
             // Dropped unfilled: nothing is published.
             Ok(_) => {
