@@ -124,7 +124,8 @@ class Writer:
         there, unless a live writer holds it) and takes its lease.
         ``capacity``: slots, a power of two. ``stall_timeout``: seconds a
         ``block`` ring's writer waits for a gating reader before demoting
-        it. Raises ``AttachError``."""
+        it. Raises ``AttachError`` (``LeaseError`` if a live writer holds
+        the ring it would replace)."""
     @staticmethod
     def attach(name: str, namespace: Optional[str] = None) -> Writer:
         """Takes the lease of an existing ring (continuing its sequence).
@@ -182,12 +183,15 @@ class Control:
         request: Optional[int] = None,
     ) -> dict[str, Union[int, str, bool, None]]:
         """Sends one command and waits for its answer: ``request``,
-        ``verdict`` ("accepted" or "rejected"), ``reason`` (None when
-        accepted), ``op``, ``repeat``, ``forwarded``, ``log_seq``,
+        ``verdict`` ("accepted", "rejected", or "unknown" for a code this
+        package does not know), ``reason`` (None when accepted, or a code
+        it does not know), ``op``, ``repeat``, ``forwarded``, ``log_seq``,
         ``ring_seq``, ``stream_seq``. Sending a ``request`` id again is
-        answered with its first verdict, never applied twice. Raises
-        ``ControlError`` on time-out. Waits with the GIL released, and
-        Ctrl-C interrupts them (KeyboardInterrupt)."""
+        answered with its first verdict, never applied twice. A command
+        helixd would reject as malformed (a ``source`` that is not a ring
+        name, ``request=0``, a value out of range) raises ``ValueError``
+        and is not sent. Raises ``ControlError`` on time-out. Waits with
+        the GIL released, and Ctrl-C interrupts them (KeyboardInterrupt)."""
     @property
     def uid(self) -> int: ...
     @property

@@ -100,8 +100,16 @@ impl Control {
         let timeout = crate::timeout(timeout, "seconds >= 0")?;
         let inner = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the control connection is closed"))?;
         let request = request.unwrap_or_else(|| inner.next_request());
-        self.last_request = Some(request);
         let cmd = Command::new(op, request, source, stream, value);
+        // Refused here, as helixctl does, what helixd would reject as
+        // malformed (a source name too long was cut to 64 bytes).
+        if let Err(reason) = cmd.validate() {
+            return Err(PyValueError::new_err(format!(
+                "this command would be rejected ({}): nothing was sent",
+                reason.as_str()
+            )));
+        }
+        self.last_request = Some(request);
         let failed = |e: helix::control::ControlError| ControlError::new_err(e.to_string());
         let start = Instant::now();
         let slice = || timeout.saturating_sub(start.elapsed()).min(SIGNAL_CHECK);

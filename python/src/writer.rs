@@ -162,9 +162,12 @@ impl Writer {
                 plain.getattr("dtype")?.repr()?
             )));
         }
-        let array = numpy.getattr("ascontiguousarray")?.call1((samples, dtype))?;
+        let array = numpy.getattr("ascontiguousarray")?.call1((samples, &dtype))?;
         if array.getattr("ndim")?.extract::<usize>()? != 1 {
             return Err(PyValueError::new_err("publish_samples: expected a one-dimensional array of samples"));
+        }
+        if !names.is_none() {
+            check_cast(&numpy, &plain, &array)?;
         }
         let bytes = array.call_method0("tobytes")?;
         let bytes = bytes.cast::<PyBytes>()?.as_bytes();
@@ -185,6 +188,32 @@ impl Writer {
     fn next_seq(&mut self) -> PyResult<u64> {
         Ok(self.inner()?.next_seq())
     }
+}
+
+/// `Err` naming the first field of the structured array `given` whose
+/// values its cast to SAMPLE_DTYPE (`cast`) changed: one out of the
+/// field's range, negative in an unsigned field, a fraction or NaN in an
+/// integer one. numpy casts them without a word (a stream 2^32 + 5 went
+/// out as stream 5). Cast back, an unchanged value is what was given.
+fn check_cast(numpy: &Bound<'_, PyModule>, given: &Bound<'_, PyAny>, cast: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = given.py();
+    for name in given.getattr("dtype")?.getattr("names")?.try_iter()? {
+        let name = name?;
+        let (was, now) = (given.get_item(&name)?, cast.get_item(&name)?);
+        let kind = was.getattr("dtype")?;
+        let back = now.call_method1("astype", (&kind,))?;
+        let floats = kind.getattr("kind")?.extract::<String>()? == "f";
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("equal_nan", floats)?;
+        if !numpy.getattr("array_equal")?.call((&back, &was), Some(&kwargs))?.extract::<bool>()? {
+            return Err(PyValueError::new_err(format!(
+                "publish_samples: field {name} holds a value helix.SAMPLE_DTYPE's {} cannot (out of range, \
+                 negative in an unsigned field, or not a whole number); nothing was published",
+                now.getattr("dtype")?.str()?
+            )));
+        }
+    }
+    Ok(())
 }
 
 crate::handle_methods!(Writer, "Releases the writer lease (the ring stays; `helix.unlink` removes it).");

@@ -225,6 +225,12 @@ def test_commands_are_answered_by_helixd(ns, helixd):
     assert bad["verdict"] == "rejected" and bad["reason"] is not None
     with pytest.raises(ValueError, match="unknown op"):
         c.send("explode")
+    # Malformed: refused here, never sent (nor audited).
+    log_before = ring_stat(ns, "control.log")["published"]
+    for bad in (dict(source="x" * 70), dict(source="Bad Name"), dict(request=0), dict(value=float("nan"))):
+        with pytest.raises(ValueError, match="would be rejected"):
+            c.send("set", stream=1, **bad)
+    assert ring_stat(ns, "control.log")["published"] == log_before
 
 
 def test_control_without_helixd_raises_control_error(ns):

@@ -261,3 +261,27 @@ def test_writer_errors_name_the_problem(ns):
     # The lease is free again: a new writer continues the sequence.
     w2 = helix.Writer.attach("lease", namespace=ns)
     assert w2.next_seq == 1 and w2.publish(b"a") == 1
+
+
+def test_a_sample_value_a_field_cannot_hold_is_refused_naming_the_field(ns):
+    w = helix.Writer.create("cast", namespace=ns, capacity=16)
+    # Wider fields are cast, but a value a field of SAMPLE_DTYPE cannot hold
+    # is refused, naming the field (numpy's cast sent stream 2**32 + 5 out
+    # as stream 5, quality -1 as 4294967295).
+    wide = np.zeros(1, [(n, "<f8" if n == "value" else "<i8") for n in helix.SAMPLE_DTYPE.names])
+    for field, bad in (("stream", 2**32 + 5), ("quality", -1)):
+        sample = wide.copy()
+        sample[field] = bad
+        with pytest.raises(ValueError, match=f"field {field} holds a value"):
+            w.publish_samples(sample)
+    fractional = np.zeros(1, [(n, "<f8") for n in helix.SAMPLE_DTYPE.names])
+    fractional["seq"] = 1.5
+    with pytest.raises(ValueError, match="field seq holds a value"):
+        w.publish_samples(fractional)
+    assert w.next_seq == 1
+    # Values it can hold go out as given (NaN in value included).
+    r = helix.Reader.attach("cast", namespace=ns, start="oldest")
+    wide["stream"], wide["seq"], wide["value"] = 7, 2**40, np.nan
+    assert w.publish_samples(wide) == 1
+    got = r.read_batch(1)
+    assert (got["stream"][0], got["seq"][0], np.isnan(got["value"][0])) == (7, 2**40, True)
