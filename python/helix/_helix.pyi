@@ -81,7 +81,8 @@ class Reader:
         sort: telemetry samples as a numpy array of ``SAMPLE_DTYPE`` filled
         in Rust (no Python object per frame), or frames of other kinds as
         ``(seq, kind, bytes)`` tuples; a batch ends before the first frame
-        of the other sort. On time-out: an empty array. Raises ``Overrun``
+        of the other sort, and a batch of tuples once it holds 64 MiB of
+        payload (a larger frame comes alone). On time-out: an empty array. Raises ``Overrun``
         (exact: see its ``lost`` and ``resume_at``) and ``DamagedError``."""
     def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
         """The next frame of any kind as ``(seq, kind, bytes)``, or None

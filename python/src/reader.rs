@@ -64,7 +64,13 @@ fn take_samples(reader: &mut helix::Reader, out: &mut [Sample]) -> Result<usize,
     })
 }
 
-/// A run of up to `max` frames at the cursor that `want` accepts, copied.
+/// Payload bytes one batch of frames copies at most (a larger frame still
+/// comes, alone): a ring's maker chooses its `max_payload`, and a batch of
+/// thousands of 16 MiB frames would take the process's memory.
+const BATCH_BYTES: usize = 64 << 20;
+
+/// A run of up to `max` frames at the cursor that `want` accepts, copied
+/// (at most [`BATCH_BYTES`] of payload after the first).
 type Copied = Vec<(u64, u32, Vec<u8>)>;
 fn take_frames(
     reader: &mut helix::Reader,
@@ -72,10 +78,12 @@ fn take_frames(
     want: fn(&FrameRef<'_>) -> bool,
 ) -> Result<Copied, TryReadError> {
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     let n = reader.try_read_batch_while(max, |f| {
-        if !want(f) {
+        if !want(f) || (!out.is_empty() && bytes + f.len() > BATCH_BYTES) {
             return false;
         }
+        bytes += f.len();
         let mut payload = vec![0u8; f.len()];
         let ok = f.copy_to(&mut payload).is_ok();
         out.push((f.seq(), f.kind(), payload));

@@ -285,3 +285,17 @@ def test_a_sample_value_a_field_cannot_hold_is_refused_naming_the_field(ns):
     assert w.publish_samples(wide) == 1
     got = r.read_batch(1)
     assert (got["stream"][0], got["seq"][0], np.isnan(got["value"][0])) == (7, 2**40, True)
+
+
+def test_a_batch_of_large_frames_stops_at_64_mib(ns):
+    # Found by review: a batch copied up to max_frames frames whatever
+    # their size; a ring of 16 MiB frames made read_batch(65536) try to
+    # build a TiB.
+    w = helix.Writer.create("large", namespace=ns, capacity=8, max_payload=16 << 20)
+    r = helix.Reader.attach("large", namespace=ns, start="oldest")
+    frame = b"x" * (16 << 20)
+    w.publish_many([frame] * 8, kind=3)
+    first = r.read_batch(8)
+    second = r.read_batch(8)
+    assert [f[0] for f in first] == [1, 2, 3, 4] and [f[0] for f in second] == [5, 6, 7, 8]
+    assert all(f[2] == frame for f in first + second)
