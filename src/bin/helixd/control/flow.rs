@@ -18,6 +18,11 @@ impl Flow {
     /// for the audit reader.
     pub(super) fn publish_log(&mut self) {
         while let Some(inc) = self.unlogged.front() {
+            // Never over a waiting command's record, with a gating reader
+            // on the log or not (`log_room`).
+            if self.audit_room() == 0 {
+                return;
+            }
             let log_seq = match self.log.try_claim(1) {
                 Ok(mut claim) => {
                     let seq = claim.push_kind(KIND_LOG, bytemuck::bytes_of(&inc.log));

@@ -379,12 +379,11 @@ impl Flow {
     /// commands would act unrecorded.
     fn log_room(&mut self, want: usize) -> usize {
         let capacity = self.log.geometry().capacity;
-        let mut want = (want as u64).min(capacity);
-        if let Some(oldest) = self.audit.front() {
-            want = want.min((oldest.log_seq + capacity).saturating_sub(self.log.next_seq()));
-            if want == 0 {
-                return 0;
-            }
+        // Records decided and not yet on the log take their room first.
+        let audit_room = self.audit_room().saturating_sub(self.unlogged.len() as u64);
+        let want = (want as u64).min(capacity).min(audit_room);
+        if want == 0 {
+            return 0;
         }
         match self.log.try_claim(want) {
             // Dropped unfilled: nothing is published.
@@ -400,6 +399,16 @@ impl Flow {
                 }
                 0
             }
+        }
+    }
+
+    /// Records `control.log` may take before the next would overwrite the
+    /// record of the oldest command waiting for the audit reader (all, if
+    /// none waits): see [`Flow::log_room`].
+    pub(super) fn audit_room(&self) -> u64 {
+        match self.audit.front() {
+            Some(oldest) => (oldest.log_seq + self.log.geometry().capacity).saturating_sub(self.log.next_seq()),
+            None => u64::MAX,
         }
     }
 
