@@ -29,8 +29,9 @@ use helix::{Namespace, Reader, ReaderOptions, Start, TryReadError};
 impl Flow {
     /// Recovers what the journal and `control.log` say (see the module).
     pub(super) fn recover(&mut self, ns: &Namespace, rec: Recovered) -> Result<()> {
+        let on_log_from = self.on_log_from();
         for a in &rec.answers {
-            self.window.remember(a);
+            self.window.remember(a, on_log_from);
         }
         let named: BTreeSet<u64> = rec.sending.values().copied().collect();
         let (mut unanswered, mut left) = (0, Vec::new());
@@ -73,7 +74,8 @@ impl Flow {
             return false;
         }
         let Some(verdict) = log.outcome() else { return false };
-        self.window.insert(uid, request, verdict);
+        let on_log_from = self.on_log_from();
+        self.window.insert(uid, request, verdict, on_log_from);
         let op = command.op as u16;
         if sending.get(&(uid, request)) == Some(&seq) {
             warn!(
