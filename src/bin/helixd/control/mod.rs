@@ -402,12 +402,6 @@ impl Flow {
         }
     }
 
-    /// The oldest sequence `control.log` still holds (what the window
-    /// keeps answers of).
-    pub(super) fn on_log_from(&self) -> u64 {
-        self.log.next_seq().saturating_sub(self.log.geometry().capacity)
-    }
-
     /// Records `control.log` may take before the next would overwrite the
     /// record of the oldest command waiting for the audit reader (all, if
     /// none waits): see [`Flow::log_room`].
@@ -429,8 +423,7 @@ impl Flow {
                     let judged = self.judge.judge(log.uid, v);
                     verdict = judged.as_ref().map(|_| ()).map_err(|r| *r);
                     target = judged.ok();
-                    let on_log_from = self.on_log_from();
-                    self.window.insert(log.uid, v.request, verdict, on_log_from);
+                    self.window.insert(log.uid, v.request, verdict);
                 }
             }
         }

@@ -29,9 +29,8 @@ use helix::{Namespace, Reader, ReaderOptions, Start, TryReadError};
 impl Flow {
     /// Recovers what the journal and `control.log` say (see the module).
     pub(super) fn recover(&mut self, ns: &Namespace, rec: Recovered) -> Result<()> {
-        let on_log_from = self.on_log_from();
         for a in &rec.answers {
-            self.window.remember(a, on_log_from);
+            self.window.remember(a);
         }
         let named: BTreeSet<u64> = rec.sending.values().copied().collect();
         let (mut unanswered, mut left) = (0, Vec::new());
@@ -74,8 +73,7 @@ impl Flow {
             return false;
         }
         let Some(verdict) = log.outcome() else { return false };
-        let on_log_from = self.on_log_from();
-        self.window.insert(uid, request, verdict, on_log_from);
+        self.window.insert(uid, request, verdict);
         let op = command.op as u16;
         if sending.get(&(uid, request)) == Some(&seq) {
             warn!(
