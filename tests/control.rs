@@ -1063,6 +1063,21 @@ fn child_entry() {
             ctl.try_send(&Command::set(request, "", 2, 22.0)).unwrap();
             die("sent");
         }
+        // `REQUEST` commands for no source, as fast as the lane takes
+        // them; then the last again, waited for.
+        "flood" => {
+            let mut ctl = connect(&ns);
+            let first = ctl.next_request();
+            let command = |i: u64| Command::set(first + i, "nowhere", 0, 1.0);
+            for i in 0..request {
+                while ctl.try_send(&command(i)).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+            let last = ctl.send(&command(request - 1), Duration::from_secs(60)).unwrap();
+            assert_eq!(last.outcome(), Some(Err(Reason::UnknownSource)));
+            println!("flooded");
+        }
         _ => panic!("no role {role}"),
     }
 }
@@ -1292,6 +1307,109 @@ fn the_answer_that_has_the_journal_rewritten_is_in_it_so_a_restart_knows_its_rep
         assert!(ack.flags & ACK_REPEAT != 0, "request {i} of {SENT} taken for a new one: {ack:?}");
         assert_eq!(ack.outcome(), Some(Err(Reason::UnknownSource)));
     }
+}
+
+#[test]
+fn one_users_flood_neither_makes_anothers_retry_apply_twice_nor_a_restart_answer_its_own_again() {
+    // Found by review: one window of 65,536 answers for every uid, the
+    // first answered forgotten first. Another user allowed to send
+    // pushed this test's answered command out with cheap rejected ones,
+    // and its retry (same request id, as a time-out says to) was applied
+    // a second time. The window now forgets from the uid holding most;
+    // a restart then knows what was answered from the journal's mark, not
+    // from the window (else it answered the flood's records the window
+    // had let go of a second time).
+    flood_then_restart("one user's flood", false);
+}
+
+#[test]
+fn a_journal_of_a_helixd_before_the_fair_window_is_recovered_without_answering_its_records_again() {
+    // A journal whose mark does not say which records were answered (a
+    // helixd before `logged_to`) says it by its answers alone: the window,
+    // which keeps a share of each uid's, must not decide (found by review).
+    flood_then_restart("a journal of before", true);
+}
+
+/// This test's user answered 40,000 times, the last an applied command;
+/// another user's flood of 65,536 answers; the applied command sent again;
+/// helixd killed and started again (the journal's mark made as a helixd
+/// before `logged_to` made it, if `old_journal`) and the command sent
+/// again: each retry answered as a repeat, and nothing else answered.
+fn flood_then_restart(what: &'static str, old_journal: bool) {
+    if !common::root_or_skip("runs a sender as another user") {
+        return;
+    }
+    let env = Env::watched(what, Duration::from_secs(90));
+    let sim = format!("[[source]]\nkind = \"sim\"\nring = \"telemetry\"\nstreams = {STREAMS}\nrate_hz = {RATE_HZ}\n");
+    let rings = [
+        ring_toml("telemetry", "max_payload = 48", 1 << 17, "block"),
+        ring_toml("control.log", "max_payload = 144", 65_536, "block"),
+        ring_toml("control.acks", "max_payload = 48\nmode = 0o666", 1024, "overwrite"),
+    ]
+    .concat();
+    // The default journal, beside the rings (tmpfs: 105,000 answers synced).
+    let journal = std::path::PathBuf::from(format!("/dev/shm/{}.control@journal", env.ns.ns.as_str()));
+    let cfg = env.file("helix.toml", &format!("{rings}{sim}[control]\nmode = 0o666\naudit_reader = \"\"\n"));
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&cfg));
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    const MINE: u64 = 40_000;
+    let first = ctl.next_request();
+    for i in 0..MINE - 1 {
+        while ctl.try_send(&Command::set(first + i, "nowhere", 0, 1.0)).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    let applied = Command::set(first + MINE - 1, "", 1, 5.0);
+    let ack = ctl.send(&applied, Duration::from_secs(60)).unwrap();
+    assert_eq!((ack.outcome(), ack.flags & ACK_REPEAT), (Some(Ok(())), 0));
+    const FLOOD: u64 = 65_536;
+    let as_user = common::AsUser::new();
+    let mut flood = as_user.command(&env.ns, "flood", 65_534, 65_534);
+    common::Kid::until(flood.env("REQUEST", FLOOD.to_string()), "flooded");
+    let retried = ctl.send(&applied, Duration::from_secs(10)).unwrap();
+    assert_eq!(retried, Ack { flags: ACK_REPEAT, ..ack }, "the retry was taken for a new command");
+    let opts = ReaderOptions { name: "answers".into(), start: Start::Newest, ..Default::default() };
+    let mut answers = Reader::attach(&env.ns, "control.acks", &opts).unwrap();
+    d.0.signal(common::child::Signal::SIGKILL).unwrap();
+    d.0.wait().unwrap();
+    if old_journal {
+        let text = std::fs::read_to_string(&journal).unwrap();
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(mark) = v.get_mut("mark").and_then(|m| m.as_object_mut()) {
+                    assert!(mark.remove("logged_to").is_some(), "{line}");
+                    mark.remove("in_flight");
+                }
+                v.to_string()
+            })
+            .collect();
+        std::fs::write(&journal, lines.join("\n") + "\n").unwrap();
+    }
+    let _d = notify.ready(env.helixd(&cfg));
+    let again = answered_through_repairs(&env, &applied);
+    assert_eq!(again, Ack { flags: ACK_REPEAT, ..ack });
+    // Every answer since the kill is a repeat of this one (a retry may
+    // have been sent twice, or taken again from its lane after the kill).
+    let (mut after, mut lost) = (Vec::new(), 0);
+    loop {
+        match answers.try_read_pod::<Ack>() {
+            Ok((_, a)) => after.push(a),
+            Err(TryReadError::Overrun(o)) => lost += o.lost,
+            Err(TryReadError::Empty) => break,
+            Err(e) => panic!("control.acks: {e}"),
+        }
+    }
+    let others = after.iter().filter(|a| **a != again).count();
+    assert_eq!((lost, others), (0, 0), "answered again at the start: {} answers", after.len() as u64 + lost);
+    // Its first record (overwritten since, on this log) is the only one
+    // not audited as a repeat.
+    let log = audit_records(&env);
+    let records: Vec<_> = log.iter().filter(|(_, r)| r.uid == 0 && r.command().request == applied.request).collect();
+    assert!(records.len() >= 2, "{records:?}");
+    assert!(records.iter().all(|(seq, r)| *seq > ack.log_seq && r.flags & LOG_REPEAT != 0), "{records:?}");
 }
 
 #[test]

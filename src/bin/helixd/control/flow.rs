@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, error, info, warn};
 
-use super::journal::Change;
+use super::journal::{Change, LogMark};
 use super::{Flow, Incoming, Pending};
 use crate::hal::plant::Directive;
 use helix::control::{Ack, Reason, ACK_REPEAT, FORMAT_VERSION, KIND_ACK, KIND_LOG};
@@ -187,10 +187,10 @@ impl Flow {
     fn journal_answer(&mut self, ack: &Ack, change: Option<Change>) {
         let mut result = self.journal.answered(ack, change);
         // Tried whether or not the line was written: a journal full until
-        // it is rewritten takes no more lines.
-        if self.journal.rewrite_due() {
-            let from = self.unresolved_from();
-            match self.journal.rewrite(from, self.window.answers()) {
+        // it is rewritten takes no more lines. Recovery rewrites it once
+        // it has finished every record (`recover.rs`).
+        if !self.recovering && self.journal.rewrite_due() {
+            match self.journal.rewrite(self.log_mark(), self.window.answers()) {
                 // The window holds the answer: the rewrite has it.
                 Ok(()) => result = Ok(()),
                 Err(e) if result.is_ok() => {
@@ -222,11 +222,11 @@ impl Flow {
         }
     }
 
-    /// The first `control.log` sequence whose record may not be answered
-    /// yet: the oldest command in flight's, else the next to be written.
-    pub(super) fn unresolved_from(&self) -> u64 {
-        let in_flight = self.audit.iter().chain(&self.applying).map(|p| p.log_seq);
-        in_flight.min().unwrap_or(self.log.next_seq())
+    /// Where `control.log` stands: the next sequence, and the records of
+    /// the commands in flight (every other record before it is answered).
+    pub(super) fn log_mark(&self) -> LogMark {
+        let in_flight = self.audit.iter().chain(&self.applying).map(|p| p.log_seq).collect();
+        LogMark { logged_to: self.log.next_seq(), in_flight }
     }
 
     /// Publishes an answer (`control.acks` overwrites: this never waits),

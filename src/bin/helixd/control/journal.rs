@@ -6,15 +6,19 @@
 //!
 //! One JSON object a line (`{"mark": {..}}`, `{"answer": {..}}`,
 //! `{"sending": {..}}`), appended and `fdatasync`ed before the answer is
-//! published: a `mark` (the plant state and the `control.log` sequence
-//! below which every record was answered), then `answer`s. Before a
-//! command goes to a UDP source's instrument, a `sending` line says so: a
-//! helixd killed between it and the answer does not know whether the
-//! datagram left, and does not send it again (`recover.rs`). A line cut
-//! short by a crash (no newline at the end of the file) was never
-//! answered (nor sent): it is ignored. Past `2 x WINDOW` lines the journal is
-//! rewritten (a new file renamed over it) as one mark and the window's
-//! answers; so is it at every start.
+//! published: `answer`s and a `mark` (the plant state, and which
+//! `control.log` records were answered: all below `logged_to` but those
+//! `in_flight`), which a rewrite writes after the window's answers; then
+//! the `answer`s given since. Before a command goes to a UDP source's instrument, a
+//! `sending` line says so: a helixd killed between it and the answer
+//! does not know whether the datagram left, and does not send it again
+//! (`recover.rs`). A line cut short by a crash (no newline at the end of
+//! the file) was never answered (nor sent): it is ignored. Past
+//! `2 x WINDOW` lines the journal is rewritten (a new file renamed over
+//! it) as the window's answers and then a mark; so is it at every start.
+//! What was answered is the mark and the answers after it, whatever the
+//! window kept: the window forgets fairly among uids (`window.rs`), not
+//! in the order `control.log` overwrites.
 //!
 //! A line a failed write (a full disk) left in part is cut before another
 //! is written, so every line before the last is whole; an answer that
@@ -23,7 +27,7 @@
 //! what a start reads at most ([`file`]: the file is helixd's own,
 //! checked before a byte of it is read).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -100,9 +104,18 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Line {
-    /// Everything before: the plant state, and the first `control.log`
-    /// sequence that may hold a record not answered yet.
-    Mark { unresolved_from: u64, plant: PlantState },
+    /// The plant state, and what was answered: every `control.log`
+    /// record below `logged_to` but those `in_flight`. `unresolved_from`
+    /// is the first of those that may not be (the least in flight, else
+    /// `logged_to`); a mark of a helixd before `logged_to` says only it.
+    Mark {
+        unresolved_from: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logged_to: Option<u64>,
+        #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+        in_flight: BTreeSet<u64>,
+        plant: PlantState,
+    },
     /// A first answer; an applied command's change.
     Answer {
         uid: u32,
@@ -124,6 +137,29 @@ enum Line {
     Sending { uid: u32, request: u64, log_seq: u64 },
 }
 
+/// Where `control.log` stood at a mark: which of its records were
+/// answered then.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogMark {
+    /// The sequence the next record took.
+    pub logged_to: u64,
+    /// The records of the commands on their way then (not answered).
+    pub in_flight: BTreeSet<u64>,
+}
+
+impl LogMark {
+    /// The first record that may not be answered.
+    pub fn unresolved_from(&self) -> u64 {
+        self.in_flight.first().copied().unwrap_or(self.logged_to)
+    }
+
+    /// Whether the record at `seq` was answered (or was no command to
+    /// answer) by the mark.
+    fn answered(&self, seq: u64) -> bool {
+        seq < self.logged_to && !self.in_flight.contains(&seq)
+    }
+}
+
 /// What a start finds in the journal.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -131,6 +167,11 @@ pub struct Recovered {
     pub answers: Vec<Ack>,
     /// `control.log` records from this sequence on may be unanswered.
     pub unresolved_from: u64,
+    /// What the last mark says was answered (`None`: a mark of a helixd
+    /// before `logged_to`, or none).
+    pub log_mark: Option<LogMark>,
+    /// The records the answers after that mark answered.
+    pub answered_since: BTreeSet<u64>,
     /// The journal holds a mark, so `unresolved_from` says where to
     /// begin on `control.log`. Without one (a journal that did not exist:
     /// removed, or another path configured) it does not say which records
@@ -140,6 +181,15 @@ pub struct Recovered {
     /// follows, with their audit records' sequences: helixd stopped while
     /// sending them, before or after the datagram left.
     pub sending: BTreeMap<(u32, u64), u64>,
+}
+
+impl Recovered {
+    /// Whether the journal says the `control.log` record at `seq` was
+    /// answered: by its mark, or by an answer after it. (False for a
+    /// journal of a helixd before `logged_to`: the window decides then.)
+    pub fn answered(&self, seq: u64) -> bool {
+        self.log_mark.as_ref().is_some_and(|m| m.answered(seq) || self.answered_since.contains(&seq))
+    }
 }
 
 /// The open journal.
@@ -282,21 +332,25 @@ impl Journal {
         (self.lines > 2 * WINDOW || self.lost) && self.rewrite_wait == 0
     }
 
-    /// Rewrites the journal as a mark and `answers` (a new file, synced,
-    /// renamed over the old one). One that fails is tried again when
-    /// [`Journal::rewrite_due`] says.
-    pub fn rewrite(&mut self, unresolved_from: u64, answers: impl Iterator<Item = Ack>) -> Result<()> {
-        let done = self.write_anew(unresolved_from, answers);
+    /// Rewrites the journal as `answers` (the window's, for repeats) and
+    /// then a mark of `log` (a new file, synced, renamed over the old
+    /// one): the answers before the mark say nothing of what `control.log`
+    /// holds now (the log may have been made again since). One that fails
+    /// is tried again when [`Journal::rewrite_due`] says.
+    pub fn rewrite(&mut self, log: LogMark, answers: impl Iterator<Item = Ack>) -> Result<()> {
+        let done = self.write_anew(log, answers);
         self.rewrite_wait = if done.is_err() { REWRITE_RETRY } else { 0 };
         done
     }
 
-    fn write_anew(&mut self, unresolved_from: u64, answers: impl Iterator<Item = Ack>) -> Result<()> {
+    fn write_anew(&mut self, log: LogMark, answers: impl Iterator<Item = Ack>) -> Result<()> {
         let mut out = std::io::BufWriter::new(file::rewrite_file(&self.path)?);
         let what = format!("{}: rewriting it into {}", self.what(), out.get_ref().path().display());
-        let mark = Line::Mark { unresolved_from, plant: lock(&self.plant).clone() };
+        let unresolved_from = log.unresolved_from();
+        let plant = lock(&self.plant).clone();
+        let mark = Line::Mark { unresolved_from, logged_to: Some(log.logged_to), in_flight: log.in_flight, plant };
         let (mut len, mut lines) = (0, 0);
-        for line in std::iter::once(mark).chain(answers.map(|a| answer_line(&a, None))) {
+        for line in answers.map(|a| answer_line(&a, None)).chain(std::iter::once(mark)) {
             let mut text = serde_json::to_vec(&line)?;
             text.push(b'\n');
             (len, lines) = (len + text.len() as u64, lines + 1);

@@ -139,6 +139,7 @@ impl ControlThread {
             forwarder: Forwarder::default(),
             journal,
             journal_failing: false,
+            recovering: false,
             log_refused: false,
             log_stalls: stall::LogStalls::default(),
         };
@@ -255,6 +256,8 @@ struct Flow {
     journal: Journal,
     /// Writing the journal failed last time (logged once until it works).
     journal_failing: bool,
+    /// The start's recovery is finishing records: no rewrite meanwhile.
+    recovering: bool,
     /// `control.log` refused a claim other than for want of room.
     log_refused: bool,
     /// Gating readers of `control.log` seen holding it full.

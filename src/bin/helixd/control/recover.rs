@@ -1,7 +1,9 @@
 //! A start after a helixd that stopped (or was killed) with commands in
 //! flight: the journal's answers go back into the window, and every
-//! record on `control.log` from the journal's mark that no answer covers
-//! is finished, as the helixd before would have: a rejected command is
+//! record on `control.log` the journal does not say was answered (its
+//! mark names the records in flight then; every other before it was
+//! answered, and each answer after it names its record) is finished, as
+//! the helixd before would have: a rejected command is
 //! answered, an accepted one applied (after the audit reader has read its
 //! record, as always) and answered. One the journal says was being sent
 //! to its instrument is not sent again (its datagram may have left: a
@@ -15,7 +17,7 @@
 //! a warning says how many were left. On a first start, or after a reboot
 //! (`control.log` is new too), there are none.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashSet};
 
 use anyhow::{Context, Result};
 use tracing::{info, warn};
@@ -28,15 +30,34 @@ use helix::{Namespace, Reader, ReaderOptions, Start, TryReadError};
 
 impl Flow {
     /// Recovers what the journal and `control.log` say (see the module).
-    pub(super) fn recover(&mut self, ns: &Namespace, rec: Recovered) -> Result<()> {
+    pub(super) fn recover(&mut self, ns: &Namespace, mut rec: Recovered) -> Result<()> {
+        // No rewrite until every record is finished: one on the way would
+        // mark those not reached yet as answered, and drop the `sending`
+        // lines (found by review).
+        self.recovering = true;
         for a in &rec.answers {
             self.window.remember(a);
+        }
+        // Every request the journal answered, kept by the window or not (a
+        // journal of a helixd before `logged_to` says what was answered by
+        // its answers alone, and the window keeps a share of each uid's).
+        let answered: HashSet<(u32, u64)> = rec.answers.iter().map(|a| (a.uid, a.request)).collect();
+        if rec.log_mark.as_ref().is_some_and(|m| self.log.next_seq() < m.logged_to) {
+            warn!(
+                "control: control.log ends before the journal's mark (made again since the journal was written): \
+                 the journal does not say which of its records were answered"
+            );
+            (rec.log_mark, rec.marked, rec.unresolved_from) = (None, false, 0);
         }
         let named: BTreeSet<u64> = rec.sending.values().copied().collect();
         let (mut unanswered, mut left) = (0, Vec::new());
         for (seq, log) in log_records(ns, rec.unresolved_from)? {
+            // Answered, whether the window still holds the answer or not.
+            if rec.answered(seq) {
+                continue;
+            }
             if rec.marked || named.contains(&seq) {
-                unanswered += usize::from(self.finish(seq, &log, &rec.sending));
+                unanswered += usize::from(self.finish(seq, &log, &rec, &answered));
             } else {
                 left.push(seq);
             }
@@ -54,14 +75,15 @@ impl Flow {
                 left.len()
             );
         }
-        let from = self.unresolved_from();
-        self.journal.rewrite(from, self.window.answers())
+        self.recovering = false;
+        self.journal.rewrite(self.log_mark(), self.window.answers())
     }
 
     /// Finishes the command logged at `seq`, if it is a first request no
-    /// answer covers; whether it was one. `sending`: the commands the
-    /// journal says were being sent to their instruments.
-    fn finish(&mut self, seq: u64, log: &LogRecord, sending: &BTreeMap<(u32, u64), u64>) -> bool {
+    /// answer covers; whether it was one. `rec.sending`: the commands the
+    /// journal says were being sent to their instruments; `answered`: the
+    /// requests it answered.
+    fn finish(&mut self, seq: u64, log: &LogRecord, rec: &Recovered, answered: &HashSet<(u32, u64)>) -> bool {
         // A record of another length was rejected (bad_size) when it came,
         // and never windowed; its first bytes may still decode.
         if log.len as usize != LOGGED_BYTES {
@@ -69,13 +91,14 @@ impl Flow {
         }
         let Ok(command) = control::decode(log.kind, &log.command) else { return false };
         let (uid, request) = (log.uid, command.request);
-        if log.flags & LOG_REPEAT != 0 || self.window.seen(uid, request).is_some() {
+        if log.flags & LOG_REPEAT != 0 || answered.contains(&(uid, request)) || self.window.seen(uid, request).is_some()
+        {
             return false;
         }
         let Some(verdict) = log.outcome() else { return false };
         self.window.insert(uid, request, verdict);
         let op = command.op as u16;
-        if sending.get(&(uid, request)) == Some(&seq) {
+        if rec.sending.get(&(uid, request)) == Some(&seq) {
             warn!(
                 "control: uid {uid} request {request}: {} {}: helixd stopped while sending it to its instrument, \
                  before its answer; the datagram may or may not have left, and is not sent again: answered \

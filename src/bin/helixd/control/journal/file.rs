@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{apply, Line, PlantState, Recovered, MAX_BYTES, MAX_LINES};
+use super::{apply, Line, LogMark, PlantState, Recovered, MAX_BYTES, MAX_LINES};
 use helix::control::{Ack, FORMAT_VERSION};
 
 /// Opens (or creates, mode 0600) the journal at `path` for reading and
@@ -116,9 +116,11 @@ pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<(PlantState, Recovered)>
             .with_context(|| format!("control journal {}, line {}: not a journal line", path.display(), i + 1))?;
         match line {
             // A mark is written with no send under way.
-            Line::Mark { unresolved_from, plant: p } => {
+            Line::Mark { unresolved_from, logged_to, in_flight, plant: p } => {
                 (plant, rec.unresolved_from, rec.marked) = (p, unresolved_from, true);
+                rec.log_mark = logged_to.map(|logged_to| LogMark { logged_to, in_flight });
                 rec.sending.clear();
+                rec.answered_since.clear();
             }
             Line::Sending { uid, request, log_seq } => _ = rec.sending.insert((uid, request), log_seq),
             Line::Answer { uid, request, verdict, reason, op, log_seq, ring_seq, stream_seq, flags, change } => {
@@ -126,6 +128,7 @@ pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<(PlantState, Recovered)>
                     apply(&mut plant, &c.source, c.op, c.stream, c.value);
                 }
                 rec.sending.remove(&(uid, request));
+                rec.answered_since.insert(log_seq);
                 let version = FORMAT_VERSION as u32;
                 let ack = Ack { version, uid, request, verdict, reason, op, flags, log_seq, ring_seq, stream_seq };
                 rec.answers.push(ack);

@@ -14,6 +14,11 @@ fn ack(request: u64, log_seq: u64) -> Ack {
     Ack { version: 1, uid: 7, request, verdict: 1, op: 1, log_seq, ring_seq: 9, ..bytemuck::Zeroable::zeroed() }
 }
 
+/// A mark of `control.log` with nothing in flight.
+fn at(logged_to: u64) -> LogMark {
+    LogMark { logged_to, in_flight: BTreeSet::new() }
+}
+
 /// A journal in a folder of its own (kept while the value lives) with
 /// one answer written: its path and the journal.
 fn answered_once() -> (tempfile::TempDir, PathBuf, Journal) {
@@ -43,14 +48,42 @@ fn answers_and_the_plant_survive_a_reopen_and_a_rewrite_and_a_torn_line_is_ignor
     assert_eq!(rec.answers, [ack(1, 10), ack(2, 11), Ack { verdict: 2, reason: 17, ..ack(3, 12) }]);
     let want = SourceControl { paused: true, rate_hz: None, setpoints: [(2, 5.5)].into() };
     assert_eq!(lock(&j.plant()).get("telemetry"), Some(&want));
-    j.rewrite(12, rec.answers[1..].iter().copied()).unwrap();
+    j.rewrite(at(12), rec.answers[1..].iter().copied()).unwrap();
+    drop(j);
     let (j, rec) = Journal::open(&path).unwrap();
     assert_eq!((rec.unresolved_from, rec.answers.len()), (12, 2));
     assert_eq!(lock(&j.plant()).get("telemetry"), Some(&want));
+    drop(j);
     // A whole line that is not one is an error, named.
     std::fs::write(&path, "{\"mark\":{\"unresolved_from\":1,\"plant\":{}}}\nnonsense\n").unwrap();
     let e = Journal::open(&path).err().unwrap();
     assert!(format!("{e:#}").contains("line 2: not a journal line"), "{e:#}");
+}
+
+#[test]
+fn the_mark_and_the_answers_after_it_say_what_was_answered_and_the_answers_before_it_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.journal");
+    let (mut j, rec) = Journal::open(&path).unwrap();
+    assert!(!rec.answered(0), "a new journal says nothing was answered");
+    // The window's answers (for repeats) name records of a control.log
+    // that may have been made again since: 500 here.
+    let mark = LogMark { logged_to: 20, in_flight: [12, 15].into() };
+    j.rewrite(mark.clone(), [ack(1, 500), ack(2, 11)].into_iter()).unwrap();
+    j.answered(&ack(3, 15), None).unwrap();
+    j.answered(&ack(4, 21), None).unwrap();
+    drop(j);
+    let (_, rec) = Journal::open(&path).unwrap();
+    assert_eq!((rec.log_mark.as_ref(), rec.unresolved_from), (Some(&mark), 12));
+    assert_eq!(rec.answers.iter().map(|a| a.request).collect::<Vec<_>>(), [1, 2, 3, 4], "all are the window's");
+    let answered: Vec<u64> = (0..600).filter(|&seq| rec.answered(seq)).collect();
+    let want: Vec<u64> = (0..20).filter(|&s| s != 12).chain([21]).collect();
+    assert_eq!(answered, want, "in flight at the mark and unanswered: 12; logged since: 20, 22 on; 500 is not");
+    // A mark a helixd before `logged_to` wrote says only where to begin.
+    std::fs::write(&path, "{\"mark\":{\"unresolved_from\":3,\"plant\":{}}}\n").unwrap();
+    let (_, rec) = Journal::open(&path).unwrap();
+    assert_eq!((rec.marked, rec.unresolved_from, rec.answered(1)), (true, 3, false));
+    assert_eq!(rec.log_mark, None);
 }
 
 #[test]
@@ -65,7 +98,7 @@ fn a_send_with_no_answer_after_it_is_recovered_and_one_answered_or_torn_is_not()
     let (mut j, rec) = Journal::open(&path).unwrap();
     assert_eq!(rec.sending, [((7, 2), 11)].into(), "only the send no answer follows");
     // The next start's rewrite (a mark) comes after recovery answered it.
-    j.rewrite(12, rec.answers.into_iter()).unwrap();
+    j.rewrite(at(12), rec.answers.into_iter()).unwrap();
     j.sending(7, 3, 12).unwrap();
     drop(j);
     // A `sending` line cut short was not synced, so nothing was sent.
@@ -82,7 +115,8 @@ fn a_name_taken_beside_the_journal_stops_no_rewrite_and_a_killed_rewrite_is_remo
     // there, which helixd cannot remove), it failed every rewrite.
     let taken = PathBuf::from(format!("{}.{}.new", path.display(), std::process::id()));
     std::fs::create_dir(&taken).unwrap();
-    j.rewrite(11, [ack(1, 10)].into_iter()).expect("rewritten under another name");
+    j.rewrite(at(11), [ack(1, 10)].into_iter()).expect("rewritten under another name");
+    drop(j);
     assert_eq!(Journal::open(&path).unwrap().1.answers, [ack(1, 10)]);
     // A rewrite a helixd killed meanwhile left is removed at the next
     // start; what is not such a file stays.
@@ -182,7 +216,7 @@ fn a_rewrite_that_fails_is_tried_again_after_more_answers_and_a_full_journal_tak
     // The folder gone: a rewrite cannot make its file; lines still go on.
     let away = dir.path().join("away");
     std::fs::rename(path.parent().unwrap(), &away).unwrap();
-    assert!(j.rewrite(1, std::iter::empty()).is_err());
+    assert!(j.rewrite(at(1), std::iter::empty()).is_err());
     for request in 0..REWRITE_RETRY as u64 {
         assert!(!j.rewrite_due(), "a failed rewrite tried again after {request} answers");
         j.answered(&ack(request + 1, request + 1), None).unwrap();
@@ -193,7 +227,7 @@ fn a_rewrite_that_fails_is_tried_again_after_more_answers_and_a_full_journal_tak
     j.lines = MAX_LINES;
     let e = j.answered(&ack(9999, 9999), None).unwrap_err();
     assert!(format!("{e:#}").contains("full"), "{e:#}");
-    j.rewrite(1, [ack(9999, 9999)].into_iter()).unwrap();
+    j.rewrite(at(1), [ack(9999, 9999)].into_iter()).unwrap();
     // The rewritten file takes the next lines.
     j.answered(&ack(10_000, 10_000), None).unwrap();
     drop(j);
