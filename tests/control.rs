@@ -1310,6 +1310,35 @@ fn the_answer_that_has_the_journal_rewritten_is_in_it_so_a_restart_knows_its_rep
 }
 
 #[test]
+fn a_second_helixd_given_the_same_journal_is_refused_and_the_first_keeps_its_answers() {
+    // Found by review: two helixd of two namespaces given one `[control]
+    // journal` (a copied configuration). The second's start rewrote the
+    // file, the first wrote on into the one it had opened, gone from the
+    // path, and restarted it knew none of its answers: a retry was
+    // applied again.
+    let env = Env::watched("one journal, two helixd", Duration::from_secs(60));
+    let journal = env.path("control.journal");
+    let extra = format!("audit_reader = \"\"\njournal = \"{}\"", journal.display());
+    let notify = Notify::new(&env.dir);
+    let mut d = notify.ready(env.helixd(&config(&env, &extra)));
+    let other = Env::watched("the second helixd", Duration::from_secs(60));
+    let mut second = common::Reaped::new(other.helixd(&config(&other, &extra)).spawn().unwrap());
+    common::eventually("the second helixd to stop", || second.0.try_wait().unwrap().is_some());
+    let said = common::stderr_of(&mut second.0);
+    assert!(!second.0.wait().unwrap().success(), "{said}");
+    let named = format!("control journal {}: in use by another process", journal.display());
+    assert!(said.contains(&named), "{said}");
+    // The first answers, and started again knows its answer.
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let c = Command::set(ctl.next_request(), "", 1, 3.0);
+    let ack = ctl.send(&c, Duration::from_secs(10)).unwrap();
+    assert_eq!(ack.outcome(), Some(Ok(())));
+    d = restart(&env, &notify, &mut d);
+    assert_eq!(answered_through_repairs(&env, &c), Ack { flags: ACK_REPEAT, ..ack });
+    drop(d);
+}
+
+#[test]
 fn one_users_flood_neither_makes_anothers_retry_apply_twice_nor_a_restart_answer_its_own_again() {
     // Found by review: one window of 65,536 answers for every uid, the
     // first answered forgotten first. Another user allowed to send

@@ -361,6 +361,7 @@ impl Journal {
         }
         let tmp = out.into_inner().map_err(|e| e.into_error()).with_context(|| what.clone())?;
         tmp.as_file().sync_all().with_context(|| what.clone())?;
+        file::lock(tmp.as_file()).with_context(|| what.clone())?;
         let new = tmp.persist(&self.path).with_context(|| self.what())?;
         // Lines go to the new file through this descriptor: opened again
         // by name, a failure would leave them going to the old file, gone.

@@ -45,12 +45,30 @@ pub(super) fn open(path: &Path) -> Result<(File, Vec<u8>)> {
     if meta.len() > MAX_BYTES {
         bail!(too_long(meta.len()));
     }
+    lock(&file).with_context(what)?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     (&mut file).take(MAX_BYTES + 1).read_to_end(&mut bytes).with_context(what)?;
     if bytes.len() as u64 > MAX_BYTES {
         bail!(too_long(bytes.len() as u64));
     }
     Ok((file, bytes))
+}
+
+/// Takes the journal's lock (`flock`, released by the kernel when helixd
+/// exits, however it exits), or says who may hold it. Two helixd given
+/// the same `[control] journal` (a copied configuration) each rewrote the
+/// file at start and wrote on into the one they had opened: the first's
+/// answers went to a file no longer at the path. The second is refused.
+/// A rewrite's new file is locked before it takes the journal's name.
+pub(super) fn lock(file: &File) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "in use by another process (another helixd whose [control] journal is this file?): each helixd needs a \
+             journal of its own"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::Error::new(e).context("locking it")),
+    }
 }
 
 /// A new file beside the journal at `path` to rewrite it into (mode

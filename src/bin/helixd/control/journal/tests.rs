@@ -87,6 +87,25 @@ fn the_mark_and_the_answers_after_it_say_what_was_answered_and_the_answers_befor
 }
 
 #[test]
+fn a_journal_another_helixd_has_open_is_refused_also_after_it_rewrote_it() {
+    // Two helixd given one `[control] journal` (a copied configuration):
+    // the second's start rewrote the file, and the first wrote on into
+    // the one it had opened, no longer at the path.
+    let (_dir, path, mut j) = answered_once();
+    let refused = |why: &str| {
+        let e = format!("{:#}", Journal::open(&path).err().unwrap_or_else(|| panic!("opened twice {why}")));
+        assert!(e.contains(&path.display().to_string()) && e.contains("in use by another process"), "{e}");
+    };
+    refused("as it was");
+    j.rewrite(at(11), [ack(1, 10)].into_iter()).unwrap();
+    refused("after a rewrite");
+    j.answered(&ack(2, 11), None).unwrap();
+    drop(j);
+    let (_j, rec) = Journal::open(&path).expect("free once its holder is gone");
+    assert_eq!(rec.answers, [ack(1, 10), ack(2, 11)]);
+}
+
+#[test]
 fn a_send_with_no_answer_after_it_is_recovered_and_one_answered_or_torn_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("control.journal");
