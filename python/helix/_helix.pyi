@@ -92,7 +92,8 @@ class Reader:
     def __next__(self) -> Frame: ...
     @property
     def lag(self) -> int:
-        """Frames published and not yet read."""
+        """Frames published and not yet read (DamagedError if a file of
+        the ring has shrunk)."""
     @property
     def cursor(self) -> int:
         """The sequence this reader reads next."""
@@ -102,7 +103,8 @@ class Reader:
     def namespace(self) -> str: ...
     def stats(self) -> dict[str, Union[int, bool, str]]:
         """cursor, lag, frames, overruns, lost, gating, demoted,
-        writer_epoch, capacity, max_payload, policy."""
+        writer_epoch, capacity, max_payload, policy (DamagedError if a
+        file of the ring has shrunk)."""
     def close(self) -> None:
         """Unregisters the reader; later calls raise RuntimeError."""
     def __enter__(self) -> Reader: ...

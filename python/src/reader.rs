@@ -107,6 +107,17 @@ impl Reader {
         self.inner.as_ref().ok_or_else(|| PyRuntimeError::new_err("the reader is closed"))
     }
 
+    /// The reader, if no file of its ring has shrunk: the counters of a
+    /// damaged ring are not the ring's (found by review: `lag` and
+    /// `stats()` went on answering).
+    fn whole(&self) -> PyResult<&helix::Reader> {
+        let r = self.get()?;
+        match r.damage() {
+            Some(d) => Err(errors::DamagedError::new_err(d.to_string())),
+            None => Ok(r),
+        }
+    }
+
     /// Waits until a frame (or an overrun) is there, at most until
     /// `deadline` (`None`: for ever), with the GIL released; looks for
     /// signals every [`SIGNAL_CHECK`]. Returns whether one is there.
@@ -230,7 +241,7 @@ impl Reader {
     /// Published frames not yet read.
     #[getter]
     fn lag(&self) -> PyResult<u64> {
-        Ok(self.get()?.lag())
+        Ok(self.whole()?.lag())
     }
 
     /// The next sequence this reader will read.
@@ -240,7 +251,7 @@ impl Reader {
     }
     /// This reader's counters and the ring's geometry, as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let r = self.get()?;
+        let r = self.whole()?;
         let g = r.geometry();
         let d = PyDict::new(py);
         d.set_item("cursor", r.cursor())?;

@@ -147,6 +147,12 @@ def test_a_ring_shrunk_under_a_reader_raises_damaged(ns):
     os.truncate(f"/dev/shm/{ns}.s", 0)
     with pytest.raises(helix.DamagedError, match="shrank|truncated"):
         r.read_batch(1, timeout=1)
+    # Its counters are not the ring's any more either.
+    with pytest.raises(helix.DamagedError, match="shrank|truncated"):
+        r.lag
+    with pytest.raises(helix.DamagedError, match="shrank|truncated"):
+        r.stats()
+    assert r.cursor == 2, "this reader's own position stays readable"
 
 
 def test_a_closed_reader_says_so(ns):
