@@ -162,7 +162,7 @@ impl AttachError {
 /// Anyone may create files in /dev/shm: a ring made under an expected name
 /// by another user carries whatever frames its maker writes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path} is owned by uid {owner}, neither this process's uid {me} nor root's{also}: another user made it and could write any frame into it (root can remove it: `helixctl rm --force {ring}`)", also = service_clause(*.service))]
+#[error("{path} is owned by uid {owner}, neither this process's uid {me} nor root's{also}: another user made it, and could forge what it carries or read what is sent into it (root can remove it: `helixctl rm --force {ring}`)", also = service_clause(*.service))]
 pub struct ForeignRing {
     pub ring: String,
     pub path: PathBuf,
