@@ -327,6 +327,19 @@ fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at
     assert!(err(&o).contains("--wait-readers 17: the replay ring takes at most 16 readers"), "{}", err(&o));
     assert!(!env.ns.data_path("crowded").exists());
 
+    // Not into a ring the ledger records, even while none is there (the
+    // recorder would take the replayed frames for live ones).
+    for recorded in ["t", "other"] {
+        let o = run(&["--ring", "t", "--pace", "max", "--into", recorded]);
+        assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+        assert!(
+            err(&o).contains(&format!("--into {recorded}: this ledger records a ring of that name")),
+            "{}",
+            err(&o)
+        );
+        assert!(!env.ns.data_path(recorded).exists());
+    }
+
     let o = run(&["--ring", "t", "--pace", "max", "--into", "taken"]);
     assert!(o.status.success(), "{}", err(&o));
     let o = run(&["--ring", "t", "--pace", "max", "--into", "taken"]);

@@ -246,6 +246,14 @@ fn second_walk(
     let mut failed = None;
     let mut started = false;
     let walked = walk_blocks(dir, |chain, block, segment, offset| {
+        // Before every block, in the range or not: the walk past the range
+        // (to the first walk's end) can be long. (Found by review: a
+        // signal there went unheeded, and the replay then said it had
+        // finished.)
+        if stop.load(Ordering::Relaxed) {
+            failed = Some(ReplayError::Interrupted);
+            return ControlFlow::Break(());
+        }
         // From no later than the range's first block: retention may have
         // pruned the oldest segments since, and what the first walk saw of
         // the range there would be left out without a word.

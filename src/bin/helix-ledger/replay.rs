@@ -70,6 +70,7 @@ const SAY_WAIT: Duration = Duration::from_secs(10);
 /// stopped verifying on the way.
 pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     let into = checked(a)?;
+    refuse_a_recorded_name(&a.dir, &into)?;
     if let Some(path) = &a.pubkey {
         if !signed(&a.dir, path)? {
             return Ok(false);
@@ -155,6 +156,24 @@ fn checked(a: &ReplayArgs) -> anyhow::Result<String> {
         anyhow::bail!("--wait-readers {}: the replay ring takes at most {max_readers} readers", a.wait_readers);
     }
     Ok(into)
+}
+
+/// Refuses to replay into a ring the ledger records (its last segment
+/// declares every ring of the chain). While the live ring is away (helixd
+/// stopped, or the ring retired by a reload) the name is free, and a
+/// replay made it: the recorder, following the name, recorded the old
+/// frames as a live incarnation, and helixd adopted the ring at its next
+/// start (found by review). A folder whose head cannot be read is left to
+/// the replay to name.
+fn refuse_a_recorded_name(dir: &Path, into: &str) -> anyhow::Result<()> {
+    let Ok(Ok(head)) = helix::ledger::verify::head(dir) else { return Ok(()) };
+    if head.rings.iter().any(|(name, _)| name == into) {
+        anyhow::bail!(
+            "--into {into}: this ledger records a ring of that name, and so would take frames replayed into it for \
+             live ones (as would helixd, adopting the ring): replay into another name (without --into: replay.RING)"
+        );
+    }
+    Ok(())
 }
 
 /// Whether the ledger in `dir` verifies with the public key in `path`,

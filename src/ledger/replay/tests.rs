@@ -76,6 +76,21 @@ fn a_replay_whose_oldest_segment_was_pruned_after_its_first_walk_stops_and_says_
     assert_eq!(stopped.done, Replayed::default());
 }
 
+/// A stop asked for while the second walk passes blocks outside the range
+/// ends it as interrupted, not as a replay that finished.
+#[test]
+fn a_stop_asked_for_outside_the_range_ends_the_second_walk_as_interrupted() {
+    let dir = one_block(&[8, 8]);
+    // Nothing of the range is recorded: every block is outside it.
+    let range = Range { ring: "t".into(), from: 10, to: 20 };
+    let first = first_walk(dir.path(), &range, &AtomicBool::new(false)).unwrap();
+    let pacing = Pacing { pace: Pace::Max, max_pause: None };
+    let open = |_: &RingDecl| -> Result<Writer, ReplayError> { panic!("nothing is published") };
+    let stopped = second_walk(dir.path(), &range, first, pacing, open, |_, _| {}, &AtomicBool::new(true)).unwrap_err();
+    assert!(matches!(stopped.error, ReplayError::Interrupted), "{}", stopped.error);
+    assert_eq!(stopped.done, Replayed::default());
+}
+
 #[test]
 fn a_pace_too_slow_for_a_duration_waits_for_ever_instead_of_panicking() {
     // An hour of recording at x1e-16: 3.6e19 s, past a Duration (it
