@@ -204,14 +204,21 @@ fn zero_copy_frames_release_their_slot_on_drop() {
     assert_eq!(r.cursor(), 2);
 }
 
+/// A reader of `ring` that releases only when told, then frames 1 to `n`
+/// (each its sequence, 8 bytes) published with `w`.
+fn holding_reader(ring: &Ring, gating: bool, w: &mut Writer, n: u64) -> Reader {
+    let mut r = ring.reader(&ReaderOptions { gating, ..ReaderOptions::named("holder") }).unwrap();
+    r.set_deferred_release(true);
+    for i in 1..=n {
+        w.try_publish(&i.to_le_bytes()).unwrap();
+    }
+    r
+}
+
 #[test]
 fn a_deferred_release_holds_read_slots_until_released() {
     let (_ns, ring, mut w) = ring_with_writer(opts(4, Policy::Block));
-    let mut r = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("ledger") }).unwrap();
-    r.set_deferred_release(true);
-    for i in 1..=4u64 {
-        w.try_publish(&i.to_le_bytes()).unwrap();
-    }
+    let mut r = holding_reader(&ring, true, &mut w, 4);
     let mut buf = [0u8; 64];
     let mut seen = Vec::new();
     assert_eq!(r.try_read_batch(8, |f| seen.push(f.seq())), Ok(4));
@@ -230,6 +237,37 @@ fn a_deferred_release_holds_read_slots_until_released() {
     w.try_publish(b"y").unwrap();
     assert_eq!(r.try_read(&mut buf).unwrap().seq, 6);
     assert_eq!(r.released(), 7);
+}
+
+#[test]
+fn a_rewind_reads_again_from_the_first_frame_not_released_of_the_same_ring() {
+    let (ns, ring, mut w) = ring_with_writer(opts(4, Policy::Overwrite));
+    let mut r = holding_reader(&ring, false, &mut w, 3);
+    let mut seen = Vec::new();
+    assert_eq!(r.try_read_batch(1, |f| seen.push(f.seq())), Ok(1));
+    r.release();
+    assert_eq!(r.try_read_batch(8, |f| seen.push(f.seq())), Ok(2));
+    // The hand-off of 2 and 3 failed: read them again, from this ring even
+    // once another is under its name.
+    drop(w);
+    let mut other = Ring::recreate(&ns, "r", &opts(4, Policy::Overwrite)).unwrap().writer().unwrap();
+    other.try_publish(b"another ring").unwrap();
+    r.rewind();
+    assert_eq!(r.cursor(), 2);
+    let mut again = Vec::new();
+    assert_eq!(r.try_read_batch(8, |f| again.push((f.seq(), f.read::<u64>().unwrap()))), Ok(2));
+    assert_eq!(again, [(2, 2), (3, 3)]);
+    // Frames overwritten since the release (a reader not gating) are an
+    // overrun, exactly.
+    r.release();
+    let mut w = ring.writer().unwrap();
+    assert_eq!(r.try_read_batch(8, |_| {}), Err(TryReadError::Empty));
+    for i in 4..=9u64 {
+        w.try_publish(&i.to_le_bytes()).unwrap();
+    }
+    assert_eq!(r.try_read_batch(8, |_| {}), Err(TryReadError::Overrun(Overrun { lost: 2, resume_at: 6 })));
+    r.rewind();
+    assert_eq!(r.try_read_batch(8, |_| {}), Err(TryReadError::Overrun(Overrun { lost: 2, resume_at: 6 })));
 }
 
 #[test]

@@ -139,12 +139,21 @@ async fn export_ring(
             None => settle(&mut flight, counters).await,
         };
         match result {
-            Ok(()) => reader.release(),
+            Ok(()) => {
+                reader.release();
+                if reader.was_demoted() {
+                    reader = rejoin(ns, x, &source, reader)?;
+                }
+            }
             Err(e) => {
                 pause_to_retry(counters, &x.ring, &e, format!("publishing again from sequence {}", reader.released()))
                     .await;
                 flight.clear();
-                reader = rewind(ns, x, reader)?;
+                // The same ring's frames again, whatever is under its name
+                // now. (Found by review: a reader attached again by name
+                // read a ring made again meanwhile, and its frames went out
+                // as the old ring's.)
+                reader.rewind();
             }
         }
         Counters::set(&counters.in_flight, 0);
@@ -330,11 +339,26 @@ fn attach(ns: &Namespace, x: &Export, start: Start) -> Result<Reader> {
     Ok(r)
 }
 
-/// A new reader at the old one's released cursor (registered before the
-/// old one leaves, so the frames not yet acknowledged stay gated).
-fn rewind(ns: &Namespace, x: &Export, old: Reader) -> Result<Reader> {
-    let new = attach(ns, x, Start::At(old.released()))?;
-    drop(old);
+/// A gating reader again, for one the ring's writer demoted (it held the
+/// ring longer than the ring's stall timeout while JetStream was slow to
+/// acknowledge): joined at the first frame not acknowledged, before the
+/// old one leaves. What the writer overwrote meanwhile goes out as a gap.
+/// (Found by review: a demoted exporter stayed so for its life, and lost
+/// frames to the writer whenever it fell behind.) If another ring is under
+/// the name now, the old reader stays, to finish its own ring.
+fn rejoin(ns: &Namespace, x: &Export, source: &Source, mut old: Reader) -> Result<Reader> {
+    old.rewind();
+    let new = attach(ns, x, Start::At(old.cursor()))?;
+    if new.geometry().created_ns != source.created_ns {
+        return Ok(old);
+    }
+    warn!(
+        "ring {}: its writer demoted this exporter (it held the ring past the ring's stall timeout, waiting for \
+         JetStream; make stall_timeout_ms longer than --ack-timeout-ms): joined again as a gating reader from \
+         sequence {}",
+        x.ring,
+        old.cursor()
+    );
     Ok(new)
 }
 

@@ -124,6 +124,20 @@ fn killed_exporters_and_importers_leave_no_duplicate_and_no_gap() {
     w.stop(ex);
 }
 
+/// The destination's next incarnation up to source sequence `last`
+/// ([`verify_next`], within 30 s): its frames and gaps.
+fn next_incarnation(dst: &mut Reader, last: u64) -> (u64, Vec<(u64, u64)>) {
+    let seen = verify_next(dst, last, Duration::from_secs(30), &AtomicU64::new(0));
+    (seen.frames, seen.gaps)
+}
+
+/// Ring `src` made again as helixd would (`block`, payloads up to 256
+/// bytes), of `capacity` slots and `stall_timeout`; its writer.
+fn src_again(w: &World, capacity: u64, stall_timeout: Duration) -> helix::Writer {
+    let opts = RingOptions { capacity, max_payload: 256, policy: Policy::Block, stall_timeout, ..Default::default() };
+    Ring::recreate(&w.ns, "src", &opts).unwrap().writer().unwrap()
+}
+
 /// [`World::bridged`] (90 s) with frames 1 to 1000 sent through and read
 /// from `dst` by the returned reader.
 fn bridged_1000(what: &'static str) -> (World, helix::Writer, usize, usize, Reader) {
@@ -142,12 +156,10 @@ fn bridged_1000(what: &'static str) -> (World, helix::Writer, usize, usize, Read
 fn an_exporter_follows_its_ring_when_it_is_created_again() {
     let (mut w, writer, ex, im, mut dst) = bridged_1000("an_exporter_follows_its_ring");
     drop(writer);
-    let opts = RingOptions { capacity: 4096, max_payload: 256, policy: Policy::Block, ..RingOptions::default() };
-    let mut writer = Ring::recreate(&w.ns, "src", &opts).unwrap().writer().unwrap();
+    let mut writer = src_again(&w, 4096, Duration::from_secs(60));
     joined(&w.ns, "src");
     produce(&mut writer, 1, 500);
-    let seen = verify_next(&mut dst, 500, Duration::from_secs(30), &AtomicU64::new(0));
-    assert_eq!((seen.frames, seen.gaps), (500, vec![]));
+    assert_eq!(next_incarnation(&mut dst, 500), (500, vec![]));
     w.stop_saying(ex, &["ring src was replaced"]);
     w.stop(im);
 }
@@ -165,10 +177,73 @@ fn an_importer_follows_its_destination_when_it_is_created_again() {
     w.ring("dst", 4096);
     let mut dst = destination(&w.ns, "dst");
     produce(&mut writer, 1001, 1500);
-    let seen = verify_next(&mut dst, 1500, Duration::from_secs(30), &AtomicU64::new(0));
-    assert_eq!((seen.frames, seen.gaps), (1500, vec![]), "the new ring, from the stream's start");
+    assert_eq!(next_incarnation(&mut dst, 1500), (1500, vec![]), "the new ring, from the stream's start");
     w.stop_saying(im, &["destination ring dst was replaced"]);
     w.stop(ex);
+}
+
+/// A world whose ring `src` (of `src` slots; `dst`: of `dst`) holds frames
+/// 1 to 40, and an exporter of it (its index) whose publishes fail (an
+/// [`Unrouted`] stream), once one was retried.
+fn failing_exporter(what: &'static str, src: u64, dst: u64) -> (World, helix::Writer, Unrouted, usize) {
+    let (mut w, mut writer) = World::with_rings(what, Duration::from_secs(90), src, dst);
+    produce(&mut writer, 1, 40);
+    let closed = Unrouted::new(&w);
+    let ex = closed.exporter(&mut w);
+    closed.retried_past(0.0, "no publish failed");
+    (w, writer, closed, ex)
+}
+
+/// A stream under the world's name that does not take the bridge's
+/// subjects (an operator's mistake): every publish fails until
+/// [`Unrouted::open`] puts it right.
+struct Unrouted {
+    rt: tokio::runtime::Runtime,
+    js: async_nats::jetstream::Context,
+    config: async_nats::jetstream::stream::Config,
+    /// The exporter's metrics address.
+    metrics: String,
+}
+
+impl Unrouted {
+    fn new(w: &World) -> Unrouted {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+        let config = async_nats::jetstream::stream::Config {
+            name: w.tag.to_uppercase(),
+            subjects: vec![format!("other.{}.>", w.tag)],
+            ..Default::default()
+        };
+        rt.block_on(js.create_stream(config.clone())).unwrap();
+        Unrouted { rt, js, config, metrics: format!("127.0.0.1:{}", free_port()) }
+    }
+
+    /// An exporter of `src` serving its metrics (its index).
+    fn exporter(&self, w: &mut World) -> usize {
+        w.spawn(w.bridge(&["export", "--ring", "src", "--host", "hosta", "--metrics", &self.metrics]))
+    }
+
+    /// The exporter's `helix_bridge_retries_total`, once it answers.
+    fn retries(&self) -> Option<f64> {
+        std::net::TcpStream::connect(&self.metrics).ok()?;
+        scrape(&self.metrics).into_iter().find(|m| m.0 == "helix_bridge_retries_total").map(|m| m.2)
+    }
+
+    /// Waits until the exporter has retried more than `n` publishes; fails
+    /// with `what` after 30 s.
+    fn retried_past(&self, n: f64, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.retries().unwrap_or(0.0) <= n {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The stream takes the bridge's subjects from now on.
+    fn open(mut self, w: &World) {
+        self.config.subjects.push(format!("helix.{}.>", w.tag));
+        self.rt.block_on(self.js.update_stream(self.config)).unwrap();
+    }
 }
 
 /// A fresh exporter's first gap (its ring starts past sequence 1) that
@@ -179,33 +254,69 @@ fn an_importer_follows_its_destination_when_it_is_created_again() {
 /// was no fresh one, and never sent the gap.
 #[test]
 fn a_fresh_exporters_first_gap_is_sent_again_until_taken() {
-    let (mut w, mut writer) = World::with_rings("first gap sent again", Duration::from_secs(90), 16, 1024);
-    produce(&mut writer, 1, 40);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
-    let mut config = async_nats::jetstream::stream::Config {
-        name: w.tag.to_uppercase(),
-        subjects: vec![format!("other.{}.>", w.tag)],
-        ..Default::default()
-    };
-    rt.block_on(js.create_stream(config.clone())).unwrap();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let ex = w.spawn(w.bridge(&["export", "--ring", "src", "--host", "hosta", "--metrics", &metrics]));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let retries = || {
-        std::net::TcpStream::connect(&metrics).ok()?;
-        scrape(&metrics).into_iter().find(|m| m.0 == "helix_bridge_retries_total").map(|m| m.2)
-    };
-    while retries().unwrap_or(0.0) < 1.0 {
-        assert!(std::time::Instant::now() < deadline, "the first gap was not sent again");
-        thread::sleep(Duration::from_millis(50));
-    }
-    config.subjects.push(format!("helix.{}.>", w.tag));
-    rt.block_on(js.update_stream(config)).unwrap();
+    let (mut w, _writer, closed, ex) = failing_exporter("first gap sent again", 16, 1024);
+    closed.open(&w);
     let im = w.spawn(w.importer("src", "dst"));
     let seen = verify(&w.ns, "dst", 40, Duration::from_secs(30));
     assert_eq!((seen.frames, seen.gaps), (16, vec![(1, 24)]));
     w.stop_saying(ex, &["sending the gap of sequences 1 to 24 again"]);
+    w.stop(im);
+}
+
+/// Publishes fail (no stream takes the subject yet) while helixd makes the
+/// ring again: the exporter sends the old ring's frames as the old ring's,
+/// then the new ring's as a new incarnation. (Found by review: after each
+/// failure it attached again by name, read the new ring from the old one's
+/// cursor, and sent its frames as the old ring's.)
+#[test]
+fn a_ring_made_again_while_publishes_fail_is_not_sent_as_the_old_one() {
+    let (mut w, writer, closed, ex) = failing_exporter("made again while publishes fail", 4096, 4096);
+    drop(writer);
+    let mut writer = src_again(&w, 4096, Duration::from_secs(60));
+    produce(&mut writer, 1, 60);
+    // A publish failed with the new ring under the name.
+    closed.retried_past(closed.retries().unwrap(), "no publish failed after the ring was made again");
+    closed.open(&w);
+    let im = w.spawn(w.importer("src", "dst"));
+    let mut dst = destination(&w.ns, "dst");
+    assert_eq!(next_incarnation(&mut dst, 40), (40, vec![]));
+    assert_eq!(next_incarnation(&mut dst, 60), (60, vec![]));
+    w.stop_saying(ex, &["ring src was replaced"]);
+    w.stop(im);
+}
+
+/// JetStream slower to acknowledge than the ring's stall timeout (the
+/// server stopped): the ring's writer demotes the exporter, and once the
+/// acknowledgements come it joins again as a gating reader; what the
+/// writer overwrote meanwhile arrives as a gap. (Found by review: it stayed
+/// demoted for its life, losing frames whenever it fell behind.)
+#[test]
+fn an_exporter_its_writer_demoted_joins_again_as_a_gating_reader() {
+    let (mut w, writer) = World::with_rings("a demoted exporter", Duration::from_secs(90), 4096, 4096);
+    drop(writer);
+    let mut writer = src_again(&w, 64, Duration::from_millis(200));
+    let ex = w.spawn(w.exporter("src"));
+    let im = w.spawn(w.importer("src", "dst"));
+    joined(&w.ns, "src");
+    let view = helix::RingView::attach(&w.ns, "src").unwrap();
+    let exporter_gates = || view.stats().readers.iter().any(|r| r.name == "helix-bridge" && r.alive && r.gating);
+    assert!(exporter_gates());
+    w.pause_server(true);
+    // The writer waits for the exporter past the stall timeout, demotes it
+    // and goes on.
+    produce(&mut writer, 1, 200);
+    assert!(!exporter_gates(), "the exporter still gates: {:?}", view.stats().readers);
+    w.pause_server(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !exporter_gates() {
+        assert!(std::time::Instant::now() < deadline, "the exporter did not gate again: {:?}", view.stats().readers);
+        thread::sleep(Duration::from_millis(20));
+    }
+    produce(&mut writer, 201, 300);
+    let seen = verify(&w.ns, "dst", 300, Duration::from_secs(30));
+    let lost: u64 = seen.gaps.iter().map(|g| g.1).sum();
+    assert_eq!(seen.frames + lost, 300, "{seen:?}");
+    w.stop_saying(ex, &["its writer demoted this exporter"]);
     w.stop(im);
 }
 
@@ -521,10 +632,8 @@ fn messages_waiting_behind_a_hole_are_written_when_the_source_is_created_again()
         ],
     );
     let mut dst = destination(&w.ns, "dst");
-    let old = verify_next(&mut dst, 7, Duration::from_secs(30), &AtomicU64::new(0));
-    assert_eq!((old.frames, old.gaps), (5, vec![(4, 2)]));
-    let new = verify_next(&mut dst, 2, Duration::from_secs(30), &AtomicU64::new(0));
-    assert_eq!((new.frames, new.gaps), (2, vec![]));
+    assert_eq!(next_incarnation(&mut dst, 7), (5, vec![(4, 2)]));
+    assert_eq!(next_incarnation(&mut dst, 2), (2, vec![]));
     w.stop_saying(im, &["sequences 4..=5 never arrived (the source ring was created again)"]);
 }
 

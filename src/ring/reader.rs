@@ -81,6 +81,9 @@ fn truncate(s: &str, max: usize) -> String {
 pub(crate) struct ReaderCore {
     idx: usize,
     cursor: u64,
+    /// The cursor last shown to the writer (this reader's own copy: the
+    /// entry's, any process that may attach can write).
+    released: u64,
     frames: u64,
     lost: u64,
     overruns: u64,
@@ -116,6 +119,7 @@ impl ReaderCore {
     #[inline]
     pub(crate) fn release(&mut self, region: &Region) {
         let e = region.entry(self.idx);
+        self.released = self.cursor;
         // SYNC POINT: slot released to the writer. Pairs with the Acquire
         // load of cursors in `Writer::gate`; our payload loads happen before
         // the writer's next stores to these slots.
@@ -399,6 +403,19 @@ impl Reader {
     /// [`Reader::set_deferred_release`]; without it reads release at once).
     pub fn release(&mut self) {
         self.core.release(&self.region);
+    }
+
+    /// Reads again from the first frame not yet released (see
+    /// [`Reader::set_deferred_release`]), of this same ring, whatever is
+    /// under its name now: a consumer whose hand-off of what it read
+    /// failed (a publish not acknowledged) takes those frames again. A
+    /// gating reader's held frames are still there; ones the writer has
+    /// overwritten since (a reader not gating, or demoted) are reported as
+    /// an overrun, exactly. The position is this reader's own record of
+    /// what it released, not its entry's (which any process that may
+    /// attach can write).
+    pub fn rewind(&mut self) {
+        self.core.cursor = self.core.released;
     }
 
     /// The cursor the writer sees: the next sequence not yet released.

@@ -166,6 +166,14 @@ impl World {
         self.kids.len() - 1
     }
 
+    /// Stops (SIGSTOP) or continues (SIGCONT) the server: while stopped it
+    /// takes no message and acknowledges nothing.
+    pub fn pause_server(&self, paused: bool) {
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let sent = Command::new("kill").args([signal, &self.server.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill {signal} the server");
+    }
+
     /// kill -9 and reap.
     pub fn kill9(&mut self, i: usize) {
         let _ = self.kids[i].kill();

@@ -38,6 +38,7 @@ impl Reader {
             core: ReaderCore {
                 idx,
                 cursor,
+                released: cursor,
                 frames: 0,
                 lost: 0,
                 overruns: 0,
