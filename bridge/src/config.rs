@@ -224,6 +224,20 @@ fn server(src: &Source, n: RawNats, s: RawStream, site: &str) -> Result<Server, 
     let max_mib = int(src, &s.max_mib, "max_mib", (-1, i64::MAX >> 20), -1)?;
     let max_age = int(src, &s.max_age_s, "max_age_s", (0, i64::from(u32::MAX)), 0)? as u64;
     let window = int(src, &s.duplicate_window_s, "duplicate_window_s", (1, 86_400), 120)? as u64;
+    // JetStream refuses a stream that forgets messages before their ids
+    // (found by review: `--check` passed, and the bridge asked again every
+    // 2 s for ever, never ready).
+    if let (1.., Some(at)) = (max_age, s.duplicate_window_s.as_ref().or(s.max_age_s.as_ref())) {
+        if window > max_age {
+            return Err(src.at(
+                at,
+                format!(
+                    "duplicate_window_s {window} is longer than max_age_s {max_age}: JetStream refuses such a \
+                     stream (make the window at most max_age_s)"
+                ),
+            ));
+        }
+    }
     let ack_ms = int(src, &n.ack_timeout_ms, "ack_timeout_ms", (1, 600_000), 10_000)? as u64;
     Ok(Server {
         urls,

@@ -132,6 +132,9 @@ fn each_bad_line_is_an_error_naming_its_line() {
         ("namespace = \"no.dots\"\n", "t.toml:1: "),
         ("[nats]\nservers = \"nats://a:4222\"\n", "t.toml:2: invalid type"),
         ("[[export]\nring = \"t\"\n", "t.toml:1: "),
+        // The window defaults to 120 s.
+        ("[stream]\nmax_age_s = 60\n", "t.toml:2: duplicate_window_s 120 is longer than max_age_s 60"),
+        ("[stream]\nmax_age_s = 60\nduplicate_window_s = 61\n", "t.toml:3: duplicate_window_s 61 is longer"),
     ];
     for (text, want) in cases {
         let got = error(text);
