@@ -80,8 +80,15 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     let mut next = place.resume;
     let mut clocks = Clocks::new();
     let mut destination = Looks::new(&a.ring);
+    // When the stream was made, as its server says: one deleted and made
+    // again under the name has another (its sequence started over).
+    let mut made = None;
     while !c.stop.load(Ordering::Relaxed) {
-        next = reset_resume(&stream, &subject, next).await;
+        next = reset_resume(&stream, &subject, next, &mut made).await;
+        if next == 0 {
+            // Read from its start: a hole's time starts again with it.
+            clocks.new = Instant::now();
+        }
         let config = OrderedConfig {
             filter_subject: subject.clone(),
             deliver_policy: match next {
@@ -114,11 +121,16 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
             // enough that the wait below never times out, must not hold a
             // hole open either.
             if imp.pending() > 0 && clocks.new.elapsed() >= import::HOLE_TIMEOUT {
+                // What is missing is in the stream made again, from its
+                // start: read, not written as lost.
+                if remade(&stream, made.as_deref()).await {
+                    break;
+                }
                 imp.fill_hole("nothing new arrived to fill it for 10 s")?;
             }
             match tokio::time::timeout(Duration::from_millis(200), messages.next()).await {
                 Err(_) => {
-                    if clocks.stalled(&stream, &subject, next).await {
+                    if clocks.stalled(&stream, &subject, next, made.as_deref()).await {
                         break;
                     }
                 }
@@ -170,14 +182,22 @@ impl Clocks {
     }
 
     /// After a wait with nothing: whether the consumer must be made again
-    /// from `next` (nothing arrived for [`STALLED`] while the stream holds
-    /// messages on `subject` from `next` on; said).
-    async fn stalled(&mut self, stream: &jetstream::stream::Stream, subject: &str, next: u64) -> bool {
+    /// (nothing arrived for [`STALLED`] while the stream holds messages on
+    /// `subject` from `next` on, or the stream was made again since it was
+    /// `made`: the consumer, made again by its client at its old place,
+    /// waits past the new stream's end; said).
+    async fn stalled(
+        &mut self,
+        stream: &jetstream::stream::Stream,
+        subject: &str,
+        next: u64,
+        made: Option<&str>,
+    ) -> bool {
         if self.arrival.elapsed() < STALLED || self.asked.elapsed() < STALLED {
             return false;
         }
         self.asked = Instant::now();
-        let Some(last) = holds_from(stream, subject, next).await else { return false };
+        let Some(last) = holds_from(stream, subject, next).await else { return remade(stream, made).await };
         let idle = self.arrival.elapsed().as_secs();
         warn!(
             "consuming {subject}: nothing arrived for {idle} s while the stream holds its messages up to sequence \
@@ -250,14 +270,40 @@ async fn holds_from(stream: &jetstream::stream::Stream, subject: &str, next: u64
     (last >= next.max(1)).then_some(last)
 }
 
-/// Where to read the stream from, `next` or its start: a stream that holds
-/// no message up to `next - 1` was deleted and made again (its sequence
-/// started again at 1), so `next` (found from the destination ring's marks)
-/// names nothing in it; reading from its start is safe, the importer drops
-/// what it already wrote by the source sequences. A stream that cannot be
-/// asked is read from `next`.
-async fn reset_resume(stream: &jetstream::stream::Stream, subject: &str, next: u64) -> u64 {
+/// When the server says the stream was made (compared as text: the type
+/// is the client's).
+fn made_at(info: &jetstream::stream::Info) -> String {
+    info.created.to_string()
+}
+
+/// Whether the stream under the name was made after the one read (`made`),
+/// asked within 2 s (said). (Found by review: an importer whose stream was
+/// deleted and made again waited for ever past the new stream's end, then
+/// wrote what it had skipped as lost.)
+async fn remade(stream: &jetstream::stream::Stream, made: Option<&str>) -> bool {
+    let Some(made) = made else { return false };
+    let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), stream.get_info()).await else { return false };
+    let now = made_at(&info);
+    if now != made {
+        warn!("stream {} was made again (at {now}; the one read was made at {made})", info.config.name);
+    }
+    now != made
+}
+
+/// Where to read the stream from, `next` or its start: a stream made again
+/// since the one read (`made`, updated), or one that holds no message up
+/// to `next - 1`, was deleted and made again (its sequence started again
+/// at 1), so `next` (found from the destination ring's marks) names
+/// something else or nothing in it; reading from its start is safe, the
+/// importer drops what it already wrote by the source sequences. A stream
+/// that cannot be asked is read from `next`.
+async fn reset_resume(stream: &jetstream::stream::Stream, subject: &str, next: u64, made: &mut Option<String>) -> u64 {
     let Ok(info) = stream.get_info().await else { return next };
+    let was = made.replace(made_at(&info));
+    if was.is_some_and(|was| Some(&was) != made.as_ref()) {
+        warn!("consuming {subject}: the stream was made again since this importer read it; reading it from its start");
+        return 0;
+    }
     let last = info.state.last_sequence;
     if next > last.saturating_add(1) {
         warn!(

@@ -13,7 +13,7 @@ use helix::{Policy, Reader, ReaderOptions, Ring, RingOptions};
 use std::os::unix::fs::FileExt;
 use support::{
     await_progress, destination, free_port, joined, kind, metric_reaches, payload, scrape, verify, verify_next,
-    verify_to, World, KIND_BATCH,
+    verify_range, verify_to, World, KIND_BATCH,
 };
 
 /// Reads the destination up to source sequence `last` ([`verify`]): it
@@ -128,6 +128,13 @@ fn killed_exporters_and_importers_leave_no_duplicate_and_no_gap() {
 /// ([`verify_next`], within 30 s): its frames and gaps.
 fn next_incarnation(dst: &mut Reader, last: u64) -> (u64, Vec<(u64, u64)>) {
     let seen = verify_next(dst, last, Duration::from_secs(30), &AtomicU64::new(0));
+    (seen.frames, seen.gaps)
+}
+
+/// The destination's source sequences `first..=last` of the incarnation it
+/// is reading ([`verify_range`], within 30 s): frames and gaps.
+fn next_incarnation_from(dst: &mut Reader, first: u64, last: u64) -> (u64, Vec<(u64, u64)>) {
+    let seen = verify_range(dst, first, last, Duration::from_secs(30), &AtomicU64::new(0));
     (seen.frames, seen.gaps)
 }
 
@@ -451,6 +458,56 @@ fn an_importer_reads_a_stream_made_again_from_its_start() {
     let resumed = format!("reading the stream from {last}");
     let ends = format!("the stream ends at sequence 0, before {last}, where");
     w.stop_saying(im, &[&resumed, &ends, "gaps 0"]);
+    w.stop(ex);
+}
+
+/// The stream deleted and made again under a running importer (an
+/// operator's `nats stream rm` and `add`), then fewer messages than the
+/// importer had read: it reads the new stream from its start. (Found by
+/// review: its consumer, made again by the client at its old place, waited
+/// past the new stream's end for ever.)
+#[test]
+fn a_running_importer_reads_a_stream_made_again_under_it_from_its_start() {
+    stream_made_again_under_a_running_importer("a stream made again under it", false);
+}
+
+/// As above, then more messages than the importer had read, at once: it
+/// is given them from its old place on, the first ones missing, and reads
+/// the stream from its start rather than write those as lost. (Found by
+/// review: they were written as a gap.)
+#[test]
+fn a_running_importer_does_not_take_a_stream_made_again_for_lost_frames() {
+    stream_made_again_under_a_running_importer("a stream made again, longer", true);
+}
+
+/// Ten messages through, the stream deleted and made again, then one
+/// message (or, `longer`, more than the old stream held) of frames: all
+/// arrive, no gap.
+fn stream_made_again_under_a_running_importer(what: &'static str, longer: bool) {
+    let (mut w, mut writer) = World::with_rings(what, Duration::from_secs(90), 4096, 4096);
+    let ex = w.spawn(w.bridge(&["export", "--ring", "src", "--host", "hosta", "--max-frames", "10"]));
+    let im = w.spawn(w.importer("src", "dst"));
+    joined(&w.ns, "src");
+    let mut dst = destination(&w.ns, "dst");
+    for round in 0..10 {
+        produce(&mut writer, round * 10 + 1, round * 10 + 10);
+        assert_eq!(next_incarnation_from(&mut dst, round * 10 + 1, round * 10 + 10), (10, vec![]));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+    let name = w.tag.to_uppercase();
+    let info = rt.block_on(async { js.get_stream(&name).await.unwrap().get_info().await.unwrap() });
+    let read = info.state.last_sequence;
+    assert!(read >= 10, "{:?}", info.state);
+    rt.block_on(js.delete_stream(&name)).unwrap();
+    rt.block_on(js.create_stream(info.config)).unwrap();
+    // Ten frames a message at most: more messages than `read`.
+    let last = if longer { 100 + (read + 5) * 10 } else { 110 };
+    produce(&mut writer, 101, last);
+    let got = next_incarnation_from(&mut dst, 101, last);
+    let log = w.stop(im);
+    assert_eq!(got, (last - 100, vec![]), "{log}");
+    assert!(log.contains("gaps 0"), "{log}");
     w.stop(ex);
 }
 

@@ -325,7 +325,13 @@ pub fn verify_to(mut r: Reader, last: u64, limit: Duration, progress: &AtomicU64
 /// [`verify_to`] reading on with `r`: source sequences 1 to `last` of the
 /// next incarnation it holds.
 pub fn verify_next(r: &mut Reader, last: u64, limit: Duration, progress: &AtomicU64) -> Seen {
-    let mut seen = Seen { next: 1, ..Seen::default() };
+    verify_range(r, 1, last, limit, progress)
+}
+
+/// [`verify_next`] from source sequence `first` of the incarnation it is
+/// reading (the frames before it read already).
+pub fn verify_range(r: &mut Reader, first: u64, last: u64, limit: Duration, progress: &AtomicU64) -> Seen {
+    let mut seen = Seen { next: first, ..Seen::default() };
     let mut buf = vec![0u8; 256];
     let deadline = Instant::now() + limit;
     let mut in_batch = false;
