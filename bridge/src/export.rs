@@ -68,16 +68,44 @@ enum Ended {
 }
 
 /// Runs until `stop`, following the ring to each new incarnation under
-/// its name; returns after the last acknowledgements.
-pub async fn run(js: Context, ns: &Namespace, x: &Export, counters: Arc<Counters>, stop: &AtomicBool) -> Result<()> {
+/// its name; returns after the last acknowledgements. `stream_limit`: the
+/// stream's largest message (its `max_msg_size`), if it has one.
+pub async fn run(
+    js: Context,
+    ns: &Namespace,
+    x: &Export,
+    stream_limit: Option<usize>,
+    counters: Arc<Counters>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let js = Publisher { js, stream_limit };
     while export_ring(&js, ns, x, &counters, stop).await? == Ended::Replaced {}
     Ok(())
 }
 
+/// Where the exporter publishes: the JetStream context, and the stream's
+/// own limit on a message.
+struct Publisher {
+    js: Context,
+    stream_limit: Option<usize>,
+}
+
+impl std::ops::Deref for Publisher {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.js
+    }
+}
+
+/// Bytes of a message's headers a stream's `max_msg_size` counts besides
+/// its payload, at most: the message id (host, ring, incarnation, epoch,
+/// range) and the header block around it.
+const HEADERS_ROOM: usize = 512;
+
 /// Exports the ring now under the name until `stop`, or until it was
 /// replaced and everything read from it was acknowledged.
 async fn export_ring(
-    js: &Context,
+    js: &Publisher,
     ns: &Namespace,
     x: &Export,
     counters: &Counters,
@@ -98,7 +126,7 @@ async fn export_ring(
             Next::TooLarge { seq, len } => {
                 error!(
                     "ring {} frame {seq} is {len} bytes; a message to the NATS server holds at most {} \
-                     (its max_payload): sending a gap",
+                     (its max_payload, or the stream's max_msg_size): sending a gap",
                     x.ring, limits.largest
                 );
                 Counters::add(&counters.gaps, 1);
@@ -182,7 +210,7 @@ async fn pause_to_retry(counters: &Counters, ring: &str, e: &anyhow::Error, agai
 /// Returns the ring, the reader, the source it exports and what a message
 /// holds.
 async fn begin(
-    js: &Context,
+    js: &Publisher,
     ns: &Namespace,
     x: &Export,
     counters: &Counters,
@@ -207,6 +235,11 @@ async fn begin(
         0 => usize::MAX,
         n => n,
     };
+    // A stream's own limit, if its owner set one, counts the headers too.
+    // (Found by review: only the server's was kept to, and a stream of
+    // 64 KiB messages refused every larger one, for ever.)
+    let stream_limit = js.stream_limit.map_or(usize::MAX, |n| n.saturating_sub(HEADERS_ROOM));
+    let server_limit = server_limit.min(stream_limit);
     let room = x.max_bytes.min(server_limit.saturating_sub(header));
     let per_message = x.max_frames.min(room / (max_payload + wire::FRAME_HEADER)).max(1);
     let limits = Limits { per_message, largest: server_limit.saturating_sub(header + wire::FRAME_HEADER) };

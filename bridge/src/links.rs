@@ -53,8 +53,10 @@ async fn connect(c: &Ctx, name: &str) -> Result<(jetstream::Context, jetstream::
 
 /// Exports ring `x.ring` until stopped.
 pub async fn export(c: &Ctx, x: &Export) -> Result<()> {
-    let (js, _) = connect(c, "helix-bridge export").await?;
-    crate::export::run(js, &c.ns, x, c.counters.clone(), &c.stop).await
+    let (js, stream) = connect(c, "helix-bridge export").await?;
+    // The stream's own limit on a message (-1: none), as its owner set it.
+    let stream_limit = usize::try_from(stream.cached_info().config.max_message_size).ok();
+    crate::export::run(js, &c.ns, x, stream_limit, c.counters.clone(), &c.stop).await
 }
 
 /// How long an import waits with nothing arriving before it asks the

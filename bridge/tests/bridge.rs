@@ -327,6 +327,32 @@ fn an_exporter_its_writer_demoted_joins_again_as_a_gating_reader() {
     w.stop(im);
 }
 
+/// A stream whose owner limits its messages (`max_msg_size`) below what
+/// the server takes: the exporter packs its messages to that limit.
+/// (Found by review: it kept to the server's only, and every message over
+/// the stream's was refused, for ever.)
+#[test]
+fn an_exporter_keeps_to_the_streams_own_message_limit() {
+    let (mut w, mut writer) = World::with_rings("the stream's message limit", Duration::from_secs(90), 4096, 4096);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+    let config = async_nats::jetstream::stream::Config {
+        name: w.tag.to_uppercase(),
+        subjects: vec![format!("helix.{}.>", w.tag)],
+        max_message_size: 16 << 10,
+        ..Default::default()
+    };
+    rt.block_on(js.create_stream(config)).unwrap();
+    // Every frame there before the exporter: its first messages are full.
+    produce(&mut writer, 1, 1000);
+    let ex = w.spawn(w.exporter("src"));
+    let im = w.spawn(w.importer("src", "dst"));
+    arrived(&w, 1000, 1000, &[]);
+    let log = w.stop(ex);
+    assert!(!log.contains("publishing again"), "{log}");
+    w.stop(im);
+}
+
 /// Two exporters of one ring started at the same instant each passed the
 /// check for a live one before the other joined, and both ran for ever.
 /// Now each looks again after joining and every second, and the younger
