@@ -196,13 +196,16 @@ fn now() -> u64 {
     helix::process::realtime_ns()
 }
 
+/// The pause before a publish that failed is sent again.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
 /// Says why a publish to ring `ring` that failed with `e` is made again
 /// (`again`: what is sent again), counts the retry, and waits half a
 /// second first.
 async fn pause_to_retry(counters: &Counters, ring: &str, e: &anyhow::Error, again: String) {
     warn!("ring {ring}: {e:#}; {again}");
     Counters::add(&counters.retries, 1);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(RETRY_PAUSE).await;
 }
 
 /// Attaches to the ring and joins it as its exporter ([`join`]); a fresh

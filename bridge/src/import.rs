@@ -367,6 +367,28 @@ pub fn find_place(ring: &Ring, writer: &Writer, source_id: u64, chunk: usize) ->
     Ok(Place { hwm: Some((mark.src_created_ns, hwm)), resume: mark.resume_stream_seq })
 }
 
-/// How long a hole may stay open while nothing arrives before it is
-/// written as a gap.
-pub const HOLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a hole may stay open while nothing new arrives before it is
+/// written as a gap, for a bridge whose publishes time out after
+/// `ack_timeout`: longer than an exporter of the same configuration takes
+/// to send a publish that failed again (its ack timeout and the pause
+/// before the retry), with 5 s to spare. (Found by review: a fixed 10 s
+/// against the default 10 s ack timeout wrote a hole as lost just before
+/// the message that filled it was sent again, which was then dropped.)
+pub fn hole_timeout(ack_timeout: Duration) -> Duration {
+    ack_timeout + crate::export::RETRY_PAUSE + Duration::from_secs(5)
+}
+
+#[cfg(test)]
+mod hole_tests {
+    use super::*;
+
+    #[test]
+    fn a_hole_outwaits_the_resend_of_a_publish_that_failed() {
+        for ms in [1, 2_000, 10_000, 600_000] {
+            let ack = Duration::from_millis(ms);
+            let resent = ack + crate::export::RETRY_PAUSE;
+            assert!(hole_timeout(ack) >= resent + Duration::from_secs(5), "{ack:?}");
+        }
+        assert_eq!(hole_timeout(Duration::from_secs(10)), Duration::from_millis(15_500));
+    }
+}

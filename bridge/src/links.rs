@@ -85,6 +85,7 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     // When the stream was made, as its server says: one deleted and made
     // again under the name has another (its sequence started over).
     let mut made = None;
+    let hole_timeout = import::hole_timeout(c.server.ack_timeout);
     while !c.stop.load(Ordering::Relaxed) {
         next = reset_resume(&stream, &subject, next, &mut made).await;
         if next == 0 {
@@ -122,13 +123,13 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
             // On every turn: messages that bring nothing new, sent often
             // enough that the wait below never times out, must not hold a
             // hole open either.
-            if imp.pending() > 0 && clocks.new.elapsed() >= import::HOLE_TIMEOUT {
+            if imp.pending() > 0 && clocks.new.elapsed() >= hole_timeout {
                 // What is missing is in the stream made again, from its
                 // start: read, not written as lost.
                 if remade(&stream, made.as_deref()).await {
                     break;
                 }
-                imp.fill_hole("nothing new arrived to fill it for 10 s")?;
+                imp.fill_hole(&format!("nothing new arrived to fill it for {:.1} s", hole_timeout.as_secs_f64()))?;
             }
             match tokio::time::timeout(Duration::from_millis(200), messages.next()).await {
                 Err(_) => {

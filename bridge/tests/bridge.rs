@@ -664,7 +664,7 @@ fn refused_messages_do_not_keep_a_hole_open() {
     }
     let seen = verifier.join().unwrap();
     assert_eq!((seen.frames, seen.gaps), (3, vec![(1, 4)]));
-    w.stop_saying(im, &["sequences 1..=4 never arrived (nothing new arrived to fill it for 10 s)"]);
+    w.stop_saying(im, &["sequences 1..=4 never arrived (nothing new arrived to fill it for 15.5 s)"]);
 }
 
 /// A well-formed message of host `hosta`'s ring `ring`, incarnation
