@@ -68,26 +68,38 @@ enum Ended {
 }
 
 /// Runs until `stop`, following the ring to each new incarnation under
-/// its name; returns after the last acknowledgements. `stream_limit`: the
-/// stream's largest message (its `max_msg_size`), if it has one.
-pub async fn run(
-    js: Context,
-    ns: &Namespace,
-    x: &Export,
-    stream_limit: Option<usize>,
-    counters: Arc<Counters>,
-    stop: &AtomicBool,
-) -> Result<()> {
-    let js = Publisher { js, stream_limit };
+/// its name; returns after the last acknowledgements.
+pub async fn run(js: Publisher, ns: &Namespace, x: &Export, counters: Arc<Counters>, stop: &AtomicBool) -> Result<()> {
     while export_ring(&js, ns, x, &counters, stop).await? == Ended::Replaced {}
     Ok(())
 }
 
-/// Where the exporter publishes: the JetStream context, and the stream's
-/// own limit on a message.
-struct Publisher {
-    js: Context,
-    stream_limit: Option<usize>,
+/// Where the exporter publishes: the JetStream context, the stream's own
+/// limit on a message (its `max_msg_size`, if it has one), and the
+/// server's settings (to make the stream again if it is deleted).
+pub struct Publisher {
+    pub js: Context,
+    pub stream_limit: Option<usize>,
+    pub server: crate::nats::Server,
+}
+
+impl Publisher {
+    /// Makes the stream again if `e` (a failed publish) says no stream
+    /// takes the subject because it was deleted; says so. (Found by
+    /// review: the exporter then failed every publish until restarted.)
+    /// A stream that is there, not taking the subject, is left as its
+    /// owner configured it.
+    async fn make_stream_if_gone(&self, e: &anyhow::Error, beats: &std::sync::atomic::AtomicU64) {
+        use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+        let gone = e.downcast_ref::<PublishError>().is_some_and(|p| p.kind() == PublishErrorKind::StreamNotFound);
+        if !gone || self.js.get_stream(&self.server.stream).await.is_ok() {
+            return;
+        }
+        match crate::nats::stream(&self.js, &self.server, beats).await {
+            Ok(_) => warn!("JetStream stream {:?} was gone (deleted?): made it again", self.server.stream),
+            Err(e) => warn!("JetStream stream {:?} is gone, and cannot be made again yet: {e:#}", self.server.stream),
+        }
+    }
 }
 
 impl std::ops::Deref for Publisher {
@@ -174,6 +186,7 @@ async fn export_ring(
                 }
             }
             Err(e) => {
+                js.make_stream_if_gone(&e, &counters.beats).await;
                 pause_to_retry(counters, &x.ring, &e, format!("publishing again from sequence {}", reader.released()))
                     .await;
                 flight.clear();

@@ -56,7 +56,8 @@ pub async fn export(c: &Ctx, x: &Export) -> Result<()> {
     let (js, stream) = connect(c, "helix-bridge export").await?;
     // The stream's own limit on a message (-1: none), as its owner set it.
     let stream_limit = usize::try_from(stream.cached_info().config.max_message_size).ok();
-    crate::export::run(js, &c.ns, x, stream_limit, c.counters.clone(), &c.stop).await
+    let js = crate::export::Publisher { js, stream_limit, server: c.server.clone() };
+    crate::export::run(js, &c.ns, x, c.counters.clone(), &c.stop).await
 }
 
 /// How long an import waits with nothing arriving before it asks the

@@ -537,6 +537,26 @@ fn stream_made_again_under_a_running_importer(what: &'static str, longer: bool) 
     w.stop(ex);
 }
 
+/// The stream deleted under running bridges (an operator's `nats stream
+/// rm`): the exporter makes it again, as it makes a missing one at its
+/// start, and the importer reads the new one from its start: every frame
+/// arrives. (Found by review: the exporter failed every publish until
+/// restarted.)
+#[test]
+fn an_exporter_makes_a_deleted_stream_again() {
+    let (mut w, mut writer, ex, im) = World::bridged("a deleted stream", Duration::from_secs(90));
+    let mut dst = destination(&w.ns, "dst");
+    produce(&mut writer, 1, 100);
+    assert_eq!(next_incarnation_from(&mut dst, 1, 100), (100, vec![]));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+    rt.block_on(js.delete_stream(w.tag.to_uppercase())).unwrap();
+    produce(&mut writer, 101, 200);
+    assert_eq!(next_incarnation_from(&mut dst, 101, 200), (100, vec![]));
+    w.stop_saying(ex, &["was gone (deleted?): made it again"]);
+    w.stop_saying(im, &["gaps 0"]);
+}
+
 /// An importer whose consumer stops delivering while the stream takes
 /// more of its messages (here the consumer is paused on the server; in the
 /// cluster test, an ordered consumer whose node was killed, which
