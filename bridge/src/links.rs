@@ -32,7 +32,8 @@ pub struct Ctx {
 
 /// Connects and finds (or creates) the stream, trying again every 2 s
 /// while JetStream does not answer (a server that is not up yet, a cluster
-/// without a leader) until stopped; then the link is ready.
+/// without a leader) until stopped; then the link is ready. A stream
+/// JetStream refuses ends the link with that error.
 async fn connect(c: &Ctx, name: &str) -> Result<(jetstream::Context, jetstream::stream::Stream)> {
     let js = nats::connect(&c.server, name, c.counters.clone()).await?;
     loop {
@@ -41,7 +42,10 @@ async fn connect(c: &Ctx, name: &str) -> Result<(jetstream::Context, jetstream::
                 c.ready.store(true, Ordering::Relaxed);
                 return Ok((js, stream));
             }
-            Err(e) if c.stop.load(Ordering::Relaxed) => return Err(e),
+            // (Found by review: a refusal was asked again every 2 s for
+            // ever, the link never ready, where docs/bridge.md says it
+            // ends the process with the link's error.)
+            Err(e) if c.stop.load(Ordering::Relaxed) || nats::stream_refused(&e) => return Err(e),
             Err(e) => {
                 warn!("{name}: {e:#}; trying again in 2 s");
                 Counters::add(&c.counters.beats, 1);

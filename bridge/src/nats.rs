@@ -106,6 +106,13 @@ pub async fn ordered_consumer(
     patiently("creating a consumer", passing, beats, || stream.create_consumer(config.clone())).await
 }
 
+/// Whether `e` (from [`stream`]) is JetStream refusing the stream (its
+/// subjects overlap another's, a setting it does not take), which trying
+/// again does not mend, rather than a server that does not answer yet.
+pub fn stream_refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<CreateStreamError>().is_some_and(|e| !passing_stream_error(e.kind()))
+}
+
 fn passing_stream_error(kind: CreateStreamErrorKind) -> bool {
     match kind {
         CreateStreamErrorKind::TimedOut
@@ -128,7 +135,7 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 /// and its watchdog pings go on.
 async fn patiently<T, E, F, Fut>(what: &str, passing: impl Fn(&E) -> bool, beats: &AtomicU64, mut op: F) -> Result<T>
 where
-    E: std::fmt::Display,
+    E: std::error::Error + Send + Sync + 'static,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
@@ -141,7 +148,8 @@ where
                 warn!("{what}: {e}; trying again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => anyhow::bail!("{what}: {e}"),
+            // Kept whole: a caller tells a refusal from a wait by its kind.
+            Err(e) => return Err(anyhow::Error::new(e).context(what.to_owned())),
         }
     }
 }
@@ -173,24 +181,27 @@ mod tests {
             let n = calls.get();
             async move {
                 if n < 3 {
-                    Err("timed out")
+                    Err(std::io::Error::other("timed out"))
                 } else {
                     Ok(n)
                 }
             }
         };
         let beats = AtomicU64::new(0);
-        let got = rt.block_on(super::patiently("op", |e: &&str| *e == "timed out", &beats, flaky));
+        let passing = |e: &std::io::Error| e.to_string() == "timed out";
+        let got = rt.block_on(super::patiently("op", passing, &beats, flaky));
         assert_eq!(got.unwrap(), 3);
         // Each try is a beat: a link waiting for JetStream is not stuck.
         assert_eq!(beats.load(Ordering::Relaxed), 3);
         calls.set(0);
         let lasting = || {
             calls.set(calls.get() + 1);
-            async { Err::<(), _>("invalid name") }
+            async { Err::<(), _>(std::io::Error::other("invalid name")) }
         };
-        let e = rt.block_on(super::patiently("creating X", |e: &&str| *e == "timed out", &beats, lasting)).unwrap_err();
-        assert_eq!((e.to_string(), calls.get()), ("creating X: invalid name".to_owned(), 1));
+        let e = rt.block_on(super::patiently("creating X", passing, &beats, lasting)).unwrap_err();
+        assert_eq!((format!("{e:#}"), calls.get()), ("creating X: invalid name".to_owned(), 1));
+        // The error itself is kept, for a caller to judge by its kind.
+        assert!(e.downcast_ref::<std::io::Error>().is_some());
     }
 
     #[test]

@@ -353,6 +353,27 @@ fn an_exporter_keeps_to_the_streams_own_message_limit() {
     w.stop(im);
 }
 
+/// JetStream refuses the stream the bridge would make (here another stream
+/// holds its subjects): the link ends the process with that error, naming
+/// it. (Found by review: it asked again every 2 s for ever, never ready.)
+#[test]
+fn a_stream_jetstream_refuses_ends_the_link_with_its_error() {
+    let (mut w, _writer) = World::with_rings("a refused stream", Duration::from_secs(90), 1024, 1024);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+    let config = async_nats::jetstream::stream::Config {
+        name: "SQUATTER".into(),
+        subjects: vec![format!("helix.{}.>", w.tag)],
+        ..Default::default()
+    };
+    rt.block_on(js.create_stream(config)).unwrap();
+    let ex = w.spawn(w.exporter("src"));
+    let (status, log) = w.exited(ex, Duration::from_secs(30));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("JetStream stream") && log.contains("overlap"), "{log}");
+    assert!(!log.contains("trying again in 2 s"), "{log}");
+}
+
 /// Two exporters of one ring started at the same instant each passed the
 /// check for a live one before the other joined, and both ran for ever.
 /// Now each looks again after joining and every second, and the younger
