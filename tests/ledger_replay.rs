@@ -340,6 +340,16 @@ fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at
         assert!(!env.ns.data_path(recorded).exists());
     }
 
+    // A range with nothing recorded in it makes no ring, says so, and
+    // leaves no --also ring behind. (Found by review: it said "into
+    // replay.t" of a ring never made, and left replay.NAME.)
+    let _live = Ring::create(&env.ns, "live", &RingOptions::default()).unwrap();
+    let o = run(&["--ring", "t", "--pace", "max", "--from", "5000", "--also", "live"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("of t, nothing recorded in the range, so no ring replay.t was made"), "{out}");
+    assert!(!env.ns.data_path("replay.t").exists() && !env.ns.data_path("replay.live").exists());
+
     let o = run(&["--ring", "t", "--pace", "max", "--into", "taken"]);
     assert!(o.status.success(), "{}", err(&o));
     let o = run(&["--ring", "t", "--pace", "max", "--into", "taken"]);

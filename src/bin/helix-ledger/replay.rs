@@ -109,7 +109,14 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     };
     let stopped = match replay::replay_until(&a.dir, &range, pacing, open, say_wait, &stop) {
         Ok(done) => {
-            print_done(a, &into, &done, true)?;
+            // Nothing in the range: no ring was made, and the --also rings
+            // are not left for a program that would wait on them for ever.
+            // (Found by review: it said "into replay.NAME" of a ring never
+            // made, and left the others.)
+            if !into_made.get() {
+                unmake(ns, &made);
+            }
+            print_done(a, &into, into_made.get(), &done, true)?;
             crate::command::torn_tail_note(done.partial_tail, "replayed");
             return Ok(true);
         }
@@ -119,7 +126,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         unmake(ns, &made);
     } else {
         // What was published before it stopped is in the ring: say what.
-        print_done(a, &into, &stopped.done, false)?;
+        print_done(a, &into, true, &stopped.done, false)?;
     }
     match stopped.error {
         ReplayError::Verify(f @ VerifyFailure::PrunedMeanwhile { .. }) => {
@@ -199,13 +206,15 @@ fn signed(dir: &Path, path: &Path) -> anyhow::Result<bool> {
     }
 }
 
-/// What a replay of `a` into `into` did, on standard output.
-fn print_done(a: &ReplayArgs, into: &str, done: &Replayed, verified: bool) -> io::Result<()> {
+/// What a replay of `a` into `into` (`made`, or not: nothing was recorded
+/// in the range) did, on standard output.
+fn print_done(a: &ReplayArgs, into: &str, made: bool, done: &Replayed, verified: bool) -> io::Result<()> {
     let mut out = io::stdout().lock();
     let span = done.span.map_or("nothing recorded in the range".to_owned(), |(f, l)| format!("sequences {f} to {l}"));
+    let target = if made { format!("into {into}") } else { format!("so no ring {into} was made") };
     if a.json {
         let v = json!({
-            "ok": verified, "ring": a.ring, "into": into, "frames": done.frames, "gaps": done.gaps,
+            "ok": verified, "ring": a.ring, "into": into, "made": made, "frames": done.frames, "gaps": done.gaps,
             "lost": done.lost, "first_seq": done.span.map(|s| s.0), "last_seq": done.span.map(|s| s.1),
             "partial_tail": done.partial_tail, "pauses_cut": done.pauses_cut, "cut_s": done.cut.as_secs_f64(),
         });
@@ -213,7 +222,7 @@ fn print_done(a: &ReplayArgs, into: &str, done: &Replayed, verified: bool) -> io
     } else {
         writeln!(
             out,
-            "replayed {} frames and {} gaps ({} sequences lost) of {}, {span}, into {into}",
+            "replayed {} frames and {} gaps ({} sequences lost) of {}, {span}, {target}",
             done.frames, done.gaps, done.lost, a.ring
         )?;
         if done.pauses_cut > 0 {
