@@ -238,6 +238,21 @@ fn a_forged_a_deleted_and_a_foreign_checkpoint_are_named() {
     rewrite(&dir, |i, _| i != at);
     let f = signed_failure(&dir, &key(1));
     assert!(f.contains(&format!("segment {seg} was closed without a checkpoint as its last block")), "{f}");
+    // Named where that block is, not at the segment's header.
+    let mut last = None;
+    let walked = walk_segments(
+        &dir,
+        |_, _| ControlFlow::Continue(()),
+        |c, _, s, offset| {
+            if s == seg {
+                last = Some((c.blocks - 1, offset));
+            }
+            ControlFlow::Continue(())
+        },
+    );
+    walked.unwrap().unwrap();
+    let (block, offset) = last.unwrap();
+    assert!(offset > 0 && f.contains(&format!("offset {offset}, block {block}: segment {seg} was closed")), "{f}");
 
     // Deleted within a segment: the next one signed the chain with it.
     let (dir, cps) = make("deleted-interval");

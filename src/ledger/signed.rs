@@ -45,14 +45,19 @@ pub struct Signed {
     pub unsigned_records: u64,
 }
 
+/// A segment's last block so far: whether it is a checkpoint, and its
+/// offset.
+type LastBlock = (bool, u64);
+
 /// Where the walk is, for the rules.
 struct State<'k> {
     dir: &'k Path,
     key: &'k VerifyingKey,
     key_id: [u8; 8],
     /// The segment being read: its path, format version, and whether its
-    /// last block so far is a checkpoint (`None`: no block yet).
-    segment: Option<(PathBuf, u32, Option<bool>)>,
+    /// last block so far is a checkpoint, and its offset (`None`: no block
+    /// yet).
+    segment: Option<(PathBuf, u32, Option<LastBlock>)>,
     /// The last checkpoint, and the records up to it (itself included).
     last: Option<Checkpoint>,
     signed_records: u64,
@@ -75,14 +80,16 @@ impl State<'_> {
     /// A new segment: the one before it, if closed in version 3, must
     /// have ended with a checkpoint.
     fn segment(&mut self, header: &SegmentHeader, path: &Path) -> ControlFlow<()> {
-        if let Some((_, VERSION.., Some(false))) = &self.segment {
+        if let Some((_, VERSION.., Some((false, offset)))) = self.segment {
             let problem = format!(
                 "segment {} was closed without a checkpoint as its last block (block {} is not one)",
                 header.segment - 1,
                 header.first_block.saturating_sub(1)
             );
             let block = header.first_block.saturating_sub(1);
-            return self.fail(0, block, problem);
+            // Named where that last block is (found by review: at offset 0,
+            // the segment's header).
+            return self.fail(offset, block, problem);
         }
         let first = self.segment.is_none();
         self.segment = Some((path.to_owned(), header.version, None));
@@ -145,7 +152,7 @@ impl State<'_> {
         let version = self.segment.as_ref().map_or(VERSION, |s| s.1);
         let is_checkpoint = block.rtype() == Some(RecordType::Checkpoint);
         if let Some(s) = &mut self.segment {
-            s.2 = Some(is_checkpoint);
+            s.2 = Some((is_checkpoint, offset));
         }
         if is_checkpoint {
             // The chain's rules have decoded it.
