@@ -306,3 +306,23 @@ fn a_stream_taken_over_in_an_excursion_stays_in_it_until_it_reports_and_counts_n
     assert_eq!((t.counters().alarms_active, t.counters().gaps), (0, 0));
     assert_eq!(t.state(0, 40_000_000, 2, 0).unwrap().flags & FLAG_ALARM_HIGH, 0);
 }
+
+#[test]
+fn an_alarm_taken_over_that_the_rule_no_longer_checks_is_not_kept() {
+    // The previous twin: stream 0 went high under a rule with a high limit.
+    let before = TwinConfig::with_rules(ns(), 2, vec![rule(1, Some(10.0), None)]);
+    let mut old = Twin::new(&before, 9);
+    old.input(&sample(0, 4, 10, 12.0));
+    let previous: Vec<StreamState> = old.state(0, 20_000_000, 1, 0).into_iter().collect();
+    assert_eq!(previous[0].flags & FLAG_ALARM_HIGH, FLAG_ALARM_HIGH);
+    // The rule now checks staleness only: nothing would ever clear it.
+    let after = TwinConfig::with_rules(ns(), 2, vec![rule(1, None, Some(Duration::from_secs(60)))]);
+    let mut t = Twin::new(&after, 1);
+    assert_eq!(t.take_over(&previous, 30_000_000), 1);
+    assert_eq!(t.state(0, 30_000_000, 1, 0).unwrap().flags & FLAG_ALARM_HIGH, 0);
+    assert_eq!(t.counters().alarms_active, 0);
+    // Under the same rule it is kept, as before.
+    let mut same = Twin::new(&before, 2);
+    same.take_over(&previous, 30_000_000);
+    assert_eq!(same.counters().alarms_active, 1);
+}

@@ -44,7 +44,17 @@ impl Twin {
     pub fn take_over<'a>(&mut self, previous: impl IntoIterator<Item = &'a StreamState>, now_ns: u64) -> u64 {
         let mut taken = 0;
         for prev in previous {
-            let ruled = self.rule_of(prev.stream).is_some();
+            // The checks its rule makes now: an alarm taken over that no
+            // check of its rule judges would never clear (found by review:
+            // a rule changed to drop the limit, with the twin restarted,
+            // left the alarm on for good, and every later instance took it
+            // over again).
+            let judged = self.rule_of(prev.stream).map_or(0, |r| {
+                let has = |limit: bool, flag: u32| if limit { flag } else { 0 };
+                has(r.low.is_some(), FLAG_ALARM_LOW)
+                    | has(r.high.is_some(), FLAG_ALARM_HIGH)
+                    | has(r.rate_limit.is_some(), FLAG_ALARM_RATE)
+            });
             let Some(st) = self.streams.get_mut(prev.stream as usize) else { continue };
             if st.count > 0 || self.taken_over.contains_key(&prev.stream) {
                 continue;
@@ -56,11 +66,9 @@ impl Twin {
             // Its low, high and rate alarms stay active (this instance's,
             // without a raise event) until its next sample judges them:
             // a stream that went silent in an excursion stays in it. Only
-            // under a rule (one that no longer has it would never clear it).
-            if ruled {
-                st.alarms = prev.flags & (FLAG_ALARM_LOW | FLAG_ALARM_HIGH | FLAG_ALARM_RATE);
-                self.counters.alarms_active += u64::from(st.alarms.count_ones());
-            }
+            // those its rule still checks.
+            st.alarms = prev.flags & judged;
+            self.counters.alarms_active += u64::from(st.alarms.count_ones());
             let state = StreamState { last_ingest_ns, count: prev.count.max(1), ..*prev };
             self.taken_over.insert(prev.stream, TakenOver { state, judged_from_ns });
             self.seen += 1;
