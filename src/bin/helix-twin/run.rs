@@ -86,12 +86,16 @@ impl Ingest {
     /// Only a ring of the twin's own user or root's is read (see
     /// [`StartError::Foreign`]).
     pub fn attach(ns: &Namespace, ring: &str) -> Result<Ingest, StartError> {
-        let opts = ReaderOptions {
-            name: READER_NAME.into(),
-            gating: false,
-            start: Start::Newest,
-            wait: helix::WaitStrategy::Park,
-        };
+        Ingest::attach_from(ns, ring, Start::Newest)
+    }
+
+    /// [`Ingest::attach`] from `start`: a ring made again is read from its
+    /// oldest frame, every one of which is new to the twin. (Found by
+    /// review: read from the next frame published, what helixd wrote into
+    /// the new ring before the twin's look, up to a second of samples, was
+    /// skipped and counted nowhere.)
+    fn attach_from(ns: &Namespace, ring: &str, start: Start) -> Result<Ingest, StartError> {
+        let opts = ReaderOptions { name: READER_NAME.into(), gating: false, start, wait: helix::WaitStrategy::Park };
         let view = RingView::attach(ns, ring).map_err(|e| attach_err(ns, ring, e))?;
         // Judged before it joins: nothing of another user's ring is touched.
         view.check_owner()?;
@@ -446,7 +450,11 @@ fn serve(
 /// helixd has repaired the ring (meanwhile streams go stale, and their
 /// alarms say so). `logged`: the wait was logged.
 fn reattach_damaged(config: &TwinConfig, ingest: &mut Ingest, d: Damaged, logged: &mut bool) {
-    match Ingest::attach(&config.namespace, &config.telemetry_ring) {
+    let (ns, ring) = (&config.namespace, &config.telemetry_ring);
+    // A repaired control region keeps the frames and the sequence: read on
+    // where this reader was. A ring made again is new from its oldest.
+    let start = if replaced(ns, ring, ingest.created_ns()) { Start::Oldest } else { Start::At(ingest.reader.cursor()) };
+    match Ingest::attach_from(ns, ring, start) {
         Ok(i) => {
             info!("attached to {} again after: {d}", config.telemetry_ring);
             (*ingest, *logged) = (i, false);
@@ -466,7 +474,7 @@ fn reattach_damaged(config: &TwinConfig, ingest: &mut Ingest, d: Damaged, logged
 fn follow_rings(config: &TwinConfig, ingest: &mut Ingest, publisher: &mut Publisher) {
     let (ns, ring) = (&config.namespace, &config.telemetry_ring);
     if replaced(ns, ring, ingest.created_ns()) {
-        match Ingest::attach(ns, ring) {
+        match Ingest::attach_from(ns, ring, Start::Oldest) {
             Ok(i) => {
                 *ingest = i;
                 info!("ring {ring} was replaced (created again); reading the new one");
