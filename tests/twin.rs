@@ -474,6 +474,39 @@ fn a_burst_of_alarm_events_is_published_in_order_and_in_full() {
     }
 }
 
+/// A burst of alarm events the alarm ring has no room for (a gating reader
+/// holds it full): one claim waits its 100 ms, and the rest of the burst is
+/// counted failed at once. (Found by review: each claim of 256 waited its
+/// own 100 ms, keeping the twin's loop from telemetry and its watchdog for
+/// seconds. Here eight such waits would pass the ring's stall timeout of
+/// 500 ms and demote the reader.)
+#[test]
+fn a_burst_the_alarm_ring_has_no_room_for_waits_once() {
+    let ns = TestNs::new();
+    let small = RingOptions { capacity: 64, max_payload: 64, policy: Policy::Overwrite, ..Default::default() };
+    let state = Ring::create(&ns, "twin.state", &small).unwrap();
+    let stall_timeout = Duration::from_millis(500);
+    let held = RingOptions { capacity: 256, policy: Policy::Block, stall_timeout, ..small };
+    let alarms = Ring::create(&ns, "alarms", &held).unwrap();
+    let _held = Reader::attach(&ns, "alarms", &ReaderOptions { gating: true, ..ReaderOptions::named("held") }).unwrap();
+    let mut w = alarms.writer().unwrap();
+    for _ in 0..256 {
+        w.try_publish(b"x").unwrap();
+    }
+    let mut high = rule(0, 1999);
+    high.high = Some(10.0);
+    let mut twin = Twin::new(&config(2000, vec![high]), 1);
+    for stream in 0..2000 {
+        twin.input(&Input::Sample(Sample { stream, quality: 0, seq: 0, sample_ns: 5, ingest_ns: 6, value: 20.0 }));
+    }
+    let mut publisher = Publisher::new(state.writer().unwrap(), w);
+    publisher.alarms(&mut twin);
+    assert_eq!(publisher.alarm_failed, 2000);
+    assert!(twin.pending_events().is_empty());
+    let reader = alarms.stats().readers.into_iter().find(|r| r.name == "held").unwrap();
+    assert!(reader.gating && !reader.demoted, "{reader:?}");
+}
+
 /// A snapshot that lost a claim gets no end marker, so that a begin and an
 /// end marker of one round always enclose the complete table (docs/abi.md
 /// §10.2); one that lost nothing ends with its end marker.

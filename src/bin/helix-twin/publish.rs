@@ -162,7 +162,8 @@ impl Publisher {
             return;
         };
         let per_claim = alarms.geometry().capacity.min(ALARM_BATCH) as usize;
-        for chunk in twin.pending_events().chunks(per_claim) {
+        let events = twin.pending_events();
+        for (i, chunk) in events.chunks(per_claim).enumerate() {
             let mut pushed = 0;
             let r = alarms.claim_timeout(chunk.len() as u64, ALARM_PUBLISH_WAIT).and_then(|mut c| {
                 for e in chunk {
@@ -174,19 +175,24 @@ impl Publisher {
             });
             if let Err(err) = r {
                 // Those pushed before a failed push are published all the
-                // same (a claim publishes what it holds when dropped).
+                // same (a claim publishes what it holds when dropped). The
+                // rest of the burst is not tried: each claim would wait its
+                // own 100 ms, keeping the loop from telemetry and the
+                // watchdog for seconds (found by review).
+                let failed = events.len() - i * per_claim - pushed;
                 let before = self.alarm_failed;
-                self.alarm_failed += (chunk.len() - pushed) as u64;
+                self.alarm_failed += failed as u64;
                 if (before + 1..=self.alarm_failed).any(u64::is_power_of_two) {
                     let e = &chunk[pushed];
                     error!(
                         "cannot publish alarm event {} (stream {}) and the {} after it: {err}; {} not published so far",
                         e.event,
                         e.stream,
-                        chunk.len() - pushed - 1,
+                        failed - 1,
                         self.alarm_failed
                     );
                 }
+                break;
             }
         }
         twin.take_events().for_each(drop);
