@@ -134,8 +134,10 @@ mod tests {
         assert!(ring.published() <= 64);
         state.stop.store(true, Ordering::Relaxed);
         until("the source to stop", &|| source.is_finished());
+        // (It stopped within 60 s of an hour's stall timeout, so no demotion
+        // of the reader let it go: an assertion that none happened could not
+        // fail, and is gone; found by review.)
         source.join().unwrap().unwrap();
-        assert_eq!(ring.stats().demotions, 0, "the reader was not demoted: the wait was not for its stall timeout");
     }
 
     #[test]
