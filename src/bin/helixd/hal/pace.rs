@@ -76,15 +76,19 @@ impl Pacer {
         self.per_wake
     }
 
-    /// How many samples are due by `now_ns` (the first `due` of them).
+    /// How many samples are due by `now_ns` (the first `due` of them):
+    /// sample `g` is due at `g / rate` from the start, its `sample_ns`, so
+    /// sample 0 at once. (Found by review: sample `g` went out at
+    /// `(g + 1) / rate`, a period after its `sample_ns`: a second late for
+    /// a stream of 1 Hz.)
     pub fn due(&self, now_ns: u64) -> u64 {
-        (now_ns.saturating_sub(self.start_ns) as f64 * self.total_rate / 1e9) as u64
+        (now_ns.saturating_sub(self.start_ns) as f64 * self.total_rate / 1e9) as u64 + 1
     }
 
     /// When the first `n` samples are due ([`Pacer::due`] reaches `n`, to
     /// within a nanosecond of rounding): sample `n - 1` falls due then.
     pub fn due_at(&self, n: u64) -> u64 {
-        self.start_ns.saturating_add((n as f64 * 1e9 / self.total_rate) as u64)
+        self.start_ns.saturating_add((n.saturating_sub(1) as f64 * 1e9 / self.total_rate) as u64)
     }
 
     /// How late sample `next`, the oldest not yet written, is at `now_ns`:
@@ -114,7 +118,7 @@ mod tests {
         // 1 M samples/s: a thousand per millisecond.
         let p = Pacer::new(1_000, 1e6);
         assert_eq!(p.per_wake(), 1000);
-        assert_eq!(p.due(1_000), 0);
+        assert_eq!(p.due(1_000), 1, "sample 0 is due at the start");
         let wake = p.wake_at(0, 1_000);
         assert_eq!(p.due(wake), 1000);
         assert_eq!(p.due(wake - 2), 999);
@@ -134,9 +138,12 @@ mod tests {
     #[test]
     fn lateness_is_the_age_of_the_oldest_unwritten_sample() {
         let p = Pacer::new(0, 1000.0);
-        // Sample 9 is due (due reaches 10) at 10 ms.
+        // Sample 9 is due (due reaches 10) at 9 ms, its sample_ns.
+        assert_eq!(p.due(8_999_999), 9);
+        assert_eq!(p.due(9_000_000), 10);
+        assert_eq!(p.behind_ns(9, 8_000_000), 0);
         assert_eq!(p.behind_ns(9, 9_000_000), 0);
-        assert_eq!(p.behind_ns(9, 10_000_000), 0);
-        assert_eq!(p.behind_ns(9, 1_010_000_000), 1_000_000_000);
+        assert_eq!(p.behind_ns(9, 10_000_000), 1_000_000);
+        assert_eq!(p.behind_ns(9, 1_009_000_000), 1_000_000_000);
     }
 }

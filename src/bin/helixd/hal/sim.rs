@@ -456,6 +456,20 @@ mod tests {
         assert_eq!(clock.state.samples.load(Ordering::Relaxed), written.len() as u64);
     }
 
+    /// A slow stream's samples go out when due, at their `sample_ns`, not a
+    /// period later. (Found by review: sample g went out at (g + 1) / rate,
+    /// 33 ms late at 30 samples/s, and `behind_ns` said 0.)
+    #[test]
+    fn a_slow_source_writes_each_sample_at_its_sample_ns() {
+        let sim = Sim { streams: 1, rate_hz: 30.0, seed: 4 };
+        let mut clock = virtual_clock(1_000 + 1_000_000_000, u64::MAX, 0);
+        let written = run_virtual(sim, &mut clock);
+        assert_eq!(written.len(), 30, "samples 0 to 29 fall due within the second");
+        for s in &written {
+            assert!(s.ingest_ns >= s.sample_ns && s.ingest_ns - s.sample_ns <= TICK_NS, "{s:?}");
+        }
+    }
+
     /// When the source last looked at the clock to write what was due.
     fn last_wake(clock: &Virtual) -> u64 {
         clock.wakes.last().unwrap().0
