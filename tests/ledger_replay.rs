@@ -320,6 +320,15 @@ fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at
     let o = run(&["--ring", "t", "--from", "9", "--to", "8"]);
     assert!(err(&o).contains("--from 9 is after --to 8"), "{}", err(&o));
 
+    // A live ring t for --also to copy: its replay.t is the replay's own.
+    let live = Ring::create(&env.ns, "t", &RingOptions::default()).unwrap();
+    let o = run(&["--ring", "t", "--pace", "max", "--also", "t"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("--also t would make replay.t, the ring this replay publishes into"), "{}", err(&o));
+    assert!(!env.ns.data_path("replay.t").exists());
+    drop(live);
+    Ring::unlink(&env.ns, "t").unwrap();
+
     // More readers than the ring's table holds would never join. (Found by
     // audit: the replay waited for them for ever.)
     let o = run(&["--ring", "t", "--pace", "max", "--wait-readers", "17", "--into", "crowded"]);

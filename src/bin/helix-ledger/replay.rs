@@ -154,6 +154,11 @@ fn checked(a: &ReplayArgs) -> anyhow::Result<String> {
     if a.from > a.to {
         anyhow::bail!("--from {} is after --to {}", a.from, a.to);
     }
+    // (Found by review: `--ring t --also t` made replay.t for --also, and
+    // the replay then failed on it as "already exists".)
+    if let Some(name) = a.also.iter().find(|n| format!("replay.{n}") == into) {
+        anyhow::bail!("--also {name} would make replay.{name}, the ring this replay publishes into");
+    }
     if a.max_pause.is_some() && a.pace == Pace::Max {
         anyhow::bail!("--max-pause has no pause to cut at --pace max");
     }
