@@ -133,27 +133,7 @@ async fn export_ring(
             leave_to_an_older_exporter(&view, x)?;
         }
         source.epoch = reader.writer_epoch();
-        let sent = match next_message(&mut reader, &source, &limits)? {
-            Next::Message(body, first, last) => Some(publish(js, x, &source, body, first, last, "").await),
-            Next::TooLarge { seq, len } => {
-                error!(
-                    "ring {} frame {seq} is {len} bytes; a message to the NATS server holds at most {} \
-                     (its max_payload, or the stream's max_msg_size): sending a gap",
-                    x.ring, limits.largest
-                );
-                Counters::add(&counters.gaps, 1);
-                Some(publish(js, x, &source, wire::gap(&source, seq, 1, now()), seq, seq, "gap/").await)
-            }
-            Next::Gap { first, lost } => {
-                warn!("ring {}: lost {lost} frames from sequence {first} (overrun); sending a gap", x.ring);
-                Counters::add(&counters.gaps, lost);
-                Some(
-                    publish(js, x, &source, wire::gap(&source, first, lost, now()), first, first + lost - 1, "gap/")
-                        .await,
-                )
-            }
-            Next::Empty => None,
-        };
+        let sent = send_next(js, x, &mut reader, &source, &limits, counters).await?;
         let result = match sent {
             Some(Ok(f)) => {
                 flight.push_back(f);
@@ -203,6 +183,37 @@ async fn export_ring(
     reader.release();
     info!("exporter stopped at sequence {}", reader.released());
     Ok(Ended::Stopped)
+}
+
+/// Publishes what the ring has next (frames, or a gap for an overrun or
+/// a frame too large for any message); `None` if it has nothing.
+async fn send_next(
+    js: &Publisher,
+    x: &Export,
+    reader: &mut Reader,
+    source: &Source,
+    limits: &Limits,
+    counters: &Counters,
+) -> Result<Option<Result<InFlight>>> {
+    Ok(match next_message(reader, source, limits)? {
+        Next::Message(body, first, last) => Some(publish(js, x, source, body, first, last, "").await),
+        Next::TooLarge { seq, len } => {
+            error!(
+                "ring {} frame {seq} is {len} bytes; a message to the NATS server holds at most {} \
+                 (its max_payload, or the stream's max_msg_size): sending a gap",
+                x.ring, limits.largest
+            );
+            Counters::add(&counters.gaps, 1);
+            Some(publish(js, x, source, wire::gap(source, seq, 1, now()), seq, seq, "gap/").await)
+        }
+        Next::Gap { first, lost } => {
+            warn!("ring {}: lost {lost} frames from sequence {first} (overrun); sending a gap", x.ring);
+            Counters::add(&counters.gaps, lost);
+            let gap = wire::gap(source, first, lost, now());
+            Some(publish(js, x, source, gap, first, first + lost - 1, "gap/").await)
+        }
+        Next::Empty => None,
+    })
 }
 
 fn now() -> u64 {

@@ -97,17 +97,9 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
             // Read from its start: a hole's time starts again with it.
             clocks.new = Instant::now();
         }
-        let config = OrderedConfig {
-            filter_subject: subject.clone(),
-            deliver_policy: match next {
-                0 => DeliverPolicy::All,
-                s => DeliverPolicy::ByStartSequence { start_sequence: s },
-            },
-            ..Default::default()
-        };
         // A JetStream that does not answer is waited for (the loop turns,
         // the watchdog is pinged), not an end of the link.
-        let consumer = match nats::ordered_consumer(&stream, config, &c.counters.beats).await {
+        let consumer = match nats::ordered_consumer(&stream, reading(&subject, next), &c.counters.beats).await {
             Ok(consumer) => consumer,
             Err(e) => {
                 warn!("consuming {subject}: {e:#}; trying again in 2 s");
@@ -158,6 +150,16 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
     }
     info!("importer stopped at source sequence {}", imp.hwm());
     Ok(())
+}
+
+/// An ordered consumer of `subject` from stream sequence `next` (0: from
+/// the stream's start).
+fn reading(subject: &str, next: u64) -> OrderedConfig {
+    let deliver_policy = match next {
+        0 => DeliverPolicy::All,
+        s => DeliverPolicy::ByStartSequence { start_sequence: s },
+    };
+    OrderedConfig { filter_subject: subject.to_owned(), deliver_policy, ..Default::default() }
 }
 
 /// An importer's clocks: when a message last arrived, when it last asked
