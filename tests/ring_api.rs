@@ -215,6 +215,31 @@ fn holding_reader(ring: &Ring, gating: bool, w: &mut Writer, n: u64) -> Reader {
     r
 }
 
+/// The ledger hands each batch to a thread to write and releases it once
+/// written, while it reads on: `release_to` frees the slots before a
+/// sequence and no more, and never goes back.
+#[test]
+fn release_to_frees_the_slots_before_a_sequence_and_never_goes_back_or_past_the_cursor() {
+    let (_ns, ring, mut w) = ring_with_writer(opts(4, Policy::Block));
+    let mut r = holding_reader(&ring, true, &mut w, 4);
+    assert_eq!(r.try_read_batch(8, |_| {}), Ok(4));
+    r.release_to(3);
+    assert_eq!((r.cursor(), r.released()), (5, 3));
+    // Slots 1 and 2 are free again, 3 and 4 held.
+    assert_eq!(w.try_publish(b"a").unwrap(), 5);
+    assert_eq!(w.try_publish(b"b").unwrap(), 6);
+    assert_eq!(w.try_publish(b"c"), Err(PublishError::Full { needed: 1, free: 0 }));
+    // Behind what was released: nothing moves back.
+    r.release_to(1);
+    assert_eq!(r.released(), 3);
+    // Past the cursor: only what was read is released.
+    r.release_to(99);
+    assert_eq!(r.released(), 5);
+    assert_eq!(w.try_publish(b"c").unwrap(), 7);
+    assert_eq!(w.try_publish(b"d").unwrap(), 8);
+    assert_eq!(w.try_publish(b"e"), Err(PublishError::Full { needed: 1, free: 0 }));
+}
+
 #[test]
 fn a_deferred_release_holds_read_slots_until_released() {
     let (_ns, ring, mut w) = ring_with_writer(opts(4, Policy::Block));

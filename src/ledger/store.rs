@@ -4,8 +4,9 @@
 //! The frames of a batch are encoded into a buffer as one FRAME block,
 //! sealed (hashed into the chain, as one Blake3 input) once the ring
 //! confirmed them intact, written with one `write(2)` by [`Ledger::flush`]
-//! with whatever else the buffer holds, and made durable by `fdatasync` on
-//! an interval. A new segment is written under a temporary name with its
+//! with whatever else the buffer holds (or, writing behind, by a thread of
+//! the ledger's own: [`Ledger::write_behind`]), and made durable by
+//! `fdatasync` on an interval. A new segment is written under a temporary name with its
 //! header and ring declarations, synced, and renamed into place, so every
 //! segment file starts whole.
 
@@ -24,6 +25,7 @@ use super::sign::{Reason, Signer};
 use append::OpenBlock;
 
 mod append;
+mod behind;
 
 /// Why a ledger folder cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,10 @@ pub enum LedgerError {
     },
 }
 
+/// The most a flush with no write in flight writes on the calling thread
+/// rather than hand to the writing thread ([`Ledger::write_behind`]).
+const WRITE_HERE_MAX: usize = 64 << 10;
+
 pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
     move |source| LedgerError::Io { path: path.to_owned(), source }
 }
@@ -111,7 +117,8 @@ pub struct AppendStats {
     pub gaps: u64,
     /// Sequences the GAP records cover.
     pub lost: u64,
-    /// Bytes written to segment files.
+    /// Bytes written to segment files (with a writing thread, handed to
+    /// it: see [`Ledger::write_behind`]).
     pub bytes: u64,
     /// fdatasync calls.
     pub syncs: u64,
@@ -147,6 +154,47 @@ pub struct Ledger {
     /// When the last checkpoint was made (CLOCK_REALTIME ns), and the
     /// chain's block count just after it.
     signed: (u64, u64),
+    /// The writing thread, if writes go behind ([`Ledger::write_behind`]).
+    behind: Option<behind::Behind>,
+    /// Flushes that wrote something, without a writing thread.
+    flushes: u64,
+}
+
+impl Drop for Ledger {
+    /// Lets the writing thread finish before the folder's lock goes: no
+    /// second recorder may take the folder while this one still writes.
+    fn drop(&mut self) {
+        self.behind = None;
+    }
+}
+
+/// An `fdatasync` to run off the recording thread: see
+/// [`Ledger::begin_sync`].
+pub struct SyncJob {
+    file: File,
+    path: PathBuf,
+    /// With a writing thread: what it must have written first.
+    after: Option<(Arc<behind::Shared>, u64)>,
+}
+
+impl SyncJob {
+    /// An `fdatasync` of `file`, named `path` in its error.
+    pub fn new(file: File, path: PathBuf) -> SyncJob {
+        SyncJob { file, path, after: None }
+    }
+
+    /// Waits for the writes it covers (with a writing thread), then makes
+    /// them durable.
+    pub fn run(self) -> Result<(), LedgerError> {
+        let fail = |e: io::Error| LedgerError::Io {
+            path: self.path.clone(),
+            source: io::Error::new(e.kind(), format!("fdatasync: {e}")),
+        };
+        if let Some((shared, flushes)) = &self.after {
+            shared.wait_for(*flushes).map_err(io_err(&self.path))?;
+        }
+        self.file.sync_data().map_err(fail)
+    }
 }
 
 impl Ledger {
@@ -209,6 +257,8 @@ impl Ledger {
             stats,
             signer: None,
             signed: (0, 0),
+            behind: None,
+            flushes: 0,
         }
     }
 
@@ -290,7 +340,8 @@ impl Ledger {
     /// Writes the sealed blocks to the segment file with one `write(2)`
     /// (the page cache: they survive this process being killed), and
     /// starts the next segment if this one is full. The caller may release
-    /// the frames afterwards.
+    /// the frames afterwards; writing behind, once [`Ledger::written`]
+    /// reaches [`Ledger::flushed`] as it is after this call.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
         assert!(self.open.is_none(), "ledger {}: flush with an unsealed block", self.dir.display());
         if self.buf.is_empty() {
@@ -305,8 +356,12 @@ impl Ledger {
                 self.write_buffer()
                     .map_err(|source| LedgerError::Io { path: self.dir.join(segment_name(self.segment)), source })?;
             }
+            // Durable before the next segment exists, whatever a sync
+            // started earlier is still doing.
+            self.dirty = true;
             self.sync()?;
             let (stats, signer, signed) = (self.stats, self.signer.take(), self.signed);
+            let (behind, flushes) = (self.behind.take(), self.flushes);
             *self = Ledger::start_segment(
                 &self.dir,
                 self.lock.clone(),
@@ -315,9 +370,50 @@ impl Ledger {
                 self.segment_limit,
                 stats,
             )?;
-            (self.signer, self.signed) = (signer, signed);
+            (self.signer, self.signed, self.flushes) = (signer, signed, flushes);
+            if let Some(mut b) = behind {
+                let path = self.dir.join(segment_name(self.segment));
+                b.switch(self.file.try_clone().map_err(io_err(&path))?).map_err(io_err(&path))?;
+                self.behind = Some(b);
+            }
         }
         Ok(())
+    }
+
+    /// From now on, [`Ledger::flush`] hands the buffer to a thread of the
+    /// ledger's own, which makes the `write(2)`, and returns: the caller
+    /// reads on while the kernel copies. Frames flushed may be released
+    /// once [`Ledger::written`] reaches [`Ledger::flushed`] as it was
+    /// just after their flush. [`Ledger::sync`] and a new segment wait
+    /// for the thread first. A failed write fails every later flush.
+    pub fn write_behind(&mut self) -> Result<(), LedgerError> {
+        if self.behind.is_none() {
+            let path = self.dir.join(segment_name(self.segment));
+            let file = self.file.try_clone().map_err(io_err(&path))?;
+            self.behind = Some(behind::Behind::spawn(file, self.flushes).map_err(io_err(&path))?);
+        }
+        Ok(())
+    }
+
+    /// Flushes that wrote something or handed it to be written, counted
+    /// from open.
+    pub fn flushed(&self) -> u64 {
+        self.behind.as_ref().map_or(self.flushes, |b| b.handed())
+    }
+
+    /// Of [`Ledger::flushed`], those whose bytes are in the segment file
+    /// (the page cache: they survive this process being killed). Without
+    /// a writing thread, all of them.
+    pub fn written(&self) -> u64 {
+        self.behind.as_ref().map_or(self.flushes, |b| b.written())
+    }
+
+    /// Waits until everything flushed is in the segment file.
+    pub fn wait_written(&self) -> Result<(), LedgerError> {
+        match &self.behind {
+            Some(b) => b.wait_written().map_err(io_err(&self.dir.join(segment_name(self.segment)))),
+            None => Ok(()),
+        }
     }
 
     /// Writes the buffer out: one `write(2)` unless the kernel takes less.
@@ -325,6 +421,26 @@ impl Ledger {
     /// fails (no room, say): a retry goes on after it (the file is appended
     /// to), rather than writing it again, breaking the chain mid-file.
     fn write_buffer(&mut self) -> io::Result<()> {
+        if let Some(b) = self.behind.as_mut() {
+            let len = self.buf.len() as u64;
+            // A little, with nothing in flight (a quiet ledger, a command's
+            // record): written at once, without waking the thread.
+            let result = if self.buf.len() <= WRITE_HERE_MAX && b.idle() {
+                b.write_here(&mut self.file, &mut self.buf)
+            } else {
+                b.hand(std::mem::take(&mut self.buf)).map(|next| self.buf = next)
+            };
+            // The buffer is out (or lost with a failure that ends the
+            // writing: every later flush fails).
+            self.buf.clear();
+            self.sealed = 0;
+            result?;
+            self.seg_len += len;
+            self.stats.bytes += len;
+            self.dirty = true;
+            return Ok(());
+        }
+        self.flushes += 1;
         let mut written = 0;
         let result = loop {
             if written == self.buf.len() {
@@ -348,6 +464,7 @@ impl Ledger {
 
     /// Makes everything written durable (fdatasync), if anything is new.
     pub fn sync(&mut self) -> Result<(), LedgerError> {
+        self.wait_written()?;
         if self.dirty {
             let path = self.dir.join(segment_name(self.segment));
             self.file.sync_data().map_err(io_err(&path))?;
@@ -360,10 +477,11 @@ impl Ledger {
 
     /// Hands what was written so far to be made durable by another thread:
     /// a second handle on the current segment file (the same open file, so
-    /// its `fdatasync` covers every write made before this call) and the
-    /// file's path; `None` if nothing new was written. Counted as a sync;
-    /// the interval restarts now.
-    pub fn begin_sync(&mut self) -> Result<Option<(File, PathBuf)>, LedgerError> {
+    /// its `fdatasync` covers every write made before this call; with a
+    /// writing thread, [`SyncJob::run`] waits for those writes first);
+    /// `None` if nothing new was written. Counted as a sync; the interval
+    /// restarts now.
+    pub fn begin_sync(&mut self) -> Result<Option<SyncJob>, LedgerError> {
         self.last_sync = Instant::now();
         if !self.dirty {
             return Ok(None);
@@ -372,7 +490,8 @@ impl Ledger {
         let file = self.file.try_clone().map_err(io_err(&path))?;
         self.dirty = false;
         self.stats.syncs += 1;
-        Ok(Some((file, path)))
+        let after = self.behind.as_ref().map(|b| b.sync_after());
+        Ok(Some(SyncJob { file, path, after }))
     }
 
     /// How long until the written data must be synced under `interval`, or
@@ -383,219 +502,4 @@ impl Ledger {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-    use crate::ledger::chain::Problem;
-    use crate::ledger::verify::{verify, VerifyFailure};
-
-    /// A folder removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!("helix-ledger-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn decl() -> RingDecl {
-        RingDecl { created_ns: 42, capacity: 64, max_payload: 32, policy: 1, name: "t".into() }
-    }
-
-    /// Appends frames `from..from+n` of ring `t` with 20-byte payloads,
-    /// then flushes them.
-    pub(in crate::ledger) fn append(l: &mut Ledger, from: u64, n: u64) {
-        let (id, next) = l.declare(&decl()).unwrap();
-        assert_eq!(next, from);
-        for seq in from..from + n {
-            l.reserve_frame(id, seq, 1, 0, 7, 20).fill(seq as u8);
-            l.seal(id, 1);
-        }
-        l.flush().unwrap();
-    }
-
-    /// A child process being started holds every open file of its parent
-    /// between its fork and its exec, the ledger folder's handle with its lock
-    /// among them. A Ledger closed and opened again meanwhile (here: a child
-    /// forked while the first was open, that exits 50 ms later) waits that
-    /// out; before, it was refused as locked, in its own process's name.
-    #[test]
-    fn a_lock_a_starting_child_still_holds_is_waited_out() {
-        let d = TempDir::new("forked-lock");
-        let (l, _) = Ledger::open(&d.0, 1 << 20).unwrap();
-        // SAFETY: the child calls only async-signal-safe functions (usleep,
-        // _exit) before it ends.
-        let child = unsafe { libc::fork() };
-        if child == 0 {
-            // SAFETY: as above.
-            unsafe {
-                libc::usleep(50_000);
-                libc::_exit(0);
-            }
-        }
-        assert!(child > 0, "fork failed");
-        drop(l);
-        let reopened = Ledger::open(&d.0, 1 << 20).map(drop);
-        let mut status = 0;
-        // SAFETY: `child` is this process's child; `status` is a valid int.
-        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
-        reopened.unwrap();
-        // Another process's lock is refused at once, naming it (tests/ledger.rs).
-    }
-
-    #[test]
-    fn a_sync_handed_off_covers_what_was_written_and_only_new_writes_need_another() {
-        let d = TempDir::new("handoff");
-        let (mut l, _) = Ledger::open(&d.0, 1 << 20).unwrap();
-        // A new ledger's first segment was synced when it was created.
-        assert!(l.begin_sync().unwrap().is_none());
-        append(&mut l, 1, 10);
-        let syncs = l.stats().syncs;
-        assert!(l.sync_due_in(Duration::from_secs(3600)).is_some(), "written data waits for a sync");
-        let (file, path) = l.begin_sync().unwrap().expect("written data to sync");
-        assert_eq!(path, d.0.join(segment_name(1)));
-        // The handle is the segment file itself: its length is what was written.
-        assert_eq!(file.metadata().unwrap().len(), fs::metadata(&path).unwrap().len());
-        file.sync_data().unwrap();
-        assert_eq!(l.stats().syncs, syncs + 1);
-        assert_eq!(l.sync_due_in(Duration::ZERO), None, "nothing new since");
-        assert!(l.begin_sync().unwrap().is_none());
-        append(&mut l, 11, 1);
-        assert!(l.begin_sync().unwrap().is_some());
-    }
-
-    /// Found by review: a write cut short (no room, a file-size limit) was
-    /// retried whole, after its part already in the file, breaking the
-    /// chain mid-file. In a process of its own (the limit is per process).
-    #[test]
-    fn a_write_cut_short_by_an_error_goes_on_where_it_stopped_when_retried() {
-        const CHILD: &str = "HELIX_TEST_CUT_SHORT_DIR";
-        let Some(dir) = std::env::var_os(CHILD) else {
-            let d = TempDir::new("cut-short");
-            let name = "ledger::store::tests::a_write_cut_short_by_an_error_goes_on_where_it_stopped_when_retried";
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", name, "--test-threads=1", "--nocapture"])
-                .env(CHILD, &d.0)
-                .output()
-                .unwrap();
-            let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success() && said.contains("1 passed"), "{said}");
-            let s = verify(&d.0).unwrap().unwrap();
-            assert_eq!((s.rings[0].frames, s.rings[0].next_seq), (40, 41));
-            Ledger::open(&d.0, 1 << 20).unwrap();
-            return;
-        };
-        let (mut l, _) = Ledger::open(std::path::Path::new(&dir), 1 << 20).unwrap();
-        append(&mut l, 1, 10);
-        let path = std::path::Path::new(&dir).join(segment_name(1));
-        let len = fs::metadata(&path).unwrap().len();
-        let limit = |cur: u64| libc::rlimit { rlim_cur: cur, rlim_max: libc::RLIM_INFINITY };
-        // SAFETY: ignoring SIGXFSZ (a write past the limit then fails with
-        // EFBIG instead of killing the process); `limit` gives valid rlimits.
-        unsafe {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit(len + 100)), 0);
-        }
-        let (id, _) = l.declare(&decl()).unwrap();
-        for seq in 11..41 {
-            l.reserve_frame(id, seq, 1, 0, 7, 20).fill(seq as u8);
-            l.seal(id, 1);
-        }
-        assert!(l.flush().is_err(), "the limit is 100 bytes on");
-        assert_eq!(fs::metadata(&path).unwrap().len(), len + 100, "cut short, part written");
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit(libc::RLIM_INFINITY)) }, 0);
-        l.flush().unwrap();
-    }
-
-    #[test]
-    fn a_torn_tail_is_cut_off_and_the_chain_resumes() {
-        let d = TempDir::new("torn");
-        let (mut l, rec) = Ledger::open(&d.0, 1 << 20).unwrap();
-        assert!(rec.created);
-        append(&mut l, 1, 10);
-        let head = l.chain().clone();
-        // Half a record, as a write cut short would leave.
-        let (id, _) = l.declare(&decl()).unwrap();
-        l.reserve_frame(id, 11, 1, 0, 7, 20);
-        l.seal(id, 1);
-        let half = &l.buf[..30].to_vec();
-        l.buf.clear();
-        l.sealed = 0;
-        drop(l);
-        let path = d.0.join(segment_name(1));
-        let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new().append(true).open(&path).unwrap().write_all(half).unwrap();
-
-        let (mut l, rec) = Ledger::open(&d.0, 1 << 20).unwrap();
-        let (p, offset, cut, _) = rec.truncated.unwrap();
-        assert_eq!((p, offset, cut), (path.clone(), len, 30));
-        assert_eq!((l.chain().hash, l.chain().records), (head.hash, head.records));
-        append(&mut l, 11, 5);
-        drop(l);
-        let s = verify(&d.0).unwrap().unwrap();
-        assert_eq!((s.rings[0].frames, s.rings[0].next_seq), (15, 16));
-    }
-
-    #[test]
-    fn a_bad_record_with_data_after_it_is_refused_not_truncated() {
-        let d = TempDir::new("corrupt");
-        let (mut l, _) = Ledger::open(&d.0, 1 << 20).unwrap();
-        append(&mut l, 1, 10);
-        drop(l);
-        let path = d.0.join(segment_name(1));
-        let mut bytes = fs::read(&path).unwrap();
-        let len = bytes.len();
-        // A byte of the fifth frame's length (after the header and the RING
-        // block; each frame sealed alone is a block of its own).
-        let ring_len = MIN_BLOCK_LEN + decl().encode().len();
-        let frame_len = MIN_BLOCK_LEN + ENTRY_HEADER_LEN + 20;
-        let fifth = SEGMENT_HEADER_LEN + ring_len + 4 * frame_len;
-        bytes[fifth + BLOCK_HEADER_LEN + 3] ^= 1;
-        fs::write(&path, &bytes).unwrap();
-        match Ledger::open(&d.0, 1 << 20) {
-            Err(LedgerError::Corrupt { bad, follow, .. }) => {
-                assert_eq!((bad.offset, bad.index, bad.problem), (fifth as u64, 5, Problem::Hash));
-                assert_eq!(follow, (len - fifth - frame_len) as u64);
-            }
-            other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
-        }
-        assert_eq!(fs::metadata(&path).unwrap().len(), len as u64, "nothing truncated");
-    }
-
-    #[test]
-    fn segments_rotate_and_each_restates_its_rings() {
-        let d = TempDir::new("rotate");
-        let (mut l, _) = Ledger::open(&d.0, 4096).unwrap();
-        for i in 0..20 {
-            append(&mut l, 1 + i * 10, 10);
-        }
-        assert!(l.segment() >= 4, "segment {}", l.segment());
-        drop(l);
-        let s = verify(&d.0).unwrap().unwrap();
-        assert_eq!((s.segments >= 4, s.rings.len(), s.rings[0].frames, s.rings[0].next_seq), (true, 1, 200, 201));
-        // Reopening resumes from the last segment alone.
-        let (l, rec) = Ledger::open(&d.0, 4096).unwrap();
-        assert_eq!((rec.truncated, l.chain().rings[0].next_seq), (None, 201));
-        // A leftover of an interrupted rotation is removed on open.
-        drop(l);
-        let tmp = d.0.join(format!("{}.tmp", segment_name(99)));
-        fs::write(&tmp, b"partial").unwrap();
-        let (_, rec) = Ledger::open(&d.0, 4096).unwrap();
-        assert_eq!(rec.removed, vec![tmp]);
-        // A new incarnation of the ring starts again at 1.
-        let (mut l, _) = Ledger::open(&d.0, 4096).unwrap();
-        assert_eq!(l.declare(&RingDecl { created_ns: 43, ..decl() }).unwrap(), (0, 1));
-        l.flush().unwrap();
-        drop(l);
-        fs::remove_file(d.0.join(segment_name(2))).unwrap();
-        assert!(matches!(verify(&d.0).unwrap(), Err(VerifyFailure::MissingSegment { expected: 2, .. })));
-    }
-}
+pub(super) mod tests;

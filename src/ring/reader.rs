@@ -111,19 +111,21 @@ impl ReaderCore {
             e.heartbeat_ns.store(host::now_ns(), Ordering::Relaxed);
         }
         if !self.deferred {
-            self.release(region);
+            self.release(region, self.cursor);
         }
     }
 
-    /// Shows the writer our cursor: every slot before it may be reused.
+    /// Shows the writer `upto`, at most the cursor and not before what was
+    /// released: every slot before it may be reused.
     #[inline]
-    pub(crate) fn release(&mut self, region: &Region) {
+    pub(crate) fn release(&mut self, region: &Region, upto: u64) {
+        debug_assert!(self.released <= upto && upto <= self.cursor);
         let e = region.entry(self.idx);
-        self.released = self.cursor;
+        self.released = upto;
         // SYNC POINT: slot released to the writer. Pairs with the Acquire
         // load of cursors in `Writer::gate`; our payload loads happen before
         // the writer's next stores to these slots.
-        e.cursor.store(self.cursor, Ordering::Release);
+        e.cursor.store(upto, Ordering::Release);
         if self.block_ring && e.gating.load(Ordering::Relaxed) == GATING_YES {
             super::wake_writer(region);
         }
@@ -168,7 +170,7 @@ impl ReaderCore {
         e.lost.store(self.lost, Ordering::Relaxed);
         self.cursor = resume;
         if !self.deferred {
-            self.release(region);
+            self.release(region, self.cursor);
         }
         TryReadError::Overrun(Overrun { lost, resume_at: resume })
     }
@@ -402,7 +404,16 @@ impl Reader {
     /// Frees every slot read so far for the writer (see
     /// [`Reader::set_deferred_release`]; without it reads release at once).
     pub fn release(&mut self) {
-        self.core.release(&self.region);
+        self.core.release(&self.region, self.core.cursor);
+    }
+
+    /// Frees the slots before `seq` only: a consumer that hands what it
+    /// read to be written elsewhere (the ledger's writing thread) releases
+    /// each batch once it is written, while it reads on. A `seq` before
+    /// what was released, or past the cursor, is taken as that bound.
+    pub fn release_to(&mut self, seq: u64) {
+        let upto = seq.min(self.core.cursor).max(self.core.released);
+        self.core.release(&self.region, upto);
     }
 
     /// Reads again from the first frame not yet released (see

@@ -18,6 +18,7 @@ mod replay;
 mod retention;
 mod run;
 mod syncer;
+mod tap;
 
 use config::LedgerConfig;
 use shared::cli::ServiceFlags;

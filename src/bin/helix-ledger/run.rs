@@ -3,12 +3,17 @@
 //!
 //! One thread records, in a loop: read a batch from each ring into the
 //! ledger's buffer (frames the ring confirms intact are sealed into the
-//! chain), write the buffer out when it is large or the rings are idle, and
-//! only then release the frames to the writer. On the interval it hands the
-//! segment file to a second thread for `fdatasync`, so recording waits for
-//! the disk only when it starts a new segment (the full one is synced before
-//! the next is renamed into place). A sync stuck longer than the watchdog
-//! interval stops the watchdog pings, so systemd restarts the ledger.
+//! chain), and flush the buffer when it is large or the rings are idle: a
+//! second thread makes the `write(2)` while the first reads on (see
+//! `Ledger::write_behind`), and each batch's frames are released to the
+//! writer only once that write is done. On the interval it hands the
+//! segment file to a third thread for `fdatasync` (of what is written by
+//! then), so recording waits for the disk only when it starts a new segment
+//! (the full one is synced before the next is renamed into place), when 32
+//! flushes wait to be written, and for the write of a command's record on
+//! `control.log` (helixd holds the command until the ledger releases it). A
+//! write or sync stuck longer than the watchdog interval stops the watchdog
+//! pings, so systemd restarts the ledger.
 //! Between batches, every 50 ms, it takes signals, pings the watchdog,
 //! refreshes the status line, attaches rings that appeared, notices rings
 //! that were replaced, and re-registers as a gating reader if the writer
@@ -25,18 +30,11 @@ use anyhow::Result;
 use crate::shared::service::{Cadence, Event, Service};
 use crate::shared::textfile::Publisher;
 use crate::syncer::Syncer;
-use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
-use helix::ledger::format::RingDecl;
+use crate::tap::Tap;
 use helix::ledger::sign::Reason;
-use helix::ledger::store::{Ledger, LedgerError};
-use helix::{
-    AttachError, Namespace, Policy, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, UnderName,
-    WaitStrategy,
-};
+use helix::ledger::store::Ledger;
+use helix::ReadError;
 
-/// Frames read from one ring per batch, at most (a batch is one block: see
-/// `Tap::batch`).
-const BATCH: usize = 4096;
 /// Buffered bytes at which the buffer is written out (and frames released).
 const FLUSH_BYTES: usize = 256 << 10;
 /// How often the loop does its housekeeping.
@@ -51,207 +49,6 @@ const QUIET_POLLS: u32 = 100;
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the status is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// One ring the ledger records.
-struct Tap {
-    name: String,
-    reader: Option<Reader>,
-    id: u16,
-    created_ns: u64,
-    /// Frames read per batch: [`BATCH`], or fewer, so that a batch of the
-    /// ring's largest frames stays within a block's target size.
-    batch: usize,
-    /// Whether its last batch found the ring empty: what the switch from a
-    /// replaced ring waits for (each ring its own: another ring always
-    /// busy does not hold it back).
-    drained: bool,
-    /// Why it is not recorded, as last logged: each reason is logged
-    /// once (it is looked at every 50 ms) until the ring is recorded.
-    said: Option<String>,
-}
-
-fn reader_options(next_seq: u64) -> ReaderOptions {
-    ReaderOptions { name: "helix-ledger".into(), gating: true, start: Start::At(next_seq), wait: WaitStrategy::Park }
-}
-
-impl Tap {
-    /// Attaches to the ring if it exists, declaring it in the ledger.
-    fn attach(&mut self, ns: &Namespace, ledger: &mut Ledger) -> Result<(), LedgerError> {
-        let view = match RingView::attach(ns, &self.name) {
-            Ok(v) => v,
-            Err(e) => {
-                if let Some(why) = self.anew(format!("ring {}: {e}; attaching when it appears", self.name)) {
-                    // Not there yet is how every boot begins (the ledger
-                    // starts before helixd creates its rings).
-                    if matches!(e, AttachError::NotFound { .. }) {
-                        info!("{why}");
-                    } else {
-                        warn!("{why}");
-                    }
-                }
-                return Ok(());
-            }
-        };
-        let g = view.geometry();
-        let decl = RingDecl {
-            created_ns: g.created_ns,
-            capacity: g.capacity,
-            max_payload: g.max_payload,
-            policy: u8::from(g.policy == Policy::Block),
-            name: self.name.clone(),
-        };
-        // Before it is declared: another user's ring under the name
-        // (anyone may create files in /dev/shm) is not recorded, lest its
-        // frames stand in the audit trail as the ring's.
-        if let Err(e) = view.check_owner() {
-            self.refuse(&e);
-            return Ok(());
-        }
-        let (id, next) = ledger.declare(&decl)?;
-        // On the mapping judged and declared above, whatever the name
-        // means by now.
-        match view.reader(&reader_options(next)) {
-            Ok(mut r) => {
-                r.set_deferred_release(true);
-                // A configured trade-off (control.acks, by default), said
-                // once; a frame actually lost is a warning of its own.
-                if g.policy == Policy::Overwrite {
-                    info!(
-                        "ring {} overwrites: frames the ledger is too slow for are lost (and recorded as GAPs)",
-                        self.name
-                    );
-                }
-                info!("recording ring {} from sequence {next} (ledger ring id {id})", self.name);
-                self.reader = Some(r);
-                self.id = id;
-                self.created_ns = g.created_ns;
-                self.batch = (BLOCK_TARGET / (ENTRY_HEADER_LEN + g.max_payload as usize)).clamp(1, BATCH);
-                self.said = None;
-            }
-            Err(e) => {
-                if let Some(why) = self.anew(format!("ring {}: cannot attach: {e}; retrying", self.name)) {
-                    warn!("{why}");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Says that another user's ring is not recorded.
-    fn refuse(&mut self, e: &helix::ForeignRing) {
-        let why = format!(
-            "ring {}: not recorded: {e}; recording it once a ring of this user's or root's is there",
-            self.name
-        );
-        if let Some(why) = self.anew(why) {
-            error!("{why}");
-        }
-    }
-
-    /// `why`, if it is not what was logged last.
-    fn anew(&mut self, why: String) -> Option<String> {
-        (self.said.as_ref() != Some(&why)).then(|| {
-            self.said = Some(why.clone());
-            why
-        })
-    }
-
-    /// Reads one batch into the ledger, as one block; returns how many
-    /// records it added.
-    #[inline]
-    fn pump(&mut self, ledger: &mut Ledger) -> usize {
-        let Some(reader) = self.reader.as_mut() else { return 0 };
-        let id = self.id;
-        let epoch = reader.writer_epoch();
-        self.drained = false;
-        let got = reader.try_read_batch(self.batch, |f| {
-            let payload = ledger.reserve_frame(id, f.seq(), epoch, 0, f.kind(), f.len());
-            // A frame overwritten while copied is not counted by the batch,
-            // and `seal` drops it.
-            let _ = f.copy_to(payload);
-        });
-        match got {
-            Ok(n) => {
-                // Stamped now that the whole batch has been read.
-                ledger.stamp_unsealed(helix::process::realtime_ns());
-                ledger.seal(id, n);
-                n
-            }
-            Err(TryReadError::Empty) => {
-                ledger.seal(id, 0);
-                self.drained = true;
-                0
-            }
-            Err(TryReadError::Overrun(o)) => {
-                ledger.seal(id, 0);
-                let first = o.resume_at - o.lost;
-                warn!(
-                    "ring {}: sequences {first} to {} were overwritten before the ledger read them; recording a GAP",
-                    self.name,
-                    o.resume_at - 1
-                );
-                ledger.append_gap(id, first, o.resume_at - 1, epoch);
-                1
-            }
-            Err(TryReadError::Frame(e)) => {
-                // A batch reports no frame errors; should one appear, the
-                // frame stays unread and is retried.
-                ledger.seal(id, 0);
-                error!("ring {}: {e}", self.name);
-                0
-            }
-            Err(TryReadError::Damaged(d)) => {
-                // A ring file shrank under the reader: drop it; `check`
-                // attaches again, at the ledger's next sequence, once the
-                // ring is repaired.
-                ledger.seal(id, 0);
-                warn!("{d}");
-                self.reader = None;
-                0
-            }
-        }
-    }
-
-    /// Housekeeping for one ring: switch to a replacement ring once the
-    /// old one is drained, or re-register after a demotion. The
-    /// replacement first: a reader demoted on a ring since replaced would
-    /// otherwise join the new ring at the old one's sequence, under its
-    /// declaration.
-    fn check(&mut self, ns: &Namespace, ledger: &mut Ledger) -> Result<(), LedgerError> {
-        let Some(reader) = self.reader.as_ref() else { return self.attach(ns, ledger) };
-        let now = match RingView::under_name(ns, &self.name, self.created_ns) {
-            UnderName::Replaced(_) if self.drained => {
-                info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
-                self.reader = None;
-                return self.attach(ns, ledger);
-            }
-            UnderName::Replaced(_) => return Ok(()),
-            UnderName::Same(view) => Ok(view),
-            UnderName::Gone => Err("its files were removed".to_owned()),
-            UnderName::Unknown(e) => Err(e.to_string()),
-        };
-        if !reader.was_demoted() {
-            return Ok(());
-        }
-        let next = ledger.chain().rings[self.id as usize].next_seq;
-        warn!("ring {}: the writer demoted the ledger (too slow); re-registering as a gating reader", self.name);
-        self.reader = None;
-        // Only on the ring it was recording (of this user's, created then):
-        // anything else is for `attach` at the next look.
-        match now {
-            Ok(view) if view.check_owner().is_ok() => match view.reader(&reader_options(next)) {
-                Ok(mut r) => {
-                    r.set_deferred_release(true);
-                    self.reader = Some(r);
-                }
-                Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
-            },
-            Ok(_) => {}
-            Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
-        }
-        Ok(())
-    }
-}
 
 /// Says what opening the ledger found and did (`rec`).
 fn log_recovery(cfg: &LedgerConfig, rec: &helix::ledger::Recovery) {
@@ -296,25 +93,14 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     let retention_signer = signer.clone();
     ledger.set_signer(signer);
     log_recovery(cfg, &rec);
-    let mut taps: Vec<Tap> = cfg
-        .rings
-        .iter()
-        .map(|name| Tap {
-            name: name.clone(),
-            reader: None,
-            id: 0,
-            created_ns: 0,
-            batch: 1,
-            drained: false,
-            said: None,
-        })
-        .collect();
+    let mut taps: Vec<Tap> = cfg.rings.iter().map(|name| Tap::new(name)).collect();
     for t in &mut taps {
         t.attach(&cfg.namespace, &mut ledger)?;
     }
     // The chain resumed, signed before anything is added to it.
     ledger.checkpoint(helix::process::realtime_ns(), Reason::Open);
     ledger.flush()?;
+    write_behind_if_it_pays(&mut ledger)?;
     // Stopped and joined when `run` returns.
     let _retention = crate::retention::Retainer::spawn(&cfg.dir, cfg.retention, retention_signer)?;
     service.ready(&status(&taps, &ledger, 0.0));
@@ -341,6 +127,21 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     );
     result?;
     Ok(flushed?)
+}
+
+/// Writes behind (`Ledger::write_behind`) where another CPU can run the
+/// writing thread beside the recording one. Confined to one CPU, the
+/// threads would only take turns, and the hand-over costs about a tenth of
+/// the flat-out rate (`docs/performance-notes.md`).
+fn write_behind_if_it_pays(ledger: &mut Ledger) -> Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus > 1 {
+        ledger.write_behind()?;
+        info!("writing the ledger on a thread of its own ({cpus} CPUs)");
+    } else {
+        info!("writing the ledger on the recording thread (confined to one CPU)");
+    }
+    Ok(())
 }
 
 /// Records until SIGTERM or SIGINT: pumps the rings into the ledger, starts
@@ -395,14 +196,21 @@ fn pump(taps: &mut [Tap], ledger: &mut Ledger) -> Result<usize> {
     }
     if got == 0 || ledger.buffered() >= FLUSH_BYTES {
         ledger.flush()?;
-        // Written: the frames may go.
+        let flush = ledger.flushed();
         for t in taps.iter_mut() {
-            if let Some(r) = t.reader.as_mut() {
-                r.release();
-            }
+            t.flushed(flush);
         }
     }
+    release_written(taps, ledger);
     Ok(got)
+}
+
+/// Releases the frames the ledger has written to their rings' writers.
+fn release_written(taps: &mut [Tap], ledger: &Ledger) {
+    let written = ledger.written();
+    for t in taps.iter_mut() {
+        t.release_written(written);
+    }
 }
 
 /// At a stop, reads what the rings still hold: under systemd helixd stops
@@ -495,7 +303,8 @@ impl Keeper {
     }
 }
 
-/// Idle: waits for frames, the next fsync or the housekeeping due at
+/// Idle: releases what was written (waiting for the write of a command's
+/// record), then waits for frames, the next fsync or the housekeeping due at
 /// `next`. While frames flow, polls every half millisecond rather than
 /// park: a parked reader costs the writer a futex wake per publish, and
 /// the ledger a wake-up per small batch, where a poll takes half a
@@ -509,6 +318,12 @@ fn idle(
     fsync_interval: Duration,
     idle_polls: u32,
 ) -> Result<()> {
+    // helixd holds each command until the ledger has released its record
+    // on control.log: one waiting is not left for the next poll.
+    if taps.iter().any(|t| t.name == helix::control::LOG_RING && !t.unwritten.is_empty()) {
+        ledger.wait_written()?;
+    }
+    release_written(taps, ledger);
     let mut timeout = next.saturating_duration_since(Instant::now());
     if syncer.busy()? {
         // Notice soon when it is done: the next one may be due.
@@ -516,10 +331,13 @@ fn idle(
     } else if let Some(d) = ledger.sync_due_in(fsync_interval) {
         timeout = timeout.min(d);
     }
+    // A write still in flight keeps the ledger polling: parked, nothing
+    // would wake it to release its frames.
+    let quiet = idle_polls > QUIET_POLLS && taps.iter().all(|t| t.unwritten.is_empty());
     let mut readers: Vec<&mut Tap> = taps.iter_mut().filter(|t| t.reader.is_some()).collect();
     match readers.as_mut_slice() {
-        [] if idle_polls > QUIET_POLLS => std::thread::sleep(timeout),
-        [only] if idle_polls > QUIET_POLLS => park(only, timeout),
+        [] if quiet => std::thread::sleep(timeout),
+        [only] if quiet => park(only, timeout),
         // Polling: frames flow, or several rings (a reader parks on its own
         // ring's futex only). Between polls the ledger waits on
         // control.log's futex, if it records it: helixd holds each command

@@ -1,8 +1,6 @@
 //! `fdatasync` of the ledger's segment file on a thread of its own, so
 //! that recording waits for the disk only when it starts a new segment.
 
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,7 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use tracing::{error, info, warn};
 
 use crate::shared::textfile::unix_now;
-use helix::ledger::store::{Ledger, LedgerError};
+use helix::ledger::store::{Ledger, LedgerError, SyncJob};
 
 /// `fdatasync` on a thread of its own. A sync of the segment file takes
 /// about a millisecond on a virtual disk, every fsync interval; done by the
@@ -19,7 +17,7 @@ use helix::ledger::store::{Ledger, LedgerError};
 /// ledger blocked on I/O for 8% of the time at 1 M frames/s). One sync at a
 /// time: the next is started once the last has finished and is due.
 pub struct Syncer {
-    jobs: Option<mpsc::Sender<(File, PathBuf)>>,
+    jobs: Option<mpsc::Sender<SyncJob>>,
     done: mpsc::Receiver<Result<(), LedgerError>>,
     /// When the sync in flight started.
     busy_since: Option<Instant>,
@@ -36,17 +34,13 @@ const SLOW_SYNC: Duration = Duration::from_secs(1);
 
 impl Syncer {
     pub fn spawn() -> Result<Syncer> {
-        let (jobs, rx) = mpsc::channel::<(File, PathBuf)>();
+        let (jobs, rx) = mpsc::channel::<SyncJob>();
         let (tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("ledger-sync".into())
             .spawn(move || {
-                for (file, path) in rx {
-                    let r = file.sync_data().map_err(|e| LedgerError::Io {
-                        path,
-                        source: std::io::Error::new(e.kind(), format!("fdatasync: {e}")),
-                    });
-                    if tx.send(r).is_err() {
+                for job in rx {
+                    if tx.send(job.run()).is_err() {
                         return;
                     }
                 }
@@ -130,6 +124,8 @@ impl Drop for Syncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::path::PathBuf;
 
     /// Waits until the sync in flight has finished: its result.
     fn settle(s: &mut Syncer) -> Result<()> {
@@ -146,7 +142,7 @@ mod tests {
         let mut s = Syncer::spawn().unwrap();
         // fdatasync on /dev/null fails (EINVAL): a stand-in for a disk error.
         let dev_null = File::options().write(true).open("/dev/null").unwrap();
-        s.jobs.as_ref().unwrap().send((dev_null, PathBuf::from("/dev/null"))).unwrap();
+        s.jobs.as_ref().unwrap().send(SyncJob::new(dev_null, PathBuf::from("/dev/null"))).unwrap();
         s.busy_since = Some(Instant::now());
         let err = format!("{:#}", settle(&mut s).unwrap_err());
         assert!(err.starts_with("/dev/null: fdatasync: "), "{err}");
@@ -160,7 +156,7 @@ mod tests {
         let mut f = File::create(&path).unwrap();
         std::io::Write::write_all(&mut f, b"records").unwrap();
         let mut s = Syncer::spawn().unwrap();
-        s.jobs.as_ref().unwrap().send((f, path.clone())).unwrap();
+        s.jobs.as_ref().unwrap().send(SyncJob::new(f, path.clone())).unwrap();
         s.busy_since = Some(Instant::now());
         assert!(s.stuck_for() < Duration::from_secs(30));
         s.finish().unwrap();

@@ -1,0 +1,350 @@
+//! One ring the ledger records: attaching to it (of this user's or
+//! root's only), reading its batches into the ledger, holding each batch
+//! in the ring until the flush that carried it is written, and following
+//! it when it is replaced or the writer demotes the ledger.
+
+use std::collections::VecDeque;
+
+use tracing::{error, info, warn};
+
+use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
+use helix::ledger::format::RingDecl;
+use helix::ledger::store::{Ledger, LedgerError};
+use helix::{
+    AttachError, Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, UnderName, WaitStrategy,
+};
+
+/// Frames read from one ring per batch, at most (a batch is one block: see
+/// `Tap::batch`).
+const BATCH: usize = 4096;
+/// One ring the ledger records.
+pub struct Tap {
+    pub name: String,
+    pub reader: Option<Reader>,
+    pub id: u16,
+    pub created_ns: u64,
+    /// Frames read per batch: [`BATCH`], or fewer, so that a batch of the
+    /// ring's largest frames stays within a block's target size.
+    pub batch: usize,
+    /// Whether its last batch found the ring empty: what the switch from a
+    /// replaced ring waits for (each ring its own: another ring always
+    /// busy does not hold it back).
+    pub drained: bool,
+    /// Why it is not recorded, as last logged: each reason is logged
+    /// once (it is looked at every 50 ms) until the ring is recorded.
+    pub said: Option<String>,
+    /// Frames read and flushed, not yet released: the flush that carried
+    /// them ([`Ledger::flushed`] just after it) and the reader's cursor
+    /// then, oldest first. Each is released once the ledger has written
+    /// that flush.
+    pub unwritten: VecDeque<(u64, u64)>,
+}
+
+fn reader_options(next_seq: u64) -> ReaderOptions {
+    ReaderOptions { name: "helix-ledger".into(), gating: true, start: Start::At(next_seq), wait: WaitStrategy::Park }
+}
+
+impl Tap {
+    /// The ring `name`, not attached yet.
+    pub fn new(name: &str) -> Tap {
+        Tap {
+            name: name.to_owned(),
+            reader: None,
+            id: 0,
+            created_ns: 0,
+            batch: 1,
+            drained: false,
+            said: None,
+            unwritten: VecDeque::new(),
+        }
+    }
+
+    /// Attaches to the ring if it exists, declaring it in the ledger.
+    pub fn attach(&mut self, ns: &Namespace, ledger: &mut Ledger) -> Result<(), LedgerError> {
+        let view = match RingView::attach(ns, &self.name) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(why) = self.anew(format!("ring {}: {e}; attaching when it appears", self.name)) {
+                    // Not there yet is how every boot begins (the ledger
+                    // starts before helixd creates its rings).
+                    if matches!(e, AttachError::NotFound { .. }) {
+                        info!("{why}");
+                    } else {
+                        warn!("{why}");
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let g = view.geometry();
+        let decl = RingDecl {
+            created_ns: g.created_ns,
+            capacity: g.capacity,
+            max_payload: g.max_payload,
+            policy: u8::from(g.policy == Policy::Block),
+            name: self.name.clone(),
+        };
+        // Before it is declared: another user's ring under the name
+        // (anyone may create files in /dev/shm) is not recorded, lest its
+        // frames stand in the audit trail as the ring's.
+        if let Err(e) = view.check_owner() {
+            self.refuse(&e);
+            return Ok(());
+        }
+        let (id, next) = ledger.declare(&decl)?;
+        // On the mapping judged and declared above, whatever the name
+        // means by now.
+        match view.reader(&reader_options(next)) {
+            Ok(mut r) => {
+                r.set_deferred_release(true);
+                // A configured trade-off (control.acks, by default), said
+                // once; a frame actually lost is a warning of its own.
+                if g.policy == Policy::Overwrite {
+                    info!(
+                        "ring {} overwrites: frames the ledger is too slow for are lost (and recorded as GAPs)",
+                        self.name
+                    );
+                }
+                info!("recording ring {} from sequence {next} (ledger ring id {id})", self.name);
+                self.unwritten.clear();
+                self.reader = Some(r);
+                self.id = id;
+                self.created_ns = g.created_ns;
+                self.batch = (BLOCK_TARGET / (ENTRY_HEADER_LEN + g.max_payload as usize)).clamp(1, BATCH);
+                self.said = None;
+            }
+            Err(e) => {
+                if let Some(why) = self.anew(format!("ring {}: cannot attach: {e}; retrying", self.name)) {
+                    warn!("{why}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Says that another user's ring is not recorded.
+    fn refuse(&mut self, e: &helix::ForeignRing) {
+        let why = format!(
+            "ring {}: not recorded: {e}; recording it once a ring of this user's or root's is there",
+            self.name
+        );
+        if let Some(why) = self.anew(why) {
+            error!("{why}");
+        }
+    }
+
+    /// `why`, if it is not what was logged last.
+    fn anew(&mut self, why: String) -> Option<String> {
+        (self.said.as_ref() != Some(&why)).then(|| {
+            self.said = Some(why.clone());
+            why
+        })
+    }
+
+    /// Reads one batch into the ledger, as one block; returns how many
+    /// records it added.
+    #[inline]
+    pub fn pump(&mut self, ledger: &mut Ledger) -> usize {
+        let Some(reader) = self.reader.as_mut() else { return 0 };
+        let id = self.id;
+        let epoch = reader.writer_epoch();
+        self.drained = false;
+        let got = reader.try_read_batch(self.batch, |f| {
+            let payload = ledger.reserve_frame(id, f.seq(), epoch, 0, f.kind(), f.len());
+            // A frame overwritten while copied is not counted by the batch,
+            // and `seal` drops it.
+            let _ = f.copy_to(payload);
+        });
+        match got {
+            Ok(n) => {
+                // Stamped now that the whole batch has been read.
+                ledger.stamp_unsealed(helix::process::realtime_ns());
+                ledger.seal(id, n);
+                n
+            }
+            Err(TryReadError::Empty) => {
+                ledger.seal(id, 0);
+                self.drained = true;
+                0
+            }
+            Err(TryReadError::Overrun(o)) => {
+                ledger.seal(id, 0);
+                let first = o.resume_at - o.lost;
+                warn!(
+                    "ring {}: sequences {first} to {} were overwritten before the ledger read them; recording a GAP",
+                    self.name,
+                    o.resume_at - 1
+                );
+                ledger.append_gap(id, first, o.resume_at - 1, epoch);
+                1
+            }
+            Err(TryReadError::Frame(e)) => {
+                // A batch reports no frame errors; should one appear, the
+                // frame stays unread and is retried.
+                ledger.seal(id, 0);
+                error!("ring {}: {e}", self.name);
+                0
+            }
+            Err(TryReadError::Damaged(d)) => {
+                // A ring file shrank under the reader: drop it; `check`
+                // attaches again, at the ledger's next sequence, once the
+                // ring is repaired.
+                ledger.seal(id, 0);
+                warn!("{d}");
+                // Its frames are gone with its memory: nothing to hold.
+                self.reader = None;
+                self.unwritten.clear();
+                0
+            }
+        }
+    }
+
+    /// Notes that what was read so far went out with flush `flush`.
+    pub fn flushed(&mut self, flush: u64) {
+        let Some(r) = self.reader.as_ref() else { return };
+        // Everything read so far went out with this flush or before it.
+        let cursor = r.cursor();
+        match self.unwritten.back_mut() {
+            Some(last) if last.0 == flush => last.1 = cursor,
+            // Nothing read since the last flush.
+            Some(&mut (_, c)) if c == cursor => {}
+            None if r.released() == cursor => {}
+            _ => self.unwritten.push_back((flush, cursor)),
+        }
+    }
+
+    /// Releases the frames of every flush the ledger has written.
+    pub fn release_written(&mut self, written: u64) {
+        let mut upto = None;
+        while let Some(&(flush, cursor)) = self.unwritten.front() {
+            if flush > written {
+                break;
+            }
+            upto = Some(cursor);
+            self.unwritten.pop_front();
+        }
+        if let (Some(seq), Some(r)) = (upto, self.reader.as_mut()) {
+            r.release_to(seq);
+        }
+    }
+
+    /// Stops reading the ring, once what was read from it is written: a
+    /// frame let go unwritten would be lost to a crash, with no GAP.
+    fn let_go(&mut self, ledger: &mut Ledger) -> Result<(), LedgerError> {
+        ledger.flush()?;
+        ledger.wait_written()?;
+        self.reader = None;
+        self.unwritten.clear();
+        Ok(())
+    }
+
+    /// Housekeeping for one ring: switch to a replacement ring once the
+    /// old one is drained, or re-register after a demotion. The
+    /// replacement first: a reader demoted on a ring since replaced would
+    /// otherwise join the new ring at the old one's sequence, under its
+    /// declaration.
+    pub fn check(&mut self, ns: &Namespace, ledger: &mut Ledger) -> Result<(), LedgerError> {
+        let Some(reader) = self.reader.as_ref() else { return self.attach(ns, ledger) };
+        let now = match RingView::under_name(ns, &self.name, self.created_ns) {
+            UnderName::Replaced(_) if self.drained => {
+                info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
+                self.let_go(ledger)?;
+                return self.attach(ns, ledger);
+            }
+            UnderName::Replaced(_) => return Ok(()),
+            UnderName::Same(view) => Ok(view),
+            UnderName::Gone => Err("its files were removed".to_owned()),
+            UnderName::Unknown(e) => Err(e.to_string()),
+        };
+        if !reader.was_demoted() {
+            return Ok(());
+        }
+        let next = ledger.chain().rings[self.id as usize].next_seq;
+        warn!("ring {}: the writer demoted the ledger (too slow); re-registering as a gating reader", self.name);
+        self.let_go(ledger)?;
+        // Only on the ring it was recording (of this user's, created then):
+        // anything else is for `attach` at the next look.
+        match now {
+            Ok(view) if view.check_owner().is_ok() => match view.reader(&reader_options(next)) {
+                Ok(mut r) => {
+                    r.set_deferred_release(true);
+                    self.reader = Some(r);
+                }
+                Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
+            },
+            Ok(_) => {}
+            Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helix::{Ring, RingOptions, Writer};
+
+    /// A ring of this test's own, unlinked when dropped.
+    struct Scratch(Namespace);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = Ring::unlink(&self.0, "t");
+        }
+    }
+
+    /// Publishes `n` frames and reads them through the tap's reader.
+    fn read(t: &mut Tap, w: &mut Writer, n: usize) {
+        for _ in 0..n {
+            w.try_publish(b"x").unwrap();
+        }
+        assert_eq!(t.reader.as_mut().unwrap().try_read_batch(64, |_| {}), Ok(n));
+    }
+
+    /// With the writing behind, a batch's frames stay held in the ring
+    /// until the flush that carried them is written: a crash before then
+    /// leaves them for the next recorder.
+    #[test]
+    fn a_batch_is_released_only_once_the_flush_that_carried_it_is_written() {
+        let ns = Scratch(Namespace::new(&format!("ldgtap{}", std::process::id())).unwrap());
+        let _ = Ring::unlink(&ns.0, "t");
+        let o = RingOptions { capacity: 64, max_payload: 8, policy: Policy::Block, ..Default::default() };
+        let ring = Ring::create(&ns.0, "t", &o).unwrap();
+        let mut w = ring.writer().unwrap();
+        let mut r = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("helix-ledger") }).unwrap();
+        r.set_deferred_release(true);
+        let mut t = Tap {
+            name: "t".into(),
+            reader: Some(r),
+            id: 0,
+            created_ns: 0,
+            batch: 64,
+            drained: false,
+            said: None,
+            unwritten: VecDeque::new(),
+        };
+        let released = |t: &Tap| t.reader.as_ref().unwrap().released();
+        // Nothing read: a flush holds nothing back.
+        t.flushed(0);
+        assert!(t.unwritten.is_empty());
+        read(&mut t, &mut w, 4); // 1..=4, out with flush 1
+        t.flushed(1);
+        read(&mut t, &mut w, 3); // 5..=7, out with flush 2
+        t.flushed(2);
+        // A flush that found nothing new changes nothing.
+        t.flushed(2);
+        read(&mut t, &mut w, 2); // 8 and 9, not flushed yet
+        assert_eq!(t.unwritten, [(1, 5), (2, 8)]);
+        t.release_written(0);
+        assert_eq!(released(&t), 1, "nothing written: nothing released");
+        t.release_written(1);
+        assert_eq!(released(&t), 5);
+        t.release_written(9);
+        assert_eq!(released(&t), 8, "frames read after the last flush stay held");
+        t.flushed(3);
+        t.release_written(2);
+        assert_eq!(released(&t), 8);
+        t.release_written(3);
+        assert_eq!((released(&t), t.unwritten.len()), (10, 0));
+    }
+}
