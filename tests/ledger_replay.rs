@@ -320,6 +320,14 @@ fn replay_refuses_an_unknown_ring_an_existing_target_and_a_bad_pace_and_stops_at
     let o = run(&["--ring", "t", "--from", "9", "--to", "8"]);
     assert!(err(&o).contains("--from 9 is after --to 8"), "{}", err(&o));
 
+    // A ring name too long for its replay.NAME: said of --ring, not of an
+    // --into never given.
+    let long = "r".repeat(60);
+    let o = run(&["--ring", &long, "--pace", "max"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    let said = format!("--ring {long}: the ring to replay into would be replay.{long}: ring name");
+    assert!(err(&o).contains(&said) && err(&o).contains("; name one with --into"), "{}", err(&o));
+
     // A live ring t for --also to copy: its replay.t is the replay's own.
     let live = Ring::create(&env.ns, "t", &RingOptions::default()).unwrap();
     let o = run(&["--ring", "t", "--pace", "max", "--also", "t"]);

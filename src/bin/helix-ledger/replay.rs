@@ -149,8 +149,21 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
 /// replay into.
 fn checked(a: &ReplayArgs) -> anyhow::Result<String> {
     validate_ring_name(&a.ring).with_context(|| format!("--ring {}", a.ring))?;
-    let into = a.into.clone().unwrap_or_else(|| format!("replay.{}", a.ring));
-    validate_ring_name(&into).with_context(|| format!("--into {into}"))?;
+    let into = match &a.into {
+        Some(into) => {
+            validate_ring_name(into).with_context(|| format!("--into {into}"))?;
+            into.clone()
+        }
+        // (Found by review: a ring name of 57 bytes or more failed as
+        // "--into replay.…", an option never given.)
+        None => {
+            let into = format!("replay.{}", a.ring);
+            validate_ring_name(&into).map_err(|e| {
+                anyhow::anyhow!("--ring {}: the ring to replay into would be {into}: {e}; name one with --into", a.ring)
+            })?;
+            into
+        }
+    };
     if a.from > a.to {
         anyhow::bail!("--from {} is after --to {}", a.from, a.to);
     }
