@@ -29,7 +29,7 @@ pub fn render(sources: &[Running]) -> String {
     for s in sources {
         t.sample("helix_hal_source_up", &labelled(s), flag(s.thread.as_ref().is_some_and(|t| !t.is_finished())));
     }
-    t.family("helix_hal_samples_total", COUNTER, "Samples the HAL source wrote into its ring since it started.");
+    t.family("helix_hal_samples_total", COUNTER, "Samples the HAL source wrote into its ring since helixd started it.");
     for s in sources {
         t.sample("helix_hal_samples_total", &labelled(s), s.state.samples.load(Ordering::Relaxed) as f64);
     }
@@ -58,7 +58,7 @@ fn udp(t: &mut Text, sources: &[Running]) {
     if udp.is_empty() {
         return;
     }
-    t.family("helix_hal_datagrams_total", COUNTER, "Datagrams the UDP source accepted.");
+    t.family("helix_hal_datagrams_total", COUNTER, "Datagrams the UDP source accepted and wrote whole.");
     for (l, s) in &udp {
         t.sample("helix_hal_datagrams_total", l, s.state.udp.datagrams.load(Ordering::Relaxed) as f64);
     }

@@ -142,31 +142,33 @@ impl Running {
     /// nothing that arrived in between is lost.
     pub fn restarted(&self, ring: &Ring, plant: &Plant) -> Result<Running> {
         let bound = self.socket.as_ref().map(|s| s.try_clone()).transpose().context("udp source: the socket")?;
-        start(&self.config, ring, plant, bound.map(|socket| (socket, &self.state.udp)))
+        start(&self.config, ring, plant, bound, Some(&self.state))
     }
 }
 
 /// Starts the source `cfg` writing `ring`: takes the ring's writer lease
 /// (and binds a UDP source's socket) here, so a failure is the caller's.
 pub fn start_source(cfg: &SourceConfig, ring: &Ring, plant: &Plant) -> Result<Running> {
-    start(cfg, ring, plant, None)
+    start(cfg, ring, plant, None, None)
 }
 
-/// [`start_source`], a UDP source on `bound` if given: the socket, and the
-/// counts of the source it was (they go on, taken before the thread
-/// starts, so none of its reports misses them).
+/// [`start_source`], a UDP source on `bound` if given, going on from the
+/// counts of `previous`, the source it was (the samples written, a UDP
+/// source's datagram counts: taken before the thread starts, so none of
+/// its reports misses them, and the totals never go back).
 fn start(
     cfg: &SourceConfig,
     ring: &Ring,
     plant: &Plant,
-    bound: Option<(std::net::UdpSocket, &crate::hal::udp::UdpStats)>,
+    bound: Option<std::net::UdpSocket>,
+    previous: Option<&SourceState>,
 ) -> Result<Running> {
     let writer = ring.writer().with_context(|| format!("source for ring {:?}", cfg.ring))?;
     let state = SourceState::new();
-    let bound = bound.map(|(socket, counted)| {
-        state.udp.carry(counted);
-        socket
-    });
+    if let Some(old) = previous {
+        state.samples.store(old.samples.load(Ordering::Relaxed), Ordering::Relaxed);
+        state.udp.carry(&old.udp);
+    }
     // What commands made of it, taken before its first sample.
     crate::control::restore(&state, cfg, plant);
     let thread_state = state.clone();
@@ -221,6 +223,27 @@ pub fn describe(kind: &SourceKind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use helix::{Namespace, Policy, RingOptions};
+
+    /// Found by review: a source restarted after a repair counted its
+    /// samples from 0 again, while its datagram counts went on. The totals
+    /// helixd reports never go back.
+    #[test]
+    fn a_restarted_source_goes_on_counting_from_the_one_it_replaces() {
+        let ns = Namespace::new(&format!("srcrestart{}", std::process::id())).unwrap();
+        let opts = RingOptions { capacity: 64, max_payload: 48, policy: Policy::Overwrite, ..Default::default() };
+        let ring = Ring::create(&ns, "t", &opts).unwrap();
+        Ring::unlink(&ns, "t").unwrap();
+        let sim = SourceKind::Sim { streams: 1, rate_hz: 1.0, seed: 1 };
+        let old = Running::stopped(&SourceConfig { kind: sim, ring: "t".into() });
+        old.state.samples.store(1000, Ordering::Relaxed);
+        old.state.udp.datagrams.store(5, Ordering::Relaxed);
+        let mut new = old.restarted(&ring, &Plant::default()).unwrap();
+        new.stop();
+        let written = ring.published();
+        assert_eq!(new.state.samples.load(Ordering::Relaxed), 1000 + written);
+        assert_eq!(new.state.udp.datagrams.load(Ordering::Relaxed), 5);
+    }
 
     #[test]
     fn a_simulator_late_by_more_than_late_is_reported_until_it_catches_up() {

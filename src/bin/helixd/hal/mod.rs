@@ -20,7 +20,8 @@ pub struct SourceState {
     /// CLOCK_MONOTONIC ns of the thread's last loop iteration: the
     /// watchdog only pings while every source keeps making progress.
     pub progress_ns: AtomicU64,
-    /// Samples written.
+    /// Samples written, counted on across restarts of the source (each
+    /// as soon as its claim is committed).
     pub samples: AtomicU64,
     /// A scheduled source's (the simulator's) lateness when it last woke:
     /// how long ago its oldest unwritten sample fell due, ns. About a
@@ -100,7 +101,11 @@ mod tests {
     /// and never read had helixd killed by the watchdog (and the stall
     /// clock started again with the next helixd, so it was never demoted);
     /// a stop waited as long. `start` runs the source on the ring.
-    fn held_full(start: impl FnOnce(Writer, Arc<SourceState>) -> std::thread::JoinHandle<Result<(), String>>) {
+    /// Returns the source's state once it has stopped; its `samples` are
+    /// what reached the ring.
+    fn held_full(
+        start: impl FnOnce(Writer, Arc<SourceState>) -> std::thread::JoinHandle<Result<(), String>>,
+    ) -> Arc<SourceState> {
         let ns = Namespace::new(
             &format!("roomwait{}t{:?}", std::process::id(), std::thread::current().id())
                 .replace(['(', ')'], "")
@@ -138,6 +143,8 @@ mod tests {
         // of the reader let it go: an assertion that none happened could not
         // fail, and is gone; found by review.)
         source.join().unwrap().unwrap();
+        assert_eq!(state.samples.load(Ordering::Relaxed), ring.published(), "samples counted as committed");
+        state
     }
 
     #[test]
@@ -148,10 +155,14 @@ mod tests {
         });
     }
 
+    /// Also found by review: the samples of a datagram split across claims
+    /// were counted only once all were written, so the claims a stop cut
+    /// short were written and not counted; and the datagram was counted
+    /// accepted before any of it was written.
     #[test]
     fn a_udp_source_held_full_by_a_stalled_reader_stays_alive_and_stops_when_asked() {
         use helix::telemetry::{datagram::encode, Sample};
-        held_full(|writer, state| {
+        let state = held_full(|writer, state| {
             let socket = udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let to = socket.local_addr().unwrap();
             // One datagram of more samples than the ring holds.
@@ -160,5 +171,9 @@ mod tests {
             std::net::UdpSocket::bind("127.0.0.1:0").unwrap().send_to(&encode(&samples), to).unwrap();
             std::thread::spawn(move || udp::serve(socket, writer, &state).map_err(|e| format!("{e:#}")))
         });
+        // The first 64 of its 100 samples were written; the datagram was
+        // not written whole.
+        assert_eq!(state.samples.load(Ordering::Relaxed), 64);
+        assert_eq!(state.udp.datagrams.load(Ordering::Relaxed), 0);
     }
 }

@@ -174,7 +174,7 @@ impl Sim {
                     if !written {
                         break;
                     }
-                    state.samples.store(samples.next_index(), Ordering::Relaxed);
+                    state.samples.fetch_add(n, Ordering::Relaxed);
                     // A long catch-up is progress too (the watchdog).
                     state.tick();
                 }

@@ -24,7 +24,9 @@ use super::SourceState;
 /// Counters of one UDP source.
 #[derive(Debug, Default)]
 pub struct UdpStats {
-    /// Datagrams accepted.
+    /// Datagrams accepted and written whole (one a stop or a failure cuts
+    /// short counts its samples written, in `SourceState::samples`, not
+    /// itself).
     pub datagrams: AtomicU64,
     /// Datagrams dropped, by [`Reject::ALL`] index.
     pub rejected: [AtomicU64; 5],
@@ -200,7 +202,6 @@ fn report_rejects(stats: &UdpStats) {
 fn receive(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Result<()> {
     let stats = &state.udp;
     let mut rx = Receiver::new(socket);
-    let mut written = 0u64;
     let mut next_report = helix::process::now_ns();
     while !state.stopping() {
         state.tick();
@@ -215,7 +216,6 @@ fn receive(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Result
                     continue;
                 }
             };
-            stats.datagrams.fetch_add(1, Ordering::Relaxed);
             let mut done = 0;
             while done < count {
                 let k = ((count - done) as u64).min(writer.geometry().capacity);
@@ -240,10 +240,11 @@ fn receive(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Result
                     );
                     return wrote.map(drop).context("udp source");
                 }
+                // Committed: counted, whatever becomes of the rest.
+                state.samples.fetch_add(k, Ordering::Relaxed);
                 done += k as usize;
             }
-            written += count as u64;
-            state.samples.store(written, Ordering::Relaxed);
+            stats.datagrams.fetch_add(1, Ordering::Relaxed);
         }
         // Dropped datagrams are logged at most once a second, with totals.
         if ingest_ns >= next_report {
