@@ -170,8 +170,8 @@ fn two_incarnations(dir: &Path) {
 
 /// Replays ring "t" of `dir` (with `range`: `--from`, `--to`) into
 /// `into`, checks every frame against what `export` prints of the same
-/// range (`want` of them), and the summary line.
-fn replays_as_exported(env: &Env, dir: &Path, into: &str, range: (u64, u64), want: usize) {
+/// range (`want` of them), and the summary line: its standard output.
+fn replays_as_exported(env: &Env, dir: &Path, into: &str, range: (u64, u64), want: usize) -> String {
     let (from, to) = (range.0.to_string(), range.1.to_string());
     let args = ["--ring", "t", "--from", &from, "--to", &to, "--into", into, "--pace", "max", "--wait-readers", "1"];
     let child = Reaped::new(replay_cmd(env, dir, &args).spawn().unwrap());
@@ -186,6 +186,7 @@ fn replays_as_exported(env: &Env, dir: &Path, into: &str, range: (u64, u64), wan
     let (status, out, err) = finish(child);
     assert!(status.success(), "{err}");
     assert!(out.contains(&format!("replayed {want} frames and 0 gaps")), "{out}");
+    out
 }
 
 #[test]
@@ -193,7 +194,9 @@ fn a_ring_created_again_with_larger_frames_replays_whole() {
     let env = Env::watched("ledger replay incarnations", Duration::from_secs(60));
     let dir = env.path("ledger");
     two_incarnations(&dir);
-    replays_as_exported(&env, &dir, "both", (0, u64::MAX), 30);
+    let out = replays_as_exported(&env, &dir, "both", (0, u64::MAX), 30);
+    // (Found by review: it said "sequences 1 to 10" of the 30.)
+    assert!(out.contains("sequences 1 to 20, then 1 to 10, across 2 incarnations of the ring"), "{out}");
     // The first incarnation's geometry, with the largest payload of both
     // (rounded up to the slot).
     let view = RingView::attach(&env.ns, "both").unwrap();
@@ -202,7 +205,8 @@ fn a_ring_created_again_with_larger_frames_replays_whole() {
     // A range holds each incarnation's frames in it: 5..=12 of the first
     // (20 frames) and 5..=10 of the second. (Found by review: the replay
     // stopped where the first reached 12, and replayed 8 of the 14.)
-    replays_as_exported(&env, &dir, "part", (5, 12), 14);
+    let out = replays_as_exported(&env, &dir, "part", (5, 12), 14);
+    assert!(out.contains("sequences 5 to 12, then 5 to 10, across 2 incarnations"), "{out}");
 }
 
 /// Found by review: a replay walks the folder twice, first to learn the

@@ -124,6 +124,10 @@ pub struct Replayed {
     pub lost: u64,
     /// The first and last recorded sequence published (frame or gap).
     pub span: Option<(u64, u64)>,
+    /// The same for each incarnation of the ring (deleted and created
+    /// again, its sequence counted from 1 again), in order: one, unless
+    /// the range holds several.
+    pub spans: Vec<(u64, u64)>,
     /// Bytes of a torn tail at the end of the last segment, not replayed
     /// (0 if the replay stopped before it: [`Summary::partial_tail`](super::verify::Summary::partial_tail)).
     pub partial_tail: u64,
@@ -240,8 +244,17 @@ fn second_walk(
 ) -> Result<Replayed, Box<Stopped>> {
     let FirstWalk { largest, begin, end } = first;
     let open = move |decl: &RingDecl| open(&RingDecl { max_payload: largest.max(decl.max_payload), ..decl.clone() });
-    let mut run =
-        Run { range, pacing, open: Some(open), waiting, stop, writer: None, clock: None, done: Replayed::default() };
+    let mut run = Run {
+        range,
+        pacing,
+        open: Some(open),
+        waiting,
+        stop,
+        writer: None,
+        clock: None,
+        done: Replayed::default(),
+        incarnation: None,
+    };
     let mut seen = false;
     let mut failed = None;
     let mut started = false;
@@ -369,6 +382,8 @@ struct Run<'a, F, W> {
     writer: Option<Writer>,
     clock: Option<Clock>,
     done: Replayed,
+    /// The incarnation (`created_ns`) of the last block published.
+    incarnation: Option<u64>,
 }
 
 /// A paced replay's schedule: when its first block was published, the
@@ -428,6 +443,11 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
             _ => {}
         }
         self.done.span = Some((self.done.span.map_or(lo, |s| s.0), hi));
+        match self.done.spans.last_mut() {
+            Some(last) if self.incarnation == Some(decl.created_ns) => last.1 = hi,
+            _ => self.done.spans.push((lo, hi)),
+        }
+        self.incarnation = Some(decl.created_ns);
         Ok(())
     }
 

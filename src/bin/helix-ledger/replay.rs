@@ -94,7 +94,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         let ring = Ring::create(ns, &into, &opts)?;
         into_made.set(true);
         let w = ring.writer()?;
-        wait_readers(ns, &into, a.wait_readers, &stop);
+        wait_readers(&ring, &into, a.wait_readers, &stop);
         Ok(w)
     };
     let pacing = Pacing { pace: a.pace, max_pause: a.max_pause };
@@ -228,12 +228,20 @@ fn signed(dir: &Path, path: &Path) -> anyhow::Result<bool> {
 /// in the range) did, on standard output.
 fn print_done(a: &ReplayArgs, into: &str, made: bool, done: &Replayed, verified: bool) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    let span = done.span.map_or("nothing recorded in the range".to_owned(), |(f, l)| format!("sequences {f} to {l}"));
+    // (Found by review: a range across two incarnations of the ring said
+    // "sequences 500 to 20".)
+    let spans: Vec<String> = done.spans.iter().map(|(f, l)| format!("{f} to {l}")).collect();
+    let span = match spans.len() {
+        0 => "nothing recorded in the range".to_owned(),
+        1 => format!("sequences {}", spans[0]),
+        n => format!("sequences {}, across {n} incarnations of the ring", spans.join(", then ")),
+    };
     let target = if made { format!("into {into}") } else { format!("so no ring {into} was made") };
     if a.json {
         let v = json!({
             "ok": verified, "ring": a.ring, "into": into, "made": made, "frames": done.frames, "gaps": done.gaps,
             "lost": done.lost, "first_seq": done.span.map(|s| s.0), "last_seq": done.span.map(|s| s.1),
+            "spans": done.spans,
             "partial_tail": done.partial_tail, "pauses_cut": done.pauses_cut, "cut_s": done.cut.as_secs_f64(),
         });
         writeln!(out, "{v}")?;
@@ -291,11 +299,13 @@ fn also_create(ns: &Namespace, name: &str) -> anyhow::Result<String> {
     Ok(copy)
 }
 
-/// Waits until `n` readers have joined ring `name`, saying so on stderr.
-/// (Or until `stop` is set: the replay then stops before its first block.)
-fn wait_readers(ns: &Namespace, name: &str, n: usize, stop: &AtomicBool) {
-    let Ok(view) = RingView::attach(ns, name) else { return };
-    let joined = || view.stats().readers.iter().filter(|r| r.alive).count();
+/// Waits until `n` readers have joined `ring` (named `name`), saying so on
+/// stderr. (Or until `stop` is set: the replay then stops before its first
+/// block.) Counted on the ring made, not on whatever the name means by now
+/// (found by review: a view that could not be attached by the name skipped
+/// the wait, silently).
+fn wait_readers(ring: &Ring, name: &str, n: usize, stop: &AtomicBool) {
+    let joined = || ring.stats().readers.iter().filter(|r| r.alive).count();
     if joined() < n {
         eprintln!("helix-ledger: waiting for {n} reader(s) on {name} before replaying");
     }
