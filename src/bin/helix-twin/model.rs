@@ -169,21 +169,32 @@ impl Stream {
             let per = dt as f64 / steps as f64;
             self.interval_ns =
                 if self.interval_ns == 0.0 { per } else { self.interval_ns + alpha * (per - self.interval_ns) };
-            if let Some(limit) = rule.and_then(|r| r.rate_limit) {
-                // Two finite values can be further apart than an f64 holds.
-                let roc = ((v - self.last) / (dt as f64 / 1e9)).clamp(-f64::MAX, f64::MAX);
-                let active = self.alarms & AlarmKind::Rate.flag() != 0;
-                if !active && roc.abs() > limit {
-                    *rate = Some((AlarmKind::Rate, true, roc, limit));
-                } else if active && roc.abs() <= limit {
-                    *rate = Some((AlarmKind::Rate, false, roc, limit));
-                }
-            }
+            *rate = self.rate(s, rule);
         }
         self.count += 1;
         self.min = self.min.min(v);
         self.max = self.max.max(v);
         self.moments.take(v, self.count, alpha, beta);
+    }
+
+    /// The rate alarm's transition for `s`, from the last sample (its value
+    /// `last` at `last_sample_ns`), under `rule`.
+    fn rate(&self, s: &Sample, rule: Option<&Rule>) -> Fire {
+        let limit = rule.and_then(|r| r.rate_limit)?;
+        let dt = s.sample_ns.wrapping_sub(self.last_sample_ns) as i64;
+        if dt <= 0 {
+            return None;
+        }
+        // Two finite values can be further apart than an f64 holds.
+        let roc = ((s.value - self.last) / (dt as f64 / 1e9)).clamp(-f64::MAX, f64::MAX);
+        let active = self.alarms & AlarmKind::Rate.flag() != 0;
+        if !active && roc.abs() > limit {
+            Some((AlarmKind::Rate, true, roc, limit))
+        } else if active && roc.abs() <= limit {
+            Some((AlarmKind::Rate, false, roc, limit))
+        } else {
+            None
+        }
     }
 
     /// The low and high alarms' transitions for value `v` under `r`.
@@ -304,9 +315,16 @@ impl Twin {
         // Low, high, rate, stale: the order events go out in.
         let mut fire: [Fire; 4] = [None; 4];
         if st.count == 0 {
-            // One taken over was counted seen then; its own statistics begin.
-            if self.taken_over.remove(&s.stream).is_none() {
-                self.seen += 1;
+            // One taken over was counted seen then; its own statistics
+            // begin, and its rate is judged from the previous instance's
+            // last sample (found by review: a rate alarm taken over was
+            // judged only at the second sample).
+            match self.taken_over.remove(&s.stream) {
+                Some(t) => {
+                    (st.last, st.last_sample_ns) = (t.state.last, t.state.last_sample_ns);
+                    fire[2] = st.rate(s, rule);
+                }
+                None => self.seen += 1,
             }
             st.first(v);
         } else {

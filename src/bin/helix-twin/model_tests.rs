@@ -326,3 +326,31 @@ fn an_alarm_taken_over_that_the_rule_no_longer_checks_is_not_kept() {
     same.take_over(&previous, 30_000_000);
     assert_eq!(same.counters().alarms_active, 1);
 }
+
+/// Found by review: a stream taken over in a rate excursion had its rate
+/// judged only at its second sample here; the first is judged against the
+/// previous instance's last sample (which it publishes).
+#[test]
+fn a_taken_over_streams_first_sample_judges_its_rate_from_the_previous_instances_last() {
+    let rule = Rule { rate_limit: Some(10.0), ..rule(1, None, None) };
+    let cfg = TwinConfig::with_rules(ns(), 2, vec![rule]);
+    // The previous twin: stream 0 rose at 50/s (raised), stream 1 at 5/s.
+    let mut old = Twin::new(&cfg, 9);
+    for (stream, v) in [(0, 5.0), (1, 0.5)] {
+        old.input(&sample(stream, 1, 0, 0.0));
+        old.input(&sample(stream, 2, 100, v));
+    }
+    let previous: Vec<StreamState> = (0..2).filter_map(|s| old.state(s, 200_000_000, 1, 0)).collect();
+    assert_eq!(previous.iter().map(|p| p.flags & FLAG_ALARM_RATE).collect::<Vec<_>>(), [FLAG_ALARM_RATE, 0]);
+
+    let mut t = Twin::new(&cfg, 1);
+    assert_eq!(t.take_over(&previous, 300_000_000), 2);
+    // A second after: stream 0 has slowed to 0.5/s (cleared); stream 1
+    // jumped by 20 (20/s, raised).
+    t.input(&sample(0, 3, 1100, 5.5));
+    t.input(&sample(1, 3, 1100, 20.5));
+    let e: Vec<(u32, u16, u16)> = t.take_events().map(|e| (e.stream, e.rule, e.action)).collect();
+    let rate = AlarmKind::Rate.number();
+    assert_eq!(e, [(0, rate, ACTION_CLEAR), (1, rate, ACTION_RAISE)]);
+    assert_eq!(t.counters().alarms_active, 1);
+}
