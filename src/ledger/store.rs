@@ -440,7 +440,6 @@ impl Ledger {
             self.dirty = true;
             return Ok(());
         }
-        self.flushes += 1;
         let mut written = 0;
         let result = loop {
             if written == self.buf.len() {
@@ -459,6 +458,7 @@ impl Ledger {
         self.buf.drain(..written);
         // Only sealed blocks are written (no block is open in a flush).
         self.sealed = self.buf.len();
+        self.flushes += u64::from(result.is_ok());
         result
     }
 

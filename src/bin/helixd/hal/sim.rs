@@ -162,19 +162,23 @@ impl Sim {
                     // While gating readers hold the ring full, a command
                     // or a stop is taken between waits for room.
                     let give_up = || state.stopping() || state.inbox.is_waiting();
+                    // Counted as pushed: a claim that fails midway still
+                    // publishes what it took (found by review).
+                    let mut pushed = 0;
                     let written = super::write_batch(&mut writer, n, state, give_up, |claim| {
                         let ingest_ns = clock.now_ns();
                         for _ in 0..n {
                             let mut s = samples.next_sample();
                             s.ingest_ns = ingest_ns;
                             claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&s))?;
+                            pushed += 1;
                         }
                         Ok(())
-                    })?;
-                    if !written {
+                    });
+                    state.samples.fetch_add(pushed, Ordering::Relaxed);
+                    if !written? {
                         break;
                     }
-                    state.samples.fetch_add(n, Ordering::Relaxed);
                     // A long catch-up is progress too (the watchdog).
                     state.tick();
                 }

@@ -219,9 +219,13 @@ fn receive(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Result
             let mut done = 0;
             while done < count {
                 let k = ((count - done) as u64).min(writer.geometry().capacity);
+                // Counted as pushed: a claim that fails midway still
+                // publishes what it took (found by review).
+                let mut pushed = 0;
                 let fill = |claim: &mut helix::Claim<'_>| {
                     for j in done..done + k as usize {
                         claim.push_kind(KIND_SAMPLE, bytemuck::bytes_of(&datagram::sample(d, j, ingest_ns)))?;
+                        pushed += 1;
                     }
                     Ok(())
                 };
@@ -230,18 +234,17 @@ fn receive(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Result
                 // (the ring damaged, say): what this batch took from the
                 // socket and did not write is said, not dropped silently.
                 let wrote = super::write_batch(&mut writer, k, state, || state.stopping(), fill);
+                state.samples.fetch_add(pushed, Ordering::Relaxed);
                 if !matches!(wrote, Ok(true)) {
                     warn!(
                         "udp source: {} samples of this datagram and the {} datagrams received after it are not \
                          written ({})",
-                        count - done,
+                        count - done - pushed as usize,
                         n - i - 1,
                         if wrote.is_ok() { "stopped while the ring was held full" } else { "the ring failed" }
                     );
                     return wrote.map(drop).context("udp source");
                 }
-                // Committed: counted, whatever becomes of the rest.
-                state.samples.fetch_add(k, Ordering::Relaxed);
                 done += k as usize;
             }
             stats.datagrams.fetch_add(1, Ordering::Relaxed);
