@@ -171,23 +171,38 @@ pub enum ReplayError {
         /// The rings it records.
         known: String,
     },
+    // Each message holds its cause, which is not also given as the
+    // error's source: a chain printed whole (`{:#}`) said it twice (found
+    // by review: "… already exists (…): … already exists (…)").
     /// The ring to replay into could not be created.
     #[error("creating the ring to replay into: {0}")]
-    Create(#[from] CreateError),
+    Create(CreateError),
     /// Its lease could not be taken.
     #[error("taking the lease of the ring to replay into: {0}")]
-    Lease(#[from] LeaseError),
+    Lease(LeaseError),
     /// Stopped when asked ([`replay_until`]).
     #[error("interrupted")]
     Interrupted,
     /// A frame could not be published.
-    #[error("publishing recorded sequence {seq}: {source}")]
+    #[error("publishing recorded sequence {seq}: {error}")]
     Publish {
         /// The recorded sequence.
         seq: u64,
         /// What the ring said.
-        source: PublishError,
+        error: PublishError,
     },
+}
+
+impl From<CreateError> for ReplayError {
+    fn from(e: CreateError) -> Self {
+        ReplayError::Create(e)
+    }
+}
+
+impl From<LeaseError> for ReplayError {
+    fn from(e: LeaseError) -> Self {
+        ReplayError::Lease(e)
+    }
 }
 
 /// Replays `range` from the ledger in `dir` at `pacing` (a [`Pace`], or a
@@ -436,7 +451,7 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
                 let reason = GapInfo::decode(block.body).map_or(0, |g| g.reason);
                 let marker = GapMarker { first: lo, last: hi, reason, zero: 0 };
                 w.publish_kind(KIND_LEDGER_GAP, bytemuck::bytes_of(&marker))
-                    .map_err(|source| ReplayError::Publish { seq: lo, source })?;
+                    .map_err(|error| ReplayError::Publish { seq: lo, error })?;
                 self.done.gaps += 1;
                 self.done.lost += hi - lo + 1;
             }
@@ -508,10 +523,10 @@ fn publish_frames(
         // The chain verified the block: every record is whole.
         batch.extend(records.by_ref().take(n as usize).map(|r| r.expect("a verified block holds its records")));
         if let Some(i) = batch.iter().position(|r| r.payload.len() > max) {
-            let source = PublishError::TooLarge { len: batch[i].payload.len(), max };
-            return Err(ReplayError::Publish { seq: seq + i as u64, source });
+            let error = PublishError::TooLarge { len: batch[i].payload.len(), max };
+            return Err(ReplayError::Publish { seq: seq + i as u64, error });
         }
-        let err = |source| ReplayError::Publish { seq, source };
+        let err = |error| ReplayError::Publish { seq, error };
         let mut claim = w.claim(n).map_err(err)?;
         for r in &batch {
             claim.push_kind(r.header.kind, r.payload).map_err(err)?;

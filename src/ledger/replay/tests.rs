@@ -47,7 +47,7 @@ fn a_frame_the_ring_cannot_take_is_named_and_nothing_of_its_claim_is_published()
     .unwrap();
     let _ = Ring::unlink(&ns, "narrow");
     match got {
-        Err(ReplayError::Publish { seq: 4, source: PublishError::TooLarge { len: 100, .. } }) => {}
+        Err(ReplayError::Publish { seq: 4, error: PublishError::TooLarge { len: 100, .. } }) => {}
         other => panic!("expected the long frame, sequence 4, named: {other:?}"),
     }
     assert_eq!((published, w.next_seq() - 1), (2, 2));
