@@ -122,11 +122,15 @@ fn a_write_cut_short_by_an_error_goes_on_where_it_stopped_when_retried() {
         l.reserve_frame(id, seq, 1, 0, 7, 20).fill(seq as u8);
         l.seal(id, 1);
     }
+    let written = l.written();
     assert!(l.flush().is_err(), "the limit is 100 bytes on");
     assert_eq!(fs::metadata(&path).unwrap().len(), len + 100, "cut short, part written");
+    // A flush cut short is not counted written (its frames stay held).
+    assert_eq!(l.written(), written);
     // SAFETY: as above.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &limit(libc::RLIM_INFINITY)) }, 0);
     l.flush().unwrap();
+    assert_eq!(l.written(), written + 1);
 }
 
 #[test]
