@@ -195,3 +195,65 @@ fn a_full_dev_shm_is_a_creation_error_not_a_sigbus() {
     }
     assert!(ns.files().is_empty(), "{:?}", ns.files());
 }
+
+/// `e` and each of its sources, as a program prints it (`{:#}`), and the
+/// innermost cause's text.
+fn chain_and_cause(e: &(dyn std::error::Error + 'static)) -> (String, String) {
+    let (mut chain, mut cause) = (e.to_string(), e.to_string());
+    let mut next = e.source();
+    while let Some(s) = next {
+        cause = s.to_string();
+        chain = format!("{chain}: {cause}");
+        next = s.source();
+    }
+    (chain, cause)
+}
+
+#[test]
+fn an_error_says_its_cause_once() {
+    use helix::control::ControlError;
+    use helix::fanin::{FanInError, SendError};
+    use helix::ledger::{anchor::LineError, catchup::CatchUpError, LedgerError};
+    use helix::ring::{ForeignRing, RepairError};
+    use helix::twin::TwinRingError;
+    let io = || std::io::Error::from_raw_os_error(libc::EACCES);
+    let path = || Path::new("/dev/shm/helix.r").to_owned();
+    let foreign = ForeignRing { ring: "r".into(), path: path(), owner: 7, me: 8, service: None };
+    let errors: Vec<Box<dyn std::error::Error>> = vec![
+        Box::new(CreateError::NoSpace { path: path(), error: io() }),
+        Box::new(CreateError::Io { path: path(), op: "open", error: io() }),
+        Box::new(AttachError::Io { path: path(), error: io() }),
+        Box::new(RepairError::Io { path: path(), op: "open", error: io() }),
+        Box::new(FanInError::Io { path: path(), op: "open", error: io() }),
+        Box::new(LineError::Io { path: path(), error: io() }),
+        Box::new(CatchUpError::Io { path: path(), error: io() }),
+        Box::new(LedgerError::Io { path: path(), error: io() }),
+        Box::new(TwinRingError::Attach { ring: "r".into(), error: AttachError::Io { path: path(), error: io() } }),
+        Box::new(ControlError::Attach(FanInError::Io { path: path(), op: "open", error: io() })),
+        Box::new(ControlError::Acks(AttachError::Io { path: path(), error: io() })),
+        Box::new(ControlError::Foreign(foreign)),
+        Box::new(ControlError::Send(SendError::Full { lane: 3 })),
+    ];
+    for e in &errors {
+        let (chain, cause) = chain_and_cause(e.as_ref());
+        assert_eq!(chain.matches(&cause).count(), 1, "{chain:?} says {cause:?} more than once");
+    }
+    // The innermost cause of each I/O error is the system's.
+    let denied = errors.iter().filter(|e| chain_and_cause(e.as_ref()).1.contains("(os error 13)")).count();
+    assert_eq!(denied, errors.len() - 2);
+}
+
+/// A program prints an I/O error's cause once (`helix-ledger: /x: No such
+/// file or directory (os error 2)`, not the cause again after it).
+#[test]
+fn a_program_says_an_io_errors_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-ledger-here");
+    for program in [env!("CARGO_BIN_EXE_helix-ledger"), env!("CARGO_BIN_EXE_helixctl")] {
+        let out = std::process::Command::new(program).arg("verify").arg(&missing).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{program}: {err}");
+        assert_eq!(err.matches("(os error 2)").count(), 1, "{program}: {err}");
+        assert!(err.contains(&missing.display().to_string()), "{program}: {err}");
+    }
+}

@@ -146,9 +146,9 @@ fn anchor(m: &LedgerMirror, h: &Head, note: &str) -> bool {
     let a = Anchor { records: h.records, hash: h.hash, time_ns: helix::process::realtime_ns(), note: note.into() };
     match append_anchor(&m.dir, &a) {
         Ok(()) => true,
-        Err(LineError::Io { path, source }) if source.kind() == ErrorKind::PermissionDenied => {
+        Err(LineError::Io { path, error }) if error.kind() == ErrorKind::PermissionDenied => {
             error!(
-                "cannot record anchors in {}: {source}; heads are mirrored without anchors (the bridge must run as \
+                "cannot record anchors in {}: {error}; heads are mirrored without anchors (the bridge must run as \
                  the ledger folder's owner, helix, to record them)",
                 path.display()
             );

@@ -16,18 +16,18 @@ pub enum ControlError {
     /// The `control` fan-in ring cannot be attached (no helixd, or no
     /// permission: its mode and group decide who may send).
     #[error("control ring: {0}")]
-    Attach(#[from] FanInError),
+    Attach(FanInError),
     /// The `control.acks` ring cannot be attached.
     #[error("control.acks ring: {0}")]
-    Acks(#[from] AttachError),
+    Acks(AttachError),
     /// `control` or `control.acks` is not helixd's: its owner is not one
     /// believed ([`Owners`]). Whoever made it reads the commands sent and
     /// can answer them in helixd's name. Nothing was sent.
     #[error("not helixd's control path: {0}")]
-    Foreign(#[from] ForeignRing),
+    Foreign(ForeignRing),
     /// The command could not be put on the lane.
     #[error("sending the command: {0}")]
-    Send(#[from] SendError),
+    Send(SendError),
     /// No answer came before the deadline (the command may still be
     /// applied: send it again with the same request id to learn its fate,
     /// it is never applied twice).
@@ -74,11 +74,11 @@ impl Control {
         // Each judged on the files attached, before a lane is taken: rings
         // made under these names by another user would read the commands
         // and answer "accepted" to what helixd never saw.
-        let acks = Reader::attach(ns, ACK_RING, &opts)?;
-        acks.check_owner_in(owners)?;
+        let acks = Reader::attach(ns, ACK_RING, &opts).map_err(ControlError::Acks)?;
+        acks.check_owner_in(owners).map_err(ControlError::Foreign)?;
         let producer = match Producer::attach_trusting(ns, CONTROL_RING, Duration::from_secs(1), Some(owners)) {
             Err(FanInError::Foreign(f)) => return Err(ControlError::Foreign(f)),
-            r => r?,
+            r => r.map_err(ControlError::Attach)?,
         };
         let uid = crate::process::my_uid();
         Ok(Control { producer, acks, uid, next_request: first_request() })
@@ -94,7 +94,7 @@ impl Control {
     /// Puts `cmd` on the lane without waiting (the non-blocking form); its
     /// answer comes from [`Control::try_ack`].
     pub fn try_send(&mut self, cmd: &Command) -> Result<(), ControlError> {
-        Ok(self.producer.try_send(KIND_COMMAND, bytemuck::bytes_of(cmd))?)
+        self.producer.try_send(KIND_COMMAND, bytemuck::bytes_of(cmd)).map_err(ControlError::Send)
     }
 
     /// Sends `cmd` and waits at most `timeout` for its answer. If other
@@ -112,7 +112,7 @@ impl Control {
     /// steps, for a caller that waits in slices (the Python package looks
     /// for Ctrl-C between them).
     pub fn post(&mut self, cmd: &Command, timeout: Duration) -> Result<(), ControlError> {
-        Ok(self.producer.send_timeout(KIND_COMMAND, bytemuck::bytes_of(cmd), timeout)?)
+        self.producer.send_timeout(KIND_COMMAND, bytemuck::bytes_of(cmd), timeout).map_err(ControlError::Send)
     }
 
     /// Waits at most `timeout` for the answer to `cmd`, posted before;

@@ -32,8 +32,8 @@ pub enum FanInError {
     #[error("permission denied opening {path} (the fan-in ring's mode and group decide who may produce)")]
     Permission { path: PathBuf },
     /// A system call failed.
-    #[error("cannot {op} {path}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    #[error("cannot {op} {path}: {error}")]
+    Io { path: PathBuf, op: &'static str, error: std::io::Error },
     /// A header field is wrong.
     #[error("{path}: header field `{field}` is {found}, expected {expected}")]
     BadField { path: PathBuf, field: &'static str, found: u64, expected: String },
@@ -63,11 +63,11 @@ pub enum FanInError {
 }
 
 impl FanInError {
-    pub(crate) fn io(path: &Path, op: &'static str, source: std::io::Error) -> FanInError {
-        if source.kind() == std::io::ErrorKind::PermissionDenied {
+    pub(crate) fn io(path: &Path, op: &'static str, error: std::io::Error) -> FanInError {
+        if error.kind() == std::io::ErrorKind::PermissionDenied {
             FanInError::Permission { path: path.to_owned() }
         } else {
-            FanInError::Io { path: path.to_owned(), op, source }
+            FanInError::Io { path: path.to_owned(), op, error }
         }
     }
 

@@ -122,7 +122,7 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(match e {
-                FanInError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                FanInError::Io { error, .. } if error.kind() == std::io::ErrorKind::AlreadyExists => {
                     FanInError::Exists { path: dir }
                 }
                 e => e,
@@ -293,7 +293,7 @@ pub(crate) fn open_ring_as(
     shm::validate_ring_name(name)?;
     let dir = dir_path(ns, name);
     let folder_owner = match folder::check(&dir, consumer.then(crate::process::my_uid)) {
-        Err(FanInError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(FanInError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
             return Err(FanInError::NotFound { name: name.to_owned(), namespace: ns.as_str().to_owned(), path: dir })
         }
         r => r?,

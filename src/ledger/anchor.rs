@@ -46,12 +46,12 @@ pub struct Anchor {
 #[derive(Debug, thiserror::Error)]
 pub enum LineError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A line that is not what the format says.
     #[error("{path}: line {line}: {problem}")]
@@ -154,7 +154,7 @@ pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
     match open_anchors(&path, false).and_then(|(mut f, _)| f.read_to_end(&mut bytes)) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Anchors::default()),
-        Err(source) => return Err(LineError::Io { path, source }),
+        Err(error) => return Err(LineError::Io { path, error }),
     }
     let mut out = Anchors::default();
     for (i, raw) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
@@ -251,7 +251,7 @@ pub fn append_anchor(dir: &Path, anchor: &Anchor) -> Result<(), LineError> {
     if anchor.note.chars().any(char::is_control) {
         return Err(LineError::Bad { path, line: 0, problem: "the note must not hold control characters".into() });
     }
-    let io = |source| LineError::Io { path: path.clone(), source };
+    let io = |error| LineError::Io { path: path.clone(), error };
     let (mut file, created) = open_anchors(&path, true).map_err(io)?;
     if created {
         give_to_folder_owner(dir, &file);

@@ -129,12 +129,12 @@ pub enum CatchUpError {
         problem: String,
     },
     /// A file of the ledger could not be read.
-    #[error("{}: {source}", .path.display())]
+    #[error("{}: {error}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The folder could not be listed, or its manifest read.
     #[error(transparent)]

@@ -88,7 +88,7 @@ pub fn read_pruned(dir: &Path) -> Result<Option<Pruned>, LineError> {
     let bytes = match super::folder::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(LineError::Io { path, source }),
+        Err(error) => return Err(LineError::Io { path, error }),
     };
     let bad = |problem: String| LineError::Bad { path: path.clone(), line: 1, problem };
     let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8".into()))?;

@@ -265,7 +265,7 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Result<Option<SignedHead>, Verify
         return Ok(Err(VerifyFailure::Empty));
     }
     for (_, path) in segs.iter().rev().take(2) {
-        let io = |source| LedgerError::Io { path: path.clone(), source };
+        let io = |error| LedgerError::Io { path: path.clone(), error };
         let file = SegmentFile::open(path).map_err(io)?;
         let header = match file.header() {
             Ok(h) => h,

@@ -31,12 +31,12 @@ mod behind;
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// A file operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or folder.
         path: PathBuf,
         /// The error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The last segment's header is unreadable.
     #[error("{path}: {problem}")]
@@ -105,7 +105,7 @@ pub enum LedgerError {
 const WRITE_HERE_MAX: usize = 64 << 10;
 
 pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
-    move |source| LedgerError::Io { path: path.to_owned(), source }
+    move |error| LedgerError::Io { path: path.to_owned(), error }
 }
 
 /// Counters of an open ledger since it was opened.
@@ -188,7 +188,7 @@ impl SyncJob {
     pub fn run(self) -> Result<(), LedgerError> {
         let fail = |e: io::Error| LedgerError::Io {
             path: self.path.clone(),
-            source: io::Error::new(e.kind(), format!("fdatasync: {e}")),
+            error: io::Error::new(e.kind(), format!("fdatasync: {e}")),
         };
         if let Some((shared, flushes)) = &self.after {
             shared.wait_for(*flushes).map_err(io_err(&self.path))?;
@@ -349,12 +349,12 @@ impl Ledger {
         }
         // The path only for an error: a flush allocates nothing.
         self.write_buffer()
-            .map_err(|source| LedgerError::Io { path: self.dir.join(segment_name(self.segment)), source })?;
+            .map_err(|error| LedgerError::Io { path: self.dir.join(segment_name(self.segment)), error })?;
         if self.seg_len >= self.segment_limit {
             // A closed segment ends with a checkpoint, when signing.
             if self.checkpoint(crate::process::realtime_ns(), Reason::SegmentEnd) {
                 self.write_buffer()
-                    .map_err(|source| LedgerError::Io { path: self.dir.join(segment_name(self.segment)), source })?;
+                    .map_err(|error| LedgerError::Io { path: self.dir.join(segment_name(self.segment)), error })?;
             }
             // Durable before the next segment exists, whatever a sync
             // started earlier is still doing.

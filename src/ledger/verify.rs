@@ -280,7 +280,7 @@ fn start(dir: &Path) -> Result<Result<Start, VerifyFailure>, LedgerError> {
         Err(LineError::Bad { path, line, problem }) => {
             return Ok(Err(VerifyFailure::Pruned { path, problem: format!("line {line}: {problem}") }))
         }
-        Err(LineError::Io { path, source }) => return Err(LedgerError::Io { path, source }),
+        Err(LineError::Io { path, error }) => return Err(LedgerError::Io { path, error }),
     };
     let first = pruned.map_or(1, |p| p.segment + 1);
     let segs: Vec<_> = segs.into_iter().filter(|(n, _)| *n >= first).collect();
@@ -308,7 +308,7 @@ fn io_failure<T>(dir: &Path, n: u64, path: &Path, e: std::io::Error) -> Result<R
         std::io::ErrorKind::InvalidData => {
             Ok(Err(VerifyFailure::Unreadable { path: path.to_owned(), problem: e.to_string() }))
         }
-        _ => Err(LedgerError::Io { path: path.to_owned(), source: e }),
+        _ => Err(LedgerError::Io { path: path.to_owned(), error: e }),
     }
 }
 

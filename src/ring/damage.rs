@@ -113,8 +113,8 @@ pub enum RepairError {
     #[error(transparent)]
     Lease(LeaseError),
     /// Creating or installing the new control region failed.
-    #[error("cannot {op} {path}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    #[error("cannot {op} {path}: {error}")]
+    Io { path: PathBuf, op: &'static str, error: std::io::Error },
     /// The new control region was broken again (truncated, rewritten,
     /// removed) between its installation and the repair's attach to it:
     /// a process that may write it, at once. The data region is whole;
@@ -208,7 +208,7 @@ mod tests {
 /// the damage (also one whose file shrank by less than a page).
 fn replace_control(readers_path: &Path, dfile: &File, g: &Geometry) -> Result<(), RepairError> {
     fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> RepairError + 'a {
-        move |source| RepairError::Io { path: path.to_owned(), op, source }
+        move |error| RepairError::Io { path: path.to_owned(), op, error }
     }
     let old = match shm::open_file(readers_path, true) {
         Ok(f) => Some(f),

@@ -45,11 +45,11 @@ pub enum CreateError {
     #[error("ring {ring:?} is in use: its writer lease is held by live pid {pid} (epoch {epoch}); stop that process before recreating the ring")]
     LiveWriter { ring: String, pid: u32, epoch: u64 },
     /// `/dev/shm` has no room for the ring.
-    #[error("not enough space in /dev/shm for {path}: {source} (free some, or make the ring smaller)")]
-    NoSpace { path: PathBuf, source: std::io::Error },
+    #[error("not enough space in /dev/shm for {path}: {error} (free some, or make the ring smaller)")]
+    NoSpace { path: PathBuf, error: std::io::Error },
     /// Another system call failed.
-    #[error("cannot {op} {path}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    #[error("cannot {op} {path}: {error}")]
+    Io { path: PathBuf, op: &'static str, error: std::io::Error },
     /// The newly created region failed validation (a bug, or a concurrent
     /// process overwrote it).
     #[error(transparent)]
@@ -69,8 +69,8 @@ pub enum AttachError {
     #[error("permission denied opening {path} (ring files' mode and group come from the ring's configuration)")]
     Permission { path: PathBuf },
     /// Another system call failed.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     /// The creator has not finished initialising the region (or died doing so).
     #[error("{path} is not initialised yet (its version word is 0)")]
     Initializing { path: PathBuf },
@@ -137,8 +137,8 @@ impl AttachError {
         }
     }
 
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> AttachError {
-        AttachError::Io { path: path.to_owned(), source }
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> AttachError {
+        AttachError::Io { path: path.to_owned(), error }
     }
 
     /// Whether there is no usable ring and nothing there can be in use: no

@@ -67,8 +67,8 @@ pub mod create_hook {
 }
 use create_hook::Stage;
 
-fn io_err(path: &Path, op: &'static str, source: io::Error) -> CreateError {
-    CreateError::Io { path: path.to_owned(), op, source }
+fn io_err(path: &Path, op: &'static str, error: io::Error) -> CreateError {
+    CreateError::Io { path: path.to_owned(), op, error }
 }
 
 /// Gives the unnamed, initialised, locked files of a new ring their names:
@@ -146,7 +146,7 @@ pub(crate) fn publish(ns: &Namespace, name: &str, rfile: &File, dfile: &File) ->
 
 fn link_err(path: &Path, e: io::Error) -> CreateError {
     if e.raw_os_error() == Some(libc::ENOSPC) {
-        CreateError::NoSpace { path: path.to_owned(), source: e }
+        CreateError::NoSpace { path: path.to_owned(), error: e }
     } else {
         io_err(path, "link", e)
     }

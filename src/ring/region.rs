@@ -188,13 +188,13 @@ impl Region {
     }
 }
 
-fn io_err(path: &Path, op: &'static str, source: std::io::Error) -> CreateError {
-    if source.raw_os_error() == Some(libc::ENOSPC) {
-        CreateError::NoSpace { path: path.to_owned(), source }
-    } else if source.kind() == std::io::ErrorKind::AlreadyExists {
+fn io_err(path: &Path, op: &'static str, error: std::io::Error) -> CreateError {
+    if error.raw_os_error() == Some(libc::ENOSPC) {
+        CreateError::NoSpace { path: path.to_owned(), error }
+    } else if error.kind() == std::io::ErrorKind::AlreadyExists {
         CreateError::Exists { path: path.to_owned() }
     } else {
-        CreateError::Io { path: path.to_owned(), op, source }
+        CreateError::Io { path: path.to_owned(), op, error }
     }
 }
 

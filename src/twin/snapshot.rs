@@ -46,12 +46,12 @@ pub enum TwinRingError {
     },
     /// Any other attach failure: permissions, a corrupt file, a full reader
     /// table.
-    #[error("{ring}: {source}")]
+    #[error("{ring}: {error}")]
     Attach {
         /// The ring asked for.
         ring: String,
         /// Why it did not attach.
-        source: AttachError,
+        error: AttachError,
     },
     /// The ring is owned by a user not believed: whoever made it could
     /// publish any state and any alarm.
@@ -77,7 +77,7 @@ impl TwinRing {
     ) -> Result<TwinRing, TwinRingError> {
         let err = |e: AttachError| match e {
             AttachError::NotFound { .. } => TwinRingError::NotFound { ring: ring.into(), namespace: ns.to_string() },
-            source => TwinRingError::Attach { ring: ring.into(), source },
+            error => TwinRingError::Attach { ring: ring.into(), error },
         };
         let view = RingView::attach(ns, ring).map_err(err)?;
         view.check_owner_in(owners)?;

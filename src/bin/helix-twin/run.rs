@@ -175,11 +175,11 @@ pub enum StartError {
     #[error("ring {ring:?} does not exist in namespace {namespace} (is helixd running?)")]
     Missing { ring: String, namespace: String },
     /// Attaching failed otherwise.
-    #[error("ring {ring:?}: {source}")]
-    Attach { ring: String, source: AttachError },
+    #[error("ring {ring:?}: {error}")]
+    Attach { ring: String, error: AttachError },
     /// The writer lease is held (another helix-twin runs) or unavailable.
-    #[error("ring {ring:?}: {source}")]
-    Lease { ring: String, source: LeaseError },
+    #[error("ring {ring:?}: {error}")]
+    Lease { ring: String, error: LeaseError },
     /// The ring's slots cannot hold the frames.
     #[error("ring {ring:?} holds payloads of at most {max} bytes; the twin's {what} frames are {needed} bytes")]
     TooSmall { ring: String, max: u32, needed: usize, what: &'static str },
@@ -198,7 +198,7 @@ impl StartError {
         matches!(
             self,
             StartError::Missing { .. }
-                | StartError::Attach { source: AttachError::Initializing { .. }, .. }
+                | StartError::Attach { error: AttachError::Initializing { .. }, .. }
                 | StartError::Foreign(_)
         )
     }
@@ -207,7 +207,7 @@ impl StartError {
 fn attach_err(ns: &Namespace, ring: &str, e: AttachError) -> StartError {
     match e {
         AttachError::NotFound { .. } => StartError::Missing { ring: ring.into(), namespace: ns.to_string() },
-        source => StartError::Attach { ring: ring.into(), source },
+        error => StartError::Attach { ring: ring.into(), error },
     }
 }
 
@@ -218,7 +218,7 @@ pub fn writer(ns: &Namespace, ring: &str, needed: usize, what: &'static str) -> 
     ring_open.check_owner()?;
     let w = ring_open.writer().map_err(|e| match e {
         LeaseError::Attach(a) => attach_err(ns, ring, a),
-        source => StartError::Lease { ring: ring.into(), source },
+        error => StartError::Lease { ring: ring.into(), error },
     })?;
     let max = w.geometry().max_payload;
     if (max as usize) < needed {

@@ -62,7 +62,7 @@ pub(super) enum Step {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CatchUpError + '_ {
-    move |source| CatchUpError::Io { path: path.to_owned(), source }
+    move |error| CatchUpError::Io { path: path.to_owned(), error }
 }
 
 impl Segment {
