@@ -446,7 +446,16 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
         }
         let w = self.writer.as_mut().expect("opened above");
         match block.rtype() {
-            Some(RecordType::Frame) => publish_frames(w, block, lo, hi, &mut self.done.frames)?,
+            Some(RecordType::Frame) => {
+                let mut published = 0;
+                let result = publish_frames(w, block, lo, hi, self.stop, &mut published);
+                self.done.frames += published;
+                // What went out of a block cut short is in the span too.
+                if published > 0 {
+                    self.spanned(decl, lo, lo + published - 1);
+                }
+                return result;
+            }
             Some(RecordType::Gap) => {
                 let reason = GapInfo::decode(block.body).map_or(0, |g| g.reason);
                 let marker = GapMarker { first: lo, last: hi, reason, zero: 0 };
@@ -457,13 +466,18 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
             }
             _ => {}
         }
+        self.spanned(decl, lo, hi);
+        Ok(())
+    }
+
+    /// Counts sequences `lo..=hi` of the ring `decl` declares as replayed.
+    fn spanned(&mut self, decl: &RingDecl, lo: u64, hi: u64) {
         self.done.span = Some((self.done.span.map_or(lo, |s| s.0), hi));
         match self.done.spans.last_mut() {
             Some(last) if self.incarnation == Some(decl.created_ns) => last.1 = hi,
             _ => self.done.spans.push((lo, hi)),
         }
         self.incarnation = Some(decl.created_ns);
-        Ok(())
     }
 
     /// Sleeps until a block read at `recv_ns`, from sequence `first` on,
@@ -503,14 +517,18 @@ fn paced(recorded_ns: u64, factor: f64) -> Duration {
 }
 
 /// Publishes the frames of FRAME block `block` with sequences `lo..=hi`,
-/// in claims of at most the ring's capacity, counting them in `published`
-/// as each claim is. A frame the ring cannot take is named by its own
-/// sequence, and nothing of its claim is published.
+/// in claims of at most the ring's capacity, counting in `published` each
+/// frame that went out (a claim that fails partway publishes what was
+/// pushed into it). A frame the ring cannot take is named by its own
+/// sequence, and nothing of its claim is published. On a `block` ring it
+/// waits for room as long as the ring's stall rule says, and stops when
+/// `stop` is set.
 fn publish_frames(
     w: &mut Writer,
     block: &BlockView<'_>,
     lo: u64,
     hi: u64,
+    stop: &AtomicBool,
     published: &mut u64,
 ) -> Result<(), ReplayError> {
     let (capacity, max) = (w.geometry().capacity, w.geometry().max_payload as usize);
@@ -527,16 +545,32 @@ fn publish_frames(
             return Err(ReplayError::Publish { seq: seq + i as u64, error });
         }
         let err = |error| ReplayError::Publish { seq, error };
-        let mut claim = w.claim(n).map_err(err)?;
+        // In waits of STOP_CHECK: a gating reader that does not read held
+        // a `block` ring's claim for the ring's whole stall timeout, deaf to
+        // Ctrl-C. The ring's stall clock runs on across the waits, so such
+        // a reader is still demoted at the stall timeout.
+        let mut claim = loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(ReplayError::Interrupted);
+            }
+            match w.claim_timeout(n, STOP_CHECK) {
+                Err(PublishError::Full { .. }) => {}
+                claimed => break claimed.map_err(err)?,
+            }
+        };
         for r in &batch {
-            claim.push_kind(r.header.kind, r.payload).map_err(err)?;
+            claim.push_kind(r.header.kind, r.payload).map_err(|error| ReplayError::Publish { seq, error })?;
+            *published += 1;
+            seq += 1;
         }
         claim.commit();
-        *published += n;
-        seq += n;
     }
     Ok(())
 }
+
+/// How long a claim waits for room before the replay looks at its stop
+/// flag again.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests;

@@ -35,7 +35,8 @@ fn a_frame_the_ring_cannot_take_is_named_and_nothing_of_its_claim_is_published()
     let mut got = Ok(());
     walk_blocks(dir.path(), |_, block, _, _| {
         if block.rtype() == Some(RecordType::Frame) {
-            got = publish_frames(&mut w, block, block.header.seq, block.last_seq(), &mut published);
+            let (lo, hi, stop) = (block.header.seq, block.last_seq(), &AtomicBool::new(false));
+            got = publish_frames(&mut w, block, lo, hi, stop, &mut published);
         }
         if got.is_ok() {
             ControlFlow::Continue(())
@@ -51,6 +52,47 @@ fn a_frame_the_ring_cannot_take_is_named_and_nothing_of_its_claim_is_published()
         other => panic!("expected the long frame, sequence 4, named: {other:?}"),
     }
     assert_eq!((published, w.next_seq() - 1), (2, 2));
+}
+
+/// A replay into a `block` ring whose gating reader does not read stops
+/// when asked, counting what it published. (Found by review: it waited in
+/// its claim for the ring's whole stall timeout, deaf to Ctrl-C; and a
+/// block cut short was left out of the span.)
+#[test]
+fn a_replay_held_by_a_reader_that_does_not_read_stops_when_asked() {
+    use crate::{Namespace, Policy, Reader, ReaderOptions, Ring, RingOptions, RingView, Start};
+    use std::sync::{mpsc, Arc};
+    let dir = one_block(&[8; 5]);
+    let ns = Namespace::new(&format!("rq{}", std::process::id())).unwrap();
+    let _ = Ring::unlink(&ns, "held");
+    // Two slots: the first claim fills them, the second waits for a reader
+    // whose stall would not be judged for an hour.
+    let hour = Duration::from_secs(3600);
+    let opts = RingOptions { capacity: 2, policy: Policy::Block, stall_timeout: hour, ..Default::default() };
+    let ring = Ring::create(&ns, "held", &opts).unwrap();
+    let reader_opts = ReaderOptions { gating: true, start: Start::Oldest, ..ReaderOptions::named("idle") };
+    let _idle = Reader::attach(&ns, "held", &reader_opts).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let (path, flag) = (dir.path().to_owned(), stop.clone());
+    std::thread::spawn(move || {
+        let range = Range { ring: "t".into(), from: 1, to: 5 };
+        let first = first_walk(&path, &range, &flag).unwrap();
+        let pacing = Pacing { pace: Pace::Max, max_pause: None };
+        let open = move |_: &RingDecl| ring.writer().map_err(ReplayError::Lease);
+        _ = tx.send(second_walk(&path, &range, first, pacing, open, |_, _| {}, &flag));
+    });
+    let view = RingView::attach(&ns, "held").unwrap();
+    while view.stats().writer_waits == 0 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let got = rx.recv_timeout(Duration::from_secs(60));
+    let _ = Ring::unlink(&ns, "held");
+    let stopped = got.expect("the replay still waits for room, a minute after it was asked to stop").unwrap_err();
+    assert!(matches!(stopped.error, ReplayError::Interrupted), "{}", stopped.error);
+    assert_eq!((stopped.done.frames, stopped.done.spans.as_slice()), (2, &[(1, 2)][..]));
+    assert_eq!(view.stats().published, 2);
 }
 
 /// A second walk that begins after the first one did (retention pruned
