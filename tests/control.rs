@@ -576,11 +576,15 @@ fn a_command_helixd_cannot_send_to_its_instrument_is_rejected_logged_and_its_out
 /// A helixd with a UDP source whose instrument is a socket of the test's
 /// (the audit wait off), and a first command, `pause`, forwarded to it.
 struct Forwarding {
+    /// First, so dropped first: helixd is stopped before its namespace is
+    /// removed. (Dropped after it, a helixd still sweeping made its
+    /// control ring's doorbell again in the removed folder, and the folder
+    /// was left in /dev/shm.)
+    d: common::Reaped,
     instrument: std::net::UdpSocket,
     env: Env,
     notify: Notify,
     cfg: std::path::PathBuf,
-    d: common::Reaped,
     ctl: Control,
     pause: Command,
     /// `pause`'s answer.

@@ -79,11 +79,14 @@ fn the_alert_rules_pass_promtool_check_and_each_fires_in_a_unit_test() {
 /// and helix-twin in a namespace of their own, the first two writing their
 /// metrics files, and `helixctl metrics --listen` serving it all.
 struct Stack {
+    /// The programs, first, so dropped (stopped) before the namespace is
+    /// removed: a helixd still sweeping makes its control ring's doorbell
+    /// again in a folder removed under it, and the folder is left.
+    _children: Vec<Reaped>,
+    _metrics: Kid,
     env: Env,
     /// Where `helixctl metrics` serves, `127.0.0.1:PORT`.
     addr: String,
-    _children: Vec<Reaped>,
-    _metrics: Kid,
 }
 
 /// helixd's configuration: `telemetry` small, gating, demoting a reader

@@ -67,6 +67,7 @@ impl TestNs {
         let ns = Namespace::new(&name).unwrap();
         remove_files(&ns);
         live(&LIVE_NAMESPACES).push(ns.clone());
+        note_owner(&name);
         TestNs { ns, dog: None }
     }
 
@@ -91,6 +92,18 @@ impl TestNs {
         v.sort();
         v
     }
+}
+
+/// Under `tools/test`, which sets HELIX_TEST_NAMESPACES to a folder of its
+/// own: notes there which test made namespace `name`, so that a file left
+/// in /dev/shm after the suite (tools/test looks) is named with the test
+/// that left it.
+fn note_owner(name: &str) {
+    let Some(dir) = std::env::var_os("HELIX_TEST_NAMESPACES") else { return };
+    let exe = std::env::current_exe().ok();
+    let exe = exe.as_ref().and_then(|p| p.file_name()).map_or("?".into(), |n| n.to_string_lossy());
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let _ = std::fs::write(PathBuf::from(dir).join(name), format!("{test} (in {exe})\n"));
 }
 
 fn remove_files(ns: &Namespace) {
