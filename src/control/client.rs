@@ -180,11 +180,15 @@ impl Control {
 /// as nanoseconds lay between them.
 fn first_request() -> u64 {
     let mut bytes = [0u8; 8];
-    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
-    let n = match random {
-        Ok(()) => u64::from_le_bytes(bytes),
-        // No /dev/urandom (a bare chroot): the clock and the pid.
-        Err(_) => crate::process::realtime_ns() ^ (u64::from(crate::process::pid()) << 40),
+    // getrandom(2), not /dev/urandom: it needs no /dev (a chroot, a unit's
+    // PrivateDevices), and no descriptor.
+    // SAFETY: `bytes` is 8 writable bytes; the kernel writes at most 8.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
+    let n = match got {
+        8 => u64::from_le_bytes(bytes),
+        // The pool not yet initialised (early boot), or a seccomp filter
+        // refusing the call: the clock and the pid.
+        _ => crate::process::realtime_ns() ^ (u64::from(crate::process::pid()) << 40),
     };
     (n >> 1).max(1)
 }
