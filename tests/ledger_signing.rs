@@ -446,6 +446,35 @@ fn a_recorder_started_with_another_key_than_its_folders_says_so() {
     assert!(!started(2).contains("was signed by key id"));
 }
 
+/// A recorder started on a folder whose last records follow its last
+/// checkpoint (its recorder killed between two) signs them as it finds
+/// them, and says how many they are; after its own shutdown checkpoint,
+/// the next says nothing.
+#[test]
+fn a_recorder_says_how_many_records_it_found_after_the_last_checkpoint() {
+    let env = Env::watched("ledger unsigned tail", Duration::from_secs(60));
+    let (mut l, _) = Ledger::open(&env.path("ledger"), 1 << 20).unwrap();
+    l.set_signer(Some(Signer::new(key(1), 60)));
+    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    let now = helix::process::realtime_ns();
+    assert!(l.checkpoint(now, Reason::Open));
+    for s in 1..=5 {
+        l.reserve_frame(id, s, 1, now, 1, 24).fill(s as u8);
+    }
+    l.seal(id, 5);
+    l.flush().unwrap();
+    drop(l);
+    let k = env.path("ledger.key");
+    fs::write(&k, format_secret(&key(1))).unwrap();
+    fs::set_permissions(&k, fs::Permissions::from_mode(0o400)).unwrap();
+    let said = "follow its last checkpoint (the recorder before this one stopped before it signed them";
+    let log = run_until(&env, &["--key", k.to_str().unwrap()], "chain tail verified");
+    assert!(log.contains(&format!("the last 5 records of the ledger {said}")), "{log}");
+    let log = run_until(&env, &["--key", k.to_str().unwrap()], "chain tail verified");
+    assert!(!log.contains(said), "{log}");
+}
+
 /// Runs the recorder, signing with the key `k`, on a new ring `t` while
 /// 30,000 frames are published, then stops it; its folder.
 fn record_signed(env: &Env, k: &Path) -> std::path::PathBuf {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::block::split;
+use super::block::{split, BlockView};
 use super::chain::{BadRecord, Chain, Problem};
 use super::compress::{is_compressed, COMPRESSED_SUFFIX};
 use super::format::*;
@@ -35,6 +35,12 @@ pub struct Recovery {
     /// (closed), and this new segment of the current version was started,
     /// chained to its last hash.
     pub upgraded: Option<u64>,
+    /// Records of the last segment after its last checkpoint (all of them
+    /// if it has none): written by a recorder that stopped before it
+    /// signed them (killed between checkpoints), or that did not sign. A
+    /// recorder that signs vouches for them at its first checkpoint, as it
+    /// found them.
+    pub unsigned: u64,
 }
 
 /// The file in a ledger folder whose lock makes one recorder per folder.
@@ -115,10 +121,18 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
 /// read a piece at a time. A bad block is returned (in [`Scanned`]) with
 /// the state before it, and whether it is a torn tail.
 pub fn scan_tail(path: &Path) -> Result<(SegmentHeader, Chain, Scanned), LedgerError> {
+    scan_tail_visiting(path, |_, _, _| {})
+}
+
+/// [`scan_tail`], `visit` seeing each good block ([`SegmentFile::scan`]).
+fn scan_tail_visiting(
+    path: &Path,
+    visit: impl FnMut(&Chain, &BlockView<'_>, u64),
+) -> Result<(SegmentHeader, Chain, Scanned), LedgerError> {
     let file = SegmentFile::open(path).map_err(io_err(path))?;
     let header = file.header().map_err(|problem| LedgerError::Header { path: path.to_owned(), problem })?;
     let mut chain = Chain::at_segment(&header);
-    let scanned = file.scan(&mut chain, header.version, |_, _, _| {}).map_err(io_err(path))?;
+    let scanned = file.scan(&mut chain, header.version, visit).map_err(io_err(path))?;
     Ok((header, chain, scanned))
 }
 
@@ -197,7 +211,15 @@ pub(super) fn recover_tail(
         );
         return Err(io_err(&path)(e));
     }
-    let (header, chain, Scanned { len, bad, torn, follow }) = scan_tail(&path)?;
+    // The chain's records as its last checkpoint signed them (the visit
+    // sees each block applied).
+    let mut signed = None;
+    let note_checkpoint = |c: &Chain, b: &BlockView<'_>, _| {
+        if b.rtype() == Some(RecordType::Checkpoint) {
+            signed = Some(c.records);
+        }
+    };
+    let (header, chain, Scanned { len, bad, torn, follow }) = scan_tail_visiting(&path, note_checkpoint)?;
     if let Some(bad) = bad.as_ref().filter(|_| !torn) {
         return Err(LedgerError::Corrupt { path, bad: Box::new(bad.clone()), follow });
     }
@@ -215,6 +237,7 @@ pub(super) fn recover_tail(
             BadRecord { offset: end, block: chain.blocks, index: chain.records, records: 1, ring_seq: None, problem };
         return Err(LedgerError::Corrupt { path, bad: Box::new(at), follow: len - end });
     }
+    recovery.unsigned = chain.records - signed.unwrap_or(header.first_record);
     let Some(bad) = bad else {
         return Ok((header, chain, len));
     };

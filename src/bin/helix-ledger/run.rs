@@ -50,8 +50,9 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the status is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Says what opening the ledger found and did (`rec`).
-fn log_recovery(cfg: &LedgerConfig, rec: &helix::ledger::Recovery) {
+/// Says what opening the ledger found and did (`rec`), and, `signing`,
+/// what its first checkpoint vouches for that it did not write.
+fn log_recovery(cfg: &LedgerConfig, rec: &helix::ledger::Recovery, signing: bool) {
     if rec.created {
         info!("started a new ledger in {}", cfg.dir.display());
     }
@@ -76,6 +77,13 @@ fn log_recovery(cfg: &LedgerConfig, rec: &helix::ledger::Recovery) {
     if !rec.created {
         info!("ledger {}: {} records, segment {}, chain tail verified", cfg.dir.display(), rec.records, rec.segment);
     }
+    if signing && rec.unsigned > 0 {
+        warn!(
+            "the last {} records of the ledger follow its last checkpoint (the recorder before this one stopped \
+             before it signed them, or did not sign): this recorder's first checkpoint signs them as it found them",
+            rec.unsigned
+        );
+    }
 }
 
 /// Runs the ledger until SIGTERM or SIGINT, writing its counters to
@@ -91,8 +99,9 @@ pub fn run(cfg: &LedgerConfig, metrics_file: Option<PathBuf>) -> Result<()> {
     }
     // Retention signs the `pruned` manifest with the same key.
     let retention_signer = signer.clone();
+    let signing = signer.is_some();
     ledger.set_signer(signer);
-    log_recovery(cfg, &rec);
+    log_recovery(cfg, &rec, signing);
     let mut taps: Vec<Tap> = cfg.rings.iter().map(|name| Tap::new(name)).collect();
     for t in &mut taps {
         t.attach(&cfg.namespace, &mut ledger)?;

@@ -404,3 +404,32 @@ fn a_panic_of_the_writing_thread_fails_the_waits_instead_of_hanging_them() {
     let waited = rx.recv_timeout(Duration::from_secs(60)).expect("the wait for a panicked thread hung");
     assert!(waited.unwrap_err().ends_with("the ledger's writing thread panicked"));
 }
+
+/// Opening a folder counts the records after its last checkpoint: what a
+/// recorder killed between checkpoints left unsigned, which the next one
+/// signs as it finds them (helix-ledger says so).
+#[test]
+fn opening_counts_the_records_after_the_last_checkpoint() {
+    use crate::ledger::sign::Signer;
+    let d = TempDir::new("unsigned");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    // Opens the folder, checks what it found unsigned, signs a checkpoint
+    // for `reason` (if any), appends `frames` frames (from `first`), and
+    // closes it without a checkpoint, as a recorder killed would.
+    let session = |unsigned: u64, reason: Option<Reason>, first: u64, frames: u64| {
+        let (mut l, rec) = Ledger::open(&d.0, 1 << 20).unwrap();
+        assert_eq!(rec.unsigned, unsigned, "{reason:?}");
+        if let Some(reason) = reason {
+            l.set_signer(Some(Signer::new(key.clone(), 60)));
+            assert!(l.checkpoint(first, reason));
+        }
+        append(&mut l, first, frames);
+    };
+    // Never signed: every record of the segment (the declaration, 3 frames).
+    session(0, None, 1, 3);
+    // Signed, then 2 frames, then killed.
+    session(4, Some(Reason::Open), 4, 2);
+    // Closed with a checkpoint: nothing after it.
+    session(2, Some(Reason::Shutdown), 6, 0);
+    assert_eq!(Ledger::open(&d.0, 1 << 20).unwrap().1.unsigned, 0);
+}
