@@ -104,14 +104,34 @@ pub fn run(service: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 /// `ReadWritePaths=` (a journal or ledger folder configured elsewhere
 /// fails so, with nothing but "Read-only file system" to say why).
 fn read_only_hint(e: &anyhow::Error) -> Option<&'static str> {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| io.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
-        .then_some(
-            "the file system is read-only here: under systemd, the unit's ProtectSystem=strict lets the \
+    e.chain().filter_map(io_error).any(|io| io.kind() == std::io::ErrorKind::ReadOnlyFilesystem).then_some(
+        "the file system is read-only here: under systemd, the unit's ProtectSystem=strict lets the \
              service write only its ReadWritePaths= (`systemctl cat UNIT` shows them): configure a path \
              there, or add the folder in a drop-in (docs/systemd.md)",
-        )
+    )
+}
+
+/// The system call's error `e` is, or carries: the library's errors hold
+/// theirs in a field, not as their source (their message says it).
+fn io_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    use helix::fanin::FanInError;
+    use helix::ledger::{anchor::LineError, LedgerError};
+    use helix::{AttachError, CreateError};
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        Some(io)
+    } else if let Some(LedgerError::Io { error, .. }) = e.downcast_ref() {
+        Some(error)
+    } else if let Some(LineError::Io { error, .. }) = e.downcast_ref() {
+        Some(error)
+    } else if let Some(CreateError::Io { error, .. } | CreateError::NoSpace { error, .. }) = e.downcast_ref() {
+        Some(error)
+    } else if let Some(AttachError::Io { error, .. }) = e.downcast_ref() {
+        Some(error)
+    } else if let Some(FanInError::Io { error, .. }) = e.downcast_ref() {
+        Some(error)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +145,11 @@ mod tests {
         let deep = Err::<(), _>(erofs()).context("control journal /var/lib/x/control.journal").unwrap_err();
         assert!(read_only_hint(&deep).is_some_and(|h| h.contains("ReadWritePaths=")));
         assert!(read_only_hint(&anyhow::Error::new(erofs())).is_some());
+        // In a library error's field (helix-ledger's folder outside its
+        // ReadWritePaths=: found by review, once that error stopped giving
+        // it as its source).
+        let ledger = helix::ledger::LedgerError::Io { path: "/srv/ledger".into(), error: erofs() };
+        assert!(read_only_hint(&anyhow::Error::new(ledger)).is_some());
         let other = Err::<(), _>(std::io::Error::from_raw_os_error(libc::EACCES)).context("x").unwrap_err();
         assert_eq!(read_only_hint(&other), None);
     }
