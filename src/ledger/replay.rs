@@ -22,7 +22,7 @@ use super::format::{GapInfo, RecordType, RingDecl};
 use super::store::LedgerError;
 use super::verify::{walk_blocks, VerifyFailure};
 use crate::layout::assert_layout;
-use crate::ring::{CreateError, LeaseError, PublishError};
+use crate::ring::{Claim, CreateError, LeaseError, PublishError};
 use crate::Writer;
 
 /// Frame kind of a [`GapMarker`]: "HL" (helix ledger), 1.
@@ -459,8 +459,9 @@ impl<F: FnOnce(&RingDecl) -> Result<Writer, ReplayError>, W: FnMut(Duration, u64
             Some(RecordType::Gap) => {
                 let reason = GapInfo::decode(block.body).map_or(0, |g| g.reason);
                 let marker = GapMarker { first: lo, last: hi, reason, zero: 0 };
-                w.publish_kind(KIND_LEDGER_GAP, bytemuck::bytes_of(&marker))
-                    .map_err(|error| ReplayError::Publish { seq: lo, error })?;
+                claim_until_stopped(w, lo, 1, self.stop, |claim| {
+                    claim.push_kind(KIND_LEDGER_GAP, bytemuck::bytes_of(&marker)).map(drop).map_err(|e| (lo, e))
+                })?;
                 self.done.gaps += 1;
                 self.done.lost += hi - lo + 1;
             }
@@ -517,12 +518,11 @@ fn paced(recorded_ns: u64, factor: f64) -> Duration {
 }
 
 /// Publishes the frames of FRAME block `block` with sequences `lo..=hi`,
-/// in claims of at most the ring's capacity, counting in `published` each
-/// frame that went out (a claim that fails partway publishes what was
-/// pushed into it). A frame the ring cannot take is named by its own
-/// sequence, and nothing of its claim is published. On a `block` ring it
-/// waits for room as long as the ring's stall rule says, and stops when
-/// `stop` is set.
+/// in claims of at most the ring's capacity ([`claim_until_stopped`]),
+/// counting in `published` each frame that went out. A frame the ring
+/// cannot take is named by its own sequence, and nothing of its claim is
+/// published; a claim that fails otherwise partway publishes (and counts)
+/// what was pushed into it.
 fn publish_frames(
     w: &mut Writer,
     block: &BlockView<'_>,
@@ -544,26 +544,14 @@ fn publish_frames(
             let error = PublishError::TooLarge { len: batch[i].payload.len(), max };
             return Err(ReplayError::Publish { seq: seq + i as u64, error });
         }
-        let err = |error| ReplayError::Publish { seq, error };
-        // In waits of STOP_CHECK: a gating reader that does not read held
-        // a `block` ring's claim for the ring's whole stall timeout, deaf to
-        // Ctrl-C. The ring's stall clock runs on across the waits, so such
-        // a reader is still demoted at the stall timeout.
-        let mut claim = loop {
-            if stop.load(Ordering::Relaxed) {
-                return Err(ReplayError::Interrupted);
+        claim_until_stopped(w, seq, n, stop, |claim| {
+            for r in &batch {
+                claim.push_kind(r.header.kind, r.payload).map_err(|error| (seq, error))?;
+                *published += 1;
+                seq += 1;
             }
-            match w.claim_timeout(n, STOP_CHECK) {
-                Err(PublishError::Full { .. }) => {}
-                claimed => break claimed.map_err(err)?,
-            }
-        };
-        for r in &batch {
-            claim.push_kind(r.header.kind, r.payload).map_err(|error| ReplayError::Publish { seq, error })?;
-            *published += 1;
-            seq += 1;
-        }
-        claim.commit();
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -571,6 +559,37 @@ fn publish_frames(
 /// How long a claim waits for room before the replay looks at its stop
 /// flag again.
 const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Claims `n` slots for recorded sequences from `seq`, has `fill` push
+/// into them, and commits; a claim `fill` fails (naming the sequence it
+/// failed at) is dropped, which publishes what it pushed. It waits for room in waits of [`STOP_CHECK`],
+/// and stops when `stop` is set: a gating reader that does not read held
+/// a `block` ring's claim for the ring's whole stall timeout, deaf to
+/// Ctrl-C. The ring's stall clock runs on across the waits, so such a
+/// reader is still demoted at the stall timeout.
+fn claim_until_stopped(
+    w: &mut Writer,
+    seq: u64,
+    n: u64,
+    stop: &AtomicBool,
+    fill: impl FnOnce(&mut Claim<'_>) -> Result<(), (u64, PublishError)>,
+) -> Result<(), ReplayError> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(ReplayError::Interrupted);
+        }
+        match w.claim_timeout(n, STOP_CHECK) {
+            Err(PublishError::Full { .. }) => {}
+            Err(error) => return Err(ReplayError::Publish { seq, error }),
+            Ok(mut claim) => {
+                // `seq`: the frame whose push failed.
+                fill(&mut claim).map_err(|(seq, error)| ReplayError::Publish { seq, error })?;
+                claim.commit();
+                return Ok(());
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

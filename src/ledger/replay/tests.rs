@@ -55,18 +55,37 @@ fn a_frame_the_ring_cannot_take_is_named_and_nothing_of_its_claim_is_published()
 }
 
 /// A replay into a `block` ring whose gating reader does not read stops
-/// when asked, counting what it published. (Found by review: it waited in
-/// its claim for the ring's whole stall timeout, deaf to Ctrl-C; and a
-/// block cut short was left out of the span.)
+/// when asked, counting what it published: held in a claim of frames, or
+/// of a gap marker. (Found by review: it waited in its claim for the
+/// ring's whole stall timeout, deaf to Ctrl-C; and a block cut short was
+/// left out of the span.)
 #[test]
 fn a_replay_held_by_a_reader_that_does_not_read_stops_when_asked() {
+    // Two slots: frames 1 and 2 fill them; the next claim (frames 3 to 5,
+    // or the marker of the gap 3 to 5) waits for the reader.
+    held_replay_stops(one_block(&[8; 5]));
+    let dir = tempfile::tempdir().unwrap();
+    let (mut l, _) = crate::ledger::Ledger::open(dir.path(), 1 << 20).unwrap();
+    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 32, policy: 0, name: "t".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    for seq in 1..=2 {
+        l.reserve_frame(id, seq, 1, 1000, 7, 8).fill(1);
+    }
+    l.seal(id, 2);
+    l.append_gap(id, 3, 5, 1);
+    l.flush().unwrap();
+    held_replay_stops(dir);
+}
+
+/// Replays sequences 1 to 5 of ring "t" of `dir` into a ring of two
+/// slots whose gating reader does not read, stops the replay once it
+/// waits, and checks it stopped having published frames 1 and 2.
+fn held_replay_stops(dir: tempfile::TempDir) {
     use crate::{Namespace, Policy, Reader, ReaderOptions, Ring, RingOptions, RingView, Start};
     use std::sync::{mpsc, Arc};
-    let dir = one_block(&[8; 5]);
     let ns = Namespace::new(&format!("rq{}", std::process::id())).unwrap();
     let _ = Ring::unlink(&ns, "held");
-    // Two slots: the first claim fills them, the second waits for a reader
-    // whose stall would not be judged for an hour.
+    // A stall that would not be judged for an hour.
     let hour = Duration::from_secs(3600);
     let opts = RingOptions { capacity: 2, policy: Policy::Block, stall_timeout: hour, ..Default::default() };
     let ring = Ring::create(&ns, "held", &opts).unwrap();
@@ -74,13 +93,13 @@ fn a_replay_held_by_a_reader_that_does_not_read_stops_when_asked() {
     let _idle = Reader::attach(&ns, "held", &reader_opts).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
-    let (path, flag) = (dir.path().to_owned(), stop.clone());
+    let flag = stop.clone();
     std::thread::spawn(move || {
         let range = Range { ring: "t".into(), from: 1, to: 5 };
-        let first = first_walk(&path, &range, &flag).unwrap();
+        let first = first_walk(dir.path(), &range, &flag).unwrap();
         let pacing = Pacing { pace: Pace::Max, max_pause: None };
         let open = move |_: &RingDecl| ring.writer().map_err(ReplayError::Lease);
-        _ = tx.send(second_walk(&path, &range, first, pacing, open, |_, _| {}, &flag));
+        _ = tx.send(second_walk(dir.path(), &range, first, pacing, open, |_, _| {}, &flag));
     });
     let view = RingView::attach(&ns, "held").unwrap();
     while view.stats().writer_waits == 0 {
@@ -91,7 +110,8 @@ fn a_replay_held_by_a_reader_that_does_not_read_stops_when_asked() {
     let _ = Ring::unlink(&ns, "held");
     let stopped = got.expect("the replay still waits for room, a minute after it was asked to stop").unwrap_err();
     assert!(matches!(stopped.error, ReplayError::Interrupted), "{}", stopped.error);
-    assert_eq!((stopped.done.frames, stopped.done.spans.as_slice()), (2, &[(1, 2)][..]));
+    assert_eq!((stopped.done.frames, stopped.done.gaps), (2, 0));
+    assert_eq!(stopped.done.spans, [(1, 2)]);
     assert_eq!(view.stats().published, 2);
 }
 
