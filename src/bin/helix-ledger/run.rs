@@ -79,8 +79,9 @@ fn log_recovery(cfg: &LedgerConfig, rec: &helix::ledger::Recovery, signing: bool
     }
     if signing && rec.unsigned > 0 {
         warn!(
-            "the last {} records of the ledger follow its last checkpoint (the recorder before this one stopped \
-             before it signed them, or did not sign): this recorder's first checkpoint signs them as it found them",
+            "the ledger's last segment ends in {} records that no checkpoint in it signs (the recorder before \
+             this one stopped before it signed them, or did not sign): this recorder's first checkpoint signs the \
+             chain as it found it",
             rec.unsigned
         );
     }
