@@ -66,7 +66,9 @@ pub struct TwinConfig {
     pub snapshot_interval: Duration,
     /// Change update interval.
     pub update_interval: Duration,
-    /// Batching interval while telemetry flows.
+    /// Once caught up with flowing telemetry, how long to wait before
+    /// reading again (batches); zero: park on the ring's futex and read as
+    /// it comes.
     pub poll_interval: Duration,
     /// EWMA smoothing factor.
     pub ewma_alpha: f64,
@@ -143,7 +145,13 @@ impl TwinConfig {
         };
         let snapshot_interval = ms(&raw.snapshot_interval_ms, 1000, "snapshot_interval_ms")?;
         let update_interval = ms(&raw.update_interval_ms, 200, "update_interval_ms")?;
-        let poll_interval = ms(&raw.poll_interval_ms, 1, "poll_interval_ms")?;
+        let poll_interval = match &raw.poll_interval_ms {
+            Some(v) if *v.get_ref() < 0 => {
+                return Err(src.at(v, "poll_interval_ms must be 0 (read telemetry as it comes) or more"))
+            }
+            Some(v) if *v.get_ref() == 0 => Duration::ZERO,
+            v => ms(v, 0, "poll_interval_ms")?,
+        };
         if update_interval > snapshot_interval {
             // Name whichever of the two the file sets: a short snapshot
             // interval alone can undercut the default update interval.
@@ -191,7 +199,7 @@ impl TwinConfig {
             alarm_ring: "alarms".into(),
             snapshot_interval: Duration::from_millis(1000),
             update_interval: Duration::from_millis(200),
-            poll_interval: Duration::from_millis(1),
+            poll_interval: Duration::ZERO,
             ewma_alpha: 0.1,
             trend_beta: 0.1,
             rules,
@@ -374,6 +382,20 @@ mod tests {
         assert_eq!(c.rules.len(), 1);
         assert_eq!(c.rules[0].streams, StreamRange { first: 0, last: 9999 });
         assert!(c.rule_index().iter().all(|&i| i == 0));
+        // It reads telemetry as it comes.
+        assert_eq!(c.poll_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn poll_interval_ms_is_zero_to_read_as_telemetry_comes_or_a_batching_period() {
+        let poll = |text: &str| parse(text).unwrap().poll_interval;
+        assert_eq!(poll(""), Duration::ZERO);
+        assert_eq!(poll("poll_interval_ms = 0\n"), Duration::ZERO);
+        assert_eq!(poll("poll_interval_ms = 2\n"), Duration::from_millis(2));
+        assert_eq!(
+            line_err("\npoll_interval_ms = -1\n"),
+            (2, "poll_interval_ms must be 0 (read telemetry as it comes) or more".into())
+        );
     }
 
     #[test]

@@ -437,8 +437,9 @@ fn serve(
         }
         let next = tick.next().min(update.next()).min(snapshot.next()).min(service.next_due());
         let until = next.saturating_duration_since(Instant::now()).min(MAX_PARK);
-        if polled.frames > 0 {
-            // Telemetry flows: let a batch gather rather than wake per frame.
+        if polled.frames > 0 && !config.poll_interval.is_zero() {
+            // Telemetry flows, and batches were asked for: let one gather
+            // rather than be woken per commit.
             std::thread::sleep(config.poll_interval.min(until));
         } else {
             ingest.wait(until);

@@ -310,7 +310,7 @@ pub(super) mod tests {
             capacity: 4_194_304,
             fsync_ms: 10,
             wait: "park".into(),
-            twin_poll_ms: 1,
+            twin_poll_ms: 0,
             published: n,
             frames_per_sec: n as f64 / 10.0,
             writer_waits: 0,

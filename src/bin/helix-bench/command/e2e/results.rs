@@ -178,7 +178,7 @@ pub struct Results {
     /// helix-bench's reader's wait strategy.
     pub wait: String,
     /// How often the twin reads telemetry while it flows, ms (its
-    /// `poll_interval_ms`).
+    /// `poll_interval_ms`); 0: as it comes, parked on the ring between.
     pub twin_poll_ms: u64,
     /// Frames helixd published in the window.
     pub published: u64,

@@ -74,11 +74,24 @@ pub(super) fn section(md: &mut String, run: &Run) {
          simulator's spikes fall due together (every 50th stream at every 997th sample, about every 10 s at \
          100 Hz), so the events come in bursts of a few hundred and their latency includes the twin working \
          through the burst and publishing it; few bursts make for a coarse tail. \
-         The twin reads telemetry in batches every `poll_interval_ms` ({} ms) while it flows, so this latency \
-         is mostly that period. Its lag, sampled every 10 ms from its reader entry (frames published and not \
+         {} Its lag, sampled every 10 ms from its reader entry (frames published and not \
          yet consumed, as time at the configured rate), is in the table for every reader.\n\n",
-        r.twin_poll_ms,
+        twin_reads(r.twin_poll_ms),
     );
+}
+
+/// How the twin read telemetry, with its `poll_interval_ms` of `ms`.
+fn twin_reads(ms: u64) -> String {
+    match ms {
+        0 => "The twin reads telemetry as it comes (`poll_interval_ms = 0`): once it has read all there is, it \
+              parks on the ring's futex until the next commit, so this latency is the wake-up and the twin's \
+              work."
+            .into(),
+        ms => format!(
+            "The twin reads telemetry in batches every `poll_interval_ms` ({ms} ms) while it flows, so this \
+             latency is mostly that period."
+        ),
+    }
 }
 
 /// One e2e run: its command, the readers' table, CPU and the ledger check.
