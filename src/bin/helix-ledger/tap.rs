@@ -347,4 +347,34 @@ mod tests {
         t.release_written(3);
         assert_eq!((released(&t), t.unwritten.len()), (10, 0));
     }
+
+    /// A tap let go (its ring replaced, or the ledger demoted) has written
+    /// what it read: a frame let go unwritten would be lost to a crash,
+    /// with no GAP, once the ring's reader entry is gone.
+    #[test]
+    fn a_tap_let_go_has_written_what_it_read() {
+        let ns = Scratch(Namespace::new(&format!("ldglet{}", std::process::id())).unwrap());
+        let _ = Ring::unlink(&ns.0, "t");
+        let ring = Ring::create(&ns.0, "t", &RingOptions { capacity: 16, max_payload: 8, ..Default::default() });
+        let mut w = ring.unwrap().writer().unwrap();
+        for i in 0..5u8 {
+            w.publish(&[i; 8]).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for behind in [false, true] {
+            let folder = dir.path().join(format!("behind-{behind}"));
+            let (mut ledger, _) = Ledger::open(&folder, 1 << 20).unwrap();
+            if behind {
+                ledger.write_behind().unwrap();
+            }
+            let mut tap = Tap::new("t");
+            tap.attach(&ns.0, &mut ledger).unwrap();
+            assert_eq!(tap.pump(&mut ledger), 5);
+            tap.let_go(&mut ledger).unwrap();
+            assert!(tap.reader.is_none());
+            // On disk now, whatever becomes of the ledger.
+            let summary = helix::ledger::verify::verify(&folder).unwrap().unwrap();
+            assert_eq!(summary.rings.first().map(|r| r.next_seq), Some(6), "written behind: {behind}");
+        }
+    }
 }
