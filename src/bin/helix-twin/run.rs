@@ -28,6 +28,11 @@ const BATCH: usize = 4096;
 const ROUND: usize = 65_536;
 /// Longest the loop parks, so signals and timers are seen promptly.
 const MAX_PARK: Duration = Duration::from_millis(100);
+/// The longest park while telemetry flows: a commit wakes the twin long
+/// before, unless a peer of the reader table keeps `waiters` at 0 (which
+/// turns the writer's wake-ups off, docs/security.md): then an alarm is
+/// late by at most this, as when the twin read in batches of 1 ms.
+const FLOWING_PARK: Duration = Duration::from_millis(1);
 /// How often the status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How often the status is logged.
@@ -437,12 +442,12 @@ fn serve(
         }
         let next = tick.next().min(update.next()).min(snapshot.next()).min(service.next_due());
         let until = next.saturating_duration_since(Instant::now()).min(MAX_PARK);
-        if polled.frames > 0 && !config.poll_interval.is_zero() {
+        match (polled.frames > 0, config.poll_interval) {
             // Telemetry flows, and batches were asked for: let one gather
             // rather than be woken per commit.
-            std::thread::sleep(config.poll_interval.min(until));
-        } else {
-            ingest.wait(until);
+            (true, batch) if !batch.is_zero() => std::thread::sleep(batch.min(until)),
+            (true, _) => ingest.wait(until.min(FLOWING_PARK)),
+            (false, _) => ingest.wait(until),
         }
     }
 }
