@@ -35,9 +35,12 @@ class IncarnationWarning(UserWarning):
     """``export`` took records of more than one incarnation of the ring:
     it was removed and created again in the range, and its sequence
     started again, so ``ring_seq`` goes back (and may repeat) where one
-    ends and the next begins. ``with_others=True`` returns the RING
-    records that declare each (their payload begins with the incarnation's
-    ``created_ns``, little-endian)."""
+    ends and the next begins. The warning names each incarnation's
+    ``created_ns``. ``with_others=True`` also returns the RING records in
+    the range (their payload begins with the incarnation's ``created_ns``,
+    little-endian); a declaration's sequence is the ring's next one when
+    it was declared, so from ``from_seq=1`` each incarnation's declaration
+    is among them, and a range that starts later may hold none."""
 
 
 def verify(dir: Union[str, "os.PathLike[str]"]) -> dict:
