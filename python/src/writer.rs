@@ -167,7 +167,13 @@ impl Writer {
             return Err(PyValueError::new_err("publish_samples: expected a one-dimensional array of samples"));
         }
         if !names.is_none() {
-            check_cast(&numpy, &plain, &array)?;
+            // Its fields are SAMPLE_DTYPE's, in order (checked above).
+            check_cast(&numpy, &array, names.try_iter()?.map(|name| plain.get_item(name?)))?;
+        } else if plain.getattr("ndim")?.extract::<usize>()? == 2 {
+            // Tuples in field order: column i was field i (numpy cast 1.5
+            // in a tuple's stream to 1 without a word; found by review).
+            let all = pyo3::types::PySlice::full(py);
+            check_cast(&numpy, &array, (0..crate::SAMPLE_FIELDS.len()).map(|i| plain.get_item((&all, i))))?;
         }
         let bytes = array.call_method0("tobytes")?;
         let bytes = bytes.cast::<PyBytes>()?.as_bytes();
@@ -190,16 +196,24 @@ impl Writer {
     }
 }
 
-/// `Err` naming the first field of the structured array `given` whose
-/// values its cast to SAMPLE_DTYPE (`cast`) changed: one out of the
-/// field's range, negative in an unsigned field, a fraction or NaN in an
-/// integer one. numpy casts them without a word (a stream 2^32 + 5 went
-/// out as stream 5). Cast back, an unchanged value is what was given.
-fn check_cast(numpy: &Bound<'_, PyModule>, given: &Bound<'_, PyAny>, cast: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = given.py();
-    for name in given.getattr("dtype")?.getattr("names")?.try_iter()? {
-        let name = name?;
-        let (was, now) = (given.get_item(&name)?, cast.get_item(&name)?);
+/// `Err` naming the first field whose values the cast to SAMPLE_DTYPE
+/// (`cast`) changed: one out of the field's range, negative in an
+/// unsigned field, a fraction or NaN in an integer one. numpy casts them
+/// without a word (a stream 2^32 + 5 went out as stream 5). `given` holds
+/// each field's values as given, in SAMPLE_DTYPE's order (a structured
+/// array's fields, or the columns of tuples). Cast back, an unchanged value
+/// is what was given.
+fn check_cast<'py>(
+    numpy: &Bound<'py, PyModule>,
+    cast: &Bound<'py, PyAny>,
+    given: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
+) -> PyResult<()> {
+    let py = cast.py();
+    let names = cast.getattr("dtype")?.getattr("names")?;
+    for (k, was) in given.enumerate() {
+        let was = was?;
+        let name = names.get_item(k)?;
+        let now = cast.get_item(&name)?;
         let kind = was.getattr("dtype")?;
         let back = now.call_method1("astype", (&kind,))?;
         let floats = kind.getattr("kind")?.extract::<String>()? == "f";

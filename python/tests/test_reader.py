@@ -284,6 +284,12 @@ def test_a_sample_value_a_field_cannot_hold_is_refused_naming_the_field(ns):
     fractional["seq"] = 1.5
     with pytest.raises(ValueError, match="field seq holds a value"):
         w.publish_samples(fractional)
+    # So are tuples (taken in field order): numpy cast them as silently.
+    for field, bad in (("stream", 1.5), ("quality", -1), ("seq", 2**64 + 1)):
+        sample = dict.fromkeys(helix.SAMPLE_DTYPE.names, 0)
+        sample[field] = bad
+        with pytest.raises((ValueError, OverflowError), match=f"field {field} holds a value|too large|out of bounds"):
+            w.publish_samples([tuple(sample.values())])
     assert w.next_seq == 1
     # Values it can hold go out as given (NaN in value included).
     r = helix.Reader.attach("cast", namespace=ns, start="oldest")
@@ -291,6 +297,11 @@ def test_a_sample_value_a_field_cannot_hold_is_refused_naming_the_field(ns):
     assert w.publish_samples(wide) == 1
     got = r.read_batch(1)
     assert (got["stream"][0], got["seq"][0], np.isnan(got["value"][0])) == (7, 2**40, True)
+    # Tuples too, a time in ns beyond a float's 53 bits included.
+    ns_time = 1_733_412_345_678_901_234
+    assert w.publish_samples([(8, 1, 2**40 + 1, ns_time, ns_time, 0.5), (9, 0, 3, 4, 5, np.nan)]) == 3
+    got = r.read_batch(2)
+    assert (list(got["stream"]), got["sample_ns"][0], got["value"][0]) == ([8, 9], ns_time, 0.5)
 
 
 def test_a_batch_of_large_frames_stops_at_64_mib(ns):
