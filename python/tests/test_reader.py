@@ -104,18 +104,21 @@ def test_other_kinds_come_as_tuples_and_batches_do_not_mix(ns):
     assert r.read(timeout=0.01) is None
 
 
-def test_a_waiting_reader_releases_the_gil(ns):
-    # If read_batch held the GIL while waiting, the main thread could never
+@pytest.mark.parametrize("how", ["read_batch", "read", "next"])
+def test_a_waiting_reader_releases_the_gil(ns, how):
+    # If a read held the GIL while waiting, the main thread could never
     # publish the frame it waits for: the watchdog would end the run.
     w = helix.Writer.create("gil", namespace=ns, capacity=16)
     r = helix.Reader.attach("gil", namespace=ns)
+    read = {"read_batch": lambda: r.read_batch(4), "read": r.read, "next": lambda: next(iter(r))}[how]
     got = []
-    t = threading.Thread(target=lambda: got.append(r.read_batch(4)))
+    t = threading.Thread(target=lambda: got.append(read()))
     t.start()
     threading.Event().wait(0.2)
     w.publish_samples(np.ones(2, helix.SAMPLE_DTYPE))
     t.join(30)
-    assert not t.is_alive() and len(got[0]) == 2
+    assert not t.is_alive() and len(got) == 1
+    assert len(got[0]) == 2 if how == "read_batch" else got[0][0] == 1
 
 
 def test_bad_names_and_missing_rings_raise_attach_error(ns):
