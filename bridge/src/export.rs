@@ -317,25 +317,34 @@ fn replaced(ns: &Namespace, x: &Export, source: &Source, reader: &Reader) -> boo
 
 /// Registers the exporter's reader where its predecessor left off: the
 /// lowest cursor of a dead reader of the same name, else the oldest frame.
-/// A live reader of that name is another exporter: refused. Also says
-/// whether there was no predecessor.
+/// A live reader of that name is another exporter, and refused, if its
+/// process is another helix-bridge ([`another_bridge`]). Also says whether
+/// there was no predecessor.
 fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
     let stats = view.stats();
     let ours: Vec<_> = stats.readers.iter().filter(|r| r.name == x.reader_name).collect();
-    if let Some(live) = ours.iter().find(|r| r.alive) {
-        bail!(
-            "ring {}: reader {:?} (pid {}) is attached already: is another helix-bridge export running?",
-            x.ring,
-            x.reader_name,
-            live.pid
+    for live in ours.iter().filter(|r| r.alive) {
+        if another_bridge(live.pid) {
+            bail!(
+                "ring {}: reader {:?} (pid {}) is attached already: is another helix-bridge export running?",
+                x.ring,
+                x.reader_name,
+                live.pid
+            );
+        }
+        warn!(
+            "ring {}: reader {:?} is attached already, but its process (pid {}) is no helix-bridge of this user's \
+             (another process wrote the name into the reader table?): exporting beside it",
+            x.ring, x.reader_name, live.pid
         );
     }
+    let dead: Vec<_> = ours.iter().filter(|r| !r.alive).collect();
     // A cursor past the ring's next sequence is not one an exporter leaves
     // (any process that may attach can write the reader table): starting
     // there would skip frames, starting at the oldest only sends again
     // what the importer already has (it drops them).
     let next = stats.published + 1;
-    let start = match ours.iter().map(|r| r.cursor).min() {
+    let start = match dead.iter().map(|r| r.cursor).min() {
         Some(cursor) if cursor > next => {
             warn!(
                 "ring {}: the dead exporter's cursor {cursor} is past the ring's next sequence {next} \
@@ -353,7 +362,7 @@ fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
     leave_to_an_older_exporter(view, x)?;
     // The predecessor's entries, which may still gate the writer.
     view.sweep();
-    Ok((reader, ours.is_empty()))
+    Ok((reader, dead.is_empty()))
 }
 
 /// Fails if another live process holds a reader of the exporter's name and
@@ -366,16 +375,11 @@ fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
 fn leave_to_an_older_exporter(view: &RingView, x: &Export) -> Result<()> {
     let (pid, start) = helix::process::identity();
     let rank = |pid: u32| helix::process::start_time(pid).map(|start| (start, pid));
-    // Only a process of this user is another exporter of this bridge's:
-    // any process that may write the reader table can enter a name and a
-    // live, older pid (pid 1, say).
-    let uid = helix::process::my_uid();
     let older = view
         .stats()
         .readers
         .into_iter()
-        .filter(|r| r.alive && r.name == x.reader_name && r.pid != pid)
-        .filter(|r| helix::process::uid_of(r.pid) == Some(uid))
+        .filter(|r| r.alive && r.name == x.reader_name && r.pid != pid && another_bridge(r.pid))
         .find(|r| rank(r.pid).is_some_and(|theirs| theirs < (start, pid)));
     if let Some(r) = older {
         bail!(
@@ -387,6 +391,22 @@ fn leave_to_an_older_exporter(view: &RingView, x: &Export) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether the live process `pid`, found under the exporter's name in a
+/// reader table, is another exporter of this bridge's: a process of the
+/// same name as this one (`/proc/PID/comm`), of this user or root (any
+/// user's, for a bridge run by root: an operator's copy beside the
+/// service). Any process that may write the reader table can enter the
+/// name with any live pid: pid 1's, or helixd's, whose user is the
+/// bridge's own in the packaged service. (Found by review: helixd's pid
+/// made a running exporter leave and kept the next one off, and a
+/// service's every link went down with it, restart after restart.)
+fn another_bridge(pid: u32) -> bool {
+    let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    let me = helix::process::my_uid();
+    let user = me == 0 || helix::process::uid_of(pid).is_some_and(|uid| uid == me || uid == 0);
+    user && comm(&pid.to_string()).is_some_and(|name| Some(name) == comm("self"))
 }
 
 fn attach(ns: &Namespace, x: &Export, start: Start) -> Result<Reader> {

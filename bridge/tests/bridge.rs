@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use helix::layout::{READERS_HEADER_SIZE, READER_ENTRY_SIZE};
 use helix::{Policy, Reader, ReaderOptions, Ring, RingOptions};
+use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
 use support::{
-    await_progress, destination, free_port, joined, kind, metric_reaches, payload, scrape, verify, verify_next,
-    verify_range, verify_to, World, KIND_BATCH,
+    await_progress, destination, free_port, joined, joined_by, kind, metric_reaches, payload, scrape, verify,
+    verify_next, verify_range, verify_to, World, KIND_BATCH,
 };
 
 /// Reads the destination up to source sequence `last` ([`verify`]): it
@@ -382,15 +383,74 @@ fn a_stream_jetstream_refuses_ends_the_link_with_its_error() {
 #[test]
 fn of_two_exporters_that_joined_a_ring_at_once_the_younger_leaves() {
     let (mut w, mut writer) = World::with_rings("two exporters at once", Duration::from_secs(90), 4096, 4096);
+    // The older exporter: a helix-bridge started first, on another ring.
+    w.ring("other", 64);
+    let older = w.spawn(w.exporter("other"));
+    joined_by(&w.ns, "other", w.pid(older));
     let ex = w.spawn(w.exporter("src"));
-    joined(&w.ns, "src");
+    joined_by(&w.ns, "src", w.pid(ex));
+    // It joins src too, as if at the same instant as the younger one: an
+    // entry of the exporter's name in its process's pid and start time.
     let opts = ReaderOptions { name: "helix-bridge".into(), gating: false, ..ReaderOptions::default() };
-    let _older = Reader::attach(&w.ns, "src", &opts).unwrap();
+    let entry = Reader::attach(&w.ns, "src", &opts).unwrap();
+    enter_process(&w, "src", entry.index(), w.pid(older));
     produce(&mut writer, 1, 100);
     let (status, log) = w.exited(ex, Duration::from_secs(30));
     assert!(!status.success(), "{status}: {log}");
-    let why = format!("(pid {}) joined it at the same time, and its process is older", std::process::id());
+    let why = format!("(pid {}) joined it at the same time, and its process is older", w.pid(older));
     assert!(log.contains(&why), "{log}");
+}
+
+/// An operator who starts an exporter of a ring twice: the second is
+/// refused, naming the first, which goes on.
+#[test]
+fn an_exporter_started_twice_is_refused_naming_the_first() {
+    let (mut w, mut writer, ex, im) = World::bridged("an exporter started twice", Duration::from_secs(90));
+    let again = w.spawn(w.exporter("src"));
+    let (status, log) = w.exited(again, Duration::from_secs(30));
+    let why = format!("(pid {}) is attached already: is another helix-bridge export running?", w.pid(ex));
+    assert!(!status.success() && log.contains(&why), "{status}: {log}");
+    produce(&mut writer, 1, 100);
+    arrived(&w, 100, 100, &[]);
+    w.stop(ex);
+    w.stop(im);
+}
+
+/// Any process that may write the reader table can enter the exporter's
+/// name with its own live pid or another's (helixd's, whose user is the
+/// packaged bridge's own). A process that is no helix-bridge keeps no
+/// exporter off the ring and makes no running one leave. Before, the
+/// exporter refused to start, or left within a second, and in service mode
+/// every other link went down with it. (Here: this test's process, older
+/// than the exporter and of its user.)
+#[test]
+fn a_reader_of_the_exporters_name_that_is_no_helix_bridge_keeps_no_exporter_off() {
+    let (mut w, mut writer) = World::with_rings("a reader of the exporter's name", Duration::from_secs(90), 4096, 4096);
+    let opts = ReaderOptions { name: "helix-bridge".into(), gating: false, ..ReaderOptions::default() };
+    let _squatter = Reader::attach(&w.ns, "src", &opts).unwrap();
+    let ex = w.spawn(w.exporter("src"));
+    let im = w.spawn(w.importer("src", "dst"));
+    joined_by(&w.ns, "src", w.pid(ex));
+    produce(&mut writer, 1, 1000);
+    arrived(&w, 1000, 1000, &[]);
+    let said = format!("its process (pid {}) is no helix-bridge of this user's", std::process::id());
+    w.stop_saying(ex, &[&said]);
+    w.stop(im);
+}
+
+/// Writes process `pid` (its pid and start time) into reader entry `index`
+/// of ring `ring`, as any process that may write the reader table can.
+fn enter_process(w: &World, ring: &str, index: usize, pid: u32) {
+    use helix::layout::{ReaderEntry, ENTRY_ACTIVE, ENTRY_PID_SHIFT};
+    let start_time = helix::process::start_time(pid).unwrap();
+    let table = std::fs::OpenOptions::new().write(true).open(w.ns.readers_path(ring)).unwrap();
+    let entry = (READERS_HEADER_SIZE + index * READER_ENTRY_SIZE) as u64;
+    let at = |field: usize| entry + field as u64;
+    table
+        .write_all_at(&(pid << ENTRY_PID_SHIFT | ENTRY_ACTIVE).to_ne_bytes(), at(offset_of!(ReaderEntry, state)))
+        .unwrap();
+    table.write_all_at(&pid.to_ne_bytes(), at(offset_of!(ReaderEntry, pid))).unwrap();
+    table.write_all_at(&start_time.to_ne_bytes(), at(offset_of!(ReaderEntry, start_time))).unwrap();
 }
 
 /// Any process that may attach can write the reader table: one moves the

@@ -166,6 +166,11 @@ impl World {
         self.kids.len() - 1
     }
 
+    /// Child `i`'s pid.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.kids[i].id()
+    }
+
     /// Stops (SIGSTOP) or continues (SIGCONT) the server: while stopped it
     /// takes no message and acknowledges nothing.
     pub fn pause_server(&self, paused: bool) {
@@ -399,9 +404,18 @@ pub fn await_progress(
 /// Waits (at most 20 s) until the exporter has joined `ring` as a reader,
 /// so that the frames produced after are gated by it.
 pub fn joined(ns: &Namespace, ring: &str) {
+    joined_where(ns, ring, |_| true);
+}
+
+/// [`joined`], by the exporter of pid `pid`.
+pub fn joined_by(ns: &Namespace, ring: &str, pid: u32) {
+    joined_where(ns, ring, |p| p == pid);
+}
+
+fn joined_where(ns: &Namespace, ring: &str, pid: impl Fn(u32) -> bool) {
     let view = helix::RingView::attach(ns, ring).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !view.stats().readers.iter().any(|r| r.name == "helix-bridge" && r.alive) {
+    while !view.stats().readers.iter().any(|r| r.name == "helix-bridge" && r.alive && pid(r.pid)) {
         assert!(Instant::now() < deadline, "the exporter did not join ring {ring} within 20 s");
         std::thread::sleep(Duration::from_millis(10));
     }
