@@ -6,6 +6,7 @@ use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use helix::ledger::format::{hex, GapInfo, RecordType, RingDecl};
+use helix::ledger::retention::Pruned;
 use helix::ledger::sign::{parse_public, Checkpoint};
 use helix::ledger::verify::{self, Located, Signed, Summary, VerifyFailure};
 use helix::telemetry::{Sample, KIND_SAMPLE};
@@ -316,6 +317,8 @@ pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) 
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut write_err = None;
     let mut start: BlockStart = (u64::MAX, 0, 0);
+    // Each ring's first frame or gap in the range, in the order found.
+    let mut firsts: Vec<(String, u64)> = Vec::new();
     let result = verify::walk(dir, |at| {
         if write_err.is_some() || ring.is_some_and(|r| r != at.ring) {
             return;
@@ -327,6 +330,10 @@ pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) 
         };
         if start.0 != at.block {
             start = (at.block, at.index, h.seq);
+        }
+        let counted = matches!(RecordType::from_u16(h.rtype), Some(RecordType::Frame | RecordType::Gap));
+        if counted && last >= from && h.seq <= to && !firsts.iter().any(|(r, _)| r == at.ring) {
+            firsts.push((at.ring.to_owned(), h.seq.max(from)));
         }
         let line = match (blocks, at.hash) {
             (false, _) if last >= from && h.seq <= to => record_json(at),
@@ -344,6 +351,13 @@ pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) 
     }
     match result {
         Ok(s) => {
+            match ring {
+                Some(r) => {
+                    pruned_note(s.pruned.as_ref(), &format!("ring {r}"), from, firsts.first().map(|f| f.1), "exported")
+                }
+                // Every ring: the earliest record of the range left.
+                None => pruned_note(s.pruned.as_ref(), "the range", from, firsts.iter().map(|f| f.1).min(), "exported"),
+            };
             torn_tail_note(s.partial_tail, "exported");
             Ok(true)
         }
@@ -352,6 +366,26 @@ pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) 
             Ok(false)
         }
     }
+}
+
+/// Says on stderr that retention pruned the ledger's oldest segments (as
+/// `pruned` says, if it did) and that the range from `from` may have begun
+/// in them: `of` names what (ring NAME, the range), `first` is the first
+/// recorded sequence of it `what` (exported, replayed): past `from`, or
+/// None. Returns whether it said so. (Found by review: a replay or an
+/// export of a pruned ledger began at its oldest record without a word,
+/// and one of a range wholly pruned said only "nothing recorded".)
+pub fn pruned_note(pruned: Option<&Pruned>, of: &str, from: u64, first: Option<u64>, what: &str) -> bool {
+    // Sequences count from 1: a range that begins there lost nothing.
+    let from = from.max(1);
+    let Some(p) = pruned.filter(|_| first.is_none_or(|seq| seq > from)) else { return false };
+    let begins = first.map_or_else(|| "none of it is left".to_owned(), |seq| format!("what is left begins at {seq}"));
+    eprintln!(
+        "note: retention pruned this ledger's segments 1 to {} ({} records): what they held of {of} from sequence \
+         {from} was not {what}; {begins}",
+        p.segment, p.records
+    );
+    true
 }
 
 /// Says on stderr that `bytes` of a torn tail end the last segment and

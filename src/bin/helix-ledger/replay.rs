@@ -116,7 +116,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
             if !into_made.get() {
                 unmake(ns, &made);
             }
-            print_done(a, &into, into_made.get(), &done, true)?;
+            print_done(a, &into, into_made.get(), &done, true, start_pruned(a, &done))?;
             crate::command::torn_tail_note(done.partial_tail, "replayed");
             return Ok(true);
         }
@@ -126,7 +126,7 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
         unmake(ns, &made);
     } else {
         // What was published before it stopped is in the ring: say what.
-        print_done(a, &into, true, &stopped.done, false)?;
+        print_done(a, &into, true, &stopped.done, false, start_pruned(a, &stopped.done))?;
     }
     match stopped.error {
         ReplayError::Verify(f @ VerifyFailure::PrunedMeanwhile { .. }) => {
@@ -224,9 +224,25 @@ fn signed(dir: &Path, path: &Path) -> anyhow::Result<bool> {
     }
 }
 
+/// Whether retention pruned the ledger's oldest segments and the range
+/// may have begun in them (said on stderr).
+fn start_pruned(a: &ReplayArgs, done: &Replayed) -> bool {
+    let pruned = helix::ledger::retention::read_pruned(&a.dir).ok().flatten();
+    let first = done.spans.first().map(|s| s.0);
+    crate::command::pruned_note(pruned.as_ref(), &format!("ring {}", a.ring), a.from, first, "replayed")
+}
+
 /// What a replay of `a` into `into` (`made`, or not: nothing was recorded
-/// in the range) did, on standard output.
-fn print_done(a: &ReplayArgs, into: &str, made: bool, done: &Replayed, verified: bool) -> io::Result<()> {
+/// in the range) did, on standard output; `start_pruned`: the range may
+/// have begun in segments retention pruned.
+fn print_done(
+    a: &ReplayArgs,
+    into: &str,
+    made: bool,
+    done: &Replayed,
+    verified: bool,
+    start_pruned: bool,
+) -> io::Result<()> {
     let mut out = io::stdout().lock();
     // (Found by review: a range across two incarnations of the ring said
     // "sequences 500 to 20".)
@@ -241,7 +257,7 @@ fn print_done(a: &ReplayArgs, into: &str, made: bool, done: &Replayed, verified:
         let v = json!({
             "ok": verified, "ring": a.ring, "into": into, "made": made, "frames": done.frames, "gaps": done.gaps,
             "lost": done.lost, "first_seq": done.span.map(|s| s.0), "last_seq": done.span.map(|s| s.1),
-            "spans": done.spans,
+            "spans": done.spans, "start_pruned": start_pruned,
             "partial_tail": done.partial_tail, "pauses_cut": done.pauses_cut, "cut_s": done.cut.as_secs_f64(),
         });
         writeln!(out, "{v}")?;
