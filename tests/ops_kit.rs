@@ -373,7 +373,8 @@ fn a_real_prometheus_has_the_series_and_fires_the_alert_of_a_stalled_gating_read
 /// reported), the rest served, and the scrape stays one Prometheus takes.
 #[test]
 fn a_malformed_or_impostor_metrics_file_is_left_out_and_the_scrape_stays_valid() {
-    let env = Env::new();
+    // Watched: a FIFO in the folder held the scrape for ever.
+    let env = Env::watched("metrics files", Duration::from_secs(60));
     let dir = env.path("metrics");
     std::fs::create_dir(&dir).unwrap();
     let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
@@ -381,6 +382,10 @@ fn a_malformed_or_impostor_metrics_file_is_left_out_and_the_scrape_stays_valid()
     write("bad.prom", "# TYPE helix_y gauge\nhelix_y{a=\"1\"} 1\nhelix_y 1 junk\n");
     write("impostor.prom", "# TYPE helix_ring_up gauge\nhelix_ring_up{ring=\"telemetry\"} 1\n");
     write("torn.prom", "# TYPE helix_z gauge\nhelix_z 1");
+    // A family helixctl adds itself, after the files.
+    write("up.prom", "# TYPE helix_textfile_up gauge\nhelix_textfile_up{file=\"helixd.prom\"} 1\n");
+    // Whoever may write the folder may put a FIFO there.
+    assert!(Command::new("mkfifo").arg(dir.join("fifo.prom")).status().unwrap().success());
     write("notes.txt", "not a metrics file\n");
     // A name a terminal acts on is left out, and said escaped.
     write("\u{1b}]0;x.prom", "# TYPE helix_w gauge\nhelix_w 1\n");
@@ -392,12 +397,20 @@ fn a_malformed_or_impostor_metrics_file_is_left_out_and_the_scrape_stays_valid()
     for gone in ["helix_y", "helix_ring_up{ring=\"telemetry\"}", "helix_z", "not a metrics"] {
         assert!(!out.contains(gone), "{gone} was served:\n{out}");
     }
-    for (file, up) in [("good.prom", 1), ("bad.prom", 0), ("impostor.prom", 0), ("torn.prom", 0)] {
+    let files =
+        [("good.prom", 1), ("bad.prom", 0), ("impostor.prom", 0), ("torn.prom", 0), ("up.prom", 0), ("fifo.prom", 0)];
+    for (file, up) in files {
         let line = format!("helix_textfile_up{{file=\"{file}\"}} {up}");
         assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
     }
     assert!(!out.contains("notes.txt"), "{out}");
-    for why in ["bad.prom left out: line 3: not a sample", "impostor.prom left out: line 1: a family given twice"] {
+    assert_eq!(out.matches("# TYPE helix_textfile_up ").count(), 1, "{out}");
+    for why in [
+        "bad.prom left out: line 3: not a sample",
+        "impostor.prom left out: line 1: a family given twice",
+        "up.prom left out: line 1: a family given twice",
+        "fifo.prom left out: a FIFO, not a regular file: refused",
+    ] {
         assert!(err.contains(why), "stderr does not say {why:?}: {err}");
     }
     let mut check = prometheus_tool("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).spawn().unwrap();

@@ -91,7 +91,12 @@ pub fn textfiles(dir: &Path, out: &mut Text) -> std::io::Result<()> {
         .filter(|n| n.ends_with(".prom"))
         .collect();
     names.sort();
+    // The families of the scrape so far, and the two this adds after the
+    // files. (Found by review: a file that gave `helix_textfile_up` was
+    // served, and the scrape then declared the family twice: invalid, or
+    // the file's value standing for helixctl's own.)
     let mut seen = families(&out.0);
+    seen.extend([TEXTFILE_UP, TEXTFILE_AGE].map(str::to_owned));
     let mut status = Vec::new();
     for name in names {
         let path = dir.join(&name);
@@ -119,23 +124,31 @@ pub fn textfiles(dir: &Path, out: &mut Text) -> std::io::Result<()> {
         }
     }
     out.family(
-        "helix_textfile_up",
+        TEXTFILE_UP,
         GAUGE,
         "1 if the service's metrics file was read and served, 0 if it was left out (malformed).",
     );
     for (name, up, _) in &status {
-        out.sample("helix_textfile_up", &format!("file=\"{}\"", label(name)), flag(*up));
+        out.sample(TEXTFILE_UP, &format!("file=\"{}\"", label(name)), flag(*up));
     }
-    out.family("helix_textfile_age_seconds", GAUGE, "Seconds since the service last wrote its metrics file.");
+    out.family(TEXTFILE_AGE, GAUGE, "Seconds since the service last wrote its metrics file.");
     for (name, _, age) in &status {
-        out.sample("helix_textfile_age_seconds", &format!("file=\"{}\"", label(name)), *age);
+        out.sample(TEXTFILE_AGE, &format!("file=\"{}\"", label(name)), *age);
     }
     Ok(())
 }
 
+/// The families [`textfiles`] adds for the files it read.
+const TEXTFILE_UP: &str = "helix_textfile_up";
+const TEXTFILE_AGE: &str = "helix_textfile_age_seconds";
+
+/// A metrics file's text, if it is a regular file of at most
+/// [`MAX_TEXTFILE`] bytes. Not a FIFO, a device or a link, which whoever
+/// may write the folder can put there: opening a FIFO waited for a writer
+/// for ever, and every scrape after with it (found by review).
 fn read_small(path: &Path) -> Result<String, String> {
     use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = helix::shm::open_regular(path, std::fs::OpenOptions::new().read(true)).map_err(|e| e.to_string())?;
     let mut text = String::new();
     file.take(MAX_TEXTFILE + 1).read_to_string(&mut text).map_err(|e| e.to_string())?;
     if text.len() as u64 > MAX_TEXTFILE {
