@@ -386,26 +386,14 @@ fn top_without_a_terminal_prints_snapshots_with_rates() {
 
 #[test]
 fn a_user_outside_the_rings_group_gets_a_permission_error_naming_the_file() {
-    // Root reads any file; the check needs another user. Skipped (and said
-    // so) where setpriv is missing or the binary is out of that user's reach.
-    let nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_helixctl"))
-            .args(args)
-            .output()
-    };
-    match nobody(&["--version"]) {
-        Ok(out) if out.status.success() => {}
-        other => {
-            eprintln!("skipped: cannot run helixctl as uid 65534 here: {other:?}");
-            return;
-        }
-    }
+    // Root reads any file; the check needs another user.
     let ns = TestNs::new();
+    if !nobody_runs_helixctl() {
+        return;
+    }
     let opts = RingOptions { capacity: 64, max_payload: 16, mode: 0o600, ..Default::default() };
     let _ring = Ring::create(&ns, "private", &opts).unwrap();
-    let out = nobody(&["--namespace", ns.as_str(), "stat", "private"]).unwrap();
+    let out = as_nobody(&ns, &["stat", "private"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -417,27 +405,15 @@ fn a_user_outside_the_rings_group_gets_a_permission_error_naming_the_file() {
 /// reader's own user and root.
 #[test]
 fn evict_force_of_another_users_live_reader_is_refused() {
-    let nobody = |ns: &TestNs, args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_helixctl"))
-            .args(["--namespace", ns.as_str()])
-            .args(args)
-            .output()
-    };
     let ns = TestNs::new();
-    match nobody(&ns, &["--version"]) {
-        Ok(out) if out.status.success() => {}
-        other => {
-            eprintln!("skipped: cannot run helixctl as uid 65534 here: {other:?}");
-            return;
-        }
+    if !nobody_runs_helixctl() {
+        return;
     }
     // Open to everyone, as a ring shared with a group is to its members.
     let opts = RingOptions { capacity: 64, max_payload: 16, mode: 0o666, policy: Policy::Block, ..Default::default() };
     let ring = Ring::create(&ns, "shared", &opts).unwrap();
     let ledger = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("root-ledger") }).unwrap();
-    let out = nobody(&ns, &["evict", "shared", "root-ledger", "--force"]).unwrap();
+    let out = as_nobody(&ns, &["evict", "shared", "root-ledger", "--force"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "uid 65534 evicted root's live reader: {err}");
     assert!(err.contains("belongs to uid 0, not to you (uid 65534)"), "{err}");
@@ -446,6 +422,54 @@ fn evict_force_of_another_users_live_reader_is_refused() {
     // Its own user may.
     ok(&ns, &["evict", "shared", "root-ledger", "--force"]);
     assert!(ring.stats().readers.is_empty());
+}
+
+/// A member of a ring's group may read a ring of mode 0640 (the packaged
+/// `control.log`) and not attach it (attaching opens the control file
+/// read-write): `list` shows it NO ACCESS and `doctor` says it did not
+/// check it. Before, they called it CORRUPT, and doctor failed with
+/// `helixctl rm` for its fix.
+#[test]
+fn a_ring_a_group_member_may_read_but_not_attach_is_not_called_corrupt() {
+    let ns = TestNs::new();
+    if !nobody_runs_helixctl() {
+        return;
+    }
+    let opts = RingOptions { capacity: 64, max_payload: 16, mode: 0o640, group: Some(65534), ..Default::default() };
+    let _ring = Ring::create(&ns, "audited", &opts).unwrap();
+    let out = as_nobody(&ns, &["list", "--sample", "0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().find(|l| l.starts_with("audited")).unwrap_or_else(|| panic!("no row: {text}"));
+    assert!(row.contains("NO ACCESS") && row.contains("permission denied opening"), "{row}");
+    let out = as_nobody(&ns, &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let check = text.lines().find(|l| l.contains("audited:")).unwrap_or_else(|| panic!("no check: {text}"));
+    assert!(check.contains("WARN") && check.contains("not checked, uid 65534 may not attach it"), "{check}");
+    assert!(!text.contains("helixctl rm audited"), "{text}");
+}
+
+/// helixctl run as uid and gid 65534 (nobody), no other group, in `ns`.
+fn as_nobody(ns: &TestNs, args: &[&str]) -> std::process::Output {
+    nobody_helixctl().args(["--namespace", ns.as_str()]).args(args).output().unwrap()
+}
+
+fn nobody_helixctl() -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(env!("CARGO_BIN_EXE_helixctl"));
+    c
+}
+
+/// Whether helixctl runs as nobody here: root reads any file, so the tests
+/// of what another user may need one. Said, where it does not (setpriv
+/// missing, the binary out of that user's reach): the test is skipped.
+fn nobody_runs_helixctl() -> bool {
+    match nobody_helixctl().arg("--version").output() {
+        Ok(out) if out.status.success() => true,
+        other => {
+            eprintln!("skipped: cannot run helixctl as uid 65534 here: {other:?}");
+            false
+        }
+    }
 }
 
 // ---- Trust boundary: what peers and mistakes can make helixctl print or do

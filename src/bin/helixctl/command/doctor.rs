@@ -391,6 +391,16 @@ fn unreadable(name: &str, files: [&Path; 2], error: &str) -> Check {
 fn unusable(name: &str, e: &AttachError) -> Check {
     match e {
         AttachError::Damaged(d) => damaged(name, d),
+        // Attaching opens the control file read-write: a member of the
+        // ring's group may read a ring of mode 0640 (the packaged
+        // control.log) and not attach it. (Found by review: that was a
+        // FAIL, with `helixctl rm` for its fix.)
+        AttachError::Permission { .. } => bad(
+            RING,
+            Status::Warn,
+            format!("{name}: not checked, uid {} may not attach it: {e}", nix::unistd::geteuid()),
+            "run doctor as root or as the ring's owner (attaching opens its control file read-write)",
+        ),
         e => bad(
             RING,
             Status::Fail,

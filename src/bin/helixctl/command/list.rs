@@ -134,11 +134,15 @@ fn print_table(rows: &[ListRow]) {
 
 /// What a table shows of a ring that did not attach: why in a word, by
 /// the state of its files when that is the reason (a half-made ring), else
-/// `CORRUPT` or `DAMAGED` (a file shrank under the mapping); and why in a
+/// `CORRUPT`, `DAMAGED` (a file shrank under the mapping) or `NO ACCESS`
+/// (this user may not attach it); and why in a
 /// sentence.
 pub fn problem(state: &RingState, e: &AttachError) -> (&'static str, String) {
     let word = match state {
         _ if matches!(e, AttachError::Damaged(_)) => "DAMAGED",
+        // Whole, but this user may not attach it (attaching opens the
+        // control file read-write): not a corrupt ring.
+        _ if matches!(e, AttachError::Permission { .. }) => "NO ACCESS",
         RingState::Complete => "CORRUPT",
         // The data file itself does not validate.
         RingState::MissingReaders if !matches!(e, AttachError::Incomplete { .. }) => "CORRUPT",
