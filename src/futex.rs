@@ -61,14 +61,16 @@ pub fn wake_all(word: &AtomicU32) -> io::Result<usize> {
 }
 
 /// Checks that `FUTEX_WAKE` and `FUTEX_WAIT` work on a shared file mapping,
-/// as the rings use them (for `helixctl doctor`): creates the file `path`
-/// (it must not exist), unlinks it at once, maps a page of it read-write,
-/// wakes its first word and waits on it for a millisecond. A kernel without
-/// futexes or a seccomp policy that forbids them fails with the system
-/// call's error.
-pub fn probe(path: &Path) -> io::Result<()> {
-    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
-    let _ = std::fs::remove_file(path);
+/// as the rings use them (for `helixctl doctor`): makes an unnamed file in
+/// folder `dir` (`O_TMPFILE`: no name that another user could have taken
+/// first, nothing left behind), maps a page of it read-write, wakes its
+/// first word and waits on it for a millisecond. A kernel without futexes
+/// or a seccomp policy that forbids them fails with the system call's
+/// error.
+pub fn probe(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(dir)?;
     file.set_len(4096)?;
     let map = crate::shm::Mapping::new(&file, true)?;
     // SAFETY: the mapping is 4096 bytes, page aligned, writable and alive
@@ -78,4 +80,17 @@ pub fn probe(path: &Path) -> io::Result<()> {
     let word = unsafe { &*(map.ptr() as *const AtomicU32) };
     wake_all(word)?;
     wait(word, 1, Some(Duration::from_millis(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The probe takes no name in its folder (none that another user could
+    /// have made first: `helixctl doctor` failed on such a file) and
+    /// leaves nothing behind.
+    #[test]
+    fn the_probe_works_on_an_unnamed_file_and_leaves_its_folder_as_it_was() {
+        let dir = tempfile::Builder::new().prefix("helix-futex-probe-").tempdir_in("/dev/shm").unwrap();
+        super::probe(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }
