@@ -101,10 +101,16 @@ class Reader:
     def name(self) -> str: ...
     @property
     def namespace(self) -> str: ...
+    def replaced(self) -> bool:
+        """Whether the ring under this reader's name is no longer the one
+        it reads: another ring made under the name since (helixd recreated
+        it), or none there. Nothing more comes to this reader then: attach
+        again. Ask it every so often while nothing comes."""
     def stats(self) -> dict[str, Union[int, bool, str]]:
         """cursor, lag, frames, overruns, lost, gating, demoted,
-        writer_epoch, capacity, max_payload, policy (DamagedError if a
-        file of the ring has shrunk)."""
+        writer_epoch, capacity, max_payload, policy, created_ns (the
+        ring's creation time: another ring under the name has another)
+        (DamagedError if a file of the ring has shrunk)."""
     def close(self) -> None:
         """Unregisters the reader; later calls raise RuntimeError."""
     def __enter__(self) -> Reader: ...
@@ -215,10 +221,19 @@ class Control:
     def __enter__(self) -> Control: ...
     def __exit__(self, *exc: object) -> None: ...
 
-def unlink(name: str, namespace: Optional[str] = None) -> None:
-    """Removes a ring's files; processes attached keep their mappings."""
+def unlink(name: str, namespace: Optional[str] = None, force: bool = False) -> None:
+    """Removes a ring's files; processes attached keep their mappings.
+    Raises ``LeaseError`` if a live process holds the ring's writer lease
+    (helixd, or a ``Writer`` not closed), unless ``force=True``."""
 
 def ledger_verify(dir: Union[str, PathLike[str]]) -> dict: ...
 def ledger_export(
-    dir: Union[str, PathLike[str]], ring: str, from_seq: int, to_seq: int
-) -> tuple[npt.NDArray[np.void], list[tuple[str, int, int, int, bytes]], int, list[int]]: ...
+    dir: Union[str, PathLike[str]], ring: str, from_seq: int, to_seq: int, with_others: bool = True
+) -> tuple[
+    npt.NDArray[np.void],
+    list[tuple[str, int, int, int, bytes]],
+    int,
+    list[int],
+    int,
+    Optional[tuple[int, int]],
+]: ...

@@ -71,7 +71,9 @@ def export(
     a torn tail read past at its end is said with a ``TornTailWarning``,
     records of more than one incarnation of the ring (created again in the
     range: its sequence started again) with an ``IncarnationWarning``."""
-    samples, others, torn, incarnations = ledger_export(os.fspath(dir), ring, from_seq, to_seq)
+    samples, others, torn, incarnations, frames, first = ledger_export(
+        os.fspath(dir), ring, from_seq, to_seq, with_others
+    )
     if len(incarnations) > 1:
         warnings.warn(
             f"ring {ring!r} was created again: the records exported are of {len(incarnations)} incarnations "
@@ -88,11 +90,10 @@ def export(
         )
     if with_others:
         return samples, others
-    frames = [o for o in others if o[0] == "frame"]
     if frames:
         raise HelixError(
-            f"ring {ring!r} has {len(frames)} frames of other kinds than telemetry samples in "
-            f"{from_seq}..={to_seq} (the first: seq {frames[0][1]}, kind {frames[0][3]}); "
+            f"ring {ring!r} has {frames} frames of other kinds than telemetry samples in "
+            f"{from_seq}..={to_seq} (the first: seq {first[0]}, kind {first[1]}); "
             "export(..., with_others=True) returns them"
         )
     return samples

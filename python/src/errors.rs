@@ -62,7 +62,12 @@ pub(crate) fn attach(e: helix::AttachError) -> PyErr {
 }
 
 pub(crate) fn create(e: helix::CreateError) -> PyErr {
-    AttachError::new_err(e.to_string())
+    match e {
+        // `replace=True` refused: the stub promises LeaseError (found by
+        // review: it raised AttachError, which `except LeaseError` missed).
+        e @ helix::CreateError::LiveWriter { .. } => LeaseError::new_err(e.to_string()),
+        e => AttachError::new_err(e.to_string()),
+    }
 }
 
 pub(crate) fn lease(e: helix::LeaseError) -> PyErr {

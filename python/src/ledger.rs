@@ -66,8 +66,14 @@ pub(crate) fn ledger_verify<'py>(py: Python<'py>, dir: PathBuf) -> PyResult<Boun
 #[derive(Default)]
 struct Collected {
     samples: Vec<Exported>,
-    /// Records that are not samples: (type, seq, last, kind, payload).
+    /// Records that are not samples: (type, seq, last, kind, payload);
+    /// kept only if asked for.
     others: Vec<(&'static str, u64, u64, u32, Vec<u8>)>,
+    keep_others: bool,
+    /// Frames of other kinds than samples, counted whether kept or not,
+    /// and the first one's (seq, kind).
+    frames_not_samples: u64,
+    first_not_sample: Option<(u64, u32)>,
     /// The ring's incarnation (`created_ns`) as last declared.
     declared: u64,
     /// The incarnations of the frames and GAPs taken, in the ledger's
@@ -106,33 +112,46 @@ impl Collected {
         match sample {
             Some(sample) => self.samples.push(Exported { ring_seq: h.seq, recv_ns: h.recv_ns, sample }),
             None => {
-                let name = rtype.map_or("unknown", RecordType::as_str);
-                self.others.push((name, h.seq, last, h.kind, at.record.payload.to_vec()));
+                if rtype == Some(RecordType::Frame) {
+                    self.frames_not_samples += 1;
+                    self.first_not_sample.get_or_insert((h.seq, h.kind));
+                }
+                // Not copied unless asked for: a caller that wants samples
+                // only is refused once the walk is over, and the payloads
+                // of a whole ledger held for that were its memory (found
+                // by review).
+                if self.keep_others {
+                    let name = rtype.map_or("unknown", RecordType::as_str);
+                    self.others.push((name, h.seq, last, h.kind, at.record.payload.to_vec()));
+                }
             }
         }
     }
 }
 
 /// What [`ledger_export`] returns to Python.
-type Export<'py> = (Bound<'py, PyAny>, Bound<'py, PyList>, u64, Vec<u64>);
+type Export<'py> = (Bound<'py, PyAny>, Bound<'py, PyList>, u64, Vec<u64>, u64, Option<(u64, u32)>);
 
 /// The records of ring `ring` with a sequence in `from_seq..=to_seq`:
-/// `(samples, others, partial_tail, incarnations)`, the telemetry samples
-/// as a numpy array of `EXPORT_DTYPE`, every other record (GAP, ring
-/// declarations, frames of other kinds) as `(type, seq, last, kind,
-/// bytes)`, the bytes of a torn tail read past at the end of the last
-/// segment, and the ring's incarnations (`created_ns`) the records taken
-/// belong to, in order. Raises `helix.LedgerError` if the ledger does not
-/// verify.
+/// `(samples, others, partial_tail, incarnations, frames, first)`, the
+/// telemetry samples as a numpy array of `EXPORT_DTYPE`, every other record
+/// (GAP, ring declarations, frames of other kinds) as `(type, seq, last,
+/// kind, bytes)` if `with_others` (else an empty list), the bytes of a torn
+/// tail read past at the end of the last segment, the ring's incarnations
+/// (`created_ns`) the records taken belong to, in order, and the number of
+/// frames of other kinds than samples with the first one's `(seq, kind)`.
+/// Raises `helix.LedgerError` if the ledger does not verify.
 #[pyfunction]
+#[pyo3(signature = (dir, ring, from_seq, to_seq, with_others=true))]
 pub(crate) fn ledger_export<'py>(
     py: Python<'py>,
     dir: PathBuf,
     ring: &str,
     from_seq: u64,
     to_seq: u64,
+    with_others: bool,
 ) -> PyResult<Export<'py>> {
-    let mut got = Collected::default();
+    let mut got = Collected { keep_others: with_others, ..Collected::default() };
     let summary = py
         .detach(|| verify::walk(&dir, |at| got.visit(at, ring, from_seq, to_seq)))
         .map_err(|e| LedgerError::new_err(e.to_string()))?
@@ -142,5 +161,5 @@ pub(crate) fn ledger_export<'py>(
     for (rtype, seq, last, kind, payload) in got.others {
         others.append((rtype, seq, last, kind, PyBytes::new(py, &payload)))?;
     }
-    Ok((samples, others, summary.partial_tail, got.incarnations))
+    Ok((samples, others, summary.partial_tail, got.incarnations, got.frames_not_samples, got.first_not_sample))
 }

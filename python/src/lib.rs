@@ -124,11 +124,21 @@ macro_rules! handle_methods {
     };
 }
 
-/// Removes a ring's files (processes attached keep their mappings).
+/// Removes a ring's files (processes attached keep their mappings);
+/// refuses a ring a live process writes unless `force`, as `helixctl rm`
+/// does (found by review: it removed helixd's rings without a word, and
+/// their readers waited on the removed ring for ever).
 #[pyfunction]
-#[pyo3(signature = (name, namespace=None))]
-fn unlink(name: &str, namespace: Option<&str>) -> PyResult<()> {
+#[pyo3(signature = (name, namespace=None, force=false))]
+fn unlink(name: &str, namespace: Option<&str>, force: bool) -> PyResult<()> {
     let ns = self::namespace(namespace)?;
+    if let (Some((pid, epoch)), false) = (helix::ring::live_writer(&ns, name), force) {
+        return Err(errors::LeaseError::new_err(format!(
+            "ring {name:?} is in use: its writer lease is held by live pid {pid} (epoch {epoch}); stop that \
+             process (or close its Writer) first, or pass force=True (it then writes into the removed ring until \
+             it exits)"
+        )));
+    }
     helix::Ring::unlink(&ns, name).map_err(errors::attach)
 }
 

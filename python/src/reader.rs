@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use helix::telemetry::{Sample, KIND_SAMPLE};
-use helix::{FrameRef, ReadError, ReaderOptions, Start, TryReadError};
+use helix::{FrameRef, ReadError, ReaderOptions, RingView, Start, TryReadError, UnderName};
 
 use crate::errors;
 use crate::SIGNAL_CHECK;
@@ -249,6 +249,18 @@ impl Reader {
     fn cursor(&self) -> PyResult<u64> {
         Ok(self.get()?.cursor())
     }
+    /// Whether the ring under this reader's name is no longer the one it
+    /// reads: another made under the name since (helixd recreated it), or
+    /// none there. Nothing more comes to this reader then; attach again.
+    /// False while the name holds a ring that cannot be judged yet (one
+    /// being created).
+    fn replaced(&self, py: Python<'_>) -> PyResult<bool> {
+        let created_ns = self.get()?.geometry().created_ns;
+        let ns = crate::namespace(Some(&self.namespace))?;
+        let under = py.detach(|| RingView::under_name(&ns, &self.name, created_ns));
+        Ok(matches!(under, UnderName::Replaced(_) | UnderName::Gone))
+    }
+
     /// This reader's counters and the ring's geometry, as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let r = self.whole()?;
@@ -265,6 +277,7 @@ impl Reader {
         d.set_item("capacity", g.capacity)?;
         d.set_item("max_payload", g.max_payload)?;
         d.set_item("policy", g.policy.as_str())?;
+        d.set_item("created_ns", g.created_ns)?;
         Ok(d)
     }
 }

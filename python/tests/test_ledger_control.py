@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -134,31 +135,74 @@ def test_export_says_when_it_reads_past_a_torn_tail(recorded):
     assert (again == whole).all()
 
 
-def test_export_warns_when_the_ring_was_created_again(ns, tmp_path):
-    # A ring removed and created again while recorded: its sequence starts
-    # again, and export says so (before, ring_seq went back to 1 in the
-    # array without a word).
-    folder, key = tmp_path / "ledger", tmp_path / "ledger.key"
-    subprocess.run([program("helix-ledger"), "keygen", str(key)], check=True, stdout=subprocess.DEVNULL)
-    w = helix.Writer.create("inc", namespace=ns, capacity=64, policy="block")
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    env["HELIX_NAMESPACE"] = ns
-    args = ["--ring", "inc", "--fsync-interval-ms", "5", "--dir", str(folder), "--key", str(key)]
-    ledger = subprocess.Popen([program("helix-ledger"), *args], env=env, stderr=subprocess.DEVNULL)
-    samples = np.zeros(5, helix.SAMPLE_DTYPE)
-    samples["seq"] = np.arange(5)
+class _Recorder:
+    """helix-ledger recording ring `ring` of namespace `ns` into
+    tmp_path/ledger (signing with a key of its own), as a context manager:
+    stopped cleanly at the end."""
 
-    def until_recorded(frames):
+    def __init__(self, ns, tmp_path, ring):
+        self.folder, key = tmp_path / "ledger", tmp_path / "ledger.key"
+        subprocess.run([program("helix-ledger"), "keygen", str(key)], check=True, stdout=subprocess.DEVNULL)
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env["HELIX_NAMESPACE"] = ns
+        args = ["--ring", ring, "--fsync-interval-ms", "5", "--dir", str(self.folder), "--key", str(key)]
+        self.process = subprocess.Popen([program("helix-ledger"), *args], env=env, stderr=subprocess.DEVNULL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(10)
+
+    def alive(self, deadline, what):
+        assert self.process.poll() is None and time.monotonic() < deadline, f"helix-ledger {what}"
+
+    def until_recorded(self, frames):
+        """Waits (30 s at most) until the ledger holds `frames` frames."""
         deadline = time.monotonic() + 30
         while True:
             try:
-                rings = helix.ledger.verify(folder)["rings"]
+                rings = helix.ledger.verify(self.folder)["rings"]
             except helix.ledger.LedgerError:
                 rings = []  # no segment yet
             if rings and rings[0]["frames"] >= frames:
                 return
-            assert ledger.poll() is None and time.monotonic() < deadline, "helix-ledger recorded too little"
+            self.alive(deadline, "recorded too little")
             time.sleep(0.05)
+
+
+def test_export_of_samples_only_refuses_other_frames_without_holding_them(ns, tmp_path):
+    # Without with_others, a frame of another kind is refused, naming the
+    # first; their payloads are not copied into Python to be thrown away
+    # (before, a whole ledger's of them were, then refused).
+    w = helix.Writer.create("mixed", namespace=ns, capacity=4096, max_payload=1024, policy="block")
+    with _Recorder(ns, tmp_path, "mixed") as rec:
+        rec.until_recorded(0)
+        w.publish_samples(np.zeros(1, helix.SAMPLE_DTYPE))
+        w.publish_many([bytes(1024)] * 2000, kind=3)
+        rec.until_recorded(2001)
+    w.close()
+    tracemalloc.start()
+    try:
+        with pytest.raises(helix.HelixError, match=r"'mixed' has 2000 frames of other kinds .* \(the first: seq 2, kind 3\)"):
+            helix.ledger.export(rec.folder, "mixed")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes held for an export that was refused"
+    samples, others = helix.ledger.export(rec.folder, "mixed", with_others=True)
+    frames = [o for o in others if o[0] == "frame"]
+    assert len(samples) == 1 and len(frames) == 2000 and frames[0][1:4] == (2, 2, 3) and len(frames[0][4]) == 1024
+
+
+def test_export_warns_when_the_ring_was_created_again(ns, tmp_path):
+    # A ring removed and created again while recorded: its sequence starts
+    # again, and export says so (before, ring_seq went back to 1 in the
+    # array without a word).
+    w = helix.Writer.create("inc", namespace=ns, capacity=64, policy="block")
+    samples = np.zeros(5, helix.SAMPLE_DTYPE)
+    samples["seq"] = np.arange(5)
 
     def until_joined(created_ns):
         deadline = time.monotonic() + 30
@@ -166,29 +210,28 @@ def test_export_warns_when_the_ring_was_created_again(ns, tmp_path):
             s = ring_stat(ns, "inc")
             if s["created_ns"] == created_ns and any(r["name"] == "helix-ledger" for r in s["readers"]):
                 return
-            assert ledger.poll() is None and time.monotonic() < deadline, "helix-ledger did not join"
+            rec.alive(deadline, "did not join")
             time.sleep(0.05)
 
-    try:
-        # The first incarnation is declared and replaced before a frame of
-        # it is recorded: it holds no sequence to start again, so it is not
-        # counted.
-        until_joined(ring_stat(ns, "inc")["created_ns"])
-        w.close()
-        w = helix.Writer.create("inc", namespace=ns, capacity=64, policy="block", replace=True)
-        until_joined(ring_stat(ns, "inc")["created_ns"])
-        w.publish_samples(samples)
-        until_recorded(5)
-        w.close()
-        w = helix.Writer.create("inc", namespace=ns, capacity=64, policy="block", replace=True)
-        w.publish_samples(samples[:3])
-        until_recorded(8)
-    finally:
-        ledger.send_signal(signal.SIGTERM)
-        ledger.wait(10)
-        w.close()
+    with _Recorder(ns, tmp_path, "inc") as rec:
+        try:
+            # The first incarnation is declared and replaced before a frame
+            # of it is recorded: it holds no sequence to start again, so it
+            # is not counted.
+            until_joined(ring_stat(ns, "inc")["created_ns"])
+            w.close()
+            w = helix.Writer.create("inc", namespace=ns, capacity=64, policy="block", replace=True)
+            until_joined(ring_stat(ns, "inc")["created_ns"])
+            w.publish_samples(samples)
+            rec.until_recorded(5)
+            w.close()
+            w = helix.Writer.create("inc", namespace=ns, capacity=64, policy="block", replace=True)
+            w.publish_samples(samples[:3])
+            rec.until_recorded(8)
+        finally:
+            w.close()
     with pytest.warns(helix.ledger.IncarnationWarning, match="'inc' was created again: the records exported are of 2 incarnations"):
-        got = helix.ledger.export(folder, "inc")
+        got = helix.ledger.export(rec.folder, "inc")
     assert list(got["ring_seq"]) == [1, 2, 3, 4, 5, 1, 2, 3]
 
 

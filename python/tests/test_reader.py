@@ -266,10 +266,52 @@ def test_writer_errors_name_the_problem(ns):
     with pytest.raises(helix.PublishError, match="frame 1 of 2: .*exceeds the ring's largest payload"):
         w.publish_many([b"a", b"x" * 1000])
     assert r.read(timeout=0) is None
+    # Replacing a ring a live writer holds: LeaseError, as documented
+    # (before: AttachError, which `except helix.LeaseError` missed).
+    with pytest.raises(helix.LeaseError, match=f"held by live pid {os.getpid()}"):
+        helix.Writer.create("lease", namespace=ns, capacity=16, replace=True)
     w.close()
     # The lease is free again: a new writer continues the sequence.
     w2 = helix.Writer.attach("lease", namespace=ns)
     assert w2.next_seq == 1 and w2.publish(b"a") == 1
+
+
+def test_unlink_refuses_a_ring_a_live_writer_holds_unless_forced(ns):
+    # As `helixctl rm`: before, helix.unlink removed helixd's rings without
+    # a word, and their readers waited on the removed ring for ever.
+    data = f"/dev/shm/{ns}.held"
+    w = helix.Writer.create("held", namespace=ns, capacity=16)
+    with pytest.raises(helix.LeaseError, match=f'ring "held" is in use: its writer lease is held by live pid {os.getpid()}'):
+        helix.unlink("held", namespace=ns)
+    assert os.path.exists(data)
+    helix.unlink("held", namespace=ns, force=True)
+    assert not os.path.exists(data)
+    w.close()
+    # A ring nobody writes goes without force.
+    helix.Writer.create("free", namespace=ns, capacity=16).close()
+    helix.unlink("free", namespace=ns)
+    assert not os.path.exists(f"/dev/shm/{ns}.free")
+
+
+def test_a_reader_says_when_its_ring_was_removed_or_made_again(ns):
+    # A ring replaced under its name sends nothing more to the readers of
+    # the old one; before, a Python reader could not tell, and waited for
+    # ever.
+    w = helix.Writer.create("again", namespace=ns, capacity=16)
+    r = helix.Reader.attach("again", namespace=ns)
+    first = r.stats()["created_ns"]
+    assert not r.replaced()
+    w.close()
+    helix.unlink("again", namespace=ns)
+    assert r.replaced()
+    w = helix.Writer.create("again", namespace=ns, capacity=16)
+    w.publish(b"new")
+    assert r.replaced() and r.read(timeout=0) is None
+    with helix.Reader.attach("again", namespace=ns, start="oldest") as r2:
+        assert not r2.replaced() and r2.stats()["created_ns"] != first
+        assert r2.read(timeout=0) == (1, 0, b"new")
+    r.close()
+    w.close()
 
 
 def test_a_sample_value_a_field_cannot_hold_is_refused_naming_the_field(ns):
