@@ -71,8 +71,12 @@ impl Control {
     #[pyo3(signature = (namespace=None, service_uid=None))]
     fn new(py: Python<'_>, namespace: Option<&str>, service_uid: Option<u32>) -> PyResult<Control> {
         let ns = crate::namespace(namespace)?;
-        let owners = service_uid.map_or_else(Owners::packaged, Owners::with_service);
-        let connect = || helix::control::Control::connect_trusting(&ns, WaitStrategy::default(), &owners);
+        // The user database asked with the GIL released too: through NSS
+        // (LDAP, SSSD) it may take seconds (found by review).
+        let connect = || {
+            let owners = service_uid.map_or_else(Owners::packaged, Owners::with_service);
+            helix::control::Control::connect_trusting(&ns, WaitStrategy::default(), &owners)
+        };
         let inner = py.detach(connect).map_err(|e| ControlError::new_err(e.to_string()))?;
         let (uid, lane) = (inner.uid(), inner.lane());
         let name = helix::control::CONTROL_RING.to_owned();
