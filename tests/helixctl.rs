@@ -475,6 +475,20 @@ fn nobody_runs_helixctl() -> bool {
 // ---- Trust boundary: what peers and mistakes can make helixctl print or do
 // (docs/security.md, "Operator tools").
 
+/// Another ring named as the twin's is not shown as a twin: before, `twin
+/// --state-ring telemetry` printed helixd's pid as the twin's, "0 streams"
+/// and "no active alarms".
+#[test]
+fn twin_refuses_a_ring_that_holds_none_of_the_twins_frames() {
+    let ns = TestNs::new();
+    let (_ring, _w) = setup(&ns, 5);
+    let (success, out, err) = ctl(&ns, &["twin", "--state-ring", "telemetry"]);
+    assert!(!success && out.is_empty(), "{out}");
+    let said = "telemetry: none of its 5 frames is of a kind the twin publishes there (the first is of kind \
+                0x00000001): not the twin's ring";
+    assert!(err.contains(said), "{err}");
+}
+
 /// A ring carries f64 values bit-exact: `--json` must not print NaN and the
 /// infinities as `null` (item 9), in `tail` nor in `twin`, whose statistics
 /// and alarm events come from frames any holder of the lease can write.

@@ -45,7 +45,7 @@ impl ActiveAlarms {
         let mut ring = TwinRing::attach(ns, ring, reader_name, owners)?;
         let mut alarms = ActiveAlarms { instance, raised: BTreeMap::new() };
         let follow = instance == 0;
-        ring.drain(|f| alarms.take(f, follow));
+        ring.drain(&[KIND_ALARM], |f| alarms.take(f, follow))?;
         Ok(alarms)
     }
 

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Marker, StreamState, KIND_SNAPSHOT_BEGIN, KIND_STREAM_STATE};
+use super::{Marker, StreamState, KIND_SNAPSHOT_BEGIN, KIND_SNAPSHOT_END, KIND_STREAM_STATE};
 use crate::shm::Namespace;
 use crate::{
     AttachError, ForeignRing, FrameRef, LeaseInfo, Owners, Reader, ReaderOptions, RingView, Start, TryReadError,
@@ -57,6 +57,18 @@ pub enum TwinRingError {
     /// publish any state and any alarm.
     #[error(transparent)]
     Foreign(#[from] ForeignRing),
+    /// The ring holds frames and none of the kinds the twin publishes
+    /// there: another ring named in its place (`helixctl twin
+    /// --state-ring telemetry`), whose writer would pass for the twin.
+    #[error("{ring}: none of its {frames} frames is of a kind the twin publishes there (the first is of kind {kind:#010x}): not the twin's ring")]
+    NotTheTwins {
+        /// The ring asked for.
+        ring: String,
+        /// The frames read.
+        frames: u64,
+        /// The first one's kind.
+        kind: u32,
+    },
 }
 
 /// One of the twin's rings, attached twice: a view for its lease and
@@ -64,6 +76,7 @@ pub enum TwinRingError {
 pub(super) struct TwinRing {
     pub(super) view: RingView,
     reader: Reader,
+    name: String,
 }
 
 impl TwinRing {
@@ -87,19 +100,33 @@ impl TwinRing {
         // what was published) and the frames are of one ring, even if it
         // is replaced under its name meanwhile.
         let reader = view.reader(&opts).map_err(err)?;
-        Ok(TwinRing { view, reader })
+        Ok(TwinRing { view, reader, name: ring.to_owned() })
     }
 
     /// Hands every frame up to what was published when it started to `f`,
     /// in ring order, skipping what the writer overwrote meanwhile. Never
-    /// waits.
-    pub(super) fn drain(&mut self, mut f: impl FnMut(&FrameRef<'_>)) {
+    /// waits. Fails if frames were read and none is of `kinds`, those the
+    /// twin publishes on the ring. (Found by review: a ring of any other
+    /// frames showed as a twin with no stream and no alarm, its writer as
+    /// the twin, alive.)
+    pub(super) fn drain(&mut self, kinds: &[u32], mut f: impl FnMut(&FrameRef<'_>)) -> Result<(), TwinRingError> {
         let end = self.view.stats().published;
+        let (mut frames, mut twins, mut first) = (0u64, 0u64, None);
         while self.reader.cursor() <= end {
-            match self.reader.try_read_batch(4096, &mut f) {
+            let read = self.reader.try_read_batch(4096, |frame| {
+                frames += 1;
+                first.get_or_insert(frame.kind());
+                twins += u64::from(kinds.contains(&frame.kind()));
+                f(frame)
+            });
+            match read {
                 Ok(_) | Err(TryReadError::Overrun(_)) => {}
                 Err(_) => break,
             }
+        }
+        match first {
+            Some(kind) if twins == 0 => Err(TwinRingError::NotTheTwins { ring: self.name.clone(), frames, kind }),
+            _ => Ok(()),
         }
     }
 }
@@ -130,7 +157,7 @@ impl Snapshot {
     pub fn read(ns: &Namespace, ring: &str, reader_name: &str, owners: &Owners) -> Result<Snapshot, TwinRingError> {
         let mut ring = TwinRing::attach(ns, ring, reader_name, owners)?;
         let mut snapshot = Snapshot::empty(ring.view.stats().lease);
-        ring.drain(|f| snapshot.take(f));
+        ring.drain(&[KIND_SNAPSHOT_BEGIN, KIND_STREAM_STATE, KIND_SNAPSHOT_END], |f| snapshot.take(f))?;
         Ok(snapshot)
     }
 
@@ -248,6 +275,32 @@ pub(super) mod tests {
         assert_eq!((s.writer.pid, s.writer.alive), (Some(std::process::id()), true));
         // The reader left the table.
         assert!(RingView::attach(&r.ns, r.name).unwrap().stats().readers.is_empty());
+    }
+
+    /// A ring of other frames named as the twin's (`helixctl twin
+    /// --state-ring telemetry`) is refused; an empty one is no twin's yet.
+    #[test]
+    fn a_ring_without_a_frame_of_the_twins_kinds_is_not_taken_for_the_twins() {
+        let mut r = TestRing::new("n", "telemetry");
+        assert_eq!(Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap().instance, 0);
+        let alarms = crate::twin::ActiveAlarms::read(&r.ns, r.name, "snapshot-test", &Owners::MINE, 0).unwrap();
+        assert!(alarms.raised.is_empty());
+        for _ in 0..3 {
+            r.publish::<crate::telemetry::Sample>(crate::telemetry::KIND_SAMPLE, &bytemuck::Zeroable::zeroed());
+        }
+        let said = "telemetry: none of its 3 frames is of a kind the twin publishes there (the first is of kind \
+                    0x00000001): not the twin's ring";
+        match Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE) {
+            Err(e @ TwinRingError::NotTheTwins { frames: 3, .. }) => assert_eq!(e.to_string(), said),
+            other => panic!("{other:?}"),
+        }
+        match crate::twin::ActiveAlarms::read(&r.ns, r.name, "snapshot-test", &Owners::MINE, 0) {
+            Err(TwinRingError::NotTheTwins { frames: 3, kind: crate::telemetry::KIND_SAMPLE, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // One frame of the twin's among them is enough.
+        r.publish(KIND_SNAPSHOT_BEGIN, &marker(2, 1, 20, 1));
+        assert_eq!(Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap().instance, 2);
     }
 
     #[test]

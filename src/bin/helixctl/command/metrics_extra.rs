@@ -43,7 +43,9 @@ pub fn twin(ns: &Namespace, rings: (&str, &str), owners: &Owners, out: &mut Text
     };
     let (snapshot, alarms) = match read() {
         Ok(read) => read,
-        Err(TwinRingError::Foreign(e)) => return eprintln!("helixctl metrics: the twin's families are left out: {e}"),
+        Err(e @ (TwinRingError::Foreign(_) | TwinRingError::NotTheTwins { .. })) => {
+            return eprintln!("helixctl metrics: the twin's families are left out: {e}")
+        }
         // No twin here, or a ring that does not read: `helix_ring_up 0`.
         Err(_) => return,
     };
