@@ -567,12 +567,7 @@ fn dead_reader(env: &Env, ring: &str) -> u32 {
     let r = Reader::attach(&env.ns, ring, &ReaderOptions::named("victim")).unwrap();
     // Hand the entry over to the victim's pid, then forget it without
     // leaving (as a killed process would).
-    let entry = (helix::layout::READERS_HEADER_SIZE + r.index() * helix::layout::READER_ENTRY_SIZE) as u64;
-    let f = std::fs::OpenOptions::new().write(true).open(env.ns.readers_path(ring)).unwrap();
-    use std::os::unix::fs::FileExt;
-    f.write_all_at(&helix::layout::entry_state(vpid, helix::layout::ENTRY_ACTIVE).to_ne_bytes(), entry + 128).unwrap();
-    f.write_all_at(&vpid.to_ne_bytes(), entry + 136).unwrap();
-    f.write_all_at(&helix::process::start_time(vpid).unwrap().to_ne_bytes(), entry + 144).unwrap();
+    common::hand_entry_to(&env.ns, ring, r.index(), vpid);
     std::mem::forget(r);
     victim.kill().unwrap();
     victim.wait().unwrap();

@@ -536,3 +536,29 @@ fn a_forked_child_is_its_own_process_and_lets_go_of_nothing_its_parent_holds() {
     assert!(fstats.lanes.iter().all(|l| !l.closed), "the parent's lane is still open: {:?}", fstats.lanes);
     drop((reader, writer, fan, producer));
 }
+
+/// A caller that looked a reader up (by its name: `helixctl evict RING
+/// NAME --force`) and evicts it after that reader left and another process
+/// took its entry does not evict the other. (Found by review: a reader
+/// restarting at that moment was evicted in its place.)
+#[test]
+fn evicting_a_reader_looked_up_before_spares_the_next_owner_of_its_entry() {
+    let (ns, ring, _w) = ring_with_writer(opts(64, Policy::Overwrite));
+    let view = RingView::attach(&ns, "r").unwrap();
+    let first = ring.reader(&ReaderOptions::named("ledger")).unwrap();
+    let found = view.stats().readers.into_iter().find(|r| r.name == "ledger").unwrap();
+    // It leaves (its entry stays claimed here), and another process joins
+    // in the same entry.
+    let mut next = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    common::hand_entry_to(&ns, "r", found.index, next.id());
+    assert_eq!(view.evict_reader(found.index, found.pid, true), Err(EvictError::Raced { index: found.index }));
+    let still = view.stats().readers.into_iter().find(|r| r.index == found.index).unwrap();
+    assert_eq!((still.pid, still.alive), (next.id(), true));
+    next.kill().unwrap();
+    next.wait().unwrap();
+    // The reader looked up, still there, is evicted.
+    let second = ring.reader(&ReaderOptions::named("twin")).unwrap();
+    let found = view.stats().readers.into_iter().find(|r| r.name == "twin").unwrap();
+    assert_eq!(view.evict_reader(found.index, found.pid, true).unwrap().index, second.index());
+    drop((first, second));
+}

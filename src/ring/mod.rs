@@ -268,7 +268,16 @@ impl RingView {
     /// Removes reader entry `index`. A live reader is refused unless `force`;
     /// a forced eviction stops it gating, and its next join fails loudly.
     pub fn evict(&self, index: usize, force: bool) -> Result<FreedReader, EvictError> {
-        sweep::evict(&self.region, index, force)
+        sweep::evict(&self.region, index, None, force)
+    }
+
+    /// [`evict`](Self::evict), only if entry `index` still belongs to
+    /// process `pid`, as the caller found it (looking the reader up by its
+    /// name, say): if that reader left meanwhile and another took its
+    /// entry, the other is not evicted in its place
+    /// ([`EvictError::Raced`]).
+    pub fn evict_reader(&self, index: usize, pid: u32, force: bool) -> Result<FreedReader, EvictError> {
+        sweep::evict(&self.region, index, Some(pid), force)
     }
 }
 

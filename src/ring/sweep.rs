@@ -59,8 +59,9 @@ pub enum EvictError {
     Raced { index: usize },
 }
 
-/// Frees reader entry `index` (see [`RingView::evict`]).
-pub(super) fn evict(region: &Region, index: usize, force: bool) -> Result<FreedReader, EvictError> {
+/// Frees reader entry `index` (see [`RingView::evict`]); only if its
+/// owner is process `owner`, if given ([`RingView::evict_reader`]).
+pub(super) fn evict(region: &Region, index: usize, owner: Option<u32>, force: bool) -> Result<FreedReader, EvictError> {
     if index >= region.geometry.max_readers as usize {
         return Err(EvictError::NotInUse { index });
     }
@@ -71,6 +72,12 @@ pub(super) fn evict(region: &Region, index: usize, force: bool) -> Result<FreedR
     let (pid, tag) = entry_parts(state);
     if !is_owned(tag) {
         return Err(EvictError::NotInUse { index });
+    }
+    // The reader the caller looked up left, and another took its entry:
+    // not the one meant. (`free_entry` below frees it only by a CAS on the
+    // state read here, so a change after this look fails too.)
+    if owner.is_some_and(|owner| owner != pid) {
+        return Err(EvictError::Raced { index });
     }
     let name = read_name(&e.name);
     let alive = owner_alive(e, pid, tag);

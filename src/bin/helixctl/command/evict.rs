@@ -19,8 +19,13 @@ pub struct Args {
 /// unless `--force`.
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let view = RingView::attach(ns, &args.ring)?;
-    let index = entry(&view, &args.ring, &args.reader)?;
-    let freed = view.evict(index, args.force)?;
+    let freed = match entry(&view, &args.ring, &args.reader)? {
+        // By name: that reader's process, not whoever takes its entry if
+        // it leaves meanwhile (found by review: a reader restarting at
+        // that moment was evicted in its place).
+        (index, Some(pid)) => view.evict_reader(index, pid, args.force)?,
+        (index, None) => view.evict(index, args.force)?,
+    };
     if json {
         json::print(&serde_json::json!({
             "ring": args.ring, "index": freed.index, "pid": freed.pid, "name": freed.name,
@@ -39,15 +44,19 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
 }
 
 /// The entry index `reader` names: itself if a number, else the one reader
-/// of that name.
-fn entry(view: &RingView, ring: &str, reader: &str) -> Result<usize> {
+/// of that name, with its pid.
+fn entry(view: &RingView, ring: &str, reader: &str) -> Result<(usize, Option<u32>)> {
     if let Ok(i) = reader.parse::<usize>() {
-        return Ok(i);
+        return Ok((i, None));
     }
-    let matches: Vec<usize> = view.stats().readers.iter().filter(|r| r.name == reader).map(|r| r.index).collect();
+    let matches: Vec<(usize, u32)> =
+        view.stats().readers.iter().filter(|r| r.name == reader).map(|r| (r.index, r.pid)).collect();
     match matches.as_slice() {
-        [i] => Ok(*i),
+        [(i, pid)] => Ok((*i, Some(*pid))),
         [] => bail!("ring {ring:?} has no reader named {reader:?}"),
-        _ => bail!("ring {ring:?} has {} readers named {reader:?}; give the entry index ({matches:?})", matches.len()),
+        _ => {
+            let indexes: Vec<usize> = matches.iter().map(|m| m.0).collect();
+            bail!("ring {ring:?} has {} readers named {reader:?}; give the entry index ({indexes:?})", matches.len())
+        }
     }
 }
