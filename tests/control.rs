@@ -169,6 +169,29 @@ fn a_reload_that_drops_or_changes_control_is_refused_and_its_rings_stay() {
     );
 }
 
+/// A command for a source that cannot start (another live process holds
+/// its ring's writer lease) is answered `source_down`. Before, it was
+/// accepted into an inbox no thread read and never answered; 1,024 of them
+/// stopped the control path for every sender.
+#[test]
+fn a_command_for_a_source_that_cannot_start_is_answered_source_down() {
+    let (env, notify, d) = daemon("a source that cannot start", "audit_reader = \"\"");
+    let held = ring_toml("held", "max_payload = 48", 1024, "block");
+    // The ring by a reload; its writer lease taken here; its source by the
+    // next reload.
+    config(&env, &format!("audit_reader = \"\"\n{held}"));
+    common::signal(&d.0, libc::SIGHUP);
+    notify.until("READY=1");
+    let _lease = helix::Writer::attach(&env.ns, "held").unwrap();
+    config(&env, &format!("audit_reader = \"\"\n{held}{}", common::sim_toml("held", 2)));
+    common::signal(&d.0, libc::SIGHUP);
+    notify.until("READY=1");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let mut ask = |c: Command| ctl.send(&c, Duration::from_secs(10)).unwrap().outcome();
+    assert_eq!(ask(Command::new(Op::Pause, 31, "held", 0, 0.0)), Some(Err(Reason::SourceDown)));
+    assert_eq!(ask(Command::new(Op::Pause, 32, "telemetry", 0, 0.0)), Some(Ok(())));
+}
+
 #[test]
 fn rejected_commands_are_audited_answered_and_change_nothing() {
     let env = Env::watched("rejections", Duration::from_secs(60));

@@ -42,11 +42,17 @@ pub struct Running {
 pub const LATE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Running {
-    /// A source not running (yet): its ring is being repaired.
+    /// A source not running (yet): its ring is being repaired, or it
+    /// cannot start. Its inbox is closed: a command for it is answered
+    /// `source_down`. (Found by review: it was accepted into an inbox no
+    /// thread read, and never answered; 1,024 of them stopped the control
+    /// path for every sender.)
     pub fn stopped(config: &SourceConfig) -> Running {
+        let state = SourceState::new();
+        state.inbox.close();
         Running {
             config: config.clone(),
-            state: SourceState::new(),
+            state,
             thread: None,
             socket: None,
             drops_unreadable: AtomicBool::new(false),
@@ -116,6 +122,9 @@ impl Running {
                 Err(_) => error!("source for ring {} panicked", self.config.ring),
             }
         }
+        // Its thread takes nothing more, however it ended (a panic skips
+        // the simulator's own close): the commands waiting are answered.
+        self.state.inbox.close();
         self.read_kernel_drops();
     }
 
