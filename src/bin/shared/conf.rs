@@ -57,17 +57,26 @@ pub fn load<C>(path: &Path, parse: impl Fn(&str, &Path) -> Result<C, ConfigError
 }
 
 /// The configuration a program runs: `path` if given (it must exist), else
-/// `default_path` if it exists, else the `embedded` default text.
+/// `default_path` if there is anything under that name, else the
+/// `embedded` default text. A default file that cannot be read (a link to
+/// nowhere, a folder it may not enter) is an error naming it, not the
+/// embedded default. (Found by review: `Path::exists` is false for both,
+/// and helixd reloaded into the embedded simulator, retiring the rings
+/// the file configured, with no word of why.)
 pub fn find<C>(
     path: Option<&Path>,
     default_path: &str,
     embedded: &str,
     parse: impl Fn(&str, &Path) -> Result<C, ConfigError>,
 ) -> Result<C, ConfigError> {
+    let default = Path::new(default_path);
     match path {
         Some(p) => load(p, parse),
-        None if Path::new(default_path).exists() => load(Path::new(default_path), parse),
-        None => parse(embedded, Path::new(EMBEDDED)),
+        None => match default.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => parse(embedded, Path::new(EMBEDDED)),
+            Err(e) => Err(ConfigError { path: default.to_owned(), line: None, message: format!("cannot read: {e}") }),
+            Ok(_) => load(default, parse),
+        },
     }
 }
 
@@ -158,6 +167,21 @@ mod tests {
     struct Raw {
         a: Option<Spanned<i64>>,
         b: Option<Spanned<u64>>,
+    }
+
+    #[test]
+    fn a_default_file_that_cannot_be_read_is_an_error_not_the_embedded_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("helix.toml");
+        let parse = |text: &str, path: &Path| Ok::<_, ConfigError>((text.to_owned(), path.to_owned()));
+        let found = || find(None, default.to_str().unwrap(), "embedded", parse);
+        assert_eq!(found().unwrap(), ("embedded".to_owned(), PathBuf::from(EMBEDDED)));
+        std::os::unix::fs::symlink(dir.path().join("gone.toml"), &default).unwrap();
+        let e = found().unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: cannot read: No such file", default.display())), "{e}");
+        std::fs::remove_file(&default).unwrap();
+        std::fs::write(&default, "mine").unwrap();
+        assert_eq!(found().unwrap(), ("mine".to_owned(), default.clone()));
     }
 
     #[test]
