@@ -41,6 +41,15 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
         bail!("ring {name:?}: {why}; remove it as root (`helixctl rm --force {name}`), then start helixd again");
     }
     match Ring::open(ns, name) {
+        // The data file as opened, too: between the look above and the
+        // open, another user could have made the files that were not there
+        // (found by review; a race, which no test stages).
+        Ok(ring) if ring.owner_uid() != nix::unistd::geteuid().as_raw() => bail!(
+            "ring {name:?}: {} is owned by uid {}, not helixd's: another user made it as helixd opened it; remove \
+             it as root (`helixctl rm --force {name}`), then start helixd again",
+            ns.data_path(name).display(),
+            ring.owner_uid()
+        ),
         Ok(ring) => {
             let diffs = differences(ring.geometry(), &rc.options);
             if diffs.is_empty() {
