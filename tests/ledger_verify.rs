@@ -339,6 +339,34 @@ fn check_bad_input(env: &Env) {
     assert!(!out.status.success() && err.contains("bad.toml:2: fsync_interval_ms must be 1 to 60000"), "{err}");
 }
 
+/// Export's own mistakes, refused as replay refuses them (before: nothing
+/// printed and exit 0, which reads as "no records"), and a sample's value
+/// as recorded, NaN included (before: `null`).
+fn check_export_mistakes_and_values(env: &Env, dir: &Path) {
+    let refused = |args: &[&str], says: &str| {
+        let out = Command::new(BIN).arg("export").args(args).arg(dir).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(2) && out.stdout.is_empty() && err.contains(says), "{args:?}: {err}");
+    };
+    refused(&["--ring", "telemetri"], "ring \"telemetri\" is not in the ledger in");
+    refused(&["--ring", "telemetri"], "(it records t)");
+    refused(&["--from", "9", "--to", "8"], "--from 9 is after --to 8");
+    let nan = env.path("nan");
+    let (mut l, _) = Ledger::open(&nan, 8192).unwrap();
+    let (id, _) =
+        l.declare(&RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "s".into() }).unwrap();
+    for (seq, value) in [(1, f64::NAN), (2, f64::NEG_INFINITY), (3, 2.5)] {
+        let sample = helix::telemetry::Sample { value, ..bytemuck::Zeroable::zeroed() };
+        l.reserve_frame(id, seq, 1, 0, helix::telemetry::KIND_SAMPLE, 40).copy_from_slice(bytemuck::bytes_of(&sample));
+        l.seal(id, 1);
+    }
+    l.flush().unwrap();
+    drop(l);
+    let values: Vec<Value> =
+        export(&nan, &["--ring", "s"]).iter().filter_map(|r| r.get("sample")).map(|s| s["value"].clone()).collect();
+    assert_eq!(values, [Value::from("NaN"), "-inf".into(), 2.5.into()]);
+}
+
 /// A ledger (in `dir`) whose last segment is corrupt before its end is not
 /// truncated: the recorder refuses to start and says why.
 fn check_corrupt_last_segment_is_kept(env: &Env, dir: &Path) {
@@ -378,6 +406,7 @@ fn export_prints_the_requested_records_and_bad_input_gets_clear_errors() {
     check_export_of_records(&dir);
     check_export_of_blocks(&dir);
     check_bad_input(&env);
+    check_export_mistakes_and_values(&env, &dir);
     check_corrupt_last_segment_is_kept(&env, &dir);
 }
 

@@ -265,7 +265,9 @@ pub fn record_json(at: &Located<'_>) -> Value {
                 if let Ok(s) = bytemuck::try_pod_read_unaligned::<Sample>(r.payload) {
                     v["sample"] = json!({
                         "stream": s.stream, "quality": s.quality, "seq": s.seq,
-                        "sample_ns": s.sample_ns, "ingest_ns": s.ingest_ns, "value": s.value,
+                        "sample_ns": s.sample_ns, "ingest_ns": s.ingest_ns,
+                        // As recorded: NaN as "NaN" (found by review: `null`).
+                        "value": crate::shared::finite::json(s.value),
                     });
                 }
             }
@@ -314,6 +316,18 @@ fn block_json(at: &Located<'_>, first: BlockStart, last_seq: u64, hash: &[u8]) -
 /// hash), checking the chain as it goes. Returns false, after printing the
 /// good records, if the ledger does not verify.
 pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) -> anyhow::Result<bool> {
+    // Refused as replay refuses them: before, both printed nothing and
+    // exited 0, which reads as "no records" (found by review).
+    if from > to {
+        anyhow::bail!("--from {from} is after --to {to}");
+    }
+    if let (Some(ring), Ok(Ok(head))) = (ring, verify::head(dir)) {
+        // The last segment declares every ring of the chain.
+        if !head.rings.iter().any(|(name, _)| name == ring) {
+            let known: Vec<&str> = head.rings.iter().map(|(name, _)| name.as_str()).collect();
+            anyhow::bail!("ring {ring:?} is not in the ledger in {} (it records {})", dir.display(), known.join(", "));
+        }
+    }
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut write_err = None;
     let mut start: BlockStart = (u64::MAX, 0, 0);

@@ -22,6 +22,7 @@ use anyhow::{Context, Result};
 use serde::ser::{self, Serialize, Serializer};
 
 use crate::format::acts_on_terminal;
+use crate::shared::finite::non_finite;
 
 /// Prints `v` as pretty JSON.
 pub fn print<T: Serialize + ?Sized>(v: &T) -> Result<()> {
@@ -56,17 +57,6 @@ fn terminal_safe(json: String) -> String {
         }
     }
     out
-}
-
-/// The string a non-finite number is written as; `None` for a finite one.
-fn non_finite(v: f64) -> Option<&'static str> {
-    if v.is_nan() {
-        Some("NaN")
-    } else if v.is_infinite() {
-        Some(if v > 0.0 { "inf" } else { "-inf" })
-    } else {
-        None
-    }
 }
 
 /// `T`, serialised with its non-finite numbers as strings, at any depth.

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod child;
 pub mod cli;
 pub mod conf;
+pub mod finite;
 pub mod logging;
 pub mod service;
 pub mod signal;
