@@ -58,8 +58,14 @@ wire_enum! {
     }
 }
 
-/// Why a GAP record was written.
+/// A GAP record's reason: the ring overwrote the frames before the
+/// recorder read them.
 pub const GAP_OVERRUN: u32 = 1;
+
+/// A GAP record's reason: the frame was larger than a record may carry
+/// ([`MAX_PAYLOAD`]); a ring's slots hold up to 48 bytes more (its
+/// `slot_size` rounds the configured payload up).
+pub const GAP_TOO_LARGE: u32 = 2;
 
 /// The fixed part of a version-1 record (bytes 0..40). Records read back
 /// from a version-2 block are presented with the header a version-1 record
@@ -172,7 +178,7 @@ impl RingDecl {
 pub struct GapInfo {
     /// The last lost sequence (inclusive; the first is the record's `seq`).
     pub last: u64,
-    /// Why ([`GAP_OVERRUN`]).
+    /// Why ([`GAP_OVERRUN`], [`GAP_TOO_LARGE`]).
     pub reason: u32,
 }
 

@@ -37,7 +37,8 @@ pub struct GapMarker {
     pub first: u64,
     /// The last lost sequence (inclusive).
     pub last: u64,
-    /// Why, as the GAP record says (1: overwritten before the ledger read them).
+    /// Why, as the GAP record says (1: overwritten before the ledger read
+    /// them; 2: larger than a ledger record may carry).
     pub reason: u32,
     /// Zero.
     pub zero: u32,

@@ -87,7 +87,9 @@ pub fn replay(ns: &Namespace, a: &ReplayArgs) -> anyhow::Result<bool> {
     let open = |decl: &RingDecl| -> Result<Writer, ReplayError> {
         let opts = RingOptions {
             capacity: decl.capacity,
-            max_payload: decl.max_payload,
+            // A ring's slots hold up to 48 bytes more than it may be
+            // configured with; no recorded frame is larger than that.
+            max_payload: decl.max_payload.min(helix::ring::MAX_PAYLOAD),
             policy: if decl.policy == 1 { Policy::Block } else { Policy::Overwrite },
             ..Default::default()
         };

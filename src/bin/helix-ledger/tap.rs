@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use tracing::{error, info, warn};
 
 use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
-use helix::ledger::format::RingDecl;
+use helix::ledger::format::{RingDecl, GAP_TOO_LARGE, MAX_PAYLOAD};
 use helix::ledger::store::{Ledger, LedgerError};
 use helix::{
     AttachError, Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, UnderName, WaitStrategy,
@@ -141,6 +141,24 @@ impl Tap {
         })
     }
 
+    /// Records frame `seq` of `len` bytes, at the reader's cursor and larger
+    /// than a record may carry, as a GAP of reason [`GAP_TOO_LARGE`], and
+    /// reads past it; says so. Returns the records added (0 if the frame
+    /// was overwritten meanwhile: the next batch reports the overrun).
+    fn record_too_large(&mut self, ledger: &mut Ledger, (seq, len): (u64, usize), epoch: u64) -> usize {
+        let Some(reader) = self.reader.as_mut() else { return 0 };
+        if !matches!(reader.try_read_batch(1, |_| {}), Ok(1)) {
+            return 0;
+        }
+        warn!(
+            "ring {}: frame {seq} is {len} bytes, more than a ledger record may carry ({MAX_PAYLOAD}); recording a \
+             GAP for it",
+            self.name
+        );
+        ledger.append_gap_for(self.id, seq, seq, epoch, GAP_TOO_LARGE);
+        1
+    }
+
     /// Reads one batch into the ledger, as one block; returns how many
     /// records it added.
     #[inline]
@@ -149,13 +167,27 @@ impl Tap {
         let id = self.id;
         let epoch = reader.writer_epoch();
         self.drained = false;
-        let got = reader.try_read_batch(self.batch, |f| {
+        // A frame larger than a record may carry ends the batch before it
+        // (a ring's slots hold up to 48 bytes more than the 16 MiB a ring
+        // may be configured with). Found by review: the recorder panicked
+        // on it, and again at every start, reading it again.
+        let mut too_large = None;
+        let got = reader.try_read_batch_while(self.batch, |f| {
+            if f.len() > MAX_PAYLOAD {
+                too_large = Some((f.seq(), f.len()));
+                return false;
+            }
             let payload = ledger.reserve_frame(id, f.seq(), epoch, 0, f.kind(), f.len());
             // A frame overwritten while copied is not counted by the batch,
             // and `seal` drops it.
             let _ = f.copy_to(payload);
+            true
         });
         match got {
+            Ok(0) if too_large.is_some() => {
+                ledger.seal(id, 0);
+                self.record_too_large(ledger, too_large.unwrap_or_default(), epoch)
+            }
             Ok(n) => {
                 // Stamped now that the whole batch has been read.
                 ledger.stamp_unsealed(helix::process::realtime_ns());
@@ -385,5 +417,47 @@ mod tests {
             let next = summary.rings.first().map(|r| r.next_seq);
             assert_eq!(next, Some(FRAMES + 1), "written behind: {behind}");
         }
+    }
+
+    /// A frame larger than a record may carry (a ring configured for
+    /// 16 MiB holds 48 bytes more) is a GAP of its own reason, and the
+    /// frames around it are recorded. Before, the recorder panicked on it,
+    /// and again at each start.
+    #[test]
+    fn a_frame_larger_than_a_record_may_carry_is_a_gap_and_the_others_are_recorded() {
+        use helix::ledger::format::GapInfo;
+        let ns = Scratch(Namespace::new(&format!("ldgbig{}", std::process::id())).unwrap());
+        let _ = Ring::unlink(&ns.0, "t");
+        let o = RingOptions { capacity: 4, max_payload: helix::ring::MAX_PAYLOAD, ..Default::default() };
+        let mut w = Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap();
+        assert!(w.geometry().max_payload as usize > MAX_PAYLOAD);
+        w.publish(b"before").unwrap();
+        w.publish(&vec![7; MAX_PAYLOAD + 1]).unwrap();
+        w.publish(b"after").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = Ledger::open(dir.path(), 1 << 20).unwrap();
+        let mut tap = Tap::new("t");
+        tap.attach(&ns.0, &mut ledger).unwrap();
+        let mut records = 0;
+        while records < 3 {
+            records += tap.pump(&mut ledger);
+        }
+        ledger.flush().unwrap();
+        let mut got = Vec::new();
+        helix::ledger::verify::walk(dir.path(), |at| {
+            let h = &at.record.header;
+            match helix::ledger::format::RecordType::from_u16(h.rtype) {
+                Some(helix::ledger::format::RecordType::Frame) => got.push((h.seq, at.record.payload.to_vec(), 0)),
+                Some(helix::ledger::format::RecordType::Gap) => {
+                    let g = GapInfo::decode(at.record.payload).unwrap();
+                    assert_eq!(g.last, h.seq);
+                    got.push((h.seq, Vec::new(), g.reason));
+                }
+                _ => {}
+            }
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(got, [(1, b"before".to_vec(), 0), (2, vec![], GAP_TOO_LARGE), (3, b"after".to_vec(), 0)]);
     }
 }

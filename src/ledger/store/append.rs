@@ -20,8 +20,15 @@ impl Ledger {
         self.push_block(h, &decl.encode());
     }
 
-    /// Adds a GAP record: sequences `first..=last` of ring `id` are lost.
+    /// Adds a GAP record: sequences `first..=last` of ring `id` are lost,
+    /// overwritten before they were read ([`GAP_OVERRUN`]).
     pub fn append_gap(&mut self, id: u16, first: u64, last: u64, epoch: u64) {
+        self.append_gap_for(id, first, last, epoch, GAP_OVERRUN);
+    }
+
+    /// [`Ledger::append_gap`] for `reason` ([`GAP_OVERRUN`],
+    /// [`GAP_TOO_LARGE`](super::super::format::GAP_TOO_LARGE)).
+    pub fn append_gap_for(&mut self, id: u16, first: u64, last: u64, epoch: u64, reason: u32) {
         let h = BlockHeader {
             rtype: RecordType::Gap as u16,
             ring: id,
@@ -30,7 +37,7 @@ impl Ledger {
             recv_ns: crate::process::realtime_ns(),
             ..Default::default()
         };
-        self.push_block(h, &GapInfo { last, reason: GAP_OVERRUN }.encode());
+        self.push_block(h, &GapInfo { last, reason }.encode());
         self.stats.gaps += 1;
         self.stats.lost += last - first + 1;
     }
