@@ -192,6 +192,55 @@ fn ledger_gaps_arrive_as_gaps_and_the_reader_joins_the_ring_after_the_ledger() {
     assert_eq!((s.rejoins, s.lost, s.from_ring), (1, 50, 10), "{s:?}");
 }
 
+/// Records sequences 1..=400 of ring `r` into `dir` in segments of about
+/// 4 KiB and prunes the first two, as retention would; returns the first
+/// sequence kept.
+fn pruned_ledger(dir: &Path, r: &Ring) -> u64 {
+    let (mut l, id) = ledger_of(dir, r, None, 4096);
+    record(&mut l, id, 1, 400);
+    drop(l);
+    let segs = helix::ledger::retention::segment_infos(dir, None).unwrap();
+    assert!(segs.len() > 4, "{} segments", segs.len());
+    let plan = helix::ledger::retention::Plan { delete: segs[..2].to_vec(), unanchored: None };
+    helix::ledger::retention::prune(dir, &segs, &plan, None).unwrap();
+    let kept = first_frame(dir);
+    assert!(kept > 20 && kept < 300, "first kept {kept}");
+    kept
+}
+
+/// A reader lapped in the ring where the ledger begins among the lost
+/// sequences (retention pruned what came before): only those before the
+/// ledger's first are lost; the rest come from the ledger. Before, all
+/// were reported lost and reading went on in the ring.
+#[test]
+fn a_reader_lapped_where_the_ledger_begins_loses_only_what_precedes_it() {
+    let (env, r, mut w, dir) = fixture("lapped where the ledger begins", Duration::from_secs(60), 0);
+    let kept = pruned_ledger(&dir, &r);
+    publish_payloads(&mut w, 1, kept + 5);
+    let mut c = catch_up(&env, &dir, kept - 8).unwrap();
+    assert!(c.is_live());
+    publish_payloads(&mut w, kept + 6, 400);
+    assert_eq!(read_to(&mut c, 401), expect(kept - 8, 401, &[(kept - 8, kept - 1)]));
+    assert_eq!(c.stats().lost, 8);
+}
+
+/// A reader lapped twice, where the first lap found the ledger beginning
+/// after the lost sequences (so reading went on in the ring), goes back to
+/// the ledger the second time where it is, not to the block the first lap
+/// looked at. Before, it delivered that block's sequences again, going
+/// backwards.
+#[test]
+fn a_reader_lapped_twice_goes_back_to_the_ledger_where_it_is() {
+    let (env, r, mut w, dir) = fixture("lapped twice", Duration::from_secs(60), 0);
+    let kept = pruned_ledger(&dir, &r);
+    publish_payloads(&mut w, 1, 16);
+    let mut c = catch_up(&env, &dir, 2).unwrap();
+    publish_payloads(&mut w, 17, kept + 10);
+    assert_eq!(read_to(&mut c, kept + 6), expect(2, kept + 6, &[(2, kept - 6)]));
+    publish_payloads(&mut w, kept + 11, 400);
+    assert_eq!(read_to(&mut c, 401), expect(kept + 6, 401, &[]));
+}
+
 #[test]
 fn checkpoints_in_the_ledger_are_read_past_even_one_before_any_ring() {
     use helix::ledger::sign::{Reason, Signer};

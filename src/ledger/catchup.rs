@@ -255,8 +255,10 @@ impl CatchUpReader {
     }
 
     /// The ring lapped the live reader (`o`): back to the ledger if it
-    /// holds, or will hold, the lost sequences; otherwise the loss is
-    /// reported and reading goes on in the ring.
+    /// holds, or will hold, the lost sequences; if it begins among them
+    /// (retention pruned what came before), only those before it are
+    /// reported lost, and reading goes on from the ledger there;
+    /// otherwise the loss is reported and reading goes on in the ring.
     fn lapped(&mut self, o: Overrun) -> Result<Option<Overrun>, CatchUpError> {
         if self.source.is_none() {
             match LedgerSource::open(&self.dir, &self.ring, self.created_ns, self.next) {
@@ -266,14 +268,24 @@ impl CatchUpReader {
             }
         }
         let source = self.source.as_mut().expect("opened above");
-        source.next = self.next;
+        source.seek(self.next);
         source.peek()?;
-        if source.first.is_some_and(|f| f <= self.next) {
-            self.live = None;
-            self.stats.rejoins += 1;
-            return Ok(None);
+        match source.first {
+            Some(first) if first <= self.next => {
+                self.live = None;
+                self.stats.rejoins += 1;
+                Ok(None)
+            }
+            // (Found by review: all of `o` was reported lost, and what the
+            // ledger holds of it was never delivered.)
+            Some(first) if first < o.resume_at => {
+                source.seek(first);
+                self.live = None;
+                self.stats.rejoins += 1;
+                Ok(Some(Overrun { lost: first - self.next, resume_at: first }))
+            }
+            _ => Ok(Some(o)),
         }
-        Ok(Some(o))
     }
 
     /// Copies the next frame into `buf` without waiting.

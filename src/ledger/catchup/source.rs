@@ -100,6 +100,22 @@ impl LedgerSource {
         }
     }
 
+    /// Moves on to `next` (the reader went on in the ring meanwhile): what
+    /// is loaded before it is passed over. (Found by review: a reader
+    /// lapped again went back to the block an earlier lap had loaded, and
+    /// delivered its sequences again, going backwards.)
+    pub fn seek(&mut self, next: u64) {
+        self.next = next;
+        if let Some((first, last)) = self.gap {
+            self.gap = (last >= next).then_some((first.max(next), last));
+        }
+        while self.at < self.entries.len() && self.seq < next {
+            let len = u32::from_le_bytes(self.entries[self.at..self.at + 4].try_into().unwrap()) as usize;
+            self.at += ENTRY_HEADER_LEN + len;
+            self.seq += 1;
+        }
+    }
+
     /// The payload of the frame [`peek`](Self::peek) returned.
     pub fn payload(&self) -> &[u8] {
         let e = &self.entries[self.at..];
