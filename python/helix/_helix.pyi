@@ -109,8 +109,11 @@ class Reader:
     def stats(self) -> dict[str, Union[int, bool, str]]:
         """cursor, lag, frames, overruns, lost, gating, demoted,
         writer_epoch, capacity, max_payload, policy, created_ns (the
-        ring's creation time: another ring under the name has another)
-        (DamagedError if a file of the ring has shrunk)."""
+        ring's creation time: another ring under the name has another),
+        owner_uid (whose the ring's data file is: who can write its frames;
+        a reader reads any ring it may open, so a script that acts on what
+        it reads checks it) (DamagedError if a file of the ring has
+        shrunk)."""
     def close(self) -> None:
         """Unregisters the reader; later calls raise RuntimeError."""
     def __enter__(self) -> Reader: ...

@@ -278,6 +278,10 @@ impl Reader {
         d.set_item("max_payload", g.max_payload)?;
         d.set_item("policy", g.policy.as_str())?;
         d.set_item("created_ns", g.created_ns)?;
+        // Whose the ring is (its data file, as mapped): who can write its
+        // frames. A reader reads any ring it may open, as `helixctl tail`
+        // does; a script that acts on what it reads checks this.
+        d.set_item("owner_uid", r.owner_uid())?;
         Ok(d)
     }
 }

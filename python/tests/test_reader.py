@@ -361,3 +361,16 @@ def test_a_batch_of_large_frames_stops_at_64_mib(ns):
     first, second = r.read_batch(8, timeout=0), r.read_batch(8, timeout=0)
     assert [f[0] for f in first] == [1, 2, 3, 4] and [f[0] for f in second] == [5, 6, 7, 8]
     assert all(f[2] == frame for f in first + second)
+
+
+def test_a_reader_says_whose_its_ring_is(ns):
+    # A reader reads any ring it may open, as `helixctl tail` does; a
+    # script that acts on what it reads is told who could write it.
+    with helix.Writer.create("mine", namespace=ns, capacity=16):
+        with helix.Reader.attach("mine", namespace=ns) as r:
+            assert r.stats()["owner_uid"] == os.geteuid()
+        if os.geteuid() != 0:
+            return  # making a file another user's needs root
+        os.chown(f"/dev/shm/{ns}.mine", 65534, 65534)
+        with helix.Reader.attach("mine", namespace=ns) as r:
+            assert r.stats()["owner_uid"] == 65534

@@ -501,6 +501,12 @@ impl Reader {
         &self.region.geometry
     }
 
+    /// As [`RingView::owner_uid`](super::RingView::owner_uid), of the
+    /// mapping this reader reads.
+    pub fn owner_uid(&self) -> u32 {
+        self.region.owner
+    }
+
     /// As [`RingView::check_owner`](super::RingView::check_owner), of the
     /// mapping this reader reads.
     pub fn check_owner(&self) -> Result<(), super::ForeignRing> {
