@@ -323,8 +323,12 @@ fn replaced(ns: &Namespace, x: &Export, source: &Source, reader: &Reader) -> boo
 fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
     let stats = view.stats();
     let ours: Vec<_> = stats.readers.iter().filter(|r| r.name == x.reader_name).collect();
+    let me = helix::process::pid();
     for live in ours.iter().filter(|r| r.alive) {
-        if another_bridge(live.pid) {
+        // An entry in this process's own pid was not made by it (it has not
+        // joined yet): it is no other exporter. (Found by review: one
+        // written with the service's pid kept every start off.)
+        if live.pid != me && another_bridge(live.pid) {
             bail!(
                 "ring {}: reader {:?} (pid {}) is attached already: is another helix-bridge export running?",
                 x.ring,
@@ -332,9 +336,11 @@ fn join(ns: &Namespace, view: &RingView, x: &Export) -> Result<(Reader, bool)> {
                 live.pid
             );
         }
+        let whose =
+            if live.pid == me { "this process, which has not joined yet" } else { "no helix-bridge of this user's" };
         warn!(
-            "ring {}: reader {:?} is attached already, but its process (pid {}) is no helix-bridge of this user's \
-             (another process wrote the name into the reader table?): exporting beside it",
+            "ring {}: reader {:?} is attached already, but its process (pid {}) is {whose} (another process wrote the \
+             name into the reader table?): exporting beside it",
             x.ring, x.reader_name, live.pid
         );
     }

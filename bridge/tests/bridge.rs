@@ -438,6 +438,31 @@ fn a_reader_of_the_exporters_name_that_is_no_helix_bridge_keeps_no_exporter_off(
     w.stop(im);
 }
 
+/// The same with the exporter's own pid, entered before it joins (it
+/// waits for the server): before, it took the entry for another exporter
+/// and refused to start, and so at every restart.
+#[test]
+fn a_reader_entry_in_the_exporters_own_pid_keeps_it_off_no_more() {
+    let (mut w, mut writer) = World::with_rings("the exporter's own pid", Duration::from_secs(90), 4096, 4096);
+    w.pause_server(true);
+    let ex = w.spawn(w.exporter("src"));
+    let opts = ReaderOptions { name: "helix-bridge".into(), gating: false, ..ReaderOptions::default() };
+    let entry = Reader::attach(&w.ns, "src", &opts).unwrap();
+    enter_process(&w, "src", entry.index(), w.pid(ex));
+    w.pause_server(false);
+    let im = w.spawn(w.importer("src", "dst"));
+    let view = helix::RingView::attach(&w.ns, "src").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while view.stats().readers.iter().filter(|r| r.name == "helix-bridge" && r.pid == w.pid(ex)).count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the exporter did not join beside the entry");
+        thread::sleep(Duration::from_millis(10));
+    }
+    produce(&mut writer, 1, 1000);
+    arrived(&w, 1000, 1000, &[]);
+    w.stop_saying(ex, &[&format!("its process (pid {}) is this process, which has not joined yet", w.pid(ex))]);
+    w.stop(im);
+}
+
 /// Writes process `pid` (its pid and start time) into reader entry `index`
 /// of ring `ring`, as any process that may write the reader table can.
 fn enter_process(w: &World, ring: &str, index: usize, pid: u32) {
