@@ -84,21 +84,9 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Makes the stream again if `e` (a failed publish) says no stream
-    /// takes the subject because it was deleted; says so. (Found by
-    /// review: the exporter then failed every publish until restarted.)
-    /// A stream that is there, not taking the subject, is left as its
-    /// owner configured it.
+    /// [`crate::nats::make_stream_if_gone`] of this publisher's stream.
     async fn make_stream_if_gone(&self, e: &anyhow::Error, beats: &std::sync::atomic::AtomicU64) {
-        use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-        let gone = e.downcast_ref::<PublishError>().is_some_and(|p| p.kind() == PublishErrorKind::StreamNotFound);
-        if !gone || self.js.get_stream(&self.server.stream).await.is_ok() {
-            return;
-        }
-        match crate::nats::stream(&self.js, &self.server, beats).await {
-            Ok(_) => warn!("JetStream stream {:?} was gone (deleted?): made it again", self.server.stream),
-            Err(e) => warn!("JetStream stream {:?} is gone, and cannot be made again yet: {e:#}", self.server.stream),
-        }
+        crate::nats::make_stream_if_gone(&self.js, &self.server, e, beats).await;
     }
 }
 

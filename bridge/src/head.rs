@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use async_nats::jetstream::{self, message::PublishMessage};
 use helix::ledger::anchor::{append_anchor, read_anchors, Anchor, LineError};
 use helix::ledger::format::hex;
@@ -78,15 +78,16 @@ async fn read(m: &LedgerMirror, said: &mut String) -> Option<Head> {
 /// sequence, and whether JetStream found it a duplicate.
 async fn publish(js: &jetstream::Context, subject: &str, id: &str, body: Vec<u8>) -> Result<(u64, bool)> {
     let msg = PublishMessage::build().message_id(id).payload(body.into());
-    let ack = js.send_publish(subject.to_owned(), msg).await.map_err(|e| anyhow::anyhow!("publishing: {e}"))?;
-    let ack = ack.await.map_err(|e| anyhow::anyhow!("acknowledgement: {e}"))?;
+    // The errors kept whole, for `make_stream_if_gone` to read.
+    let ack = js.send_publish(subject.to_owned(), msg).await.context("publishing")?;
+    let ack = ack.await.context("acknowledgement")?;
     Ok((ack.sequence, ack.duplicate))
 }
 
 /// Runs until `stop`.
 pub async fn run(
     js: &jetstream::Context,
-    stream: &str,
+    server: &crate::nats::Server,
     host: &str,
     m: &LedgerMirror,
     counters: &Counters,
@@ -125,11 +126,15 @@ pub async fn run(
                 published = Some((h.records, h.hash));
                 said.clear();
                 if anchoring {
+                    let stream = &server.stream;
                     anchoring = anchor(m, &h, &format!("nats stream {stream} seq {seq} subject {}", m.subject));
                     Counters::add(&counters.anchors, u64::from(anchoring));
                 }
             }
-            Err(e) => warn!("ledger head of {} records: {e:#}; trying again in {:?}", h.records, m.interval),
+            Err(e) => {
+                warn!("ledger head of {} records: {e:#}; trying again in {:?}", h.records, m.interval);
+                crate::nats::make_stream_if_gone(js, server, &e, &counters.beats).await;
+            }
         }
     }
     Ok(())

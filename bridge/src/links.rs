@@ -328,5 +328,5 @@ async fn reset_resume(stream: &jetstream::stream::Stream, subject: &str, next: u
 /// Mirrors the ledger head of `m.dir` until stopped.
 pub async fn ledger(c: &Ctx, host: &str, m: &LedgerMirror) -> Result<()> {
     let (js, _) = connect(c, "helix-bridge ledger").await?;
-    head::run(&js, &c.server.stream, host, m, &c.counters, &c.stop).await
+    head::run(&js, &c.server, host, m, &c.counters, &c.stop).await
 }

@@ -165,6 +165,23 @@ pub fn subject(site: &str, host: &str, ring: &str) -> String {
     format!("helix.{}.{}.{}", token(site), token(host), token(ring))
 }
 
+/// Makes `server`'s stream again if `e` (a failed publish) says no stream
+/// takes the subject because it was deleted; says so. (Found by review:
+/// the exporter, and then the ledger head mirror, failed every publish
+/// until restarted.) A stream that is there, not taking the subject, is
+/// left as its owner configured it.
+pub async fn make_stream_if_gone(js: &jetstream::Context, server: &Server, e: &anyhow::Error, beats: &AtomicU64) {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    let gone = e.downcast_ref::<PublishError>().is_some_and(|p| p.kind() == PublishErrorKind::StreamNotFound);
+    if !gone || js.get_stream(&server.stream).await.is_ok() {
+        return;
+    }
+    match stream(js, server, beats).await {
+        Ok(_) => warn!("JetStream stream {:?} was gone (deleted?): made it again", server.stream),
+        Err(e) => warn!("JetStream stream {:?} is gone, and cannot be made again yet: {e:#}", server.stream),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;

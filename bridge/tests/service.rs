@@ -434,6 +434,29 @@ fn the_ledger_head_is_mirrored_once_per_change_and_anchored() {
     until("the other head anchored", || anchored() == other["records"].as_u64());
 }
 
+/// The head mirror makes a deleted stream again, as the exporter does.
+/// Before, every head publish failed until a restart: no head left the
+/// host and no anchor was written, while the service looked healthy.
+#[test]
+fn the_ledger_head_mirror_makes_a_deleted_stream_again() {
+    let (mut w, dir, ledger) = ledger_world("ledger head, stream deleted", "deleted");
+    record(&ledger, 10);
+    let links = format!("[ledger]\ndir = \"{}\"\ninterval_ms = 20\n", ledger.display());
+    let path = config(&w, &dir.0, free_port(), &links);
+    let subject = format!("helix.{}.hosta.ledger.head", w.tag);
+    let mut cmd = bridge();
+    cmd.arg("--config").arg(&path).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mirror = w.spawn(cmd);
+    until("the first head", || heads(&w, &subject).0 == 1);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+    rt.block_on(js.delete_stream(w.tag.to_uppercase())).unwrap();
+    record(&ledger, 10);
+    let second = head_json(&ledger);
+    until("the head after the stream was deleted", || heads(&w, &subject).1.map(trimmed).as_ref() == Some(&second));
+    w.stop_saying(mirror, &["was gone (deleted?): made it again"]);
+}
+
 #[test]
 fn a_stuck_link_stops_the_watchdog_pings() {
     // The destination ring's gating reader never reads, and the ring waits
