@@ -88,7 +88,34 @@ pub async fn stream(js: &jetstream::Context, server: &Server, beats: &AtomicU64)
     };
     let what = format!("JetStream stream {:?}", server.stream);
     let passing = |e: &CreateStreamError| passing_stream_error(e.kind());
-    patiently(&what, passing, beats, || js.get_or_create_stream(config.clone())).await
+    let stream = patiently(&what, passing, beats, || js.get_or_create_stream(config.clone())).await?;
+    // One of that name made for other subjects (another site's, sharing the
+    // account and the default name): every publish of this site would fail
+    // with "no stream", saying nothing of why (found by review).
+    let taken = &stream.cached_info().config.subjects;
+    for subject in server.stream_subjects.iter().filter(|s| !taken.iter().any(|t| covers(t, s))) {
+        warn!(
+            "{what} exists and takes the subjects {taken:?}, not this site's {subject:?}: its messages find no \
+             stream; give this site a stream of its own ([nats] stream, --stream) or add the subject to that one"
+        );
+    }
+    Ok(stream)
+}
+
+/// Whether every subject `pattern` matches is one `filter` matches (NATS
+/// subjects: `*` one token, `>` the rest).
+fn covers(filter: &str, pattern: &str) -> bool {
+    let (mut f, mut p) = (filter.split('.'), pattern.split('.'));
+    loop {
+        match (f.next(), p.next()) {
+            (Some(">"), Some(_)) => return true,
+            (None, None) => return true,
+            (Some(_), Some(">")) | (Some(_), None) | (None, Some(_)) => return false,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b && b != "*" => {}
+            _ => return false,
+        }
+    }
 }
 
 /// An ordered consumer of `stream`, retried while the cluster cannot
@@ -184,6 +211,24 @@ pub async fn make_stream_if_gone(js: &jetstream::Context, server: &Server, e: &a
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stream_covers_a_site_only_if_it_takes_every_subject_of_it() {
+        for (filter, pattern, covered) in [
+            ("helix.plant.>", "helix.plant.>", true),
+            ("helix.>", "helix.plant.>", true),
+            ("helix.*.>", "helix.plant.>", true),
+            (">", "helix.plant.>", true),
+            ("helix.other.>", "helix.plant.>", false),
+            ("helix.plant.*", "helix.plant.>", false),
+            ("helix.plant", "helix.plant.>", false),
+            ("helix.plant.a.>", "helix.plant.>", false),
+            ("helix.*", "helix.*", true),
+            ("helix.plant", "helix.*", false),
+        ] {
+            assert_eq!(super::covers(filter, pattern), covered, "{filter} {pattern}");
+        }
+    }
+
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, Ordering};
 

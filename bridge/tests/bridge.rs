@@ -663,6 +663,33 @@ fn an_exporter_makes_a_deleted_stream_again() {
     w.stop_saying(im, &["gaps 0"]);
 }
 
+/// A stream of the configured name made for another site's subjects (two
+/// sites sharing an account and the default name): the exporter says so,
+/// naming the stream's subjects and this site's. Before, every publish
+/// failed with "no stream" and nothing said why.
+#[test]
+fn a_stream_of_another_sites_subjects_is_named() {
+    let (mut w, _writer) = World::with_rings("another site's stream", Duration::from_secs(90), 64, 64);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap());
+        let config = async_nats::jetstream::stream::Config {
+            name: w.tag.to_uppercase(),
+            subjects: vec!["helix.elsewhere.>".into()],
+            ..Default::default()
+        };
+        js.create_stream(config).await.unwrap();
+    });
+    let ex = w.spawn(w.exporter("src"));
+    joined(&w.ns, "src");
+    let said = format!(
+        "exists and takes the subjects [\"helix.elsewhere.>\"], not this site's \"helix.{}.>\": its messages find no \
+         stream",
+        w.tag
+    );
+    w.stop_saying(ex, &[&said]);
+}
+
 /// An importer whose consumer stops delivering while the stream takes
 /// more of its messages (here the consumer is paused on the server; in the
 /// cluster test, an ordered consumer whose node was killed, which
