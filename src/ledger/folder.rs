@@ -31,6 +31,19 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// [`read`] of a file that is `limit` bytes at most (a manifest, a lock
+/// file): a larger one is an error saying so, read no further. (Found by
+/// review: a sparse file of the size of the memory under such a name was
+/// read whole, by the recorder's start among others.)
+pub(crate) fn read_small(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_read(path)?.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
 /// Makes `path` afresh, to write: whatever is under its name (a temporary
 /// a crash left, a link put there) is removed first, and the file is
 /// created new (`O_EXCL`: a link put back meanwhile is refused, never

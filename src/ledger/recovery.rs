@@ -72,7 +72,7 @@ pub(super) fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
         match folder.try_lock() {
             Ok(()) => break,
             Err(TryLockError::WouldBlock) => {
-                let text = super::folder::read(&path).ok().and_then(|b| String::from_utf8(b).ok());
+                let text = super::folder::read_small(&path, 64).ok().and_then(|b| String::from_utf8(b).ok());
                 let holder = text.and_then(|t| t.trim().parse().ok());
                 // Ours, or not known (no lock file: someone removed it, or
                 // a child of ours forked as we unlocked holds it still):
