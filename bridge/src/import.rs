@@ -235,18 +235,32 @@ impl Importer {
         Counters::add(&self.counters.duplicates, skip);
         let resume = self.resume(stream_seq);
         match &m.body {
-            Body::Gap { lost } => {
-                warn!(
-                    "source {}/{}: {} sequences lost at the source from {}",
-                    self.host,
-                    self.ring,
-                    lost - skip,
-                    self.hwm + 1
-                );
-                self.gap(self.hwm + 1, lost - skip, m.export_ns, resume)
-            }
+            Body::Gap { .. } => self.gap_around_held(stream_seq, m),
             Body::Frames(frames) => self.frames(&frames[skip as usize..], m, resume),
         }
+    }
+
+    /// Writes gap message `m` (at `stream_seq`, reaching the high-water
+    /// mark) as lost, but for the frames of messages waiting ahead within
+    /// it, which are written in their places. (Found by review: they were
+    /// written as lost, and counted as duplicates.)
+    fn gap_around_held(&mut self, stream_seq: u64, m: &Message) -> Result<()> {
+        let last = m.last_seq();
+        while self.hwm < last {
+            let held = self.pending.keys().next().copied().filter(|&k| k <= last);
+            let upto = held.map_or(last, |k| k - 1);
+            if upto > self.hwm {
+                let (first, lost) = (self.hwm + 1, upto - self.hwm);
+                warn!("source {}/{}: {lost} sequences lost at the source from {first}", self.host, self.ring);
+                let resume = self.resume(stream_seq);
+                self.gap(first, lost, m.export_ns, resume)?;
+            }
+            if held.is_none() {
+                break;
+            }
+            self.drain_pending()?;
+        }
+        Ok(())
     }
 
     fn mark(&self, first_seq: u64, lost: u64, export_ns: u64, resume: u64) -> Mark {
