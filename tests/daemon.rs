@@ -176,6 +176,37 @@ fn a_reload_that_a_start_would_refuse_is_refused_and_a_source_that_cannot_start_
     assert!(log.contains("source udp") && log.contains("cannot start") && log.contains("in use"), "{log}");
 }
 
+/// A reload that adds two rings found with another shape, the first with
+/// `recreate = true` and the second without: refused, and the first left
+/// as it was. Before, the first was recreated (its frames gone) and then
+/// removed with the refused reload.
+#[test]
+fn a_refused_reload_leaves_a_ring_it_would_have_recreated_as_it_was() {
+    let (env, notify) = service_env("helixd reload recreate refused");
+    let mut d = notify.ready(env.helixd(&env.config("a.toml", TELEMETRY)));
+    let opts = RingOptions { capacity: 64, max_payload: 48, policy: Policy::Block, ..Default::default() };
+    let mut w = Ring::create(&env.ns, "kept", &opts).unwrap().writer().unwrap();
+    for i in 0..5u8 {
+        w.publish(&[i; 8]).unwrap();
+    }
+    drop(w);
+    drop(Ring::create(&env.ns, "other", &opts).unwrap());
+    let before = RingView::attach(&env.ns, "kept").unwrap().geometry().created_ns;
+    let kept = ring_toml("kept", "max_payload = 48", 1024, "block") + "recreate = true\n";
+    env.config("a.toml", &format!("{TELEMETRY}{kept}{}", ring_toml("other", "max_payload = 48", 1024, "block")));
+    sighup(&d.0);
+    notify.until("READY=1");
+    let v = RingView::attach(&env.ns, "kept").unwrap();
+    assert_eq!((v.geometry().created_ns, v.geometry().capacity, v.published()), (before, 64, 5));
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(log.contains("reload refused") && log.contains("ring \"other\": the existing ring differs"), "{log}");
+    assert!(!log.contains("recreating it"), "{log}");
+    for ring in ["kept", "other"] {
+        let _ = Ring::unlink(&env.ns, ring);
+    }
+}
+
 #[test]
 fn a_reload_that_changes_only_where_a_udp_sources_commands_go_keeps_its_ingest_running() {
     // Found by review: the source was restarted, and what its socket held

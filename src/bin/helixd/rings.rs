@@ -25,14 +25,50 @@ pub enum Opened {
 /// corrupt one is an error naming the difference unless `recreate` is set.
 pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, Opened)> {
     let name = &rc.name;
-    let recreate = |why: String| -> Result<(Ring, Opened)> {
+    match found(ns, rc)? {
+        Found::Adoptable(ring) => Ok((ring, Opened::Adopted)),
+        Found::Absent => {
+            let ring = Ring::create(ns, name, &rc.options).with_context(|| format!("ring {name:?}"))?;
+            Ok((ring, Opened::Created))
+        }
+        Found::Unusable(why) => {
+            warn!("ring {name}: {why}; recreating it (recreate = true)");
+            let ring =
+                Ring::recreate(ns, name, &rc.options).with_context(|| format!("ring {name:?}: cannot recreate it"))?;
+            Ok((ring, Opened::Recreated))
+        }
+    }
+}
+
+/// Fails as [`open_or_create`] would refuse ring `rc`, changing nothing:
+/// a reload checks every ring it adds before it makes or recreates any, so
+/// that one refused leaves the others as they were. (Found by review: a
+/// ring recreated for a reload that a later ring then refused was
+/// removed, its frames gone.)
+pub fn check(ns: &helix::Namespace, rc: &RingConfig) -> Result<()> {
+    found(ns, rc).map(drop)
+}
+
+/// What is under a configured ring's name, judged without changing it.
+enum Found {
+    /// A compatible ring of helixd's own.
+    Adoptable(Ring),
+    /// Nothing.
+    Absent,
+    /// A ring that differs from the configuration or cannot be used (why),
+    /// and `recreate` is set.
+    Unusable(String),
+}
+
+/// Judges what is under ring `rc`'s name; an error for what is not
+/// helixd's to take, and for an unusable ring without `recreate`.
+fn found(ns: &helix::Namespace, rc: &RingConfig) -> Result<Found> {
+    let name = &rc.name;
+    let unusable = |why: String| -> Result<Found> {
         if !rc.recreate {
             bail!("ring {name:?}: {why}; set recreate = true to replace it");
         }
-        warn!("ring {name}: {why}; recreating it (recreate = true)");
-        let ring =
-            Ring::recreate(ns, name, &rc.options).with_context(|| format!("ring {name:?}: cannot recreate it"))?;
-        Ok((ring, Opened::Recreated))
+        Ok(Found::Unusable(why))
     };
     // Before opening: another user's file under the name cannot become
     // helixd's afterwards (nobody else can make a file of helixd's uid,
@@ -55,17 +91,14 @@ pub fn open_or_create(ns: &helix::Namespace, rc: &RingConfig) -> Result<(Ring, O
             if diffs.is_empty() {
                 // (Its mode and group are the caller's to give, with
                 // `permit`, once it holds what it writes.)
-                Ok((ring, Opened::Adopted))
+                Ok(Found::Adoptable(ring))
             } else {
                 drop(ring);
-                recreate(format!("the existing ring differs from the configuration: {}", diffs.join("; ")))
+                unusable(format!("the existing ring differs from the configuration: {}", diffs.join("; ")))
             }
         }
-        Err(e) if e.is_absent() => {
-            let ring = Ring::create(ns, name, &rc.options).with_context(|| format!("ring {name:?}"))?;
-            Ok((ring, Opened::Created))
-        }
-        Err(e) => recreate(format!("the existing ring cannot be used: {e}")),
+        Err(e) if e.is_absent() => Ok(Found::Absent),
+        Err(e) => unusable(format!("the existing ring cannot be used: {e}")),
     }
 }
 

@@ -183,6 +183,10 @@ impl Daemon {
         let ns = &self.config.namespace;
         let mut added = Vec::new();
         let present = |name: &str| self.rings.contains_key(name) || self.repairs.contains_key(name);
+        // Each one judged first, changing nothing (`rings::check`).
+        for rc in new.rings.iter().filter(|rc| !present(&rc.name)) {
+            crate::rings::check(ns, rc).with_context(|| format!("{}:{}", new.path.display(), rc.line))?;
+        }
         for rc in new.rings.iter().filter(|rc| !present(&rc.name)) {
             let opened = open_or_create(ns, rc).and_then(|(ring, how)| match how {
                 Opened::Adopted => crate::rings::permit(ns, rc).map(|()| (ring, how)),
