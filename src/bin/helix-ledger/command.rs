@@ -316,23 +316,12 @@ fn block_json(at: &Located<'_>, first: BlockStart, last_seq: u64, hash: &[u8]) -
 /// hash), checking the chain as it goes. Returns false, after printing the
 /// good records, if the ledger does not verify.
 pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) -> anyhow::Result<bool> {
-    // Refused as replay refuses them: before, both printed nothing and
-    // exited 0, which reads as "no records" (found by review).
-    if from > to {
-        anyhow::bail!("--from {from} is after --to {to}");
-    }
-    if let (Some(ring), Ok(Ok(head))) = (ring, verify::head(dir)) {
-        // The last segment declares every ring of the chain.
-        if !head.rings.iter().any(|(name, _)| name == ring) {
-            let known: Vec<&str> = head.rings.iter().map(|(name, _)| name.as_str()).collect();
-            anyhow::bail!("ring {ring:?} is not in the ledger in {} (it records {})", dir.display(), known.join(", "));
-        }
-    }
+    refuse_export_mistakes(dir, ring, from, to)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut write_err = None;
     let mut start: BlockStart = (u64::MAX, 0, 0);
-    // Each ring's first frame or gap in the range, in the order found.
-    let mut firsts: Vec<(String, u64)> = Vec::new();
+    // The first frame or gap in the range, in the ledger's order.
+    let mut first = None;
     let result = verify::walk(dir, |at| {
         if write_err.is_some() || ring.is_some_and(|r| r != at.ring) {
             return;
@@ -345,9 +334,11 @@ pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) 
         if start.0 != at.block {
             start = (at.block, at.index, h.seq);
         }
-        let counted = matches!(RecordType::from_u16(h.rtype), Some(RecordType::Frame | RecordType::Gap));
-        if counted && last >= from && h.seq <= to && !firsts.iter().any(|(r, _)| r == at.ring) {
-            firsts.push((at.ring.to_owned(), h.seq.max(from)));
+        if matches!(RecordType::from_u16(h.rtype), Some(RecordType::Frame | RecordType::Gap))
+            && last >= from
+            && h.seq <= to
+        {
+            first.get_or_insert(h.seq.max(from));
         }
         let line = match (blocks, at.hash) {
             (false, _) if last >= from && h.seq <= to => record_json(at),
@@ -365,13 +356,8 @@ pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) 
     }
     match result {
         Ok(s) => {
-            match ring {
-                Some(r) => {
-                    pruned_note(s.pruned.as_ref(), &format!("ring {r}"), from, firsts.first().map(|f| f.1), "exported")
-                }
-                // Every ring: the earliest record of the range left.
-                None => pruned_note(s.pruned.as_ref(), "the range", from, firsts.iter().map(|f| f.1).min(), "exported"),
-            };
+            let of = ring.map_or_else(|| "the range".to_owned(), |r| format!("ring {r}"));
+            pruned_note(s.pruned.as_ref(), &of, from, first, "exported");
             torn_tail_note(s.partial_tail, "exported");
             Ok(true)
         }
@@ -380,6 +366,23 @@ pub fn export(dir: &Path, ring: Option<&str>, from: u64, to: u64, blocks: bool) 
             Ok(false)
         }
     }
+}
+
+/// Refuses what `export` would otherwise answer with nothing, as replay
+/// refuses it: before, both printed nothing and exited 0, which reads as
+/// "no records" (found by review).
+fn refuse_export_mistakes(dir: &Path, ring: Option<&str>, from: u64, to: u64) -> anyhow::Result<()> {
+    if from > to {
+        anyhow::bail!("--from {from} is after --to {to}");
+    }
+    // The last segment declares every ring of the chain.
+    if let (Some(ring), Ok(Ok(head))) = (ring, verify::head(dir)) {
+        if !head.rings.iter().any(|(name, _)| name == ring) {
+            let known: Vec<&str> = head.rings.iter().map(|(name, _)| name.as_str()).collect();
+            anyhow::bail!("ring {ring:?} is not in the ledger in {} (it records {})", dir.display(), known.join(", "));
+        }
+    }
+    Ok(())
 }
 
 /// Says on stderr that retention pruned the ledger's oldest segments (as

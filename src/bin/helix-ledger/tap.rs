@@ -167,27 +167,20 @@ impl Tap {
         let id = self.id;
         let epoch = reader.writer_epoch();
         self.drained = false;
-        // A frame larger than a record may carry ends the batch before it
-        // (a ring's slots hold up to 48 bytes more than the 16 MiB a ring
-        // may be configured with). Found by review: the recorder panicked
-        // on it, and again at every start, reading it again.
-        let mut too_large = None;
-        let got = reader.try_read_batch_while(self.batch, |f| {
-            if f.len() > MAX_PAYLOAD {
-                too_large = Some((f.seq(), f.len()));
-                return false;
-            }
-            let payload = ledger.reserve_frame(id, f.seq(), epoch, 0, f.kind(), f.len());
-            // A frame overwritten while copied is not counted by the batch,
-            // and `seal` drops it.
-            let _ = f.copy_to(payload);
-            true
-        });
-        match got {
-            Ok(0) if too_large.is_some() => {
+        match read_batch(reader, ledger, id, epoch, self.batch) {
+            (Ok(0), Some(big)) => {
                 ledger.seal(id, 0);
-                self.record_too_large(ledger, too_large.unwrap_or_default(), epoch)
+                self.record_too_large(ledger, big, epoch)
             }
+            (got, _) => self.took(ledger, got, epoch),
+        }
+    }
+
+    /// What a batch read into the ledger came to (`got`): the block sealed,
+    /// or why nothing was read. Returns the records added.
+    fn took(&mut self, ledger: &mut Ledger, got: Result<usize, TryReadError>, epoch: u64) -> usize {
+        let id = self.id;
+        match got {
             Ok(n) => {
                 // Stamped now that the whole batch has been read.
                 ledger.stamp_unsealed(helix::process::realtime_ns());
@@ -309,6 +302,34 @@ impl Tap {
         }
         Ok(())
     }
+}
+
+/// Reads up to `batch` frames of `reader` into the open block of ring `id`
+/// (read under writer `epoch`), ending the batch before a frame larger than
+/// a record may carry (a ring's slots hold up to 48 bytes more than the
+/// 16 MiB a ring may be configured with), whose sequence and length come
+/// back. Found by review: the recorder panicked on such a frame, and again
+/// at every start, reading it again.
+fn read_batch(
+    reader: &mut Reader,
+    ledger: &mut Ledger,
+    id: u16,
+    epoch: u64,
+    batch: usize,
+) -> (Result<usize, TryReadError>, Option<(u64, usize)>) {
+    let mut too_large = None;
+    let got = reader.try_read_batch_while(batch, |f| {
+        if f.len() > MAX_PAYLOAD {
+            too_large = Some((f.seq(), f.len()));
+            return false;
+        }
+        let payload = ledger.reserve_frame(id, f.seq(), epoch, 0, f.kind(), f.len());
+        // A frame overwritten while copied is not counted by the batch,
+        // and `seal` drops it.
+        let _ = f.copy_to(payload);
+        true
+    });
+    (got, too_large)
 }
 
 #[cfg(test)]
