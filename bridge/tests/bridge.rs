@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use helix::layout::{READERS_HEADER_SIZE, READER_ENTRY_SIZE};
 use helix::{Policy, Reader, ReaderOptions, Ring, RingOptions};
-use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
 use support::{
-    await_progress, destination, free_port, joined, joined_by, kind, metric_reaches, payload, scrape, verify,
-    verify_next, verify_range, verify_to, World, KIND_BATCH,
+    await_progress, destination, free_port, hand_entry_to, joined, joined_by, kind, metric_reaches, payload, scrape,
+    verify, verify_next, verify_range, verify_to, World, KIND_BATCH,
 };
 
 /// Reads the destination up to source sequence `last` ([`verify`]): it
@@ -393,7 +392,7 @@ fn of_two_exporters_that_joined_a_ring_at_once_the_younger_leaves() {
     // entry of the exporter's name in its process's pid and start time.
     let opts = ReaderOptions { name: "helix-bridge".into(), gating: false, ..ReaderOptions::default() };
     let entry = Reader::attach(&w.ns, "src", &opts).unwrap();
-    enter_process(&w, "src", entry.index(), w.pid(older));
+    hand_entry_to(&w.ns, "src", entry.index(), w.pid(older));
     produce(&mut writer, 1, 100);
     let (status, log) = w.exited(ex, Duration::from_secs(30));
     assert!(!status.success(), "{status}: {log}");
@@ -448,7 +447,7 @@ fn a_reader_entry_in_the_exporters_own_pid_keeps_it_off_no_more() {
     let ex = w.spawn(w.exporter("src"));
     let opts = ReaderOptions { name: "helix-bridge".into(), gating: false, ..ReaderOptions::default() };
     let entry = Reader::attach(&w.ns, "src", &opts).unwrap();
-    enter_process(&w, "src", entry.index(), w.pid(ex));
+    hand_entry_to(&w.ns, "src", entry.index(), w.pid(ex));
     w.pause_server(false);
     let im = w.spawn(w.importer("src", "dst"));
     let view = helix::RingView::attach(&w.ns, "src").unwrap();
@@ -461,21 +460,6 @@ fn a_reader_entry_in_the_exporters_own_pid_keeps_it_off_no_more() {
     arrived(&w, 1000, 1000, &[]);
     w.stop_saying(ex, &[&format!("its process (pid {}) is this process, which has not joined yet", w.pid(ex))]);
     w.stop(im);
-}
-
-/// Writes process `pid` (its pid and start time) into reader entry `index`
-/// of ring `ring`, as any process that may write the reader table can.
-fn enter_process(w: &World, ring: &str, index: usize, pid: u32) {
-    use helix::layout::{ReaderEntry, ENTRY_ACTIVE, ENTRY_PID_SHIFT};
-    let start_time = helix::process::start_time(pid).unwrap();
-    let table = std::fs::OpenOptions::new().write(true).open(w.ns.readers_path(ring)).unwrap();
-    let entry = (READERS_HEADER_SIZE + index * READER_ENTRY_SIZE) as u64;
-    let at = |field: usize| entry + field as u64;
-    table
-        .write_all_at(&(pid << ENTRY_PID_SHIFT | ENTRY_ACTIVE).to_ne_bytes(), at(offset_of!(ReaderEntry, state)))
-        .unwrap();
-    table.write_all_at(&pid.to_ne_bytes(), at(offset_of!(ReaderEntry, pid))).unwrap();
-    table.write_all_at(&start_time.to_ne_bytes(), at(offset_of!(ReaderEntry, start_time))).unwrap();
 }
 
 /// Any process that may attach can write the reader table: one moves the

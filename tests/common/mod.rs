@@ -18,6 +18,7 @@ pub mod child;
 mod children;
 mod env;
 mod ledger;
+mod reader_entry;
 mod service;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub use children::{arg, child, signal, stderr_of, AsUser, Kid, Reaped, ROLE_VAR}
 pub use env::{ctl, ring_toml, sim_toml, Env};
 #[allow(unused_imports)]
 pub use ledger::{rewrite, small_ledger};
+#[allow(unused_imports)]
+pub use reader_entry::hand_entry_to;
 #[allow(unused_imports)]
 pub use service::Notify;
 
@@ -235,22 +238,6 @@ pub fn publish_payloads(w: &mut helix::Writer, from: u64, to: u64) {
         payload(seq, len, &mut buf);
         assert_eq!(w.publish(&buf[..len]).unwrap(), seq);
     }
-}
-
-/// Writes process `pid` (its pid and start time) into reader entry `index`
-/// of ring `ring` as its owner, as any process that may write the reader
-/// table can (or as `pid`'s own join would have).
-#[allow(dead_code)]
-pub fn hand_entry_to(ns: &helix::shm::Namespace, ring: &str, index: usize, pid: u32) {
-    use helix::layout::{entry_state, ReaderEntry, ENTRY_ACTIVE, READERS_HEADER_SIZE, READER_ENTRY_SIZE};
-    use std::mem::offset_of;
-    use std::os::unix::fs::FileExt;
-    let start_time = helix::process::start_time(pid).expect("a live process");
-    let table = std::fs::OpenOptions::new().write(true).open(ns.readers_path(ring)).unwrap();
-    let at = |field: usize| (READERS_HEADER_SIZE + index * READER_ENTRY_SIZE + field) as u64;
-    table.write_all_at(&entry_state(pid, ENTRY_ACTIVE).to_ne_bytes(), at(offset_of!(ReaderEntry, state))).unwrap();
-    table.write_all_at(&pid.to_ne_bytes(), at(offset_of!(ReaderEntry, pid))).unwrap();
-    table.write_all_at(&start_time.to_ne_bytes(), at(offset_of!(ReaderEntry, start_time))).unwrap();
 }
 
 /// Sweeps fan-in ring `fan` once, then drains a few rounds: the records'

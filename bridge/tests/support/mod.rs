@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use helix::{Namespace, Policy, ReadError, Reader, ReaderOptions, Ring, RingOptions, Start};
 
 pub mod cluster;
+#[path = "../../../tests/common/reader_entry.rs"]
+mod reader_entry;
+#[allow(unused_imports)]
+pub use reader_entry::hand_entry_to;
 
 /// Pids of every child alive in this test process, for the watchdog.
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
