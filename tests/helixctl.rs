@@ -1156,6 +1156,40 @@ fn rm_refuses_a_fanin_ring_whose_consumer_lives_unless_forced() {
     assert!(!success && err.contains("no ring \"quiet\"") && err.contains("@fanin"), "{err}");
 }
 
+/// A ring and a fan-in ring of one name (anyone may make a ring's files, so
+/// another user's may stand beside helixd's `control`): `stat` and `rm`
+/// refuse to guess, naming both and `--kind`; with it each acts on the one
+/// asked for. Before, both took the broadcast ring without a word.
+#[test]
+fn stat_and_rm_ask_which_ring_when_a_ring_and_a_fanin_ring_share_a_name() {
+    let ns = TestNs::new();
+    drop(fanin::FanIn::create(&ns, "cmd", &fan_opts()).unwrap());
+    // The library refuses to create it beside the fan-in ring; anyone may
+    // make the files by other means (here: made elsewhere and moved in).
+    let elsewhere = TestNs::new();
+    drop(Ring::create(&elsewhere, "cmd", &RingOptions::default()).unwrap());
+    std::fs::rename(elsewhere.data_path("cmd"), ns.data_path("cmd")).unwrap();
+    std::fs::rename(elsewhere.readers_path("cmd"), ns.readers_path("cmd")).unwrap();
+    let dir = fanin::files::dir_path(&ns, "cmd");
+    for verb in ["stat", "rm"] {
+        let (success, _, err) = ctl(&ns, &[verb, "cmd"]);
+        assert!(!success, "{verb}: {err}");
+        assert!(err.contains(&ns.data_path("cmd").display().to_string()), "{verb}: {err}");
+        assert!(err.contains(&dir.display().to_string()) && err.contains("--kind fanin"), "{verb}: {err}");
+    }
+    assert!(dir.exists() && ns.data_path("cmd").exists(), "a refused rm removes nothing");
+    assert_eq!(json(&ns, &["stat", "cmd", "--kind", "fanin"])["kind"], "fanin");
+    assert_eq!(json(&ns, &["stat", "cmd", "--kind", "broadcast"])["name"], "cmd");
+    ok(&ns, &["rm", "cmd", "--kind", "broadcast"]);
+    assert!(dir.exists() && !ns.data_path("cmd").exists());
+    // The name is the fan-in ring's alone now; no --kind is needed.
+    assert_eq!(json(&ns, &["stat", "cmd"])["kind"], "fanin");
+    ok(&ns, &["rm", "cmd"]);
+    assert!(!dir.exists());
+    let (success, _, err) = ctl(&ns, &["rm", "cmd", "--kind", "fanin"]);
+    assert!(!success && err.contains("no fan-in ring \"cmd\""), "{err}");
+}
+
 #[test]
 fn a_file_no_one_can_inspect_in_dev_shm_hides_no_ring_from_list_top_doctor_or_rm() {
     // Found by review: anyone may put a link (or a file of another owner)

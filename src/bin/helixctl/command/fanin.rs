@@ -18,6 +18,48 @@ use helix::shm::Namespace;
 /// The `kind` of a fan-in ring in JSON.
 pub const KIND: &str = "fanin";
 
+/// The kind of ring a verb that takes either (`stat`, `rm`) acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// A broadcast ring (its two files in /dev/shm).
+    Broadcast,
+    /// A fan-in ring (its folder in /dev/shm).
+    Fanin,
+}
+
+/// The kind of ring `name` is taken for: `asked`, else the one kind there
+/// is a ring of that name of (`broadcast`: whether the caller found one);
+/// with neither, broadcast, whose errors name the files looked for.
+/// Refused when there are both and none was asked: anyone may make a
+/// ring's files, so a broadcast ring of another user's could stand beside
+/// helixd's `control`, and the operator would act on it unawares.
+pub fn kind_of(ns: &Namespace, name: &str, asked: Option<Kind>, broadcast: bool) -> Result<Kind> {
+    let fanin = exists(ns, name);
+    match (asked, broadcast, fanin) {
+        (Some(Kind::Fanin), _, false) => {
+            bail!("no fan-in ring {name:?} in namespace {ns} ({} does not exist)", files::dir_path(ns, name).display())
+        }
+        (Some(kind), _, _) => Ok(kind),
+        (None, true, true) => bail!(
+            "namespace {ns} has both a ring {name:?} ({}) and a fan-in ring {name:?} ({}); say which with \
+             --kind broadcast or --kind fanin",
+            owned(&ns.data_path(name)),
+            owned(&files::dir_path(ns, name))
+        ),
+        (None, false, true) => Ok(Kind::Fanin),
+        (None, _, false) => Ok(Kind::Broadcast),
+    }
+}
+
+/// `path`, and whose it is if it can be told.
+fn owned(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => format!("{}, owner uid {}", path.display(), m.uid()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
 /// Opens fan-in ring `name` and reads its counters; an error, not zeros, if
 /// one of its files shrank under the mapping meanwhile.
 pub fn read(ns: &Namespace, name: &str) -> Result<(FanInView, FanInStats), FanInError> {

@@ -23,6 +23,9 @@ pub struct Args {
     /// creator is publishing it.
     #[arg(long)]
     force: bool,
+    /// Which ring, when both a ring and a fan-in ring have the name.
+    #[arg(long, value_enum)]
+    kind: Option<fanin::Kind>,
 }
 
 /// What `helixctl rm --json` prints.
@@ -44,11 +47,10 @@ pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
     let name = args.ring.as_str();
     shm::validate_ring_name(name)?;
     let entry = ring::scan(ns)?.into_iter().find(|e| e.name == name);
-    // A fan-in ring of that name, when there is no broadcast ring of it.
+    if fanin::kind_of(ns, name, args.kind, entry.is_some())? == fanin::Kind::Fanin {
+        return fanin::remove(ns, name, args.force, json);
+    }
     let Some(entry) = entry else {
-        if fanin::exists(ns, name) {
-            return fanin::remove(ns, name, args.force, json);
-        }
         bail!(
             "no ring {name:?} in namespace {ns} (neither {} nor {} nor {} exists)",
             ns.data_path(name).display(),

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use super::fanin::{kind_of, Kind};
 use crate::{format, json};
 use helix::shm::Namespace;
 use helix::{AttachError, Geometry, RingStats, RingView};
@@ -11,6 +12,9 @@ use helix::{AttachError, Geometry, RingStats, RingView};
 #[derive(clap::Args)]
 pub struct Args {
     ring: String,
+    /// Which ring, when both a ring and a fan-in ring have the name.
+    #[arg(long, value_enum)]
+    kind: Option<Kind>,
 }
 
 /// `helixctl stat`: a ring's header and every counter: the geometry and
@@ -55,8 +59,8 @@ pub fn stat(ns: &Namespace, ring: &str) -> Result<Stat, AttachError> {
 
 /// Prints the ring's header and counters, as text or (`json`) as JSON.
 pub fn run(ns: &Namespace, args: &Args, json: bool) -> Result<()> {
-    // A fan-in ring of that name, when there is no broadcast ring of it.
-    if super::fanin::exists(ns, &args.ring) && !ns.data_path(&args.ring).exists() {
+    let broadcast = ns.data_path(&args.ring).symlink_metadata().is_ok();
+    if kind_of(ns, &args.ring, args.kind, broadcast)? == Kind::Fanin {
         return super::fanin::print_stat(ns, &args.ring, json);
     }
     let s = stat(ns, &args.ring)?;
