@@ -981,10 +981,21 @@ fn a_restarted_helixd_keeps_the_setpoints_rates_and_pauses_commands_made() {
     for w in got.windows(2) {
         assert_eq!(w[1].sample_ns - w[0].sample_ns, 20_000_000, "50 Hz after the restart");
     }
+    // A reload that changes rate_hz restarts the source at the commanded
+    // rate still, and says so (before: without a word).
+    let cfg = env.path("helix.toml");
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("rate_hz = 200", "rate_hz = 400")).unwrap();
+    common::signal(&d.0, libc::SIGHUP);
+    notify.until("READY=1");
     // Paused, killed, started again: still paused.
     let pause = Command::new(Op::Pause, r + 2, "telemetry", 0, 0.0);
     assert_eq!(ctl.send(&pause, Duration::from_secs(10)).unwrap().outcome(), Some(Ok(())));
-    let mut d = restart(&env, &notify, &mut d);
+    d.0.signal(common::child::Signal::SIGKILL).unwrap();
+    let log = common::stderr_of(&mut d.0);
+    d.0.wait().unwrap();
+    let said = "runs at 50 Hz per stream, the rate a command set, not the configured rate_hz = 400";
+    assert!(log.contains(said) && log.contains("`helixctl rate telemetry 400`"), "{log}");
+    let mut d = notify.ready(env.helixd(&env.path("helix.toml")));
     let paused = view.stats().published;
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(view.stats().published, paused, "the simulator restarted paused publishes nothing");

@@ -441,12 +441,21 @@ impl Flow {
 /// Leaves in a starting source's inbox what the accepted commands made of
 /// it (its rate, setpoints, pause): a simulator takes them before its
 /// first sample (docs/abi.md §12.6). Their effects are nobody's answer.
+/// A commanded rate other than the configured `rate_hz` is said: an
+/// operator who changed `rate_hz` and reloaded sees why it did not take.
 pub fn restore(state: &SourceState, cfg: &SourceConfig, plant: &Plant) {
-    let SourceKind::Sim { streams, .. } = cfg.kind else { return };
+    let SourceKind::Sim { streams, rate_hz, .. } = cfg.kind else { return };
     let plant = plant.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = plant.get(&cfg.ring) else { return };
     let post = |op, stream, value| state.inbox.post(Directive { token: 0, op, stream, value });
     if let Some(rate) = s.rate_hz {
+        if rate != rate_hz {
+            warn!(
+                "source for ring {ring}: runs at {rate} Hz per stream, the rate a command set, not the configured \
+                 rate_hz = {rate_hz} (`helixctl rate {ring} {rate_hz}` to take that)",
+                ring = cfg.ring
+            );
+        }
         post(Op::Rate, 0, rate);
     }
     // (A stream the configuration no longer has is left alone.)
