@@ -10,7 +10,7 @@
 //! that still matches the chain covers.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,25 @@ pub const ANCHORS_FILE: &str = "anchors";
 
 /// Hex digits of a line's checksum: the first 8 bytes of its Blake3.
 const CHECK_HEX: usize = 16;
+
+/// The longest line of the anchors file, its newline included. A line is
+/// read only up to this: a sparse file of the memory's size (anyone who
+/// may write the folder can make one) would otherwise be read whole into
+/// memory by `verify`, the recorder's start and its metrics.
+const MAX_ANCHOR_LINE: usize = 4096;
+
+/// One line of `r` into `line` (cleared first), its newline kept, read up
+/// to [`MAX_ANCHOR_LINE`] bytes; false at the end of the file.
+fn next_line(r: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
+    line.clear();
+    Ok(r.take(MAX_ANCHOR_LINE as u64).read_until(b'\n', line)? > 0)
+}
+
+/// Why a line read by [`next_line`] without its newline is not one to
+/// wait for (an append in progress): it is as long as a line may be.
+fn too_long(line: &[u8]) -> Option<String> {
+    (line.len() >= MAX_ANCHOR_LINE).then(|| format!("longer than {MAX_ANCHOR_LINE} bytes (not an anchors file?)"))
+}
 
 /// A chain hash recorded as exported: the ledger's first `records` records
 /// end at `hash`.
@@ -150,21 +169,28 @@ pub struct Anchors {
 /// error naming it.
 pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
     let path = dir.join(ANCHORS_FILE);
-    let mut bytes = Vec::new();
-    match open_anchors(&path, false).and_then(|(mut f, _)| f.read_to_end(&mut bytes)) {
-        Ok(_) => {}
+    let mut r = match open_anchors(&path, false) {
+        Ok((f, _)) => BufReader::new(f),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Anchors::default()),
         Err(error) => return Err(LineError::Io { path, error }),
-    }
-    let mut out = Anchors::default();
-    for (i, raw) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
-        let bad = |problem: String| LineError::Bad { path: path.clone(), line: i + 1, problem };
-        let Some(raw) = raw.strip_suffix(b"\n") else {
-            out.incomplete = Some(i + 1);
+    };
+    let (mut out, mut raw) = (Anchors::default(), Vec::new());
+    for i in 1.. {
+        match next_line(&mut r, &mut raw) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => return Err(LineError::Io { path, error }),
+        }
+        let bad = |problem: String| LineError::Bad { path: path.clone(), line: i, problem };
+        let Some(line) = raw.strip_suffix(b"\n") else {
+            if let Some(problem) = too_long(&raw) {
+                return Err(bad(problem));
+            }
+            out.incomplete = Some(i);
             break;
         };
-        let text = std::str::from_utf8(raw).map_err(|_| bad("not UTF-8".into()))?;
-        out.list.push((i + 1, Anchor::decode(text).map_err(bad)?));
+        let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8".into()))?;
+        out.list.push((i, Anchor::decode(text).map_err(bad)?));
     }
     Ok(out)
 }
@@ -213,13 +239,16 @@ impl NewestAnchor {
                 0
             }
         };
-        let mut bytes = Vec::new();
-        if f.seek(io::SeekFrom::Start(taken)).and_then(|_| f.read_to_end(&mut bytes)).is_err() {
-            return None;
-        }
-        let mut end = taken;
-        for raw in bytes.split_inclusive(|&b| b == b'\n') {
-            let Some(line) = raw.strip_suffix(b"\n") else { break };
+        f.seek(io::SeekFrom::Start(taken)).ok()?;
+        let (mut r, mut raw, mut end) = (BufReader::new(f), Vec::new(), taken);
+        while next_line(&mut r, &mut raw).ok()? {
+            let Some(line) = raw.strip_suffix(b"\n") else {
+                if too_long(&raw).is_some() {
+                    self.bad = Some(now);
+                    return None;
+                }
+                break;
+            };
             match std::str::from_utf8(line).map_err(|e| e.to_string()).and_then(Anchor::decode) {
                 Ok(a) if self.newest.as_ref().is_none_or(|n| a.records >= n.records) => self.newest = Some(a),
                 Ok(_) => {}
@@ -251,12 +280,17 @@ pub fn append_anchor(dir: &Path, anchor: &Anchor) -> Result<(), LineError> {
     if anchor.note.chars().any(char::is_control) {
         return Err(LineError::Bad { path, line: 0, problem: "the note must not hold control characters".into() });
     }
+    let line = format!("{}\n", anchor.encode());
+    if line.len() > MAX_ANCHOR_LINE {
+        let problem = format!("the note is too long: a line may be {MAX_ANCHOR_LINE} bytes at the most");
+        return Err(LineError::Bad { path, line: 0, problem });
+    }
     let io = |error| LineError::Io { path: path.clone(), error };
     let (mut file, created) = open_anchors(&path, true).map_err(io)?;
     if created {
         give_to_folder_owner(dir, &file);
     }
-    file.write_all(format!("{}\n", anchor.encode()).as_bytes()).map_err(io)?;
+    file.write_all(line.as_bytes()).map_err(io)?;
     file.sync_data().map_err(io)?;
     sync_dir(dir).map_err(io)
 }
@@ -530,5 +564,40 @@ mod tests {
         assert!(read_anchors(dir.path()).unwrap_err().to_string().contains("line 1: not UTF-8"));
         let e = append_anchor(dir.path(), &Anchor { note: "a\nb".into(), ..anchor(1) });
         assert!(e.is_err());
+    }
+
+    /// A sparse anchors file of 1 GiB (anyone who may write the folder can
+    /// make one): refused at its first line, read only that far. Before,
+    /// `read_anchors` and the recorder's metrics read it whole into memory.
+    #[test]
+    fn an_anchors_file_of_one_endless_line_is_refused_after_the_longest_a_line_may_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ANCHORS_FILE);
+        fs::write(&path, format!("{}\n", anchor(10).encode())).unwrap();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(1 << 30).unwrap();
+        let e = read_anchors(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("anchors: line 2: longer than 4096 bytes"), "{e}");
+        assert_eq!(NewestAnchor::default().refresh(dir.path()), None);
+        let e = append_anchor(dir.path(), &anchor(20)).unwrap_err().to_string();
+        assert!(e.contains("line 2: longer than"), "{e}");
+        // A note that would make such a line is refused, not written.
+        fs::remove_file(&path).unwrap();
+        let e = append_anchor(dir.path(), &Anchor { note: "n".repeat(MAX_ANCHOR_LINE), ..anchor(1) });
+        assert!(e.unwrap_err().to_string().contains("the note is too long"));
+        assert!(!path.exists());
+        // And such a line is read only that far: a reader of endless zeros
+        // gives up a few pages in.
+        struct Counted<'a, R>(R, &'a mut u64);
+        impl<R: Read> Read for Counted<'_, R> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.read(buf)?;
+                *self.1 += n as u64;
+                Ok(n)
+            }
+        }
+        let (mut read, mut line) = (0, Vec::new());
+        assert!(next_line(&mut BufReader::new(Counted(io::repeat(0).take(1 << 30), &mut read)), &mut line).unwrap());
+        assert_eq!(line.len(), MAX_ANCHOR_LINE);
+        assert!(read <= 2 * MAX_ANCHOR_LINE as u64 + 8192, "{read} bytes read");
     }
 }
