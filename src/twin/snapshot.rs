@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 use super::{Marker, StreamState, KIND_SNAPSHOT_BEGIN, KIND_SNAPSHOT_END, KIND_STREAM_STATE};
 use crate::shm::Namespace;
 use crate::{
-    AttachError, ForeignRing, FrameRef, LeaseInfo, Owners, Reader, ReaderOptions, RingView, Start, TryReadError,
-    WaitStrategy,
+    AttachError, Damaged, ForeignRing, FrameRef, LeaseInfo, Owners, Reader, ReaderOptions, RingView, Start,
+    TryReadError, WaitStrategy,
 };
 
 /// Why one of the twin's rings could not be read.
@@ -69,6 +69,10 @@ pub enum TwinRingError {
         /// The first one's kind.
         kind: u32,
     },
+    /// A file of the ring shrank while it was read (a peer truncated it):
+    /// what was read may be only part of what it holds.
+    #[error(transparent)]
+    Damaged(#[from] Damaged),
 }
 
 /// One of the twin's rings, attached twice: a view for its lease and
@@ -121,8 +125,17 @@ impl TwinRing {
             });
             match read {
                 Ok(_) | Err(TryReadError::Overrun(_)) => {}
+                Err(TryReadError::Damaged(d)) => return Err(d.into()),
                 Err(_) => break,
             }
+        }
+        // Damage met while reading (a peer truncated a file under the
+        // reader, even at its last batch), not only at the start of a
+        // batch: what was read may be only part of the ring. (Found by
+        // review: a damaged ring read as whole and short, so a restarted
+        // twin took over only some streams, and said it took them all.)
+        if let Some(d) = self.view.damage() {
+            return Err(d.into());
         }
         match first {
             Some(kind) if twins == 0 => Err(TwinRingError::NotTheTwins { ring: self.name.clone(), frames, kind }),
@@ -301,6 +314,26 @@ pub(super) mod tests {
         // One frame of the twin's among them is enough.
         r.publish(KIND_SNAPSHOT_BEGIN, &marker(2, 1, 20, 1));
         assert_eq!(Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap().instance, 2);
+    }
+
+    /// A reader of the state ring (its group may write the reader table)
+    /// truncates the table while the ring is read: an error naming the
+    /// damage, not part of the ring taken for the whole of it.
+    #[test]
+    fn a_ring_damaged_while_it_is_read_is_an_error_not_a_short_state() {
+        let mut r = TestRing::new("d", "twin.state");
+        r.publish(KIND_SNAPSHOT_BEGIN, &marker(7, 1, 1_000_000_000, 3));
+        for stream in 0..2 {
+            r.publish(KIND_STREAM_STATE, &state(7, stream, 1.0));
+        }
+        let mut ring = TwinRing::attach(&r.ns, r.name, "snapshot-test", &Owners::MINE).unwrap();
+        let table = std::fs::OpenOptions::new().write(true).open(r.ns.readers_path(r.name)).unwrap();
+        table.set_len(0).unwrap();
+        let mut taken = 0;
+        match ring.drain(&[KIND_SNAPSHOT_BEGIN, KIND_STREAM_STATE], |_| taken += 1) {
+            Err(TwinRingError::Damaged(d)) => assert!(d.to_string().contains("twin.state"), "{d}"),
+            other => panic!("{other:?} after {taken} frames"),
+        }
     }
 
     #[test]
