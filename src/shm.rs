@@ -216,7 +216,21 @@ impl Mapping {
     /// Maps all of `file` shared, guarded. Fails if the process already
     /// guards as many mappings as the guard holds.
     pub fn new(file: &File, writable: bool) -> io::Result<Mapping> {
-        let opts = memmap2::MmapOptions::new();
+        Mapping::map(file, writable, memmap2::MmapOptions::new())
+    }
+
+    /// Maps the first `len` bytes of `file` shared, guarded, whatever size
+    /// it has: for a file of a size the layout fixes, that another process
+    /// may write and so grow (tmpfs takes any sparse size, and a mapping of
+    /// 2^62 bytes fails as if the system had no memory). Bytes past its end
+    /// read as a shrink does (the guard).
+    pub fn with_len(file: &File, writable: bool, len: usize) -> io::Result<Mapping> {
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(len);
+        Mapping::map(file, writable, opts)
+    }
+
+    fn map(file: &File, writable: bool, opts: memmap2::MmapOptions) -> io::Result<Mapping> {
         let map = if writable { opts.map_raw(file)? } else { opts.map_raw_read_only(file)? };
         let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
         // An empty file is mapped as nothing anyone reads: nothing to guard.

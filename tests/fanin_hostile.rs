@@ -575,8 +575,15 @@ fn a_doorbell_a_producer_broke_is_replaced_by_the_next_consumer() {
     let mut p = Producer::attach(&ns, RING).unwrap();
     p.try_send(0, b"before").unwrap();
     drop(fan);
-    let harms: [fn(&std::fs::File); 3] =
-        [|f| f.set_len(0).unwrap(), |f| f.write_all_at(&[0xff; 64], 0).unwrap(), |f| f.set_len(8192).unwrap()];
+    // Grown past what can be mapped too (tmpfs takes any sparse size):
+    // before, mapping it failed, which was taken for a failing system
+    // call, not a broken doorbell, and kept the consumer out for good.
+    let harms: [fn(&std::fs::File); 4] = [
+        |f| f.set_len(0).unwrap(),
+        |f| f.write_all_at(&[0xff; 64], 0).unwrap(),
+        |f| f.set_len(8192).unwrap(),
+        |f| f.set_len(1 << 62).unwrap(),
+    ];
     let mut got = Vec::new();
     for harm in harms {
         harm(&OpenOptions::new().write(true).open(&bell).unwrap());
@@ -589,7 +596,7 @@ fn a_doorbell_a_producer_broke_is_replaced_by_the_next_consumer() {
         q.try_send(0, b"after").unwrap();
         got.extend(drain(&mut fan).0.into_iter().map(|r| r.2));
     }
-    assert_eq!(got, [&b"before"[..], b"after", b"after", b"after"]);
+    assert_eq!(got, [&b"before"[..], b"after", b"after", b"after", b"after"]);
     let left: Vec<_> = std::fs::read_dir(files::dir_path(&ns, RING)).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(!left.iter().any(|n| n.to_string_lossy().ends_with(".new")), "a temporary file is left: {left:?}");
 }
@@ -627,7 +634,8 @@ fn a_doorbell_scribbled_on_or_grown_under_the_consumer_is_replaced_while_it_runs
     let ns = TestNs::watched("bell scribbled", Duration::from_secs(60));
     let bell = files::dir_path(&ns, RING).join(files::BELL_FILE);
     let mut fan = FanIn::create(&ns, RING, &opts(4)).unwrap();
-    let harms: [fn(&std::fs::File); 2] = [|f| f.write_all_at(&[0; 8], 0).unwrap(), |f| f.set_len(8192).unwrap()];
+    let harms: [fn(&std::fs::File); 3] =
+        [|f| f.write_all_at(&[0; 8], 0).unwrap(), |f| f.set_len(8192).unwrap(), |f| f.set_len(1 << 62).unwrap()];
     for harm in harms {
         harm(&OpenOptions::new().write(true).open(&bell).unwrap());
         drain(&mut fan);

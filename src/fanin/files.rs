@@ -298,7 +298,7 @@ pub(crate) fn open_ring_as(
         }
         r => r?,
     };
-    let (ring_file, ring) = open_in(ns, name, &dir.join(RING_FILE), consumer)?;
+    let (ring_file, ring) = open_in(ns, name, &dir.join(RING_FILE), consumer, None)?;
     let consumer_uid = folder::check_ring_owner(&dir, folder_owner, &ring_file)?;
     let geometry = validate_ring(&ring, &dir.join(RING_FILE), name)?;
     if consumer && !shm::try_lock(&ring_file).map_err(|e| FanInError::io(&dir, "lock", e))? {
@@ -372,16 +372,26 @@ fn link_fresh(file: &File, dir: &Path) -> Result<PathBuf, FanInError> {
     shm::link_fresh(file, &stem).map_err(|e| FanInError::io(&stem, "link a new doorbell beside", e))
 }
 
-/// Opens and maps one of the folder's files.
-fn open_in(ns: &Namespace, name: &str, path: &Path, writable: bool) -> Result<(File, Mapping), FanInError> {
+/// Opens and maps one of the folder's files: all of it, or (`len`) its
+/// first `len` bytes.
+fn open_in(
+    ns: &Namespace,
+    name: &str,
+    path: &Path,
+    writable: bool,
+    len: Option<usize>,
+) -> Result<(File, Mapping), FanInError> {
     let f = shm::open_file(path, writable).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             FanInError::NotFound { name: name.to_owned(), namespace: ns.as_str().to_owned(), path: path.to_owned() }
         }
         _ => FanInError::io(path, "open", e),
     })?;
-    let m = Mapping::new(&f, writable).map_err(|e| FanInError::io(path, "map", e))?;
-    Ok((f, m))
+    let m = match len {
+        Some(len) => Mapping::with_len(&f, writable, len),
+        None => Mapping::new(&f, writable),
+    };
+    Ok((f, m.map_err(|e| FanInError::io(path, "map", e))?))
 }
 
 /// Opens and checks the doorbell of the ring in `dir` made at `created_ns`.
@@ -393,9 +403,15 @@ pub(crate) fn open_bell(
     writable: bool,
 ) -> Result<Mapping, FanInError> {
     let path = dir.join(BELL_FILE);
-    let (_, bell) = open_in(ns, name, &path, writable)?;
-    if bell.len() != BELL_FILE_SIZE {
-        return Err(FanInError::field(&path, "file size", bell.len() as u64, BELL_FILE_SIZE));
+    // Mapped at the size the layout gives, then its size checked: a
+    // producer may make the file any size. (Found by review: mapped whole,
+    // one of 2^62 bytes failed to map, an error taken for the system's, so
+    // the consumer never replaced it, and no producer attached again and
+    // helixd could not start.)
+    let (file, bell) = open_in(ns, name, &path, writable, Some(BELL_FILE_SIZE))?;
+    let len = file.metadata().map_err(|e| FanInError::io(&path, "stat", e))?.len();
+    if len != BELL_FILE_SIZE as u64 {
+        return Err(FanInError::field(&path, "file size", len, BELL_FILE_SIZE));
     }
     // SAFETY: a page, page aligned; every field read here is read once
     // (a shrink meanwhile reads as zeros: the guard).

@@ -184,18 +184,23 @@ pub(crate) fn open_lane(path: &Path, k: usize, g: &FanInGeometry) -> Result<Opti
     // [`BadLane::is_ours`]. (Found by an audit: the file was refused as
     // the producer's fault and removed, its records lost, and the
     // producer, its epoch not spent, was never told.)
-    let map = Mapping::new(&file, false).map_err(|e| BadLane {
+    // Mapped at the size checked, not the size the file has by now
+    // (docs/abi.md §11.9): a producer flipping its file to 2^62 bytes
+    // would make the mapping fail, and be taken for this process's
+    // trouble, not refused as its own.
+    let map = Mapping::with_len(&file, false, want as usize).map_err(|e| BadLane {
         judged,
         uid,
         epoch: 0,
         why: UNMAPPABLE,
         reason: format!("cannot map it: {e}"),
     })?;
-    // The producer may have resized its file since the `fstat`: the mapping
-    // is what is read, so it must be the size checked (a shrink after this
-    // is a fault the guard turns into zeros).
-    if map.len() as u64 != want {
-        return Err(bad(0, format!("it changed size to {} bytes while being opened", map.len())));
+    // The producer may have resized its file since the `fstat` (a shrink
+    // after this is a fault the guard turns into zeros).
+    match file.metadata().map(|m| m.len()) {
+        Ok(now) if now == want => {}
+        Ok(now) => return Err(bad(0, format!("it changed size to {now} bytes while being opened"))),
+        Err(e) => return Err(bad(0, format!("it cannot be looked at again: {e}"))),
     }
     let (epoch, claimed) = check_header(&map, k, g).map_err(|(epoch, reason)| bad(epoch, reason))?;
     if map.probe() {
