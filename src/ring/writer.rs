@@ -76,6 +76,10 @@ pub struct Writer {
     stall: Option<Stall>,
     /// The readers this writer demoted, see [`Demoted`].
     demoted: Demoted,
+    /// The reader table's epoch when this writer last demoted a reader
+    /// past the stall timeout: a stall that ends under another epoch may
+    /// have had a reader join an entry it demoted ([`Writer::gate`]).
+    demoted_epoch: u32,
 }
 
 impl Writer {
@@ -130,6 +134,7 @@ impl Writer {
             // first claim rescan.
             table_epoch: region.readers().table_epoch.load(Ordering::Relaxed).wrapping_sub(1),
             gate_limit: 0,
+            demoted_epoch: 0,
             next,
             epoch,
             block,
@@ -250,6 +255,32 @@ impl Writer {
 
     /// Rescans gating readers; returns the first sequence not yet allowed.
     fn gate(&mut self) -> u64 {
+        self.scan_gating();
+        // The stall is over once every gating reader is seen at its `need`,
+        // by whichever scan sees it (a call that demoted and then ran out
+        // of time leaves the record open; the next call's scan, finding
+        // room, ends it here).
+        if self.stall.is_some() && self.open_stall().is_none() {
+            self.end_stall();
+            // That scan skipped the entries the stall demoted, whatever
+            // they said. If readers joined or left since the demotion, one
+            // may have joined such an entry: judged by owner and join again
+            // now, it gates from here. (Found by review: the limit of the
+            // scan that skipped it stayed until the table changed again,
+            // and the new reader's frames were overwritten without its ever
+            // being demoted.) An entry rewritten in place, the table's
+            // epoch left as it was, is not looked at again: a peer that
+            // rejoins so each time it is demoted holds one wait only.
+            // SYNC POINT: reader table changed (as in `reserve`).
+            if self.region.readers().table_epoch.load(Ordering::Acquire) != self.demoted_epoch {
+                self.scan_gating();
+            }
+        }
+        self.gate_limit
+    }
+
+    /// Sets `gate_limit` from the gating readers' cursors.
+    fn scan_gating(&mut self) {
         let mut min = u64::MAX;
         for (i, e) in self.region.entries() {
             // SYNC POINT: reader entry published (its cursor and gating flag).
@@ -263,14 +294,6 @@ impl Writer {
         // Sequence s reuses the slot of s - capacity, which every gating
         // reader must have consumed: s - capacity < min cursor.
         self.gate_limit = min.saturating_add(self.region.capacity());
-        // The stall is over once every gating reader is seen at its `need`,
-        // by whichever scan sees it (a call that demoted and then ran out
-        // of time leaves the record open; the next call's scan, finding
-        // room, ends it here).
-        if self.stall.is_some() && self.open_stall().is_none() {
-            self.end_stall();
-        }
-        self.gate_limit
     }
 
     /// Drops the stall record, and with it the marks of the entries it
@@ -425,6 +448,10 @@ impl Writer {
             let joined = e.joined_ns.load(Ordering::Relaxed);
             if super::demote(&self.region, e, state) {
                 self.demoted.record(i, state, joined, which == Blockers::All);
+                if which == Blockers::All {
+                    // Relaxed: compared only, with a later Acquire load.
+                    self.demoted_epoch = self.region.readers().table_epoch.load(Ordering::Relaxed);
+                }
                 any = true;
             }
         }
