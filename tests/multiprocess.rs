@@ -296,6 +296,43 @@ fn a_reader_killed_while_parked_is_swept_and_its_wait_count_taken_back() {
     assert_eq!((s.parked, s.swept, s.readers.len()), (0, 1, 0));
 }
 
+/// A joiner killed before it cleared its entry's `parked` word, left at 1
+/// by the entry's last owner (who died parked: the sweep that freed it
+/// took its count back then): the sweep that frees the joiner's entry
+/// takes nothing from `waiters` again. (Found by review: it did, and a
+/// reader really parked went uncounted: not woken by the writer's commits
+/// until its 100 ms re-check, and its own unpark then wrapped the count,
+/// so every commit made a system call for the ring's life.)
+#[test]
+fn a_sweep_of_a_joiner_that_died_takes_no_parked_count_back_twice() {
+    use std::os::unix::fs::FileExt;
+    let ns = TestNs::watched("a stale parked word", Duration::from_secs(60));
+    let ring = block_ring(&ns, "stale", 8, Duration::from_secs(1));
+    let mut w = ring.writer().unwrap();
+    let opts = ReaderOptions { wait: WaitStrategy::Park, ..ReaderOptions::named("parked") };
+    let mut parked = ring.reader(&opts).unwrap();
+    let index = parked.index();
+    let waiting = std::thread::spawn(move || {
+        let mut buf = [0u8; 8];
+        parked.read_timeout(&mut buf, Duration::from_secs(30)).map(|i| i.seq)
+    });
+    common::eventually("the reader parks", || ring.stats().parked == 1);
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let other = if index == 0 { 1 } else { 0 };
+    let at = |field: usize| (layout::READERS_HEADER_SIZE + other * layout::READER_ENTRY_SIZE + field) as u64;
+    let f = std::fs::OpenOptions::new().write(true).open(ns.readers_path("stale")).unwrap();
+    f.write_all_at(&1u32.to_ne_bytes(), at(std::mem::offset_of!(layout::ReaderEntry, parked))).unwrap();
+    let state = layout::entry_state(dead_pid, layout::ENTRY_CLAIMING);
+    f.write_all_at(&state.to_ne_bytes(), at(std::mem::offset_of!(layout::ReaderEntry, state))).unwrap();
+    assert_eq!(ring.sweep().readers_freed.len(), 1);
+    assert_eq!(ring.stats().parked, 1, "the parked reader is still counted");
+    w.publish(b"wake").unwrap();
+    assert_eq!(waiting.join().unwrap(), Ok(1));
+    assert_eq!(ring.stats().parked, 0);
+}
+
 #[test]
 fn a_sweep_frees_an_entry_whose_joiner_died_and_releases_a_dead_writers_lease() {
     use std::os::unix::fs::FileExt;

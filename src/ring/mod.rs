@@ -244,10 +244,10 @@ impl RingView {
             .collect()
     }
 
-    /// Frees the entries of dead readers, demoting them first if they were
-    /// gating (the control region is writable to every attached process),
-    /// and, through a read-write attachment ([`Ring`]), releases a dead
-    /// writer's lease.
+    /// Frees the entries of dead readers (the control region is writable
+    /// to every attached process; a freed entry is not demoted: nothing
+    /// gates on a free entry), and, through a read-write attachment
+    /// ([`Ring`]), releases a dead writer's lease.
     pub fn sweep(&self) -> SweepReport {
         sweep::sweep(&self.region)
     }

@@ -486,7 +486,9 @@ impl Reader {
         self.core.block_ring && self.region.entry(self.core.idx).gating.load(Ordering::Relaxed) == GATING_YES
     }
 
-    /// Whether this reader was demoted from gating (it stalled or was swept).
+    /// Whether this reader was demoted from gating (it stalled, or looked
+    /// dead to the waiting writer; a sweep frees entries, it does not
+    /// demote them).
     pub fn was_demoted(&self) -> bool {
         self.region.entry(self.core.idx).gating.load(Ordering::Relaxed) == GATING_DEMOTED
     }

@@ -149,7 +149,9 @@ fn free_entry(region: &Region, index: usize, state: u32, name: String, owner_dea
     let e = region.entry(index);
     let (pid, tag) = entry_parts(state);
     let was_gating = tag == ENTRY_ACTIVE && e.gating.load(Ordering::Relaxed) == GATING_YES;
-    let was_parked = e.parked.load(Ordering::Relaxed) == 1;
+    // A joining owner has not parked: a `parked` word of 1 in its entry is
+    // the last owner's, whose count was taken back when it was freed.
+    let was_parked = tag == ENTRY_ACTIVE && e.parked.load(Ordering::Relaxed) == 1;
     // SYNC POINT: reader entry released. Release: our reads of the owner's
     // fields above come before the next owner's writes (it claims with an
     // Acquire CAS). Acquire: pairs with `reader entry published` of
