@@ -548,3 +548,50 @@ fn a_readers_forged_overrun_count_saturates_the_rings_total_rather_than_wrapping
     assert!(each.contains(&1) && each.contains(&u64::MAX), "{each:?}");
     assert_eq!(stats.overruns(), u64::MAX);
 }
+
+/// A reader grows the control file (any reader may write it; tmpfs takes
+/// a sparse 2^62 bytes) or writes over its header: new readers are
+/// refused, naming the field (not an out-of-memory of their own: the file
+/// is mapped at the size the data region gives it); the owner's attachment
+/// works on and says what they would refuse (`control_refusal`); the
+/// repair gives the ring a new control file and they join again, every
+/// frame kept. (Before: the owner saw nothing wrong, and no reader could
+/// join again until the ring was made anew; a file too large to map was
+/// an error the repair took for the data region's, and recreated the ring.)
+#[test]
+fn a_control_file_a_reader_grew_or_wrote_over_is_said_by_the_owner_and_repaired() {
+    use std::os::unix::fs::FileExt;
+    let ns = TestNs::watched("a control file grown", Duration::from_secs(60));
+    let harms: [(u64, &str); 3] = [(4096, "file_size"), (1 << 62, "file_size"), (0, "magic")];
+    for (grow, field) in harms {
+        let ring = Ring::create(&ns, "grown", &RingOptions::default()).unwrap();
+        let mut w = ring.writer().unwrap();
+        w.publish(b"kept").unwrap();
+        assert!(ring.control_refusal().is_none());
+        let f = OpenOptions::new().write(true).open(ns.readers_path("grown")).unwrap();
+        match grow {
+            0 => f.write_all_at(&[0xff; 8], 0).unwrap(),
+            n => f.set_len(f.metadata().unwrap().len() + n).unwrap(),
+        }
+        let refused = |e: &AttachError| {
+            let said = e.to_string();
+            said.contains(field) && said.contains(&*ns.readers_path("grown").to_string_lossy())
+        };
+        let Err(e) = Reader::attach(&ns, "grown", &ReaderOptions::named("new")) else { panic!("{grow}: attached") };
+        assert!(refused(&e), "{grow}: {e}");
+        let e = ring.control_refusal().expect("the owner says what a new reader refuses");
+        assert!(refused(&e), "{grow}: {e}");
+        assert_eq!(ring.damage(), None, "the owner's attachment is whole");
+        w.publish(b"on").unwrap();
+        drop((w, ring));
+        let ring = Ring::repair_readers(&ns, "grown").unwrap();
+        assert!(ring.control_refusal().is_none());
+        let mut r =
+            Reader::attach(&ns, "grown", &ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("again") })
+                .expect("a reader joins the repaired ring");
+        let mut buf = [0u8; 8];
+        assert_eq!(r.try_read(&mut buf).map(|i| i.seq), Ok(1), "{grow}: the frames are kept");
+        drop((r, ring));
+        Ring::unlink(&ns, "grown").unwrap();
+    }
+}

@@ -265,6 +265,16 @@ impl RingView {
         self.region.probe()
     }
 
+    /// Why a process attaching to this ring now would refuse its control
+    /// region, judged on the control file mapped here, which any reader
+    /// may write: grown (tmpfs takes any sparse size), or its header
+    /// written over. This attachment works on; new readers cannot join
+    /// until the ring's owner repairs it ([`Ring::repair_readers`]).
+    /// `None` if they can, or if the name holds another file now.
+    pub fn control_refusal(&self) -> Option<AttachError> {
+        self.region.control_refusal()
+    }
+
     /// Removes reader entry `index`. A live reader is refused unless `force`;
     /// a forced eviction stops it gating, and its next join fails loudly.
     pub fn evict(&self, index: usize, force: bool) -> Result<FreedReader, EvictError> {

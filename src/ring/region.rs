@@ -72,7 +72,16 @@ pub(crate) struct Region {
     /// file, so it is the owner of what is mapped, whatever the name
     /// means since): who can write frames, and so whose they are.
     pub(crate) owner: u32,
+    /// The control file mapped here, as opened: what
+    /// [`Region::control_refusal`] looks at again.
+    control: Option<ControlFile>,
     backing: Backing,
+}
+
+/// A control file's name and identity (`st_dev`, `st_ino`) as opened.
+struct ControlFile {
+    path: PathBuf,
+    id: (u64, u64),
 }
 
 // SAFETY: everything reachable through the raw pointers is shared memory
@@ -161,6 +170,21 @@ impl Region {
     fn damage_report(&self) -> Damaged {
         let file = if self.damage[0].is_set() { RingFile::Data } else { RingFile::Readers };
         Damaged::new(&self.name, file)
+    }
+
+    /// What a process attaching now would refuse in the control region
+    /// mapped here: a file a reader grew (any reader may write it, and
+    /// tmpfs takes any sparse size), or a header it wrote over. `None` if
+    /// it would take it, or if the name now holds another file (or none).
+    /// The ring's owner repairs it ([`Ring::repair_readers`](super::Ring::repair_readers)).
+    pub(crate) fn control_refusal(&self) -> Option<AttachError> {
+        use std::os::unix::fs::MetadataExt;
+        let (Backing::Shm { readers, .. }, Some(c)) = (&self.backing, &self.control) else { return None };
+        let now = std::fs::symlink_metadata(&c.path).ok()?;
+        if (now.dev(), now.ino()) != c.id {
+            return None;
+        }
+        validate_readers(readers, now.len(), &c.path, &self.geometry).err()
     }
 
     /// Like [`Region::damaged`], after touching the first and last page of
@@ -257,7 +281,7 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &RingOptions) -> Result<R
         h.version.store(ABI_VERSION, Ordering::Release);
     }
     let owner = file_owner(&dfile, &data_path).map_err(CreateError::Attach)?;
-    let region = from_maps(name, dmap, rmap, &data_path, &readers_path, owner)?;
+    let region = from_maps(name, (dmap, &data_path), (rmap, &rfile, &readers_path), owner)?;
     super::lifecycle::publish(ns, name, &rfile, &dfile)?;
     Ok(region)
 }
@@ -332,9 +356,10 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
     let dmap = Mapping::new(&dfile, writable).map_err(|e| AttachError::io(&data_path, e))?;
     // The data region first: a foreign or corrupt file is named as such,
     // rather than as a ring whose control region is missing.
-    if let Err(e) = validate_data(&dmap, &data_path, Some(name)) {
+    let data = validate_data(&dmap, &data_path, Some(name));
+    if let Err(e) = &data {
         if !matches!(e, AttachError::Initializing { .. }) {
-            return Err(e);
+            return Err(data.unwrap_err());
         }
     }
     let rfile = open(&readers_path, true).map_err(|e| match e {
@@ -346,9 +371,16 @@ pub(crate) fn attach(ns: &Namespace, name: &str, writable: bool) -> Result<Regio
         },
         e => e,
     })?;
-    let rmap = Mapping::new(&rfile, true).map_err(|e| AttachError::io(&readers_path, e))?;
+    // Mapped at the size the data region gives it, not the size it has:
+    // any reader may grow it, past what can be mapped too (the check of
+    // its size, below, names that).
+    let rmap = match &data {
+        Ok(g) => Mapping::with_len(&rfile, true, readers_file_size(g.max_readers) as usize),
+        Err(_) => Mapping::new(&rfile, true),
+    };
+    let rmap = rmap.map_err(|e| AttachError::io(&readers_path, e))?;
     let owner = file_owner(&dfile, &data_path)?;
-    from_maps(name, dmap, rmap, &data_path, &readers_path, owner).map_err(|e| match e {
+    from_maps(name, (dmap, &data_path), (rmap, &rfile, &readers_path), owner).map_err(|e| match e {
         CreateError::Attach(AttachError::Initializing { path }) => {
             // A creator takes microseconds; one that left the file unfinished
             // for this long has died, and waiting will not help.
@@ -376,13 +408,21 @@ fn file_owner(file: &File, path: &Path) -> Result<u32, AttachError> {
 /// Validates both mapped regions and builds the `Region`.
 fn from_maps(
     name: &str,
-    dmap: Mapping,
-    rmap: Mapping,
-    dpath: &Path,
-    rpath: &Path,
+    data: (Mapping, &Path),
+    readers: (Mapping, &File, &Path),
     owner: u32,
 ) -> Result<Region, CreateError> {
-    let checked = validate_data(&dmap, dpath, Some(name)).and_then(|g| validate_readers(&rmap, rpath, &g).map(|()| g));
+    use std::os::unix::fs::MetadataExt;
+    let ((dmap, dpath), (rmap, rfile, rpath)) = (data, readers);
+    let rmeta = rfile.metadata().map_err(|e| CreateError::Attach(AttachError::io(rpath, e)))?;
+    let checked = validate_data(&dmap, dpath, Some(name))
+        .and_then(|g| validate_readers(&rmap, rmeta.len(), rpath, &g).map(|()| g));
+    // A control file shorter than its mapping (the mapping is of the size
+    // the data region gives it) is named as such, not found by the probe
+    // below as a shrink.
+    if let Err(e @ AttachError::Truncated { .. }) = checked {
+        return Err(CreateError::Attach(e));
+    }
     // A file that shrank while being checked was read as zeros: say so,
     // rather than whatever the zeros looked like.
     for (map, file) in [(&dmap, RingFile::Data), (&rmap, RingFile::Readers)] {
@@ -409,6 +449,7 @@ fn from_maps(
         writable,
         owner,
         geometry: g,
+        control: Some(ControlFile { path: rpath.to_owned(), id: (rmeta.dev(), rmeta.ino()) }),
         backing: Backing::Shm { data: dmap, readers: rmap },
     })
 }

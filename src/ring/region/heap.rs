@@ -64,6 +64,7 @@ pub(crate) fn region(capacity: u64, policy: Policy, max_readers: u32) -> Region 
         path: PathBuf::from("loom"),
         writable: true,
         owner: 0,
+        control: None,
         backing: Backing::Heap(Heap { _hdr: hdr, _rd: rd, _entries: entries, _slots: slots }),
     }
 }

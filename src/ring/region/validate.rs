@@ -136,11 +136,12 @@ fn stored_name(h: &RingHeader, path: &Path, name: Option<&str>) -> Result<(), At
 }
 
 /// Checks 24 to 35: the control region of the ring whose (complete) data
-/// region has geometry `g`. The creator completes the control region
-/// before it publishes the data region, so an empty or all-zero one here
-/// is not "initialising": it was truncated or wiped.
-pub(super) fn validate_readers(map: &Mapping, path: &Path, g: &Geometry) -> Result<(), AttachError> {
-    let size = map.len() as u64;
+/// region has geometry `g`, mapped as `map`, its file `size` bytes (its
+/// `fstat`: the mapping may be shorter than a file a reader grew). The
+/// creator completes the control region before it publishes the data
+/// region, so an empty or all-zero one here is not "initialising": it was
+/// truncated or wiped.
+pub(super) fn validate_readers(map: &Mapping, size: u64, path: &Path, g: &Geometry) -> Result<(), AttachError> {
     let expected = readers_file_size(g.max_readers);
     if size < READERS_HEADER_SIZE as u64 {
         return Err(AttachError::Truncated { path: path.to_owned(), size, needed: expected });
