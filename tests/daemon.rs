@@ -767,12 +767,33 @@ fn shrink_to_nothing(env: &Env, file: &Path) -> u64 {
 
 #[test]
 fn a_ring_whose_readers_file_is_truncated_is_repaired_its_sequence_continues_and_the_other_ring_runs_on() {
-    let _dog = watchdog("helixd repair", Duration::from_secs(90));
-    let (env, _notify, mut d, created, before) = two_rings_publishing();
     // A group member shrinks a's control region to nothing.
-    let b_then = shrink_to_nothing(&env, &env.ns.readers_path("a"));
-    // a is repaired: the same ring (its data region kept) gets a new
-    // control region, and publishes again, its sequence going on.
+    let log = repaired_after("helixd repair", |file| {
+        std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(0).unwrap()
+    });
+    assert!(log.contains("shrank"), "{log}");
+}
+
+/// A group member grows a's control file past what can be mapped: helixd's
+/// attachment works on, but no reader could join (found by review: helixd
+/// saw nothing wrong, and readers stayed out until it restarted).
+#[test]
+fn a_ring_whose_readers_file_a_reader_grew_is_repaired_and_readers_join_again() {
+    let log = repaired_after("helixd repair of a grown file", |file| {
+        std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(1 << 62).unwrap()
+    });
+    assert!(log.contains("a reader attaching now would refuse its control file"), "{log}");
+}
+
+/// helixd with rings a and b publishing; `harm` done to a's control file:
+/// a is repaired (the same ring, its data region kept, a new control
+/// region), publishes again with its sequence going on, and a reader joins
+/// it; b publishes throughout. Returns helixd's log.
+fn repaired_after(what: &'static str, harm: fn(&Path)) -> String {
+    let _dog = watchdog(what, Duration::from_secs(90));
+    let (env, _notify, mut d, created, before) = two_rings_publishing();
+    harm(&env.ns.readers_path("a"));
+    let b_then = published(&env.ns, "b").unwrap().1;
     let view = poll(Some(&mut d), "ring a repaired", || RingView::attach(&env.ns, "a").ok());
     assert_eq!(view.geometry().created_ns, created, "ring a was recreated, not repaired");
     let mut r = Reader::attach(&env.ns, "a", &ReaderOptions::named("after-repair")).unwrap();
@@ -784,6 +805,7 @@ fn a_ring_whose_readers_file_is_truncated_is_repaired_its_sequence_continues_and
     sigterm(&d.0);
     let log = d.0.wait_with_output_ref();
     assert!(log.contains("ring a") && log.contains("repaired"), "{log}");
+    log
 }
 
 #[test]

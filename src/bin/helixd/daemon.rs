@@ -193,7 +193,7 @@ impl Daemon {
             self.rings.len()
         );
         for (name, r) in &self.repairs {
-            line += &format!("; ring {name} damaged ({}), awaiting repair", r.damage.file);
+            line += &format!("; ring {name} damaged ({}), awaiting repair", r.file);
         }
         if let Some(c) = &self.control {
             line += &format!("; {}", c.status());

@@ -4,19 +4,34 @@
 use tracing::{error, info, warn};
 
 use helix::control::{ACK_RING, LOG_RING};
-use helix::{Damaged, RepairError, Ring, RingFile};
+use helix::{RepairError, Ring, RingFile};
 
 use super::Daemon;
 use crate::control::{ControlThread, Journal};
 use crate::source::describe;
 
 /// A ring a peer damaged (one of its files shrank under helixd's
-/// mapping), waiting for its repair: its sources are stopped and helixd's
-/// attachment dropped.
+/// mapping, or its control file is one a process attaching would refuse),
+/// waiting for its repair: its sources are stopped and helixd's attachment
+/// dropped.
 pub(super) struct Repair {
-    pub(super) damage: Damaged,
+    /// The file to repair.
+    pub(super) file: RingFile,
     /// Logged why the repair has to wait (once per damage).
     waiting_logged: bool,
+}
+
+/// What is wrong with `ring` (named `name`), if anything: a file that
+/// shrank under helixd's mapping, or a control file a process attaching
+/// now would refuse (a reader grew it or wrote over its header; helixd's
+/// own attachment works on, but no reader could join again: before, that
+/// went unseen until helixd restarted). The file, and what to log.
+fn broken(name: &str, ring: &Ring) -> Option<(RingFile, String)> {
+    if let Some(d) = ring.damage() {
+        return Some((d.file, format!("{d}; stopping its sources to repair it")));
+    }
+    let e = ring.control_refusal()?;
+    Some((RingFile::Readers, format!("ring {name}: a reader attaching now would refuse its control file ({e}); stopping its sources to repair it")))
 }
 
 /// The control thread, stopped because `control.log` or `control.acks`
@@ -40,18 +55,21 @@ impl Daemon {
     /// dropped; then, on this tick or a later one, it is repaired and its
     /// writers start again. Other rings run on throughout.
     pub fn heal(&mut self) {
-        let found: Vec<(String, Damaged)> =
-            self.rings.iter().filter_map(|(name, ring)| ring.damage().map(|d| (name.clone(), d))).collect();
-        for (name, damage) in found {
-            error!("{damage}; stopping its sources to repair it");
+        let found: Vec<(String, RingFile, String)> = self
+            .rings
+            .iter()
+            .filter_map(|(name, ring)| broken(name, ring).map(|(file, why)| (name.clone(), file, why)))
+            .collect();
+        for (name, file, why) in found {
+            error!("{why}");
             for r in self.sources.iter_mut().filter(|r| r.config.ring == name) {
                 r.stop();
             }
             if is_control_ring(&name) {
-                self.halt_control(&name, &damage);
+                self.halt_control(&name, file);
             }
             self.rings.remove(&name);
-            self.repairs.insert(name, Repair { damage, waiting_logged: false });
+            self.repairs.insert(name, Repair { file, waiting_logged: false });
         }
         let pending: Vec<String> = self.repairs.keys().cloned().collect();
         for name in pending {
@@ -85,7 +103,7 @@ impl Daemon {
     fn repair(&mut self, name: &str) -> Option<Ring> {
         let ns = &self.config.namespace;
         let repair = self.repairs.get_mut(name)?;
-        let why = match repair.damage.file {
+        let why = match repair.file {
             RingFile::Readers => match Ring::repair_readers(ns, name) {
                 Ok(ring) => {
                     warn!(
@@ -125,7 +143,7 @@ impl Daemon {
 
     /// Stops the control thread for the repair of `name` (one of its
     /// rings), saying what becomes of the commands it had taken.
-    fn halt_control(&mut self, name: &str, damage: &Damaged) {
+    fn halt_control(&mut self, name: &str, file: RingFile) {
         let Some(mut control) = self.control.take() else { return };
         let left = control.stop();
         self.halted = Some(Halted { failing: None });
@@ -134,7 +152,7 @@ impl Daemon {
         // its data region, is known to nobody now: no answer is given, and
         // the window that would have answered a repeat is gone with the
         // thread.
-        let log_lost = name == LOG_RING && damage.file == RingFile::Data;
+        let log_lost = name == LOG_RING && file == RingFile::Data;
         let lost = left.unlogged + if log_lost { left.unanswered } else { 0 };
         if lost > 0 {
             error!(
