@@ -982,6 +982,29 @@ fn rings_of_a_twin(env: &Env) -> [Ring; 3] {
     [make("telemetry", 1 << 16, 48), make("twin.state", 1 << 16, 256), make("alarms", 1024, 256)]
 }
 
+/// A state ring smaller than a snapshot cycle (100,000 streams, a snapshot
+/// and 4 updates a second, against 65,536 slots) is said at the start,
+/// with the capacity to give it (found by review: at 50,000 streams the
+/// default ring lost its snapshot marker, and nothing said why).
+#[test]
+fn a_state_ring_smaller_than_a_snapshot_cycle_is_said_with_the_capacity_it_needs() {
+    let log_of = |streams: u32| {
+        let env = Env::watched("a small state ring", Duration::from_secs(60));
+        let _rings = rings_of_a_twin(&env);
+        let mut twin =
+            twin_ready(&env, &format!("streams = {streams}\nsnapshot_interval_ms = 1000\nupdate_interval_ms = 200\n"));
+        sigterm(&twin.0);
+        let log = common::stderr_of(&mut twin.0);
+        assert!(twin.0.wait().unwrap().success(), "{log}");
+        log
+    };
+    let log = log_of(100_000);
+    let said = "twin.state holds 65536 frames, fewer than a snapshot cycle may publish (500002: 100000 streams";
+    assert!(log.contains(said) && log.contains("capacity = 524288"), "{log}");
+    let log = log_of(10_000);
+    assert!(!log.contains("snapshot cycle"), "10,000 streams fit: {log}");
+}
+
 /// helix-twin on the configuration `cfg`, once it is ready.
 fn twin_ready(env: &Env, cfg: &str) -> Reaped {
     let notify = Notify::new(&env.dir);

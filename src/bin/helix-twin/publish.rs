@@ -53,6 +53,11 @@ impl Publisher {
         Ok(Publisher::new(state, alarms))
     }
 
+    /// The state ring's slots (`None` while it is not written).
+    pub fn state_capacity(&self) -> Option<u64> {
+        self.state.as_ref().map(|w| w.geometry().capacity)
+    }
+
     /// Publishes through these writers (tests make their own).
     pub fn new(state: Writer, alarms: Writer) -> Publisher {
         Publisher {

@@ -292,6 +292,9 @@ pub fn run(config: TwinConfig) -> Result<()> {
         service.stopping();
         return Ok(());
     };
+    if let Some(capacity) = publisher.state_capacity() {
+        warn_if_state_ring_small(&config, capacity);
+    }
     let instance = helix::process::realtime_ns();
     let mut twin = Twin::new(&config, instance);
     take_over(&config, &mut twin);
@@ -344,6 +347,36 @@ fn take_over(config: &TwinConfig, twin: &mut Twin) {
             }
         }
         Err(e) => warn!("the previous state cannot be read ({e}); starting from nothing"),
+    }
+}
+
+/// The most frames the twin publishes on its state ring from one snapshot
+/// to the next: the snapshot (every stream and its two markers) and an
+/// update of every stream at each update interval between.
+fn snapshot_cycle_frames(config: &TwinConfig) -> u64 {
+    let publications = config.snapshot_interval.as_nanos().div_ceil(config.update_interval.as_nanos().max(1));
+    u64::from(config.streams) * publications.min(u64::MAX as u128) as u64 + 2
+}
+
+/// Says so when the state ring holds fewer frames than a snapshot cycle
+/// may publish: its readers (`helixctl twin`, the metrics, the next twin's
+/// take-over) may then find no snapshot begin marker, so no counters, and
+/// miss the streams that publish only in snapshots. (Found by review: at
+/// 50,000 streams, helixd's default of 65,536 slots lost the marker most
+/// of the time, and nothing said why.)
+fn warn_if_state_ring_small(config: &TwinConfig, capacity: u64) {
+    let cycle = snapshot_cycle_frames(config);
+    if capacity < cycle {
+        warn!(
+            "{} holds {capacity} frames, fewer than a snapshot cycle may publish ({cycle}: {} streams, a snapshot \
+             every {} ms and updates every {} ms): its readers may find no snapshot; give it capacity = {} in \
+             helixd's configuration",
+            config.state_ring,
+            config.streams,
+            config.snapshot_interval.as_millis(),
+            config.update_interval.as_millis(),
+            cycle.checked_next_power_of_two().unwrap_or(cycle)
+        );
     }
 }
 
