@@ -367,6 +367,7 @@ impl FanIn {
 
     fn scan(&mut self, f: &mut dyn FnMut(Event<'_>)) {
         self.scanned_ns = host::now_ns();
+        self.files.keep_ring_locked();
         let h = self.files.header();
         h.rescans.store(h.rescans.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         for k in 0..self.lanes.len() {

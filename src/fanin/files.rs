@@ -20,6 +20,10 @@ pub const FANIN_SUFFIX: &str = "@fanin";
 pub const RING_FILE: &str = "ring";
 /// The doorbell file in the folder.
 pub const BELL_FILE: &str = "bell";
+/// The consumer's lock file in the folder (mode 0600): its lease, which
+/// only the consumer's user (and root) may open, so no producer can hold a
+/// lock on it.
+pub const LOCK_FILE: &str = "lock";
 
 /// `/dev/shm/<ns>.<ring>@fanin`.
 pub fn dir_path(ns: &Namespace, name: &str) -> PathBuf {
@@ -49,8 +53,11 @@ pub struct FanInGeometry {
 
 /// The consumer's file and the doorbell, mapped.
 pub(crate) struct RingFiles {
-    /// The consumer's file (its lock is the consumer's lease).
+    /// The consumer's file (the consumer keeps a lock on it while it
+    /// lives, for whoever may not open `lock` to see).
     pub(crate) ring_file: File,
+    /// The consumer's lease ([`take_lease`]); `None` for others.
+    pub(crate) lease: Option<Lease>,
     pub(crate) ring: Mapping,
     pub(crate) bell: Mapping,
     pub(crate) geometry: FanInGeometry,
@@ -65,7 +72,41 @@ pub(crate) struct RingFiles {
     pub(crate) consumer_uid: u32,
 }
 
+/// The consumer's lease: the lock of the folder's `lock` file, held, and
+/// whether it holds the lock on `ring` too (a reader's read lock may have
+/// kept it off when it attached).
+pub(crate) struct Lease {
+    _lock: File,
+    ring_locked: bool,
+}
+
 impl RingFiles {
+    /// The ring in `dir`: the consumer's file (opened, mapped, its geometry
+    /// and its owner's uid), the doorbell (and why it was replaced, if it
+    /// was), and the consumer's lease if this is the consumer.
+    fn new(
+        ns: &Namespace,
+        dir: PathBuf,
+        ring: (File, Mapping, FanInGeometry, u32),
+        bell: (Mapping, Option<FanInError>),
+        lease: Option<Lease>,
+    ) -> RingFiles {
+        let ((ring_file, ring, geometry, consumer_uid), (bell, bell_replaced)) = (ring, bell);
+        let lane_paths = (0..geometry.lanes as usize).map(|k| dir.join(lane_name(k))).collect();
+        RingFiles {
+            ring_file,
+            lease,
+            ring,
+            bell,
+            geometry,
+            dir,
+            lane_paths,
+            ns: ns.clone(),
+            bell_replaced,
+            consumer_uid,
+        }
+    }
+
     pub(crate) fn header(&self) -> &FanInHeader {
         // SAFETY: validated at open: the mapping holds a whole, published
         // header, page aligned; identity fields never change again and the
@@ -85,6 +126,14 @@ impl RingFiles {
         // SAFETY: the doorbell mapping is BELL_FILE_SIZE bytes (checked at
         // open), page aligned; every field a peer may change is an atomic.
         unsafe { &*(self.bell.ptr() as *const BellHeader) }
+    }
+
+    /// The consumer's: takes the lock on `ring` that tells the tools it
+    /// lives, if a reader's read lock kept it off until now.
+    pub(crate) fn keep_ring_locked(&mut self) {
+        if let Some(lease) = self.lease.as_mut().filter(|l| !l.ring_locked) {
+            lease.ring_locked = shm::try_lock(&self.ring_file).unwrap_or(false);
+        }
     }
 
     /// Whether either mapping met a shrunk file.
@@ -117,7 +166,7 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
         shm::rename_noreplace(&tmp, &dir).map_err(|e| FanInError::io(&dir, "name", e))?;
         Ok(ring)
     });
-    let ring_file = match renamed {
+    let (ring_file, lock_file) = match renamed {
         Ok(f) => f,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -133,19 +182,9 @@ pub(crate) fn create(ns: &Namespace, name: &str, opts: &FanInOptions) -> Result<
     let ring = Mapping::new(&ring_file, true).map_err(|e| FanInError::io(&path, "map", e))?;
     let geometry = validate_ring(&ring, &path, name)?;
     let bell = open_bell(ns, name, &dir, geometry.created_ns, false)?;
-    let lane_paths = (0..geometry.lanes as usize).map(|k| dir.join(lane_name(k))).collect();
     let consumer_uid = ring_file.metadata().map_err(|e| FanInError::io(&path, "stat", e))?.uid();
-    Ok(RingFiles {
-        ring_file,
-        ring,
-        bell,
-        geometry,
-        dir,
-        lane_paths,
-        ns: ns.clone(),
-        bell_replaced: None,
-        consumer_uid,
-    })
+    let lease = Some(Lease { _lock: lock_file, ring_locked: true });
+    Ok(RingFiles::new(ns, dir, (ring_file, ring, geometry, consumer_uid), (bell, None), lease))
 }
 
 /// The folder's mode: sticky (a producer may remove only its own files;
@@ -199,11 +238,11 @@ pub(crate) fn set_access(dir: &Path, mode: u32, group: Option<u32>) -> Result<Ve
     Ok(changed)
 }
 
-/// Makes the folder's files; returns the consumer's file, still holding
-/// the lock it was made with (the consumer's lease: taken before anyone
-/// can see the file, so no other process, nor a child forked meanwhile,
-/// can hold it first).
-fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> Result<File, FanInError> {
+/// Makes the folder's files; returns the consumer's file and its lock
+/// file, each still holding the lock it was made with (the consumer's
+/// lease: taken before anyone can see the file, so no other process, nor
+/// a child forked meanwhile, can hold it first).
+fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> Result<(File, File), FanInError> {
     let io = |op| move |e| FanInError::io(tmp, op, e);
     std::fs::DirBuilder::new().mode(0o700).create(tmp).map_err(io("create"))?;
     if let Some(gid) = opts.group {
@@ -228,6 +267,8 @@ fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> 
     // Nobody locks the doorbell: let go of the lock it was made with.
     shm::unlock(&bell).map_err(io("unlock"))?;
     shm::link_unnamed(&ring, &tmp.join(RING_FILE)).map_err(io("link"))?;
+    let lock = shm::create_unnamed_in(tmp, 1, 0o600, None).map_err(|(op, e)| io(op)(e))?;
+    shm::link_unnamed(&lock, &tmp.join(LOCK_FILE)).map_err(io("link"))?;
     // After the ring's own files, which keep their modes: lane files made
     // from now on may be read by their producer and the consumer only.
     folder::set_lane_acl(tmp, crate::process::my_uid()).map_err(io("set the lane files' ACL on"))?;
@@ -237,7 +278,7 @@ fn make_folder(tmp: &Path, name: &str, opts: &FanInOptions, created_ns: u64) -> 
     // doorbell was linked, and the creation failed as "exists" for a ring
     // that did not: helixd could not start.)
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(folder_mode(opts.mode))).map_err(io("chmod"))?;
-    Ok(ring)
+    Ok((ring, lock))
 }
 
 /// # Safety
@@ -301,11 +342,17 @@ pub(crate) fn open_ring_as(
     let (ring_file, ring) = open_in(ns, name, &dir.join(RING_FILE), consumer, None)?;
     let consumer_uid = folder::check_ring_owner(&dir, folder_owner, &ring_file)?;
     let geometry = validate_ring(&ring, &dir.join(RING_FILE), name)?;
-    if consumer && !shm::try_lock(&ring_file).map_err(|e| FanInError::io(&dir, "lock", e))? {
-        // SAFETY: validated above: a whole, published header.
-        let h = unsafe { &*(ring.ptr() as *const FanInHeader) };
-        return Err(FanInError::ConsumerHeld { ring: name.to_owned(), pid: h.consumer_pid.load(Ordering::Relaxed) });
-    }
+    let lease = match consumer {
+        true => {
+            let held = || {
+                // SAFETY: validated above: a whole, published header.
+                let h = unsafe { &*(ring.ptr() as *const FanInHeader) };
+                FanInError::ConsumerHeld { ring: name.to_owned(), pid: h.consumer_pid.load(Ordering::Relaxed) }
+            };
+            Some(take_lease(&dir, &ring_file)?.ok_or_else(held)?)
+        }
+        false => None,
+    };
     let (bell, bell_replaced) = match open_bell(ns, name, &dir, geometry.created_ns, bell_writable) {
         Err(e) if consumer && replaceable(&e) => {
             // The doorbell is the one file producers may write: one may
@@ -316,8 +363,66 @@ pub(crate) fn open_ring_as(
         }
         r => (r?, None),
     };
-    let lane_paths = (0..geometry.lanes as usize).map(|k| dir.join(lane_name(k))).collect();
-    Ok(RingFiles { ring_file, ring, bell, geometry, dir, lane_paths, ns: ns.clone(), bell_replaced, consumer_uid })
+    Ok(RingFiles::new(ns, dir, (ring_file, ring, geometry, consumer_uid), (bell, bell_replaced), lease))
+}
+
+/// Takes the consumer's lease of the ring in `dir`: the lock of its `lock`
+/// file, which only the consumer's user may open (made here for a ring made
+/// before there was one); then the lock on `ring_file` that tells the tools
+/// it lives, unless only read locks keep it off (any producer may read
+/// `ring`, and hold one: found by review, when the lease was that lock, a
+/// producer's read lock kept every consumer out for good). `None` if
+/// another consumer holds either (one of a version before `lock` holds
+/// only the second).
+fn take_lease(dir: &Path, ring_file: &File) -> Result<Option<Lease>, FanInError> {
+    let path = dir.join(LOCK_FILE);
+    let path = path.as_path();
+    let io = |op| move |e| FanInError::io(path, op, e);
+    let lock = match shm::open_file(path, true) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut o = std::fs::OpenOptions::new();
+            o.read(true).write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+            match o.open(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => shm::open_file(path, true),
+                r => r,
+            }
+        }
+        r => r,
+    }
+    .map_err(io("open"))?;
+    let m = lock.metadata().map_err(io("stat"))?;
+    if !m.is_file() || m.uid() != crate::process::my_uid() {
+        let want = format!(
+            "a regular file of the consumer's uid {} (this is a {}: remove it)",
+            crate::process::my_uid(),
+            shm::file_kind(&m)
+        );
+        return Err(FanInError::field(path, "owner", m.uid().into(), want));
+    }
+    if !shm::try_lock(&lock).map_err(io("lock"))? {
+        return Ok(None);
+    }
+    let ring_path = dir.join(RING_FILE);
+    let ring_locked = shm::try_lock(ring_file).map_err(|e| FanInError::io(&ring_path, "lock", e))?;
+    if !ring_locked
+        && shm::write_locked(ring_file).map_err(|e| FanInError::io(&ring_path, "look at the locks of", e))?
+    {
+        return Ok(None);
+    }
+    Ok(Some(Lease { _lock: lock, ring_locked }))
+}
+
+/// Whether the consumer of the ring in `dir` lives: its lease on `lock`,
+/// where this process may open that file (the consumer's user, root); else
+/// the write lock it keeps on `ring_file` (a reader's read lock may keep
+/// that off for a while: then a live consumer reads as gone, never a dead
+/// one as alive).
+pub(crate) fn consumer_alive(dir: &Path, ring_file: &File) -> std::io::Result<bool> {
+    match shm::open_file(&dir.join(LOCK_FILE), false) {
+        Ok(lock) if lock.metadata()?.is_file() => shm::is_locked(&lock),
+        _ => shm::write_locked(ring_file),
+    }
 }
 
 /// Whether a doorbell that failed to open this way is one its consumer

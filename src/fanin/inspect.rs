@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::shm::{self, Namespace, SHM_DIR};
 use crate::sync::Ordering;
 
-use super::files::{self, BELL_FILE, FANIN_SUFFIX, RING_FILE};
+use super::files::{self, BELL_FILE, FANIN_SUFFIX, LOCK_FILE, RING_FILE};
 use super::lane_file;
 use super::layout::LANE_BOUND;
 use super::FanInView;
@@ -94,13 +94,13 @@ pub fn leftovers(ns: &Namespace) -> io::Result<Vec<Leftover>> {
 /// header is corrupt is judged too; `Ok(None)` if there is no such file.
 pub fn live_consumer(ns: &Namespace, name: &str) -> io::Result<Option<u32>> {
     shm::validate_ring_name(name).map_err(io::Error::other)?;
-    let path = files::dir_path(ns, name).join(RING_FILE);
-    let file = match shm::open_file(&path, false) {
+    let dir = files::dir_path(ns, name);
+    let file = match shm::open_file(&dir.join(RING_FILE), false) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    if !shm::is_locked(&file)? {
+    if !files::consumer_alive(&dir, &file)? {
         return Ok(None);
     }
     // `consumer_pid` is at offset 256 (docs/abi.md §11.2); 0 if the file
@@ -206,6 +206,7 @@ impl FanInView {
             let lane = name.strip_prefix("lane.").and_then(|k| k.parse::<usize>().ok());
             let ours = name == RING_FILE
                 || name == BELL_FILE
+                || name == LOCK_FILE
                 || lane.is_some_and(|k| k < lanes && files::lane_name(k) == name);
             if !ours {
                 let uid = entry.metadata().map(|m| m.uid()).unwrap_or(u32::MAX);

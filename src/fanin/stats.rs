@@ -126,9 +126,9 @@ fn stats(files: &RingFiles) -> FanInStats {
     FanInStats {
         geometry: files.geometry.clone(),
         consumer_pid: h.consumer_pid.load(Ordering::Relaxed),
-        // The consumer holds an open-file-description lock on the file: a
-        // tool (which takes none) sees it held exactly while it lives.
-        consumer_alive: shm::is_locked(&files.ring_file).unwrap_or(false),
+        // The consumer holds its lease's lock while it lives (a tool takes
+        // none): see `files::consumer_alive`.
+        consumer_alive: super::files::consumer_alive(&files.dir, &files.ring_file).unwrap_or(false),
         consumer_since_ns: h.consumer_since_ns.load(Ordering::Relaxed),
         rounds: c(&h.rounds),
         sleeps: c(&h.sleeps),

@@ -34,6 +34,14 @@ pub(crate) fn is_locked(file: &File) -> io::Result<bool> {
     Ok(ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK)?.l_type != libc::F_UNLCK as libc::c_short)
 }
 
+/// Whether another open file description holds a *write* lock on any of
+/// `file`: read locks, which anyone who may read the file can take, do not
+/// count.
+pub(crate) fn write_locked(file: &File) -> io::Result<bool> {
+    // A read lock conflicts with write locks only.
+    Ok(ofd_lock(file, libc::F_OFD_GETLK, libc::F_RDLCK)?.l_type == libc::F_WRLCK as libc::c_short)
+}
+
 fn byte_lock(file: &File, cmd: libc::c_int, kind: libc::c_int, byte: libc::off_t) -> io::Result<libc::flock> {
     range_lock(file, cmd, kind, byte, 1)
 }
