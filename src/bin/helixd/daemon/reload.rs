@@ -15,6 +15,7 @@ impl Daemon {
     /// Applies a new configuration: adds rings, retires removed ones, and
     /// restarts changed sources. On error the old configuration stays.
     pub fn reload(&mut self, new: Config) -> Result<()> {
+        refuse_lost_file(&self.config.path, &new.path)?;
         let ns = self.config.namespace.clone();
         if new.namespace != ns {
             bail!("the namespace cannot change while running ({} → {}); restart helixd", ns, new.namespace);
@@ -201,5 +202,39 @@ impl Daemon {
             }
         }
         Ok(added)
+    }
+}
+
+/// Refuses the embedded default (a simulator) that the lookup of the
+/// default file falls back on when there is none, while the configuration
+/// running came from a file: that file was moved or deleted. (Found by
+/// review: taken, it retired every configured ring, stopped the UDP
+/// sources and fed the simulator's values into `telemetry`, which the
+/// ledger recorded and the twin judged as the plant's, with no word of
+/// why.)
+fn refuse_lost_file(running: &std::path::Path, new: &std::path::Path) -> Result<()> {
+    let embedded = std::path::Path::new(crate::shared::conf::EMBEDDED);
+    if new == embedded && running != embedded {
+        bail!(
+            "{} is gone, and the embedded default (a simulator) is all there is in its place; put the file back, \
+             or restart helixd to run the embedded default",
+            running.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_configuration_file_gone_is_no_reason_to_run_the_embedded_default() {
+        let (file, embedded) = (Path::new("/etc/helix/helix.toml"), Path::new(crate::shared::conf::EMBEDDED));
+        let e = refuse_lost_file(file, embedded).unwrap_err().to_string();
+        assert!(e.starts_with("/etc/helix/helix.toml is gone") && e.contains("put the file back"), "{e}");
+        assert!(refuse_lost_file(file, file).is_ok());
+        assert!(refuse_lost_file(embedded, embedded).is_ok(), "running the embedded default, it reloads it");
     }
 }
