@@ -67,6 +67,11 @@ pub const GAP_OVERRUN: u32 = 1;
 /// `slot_size` rounds the configured payload up).
 pub const GAP_TOO_LARGE: u32 = 2;
 
+/// A GAP record's reason: the frames were published into a ring after it
+/// was replaced under its name, while the recorder, having read it to its
+/// end, was letting it go (a writer that still held the old ring).
+pub const GAP_LET_GO: u32 = 3;
+
 /// The fixed part of a version-1 record (bytes 0..40). Records read back
 /// from a version-2 block are presented with the header a version-1 record
 /// of theirs would have (see [`Record`](super::block::Record)).
@@ -178,7 +183,7 @@ impl RingDecl {
 pub struct GapInfo {
     /// The last lost sequence (inclusive; the first is the record's `seq`).
     pub last: u64,
-    /// Why ([`GAP_OVERRUN`], [`GAP_TOO_LARGE`]).
+    /// Why ([`GAP_OVERRUN`], [`GAP_TOO_LARGE`], [`GAP_LET_GO`]).
     pub reason: u32,
 }
 

@@ -38,7 +38,8 @@ pub struct GapMarker {
     /// The last lost sequence (inclusive).
     pub last: u64,
     /// Why, as the GAP record says (1: overwritten before the ledger read
-    /// them; 2: larger than a ledger record may carry).
+    /// them; 2: larger than a ledger record may carry; 3: published into a
+    /// replaced ring as the ledger let it go).
     pub reason: u32,
     /// Zero.
     pub zero: u32,

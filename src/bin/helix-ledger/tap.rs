@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use tracing::{error, info, warn};
 
 use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
-use helix::ledger::format::{RingDecl, GAP_TOO_LARGE, MAX_PAYLOAD};
+use helix::ledger::format::{RingDecl, GAP_LET_GO, GAP_TOO_LARGE, MAX_PAYLOAD};
 use helix::ledger::store::{Ledger, LedgerError};
 use helix::{
     AttachError, Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, UnderName, WaitStrategy,
@@ -263,6 +263,36 @@ impl Tap {
         Ok(())
     }
 
+    /// Stops reading a replaced ring, found read to its end: what its
+    /// writer published since (one that still holds the old ring) is read
+    /// first, as much as the ring holds; what it publishes while the ledger
+    /// writes that out is recorded as a GAP of reason [`GAP_LET_GO`], so no
+    /// sequence of it goes unsaid. (Found by review: the ring was let go as
+    /// found drained, and frames published since were neither recorded nor
+    /// a GAP.)
+    fn let_go_replaced(&mut self, ledger: &mut Ledger) -> Result<(), LedgerError> {
+        let Some(r) = self.reader.as_ref() else { return Ok(()) };
+        // Not followed for ever: a ring's worth of batches, and one more.
+        let batches = r.geometry().capacity.div_ceil(self.batch as u64) + 1;
+        for _ in 0..batches {
+            if self.pump(ledger) == 0 && self.drained {
+                break;
+            }
+        }
+        ledger.flush()?;
+        ledger.wait_written()?;
+        if let Some(r) = self.reader.as_ref().filter(|r| r.lag() > 0) {
+            let (first, last) = (r.cursor(), r.cursor().saturating_add(r.lag() - 1));
+            warn!(
+                "ring {}: sequences {first} to {last} were published into it after it was replaced and read to its \
+                 end; recording a GAP",
+                self.name
+            );
+            ledger.append_gap_for(self.id, first, last, r.writer_epoch(), GAP_LET_GO);
+        }
+        self.let_go(ledger)
+    }
+
     /// Housekeeping for one ring: switch to a replacement ring once the
     /// old one is drained, or re-register after a demotion. The
     /// replacement first: a reader demoted on a ring since replaced would
@@ -273,7 +303,7 @@ impl Tap {
         let now = match RingView::under_name(ns, &self.name, self.created_ns) {
             UnderName::Replaced(_) if self.drained => {
                 info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
-                self.let_go(ledger)?;
+                self.let_go_replaced(ledger)?;
                 return self.attach(ns, ledger);
             }
             UnderName::Replaced(_) => return Ok(()),
@@ -440,13 +470,69 @@ mod tests {
         }
     }
 
+    /// A ring replaced while its old writer still publishes: what it
+    /// published after the ledger last found the ring empty is recorded
+    /// before the ledger lets the old ring go. (Found by review: the tap
+    /// let it go as drained, and those frames were neither recorded nor a
+    /// GAP.)
+    #[test]
+    fn a_replaced_rings_last_frames_are_recorded_before_it_is_let_go() {
+        let ns = Scratch(Namespace::new(&format!("ldgrep{}", std::process::id())).unwrap());
+        let _ = Ring::unlink(&ns.0, "t");
+        let o = RingOptions { capacity: 64, max_payload: 8, ..Default::default() };
+        let mut old = Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = Ledger::open(dir.path(), 1 << 20).unwrap();
+        let mut tap = Tap::new("t");
+        tap.attach(&ns.0, &mut ledger).unwrap();
+        for _ in 0..3 {
+            old.publish(b"old").unwrap();
+        }
+        while !tap.drained {
+            tap.pump(&mut ledger);
+        }
+        old.publish(b"old").unwrap();
+        old.publish(b"old").unwrap();
+        Ring::unlink(&ns.0, "t").unwrap();
+        let mut new = Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap();
+        new.publish(b"new").unwrap();
+        tap.check(&ns.0, &mut ledger).unwrap();
+        while tap.pump(&mut ledger) == 0 {}
+        ledger.flush().unwrap();
+        let frames: Vec<(u64, Vec<u8>)> = recorded(dir.path()).into_iter().map(|(seq, p, _)| (seq, p)).collect();
+        let want: Vec<(u64, Vec<u8>)> =
+            (1..=5).map(|seq| (seq, b"old".to_vec())).chain([(1, b"new".to_vec())]).collect();
+        assert_eq!(frames, want, "the old ring's 5 frames, then the new one's");
+    }
+
+    /// Every FRAME and GAP record of the ledger in `dir`, in order: (its
+    /// sequence, a frame's payload, a GAP's reason or 0).
+    fn recorded(dir: &std::path::Path) -> Vec<(u64, Vec<u8>, u32)> {
+        use helix::ledger::format::{GapInfo, RecordType};
+        let mut got = Vec::new();
+        helix::ledger::verify::walk(dir, |at| {
+            let h = &at.record.header;
+            match RecordType::from_u16(h.rtype) {
+                Some(RecordType::Frame) => got.push((h.seq, at.record.payload.to_vec(), 0)),
+                Some(RecordType::Gap) => {
+                    let g = GapInfo::decode(at.record.payload).unwrap();
+                    assert_eq!(g.last, h.seq);
+                    got.push((h.seq, Vec::new(), g.reason));
+                }
+                _ => {}
+            }
+        })
+        .unwrap()
+        .unwrap();
+        got
+    }
+
     /// A frame larger than a record may carry (a ring configured for
     /// 16 MiB holds 48 bytes more) is a GAP of its own reason, and the
     /// frames around it are recorded. Before, the recorder panicked on it,
     /// and again at each start.
     #[test]
     fn a_frame_larger_than_a_record_may_carry_is_a_gap_and_the_others_are_recorded() {
-        use helix::ledger::format::GapInfo;
         let ns = Scratch(Namespace::new(&format!("ldgbig{}", std::process::id())).unwrap());
         let _ = Ring::unlink(&ns.0, "t");
         let o = RingOptions { capacity: 4, max_payload: helix::ring::MAX_PAYLOAD, ..Default::default() };
@@ -464,21 +550,7 @@ mod tests {
             records += tap.pump(&mut ledger);
         }
         ledger.flush().unwrap();
-        let mut got = Vec::new();
-        helix::ledger::verify::walk(dir.path(), |at| {
-            let h = &at.record.header;
-            match helix::ledger::format::RecordType::from_u16(h.rtype) {
-                Some(helix::ledger::format::RecordType::Frame) => got.push((h.seq, at.record.payload.to_vec(), 0)),
-                Some(helix::ledger::format::RecordType::Gap) => {
-                    let g = GapInfo::decode(at.record.payload).unwrap();
-                    assert_eq!(g.last, h.seq);
-                    got.push((h.seq, Vec::new(), g.reason));
-                }
-                _ => {}
-            }
-        })
-        .unwrap()
-        .unwrap();
+        let got = recorded(dir.path());
         assert_eq!(got, [(1, b"before".to_vec(), 0), (2, vec![], GAP_TOO_LARGE), (3, b"after".to_vec(), 0)]);
     }
 }
