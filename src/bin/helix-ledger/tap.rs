@@ -143,12 +143,17 @@ impl Tap {
 
     /// Records frame `seq` of `len` bytes, at the reader's cursor and larger
     /// than a record may carry, as a GAP of reason [`GAP_TOO_LARGE`], and
-    /// reads past it; says so. Returns the records added (0 if the frame
-    /// was overwritten meanwhile: the next batch reports the overrun).
+    /// reads past it; says so. Returns the records added. A frame
+    /// overwritten meanwhile is part of the overrun the read reports, and
+    /// recorded as such. (Found by review: that overrun was dropped, the
+    /// reader having moved past the lost frames; the next block skipped
+    /// them, and the recorder panicked.)
     fn record_too_large(&mut self, ledger: &mut Ledger, (seq, len): (u64, usize), epoch: u64) -> usize {
         let Some(reader) = self.reader.as_mut() else { return 0 };
-        if !matches!(reader.try_read_batch(1, |_| {}), Ok(1)) {
-            return 0;
+        match reader.try_read_batch(1, |_| {}) {
+            Ok(1) => {}
+            Err(e @ TryReadError::Overrun(_)) => return self.took(ledger, Err(e), epoch),
+            _ => return 0,
         }
         warn!(
             "ring {}: frame {seq} is {len} bytes, more than a ledger record may carry ({MAX_PAYLOAD}); recording a \
@@ -365,6 +370,7 @@ fn read_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use helix::ledger::format::GAP_OVERRUN;
     use helix::{Ring, RingOptions, Writer};
 
     /// A ring of this test's own, unlinked when dropped.
@@ -499,25 +505,24 @@ mod tests {
         tap.check(&ns.0, &mut ledger).unwrap();
         while tap.pump(&mut ledger) == 0 {}
         ledger.flush().unwrap();
-        let frames: Vec<(u64, Vec<u8>)> = recorded(dir.path()).into_iter().map(|(seq, p, _)| (seq, p)).collect();
+        let frames: Vec<(u64, Vec<u8>)> = recorded(dir.path()).into_iter().map(|(seq, _, p, _)| (seq, p)).collect();
         let want: Vec<(u64, Vec<u8>)> =
             (1..=5).map(|seq| (seq, b"old".to_vec())).chain([(1, b"new".to_vec())]).collect();
         assert_eq!(frames, want, "the old ring's 5 frames, then the new one's");
     }
 
     /// Every FRAME and GAP record of the ledger in `dir`, in order: (its
-    /// sequence, a frame's payload, a GAP's reason or 0).
-    fn recorded(dir: &std::path::Path) -> Vec<(u64, Vec<u8>, u32)> {
+    /// first and last sequence, a frame's payload, a GAP's reason or 0).
+    fn recorded(dir: &std::path::Path) -> Vec<(u64, u64, Vec<u8>, u32)> {
         use helix::ledger::format::{GapInfo, RecordType};
         let mut got = Vec::new();
         helix::ledger::verify::walk(dir, |at| {
             let h = &at.record.header;
             match RecordType::from_u16(h.rtype) {
-                Some(RecordType::Frame) => got.push((h.seq, at.record.payload.to_vec(), 0)),
+                Some(RecordType::Frame) => got.push((h.seq, h.seq, at.record.payload.to_vec(), 0)),
                 Some(RecordType::Gap) => {
                     let g = GapInfo::decode(at.record.payload).unwrap();
-                    assert_eq!(g.last, h.seq);
-                    got.push((h.seq, Vec::new(), g.reason));
+                    got.push((h.seq, g.last, Vec::new(), g.reason));
                 }
                 _ => {}
             }
@@ -525,6 +530,40 @@ mod tests {
         .unwrap()
         .unwrap();
         got
+    }
+
+    /// A frame too large for a record, overwritten before the tap passes
+    /// it: the overrun is a GAP, and what follows is recorded. (Found by
+    /// review: the overrun was dropped there, the next block skipped the
+    /// sequences lost, and the recorder panicked, as often as the writer
+    /// liked.)
+    #[test]
+    fn a_frame_too_large_overwritten_before_it_is_passed_is_an_overrun_gap() {
+        let ns = Scratch(Namespace::new(&format!("ldgbgo{}", std::process::id())).unwrap());
+        let _ = Ring::unlink(&ns.0, "t");
+        let o = RingOptions { capacity: 4, max_payload: helix::ring::MAX_PAYLOAD, ..Default::default() };
+        let mut w = Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap();
+        w.publish(&vec![7; MAX_PAYLOAD + 1]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = Ledger::open(dir.path(), 1 << 20).unwrap();
+        let mut tap = Tap::new("t");
+        tap.attach(&ns.0, &mut ledger).unwrap();
+        let epoch = w.epoch();
+        let (got, big) = read_batch(tap.reader.as_mut().unwrap(), &mut ledger, tap.id, epoch, tap.batch);
+        assert_eq!((got, big), (Ok(0), Some((1, MAX_PAYLOAD + 1))));
+        ledger.seal(tap.id, 0);
+        for _ in 0..5 {
+            w.publish(b"x").unwrap();
+        }
+        assert_eq!(tap.record_too_large(&mut ledger, big.unwrap(), epoch), 1);
+        let mut records = 1;
+        while records < 5 {
+            records += tap.pump(&mut ledger);
+        }
+        ledger.flush().unwrap();
+        let frames = (3..=6).map(|seq| (seq, seq, b"x".to_vec(), 0));
+        let want: Vec<_> = [(1, 2, vec![], GAP_OVERRUN)].into_iter().chain(frames).collect();
+        assert_eq!(recorded(dir.path()), want);
     }
 
     /// A frame larger than a record may carry (a ring configured for
@@ -551,6 +590,6 @@ mod tests {
         }
         ledger.flush().unwrap();
         let got = recorded(dir.path());
-        assert_eq!(got, [(1, b"before".to_vec(), 0), (2, vec![], GAP_TOO_LARGE), (3, b"after".to_vec(), 0)]);
+        assert_eq!(got, [(1, 1, b"before".to_vec(), 0), (2, 2, vec![], GAP_TOO_LARGE), (3, 3, b"after".to_vec(), 0)]);
     }
 }
