@@ -107,7 +107,7 @@ impl fmt::Display for VerifyFailure {
                 write!(f, "{}: offset {}, block {}, ", path.display(), bad.offset, bad.block)?;
                 match bad.records {
                     1 => write!(f, "record {}", bad.index)?,
-                    n => write!(f, "records {} to {}", bad.index, bad.index + n - 1)?,
+                    _ => write!(f, "records {} to {}", bad.index, bad.last_record())?,
                 }
                 match &bad.ring_seq {
                     Some((ring, first, last)) if first == last => write!(f, " ({ring} seq {first})")?,

@@ -37,7 +37,7 @@ fn failure_json(f: &VerifyFailure) -> Value {
             v["offset"] = json!(bad.offset);
             v["block"] = json!(bad.block);
             v["record"] = json!(bad.index);
-            v["last_record"] = json!(bad.index + bad.records - 1);
+            v["last_record"] = json!(bad.last_record());
             if let Some((ring, seq, last)) = &bad.ring_seq {
                 v["ring"] = json!(ring);
                 v["seq"] = json!(seq);

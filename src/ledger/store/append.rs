@@ -39,7 +39,8 @@ impl Ledger {
         };
         self.push_block(h, &GapInfo { last, reason }.encode());
         self.stats.gaps += 1;
-        self.stats.lost += last - first + 1;
+        // Saturating: a writer's `published` decides the ranges.
+        self.stats.lost = self.stats.lost.saturating_add((last - first).saturating_add(1));
     }
 
     /// Signs checkpoints with `signer` from now on (`None`: no more). The
