@@ -376,6 +376,17 @@ mod tests {
     /// A ring of this test's own, unlinked when dropped.
     struct Scratch(Namespace);
 
+    impl Scratch {
+        /// A namespace of its own (`tag` and this process's pid) holding
+        /// ring `t`, made anew of `o`, and its writer.
+        fn ring(tag: &str, o: &RingOptions) -> (Scratch, Writer) {
+            let ns = Scratch(Namespace::new(&format!("{tag}{}", std::process::id())).unwrap());
+            let _ = Ring::unlink(&ns.0, "t");
+            let w = Ring::create(&ns.0, "t", o).unwrap().writer().unwrap();
+            (ns, w)
+        }
+    }
+
     impl Drop for Scratch {
         fn drop(&mut self) {
             let _ = Ring::unlink(&self.0, "t");
@@ -483,10 +494,8 @@ mod tests {
     /// GAP.)
     #[test]
     fn a_replaced_rings_last_frames_are_recorded_before_it_is_let_go() {
-        let ns = Scratch(Namespace::new(&format!("ldgrep{}", std::process::id())).unwrap());
-        let _ = Ring::unlink(&ns.0, "t");
         let o = RingOptions { capacity: 64, max_payload: 8, ..Default::default() };
-        let mut old = Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap();
+        let (ns, mut old) = Scratch::ring("ldgrep", &o);
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, _) = Ledger::open(dir.path(), 1 << 20).unwrap();
         let mut tap = Tap::new("t");
@@ -539,10 +548,8 @@ mod tests {
     /// liked.)
     #[test]
     fn a_frame_too_large_overwritten_before_it_is_passed_is_an_overrun_gap() {
-        let ns = Scratch(Namespace::new(&format!("ldgbgo{}", std::process::id())).unwrap());
-        let _ = Ring::unlink(&ns.0, "t");
         let o = RingOptions { capacity: 4, max_payload: helix::ring::MAX_PAYLOAD, ..Default::default() };
-        let mut w = Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap();
+        let (ns, mut w) = Scratch::ring("ldgbgo", &o);
         w.publish(&vec![7; MAX_PAYLOAD + 1]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, _) = Ledger::open(dir.path(), 1 << 20).unwrap();
@@ -572,10 +579,8 @@ mod tests {
     /// and again at each start.
     #[test]
     fn a_frame_larger_than_a_record_may_carry_is_a_gap_and_the_others_are_recorded() {
-        let ns = Scratch(Namespace::new(&format!("ldgbig{}", std::process::id())).unwrap());
-        let _ = Ring::unlink(&ns.0, "t");
         let o = RingOptions { capacity: 4, max_payload: helix::ring::MAX_PAYLOAD, ..Default::default() };
-        let mut w = Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap();
+        let (ns, mut w) = Scratch::ring("ldgbig", &o);
         assert!(w.geometry().max_payload as usize > MAX_PAYLOAD);
         w.publish(b"before").unwrap();
         w.publish(&vec![7; MAX_PAYLOAD + 1]).unwrap();
