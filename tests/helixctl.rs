@@ -358,6 +358,21 @@ fn metrics_listen_serves_fresh_metrics_over_http() {
     w.publish(b"more").unwrap();
     assert_eq!(published(&http_get(&addr, "/metrics").1), 4.0);
     assert!(http_get(&addr, "/elsewhere").0.contains("404"));
+    // A stray SIGHUP (or USR1, USR2: `pkill -HUP -u helix` to reload every
+    // service) does not end it: systemd takes an exit by SIGHUP for a clean
+    // one and does not restart the unit. Every thread blocks them (found
+    // by review: it died, and the endpoint stayed down).
+    let pid = child.0.id();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let blocked = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim();
+        let blocked = u64::from_str_radix(blocked, 16).unwrap();
+        for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+            assert!(blocked & (1 << (sig - 1)) != 0, "signal {sig} not blocked: {status}");
+        }
+    }
+    common::signal(&child.0, libc::SIGHUP);
+    assert!(http_get(&addr, "/metrics").0.contains("200"));
 }
 
 #[test]

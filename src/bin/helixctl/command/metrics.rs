@@ -310,6 +310,12 @@ fn sample(out: &mut Text, name: &str, labels: &str, v: f64) {
 /// Serves `render(ns, args, owners)` on HTTP at `/metrics` (fresh on every scrape) until
 /// the process is stopped; other paths get 404. Prints the bound address.
 fn serve(ns: &Namespace, args: &Args, owners: &Owners, addr: &str) -> Result<()> {
+    // Before the server's threads start, so that they inherit the mask: a
+    // stray SIGHUP (`pkill -HUP -u helix`, to reload every service) ended
+    // it, an exit systemd counts as clean and does not restart (found by
+    // review). SIGTERM and SIGINT still stop it.
+    use crate::shared::signal::{Signal, Signals};
+    let _ignored = Signals::block(&[Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2]).context("blocking signals")?;
     let server = tiny_http::Server::http(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = server.server_addr().to_ip().map_or(addr.to_owned(), |a| a.to_string());
     println!("serving metrics on http://{bound}/metrics");
