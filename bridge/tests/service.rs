@@ -79,8 +79,11 @@ fn check_passes_on_the_packaged_default_and_names_a_bad_line() {
 
     // The file is the whole configuration: the ad-hoc flags are refused
     // beside it, and a command is refused with --config or --check.
-    let o = bridge().arg("--config").arg(&default).args(["--server", "nats://10.0.0.1:4222"]).output().unwrap();
-    assert!(!o.status.success() && out(&o).contains("--server is a flag of the export and import"), "{}", out(&o));
+    for (flag, value) in [("--server", "nats://10.0.0.1:4222"), ("--ack-timeout-ms", "30000"), ("--site", "b")] {
+        let o = bridge().arg("--config").arg(&default).args([flag, value]).output().unwrap();
+        let said = format!("{flag} is a flag of the export and import");
+        assert!(!o.status.success() && out(&o).contains(&said), "{}", out(&o));
+    }
     let o = bridge().arg("--config").arg(&default).args(["export", "--ring", "t"]).output().unwrap();
     assert!(!o.status.success() && out(&o).contains("give no command with it"), "{}", out(&o));
     // The ad-hoc flags' names are held to what the file's are, before
