@@ -85,8 +85,12 @@ impl LedgerConfig {
         let src = Source::new(text, path);
         let raw: Raw = src.toml()?;
         let namespace = src.namespace(&raw.namespace)?;
+        // Absolute: the service runs from /, and a `--check` run elsewhere
+        // would judge another folder and key (found by review).
         let dir = match &raw.dir {
-            Some(d) if d.get_ref().is_empty() => return Err(src.at(d, "dir must not be empty")),
+            Some(d) if !Path::new(d.get_ref()).is_absolute() => {
+                return Err(src.at(d, "dir must be an absolute path (the service runs from /)"))
+            }
             Some(d) => PathBuf::from(d.get_ref()),
             None => PathBuf::from("/var/lib/helix/ledger"),
         };
@@ -120,7 +124,9 @@ impl LedgerConfig {
         };
         let retention = retention(&src, raw.retention.as_ref())?;
         let key = match &raw.key {
-            Some(k) if k.get_ref().is_empty() => return Err(src.at(k, "key must not be empty")),
+            Some(k) if !Path::new(k.get_ref()).is_absolute() => {
+                return Err(src.at(k, "key must be an absolute path (the service runs from /)"))
+            }
             Some(k) => PathBuf::from(k.get_ref()),
             None => PathBuf::from(DEFAULT_KEY),
         };
@@ -190,6 +196,13 @@ mod tests {
         assert_eq!(line_err("segment_size_mib = -1\n").0, Some(1));
         assert!(line_err("colour = 1\n").1.contains("unknown field `colour`"));
         assert_eq!(line_err("rings = [\"Bad Name\"]\n").0, Some(1));
+        let relative = "dir must be an absolute path (the service runs from /)";
+        assert_eq!(line_err("\ndir = \"ledger\"\n"), (Some(2), relative.into()));
+        assert_eq!(line_err("dir = \"\"\n"), (Some(1), relative.into()));
+        assert_eq!(
+            line_err("key = \"k\"\n"),
+            (Some(1), "key must be an absolute path (the service runs from /)".into())
+        );
     }
 
     #[test]
@@ -201,7 +214,10 @@ mod tests {
         let want = "checkpoint_interval_s must be 0 (no signed checkpoints) to 86400";
         assert_eq!(line_err("\ncheckpoint_interval_s = -1\n"), (Some(2), want.into()));
         assert_eq!(line_err("checkpoint_interval_s = 86401\n"), (Some(1), want.into()));
-        assert_eq!(line_err("key = \"\"\n"), (Some(1), "key must not be empty".into()));
+        assert_eq!(
+            line_err("key = \"\"\n"),
+            (Some(1), "key must be an absolute path (the service runs from /)".into())
+        );
     }
 
     #[test]
