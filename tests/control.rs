@@ -1347,6 +1347,29 @@ fn the_answer_that_has_the_journal_rewritten_is_in_it_so_a_restart_knows_its_rep
     }
 }
 
+/// Another user's journal that a live process holds locked: most likely
+/// the running service's, with this helixd run as someone else (`sudo
+/// helixd`). The advice is to run as that user, not to remove the
+/// journal (found by review: it was, and following it lost the running
+/// service's answers).
+#[test]
+fn another_users_journal_in_use_is_not_called_one_to_remove() {
+    if !common::root_or_skip("making a file another user's needs root") {
+        return;
+    }
+    let env = Env::watched("another user's journal in use", Duration::from_secs(60));
+    let journal = env.path("control.journal");
+    std::fs::write(&journal, "").unwrap();
+    std::os::unix::fs::chown(&journal, Some(65534), Some(65534)).unwrap();
+    let held = std::fs::File::open(&journal).unwrap();
+    held.lock().unwrap();
+    let extra = format!("audit_reader = \"\"\njournal = \"{}\"", journal.display());
+    let out = env.helixd(&config(&env, &extra)).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("is in use by another process, and is uid 65534's") && !said.contains("remove it"), "{said}");
+}
+
 #[test]
 fn a_second_helixd_given_the_same_journal_is_refused_and_the_first_keeps_its_answers() {
     // Found by review: two helixd of two namespaces given one `[control]

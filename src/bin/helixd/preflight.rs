@@ -74,7 +74,7 @@ pub fn existing(config: &Config) -> Result<(), ConfigError> {
         // Refused whether or not `recreate` is set: helixd, not root,
         // cannot remove another user's file.
         if let Some(why) = crate::rings::foreign(&config.namespace, &r.name) {
-            let fix = format!("remove it as root (`helixctl rm --force {}`)", r.name);
+            let fix = crate::rings::foreign_fix(&config.namespace, &r.name);
             return Err(at(config, r, format!("ring {:?}: {why}; {fix}", r.name)));
         }
         if let Some(gid) = r.options.group.filter(|&gid| !may_give_group(gid)) {

@@ -74,7 +74,7 @@ fn found(ns: &helix::Namespace, rc: &RingConfig) -> Result<Found> {
     // helixd's afterwards (nobody else can make a file of helixd's uid,
     // and the sticky /dev/shm keeps helixd's from being replaced).
     if let Some(why) = foreign(ns, name) {
-        bail!("ring {name:?}: {why}; remove it as root (`helixctl rm --force {name}`), then start helixd again");
+        bail!("ring {name:?}: {why}; {}", foreign_fix(ns, name));
     }
     match Ring::open(ns, name) {
         // The data file as opened, too: between the look above and the
@@ -120,6 +120,23 @@ pub fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
         // Not known to be helixd's: not adopted.
         Err(e) => Some(format!("{}: cannot tell whose it is: {e}", path.display())),
     })
+}
+
+/// What to do about ring `name`, whose files another user owns: remove
+/// them as root, unless a live process writes the ring. Then it is most
+/// likely the service, run as another user than this helixd (a `sudo
+/// helixd --check`, a second helixd started as oneself), and removing
+/// them would take the running service's ring away. (Found by review:
+/// that was the advice given.)
+pub fn foreign_fix(ns: &helix::Namespace, name: &str) -> String {
+    match helix::ring::live_writer(ns, name) {
+        Some((pid, _)) => format!(
+            "live pid {pid} writes it: if that is the service, run this helixd as the user that owns the files (it \
+             runs as uid {}), or stop pid {pid} first",
+            nix::unistd::geteuid()
+        ),
+        None => format!("remove it as root (`helixctl rm --force {name}`), then start helixd again"),
+    }
 }
 
 /// Gives an adopted ring's files the `mode` and `group` the configuration

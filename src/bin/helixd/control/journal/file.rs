@@ -31,6 +31,17 @@ pub(super) fn open(path: &Path) -> Result<(File, Vec<u8>)> {
     })?;
     let meta = file.metadata().with_context(what)?;
     let me = helix::process::my_uid();
+    // Another user's journal in use: most likely the service's, and this
+    // helixd runs as someone else (found by review: the advice was to
+    // remove the running service's journal).
+    if meta.uid() != me && matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)) {
+        bail!(
+            "{} is in use by another process, and is uid {}'s: if that is the running helixd, run this one as that \
+             user (it runs as uid {me}), or stop it first",
+            what(),
+            meta.uid()
+        );
+    }
     if meta.uid() != me || meta.mode() & 0o022 != 0 {
         bail!(
             "{} is not helixd's own file (a {}, owner uid {}, mode {:o}; helixd runs as uid {me}): remove it, or \
