@@ -78,6 +78,22 @@ fn child_entry() {
                 }
             }
         }
+        // Makes `lane.0` a file of its own and holds a write lease on it
+        // (`F_SETLEASE`), which makes anyone else's open of it fail or
+        // wait: a producer hiding its squat on a lane.
+        "leaser" => {
+            use std::os::fd::AsRawFd;
+            let lane = files::dir_path(&ns, RING).join(files::lane_name(0));
+            let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&lane).unwrap();
+            // SAFETY: ignoring a signal installs no handler.
+            unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGIO, nix::sys::signal::SigHandler::SigIgn) }
+                .unwrap();
+            // SAFETY: `F_SETLEASE` on a descriptor this process holds open.
+            let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+            assert_eq!(rc, 0, "a write lease: {}", std::io::Error::last_os_error());
+            println!("leased");
+            std::thread::sleep(Duration::from_secs(60));
+        }
         _ => panic!("unknown role {role}"),
     }
 }
@@ -180,6 +196,22 @@ fn a_directory_socket_or_unopenable_file_under_a_lane_name_is_moved_aside_report
     assert!(reports.is_empty(), "{reports:?}");
     records.sort();
     assert_eq!(records, [[0], [1], [2]]);
+}
+
+/// A producer that holds a write lease on the file under a lane's name,
+/// so that the consumer's open of it fails (found by review: that entry
+/// was taken for no entry at all, never judged, reported or shown, while
+/// every producer found the lane held): refused, and reported with its
+/// owner.
+#[test]
+fn a_lane_file_under_a_lease_is_refused_and_reported_with_its_owner() {
+    let ns = TestNs::watched("a leased lane file", Duration::from_secs(60));
+    let mut fan = FanIn::create(&ns, RING, &opts(1)).unwrap();
+    let _leaser = Kid::until(&mut common::child("leaser", &ns), "leased");
+    let (_, reports) = sweep_and_drain(&mut fan);
+    let said: Vec<String> = reports.iter().map(|r| r.to_string()).collect();
+    assert_eq!(reports.len(), 1, "{said:?}");
+    assert!(reports[0].uid == helix::process::my_uid() && said[0].contains("lease"), "{said:?}");
 }
 
 /// Found by review: an entry the consumer could not open (a socket) was

@@ -264,6 +264,14 @@ fn open_entry(path: &Path) -> Result<Option<(File, std::fs::Metadata)>, BadLane>
             let reason = format!("cannot open it ({}): {e}", shm::file_kind(&meta));
             return Err(BadLane { judged, uid: meta.uid(), epoch: 0, why: "unopenable", reason });
         }
+        // A write lease its owner holds (`F_SETLEASE`) makes the open fail
+        // (it is `O_NONBLOCK`) until the owner lets go, which it need never
+        // do. (Found by review: taken for no entry at all, the squat was
+        // never judged, reported or shown.)
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            let reason = format!("cannot open it: its owner holds a lease on it that keeps others out ({e})");
+            return Err(BadLane { judged, uid: meta.uid(), epoch: 0, why: "unopenable", reason });
+        }
         // No /proc, or no descriptor left: by its name, if the name still
         // holds the entry judged; else the next scan looks again.
         Err(_) => match shm::open_file(path, false) {
