@@ -1031,5 +1031,31 @@ fn a_start_that_fails_removes_the_rings_it_created_and_keeps_those_it_adopted() 
         created_b,
         "ring b was adopted, not made"
     );
-    assert_eq!(env.ns.files().len(), 2, "{:?}", env.ns.files());
+    // Ring b's two files, and the namespace's lock, which stays (see
+    // `helixd`'s `instance`).
+    let ns = env.ns.as_str();
+    assert_eq!(env.ns.files(), [format!("{ns}.b"), format!("{ns}.b@readers"), format!("{ns}.helixd@lock")]);
+}
+
+/// A second helixd in a namespace one runs (its configuration with no
+/// source and no control path, so no writer lease nor journal refused it
+/// before): refused, naming the first's pid, and the first's ring stays.
+/// (Found by review: it started, adopted the running rings, and on its
+/// stop unlinked the one it was told to, under the running daemon.)
+#[test]
+fn a_second_helixd_in_a_namespace_is_refused_naming_the_first() {
+    let (env, notify) = service_env("a second helixd");
+    let mut first = notify.ready(env.helixd(&env.config("a.toml", &format!("{TELEMETRY}{SIM}"))));
+    let second = env.config("b.toml", &format!("{TELEMETRY}unlink_on_stop = true\n"));
+    let out = env.helixd(&second).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let said = format!("another helixd runs namespace {} (pid {}", env.ns.as_str(), first.0.id());
+    assert!(err.contains(&said), "{err}");
+    assert!(env.ns.data_path("telemetry").exists());
+    first.terminate();
+    // Once the first is gone, the namespace is free again.
+    let mut again = notify.ready(env.helixd(&second));
+    again.terminate();
+    assert!(!env.ns.data_path("telemetry").exists(), "unlinked on its own stop");
 }

@@ -51,6 +51,8 @@ pub struct Daemon {
     halted: Option<Halted>,
     /// What commands made of the sources, restored whenever one starts.
     plant: Plant,
+    /// The namespace's lock, held for the daemon's life ([`crate::instance`]).
+    _instance: std::fs::File,
 }
 
 impl Daemon {
@@ -61,6 +63,7 @@ impl Daemon {
     pub fn start(config: Config) -> Result<Daemon> {
         crate::preflight::memory(&config)?;
         let ns = &config.namespace;
+        let instance = crate::instance::take(ns)?;
         let durable = config.control.as_ref().map(|c| Journal::open(&c.journal_path(ns))).transpose()?;
         let mut d = Daemon {
             plant: durable.as_ref().map(|(j, _)| j.plant()).unwrap_or_default(),
@@ -72,6 +75,7 @@ impl Daemon {
             registry: Registry::default(),
             control: None,
             halted: None,
+            _instance: instance,
         };
         let mut created = Vec::new();
         if let Err(e) = d

@@ -12,6 +12,7 @@ mod config;
 mod control;
 mod daemon;
 mod hal;
+mod instance;
 mod metrics;
 mod preflight;
 mod rings;
