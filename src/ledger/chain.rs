@@ -149,13 +149,14 @@ impl Chain {
     /// Advances past `block`, whose hash the caller computed itself, if it
     /// keeps the ledger's rules.
     pub fn accept_block(&mut self, block: &BlockView<'_>) -> Result<(), Problem> {
-        self.check(block).map_err(Problem::Invalid)?;
         // A count a header set near u64::MAX (a folder someone wrote) is a
-        // broken rule, not an overflow.
+        // broken rule, not an overflow; judged before `check`, which
+        // changes the rings' state: a block refused changes nothing.
         let records = self.records.checked_add(u64::from(block.header.count));
         let (Some(records), Some(blocks)) = (records, self.blocks.checked_add(1)) else {
             return Err(Problem::Invalid(format!("record count {} overflows", self.records)));
         };
+        self.check(block).map_err(Problem::Invalid)?;
         self.hash = block.hash.try_into().unwrap();
         (self.records, self.blocks) = (records, blocks);
         Ok(())
@@ -389,6 +390,7 @@ mod tests {
         let e = c.apply(&split_record(&r).unwrap()).unwrap_err();
         assert_eq!(e, Problem::Invalid(format!("record count {} overflows", u64::MAX)));
         assert_eq!((c.records, c.blocks, c.hash), (u64::MAX, 0, Chain::default().hash), "unchanged");
+        assert!(c.rings.is_empty(), "a refused declaration declared nothing: {:?}", c.rings);
     }
 
     #[test]
