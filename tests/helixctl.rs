@@ -499,8 +499,8 @@ fn twin_refuses_a_ring_that_holds_none_of_the_twins_frames() {
     let (_ring, _w) = setup(&ns, 5);
     let (success, out, err) = ctl(&ns, &["twin", "--state-ring", "telemetry"]);
     assert!(!success && out.is_empty(), "{out}");
-    let said = "telemetry: none of its 5 frames is of a kind the twin publishes there (the first is of kind \
-                0x00000001): not the twin's ring";
+    let said = "telemetry: none of its 5 frames is one the twin publishes there (of its kinds and sizes, and twin \
+                format version 1; the first is of kind 0x00000001, 40 bytes): not the twin's ring";
     assert!(err.contains(said), "{err}");
 }
 
@@ -525,7 +525,7 @@ fn json_prints_nan_and_infinities_as_strings_not_null() {
     let (state, alarms) =
         (Ring::create(&ns, "twin.state", &opts).unwrap(), Ring::create(&ns, "alarms", &opts).unwrap());
     let (mut sw, mut aw) = (state.writer().unwrap(), alarms.writer().unwrap());
-    let marker = Marker { instance: 1, round: 1, published_ns: 1, ..bytemuck::Zeroable::zeroed() };
+    let marker = Marker { version: 1, instance: 1, round: 1, published_ns: 1, ..bytemuck::Zeroable::zeroed() };
     sw.publish_kind(KIND_SNAPSHOT_BEGIN, bytemuck::bytes_of(&marker)).unwrap();
     let s = StreamState {
         instance: 1,

@@ -45,7 +45,8 @@ impl ActiveAlarms {
         let mut ring = TwinRing::attach(ns, ring, reader_name, owners)?;
         let mut alarms = ActiveAlarms { instance, raised: BTreeMap::new() };
         let follow = instance == 0;
-        ring.drain(&[KIND_ALARM], |f| alarms.take(f, follow))?;
+        let is_alarm = |f: &crate::FrameRef<'_>| f.kind() == KIND_ALARM && f.len() == std::mem::size_of::<AlarmEvent>();
+        ring.drain(is_alarm, |f| alarms.take(f, follow))?;
         Ok(alarms)
     }
 

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Marker, StreamState, KIND_SNAPSHOT_BEGIN, KIND_SNAPSHOT_END, KIND_STREAM_STATE};
+use super::{Marker, StreamState, KIND_SNAPSHOT_BEGIN, KIND_SNAPSHOT_END, KIND_STREAM_STATE, TWIN_FORMAT_VERSION};
 use crate::shm::Namespace;
 use crate::{
     AttachError, Damaged, ForeignRing, FrameRef, LeaseInfo, Owners, Reader, ReaderOptions, RingView, Start,
@@ -60,7 +60,7 @@ pub enum TwinRingError {
     /// The ring holds frames and none of the kinds the twin publishes
     /// there: another ring named in its place (`helixctl twin
     /// --state-ring telemetry`), whose writer would pass for the twin.
-    #[error("{ring}: none of its {frames} frames is of a kind the twin publishes there (the first is of kind {kind:#010x}): not the twin's ring")]
+    #[error("{ring}: none of its {frames} frames is one the twin publishes there (of its kinds and sizes, and twin format version {TWIN_FORMAT_VERSION}; the first is of kind {kind:#010x}, {len} bytes): not the twin's ring")]
     NotTheTwins {
         /// The ring asked for.
         ring: String,
@@ -68,6 +68,8 @@ pub enum TwinRingError {
         frames: u64,
         /// The first one's kind.
         kind: u32,
+        /// The first one's length.
+        len: usize,
     },
     /// A file of the ring shrank while it was read (a peer truncated it):
     /// what was read may be only part of what it holds.
@@ -109,18 +111,23 @@ impl TwinRing {
 
     /// Hands every frame up to what was published when it started to `f`,
     /// in ring order, skipping what the writer overwrote meanwhile. Never
-    /// waits. Fails if frames were read and none is of `kinds`, those the
-    /// twin publishes on the ring. (Found by review: a ring of any other
-    /// frames showed as a twin with no stream and no alarm, its writer as
-    /// the twin, alive.)
-    pub(super) fn drain(&mut self, kinds: &[u32], mut f: impl FnMut(&FrameRef<'_>)) -> Result<(), TwinRingError> {
+    /// waits. Fails if frames were read and none `is_twins`: of a kind, a
+    /// size and a format the twin publishes on the ring. (Found by review:
+    /// a ring of any other frames showed as a twin with no stream and no
+    /// alarm, its writer as the twin, alive; so did one of the twin's kinds
+    /// in another size or format version.)
+    pub(super) fn drain(
+        &mut self,
+        is_twins: impl Fn(&FrameRef<'_>) -> bool,
+        mut f: impl FnMut(&FrameRef<'_>),
+    ) -> Result<(), TwinRingError> {
         let end = self.view.stats().published;
         let (mut frames, mut twins, mut first) = (0u64, 0u64, None);
         while self.reader.cursor() <= end {
             let read = self.reader.try_read_batch(4096, |frame| {
                 frames += 1;
-                first.get_or_insert(frame.kind());
-                twins += u64::from(kinds.contains(&frame.kind()));
+                first.get_or_insert((frame.kind(), frame.len()));
+                twins += u64::from(is_twins(frame));
                 f(frame)
             });
             match read {
@@ -138,9 +145,26 @@ impl TwinRing {
             return Err(d.into());
         }
         match first {
-            Some(kind) if twins == 0 => Err(TwinRingError::NotTheTwins { ring: self.name.clone(), frames, kind }),
+            Some((kind, len)) if twins == 0 => {
+                Err(TwinRingError::NotTheTwins { ring: self.name.clone(), frames, kind, len })
+            }
             _ => Ok(()),
         }
+    }
+}
+
+/// A snapshot marker of the twin's format, if `f` is one (of either kind).
+fn marker_of(f: &FrameRef<'_>) -> Option<Marker> {
+    f.read::<Marker>().ok().filter(|m| m.version == TWIN_FORMAT_VERSION)
+}
+
+/// Whether `f` is a frame the twin publishes on its state ring: a stream
+/// state, or a snapshot marker of its format version.
+fn is_state_frame(f: &FrameRef<'_>) -> bool {
+    match f.kind() {
+        KIND_STREAM_STATE => f.len() == std::mem::size_of::<StreamState>(),
+        KIND_SNAPSHOT_BEGIN | KIND_SNAPSHOT_END => marker_of(f).is_some(),
+        _ => false,
     }
 }
 
@@ -170,7 +194,7 @@ impl Snapshot {
     pub fn read(ns: &Namespace, ring: &str, reader_name: &str, owners: &Owners) -> Result<Snapshot, TwinRingError> {
         let mut ring = TwinRing::attach(ns, ring, reader_name, owners)?;
         let mut snapshot = Snapshot::empty(ring.view.stats().lease);
-        ring.drain(&[KIND_SNAPSHOT_BEGIN, KIND_STREAM_STATE, KIND_SNAPSHOT_END], |f| snapshot.take(f))?;
+        ring.drain(is_state_frame, |f| snapshot.take(f))?;
         Ok(snapshot)
     }
 
@@ -194,7 +218,7 @@ impl Snapshot {
                 }
             }
             KIND_SNAPSHOT_BEGIN => {
-                let Ok(m) = f.read::<Marker>() else { return };
+                let Some(m) = marker_of(f) else { return };
                 if m.instance != self.instance {
                     self.restart(m.instance);
                 }
@@ -262,7 +286,7 @@ pub(super) mod tests {
     }
 
     fn marker(instance: u64, round: u64, published_ns: u64, frames: u64) -> Marker {
-        Marker { instance, round, published_ns, frames, ..bytemuck::Zeroable::zeroed() }
+        Marker { version: TWIN_FORMAT_VERSION, instance, round, published_ns, frames, ..bytemuck::Zeroable::zeroed() }
     }
 
     #[test]
@@ -301,14 +325,23 @@ pub(super) mod tests {
         for _ in 0..3 {
             r.publish::<crate::telemetry::Sample>(crate::telemetry::KIND_SAMPLE, &bytemuck::Zeroable::zeroed());
         }
-        let said = "telemetry: none of its 3 frames is of a kind the twin publishes there (the first is of kind \
-                    0x00000001): not the twin's ring";
+        let said = "telemetry: none of its 3 frames is one the twin publishes there (of its kinds and sizes, and \
+                    twin format version 1; the first is of kind 0x00000001, 40 bytes): not the twin's ring";
         match Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE) {
             Err(e @ TwinRingError::NotTheTwins { frames: 3, .. }) => assert_eq!(e.to_string(), said),
             other => panic!("{other:?}"),
         }
         match crate::twin::ActiveAlarms::read(&r.ns, r.name, "snapshot-test", &Owners::MINE, 0) {
             Err(TwinRingError::NotTheTwins { frames: 3, kind: crate::telemetry::KIND_SAMPLE, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // Frames of the twin's kinds in another size or format version
+        // (found by review: shown as a live twin with no stream).
+        let other_version = Marker { version: 2, ..marker(2, 1, 20, 1) };
+        r.publish(KIND_SNAPSHOT_BEGIN, &other_version);
+        r.writer.publish_kind(KIND_STREAM_STATE, &[0u8; 184]).unwrap();
+        match Snapshot::read(&r.ns, r.name, "snapshot-test", &Owners::MINE) {
+            Err(TwinRingError::NotTheTwins { frames: 5, .. }) => {}
             other => panic!("{other:?}"),
         }
         // One frame of the twin's among them is enough.
@@ -330,7 +363,7 @@ pub(super) mod tests {
         let table = std::fs::OpenOptions::new().write(true).open(r.ns.readers_path(r.name)).unwrap();
         table.set_len(0).unwrap();
         let mut taken = 0;
-        match ring.drain(&[KIND_SNAPSHOT_BEGIN, KIND_STREAM_STATE], |_| taken += 1) {
+        match ring.drain(is_state_frame, |_| taken += 1) {
             Err(TwinRingError::Damaged(d)) => assert!(d.to_string().contains("twin.state"), "{d}"),
             other => panic!("{other:?} after {taken} frames"),
         }
