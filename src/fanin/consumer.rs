@@ -335,16 +335,7 @@ impl FanIn {
             self.attach_counted = seq;
             self.scan(f);
         } else if seq != self.attach_counted {
-            let h = self.files.header();
-            // Producers bump the count by one a request; one that puts it
-            // back (it is a producer's to write) made one request, as far
-            // as can be told, not 2^32 - 1 of them.
-            let refused = match seq.wrapping_sub(self.attach_counted) {
-                n if n <= u32::MAX / 2 => u64::from(n),
-                _ => 1,
-            };
-            h.rescans_refused
-                .store(h.rescans_refused.load(Ordering::Relaxed).saturating_add(refused), Ordering::Relaxed);
+            super::stats::count_refused(self.files.header(), seq.wrapping_sub(self.attach_counted));
             self.attach_counted = seq;
         }
     }

@@ -119,6 +119,15 @@ impl FanIn {
     }
 }
 
+/// Counts in `h.rescans_refused` the rescan requests of `bumps`, the
+/// change of `attach_seq` since it was last counted. Producers bump it by
+/// one a request; one that puts it back (it is a producer's to write) made
+/// one request, as far as can be told, not 2^32 - 1 of them.
+pub(super) fn count_refused(h: &FanInHeader, bumps: u32) {
+    let refused = if bumps <= u32::MAX / 2 { u64::from(bumps) } else { 1 };
+    h.rescans_refused.store(h.rescans_refused.load(Ordering::Relaxed).saturating_add(refused), Ordering::Relaxed);
+}
+
 fn stats(files: &RingFiles) -> FanInStats {
     let h = files.header();
     let lanes = (0..files.geometry.lanes as usize).map(|k| lane_stats(files, k)).collect();
