@@ -452,26 +452,34 @@ fn a_second_daemon_with_recreate_refuses_to_replace_a_ring_a_live_daemon_writes(
     // says recreate = true: it must not pull the ring from under the first.
     let other =
         env.config("b.toml", "[[ring]]\nname = \"telemetry\"\nmax_payload = 48\ncapacity = 1024\nrecreate = true\n");
+    // (Refused first by the namespace's lock; the writer lease, below, is
+    // what keeps any other live writer's ring.)
     let mut b = Reaped::new(env.helixd(&other).spawn().unwrap());
     poll(None, "the second daemon's refusal", || b.0.try_wait().unwrap());
     let err = b.0.wait_with_output_ref_failed();
-    assert!(err.contains(&format!("pid {}", a.0.id())), "{err}");
+    assert!(err.contains(&format!("another helixd runs namespace {} (pid {}", env.ns.as_str(), a.0.id())), "{err}");
     // The first daemon's ring is the one in /dev/shm, and it still writes.
     let now = RingView::attach(&env.ns, "telemetry").unwrap();
     assert_eq!((now.geometry().created_ns, now.geometry().capacity), (created, 65536));
     let before = now.stats().published;
     poll(Some(&mut a), "the first daemon publishing on", || (now.stats().published > before).then_some(()));
-    // One of the same shape but another mode is refused on the writer
-    // lease too, and leaves the running ring's mode as it was (before, it
-    // gave the ring its own mode first).
+    a.terminate();
+    // A live writer that is no helixd (here this test) keeps its ring from
+    // being recreated, and a start whose source its lease refuses leaves
+    // the ring's mode as it was (before, it gave the ring its own mode
+    // first).
+    let writer = helix::Writer::attach(&env.ns, "telemetry").unwrap();
+    let held = format!("pid {}", std::process::id());
+    let err = failed_start(&env, &other);
+    assert!(err.contains(&held) && err.contains("writer lease"), "{err}");
     use std::os::unix::fs::PermissionsExt;
     let mode = || std::fs::metadata(env.ns.readers_path("telemetry")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(), 0o660);
     let err = failed_start(&env, &env.config("c.toml", &format!("{TELEMETRY}mode = 0o600\n{SIM}")));
-    assert!(err.contains(&format!("pid {}", a.0.id())), "{err}");
+    assert!(err.contains(&held), "{err}");
     assert_eq!(mode(), 0o660, "a refused start changed the running ring's mode");
-    a.terminate();
-    // With the first daemon gone the second may replace the ring.
+    drop(writer);
+    // With the writers gone the second may replace the ring.
     let notify = Notify::at(env.dir.join("b.sock"));
     let mut b = notify.ready(env.helixd(&other));
     assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 1024);
@@ -1053,7 +1061,18 @@ fn a_second_helixd_in_a_namespace_is_refused_naming_the_first() {
     let said = format!("another helixd runs namespace {} (pid {}", env.ns.as_str(), first.0.id());
     assert!(err.contains(&said), "{err}");
     assert!(env.ns.data_path("telemetry").exists());
+    // The lock file is helixd's alone: anyone else who could open it
+    // could hold a lock on it and keep every helixd out.
+    use std::os::unix::fs::PermissionsExt;
+    let lock = std::path::PathBuf::from(format!("/dev/shm/{}.helixd@lock", env.ns.as_str()));
+    assert_eq!(std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777, 0o600);
     first.terminate();
+    // One opened to others is refused, naming it.
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = env.helixd(&second).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("mode 640") && err.contains("remove it"), "{err}");
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o600)).unwrap();
     // Once the first is gone, the namespace is free again.
     let mut again = notify.ready(env.helixd(&second));
     again.terminate();

@@ -37,19 +37,25 @@ pub fn take(ns: &Namespace) -> Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
+        .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&path)
         .with_context(what)?;
     let meta = file.metadata().with_context(what)?;
     let me = helix::process::my_uid();
-    if !meta.is_file() || meta.uid() != me {
+    // Mode 0600 and one link, as helixd makes it: anyone else who could
+    // open it could hold a shared lock on it (`flock` needs no write
+    // access) and keep every helixd out (found by review: it was made
+    // 0644).
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 || meta.nlink() != 1 {
         bail!(
-            "{} is not helixd's own file (a {}, owner uid {}; helixd runs as uid {me}): another user made it; remove \
-             it as root",
+            "{} is not helixd's own file (a {}, owner uid {}, mode {:o}, {} links; helixd runs as uid {me} and \
+             makes it mode 600): remove it as root",
             what(),
             helix::shm::file_kind(&meta),
-            meta.uid()
+            meta.uid(),
+            meta.mode() & 0o7777,
+            meta.nlink()
         );
     }
     match file.try_lock() {
