@@ -185,54 +185,6 @@ fn the_consumer_learns_each_lanes_uid_and_pid_from_the_kernel() {
     assert!(who.iter().all(|&w| w == (65534, pid)), "{who:?} (child pid {pid})");
 }
 
-/// A read lock anyone may take on the first `len` bytes of `file` (0: all
-/// of it), opened for reading.
-fn read_lock(file: &std::fs::File, len: libc::off_t) {
-    use nix::fcntl::{fcntl, FcntlArg};
-    // SAFETY: `flock` is a plain C struct of integers; zeros are valid.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_RDLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_len = len;
-    fcntl(file, FcntlArg::F_OFD_SETLK(&fl)).expect("a read lock on the file");
-}
-
-/// A producer (anyone who may read the consumer's file, mode 0640) holds a
-/// read lock on all of `ring` while the consumer is away: the next
-/// consumer attaches all the same, a second is still refused, and the lock
-/// never makes a dead consumer look alive. (Found by review: the
-/// consumer's lease was a write lock on `ring`, which the read lock kept
-/// it from taking: helixd's control path could not start again after a
-/// restart, and `stat` showed the dead consumer alive.)
-#[test]
-fn a_read_lock_on_the_consumers_file_keeps_no_consumer_out_and_no_dead_one_alive() {
-    use helix::fanin::{FanInError, FanInView};
-    let ns = TestNs::watched("a read lock on ring", LONG);
-    let opts = FanInOptions { lanes: 1, lane_capacity: 4096, max_payload: 64, ..Default::default() };
-    drop(FanIn::create(&ns, RING, &opts).unwrap());
-    let ring = helix::fanin::files::dir_path(&ns, RING).join(helix::fanin::files::RING_FILE);
-    let held = std::fs::File::open(&ring).unwrap();
-    read_lock(&held, 0);
-    assert!(!FanInView::open(&ns, RING).unwrap().stats().consumer_alive, "a read lock is no consumer");
-    let fan = FanIn::attach(&ns, RING).expect("the consumer attaches past a read lock");
-    assert!(FanInView::open(&ns, RING).unwrap().stats().consumer_alive);
-    match FanIn::attach(&ns, RING) {
-        Err(FanInError::ConsumerHeld { pid, .. }) => assert_eq!(pid, std::process::id()),
-        other => panic!("a second consumer: {:?}", other.map(|_| ())),
-    }
-    drop(fan);
-    assert!(!FanInView::open(&ns, RING).unwrap().stats().consumer_alive);
-    drop(held);
-    // A ring made before the lock file: the consumer makes it, its own.
-    let lock = helix::fanin::files::dir_path(&ns, RING).join(helix::fanin::files::LOCK_FILE);
-    std::fs::remove_file(&lock).unwrap();
-    let fan = FanIn::attach(&ns, RING).expect("a consumer of a ring without a lock file");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&lock).unwrap().permissions().mode() & 0o7777, 0o600);
-    assert!(FanInView::open(&ns, RING).unwrap().stats().consumer_alive);
-    drop(fan);
-}
-
 /// Only the producer's write lock keeps its lane alive: anyone who may
 /// open a lane file for reading could otherwise hold a read lock on the
 /// lease byte and keep a dead producer's lane from ever being freed (a
@@ -251,7 +203,7 @@ fn a_read_lock_on_a_dead_producers_lane_file_does_not_keep_its_lane() {
     // Taken once its producer's write lock is gone (before, it conflicts).
     let path = helix::fanin::files::dir_path(&ns, RING).join(helix::fanin::files::lane_name(0));
     let lane = std::fs::File::open(&path).unwrap();
-    read_lock(&lane, 1);
+    common::read_lock(&lane, 1);
     let mut rounds = 0;
     while fan.stats().lanes[0].bound && rounds < 20 {
         fan.sweep(|e| panic!("{}", matches!(e, Event::Dropped(_))));

@@ -270,3 +270,15 @@ pub fn sweep_and_drain_all(fan: &mut helix::fanin::FanIn) -> Drained {
     }
     (records, reports, unbindable)
 }
+
+/// A read lock anyone may take on the first `len` bytes of `file` (0: all
+/// of it), opened for reading.
+pub fn read_lock(file: &std::fs::File, len: libc::off_t) {
+    use nix::fcntl::{fcntl, FcntlArg};
+    // SAFETY: `flock` is a plain C struct of integers; zeros are valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_len = len;
+    fcntl(file, FcntlArg::F_OFD_SETLK(&fl)).expect("a read lock on the file");
+}

@@ -2,7 +2,7 @@
 //! of the folder's `lock` file, which no producer can open, and the lock on
 //! `ring` that tells the tools the consumer lives.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -29,28 +29,7 @@ pub(super) fn take_lease(dir: &Path, ring_file: &File) -> Result<Option<Lease>, 
     let path = dir.join(LOCK_FILE);
     let path = path.as_path();
     let io = |op| move |e| FanInError::io(path, op, e);
-    let lock = match shm::open_file(path, true) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut o = std::fs::OpenOptions::new();
-            o.read(true).write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-            match o.open(path) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => shm::open_file(path, true),
-                r => r,
-            }
-        }
-        r => r,
-    }
-    .map_err(io("open"))?;
-    let m = lock.metadata().map_err(io("stat"))?;
-    if !m.is_file() || m.uid() != crate::process::my_uid() {
-        let want = format!(
-            "a regular file of the consumer's uid {} (this is a {}: remove it)",
-            crate::process::my_uid(),
-            shm::file_kind(&m)
-        );
-        return Err(FanInError::field(path, "owner", m.uid().into(), want));
-    }
+    let lock = open_lock(path)?;
     if !shm::try_lock(&lock).map_err(io("lock"))? {
         return Ok(None);
     }
@@ -64,14 +43,57 @@ pub(super) fn take_lease(dir: &Path, ring_file: &File) -> Result<Option<Lease>, 
     Ok(Some(Lease { _lock: lock, ring_locked }))
 }
 
+/// Whether `m` is of a lock file the consumer (`owner`) made: a regular
+/// file of its uid, which nobody else may open, and the name of no other
+/// file (a producer may write the doorbell, and so hard-link it).
+fn sound(m: &Metadata, owner: u32) -> bool {
+    m.is_file() && m.uid() == owner && m.mode() & 0o077 == 0 && m.nlink() == 1
+}
+
+/// Opens the consumer's lock file at `path`, read-write. One that is
+/// missing (a ring made before there was one), or that is not sound (a
+/// producer may make names in the folder: a file of its own, or a link to
+/// the doorbell, which it may lock; found by review), is made anew: the
+/// name removed (the consumer owns the folder) and the file made
+/// `O_EXCL`, mode `0600`.
+fn open_lock(path: &Path) -> Result<File, FanInError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let me = crate::process::my_uid();
+    let io = |op| move |e| FanInError::io(path, op, e);
+    for _ in 0..3 {
+        let found = match shm::open_file(path, true) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            r => Some(r),
+        };
+        match found {
+            Some(Ok(f)) if f.metadata().is_ok_and(|m| sound(&m, me)) => return Ok(f),
+            Some(_) => match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove a stranger's")(e)),
+                _ => {}
+            },
+            None => {}
+        }
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        match o.open(path) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io("create")(e)),
+        }
+    }
+    let want = "a file of the consumer's: another is put in its place as fast as it is removed";
+    Err(FanInError::field(path, "owner", 0, want))
+}
+
 /// Whether the consumer of the ring in `dir` lives: its lease on `lock`,
 /// where this process may open that file (the consumer's user, root); else
 /// the write lock it keeps on `ring_file` (a reader's read lock may keep
 /// that off for a while: then a live consumer reads as gone, never a dead
 /// one as alive).
 pub(crate) fn consumer_alive(dir: &Path, ring_file: &File) -> std::io::Result<bool> {
+    let owner = ring_file.metadata()?.uid();
     match shm::open_file(&dir.join(LOCK_FILE), false) {
-        Ok(lock) if lock.metadata()?.is_file() => shm::is_locked(&lock),
+        Ok(lock) if lock.metadata().is_ok_and(|m| sound(&m, owner)) => shm::is_locked(&lock),
         _ => shm::write_locked(ring_file),
     }
 }
