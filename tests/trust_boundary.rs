@@ -267,6 +267,30 @@ fn a_reader_joining_an_entry_demoted_by_a_call_that_ran_out_of_time_gates() {
     assert_eq!(a_new_gating_reader_holds_the_writer(&ns, "open", &mut w), index, "the same entry");
 }
 
+/// As above, with a second reader, joined behind what the writer needs
+/// (as the ledger rejoins, at a sequence), demoted in the same stall after
+/// the first reader's entry was joined: the stall ends with a rescan all
+/// the same. (Found by review of the fix above: the epoch of the last
+/// demotion hid the join before it.)
+#[test]
+fn a_reader_joining_a_demoted_entry_gates_though_another_is_demoted_after_it() {
+    let ns = TestNs::watched("two demotions in a stall", Duration::from_secs(60));
+    let (_ring, mut w, index) = demoted_and_gone(&ns, "two", false);
+    let fresh = Reader::attach(&ns, "two", &ReaderOptions { gating: true, ..ReaderOptions::named("fresh") }).unwrap();
+    assert_eq!(fresh.index(), index, "the same entry");
+    let behind = ReaderOptions { gating: true, start: Start::At(1), ..ReaderOptions::named("behind") };
+    let behind = Reader::attach(&ns, "two", &behind).unwrap();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while w.publish_timeout(b"y", Duration::ZERO).is_err() {
+        assert!(Instant::now() < give_up, "the reader behind never demoted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(behind.was_demoted());
+    let full = (0..8).any(|_| matches!(w.try_publish(b"z"), Err(PublishError::Full { .. })));
+    assert!(full, "the fresh reader does not gate");
+    drop((fresh, behind));
+}
+
 /// A `block_ring` `name` (stall timeout 200 ms) filled for a gating reader
 /// that never reads; its writer polls with zero timeouts until that reader
 /// is demoted, and then (`until_room`) until a call finds room, which ends

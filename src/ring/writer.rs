@@ -76,10 +76,11 @@ pub struct Writer {
     stall: Option<Stall>,
     /// The readers this writer demoted, see [`Demoted`].
     demoted: Demoted,
-    /// The reader table's epoch when this writer last demoted a reader
-    /// past the stall timeout: a stall that ends under another epoch may
-    /// have had a reader join an entry it demoted ([`Writer::gate`]).
-    demoted_epoch: u32,
+    /// The reader table's epoch before this writer first demoted a reader
+    /// past the stall timeout in the stall under way (`None`: it demoted
+    /// none): a stall that ends under another epoch may have had a reader
+    /// join an entry it demoted ([`Writer::gate`]).
+    demoted_epoch: Option<u32>,
 }
 
 impl Writer {
@@ -134,7 +135,7 @@ impl Writer {
             // first claim rescan.
             table_epoch: region.readers().table_epoch.load(Ordering::Relaxed).wrapping_sub(1),
             gate_limit: 0,
-            demoted_epoch: 0,
+            demoted_epoch: None,
             next,
             epoch,
             block,
@@ -261,6 +262,7 @@ impl Writer {
         // of time leaves the record open; the next call's scan, finding
         // room, ends it here).
         if self.stall.is_some() && self.open_stall().is_none() {
+            let demoted_epoch = self.demoted_epoch;
             self.end_stall();
             // That scan skipped the entries the stall demoted, whatever
             // they said. If readers joined or left since the demotion, one
@@ -270,9 +272,13 @@ impl Writer {
             // and the new reader's frames were overwritten without its ever
             // being demoted.) An entry rewritten in place, the table's
             // epoch left as it was, is not looked at again: a peer that
-            // rejoins so each time it is demoted holds one wait only.
+            // rejoins so each time it is demoted holds one wait only. The
+            // epoch is the one before the stall's first such demotion, not
+            // its last (found by review of the fix: a later demotion in the
+            // same stall hid a join before it).
             // SYNC POINT: reader table changed (as in `reserve`).
-            if self.region.readers().table_epoch.load(Ordering::Acquire) != self.demoted_epoch {
+            let now = self.region.readers().table_epoch.load(Ordering::Acquire);
+            if demoted_epoch.is_some_and(|then| then != now) {
                 self.scan_gating();
             }
         }
@@ -300,6 +306,7 @@ impl Writer {
     /// demoted ([`Demoted`]): they are judged by owner and join again.
     fn end_stall(&mut self) {
         self.stall = None;
+        self.demoted_epoch = None;
         self.demoted.stall_ended();
     }
 
@@ -446,12 +453,13 @@ impl Writer {
             // Read before the demotion: an entry its reader leaves and joins
             // again right after it must not be recorded as the new join.
             let joined = e.joined_ns.load(Ordering::Relaxed);
+            if which == Blockers::All && self.demoted_epoch.is_none() {
+                // Before the demotion: a join after it moves the epoch on.
+                // SYNC POINT: reader table changed (as in `reserve`).
+                self.demoted_epoch = Some(self.region.readers().table_epoch.load(Ordering::Acquire));
+            }
             if super::demote(&self.region, e, state) {
                 self.demoted.record(i, state, joined, which == Blockers::All);
-                if which == Blockers::All {
-                    // Relaxed: compared only, with a later Acquire load.
-                    self.demoted_epoch = self.region.readers().table_epoch.load(Ordering::Relaxed);
-                }
                 any = true;
             }
         }
