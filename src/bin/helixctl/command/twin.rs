@@ -188,14 +188,19 @@ fn active_alarms<'a>(
     now: u64,
 ) -> BTreeMap<(u32, AlarmKind), ActiveAlarm> {
     let states: BTreeMap<u32, &StreamState> = states.map(|s| (s.stream, s)).collect();
-    let cleared_since = |stream: u32, rule: AlarmKind, raised_ns: u64| {
-        states.get(&stream).is_some_and(|s| s.published_ns > raised_ns && s.flags & rule.flag() == 0)
+    // After the raise: published after it, of a sample at or after the one
+    // that raised it (the raise's time is its sample's ingest: a state
+    // published after that, of earlier samples, is older than the raise).
+    let cleared_since = |stream: u32, rule: AlarmKind, e: &AlarmEvent| {
+        states
+            .get(&stream)
+            .is_some_and(|s| s.published_ns > e.time_ns && s.last_seq >= e.sample_seq && s.flags & rule.flag() == 0)
     };
     let mut active: BTreeMap<(u32, AlarmKind), ActiveAlarm> = alarms
         .raised
         .iter()
         .filter(|((s, _), _)| filter.is_none_or(|r| r.contains(*s)))
-        .filter(|(&(stream, rule), e)| !cleared_since(stream, rule, e.time_ns))
+        .filter(|(&(stream, rule), e)| !cleared_since(stream, rule, e))
         .map(|(&(stream, rule), e)| {
             let a = ActiveAlarm {
                 stream,
@@ -355,16 +360,30 @@ mod tests {
     /// it (the raise is newer) leaves it active.
     #[test]
     fn an_alarm_a_later_state_shows_cleared_is_not_active() {
-        let state =
-            |published_ns, flags| StreamState { stream: 3, published_ns, flags, ..bytemuck::Zeroable::zeroed() };
-        let raise =
-            AlarmEvent { stream: 3, rule: AlarmKind::High as u16, time_ns: 100, ..bytemuck::Zeroable::zeroed() };
+        let state = |published_ns, last_seq, flags| StreamState {
+            stream: 3,
+            published_ns,
+            last_seq,
+            flags,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        let raise = AlarmEvent {
+            stream: 3,
+            rule: AlarmKind::High as u16,
+            time_ns: 100,
+            sample_seq: 7,
+            ..bytemuck::Zeroable::zeroed()
+        };
         let alarms = ActiveAlarms { instance: 1, raised: [((3, AlarmKind::High), raise)].into() };
         let active =
             |s: StreamState| active_alarms([&s].into_iter(), &alarms, None, 1_000).into_keys().collect::<Vec<_>>();
-        assert_eq!(active(state(200, 0)), [], "cleared since");
-        assert_eq!(active(state(50, 0)), [(3, AlarmKind::High)], "the state is older than the raise");
-        assert_eq!(active(state(200, AlarmKind::High.flag())), [(3, AlarmKind::High)]);
+        assert_eq!(active(state(200, 8, 0)), [], "cleared since");
+        assert_eq!(active(state(50, 8, 0)), [(3, AlarmKind::High)], "the state is older than the raise");
+        // Published after the raise's sample was taken in, but of samples
+        // before it (the twin had not judged it yet): still active (found
+        // by review of the fix).
+        assert_eq!(active(state(200, 6, 0)), [(3, AlarmKind::High)]);
+        assert_eq!(active(state(200, 8, AlarmKind::High.flag())), [(3, AlarmKind::High)]);
     }
 
     #[test]
