@@ -280,7 +280,8 @@ impl Tap {
         // Not followed for ever: a ring's worth of batches, and one more.
         let batches = r.geometry().capacity.div_ceil(self.batch as u64) + 1;
         for _ in 0..batches {
-            if self.pump(ledger) == 0 && self.drained {
+            // (A damaged ring's reader is dropped by the pump: nothing left.)
+            if self.pump(ledger) == 0 && (self.drained || self.reader.is_none()) {
                 break;
             }
         }
