@@ -129,7 +129,14 @@ pub fn foreign(ns: &helix::Namespace, name: &str) -> Option<String> {
 /// them would take the running service's ring away. (Found by review:
 /// that was the advice given.)
 pub fn foreign_fix(ns: &helix::Namespace, name: &str) -> String {
-    match helix::ring::live_writer(ns, name) {
+    use std::os::unix::fs::MetadataExt;
+    // The lease word is the files' maker's to write: believed only of a
+    // live process of the files' own user (found by review of the fix: a
+    // squatter could name pid 1, and steer the advice away from removing
+    // its ring).
+    let owner = std::fs::symlink_metadata(ns.data_path(name)).map(|m| m.uid()).ok();
+    let of_owner = |pid: u32| std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid()) == owner;
+    match helix::ring::live_writer(ns, name).filter(|&(pid, _)| of_owner(pid)) {
         Some((pid, _)) => format!(
             "live pid {pid} writes it: if that is the service, run this helixd as the user that owns the files (it \
              runs as uid {}), or stop pid {pid} first",
