@@ -367,15 +367,10 @@ fn a_control_ring_found_at_start_takes_the_configured_mode_or_is_refused_of_anot
 /// another user by `a_ring_another_user_made_under_a_configured_name_is_not_adopted`).
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var(common::ROLE_VAR) else { return };
-    let ns = Namespace::from_env().unwrap();
-    match role.as_str() {
-        "writer" => {
-            let _w = helix::Writer::attach(&ns, "telemetry").unwrap();
-            println!("writing");
-            std::thread::sleep(Duration::from_secs(60));
-        }
-        _ => panic!("unknown role {role}"),
+    if std::env::var(common::ROLE_VAR).is_ok_and(|role| role == "writer") {
+        let _w = helix::Writer::attach(&Namespace::from_env().unwrap(), "telemetry").unwrap();
+        println!("writing");
+        std::thread::sleep(Duration::from_secs(60));
     }
 }
 
