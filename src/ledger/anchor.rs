@@ -20,6 +20,9 @@ use super::compress::{open_segment, read_segment_start};
 use super::format::*;
 use super::store::{io_err, segments, LedgerError};
 
+mod newest;
+pub use newest::NewestAnchor;
+
 /// The anchors file in a ledger folder.
 pub const ANCHORS_FILE: &str = "anchors";
 
@@ -34,14 +37,14 @@ const MAX_ANCHOR_LINE: usize = 4096;
 
 /// One line of `r` into `line` (cleared first), its newline kept, read up
 /// to [`MAX_ANCHOR_LINE`] bytes; false at the end of the file.
-fn next_line(r: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
+pub(super) fn next_line(r: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
     line.clear();
     Ok(r.take(MAX_ANCHOR_LINE as u64).read_until(b'\n', line)? > 0)
 }
 
 /// Why a line read by [`next_line`] without its newline is not one to
 /// wait for (an append in progress): it is as long as a line may be.
-fn too_long(line: &[u8]) -> Option<String> {
+pub(super) fn too_long(line: &[u8]) -> Option<String> {
     (line.len() >= MAX_ANCHOR_LINE).then(|| format!("longer than {MAX_ANCHOR_LINE} bytes (not an anchors file?)"))
 }
 
@@ -195,75 +198,6 @@ pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
     Ok(out)
 }
 
-/// The newest anchor of a folder (the one covering the most records), kept
-/// up to date by reading only what was appended to `anchors` since the
-/// last look. For a caller that asks every few seconds (the recorder's
-/// metrics, on its recording thread): the file only grows, a line every
-/// few seconds while heads are exported, and read whole each time it cost
-/// more every day.
-#[derive(Debug, Default)]
-pub struct NewestAnchor {
-    /// The file read (its inode) and the bytes of its whole lines taken.
-    file: Option<(u64, u64)>,
-    newest: Option<Anchor>,
-    /// A line that does not decode was found in the file as it was then
-    /// (its length and time of change): no anchor counts until it changes,
-    /// and then it is read from its start.
-    bad: Option<(u64, Option<std::time::SystemTime>)>,
-}
-
-impl NewestAnchor {
-    /// Reads what `dir/anchors` gained since the last call; returns the
-    /// newest anchor, `None` if there is none, the file cannot be read or
-    /// a line of it is bad (as [`read_anchors`] would refuse it). A file
-    /// replaced, cut shorter, or changed since a bad line was found is read
-    /// again from its start.
-    pub fn refresh(&mut self, dir: &Path) -> Option<&Anchor> {
-        use std::io::Seek as _;
-        use std::os::unix::fs::MetadataExt;
-        let Ok((mut f, _)) = open_anchors(&dir.join(ANCHORS_FILE), false) else {
-            *self = NewestAnchor::default();
-            return None;
-        };
-        let Ok(meta) = f.metadata() else { return None };
-        let now = (meta.len(), meta.modified().ok());
-        match self.bad {
-            Some(then) if then == now => return None,
-            Some(_) => *self = NewestAnchor::default(),
-            None => {}
-        }
-        let taken = match self.file {
-            Some((ino, taken)) if ino == meta.ino() && taken <= meta.len() => taken,
-            _ => {
-                *self = NewestAnchor { file: Some((meta.ino(), 0)), ..NewestAnchor::default() };
-                0
-            }
-        };
-        f.seek(io::SeekFrom::Start(taken)).ok()?;
-        let (mut r, mut raw, mut end) = (BufReader::new(f), Vec::new(), taken);
-        while next_line(&mut r, &mut raw).ok()? {
-            let Some(line) = raw.strip_suffix(b"\n") else {
-                if too_long(&raw).is_some() {
-                    self.bad = Some(now);
-                    return None;
-                }
-                break;
-            };
-            match std::str::from_utf8(line).map_err(|e| e.to_string()).and_then(Anchor::decode) {
-                Ok(a) if self.newest.as_ref().is_none_or(|n| a.records >= n.records) => self.newest = Some(a),
-                Ok(_) => {}
-                Err(_) => {
-                    self.bad = Some(now);
-                    return None;
-                }
-            }
-            end += raw.len() as u64;
-        }
-        self.file = Some((meta.ino(), end));
-        self.newest.as_ref()
-    }
-}
-
 /// Appends `anchor` to `dir/anchors` in one `write(2)` (O_APPEND, so
 /// concurrent appenders do not interleave) and makes it durable. The
 /// file's existing lines are checked first: a garbled file is an error
@@ -302,7 +236,7 @@ pub fn append_anchor(dir: &Path, anchor: &Anchor) -> Result<(), LineError> {
 /// helix-ledger anchor` would follow, make, write and give to the folder's
 /// owner; a FIFO would hold every reader of it (the recorder's retention
 /// too) waiting for a writer.
-fn open_anchors(path: &Path, append: bool) -> io::Result<(File, bool)> {
+pub(super) fn open_anchors(path: &Path, append: bool) -> io::Result<(File, bool)> {
     let open = |create_new: bool| {
         let mut o = OpenOptions::new();
         match (append, create_new) {
