@@ -192,6 +192,23 @@ fn a_command_for_a_source_that_cannot_start_is_answered_source_down() {
     assert_eq!(ask(Command::new(Op::Pause, 32, "telemetry", 0, 0.0)), Some(Ok(())));
 }
 
+/// `control.acks` damaged (a reader truncated its reader table) while a
+/// sender waits for its answer: the error names the request id and says
+/// the command may still be applied, so that it can be sent again under
+/// that id (found by review: it named no id, and a retry under a new one
+/// applied it twice).
+#[test]
+fn an_answer_lost_to_a_damaged_acks_ring_names_the_request_to_send_again() {
+    // No ledger: the command waits for its audit record to be recorded.
+    let (env, _notify, _d) = daemon("acks damaged while waiting", "");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    let c = Command::new(Op::Pause, ctl.next_request(), "telemetry", 0, 0.0);
+    ctl.try_send(&c).unwrap();
+    std::fs::OpenOptions::new().write(true).open(env.ns.readers_path("control.acks")).unwrap().set_len(0).unwrap();
+    let e = ctl.wait_ack(&c, Duration::from_secs(10)).unwrap_err().to_string();
+    assert!(e.contains(&format!("request {}", c.request)) && e.contains("may still be applied"), "{e}");
+}
+
 #[test]
 fn rejected_commands_are_audited_answered_and_change_nothing() {
     let env = Env::watched("rejections", Duration::from_secs(60));

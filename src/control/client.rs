@@ -37,9 +37,22 @@ pub enum ControlError {
     /// asked for again by sending the same request id).
     #[error("control.acks overran this reader; {lost} answers lost")]
     Lost { lost: u64 },
-    /// The answers ring failed otherwise.
-    #[error("reading control.acks: {0}")]
-    Read(ReadError),
+    /// The answers ring failed otherwise (a peer truncated its reader
+    /// table, say) while this waited for the answer to `request`. The
+    /// command was sent, and may still be applied: once helixd has
+    /// repaired the ring, send it again with the same request id to learn
+    /// its fate (it is never applied twice). (Found by review: the error
+    /// named no request id, and a retry under a new one applied it twice.)
+    #[error(
+        "reading control.acks, waiting for the answer to request {request}: {error}; the command was sent and may \
+         still be applied: send it again with the same request id once helixd has repaired the ring"
+    )]
+    Read {
+        /// The request waited for.
+        request: u64,
+        /// What the answers ring said.
+        error: ReadError,
+    },
 }
 
 /// A connection to helixd's control path: a lane of `control` and a reader
@@ -140,7 +153,7 @@ impl Control {
             }
             match self.acks.wait_timeout(left.min(Duration::from_millis(100))) {
                 Ok(()) | Err(ReadError::Timeout) => {}
-                Err(e) => return Err(ControlError::Read(e)),
+                Err(error) => return Err(ControlError::Read { request: cmd.request, error }),
             }
         }
     }
@@ -156,7 +169,7 @@ impl Control {
                 Err(TryReadError::Overrun(o)) => return Err(ControlError::Lost { lost: o.lost }),
                 // A frame of another kind or size is not an answer.
                 Err(TryReadError::Frame(_)) => {}
-                Err(e) => return Err(ControlError::Read(e.into())),
+                Err(e) => return Err(ControlError::Read { request, error: e.into() }),
             }
         }
     }
