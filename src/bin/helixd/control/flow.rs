@@ -46,7 +46,11 @@ impl Flow {
     fn logged(&mut self, inc: Incoming, log_seq: u64) {
         let (uid, request) = (inc.log.uid, inc.command.as_ref().map_or(0, |c| c.request));
         match (inc.repeat, inc.command, inc.target) {
-            (Some(seen), _, _) => match seen.ack {
+            // The first's answer as the window holds it now, not as it was
+            // when the repeat was decided: a repeat that waited for room on
+            // the log may be logged after its first was answered, and would
+            // wait for an answer already given.
+            (Some(_), _, _) => match self.window.seen(uid, request).and_then(|seen| seen.ack) {
                 Some(first) => self.publish(Ack { flags: first.flags | ACK_REPEAT, ..first }, 0),
                 None => self.window.wait(uid, request),
             },
@@ -243,4 +247,95 @@ impl Flow {
 /// An answer with only its version set.
 pub(super) fn ack0() -> Ack {
     Ack { version: FORMAT_VERSION as u32, ..bytemuck::Zeroable::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    use super::super::{forward::Forwarder, judge::Judge, stall::LogStalls, window::Window, ControlStats, Journal};
+    use super::*;
+    use crate::config::control::ControlConfig;
+    use helix::control::{Command, LogRecord, Reason, KIND_COMMAND};
+    use helix::{Namespace, Policy, ReaderOptions, Ring, RingOptions, Start, TryReadError};
+
+    /// Takes a record from uid 1000 as `Path::take` does.
+    fn take(flow: &mut Flow, kind: u32, payload: &[u8]) {
+        let mut log = LogRecord::new(kind, payload, Ok(()));
+        (log.uid, log.len) = (1000, payload.len() as u32);
+        let incoming = flow.decide(log, payload);
+        flow.unlogged.push_back(incoming);
+        flow.publish_log();
+    }
+
+    #[test]
+    fn a_repeat_logged_after_its_first_was_answered_gets_that_answer() {
+        let ns = Namespace::new(&format!("flowrepeat{}", std::process::id())).unwrap();
+        let ring = |name, capacity, policy| {
+            let opts = RingOptions { capacity, max_payload: 144, policy, ..Default::default() };
+            let ring = Ring::create(&ns, name, &opts).unwrap();
+            // The mappings stay; nothing is left in /dev/shm.
+            Ring::unlink(&ns, name).unwrap();
+            ring
+        };
+        let (log, acks) = (ring("log", 8, Policy::Block), ring("acks", 64, Policy::Overwrite));
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(&dir.path().join("journal")).unwrap();
+        let cfg = ControlConfig {
+            ring: Default::default(),
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
+            audit_reader: None,
+            journal: None,
+        };
+        let mut flow = Flow {
+            log: log.writer().unwrap(),
+            acks: acks.writer().unwrap(),
+            log_view: (*log).clone(),
+            judge: Judge::new(&cfg, Default::default()),
+            audit_reader: None,
+            window: Window::default(),
+            unlogged: VecDeque::new(),
+            audit: VecDeque::new(),
+            applying: Vec::new(),
+            stats: Arc::new(ControlStats::default()),
+            forwarder: Forwarder::default(),
+            journal,
+            journal_failing: false,
+            recovering: false,
+            log_refused: false,
+            log_stalls: LogStalls::default(),
+        };
+        // A gating reader of the log holds it full of garbage's records.
+        let mut holder = log.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("holder") }).unwrap();
+        for _ in 0..8 {
+            take(&mut flow, 99, b"garbage");
+        }
+        assert!(flow.unlogged.is_empty());
+        // A command (for no source: rejected) and its repeat, both decided
+        // while the log has no room: the repeat waits for its first.
+        let command = Command::set(7, "nowhere", 0, 1.0);
+        take(&mut flow, KIND_COMMAND, bytemuck::bytes_of(&command));
+        take(&mut flow, KIND_COMMAND, bytemuck::bytes_of(&command));
+        assert_eq!(flow.unlogged.len(), 2);
+        while holder.try_read(&mut [0; 144]).is_ok() {}
+        // Room: the first is logged and answered, then the repeat is logged.
+        flow.publish_log();
+        assert!(flow.unlogged.is_empty());
+        let opts = ReaderOptions { start: Start::Oldest, ..ReaderOptions::named("test") };
+        let mut answers = acks.reader(&opts).unwrap();
+        let mut of_7 = Vec::new();
+        loop {
+            match answers.try_read_pod::<Ack>() {
+                Ok((_, a)) if a.request == 7 => of_7.push(a),
+                Ok(_) => {}
+                Err(TryReadError::Empty) => break,
+                Err(e) => panic!("control.acks: {e}"),
+            }
+        }
+        let flags: Vec<u16> = of_7.iter().map(|a| a.flags & ACK_REPEAT).collect();
+        assert_eq!(flags, [0, ACK_REPEAT], "the first answer, then the repeat's: {of_7:?}");
+        assert!(of_7.iter().all(|a| a.outcome() == Some(Err(Reason::UnknownSource))), "{of_7:?}");
+    }
 }
