@@ -27,6 +27,7 @@ from ._helix import (
     Overrun,
     PublishError,
     Reader,
+    ReplacedError,
     Writer,
     unlink,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Overrun",
     "PublishError",
     "Reader",
+    "ReplacedError",
     "Writer",
     "ledger",
     "unlink",

@@ -44,6 +44,12 @@ class PublishError(HelixError):
     """Frames could not be published: none was, unless the message says
     how many were (a batch that failed part way)."""
 
+class ReplacedError(HelixError):
+    """The ring a reader waited on is no longer under its name: another
+    was made there (helixd made it again), or it was removed. Nothing more
+    comes to this reader; attach again. A waiting reader looks every
+    second."""
+
 class LeaseError(HelixError):
     """The ring's writer lease could not be taken (a live writer holds it)."""
 
@@ -56,7 +62,8 @@ class ControlError(HelixError):
 class Reader:
     """A registered reader of one ring, with its own cursor. Waits release
     the GIL and wake for signals (Ctrl-C) every 100 ms. Not for use from
-    two threads at once (the second gets RuntimeError)."""
+    two threads at once (the second gets RuntimeError), nor in a process
+    forked after it was made (HelixError: attach again there)."""
 
     @staticmethod
     def attach(
@@ -82,11 +89,14 @@ class Reader:
         in Rust (no Python object per frame), or frames of other kinds as
         ``(seq, kind, bytes)`` tuples; a batch ends before the first frame
         of the other sort, and a batch of tuples once it holds 64 MiB of
-        payload (a larger frame comes alone). On time-out: an empty array. Raises ``Overrun``
-        (exact: see its ``lost`` and ``resume_at``) and ``DamagedError``."""
+        payload (a larger frame comes alone), a batch of samples once it
+        holds 64 MiB of them (1,677,721). On time-out: an empty array.
+        Raises ``Overrun`` (exact: see its ``lost`` and ``resume_at``),
+        ``DamagedError``, and ``ReplacedError`` when, waiting, it finds its
+        ring removed or made again."""
     def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
         """The next frame of any kind as ``(seq, kind, bytes)``, or None
-        after ``timeout`` seconds."""
+        after ``timeout`` seconds. Raises as ``read_batch`` does."""
     def __iter__(self) -> Iterator[Frame]:
         """Every frame as ``(seq, kind, bytes)``, waiting for each."""
     def __next__(self) -> Frame: ...
@@ -120,7 +130,8 @@ class Reader:
     def __exit__(self, *exc: object) -> None: ...
 
 class Writer:
-    """The writer of one ring (it holds the ring's writer lease)."""
+    """The writer of one ring (it holds the ring's writer lease). Not for
+    use in a process forked after it was made (HelixError)."""
 
     @staticmethod
     def create(
@@ -176,7 +187,8 @@ class Writer:
 
 class Control:
     """A connection to helixd's control path (docs/abi.md §12): a lane of
-    its ``control`` fan-in ring and a reader of ``control.acks``."""
+    its ``control`` fan-in ring and a reader of ``control.acks``. Not for
+    use in a process forked after it was made (HelixError)."""
 
     def __init__(self, namespace: Optional[str] = None, service_uid: Optional[int] = None) -> None:
         """Connects, waiting up to a second for a free lane (the GIL

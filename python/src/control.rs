@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -18,7 +18,7 @@ use crate::SIGNAL_CHECK;
 /// and a reader of the answers on `control.acks`.
 #[pyclass(module = "helix")]
 pub struct Control {
-    inner: Option<helix::control::Control>,
+    inner: crate::Handle<helix::control::Control>,
     /// This process's uid as helixd sees it.
     #[pyo3(get)]
     uid: u32,
@@ -70,7 +70,9 @@ impl Control {
     #[new]
     #[pyo3(signature = (namespace=None, service_uid=None))]
     fn new(py: Python<'_>, namespace: Option<&str>, service_uid: Option<u32>) -> PyResult<Control> {
-        let ns = crate::namespace(namespace)?;
+        // A connection's every failure is a ControlError, as the stub says
+        // (found by review: a bad namespace was an AttachError).
+        let ns = crate::namespace(namespace).map_err(|e| ControlError::new_err(e.value(py).to_string()))?;
         // The user database asked with the GIL released too: through NSS
         // (LDAP, SSSD) it may take seconds (found by review).
         let connect = || {
@@ -80,7 +82,7 @@ impl Control {
         let inner = py.detach(connect).map_err(|e| ControlError::new_err(e.to_string()))?;
         let (uid, lane) = (inner.uid(), inner.lane());
         let name = helix::control::CONTROL_RING.to_owned();
-        Ok(Control { inner: Some(inner), uid, lane, last_request: None, name, namespace: ns.to_string() })
+        Ok(Control { inner: crate::Handle::new(inner), uid, lane, last_request: None, name, namespace: ns.to_string() })
     }
 
     /// Sends one command and waits at most `timeout` seconds for its answer
@@ -102,7 +104,7 @@ impl Control {
     ) -> PyResult<Bound<'py, PyDict>> {
         let op = parse_op(op)?;
         let timeout = crate::timeout(timeout, "seconds >= 0")?;
-        let inner = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the control connection is closed"))?;
+        let inner = self.inner.get_mut("the control connection")?;
         let request = request.unwrap_or_else(|| inner.next_request());
         let cmd = Command::new(op, request, source, stream, value);
         // Refused here, as helixctl does, what helixd would reject as

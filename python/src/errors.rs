@@ -31,6 +31,13 @@ create_exception!(
     HelixError,
     "Frames could not be published: none was, unless the message says how many were (a batch that failed part way)."
 );
+create_exception!(
+    helix,
+    ReplacedError,
+    HelixError,
+    "The ring a reader waited on is no longer under its name (made again, or removed): nothing more comes to \
+     this reader; attach again."
+);
 create_exception!(helix, LeaseError, HelixError, "The ring's writer lease could not be taken.");
 create_exception!(
     helix,
@@ -48,6 +55,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Overrun", py.get_type::<Overrun>())?;
     m.add("DamagedError", py.get_type::<DamagedError>())?;
     m.add("PublishError", py.get_type::<PublishError>())?;
+    m.add("ReplacedError", py.get_type::<ReplacedError>())?;
     m.add("LeaseError", py.get_type::<LeaseError>())?;
     m.add("LedgerError", py.get_type::<LedgerError>())?;
     m.add("ControlError", py.get_type::<ControlError>())?;

@@ -84,8 +84,68 @@ fn samples_array<'py>(py: Python<'py>, samples: &[Sample]) -> PyResult<Bound<'py
     pod_array(py, samples, sample_dtype(py)?)
 }
 
+/// A library handle a Python object holds (a ring's `Reader` or `Writer`,
+/// a `Control` connection) until it is closed, with the process that made
+/// it: a child forked after that (`multiprocessing`'s default on Linux
+/// before Python 3.14, `os.fork`) is refused its use. (Found by review: a
+/// `Writer` used in the child published the same sequences as its parent
+/// into the same slots, and readers took frames made of both; a `Reader`
+/// moved its parent's cursor.) The check is a `getpid`, a system call:
+/// nothing next to a Python call.
+pub(crate) struct Handle<T> {
+    value: Option<T>,
+    pid: u32,
+}
+
+impl<T> Handle<T> {
+    /// `value`, made by this process.
+    pub(crate) fn new(value: T) -> Handle<T> {
+        Handle { value: Some(value), pid: std::process::id() }
+    }
+
+    /// The handle, unless it is closed or this is a child forked after it
+    /// was made (`what`: how messages name it, "the reader").
+    pub(crate) fn get(&self, what: &str) -> PyResult<&T> {
+        let value = self.value.as_ref().ok_or_else(|| closed(what))?;
+        self.made_here(what)?;
+        Ok(value)
+    }
+
+    /// [`Handle::get`], mutably.
+    pub(crate) fn get_mut(&mut self, what: &str) -> PyResult<&mut T> {
+        self.made_here(what)?;
+        self.value.as_mut().ok_or_else(|| closed(what))
+    }
+
+    fn made_here(&self, what: &str) -> PyResult<()> {
+        let me = std::process::id();
+        if self.value.is_some() && me != self.pid {
+            return Err(errors::HelixError::new_err(format!(
+                "{what} was made by process {} and this is process {me}, forked from it: a handle is its maker's \
+                 alone (another process using it would write what its maker writes); attach again here",
+                self.pid
+            )));
+        }
+        Ok(())
+    }
+
+    /// Closes it (in a forked child: drops the child's copy, leaving the
+    /// parent's lease, entry or lane alone).
+    pub(crate) fn close(&mut self) {
+        self.value = None;
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.value.is_some()
+    }
+}
+
+fn closed(what: &str) -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err(format!("{what} is closed"))
+}
+
 /// The methods a handle class (`Reader`, `Writer`) shares, from its
-/// fields `inner: Option<_>`, `name` and `namespace`: `close` (with the
+/// fields `inner: Handle<_>`, `name` and `namespace`: `close` (with the
 /// doc `$close`), the context manager, `name`, `namespace` and `repr`. A
 /// `#[pymethods]` block of its own (PyO3's `multiple-pymethods`).
 #[macro_export]
@@ -95,7 +155,7 @@ macro_rules! handle_methods {
         impl $class {
             #[doc = $close]
             fn close(&mut self) {
-                self.inner = None;
+                self.inner.close();
             }
 
             fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -117,7 +177,7 @@ macro_rules! handle_methods {
             }
 
             fn __repr__(&self) -> String {
-                let state = if self.inner.is_some() { "open" } else { "closed" };
+                let state = if self.inner.is_open() { "open" } else { "closed" };
                 format!("<helix.{} {:?} namespace={:?} {state}>", stringify!($class), self.name, self.namespace)
             }
         }

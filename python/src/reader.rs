@@ -2,9 +2,9 @@
 //! samples come out as numpy arrays filled from Rust; other frames as
 //! `(seq, kind, bytes)`. Waits release the GIL.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
@@ -17,10 +17,13 @@ use crate::SIGNAL_CHECK;
 /// A reader of one ring with its own cursor (see `helix.Reader.attach`).
 #[pyclass(module = "helix")]
 pub struct Reader {
-    inner: Option<helix::Reader>,
+    inner: crate::Handle<helix::Reader>,
     /// Where samples are copied with the GIL released, before the one copy
     /// into the numpy array.
     samples: Vec<Sample>,
+    /// Time spent waiting with nothing come since the ring was last
+    /// looked up under its name ([`LOOK_EVERY`]).
+    waited: Duration,
     name: String,
     namespace: String,
 }
@@ -64,6 +67,33 @@ fn take_samples(reader: &mut helix::Reader, out: &mut [Sample]) -> Result<usize,
     })
 }
 
+/// How long a reader waits with nothing coming, over its calls, between
+/// two looks whether its ring is still the one under its name.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Why ring `name` of `namespace`, made at `created_ns`, sends a reader of
+/// it nothing more: another ring is under its name (helixd made it again),
+/// or none is; `None` while it is there (or the name holds a ring that
+/// cannot be judged yet: one being made). Found by review: a reader
+/// iterating, or reading without a deadline, waited on a removed ring for
+/// ever, deaf to the ring made again under the name.
+fn gone(py: Python<'_>, namespace: &str, name: &str, created_ns: u64) -> PyResult<Option<String>> {
+    let ns = crate::namespace(Some(namespace))?;
+    Ok(match py.detach(|| RingView::under_name(&ns, name, created_ns)) {
+        UnderName::Replaced(_) => {
+            Some(format!("ring {name:?} was made again under its name since this reader attached; attach again"))
+        }
+        UnderName::Gone => Some(format!("ring {name:?} was removed since this reader attached")),
+        UnderName::Same(_) | UnderName::Unknown(_) => None,
+    })
+}
+
+/// Samples a batch takes at most (`BATCH_BYTES` of them): the buffer they
+/// are copied into is kept for the next. (Found by review: `read_batch`
+/// of a huge count took a buffer of the ring's capacity, up to 2^32
+/// samples, 160 GiB; its allocation failing ended the process.)
+const BATCH_SAMPLES: usize = BATCH_BYTES / std::mem::size_of::<Sample>();
+
 /// Payload bytes one batch of frames copies at most (a larger frame still
 /// comes, alone): a ring's maker chooses its `max_payload`, and a batch of
 /// thousands of 16 MiB frames would take the process's memory.
@@ -100,11 +130,11 @@ fn frame_tuple<'py>(py: Python<'py>, (seq, kind, payload): (u64, u32, Vec<u8>)) 
 
 impl Reader {
     fn inner(&mut self) -> PyResult<&mut helix::Reader> {
-        self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the reader is closed"))
+        self.inner.get_mut("the reader")
     }
 
     fn get(&self) -> PyResult<&helix::Reader> {
-        self.inner.as_ref().ok_or_else(|| PyRuntimeError::new_err("the reader is closed"))
+        self.inner.get("the reader")
     }
 
     /// The reader, if no file of its ring has shrunk: the counters of a
@@ -122,10 +152,11 @@ impl Reader {
     /// `deadline` (`None`: for ever), with the GIL released; looks for
     /// signals every [`SIGNAL_CHECK`]. Returns whether one is there.
     fn wait(&mut self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<bool> {
-        let reader = self.inner()?;
+        let reader = self.inner.get_mut("the reader")?;
         loop {
             let slice =
                 deadline.map_or(SIGNAL_CHECK, |d| d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK));
+            let began = Instant::now();
             match py.detach(|| reader.wait_timeout(slice)) {
                 Ok(()) => return Ok(true),
                 Err(ReadError::Timeout) => {}
@@ -134,6 +165,15 @@ impl Reader {
                 Err(e) => return Err(errors::HelixError::new_err(e.to_string())),
             }
             py.check_signals()?;
+            // Every second of waiting, over calls (a loop of 0.5 s reads
+            // looks too; one that never waits asks `replaced()`).
+            self.waited += began.elapsed();
+            if self.waited >= LOOK_EVERY {
+                self.waited = Duration::ZERO;
+                if let Some(why) = gone(py, &self.namespace, &self.name, reader.geometry().created_ns)? {
+                    return Err(errors::ReplacedError::new_err(why));
+                }
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
@@ -151,8 +191,8 @@ impl Reader {
 
     /// The next run of samples, or of other frames, up to `max`.
     fn take<'py>(&mut self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
-        let reader = self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the reader is closed"))?;
-        let max = max.min(reader.geometry().capacity as usize);
+        let reader = self.inner.get_mut("the reader")?;
+        let max = max.min(reader.geometry().capacity as usize).min(BATCH_SAMPLES);
         if self.samples.len() < max {
             self.samples.resize(max, bytemuck::Zeroable::zeroed());
         }
@@ -190,7 +230,13 @@ impl Reader {
             opts.name = r.to_owned();
         }
         let inner = py.detach(|| helix::Reader::attach(&ns, name, &opts)).map_err(errors::attach)?;
-        Ok(Reader { inner: Some(inner), samples: Vec::new(), name: name.to_owned(), namespace: ns.to_string() })
+        Ok(Reader {
+            inner: crate::Handle::new(inner),
+            samples: Vec::new(),
+            waited: Duration::ZERO,
+            name: name.to_owned(),
+            namespace: ns.to_string(),
+        })
     }
 
     /// Up to `max_frames` frames: a numpy array of samples, or a list of
@@ -256,9 +302,7 @@ impl Reader {
     /// being created).
     fn replaced(&self, py: Python<'_>) -> PyResult<bool> {
         let created_ns = self.get()?.geometry().created_ns;
-        let ns = crate::namespace(Some(&self.namespace))?;
-        let under = py.detach(|| RingView::under_name(&ns, &self.name, created_ns));
-        Ok(matches!(under, UnderName::Replaced(_) | UnderName::Gone))
+        Ok(gone(py, &self.namespace, &self.name, created_ns)?.is_some())
     }
 
     /// This reader's counters and the ring's geometry, as a dict.

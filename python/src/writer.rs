@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -16,14 +16,14 @@ use crate::SIGNAL_CHECK;
 /// The writer of one ring (see `helix.Writer.create`).
 #[pyclass(module = "helix")]
 pub struct Writer {
-    inner: Option<helix::Writer>,
+    inner: crate::Handle<helix::Writer>,
     name: String,
     namespace: String,
 }
 
 impl Writer {
     fn inner(&mut self) -> PyResult<&mut helix::Writer> {
-        self.inner.as_mut().ok_or_else(|| PyRuntimeError::new_err("the writer is closed"))
+        self.inner.get_mut("the writer")
     }
 
     /// Publishes `records` as frames of `kind`, in as few claims as the
@@ -109,7 +109,18 @@ impl Writer {
             .detach(|| if replace { Ring::recreate(&ns, name, &opts) } else { Ring::create(&ns, name, &opts) })
             .map_err(errors::create)?;
         let inner = py.detach(|| ring.writer()).map_err(errors::lease)?;
-        Ok(Writer { inner: Some(inner), name: name.to_owned(), namespace: ns.to_string() })
+        // Its lease is free from its making to `writer()`: another
+        // `create(replace=True)` in between took it and replaced the ring,
+        // and this writer would have written into a removed one for ever
+        // (found by review). Once the lease is held, nobody replaces it.
+        let created_ns = ring.geometry().created_ns;
+        if !matches!(py.detach(|| helix::RingView::under_name(&ns, name, created_ns)), helix::UnderName::Same(_)) {
+            return Err(errors::LeaseError::new_err(format!(
+                "ring {name:?} was replaced by another process between its making and this writer taking its lease; \
+                 nothing was published"
+            )));
+        }
+        Ok(Writer { inner: crate::Handle::new(inner), name: name.to_owned(), namespace: ns.to_string() })
     }
 
     /// Takes the writer lease of an existing ring.
@@ -118,7 +129,7 @@ impl Writer {
     fn attach(py: Python<'_>, name: &str, namespace: Option<&str>) -> PyResult<Writer> {
         let ns = crate::namespace(namespace)?;
         let inner = py.detach(|| helix::Writer::attach(&ns, name)).map_err(errors::lease)?;
-        Ok(Writer { inner: Some(inner), name: name.to_owned(), namespace: ns.to_string() })
+        Ok(Writer { inner: crate::Handle::new(inner), name: name.to_owned(), namespace: ns.to_string() })
     }
 
     /// Publishes one frame; returns its sequence number.

@@ -279,6 +279,10 @@ def test_commands_are_answered_by_helixd(ns, helixd):
 def test_control_without_helixd_raises_control_error(ns):
     with pytest.raises(helix.ControlError, match="control"):
         helix.Control(namespace=ns)
+    # Found by review: a bad namespace was an AttachError, which the
+    # stub's `except ControlError` missed.
+    with pytest.raises(helix.ControlError, match="bad ns"):
+        helix.Control(namespace="bad ns")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user's needs root")

@@ -374,3 +374,84 @@ def test_a_reader_says_whose_its_ring_is(ns):
         os.chown(f"/dev/shm/{ns}.mine", 65534, 65534)
         with helix.Reader.attach("mine", namespace=ns) as r:
             assert r.stats()["owner_uid"] == 65534
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads running
+def test_a_handle_inherited_across_fork_is_refused_in_the_child_and_left_to_the_parent(ns):
+    # Found by review: a Writer used in a forked child (multiprocessing's
+    # default on Linux before Python 3.14) published its parent's next
+    # sequence into the same slot, and readers took frames of both.
+    w = helix.Writer.create("forked", namespace=ns, capacity=16)
+    r = helix.Reader.attach("forked", namespace=ns, start="oldest")
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        said = []
+        try:
+            for use in (lambda: w.publish(b"child"), lambda: r.read(timeout=0), lambda: r.lag):
+                try:
+                    use()
+                    said.append("used")
+                except helix.HelixError as e:
+                    said.append("refused" if f"made by process {os.getppid()}" in str(e) else str(e))
+            # Closing its copies leaves the parent's lease and entry alone.
+            w.close()
+            r.close()
+            os.write(wfd, ",".join(said).encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert os.read(rfd, 4096).decode() == "refused,refused,refused"
+    os.close(rfd)
+    assert w.publish(b"parent") == 1
+    assert r.read(timeout=0) == (1, 0, b"parent") and r.read(timeout=0) is None
+    r.close()
+    w.close()
+
+
+def test_a_reader_waiting_is_told_when_its_ring_was_removed_or_made_again(ns):
+    # Found by review: a reader iterating, or reading without a deadline,
+    # waited on a removed ring for ever. It looks at the name every second
+    # it waits; the 5 s deadlines only end a wait that would not see it.
+    w = helix.Writer.create("again", namespace=ns, capacity=16)
+    made_again = helix.Reader.attach("again", namespace=ns)
+    removed = helix.Reader.attach("again", namespace=ns)
+    w.close()
+    helix.unlink("again", namespace=ns)
+    with pytest.raises(helix.ReplacedError, match='ring "again" was removed since this reader attached'):
+        removed.read(timeout=5)
+    w = helix.Writer.create("again", namespace=ns, capacity=16)
+    with pytest.raises(helix.ReplacedError, match='ring "again" was made again under its name'):
+        made_again.read_batch(16, timeout=5)
+    assert isinstance(helix.ReplacedError("x"), helix.HelixError)
+    for r in (made_again, removed, w):
+        r.close()
+
+
+def test_a_batch_of_a_huge_count_takes_no_more_than_64_mib_of_samples(ns):
+    # Found by review: read_batch(n) took a buffer of min(n, capacity)
+    # samples, up to 2^32 of 40 bytes: a process ended by a failed
+    # allocation instead of an answer. 2^22 slots here: 160 MiB then.
+    with helix.Writer.create("huge", namespace=ns, capacity=1 << 22, max_payload=40) as w:
+        samples = np.zeros(1, dtype=helix.SAMPLE_DTYPE)
+        w.publish_samples(samples)
+        # The reader keeps its buffer: the process's anonymous memory
+        # after the call holds it.
+        child = f"""
+import helix
+def anon_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+r = helix.Reader.attach("huge", namespace={ns!r}, start="oldest")
+before = anon_kib()
+assert len(r.read_batch(1 << 40, timeout=0)) == 1
+print(anon_kib() - before)
+"""
+        import subprocess
+        import sys
+
+        out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        grown_kib = int(out.stdout)
+        assert grown_kib < 100 << 10, f"the batch took {grown_kib} KiB"
