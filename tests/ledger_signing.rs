@@ -751,3 +751,52 @@ fn a_checkpoint_laid_out_as_the_documentation_says_verifies() {
     assert!(c.signed_by(&k.verifying_key()));
     assert_eq!(c.encode().to_vec(), body);
 }
+
+/// Found by review: a manifest written by hand (the oldest segments
+/// deleted) failed `verify --pubkey`, until the recorder's retention pruned
+/// the next segment and signed a manifest past it: then it passed. A
+/// signing recorder prunes nothing past a manifest that is not its key's;
+/// `helix-ledger sign-pruned` is the operator's word that it was the
+/// ledger's own pruning.
+#[test]
+fn retention_signs_no_manifest_past_one_written_by_hand_until_an_operator_vouches_for_it() {
+    use helix::ledger::retention::{prune, read_pruned, segment_infos, write_pruned, Plan, Pruned};
+    let env = Env::new();
+    let dir = env.path("ledger");
+    signed_ledger_every(&dir, key(1), 4096, 60, 1);
+    let segs = segment_infos(&dir, None).unwrap();
+    assert!(segs.len() >= 4);
+    // Segments 1 and 2 deleted by hand, a manifest for them written.
+    for s in &segs[..2] {
+        fs::remove_file(&s.path).unwrap();
+    }
+    let next = &segs[2].header;
+    let signer = Signer::new(key(1), 60);
+    let prune_next = || {
+        let kept = segment_infos(&dir, read_pruned(&dir).unwrap().as_ref()).unwrap();
+        prune(&dir, &kept, &Plan { delete: kept[..1].to_vec(), unanchored: None }, Some(&signer))
+    };
+    let by_other = Signer::new(key(2), 60).sign_pruned(2, next.first_record, &next.prev_hash);
+    for (signed, why) in [(None, "is not signed"), (Some(by_other), "is signed by another key")] {
+        write_pruned(&dir, &Pruned { signed, ..Pruned::new(2, next.first_record, next.prev_hash, None) }).unwrap();
+        let e = prune_next().unwrap_err().to_string();
+        assert!(e.contains(&format!("the manifest of segments 1..=2 {why}")) && e.contains("sign-pruned"), "{e}");
+        assert!(segs[2].path.exists(), "nothing deleted");
+        assert_eq!(read_pruned(&dir).unwrap().unwrap().segment, 2, "the manifest is as it was");
+        assert!(signed_failure(&dir, &key(1)).contains("the manifest"), "verify --pubkey still refuses it");
+    }
+    // The operator vouches for it: it verifies, and retention goes on.
+    let k = env.path("ledger.key");
+    fs::write(&k, format_secret(&key(1))).unwrap();
+    fs::set_permissions(&k, fs::Permissions::from_mode(0o400)).unwrap();
+    let out = run(&["sign-pruned", "--key"], &[&k, &dir]);
+    assert!(out.status.success() && text(&out).contains("signed the manifest of segments 1..=2"), "{}", text(&out));
+    assert!(verify_signed(&dir, &key(1).verifying_key()).unwrap().is_ok());
+    assert_eq!(prune_next().unwrap().map(|p| p.segment), Some(3));
+    assert!(verify_signed(&dir, &key(1).verifying_key()).unwrap().is_ok());
+    // A folder whose chain does not continue from its manifest is not signed.
+    write_pruned(&dir, &Pruned::new(3, segs[3].header.first_record, [7; 32], None)).unwrap();
+    let out = run(&["sign-pruned", "--key"], &[&k, &dir]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(read_pruned(&dir).unwrap().unwrap().signed.is_none());
+}

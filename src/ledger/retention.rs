@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::anchor::{check_line, checked_line, parse_hash, parse_hex, parse_u64, read_header, sync_dir, LineError};
 use super::compress::compressed_name;
 use super::format::*;
-use super::sign::{PrunedSignature, Signer};
+use super::sign::{key_id, PrunedSignature, Signer};
 use super::store::{io_err, segments, LedgerError};
 
 /// The manifest of what was pruned from a ledger folder.
@@ -214,6 +214,9 @@ pub fn prune(
     signer: Option<&Signer>,
 ) -> Result<Option<Pruned>, LedgerError> {
     let Some(last) = plan.delete.last() else { return Ok(None) };
+    if let Some(signer) = signer {
+        vouch(dir, signer)?;
+    }
     let next = segs.iter().find(|s| s.segment == last.segment + 1).expect("a plan never deletes the last segment");
     let p = Pruned::new(last.segment, next.header.first_record, next.header.prev_hash, signer);
     write_pruned(dir, &p)?;
@@ -227,6 +230,33 @@ pub fn prune(
     }
     sync_dir(dir).map_err(io_err(dir))?;
     Ok(Some(p))
+}
+
+/// Whether a recorder signing with `signer` may sign a manifest past the
+/// one in `dir`: there is none, or it is `signer`'s. One unsigned, of
+/// another key or forged may be the work of someone who deleted the oldest
+/// segments by hand; a signed manifest past it would vouch for that, and
+/// `verify --pubkey` would pass the folder. (Found by review: retention
+/// signed such a manifest over at its next pruning.) An operator who knows
+/// the pruning was the ledger's own, by a recorder that did not sign then,
+/// vouches for it with `helix-ledger sign-pruned`.
+pub fn vouch(dir: &Path, signer: &Signer) -> Result<(), LedgerError> {
+    let Some(p) = read_pruned(dir).map_err(LedgerError::Manifest)? else { return Ok(()) };
+    let public = signer.public();
+    let why = match &p.signed {
+        None => "is not signed",
+        Some(s) if s.key_id != key_id(&public) => "is signed by another key",
+        Some(s) if !s.signs(&public, p.segment, p.records, &p.hash) => "has a signature that does not verify (forged)",
+        Some(_) => return Ok(()),
+    };
+    let problem = format!(
+        "the manifest of segments 1..={} {why}: they may have been deleted by hand, so no manifest past it is \
+         signed and retention deletes nothing; if that pruning was this ledger's own (by a recorder that did not \
+         sign then), `helix-ledger sign-pruned {}` vouches for it",
+        p.segment,
+        dir.display()
+    );
+    Err(LedgerError::Manifest(LineError::Bad { path: dir.join(PRUNED_FILE), line: 1, problem }))
 }
 
 /// Finishes a pruning that was interrupted, when a recorder opens `dir`:

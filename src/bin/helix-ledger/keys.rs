@@ -126,3 +126,30 @@ pub fn warn_if_signed_by_another_key(dir: &Path, key: &Path, id: [u8; sign::KEY_
         );
     }
 }
+
+/// `sign-pruned DIR [--key FILE]`: signs the folder's `pruned` manifest
+/// with the key, vouching that the segments it names were pruned by this
+/// ledger's retention, by a recorder that did not sign then (a signing
+/// recorder signs no manifest past one that is not its key's:
+/// `helix::ledger::retention::vouch`). The kept segments must continue the
+/// chain from the manifest's hash; the manifest is replaced atomically.
+pub fn sign_pruned(dir: &Path, key: &Path) -> Result<bool> {
+    use helix::ledger::retention::{read_pruned, write_pruned, Pruned};
+    let key = read_secret(key)?;
+    let p = read_pruned(dir)?
+        .with_context(|| format!("{}: there is no `pruned` manifest: nothing was pruned", dir.display()))?;
+    if let Err(f) = helix::ledger::verify::verify(dir)? {
+        eprintln!("{}: the folder does not verify from its manifest, so it is not signed: {f}", dir.display());
+        return Ok(false);
+    }
+    let signer = Signer::new(key, 60);
+    write_pruned(dir, &Pruned::new(p.segment, p.records, p.hash, Some(&signer)))?;
+    println!(
+        "signed the manifest of segments 1..={} ({} records, chain hash {}) with key id {}",
+        p.segment,
+        p.records,
+        hex(&p.hash),
+        hex(&sign::key_id(&signer.public()))
+    );
+    Ok(true)
+}

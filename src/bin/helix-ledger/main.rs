@@ -107,6 +107,18 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
     },
+    /// Sign the folder's `pruned` manifest with the signing key, vouching
+    /// that the segments it names were pruned by this ledger's retention
+    /// (by a recorder that did not sign then): a signing recorder prunes
+    /// nothing past a manifest that is not its key's. The kept segments
+    /// must verify from it.
+    SignPruned {
+        /// Ledger folder.
+        dir: PathBuf,
+        /// The signing key (default: the configuration's `key`).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
     /// Record that the ledger's head was exported off the host: print it
     /// (as `head` does) and append it to the folder's `anchors` file, or
     /// record a head exported earlier (--records and --hash). Retention
@@ -173,6 +185,8 @@ fn main() -> ExitCode {
         Some(Command::Keygen { path }) => keys::keygen(path),
         Some(Command::Pubkey { key: Some(k) }) => keys::pubkey(k),
         Some(Command::Pubkey { key: None }) => load(&cli).and_then(|c| keys::pubkey(&c.key)),
+        Some(Command::SignPruned { dir, key: Some(k) }) => keys::sign_pruned(dir, k),
+        Some(Command::SignPruned { dir, key: None }) => load(&cli).and_then(|c| keys::sign_pruned(dir, &c.key)),
         Some(Command::Export { dir, from, to, ring, blocks }) => {
             command::export(dir, ring.as_deref(), *from, *to, *blocks)
         }
