@@ -31,6 +31,10 @@ pub struct Counters {
     pub rejected: AtomicU64,
     /// Publishes that failed and were sent again from the ring (export).
     pub retries: AtomicU64,
+    /// Times the link failed and was started again (the service).
+    pub restarts: AtomicU64,
+    /// 1 while a link that failed waits to start again (the service).
+    pub failing: AtomicU64,
     /// Turns of the link's loop: the watchdog's evidence that it is not
     /// stuck (not a metric).
     pub beats: AtomicU64,

@@ -98,6 +98,11 @@ impl Importer {
         self.pending.len()
     }
 
+    /// Why the destination ring cannot be written, if a file of it shrank.
+    pub fn damage(&self) -> Option<helix::Damaged> {
+        self.writer.damage()
+    }
+
     /// What is under the destination ring's name now, against the ring
     /// this importer writes (into the removed ring, if it is gone).
     pub fn destination(&self, ns: &Namespace) -> UnderName {

@@ -43,8 +43,8 @@ async fn connect(c: &Ctx, name: &str) -> Result<(jetstream::Context, jetstream::
                 return Ok((js, stream));
             }
             // (Found by review: a refusal was asked again every 2 s for
-            // ever, the link never ready, where docs/bridge.md says it
-            // ends the process with the link's error.)
+            // ever, the link never ready, where docs/bridge.md says the
+            // link fails with its error, to be started again.)
             Err(e) if c.stop.load(Ordering::Relaxed) || nats::stream_refused(&e) => return Err(e),
             Err(e) => {
                 warn!("{name}: {e:#}; trying again in 2 s");
@@ -110,7 +110,7 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
         let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("consuming: {e}"))?;
         while !c.stop.load(Ordering::Relaxed) {
             Counters::add(&c.counters.beats, 1);
-            if destination.replaced(&c.ns, &imp) {
+            if destination.replaced(&c.ns, &imp)? {
                 let place;
                 (imp, place) = open()?;
                 next = place.resume;
@@ -238,12 +238,22 @@ impl<'a> Looks<'a> {
     }
 
     /// Whether another ring is under the name now (said); a name with no
-    /// ring is said once.
-    fn replaced(&mut self, ns: &Namespace, imp: &Importer) -> bool {
+    /// ring is said once. A ring damaged under the importer (a file of it
+    /// shrank) is an error: the importer lets go of its writer lease, which
+    /// helixd's repair takes (found by review: an importer of an
+    /// `overwrite` ring, which never reads the reader table, never noticed,
+    /// and held the ring unrepaired for as long as it ran).
+    fn replaced(&mut self, ns: &Namespace, imp: &Importer) -> Result<bool> {
         if self.last.elapsed() < LOOK_EVERY {
-            return false;
+            return Ok(false);
         }
         self.last = Instant::now();
+        if let Some(d) = imp.damage() {
+            anyhow::bail!(
+                "destination ring {}: {d}; letting go of its writer lease for helixd to repair it",
+                self.ring
+            );
+        }
         match imp.destination(ns) {
             UnderName::Gone => {
                 if !self.said_gone {
@@ -254,7 +264,7 @@ impl<'a> Looks<'a> {
                     );
                 }
                 self.said_gone = true;
-                false
+                Ok(false)
             }
             UnderName::Replaced(now) => {
                 info!(
@@ -263,10 +273,10 @@ impl<'a> Looks<'a> {
                     now.geometry().created_ns
                 );
                 self.said_gone = false;
-                true
+                Ok(true)
             }
             // Being created, say: looked at again in a second.
-            UnderName::Same(_) | UnderName::Unknown(_) => false,
+            UnderName::Same(_) | UnderName::Unknown(_) => Ok(false),
         }
     }
 }

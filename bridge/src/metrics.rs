@@ -34,6 +34,8 @@ fn samples(c: &Counters) -> Vec<Sample> {
         ("gaps_total", "counter", "Source sequences lost, sent or written as gaps", g(&c.gaps)),
         ("rejected_total", "counter", "Messages refused as malformed or from another source", g(&c.rejected)),
         ("retries_total", "counter", "Publishes that failed and were sent again from the ring", g(&c.retries)),
+        ("link_restarts_total", "counter", "Times the link failed and was started again", g(&c.restarts)),
+        ("link_failing", "gauge", "1 while the link waits to start again after a failure", g(&c.failing)),
     ]
 }
 
@@ -46,6 +48,8 @@ fn ledger_samples(c: &Counters) -> Vec<Sample> {
         ("ledger_head_records", "gauge", "Records of the last ledger head acknowledged", g(&c.head_records)),
         ("ledger_anchors_total", "counter", "Acknowledged heads recorded as anchors", g(&c.anchors)),
         ("reconnects_total", "counter", "Connections to NATS made (the first included)", g(&c.reconnects)),
+        ("link_restarts_total", "counter", "Times the link failed and was started again", g(&c.restarts)),
+        ("link_failing", "gauge", "1 while the link waits to start again after a failure", g(&c.failing)),
     ]
 }
 

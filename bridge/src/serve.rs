@@ -3,9 +3,9 @@
 //! wait on a futex for up to 100 ms, so links must not share a runtime
 //! thread), supervised from the main thread: READY=1 once every link is
 //! connected, WATCHDOG=1 while every link's loop turns, STATUS with each
-//! link's frames/s. A link that fails stops the process with its error;
-//! systemd restarts it (Restart=on-failure), and each link resumes from its
-//! ring (docs/bridge.md, "Guarantees").
+//! link's frames/s. A link that fails is logged and started again on its
+//! own after a wait (`start`), resuming from its ring (docs/bridge.md,
+//! "Guarantees"); the others go on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::counters::Counters;
@@ -38,10 +38,22 @@ impl Running {
     }
 }
 
-/// Starts link `name` on a thread of its own.
+/// How long a link that failed waits before it starts again: the first
+/// time, and at most (each failure in a row doubles it; a link that ran
+/// this long before it failed starts at the first again).
+const RESTART_FIRST: Duration = Duration::from_secs(2);
+const RESTART_MAX: Duration = Duration::from_secs(60);
+
+/// Starts link `name` on a thread of its own, and starts it again when it
+/// fails, after a wait, until the process stops: one link's failure (its
+/// ring missing or damaged, a stream JetStream refuses) is said, counted
+/// and waited out on its own, and the other links go on. (Found by
+/// review: a failing link ended the process, and with it every link;
+/// systemd's restarts every 2 s kept them all down while one ring was
+/// misnamed in the file, or a reader kept damaging a ring's control file.)
 fn start<F>(c: Ctx, link: Link, body: F) -> Result<Running>
 where
-    F: AsyncFnOnce(&Ctx) -> Result<()> + Send + 'static,
+    F: AsyncFn(&Ctx) -> Result<()> + Send + 'static,
 {
     let ready = c.ready.clone();
     let name = format!("{} {}", link.direction, link.ring);
@@ -49,10 +61,34 @@ where
         .name(format!("{}-{}", link.direction, link.ring).chars().take(15).collect())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let r = rt.block_on(body(&c)).with_context(|| name.clone());
-            // A link that ends stops the others: the process ends with it.
-            c.stop.store(true, Ordering::Relaxed);
-            r
+            let mut wait = RESTART_FIRST;
+            loop {
+                let began = Instant::now();
+                let r = rt.block_on(body(&c)).with_context(|| name.clone());
+                if c.stop.load(Ordering::Relaxed) {
+                    return r;
+                }
+                let e = r.err().unwrap_or_else(|| anyhow!("{name}: it ended without being stopped"));
+                if began.elapsed() >= RESTART_MAX {
+                    wait = RESTART_FIRST;
+                }
+                error!("{e:#}; starting it again in {} s (the other links go on)", wait.as_secs());
+                Counters::add(&c.counters.restarts, 1);
+                Counters::set(&c.counters.failing, 1);
+                // Settled, for READY=1: the others are not held back by it.
+                c.ready.store(true, Ordering::Relaxed);
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !c.stop.load(Ordering::Relaxed) {
+                    // Its supervision turns: the watchdog sees it alive.
+                    Counters::add(&c.counters.beats, 1);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if c.stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                Counters::set(&c.counters.failing, 0);
+                wait = (wait * 2).min(RESTART_MAX);
+            }
         })
         .context("starting a link's thread")?;
     Ok(Running { link, ready, thread: Some(thread), beats: 0, moved: Instant::now(), frames: 0 })
@@ -107,7 +143,7 @@ pub fn slow_acks(cfg: &Config, wd: Duration) -> Option<String> {
     })
 }
 
-/// Runs the configuration until SIGTERM or SIGINT, or a link fails.
+/// Runs the configuration until SIGTERM or SIGINT.
 pub fn run(cfg: Config) -> Result<()> {
     if cfg.links() == 0 {
         bail!("no link configured ([[export]], [[import]] or [ledger]): nothing to run");
@@ -179,6 +215,9 @@ fn status(running: &mut [Running], dt: Duration) -> String {
         let rate = if dt.is_zero() { 0.0 } else { (frames - r.frames) as f64 / dt.as_secs_f64() };
         r.frames = frames;
         s += &format!("; {} {} {}", r.link.direction, r.link.ring, fmt_rate(rate));
+        if Counters::get(&c.failing) != 0 {
+            s += " (failed: starting again)";
+        }
     }
     s
 }

@@ -6,7 +6,7 @@ mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use helix::layout::{READERS_HEADER_SIZE, READER_ENTRY_SIZE};
 use helix::{Policy, Reader, ReaderOptions, Ring, RingOptions};
@@ -59,7 +59,7 @@ fn every_frame_arrives_once_in_order() {
     metric_reaches(&ex_metrics, "helix_bridge_frames_total", n as f64);
     metric_reaches(&ex_metrics, "helix_bridge_in_flight", 0.0);
     metric_reaches(&im_metrics, "helix_bridge_frames_total", n as f64);
-    for (name, dir, v) in scrape(&im_metrics).into_iter().chain(scrape(&ex_metrics)) {
+    for (name, dir, _, v) in scrape(&im_metrics).into_iter().chain(scrape(&ex_metrics)) {
         if ["helix_bridge_gaps_total", "helix_bridge_rejected_total", "helix_bridge_duplicates_total"]
             .contains(&name.as_str())
         {
@@ -233,7 +233,7 @@ impl Unrouted {
     /// The exporter's `helix_bridge_retries_total`, once it answers.
     fn retries(&self) -> Option<f64> {
         std::net::TcpStream::connect(&self.metrics).ok()?;
-        scrape(&self.metrics).into_iter().find(|m| m.0 == "helix_bridge_retries_total").map(|m| m.2)
+        scrape(&self.metrics).into_iter().find(|m| m.0 == "helix_bridge_retries_total").map(|m| m.3)
     }
 
     /// Waits until the exporter has retried more than `n` publishes; fails
@@ -904,4 +904,27 @@ fn another_users_ring_under_an_exported_or_imported_name_is_refused() {
         let owned = format!("{} is owned by uid 65534", w.ns.data_path(ring).display());
         assert!(!status.success() && log.contains(&owned), "{status}: {log}");
     }
+}
+
+/// Found by review: an importer of an `overwrite` ring, which never reads
+/// the reader table, did not notice a reader truncating the ring's control
+/// file, and held its writer lease for as long as it ran: helixd's repair,
+/// which takes the lease, could not mend the ring. It lets go now (the
+/// link ends with the damage named; the service starts it again).
+#[test]
+fn an_importer_lets_go_of_a_destination_damaged_under_it_for_its_repair() {
+    let mut w = World::new("damaged destination", Duration::from_secs(60));
+    let opts = RingOptions { capacity: 4096, max_payload: 256, policy: Policy::Overwrite, ..Default::default() };
+    w.ring_with("dst", &opts);
+    let im = w.spawn(w.importer("src", "dst"));
+    let view = helix::RingView::attach(&w.ns, "dst").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !view.stats().lease.alive {
+        assert!(Instant::now() < deadline, "the importer did not take dst's lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::OpenOptions::new().write(true).open(w.ns.readers_path("dst")).unwrap().set_len(0).unwrap();
+    let (status, log) = w.exited(im, Duration::from_secs(20));
+    assert!(!status.success() && log.contains("letting go of its writer lease for helixd to repair it"), "{log}");
+    Ring::repair_readers(&w.ns, "dst").expect("the lease is free for the repair");
 }

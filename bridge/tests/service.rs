@@ -250,12 +250,7 @@ fn one_process_exports_and_imports_by_its_configuration() {
             }
         }
     }
-    let frames = |dir: &str| {
-        scrape(&format!("127.0.0.1:{port}"))
-            .into_iter()
-            .find(|(n, d, _)| n == "helix_bridge_frames_total" && d == dir)
-            .map(|s| s.2)
-    };
+    let frames = |dir: &str| link_metric(port, "helix_bridge_frames_total", dir, None);
     // The counters move after the frames do: the importer's after its
     // commit, the exporter's as JetStream acknowledges.
     until("the importer counts every frame", || frames("import") == Some(N as f64));
@@ -343,7 +338,14 @@ fn ledger_metric(port: u16, name: &str) -> f64 {
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         return -1.0;
     }
-    scrape(&format!("127.0.0.1:{port}")).into_iter().find(|(n, d, _)| n == name && d == "ledger").map_or(-1.0, |s| s.2)
+    link_metric(port, name, "ledger", None).unwrap_or(-1.0)
+}
+
+/// Metric `name` of the link of `direction` (and of ring `ring`, if
+/// given) at `port`.
+fn link_metric(port: u16, name: &str, direction: &str, ring: Option<&str>) -> Option<f64> {
+    let samples = scrape(&format!("127.0.0.1:{port}")).into_iter();
+    samples.filter(|(n, d, r, _)| n == name && d == direction && ring.is_none_or(|ring| r == ring)).map(|s| s.3).next()
 }
 
 /// Waits (at most 30 s) until `f` holds.
@@ -496,4 +498,71 @@ fn a_stuck_link_stops_the_watchdog_pings() {
     notifications(&sock, |g| status(g) >= 2);
     let after = notifications(&sock, |g| status(g) >= 2);
     assert!(after.iter().all(|m| !m.contains("WATCHDOG=1")), "pinged while stuck: {after:?}");
+}
+
+/// Found by review: a link that failed ended the process, and with it
+/// every link; systemd started it again every 2 s, to fail again, while
+/// one ring was misnamed in the file, or a reader kept truncating a
+/// bridged ring's control file. Now a failed link is said, counted and
+/// started again on its own, and the others go on.
+#[test]
+fn a_link_that_fails_is_started_again_on_its_own_and_the_others_go_on() {
+    let (mut w, mut src) = World::with_rings("failing link", Duration::from_secs(120), 4096, 4096);
+    let mut other = w.ring("other", 4096).writer().unwrap();
+    let dir = Scratch::new(&w.tag);
+    let port = free_port();
+    // `missing` is no ring (yet): its import fails at once.
+    let links = "[[export]]\nring = \"src\"\n[[export]]\nring = \"other\"\n\
+                 [[import]]\nsource_host = \"hosta\"\nsource_ring = \"src\"\nring = \"missing\"\n";
+    let path = config(&w, &dir.0, port, links);
+    let sock_path = dir.0.join("notify");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let mut cmd = bridge();
+    cmd.arg("--config").arg(&path).env("NOTIFY_SOCKET", &sock_path);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let child = w.spawn(cmd);
+    let ready = notifications(&sock, |g| g.iter().any(|m| m.contains("READY=1")));
+    assert!(ready.iter().any(|m| m.contains("import missing")), "{ready:?}");
+    let metric = |name: &str, direction: &str, ring: &str| {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        link_metric(port, name, direction, Some(ring))
+    };
+    let frames = |ring: &str| metric("helix_bridge_frames_total", "export", ring).unwrap_or(0.0);
+    until("the failed import is counted", || {
+        metric("helix_bridge_link_restarts_total", "import", "missing").is_some_and(|n| n >= 1.0)
+    });
+    for seq in 1..=100 {
+        other.publish_kind(kind(seq), &payload(seq)).unwrap();
+        src.publish_kind(kind(seq), &payload(seq)).unwrap();
+    }
+    until("both exports go on beside it", || frames("other") >= 100.0 && frames("src") >= 100.0);
+    // A reader truncates src's control file: src's export fails, and is
+    // started again once the ring is repaired; `other`'s goes on meanwhile.
+    drop(src);
+    std::fs::OpenOptions::new().write(true).open(w.ns.readers_path("src")).unwrap().set_len(0).unwrap();
+    until("the damaged ring's export fails", || {
+        metric("helix_bridge_link_restarts_total", "export", "src").is_some_and(|n| n >= 1.0)
+    });
+    for seq in 101..=200 {
+        other.publish_kind(kind(seq), &payload(seq)).unwrap();
+    }
+    until("the other export goes on", || frames("other") >= 200.0);
+    let mut src = helix::Ring::repair_readers(&w.ns, "src").unwrap().writer().unwrap();
+    for seq in 101..=150 {
+        src.publish_kind(kind(seq), &payload(seq)).unwrap();
+    }
+    until("the repaired ring's export is started again", || {
+        metric("helix_bridge_link_failing", "export", "src") == Some(0.0) && frames("src") >= 150.0
+    });
+    // The missing ring made: its import is started again and takes the stream.
+    w.ring("missing", 4096);
+    until("the import is started again", || metric("helix_bridge_link_failing", "import", "missing") == Some(0.0));
+    until("the import takes what src sent", || {
+        metric("helix_bridge_frames_total", "import", "missing").is_some_and(|n| n >= 150.0)
+    });
+    let log = w.stop(child);
+    assert!(
+        log.contains("import missing") && log.contains("starting it again in 2 s (the other links go on)"),
+        "{log}"
+    );
 }

@@ -138,8 +138,13 @@ impl World {
         let stall_timeout = Duration::from_secs(60);
         let opts =
             RingOptions { capacity, max_payload, policy: Policy::Block, stall_timeout, ..RingOptions::default() };
+        self.ring_with(name, &opts)
+    }
+
+    /// A ring of `opts`, removed with the world.
+    pub fn ring_with(&mut self, name: &str, opts: &RingOptions) -> Ring {
         self.rings.push(name.to_owned());
-        Ring::create(&self.ns, name, &opts).unwrap()
+        Ring::create(&self.ns, name, opts).unwrap()
     }
 
     /// The bridge with this world's server, stream, site and namespace.
@@ -259,8 +264,8 @@ pub fn kind(seq: u64) -> u32 {
 }
 
 /// The metrics at `addr` (a plain HTTP GET), parsed: (name, direction
-/// label, value) of every sample.
-pub fn scrape(addr: &str) -> Vec<(String, String, f64)> {
+/// label, ring label, value) of every sample.
+pub fn scrape(addr: &str) -> Vec<(String, String, String, f64)> {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -279,7 +284,8 @@ pub fn scrape(addr: &str) -> Vec<(String, String, f64)> {
                 | prometheus_parse::Value::Untyped(v) => v,
                 other => panic!("{}: unexpected {other:?}", s.metric),
             };
-            (s.metric, s.labels.get("direction").unwrap_or_default().to_owned(), v)
+            let label = |k| s.labels.get(k).unwrap_or_default().to_owned();
+            (s.metric.clone(), label("direction"), label("ring"), v)
         })
         .collect()
 }
@@ -288,7 +294,7 @@ pub fn scrape(addr: &str) -> Vec<(String, String, f64)> {
 pub fn metric_reaches(addr: &str, name: &str, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let got = scrape(addr).into_iter().find(|(n, _, _)| n == name).map(|(_, _, v)| v);
+        let got = scrape(addr).into_iter().find(|(n, ..)| n == name).map(|(.., v)| v);
         if got == Some(want) {
             return;
         }
