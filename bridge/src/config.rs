@@ -267,7 +267,8 @@ fn exports(src: &Source, list: &[RawExport], site: &str, host: &str) -> Result<V
             host: host.to_owned(),
             reader_name: READER_NAME.into(),
             gating: e.gating.unwrap_or(true),
-            max_in_flight: int(src, &e.max_in_flight, "max_in_flight", (1, 65_536), 64)? as usize,
+            max_in_flight: int(src, &e.max_in_flight, "max_in_flight", (1, crate::nats::MAX_IN_FLIGHT as i64), 64)?
+                as usize,
             max_frames: int(src, &e.max_frames, "max_frames", (1, 1 << 20), 512)? as usize,
             max_bytes: int(src, &e.max_message_bytes, "max_message_bytes", (1, 64 << 20), 256 << 10)? as usize,
         });

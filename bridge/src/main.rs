@@ -123,9 +123,9 @@ struct ExportArgs {
     /// Do not gate the ring's writer; frames lost to overruns are sent as gaps.
     #[arg(long)]
     non_gating: bool,
-    /// Messages published and not yet acknowledged, at most.
-    #[arg(long, default_value_t = 64)]
-    max_in_flight: usize,
+    /// Messages published and not yet acknowledged, at most (1 to 65536).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=nats::MAX_IN_FLIGHT as i64))]
+    max_in_flight: u32,
     /// Frames packed in one message, at most.
     #[arg(long, default_value_t = 512)]
     max_frames: usize,
@@ -310,7 +310,7 @@ fn export_link(a: &ExportArgs, site: &str) -> Result<export::Export> {
         host,
         reader_name: config::READER_NAME.into(),
         gating: !a.non_gating,
-        max_in_flight: a.max_in_flight.max(1),
+        max_in_flight: a.max_in_flight as usize,
         max_frames: a.max_frames.max(1),
         max_bytes: a.max_message_bytes,
     })

@@ -68,8 +68,17 @@ pub async fn connect(server: &Server, name: &str, counters: Arc<Counters>) -> Re
         .map(|u| u.parse().with_context(|| format!("NATS server URL {u:?}")))
         .collect::<Result<_>>()?;
     let client = opts.connect(urls).await.context("connecting to NATS")?;
-    Ok(jetstream::ContextBuilder::new().timeout(server.ack_timeout).build(client))
+    // The exporter keeps its own flight (`max_in_flight`, up to
+    // `MAX_IN_FLIGHT`); the client's limit, 5,000 by default, must not be
+    // below it: a publish past it waited for a permit the exporter's own
+    // unawaited acknowledgements held, for ever (found by review).
+    let js = jetstream::ContextBuilder::new().timeout(server.ack_timeout).max_ack_inflight(MAX_IN_FLIGHT);
+    Ok(js.build(client))
 }
+
+/// The most messages an exporter keeps published and not yet acknowledged
+/// (`max_in_flight`'s upper bound).
+pub const MAX_IN_FLIGHT: usize = 65_536;
 
 /// The stream, created with the configured settings if it does not exist
 /// (an existing stream is used as it is: its owner may have tuned it).

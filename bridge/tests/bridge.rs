@@ -928,3 +928,26 @@ fn an_importer_lets_go_of_a_destination_damaged_under_it_for_its_repair() {
     assert!(!status.success() && log.contains("letting go of its writer lease for helixd to repair it"), "{log}");
     Ring::repair_readers(&w.ns, "dst").expect("the lease is free for the repair");
 }
+
+/// Found by review: an exporter let `max_in_flight` publishes wait for
+/// their acknowledgements, but the NATS client allows 5,000 by default
+/// and made a publish past them wait for a permit, which the exporter's
+/// own unawaited acknowledgements held: with more than 5,000 in flight it
+/// stopped for good at frame 5,000, saying nothing.
+#[test]
+fn an_exporter_keeps_more_than_five_thousand_messages_in_flight() {
+    let (mut w, mut writer) = World::with_rings("many in flight", Duration::from_secs(120), 16384, 16384);
+    let n = 10_000;
+    produce(&mut writer, 1, n);
+    let args = ["export", "--ring", "src", "--host", "hosta", "--max-in-flight", "6000", "--max-frames", "1"];
+    let ex = w.spawn(w.bridge(&args));
+    let im = w.spawn(w.importer("src", "dst"));
+    let seen = verify_to(destination(&w.ns, "dst"), n, Duration::from_secs(60), &AtomicU64::new(0));
+    assert_eq!((seen.frames, seen.gaps), (n, vec![]));
+    w.stop(im);
+    w.stop(ex);
+    // Beyond what the client takes is refused, naming the flag.
+    let out = w.bridge(&["export", "--ring", "src", "--max-in-flight", "65537"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--max-in-flight"), "{err}");
+}
