@@ -97,8 +97,8 @@ impl std::ops::Deref for Publisher {
     }
 }
 
-/// Bytes of a message's headers a stream's `max_msg_size` counts besides
-/// its payload, at most: the message id (host, ring, incarnation, epoch,
+/// Bytes of a message's headers the server's `max_payload` and a stream's
+/// `max_msg_size` count besides its payload, at most: the message id (host, ring, incarnation, epoch,
 /// range) and the header block around it.
 const HEADERS_ROOM: usize = 512;
 
@@ -246,13 +246,15 @@ async fn begin(
     // takes (its `max_payload`, 1 MiB by default).
     let max_payload = view.geometry().max_payload as usize;
     let header = wire::HEADER + source.host.len() + source.ring.len();
+    // Both count the publish's headers too. (Found by review: only the
+    // server's was kept to, and a stream of 64 KiB messages refused every
+    // larger one, for ever; then the server's was kept to without the
+    // headers, and a frame within them of it was refused, and sent again,
+    // for ever.)
     let server_limit = match js.client().server_info().max_payload {
         0 => usize::MAX,
-        n => n,
+        n => n.saturating_sub(HEADERS_ROOM),
     };
-    // A stream's own limit, if its owner set one, counts the headers too.
-    // (Found by review: only the server's was kept to, and a stream of
-    // 64 KiB messages refused every larger one, for ever.)
     let stream_limit = js.stream_limit.map_or(usize::MAX, |n| n.saturating_sub(HEADERS_ROOM));
     let server_limit = server_limit.min(stream_limit);
     let room = x.max_bytes.min(server_limit.saturating_sub(header));
