@@ -680,6 +680,18 @@ fn an_idle_ledger_signs_nothing_new_and_a_busy_one_signs_when_the_interval_is_du
     assert_eq!(l.stats().checkpoints, 2);
 }
 
+/// A ledger in `dir` signing with key 1 every 60 s, ring `t` declared and
+/// a checkpoint signed now: the ledger, the ring's id, and now.
+fn opened_signing(dir: &Path) -> (Ledger, u16, u64) {
+    let (mut l, _) = Ledger::open(dir, 1 << 20).unwrap();
+    l.set_signer(Some(Signer::new(key(1), 60)));
+    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
+    let (id, _) = l.declare(&decl).unwrap();
+    let t = helix::process::realtime_ns();
+    assert!(l.checkpoint(t, Reason::Open));
+    (l, id, t)
+}
+
 #[test]
 fn a_clock_set_back_past_the_last_checkpoint_has_the_next_batch_signed() {
     // Found by review: the next checkpoint fell due an interval after the
@@ -689,12 +701,7 @@ fn a_clock_set_back_past_the_last_checkpoint_has_the_next_batch_signed() {
     // recorder's ledger failed `verify --pubkey`.
     let env = Env::new();
     let dir = env.path("ledger");
-    let (mut l, _) = Ledger::open(&dir, 1 << 20).unwrap();
-    l.set_signer(Some(Signer::new(key(1), 60)));
-    let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 64, policy: 1, name: "t".into() };
-    let (id, _) = l.declare(&decl).unwrap();
-    let t = helix::process::realtime_ns();
-    assert!(l.checkpoint(t, Reason::Open));
+    let (mut l, id, t) = opened_signing(&dir);
     for b in 0..17 {
         let now = t - 100 * SEC + b * 10 * SEC;
         l.checkpoint_if_due(now);
@@ -799,4 +806,35 @@ fn retention_signs_no_manifest_past_one_written_by_hand_until_an_operator_vouche
     let out = run(&["sign-pruned", "--key"], &[&k, &dir]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(read_pruned(&dir).unwrap().unwrap().signed.is_none());
+}
+
+/// Found by review: the recorder asks whether a checkpoint is due before
+/// each batch and stamps the batch after reading it; stopped between the
+/// two for more than an interval (a VM paused, SIGSTOP, a slow read), it
+/// stamped a block more than two intervals after the first unsigned one,
+/// and `verify --pubkey` failed the untouched ledger for good ("a
+/// checkpoint deleted?"). The ledger asks again at each block's own time.
+#[test]
+fn a_recorder_stopped_between_its_due_check_and_its_stamp_still_signs_in_time() {
+    let env = Env::new();
+    let dir = env.path("ledger");
+    let (mut l, id, t0) = opened_signing(&dir);
+    let batch = |l: &mut Ledger, seq: u64, at: u64| {
+        l.reserve_frame(id, seq, 1, at, 1, 8).fill(seq as u8);
+        l.seal(id, 1);
+    };
+    assert!(!l.checkpoint_if_due(t0 + SEC));
+    batch(&mut l, 1, t0 + SEC);
+    // Asked at 55 s: not due. Stopped for ten minutes, then stamped.
+    assert!(!l.checkpoint_if_due(t0 + 55 * SEC));
+    batch(&mut l, 2, t0 + 655 * SEC);
+    l.checkpoint_if_due(t0 + 656 * SEC);
+    batch(&mut l, 3, t0 + 657 * SEC);
+    assert!(l.checkpoint(t0 + 700 * SEC, Reason::Shutdown));
+    l.flush().unwrap();
+    l.sync().unwrap();
+    drop(l);
+    let signed = verify_signed(&dir, &key(1).verifying_key()).unwrap();
+    assert!(signed.is_ok(), "{}", signed.unwrap_err());
+    assert_eq!(checkpoints(&dir).len(), 3, "at the start, before frame 2, at the end");
 }
