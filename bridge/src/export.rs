@@ -97,6 +97,20 @@ impl std::ops::Deref for Publisher {
     }
 }
 
+/// Bytes of publishes an exporter's NATS client holds for its connection,
+/// about, at most ([`queue`]).
+const QUEUED_BYTES: usize = 32 << 20;
+
+/// The publishes an exporter's NATS client holds for its connection at
+/// most: about [`QUEUED_BYTES`] of messages. (Found by review: the
+/// client's default, 2,048, filled while a server was stalled or being
+/// reconnected to, each retry adding the pipeline's messages again: 512 MiB
+/// a link with the default 256 KiB messages.) A publish that finds it full
+/// waits, at most the acknowledgement timeout (`publish`).
+pub fn queue(x: &Export) -> usize {
+    (QUEUED_BYTES / x.max_bytes.max(1)).clamp(16, 2048)
+}
+
 /// Bytes of a message's headers the server's `max_payload` and a stream's
 /// `max_msg_size` count besides its payload, at most: the message id (host, ring, incarnation, epoch,
 /// range) and the header block around it.
@@ -491,7 +505,7 @@ fn next_message(reader: &mut Reader, source: &Source, limits: &Limits) -> Result
 }
 
 async fn publish(
-    js: &Context,
+    js: &Publisher,
     x: &Export,
     source: &Source,
     body: Vec<u8>,
@@ -503,9 +517,15 @@ async fn publish(
     let bytes = body.len() as u64;
     let id = format!("{}/{}/{:x}/{}/{tag}{first}-{last}", source.host, source.ring, source.created_ns, source.epoch);
     let sent = Instant::now();
-    let ack = js
-        .send_publish(x.subject.clone(), PublishMessage::build().payload(body.into()).message_id(id))
+    let message = PublishMessage::build().payload(body.into()).message_id(id);
+    // Its client's queue full ([`queue`]: the server stalled, or being
+    // reconnected to) is waited on no longer than an acknowledgement is.
+    let wait = js.server.ack_timeout;
+    let ack = tokio::time::timeout(wait, js.send_publish(x.subject.clone(), message))
         .await
+        .map_err(|_| {
+            anyhow::anyhow!("the NATS client took no publish for {wait:?}: its connection is stalled or down")
+        })?
         .context("publishing to JetStream")?;
     Ok(InFlight { ack, frames, bytes, sent })
 }

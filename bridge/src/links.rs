@@ -34,8 +34,8 @@ pub struct Ctx {
 /// while JetStream does not answer (a server that is not up yet, a cluster
 /// without a leader) until stopped; then the link is ready. A stream
 /// JetStream refuses ends the link with that error.
-async fn connect(c: &Ctx, name: &str) -> Result<(jetstream::Context, jetstream::stream::Stream)> {
-    let js = nats::connect(&c.server, name, c.counters.clone()).await?;
+async fn connect(c: &Ctx, name: &str, queue: Option<usize>) -> Result<(jetstream::Context, jetstream::stream::Stream)> {
+    let js = nats::connect(&c.server, name, c.counters.clone(), queue).await?;
     loop {
         match nats::stream(&js, &c.server, &c.counters.beats).await {
             Ok(stream) => {
@@ -57,7 +57,7 @@ async fn connect(c: &Ctx, name: &str) -> Result<(jetstream::Context, jetstream::
 
 /// Exports ring `x.ring` until stopped.
 pub async fn export(c: &Ctx, x: &Export) -> Result<()> {
-    let (js, stream) = connect(c, "helix-bridge export").await?;
+    let (js, stream) = connect(c, "helix-bridge export", Some(crate::export::queue(x))).await?;
     // The stream's own limit on a message (-1: none), as its owner set it.
     let stream_limit = usize::try_from(stream.cached_info().config.max_message_size).ok();
     let js = crate::export::Publisher { js, stream_limit, server: c.server.clone() };
@@ -81,7 +81,7 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
         Ok((imp, place))
     };
     let (mut imp, place) = open()?;
-    let (_, stream) = connect(c, "helix-bridge import").await?;
+    let (_, stream) = connect(c, "helix-bridge import", None).await?;
     let subject = nats::subject(site, &a.source_host, &a.source_ring);
     info!("importing {subject} into ring {} from stream sequence {}", a.ring, place.resume.max(1));
     let mut next = place.resume;
@@ -337,6 +337,6 @@ async fn reset_resume(stream: &jetstream::stream::Stream, subject: &str, next: u
 
 /// Mirrors the ledger head of `m.dir` until stopped.
 pub async fn ledger(c: &Ctx, host: &str, m: &LedgerMirror) -> Result<()> {
-    let (js, _) = connect(c, "helix-bridge ledger").await?;
+    let (js, _) = connect(c, "helix-bridge ledger", None).await?;
     head::run(&js, &c.server, host, m, &c.counters, &c.stop).await
 }

@@ -40,9 +40,19 @@ pub struct Server {
 }
 
 /// Connects (retrying while the server is down: a bridge started before
-/// its server waits for it) and counts reconnects.
-pub async fn connect(server: &Server, name: &str, counters: Arc<Counters>) -> Result<jetstream::Context> {
+/// its server waits for it) and counts reconnects. `queue`: the commands
+/// (publishes) the client holds for its connection at most, if not its
+/// default 2,048.
+pub async fn connect(
+    server: &Server,
+    name: &str,
+    counters: Arc<Counters>,
+    queue: Option<usize>,
+) -> Result<jetstream::Context> {
     let mut opts = async_nats::ConnectOptions::new().name(name).retry_on_initial_connect().max_reconnects(None);
+    if let Some(queue) = queue {
+        opts = opts.client_capacity(queue);
+    }
     if let Some(path) = &server.credentials {
         opts = opts
             .credentials_file(path)

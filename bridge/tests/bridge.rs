@@ -969,3 +969,36 @@ fn an_exporter_keeps_more_than_five_thousand_messages_in_flight() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--max-in-flight"), "{err}");
 }
+
+/// Found by review: while the server was stalled (or being reconnected
+/// to), each retry queued the pipeline's messages again in the NATS
+/// client, up to its 2,048 commands: 512 MiB an exporter with the default
+/// 256 KiB messages. The client holds about 32 MiB of publishes now, and
+/// a publish that finds it full waits no longer than an acknowledgement.
+#[test]
+fn an_exporter_holds_a_bounded_queue_while_its_server_is_stalled() {
+    let mut w = World::new("stalled server memory", Duration::from_secs(120));
+    let mut writer = w.ring_of("src", 65536, 1024).writer().unwrap();
+    let ex = w.spawn(w.bridge(&["--ack-timeout-ms", "300", "export", "--ring", "src", "--host", "hosta"]));
+    joined(&w.ns, "src");
+    w.pause_server(true);
+    let frame = vec![5u8; 1000];
+    for seq in 1..=65_000 {
+        assert_eq!(writer.publish(&frame).unwrap(), seq);
+    }
+    let anon_mib = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() >> 10
+    };
+    // Twenty seconds of retries into the stalled server (a bound, not a
+    // timing: the queue is bounded whatever the retries come to).
+    let mut most = 0;
+    for _ in 0..40 {
+        most = most.max(anon_mib(w.pid(ex)));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    w.pause_server(false);
+    assert!(most < 100, "the exporter's anonymous memory reached {most} MiB");
+    w.stop(ex);
+}
