@@ -590,3 +590,24 @@ fn a_range_that_began_in_pruned_segments_is_said() {
     assert_eq!((v["first_seq"].as_u64(), v["start_pruned"].as_bool()), (Some(kept), Some(false)), "{v}");
     assert!(!err.contains("retention pruned"), "{err}");
 }
+
+/// Found by review: where the last segment did not read, `--into` a
+/// recorded name was not checked, and the frames before the damage went
+/// into ring t. The rings of the records before the damage count now.
+#[test]
+fn replay_refuses_a_recorded_name_though_the_last_segment_does_not_read() {
+    let env = Env::new();
+    let dir = env.path("ledger");
+    sample_ledger(&dir);
+    let last = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&last, bytes).unwrap();
+    assert!(helix::ledger::verify::head(&dir).unwrap().is_err(), "the last segment does not read");
+    let o = replay_cmd(&env, &dir, &["--ring", "t", "--pace", "max", "--into", "t"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--into t: this ledger records a ring of that name"), "{err}");
+    assert!(!env.ns.data_path("t").exists());
+}

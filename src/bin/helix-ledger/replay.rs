@@ -190,11 +190,21 @@ fn checked(a: &ReplayArgs) -> anyhow::Result<String> {
 /// stopped, or the ring retired by a reload) the name is free, and a
 /// replay made it: the recorder, following the name, recorded the old
 /// frames as a live incarnation, and helixd adopted the ring at its next
-/// start (found by review). A folder whose head cannot be read is left to
-/// the replay to name.
+/// start (found by review). In a folder whose last segment does not read
+/// (the replay then names the damage), the rings of the records before
+/// the damage count: the replay publishes no frame after it. (Found by
+/// review: the check was skipped, and frames went into a recorded name.)
 fn refuse_a_recorded_name(dir: &Path, into: &str) -> anyhow::Result<()> {
-    let Ok(Ok(head)) = helix::ledger::verify::head(dir) else { return Ok(()) };
-    if head.rings.iter().any(|(name, _)| name == into) {
+    let recorded = match helix::ledger::verify::head(dir) {
+        Ok(Ok(head)) => head.rings.iter().any(|(name, _)| name == into),
+        _ => {
+            let mut seen = false;
+            // Walked to the damage (or an unreadable folder: the replay says).
+            let _ = helix::ledger::verify::walk(dir, |at| seen |= at.ring == into);
+            seen
+        }
+    };
+    if recorded {
         anyhow::bail!(
             "--into {into}: this ledger records a ring of that name, and so would take frames replayed into it for \
              live ones (as would helixd, adopting the ring): replay into another name (without --into: replay.RING)"
