@@ -251,4 +251,5 @@ def ledger_export(
     list[int],
     int,
     Optional[tuple[int, int]],
+    dict,
 ]: ...

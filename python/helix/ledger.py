@@ -15,6 +15,8 @@ __all__ = [
     "EXPORT_DTYPE",
     "IncarnationWarning",
     "LedgerError",
+    "LossWarning",
+    "PrunedWarning",
     "TornTailWarning",
     "verify",
     "export",
@@ -41,6 +43,21 @@ class IncarnationWarning(UserWarning):
     little-endian); a declaration's sequence is the ring's next one when
     it was declared, so from ``from_seq=1`` each incarnation's declaration
     is among them, and a range that starts later may hold none."""
+
+
+class LossWarning(UserWarning):
+    """``export`` (without ``with_others``) took a range in which the ledger
+    recorded losses: GAP records, sequences overwritten before they were
+    read (or a frame too large for a record). The warning says how many
+    sequences of the range were lost; they are missing from ``ring_seq``,
+    and ``with_others=True`` returns the GAP records themselves."""
+
+
+class PrunedWarning(UserWarning):
+    """``export`` took a range that may have begun in segments retention
+    pruned (deleted) from the ledger: what they held was not exported. The
+    warning says which segments, and where what is left of the range
+    begins."""
 
 
 def verify(dir: Union[str, "os.PathLike[str]"]) -> dict:
@@ -70,10 +87,41 @@ def export(
     The whole ledger is verified on the way: ``LedgerError`` if it fails;
     a torn tail read past at its end is said with a ``TornTailWarning``,
     records of more than one incarnation of the ring (created again in the
-    range: its sequence started again) with an ``IncarnationWarning``."""
-    samples, others, torn, incarnations, frames, first = ledger_export(
+    range: its sequence started again) with an ``IncarnationWarning``,
+    losses in the range (without ``with_others``) with a ``LossWarning``,
+    and a range that may have begun in segments retention pruned with a
+    ``PrunedWarning``. A ring the ledger does not record raises
+    ``LedgerError`` naming those it does; ``from_seq`` after ``to_seq``,
+    ``ValueError``."""
+    if from_seq > to_seq:
+        raise ValueError(f"from_seq {from_seq} is after to_seq {to_seq}")
+    samples, others, torn, incarnations, frames, first, notes = ledger_export(
         os.fspath(dir), ring, from_seq, to_seq, with_others
     )
+    # Found by review: a misspelt ring, a range wholly lost or pruned,
+    # gave an empty array, which reads as "nothing recorded there".
+    if ring not in notes["rings"]:
+        raise LedgerError(
+            f"ring {ring!r} is not in the ledger in {os.fspath(dir)} (it records {', '.join(notes['rings'])})"
+        )
+    start = max(from_seq, 1)
+    if notes["pruned"] and (notes["first_seq"] is None or notes["first_seq"] > start):
+        segment, records = notes["pruned"]
+        left = "none of it is left" if notes["first_seq"] is None else f"what is left begins at {notes['first_seq']}"
+        warnings.warn(
+            f"retention pruned this ledger's segments 1 to {segment} ({records} records): what they held of ring "
+            f"{ring!r} from sequence {start} was not exported; {left}",
+            PrunedWarning,
+            stacklevel=2,
+        )
+    if notes["gaps"] and not with_others:
+        gaps = f"{notes['gaps']} GAP record" + ("s" if notes["gaps"] != 1 else "")
+        warnings.warn(
+            f"ring {ring!r} lost {notes['lost']} sequences of {from_seq}..={to_seq} ({gaps}): "
+            "they are missing from ring_seq (with_others=True returns the GAP records)",
+            LossWarning,
+            stacklevel=2,
+        )
     if len(incarnations) > 1:
         warnings.warn(
             f"ring {ring!r} was created again: the records exported are of {len(incarnations)} incarnations "

@@ -80,6 +80,11 @@ struct Collected {
     /// order, each once: more than one means the ring was created again and
     /// its sequence started again among them.
     incarnations: Vec<u64>,
+    /// The first sequence of a frame or GAP taken.
+    first_seq: Option<u64>,
+    /// GAP records in the range, and the sequences of the range they lost.
+    gaps: u64,
+    lost: u64,
 }
 
 impl Collected {
@@ -106,6 +111,13 @@ impl Collected {
         if recorded && self.incarnations.last() != Some(&self.declared) {
             self.incarnations.push(self.declared);
         }
+        if recorded {
+            self.first_seq.get_or_insert(h.seq);
+        }
+        if rtype == Some(RecordType::Gap) {
+            self.gaps += 1;
+            self.lost = self.lost.saturating_add((last.min(to) - h.seq.max(from)).saturating_add(1));
+        }
         let sample = (rtype == Some(RecordType::Frame) && h.kind == KIND_SAMPLE)
             .then(|| bytemuck::try_pod_read_unaligned::<Sample>(at.record.payload).ok())
             .flatten();
@@ -130,7 +142,7 @@ impl Collected {
 }
 
 /// What [`ledger_export`] returns to Python.
-type Export<'py> = (Bound<'py, PyAny>, Bound<'py, PyList>, u64, Vec<u64>, u64, Option<(u64, u32)>);
+type Export<'py> = (Bound<'py, PyAny>, Bound<'py, PyList>, u64, Vec<u64>, u64, Option<(u64, u32)>, Bound<'py, PyDict>);
 
 /// The records of ring `ring` with a sequence in `from_seq..=to_seq`:
 /// `(samples, others, partial_tail, incarnations, frames, first)`, the
@@ -139,8 +151,12 @@ type Export<'py> = (Bound<'py, PyAny>, Bound<'py, PyList>, u64, Vec<u64>, u64, O
 /// kind, bytes)` if `with_others` (else an empty list), the bytes of a torn
 /// tail read past at the end of the last segment, the ring's incarnations
 /// (`created_ns`) the records taken belong to, in order, and the number of
-/// frames of other kinds than samples with the first one's `(seq, kind)`.
-/// Raises `helix.LedgerError` if the ledger does not verify.
+/// frames of other kinds than samples with the first one's `(seq, kind)`,
+/// and what the caller says of the range: a dict of `rings` (the names the
+/// ledger records), `pruned` (`(segment, records)` retention pruned, or
+/// None), `first_seq` (of the first frame or GAP taken, or None), `gaps`
+/// and `lost` (the GAP records in the range, and the sequences of it they
+/// lost). Raises `helix.LedgerError` if the ledger does not verify.
 #[pyfunction]
 #[pyo3(signature = (dir, ring, from_seq, to_seq, with_others=true))]
 pub(crate) fn ledger_export<'py>(
@@ -161,5 +177,12 @@ pub(crate) fn ledger_export<'py>(
     for (rtype, seq, last, kind, payload) in got.others {
         others.append((rtype, seq, last, kind, PyBytes::new(py, &payload)))?;
     }
-    Ok((samples, others, summary.partial_tail, got.incarnations, got.frames_not_samples, got.first_not_sample))
+    let notes = PyDict::new(py);
+    notes.set_item("rings", summary.rings.iter().map(|r| r.decl.name.as_str()).collect::<Vec<_>>())?;
+    notes.set_item("pruned", summary.pruned.as_ref().map(|p| (p.segment, p.records)))?;
+    notes.set_item("first_seq", got.first_seq)?;
+    notes.set_item("gaps", got.gaps)?;
+    notes.set_item("lost", got.lost)?;
+    let (incarnations, frames, first) = (got.incarnations, got.frames_not_samples, got.first_not_sample);
+    Ok((samples, others, summary.partial_tail, incarnations, frames, first, notes))
 }
