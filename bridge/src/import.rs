@@ -52,7 +52,56 @@ pub struct Importer {
     /// The older source incarnation whose messages were last said to be
     /// dropped (said once per incarnation).
     said_older: u64,
+    /// Refused messages, as logged.
+    refusals: Refusals,
     pub counters: std::sync::Arc<Counters>,
+}
+
+/// Refused messages said one by one, at most [`Refusals::EACH`] a
+/// [`Refusals::WINDOW`], the rest summed up at its end. (Found by review:
+/// each was a warning of its own, and a publisher's flood of garbage
+/// filled journald's rate limit for the service, hiding the importer's
+/// other warnings.)
+#[derive(Default)]
+struct Refusals {
+    /// When the current window ends (`None`: none begun).
+    ends: Option<std::time::Instant>,
+    said: u32,
+    /// Refused past those said, and the last of them.
+    quiet: u64,
+    last: String,
+}
+
+impl Refusals {
+    const EACH: u32 = 10;
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn refused(&mut self, stream_seq: u64, why: &str) {
+        let now = std::time::Instant::now();
+        if self.ends.is_none_or(|end| now >= end) {
+            self.sum_up();
+            (self.ends, self.said) = (Some(now + Self::WINDOW), 0);
+        }
+        if self.said < Self::EACH {
+            self.said += 1;
+            warn!("stream message {stream_seq}: refused: {why}");
+        } else {
+            self.quiet += 1;
+            self.last = format!("stream message {stream_seq}: {why}");
+        }
+    }
+
+    /// Says how many were refused and not said one by one, if any.
+    fn sum_up(&mut self) {
+        if self.quiet > 0 {
+            warn!(
+                "{} more stream messages refused, not logged one by one (the last: {}); each is counted in \
+                 rejected_total",
+                std::mem::take(&mut self.quiet),
+                self.last
+            );
+        }
+    }
 }
 
 impl Importer {
@@ -83,6 +132,7 @@ impl Importer {
             pending: BTreeMap::new(),
             max_pending,
             said_older: 0,
+            refusals: Refusals::default(),
             counters: Default::default(),
         };
         Ok((imp, place))
@@ -222,10 +272,18 @@ impl Importer {
         }
     }
 
-    fn reject(&self, stream_seq: u64, why: &str) -> Result<()> {
+    fn reject(&mut self, stream_seq: u64, why: &str) -> Result<()> {
         Counters::add(&self.counters.rejected, 1);
-        warn!("stream message {stream_seq}: refused: {why}");
+        self.refusals.refused(stream_seq, why);
         Ok(())
+    }
+
+    /// Sums up the refusals not said one by one once their window is over
+    /// (each turn of the loop), or now (`at_end`).
+    pub fn say_refusals(&mut self, at_end: bool) {
+        if at_end || self.refusals.ends.is_some_and(|end| std::time::Instant::now() >= end) {
+            self.refusals.sum_up();
+        }
     }
 
     /// Where a restart reads again: this message, or an earlier one still

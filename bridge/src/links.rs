@@ -110,6 +110,7 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
         let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("consuming: {e}"))?;
         while !c.stop.load(Ordering::Relaxed) {
             Counters::add(&c.counters.beats, 1);
+            imp.say_refusals(false);
             if destination.replaced(&c.ns, &imp)? {
                 let place;
                 (imp, place) = open()?;
@@ -148,6 +149,7 @@ pub async fn import(c: &Ctx, site: &str, a: &Import) -> Result<()> {
             }
         }
     }
+    imp.say_refusals(true);
     info!("importer stopped at source sequence {}", imp.hwm());
     Ok(())
 }

@@ -767,7 +767,7 @@ fn garbage_on_the_subject_is_refused_and_the_importer_goes_on() {
 /// Publishes `bodies` on the subject of host `hosta`'s ring `src`, as a
 /// hostile publisher (or a test's hand) would, once the importer has made
 /// the stream.
-fn publish_on_src<const N: usize>(w: &World, bodies: [Vec<u8>; N]) {
+fn publish_on_src(w: &World, bodies: impl IntoIterator<Item = Vec<u8>>) {
     let subject = format!("helix.{}.hosta.src", w.tag);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -1001,4 +1001,23 @@ fn an_exporter_holds_a_bounded_queue_while_its_server_is_stalled() {
     w.pause_server(false);
     assert!(most < 100, "the exporter's anonymous memory reached {most} MiB");
     w.stop(ex);
+}
+
+/// Found by review: each refused message was a warning of its own, so a
+/// publisher's flood of garbage filled journald's rate limit for the
+/// service and hid the importer's other warnings. Ten a window are said
+/// one by one, the rest summed up.
+#[test]
+fn a_flood_of_refused_messages_is_summed_up_not_logged_one_by_one() {
+    let (mut w, _writer) = World::with_rings("a flood of refusals", Duration::from_secs(90), 1024, 1024);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let args = ["import", "--source-host", "hosta", "--source-ring", "src", "--ring", "dst", "--metrics", &metrics];
+    let im = w.spawn(w.bridge(&args));
+    publish_on_src(&w, (0..2000).map(|i| format!("garbage {i}").into_bytes()));
+    metric_reaches(&metrics, "helix_bridge_rejected_total", 2000.0);
+    let log = w.stop(im);
+    let refusals = log.lines().filter(|l| l.contains("refused")).count();
+    assert!(refusals <= 2 * 11, "{refusals} lines of refusals");
+    assert!(log.contains("more stream messages refused, not logged one by one (the last: stream message"), "{log}");
+    assert!(log.contains("rejected 2000"), "{log}");
 }
