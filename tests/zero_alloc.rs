@@ -637,3 +637,33 @@ fn a_catch_up_holds_a_piece_of_a_compressed_segment_not_the_segment() {
     let largest = LARGEST.load(Ordering::Relaxed);
     assert!(largest <= 9 << 20, "an allocation of {largest} bytes: the segment (over 24 MiB) was read whole");
 }
+
+/// The anchors file grows by a line at every exported head (helix-bridge's
+/// head mirror appends one every few seconds: millions a year). Appending
+/// checks the file's lines, and retention reads them at each pass; both
+/// held every anchor in memory (found by review): now a line at a time,
+/// and retention keeps only those above its floor.
+#[test]
+fn appending_an_anchor_and_retention_hold_a_line_of_the_anchors_file_not_the_file() {
+    use helix::ledger::anchor::{append_anchor, read_anchors_above, Anchor, ANCHORS_FILE};
+
+    let (_turn, _ns) = take_turn("anchors in bounded memory");
+    let dir = tempfile::tempdir().unwrap();
+    const LINES: u64 = 100_000;
+    let anchor = |records| Anchor { records, hash: [7; 32], time_ns: records, note: "nats stream X seq 1".into() };
+    let text: String = (1..=LINES).map(|r| anchor(r).encode() + "\n").collect();
+    std::fs::write(dir.path().join(ANCHORS_FILE), &text).unwrap();
+
+    WATCHED.with(|w| w.set(true));
+    COUNTING.store(true, Ordering::Relaxed);
+    let appended = append_anchor(dir.path(), &anchor(LINES + 1));
+    let above = read_anchors_above(dir.path(), LINES - 5);
+    COUNTING.store(false, Ordering::Relaxed);
+    WATCHED.with(|w| w.set(false));
+
+    appended.unwrap();
+    let above: Vec<u64> = above.unwrap().list.iter().map(|(_, a)| a.records).collect();
+    assert_eq!(above, (LINES - 4..=LINES + 1).collect::<Vec<_>>());
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(largest <= 64 << 10, "an allocation of {largest} bytes: the file ({} bytes) was held whole", text.len());
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use async_nats::jetstream::{self, message::PublishMessage};
-use helix::ledger::anchor::{append_anchor, read_anchors, Anchor, LineError};
+use helix::ledger::anchor::{append_anchor, scan_anchors, Anchor, LineError};
 use helix::ledger::format::hex;
 use helix::ledger::sign::Checkpoint;
 use helix::ledger::{verify, Head};
@@ -144,7 +144,10 @@ pub async fn run(
 /// head already (a restarted mirror publishes it again). False if anchors
 /// cannot be written here at all: the mirror goes on without them.
 fn anchor(m: &LedgerMirror, h: &Head, note: &str) -> bool {
-    let last = read_anchors(&m.dir).ok().and_then(|a| a.list.last().map(|(_, a)| (a.records, a.hash)));
+    // The last line only is held (the file grows by one a head; found by
+    // review: it was held whole, at each head).
+    let mut last = None;
+    let last = scan_anchors(&m.dir, |_, a| last = Some((a.records, a.hash))).ok().and(last);
     if last == Some((h.records, h.hash)) {
         return true;
     }

@@ -171,13 +171,36 @@ pub struct Anchors {
 /// Reads `dir/anchors` (no file: no anchors). The first bad line is an
 /// error naming it.
 pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
+    let mut list = Vec::new();
+    let incomplete = scan_anchors(dir, |line, a| list.push((line, a)))?;
+    Ok(Anchors { list, incomplete })
+}
+
+/// [`read_anchors`], keeping only the anchors of more than `floor` records
+/// (what retention asks of the file each pass: the file grows by a line
+/// every few seconds while heads are exported, and was held whole).
+pub fn read_anchors_above(dir: &Path, floor: u64) -> Result<Anchors, LineError> {
+    let mut list = Vec::new();
+    let incomplete = scan_anchors(dir, |line, a| {
+        if a.records > floor {
+            list.push((line, a));
+        }
+    })?;
+    Ok(Anchors { list, incomplete })
+}
+
+/// Reads `dir/anchors` a line at a time (no file: no anchors), handing
+/// each anchor to `each` with its line number; returns the line number of
+/// a last line without its newline, if any (it is not read). The first bad
+/// line is an error naming it. Holds a line in memory, not the file.
+pub fn scan_anchors(dir: &Path, mut each: impl FnMut(usize, Anchor)) -> Result<Option<usize>, LineError> {
     let path = dir.join(ANCHORS_FILE);
     let mut r = match open_anchors(&path, false) {
         Ok((f, _)) => BufReader::new(f),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Anchors::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(LineError::Io { path, error }),
     };
-    let (mut out, mut raw) = (Anchors::default(), Vec::new());
+    let mut raw = Vec::new();
     for i in 1.. {
         match next_line(&mut r, &mut raw) {
             Ok(true) => {}
@@ -189,13 +212,12 @@ pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
             if let Some(problem) = too_long(&raw) {
                 return Err(bad(problem));
             }
-            out.incomplete = Some(i);
-            break;
+            return Ok(Some(i));
         };
         let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8".into()))?;
-        out.list.push((i, Anchor::decode(text).map_err(bad)?));
+        each(i, Anchor::decode(text).map_err(bad)?);
     }
-    Ok(out)
+    Ok(None)
 }
 
 /// Appends `anchor` to `dir/anchors` in one `write(2)` (O_APPEND, so
@@ -204,7 +226,7 @@ pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
 /// naming its line, and nothing is appended to it.
 pub fn append_anchor(dir: &Path, anchor: &Anchor) -> Result<(), LineError> {
     let path = dir.join(ANCHORS_FILE);
-    if let Some(line) = read_anchors(dir)?.incomplete {
+    if let Some(line) = scan_anchors(dir, |_, _| {})? {
         return Err(LineError::Bad {
             path,
             line,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use tracing::{debug, error, info, warn};
 
-use helix::ledger::anchor::{covered, read_anchors, ANCHORS_FILE};
+use helix::ledger::anchor::{covered, read_anchors_above, ANCHORS_FILE};
 use helix::ledger::compress::{compress_segment, is_compressed};
 use helix::ledger::format::{hex, segment_name};
 use helix::ledger::retention::{plan, prune, read_pruned, segment_infos, Policy};
@@ -135,8 +135,11 @@ impl State {
     fn try_pass(&mut self, stopping: &dyn Fn() -> bool) -> Result<()> {
         let dir = &self.dir;
         let pruned = read_pruned(dir)?;
-        let anchors = read_anchors(dir)?;
         let floor = self.anchored.max(pruned.map_or(0, |p| p.records));
+        // Only those that could move the floor are held: the file gains a
+        // line every few seconds while heads are exported (found by
+        // review: it was held whole, each pass).
+        let anchors = read_anchors_above(dir, floor)?;
         let (anchored, unmatched) = covered(dir, &anchors, floor)?;
         for u in unmatched {
             if self.unmatched.insert(u.line) {
