@@ -641,3 +641,29 @@ fn helixctl_tail_and_helix_bench_attach_catch_up_from_the_ledger() {
     assert!(text.contains("frames: 490 ") && text.contains("lost: 10"), "{text}");
     assert!(text.contains("catch-up from 1: 490 frames from the ledger") && text.contains("joined the ring"), "{text}");
 }
+
+/// Found by review: retention pruning the segments after the one a slow
+/// catch-up read stopped it with a damaged ledger's error ("segment 2 is
+/// missing and segment 4 follows"). It goes on at the first kept segment,
+/// what the pruned ones held said lost.
+#[test]
+fn a_catch_up_overtaken_by_retention_goes_on_past_the_pruned_segments() {
+    use helix::ledger::retention::{prune, segment_infos, Plan};
+    let (env, dir) = in_small_segments("catch-up overtaken by retention");
+    let mut c = catch_up(&env, &dir, 1).unwrap();
+    let mut got = read_to(&mut c, 5);
+    let segs = segment_infos(&dir, None).unwrap();
+    prune(&dir, &segs, &Plan { delete: segs[..3].to_vec(), unanchored: None }, None).unwrap();
+    let kept = first_frame(&dir);
+    got.extend(read_to(&mut c, 2001));
+    let gaps: Vec<(u64, u64)> = got
+        .iter()
+        .filter_map(|g| match g {
+            Got::Gap(a, b) => Some((*a, *b)),
+            Got::Frame(_) => None,
+        })
+        .collect();
+    assert!(gaps.len() == 1 && gaps[0].1 == kept - 1, "{gaps:?}, first kept {kept}");
+    assert_eq!(got, expect(1, 2001, &gaps));
+    assert_eq!(c.stats().lost, kept - gaps[0].0);
+}

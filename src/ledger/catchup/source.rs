@@ -40,6 +40,9 @@ pub(super) struct LedgerSource {
     pub first: Option<u64>,
     /// Why the visible end is where it is, if it is not a clean end.
     pub tail: Option<String>,
+    /// Retention pruned the segments after the one this reader was in: the
+    /// next record of the incarnation past `next` leaves a gap before it.
+    overtaken: bool,
 }
 
 impl LedgerSource {
@@ -78,6 +81,7 @@ impl LedgerSource {
             next: from,
             first: None,
             tail: None,
+            overtaken: false,
         })
     }
 
@@ -183,6 +187,11 @@ impl LedgerSource {
             };
         }
         let (first, last) = (block.header.seq, block.last_seq());
+        let recorded = matches!(block.rtype(), Some(RecordType::Frame | RecordType::Gap));
+        if recorded && first > self.next && std::mem::take(&mut self.overtaken) {
+            // What the pruned segments held of it is lost to this reader.
+            self.gap = Some((self.next, first - 1));
+        }
         match block.rtype() {
             Some(RecordType::Frame) => {
                 self.first.get_or_insert(first);
@@ -207,7 +216,8 @@ impl LedgerSource {
                 if last < self.next {
                     return Ok(false);
                 }
-                self.gap = Some((self.next.max(first), last));
+                // (From before it, if the pruned segments' loss comes first.)
+                self.gap = Some((self.gap.map_or(self.next.max(first), |(from, _)| from), last));
                 Ok(true)
             }
             // RING declarations.
@@ -225,6 +235,15 @@ impl LedgerSource {
         let next = segments(&self.dir).map_err(CatchUpError::Ledger)?.into_iter().find(|(m, _)| *m >= n);
         let path = match next {
             Some((m, path)) if m == n => path,
+            // Retention pruned the segments after this one while it was
+            // read (a slow reader overtaken): on at the first kept one,
+            // what they held of the ring said lost. (Found by review: the
+            // reader stopped with a damaged ledger's error.)
+            Some((m, path)) if read_pruned(&self.dir).ok().flatten().is_some_and(|p| p.segment + 1 == m) => {
+                self.seg = Segment::open(m, &path, None)?;
+                self.overtaken = true;
+                return Ok(true);
+            }
             Some((m, _)) => {
                 let missing = LedgerError::MissingSegment { dir: self.dir.clone(), segment: n, next: Some(m) };
                 return Err(CatchUpError::Ledger(missing));
