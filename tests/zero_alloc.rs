@@ -642,10 +642,10 @@ fn a_catch_up_holds_a_piece_of_a_compressed_segment_not_the_segment() {
 /// head mirror appends one every few seconds: millions a year). Appending
 /// checks the file's lines, and retention reads them at each pass; both
 /// held every anchor in memory (found by review): now a line at a time,
-/// and retention keeps only those above its floor.
+/// and retention keeps the highest few.
 #[test]
 fn appending_an_anchor_and_retention_hold_a_line_of_the_anchors_file_not_the_file() {
-    use helix::ledger::anchor::{append_anchor, read_anchors_above, Anchor, ANCHORS_FILE};
+    use helix::ledger::anchor::{append_anchor, read_anchors_top, Anchor, ANCHORS_FILE};
 
     let (_turn, _ns) = take_turn("anchors in bounded memory");
     let dir = tempfile::tempdir().unwrap();
@@ -657,13 +657,14 @@ fn appending_an_anchor_and_retention_hold_a_line_of_the_anchors_file_not_the_fil
     WATCHED.with(|w| w.set(true));
     COUNTING.store(true, Ordering::Relaxed);
     let appended = append_anchor(dir.path(), &anchor(LINES + 1));
-    let above = read_anchors_above(dir.path(), LINES - 5);
+    // Retention's first pass: no floor yet.
+    let above = read_anchors_top(dir.path(), 0, u64::MAX, 6);
     COUNTING.store(false, Ordering::Relaxed);
     WATCHED.with(|w| w.set(false));
 
     appended.unwrap();
     let above: Vec<u64> = above.unwrap().list.iter().map(|(_, a)| a.records).collect();
-    assert_eq!(above, (LINES - 4..=LINES + 1).collect::<Vec<_>>());
+    assert_eq!(above, (LINES - 4..=LINES + 1).rev().collect::<Vec<_>>());
     let largest = LARGEST.load(Ordering::Relaxed);
     assert!(largest <= 64 << 10, "an allocation of {largest} bytes: the file ({} bytes) was held whole", text.len());
 }

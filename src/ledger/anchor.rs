@@ -176,16 +176,25 @@ pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
     Ok(Anchors { list, incomplete })
 }
 
-/// [`read_anchors`], keeping only the anchors of more than `floor` records
-/// (what retention asks of the file each pass: the file grows by a line
-/// every few seconds while heads are exported, and was held whole).
-pub fn read_anchors_above(dir: &Path, floor: u64) -> Result<Anchors, LineError> {
+/// The `most` anchors of the most records among those of more than
+/// `floor` and fewer than `below` records, most first (of equal counts,
+/// the first in the file): what retention asks of the file each pass, the
+/// highest anchors first. The file grows by a line every few seconds
+/// while heads are exported; it was held whole (found by review).
+pub fn read_anchors_top(dir: &Path, floor: u64, below: u64, most: usize) -> Result<Anchors, LineError> {
+    let order = |list: &mut Vec<(usize, Anchor)>| list.sort_by_key(|(line, a)| (std::cmp::Reverse(a.records), *line));
     let mut list = Vec::new();
     let incomplete = scan_anchors(dir, |line, a| {
-        if a.records > floor {
+        if a.records > floor && a.records < below {
             list.push((line, a));
+            if list.len() >= 2 * most.max(1) {
+                order(&mut list);
+                list.truncate(most);
+            }
         }
     })?;
+    order(&mut list);
+    list.truncate(most);
     Ok(Anchors { list, incomplete })
 }
 
