@@ -142,6 +142,13 @@ pub fn sign_pruned(dir: &Path, key: &Path) -> Result<bool> {
         eprintln!("{}: the folder does not verify from its manifest, so it is not signed: {f}", dir.display());
         return Ok(false);
     }
+    // A recorder's retention may have pruned more while the folder was
+    // verified: the manifest signed is the one verified from, or none.
+    // (Found by review: the one read before was written back, naming
+    // fewer segments than were gone.)
+    if read_pruned(dir)?.as_ref() != Some(&p) {
+        bail!("{}: the `pruned` manifest changed while the folder was verified (a recorder's retention pruned more): run sign-pruned again, with the recorder stopped", dir.display());
+    }
     let signer = Signer::new(key, 60);
     write_pruned(dir, &Pruned::new(p.segment, p.records, p.hash, Some(&signer)))?;
     println!(
