@@ -49,8 +49,9 @@ impl Flow {
             // The first's answer as the window holds it now, not as it was
             // when the repeat was decided: a repeat that waited for room on
             // the log may be logged after its first was answered, and would
-            // wait for an answer already given.
-            (Some(_), _, _) => match self.window.seen(uid, request).and_then(|seen| seen.ack) {
+            // wait for an answer already given. (One the window forgot
+            // since, as it had it then.)
+            (Some(then), _, _) => match self.window.seen(uid, request).and_then(|now| now.ack).or(then.ack) {
                 Some(first) => self.publish(Ack { flags: first.flags | ACK_REPEAT, ..first }, 0),
                 None => self.window.wait(uid, request),
             },
