@@ -108,7 +108,7 @@ const QUEUED_BYTES: usize = 32 << 20;
 /// a link with the default 256 KiB messages.) A publish that finds it full
 /// waits, at most the acknowledgement timeout (`publish`).
 pub fn queue(x: &Export) -> usize {
-    (QUEUED_BYTES / x.max_bytes.max(1)).clamp(16, 2048)
+    (QUEUED_BYTES / x.max_bytes.max(1)).clamp(2, 2048)
 }
 
 /// Bytes of a message's headers the server's `max_payload` and a stream's

@@ -72,6 +72,14 @@ struct Refusals {
     last: String,
 }
 
+/// What was not said one by one is summed up however the importer ends
+/// (stopped, failed, or replaced by one for a new destination).
+impl Drop for Refusals {
+    fn drop(&mut self) {
+        self.sum_up();
+    }
+}
+
 impl Refusals {
     const EACH: u32 = 10;
     const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);

@@ -82,7 +82,12 @@ pub async fn connect(
     // `MAX_IN_FLIGHT`); the client's limit, 5,000 by default, must not be
     // below it: a publish past it waited for a permit the exporter's own
     // unawaited acknowledgements held, for ever (found by review).
-    let js = jetstream::ContextBuilder::new().timeout(server.ack_timeout).max_ack_inflight(MAX_IN_FLIGHT);
+    // An acknowledgement whose future was dropped (a flight given up after
+    // a failure) holds its permit no longer than an awaited one waits.
+    let js = jetstream::ContextBuilder::new()
+        .timeout(server.ack_timeout)
+        .ack_timeout(server.ack_timeout)
+        .max_ack_inflight(MAX_IN_FLIGHT);
     Ok(js.build(client))
 }
 

@@ -207,17 +207,15 @@ fn status(running: &mut [Running], dt: Duration) -> String {
     let mut s = format!("{n} link{}", if n == 1 { "" } else { "s" });
     for r in running.iter_mut() {
         let c = &r.link.counters;
+        let failed = if Counters::get(&c.failing) != 0 { " (failed: starting again)" } else { "" };
         if r.link.direction == "ledger" {
-            s += &format!("; ledger head {} records", Counters::get(&c.head_records));
+            s += &format!("; ledger head {} records{failed}", Counters::get(&c.head_records));
             continue;
         }
         let frames = Counters::get(&c.frames);
         let rate = if dt.is_zero() { 0.0 } else { (frames - r.frames) as f64 / dt.as_secs_f64() };
         r.frames = frames;
-        s += &format!("; {} {} {}", r.link.direction, r.link.ring, fmt_rate(rate));
-        if Counters::get(&c.failing) != 0 {
-            s += " (failed: starting again)";
-        }
+        s += &format!("; {} {} {}{failed}", r.link.direction, r.link.ring, fmt_rate(rate));
     }
     s
 }

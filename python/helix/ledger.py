@@ -105,7 +105,9 @@ def export(
             f"ring {ring!r} is not in the ledger in {os.fspath(dir)} (it records {', '.join(notes['rings'])})"
         )
     start = max(from_seq, 1)
-    if notes["pruned"] and (notes["first_seq"] is None or notes["first_seq"] > start):
+    # (A range past anything recorded lost nothing to pruning.)
+    past_the_end = notes["next_seq"] is not None and start >= notes["next_seq"]
+    if notes["pruned"] and not past_the_end and (notes["first_seq"] is None or notes["first_seq"] > start):
         segment, records = notes["pruned"]
         left = "none of it is left" if notes["first_seq"] is None else f"what is left begins at {notes['first_seq']}"
         warnings.warn(

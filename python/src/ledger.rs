@@ -179,6 +179,8 @@ pub(crate) fn ledger_export<'py>(
     }
     let notes = PyDict::new(py);
     notes.set_item("rings", summary.rings.iter().map(|r| r.decl.name.as_str()).collect::<Vec<_>>())?;
+    let next = summary.rings.iter().filter(|r| r.decl.name == ring).map(|r| r.next_seq).max();
+    notes.set_item("next_seq", next)?;
     notes.set_item("pruned", summary.pruned.as_ref().map(|p| (p.segment, p.records)))?;
     notes.set_item("first_seq", got.first_seq)?;
     notes.set_item("gaps", got.gaps)?;

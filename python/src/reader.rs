@@ -171,7 +171,14 @@ impl Reader {
             if self.waited >= LOOK_EVERY {
                 self.waited = Duration::ZERO;
                 if let Some(why) = gone(py, &self.namespace, &self.name, reader.geometry().created_ns)? {
-                    return Err(errors::ReplacedError::new_err(why));
+                    // What came while it looked is read first (found by
+                    // review: it was left unread, the reader told nothing
+                    // more would come).
+                    return match py.detach(|| reader.wait_timeout(Duration::ZERO)) {
+                        Ok(()) => Ok(true),
+                        Err(ReadError::Overrun(o)) => Err(errors::overrun(py, o)),
+                        Err(_) => Err(errors::ReplacedError::new_err(why)),
+                    };
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -114,7 +114,8 @@ impl Writer {
         // and this writer would have written into a removed one for ever
         // (found by review). Once the lease is held, nobody replaces it.
         let created_ns = ring.geometry().created_ns;
-        if !matches!(py.detach(|| helix::RingView::under_name(&ns, name, created_ns)), helix::UnderName::Same(_)) {
+        let under = py.detach(|| helix::RingView::under_name(&ns, name, created_ns));
+        if matches!(under, helix::UnderName::Replaced(_) | helix::UnderName::Gone) {
             return Err(errors::LeaseError::new_err(format!(
                 "ring {name:?} was replaced by another process between its making and this writer taking its lease; \
                  nothing was published"
