@@ -217,7 +217,8 @@ fn configured(path: Option<PathBuf>, check: bool, given: &[&str]) -> Result<()> 
         }
         print!("{}", cfg.report());
         // As the unit would run it (its watchdog), or under this one.
-        if let Some(why) = serve::slow_acks(&cfg, service::watchdog_interval().unwrap_or(serve::UNIT_WATCHDOG)) {
+        let wd = service::watchdog_interval().unwrap_or(serve::UNIT_WATCHDOG);
+        if let Some(why) = serve::ack_timeout_warning(&cfg, wd) {
             println!("warning: {why}");
         }
         return Ok(());

@@ -126,12 +126,35 @@ fn start_all(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<Vec<Running>> {
 /// The packaged unit's `WatchdogSec=`, which `--check` holds a file to.
 pub const UNIT_WATCHDOG: Duration = Duration::from_secs(30);
 
+/// Shorter than this, an acknowledgement timeout is likely a unit mistaken
+/// (seconds for milliseconds).
+const SHORTEST_ACK_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// What to say of `ack_timeout_ms`, if anything: shorter than an
+/// acknowledgement takes, every publish may time out and be sent again
+/// for ever, with no line naming the key (found by review: `10`, meant as
+/// seconds, was taken); more than half the watchdog timeout `wd`, see
+/// [`slow_acks`].
+pub fn ack_timeout_warning(cfg: &Config, wd: Duration) -> Option<String> {
+    let t = cfg.server.ack_timeout;
+    if t < SHORTEST_ACK_TIMEOUT {
+        return Some(format!(
+            "ack_timeout_ms = {} is shorter than a JetStream acknowledgement usually takes (a round trip and a \
+             write to the server's store): publishes may time out and be sent again for ever; the key is in \
+             milliseconds (at least {} is advised)",
+            t.as_millis(),
+            SHORTEST_ACK_TIMEOUT.as_millis()
+        ));
+    }
+    slow_acks(cfg, wd)
+}
+
 /// A link's loop waits for each publish's acknowledgement: with more than
 /// half the watchdog timeout `wd` to wait, a server that is slow, not
 /// stuck, stands the loop still long enough for the pings to stop, and the
 /// bridge is killed before the acknowledgement's time runs out. What to
 /// say of that, if so.
-pub fn slow_acks(cfg: &Config, wd: Duration) -> Option<String> {
+fn slow_acks(cfg: &Config, wd: Duration) -> Option<String> {
     (cfg.server.ack_timeout * 2 > wd).then(|| {
         format!(
             "ack_timeout_ms = {} is more than half the systemd watchdog timeout ({wd:?}): a server that slow to \
@@ -150,7 +173,7 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     // Before any thread starts: the signals are blocked in all of them.
     let mut svc = Service::start(Duration::from_secs(2), Duration::from_secs(60))?;
-    if let Some(why) = svc.watchdog().and_then(|wd| slow_acks(&cfg, wd)) {
+    if let Some(why) = ack_timeout_warning(&cfg, svc.watchdog().unwrap_or(Duration::MAX)) {
         warn!("{why}");
     }
     let stop = Arc::new(AtomicBool::new(false));

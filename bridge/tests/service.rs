@@ -115,6 +115,12 @@ fn check_passes_on_the_packaged_default_and_names_a_bad_line() {
     std::fs::write(&fine, format!("site = \"plant\"\nhost = \"a\"\n{}", slow.replace("20000", "15000"))).unwrap();
     let o = bridge().arg("--config").arg(&fine).arg("--check").output().unwrap();
     assert!(o.status.success() && !out(&o).contains("warning"), "{}", out(&o));
+    // Seconds written for milliseconds: every publish would time out, sent
+    // again for ever, no line naming the key (found by review).
+    std::fs::write(&fine, format!("site = \"plant\"\nhost = \"a\"\n{}", slow.replace("20000", "10"))).unwrap();
+    let o = bridge().arg("--config").arg(&fine).arg("--check").output().unwrap();
+    let want = "warning: ack_timeout_ms = 10 is shorter than a JetStream acknowledgement usually takes";
+    assert!(o.status.success() && out(&o).contains(want), "{}", out(&o));
 }
 
 /// What `cmd` printed, once it ended; one still running after 20 s (as
