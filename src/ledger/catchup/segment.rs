@@ -34,6 +34,10 @@ pub(super) struct Segment {
     /// The next block's start in `data`.
     at: usize,
     off: u64,
+    /// The file's length when it was last found to hold only zeros past
+    /// what was read ([`Segment::written_past`]): not looked at again
+    /// while it stays so (a catch-up looks every millisecond).
+    zeros_to: Option<u64>,
 }
 
 /// Where a segment's bytes come from.
@@ -98,7 +102,8 @@ impl Segment {
             }
             None => Chain::at_segment(&header),
         };
-        let mut s = Segment { n, path: path.to_owned(), version: header.version, chain, source, data, at: 0, off: 0 };
+        let (version, path) = (header.version, path.to_owned());
+        let mut s = Segment { n, path, version, chain, source, data, at: 0, off: 0, zeros_to: None };
         s.at = SEGMENT_HEADER_LEN;
         Ok(s)
     }
@@ -170,11 +175,39 @@ impl Segment {
                     return Ok(self.end(note));
                 }
                 Err(t @ Torn::BadLength(_)) => {
-                    if zeros {
+                    // Zeros to the end of the file are a torn tail (a file
+                    // extended, never written); blocks after them, as the
+                    // recorder and `verify` hold it, corruption. (Found by
+                    // review: only the piece read was looked at, and zeros
+                    // longer than it were waited at for ever.)
+                    if zeros && !self.written_past(self.off + self.data.len() as u64)? {
                         return Ok(self.end(Some(format!("offset {offset}: zero bytes"))));
                     }
                     return Err(self.corrupt(offset, t.to_string()));
                 }
+            }
+        }
+    }
+
+    /// Whether a plain segment holds a byte other than zero from `from` to
+    /// its end, looked at a piece at a time (not held).
+    fn written_past(&mut self, from: u64) -> Result<bool, CatchUpError> {
+        use std::os::unix::fs::FileExt;
+        let Source::Plain(f) = &self.source else { return Ok(false) };
+        let len = f.metadata().map_err(io(&self.path))?.len();
+        if self.zeros_to == Some(len) {
+            return Ok(false);
+        }
+        let mut piece = vec![0u8; 64 << 10];
+        let mut at = from;
+        loop {
+            match f.read_at(&mut piece, at).map_err(io(&self.path))? {
+                0 => {
+                    self.zeros_to = Some(len);
+                    return Ok(false);
+                }
+                n if piece[..n].iter().any(|&b| b != 0) => return Ok(true),
+                n => at += n as u64,
             }
         }
     }
@@ -316,5 +349,35 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(s.next_block().err().map(|e| e.to_string()), Some(first.clone()));
         }
+    }
+
+    /// Found by review: zeros longer than a piece read (8 MiB), with blocks
+    /// after them, were taken for a torn tail and waited at for ever;
+    /// `verify` and the recorder call the file corrupt. Zeros to the end
+    /// are still a torn tail.
+    #[test]
+    fn zeros_longer_than_a_piece_then_blocks_are_corruption_and_to_the_end_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = Ledger::open(dir.path(), 64 << 20).unwrap();
+        let decl = RingDecl { created_ns: 1, capacity: 64, max_payload: 512, policy: 1, name: "t".into() };
+        let (id, seq) = ledger.declare(&decl).unwrap();
+        for s in seq..seq + 3 {
+            ledger.reserve_frame(id, s, 1, 0, 7, 300).fill(s as u8);
+            ledger.seal(id, 1);
+        }
+        ledger.flush().unwrap();
+        drop(ledger);
+        let path = dir.path().join(segment_name(1));
+        let whole = std::fs::read(&path).unwrap();
+        let zeros = vec![0u8; (READ_CHUNK + (1 << 20)) as usize];
+        std::fs::write(&path, [&whole[..], &zeros[..]].concat()).unwrap();
+        let mut s = Segment::open(1, &path, None).unwrap();
+        assert_eq!(blocks(&mut s).unwrap(), 4, "the declaration and 3 frames, then a torn tail");
+        // Bytes of a block after the zeros.
+        let last_block = &whole[whole.len() - 344..];
+        std::fs::write(&path, [&whole[..], &zeros[..], last_block].concat()).unwrap();
+        let mut s = Segment::open(1, &path, None).unwrap();
+        let e = blocks(&mut s).unwrap_err().to_string();
+        assert!(e.contains(&format!("offset {}", whole.len())), "{e}");
     }
 }
