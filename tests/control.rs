@@ -1704,3 +1704,31 @@ fn a_command_waiting_for_its_audit_keeps_its_record_while_no_reader_gates_the_lo
     let ack = ctl.wait_ack(&cmd, Duration::from_secs(20)).unwrap().expect("answered");
     assert_eq!(ack.outcome(), Some(Ok(())));
 }
+
+/// Found by review: helixd logged a line for every command applied, so an
+/// allowed sender's flood filled journald's rate limit for the service
+/// and hid its other lines. Ten a ten seconds are said one by one, the
+/// rest summed up (every command is on control.log all the same).
+#[test]
+fn a_flood_of_commands_is_summed_up_in_the_log_not_a_line_each() {
+    let (env, _notify, mut d) = daemon("command flood", "audit_reader = \"\"");
+    let mut ctl = Control::connect(&env.ns).unwrap();
+    for i in 0..200 {
+        let request = ctl.next_request();
+        let ack = ctl.send(&Command::set(request, "", 1, i as f64), Duration::from_secs(10)).unwrap();
+        assert_eq!(ack.outcome(), Some(Ok(())));
+    }
+    assert_eq!(audit_records(&env).len(), 200, "every command is audited");
+    common::signal(&d.0, libc::SIGTERM);
+    let log = common::stderr_of(&mut d.0);
+    assert!(d.0.wait().unwrap().success(), "{log}");
+    let each = log.matches(" applied from sequence ").count();
+    assert!((1..=40).contains(&each), "{each} lines of commands applied:\n{log}");
+    let summed: u64 = log
+        .lines()
+        .filter_map(|l| {
+            l.split("control: ").nth(1)?.split(" more commands applied or forwarded").next()?.parse::<u64>().ok()
+        })
+        .sum();
+    assert_eq!(each as u64 + summed, 200, "{log}");
+}

@@ -156,19 +156,23 @@ impl Flow {
                     (ack.ring_seq, ack.stream_seq) = (e.ring_seq, e.stream_seq);
                     self.stats.applied.fetch_add(1, Ordering::Relaxed);
                     change = Some(Change { source: c.source.clone(), op: c.op, stream: c.stream, value: c.value });
-                    info!(
-                        "control: uid {} request {}: {} {} applied from sequence {}",
-                        p.uid,
-                        c.request,
-                        c.op.as_str(),
-                        c.source,
-                        e.ring_seq
-                    );
+                    if self.said[0].one() {
+                        info!(
+                            "control: uid {} request {}: {} {} applied from sequence {}",
+                            p.uid,
+                            c.request,
+                            c.op.as_str(),
+                            c.source,
+                            e.ring_seq
+                        );
+                    }
                 }
                 None => {
                     (ack.verdict, ack.reason) = helix::control::wire(Err(Reason::SourceDown));
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    warn!("control: request {}: its source stopped before applying it", c.request);
+                    if self.said[1].one() {
+                        warn!("control: request {}: its source stopped before applying it", c.request);
+                    }
                 }
             }
             self.answer_first(ack, change);
@@ -307,6 +311,7 @@ mod tests {
             recovering: false,
             log_refused: false,
             log_stalls: LogStalls::default(),
+            said: super::super::said_per_command(),
         };
         // A gating reader of the log holds it full of garbage's records.
         let mut holder = log.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("holder") }).unwrap();

@@ -75,12 +75,16 @@ impl Flow {
                 (ack.verdict, ack.reason) = wire(Ok(()));
                 ack.flags = ACK_FORWARDED;
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                info!("control: {what}: forwarded to the instrument at {to}");
+                if self.said[0].one() {
+                    info!("control: {what}: forwarded to the instrument at {to}");
+                }
             }
             Err(e) => {
                 (ack.verdict, ack.reason) = wire(Err(Reason::SendFailed));
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                warn!("control: {what}: rejected (send_failed): cannot send to the instrument at {to}: {e}");
+                if self.said[2].one() {
+                    warn!("control: {what}: rejected (send_failed): cannot send to the instrument at {to}: {e}");
+                }
             }
         }
         self.answer_first(ack, None);

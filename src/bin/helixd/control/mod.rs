@@ -15,6 +15,7 @@ mod forward;
 mod journal;
 mod judge;
 mod recover;
+mod said;
 mod stall;
 mod window;
 
@@ -142,6 +143,7 @@ impl ControlThread {
             recovering: false,
             log_refused: false,
             log_stalls: stall::LogStalls::default(),
+            said: said_per_command(),
         };
         flow.recover(ns, recovered)?;
         let mut path = Path { fan, flow, bell_failing: false };
@@ -262,6 +264,9 @@ struct Flow {
     log_refused: bool,
     /// Gating readers of `control.log` seen holding it full.
     log_stalls: stall::LogStalls,
+    /// The lines said per command ([`said`]): applied or forwarded, not
+    /// applied for a stopped source, not sent to an instrument.
+    said: [said::Said; 3],
 }
 
 impl Path {
@@ -292,6 +297,7 @@ impl Path {
                 // Dead senders' lanes are freed once drained (issue 16's sweep).
                 self.fan.sweep(|e| report_dropped(&e));
                 self.repair_bell();
+                self.flow.said.iter_mut().for_each(said::Said::tick);
                 let (f, lanes) = (&mut self.flow, self.fan.geometry().lanes as u64);
                 f.log_stalls.check(&mut f.log, &f.log_view, f.audit_reader.as_deref(), lanes, Instant::now());
                 next_sweep = Instant::now() + Duration::from_secs(1);
@@ -498,6 +504,15 @@ fn adopt(fan: &FanIn, cfg: &ControlConfig) -> Result<()> {
         warn!("control: {}: gave it the configured mode and group", path.display());
     }
     Ok(())
+}
+
+/// [`Flow::said`]'s lines: applied (or forwarded), source down, not sent.
+fn said_per_command() -> [said::Said; 3] {
+    [
+        said::Said::info("commands applied or forwarded"),
+        said::Said::warning("commands whose source stopped before applying them"),
+        said::Said::warning("commands that could not be sent to their instrument"),
+    ]
 }
 
 /// Logs a lane the control ring dropped, or could not take for now.
