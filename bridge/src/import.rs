@@ -54,16 +54,20 @@ pub struct Importer {
     said_older: u64,
     /// Refused messages, as logged.
     refusals: Refusals,
+    /// Messages wholly at or below the high-water mark, as logged.
+    dropped: Refusals,
     pub counters: std::sync::Arc<Counters>,
 }
 
-/// Refused messages said one by one, at most [`Refusals::EACH`] a
-/// [`Refusals::WINDOW`], the rest summed up at its end. (Found by review:
-/// each was a warning of its own, and a publisher's flood of garbage
-/// filled journald's rate limit for the service, hiding the importer's
-/// other warnings.)
-#[derive(Default)]
+/// Messages not written (refused, or dropped as written already) said one
+/// by one, at most [`Refusals::EACH`] a [`Refusals::WINDOW`], the rest
+/// summed up at its end. (Found by review: each refusal was a warning of
+/// its own, and a publisher's flood of garbage filled journald's rate
+/// limit for the service, hiding the importer's other warnings.)
 struct Refusals {
+    /// What befell them ("refused"), and the counter that counts them.
+    what: &'static str,
+    counter: &'static str,
     /// When the current window ends (`None`: none begun).
     ends: Option<std::time::Instant>,
     said: u32,
@@ -84,6 +88,10 @@ impl Refusals {
     const EACH: u32 = 10;
     const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
+    fn new(what: &'static str, counter: &'static str) -> Refusals {
+        Refusals { what, counter, ends: None, said: 0, quiet: 0, last: String::new() }
+    }
+
     fn refused(&mut self, stream_seq: u64, why: &str) {
         let now = std::time::Instant::now();
         if self.ends.is_none_or(|end| now >= end) {
@@ -92,7 +100,7 @@ impl Refusals {
         }
         if self.said < Self::EACH {
             self.said += 1;
-            warn!("stream message {stream_seq}: refused: {why}");
+            warn!("stream message {stream_seq}: {}: {why}", self.what);
         } else {
             self.quiet += 1;
             self.last = format!("stream message {stream_seq}: {why}");
@@ -103,10 +111,11 @@ impl Refusals {
     fn sum_up(&mut self) {
         if self.quiet > 0 {
             warn!(
-                "{} more stream messages refused, not logged one by one (the last: {}); each is counted in \
-                 rejected_total",
+                "{} more stream messages {}, not logged one by one (the last: {}); each is counted in {}",
                 std::mem::take(&mut self.quiet),
-                self.last
+                self.what,
+                self.last,
+                self.counter
             );
         }
     }
@@ -140,7 +149,8 @@ impl Importer {
             pending: BTreeMap::new(),
             max_pending,
             said_older: 0,
-            refusals: Refusals::default(),
+            refusals: Refusals::new("refused", "rejected_total"),
+            dropped: Refusals::new("dropped as written already", "duplicates_total"),
             counters: Default::default(),
         };
         Ok((imp, place))
@@ -199,6 +209,17 @@ impl Importer {
         }
         if m.last_seq() <= self.hwm {
             Counters::add(&self.counters.duplicates, m.count());
+            // Said (a few a while): a message sent again is one, but so is
+            // every real one after a forged message took the mark past
+            // them (found by review: they were dropped without a word).
+            let why = format!(
+                "source sequences {}..={} are at or below the high-water mark {} (if they were not written, a \
+                 message past them was forged)",
+                m.first_seq,
+                m.last_seq(),
+                self.hwm
+            );
+            self.dropped.refused(stream_seq, &why);
         } else if m.first_seq > self.hwm + 1 {
             self.wait(stream_seq, m);
             if self.pending.len() > self.max_pending {
@@ -289,8 +310,10 @@ impl Importer {
     /// Sums up the refusals not said one by one once their window is over
     /// (each turn of the loop), or now (`at_end`).
     pub fn say_refusals(&mut self, at_end: bool) {
-        if at_end || self.refusals.ends.is_some_and(|end| std::time::Instant::now() >= end) {
-            self.refusals.sum_up();
+        for r in [&mut self.refusals, &mut self.dropped] {
+            if at_end || r.ends.is_some_and(|end| std::time::Instant::now() >= end) {
+                r.sum_up();
+            }
         }
     }
 

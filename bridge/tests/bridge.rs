@@ -1021,3 +1021,26 @@ fn a_flood_of_refused_messages_is_summed_up_not_logged_one_by_one() {
     assert!(log.contains("more stream messages refused, not logged one by one (the last: stream message"), "{log}");
     assert!(log.contains("rejected 2000"), "{log}");
 }
+
+/// Found by review: a forged gap message just past the high-water mark,
+/// of a vast loss, took the mark past every real message to come, and the
+/// importer dropped them as written already without a word. The gap is
+/// said, and so are the messages dropped after it (a few a while).
+#[test]
+fn real_messages_dropped_behind_a_forged_gap_are_said() {
+    let (mut w, mut writer) = World::with_rings("forged gap", Duration::from_secs(60), 1024, 1024);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let args = ["import", "--source-host", "hosta", "--source-ring", "src", "--ring", "dst", "--metrics", &metrics];
+    let im = w.spawn(w.bridge(&args));
+    let ex = w.spawn(w.exporter("src"));
+    joined(&w.ns, "src");
+    produce(&mut writer, 1, 100);
+    arrived(&w, 100, 100, &[]);
+    let created_ns = helix::RingView::attach(&w.ns, "src").unwrap().geometry().created_ns;
+    publish_on_src(&w, [gap_message("src", created_ns, 101, 1 << 40)]);
+    produce(&mut writer, 101, 200);
+    verify(&w.ns, "dst", 100 + (1 << 40), Duration::from_secs(30));
+    metric_reaches(&metrics, "helix_bridge_duplicates_total", 100.0);
+    w.stop(ex);
+    w.stop_saying(im, &["source sequences 101..=", "at or below the high-water mark 1099511627876"]);
+}
