@@ -176,16 +176,23 @@ pub fn read_anchors(dir: &Path) -> Result<Anchors, LineError> {
     Ok(Anchors { list, incomplete })
 }
 
-/// The `most` anchors of the most records among those of more than
-/// `floor` and fewer than `below` records, most first (of equal counts,
-/// the first in the file): what retention asks of the file each pass, the
-/// highest anchors first. The file grows by a line every few seconds
+/// The `most` anchors of more than `floor` records that come after
+/// `after` (an anchor's record count and line) in the order of most
+/// records first, of equal counts the first in the file (`None`: from the
+/// first): what retention asks of the file each pass, the highest anchors
+/// first, then the next ones. The file grows by a line every few seconds
 /// while heads are exported; it was held whole (found by review).
-pub fn read_anchors_top(dir: &Path, floor: u64, below: u64, most: usize) -> Result<Anchors, LineError> {
-    let order = |list: &mut Vec<(usize, Anchor)>| list.sort_by_key(|(line, a)| (std::cmp::Reverse(a.records), *line));
+pub fn read_anchors_top(
+    dir: &Path,
+    floor: u64,
+    after: Option<(u64, usize)>,
+    most: usize,
+) -> Result<Anchors, LineError> {
+    let key = |records: u64, line: usize| (std::cmp::Reverse(records), line);
+    let order = |list: &mut Vec<(usize, Anchor)>| list.sort_by_key(|(line, a)| key(a.records, *line));
     let mut list = Vec::new();
     let incomplete = scan_anchors(dir, |line, a| {
-        if a.records > floor && a.records < below {
+        if a.records > floor && after.is_none_or(|(records, at)| key(a.records, line) > key(records, at)) {
             list.push((line, a));
             if list.len() >= 2 * most.max(1) {
                 order(&mut list);
