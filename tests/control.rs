@@ -1723,7 +1723,7 @@ fn a_flood_of_commands_is_summed_up_in_the_log_not_a_line_each() {
     let log = common::stderr_of(&mut d.0);
     assert!(d.0.wait().unwrap().success(), "{log}");
     let each = log.matches(" applied from sequence ").count();
-    assert!((1..=40).contains(&each), "{each} lines of commands applied:\n{log}");
+    assert!((1..200).contains(&each), "{each} lines of commands applied:\n{log}");
     let summed: u64 = log
         .lines()
         .filter_map(|l| {

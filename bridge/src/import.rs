@@ -54,8 +54,10 @@ pub struct Importer {
     said_older: u64,
     /// Refused messages, as logged.
     refusals: Refusals,
-    /// Messages wholly at or below the high-water mark, as logged.
+    /// Frames of sequences a gap message said were lost at the source,
+    /// dropped as written already, as logged; and the last such gap.
     dropped: Refusals,
+    lost_at_source: Option<(u64, u64)>,
     pub counters: std::sync::Arc<Counters>,
 }
 
@@ -150,7 +152,8 @@ impl Importer {
             max_pending,
             said_older: 0,
             refusals: Refusals::new("refused", "rejected_total"),
-            dropped: Refusals::new("dropped as written already", "duplicates_total"),
+            dropped: Refusals::new("dropped", "duplicates_total"),
+            lost_at_source: None,
             counters: Default::default(),
         };
         Ok((imp, place))
@@ -209,17 +212,22 @@ impl Importer {
         }
         if m.last_seq() <= self.hwm {
             Counters::add(&self.counters.duplicates, m.count());
-            // Said (a few a while): a message sent again is one, but so is
-            // every real one after a forged message took the mark past
-            // them (found by review: they were dropped without a word).
-            let why = format!(
-                "source sequences {}..={} are at or below the high-water mark {} (if they were not written, a \
-                 message past them was forged)",
-                m.first_seq,
-                m.last_seq(),
-                self.hwm
-            );
-            self.dropped.refused(stream_seq, &why);
+            // Frames of sequences a gap message said were lost at the
+            // source: the source never had both, so one of the two was
+            // forged. Said (a few a while); before, every real message
+            // behind a forged gap of a vast loss was dropped without a
+            // word (found by review). A message read again (a restart, a
+            // publish sent again) is no such thing, and is not said.
+            let overlaps = self.lost_at_source.is_some_and(|(a, b)| m.first_seq <= b && m.last_seq() >= a);
+            if overlaps && matches!(m.body, Body::Frames(_)) {
+                let why = format!(
+                    "frames of source sequences {}..={}, which a gap message said were lost at the source: one \
+                     of the two was forged (the frames are not written)",
+                    m.first_seq,
+                    m.last_seq()
+                );
+                self.dropped.refused(stream_seq, &why);
+            }
         } else if m.first_seq > self.hwm + 1 {
             self.wait(stream_seq, m);
             if self.pending.len() > self.max_pending {
@@ -346,6 +354,7 @@ impl Importer {
             if upto > self.hwm {
                 let (first, lost) = (self.hwm + 1, upto - self.hwm);
                 warn!("source {}/{}: {lost} sequences lost at the source from {first}", self.host, self.ring);
+                self.lost_at_source = Some((first, upto));
                 let resume = self.resume(stream_seq);
                 self.gap(first, lost, m.export_ns, resume)?;
             }
