@@ -642,27 +642,55 @@ fn helixctl_tail_and_helix_bench_attach_catch_up_from_the_ledger() {
     assert!(text.contains("catch-up from 1: 490 frames from the ledger") && text.contains("joined the ring"), "{text}");
 }
 
+/// The gaps among `got`.
+fn gaps_of(got: &[Got]) -> Vec<(u64, u64)> {
+    let gap = |g: &Got| match g {
+        Got::Gap(a, b) => Some((*a, *b)),
+        Got::Frame(_) => None,
+    };
+    got.iter().filter_map(gap).collect()
+}
+
 /// Found by review: retention pruning the segments after the one a slow
 /// catch-up read stopped it with a damaged ledger's error ("segment 2 is
 /// missing and segment 4 follows"). It goes on at the first kept segment,
 /// what the pruned ones held said lost.
 #[test]
 fn a_catch_up_overtaken_by_retention_goes_on_past_the_pruned_segments() {
-    use helix::ledger::retention::{prune, segment_infos, Plan};
-    let (env, dir) = in_small_segments("catch-up overtaken by retention");
+    use helix::ledger::retention::{prune, Plan};
+    overtaken("catch-up overtaken by retention", |dir, segs| {
+        prune(dir, segs, &Plan { delete: segs[..3].to_vec(), unanchored: None }, None).unwrap();
+    });
+}
+
+/// Retention writes its manifest, then deletes the segments it counts,
+/// oldest first: a reader overtaken between the two finds some of them
+/// still there, and goes on past them all (found by review: it stopped
+/// with a missing-segment error there too).
+#[test]
+fn a_catch_up_overtaken_while_retention_deletes_goes_on_past_what_it_counts() {
+    use helix::ledger::retention::{write_pruned, Pruned};
+    overtaken("catch-up overtaken mid-prune", |dir, segs| {
+        let next = &segs[4].header;
+        write_pruned(dir, &Pruned::new(4, next.first_record, next.prev_hash, None)).unwrap();
+        for s in &segs[1..3] {
+            std::fs::remove_file(&s.path).unwrap();
+        }
+    });
+}
+
+/// A catch-up from 1 of a ledger in small segments, read into its first
+/// segment when `prune` (given the folder and its segments) prunes some
+/// after it: one gap, up to the first frame kept, and every other
+/// sequence once.
+fn overtaken(what: &'static str, prune: impl FnOnce(&Path, &[helix::ledger::retention::SegmentInfo])) {
+    let (env, dir) = in_small_segments(what);
     let mut c = catch_up(&env, &dir, 1).unwrap();
     let mut got = read_to(&mut c, 5);
-    let segs = segment_infos(&dir, None).unwrap();
-    prune(&dir, &segs, &Plan { delete: segs[..3].to_vec(), unanchored: None }, None).unwrap();
+    prune(&dir, &helix::ledger::retention::segment_infos(&dir, None).unwrap());
     let kept = first_frame(&dir);
     got.extend(read_to(&mut c, 2001));
-    let gaps: Vec<(u64, u64)> = got
-        .iter()
-        .filter_map(|g| match g {
-            Got::Gap(a, b) => Some((*a, *b)),
-            Got::Frame(_) => None,
-        })
-        .collect();
+    let gaps = gaps_of(&got);
     assert!(gaps.len() == 1 && gaps[0].1 == kept - 1, "{gaps:?}, first kept {kept}");
     assert_eq!(got, expect(1, 2001, &gaps));
     assert_eq!(c.stats().lost, kept - gaps[0].0);

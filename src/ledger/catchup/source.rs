@@ -187,9 +187,11 @@ impl LedgerSource {
             };
         }
         let (first, last) = (block.header.seq, block.last_seq());
-        let recorded = matches!(block.rtype(), Some(RecordType::Frame | RecordType::Gap));
-        if recorded && first > self.next && std::mem::take(&mut self.overtaken) {
-            // What the pruned segments held of it is lost to this reader.
+        // The first record of the incarnation past pruned segments (its
+        // restatement, which says the next sequence even of a ring idle
+        // since; found by review: a gap waited for its next frame) says
+        // what they held of it: lost to this reader.
+        if std::mem::take(&mut self.overtaken) && first > self.next {
             self.gap = Some((self.next, first - 1));
         }
         match block.rtype() {
@@ -232,15 +234,23 @@ impl LedgerSource {
     /// must end cleanly.
     fn advance(&mut self, note: Option<String>) -> Result<bool, CatchUpError> {
         let n = self.seg.n + 1;
-        let next = segments(&self.dir).map_err(CatchUpError::Ledger)?.into_iter().find(|(m, _)| *m >= n);
-        let path = match next {
+        let listed = segments(&self.dir).map_err(CatchUpError::Ledger)?;
+        let path = match listed.iter().find(|(m, _)| *m >= n).cloned() {
             Some((m, path)) if m == n => path,
             // Retention pruned the segments after this one while it was
-            // read (a slow reader overtaken): on at the first kept one,
-            // what they held of the ring said lost. (Found by review: the
-            // reader stopped with a damaged ledger's error.)
-            Some((m, path)) if read_pruned(&self.dir).ok().flatten().is_some_and(|p| p.segment + 1 == m) => {
-                self.seg = Segment::open(m, &path, None)?;
+            // read (a slow reader overtaken): on at the first kept one
+            // (segments the manifest counts may still be there: they are
+            // deleted after it is written), what they held of the ring
+            // said lost. (Found by review: the reader stopped with a
+            // damaged ledger's error.)
+            Some(_)
+                if let Some(kept) = read_pruned(&self.dir).ok().flatten().map(|p| p.segment + 1).filter(|&k| k > n) =>
+            {
+                let Some((_, path)) = listed.iter().find(|(m, _)| *m == kept) else {
+                    let missing = LedgerError::MissingSegment { dir: self.dir.clone(), segment: kept, next: None };
+                    return Err(CatchUpError::Ledger(missing));
+                };
+                self.seg = Segment::open(kept, path, None)?;
                 self.overtaken = true;
                 return Ok(true);
             }
