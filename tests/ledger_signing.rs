@@ -796,6 +796,13 @@ fn retention_signs_no_manifest_past_one_written_by_hand_until_an_operator_vouche
     let k = env.path("ledger.key");
     fs::write(&k, format_secret(&key(1))).unwrap();
     fs::set_permissions(&k, fs::Permissions::from_mode(0o400)).unwrap();
+    // Not while a recorder holds the folder: its retention could prune
+    // meanwhile (found by review of the command).
+    let held = helix::ledger::lock_folder(&dir).unwrap();
+    let out = run(&["sign-pruned", "--key"], &[&k, &dir]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("another helix-ledger records into this folder"), "{}", text(&out));
+    drop(held);
     let out = run(&["sign-pruned", "--key"], &[&k, &dir]);
     assert!(out.status.success() && text(&out).contains("signed the manifest of segments 1..=2"), "{}", text(&out));
     assert!(verify_signed(&dir, &key(1).verifying_key()).unwrap().is_ok());

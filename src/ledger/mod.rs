@@ -29,6 +29,7 @@ pub mod verify;
 
 pub use block::{BlockView, Record};
 pub use chain::{BadRecord, Chain, Problem, RingState};
+pub use recovery::lock as lock_folder;
 pub use store::{AppendStats, Ledger, LedgerError, Recovery};
 pub use verify::{
     head, latest_checkpoint, verify, verify_signed, walk, walk_blocks, walk_segments, Head, Summary, VerifyFailure,

@@ -60,7 +60,9 @@ const OWN_LOCK_WAIT: Duration = Duration::from_secs(5);
 /// on the lock file: removing that file, which anyone who may write the
 /// folder can, let a second recorder lock a new one and write beside the
 /// first.)
-pub(super) fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
+/// Tools that change a folder's files beside the recorder's own
+/// (`helix-ledger sign-pruned`) take it too, for as long as they do.
+pub fn lock(dir: &Path) -> Result<Arc<File>, LedgerError> {
     let path = dir.join(LOCK_FILE);
     let folder = File::open(dir).map_err(io_err(dir))?;
     // A lock held in this process's own name: a Ledger on the folder was

@@ -136,16 +136,19 @@ pub fn warn_if_signed_by_another_key(dir: &Path, key: &Path, id: [u8; sign::KEY_
 pub fn sign_pruned(dir: &Path, key: &Path) -> Result<bool> {
     use helix::ledger::retention::{read_pruned, write_pruned, Pruned};
     let key = read_secret(key)?;
+    // The recorder's retention must not prune meanwhile: the folder's lock
+    // keeps it out (it is stopped), as it keeps a second recorder out.
+    let _folder = helix::ledger::lock_folder(dir)?;
     let p = read_pruned(dir)?
         .with_context(|| format!("{}: there is no `pruned` manifest: nothing was pruned", dir.display()))?;
     if let Err(f) = helix::ledger::verify::verify(dir)? {
         eprintln!("{}: the folder does not verify from its manifest, so it is not signed: {f}", dir.display());
         return Ok(false);
     }
-    // A recorder's retention may have pruned more while the folder was
-    // verified: the manifest signed is the one verified from, or none.
-    // (Found by review: the one read before was written back, naming
-    // fewer segments than were gone.)
+    // Nothing may have pruned more while the folder was verified (the lock
+    // keeps the recorder out; a hand, not): the manifest signed is the one
+    // verified from. (Found by review: the one read before was written
+    // back, naming fewer segments than were gone.)
     if read_pruned(dir)?.as_ref() != Some(&p) {
         bail!("{}: the `pruned` manifest changed while the folder was verified (a recorder's retention pruned more): run sign-pruned again, with the recorder stopped", dir.display());
     }
