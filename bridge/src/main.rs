@@ -41,7 +41,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use helix::Namespace;
-use tracing::info;
+use tracing::{info, warn};
 
 use counters::Counters;
 use links::Ctx;
@@ -269,6 +269,9 @@ fn run(common: &Common, command: &Command) -> Result<()> {
         duplicate_window: Duration::from_secs(120),
         ack_timeout: Duration::from_millis(common.ack_timeout_ms),
     };
+    if let Some(why) = serve::short_acks(server.ack_timeout, "--ack-timeout-ms") {
+        warn!("{why}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());

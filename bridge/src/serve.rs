@@ -136,17 +136,21 @@ const SHORTEST_ACK_TIMEOUT: Duration = Duration::from_millis(100);
 /// seconds, was taken); more than half the watchdog timeout `wd`, see
 /// [`slow_acks`].
 pub fn ack_timeout_warning(cfg: &Config, wd: Duration) -> Option<String> {
-    let t = cfg.server.ack_timeout;
-    if t < SHORTEST_ACK_TIMEOUT {
-        return Some(format!(
-            "ack_timeout_ms = {} is shorter than a JetStream acknowledgement usually takes (a round trip and a \
-             write to the server's store): publishes may time out and be sent again for ever; the key is in \
-             milliseconds (at least {} is advised)",
+    short_acks(cfg.server.ack_timeout, "ack_timeout_ms").or_else(|| slow_acks(cfg, wd))
+}
+
+/// An acknowledgement timeout `t` (given as `key`) shorter than an
+/// acknowledgement usually takes: what to say of it, if so.
+pub fn short_acks(t: Duration, key: &str) -> Option<String> {
+    (t < SHORTEST_ACK_TIMEOUT).then(|| {
+        format!(
+            "{key} = {} is shorter than a JetStream acknowledgement usually takes (a round trip and a write to \
+             the server's store): publishes may time out and be sent again for ever; it is in milliseconds (at \
+             least {} is advised)",
             t.as_millis(),
             SHORTEST_ACK_TIMEOUT.as_millis()
-        ));
-    }
-    slow_acks(cfg, wd)
+        )
+    })
 }
 
 /// A link's loop waits for each publish's acknowledgement: with more than

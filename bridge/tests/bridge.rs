@@ -1047,3 +1047,14 @@ fn real_messages_dropped_behind_a_forged_gap_are_said() {
         &["dropped: frames of source sequences 101..=", "which a gap message said were lost at the source"],
     );
 }
+
+/// Found by review: `--ack-timeout-ms 10` (seconds meant) timed every
+/// publish out with no line naming the flag; `--check` said so of the
+/// file's key, and the ad-hoc commands now say it of the flag.
+#[test]
+fn an_acknowledgement_timeout_too_short_to_be_meant_is_said() {
+    let (mut w, _writer) = World::with_rings("short ack timeout", Duration::from_secs(60), 64, 64);
+    let ex = w.spawn(w.bridge(&["--ack-timeout-ms", "10", "export", "--ring", "src", "--host", "hosta"]));
+    joined(&w.ns, "src");
+    w.stop_saying(ex, &["--ack-timeout-ms = 10 is shorter than a JetStream acknowledgement usually takes"]);
+}
