@@ -34,10 +34,11 @@ pub(super) struct Segment {
     /// The next block's start in `data`.
     at: usize,
     off: u64,
-    /// The file's length when it was last found to hold only zeros past
-    /// what was read ([`Segment::written_past`]): not looked at again
-    /// while it stays so (a catch-up looks every millisecond).
-    zeros_to: Option<u64>,
+    /// The file's length and time of change when it was last found to hold
+    /// only zeros past what was read ([`Segment::written_past`]): not
+    /// looked at again while they stay so (a catch-up looks every
+    /// millisecond).
+    zeros_to: Option<(u64, Option<std::time::SystemTime>)>,
 }
 
 /// Where a segment's bytes come from.
@@ -190,26 +191,37 @@ impl Segment {
     }
 
     /// Whether a plain segment holds a byte other than zero from `from` to
-    /// its end, looked at a piece at a time (not held).
+    /// its end, looked at a piece at a time (not held), while the zeros
+    /// read before `from` are zeros in the file still: a recorder started
+    /// again cuts a torn tail and writes on, and what it wrote after the
+    /// zeros read is no corruption (found by review).
     fn written_past(&mut self, from: u64) -> Result<bool, CatchUpError> {
         use std::os::unix::fs::FileExt;
         let Source::Plain(f) = &self.source else { return Ok(false) };
-        let len = f.metadata().map_err(io(&self.path))?.len();
-        if self.zeros_to == Some(len) {
+        let meta = f.metadata().map_err(io(&self.path))?;
+        let now = (meta.len(), meta.modified().ok());
+        if self.zeros_to == Some(now) {
             return Ok(false);
         }
         let mut piece = vec![0u8; 64 << 10];
-        let mut at = from;
-        loop {
-            match f.read_at(&mut piece, at).map_err(io(&self.path))? {
-                0 => {
-                    self.zeros_to = Some(len);
-                    return Ok(false);
+        let zeros = |f: &File, piece: &mut [u8], mut at: u64, end: u64| -> std::io::Result<bool> {
+            while at < end {
+                let want = piece.len().min((end - at) as usize);
+                match f.read_at(&mut piece[..want], at)? {
+                    0 => return Ok(true),
+                    n if piece[..n].iter().any(|&b| b != 0) => return Ok(false),
+                    n => at += n as u64,
                 }
-                n if piece[..n].iter().any(|&b| b != 0) => return Ok(true),
-                n => at += n as u64,
             }
+            Ok(true)
+        };
+        if zeros(f, &mut piece, from, u64::MAX).map_err(io(&self.path))? {
+            self.zeros_to = Some(now);
+            return Ok(false);
         }
+        // Written past the zeros: corruption, if those are still zeros.
+        let read_from = self.off + self.at as u64;
+        zeros(f, &mut piece, read_from, from).map_err(io(&self.path))
     }
 
     /// The visible end: the bytes not read as a block are dropped, so the
