@@ -20,6 +20,7 @@ use helix::{Namespace, ReaderOptions, Ring, RingView, Start, TryReadError, Under
 use tracing::{error, info, warn};
 
 use crate::counters::Counters;
+use crate::said::Said;
 use crate::wire::{self, Body, Mark, Message};
 
 /// Where the importer is: found from the destination ring.
@@ -52,75 +53,14 @@ pub struct Importer {
     /// The older source incarnation whose messages were last said to be
     /// dropped (said once per incarnation).
     said_older: u64,
-    /// Refused messages, as logged.
-    refusals: Refusals,
+    /// Refused messages, as logged (a few a while: a publisher's flood of
+    /// garbage filled journald's rate limit for the service).
+    refusals: Said,
     /// Frames of sequences a gap message said were lost at the source,
     /// dropped as written already, as logged; and the last such gap.
-    dropped: Refusals,
+    dropped: Said,
     lost_at_source: Option<(u64, u64)>,
     pub counters: std::sync::Arc<Counters>,
-}
-
-/// Messages not written (refused, or dropped as written already) said one
-/// by one, at most [`Refusals::EACH`] a [`Refusals::WINDOW`], the rest
-/// summed up at its end. (Found by review: each refusal was a warning of
-/// its own, and a publisher's flood of garbage filled journald's rate
-/// limit for the service, hiding the importer's other warnings.)
-struct Refusals {
-    /// What befell them ("refused"), and the counter that counts them.
-    what: &'static str,
-    counter: &'static str,
-    /// When the current window ends (`None`: none begun).
-    ends: Option<std::time::Instant>,
-    said: u32,
-    /// Refused past those said, and the last of them.
-    quiet: u64,
-    last: String,
-}
-
-/// What was not said one by one is summed up however the importer ends
-/// (stopped, failed, or replaced by one for a new destination).
-impl Drop for Refusals {
-    fn drop(&mut self) {
-        self.sum_up();
-    }
-}
-
-impl Refusals {
-    const EACH: u32 = 10;
-    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-
-    fn new(what: &'static str, counter: &'static str) -> Refusals {
-        Refusals { what, counter, ends: None, said: 0, quiet: 0, last: String::new() }
-    }
-
-    fn refused(&mut self, stream_seq: u64, why: &str) {
-        let now = std::time::Instant::now();
-        if self.ends.is_none_or(|end| now >= end) {
-            self.sum_up();
-            (self.ends, self.said) = (Some(now + Self::WINDOW), 0);
-        }
-        if self.said < Self::EACH {
-            self.said += 1;
-            warn!("stream message {stream_seq}: {}: {why}", self.what);
-        } else {
-            self.quiet += 1;
-            self.last = format!("stream message {stream_seq}: {why}");
-        }
-    }
-
-    /// Says how many were refused and not said one by one, if any.
-    fn sum_up(&mut self) {
-        if self.quiet > 0 {
-            warn!(
-                "{} more stream messages {}, not logged one by one (the last: {}); each is counted in {}",
-                std::mem::take(&mut self.quiet),
-                self.what,
-                self.last,
-                self.counter
-            );
-        }
-    }
 }
 
 impl Importer {
@@ -151,8 +91,8 @@ impl Importer {
             pending: BTreeMap::new(),
             max_pending,
             said_older: 0,
-            refusals: Refusals::new("refused", "rejected_total"),
-            dropped: Refusals::new("dropped", "duplicates_total"),
+            refusals: Said::warning("stream messages refused (each counted in rejected_total)"),
+            dropped: Said::warning("stream messages dropped (each counted in duplicates_total)"),
             lost_at_source: None,
             counters: Default::default(),
         };
@@ -226,7 +166,7 @@ impl Importer {
                     m.first_seq,
                     m.last_seq()
                 );
-                self.dropped.refused(stream_seq, &why);
+                self.dropped.one(format!("stream message {stream_seq}: dropped: {why}"));
             }
         } else if m.first_seq > self.hwm + 1 {
             self.wait(stream_seq, m);
@@ -311,7 +251,7 @@ impl Importer {
 
     fn reject(&mut self, stream_seq: u64, why: &str) -> Result<()> {
         Counters::add(&self.counters.rejected, 1);
-        self.refusals.refused(stream_seq, why);
+        self.refusals.one(format!("stream message {stream_seq}: refused: {why}"));
         Ok(())
     }
 
@@ -319,8 +259,10 @@ impl Importer {
     /// (each turn of the loop), or now (`at_end`).
     pub fn say_refusals(&mut self, at_end: bool) {
         for r in [&mut self.refusals, &mut self.dropped] {
-            if at_end || r.ends.is_some_and(|end| std::time::Instant::now() >= end) {
+            if at_end {
                 r.sum_up();
+            } else {
+                r.tick();
             }
         }
     }

@@ -22,6 +22,9 @@ mod import;
 mod links;
 mod metrics;
 mod nats;
+#[allow(dead_code)]
+#[path = "../../src/bin/shared/said.rs"]
+mod said;
 mod serve;
 #[allow(dead_code)]
 #[path = "../../src/bin/shared/service.rs"]

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod conf;
 pub mod finite;
 pub mod logging;
+pub mod said;
 pub mod service;
 pub mod signal;
 pub mod textfile;

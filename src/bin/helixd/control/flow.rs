@@ -156,23 +156,19 @@ impl Flow {
                     (ack.ring_seq, ack.stream_seq) = (e.ring_seq, e.stream_seq);
                     self.stats.applied.fetch_add(1, Ordering::Relaxed);
                     change = Some(Change { source: c.source.clone(), op: c.op, stream: c.stream, value: c.value });
-                    if self.said[0].one() {
-                        info!(
-                            "control: uid {} request {}: {} {} applied from sequence {}",
-                            p.uid,
-                            c.request,
-                            c.op.as_str(),
-                            c.source,
-                            e.ring_seq
-                        );
-                    }
+                    self.said[0].one(format!(
+                        "control: uid {} request {}: {} {} applied from sequence {}",
+                        p.uid,
+                        c.request,
+                        c.op.as_str(),
+                        c.source,
+                        e.ring_seq
+                    ));
                 }
                 None => {
                     (ack.verdict, ack.reason) = helix::control::wire(Err(Reason::SourceDown));
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    if self.said[1].one() {
-                        warn!("control: request {}: its source stopped before applying it", c.request);
-                    }
+                    self.said[1].one(format!("control: request {}: its source stopped before applying it", c.request));
                 }
             }
             self.answer_first(ack, change);

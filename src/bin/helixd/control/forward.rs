@@ -13,8 +13,6 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 
-use tracing::{info, warn};
-
 use super::flow::ack0;
 use super::{Flow, Pending};
 use helix::control::{wire, Ack, Forward, Reason, ACK_FORWARDED};
@@ -75,16 +73,14 @@ impl Flow {
                 (ack.verdict, ack.reason) = wire(Ok(()));
                 ack.flags = ACK_FORWARDED;
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                if self.said[0].one() {
-                    info!("control: {what}: forwarded to the instrument at {to}");
-                }
+                self.said[0].one(format!("control: {what}: forwarded to the instrument at {to}"));
             }
             Err(e) => {
                 (ack.verdict, ack.reason) = wire(Err(Reason::SendFailed));
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                if self.said[2].one() {
-                    warn!("control: {what}: rejected (send_failed): cannot send to the instrument at {to}: {e}");
-                }
+                self.said[2].one(format!(
+                    "control: {what}: rejected (send_failed): cannot send to the instrument at {to}: {e}"
+                ));
             }
         }
         self.answer_first(ack, None);

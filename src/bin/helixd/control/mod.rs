@@ -15,7 +15,6 @@ mod forward;
 mod journal;
 mod judge;
 mod recover;
-mod said;
 mod stall;
 mod window;
 
@@ -31,6 +30,7 @@ use tracing::{error, info, warn};
 use crate::config::{SourceConfig, SourceKind};
 use crate::hal::plant::Directive;
 use crate::hal::SourceState;
+use crate::shared::said::Said;
 use helix::control::{self, LogRecord, Op, Reason, Valid};
 use helix::fanin::{Event, FanIn, FanInError};
 use helix::{Namespace, PublishError, RingView, WaitStrategy, Writer};
@@ -264,9 +264,10 @@ struct Flow {
     log_refused: bool,
     /// Gating readers of `control.log` seen holding it full.
     log_stalls: stall::LogStalls,
-    /// The lines said per command ([`said`]): applied or forwarded, not
+    /// The lines said per command, a few a while (an allowed sender's
+    /// flood filled journald's rate limit): applied or forwarded, not
     /// applied for a stopped source, not sent to an instrument.
-    said: [said::Said; 3],
+    said: [Said; 3],
 }
 
 impl Path {
@@ -297,7 +298,7 @@ impl Path {
                 // Dead senders' lanes are freed once drained (issue 16's sweep).
                 self.fan.sweep(|e| report_dropped(&e));
                 self.repair_bell();
-                self.flow.said.iter_mut().for_each(said::Said::tick);
+                self.flow.said.iter_mut().for_each(Said::tick);
                 let (f, lanes) = (&mut self.flow, self.fan.geometry().lanes as u64);
                 f.log_stalls.check(&mut f.log, &f.log_view, f.audit_reader.as_deref(), lanes, Instant::now());
                 next_sweep = Instant::now() + Duration::from_secs(1);
@@ -507,11 +508,11 @@ fn adopt(fan: &FanIn, cfg: &ControlConfig) -> Result<()> {
 }
 
 /// [`Flow::said`]'s lines: applied (or forwarded), source down, not sent.
-fn said_per_command() -> [said::Said; 3] {
+fn said_per_command() -> [Said; 3] {
     [
-        said::Said::info("commands applied or forwarded"),
-        said::Said::warning("commands whose source stopped before applying them"),
-        said::Said::warning("commands that could not be sent to their instrument"),
+        Said::info("control commands applied or forwarded"),
+        Said::warning("control commands whose source stopped before applying them"),
+        Said::warning("control commands that could not be sent to their instrument"),
     ]
 }
 
