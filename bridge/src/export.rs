@@ -128,6 +128,7 @@ async fn export_ring(
     let (view, mut reader, mut source, limits) = begin(js, ns, x, counters, stop).await?;
     let mut flight: VecDeque<InFlight> = VecDeque::new();
     let (mut checked, mut rivals_checked) = (Instant::now(), Instant::now());
+    let mut lost = Lost::default();
     while !stop.load(Ordering::Relaxed) {
         Counters::add(&counters.beats, 1);
         if rivals_checked.elapsed() >= RIVALS_CHECK {
@@ -135,7 +136,7 @@ async fn export_ring(
             leave_to_an_older_exporter(&view, x)?;
         }
         source.epoch = reader.writer_epoch();
-        let sent = send_next(js, x, &mut reader, &source, &limits, counters).await?;
+        let sent = send_next(js, x, &mut reader, &source, &limits, counters, &mut lost).await?;
         let result = match sent {
             Some(Ok(f)) => {
                 flight.push_back(f);
@@ -187,8 +188,31 @@ async fn export_ring(
     Ok(Ended::Stopped)
 }
 
+/// The sequences of a ring an exporter has counted (and said) as lost: a
+/// publish sent again after a failure reads the same overrun again, and
+/// its gap goes out again, but the loss is the ring's once. (Found by
+/// review: each try counted it anew, so an exporter retrying through an
+/// outage reported more sequences lost than its ring ever held.)
+#[derive(Debug, Default)]
+struct Lost {
+    /// The last sequence counted; those up to it are not counted again.
+    to: u64,
+}
+
+impl Lost {
+    /// Counts sequences `first..=last` but those counted already; how many
+    /// are new.
+    fn count(&mut self, first: u64, last: u64, counters: &Counters) -> u64 {
+        let new = last.saturating_sub(self.to.max(first.saturating_sub(1)));
+        self.to = self.to.max(last);
+        Counters::add(&counters.gaps, new);
+        new
+    }
+}
+
 /// Publishes what the ring has next (frames, or a gap for an overrun or
-/// a frame too large for any message); `None` if it has nothing.
+/// a frame too large for any message); `None` if it has nothing. A loss is
+/// said and counted the first time it is sent ([`Lost`]).
 async fn send_next(
     js: &Publisher,
     x: &Export,
@@ -196,23 +220,27 @@ async fn send_next(
     source: &Source,
     limits: &Limits,
     counters: &Counters,
+    lost: &mut Lost,
 ) -> Result<Option<Result<InFlight>>> {
     Ok(match next_message(reader, source, limits)? {
         Next::Message(body, first, last) => Some(publish(js, x, source, body, first, last, "").await),
         Next::TooLarge { seq, len } => {
-            error!(
-                "ring {} frame {seq} is {len} bytes; a message to the NATS server holds at most {} \
-                 (its max_payload, or the stream's max_msg_size): sending a gap",
-                x.ring, limits.largest
-            );
-            Counters::add(&counters.gaps, 1);
+            if lost.count(seq, seq, counters) > 0 {
+                error!(
+                    "ring {} frame {seq} is {len} bytes; a message to the NATS server holds at most {} \
+                     (its max_payload, or the stream's max_msg_size): sending a gap",
+                    x.ring, limits.largest
+                );
+            }
             Some(publish(js, x, source, wire::gap(source, seq, 1, now()), seq, seq, "gap/").await)
         }
-        Next::Gap { first, lost } => {
-            warn!("ring {}: lost {lost} frames from sequence {first} (overrun); sending a gap", x.ring);
-            Counters::add(&counters.gaps, lost);
-            let gap = wire::gap(source, first, lost, now());
-            Some(publish(js, x, source, gap, first, first + lost - 1, "gap/").await)
+        Next::Gap { first, lost: n } => {
+            let last = first + n - 1;
+            if lost.count(first, last, counters) > 0 {
+                warn!("ring {}: lost {n} frames from sequence {first} (overrun); sending a gap", x.ring);
+            }
+            let gap = wire::gap(source, first, n, now());
+            Some(publish(js, x, source, gap, first, last, "gap/").await)
         }
         Next::Empty => None,
     })

@@ -1003,6 +1003,45 @@ fn an_exporter_holds_a_bounded_queue_while_its_server_is_stalled() {
     w.stop(ex);
 }
 
+/// Found by review: an exporter counted an overrun's loss each time it
+/// tried to send its gap, so one retrying through an outage reported more
+/// sequences lost than its ring ever held. The loss is counted once.
+#[test]
+fn a_gap_sent_again_through_an_outage_is_counted_once() {
+    let mut w = World::new("gap counted once", Duration::from_secs(120));
+    let opts = RingOptions { capacity: 64, max_payload: 256, policy: Policy::Overwrite, ..Default::default() };
+    let mut writer = w.ring_with("src", &opts).writer().unwrap();
+    w.ring("dst", 4096);
+    let im = w.spawn(w.importer("src", "dst"));
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let args = ["--ack-timeout-ms", "200", "export", "--ring", "src", "--host", "hosta", "--metrics", &metrics];
+    let ex = w.spawn(w.bridge(&args));
+    joined(&w.ns, "src");
+    w.pause_server(true);
+    produce(&mut writer, 1, 1000);
+    // The ring holds 937..=1000 now: whatever the exporter had sent is
+    // unacknowledged, so each try starts again at 1 and finds 1..=936 lost.
+    let retries = |n: f64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while scrape(&metrics).into_iter().find(|(m, ..)| m == "helix_bridge_retries_total").map(|(.., v)| v) < Some(n)
+        {
+            assert!(Instant::now() < deadline, "the exporter did not try {n} times");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    retries(4.0);
+    w.pause_server(false);
+    // (Frame 1 may arrive too: the server takes the first try's publish
+    // when it wakes, after the exporter gave up waiting for its ack.)
+    let seen = verify(&w.ns, "dst", 1000, Duration::from_secs(30));
+    let marked: u64 = seen.gaps.iter().map(|&(_, n)| n).sum();
+    assert_eq!(seen.frames + marked, 1000, "{seen:?}");
+    let gaps = scrape(&metrics).into_iter().find(|(m, ..)| m == "helix_bridge_gaps_total").map(|(.., v)| v);
+    assert_eq!(gaps, Some(936.0));
+    w.stop(ex);
+    w.stop(im);
+}
+
 /// Found by review: each refused message was a warning of its own, so a
 /// publisher's flood of garbage filled journald's rate limit for the
 /// service and hid the importer's other warnings. Ten a window are said
