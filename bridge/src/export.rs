@@ -9,7 +9,7 @@
 //! acknowledgements, then releases them all.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,14 +79,49 @@ pub async fn run(js: Publisher, ns: &Namespace, x: &Export, counters: Arc<Counte
 /// server's settings (to make the stream again if it is deleted).
 pub struct Publisher {
     pub js: Context,
-    pub stream_limit: Option<usize>,
+    /// Bytes; `usize::MAX`: none. Read again when the stream refuses a
+    /// message as larger ([`Publisher::stream_limit_changed`]).
+    pub stream_limit: AtomicUsize,
     pub server: crate::nats::Server,
 }
 
 impl Publisher {
+    /// The stream's limit on a message as its owner set it (-1: none).
+    pub fn stream_limit(max_message_size: i32) -> AtomicUsize {
+        AtomicUsize::new(usize::try_from(max_message_size).unwrap_or(usize::MAX))
+    }
+
     /// [`crate::nats::make_stream_if_gone`] of this publisher's stream.
     async fn make_stream_if_gone(&self, e: &anyhow::Error, beats: &std::sync::atomic::AtomicU64) {
         crate::nats::make_stream_if_gone(&self.js, &self.server, e, beats).await;
+    }
+
+    /// After a publish failed with `e`: if the stream refused the message
+    /// as larger than its `max_msg_size`, reads that again, and says
+    /// whether it changed since it was read. (Found by review: it was read
+    /// once, as the link started, and a stream whose owner lowered it
+    /// meanwhile refused every larger message, sent again for ever.)
+    async fn stream_limit_changed(&self, e: &anyhow::Error) -> bool {
+        use async_nats::jetstream::{context::PublishError, ErrorCode};
+        let refused = e.downcast_ref::<PublishError>().and_then(std::error::Error::source).is_some_and(|s| {
+            s.downcast_ref::<async_nats::jetstream::Error>()
+                .is_some_and(|j| j.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
+        });
+        if !refused {
+            return false;
+        }
+        let Ok(mut stream) = self.js.get_stream(&self.server.stream).await else { return false };
+        let Ok(info) = stream.info().await else { return false };
+        let now = Publisher::stream_limit(info.config.max_message_size).into_inner();
+        if self.stream_limit.swap(now, Ordering::Relaxed) == now {
+            return false;
+        }
+        let limit = match info.config.max_message_size {
+            n if n < 0 => "no limit of its own".to_owned(),
+            n => format!("messages of at most {n} bytes"),
+        };
+        warn!("JetStream stream {:?} now takes {limit}", self.server.stream);
+        true
     }
 }
 
@@ -125,7 +160,7 @@ async fn export_ring(
     counters: &Counters,
     stop: &AtomicBool,
 ) -> Result<Ended> {
-    let (view, mut reader, mut source, limits) = begin(js, ns, x, counters, stop).await?;
+    let (view, mut reader, mut source, mut limits) = begin(js, ns, x, counters, stop).await?;
     let mut flight: VecDeque<InFlight> = VecDeque::new();
     let (mut checked, mut rivals_checked) = (Instant::now(), Instant::now());
     let mut lost = Lost::default();
@@ -170,6 +205,9 @@ async fn export_ring(
             }
             Err(e) => {
                 js.make_stream_if_gone(&e, &counters.beats).await;
+                if js.stream_limit_changed(&e).await {
+                    limits = Limits::of(js, x, &view, &source);
+                }
                 pause_to_retry(counters, &x.ring, &e, format!("publishing again from sequence {}", reader.released()))
                     .await;
                 flight.clear();
@@ -284,24 +322,7 @@ async fn begin(
         created_ns: view.geometry().created_ns,
         epoch: reader.writer_epoch(),
     };
-    // What one message may hold: `max_bytes`, and no more than the server
-    // takes (its `max_payload`, 1 MiB by default).
-    let max_payload = view.geometry().max_payload as usize;
-    let header = wire::HEADER + source.host.len() + source.ring.len();
-    // Both count the publish's headers too. (Found by review: only the
-    // server's was kept to, and a stream of 64 KiB messages refused every
-    // larger one, for ever; then the server's was kept to without the
-    // headers, and a frame within them of it was refused, and sent again,
-    // for ever.)
-    let server_limit = match js.client().server_info().max_payload {
-        0 => usize::MAX,
-        n => n.saturating_sub(HEADERS_ROOM),
-    };
-    let stream_limit = js.stream_limit.map_or(usize::MAX, |n| n.saturating_sub(HEADERS_ROOM));
-    let server_limit = server_limit.min(stream_limit);
-    let room = x.max_bytes.min(server_limit.saturating_sub(header));
-    let per_message = x.max_frames.min(room / (max_payload + wire::FRAME_HEADER)).max(1);
-    let limits = Limits { per_message, largest: server_limit.saturating_sub(header + wire::FRAME_HEADER) };
+    let limits = Limits::of(js, x, &view, &source);
     info!("exporting ring {} from sequence {} to {}", x.ring, reader.cursor(), x.subject);
     if fresh && reader.cursor() > 1 {
         // No predecessor, and the ring starts past sequence 1 (it lapped
@@ -486,6 +507,30 @@ struct Limits {
     per_message: usize,
     /// The largest frame payload the server takes in a message.
     largest: usize,
+}
+
+impl Limits {
+    /// What one message of ring `view` may hold: `max_bytes`, and no more
+    /// than the server takes (its `max_payload`, 1 MiB by default) nor the
+    /// stream (its `max_msg_size`).
+    fn of(js: &Publisher, x: &Export, view: &RingView, source: &Source) -> Limits {
+        let max_payload = view.geometry().max_payload as usize;
+        let header = wire::HEADER + source.host.len() + source.ring.len();
+        // Both count the publish's headers too. (Found by review: only the
+        // server's was kept to, and a stream of 64 KiB messages refused every
+        // larger one, for ever; then the server's was kept to without the
+        // headers, and a frame within them of it was refused, and sent again,
+        // for ever.)
+        let server_limit = match js.client().server_info().max_payload {
+            0 => usize::MAX,
+            n => n.saturating_sub(HEADERS_ROOM),
+        };
+        let stream_limit = js.stream_limit.load(Ordering::Relaxed).saturating_sub(HEADERS_ROOM);
+        let server_limit = server_limit.min(stream_limit);
+        let room = x.max_bytes.min(server_limit.saturating_sub(header));
+        let per_message = x.max_frames.min(room / (max_payload + wire::FRAME_HEADER)).max(1);
+        Limits { per_message, largest: server_limit.saturating_sub(header + wire::FRAME_HEADER) }
+    }
 }
 
 enum Next {

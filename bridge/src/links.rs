@@ -59,7 +59,7 @@ async fn connect(c: &Ctx, name: &str, queue: Option<usize>) -> Result<(jetstream
 pub async fn export(c: &Ctx, x: &Export) -> Result<()> {
     let (js, stream) = connect(c, "helix-bridge export", Some(crate::export::queue(x))).await?;
     // The stream's own limit on a message (-1: none), as its owner set it.
-    let stream_limit = usize::try_from(stream.cached_info().config.max_message_size).ok();
+    let stream_limit = crate::export::Publisher::stream_limit(stream.cached_info().config.max_message_size);
     let js = crate::export::Publisher { js, stream_limit, server: c.server.clone() };
     crate::export::run(js, &c.ns, x, c.counters.clone(), &c.stop).await
 }

@@ -353,6 +353,39 @@ fn an_exporter_keeps_to_the_streams_own_message_limit() {
     w.stop(im);
 }
 
+/// Found by review: the stream's own limit on a message was read once, as
+/// the link started; its owner lowering it meanwhile made every larger
+/// message refused, and sent again, for ever. A refusal as too large reads
+/// it again.
+#[test]
+fn an_exporter_keeps_to_a_message_limit_lowered_while_it_runs() {
+    let (mut w, mut writer) = World::with_rings("a lowered message limit", Duration::from_secs(90), 4096, 4096);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+    let mut config = async_nats::jetstream::stream::Config {
+        name: w.tag.to_uppercase(),
+        subjects: vec![format!("helix.{}.>", w.tag)],
+        ..Default::default()
+    };
+    rt.block_on(js.create_stream(config.clone())).unwrap();
+    let ex = w.spawn(w.exporter("src"));
+    let im = w.spawn(w.importer("src", "dst"));
+    joined(&w.ns, "src");
+    config.max_message_size = 16 << 10;
+    rt.block_on(js.update_stream(config)).unwrap();
+    // Held off the CPU while the frames come, the exporter finds them all
+    // at once: its messages would be full (about 116 KiB).
+    let signal = |s: &str| {
+        assert!(std::process::Command::new("kill").args([s, &w.pid(ex).to_string()]).status().unwrap().success())
+    };
+    signal("-STOP");
+    produce(&mut writer, 1, 1000);
+    signal("-CONT");
+    arrived(&w, 1000, 1000, &[]);
+    w.stop_saying(ex, &["now takes messages of at most 16384 bytes"]);
+    w.stop(im);
+}
+
 /// JetStream refuses the stream the bridge would make (here another stream
 /// holds its subjects): the link ends the process with that error, naming
 /// it. (Found by review: it asked again every 2 s for ever, never ready.)
