@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{arg, sweep_and_drain, AsUser, Kid, TestNs};
+use helix::fanin::inspect::LaneFileStatus;
 use helix::fanin::{files, Event, FanIn, FanInError, FanInOptions, FanInView, Producer, SendError};
 use helix::Namespace;
 
@@ -133,6 +134,14 @@ fn only_a_lane_files_producer_and_the_consumer_may_read_it() {
     // Another producer of the ring's group may not read it; its producer may.
     assert!(!can_read(snoop, group, &path), "another producer of the ring's group read a lane file");
     assert!(can_read(producer, group, &path));
+    // A tool run as root (as `helixctl doctor` advises where it cannot
+    // read) judges the lane as the consumer does. (Found by review: it
+    // judged it by its own uid, took the consumer's ACL entry for a
+    // stranger's, showed the lane dead and advised removing it.)
+    let view = FanInView::open(&ns, RING).unwrap();
+    assert_eq!(view.lane_file(0), LaneFileStatus::Bound);
+    let lane = &view.stats().lanes[0];
+    assert!(lane.bound && lane.producer_alive, "{lane:?}");
 }
 
 #[test]

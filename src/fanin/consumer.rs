@@ -401,7 +401,7 @@ impl FanIn {
     /// [`FanIn::try_bind`] without the second look: whether a refusal put
     /// another entry back under the name.
     fn try_bind_once(&mut self, k: usize, f: &mut dyn FnMut(Event<'_>)) -> bool {
-        match lane_file::open_lane(&self.files.lane_paths[k], k, &self.files.geometry) {
+        match lane_file::open_lane(&self.files.lane_paths[k], k, &self.files.geometry, crate::process::my_uid()) {
             Ok(Some(lf)) => {
                 self.unbindable[k] = false;
                 self.bind(k, lf, f)

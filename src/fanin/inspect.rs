@@ -173,7 +173,7 @@ impl FanInView {
         }
         let refused = |uid, reason| LaneFileStatus::Refused { uid, reason };
         let g = self.geometry();
-        let lf = match lane_file::open_lane(&self.dir().join(files::lane_name(k)), k, g) {
+        let lf = match lane_file::open_lane(&self.dir().join(files::lane_name(k)), k, g, self.files.consumer_uid) {
             Ok(Some(lf)) => lf,
             Ok(None) => return LaneFileStatus::Absent,
             Err(bad) if bad.is_ours() => return LaneFileStatus::Unreadable { reason: bad.reason },

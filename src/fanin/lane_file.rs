@@ -166,8 +166,12 @@ impl BadLane {
 /// Opens lane `k`'s file (at `path`, `lane.<k>` in the ring's folder)
 /// read-only and checks it; `Ok(None)` if there is none. The header is
 /// copied out with atomic loads and checked in the copy, so a producer
-/// rewriting it meanwhile changes nothing checked.
-pub(crate) fn open_lane(path: &Path, k: usize, g: &FanInGeometry) -> Result<Option<LaneFile>, BadLane> {
+/// rewriting it meanwhile changes nothing checked. `consumer` is the uid
+/// of the ring's consumer, the one besides the producer who may read it
+/// (a tool's own uid is not: found by review, `sudo helixctl doctor` took
+/// every bound lane for a stranger's, readable by the consumer, and
+/// advised removing it).
+pub(crate) fn open_lane(path: &Path, k: usize, g: &FanInGeometry, consumer: u32) -> Result<Option<LaneFile>, BadLane> {
     let Some((file, meta)) = open_entry(path)? else { return Ok(None) };
     let (uid, size, judged) = (meta.uid(), meta.len(), Judged::of(&meta));
     let bad = |epoch, why, reason: String| BadLane { judged, uid, epoch, why, reason };
@@ -207,7 +211,7 @@ pub(crate) fn open_lane(path: &Path, k: usize, g: &FanInGeometry) -> Result<Opti
         return Err(bad(epoch, "it shrank while being checked".into()));
     }
     // Only its producer and the consumer may read a lane's records.
-    if let Err(reason) = folder::readable_by_others(&file, meta.mode(), uid, crate::process::my_uid()) {
+    if let Err(reason) = folder::readable_by_others(&file, meta.mode(), uid, consumer) {
         return Err(BadLane { judged, uid, epoch, why: "readable-by-others", reason });
     }
     // The pid from the kernel: the holder of the file's pid lock. This

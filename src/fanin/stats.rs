@@ -168,7 +168,9 @@ fn lane_stats(files: &RingFiles, k: usize) -> LaneStats {
     // What the bound file's producer says of itself: only the file the
     // consumer bound (same epoch and inode), and none of it trusted beyond
     // being numbers.
-    let Ok(Some(lf)) = lane_file::open_lane(&files.lane_paths[k], k, &files.geometry) else { return s };
+    let Ok(Some(lf)) = lane_file::open_lane(&files.lane_paths[k], k, &files.geometry, files.consumer_uid) else {
+        return s;
+    };
     if !bound || lf.epoch != s.epoch || lf.judged.ino != st.ino.load(Ordering::Relaxed) {
         return s;
     }
