@@ -1728,3 +1728,38 @@ fn a_flood_of_commands_is_summed_up_in_the_log_not_a_line_each() {
     let summed: u64 = log.lines().filter_map(|l| l.split_once(SUMMED)?.0.rsplit(' ').next()?.parse::<u64>().ok()).sum();
     assert_eq!(each as u64 + summed, 200, "{log}");
 }
+
+/// Found by review: each lane the control ring dropped was a warning of
+/// its own, so anyone who may write its folder (no allow-list needed)
+/// filled journald's rate limit by planting junk under the lane names and
+/// asking for rescans. Ten a ten seconds are said one by one, the rest
+/// summed up (each is counted in the ring's faults).
+#[test]
+fn junk_planted_under_lane_names_is_summed_up_in_the_log_not_a_line_each() {
+    use helix::fanin::files::{dir_path, lane_name, BELL_FILE};
+    use std::os::unix::fs::FileExt;
+    let (env, _notify, mut d) = daemon("junk under lane names", "");
+    let dir = dir_path(&env.ns, "control");
+    let bell = std::fs::OpenOptions::new().write(true).open(dir.join(BELL_FILE)).unwrap();
+    const ROUNDS: u32 = 5;
+    let lanes = 4;
+    for round in 1..=ROUNDS {
+        for k in 0..lanes {
+            std::fs::write(dir.join(lane_name(k)), b"junk").unwrap();
+        }
+        bell.write_all_at(&round.to_ne_bytes(), 256).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (0..lanes).any(|k| dir.join(lane_name(k)).exists()) {
+            assert!(Instant::now() < deadline, "helixd left junk under a lane name");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    common::signal(&d.0, libc::SIGTERM);
+    let log = common::stderr_of(&mut d.0);
+    assert!(d.0.wait().unwrap().success(), "{log}");
+    const SUMMED: &str = " more lanes of the control ring dropped";
+    let each = log.lines().filter(|l| l.contains("; lane dropped") && !l.contains(SUMMED)).count();
+    assert!(each <= 10, "{each} lines of lanes dropped:\n{log}");
+    let summed: u64 = log.lines().filter_map(|l| l.split_once(SUMMED)?.0.rsplit(' ').next()?.parse::<u64>().ok()).sum();
+    assert_eq!(each as u64 + summed, (ROUNDS * lanes as u32) as u64, "{log}");
+}
