@@ -128,7 +128,9 @@ pub struct StreamState {
     pub last_sample_ns: u64,
     /// When the last sample was ingested (`Sample::ingest_ns`).
     pub last_ingest_ns: u64,
-    /// `published_ns - last_ingest_ns` (0 if the sample is newer).
+    /// The time since the last sample on the telemetry's clock
+    /// (`published_ns - last_ingest_ns` where the ring's writer is on this
+    /// host's clock; docs/abi.md §10.1).
     #[cfg_attr(feature = "serde", serde(skip))]
     pub age_ns: u64,
     /// Expected period between samples: the rule's `period_ms`, else the

@@ -240,6 +240,11 @@ pub struct Twin {
     /// `last_ingest_ns` are the previous instance's): see
     /// [`Twin::take_over`].
     taken_over: HashMap<u32, TakenOver>,
+    /// [`Twin::clock`]: the newest `ingest_ns` of the last batch read,
+    /// and this twin's clock when it was read.
+    clock: Option<(u64, u64)>,
+    /// The newest `ingest_ns` of the batch being read.
+    batch_newest: u64,
 }
 
 impl Twin {
@@ -258,6 +263,30 @@ impl Twin {
             dirty: Vec::with_capacity(config.streams as usize),
             seen: 0,
             taken_over: HashMap::new(),
+            clock: None,
+            batch_newest: 0,
+        }
+    }
+
+    /// Marks the end of a batch of telemetry read at `now_ns` (this twin's
+    /// CLOCK_MONOTONIC): its newest `ingest_ns` sets [`Twin::clock`].
+    pub fn batch_read(&mut self, now_ns: u64) {
+        if self.batch_newest > 0 {
+            self.clock = Some((std::mem::take(&mut self.batch_newest), now_ns));
+        }
+    }
+
+    /// The telemetry's clock at `now_ns` (this twin's): the newest
+    /// `ingest_ns` of the last batch read, run on by this twin's clock
+    /// since (`now_ns` before). Staleness and ages are judged on it: the
+    /// writer's clock need not be this twin's (a bridge's telemetry is of
+    /// another host's, a replay's of the recording's). Found by review:
+    /// judged on the twin's, a writer's clock ahead never let a stream be
+    /// stale, one behind raised every stream stale at every tick.
+    pub fn clock(&self, now_ns: u64) -> u64 {
+        match self.clock {
+            Some((newest, at)) => newest.saturating_add(now_ns.saturating_sub(at)),
+            None => now_ns,
         }
     }
 
@@ -281,7 +310,10 @@ impl Twin {
     pub fn input(&mut self, input: &Input) {
         self.counters.frames += 1;
         match input {
-            Input::Sample(s) => self.sample(s),
+            Input::Sample(s) => {
+                self.batch_newest = self.batch_newest.max(s.ingest_ns);
+                self.sample(s)
+            }
             Input::BadKind(_) => self.counters.bad_kind += 1,
             Input::BadSize(_) => self.counters.bad_size += 1,
         }
@@ -424,33 +456,39 @@ impl Twin {
         });
     }
 
-    /// Judges staleness at `now_ns` (CLOCK_MONOTONIC, the clock of
-    /// `Sample::ingest_ns`): a stream with a `stale_after` rule that has
-    /// reported, and has had no sample for longer than that, raises its
-    /// stale alarm (its next sample clears it). A stream that never
-    /// reported is not judged; one taken over from the previous instance
-    /// is, from [`TakenOver::judged_from_ns`].
+    /// Judges staleness at `now_ns` (this twin's CLOCK_MONOTONIC): a
+    /// stream with a `stale_after` rule that has reported, and has had no
+    /// sample for longer than that on the telemetry's clock
+    /// ([`Twin::clock`]), raises its stale alarm (its next sample clears
+    /// it). A stream that never reported is not judged; one taken over from
+    /// the previous instance is, on this twin's clock, from
+    /// [`TakenOver::judged_from_ns`].
     pub fn tick(&mut self, now_ns: u64) {
+        let clock = self.clock(now_ns);
         for i in 0..self.streams.len() {
             let st = &self.streams[i];
             if st.alarms & AlarmKind::Stale.flag() != 0 {
                 continue;
             }
-            let since = match st.count {
+            // Now and the times judged from, on one clock; the event's
+            // time on the telemetry's (as every event's).
+            let (now, since, last, time) = match st.count {
                 0 if self.taken_over.is_empty() => continue,
                 0 => match self.taken_over.get(&(i as u32)) {
-                    Some(t) => t.judged_from_ns,
+                    Some(t) => {
+                        let time = st.last_ingest_ns.saturating_add(now_ns.saturating_sub(t.seen_ns));
+                        (now_ns, t.judged_from_ns, t.seen_ns, time)
+                    }
                     None => continue,
                 },
-                _ => st.last_ingest_ns,
+                _ => (clock, st.last_ingest_ns, st.last_ingest_ns, clock),
             };
             let Some(after) = self.rules.get(self.rule_of[i] as usize).and_then(|r| r.stale_after) else {
                 continue;
             };
-            let age = now_ns.saturating_sub(st.last_ingest_ns);
-            if now_ns.saturating_sub(since) > after.as_nanos() as u64 {
-                let seq = st.last_seq;
-                self.event(i as u32, AlarmKind::Stale, true, now_ns, seq, age as f64 / 1e9, after.as_secs_f64());
+            if now.saturating_sub(since) > after.as_nanos() as u64 {
+                let (seq, age) = (st.last_seq, now.saturating_sub(last) as f64 / 1e9);
+                self.event(i as u32, AlarmKind::Stale, true, time, seq, age, after.as_secs_f64());
             }
         }
     }
@@ -502,7 +540,7 @@ impl Twin {
             Some(p) => p.as_nanos() as u64,
             None => st.interval_ns.round() as u64,
         };
-        let age_ns = now_ns.saturating_sub(st.last_ingest_ns);
+        let age_ns = self.clock(now_ns).saturating_sub(st.last_ingest_ns);
         Some(StreamState {
             stream,
             flags: st.alarms | flags | if rule.is_some() { FLAG_HAS_RULE } else { 0 },

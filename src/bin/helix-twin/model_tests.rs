@@ -246,7 +246,7 @@ fn a_twin_takes_over_when_streams_last_reported_and_judges_them_stale_again() {
     assert_eq!(previous[0].flags & FLAG_ALARM_STALE, FLAG_ALARM_STALE);
     // A frame of a stream beyond this twin's, and a damaged time.
     previous.push(StreamState { stream: 3, ..previous[1] });
-    previous[1].last_ingest_ns = u64::MAX;
+    previous[1].published_ns = u64::MAX;
 
     let start = 400_000_000;
     let mut t = Twin::new(&cfg, 1);
@@ -272,7 +272,7 @@ fn a_twin_takes_over_when_streams_last_reported_and_judges_them_stale_again() {
     let s = t.state(0, start, 3, FLAG_SNAPSHOT).unwrap();
     assert_eq!((s.instance, s.round, s.count, s.last, s.last_seq, s.last_ingest_ns), (1, 3, 1, 1.0, 4, 10_000_500));
     assert_eq!(s.flags, FLAG_ALARM_STALE | FLAG_HAS_RULE | FLAG_SNAPSHOT);
-    assert_eq!(t.state(1, start, 3, 0).unwrap().last_ingest_ns, start);
+    assert_eq!(t.state(1, start, 3, 0).unwrap().age_ns, 0);
     assert!(t.state(2, start, 3, 0).is_none());
     // Its next sample clears the alarm, and its statistics begin.
     t.input(&sample(0, 5, 600, 3.0));
@@ -353,4 +353,35 @@ fn a_taken_over_streams_first_sample_judges_its_rate_from_the_previous_instances
     let rate = AlarmKind::Rate.number();
     assert_eq!(e, [(0, rate, ACTION_CLEAR), (1, rate, ACTION_RAISE)]);
     assert_eq!(t.counters().alarms_active, 1);
+}
+
+/// Found by review: staleness was judged on the twin's clock, though
+/// `ingest_ns` is the ring writer's: a central twin reads telemetry a
+/// bridge brought from another host, a replay the recording's. A writer's
+/// clock ahead never let a stream be stale; one behind raised every stream
+/// stale at every tick (cleared by its next sample).
+#[test]
+fn staleness_is_judged_on_the_telemetrys_clock_not_the_twins() {
+    let cfg = TwinConfig::with_rules(ns(), 2, vec![rule(1, None, Some(Duration::from_millis(100)))]);
+    let twins = 1_000_000; // the twin's clock, ms
+    for writers in [twins + 28 * 86_400_000, 5_000] {
+        let mut t = Twin::new(&cfg, 1);
+        let mut stale = vec![];
+        // Both streams report every 10 ms, stream 1 for the first second
+        // only; each batch is read as it comes.
+        for i in 0..150u64 {
+            for stream in (0..2).filter(|&s| s == 0 || i < 100) {
+                t.input(&sample(stream, i, writers + 10 * i, 1.0));
+            }
+            let now = (twins + 10 * i) * 1_000_000;
+            t.batch_read(now);
+            t.tick(now);
+            stale.extend(t.take_events().map(|e| (i, e.stream, e.action)));
+        }
+        // Stream 1's last sample came at i = 99: 100 ms later is not yet
+        // stale, 110 ms later is.
+        assert_eq!(stale, [(110, 1, ACTION_RAISE)], "a writer's clock at {writers} ms, the twin's at {twins} ms");
+        let s = t.state(1, (twins + 1500) * 1_000_000, 1, 0).unwrap();
+        assert_eq!(s.age_ns, 510_000_000);
+    }
 }

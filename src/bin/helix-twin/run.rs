@@ -137,6 +137,7 @@ impl Ingest {
                             Seen::Torn => {}
                         }
                     }
+                    twin.batch_read(now_ns());
                     done.frames += n as u64;
                 }
                 Err(TryReadError::Empty) => {

@@ -16,17 +16,24 @@ use helix::twin::{StreamState, FLAG_ALARM_HIGH, FLAG_ALARM_LOW, FLAG_ALARM_RATE,
 use super::Twin;
 
 /// A stream taken over from the previous instance that has not reported
-/// since.
+/// since. It is judged on this twin's clock (CLOCK_MONOTONIC), which the
+/// previous instance's `published_ns` is of (the ring lives in /dev/shm,
+/// which does not outlive a boot), not on the telemetry's: that is not
+/// known before the first sample, and may be another host's.
 #[derive(Debug, Clone, Copy)]
 pub struct TakenOver {
     /// The previous instance's newest state of the stream.
     pub state: StreamState,
-    /// Staleness is judged from this time (CLOCK_MONOTONIC ns) on: the
-    /// stream's last ingest if the previous instance had judged it stale,
-    /// else when this twin took over. Samples ingested while no twin read
-    /// the telemetry ring are unknown to it, so a stream that may have
-    /// reported then is given `stale_after` from the take-over: a restart
-    /// longer than that does not raise a stale alarm on every stream.
+    /// When the stream last reported, on this twin's clock: the previous
+    /// state's `published_ns - age_ns` (one ahead of the take-over, a
+    /// damaged frame, counts as then).
+    pub seen_ns: u64,
+    /// Staleness is judged from this time on: `seen_ns` if the previous
+    /// instance had judged it stale, else when this twin took over.
+    /// Samples ingested while no twin read the telemetry ring are unknown
+    /// to it, so a stream that may have reported then is given
+    /// `stale_after` from the take-over: a restart longer than that does
+    /// not raise a stale alarm on every stream.
     pub judged_from_ns: u64,
 }
 
@@ -37,10 +44,8 @@ impl Twin {
     /// and before its first sample): each stream in this twin's range that
     /// has not had a sample gets the frame's last sequence and ingest time,
     /// so that [`Twin::tick`] judges it, and is published with that state
-    /// until its first sample here. A frame's `last_ingest_ns` is of this
-    /// boot's CLOCK_MONOTONIC (the ring lives in /dev/shm, which does not
-    /// outlive a boot); one ahead of `now_ns` (a damaged frame) is taken as
-    /// `now_ns`. Returns how many streams it took over.
+    /// until its first sample here ([`TakenOver`]). Returns how many
+    /// streams it took over.
     pub fn take_over<'a>(&mut self, previous: impl IntoIterator<Item = &'a StreamState>, now_ns: u64) -> u64 {
         let mut taken = 0;
         for prev in previous {
@@ -59,18 +64,18 @@ impl Twin {
             if st.count > 0 || self.taken_over.contains_key(&prev.stream) {
                 continue;
             }
-            let last_ingest_ns = prev.last_ingest_ns.min(now_ns);
+            let seen_ns = prev.published_ns.saturating_sub(prev.age_ns).min(now_ns);
             let was_stale = prev.flags & FLAG_ALARM_STALE != 0;
-            let judged_from_ns = if was_stale { last_ingest_ns } else { now_ns };
-            (st.last_seq, st.last_ingest_ns) = (prev.last_seq, last_ingest_ns);
+            let judged_from_ns = if was_stale { seen_ns } else { now_ns };
+            (st.last_seq, st.last_ingest_ns) = (prev.last_seq, prev.last_ingest_ns);
             // Its low, high and rate alarms stay active (this instance's,
             // without a raise event) until its next sample judges them:
             // a stream that went silent in an excursion stays in it. Only
             // those its rule still checks.
             st.alarms = prev.flags & judged;
             self.counters.alarms_active += u64::from(st.alarms.count_ones());
-            let state = StreamState { last_ingest_ns, count: prev.count.max(1), ..*prev };
-            self.taken_over.insert(prev.stream, TakenOver { state, judged_from_ns });
+            let state = StreamState { count: prev.count.max(1), ..*prev };
+            self.taken_over.insert(prev.stream, TakenOver { state, seen_ns, judged_from_ns });
             self.seen += 1;
             taken += 1;
         }
@@ -81,11 +86,11 @@ impl Twin {
     /// `now_ns`: the previous instance's statistics, this instance's
     /// alarms, rule, round and times.
     pub(super) fn taken_over_state(&self, stream: u32, now_ns: u64, round: u64, flags: u32) -> Option<StreamState> {
-        let prev = &self.taken_over.get(&stream)?.state;
-        let st = &self.streams[stream as usize];
+        let taken = self.taken_over.get(&stream)?;
+        let (prev, st) = (&taken.state, &self.streams[stream as usize]);
         let rule = self.rule_of(stream);
         let period_ns = rule.and_then(|r| r.period).map_or(prev.period_ns, |p| p.as_nanos() as u64);
-        let age_ns = now_ns.saturating_sub(st.last_ingest_ns);
+        let age_ns = now_ns.saturating_sub(taken.seen_ns);
         Some(StreamState {
             flags: st.alarms | flags | if rule.is_some() { FLAG_HAS_RULE } else { 0 },
             instance: self.instance,

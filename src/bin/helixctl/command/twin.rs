@@ -103,7 +103,8 @@ pub struct ActiveAlarm {
     pub value: Option<f64>,
     /// The limit it crossed.
     pub limit: Option<f64>,
-    /// When it was raised (CLOCK_MONOTONIC ns).
+    /// When it was raised (ns, on the telemetry's clock: its writer's
+    /// CLOCK_MONOTONIC).
     pub raised_ns: Option<u64>,
     /// How long ago.
     pub age_ns: Option<u64>,
@@ -157,7 +158,7 @@ impl TwinView {
 impl StreamView {
     /// `s` with its active alarms, its age and its staleness as of `now`.
     fn new(s: &StreamState, active: &BTreeMap<(u32, AlarmKind), ActiveAlarm>, now: u64) -> StreamView {
-        let age_ns = now.saturating_sub(s.last_ingest_ns);
+        let age_ns = s.age_ns.saturating_add(now.saturating_sub(s.published_ns));
         StreamView {
             state: *s,
             // Looked up, not filtered from all: with every stream in alarm
@@ -188,13 +189,21 @@ fn active_alarms<'a>(
     now: u64,
 ) -> BTreeMap<(u32, AlarmKind), ActiveAlarm> {
     let states: BTreeMap<u32, &StreamState> = states.map(|s| (s.stream, s)).collect();
+    // An event's time is on the telemetry's clock (its writer's, which
+    // need not be this host's: a bridge's, a replay's); a state says where
+    // that clock was when it was published (`last_ingest_ns + age_ns`).
+    let clock_at_publish = |s: &StreamState| s.last_ingest_ns.saturating_add(s.age_ns);
     // After the raise: published after it, of a sample at or after the one
     // that raised it (the raise's time is its sample's ingest: a state
     // published after that, of earlier samples, is older than the raise).
     let cleared_since = |stream: u32, rule: AlarmKind, e: &AlarmEvent| {
-        states
-            .get(&stream)
-            .is_some_and(|s| s.published_ns > e.time_ns && s.last_seq >= e.sample_seq && s.flags & rule.flag() == 0)
+        states.get(&stream).is_some_and(|s| {
+            clock_at_publish(s) > e.time_ns && s.last_seq >= e.sample_seq && s.flags & rule.flag() == 0
+        })
+    };
+    let clock_now = |stream: u32| match states.get(&stream) {
+        Some(s) => clock_at_publish(s).saturating_add(now.saturating_sub(s.published_ns)),
+        None => now,
     };
     let mut active: BTreeMap<(u32, AlarmKind), ActiveAlarm> = alarms
         .raised
@@ -209,7 +218,7 @@ fn active_alarms<'a>(
                 value: Some(e.value),
                 limit: Some(e.limit),
                 raised_ns: Some(e.time_ns),
-                age_ns: Some(now.saturating_sub(e.time_ns)),
+                age_ns: Some(clock_now(stream).saturating_sub(e.time_ns)),
                 sample_seq: Some(e.sample_seq),
             };
             ((stream, rule), a)
@@ -357,12 +366,17 @@ mod tests {
 
     /// A raise whose clear event was lost: the stream's state published
     /// after it shows no alarm, so none is active; one published before
-    /// it (the raise is newer) leaves it active.
+    /// it (the raise is newer) leaves it active. Before and after on the
+    /// telemetry's clock, which the raise's time is of, not on this
+    /// host's, which `published_ns` is of (found by review: a twin of
+    /// another host's telemetry, a bridge's, has the two days apart).
     #[test]
     fn an_alarm_a_later_state_shows_cleared_is_not_active() {
-        let state = |published_ns, last_seq, flags| StreamState {
+        let state = |clock: u64, last_seq, flags| StreamState {
             stream: 3,
-            published_ns,
+            published_ns: clock + 86_400_000_000_000,
+            last_ingest_ns: clock - 10,
+            age_ns: 10,
             last_seq,
             flags,
             ..bytemuck::Zeroable::zeroed()
