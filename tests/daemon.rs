@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -149,12 +150,8 @@ fn a_reload_that_a_start_would_refuse_is_refused_and_a_source_that_cannot_start_
     notify.until("READY=1");
     assert_eq!(RingView::attach(&env.ns, "telemetry").unwrap().geometry().capacity, 65536);
     // A UDP source whose port is taken: kept, and tried again.
-    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let udp = format!("[[source]]\nkind = \"udp\"\nring = \"telemetry\"\nbind = \"127.0.0.1:{port}\"\n");
-    env.config("a.toml", &format!("{smaller}recreate = true\n{udp}"));
-    sighup(&d.0);
-    notify.until("READY=1");
+    let (taken, port) =
+        reload_with_a_taken_port(&env, &notify, &d, "telemetry", &format!("{smaller}recreate = true\n"));
     // It is not held against the watchdog: the pings go on (a restart
     // would refuse the configuration, taking every ring down).
     notify.forget_sent();
@@ -174,6 +171,66 @@ fn a_reload_that_a_start_would_refuse_is_refused_and_a_source_that_cannot_start_
     assert!(log.contains(refused), "{log}");
     assert_eq!(log.matches("reload refused").count(), 1, "{log}");
     assert!(log.contains("source udp") && log.contains("cannot start") && log.contains("in use"), "{log}");
+}
+
+/// Found by review: a source a reload added while its ring awaited repair
+/// was held against the watchdog if it could not start once the ring was
+/// repaired (its port taken meanwhile): helixd stopped its pings, systemd
+/// killed it, and the restart refused the configuration, taking every
+/// ring down. It is tried again, as one a reload could not start is.
+#[test]
+fn a_source_added_while_its_ring_awaits_repair_is_not_held_against_the_watchdog() {
+    let (env, notify) = service_env("helixd source added during a repair");
+    let rings = [ring_toml("a", "max_payload = 48", 4096, "block"), TELEMETRY.into(), SIM.into()].concat();
+    let cfg = env.config("a.toml", &rings);
+    let mut d = notify.ready(env.helixd(&cfg).env("WATCHDOG_USEC", "2000000"));
+    // A writer of a's holds its lease: the repair waits for it.
+    let writer = helix::Writer::attach(&env.ns, "a").unwrap();
+    std::fs::OpenOptions::new().write(true).open(env.ns.readers_path("a")).unwrap().set_len(0).unwrap();
+    while !notify.until("STATUS=").contains("ring a damaged") {}
+    let (taken, _) = reload_with_a_taken_port(&env, &notify, &d, "a", &rings);
+    drop(writer);
+    while notify.until("STATUS=").contains("awaiting repair") {}
+    // Still pinged: a ping comes a second, a status line every 100 ms.
+    notify.forget_sent();
+    let mut statuses = 0;
+    while !notify.next().lines().any(|l| l == "WATCHDOG=1") {
+        statuses += 1;
+        assert!(statuses < 100, "no watchdog ping in {statuses} notifications: helixd took itself for unhealthy");
+    }
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    assert!(log.contains("source for ring a cannot start: udp source") && log.contains("retrying"), "{log}");
+    assert!(!log.contains("cannot restart"), "{log}");
+    drop(taken);
+}
+
+/// Found by review: a reload that set `unlink_on_stop` said the change
+/// waited for the ring's recreation; the next stop removed the ring.
+#[test]
+fn a_reload_says_that_unlink_on_stop_holds_from_the_next_stop() {
+    let (env, notify) = service_env("helixd unlink_on_stop reloaded");
+    let mut d = notify.ready(env.helixd(&env.config("a.toml", &format!("{TELEMETRY}{SIM}"))));
+    env.config("a.toml", &format!("{TELEMETRY}unlink_on_stop = true\n{SIM}"));
+    sighup(&d.0);
+    notify.until("READY=1");
+    sigterm(&d.0);
+    let log = d.0.wait_with_output_ref();
+    let said = "ring telemetry: unlink_on_stop = true: helixd's stop removes its files from now on";
+    assert!(log.contains(said) && !log.contains("when the ring is recreated"), "{log}");
+    assert!(!env.ns.data_path("telemetry").exists(), "the stop left the ring");
+}
+
+/// Reloads `a.toml` as `before` and a UDP source of `ring` on a port this
+/// test holds (the socket, and its port, returned): one that cannot start.
+fn reload_with_a_taken_port(env: &Env, notify: &Notify, d: &Reaped, ring: &str, before: &str) -> (UdpSocket, u16) {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let udp = format!("[[source]]\nkind = \"udp\"\nring = \"{ring}\"\nbind = \"127.0.0.1:{port}\"\n");
+    env.config("a.toml", &format!("{before}{udp}"));
+    sighup(&d.0);
+    notify.until("READY=1");
+    (taken, port)
 }
 
 /// A reload that adds two rings found with another shape, the first with

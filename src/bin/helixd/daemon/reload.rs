@@ -7,7 +7,7 @@ use tracing::{error, info, warn};
 use helix::Ring;
 
 use super::{log_opened, Daemon};
-use crate::config::Config;
+use crate::config::{Config, RingConfig};
 use crate::rings::{open_or_create, Opened};
 use crate::source::{describe, start_source, Running};
 
@@ -40,15 +40,7 @@ impl Daemon {
         }
         for rc in &new.rings {
             if let Some(old) = self.config.ring(&rc.name) {
-                // (Its mode and group were given above.)
-                let mut rest = rc.clone();
-                (rest.options.mode, rest.options.group) = (old.options.mode, old.options.group);
-                if old != &rest {
-                    warn!(
-                        "ring {}: changed in the configuration; the change takes effect when the ring is recreated",
-                        rc.name
-                    );
-                }
+                say_changed(old, rc);
             }
         }
         self.stop_changed_sources(&new);
@@ -159,8 +151,14 @@ impl Daemon {
                 continue;
             }
             let Some(ring) = self.rings.get(&sc.ring) else {
-                // Its ring is being repaired: it starts with it.
-                self.sources.push(Running::stopped(sc));
+                // Its ring is being repaired: it starts with it, and, never
+                // started, is not held against the watchdog if it cannot
+                // (found by review: it was, and a port taken meanwhile had
+                // systemd kill helixd, whose restart refused the
+                // configuration, taking every ring down).
+                let mut r = Running::stopped(sc);
+                r.never_started = Some("its ring awaits repair".into());
+                self.sources.push(r);
                 continue;
             };
             match start_source(sc, ring, &self.plant) {
@@ -212,6 +210,26 @@ impl Daemon {
 /// sources and fed the simulator's values into `telemetry`, which the
 /// ledger recorded and the twin judged as the plant's, with no word of
 /// why.)
+/// Says what a reload changed of a running ring `old`, and when it takes
+/// effect. (Found by review: every change was said to wait for the ring's
+/// recreation, `unlink_on_stop` too, which the next stop follows.)
+fn say_changed(old: &RingConfig, new: &RingConfig) {
+    let name = &new.name;
+    // (Its mode and group were given to its files.)
+    let mut rest = new.options.clone();
+    (rest.mode, rest.group) = (old.options.mode, old.options.group);
+    if old.options != rest {
+        warn!("ring {name}: changed in the configuration; the change takes effect when the ring is recreated");
+    }
+    if old.unlink_on_stop != new.unlink_on_stop {
+        let does = if new.unlink_on_stop { "removes its files" } else { "keeps its files" };
+        info!("ring {name}: unlink_on_stop = {}: helixd's stop {does} from now on", new.unlink_on_stop);
+    }
+    if old.recreate != new.recreate {
+        info!("ring {name}: recreate = {}: read at helixd's next start", new.recreate);
+    }
+}
+
 fn refuse_lost_file(running: &std::path::Path, new: &std::path::Path) -> Result<()> {
     let embedded = std::path::Path::new(crate::shared::conf::EMBEDDED);
     if new == embedded && running != embedded {

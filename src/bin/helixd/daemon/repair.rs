@@ -86,7 +86,14 @@ impl Daemon {
                             self.sources[i] = r;
                             self.share_sources();
                         }
-                        Err(e) => error!("source for ring {name} cannot restart: {e:#}"),
+                        Err(e) => match &mut self.sources[i].never_started {
+                            // Tried again at each health check, as at a start.
+                            Some(why) => {
+                                *why = format!("{e:#}");
+                                error!("source for ring {name} cannot start: {why}; retrying");
+                            }
+                            None => error!("source for ring {name} cannot restart: {e:#}"),
+                        },
                     }
                 }
             }
