@@ -1299,3 +1299,38 @@ fn a_restarted_twin_takes_over_a_stale_stream_and_reports_it_stale_again() {
     let log = stop(&mut second);
     assert!(log.contains("took over 1 of the 1 streams in the previous state"), "{log}");
 }
+
+/// Found by review: when the telemetry ring was made again under its name,
+/// the twin moved to the new one and dropped what the old one still held
+/// past its cursor, neither read nor counted. It reads it first (a ring's
+/// worth at most: a writer still holding the old ring may write on), the
+/// rest counted lost.
+#[test]
+fn a_replaced_telemetry_rings_unread_frames_are_read_before_it_is_let_go() {
+    let ns = TestNs::new();
+    let mut cfg = config(4, vec![]);
+    cfg.namespace = Namespace::new(ns.as_str()).unwrap();
+    let out = RingOptions { capacity: 64, max_payload: 64, policy: Policy::Overwrite, ..Default::default() };
+    let (state, alarms) = (Ring::create(&ns, "twin.state", &out).unwrap(), Ring::create(&ns, "alarms", &out).unwrap());
+    let mut publisher = Publisher::new(state.writer().unwrap(), alarms.writer().unwrap());
+    let (ring, mut w, mut ingest) = telemetry(&ns, 1024);
+    let mut twin = Twin::new(&cfg, 1);
+    let sample = |seq: u64| Sample {
+        stream: (seq % 4) as u32,
+        quality: 0,
+        seq: seq / 4,
+        sample_ns: seq,
+        ingest_ns: seq,
+        value: 1.0,
+    };
+    for seq in 0..1000 {
+        w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&sample(seq))).unwrap();
+    }
+    drop((w, ring));
+    Ring::unlink(&ns, "telemetry").unwrap();
+    let (_again, _w, _) = telemetry(&ns, 1024);
+    run::follow_rings(&cfg, &mut ingest, &mut publisher, &mut twin);
+    assert_eq!(ingest.created_ns(), _again.geometry().created_ns, "it reads the new ring");
+    let c = twin.counters();
+    assert_eq!((c.frames, c.lost), (1000, 0));
+}

@@ -160,6 +160,20 @@ impl Ingest {
         done
     }
 
+    /// Reads into `twin` what this ring, replaced under its name, still
+    /// holds past the cursor, before it is let go: a ring's worth at most
+    /// (a writer that still holds it may write on), the rest counted as
+    /// lost. Frames read, and lost. (Found by review: they were dropped
+    /// without a word.)
+    pub fn read_out(&mut self, twin: &mut Twin) -> (u64, u64) {
+        let polled = self.poll(twin, self.reader.geometry().capacity as usize);
+        let lost = if polled.caught_up { 0 } else { self.reader.lag() };
+        if lost > 0 {
+            twin.overrun(lost);
+        }
+        (polled.frames, lost)
+    }
+
     /// When the ring it reads was created (what tells it from a ring
     /// created again under the same name).
     pub fn created_ns(&self) -> u64 {
@@ -450,7 +464,7 @@ fn serve(
         }
         publisher.step(twin, now_ns());
         if ring_check.due(now) {
-            follow_rings(config, ingest, publisher);
+            follow_rings(config, ingest, publisher, twin);
         }
         // From the loop itself: a loop that stops turning stops pinging,
         // and systemd restarts the twin.
@@ -511,13 +525,18 @@ fn reattach_damaged(config: &TwinConfig, ingest: &mut Ingest, d: Damaged, logged
 /// twin would read a ring nobody writes any more, and publish into rings
 /// nobody reads, and say nothing. Lets a damaged output ring be repaired
 /// ([`Publisher::follow_rings`]).
-fn follow_rings(config: &TwinConfig, ingest: &mut Ingest, publisher: &mut Publisher) {
+pub(crate) fn follow_rings(config: &TwinConfig, ingest: &mut Ingest, publisher: &mut Publisher, twin: &mut Twin) {
     let (ns, ring) = (&config.namespace, &config.telemetry_ring);
     if replaced(ns, ring, ingest.created_ns()) {
         match Ingest::attach_from(ns, ring, Start::Oldest) {
             Ok(i) => {
+                let (read, lost) = ingest.read_out(twin);
                 *ingest = i;
-                info!("ring {ring} was replaced (created again); reading the new one");
+                info!(
+                    "ring {ring} was replaced (created again); read the {read} frames the old one still held{}; \
+                     reading the new one",
+                    if lost > 0 { format!(", {lost} more lost") } else { String::new() }
+                );
             }
             // Said when the reason is new: it is tried again every second.
             Err(e) => {
