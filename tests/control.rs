@@ -251,6 +251,10 @@ fn unknown_streams_and_sources_and_garbage_are_rejected_with_their_reasons() {
     assert_eq!(ask(Command { version: 9, ..set }), Some(Err(Reason::BadVersion)));
     let again = ctl.send(&set, Duration::from_secs(10)).unwrap();
     assert_eq!((again.outcome(), again.flags & ACK_REPEAT != 0), (Some(Ok(())), true), "{again:?}");
+    // Its answer names no op: it has none (docs/abi.md §12.4).
+    let none =
+        ctl.send(&Command { version: 9, ..Command::new(Op::Pause, 16, "telemetry", 0, 0.0) }, Duration::from_secs(10));
+    assert_eq!(none.unwrap().op, 0);
 }
 
 /// helix-ledger recording `rings` into `dir` in this test's namespace.

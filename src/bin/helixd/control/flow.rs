@@ -64,7 +64,10 @@ impl Flow {
                 let reason = inc.verdict.err().unwrap_or(Reason::SourceDown);
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 let raw = inc.log.command();
-                let op = if raw.op <= 5 { raw.op } else { 0 };
+                // The command's op, 0 for a record that is none (docs/abi.md
+                // §12.4; found by review: the garbage's bytes 2..4 were
+                // copied if they looked like an op).
+                let op = if command.is_some() { raw.op } else { 0 };
                 let request = if inc.log.len as usize >= 16 { raw.request } else { 0 };
                 // Counted in STATUS; a flood of garbage must not flood the log.
                 debug!("control: uid {uid} pid {} request {request}: rejected ({reason})", inc.log.pid);
