@@ -966,7 +966,8 @@ fn udp_held_full() -> (Env, Reaped, Reader) {
         ring_toml("a", "max_payload = 48", HELD, "block")
     );
     let notify = Notify::new(&env.dir);
-    let mut d = notify.ready(env.helixd(&env.config("udp.toml", &a)));
+    let metrics = env.dir.join("helixd.prom");
+    let mut d = notify.ready(env.helixd(&env.config("udp.toml", &a)).arg("--metrics-file").arg(metrics));
     let opts = ReaderOptions { gating: true, ..ReaderOptions::named("stalled") };
     let stalled = Reader::attach(&env.ns, "a", &opts).unwrap();
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1017,12 +1018,16 @@ fn datagrams_waiting_while_a_udp_sources_ring_is_repaired_are_written_after_it()
 #[test]
 fn datagrams_waiting_in_a_udp_sources_socket_when_it_stops_for_good_are_counted() {
     let _dog = watchdog("helixd udp stop counts the socket's queue", Duration::from_secs(90));
-    let (_env, mut d, _stalled) = udp_held_full();
+    let (env, mut d, _stalled) = udp_held_full();
     sigterm(&d.0);
     let log = d.0.wait_with_output_ref();
     let line = log.lines().find(|l| l.contains("datagrams waiting in its socket are not written")).expect(&log);
     let waiting: u64 = line.split("ring a: ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).expect(line);
     assert_eq!(HELD + unwritten_in_batch(&log) + waiting, SENT, "every datagram is written or said: {log}");
+    // And counted (found by review: said, and counted in no metric).
+    let text = std::fs::read_to_string(env.dir.join("helixd.prom")).unwrap();
+    let counted = format!("helix_hal_datagrams_unwritten_total{{ring=\"a\"}} {}", unwritten_in_batch(&log) + waiting);
+    assert!(text.lines().any(|l| l == counted), "no {counted:?} in:\n{text}");
 }
 
 #[test]

@@ -426,6 +426,8 @@ pub fn run(config_path: Option<&Path>, opts: &RunOptions) -> Result<()> {
     }
     service.stopping();
     d.stop();
+    // The totals the stop made (datagrams it did not write, say).
+    metrics.publish(&crate::metrics::render(&d.sources));
     service.stopped(&d.status());
     Ok(())
 }

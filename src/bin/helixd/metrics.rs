@@ -1,13 +1,14 @@
 //! helixd's own counters for `--metrics-file`: its HAL sources' samples,
-//! lateness, and a UDP source's datagrams, rejections by reason and the
-//! kernel's drops. The rings' counters are in shared memory and need no
+//! lateness, and a UDP source's datagrams, rejections by reason, the
+//! kernel's drops and those it did not write. The rings' counters are in shared memory and need no
 //! file: `helixctl metrics` reads them there.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use helix::telemetry::datagram::Reject;
 
 use crate::config::SourceKind;
+use crate::hal::udp::UdpStats;
 use crate::shared::textfile::{flag, label, Text};
 use crate::source::Running;
 
@@ -58,10 +59,13 @@ fn udp(t: &mut Text, sources: &[Running]) {
     if udp.is_empty() {
         return;
     }
-    t.family("helix_hal_datagrams_total", COUNTER, "Datagrams the UDP source accepted and wrote whole.");
-    for (l, s) in &udp {
-        t.sample("helix_hal_datagrams_total", l, s.state.udp.datagrams.load(Ordering::Relaxed) as f64);
-    }
+    let counter = |t: &mut Text, name: &str, help: &str, of: fn(&UdpStats) -> &AtomicU64| {
+        t.family(name, COUNTER, help);
+        for (l, s) in &udp {
+            t.sample(name, l, of(&s.state.udp).load(Ordering::Relaxed) as f64);
+        }
+    };
+    counter(t, "helix_hal_datagrams_total", "Datagrams the UDP source accepted and wrote whole.", |u| &u.datagrams);
     t.family("helix_hal_bad_datagrams_total", COUNTER, "Datagrams the UDP source dropped as malformed, by reason.");
     for (l, s) in &udp {
         for r in Reject::ALL {
@@ -69,14 +73,11 @@ fn udp(t: &mut Text, sources: &[Running]) {
             t.sample("helix_hal_bad_datagrams_total", &format!("{l},reason=\"{}\"", r.as_str()), n as f64);
         }
     }
-    t.family(
-        "helix_hal_kernel_drops_total",
-        COUNTER,
-        "Datagrams the kernel dropped on the UDP source's socket, its receive buffer full.",
-    );
-    for (l, s) in &udp {
-        t.sample("helix_hal_kernel_drops_total", l, s.state.udp.kernel_drops.load(Ordering::Relaxed) as f64);
-    }
+    let drops = "Datagrams the kernel dropped on the UDP source's socket, its receive buffer full.";
+    counter(t, "helix_hal_kernel_drops_total", drops, |u| &u.kernel_drops);
+    let unwritten =
+        "Datagrams the UDP source took from its socket and did not write whole (it stopped, or its ring failed).";
+    counter(t, "helix_hal_datagrams_unwritten_total", unwritten, |u| &u.unwritten);
 }
 
 #[cfg(test)]
@@ -92,6 +93,7 @@ mod tests {
         r.state.udp.datagrams.store(7, Ordering::Relaxed);
         r.state.udp.rejected[Reject::BadMagic as usize].store(3, Ordering::Relaxed);
         r.state.udp.kernel_drops.store(5, Ordering::Relaxed);
+        r.state.udp.unwritten.store(2, Ordering::Relaxed);
         let text = render(&[r]);
         for line in [
             "helix_hal_source_up{ring=\"tele\\\"metry\",source=\"udp\"} 0",
@@ -100,6 +102,7 @@ mod tests {
             "helix_hal_bad_datagrams_total{ring=\"tele\\\"metry\",reason=\"bad_magic\"} 3",
             "helix_hal_bad_datagrams_total{ring=\"tele\\\"metry\",reason=\"truncated\"} 0",
             "helix_hal_kernel_drops_total{ring=\"tele\\\"metry\"} 5",
+            "helix_hal_datagrams_unwritten_total{ring=\"tele\\\"metry\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
         }

@@ -136,6 +136,7 @@ impl Running {
         self.stop();
         let Some(socket) = self.socket.take() else { return };
         let (waiting, all) = crate::hal::udp::discard_waiting(&socket);
+        self.state.udp.unwritten.fetch_add(waiting, Ordering::Relaxed);
         if waiting > 0 {
             warn!(
                 "udp source for ring {}: {waiting} datagrams waiting in its socket are not written (the source \

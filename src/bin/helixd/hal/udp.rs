@@ -36,16 +36,26 @@ pub struct UdpStats {
     /// socket's receive buffer was full), as the kernel counts them
     /// ([`kernel_drops`]), as helixd's control thread last read it.
     pub kernel_drops: AtomicU64,
+    /// Datagrams taken from the socket and not written whole: the source
+    /// stopped, or its ring failed, in the middle of a batch (the one cut
+    /// short and those after it), or it stopped for good with them
+    /// waiting in its socket. (Found by review: said, and counted in no
+    /// metric.)
+    pub unwritten: AtomicU64,
 }
 
 impl UdpStats {
     /// Takes on what `old` (the state of the source this one restarts)
     /// counted, so the totals go on: the datagrams taken, the kernel's
-    /// drops (counted since the bind), the datagrams rejected, and how many
-    /// of those were logged. Before the new source's thread starts.
+    /// drops (counted since the bind), those not written, the datagrams
+    /// rejected, and how many of those were logged. Before the new source's thread starts.
     pub fn carry(&self, old: &UdpStats) {
         let pairs = self.rejected.iter().zip(&old.rejected).chain(self.reported.iter().zip(&old.reported));
-        let totals = [(&self.datagrams, &old.datagrams), (&self.kernel_drops, &old.kernel_drops)];
+        let totals = [
+            (&self.datagrams, &old.datagrams),
+            (&self.kernel_drops, &old.kernel_drops),
+            (&self.unwritten, &old.unwritten),
+        ];
         for (new, old) in pairs.chain(totals) {
             new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
         }
@@ -236,6 +246,7 @@ fn receive(socket: UdpSocket, mut writer: Writer, state: &SourceState) -> Result
                 let wrote = super::write_batch(&mut writer, k, state, || state.stopping(), fill);
                 state.samples.fetch_add(pushed, Ordering::Relaxed);
                 if !matches!(wrote, Ok(true)) {
+                    stats.unwritten.fetch_add((n - i) as u64, Ordering::Relaxed);
                     warn!(
                         "udp source: {} samples of this datagram and the {} datagrams received after it are not \
                          written ({})",
