@@ -327,6 +327,26 @@ fn an_exporter_its_writer_demoted_joins_again_as_a_gating_reader() {
     w.stop(im);
 }
 
+/// The world's stream, made here (its owner's), limiting its messages to
+/// `max_message_size` bytes if given; a client of it and its settings.
+fn own_stream(
+    w: &World,
+    max_message_size: Option<i32>,
+) -> (tokio::runtime::Runtime, async_nats::jetstream::Context, async_nats::jetstream::stream::Config) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
+    let mut config = async_nats::jetstream::stream::Config {
+        name: w.tag.to_uppercase(),
+        subjects: vec![format!("helix.{}.>", w.tag)],
+        ..Default::default()
+    };
+    if let Some(n) = max_message_size {
+        config.max_message_size = n;
+    }
+    rt.block_on(js.create_stream(config.clone())).unwrap();
+    (rt, js, config)
+}
+
 /// A stream whose owner limits its messages (`max_msg_size`) below what
 /// the server takes: the exporter packs its messages to that limit.
 /// (Found by review: it kept to the server's only, and every message over
@@ -334,15 +354,7 @@ fn an_exporter_its_writer_demoted_joins_again_as_a_gating_reader() {
 #[test]
 fn an_exporter_keeps_to_the_streams_own_message_limit() {
     let (mut w, mut writer) = World::with_rings("the stream's message limit", Duration::from_secs(90), 4096, 4096);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
-    let config = async_nats::jetstream::stream::Config {
-        name: w.tag.to_uppercase(),
-        subjects: vec![format!("helix.{}.>", w.tag)],
-        max_message_size: 16 << 10,
-        ..Default::default()
-    };
-    rt.block_on(js.create_stream(config)).unwrap();
+    own_stream(&w, Some(16 << 10));
     // Every frame there before the exporter: its first messages are full.
     produce(&mut writer, 1, 1000);
     let ex = w.spawn(w.exporter("src"));
@@ -360,14 +372,7 @@ fn an_exporter_keeps_to_the_streams_own_message_limit() {
 #[test]
 fn an_exporter_keeps_to_a_message_limit_lowered_while_it_runs() {
     let (mut w, mut writer) = World::with_rings("a lowered message limit", Duration::from_secs(90), 4096, 4096);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let js = rt.block_on(async { async_nats::jetstream::new(async_nats::connect(&w.url).await.unwrap()) });
-    let mut config = async_nats::jetstream::stream::Config {
-        name: w.tag.to_uppercase(),
-        subjects: vec![format!("helix.{}.>", w.tag)],
-        ..Default::default()
-    };
-    rt.block_on(js.create_stream(config.clone())).unwrap();
+    let (rt, js, mut config) = own_stream(&w, None);
     let ex = w.spawn(w.exporter("src"));
     let im = w.spawn(w.importer("src", "dst"));
     joined(&w.ns, "src");
