@@ -173,13 +173,15 @@ fn a_reload_that_a_start_would_refuse_is_refused_and_a_source_that_cannot_start_
     assert!(log.contains("source udp") && log.contains("cannot start") && log.contains("in use"), "{log}");
 }
 
-/// Found by review: a source a reload added while its ring awaited repair
-/// was held against the watchdog if it could not start once the ring was
+/// Found by review: a reload that changed the shape of a ring awaiting
+/// the repair of its control file was taken, and the next start refused
+/// the ring; a source a reload added while its ring awaited repair was
+/// held against the watchdog if it could not start once the ring was
 /// repaired (its port taken meanwhile): helixd stopped its pings, systemd
 /// killed it, and the restart refused the configuration, taking every
 /// ring down. It is tried again, as one a reload could not start is.
 #[test]
-fn a_source_added_while_its_ring_awaits_repair_is_not_held_against_the_watchdog() {
+fn a_ring_awaiting_repair_keeps_its_shape_and_a_source_added_meanwhile_is_not_held_against_the_watchdog() {
     let (env, notify) = service_env("helixd source added during a repair");
     let rings = [ring_toml("a", "max_payload = 48", 4096, "block"), TELEMETRY.into(), SIM.into()].concat();
     let cfg = env.config("a.toml", &rings);
@@ -188,6 +190,11 @@ fn a_source_added_while_its_ring_awaits_repair_is_not_held_against_the_watchdog(
     let writer = helix::Writer::attach(&env.ns, "a").unwrap();
     std::fs::OpenOptions::new().write(true).open(env.ns.readers_path("a")).unwrap().set_len(0).unwrap();
     while !notify.until("STATUS=").contains("ring a damaged") {}
+    // Its shape is judged as a running ring's: the repair keeps it (found
+    // by review: it was not judged, and the next start refused the ring).
+    env.config("a.toml", &rings.replace("capacity = 4096", "capacity = 1024"));
+    sighup(&d.0);
+    notify.until("READY=1");
     let (taken, _) = reload_with_a_taken_port(&env, &notify, &d, "a", &rings);
     drop(writer);
     while notify.until("STATUS=").contains("awaiting repair") {}
@@ -202,6 +209,9 @@ fn a_source_added_while_its_ring_awaits_repair_is_not_held_against_the_watchdog(
     let log = d.0.wait_with_output_ref();
     assert!(log.contains("source for ring a cannot start: udp source") && log.contains("retrying"), "{log}");
     assert!(!log.contains("cannot restart"), "{log}");
+    let refused = "reload refused, the running configuration stays: ring a: the configuration differs from the \
+                   running ring (capacity is 4096, configured 1024)";
+    assert!(log.contains(refused), "{log}");
     drop(taken);
 }
 

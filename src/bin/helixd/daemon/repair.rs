@@ -17,6 +17,11 @@ use crate::source::describe;
 pub(super) struct Repair {
     /// The file to repair.
     pub(super) file: RingFile,
+    /// The shape the ring keeps through the repair: its control file's
+    /// repair keeps the data region (`None`: the data region is made
+    /// again, of the configured shape). A reload judges a change of shape
+    /// against it, as against a running ring's.
+    pub(super) kept: Option<helix::Geometry>,
     /// Logged why the repair has to wait (once per damage).
     waiting_logged: bool,
 }
@@ -68,8 +73,8 @@ impl Daemon {
             if is_control_ring(&name) {
                 self.halt_control(&name, file);
             }
-            self.rings.remove(&name);
-            self.repairs.insert(name, Repair { file, waiting_logged: false });
+            let kept = self.rings.remove(&name).filter(|_| file == RingFile::Readers).map(|r| r.geometry().clone());
+            self.repairs.insert(name, Repair { file, kept, waiting_logged: false });
         }
         let pending: Vec<String> = self.repairs.keys().cloned().collect();
         for name in pending {
