@@ -1313,8 +1313,6 @@ fn a_replaced_telemetry_rings_unread_frames_are_read_before_it_is_let_go() {
     let out = RingOptions { capacity: 64, max_payload: 64, policy: Policy::Overwrite, ..Default::default() };
     let (state, alarms) = (Ring::create(&ns, "twin.state", &out).unwrap(), Ring::create(&ns, "alarms", &out).unwrap());
     let mut publisher = Publisher::new(state.writer().unwrap(), alarms.writer().unwrap());
-    let (ring, mut w, mut ingest) = telemetry(&ns, 1024);
-    let mut twin = Twin::new(&cfg, 1);
     let sample = |seq: u64| Sample {
         stream: (seq % 4) as u32,
         quality: 0,
@@ -1323,14 +1321,21 @@ fn a_replaced_telemetry_rings_unread_frames_are_read_before_it_is_let_go() {
         ingest_ns: seq,
         value: 1.0,
     };
-    for seq in 0..1000 {
-        w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&sample(seq))).unwrap();
+    // Less than the ring holds, then more: what it no longer held is lost.
+    for (frames, read, lost) in [(1000, 1000, 0), (3000, 1024, 1976)] {
+        let (ring, mut w, mut ingest) = telemetry(&ns, 1024);
+        let mut twin = Twin::new(&cfg, 1);
+        for seq in 0..frames {
+            w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&sample(seq))).unwrap();
+        }
+        drop((w, ring));
+        Ring::unlink(&ns, "telemetry").unwrap();
+        let (again, _w, _) = telemetry(&ns, 1024);
+        run::follow_rings(&cfg, &mut ingest, &mut publisher, &mut twin);
+        assert_eq!(ingest.created_ns(), again.geometry().created_ns, "it reads the new ring");
+        let c = twin.counters();
+        assert_eq!((c.frames, c.lost), (read, lost));
+        drop(again);
+        Ring::unlink(&ns, "telemetry").unwrap();
     }
-    drop((w, ring));
-    Ring::unlink(&ns, "telemetry").unwrap();
-    let (_again, _w, _) = telemetry(&ns, 1024);
-    run::follow_rings(&cfg, &mut ingest, &mut publisher, &mut twin);
-    assert_eq!(ingest.created_ns(), _again.geometry().created_ns, "it reads the new ring");
-    let c = twin.counters();
-    assert_eq!((c.frames, c.lost), (1000, 0));
 }

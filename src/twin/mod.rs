@@ -128,9 +128,8 @@ pub struct StreamState {
     pub last_sample_ns: u64,
     /// When the last sample was ingested (`Sample::ingest_ns`).
     pub last_ingest_ns: u64,
-    /// The time since the last sample on the telemetry's clock
-    /// (`published_ns - last_ingest_ns` where the ring's writer is on this
-    /// host's clock; docs/abi.md §10.1).
+    /// How long before `published_ns` the twin read the stream's last
+    /// sample (docs/abi.md §10.1).
     #[cfg_attr(feature = "serde", serde(skip))]
     pub age_ns: u64,
     /// Expected period between samples: the rule's `period_ms`, else the
@@ -239,8 +238,9 @@ pub struct AlarmEvent {
     pub instance: u64,
     /// Event number within the instance, from 1.
     pub event: u64,
-    /// CLOCK_MONOTONIC ns: the triggering sample's `ingest_ns`, or for a
-    /// stale raise the twin's clock when it noticed.
+    /// On the ring writer's clock (`Sample::ingest_ns`): the triggering
+    /// sample's `ingest_ns`, or for a stale raise the last one's plus the
+    /// age the twin judged (docs/abi.md §10.3).
     pub time_ns: u64,
     /// Per-stream sequence of the triggering sample (for a stale raise,
     /// the last sample's).

@@ -104,6 +104,9 @@ struct Stream {
     behind: u64,
     last_sample_ns: u64,
     last_ingest_ns: u64,
+    /// When this twin read its last sample, on its own clock: staleness
+    /// and age are judged from it ([`Twin::reading`]).
+    seen_ns: u64,
     last_quality: u32,
     min: f64,
     max: f64,
@@ -240,11 +243,9 @@ pub struct Twin {
     /// `last_ingest_ns` are the previous instance's): see
     /// [`Twin::take_over`].
     taken_over: HashMap<u32, TakenOver>,
-    /// [`Twin::clock`]: the newest `ingest_ns` of the last batch read,
-    /// and this twin's clock when it was read.
-    clock: Option<(u64, u64)>,
-    /// The newest `ingest_ns` of the batch being read.
-    batch_newest: u64,
+    /// This twin's clock when it read the samples it takes now
+    /// ([`Twin::reading`]).
+    read_ns: Option<u64>,
 }
 
 impl Twin {
@@ -263,31 +264,22 @@ impl Twin {
             dirty: Vec::with_capacity(config.streams as usize),
             seen: 0,
             taken_over: HashMap::new(),
-            clock: None,
-            batch_newest: 0,
+            read_ns: None,
         }
     }
 
-    /// Marks the end of a batch of telemetry read at `now_ns` (this twin's
-    /// CLOCK_MONOTONIC): its newest `ingest_ns` sets [`Twin::clock`].
-    pub fn batch_read(&mut self, now_ns: u64) {
-        if self.batch_newest > 0 {
-            self.clock = Some((std::mem::take(&mut self.batch_newest), now_ns));
-        }
-    }
-
-    /// The telemetry's clock at `now_ns` (this twin's): the newest
-    /// `ingest_ns` of the last batch read, run on by this twin's clock
-    /// since (`now_ns` before). Staleness and ages are judged on it: the
-    /// writer's clock need not be this twin's (a bridge's telemetry is of
-    /// another host's, a replay's of the recording's). Found by review:
-    /// judged on the twin's, a writer's clock ahead never let a stream be
-    /// stale, one behind raised every stream stale at every tick.
-    pub fn clock(&self, now_ns: u64) -> u64 {
-        match self.clock {
-            Some((newest, at)) => newest.saturating_add(now_ns.saturating_sub(at)),
-            None => now_ns,
-        }
+    /// This twin's clock (CLOCK_MONOTONIC) as it reads the samples it
+    /// takes next: staleness and age are judged from when the twin read a
+    /// stream's last sample, not from its `ingest_ns`, which is the ring
+    /// writer's clock, and need not be this twin's: a bridge's telemetry is
+    /// of another host's (which may boot again, and start again near 0),
+    /// a replay's of the recording's, and one forged or damaged frame's of
+    /// anything. (Found by review: judged on `ingest_ns`, a writer's clock
+    /// ahead never let a stream be stale, one behind raised every stream
+    /// stale at every tick.) A model fed without it (by hand) takes a
+    /// sample's `ingest_ns` for when it was read.
+    pub fn reading(&mut self, now_ns: u64) {
+        self.read_ns = Some(now_ns);
     }
 
     /// Streams configured.
@@ -310,10 +302,7 @@ impl Twin {
     pub fn input(&mut self, input: &Input) {
         self.counters.frames += 1;
         match input {
-            Input::Sample(s) => {
-                self.batch_newest = self.batch_newest.max(s.ingest_ns);
-                self.sample(s)
-            }
+            Input::Sample(s) => self.sample(s),
             Input::BadKind(_) => self.counters.bad_kind += 1,
             Input::BadSize(_) => self.counters.bad_size += 1,
         }
@@ -324,7 +313,7 @@ impl Twin {
     /// its next sample arrives (by its sequence number).
     pub fn overrun(&mut self, lost: u64) {
         self.counters.overruns += 1;
-        self.counters.lost += lost;
+        self.counters.lost = self.counters.lost.saturating_add(lost);
     }
 
     /// The rule that applies to `stream`, if any.
@@ -374,8 +363,9 @@ impl Twin {
             };
             st.follow(s, steps, rule, self.alpha, self.beta, &mut fire[2]);
         }
+        let seen_ns = self.read_ns.unwrap_or(s.ingest_ns);
         if st.alarms & AlarmKind::Stale.flag() != 0 {
-            let age = s.ingest_ns.saturating_sub(st.last_ingest_ns) as f64 / 1e9;
+            let age = seen_ns.saturating_sub(st.seen_ns) as f64 / 1e9;
             let limit = rule.and_then(|r| r.stale_after).map_or(0.0, |d| d.as_secs_f64());
             fire[3] = Some((AlarmKind::Stale, false, age, limit));
         }
@@ -386,6 +376,7 @@ impl Twin {
         st.last_seq = s.seq;
         st.last_sample_ns = s.sample_ns;
         st.last_ingest_ns = s.ingest_ns;
+        st.seen_ns = seen_ns;
         st.last_quality = s.quality;
         if !st.dirty {
             st.dirty = true;
@@ -457,38 +448,34 @@ impl Twin {
     }
 
     /// Judges staleness at `now_ns` (this twin's CLOCK_MONOTONIC): a
-    /// stream with a `stale_after` rule that has reported, and has had no
-    /// sample for longer than that on the telemetry's clock
-    /// ([`Twin::clock`]), raises its stale alarm (its next sample clears
-    /// it). A stream that never reported is not judged; one taken over from
-    /// the previous instance is, on this twin's clock, from
-    /// [`TakenOver::judged_from_ns`].
+    /// stream with a `stale_after` rule that has reported, and whose last
+    /// sample this twin read longer than that ago ([`Twin::reading`]),
+    /// raises its stale alarm (its next sample clears it). A stream that
+    /// never reported is not judged; one taken over from the previous
+    /// instance is, from [`TakenOver::judged_from_ns`]. The raise's time is
+    /// on the writer's clock, as every event's: the last `ingest_ns` and
+    /// the age.
     pub fn tick(&mut self, now_ns: u64) {
-        let clock = self.clock(now_ns);
         for i in 0..self.streams.len() {
             let st = &self.streams[i];
             if st.alarms & AlarmKind::Stale.flag() != 0 {
                 continue;
             }
-            // Now and the times judged from, on one clock; the event's
-            // time on the telemetry's (as every event's).
-            let (now, since, last, time) = match st.count {
+            let since = match st.count {
                 0 if self.taken_over.is_empty() => continue,
                 0 => match self.taken_over.get(&(i as u32)) {
-                    Some(t) => {
-                        let time = st.last_ingest_ns.saturating_add(now_ns.saturating_sub(t.seen_ns));
-                        (now_ns, t.judged_from_ns, t.seen_ns, time)
-                    }
+                    Some(t) => t.judged_from_ns,
                     None => continue,
                 },
-                _ => (clock, st.last_ingest_ns, st.last_ingest_ns, clock),
+                _ => st.seen_ns,
             };
             let Some(after) = self.rules.get(self.rule_of[i] as usize).and_then(|r| r.stale_after) else {
                 continue;
             };
-            if now.saturating_sub(since) > after.as_nanos() as u64 {
-                let (seq, age) = (st.last_seq, now.saturating_sub(last) as f64 / 1e9);
-                self.event(i as u32, AlarmKind::Stale, true, time, seq, age, after.as_secs_f64());
+            if now_ns.saturating_sub(since) > after.as_nanos() as u64 {
+                let (seq, age) = (st.last_seq, now_ns.saturating_sub(st.seen_ns));
+                let time = st.last_ingest_ns.saturating_add(age);
+                self.event(i as u32, AlarmKind::Stale, true, time, seq, age as f64 / 1e9, after.as_secs_f64());
             }
         }
     }
@@ -540,7 +527,7 @@ impl Twin {
             Some(p) => p.as_nanos() as u64,
             None => st.interval_ns.round() as u64,
         };
-        let age_ns = self.clock(now_ns).saturating_sub(st.last_ingest_ns);
+        let age_ns = now_ns.saturating_sub(st.seen_ns);
         Some(StreamState {
             stream,
             flags: st.alarms | flags | if rule.is_some() { FLAG_HAS_RULE } else { 0 },

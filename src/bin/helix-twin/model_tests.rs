@@ -355,33 +355,56 @@ fn a_taken_over_streams_first_sample_judges_its_rate_from_the_previous_instances
     assert_eq!(t.counters().alarms_active, 1);
 }
 
-/// Found by review: staleness was judged on the twin's clock, though
-/// `ingest_ns` is the ring writer's: a central twin reads telemetry a
-/// bridge brought from another host, a replay the recording's. A writer's
-/// clock ahead never let a stream be stale; one behind raised every stream
-/// stale at every tick (cleared by its next sample).
+/// Found by review: staleness was judged on `ingest_ns`, the ring writer's
+/// clock, which need not be the twin's: a central twin reads telemetry a
+/// bridge brought from another host (which may boot again), a replay the
+/// recording's. A writer's clock ahead never let a stream be stale, one
+/// behind raised every stream stale at every tick, one gone back (its host
+/// booted again) hid a silent stream for as long as its old uptime. It is
+/// judged from when the twin read each stream's last sample.
 #[test]
-fn staleness_is_judged_on_the_telemetrys_clock_not_the_twins() {
+fn staleness_is_judged_from_when_the_twin_read_a_stream_not_on_the_writers_clock() {
     let cfg = TwinConfig::with_rules(ns(), 2, vec![rule(1, None, Some(Duration::from_millis(100)))]);
     let twins = 1_000_000; // the twin's clock, ms
-    for writers in [twins + 28 * 86_400_000, 5_000] {
+    let month = 28 * 86_400_000;
+    // The writer's clock ahead, behind, and gone back near 0 as stream 1
+    // falls silent.
+    for (before, after) in [(twins + month, twins + month), (5_000, 5_000), (twins + month, 0)] {
         let mut t = Twin::new(&cfg, 1);
         let mut stale = vec![];
         // Both streams report every 10 ms, stream 1 for the first second
         // only; each batch is read as it comes.
         for i in 0..150u64 {
+            let now = (twins + 10 * i) * 1_000_000;
+            t.reading(now);
+            let writers = if i < 100 { before } else { after };
             for stream in (0..2).filter(|&s| s == 0 || i < 100) {
                 t.input(&sample(stream, i, writers + 10 * i, 1.0));
             }
-            let now = (twins + 10 * i) * 1_000_000;
-            t.batch_read(now);
             t.tick(now);
             stale.extend(t.take_events().map(|e| (i, e.stream, e.action)));
         }
-        // Stream 1's last sample came at i = 99: 100 ms later is not yet
-        // stale, 110 ms later is.
-        assert_eq!(stale, [(110, 1, ACTION_RAISE)], "a writer's clock at {writers} ms, the twin's at {twins} ms");
+        // Stream 1's last sample was read at i = 99: 100 ms later is not
+        // yet stale, 110 ms later is.
+        assert_eq!(stale, [(110, 1, ACTION_RAISE)], "the writer's clock at {before} then {after} ms");
         let s = t.state(1, (twins + 1500) * 1_000_000, 1, 0).unwrap();
         assert_eq!(s.age_ns, 510_000_000);
     }
+    // A forged (or damaged) frame's far-future time moves nothing but its
+    // own stream's times.
+    let mut t = Twin::new(&cfg, 1);
+    t.reading(1_000_000_000);
+    t.input(&sample(0, 1, 1_000, 1.0));
+    t.input(&sample(1, 1, 1_000, 1.0));
+    t.reading(1_050_000_000);
+    t.input(&Input::Sample(Sample {
+        stream: 1,
+        quality: 0,
+        seq: 2,
+        sample_ns: 0,
+        ingest_ns: u64::MAX / 2,
+        value: 1.0,
+    }));
+    t.tick(1_060_000_000);
+    assert!(t.pending_events().is_empty());
 }

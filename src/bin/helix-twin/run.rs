@@ -129,6 +129,7 @@ impl Ingest {
             buf.clear();
             match self.reader.try_read_batch(BATCH, |f| buf.push(classify(f))) {
                 Ok(n) => {
+                    twin.reading(now_ns());
                     for seen in &self.buf[..n] {
                         match seen {
                             Seen::Input(i) => twin.input(i),
@@ -137,7 +138,6 @@ impl Ingest {
                             Seen::Torn => {}
                         }
                     }
-                    twin.batch_read(now_ns());
                     done.frames += n as u64;
                 }
                 Err(TryReadError::Empty) => {
@@ -163,15 +163,21 @@ impl Ingest {
     /// Reads into `twin` what this ring, replaced under its name, still
     /// holds past the cursor, before it is let go: a ring's worth at most
     /// (a writer that still holds it may write on), the rest counted as
-    /// lost. Frames read, and lost. (Found by review: they were dropped
-    /// without a word.)
-    pub fn read_out(&mut self, twin: &mut Twin) -> (u64, u64) {
-        let polled = self.poll(twin, self.reader.geometry().capacity as usize);
-        let lost = if polled.caught_up { 0 } else { self.reader.lag() };
+    /// lost. Frames read, and lost (`None`: the ring was damaged, and what
+    /// it held past the damage is unknown). (Found by review: they were
+    /// dropped without a word.)
+    pub fn read_out(&mut self, twin: &mut Twin) -> (u64, Option<u64>) {
+        let capacity = self.reader.geometry().capacity;
+        let polled = self.poll(twin, capacity as usize);
+        if polled.damaged.is_some() {
+            return (polled.frames, None);
+        }
+        // (The count of a header its writer may have written anything in.)
+        let lost = if polled.caught_up { 0 } else { self.reader.lag().min(capacity) };
         if lost > 0 {
             twin.overrun(lost);
         }
-        (polled.frames, lost)
+        (polled.frames, Some(lost))
     }
 
     /// When the ring it reads was created (what tells it from a ring
@@ -532,11 +538,12 @@ pub(crate) fn follow_rings(config: &TwinConfig, ingest: &mut Ingest, publisher: 
             Ok(i) => {
                 let (read, lost) = ingest.read_out(twin);
                 *ingest = i;
-                info!(
-                    "ring {ring} was replaced (created again); read the {read} frames the old one still held{}; \
-                     reading the new one",
-                    if lost > 0 { format!(", {lost} more lost") } else { String::new() }
-                );
+                let lost = match lost {
+                    Some(0) => String::new(),
+                    Some(n) => format!(", {n} more lost"),
+                    None => ", and found it damaged: what it held past that is lost".into(),
+                };
+                info!("ring {ring} was replaced (created again); read the {read} frames the old one still held{lost}; reading the new one");
             }
             // Said when the reason is new: it is tried again every second.
             Err(e) => {

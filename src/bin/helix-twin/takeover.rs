@@ -17,19 +17,16 @@ use super::Twin;
 
 /// A stream taken over from the previous instance that has not reported
 /// since. It is judged on this twin's clock (CLOCK_MONOTONIC), which the
-/// previous instance's `published_ns` is of (the ring lives in /dev/shm,
-/// which does not outlive a boot), not on the telemetry's: that is not
-/// known before the first sample, and may be another host's.
+/// previous instance's `published_ns` and `age_ns` are of (the ring lives
+/// in /dev/shm, which does not outlive a boot).
 #[derive(Debug, Clone, Copy)]
 pub struct TakenOver {
     /// The previous instance's newest state of the stream.
     pub state: StreamState,
-    /// When the stream last reported, on this twin's clock: the previous
-    /// state's `published_ns - age_ns` (one ahead of the take-over, a
-    /// damaged frame, counts as then).
-    pub seen_ns: u64,
-    /// Staleness is judged from this time on: `seen_ns` if the previous
-    /// instance had judged it stale, else when this twin took over.
+    /// Staleness is judged from this time on: when the previous instance
+    /// last read a sample of it (`published_ns - age_ns`; one ahead of the
+    /// take-over, a damaged frame, counts as then) if it had judged it
+    /// stale, else when this twin took over.
     /// Samples ingested while no twin read the telemetry ring are unknown
     /// to it, so a stream that may have reported then is given
     /// `stale_after` from the take-over: a restart longer than that does
@@ -67,7 +64,7 @@ impl Twin {
             let seen_ns = prev.published_ns.saturating_sub(prev.age_ns).min(now_ns);
             let was_stale = prev.flags & FLAG_ALARM_STALE != 0;
             let judged_from_ns = if was_stale { seen_ns } else { now_ns };
-            (st.last_seq, st.last_ingest_ns) = (prev.last_seq, prev.last_ingest_ns);
+            (st.last_seq, st.last_ingest_ns, st.seen_ns) = (prev.last_seq, prev.last_ingest_ns, seen_ns);
             // Its low, high and rate alarms stay active (this instance's,
             // without a raise event) until its next sample judges them:
             // a stream that went silent in an excursion stays in it. Only
@@ -75,7 +72,7 @@ impl Twin {
             st.alarms = prev.flags & judged;
             self.counters.alarms_active += u64::from(st.alarms.count_ones());
             let state = StreamState { count: prev.count.max(1), ..*prev };
-            self.taken_over.insert(prev.stream, TakenOver { state, seen_ns, judged_from_ns });
+            self.taken_over.insert(prev.stream, TakenOver { state, judged_from_ns });
             self.seen += 1;
             taken += 1;
         }
@@ -86,11 +83,11 @@ impl Twin {
     /// `now_ns`: the previous instance's statistics, this instance's
     /// alarms, rule, round and times.
     pub(super) fn taken_over_state(&self, stream: u32, now_ns: u64, round: u64, flags: u32) -> Option<StreamState> {
-        let taken = self.taken_over.get(&stream)?;
-        let (prev, st) = (&taken.state, &self.streams[stream as usize]);
+        let prev = &self.taken_over.get(&stream)?.state;
+        let st = &self.streams[stream as usize];
         let rule = self.rule_of(stream);
         let period_ns = rule.and_then(|r| r.period).map_or(prev.period_ns, |p| p.as_nanos() as u64);
-        let age_ns = now_ns.saturating_sub(taken.seen_ns);
+        let age_ns = now_ns.saturating_sub(st.seen_ns);
         Some(StreamState {
             flags: st.alarms | flags | if rule.is_some() { FLAG_HAS_RULE } else { 0 },
             instance: self.instance,

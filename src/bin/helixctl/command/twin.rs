@@ -106,7 +106,7 @@ pub struct ActiveAlarm {
     /// When it was raised (ns, on the telemetry's clock: its writer's
     /// CLOCK_MONOTONIC).
     pub raised_ns: Option<u64>,
-    /// How long ago.
+    /// How long ago (on its stream's state: none without one).
     pub age_ns: Option<u64>,
     /// Per-stream sequence of the sample that raised it.
     pub sample_seq: Option<u64>,
@@ -201,9 +201,11 @@ fn active_alarms<'a>(
             clock_at_publish(s) > e.time_ns && s.last_seq >= e.sample_seq && s.flags & rule.flag() == 0
         })
     };
-    let clock_now = |stream: u32| match states.get(&stream) {
-        Some(s) => clock_at_publish(s).saturating_add(now.saturating_sub(s.published_ns)),
-        None => now,
+    // Where that clock is now, by the stream's state (none without one:
+    // this host's clock may be days from it).
+    let clock_now = |stream: u32| {
+        let s = states.get(&stream)?;
+        Some(clock_at_publish(s).saturating_add(now.saturating_sub(s.published_ns)))
     };
     let mut active: BTreeMap<(u32, AlarmKind), ActiveAlarm> = alarms
         .raised
@@ -218,7 +220,7 @@ fn active_alarms<'a>(
                 value: Some(e.value),
                 limit: Some(e.limit),
                 raised_ns: Some(e.time_ns),
-                age_ns: Some(clock_now(stream).saturating_sub(e.time_ns)),
+                age_ns: clock_now(stream).map(|c| c.saturating_sub(e.time_ns)),
                 sample_seq: Some(e.sample_seq),
             };
             ((stream, rule), a)

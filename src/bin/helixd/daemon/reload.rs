@@ -207,13 +207,6 @@ impl Daemon {
     }
 }
 
-/// Refuses the embedded default (a simulator) that the lookup of the
-/// default file falls back on when there is none, while the configuration
-/// running came from a file: that file was moved or deleted. (Found by
-/// review: taken, it retired every configured ring, stopped the UDP
-/// sources and fed the simulator's values into `telemetry`, which the
-/// ledger recorded and the twin judged as the plant's, with no word of
-/// why.)
 /// Says what a reload changed of a running ring `old`, and when it takes
 /// effect. (Found by review: every change was said to wait for the ring's
 /// recreation, `unlink_on_stop` too, which the next stop follows.)
@@ -234,6 +227,13 @@ fn say_changed(old: &RingConfig, new: &RingConfig) {
     }
 }
 
+/// Refuses the embedded default (a simulator) that the lookup of the
+/// default file falls back on when there is none, while the configuration
+/// running came from a file: that file was moved or deleted. (Found by
+/// review: taken, it retired every configured ring, stopped the UDP
+/// sources and fed the simulator's values into `telemetry`, which the
+/// ledger recorded and the twin judged as the plant's, with no word of
+/// why.)
 fn refuse_lost_file(running: &std::path::Path, new: &std::path::Path) -> Result<()> {
     let embedded = std::path::Path::new(crate::shared::conf::EMBEDDED);
     if new == embedded && running != embedded {
