@@ -80,7 +80,7 @@ pub async fn run(js: Publisher, ns: &Namespace, x: &Export, counters: Arc<Counte
 pub struct Publisher {
     pub js: Context,
     /// Bytes; `usize::MAX`: none. Read again when the stream refuses a
-    /// message as larger ([`Publisher::stream_limit_changed`]).
+    /// message as larger ([`Publisher::reread_stream_limit`]).
     pub stream_limit: AtomicUsize,
     pub server: crate::nats::Server,
 }
@@ -97,31 +97,30 @@ impl Publisher {
     }
 
     /// After a publish failed with `e`: if the stream refused the message
-    /// as larger than its `max_msg_size`, reads that again, and says
-    /// whether it changed since it was read. (Found by review: it was read
+    /// as larger than its `max_msg_size`, reads that again (said if it
+    /// changed since it was read), for the next [`Limits::of`]. (Found by review: it was read
     /// once, as the link started, and a stream whose owner lowered it
     /// meanwhile refused every larger message, sent again for ever.)
-    async fn stream_limit_changed(&self, e: &anyhow::Error) -> bool {
+    async fn reread_stream_limit(&self, e: &anyhow::Error) {
         use async_nats::jetstream::{context::PublishError, ErrorCode};
         let refused = e.downcast_ref::<PublishError>().and_then(std::error::Error::source).is_some_and(|s| {
             s.downcast_ref::<async_nats::jetstream::Error>()
                 .is_some_and(|j| j.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
         });
         if !refused {
-            return false;
+            return;
         }
-        let Ok(mut stream) = self.js.get_stream(&self.server.stream).await else { return false };
-        let Ok(info) = stream.info().await else { return false };
+        let Ok(mut stream) = self.js.get_stream(&self.server.stream).await else { return };
+        let Ok(info) = stream.info().await else { return };
         let now = Publisher::stream_limit(info.config.max_message_size).into_inner();
         if self.stream_limit.swap(now, Ordering::Relaxed) == now {
-            return false;
+            return;
         }
         let limit = match info.config.max_message_size {
             n if n < 0 => "no limit of its own".to_owned(),
             n => format!("messages of at most {n} bytes"),
         };
         warn!("JetStream stream {:?} now takes {limit}", self.server.stream);
-        true
     }
 }
 
@@ -205,9 +204,11 @@ async fn export_ring(
             }
             Err(e) => {
                 js.make_stream_if_gone(&e, &counters.beats).await;
-                if js.stream_limit_changed(&e).await {
-                    limits = Limits::of(js, x, &view, &source);
-                }
+                js.reread_stream_limit(&e).await;
+                // The server's limit too: a reconnect may have met one that
+                // takes less (found by review: read once, as the stream's
+                // was, its refusals were sent again for ever).
+                limits = Limits::of(js, x, &view, &source);
                 pause_to_retry(counters, &x.ring, &e, format!("publishing again from sequence {}", reader.released()))
                     .await;
                 flight.clear();
@@ -230,19 +231,34 @@ async fn export_ring(
 /// publish sent again after a failure reads the same overrun again, and
 /// its gap goes out again, but the loss is the ring's once. (Found by
 /// review: each try counted it anew, so an exporter retrying through an
-/// outage reported more sequences lost than its ring ever held.)
+/// outage reported more sequences lost than its ring ever held. Then, a
+/// high-water mark missed sequences a first try had sent as frames and a
+/// retry found lost: the ranges counted are kept.)
 #[derive(Debug, Default)]
 struct Lost {
-    /// The last sequence counted; those up to it are not counted again.
-    to: u64,
+    /// The ranges counted past the reader's release point, in order and
+    /// apart (few: a retry's gaps, since the last acknowledgement).
+    counted: Vec<(u64, u64)>,
 }
 
 impl Lost {
-    /// Counts sequences `first..=last` but those counted already; how many
-    /// are new.
-    fn count(&mut self, first: u64, last: u64, counters: &Counters) -> u64 {
-        let new = last.saturating_sub(self.to.max(first.saturating_sub(1)));
-        self.to = self.to.max(last);
+    /// Counts sequences `first..=last` but those counted already, and
+    /// forgets those at or below `released` (acknowledged, never read
+    /// again); how many are new.
+    fn count(&mut self, first: u64, last: u64, released: u64, counters: &Counters) -> u64 {
+        self.counted.retain(|&(_, b)| b >= released);
+        let known: u64 = self.counted.iter().map(|&(a, b)| (b.min(last) + 1).saturating_sub(a.max(first))).sum();
+        let new = (last.saturating_sub(first) + 1).saturating_sub(known);
+        self.counted.push((first, last));
+        self.counted.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.counted.len());
+        for &(a, b) in &self.counted {
+            match merged.last_mut() {
+                Some(m) if a <= m.1.saturating_add(1) => m.1 = m.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.counted = merged;
         Counters::add(&counters.gaps, new);
         new
     }
@@ -263,7 +279,7 @@ async fn send_next(
     Ok(match next_message(reader, source, limits)? {
         Next::Message(body, first, last) => Some(publish(js, x, source, body, first, last, "").await),
         Next::TooLarge { seq, len } => {
-            if lost.count(seq, seq, counters) > 0 {
+            if lost.count(seq, seq, reader.released(), counters) > 0 {
                 error!(
                     "ring {} frame {seq} is {len} bytes; a message to the NATS server holds at most {} \
                      (its max_payload, or the stream's max_msg_size): sending a gap",
@@ -274,7 +290,7 @@ async fn send_next(
         }
         Next::Gap { first, lost: n } => {
             let last = first + n - 1;
-            if lost.count(first, last, counters) > 0 {
+            if lost.count(first, last, reader.released(), counters) > 0 {
                 warn!("ring {}: lost {n} frames from sequence {first} (overrun); sending a gap", x.ring);
             }
             let gap = wire::gap(source, first, n, now());
@@ -625,5 +641,31 @@ fn wait(reader: &mut Reader) -> Result<()> {
     match reader.wait_timeout(Duration::from_millis(100)) {
         Ok(()) | Err(ReadError::Timeout) | Err(ReadError::Overrun(_)) => Ok(()),
         Err(e) => bail!("waiting for frames: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Counters, Lost};
+
+    /// A loss is counted once however often its gap is sent again, and a
+    /// retry's gap over sequences a first try sent as frames counts them
+    /// (found by review of the first version, a high-water mark: it did
+    /// not); what is acknowledged is forgotten.
+    #[test]
+    fn a_loss_is_counted_once_and_every_sequence_of_it() {
+        let (mut lost, counters) = (Lost::default(), Counters::default());
+        let mut count = |first, last, released| lost.count(first, last, released, &counters);
+        // A first try: frames 1..=10, then a gap of 11..=936.
+        assert_eq!(count(11, 936, 1), 926);
+        // Its retry from 1 finds 1..=936 overwritten: 1..=10 are new.
+        assert_eq!(count(1, 936, 1), 10);
+        assert_eq!(count(1, 936, 1), 0);
+        assert_eq!(count(2000, 2009, 1), 10);
+        assert_eq!(count(900, 2100, 1), 2100 - 900 + 1 - 37 - 10);
+        // Acknowledged up to 3000: a gap there again (a ring made again,
+        // its sequences anew) is new.
+        assert_eq!(count(1, 5, 3000), 5);
+        assert_eq!(counters.gaps.load(std::sync::atomic::Ordering::Relaxed), 926 + 10 + 10 + 1154 + 5);
     }
 }
