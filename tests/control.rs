@@ -1745,7 +1745,7 @@ fn junk_planted_under_lane_names_is_summed_up_in_the_log_not_a_line_each() {
     let (env, _notify, mut d) = daemon("junk under lane names", "");
     let dir = dir_path(&env.ns, "control");
     let bell = std::fs::OpenOptions::new().write(true).open(dir.join(BELL_FILE)).unwrap();
-    const ROUNDS: u32 = 5;
+    const ROUNDS: u32 = 10;
     let lanes = 4;
     for round in 1..=ROUNDS {
         for k in 0..lanes {
@@ -1762,8 +1762,10 @@ fn junk_planted_under_lane_names_is_summed_up_in_the_log_not_a_line_each() {
     let log = common::stderr_of(&mut d.0);
     assert!(d.0.wait().unwrap().success(), "{log}");
     const SUMMED: &str = " more lanes of the control ring dropped";
+    // Ten a window one by one: 40 in at most three windows (30 s) leave
+    // some to be summed up.
     let each = log.lines().filter(|l| l.contains("; lane dropped") && !l.contains(SUMMED)).count();
-    assert!(each <= 10, "{each} lines of lanes dropped:\n{log}");
     let summed: u64 = log.lines().filter_map(|l| l.split_once(SUMMED)?.0.rsplit(' ').next()?.parse::<u64>().ok()).sum();
+    assert!(summed > 0, "{each} lines of lanes dropped, none summed up:\n{log}");
     assert_eq!(each as u64 + summed, (ROUNDS * lanes as u32) as u64, "{log}");
 }
