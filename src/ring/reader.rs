@@ -450,6 +450,13 @@ impl Reader {
         super::lag(self.region.header().published.load(Ordering::Relaxed), self.core.cursor)
     }
 
+    /// [`lag`](Self::lag) by a `published` count the slots bear out, one a
+    /// reader may record as a fact (`None`: the count is one no writer
+    /// stored, anyone who maps the data region writable having written it).
+    pub fn trusted_lag(&self) -> Option<u64> {
+        trusted_published(&self.region).ok().map(|p| super::lag(p, self.core.cursor))
+    }
+
     /// `lag / capacity`: 0 is caught up, 1 a whole ring behind.
     pub fn backpressure_ratio(&self) -> f64 {
         self.lag() as f64 / self.region.capacity() as f64

@@ -17,6 +17,10 @@ use helix::{
 /// Frames read from one ring per batch, at most (a batch is one block: see
 /// `Tap::batch`).
 const BATCH: usize = 4096;
+
+/// Bytes a let-go's reading of a replaced ring buffers before it writes
+/// them ([`Tap::let_go_replaced`]).
+const LET_GO_FLUSH: usize = 4 << 20;
 /// One ring the ledger records.
 pub struct Tap {
     pub name: String,
@@ -284,17 +288,34 @@ impl Tap {
             if self.pump(ledger) == 0 && (self.drained || self.reader.is_none()) {
                 break;
             }
+            // Written as it goes, not held whole (found by review: a ring's
+            // worth of data, GiBs for a large ring, on the recording thread).
+            if ledger.buffered() >= LET_GO_FLUSH {
+                ledger.flush()?;
+            }
         }
         ledger.flush()?;
         ledger.wait_written()?;
-        if let Some(r) = self.reader.as_ref().filter(|r| r.lag() > 0) {
-            let (first, last) = (r.cursor(), r.cursor().saturating_add(r.lag() - 1));
-            warn!(
-                "ring {}: sequences {first} to {last} were published into it after it was replaced and read to its \
-                 end; recording a GAP",
-                self.name
-            );
-            ledger.append_gap_for(self.id, first, last, r.writer_epoch(), GAP_LET_GO);
+        // By a `published` the slots bear out: one anyone who maps the old
+        // ring writable stored would be recorded as a false GAP (found by
+        // review: u64::MAX made one of 1.8e19 sequences).
+        match self.reader.as_ref().map(|r| (r, r.trusted_lag())) {
+            Some((r, Some(lag))) if lag > 0 => {
+                let (first, last) = (r.cursor(), r.cursor().saturating_add(lag - 1));
+                warn!(
+                    "ring {}: sequences {first} to {last} were published into it after it was replaced and read to \
+                     its end; recording a GAP",
+                    self.name
+                );
+                ledger.append_gap_for(self.id, first, last, r.writer_epoch(), GAP_LET_GO);
+            }
+            Some((r, None)) => warn!(
+                "ring {}: let go at sequence {} with a published count its slots do not bear out (written by hand?); \
+                 what its writer published after that is not known, and not recorded",
+                self.name,
+                r.cursor()
+            ),
+            _ => {}
         }
         self.let_go(ledger)
     }
