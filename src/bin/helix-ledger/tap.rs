@@ -4,6 +4,7 @@
 //! it when it is replaced or the writer demotes the ledger.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
@@ -42,7 +43,19 @@ pub struct Tap {
     /// then, oldest first. Each is released once the ledger has written
     /// that flush.
     pub unwritten: VecDeque<(u64, u64)>,
+    /// When the ring was first found replaced while its last batch had
+    /// frames: the switch waits for it to be read to its end no longer
+    /// than [`SWITCH_WITHIN`].
+    pub replaced_since: Option<Instant>,
 }
+
+/// How long the switch from a replaced ring waits for it to be found
+/// empty: a writer still holding the old ring may publish into it for as
+/// long as it likes, and the new ring, its own writer's, would have no
+/// ledger reader meanwhile (found by review: it waited for ever). Past
+/// this, what the old ring holds is read and the rest recorded as a GAP
+/// ([`Tap::let_go_replaced`]).
+pub const SWITCH_WITHIN: Duration = Duration::from_secs(3);
 
 fn reader_options(next_seq: u64) -> ReaderOptions {
     ReaderOptions { name: "helix-ledger".into(), gating: true, start: Start::At(next_seq), wait: WaitStrategy::Park }
@@ -60,6 +73,7 @@ impl Tap {
             drained: false,
             said: None,
             unwritten: VecDeque::new(),
+            replaced_since: None,
         }
     }
 
@@ -116,6 +130,7 @@ impl Tap {
                 self.created_ns = g.created_ns;
                 self.batch = (BLOCK_TARGET / (ENTRY_HEADER_LEN + g.max_payload as usize)).clamp(1, BATCH);
                 self.said = None;
+                self.replaced_since = None;
             }
             Err(e) => {
                 if let Some(why) = self.anew(format!("ring {}: cannot attach: {e}; retrying", self.name)) {
@@ -333,7 +348,20 @@ impl Tap {
                 self.let_go_replaced(ledger)?;
                 return self.attach(ns, ledger);
             }
-            UnderName::Replaced(_) => return Ok(()),
+            UnderName::Replaced(_) if self.replaced_since.is_some_and(|t| t.elapsed() >= SWITCH_WITHIN) => {
+                warn!(
+                    "ring {} was replaced {} s ago and a writer still publishes into the old one; recording the new \
+                     one, the old one's rest as a GAP",
+                    self.name,
+                    SWITCH_WITHIN.as_secs()
+                );
+                self.let_go_replaced(ledger)?;
+                return self.attach(ns, ledger);
+            }
+            UnderName::Replaced(_) => {
+                self.replaced_since.get_or_insert_with(Instant::now);
+                return Ok(());
+            }
             UnderName::Same(view) => Ok(view),
             UnderName::Gone => Err("its files were removed".to_owned()),
             UnderName::Unknown(e) => Err(e.to_string()),

@@ -53,6 +53,7 @@ fn a_batch_is_released_only_once_the_flush_that_carried_it_is_written() {
         drained: false,
         said: None,
         unwritten: VecDeque::new(),
+        replaced_since: None,
     };
     let released = |t: &Tap| t.reader.as_ref().unwrap().released();
     // Nothing read: a flush holds nothing back.
@@ -254,4 +255,33 @@ fn a_published_count_written_by_hand_makes_no_gap_at_a_let_go() {
     ledger.flush().unwrap();
     let got: Vec<(u64, u64, u32)> = recorded(dir.path()).into_iter().map(|(a, b, _, r)| (a, b, r)).collect();
     assert_eq!(got, [(1, 1, 0), (1, 1, 0)], "the old ring's frame, then the new one's, and no GAP");
+}
+
+/// A writer that never stops publishing into a replaced ring does not
+/// keep the ledger from the new one past [`SWITCH_WITHIN`]: the old
+/// ring's rest is read, and a GAP. (Found by review: the switch waited
+/// for the old ring to be found empty, for ever, and the new ring's
+/// writer went unrecorded.)
+#[test]
+fn a_writer_publishing_into_a_replaced_ring_for_ever_does_not_hold_the_ledger_from_the_new_one() {
+    let o = RingOptions { capacity: 64, max_payload: 8, policy: Policy::Overwrite, ..Default::default() };
+    let (ns, mut old, dir, mut ledger, mut tap) = recorded_to_its_end("ldgbusy", &o, 1);
+    Ring::unlink(&ns.0, "t").unwrap();
+    let mut new = Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap();
+    let created = new.geometry().created_ns;
+    new.publish(b"new").unwrap();
+    // Each look finds a frame more in the old ring: never drained.
+    let deadline = std::time::Instant::now() + SWITCH_WITHIN * 10;
+    while tap.created_ns != created {
+        assert!(std::time::Instant::now() < deadline, "the ledger is still on the old ring");
+        old.publish(b"old").unwrap();
+        tap.pump(&mut ledger);
+        old.publish(b"old").unwrap();
+        tap.check(&ns.0, &mut ledger).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    while tap.pump(&mut ledger) == 0 {}
+    ledger.flush().unwrap();
+    let got = recorded(dir.path());
+    assert_eq!(got.last().map(|(a, b, p, _)| (*a, *b, p.clone())), Some((1, 1, b"new".to_vec())));
 }
