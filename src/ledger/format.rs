@@ -72,6 +72,12 @@ pub const GAP_TOO_LARGE: u32 = 2;
 /// end, was letting it go (a writer that still held the old ring).
 pub const GAP_LET_GO: u32 = 3;
 
+/// A GAP record's reason: the frames were published into a ring whose
+/// data region a peer damaged (shrank) before the recorder read them, and
+/// the ring was made again under its name: they went with it (up to the
+/// last sequence the recorder had found published in it).
+pub const GAP_RING_LOST: u32 = 4;
+
 /// The fixed part of a version-1 record (bytes 0..40). Records read back
 /// from a version-2 block are presented with the header a version-1 record
 /// of theirs would have (see [`Record`](super::block::Record)).

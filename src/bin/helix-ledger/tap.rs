@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
-use helix::ledger::format::{RingDecl, GAP_LET_GO, GAP_TOO_LARGE, MAX_PAYLOAD};
+use helix::ledger::format::{RingDecl, GAP_LET_GO, GAP_RING_LOST, GAP_TOO_LARGE, MAX_PAYLOAD};
 use helix::ledger::store::{Ledger, LedgerError};
 use helix::{
     AttachError, Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, UnderName, WaitStrategy,
@@ -47,6 +47,17 @@ pub struct Tap {
     /// frames: the switch waits for it to be read to its end no longer
     /// than [`SWITCH_WITHIN`].
     pub replaced_since: Option<Instant>,
+    /// The last sequence found published in the ring (by a count its
+    /// slots bore out, at most a ring's worth past the cursor), looked at
+    /// before each batch.
+    pub seen: u64,
+    /// A ring found damaged: its incarnation, the last sequence seen
+    /// published in it, and its writer's epoch. Made again under its name,
+    /// what the ledger had not read of it is a GAP of reason
+    /// [`GAP_RING_LOST`]; repaired (its control file), it is read on.
+    /// (Found by review: it ended in the ledger where the recorder last
+    /// read it, without a word.)
+    pub lost: Option<(u64, u64, u64)>,
 }
 
 /// How long the switch from a replaced ring waits for it to be found
@@ -74,6 +85,8 @@ impl Tap {
             said: None,
             unwritten: VecDeque::new(),
             replaced_since: None,
+            seen: 0,
+            lost: None,
         }
     }
 
@@ -109,6 +122,7 @@ impl Tap {
             self.refuse(&e);
             return Ok(());
         }
+        self.gap_for_a_lost_ring(ledger, g.created_ns);
         let (id, next) = ledger.declare(&decl)?;
         // On the mapping judged and declared above, whatever the name
         // means by now.
@@ -131,6 +145,7 @@ impl Tap {
                 self.batch = (BLOCK_TARGET / (ENTRY_HEADER_LEN + g.max_payload as usize)).clamp(1, BATCH);
                 self.said = None;
                 self.replaced_since = None;
+                self.seen = next.saturating_sub(1);
             }
             Err(e) => {
                 if let Some(why) = self.anew(format!("ring {}: cannot attach: {e}; retrying", self.name)) {
@@ -139,6 +154,25 @@ impl Tap {
             }
         }
         Ok(())
+    }
+
+    /// Before ring `created_ns` is declared under the name: if it replaces
+    /// one found damaged ([`Tap::lost`]), what the ledger had not read of
+    /// that one, up to the last sequence seen published in it, is a GAP.
+    fn gap_for_a_lost_ring(&mut self, ledger: &mut Ledger, created_ns: u64) {
+        let Some((lost, seen, epoch)) = self.lost.take() else { return };
+        let Some(id) = ledger.chain().ring_id(&self.name) else { return };
+        let ring = &ledger.chain().rings[id as usize];
+        if ring.decl.created_ns != lost || created_ns == lost || seen < ring.next_seq {
+            return;
+        }
+        let first = ring.next_seq;
+        warn!(
+            "ring {}: made again after its data region was damaged; sequences {first} to {seen} of the old one were \
+             published and not read: recording a GAP",
+            self.name
+        );
+        ledger.append_gap_for(id, first, seen, epoch, GAP_RING_LOST);
     }
 
     /// Says that another user's ring is not recorded.
@@ -190,6 +224,10 @@ impl Tap {
         let Some(reader) = self.reader.as_mut() else { return 0 };
         let id = self.id;
         let epoch = reader.writer_epoch();
+        if let Some(lag) = reader.trusted_lag() {
+            let most = lag.min(reader.geometry().capacity);
+            self.seen = self.seen.max(reader.cursor().saturating_sub(1).saturating_add(most));
+        }
         self.drained = false;
         match read_batch(reader, ledger, id, epoch, self.batch) {
             (Ok(0), Some(big)) => {
@@ -240,6 +278,7 @@ impl Tap {
                 // ring is repaired.
                 ledger.seal(id, 0);
                 warn!("{d}");
+                self.lost = Some((self.created_ns, self.seen, epoch));
                 // Its frames are gone with its memory: nothing to hold.
                 self.reader = None;
                 self.unwritten.clear();

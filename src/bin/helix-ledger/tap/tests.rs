@@ -54,6 +54,8 @@ fn a_batch_is_released_only_once_the_flush_that_carried_it_is_written() {
         said: None,
         unwritten: VecDeque::new(),
         replaced_since: None,
+        seen: 0,
+        lost: None,
     };
     let released = |t: &Tap| t.reader.as_ref().unwrap().released();
     // Nothing read: a flush holds nothing back.
@@ -284,4 +286,35 @@ fn a_writer_publishing_into_a_replaced_ring_for_ever_does_not_hold_the_ledger_fr
     ledger.flush().unwrap();
     let got = recorded(dir.path());
     assert_eq!(got.last().map(|(a, b, p, _)| (*a, *b, p.clone())), Some((1, 1, b"new".to_vec())));
+}
+
+/// A ring whose data region a peer shrank, made again under its name
+/// (helixd does so: its sequence starts again at 1): what the recorder had
+/// found published in the old one and not read is a GAP of reason 4
+/// before the new one's frames. (Found by review: the old one ended in the
+/// ledger where the recorder last read it, without a word.)
+#[test]
+fn a_ring_made_again_after_its_data_was_damaged_leaves_a_gap_for_what_was_not_read() {
+    use helix::ledger::format::GAP_RING_LOST;
+    let o = RingOptions { capacity: 64, max_payload: 8, ..Default::default() };
+    let (ns, mut old, dir, mut ledger, mut tap) = recorded_to_its_end("ldglost", &o, 5);
+    for _ in 6..=8 {
+        old.publish(b"old").unwrap();
+    }
+    // One frame a batch: 6 is read, 7 and 8 are seen published.
+    tap.batch = 1;
+    assert_eq!(tap.pump(&mut ledger), 1);
+    std::fs::OpenOptions::new().write(true).open(ns.0.data_path("t")).unwrap().set_len(0).unwrap();
+    assert_eq!(tap.pump(&mut ledger), 0);
+    assert!(tap.reader.is_none(), "the damaged ring's reader is dropped");
+    drop(old);
+    Ring::unlink(&ns.0, "t").unwrap();
+    Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap().publish(b"new").unwrap();
+    tap.check(&ns.0, &mut ledger).unwrap();
+    while tap.pump(&mut ledger) == 0 {}
+    ledger.flush().unwrap();
+    let got: Vec<(u64, u64, u32)> = recorded(dir.path()).into_iter().map(|(a, b, _, r)| (a, b, r)).collect();
+    let old_frames = (1..=6).map(|seq| (seq, seq, 0));
+    let want: Vec<(u64, u64, u32)> = old_frames.chain([(7, 8, GAP_RING_LOST), (1, 1, 0)]).collect();
+    assert_eq!(got, want);
 }
