@@ -20,6 +20,11 @@ use async_nats::jetstream::Context;
 use helix::{Namespace, ReadError, Reader, ReaderOptions, RingView, Start, TryReadError, UnderName, WaitStrategy};
 use tracing::{error, info, warn};
 
+mod limits;
+mod lost;
+use limits::Limits;
+use lost::Lost;
+
 use crate::counters::Counters;
 use crate::wire::{self, Packer, Source};
 
@@ -145,11 +150,6 @@ pub fn queue(x: &Export) -> usize {
     (QUEUED_BYTES / x.max_bytes.max(1)).clamp(2, 2048)
 }
 
-/// Bytes of a message's headers the server's `max_payload` and a stream's
-/// `max_msg_size` count besides its payload, at most: the message id (host, ring, incarnation, epoch,
-/// range) and the header block around it.
-const HEADERS_ROOM: usize = 512;
-
 /// Exports the ring now under the name until `stop`, or until it was
 /// replaced and everything read from it was acknowledged.
 async fn export_ring(
@@ -225,43 +225,6 @@ async fn export_ring(
     reader.release();
     info!("exporter stopped at sequence {}", reader.released());
     Ok(Ended::Stopped)
-}
-
-/// The sequences of a ring an exporter has counted (and said) as lost: a
-/// publish sent again after a failure reads the same overrun again, and
-/// its gap goes out again, but the loss is the ring's once. (Found by
-/// review: each try counted it anew, so an exporter retrying through an
-/// outage reported more sequences lost than its ring ever held. Then, a
-/// high-water mark missed sequences a first try had sent as frames and a
-/// retry found lost: the ranges counted are kept.)
-#[derive(Debug, Default)]
-struct Lost {
-    /// The ranges counted past the reader's release point, in order and
-    /// apart (few: a retry's gaps, since the last acknowledgement).
-    counted: Vec<(u64, u64)>,
-}
-
-impl Lost {
-    /// Counts sequences `first..=last` but those counted already, and
-    /// forgets those at or below `released` (acknowledged, never read
-    /// again); how many are new.
-    fn count(&mut self, first: u64, last: u64, released: u64, counters: &Counters) -> u64 {
-        self.counted.retain(|&(_, b)| b >= released);
-        let known: u64 = self.counted.iter().map(|&(a, b)| (b.min(last) + 1).saturating_sub(a.max(first))).sum();
-        let new = (last.saturating_sub(first) + 1).saturating_sub(known);
-        self.counted.push((first, last));
-        self.counted.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.counted.len());
-        for &(a, b) in &self.counted {
-            match merged.last_mut() {
-                Some(m) if a <= m.1.saturating_add(1) => m.1 = m.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        self.counted = merged;
-        Counters::add(&counters.gaps, new);
-        new
-    }
 }
 
 /// Publishes what the ring has next (frames, or a gap for an overrun or
@@ -517,38 +480,6 @@ fn rejoin(ns: &Namespace, x: &Export, source: &Source, mut old: Reader) -> Resul
     Ok(new)
 }
 
-/// What a message holds.
-struct Limits {
-    /// Frames, at most.
-    per_message: usize,
-    /// The largest frame payload the server takes in a message.
-    largest: usize,
-}
-
-impl Limits {
-    /// What one message of ring `view` may hold: `max_bytes`, and no more
-    /// than the server takes (its `max_payload`, 1 MiB by default) nor the
-    /// stream (its `max_msg_size`).
-    fn of(js: &Publisher, x: &Export, view: &RingView, source: &Source) -> Limits {
-        let max_payload = view.geometry().max_payload as usize;
-        let header = wire::HEADER + source.host.len() + source.ring.len();
-        // Both count the publish's headers too. (Found by review: only the
-        // server's was kept to, and a stream of 64 KiB messages refused every
-        // larger one, for ever; then the server's was kept to without the
-        // headers, and a frame within them of it was refused, and sent again,
-        // for ever.)
-        let server_limit = match js.client().server_info().max_payload {
-            0 => usize::MAX,
-            n => n.saturating_sub(HEADERS_ROOM),
-        };
-        let stream_limit = js.stream_limit.load(Ordering::Relaxed).saturating_sub(HEADERS_ROOM);
-        let server_limit = server_limit.min(stream_limit);
-        let room = x.max_bytes.min(server_limit.saturating_sub(header));
-        let per_message = x.max_frames.min(room / (max_payload + wire::FRAME_HEADER)).max(1);
-        Limits { per_message, largest: server_limit.saturating_sub(header + wire::FRAME_HEADER) }
-    }
-}
-
 enum Next {
     /// A frames message, its first and last sequence.
     Message(Vec<u8>, u64, u64),
@@ -641,31 +572,5 @@ fn wait(reader: &mut Reader) -> Result<()> {
     match reader.wait_timeout(Duration::from_millis(100)) {
         Ok(()) | Err(ReadError::Timeout) | Err(ReadError::Overrun(_)) => Ok(()),
         Err(e) => bail!("waiting for frames: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Counters, Lost};
-
-    /// A loss is counted once however often its gap is sent again, and a
-    /// retry's gap over sequences a first try sent as frames counts them
-    /// (found by review of the first version, a high-water mark: it did
-    /// not); what is acknowledged is forgotten.
-    #[test]
-    fn a_loss_is_counted_once_and_every_sequence_of_it() {
-        let (mut lost, counters) = (Lost::default(), Counters::default());
-        let mut count = |first, last, released| lost.count(first, last, released, &counters);
-        // A first try: frames 1..=10, then a gap of 11..=936.
-        assert_eq!(count(11, 936, 1), 926);
-        // Its retry from 1 finds 1..=936 overwritten: 1..=10 are new.
-        assert_eq!(count(1, 936, 1), 10);
-        assert_eq!(count(1, 936, 1), 0);
-        assert_eq!(count(2000, 2009, 1), 10);
-        assert_eq!(count(900, 2100, 1), 2100 - 900 + 1 - 37 - 10);
-        // Acknowledged up to 3000: a gap there again (a ring made again,
-        // its sequences anew) is new.
-        assert_eq!(count(1, 5, 3000), 5);
-        assert_eq!(counters.gaps.load(std::sync::atomic::Ordering::Relaxed), 926 + 10 + 10 + 1154 + 5);
     }
 }

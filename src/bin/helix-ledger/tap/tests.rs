@@ -44,19 +44,7 @@ fn a_batch_is_released_only_once_the_flush_that_carried_it_is_written() {
     let mut w = ring.writer().unwrap();
     let mut r = ring.reader(&ReaderOptions { gating: true, ..ReaderOptions::named("helix-ledger") }).unwrap();
     r.set_deferred_release(true);
-    let mut t = Tap {
-        name: "t".into(),
-        reader: Some(r),
-        id: 0,
-        created_ns: 0,
-        batch: 64,
-        drained: false,
-        said: None,
-        unwritten: VecDeque::new(),
-        replaced_since: None,
-        seen: 0,
-        lost: None,
-    };
+    let mut t = Tap { reader: Some(r), batch: 64, ..Tap::new("t") };
     let released = |t: &Tap| t.reader.as_ref().unwrap().released();
     // Nothing read: a flush holds nothing back.
     t.flushed(0);
