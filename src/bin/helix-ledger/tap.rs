@@ -12,7 +12,8 @@ use helix::ledger::block::{BLOCK_TARGET, ENTRY_HEADER_LEN};
 use helix::ledger::format::{RingDecl, GAP_LET_GO, GAP_RING_LOST, GAP_TOO_LARGE, MAX_PAYLOAD};
 use helix::ledger::store::{Ledger, LedgerError};
 use helix::{
-    AttachError, Namespace, Policy, Reader, ReaderOptions, RingView, Start, TryReadError, UnderName, WaitStrategy,
+    AttachError, Namespace, Policy, Reader, ReaderOptions, RingFile, RingView, Start, TryReadError, UnderName,
+    WaitStrategy,
 };
 
 /// Frames read from one ring per batch, at most (a batch is one block: see
@@ -156,9 +157,10 @@ impl Tap {
         Ok(())
     }
 
-    /// Before ring `created_ns` is declared under the name: if it replaces
-    /// one found damaged ([`Tap::lost`]), what the ledger had not read of
-    /// that one, up to the last sequence seen published in it, is a GAP.
+    /// Before ring `created_ns` is declared under the name (0: at once, its
+    /// data region damaged): if it replaces one found damaged
+    /// ([`Tap::lost`]), what the ledger had not read of that one, up to the
+    /// last sequence seen published in it, is a GAP.
     fn gap_for_a_lost_ring(&mut self, ledger: &mut Ledger, created_ns: u64) {
         let Some((lost, seen, epoch)) = self.lost.take() else { return };
         let Some(id) = ledger.chain().ring_id(&self.name) else { return };
@@ -278,7 +280,14 @@ impl Tap {
                 // ring is repaired.
                 ledger.seal(id, 0);
                 warn!("{d}");
+                // A data region shrunk is never repaired (helixd makes the
+                // ring again): its unread frames are gone now, and said so
+                // now, lest a restart meanwhile forget it (found by review).
+                // A control file may be: said if the ring is made again.
                 self.lost = Some((self.created_ns, self.seen, epoch));
+                if d.file == RingFile::Data {
+                    self.gap_for_a_lost_ring(ledger, 0);
+                }
                 // Its frames are gone with its memory: nothing to hold.
                 self.reader = None;
                 self.unwritten.clear();
@@ -350,15 +359,19 @@ impl Tap {
         }
         ledger.flush()?;
         ledger.wait_written()?;
-        // By a `published` the slots bear out: one anyone who maps the old
-        // ring writable stored would be recorded as a false GAP (found by
-        // review: u64::MAX made one of 1.8e19 sequences).
+        // By a `published` the slots bear out, and a ring's worth at most:
+        // anyone who maps the old ring writable can store the count, and
+        // the stamp that bears it out, and would have it recorded as a
+        // false GAP (found by review: u64::MAX made one of 1.8e19
+        // sequences; then 2^63 - 1, with its stamp).
         match self.reader.as_ref().map(|r| (r, r.trusted_lag())) {
             Some((r, Some(lag))) if lag > 0 => {
-                let (first, last) = (r.cursor(), r.cursor().saturating_add(lag - 1));
+                let capacity = r.geometry().capacity;
+                let (first, last) = (r.cursor(), r.cursor().saturating_add(lag.min(capacity) - 1));
+                let more = if lag > capacity { " (it says more, past what it holds: not recorded)" } else { "" };
                 warn!(
                     "ring {}: sequences {first} to {last} were published into it after it was replaced and read to \
-                     its end; recording a GAP",
+                     its end{more}; recording a GAP",
                     self.name
                 );
                 ledger.append_gap_for(self.id, first, last, r.writer_epoch(), GAP_LET_GO);
@@ -381,7 +394,12 @@ impl Tap {
     /// declaration.
     pub fn check(&mut self, ns: &Namespace, ledger: &mut Ledger) -> Result<(), LedgerError> {
         let Some(reader) = self.reader.as_ref() else { return self.attach(ns, ledger) };
-        let now = match RingView::under_name(ns, &self.name, self.created_ns) {
+        let under = RingView::under_name(ns, &self.name, self.created_ns);
+        // A replacement gone again is waited for afresh (found by review).
+        if !matches!(under, UnderName::Replaced(_)) {
+            self.replaced_since = None;
+        }
+        let now = match under {
             UnderName::Replaced(_) if self.drained => {
                 info!("ring {} was replaced; the old one is drained, recording the new one", self.name);
                 self.let_go_replaced(ledger)?;

@@ -247,6 +247,28 @@ fn a_published_count_written_by_hand_makes_no_gap_at_a_let_go() {
     assert_eq!(got, [(1, 1, 0), (1, 1, 0)], "the old ring's frame, then the new one's, and no GAP");
 }
 
+/// The same with the stamp that bears the count out written too (found by
+/// review of the fix above): the GAP is a ring's worth at most.
+#[test]
+fn a_published_count_and_its_stamp_written_by_hand_make_a_gap_of_a_ring_at_most() {
+    use std::os::unix::fs::FileExt;
+    let o = RingOptions { capacity: 64, max_payload: 8, ..Default::default() };
+    let (ns, _old, dir, mut ledger, mut tap) = recorded_to_its_end("ldgforge2", &o, 1);
+    let data = std::fs::OpenOptions::new().write(true).open(ns.0.data_path("t")).unwrap();
+    // Slot `seq`'s stamp: after the 1024-byte header, 64-byte slots.
+    let slot = |seq: u64| helix::layout::RING_HEADER_SIZE as u64 + (seq & 63) * 64;
+    let forged = (1u64 << 63) - 1;
+    Ring::unlink(&ns.0, "t").unwrap();
+    Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap().publish(b"new").unwrap();
+    data.write_all_at(&forged.to_ne_bytes(), slot(forged)).unwrap();
+    data.write_all_at(&forged.to_ne_bytes(), 384).unwrap();
+    tap.check(&ns.0, &mut ledger).unwrap();
+    while tap.pump(&mut ledger) == 0 {}
+    ledger.flush().unwrap();
+    let got: Vec<(u64, u64, u32)> = recorded(dir.path()).into_iter().map(|(a, b, _, r)| (a, b, r)).collect();
+    assert_eq!(got, [(1, 1, 0), (2, 65, super::GAP_LET_GO), (1, 1, 0)], "a GAP of the ring's 64 slots past the cursor");
+}
+
 /// A writer that never stops publishing into a replaced ring does not
 /// keep the ledger from the new one past [`SWITCH_WITHIN`]: the old
 /// ring's rest is read, and a GAP. (Found by review: the switch waited
@@ -261,19 +283,22 @@ fn a_writer_publishing_into_a_replaced_ring_for_ever_does_not_hold_the_ledger_fr
     let created = new.geometry().created_ns;
     new.publish(b"new").unwrap();
     // Each look finds a frame more in the old ring: never drained.
-    let deadline = std::time::Instant::now() + SWITCH_WITHIN * 10;
-    while tap.created_ns != created {
-        assert!(std::time::Instant::now() < deadline, "the ledger is still on the old ring");
+    for _ in 0..3 {
         old.publish(b"old").unwrap();
         tap.pump(&mut ledger);
         old.publish(b"old").unwrap();
         tap.check(&ns.0, &mut ledger).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        assert_ne!(tap.created_ns, created, "the ledger switched before the old ring was drained or its time was up");
     }
+    // Its time is up (set back here, not waited for).
+    tap.replaced_since = Some(std::time::Instant::now() - SWITCH_WITHIN);
+    tap.check(&ns.0, &mut ledger).unwrap();
+    assert_eq!(tap.created_ns, created, "the ledger is still on the old ring");
     while tap.pump(&mut ledger) == 0 {}
     ledger.flush().unwrap();
-    let got = recorded(dir.path());
-    assert_eq!(got.last().map(|(a, b, p, _)| (*a, *b, p.clone())), Some((1, 1, b"new".to_vec())));
+    let got: Vec<(u64, u64, Vec<u8>)> = recorded(dir.path()).into_iter().map(|(a, b, p, _)| (a, b, p)).collect();
+    let old_frames = (1..=7).map(|seq| (seq, seq, b"old".to_vec()));
+    assert_eq!(got, old_frames.chain([(1, 1, b"new".to_vec())]).collect::<Vec<_>>(), "every old frame, then the new");
 }
 
 /// A ring whose data region a peer shrank, made again under its name
@@ -295,6 +320,11 @@ fn a_ring_made_again_after_its_data_was_damaged_leaves_a_gap_for_what_was_not_re
     std::fs::OpenOptions::new().write(true).open(ns.0.data_path("t")).unwrap().set_len(0).unwrap();
     assert_eq!(tap.pump(&mut ledger), 0);
     assert!(tap.reader.is_none(), "the damaged ring's reader is dropped");
+    // Said at once: a recorder started again before the ring is made
+    // again would not know it.
+    ledger.flush().unwrap();
+    let gap = recorded(dir.path()).last().map(|&(a, b, _, r)| (a, b, r));
+    assert_eq!(gap, Some((7, 8, GAP_RING_LOST)));
     drop(old);
     Ring::unlink(&ns.0, "t").unwrap();
     Ring::create(&ns.0, "t", &o).unwrap().writer().unwrap().publish(b"new").unwrap();
