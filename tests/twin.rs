@@ -1339,3 +1339,33 @@ fn a_replaced_telemetry_rings_unread_frames_are_read_before_it_is_let_go() {
         Ring::unlink(&ns, "telemetry").unwrap();
     }
 }
+
+/// Found by review: a twin behind its ring (held off the CPU longer than a
+/// `stale_after`) judged staleness while reading its backlog, from when it
+/// had read each stream's last sample, and raised a stale alarm on every
+/// stream whose newer samples were still unread. While the ring holds more
+/// than it read, no stream is judged stale.
+#[test]
+fn a_twin_reading_its_backlog_judges_no_stream_stale() {
+    let ns = TestNs::new();
+    let mut stale = rule(0, 1);
+    stale.stale_after = Some(Duration::from_millis(100));
+    let mut twin = Twin::new(&config(2, vec![stale]), 1);
+    let (_ring, mut w, mut ingest) = telemetry(&ns, 8192);
+    let sample = |stream: u32, seq: u64| Sample { stream, quality: 0, seq, sample_ns: seq, ingest_ns: seq, value: 1.0 };
+    // Stream 0 at the start and the end, stream 1 between.
+    w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&sample(0, 0))).unwrap();
+    for seq in 0..5000 {
+        w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&sample(1, seq))).unwrap();
+    }
+    w.publish_kind(KIND_SAMPLE, bytemuck::bytes_of(&sample(0, 1))).unwrap();
+    // One batch read, the rest not; a tick a while later finds none stale.
+    assert!(!ingest.poll(&mut twin, 1).caught_up);
+    let later = helix::process::now_ns() + 10_000_000_000;
+    twin.tick(later);
+    assert!(twin.take_events().next().is_none(), "a stream judged stale while the twin was behind");
+    // Caught up, its clock where it is: none stale either.
+    assert!(ingest.poll(&mut twin, usize::MAX).caught_up);
+    twin.tick(helix::process::now_ns());
+    assert!(twin.take_events().next().is_none());
+}

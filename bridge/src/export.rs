@@ -205,12 +205,13 @@ async fn export_ring(
             Err(e) => {
                 js.make_stream_if_gone(&e, &counters.beats).await;
                 js.reread_stream_limit(&e).await;
-                // The server's limit too: a reconnect may have met one that
-                // takes less (found by review: read once, as the stream's
-                // was, its refusals were sent again for ever).
-                limits = Limits::of(js, x, &view, &source);
                 pause_to_retry(counters, &x.ring, &e, format!("publishing again from sequence {}", reader.released()))
                     .await;
+                // The server's limit too, after the pause (a reconnect in
+                // it may have met one that takes less; found by review:
+                // read once, as the stream's was, its refusals were sent
+                // again for ever).
+                limits = Limits::of(js, x, &view, &source);
                 flight.clear();
                 // The same ring's frames again, whatever is under its name
                 // now. (Found by review: a reader attached again by name

@@ -246,6 +246,9 @@ pub struct Twin {
     /// This twin's clock when it read the samples it takes now
     /// ([`Twin::reading`]).
     read_ns: Option<u64>,
+    /// Whether the telemetry ring held more than the twin read last
+    /// ([`Twin::behind`]).
+    behind: bool,
 }
 
 impl Twin {
@@ -265,19 +268,26 @@ impl Twin {
             seen: 0,
             taken_over: HashMap::new(),
             read_ns: None,
+            behind: false,
         }
+    }
+
+    /// Whether the telemetry ring holds more than the twin has read: then
+    /// no stream is judged stale, its newer samples may be unread (found
+    /// by review: a twin held off the CPU past a `stale_after` raised a
+    /// stale alarm on every slow stream as it read its backlog).
+    pub fn behind(&mut self, behind: bool) {
+        self.behind = behind;
     }
 
     /// This twin's clock (CLOCK_MONOTONIC) as it reads the samples it
     /// takes next: staleness and age are judged from when the twin read a
-    /// stream's last sample, not from its `ingest_ns`, which is the ring
-    /// writer's clock, and need not be this twin's: a bridge's telemetry is
-    /// of another host's (which may boot again, and start again near 0),
-    /// a replay's of the recording's, and one forged or damaged frame's of
-    /// anything. (Found by review: judged on `ingest_ns`, a writer's clock
-    /// ahead never let a stream be stale, one behind raised every stream
-    /// stale at every tick.) A model fed without it (by hand) takes a
-    /// sample's `ingest_ns` for when it was read.
+    /// stream's last sample, not from `ingest_ns`, the ring writer's clock
+    /// (a bridge's telemetry is of another host's, which may boot again, a
+    /// replay's of the recording's). Found by review: judged on it, a
+    /// writer's clock ahead never let a stream be stale, one behind raised
+    /// every stream stale at every tick. A model fed without it (by hand)
+    /// takes a sample's `ingest_ns` for when it was read.
     pub fn reading(&mut self, now_ns: u64) {
         self.read_ns = Some(now_ns);
     }
@@ -452,10 +462,13 @@ impl Twin {
     /// sample this twin read longer than that ago ([`Twin::reading`]),
     /// raises its stale alarm (its next sample clears it). A stream that
     /// never reported is not judged; one taken over from the previous
-    /// instance is, from [`TakenOver::judged_from_ns`]. The raise's time is
-    /// on the writer's clock, as every event's: the last `ingest_ns` and
-    /// the age.
+    /// instance is, from [`TakenOver::judged_from_ns`]; none while the
+    /// twin is [behind](Twin::behind). The raise's time is on the writer's
+    /// clock, as every event's: the last `ingest_ns` and the age.
     pub fn tick(&mut self, now_ns: u64) {
+        if self.behind {
+            return;
+        }
         for i in 0..self.streams.len() {
             let st = &self.streams[i];
             if st.alarms & AlarmKind::Stale.flag() != 0 {

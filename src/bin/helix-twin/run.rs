@@ -157,6 +157,7 @@ impl Ingest {
                 }
             }
         }
+        twin.behind(!done.caught_up);
         done
     }
 
