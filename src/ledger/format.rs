@@ -69,7 +69,9 @@ pub const GAP_TOO_LARGE: u32 = 2;
 
 /// A GAP record's reason: the frames were published into a ring after it
 /// was replaced under its name, while the recorder, having read it to its
-/// end, was letting it go (a writer that still held the old ring).
+/// end, was letting it go (a writer that still held the old ring); or into
+/// a ring the recorder was let go of after a demotion and could not join
+/// again, then made again under its name.
 pub const GAP_LET_GO: u32 = 3;
 
 /// A GAP record's reason: the frames were published into a ring whose

@@ -52,13 +52,15 @@ pub struct Tap {
     /// slots bore out, at most a ring's worth past the cursor), looked at
     /// before each batch.
     pub seen: u64,
-    /// A ring found damaged: its incarnation, the last sequence seen
-    /// published in it, and its writer's epoch. Made again under its name,
-    /// what the ledger had not read of it is a GAP of reason
-    /// [`GAP_RING_LOST`]; repaired (its control file), it is read on.
-    /// (Found by review: it ended in the ledger where the recorder last
-    /// read it, without a word.)
-    pub lost: Option<(u64, u64, u64)>,
+    /// A ring the tap lost before it read it to its end: found damaged
+    /// (reason [`GAP_RING_LOST`]), or let go after a demotion and not
+    /// joined again (reason [`GAP_LET_GO`]). Its incarnation, the last
+    /// sequence seen published in it, its writer's epoch and the reason.
+    /// Made again under its name, what the ledger had not read of it is a
+    /// GAP; the same ring (its control file repaired, or joined again) is
+    /// read on. (Found by review: it ended in the ledger where the
+    /// recorder last read it, without a word.)
+    pub lost: Option<(u64, u64, u64, u32)>,
 }
 
 /// How long the switch from a replaced ring waits for it to be found
@@ -162,19 +164,19 @@ impl Tap {
     /// ([`Tap::lost`]), what the ledger had not read of that one, up to the
     /// last sequence seen published in it, is a GAP.
     fn gap_for_a_lost_ring(&mut self, ledger: &mut Ledger, created_ns: u64) {
-        let Some((lost, seen, epoch)) = self.lost.take() else { return };
+        let Some((lost, seen, epoch, reason)) = self.lost.take() else { return };
         let Some(id) = ledger.chain().ring_id(&self.name) else { return };
         let ring = &ledger.chain().rings[id as usize];
         if ring.decl.created_ns != lost || created_ns == lost || seen < ring.next_seq {
             return;
         }
         let first = ring.next_seq;
+        let why = if reason == GAP_RING_LOST { "its data region was damaged" } else { "the ledger was let go of it" };
         warn!(
-            "ring {}: made again after its data region was damaged; sequences {first} to {seen} of the old one were \
-             published and not read: recording a GAP",
+            "ring {}: {why}; sequences {first} to {seen} of it were published and not read: recording a GAP",
             self.name
         );
-        ledger.append_gap_for(id, first, seen, epoch, GAP_RING_LOST);
+        ledger.append_gap_for(id, first, seen, epoch, reason);
     }
 
     /// Says that another user's ring is not recorded.
@@ -284,7 +286,7 @@ impl Tap {
                 // ring again): its unread frames are gone now, and said so
                 // now, lest a restart meanwhile forget it (found by review).
                 // A control file may be: said if the ring is made again.
-                self.lost = Some((self.created_ns, self.seen, epoch));
+                self.lost = Some((self.created_ns, self.seen, epoch, GAP_RING_LOST));
                 if d.file == RingFile::Data {
                     self.gap_for_a_lost_ring(ledger, 0);
                 }
@@ -426,21 +428,39 @@ impl Tap {
         if !reader.was_demoted() {
             return Ok(());
         }
-        let next = ledger.chain().rings[self.id as usize].next_seq;
+        // Its name no longer holds it: it is read on, demoted (found by
+        // review: it was let go, though it could still be read to its
+        // end, and a ring made again under the name declared without a
+        // GAP for its rest). A replacement is followed as any is.
+        let view = match now {
+            Ok(view) => view,
+            Err(e) => {
+                let why = format!("ring {}: the writer demoted the ledger, and {e}; reading it on, demoted", self.name);
+                if let Some(why) = self.anew(why) {
+                    warn!("{why}");
+                }
+                return Ok(());
+            }
+        };
+        let (next, epoch) = (ledger.chain().rings[self.id as usize].next_seq, reader.writer_epoch());
         warn!("ring {}: the writer demoted the ledger (too slow); re-registering as a gating reader", self.name);
         self.let_go(ledger)?;
         // Only on the ring it was recording (of this user's, created then):
-        // anything else is for `attach` at the next look.
-        match now {
-            Ok(view) if view.check_owner().is_ok() => match view.reader(&reader_options(next)) {
-                Ok(mut r) => {
-                    r.set_deferred_release(true);
-                    self.reader = Some(r);
-                }
-                Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
-            },
-            Ok(_) => {}
-            Err(e) => warn!("ring {}: cannot attach: {e}; retrying", self.name),
+        // anything else is for `attach` at the next look. Not joined again,
+        // a ring made again under the name has a GAP for its rest first.
+        let joined = match view.check_owner() {
+            Ok(()) => view.reader(&reader_options(next)).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match joined {
+            Ok(mut r) => {
+                r.set_deferred_release(true);
+                self.reader = Some(r);
+            }
+            Err(e) => {
+                warn!("ring {}: cannot attach: {e}; retrying", self.name);
+                self.lost = Some((self.created_ns, self.seen, epoch, GAP_LET_GO));
+            }
         }
         Ok(())
     }
