@@ -103,9 +103,10 @@ impl Publisher {
 
     /// After a publish failed with `e`: if the stream refused the message
     /// as larger than its `max_msg_size`, reads that again (said if it
-    /// changed since it was read), for the next [`Limits::of`]. (Found by review: it was read
-    /// once, as the link started, and a stream whose owner lowered it
-    /// meanwhile refused every larger message, sent again for ever.)
+    /// changed since it was read), for the next [`Limits::of`]. (Found by
+    /// review: it was read once, as the link started, and a stream whose
+    /// owner lowered it meanwhile refused every larger message, sent again
+    /// for ever.)
     async fn reread_stream_limit(&self, e: &anyhow::Error) {
         use async_nats::jetstream::{context::PublishError, ErrorCode};
         let refused = e.downcast_ref::<PublishError>().and_then(std::error::Error::source).is_some_and(|s| {

@@ -4,13 +4,12 @@ use std::sync::atomic::Ordering;
 
 use helix::RingView;
 
-use super::Export;
-use super::{Publisher, Source};
+use super::{Export, Publisher, Source};
 use crate::wire;
 
 /// Bytes of a message's headers the server's `max_payload` and a stream's
-/// `max_msg_size` count besides its payload, at most: the message id (host, ring, incarnation, epoch,
-/// range) and the header block around it.
+/// `max_msg_size` count besides its payload, at most: the message id
+/// (host, ring, incarnation, epoch, range) and the header block around it.
 const HEADERS_ROOM: usize = 512;
 
 /// What a message holds.

@@ -544,7 +544,10 @@ pub(crate) fn follow_rings(config: &TwinConfig, ingest: &mut Ingest, publisher: 
                     Some(n) => format!(", {n} more lost"),
                     None => ", and found it damaged: what it held past that is lost".into(),
                 };
-                info!("ring {ring} was replaced (created again); read the {read} frames the old one still held{lost}; reading the new one");
+                info!(
+                    "ring {ring} was replaced (created again); read the {read} frames the old one still held{lost}; \
+                     reading the new one"
+                );
             }
             // Said when the reason is new: it is tried again every second.
             Err(e) => {

@@ -1,7 +1,7 @@
 //! helixd's own counters for `--metrics-file`: its HAL sources' samples,
 //! lateness, and a UDP source's datagrams, rejections by reason, the
-//! kernel's drops and those it did not write. The rings' counters are in shared memory and need no
-//! file: `helixctl metrics` reads them there.
+//! kernel's drops and those it did not write. The rings' counters are in
+//! shared memory and need no file: `helixctl metrics` reads them there.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -48,7 +48,8 @@ impl UdpStats {
     /// Takes on what `old` (the state of the source this one restarts)
     /// counted, so the totals go on: the datagrams taken, the kernel's
     /// drops (counted since the bind), those not written, the datagrams
-    /// rejected, and how many of those were logged. Before the new source's thread starts.
+    /// rejected, and how many of those were logged. Before the new
+    /// source's thread starts.
     pub fn carry(&self, old: &UdpStats) {
         let pairs = self.rejected.iter().zip(&old.rejected).chain(self.reported.iter().zip(&old.reported));
         let totals = [
