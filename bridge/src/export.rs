@@ -119,6 +119,8 @@ impl Publisher {
         let Ok(mut stream) = self.js.get_stream(&self.server.stream).await else { return };
         let Ok(info) = stream.info().await else { return };
         let now = Publisher::stream_limit(info.config.max_message_size).into_inner();
+        // Relaxed: a number its one link's task writes and reads (between
+        // its retries); nothing else is ordered by it.
         if self.stream_limit.swap(now, Ordering::Relaxed) == now {
             return;
         }

@@ -36,6 +36,7 @@ impl Limits {
             0 => usize::MAX,
             n => n.saturating_sub(HEADERS_ROOM),
         };
+        // Relaxed: see `Publisher::reread_stream_limit`.
         let stream_limit = js.stream_limit.load(Ordering::Relaxed).saturating_sub(HEADERS_ROOM);
         let server_limit = server_limit.min(stream_limit);
         let room = x.max_bytes.min(server_limit.saturating_sub(header));

@@ -173,8 +173,9 @@ impl Ingest {
         if polled.damaged.is_some() {
             return (polled.frames, None);
         }
-        // (The count of a header its writer may have written anything in.)
-        let lost = if polled.caught_up { 0 } else { self.reader.lag().min(capacity) };
+        // By a count the slots bear out, and a ring's worth at most: its
+        // writer may have written anything in the header.
+        let lost = if polled.caught_up { 0 } else { self.reader.trusted_lag().unwrap_or(0).min(capacity) };
         if lost > 0 {
             twin.overrun(lost);
         }
